@@ -1,0 +1,16 @@
+//! Conventions shared by every Tincan service.
+//!
+//! - [`config`]: one TOML file, then `TINCAN_…` environment overrides (`__` for nesting), `*_file` secrets,
+//!   unknown keys rejected, a `validate()` per section.
+//! - [`secret`]: a newtype whose `Debug`/`Display` never print the value.
+//! - [`telemetry`]: tracing set-up, human logs by default and JSON with a flag.
+//! - [`clock`]: the only place that reads the wall clock, so tests can inject time.
+
+pub mod clock;
+pub mod config;
+pub mod secret;
+pub mod telemetry;
+
+pub use clock::{Clock, MockClock, SystemClock};
+pub use config::{ConfigError, load_config};
+pub use secret::Secret;
