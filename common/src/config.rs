@@ -6,7 +6,7 @@
 //! `#[serde(deny_unknown_fields)]`, so a misspelt key is an error naming it, not a silently ignored setting.
 
 use figment::Figment;
-use figment::providers::{Env, Format, Serialized, Toml};
+use figment::providers::{Format, Serialized, Toml};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use std::path::{Path, PathBuf};
@@ -68,25 +68,26 @@ where
 {
     let mut figment = Figment::from(Serialized::defaults(T::default()));
     if let Some(path) = file {
-        let text = std::fs::read_to_string(path)
-            .map_err(|source| ConfigError::Read { path: path.to_owned(), source })?;
+        let text =
+            std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.to_owned(), source })?;
         figment = figment.merge(Toml::string(&text));
     }
-    let env: Vec<(String, String)> =
-        env.into_iter().filter(|(k, _)| k.starts_with(env_prefix)).collect();
-    let plain: Vec<(String, String)> =
-        env.iter().filter(|(k, _)| !k.ends_with("_FILE")).cloned().collect();
-    figment = figment.merge(
-        Env::prefixed(env_prefix)
-            .split("__")
-            .filter(move |k| plain.iter().any(|(name, _)| name[env_prefix.len()..].eq_ignore_ascii_case(k.as_str())))
-            .lowercase(true),
-    );
+    let env: Vec<(String, String)> = env.into_iter().filter(|(k, _)| k.starts_with(env_prefix)).collect();
+    // Plain overrides: `<PREFIX>A__B=v` sets `a.b`, the value parsed like figment's `Env` (bools, numbers,
+    // arrays…). Done by hand rather than with `Env` so that tests can pass the environment in.
+    for (var, value) in env.iter().filter(|(k, _)| !k.ends_with("_FILE")) {
+        let key = var[env_prefix.len()..].to_ascii_lowercase().replace("__", ".");
+        let value: figment::value::Value = value.parse().expect("infallible");
+        figment = figment.merge(Serialized::default(&key, value));
+    }
     for (var, path) in env.iter().filter(|(k, _)| k.ends_with("_FILE")) {
         let key = var[env_prefix.len()..var.len() - "_FILE".len()].to_ascii_lowercase().replace("__", ".");
         let path = PathBuf::from(path);
-        let value = std::fs::read_to_string(&path)
-            .map_err(|source| ConfigError::SecretFile { var: var.clone(), path: path.clone(), source })?;
+        let value = std::fs::read_to_string(&path).map_err(|source| ConfigError::SecretFile {
+            var: var.clone(),
+            path: path.clone(),
+            source,
+        })?;
         figment = figment.merge(Serialized::default(&key, value.trim_end_matches(['\n', '\r'])));
     }
     let config: T = figment.extract().map_err(Box::new)?;

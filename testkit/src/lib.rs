@@ -1,1 +1,28 @@
-//! placeholder
+//! Test harness for Tincan's integration tests: real peers, not mocks.
+//!
+//! - [`Synapse`]: a real Synapse homeserver from the project's venv, on a free loopback port, with a fresh
+//!   SQLite data dir; stopped when dropped (and by a watchdog if the test process dies).
+//! - [`Postgres`]: a fresh PostgreSQL database per test, dropped afterwards.
+//! - [`tools`]: Debian tools (`delv`, `ldns-verify-zone`, `sipp`…) with an error naming the missing package.
+//! - [`ports`]: free loopback ports, reserved across parallel test processes.
+//! - [`process`]: child processes that never outlive the test.
+
+pub mod ports;
+pub mod postgres;
+pub mod process;
+pub mod synapse;
+pub mod tools;
+
+pub use postgres::Postgres;
+pub use process::ChildGuard;
+pub use synapse::{RegisteredUser, Synapse, SynapseBuilder};
+
+/// Whether we run in CI (`CI=true`), where a missing peer is a failure rather than a skip.
+pub fn in_ci() -> bool {
+    std::env::var("CI").map(|v| v == "true" || v == "1").unwrap_or(false)
+}
+
+/// The repository root (the workspace root), found from this crate's manifest directory.
+pub fn repo_root() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("testkit lives in the workspace root").to_owned()
+}
