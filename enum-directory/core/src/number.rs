@@ -1,0 +1,213 @@
+//! E.164 numbers and their ENUM owner names (RFC 6116 §2).
+
+use std::fmt;
+use std::str::FromStr;
+
+use hickory_proto::rr::Name;
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+/// Why a string is not an E.164 number this directory accepts.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum NumberError {
+    /// It does not start with `+`.
+    #[error("an E.164 number starts with '+'")]
+    MissingPlus,
+    /// Something other than digits (and the usual separators) follows the `+`.
+    #[error("an E.164 number has only digits after the '+'")]
+    NotDigits,
+    /// Fewer than 2 or more than 15 digits.
+    #[error("an E.164 number has 2 to 15 digits, not {0}")]
+    Length(usize),
+    /// libphonenumber could not parse it.
+    #[error("not a phone number")]
+    Unparsable,
+    /// libphonenumber parsed it but it is not a valid number in its country's plan.
+    #[error("not a valid number in its country's numbering plan")]
+    Invalid,
+}
+
+/// A phone number in E.164 form: `+` and 2..=15 digits, valid per libphonenumber's metadata.
+///
+/// Input may contain spaces, dashes, dots and parentheses (`+44 20 7946 0001`); the stored form never does.
+/// Display, FromStr and serde all use the normalised string.
+#[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct E164(String);
+
+impl E164 {
+    /// Parses and normalises a number written in international form.
+    pub fn parse(s: &str) -> Result<E164, NumberError> {
+        let s = s.trim();
+        let rest = s.strip_prefix('+').ok_or(NumberError::MissingPlus)?;
+        let mut digits = String::with_capacity(rest.len());
+        for c in rest.chars() {
+            match c {
+                '0'..='9' => digits.push(c),
+                ' ' | '-' | '.' | '(' | ')' => {}
+                _ => return Err(NumberError::NotDigits),
+            }
+        }
+        if !(2..=15).contains(&digits.len()) {
+            return Err(NumberError::Length(digits.len()));
+        }
+        let parsed = phonenumber::parse(None, format!("+{digits}")).map_err(|_| NumberError::Unparsable)?;
+        if !phonenumber::is_valid(&parsed) {
+            return Err(NumberError::Invalid);
+        }
+        let normalised = parsed.format().mode(phonenumber::Mode::E164).to_string();
+        // libphonenumber may drop a national trunk prefix; the digits must still fit E.164.
+        let n = normalised.len() - 1;
+        if !(2..=15).contains(&n) || !normalised[1..].bytes().all(|b| b.is_ascii_digit()) {
+            return Err(NumberError::Invalid);
+        }
+        Ok(E164(normalised))
+    }
+
+    /// The number with its `+`, e.g. `+442079460001`.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// The digits without the `+`, e.g. `442079460001`.
+    pub fn digits(&self) -> &str {
+        &self.0[1..]
+    }
+}
+
+impl fmt::Display for E164 {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl fmt::Debug for E164 {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "E164({})", self.0)
+    }
+}
+
+impl FromStr for E164 {
+    type Err = NumberError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        E164::parse(s)
+    }
+}
+
+impl AsRef<str> for E164 {
+    fn as_ref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl Serialize for E164 {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.0)
+    }
+}
+
+impl<'de> Deserialize<'de> for E164 {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        E164::parse(&s).map_err(serde::de::Error::custom)
+    }
+}
+
+/// The ENUM owner name of `number` under `apex`: its digits reversed, one per label (RFC 6116 §2).
+///
+/// `+442079460001` under `e164.tincan.test.` is `1.0.0.0.6.4.9.7.0.2.4.4.e164.tincan.test.`.
+/// The result is fully qualified when `apex` is.
+pub fn owner_name(number: &E164, apex: &Name) -> Name {
+    let labels: Vec<[u8; 1]> = number.digits().bytes().rev().map(|d| [d]).collect();
+    // 15 one-octet labels add at most 30 octets; only an apex already near the 255-octet limit can fail.
+    Name::from_labels(labels.iter().map(|l| &l[..]))
+        .and_then(|n| n.append_domain(apex))
+        .expect("an ENUM owner name fits when the apex leaves 30 octets")
+}
+
+/// The number an owner name stands for, or `None` when `name` is not a whole, valid number directly under `apex`
+/// (outside the apex, the apex itself, a partial number, a label that is not one digit, or an invalid number).
+/// Case-insensitive in the apex.
+pub fn number_from_owner(name: &Name, apex: &Name) -> Option<E164> {
+    if !apex.zone_of(name) {
+        return None;
+    }
+    let extra = usize::from(name.num_labels()).checked_sub(usize::from(apex.num_labels()))?;
+    if !(2..=15).contains(&extra) {
+        return None;
+    }
+    let mut digits = String::with_capacity(extra + 1);
+    digits.push('+');
+    let labels: Vec<&[u8]> = name.iter().take(extra).collect();
+    for label in labels.iter().rev() {
+        match label {
+            [d @ b'0'..=b'9'] => digits.push(char::from(*d)),
+            _ => return None,
+        }
+    }
+    let number = E164::parse(&digits).ok()?;
+    // Normalisation must not have changed the digits: the name is the number's only spelling.
+    (number.as_str() == digits).then_some(number)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn n(s: &str) -> Name {
+        Name::from_ascii(s).unwrap()
+    }
+
+    #[test]
+    fn parses_and_normalises() {
+        assert_eq!(E164::parse("+442079460001").unwrap().as_str(), "+442079460001");
+        assert_eq!(E164::parse(" +44 20 7946-0001 ").unwrap().as_str(), "+442079460001");
+        assert_eq!(E164::parse("+1 (202) 555-0143").unwrap().as_str(), "+12025550143");
+        assert_eq!(E164::parse("+4915112345678").unwrap().digits(), "4915112345678");
+    }
+
+    #[test]
+    fn rejects_what_is_not_e164() {
+        assert_eq!(E164::parse("442079460001"), Err(NumberError::MissingPlus));
+        assert_eq!(E164::parse(""), Err(NumberError::MissingPlus));
+        assert_eq!(E164::parse("+44a2079460001"), Err(NumberError::NotDigits));
+        assert_eq!(E164::parse("+４４2079460001"), Err(NumberError::NotDigits));
+        assert_eq!(E164::parse("+4"), Err(NumberError::Length(1)));
+        assert_eq!(E164::parse("+"), Err(NumberError::Length(0)));
+        assert_eq!(E164::parse("+1234567890123456"), Err(NumberError::Length(16)));
+        assert!(E164::parse("+4420794600001").is_err(), "one digit too many for London");
+        assert!(E164::parse("+999123").is_err(), "no country 999");
+        assert!(E164::parse("+44+2079460001").is_err());
+    }
+
+    #[test]
+    fn display_fromstr_serde_use_the_string() {
+        let e: E164 = "+442079460001".parse().unwrap();
+        assert_eq!(e.to_string(), "+442079460001");
+        assert_eq!(serde_json::to_string(&e).unwrap(), "\"+442079460001\"");
+        assert_eq!(serde_json::from_str::<E164>("\"+442079460001\"").unwrap(), e);
+        assert!(serde_json::from_str::<E164>("\"+44\"").is_err());
+    }
+
+    #[test]
+    fn owner_name_reverses_digits() {
+        let e = E164::parse("+442079460001").unwrap();
+        let apex = n("e164.tincan.test.");
+        assert_eq!(owner_name(&e, &apex), n("1.0.0.0.6.4.9.7.0.2.4.4.e164.tincan.test."));
+        assert_eq!(owner_name(&e, &n("e164.arpa.")).to_ascii(), "1.0.0.0.6.4.9.7.0.2.4.4.e164.arpa.");
+    }
+
+    #[test]
+    fn number_from_owner_only_for_whole_numbers() {
+        let apex = n("e164.tincan.test.");
+        let e = E164::parse("+442079460001").unwrap();
+        assert_eq!(number_from_owner(&n("1.0.0.0.6.4.9.7.0.2.4.4.e164.tincan.test."), &apex), Some(e.clone()));
+        assert_eq!(number_from_owner(&n("1.0.0.0.6.4.9.7.0.2.4.4.E164.Tincan.TEST."), &apex), Some(e));
+        assert_eq!(number_from_owner(&n("4.4.e164.tincan.test."), &apex), None, "partial");
+        assert_eq!(number_from_owner(&apex, &apex), None, "apex");
+        assert_eq!(number_from_owner(&n("1.0.0.0.6.4.9.7.0.2.4.4.e164.arpa."), &apex), None, "other apex");
+        assert_eq!(number_from_owner(&n("1.0.0.0.6.4.9.7.0.2.44.e164.tincan.test."), &apex), None, "two digits");
+        assert_eq!(number_from_owner(&n("x.0.0.0.6.4.9.7.0.2.4.4.e164.tincan.test."), &apex), None);
+        assert_eq!(number_from_owner(&n("ns1.e164.tincan.test."), &apex), None);
+        let sixteen = "1.2.3.4.5.6.7.8.9.0.1.2.3.4.5.6.e164.tincan.test.";
+        assert_eq!(number_from_owner(&n(sixteen), &apex), None);
+    }
+}
