@@ -1,0 +1,29 @@
+//! The HTTP API: Tincan's client endpoints (`/_tincan/client/v1/…`), the Identity Service API
+//! (`/_matrix/identity/…`) and the appservice endpoints the homeserver calls (`/_matrix/app/v1/…`).
+
+mod appservice;
+mod extract;
+mod keys_master;
+mod register_request;
+mod register_verify;
+
+pub use extract::{ClientIp, Json, bearer as extract_bearer};
+
+use crate::app::App;
+use axum::Router;
+use axum::routing::{get, post, put};
+use std::sync::Arc;
+
+/// The whole router.
+pub fn router(app: Arc<App>) -> Router {
+    Router::new()
+        .route("/_tincan/client/v1/register/request", post(register_request::handler))
+        .route("/_tincan/client/v1/register/verify", post(register_verify::handler))
+        .route("/_tincan/client/v1/keys/master", put(keys_master::handler))
+        .route("/_matrix/app/v1/transactions/{txn_id}", put(appservice::transaction))
+        .route("/_matrix/app/v1/users/{user_id}", get(appservice::query))
+        .route("/_matrix/app/v1/rooms/{alias}", get(appservice::query))
+        .merge(crate::identity::router())
+        .route("/health", get(|| async { "ok" }))
+        .with_state(app)
+}

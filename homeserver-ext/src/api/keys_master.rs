@@ -1,0 +1,92 @@
+//! `PUT /_tincan/client/v1/keys/master`: publishes the caller's master cross-signing key to the directory
+//! for each of their numbers, after checking with the homeserver's `/keys/query` that it is really theirs.
+
+use super::Json;
+use super::extract::bearer;
+use crate::app::App;
+use crate::error::ApiError;
+use crate::homeserver::{HomeserverError, refused};
+use crate::number::E164;
+use axum::extract::State;
+use axum::http::HeaderMap;
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use std::sync::Arc;
+
+/// Request body.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Request {
+    /// The master key, unpadded standard base64 of the 32-byte ed25519 public key.
+    pub ed25519: String,
+}
+
+/// Response body.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Response {
+    /// The numbers whose directory record now carries the key.
+    pub numbers: Vec<String>,
+}
+
+/// Handler; the caller authenticates with their homeserver access token.
+pub async fn handler(
+    State(app): State<Arc<App>>,
+    headers: HeaderMap,
+    Json(req): Json<Request>,
+) -> Result<axum::Json<Response>, ApiError> {
+    use base64::Engine;
+    let token = bearer(&headers).ok_or(ApiError::MissingToken)?;
+    let key = base64::engine::general_purpose::STANDARD_NO_PAD
+        .decode(&req.ed25519)
+        .ok()
+        .filter(|k| k.len() == 32)
+        .ok_or(ApiError::InvalidParam("ed25519"))?;
+    let _ = key;
+    let hs = app.config.homeserver_url.trim_end_matches('/');
+    let who = app
+        .http
+        .get(format!("{hs}/_matrix/client/v3/account/whoami"))
+        .bearer_auth(token)
+        .send()
+        .await
+        .map_err(HomeserverError::from)?;
+    if who.status().as_u16() == 401 {
+        return Err(ApiError::UnknownToken);
+    }
+    if !who.status().is_success() {
+        return Err(refused(who).await.into());
+    }
+    let who: serde_json::Value = who.json().await.map_err(HomeserverError::from)?;
+    let user_id = who["user_id"].as_str().ok_or(HomeserverError::Malformed("user_id"))?.to_owned();
+
+    let resp = app
+        .http
+        .post(format!("{hs}/_matrix/client/v3/keys/query"))
+        .bearer_auth(token)
+        .json(&json!({"device_keys": {&user_id: []}}))
+        .send()
+        .await
+        .map_err(HomeserverError::from)?;
+    if !resp.status().is_success() {
+        return Err(refused(resp).await.into());
+    }
+    let body: serde_json::Value = resp.json().await.map_err(HomeserverError::from)?;
+    let keys = &body["master_keys"][&user_id]["keys"];
+    let theirs = keys.as_object().is_some_and(|k| k.values().any(|v| v.as_str() == Some(req.ed25519.as_str())));
+    if !theirs {
+        return Err(ApiError::Forbidden("this is not the user's master key on the homeserver"));
+    }
+    let accounts = app.store.accounts_by_user(&user_id).await?;
+    if accounts.is_empty() {
+        return Err(ApiError::NotFound);
+    }
+    let mut numbers = Vec::new();
+    for a in accounts {
+        let number = E164::parse(&a.number)?;
+        if let Some(dir) = &app.directory {
+            dir.publish_key(&number, &req.ed25519).await?;
+        }
+        numbers.push(a.number);
+    }
+    Ok(axum::Json(Response { numbers }))
+}

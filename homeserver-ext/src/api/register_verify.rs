@@ -1,0 +1,95 @@
+//! `POST /_tincan/client/v1/register/verify`: code → the Matrix account of the number and a login for a new
+//! device. A number seen before gets the same account.
+
+use super::Json;
+use crate::app::App;
+use crate::error::ApiError;
+use crate::homeserver::Login;
+use crate::number::E164;
+use crate::store::{Account, Binding, Purpose};
+use axum::extract::State;
+use serde::{Deserialize, Serialize};
+use std::sync::Arc;
+
+/// Request body.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Request {
+    /// From `register/request`.
+    pub sid: String,
+    /// The client's secret from `register/request`.
+    pub client_secret: String,
+    /// The code from the SMS.
+    pub code: String,
+}
+
+/// Response body.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Response {
+    /// The account's Matrix ID.
+    pub user_id: String,
+    /// Where to log in.
+    pub homeserver_url: String,
+    /// How to log in.
+    pub login: Login,
+    /// True when the account was created by this request.
+    pub new_account: bool,
+}
+
+/// Handler.
+pub async fn handler(State(app): State<Arc<App>>, Json(req): Json<Request>) -> Result<axum::Json<Response>, ApiError> {
+    let session = crate::sessions::check_code(&app, Purpose::Register, &req.sid, &req.client_secret, &req.code).await?;
+    let number = E164::parse(&session.number)?;
+    let now = app.now();
+    let (account, new_account) = match app.store.account_by_number(number.as_str()).await? {
+        Some(a) => (a, false),
+        None => {
+            let localpart = app.with_rng(|r| random_localpart(&app.config.homeserver.localpart_prefix, r));
+            let user_id = format!("@{localpart}:{}", app.config.server_name);
+            app.homeserver.ensure_user(&localpart).await?;
+            let wanted =
+                Account { number: number.as_str().into(), localpart, user_id, created_at: now, published_at: None };
+            let stored = app.store.insert_account(&wanted).await?;
+            let new = stored.localpart == wanted.localpart;
+            (stored, new)
+        }
+    };
+    let login = app.homeserver.login(&account.localpart).await?;
+    if !app.store.consume(&session.sid, now).await? {
+        return Err(ApiError::NoValidSession);
+    }
+    // The number is now a verified identity of the user: findable through the Identity Service lookup.
+    crate::identity::bind_number(&app, &Binding { number: account.number.clone(), user_id: account.user_id.clone() })
+        .await?;
+    if account.published_at.is_none() {
+        publish(&app, &number, &account).await;
+    }
+    tracing::info!(number = %number.redacted(), user_id = %account.user_id, new_account, "signed in");
+    Ok(axum::Json(Response {
+        user_id: account.user_id,
+        homeserver_url: app.config.homeserver_url.clone(),
+        login,
+        new_account,
+    }))
+}
+
+/// Publishes to the directory; a failure is logged and retried at the next sign-in.
+async fn publish(app: &App, number: &E164, account: &Account) {
+    let Some(dir) = &app.directory else { return };
+    match dir.publish(number, &account.user_id).await {
+        Ok(()) => {
+            if let Err(e) = app.store.mark_published(&account.number, Some(app.now())).await {
+                tracing::warn!(error = %e, "could not record directory publication");
+            }
+        }
+        Err(e) => tracing::warn!(error = %e, number = %number.redacted(), "directory publication failed"),
+    }
+}
+
+/// `prefix` + 16 random base32 characters (lowercase, valid in Matrix localparts); never derived from the
+/// number.
+pub fn random_localpart<R: rand::Rng + ?Sized>(prefix: &str, rng: &mut R) -> String {
+    const ALPHABET: &[u8] = b"abcdefghijklmnopqrstuvwxyz234567";
+    let tail: String = (0..16).map(|_| ALPHABET[rng.random_range(0..ALPHABET.len())] as char).collect();
+    format!("{prefix}{tail}")
+}

@@ -1,0 +1,78 @@
+//! The extension's shared state: config, storage, SMS, homeserver connection, limits, clock and RNG.
+
+use crate::config::ExtConfig;
+use crate::directory::DirectoryClient;
+use crate::homeserver::HomeserverConnector;
+use crate::limits::Limiter;
+use crate::sms::SmsSender;
+use crate::store::Store;
+use rand::SeedableRng;
+use rand::rngs::StdRng;
+use std::sync::{Arc, Mutex};
+use tincan_common::Clock;
+
+/// Everything a request handler needs.
+#[derive(Debug)]
+pub struct App {
+    /// The config.
+    pub config: ExtConfig,
+    /// Storage.
+    pub store: Arc<dyn Store>,
+    /// SMS sending.
+    pub sms: Arc<dyn SmsSender>,
+    /// Account creation and login.
+    pub homeserver: Arc<dyn HomeserverConnector>,
+    /// Directory publishing, when configured.
+    pub directory: Option<DirectoryClient>,
+    /// Abuse limits.
+    pub limiter: Limiter,
+    /// Time.
+    pub clock: Arc<dyn Clock>,
+    /// Randomness for codes, session ids and localparts.
+    pub rng: Mutex<StdRng>,
+    /// HTTP client for calls to the homeserver (OpenID, `/keys/query`).
+    pub http: reqwest::Client,
+}
+
+impl App {
+    /// Assembles the state from its parts (tests pass their own SMS sink, clock or seed).
+    pub fn new(
+        config: ExtConfig,
+        store: Arc<dyn Store>,
+        sms: Arc<dyn SmsSender>,
+        homeserver: Arc<dyn HomeserverConnector>,
+        clock: Arc<dyn Clock>,
+        rng: StdRng,
+    ) -> Self {
+        let directory = DirectoryClient::from_config(&config.directory);
+        Self {
+            limiter: Limiter::new(config.limits.clone(), clock.clone()),
+            config,
+            store,
+            sms,
+            homeserver,
+            directory,
+            clock,
+            rng: Mutex::new(rng),
+            http: reqwest::Client::new(),
+        }
+    }
+
+    /// The production assembly from config: opens the store, builds SMS and homeserver backends.
+    pub async fn from_config(config: ExtConfig, clock: Arc<dyn Clock>) -> Result<Self, crate::store::StoreError> {
+        let store = crate::store::open(&config.database_url).await?;
+        let sms = crate::sms::from_config(&config.sms);
+        let homeserver = crate::homeserver::from_config(&config, clock.clone());
+        Ok(Self::new(config, store, sms, homeserver, clock, StdRng::from_os_rng()))
+    }
+
+    /// Now, in Unix seconds.
+    pub fn now(&self) -> i64 {
+        self.clock.unix_seconds() as i64
+    }
+
+    /// Runs `f` with the RNG.
+    pub fn with_rng<T>(&self, f: impl FnOnce(&mut StdRng) -> T) -> T {
+        f(&mut self.rng.lock().expect("rng lock"))
+    }
+}

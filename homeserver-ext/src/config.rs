@@ -1,0 +1,305 @@
+//! `tincan-ext` configuration: one TOML file, then `TINCAN_EXT_…` environment overrides (see
+//! [`tincan_common::config`]).
+
+use serde::{Deserialize, Serialize};
+use tincan_common::Secret;
+use tincan_common::config::Validate;
+
+/// The whole extension config.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ExtConfig {
+    /// Address the HTTP API listens on.
+    pub listen: String,
+    /// The homeserver's `server_name` (user ids are `@localpart:server_name`).
+    pub server_name: String,
+    /// The homeserver's client-server API base URL, returned to clients and used for `/keys/query`,
+    /// OpenID validation and appservice calls.
+    pub homeserver_url: String,
+    /// `sqlite://path?mode=rwc` or `postgres://…`.
+    pub database_url: String,
+    /// SMS sending.
+    pub sms: SmsConfig,
+    /// Code sessions.
+    pub codes: CodesConfig,
+    /// Abuse controls.
+    pub limits: LimitsConfig,
+    /// How accounts are created and logged in on the homeserver.
+    pub homeserver: HomeserverConfig,
+    /// Publishing numbers to the ENUM directory.
+    pub directory: DirectoryConfig,
+}
+
+impl Default for ExtConfig {
+    fn default() -> Self {
+        Self {
+            listen: "127.0.0.1:8090".into(),
+            server_name: "localhost".into(),
+            homeserver_url: "http://127.0.0.1:8008".into(),
+            database_url: "sqlite://tincan-ext.db?mode=rwc".into(),
+            sms: SmsConfig::default(),
+            codes: CodesConfig::default(),
+            limits: LimitsConfig::default(),
+            homeserver: HomeserverConfig::default(),
+            directory: DirectoryConfig::default(),
+        }
+    }
+}
+
+/// Which SMS backend sends codes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum SmsBackend {
+    /// Log the code and append it to a file (development only).
+    #[default]
+    Dev,
+    /// POST JSON to an HTTP endpoint.
+    Webhook,
+    /// SMPP 3.4/5.0 to an SMSC.
+    Smpp,
+}
+
+/// SMS sending.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SmsConfig {
+    /// The backend.
+    pub backend: SmsBackend,
+    /// Message text; `{code}`, `{app}` and `{domain}` are replaced. Lines mentioning `{domain}` are dropped
+    /// when `webotp_domain` is empty. The last line `@{domain} #{code}` lets browsers autofill (WebOTP).
+    pub template: String,
+    /// Product name shown in the message.
+    pub app_name: String,
+    /// The web origin's host for the WebOTP line; empty to leave the line out.
+    pub webotp_domain: String,
+    /// Dev sink: the file codes are appended to.
+    pub dev_file: String,
+    /// Webhook URL (receives `{"to": "+…", "text": "…"}`).
+    pub webhook_url: String,
+    /// Bearer token for the webhook.
+    pub webhook_token: Secret,
+    /// SMPP: the SMSC address, `host:port`.
+    pub smpp_address: String,
+    /// SMPP: `system_id`.
+    pub smpp_system_id: String,
+    /// SMPP: password.
+    pub smpp_password: Secret,
+    /// SMPP: `system_type` (often empty).
+    pub smpp_system_type: String,
+    /// SMPP: the sender (`source_addr`), alphanumeric or a number.
+    pub smpp_source_addr: String,
+}
+
+impl Default for SmsConfig {
+    fn default() -> Self {
+        Self {
+            backend: SmsBackend::Dev,
+            template: "{code} is your {app} code. Do not share it.\n\n@{domain} #{code}".into(),
+            app_name: "Tincan".into(),
+            webotp_domain: String::new(),
+            dev_file: "tincan-ext-sms.log".into(),
+            webhook_url: String::new(),
+            webhook_token: Secret::default(),
+            smpp_address: "127.0.0.1:2775".into(),
+            smpp_system_id: String::new(),
+            smpp_password: Secret::default(),
+            smpp_system_type: String::new(),
+            smpp_source_addr: "Tincan".into(),
+        }
+    }
+}
+
+/// Code sessions.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CodesConfig {
+    /// How long a code is valid.
+    pub ttl_secs: u64,
+    /// Wrong codes allowed per session before it is dead.
+    pub max_attempts: u32,
+    /// Minimum time between two SMS for one session.
+    pub resend_after_secs: u64,
+}
+
+impl Default for CodesConfig {
+    fn default() -> Self {
+        Self { ttl_secs: 600, max_attempts: 5, resend_after_secs: 30 }
+    }
+}
+
+/// One token bucket: `burst` tokens, `refill` tokens added every `period_secs`.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BucketConfig {
+    /// Capacity.
+    pub burst: u32,
+    /// Tokens added per period.
+    pub refill: u32,
+    /// The period.
+    pub period_secs: u64,
+}
+
+/// Abuse controls.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LimitsConfig {
+    /// Per destination number.
+    pub per_number: BucketConfig,
+    /// Per leading digits of the number (catches pumping through a range).
+    pub per_prefix: BucketConfig,
+    /// How many digits (after `+`) form a prefix.
+    pub prefix_digits: usize,
+    /// Per client IP.
+    pub per_ip: BucketConfig,
+    /// Per country calling code.
+    pub per_country: BucketConfig,
+    /// ISO 3166 regions (`GB`, `DE`) allowed to sign up; empty allows all.
+    pub allowed_countries: Vec<String>,
+    /// Number prefixes (`+4490`) never sent an SMS.
+    pub blocked_prefixes: Vec<String>,
+    /// Refuse numbers libphonenumber classifies as premium-rate or shared-cost.
+    pub block_premium: bool,
+    /// Trust `X-Forwarded-For` for the client IP (only behind a proxy that sets it).
+    pub trust_forwarded_for: bool,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        Self {
+            per_number: BucketConfig { burst: 5, refill: 5, period_secs: 3600 },
+            per_prefix: BucketConfig { burst: 50, refill: 50, period_secs: 3600 },
+            prefix_digits: 7,
+            per_ip: BucketConfig { burst: 20, refill: 20, period_secs: 3600 },
+            per_country: BucketConfig { burst: 1000, refill: 1000, period_secs: 3600 },
+            allowed_countries: Vec::new(),
+            blocked_prefixes: Vec::new(),
+            block_premium: true,
+            trust_forwarded_for: false,
+        }
+    }
+}
+
+/// How the extension talks to the homeserver.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum HomeserverBackend {
+    /// Short-lived HS256 JWTs for `org.matrix.login.jwt` (Synapse `jwt_config`).
+    #[default]
+    Jwt,
+    /// An application service registering users in its namespace.
+    Appservice,
+}
+
+/// How accounts are created and logged in.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HomeserverConfig {
+    /// The backend.
+    pub backend: HomeserverBackend,
+    /// JWT: the HS256 secret shared with the homeserver's `jwt_config.secret`.
+    pub jwt_secret: Secret,
+    /// JWT: `iss` claim (must match `jwt_config.issuer` when the homeserver checks it); empty to omit.
+    pub jwt_issuer: String,
+    /// JWT: lifetime of a login token.
+    pub jwt_ttl_secs: u64,
+    /// Appservice: the token the extension uses towards the homeserver.
+    pub as_token: Secret,
+    /// Appservice: the token the homeserver uses towards the extension.
+    pub hs_token: Secret,
+    /// Appservice: registration id.
+    pub appservice_id: String,
+    /// Appservice: the sender localpart.
+    pub sender_localpart: String,
+    /// Prefix of generated localparts (also the appservice namespace).
+    pub localpart_prefix: String,
+    /// The URL the homeserver reaches the extension at (appservice `url`).
+    pub extension_url: String,
+}
+
+impl Default for HomeserverConfig {
+    fn default() -> Self {
+        Self {
+            backend: HomeserverBackend::Jwt,
+            jwt_secret: Secret::default(),
+            jwt_issuer: String::new(),
+            jwt_ttl_secs: 120,
+            as_token: Secret::default(),
+            hs_token: Secret::default(),
+            appservice_id: "tincan-ext".into(),
+            sender_localpart: "tincan".into(),
+            localpart_prefix: "tc_".into(),
+            extension_url: "http://127.0.0.1:8090".into(),
+        }
+    }
+}
+
+/// Publishing to the ENUM directory's registrar API.
+#[derive(Debug, Clone, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct DirectoryConfig {
+    /// Registrar API base URL; empty disables publishing.
+    pub url: String,
+    /// This provider's bearer token.
+    pub token: Secret,
+}
+
+impl Validate for ExtConfig {
+    fn validate(&self) -> Vec<String> {
+        let mut p = Vec::new();
+        if self.listen.parse::<std::net::SocketAddr>().is_err() {
+            p.push(format!("listen: {:?} is not an address:port", self.listen));
+        }
+        if url::Url::parse(&self.homeserver_url).is_err() {
+            p.push(format!("homeserver_url: {:?} is not a URL", self.homeserver_url));
+        }
+        if !(self.database_url.starts_with("sqlite:") || self.database_url.starts_with("postgres")) {
+            p.push("database_url: must start with sqlite: or postgres://".into());
+        }
+        if !self.sms.template.contains("{code}") {
+            p.push("sms.template: must contain {code}".into());
+        }
+        match self.sms.backend {
+            SmsBackend::Dev => {}
+            SmsBackend::Webhook if url::Url::parse(&self.sms.webhook_url).is_err() => {
+                p.push("sms.webhook_url: required (a URL) with backend = \"webhook\"".into())
+            }
+            SmsBackend::Webhook => {}
+            SmsBackend::Smpp => {
+                if self.sms.smpp_system_id.is_empty() {
+                    p.push("sms.smpp_system_id: required with backend = \"smpp\"".into());
+                }
+                if cfg!(not(feature = "smpp")) {
+                    p.push("sms.backend: this build has no SMPP support (feature \"smpp\")".into());
+                }
+            }
+        }
+        if self.codes.max_attempts == 0 || self.codes.ttl_secs == 0 {
+            p.push("codes: max_attempts and ttl_secs must be positive".into());
+        }
+        for r in &self.limits.allowed_countries {
+            if r.len() != 2 || !r.chars().all(|c| c.is_ascii_uppercase()) {
+                p.push(format!("limits.allowed_countries: {r:?} is not an ISO 3166 code like \"GB\""));
+            }
+        }
+        for b in &self.limits.blocked_prefixes {
+            if !b.starts_with('+') || b.len() < 2 || !b[1..].chars().all(|c| c.is_ascii_digit()) {
+                p.push(format!("limits.blocked_prefixes: {b:?} is not like \"+4490\""));
+            }
+        }
+        match self.homeserver.backend {
+            HomeserverBackend::Jwt if self.homeserver.jwt_secret.expose().len() < 16 => {
+                p.push("homeserver.jwt_secret: required, at least 16 characters, with backend = \"jwt\"".into())
+            }
+            HomeserverBackend::Appservice
+                if self.homeserver.as_token.is_empty() || self.homeserver.hs_token.is_empty() =>
+            {
+                p.push("homeserver.as_token and homeserver.hs_token: required with backend = \"appservice\"".into())
+            }
+            _ => {}
+        }
+        if !self.directory.url.is_empty() && self.directory.token.is_empty() {
+            p.push("directory.token: required when directory.url is set".into());
+        }
+        p
+    }
+}

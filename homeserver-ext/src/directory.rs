@@ -1,0 +1,83 @@
+//! Publishing to the ENUM directory through its registrar API (`PUT /v1/numbers/{e164}`, `…/key`,
+//! `DELETE`), with this provider's bearer token.
+
+use crate::config::DirectoryConfig;
+use crate::number::E164;
+use serde_json::json;
+use std::time::Duration;
+use tincan_common::Secret;
+
+/// Why the directory refused or could not be reached.
+#[derive(Debug, thiserror::Error)]
+pub enum DirectoryError {
+    /// Network failure.
+    #[error("directory unreachable: {0}")]
+    Http(#[from] reqwest::Error),
+    /// The registrar answered with an error status.
+    #[error("directory answered {0}")]
+    Refused(u16),
+}
+
+/// A registrar API client.
+#[derive(Debug, Clone)]
+pub struct DirectoryClient {
+    base: String,
+    token: Secret,
+    http: reqwest::Client,
+}
+
+impl DirectoryClient {
+    /// `None` when publishing is not configured.
+    pub fn from_config(c: &DirectoryConfig) -> Option<Self> {
+        if c.url.is_empty() {
+            return None;
+        }
+        let http = reqwest::Client::builder().timeout(Duration::from_secs(10)).build().expect("HTTP client");
+        Some(Self { base: c.url.trim_end_matches('/').to_owned(), token: c.token.clone(), http })
+    }
+
+    /// The Matrix URI published for a user: `matrix:u/localpart:server`.
+    pub fn matrix_uri(user_id: &str) -> String {
+        format!("matrix:u/{}", user_id.trim_start_matches('@'))
+    }
+
+    async fn check(resp: reqwest::Response) -> Result<(), DirectoryError> {
+        if resp.status().is_success() { Ok(()) } else { Err(DirectoryError::Refused(resp.status().as_u16())) }
+    }
+
+    /// Publishes number → Matrix user.
+    pub async fn publish(&self, number: &E164, user_id: &str) -> Result<(), DirectoryError> {
+        let body = json!({"services": [{"type": "matrix", "uri": Self::matrix_uri(user_id)}]});
+        let resp = self
+            .http
+            .put(format!("{}/v1/numbers/{}", self.base, number.as_str()))
+            .bearer_auth(self.token.expose())
+            .json(&body)
+            .send()
+            .await?;
+        Self::check(resp).await
+    }
+
+    /// Publishes the user's master cross-signing key (unpadded base64 ed25519).
+    pub async fn publish_key(&self, number: &E164, ed25519: &str) -> Result<(), DirectoryError> {
+        let resp = self
+            .http
+            .put(format!("{}/v1/numbers/{}/key", self.base, number.as_str()))
+            .bearer_auth(self.token.expose())
+            .json(&json!({"ed25519": ed25519}))
+            .send()
+            .await?;
+        Self::check(resp).await
+    }
+
+    /// Removes the number's record.
+    pub async fn remove(&self, number: &E164) -> Result<(), DirectoryError> {
+        let resp = self
+            .http
+            .delete(format!("{}/v1/numbers/{}", self.base, number.as_str()))
+            .bearer_auth(self.token.expose())
+            .send()
+            .await?;
+        Self::check(resp).await
+    }
+}

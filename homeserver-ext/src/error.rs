@@ -1,0 +1,161 @@
+//! The HTTP API's error type: every failure maps to a Matrix error code from ruma's `ErrorKind`.
+
+use crate::limits::Limited;
+use crate::number::NumberError;
+use axum::response::{IntoResponse, Response};
+use ruma::api::OutgoingResponse;
+use ruma::api::error::{ErrorBody, ErrorKind, LimitExceededErrorData, RetryAfter, StandardErrorBody};
+use std::time::Duration;
+
+/// Why a client request failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// The phone number is malformed or not valid.
+    #[error("invalid phone number: {0}")]
+    InvalidNumber(#[from] NumberError),
+    /// A request field has a bad value (`client_secret` charset, `send_attempt`…); the field is named.
+    #[error("invalid parameter: {0}")]
+    InvalidParam(&'static str),
+    /// The body is not the expected JSON.
+    #[error("bad JSON: {0}")]
+    BadJson(String),
+    /// The number's country is not in the allowed list, or the number is premium-rate or blocked.
+    #[error("this phone number cannot be used here")]
+    ThreepidDenied,
+    /// A token bucket is empty, the resend is too early, or the session's attempts are used up.
+    #[error("too many requests")]
+    LimitExceeded(Option<Duration>),
+    /// No session matches the sid and client secret (or it was already used).
+    #[error("no valid session")]
+    NoValidSession,
+    /// The session's code expired.
+    #[error("the code has expired; request a new one")]
+    SessionExpired,
+    /// The session has not been validated with the right code yet.
+    #[error("the session has not been validated")]
+    SessionNotValidated,
+    /// The code is wrong.
+    #[error("wrong code")]
+    WrongCode,
+    /// No access token was sent.
+    #[error("missing access token")]
+    MissingToken,
+    /// The access token is unknown.
+    #[error("unknown access token")]
+    UnknownToken,
+    /// The caller may not do this (someone else's binding, a key that is not theirs).
+    #[error("forbidden: {0}")]
+    Forbidden(&'static str),
+    /// A `lookup` used an outdated pepper.
+    #[error("the pepper is not the current one")]
+    InvalidPepper,
+    /// A `lookup` used an algorithm we do not offer.
+    #[error("unsupported lookup algorithm")]
+    InvalidAlgorithm,
+    /// The thing asked for does not exist.
+    #[error("not found")]
+    NotFound,
+    /// Storage failed.
+    #[error(transparent)]
+    Store(#[from] crate::store::StoreError),
+    /// The SMS could not be sent.
+    #[error(transparent)]
+    Sms(#[from] crate::sms::SmsError),
+    /// The homeserver refused or failed.
+    #[error(transparent)]
+    Homeserver(#[from] crate::homeserver::HomeserverError),
+    /// The directory refused or failed.
+    #[error(transparent)]
+    Directory(#[from] crate::directory::DirectoryError),
+}
+
+impl From<Limited> for ApiError {
+    fn from(l: Limited) -> Self {
+        ApiError::LimitExceeded(Some(l.retry_after))
+    }
+}
+
+/// A Matrix error kind for a code ruma does not model (Identity Service codes such as `M_INVALID_PEPPER`).
+fn custom(errcode: &str) -> ErrorKind {
+    serde_json::from_value(serde_json::json!({ "errcode": errcode })).expect("any errcode deserializes")
+}
+
+impl ApiError {
+    /// The HTTP status and Matrix error kind.
+    pub fn kind(&self) -> (axum::http::StatusCode, ErrorKind) {
+        use axum::http::StatusCode as S;
+        match self {
+            ApiError::InvalidNumber(_) | ApiError::InvalidParam(_) => (S::BAD_REQUEST, ErrorKind::InvalidParam),
+            ApiError::BadJson(_) => (S::BAD_REQUEST, ErrorKind::BadJson),
+            ApiError::ThreepidDenied => (S::FORBIDDEN, ErrorKind::ThreepidDenied),
+            ApiError::LimitExceeded(wait) => {
+                let mut data = LimitExceededErrorData::new();
+                data.retry_after = wait.map(|w| RetryAfter::Delay(w.max(Duration::from_millis(1))));
+                (S::TOO_MANY_REQUESTS, ErrorKind::LimitExceeded(data))
+            }
+            ApiError::NoValidSession => (S::BAD_REQUEST, custom("M_NO_VALID_SESSION")),
+            ApiError::SessionExpired => (S::BAD_REQUEST, custom("M_SESSION_EXPIRED")),
+            ApiError::SessionNotValidated => (S::BAD_REQUEST, custom("M_SESSION_NOT_VALIDATED")),
+            ApiError::WrongCode => (S::BAD_REQUEST, ErrorKind::ThreepidAuthFailed),
+            ApiError::MissingToken => (S::UNAUTHORIZED, ErrorKind::MissingToken),
+            ApiError::UnknownToken => (S::UNAUTHORIZED, ErrorKind::Unauthorized),
+            ApiError::Forbidden(_) => (S::FORBIDDEN, ErrorKind::Forbidden),
+            ApiError::InvalidPepper => (S::BAD_REQUEST, custom("M_INVALID_PEPPER")),
+            ApiError::InvalidAlgorithm => (S::BAD_REQUEST, ErrorKind::InvalidParam),
+            ApiError::NotFound => (S::NOT_FOUND, ErrorKind::NotFound),
+            ApiError::Store(_) => (S::INTERNAL_SERVER_ERROR, ErrorKind::Unknown),
+            ApiError::Sms(_) | ApiError::Homeserver(_) | ApiError::Directory(_) => (S::BAD_GATEWAY, ErrorKind::Unknown),
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let (status, kind) = self.kind();
+        if status.is_server_error() {
+            tracing::error!(error = %self, "request failed");
+        }
+        let message = self.to_string();
+        let error = ruma::api::error::Error::new(status, ErrorBody::Standard(StandardErrorBody::new(kind, message)));
+        match error.try_into_http_response::<Vec<u8>>() {
+            Ok(resp) => resp.map(axum::body::Body::from),
+            Err(_) => status.into_response(),
+        }
+    }
+}
+
+/// Converts any ruma response into an axum response.
+pub fn ruma_response<R: OutgoingResponse>(r: R) -> Response {
+    match r.try_into_http_response::<Vec<u8>>() {
+        Ok(resp) => resp.map(axum::body::Body::from),
+        Err(_) => axum::http::StatusCode::INTERNAL_SERVER_ERROR.into_response(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn body(e: ApiError) -> (u16, serde_json::Value) {
+        let r = e.into_response();
+        let status = r.status().as_u16();
+        let bytes = axum::body::to_bytes(r.into_body(), 10_000).await.unwrap();
+        (status, serde_json::from_slice(&bytes).unwrap())
+    }
+
+    #[tokio::test]
+    async fn limit_exceeded_has_retry_after_ms() {
+        let (s, b) = body(ApiError::LimitExceeded(Some(Duration::from_secs(3)))).await;
+        assert_eq!(s, 429);
+        assert_eq!(b["errcode"], "M_LIMIT_EXCEEDED");
+        assert_eq!(b["retry_after_ms"], 3000);
+    }
+
+    #[tokio::test]
+    async fn custom_codes() {
+        let (s, b) = body(ApiError::InvalidPepper).await;
+        assert_eq!((s, b["errcode"].as_str().unwrap()), (400, "M_INVALID_PEPPER"));
+        let (s, b) = body(ApiError::ThreepidDenied).await;
+        assert_eq!((s, b["errcode"].as_str().unwrap()), (403, "M_THREEPID_DENIED"));
+    }
+}

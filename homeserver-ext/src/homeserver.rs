@@ -1,0 +1,82 @@
+//! The homeserver connection: how an account is created and how its owner logs in, behind one trait.
+//!
+//! - [`JwtConnector`] (default): signs a short-lived HS256 JWT the client exchanges at the homeserver's
+//!   `/login` as `org.matrix.login.jwt` (Synapse `jwt_config`, which creates the user on first login).
+//! - [`AppserviceConnector`]: registers the user in the extension's exclusive appservice namespace and logs
+//!   in with `m.login.application_service`, handing the client a ready session. Cost: the homeserver then
+//!   pushes the extension every event of every room those users are in (appservice transactions), which the
+//!   extension acknowledges and drops.
+
+mod appservice;
+mod jwt;
+
+pub use appservice::{AppserviceConnector, registration_yaml};
+pub use jwt::JwtConnector;
+
+use crate::config::{ExtConfig, HomeserverBackend};
+use serde::{Deserialize, Serialize};
+use std::sync::Arc;
+use tincan_common::Clock;
+
+/// A failure talking to the homeserver.
+#[derive(Debug, thiserror::Error)]
+pub enum HomeserverError {
+    /// The homeserver could not be reached.
+    #[error("homeserver unreachable: {0}")]
+    Http(#[from] reqwest::Error),
+    /// The homeserver answered with an error.
+    #[error("homeserver answered {status}: {errcode}")]
+    Refused {
+        /// HTTP status.
+        status: u16,
+        /// Matrix `errcode` (or empty).
+        errcode: String,
+    },
+    /// The homeserver's answer lacked a field.
+    #[error("homeserver answer without {0}")]
+    Malformed(&'static str),
+}
+
+/// What a client needs to log in to the homeserver itself.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type")]
+pub enum Login {
+    /// `POST /_matrix/client/v3/login {"type": "org.matrix.login.jwt", "token": …}`.
+    #[serde(rename = "org.matrix.login.jwt")]
+    Jwt {
+        /// The signed JWT.
+        token: String,
+    },
+    /// A session already created through the appservice; use it as is.
+    #[serde(rename = "m.login.application_service")]
+    Session {
+        /// The access token.
+        access_token: String,
+        /// The new device.
+        device_id: String,
+    },
+}
+
+/// Creates accounts and logins on the homeserver.
+#[async_trait::async_trait]
+pub trait HomeserverConnector: Send + Sync + std::fmt::Debug {
+    /// Makes sure `@localpart:server` exists (a no-op where the first login creates it).
+    async fn ensure_user(&self, localpart: &str) -> Result<(), HomeserverError>;
+    /// Issues a login for `@localpart:server`; every call yields a new device.
+    async fn login(&self, localpart: &str) -> Result<Login, HomeserverError>;
+}
+
+/// Builds the configured connector.
+pub fn from_config(config: &ExtConfig, clock: Arc<dyn Clock>) -> Arc<dyn HomeserverConnector> {
+    match config.homeserver.backend {
+        HomeserverBackend::Jwt => Arc::new(JwtConnector::new(&config.homeserver, clock)),
+        HomeserverBackend::Appservice => Arc::new(AppserviceConnector::new(config)),
+    }
+}
+
+/// Reads a Matrix error answer.
+pub(crate) async fn refused(resp: reqwest::Response) -> HomeserverError {
+    let status = resp.status().as_u16();
+    let body: serde_json::Value = resp.json().await.unwrap_or_default();
+    HomeserverError::Refused { status, errcode: body["errcode"].as_str().unwrap_or_default().to_owned() }
+}

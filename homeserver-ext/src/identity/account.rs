@@ -1,0 +1,92 @@
+//! `POST /_matrix/identity/v2/account/register` (OpenID token checked with the user's homeserver),
+//! `GET …/account`, `POST …/account/logout`, `…/terms`, and the status endpoints.
+
+use super::authenticate;
+use crate::api::Json;
+use crate::app::App;
+use crate::error::ApiError;
+use crate::homeserver::HomeserverError;
+use axum::extract::State;
+use axum::http::HeaderMap;
+use serde::Deserialize;
+use serde_json::{Value, json};
+use std::sync::Arc;
+
+/// `GET /_matrix/identity/versions`.
+pub async fn versions() -> axum::Json<Value> {
+    axum::Json(json!({"versions": ["v1.1", "v1.2", "v1.3", "v1.4", "v1.5", "v1.6"]}))
+}
+
+/// `GET /_matrix/identity/v2`: the server is up.
+pub async fn status() -> axum::Json<Value> {
+    axum::Json(json!({}))
+}
+
+/// `account/register` body: an OpenID token from `POST /_matrix/client/v3/user/{userId}/openid/request_token`.
+#[derive(Debug, Deserialize)]
+pub struct Register {
+    access_token: String,
+    #[allow(dead_code)]
+    token_type: String,
+    matrix_server_name: String,
+    #[allow(dead_code)]
+    expires_in: u64,
+}
+
+/// Exchanges an OpenID token for an Identity Service access token.
+pub async fn register(State(app): State<Arc<App>>, Json(req): Json<Register>) -> Result<axum::Json<Value>, ApiError> {
+    // Our own homeserver is reached at its configured URL; others through their server name.
+    let base = if req.matrix_server_name == app.config.server_name {
+        app.config.homeserver_url.trim_end_matches('/').to_owned()
+    } else {
+        if !is_server_name(&req.matrix_server_name) {
+            return Err(ApiError::InvalidParam("matrix_server_name"));
+        }
+        format!("https://{}", req.matrix_server_name)
+    };
+    let mut url = url::Url::parse(&format!("{base}/_matrix/federation/v1/openid/userinfo"))
+        .map_err(|_| ApiError::InvalidParam("matrix_server_name"))?;
+    url.query_pairs_mut().append_pair("access_token", &req.access_token);
+    let resp = app.http.get(url).send().await.map_err(HomeserverError::from)?;
+    if !resp.status().is_success() {
+        return Err(ApiError::UnknownToken);
+    }
+    let info: Value = resp.json().await.map_err(HomeserverError::from)?;
+    let user_id = info["sub"].as_str().ok_or(HomeserverError::Malformed("sub"))?;
+    // The homeserver must only vouch for its own users.
+    if !user_id.ends_with(&format!(":{}", req.matrix_server_name)) {
+        return Err(ApiError::Forbidden("the homeserver vouched for another server's user"));
+    }
+    let token = app.with_rng(crate::code::random_id);
+    app.store.add_token(&crate::code::digest(&token), user_id, app.now()).await?;
+    Ok(axum::Json(json!({"token": token, "access_token": token})))
+}
+
+fn is_server_name(s: &str) -> bool {
+    !s.is_empty() && s.len() <= 255 && s.chars().all(|c| c.is_ascii_alphanumeric() || "-.:[]".contains(c))
+}
+
+/// `GET …/account`: the token's user.
+pub async fn account(State(app): State<Arc<App>>, headers: HeaderMap) -> Result<axum::Json<Value>, ApiError> {
+    let user_id = authenticate(&app, &headers).await?;
+    Ok(axum::Json(json!({"user_id": user_id})))
+}
+
+/// `POST …/account/logout`: forgets the token.
+pub async fn logout(State(app): State<Arc<App>>, headers: HeaderMap) -> Result<axum::Json<Value>, ApiError> {
+    authenticate(&app, &headers).await?;
+    let token = crate::api::extract_bearer(&headers).ok_or(ApiError::MissingToken)?;
+    app.store.delete_token(&crate::code::digest(token)).await?;
+    Ok(axum::Json(json!({})))
+}
+
+/// `GET …/terms`: no terms to accept.
+pub async fn terms() -> axum::Json<Value> {
+    axum::Json(json!({"policies": {}}))
+}
+
+/// `POST …/terms`: accepting nothing is always fine.
+pub async fn accept_terms(State(app): State<Arc<App>>, headers: HeaderMap) -> Result<axum::Json<Value>, ApiError> {
+    authenticate(&app, &headers).await?;
+    Ok(axum::Json(json!({})))
+}

@@ -1,0 +1,85 @@
+//! `POST …/validate/msisdn/requestToken`, `…/submitToken` and `GET …/3pid/getValidated3pid`.
+
+use crate::api::{ClientIp, Json};
+use crate::app::App;
+use crate::error::ApiError;
+use crate::number::E164;
+use crate::store::Purpose;
+use axum::extract::{Query, State};
+use serde::Deserialize;
+use serde_json::{Value, json};
+use std::sync::Arc;
+
+/// `requestToken` body (spec: `client_secret`, `country`, `phone_number`, `send_attempt`, `next_link`).
+#[derive(Debug, Deserialize)]
+pub struct RequestToken {
+    client_secret: String,
+    country: String,
+    phone_number: String,
+    send_attempt: u64,
+    #[serde(default)]
+    #[allow(dead_code)]
+    next_link: Option<String>,
+}
+
+/// Sends a code; the number may be national (`country` says how to read it) or international.
+pub async fn request_token(
+    State(app): State<Arc<App>>,
+    ClientIp(ip): ClientIp,
+    Json(req): Json<RequestToken>,
+) -> Result<axum::Json<Value>, ApiError> {
+    let number = E164::parse_in(&req.phone_number, &req.country)?;
+    let s = crate::sessions::start(&app, Purpose::Identity, &number, &req.client_secret, req.send_attempt, ip).await?;
+    Ok(axum::Json(json!({
+        "sid": s.sid,
+        "msisdn": number.digits(),
+        "intl_fmt": number.as_str(),
+        "success": true,
+    })))
+}
+
+/// `submitToken` body.
+#[derive(Debug, Deserialize)]
+pub struct SubmitToken {
+    sid: String,
+    client_secret: String,
+    token: String,
+}
+
+/// Checks the code and marks the session validated.
+pub async fn submit_token(
+    State(app): State<Arc<App>>,
+    Json(req): Json<SubmitToken>,
+) -> Result<axum::Json<Value>, ApiError> {
+    crate::sessions::check_code(&app, Purpose::Identity, &req.sid, &req.client_secret, &req.token).await?;
+    Ok(axum::Json(json!({"success": true})))
+}
+
+/// `GET submitToken?sid=…&client_secret=…&token=…` (links in messages).
+pub async fn submit_token_get(
+    state: State<Arc<App>>,
+    Query(req): Query<SubmitToken>,
+) -> Result<axum::Json<Value>, ApiError> {
+    submit_token(state, Json(req)).await
+}
+
+/// `getValidated3pid` query.
+#[derive(Debug, Deserialize)]
+pub struct Validated {
+    sid: String,
+    client_secret: String,
+}
+
+/// The validated number of a session (what the homeserver adds to the account).
+pub async fn get_validated(
+    State(app): State<Arc<App>>,
+    Query(q): Query<Validated>,
+) -> Result<axum::Json<Value>, ApiError> {
+    let s = crate::sessions::find(&app, Purpose::Identity, &q.sid, &q.client_secret).await?;
+    let validated_at = s.validated_at.ok_or(ApiError::SessionNotValidated)?;
+    Ok(axum::Json(json!({
+        "medium": "msisdn",
+        "address": crate::identity::msisdn_address(&s.number),
+        "validated_at": validated_at * 1000,
+    })))
+}

@@ -1,0 +1,159 @@
+//! Code sessions shared by sign-up and the Identity Service's msisdn validation: request (send an SMS)
+//! and check a code, with every abuse control applied.
+
+use crate::app::App;
+use crate::code;
+use crate::error::ApiError;
+use crate::number::E164;
+use crate::store::{CodeSession, Purpose};
+use std::net::IpAddr;
+use std::time::Duration;
+
+/// A session an SMS was sent for (or an earlier one, for a repeated `send_attempt`).
+#[derive(Debug, Clone)]
+pub struct Started {
+    /// Session id.
+    pub sid: String,
+    /// Seconds until the code expires.
+    pub expires_in: u64,
+    /// Milliseconds until another SMS may be requested.
+    pub resend_after_ms: u64,
+}
+
+/// `client_secret` per the spec: `[0-9a-zA-Z.=_-]{1,255}`.
+pub fn check_client_secret(s: &str) -> Result<(), ApiError> {
+    let ok = !s.is_empty() && s.len() <= 255 && s.chars().all(|c| c.is_ascii_alphanumeric() || ".=_-".contains(c));
+    if ok { Ok(()) } else { Err(ApiError::InvalidParam("client_secret")) }
+}
+
+/// The operator's policy for a number: allowed countries, blocked prefixes, premium-rate numbers.
+pub fn check_policy(app: &App, number: &E164) -> Result<(), ApiError> {
+    let l = &app.config.limits;
+    if !l.allowed_countries.is_empty() && !number.region().is_some_and(|r| l.allowed_countries.iter().any(|a| a == r)) {
+        return Err(ApiError::ThreepidDenied);
+    }
+    if l.blocked_prefixes.iter().any(|p| number.as_str().starts_with(p.as_str()))
+        || (l.block_premium && number.is_premium())
+    {
+        return Err(ApiError::ThreepidDenied);
+    }
+    Ok(())
+}
+
+/// Starts (or re-sends) a session and sends the code. Nothing is stored when the SMS cannot be sent.
+pub async fn start(
+    app: &App,
+    purpose: Purpose,
+    number: &E164,
+    client_secret: &str,
+    send_attempt: u64,
+    ip: Option<IpAddr>,
+) -> Result<Started, ApiError> {
+    check_client_secret(client_secret)?;
+    check_policy(app, number)?;
+    let now = app.now();
+    let codes = &app.config.codes;
+    let digest = code::digest(client_secret);
+    let send_attempt = i64::try_from(send_attempt).map_err(|_| ApiError::InvalidParam("send_attempt"))?;
+    let resend_after = |s: &CodeSession| {
+        let ready = s.last_sent_at + codes.resend_after_secs as i64;
+        ((ready - now).max(0) as u64) * 1000
+    };
+    let existing = app.store.session_by_secret(&digest, number.as_str(), purpose).await?;
+    if let Some(s) = existing.filter(|s| s.consumed_at.is_none() && s.attempts < codes.max_attempts as i64) {
+        if send_attempt <= s.send_attempt && s.expires_at > now {
+            // The client retried the same attempt: answer the same session, send nothing.
+            return Ok(Started {
+                expires_in: (s.expires_at - now) as u64,
+                resend_after_ms: resend_after(&s),
+                sid: s.sid,
+            });
+        }
+        if send_attempt > s.send_attempt {
+            let wait = resend_after(&s);
+            if wait > 0 {
+                return Err(ApiError::LimitExceeded(Some(Duration::from_millis(wait))));
+            }
+            app.limiter.check(number, ip)?;
+            let code = app.with_rng(code::generate);
+            send(app, number, &code).await?;
+            let expires_at = now + codes.ttl_secs as i64;
+            app.store.resend(&s.sid, &code::hash(&s.sid, &code), send_attempt, now, expires_at).await?;
+            tracing::info!(number = %number.redacted(), purpose = ?purpose, "code re-sent");
+            return Ok(Started {
+                sid: s.sid,
+                expires_in: codes.ttl_secs,
+                resend_after_ms: codes.resend_after_secs * 1000,
+            });
+        }
+    }
+    app.limiter.check(number, ip)?;
+    let (sid, code) = app.with_rng(|r| (code::random_id(r), code::generate(r)));
+    send(app, number, &code).await?;
+    let session = CodeSession {
+        code_hash: code::hash(&sid, &code),
+        sid: sid.clone(),
+        client_secret_digest: digest,
+        number: number.as_str().to_owned(),
+        purpose,
+        created_at: now,
+        expires_at: now + codes.ttl_secs as i64,
+        attempts: 0,
+        send_attempt,
+        last_sent_at: now,
+        validated_at: None,
+        consumed_at: None,
+    };
+    app.store.create_session(&session).await?;
+    tracing::info!(number = %number.redacted(), purpose = ?purpose, "code sent");
+    Ok(Started { sid, expires_in: codes.ttl_secs, resend_after_ms: codes.resend_after_secs * 1000 })
+}
+
+async fn send(app: &App, number: &E164, code: &str) -> Result<(), ApiError> {
+    let s = &app.config.sms;
+    let text = crate::sms::render(&s.template, &s.app_name, &s.webotp_domain, code);
+    app.sms.send(number, &text).await?;
+    Ok(())
+}
+
+/// The session for `sid` if `client_secret` is its secret and it is meant for `purpose`.
+pub async fn find(app: &App, purpose: Purpose, sid: &str, client_secret: &str) -> Result<CodeSession, ApiError> {
+    use subtle::ConstantTimeEq;
+    let s = app.store.session(sid).await?.ok_or(ApiError::NoValidSession)?;
+    let same: bool = code::digest(client_secret).as_bytes().ct_eq(s.client_secret_digest.as_bytes()).into();
+    if !same || s.purpose != purpose {
+        return Err(ApiError::NoValidSession);
+    }
+    Ok(s)
+}
+
+/// Checks `code` against the session: at most `max_attempts` wrong codes, then the session is dead.
+/// On success the session is marked validated (not consumed).
+pub async fn check_code(
+    app: &App,
+    purpose: Purpose,
+    sid: &str,
+    client_secret: &str,
+    code_text: &str,
+) -> Result<CodeSession, ApiError> {
+    let mut s = find(app, purpose, sid, client_secret).await?;
+    let now = app.now();
+    let max = app.config.codes.max_attempts as i64;
+    if s.consumed_at.is_some() {
+        return Err(ApiError::NoValidSession);
+    }
+    if s.attempts >= max {
+        return Err(ApiError::LimitExceeded(None));
+    }
+    if s.expires_at <= now {
+        return Err(ApiError::SessionExpired);
+    }
+    if !code::matches(&s.sid, code_text, &s.code_hash) {
+        let attempts = app.store.fail_attempt(&s.sid).await?;
+        tracing::info!(attempts, "wrong code");
+        return Err(ApiError::WrongCode);
+    }
+    app.store.validate(&s.sid, now).await?;
+    s.validated_at.get_or_insert(now);
+    Ok(s)
+}

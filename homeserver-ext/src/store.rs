@@ -1,0 +1,479 @@
+//! Durable state: code sessions, number → account, Identity Service bindings, tokens and peppers.
+//!
+//! One repository trait per aggregate; SQLite (default) and PostgreSQL implement all of them with the same SQL
+//! (`$n` placeholders work in both), generated once by [`impl_store!`]. Times are Unix seconds passed in by
+//! the caller (from a `Clock`), so tests control them. Both backends pass one conformance suite
+//! (`tests/it/store.rs`).
+
+mod pg;
+mod sqlite;
+
+pub use pg::PgStore;
+pub use sqlite::SqliteStore;
+
+use std::sync::Arc;
+
+/// A storage failure.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The database refused or failed.
+    #[error("database: {0}")]
+    Database(#[from] sqlx::Error),
+    /// Running migrations failed.
+    #[error("migrations: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    /// A stored value has an unknown shape (written by a newer version?).
+    #[error("corrupt row in {0}")]
+    Corrupt(&'static str),
+}
+
+/// Storage result.
+pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+/// What a code session is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Purpose {
+    /// `/_tincan/client/v1/register/*`.
+    Register,
+    /// Identity Service `validate/msisdn/*`.
+    Identity,
+}
+
+impl Purpose {
+    fn as_str(self) -> &'static str {
+        match self {
+            Purpose::Register => "register",
+            Purpose::Identity => "identity",
+        }
+    }
+
+    fn parse(s: &str) -> Result<Self> {
+        match s {
+            "register" => Ok(Purpose::Register),
+            "identity" => Ok(Purpose::Identity),
+            _ => Err(StoreError::Corrupt("code_sessions.purpose")),
+        }
+    }
+}
+
+/// A code session.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CodeSession {
+    /// Session id handed to the client.
+    pub sid: String,
+    /// SHA-256 of the client secret.
+    pub client_secret_digest: String,
+    /// E.164 number.
+    pub number: String,
+    /// What it is for.
+    pub purpose: Purpose,
+    /// HMAC of the code (see [`crate::code::hash`]).
+    pub code_hash: Vec<u8>,
+    /// Creation time.
+    pub created_at: i64,
+    /// Expiry of the current code.
+    pub expires_at: i64,
+    /// Wrong codes so far.
+    pub attempts: i64,
+    /// The client's `send_attempt` of the last SMS sent.
+    pub send_attempt: i64,
+    /// When the last SMS was sent.
+    pub last_sent_at: i64,
+    /// When the right code was entered.
+    pub validated_at: Option<i64>,
+    /// When the session was used up (account handed out, 3pid bound).
+    pub consumed_at: Option<i64>,
+}
+
+/// Code sessions.
+#[async_trait::async_trait]
+pub trait SessionRepository: Send + Sync {
+    /// Stores a new session.
+    async fn create_session(&self, s: &CodeSession) -> Result<()>;
+    /// The session with this id.
+    async fn session(&self, sid: &str) -> Result<Option<CodeSession>>;
+    /// The newest session of this client secret for this number and purpose (for resends).
+    async fn session_by_secret(&self, digest: &str, number: &str, purpose: Purpose) -> Result<Option<CodeSession>>;
+    /// Replaces the code after a resend.
+    async fn resend(&self, sid: &str, code_hash: &[u8], send_attempt: i64, now: i64, expires_at: i64) -> Result<()>;
+    /// Counts a wrong code; returns the new count.
+    async fn fail_attempt(&self, sid: &str) -> Result<i64>;
+    /// Marks the right code entered.
+    async fn validate(&self, sid: &str, now: i64) -> Result<()>;
+    /// Marks the session used; false when it already was (so two racing verifies cannot both succeed).
+    async fn consume(&self, sid: &str, now: i64) -> Result<bool>;
+}
+
+/// A number's Matrix account.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Account {
+    /// E.164 number.
+    pub number: String,
+    /// Random localpart.
+    pub localpart: String,
+    /// `@localpart:server`.
+    pub user_id: String,
+    /// Creation time.
+    pub created_at: i64,
+    /// When it was published to the directory.
+    pub published_at: Option<i64>,
+}
+
+/// Number → account.
+#[async_trait::async_trait]
+pub trait AccountRepository: Send + Sync {
+    /// The account of this number.
+    async fn account_by_number(&self, number: &str) -> Result<Option<Account>>;
+    /// The accounts of this user (normally one).
+    async fn accounts_by_user(&self, user_id: &str) -> Result<Vec<Account>>;
+    /// Stores `a` unless the number already has an account; returns the account that is stored.
+    async fn insert_account(&self, a: &Account) -> Result<Account>;
+    /// Records directory publication.
+    async fn mark_published(&self, number: &str, at: Option<i64>) -> Result<()>;
+}
+
+/// A phone number bound to a Matrix ID in the Identity Service.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Binding {
+    /// E.164 number.
+    pub number: String,
+    /// Matrix ID.
+    pub user_id: String,
+}
+
+/// Identity Service state.
+#[async_trait::async_trait]
+pub trait IdentityRepository: Send + Sync {
+    /// Binds (or re-binds) a number, with its lookup hash under the current pepper.
+    async fn bind(&self, b: &Binding, lookup_hash: &str, now: i64) -> Result<()>;
+    /// Removes a binding if it belongs to `user_id`; true when removed.
+    async fn unbind(&self, number: &str, user_id: &str) -> Result<bool>;
+    /// The binding of a number.
+    async fn binding(&self, number: &str) -> Result<Option<Binding>>;
+    /// Bindings whose lookup hash is one of `hashes`.
+    async fn lookup_hashes(&self, hashes: &[String]) -> Result<Vec<(String, String)>>;
+    /// All bindings (for re-hashing after a pepper rotation).
+    async fn all_bindings(&self) -> Result<Vec<Binding>>;
+    /// Replaces the lookup hash of a number.
+    async fn set_lookup_hash(&self, number: &str, hash: &str) -> Result<()>;
+    /// The current pepper.
+    async fn current_pepper(&self) -> Result<Option<String>>;
+    /// Makes `pepper` current.
+    async fn add_pepper(&self, pepper: &str, now: i64) -> Result<()>;
+    /// Stores an access token digest for a user.
+    async fn add_token(&self, digest: &str, user_id: &str, now: i64) -> Result<()>;
+    /// The user of an access token digest.
+    async fn token_user(&self, digest: &str) -> Result<Option<String>>;
+    /// Deletes an access token; true when it existed.
+    async fn delete_token(&self, digest: &str) -> Result<bool>;
+}
+
+/// Everything the extension stores.
+pub trait Store: SessionRepository + AccountRepository + IdentityRepository + std::fmt::Debug {}
+impl<T: SessionRepository + AccountRepository + IdentityRepository + std::fmt::Debug> Store for T {}
+
+/// Opens (and migrates) the store named by a `sqlite:` or `postgres://` URL.
+pub async fn open(url: &str) -> Result<Arc<dyn Store>> {
+    if url.starts_with("postgres") {
+        Ok(Arc::new(PgStore::connect(url).await?))
+    } else {
+        Ok(Arc::new(SqliteStore::connect(url).await?))
+    }
+}
+
+/// Implements every repository trait for `$store` (a struct with a `pool: sqlx::Pool<$db>` field).
+macro_rules! impl_store {
+    ($store:ty, $db:ty) => {
+        use sqlx::Row;
+        use $crate::store::*;
+
+        fn session_from_row(r: &<$db as sqlx::Database>::Row) -> Result<CodeSession> {
+            Ok(CodeSession {
+                sid: r.try_get("sid")?,
+                client_secret_digest: r.try_get("client_secret_digest")?,
+                number: r.try_get("number")?,
+                purpose: Purpose::parse(r.try_get::<&str, _>("purpose")?)?,
+                code_hash: r.try_get("code_hash")?,
+                created_at: r.try_get("created_at")?,
+                expires_at: r.try_get("expires_at")?,
+                attempts: r.try_get("attempts")?,
+                send_attempt: r.try_get("send_attempt")?,
+                last_sent_at: r.try_get("last_sent_at")?,
+                validated_at: r.try_get("validated_at")?,
+                consumed_at: r.try_get("consumed_at")?,
+            })
+        }
+
+        fn account_from_row(r: &<$db as sqlx::Database>::Row) -> Result<Account> {
+            Ok(Account {
+                number: r.try_get("number")?,
+                localpart: r.try_get("localpart")?,
+                user_id: r.try_get("user_id")?,
+                created_at: r.try_get("created_at")?,
+                published_at: r.try_get("published_at")?,
+            })
+        }
+
+        #[async_trait::async_trait]
+        impl SessionRepository for $store {
+            async fn create_session(&self, s: &CodeSession) -> Result<()> {
+                sqlx::query(
+                    "INSERT INTO code_sessions (sid, client_secret_digest, number, purpose, code_hash, created_at, \
+                     expires_at, attempts, send_attempt, last_sent_at, validated_at, consumed_at) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
+                )
+                .bind(&s.sid)
+                .bind(&s.client_secret_digest)
+                .bind(&s.number)
+                .bind(s.purpose.as_str())
+                .bind(&s.code_hash)
+                .bind(s.created_at)
+                .bind(s.expires_at)
+                .bind(s.attempts)
+                .bind(s.send_attempt)
+                .bind(s.last_sent_at)
+                .bind(s.validated_at)
+                .bind(s.consumed_at)
+                .execute(&self.pool)
+                .await?;
+                Ok(())
+            }
+
+            async fn session(&self, sid: &str) -> Result<Option<CodeSession>> {
+                let row = sqlx::query("SELECT * FROM code_sessions WHERE sid = $1")
+                    .bind(sid)
+                    .fetch_optional(&self.pool)
+                    .await?;
+                row.as_ref().map(session_from_row).transpose()
+            }
+
+            async fn session_by_secret(
+                &self,
+                digest: &str,
+                number: &str,
+                purpose: Purpose,
+            ) -> Result<Option<CodeSession>> {
+                let row = sqlx::query(
+                    "SELECT * FROM code_sessions WHERE client_secret_digest = $1 AND number = $2 AND purpose = $3 \
+                     ORDER BY created_at DESC LIMIT 1",
+                )
+                .bind(digest)
+                .bind(number)
+                .bind(purpose.as_str())
+                .fetch_optional(&self.pool)
+                .await?;
+                row.as_ref().map(session_from_row).transpose()
+            }
+
+            async fn resend(
+                &self,
+                sid: &str,
+                code_hash: &[u8],
+                send_attempt: i64,
+                now: i64,
+                expires_at: i64,
+            ) -> Result<()> {
+                sqlx::query(
+                    "UPDATE code_sessions SET code_hash = $2, send_attempt = $3, last_sent_at = $4, \
+                     expires_at = $5 WHERE sid = $1",
+                )
+                .bind(sid)
+                .bind(code_hash)
+                .bind(send_attempt)
+                .bind(now)
+                .bind(expires_at)
+                .execute(&self.pool)
+                .await?;
+                Ok(())
+            }
+
+            async fn fail_attempt(&self, sid: &str) -> Result<i64> {
+                let row =
+                    sqlx::query("UPDATE code_sessions SET attempts = attempts + 1 WHERE sid = $1 RETURNING attempts")
+                        .bind(sid)
+                        .fetch_one(&self.pool)
+                        .await?;
+                Ok(row.try_get("attempts")?)
+            }
+
+            async fn validate(&self, sid: &str, now: i64) -> Result<()> {
+                sqlx::query("UPDATE code_sessions SET validated_at = $2 WHERE sid = $1 AND validated_at IS NULL")
+                    .bind(sid)
+                    .bind(now)
+                    .execute(&self.pool)
+                    .await?;
+                Ok(())
+            }
+
+            async fn consume(&self, sid: &str, now: i64) -> Result<bool> {
+                let done =
+                    sqlx::query("UPDATE code_sessions SET consumed_at = $2 WHERE sid = $1 AND consumed_at IS NULL")
+                        .bind(sid)
+                        .bind(now)
+                        .execute(&self.pool)
+                        .await?;
+                Ok(done.rows_affected() == 1)
+            }
+        }
+
+        #[async_trait::async_trait]
+        impl AccountRepository for $store {
+            async fn account_by_number(&self, number: &str) -> Result<Option<Account>> {
+                let row = sqlx::query("SELECT * FROM accounts WHERE number = $1")
+                    .bind(number)
+                    .fetch_optional(&self.pool)
+                    .await?;
+                row.as_ref().map(account_from_row).transpose()
+            }
+
+            async fn accounts_by_user(&self, user_id: &str) -> Result<Vec<Account>> {
+                let rows = sqlx::query("SELECT * FROM accounts WHERE user_id = $1 ORDER BY number")
+                    .bind(user_id)
+                    .fetch_all(&self.pool)
+                    .await?;
+                rows.iter().map(account_from_row).collect()
+            }
+
+            async fn insert_account(&self, a: &Account) -> Result<Account> {
+                sqlx::query(
+                    "INSERT INTO accounts (number, localpart, user_id, created_at, published_at) \
+                     VALUES ($1, $2, $3, $4, $5) ON CONFLICT (number) DO NOTHING",
+                )
+                .bind(&a.number)
+                .bind(&a.localpart)
+                .bind(&a.user_id)
+                .bind(a.created_at)
+                .bind(a.published_at)
+                .execute(&self.pool)
+                .await?;
+                self.account_by_number(&a.number).await?.ok_or(StoreError::Corrupt("accounts"))
+            }
+
+            async fn mark_published(&self, number: &str, at: Option<i64>) -> Result<()> {
+                sqlx::query("UPDATE accounts SET published_at = $2 WHERE number = $1")
+                    .bind(number)
+                    .bind(at)
+                    .execute(&self.pool)
+                    .await?;
+                Ok(())
+            }
+        }
+
+        #[async_trait::async_trait]
+        impl IdentityRepository for $store {
+            async fn bind(&self, b: &Binding, lookup_hash: &str, now: i64) -> Result<()> {
+                sqlx::query(
+                    "INSERT INTO bindings (number, user_id, lookup_hash, created_at) VALUES ($1, $2, $3, $4) \
+                     ON CONFLICT (number) DO UPDATE SET user_id = $2, lookup_hash = $3, created_at = $4",
+                )
+                .bind(&b.number)
+                .bind(&b.user_id)
+                .bind(lookup_hash)
+                .bind(now)
+                .execute(&self.pool)
+                .await?;
+                Ok(())
+            }
+
+            async fn unbind(&self, number: &str, user_id: &str) -> Result<bool> {
+                let done = sqlx::query("DELETE FROM bindings WHERE number = $1 AND user_id = $2")
+                    .bind(number)
+                    .bind(user_id)
+                    .execute(&self.pool)
+                    .await?;
+                Ok(done.rows_affected() == 1)
+            }
+
+            async fn binding(&self, number: &str) -> Result<Option<Binding>> {
+                let row = sqlx::query("SELECT number, user_id FROM bindings WHERE number = $1")
+                    .bind(number)
+                    .fetch_optional(&self.pool)
+                    .await?;
+                row.map(|r| Ok(Binding { number: r.try_get("number")?, user_id: r.try_get("user_id")? })).transpose()
+            }
+
+            async fn lookup_hashes(&self, hashes: &[String]) -> Result<Vec<(String, String)>> {
+                let mut found = Vec::new();
+                // Chunks keep the statement under both backends' parameter limits.
+                for chunk in hashes.chunks(500) {
+                    let params: Vec<String> = (1..=chunk.len()).map(|i| format!("${i}")).collect();
+                    let sql = format!(
+                        "SELECT lookup_hash, user_id FROM bindings WHERE lookup_hash IN ({})",
+                        params.join(", ")
+                    );
+                    let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+                    for h in chunk {
+                        q = q.bind(h);
+                    }
+                    for r in q.fetch_all(&self.pool).await? {
+                        found.push((r.try_get("lookup_hash")?, r.try_get("user_id")?));
+                    }
+                }
+                Ok(found)
+            }
+
+            async fn all_bindings(&self) -> Result<Vec<Binding>> {
+                let rows =
+                    sqlx::query("SELECT number, user_id FROM bindings ORDER BY number").fetch_all(&self.pool).await?;
+                rows.iter()
+                    .map(|r| Ok(Binding { number: r.try_get("number")?, user_id: r.try_get("user_id")? }))
+                    .collect()
+            }
+
+            async fn set_lookup_hash(&self, number: &str, hash: &str) -> Result<()> {
+                sqlx::query("UPDATE bindings SET lookup_hash = $2 WHERE number = $1")
+                    .bind(number)
+                    .bind(hash)
+                    .execute(&self.pool)
+                    .await?;
+                Ok(())
+            }
+
+            async fn current_pepper(&self) -> Result<Option<String>> {
+                let row = sqlx::query("SELECT pepper FROM peppers ORDER BY id DESC LIMIT 1")
+                    .fetch_optional(&self.pool)
+                    .await?;
+                row.map(|r| r.try_get("pepper").map_err(StoreError::from)).transpose()
+            }
+
+            async fn add_pepper(&self, pepper: &str, now: i64) -> Result<()> {
+                sqlx::query(
+                    "INSERT INTO peppers (id, pepper, created_at) \
+                     VALUES ((SELECT COALESCE(MAX(id), 0) + 1 FROM peppers), $1, $2)",
+                )
+                .bind(pepper)
+                .bind(now)
+                .execute(&self.pool)
+                .await?;
+                Ok(())
+            }
+
+            async fn add_token(&self, digest: &str, user_id: &str, now: i64) -> Result<()> {
+                sqlx::query("INSERT INTO is_tokens (token_digest, user_id, created_at) VALUES ($1, $2, $3)")
+                    .bind(digest)
+                    .bind(user_id)
+                    .bind(now)
+                    .execute(&self.pool)
+                    .await?;
+                Ok(())
+            }
+
+            async fn token_user(&self, digest: &str) -> Result<Option<String>> {
+                let row = sqlx::query("SELECT user_id FROM is_tokens WHERE token_digest = $1")
+                    .bind(digest)
+                    .fetch_optional(&self.pool)
+                    .await?;
+                row.map(|r| r.try_get("user_id").map_err(StoreError::from)).transpose()
+            }
+
+            async fn delete_token(&self, digest: &str) -> Result<bool> {
+                let done = sqlx::query("DELETE FROM is_tokens WHERE token_digest = $1")
+                    .bind(digest)
+                    .execute(&self.pool)
+                    .await?;
+                Ok(done.rows_affected() == 1)
+            }
+        }
+    };
+}
+pub(crate) use impl_store;

@@ -1,0 +1,143 @@
+//! Starts the real `tincan-ext` binary with a config written for the test, and reads codes from its dev
+//! SMS sink or from the SMSC simulator.
+
+use anyhow::{Context, bail};
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+use tincan_testkit::ChildGuard;
+
+/// A running `tincan-ext`.
+pub struct Ext {
+    pub guard: ChildGuard,
+    pub url: String,
+    pub dir: tempfile::TempDir,
+    pub http: reqwest::Client,
+}
+
+impl Ext {
+    /// Starts the binary with `extra` TOML appended to a base config (listen, SQLite, dev SMS sink).
+    pub async fn start(extra: &str) -> anyhow::Result<Ext> {
+        let dir = tempfile::Builder::new().prefix("tincan-ext-").tempdir()?;
+        let port = tincan_testkit::ports::free_port();
+        let config = format!(
+            "listen = \"127.0.0.1:{port}\"\n\
+             database_url = \"sqlite://{db}?mode=rwc\"\n\
+             {extra}\n",
+            db = dir.path().join("ext.db").display(),
+        );
+        let config = if config.contains("[sms]") {
+            config
+        } else {
+            format!("{config}\n[sms]\nbackend = \"dev\"\ndev_file = \"{}\"\n", dir.path().join("sms.jsonl").display())
+        };
+        std::fs::write(dir.path().join("ext.toml"), &config)?;
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_tincan-ext"));
+        cmd.arg("--config")
+            .arg(dir.path().join("ext.toml"))
+            .arg("serve")
+            .env("RUST_LOG", "info,tincan_homeserver_ext=debug");
+        let mut guard = ChildGuard::spawn_logged("tincan-ext", cmd, dir.path().join("ext.log"))?;
+        let url = format!("http://127.0.0.1:{port}");
+        let http = reqwest::Client::new();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            guard.ensure_running()?;
+            if let Ok(r) = http.get(format!("{url}/health")).send().await
+                && r.status().is_success()
+            {
+                break;
+            }
+            if Instant::now() > deadline {
+                bail!("tincan-ext did not come up\n{}", guard.log_tail(40));
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        Ok(Ext { guard, url, dir, http })
+    }
+
+    /// POSTs JSON and returns (status, body).
+    pub async fn post(&self, path: &str, body: Value) -> (u16, Value) {
+        let r = self.http.post(format!("{}{path}", self.url)).json(&body).send().await.expect("request");
+        let status = r.status().as_u16();
+        (status, r.json().await.unwrap_or(Value::Null))
+    }
+
+    /// The dev sink's messages so far.
+    pub fn sms(&self) -> Vec<(String, String)> {
+        read_jsonl(&self.dir.path().join("sms.jsonl"))
+            .into_iter()
+            .map(|v| (v["to"].as_str().unwrap().to_owned(), v["text"].as_str().unwrap().to_owned()))
+            .collect()
+    }
+
+    /// The code in the newest dev-sink message to `to`.
+    pub fn last_code(&self, to: &str) -> String {
+        let msgs = self.sms();
+        let (_, text) = msgs.iter().rev().find(|(t, _)| t == to).expect("an SMS to this number");
+        code_in(text)
+    }
+
+    /// The SQLite database file.
+    pub fn db_url(&self) -> String {
+        format!("sqlite://{}", self.dir.path().join("ext.db").display())
+    }
+}
+
+/// The first six-digit word of a message.
+pub fn code_in(text: &str) -> String {
+    text.split(|c: char| !c.is_ascii_digit()).find(|w| w.len() == 6).expect("a 6-digit code").to_owned()
+}
+
+pub fn read_jsonl(path: &Path) -> Vec<Value> {
+    std::fs::read_to_string(path).unwrap_or_default().lines().filter_map(|l| serde_json::from_str(l).ok()).collect()
+}
+
+/// The smpp34 SMSC simulator (`tests/smsc_sim.py`), its JSON-line events in a log file.
+pub struct Smsc {
+    pub guard: ChildGuard,
+    pub port: u16,
+    log: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl Smsc {
+    pub async fn start() -> anyhow::Result<Smsc> {
+        let dir = tempfile::tempdir()?;
+        let port = tincan_testkit::ports::free_port();
+        let log = dir.path().join("smsc.jsonl");
+        let python = tincan_testkit::synapse::venv().join("bin/python");
+        let mut cmd = Command::new(python);
+        cmd.arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/smsc_sim.py")).arg(port.to_string());
+        let mut guard = ChildGuard::spawn_logged("smsc-sim", cmd, &log)?;
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while !read_jsonl(&log).iter().any(|e| e["event"] == "listening") {
+            guard.ensure_running()?;
+            if Instant::now() > deadline {
+                bail!("SMSC simulator did not start\n{}", guard.log_tail(20));
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        Ok(Smsc { guard, port, log, _dir: dir })
+    }
+
+    pub fn events(&self) -> Vec<Value> {
+        read_jsonl(&self.log)
+    }
+
+    /// Waits for the `n`th (1-based) submit_sm and returns it.
+    pub async fn submit(&self, n: usize) -> anyhow::Result<Value> {
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            let subs: Vec<Value> = self.events().into_iter().filter(|e| e["event"] == "submit_sm").collect();
+            if subs.len() >= n {
+                return Ok(subs[n - 1].clone());
+            }
+            if Instant::now() > deadline {
+                return Err(anyhow::anyhow!("no submit_sm #{n}")).context(self.guard.log_tail(20));
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}

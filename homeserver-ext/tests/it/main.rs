@@ -1,0 +1,8 @@
+//! Integration tests for `tincan-ext`: the real binary against real peers (Synapse, the smpp34 SMSC
+//! simulator, PostgreSQL).
+
+mod harness;
+mod identity;
+mod signup;
+mod smpp;
+mod store;

@@ -1,0 +1,102 @@
+//! One conformance suite for both storage backends.
+
+use tincan_homeserver_ext::store::*;
+
+fn session(sid: &str, number: &str, created_at: i64) -> CodeSession {
+    CodeSession {
+        sid: sid.into(),
+        client_secret_digest: "d1".into(),
+        number: number.into(),
+        purpose: Purpose::Register,
+        code_hash: vec![1, 2, 3],
+        created_at,
+        expires_at: created_at + 600,
+        attempts: 0,
+        send_attempt: 1,
+        last_sent_at: created_at,
+        validated_at: None,
+        consumed_at: None,
+    }
+}
+
+async fn conformance(store: &dyn Store) {
+    // Sessions.
+    assert!(store.session("nope").await.unwrap().is_none());
+    store.create_session(&session("s1", "+447911123001", 100)).await.unwrap();
+    store.create_session(&session("s2", "+447911123001", 200)).await.unwrap();
+    assert_eq!(store.session("s1").await.unwrap().unwrap(), session("s1", "+447911123001", 100));
+    let newest = store.session_by_secret("d1", "+447911123001", Purpose::Register).await.unwrap().unwrap();
+    assert_eq!(newest.sid, "s2");
+    assert!(store.session_by_secret("d1", "+447911123001", Purpose::Identity).await.unwrap().is_none());
+    assert_eq!(store.fail_attempt("s1").await.unwrap(), 1);
+    assert_eq!(store.fail_attempt("s1").await.unwrap(), 2);
+    store.resend("s1", &[9], 2, 150, 750).await.unwrap();
+    store.validate("s1", 160).await.unwrap();
+    store.validate("s1", 170).await.unwrap(); // the first validation time stays
+    let s = store.session("s1").await.unwrap().unwrap();
+    assert_eq!((s.code_hash, s.send_attempt, s.last_sent_at, s.expires_at), (vec![9], 2, 150, 750));
+    assert_eq!((s.attempts, s.validated_at), (2, Some(160)));
+    assert!(store.consume("s1", 180).await.unwrap());
+    assert!(!store.consume("s1", 190).await.unwrap(), "a session is consumed once");
+
+    // Accounts: insert keeps the first account of a number.
+    let a = Account {
+        number: "+447911123001".into(),
+        localpart: "tc_a".into(),
+        user_id: "@tc_a:hs".into(),
+        created_at: 1,
+        published_at: None,
+    };
+    assert_eq!(store.insert_account(&a).await.unwrap(), a);
+    let b = Account { localpart: "tc_b".into(), user_id: "@tc_b:hs".into(), ..a.clone() };
+    assert_eq!(store.insert_account(&b).await.unwrap(), a);
+    store.mark_published(&a.number, Some(5)).await.unwrap();
+    assert_eq!(store.account_by_number(&a.number).await.unwrap().unwrap().published_at, Some(5));
+    assert_eq!(store.accounts_by_user("@tc_a:hs").await.unwrap().len(), 1);
+    assert!(store.accounts_by_user("@tc_b:hs").await.unwrap().is_empty());
+
+    // Identity: bindings, hashes, peppers, tokens.
+    assert!(store.current_pepper().await.unwrap().is_none());
+    store.add_pepper("p1", 1).await.unwrap();
+    store.add_pepper("p2", 2).await.unwrap();
+    assert_eq!(store.current_pepper().await.unwrap().as_deref(), Some("p2"));
+    let bind = Binding { number: "+447911123001".into(), user_id: "@tc_a:hs".into() };
+    store.bind(&bind, "h1", 1).await.unwrap();
+    store.bind(&Binding { number: "+447911123002".into(), user_id: "@x:hs".into() }, "h2", 1).await.unwrap();
+    let mut found = store.lookup_hashes(&["h1".into(), "h2".into(), "h3".into()]).await.unwrap();
+    found.sort();
+    assert_eq!(found, vec![("h1".into(), "@tc_a:hs".into()), ("h2".into(), "@x:hs".into())]);
+    let many: Vec<String> = (0..1200).map(|i| format!("m{i}")).chain(["h1".to_string()]).collect();
+    assert_eq!(store.lookup_hashes(&many).await.unwrap().len(), 1);
+    store.set_lookup_hash("+447911123001", "h9").await.unwrap();
+    assert!(store.lookup_hashes(&["h1".into()]).await.unwrap().is_empty());
+    assert_eq!(store.all_bindings().await.unwrap().len(), 2);
+    assert!(!store.unbind("+447911123001", "@someone:hs").await.unwrap());
+    assert!(store.unbind("+447911123001", "@tc_a:hs").await.unwrap());
+    assert!(store.binding("+447911123001").await.unwrap().is_none());
+    store.add_token("t1", "@tc_a:hs", 1).await.unwrap();
+    assert_eq!(store.token_user("t1").await.unwrap().as_deref(), Some("@tc_a:hs"));
+    assert!(store.delete_token("t1").await.unwrap());
+    assert!(store.token_user("t1").await.unwrap().is_none());
+}
+
+#[tokio::test]
+async fn sqlite_conformance() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}?mode=rwc", dir.path().join("s.db").display());
+    let store = open(&url).await.unwrap();
+    conformance(&*store).await;
+}
+
+#[tokio::test]
+async fn sqlite_in_memory_conformance() {
+    let store = open("sqlite::memory:").await.unwrap();
+    conformance(&*store).await;
+}
+
+#[tokio::test]
+async fn postgres_conformance() {
+    let Some(pg) = tincan_testkit::Postgres::create().await else { return };
+    let store = open(pg.url()).await.unwrap();
+    conformance(&*store).await;
+}
