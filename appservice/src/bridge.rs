@@ -1,0 +1,293 @@
+//! The bridge core: the Matrix side every bridge shares.
+//!
+//! Data flow:
+//! - **Matrix → network.** The AS API records each transaction in the durable inbox (see [`crate::server`]) and
+//!   wakes the inbox processor ([`inbox`]). It reads unprocessed events in inbox order, handles invites of ghosts
+//!   itself (a new direct portal), and hands every portal event to that portal's queue ([`portal`]), whose
+//!   worker calls the connector's [`NetworkApi`](crate::NetworkApi) and marks the event done. A restart resumes
+//!   the events not marked done.
+//! - **Network → Matrix.** The connector calls [`BridgeHandle::queue_remote_event`]; the event goes to the same
+//!   per-portal queue, so both directions of one chat stay in order, and its worker creates the portal room and
+//!   the ghost when needed and sends as the ghost ([`remote`]).
+//!
+//! Encryption (MSC3202 device lists and one-time-key counts in transactions, MSC4190 device management for
+//! ghosts) plugs in at two places: the inbox gains an `encrypted` pass between recording and dispatch that
+//! decrypts `m.room.encrypted` into the plain event before [`portal`] sees it, and [`remote`]'s `send_as_ghost`
+//! encrypts through the ghost's device before the homeserver call. Neither changes the connector interface.
+
+mod ghost;
+pub(crate) use ghost::ensure_ghost;
+pub mod inbox;
+mod matrix;
+mod portal;
+mod remote;
+
+use crate::config::AppserviceConfig;
+use crate::connector::{NetworkApi, NetworkConnector, RemoteEvent};
+use crate::homeserver::{Homeserver, HomeserverError};
+use crate::ids::{GhostNamer, PortalKey};
+use crate::metrics::Metrics;
+use crate::store::{Store, StoreError};
+use ruma::{OwnedUserId, UserId};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use tincan_common::Clock;
+use tokio::sync::{Notify, mpsc, watch};
+
+/// Why the bridge could not do something.
+#[derive(Debug, thiserror::Error)]
+pub enum BridgeError {
+    /// Bridge state could not be read or written.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The homeserver refused or was unreachable.
+    #[error(transparent)]
+    Homeserver(#[from] HomeserverError),
+    /// The connector failed.
+    #[error("connector: {0}")]
+    Connector(#[from] crate::connector::ConnectorError),
+    /// The config is unusable.
+    #[error("invalid config: {0}")]
+    Config(String),
+    /// The bridge is shutting down.
+    #[error("the bridge is shutting down")]
+    Stopped,
+}
+
+/// Bridge result.
+pub type Result<T, E = BridgeError> = std::result::Result<T, E>;
+
+pub(crate) struct Inner {
+    pub(crate) appservice_id: String,
+    pub(crate) hs_token: String,
+    pub(crate) bot: OwnedUserId,
+    pub(crate) namer: GhostNamer,
+    pub(crate) connector: Arc<dyn NetworkConnector>,
+    pub(crate) store: Arc<dyn Store>,
+    pub(crate) hs: Homeserver,
+    pub(crate) clock: Arc<dyn Clock>,
+    pub(crate) metrics: Metrics,
+    pub(crate) inbox_wakeup: Notify,
+    pub(crate) portals: Mutex<HashMap<PortalKey, mpsc::UnboundedSender<portal::Work>>>,
+    pub(crate) logins: Mutex<HashMap<OwnedUserId, Arc<dyn NetworkApi>>>,
+    pub(crate) shutdown: watch::Sender<bool>,
+}
+
+impl std::fmt::Debug for Inner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Bridge").field("id", &self.appservice_id).field("bot", &self.bot).finish_non_exhaustive()
+    }
+}
+
+/// A handle on the running bridge core; cheap to clone. Connectors queue remote events with it.
+#[derive(Debug, Clone)]
+pub struct BridgeHandle(pub(crate) Arc<Inner>);
+
+impl BridgeHandle {
+    /// Queues an event from the network. Events of one portal are bridged in the order they are queued.
+    pub fn queue_remote_event(&self, event: RemoteEvent) -> Result<()> {
+        if *self.0.shutdown.borrow() {
+            return Err(BridgeError::Stopped);
+        }
+        self.0.metrics.inc(&self.0.metrics.remote_events);
+        let key = event.portal.clone();
+        portal::enqueue(self, &key, portal::Work::Remote(event))
+    }
+
+    /// The ghost user ID of a remote user.
+    pub fn ghost_user_id(&self, remote: &crate::RemoteUserId) -> OwnedUserId {
+        self.0.namer.user_id(remote)
+    }
+
+    /// The bridge bot's user ID.
+    pub fn bot_user_id(&self) -> &UserId {
+        &self.0.bot
+    }
+
+    /// The bridge state.
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.0.store
+    }
+
+    /// The metrics.
+    pub fn metrics(&self) -> &Metrics {
+        &self.0.metrics
+    }
+
+    /// The homeserver client (as the bridge).
+    pub fn homeserver(&self) -> &Homeserver {
+        &self.0.hs
+    }
+
+    pub(crate) fn now_ms(&self) -> i64 {
+        self.0
+            .clock
+            .now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+            .unwrap_or(0)
+    }
+
+    pub(crate) fn wake_inbox(&self) {
+        self.0.inbox_wakeup.notify_one();
+    }
+
+    /// The login of a local user, cached.
+    pub(crate) async fn login(&self, user: &UserId) -> Result<Option<Arc<dyn NetworkApi>>> {
+        if let Some(api) = self.0.logins.lock().expect("not poisoned").get(user) {
+            return Ok(Some(api.clone()));
+        }
+        let api = self.0.connector.login(user).await?;
+        if let Some(api) = &api {
+            self.0.logins.lock().expect("not poisoned").insert(user.to_owned(), api.clone());
+        }
+        Ok(api)
+    }
+}
+
+/// Builds and starts the bridge core.
+#[derive(Debug)]
+pub struct BridgeBuilder {
+    config: AppserviceConfig,
+    store: Option<Arc<dyn Store>>,
+    clock: Arc<dyn Clock>,
+    process_inbox: bool,
+    start_connector: bool,
+}
+
+/// The bridge core: its AS API server and workers. Stops when dropped or with [`Bridge::stop`].
+#[derive(Debug)]
+pub struct Bridge {
+    handle: BridgeHandle,
+    addr: std::net::SocketAddr,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Bridge {
+    /// A builder for `config` (validated by the caller with `load_config`).
+    pub fn builder(config: AppserviceConfig) -> BridgeBuilder {
+        BridgeBuilder {
+            config,
+            store: None,
+            clock: Arc::new(tincan_common::SystemClock),
+            process_inbox: true,
+            start_connector: true,
+        }
+    }
+
+    /// The handle (for the connector, for tests).
+    pub fn handle(&self) -> &BridgeHandle {
+        &self.handle
+    }
+
+    /// The address the AS API listens on.
+    pub fn local_addr(&self) -> std::net::SocketAddr {
+        self.addr
+    }
+
+    /// Stops the server and the workers; recorded but unprocessed events stay in the inbox.
+    pub async fn stop(mut self) {
+        self.shutdown().await;
+    }
+
+    async fn shutdown(&mut self) {
+        let _ = self.handle.0.shutdown.send(true);
+        self.handle.0.inbox_wakeup.notify_one();
+        self.handle.0.portals.lock().expect("not poisoned").clear();
+        for t in self.tasks.drain(..) {
+            t.abort();
+            let _ = t.await;
+        }
+    }
+}
+
+impl Drop for Bridge {
+    fn drop(&mut self) {
+        let _ = self.handle.0.shutdown.send(true);
+        for t in &self.tasks {
+            t.abort();
+        }
+    }
+}
+
+impl BridgeBuilder {
+    /// Uses this store instead of opening `database.url`.
+    pub fn store(mut self, store: Arc<dyn Store>) -> Self {
+        self.store = Some(store);
+        self
+    }
+
+    /// Uses this clock (tests).
+    pub fn clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    /// Records transactions but does not process the inbox (tests of crash recovery).
+    pub fn without_processing(mut self) -> Self {
+        self.process_inbox = false;
+        self
+    }
+
+    /// Does not call the connector's `start` (tests that drive the AS API alone).
+    pub fn without_connector_start(mut self) -> Self {
+        self.start_connector = false;
+        self
+    }
+
+    /// Opens the store, binds the AS API, starts the inbox processor and the connector.
+    pub async fn start(self, connector: Arc<dyn NetworkConnector>) -> Result<Bridge> {
+        let c = &self.config;
+        let problems = c.validate_tokens();
+        if !problems.is_empty() {
+            return Err(BridgeError::Config(problems.join("; ")));
+        }
+        let store = match self.store {
+            Some(s) => s,
+            None => crate::store::connect(&c.database.url, c.database.max_connections).await?,
+        };
+        let bot = UserId::parse(format!("@{}:{}", c.appservice.bot_localpart, c.homeserver.server_name))
+            .map_err(|e| BridgeError::Config(format!("bot user id: {e}")))?;
+        let metrics = Metrics::default();
+        let prefix = c.ghost_prefix(connector.ghost_prefix()).to_owned();
+        let (shutdown, _) = watch::channel(false);
+        let handle = BridgeHandle(Arc::new(Inner {
+            appservice_id: c.appservice.id.clone(),
+            hs_token: c.appservice.hs_token.expose().to_owned(),
+            bot,
+            namer: GhostNamer::new(prefix, c.homeserver.server_name.clone()),
+            connector: connector.clone(),
+            store,
+            hs: Homeserver::new(&c.homeserver.url, c.appservice.as_token.expose(), metrics.clone()),
+            clock: self.clock,
+            metrics,
+            inbox_wakeup: Notify::new(),
+            portals: Mutex::new(HashMap::new()),
+            logins: Mutex::new(HashMap::new()),
+            shutdown,
+        }));
+        let listener = tokio::net::TcpListener::bind(&c.appservice.listen)
+            .await
+            .map_err(|e| BridgeError::Config(format!("appservice.listen {}: {e}", c.appservice.listen)))?;
+        let addr = listener.local_addr().map_err(|e| BridgeError::Config(e.to_string()))?;
+        let mut tasks = Vec::new();
+        let app = crate::server::router(handle.clone());
+        let mut stop = handle.0.shutdown.subscribe();
+        tasks.push(tokio::spawn(async move {
+            let serve = axum::serve(listener, app).with_graceful_shutdown(async move {
+                let _ = stop.wait_for(|s| *s).await;
+            });
+            if let Err(e) = serve.await {
+                tracing::error!(error = %e, "AS API server failed");
+            }
+        }));
+        if self.process_inbox {
+            tasks.push(tokio::spawn(inbox::run(handle.clone())));
+        }
+        if self.start_connector {
+            connector.start(handle.clone()).await?;
+        }
+        tracing::info!(%addr, network = connector.name(), "bridge started");
+        Ok(Bridge { handle, addr, tasks })
+    }
+}

@@ -1,0 +1,98 @@
+//! Ghost users: registered in the AS namespace on first use, profile from the connector; invites of ghosts.
+
+use super::{BridgeHandle, Result};
+use crate::homeserver::HomeserverError;
+use crate::ids::RemoteUserId;
+use crate::store::Ghost;
+use ruma::api::client::account::register::{LoginType, RegistrationKind, v3 as register};
+use ruma::api::client::membership::{join_room_by_id, leave_room};
+use ruma::api::client::profile::set_profile_field;
+use ruma::api::error::ErrorKind;
+use ruma::{OwnedUserId, RoomId, UserId};
+
+/// Makes sure the ghost of `remote` exists on the homeserver with its profile; returns its user ID.
+pub(crate) async fn ensure_ghost(bridge: &BridgeHandle, remote: &RemoteUserId) -> Result<OwnedUserId> {
+    let user_id = bridge.0.namer.user_id(remote);
+    if let Some(g) = bridge.0.store.ghost(remote).await?
+        && g.registered
+    {
+        return Ok(g.user_id);
+    }
+    let mut req = register::Request::new();
+    req.username = Some(user_id.localpart().to_owned());
+    req.login_type = Some(LoginType::ApplicationService);
+    req.kind = RegistrationKind::User;
+    req.inhibit_login = true;
+    match bridge.0.hs.send(req, None).await {
+        Ok(_) => {}
+        Err(e) if matches!(e.kind(), Some(ErrorKind::UserInUse)) => {}
+        Err(e) => return Err(e.into()),
+    }
+    let profile = bridge.0.connector.remote_profile(remote).await.unwrap_or_default();
+    if let Some(name) = &profile.display_name {
+        let value = ruma::profile::ProfileFieldValue::DisplayName(name.clone());
+        let req = set_profile_field::v3::Request::new(user_id.clone(), value);
+        bridge.0.hs.send(req, Some(&user_id)).await?;
+    }
+    if let Some(avatar) = &profile.avatar_url
+        && let Ok(mxc) = ruma::OwnedMxcUri::try_from(avatar.as_str())
+    {
+        let value = ruma::profile::ProfileFieldValue::AvatarUrl(mxc);
+        let req = set_profile_field::v3::Request::new(user_id.clone(), value);
+        bridge.0.hs.send(req, Some(&user_id)).await?;
+    }
+    bridge
+        .0
+        .store
+        .upsert_ghost(&Ghost {
+            remote_id: remote.clone(),
+            user_id: user_id.clone(),
+            display_name: profile.display_name,
+            avatar_url: profile.avatar_url,
+            registered: true,
+            metadata: Default::default(),
+        })
+        .await?;
+    Ok(user_id)
+}
+
+/// A local user invited `invitee` to `room_id`: a ghost joins and the room becomes the user's direct portal
+/// with that remote user; the bot joins rooms it is invited to. Users without a login are turned away.
+pub(crate) async fn handle_invite(
+    bridge: &BridgeHandle,
+    room_id: &RoomId,
+    inviter: &UserId,
+    invitee: &UserId,
+) -> Result<()> {
+    if invitee == bridge.0.bot {
+        bridge.0.hs.send(join_room_by_id::v3::Request::new(room_id.to_owned()), None).await?;
+        return Ok(());
+    }
+    let Some(remote) = bridge.0.namer.remote_id(invitee) else {
+        return Ok(());
+    };
+    let has_login = bridge.login(inviter).await?.is_some();
+    if !has_login || !bridge.0.connector.is_valid_remote_user(&remote) {
+        let ghost = bridge.0.namer.user_id(&remote);
+        let mut req = leave_room::v3::Request::new(room_id.to_owned());
+        req.reason = Some(if has_login { "unknown on this network" } else { "you are not bridged to this network" }.into());
+        // The ghost may not exist; the invite is then simply left pending.
+        if let Err(e) = bridge.0.hs.send(req, Some(&ghost)).await {
+            tracing::debug!(error = %e, "rejecting an invite failed");
+        }
+        return Ok(());
+    }
+    let ghost = ensure_ghost(bridge, &remote).await?;
+    match bridge.0.hs.send(join_room_by_id::v3::Request::new(room_id.to_owned()), Some(&ghost)).await {
+        Ok(_) => {}
+        Err(HomeserverError::Matrix(e)) if matches!(e.error_kind(), Some(ErrorKind::Forbidden)) => {
+            tracing::info!(%room_id, "the invite was withdrawn before the ghost joined");
+            return Ok(());
+        }
+        Err(e) => return Err(e.into()),
+    }
+    let portal = super::inbox::direct_portal(inviter.to_owned(), remote, room_id.to_owned());
+    bridge.0.store.upsert_portal(&portal).await?;
+    tracing::info!(%room_id, "new direct portal from an invite");
+    Ok(())
+}

@@ -1,0 +1,120 @@
+//! Matrix → network: one portal's Matrix events handed to the connector's login API, IDs mapped both ways.
+
+use super::portal::MatrixWork;
+use super::{BridgeHandle, Result};
+use crate::connector::{ConnectorError, MatrixMessage, PortalRef};
+use crate::ids::PortalKey;
+use crate::store::MessageMapping;
+use ruma::events::room::message::{Relation, RoomMessageEventContent};
+
+use std::time::Duration;
+
+/// Temporary connector failures are tried this many times in all.
+const ATTEMPTS: u32 = 4;
+
+pub(crate) async fn handle(bridge: &BridgeHandle, key: &PortalKey, work: MatrixWork) -> Result<()> {
+    let Some(portal) = bridge.0.store.portal(key).await? else {
+        return Ok(());
+    };
+    if let MatrixWork::ReceiverLeft = work {
+        bridge.0.store.delete_portal(key).await?;
+        tracing::info!(room = ?portal.room_id, "receiver left; portal forgotten");
+        return Ok(());
+    }
+    let Some(api) = bridge.login(&key.receiver).await? else {
+        return Ok(());
+    };
+    let pref = PortalRef::from(&portal);
+    let result = match work {
+        MatrixWork::Message(ev) => {
+            let message = |content: &RoomMessageEventContent| MatrixMessage {
+                event_id: ev.event_id.clone(),
+                sender: ev.sender.clone(),
+                msgtype: content.msgtype().to_owned(),
+                body: content.body().to_owned(),
+            };
+            match &ev.content.relates_to {
+                Some(Relation::Replacement(r)) => {
+                    let Some(target) = bridge.0.store.message_by_event(&r.event_id).await? else {
+                        return Ok(());
+                    };
+                    let new = RoomMessageEventContent::new(r.new_content.msgtype.clone());
+                    let msg = message(&new);
+                    retry(|| api.handle_matrix_edit(&pref, &target.remote_id, &msg)).await
+                }
+                _ => {
+                    // Handled before a crash that came ahead of `mark_done`: never send it twice.
+                    if bridge.0.store.message_by_event(&ev.event_id).await?.is_some() {
+                        return Ok(());
+                    }
+                    let msg = message(&ev.content);
+                    match retry(|| api.handle_matrix_message(&pref, &msg)).await {
+                        Ok(remote_id) => {
+                            bridge
+                                .0
+                                .store
+                                .insert_message(&MessageMapping {
+                                    portal: key.clone(),
+                                    remote_id,
+                                    event_id: ev.event_id.clone(),
+                                    room_id: ev.room_id.clone(),
+                                    sender: ev.sender.clone(),
+                                    metadata: Default::default(),
+                                })
+                                .await?;
+                            Ok(())
+                        }
+                        Err(e) => Err(e),
+                    }
+                }
+            }
+        }
+        MatrixWork::Reaction { target, key: emoji } => match bridge.0.store.message_by_event(&target).await? {
+            Some(m) => retry(|| api.handle_matrix_reaction(&pref, &m.remote_id, &emoji)).await,
+            None => Ok(()),
+        },
+        MatrixWork::Redaction { target } => match bridge.0.store.message_by_event(&target).await? {
+            Some(m) => retry(|| api.handle_matrix_redaction(&pref, &m.remote_id)).await,
+            None => Ok(()),
+        },
+        MatrixWork::ReadReceipt { event_id } => match bridge.0.store.message_by_event(&event_id).await? {
+            Some(m) => api.handle_matrix_read_receipt(&pref, &m.remote_id).await,
+            None => Ok(()),
+        },
+        MatrixWork::Typing { typing } => api.handle_matrix_typing(&pref, typing).await,
+        MatrixWork::ReceiverLeft => Ok(()),
+    };
+    match result {
+        Ok(()) => Ok(()),
+        // Receipts and typing are best effort; say nothing when the network has none.
+        Err(ConnectorError::Unsupported) => Ok(()),
+        Err(e) => {
+            if let Some(room) = &portal.room_id {
+                let notice = format!("⚠ Not delivered: {e}");
+                super::remote::send_notice(bridge, room, &portal.other_user, &notice).await;
+            }
+            Err(e.into())
+        }
+    }
+}
+
+async fn retry<T, F, Fut>(mut call: F) -> Result<T, ConnectorError>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, ConnectorError>>,
+{
+    let mut delay = Duration::from_millis(200);
+    let mut attempt = 1;
+    loop {
+        match call().await {
+            Err(ConnectorError::Temporary(why)) if attempt < ATTEMPTS => {
+                tracing::debug!(%why, attempt, "temporary network failure, retrying");
+                tokio::time::sleep(delay).await;
+                delay *= 2;
+                attempt += 1;
+            }
+            other => return other,
+        }
+    }
+}
+

@@ -1,0 +1,85 @@
+//! One ordered queue per portal: Matrix events and remote events of one chat are handled one at a time, in
+//! the order they arrived, by a worker task that lives as long as the bridge.
+
+use super::{BridgeError, BridgeHandle, Result};
+use crate::connector::RemoteEvent;
+use crate::ids::PortalKey;
+use ruma::events::OriginalMessageLikeEvent;
+use ruma::events::room::message::RoomMessageEventContent;
+use ruma::OwnedEventId;
+use tokio::sync::mpsc;
+
+/// A Matrix event for the network.
+#[derive(Debug)]
+pub(crate) enum MatrixWork {
+    /// A message, or an edit (`m.replace`) of one.
+    Message(Box<OriginalMessageLikeEvent<RoomMessageEventContent>>),
+    /// A reaction.
+    Reaction { target: OwnedEventId, key: String },
+    /// A redaction.
+    Redaction { target: OwnedEventId },
+    /// A read receipt of the local user.
+    ReadReceipt { event_id: OwnedEventId },
+    /// The local user's typing state.
+    Typing { typing: bool },
+    /// The local user left the portal room: the portal is forgotten, a new one is made when needed.
+    ReceiverLeft,
+}
+
+/// Work for a portal's queue.
+#[derive(Debug)]
+pub(crate) enum Work {
+    /// An inbox event; marked done once handled.
+    Matrix { seq: i64, work: MatrixWork },
+    /// An event from the network.
+    Remote(RemoteEvent),
+}
+
+/// Adds `work` to the queue of `key`, starting its worker when needed.
+pub(crate) fn enqueue(bridge: &BridgeHandle, key: &PortalKey, work: Work) -> Result<()> {
+    let mut portals = bridge.0.portals.lock().expect("not poisoned");
+    if *bridge.0.shutdown.borrow() {
+        return Err(BridgeError::Stopped);
+    }
+    let tx = portals.entry(key.clone()).or_insert_with(|| {
+        let (tx, rx) = mpsc::unbounded_channel();
+        tokio::spawn(worker(bridge.clone(), key.clone(), rx));
+        tx
+    });
+    tx.send(work).map_err(|_| BridgeError::Stopped)
+}
+
+async fn worker(bridge: BridgeHandle, key: PortalKey, mut rx: mpsc::UnboundedReceiver<Work>) {
+    let mut shutdown = bridge.0.shutdown.subscribe();
+    loop {
+        let work = tokio::select! {
+            w = rx.recv() => match w { Some(w) => w, None => return },
+            _ = shutdown.wait_for(|s| *s) => return,
+        };
+        match work {
+            Work::Matrix { seq, work } => {
+                match super::matrix::handle(&bridge, &key, work).await {
+                    Ok(()) => {}
+                    Err(e) => {
+                        bridge.0.metrics.inc(&bridge.0.metrics.matrix_failures);
+                        tracing::warn!(error = %e, seq, "Matrix event not bridged");
+                    }
+                }
+                // Done whether the network took it or refused it for good: a refusal is reported in the room,
+                // and retrying forever would block the portal. Only a crash before this line replays it.
+                if let Err(e) = bridge.0.store.mark_done(seq, bridge.now_ms()).await {
+                    tracing::error!(error = %e, seq, "marking an inbox event done failed");
+                } else {
+                    bridge.0.metrics.inc(&bridge.0.metrics.events_processed);
+                }
+            }
+            Work::Remote(event) => match super::remote::handle(&bridge, event).await {
+                Ok(()) => bridge.0.metrics.inc(&bridge.0.metrics.remote_bridged),
+                Err(e) => {
+                    bridge.0.metrics.inc(&bridge.0.metrics.remote_failures);
+                    tracing::warn!(error = %e, "remote event not bridged");
+                }
+            },
+        }
+    }
+}

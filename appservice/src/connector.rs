@@ -1,0 +1,237 @@
+//! The interface a network connector implements: the network side of a bridge, and nothing of Matrix.
+//!
+//! After mautrix bridgev2's `networkinterface.go`: a [`NetworkConnector`] per network (name, ghost prefix,
+//! [`Capabilities`], start) and a [`NetworkApi`] per login, that is per local Matrix user bridged to the network.
+//! Optional operations have a default that returns [`ConnectorError::Unsupported`]; a connector declares what it
+//! implements in its [`Capabilities`] so that the core can tell users before trying. Remote events enter the
+//! core through one call, [`crate::BridgeHandle::queue_remote_event`].
+
+use crate::ids::{PortalKey, RemoteMessageId, RemoteUserId};
+use crate::store::{Metadata, Portal};
+use async_trait::async_trait;
+use ruma::{OwnedEventId, OwnedUserId};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Why a connector could not do what was asked.
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectorError {
+    /// The network (or this connector) has no such operation.
+    #[error("not supported by this network")]
+    Unsupported,
+    /// The operation failed for now and may succeed if tried again (link down, remote busy).
+    #[error("temporary network failure: {0}")]
+    Temporary(String),
+    /// The network refused the operation (unknown recipient, message too long, blocked).
+    #[error("rejected by the network: {0}")]
+    Rejected(String),
+}
+
+/// What a connector supports beyond plain text messages.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Capabilities {
+    /// Matrix edits (`m.replace`) are passed to the network.
+    pub edits: bool,
+    /// Matrix redactions delete the remote message.
+    pub redactions: bool,
+    /// Matrix reactions are passed to the network.
+    pub reactions: bool,
+    /// Matrix read receipts are passed to the network.
+    pub read_receipts: bool,
+    /// Matrix typing notifications are passed to the network.
+    pub typing: bool,
+    /// `m.protocol.pstn` third-party lookups resolve phone numbers to ghosts.
+    pub pstn_lookup: bool,
+}
+
+impl Capabilities {
+    /// Text messages only.
+    pub fn text_only() -> Self {
+        Self::default()
+    }
+
+    /// Everything the core can bridge.
+    pub fn all() -> Self {
+        Self { edits: true, redactions: true, reactions: true, read_receipts: true, typing: true, pstn_lookup: true }
+    }
+}
+
+/// Profile of a remote user, shown on its ghost.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RemoteProfile {
+    /// The display name.
+    pub display_name: Option<String>,
+    /// An avatar already uploaded to the homeserver (`mxc://…`).
+    pub avatar_url: Option<String>,
+}
+
+/// A network connector: one per bridge process.
+#[async_trait]
+pub trait NetworkConnector: Send + Sync + 'static {
+    /// Short lower-case network name (`sms`, `sip`), used in logs and metrics.
+    fn name(&self) -> &str;
+    /// The default ghost localpart prefix (`sms_`); the config may override it.
+    fn ghost_prefix(&self) -> &str;
+    /// What this network supports.
+    fn capabilities(&self) -> Capabilities;
+    /// Starts the network side (connect to the SMSC, register with the SIP proxy…). `bridge` is the handle to
+    /// queue remote events with; the connector keeps it.
+    async fn start(&self, bridge: crate::BridgeHandle) -> Result<(), ConnectorError>;
+    /// The login of a local Matrix user, `None` when that user is not bridged to the network.
+    async fn login(&self, user: &ruma::UserId) -> Result<Option<Arc<dyn NetworkApi>>, ConnectorError>;
+    /// The profile of a remote user, for its ghost.
+    async fn remote_profile(&self, user: &RemoteUserId) -> Result<RemoteProfile, ConnectorError> {
+        Ok(RemoteProfile { display_name: Some(user.to_string()), avatar_url: None })
+    }
+    /// Whether `user` is a valid identity on this network (ghost queries from the homeserver ask this).
+    fn is_valid_remote_user(&self, user: &RemoteUserId) -> bool {
+        !user.as_str().is_empty()
+    }
+    /// Maps a phone number, already normalised to E.164 by the core, to a remote user (`m.protocol.pstn`).
+    fn remote_user_for_phone(&self, e164: &str) -> Result<Option<RemoteUserId>, ConnectorError> {
+        let _ = e164;
+        Err(ConnectorError::Unsupported)
+    }
+}
+
+/// A Matrix message going to the network.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MatrixMessage {
+    /// The Matrix event.
+    pub event_id: OwnedEventId,
+    /// The sender (the portal's receiver).
+    pub sender: OwnedUserId,
+    /// The `msgtype` (`m.text`, `m.notice`, `m.emote`…).
+    pub msgtype: String,
+    /// The plain-text body.
+    pub body: String,
+}
+
+/// The portal an operation concerns, as the connector sees it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PortalRef {
+    /// Receiver and chat.
+    pub key: PortalKey,
+    /// The remote user of this direct chat.
+    pub other_user: RemoteUserId,
+    /// Connector data stored with the portal.
+    pub metadata: Metadata,
+}
+
+impl From<&Portal> for PortalRef {
+    fn from(p: &Portal) -> Self {
+        Self { key: p.key.clone(), other_user: p.other_user.clone(), metadata: p.metadata.clone() }
+    }
+}
+
+/// The network side of one login (one local user).
+#[async_trait]
+pub trait NetworkApi: Send + Sync {
+    /// Sends a Matrix message to the network; returns the remote message ID it got.
+    async fn handle_matrix_message(
+        &self,
+        portal: &PortalRef,
+        message: &MatrixMessage,
+    ) -> Result<RemoteMessageId, ConnectorError>;
+
+    /// Edits a message already sent (`m.replace`).
+    async fn handle_matrix_edit(
+        &self,
+        portal: &PortalRef,
+        target: &RemoteMessageId,
+        new_content: &MatrixMessage,
+    ) -> Result<(), ConnectorError> {
+        let _ = (portal, target, new_content);
+        Err(ConnectorError::Unsupported)
+    }
+
+    /// Reacts to a message with `key` (an emoji).
+    async fn handle_matrix_reaction(
+        &self,
+        portal: &PortalRef,
+        target: &RemoteMessageId,
+        key: &str,
+    ) -> Result<(), ConnectorError> {
+        let _ = (portal, target, key);
+        Err(ConnectorError::Unsupported)
+    }
+
+    /// Deletes a message.
+    async fn handle_matrix_redaction(
+        &self,
+        portal: &PortalRef,
+        target: &RemoteMessageId,
+    ) -> Result<(), ConnectorError> {
+        let _ = (portal, target);
+        Err(ConnectorError::Unsupported)
+    }
+
+    /// The local user read the chat up to `up_to`.
+    async fn handle_matrix_read_receipt(
+        &self,
+        portal: &PortalRef,
+        up_to: &RemoteMessageId,
+    ) -> Result<(), ConnectorError> {
+        let _ = (portal, up_to);
+        Err(ConnectorError::Unsupported)
+    }
+
+    /// The local user started or stopped typing.
+    async fn handle_matrix_typing(&self, portal: &PortalRef, typing: bool) -> Result<(), ConnectorError> {
+        let _ = (portal, typing);
+        Err(ConnectorError::Unsupported)
+    }
+}
+
+/// An event from the network, queued with [`crate::BridgeHandle::queue_remote_event`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct RemoteEvent {
+    /// The portal: local receiver and remote chat.
+    pub portal: PortalKey,
+    /// Who did it on the network.
+    pub sender: RemoteUserId,
+    /// What happened.
+    pub kind: RemoteEventKind,
+}
+
+/// What happened on the network.
+#[derive(Debug, Clone, PartialEq)]
+pub enum RemoteEventKind {
+    /// A new text message.
+    Message {
+        /// Its remote ID (used for dedup and later edits, redactions, receipts).
+        id: RemoteMessageId,
+        /// The text.
+        body: String,
+    },
+    /// An edit of an earlier message.
+    Edit {
+        /// The edited message.
+        target: RemoteMessageId,
+        /// The new text.
+        body: String,
+    },
+    /// A deleted message.
+    Redaction {
+        /// The deleted message.
+        target: RemoteMessageId,
+    },
+    /// A reaction.
+    Reaction {
+        /// The message reacted to.
+        target: RemoteMessageId,
+        /// The emoji.
+        key: String,
+    },
+    /// The remote user read the chat up to a message.
+    ReadReceipt {
+        /// The last message read.
+        up_to: RemoteMessageId,
+    },
+    /// The remote user is typing (or stopped).
+    Typing {
+        /// For how long; zero to stop.
+        timeout: Duration,
+    },
+}

@@ -1,0 +1,212 @@
+//! Calls to the homeserver's client-server API as the application service, with retries.
+//!
+//! Every call uses ruma's request and response types; identity assertion (`?user_id=`) makes the call on
+//! behalf of a ghost. Rate limiting (`M_LIMIT_EXCEEDED`, honouring `retry_after_ms`), 5xx answers and
+//! connection failures are retried with exponential backoff; other errors are returned at once.
+
+use crate::metrics::Metrics;
+use ruma::UserId;
+use ruma::api::auth_scheme::{AuthScheme, SendAccessToken};
+use ruma::api::error::{ErrorKind, RetryAfter};
+use ruma::api::path_builder::{PathBuilder, SinglePath, VersionHistory};
+use ruma::api::{
+    AppserviceUserIdentity, IncomingResponse, OutgoingRequest, OutgoingRequestAppserviceExt, SupportedVersions,
+};
+use std::borrow::Cow;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Why a homeserver call failed (after retries).
+#[derive(Debug, thiserror::Error)]
+pub enum HomeserverError {
+    /// The homeserver answered with a Matrix error.
+    #[error("homeserver error: {0}")]
+    Matrix(#[from] ruma::api::error::Error),
+    /// The homeserver could not be reached.
+    #[error("homeserver unreachable: {0}")]
+    Transport(#[from] reqwest::Error),
+    /// The request could not be built (a bug, or an invalid base URL).
+    #[error("cannot build request: {0}")]
+    Build(String),
+    /// The answer did not parse.
+    #[error("unexpected homeserver answer: {0}")]
+    Response(String),
+}
+
+impl HomeserverError {
+    /// The Matrix error kind, when the homeserver sent one.
+    pub fn kind(&self) -> Option<&ErrorKind> {
+        match self {
+            HomeserverError::Matrix(e) => e.error_kind(),
+            _ => None,
+        }
+    }
+}
+
+/// Retry policy for homeserver calls.
+#[derive(Debug, Clone, Copy)]
+pub struct RetryPolicy {
+    /// Attempts in all, the first included.
+    pub attempts: u32,
+    /// Delay before the first retry; doubled each time.
+    pub initial: Duration,
+    /// Longest delay between attempts.
+    pub max: Duration,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        Self { attempts: 8, initial: Duration::from_millis(100), max: Duration::from_secs(30) }
+    }
+}
+
+/// The error types of client-server endpoints: a plain Matrix error, or one wrapped in a UIAA answer.
+pub trait IntoMatrixError {
+    /// As a [`HomeserverError`].
+    fn into_homeserver_error(self) -> HomeserverError;
+}
+
+impl IntoMatrixError for ruma::api::error::Error {
+    fn into_homeserver_error(self) -> HomeserverError {
+        HomeserverError::Matrix(self)
+    }
+}
+
+impl IntoMatrixError for ruma::api::client::uiaa::UiaaResponse {
+    fn into_homeserver_error(self) -> HomeserverError {
+        match self {
+            ruma::api::client::uiaa::UiaaResponse::MatrixError(e) => HomeserverError::Matrix(e),
+            other => HomeserverError::Response(other.to_string()),
+        }
+    }
+}
+
+/// Picks the input a ruma path builder needs.
+pub trait PathInput: PathBuilder {
+    /// The input for `versions`.
+    fn input(versions: &SupportedVersions) -> Self::Input<'_>;
+}
+
+impl PathInput for VersionHistory {
+    fn input(versions: &SupportedVersions) -> Cow<'_, SupportedVersions> {
+        Cow::Borrowed(versions)
+    }
+}
+
+impl PathInput for SinglePath {
+    fn input(_: &SupportedVersions) {}
+}
+
+/// The homeserver, as the application service sees it.
+#[derive(Debug, Clone)]
+pub struct Homeserver {
+    base_url: Arc<str>,
+    as_token: Arc<str>,
+    http: reqwest::Client,
+    versions: Arc<SupportedVersions>,
+    retry: RetryPolicy,
+    metrics: Metrics,
+}
+
+impl Homeserver {
+    /// A client for `base_url` presenting `as_token`.
+    pub fn new(base_url: &str, as_token: &str, metrics: Metrics) -> Self {
+        let versions = SupportedVersions::from_parts(
+            &["v1.1", "v1.2", "v1.3", "v1.4", "v1.5", "v1.6", "v1.7", "v1.8", "v1.9", "v1.10", "v1.11"]
+                .map(String::from),
+            &Default::default(),
+        );
+        Self {
+            base_url: base_url.trim_end_matches('/').into(),
+            as_token: as_token.into(),
+            http: reqwest::Client::builder()
+                .timeout(Duration::from_secs(60))
+                .build()
+                .expect("a plain reqwest client builds"),
+            versions: Arc::new(versions),
+            retry: RetryPolicy::default(),
+            metrics,
+        }
+    }
+
+    /// Replaces the retry policy.
+    pub fn with_retry(mut self, retry: RetryPolicy) -> Self {
+        self.retry = retry;
+        self
+    }
+
+    /// Sends `request` as the bridge bot (`as_user` `None`) or as a ghost, retrying transient failures.
+    pub async fn send<R>(&self, request: R, as_user: Option<&UserId>) -> Result<R::IncomingResponse, HomeserverError>
+    where
+        R: OutgoingRequest + Send,
+        R::EndpointError: IntoMatrixError,
+        R::PathBuilder: PathInput,
+        for<'a> R::Authentication: AuthScheme<Input<'a> = SendAccessToken<'a>>,
+    {
+        let mut delay = self.retry.initial;
+        let mut attempt = 1;
+        loop {
+            let result = self.send_once(request.clone(), as_user).await;
+            let wait = match &result {
+                Ok(_) => return result,
+                Err(e) if attempt >= self.retry.attempts => {
+                    tracing::warn!(error = %e, attempt, "homeserver call failed, giving up");
+                    return result;
+                }
+                Err(HomeserverError::Matrix(e)) => match e.error_kind() {
+                    Some(ErrorKind::LimitExceeded(data)) => match data.retry_after {
+                        Some(RetryAfter::Delay(d)) => d,
+                        _ => delay,
+                    },
+                    _ if e.status_code.is_server_error() => delay,
+                    _ => return result,
+                },
+                Err(HomeserverError::Transport(_)) => delay,
+                Err(_) => return result,
+            };
+            self.metrics.inc(&self.metrics.hs_retries);
+            tracing::debug!(?wait, attempt, "retrying homeserver call");
+            tokio::time::sleep(wait.min(self.retry.max)).await;
+            delay = (delay * 2).min(self.retry.max);
+            attempt += 1;
+        }
+    }
+
+    async fn send_once<R>(&self, request: R, as_user: Option<&UserId>) -> Result<R::IncomingResponse, HomeserverError>
+    where
+        R: OutgoingRequest,
+        R::EndpointError: IntoMatrixError,
+        R::PathBuilder: PathInput,
+        for<'a> R::Authentication: AuthScheme<Input<'a> = SendAccessToken<'a>>,
+    {
+        let identity = match as_user {
+            Some(u) => AppserviceUserIdentity::new(u),
+            None => AppserviceUserIdentity::default(),
+        };
+        let http_request = request
+            .try_into_http_request_with_identity::<Vec<u8>>(
+                &self.base_url,
+                SendAccessToken::Appservice(&self.as_token),
+                identity,
+                R::PathBuilder::input(&self.versions),
+            )
+            .map_err(|e| HomeserverError::Build(e.to_string()))?;
+        self.metrics.inc(&self.metrics.hs_requests);
+        let request = reqwest::Request::try_from(http_request).map_err(|e| HomeserverError::Build(e.to_string()))?;
+        let response = self.http.execute(request).await?;
+        let mut builder = http_response_builder(response.status());
+        for (name, value) in response.headers() {
+            builder = builder.header(name, value);
+        }
+        let body = response.bytes().await?;
+        let http_response = builder.body(body).map_err(|e| HomeserverError::Response(e.to_string()))?;
+        R::IncomingResponse::try_from_http_response(http_response).map_err(|e| match e {
+            ruma::api::error::FromHttpResponseError::Server(e) => e.into_homeserver_error(),
+            other => HomeserverError::Response(other.to_string()),
+        })
+    }
+}
+
+fn http_response_builder(status: reqwest::StatusCode) -> axum::http::response::Builder {
+    axum::http::Response::builder().status(status.as_u16())
+}

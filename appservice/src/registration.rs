@@ -1,0 +1,116 @@
+//! The application-service registration file the homeserver loads (`app_service_config_files`).
+//!
+//! Namespaces come from the config: the ghosts (`@<prefix>.*:<server>`) and the bot, both exclusive. Ephemeral
+//! events are requested (`receive_ephemeral`, for receipts and typing) and the bridge is not rate limited.
+
+use crate::config::AppserviceConfig;
+use base64::Engine;
+
+/// Tokens for a registration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Tokens {
+    /// What the bridge presents to the homeserver.
+    pub as_token: String,
+    /// What the homeserver presents to the bridge.
+    pub hs_token: String,
+}
+
+impl Tokens {
+    /// Two fresh random tokens (256 bits each, unpadded base64url) from `rng`.
+    pub fn generate(rng: &mut impl rand::RngCore) -> Self {
+        let mut token = || {
+            let mut b = [0u8; 32];
+            rng.fill_bytes(&mut b);
+            base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(b)
+        };
+        Self { as_token: token(), hs_token: token() }
+    }
+
+    /// The tokens set in `config`, where both are set.
+    pub fn from_config(config: &AppserviceConfig) -> Option<Self> {
+        config.validate_tokens().is_empty().then(|| Self {
+            as_token: config.appservice.as_token.expose().to_owned(),
+            hs_token: config.appservice.hs_token.expose().to_owned(),
+        })
+    }
+}
+
+/// Escapes regex metacharacters (the namespace regexes are Python `re` patterns in Synapse).
+pub fn regex_escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        if "\\.+*?()|[]{}^$#&-~".contains(c) {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// A YAML (JSON-compatible) quoted string.
+fn q(s: &str) -> String {
+    serde_json::to_string(s).expect("strings serialize")
+}
+
+/// The registration YAML for `config`, with the ghost prefix `ghost_prefix` and `tokens`.
+pub fn registration_yaml(config: &AppserviceConfig, ghost_prefix: &str, tokens: &Tokens) -> String {
+    let server = regex_escape(&config.homeserver.server_name);
+    let a = &config.appservice;
+    let mut y = String::new();
+    y.push_str(&format!("id: {}\n", q(&a.id)));
+    y.push_str(&format!("url: {}\n", q(&a.url)));
+    y.push_str(&format!("as_token: {}\n", q(&tokens.as_token)));
+    y.push_str(&format!("hs_token: {}\n", q(&tokens.hs_token)));
+    y.push_str(&format!("sender_localpart: {}\n", q(&a.bot_localpart)));
+    y.push_str("rate_limited: false\n");
+    y.push_str("receive_ephemeral: true\n");
+    y.push_str("namespaces:\n  users:\n");
+    y.push_str(&format!("    - exclusive: true\n      regex: {}\n", q(&format!("@{}.*:{server}", regex_escape(ghost_prefix)))));
+    y.push_str(&format!("    - exclusive: true\n      regex: {}\n", q(&format!("@{}:{server}", regex_escape(&a.bot_localpart)))));
+    y.push_str("  aliases: []\n  rooms: []\n");
+    if a.protocols.is_empty() {
+        y.push_str("protocols: []\n");
+    } else {
+        y.push_str("protocols:\n");
+        for p in &a.protocols {
+            y.push_str(&format!("  - {}\n", q(p)));
+        }
+    }
+    y
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::SeedableRng;
+
+    fn config() -> AppserviceConfig {
+        let mut c = AppserviceConfig::default();
+        c.homeserver.server_name = "hs.example".into();
+        c.appservice.id = "tincan-sms".into();
+        c.appservice.bot_localpart = "smsbot".into();
+        c
+    }
+
+    #[test]
+    fn registration_snapshot() {
+        let tokens = Tokens { as_token: "AS".into(), hs_token: "HS".into() };
+        insta::assert_snapshot!(registration_yaml(&config(), "sms_", &tokens));
+    }
+
+    #[test]
+    fn tokens_are_fresh_and_long() {
+        let mut rng = rand::rngs::StdRng::seed_from_u64(1);
+        let a = Tokens::generate(&mut rng);
+        let b = Tokens::generate(&mut rng);
+        assert_ne!(a, b);
+        assert_ne!(a.as_token, a.hs_token);
+        assert_eq!(a.as_token.len(), 43);
+    }
+
+    #[test]
+    fn escapes_regex() {
+        assert_eq!(regex_escape("sms_+"), "sms_\\+");
+        assert_eq!(regex_escape("hs.example"), "hs\\.example");
+    }
+}

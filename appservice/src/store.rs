@@ -1,0 +1,504 @@
+//! Bridge state behind repository traits: the durable inbox, ghosts, portals and the message-ID map.
+//!
+//! Two backends, [`SqliteStore`] (the embedded default) and [`PgStore`] (several bridge nodes or an operator's
+//! PostgreSQL), share their SQL text: the queries are written once (`$n` placeholders, which sqlx accepts for
+//! SQLite too) and instantiated for both drivers by a macro; only the migrations differ (one folder per backend,
+//! embedded with `sqlx::migrate!`). Both pass one conformance suite (`tests/it/store.rs`).
+
+mod postgres;
+mod sqlite;
+
+pub use postgres::PgStore;
+pub use sqlite::SqliteStore;
+
+use crate::ids::{PortalKey, RemoteMessageId, RemoteUserId};
+use async_trait::async_trait;
+use ruma::{OwnedEventId, OwnedRoomId, OwnedUserId};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use std::sync::Arc;
+
+/// Why a store operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The database refused or failed.
+    #[error("database: {0}")]
+    Database(#[from] sqlx::Error),
+    /// The migrations could not be applied.
+    #[error("migration: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    /// A stored value does not parse (a Matrix ID or a metadata document).
+    #[error("corrupt {what} in the database: {value}")]
+    Corrupt {
+        /// Which column.
+        what: &'static str,
+        /// The stored text.
+        value: String,
+    },
+    /// The database URL names no supported backend.
+    #[error("unsupported database URL {0:?}: use sqlite:… or postgres://…")]
+    UnsupportedUrl(String),
+}
+
+/// Store result.
+pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+/// Connector-specific data kept beside a core row, as a JSON document the connector types.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Metadata(pub serde_json::Value);
+
+impl Metadata {
+    /// Serializes a connector's typed metadata.
+    pub fn from_typed<T: Serialize>(value: &T) -> Self {
+        Self(serde_json::to_value(value).unwrap_or(serde_json::Value::Null))
+    }
+
+    /// Reads the metadata as the connector's type; `None` when empty or of another shape.
+    pub fn typed<T: DeserializeOwned>(&self) -> Option<T> {
+        serde_json::from_value(self.0.clone()).ok()
+    }
+
+    fn to_text(&self) -> String {
+        if self.0.is_null() { "{}".into() } else { self.0.to_string() }
+    }
+
+    fn from_text(text: &str) -> Result<Self> {
+        serde_json::from_str(text)
+            .map(Metadata)
+            .map_err(|_| StoreError::Corrupt { what: "metadata", value: text.to_owned() })
+    }
+}
+
+/// Which part of a transaction an inbox event came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InboxKind {
+    /// A room timeline event (`events`).
+    Timeline,
+    /// An ephemeral event (`ephemeral`: receipts, typing).
+    Ephemeral,
+}
+
+impl InboxKind {
+    fn as_str(self) -> &'static str {
+        match self {
+            InboxKind::Timeline => "timeline",
+            InboxKind::Ephemeral => "ephemeral",
+        }
+    }
+
+    fn parse(s: &str) -> Result<Self> {
+        match s {
+            "timeline" => Ok(InboxKind::Timeline),
+            "ephemeral" => Ok(InboxKind::Ephemeral),
+            _ => Err(StoreError::Corrupt { what: "inbox kind", value: s.to_owned() }),
+        }
+    }
+}
+
+/// An event to record in the inbox.
+#[derive(Debug, Clone)]
+pub struct NewInboxEvent {
+    /// Timeline or ephemeral.
+    pub kind: InboxKind,
+    /// The event JSON exactly as the homeserver sent it.
+    pub json: String,
+}
+
+/// A recorded inbox event.
+#[derive(Debug, Clone, PartialEq)]
+pub struct InboxEntry {
+    /// Position in the inbox; events are processed in this order.
+    pub seq: i64,
+    /// The transaction it came in.
+    pub txn_id: String,
+    /// Timeline or ephemeral.
+    pub kind: InboxKind,
+    /// The event JSON.
+    pub json: String,
+}
+
+/// A ghost user: the Matrix puppet of a remote user.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Ghost {
+    /// The remote user.
+    pub remote_id: RemoteUserId,
+    /// Its Matrix user ID.
+    pub user_id: OwnedUserId,
+    /// The display name last set on Matrix.
+    pub display_name: Option<String>,
+    /// The avatar (`mxc://`) last set on Matrix.
+    pub avatar_url: Option<String>,
+    /// Whether the account exists on the homeserver.
+    pub registered: bool,
+    /// Connector data.
+    pub metadata: Metadata,
+}
+
+/// A portal: the Matrix room standing for one remote chat of one local user.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Portal {
+    /// Receiver and remote chat.
+    pub key: PortalKey,
+    /// The Matrix room, once created.
+    pub room_id: Option<OwnedRoomId>,
+    /// The other party of this direct chat.
+    pub other_user: RemoteUserId,
+    /// Connector data.
+    pub metadata: Metadata,
+}
+
+/// One message known on both sides.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MessageMapping {
+    /// The portal it belongs to.
+    pub portal: PortalKey,
+    /// The remote message ID.
+    pub remote_id: RemoteMessageId,
+    /// The Matrix event ID.
+    pub event_id: OwnedEventId,
+    /// The Matrix room.
+    pub room_id: OwnedRoomId,
+    /// The Matrix sender (a ghost or the local user).
+    pub sender: OwnedUserId,
+    /// Connector data.
+    pub metadata: Metadata,
+}
+
+/// The durable inbox of homeserver transactions (exactly-once processing).
+#[async_trait]
+pub trait InboxRepository: Send + Sync {
+    /// Records `txn_id` and its events in one database transaction. Returns `false` (and records nothing) when
+    /// the transaction was recorded before.
+    async fn record_transaction(&self, txn_id: &str, events: &[NewInboxEvent], now: i64) -> Result<bool>;
+    /// Whether `txn_id` was recorded.
+    async fn transaction_seen(&self, txn_id: &str) -> Result<bool>;
+    /// Unprocessed events with `seq > after`, oldest first, at most `limit`.
+    async fn pending_after(&self, after: i64, limit: i64) -> Result<Vec<InboxEntry>>;
+    /// Marks an event processed.
+    async fn mark_done(&self, seq: i64, now: i64) -> Result<()>;
+    /// How many events wait to be processed.
+    async fn pending_count(&self) -> Result<i64>;
+}
+
+/// Ghost users.
+#[async_trait]
+pub trait GhostRepository: Send + Sync {
+    /// The ghost of a remote user.
+    async fn ghost(&self, remote: &RemoteUserId) -> Result<Option<Ghost>>;
+    /// Inserts or replaces a ghost.
+    async fn upsert_ghost(&self, ghost: &Ghost) -> Result<()>;
+}
+
+/// Portal rooms.
+#[async_trait]
+pub trait PortalRepository: Send + Sync {
+    /// The portal of a receiver and chat.
+    async fn portal(&self, key: &PortalKey) -> Result<Option<Portal>>;
+    /// The portal whose Matrix room is `room_id`.
+    async fn portal_by_room(&self, room_id: &ruma::RoomId) -> Result<Option<Portal>>;
+    /// Inserts or replaces a portal.
+    async fn upsert_portal(&self, portal: &Portal) -> Result<()>;
+    /// Forgets a portal.
+    async fn delete_portal(&self, key: &PortalKey) -> Result<()>;
+}
+
+/// The message-ID map, both ways.
+#[async_trait]
+pub trait MessageRepository: Send + Sync {
+    /// Records a mapping; `false` when the remote ID or the event ID was already mapped (nothing changes).
+    async fn insert_message(&self, message: &MessageMapping) -> Result<bool>;
+    /// The mapping of a remote message in a portal.
+    async fn message_by_remote(&self, portal: &PortalKey, remote: &RemoteMessageId) -> Result<Option<MessageMapping>>;
+    /// The mapping of a Matrix event.
+    async fn message_by_event(&self, event_id: &ruma::EventId) -> Result<Option<MessageMapping>>;
+}
+
+/// All repositories of one backend.
+pub trait Store: InboxRepository + GhostRepository + PortalRepository + MessageRepository + std::fmt::Debug {}
+
+impl<T> Store for T where T: InboxRepository + GhostRepository + PortalRepository + MessageRepository + std::fmt::Debug
+{}
+
+/// Opens the backend named by `url` (`sqlite:path`, `postgres://…`) and applies its migrations.
+pub async fn connect(url: &str, max_connections: u32) -> Result<Arc<dyn Store>> {
+    if url.starts_with("sqlite:") {
+        Ok(Arc::new(SqliteStore::connect(url, max_connections).await?))
+    } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
+        Ok(Arc::new(PgStore::connect(url, max_connections).await?))
+    } else {
+        Err(StoreError::UnsupportedUrl(url.to_owned()))
+    }
+}
+
+fn parse_id<T: TryFrom<String>>(what: &'static str, value: String) -> Result<T> {
+    T::try_from(value.clone()).map_err(|_| StoreError::Corrupt { what, value })
+}
+
+/// Implements every repository for a backend struct with a `pool` field; the SQL is shared.
+macro_rules! impl_repositories {
+    ($store:ty, $row:ty) => {
+        use crate::ids::{PortalKey, RemoteChatId, RemoteMessageId, RemoteUserId};
+        use crate::store::{
+            Ghost, GhostRepository, InboxEntry, InboxKind, InboxRepository, MessageMapping, MessageRepository,
+            Metadata, NewInboxEvent, Portal, PortalRepository, Result, parse_id,
+        };
+        use async_trait::async_trait;
+        use sqlx::Row;
+
+        fn ghost_from_row(row: &$row) -> Result<Ghost> {
+            Ok(Ghost {
+                remote_id: RemoteUserId(row.try_get("remote_id")?),
+                user_id: parse_id("user id", row.try_get("user_id")?)?,
+                display_name: row.try_get("display_name")?,
+                avatar_url: row.try_get("avatar_url")?,
+                registered: row.try_get::<i64, _>("registered")? != 0,
+                metadata: Metadata::from_text(&row.try_get::<String, _>("metadata")?)?,
+            })
+        }
+
+        fn portal_from_row(row: &$row) -> Result<Portal> {
+            let room: Option<String> = row.try_get("room_id")?;
+            Ok(Portal {
+                key: PortalKey {
+                    receiver: parse_id("user id", row.try_get("receiver")?)?,
+                    chat: RemoteChatId(row.try_get("chat_id")?),
+                },
+                room_id: room.map(|r| parse_id("room id", r)).transpose()?,
+                other_user: RemoteUserId(row.try_get("other_user")?),
+                metadata: Metadata::from_text(&row.try_get::<String, _>("metadata")?)?,
+            })
+        }
+
+        fn message_from_row(row: &$row) -> Result<MessageMapping> {
+            Ok(MessageMapping {
+                portal: PortalKey {
+                    receiver: parse_id("user id", row.try_get("receiver")?)?,
+                    chat: RemoteChatId(row.try_get("chat_id")?),
+                },
+                remote_id: RemoteMessageId(row.try_get("remote_id")?),
+                event_id: parse_id("event id", row.try_get("event_id")?)?,
+                room_id: parse_id("room id", row.try_get("room_id")?)?,
+                sender: parse_id("user id", row.try_get("sender")?)?,
+                metadata: Metadata::from_text(&row.try_get::<String, _>("metadata")?)?,
+            })
+        }
+
+        #[async_trait]
+        impl InboxRepository for $store {
+            async fn record_transaction(&self, txn_id: &str, events: &[NewInboxEvent], now: i64) -> Result<bool> {
+                // Begin, act, commit: dropping `tx` on any error rolls everything back.
+                let mut tx = self.pool.begin().await?;
+                let fresh = sqlx::query(
+                    "INSERT INTO as_transaction (txn_id, received_at) VALUES ($1, $2) ON CONFLICT DO NOTHING",
+                )
+                .bind(txn_id)
+                .bind(now)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected()
+                    == 1;
+                if !fresh {
+                    return Ok(false);
+                }
+                for event in events {
+                    sqlx::query("INSERT INTO inbox_event (txn_id, kind, event_json) VALUES ($1, $2, $3)")
+                        .bind(txn_id)
+                        .bind(event.kind.as_str())
+                        .bind(&event.json)
+                        .execute(&mut *tx)
+                        .await?;
+                }
+                tx.commit().await?;
+                Ok(true)
+            }
+
+            async fn transaction_seen(&self, txn_id: &str) -> Result<bool> {
+                let row = sqlx::query("SELECT 1 AS one FROM as_transaction WHERE txn_id = $1")
+                    .bind(txn_id)
+                    .fetch_optional(&self.pool)
+                    .await?;
+                Ok(row.is_some())
+            }
+
+            async fn pending_after(&self, after: i64, limit: i64) -> Result<Vec<InboxEntry>> {
+                let rows = sqlx::query(
+                    "SELECT seq, txn_id, kind, event_json FROM inbox_event \
+                     WHERE done_at IS NULL AND seq > $1 ORDER BY seq LIMIT $2",
+                )
+                .bind(after)
+                .bind(limit)
+                .fetch_all(&self.pool)
+                .await?;
+                rows.iter()
+                    .map(|row| {
+                        Ok(InboxEntry {
+                            seq: row.try_get("seq")?,
+                            txn_id: row.try_get("txn_id")?,
+                            kind: InboxKind::parse(&row.try_get::<String, _>("kind")?)?,
+                            json: row.try_get("event_json")?,
+                        })
+                    })
+                    .collect()
+            }
+
+            async fn mark_done(&self, seq: i64, now: i64) -> Result<()> {
+                sqlx::query("UPDATE inbox_event SET done_at = $1 WHERE seq = $2")
+                    .bind(now)
+                    .bind(seq)
+                    .execute(&self.pool)
+                    .await?;
+                Ok(())
+            }
+
+            async fn pending_count(&self) -> Result<i64> {
+                let row = sqlx::query("SELECT COUNT(*) AS n FROM inbox_event WHERE done_at IS NULL")
+                    .fetch_one(&self.pool)
+                    .await?;
+                Ok(row.try_get("n")?)
+            }
+        }
+
+        #[async_trait]
+        impl GhostRepository for $store {
+            async fn ghost(&self, remote: &RemoteUserId) -> Result<Option<Ghost>> {
+                let row = sqlx::query(
+                    "SELECT remote_id, user_id, display_name, avatar_url, registered, metadata \
+                     FROM ghost WHERE remote_id = $1",
+                )
+                .bind(remote.as_str())
+                .fetch_optional(&self.pool)
+                .await?;
+                row.as_ref().map(ghost_from_row).transpose()
+            }
+
+            async fn upsert_ghost(&self, ghost: &Ghost) -> Result<()> {
+                sqlx::query(
+                    "INSERT INTO ghost (remote_id, user_id, display_name, avatar_url, registered, metadata) \
+                     VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (remote_id) DO UPDATE SET \
+                     user_id = excluded.user_id, display_name = excluded.display_name, \
+                     avatar_url = excluded.avatar_url, registered = excluded.registered, metadata = excluded.metadata",
+                )
+                .bind(ghost.remote_id.as_str())
+                .bind(ghost.user_id.as_str())
+                .bind(ghost.display_name.as_deref())
+                .bind(ghost.avatar_url.as_deref())
+                .bind(i64::from(ghost.registered))
+                .bind(ghost.metadata.to_text())
+                .execute(&self.pool)
+                .await?;
+                Ok(())
+            }
+        }
+
+        #[async_trait]
+        impl PortalRepository for $store {
+            async fn portal(&self, key: &PortalKey) -> Result<Option<Portal>> {
+                let row = sqlx::query(
+                    "SELECT receiver, chat_id, room_id, other_user, metadata FROM portal \
+                     WHERE receiver = $1 AND chat_id = $2",
+                )
+                .bind(key.receiver.as_str())
+                .bind(key.chat.as_str())
+                .fetch_optional(&self.pool)
+                .await?;
+                row.as_ref().map(portal_from_row).transpose()
+            }
+
+            async fn portal_by_room(&self, room_id: &ruma::RoomId) -> Result<Option<Portal>> {
+                let row = sqlx::query(
+                    "SELECT receiver, chat_id, room_id, other_user, metadata FROM portal WHERE room_id = $1",
+                )
+                .bind(room_id.as_str())
+                .fetch_optional(&self.pool)
+                .await?;
+                row.as_ref().map(portal_from_row).transpose()
+            }
+
+            async fn upsert_portal(&self, portal: &Portal) -> Result<()> {
+                let mut tx = self.pool.begin().await?;
+                // A room stands for one portal only: a room re-used for another chat moves over.
+                if let Some(room) = &portal.room_id {
+                    sqlx::query("UPDATE portal SET room_id = NULL WHERE room_id = $1 AND NOT (receiver = $2 AND chat_id = $3)")
+                        .bind(room.as_str())
+                        .bind(portal.key.receiver.as_str())
+                        .bind(portal.key.chat.as_str())
+                        .execute(&mut *tx)
+                        .await?;
+                }
+                sqlx::query(
+                    "INSERT INTO portal (receiver, chat_id, room_id, other_user, metadata) VALUES ($1, $2, $3, $4, $5) \
+                     ON CONFLICT (receiver, chat_id) DO UPDATE SET room_id = excluded.room_id, \
+                     other_user = excluded.other_user, metadata = excluded.metadata",
+                )
+                .bind(portal.key.receiver.as_str())
+                .bind(portal.key.chat.as_str())
+                .bind(portal.room_id.as_ref().map(|r| r.as_str()))
+                .bind(portal.other_user.as_str())
+                .bind(portal.metadata.to_text())
+                .execute(&mut *tx)
+                .await?;
+                tx.commit().await?;
+                Ok(())
+            }
+
+            async fn delete_portal(&self, key: &PortalKey) -> Result<()> {
+                sqlx::query("DELETE FROM portal WHERE receiver = $1 AND chat_id = $2")
+                    .bind(key.receiver.as_str())
+                    .bind(key.chat.as_str())
+                    .execute(&self.pool)
+                    .await?;
+                Ok(())
+            }
+        }
+
+        #[async_trait]
+        impl MessageRepository for $store {
+            async fn insert_message(&self, m: &MessageMapping) -> Result<bool> {
+                let n = sqlx::query(
+                    "INSERT INTO message (receiver, chat_id, remote_id, event_id, room_id, sender, metadata) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT DO NOTHING",
+                )
+                .bind(m.portal.receiver.as_str())
+                .bind(m.portal.chat.as_str())
+                .bind(m.remote_id.as_str())
+                .bind(m.event_id.as_str())
+                .bind(m.room_id.as_str())
+                .bind(m.sender.as_str())
+                .bind(m.metadata.to_text())
+                .execute(&self.pool)
+                .await?
+                .rows_affected();
+                Ok(n == 1)
+            }
+
+            async fn message_by_remote(
+                &self,
+                portal: &PortalKey,
+                remote: &RemoteMessageId,
+            ) -> Result<Option<MessageMapping>> {
+                let row = sqlx::query(
+                    "SELECT receiver, chat_id, remote_id, event_id, room_id, sender, metadata FROM message \
+                     WHERE receiver = $1 AND chat_id = $2 AND remote_id = $3",
+                )
+                .bind(portal.receiver.as_str())
+                .bind(portal.chat.as_str())
+                .bind(remote.as_str())
+                .fetch_optional(&self.pool)
+                .await?;
+                row.as_ref().map(message_from_row).transpose()
+            }
+
+            async fn message_by_event(&self, event_id: &ruma::EventId) -> Result<Option<MessageMapping>> {
+                let row = sqlx::query(
+                    "SELECT receiver, chat_id, remote_id, event_id, room_id, sender, metadata FROM message \
+                     WHERE event_id = $1",
+                )
+                .bind(event_id.as_str())
+                .fetch_optional(&self.pool)
+                .await?;
+                row.as_ref().map(message_from_row).transpose()
+            }
+        }
+    };
+}
+use impl_repositories;

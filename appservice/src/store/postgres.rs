@@ -1,0 +1,20 @@
+//! The PostgreSQL backend, for operators who run several bridge nodes or keep state in their PostgreSQL.
+
+use sqlx::postgres::{PgPool, PgPoolOptions};
+
+/// Bridge state in PostgreSQL.
+#[derive(Debug, Clone)]
+pub struct PgStore {
+    pool: PgPool,
+}
+
+impl PgStore {
+    /// Connects to `url` (`postgres://…`) and migrates the database.
+    pub async fn connect(url: &str, max_connections: u32) -> crate::store::Result<Self> {
+        let pool = PgPoolOptions::new().max_connections(max_connections.max(1)).connect(url).await?;
+        sqlx::migrate!("migrations/postgres").run(&pool).await?;
+        Ok(Self { pool })
+    }
+}
+
+crate::store::impl_repositories!(PgStore, sqlx::postgres::PgRow);

@@ -1,0 +1,115 @@
+//! A network that lives only in the tests: Matrix messages land in a channel, and the test queues remote events
+//! through the bridge handle as the network would.
+
+use async_trait::async_trait;
+use ruma::{OwnedUserId, UserId};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use tincan_appservice::config::AppserviceConfig;
+use tincan_appservice::{
+    BridgeHandle, Capabilities, ConnectorError, MatrixMessage, NetworkApi, NetworkConnector, PortalKey, PortalRef,
+    RemoteMessageId, RemoteUserId,
+};
+use tincan_common::Secret;
+use tokio::sync::mpsc;
+
+/// What the network saw.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Seen {
+    Message(PortalKey, MatrixMessage),
+    Redaction(PortalKey, RemoteMessageId),
+    Receipt(PortalKey, RemoteMessageId),
+}
+
+#[derive(Debug)]
+pub struct Loopback {
+    pub handle: OnceLock<BridgeHandle>,
+    tx: mpsc::UnboundedSender<Seen>,
+    counter: Arc<AtomicU64>,
+    pub logins: Mutex<Vec<OwnedUserId>>,
+}
+
+impl Loopback {
+    pub fn new(logins: &[&str]) -> (Arc<Self>, mpsc::UnboundedReceiver<Seen>) {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let l = Loopback {
+            handle: OnceLock::new(),
+            tx,
+            counter: Arc::new(AtomicU64::new(0)),
+            logins: Mutex::new(logins.iter().map(|u| UserId::parse(*u).unwrap()).collect()),
+        };
+        (Arc::new(l), rx)
+    }
+}
+
+#[async_trait]
+impl NetworkConnector for Loopback {
+    fn name(&self) -> &str {
+        "loopback"
+    }
+    fn ghost_prefix(&self) -> &str {
+        "loop_"
+    }
+    fn capabilities(&self) -> Capabilities {
+        Capabilities::all()
+    }
+    async fn start(&self, bridge: BridgeHandle) -> Result<(), ConnectorError> {
+        let _ = self.handle.set(bridge);
+        Ok(())
+    }
+    async fn login(&self, user: &UserId) -> Result<Option<Arc<dyn NetworkApi>>, ConnectorError> {
+        if self.logins.lock().unwrap().iter().any(|u| u == user) {
+            Ok(Some(Arc::new(LoopApi { tx: self.tx.clone(), counter: self.counter.clone() })))
+        } else {
+            Ok(None)
+        }
+    }
+    fn remote_user_for_phone(&self, e164: &str) -> Result<Option<RemoteUserId>, ConnectorError> {
+        Ok(Some(RemoteUserId::new(e164)))
+    }
+}
+
+struct LoopApi {
+    tx: mpsc::UnboundedSender<Seen>,
+    counter: Arc<AtomicU64>,
+}
+
+#[async_trait]
+impl NetworkApi for LoopApi {
+    async fn handle_matrix_message(
+        &self,
+        portal: &PortalRef,
+        message: &MatrixMessage,
+    ) -> Result<RemoteMessageId, ConnectorError> {
+        let n = self.counter.fetch_add(1, Ordering::SeqCst);
+        let _ = self.tx.send(Seen::Message(portal.key.clone(), message.clone()));
+        Ok(RemoteMessageId::new(format!("out-{n}")))
+    }
+    async fn handle_matrix_redaction(&self, portal: &PortalRef, target: &RemoteMessageId) -> Result<(), ConnectorError> {
+        let _ = self.tx.send(Seen::Redaction(portal.key.clone(), target.clone()));
+        Ok(())
+    }
+    async fn handle_matrix_read_receipt(&self, portal: &PortalRef, up_to: &RemoteMessageId) -> Result<(), ConnectorError> {
+        let _ = self.tx.send(Seen::Receipt(portal.key.clone(), up_to.clone()));
+        Ok(())
+    }
+}
+
+pub const HS_TOKEN: &str = "hs-token-for-tests";
+pub const AS_TOKEN: &str = "as-token-for-tests";
+
+/// A config for a bridge on a free port, talking to `hs_url`, state in `db_url`.
+pub fn config(hs_url: &str, server_name: &str, db_url: &str) -> AppserviceConfig {
+    let port = tincan_testkit::ports::free_port();
+    let mut c = AppserviceConfig::default();
+    c.homeserver.url = hs_url.into();
+    c.homeserver.server_name = server_name.into();
+    c.appservice.id = "tincan-loopback".into();
+    c.appservice.listen = format!("127.0.0.1:{port}");
+    c.appservice.url = format!("http://127.0.0.1:{port}");
+    c.appservice.as_token = Secret::new(AS_TOKEN);
+    c.appservice.hs_token = Secret::new(HS_TOKEN);
+    c.appservice.bot_localpart = "loopbot".into();
+    c.database.url = db_url.into();
+    c
+}

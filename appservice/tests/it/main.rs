@@ -1,0 +1,7 @@
+//! Integration tests of the bridge core: store conformance on SQLite and PostgreSQL, the AS API driven
+//! directly, and the whole bridge against a real Synapse with a loopback network connector.
+
+mod as_api;
+mod loopback;
+mod store;
+mod synapse;

@@ -1,0 +1,156 @@
+//! One store conformance suite, run against SQLite and PostgreSQL.
+
+use ruma::{OwnedEventId, OwnedRoomId, OwnedUserId};
+use serde::{Deserialize, Serialize};
+use std::sync::Arc;
+use tincan_appservice::store::{
+    self, Ghost, InboxKind, MessageMapping, Metadata, NewInboxEvent, Portal, Store,
+};
+use tincan_appservice::{PortalKey, RemoteChatId, RemoteMessageId, RemoteUserId};
+
+fn uid(s: &str) -> OwnedUserId {
+    s.try_into().unwrap()
+}
+fn rid(s: &str) -> OwnedRoomId {
+    s.try_into().unwrap()
+}
+fn eid(s: &str) -> OwnedEventId {
+    s.try_into().unwrap()
+}
+fn ev(kind: InboxKind, n: u32) -> NewInboxEvent {
+    NewInboxEvent { kind, json: format!("{{\"n\":{n}}}") }
+}
+
+#[derive(Debug, PartialEq, Serialize, Deserialize)]
+struct SmsMeta {
+    did: String,
+    parts: u8,
+}
+
+/// The suite: every backend must pass it unchanged.
+pub async fn suite(s: Arc<dyn Store>) {
+    inbox(&*s).await;
+    ghosts(&*s).await;
+    portals(&*s).await;
+    messages(&*s).await;
+}
+
+async fn inbox(s: &dyn Store) {
+    assert!(!s.transaction_seen("t1").await.unwrap());
+    let events = [ev(InboxKind::Timeline, 1), ev(InboxKind::Timeline, 2), ev(InboxKind::Ephemeral, 3)];
+    assert!(s.record_transaction("t1", &events, 10).await.unwrap());
+    assert!(s.transaction_seen("t1").await.unwrap());
+    // A retried txnId records nothing.
+    assert!(!s.record_transaction("t1", &[ev(InboxKind::Timeline, 99)], 11).await.unwrap());
+    assert!(s.record_transaction("t2", &[ev(InboxKind::Timeline, 4)], 12).await.unwrap());
+    assert!(s.record_transaction("empty", &[], 12).await.unwrap());
+    let pending = s.pending_after(0, 100).await.unwrap();
+    let ns: Vec<&str> = pending.iter().map(|e| e.json.as_str()).collect();
+    assert_eq!(ns, ["{\"n\":1}", "{\"n\":2}", "{\"n\":3}", "{\"n\":4}"]);
+    assert_eq!(pending[2].kind, InboxKind::Ephemeral);
+    assert_eq!(pending[3].txn_id, "t2");
+    assert!(pending.windows(2).all(|w| w[0].seq < w[1].seq));
+    assert_eq!(s.pending_count().await.unwrap(), 4);
+    // Paging and limits.
+    let after = s.pending_after(pending[1].seq, 1).await.unwrap();
+    assert_eq!(after.len(), 1);
+    assert_eq!(after[0].seq, pending[2].seq);
+    s.mark_done(pending[0].seq, 20).await.unwrap();
+    s.mark_done(pending[2].seq, 20).await.unwrap();
+    let left: Vec<i64> = s.pending_after(0, 100).await.unwrap().iter().map(|e| e.seq).collect();
+    assert_eq!(left, [pending[1].seq, pending[3].seq]);
+    assert_eq!(s.pending_count().await.unwrap(), 2);
+    // Concurrent deliveries of one txnId: exactly one records.
+    let fresh = futures::future::join_all((0..8).map(|_| s.record_transaction("race", &events, 30))).await;
+    assert_eq!(fresh.into_iter().map(|r| r.unwrap()).filter(|f| *f).count(), 1);
+    assert_eq!(s.pending_count().await.unwrap(), 5);
+}
+
+async fn ghosts(s: &dyn Store) {
+    let r = RemoteUserId::new("+4915112345678");
+    assert_eq!(s.ghost(&r).await.unwrap(), None);
+    let mut g = Ghost {
+        remote_id: r.clone(),
+        user_id: uid("@sms_+4915112345678:hs.test"),
+        display_name: Some("Bob".into()),
+        avatar_url: None,
+        registered: false,
+        metadata: Metadata::from_typed(&SmsMeta { did: "+4930".into(), parts: 2 }),
+    };
+    s.upsert_ghost(&g).await.unwrap();
+    assert_eq!(s.ghost(&r).await.unwrap().as_ref(), Some(&g));
+    g.registered = true;
+    g.avatar_url = Some("mxc://hs.test/a".into());
+    s.upsert_ghost(&g).await.unwrap();
+    let back = s.ghost(&r).await.unwrap().unwrap();
+    assert_eq!(back, g);
+    assert_eq!(back.metadata.typed::<SmsMeta>(), Some(SmsMeta { did: "+4930".into(), parts: 2 }));
+}
+
+fn key(user: &str, chat: &str) -> PortalKey {
+    PortalKey { receiver: uid(user), chat: RemoteChatId::new(chat) }
+}
+
+async fn portals(s: &dyn Store) {
+    let k = key("@alice:hs.test", "+491");
+    assert_eq!(s.portal(&k).await.unwrap(), None);
+    let mut p = Portal { key: k.clone(), room_id: None, other_user: RemoteUserId::new("+491"), metadata: Metadata::default() };
+    s.upsert_portal(&p).await.unwrap();
+    assert_eq!(s.portal(&k).await.unwrap().unwrap().room_id, None);
+    p.room_id = Some(rid("!a:hs.test"));
+    s.upsert_portal(&p).await.unwrap();
+    assert_eq!(s.portal_by_room(&rid("!a:hs.test")).await.unwrap().unwrap().key, k);
+    // Same chat, other receiver: a separate portal.
+    let k2 = key("@bob:hs.test", "+491");
+    let p2 = Portal { key: k2.clone(), room_id: Some(rid("!b:hs.test")), other_user: RemoteUserId::new("+491"), metadata: Metadata::default() };
+    s.upsert_portal(&p2).await.unwrap();
+    assert_eq!(s.portal_by_room(&rid("!b:hs.test")).await.unwrap().unwrap().key, k2);
+    assert_eq!(s.portal_by_room(&rid("!a:hs.test")).await.unwrap().unwrap().key, k);
+    // A room re-bound to another portal leaves the old one without a room.
+    let p3 = Portal { key: key("@alice:hs.test", "+492"), room_id: Some(rid("!a:hs.test")), other_user: RemoteUserId::new("+492"), metadata: Metadata::default() };
+    s.upsert_portal(&p3).await.unwrap();
+    assert_eq!(s.portal(&k).await.unwrap().unwrap().room_id, None);
+    assert_eq!(s.portal_by_room(&rid("!a:hs.test")).await.unwrap().unwrap().key, p3.key);
+    s.delete_portal(&p3.key).await.unwrap();
+    assert_eq!(s.portal(&p3.key).await.unwrap(), None);
+    assert_eq!(s.portal_by_room(&rid("!a:hs.test")).await.unwrap(), None);
+}
+
+async fn messages(s: &dyn Store) {
+    let k = key("@alice:hs.test", "+491");
+    let m = MessageMapping {
+        portal: k.clone(),
+        remote_id: RemoteMessageId::new("r1"),
+        event_id: eid("$e1"),
+        room_id: rid("!b:hs.test"),
+        sender: uid("@alice:hs.test"),
+        metadata: Metadata(serde_json::json!({"segments": 3})),
+    };
+    assert!(s.insert_message(&m).await.unwrap());
+    assert!(!s.insert_message(&m).await.unwrap(), "same remote id twice");
+    let mut other = m.clone();
+    other.remote_id = RemoteMessageId::new("r2");
+    assert!(!s.insert_message(&other).await.unwrap(), "same event id twice");
+    assert_eq!(s.message_by_remote(&k, &RemoteMessageId::new("r1")).await.unwrap().as_ref(), Some(&m));
+    assert_eq!(s.message_by_event(&eid("$e1")).await.unwrap().as_ref(), Some(&m));
+    assert_eq!(s.message_by_remote(&key("@bob:hs.test", "+491"), &RemoteMessageId::new("r1")).await.unwrap(), None);
+    assert_eq!(s.message_by_event(&eid("$nope")).await.unwrap(), None);
+}
+
+#[tokio::test]
+async fn sqlite_passes_the_store_suite() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite:{}", dir.path().join("bridge.db").display());
+    suite(store::connect(&url, 4).await.unwrap()).await;
+    // Reopening keeps state and does not re-run migrations destructively.
+    let again = store::connect(&url, 4).await.unwrap();
+    assert!(again.transaction_seen("t1").await.unwrap());
+}
+
+#[tokio::test]
+async fn postgres_passes_the_store_suite() {
+    let Some(pg) = tincan_testkit::Postgres::create().await else { return };
+    suite(store::connect(pg.url(), 4).await.unwrap()).await;
+    let again = store::connect(pg.url(), 4).await.unwrap();
+    assert!(again.transaction_seen("t1").await.unwrap());
+}

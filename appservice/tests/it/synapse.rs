@@ -1,0 +1,222 @@
+//! The whole bridge against a real Synapse: a user DMs a ghost, 1,000 messages each way in order, receipts,
+//! portal creation from the network side, the homeserver's ping and third-party lookups through Synapse.
+
+use crate::loopback::{self, AS_TOKEN, Loopback, Seen};
+use serde_json::{Value, json};
+use std::time::{Duration, Instant};
+use tincan_appservice::registration::{Tokens, registration_yaml};
+use tincan_appservice::{Bridge, PortalKey, RemoteChatId, RemoteEvent, RemoteEventKind, RemoteMessageId, RemoteUserId};
+use tincan_testkit::Synapse;
+
+const N: usize = 1000;
+const BOB: &str = "+4915112345678";
+
+struct Client {
+    http: reqwest::Client,
+    base: String,
+    token: String,
+}
+
+impl Client {
+    async fn call(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> Value {
+        let mut req = self.http.request(method, format!("{}{path}", self.base)).bearer_auth(&self.token);
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        let resp = req.send().await.unwrap();
+        let status = resp.status();
+        let v: Value = resp.json().await.unwrap_or(Value::Null);
+        assert!(status.is_success(), "{path}: {status} {v}");
+        v
+    }
+}
+
+fn enc(s: &str) -> String {
+    s.bytes()
+        .map(|b| if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) { (b as char).to_string() } else { format!("%{b:02X}") })
+        .collect()
+}
+
+async fn wait_for<T, F, Fut>(what: &str, timeout: Duration, mut f: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = f().await {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dm_a_ghost_and_bridge_a_thousand_messages_each_way() {
+    let dir = tempfile::tempdir().unwrap();
+    let db_url = format!("sqlite:{}", dir.path().join("bridge.db").display());
+    let config = loopback::config("http://127.0.0.1:9", "hs.test", &db_url);
+    let tokens = Tokens::from_config(&config).unwrap();
+    let synapse = Synapse::builder().appservice(registration_yaml(&config, "loop_", &tokens)).start().await.unwrap();
+    let mut config = config;
+    config.homeserver.url = synapse.url();
+    let (conn, mut rx) = Loopback::new(&["@alice:hs.test"]);
+    let bridge = Bridge::builder(config).start(conn.clone()).await.unwrap();
+    let handle = bridge.handle().clone();
+    let store = handle.store().clone();
+    let alice = synapse.register_user("alice", false).await.unwrap();
+    let http = reqwest::Client::new();
+    let alice_c = Client { http: http.clone(), base: synapse.url(), token: alice.access_token.clone() };
+    let as_c = Client { http: http.clone(), base: synapse.url(), token: AS_TOKEN.into() };
+
+    // The homeserver reaches the bridge (MSC2659 ping, through the AS API).
+    let ping = as_c.call(reqwest::Method::POST, "/_matrix/client/v1/appservice/tincan-loopback/ping", Some(json!({}))).await;
+    assert!(ping["duration_ms"].is_number(), "{ping}");
+
+    // Third-party lookup through Synapse's client API.
+    let users = alice_c
+        .call(reqwest::Method::GET, "/_matrix/client/v3/thirdparty/user/m.protocol.pstn?m.id.phone=%2B49%20151%2012345678", None)
+        .await;
+    let ghost = format!("@loop_{BOB}:hs.test");
+    assert_eq!(users[0]["userid"], json!(ghost), "{users}");
+    let protocols = alice_c.call(reqwest::Method::GET, "/_matrix/client/v3/thirdparty/protocols", None).await;
+    assert!(protocols["m.protocol.pstn"]["user_fields"].is_array(), "{protocols}");
+
+    // Alice DMs the ghost: it joins and the room becomes a portal.
+    let room = alice_c
+        .call(
+            reqwest::Method::POST,
+            "/_matrix/client/v3/createRoom",
+            Some(json!({"invite": [ghost], "is_direct": true, "preset": "trusted_private_chat"})),
+        )
+        .await["room_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let room_id: ruma::OwnedRoomId = room.clone().try_into().unwrap();
+    let portal = wait_for("the ghost to join", Duration::from_secs(30), || {
+        let store = store.clone();
+        let room_id = room_id.clone();
+        async move { store.portal_by_room(&room_id).await.unwrap() }
+    })
+    .await;
+    assert_eq!(portal.key.receiver.as_str(), "@alice:hs.test");
+    assert_eq!(portal.other_user, RemoteUserId::new(BOB));
+
+    // Matrix → network: 1,000 messages, complete and in order.
+    let started = Instant::now();
+    for i in 0..N {
+        alice_c
+            .call(
+                reqwest::Method::PUT,
+                &format!("/_matrix/client/v3/rooms/{}/send/m.room.message/t{i}", enc(&room)),
+                Some(json!({"msgtype": "m.text", "body": format!("to network {i}")})),
+            )
+            .await;
+    }
+    let mut got = Vec::new();
+    while got.len() < N {
+        match tokio::time::timeout(Duration::from_secs(60), rx.recv()).await {
+            Ok(Some(Seen::Message(key, m))) => {
+                assert_eq!(key, portal.key);
+                got.push(m.body);
+            }
+            Ok(other) => panic!("unexpected {other:?}"),
+            Err(_) => panic!("only {} of {N} messages reached the network\n{}", got.len(), synapse.log_tail(30)),
+        }
+    }
+    let expected: Vec<String> = (0..N).map(|i| format!("to network {i}")).collect();
+    assert_eq!(got, expected);
+    eprintln!("Matrix → network: {N} messages in {:?}", started.elapsed());
+
+    // Network → Matrix: 1,000 replies from the ghost, complete and in order.
+    let started = Instant::now();
+    for i in 0..N {
+        handle
+            .queue_remote_event(RemoteEvent {
+                portal: portal.key.clone(),
+                sender: RemoteUserId::new(BOB),
+                kind: RemoteEventKind::Message { id: RemoteMessageId::new(format!("in-{i}")), body: format!("from network {i}") },
+            })
+            .unwrap();
+    }
+    let last = RemoteMessageId::new(format!("in-{}", N - 1));
+    wait_for("1,000 replies", Duration::from_secs(180), || {
+        let store = store.clone();
+        let key = portal.key.clone();
+        let last = last.clone();
+        async move { store.message_by_remote(&key, &last).await.unwrap() }
+    })
+    .await;
+    eprintln!("network → Matrix: {N} messages in {:?}", started.elapsed());
+    let mut bodies = Vec::new();
+    let mut from = String::new();
+    loop {
+        let page = alice_c
+            .call(
+                reqwest::Method::GET,
+                &format!("/_matrix/client/v3/rooms/{}/messages?dir=f&limit=500{from}", enc(&room)),
+                None,
+            )
+            .await;
+        for ev in page["chunk"].as_array().unwrap() {
+            if ev["type"] == "m.room.message" && ev["sender"] == json!(ghost) {
+                bodies.push(ev["content"]["body"].as_str().unwrap().to_owned());
+            }
+        }
+        match page["end"].as_str() {
+            Some(end) if !page["chunk"].as_array().unwrap().is_empty() => from = format!("&from={}", enc(end)),
+            _ => break,
+        }
+    }
+    let expected: Vec<String> = (0..N).map(|i| format!("from network {i}")).collect();
+    assert_eq!(bodies, expected);
+
+    // Alice reads the last reply: the receipt (an ephemeral event) reaches the network.
+    let last_event = store.message_by_remote(&portal.key, &last).await.unwrap().unwrap().event_id;
+    alice_c
+        .call(
+            reqwest::Method::POST,
+            &format!("/_matrix/client/v3/rooms/{}/receipt/m.read/{}", enc(&room), enc(last_event.as_str())),
+            Some(json!({})),
+        )
+        .await;
+    let receipt = tokio::time::timeout(Duration::from_secs(30), async {
+        loop {
+            match rx.recv().await {
+                Some(Seen::Receipt(_, id)) => return id,
+                Some(_) => continue,
+                None => panic!("connector gone"),
+            }
+        }
+    })
+    .await
+    .expect("the read receipt reached the network");
+    assert_eq!(receipt, last);
+
+    // A message from a new contact creates a portal room and invites Alice.
+    let carol = PortalKey { receiver: portal.key.receiver.clone(), chat: RemoteChatId::new("+442079460018") };
+    handle
+        .queue_remote_event(RemoteEvent {
+            portal: carol.clone(),
+            sender: RemoteUserId::new("+442079460018"),
+            kind: RemoteEventKind::Message { id: RemoteMessageId::new("c1"), body: "hi from carol".into() },
+        })
+        .unwrap();
+    let carol_room = wait_for("the new portal", Duration::from_secs(30), || {
+        let store = store.clone();
+        let key = carol.clone();
+        async move { store.portal(&key).await.unwrap().and_then(|p| p.room_id) }
+    })
+    .await;
+    alice_c.call(reqwest::Method::POST, &format!("/_matrix/client/v3/join/{}", enc(carol_room.as_str())), Some(json!({}))).await;
+    let page = alice_c
+        .call(reqwest::Method::GET, &format!("/_matrix/client/v3/rooms/{}/messages?dir=b&limit=10", enc(carol_room.as_str())), None)
+        .await;
+    assert!(
+        page["chunk"].as_array().unwrap().iter().any(|e| e["content"]["body"] == "hi from carol"),
+        "{page}"
+    );
+    drop(bridge);
+}
