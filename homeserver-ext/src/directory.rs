@@ -6,6 +6,7 @@ use crate::number::E164;
 use serde_json::json;
 use std::time::Duration;
 use tincan_common::Secret;
+use tincan_enum_core::{MasterKey, Service, ServiceType};
 
 /// Why the directory refused or could not be reached.
 #[derive(Debug, thiserror::Error)]
@@ -16,6 +17,9 @@ pub enum DirectoryError {
     /// The registrar answered with an error status.
     #[error("directory answered {0}")]
     Refused(u16),
+    /// The Matrix ID does not make a valid `matrix:` service URI.
+    #[error("cannot publish: {0}")]
+    Service(#[from] tincan_enum_core::ServiceError),
 }
 
 /// A registrar API client.
@@ -47,7 +51,8 @@ impl DirectoryClient {
 
     /// Publishes number → Matrix user.
     pub async fn publish(&self, number: &E164, user_id: &str) -> Result<(), DirectoryError> {
-        let body = json!({"services": [{"type": "matrix", "uri": Self::matrix_uri(user_id)}]});
+        let service = Service::new(ServiceType::Matrix, &Self::matrix_uri(user_id))?;
+        let body = json!({ "services": [service] });
         let resp = self
             .http
             .put(format!("{}/v1/numbers/{}", self.base, number.as_str()))
@@ -59,12 +64,12 @@ impl DirectoryClient {
     }
 
     /// Publishes the user's master cross-signing key (unpadded base64 ed25519).
-    pub async fn publish_key(&self, number: &E164, ed25519: &str) -> Result<(), DirectoryError> {
+    pub async fn publish_key(&self, number: &E164, key: &MasterKey) -> Result<(), DirectoryError> {
         let resp = self
             .http
             .put(format!("{}/v1/numbers/{}/key", self.base, number.as_str()))
             .bearer_auth(self.token.expose())
-            .json(&json!({"ed25519": ed25519}))
+            .json(&json!({"ed25519": key.to_base64()}))
             .send()
             .await?;
         Self::check(resp).await

@@ -1,6 +1,5 @@
-//! Phone numbers in E.164 form, parsed and validated with the `phonenumber` crate (libphonenumber metadata).
-//!
-//! Stand-in for `tincan-enum-core`'s `E164` until that crate lands; same shape (`parse`, `as_str`, `digits`).
+//! Phone numbers for sign-up: the directory's [`tincan_enum_core::E164`] (parsed and validated with
+//! libphonenumber metadata) plus what abuse controls need: country calling code, region, premium-rate flag.
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use std::fmt;
@@ -8,21 +7,18 @@ use std::fmt;
 /// Why a string is not an acceptable phone number.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum NumberError {
-    /// Not in international form (`+` and country code).
-    #[error("phone number must be in international form, starting with + and the country code")]
-    NotInternational,
-    /// libphonenumber could not parse it.
-    #[error("phone number cannot be parsed")]
-    Unparsable,
-    /// Parsed but not a valid number for its country.
-    #[error("phone number is not valid for its country")]
-    Invalid,
+    /// Not an E.164 number (see [`tincan_enum_core::NumberError`]).
+    #[error(transparent)]
+    E164(#[from] tincan_enum_core::NumberError),
+    /// A national number with an unknown country code.
+    #[error("unknown country {0:?}")]
+    UnknownCountry(String),
 }
 
 /// A valid phone number in E.164 form: `+` and 2..=15 digits.
 #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct E164 {
-    text: String,
+    number: tincan_enum_core::E164,
     country_code: u16,
     region: Option<String>,
     premium: bool,
@@ -31,29 +27,23 @@ pub struct E164 {
 impl E164 {
     /// Parses an international number; spaces, dashes and brackets are accepted and normalised away.
     pub fn parse(s: &str) -> Result<E164, NumberError> {
-        let s = s.trim();
-        if !s.starts_with('+') {
-            return Err(NumberError::NotInternational);
-        }
-        let n = phonenumber::parse(None, s).map_err(|_| NumberError::Unparsable)?;
-        if n.extension().is_some() || !phonenumber::is_valid(&n) {
-            return Err(NumberError::Invalid);
-        }
-        let text = n.format().mode(phonenumber::Mode::E164).to_string();
-        let digits = text.len() - 1;
-        if !(2..=15).contains(&digits) {
-            return Err(NumberError::Invalid);
-        }
+        let number = tincan_enum_core::E164::parse(s)?;
+        let n = phonenumber::parse(None, number.as_str()).map_err(|_| tincan_enum_core::NumberError::Unparsable)?;
         let premium = matches!(
             n.number_type(&phonenumber::metadata::DATABASE),
             phonenumber::Type::PremiumRate | phonenumber::Type::SharedCost
         );
         Ok(E164 {
-            text,
             country_code: n.code().value(),
             region: n.country().id().map(|id| id.as_ref().to_owned()),
             premium,
+            number,
         })
+    }
+
+    /// The directory's form of the number.
+    pub fn core(&self) -> &tincan_enum_core::E164 {
+        &self.number
     }
 
     /// Parses a number as dialled in `country` (ISO 3166 alpha-2, as the Identity Service API sends it);
@@ -64,19 +54,19 @@ impl E164 {
             return E164::parse(s);
         }
         let id: phonenumber::country::Id =
-            country.trim().to_ascii_uppercase().parse().map_err(|_| NumberError::Unparsable)?;
-        let n = phonenumber::parse(Some(id), s).map_err(|_| NumberError::Unparsable)?;
+            country.trim().to_ascii_uppercase().parse().map_err(|_| NumberError::UnknownCountry(country.into()))?;
+        let n = phonenumber::parse(Some(id), s).map_err(|_| tincan_enum_core::NumberError::Unparsable)?;
         E164::parse(&n.format().mode(phonenumber::Mode::E164).to_string())
     }
 
     /// `+4420794600001`.
     pub fn as_str(&self) -> &str {
-        &self.text
+        self.number.as_str()
     }
 
     /// The digits without the `+`.
     pub fn digits(&self) -> &str {
-        &self.text[1..]
+        self.number.digits()
     }
 
     /// The ITU country calling code (`44`).
@@ -96,7 +86,7 @@ impl E164 {
 
     /// For logs at info level: country code and last two digits only.
     pub fn redacted(&self) -> String {
-        tincan_common::telemetry::redact_number(&self.text)
+        tincan_common::telemetry::redact_number(self.as_str())
     }
 }
 
@@ -109,7 +99,7 @@ impl fmt::Debug for E164 {
 
 impl fmt::Display for E164 {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.text)
+        f.write_str(self.as_str())
     }
 }
 
@@ -122,7 +112,7 @@ impl std::str::FromStr for E164 {
 
 impl Serialize for E164 {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&self.text)
+        s.serialize_str(self.as_str())
     }
 }
 
@@ -152,8 +142,8 @@ mod tests {
 
     #[test]
     fn rejects_bad_input() {
-        assert_eq!(E164::parse("02079460001"), Err(NumberError::NotInternational));
-        assert_eq!(E164::parse("+"), Err(NumberError::Unparsable));
+        assert!(matches!(E164::parse("02079460001"), Err(NumberError::E164(_))));
+        assert!(E164::parse("+").is_err());
         assert!(E164::parse("+44 12").is_err());
         assert!(E164::parse("+999 123456789").is_err());
     }

@@ -34,14 +34,8 @@ pub async fn handler(
     headers: HeaderMap,
     Json(req): Json<Request>,
 ) -> Result<axum::Json<Response>, ApiError> {
-    use base64::Engine;
     let token = bearer(&headers).ok_or(ApiError::MissingToken)?;
-    let key = base64::engine::general_purpose::STANDARD_NO_PAD
-        .decode(&req.ed25519)
-        .ok()
-        .filter(|k| k.len() == 32)
-        .ok_or(ApiError::InvalidParam("ed25519"))?;
-    let _ = key;
+    let key = tincan_enum_core::MasterKey::from_base64(&req.ed25519).map_err(|_| ApiError::InvalidParam("ed25519"))?;
     let hs = app.config.homeserver_url.trim_end_matches('/');
     let who = app
         .http
@@ -84,7 +78,7 @@ pub async fn handler(
     for a in accounts {
         let number = E164::parse(&a.number)?;
         if let Some(dir) = &app.directory {
-            dir.publish_key(&number, &req.ed25519).await?;
+            dir.publish_key(&number, &key).await?;
         }
         numbers.push(a.number);
     }

@@ -1,6 +1,7 @@
 //! Integration tests for `tincan-ext`: the real binary against real peers (Synapse, the smpp34 SMSC
 //! simulator, PostgreSQL).
 
+mod directory;
 mod harness;
 mod identity;
 mod signup;

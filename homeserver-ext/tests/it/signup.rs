@@ -45,6 +45,17 @@ pub async fn login(synapse: &Synapse, login: &serde_json::Value) -> (String, Str
 
 /// Full flow for one number through the dev sink: request → code → verify → login → whoami.
 pub async fn sign_up(ext: &Ext, synapse: &Synapse, phone: &str, secret: &str) -> (String, String) {
+    let (user_id, device, _) = sign_up_full(ext, synapse, phone, secret).await;
+    (user_id, device)
+}
+
+/// [`sign_up`], returning (user id, access token).
+pub async fn sign_up_token(ext: &Ext, synapse: &Synapse, phone: &str, secret: &str) -> (String, String) {
+    let (user_id, _, token) = sign_up_full(ext, synapse, phone, secret).await;
+    (user_id, token)
+}
+
+async fn sign_up_full(ext: &Ext, synapse: &Synapse, phone: &str, secret: &str) -> (String, String, String) {
     let (s, body) = request(ext, phone, secret, 1).await;
     assert_eq!(s, 200, "{body}");
     let code = ext.last_code(phone);
@@ -54,7 +65,7 @@ pub async fn sign_up(ext: &Ext, synapse: &Synapse, phone: &str, secret: &str) ->
     let (token, device) = login(synapse, &v["login"]).await;
     let user_id = synapse.whoami(&token).await.unwrap();
     assert_eq!(user_id, v["user_id"].as_str().unwrap());
-    (user_id, device)
+    (user_id, device, token)
 }
 
 #[tokio::test]
