@@ -1,0 +1,34 @@
+//! Authoritative DNS for the directory's zones: DNSSEC-signed NAPTR and TXT per number, compact denial of
+//! existence (RFC 9824), over UDP and TCP.
+//!
+//! # Public API (for the storage/API engineer and the binary)
+//! - [`ZoneKeys`] (`keys`): a KSK + ZSK, [`KeyAlgorithm::EcdsaP256Sha256`] (13, default) or
+//!   [`KeyAlgorithm::Ed25519`] (15). `ZoneKeys::generate(alg, created_unix)`, or load each [`ZoneKey`] with
+//!   `ZoneKey::from_pkcs8(role, alg, created, &bytes)` and `ZoneKeys::new(ksk, zsk)`. Persist
+//!   `key.to_pkcs8()`, `role()`, `algorithm()`, `created()`. `ZoneKeys::ds_presentation(&apex)` prints the DS
+//!   for the parent (`apex. IN DS <tag> <alg> 2 <HEX>`), `ZoneKey::dnskey_presentation` the DNSKEY.
+//! - [`Zone`] (`zone`): one apex, in memory. `Zone::new(ZoneConfig, Arc<ZoneKeys>, Arc<dyn Clock>, serial)`;
+//!   `upsert(&NumberRecord)` (signs now, bumps the serial), `remove(&E164)`, `get(&E164)`,
+//!   `load(iter)` for start-up (signatures made lazily), `refresh()` (re-sign what nears expiry), `serial()`.
+//! - [`Zones`]: the zones a server answers for (`Zones::new(vec![Arc<Zone>])`, `insert`, `get`).
+//! - [`answer`]`(&Zones, &request_bytes, Transport) -> Option<Vec<u8>>`: the whole query handling, no I/O.
+//! - [`server::run`]`(Arc<Zones>, UdpSocket, TcpListener, ServerConfig, Arc<Metrics>, shutdown)`: serves until
+//!   `shutdown` resolves; [`Metrics`] are plain atomics by qtype and rcode.
+//! - [`ServerConfig`] (serde, `deny_unknown_fields`) includes the response-rate-limit settings [`RrlConfig`].
+
+mod answer;
+pub mod keys;
+pub mod rrl;
+pub mod server;
+mod sign;
+mod wire;
+pub mod zone;
+mod zones;
+
+pub use answer::{Answer, MAX_UDP_PAYLOAD, Transport, answer, answer_detailed};
+pub use keys::{KeyAlgorithm, KeyError, KeyRole, ZoneKey, ZoneKeys};
+pub use rrl::{RateLimiter, RrlConfig};
+pub use server::{Metrics, ServerConfig, ServerError};
+pub use wire::Rcode;
+pub use zone::{Zone, ZoneConfig, ZoneError};
+pub use zones::Zones;

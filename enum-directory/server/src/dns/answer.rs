@@ -1,0 +1,244 @@
+//! Answers one DNS query from the zones: pure apart from the clock and online NSEC signing.
+//!
+//! Positive answers carry cached RRSIGs. Denial is compact (RFC 9824): a name that does not exist gets NOERROR,
+//! the SOA, and one NSEC owned by the query name whose next name is `\000.<qname>` with types
+//! `RRSIG NSEC NXNAME`, signed on the spot; existing names (and empty non-terminals) missing the type get the
+//! same minimal NSEC listing the types that do exist. No NSEC chain exists, so nothing can be walked.
+
+use super::sign::{Covered, Sig, rdatas, rrsig_rdata};
+use super::wire::{Owner, ParseError, Rcode, Request, Response, Section, rtype, type_bitmap};
+use super::zone::{Zone, ZoneError, pack_digits};
+use super::zones::Zones;
+
+/// The UDP payload size the server advertises and never exceeds (DNS flag day 2020: no fragmentation).
+pub const MAX_UDP_PAYLOAD: u16 = 1232;
+
+/// How the query came in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transport {
+    /// UDP: answers larger than the client's EDNS size (512 without EDNS) are truncated (TC) so it retries.
+    Udp,
+    /// TCP: up to 65535 octets.
+    Tcp,
+}
+
+/// An answer with what the metrics need.
+#[derive(Debug, Clone)]
+pub struct Answer {
+    /// The response message.
+    pub bytes: Vec<u8>,
+    /// Its response code.
+    pub rcode: Rcode,
+    /// The question's type (0 when there was no question).
+    pub qtype: u16,
+    /// Whether it was truncated for UDP.
+    pub truncated: bool,
+}
+
+/// Answers `request`; `None` means drop it (too short to answer, or a response).
+pub fn answer(zones: &Zones, request: &[u8], transport: Transport) -> Option<Vec<u8>> {
+    answer_detailed(zones, request, transport).map(|a| a.bytes)
+}
+
+/// [`answer`], with the response code and question type.
+pub fn answer_detailed(zones: &Zones, request: &[u8], transport: Transport) -> Option<Answer> {
+    let req = match Request::parse(request) {
+        Ok(r) => r,
+        Err(ParseError::Drop) => return None,
+        Err(ParseError::FormErr { id, opcode, rd }) => {
+            let bytes = Response::bare(id, opcode, rd, Rcode::FormErr).finish();
+            return Some(Answer { bytes, rcode: Rcode::FormErr, qtype: 0, truncated: false });
+        }
+    };
+    let qtype = req.qtype;
+    let done = |r: Response, rcode| Some(Answer { bytes: r.finish(), rcode, qtype, truncated: false });
+    let simple = |rcode: Rcode| {
+        let mut r = Response::new(&req, rcode);
+        if req.edns.is_some() {
+            r.opt(MAX_UDP_PAYLOAD, rcode, false, false);
+        }
+        r
+    };
+    if let Some(e) = req.edns
+        && e.version > 0
+    {
+        return done(simple(Rcode::BadVers), Rcode::BadVers);
+    }
+    if req.opcode != 0 {
+        return done(simple(Rcode::NotImp), Rcode::NotImp);
+    }
+    if !req.class_ok() || matches!(qtype, rtype::AXFR | rtype::IXFR) {
+        return done(simple(Rcode::Refused), Rcode::Refused);
+    }
+    let Some((zone, rel)) = zones.find(&req) else {
+        return done(simple(Rcode::Refused), Rcode::Refused);
+    };
+    let (rcode, r) = match authoritative(&zone, &req, rel) {
+        Ok(v) => v,
+        Err(_) => return done(simple(Rcode::ServFail), Rcode::ServFail),
+    };
+    let max = match transport {
+        Transport::Tcp => usize::from(u16::MAX),
+        Transport::Udp => usize::from(req.edns.map_or(512, |e| e.payload.clamp(512, MAX_UDP_PAYLOAD))),
+    };
+    if r.len() <= max {
+        return done(r, rcode);
+    }
+    let mut r = Response::new(&req, rcode);
+    r.set_aa();
+    r.set_tc();
+    if let Some(e) = req.edns {
+        r.opt(MAX_UDP_PAYLOAD, rcode, e.dnssec_ok, e.dnssec_ok && e.compact_ok);
+    }
+    Some(Answer { bytes: r.finish(), rcode, qtype, truncated: true })
+}
+
+/// What the query name is in the zone.
+enum Node<'a> {
+    Apex,
+    Number(crossbeam_skiplist::map::Entry<'a, u64, super::zone::NumberEntry>),
+    EmptyNonTerminal,
+    Missing,
+}
+
+fn authoritative(zone: &Zone, req: &Request<'_>, rel: usize) -> Result<(Rcode, Response), ZoneError> {
+    let dnssec = req.edns.is_some_and(|e| e.dnssec_ok);
+    let compact_ok = dnssec && req.edns.is_some_and(|e| e.compact_ok);
+    let node = classify(zone, req, rel)?;
+    let rcode = match node {
+        // RFC 9824 §3.5/§4: without DNSSEC (or with Compact Answers OK) the real NXDOMAIN is given.
+        Node::Missing if !dnssec || compact_ok => Rcode::NxDomain,
+        _ => Rcode::NoError,
+    };
+    let mut r = Response::new(req, rcode);
+    r.set_aa();
+    let qname = Owner::Pointer(12);
+    let apex_owner = Owner::Pointer(req.labels.get(rel).copied().unwrap_or(12));
+    let config = zone.config();
+    let qtype = req.qtype;
+    let wants = |t: u16| qtype == t || qtype == rtype::ANY;
+    let mut answered = false;
+    let mut put = |r: &mut Response, t: u16, ttl: u32, labels: u8, set: &[u8], sigs: &[Sig]| {
+        for rd in rdatas(set) {
+            r.record(Section::Answer, qname, t, ttl, &[rd]);
+        }
+        if dnssec {
+            let c = zone.covered(t, labels, ttl);
+            for s in sigs {
+                r.record(Section::Answer, qname, rtype::RRSIG, ttl, &[&rrsig_rdata(&c, s)]);
+            }
+        }
+        answered = true;
+    };
+    let apex = zone.apex()?;
+    let present: &[u16] = match &node {
+        Node::Apex => {
+            let l = zone.apex_labels();
+            for (t, set) in [(rtype::SOA, &apex.soa), (rtype::NS, &apex.ns), (rtype::DNSKEY, &apex.dnskey)] {
+                if wants(t) {
+                    put(&mut r, t, config.apex_ttl, l, &set.rdata, &set.sigs);
+                }
+            }
+            &[rtype::NS, rtype::SOA, rtype::RRSIG, rtype::NSEC, rtype::DNSKEY]
+        }
+        Node::Number(e) => {
+            let e = e.value();
+            let l = zone.apex_labels() + rel as u8;
+            for (t, set) in [(rtype::TXT, &e.txt), (rtype::NAPTR, &e.naptr)] {
+                if let Some(set) = set
+                    && wants(t)
+                {
+                    put(&mut r, t, config.record_ttl, l, &set.rdata, set.sig.as_slice());
+                }
+            }
+            match (&e.txt, &e.naptr) {
+                (Some(_), Some(_)) => &[rtype::TXT, rtype::NAPTR, rtype::RRSIG, rtype::NSEC],
+                (Some(_), None) => &[rtype::TXT, rtype::RRSIG, rtype::NSEC],
+                (None, _) => &[rtype::NAPTR, rtype::RRSIG, rtype::NSEC],
+            }
+        }
+        Node::EmptyNonTerminal => &[rtype::RRSIG, rtype::NSEC],
+        Node::Missing => &[rtype::RRSIG, rtype::NSEC, rtype::NXNAME],
+    };
+    if !answered {
+        negative(zone, req, &mut r, &apex, apex_owner, present, dnssec)?;
+    }
+    if req.edns.is_some() {
+        r.opt(MAX_UDP_PAYLOAD, rcode, dnssec, compact_ok);
+    }
+    Ok((rcode, r))
+}
+
+fn classify<'a>(zone: &'a Zone, req: &Request<'_>, rel: usize) -> Result<Node<'a>, ZoneError> {
+    if rel == 0 {
+        return Ok(Node::Apex);
+    }
+    // Labels left of the apex, read right to left, are the number's digits in order.
+    let digits = (0..rel).rev().map(|i| match req.label(i) {
+        [d @ b'0'..=b'9'] => Some(d - b'0'),
+        _ => None,
+    });
+    let Some(digits) = digits.collect::<Option<Vec<u8>>>() else { return Ok(Node::Missing) };
+    let Some((key, len)) = pack_digits(digits) else { return Ok(Node::Missing) };
+    if let Some(e) = zone.lookup(key)? {
+        return Ok(Node::Number(e));
+    }
+    Ok(if zone.has_below(key, len) { Node::EmptyNonTerminal } else { Node::Missing })
+}
+
+/// NODATA (or compact NXDOMAIN): SOA in authority, and with DNSSEC its RRSIG plus the minimal NSEC and its
+/// online RRSIG.
+fn negative(
+    zone: &Zone,
+    req: &Request<'_>,
+    r: &mut Response,
+    apex: &super::zone::Apex,
+    apex_owner: Owner,
+    types: &[u16],
+    dnssec: bool,
+) -> Result<(), ZoneError> {
+    let config = zone.config();
+    let soa_ttl = config.apex_ttl.min(config.negative_ttl);
+    for rd in rdatas(&apex.soa.rdata) {
+        r.record(Section::Authority, apex_owner, rtype::SOA, soa_ttl, &[rd]);
+    }
+    if !dnssec {
+        return Ok(());
+    }
+    let c: Covered<'_> = zone.covered(rtype::SOA, zone.apex_labels(), config.apex_ttl);
+    for s in &apex.soa.sigs {
+        r.record(Section::Authority, apex_owner, rtype::RRSIG, soa_ttl, &[&rrsig_rdata(&c, s)]);
+    }
+    let owner = req.qname_wire_lower();
+    // The immediate successor of the query name in canonical order: `\000.<qname>` (RFC 4034 §6.1).
+    let mut rdata = Vec::with_capacity(owner.len() + 24);
+    if owner.len() + 2 <= 255 {
+        rdata.extend_from_slice(&[1, 0]);
+    }
+    rdata.extend_from_slice(&owner);
+    let mut sorted = types.to_vec();
+    sorted.sort_unstable();
+    rdata.extend_from_slice(&type_bitmap(&sorted));
+    // RFC 4034 §3.1.3: a leading `*` label is not counted.
+    let mut labels = req.labels.len() as u8;
+    if req.labels.first().is_some_and(|_| req.label(0) == b"*") {
+        labels -= 1;
+    }
+    let sig = zone.sign_nsec(&owner, labels, &rdata)?;
+    let ttl = config.negative_ttl;
+    r.record(Section::Authority, Owner::Pointer(12), rtype::NSEC, ttl, &[&rdata]);
+    let c = zone.covered(rtype::NSEC, labels, ttl);
+    r.record(Section::Authority, Owner::Pointer(12), rtype::RRSIG, ttl, &[&rrsig_rdata(&c, &sig)]);
+    Ok(())
+}
+
+/// The truncated stand-in rate limiting sends: header, question, TC set, no records.
+pub(crate) fn slip_reply(request: &[u8]) -> Option<Vec<u8>> {
+    let req = Request::parse(request).ok()?;
+    let mut r = Response::new(&req, Rcode::NoError);
+    r.set_tc();
+    if let Some(e) = req.edns {
+        r.opt(MAX_UDP_PAYLOAD, Rcode::NoError, e.dnssec_ok, false);
+    }
+    Some(r.finish())
+}

@@ -1,0 +1,62 @@
+//! UDP truncation by the client's EDNS size, the same answer whole over TCP, several queries per TCP connection.
+
+use tincan_directory::dns::KeyAlgorithm;
+use tincan_enum_core::ServiceType;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use crate::dns_support::{DnsServer, owner, record};
+
+fn big_record() -> tincan_enum_core::NumberRecord {
+    let uris: Vec<String> = (0..20).map(|i| format!("sip:user{i}-with-a-long-name@sip{i}.provider.example")).collect();
+    let services: Vec<(ServiceType, &str)> = uris.iter().map(|u| (ServiceType::Sip, u.as_str())).collect();
+    record("+442079460007", &services, None)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn truncated_over_udp_whole_over_tcp() {
+    let s = DnsServer::start_with(vec![big_record()], KeyAlgorithm::EcdsaP256Sha256, None).await;
+    let name = owner("+442079460007");
+    // No EDNS: 512 octets; +ignore keeps dig from retrying over TCP itself.
+    let udp = s.dig(&["+norec", "+noedns", "+ignore", &name, "NAPTR"]).await;
+    assert!(udp.contains(" tc"), "{udp}");
+    assert!(udp.contains("ANSWER: 0"), "{udp}");
+    // EDNS 1232 with DO: still too big (20 NAPTR + RRSIG), truncated.
+    let udp = s.dig(&["+norec", "+dnssec", "+bufsize=1232", "+ignore", &name, "NAPTR"]).await;
+    assert!(udp.contains(" tc"), "{udp}");
+    // Without DO and a large buffer it fits.
+    let udp = s.dig(&["+norec", "+dnssec", "+bufsize=4096", "+ignore", &name, "NAPTR"]).await;
+    assert!(udp.contains(" tc"), "the server never sends more than 1232 octets over UDP: {udp}");
+    let tcp = s.dig(&["+norec", "+dnssec", "+tcp", &name, "NAPTR"]).await;
+    assert!(!tcp.contains(" tc") && tcp.contains("ANSWER: 21"), "{tcp}");
+    // dig retries over TCP by itself when it sees TC.
+    let retried = s.dig(&["+norec", "+noedns", &name, "NAPTR"]).await;
+    assert!(retried.contains("ANSWER: 20"), "{retried}");
+    assert!(s.metrics.snapshot().truncated >= 3);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn several_queries_on_one_tcp_connection() {
+    use tincan_enum_core::hickory_proto::op::{Message, Query};
+    use tincan_enum_core::hickory_proto::rr::{Name, RecordType};
+    let s = DnsServer::start().await;
+    let mut c = tokio::net::TcpStream::connect(s.addr).await.unwrap();
+    let names = [owner("+442079460001"), owner("+442079460002"), owner("+442079460003")];
+    // Pipelined: all three written before reading.
+    for (i, n) in names.iter().enumerate() {
+        let mut m = Message::query();
+        m.metadata.id = i as u16 + 1;
+        m.add_query(Query::query(Name::from_ascii(n).unwrap(), RecordType::NAPTR));
+        let b = m.to_vec().unwrap();
+        c.write_all(&(b.len() as u16).to_be_bytes()).await.unwrap();
+        c.write_all(&b).await.unwrap();
+    }
+    for i in 0..3u16 {
+        let len = c.read_u16().await.unwrap();
+        let mut b = vec![0; usize::from(len)];
+        c.read_exact(&mut b).await.unwrap();
+        let m = Message::from_vec(&b).unwrap();
+        assert_eq!(m.metadata.id, i + 1);
+        assert_eq!(m.answers.len(), [2, 1, 0][usize::from(i)]);
+    }
+    assert_eq!(s.metrics.snapshot().tcp_queries, 3);
+}
