@@ -81,7 +81,7 @@ async fn unbound_host_reports_secure() {
     let s = DnsServer::start().await;
     let conf = format!(
         "server:\n  do-not-query-localhost: no\n  chroot: \"\"\n  username: \"\"\n  use-syslog: no\n  \
-         module-config: \"validator iterator\"\n  target-fetch-policy: \"0 0 0 0 0\"\n\
+         module-config: \"validator iterator\"\n  local-zone: \"test.\" nodefault\n\
          stub-zone:\n  name: \"{APEX}\"\n  stub-addr: {}@{}\n",
         s.addr.ip(),
         s.addr.port()

@@ -1,11 +1,8 @@
-//! Integration tests of `tincan-directory`: the DNS engine in-process against delv/dig (`dns_*`), the storage
-//! conformance suite on SQLite and PostgreSQL, and the real binary driven over HTTP and DNS on free loopback ports.
+//! Integration tests of `tincan-directory`: the DNS engine in-process against delv/dig/unbound-host/ldns-walk
+//! (`dns_*`).
 
-mod api_errors;
-mod api_ownership;
-mod api_props;
-mod binary;
+mod dns_behaviour;
 mod dns_support;
+mod dns_transport;
 mod dns_validation;
-mod harness;
-mod storage;
+mod dns_walk;
