@@ -43,7 +43,9 @@ enum ConfigCommand {
 }
 
 fn load(cli: &Cli) -> anyhow::Result<ExtConfig> {
-    Ok(tincan_common::load_config::<ExtConfig>(cli.config.as_deref(), ENV_PREFIX)?)
+    let mut config = tincan_common::load_config::<ExtConfig>(cli.config.as_deref(), ENV_PREFIX)?;
+    config.clear_unset_secrets();
+    Ok(config)
 }
 
 #[tokio::main]

@@ -1,6 +1,8 @@
 //! Integration tests for `tincan-ext`: the real binary against real peers (Synapse, the smpp34 SMSC
 //! simulator, PostgreSQL).
 
+mod bench;
+mod binary;
 mod directory;
 mod harness;
 mod identity;
