@@ -130,9 +130,8 @@ impl Validate for AppserviceConfig {
         if url_ok(&self.appservice.url).is_none() {
             p.push(format!("appservice.url: {:?} is not an http(s) URL", self.appservice.url));
         }
-        let localpart_ok = |s: &str| {
-            !s.is_empty() && s.bytes().all(|b| b"abcdefghijklmnopqrstuvwxyz0123456789._=-/+".contains(&b))
-        };
+        let localpart_ok =
+            |s: &str| !s.is_empty() && s.bytes().all(|b| b"abcdefghijklmnopqrstuvwxyz0123456789._=-/+".contains(&b));
         if !localpart_ok(&self.appservice.bot_localpart) {
             p.push(format!("appservice.bot_localpart: {:?} is not a Matrix localpart", self.appservice.bot_localpart));
         }

@@ -210,3 +210,83 @@ impl Homeserver {
 fn http_response_builder(status: reqwest::StatusCode) -> axum::http::response::Builder {
     axum::http::Response::builder().status(status.as_u16())
 }
+
+#[cfg(test)]
+mod tests {
+    //! Retry behaviour against a scripted HTTP server (the real-Synapse path is in `tests/it/synapse.rs`).
+
+    use super::*;
+    use axum::extract::{Request, State};
+    use axum::http::StatusCode;
+    use axum::response::IntoResponse;
+    use ruma::api::client::account::whoami;
+    use std::sync::Mutex;
+
+    type Script = Arc<Mutex<(Vec<(u16, &'static str)>, Vec<String>)>>;
+
+    async fn scripted(State(script): State<Script>, req: Request) -> impl IntoResponse {
+        let mut s = script.lock().unwrap();
+        let auth = req.headers().get("authorization").and_then(|v| v.to_str().ok()).unwrap_or("").to_owned();
+        s.1.push(format!("{} {}", auth, req.uri()));
+        let (status, body) = if s.0.is_empty() { (500, "{}") } else { s.0.remove(0) };
+        (StatusCode::from_u16(status).unwrap(), [("content-type", "application/json")], body)
+    }
+
+    async fn serve(responses: Vec<(u16, &'static str)>) -> (String, Script) {
+        let script: Script = Arc::new(Mutex::new((responses, Vec::new())));
+        let app = axum::Router::new().fallback(scripted).with_state(script.clone());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        (url, script)
+    }
+
+    fn hs(url: &str) -> Homeserver {
+        Homeserver::new(url, "AS", Metrics::default()).with_retry(RetryPolicy {
+            attempts: 4,
+            initial: Duration::from_millis(10),
+            max: Duration::from_millis(200),
+        })
+    }
+
+    const OK: (u16, &str) = (200, r#"{"user_id": "@bot:hs.test"}"#);
+
+    #[tokio::test]
+    async fn rate_limits_and_server_errors_are_retried() {
+        let (url, script) = serve(vec![
+            (429, r#"{"errcode": "M_LIMIT_EXCEEDED", "error": "slow down", "retry_after_ms": 50}"#),
+            (502, r#"{"errcode": "M_UNKNOWN", "error": "bad gateway"}"#),
+            OK,
+        ])
+        .await;
+        let hs = hs(&url);
+        let ghost = ruma::UserId::parse("@sms_+49:hs.test").unwrap();
+        let started = std::time::Instant::now();
+        let resp = hs.send(whoami::v3::Request::new(), Some(&ghost)).await.unwrap();
+        assert_eq!(resp.user_id.as_str(), "@bot:hs.test");
+        assert!(started.elapsed() >= Duration::from_millis(50), "retry_after_ms was honoured");
+        let seen = script.lock().unwrap().1.clone();
+        assert_eq!(seen.len(), 3);
+        assert!(
+            seen[0].starts_with("Bearer AS /_matrix/client/v3/account/whoami?user_id=%40sms_%2B49%3Ahs.test"),
+            "{seen:?}"
+        );
+        assert_eq!(hs.metrics.hs_retries.get(), 2);
+    }
+
+    #[tokio::test]
+    async fn client_errors_are_not_retried() {
+        let (url, script) = serve(vec![(403, r#"{"errcode": "M_FORBIDDEN", "error": "no"}"#), OK]).await;
+        let err = hs(&url).send(whoami::v3::Request::new(), None).await.unwrap_err();
+        assert!(matches!(err.kind(), Some(ErrorKind::Forbidden)), "{err}");
+        assert_eq!(script.lock().unwrap().1.len(), 1);
+    }
+
+    #[tokio::test]
+    async fn gives_up_after_the_last_attempt() {
+        let (url, script) = serve(vec![]).await;
+        let err = hs(&url).send(whoami::v3::Request::new(), None).await.unwrap_err();
+        assert!(matches!(err, HomeserverError::Matrix(_) | HomeserverError::Response(_)), "{err}");
+        assert_eq!(script.lock().unwrap().1.len(), 4);
+    }
+}

@@ -110,8 +110,7 @@ pub fn unescape_localpart(s: &str) -> Option<String> {
                 }
                 let b = u8::from_str_radix(hex, 16).ok()?;
                 // Only bytes the escaper would have escaped, in lower-case hex, so the mapping stays one to one.
-                if b.is_ascii_alphanumeric() || b"._/+-".contains(&b) || hex.bytes().any(|c| c.is_ascii_uppercase())
-                {
+                if b.is_ascii_alphanumeric() || b"._/+-".contains(&b) || hex.bytes().any(|c| c.is_ascii_uppercase()) {
                     return None;
                 }
                 out.push(b);

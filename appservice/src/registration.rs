@@ -65,8 +65,14 @@ pub fn registration_yaml(config: &AppserviceConfig, ghost_prefix: &str, tokens: 
     y.push_str("rate_limited: false\n");
     y.push_str("receive_ephemeral: true\n");
     y.push_str("namespaces:\n  users:\n");
-    y.push_str(&format!("    - exclusive: true\n      regex: {}\n", q(&format!("@{}.*:{server}", regex_escape(ghost_prefix)))));
-    y.push_str(&format!("    - exclusive: true\n      regex: {}\n", q(&format!("@{}:{server}", regex_escape(&a.bot_localpart)))));
+    y.push_str(&format!(
+        "    - exclusive: true\n      regex: {}\n",
+        q(&format!("@{}.*:{server}", regex_escape(ghost_prefix)))
+    ));
+    y.push_str(&format!(
+        "    - exclusive: true\n      regex: {}\n",
+        q(&format!("@{}:{server}", regex_escape(&a.bot_localpart)))
+    ));
     y.push_str("  aliases: []\n  rooms: []\n");
     if a.protocols.is_empty() {
         y.push_str("protocols: []\n");

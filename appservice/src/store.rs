@@ -216,8 +216,7 @@ pub trait MessageRepository: Send + Sync {
 /// All repositories of one backend.
 pub trait Store: InboxRepository + GhostRepository + PortalRepository + MessageRepository + std::fmt::Debug {}
 
-impl<T> Store for T where T: InboxRepository + GhostRepository + PortalRepository + MessageRepository + std::fmt::Debug
-{}
+impl<T> Store for T where T: InboxRepository + GhostRepository + PortalRepository + MessageRepository + std::fmt::Debug {}
 
 /// Opens the backend named by `url` (`sqlite:path`, `postgres://…`) and applies its migrations.
 pub async fn connect(url: &str, max_connections: u32) -> Result<Arc<dyn Store>> {

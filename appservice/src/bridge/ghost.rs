@@ -34,9 +34,8 @@ pub(crate) async fn ensure_ghost(bridge: &BridgeHandle, remote: &RemoteUserId) -
         let req = set_profile_field::v3::Request::new(user_id.clone(), value);
         bridge.0.hs.send(req, Some(&user_id)).await?;
     }
-    if let Some(avatar) = &profile.avatar_url
-        && let Ok(mxc) = ruma::OwnedMxcUri::try_from(avatar.as_str())
-    {
+    if let Some(avatar) = &profile.avatar_url {
+        let mxc = ruma::OwnedMxcUri::from(avatar.as_str());
         let value = ruma::profile::ProfileFieldValue::AvatarUrl(mxc);
         let req = set_profile_field::v3::Request::new(user_id.clone(), value);
         bridge.0.hs.send(req, Some(&user_id)).await?;
@@ -75,7 +74,8 @@ pub(crate) async fn handle_invite(
     if !has_login || !bridge.0.connector.is_valid_remote_user(&remote) {
         let ghost = bridge.0.namer.user_id(&remote);
         let mut req = leave_room::v3::Request::new(room_id.to_owned());
-        req.reason = Some(if has_login { "unknown on this network" } else { "you are not bridged to this network" }.into());
+        req.reason =
+            Some(if has_login { "unknown on this network" } else { "you are not bridged to this network" }.into());
         // The ghost may not exist; the invite is then simply left pending.
         if let Err(e) = bridge.0.hs.send(req, Some(&ghost)).await {
             tracing::debug!(error = %e, "rejecting an invite failed");

@@ -10,9 +10,7 @@ use super::{BridgeHandle, Result};
 use crate::ids::{PortalKey, RemoteChatId};
 use crate::store::{InboxEntry, InboxKind, Portal};
 use ruma::events::room::member::MembershipState;
-use ruma::events::{
-    AnyMessageLikeEvent, AnyStateEvent, AnyTimelineEvent, MessageLikeEvent, StateEvent,
-};
+use ruma::events::{AnyMessageLikeEvent, AnyStateEvent, AnyTimelineEvent, MessageLikeEvent, StateEvent};
 use ruma::{OwnedEventId, OwnedRoomId, OwnedUserId};
 use serde::Deserialize;
 use std::collections::BTreeMap;

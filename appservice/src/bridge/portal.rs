@@ -4,9 +4,9 @@
 use super::{BridgeError, BridgeHandle, Result};
 use crate::connector::RemoteEvent;
 use crate::ids::PortalKey;
+use ruma::OwnedEventId;
 use ruma::events::OriginalMessageLikeEvent;
 use ruma::events::room::message::RoomMessageEventContent;
-use ruma::OwnedEventId;
 use tokio::sync::mpsc;
 
 /// A Matrix event for the network.

@@ -10,12 +10,12 @@ use ruma::api::client::receipt::create_receipt;
 use ruma::api::client::redact::redact_event;
 use ruma::api::client::room::{Visibility, create_room};
 use ruma::api::client::typing::create_typing_event::{self, v3::Typing};
+use ruma::events::MessageLikeEventContent;
 use ruma::events::direct::{DirectEventContent, OwnedDirectUserIdentifier};
 use ruma::events::reaction::ReactionEventContent;
 use ruma::events::receipt::ReceiptThread;
 use ruma::events::relation::Annotation;
 use ruma::events::room::message::{ReplacementMetadata, RoomMessageEventContent};
-use ruma::events::MessageLikeEventContent;
 use ruma::{OwnedRoomId, OwnedTransactionId, OwnedUserId, RoomId, TransactionId, UserId};
 
 pub(crate) async fn handle(bridge: &BridgeHandle, event: RemoteEvent) -> Result<()> {
@@ -104,7 +104,11 @@ pub(crate) async fn handle(bridge: &BridgeHandle, event: RemoteEvent) -> Result<
 /// A transaction ID that is the same when the same remote event is bridged again, so the homeserver
 /// deduplicates a send whose answer was lost.
 fn txn_id(ghost: &UserId, id: &RemoteMessageId, what: &str) -> OwnedTransactionId {
-    OwnedTransactionId::from(format!("tc.{what}.{}.{}", escape_localpart(ghost.localpart()), escape_localpart(id.as_str())))
+    OwnedTransactionId::from(format!(
+        "tc.{what}.{}.{}",
+        escape_localpart(ghost.localpart()),
+        escape_localpart(id.as_str())
+    ))
 }
 
 async fn send<C: MessageLikeEventContent>(
@@ -136,7 +140,8 @@ async fn ensure_portal_room(bridge: &BridgeHandle, event: &RemoteEvent) -> Resul
     {
         return Ok((p.clone(), room.clone()));
     }
-    let other = existing.as_ref().map(|p| p.other_user.clone()).unwrap_or_else(|| RemoteUserId(event.portal.chat.0.clone()));
+    let other =
+        existing.as_ref().map(|p| p.other_user.clone()).unwrap_or_else(|| RemoteUserId(event.portal.chat.0.clone()));
     let ghost = super::ghost::ensure_ghost(bridge, &other).await?;
     let receiver: OwnedUserId = event.portal.receiver.clone();
     let mut req = create_room::v3::Request::new();

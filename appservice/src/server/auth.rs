@@ -18,9 +18,10 @@ pub(crate) async fn require_hs_token(
     let token = match header {
         Some(h) => h.strip_prefix("Bearer ").map(str::trim),
         // Legacy homeservers send `?access_token=` instead.
-        None => request.uri().query().and_then(|q| {
-            q.split('&').find_map(|kv| kv.strip_prefix("access_token=")).map(|t| t.trim())
-        }),
+        None => request
+            .uri()
+            .query()
+            .and_then(|q| q.split('&').find_map(|kv| kv.strip_prefix("access_token=")).map(|t| t.trim())),
     };
     let Some(token) = token else {
         bridge.0.metrics.inc(&bridge.0.metrics.auth_failures);

@@ -2,7 +2,7 @@
 //! (`m.protocol.pstn`, field `m.id.phone`, the protocol Element's dial pad uses) looked up to ghosts.
 
 use super::ApiError;
-use crate::{BridgeHandle, PSTN_PROTOCOL, PSTN_FIELD};
+use crate::{BridgeHandle, PSTN_FIELD, PSTN_PROTOCOL};
 use axum::Json;
 use axum::extract::{Path, Query, State};
 use ruma::thirdparty::{FieldTypeInit, Protocol, ProtocolInit, ProtocolInstanceInit, User};

@@ -178,8 +178,10 @@ async fn restart_between_receipt_and_processing_handles_each_event_once() {
     bridge.stop().await;
     assert!(rx.try_recv().is_err());
     // Recorded, then the bridge died before answering: simulated by recording through the store alone.
-    let events: Vec<NewInboxEvent> =
-        [message(3), message(4)].iter().map(|m| NewInboxEvent { kind: InboxKind::Timeline, json: m.to_string() }).collect();
+    let events: Vec<NewInboxEvent> = [message(3), message(4)]
+        .iter()
+        .map(|m| NewInboxEvent { kind: InboxKind::Timeline, json: m.to_string() })
+        .collect();
     assert!(s.store.record_transaction("b", &events, 0).await.unwrap());
 
     let (bridge, mut rx) = start(&s, true).await;
@@ -200,9 +202,12 @@ async fn restart_between_receipt_and_processing_handles_each_event_once() {
 async fn pstn_lookup_directly() {
     let s = setup().await;
     let (bridge, _rx) = start(&s, true).await;
-    let (status, body) =
-        get(&bridge, "/_matrix/app/v1/thirdparty/user/m.protocol.pstn?m.id.phone=%2B49%20151%2012345678", Some(HS_TOKEN))
-            .await;
+    let (status, body) = get(
+        &bridge,
+        "/_matrix/app/v1/thirdparty/user/m.protocol.pstn?m.id.phone=%2B49%20151%2012345678",
+        Some(HS_TOKEN),
+    )
+    .await;
     assert_eq!(status, 200, "{body}");
     let users: Value = serde_json::from_str(&body).unwrap();
     assert_eq!(

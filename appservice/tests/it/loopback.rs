@@ -85,11 +85,19 @@ impl NetworkApi for LoopApi {
         let _ = self.tx.send(Seen::Message(portal.key.clone(), message.clone()));
         Ok(RemoteMessageId::new(format!("out-{n}")))
     }
-    async fn handle_matrix_redaction(&self, portal: &PortalRef, target: &RemoteMessageId) -> Result<(), ConnectorError> {
+    async fn handle_matrix_redaction(
+        &self,
+        portal: &PortalRef,
+        target: &RemoteMessageId,
+    ) -> Result<(), ConnectorError> {
         let _ = self.tx.send(Seen::Redaction(portal.key.clone(), target.clone()));
         Ok(())
     }
-    async fn handle_matrix_read_receipt(&self, portal: &PortalRef, up_to: &RemoteMessageId) -> Result<(), ConnectorError> {
+    async fn handle_matrix_read_receipt(
+        &self,
+        portal: &PortalRef,
+        up_to: &RemoteMessageId,
+    ) -> Result<(), ConnectorError> {
         let _ = self.tx.send(Seen::Receipt(portal.key.clone(), up_to.clone()));
         Ok(())
     }

@@ -3,9 +3,7 @@
 use ruma::{OwnedEventId, OwnedRoomId, OwnedUserId};
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
-use tincan_appservice::store::{
-    self, Ghost, InboxKind, MessageMapping, Metadata, NewInboxEvent, Portal, Store,
-};
+use tincan_appservice::store::{self, Ghost, InboxKind, MessageMapping, Metadata, NewInboxEvent, Portal, Store};
 use tincan_appservice::{PortalKey, RemoteChatId, RemoteMessageId, RemoteUserId};
 
 fn uid(s: &str) -> OwnedUserId {
@@ -94,7 +92,8 @@ fn key(user: &str, chat: &str) -> PortalKey {
 async fn portals(s: &dyn Store) {
     let k = key("@alice:hs.test", "+491");
     assert_eq!(s.portal(&k).await.unwrap(), None);
-    let mut p = Portal { key: k.clone(), room_id: None, other_user: RemoteUserId::new("+491"), metadata: Metadata::default() };
+    let mut p =
+        Portal { key: k.clone(), room_id: None, other_user: RemoteUserId::new("+491"), metadata: Metadata::default() };
     s.upsert_portal(&p).await.unwrap();
     assert_eq!(s.portal(&k).await.unwrap().unwrap().room_id, None);
     p.room_id = Some(rid("!a:hs.test"));
@@ -102,12 +101,22 @@ async fn portals(s: &dyn Store) {
     assert_eq!(s.portal_by_room(&rid("!a:hs.test")).await.unwrap().unwrap().key, k);
     // Same chat, other receiver: a separate portal.
     let k2 = key("@bob:hs.test", "+491");
-    let p2 = Portal { key: k2.clone(), room_id: Some(rid("!b:hs.test")), other_user: RemoteUserId::new("+491"), metadata: Metadata::default() };
+    let p2 = Portal {
+        key: k2.clone(),
+        room_id: Some(rid("!b:hs.test")),
+        other_user: RemoteUserId::new("+491"),
+        metadata: Metadata::default(),
+    };
     s.upsert_portal(&p2).await.unwrap();
     assert_eq!(s.portal_by_room(&rid("!b:hs.test")).await.unwrap().unwrap().key, k2);
     assert_eq!(s.portal_by_room(&rid("!a:hs.test")).await.unwrap().unwrap().key, k);
     // A room re-bound to another portal leaves the old one without a room.
-    let p3 = Portal { key: key("@alice:hs.test", "+492"), room_id: Some(rid("!a:hs.test")), other_user: RemoteUserId::new("+492"), metadata: Metadata::default() };
+    let p3 = Portal {
+        key: key("@alice:hs.test", "+492"),
+        room_id: Some(rid("!a:hs.test")),
+        other_user: RemoteUserId::new("+492"),
+        metadata: Metadata::default(),
+    };
     s.upsert_portal(&p3).await.unwrap();
     assert_eq!(s.portal(&k).await.unwrap().unwrap().room_id, None);
     assert_eq!(s.portal_by_room(&rid("!a:hs.test")).await.unwrap().unwrap().key, p3.key);

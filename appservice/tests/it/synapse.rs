@@ -33,7 +33,13 @@ impl Client {
 
 fn enc(s: &str) -> String {
     s.bytes()
-        .map(|b| if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) { (b as char).to_string() } else { format!("%{b:02X}") })
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
         .collect()
 }
 
@@ -71,12 +77,17 @@ async fn dm_a_ghost_and_bridge_a_thousand_messages_each_way() {
     let as_c = Client { http: http.clone(), base: synapse.url(), token: AS_TOKEN.into() };
 
     // The homeserver reaches the bridge (MSC2659 ping, through the AS API).
-    let ping = as_c.call(reqwest::Method::POST, "/_matrix/client/v1/appservice/tincan-loopback/ping", Some(json!({}))).await;
+    let ping =
+        as_c.call(reqwest::Method::POST, "/_matrix/client/v1/appservice/tincan-loopback/ping", Some(json!({}))).await;
     assert!(ping["duration_ms"].is_number(), "{ping}");
 
     // Third-party lookup through Synapse's client API.
     let users = alice_c
-        .call(reqwest::Method::GET, "/_matrix/client/v3/thirdparty/user/m.protocol.pstn?m.id.phone=%2B49%20151%2012345678", None)
+        .call(
+            reqwest::Method::GET,
+            "/_matrix/client/v3/thirdparty/user/m.protocol.pstn?m.id.phone=%2B49%20151%2012345678",
+            None,
+        )
         .await;
     let ghost = format!("@loop_{BOB}:hs.test");
     assert_eq!(users[0]["userid"], json!(ghost), "{users}");
@@ -137,7 +148,10 @@ async fn dm_a_ghost_and_bridge_a_thousand_messages_each_way() {
             .queue_remote_event(RemoteEvent {
                 portal: portal.key.clone(),
                 sender: RemoteUserId::new(BOB),
-                kind: RemoteEventKind::Message { id: RemoteMessageId::new(format!("in-{i}")), body: format!("from network {i}") },
+                kind: RemoteEventKind::Message {
+                    id: RemoteMessageId::new(format!("in-{i}")),
+                    body: format!("from network {i}"),
+                },
             })
             .unwrap();
     }
@@ -210,13 +224,16 @@ async fn dm_a_ghost_and_bridge_a_thousand_messages_each_way() {
         async move { store.portal(&key).await.unwrap().and_then(|p| p.room_id) }
     })
     .await;
-    alice_c.call(reqwest::Method::POST, &format!("/_matrix/client/v3/join/{}", enc(carol_room.as_str())), Some(json!({}))).await;
-    let page = alice_c
-        .call(reqwest::Method::GET, &format!("/_matrix/client/v3/rooms/{}/messages?dir=b&limit=10", enc(carol_room.as_str())), None)
+    alice_c
+        .call(reqwest::Method::POST, &format!("/_matrix/client/v3/join/{}", enc(carol_room.as_str())), Some(json!({})))
         .await;
-    assert!(
-        page["chunk"].as_array().unwrap().iter().any(|e| e["content"]["body"] == "hi from carol"),
-        "{page}"
-    );
+    let page = alice_c
+        .call(
+            reqwest::Method::GET,
+            &format!("/_matrix/client/v3/rooms/{}/messages?dir=b&limit=10", enc(carol_room.as_str())),
+            None,
+        )
+        .await;
+    assert!(page["chunk"].as_array().unwrap().iter().any(|e| e["content"]["body"] == "hi from carol"), "{page}");
     drop(bridge);
 }
