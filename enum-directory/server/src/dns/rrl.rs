@@ -113,7 +113,7 @@ impl RateLimiter {
             return Verdict::Send;
         }
         b.limited = b.limited.wrapping_add(1);
-        if c.slip > 0 && b.limited % c.slip == 0 { Verdict::Slip } else { Verdict::Drop }
+        if c.slip > 0 && b.limited.is_multiple_of(c.slip) { Verdict::Slip } else { Verdict::Drop }
     }
 }
 

@@ -209,7 +209,7 @@ impl<'a> Request<'a> {
 
 /// A name in wire format, lowercased (canonical form, RFC 4034 §6.2).
 pub(crate) fn name_to_wire_lower(name: &Name) -> Vec<u8> {
-    let mut out = Vec::with_capacity(usize::from(name.len()) + 2);
+    let mut out = Vec::with_capacity(name.len() + 2);
     for label in name.iter() {
         out.push(label.len() as u8);
         out.extend(label.iter().map(u8::to_ascii_lowercase));

@@ -413,11 +413,11 @@ impl Zone {
         let ttl = self.config.record_ttl;
         let stale_before = self.now().saturating_add(self.config.signature_refresh);
         for (t, set) in entry.sets_mut() {
-            if let Some(set) = set {
-                if set.sig.is_none_or(|s| s.expiration <= stale_before) {
-                    let c = self.covered(t, labels, ttl);
-                    set.sig = Some(sign_set(&self.keys, KeyRole::Zsk, &c, &owner, &set.rdata, inception, expiration)?);
-                }
+            if let Some(set) = set
+                && set.sig.is_none_or(|s| s.expiration <= stale_before)
+            {
+                let c = self.covered(t, labels, ttl);
+                set.sig = Some(sign_set(&self.keys, KeyRole::Zsk, &c, &owner, &set.rdata, inception, expiration)?);
             }
         }
         Ok(entry)

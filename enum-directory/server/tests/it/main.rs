@@ -2,6 +2,7 @@
 //! (`dns_*`).
 
 mod dns_behaviour;
+mod dns_scale;
 mod dns_support;
 mod dns_transport;
 mod dns_validation;
