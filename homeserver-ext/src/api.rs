@@ -6,6 +6,7 @@ mod extract;
 mod keys_master;
 mod register_request;
 mod register_verify;
+mod unregister;
 
 pub use extract::{ClientIp, Json, bearer as extract_bearer};
 
@@ -20,6 +21,7 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/_tincan/client/v1/register/request", post(register_request::handler))
         .route("/_tincan/client/v1/register/verify", post(register_verify::handler))
         .route("/_tincan/client/v1/keys/master", put(keys_master::handler))
+        .route("/_tincan/client/v1/unregister", post(unregister::handler))
         .route("/_matrix/app/v1/transactions/{txn_id}", put(appservice::transaction))
         .route("/_matrix/app/v1/users/{user_id}", get(appservice::query))
         .route("/_matrix/app/v1/rooms/{alias}", get(appservice::query))

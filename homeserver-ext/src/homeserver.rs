@@ -80,3 +80,24 @@ pub(crate) async fn refused(resp: reqwest::Response) -> HomeserverError {
     let body: serde_json::Value = resp.json().await.unwrap_or_default();
     HomeserverError::Refused { status, errcode: body["errcode"].as_str().unwrap_or_default().to_owned() }
 }
+
+/// The user an access token belongs to (`GET /_matrix/client/v3/account/whoami`); `None` for an unknown token.
+pub async fn whoami(
+    http: &reqwest::Client,
+    homeserver_url: &str,
+    token: &str,
+) -> Result<Option<String>, HomeserverError> {
+    let resp = http
+        .get(format!("{}/_matrix/client/v3/account/whoami", homeserver_url.trim_end_matches('/')))
+        .bearer_auth(token)
+        .send()
+        .await?;
+    if resp.status().as_u16() == 401 {
+        return Ok(None);
+    }
+    if !resp.status().is_success() {
+        return Err(refused(resp).await);
+    }
+    let body: serde_json::Value = resp.json().await?;
+    Ok(Some(body["user_id"].as_str().ok_or(HomeserverError::Malformed("user_id"))?.to_owned()))
+}

@@ -130,6 +130,8 @@ pub trait AccountRepository: Send + Sync {
     async fn insert_account(&self, a: &Account) -> Result<Account>;
     /// Records directory publication.
     async fn mark_published(&self, number: &str, at: Option<i64>) -> Result<()>;
+    /// Forgets a number's account; true when it existed.
+    async fn delete_account(&self, number: &str) -> Result<bool>;
 }
 
 /// A phone number bound to a Matrix ID in the Identity Service.
@@ -347,6 +349,12 @@ macro_rules! impl_store {
                 .execute(&self.pool)
                 .await?;
                 self.account_by_number(&a.number).await?.ok_or(StoreError::Corrupt("accounts"))
+            }
+
+            async fn delete_account(&self, number: &str) -> Result<bool> {
+                let done =
+                    sqlx::query("DELETE FROM accounts WHERE number = $1").bind(number).execute(&self.pool).await?;
+                Ok(done.rows_affected() == 1)
             }
 
             async fn mark_published(&self, number: &str, at: Option<i64>) -> Result<()> {

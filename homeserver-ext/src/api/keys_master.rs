@@ -5,7 +5,7 @@ use super::Json;
 use super::extract::bearer;
 use crate::app::App;
 use crate::error::ApiError;
-use crate::homeserver::{HomeserverError, refused};
+use crate::homeserver::{HomeserverError, refused, whoami};
 use crate::number::E164;
 use axum::extract::State;
 use axum::http::HeaderMap;
@@ -37,21 +37,7 @@ pub async fn handler(
     let token = bearer(&headers).ok_or(ApiError::MissingToken)?;
     let key = tincan_enum_core::MasterKey::from_base64(&req.ed25519).map_err(|_| ApiError::InvalidParam("ed25519"))?;
     let hs = app.config.homeserver_url.trim_end_matches('/');
-    let who = app
-        .http
-        .get(format!("{hs}/_matrix/client/v3/account/whoami"))
-        .bearer_auth(token)
-        .send()
-        .await
-        .map_err(HomeserverError::from)?;
-    if who.status().as_u16() == 401 {
-        return Err(ApiError::UnknownToken);
-    }
-    if !who.status().is_success() {
-        return Err(refused(who).await.into());
-    }
-    let who: serde_json::Value = who.json().await.map_err(HomeserverError::from)?;
-    let user_id = who["user_id"].as_str().ok_or(HomeserverError::Malformed("user_id"))?.to_owned();
+    let user_id = whoami(&app.http, hs, token).await?.ok_or(ApiError::UnknownToken)?;
 
     let resp = app
         .http

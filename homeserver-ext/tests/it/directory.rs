@@ -191,4 +191,26 @@ async fn sign_up_publishes_a_validated_naptr_and_the_master_key() {
         .await
         .unwrap();
     assert_eq!(rec["key"]["ed25519"], master.as_str(), "{rec}");
+
+    // Unregistering removes the record from the directory (and DNS).
+    let r =
+        http.post(format!("{}/_tincan/client/v1/unregister", ext.url)).bearer_auth(&access_token).send().await.unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["numbers"], json!([number]));
+    let r = http.get(format!("{}/v1/numbers/{number}", dir.api)).bearer_auth(&token).send().await.unwrap();
+    assert_eq!(r.status().as_u16(), 404);
+    let out = tools::run(Command::new(&delv).args([
+        "@127.0.0.1",
+        "-p",
+        &dir.dns_port.to_string(),
+        "-a",
+        anchor.to_str().unwrap(),
+        &format!("+root={APEX}"),
+        &owner(number),
+        "NAPTR",
+    ]))
+    .unwrap();
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(!text.contains(&uri), "{text}");
 }

@@ -54,6 +54,9 @@ async fn conformance(store: &dyn Store) {
     assert_eq!(store.account_by_number(&a.number).await.unwrap().unwrap().published_at, Some(5));
     assert_eq!(store.accounts_by_user("@tc_a:hs").await.unwrap().len(), 1);
     assert!(store.accounts_by_user("@tc_b:hs").await.unwrap().is_empty());
+    store.insert_account(&Account { number: "+447700900009".into(), ..b.clone() }).await.unwrap();
+    assert!(store.delete_account("+447700900009").await.unwrap());
+    assert!(!store.delete_account("+447700900009").await.unwrap());
 
     // Identity: bindings, hashes, peppers, tokens.
     assert!(store.current_pepper().await.unwrap().is_none());
