@@ -70,8 +70,8 @@ impl Default for ZoneConfig {
 /// Why a zone cannot be built or changed.
 #[derive(Debug, thiserror::Error)]
 pub enum ZoneError {
-    /// The apex is not fully qualified, or too long to hold 15 more labels.
-    #[error("the apex must be a fully qualified name with room for 15 more labels")]
+    /// The apex is not fully qualified, is the root, or is too long to hold 15 more labels.
+    #[error("the apex must be a fully qualified name below the root with room for 15 more labels")]
     BadApex,
     /// A key failed to sign.
     #[error("signing failed: {0}")]
@@ -159,7 +159,7 @@ impl Zone {
     /// An empty zone with serial `serial` (persist it and pass the last one back after a restart; SOA serials
     /// must not go backwards). Signs the apex.
     pub fn new(config: ZoneConfig, keys: Arc<ZoneKeys>, clock: Arc<dyn Clock>, serial: u32) -> Result<Zone, ZoneError> {
-        if !config.apex.is_fqdn() || config.apex.len() > 255 - 30 {
+        if !config.apex.is_fqdn() || config.apex.is_root() || config.apex.len() > 255 - 30 {
             return Err(ZoneError::BadApex);
         }
         if config.signature_refresh >= config.signature_validity {

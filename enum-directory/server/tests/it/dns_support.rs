@@ -85,6 +85,16 @@ impl DnsServer {
 
     /// A server for `records`, on `at` or 127.0.0.1 and a free port.
     pub async fn start_with(records: Vec<NumberRecord>, alg: KeyAlgorithm, at: Option<SocketAddr>) -> DnsServer {
+        Self::start_configured(records, alg, at, ServerConfig::default()).await
+    }
+
+    /// A server with its own [`ServerConfig`].
+    pub async fn start_configured(
+        records: Vec<NumberRecord>,
+        alg: KeyAlgorithm,
+        at: Option<SocketAddr>,
+        config: ServerConfig,
+    ) -> DnsServer {
         let addr =
             at.unwrap_or_else(|| SocketAddr::new(IpAddr::from([127, 0, 0, 1]), tincan_testkit::ports::free_port()));
         let zone = zone_with(Arc::new(SystemClock), alg, &records);
@@ -98,7 +108,7 @@ impl DnsServer {
             let shutdown = async move {
                 let _ = stopped.await;
             };
-            dns::server::run(zones, udp, tcp, ServerConfig::default(), m, shutdown).await.unwrap();
+            dns::server::run(zones, udp, tcp, config, m, shutdown).await.unwrap();
         });
         let dir = tempfile::tempdir().unwrap();
         let server = DnsServer { addr, zone, metrics, dir, stop: Some(stop) };

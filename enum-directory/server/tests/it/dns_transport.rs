@@ -60,3 +60,34 @@ async fn several_queries_on_one_tcp_connection() {
     }
     assert_eq!(s.metrics.snapshot().tcp_queries, 3);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rate_limiting_drops_and_slips_over_udp() {
+    use tincan_directory::dns::{RrlConfig, ServerConfig};
+    use tincan_enum_core::hickory_proto::op::{Message, Query};
+    use tincan_enum_core::hickory_proto::rr::{Name, RecordType};
+    let rrl = RrlConfig { responses_per_second: 1, burst: 5, slip: 2, exempt_loopback: false, ..RrlConfig::default() };
+    let config = ServerConfig { rrl, ..ServerConfig::default() };
+    let s =
+        DnsServer::start_configured(crate::dns_support::sample_records(), KeyAlgorithm::EcdsaP256Sha256, None, config)
+            .await;
+    let sock = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    sock.connect(s.addr).await.unwrap();
+    let mut m = Message::query();
+    m.add_query(Query::query(Name::from_ascii(owner("+442079460001")).unwrap(), RecordType::NAPTR));
+    let q = m.to_vec().unwrap();
+    for _ in 0..25 {
+        sock.send(&q).await.unwrap();
+    }
+    let (mut full, mut truncated) = (0, 0);
+    let mut buf = vec![0u8; 4096];
+    while let Ok(Ok(n)) = tokio::time::timeout(std::time::Duration::from_millis(500), sock.recv(&mut buf)).await {
+        let r = Message::from_vec(&buf[..n]).unwrap();
+        if r.metadata.truncation { truncated += 1 } else { full += 1 }
+    }
+    // 5 from the burst (maybe one more refilled), then every 2nd of the other ~20 slipped, the rest dropped.
+    assert!((5..=6).contains(&full), "full answers: {full}");
+    assert!((9..=10).contains(&truncated), "slipped: {truncated}");
+    let snap = s.metrics.snapshot();
+    assert!(snap.rrl_dropped >= 9 && snap.rrl_slipped >= 9, "{snap:?}");
+}
