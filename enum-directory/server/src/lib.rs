@@ -1,5 +1,13 @@
-//! The ENUM directory. So far: the DNSSEC-signed authoritative DNS engine ([`dns`]); storage, the registrar
-//! API and the binary land beside it.
+//! The ENUM directory: storage of numbers, providers and DNSSEC keys ([`storage`]), the registrar HTTP API
+//! ([`api`]), the DNSSEC-signed authoritative DNS server ([`dns`]), and the `tincan-directory` binary's
+//! commands ([`cli`], [`serve`]).
 #![warn(missing_docs)]
 
+pub mod api;
+pub mod cli;
+pub mod config;
 pub mod dns;
+pub mod keys;
+pub mod serve;
+pub mod storage;
+mod zone_writer;

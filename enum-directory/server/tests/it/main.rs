@@ -1,9 +1,15 @@
-//! Integration tests of `tincan-directory`: the DNS engine in-process against delv/dig/unbound-host/ldns-walk
-//! (`dns_*`).
+//! Integration tests of `tincan-directory`: the DNS engine in-process against delv/dig (`dns_*`), the storage
+//! conformance suite on SQLite and PostgreSQL, and the real binary driven over HTTP and DNS on free loopback ports.
 
+mod api_errors;
+mod api_ownership;
+mod api_props;
+mod binary;
 mod dns_behaviour;
 mod dns_scale;
 mod dns_support;
 mod dns_transport;
 mod dns_validation;
 mod dns_walk;
+mod harness;
+mod storage;

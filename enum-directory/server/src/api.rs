@@ -1,0 +1,97 @@
+//! The registrar HTTP API providers write numbers through (`/v1/numbers/{e164}`), plus `GET /healthz`.
+//!
+//! Every write runs in one storage transaction (nothing is written on any error) and, once committed, is pushed
+//! into the in-memory DNS zone through [`ZoneWriter`] before the response is sent, so a 200 means DNS already
+//! answers the change. Writes are serialised by [`WriteLock`] so that the zone sees them in commit order.
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::FromRef;
+use axum::routing::{get, put};
+use tincan_common::Clock;
+use tincan_enum_core::{E164, NumberRecord};
+
+use crate::storage::Storage;
+
+mod auth;
+mod body;
+mod error;
+mod healthz;
+mod numbers;
+mod path;
+mod rate_limit;
+
+pub use auth::Authenticated;
+pub use error::{ApiError, ErrorCode};
+pub use numbers::NumberResponse;
+pub use rate_limit::{RateLimitConfig, RateLimiter};
+
+/// The largest request body accepted (bigger → 400 `body_too_large`).
+pub const MAX_BODY_BYTES: usize = 16 * 1024;
+
+/// Where committed changes go so DNS answers them: implemented by the DNS zone.
+pub trait ZoneWriter: Send + Sync + 'static {
+    /// Publishes (or replaces) the records of one number.
+    fn upsert(&self, record: &NumberRecord);
+    /// Stops publishing a number.
+    fn remove(&self, number: &E164);
+}
+
+/// A [`ZoneWriter`] that publishes nowhere (API without DNS, tests).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct NoZone;
+
+impl ZoneWriter for NoZone {
+    fn upsert(&self, _: &NumberRecord) {}
+    fn remove(&self, _: &E164) {}
+}
+
+/// Serialises writes so the zone is updated in the order the transactions committed.
+#[derive(Debug, Clone, Default)]
+pub struct WriteLock(Arc<tokio::sync::Mutex<()>>);
+
+impl WriteLock {
+    /// Waits for the lock.
+    pub async fn lock(&self) -> tokio::sync::MutexGuard<'_, ()> {
+        self.0.lock().await
+    }
+}
+
+/// Everything the handlers need; each handler takes only the parts it uses (via [`FromRef`]).
+#[derive(Clone, FromRef)]
+pub struct ApiState {
+    /// The database.
+    pub storage: Arc<dyn Storage>,
+    /// The DNS zone to update after each commit.
+    pub zone: Arc<dyn ZoneWriter>,
+    /// Per-provider rate limits.
+    pub limiter: Arc<RateLimiter>,
+    /// Write serialisation.
+    pub writes: WriteLock,
+    /// The clock.
+    pub clock: Arc<dyn Clock>,
+}
+
+/// The API's routes.
+pub fn router(state: ApiState) -> Router {
+    Router::new()
+        .route("/healthz", get(healthz::handler))
+        .route(
+            "/v1/numbers/{e164}",
+            put(numbers::put::handler).get(numbers::get::handler).delete(numbers::delete::handler),
+        )
+        .route("/v1/numbers/{e164}/key", put(numbers::put_key::handler))
+        .fallback(error::not_found)
+        .method_not_allowed_fallback(error::method_not_allowed)
+        .with_state(state)
+}
+
+/// Serves the API on `listener` until `shutdown` resolves.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    state: ApiState,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(listener, router(state)).with_graceful_shutdown(shutdown).await
+}

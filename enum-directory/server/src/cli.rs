@@ -1,0 +1,266 @@
+//! The `tincan-directory` command line: `serve`, `provider add|list`, `keys generate|ds`, `config check`.
+//! Every subcommand takes `--config FILE`, `--data-dir DIR`, `--dns ADDR`, `--api ADDR` and `--apex NAME`.
+
+use std::io::Write;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use base64::Engine as _;
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use ring::rand::{SecureRandom, SystemRandom};
+use tincan_common::config::Validate;
+use tincan_common::{Clock, ConfigError, SystemClock};
+
+use crate::config::{DirectoryConfig, ENV_PREFIX};
+use crate::keys::{self, KeyError};
+use crate::serve::{self, ServeError};
+use crate::storage::{KeyAlgorithm, Prefix, StorageError, TokenHash};
+
+/// The ENUM directory: DNSSEC-signed phone-number directory with a registrar API.
+#[derive(Debug, Parser)]
+#[command(name = "tincan-directory", version)]
+pub struct Cli {
+    /// Options every subcommand takes.
+    #[command(flatten)]
+    pub global: GlobalArgs,
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Options every subcommand takes.
+#[derive(Debug, Args)]
+pub struct GlobalArgs {
+    /// TOML config file (default: embedded defaults).
+    #[arg(long, global = true, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Data directory (default: $XDG_DATA_HOME/tincan-directory).
+    #[arg(long, global = true, value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// DNS listen address, UDP and TCP (default 127.0.0.1:5353).
+    #[arg(long, global = true, value_name = "ADDR")]
+    pub dns: Option<SocketAddr>,
+    /// Registrar API listen address (default 127.0.0.1:8053).
+    #[arg(long, global = true, value_name = "ADDR")]
+    pub api: Option<SocketAddr>,
+    /// Zone apex (default e164.tincan.test.).
+    #[arg(long, global = true, value_name = "NAME")]
+    pub apex: Option<String>,
+    /// Log JSON lines instead of human-readable text.
+    #[arg(long, global = true)]
+    pub log_json: bool,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Serve DNS and the registrar API.
+    Serve,
+    /// Manage providers.
+    #[command(subcommand)]
+    Provider(ProviderCommand),
+    /// Manage the zone's DNSSEC keys.
+    #[command(subcommand)]
+    Keys(KeysCommand),
+    /// Inspect the configuration.
+    #[command(subcommand)]
+    Config(ConfigCommand),
+}
+
+/// `provider …`.
+#[derive(Debug, Subcommand)]
+pub enum ProviderCommand {
+    /// Add a provider; prints its new bearer token (once) on stdout.
+    Add {
+        /// Unique provider name.
+        name: String,
+        /// A prefix the provider may serve, e.g. +44 (repeat for several).
+        #[arg(long = "prefix", required = true, value_name = "PREFIX")]
+        prefixes: Vec<Prefix>,
+    },
+    /// List providers and their prefixes.
+    List,
+}
+
+/// `keys …`.
+#[derive(Debug, Subcommand)]
+pub enum KeysCommand {
+    /// Generate a KSK and a ZSK for the apex unless it already has them.
+    Generate {
+        /// Algorithm of the new keys (default: dns.algorithm from the config).
+        #[arg(long, value_enum)]
+        algorithm: Option<AlgorithmArg>,
+    },
+    /// Print the DS records for the parent zone, one per line.
+    Ds,
+}
+
+/// `config …`.
+#[derive(Debug, Subcommand)]
+pub enum ConfigCommand {
+    /// Print the effective config (secrets redacted); exit 1 listing every problem.
+    Check,
+}
+
+/// `--algorithm` values.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum AlgorithmArg {
+    /// ECDSA P-256 SHA-256 (13).
+    Ecdsap256,
+    /// Ed25519 (15).
+    Ed25519,
+}
+
+impl From<AlgorithmArg> for KeyAlgorithm {
+    fn from(a: AlgorithmArg) -> Self {
+        match a {
+            AlgorithmArg::Ecdsap256 => KeyAlgorithm::EcdsaP256,
+            AlgorithmArg::Ed25519 => KeyAlgorithm::Ed25519,
+        }
+    }
+}
+
+/// Why a command failed.
+#[derive(Debug, thiserror::Error)]
+pub enum CliError {
+    /// The config could not be loaded.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// The server failed.
+    #[error(transparent)]
+    Serve(#[from] ServeError),
+    /// Storage failed.
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+    /// Key handling failed.
+    #[error(transparent)]
+    Keys(#[from] KeyError),
+    /// The provider name is taken.
+    #[error("a provider named {0:?} already exists")]
+    ProviderExists(String),
+    /// The system random generator failed.
+    #[error("no randomness available for a token")]
+    Random,
+    /// Writing to stdout failed.
+    #[error("writing output: {0}")]
+    Output(#[from] std::io::Error),
+}
+
+impl GlobalArgs {
+    /// Loads the config (file, environment), applies the command-line overrides and validates the result.
+    pub fn load(&self) -> Result<DirectoryConfig, ConfigError> {
+        let mut config: DirectoryConfig = tincan_common::load_config(self.config.as_deref(), ENV_PREFIX)?;
+        if let Some(d) = &self.data_dir {
+            config.data_dir = Some(d.clone());
+        }
+        if let Some(a) = self.dns {
+            config.dns.listen = a;
+        }
+        if let Some(a) = self.api {
+            config.api.listen = a;
+        }
+        if let Some(a) = &self.apex {
+            config.dns.apex = a.clone();
+        }
+        let problems = config.validate();
+        if problems.is_empty() { Ok(config) } else { Err(ConfigError::Invalid(problems)) }
+    }
+}
+
+/// Runs one command; the exit code is 0 on success.
+pub async fn run(cli: Cli) -> Result<ExitCode, CliError> {
+    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    if let Command::Config(ConfigCommand::Check) = cli.command {
+        return Ok(config_check(&cli.global));
+    }
+    let config = cli.global.load()?;
+    match cli.command {
+        Command::Serve => {
+            serve::serve(
+                config,
+                clock,
+                |l| {
+                    println!("tincan-directory listening: dns {} (udp+tcp), api http://{}", l.dns, l.api);
+                    let _ = std::io::stdout().flush();
+                },
+                serve::shutdown_signal(),
+            )
+            .await?;
+        }
+        Command::Provider(ProviderCommand::Add { name, prefixes }) => {
+            let storage = serve::open_storage(&config, clock).await?;
+            let token = new_token()?;
+            let mut tx = storage.begin().await?;
+            match tx.providers().add(&name, TokenHash::of(&token), &prefixes).await {
+                Ok(_) => {}
+                Err(StorageError::Duplicate(_)) => return Err(CliError::ProviderExists(name)),
+                Err(e) => return Err(e.into()),
+            }
+            tx.commit().await?;
+            writeln!(std::io::stdout(), "{token}")?;
+        }
+        Command::Provider(ProviderCommand::List) => {
+            let storage = serve::open_storage(&config, clock).await?;
+            let mut tx = storage.begin().await?;
+            let mut out = std::io::stdout().lock();
+            for p in tx.providers().list().await? {
+                let prefixes: Vec<&str> = p.prefixes.iter().map(|p| p.as_str()).collect();
+                writeln!(out, "{}\t{}", p.name, prefixes.join(","))?;
+            }
+        }
+        Command::Keys(KeysCommand::Generate { algorithm }) => {
+            let apex = config.apex().map_err(ServeError::from)?;
+            let storage = serve::open_storage(&config, clock.clone()).await?;
+            let algo = algorithm.map(KeyAlgorithm::from).unwrap_or(config.dns.algorithm);
+            let ensured = keys::ensure(&*storage, &*clock, &apex, algo).await?;
+            let what = if ensured.generated { "generated" } else { "already present" };
+            for k in &ensured.keys {
+                eprintln!("{apex}: {:?} {:?} {:?} ({what})", k.role, k.algorithm, k.state);
+            }
+        }
+        Command::Keys(KeysCommand::Ds) => {
+            let apex = config.apex().map_err(ServeError::from)?;
+            let storage = serve::open_storage(&config, clock).await?;
+            let mut out = std::io::stdout().lock();
+            for line in keys::ds_records(&*storage, &apex).await? {
+                writeln!(out, "{line}")?;
+            }
+        }
+        Command::Config(ConfigCommand::Check) => unreachable!("handled above"),
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Prints the effective config as TOML (secrets redacted), or every problem found and exit code 1.
+fn config_check(args: &GlobalArgs) -> ExitCode {
+    match args.load() {
+        Ok(config) => {
+            let text = toml::to_string_pretty(&config).unwrap_or_else(|e| format!("# cannot render: {e}\n"));
+            print!("{text}");
+            if config.database.url.is_none() {
+                println!("# database: {} (default)", config.database_url().expose());
+            }
+            ExitCode::SUCCESS
+        }
+        Err(ConfigError::Invalid(problems)) => {
+            eprintln!("config has {} problem(s):", problems.len());
+            for p in problems {
+                eprintln!("  - {p}");
+            }
+            ExitCode::FAILURE
+        }
+        Err(e) => {
+            eprintln!("config problem:\n  - {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// A fresh bearer token: `tcd_` and 32 random bytes, unpadded URL-safe base64.
+fn new_token() -> Result<String, CliError> {
+    let mut bytes = [0u8; 32];
+    SystemRandom::new().fill(&mut bytes).map_err(|_| CliError::Random)?;
+    Ok(format!("tcd_{}", base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)))
+}

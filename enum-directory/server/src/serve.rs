@@ -1,0 +1,164 @@
+//! `tincan-directory serve`: opens storage, makes sure the zone has keys, loads every number into the signed
+//! in-memory zone, then serves DNS (UDP + TCP) and the registrar API until shutdown.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use tincan_common::Clock;
+use tokio::net::{TcpListener, UdpSocket};
+
+use crate::api::{self, ApiState, RateLimiter, WriteLock};
+use crate::config::{ApexError, DirectoryConfig};
+use crate::dns::{self, Metrics, Zone, ZoneConfig, Zones};
+use crate::keys::{self, KeyError};
+use crate::storage::{self, StorageError};
+
+/// Why the server could not start or stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    /// The apex in the config is unusable.
+    #[error("dns.apex: {0}")]
+    Apex(#[from] ApexError),
+    /// The data directory could not be created.
+    #[error("cannot create the data directory {path}: {source}")]
+    DataDir {
+        /// The directory.
+        path: std::path::PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// Storage failed.
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+    /// Keys could not be made or loaded.
+    #[error(transparent)]
+    Keys(#[from] KeyError),
+    /// The zone could not be built.
+    #[error("zone: {0}")]
+    Zone(#[from] dns::ZoneError),
+    /// A listen address could not be bound.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The DNS server failed.
+    #[error(transparent)]
+    Dns(#[from] dns::ServerError),
+    /// The API server failed.
+    #[error("API server failed: {0}")]
+    Api(std::io::Error),
+}
+
+/// Where a started server listens.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Listening {
+    /// DNS, UDP and TCP.
+    pub dns: SocketAddr,
+    /// The registrar API (HTTP).
+    pub api: SocketAddr,
+}
+
+/// Opens storage (creating the data directory for the default SQLite database) and ensures the zone's keys.
+pub async fn open_storage(
+    config: &DirectoryConfig,
+    clock: Arc<dyn Clock>,
+) -> Result<Arc<dyn storage::Storage>, ServeError> {
+    if config.database.url.is_none() {
+        let path = config.data_dir();
+        std::fs::create_dir_all(&path).map_err(|source| ServeError::DataDir { path, source })?;
+    }
+    Ok(storage::open(config.database_url().expose(), clock).await?)
+}
+
+/// Runs the directory until `shutdown` resolves; `on_listening` is called once both servers are bound.
+pub async fn serve(
+    config: DirectoryConfig,
+    clock: Arc<dyn Clock>,
+    on_listening: impl FnOnce(Listening),
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), ServeError> {
+    let apex = config.apex()?;
+    let storage = open_storage(&config, clock.clone()).await?;
+    let ensured = keys::ensure(&*storage, &*clock, &apex, config.dns.algorithm).await?;
+    if ensured.generated {
+        tracing::info!(apex = %apex, algorithm = ?config.dns.algorithm, "generated DNSSEC keys (KSK + ZSK)");
+    }
+    let zone_keys = Arc::new(keys::load(&*storage, &apex).await?);
+
+    let started = Instant::now();
+    let mut tx = storage.begin().await?;
+    let version = tx.journal().current_version().await?;
+    let numbers = tx.numbers().all().await?;
+    drop(tx);
+    // SOA serials are 32-bit and wrap (RFC 1982); the zone version only grows.
+    let serial = (version & 0xFFFF_FFFF) as u32;
+    let zone_config = ZoneConfig { apex: apex.clone(), ..ZoneConfig::default() };
+    let zone = Arc::new(Zone::new(zone_config, zone_keys, clock.clone(), serial)?);
+    let loaded = zone.load(numbers.iter().map(|n| &n.record))?;
+    drop(numbers);
+    tracing::info!(numbers = loaded, elapsed_ms = started.elapsed().as_millis() as u64, apex = %apex, "zone loaded");
+
+    let udp = UdpSocket::bind(config.dns.listen).await.map_err(bind_err(config.dns.listen))?;
+    let dns_addr = udp.local_addr().map_err(bind_err(config.dns.listen))?;
+    let tcp = TcpListener::bind(dns_addr).await.map_err(bind_err(dns_addr))?;
+    let api_listener = TcpListener::bind(config.api.listen).await.map_err(bind_err(config.api.listen))?;
+    let api_addr = api_listener.local_addr().map_err(bind_err(config.api.listen))?;
+
+    let state = ApiState {
+        storage,
+        zone: zone.clone(),
+        limiter: Arc::new(RateLimiter::new(config.api.rate_limit, clock.clone())),
+        writes: WriteLock::default(),
+        clock,
+    };
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let stopped = move || {
+        let mut rx = stop_rx.clone();
+        async move {
+            let _ = rx.wait_for(|s| *s).await;
+        }
+    };
+    let zones = Arc::new(Zones::new(vec![zone]));
+    let dns_task = tokio::spawn(dns::server::run(
+        zones,
+        udp,
+        tcp,
+        config.dns.server.clone(),
+        Arc::new(Metrics::default()),
+        stopped(),
+    ));
+    let api_task = tokio::spawn(api::serve(api_listener, state, stopped()));
+    tracing::info!(dns = %dns_addr, api = %api_addr, "listening");
+    on_listening(Listening { dns: dns_addr, api: api_addr });
+
+    shutdown.await;
+    tracing::info!("shutting down");
+    let _ = stop_tx.send(true);
+    let (dns_result, api_result) = tokio::join!(dns_task, api_task);
+    if let Ok(r) = dns_result {
+        r?;
+    }
+    if let Ok(r) = api_result {
+        r.map_err(ServeError::Api)?;
+    }
+    Ok(())
+}
+
+fn bind_err(addr: SocketAddr) -> impl FnOnce(std::io::Error) -> ServeError {
+    move |source| ServeError::Bind { addr, source }
+}
+
+/// Resolves on SIGINT or SIGTERM.
+pub async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).expect("installing a SIGTERM handler");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}

@@ -1,0 +1,361 @@
+//! The directory's storage: providers, numbers, DNSSEC keys and the change journal, behind one repository trait
+//! per aggregate, with two backends ([`SqliteStorage`], [`PgStorage`]) that pass one [`conformance`] suite.
+//!
+//! Work happens in a transaction: [`Storage::begin`] → act through the repositories → [`Repository::commit`].
+//! Dropping a [`Repository`] without committing rolls everything back, so a failed request writes nothing.
+//! Every change to a number takes the next zone version and appends one entry to the journal in the same
+//! transaction; versions are gap-free and in commit order (a one-row counter serialises writers).
+
+use std::fmt;
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use async_trait::async_trait;
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+use tincan_common::Clock;
+use tincan_enum_core::{E164, NumberRecord};
+
+pub mod conformance;
+mod pg;
+mod sql;
+mod sqlite;
+
+pub use pg::PgStorage;
+pub use sqlite::SqliteStorage;
+
+/// Why a storage operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StorageError {
+    /// The database failed or could not be reached.
+    #[error("database error: {0}")]
+    Database(#[from] sqlx::Error),
+    /// The schema could not be brought up to date.
+    #[error("migration failed: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    /// The URL is neither `sqlite://…` nor `postgres://…`.
+    #[error("unsupported database URL scheme in {0:?}: use sqlite://PATH or postgres://…")]
+    UnsupportedUrl(String),
+    /// A unique value (a provider name or token) is already taken.
+    #[error("{0} already exists")]
+    Duplicate(&'static str),
+    /// A stored value does not parse (edited by hand, or written by a newer version).
+    #[error("corrupt value in {table}.{column}")]
+    Corrupt {
+        /// The table.
+        table: &'static str,
+        /// The column.
+        column: &'static str,
+    },
+}
+
+/// Storage results.
+pub type Result<T, E = StorageError> = std::result::Result<T, E>;
+
+/// Opens (and migrates) the database at `url`: `sqlite://PATH` (created if missing, WAL) or `postgres://…`.
+pub async fn open(url: &str, clock: Arc<dyn Clock>) -> Result<Arc<dyn Storage>> {
+    if url.starts_with("sqlite:") {
+        Ok(Arc::new(SqliteStorage::open(url, clock).await?))
+    } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        Ok(Arc::new(PgStorage::open(url, clock).await?))
+    } else {
+        Err(StorageError::UnsupportedUrl(url.to_owned()))
+    }
+}
+
+/// A database holding the directory's state.
+#[async_trait]
+pub trait Storage: Send + Sync + fmt::Debug + 'static {
+    /// Begins a transaction. Dropping the result without [`Repository::commit`] rolls it back.
+    async fn begin(&self) -> Result<Box<dyn Repository>>;
+}
+
+/// One transaction, giving access to every repository.
+#[async_trait]
+pub trait Repository: Send {
+    /// Numbers (each write also appends to the journal).
+    fn numbers(&mut self) -> &mut dyn NumberRepository;
+    /// Providers and their credentials.
+    fn providers(&mut self) -> &mut dyn ProviderRepository;
+    /// DNSSEC keys.
+    fn keys(&mut self) -> &mut dyn KeyRepository;
+    /// The change journal (read-only: it is written by [`NumberRepository`]).
+    fn journal(&mut self) -> &mut dyn JournalRepository;
+    /// Makes every change of this transaction durable.
+    async fn commit(self: Box<Self>) -> Result<()>;
+}
+
+/// A provider's database id.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
+#[serde(transparent)]
+pub struct ProviderId(pub i64);
+
+/// A number as stored: what DNS publishes plus who holds it and when it changed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredNumber {
+    /// The published record.
+    pub record: NumberRecord,
+    /// The provider holding the number.
+    pub provider: ProviderId,
+    /// The zone version of its last change.
+    pub version: i64,
+    /// When it was first registered.
+    pub created_at: SystemTime,
+    /// When it last changed.
+    pub updated_at: SystemTime,
+}
+
+/// Numbers and their records.
+#[async_trait]
+pub trait NumberRepository: Send {
+    /// The number, if registered.
+    async fn get(&mut self, number: &E164) -> Result<Option<StoredNumber>>;
+    /// Creates or replaces the number's record, held by `provider`; takes the next version and journals it.
+    async fn put(&mut self, record: &NumberRecord, provider: ProviderId) -> Result<StoredNumber>;
+    /// Removes the number (journalled); returns what was removed, `None` if it was not registered.
+    async fn delete(&mut self, number: &E164, provider: Option<ProviderId>) -> Result<Option<StoredNumber>>;
+    /// Every registered number, ordered by number.
+    async fn all(&mut self) -> Result<Vec<StoredNumber>>;
+    /// How many numbers are registered.
+    async fn count(&mut self) -> Result<u64>;
+}
+
+/// A prefix a provider may serve: `+` and 1 to 15 digits, e.g. `+44` or `+4420`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct Prefix(String);
+
+/// Why a string is not a prefix.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("a prefix is '+' and 1 to 15 digits, like +44")]
+pub struct PrefixError;
+
+impl Prefix {
+    /// Whether `number` lies under this prefix.
+    pub fn covers(&self, number: &E164) -> bool {
+        number.as_str().starts_with(&self.0)
+    }
+
+    /// The prefix, with its `+`.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl FromStr for Prefix {
+    type Err = PrefixError;
+    fn from_str(s: &str) -> Result<Self, PrefixError> {
+        let digits = s.strip_prefix('+').ok_or(PrefixError)?;
+        if (1..=15).contains(&digits.len()) && digits.bytes().all(|b| b.is_ascii_digit()) {
+            Ok(Prefix(s.to_owned()))
+        } else {
+            Err(PrefixError)
+        }
+    }
+}
+
+impl TryFrom<String> for Prefix {
+    type Error = PrefixError;
+    fn try_from(s: String) -> Result<Self, PrefixError> {
+        s.parse()
+    }
+}
+
+impl From<Prefix> for String {
+    fn from(p: Prefix) -> String {
+        p.0
+    }
+}
+
+impl fmt::Display for Prefix {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// The SHA-256 of a provider's bearer token; only the hash is stored.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct TokenHash(pub [u8; 32]);
+
+impl TokenHash {
+    /// Hashes a presented token.
+    pub fn of(token: &str) -> TokenHash {
+        TokenHash(Sha256::digest(token.as_bytes()).into())
+    }
+
+    /// Constant-time comparison.
+    pub fn matches(&self, other: &TokenHash) -> bool {
+        self.0.ct_eq(&other.0).into()
+    }
+}
+
+impl fmt::Debug for TokenHash {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("TokenHash(..)")
+    }
+}
+
+/// A provider allowed to write numbers under its prefixes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Provider {
+    /// Database id.
+    pub id: ProviderId,
+    /// Unique name, e.g. `acme-telecom`.
+    pub name: String,
+    /// The hash of its bearer token.
+    pub token_hash: TokenHash,
+    /// The prefixes it may serve, sorted.
+    pub prefixes: Vec<Prefix>,
+    /// When it was added.
+    pub created_at: SystemTime,
+}
+
+impl Provider {
+    /// Whether the provider may serve `number` (it lies under one of its prefixes).
+    pub fn serves(&self, number: &E164) -> bool {
+        self.prefixes.iter().any(|p| p.covers(number))
+    }
+}
+
+/// Providers and their credentials.
+#[async_trait]
+pub trait ProviderRepository: Send {
+    /// Adds a provider; [`StorageError::Duplicate`] when the name or token is taken.
+    async fn add(&mut self, name: &str, token_hash: TokenHash, prefixes: &[Prefix]) -> Result<Provider>;
+    /// The provider whose token hashes to `hash` (the stored hash is compared again in constant time).
+    async fn by_token_hash(&mut self, hash: &TokenHash) -> Result<Option<Provider>>;
+    /// The provider with this id.
+    async fn by_id(&mut self, id: ProviderId) -> Result<Option<Provider>>;
+    /// The provider with this name.
+    async fn by_name(&mut self, name: &str) -> Result<Option<Provider>>;
+    /// Every provider, ordered by name.
+    async fn list(&mut self) -> Result<Vec<Provider>>;
+}
+
+/// Whether a DNSSEC key signs the DNSKEY RRset (KSK) or the other RRsets (ZSK).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum KeyRole {
+    /// Key-signing key: its DS goes to the parent.
+    Ksk,
+    /// Zone-signing key.
+    Zsk,
+}
+
+/// The DNSSEC algorithm of a key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum KeyAlgorithm {
+    /// ECDSA P-256 with SHA-256, algorithm 13 (the default).
+    #[default]
+    EcdsaP256,
+    /// Ed25519, algorithm 15.
+    Ed25519,
+}
+
+/// Where a key is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum KeyState {
+    /// Published in DNSKEY and signing.
+    Active,
+    /// Published in DNSKEY but not signing yet (pre-publication during a rollover).
+    Published,
+    /// No longer published.
+    Retired,
+}
+
+macro_rules! text_enum {
+    ($t:ty, $table:literal, $column:literal, $($v:path => $s:literal),+) => {
+        impl $t {
+            /// The name stored in the database.
+            pub fn as_str(self) -> &'static str {
+                match self { $($v => $s),+ }
+            }
+            fn parse_stored(s: &str) -> Result<Self> {
+                match s { $($s => Ok($v),)+ _ => Err(StorageError::Corrupt { table: $table, column: $column }) }
+            }
+        }
+    };
+}
+text_enum!(KeyRole, "dnssec_keys", "role", KeyRole::Ksk => "ksk", KeyRole::Zsk => "zsk");
+text_enum!(KeyAlgorithm, "dnssec_keys", "algorithm", KeyAlgorithm::EcdsaP256 => "ecdsap256",
+    KeyAlgorithm::Ed25519 => "ed25519");
+text_enum!(KeyState, "dnssec_keys", "state", KeyState::Active => "active", KeyState::Published => "published",
+    KeyState::Retired => "retired");
+
+/// A DNSSEC private key of one zone.
+#[derive(Clone, PartialEq, Eq)]
+pub struct DnssecKey {
+    /// Database id.
+    pub id: i64,
+    /// The zone apex, fully qualified and lowercase (`e164.tincan.test.`).
+    pub apex: String,
+    /// KSK or ZSK.
+    pub role: KeyRole,
+    /// The algorithm.
+    pub algorithm: KeyAlgorithm,
+    /// The private key, PKCS#8 DER.
+    pub pkcs8: Vec<u8>,
+    /// Its state.
+    pub state: KeyState,
+    /// When it was created.
+    pub created_at: SystemTime,
+}
+
+impl fmt::Debug for DnssecKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("DnssecKey")
+            .field("id", &self.id)
+            .field("apex", &self.apex)
+            .field("role", &self.role)
+            .field("algorithm", &self.algorithm)
+            .field("state", &self.state)
+            .finish_non_exhaustive()
+    }
+}
+
+/// DNSSEC keys.
+#[async_trait]
+pub trait KeyRepository: Send {
+    /// Stores a new key.
+    async fn add(
+        &mut self,
+        apex: &str,
+        role: KeyRole,
+        algorithm: KeyAlgorithm,
+        pkcs8: &[u8],
+        state: KeyState,
+    ) -> Result<DnssecKey>;
+    /// Every key of the zone (all states), oldest first.
+    async fn for_apex(&mut self, apex: &str) -> Result<Vec<DnssecKey>>;
+    /// Changes a key's state; false when there is no such key.
+    async fn set_state(&mut self, id: i64, state: KeyState) -> Result<bool>;
+}
+
+/// One change to one number.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JournalEntry {
+    /// The zone version this change created.
+    pub version: i64,
+    /// The number.
+    pub number: E164,
+    /// The record before (`None`: newly registered).
+    pub old: Option<NumberRecord>,
+    /// The record after (`None`: deleted).
+    pub new: Option<NumberRecord>,
+    /// The provider that made the change, if one did.
+    pub provider: Option<ProviderId>,
+    /// When.
+    pub at: SystemTime,
+}
+
+/// The append-only change journal (IXFR and the transparency log are built from it).
+#[async_trait]
+pub trait JournalRepository: Send {
+    /// The current zone version (0 before the first change).
+    async fn current_version(&mut self) -> Result<i64>;
+    /// Entries with a version greater than `after`, oldest first, at most `limit`.
+    async fn since(&mut self, after: i64, limit: u32) -> Result<Vec<JournalEntry>>;
+}

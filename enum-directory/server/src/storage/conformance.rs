@@ -1,0 +1,168 @@
+//! The storage conformance suite: written once, run against every backend (SQLite and PostgreSQL) by the
+//! integration tests. Each check takes a freshly migrated, empty storage whose clock is `clock`.
+
+use std::time::Duration;
+
+use tincan_common::MockClock;
+use tincan_enum_core::{E164, MasterKey, NumberRecord, Service, ServiceType};
+
+use super::{KeyAlgorithm, KeyRole, KeyState, Prefix, Storage, StorageError, TokenHash};
+
+/// Runs every check in order on one empty storage.
+pub async fn run(storage: &dyn Storage, clock: &MockClock) {
+    providers(storage, clock).await;
+    numbers_and_journal(storage, clock).await;
+    rollback_on_drop(storage).await;
+    dnssec_keys(storage).await;
+}
+
+fn number(s: &str) -> E164 {
+    E164::parse(s).unwrap()
+}
+
+fn record(n: &str, user: &str) -> NumberRecord {
+    NumberRecord {
+        number: number(n),
+        services: vec![
+            Service::new(ServiceType::Matrix, &format!("matrix:u/{user}:hs.test")).unwrap(),
+            Service::new(ServiceType::Sms, &format!("tel:{n}")).unwrap(),
+        ],
+        key: None,
+    }
+}
+
+async fn providers(storage: &dyn Storage, clock: &MockClock) {
+    let mut tx = storage.begin().await.unwrap();
+    let uk: Prefix = "+44".parse().unwrap();
+    let de: Prefix = "+49".parse().unwrap();
+    let a = tx.providers().add("acme", TokenHash::of("token-a"), &[uk.clone(), de.clone(), uk.clone()]).await.unwrap();
+    assert_eq!(a.prefixes, vec![uk.clone(), de.clone()], "prefixes sorted and deduplicated");
+    assert_eq!(a.created_at, clock.now_system());
+    let b = tx.providers().add("beta", TokenHash::of("token-b"), &["+4420".parse().unwrap()]).await.unwrap();
+    assert_ne!(a.id, b.id);
+    tx.commit().await.unwrap();
+
+    let mut tx = storage.begin().await.unwrap();
+    let dup = tx.providers().add("acme", TokenHash::of("other"), &[]).await;
+    assert!(matches!(dup, Err(StorageError::Duplicate("provider"))), "{dup:?}");
+    drop(tx);
+
+    let mut tx = storage.begin().await.unwrap();
+    let dup = tx.providers().add("gamma", TokenHash::of("token-a"), &[]).await;
+    assert!(matches!(dup, Err(StorageError::Duplicate("provider"))), "same token: {dup:?}");
+    drop(tx);
+
+    let mut tx = storage.begin().await.unwrap();
+    let found = tx.providers().by_token_hash(&TokenHash::of("token-a")).await.unwrap().unwrap();
+    assert_eq!(found, a);
+    assert!(tx.providers().by_token_hash(&TokenHash::of("token-x")).await.unwrap().is_none());
+    assert_eq!(tx.providers().by_id(b.id).await.unwrap().unwrap(), b);
+    assert_eq!(tx.providers().by_name("beta").await.unwrap().unwrap(), b);
+    assert!(tx.providers().by_name("gamma").await.unwrap().is_none(), "failed adds left nothing");
+    let all = tx.providers().list().await.unwrap();
+    assert_eq!(all.iter().map(|p| p.name.as_str()).collect::<Vec<_>>(), ["acme", "beta"]);
+    assert!(a.serves(&number("+442079460001")) && !a.serves(&number("+12025550143")));
+}
+
+async fn numbers_and_journal(storage: &dyn Storage, clock: &MockClock) {
+    let mut tx = storage.begin().await.unwrap();
+    let acme = tx.providers().by_name("acme").await.unwrap().unwrap().id;
+    let beta = tx.providers().by_name("beta").await.unwrap().unwrap().id;
+    let start = tx.journal().current_version().await.unwrap();
+    let n1 = number("+442079460001");
+    assert!(tx.numbers().get(&n1).await.unwrap().is_none());
+    let r1 = record("+442079460001", "alice");
+    let created = tx.numbers().put(&r1, acme).await.unwrap();
+    assert_eq!((created.version, created.provider), (start + 1, acme));
+    tx.commit().await.unwrap();
+    let t0 = clock.now_system();
+
+    clock.advance(Duration::from_secs(10));
+    let mut tx = storage.begin().await.unwrap();
+    assert_eq!(tx.numbers().get(&n1).await.unwrap().unwrap(), created);
+    let mut r1b = r1.clone();
+    r1b.key = Some(MasterKey::from_base64("WGZmZmZmZmZmZmZmZmZmZmZmZmZmZmZmZmZmZmZmZmY").unwrap());
+    r1b.services.truncate(1);
+    let updated = tx.numbers().put(&r1b, beta).await.unwrap();
+    assert_eq!(updated.version, start + 2);
+    assert_eq!(updated.created_at, t0, "created_at survives updates");
+    assert_eq!(updated.updated_at, clock.now_system());
+    let r2 = record("+4915112345678", "bob");
+    tx.numbers().put(&r2, acme).await.unwrap();
+    tx.commit().await.unwrap();
+
+    let mut tx = storage.begin().await.unwrap();
+    let got = tx.numbers().get(&n1).await.unwrap().unwrap();
+    assert_eq!(got, updated);
+    assert_eq!(got.record.key, r1b.key, "key round-trips");
+    assert_eq!(tx.numbers().count().await.unwrap(), 2);
+    let all = tx.numbers().all().await.unwrap();
+    assert_eq!(all.iter().map(|s| s.record.number.as_str()).collect::<Vec<_>>(), ["+442079460001", "+4915112345678"]);
+    let removed = tx.numbers().delete(&n1, Some(beta)).await.unwrap().unwrap();
+    assert_eq!(removed.record, r1b);
+    assert!(tx.numbers().delete(&n1, Some(beta)).await.unwrap().is_none(), "second delete finds nothing");
+    assert!(tx.numbers().get(&n1).await.unwrap().is_none());
+    tx.commit().await.unwrap();
+
+    let mut tx = storage.begin().await.unwrap();
+    assert_eq!(tx.journal().current_version().await.unwrap(), start + 4);
+    let j = tx.journal().since(start, 100).await.unwrap();
+    assert_eq!(j.iter().map(|e| e.version).collect::<Vec<_>>(), [start + 1, start + 2, start + 3, start + 4]);
+    assert_eq!((j[0].old.as_ref(), j[0].new.as_ref(), j[0].provider, j[0].at), (None, Some(&r1), Some(acme), t0));
+    assert_eq!((j[1].old.as_ref(), j[1].new.as_ref(), j[1].provider), (Some(&r1), Some(&r1b), Some(beta)));
+    assert_eq!(j[2].number, r2.number);
+    assert_eq!((j[3].old.as_ref(), j[3].new.as_ref()), (Some(&r1b), None));
+    assert_eq!(tx.journal().since(start + 2, 1).await.unwrap().len(), 1, "limit");
+    assert!(tx.journal().since(start + 4, 10).await.unwrap().is_empty());
+}
+
+async fn rollback_on_drop(storage: &dyn Storage) {
+    let mut tx = storage.begin().await.unwrap();
+    let acme = tx.providers().by_name("acme").await.unwrap().unwrap().id;
+    let before = tx.journal().current_version().await.unwrap();
+    drop(tx);
+
+    let mut tx = storage.begin().await.unwrap();
+    tx.numbers().put(&record("+12025550143", "carol"), acme).await.unwrap();
+    tx.providers().add("dropped", TokenHash::of("token-d"), &[]).await.unwrap();
+    drop(tx); // no commit
+
+    let mut tx = storage.begin().await.unwrap();
+    assert!(tx.numbers().get(&number("+12025550143")).await.unwrap().is_none(), "rolled back");
+    assert!(tx.providers().by_name("dropped").await.unwrap().is_none(), "rolled back");
+    assert_eq!(tx.journal().current_version().await.unwrap(), before, "no version taken");
+    assert!(tx.journal().since(before, 10).await.unwrap().is_empty());
+}
+
+async fn dnssec_keys(storage: &dyn Storage) {
+    let apex = "e164.tincan.test.";
+    let mut tx = storage.begin().await.unwrap();
+    assert!(tx.keys().for_apex(apex).await.unwrap().is_empty());
+    let ksk =
+        tx.keys().add(apex, KeyRole::Ksk, KeyAlgorithm::EcdsaP256, &[1, 2, 3, 0, 255], KeyState::Active).await.unwrap();
+    let zsk = tx.keys().add(apex, KeyRole::Zsk, KeyAlgorithm::Ed25519, &[9; 48], KeyState::Published).await.unwrap();
+    tx.keys().add("other.test.", KeyRole::Zsk, KeyAlgorithm::EcdsaP256, &[7], KeyState::Active).await.unwrap();
+    tx.commit().await.unwrap();
+
+    let mut tx = storage.begin().await.unwrap();
+    let keys = tx.keys().for_apex(apex).await.unwrap();
+    assert_eq!(keys, vec![ksk.clone(), zsk.clone()]);
+    assert!(tx.keys().set_state(zsk.id, KeyState::Active).await.unwrap());
+    assert!(!tx.keys().set_state(-1, KeyState::Active).await.unwrap());
+    tx.commit().await.unwrap();
+    let mut tx = storage.begin().await.unwrap();
+    let keys = tx.keys().for_apex(apex).await.unwrap();
+    assert_eq!(keys[1].state, KeyState::Active);
+    assert_eq!(keys[0].pkcs8, vec![1, 2, 3, 0, 255]);
+}
+
+/// `now()` of the mock clock (the suite compares stored timestamps with it).
+trait NowSystem {
+    fn now_system(&self) -> std::time::SystemTime;
+}
+
+impl NowSystem for MockClock {
+    fn now_system(&self) -> std::time::SystemTime {
+        tincan_common::Clock::now(self)
+    }
+}

@@ -1,0 +1,399 @@
+//! The SQL both backends share. The statements are portable (`$n` parameters, `ON CONFLICT`, `RETURNING`), so
+//! the repository code is written once here and stamped out for each backend by [`impl_repositories!`]; the
+//! backends differ only in how they connect, begin and migrate.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use tincan_enum_core::{E164, MasterKey, NumberRecord, Service};
+
+use super::{Result, StorageError};
+
+/// Unix milliseconds, as stored.
+pub(super) fn to_millis(t: SystemTime) -> i64 {
+    t.duration_since(UNIX_EPOCH).map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX)).unwrap_or(0)
+}
+
+/// The time a stored millisecond count stands for.
+pub(super) fn from_millis(ms: i64) -> SystemTime {
+    UNIX_EPOCH + Duration::from_millis(u64::try_from(ms).unwrap_or(0))
+}
+
+pub(super) fn corrupt(table: &'static str, column: &'static str) -> StorageError {
+    StorageError::Corrupt { table, column }
+}
+
+pub(super) fn parse_number(s: &str, table: &'static str) -> Result<E164> {
+    E164::parse(s).map_err(|_| corrupt(table, "e164"))
+}
+
+pub(super) fn parse_services(s: &str) -> Result<Vec<Service>> {
+    serde_json::from_str(s).map_err(|_| corrupt("numbers", "services"))
+}
+
+pub(super) fn parse_key(s: Option<String>) -> Result<Option<MasterKey>> {
+    s.map(|k| MasterKey::from_base64(&k).map_err(|_| corrupt("numbers", "master_key"))).transpose()
+}
+
+pub(super) fn parse_record(s: Option<String>, column: &'static str) -> Result<Option<NumberRecord>> {
+    s.map(|r| serde_json::from_str(&r).map_err(|_| corrupt("journal", column))).transpose()
+}
+
+pub(super) fn record_json(r: &NumberRecord) -> String {
+    serde_json::to_string(r).expect("a NumberRecord always serialises")
+}
+
+pub(super) fn services_json(s: &[Service]) -> String {
+    serde_json::to_string(s).expect("services always serialise")
+}
+
+pub(super) fn duplicate_or(e: sqlx::Error, what: &'static str) -> StorageError {
+    match e.as_database_error() {
+        Some(d) if d.is_unique_violation() => StorageError::Duplicate(what),
+        _ => StorageError::Database(e),
+    }
+}
+
+/// Implements [`Repository`](super::Repository) and every repository trait for `$repo`, a struct with fields
+/// `tx: sqlx::Transaction<'static, $db>` and `clock: Arc<dyn Clock>`.
+macro_rules! impl_repositories {
+    ($repo:ident) => {
+        use async_trait::async_trait;
+        use sqlx::Row as _;
+        use tincan_enum_core::{E164, NumberRecord};
+        use $crate::storage::sql::{
+            corrupt, duplicate_or, from_millis, parse_key, parse_number, parse_record, parse_services, record_json,
+            services_json, to_millis,
+        };
+        use $crate::storage::{
+            DnssecKey, JournalEntry, JournalRepository, KeyAlgorithm, KeyRepository, KeyRole, KeyState,
+            NumberRepository, Prefix, Provider, ProviderId, ProviderRepository, Repository, Result, StoredNumber,
+            TokenHash,
+        };
+
+        const NUMBER_COLUMNS: &str = "e164, services, master_key, provider_id, version, created_at, updated_at";
+
+        impl $repo {
+            fn number_from_row(row: &<Db as sqlx::Database>::Row) -> Result<StoredNumber> {
+                let e164: String = row.try_get("e164")?;
+                let services: String = row.try_get("services")?;
+                Ok(StoredNumber {
+                    record: NumberRecord {
+                        number: parse_number(&e164, "numbers")?,
+                        services: parse_services(&services)?,
+                        key: parse_key(row.try_get("master_key")?)?,
+                    },
+                    provider: ProviderId(row.try_get("provider_id")?),
+                    version: row.try_get("version")?,
+                    created_at: from_millis(row.try_get("created_at")?),
+                    updated_at: from_millis(row.try_get("updated_at")?),
+                })
+            }
+
+            async fn next_version(&mut self) -> Result<i64> {
+                Ok(sqlx::query_scalar("UPDATE zone_version SET version = version + 1 WHERE id = 1 RETURNING version")
+                    .fetch_one(&mut *self.tx)
+                    .await?)
+            }
+
+            async fn journal_append(
+                &mut self,
+                version: i64,
+                number: &E164,
+                old: Option<&NumberRecord>,
+                new: Option<&NumberRecord>,
+                provider: Option<ProviderId>,
+                at: i64,
+            ) -> Result<()> {
+                sqlx::query(
+                    "INSERT INTO journal (version, e164, old_record, new_record, provider_id, at) \
+                     VALUES ($1, $2, $3, $4, $5, $6)",
+                )
+                .bind(version)
+                .bind(number.as_str())
+                .bind(old.map(record_json))
+                .bind(new.map(record_json))
+                .bind(provider.map(|p| p.0))
+                .bind(at)
+                .execute(&mut *self.tx)
+                .await?;
+                Ok(())
+            }
+
+            async fn provider_from_row(&mut self, row: &<Db as sqlx::Database>::Row) -> Result<Provider> {
+                let id: i64 = row.try_get("id")?;
+                let hash: Vec<u8> = row.try_get("token_hash")?;
+                let hash: [u8; 32] = hash.try_into().map_err(|_| corrupt("providers", "token_hash"))?;
+                let prefixes: Vec<String> =
+                    sqlx::query_scalar("SELECT prefix FROM provider_prefixes WHERE provider_id = $1 ORDER BY prefix")
+                        .bind(id)
+                        .fetch_all(&mut *self.tx)
+                        .await?;
+                let prefixes = prefixes
+                    .into_iter()
+                    .map(|p| p.parse::<Prefix>().map_err(|_| corrupt("provider_prefixes", "prefix")))
+                    .collect::<Result<Vec<_>>>()?;
+                Ok(Provider {
+                    id: ProviderId(id),
+                    name: row.try_get("name")?,
+                    token_hash: TokenHash(hash),
+                    prefixes,
+                    created_at: from_millis(row.try_get("created_at")?),
+                })
+            }
+
+            fn key_from_row(row: &<Db as sqlx::Database>::Row) -> Result<DnssecKey> {
+                Ok(DnssecKey {
+                    id: row.try_get("id")?,
+                    apex: row.try_get("apex")?,
+                    role: KeyRole::parse_stored(row.try_get("role")?)?,
+                    algorithm: KeyAlgorithm::parse_stored(row.try_get("algorithm")?)?,
+                    pkcs8: row.try_get("pkcs8")?,
+                    state: KeyState::parse_stored(row.try_get("state")?)?,
+                    created_at: from_millis(row.try_get("created_at")?),
+                })
+            }
+        }
+
+        #[async_trait]
+        impl Repository for $repo {
+            fn numbers(&mut self) -> &mut dyn NumberRepository {
+                self
+            }
+            fn providers(&mut self) -> &mut dyn ProviderRepository {
+                self
+            }
+            fn keys(&mut self) -> &mut dyn KeyRepository {
+                self
+            }
+            fn journal(&mut self) -> &mut dyn JournalRepository {
+                self
+            }
+            async fn commit(self: Box<Self>) -> Result<()> {
+                self.tx.commit().await?;
+                Ok(())
+            }
+        }
+
+        #[async_trait]
+        impl NumberRepository for $repo {
+            async fn get(&mut self, number: &E164) -> Result<Option<StoredNumber>> {
+                let sql = sqlx::AssertSqlSafe(format!("SELECT {NUMBER_COLUMNS} FROM numbers WHERE e164 = $1"));
+                let row = sqlx::query(sql).bind(number.as_str()).fetch_optional(&mut *self.tx).await?;
+                row.as_ref().map(Self::number_from_row).transpose()
+            }
+
+            async fn put(&mut self, record: &NumberRecord, provider: ProviderId) -> Result<StoredNumber> {
+                let now = to_millis(self.clock.now());
+                let old = self.get(&record.number).await?;
+                let version = self.next_version().await?;
+                sqlx::query(
+                    "INSERT INTO numbers (e164, services, master_key, provider_id, version, created_at, updated_at) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $6) \
+                     ON CONFLICT (e164) DO UPDATE SET services = excluded.services, \
+                     master_key = excluded.master_key, provider_id = excluded.provider_id, \
+                     version = excluded.version, updated_at = excluded.updated_at",
+                )
+                .bind(record.number.as_str())
+                .bind(services_json(&record.services))
+                .bind(record.key.map(|k| k.to_base64()))
+                .bind(provider.0)
+                .bind(version)
+                .bind(now)
+                .execute(&mut *self.tx)
+                .await?;
+                let old_record = old.as_ref().map(|o| &o.record);
+                self.journal_append(version, &record.number, old_record, Some(record), Some(provider), now).await?;
+                Ok(StoredNumber {
+                    record: record.clone(),
+                    provider,
+                    version,
+                    created_at: old.map(|o| o.created_at).unwrap_or_else(|| from_millis(now)),
+                    updated_at: from_millis(now),
+                })
+            }
+
+            async fn delete(&mut self, number: &E164, provider: Option<ProviderId>) -> Result<Option<StoredNumber>> {
+                let Some(old) = self.get(number).await? else { return Ok(None) };
+                let now = to_millis(self.clock.now());
+                let version = self.next_version().await?;
+                sqlx::query("DELETE FROM numbers WHERE e164 = $1").bind(number.as_str()).execute(&mut *self.tx).await?;
+                self.journal_append(version, number, Some(&old.record), None, provider, now).await?;
+                Ok(Some(old))
+            }
+
+            async fn all(&mut self) -> Result<Vec<StoredNumber>> {
+                let sql = sqlx::AssertSqlSafe(format!("SELECT {NUMBER_COLUMNS} FROM numbers ORDER BY e164"));
+                let rows = sqlx::query(sql).fetch_all(&mut *self.tx).await?;
+                rows.iter().map(Self::number_from_row).collect()
+            }
+
+            async fn count(&mut self) -> Result<u64> {
+                let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM numbers").fetch_one(&mut *self.tx).await?;
+                Ok(u64::try_from(n).unwrap_or(0))
+            }
+        }
+
+        #[async_trait]
+        impl ProviderRepository for $repo {
+            async fn add(&mut self, name: &str, token_hash: TokenHash, prefixes: &[Prefix]) -> Result<Provider> {
+                let now = to_millis(self.clock.now());
+                let id: i64 = sqlx::query_scalar(
+                    "INSERT INTO providers (name, token_hash, created_at) VALUES ($1, $2, $3) RETURNING id",
+                )
+                .bind(name)
+                .bind(&token_hash.0[..])
+                .bind(now)
+                .fetch_one(&mut *self.tx)
+                .await
+                .map_err(|e| duplicate_or(e, "provider"))?;
+                let mut sorted = prefixes.to_vec();
+                sorted.sort();
+                sorted.dedup();
+                for p in &sorted {
+                    sqlx::query("INSERT INTO provider_prefixes (provider_id, prefix) VALUES ($1, $2)")
+                        .bind(id)
+                        .bind(p.as_str())
+                        .execute(&mut *self.tx)
+                        .await?;
+                }
+                Ok(Provider {
+                    id: ProviderId(id),
+                    name: name.to_owned(),
+                    token_hash,
+                    prefixes: sorted,
+                    created_at: from_millis(now),
+                })
+            }
+
+            async fn by_token_hash(&mut self, hash: &TokenHash) -> Result<Option<Provider>> {
+                let row = sqlx::query("SELECT id, name, token_hash, created_at FROM providers WHERE token_hash = $1")
+                    .bind(&hash.0[..])
+                    .fetch_optional(&mut *self.tx)
+                    .await?;
+                let Some(row) = row else { return Ok(None) };
+                let p = self.provider_from_row(&row).await?;
+                Ok(p.token_hash.matches(hash).then_some(p))
+            }
+
+            async fn by_id(&mut self, id: ProviderId) -> Result<Option<Provider>> {
+                let row = sqlx::query("SELECT id, name, token_hash, created_at FROM providers WHERE id = $1")
+                    .bind(id.0)
+                    .fetch_optional(&mut *self.tx)
+                    .await?;
+                match row {
+                    Some(row) => Ok(Some(self.provider_from_row(&row).await?)),
+                    None => Ok(None),
+                }
+            }
+
+            async fn by_name(&mut self, name: &str) -> Result<Option<Provider>> {
+                let row = sqlx::query("SELECT id, name, token_hash, created_at FROM providers WHERE name = $1")
+                    .bind(name)
+                    .fetch_optional(&mut *self.tx)
+                    .await?;
+                match row {
+                    Some(row) => Ok(Some(self.provider_from_row(&row).await?)),
+                    None => Ok(None),
+                }
+            }
+
+            async fn list(&mut self) -> Result<Vec<Provider>> {
+                let rows = sqlx::query("SELECT id, name, token_hash, created_at FROM providers ORDER BY name")
+                    .fetch_all(&mut *self.tx)
+                    .await?;
+                let mut out = Vec::with_capacity(rows.len());
+                for row in &rows {
+                    out.push(self.provider_from_row(row).await?);
+                }
+                Ok(out)
+            }
+        }
+
+        #[async_trait]
+        impl KeyRepository for $repo {
+            async fn add(
+                &mut self,
+                apex: &str,
+                role: KeyRole,
+                algorithm: KeyAlgorithm,
+                pkcs8: &[u8],
+                state: KeyState,
+            ) -> Result<DnssecKey> {
+                let now = to_millis(self.clock.now());
+                let id: i64 = sqlx::query_scalar(
+                    "INSERT INTO dnssec_keys (apex, role, algorithm, pkcs8, state, created_at) \
+                     VALUES ($1, $2, $3, $4, $5, $6) RETURNING id",
+                )
+                .bind(apex)
+                .bind(role.as_str())
+                .bind(algorithm.as_str())
+                .bind(pkcs8)
+                .bind(state.as_str())
+                .bind(now)
+                .fetch_one(&mut *self.tx)
+                .await?;
+                Ok(DnssecKey {
+                    id,
+                    apex: apex.to_owned(),
+                    role,
+                    algorithm,
+                    pkcs8: pkcs8.to_vec(),
+                    state,
+                    created_at: from_millis(now),
+                })
+            }
+
+            async fn for_apex(&mut self, apex: &str) -> Result<Vec<DnssecKey>> {
+                let rows = sqlx::query(
+                    "SELECT id, apex, role, algorithm, pkcs8, state, created_at FROM dnssec_keys \
+                     WHERE apex = $1 ORDER BY id",
+                )
+                .bind(apex)
+                .fetch_all(&mut *self.tx)
+                .await?;
+                rows.iter().map(Self::key_from_row).collect()
+            }
+
+            async fn set_state(&mut self, id: i64, state: KeyState) -> Result<bool> {
+                let done = sqlx::query("UPDATE dnssec_keys SET state = $1 WHERE id = $2")
+                    .bind(state.as_str())
+                    .bind(id)
+                    .execute(&mut *self.tx)
+                    .await?;
+                Ok(done.rows_affected() > 0)
+            }
+        }
+
+        #[async_trait]
+        impl JournalRepository for $repo {
+            async fn current_version(&mut self) -> Result<i64> {
+                Ok(sqlx::query_scalar("SELECT version FROM zone_version WHERE id = 1").fetch_one(&mut *self.tx).await?)
+            }
+
+            async fn since(&mut self, after: i64, limit: u32) -> Result<Vec<JournalEntry>> {
+                let rows = sqlx::query(
+                    "SELECT version, e164, old_record, new_record, provider_id, at FROM journal \
+                     WHERE version > $1 ORDER BY version LIMIT $2",
+                )
+                .bind(after)
+                .bind(i64::from(limit))
+                .fetch_all(&mut *self.tx)
+                .await?;
+                rows.iter()
+                    .map(|row| {
+                        let e164: String = row.try_get("e164")?;
+                        Ok(JournalEntry {
+                            version: row.try_get("version")?,
+                            number: parse_number(&e164, "journal")?,
+                            old: parse_record(row.try_get("old_record")?, "old_record")?,
+                            new: parse_record(row.try_get("new_record")?, "new_record")?,
+                            provider: row.try_get::<Option<i64>, _>("provider_id")?.map(ProviderId),
+                            at: from_millis(row.try_get("at")?),
+                        })
+                    })
+                    .collect()
+            }
+        }
+    };
+}
+pub(super) use impl_repositories;
