@@ -8,7 +8,7 @@ use hickory_proto::rr::RecordType;
 use serde_json::{Value, json};
 use tincan_testkit::tools;
 
-use crate::harness::{APEX, Directory, cli, ds, owner, query, signed_answer};
+use crate::harness::{APEX, Directory, cli, cli_env, ds, owner, query, signed_answer};
 
 const NUMBER: &str = "+442079460001";
 const KEY: &str = "WGZmZmZmZmZmZmZmZmZmZmZmZmZmZmZmZmZmZmZmZmY";
@@ -213,4 +213,35 @@ fn config_check_redacts_secrets_and_lists_every_problem() {
     let out = cli(dir.path(), &["config", "check", "--config", typo.to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("listen_addr"));
+}
+
+#[tokio::test]
+async fn postgres_backend_serves_and_survives_a_restart() {
+    let Some(pg) = tincan_testkit::Postgres::create().await else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let env = [("TINCAN_DIRECTORY_DATABASE__URL", pg.url())];
+    let out = cli_env(dir.path(), &["provider", "add", "acme", "--prefix", "+44"], &env);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let token = String::from_utf8(out.stdout).unwrap().trim().to_owned();
+    let mut d = Directory::start_with(dir.path(), &env).await;
+    let stored = register(&d, &token).await;
+    assert!(d.guard.stop().expect("stopped").success());
+    drop(d);
+    assert!(!dir.path().join("directory.sqlite3").exists(), "nothing went to SQLite");
+
+    let d = Directory::start_with(dir.path(), &env).await;
+    signed_within(d.dns, &owner(NUMBER), RecordType::NAPTR, Instant::now()).await;
+    let got: Value = d
+        .http
+        .get(d.url(&format!("/v1/numbers/{NUMBER}")))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(got, stored);
+    let ds = cli_env(dir.path(), &["keys", "ds"], &env);
+    assert!(ds.status.success() && String::from_utf8_lossy(&ds.stdout).starts_with(APEX));
 }

@@ -76,7 +76,12 @@ impl Directory {
 
 /// Runs a subcommand against `data_dir`.
 pub fn cli(data_dir: &Path, args: &[&str]) -> Output {
-    bin().args(args).arg("--data-dir").arg(data_dir).output().unwrap()
+    cli_env(data_dir, args, &[])
+}
+
+/// Runs a subcommand against `data_dir` with extra environment (config overrides).
+pub fn cli_env(data_dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Output {
+    bin().args(args).arg("--data-dir").arg(data_dir).envs(env.iter().copied()).output().unwrap()
 }
 
 /// `provider add`, returning the token printed on stdout.
