@@ -51,6 +51,64 @@ pub struct DnsConfig {
     pub algorithm: KeyAlgorithm,
     /// The DNS server's own settings (workers, TCP limits, response rate limiting).
     pub server: crate::dns::ServerConfig,
+    /// The zone's TTLs, SOA timers and signature validity.
+    pub zone: ZoneSettings,
+}
+
+/// The zone's TTLs, SOA timers and signature validity, in seconds (mapped onto [`crate::dns::ZoneConfig`]).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ZoneSettings {
+    /// Name servers in the apex NS RRset (the first is the SOA MNAME). Default `ns1.<apex>`.
+    pub name_servers: Vec<String>,
+    /// SOA RNAME, the hostmaster's mailbox as a name. Default `hostmaster.<apex>`.
+    pub hostmaster: Option<String>,
+    /// TTL of NAPTR and TXT records.
+    pub record_ttl: u32,
+    /// TTL of SOA, NS and DNSKEY.
+    pub apex_ttl: u32,
+    /// SOA refresh.
+    pub soa_refresh: u32,
+    /// SOA retry.
+    pub soa_retry: u32,
+    /// SOA expire.
+    pub soa_expire: u32,
+    /// SOA minimum: the negative-answer TTL.
+    pub negative_ttl: u32,
+    /// How long a signature is valid from its inception.
+    pub signature_validity: u32,
+    /// Re-sign when less than this remains of a signature's validity.
+    pub signature_refresh: u32,
+    /// How far inception is backdated for validators with slow clocks.
+    pub inception_skew: u32,
+    /// Validity of the online-signed NSEC of negative answers.
+    pub negative_signature_validity: u32,
+}
+
+impl Default for ZoneSettings {
+    fn default() -> Self {
+        let z = crate::dns::ZoneConfig::default();
+        ZoneSettings {
+            name_servers: z.name_servers.iter().map(Name::to_ascii).collect(),
+            hostmaster: z.hostmaster.as_ref().map(Name::to_ascii),
+            record_ttl: z.record_ttl,
+            apex_ttl: z.apex_ttl,
+            soa_refresh: z.soa_refresh,
+            soa_retry: z.soa_retry,
+            soa_expire: z.soa_expire,
+            negative_ttl: z.negative_ttl,
+            signature_validity: z.signature_validity,
+            signature_refresh: z.signature_refresh,
+            inception_skew: z.inception_skew,
+            negative_signature_validity: z.negative_signature_validity,
+        }
+    }
+}
+
+fn fqdn(s: &str) -> Result<Name, hickory_proto::ProtoError> {
+    let mut n = Name::from_ascii(s)?.to_lowercase();
+    n.set_fqdn(true);
+    Ok(n)
 }
 
 impl Default for DnsConfig {
@@ -60,6 +118,7 @@ impl Default for DnsConfig {
             apex: "e164.tincan.test.".into(),
             algorithm: KeyAlgorithm::EcdsaP256,
             server: crate::dns::ServerConfig::default(),
+            zone: ZoneSettings::default(),
         }
     }
 }
@@ -85,6 +144,18 @@ impl Validate for DirectoryConfig {
         let mut problems = Vec::new();
         if let Err(e) = self.apex() {
             problems.push(format!("dns.apex: {e}"));
+        }
+        let zone = &self.dns.zone;
+        for (i, ns) in zone.name_servers.iter().enumerate() {
+            if let Err(e) = fqdn(ns) {
+                problems.push(format!("dns.zone.name_servers[{i}]: {e}"));
+            }
+        }
+        if let Some(Err(e)) = zone.hostmaster.as_deref().map(fqdn) {
+            problems.push(format!("dns.zone.hostmaster: {e}"));
+        }
+        if zone.signature_refresh >= zone.signature_validity {
+            problems.push("dns.zone.signature_refresh: must be shorter than dns.zone.signature_validity".into());
         }
         if let Some(url) = &self.database.url {
             let u = url.expose();
@@ -134,6 +205,26 @@ impl DirectoryConfig {
         Ok(name)
     }
 
+    /// The DNS engine's zone settings: `dns.zone` with the apex from `dns.apex`.
+    pub fn zone(&self) -> Result<crate::dns::ZoneConfig, ApexError> {
+        let z = &self.dns.zone;
+        Ok(crate::dns::ZoneConfig {
+            apex: self.apex()?,
+            name_servers: z.name_servers.iter().map(|n| fqdn(n)).collect::<Result<_, _>>()?,
+            hostmaster: z.hostmaster.as_deref().map(fqdn).transpose()?,
+            record_ttl: z.record_ttl,
+            apex_ttl: z.apex_ttl,
+            soa_refresh: z.soa_refresh,
+            soa_retry: z.soa_retry,
+            soa_expire: z.soa_expire,
+            negative_ttl: z.negative_ttl,
+            signature_validity: z.signature_validity,
+            signature_refresh: z.signature_refresh,
+            inception_skew: z.inception_skew,
+            negative_signature_validity: z.negative_signature_validity,
+        })
+    }
+
     /// The data directory: configured, or the platform default.
     pub fn data_dir(&self) -> PathBuf {
         self.data_dir.clone().unwrap_or_else(default_data_dir)
@@ -181,7 +272,20 @@ mod tests {
         assert!(c.apex().is_err());
         c.database.url = Some(Secret::new("mysql://x"));
         c.api.rate_limit.burst = 0;
-        assert_eq!(c.validate().len(), 3, "{:?}", c.validate());
+        c.dns.zone.signature_refresh = c.dns.zone.signature_validity;
+        assert_eq!(c.validate().len(), 4, "{:?}", c.validate());
+    }
+
+    #[test]
+    fn zone_settings_map_onto_the_engine() {
+        let mut c = DirectoryConfig::default();
+        c.dns.apex = "e164.example".into();
+        c.dns.zone.record_ttl = 60;
+        c.dns.zone.name_servers = vec!["NS.Example".into()];
+        let z = c.zone().unwrap();
+        assert_eq!(z.apex.to_ascii(), "e164.example.");
+        assert_eq!(z.name_servers[0].to_ascii(), "ns.example.");
+        assert_eq!((z.record_ttl, z.signature_validity), (60, crate::dns::ZoneConfig::default().signature_validity));
     }
 
     #[test]

@@ -11,7 +11,7 @@ use tokio::net::{TcpListener, UdpSocket};
 
 use crate::api::{self, ApiState, RateLimiter, WriteLock};
 use crate::config::{ApexError, DirectoryConfig};
-use crate::dns::{self, Metrics, Zone, ZoneConfig, Zones};
+use crate::dns::{self, Metrics, Zone, Zones};
 use crate::keys::{self, KeyError};
 use crate::storage::{self, StorageError};
 
@@ -97,7 +97,7 @@ pub async fn serve(
     drop(tx);
     // SOA serials are 32-bit and wrap (RFC 1982); the zone version only grows.
     let serial = (version & 0xFFFF_FFFF) as u32;
-    let zone_config = ZoneConfig { apex: apex.clone(), ..ZoneConfig::default() };
+    let zone_config = config.zone()?;
     let zone = Arc::new(Zone::new(zone_config, zone_keys, clock.clone(), serial)?);
     let loaded = zone.load(numbers.iter().map(|n| &n.record))?;
     drop(numbers);

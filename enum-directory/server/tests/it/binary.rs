@@ -190,7 +190,8 @@ fn config_check_redacts_secrets_and_lists_every_problem() {
     let good = dir.path().join("good.toml");
     std::fs::write(
         &good,
-        "[database]\nurl = \"postgres://dir:hunter2@127.0.0.1/dir\"\n[dns]\nlisten = \"127.0.0.1:5300\"\n",
+        "[database]\nurl = \"postgres://dir:hunter2@127.0.0.1/dir\"\n[dns]\nlisten = \"127.0.0.1:5300\"\n\
+         [dns.zone]\nrecord_ttl = 60\n",
     )
     .unwrap();
     let out = cli(dir.path(), &["config", "check", "--config", good.to_str().unwrap(), "--apex", "e164.example"]);
@@ -198,14 +199,19 @@ fn config_check_redacts_secrets_and_lists_every_problem() {
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert!(!stdout.contains("hunter2") && stdout.contains("[redacted]"), "{stdout}");
     assert!(stdout.contains("127.0.0.1:5300") && stdout.contains("e164.example"), "{stdout}");
+    assert!(stdout.contains("record_ttl = 60"), "{stdout}");
 
     let bad = dir.path().join("bad.toml");
-    std::fs::write(&bad, "[dns]\napex = \".\"\n[database]\nurl = \"mysql://x\"\n[api.rate_limit]\nburst = 0\n")
-        .unwrap();
+    std::fs::write(
+        &bad,
+        "[dns]\napex = \".\"\n[dns.zone]\nsignature_validity = 100\nsignature_refresh = 200\n\
+         [database]\nurl = \"mysql://x\"\n[api.rate_limit]\nburst = 0\n",
+    )
+    .unwrap();
     let out = cli(dir.path(), &["config", "check", "--config", bad.to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(1));
     let stderr = String::from_utf8(out.stderr).unwrap();
-    for key in ["dns.apex", "database.url", "api.rate_limit.burst"] {
+    for key in ["dns.apex", "dns.zone.signature_refresh", "database.url", "api.rate_limit.burst"] {
         assert!(stderr.contains(key), "{key} missing from:\n{stderr}");
     }
     let typo = dir.path().join("typo.toml");
