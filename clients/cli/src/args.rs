@@ -1,0 +1,110 @@
+//! Command-line arguments of `tincan`.
+
+use clap::{Parser, Subcommand};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+/// Tincan: a phone-number messenger on Matrix.
+#[derive(Debug, Parser)]
+#[command(name = "tincan", version)]
+pub struct Args {
+    /// Where the session, keys and messages are kept (default: $XDG_DATA_HOME/tincan or
+    /// ~/.local/share/tincan).
+    #[arg(long, env = "TINCAN_DATA_DIR", global = true)]
+    pub data_dir: Option<PathBuf>,
+    /// The homeserver extension's URL (sign-up, key publishing, contact import).
+    #[arg(long = "ext", env = "TINCAN_EXT_URL", global = true)]
+    pub ext: Option<url::Url>,
+    /// DNS server(s) of the directory, `IP:PORT`; repeat or separate with commas.
+    #[arg(long, env = "TINCAN_DNS", value_delimiter = ',', global = true)]
+    pub dns: Vec<SocketAddr>,
+    /// The ENUM apex of the directory.
+    #[arg(long, env = "TINCAN_APEX", default_value = "e164.tincan.test.", global = true)]
+    pub apex: String,
+    /// A file with the apex's trust anchor (DS or DNSKEY record, or a `trust-anchors` clause).
+    #[arg(long, env = "TINCAN_TRUST_ANCHOR", global = true)]
+    pub trust_anchor: Option<PathBuf>,
+    /// Accept unsigned directory answers (development only).
+    #[arg(long, global = true)]
+    pub allow_insecure: bool,
+    /// Machine-readable output (one JSON document per command; chat prints one JSON object a line).
+    #[arg(long, global = true)]
+    pub json: bool,
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The commands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Sign up (or sign in) with a phone number: an SMS code is sent to it.
+    Register {
+        /// The number, international form (+44…).
+        phone: String,
+    },
+    /// Finish `register` with the code from the SMS.
+    Verify {
+        /// The code.
+        code: String,
+    },
+    /// Who is behind a number: route, DNSSEC status, key status.
+    Whois {
+        /// The number.
+        phone: String,
+    },
+    /// Send a text to a number.
+    Send {
+        /// The number.
+        phone: String,
+        /// The text.
+        text: String,
+        /// Send even when the contact's key does not match the directory's.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Chat with a number: history, then live messages; type a line to send it, Ctrl-D to leave.
+    Chat {
+        /// The number.
+        phone: String,
+        /// Messages of history to show.
+        #[arg(long, default_value_t = 20)]
+        history: u32,
+    },
+    /// Contacts.
+    Contacts {
+        /// What to do with them.
+        #[command(subcommand)]
+        command: ContactsCommand,
+    },
+    /// Show the signed-in account.
+    Status,
+    /// Sign in with an existing access token (operators and tests).
+    #[command(hide = true)]
+    LoginToken {
+        /// Homeserver URL.
+        #[arg(long)]
+        homeserver: String,
+        /// Matrix ID.
+        #[arg(long)]
+        user_id: String,
+        /// Device ID.
+        #[arg(long)]
+        device_id: String,
+        /// Access token.
+        #[arg(long, env = "TINCAN_ACCESS_TOKEN")]
+        access_token: String,
+    },
+}
+
+/// `contacts …`.
+#[derive(Debug, Subcommand)]
+pub enum ContactsCommand {
+    /// Find which numbers of a file (vCard, or one number a line) are on the network.
+    Import {
+        /// The file.
+        file: PathBuf,
+    },
+    /// The contacts verified against the directory.
+    List,
+}

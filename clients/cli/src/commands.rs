@@ -1,0 +1,230 @@
+//! One function per command, on the client core.
+
+use crate::args::{Args, Command, ContactsCommand};
+use crate::output::print;
+use anyhow::Context;
+use futures::StreamExt;
+use serde_json::json;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+use tincan_client_core::{
+    ClientConfig, Contact, DirectoryConfig, IncomingMessage, KeyStatus, Route, TincanClient, Validation,
+    contacts::parse_contacts,
+};
+use tokio::io::AsyncBufReadExt;
+
+/// Runs the command.
+pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
+    let json = args.json;
+    let mut client = TincanClient::open(config(&args)?).await?;
+    match args.command {
+        Command::Register { phone } => {
+            let r = client.register(&phone).await?;
+            print(json, &r, || format!("A code was sent to {phone}. Run: tincan verify CODE"));
+        }
+        Command::Verify { code } => {
+            let s = client.verify(&code).await?;
+            print(json, &s, || {
+                let key = s.master_key.map(|k| k.to_base64()).unwrap_or_else(|| "none".into());
+                let published = if s.published_for.is_empty() {
+                    "not published yet".to_owned()
+                } else {
+                    format!("published in the directory for {}", s.published_for.join(", "))
+                };
+                format!(
+                    "Signed in as {} (device {}){}.\nMaster key {key}: {published}.",
+                    s.user_id,
+                    s.device_id,
+                    if s.new_account { ", new account" } else { "" }
+                )
+            });
+        }
+        Command::Whois { phone } => {
+            if client.matrix().is_some() {
+                client.sync_once(Duration::ZERO).await?;
+            }
+            let c = client.check_contact(&phone).await?;
+            print(json, &c, || describe(&c));
+        }
+        Command::Send { phone, text, force } => {
+            client.sync_once(Duration::ZERO).await?;
+            let sent = client.send_text(&phone, &text, force).await?;
+            if let Some(KeyStatus::Mismatch(m)) = &sent.key_status {
+                eprintln!("WARNING: sent although {m} (--force)");
+            }
+            print(json, &sent, || {
+                format!("Sent to {} ({}){}", phone, sent.user_id, key_note(sent.key_status.as_ref()))
+            });
+        }
+        Command::Chat { phone, history } => chat(&client, &phone, history, json).await?,
+        Command::Contacts { command: ContactsCommand::Import { file } } => {
+            let text = std::fs::read_to_string(&file).with_context(|| format!("reading {}", file.display()))?;
+            let parsed = parse_contacts(&text);
+            for bad in &parsed.invalid {
+                eprintln!("skipped (not an international number): {bad}");
+            }
+            let found = client
+                .import_contacts(&parsed.numbers, |done, total| {
+                    if !json {
+                        eprint!("\rlooking up {done}/{total}");
+                    }
+                })
+                .await?;
+            if !json {
+                eprintln!();
+            }
+            let out = json!({"checked": parsed.numbers.len(), "invalid": parsed.invalid, "found": found});
+            print(json, &out, || {
+                let mut s = format!("{} of {} numbers are on the network", found.len(), parsed.numbers.len());
+                for c in &found {
+                    s.push_str(&format!("\n  {}  {}", c.number, c.user_id));
+                }
+                s
+            });
+        }
+        Command::Contacts { command: ContactsCommand::List } => {
+            let list = client.verified_contacts();
+            print(json, &list, || {
+                if list.is_empty() {
+                    return "No verified contacts yet.".into();
+                }
+                list.iter()
+                    .map(|r| format!("{}  {}  verified key {}", r.number, r.user_id, r.key))
+                    .collect::<Vec<_>>()
+                    .join("\n")
+            });
+        }
+        Command::Status => {
+            let user = client.user_id().map(|u| u.to_string());
+            let number = client.number();
+            let out = json!({"user_id": user, "number": number, "signed_in": user.is_some()});
+            print(json, &out, || match (&user, &number) {
+                (Some(u), Some(n)) => format!("Signed in as {u} ({n})"),
+                (Some(u), None) => format!("Signed in as {u}"),
+                _ => "Not signed in. Run: tincan register +NUMBER".into(),
+            });
+        }
+        Command::LoginToken { homeserver, user_id, device_id, access_token } => {
+            let key = client.login_with_token(&homeserver, &user_id, &device_id, &access_token).await?;
+            let out = json!({"user_id": user_id, "device_id": device_id, "master_key": key});
+            print(json, &out, || format!("Signed in as {user_id}"));
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn config(args: &Args) -> anyhow::Result<ClientConfig> {
+    let mut c = ClientConfig::new(args.data_dir.clone().unwrap_or_else(default_data_dir));
+    c.ext_url = args.ext.clone();
+    if let Some(anchor) = &args.trust_anchor {
+        let text = std::fs::read_to_string(anchor).with_context(|| format!("reading {}", anchor.display()))?;
+        c.directory = Some(DirectoryConfig {
+            servers: args.dns.clone(),
+            apex: args.apex.clone(),
+            trust_anchor: text,
+            allow_insecure: args.allow_insecure,
+        });
+    }
+    Ok(c)
+}
+
+/// `$XDG_DATA_HOME/tincan`, else `~/.local/share/tincan`.
+fn default_data_dir() -> PathBuf {
+    let base = std::env::var_os("XDG_DATA_HOME")
+        .filter(|v| !v.is_empty())
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".local/share")))
+        .unwrap_or_else(|| PathBuf::from("."));
+    base.join("tincan")
+}
+
+fn describe(c: &Contact) -> String {
+    let validation = match c.route.validation() {
+        Validation::Secure => "DNSSEC: fully validated",
+        Validation::Insecure => "DNSSEC: NOT validated (insecure answers allowed)",
+    };
+    let mut s = format!("{}: {} ({validation})", c.number, c.route);
+    if let Route::Matrix { key, .. } = &c.route {
+        match key {
+            Some(k) => s.push_str(&format!("\ndirectory key: {k}")),
+            None => s.push_str("\ndirectory key: none published"),
+        }
+        s.push_str(&format!("\nkey status: {}", key_line(c.key_status.as_ref())));
+    } else {
+        s.push_str("\nnot reachable on the network yet");
+    }
+    s
+}
+
+fn key_line(k: Option<&KeyStatus>) -> String {
+    match k {
+        None => "unknown (not signed in)".into(),
+        Some(KeyStatus::Verified { .. }) => "verified through the directory".into(),
+        Some(KeyStatus::Changed { previous, current }) => {
+            format!("verified through the directory; KEY CHANGED from {previous} to {current}")
+        }
+        Some(KeyStatus::Mismatch(m)) => format!("NOT VERIFIED: {m}"),
+        Some(KeyStatus::NoDirectoryKey) => "not verified: the directory publishes no key".into(),
+        Some(KeyStatus::NoIdentity) => "not verified: the contact has no cross-signing key yet".into(),
+    }
+}
+
+fn key_note(k: Option<&KeyStatus>) -> String {
+    match k {
+        Some(KeyStatus::Verified { .. }) => ", verified".into(),
+        Some(other) => format!(", key {}", key_line(Some(other))),
+        None => String::new(),
+    }
+}
+
+async fn chat(client: &TincanClient, phone: &str, history: u32, json: bool) -> anyhow::Result<()> {
+    client.sync_once(Duration::ZERO).await?;
+    let contact = client.check_contact(phone).await?;
+    let Some(user_id) = contact.user_id.clone() else {
+        return Err(
+            tincan_client_core::ClientError::NotOnNetwork { number: contact.number, route: contact.route }.into()
+        );
+    };
+    if json {
+        println!("{}", json!({"contact": contact}));
+    } else {
+        println!("{}", describe(&contact));
+    }
+    if let Some(KeyStatus::Mismatch(m)) = &contact.key_status {
+        eprintln!("WARNING: {m}. Messages you type will NOT be sent; run `tincan whois` again once it is resolved.");
+    }
+    for m in client.history(&user_id, history).await? {
+        show(&m, json);
+    }
+    let mut incoming = Box::pin(client.messages());
+    let sync = client.spawn_sync()?;
+    let mut lines = tokio::io::BufReader::new(tokio::io::stdin()).lines();
+    loop {
+        tokio::select! {
+            line = lines.next_line() => {
+                let Some(line) = line? else { break };
+                if line.trim().is_empty() { continue; }
+                match client.send_text(phone, &line, false).await {
+                    Ok(_) => {}
+                    Err(e) => eprintln!("error: not sent: {e}"),
+                }
+            }
+            Some(m) = incoming.next() => {
+                if m.sender == user_id || m.room_id.is_empty() { show(&m, json); }
+            }
+        }
+    }
+    sync.abort();
+    Ok(())
+}
+
+fn show(m: &IncomingMessage, json: bool) {
+    if json {
+        println!("{}", json!({"message": m}));
+    } else {
+        let who = m.sender_number.as_ref().map(|n| n.to_string()).unwrap_or_else(|| m.sender.clone());
+        let lock = if m.encrypted { "" } else { " [NOT ENCRYPTED]" };
+        println!("<{who}>{lock} {}", m.body);
+    }
+}

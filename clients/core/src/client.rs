@@ -1,0 +1,309 @@
+//! [`TincanClient`]: a Matrix client on matrix-sdk (SQLite store, end-to-end encryption) that signs up with a
+//! phone number, finds contacts through the DNSSEC-validated directory and checks their keys against it.
+//!
+//! This file holds opening, sign-up and session handling; `client/messaging.rs` the DMs and the incoming
+//! stream; `client/directory.rs` resolution, key verification and contact import.
+
+mod directory;
+mod messaging;
+
+pub use directory::{Contact, ImportedContact};
+pub use messaging::{IncomingMessage, Sent};
+
+use crate::config::ClientConfig;
+use crate::error::{ClientError, Result};
+use crate::ext::{ExtClient, Login, RequestCodeResponse};
+use crate::state::{ClientState, PendingRegistration, SavedSession};
+use matrix_sdk::authentication::SessionTokens;
+use matrix_sdk::authentication::matrix::MatrixSession;
+use matrix_sdk::config::SyncSettings;
+use matrix_sdk::ruma::{OwnedDeviceId, OwnedUserId};
+use matrix_sdk::store::RoomLoadSettings;
+use matrix_sdk::{Client, SessionMeta};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use serde::Serialize;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tincan_common::{Clock, SystemClock};
+use tincan_enum_core::{E164, MasterKey};
+use tincan_enum_lookup::{Lookup, LookupConfig, TrustAnchor};
+use tokio::sync::broadcast;
+
+/// The result of a successful `verify`.
+#[derive(Debug, Clone, Serialize)]
+pub struct SignedIn {
+    /// Our Matrix ID.
+    pub user_id: String,
+    /// Our device.
+    pub device_id: String,
+    /// Whether the extension created the account now (else: a new device of the number's account).
+    pub new_account: bool,
+    /// Our master cross-signing key.
+    pub master_key: Option<MasterKey>,
+    /// The numbers whose directory record now carries the key (empty when publishing failed or is off).
+    pub published_for: Vec<String>,
+}
+
+/// The Tincan client. Cheap to clone the parts that matter (`matrix()`); one per data dir.
+pub struct TincanClient {
+    config: ClientConfig,
+    ext: Option<ExtClient>,
+    lookup: Option<Lookup>,
+    state: Arc<Mutex<ClientState>>,
+    matrix: Option<Client>,
+    clock: Arc<dyn Clock>,
+    incoming: broadcast::Sender<IncomingMessage>,
+}
+
+impl std::fmt::Debug for TincanClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TincanClient")
+            .field("data_dir", &self.config.data_dir)
+            .field("user_id", &self.user_id())
+            .finish_non_exhaustive()
+    }
+}
+
+impl TincanClient {
+    /// Opens the client on its data dir, restoring the saved session if there is one.
+    pub async fn open(config: ClientConfig) -> Result<TincanClient> {
+        Self::open_with_clock(config, Arc::new(SystemClock)).await
+    }
+
+    /// [`open`](Self::open) with a given clock (verification times).
+    pub async fn open_with_clock(config: ClientConfig, clock: Arc<dyn Clock>) -> Result<TincanClient> {
+        std::fs::create_dir_all(&config.data_dir)
+            .map_err(|source| ClientError::State { path: config.data_dir.clone(), source })?;
+        let state = ClientState::load(&config.data_dir)?;
+        let http = reqwest::Client::builder().timeout(Duration::from_secs(30)).build()?;
+        let ext = config.ext_url.clone().map(|u| ExtClient::new(u, http.clone()));
+        let lookup = match &config.directory {
+            Some(d) => Some(build_lookup(d)?),
+            None => None,
+        };
+        let (incoming, _) = broadcast::channel(256);
+        let saved = state.session.clone();
+        let mut me =
+            TincanClient { config, ext, lookup, state: Arc::new(Mutex::new(state)), matrix: None, clock, incoming };
+        if let Some(saved) = saved {
+            let client = me.build_matrix(&saved.homeserver_url).await?;
+            client.matrix_auth().restore_session(saved.matrix, RoomLoadSettings::default()).await?;
+            me.install(client);
+        }
+        Ok(me)
+    }
+
+    /// Our Matrix ID, when signed in.
+    pub fn user_id(&self) -> Option<OwnedUserId> {
+        self.matrix.as_ref().and_then(|c| c.user_id().map(ToOwned::to_owned))
+    }
+
+    /// The number we signed up with, when we did.
+    pub fn number(&self) -> Option<E164> {
+        self.lock().session.as_ref().and_then(|s| s.number.clone())
+    }
+
+    /// The underlying matrix-sdk client, when signed in.
+    pub fn matrix(&self) -> Option<&Client> {
+        self.matrix.as_ref()
+    }
+
+    fn client(&self) -> Result<&Client> {
+        self.matrix.as_ref().ok_or(ClientError::NotLoggedIn)
+    }
+
+    fn ext(&self) -> Result<&ExtClient> {
+        self.ext.as_ref().ok_or(ClientError::NoExtension)
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, ClientState> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn save(&self) -> Result<()> {
+        self.lock().save(&self.config.data_dir)
+    }
+
+    /// Step 1 of sign-up: asks the extension to text a code to `phone`. Asking again for the same number
+    /// resends (a new `send_attempt` in the same session).
+    pub async fn register(&self, phone: &str) -> Result<RequestCodeResponse> {
+        let number = E164::parse(phone)?;
+        let (client_secret, send_attempt) = match self.lock().pending.as_ref() {
+            Some(p) if p.number == number => (p.client_secret.clone(), p.send_attempt + 1),
+            _ => (random_secret(&mut StdRng::from_os_rng()), 1),
+        };
+        let resp = self.ext()?.request_code(number.as_str(), &client_secret, send_attempt).await?;
+        self.lock().pending = Some(PendingRegistration { number, sid: resp.sid.clone(), client_secret, send_attempt });
+        self.save()?;
+        Ok(resp)
+    }
+
+    /// Step 2 of sign-up: the code → a homeserver login (a new device), cross-signing bootstrapped on first
+    /// sign-up and the master key published through the extension.
+    pub async fn verify(&mut self, code: &str) -> Result<SignedIn> {
+        let pending = self.lock().pending.clone().ok_or(ClientError::NoPendingRegistration)?;
+        let ext = self.ext()?.clone();
+        let resp = ext.verify_code(&pending.sid, &pending.client_secret, code.trim()).await?;
+        let client = self.build_matrix(&resp.homeserver_url).await?;
+        match resp.login {
+            Login::Jwt { token } => {
+                let mut data = matrix_sdk::ruma::serde::JsonObject::new();
+                data.insert("token".into(), token.into());
+                client
+                    .matrix_auth()
+                    .login_custom("org.matrix.login.jwt", data)
+                    .map_err(|e| ClientError::UnsupportedLogin(e.to_string()))?
+                    .initial_device_display_name(&self.config.device_name)
+                    .send()
+                    .await?;
+            }
+            Login::Session { access_token, device_id } => {
+                let user_id = parse_user(&resp.user_id)?;
+                restore(&client, user_id, device_id.into(), access_token).await?;
+            }
+        }
+        self.lock().pending = None;
+        self.adopt(client, &resp.homeserver_url, Some(pending.number))?;
+        let (master_key, published_for) = self.setup_encryption().await?;
+        let device_id = self.client()?.device_id().map(|d| d.to_string()).unwrap_or_default();
+        Ok(SignedIn { user_id: resp.user_id, device_id, new_account: resp.new_account, master_key, published_for })
+    }
+
+    /// Signs in with an existing access token (a session created elsewhere, e.g. by an operator's admin API),
+    /// then sets up encryption like `verify` does.
+    pub async fn login_with_token(
+        &mut self,
+        homeserver_url: &str,
+        user_id: &str,
+        device_id: &str,
+        access_token: &str,
+    ) -> Result<Option<MasterKey>> {
+        let client = self.build_matrix(homeserver_url).await?;
+        restore(&client, parse_user(user_id)?, device_id.into(), access_token.to_owned()).await?;
+        self.adopt(client, homeserver_url, None)?;
+        Ok(self.setup_encryption().await?.0)
+    }
+
+    /// Saves the session, installs the event handlers.
+    fn adopt(&mut self, client: Client, homeserver_url: &str, number: Option<E164>) -> Result<()> {
+        let matrix = client.matrix_auth().session().ok_or(ClientError::NotLoggedIn)?;
+        self.lock().session =
+            Some(SavedSession { homeserver_url: homeserver_url.to_owned(), number, matrix, key_published: false });
+        self.save()?;
+        self.install(client);
+        Ok(())
+    }
+
+    /// First sync (uploads the device keys), cross-signing bootstrap when the account has none, and the master
+    /// key published through the extension (when one is configured and it was not done yet).
+    async fn setup_encryption(&self) -> Result<(Option<MasterKey>, Vec<String>)> {
+        let client = self.client()?;
+        client.sync_once(SyncSettings::default().timeout(Duration::ZERO)).await?;
+        client.encryption().bootstrap_cross_signing_if_needed(None).await?;
+        let key = self.own_master_key().await?;
+        let already = self.lock().session.as_ref().is_some_and(|s| s.key_published);
+        let mut published = Vec::new();
+        if let (Some(ext), Some(key), false) = (self.ext.as_ref(), key, already) {
+            let token = client.access_token().ok_or(ClientError::NotLoggedIn)?;
+            match ext.publish_master_key(&token, &key.to_base64()).await {
+                Ok(numbers) => {
+                    published = numbers;
+                    if let Some(s) = self.lock().session.as_mut() {
+                        s.key_published = true;
+                    }
+                    self.save()?;
+                }
+                // Not fatal: the account works; the next sign-in retries.
+                Err(e) => tracing::warn!(error = %e, "publishing the master key failed"),
+            }
+        }
+        Ok((key, published))
+    }
+
+    /// Our own master cross-signing key.
+    pub async fn own_master_key(&self) -> Result<Option<MasterKey>> {
+        let client = self.client()?;
+        let me = client.user_id().ok_or(ClientError::NotLoggedIn)?;
+        let identity = client.encryption().get_user_identity(me).await?;
+        Ok(identity.and_then(|i| master_key_of(&i)))
+    }
+
+    async fn build_matrix(&self, homeserver_url: &str) -> Result<Client> {
+        let url = url::Url::parse(homeserver_url).map_err(|_| ClientError::InvalidUserId(homeserver_url.into()))?;
+        Ok(Client::builder()
+            .homeserver_url(url)
+            .sqlite_store(self.config.data_dir.join("matrix"), None)
+            .build()
+            .await?)
+    }
+
+    /// Forgets the session locally (the device stays on the server).
+    pub fn forget_session(&mut self) -> Result<()> {
+        self.matrix = None;
+        self.lock().session = None;
+        self.save()
+    }
+
+    /// One sync round trip (at most `timeout` of long-polling), then accepts pending invites, so a one-shot
+    /// command sees a DM someone just opened with us.
+    pub async fn sync_once(&self, timeout: Duration) -> Result<()> {
+        let client = self.client()?;
+        client.sync_once(SyncSettings::default().timeout(timeout)).await?;
+        for room in client.invited_rooms() {
+            // The invite handler may have joined it meanwhile.
+            if let Err(e) = room.join().await {
+                tracing::debug!(room = %room.room_id(), error = %e, "joining an invite");
+            }
+        }
+        Ok(())
+    }
+
+    /// Syncs forever in a background task (incoming messages reach [`messages`](Self::messages)).
+    pub fn spawn_sync(&self) -> Result<tokio::task::JoinHandle<()>> {
+        let client = self.client()?.clone();
+        Ok(tokio::spawn(async move {
+            if let Err(e) = client.sync(SyncSettings::default().timeout(Duration::from_secs(10))).await {
+                tracing::warn!(error = %e, "sync stopped");
+            }
+        }))
+    }
+
+    pub(crate) fn now(&self) -> u64 {
+        self.clock.unix_seconds()
+    }
+}
+
+/// A master key from a matrix-sdk identity.
+fn master_key_of(identity: &matrix_sdk::encryption::identities::UserIdentity) -> Option<MasterKey> {
+    let key = identity.master_key().get_first_key()?;
+    MasterKey::from_bytes(*key.as_bytes()).ok()
+}
+
+async fn restore(client: &Client, user_id: OwnedUserId, device_id: OwnedDeviceId, access_token: String) -> Result<()> {
+    let session = MatrixSession {
+        meta: SessionMeta { user_id, device_id },
+        tokens: SessionTokens { access_token, refresh_token: None },
+    };
+    client.matrix_auth().restore_session(session, RoomLoadSettings::default()).await?;
+    Ok(())
+}
+
+fn parse_user(s: &str) -> Result<OwnedUserId> {
+    s.try_into().map_err(|_| ClientError::InvalidUserId(s.to_owned()))
+}
+
+fn build_lookup(d: &crate::config::DirectoryConfig) -> Result<Lookup> {
+    let apex = hickory_proto::rr::Name::from_ascii(&d.apex)
+        .map_err(|e| ClientError::DirectoryConfig(format!("apex {}: {e}", d.apex)))?;
+    let anchor = TrustAnchor::parse(&d.trust_anchor).map_err(|e| ClientError::DirectoryConfig(e.to_string()))?;
+    let mut cfg = LookupConfig::new(d.servers.clone(), apex, anchor);
+    cfg.allow_insecure = d.allow_insecure;
+    Lookup::new(cfg).map_err(|e| ClientError::DirectoryConfig(e.to_string()))
+}
+
+/// A client secret for the extension's session (`[0-9a-zA-Z]{32}`).
+fn random_secret<R: Rng + ?Sized>(rng: &mut R) -> String {
+    const CHARS: &[u8] = b"0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ";
+    (0..32).map(|_| CHARS[rng.random_range(0..CHARS.len())] as char).collect()
+}

@@ -1,0 +1,190 @@
+//! Encrypted DMs: find or create the DM with a user (`is_direct`, `m.room.encryption` in the initial state),
+//! send text, read history, and the stream of incoming messages fed by the sync loop.
+
+use super::TincanClient;
+use crate::error::{ClientError, Result};
+use crate::trust::KeyStatus;
+use futures::Stream;
+use matrix_sdk::deserialized_responses::{EncryptionInfo, TimelineEvent};
+use matrix_sdk::room::MessagesOptions;
+use matrix_sdk::ruma::events::room::member::{MembershipState, StrippedRoomMemberEvent};
+use matrix_sdk::ruma::events::room::message::{
+    MessageType, OriginalSyncRoomMessageEvent, RoomMessageEventContent, SyncRoomMessageEvent,
+};
+use matrix_sdk::ruma::events::{AnySyncMessageLikeEvent, AnySyncTimelineEvent};
+use matrix_sdk::ruma::{OwnedUserId, UInt, UserId};
+use matrix_sdk::{Client, Room, RoomState};
+use serde::Serialize;
+use std::sync::{Arc, Mutex};
+use tincan_enum_core::E164;
+use tokio::sync::broadcast;
+
+/// A text message, incoming (stream) or from history.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct IncomingMessage {
+    /// The room.
+    pub room_id: String,
+    /// The event.
+    pub event_id: String,
+    /// Who sent it.
+    pub sender: String,
+    /// The sender's number, when they are a verified contact.
+    pub sender_number: Option<E164>,
+    /// The text.
+    pub body: String,
+    /// Whether it arrived end-to-end encrypted.
+    pub encrypted: bool,
+    /// Origin server time, milliseconds since the Unix epoch.
+    pub timestamp_ms: u64,
+}
+
+/// What `send_text` did.
+#[derive(Debug, Clone, Serialize)]
+pub struct Sent {
+    /// The DM room.
+    pub room_id: String,
+    /// The event.
+    pub event_id: String,
+    /// The recipient.
+    pub user_id: String,
+    /// The recipient's key status at sending time (None when sent by Matrix ID without a directory check).
+    pub key_status: Option<KeyStatus>,
+}
+
+impl TincanClient {
+    /// Event handlers: accept invites to us, forward text messages to [`messages`](Self::messages).
+    pub(super) fn install(&mut self, client: Client) {
+        client.add_event_handler(|ev: StrippedRoomMemberEvent, room: Room, client: Client| async move {
+            if ev.content.membership != MembershipState::Invite || Some(&*ev.state_key) != client.user_id() {
+                return;
+            }
+            // Joining from inside the sync handler would wait on the sync itself.
+            tokio::spawn(async move {
+                if let Err(e) = room.join().await {
+                    tracing::warn!(room = %room.room_id(), error = %e, "could not accept an invite");
+                }
+            });
+        });
+        let tx = self.incoming.clone();
+        let state = self.state.clone();
+        client.add_event_handler(move |ev: OriginalSyncRoomMessageEvent, room: Room, enc: Option<EncryptionInfo>| {
+            let tx = tx.clone();
+            let state = state.clone();
+            async move {
+                if let Some(m) = to_message(&ev, room.room_id().as_str(), enc.is_some(), &state) {
+                    // No receiver is fine: nobody is listening.
+                    let _ = tx.send(m);
+                }
+            }
+        });
+        self.matrix = Some(client);
+    }
+
+    /// Incoming text messages (from others and from our other devices) while a sync runs
+    /// ([`spawn_sync`](Self::spawn_sync) or [`sync_once`](Self::sync_once)). Subscribe before syncing.
+    pub fn messages(&self) -> impl Stream<Item = IncomingMessage> + Send + 'static {
+        futures::stream::unfold(self.incoming.subscribe(), |mut rx| async move {
+            loop {
+                match rx.recv().await {
+                    Ok(m) => return Some((m, rx)),
+                    Err(broadcast::error::RecvError::Lagged(n)) => {
+                        tracing::warn!(missed = n, "incoming message stream lagged");
+                    }
+                    Err(broadcast::error::RecvError::Closed) => return None,
+                }
+            }
+        })
+    }
+
+    /// The joined DM room with `user`, or a new one: encrypted from the first event, `is_direct`, the user
+    /// invited.
+    pub async fn dm_room(&self, user: &UserId) -> Result<Room> {
+        let client = self.client()?;
+        let existing = client.get_dm_rooms(user).find(|r| matches!(r.state(), RoomState::Joined | RoomState::Invited));
+        if let Some(room) = existing {
+            if room.state() == RoomState::Invited {
+                room.join().await?;
+            }
+            return Ok(room);
+        }
+        Ok(client.create_dm(user).await?)
+    }
+
+    /// Sends `text` to a Matrix user in our encrypted DM with them (no directory check: see
+    /// [`send_text`](Self::send_text) for sending to a number).
+    pub async fn send_text_to_user(&self, user_id: &str, text: &str) -> Result<Sent> {
+        let user: OwnedUserId = user_id.try_into().map_err(|_| ClientError::InvalidUserId(user_id.into()))?;
+        let room = self.dm_room(&user).await?;
+        let resp = room.send(RoomMessageEventContent::text_plain(text)).await?;
+        Ok(Sent {
+            room_id: room.room_id().to_string(),
+            event_id: resp.response.event_id.to_string(),
+            user_id: user.to_string(),
+            key_status: None,
+        })
+    }
+
+    /// Sends `text` to the owner of `phone`: resolves it in the directory, checks their key, and sends in the
+    /// encrypted DM. Not on Matrix → [`ClientError::NotOnNetwork`] naming the route; the key differs from the
+    /// directory's → [`ClientError::KeyMismatch`] and nothing is sent, unless `force`.
+    pub async fn send_text(&self, phone: &str, text: &str, force: bool) -> Result<Sent> {
+        let contact = self.check_contact(phone).await?;
+        let Some(user_id) = contact.user_id.clone() else {
+            return Err(ClientError::NotOnNetwork { number: contact.number, route: contact.route });
+        };
+        if let (Some(KeyStatus::Mismatch(m)), false) = (&contact.key_status, force) {
+            return Err(m.clone().into());
+        }
+        let mut sent = self.send_text_to_user(&user_id, text).await?;
+        sent.key_status = contact.key_status;
+        Ok(sent)
+    }
+
+    /// The last `limit` text messages of our DM with `user_id`, oldest first (decrypted where we hold keys).
+    pub async fn history(&self, user_id: &str, limit: u32) -> Result<Vec<IncomingMessage>> {
+        let user: OwnedUserId = user_id.try_into().map_err(|_| ClientError::InvalidUserId(user_id.into()))?;
+        let Some(room) = self.client()?.get_dm_rooms(&user).find(|r| r.state() == RoomState::Joined) else {
+            return Ok(Vec::new());
+        };
+        let mut opts = MessagesOptions::backward();
+        opts.limit = UInt::from(limit);
+        let page = room.messages(opts).await?;
+        let mut out: Vec<IncomingMessage> =
+            page.chunk.iter().filter_map(|e| from_timeline(e, room.room_id().as_str(), &self.state)).collect();
+        out.reverse();
+        Ok(out)
+    }
+}
+
+fn to_message(
+    ev: &OriginalSyncRoomMessageEvent,
+    room_id: &str,
+    encrypted: bool,
+    state: &Mutex<crate::state::ClientState>,
+) -> Option<IncomingMessage> {
+    let MessageType::Text(text) = &ev.content.msgtype else { return None };
+    let sender = ev.sender.to_string();
+    let sender_number = state.lock().ok().and_then(|s| s.contacts.get(&sender).map(|r| r.number.clone()));
+    Some(IncomingMessage {
+        room_id: room_id.to_owned(),
+        event_id: ev.event_id.to_string(),
+        sender,
+        sender_number,
+        body: text.body.clone(),
+        encrypted,
+        timestamp_ms: ev.origin_server_ts.0.into(),
+    })
+}
+
+fn from_timeline(
+    e: &TimelineEvent,
+    room_id: &str,
+    state: &Arc<Mutex<crate::state::ClientState>>,
+) -> Option<IncomingMessage> {
+    let ev = e.raw().deserialize().ok()?;
+    let AnySyncTimelineEvent::MessageLike(AnySyncMessageLikeEvent::RoomMessage(SyncRoomMessageEvent::Original(m))) = ev
+    else {
+        return None;
+    };
+    to_message(&m, room_id, e.encryption_info().is_some(), state)
+}

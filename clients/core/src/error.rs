@@ -1,0 +1,112 @@
+//! The client core's error type: one enum for everything a caller of [`TincanClient`](crate::TincanClient) can
+//! meet, each variant typed so a UI can say what happened.
+
+use crate::route::Route;
+use crate::trust::KeyMismatch;
+use tincan_enum_core::E164;
+
+/// Why a client operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// The input is not a phone number in international form.
+    #[error("not a valid phone number: {0}")]
+    InvalidNumber(#[from] tincan_enum_core::NumberError),
+    /// No session: sign up (`register` then `verify`) first.
+    #[error("not signed in: register and verify a number first")]
+    NotLoggedIn,
+    /// `verify` was called without a pending `register`.
+    #[error("no registration in progress: call register first")]
+    NoPendingRegistration,
+    /// The operation needs the extension's URL and none is configured.
+    #[error("no homeserver extension configured (set --ext / TINCAN_EXT_URL)")]
+    NoExtension,
+    /// The operation needs the directory and none is configured.
+    #[error("no directory configured (set --dns, --apex and --trust-anchor)")]
+    NoDirectory,
+    /// The extension answered with a Matrix error.
+    #[error("the extension refused: {errcode}: {error}")]
+    Extension {
+        /// HTTP status.
+        status: u16,
+        /// Matrix error code, e.g. `M_LIMIT_EXCEEDED`.
+        errcode: String,
+        /// Human-readable message.
+        error: String,
+        /// When to retry, for `M_LIMIT_EXCEEDED`.
+        retry_after_ms: Option<u64>,
+    },
+    /// HTTP to the extension failed (connection, malformed body).
+    #[error("could not reach the extension")]
+    Http(#[from] reqwest::Error),
+    /// The login type the extension returned is not one this client knows.
+    #[error("unsupported login type from the extension: {0}")]
+    UnsupportedLogin(String),
+    /// The directory lookup failed; a DNSSEC validation failure is here too, never a route.
+    #[error("directory lookup failed: {0}")]
+    Lookup(#[from] tincan_enum_lookup::LookupError),
+    /// The directory configuration is unusable (bad apex, unreadable anchor…).
+    #[error("directory configuration: {0}")]
+    DirectoryConfig(String),
+    /// The number is in the directory but not on Matrix (or not in the directory at all).
+    #[error("{number} is not reachable on the network yet (route: {route})")]
+    NotOnNetwork {
+        /// The number.
+        number: E164,
+        /// What the directory holds for it.
+        route: Route,
+    },
+    /// The contact's key does not match the directory's: not sent.
+    #[error(transparent)]
+    KeyMismatch(Box<KeyMismatch>),
+    /// A Matrix ID from the directory or the extension is malformed.
+    #[error("invalid Matrix ID {0}")]
+    InvalidUserId(String),
+    /// matrix-sdk failed.
+    #[error("matrix: {0}")]
+    Matrix(Box<matrix_sdk::Error>),
+    /// matrix-sdk's HTTP layer failed.
+    #[error("matrix: {0}")]
+    MatrixHttp(Box<matrix_sdk::HttpError>),
+    /// The matrix-sdk client could not be built (store, URL).
+    #[error("matrix client: {0}")]
+    Build(Box<matrix_sdk::ClientBuildError>),
+    /// The crypto store failed.
+    #[error("crypto store: {0}")]
+    CryptoStore(#[from] matrix_sdk::encryption::CryptoStoreError),
+    /// Our own state file could not be read or written.
+    #[error("state file {path}: {source}")]
+    State {
+        /// The file.
+        path: std::path::PathBuf,
+        /// What failed.
+        #[source]
+        source: std::io::Error,
+    },
+    /// Our own state file is corrupt.
+    #[error("state file {path} is corrupt: {source}")]
+    StateCorrupt {
+        /// The file.
+        path: std::path::PathBuf,
+        /// The parse error.
+        #[source]
+        source: serde_json::Error,
+    },
+    /// Our own cross-signing identity is missing after bootstrap.
+    #[error("no cross-signing identity for this account")]
+    NoOwnIdentity,
+}
+
+// Boxed: matrix-sdk's errors are large and would make every `Result` of this crate large.
+macro_rules! boxed_from {
+    ($($variant:ident: $ty:ty),*) => {$(
+        impl From<$ty> for ClientError {
+            fn from(e: $ty) -> Self {
+                ClientError::$variant(Box::new(e))
+            }
+        }
+    )*};
+}
+boxed_from!(KeyMismatch: KeyMismatch, Matrix: matrix_sdk::Error, MatrixHttp: matrix_sdk::HttpError, Build: matrix_sdk::ClientBuildError);
+
+/// `Result` with [`ClientError`].
+pub type Result<T, E = ClientError> = std::result::Result<T, E>;

@@ -1,0 +1,36 @@
+//! The Tincan client core, on matrix-sdk (vodozemac underneath) with its SQLite store.
+//!
+//! - Sign up with a phone number through the homeserver extension ([`TincanClient::register`],
+//!   [`TincanClient::verify`]), then a normal homeserver login; cross-signing is bootstrapped on first sign-up
+//!   and the master key published through the extension; the session is saved in the data dir and restored
+//!   by [`TincanClient::open`].
+//! - Resolve a number in the DNSSEC-validated directory ([`TincanClient::resolve`] → [`Route`]); a bogus
+//!   answer is an error, never a route.
+//! - Verify a contact's master key against the directory ([`TincanClient::check_contact`] → [`KeyStatus`]);
+//!   the verification is a local trust record (see [`trust`]).
+//! - Send text into an encrypted DM ([`TincanClient::send_text`]), refused on a key mismatch unless forced,
+//!   [`ClientError::NotOnNetwork`] when the route is not Matrix; incoming messages as a stream
+//!   ([`TincanClient::messages`]).
+//! - Contact import with the Identity Service v2 hashed lookup ([`TincanClient::import_contacts`]).
+
+#![warn(missing_docs)]
+// matrix-sdk's sync futures are deep: proving them `Send` needs more than the default 128.
+#![recursion_limit = "256"]
+
+mod client;
+pub mod config;
+pub mod contacts;
+pub mod error;
+pub mod ext;
+pub mod route;
+pub mod state;
+pub mod trust;
+
+pub use client::{Contact, ImportedContact, IncomingMessage, Sent, SignedIn, TincanClient};
+pub use config::{ClientConfig, DirectoryConfig};
+pub use error::{ClientError, Result};
+pub use route::{Route, Validation};
+pub use trust::{KeyMismatch, KeyStatus, TrustRecord};
+
+/// Re-exported so callers name the same types.
+pub use tincan_enum_core::{E164, MasterKey};

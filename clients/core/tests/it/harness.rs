@@ -1,0 +1,58 @@
+//! Shared set-up: a Synapse, users registered through its admin API, clients signed in with their tokens.
+
+use crate::dns::Directory;
+use std::time::Duration;
+use tincan_client_core::{ClientConfig, DirectoryConfig, IncomingMessage, TincanClient};
+use tincan_testkit::{RegisteredUser, Synapse};
+
+/// A signed-in client and its data dir.
+pub struct User {
+    pub client: TincanClient,
+    pub account: RegisteredUser,
+    pub dir: tempfile::TempDir,
+}
+
+impl User {
+    /// Registers `localpart` on `hs` and signs a fresh client in with the token.
+    pub async fn new(hs: &Synapse, localpart: &str) -> anyhow::Result<User> {
+        let account = hs.register_user(localpart, false).await?;
+        let dir = tempfile::Builder::new().prefix("tincan-client-").tempdir()?;
+        let mut client = TincanClient::open(ClientConfig::new(dir.path())).await?;
+        client.login_with_token(&hs.url(), &account.user_id, &account.device_id, &account.access_token).await?;
+        Ok(User { client, account, dir })
+    }
+
+    /// Opens the data dir again in a new client (a restart).
+    pub async fn reopen(&self) -> anyhow::Result<TincanClient> {
+        Ok(TincanClient::open(ClientConfig::new(self.dir.path())).await?)
+    }
+
+    /// Restarts the client with the directory configured.
+    pub async fn restart_with(self, dir: &Directory) -> anyhow::Result<User> {
+        let User { client, account, dir: data } = self;
+        // Close the old one first: one client per store.
+        drop(client);
+        let mut config = ClientConfig::new(data.path());
+        config.directory = Some(DirectoryConfig {
+            servers: vec![dir.addr],
+            apex: crate::dns::APEX.into(),
+            trust_anchor: dir.anchor.clone(),
+            allow_insecure: false,
+        });
+        let client = TincanClient::open(config).await?;
+        Ok(User { client, account, dir: data })
+    }
+}
+
+/// Waits for the first incoming message matching `pred`.
+pub async fn wait_for(
+    stream: impl futures::Stream<Item = IncomingMessage>,
+    pred: impl Fn(&IncomingMessage) -> bool,
+) -> anyhow::Result<IncomingMessage> {
+    use futures::StreamExt;
+    let mut stream = Box::pin(stream.filter(move |m| futures::future::ready(pred(m))));
+    tokio::time::timeout(Duration::from_secs(60), stream.next())
+        .await
+        .map_err(|_| anyhow::anyhow!("no matching message within 60 s"))?
+        .ok_or_else(|| anyhow::anyhow!("stream ended"))
+}
