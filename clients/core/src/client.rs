@@ -250,11 +250,16 @@ impl TincanClient {
     pub async fn sync_once(&self, timeout: Duration) -> Result<()> {
         let client = self.client()?;
         client.sync_once(SyncSettings::default().timeout(timeout)).await?;
-        for room in client.invited_rooms() {
+        let invites = client.invited_rooms();
+        for room in &invites {
             // The invite handler may have joined it meanwhile.
             if let Err(e) = room.join().await {
                 tracing::debug!(room = %room.room_id(), error = %e, "joining an invite");
             }
+        }
+        if !invites.is_empty() {
+            // The joined room's timeline, room keys and DM marking arrive with the next sync.
+            client.sync_once(SyncSettings::default().timeout(Duration::ZERO)).await?;
         }
         Ok(())
     }

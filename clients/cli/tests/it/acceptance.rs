@@ -81,7 +81,10 @@ async fn two_users_by_number_through_the_cli() -> anyhow::Result<()> {
     let o = with_dir(db.path(), &["--json", "chat", A_NUM]);
     assert!(o.status.success(), "{}", err(&o));
     let lines: Vec<Value> = out(&o).lines().map(|l| serde_json::from_str(l).unwrap()).collect();
-    let hi = lines.iter().find_map(|l| l.get("message").filter(|m| m["body"] == "hi")).expect("hi in B's chat");
+    let hi = lines
+        .iter()
+        .find_map(|l| l.get("message").filter(|m| m["body"] == "hi"))
+        .unwrap_or_else(|| panic!("hi in B's chat:\n{}\n{}", out(&o), err(&o)));
     assert_eq!(hi["encrypted"], true);
     assert_eq!(hi["sender"], ua.user_id.as_str());
 
