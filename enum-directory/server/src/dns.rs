@@ -15,6 +15,16 @@
 //! - [`server::run`]`(Arc<Zones>, UdpSocket, TcpListener, ServerConfig, Arc<Metrics>, shutdown)`: serves until
 //!   `shutdown` resolves; [`Metrics`] are plain atomics by qtype and rcode.
 //! - [`ServerConfig`] (serde, `deny_unknown_fields`) includes the response-rate-limit settings [`RrlConfig`].
+//!
+//! # Notes
+//! - [`ZoneConfig`] has no serde (hickory's `Name` has none without hickory's `serde` feature); its timers are
+//!   seconds: `record_ttl` 300, `apex_ttl` 3600, `negative_ttl` (SOA minimum) 300, `signature_validity` 14 d,
+//!   `signature_refresh` 7 d (re-sign when less remains), `inception_skew` 1 h, `negative_signature_validity` 1 d.
+//! - After `Zone::load`, the server's refresher (first tick at start) signs every number in a blocking task;
+//!   a query arriving first signs that number itself, once. `ZoneKeys::signatures_made()` counts signatures.
+//! - Without DO (or with DO and the RFC 9824 Compact-Answers-OK EDNS flag) a missing name is NXDOMAIN; with DO it
+//!   is NOERROR with the NXNAME NSEC. AXFR/IXFR are REFUSED for now (zone transfer is a later issue).
+//! - UDP answers never exceed 1232 octets ([`MAX_UDP_PAYLOAD`]); loopback clients are exempt from RRL by default.
 
 mod answer;
 pub mod keys;
