@@ -10,19 +10,19 @@ use std::path::PathBuf;
 pub struct Args {
     /// Where the session, keys and messages are kept (default: $XDG_DATA_HOME/tincan or
     /// ~/.local/share/tincan).
-    #[arg(long, env = "TINCAN_DATA_DIR", global = true)]
+    #[arg(long, env = "TINCAN_CLI_DATA_DIR", global = true)]
     pub data_dir: Option<PathBuf>,
     /// The homeserver extension's URL (sign-up, key publishing, contact import).
-    #[arg(long = "ext", env = "TINCAN_EXT_URL", global = true)]
+    #[arg(long = "ext", env = "TINCAN_CLI_EXT_URL", global = true)]
     pub ext: Option<url::Url>,
     /// DNS server(s) of the directory, `IP:PORT`; repeat or separate with commas.
-    #[arg(long, env = "TINCAN_DNS", value_delimiter = ',', global = true)]
+    #[arg(long, env = "TINCAN_CLI_DNS", value_delimiter = ',', global = true)]
     pub dns: Vec<SocketAddr>,
     /// The ENUM apex of the directory.
-    #[arg(long, env = "TINCAN_APEX", default_value = "e164.tincan.test.", global = true)]
+    #[arg(long, env = "TINCAN_CLI_APEX", default_value = "e164.tincan.test.", global = true)]
     pub apex: String,
     /// A file with the apex's trust anchor (DS or DNSKEY record, or a `trust-anchors` clause).
-    #[arg(long, env = "TINCAN_TRUST_ANCHOR", global = true)]
+    #[arg(long, env = "TINCAN_CLI_TRUST_ANCHOR", global = true)]
     pub trust_anchor: Option<PathBuf>,
     /// Accept unsigned directory answers (development only).
     #[arg(long, global = true)]
@@ -92,7 +92,7 @@ pub enum Command {
         #[arg(long)]
         device_id: String,
         /// Access token.
-        #[arg(long, env = "TINCAN_ACCESS_TOKEN")]
+        #[arg(long, env = "TINCAN_CLI_ACCESS_TOKEN")]
         access_token: String,
     },
 }

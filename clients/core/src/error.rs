@@ -18,7 +18,7 @@ pub enum ClientError {
     #[error("no registration in progress: call register first")]
     NoPendingRegistration,
     /// The operation needs the extension's URL and none is configured.
-    #[error("no homeserver extension configured (set --ext / TINCAN_EXT_URL)")]
+    #[error("no homeserver extension configured (set --ext / TINCAN_CLI_EXT_URL)")]
     NoExtension,
     /// The operation needs the directory and none is configured.
     #[error("no directory configured (set --dns, --apex and --trust-anchor)")]
