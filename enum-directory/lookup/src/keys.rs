@@ -103,6 +103,10 @@ pub(crate) fn authenticate(
             _ => None,
         })
         .collect();
+    if keys.is_empty() && message.answers.iter().all(|r| r.record_type() != RecordType::RRSIG) {
+        // No DNSKEY at all: the apex is unsigned (or the keys were stripped): no chain to the anchor.
+        return Err(LookupError::Insecure { name: apex.clone(), record_type: RecordType::DNSKEY });
+    }
     let trusted: Vec<&DNSKEY> = keys.iter().filter(|k| anchor.trusts(k)).collect();
     if trusted.is_empty() {
         return Err(bogus(BogusReason::UntrustedKeys));

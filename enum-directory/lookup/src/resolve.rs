@@ -61,6 +61,8 @@ impl Resolution {
 struct Validator {
     resolver: TokioResolver,
     keys: Vec<DNSKEY>,
+    /// False only for an unsigned apex accepted through `allow_insecure`: no validation at all.
+    secure: bool,
     expires_unix: u64,
 }
 
@@ -133,8 +135,14 @@ impl Lookup {
     }
 
     async fn query_both(&self, v: &Validator, number: &E164, name: &Name) -> Result<Resolution> {
-        let (naptr, txt) =
-            tokio::join!(query(&v.resolver, name, RecordType::NAPTR), query(&v.resolver, name, RecordType::TXT));
+        let (naptr, txt) = if v.secure {
+            tokio::join!(query(&v.resolver, name, RecordType::NAPTR), query(&v.resolver, name, RecordType::TXT))
+        } else {
+            tokio::join!(
+                query_unvalidated(&v.resolver, name, RecordType::NAPTR),
+                query_unvalidated(&v.resolver, name, RecordType::TXT)
+            )
+        };
         let (naptr, naptr_status) = naptr?;
         let (txt, txt_status) = txt?;
         let status = if naptr_status == ValidationStatus::Secure && txt_status == ValidationStatus::Secure {
@@ -173,16 +181,25 @@ impl Lookup {
             return Ok(v.clone());
         }
         let cfg = &self.inner.config;
-        let ApexKeys { keys, ttl } =
-            keys::fetch(&self.inner.servers, &cfg.apex, &cfg.trust_anchor, cfg.timeout, now).await?;
+        let fetched = keys::fetch(&self.inner.servers, &cfg.apex, &cfg.trust_anchor, cfg.timeout, now).await;
+        let ApexKeys { keys, ttl } = match fetched {
+            Err(LookupError::Insecure { .. }) if cfg.allow_insecure => {
+                tracing::warn!(apex = %cfg.apex, "apex is unsigned; answers are insecure (allow_insecure is on)");
+                let resolver = build_resolver(&self.inner.servers, cfg, None).map_err(LookupError::Resolver)?;
+                let v = Validator { resolver, keys: vec![], secure: false, expires_unix: now + 60 };
+                *slot = Some(v.clone());
+                return Ok(v);
+            }
+            other => other?,
+        };
         // Re-check the keys at least every 5 minutes, whatever their TTL, so a rollover is picked up.
         let ttl = ttl.as_secs().clamp(1, 300);
         let mut anchors = TrustAnchors::empty();
         for key in &keys {
             anchors.insert_with_name(key.public_key(), LowerName::from(&cfg.apex));
         }
-        let resolver = build_resolver(&self.inner.servers, cfg, anchors).map_err(LookupError::Resolver)?;
-        let v = Validator { resolver, keys, expires_unix: now + ttl };
+        let resolver = build_resolver(&self.inner.servers, cfg, Some(anchors)).map_err(LookupError::Resolver)?;
+        let v = Validator { resolver, keys, secure: true, expires_unix: now + ttl };
         *slot = Some(v.clone());
         Ok(v)
     }
@@ -191,7 +208,7 @@ impl Lookup {
 fn build_resolver(
     servers: &[SocketAddr],
     cfg: &LookupConfig,
-    anchors: TrustAnchors,
+    anchors: Option<TrustAnchors>,
 ) -> std::result::Result<TokioResolver, NetError> {
     let name_servers = servers
         .iter()
@@ -206,14 +223,17 @@ fn build_resolver(
     let mut builder = TokioResolver::builder_with_config(
         ResolverConfig::from_name_servers(name_servers),
         TokioRuntimeProvider::default(),
-    )
-    .with_trust_anchor(Arc::new(anchors));
+    );
+    let validate = anchors.is_some();
+    if let Some(anchors) = anchors {
+        builder = builder.with_trust_anchor(Arc::new(anchors));
+    }
     let opts = builder.options_mut();
     opts.timeout = cfg.timeout;
     opts.attempts = cfg.attempts.max(1);
     opts.use_hosts_file = ResolveHosts::Never;
     opts.edns0 = true;
-    opts.validate = true;
+    opts.validate = validate;
     opts.try_tcp_on_error = true;
     opts.num_concurrent_reqs = 1;
     builder.build()
@@ -239,6 +259,22 @@ async fn query(resolver: &TokioResolver, name: &Name, rtype: RecordType) -> Resu
         Err(NetError::Dns(DnsError::DnssecBogus)) => Err(bogus(BogusReason::BadSignature)),
         Err(NetError::Dns(DnsError::Nsec { proof: Proof::Insecure, .. })) => Ok((vec![], ValidationStatus::Insecure)),
         Err(NetError::Dns(DnsError::Nsec { .. })) => Err(bogus(BogusReason::UnprovenDenial)),
+        Err(e) => Err(net_error(e)),
+    }
+}
+
+/// One query without validation (unsigned apex, `allow_insecure`): everything is `Insecure`.
+async fn query_unvalidated(
+    resolver: &TokioResolver,
+    name: &Name,
+    rtype: RecordType,
+) -> Result<(Vec<RData>, ValidationStatus)> {
+    match resolver.lookup(name.clone(), rtype).await {
+        Ok(lookup) => Ok((
+            lookup.answers().iter().filter(|r| r.record_type() == rtype).map(|r| r.data.clone()).collect(),
+            ValidationStatus::Insecure,
+        )),
+        Err(NetError::Dns(DnsError::NoRecordsFound(_))) => Ok((vec![], ValidationStatus::Insecure)),
         Err(e) => Err(net_error(e)),
     }
 }

@@ -217,3 +217,43 @@ async fn a_new_zsk_is_picked_up_through_the_anchor() -> Result<()> {
     assert_eq!(bob.routes.sip, vec!["sip:bob@sip.test".to_owned()]);
     Ok(())
 }
+
+#[tokio::test]
+async fn unsigned_zone_is_insecure_unless_allowed() -> Result<()> {
+    let zone = SignedZone::generate()?;
+    let dir = tempfile::tempdir()?;
+    let plain = dir.path().join("zone.db");
+    let apex_text = crate::zone::APEX;
+    std::fs::write(
+        &plain,
+        format!(
+            "$TTL 300\n{apex_text} IN SOA ns1.{apex_text} hostmaster.{apex_text} 1 3600 600 86400 300\n\
+             {apex_text} IN NS ns1.{apex_text}\nns1.{apex_text} IN A 127.0.0.1\n{}",
+            records()
+        ),
+    )?;
+    let knot = Knot::serve(&plain).await?;
+
+    let strict = lookup(&knot, zone.anchor());
+    let result = resolve(&strict, ALICE).await;
+    assert!(matches!(result, Err(LookupError::Insecure { .. })), "{result:?}");
+
+    let mut config = LookupConfig::new(vec![knot.addr], apex(), zone.anchor());
+    config.allow_insecure = true;
+    let lax = Lookup::new(config)?;
+    let alice = resolve(&lax, ALICE).await?;
+    assert_eq!(alice.status, ValidationStatus::Insecure);
+    assert_eq!(alice.routes.matrix.unwrap().user_id(), "@alice:hs.test");
+    let nobody = resolve(&lax, NOBODY).await?;
+    assert!(!nobody.is_registered());
+    assert_eq!(nobody.status, ValidationStatus::Insecure);
+
+    // A signed zone under the lax flag is still validated: tampering stays bogus.
+    let signed = zone.sign(&records(), &[])?;
+    corrupt_rrsig(&signed, &owner(ALICE), "NAPTR")?;
+    let knot = Knot::serve(&signed).await?;
+    let mut config = LookupConfig::new(vec![knot.addr], apex(), zone.anchor());
+    config.allow_insecure = true;
+    assert_bogus(resolve(&Lookup::new(config)?, ALICE).await, BogusReason::BadSignature);
+    Ok(())
+}
