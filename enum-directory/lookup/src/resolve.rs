@@ -337,3 +337,44 @@ fn system_servers() -> Result<Vec<SocketAddr>, ConfigError> {
 fn system_servers() -> Result<Vec<SocketAddr>, ConfigError> {
     Err(ConfigError::NoServers)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use hickory_proto::dnssec::rdata::NSEC;
+
+    fn nsec(owner: &Name, types: &[RecordType]) -> Record {
+        let next = owner.prepend_label("x").unwrap(); // any successor: only the owner and bitmap matter
+        Record::from_rdata(owner.clone(), 300, RData::DNSSEC(DNSSECRData::NSEC(NSEC::new(next, types.to_vec()))))
+    }
+
+    #[test]
+    fn nxname_in_the_bitmap_means_no_such_name() {
+        let name = Name::from_ascii("3.0.0.0.6.4.9.7.0.2.4.4.e164.tincan.test.").unwrap();
+        let other = Name::from_ascii("4.0.0.0.6.4.9.7.0.2.4.4.e164.tincan.test.").unwrap();
+        let compact = nsec(&name, &[RecordType::RRSIG, RecordType::NSEC, RecordType::from(NXNAME)]);
+        let nodata = nsec(&name, &[RecordType::NAPTR, RecordType::RRSIG, RecordType::NSEC]);
+        assert!(is_nonexistent(&name, ResponseCode::NoError, std::slice::from_ref(&compact)));
+        assert!(!is_nonexistent(&name, ResponseCode::NoError, &[nodata.clone()]));
+        assert!(is_nonexistent(&name, ResponseCode::NXDomain, &[]));
+        // An NXNAME NSEC for another name says nothing about this one.
+        assert!(!is_nonexistent(&other, ResponseCode::NoError, &[compact]));
+    }
+
+    #[test]
+    fn transport_errors_are_typed() {
+        assert!(matches!(net_error(NetError::Timeout), LookupError::Timeout));
+        assert!(matches!(
+            net_error(NetError::Dns(DnsError::ResponseCode(ResponseCode::Refused))),
+            LookupError::Refused
+        ));
+        assert!(matches!(
+            net_error(NetError::Dns(DnsError::ResponseCode(ResponseCode::ServFail))),
+            LookupError::ServerFailure
+        ));
+        assert!(matches!(
+            net_error(NetError::Dns(DnsError::ResponseCode(ResponseCode::FormErr))),
+            LookupError::ErrorResponse(ResponseCode::FormErr)
+        ));
+    }
+}
