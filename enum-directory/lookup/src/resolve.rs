@@ -355,7 +355,7 @@ mod tests {
         let compact = nsec(&name, &[RecordType::RRSIG, RecordType::NSEC, RecordType::from(NXNAME)]);
         let nodata = nsec(&name, &[RecordType::NAPTR, RecordType::RRSIG, RecordType::NSEC]);
         assert!(is_nonexistent(&name, ResponseCode::NoError, std::slice::from_ref(&compact)));
-        assert!(!is_nonexistent(&name, ResponseCode::NoError, &[nodata.clone()]));
+        assert!(!is_nonexistent(&name, ResponseCode::NoError, std::slice::from_ref(&nodata)));
         assert!(is_nonexistent(&name, ResponseCode::NXDomain, &[]));
         // An NXNAME NSEC for another name says nothing about this one.
         assert!(!is_nonexistent(&other, ResponseCode::NoError, &[compact]));
