@@ -1,0 +1,171 @@
+//! Throughput of transaction handling (100-event transactions, Synapse's batch size) and latency from a remote
+//! event to its Matrix event, with a scripted homeserver and with a real Synapse.
+//!
+//! `cargo bench -p tincan-appservice` (the Synapse group needs the test venv, like the integration tests).
+
+#![allow(missing_docs)]
+
+#[path = "../tests/it/loopback.rs"]
+#[allow(dead_code)]
+mod loopback;
+
+use axum::extract::Request;
+use axum::response::IntoResponse;
+use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use loopback::{HS_TOKEN, Loopback, Seen};
+use serde_json::json;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+use tincan_appservice::registration::{Tokens, registration_yaml};
+use tincan_appservice::store::{self, Portal};
+use tincan_appservice::{Bridge, PortalKey, RemoteChatId, RemoteEvent, RemoteEventKind, RemoteMessageId, RemoteUserId};
+
+const ROOM: &str = "!portal:hs.test";
+const ALICE: &str = "@alice:hs.test";
+
+fn rt() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap()
+}
+
+fn transactions(c: &mut Criterion) {
+    let rt = rt();
+    let dir = tempfile::tempdir().unwrap();
+    let db = format!("sqlite:{}", dir.path().join("b.db").display());
+    let (bridge, rx) = rt.block_on(async {
+        let store = store::connect(&db, 4).await.unwrap();
+        store
+            .upsert_portal(&Portal {
+                key: PortalKey { receiver: ALICE.try_into().unwrap(), chat: RemoteChatId::new("+491") },
+                room_id: Some(ROOM.try_into().unwrap()),
+                other_user: RemoteUserId::new("+491"),
+                metadata: Default::default(),
+            })
+            .await
+            .unwrap();
+        let (conn, rx) = Loopback::new(&[ALICE]);
+        let config = loopback::config("http://127.0.0.1:9", "hs.test", &db);
+        (Bridge::builder(config).store(store).start(conn).await.unwrap(), rx)
+    });
+    let rx = Arc::new(tokio::sync::Mutex::new(rx));
+    let http = reqwest::Client::new();
+    let txn = AtomicU64::new(0);
+    let url = format!("http://{}/_matrix/app/v1/transactions", bridge.local_addr());
+    let mut g = c.benchmark_group("transactions");
+    g.throughput(Throughput::Elements(100));
+    g.sample_size(20);
+    g.bench_function("100_events_recorded_and_handled", |b| {
+        b.to_async(&rt).iter(|| async {
+            let t = txn.fetch_add(1, Ordering::Relaxed);
+            let events: Vec<_> = (0..100)
+                .map(|i| {
+                    json!({"type": "m.room.message", "event_id": format!("$t{t}e{i}"), "sender": ALICE, "room_id": ROOM,
+                           "origin_server_ts": 1, "content": {"msgtype": "m.text", "body": "x"}})
+                })
+                .collect();
+            let resp = http
+                .put(format!("{url}/b{t}"))
+                .bearer_auth(HS_TOKEN)
+                .json(&json!({"events": events}))
+                .send()
+                .await
+                .unwrap();
+            assert!(resp.status().is_success());
+            let mut rx = rx.lock().await;
+            for _ in 0..100 {
+                assert!(matches!(rx.recv().await, Some(Seen::Message(..))));
+            }
+        })
+    });
+    g.finish();
+}
+
+/// A homeserver that accepts every call at once (the bridge's own latency, without Synapse's).
+async fn scripted_homeserver() -> String {
+    static N: AtomicU64 = AtomicU64::new(0);
+    async fn answer(req: Request) -> impl IntoResponse {
+        let path = req.uri().path().to_owned();
+        let body = if path.ends_with("/createRoom") {
+            json!({"room_id": ROOM})
+        } else if path.contains("/send/") {
+            json!({"event_id": format!("$e{}", N.fetch_add(1, Ordering::Relaxed))})
+        } else if path.ends_with("/register") {
+            json!({"user_id": "@x:hs.test"})
+        } else {
+            json!({})
+        };
+        axum::Json(body)
+    }
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, axum::Router::new().fallback(answer)).await });
+    url
+}
+
+fn remote_latency(c: &mut Criterion) {
+    let rt = rt();
+    let mut g = c.benchmark_group("remote_to_matrix");
+    g.sample_size(30);
+    for with_synapse in [false, true] {
+        let dir = tempfile::tempdir().unwrap();
+        let db = format!("sqlite:{}", dir.path().join("b.db").display());
+        let setup = rt.block_on(async {
+            let mut config = loopback::config("http://127.0.0.1:9", "hs.test", &db);
+            let synapse = if with_synapse {
+                let tokens = Tokens::from_config(&config).unwrap();
+                match tincan_testkit::Synapse::builder()
+                    .appservice(registration_yaml(&config, "loop_", &tokens))
+                    .start()
+                    .await
+                {
+                    Ok(s) => {
+                        s.register_user("alice", false).await.unwrap();
+                        config.homeserver.url = s.url();
+                        Some(s)
+                    }
+                    Err(e) => {
+                        eprintln!("skipping the Synapse group: {e}");
+                        return None;
+                    }
+                }
+            } else {
+                config.homeserver.url = scripted_homeserver().await;
+                None
+            };
+            let (conn, _rx) = Loopback::new(&[ALICE]);
+            Some((Bridge::builder(config).start(conn).await.unwrap(), synapse))
+        });
+        let Some((bridge, _synapse)) = setup else { continue };
+        let handle = bridge.handle().clone();
+        let key = PortalKey { receiver: ALICE.try_into().unwrap(), chat: RemoteChatId::new("+4915112345678") };
+        let n = AtomicU64::new(0);
+        let one = |id: u64| {
+            let handle = handle.clone();
+            let key = key.clone();
+            async move {
+                let id = RemoteMessageId::new(format!("m{id}"));
+                handle
+                    .queue_remote_event(RemoteEvent {
+                        portal: key.clone(),
+                        sender: RemoteUserId::new("+4915112345678"),
+                        kind: RemoteEventKind::Message { id: id.clone(), body: "hi".into() },
+                    })
+                    .unwrap();
+                let deadline = Instant::now() + Duration::from_secs(30);
+                while handle.store().message_by_remote(&key, &id).await.unwrap().is_none() {
+                    assert!(Instant::now() < deadline, "remote event not bridged");
+                    tokio::time::sleep(Duration::from_micros(200)).await;
+                }
+            }
+        };
+        // The first event creates ghost and portal room; measure steady state.
+        rt.block_on(one(n.fetch_add(1, Ordering::Relaxed)));
+        let name = if with_synapse { "with_synapse" } else { "scripted_homeserver" };
+        g.bench_function(name, |b| b.to_async(&rt).iter(|| one(n.fetch_add(1, Ordering::Relaxed))));
+        rt.block_on(bridge.stop());
+    }
+    g.finish();
+}
+
+criterion_group!(benches, transactions, remote_latency);
+criterion_main!(benches);
