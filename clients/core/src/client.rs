@@ -249,15 +249,15 @@ impl TincanClient {
     /// command sees a DM someone just opened with us.
     pub async fn sync_once(&self, timeout: Duration) -> Result<()> {
         let client = self.client()?;
-        client.sync_once(SyncSettings::default().timeout(timeout)).await?;
-        let invites = client.invited_rooms();
-        for room in &invites {
-            // The invite handler may have joined it meanwhile.
+        let resp = client.sync_once(SyncSettings::default().timeout(timeout)).await?;
+        let invited = !resp.rooms.invited.is_empty() || !client.invited_rooms().is_empty();
+        for room in client.invited_rooms() {
+            // The invite handler may be joining it concurrently: either join is fine.
             if let Err(e) = room.join().await {
                 tracing::debug!(room = %room.room_id(), error = %e, "joining an invite");
             }
         }
-        if !invites.is_empty() {
+        if invited {
             // The joined room's timeline, room keys and DM marking arrive with the next sync.
             client.sync_once(SyncSettings::default().timeout(Duration::ZERO)).await?;
         }

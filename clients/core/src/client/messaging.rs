@@ -13,7 +13,7 @@ use matrix_sdk::ruma::events::room::message::{
 };
 use matrix_sdk::ruma::events::{AnySyncMessageLikeEvent, AnySyncTimelineEvent};
 use matrix_sdk::ruma::{OwnedUserId, UInt, UserId};
-use matrix_sdk::{Client, Room, RoomState};
+use matrix_sdk::{Client, Room};
 use serde::Serialize;
 use std::sync::{Arc, Mutex};
 use tincan_enum_core::E164;
@@ -99,15 +99,25 @@ impl TincanClient {
     /// The joined DM room with `user`, or a new one: encrypted from the first event, `is_direct`, the user
     /// invited.
     pub async fn dm_room(&self, user: &UserId) -> Result<Room> {
-        let client = self.client()?;
-        let existing = client.get_dm_rooms(user).find(|r| matches!(r.state(), RoomState::Joined | RoomState::Invited));
-        if let Some(room) = existing {
-            if room.state() == RoomState::Invited {
-                room.join().await?;
-            }
-            return Ok(room);
+        match self.find_dm(user).await? {
+            Some(room) => Ok(room),
+            None => Ok(self.client()?.create_dm(user).await?),
         }
-        Ok(client.create_dm(user).await?)
+    }
+
+    /// Our joined DM with `user`: a room marked direct with them, else a joined room of at most two members
+    /// where they are one (the DM marking is account data that can lag behind the join).
+    async fn find_dm(&self, user: &UserId) -> Result<Option<Room>> {
+        let client = self.client()?;
+        if let Some(room) = client.get_dm_rooms(user).next() {
+            return Ok(Some(room));
+        }
+        for room in client.joined_rooms() {
+            if room.active_members_count() <= 2 && room.get_member_no_sync(user).await?.is_some() {
+                return Ok(Some(room));
+            }
+        }
+        Ok(None)
     }
 
     /// Sends `text` to a Matrix user in our encrypted DM with them (no directory check: see
@@ -143,7 +153,7 @@ impl TincanClient {
     /// The last `limit` text messages of our DM with `user_id`, oldest first (decrypted where we hold keys).
     pub async fn history(&self, user_id: &str, limit: u32) -> Result<Vec<IncomingMessage>> {
         let user: OwnedUserId = user_id.try_into().map_err(|_| ClientError::InvalidUserId(user_id.into()))?;
-        let Some(room) = self.client()?.get_dm_rooms(&user).find(|r| r.state() == RoomState::Joined) else {
+        let Some(room) = self.find_dm(&user).await? else {
             return Ok(Vec::new());
         };
         let mut opts = MessagesOptions::backward();
