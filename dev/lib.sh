@@ -5,7 +5,7 @@ ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 export TINCAN_TEST_VENV=${TINCAN_TEST_VENV:-$ROOT/.venv}
 
 # Debian packages the tests drive (DNS validators and servers, SIP peers, load tools).
-APT_PACKAGES=(bind9-dnsutils bind9-utils ldnsutils unbound knot knot-dnsutils knot-dnssecutils nsd dnsperf
+APT_PACKAGES=(bind9-dnsutils bind9-utils ldnsutils unbound unbound-host knot knot-dnsutils knot-dnssecutils nsd dnsperf
   sip-tester kamailio rtpengine-daemon baresip-core postgresql-client)
 
 log() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }

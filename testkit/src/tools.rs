@@ -19,7 +19,7 @@ pub const PACKAGES: &[(&str, &str)] = &[
     ("ldns-signzone", "ldnsutils"),
     ("ldns-keygen", "ldnsutils"),
     ("unbound", "unbound"),
-    ("unbound-host", "unbound"),
+    ("unbound-host", "unbound-host"),
     ("knotd", "knot"),
     ("knotc", "knot"),
     ("keymgr", "knot"),
