@@ -88,11 +88,6 @@ impl Default for DatabaseConfig {
     }
 }
 
-fn secret_set(s: &Secret) -> bool {
-    // `Secret` serializes as "[redacted]", so a default that went through the config merge reads back as that.
-    !s.is_empty() && s.expose() != "[redacted]"
-}
-
 impl AppserviceConfig {
     /// The effective ghost prefix: the configured one, else the connector's.
     pub fn ghost_prefix<'a>(&'a self, connector_default: &'a str) -> &'a str {
@@ -102,10 +97,10 @@ impl AppserviceConfig {
     /// Problems that only show once tokens are required (running, not printing a registration).
     pub fn validate_tokens(&self) -> Vec<String> {
         let mut problems = Vec::new();
-        if !secret_set(&self.appservice.as_token) {
+        if self.appservice.as_token.is_empty() {
             problems.push("appservice.as_token: must be set (see `registration`)".into());
         }
-        if !secret_set(&self.appservice.hs_token) {
+        if self.appservice.hs_token.is_empty() {
             problems.push("appservice.hs_token: must be set (see `registration`)".into());
         }
         problems

@@ -66,7 +66,10 @@ pub fn load_config_from<T>(
 where
     T: DeserializeOwned + Serialize + Default + Validate,
 {
-    let mut figment = Figment::from(Serialized::defaults(T::default()));
+    // Defaults are seeded by value (secrets exposed) so partial sections merge onto them and an unset secret
+    // stays empty rather than becoming the `[redacted]` placeholder `Secret` prints.
+    let defaults = crate::secret::with_exposed(|| figment::value::Value::serialize(T::default())).map_err(Box::new)?;
+    let mut figment = Figment::from(Serialized::defaults(defaults));
     if let Some(path) = file {
         let text =
             std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.to_owned(), source })?;
@@ -145,6 +148,27 @@ mod tests {
         assert_eq!(c.name, "a");
         assert_eq!(c.api.listen, "127.0.0.1:2");
         assert_eq!(c.api.token.expose(), "s3cret");
+    }
+
+    #[test]
+    fn unset_secrets_stay_empty_and_defaults_keep_their_value() {
+        #[derive(Debug, Serialize, Deserialize)]
+        #[serde(deny_unknown_fields, default)]
+        struct WithDefault {
+            token: Secret,
+            other: Secret,
+        }
+        impl Default for WithDefault {
+            fn default() -> Self {
+                Self { token: Secret::new("built-in"), other: Secret::default() }
+            }
+        }
+        impl Validate for WithDefault {}
+        let c: WithDefault = load_config_from(None, "T_", env(&[])).unwrap();
+        assert_eq!(c.token.expose(), "built-in");
+        assert!(c.other.is_empty(), "an unset secret must not read back as the [redacted] placeholder");
+        // Printing still redacts.
+        assert_eq!(serde_json::to_string(&c.token).unwrap(), "\"[redacted]\"");
     }
 
     #[test]

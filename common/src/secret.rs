@@ -1,7 +1,27 @@
 //! Secrets in config and memory: never printed by `Debug`, `Display` or tracing.
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use std::cell::Cell;
 use std::fmt;
+
+thread_local! {
+    /// Set only while the config loader serializes a config type's defaults, so that a default secret keeps
+    /// its value through the merge instead of turning into the `[redacted]` placeholder.
+    static EXPOSE: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Runs `f` with secrets serializing to their real value (for seeding config defaults; never for output).
+pub(crate) fn with_exposed<R>(f: impl FnOnce() -> R) -> R {
+    struct Reset;
+    impl Drop for Reset {
+        fn drop(&mut self) {
+            EXPOSE.with(|e| e.set(false));
+        }
+    }
+    EXPOSE.with(|e| e.set(true));
+    let _reset = Reset;
+    f()
+}
 
 /// A secret value (token, password, key material). Formatting prints `[redacted]`.
 #[derive(Clone, PartialEq, Eq, Default)]
@@ -45,7 +65,7 @@ impl<'de> Deserialize<'de> for Secret {
 /// Serializes as `[redacted]` so that `config check` can print the effective config safely.
 impl Serialize for Secret {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str("[redacted]")
+        if EXPOSE.with(Cell::get) { s.serialize_str(&self.0) } else { s.serialize_str("[redacted]") }
     }
 }
 

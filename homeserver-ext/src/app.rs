@@ -37,14 +37,13 @@ pub struct App {
 impl App {
     /// Assembles the state from its parts (tests pass their own SMS sink, clock or seed).
     pub fn new(
-        mut config: ExtConfig,
+        config: ExtConfig,
         store: Arc<dyn Store>,
         sms: Arc<dyn SmsSender>,
         homeserver: Arc<dyn HomeserverConnector>,
         clock: Arc<dyn Clock>,
         rng: StdRng,
     ) -> Self {
-        config.clear_unset_secrets();
         let directory = DirectoryClient::from_config(&config.directory);
         Self {
             limiter: Limiter::new(config.limits.clone(), clock.clone()),
@@ -60,8 +59,7 @@ impl App {
     }
 
     /// The production assembly from config: opens the store, builds SMS and homeserver backends.
-    pub async fn from_config(mut config: ExtConfig, clock: Arc<dyn Clock>) -> Result<Self, crate::store::StoreError> {
-        config.clear_unset_secrets();
+    pub async fn from_config(config: ExtConfig, clock: Arc<dyn Clock>) -> Result<Self, crate::store::StoreError> {
         let store = crate::store::open(&config.database_url).await?;
         let sms = crate::sms::from_config(&config.sms);
         let homeserver = crate::homeserver::from_config(&config, clock.clone());

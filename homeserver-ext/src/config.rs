@@ -243,33 +243,6 @@ pub struct DirectoryConfig {
     pub token: Secret,
 }
 
-/// Whether a secret was really configured. `tincan_common::load_config` seeds figment with the serialized
-/// defaults, and `Secret` serializes as `[redacted]`, so an unset secret arrives as that literal.
-pub fn is_set(s: &Secret) -> bool {
-    !s.is_empty() && s.expose() != REDACTED
-}
-
-const REDACTED: &str = "[redacted]";
-
-impl ExtConfig {
-    /// Turns secrets that were never configured (the `[redacted]` placeholder, see [`is_set`]) back into empty
-    /// ones, so they can never be matched or sent.
-    pub fn clear_unset_secrets(&mut self) {
-        for s in [
-            &mut self.sms.webhook_token,
-            &mut self.sms.smpp_password,
-            &mut self.homeserver.jwt_secret,
-            &mut self.homeserver.as_token,
-            &mut self.homeserver.hs_token,
-            &mut self.directory.token,
-        ] {
-            if s.expose() == REDACTED {
-                *s = Secret::default();
-            }
-        }
-    }
-}
-
 impl Validate for ExtConfig {
     fn validate(&self) -> Vec<String> {
         let mut p = Vec::new();
@@ -315,18 +288,18 @@ impl Validate for ExtConfig {
         }
         match self.homeserver.backend {
             HomeserverBackend::Jwt
-                if !is_set(&self.homeserver.jwt_secret) || self.homeserver.jwt_secret.expose().len() < 16 =>
+                if self.homeserver.jwt_secret.is_empty() || self.homeserver.jwt_secret.expose().len() < 16 =>
             {
                 p.push("homeserver.jwt_secret: required, at least 16 characters, with backend = \"jwt\"".into())
             }
             HomeserverBackend::Appservice
-                if !is_set(&self.homeserver.as_token) || !is_set(&self.homeserver.hs_token) =>
+                if self.homeserver.as_token.is_empty() || self.homeserver.hs_token.is_empty() =>
             {
                 p.push("homeserver.as_token and homeserver.hs_token: required with backend = \"appservice\"".into())
             }
             _ => {}
         }
-        if !self.directory.url.is_empty() && !is_set(&self.directory.token) {
+        if !self.directory.url.is_empty() && self.directory.token.is_empty() {
             p.push("directory.token: required when directory.url is set".into());
         }
         p
@@ -340,9 +313,8 @@ mod tests {
     #[test]
     fn unset_secrets_are_empty_not_the_placeholder() {
         let env = [("TINCAN_EXT_HOMESERVER__JWT_SECRET".to_string(), "0123456789abcdef01".to_string())];
-        let mut c: ExtConfig = tincan_common::config::load_config_from(None, "TINCAN_EXT_", env).unwrap();
-        assert_eq!(c.homeserver.hs_token.expose(), "[redacted]", "tincan-common behaviour this guards against");
-        c.clear_unset_secrets();
+        let c: ExtConfig = tincan_common::config::load_config_from(None, "TINCAN_EXT_", env).unwrap();
+        assert_ne!(c.homeserver.hs_token.expose(), "[redacted]");
         assert!(c.homeserver.hs_token.is_empty());
         assert!(c.sms.smpp_password.is_empty());
         assert_eq!(c.homeserver.jwt_secret.expose(), "0123456789abcdef01");

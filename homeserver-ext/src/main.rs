@@ -43,9 +43,7 @@ enum ConfigCommand {
 }
 
 fn load(cli: &Cli) -> anyhow::Result<ExtConfig> {
-    let mut config = tincan_common::load_config::<ExtConfig>(cli.config.as_deref(), ENV_PREFIX)?;
-    config.clear_unset_secrets();
-    Ok(config)
+    Ok(tincan_common::load_config::<ExtConfig>(cli.config.as_deref(), ENV_PREFIX)?)
 }
 
 #[tokio::main]
