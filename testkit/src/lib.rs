@@ -4,9 +4,11 @@
 //!   SQLite data dir; stopped when dropped (and by a watchdog if the test process dies).
 //! - [`Postgres`]: a fresh PostgreSQL database per test, dropped afterwards.
 //! - [`tools`]: Debian tools (`delv`, `ldns-verify-zone`, `sipp`…) with an error naming the missing package.
+//! - [`dnssec`]: zones signed with BIND's tools and served by Knot (as signed, or signed online).
 //! - [`ports`]: free loopback ports, reserved across parallel test processes.
 //! - [`process`]: child processes that never outlive the test.
 
+pub mod dnssec;
 pub mod ports;
 pub mod postgres;
 pub mod process;

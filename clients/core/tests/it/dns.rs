@@ -7,12 +7,11 @@
 
 #![allow(dead_code)]
 
-use anyhow::{Result, bail};
+use anyhow::Result;
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
-use std::time::Duration;
+use std::path::PathBuf;
 use tincan_enum_core::{E164, MasterKey, owner_name};
-use tincan_testkit::{ChildGuard, ports, tools};
+use tincan_testkit::dnssec;
 
 /// The apex of the test zone.
 pub const APEX: &str = "e164.tincan.test.";
@@ -45,25 +44,20 @@ pub fn owner(number: &str) -> String {
     owner_name(&E164::parse(number).unwrap(), &hickory_proto::rr::Name::from_ascii(APEX).unwrap()).to_string()
 }
 
-/// Keys, the signed zone and knotd serving it.
+/// Keys, the signed zone and knotd serving it (the testkit's [`dnssec`] helpers).
 pub struct Directory {
     pub addr: SocketAddr,
     /// The DS of the KSK, presentation format: the trust anchor.
     pub anchor: String,
-    dir: tempfile::TempDir,
-    guard: ChildGuard,
+    zone: dnssec::SignedZone,
+    _knot: dnssec::Knot,
 }
 
 impl Directory {
     /// Signs `entries` and serves them; `tamper` names a number whose NAPTR signature is then corrupted.
     pub async fn serve(entries: &[Entry], tamper: Option<&str>) -> Result<Directory> {
-        let dir = tempfile::Builder::new().prefix("tincan-zone-").tempdir()?;
-        let d = dir.path();
-        let ksk = keygen(d, true)?;
-        keygen(d, false)?;
-        let anchor = tools::run_ok(tools::command("dnssec-dsfromkey").arg("-2").arg(d.join(format!("{ksk}.key"))))?
-            .trim()
-            .to_owned();
+        let zone = dnssec::SignedZone::generate(APEX)?.with_ttl(60);
+        let anchor = zone.ds()?.trim().to_owned();
         let mut records = String::new();
         for e in entries {
             let o = owner(&e.number);
@@ -77,100 +71,18 @@ impl Directory {
                 records.push_str(&format!("{o} 60 IN TXT \"v=tc1; mk={}\"\n", k.to_base64()));
             }
         }
-        let unsigned = d.join("zone.db");
-        let signed = d.join("zone.signed");
-        std::fs::write(
-            &unsigned,
-            format!(
-                "$TTL 60\n{APEX} IN SOA ns1.{APEX} hostmaster.{APEX} 1 3600 600 86400 60\n{APEX} IN NS ns1.{APEX}\n\
-                 ns1.{APEX} IN A 127.0.0.1\n{records}"
-            ),
-        )?;
-        tools::run_ok(
-            tools::command("dnssec-signzone")
-                .current_dir(d)
-                .args(["-O", "full", "-S", "-K", ".", "-o", APEX, "-f"])
-                .arg(&signed)
-                .arg(&unsigned),
-        )?;
+        let signed = zone.sign(&records, &[])?;
         if let Some(number) = tamper {
-            corrupt_rrsig(&signed, &owner(number), "NAPTR")?;
+            dnssec::corrupt_rrsig(&signed, &owner(number), "NAPTR")?;
         }
-        let port = ports::free_port();
-        let addr = SocketAddr::from(([127, 0, 0, 1], port));
-        let root = d.display();
-        std::fs::create_dir_all(d.join("db"))?;
-        let conf = format!(
-            "server:\n    rundir: \"{root}\"\n    listen: 127.0.0.1@{port}\n\
-             database:\n    storage: \"{root}/db\"\n\
-             log:\n  - target: stderr\n    any: info\n\
-             zone:\n  - domain: {APEX}\n    file: \"{}\"\n    zonefile-sync: -1\n    journal-content: none\n",
-            signed.display()
-        );
-        std::fs::write(d.join("knot.conf"), conf)?;
-        let mut cmd = tools::command("knotd");
-        cmd.arg("-c").arg(d.join("knot.conf"));
-        let guard = ChildGuard::spawn_logged("knotd", cmd, d.join("knotd.log"))?;
-        let mut me = Directory { addr, anchor, dir, guard };
-        me.wait_ready().await?;
-        Ok(me)
+        let knot = dnssec::Knot::serve(APEX, &signed).await?;
+        Ok(Directory { addr: knot.addr, anchor, zone, _knot: knot })
     }
 
     /// The anchor written to a file (for `--trust-anchor`).
     pub fn anchor_file(&self) -> Result<PathBuf> {
-        let p = self.dir.path().join("anchor.ds");
+        let p = self.zone.dir.path().join("anchor.ds");
         std::fs::write(&p, &self.anchor)?;
         Ok(p)
     }
-
-    async fn wait_ready(&mut self) -> Result<()> {
-        for _ in 0..200 {
-            self.guard.ensure_running()?;
-            let out = tools::run(
-                tools::command("dig")
-                    .args(["+short", "+time=1", "+tries=1", "-p", &self.addr.port().to_string(), "@127.0.0.1"])
-                    .args([APEX, "SOA"]),
-            )?;
-            if !String::from_utf8_lossy(&out.stdout).trim().is_empty() {
-                return Ok(());
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        bail!("knotd did not answer on {}\n{}", self.addr, self.guard.log_tail(30))
-    }
-}
-
-fn keygen(dir: &Path, ksk: bool) -> Result<String> {
-    let mut cmd = tools::command("dnssec-keygen");
-    cmd.current_dir(dir).args(["-q", "-a", "ECDSAP256SHA256", "-n", "ZONE"]);
-    if ksk {
-        cmd.args(["-f", "KSK"]);
-    }
-    let out = tools::run_ok(cmd.arg(APEX.trim_end_matches('.')))?;
-    let name = out.trim().to_owned();
-    anyhow::ensure!(!name.is_empty(), "dnssec-keygen printed no key name");
-    Ok(name)
-}
-
-/// Changes one character of the signature of the RRSIG(s) covering `rtype` at `owner`.
-fn corrupt_rrsig(path: &Path, owner: &str, rtype: &str) -> Result<()> {
-    let text = std::fs::read_to_string(path)?;
-    let mut hits = 0;
-    let lines: Vec<String> = text
-        .lines()
-        .map(|line| {
-            let f: Vec<&str> = line.split_whitespace().collect();
-            if f.first() == Some(&owner) && f.get(3) == Some(&"RRSIG") && f.get(4) == Some(&rtype) {
-                hits += 1;
-                let sig = f.last().unwrap();
-                let flipped = if sig.starts_with('A') { 'B' } else { 'A' };
-                format!("{}{flipped}{}", &line[..line.len() - sig.len()], &sig[1..])
-            } else {
-                line.to_owned()
-            }
-        })
-        .collect();
-    anyhow::ensure!(hits > 0, "no RRSIG {rtype} at {owner}");
-    std::fs::write(path, lines.join("\n") + "\n")?;
-    Ok(())
 }

@@ -6,7 +6,7 @@ use anyhow::Result;
 use tincan_enum_lookup::{E164, Lookup, LookupConfig, LookupError};
 use tincan_testkit::ports;
 
-use crate::knot::Knot;
+use crate::knot;
 use crate::zone::{SignedZone, apex, number_records};
 
 #[tokio::test]
@@ -32,7 +32,7 @@ async fn silent_server_times_out() -> Result<()> {
 async fn server_without_the_zone_refuses() -> Result<()> {
     // Knot serves e164.lookup.test.; ask it about another apex.
     let zone = SignedZone::generate()?;
-    let knot = Knot::serve(&zone.sign(&number_records("+442079460001", &[], None), &[])?).await?;
+    let knot = knot::serve(&zone.sign(&number_records("+442079460001", &[], None), &[])?).await?;
     let other = hickory_proto::rr::Name::from_ascii("e164.elsewhere.test.")?;
     let anchor = zone.ds()?.replace("e164.lookup.test.", "e164.elsewhere.test.").parse()?;
     let lookup = Lookup::new(LookupConfig::new(vec![knot.addr], other, anchor))?;

@@ -4,7 +4,7 @@
 use anyhow::Result;
 use tincan_enum_lookup::{E164, Lookup, LookupConfig, ValidationStatus};
 
-use crate::knot::Knot;
+use crate::knot;
 use crate::zone::{APEX, apex, master_key, number_records};
 
 #[tokio::test]
@@ -19,7 +19,7 @@ async fn online_signed_answers_and_denials_validate() -> Result<()> {
              ns1.{APEX} IN A 127.0.0.1\n{records}"
         ),
     )?;
-    let knot = Knot::serve_onlinesign(&zone_file).await?;
+    let knot = knot::serve_onlinesign(&zone_file).await?;
     let lookup = Lookup::new(LookupConfig::new(vec![knot.addr], apex(), knot.onlinesign_ds()?.parse()?))?;
 
     let alice = lookup.resolve(&E164::parse("+442079460001")?).await?;

@@ -8,7 +8,7 @@ use tincan_enum_lookup::{
     BogusReason, E164, Lookup, LookupConfig, LookupError, Resolution, TrustAnchor, ValidationStatus,
 };
 
-use crate::knot::Knot;
+use crate::knot::{self, Knot};
 use crate::zone::{SignedZone, apex, corrupt_rrsig, edit_zone, master_key, number_records, owner};
 
 const ALICE: &str = "+442079460001";
@@ -50,7 +50,7 @@ fn assert_bogus(result: Result<Resolution, LookupError>, expected: BogusReason) 
 #[tokio::test]
 async fn registered_number_gives_routes_and_key_secure() -> Result<()> {
     let zone = SignedZone::generate()?;
-    let knot = Knot::serve(&zone.sign(&records(), &[])?).await?;
+    let knot = knot::serve(&zone.sign(&records(), &[])?).await?;
     let lookup = lookup(&knot, zone.anchor());
 
     let alice = resolve(&lookup, ALICE).await?;
@@ -73,7 +73,7 @@ async fn registered_number_gives_routes_and_key_secure() -> Result<()> {
 #[tokio::test]
 async fn unregistered_number_is_a_validated_absence() -> Result<()> {
     let zone = SignedZone::generate()?;
-    let knot = Knot::serve(&zone.sign(&records(), &[])?).await?;
+    let knot = knot::serve(&zone.sign(&records(), &[])?).await?;
     let lookup = lookup(&knot, zone.anchor());
 
     // NXDOMAIN proven by the NSEC chain.
@@ -91,7 +91,7 @@ async fn unregistered_number_is_a_validated_absence() -> Result<()> {
 #[tokio::test]
 async fn dnskey_anchor_and_delv_clause_work_too() -> Result<()> {
     let zone = SignedZone::generate()?;
-    let knot = Knot::serve(&zone.sign(&records(), &[])?).await?;
+    let knot = knot::serve(&zone.sign(&records(), &[])?).await?;
 
     let by_key = lookup(&knot, zone.ksk_dnskey()?.parse()?);
     assert_eq!(resolve(&by_key, ALICE).await?.key, Some(master_key(1)));
@@ -109,7 +109,7 @@ async fn tampered_signature_is_bogus_never_a_route() -> Result<()> {
     let zone = SignedZone::generate()?;
     let signed = zone.sign(&records(), &[])?;
     corrupt_rrsig(&signed, &owner(ALICE), "NAPTR")?;
-    let knot = Knot::serve(&signed).await?;
+    let knot = knot::serve(&signed).await?;
     let lookup = lookup(&knot, zone.anchor());
 
     assert_bogus(resolve(&lookup, ALICE).await, BogusReason::BadSignature);
@@ -123,7 +123,7 @@ async fn data_changed_after_signing_is_bogus() -> Result<()> {
     let zone = SignedZone::generate()?;
     let signed = zone.sign(&records(), &[])?;
     edit_zone(&signed, |line| Some(line.replace("matrix:u/alice:hs.test", "matrix:u/mallory:evil.test")))?;
-    let knot = Knot::serve(&signed).await?;
+    let knot = knot::serve(&signed).await?;
     let lookup = lookup(&knot, zone.anchor());
 
     assert_bogus(resolve(&lookup, ALICE).await, BogusReason::BadSignature);
@@ -136,7 +136,7 @@ async fn key_changed_after_signing_is_bogus() -> Result<()> {
     let signed = zone.sign(&records(), &[])?;
     let (good, evil) = (master_key(1).to_base64(), master_key(9).to_base64());
     edit_zone(&signed, |line| Some(line.replace(&good, &evil)))?;
-    let knot = Knot::serve(&signed).await?;
+    let knot = knot::serve(&signed).await?;
     let lookup = lookup(&knot, zone.anchor());
 
     assert_bogus(resolve(&lookup, ALICE).await, BogusReason::BadSignature);
@@ -153,7 +153,7 @@ async fn missing_signature_is_bogus() -> Result<()> {
         let strip = f.first() == Some(&alice.as_str()) && f.get(3) == Some(&"RRSIG") && f.get(4) == Some(&"NAPTR");
         (!strip).then(|| line.to_owned())
     })?;
-    let knot = Knot::serve(&signed).await?;
+    let knot = knot::serve(&signed).await?;
     let lookup = lookup(&knot, zone.anchor());
 
     let result = resolve(&lookup, ALICE).await;
@@ -167,7 +167,7 @@ async fn forged_denial_is_bogus() -> Result<()> {
     let signed = zone.sign(&records(), &[])?;
     // Break the NSEC that proves NOBODY's absence (it is owned by BOB's name, the one before it).
     corrupt_rrsig(&signed, &owner(BOB), "NSEC")?;
-    let knot = Knot::serve(&signed).await?;
+    let knot = knot::serve(&signed).await?;
     let lookup = lookup(&knot, zone.anchor());
 
     let result = resolve(&lookup, NOBODY).await;
@@ -179,7 +179,7 @@ async fn forged_denial_is_bogus() -> Result<()> {
 async fn expired_signatures_are_bogus() -> Result<()> {
     let zone = SignedZone::generate()?;
     let signed = zone.sign(&records(), &["-P", "-s", "20200101000000", "-e", "20200201000000"])?;
-    let knot = Knot::serve(&signed).await?;
+    let knot = knot::serve(&signed).await?;
     let lookup = lookup(&knot, zone.anchor());
 
     // The apex key set itself is expired: caught before any answer is trusted.
@@ -191,7 +191,7 @@ async fn expired_signatures_are_bogus() -> Result<()> {
 async fn wrong_trust_anchor_is_an_error() -> Result<()> {
     let zone = SignedZone::generate()?;
     let other = SignedZone::generate()?;
-    let knot = Knot::serve(&zone.sign(&records(), &[])?).await?;
+    let knot = knot::serve(&zone.sign(&records(), &[])?).await?;
 
     let lookup = lookup(&knot, other.anchor());
     assert_bogus(resolve(&lookup, ALICE).await, BogusReason::UntrustedKeys);
@@ -202,7 +202,7 @@ async fn wrong_trust_anchor_is_an_error() -> Result<()> {
 #[tokio::test]
 async fn a_new_zsk_is_picked_up_through_the_anchor() -> Result<()> {
     let zone = SignedZone::generate()?;
-    let first = Knot::serve(&zone.sign(&records(), &[])?).await?;
+    let first = knot::serve(&zone.sign(&records(), &[])?).await?;
     let port = first.addr.port();
     let lookup = lookup(&first, zone.anchor());
     assert!(resolve(&lookup, ALICE).await?.is_registered());
@@ -211,7 +211,7 @@ async fn a_new_zsk_is_picked_up_through_the_anchor() -> Result<()> {
     // Same KSK (same DS), new ZSK, same address: answers are now signed by a key the lookup has not seen. The
     // lookup notices the failure, re-fetches the apex keys, checks them against the anchor and retries.
     zone.replace_zsk()?;
-    let _second = Knot::serve_on(&zone.sign(&records(), &[])?, port).await?;
+    let _second = knot::serve_on(&zone.sign(&records(), &[])?, port).await?;
     let bob = resolve(&lookup, BOB).await?;
     assert_eq!(bob.status, ValidationStatus::Secure);
     assert_eq!(bob.routes.sip, vec!["sip:bob@sip.test".to_owned()]);
@@ -232,7 +232,7 @@ async fn unsigned_zone_is_insecure_unless_allowed() -> Result<()> {
             records()
         ),
     )?;
-    let knot = Knot::serve(&plain).await?;
+    let knot = knot::serve(&plain).await?;
 
     let strict = lookup(&knot, zone.anchor());
     let result = resolve(&strict, ALICE).await;
@@ -251,7 +251,7 @@ async fn unsigned_zone_is_insecure_unless_allowed() -> Result<()> {
     // A signed zone under the lax flag is still validated: tampering stays bogus.
     let signed = zone.sign(&records(), &[])?;
     corrupt_rrsig(&signed, &owner(ALICE), "NAPTR")?;
-    let knot = Knot::serve(&signed).await?;
+    let knot = knot::serve(&signed).await?;
     let mut config = LookupConfig::new(vec![knot.addr], apex(), zone.anchor());
     config.allow_insecure = true;
     assert_bogus(resolve(&Lookup::new(config)?, ALICE).await, BogusReason::BadSignature);
