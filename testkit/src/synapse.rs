@@ -2,8 +2,10 @@
 //!
 //! Started from the project's Python venv (`TINCAN_TEST_VENV`, else `<repo>/.venv`, else
 //! `/var/tmp/tincan-venv`; `dev/test` creates it) on a free loopback port with a fresh SQLite data dir, a
-//! generated signing key and shared registration secret, and rate limits lifted. The test can merge its own
-//! settings into `homeserver.yaml` (`jwt_config`, `account_threepid_delegates`, appservice registrations…).
+//! generated signing key and shared registration secret, and rate limits lifted. Its one listener serves the
+//! `client` and `openid` resources, so an identity server can check a user's OpenID token with it. The test can
+//! merge its own settings into `homeserver.yaml` (`jwt_config`, `account_threepid_delegates`, appservice
+//! registrations…).
 //! The process is stopped when the [`Synapse`] is dropped, even when the test panics.
 
 use crate::process::ChildGuard;
@@ -258,7 +260,7 @@ fn base_config(server_name: &str, port: u16, dir: &Path, shared_secret: &str, as
             "type": "http",
             "tls": false,
             "x_forwarded": false,
-            "resources": [{"names": ["client"], "compress": false}],
+            "resources": [{"names": ["client", "openid"], "compress": false}],
         }],
         "database": {"name": "sqlite3", "args": {"database": dir.join("homeserver.db")}},
         "log_config": dir.join("log.yaml"),
