@@ -1,7 +1,9 @@
-//! Throughput of transaction handling (100-event transactions, Synapse's batch size) and latency from a remote
-//! event to its Matrix event, with a scripted homeserver and with a real Synapse.
+//! Throughput of transaction handling (100-event transactions, Synapse's batch size), latency from a remote
+//! event to its Matrix event, and throughput of the durable remote queue; without Synapse (the AS API driven
+//! directly, a homeserver stub that answers the client-server calls at once) and with a real Synapse.
 //!
-//! `cargo bench -p tincan-appservice` (the Synapse group needs the test venv, like the integration tests).
+//! `bench/appservice/run.sh` (or `cargo bench -p tincan-appservice --bench bridge`); the Synapse groups need the
+//! test venv (`TINCAN_TEST_VENV`), like the integration tests, and are skipped without it.
 
 #![allow(missing_docs)]
 
@@ -12,6 +14,7 @@ mod loopback;
 use axum::extract::Request;
 use axum::response::IntoResponse;
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use futures::StreamExt;
 use loopback::{HS_TOKEN, Loopback, Seen};
 use serde_json::json;
 use std::sync::Arc;
@@ -150,6 +153,7 @@ fn remote_latency(c: &mut Criterion) {
                         sender: RemoteUserId::new("+4915112345678"),
                         kind: RemoteEventKind::Message { id: id.clone(), body: "hi".into() },
                     })
+                    .await
                     .unwrap();
                 let deadline = Instant::now() + Duration::from_secs(30);
                 while handle.store().message_by_remote(&key, &id).await.unwrap().is_none() {
@@ -167,5 +171,145 @@ fn remote_latency(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, transactions, remote_latency);
+/// A bridge on the homeserver stub with one portal whose room exists; remote events queued `batch` per call,
+/// `per_iter` per iteration, timed until the remote queue is empty (each event recorded, sent, marked done).
+fn remote_throughput(c: &mut Criterion) {
+    let rt = rt();
+    let mut g = c.benchmark_group("remote_queue_100_events");
+    g.throughput(Throughput::Elements(100));
+    g.sample_size(20);
+    for batch in [1usize, 100] {
+        let dir = tempfile::tempdir().unwrap();
+        let db = format!("sqlite:{}", dir.path().join("b.db").display());
+        let bridge = rt.block_on(async {
+            let mut config = loopback::config("http://127.0.0.1:9", "hs.test", &db);
+            config.homeserver.url = scripted_homeserver().await;
+            let (conn, _rx) = Loopback::new(&[ALICE]);
+            Bridge::builder(config).start(conn).await.unwrap()
+        });
+        let handle = bridge.handle().clone();
+        let key = PortalKey { receiver: ALICE.try_into().unwrap(), chat: RemoteChatId::new("+4915112345678") };
+        let n = AtomicU64::new(0);
+        let run = |count: usize| {
+            let handle = handle.clone();
+            let key = key.clone();
+            let first = n.fetch_add(count as u64, Ordering::Relaxed);
+            async move {
+                let events: Vec<RemoteEvent> = (0..count as u64)
+                    .map(|i| RemoteEvent {
+                        portal: key.clone(),
+                        sender: RemoteUserId::new("+4915112345678"),
+                        kind: RemoteEventKind::Message {
+                            id: RemoteMessageId::new(format!("t{}", first + i)),
+                            body: "hi".into(),
+                        },
+                    })
+                    .collect();
+                for chunk in events.chunks(batch) {
+                    handle.queue_remote_events(chunk.to_vec()).await.unwrap();
+                }
+                let deadline = Instant::now() + Duration::from_secs(60);
+                while handle.store().remote_pending_count().await.unwrap() > 0 {
+                    assert!(Instant::now() < deadline, "remote events not bridged");
+                    tokio::time::sleep(Duration::from_micros(500)).await;
+                }
+            }
+        };
+        rt.block_on(run(1));
+        let name = if batch == 1 { "one_queue_call_per_event" } else { "one_queue_call_per_100" };
+        g.bench_function(name, |b| b.to_async(&rt).iter(|| run(100)));
+        rt.block_on(bridge.stop());
+    }
+    g.finish();
+}
+
+/// Synapse in the loop, Matrix → network: Alice sends 100 messages into a portal (8 in flight), timed until
+/// the network has all of them; Synapse batches them into transactions as it does in production.
+fn transactions_with_synapse(c: &mut Criterion) {
+    let rt = rt();
+    let dir = tempfile::tempdir().unwrap();
+    let db = format!("sqlite:{}", dir.path().join("b.db").display());
+    let setup = rt.block_on(async {
+        let mut config = loopback::config("http://127.0.0.1:9", "hs.test", &db);
+        let tokens = Tokens::from_config(&config).unwrap();
+        let synapse = match tincan_testkit::Synapse::builder()
+            .appservice(registration_yaml(&config, "loop_", &tokens))
+            .start()
+            .await
+        {
+            Ok(s) => s,
+            Err(e) => {
+                eprintln!("skipping the Synapse transaction group: {e}");
+                return None;
+            }
+        };
+        let alice = synapse.register_user("alice", false).await.unwrap();
+        config.homeserver.url = synapse.url();
+        let (conn, rx) = Loopback::new(&[ALICE]);
+        let bridge = Bridge::builder(config).start(conn).await.unwrap();
+        let key = PortalKey { receiver: ALICE.try_into().unwrap(), chat: RemoteChatId::new("+4915112345678") };
+        bridge
+            .handle()
+            .queue_remote_event(RemoteEvent {
+                portal: key.clone(),
+                sender: RemoteUserId::new("+4915112345678"),
+                kind: RemoteEventKind::Message { id: RemoteMessageId::new("hello"), body: "hello".into() },
+            })
+            .await
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let room = loop {
+            if let Some(room) = bridge.handle().store().portal(&key).await.unwrap().and_then(|p| p.room_id) {
+                break room;
+            }
+            assert!(Instant::now() < deadline, "no portal room");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        };
+        let http = reqwest::Client::new();
+        let join = format!(
+            "{}/_matrix/client/v3/join/{}",
+            synapse.url(),
+            room.as_str().replace('!', "%21").replace(':', "%3A")
+        );
+        let resp = http.post(join).bearer_auth(&alice.access_token).json(&json!({})).send().await.unwrap();
+        assert!(resp.status().is_success());
+        let send = format!(
+            "{}/_matrix/client/v3/rooms/{}/send/m.room.message",
+            synapse.url(),
+            room.as_str().replace('!', "%21").replace(':', "%3A")
+        );
+        Some((synapse, bridge, rx, http, send, alice.access_token))
+    });
+    let Some((_synapse, bridge, rx, http, send, token)) = setup else { return };
+    let rx = Arc::new(tokio::sync::Mutex::new(rx));
+    let txn = AtomicU64::new(0);
+    let mut g = c.benchmark_group("transactions");
+    g.throughput(Throughput::Elements(100));
+    g.sample_size(10);
+    g.bench_function("100_messages_through_synapse", |b| {
+        b.to_async(&rt).iter(|| async {
+            let first = txn.fetch_add(100, Ordering::Relaxed);
+            futures::stream::iter(first..first + 100)
+                .for_each_concurrent(8, |t| {
+                    let req = http
+                        .put(format!("{send}/b{t}"))
+                        .bearer_auth(&token)
+                        .json(&json!({"msgtype": "m.text", "body": format!("m{t}")}));
+                    async move { assert!(req.send().await.unwrap().status().is_success()) }
+                })
+                .await;
+            let mut rx = rx.lock().await;
+            let mut seen = 0;
+            while seen < 100 {
+                if let Some(Seen::Message(..)) = rx.recv().await {
+                    seen += 1;
+                }
+            }
+        })
+    });
+    g.finish();
+    rt.block_on(bridge.stop());
+}
+
+criterion_group!(benches, transactions, transactions_with_synapse, remote_latency, remote_throughput);
 criterion_main!(benches);

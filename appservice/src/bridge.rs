@@ -6,9 +6,12 @@
 //!   itself (a new direct portal), and hands every portal event to that portal's queue ([`portal`]), whose
 //!   worker calls the connector's [`NetworkApi`](crate::NetworkApi) and marks the event done. A restart resumes
 //!   the events not marked done.
-//! - **Network → Matrix.** The connector calls [`BridgeHandle::queue_remote_event`]; the event goes to the same
-//!   per-portal queue, so both directions of one chat stay in order, and its worker creates the portal room and
-//!   the ghost when needed and sends as the ghost ([`remote`]).
+//! - **Network → Matrix.** The connector calls [`BridgeHandle::queue_remote_event`], which records the event in
+//!   the durable remote queue before it returns, then hands it to the same per-portal queue, so both directions
+//!   of one chat stay in order. The worker creates the portal room and the ghost when needed, sends as the ghost
+//!   with a transaction ID fixed per queued event, and marks the event done together with its message mapping
+//!   once the homeserver accepted it ([`remote`]). Homeserver outages block only that portal, which retries
+//!   with backoff; a restart replays every event not marked done, in order.
 //!
 //! Encryption (MSC3202 device lists and one-time-key counts in transactions, MSC4190 device management for
 //! ghosts) plugs in at two places: the inbox gains an `encrypted` pass between recording and dispatch that
@@ -27,7 +30,7 @@ use crate::connector::{NetworkApi, NetworkConnector, RemoteEvent};
 use crate::homeserver::{Homeserver, HomeserverError};
 use crate::ids::{GhostNamer, PortalKey};
 use crate::metrics::Metrics;
-use crate::store::{Store, StoreError};
+use crate::store::{NewRemoteEvent, Store, StoreError};
 use ruma::{OwnedUserId, UserId};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -52,6 +55,9 @@ pub enum BridgeError {
     /// The bridge is shutting down.
     #[error("the bridge is shutting down")]
     Stopped,
+    /// A remote event could not be serialized for the queue.
+    #[error("cannot encode a remote event: {0}")]
+    Encode(String),
 }
 
 /// Bridge result.
@@ -84,14 +90,37 @@ impl std::fmt::Debug for Inner {
 pub struct BridgeHandle(pub(crate) Arc<Inner>);
 
 impl BridgeHandle {
-    /// Queues an event from the network. Events of one portal are bridged in the order they are queued.
-    pub fn queue_remote_event(&self, event: RemoteEvent) -> Result<()> {
+    /// Queues an event from the network. When this returns `Ok`, the event is durably recorded: it is bridged
+    /// even if the bridge crashes or the homeserver is down for a while, and exactly once (a resend after a
+    /// crash reuses the event's transaction ID, so the homeserver deduplicates it). Events of one portal are
+    /// bridged in the order they are queued.
+    pub async fn queue_remote_event(&self, event: RemoteEvent) -> Result<()> {
+        self.queue_remote_events(vec![event]).await
+    }
+
+    /// Queues several events from the network in one database transaction (one disk flush), in order; for
+    /// connectors that receive bursts. Same guarantees as [`BridgeHandle::queue_remote_event`].
+    pub async fn queue_remote_events(&self, events: Vec<RemoteEvent>) -> Result<()> {
         if *self.0.shutdown.borrow() {
             return Err(BridgeError::Stopped);
         }
-        self.0.metrics.inc(&self.0.metrics.remote_events);
-        let key = event.portal.clone();
-        portal::enqueue(self, &key, portal::Work::Remote(event))
+        let records = events
+            .iter()
+            .map(|e| {
+                let json = serde_json::to_string(e).map_err(|e| BridgeError::Encode(e.to_string()))?;
+                Ok(NewRemoteEvent { portal: e.portal.clone(), json })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let seqs = self.0.store.queue_remote(&records, self.now_ms()).await?;
+        self.0.metrics.add(&self.0.metrics.remote_events, events.len() as u64);
+        for (seq, event) in seqs.into_iter().zip(events) {
+            let key = event.portal.clone();
+            // Only fails when the bridge stops meanwhile: the event is recorded and replays at the next start.
+            if portal::enqueue(self, &key, portal::Work::Remote { seq, event }).is_err() {
+                tracing::debug!(seq, "bridge stopping; remote event left for the next start");
+            }
+        }
+        Ok(())
     }
 
     /// The ghost user ID of a remote user.
@@ -284,6 +313,8 @@ impl BridgeBuilder {
         if self.process_inbox {
             tasks.push(tokio::spawn(inbox::run(handle.clone())));
         }
+        // Before the connector starts, so that events it queues now come after those left from the last run.
+        remote::replay(&handle).await?;
         if self.start_connector {
             connector.start(handle.clone()).await?;
         }

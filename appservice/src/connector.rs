@@ -10,6 +10,7 @@ use crate::ids::{PortalKey, RemoteMessageId, RemoteUserId};
 use crate::store::{Metadata, Portal};
 use async_trait::async_trait;
 use ruma::{OwnedEventId, OwnedUserId};
+use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -185,7 +186,10 @@ pub trait NetworkApi: Send + Sync {
 }
 
 /// An event from the network, queued with [`crate::BridgeHandle::queue_remote_event`].
-#[derive(Debug, Clone, PartialEq)]
+///
+/// Queued events are persisted as JSON until bridged: keep the serialized shape backward compatible (new
+/// variants and optional fields only) so that events queued by an older version still replay.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RemoteEvent {
     /// The portal: local receiver and remote chat.
     pub portal: PortalKey,
@@ -196,7 +200,8 @@ pub struct RemoteEvent {
 }
 
 /// What happened on the network.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
 pub enum RemoteEventKind {
     /// A new text message.
     Message {
@@ -232,6 +237,48 @@ pub enum RemoteEventKind {
     /// The remote user is typing (or stopped).
     Typing {
         /// For how long; zero to stop.
+        #[serde(rename = "timeout_ms", with = "duration_ms")]
         timeout: Duration,
     },
+}
+
+/// A [`Duration`] stored as whole milliseconds.
+mod duration_ms {
+    use serde::{Deserialize, Deserializer, Serializer};
+    use std::time::Duration;
+
+    pub(super) fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_u64(u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+    }
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        u64::deserialize(d).map(Duration::from_millis)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn remote_events_round_trip_through_their_stored_form() {
+        let portal = PortalKey { receiver: "@alice:hs.test".try_into().unwrap(), chat: "+491".into() };
+        let kinds = [
+            RemoteEventKind::Message { id: "m1".into(), body: "hi".into() },
+            RemoteEventKind::Edit { target: "m1".into(), body: "hi!".into() },
+            RemoteEventKind::Redaction { target: "m1".into() },
+            RemoteEventKind::Reaction { target: "m1".into(), key: "👍".into() },
+            RemoteEventKind::ReadReceipt { up_to: "m1".into() },
+            RemoteEventKind::Typing { timeout: Duration::from_millis(4500) },
+        ];
+        for kind in kinds {
+            let ev = RemoteEvent { portal: portal.clone(), sender: "+491".into(), kind };
+            let json = serde_json::to_string(&ev).unwrap();
+            assert_eq!(serde_json::from_str::<RemoteEvent>(&json).unwrap(), ev, "{json}");
+        }
+        let stored = r#"{"portal":{"receiver":"@alice:hs.test","chat":"+491"},"sender":"+491",
+                        "kind":{"type":"typing","timeout_ms":3000}}"#;
+        let ev: RemoteEvent = serde_json::from_str(stored).unwrap();
+        assert_eq!(ev.kind, RemoteEventKind::Typing { timeout: Duration::from_secs(3) });
+    }
 }

@@ -62,7 +62,7 @@ impl From<&RemoteUserId> for RemoteChatId {
 }
 
 /// Which portal an event belongs to: the local Matrix user who receives it and the remote chat.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct PortalKey {
     /// The local Matrix user the portal belongs to.
     pub receiver: OwnedUserId,

@@ -41,8 +41,10 @@ pub struct Inner {
     pub remote_events: Counter,
     /// Remote events bridged to Matrix.
     pub remote_bridged: Counter,
-    /// Remote events that could not be bridged.
+    /// Remote events the homeserver refused for good (skipped).
     pub remote_failures: Counter,
+    /// Attempts at a remote event that failed for now and were retried (the portal waits meanwhile).
+    pub remote_retries: Counter,
     /// Requests sent to the homeserver.
     pub hs_requests: Counter,
     /// Homeserver requests retried (rate limit, 5xx, connection failure).
@@ -71,7 +73,7 @@ impl Metrics {
 
     /// The Prometheus text exposition of every metric, names prefixed `tincan_appservice_`.
     pub fn render(&self) -> String {
-        let counters: [(&str, &str, &Counter); 11] = [
+        let counters: [(&str, &str, &Counter); 12] = [
             ("transactions_total", "Transactions recorded", &self.transactions),
             ("duplicate_transactions_total", "Transactions acknowledged again", &self.duplicate_transactions),
             ("auth_failures_total", "AS API requests refused for the hs_token", &self.auth_failures),
@@ -80,7 +82,8 @@ impl Metrics {
             ("matrix_failures_total", "Matrix events the connector failed to handle", &self.matrix_failures),
             ("remote_events_total", "Remote events queued", &self.remote_events),
             ("remote_bridged_total", "Remote events bridged to Matrix", &self.remote_bridged),
-            ("remote_failures_total", "Remote events not bridged", &self.remote_failures),
+            ("remote_failures_total", "Remote events refused for good", &self.remote_failures),
+            ("remote_retries_total", "Remote event attempts retried", &self.remote_retries),
             ("homeserver_requests_total", "Requests to the homeserver", &self.hs_requests),
             ("homeserver_retries_total", "Homeserver requests retried", &self.hs_retries),
         ];

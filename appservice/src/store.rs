@@ -1,4 +1,5 @@
-//! Bridge state behind repository traits: the durable inbox, ghosts, portals and the message-ID map.
+//! Bridge state behind repository traits: the durable inbox, the durable remote queue, ghosts, portals and the
+//! message-ID map.
 //!
 //! Two backends, [`SqliteStore`] (the embedded default) and [`PgStore`] (several bridge nodes or an operator's
 //! PostgreSQL), share their SQL text: the queries are written once (`$n` placeholders, which sqlx accepts for
@@ -164,6 +165,28 @@ pub struct MessageMapping {
     pub metadata: Metadata,
 }
 
+/// An event from the network to record in the remote queue.
+#[derive(Debug, Clone)]
+pub struct NewRemoteEvent {
+    /// The portal it goes to.
+    pub portal: PortalKey,
+    /// The event as JSON (the core's serialized [`crate::RemoteEvent`]).
+    pub json: String,
+}
+
+/// A recorded remote event not yet bridged.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RemoteQueueEntry {
+    /// Position in the queue; the events of one portal are bridged in this order.
+    pub seq: i64,
+    /// The portal it goes to.
+    pub portal: PortalKey,
+    /// The event JSON.
+    pub json: String,
+    /// When it was queued (ms since the epoch).
+    pub queued_at: i64,
+}
+
 /// The durable inbox of homeserver transactions (exactly-once processing).
 #[async_trait]
 pub trait InboxRepository: Send + Sync {
@@ -178,6 +201,20 @@ pub trait InboxRepository: Send + Sync {
     async fn mark_done(&self, seq: i64, now: i64) -> Result<()>;
     /// How many events wait to be processed.
     async fn pending_count(&self) -> Result<i64>;
+}
+
+/// The durable queue of remote events on their way to Matrix (nothing lost on a crash).
+#[async_trait]
+pub trait RemoteQueueRepository: Send + Sync {
+    /// Records `events` in one database transaction, in order; returns their positions.
+    async fn queue_remote(&self, events: &[NewRemoteEvent], now: i64) -> Result<Vec<i64>>;
+    /// Remote events not done with `seq > after`, oldest first, at most `limit`.
+    async fn remote_pending_after(&self, after: i64, limit: i64) -> Result<Vec<RemoteQueueEntry>>;
+    /// Marks a remote event done and, in the same database transaction, records the message mapping it produced
+    /// (ignored, like [`MessageRepository::insert_message`], when either ID is already mapped).
+    async fn complete_remote(&self, seq: i64, mapping: Option<&MessageMapping>, now: i64) -> Result<()>;
+    /// How many remote events wait to be bridged.
+    async fn remote_pending_count(&self) -> Result<i64>;
 }
 
 /// Ghost users.
@@ -214,9 +251,20 @@ pub trait MessageRepository: Send + Sync {
 }
 
 /// All repositories of one backend.
-pub trait Store: InboxRepository + GhostRepository + PortalRepository + MessageRepository + std::fmt::Debug {}
+pub trait Store:
+    InboxRepository + RemoteQueueRepository + GhostRepository + PortalRepository + MessageRepository + std::fmt::Debug
+{
+}
 
-impl<T> Store for T where T: InboxRepository + GhostRepository + PortalRepository + MessageRepository + std::fmt::Debug {}
+impl<T> Store for T where
+    T: InboxRepository
+        + RemoteQueueRepository
+        + GhostRepository
+        + PortalRepository
+        + MessageRepository
+        + std::fmt::Debug
+{
+}
 
 /// Opens the backend named by `url` (`sqlite:path`, `postgres://…`) and applies its migrations.
 pub async fn connect(url: &str, max_connections: u32) -> Result<Arc<dyn Store>> {
@@ -235,14 +283,34 @@ fn parse_id<T: TryFrom<String>>(what: &'static str, value: String) -> Result<T> 
 
 /// Implements every repository for a backend struct with a `pool` field; the SQL is shared.
 macro_rules! impl_repositories {
-    ($store:ty, $row:ty) => {
+    ($store:ty, $db:ty, $row:ty) => {
         use crate::ids::{PortalKey, RemoteChatId, RemoteMessageId, RemoteUserId};
         use crate::store::{
             Ghost, GhostRepository, InboxEntry, InboxKind, InboxRepository, MessageMapping, MessageRepository,
-            Metadata, NewInboxEvent, Portal, PortalRepository, Result, parse_id,
+            Metadata, NewInboxEvent, NewRemoteEvent, Portal, PortalRepository, RemoteQueueEntry,
+            RemoteQueueRepository, Result, parse_id,
         };
         use async_trait::async_trait;
         use sqlx::Row;
+
+        /// Records a mapping on `conn` (a pooled connection or an open transaction).
+        async fn insert_message_in(conn: &mut <$db as sqlx::Database>::Connection, m: &MessageMapping) -> Result<bool> {
+            let n = sqlx::query(
+                "INSERT INTO message (receiver, chat_id, remote_id, event_id, room_id, sender, metadata) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT DO NOTHING",
+            )
+            .bind(m.portal.receiver.as_str())
+            .bind(m.portal.chat.as_str())
+            .bind(m.remote_id.as_str())
+            .bind(m.event_id.as_str())
+            .bind(m.room_id.as_str())
+            .bind(m.sender.as_str())
+            .bind(m.metadata.to_text())
+            .execute(conn)
+            .await?
+            .rows_affected();
+            Ok(n == 1)
+        }
 
         fn ghost_from_row(row: &$row) -> Result<Ghost> {
             Ok(Ghost {
@@ -358,6 +426,75 @@ macro_rules! impl_repositories {
         }
 
         #[async_trait]
+        impl RemoteQueueRepository for $store {
+            async fn queue_remote(&self, events: &[NewRemoteEvent], now: i64) -> Result<Vec<i64>> {
+                let mut tx = self.pool.begin().await?;
+                let mut seqs = Vec::with_capacity(events.len());
+                for e in events {
+                    let row = sqlx::query(
+                        "INSERT INTO remote_event (receiver, chat_id, event_json, queued_at) \
+                         VALUES ($1, $2, $3, $4) RETURNING seq",
+                    )
+                    .bind(e.portal.receiver.as_str())
+                    .bind(e.portal.chat.as_str())
+                    .bind(&e.json)
+                    .bind(now)
+                    .fetch_one(&mut *tx)
+                    .await?;
+                    seqs.push(row.try_get("seq")?);
+                }
+                tx.commit().await?;
+                Ok(seqs)
+            }
+
+            async fn remote_pending_after(&self, after: i64, limit: i64) -> Result<Vec<RemoteQueueEntry>> {
+                let rows = sqlx::query(
+                    "SELECT seq, receiver, chat_id, event_json, queued_at FROM remote_event \
+                     WHERE done_at IS NULL AND seq > $1 ORDER BY seq LIMIT $2",
+                )
+                .bind(after)
+                .bind(limit)
+                .fetch_all(&self.pool)
+                .await?;
+                rows.iter()
+                    .map(|row| {
+                        Ok(RemoteQueueEntry {
+                            seq: row.try_get("seq")?,
+                            portal: PortalKey {
+                                receiver: parse_id("user id", row.try_get("receiver")?)?,
+                                chat: RemoteChatId(row.try_get("chat_id")?),
+                            },
+                            json: row.try_get("event_json")?,
+                            queued_at: row.try_get("queued_at")?,
+                        })
+                    })
+                    .collect()
+            }
+
+            async fn complete_remote(&self, seq: i64, mapping: Option<&MessageMapping>, now: i64) -> Result<()> {
+                let mut tx = self.pool.begin().await?;
+                if let Some(m) = mapping {
+                    insert_message_in(&mut *tx, m).await?;
+                }
+                sqlx::query("UPDATE remote_event SET done_at = $1, event_id = $2 WHERE seq = $3")
+                    .bind(now)
+                    .bind(mapping.map(|m| m.event_id.as_str()))
+                    .bind(seq)
+                    .execute(&mut *tx)
+                    .await?;
+                tx.commit().await?;
+                Ok(())
+            }
+
+            async fn remote_pending_count(&self) -> Result<i64> {
+                let row = sqlx::query("SELECT COUNT(*) AS n FROM remote_event WHERE done_at IS NULL")
+                    .fetch_one(&self.pool)
+                    .await?;
+                Ok(row.try_get("n")?)
+            }
+        }
+
+        #[async_trait]
         impl GhostRepository for $store {
             async fn ghost(&self, remote: &RemoteUserId) -> Result<Option<Ghost>> {
                 let row = sqlx::query(
@@ -453,21 +590,8 @@ macro_rules! impl_repositories {
         #[async_trait]
         impl MessageRepository for $store {
             async fn insert_message(&self, m: &MessageMapping) -> Result<bool> {
-                let n = sqlx::query(
-                    "INSERT INTO message (receiver, chat_id, remote_id, event_id, room_id, sender, metadata) \
-                     VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT DO NOTHING",
-                )
-                .bind(m.portal.receiver.as_str())
-                .bind(m.portal.chat.as_str())
-                .bind(m.remote_id.as_str())
-                .bind(m.event_id.as_str())
-                .bind(m.room_id.as_str())
-                .bind(m.sender.as_str())
-                .bind(m.metadata.to_text())
-                .execute(&self.pool)
-                .await?
-                .rows_affected();
-                Ok(n == 1)
+                let mut conn = self.pool.acquire().await?;
+                insert_message_in(&mut *conn, m).await
             }
 
             async fn message_by_remote(

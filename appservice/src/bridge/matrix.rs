@@ -21,6 +21,20 @@ pub(crate) async fn handle(bridge: &BridgeHandle, key: &PortalKey, work: MatrixW
         tracing::info!(room = ?portal.room_id, "receiver left; portal forgotten");
         return Ok(());
     }
+    let caps = bridge.0.connector.capabilities();
+    let supported = match &work {
+        MatrixWork::Message(ev) => caps.edits || !matches!(ev.content.relates_to, Some(Relation::Replacement(_))),
+        MatrixWork::Reaction { .. } => caps.reactions,
+        MatrixWork::Redaction { .. } => caps.redactions,
+        MatrixWork::ReadReceipt { .. } => caps.read_receipts,
+        MatrixWork::Typing { .. } => caps.typing,
+        MatrixWork::ReceiverLeft => true,
+    };
+    if !supported {
+        // The network has no such thing: the connector is not asked (its default would say `Unsupported`).
+        tracing::debug!(network = bridge.0.connector.name(), "Matrix event kind not supported by the network");
+        return Ok(());
+    }
     let Some(api) = bridge.login(&key.receiver).await? else {
         return Ok(());
     };

@@ -1,5 +1,7 @@
 //! One ordered queue per portal: Matrix events and remote events of one chat are handled one at a time, in
-//! the order they arrived, by a worker task that lives as long as the bridge.
+//! the order they arrived, by a worker task that lives as long as the bridge. Both kinds are recorded before
+//! they get here (the inbox, the remote queue), so the in-memory queue is only the order of work, never its
+//! only copy.
 
 use super::{BridgeError, BridgeHandle, Result};
 use crate::connector::RemoteEvent;
@@ -31,8 +33,8 @@ pub(crate) enum MatrixWork {
 pub(crate) enum Work {
     /// An inbox event; marked done once handled.
     Matrix { seq: i64, work: MatrixWork },
-    /// An event from the network.
-    Remote(RemoteEvent),
+    /// An event from the network, recorded in the remote queue at `seq`; marked done once bridged.
+    Remote { seq: i64, event: RemoteEvent },
 }
 
 /// Adds `work` to the queue of `key`, starting its worker when needed.
@@ -73,13 +75,11 @@ async fn worker(bridge: BridgeHandle, key: PortalKey, mut rx: mpsc::UnboundedRec
                     bridge.0.metrics.inc(&bridge.0.metrics.events_processed);
                 }
             }
-            Work::Remote(event) => match super::remote::handle(&bridge, event).await {
-                Ok(()) => bridge.0.metrics.inc(&bridge.0.metrics.remote_bridged),
-                Err(e) => {
-                    bridge.0.metrics.inc(&bridge.0.metrics.remote_failures);
-                    tracing::warn!(error = %e, "remote event not bridged");
+            Work::Remote { seq, event } => {
+                if !super::remote::bridge_until_done(&bridge, seq, event, &mut shutdown).await {
+                    return;
                 }
-            },
+            }
         }
     }
 }

@@ -1,7 +1,9 @@
-//! Network → Matrix: a remote event sent into its portal room as the ghost, creating room and ghost on demand.
+//! Network → Matrix: a queued remote event sent into its portal room as the ghost, creating room and ghost on
+//! demand; retried until the homeserver takes it, then marked done in the remote queue.
 
-use super::{BridgeHandle, Result};
+use super::{BridgeError, BridgeHandle, Result};
 use crate::connector::{RemoteEvent, RemoteEventKind};
+use crate::homeserver::HomeserverError;
 use crate::ids::{RemoteMessageId, RemoteUserId, escape_localpart};
 use crate::store::{MessageMapping, Portal};
 use ruma::api::client::config::set_global_account_data;
@@ -10,6 +12,7 @@ use ruma::api::client::receipt::create_receipt;
 use ruma::api::client::redact::redact_event;
 use ruma::api::client::room::{Visibility, create_room};
 use ruma::api::client::typing::create_typing_event::{self, v3::Typing};
+use ruma::api::error::ErrorKind;
 use ruma::events::MessageLikeEventContent;
 use ruma::events::direct::{DirectEventContent, OwnedDirectUserIdentifier};
 use ruma::events::reaction::ReactionEventContent;
@@ -17,10 +20,118 @@ use ruma::events::receipt::ReceiptThread;
 use ruma::events::relation::Annotation;
 use ruma::events::room::message::{ReplacementMetadata, RoomMessageEventContent};
 use ruma::{OwnedRoomId, OwnedTransactionId, OwnedUserId, RoomId, TransactionId, UserId};
+use std::time::Duration;
+use tokio::sync::watch;
 
-pub(crate) async fn handle(bridge: &BridgeHandle, event: RemoteEvent) -> Result<()> {
+/// Longest wait between two attempts at a remote event the homeserver keeps refusing for now.
+const MAX_BACKOFF: Duration = Duration::from_secs(60);
+
+/// Bridges the remote event recorded at `seq` and marks it done. While the failure is temporary (homeserver
+/// unreachable, 5xx, rate limited beyond the client's own retries, database busy) it tries again with backoff,
+/// holding up the rest of this portal's queue so that order is kept; a permanent refusal is logged and the
+/// event marked done so the portal moves on. Returns `false` when the bridge shut down first (the event stays
+/// recorded and replays at the next start).
+pub(crate) async fn bridge_until_done(
+    bridge: &BridgeHandle,
+    seq: i64,
+    event: RemoteEvent,
+    shutdown: &mut watch::Receiver<bool>,
+) -> bool {
+    let mut delay = Duration::from_millis(500);
+    let mapping = loop {
+        // Cancelled with the bridge, like a crash: whatever the homeserver got is resent with the same
+        // transaction ID after the restart.
+        let result = tokio::select! {
+            r = handle(bridge, seq, &event) => r,
+            _ = shutdown.wait_for(|s| *s) => return false,
+        };
+        match result {
+            Ok(mapping) => {
+                bridge.0.metrics.inc(&bridge.0.metrics.remote_bridged);
+                break mapping;
+            }
+            Err(e) if is_temporary(&e) => {
+                bridge.0.metrics.inc(&bridge.0.metrics.remote_retries);
+                tracing::warn!(error = %e, seq, ?delay, "remote event not bridged yet; the portal waits and retries");
+            }
+            Err(e) => {
+                bridge.0.metrics.inc(&bridge.0.metrics.remote_failures);
+                tracing::warn!(error = %e, seq, "remote event refused for good; skipped");
+                break None;
+            }
+        }
+        if !pause(delay, shutdown).await {
+            return false;
+        }
+        delay = (delay * 2).min(MAX_BACKOFF);
+    };
+    loop {
+        match bridge.0.store.complete_remote(seq, mapping.as_ref(), bridge.now_ms()).await {
+            Ok(()) => return true,
+            Err(e) => tracing::error!(error = %e, seq, "marking a remote event done failed; retrying"),
+        }
+        if !pause(delay, shutdown).await {
+            return false;
+        }
+        delay = (delay * 2).min(MAX_BACKOFF);
+    }
+}
+
+/// Sleeps `delay` unless the bridge shuts down first (then `false`).
+async fn pause(delay: Duration, shutdown: &mut watch::Receiver<bool>) -> bool {
+    tokio::select! {
+        _ = tokio::time::sleep(delay) => true,
+        _ = shutdown.wait_for(|s| *s) => false,
+    }
+}
+
+/// Whether trying the same remote event later may succeed.
+fn is_temporary(e: &BridgeError) -> bool {
+    match e {
+        BridgeError::Homeserver(HomeserverError::Transport(_)) | BridgeError::Store(_) => true,
+        BridgeError::Homeserver(HomeserverError::Matrix(m)) => {
+            m.status_code.is_server_error() || matches!(m.error_kind(), Some(ErrorKind::LimitExceeded(_)))
+        }
+        _ => false,
+    }
+}
+
+/// Hands every remote event not marked done to its portal's queue, oldest first (at start, before the
+/// connector can queue new ones).
+pub(crate) async fn replay(bridge: &BridgeHandle) -> Result<()> {
+    let mut after = 0;
+    let mut replayed = 0u64;
+    loop {
+        let page = bridge.0.store.remote_pending_after(after, 500).await?;
+        if page.is_empty() {
+            break;
+        }
+        for entry in page {
+            after = entry.seq;
+            match serde_json::from_str::<RemoteEvent>(&entry.json) {
+                Ok(event) => {
+                    let key = event.portal.clone();
+                    super::portal::enqueue(bridge, &key, super::portal::Work::Remote { seq: entry.seq, event })?;
+                    replayed += 1;
+                }
+                Err(e) => {
+                    bridge.0.metrics.inc(&bridge.0.metrics.remote_failures);
+                    tracing::error!(error = %e, seq = entry.seq, "unreadable remote event in the queue; skipped");
+                    bridge.0.store.complete_remote(entry.seq, None, bridge.now_ms()).await?;
+                }
+            }
+        }
+    }
+    if replayed > 0 {
+        tracing::info!(replayed, "bridging remote events left over from the last run");
+    }
+    Ok(())
+}
+
+/// Sends one remote event into its portal room as the ghost; returns the message mapping to record with it.
+async fn handle(bridge: &BridgeHandle, seq: i64, event: &RemoteEvent) -> Result<Option<MessageMapping>> {
     let key = event.portal.clone();
-    let (portal, room) = ensure_portal_room(bridge, &event).await?;
+    let (portal, room) = ensure_portal_room(bridge, event).await?;
     let ghost = super::ghost::ensure_ghost(bridge, &event.sender).await?;
     if event.sender != portal.other_user {
         // Not the DM partner (a later group chat): make sure the ghost is in the room.
@@ -44,46 +155,40 @@ pub(crate) async fn handle(bridge: &BridgeHandle, event: RemoteEvent) -> Result<
         let id = id.clone();
         async move { store.message_by_remote(&key, &id).await }
     };
-    match event.kind {
+    match &event.kind {
         RemoteEventKind::Message { id, body } => {
-            if mapped(&id).await?.is_some() {
-                return Ok(());
+            if mapped(id).await?.is_some() {
+                return Ok(None);
             }
-            let txn = txn_id(&ghost, &id, "m");
-            let content = RoomMessageEventContent::text_plain(body);
-            let event_id = send(bridge, &room, &ghost, txn, &content).await?;
-            bridge
-                .0
-                .store
-                .insert_message(&MessageMapping {
-                    portal: key,
-                    remote_id: id,
-                    event_id,
-                    room_id: room,
-                    sender: ghost,
-                    metadata: Default::default(),
-                })
-                .await?;
+            let content = RoomMessageEventContent::text_plain(body.clone());
+            let event_id = send(bridge, &room, &ghost, message_txn_id(&ghost, id), &content).await?;
+            return Ok(Some(MessageMapping {
+                portal: key,
+                remote_id: id.clone(),
+                event_id,
+                room_id: room,
+                sender: ghost,
+                metadata: Default::default(),
+            }));
         }
         RemoteEventKind::Edit { target, body } => {
-            let Some(m) = mapped(&target).await? else { return Ok(()) };
-            let content = RoomMessageEventContent::text_plain(body)
+            let Some(m) = mapped(target).await? else { return Ok(None) };
+            let content = RoomMessageEventContent::text_plain(body.clone())
                 .make_replacement(ReplacementMetadata::new(m.event_id.clone(), None));
-            let txn = TransactionId::new();
-            send(bridge, &room, &ghost, txn, &content).await?;
+            send(bridge, &room, &ghost, queued_txn_id(seq, "e"), &content).await?;
         }
         RemoteEventKind::Redaction { target } => {
-            let Some(m) = mapped(&target).await? else { return Ok(()) };
-            let req = redact_event::v3::Request::new(room, m.event_id, txn_id(&ghost, &target, "r"));
+            let Some(m) = mapped(target).await? else { return Ok(None) };
+            let req = redact_event::v3::Request::new(room, m.event_id, queued_txn_id(seq, "r"));
             bridge.0.hs.send(req, Some(&ghost)).await?;
         }
         RemoteEventKind::Reaction { target, key: emoji } => {
-            let Some(m) = mapped(&target).await? else { return Ok(()) };
-            let content = ReactionEventContent::new(Annotation::new(m.event_id, emoji));
-            send(bridge, &room, &ghost, TransactionId::new(), &content).await?;
+            let Some(m) = mapped(target).await? else { return Ok(None) };
+            let content = ReactionEventContent::new(Annotation::new(m.event_id, emoji.clone()));
+            send(bridge, &room, &ghost, queued_txn_id(seq, "a"), &content).await?;
         }
         RemoteEventKind::ReadReceipt { up_to } => {
-            let Some(m) = mapped(&up_to).await? else { return Ok(()) };
+            let Some(m) = mapped(up_to).await? else { return Ok(None) };
             let mut req = create_receipt::v3::Request::new(room, create_receipt::v3::ReceiptType::Read, m.event_id);
             req.thread = ReceiptThread::Unthreaded;
             bridge.0.hs.send(req, Some(&ghost)).await?;
@@ -92,23 +197,25 @@ pub(crate) async fn handle(bridge: &BridgeHandle, event: RemoteEvent) -> Result<
             let state = if timeout.is_zero() {
                 Typing::No
             } else {
-                Typing::Yes(create_typing_event::v3::TypingInfo::new(timeout))
+                Typing::Yes(create_typing_event::v3::TypingInfo::new(*timeout))
             };
             let req = create_typing_event::v3::Request::new(ghost.clone(), room, state);
             bridge.0.hs.send(req, Some(&ghost)).await?;
         }
     }
-    Ok(())
+    Ok(None)
 }
 
-/// A transaction ID that is the same when the same remote event is bridged again, so the homeserver
-/// deduplicates a send whose answer was lost.
-fn txn_id(ghost: &UserId, id: &RemoteMessageId, what: &str) -> OwnedTransactionId {
-    OwnedTransactionId::from(format!(
-        "tc.{what}.{}.{}",
-        escape_localpart(ghost.localpart()),
-        escape_localpart(id.as_str())
-    ))
+/// The transaction ID of a remote message: the same whenever that message is bridged again (after a crash, or
+/// queued twice by the connector), so the homeserver deduplicates a send whose answer was lost. Synapse keys
+/// its transaction cache by path and appservice, not by the asserted user, hence the ghost in the ID.
+fn message_txn_id(ghost: &UserId, id: &RemoteMessageId) -> OwnedTransactionId {
+    OwnedTransactionId::from(format!("tc.m.{}.{}", escape_localpart(ghost.localpart()), escape_localpart(id.as_str())))
+}
+
+/// The transaction ID of the remote event queued at `seq` (edits, reactions, redactions): fixed for that event.
+fn queued_txn_id(seq: i64, what: &str) -> OwnedTransactionId {
+    OwnedTransactionId::from(format!("tc.q{seq}.{what}"))
 }
 
 async fn send<C: MessageLikeEventContent>(

@@ -17,4 +17,4 @@ impl PgStore {
     }
 }
 
-crate::store::impl_repositories!(PgStore, sqlx::postgres::PgRow);
+crate::store::impl_repositories!(PgStore, sqlx::Postgres, sqlx::postgres::PgRow);

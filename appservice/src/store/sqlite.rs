@@ -24,4 +24,4 @@ impl SqliteStore {
     }
 }
 
-crate::store::impl_repositories!(SqliteStore, sqlx::sqlite::SqliteRow);
+crate::store::impl_repositories!(SqliteStore, sqlx::Sqlite, sqlx::sqlite::SqliteRow);

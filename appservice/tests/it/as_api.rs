@@ -5,8 +5,8 @@ use crate::loopback::{self, HS_TOKEN, Loopback, Seen};
 use serde_json::{Value, json};
 use std::sync::Arc;
 use std::time::Duration;
-use tincan_appservice::store::{self, InboxKind, NewInboxEvent, Portal, Store};
-use tincan_appservice::{Bridge, PortalKey, RemoteChatId, RemoteUserId};
+use tincan_appservice::store::{self, InboxKind, MessageMapping, NewInboxEvent, Portal, Store};
+use tincan_appservice::{Bridge, Capabilities, PortalKey, RemoteChatId, RemoteMessageId, RemoteUserId};
 use tokio::sync::mpsc::UnboundedReceiver;
 
 const ROOM: &str = "!portal:hs.test";
@@ -221,4 +221,90 @@ async fn pstn_lookup_directly() {
     let (status, body) = get(&bridge, "/_matrix/app/v1/thirdparty/protocol/m.protocol.pstn", Some(HS_TOKEN)).await;
     assert_eq!(status, 200);
     assert!(body.contains("\"user_fields\":[\"m.id.phone\"]"), "{body}");
+}
+
+/// A transaction with an edit, a reaction and a redaction of a bridged message, plus a receipt and a typing
+/// notification, all from the portal's receiver.
+fn relations_transaction() -> String {
+    let rel = |n: u32, ty: &str, content: Value| {
+        json!({"type": ty, "event_id": format!("$rel{n}"), "sender": ALICE, "room_id": ROOM,
+               "origin_server_ts": 1_700_000_000_000u64, "content": content})
+    };
+    json!({
+        "events": [
+            rel(1, "m.room.message", json!({"msgtype": "m.text", "body": "* fixed",
+                "m.new_content": {"msgtype": "m.text", "body": "fixed"},
+                "m.relates_to": {"rel_type": "m.replace", "event_id": "$bridged"}})),
+            rel(2, "m.reaction", json!({"m.relates_to": {"rel_type": "m.annotation", "event_id": "$bridged", "key": "👍"}})),
+            rel(3, "m.room.redaction", json!({"redacts": "$bridged"})),
+            message(9),
+        ],
+        "ephemeral": [
+            {"type": "m.receipt", "room_id": ROOM,
+             "content": {"$bridged": {"m.read": {ALICE: {"ts": 1_700_000_000_000u64}}}}},
+            {"type": "m.typing", "room_id": ROOM, "content": {"user_ids": [ALICE]}},
+        ],
+    })
+    .to_string()
+}
+
+async fn start_with(s: &Setup, caps: Capabilities) -> (Bridge, UnboundedReceiver<Seen>) {
+    s.store
+        .insert_message(&MessageMapping {
+            portal: PortalKey { receiver: ALICE.try_into().unwrap(), chat: RemoteChatId::new("+491") },
+            remote_id: RemoteMessageId::new("r-bridged"),
+            event_id: "$bridged".try_into().unwrap(),
+            room_id: ROOM.try_into().unwrap(),
+            sender: "@loop_+491:hs.test".try_into().unwrap(),
+            metadata: Default::default(),
+        })
+        .await
+        .unwrap();
+    let (conn, rx) = Loopback::with_capabilities(&[ALICE], caps);
+    let config = loopback::config("http://127.0.0.1:9", "hs.test", &s.db_url);
+    (Bridge::builder(config).store(s.store.clone()).start(conn).await.unwrap(), rx)
+}
+
+#[tokio::test]
+async fn edits_reactions_redactions_receipts_typing_reach_a_network_that_supports_them() {
+    let s = setup().await;
+    let (bridge, mut rx) = start_with(&s, Capabilities::all()).await;
+    assert_eq!(put(&bridge, "rel", &relations_transaction(), Some(HS_TOKEN)).await.0, 200);
+    let mut seen = Vec::new();
+    while seen.len() < 6 {
+        match tokio::time::timeout(Duration::from_secs(10), rx.recv()).await {
+            Ok(Some(s)) => seen.push(s),
+            _ => panic!("only {seen:?} reached the network"),
+        }
+    }
+    let target = RemoteMessageId::new("r-bridged");
+    let key = PortalKey { receiver: ALICE.try_into().unwrap(), chat: RemoteChatId::new("+491") };
+    assert!(matches!(&seen[0], Seen::Edit(k, t, m) if *k == key && *t == target && m.body == "fixed"), "{seen:?}");
+    assert_eq!(seen[1], Seen::Reaction(key.clone(), target.clone(), "👍".into()));
+    assert_eq!(seen[2], Seen::Redaction(key.clone(), target.clone()));
+    assert!(matches!(&seen[3], Seen::Message(_, m) if m.body == "hello 9"), "{seen:?}");
+    assert_eq!(seen[4], Seen::Receipt(key.clone(), target));
+    assert_eq!(seen[5], Seen::Typing(key, true));
+    inbox_drained(&s).await;
+}
+
+/// Waits until every inbox event is marked done (the worker marks an event done after the connector call).
+async fn inbox_drained(s: &Setup) {
+    for _ in 0..100 {
+        if s.store.pending_count().await.unwrap() == 0 {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("inbox events left pending");
+}
+
+#[tokio::test]
+async fn a_text_only_network_gets_only_the_messages() {
+    let s = setup().await;
+    let (bridge, mut rx) = start_with(&s, Capabilities::text_only()).await;
+    assert_eq!(put(&bridge, "rel", &relations_transaction(), Some(HS_TOKEN)).await.0, 200);
+    assert_eq!(seen_exactly(&mut rx, 1).await, ["hello 9"]);
+    // Everything else was handled (skipped) as well, not left in the inbox.
+    inbox_drained(&s).await;
 }

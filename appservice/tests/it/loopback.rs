@@ -17,8 +17,11 @@ use tokio::sync::mpsc;
 #[derive(Debug, Clone, PartialEq)]
 pub enum Seen {
     Message(PortalKey, MatrixMessage),
+    Edit(PortalKey, RemoteMessageId, MatrixMessage),
+    Reaction(PortalKey, RemoteMessageId, String),
     Redaction(PortalKey, RemoteMessageId),
     Receipt(PortalKey, RemoteMessageId),
+    Typing(PortalKey, bool),
 }
 
 #[derive(Debug)]
@@ -27,16 +30,24 @@ pub struct Loopback {
     tx: mpsc::UnboundedSender<Seen>,
     counter: Arc<AtomicU64>,
     pub logins: Mutex<Vec<OwnedUserId>>,
+    caps: Capabilities,
 }
 
 impl Loopback {
+    /// A network supporting everything the core bridges.
     pub fn new(logins: &[&str]) -> (Arc<Self>, mpsc::UnboundedReceiver<Seen>) {
+        Self::with_capabilities(logins, Capabilities::all())
+    }
+
+    /// A network declaring `caps` (it implements every operation, so what reaches it is what the core let by).
+    pub fn with_capabilities(logins: &[&str], caps: Capabilities) -> (Arc<Self>, mpsc::UnboundedReceiver<Seen>) {
         let (tx, rx) = mpsc::unbounded_channel();
         let l = Loopback {
             handle: OnceLock::new(),
             tx,
             counter: Arc::new(AtomicU64::new(0)),
             logins: Mutex::new(logins.iter().map(|u| UserId::parse(*u).unwrap()).collect()),
+            caps,
         };
         (Arc::new(l), rx)
     }
@@ -51,7 +62,7 @@ impl NetworkConnector for Loopback {
         "loop_"
     }
     fn capabilities(&self) -> Capabilities {
-        Capabilities::all()
+        self.caps
     }
     async fn start(&self, bridge: BridgeHandle) -> Result<(), ConnectorError> {
         let _ = self.handle.set(bridge);
@@ -84,6 +95,28 @@ impl NetworkApi for LoopApi {
         let n = self.counter.fetch_add(1, Ordering::SeqCst);
         let _ = self.tx.send(Seen::Message(portal.key.clone(), message.clone()));
         Ok(RemoteMessageId::new(format!("out-{n}")))
+    }
+    async fn handle_matrix_edit(
+        &self,
+        portal: &PortalRef,
+        target: &RemoteMessageId,
+        new_content: &MatrixMessage,
+    ) -> Result<(), ConnectorError> {
+        let _ = self.tx.send(Seen::Edit(portal.key.clone(), target.clone(), new_content.clone()));
+        Ok(())
+    }
+    async fn handle_matrix_reaction(
+        &self,
+        portal: &PortalRef,
+        target: &RemoteMessageId,
+        key: &str,
+    ) -> Result<(), ConnectorError> {
+        let _ = self.tx.send(Seen::Reaction(portal.key.clone(), target.clone(), key.to_owned()));
+        Ok(())
+    }
+    async fn handle_matrix_typing(&self, portal: &PortalRef, typing: bool) -> Result<(), ConnectorError> {
+        let _ = self.tx.send(Seen::Typing(portal.key.clone(), typing));
+        Ok(())
     }
     async fn handle_matrix_redaction(
         &self,

@@ -2,6 +2,9 @@
 //! directly, and the whole bridge against a real Synapse with a loopback network connector.
 
 mod as_api;
+mod durable;
+mod gate;
 mod loopback;
+mod relations;
 mod store;
 mod synapse;

@@ -3,7 +3,9 @@
 use ruma::{OwnedEventId, OwnedRoomId, OwnedUserId};
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
-use tincan_appservice::store::{self, Ghost, InboxKind, MessageMapping, Metadata, NewInboxEvent, Portal, Store};
+use tincan_appservice::store::{
+    self, Ghost, InboxKind, MessageMapping, Metadata, NewInboxEvent, NewRemoteEvent, Portal, Store,
+};
 use tincan_appservice::{PortalKey, RemoteChatId, RemoteMessageId, RemoteUserId};
 
 fn uid(s: &str) -> OwnedUserId {
@@ -31,6 +33,7 @@ pub async fn suite(s: Arc<dyn Store>) {
     ghosts(&*s).await;
     portals(&*s).await;
     messages(&*s).await;
+    remote_queue(&*s).await;
 }
 
 async fn inbox(s: &dyn Store) {
@@ -144,6 +147,48 @@ async fn messages(s: &dyn Store) {
     assert_eq!(s.message_by_event(&eid("$e1")).await.unwrap().as_ref(), Some(&m));
     assert_eq!(s.message_by_remote(&key("@bob:hs.test", "+491"), &RemoteMessageId::new("r1")).await.unwrap(), None);
     assert_eq!(s.message_by_event(&eid("$nope")).await.unwrap(), None);
+}
+
+async fn remote_queue(s: &dyn Store) {
+    let a = key("@alice:hs.test", "+491");
+    let b = key("@alice:hs.test", "+492");
+    let new = |k: &PortalKey, n: u32| NewRemoteEvent { portal: k.clone(), json: format!("{{\"r\":{n}}}") };
+    assert_eq!(s.remote_pending_count().await.unwrap(), 0);
+    assert!(s.queue_remote(&[], 1).await.unwrap().is_empty());
+    let seqs = s.queue_remote(&[new(&a, 1), new(&b, 2)], 100).await.unwrap();
+    let more = s.queue_remote(&[new(&a, 3)], 101).await.unwrap();
+    assert_eq!(seqs.len(), 2);
+    assert!(seqs[0] < seqs[1] && seqs[1] < more[0], "{seqs:?} {more:?}");
+    let pending = s.remote_pending_after(0, 100).await.unwrap();
+    let got: Vec<(&PortalKey, &str, i64)> = pending.iter().map(|e| (&e.portal, e.json.as_str(), e.queued_at)).collect();
+    assert_eq!(got, [(&a, "{\"r\":1}", 100), (&b, "{\"r\":2}", 100), (&a, "{\"r\":3}", 101)]);
+    assert_eq!(pending.iter().map(|e| e.seq).collect::<Vec<_>>(), [seqs[0], seqs[1], more[0]]);
+    assert_eq!(s.remote_pending_after(seqs[0], 1).await.unwrap()[0].seq, seqs[1]);
+    assert_eq!(s.remote_pending_count().await.unwrap(), 3);
+
+    // Done together with the mapping it produced.
+    let m = MessageMapping {
+        portal: a.clone(),
+        remote_id: RemoteMessageId::new("q1"),
+        event_id: eid("$q1"),
+        room_id: rid("!qa:hs.test"),
+        sender: uid("@sms_+491:hs.test"),
+        metadata: Metadata(serde_json::json!({})),
+    };
+    s.complete_remote(seqs[0], Some(&m), 200).await.unwrap();
+    assert_eq!(s.message_by_remote(&a, &RemoteMessageId::new("q1")).await.unwrap().as_ref(), Some(&m));
+    assert_eq!(s.message_by_event(&eid("$q1")).await.unwrap().unwrap().remote_id, m.remote_id);
+    // Done without a mapping (a receipt, a typing notice), and done with a mapping already recorded.
+    s.complete_remote(seqs[1], None, 201).await.unwrap();
+    s.complete_remote(more[0], Some(&m), 202).await.unwrap();
+    assert_eq!(s.remote_pending_count().await.unwrap(), 0);
+    assert!(s.remote_pending_after(0, 100).await.unwrap().is_empty());
+
+    // Positions keep growing after everything is done.
+    let later = s.queue_remote(&[new(&b, 4)], 300).await.unwrap();
+    assert!(later[0] > more[0]);
+    assert_eq!(s.remote_pending_after(0, 100).await.unwrap()[0].json, "{\"r\":4}");
+    s.complete_remote(later[0], None, 301).await.unwrap();
 }
 
 #[tokio::test]

@@ -11,14 +11,14 @@ use tincan_testkit::Synapse;
 const N: usize = 1000;
 const BOB: &str = "+4915112345678";
 
-struct Client {
-    http: reqwest::Client,
-    base: String,
-    token: String,
+pub(crate) struct Client {
+    pub(crate) http: reqwest::Client,
+    pub(crate) base: String,
+    pub(crate) token: String,
 }
 
 impl Client {
-    async fn call(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> Value {
+    pub(crate) async fn call(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> Value {
         let mut req = self.http.request(method, format!("{}{path}", self.base)).bearer_auth(&self.token);
         if let Some(b) = body {
             req = req.json(&b);
@@ -31,7 +31,7 @@ impl Client {
     }
 }
 
-fn enc(s: &str) -> String {
+pub(crate) fn enc(s: &str) -> String {
     s.bytes()
         .map(|b| {
             if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
@@ -43,7 +43,7 @@ fn enc(s: &str) -> String {
         .collect()
 }
 
-async fn wait_for<T, F, Fut>(what: &str, timeout: Duration, mut f: F) -> T
+pub(crate) async fn wait_for<T, F, Fut>(what: &str, timeout: Duration, mut f: F) -> T
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Option<T>>,
@@ -153,6 +153,7 @@ async fn dm_a_ghost_and_bridge_a_thousand_messages_each_way() {
                     body: format!("from network {i}"),
                 },
             })
+            .await
             .unwrap();
     }
     let last = RemoteMessageId::new(format!("in-{}", N - 1));
@@ -217,6 +218,7 @@ async fn dm_a_ghost_and_bridge_a_thousand_messages_each_way() {
             sender: RemoteUserId::new("+442079460018"),
             kind: RemoteEventKind::Message { id: RemoteMessageId::new("c1"), body: "hi from carol".into() },
         })
+        .await
         .unwrap();
     let carol_room = wait_for("the new portal", Duration::from_secs(30), || {
         let store = store.clone();
@@ -236,4 +238,88 @@ async fn dm_a_ghost_and_bridge_a_thousand_messages_each_way() {
         .await;
     assert!(page["chunk"].as_array().unwrap().iter().any(|e| e["content"]["body"] == "hi from carol"), "{page}");
     drop(bridge);
+}
+
+/// A real Synapse with the loopback bridge registered, a local user Alice, and a bridge config (state in a
+/// temporary SQLite file) whose `homeserver.url` is Synapse.
+pub(crate) struct World {
+    pub(crate) synapse: Synapse,
+    pub(crate) config: tincan_appservice::AppserviceConfig,
+    pub(crate) alice: Client,
+    _dir: tempfile::TempDir,
+}
+
+pub(crate) async fn world() -> World {
+    let dir = tempfile::tempdir().unwrap();
+    let db_url = format!("sqlite:{}", dir.path().join("bridge.db").display());
+    let mut config = loopback::config("http://127.0.0.1:9", "hs.test", &db_url);
+    let tokens = Tokens::from_config(&config).unwrap();
+    let synapse = Synapse::builder().appservice(registration_yaml(&config, "loop_", &tokens)).start().await.unwrap();
+    config.homeserver.url = synapse.url();
+    let alice = synapse.register_user("alice", false).await.unwrap();
+    let alice = Client { http: reqwest::Client::new(), base: synapse.url(), token: alice.access_token };
+    World { synapse, config, alice, _dir: dir }
+}
+
+/// A portal opened from the network side (a first message from `remote`), joined by Alice; its room.
+pub(crate) async fn portal_from_network(
+    handle: &tincan_appservice::BridgeHandle,
+    alice: &Client,
+    remote: &str,
+    first: &str,
+) -> (PortalKey, ruma::OwnedRoomId) {
+    let key = PortalKey { receiver: "@alice:hs.test".try_into().unwrap(), chat: RemoteChatId::new(remote) };
+    handle
+        .queue_remote_event(RemoteEvent {
+            portal: key.clone(),
+            sender: RemoteUserId::new(remote),
+            kind: RemoteEventKind::Message { id: RemoteMessageId::new(first), body: first.into() },
+        })
+        .await
+        .unwrap();
+    let store = handle.store().clone();
+    let room = wait_for("the portal room", Duration::from_secs(60), || {
+        let store = store.clone();
+        let key = key.clone();
+        async move { store.portal(&key).await.unwrap().and_then(|p| p.room_id) }
+    })
+    .await;
+    alice
+        .call(reqwest::Method::POST, &format!("/_matrix/client/v3/join/{}", enc(room.as_str())), Some(json!({})))
+        .await;
+    (key, room)
+}
+
+/// Every event of `room` Alice can see, oldest first.
+pub(crate) async fn room_events(alice: &Client, room: &ruma::RoomId) -> Vec<Value> {
+    let mut events = Vec::new();
+    let mut from = String::new();
+    loop {
+        let page = alice
+            .call(
+                reqwest::Method::GET,
+                &format!("/_matrix/client/v3/rooms/{}/messages?dir=f&limit=500{from}", enc(room.as_str())),
+                None,
+            )
+            .await;
+        let chunk = page["chunk"].as_array().cloned().unwrap_or_default();
+        if chunk.is_empty() {
+            return events;
+        }
+        events.extend(chunk);
+        match page["end"].as_str() {
+            Some(end) => from = format!("&from={}", enc(end)),
+            None => return events,
+        }
+    }
+}
+
+/// Waits until the remote queue is empty.
+pub(crate) async fn remote_queue_drained(handle: &tincan_appservice::BridgeHandle, timeout: Duration) {
+    let store = handle.store().clone();
+    wait_for("the remote queue to drain", timeout, || {
+        let store = store.clone();
+        async move { (store.remote_pending_count().await.unwrap() == 0).then_some(()) }
+    })
+    .await;
 }

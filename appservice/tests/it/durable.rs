@@ -1,0 +1,77 @@
+//! Nothing from the network is lost or doubled when the homeserver fails or the bridge crashes: remote events
+//! are recorded before the queue call returns, wait in order while the homeserver refuses them, and replay
+//! after a restart with the same transaction IDs, so Synapse keeps exactly one copy of each.
+
+use crate::gate::{Gate, Mode};
+use crate::loopback::Loopback;
+use crate::synapse::{portal_from_network, remote_queue_drained, room_events, wait_for, world};
+use serde_json::json;
+use std::time::Duration;
+use tincan_appservice::{Bridge, RemoteEvent, RemoteEventKind, RemoteMessageId, RemoteUserId};
+
+const BOB: &str = "+4915112345678";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn remote_events_survive_homeserver_errors_and_a_crash_and_arrive_once_in_order() {
+    let w = world().await;
+    let gate = Gate::start(&w.synapse.url()).await;
+    let mut config = w.config.clone();
+    config.homeserver.url = gate.url.clone();
+
+    let (conn, _rx) = Loopback::new(&["@alice:hs.test"]);
+    let bridge = Bridge::builder(config.clone()).start(conn).await.unwrap();
+    let handle = bridge.handle().clone();
+    let (key, room) = portal_from_network(&handle, &w.alice, BOB, "m0").await;
+    remote_queue_drained(&handle, Duration::from_secs(60)).await;
+
+    // The homeserver fails: queued events are recorded at once and the portal waits, retrying.
+    gate.set(Mode::Fail);
+    let event = |n: u32| RemoteEvent {
+        portal: key.clone(),
+        sender: RemoteUserId::new(BOB),
+        kind: RemoteEventKind::Message { id: RemoteMessageId::new(format!("m{n}")), body: format!("m{n}") },
+    };
+    for n in 1..=3 {
+        handle.queue_remote_event(event(n)).await.unwrap();
+    }
+    handle.queue_remote_events(vec![event(4), event(5)]).await.unwrap();
+    assert_eq!(handle.store().remote_pending_count().await.unwrap(), 5);
+    wait_for("a failed attempt", Duration::from_secs(60), || {
+        let n = handle.metrics().hs_retries.get();
+        async move { (n > 0).then_some(()) }
+    })
+    .await;
+
+    // Synapse takes m1 but the answer never reaches the bridge, which then crashes.
+    gate.set(Mode::SwallowSendAnswers);
+    wait_for("Synapse to accept m1", Duration::from_secs(90), || {
+        let n = gate.swallowed();
+        async move { (n > 0).then_some(()) }
+    })
+    .await;
+    bridge.stop().await;
+    assert_eq!(handle.store().remote_pending_count().await.unwrap(), 5, "nothing was marked done");
+
+    // Restart with the homeserver back: everything is delivered, m1 not twice.
+    gate.set(Mode::Open);
+    let (conn, _rx) = Loopback::new(&["@alice:hs.test"]);
+    let bridge = Bridge::builder(config).start(conn).await.unwrap();
+    let handle = bridge.handle().clone();
+    remote_queue_drained(&handle, Duration::from_secs(120)).await;
+    let ghost = json!(format!("@loop_{BOB}:hs.test"));
+    let bodies: Vec<String> = room_events(&w.alice, &room)
+        .await
+        .iter()
+        .filter(|e| e["type"] == "m.room.message" && e["sender"] == ghost)
+        .map(|e| e["content"]["body"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(bodies, ["m0", "m1", "m2", "m3", "m4", "m5"]);
+    // Each remote message is mapped to the Matrix event it became.
+    for n in 0..=5 {
+        let m = handle.store().message_by_remote(&key, &RemoteMessageId::new(format!("m{n}"))).await.unwrap();
+        assert!(m.is_some_and(|m| m.room_id == room), "m{n} not mapped");
+    }
+    let metrics = handle.metrics().render();
+    assert!(metrics.contains("tincan_appservice_remote_failures_total 0\n"), "{metrics}");
+    bridge.stop().await;
+}
