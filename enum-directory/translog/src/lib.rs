@@ -9,9 +9,14 @@
 //! Proof generation ([`inclusion_proof`], [`consistency_proof`]) works over the leaf hashes; the storage keeps
 //! them in order.
 
+mod entry;
+mod frontier;
 mod proof;
 mod sth;
+pub mod wire;
 
+pub use entry::LogEntry;
+pub use frontier::{Frontier, FrontierError};
 pub use proof::{
     Hash, consistency_proof, empty_root, inclusion_proof, leaf_hash, node_hash, root, verify_consistency,
     verify_inclusion,
