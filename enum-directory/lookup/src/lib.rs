@@ -50,6 +50,8 @@
 //!   validator; the set is re-fetched when its TTL (at most 5 minutes) runs out or when an answer fails to
 //!   validate (a key rollover), see `keys.rs`.
 //! - Answers are cached for their TTL.
+//! - [`log::fetch_inclusion`] and [`log::check_logged`] check a resolution against the directory's
+//!   transparency log (the proof that the number's newest logged entry publishes what DNS answered).
 
 #![warn(missing_docs)]
 
@@ -57,6 +59,7 @@ mod anchor;
 mod config;
 mod error;
 mod keys;
+pub mod log;
 mod resolve;
 mod routes;
 

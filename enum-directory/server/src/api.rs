@@ -1,4 +1,5 @@
-//! The registrar HTTP API providers write numbers through (`/v1/numbers/{e164}`), plus `GET /healthz`.
+//! The registrar HTTP API providers write numbers through (`/v1/numbers/{e164}`), the transparency log
+//! (`/v1/log/…`, see [`LogReader`] for who may read what), plus `GET /healthz` and `GET /metrics`.
 //!
 //! Every write runs in one storage transaction (nothing is written on any error) and, once committed, is pushed
 //! into the in-memory DNS zone through [`ZoneWriter`] before the response is sent, so a 200 means DNS already
@@ -12,18 +13,23 @@ use axum::routing::{get, put};
 use tincan_common::Clock;
 use tincan_enum_core::{E164, NumberRecord};
 
+use crate::metrics::DirectoryMetrics;
 use crate::storage::Storage;
+use crate::translog::TransLog;
 
 mod auth;
 mod body;
 mod error;
 mod healthz;
+mod log;
+mod metrics;
 mod numbers;
 mod path;
 mod rate_limit;
 
 pub use auth::Authenticated;
 pub use error::{ApiError, ErrorCode};
+pub use log::{AuditorTokens, LogReader};
 pub use numbers::NumberResponse;
 pub use rate_limit::{RateLimitConfig, RateLimiter};
 
@@ -71,17 +77,28 @@ pub struct ApiState {
     pub writes: WriteLock,
     /// The clock.
     pub clock: Arc<dyn Clock>,
+    /// The transparency log.
+    pub log: Arc<TransLog>,
+    /// Who may read every log entry.
+    pub auditors: Arc<AuditorTokens>,
+    /// What `/metrics` reports.
+    pub metrics: Arc<DirectoryMetrics>,
 }
 
 /// The API's routes.
 pub fn router(state: ApiState) -> Router {
     Router::new()
         .route("/healthz", get(healthz::handler))
+        .route("/metrics", get(metrics::handler))
         .route(
             "/v1/numbers/{e164}",
             put(numbers::put::handler).get(numbers::get::handler).delete(numbers::delete::handler),
         )
         .route("/v1/numbers/{e164}/key", put(numbers::put_key::handler))
+        .route("/v1/log/sth", get(log::sth::handler))
+        .route("/v1/log/proof/inclusion", get(log::inclusion::handler))
+        .route("/v1/log/proof/consistency", get(log::consistency::handler))
+        .route("/v1/log/entries", get(log::entries::handler))
         .fallback(error::not_found)
         .method_not_allowed_fallback(error::method_not_allowed)
         .with_state(state)

@@ -13,6 +13,7 @@ use ring::rand::{SecureRandom, SystemRandom};
 use tincan_common::config::Validate;
 use tincan_common::{Clock, ConfigError, SystemClock};
 
+use crate::audit::{self, AuditArgs, AuditError};
 use crate::config::{DirectoryConfig, ENV_PREFIX};
 use crate::keys::{self, KeyError};
 use crate::serve::{self, ServeError};
@@ -67,6 +68,9 @@ pub enum Command {
     /// Inspect the configuration.
     #[command(subcommand)]
     Config(ConfigCommand),
+    /// Audit a directory through its API and DNS: tree head signature, consistency with an earlier head, log
+    /// entries against their leaves, and DNS answers against the log (`--dns ADDR` is the server to query).
+    Audit(AuditArgs),
 }
 
 /// `provider …`.
@@ -137,6 +141,9 @@ pub enum CliError {
     /// Key handling failed.
     #[error(transparent)]
     Keys(#[from] KeyError),
+    /// The audit found a problem.
+    #[error("audit failed: {0}")]
+    Audit(#[from] AuditError),
     /// The provider name is taken.
     #[error("a provider named {0:?} already exists")]
     ProviderExists(String),
@@ -174,6 +181,17 @@ pub async fn run(cli: Cli) -> Result<ExitCode, CliError> {
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     if let Command::Config(ConfigCommand::Check) = cli.command {
         return Ok(config_check(&cli.global));
+    }
+    if let Command::Audit(args) = &cli.command {
+        let report = audit::run(args, cli.global.dns).await?;
+        println!(
+            "audit passed: tree size {}, consistent with {}, {} entries checked, {} numbers checked in DNS",
+            report.tree_size,
+            report.consistent_with.map_or("no saved head".into(), |n| format!("the saved head of {n}")),
+            report.entries_checked,
+            report.numbers_checked
+        );
+        return Ok(ExitCode::SUCCESS);
     }
     let config = cli.global.load()?;
     match cli.command {
@@ -228,7 +246,7 @@ pub async fn run(cli: Cli) -> Result<ExitCode, CliError> {
                 writeln!(out, "{line}")?;
             }
         }
-        Command::Config(ConfigCommand::Check) => unreachable!("handled above"),
+        Command::Config(ConfigCommand::Check) | Command::Audit(_) => unreachable!("handled above"),
     }
     Ok(ExitCode::SUCCESS)
 }

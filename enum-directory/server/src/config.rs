@@ -28,6 +28,17 @@ pub struct DirectoryConfig {
     pub dns: DnsConfig,
     /// The registrar HTTP API.
     pub api: ApiConfig,
+    /// The transparency log.
+    pub log: LogConfig,
+}
+
+/// The transparency log.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    /// Bearer tokens of auditors, who may read every log entry (`GET /v1/log/entries`) in clear. Providers see
+    /// only their own entries in clear; everyone may fetch tree heads and proofs.
+    pub auditor_tokens: Vec<Secret>,
 }
 
 /// The database.

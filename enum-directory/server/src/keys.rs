@@ -6,7 +6,9 @@ use tincan_common::Clock;
 
 use crate::dns;
 use crate::dns::{ZoneKey, ZoneKeys};
-use crate::storage::{DnssecKey, KeyAlgorithm, KeyRole, KeyState, Storage, StorageError};
+use tincan_translog::LogEntry;
+
+use crate::storage::{DnssecKey, KeyAlgorithm, KeyRole, KeyState, Repository, Storage, StorageError};
 
 /// Why keys could not be made, loaded or shown.
 #[derive(Debug, thiserror::Error)]
@@ -74,7 +76,8 @@ pub async fn ensure(
     for role in [KeyRole::Ksk, KeyRole::Zsk] {
         if !existing.iter().any(|k| k.role == role && k.state == KeyState::Active) {
             let key = ZoneKey::generate(dns_role(role), dns_algorithm(algo), clock.unix_seconds())?;
-            tx.keys().add(&apex_str, role, algo, &key.to_pkcs8(), KeyState::Active).await?;
+            let stored = tx.keys().add(&apex_str, role, algo, &key.to_pkcs8(), KeyState::Active).await?;
+            log_key(&mut *tx, &stored, clock).await?;
             generated = true;
         }
     }
@@ -82,6 +85,25 @@ pub async fn ensure(
         tx.keys().for_apex(&apex_str).await?.into_iter().filter(|k| k.state != KeyState::Retired).collect();
     tx.commit().await?;
     Ok(Ensured { keys, generated })
+}
+
+/// Appends `key` (in its current state) to the transparency log, in the caller's transaction.
+pub async fn log_key(tx: &mut dyn Repository, key: &DnssecKey, clock: &dyn Clock) -> Result<(), KeyError> {
+    use base64::Engine as _;
+    let z = zone_key(key)?;
+    let at_ms = clock.now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0);
+    let entry = LogEntry::Key {
+        apex: key.apex.clone(),
+        key_id: key.id,
+        role: key.role.as_str().to_owned(),
+        algorithm: z.algorithm().number(),
+        key_tag: z.key_tag(),
+        dnskey: base64::engine::general_purpose::STANDARD.encode(z.dnskey_rdata()),
+        state: key.state.as_str().to_owned(),
+        at_ms,
+    };
+    tx.log().append(&entry).await?;
+    Ok(())
 }
 
 /// The newest active KSK and ZSK of `apex`, ready to sign.

@@ -4,10 +4,13 @@
 #![warn(missing_docs)]
 
 pub mod api;
+pub mod audit;
 pub mod cli;
 pub mod config;
 pub mod dns;
 pub mod keys;
+pub mod metrics;
 pub mod serve;
 pub mod storage;
+pub mod translog;
 mod zone_writer;

@@ -9,11 +9,13 @@ use std::time::Instant;
 use tincan_common::Clock;
 use tokio::net::{TcpListener, UdpSocket};
 
-use crate::api::{self, ApiState, RateLimiter, WriteLock};
+use crate::api::{self, ApiState, AuditorTokens, RateLimiter, WriteLock};
 use crate::config::{ApexError, DirectoryConfig};
 use crate::dns::{self, Metrics, Zone, Zones};
 use crate::keys::{self, KeyError};
+use crate::metrics::DirectoryMetrics;
 use crate::storage::{self, StorageError};
+use crate::translog::{LogError, TransLog};
 
 /// Why the server could not start or stopped with an error.
 #[derive(Debug, thiserror::Error)]
@@ -35,6 +37,9 @@ pub enum ServeError {
     /// Keys could not be made or loaded.
     #[error(transparent)]
     Keys(#[from] KeyError),
+    /// The transparency log could not be opened.
+    #[error("transparency log: {0}")]
+    Log(#[from] LogError),
     /// The zone could not be built.
     #[error("zone: {0}")]
     Zone(#[from] dns::ZoneError),
@@ -109,7 +114,13 @@ pub async fn serve(
     let api_listener = TcpListener::bind(config.api.listen).await.map_err(bind_err(config.api.listen))?;
     let api_addr = api_listener.local_addr().map_err(bind_err(config.api.listen))?;
 
+    let log = Arc::new(TransLog::open(storage.clone(), clock.clone()).await?);
+    let zones = Arc::new(Zones::new(vec![zone.clone()]));
+    let metrics = Arc::new(DirectoryMetrics::new(Arc::new(Metrics::default()), zones.clone()));
     let state = ApiState {
+        metrics: metrics.clone(),
+        log,
+        auditors: Arc::new(AuditorTokens::new(&config.log.auditor_tokens)),
         storage,
         zone: zone.clone(),
         limiter: Arc::new(RateLimiter::new(config.api.rate_limit, clock.clone())),
@@ -123,15 +134,8 @@ pub async fn serve(
             let _ = rx.wait_for(|s| *s).await;
         }
     };
-    let zones = Arc::new(Zones::new(vec![zone]));
-    let dns_task = tokio::spawn(dns::server::run(
-        zones,
-        udp,
-        tcp,
-        config.dns.server.clone(),
-        Arc::new(Metrics::default()),
-        stopped(),
-    ));
+    let dns_task =
+        tokio::spawn(dns::server::run(zones, udp, tcp, config.dns.server.clone(), metrics.dns.clone(), stopped()));
     let api_task = tokio::spawn(api::serve(api_listener, state, stopped()));
     tracing::info!(dns = %dns_addr, api = %api_addr, "listening");
     on_listening(Listening { dns: dns_addr, api: api_addr });

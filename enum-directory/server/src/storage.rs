@@ -16,6 +16,7 @@ use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 use tincan_common::Clock;
 use tincan_enum_core::{E164, NumberRecord};
+use tincan_translog::{Frontier, Hash, LogEntry, SignedTreeHead};
 
 pub mod conformance;
 mod pg;
@@ -82,6 +83,8 @@ pub trait Repository: Send {
     fn keys(&mut self) -> &mut dyn KeyRepository;
     /// The change journal (read-only: it is written by [`NumberRepository`]).
     fn journal(&mut self) -> &mut dyn JournalRepository;
+    /// The transparency log (number changes are appended by [`NumberRepository`]; key changes by the caller).
+    fn log(&mut self) -> &mut dyn LogRepository;
     /// Makes every change of this transaction durable.
     async fn commit(self: Box<Self>) -> Result<()>;
 }
@@ -358,4 +361,42 @@ pub trait JournalRepository: Send {
     async fn current_version(&mut self) -> Result<i64>;
     /// Entries with a version greater than `after`, oldest first, at most `limit`.
     async fn since(&mut self, after: i64, limit: u32) -> Result<Vec<JournalEntry>>;
+}
+
+/// One leaf of the transparency log as stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogLeaf {
+    /// Its index, from 0.
+    pub index: u64,
+    /// The entry's text exactly as logged (see [`LogEntry`]).
+    pub entry: String,
+    /// `leaf_hash(entry)` as computed when it was appended.
+    pub leaf_hash: Hash,
+    /// The number it names, if any (for access control and lookups by number).
+    pub number: Option<E164>,
+}
+
+/// The append-only transparency log: leaves, the tree's right edge, signed tree heads and the log's key.
+#[async_trait]
+pub trait LogRepository: Send {
+    /// Appends `entry` in this transaction; returns its leaf index.
+    async fn append(&mut self, entry: &LogEntry) -> Result<u64>;
+    /// The tree's size and right edge (its root is the log's current root).
+    async fn frontier(&mut self) -> Result<Frontier>;
+    /// The leaf hashes of leaves `0..end`, in order.
+    async fn leaf_hashes(&mut self, end: u64) -> Result<Vec<Hash>>;
+    /// Leaves `start..end`, in order, at most `limit`.
+    async fn leaves(&mut self, start: u64, end: u64, limit: u32) -> Result<Vec<LogLeaf>>;
+    /// The newest leaf naming `number` (only below `below` leaves, and of zone version `version` if given).
+    async fn find(&mut self, number: &E164, version: Option<i64>, below: u64) -> Result<Option<LogLeaf>>;
+    /// The signed tree head of the largest tree signed so far.
+    async fn latest_sth(&mut self) -> Result<Option<SignedTreeHead>>;
+    /// The signed tree head of exactly `size` leaves, if one was signed.
+    async fn sth_at(&mut self, size: u64) -> Result<Option<SignedTreeHead>>;
+    /// Stores a signed tree head (a second one for the same size is ignored).
+    async fn store_sth(&mut self, sth: &SignedTreeHead) -> Result<()>;
+    /// The log's Ed25519 signing seed, if one was made.
+    async fn signing_seed(&mut self) -> Result<Option<[u8; 32]>>;
+    /// Stores the log's signing seed (the newest one signs).
+    async fn add_signing_seed(&mut self, seed: &[u8; 32]) -> Result<()>;
 }

@@ -40,6 +40,12 @@ pub enum ErrorCode {
     InvalidKey,
     /// Too many requests from this provider (429).
     RateLimited,
+    /// A query parameter is missing or malformed (400).
+    InvalidQuery,
+    /// A log size or range beyond the tree, or reversed (400).
+    LogOutOfRange,
+    /// The log holds no entry for that number (and version) (404).
+    LogEntryNotFound,
     /// Something failed on our side (500).
     Internal,
 }
@@ -109,9 +115,21 @@ pub enum ApiError {
         /// Seconds until a request will be accepted.
         retry_after_secs: u64,
     },
+    /// 400.
+    #[error("invalid query: {0}")]
+    InvalidQuery(String),
+    /// 400.
+    #[error("log range: {0}")]
+    LogRange(&'static str),
+    /// 404.
+    #[error("the log has no such entry")]
+    LogEntryNotFound,
     /// 500.
     #[error("internal error")]
     Storage(#[from] StorageError),
+    /// 500.
+    #[error("internal error")]
+    Log(crate::translog::LogError),
 }
 
 impl ApiError {
@@ -133,7 +151,10 @@ impl ApiError {
             ApiError::NoServices => ErrorCode::NoServices,
             ApiError::InvalidKey(_) => ErrorCode::InvalidKey,
             ApiError::RateLimited { .. } => ErrorCode::RateLimited,
-            ApiError::Storage(_) => ErrorCode::Internal,
+            ApiError::InvalidQuery(_) => ErrorCode::InvalidQuery,
+            ApiError::LogRange(_) => ErrorCode::LogOutOfRange,
+            ApiError::LogEntryNotFound => ErrorCode::LogEntryNotFound,
+            ApiError::Storage(_) | ApiError::Log(_) => ErrorCode::Internal,
         }
     }
 
@@ -143,7 +164,7 @@ impl ApiError {
             ErrorCode::Unauthorized => StatusCode::UNAUTHORIZED,
             ErrorCode::OutsidePrefixes => StatusCode::FORBIDDEN,
             ErrorCode::NumberHeldByOtherProvider => StatusCode::CONFLICT,
-            ErrorCode::NumberNotFound | ErrorCode::NotFound => StatusCode::NOT_FOUND,
+            ErrorCode::NumberNotFound | ErrorCode::NotFound | ErrorCode::LogEntryNotFound => StatusCode::NOT_FOUND,
             ErrorCode::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ErrorCode::RateLimited => StatusCode::TOO_MANY_REQUESTS,
             ErrorCode::Internal => StatusCode::INTERNAL_SERVER_ERROR,
@@ -167,6 +188,9 @@ impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         if let ApiError::Storage(e) = &self {
             tracing::error!(error = %e, "storage failure");
+        }
+        if let ApiError::Log(e) = &self {
+            tracing::error!(error = %e, "transparency log failure");
         }
         let message = self.to_string();
         let mut response =

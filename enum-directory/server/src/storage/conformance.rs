@@ -14,6 +14,7 @@ pub async fn run(storage: &dyn Storage, clock: &MockClock) {
     numbers_and_journal(storage, clock).await;
     rollback_on_drop(storage).await;
     dnssec_keys(storage).await;
+    transparency_log(storage).await;
 }
 
 fn number(s: &str) -> E164 {
@@ -165,4 +166,79 @@ impl NowSystem for MockClock {
     fn now_system(&self) -> std::time::SystemTime {
         tincan_common::Clock::now(self)
     }
+}
+
+async fn transparency_log(storage: &dyn Storage) {
+    use tincan_translog::{LogEntry, SignedTreeHead, TreeHead, leaf_hash, root};
+
+    let n1 = number("+442079460001");
+    let mut tx = storage.begin().await.unwrap();
+    let j = tx.journal().since(0, 100).await.unwrap();
+    let f = tx.log().frontier().await.unwrap();
+    assert_eq!(f.size(), j.len() as u64, "one leaf per journalled change, none for rolled-back ones");
+    let hashes = tx.log().leaf_hashes(f.size()).await.unwrap();
+    assert_eq!(root(&hashes), f.root(), "the stored right edge gives the root of the stored leaves");
+    let leaves = tx.log().leaves(0, f.size(), 100).await.unwrap();
+    for (leaf, journalled) in leaves.iter().zip(&j) {
+        assert_eq!(leaf.leaf_hash, leaf_hash(leaf.entry.as_bytes()));
+        assert_eq!(leaf.number.as_ref(), Some(&journalled.number));
+        match LogEntry::parse(&leaf.entry).unwrap() {
+            LogEntry::Number { version, number, record, provider, .. } => {
+                assert_eq!((version, &number, &record), (journalled.version, &journalled.number, &journalled.new));
+                assert_eq!(provider, journalled.provider.map(|p| p.0));
+            }
+            other => panic!("not a number entry: {other:?}"),
+        }
+    }
+    assert_eq!(tx.log().leaves(1, 3, 1).await.unwrap().len(), 1, "limit");
+    let newest = tx.log().find(&n1, None, f.size()).await.unwrap().unwrap();
+    assert_eq!(newest.index, 3, "the deletion is the newest entry of n1");
+    let first = tx.log().find(&n1, Some(j[0].version), f.size()).await.unwrap().unwrap();
+    assert_eq!(first.index, 0);
+    assert_eq!(tx.log().find(&n1, None, 1).await.unwrap().unwrap().index, 0, "only below the given size");
+    assert!(tx.log().find(&number("+12025550143"), None, f.size()).await.unwrap().is_none());
+    drop(tx);
+
+    // A key change appended by the caller; dropped transactions append nothing.
+    let key = LogEntry::Key {
+        apex: "e164.tincan.test.".into(),
+        key_id: 1,
+        role: "zsk".into(),
+        algorithm: 13,
+        key_tag: 4711,
+        dnskey: "AQID".into(),
+        state: "published".into(),
+        at_ms: 1,
+    };
+    let mut tx = storage.begin().await.unwrap();
+    assert_eq!(tx.log().append(&key).await.unwrap(), f.size());
+    drop(tx);
+    let mut tx = storage.begin().await.unwrap();
+    assert_eq!(tx.log().frontier().await.unwrap().size(), f.size(), "rolled back");
+    assert_eq!(tx.log().append(&key).await.unwrap(), f.size());
+    tx.commit().await.unwrap();
+    let mut tx = storage.begin().await.unwrap();
+    let grown = tx.log().frontier().await.unwrap();
+    assert_eq!(grown.size(), f.size() + 1);
+    let leaf = tx.log().leaves(f.size(), f.size() + 1, 10).await.unwrap().remove(0);
+    assert_eq!((LogEntry::parse(&leaf.entry).unwrap(), leaf.number), (key, None));
+    assert_eq!(root(&tx.log().leaf_hashes(grown.size()).await.unwrap()), grown.root());
+
+    // Signed tree heads and the log key.
+    assert!(tx.log().latest_sth().await.unwrap().is_none());
+    let sth = |size: u64, sig: &str| SignedTreeHead {
+        head: TreeHead { tree_size: size, timestamp_ms: 1_700_000_000_000 + size, root_hash: [size as u8; 32] },
+        signature: sig.into(),
+    };
+    tx.log().store_sth(&sth(2, "a")).await.unwrap();
+    tx.log().store_sth(&sth(5, "b")).await.unwrap();
+    tx.log().store_sth(&sth(5, "other")).await.unwrap();
+    assert_eq!(tx.log().latest_sth().await.unwrap(), Some(sth(5, "b")), "a size is signed once");
+    assert_eq!(tx.log().sth_at(2).await.unwrap(), Some(sth(2, "a")));
+    assert!(tx.log().sth_at(3).await.unwrap().is_none());
+    assert!(tx.log().signing_seed().await.unwrap().is_none());
+    tx.log().add_signing_seed(&[3; 32]).await.unwrap();
+    tx.commit().await.unwrap();
+    let mut tx = storage.begin().await.unwrap();
+    assert_eq!(tx.log().signing_seed().await.unwrap(), Some([3; 32]));
 }

@@ -60,14 +60,15 @@ macro_rules! impl_repositories {
         use async_trait::async_trait;
         use sqlx::Row as _;
         use tincan_enum_core::{E164, NumberRecord};
+        use tincan_translog::{Frontier, Hash, LogEntry, SignedTreeHead, TreeHead};
         use $crate::storage::sql::{
             corrupt, duplicate_or, from_millis, parse_key, parse_number, parse_record, parse_services, record_json,
             services_json, to_millis,
         };
         use $crate::storage::{
-            DnssecKey, JournalEntry, JournalRepository, KeyAlgorithm, KeyRepository, KeyRole, KeyState,
-            NumberRepository, Prefix, Provider, ProviderId, ProviderRepository, Repository, Result, StoredNumber,
-            TokenHash,
+            DnssecKey, JournalEntry, JournalRepository, KeyAlgorithm, KeyRepository, KeyRole, KeyState, LogLeaf,
+            LogRepository, NumberRepository, Prefix, Provider, ProviderId, ProviderRepository, Repository, Result,
+            StoredNumber, TokenHash,
         };
 
         const NUMBER_COLUMNS: &str = "e164, services, master_key, provider_id, version, created_at, updated_at";
@@ -116,7 +117,26 @@ macro_rules! impl_repositories {
                 .bind(at)
                 .execute(&mut *self.tx)
                 .await?;
+                let entry = LogEntry::Number {
+                    version,
+                    number: number.clone(),
+                    record: new.cloned(),
+                    provider: provider.map(|p| p.0),
+                    at_ms: at,
+                };
+                self.append(&entry).await?;
                 Ok(())
+            }
+
+            fn leaf_from_row(row: &<Db as sqlx::Database>::Row) -> Result<LogLeaf> {
+                let hash: Vec<u8> = row.try_get("leaf_hash")?;
+                let e164: Option<String> = row.try_get("e164")?;
+                Ok(LogLeaf {
+                    index: u64::try_from(row.try_get::<i64, _>("idx")?).map_err(|_| corrupt("translog", "idx"))?,
+                    entry: row.try_get("entry")?,
+                    leaf_hash: hash.try_into().map_err(|_| corrupt("translog", "leaf_hash"))?,
+                    number: e164.map(|n| parse_number(&n, "translog")).transpose()?,
+                })
             }
 
             async fn provider_from_row(&mut self, row: &<Db as sqlx::Database>::Row) -> Result<Provider> {
@@ -166,6 +186,9 @@ macro_rules! impl_repositories {
                 self
             }
             fn journal(&mut self) -> &mut dyn JournalRepository {
+                self
+            }
+            fn log(&mut self) -> &mut dyn LogRepository {
                 self
             }
             async fn commit(self: Box<Self>) -> Result<()> {
@@ -393,6 +416,159 @@ macro_rules! impl_repositories {
                     })
                     .collect()
             }
+        }
+
+        const LEAF_COLUMNS: &str = "idx, entry, leaf_hash, e164";
+
+        #[async_trait]
+        impl LogRepository for $repo {
+            async fn append(&mut self, entry: &LogEntry) -> Result<u64> {
+                // Taking the next index first locks the head row, so concurrent appends queue up here.
+                let row = sqlx::query("UPDATE translog_head SET size = size + 1 WHERE id = 1 RETURNING size, frontier")
+                    .fetch_one(&mut *self.tx)
+                    .await?;
+                let size: i64 = row.try_get("size")?;
+                let index = u64::try_from(size - 1).map_err(|_| corrupt("translog_head", "size"))?;
+                let bytes: Vec<u8> = row.try_get("frontier")?;
+                let mut frontier =
+                    Frontier::from_bytes(index, &bytes).map_err(|_| corrupt("translog_head", "frontier"))?;
+                let text = entry.to_json();
+                let leaf = tincan_translog::leaf_hash(text.as_bytes());
+                let version = match entry {
+                    LogEntry::Number { version, .. } => Some(*version),
+                    LogEntry::Key { .. } => None,
+                };
+                sqlx::query("INSERT INTO translog (idx, entry, leaf_hash, e164, version) VALUES ($1, $2, $3, $4, $5)")
+                    .bind(size - 1)
+                    .bind(&text)
+                    .bind(&leaf[..])
+                    .bind(entry.number().map(|n| n.as_str().to_owned()))
+                    .bind(version)
+                    .execute(&mut *self.tx)
+                    .await?;
+                frontier.push(leaf);
+                sqlx::query("UPDATE translog_head SET frontier = $1 WHERE id = 1")
+                    .bind(frontier.to_bytes())
+                    .execute(&mut *self.tx)
+                    .await?;
+                Ok(index)
+            }
+
+            async fn frontier(&mut self) -> Result<Frontier> {
+                let row = sqlx::query("SELECT size, frontier FROM translog_head WHERE id = 1")
+                    .fetch_one(&mut *self.tx)
+                    .await?;
+                let size =
+                    u64::try_from(row.try_get::<i64, _>("size")?).map_err(|_| corrupt("translog_head", "size"))?;
+                let bytes: Vec<u8> = row.try_get("frontier")?;
+                Frontier::from_bytes(size, &bytes).map_err(|_| corrupt("translog_head", "frontier"))
+            }
+
+            async fn leaf_hashes(&mut self, end: u64) -> Result<Vec<Hash>> {
+                let rows: Vec<Vec<u8>> =
+                    sqlx::query_scalar("SELECT leaf_hash FROM translog WHERE idx < $1 ORDER BY idx")
+                        .bind(i64::try_from(end).unwrap_or(i64::MAX))
+                        .fetch_all(&mut *self.tx)
+                        .await?;
+                rows.into_iter().map(|h| h.try_into().map_err(|_| corrupt("translog", "leaf_hash"))).collect()
+            }
+
+            async fn leaves(&mut self, start: u64, end: u64, limit: u32) -> Result<Vec<LogLeaf>> {
+                let sql = sqlx::AssertSqlSafe(format!(
+                    "SELECT {LEAF_COLUMNS} FROM translog WHERE idx >= $1 AND idx < $2 ORDER BY idx LIMIT $3"
+                ));
+                let rows = sqlx::query(sql)
+                    .bind(i64::try_from(start).unwrap_or(i64::MAX))
+                    .bind(i64::try_from(end).unwrap_or(i64::MAX))
+                    .bind(i64::from(limit))
+                    .fetch_all(&mut *self.tx)
+                    .await?;
+                rows.iter().map(Self::leaf_from_row).collect()
+            }
+
+            async fn find(&mut self, number: &E164, version: Option<i64>, below: u64) -> Result<Option<LogLeaf>> {
+                let below = i64::try_from(below).unwrap_or(i64::MAX);
+                let row = match version {
+                    Some(v) => {
+                        let sql = sqlx::AssertSqlSafe(format!(
+                            "SELECT {LEAF_COLUMNS} FROM translog WHERE e164 = $1 AND version = $2 AND idx < $3 \
+                             ORDER BY idx DESC LIMIT 1"
+                        ));
+                        sqlx::query(sql).bind(number.as_str()).bind(v).bind(below).fetch_optional(&mut *self.tx).await?
+                    }
+                    None => {
+                        let sql = sqlx::AssertSqlSafe(format!(
+                            "SELECT {LEAF_COLUMNS} FROM translog WHERE e164 = $1 AND idx < $2 ORDER BY idx DESC LIMIT 1"
+                        ));
+                        sqlx::query(sql).bind(number.as_str()).bind(below).fetch_optional(&mut *self.tx).await?
+                    }
+                };
+                row.as_ref().map(Self::leaf_from_row).transpose()
+            }
+
+            async fn latest_sth(&mut self) -> Result<Option<SignedTreeHead>> {
+                let row = sqlx::query(
+                    "SELECT tree_size, timestamp_ms, root_hash, signature FROM translog_sth \
+                     ORDER BY tree_size DESC LIMIT 1",
+                )
+                .fetch_optional(&mut *self.tx)
+                .await?;
+                row.as_ref().map(sth_from_row).transpose()
+            }
+
+            async fn sth_at(&mut self, size: u64) -> Result<Option<SignedTreeHead>> {
+                let row = sqlx::query(
+                    "SELECT tree_size, timestamp_ms, root_hash, signature FROM translog_sth WHERE tree_size = $1",
+                )
+                .bind(i64::try_from(size).unwrap_or(i64::MAX))
+                .fetch_optional(&mut *self.tx)
+                .await?;
+                row.as_ref().map(sth_from_row).transpose()
+            }
+
+            async fn store_sth(&mut self, sth: &SignedTreeHead) -> Result<()> {
+                sqlx::query(
+                    "INSERT INTO translog_sth (tree_size, timestamp_ms, root_hash, signature) VALUES ($1, $2, $3, $4) \
+                     ON CONFLICT (tree_size) DO NOTHING",
+                )
+                .bind(i64::try_from(sth.head.tree_size).unwrap_or(i64::MAX))
+                .bind(i64::try_from(sth.head.timestamp_ms).unwrap_or(i64::MAX))
+                .bind(&sth.head.root_hash[..])
+                .bind(&sth.signature)
+                .execute(&mut *self.tx)
+                .await?;
+                Ok(())
+            }
+
+            async fn signing_seed(&mut self) -> Result<Option<[u8; 32]>> {
+                let seed: Option<Vec<u8>> = sqlx::query_scalar("SELECT seed FROM log_keys ORDER BY id DESC LIMIT 1")
+                    .fetch_optional(&mut *self.tx)
+                    .await?;
+                seed.map(|s| s.try_into().map_err(|_| corrupt("log_keys", "seed"))).transpose()
+            }
+
+            async fn add_signing_seed(&mut self, seed: &[u8; 32]) -> Result<()> {
+                sqlx::query("INSERT INTO log_keys (seed, created_at) VALUES ($1, $2)")
+                    .bind(&seed[..])
+                    .bind(to_millis(self.clock.now()))
+                    .execute(&mut *self.tx)
+                    .await?;
+                Ok(())
+            }
+        }
+
+        fn sth_from_row(row: &<Db as sqlx::Database>::Row) -> Result<SignedTreeHead> {
+            let root: Vec<u8> = row.try_get("root_hash")?;
+            Ok(SignedTreeHead {
+                head: TreeHead {
+                    tree_size: u64::try_from(row.try_get::<i64, _>("tree_size")?)
+                        .map_err(|_| corrupt("translog_sth", "tree_size"))?,
+                    timestamp_ms: u64::try_from(row.try_get::<i64, _>("timestamp_ms")?)
+                        .map_err(|_| corrupt("translog_sth", "timestamp_ms"))?,
+                    root_hash: root.try_into().map_err(|_| corrupt("translog_sth", "root_hash"))?,
+                },
+                signature: row.try_get("signature")?,
+            })
         }
     };
 }

@@ -12,4 +12,6 @@ mod dns_transport;
 mod dns_validation;
 mod dns_walk;
 mod harness;
+mod metrics;
 mod storage;
+mod translog;
