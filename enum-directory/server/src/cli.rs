@@ -1,4 +1,5 @@
-//! The `tincan-directory` command line: `serve`, `provider add|list`, `keys generate|ds`, `config check`.
+//! The `tincan-directory` command line: `serve`, `provider add|list`, `keys generate|ds|roll|status`, `audit`,
+//! `config check`.
 //! Every subcommand takes `--config FILE`, `--data-dir DIR`, `--dns ADDR`, `--api ADDR` and `--apex NAME`.
 
 use std::io::Write;
@@ -16,8 +17,9 @@ use tincan_common::{Clock, ConfigError, SystemClock};
 use crate::audit::{self, AuditArgs, AuditError};
 use crate::config::{DirectoryConfig, ENV_PREFIX};
 use crate::keys::{self, KeyError};
+use crate::rollover;
 use crate::serve::{self, ServeError};
-use crate::storage::{KeyAlgorithm, Prefix, StorageError, TokenHash};
+use crate::storage::{KeyAlgorithm, KeyRole, Prefix, StorageError, TokenHash};
 
 /// The ENUM directory: DNSSEC-signed phone-number directory with a registrar API.
 #[derive(Debug, Parser)]
@@ -99,6 +101,23 @@ pub enum KeysCommand {
     },
     /// Print the DS records for the parent zone, one per line.
     Ds,
+    /// Start a rollover now (ZSK by pre-publication, KSK by double-DS); `serve` carries it through.
+    Roll {
+        /// Which key.
+        #[arg(value_enum)]
+        role: RoleArg,
+    },
+    /// Show each key's state and timestamps, the next scheduled step, and the DS set the parent must publish.
+    Status,
+}
+
+/// `keys roll` roles.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum RoleArg {
+    /// The zone-signing key.
+    Zsk,
+    /// The key-signing key.
+    Ksk,
 }
 
 /// `config …`.
@@ -246,6 +265,46 @@ pub async fn run(cli: Cli) -> Result<ExitCode, CliError> {
                 writeln!(out, "{line}")?;
             }
         }
+        Command::Keys(KeysCommand::Roll { role }) => {
+            let apex = config.apex().map_err(ServeError::from)?;
+            let storage = serve::open_storage(&config, clock.clone()).await?;
+            let role = match role {
+                RoleArg::Zsk => KeyRole::Zsk,
+                RoleArg::Ksk => KeyRole::Ksk,
+            };
+            let t = rollover::roll(&*storage, &*clock, &apex, role, config.dns.algorithm).await?;
+            eprintln!("{apex}: new {:?} {} is {:?}; `keys status` shows the timeline", t.role, t.key_tag, t.to);
+        }
+        Command::Keys(KeysCommand::Status) => {
+            let apex = config.apex().map_err(ServeError::from)?;
+            let storage = serve::open_storage(&config, clock.clone()).await?;
+            let policy = config.rollover_policy();
+            let mut tx = storage.begin().await?;
+            let all = tx.keys().for_apex(&apex.to_ascii()).await?;
+            drop(tx);
+            let mut out = std::io::stdout().lock();
+            for k in &all {
+                let tag = keys::zone_key(k)?.key_tag();
+                let next = match policy.next_event(k) {
+                    Some((what, at)) => format!("; {what} at {}", unix_secs(at)),
+                    None => String::new(),
+                };
+                writeln!(
+                    out,
+                    "{} {} tag {tag} {} created {} {} since {}{next}",
+                    k.role.as_str(),
+                    k.algorithm.as_str(),
+                    k.state.as_str(),
+                    unix_secs(k.created_at),
+                    k.state.as_str(),
+                    unix_secs(k.changed_at)
+                )?;
+            }
+            writeln!(out, "DS set the parent must publish now:")?;
+            for line in keys::ds_records(&*storage, &apex).await? {
+                writeln!(out, "{line}")?;
+            }
+        }
         Command::Config(ConfigCommand::Check) | Command::Audit(_) => unreachable!("handled above"),
     }
     Ok(ExitCode::SUCCESS)
@@ -274,6 +333,11 @@ fn config_check(args: &GlobalArgs) -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// Unix seconds, as `keys status` prints times.
+fn unix_secs(t: std::time::SystemTime) -> u64 {
+    t.duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
 }
 
 /// A fresh bearer token: `tcd_` and 32 random bytes, unpadded URL-safe base64.

@@ -64,6 +64,8 @@ pub struct DnsConfig {
     pub server: crate::dns::ServerConfig,
     /// The zone's TTLs, SOA timers and signature validity.
     pub zone: ZoneSettings,
+    /// The key rollover schedule.
+    pub rollover: crate::rollover::RolloverConfig,
 }
 
 /// The zone's TTLs, SOA timers and signature validity, in seconds (mapped onto [`crate::dns::ZoneConfig`]).
@@ -130,6 +132,7 @@ impl Default for DnsConfig {
             algorithm: KeyAlgorithm::EcdsaP256,
             server: crate::dns::ServerConfig::default(),
             zone: ZoneSettings::default(),
+            rollover: crate::rollover::RolloverConfig::default(),
         }
     }
 }
@@ -234,6 +237,12 @@ impl DirectoryConfig {
             inception_skew: z.inception_skew,
             negative_signature_validity: z.negative_signature_validity,
         })
+    }
+
+    /// The rollover waits for this zone's TTLs and the schedule.
+    pub fn rollover_policy(&self) -> crate::rollover::Policy {
+        let z = &self.dns.zone;
+        crate::rollover::Policy::new(&self.dns.rollover, z.apex_ttl, z.record_ttl.max(z.negative_ttl).max(z.apex_ttl))
     }
 
     /// The data directory: configured, or the platform default.

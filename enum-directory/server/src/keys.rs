@@ -19,6 +19,17 @@ pub enum KeyError {
     /// The DNS engine could not make or load a key.
     #[error(transparent)]
     Key(#[from] dns::KeyError),
+    /// The zone could not take the new keys.
+    #[error("zone: {0}")]
+    Zone(#[from] dns::ZoneError),
+    /// A rollover of this role is already under way.
+    #[error("a {role:?} rollover is already in progress for {apex}: see `tincan-directory keys status`")]
+    RollInProgress {
+        /// The apex.
+        apex: String,
+        /// The role.
+        role: KeyRole,
+    },
     /// The zone lacks an active key of this role.
     #[error("no active {role:?} for {apex}: run `tincan-directory keys generate`")]
     Missing {
@@ -37,7 +48,7 @@ pub fn dns_algorithm(a: KeyAlgorithm) -> dns::KeyAlgorithm {
     }
 }
 
-fn dns_role(r: KeyRole) -> dns::KeyRole {
+pub(crate) fn dns_role(r: KeyRole) -> dns::KeyRole {
     match r {
         KeyRole::Ksk => dns::KeyRole::Ksk,
         KeyRole::Zsk => dns::KeyRole::Zsk,
@@ -118,7 +129,13 @@ pub async fn load(storage: &dyn Storage, apex: &Name) -> Result<ZoneKeys, KeyErr
             .find(|k| k.role == role && k.state == KeyState::Active)
             .ok_or_else(|| KeyError::Missing { apex: apex_str.clone(), role })
     };
-    Ok(ZoneKeys::new(zone_key(newest(KeyRole::Ksk)?)?, zone_key(newest(KeyRole::Zsk)?)?))
+    // Double-DS: a staged or retiring KSK is not in DNSKEY; pre-publication: a published or inactive ZSK is.
+    let published = keys
+        .iter()
+        .filter(|k| k.role == KeyRole::Zsk && matches!(k.state, KeyState::Published | KeyState::Inactive))
+        .map(zone_key)
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(ZoneKeys::with_published(zone_key(newest(KeyRole::Ksk)?)?, zone_key(newest(KeyRole::Zsk)?)?, published))
 }
 
 /// The DS records (SHA-256) of every live KSK of `apex`, presentation format (`<apex> IN DS <tag> <alg> 2 <HEX>`).

@@ -10,6 +10,7 @@ pub mod config;
 pub mod dns;
 pub mod keys;
 pub mod metrics;
+pub mod rollover;
 pub mod serve;
 pub mod storage;
 pub mod translog;

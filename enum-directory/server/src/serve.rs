@@ -14,6 +14,7 @@ use crate::config::{ApexError, DirectoryConfig};
 use crate::dns::{self, Metrics, Zone, Zones};
 use crate::keys::{self, KeyError};
 use crate::metrics::DirectoryMetrics;
+use crate::rollover;
 use crate::storage::{self, StorageError};
 use crate::translog::{LogError, TransLog};
 
@@ -115,6 +116,7 @@ pub async fn serve(
     let api_addr = api_listener.local_addr().map_err(bind_err(config.api.listen))?;
 
     let log = Arc::new(TransLog::open(storage.clone(), clock.clone()).await?);
+    let rollover_storage = storage.clone();
     let zones = Arc::new(Zones::new(vec![zone.clone()]));
     let metrics = Arc::new(DirectoryMetrics::new(Arc::new(Metrics::default()), zones.clone()));
     let state = ApiState {
@@ -125,7 +127,7 @@ pub async fn serve(
         zone: zone.clone(),
         limiter: Arc::new(RateLimiter::new(config.api.rate_limit, clock.clone())),
         writes: WriteLock::default(),
-        clock,
+        clock: clock.clone(),
     };
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let stopped = move || {
@@ -137,13 +139,22 @@ pub async fn serve(
     let dns_task =
         tokio::spawn(dns::server::run(zones, udp, tcp, config.dns.server.clone(), metrics.dns.clone(), stopped()));
     let api_task = tokio::spawn(api::serve(api_listener, state, stopped()));
+    let rollover_task = tokio::spawn(rollover_loop(
+        rollover_storage,
+        clock.clone(),
+        zone.clone(),
+        config.rollover_policy(),
+        config.dns.algorithm,
+        std::time::Duration::from_secs(config.dns.rollover.check_interval.max(1)),
+        stopped(),
+    ));
     tracing::info!(dns = %dns_addr, api = %api_addr, "listening");
     on_listening(Listening { dns: dns_addr, api: api_addr });
 
     shutdown.await;
     tracing::info!("shutting down");
     let _ = stop_tx.send(true);
-    let (dns_result, api_result) = tokio::join!(dns_task, api_task);
+    let (dns_result, api_result, _) = tokio::join!(dns_task, api_task, rollover_task);
     if let Ok(r) = dns_result {
         r?;
     }
@@ -151,6 +162,52 @@ pub async fn serve(
         r.map_err(ServeError::Api)?;
     }
     Ok(())
+}
+
+/// Runs the rollover schedule every `every` and publishes key changes (made here or by `keys roll`) into the
+/// zone; a failed step is logged and retried on the next tick.
+async fn rollover_loop(
+    storage: Arc<dyn storage::Storage>,
+    clock: Arc<dyn Clock>,
+    zone: Arc<Zone>,
+    policy: rollover::Policy,
+    algo: storage::KeyAlgorithm,
+    every: std::time::Duration,
+    stopped: impl Future<Output = ()>,
+) {
+    let apex = zone.apex_name().clone();
+    let work = async {
+        loop {
+            tokio::time::sleep(every).await;
+            if let Err(e) = sync_keys(&*storage, &*clock, &zone, &policy, algo, &apex).await {
+                tracing::error!(error = %e, "key rollover step failed");
+            }
+        }
+    };
+    tokio::select! {
+        _ = work => {}
+        _ = stopped => {}
+    }
+}
+
+/// One rollover step, then the zone's keys reloaded from storage and swapped in if they changed.
+pub async fn sync_keys(
+    storage: &dyn storage::Storage,
+    clock: &dyn Clock,
+    zone: &Zone,
+    policy: &rollover::Policy,
+    algo: storage::KeyAlgorithm,
+    apex: &hickory_proto::rr::Name,
+) -> Result<bool, KeyError> {
+    rollover::step(storage, clock, apex, policy, algo).await?;
+    let fresh = keys::load(storage, apex).await?;
+    if zone.keys().same_keys(&fresh) {
+        return Ok(false);
+    }
+    let zsk = fresh.zsk().key_tag();
+    zone.set_keys(Arc::new(fresh))?;
+    tracing::info!(apex = %apex, zsk, "zone keys changed; signatures by other keys are re-made before use");
+    Ok(true)
 }
 
 fn bind_err(addr: SocketAddr) -> impl FnOnce(std::io::Error) -> ServeError {

@@ -257,14 +257,21 @@ pub enum KeyAlgorithm {
     Ed25519,
 }
 
-/// Where a key is in its life.
+/// Where a key is in its life (RFC 6781 / RFC 7583 rollovers: a ZSK by pre-publication goes
+/// `published → active → inactive → retired`; a KSK by double-DS goes `staged → active → retiring → retired`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum KeyState {
     /// Published in DNSKEY and signing.
     Active,
-    /// Published in DNSKEY but not signing yet (pre-publication during a rollover).
+    /// Published in DNSKEY but not signing yet (ZSK pre-publication during a rollover).
     Published,
+    /// A ZSK that signed before: still in DNSKEY, not signing, until its signatures are gone from caches.
+    Inactive,
+    /// A new KSK whose DS the parent must publish; not in DNSKEY yet (double-DS).
+    Staged,
+    /// An old KSK replaced in DNSKEY; its DS stays at the parent until cached DNSKEY sets expire.
+    Retiring,
     /// No longer published.
     Retired,
 }
@@ -286,6 +293,7 @@ text_enum!(KeyRole, "dnssec_keys", "role", KeyRole::Ksk => "ksk", KeyRole::Zsk =
 text_enum!(KeyAlgorithm, "dnssec_keys", "algorithm", KeyAlgorithm::EcdsaP256 => "ecdsap256",
     KeyAlgorithm::Ed25519 => "ed25519");
 text_enum!(KeyState, "dnssec_keys", "state", KeyState::Active => "active", KeyState::Published => "published",
+    KeyState::Inactive => "inactive", KeyState::Staged => "staged", KeyState::Retiring => "retiring",
     KeyState::Retired => "retired");
 
 /// A DNSSEC private key of one zone.
@@ -305,6 +313,8 @@ pub struct DnssecKey {
     pub state: KeyState,
     /// When it was created.
     pub created_at: SystemTime,
+    /// When it entered its current state.
+    pub changed_at: SystemTime,
 }
 
 impl fmt::Debug for DnssecKey {
@@ -315,6 +325,7 @@ impl fmt::Debug for DnssecKey {
             .field("role", &self.role)
             .field("algorithm", &self.algorithm)
             .field("state", &self.state)
+            .field("changed_at", &self.changed_at)
             .finish_non_exhaustive()
     }
 }
@@ -333,7 +344,7 @@ pub trait KeyRepository: Send {
     ) -> Result<DnssecKey>;
     /// Every key of the zone (all states), oldest first.
     async fn for_apex(&mut self, apex: &str) -> Result<Vec<DnssecKey>>;
-    /// Changes a key's state; false when there is no such key.
+    /// Changes a key's state (and its `changed_at` to now); false when there is no such key.
     async fn set_state(&mut self, id: i64, state: KeyState) -> Result<bool>;
 }
 

@@ -220,10 +220,12 @@ fn key_tag(rdata: &[u8]) -> u16 {
 }
 
 /// The zone's key pair: the KSK signs the DNSKEY RRset, the ZSK everything else. Counts signing operations.
+/// During a rollover, further keys are published in the DNSKEY RRset without signing ([`ZoneKeys::with_published`]).
 #[derive(Debug)]
 pub struct ZoneKeys {
     ksk: ZoneKey,
     zsk: ZoneKey,
+    published: Vec<ZoneKey>,
     signatures: AtomicU64,
 }
 
@@ -238,7 +240,26 @@ impl ZoneKeys {
 
     /// Keys from two loaded keys. The roles are taken as given.
     pub fn new(ksk: ZoneKey, zsk: ZoneKey) -> ZoneKeys {
-        ZoneKeys { ksk, zsk, signatures: AtomicU64::new(0) }
+        ZoneKeys::with_published(ksk, zsk, Vec::new())
+    }
+
+    /// Signing keys plus keys only published in the DNSKEY RRset (a ZSK before or after its active period).
+    pub fn with_published(ksk: ZoneKey, zsk: ZoneKey, published: Vec<ZoneKey>) -> ZoneKeys {
+        ZoneKeys { ksk, zsk, published, signatures: AtomicU64::new(0) }
+    }
+
+    /// The rdata of every key in the DNSKEY RRset: the KSK, the ZSK and the published-only keys.
+    pub fn dnskey_rdatas(&self) -> Vec<Vec<u8>> {
+        [&self.ksk, &self.zsk].into_iter().chain(&self.published).map(|k| k.dnskey_rdata().to_vec()).collect()
+    }
+
+    /// Whether `other` publishes the same DNSKEY RRset and signs with the same keys.
+    pub fn same_keys(&self, other: &ZoneKeys) -> bool {
+        let mut a = self.dnskey_rdatas();
+        let mut b = other.dnskey_rdatas();
+        a.sort();
+        b.sort();
+        a == b && self.ksk.key_tag == other.ksk.key_tag && self.zsk.dnskey_rdata == other.zsk.dnskey_rdata
     }
 
     /// The key-signing key.

@@ -142,7 +142,7 @@ pub struct Zone {
     config: ZoneConfig,
     apex_wire: Vec<u8>,
     apex_labels: u8,
-    keys: Arc<ZoneKeys>,
+    keys: ArcSwap<ZoneKeys>,
     clock: Arc<dyn Clock>,
     numbers: SkipMap<u64, NumberEntry>,
     apex: ArcSwap<Apex>,
@@ -177,7 +177,7 @@ impl Zone {
             config,
             apex_wire,
             apex_labels,
-            keys,
+            keys: ArcSwap::new(keys),
             clock,
             numbers: SkipMap::new(),
             apex: ArcSwap::from_pointee(placeholder),
@@ -198,8 +198,17 @@ impl Zone {
     }
 
     /// The signing keys.
-    pub fn keys(&self) -> &Arc<ZoneKeys> {
-        &self.keys
+    pub fn keys(&self) -> Arc<ZoneKeys> {
+        self.keys.load_full()
+    }
+
+    /// Replaces the keys (a rollover step): the apex is re-signed and its serial bumped now; every number's
+    /// signatures made by another ZSK count as stale, so they are re-made before they are next answered and by
+    /// the background refresher ([`Zone::refresh`]).
+    pub fn set_keys(&self, keys: Arc<ZoneKeys>) -> Result<(), ZoneError> {
+        let _w = self.write.lock().unwrap_or_else(|e| e.into_inner());
+        self.keys.store(keys);
+        self.bump_serial()
     }
 
     /// The current SOA serial.
@@ -356,7 +365,7 @@ impl Zone {
     }
 
     pub(crate) fn covered(&self, rtype: u16, labels: u8, ttl: u32) -> Covered<'_> {
-        Covered { rtype, algorithm: self.keys.zsk().algorithm().number(), labels, ttl, signer: &self.apex_wire }
+        Covered { rtype, algorithm: self.keys.load().zsk().algorithm().number(), labels, ttl, signer: &self.apex_wire }
     }
 
     pub(crate) fn now(&self) -> u32 {
@@ -372,7 +381,7 @@ impl Zone {
         set.extend_from_slice(rdata);
         let inception = now.saturating_sub(self.config.inception_skew);
         let expiration = now.saturating_add(self.config.negative_signature_validity);
-        Ok(sign_set(&self.keys, KeyRole::Zsk, &c, owner, &set, inception, expiration)?)
+        Ok(sign_set(&self.keys.load(), KeyRole::Zsk, &c, owner, &set, inception, expiration)?)
     }
 
     fn fresh<'a>(
@@ -412,12 +421,14 @@ impl Zone {
         let (inception, expiration) = self.validity(key);
         let ttl = self.config.record_ttl;
         let stale_before = self.now().saturating_add(self.config.signature_refresh);
+        let keys = self.keys.load_full();
+        let tag = keys.zsk().key_tag();
         for (t, set) in entry.sets_mut() {
             if let Some(set) = set
-                && set.sig.is_none_or(|s| s.expiration <= stale_before)
+                && set.sig.is_none_or(|s| s.expiration <= stale_before || s.key_tag != tag)
             {
                 let c = self.covered(t, labels, ttl);
-                set.sig = Some(sign_set(&self.keys, KeyRole::Zsk, &c, &owner, &set.rdata, inception, expiration)?);
+                set.sig = Some(sign_set(&keys, KeyRole::Zsk, &c, &owner, &set.rdata, inception, expiration)?);
             }
         }
         Ok(entry)
@@ -434,7 +445,11 @@ impl Zone {
 
     fn entry_stale(&self, e: &NumberEntry) -> bool {
         let stale_before = self.now().saturating_add(self.config.signature_refresh);
-        [&e.naptr, &e.txt].into_iter().flatten().any(|s| s.sig.is_none_or(|s| s.expiration <= stale_before))
+        let tag = self.keys.load().zsk().key_tag();
+        [&e.naptr, &e.txt]
+            .into_iter()
+            .flatten()
+            .any(|s| s.sig.is_none_or(|s| s.expiration <= stale_before || s.key_tag != tag))
     }
 
     fn apex_stale(&self, a: &Apex) -> bool {
@@ -470,12 +485,13 @@ impl Zone {
         }
         let soa = pack_set(vec![soa]);
         let ns = pack_set(ns_names.iter().map(name_to_wire_lower).collect());
-        let dnskey = pack_set(vec![self.keys.ksk().dnskey_rdata().to_vec(), self.keys.zsk().dnskey_rdata().to_vec()]);
+        let keys = self.keys.load_full();
+        let dnskey = pack_set(keys.dnskey_rdatas());
         let (inception, expiration) = self.validity(0);
         let owner = &self.apex_wire;
         let l = self.apex_labels;
         let sign = |t: u16, role: KeyRole, set: &[u8]| {
-            sign_set(&self.keys, role, &self.covered(t, l, c.apex_ttl), owner, set, inception, expiration)
+            sign_set(&keys, role, &self.covered(t, l, c.apex_ttl), owner, set, inception, expiration)
         };
         Ok(Apex {
             serial,

@@ -154,6 +154,10 @@ async fn dnssec_keys(storage: &dyn Storage) {
     let mut tx = storage.begin().await.unwrap();
     let keys = tx.keys().for_apex(apex).await.unwrap();
     assert_eq!(keys[1].state, KeyState::Active);
+    for state in [KeyState::Published, KeyState::Inactive, KeyState::Staged, KeyState::Retiring, KeyState::Retired] {
+        assert!(tx.keys().set_state(zsk.id, state).await.unwrap());
+        assert_eq!(tx.keys().for_apex(apex).await.unwrap()[1].state, state, "{state:?} round-trips");
+    }
     assert_eq!(keys[0].pkcs8, vec![1, 2, 3, 0, 255]);
 }
 

@@ -170,6 +170,7 @@ macro_rules! impl_repositories {
                     pkcs8: row.try_get("pkcs8")?,
                     state: KeyState::parse_stored(row.try_get("state")?)?,
                     created_at: from_millis(row.try_get("created_at")?),
+                    changed_at: from_millis(row.try_get("changed_at")?),
                 })
             }
         }
@@ -344,8 +345,8 @@ macro_rules! impl_repositories {
             ) -> Result<DnssecKey> {
                 let now = to_millis(self.clock.now());
                 let id: i64 = sqlx::query_scalar(
-                    "INSERT INTO dnssec_keys (apex, role, algorithm, pkcs8, state, created_at) \
-                     VALUES ($1, $2, $3, $4, $5, $6) RETURNING id",
+                    "INSERT INTO dnssec_keys (apex, role, algorithm, pkcs8, state, created_at, changed_at) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $6) RETURNING id",
                 )
                 .bind(apex)
                 .bind(role.as_str())
@@ -363,12 +364,13 @@ macro_rules! impl_repositories {
                     pkcs8: pkcs8.to_vec(),
                     state,
                     created_at: from_millis(now),
+                    changed_at: from_millis(now),
                 })
             }
 
             async fn for_apex(&mut self, apex: &str) -> Result<Vec<DnssecKey>> {
                 let rows = sqlx::query(
-                    "SELECT id, apex, role, algorithm, pkcs8, state, created_at FROM dnssec_keys \
+                    "SELECT id, apex, role, algorithm, pkcs8, state, created_at, changed_at FROM dnssec_keys \
                      WHERE apex = $1 ORDER BY id",
                 )
                 .bind(apex)
@@ -378,8 +380,9 @@ macro_rules! impl_repositories {
             }
 
             async fn set_state(&mut self, id: i64, state: KeyState) -> Result<bool> {
-                let done = sqlx::query("UPDATE dnssec_keys SET state = $1 WHERE id = $2")
+                let done = sqlx::query("UPDATE dnssec_keys SET state = $1, changed_at = $2 WHERE id = $3")
                     .bind(state.as_str())
+                    .bind(to_millis(self.clock.now()))
                     .bind(id)
                     .execute(&mut *self.tx)
                     .await?;

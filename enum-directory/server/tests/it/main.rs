@@ -13,5 +13,6 @@ mod dns_validation;
 mod dns_walk;
 mod harness;
 mod metrics;
+mod rollover;
 mod storage;
 mod translog;

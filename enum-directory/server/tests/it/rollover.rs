@@ -1,0 +1,279 @@
+//! Key rollovers through their whole timeline under an injected clock, with the zone served by the real DNS
+//! engine: at every step `delv` validates a positive and a negative answer with the DS set the parent publishes
+//! now and with the previous step's DS set (a resolver that cached it), and every signature in those answers is
+//! made by a key of the previous step's DNSKEY set (a resolver still holding that set in cache can validate).
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use hickory_proto::rr::Name;
+use tincan_common::{Clock, MockClock, SystemClock};
+use tincan_directory::dns::{self, Metrics, ServerConfig, Zone, ZoneConfig, Zones};
+use tincan_directory::rollover::{self, Policy, RolloverConfig};
+use tincan_directory::storage::{self, KeyAlgorithm, KeyRole, KeyState, Storage};
+use tincan_directory::{keys, serve};
+use tincan_enum_core::{E164, NumberRecord, Service, ServiceType};
+
+const APEX: &str = "e164.tincan.test.";
+const NUMBER: &str = "+442079460001";
+
+struct Rig {
+    storage: Arc<dyn Storage>,
+    clock: Arc<MockClock>,
+    zone: Arc<Zone>,
+    policy: Policy,
+    addr: SocketAddr,
+    dir: tempfile::TempDir,
+    _stop: tokio::sync::oneshot::Sender<()>,
+}
+
+/// What a resolver may have cached at one step.
+#[derive(Debug, Clone)]
+struct Seen {
+    ds: Vec<String>,
+    dnskey_tags: Vec<u16>,
+}
+
+fn apex() -> Name {
+    Name::from_ascii(APEX).unwrap()
+}
+
+fn owner(number: &str) -> String {
+    tincan_enum_core::owner_name(&E164::parse(number).unwrap(), &apex()).to_ascii()
+}
+
+impl Rig {
+    async fn start() -> Rig {
+        let dir = tempfile::tempdir().unwrap();
+        let clock = Arc::new(MockClock::at(SystemClock.unix_seconds()));
+        let url = format!("sqlite://{}", dir.path().join("d.sqlite3").display());
+        let storage = storage::open(&url, clock.clone()).await.unwrap();
+        keys::ensure(&*storage, &*clock, &apex(), KeyAlgorithm::EcdsaP256).await.unwrap();
+        let config =
+            ZoneConfig { apex: apex(), apex_ttl: 60, record_ttl: 30, negative_ttl: 30, ..ZoneConfig::default() };
+        let schedule = RolloverConfig {
+            zsk_lifetime: 0,
+            ksk_lifetime: 0,
+            propagation_delay: 10,
+            parent_ds_ttl: 120,
+            check_interval: 1,
+        };
+        let policy = Policy::new(&schedule, config.apex_ttl, 60);
+        let zone_keys = Arc::new(keys::load(&*storage, &apex()).await.unwrap());
+        let zone = Arc::new(Zone::new(config, zone_keys, clock.clone(), 1).unwrap());
+        let record = NumberRecord {
+            number: E164::parse(NUMBER).unwrap(),
+            services: vec![Service::new(ServiceType::Matrix, "matrix:u/alice:hs.test").unwrap()],
+            key: None,
+        };
+        zone.upsert(&record).unwrap();
+        let addr = SocketAddr::from(([127, 0, 0, 1], tincan_testkit::ports::free_port()));
+        let udp = tokio::net::UdpSocket::bind(addr).await.unwrap();
+        let tcp = tokio::net::TcpListener::bind(addr).await.unwrap();
+        let zones = Arc::new(Zones::new(vec![zone.clone()]));
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        tokio::spawn(async move {
+            let shutdown = async move {
+                let _ = stopped.await;
+            };
+            dns::server::run(zones, udp, tcp, ServerConfig::default(), Arc::new(Metrics::default()), shutdown)
+                .await
+                .unwrap();
+        });
+        Rig { storage, clock, zone, policy, addr, dir, _stop: stop }
+    }
+
+    /// Advances the clock and runs the schedule as `serve` does.
+    async fn advance(&self, secs: u64) {
+        self.clock.advance(Duration::from_secs(secs));
+        let before = self.zone.keys();
+        let changed =
+            serve::sync_keys(&*self.storage, &*self.clock, &self.zone, &self.policy, KeyAlgorithm::EcdsaP256, &apex())
+                .await
+                .unwrap();
+        assert_eq!(changed, !before.same_keys(&self.zone.keys()));
+    }
+
+    async fn states(&self, role: KeyRole) -> Vec<KeyState> {
+        let mut tx = self.storage.begin().await.unwrap();
+        tx.keys().for_apex(APEX).await.unwrap().into_iter().filter(|k| k.role == role).map(|k| k.state).collect()
+    }
+
+    async fn tool(&self, tool: &str, args: &[String]) -> String {
+        let out = tokio::process::Command::new(tincan_testkit::tools::require(tool))
+            .arg(format!("@{}", self.addr.ip()))
+            .args(["-p", &self.addr.port().to_string()])
+            .args(args)
+            .kill_on_drop(true)
+            .output()
+            .await
+            .unwrap();
+        format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr))
+    }
+
+    async fn delv(&self, ds: &[String], name: &str, rtype: &str) -> String {
+        let mut conf = String::from("trust-anchors {\n");
+        for line in ds {
+            // "<apex> IN DS <tag> <alg> 2 <HEX>"
+            let f: Vec<&str> = line.split_whitespace().collect();
+            conf.push_str(&format!("  \"{}\" static-ds {} {} {} \"{}\";\n", f[0], f[3], f[4], f[5], f[6]));
+        }
+        conf.push_str("};\n");
+        let path = self.dir.path().join("anchor.conf");
+        std::fs::write(&path, conf).unwrap();
+        let args = ["-a".into(), path.display().to_string(), format!("+root={}", APEX.trim_end_matches('.'))];
+        let mut all: Vec<String> = args.to_vec();
+        all.extend([name.to_owned(), rtype.to_owned()]);
+        self.tool("delv", &all).await
+    }
+
+    /// Key tags of the RRSIGs in the answer to `name rtype` (with DO).
+    async fn rrsig_tags(&self, name: &str, rtype: &str) -> Vec<u16> {
+        let out = self.tool("dig", &["+dnssec".into(), "+norec".into(), name.into(), rtype.into()]).await;
+        out.lines()
+            .filter(|l| !l.starts_with(';'))
+            .filter_map(|l| {
+                let f: Vec<&str> = l.split_whitespace().collect();
+                (f.get(3) == Some(&"RRSIG")).then(|| f[10].parse().unwrap())
+            })
+            .collect()
+    }
+
+    /// Validates at this step and returns what a resolver may cache now.
+    async fn check(&self, step: &str, previous: Option<&Seen>) -> Seen {
+        let ds = keys::ds_records(&*self.storage, &apex()).await.unwrap();
+        let dnskey = self.tool("dig", &["+multiline".into(), "+norec".into(), APEX.into(), "DNSKEY".into()]).await;
+        let dnskey_tags: Vec<u16> = dnskey
+            .lines()
+            .filter_map(|l| l.split("key id = ").nth(1))
+            .map(|t| t.trim().trim_end_matches(')').trim().parse().unwrap())
+            .collect();
+        assert!(!dnskey_tags.is_empty(), "{step}: no DNSKEY\n{dnskey}");
+        let positive = owner(NUMBER);
+        let negative = owner("+442079460009");
+        let mut anchors = vec![("now", ds.clone())];
+        if let Some(p) = previous {
+            anchors.push(("previous step's", p.ds.clone()));
+        }
+        for (which, set) in &anchors {
+            let out = self.delv(set, &positive, "NAPTR").await;
+            assert!(out.contains("; fully validated"), "{step}, {which} DS set {set:?}: positive answer\n{out}");
+            let out = self.delv(set, &negative, "NAPTR").await;
+            assert!(
+                out.contains("; negative response, fully validated"),
+                "{step}, {which} DS set {set:?}: negative answer\n{out}"
+            );
+        }
+        if let Some(p) = previous {
+            for (name, rtype) in [(&positive, "NAPTR"), (&negative, "NAPTR")] {
+                let tags = self.rrsig_tags(name, rtype).await;
+                assert!(!tags.is_empty(), "{step}: {name} {rtype} unsigned");
+                for t in tags {
+                    assert!(
+                        p.dnskey_tags.contains(&t),
+                        "{step}: {name} {rtype} signed by {t}, not in the previous DNSKEY set {:?}",
+                        p.dnskey_tags
+                    );
+                }
+            }
+        }
+        Seen { ds, dnskey_tags }
+    }
+}
+
+#[tokio::test]
+async fn zsk_and_ksk_rollovers_validate_at_every_step() {
+    let rig = Rig::start().await;
+    let s0 = rig.check("start", None).await;
+    assert_eq!((s0.dnskey_tags.len(), s0.ds.len()), (2, 1));
+
+    // ZSK by pre-publication.
+    let t = rollover::roll(&*rig.storage, &*rig.clock, &apex(), KeyRole::Zsk, KeyAlgorithm::EcdsaP256).await.unwrap();
+    assert_eq!(t.to, KeyState::Published);
+    let again = rollover::roll(&*rig.storage, &*rig.clock, &apex(), KeyRole::Zsk, KeyAlgorithm::EcdsaP256).await;
+    assert!(again.is_err(), "one rollover at a time");
+    rig.advance(0).await;
+    let s1 = rig.check("ZSK published", Some(&s0)).await;
+    assert_eq!(s1.dnskey_tags.len(), 3);
+    assert!(s1.dnskey_tags.contains(&t.key_tag));
+    assert_eq!(
+        rig.zone.keys().zsk().key_tag(),
+        s0.dnskey_tags.iter().copied().find(|x| *x != rig.zone.keys().ksk().key_tag()).unwrap()
+    );
+
+    rig.advance(60).await; // DNSKEY TTL 60 + propagation 10 not yet over
+    assert_eq!(rig.states(KeyRole::Zsk).await, [KeyState::Active, KeyState::Published]);
+    rig.advance(10).await;
+    assert_eq!(rig.states(KeyRole::Zsk).await, [KeyState::Inactive, KeyState::Active]);
+    assert_eq!(rig.zone.keys().zsk().key_tag(), t.key_tag, "the new ZSK signs");
+    let s2 = rig.check("ZSK active, old inactive", Some(&s1)).await;
+    assert_eq!(s2.dnskey_tags.len(), 3);
+
+    rig.advance(70).await;
+    assert_eq!(rig.states(KeyRole::Zsk).await, [KeyState::Retired, KeyState::Active]);
+    let s3 = rig.check("old ZSK removed", Some(&s2)).await;
+    assert_eq!(s3.dnskey_tags.len(), 2);
+
+    // KSK by double-DS.
+    let k = rollover::roll(&*rig.storage, &*rig.clock, &apex(), KeyRole::Ksk, KeyAlgorithm::EcdsaP256).await.unwrap();
+    assert_eq!(k.to, KeyState::Staged);
+    rig.advance(0).await;
+    let s4 = rig.check("KSK staged, both DS at the parent", Some(&s3)).await;
+    assert_eq!((s4.dnskey_tags.len(), s4.ds.len()), (2, 2), "the DNSKEY set is unchanged; the DS set has both");
+
+    rig.advance(130).await; // parent DS TTL 120 + propagation 10
+    assert_eq!(rig.states(KeyRole::Ksk).await, [KeyState::Retiring, KeyState::Active]);
+    assert_eq!(rig.zone.keys().ksk().key_tag(), k.key_tag);
+    let s5 = rig.check("new KSK signs DNSKEY, old DS kept", Some(&s4)).await;
+    assert_eq!((s5.dnskey_tags.len(), s5.ds.len()), (2, 2));
+    assert!(s5.dnskey_tags.contains(&k.key_tag));
+
+    rig.advance(70).await;
+    assert_eq!(rig.states(KeyRole::Ksk).await, [KeyState::Retired, KeyState::Active]);
+    let s6 = rig.check("old KSK and its DS gone", Some(&s5)).await;
+    assert_eq!((s6.dnskey_tags.len(), s6.ds.len()), (2, 1));
+
+    // Every key change is in the transparency log.
+    let mut tx = rig.storage.begin().await.unwrap();
+    let leaves = tx.log().leaves(0, 1000, 1000).await.unwrap();
+    let key_entries = leaves.iter().filter(|l| l.entry.contains("\"kind\":\"key\"")).count();
+    assert_eq!(key_entries, 2 + 1 + 2 + 1 + 1 + 2 + 1, "generated, published, swapped, retired for both roles");
+}
+
+#[tokio::test]
+async fn keys_roll_and_status_drive_a_running_server() {
+    use crate::harness::{Directory, cli, query};
+    use hickory_proto::rr::RecordType;
+
+    let dir = tempfile::tempdir().unwrap();
+    let d = Directory::start_with(dir.path(), &[("TINCAN_DIRECTORY_DNS__ROLLOVER__CHECK_INTERVAL", "1")]).await;
+    let dnskeys =
+        |m: &hickory_proto::op::Message| m.answers.iter().filter(|r| r.record_type() == RecordType::DNSKEY).count();
+    assert_eq!(dnskeys(&query(d.dns, APEX, RecordType::DNSKEY).await), 2);
+
+    let out = cli(dir.path(), &["keys", "roll", "zsk"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = cli(dir.path(), &["keys", "roll", "zsk"]);
+    assert!(!out.status.success(), "a second ZSK rollover is refused");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("already in progress"));
+
+    let out = cli(dir.path(), &["keys", "status"]);
+    assert!(out.status.success());
+    let status = String::from_utf8(out.stdout).unwrap();
+    assert!(status.contains("zsk ecdsap256 tag") && status.contains(" published since "), "{status}");
+    assert!(status.contains("; becomes active at "), "{status}");
+    assert!(status.contains("DS set the parent must publish now:\ne164.tincan.test. IN DS "), "{status}");
+
+    // The running server publishes the new ZSK at its next schedule check.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while dnskeys(&query(d.dns, APEX, RecordType::DNSKEY).await) != 3 {
+        assert!(std::time::Instant::now() < deadline, "new ZSK not published\n{}", d.guard.log_tail(20));
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+
+    let out = cli(dir.path(), &["keys", "roll", "ksk"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = cli(dir.path(), &["keys", "ds"]);
+    assert_eq!(String::from_utf8(out.stdout).unwrap().lines().count(), 2, "double-DS: both DS for the parent");
+}
