@@ -179,8 +179,25 @@ async fn rollover_loop(
     let work = async {
         loop {
             tokio::time::sleep(every).await;
-            if let Err(e) = sync_keys(&*storage, &*clock, &zone, &policy, algo, &apex).await {
-                tracing::error!(error = %e, "key rollover step failed");
+            match sync_keys(&*storage, &*clock, &zone, &policy, algo, &apex).await {
+                Ok(false) => {}
+                // New keys: re-sign the whole zone now, in the background, rather than on each first query.
+                Ok(true) => {
+                    let z = zone.clone();
+                    let started = std::time::Instant::now();
+                    tracing::info!(apex = %apex, numbers = z.len(), "re-signing the zone with the new keys");
+                    match tokio::task::spawn_blocking(move || z.refresh()).await {
+                        Ok(Ok(n)) => tracing::info!(
+                            apex = %apex,
+                            signed = n,
+                            elapsed_ms = started.elapsed().as_millis() as u64,
+                            "zone re-signed with the new keys"
+                        ),
+                        Ok(Err(e)) => tracing::error!(apex = %apex, error = %e, "re-signing failed"),
+                        Err(e) => tracing::error!(error = %e, "re-signing task failed"),
+                    }
+                }
+                Err(e) => tracing::error!(error = %e, "key rollover step failed"),
             }
         }
     };

@@ -272,6 +272,11 @@ async fn keys_roll_and_status_drive_a_running_server() {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 
+    while !d.guard.log_tail(50).contains("zone re-signed with the new keys") {
+        assert!(std::time::Instant::now() < deadline, "no background re-signing\n{}", d.guard.log_tail(20));
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+
     let out = cli(dir.path(), &["keys", "roll", "ksk"]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let out = cli(dir.path(), &["keys", "ds"]);
