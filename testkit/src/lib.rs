@@ -5,6 +5,7 @@
 //! - [`Postgres`]: a fresh PostgreSQL database per test, dropped afterwards.
 //! - [`tools`]: Debian tools (`delv`, `ldns-verify-zone`, `sipp`…) with an error naming the missing package.
 //! - [`dnssec`]: zones signed with BIND's tools and served by Knot (as signed, or signed online).
+//! - [`secondary`]: a Knot DNS secondary pulling a zone by AXFR/IXFR with TSIG (optionally signing online).
 //! - [`ports`]: free loopback ports, reserved across parallel test processes.
 //! - [`process`]: child processes that never outlive the test.
 
@@ -12,6 +13,7 @@ pub mod dnssec;
 pub mod ports;
 pub mod postgres;
 pub mod process;
+pub mod secondary;
 pub mod synapse;
 pub mod tools;
 

@@ -109,6 +109,15 @@ pub enum KeysCommand {
     },
     /// Show each key's state and timestamps, the next scheduled step, and the DS set the parent must publish.
     Status,
+    /// Write the zone's live private keys for a secondary that signs online (see the README's "Zone transfer").
+    Export {
+        /// The target software.
+        #[arg(long, value_enum)]
+        format: ExportFormat,
+        /// Directory to write the PEM files and import.sh into (created; files are mode 0600).
+        #[arg(long, value_name = "DIR")]
+        out: PathBuf,
+    },
 }
 
 /// `keys roll` roles.
@@ -118,6 +127,13 @@ pub enum RoleArg {
     Zsk,
     /// The key-signing key.
     Ksk,
+}
+
+/// `keys export --format` values.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum ExportFormat {
+    /// Knot DNS 3.2 `mod-onlinesign`: PKCS#8 PEM files and the `keymgr import-pem` commands.
+    Knot,
 }
 
 /// `config …`.
@@ -172,6 +188,9 @@ pub enum CliError {
     /// Writing to stdout failed.
     #[error("writing output: {0}")]
     Output(#[from] std::io::Error),
+    /// Exporting keys failed.
+    #[error(transparent)]
+    Export(#[from] crate::xfr::export::ExportError),
 }
 
 impl GlobalArgs {
@@ -304,6 +323,14 @@ pub async fn run(cli: Cli) -> Result<ExitCode, CliError> {
             for line in keys::ds_records(&*storage, &apex).await? {
                 writeln!(out, "{line}")?;
             }
+        }
+        Command::Keys(KeysCommand::Export { format: ExportFormat::Knot, out }) => {
+            let apex = config.apex().map_err(ServeError::from)?;
+            let storage = serve::open_storage(&config, clock).await?;
+            for e in crate::xfr::export::knot(&*storage, &apex, &out).await? {
+                eprintln!("{}: key tag {} → {}", apex, e.key_tag, out.join(&e.file).display());
+            }
+            eprintln!("run: sh {} -c /etc/knot/knot.conf", out.join("import.sh").display());
         }
         Command::Config(ConfigCommand::Check) | Command::Audit(_) => unreachable!("handled above"),
     }

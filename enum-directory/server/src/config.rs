@@ -30,6 +30,8 @@ pub struct DirectoryConfig {
     pub api: ApiConfig,
     /// The transparency log.
     pub log: LogConfig,
+    /// Zone transfer to secondaries (AXFR/IXFR, NOTIFY, TSIG).
+    pub xfr: crate::xfr::XfrConfig,
 }
 
 /// The transparency log.
@@ -187,6 +189,7 @@ impl Validate for DirectoryConfig {
         if self.dns.listen == self.api.listen {
             problems.push("api.listen: must differ from dns.listen".into());
         }
+        problems.extend(self.xfr.problems());
         problems
     }
 }

@@ -14,6 +14,8 @@
 //! - [`answer`]`(&Zones, &request_bytes, Transport) -> Option<Vec<u8>>`: the whole query handling, no I/O.
 //! - [`server::run`]`(Arc<Zones>, UdpSocket, TcpListener, ServerConfig, Arc<Metrics>, shutdown)`: serves until
 //!   `shutdown` resolves; [`Metrics`] are plain atomics by qtype and rcode.
+//! - [`server::run_with`] takes an [`server::Interceptor`] too: requests it wants (zone transfer, TSIG) are
+//!   handed to it instead of the engine (the `xfr` module's `Transfers`).
 //! - [`ServerConfig`] (serde, `deny_unknown_fields`) includes the response-rate-limit settings [`RrlConfig`].
 //!
 //! # Notes
@@ -30,8 +32,8 @@ mod answer;
 pub mod keys;
 pub mod rrl;
 pub mod server;
-mod sign;
-mod wire;
+pub(crate) mod sign;
+pub(crate) mod wire;
 pub mod zone;
 mod zones;
 

@@ -14,4 +14,5 @@ pub mod rollover;
 pub mod serve;
 pub mod storage;
 pub mod translog;
+pub mod xfr;
 mod zone_writer;

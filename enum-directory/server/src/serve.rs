@@ -17,6 +17,7 @@ use crate::metrics::DirectoryMetrics;
 use crate::rollover;
 use crate::storage::{self, StorageError};
 use crate::translog::{LogError, TransLog};
+use crate::xfr::{Transfers, XfrError};
 
 /// Why the server could not start or stopped with an error.
 #[derive(Debug, thiserror::Error)]
@@ -58,6 +59,9 @@ pub enum ServeError {
     /// The API server failed.
     #[error("API server failed: {0}")]
     Api(std::io::Error),
+    /// Zone transfer could not be set up.
+    #[error(transparent)]
+    Xfr(#[from] XfrError),
 }
 
 /// Where a started server listens.
@@ -104,7 +108,7 @@ pub async fn serve(
     // SOA serials are 32-bit and wrap (RFC 1982); the zone version only grows.
     let serial = (version & 0xFFFF_FFFF) as u32;
     let zone_config = config.zone()?;
-    let zone = Arc::new(Zone::new(zone_config, zone_keys, clock.clone(), serial)?);
+    let zone = Arc::new(Zone::new(zone_config.clone(), zone_keys.clone(), clock.clone(), serial)?);
     let loaded = zone.load(numbers.iter().map(|n| &n.record))?;
     drop(numbers);
     tracing::info!(numbers = loaded, elapsed_ms = started.elapsed().as_millis() as u64, apex = %apex, "zone loaded");
@@ -119,12 +123,22 @@ pub async fn serve(
     let rollover_storage = storage.clone();
     let zones = Arc::new(Zones::new(vec![zone.clone()]));
     let metrics = Arc::new(DirectoryMetrics::new(Arc::new(Metrics::default()), zones.clone()));
+    // Zone transfer to secondaries: their requests are intercepted by the DNS server, and every committed change
+    // goes through the notifier on its way into the zone.
+    let (zone_writer, interceptor): (Arc<dyn api::ZoneWriter>, Option<Arc<dyn dns::server::Interceptor>>) =
+        if config.xfr.secondaries.is_empty() {
+            (zone.clone() as Arc<dyn api::ZoneWriter>, None)
+        } else {
+            let t = Arc::new(Transfers::new(&config.xfr, zone_config, zone_keys, storage.clone(), clock.clone())?);
+            tracing::info!(secondaries = config.xfr.secondaries.len(), "zone transfer enabled");
+            (t.start_notifier(zone.clone()), Some(t as Arc<dyn dns::server::Interceptor>))
+        };
     let state = ApiState {
         metrics: metrics.clone(),
         log,
         auditors: Arc::new(AuditorTokens::new(&config.log.auditor_tokens)),
         storage,
-        zone: zone.clone(),
+        zone: zone_writer,
         limiter: Arc::new(RateLimiter::new(config.api.rate_limit, clock.clone())),
         writes: WriteLock::default(),
         clock: clock.clone(),
@@ -136,8 +150,15 @@ pub async fn serve(
             let _ = rx.wait_for(|s| *s).await;
         }
     };
-    let dns_task =
-        tokio::spawn(dns::server::run(zones, udp, tcp, config.dns.server.clone(), metrics.dns.clone(), stopped()));
+    let dns_task = tokio::spawn(dns::server::run_with(
+        zones,
+        udp,
+        tcp,
+        config.dns.server.clone(),
+        metrics.dns.clone(),
+        interceptor,
+        stopped(),
+    ));
     let api_task = tokio::spawn(api::serve(api_listener, state, stopped()));
     let rollover_task = tokio::spawn(rollover_loop(
         rollover_storage,

@@ -134,6 +134,21 @@ impl Metrics {
     }
 }
 
+/// Takes over the requests it wants (zone transfers, TSIG-signed queries) from the answering engine.
+#[async_trait::async_trait]
+pub trait Interceptor: Send + Sync + 'static {
+    /// Whether this request is the interceptor's to answer (cheap: called for every request).
+    fn wants(&self, request: &[u8], transport: Transport) -> bool;
+    /// Answers `request` with zero or more messages sent on `out` (over UDP only the first is sent).
+    async fn handle(
+        &self,
+        request: Vec<u8>,
+        peer: SocketAddr,
+        transport: Transport,
+        out: tokio::sync::mpsc::Sender<Vec<u8>>,
+    );
+}
+
 /// Serves `zones` on `udp` and `tcp` until `shutdown` resolves.
 pub async fn run(
     zones: Arc<Zones>,
@@ -143,12 +158,25 @@ pub async fn run(
     metrics: Arc<Metrics>,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), ServerError> {
+    run_with(zones, udp, tcp, config, metrics, None, shutdown).await
+}
+
+/// [`run`], with an [`Interceptor`] taking the requests it wants.
+pub async fn run_with(
+    zones: Arc<Zones>,
+    udp: UdpSocket,
+    tcp: TcpListener,
+    config: ServerConfig,
+    metrics: Arc<Metrics>,
+    interceptor: Option<Arc<dyn Interceptor>>,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<(), ServerError> {
     let udp = Arc::new(udp);
     let rrl = Arc::new(RateLimiter::new(config.rrl.clone()));
     let started = Instant::now();
     let mut tasks = JoinSet::new();
     for _ in 0..config.udp_workers.max(1) {
-        tasks.spawn(udp_loop(zones.clone(), udp.clone(), metrics.clone(), rrl.clone(), started));
+        tasks.spawn(udp_loop(zones.clone(), udp.clone(), metrics.clone(), rrl.clone(), started, interceptor.clone()));
     }
     tasks.spawn(refresher(zones.clone(), Duration::from_secs(config.refresh_interval_secs.max(1))));
     let limit = Arc::new(tokio::sync::Semaphore::new(config.tcp_max_connections.max(1)));
@@ -165,9 +193,9 @@ pub async fn run(
                 }
                 Err(e) => return Err::<(), _>(ServerError::Io(e)),
             };
-            let (zones, metrics) = (zones.clone(), metrics.clone());
+            let (zones, metrics, interceptor) = (zones.clone(), metrics.clone(), interceptor.clone());
             tokio::spawn(async move {
-                tcp_connection(zones, stream, metrics, idle).await;
+                tcp_connection(zones, stream, metrics, idle, interceptor).await;
                 drop(permit);
             });
         }
@@ -191,6 +219,7 @@ async fn udp_loop(
     metrics: Arc<Metrics>,
     rrl: Arc<RateLimiter>,
     started: Instant,
+    interceptor: Option<Arc<dyn Interceptor>>,
 ) {
     let mut buf = vec![0u8; 65_535];
     loop {
@@ -203,6 +232,17 @@ async fn udp_loop(
         };
         metrics.udp_queries.fetch_add(1, Ordering::Relaxed);
         let request = &buf[..n];
+        if let Some(i) = interceptor.as_ref().filter(|i| i.wants(request, Transport::Udp)) {
+            let (i, udp, request) = (i.clone(), udp.clone(), request.to_vec());
+            tokio::spawn(async move {
+                let (tx, mut rx) = tokio::sync::mpsc::channel(1);
+                tokio::spawn(async move { i.handle(request, peer, Transport::Udp, tx).await });
+                if let Some(reply) = rx.recv().await {
+                    let _ = udp.send_to(&reply, peer).await;
+                }
+            });
+            continue;
+        }
         let Some(a) = answer_detailed(&zones, request, Transport::Udp) else {
             metrics.dropped.fetch_add(1, Ordering::Relaxed);
             continue;
@@ -231,7 +271,17 @@ async fn udp_loop(
     }
 }
 
-async fn tcp_connection(zones: Arc<Zones>, mut stream: TcpStream, metrics: Arc<Metrics>, idle: Duration) {
+async fn tcp_connection(
+    zones: Arc<Zones>,
+    mut stream: TcpStream,
+    metrics: Arc<Metrics>,
+    idle: Duration,
+    interceptor: Option<Arc<dyn Interceptor>>,
+) {
+    let peer = match stream.peer_addr() {
+        Ok(p) => p,
+        Err(_) => return,
+    };
     let mut buf = Vec::new();
     loop {
         let len = match tokio::time::timeout(idle, stream.read_u16()).await {
@@ -244,6 +294,21 @@ async fn tcp_connection(zones: Arc<Zones>, mut stream: TcpStream, metrics: Arc<M
             _ => return,
         }
         metrics.tcp_queries.fetch_add(1, Ordering::Relaxed);
+        if let Some(i) = interceptor.as_ref().filter(|i| i.wants(&buf, Transport::Tcp)) {
+            let (tx, mut rx) = tokio::sync::mpsc::channel(8);
+            let (i, request) = (i.clone(), buf.clone());
+            let handler = tokio::spawn(async move { i.handle(request, peer, Transport::Tcp, tx).await });
+            while let Some(m) = rx.recv().await {
+                let mut out = Vec::with_capacity(m.len() + 2);
+                out.extend_from_slice(&(m.len() as u16).to_be_bytes());
+                out.extend_from_slice(&m);
+                if stream.write_all(&out).await.is_err() {
+                    handler.abort();
+                    return;
+                }
+            }
+            continue;
+        }
         let Some(a) = answer_detailed(&zones, &buf, Transport::Tcp) else {
             metrics.dropped.fetch_add(1, Ordering::Relaxed);
             return;

@@ -16,3 +16,4 @@ mod metrics;
 mod rollover;
 mod storage;
 mod translog;
+mod xfr;

@@ -1,0 +1,299 @@
+//! What a transfer carries: the apex and every number's records in wire form, a consistent snapshot of storage
+//! at one zone version (AXFR), the journal as RFC 1995 difference sequences (IXFR), and the writer that packs
+//! records into TCP-sized messages with owner names compressed against the question (the apex).
+
+use std::collections::BTreeMap;
+
+use hickory_proto::rr::Name;
+use hickory_proto::serialize::binary::BinEncodable;
+use tincan_enum_core::{E164, NumberRecord, key_txt, naptr_rdata};
+
+use crate::dns::ZoneConfig;
+use crate::dns::wire::{name_to_wire_lower, rtype};
+use crate::storage::{JournalEntry, Storage, StorageError};
+
+/// One resource record: owner labels in front of the apex (empty for the apex), type, TTL, rdata.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub(crate) struct Rr {
+    /// The labels left of the apex, in wire format (`\x011\x010` for `1.0.<apex>`).
+    pub owner: Vec<u8>,
+    pub rtype: u16,
+    pub ttl: u32,
+    pub rdata: Vec<u8>,
+}
+
+/// The labels of a number's owner name left of the apex: its digits reversed, one per label.
+pub(crate) fn number_owner(number: &E164) -> Vec<u8> {
+    number.digits().bytes().rev().flat_map(|d| [1, d]).collect()
+}
+
+/// The NAPTR and TXT records publishing `record`, sorted (canonical rdata order within each type).
+pub(crate) fn number_rrs(record: &NumberRecord, ttl: u32) -> Vec<Rr> {
+    let owner = number_owner(&record.number);
+    let mut out: Vec<Rr> = naptr_rdata(&record.services)
+        .iter()
+        .map(|n| Rr { owner: owner.clone(), rtype: rtype::NAPTR, ttl, rdata: n.to_bytes().expect("NAPTR encodes") })
+        .collect();
+    if let Some(k) = &record.key {
+        out.push(Rr { owner, rtype: rtype::TXT, ttl, rdata: key_txt(k).to_bytes().expect("TXT encodes") });
+    }
+    out.sort();
+    out.dedup();
+    out
+}
+
+/// The apex records other than DNSSEC ones: SOA at a serial, NS.
+#[derive(Debug, Clone)]
+pub(crate) struct ApexRecords {
+    soa_names: Vec<u8>,
+    timers: [u32; 4],
+    ttl: u32,
+    ns: Vec<Vec<u8>>,
+}
+
+impl ApexRecords {
+    /// The apex as the DNS engine publishes it (same NS, hostmaster, TTLs and timers).
+    pub fn new(z: &ZoneConfig) -> ApexRecords {
+        let under_apex = |label: &str| {
+            Name::from_ascii(label).ok().and_then(|n| n.append_domain(&z.apex).ok()).unwrap_or_else(|| z.apex.clone())
+        };
+        let ns: Vec<Name> = if z.name_servers.is_empty() { vec![under_apex("ns1")] } else { z.name_servers.clone() };
+        let hostmaster = z.hostmaster.clone().unwrap_or_else(|| under_apex("hostmaster"));
+        let mut soa_names = name_to_wire_lower(&ns[0]);
+        soa_names.extend_from_slice(&name_to_wire_lower(&hostmaster));
+        let mut ns: Vec<Vec<u8>> = ns.iter().map(name_to_wire_lower).collect();
+        ns.sort();
+        ns.dedup();
+        ApexRecords {
+            soa_names,
+            timers: [z.soa_refresh, z.soa_retry, z.soa_expire, z.negative_ttl],
+            ttl: z.apex_ttl,
+            ns,
+        }
+    }
+
+    /// The SOA record at `serial`.
+    pub fn soa(&self, serial: u32) -> Rr {
+        let mut rdata = self.soa_names.clone();
+        rdata.extend_from_slice(&serial.to_be_bytes());
+        for t in self.timers {
+            rdata.extend_from_slice(&t.to_be_bytes());
+        }
+        Rr { owner: Vec::new(), rtype: rtype::SOA, ttl: self.ttl, rdata }
+    }
+
+    /// The NS records.
+    pub fn ns(&self) -> impl Iterator<Item = Rr> + '_ {
+        self.ns.iter().map(|n| Rr { owner: Vec::new(), rtype: rtype::NS, ttl: self.ttl, rdata: n.clone() })
+    }
+
+    /// The apex TTL.
+    pub fn ttl(&self) -> u32 {
+        self.ttl
+    }
+
+    /// The negative TTL (SOA minimum).
+    pub fn negative_ttl(&self) -> u32 {
+        self.timers[3]
+    }
+}
+
+/// The SOA serial of a zone version (serials are 32-bit and wrap, RFC 1982; versions only grow).
+pub(crate) fn serial_of(version: i64) -> u32 {
+    (version & 0xFFFF_FFFF) as u32
+}
+
+/// The current zone version.
+pub(crate) async fn current_version(storage: &dyn Storage) -> Result<i64, StorageError> {
+    let mut tx = storage.begin().await?;
+    tx.journal().current_version().await
+}
+
+/// Every number as of one zone version, ordered by number, and that version.
+///
+/// Read in one transaction; the journal entries committed between reading the version and reading the numbers
+/// (possible under PostgreSQL's READ COMMITTED) are replayed on top, so the result is exactly the zone at the
+/// version returned.
+pub(crate) async fn snapshot(storage: &dyn Storage) -> Result<(i64, Vec<NumberRecord>), StorageError> {
+    let mut tx = storage.begin().await?;
+    let v0 = tx.journal().current_version().await?;
+    let numbers = tx.numbers().all().await?;
+    let v1 = tx.journal().current_version().await?;
+    let mut overlay: BTreeMap<String, Option<NumberRecord>> = BTreeMap::new();
+    for e in journal_between(&mut *tx, v0, v1).await? {
+        overlay.insert(e.number.as_str().to_owned(), e.new);
+    }
+    drop(tx);
+    let mut out: Vec<NumberRecord> =
+        numbers.into_iter().map(|n| n.record).filter(|r| !overlay.contains_key(r.number.as_str())).collect();
+    out.extend(overlay.into_values().flatten());
+    out.sort_by(|a, b| a.number.as_str().cmp(b.number.as_str()));
+    Ok((v1, out))
+}
+
+/// Journal entries with `after < version <= upto`, oldest first.
+pub(crate) async fn journal_between(
+    tx: &mut dyn crate::storage::Repository,
+    after: i64,
+    upto: i64,
+) -> Result<Vec<JournalEntry>, StorageError> {
+    let mut out = Vec::new();
+    let mut from = after;
+    while from < upto {
+        let batch = tx.journal().since(from, 10_000).await?;
+        let Some(last) = batch.last().map(|e| e.version) else { break };
+        out.extend(batch.into_iter().filter(|e| e.version <= upto));
+        from = last;
+    }
+    Ok(out)
+}
+
+/// One step of an incremental transfer: the records to delete and to add going from `version - 1` to `version`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Diff {
+    pub version: i64,
+    pub deleted: Vec<Rr>,
+    pub added: Vec<Rr>,
+}
+
+/// The difference one journal entry makes: records only in the old state are deleted, only in the new added.
+pub(crate) fn diff(e: &JournalEntry, ttl: u32) -> Diff {
+    let old = e.old.as_ref().map(|r| number_rrs(r, ttl)).unwrap_or_default();
+    let new = e.new.as_ref().map(|r| number_rrs(r, ttl)).unwrap_or_default();
+    Diff {
+        version: e.version,
+        deleted: old.iter().filter(|r| !new.contains(r)).cloned().collect(),
+        added: new.iter().filter(|r| !old.contains(r)).cloned().collect(),
+    }
+}
+
+/// The largest message the writer builds (well under TCP's 65535, leaving room for the TSIG).
+pub(crate) const MESSAGE_TARGET: usize = 16 * 1024;
+
+/// Packs records into answer messages: each starts with the header and the question (the apex, so owner names
+/// compress to their digit labels and a pointer to offset 12).
+pub(crate) struct Packer {
+    id: u16,
+    flags: u16,
+    question: Vec<u8>,
+    current: Vec<u8>,
+    answers: u16,
+}
+
+impl Packer {
+    /// Messages answering query `id` for `qtype` at the apex `apex_wire`; `rd` copies the request's flag.
+    pub fn new(id: u16, rd: bool, apex_wire: &[u8], qtype: u16) -> Packer {
+        let mut question = apex_wire.to_vec();
+        question.extend_from_slice(&qtype.to_be_bytes());
+        question.extend_from_slice(&1u16.to_be_bytes());
+        // QR, opcode QUERY, AA, RD as asked, NOERROR.
+        let flags = 0x8400 | if rd { 0x0100 } else { 0 };
+        let mut p = Packer { id, flags, question, current: Vec::new(), answers: 0 };
+        p.start();
+        p
+    }
+
+    fn start(&mut self) {
+        self.current.clear();
+        self.current.extend_from_slice(&self.id.to_be_bytes());
+        self.current.extend_from_slice(&self.flags.to_be_bytes());
+        self.current.extend_from_slice(&[0, 1, 0, 0, 0, 0, 0, 0]);
+        self.current.extend_from_slice(&self.question);
+        self.answers = 0;
+    }
+
+    /// Adds a record; returns a finished message when the current one is full.
+    pub fn push(&mut self, rr: &Rr) -> Option<Vec<u8>> {
+        let size = rr.owner.len() + 2 + 10 + rr.rdata.len();
+        let full = self.answers > 0 && (self.current.len() + size > MESSAGE_TARGET || self.answers == u16::MAX);
+        let done = if full { self.take() } else { None };
+        self.current.extend_from_slice(&rr.owner);
+        self.current.extend_from_slice(&[0xC0, 12]);
+        self.current.extend_from_slice(&rr.rtype.to_be_bytes());
+        self.current.extend_from_slice(&1u16.to_be_bytes());
+        self.current.extend_from_slice(&rr.ttl.to_be_bytes());
+        self.current.extend_from_slice(&(rr.rdata.len() as u16).to_be_bytes());
+        self.current.extend_from_slice(&rr.rdata);
+        self.answers += 1;
+        done
+    }
+
+    /// The message being built, if it holds any record.
+    pub fn take(&mut self) -> Option<Vec<u8>> {
+        if self.answers == 0 {
+            return None;
+        }
+        self.current[6..8].copy_from_slice(&self.answers.to_be_bytes());
+        let out = std::mem::take(&mut self.current);
+        self.start();
+        Some(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use hickory_proto::op::Message;
+    use hickory_proto::rr::RecordType;
+    use tincan_enum_core::{MasterKey, Service, ServiceType};
+
+    fn record(n: &str, uri: &str, key: bool) -> NumberRecord {
+        NumberRecord {
+            number: E164::parse(n).unwrap(),
+            services: vec![Service::new(ServiceType::Matrix, uri).unwrap()],
+            key: key.then(|| MasterKey::from_base64("WGZmZmZmZmZmZmZmZmZmZmZmZmZmZmZmZmZmZmZmZmY").unwrap()),
+        }
+    }
+
+    #[test]
+    fn packed_messages_parse_with_hickory() {
+        let z = ZoneConfig::default();
+        let apex = ApexRecords::new(&z);
+        let apex_wire = name_to_wire_lower(&z.apex);
+        let mut p = Packer::new(77, false, &apex_wire, rtype::AXFR);
+        let mut messages = Vec::new();
+        let mut rrs = vec![apex.soa(5)];
+        rrs.extend(apex.ns());
+        for i in 0..500 {
+            rrs.extend(number_rrs(&record(&format!("+4420794{i:05}"), "matrix:u/alice:hs.test", true), 300));
+        }
+        rrs.push(apex.soa(5));
+        for rr in &rrs {
+            messages.extend(p.push(rr));
+        }
+        messages.extend(p.take());
+        assert!(messages.len() > 1, "500 numbers need several messages");
+        let mut seen = 0;
+        for m in &messages {
+            assert!(m.len() <= MESSAGE_TARGET);
+            let parsed = Message::from_vec(m).unwrap();
+            assert_eq!(parsed.metadata.id, 77);
+            assert!(parsed.metadata.authoritative);
+            seen += parsed.answers.len();
+        }
+        assert_eq!(seen, rrs.len());
+        let first = Message::from_vec(&messages[0]).unwrap();
+        assert_eq!(first.answers[0].record_type(), RecordType::SOA);
+        assert_eq!(first.answers[0].name.to_ascii(), "e164.tincan.test.");
+        let last = Message::from_vec(messages.last().unwrap()).unwrap();
+        let n = last.answers.iter().rev().find(|r| r.record_type() == RecordType::NAPTR).unwrap();
+        assert_eq!(n.name.to_ascii(), "9.9.4.0.0.4.9.7.0.2.4.4.e164.tincan.test.");
+    }
+
+    #[test]
+    fn a_journal_entry_diffs_only_what_changed() {
+        let old = record("+442079460001", "matrix:u/alice:hs.test", true);
+        let new = record("+442079460001", "matrix:u/bob:hs.test", true);
+        let e = JournalEntry {
+            version: 9,
+            number: old.number.clone(),
+            old: Some(old),
+            new: Some(new),
+            provider: None,
+            at: std::time::SystemTime::UNIX_EPOCH,
+        };
+        let d = diff(&e, 300);
+        assert_eq!((d.deleted.len(), d.added.len()), (1, 1), "the TXT is unchanged: {d:?}");
+        assert!(d.deleted.iter().chain(&d.added).all(|r| r.rtype == rtype::NAPTR));
+    }
+}

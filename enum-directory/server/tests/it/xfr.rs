@@ -1,0 +1,288 @@
+//! Zone transfer to real secondaries: Knot DNS pulls the zone by AXFR with TSIG, then by IXFR after the
+//! directory's NOTIFY; transfers without the key, or with a wrong one, are refused.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+
+use base64::Engine as _;
+use serde_json::json;
+use tincan_testkit::secondary::KnotSecondary;
+use tincan_testkit::tools;
+
+use crate::harness::{APEX, Directory, owner};
+
+const KEY_NAME: &str = "tincan-xfr";
+
+/// A fresh random TSIG secret, base64.
+pub fn secret() -> String {
+    use ring::rand::SecureRandom as _;
+    let mut bytes = [0u8; 32];
+    ring::rand::SystemRandom::new().fill(&mut bytes).unwrap();
+    base64::engine::general_purpose::STANDARD.encode(bytes)
+}
+
+/// The environment configuring one secondary `name` at `addr` (secret read from a file, as operators do).
+pub fn secondary_env(dir: &Path, name: &str, addr: SocketAddr, secret: &str, flavour: &str) -> Vec<(String, String)> {
+    let file = dir.join(format!("{name}.tsig"));
+    std::fs::write(&file, format!("{secret}\n")).unwrap();
+    let up = name.to_ascii_uppercase();
+    let p = format!("TINCAN_DIRECTORY_XFR__SECONDARIES__{up}__");
+    vec![
+        (format!("{p}ADDRESS"), addr.to_string()),
+        (format!("{p}TSIG_KEY"), KEY_NAME.to_owned()),
+        (format!("{p}TSIG_SECRET_FILE"), file.display().to_string()),
+        (format!("{p}FLAVOUR"), flavour.to_owned()),
+        ("TINCAN_DIRECTORY_XFR__NOTIFY__DEBOUNCE_MS".into(), "50".into()),
+        ("TINCAN_DIRECTORY_XFR__NOTIFY__INITIAL_BACKOFF_MS".into(), "200".into()),
+    ]
+}
+
+pub async fn put(d: &Directory, token: &str, number: &str, user: &str) {
+    let body = json!({"services": [{"type": "matrix", "uri": format!("matrix:u/{user}:hs.test")}]});
+    let r = d.http.put(d.url(&format!("/v1/numbers/{number}"))).bearer_auth(token).json(&body).send().await.unwrap();
+    assert_eq!(r.status().as_u16(), 200, "{}", r.text().await.unwrap());
+}
+
+fn dig(server: SocketAddr, args: &[&str]) -> String {
+    let out = tools::run(
+        tools::command("dig")
+            .args(["+time=5", "+tries=1", "-p", &server.port().to_string()])
+            .arg(format!("@{}", server.ip()))
+            .args(args),
+    )
+    .unwrap();
+    String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr)
+}
+
+/// Polls `server` until `name NAPTR` contains `needle`.
+async fn wait_answer(server: SocketAddr, name: &str, needle: &str) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let out = dig(server, &["+short", name, "NAPTR"]);
+        if out.contains(needle) {
+            return;
+        }
+        assert!(std::time::Instant::now() < deadline, "{name} never answered {needle:?}; last: {out}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test]
+async fn knot_pulls_by_axfr_then_ixfr_after_notify() {
+    let dir = tempfile::tempdir().unwrap();
+    let knot_addr = SocketAddr::from(([127, 0, 0, 1], tincan_testkit::ports::free_port()));
+    let secret = secret();
+    let env = secondary_env(dir.path(), "knot", knot_addr, &secret, "unsigned");
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let d = Directory::start_with(dir.path(), &env).await;
+    let token = d.add_provider("acme", &["+44"]);
+    put(&d, &token, "+442079460001", "alice").await;
+    put(&d, &token, "+442079460002", "bob").await;
+
+    let mut knot = KnotSecondary::builder(APEX, d.dns, KEY_NAME, &secret).listen(knot_addr).start().await.unwrap();
+    let first = knot.wait_serial(2, Duration::from_secs(30)).await.unwrap();
+    wait_answer(knot.addr, &owner("+442079460001"), "alice").await;
+    wait_answer(knot.addr, &owner("+442079460002"), "bob").await;
+    assert!(knot.log().contains("AXFR, incoming"), "{}", knot.log_tail(30));
+
+    // A change: the directory sends NOTIFY, Knot asks for IXFR and gets only the difference.
+    put(&d, &token, "+442079460001", "carol").await;
+    wait_answer(knot.addr, &owner("+442079460001"), "carol").await;
+    let second = knot.wait_serial(first + 1, Duration::from_secs(5)).await.unwrap();
+    assert_eq!(second, first + 1);
+    let log = knot.log();
+    assert!(log.contains("IXFR, incoming"), "no IXFR in Knot's log:\n{log}");
+    assert!(log.to_ascii_lowercase().contains("notify, incoming"), "no NOTIFY in Knot's log:\n{log}");
+    assert!(!dig(knot.addr, &["+short", &owner("+442079460001"), "NAPTR"]).contains("alice"));
+    wait_answer(knot.addr, &owner("+442079460002"), "bob").await;
+
+    // A deletion travels too.
+    let r = d.http.delete(d.url("/v1/numbers/+442079460002")).bearer_auth(&token).send().await.unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    knot.wait_serial(second + 1, Duration::from_secs(10)).await.unwrap();
+    let gone = dig(knot.addr, &[&owner("+442079460002"), "NAPTR"]);
+    assert!(gone.contains("NXDOMAIN"), "{gone}");
+}
+
+#[tokio::test]
+async fn transfers_without_the_right_key_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let secret = secret();
+    // A secondary at 127.0.0.1 (the address dig sends from), never started: nobody acknowledges NOTIFY.
+    let addr = SocketAddr::from(([127, 0, 0, 1], tincan_testkit::ports::free_port()));
+    let env = secondary_env(dir.path(), "knot", addr, &secret, "unsigned");
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let d = Directory::start_with(dir.path(), &env).await;
+    let token = d.add_provider("acme", &["+44"]);
+    put(&d, &token, "+442079460001", "alice").await;
+
+    let unsigned = dig(d.dns, &[APEX, "AXFR"]);
+    assert!(unsigned.contains("Transfer failed") && !unsigned.contains("NAPTR"), "{unsigned}");
+    let ixfr = dig(d.dns, &[APEX, "IXFR=1"]);
+    assert!(!ixfr.contains("NAPTR"), "{ixfr}");
+    let wrong = crate::xfr::secret();
+    let wrong_key = dig(d.dns, &["-y", &format!("hmac-sha256:{KEY_NAME}:{wrong}"), APEX, "AXFR"]);
+    assert!(!wrong_key.contains("NAPTR"), "{wrong_key}");
+    let other_name = dig(d.dns, &["-y", &format!("hmac-sha256:someone-else:{secret}"), APEX, "AXFR"]);
+    assert!(!other_name.contains("NAPTR"), "{other_name}");
+    // The right key transfers the zone (dig checks every message's TSIG).
+    let right = dig(d.dns, &["-y", &format!("hmac-sha256:{KEY_NAME}:{secret}"), APEX, "AXFR"]);
+    assert!(right.contains("NAPTR") && right.contains("alice"), "{right}");
+    assert!(!right.contains("failed") && !right.contains("tsig verify failure"), "{right}");
+}
+
+/// delv's trust-anchors file for the directory's DS (`keys ds`).
+fn anchor_file(dir: &Path) -> std::path::PathBuf {
+    let ds = crate::harness::ds(dir);
+    let f: Vec<&str> = ds[0].split_whitespace().collect();
+    let anchor = dir.join("anchor.conf");
+    let conf = format!("trust-anchors {{ \"{APEX}\" static-ds {} {} {} \"{}\"; }};\n", f[3], f[4], f[5], f[6]);
+    std::fs::write(&anchor, conf).unwrap();
+    anchor
+}
+
+fn delv(server: SocketAddr, anchor: &Path, name: &str, rtype: &str) -> String {
+    let out = tools::run(tools::command("delv").arg(format!("@{}", server.ip())).args([
+        "-p",
+        &server.port().to_string(),
+        "-a",
+        anchor.to_str().unwrap(),
+        &format!("+root={APEX}"),
+        name,
+        rtype,
+    ]))
+    .unwrap();
+    format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr))
+}
+
+/// The keys `keys export --format knot` wrote, read back from its import.sh as a secondary imports them.
+fn exported_keys(dir: &Path) -> Vec<tincan_testkit::secondary::ImportedKey> {
+    let out_dir = dir.join("knot-keys");
+    let out = crate::harness::cli(dir, &["keys", "export", "--format", "knot", "--out", out_dir.to_str().unwrap()]);
+    assert!(out.status.success(), "keys export: {}", String::from_utf8_lossy(&out.stderr));
+    let script = std::fs::read_to_string(out_dir.join("import.sh")).unwrap();
+    let keys: Vec<_> = script
+        .lines()
+        .filter(|l| l.starts_with("keymgr "))
+        .map(|l| {
+            // keymgr "$@" APEX import-pem FILE ARGS…
+            let f: Vec<&str> = l.split_whitespace().collect();
+            assert_eq!((f[1], f[2], f[3]), ("\"$@\"", APEX, "import-pem"), "{l}");
+            tincan_testkit::secondary::ImportedKey {
+                pem: out_dir.join(f[4]),
+                args: f[5..].iter().map(|s| s.to_string()).collect(),
+            }
+        })
+        .collect();
+    assert_eq!(keys.len(), 2, "a KSK and a ZSK:\n{script}");
+    for k in &keys {
+        use std::os::unix::fs::PermissionsExt as _;
+        let mode = std::fs::metadata(&k.pem).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600, "{}", k.pem.display());
+    }
+    keys
+}
+
+#[tokio::test]
+async fn knot_signing_online_with_the_exported_keys_validates_and_cannot_be_walked() {
+    let dir = tempfile::tempdir().unwrap();
+    // ldns-walk only talks to port 53: Knot gets a loopback address of its own.
+    let knot_addr: SocketAddr = "127.77.0.42:53".parse().unwrap();
+    let secret = secret();
+    let env = secondary_env(dir.path(), "edge", knot_addr, &secret, "unsigned");
+    let mut env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    // Knot transfers from 127.0.0.1, not from its listening address.
+    env.push(("TINCAN_DIRECTORY_XFR__SECONDARIES__EDGE__ALLOW_FROM", "[\"127.0.0.1\"]"));
+    let d = Directory::start_with(dir.path(), &env).await;
+    let token = d.add_provider("acme", &["+44"]);
+    put(&d, &token, "+442079460001", "alice").await;
+    put(&d, &token, "+442079460007", "grace").await;
+    let keys = exported_keys(dir.path());
+    let anchor = anchor_file(dir.path());
+
+    let mut knot = KnotSecondary::builder(APEX, d.dns, KEY_NAME, &secret)
+        .listen(knot_addr)
+        .onlinesign(keys)
+        .start()
+        .await
+        .unwrap();
+    knot.wait_serial(2, Duration::from_secs(30)).await.unwrap();
+    wait_answer(knot.addr, &owner("+442079460001"), "alice").await;
+
+    let out = delv(knot.addr, &anchor, &owner("+442079460001"), "NAPTR");
+    assert!(out.contains("; fully validated") && out.contains("alice"), "{out}\n{}", knot.log_tail(20));
+    let out = delv(knot.addr, &anchor, &owner("+442079460002"), "NAPTR");
+    assert!(out.contains("; negative response, fully validated"), "{out}");
+    let out = delv(knot.addr, &anchor, &owner("+442079460001"), "TXT");
+    assert!(out.contains("; negative response, fully validated"), "{out}");
+    // A change reaches the edge and still validates.
+    put(&d, &token, "+442079460001", "carol").await;
+    wait_answer(knot.addr, &owner("+442079460001"), "carol").await;
+    let out = delv(knot.addr, &anchor, &owner("+442079460001"), "NAPTR");
+    assert!(out.contains("; fully validated") && out.contains("carol"), "{out}");
+
+    let walk = tokio::process::Command::new(tools::require("ldns-walk"))
+        .args(["-f", &format!("@{}", knot_addr.ip()), APEX])
+        .kill_on_drop(true)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let out = tokio::time::timeout(Duration::from_secs(10), walk.wait_with_output()).await;
+    let text = match out {
+        Ok(Ok(o)) => format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr)),
+        _ => String::from("(walk still running after 10 s; killed)"),
+    };
+    for n in ["+442079460001", "+442079460007"] {
+        assert!(!text.contains(&owner(n)) && !text.contains(&n[1..]), "walk revealed {n}:\n{text}");
+    }
+    assert!(!text.contains("4.4.e164.tincan.test"), "{text}");
+}
+
+#[tokio::test]
+async fn nsd_receives_the_presigned_nsec3_flavour_and_it_verifies() {
+    let dir = tempfile::tempdir().unwrap();
+    let secret = secret();
+    let dig_addr = SocketAddr::from(([127, 0, 0, 1], tincan_testkit::ports::free_port()));
+    let env = secondary_env(dir.path(), "legacy", dig_addr, &secret, "nsec3");
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let d = Directory::start_with(dir.path(), &env).await;
+    let token = d.add_provider("acme", &["+44", "+1"]);
+    for (n, u) in [("+442079460001", "alice"), ("+442079460002", "bob"), ("+12025550123", "dave")] {
+        put(&d, &token, n, u).await;
+    }
+    let r = d
+        .http
+        .put(d.url("/v1/numbers/+442079460001/key"))
+        .bearer_auth(&token)
+        .json(&json!({"ed25519": "WGZmZmZmZmZmZmZmZmZmZmZmZmZmZmZmZmZmZmZmZmY"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    let anchor_ds = crate::harness::ds(dir.path()).join("\n") + "\n";
+    let ds_file = dir.path().join("ds.anchor");
+    std::fs::write(&ds_file, &anchor_ds).unwrap();
+
+    // An NSD secondary pulls the NSEC3 copy with TSIG; its copy is then transferred out and verified.
+    let mut nsd =
+        tincan_testkit::secondary::NsdSecondary::start(APEX, d.dns, KEY_NAME, &secret, dig_addr).await.unwrap();
+    let zone = nsd.wait_zone(Duration::from_secs(60)).await.unwrap();
+    let text = std::fs::read_to_string(&zone).unwrap();
+    assert!(text.contains("NSEC3PARAM") && text.contains("NSEC3") && !text.contains("\tNSEC\t"), "{text}");
+    let out = tools::run(tools::command("ldns-verify-zone").arg("-k").arg(&ds_file).arg(&zone)).unwrap();
+    assert!(
+        out.status.success(),
+        "ldns-verify-zone:\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = tools::run(tools::command("dnssec-verify").args(["-o", APEX]).arg(&zone)).unwrap();
+    assert!(
+        out.status.success(),
+        "dnssec-verify:\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
