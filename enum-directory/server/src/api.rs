@@ -21,6 +21,7 @@ mod auth;
 mod body;
 mod error;
 mod healthz;
+mod list;
 mod log;
 mod metrics;
 mod numbers;
@@ -29,6 +30,7 @@ mod rate_limit;
 
 pub use auth::Authenticated;
 pub use error::{ApiError, ErrorCode};
+pub use list::{ListResponse, Listed};
 pub use log::{AuditorTokens, LogReader};
 pub use numbers::NumberResponse;
 pub use rate_limit::{RateLimitConfig, RateLimiter};
@@ -90,6 +92,7 @@ pub fn router(state: ApiState) -> Router {
     Router::new()
         .route("/healthz", get(healthz::handler))
         .route("/metrics", get(metrics::handler))
+        .route("/v1/numbers", get(list::handler))
         .route(
             "/v1/numbers/{e164}",
             put(numbers::put::handler).get(numbers::get::handler).delete(numbers::delete::handler),

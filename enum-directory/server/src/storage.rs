@@ -120,6 +120,9 @@ pub trait NumberRepository: Send {
     async fn delete(&mut self, number: &E164, provider: Option<ProviderId>) -> Result<Option<StoredNumber>>;
     /// Every registered number, ordered by number.
     async fn all(&mut self) -> Result<Vec<StoredNumber>>;
+    /// At most `limit` registered numbers after `after` (exclusive; from the start when `None`), ordered by
+    /// number: one page of a listing whose cursor is the last number of the previous page.
+    async fn page(&mut self, after: Option<&E164>, limit: u32) -> Result<Vec<StoredNumber>>;
     /// How many numbers are registered.
     async fn count(&mut self) -> Result<u64>;
 }

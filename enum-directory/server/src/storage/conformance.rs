@@ -99,6 +99,11 @@ async fn numbers_and_journal(storage: &dyn Storage, clock: &MockClock) {
     assert_eq!(tx.numbers().count().await.unwrap(), 2);
     let all = tx.numbers().all().await.unwrap();
     assert_eq!(all.iter().map(|s| s.record.number.as_str()).collect::<Vec<_>>(), ["+442079460001", "+4915112345678"]);
+    let first = tx.numbers().page(None, 1).await.unwrap();
+    assert_eq!(first, all[..1], "first page");
+    let rest = tx.numbers().page(Some(&first[0].record.number), 10).await.unwrap();
+    assert_eq!(rest, all[1..], "the page after the cursor");
+    assert!(tx.numbers().page(Some(&all[1].record.number), 10).await.unwrap().is_empty(), "past the end");
     let removed = tx.numbers().delete(&n1, Some(beta)).await.unwrap().unwrap();
     assert_eq!(removed.record, r1b);
     assert!(tx.numbers().delete(&n1, Some(beta)).await.unwrap().is_none(), "second delete finds nothing");

@@ -251,6 +251,18 @@ macro_rules! impl_repositories {
                 rows.iter().map(Self::number_from_row).collect()
             }
 
+            async fn page(&mut self, after: Option<&E164>, limit: u32) -> Result<Vec<StoredNumber>> {
+                let sql = sqlx::AssertSqlSafe(format!(
+                    "SELECT {NUMBER_COLUMNS} FROM numbers WHERE e164 > $1 ORDER BY e164 LIMIT $2"
+                ));
+                let rows = sqlx::query(sql)
+                    .bind(after.map_or("", |n| n.as_str()))
+                    .bind(i64::from(limit))
+                    .fetch_all(&mut *self.tx)
+                    .await?;
+                rows.iter().map(Self::number_from_row).collect()
+            }
+
             async fn count(&mut self) -> Result<u64> {
                 let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM numbers").fetch_one(&mut *self.tx).await?;
                 Ok(u64::try_from(n).unwrap_or(0))

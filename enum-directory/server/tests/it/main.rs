@@ -2,6 +2,7 @@
 //! conformance suite on SQLite and PostgreSQL, and the real binary driven over HTTP and DNS on free loopback ports.
 
 mod api_errors;
+mod api_list;
 mod api_ownership;
 mod api_props;
 mod binary;
