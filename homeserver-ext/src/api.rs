@@ -25,7 +25,7 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/_matrix/app/v1/transactions/{txn_id}", put(appservice::transaction))
         .route("/_matrix/app/v1/users/{user_id}", get(appservice::query))
         .route("/_matrix/app/v1/rooms/{alias}", get(appservice::query))
-        .merge(crate::identity::router())
+        .merge(crate::identity::router(app.clone()))
         .route("/health", get(|| async { "ok" }))
         .with_state(app)
 }

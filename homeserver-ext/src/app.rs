@@ -24,6 +24,8 @@ pub struct App {
     pub homeserver: Arc<dyn HomeserverConnector>,
     /// Directory publishing, when configured.
     pub directory: Option<DirectoryClient>,
+    /// Validated lookups of other providers' numbers, when `directory.dns_servers` is set.
+    pub lookup: Option<tincan_enum_lookup::Lookup>,
     /// Abuse limits.
     pub limiter: Limiter,
     /// Time.
@@ -45,6 +47,11 @@ impl App {
         rng: StdRng,
     ) -> Self {
         let directory = DirectoryClient::from_config(&config.directory);
+        // The config was validated on load; a problem here only disables directory lookups.
+        let lookup = crate::mirror::build_lookup(&config.directory).unwrap_or_else(|e| {
+            tracing::error!(error = %e, "directory lookups disabled");
+            None
+        });
         Self {
             limiter: Limiter::new(config.limits.clone(), clock.clone()),
             config,
@@ -52,6 +59,7 @@ impl App {
             sms,
             homeserver,
             directory,
+            lookup,
             clock,
             rng: Mutex::new(rng),
             http: reqwest::Client::new(),

@@ -233,14 +233,46 @@ impl Default for HomeserverConfig {
     }
 }
 
-/// Publishing to the ENUM directory's registrar API.
-#[derive(Debug, Clone, Serialize, Deserialize, Default)]
+/// The ENUM directory: publishing through its registrar API and, when `dns_servers` is set, answering
+/// Identity Service lookups for other providers' numbers (a mirror of the directory's number list, each hit
+/// resolved through DNSSEC-validated DNS).
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct DirectoryConfig {
     /// Registrar API base URL; empty disables publishing.
     pub url: String,
     /// This provider's bearer token.
     pub token: Secret,
+    /// DNS servers (`ip:port`) answering the ENUM zone: the directory or a DNSSEC-aware resolver. Empty
+    /// disables lookups of numbers registered by other providers.
+    pub dns_servers: Vec<String>,
+    /// The ENUM apex, e.g. `e164.tincan.example.`.
+    pub apex: String,
+    /// The apex's trust anchor: a DS or DNSKEY record, or a `trust-anchors { … };` clause
+    /// (`tincan-directory keys ds` prints it).
+    pub trust_anchor: String,
+    /// Accept answers without a DNSSEC chain to the anchor (development only; bogus answers are refused
+    /// anyway).
+    pub allow_insecure: bool,
+    /// Seconds between two syncs of the number-list mirror (one also runs at start).
+    pub sync_interval_secs: u64,
+    /// Numbers per listing page (the directory allows 1 to 1000).
+    pub sync_page_size: u32,
+}
+
+impl Default for DirectoryConfig {
+    fn default() -> Self {
+        Self {
+            url: String::new(),
+            token: Secret::default(),
+            dns_servers: Vec::new(),
+            apex: String::new(),
+            trust_anchor: String::new(),
+            allow_insecure: false,
+            sync_interval_secs: 300,
+            sync_page_size: 1000,
+        }
+    }
 }
 
 impl Validate for ExtConfig {
@@ -302,6 +334,23 @@ impl Validate for ExtConfig {
         if !self.directory.url.is_empty() && self.directory.token.is_empty() {
             p.push("directory.token: required when directory.url is set".into());
         }
+        let d = &self.directory;
+        if !d.dns_servers.is_empty() {
+            if d.url.is_empty() {
+                p.push(
+                    "directory.url: required when directory.dns_servers is set (the number list comes from it)".into(),
+                );
+            }
+            if let Err(e) = crate::mirror::build_lookup(d) {
+                p.push(e.to_string());
+            }
+            if d.sync_interval_secs == 0 {
+                p.push("directory.sync_interval_secs: must be positive".into());
+            }
+            if !(1..=1000).contains(&d.sync_page_size) {
+                p.push("directory.sync_page_size: must be 1 to 1000".into());
+            }
+        }
         p
     }
 }
@@ -325,5 +374,16 @@ mod tests {
         let env = [("TINCAN_EXT_HOMESERVER__BACKEND".to_string(), "appservice".to_string())];
         let err = tincan_common::config::load_config_from::<ExtConfig>(None, "TINCAN_EXT_", env).unwrap_err();
         assert!(err.to_string().contains("homeserver.as_token"), "{err}");
+    }
+
+    #[test]
+    fn directory_lookups_need_the_registrar_apex_and_anchor() {
+        let env = [
+            ("TINCAN_EXT_HOMESERVER__JWT_SECRET".to_string(), "0123456789abcdef01".to_string()),
+            ("TINCAN_EXT_DIRECTORY__DNS_SERVERS".to_string(), "[\"127.0.0.1:53\"]".to_string()),
+        ];
+        let err = tincan_common::config::load_config_from::<ExtConfig>(None, "TINCAN_EXT_", env).unwrap_err();
+        let err = err.to_string();
+        assert!(err.contains("directory.url") && err.contains("directory.apex"), "{err}");
     }
 }

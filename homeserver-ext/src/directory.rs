@@ -1,5 +1,5 @@
-//! Publishing to the ENUM directory through its registrar API (`PUT /v1/numbers/{e164}`, `…/key`,
-//! `DELETE`), with this provider's bearer token.
+//! The ENUM directory's registrar API with this provider's bearer token: publishing (`PUT /v1/numbers/{e164}`,
+//! `…/key`, `DELETE`) and the number listing the lookup mirror syncs from (`GET /v1/numbers`).
 
 use crate::config::DirectoryConfig;
 use crate::number::E164;
@@ -17,6 +17,12 @@ pub enum DirectoryError {
     /// The registrar answered with an error status.
     #[error("directory answered {0}")]
     Refused(u16),
+    /// `directory.url` does not make a URL.
+    #[error("directory.url is not a URL")]
+    BadUrl,
+    /// The registrar asks us to slow down (429).
+    #[error("directory rate limit; retry in {0:?}")]
+    RateLimited(Duration),
     /// The Matrix ID does not make a valid `matrix:` service URI.
     #[error("cannot publish: {0}")]
     Service(#[from] tincan_enum_core::ServiceError),
@@ -75,6 +81,30 @@ impl DirectoryClient {
         Self::check(resp).await
     }
 
+    /// One page of the directory's number list (every provider's numbers, ordered), after `after`.
+    pub async fn list(&self, after: Option<&str>, limit: u32) -> Result<ListPage, DirectoryError> {
+        let mut url = url::Url::parse(&format!("{}/v1/numbers", self.base)).map_err(|_| DirectoryError::BadUrl)?;
+        url.query_pairs_mut().append_pair("limit", &limit.to_string());
+        if let Some(after) = after {
+            url.query_pairs_mut().append_pair("after", after);
+        }
+        let req = self.http.get(url).bearer_auth(self.token.expose());
+        let resp = req.send().await?;
+        if resp.status().as_u16() == 429 {
+            let secs = resp
+                .headers()
+                .get(reqwest::header::RETRY_AFTER)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(1);
+            return Err(DirectoryError::RateLimited(Duration::from_secs(secs)));
+        }
+        if !resp.status().is_success() {
+            return Err(DirectoryError::Refused(resp.status().as_u16()));
+        }
+        Ok(resp.json().await?)
+    }
+
     /// Removes the number's record.
     pub async fn remove(&self, number: &E164) -> Result<(), DirectoryError> {
         let resp = self
@@ -85,4 +115,22 @@ impl DirectoryClient {
             .await?;
         Self::check(resp).await
     }
+}
+
+/// One page of `GET /v1/numbers`.
+#[derive(Debug, Clone, serde::Deserialize)]
+pub struct ListPage {
+    /// The numbers, ordered.
+    pub numbers: Vec<Listed>,
+    /// The cursor of the next page; `None` on the last.
+    pub next: Option<String>,
+}
+
+/// A registered number and the zone version of its last change.
+#[derive(Debug, Clone, serde::Deserialize)]
+pub struct Listed {
+    /// E.164.
+    pub number: String,
+    /// Zone version.
+    pub version: i64,
 }

@@ -2,7 +2,12 @@
 //! `account_threepid_delegates.msisdn` calls).
 //!
 //! Numbers are bound to Matrix IDs by sign-up (automatically) and by `3pid/bind`; `lookup` answers hashed
-//! queries (sha256 with the current pepper, or `none`) from those bindings.
+//! queries (sha256 with the current pepper, or `none`) from those bindings and, for numbers other providers
+//! registered in the directory, from the [`crate::mirror`] and DNSSEC-validated DNS.
+//!
+//! Every v2 endpoint but `account/register`, `GET terms` and the status ones requires an Identity Service
+//! access token (spec: "Requires authentication"); the `api/v1` validation paths the homeserver's msisdn
+//! delegate calls stay unauthenticated, as Synapse sends no token there.
 
 mod account;
 mod lookup;
@@ -18,8 +23,18 @@ use base64::Engine;
 use sha2::{Digest, Sha256};
 use std::sync::Arc;
 
+/// Refuses a request without a valid Identity Service access token (`M_UNAUTHORIZED`/`M_MISSING_TOKEN`).
+async fn require_token(
+    axum::extract::State(app): axum::extract::State<Arc<App>>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Result<axum::response::Response, ApiError> {
+    authenticate(&app, req.headers()).await?;
+    Ok(next.run(req).await)
+}
+
 /// The Identity Service routes.
-pub fn router() -> Router<Arc<App>> {
+pub fn router(app: Arc<App>) -> Router<Arc<App>> {
     let mut r = Router::new()
         .route("/_matrix/identity/versions", get(account::versions))
         .route("/_matrix/identity/v2", get(account::status))
@@ -32,15 +47,19 @@ pub fn router() -> Router<Arc<App>> {
         .route("/_matrix/identity/v2/account", get(account::account))
         .route("/_matrix/identity/v2/account/logout", post(account::logout))
         .route("/_matrix/identity/v2/terms", get(account::terms).post(account::accept_terms));
-    // The homeserver's msisdn delegate calls the unauthenticated v1 paths; clients use v2.
+    // The homeserver's msisdn delegate calls the unauthenticated v1 paths; clients use v2, with a token.
     for v in ["v2", "api/v1"] {
-        r = r
+        let mut paths = Router::new()
             .route(&format!("/_matrix/identity/{v}/validate/msisdn/requestToken"), post(validate::request_token))
             .route(
                 &format!("/_matrix/identity/{v}/validate/msisdn/submitToken"),
                 post(validate::submit_token).get(validate::submit_token_get),
             )
             .route(&format!("/_matrix/identity/{v}/3pid/getValidated3pid"), get(validate::get_validated));
+        if v == "v2" {
+            paths = paths.route_layer(axum::middleware::from_fn_with_state(app.clone(), require_token));
+        }
+        r = r.merge(paths);
     }
     r
 }
@@ -75,6 +94,11 @@ pub async fn rotate_pepper(app: &App) -> Result<String, ApiError> {
     for b in app.store.all_bindings().await? {
         app.store.set_lookup_hash(&b.number, &lookup_hash(msisdn_address(&b.number), &p)).await?;
     }
+    let mut mirrored = app.store.mirror_range("", None).await?;
+    for e in &mut mirrored {
+        e.lookup_hash = lookup_hash(msisdn_address(&e.number), &p);
+    }
+    app.store.mirror_upsert(&mirrored).await?;
     Ok(p)
 }
 
@@ -83,6 +107,19 @@ pub async fn bind_number(app: &App, b: &Binding) -> Result<(), ApiError> {
     let pepper = current_pepper(app).await?;
     app.store.bind(b, &lookup_hash(msisdn_address(&b.number), &pepper), app.now()).await?;
     Ok(())
+}
+
+/// The Identity Service user of a request, from its access token; as an extractor it runs before the body is
+/// read, so a request without a valid token is refused 401 whatever its body.
+#[derive(Debug, Clone)]
+pub struct IsUser(pub String);
+
+impl axum::extract::FromRequestParts<Arc<App>> for IsUser {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut axum::http::request::Parts, app: &Arc<App>) -> Result<Self, ApiError> {
+        authenticate(app, &parts.headers).await.map(IsUser)
+    }
 }
 
 /// The user behind an Identity Service access token (`Authorization: Bearer` or `access_token` query).

@@ -6,7 +6,9 @@
 //! - [`sessions`]: code sessions (6-digit CSPRNG codes, expiry, attempts, resend throttle) and [`limits`]
 //!   (token buckets per number, prefix, IP, country).
 //! - [`sms`]: SMS sending (dev sink, HTTP webhook, SMPP). [`homeserver`]: account creation and login (JWT,
-//!   appservice). [`directory`]: publishing to the ENUM directory. [`store`]: SQLite/PostgreSQL.
+//!   appservice). [`directory`]: publishing to the ENUM directory. [`mirror`]: the directory's number list
+//!   for lookups of other providers' numbers, resolved through DNSSEC-validated DNS. [`store`]:
+//!   SQLite/PostgreSQL.
 
 pub mod api;
 pub mod app;
@@ -17,6 +19,7 @@ pub mod error;
 pub mod homeserver;
 pub mod identity;
 pub mod limits;
+pub mod mirror;
 pub mod number;
 pub mod sessions;
 pub mod sms;
@@ -60,6 +63,9 @@ pub async fn run(config: ExtConfig) -> Result<(), ServeError> {
     let clock: Arc<dyn tincan_common::Clock> = Arc::new(tincan_common::SystemClock);
     let listen = config.listen.clone();
     let app = Arc::new(App::from_config(config, clock).await?);
+    if app.directory.is_some() && app.lookup.is_some() {
+        tokio::spawn(mirror::run(app.clone()));
+    }
     let listener = tokio::net::TcpListener::bind(&listen)
         .await
         .map_err(|source| ServeError::Listen { addr: listen.clone(), source })?;

@@ -34,6 +34,8 @@ enum Command {
     Registration,
     /// Make a new Identity Service lookup pepper current.
     RotatePepper,
+    /// Sync the mirror of the directory's number list once, now (`serve` also does it periodically).
+    SyncDirectory,
 }
 
 #[derive(Debug, Subcommand)]
@@ -63,7 +65,17 @@ async fn main() -> anyhow::Result<()> {
             let clock = std::sync::Arc::new(tincan_common::SystemClock);
             let app = App::from_config(config, clock).await?;
             tincan_homeserver_ext::identity::rotate_pepper(&app).await.map_err(|e| anyhow::anyhow!("{e}"))?;
-            eprintln!("new pepper is current; bindings re-hashed");
+            eprintln!("new pepper is current; bindings and the directory mirror re-hashed");
+        }
+        Command::SyncDirectory => {
+            let config = load(&cli)?;
+            let clock = std::sync::Arc::new(tincan_common::SystemClock);
+            let app = App::from_config(config, clock).await?;
+            let s = tincan_homeserver_ext::mirror::sync(&app).await?;
+            eprintln!(
+                "directory mirror synced: {} listed in {} pages, {} written, {} removed",
+                s.listed, s.pages, s.upserted, s.deleted
+            );
         }
     }
     Ok(())

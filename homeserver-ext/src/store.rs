@@ -170,9 +170,38 @@ pub trait IdentityRepository: Send + Sync {
     async fn delete_token(&self, digest: &str) -> Result<bool>;
 }
 
+/// A number of the directory's listing, as mirrored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MirrorEntry {
+    /// E.164 number.
+    pub number: String,
+    /// The directory's zone version of its last change.
+    pub version: i64,
+    /// Its lookup hash under the pepper current when it was mirrored.
+    pub lookup_hash: String,
+}
+
+/// The mirror of the directory's number list (see [`crate::mirror`]).
+#[async_trait::async_trait]
+pub trait MirrorRepository: Send + Sync {
+    /// Mirrored numbers greater than `after` and, when `upto` is given, not greater than it, ordered.
+    async fn mirror_range(&self, after: &str, upto: Option<&str>) -> Result<Vec<MirrorEntry>>;
+    /// Inserts or replaces entries.
+    async fn mirror_upsert(&self, entries: &[MirrorEntry]) -> Result<()>;
+    /// Forgets numbers.
+    async fn mirror_delete(&self, numbers: &[String]) -> Result<()>;
+    /// Mirrored numbers whose lookup hash is one of `hashes`: (hash, number).
+    async fn mirror_lookup(&self, hashes: &[String]) -> Result<Vec<(String, String)>>;
+    /// Whether a number is mirrored.
+    async fn mirror_contains(&self, number: &str) -> Result<bool>;
+}
+
 /// Everything the extension stores.
-pub trait Store: SessionRepository + AccountRepository + IdentityRepository + std::fmt::Debug {}
-impl<T: SessionRepository + AccountRepository + IdentityRepository + std::fmt::Debug> Store for T {}
+pub trait Store:
+    SessionRepository + AccountRepository + IdentityRepository + MirrorRepository + std::fmt::Debug
+{
+}
+impl<T: SessionRepository + AccountRepository + IdentityRepository + MirrorRepository + std::fmt::Debug> Store for T {}
 
 /// Opens (and migrates) the store named by a `sqlite:` or `postgres://` URL.
 pub async fn open(url: &str) -> Result<Arc<dyn Store>> {
@@ -480,6 +509,92 @@ macro_rules! impl_store {
                     .execute(&self.pool)
                     .await?;
                 Ok(done.rows_affected() == 1)
+            }
+        }
+
+        #[async_trait::async_trait]
+        impl MirrorRepository for $store {
+            async fn mirror_range(&self, after: &str, upto: Option<&str>) -> Result<Vec<MirrorEntry>> {
+                let rows = match upto {
+                    Some(upto) => {
+                        sqlx::query(
+                            "SELECT number, version, lookup_hash FROM directory_mirror \
+                         WHERE number > $1 AND number <= $2 ORDER BY number",
+                        )
+                        .bind(after)
+                        .bind(upto)
+                        .fetch_all(&self.pool)
+                        .await?
+                    }
+                    None => sqlx::query(
+                        "SELECT number, version, lookup_hash FROM directory_mirror WHERE number > $1 ORDER BY number",
+                    )
+                    .bind(after)
+                    .fetch_all(&self.pool)
+                    .await?,
+                };
+                rows.iter()
+                    .map(|r| {
+                        Ok(MirrorEntry {
+                            number: r.try_get("number")?,
+                            version: r.try_get("version")?,
+                            lookup_hash: r.try_get("lookup_hash")?,
+                        })
+                    })
+                    .collect()
+            }
+
+            async fn mirror_upsert(&self, entries: &[MirrorEntry]) -> Result<()> {
+                let mut tx = self.pool.begin().await?;
+                for e in entries {
+                    sqlx::query(
+                        "INSERT INTO directory_mirror (number, version, lookup_hash) VALUES ($1, $2, $3) \
+                         ON CONFLICT (number) DO UPDATE SET version = $2, lookup_hash = $3",
+                    )
+                    .bind(&e.number)
+                    .bind(e.version)
+                    .bind(&e.lookup_hash)
+                    .execute(&mut *tx)
+                    .await?;
+                }
+                tx.commit().await?;
+                Ok(())
+            }
+
+            async fn mirror_delete(&self, numbers: &[String]) -> Result<()> {
+                let mut tx = self.pool.begin().await?;
+                for n in numbers {
+                    sqlx::query("DELETE FROM directory_mirror WHERE number = $1").bind(n).execute(&mut *tx).await?;
+                }
+                tx.commit().await?;
+                Ok(())
+            }
+
+            async fn mirror_lookup(&self, hashes: &[String]) -> Result<Vec<(String, String)>> {
+                let mut found = Vec::new();
+                for chunk in hashes.chunks(500) {
+                    let params: Vec<String> = (1..=chunk.len()).map(|i| format!("${i}")).collect();
+                    let sql = format!(
+                        "SELECT lookup_hash, number FROM directory_mirror WHERE lookup_hash IN ({})",
+                        params.join(", ")
+                    );
+                    let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+                    for h in chunk {
+                        q = q.bind(h);
+                    }
+                    for r in q.fetch_all(&self.pool).await? {
+                        found.push((r.try_get("lookup_hash")?, r.try_get("number")?));
+                    }
+                }
+                Ok(found)
+            }
+
+            async fn mirror_contains(&self, number: &str) -> Result<bool> {
+                let row = sqlx::query("SELECT 1 AS one FROM directory_mirror WHERE number = $1")
+                    .bind(number)
+                    .fetch_optional(&self.pool)
+                    .await?;
+                Ok(row.is_some())
             }
         }
     };

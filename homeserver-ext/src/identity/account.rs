@@ -1,7 +1,7 @@
 //! `POST /_matrix/identity/v2/account/register` (OpenID token checked with the user's homeserver),
 //! `GET …/account`, `POST …/account/logout`, `…/terms`, and the status endpoints.
 
-use super::authenticate;
+use super::IsUser;
 use crate::api::Json;
 use crate::app::App;
 use crate::error::ApiError;
@@ -67,14 +67,16 @@ fn is_server_name(s: &str) -> bool {
 }
 
 /// `GET …/account`: the token's user.
-pub async fn account(State(app): State<Arc<App>>, headers: HeaderMap) -> Result<axum::Json<Value>, ApiError> {
-    let user_id = authenticate(&app, &headers).await?;
+pub async fn account(IsUser(user_id): IsUser) -> Result<axum::Json<Value>, ApiError> {
     Ok(axum::Json(json!({"user_id": user_id})))
 }
 
 /// `POST …/account/logout`: forgets the token.
-pub async fn logout(State(app): State<Arc<App>>, headers: HeaderMap) -> Result<axum::Json<Value>, ApiError> {
-    authenticate(&app, &headers).await?;
+pub async fn logout(
+    State(app): State<Arc<App>>,
+    _user: IsUser,
+    headers: HeaderMap,
+) -> Result<axum::Json<Value>, ApiError> {
     let token = crate::api::extract_bearer(&headers).ok_or(ApiError::MissingToken)?;
     app.store.delete_token(&crate::code::digest(token)).await?;
     Ok(axum::Json(json!({})))
@@ -86,7 +88,6 @@ pub async fn terms() -> axum::Json<Value> {
 }
 
 /// `POST …/terms`: accepting nothing is always fine.
-pub async fn accept_terms(State(app): State<Arc<App>>, headers: HeaderMap) -> Result<axum::Json<Value>, ApiError> {
-    authenticate(&app, &headers).await?;
+pub async fn accept_terms(_user: IsUser) -> Result<axum::Json<Value>, ApiError> {
     Ok(axum::Json(json!({})))
 }

@@ -1,20 +1,19 @@
-//! `GET /_matrix/identity/v2/hash_details` and `POST /_matrix/identity/v2/lookup`.
+//! `GET /_matrix/identity/v2/hash_details` and `POST /_matrix/identity/v2/lookup`: local bindings first, then
+//! numbers other providers registered (the [`crate::mirror`], each hit resolved through validated DNS).
 
-use super::{authenticate, current_pepper, msisdn_address};
+use super::{IsUser, current_pepper, msisdn_address};
 use crate::api::Json;
 use crate::app::App;
 use crate::error::ApiError;
 use crate::number::E164;
 use axum::extract::State;
-use axum::http::HeaderMap;
 use serde::Deserialize;
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
 /// The algorithms and the current pepper.
-pub async fn hash_details(State(app): State<Arc<App>>, headers: HeaderMap) -> Result<axum::Json<Value>, ApiError> {
-    authenticate(&app, &headers).await?;
+pub async fn hash_details(State(app): State<Arc<App>>, _user: IsUser) -> Result<axum::Json<Value>, ApiError> {
     let pepper = current_pepper(&app).await?;
     Ok(axum::Json(json!({"algorithms": ["sha256", "none"], "lookup_pepper": pepper})))
 }
@@ -33,10 +32,10 @@ const MAX_ADDRESSES: usize = 10_000;
 /// Answers which addresses are bound, keyed by the address as the client sent it.
 pub async fn lookup(
     State(app): State<Arc<App>>,
-    headers: HeaderMap,
+    _user: IsUser,
     Json(req): Json<Lookup>,
 ) -> Result<axum::Json<Value>, ApiError> {
-    authenticate(&app, &headers).await?;
+    let started = std::time::Instant::now();
     if req.addresses.len() > MAX_ADDRESSES {
         return Err(ApiError::InvalidParam("addresses"));
     }
@@ -45,10 +44,18 @@ pub async fn lookup(
         return Err(ApiError::InvalidPepper);
     }
     let mut mappings = BTreeMap::new();
+    // Addresses not bound here but mirrored from the directory: (address as sent, number), resolved below
+    // through DNSSEC-validated DNS.
+    let mut directory_hits = Vec::new();
     match req.algorithm.as_str() {
         "sha256" => {
             for (hash, user_id) in app.store.lookup_hashes(&req.addresses).await? {
                 mappings.insert(hash, user_id);
+            }
+            if app.lookup.is_some() {
+                let missing: Vec<String> =
+                    req.addresses.iter().filter(|a| !mappings.contains_key(*a)).cloned().collect();
+                directory_hits = app.store.mirror_lookup(&missing).await?;
             }
         }
         "none" => {
@@ -57,10 +64,23 @@ pub async fn lookup(
                 let Ok(number) = E164::parse(&format!("+{}", msisdn_address(address))) else { continue };
                 if let Some(b) = app.store.binding(number.as_str()).await? {
                     mappings.insert(a.clone(), b.user_id);
+                } else if app.lookup.is_some() && app.store.mirror_contains(number.as_str()).await? {
+                    directory_hits.push((a.clone(), number.as_str().to_owned()));
                 }
             }
         }
         _ => return Err(ApiError::InvalidAlgorithm),
     }
+    let from_directory = directory_hits.len();
+    for (address, user_id) in crate::mirror::resolve_validated(&app, directory_hits).await {
+        mappings.insert(address, user_id);
+    }
+    tracing::debug!(
+        addresses = req.addresses.len(),
+        found = mappings.len(),
+        from_directory,
+        took_us = started.elapsed().as_micros() as u64,
+        "lookup answered"
+    );
     Ok(axum::Json(json!({ "mappings": mappings })))
 }

@@ -1,13 +1,12 @@
 //! `POST /_matrix/identity/v2/3pid/bind` and `…/3pid/unbind`.
 
-use super::{authenticate, bind_number, msisdn_address};
+use super::{IsUser, bind_number, msisdn_address};
 use crate::api::Json;
 use crate::app::App;
 use crate::error::ApiError;
 use crate::number::E164;
 use crate::store::{Binding, Purpose};
 use axum::extract::State;
-use axum::http::HeaderMap;
 use serde::Deserialize;
 use serde_json::{Value, json};
 use std::sync::Arc;
@@ -23,10 +22,9 @@ pub struct Bind {
 /// Binds the number validated in a session to `mxid` (the caller's own Matrix ID).
 pub async fn bind(
     State(app): State<Arc<App>>,
-    headers: HeaderMap,
+    IsUser(user): IsUser,
     Json(req): Json<Bind>,
 ) -> Result<axum::Json<Value>, ApiError> {
-    let user = authenticate(&app, &headers).await?;
     if user != req.mxid {
         return Err(ApiError::Forbidden("mxid is not the token's user"));
     }
@@ -64,10 +62,9 @@ pub struct Unbind {
 /// Removes the caller's own binding.
 pub async fn unbind(
     State(app): State<Arc<App>>,
-    headers: HeaderMap,
+    IsUser(user): IsUser,
     Json(req): Json<Unbind>,
 ) -> Result<axum::Json<Value>, ApiError> {
-    let user = authenticate(&app, &headers).await?;
     if user != req.mxid {
         return Err(ApiError::Forbidden("mxid is not the token's user"));
     }

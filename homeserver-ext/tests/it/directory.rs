@@ -12,9 +12,9 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 use tincan_testkit::{ChildGuard, Synapse, tools};
 
-const APEX: &str = "e164.tincan.test.";
+pub const APEX: &str = "e164.tincan.test.";
 
-fn directory_bin() -> Option<PathBuf> {
+pub fn directory_bin() -> Option<PathBuf> {
     if let Some(p) = std::env::var_os("TINCAN_DIRECTORY_BIN") {
         return Some(PathBuf::from(p));
     }
@@ -24,16 +24,16 @@ fn directory_bin() -> Option<PathBuf> {
     candidate.exists().then_some(candidate)
 }
 
-struct Directory {
+pub struct Directory {
     _guard: ChildGuard,
     bin: PathBuf,
     data: tempfile::TempDir,
-    api: String,
-    dns_port: u16,
+    pub api: String,
+    pub dns_port: u16,
 }
 
 impl Directory {
-    async fn start(bin: PathBuf) -> Directory {
+    pub async fn start(bin: PathBuf) -> Directory {
         let data = tempfile::tempdir().unwrap();
         let [dns_port, api_port] = tincan_testkit::ports::free_ports::<2>();
         let mut cmd = Command::new(&bin);
@@ -56,14 +56,33 @@ impl Directory {
         Directory { _guard: guard, bin, data, api, dns_port }
     }
 
-    fn cli(&self, args: &[&str]) -> String {
+    pub fn cli(&self, args: &[&str]) -> String {
         let out = Command::new(&self.bin).args(args).arg("--data-dir").arg(self.data.path()).output().unwrap();
         assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
         String::from_utf8(out.stdout).unwrap()
     }
 
+    /// `delv`'s output (stdout and stderr) for the number's NAPTR, validated up to the directory's DS.
+    pub fn delv_naptr(&self, number: &str) -> String {
+        let delv = tools::require("delv");
+        let work = tempfile::tempdir().unwrap();
+        let anchor = self.anchor_conf(work.path());
+        let out = tools::run(Command::new(&delv).args([
+            "@127.0.0.1",
+            "-p",
+            &self.dns_port.to_string(),
+            "-a",
+            anchor.to_str().unwrap(),
+            &format!("+root={APEX}"),
+            &owner(number),
+            "NAPTR",
+        ]))
+        .unwrap();
+        format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr))
+    }
+
     /// `trust-anchors { "APEX" static-ds TAG ALG DTYPE "HEX"; };` from `keys ds`.
-    fn anchor_conf(&self, dir: &Path) -> PathBuf {
+    pub fn anchor_conf(&self, dir: &Path) -> PathBuf {
         let mut anchors = String::new();
         for line in self.cli(&["keys", "ds"]).lines().filter(|l| l.contains(" DS ")) {
             let f: Vec<&str> = line.split_whitespace().collect();

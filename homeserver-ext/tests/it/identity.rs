@@ -99,8 +99,8 @@ async fn lookup_sha256_with_pepper_and_stale_pepper() {
     assert_eq!(s, 200, "{v}");
     let user_id = v["user_id"].as_str().unwrap().to_owned();
 
-    // An Identity Service token, as account/register would store it (Synapse in the testkit serves no
-    // `openid` listener resource, so the token is placed directly).
+    // An Identity Service token, placed as account/register stores it (the OpenID exchange with Synapse is
+    // tested in discovery.rs; this test needs no homeserver).
     let store = SqliteStore::connect(&ext.db_url()).await.unwrap();
     store.add_token(&tincan_homeserver_ext::code::digest("istoken"), "@bob:hs.test", 0).await.unwrap();
 

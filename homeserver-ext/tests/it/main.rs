@@ -4,6 +4,7 @@
 mod bench;
 mod binary;
 mod directory;
+mod discovery;
 mod harness;
 mod identity;
 mod signup;

@@ -186,10 +186,23 @@ async fn refusals_create_nothing() {
     assert_eq!((s, b["errcode"].as_str().unwrap()), (429, "M_LIMIT_EXCEEDED"), "{b}");
     assert!(b["retry_after_ms"].as_u64().unwrap() > 0);
 
-    // Nothing was created: no account exists for any of these numbers.
+    // Nothing was created: no account and no binding for any of these numbers, no session for the refused
+    // requests.
     let store = tincan_homeserver_ext::store::SqliteStore::connect(&ext.db_url()).await.unwrap();
-    use tincan_homeserver_ext::store::AccountRepository;
-    for n in ["+447400123123", "+447400123124", "+33612345678"] {
-        assert!(store.account_by_number(n).await.unwrap().is_none());
+    use tincan_homeserver_ext::store::{AccountRepository, IdentityRepository, Purpose, SessionRepository};
+    for n in ["+447400123123", "+447400123124", "+33612345678", "+447400123999", "+449098790000"] {
+        assert!(store.account_by_number(n).await.unwrap().is_none(), "{n}");
+        assert!(store.binding(n).await.unwrap().is_none(), "{n}");
+    }
+    let digest = tincan_homeserver_ext::code::digest;
+    for (n, secret) in [
+        ("+33612345678", "sec"),
+        ("+447400123999", "sec"),
+        ("+449098790000", "sec"),
+        ("+447400123123", "bad secret!"),
+        ("+447400123123", "fresh-last"),
+    ] {
+        let s = store.session_by_secret(&digest(secret), n, Purpose::Register).await.unwrap();
+        assert!(s.is_none(), "a refused request left a session: {n} {secret}");
     }
 }

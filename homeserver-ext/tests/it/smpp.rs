@@ -1,5 +1,5 @@
 //! The acceptance path over real SMPP: request → submit_sm at the smpp34 simulator → verify → JWT login to
-//! Synapse → `/whoami`.
+//! Synapse → `/whoami` → the real directory answers a delv-validated NAPTR for the number pointing at that user.
 
 use crate::harness::{Ext, Smsc, code_in};
 use serde_json::json;
@@ -7,6 +7,13 @@ use tincan_testkit::Synapse;
 
 #[tokio::test]
 async fn code_over_smpp_then_login_to_synapse() {
+    let Some(bin) = crate::directory::directory_bin() else {
+        assert!(!tincan_testkit::in_ci(), "tincan-directory binary missing in CI");
+        eprintln!("SKIPPED: no tincan-directory binary (set TINCAN_DIRECTORY_BIN or build -p tincan-directory)");
+        return;
+    };
+    let dir = crate::directory::Directory::start(bin).await;
+    let token = dir.cli(&["provider", "add", "tincan", "--prefix", "+49"]).trim().to_owned();
     let smsc = Smsc::start().await.unwrap();
     let synapse = Synapse::builder()
         .config(json!({"jwt_config": {"enabled": true, "secret": "smpp-test-secret-0123", "algorithm": "HS256"}}))
@@ -17,9 +24,11 @@ async fn code_over_smpp_then_login_to_synapse() {
         "server_name = \"hs.test\"\nhomeserver_url = \"{}\"\n\
          [homeserver]\nbackend = \"jwt\"\njwt_secret = \"smpp-test-secret-0123\"\n\
          [sms]\nbackend = \"smpp\"\nsmpp_address = \"127.0.0.1:{}\"\nsmpp_system_id = \"tincan\"\n\
-         smpp_password = \"pw\"\nwebotp_domain = \"chat.example\"\n",
+         smpp_password = \"pw\"\nwebotp_domain = \"chat.example\"\n\
+         [directory]\nurl = \"{}\"\ntoken = \"{token}\"\n",
         synapse.url(),
-        smsc.port
+        smsc.port,
+        dir.api
     ))
     .await
     .unwrap();
@@ -43,8 +52,14 @@ async fn code_over_smpp_then_login_to_synapse() {
         .post("/_tincan/client/v1/register/verify", json!({"sid": b["sid"], "client_secret": "smpp1", "code": code}))
         .await;
     assert_eq!(s, 200, "{v}");
-    let (token, _) = crate::signup::login(&synapse, &v["login"]).await;
-    assert_eq!(synapse.whoami(&token).await.unwrap(), v["user_id"].as_str().unwrap());
+    let (access_token, _) = crate::signup::login(&synapse, &v["login"]).await;
+    let user_id = v["user_id"].as_str().unwrap();
+    assert_eq!(synapse.whoami(&access_token).await.unwrap(), user_id);
+
+    // The directory now answers a DNSSEC-validated NAPTR for the number, pointing at that user.
+    let text = dir.delv_naptr("+4915112345678");
+    assert!(text.contains("; fully validated"), "{text}");
+    assert!(text.contains(&format!("matrix:u/{}", user_id.trim_start_matches('@'))), "{text}");
 
     // A second message reuses the bound session.
     let (s, _) = ext
