@@ -133,3 +133,76 @@ fn describe((routes, key): &(Routes, Option<MasterKey>)) -> String {
     }
     parts.join(", ")
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::resolve::ValidationStatus;
+    use tincan_enum_core::{NumberRecord, Service, ServiceType};
+    use tincan_translog::{TreeHead, TreeHeadSigner, inclusion_proof, leaf_hash, root};
+
+    fn entry(number: &E164, version: i64, user: Option<&str>) -> String {
+        let record = user.map(|u| NumberRecord {
+            number: number.clone(),
+            services: vec![Service::new(ServiceType::Matrix, &format!("matrix:u/{u}:hs.test")).unwrap()],
+            key: None,
+        });
+        LogEntry::Number { version, number: number.clone(), record, provider: Some(1), at_ms: 0 }.to_json()
+    }
+
+    fn proof_of(entries: &[String], index: usize, signer: &TreeHeadSigner) -> InclusionProof {
+        let leaves: Vec<_> = entries.iter().map(|e| leaf_hash(e.as_bytes())).collect();
+        let sth = signer.sign(TreeHead { tree_size: leaves.len() as u64, timestamp_ms: 1, root_hash: root(&leaves) });
+        InclusionProof {
+            index: index as u64,
+            entry: entries[index].clone(),
+            proof: inclusion_proof(&leaves, index).unwrap(),
+            sth,
+        }
+    }
+
+    fn resolved(number: &E164, user: Option<&str>) -> Resolution {
+        let (routes, key) = match user {
+            Some(u) => published(&[Service::new(ServiceType::Matrix, &format!("matrix:u/{u}:hs.test")).unwrap()], None),
+            None => (Routes::default(), None),
+        };
+        Resolution { number: number.clone(), routes, key, status: ValidationStatus::Secure }
+    }
+
+    #[test]
+    fn a_resolution_is_checked_against_the_logged_entry() {
+        let n = E164::parse("+442079460001").unwrap();
+        let other = E164::parse("+442079460002").unwrap();
+        let signer = TreeHeadSigner::from_seed(&[5; 32]);
+        let key = signer.verifier();
+        let entries = vec![entry(&n, 1, Some("alice")), entry(&other, 2, Some("bob")), entry(&n, 3, Some("carol"))];
+        let p = proof_of(&entries, 2, &signer);
+
+        check_logged(&resolved(&n, Some("carol")), Some(&p), &key).unwrap();
+        let err = check_logged(&resolved(&n, Some("alice")), Some(&p), &key).unwrap_err();
+        assert!(matches!(err, LogCheckError::Mismatch { .. }) && err.to_string().contains("+442079460001"), "{err}");
+        assert!(matches!(
+            check_logged(&resolved(&other, Some("carol")), Some(&p), &key),
+            Err(LogCheckError::WrongEntry { .. })
+        ));
+        let mut forged = p.clone();
+        forged.entry = entry(&n, 3, Some("mallory"));
+        assert!(matches!(
+            check_logged(&resolved(&n, Some("mallory")), Some(&forged), &key),
+            Err(LogCheckError::Proof { .. })
+        ));
+        let stranger = TreeHeadSigner::from_seed(&[6; 32]).verifier();
+        assert!(matches!(
+            check_logged(&resolved(&n, Some("carol")), Some(&p), &stranger),
+            Err(LogCheckError::BadSignature(_))
+        ));
+
+        // Deleted in the log: DNS must not publish it. Never logged: only an unregistered answer passes.
+        let deleted = vec![entry(&n, 1, Some("alice")), entry(&n, 2, None)];
+        let p = proof_of(&deleted, 1, &signer);
+        check_logged(&resolved(&n, None), Some(&p), &key).unwrap();
+        assert!(check_logged(&resolved(&n, Some("alice")), Some(&p), &key).is_err());
+        check_logged(&resolved(&n, None), None, &key).unwrap();
+        assert!(matches!(check_logged(&resolved(&n, Some("alice")), None, &key), Err(LogCheckError::NotLogged { .. })));
+    }
+}
