@@ -43,7 +43,7 @@ impl TransferCounters {
         self.refused.fetch_add(1, Ordering::Relaxed);
     }
 
-    /// A NOTIFY was sent to a secondary.
+    /// A NOTIFY to a secondary was acknowledged.
     pub fn notify_sent(&self) {
         self.notifies.fetch_add(1, Ordering::Relaxed);
     }
@@ -54,8 +54,8 @@ impl TransferCounters {
 pub struct DirectoryMetrics {
     /// The DNS server's counters.
     pub dns: Arc<dns::Metrics>,
-    /// Zone transfers.
-    pub transfers: TransferCounters,
+    /// Zone transfers (shared with the transfer code).
+    pub transfers: Arc<TransferCounters>,
     /// The zones served (for their size, serial and signature counts).
     pub zones: Arc<Zones>,
 }
@@ -63,7 +63,7 @@ pub struct DirectoryMetrics {
 impl DirectoryMetrics {
     /// Metrics over the DNS server's counters and zones.
     pub fn new(dns: Arc<dns::Metrics>, zones: Arc<Zones>) -> Self {
-        DirectoryMetrics { dns, transfers: TransferCounters::default(), zones }
+        DirectoryMetrics { dns, transfers: Arc::default(), zones }
     }
 
     /// The Prometheus text exposition (format 0.0.4); `log_size` is the transparency log's size.
@@ -132,7 +132,7 @@ impl DirectoryMetrics {
                 ("{kind=\"refused\"}".into(), l(&t.refused)),
             ],
         );
-        family("tincan_directory_notifies_total", "counter", "NOTIFY messages sent.", &plain(l(&t.notifies)));
+        family("tincan_directory_notifies_total", "counter", "NOTIFY messages acknowledged.", &plain(l(&t.notifies)));
         family("tincan_directory_log_entries", "gauge", "Entries in the transparency log.", &plain(log_size));
         out
     }

@@ -129,7 +129,9 @@ pub async fn serve(
         if config.xfr.secondaries.is_empty() {
             (zone.clone() as Arc<dyn api::ZoneWriter>, None)
         } else {
-            let t = Arc::new(Transfers::new(&config.xfr, zone_config, zone_keys, storage.clone(), clock.clone())?);
+            let t = Transfers::new(&config.xfr, zone_config, zone_keys, storage.clone(), clock.clone())?
+                .with_counters(metrics.transfers.clone());
+            let t = Arc::new(t);
             tracing::info!(secondaries = config.xfr.secondaries.len(), "zone transfer enabled");
             (t.start_notifier(zone.clone()), Some(t as Arc<dyn dns::server::Interceptor>))
         };

@@ -37,6 +37,7 @@ use crate::api::ZoneWriter;
 use crate::dns::server::Interceptor;
 use crate::dns::wire::{name_to_wire_lower, rtype};
 use crate::dns::{self, Transport, ZoneConfig, ZoneKeys};
+use crate::metrics::{Transfer, TransferCounters};
 use crate::storage::{Storage, StorageError};
 use content::{ApexRecords, Packer, Rr};
 use tsig::{Check, Signer, TsigKey};
@@ -81,6 +82,7 @@ pub struct Transfers {
     tsig_keys: Vec<TsigKey>,
     notify: NotifyConfig,
     nsec3_cache: Arc<nsec3::Cache>,
+    counters: Arc<TransferCounters>,
 }
 
 impl std::fmt::Debug for Transfers {
@@ -118,7 +120,14 @@ impl Transfers {
             tsig_keys,
             notify: config.notify.clone(),
             nsec3_cache: Arc::default(),
+            counters: Arc::default(),
         })
+    }
+
+    /// Counts transfers served and refused, and NOTIFYs sent, in `counters` (shown by `/metrics`).
+    pub fn with_counters(mut self, counters: Arc<TransferCounters>) -> Transfers {
+        self.counters = counters;
+        self
     }
 
     /// Starts one NOTIFY task per secondary that wants NOTIFY; returns the [`ZoneWriter`] to put in front of the
@@ -150,22 +159,26 @@ impl Transfers {
         let question = question_bytes(request);
         match tsig::check(request, &msg, &self.tsig_keys, now) {
             Check::Unsigned => {
+                self.counters.refused();
                 tracing::info!(%peer, "zone transfer without TSIG refused");
                 let _ = out.send(simple(id, op, rd, &question, 5)).await;
             }
             Check::BadKey { name, original_id } => {
+                self.counters.refused();
                 tracing::warn!(%peer, key = %name, "TSIG with an unknown key refused");
                 let mut m = simple(id, op, rd, &question, 9);
                 tsig::append_unsigned(&mut m, &name, now, original_id, tsig::BADKEY);
                 let _ = out.send(m).await;
             }
             Check::BadSig { key, original_id } => {
+                self.counters.refused();
                 tracing::warn!(%peer, key = %key.name, "TSIG signature does not verify; refused");
                 let mut m = simple(id, op, rd, &question, 9);
                 tsig::append_unsigned(&mut m, &key.name, now, original_id, tsig::BADSIG);
                 let _ = out.send(m).await;
             }
             Check::BadTime { key, mac, original_id } => {
+                self.counters.refused();
                 tracing::warn!(%peer, key = %key.name, "TSIG time outside the fudge; refused");
                 let mut m = simple(id, op, rd, &question, 9);
                 Signer::new(key, Some(mac), original_id, now, tsig::BADTIME).sign(&mut m);
@@ -181,6 +194,7 @@ impl Transfers {
                     m
                 };
                 if !secondary.config.allows(peer.ip()) {
+                    self.counters.refused();
                     tracing::warn!(%peer, secondary = %secondary.name, "valid TSIG from an address not allowed");
                     let _ = out.send(refuse(5, &mut signer)).await;
                     return;
@@ -218,6 +232,11 @@ impl Transfers {
                         Ok(())
                     }
                 };
+                match (&result, q.query_type()) {
+                    (Ok(()), RecordType::AXFR) => self.counters.served(Transfer::Axfr),
+                    (Ok(()), RecordType::IXFR) => self.counters.served(Transfer::Ixfr),
+                    _ => {}
+                }
                 if let Err(e) = result {
                     tracing::error!(%peer, error = %e, "zone transfer failed");
                     let _ = out.send(refuse(2, &mut signer)).await;

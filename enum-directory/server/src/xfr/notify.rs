@@ -33,6 +33,7 @@ pub(super) async fn run(t: Arc<Transfers>, index: usize, mut changes: watch::Rec
             };
             match result {
                 Ok(serial) => {
+                    t.counters.notify_sent();
                     tracing::info!(secondary = %secondary.name, serial, attempt, "NOTIFY acknowledged");
                     break;
                 }

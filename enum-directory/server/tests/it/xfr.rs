@@ -130,6 +130,14 @@ async fn transfers_without_the_right_key_are_refused() {
     let right = dig(d.dns, &["-y", &format!("hmac-sha256:{KEY_NAME}:{secret}"), APEX, "AXFR"]);
     assert!(right.contains("NAPTR") && right.contains("alice"), "{right}");
     assert!(!right.contains("failed") && !right.contains("tsig verify failure"), "{right}");
+
+    // /metrics counts them.
+    let metrics = d.http.get(d.url("/metrics")).send().await.unwrap().text().await.unwrap();
+    let value = |series: &str| -> u64 {
+        metrics.lines().find_map(|l| l.strip_prefix(series)?.trim().parse().ok()).unwrap_or_else(|| panic!("{metrics}"))
+    };
+    assert!(value("tincan_directory_transfers_total{kind=\"refused\"}") >= 3, "{metrics}");
+    assert_eq!(value("tincan_directory_transfers_total{kind=\"axfr\"}"), 1, "{metrics}");
 }
 
 /// delv's trust-anchors file for the directory's DS (`keys ds`).
