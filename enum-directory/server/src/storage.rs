@@ -409,8 +409,9 @@ pub trait LogRepository: Send {
     async fn sth_at(&mut self, size: u64) -> Result<Option<SignedTreeHead>>;
     /// Stores a signed tree head (a second one for the same size is ignored).
     async fn store_sth(&mut self, sth: &SignedTreeHead) -> Result<()>;
-    /// The log's Ed25519 signing seed, if one was made.
+    /// The log's Ed25519 signing seed, if one was made (the first one stored: nodes racing at first start all
+    /// end up with the same key).
     async fn signing_seed(&mut self) -> Result<Option<[u8; 32]>>;
-    /// Stores the log's signing seed (the newest one signs).
+    /// Stores a signing seed (only the first one stored is ever used).
     async fn add_signing_seed(&mut self, seed: &[u8; 32]) -> Result<()>;
 }

@@ -53,7 +53,9 @@ impl TransLog {
                 SystemRandom::new().fill(&mut seed).map_err(|_| LogError::Random)?;
                 tx.log().add_signing_seed(&seed).await?;
                 tx.commit().await?;
-                seed
+                // Another node may have stored one first (PostgreSQL): the first one stored is the log's key.
+                let mut tx = storage.begin().await?;
+                tx.log().signing_seed().await?.unwrap_or(seed)
             }
         };
         Ok(TransLog { storage, signer: TreeHeadSigner::from_seed(&seed), clock })

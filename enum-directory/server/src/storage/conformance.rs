@@ -250,4 +250,6 @@ async fn transparency_log(storage: &dyn Storage) {
     tx.commit().await.unwrap();
     let mut tx = storage.begin().await.unwrap();
     assert_eq!(tx.log().signing_seed().await.unwrap(), Some([3; 32]));
+    tx.log().add_signing_seed(&[4; 32]).await.unwrap();
+    assert_eq!(tx.log().signing_seed().await.unwrap(), Some([3; 32]), "the first seed stays the log's key");
 }

@@ -556,7 +556,7 @@ macro_rules! impl_repositories {
             }
 
             async fn signing_seed(&mut self) -> Result<Option<[u8; 32]>> {
-                let seed: Option<Vec<u8>> = sqlx::query_scalar("SELECT seed FROM log_keys ORDER BY id DESC LIMIT 1")
+                let seed: Option<Vec<u8>> = sqlx::query_scalar("SELECT seed FROM log_keys ORDER BY id LIMIT 1")
                     .fetch_optional(&mut *self.tx)
                     .await?;
                 seed.map(|s| s.try_into().map_err(|_| corrupt("log_keys", "seed"))).transpose()
