@@ -15,8 +15,11 @@
 //!
 //! Encryption (MSC3202 device lists and one-time-key counts in transactions, MSC4190 device management for
 //! ghosts) plugs in at two places: the inbox gains an `encrypted` pass between recording and dispatch that
-//! decrypts `m.room.encrypted` into the plain event before [`portal`] sees it, and [`remote`]'s `send_as_ghost`
+//! decrypts `m.room.encrypted` into the plain event before [`portal`] sees it, and [`remote`]'s `send`
 //! encrypts through the ghost's device before the homeserver call. Neither changes the connector interface.
+//! The remote queue keeps the plain [`RemoteEvent`](crate::RemoteEvent) and encryption happens per attempt, so
+//! no ciphertext or session state is persisted with a queued event; a resend after a crash carries fresh
+//! ciphertext under the same transaction ID, and the homeserver still answers with the first event.
 
 mod ghost;
 pub(crate) use ghost::ensure_ghost;
