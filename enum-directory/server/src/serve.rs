@@ -130,7 +130,8 @@ pub async fn serve(
             (zone.clone() as Arc<dyn api::ZoneWriter>, None)
         } else {
             let t = Transfers::new(&config.xfr, zone_config, zone_keys, storage.clone(), clock.clone())?
-                .with_counters(metrics.transfers.clone());
+                .with_counters(metrics.transfers.clone())
+                .following(zone.clone());
             let t = Arc::new(t);
             tracing::info!(secondaries = config.xfr.secondaries.len(), "zone transfer enabled");
             (t.start_notifier(zone.clone()), Some(t as Arc<dyn dns::server::Interceptor>))

@@ -83,6 +83,7 @@ pub struct Transfers {
     notify: NotifyConfig,
     nsec3_cache: Arc<nsec3::Cache>,
     counters: Arc<TransferCounters>,
+    live: Option<Arc<dns::Zone>>,
 }
 
 impl std::fmt::Debug for Transfers {
@@ -121,7 +122,15 @@ impl Transfers {
             notify: config.notify.clone(),
             nsec3_cache: Arc::default(),
             counters: Arc::default(),
+            live: None,
         })
+    }
+
+    /// Signs the `nsec3` flavour with the keys `zone` signs with now (they change in a key rollover), rather than
+    /// with the keys given to [`Transfers::new`].
+    pub fn following(mut self, zone: Arc<dns::Zone>) -> Transfers {
+        self.live = Some(zone);
+        self
     }
 
     /// Counts transfers served and refused, and NOTIFYs sent, in `counters` (shown by `/metrics`).
@@ -313,7 +322,8 @@ impl Transfers {
             Flavour::Nsec3 => {
                 // Signing is CPU work for seconds to minutes: off the DNS tasks' threads.
                 let (cache, zone, records) = (self.nsec3_cache.clone(), self.zone.clone(), self.records.clone());
-                let (keys, clock) = (self.keys.clone(), self.clock.clone());
+                let keys = self.live.as_ref().map_or_else(|| self.keys.clone(), |z| z.keys());
+                let clock = self.clock.clone();
                 let numbers = std::mem::take(&mut numbers);
                 count = numbers.len();
                 let signed =

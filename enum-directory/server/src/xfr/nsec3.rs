@@ -33,6 +33,7 @@ pub(super) struct Cache {
 #[derive(Debug)]
 struct Signed {
     version: i64,
+    keys: Arc<ZoneKeys>,
     fresh_until: u64,
     records: Arc<Vec<Rr>>,
 }
@@ -45,13 +46,14 @@ impl Cache {
         numbers: &[NumberRecord],
         zone: &ZoneConfig,
         apex: &ApexRecords,
-        keys: &ZoneKeys,
+        keys: &Arc<ZoneKeys>,
         clock: &dyn Clock,
     ) -> Result<Arc<Vec<Rr>>, ZoneError> {
         let now = clock.unix_seconds();
         let mut last = self.last.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(s) = last.as_ref()
             && s.version == version
+            && s.keys.same_keys(keys)
             && now < s.fresh_until
         {
             return Ok(s.records.clone());
@@ -66,7 +68,7 @@ impl Cache {
             "signed the NSEC3 copy"
         );
         let fresh_until = now + u64::from(zone.signature_validity - zone.signature_refresh);
-        *last = Some(Signed { version, fresh_until, records: records.clone() });
+        *last = Some(Signed { version, keys: keys.clone(), fresh_until, records: records.clone() });
         Ok(records)
     }
 }
@@ -133,9 +135,11 @@ fn sign_zone(
     let sig = sign_set(keys, KeyRole::Zsk, &c, &apex_wire, &set, inception, expiration)?;
     out.push(Rr { owner: Vec::new(), rtype: rtype::RRSIG, ttl: soa.ttl, rdata: rrsig_rdata(&c, &sig) });
     add_signed(apex.ns().collect(), apex_labels, KeyRole::Zsk, &mut out)?;
-    let dnskeys = [keys.ksk(), keys.zsk()]
-        .iter()
-        .map(|k| Rr { owner: Vec::new(), rtype: rtype::DNSKEY, ttl: apex.ttl(), rdata: k.dnskey_rdata().to_vec() })
+    // Every published key: during a rollover the DNSKEY set holds more than the signing pair.
+    let dnskeys = keys
+        .dnskey_rdatas()
+        .into_iter()
+        .map(|rdata| Rr { owner: Vec::new(), rtype: rtype::DNSKEY, ttl: apex.ttl(), rdata })
         .collect();
     add_signed(dnskeys, apex_labels, KeyRole::Ksk, &mut out)?;
     let param = Rr { owner: Vec::new(), rtype: NSEC3PARAM, ttl: 0, rdata: vec![1, 0, 0, 0, 0] };
