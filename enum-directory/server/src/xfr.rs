@@ -388,7 +388,11 @@ impl Transfers {
             tracing::debug!(secondary = %secondary.name, serial, "IXFR: secondary is up to date");
             return Ok(());
         }
-        let entries = if behind > i32::MAX as u32 || from < 0 {
+        // Past about half the zone in changes, the whole zone is smaller than the differences (each change costs
+        // two SOAs on top of its records).
+        let zone_size = tx.numbers().count().await?;
+        let too_many = u64::from(behind) > zone_size / 2 + 100;
+        let entries = if behind > i32::MAX as u32 || from < 0 || too_many {
             None
         } else {
             let entries = content::journal_between(&mut *tx, from, version).await?;
@@ -399,7 +403,7 @@ impl Transfers {
         };
         drop(tx);
         let Some(entries) = entries else {
-            tracing::info!(secondary = %secondary.name, client_serial, serial, "IXFR: journal does not reach; AXFR");
+            tracing::info!(secondary = %secondary.name, client_serial, serial, too_many, "IXFR answered with the whole zone");
             return self.whole_zone(id, rd, rtype::IXFR, secondary, signer, out).await;
         };
         let mut p = Packer::new(id, rd, &self.apex_wire, rtype::IXFR);

@@ -138,6 +138,16 @@ async fn transfers_without_the_right_key_are_refused() {
     };
     assert!(value("tincan_directory_transfers_total{kind=\"refused\"}") >= 3, "{metrics}");
     assert_eq!(value("tincan_directory_transfers_total{kind=\"axfr\"}"), 1, "{metrics}");
+    // IXFR from version 0 is incremental (SOA 1, SOA 0, SOA 1 + the number, SOA 1); from a serial the journal
+    // cannot reach (newer than ours) it is the whole zone (SOA, records, SOA).
+    let soas = |out: &str| out.lines().filter(|l| l.split_whitespace().nth(3) == Some("SOA")).count();
+    let key = format!("hmac-sha256:{KEY_NAME}:{secret}");
+    let incremental = dig(d.dns, &["-y", &key, APEX, "IXFR=0"]);
+    assert_eq!(soas(&incremental), 4, "{incremental}");
+    assert!(incremental.contains("alice"), "{incremental}");
+    let whole = dig(d.dns, &["-y", &key, APEX, "IXFR=1000"]);
+    assert_eq!(soas(&whole), 2, "{whole}");
+    assert!(whole.contains("alice") && whole.contains("\tNS\t"), "{whole}");
 }
 
 /// delv's trust-anchors file for the directory's DS (`keys ds`).
