@@ -150,6 +150,22 @@ async fn transfers_without_the_right_key_are_refused() {
     assert!(whole.contains("alice") && whole.contains("\tNS\t"), "{whole}");
 }
 
+/// A loopback address (127.77.x.y) whose port 53 is free right now: ldns-walk only talks to port 53, and other
+/// test runs on the machine may hold a fixed one.
+fn free_loopback_53() -> SocketAddr {
+    use ring::rand::SecureRandom as _;
+    for _ in 0..50 {
+        let mut b = [0u8; 2];
+        ring::rand::SystemRandom::new().fill(&mut b).unwrap();
+        let addr = SocketAddr::from(([127, 77, 1 + b[0] % 250, 1 + b[1] % 250], 53));
+        let free = std::net::UdpSocket::bind(addr).is_ok() && std::net::TcpListener::bind(addr).is_ok();
+        if free {
+            return addr;
+        }
+    }
+    panic!("no free 127.77.x.y:53");
+}
+
 /// delv's trust-anchors file for the directory's DS (`keys ds`).
 fn anchor_file(dir: &Path) -> std::path::PathBuf {
     let ds = crate::harness::ds(dir);
@@ -206,7 +222,7 @@ fn exported_keys(dir: &Path) -> Vec<tincan_testkit::secondary::ImportedKey> {
 async fn knot_signing_online_with_the_exported_keys_validates_and_cannot_be_walked() {
     let dir = tempfile::tempdir().unwrap();
     // ldns-walk only talks to port 53: Knot gets a loopback address of its own.
-    let knot_addr: SocketAddr = "127.77.0.42:53".parse().unwrap();
+    let knot_addr = free_loopback_53();
     let secret = secret();
     let env = secondary_env(dir.path(), "edge", knot_addr, &secret, "unsigned");
     let mut env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
