@@ -68,7 +68,7 @@ where
 {
     // Defaults are seeded by value (secrets exposed) so partial sections merge onto them and an unset secret
     // stays empty rather than becoming the `[redacted]` placeholder `Secret` prints.
-    let defaults = crate::secret::with_exposed(|| figment::value::Value::serialize(T::default())).map_err(Box::new)?;
+    let defaults = crate::secret::with_exposed(|| figment::value::Value::serialize(T::default()).map_err(Box::new))?;
     let mut figment = Figment::from(Serialized::defaults(defaults));
     if let Some(path) = file {
         let text =
