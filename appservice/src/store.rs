@@ -199,6 +199,10 @@ pub trait InboxRepository: Send + Sync {
     async fn pending_after(&self, after: i64, limit: i64) -> Result<Vec<InboxEntry>>;
     /// Marks an event processed.
     async fn mark_done(&self, seq: i64, now: i64) -> Result<()>;
+    /// Marks an event processed and, in the same database transaction (one disk flush), records the message
+    /// mapping its handling produced (ignored, like [`MessageRepository::insert_message`], when either ID is
+    /// already mapped).
+    async fn complete_inbox(&self, seq: i64, mapping: Option<&MessageMapping>, now: i64) -> Result<()>;
     /// How many events wait to be processed.
     async fn pending_count(&self) -> Result<i64>;
 }
@@ -414,6 +418,20 @@ macro_rules! impl_repositories {
                     .bind(seq)
                     .execute(&self.pool)
                     .await?;
+                Ok(())
+            }
+
+            async fn complete_inbox(&self, seq: i64, mapping: Option<&MessageMapping>, now: i64) -> Result<()> {
+                let mut tx = self.pool.begin().await?;
+                if let Some(m) = mapping {
+                    insert_message_in(&mut *tx, m).await?;
+                }
+                sqlx::query("UPDATE inbox_event SET done_at = $1 WHERE seq = $2")
+                    .bind(now)
+                    .bind(seq)
+                    .execute(&mut *tx)
+                    .await?;
+                tx.commit().await?;
                 Ok(())
             }
 

@@ -12,14 +12,14 @@ use std::time::Duration;
 /// Temporary connector failures are tried this many times in all.
 const ATTEMPTS: u32 = 4;
 
-pub(crate) async fn handle(bridge: &BridgeHandle, key: &PortalKey, work: MatrixWork) -> Result<()> {
+pub(crate) async fn handle(bridge: &BridgeHandle, key: &PortalKey, work: MatrixWork) -> Result<Option<MessageMapping>> {
     let Some(portal) = bridge.0.store.portal(key).await? else {
-        return Ok(());
+        return Ok(None);
     };
     if let MatrixWork::ReceiverLeft = work {
         bridge.0.store.delete_portal(key).await?;
         tracing::info!(room = ?portal.room_id, "receiver left; portal forgotten");
-        return Ok(());
+        return Ok(None);
     }
     let caps = bridge.0.connector.capabilities();
     let supported = match &work {
@@ -33,10 +33,10 @@ pub(crate) async fn handle(bridge: &BridgeHandle, key: &PortalKey, work: MatrixW
     if !supported {
         // The network has no such thing: the connector is not asked (its default would say `Unsupported`).
         tracing::debug!(network = bridge.0.connector.name(), "Matrix event kind not supported by the network");
-        return Ok(());
+        return Ok(None);
     }
     let Some(api) = bridge.login(&key.receiver).await? else {
-        return Ok(());
+        return Ok(None);
     };
     let pref = PortalRef::from(&portal);
     let result = match work {
@@ -50,7 +50,7 @@ pub(crate) async fn handle(bridge: &BridgeHandle, key: &PortalKey, work: MatrixW
             match &ev.content.relates_to {
                 Some(Relation::Replacement(r)) => {
                     let Some(target) = bridge.0.store.message_by_event(&r.event_id).await? else {
-                        return Ok(());
+                        return Ok(None);
                     };
                     let new = RoomMessageEventContent::new(r.new_content.msgtype.clone());
                     let msg = message(&new);
@@ -59,24 +59,20 @@ pub(crate) async fn handle(bridge: &BridgeHandle, key: &PortalKey, work: MatrixW
                 _ => {
                     // Handled before a crash that came ahead of `mark_done`: never send it twice.
                     if bridge.0.store.message_by_event(&ev.event_id).await?.is_some() {
-                        return Ok(());
+                        return Ok(None);
                     }
                     let msg = message(&ev.content);
                     match retry(|| api.handle_matrix_message(&pref, &msg)).await {
                         Ok(remote_id) => {
-                            bridge
-                                .0
-                                .store
-                                .insert_message(&MessageMapping {
-                                    portal: key.clone(),
-                                    remote_id,
-                                    event_id: ev.event_id.clone(),
-                                    room_id: ev.room_id.clone(),
-                                    sender: ev.sender.clone(),
-                                    metadata: Default::default(),
-                                })
-                                .await?;
-                            Ok(())
+                            // Recorded by the worker together with marking the event done (one commit).
+                            return Ok(Some(MessageMapping {
+                                portal: key.clone(),
+                                remote_id,
+                                event_id: ev.event_id.clone(),
+                                room_id: ev.room_id.clone(),
+                                sender: ev.sender.clone(),
+                                metadata: Default::default(),
+                            }));
                         }
                         Err(e) => Err(e),
                     }
@@ -99,9 +95,9 @@ pub(crate) async fn handle(bridge: &BridgeHandle, key: &PortalKey, work: MatrixW
         MatrixWork::ReceiverLeft => Ok(()),
     };
     match result {
-        Ok(()) => Ok(()),
+        Ok(()) => Ok(None),
         // Receipts and typing are best effort; say nothing when the network has none.
-        Err(ConnectorError::Unsupported) => Ok(()),
+        Err(ConnectorError::Unsupported) => Ok(None),
         Err(e) => {
             if let Some(room) = &portal.room_id {
                 let notice = format!("⚠ Not delivered: {e}");

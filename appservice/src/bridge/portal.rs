@@ -60,16 +60,18 @@ async fn worker(bridge: BridgeHandle, key: PortalKey, mut rx: mpsc::UnboundedRec
         };
         match work {
             Work::Matrix { seq, work } => {
-                match super::matrix::handle(&bridge, &key, work).await {
-                    Ok(()) => {}
+                let mapping = match super::matrix::handle(&bridge, &key, work).await {
+                    Ok(mapping) => mapping,
                     Err(e) => {
                         bridge.0.metrics.inc(&bridge.0.metrics.matrix_failures);
                         tracing::warn!(error = %e, seq, "Matrix event not bridged");
+                        None
                     }
-                }
+                };
                 // Done whether the network took it or refused it for good: a refusal is reported in the room,
-                // and retrying forever would block the portal. Only a crash before this line replays it.
-                if let Err(e) = bridge.0.store.mark_done(seq, bridge.now_ms()).await {
+                // and retrying forever would block the portal. Only a crash before this line replays it. The
+                // mapping is recorded in the same commit (one disk flush per event, not two).
+                if let Err(e) = bridge.0.store.complete_inbox(seq, mapping.as_ref(), bridge.now_ms()).await {
                     tracing::error!(error = %e, seq, "marking an inbox event done failed");
                 } else {
                     bridge.0.metrics.inc(&bridge.0.metrics.events_processed);

@@ -61,10 +61,25 @@ async fn inbox(s: &dyn Store) {
     let left: Vec<i64> = s.pending_after(0, 100).await.unwrap().iter().map(|e| e.seq).collect();
     assert_eq!(left, [pending[1].seq, pending[3].seq]);
     assert_eq!(s.pending_count().await.unwrap(), 2);
+    // Done together with a message mapping (one commit).
+    let m = MessageMapping {
+        portal: key("@alice:hs.test", "+491"),
+        remote_id: RemoteMessageId::new("out-inbox"),
+        event_id: eid("$inbox"),
+        room_id: rid("!inbox:hs.test"),
+        sender: uid("@alice:hs.test"),
+        metadata: Metadata(serde_json::json!({})),
+    };
+    s.complete_inbox(pending[1].seq, Some(&m), 21).await.unwrap();
+    assert_eq!(s.message_by_event(&eid("$inbox")).await.unwrap().as_ref(), Some(&m));
+    let left: Vec<i64> = s.pending_after(0, 100).await.unwrap().iter().map(|e| e.seq).collect();
+    assert_eq!(left, [pending[3].seq]);
+    s.complete_inbox(pending[3].seq, None, 22).await.unwrap();
+    assert_eq!(s.pending_count().await.unwrap(), 0);
     // Concurrent deliveries of one txnId: exactly one records.
     let fresh = futures::future::join_all((0..8).map(|_| s.record_transaction("race", &events, 30))).await;
     assert_eq!(fresh.into_iter().map(|r| r.unwrap()).filter(|f| *f).count(), 1);
-    assert_eq!(s.pending_count().await.unwrap(), 5);
+    assert_eq!(s.pending_count().await.unwrap(), 3);
 }
 
 async fn ghosts(s: &dyn Store) {

@@ -226,6 +226,13 @@ async fn dm_a_ghost_and_bridge_a_thousand_messages_each_way() {
         async move { store.portal(&key).await.unwrap().and_then(|p| p.room_id) }
     })
     .await;
+    // The room exists before the message is sent into it: wait until the message is bridged too.
+    wait_for("carol's message", Duration::from_secs(60), || {
+        let store = store.clone();
+        let key = carol.clone();
+        async move { store.message_by_remote(&key, &RemoteMessageId::new("c1")).await.unwrap() }
+    })
+    .await;
     alice_c
         .call(reqwest::Method::POST, &format!("/_matrix/client/v3/join/{}", enc(carol_room.as_str())), Some(json!({})))
         .await;
