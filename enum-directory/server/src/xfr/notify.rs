@@ -1,5 +1,6 @@
 //! NOTIFY (RFC 1996): after every change (debounced), each secondary is told the new serial over UDP, signed with
-//! its TSIG key, and retried with exponential backoff until it answers.
+//! its TSIG key, and retried with exponential backoff until it answers; a new change during the backoff is
+//! announced promptly (and starts the backoff over).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -42,10 +43,23 @@ pub(super) async fn run(t: Arc<Transfers>, index: usize, mut changes: watch::Rec
                         "NOTIFY not acknowledged");
                 }
             }
-            tokio::time::sleep(backoff).await;
-            // A change meanwhile is covered by the next attempt, which reads the serial again.
-            changes.borrow_and_update();
-            backoff = (backoff * 2).min(Duration::from_millis(n.max_backoff_ms));
+            // Wait out the backoff, but a new change is worth a prompt attempt (its serial is read again then).
+            let changed = tokio::select! {
+                () = tokio::time::sleep(backoff) => false,
+                r = changes.changed() => {
+                    if r.is_err() {
+                        return;
+                    }
+                    true
+                }
+            };
+            if changed {
+                tokio::time::sleep(Duration::from_millis(n.debounce_ms)).await;
+                changes.borrow_and_update();
+                backoff = Duration::from_millis(n.initial_backoff_ms);
+            } else {
+                backoff = (backoff * 2).min(Duration::from_millis(n.max_backoff_ms));
+            }
             attempt += 1;
         }
     }
