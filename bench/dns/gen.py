@@ -3,7 +3,7 @@
 
 gen.py N OUTDIR [APEX] writes, for N numbers +442071000000, +442071000001, …:
   zone.txt        the unsigned zone (SOA, NS, per number two NAPTR and the key TXT) for Knot
-  numbers.jsonl   the same records as registrar API bodies, one {"number","services","ed25519"} per line
+  numbers.jsonl   the same records for `numbers import`, one {"e164","services","ed25519"} per line
   q-pos.txt       100k positive NAPTR queries (dnsperf format), random order
   q-mix.txt       100k queries, half for numbers that do not exist
 """
@@ -33,7 +33,7 @@ with open(os.path.join(out, "zone.txt"), "w") as z, open(os.path.join(out, "numb
         z.write(f'{o} NAPTR 10 100 "u" "E2U+x-matrix" "!^.*$!{m}!" .\n')
         z.write(f'{o} NAPTR 20 100 "u" "E2U+sip" "!^.*$!{s}!" .\n')
         z.write(f'{o} TXT "v=tc1; mk={key}"\n')
-        j.write(json.dumps({"number": "+" + d, "services": [{"type": "matrix", "uri": m}, {"type": "sip", "uri": s}],
+        j.write(json.dumps({"e164": "+" + d, "services": [{"type": "matrix", "uri": m}, {"type": "sip", "uri": s}],
                             "ed25519": key}) + "\n")
 
 q = 100_000

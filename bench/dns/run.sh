@@ -21,35 +21,41 @@ trap 'for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done' EXIT
 
 [ -s "$OUT/zone.txt" ] || { echo "generating $N numbers in $OUT"; python3 "$HERE/gen.py" "$N" "$OUT" "$APEX"; }
 
-perf() { # perf NAME PORT QUERYFILE
-  local r
-  r=$(dnsperf -s 127.0.0.1 -p "$2" -d "$3" -D -c 4 -T 1 -l "$SECS" 2>&1)
-  printf '%-34s %10.0f qps   avg %7.3f ms   lost %s\n' "$1" \
-    "$(awk '/Queries per second/ {print $4}' <<<"$r")" \
-    "$(awk '/Average Latency/ {print $4*1000}' <<<"$r")" \
-    "$(awk '/Queries lost/ {print $3}' <<<"$r")"
+declare -A QPS LAT
+perf() { # perf KEY LABEL PORT QUERYFILE
+  local r q l
+  r=$(dnsperf -s 127.0.0.1 -p "$3" -d "$4" -D -c 4 -T 1 -l "$SECS" 2>&1)
+  q=$(awk '/Queries per second/ {print $4}' <<<"$r")
+  l=$(awk '/Average Latency/ {print $4*1000}' <<<"$r")
+  QPS[$1]=$q LAT[$1]=$l
+  printf '%-34s %10.0f qps   avg %7.3f ms   lost %s\n' "$2" "$q" "$l" "$(awk '/Queries lost/ {print $3}' <<<"$r")"
 }
+rss_mib() { awk '/VmRSS/ {printf "%.0f", $2/1024}' "/proc/$1/status"; }
 
 echo "== tincan-directory ($N numbers)"
 D="$OUT/directory"
 rm -rf "$D"; mkdir -p "$D"
-"$BIN" --data-dir "$D" keys generate >/dev/null
+"$BIN" --data-dir "$D" keys generate 2>/dev/null
 "$BIN" --data-dir "$D" provider add bench --prefix +44 > "$D/token"
 t0=$(date +%s.%N)
-"$BIN" --data-dir "$D" numbers import --provider bench "$OUT/numbers.jsonl" >/dev/null
-echo "import: $(echo "$(date +%s.%N) - $t0" | bc) s"
+"$BIN" --data-dir "$D" numbers import --provider bench --progress-secs 30 "$OUT/numbers.jsonl" 2> "$D/import.log"
+echo "import: $(echo "$(date +%s.%N) - $t0" | bc) s wall"
 DP=$(freeport); AP=$(freeport)
 probe=$(head -n1 "$OUT/q-pos.txt" | cut -d' ' -f1)
 t0=$(date +%s.%N)
-RUST_LOG=warn "$BIN" --data-dir "$D" serve --dns "127.0.0.1:$DP" --api "127.0.0.1:$AP" > "$D/serve.log" 2>&1 &
+RUST_LOG=warn,tincan_directory::serve=info "$BIN" --data-dir "$D" serve --dns "127.0.0.1:$DP" --api "127.0.0.1:$AP" \
+  > "$D/serve.log" 2>&1 &
 dpid=$!; pids+=($dpid)
 until kdig @127.0.0.1 -p "$DP" +dnssec +timeout=1 +retry=0 "$probe" NAPTR 2>/dev/null | grep -q 'RRSIG.*NAPTR'; do
   kill -0 $dpid 2>/dev/null || { cat "$D/serve.log"; exit 1; }; sleep 0.05
 done
-echo "start-up to first signed answer: $(echo "$(date +%s.%N) - $t0" | bc) s   RSS $(awk '/VmRSS/ {print $2/1024}' /proc/$dpid/status) MiB"
-perf "tincan-directory positive (DO)" "$DP" "$OUT/q-pos.txt"
-perf "tincan-directory 50/50 mix (DO)" "$DP" "$OUT/q-mix.txt"
-echo "RSS after load: $(awk '/VmRSS/ {print $2/1024}' /proc/$dpid/status) MiB"
+T_START=$(echo "$(date +%s.%N) - $t0" | bc); T_RSS=$(rss_mib $dpid)
+echo "start-up to first signed answer: $T_START s   RSS $T_RSS MiB"
+grep -o 'loaded_signed=[0-9]* to_sign=[0-9]*' "$D/serve.log" || true
+perf t_pos "tincan-directory positive (DO)" "$DP" "$OUT/q-pos.txt"
+perf t_mix "tincan-directory 50/50 mix (DO)" "$DP" "$OUT/q-mix.txt"
+T_RSS_AFTER=$(rss_mib $dpid)
+echo "RSS after load: $T_RSS_AFTER MiB"
 # update-to-visible: PUT a new number, poll DNS for its signed NAPTR
 lat=()
 for i in 1 2 3 4 5; do
@@ -64,14 +70,34 @@ done
 echo "update-to-visible: ${lat[*]}"
 kill $dpid; wait $dpid 2>/dev/null || true
 
+declare -A KLOAD KRSS
 for mode in presigned onlinesign; do
   echo "== Knot DNS $(knotd --version | awk '{print $4}') $mode ($N numbers)"
   KP=$(freeport)
   res=$(APEX=$APEX "$HERE/knot.sh" "$mode" "$OUT" "$KP")
   echo "$res"
   kpid=$(sed -n 's/.*pid=\([0-9]*\).*/\1/p' <<<"$res"); pids+=($kpid)
-  perf "knot $mode positive (DO)" "$KP" "$OUT/q-pos.txt"
-  perf "knot $mode 50/50 mix (DO)" "$KP" "$OUT/q-mix.txt"
-  echo "RSS after load: $(awk '/VmRSS/ {print $2/1024}' /proc/$kpid/status) MiB"
+  KLOAD[$mode]=$(sed -n 's/.*load_seconds=\([0-9.]*\).*/\1/p' <<<"$res")
+  perf "${mode}_pos" "knot $mode positive (DO)" "$KP" "$OUT/q-pos.txt"
+  perf "${mode}_mix" "knot $mode 50/50 mix (DO)" "$KP" "$OUT/q-mix.txt"
+  KRSS[$mode]=$(rss_mib "$kpid")
+  echo "RSS after load: ${KRSS[$mode]} MiB"
   kill "$kpid"; wait "$kpid" 2>/dev/null || true
 done
+
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2fx", a / b; else print "-" }'; }
+echo
+echo "== summary, $N numbers (ratio = tincan / knot; for latency and RSS lower is better)"
+printf '%-26s %12s %12s %12s %10s %10s\n' "" tincan knot-presig knot-online "vs presig" "vs online"
+for k in pos mix; do
+  printf '%-26s %12.0f %12.0f %12.0f %10s %10s\n' "qps $k" "${QPS[t_$k]}" "${QPS[presigned_$k]}" \
+    "${QPS[onlinesign_$k]}" "$(ratio "${QPS[t_$k]}" "${QPS[presigned_$k]}")" \
+    "$(ratio "${QPS[t_$k]}" "${QPS[onlinesign_$k]}")"
+  printf '%-26s %12.3f %12.3f %12.3f %10s %10s\n' "avg latency ms $k" "${LAT[t_$k]}" "${LAT[presigned_$k]}" \
+    "${LAT[onlinesign_$k]}" "$(ratio "${LAT[t_$k]}" "${LAT[presigned_$k]}")" \
+    "$(ratio "${LAT[t_$k]}" "${LAT[onlinesign_$k]}")"
+done
+printf '%-26s %12s %12s %12s %10s %10s\n' "RSS MiB (after queries)" "$T_RSS_AFTER" "${KRSS[presigned]}" \
+  "${KRSS[onlinesign]}" "$(ratio "$T_RSS_AFTER" "${KRSS[presigned]}")" "$(ratio "$T_RSS_AFTER" "${KRSS[onlinesign]}")"
+printf '%-26s %12s %12s %12s %10s %10s\n' "start-up s" "$T_START" "${KLOAD[presigned]}" "${KLOAD[onlinesign]}" \
+  "$(ratio "$T_START" "${KLOAD[presigned]}")" "$(ratio "$T_START" "${KLOAD[onlinesign]}")"

@@ -13,6 +13,7 @@ use axum::routing::{get, put};
 use tincan_common::Clock;
 use tincan_enum_core::{E164, NumberRecord};
 
+use crate::dns::{SignedEntry, ZoneError};
 use crate::metrics::DirectoryMetrics;
 use crate::storage::Storage;
 use crate::translog::TransLog;
@@ -33,14 +34,25 @@ pub use error::{ApiError, ErrorCode};
 pub use list::{ListResponse, Listed};
 pub use log::{AuditorTokens, LogReader};
 pub use numbers::NumberResponse;
+pub(crate) use numbers::put::{RawService, services as validate_services};
+pub(crate) use path::canonical_number;
 pub use rate_limit::{RateLimitConfig, RateLimiter};
 
 /// The largest request body accepted (bigger → 400 `body_too_large`).
 pub const MAX_BODY_BYTES: usize = 16 * 1024;
 
-/// Where committed changes go so DNS answers them: implemented by the DNS zone.
+/// Where committed changes go so DNS answers them: implemented by the DNS zone. Changes go through
+/// [`crate::change`], which signs before storing and publishes after the commit.
 pub trait ZoneWriter: Send + Sync + 'static {
-    /// Publishes (or replaces) the records of one number.
+    /// The signed form of `record`, stored with it (`None`: this writer does not sign).
+    fn sign(&self, _record: &NumberRecord) -> Result<Option<SignedEntry>, ZoneError> {
+        Ok(None)
+    }
+    /// Publishes a committed record with its signed form from [`ZoneWriter::sign`].
+    fn publish(&self, record: &NumberRecord, _signed: Option<SignedEntry>) {
+        self.upsert(record);
+    }
+    /// Publishes (or replaces) the records of one number, signing them now.
     fn upsert(&self, record: &NumberRecord);
     /// Stops publishing a number.
     fn remove(&self, number: &E164);

@@ -1,4 +1,5 @@
-//! The `tincan-directory` command line: `serve`, `provider add|list`, `keys generate|ds|roll|status`, `audit`,
+//! The `tincan-directory` command line: `serve`, `provider add|list`, `keys generate|ds|roll|status`,
+//! `numbers import`, `audit`,
 //! `config check`.
 //! Every subcommand takes `--config FILE`, `--data-dir DIR`, `--dns ADDR`, `--api ADDR` and `--apex NAME`.
 
@@ -7,6 +8,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use base64::Engine as _;
 use clap::{Args, Parser, Subcommand, ValueEnum};
@@ -16,6 +18,8 @@ use tincan_common::{Clock, ConfigError, SystemClock};
 
 use crate::audit::{self, AuditArgs, AuditError};
 use crate::config::{DirectoryConfig, ENV_PREFIX};
+use crate::dns::Zone;
+use crate::import::{self, ImportError, ImportOptions};
 use crate::keys::{self, KeyError};
 use crate::rollover;
 use crate::serve::{self, ServeError};
@@ -67,6 +71,9 @@ pub enum Command {
     /// Manage the zone's DNSSEC keys.
     #[command(subcommand)]
     Keys(KeysCommand),
+    /// Manage numbers in bulk.
+    #[command(subcommand)]
+    Numbers(NumbersCommand),
     /// Inspect the configuration.
     #[command(subcommand)]
     Config(ConfigCommand),
@@ -88,6 +95,28 @@ pub enum ProviderCommand {
     },
     /// List providers and their prefixes.
     List,
+}
+
+/// `numbers …`.
+#[derive(Debug, Subcommand)]
+pub enum NumbersCommand {
+    /// Register numbers for a provider from a JSON-lines file, one
+    /// `{"e164":"+44…","services":[{"type":"matrix","uri":"…"}],"ed25519":"…"}` per line. The whole file is
+    /// validated first (nothing is written if a line is bad); then batches are written, each in one transaction;
+    /// a rerun skips numbers already stored exactly so. Restart `serve` afterwards to publish them.
+    Import {
+        /// The provider the numbers are registered for (must serve their prefixes).
+        #[arg(long, value_name = "NAME")]
+        provider: String,
+        /// Numbers per transaction.
+        #[arg(long, default_value_t = 1000, value_name = "N")]
+        batch: usize,
+        /// Seconds between progress lines on stderr.
+        #[arg(long, default_value_t = 2, value_name = "SECS")]
+        progress_secs: u64,
+        /// The JSON-lines file.
+        file: PathBuf,
+    },
 }
 
 /// `keys …`.
@@ -179,6 +208,9 @@ pub enum CliError {
     /// The audit found a problem.
     #[error("audit failed: {0}")]
     Audit(#[from] AuditError),
+    /// A bulk import failed.
+    #[error(transparent)]
+    Import(#[from] ImportError),
     /// The provider name is taken.
     #[error("a provider named {0:?} already exists")]
     ProviderExists(String),
@@ -331,6 +363,27 @@ pub async fn run(cli: Cli) -> Result<ExitCode, CliError> {
                 eprintln!("{}: key tag {} → {}", apex, e.key_tag, out.join(&e.file).display());
             }
             eprintln!("run: sh {} -c /etc/knot/knot.conf", out.join("import.sh").display());
+        }
+        Command::Numbers(NumbersCommand::Import { provider, batch, progress_secs, file }) => {
+            let apex = config.apex().map_err(ServeError::from)?;
+            let storage = serve::open_storage(&config, clock.clone()).await?;
+            keys::ensure(&*storage, &*clock, &apex, config.dns.algorithm).await?;
+            let zone_keys = Arc::new(keys::load(&*storage, &apex).await?);
+            let zone_config = config.zone().map_err(ServeError::from)?;
+            let zone = Arc::new(Zone::new(zone_config, zone_keys, clock.clone(), 0).map_err(ServeError::from)?);
+            let options = ImportOptions { batch, progress_every: Duration::from_secs(progress_secs) };
+            let started = Instant::now();
+            let summary =
+                import::import(&*storage, zone, &provider, &file, &options, &mut |line| eprintln!("{line}")).await?;
+            writeln!(
+                std::io::stdout(),
+                "imported {} numbers for {provider}: {} added, {} changed, {} unchanged, in {:.1} s",
+                summary.numbers,
+                summary.added,
+                summary.changed,
+                summary.unchanged,
+                started.elapsed().as_secs_f64()
+            )?;
         }
         Command::Config(ConfigCommand::Check) | Command::Audit(_) => unreachable!("handled above"),
     }

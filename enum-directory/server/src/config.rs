@@ -98,6 +98,8 @@ pub struct ZoneSettings {
     pub inception_skew: u32,
     /// Validity of the online-signed NSEC of negative answers.
     pub negative_signature_validity: u32,
+    /// How many negative-answer NSEC signatures are cached (about 150 bytes each; 0 turns the cache off).
+    pub negative_cache_entries: usize,
 }
 
 impl Default for ZoneSettings {
@@ -116,6 +118,7 @@ impl Default for ZoneSettings {
             signature_refresh: z.signature_refresh,
             inception_skew: z.inception_skew,
             negative_signature_validity: z.negative_signature_validity,
+            negative_cache_entries: z.negative_cache_entries,
         }
     }
 }
@@ -239,6 +242,7 @@ impl DirectoryConfig {
             signature_refresh: z.signature_refresh,
             inception_skew: z.inception_skew,
             negative_signature_validity: z.negative_signature_validity,
+            negative_cache_entries: z.negative_cache_entries,
         })
     }
 

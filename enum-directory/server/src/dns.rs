@@ -8,8 +8,10 @@
 //!   `key.to_pkcs8()`, `role()`, `algorithm()`, `created()`. `ZoneKeys::ds_presentation(&apex)` prints the DS
 //!   for the parent (`apex. IN DS <tag> <alg> 2 <HEX>`), `ZoneKey::dnskey_presentation` the DNSKEY.
 //! - [`Zone`] (`zone`): one apex, in memory. `Zone::new(ZoneConfig, Arc<ZoneKeys>, Arc<dyn Clock>, serial)`;
-//!   `upsert(&NumberRecord)` (signs now, bumps the serial), `remove(&E164)`, `get(&E164)`,
-//!   `load(iter)` for start-up (signatures made lazily), `refresh()` (re-sign what nears expiry), `serial()`.
+//!   `upsert(&NumberRecord)` (signs now, bumps the serial) = `sign_record` (before storing; the [`SignedEntry`]
+//!   bytes are persisted with the number) + `install` (after the commit), `remove(&E164)`, `get(&E164)`,
+//!   `load_stored(e164, bytes)` + `finish_load()` for start-up (persisted signatures, no signing),
+//!   `load(iter)` (unsigned records, signed lazily), `refresh()` (re-sign what nears expiry), `serial()`.
 //! - [`Zones`]: the zones a server answers for (`Zones::new(vec![Arc<Zone>])`, `insert`, `get`).
 //! - [`answer`]`(&Zones, &request_bytes, Transport) -> Option<Vec<u8>>`: the whole query handling, no I/O.
 //! - [`server::run`]`(Arc<Zones>, UdpSocket, TcpListener, ServerConfig, Arc<Metrics>, shutdown)`: serves until
@@ -26,10 +28,14 @@
 //!   a query arriving first signs that number itself, once. `ZoneKeys::signatures_made()` counts signatures.
 //! - Without DO (or with DO and the RFC 9824 Compact-Answers-OK EDNS flag) a missing name is NXDOMAIN; with DO it
 //!   is NOERROR with the NXNAME NSEC. AXFR/IXFR are REFUSED for now (zone transfer is a later issue).
+//! - Compact-denial NSEC signatures are cached per NSEC rdata (query name + type bitmap), bounded by
+//!   `ZoneConfig::negative_cache_entries`; see `negcache`.
 //! - UDP answers never exceed 1232 octets ([`MAX_UDP_PAYLOAD`]); loopback clients are exempt from RRL by default.
 
 mod answer;
+mod entry;
 pub mod keys;
+mod negcache;
 pub mod rrl;
 pub mod server;
 pub(crate) mod sign;
@@ -38,6 +44,7 @@ pub mod zone;
 mod zones;
 
 pub use answer::{Answer, MAX_UDP_PAYLOAD, Transport, answer, answer_detailed};
+pub use entry::SignedEntry;
 pub use keys::{KeyAlgorithm, KeyError, KeyRole, ZoneKey, ZoneKeys};
 pub use rrl::{RateLimiter, RrlConfig};
 pub use server::{Metrics, ServerConfig, ServerError};

@@ -5,9 +5,11 @@
 
 pub mod api;
 pub mod audit;
+pub mod change;
 pub mod cli;
 pub mod config;
 pub mod dns;
+pub mod import;
 pub mod keys;
 pub mod metrics;
 pub mod rollover;

@@ -11,7 +11,7 @@ use tokio::net::{TcpListener, UdpSocket};
 
 use crate::api::{self, ApiState, AuditorTokens, RateLimiter, WriteLock};
 use crate::config::{ApexError, DirectoryConfig};
-use crate::dns::{self, Metrics, Zone, Zones};
+use crate::dns::{self, Metrics, Zone, ZoneKeys, Zones};
 use crate::keys::{self, KeyError};
 use crate::metrics::DirectoryMetrics;
 use crate::rollover;
@@ -101,17 +101,9 @@ pub async fn serve(
     let zone_keys = Arc::new(keys::load(&*storage, &apex).await?);
 
     let started = Instant::now();
-    let mut tx = storage.begin().await?;
-    let version = tx.journal().current_version().await?;
-    let numbers = tx.numbers().all().await?;
-    drop(tx);
-    // SOA serials are 32-bit and wrap (RFC 1982); the zone version only grows.
-    let serial = (version & 0xFFFF_FFFF) as u32;
     let zone_config = config.zone()?;
-    let zone = Arc::new(Zone::new(zone_config.clone(), zone_keys.clone(), clock.clone(), serial)?);
-    let loaded = zone.load(numbers.iter().map(|n| &n.record))?;
-    drop(numbers);
-    tracing::info!(numbers = loaded, elapsed_ms = started.elapsed().as_millis() as u64, apex = %apex, "zone loaded");
+    let zone = load_zone(&config, &*storage, zone_keys.clone(), clock.clone()).await?;
+    tracing::info!(numbers = zone.len(), elapsed_ms = started.elapsed().as_millis() as u64, apex = %apex, "zone loaded");
 
     let udp = UdpSocket::bind(config.dns.listen).await.map_err(bind_err(config.dns.listen))?;
     let dns_addr = udp.local_addr().map_err(bind_err(config.dns.listen))?;
@@ -249,6 +241,43 @@ pub async fn sync_keys(
     zone.set_keys(Arc::new(fresh))?;
     tracing::info!(apex = %apex, zsk, "zone keys changed; signatures by other keys are re-made before use");
     Ok(true)
+}
+
+/// Builds the zone from storage: each number's persisted signed records are loaded as they are (no signing);
+/// numbers stored without them, or whose signatures no longer fit the zone's key or TTL, are signed later by the
+/// refresher (or by the first query for them). Logs how many signatures were loaded and how many are to make.
+pub async fn load_zone(
+    config: &DirectoryConfig,
+    storage: &dyn storage::Storage,
+    keys: Arc<ZoneKeys>,
+    clock: Arc<dyn Clock>,
+) -> Result<Arc<Zone>, ServeError> {
+    let mut tx = storage.begin().await?;
+    let version = tx.journal().current_version().await?;
+    // SOA serials are 32-bit and wrap (RFC 1982); the zone version only grows.
+    let serial = (version & 0xFFFF_FFFF) as u32;
+    let zone = Arc::new(Zone::new(config.zone()?, keys, clock, serial)?);
+    let (mut loaded_signed, mut stale) = (0u64, 0u64);
+    let mut unsigned = Vec::new();
+    tx.numbers()
+        .scan(&mut |row| {
+            match row.signed.and_then(|b| zone.load_stored(row.e164, b)) {
+                Some(true) => loaded_signed += 1,
+                Some(false) => stale += 1,
+                None => unsigned.push(row.record()?),
+            }
+            Ok(())
+        })
+        .await?;
+    drop(tx);
+    let to_sign = stale + unsigned.len() as u64;
+    if unsigned.is_empty() {
+        zone.finish_load()?;
+    } else {
+        zone.load(unsigned.iter())?;
+    }
+    tracing::info!(loaded_signed, to_sign, "signatures loaded from storage");
+    Ok(zone)
 }
 
 fn bind_err(addr: SocketAddr) -> impl FnOnce(std::io::Error) -> ServeError {

@@ -109,13 +109,50 @@ pub struct StoredNumber {
     pub updated_at: SystemTime,
 }
 
+/// One number as [`NumberRepository::scan`] reads it: raw columns, parsed only on demand.
+#[derive(Debug, Clone, Copy)]
+pub struct NumberRow<'a> {
+    /// The number as stored (`+` and digits).
+    pub e164: &'a str,
+    /// The provider holding it.
+    pub provider: ProviderId,
+    /// Its signed DNS form, if stored ([`crate::dns::SignedEntry::as_bytes`]).
+    pub signed: Option<&'a [u8]>,
+    services: &'a str,
+    master_key: Option<&'a str>,
+}
+
+impl NumberRow<'_> {
+    /// The published record.
+    pub fn record(&self) -> Result<NumberRecord> {
+        Ok(NumberRecord {
+            number: sql::parse_number(self.e164, "numbers")?,
+            services: sql::parse_services(self.services)?,
+            key: sql::parse_key(self.master_key.map(str::to_owned))?,
+        })
+    }
+}
+
 /// Numbers and their records.
 #[async_trait]
 pub trait NumberRepository: Send {
     /// The number, if registered.
     async fn get(&mut self, number: &E164) -> Result<Option<StoredNumber>>;
     /// Creates or replaces the number's record, held by `provider`; takes the next version and journals it.
-    async fn put(&mut self, record: &NumberRecord, provider: ProviderId) -> Result<StoredNumber>;
+    /// Any stored signed form is cleared (use [`NumberRepository::put_signed`] to store it with the record).
+    async fn put(&mut self, record: &NumberRecord, provider: ProviderId) -> Result<StoredNumber> {
+        self.put_signed(record, provider, None).await
+    }
+    /// [`NumberRepository::put`], storing `signed` (the zone's signed form of the record) with it.
+    async fn put_signed(
+        &mut self,
+        record: &NumberRecord,
+        provider: ProviderId,
+        signed: Option<&[u8]>,
+    ) -> Result<StoredNumber>;
+    /// Calls `each` for every registered number, streaming (a start-up load of millions of numbers never holds
+    /// them all); returns how many there were.
+    async fn scan(&mut self, each: &mut (dyn for<'r> FnMut(NumberRow<'r>) -> Result<()> + Send)) -> Result<u64>;
     /// Removes the number (journalled); returns what was removed, `None` if it was not registered.
     async fn delete(&mut self, number: &E164, provider: Option<ProviderId>) -> Result<Option<StoredNumber>>;
     /// Every registered number, ordered by number.

@@ -3,9 +3,20 @@
 use tincan_enum_core::{E164, NumberRecord};
 
 use crate::api::ZoneWriter;
-use crate::dns::Zone;
+use crate::dns::{SignedEntry, Zone, ZoneError};
 
 impl ZoneWriter for Zone {
+    fn sign(&self, record: &NumberRecord) -> Result<Option<SignedEntry>, ZoneError> {
+        self.sign_record(record)
+    }
+
+    fn publish(&self, record: &NumberRecord, signed: Option<SignedEntry>) {
+        // Signed before the commit: publishing only swaps it in. Unsigned (a record publishing nothing) removes.
+        if let Err(e) = self.install(&record.number, signed) {
+            tracing::error!(error = %e, "could not publish a committed change in the zone");
+        }
+    }
+
     fn upsert(&self, record: &NumberRecord) {
         // The change is already committed; a signing failure leaves DNS behind the database until the next
         // start, which reloads every number, so it is logged loudly rather than failing the request.

@@ -130,6 +130,18 @@ pub enum ApiError {
     /// 500.
     #[error("internal error")]
     Log(crate::translog::LogError),
+    /// 500: the records could not be signed (nothing was written).
+    #[error("internal error")]
+    Sign(crate::dns::ZoneError),
+}
+
+impl From<crate::change::ChangeError> for ApiError {
+    fn from(e: crate::change::ChangeError) -> Self {
+        match e {
+            crate::change::ChangeError::Storage(e) => ApiError::Storage(e),
+            crate::change::ChangeError::Sign(e) => ApiError::Sign(e),
+        }
+    }
 }
 
 impl ApiError {
@@ -154,7 +166,7 @@ impl ApiError {
             ApiError::InvalidQuery(_) => ErrorCode::InvalidQuery,
             ApiError::LogRange(_) => ErrorCode::LogOutOfRange,
             ApiError::LogEntryNotFound => ErrorCode::LogEntryNotFound,
-            ApiError::Storage(_) | ApiError::Log(_) => ErrorCode::Internal,
+            ApiError::Storage(_) | ApiError::Log(_) | ApiError::Sign(_) => ErrorCode::Internal,
         }
     }
 
@@ -186,8 +198,10 @@ struct Inner<'a> {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        if let ApiError::Storage(e) = &self {
-            tracing::error!(error = %e, "storage failure");
+        match &self {
+            ApiError::Storage(e) => tracing::error!(error = %e, "storage failure"),
+            ApiError::Sign(e) => tracing::error!(error = %e, "signing failure"),
+            _ => {}
         }
         if let ApiError::Log(e) = &self {
             tracing::error!(error = %e, "transparency log failure");

@@ -17,11 +17,16 @@ impl<S: Send + Sync> FromRequestParts<S> for NumberPath {
         let Path(raw) = Path::<String>::from_request_parts(parts, state)
             .await
             .map_err(|e| ApiError::InvalidNumber(e.body_text()))?;
-        let number = E164::parse(&raw).map_err(|e| ApiError::InvalidNumber(e.to_string()))?;
-        // Separators are accepted by the parser for humans; an API path must name the number one way only.
-        if number.as_str() != raw {
-            return Err(ApiError::InvalidNumber(format!("write it as {number}")));
-        }
-        Ok(NumberPath(number))
+        Ok(NumberPath(canonical_number(&raw)?))
     }
+}
+
+/// A number exactly in E.164 form. Separators are accepted by the parser for humans; the API (and an import
+/// file) must name a number one way only.
+pub(crate) fn canonical_number(raw: &str) -> Result<E164, ApiError> {
+    let number = E164::parse(raw).map_err(|e| ApiError::InvalidNumber(e.to_string()))?;
+    if number.as_str() != raw {
+        return Err(ApiError::InvalidNumber(format!("write it as {number}")));
+    }
+    Ok(number)
 }

@@ -96,7 +96,7 @@ pub fn answer_detailed(zones: &Zones, request: &[u8], transport: Transport) -> O
 /// What the query name is in the zone.
 enum Node<'a> {
     Apex,
-    Number(crossbeam_skiplist::map::Entry<'a, u64, super::zone::NumberEntry>),
+    Number(crossbeam_skiplist::map::Entry<'a, u64, super::entry::SignedEntry>),
     EmptyNonTerminal,
     Missing,
 }
@@ -144,14 +144,15 @@ fn authoritative(zone: &Zone, req: &Request<'_>, rel: usize) -> Result<(Rcode, R
         Node::Number(e) => {
             let e = e.value();
             let l = zone.apex_labels() + rel as u8;
-            for (t, set) in [(rtype::TXT, &e.txt), (rtype::NAPTR, &e.naptr)] {
-                if let Some(set) = set
+            let (txt, naptr) = (e.txt(), e.naptr());
+            for (t, set) in [(rtype::TXT, txt), (rtype::NAPTR, naptr)] {
+                if let Some((set, sig)) = set
                     && wants(t)
                 {
-                    put(&mut r, t, config.record_ttl, l, &set.rdata, set.sig.as_slice());
+                    put(&mut r, t, config.record_ttl, l, set, sig.as_slice());
                 }
             }
-            match (&e.txt, &e.naptr) {
+            match (txt, naptr) {
                 (Some(_), Some(_)) => &[rtype::TXT, rtype::NAPTR, rtype::RRSIG, rtype::NSEC],
                 (Some(_), None) => &[rtype::TXT, rtype::RRSIG, rtype::NSEC],
                 (None, _) => &[rtype::NAPTR, rtype::RRSIG, rtype::NSEC],

@@ -1,5 +1,6 @@
 //! One signed zone in memory: the apex (SOA, NS, DNSKEY) and every number's NAPTR and TXT RRsets in wire format,
-//! with their RRSIGs made when an RRset changes and cached until they near expiry.
+//! with their RRSIGs made when an RRset changes (before the change is stored, so they are persisted with it) and
+//! kept until they near expiry. Each number is one compact [`SignedEntry`] allocation in a skip list.
 
 use std::sync::{Arc, Mutex};
 
@@ -11,7 +12,9 @@ use hickory_proto::serialize::binary::{BinDecodable, BinDecoder, BinEncodable};
 use tincan_common::Clock;
 use tincan_enum_core::{E164, NumberRecord, key_from_txt, key_txt, naptr_rdata, service_from_naptr};
 
+use super::entry::SignedEntry;
 use super::keys::{KeyError, KeyRole, ZoneKeys};
+use super::negcache::NegativeCache;
 use super::sign::{Covered, Sig, pack_set, rdatas, sign_set};
 use super::wire::{name_to_wire_lower, rtype};
 
@@ -45,6 +48,8 @@ pub struct ZoneConfig {
     pub inception_skew: u32,
     /// Validity of the online-signed NSEC of negative answers.
     pub negative_signature_validity: u32,
+    /// How many compact-denial NSEC signatures are cached (0: sign every negative answer).
+    pub negative_cache_entries: usize,
 }
 
 impl Default for ZoneConfig {
@@ -63,6 +68,7 @@ impl Default for ZoneConfig {
             signature_refresh: 7 * 86_400,
             inception_skew: 3600,
             negative_signature_validity: 86_400,
+            negative_cache_entries: 100_000,
         }
     }
 }
@@ -79,26 +85,6 @@ pub enum ZoneError {
     /// signature_refresh must be shorter than signature_validity.
     #[error("signature_refresh must be shorter than signature_validity")]
     BadTimers,
-}
-
-/// An RRset of one number: rdata packed `[len][rdata]…` in canonical order, and its cached signature.
-#[derive(Debug, Clone)]
-pub(crate) struct NumberSet {
-    pub rdata: Box<[u8]>,
-    pub sig: Option<Sig>,
-}
-
-/// A number's records.
-#[derive(Debug, Clone, Default)]
-pub(crate) struct NumberEntry {
-    pub naptr: Option<NumberSet>,
-    pub txt: Option<NumberSet>,
-}
-
-impl NumberEntry {
-    fn sets_mut(&mut self) -> [(u16, &mut Option<NumberSet>); 2] {
-        [(rtype::NAPTR, &mut self.naptr), (rtype::TXT, &mut self.txt)]
-    }
 }
 
 /// An apex RRset and its signatures.
@@ -144,8 +130,9 @@ pub struct Zone {
     apex_labels: u8,
     keys: ArcSwap<ZoneKeys>,
     clock: Arc<dyn Clock>,
-    numbers: SkipMap<u64, NumberEntry>,
+    numbers: SkipMap<u64, SignedEntry>,
     apex: ArcSwap<Apex>,
+    negatives: NegativeCache,
     write: Mutex<()>,
 }
 
@@ -173,6 +160,7 @@ impl Zone {
             ns: ApexSet { rdata: Box::new([]), sigs: vec![] },
             dnskey: ApexSet { rdata: Box::new([]), sigs: vec![] },
         };
+        let negatives = NegativeCache::new(config.negative_cache_entries);
         let zone = Zone {
             config,
             apex_wire,
@@ -181,6 +169,7 @@ impl Zone {
             clock,
             numbers: SkipMap::new(),
             apex: ArcSwap::from_pointee(placeholder),
+            negatives,
             write: Mutex::new(()),
         };
         zone.apex.store(Arc::new(zone.build_apex(serial)?));
@@ -229,26 +218,42 @@ impl Zone {
     /// Adds or replaces a number's records, signs them and bumps the serial. A record with no service and no key
     /// removes the number.
     pub fn upsert(&self, record: &NumberRecord) -> Result<(), ZoneError> {
+        let entry = self.sign_record(record)?;
+        self.install(&record.number, entry)
+    }
+
+    /// The signed form of `record` (`None`: it publishes nothing), made before the change is stored so the
+    /// signatures are persisted with it ([`SignedEntry::as_bytes`]) and a restart never re-signs. Publish it with
+    /// [`Zone::install`] once the change is committed.
+    pub fn sign_record(&self, record: &NumberRecord) -> Result<Option<SignedEntry>, ZoneError> {
         let key = number_key(&record.number);
-        let entry = self.entry_for(record);
+        self.entry_for(record).map(|e| self.sign_entry(key, e)).transpose()
+    }
+
+    /// Publishes a number's signed records (from [`Zone::sign_record`]; `None` removes the number) and bumps
+    /// the serial.
+    pub fn install(&self, number: &E164, entry: Option<SignedEntry>) -> Result<(), ZoneError> {
+        let key = number_key(number);
         let _w = self.write.lock().unwrap_or_else(|e| e.into_inner());
-        if entry.naptr.is_none() && entry.txt.is_none() {
-            self.numbers.remove(&key);
-        } else {
-            let entry = self.sign_entry(key, entry)?;
-            self.numbers.insert(key, entry);
+        match entry {
+            Some(e) => {
+                self.numbers.insert(key, e);
+            }
+            None => {
+                self.numbers.remove(&key);
+            }
         }
+        self.forget_denials(key);
         self.bump_serial()
     }
 
-    /// Loads many records at once (start-up): one serial bump, signatures made lazily on first query or by
-    /// [`Zone::refresh`], so a million numbers load in seconds.
+    /// Loads many records at once, unsigned (for records stored without signatures): one serial bump,
+    /// signatures made lazily on first query or by [`Zone::refresh`].
     pub fn load<'a>(&self, records: impl IntoIterator<Item = &'a NumberRecord>) -> Result<usize, ZoneError> {
         let _w = self.write.lock().unwrap_or_else(|e| e.into_inner());
         let mut n = 0;
         for record in records {
-            let entry = self.entry_for(record);
-            if entry.naptr.is_some() || entry.txt.is_some() {
+            if let Some(entry) = self.entry_for(record) {
                 self.numbers.insert(number_key(&record.number), entry);
                 n += 1;
             }
@@ -257,40 +262,62 @@ impl Zone {
         Ok(n)
     }
 
+    /// Loads one number as persisted (`e164` as stored, `+` and digits; `stored` from
+    /// [`SignedEntry::as_bytes`]) without signing. Signatures that no longer fit the zone (another key, TTL or
+    /// algorithm) are dropped, to be re-made lazily. Returns `None` when the bytes are unusable (the caller then
+    /// loads the record with [`Zone::load`]), else whether the signatures were kept. Call
+    /// [`Zone::finish_load`] after the last one.
+    pub fn load_stored(&self, e164: &str, stored: &[u8]) -> Option<bool> {
+        let digits = e164.strip_prefix('+')?.bytes().map(|b| b.wrapping_sub(b'0'));
+        let (key, len) = pack_digits(digits)?;
+        if len == 0 {
+            return None;
+        }
+        let keys = self.keys.load();
+        let zsk = keys.zsk();
+        let entry = SignedEntry::from_stored(stored, zsk.algorithm().number(), self.config.record_ttl, zsk.key_tag())?;
+        let kept = entry.earliest_expiration().is_some();
+        self.numbers.insert(key, entry);
+        Some(kept)
+    }
+
+    /// Ends a start-up load ([`Zone::load_stored`]): bumps the serial once.
+    pub fn finish_load(&self) -> Result<(), ZoneError> {
+        let _w = self.write.lock().unwrap_or_else(|e| e.into_inner());
+        self.bump_serial()
+    }
+
     /// Removes a number; bumps the serial when it was there.
     pub fn remove(&self, number: &E164) -> Result<bool, ZoneError> {
+        let key = number_key(number);
         let _w = self.write.lock().unwrap_or_else(|e| e.into_inner());
-        let removed = self.numbers.remove(&number_key(number)).is_some();
+        let removed = self.numbers.remove(&key).is_some();
         if removed {
+            self.forget_denials(key);
             self.bump_serial()?;
         }
         Ok(removed)
+    }
+
+    /// How many negative-answer signatures are cached.
+    pub fn cached_denials(&self) -> usize {
+        self.negatives.len()
     }
 
     /// What the zone publishes for `number`, read back from its wire-format records.
     pub fn get(&self, number: &E164) -> Option<NumberRecord> {
         let e = self.numbers.get(&number_key(number))?;
         let e = e.value();
-        let services = e
-            .naptr
-            .iter()
-            .flat_map(|s| rdatas(&s.rdata))
+        let mut naptrs: Vec<NAPTR> = e
+            .naptr()
+            .into_iter()
+            .flat_map(|(set, _)| rdatas(set))
             .filter_map(|rd| NAPTR::read(&mut BinDecoder::new(rd)).ok())
-            .filter_map(|n| service_from_naptr(&n))
-            .collect::<Vec<_>>();
-        // NAPTRs are stored in canonical order; publishing order is the preference.
-        let mut services = services;
-        let prefs: Vec<u16> = e
-            .naptr
-            .iter()
-            .flat_map(|s| rdatas(&s.rdata))
-            .filter_map(|rd| NAPTR::read(&mut BinDecoder::new(rd)).ok())
-            .map(|n| n.preference)
             .collect();
-        let mut order: Vec<usize> = (0..services.len()).collect();
-        order.sort_by_key(|&i| prefs.get(i).copied().unwrap_or(u16::MAX));
-        services = order.into_iter().map(|i| services[i].clone()).collect();
-        let key = e.txt.as_ref().and_then(|s| rdatas(&s.rdata).next()).and_then(|rd| key_from_txt(&parse_txt(rd)));
+        // NAPTRs are stored in canonical order; publishing order is the preference.
+        naptrs.sort_by_key(|n| n.preference);
+        let services = naptrs.iter().filter_map(service_from_naptr).collect();
+        let key = e.txt().and_then(|(set, _)| rdatas(set).next()).and_then(|rd| key_from_txt(&parse_txt(rd)));
         Some(NumberRecord { number: number.clone(), services, key })
     }
 
@@ -333,7 +360,7 @@ impl Zone {
     pub(crate) fn lookup(
         &self,
         key: u64,
-    ) -> Result<Option<crossbeam_skiplist::map::Entry<'_, u64, NumberEntry>>, ZoneError> {
+    ) -> Result<Option<crossbeam_skiplist::map::Entry<'_, u64, SignedEntry>>, ZoneError> {
         match self.numbers.get(&key) {
             None => Ok(None),
             Some(e) if !self.entry_stale(e.value()) => Ok(Some(e)),
@@ -372,64 +399,92 @@ impl Zone {
         self.clock.unix_seconds() as u32
     }
 
-    /// Signs an NSEC for a negative answer (online, ZSK): owner `owner` (lowercase wire), rdata `rdata`.
+    /// The signature of an NSEC for a negative answer (ZSK): owner `owner` (lowercase wire), rdata `rdata`.
+    /// Cached (keyed by the rdata, which determines the record); signed online on a miss.
     pub(crate) fn sign_nsec(&self, owner: &[u8], labels: u8, rdata: &[u8]) -> Result<Sig, ZoneError> {
         let now = self.now();
+        let zsk_tag = self.keys.load().zsk().key_tag();
+        // Re-sign once half the validity has passed, so a cached answer is never close to expiring.
+        let fresh_until = now.saturating_add(self.config.negative_signature_validity / 2);
+        if let Some(sig) = self.negatives.get(rdata, |s| s.key_tag == zsk_tag && s.expiration > fresh_until) {
+            return Ok(sig);
+        }
         let c = self.covered(rtype::NSEC, labels, self.config.negative_ttl);
         let mut set = Vec::with_capacity(rdata.len() + 2);
         set.extend_from_slice(&(rdata.len() as u16).to_be_bytes());
         set.extend_from_slice(rdata);
         let inception = now.saturating_sub(self.config.inception_skew);
         let expiration = now.saturating_add(self.config.negative_signature_validity);
-        Ok(sign_set(&self.keys.load(), KeyRole::Zsk, &c, owner, &set, inception, expiration)?)
+        let sig = sign_set(&self.keys.load(), KeyRole::Zsk, &c, owner, &set, inception, expiration)?;
+        self.negatives.insert(rdata, sig);
+        Ok(sig)
     }
 
-    fn fresh<'a>(
-        &'a self,
-        e: &crossbeam_skiplist::map::Entry<'a, u64, NumberEntry>,
-    ) -> Result<crossbeam_skiplist::map::Entry<'a, u64, NumberEntry>, ZoneError> {
-        let key = *e.key();
-        let old: *const NumberEntry = e.value();
-        let signed = self.sign_entry(key, e.value().clone())?;
-        // Only replace what we signed: a concurrent upsert wins.
-        Ok(self.numbers.compare_insert(key, signed, |cur| std::ptr::eq(cur, old)))
+    /// Drops cached denials of the number `key` (it was just registered or removed): the NXNAME denial of its
+    /// name. (Entries of other names or bitmaps can never answer for its new state; see `negcache`.)
+    fn forget_denials(&self, key: u64) {
+        let owner = self.owner_wire(key);
+        let mut rdata = Vec::with_capacity(owner.len() + 10);
+        rdata.extend_from_slice(&[1, 0]);
+        rdata.extend_from_slice(&owner);
+        rdata.extend_from_slice(&super::wire::type_bitmap(&[rtype::RRSIG, rtype::NSEC, rtype::NXNAME]));
+        self.negatives.remove(&rdata);
     }
 
-    fn entry_for(&self, record: &NumberRecord) -> NumberEntry {
-        let naptr = (!record.services.is_empty()).then(|| NumberSet {
-            rdata: pack_set(
-                naptr_rdata(&record.services).iter().map(|n| n.to_bytes().expect("NAPTR encodes")).collect(),
-            ),
-            sig: None,
-        });
-        let txt = record
-            .key
-            .as_ref()
-            .map(|k| NumberSet { rdata: pack_set(vec![key_txt(k).to_bytes().expect("TXT encodes")]), sig: None });
-        NumberEntry { naptr, txt }
-    }
-
-    /// Signs the sets of `entry` whose signature is missing or stale.
-    fn sign_entry(&self, key: u64, mut entry: NumberEntry) -> Result<NumberEntry, ZoneError> {
+    /// The owner name of number `key`, lowercase wire format.
+    fn owner_wire(&self, key: u64) -> Vec<u8> {
         let digits = unpack_digits(key);
         let mut owner = Vec::with_capacity(digits.len() * 2 + self.apex_wire.len());
         for d in digits.iter().rev() {
             owner.extend_from_slice(&[1, b'0' + d]);
         }
         owner.extend_from_slice(&self.apex_wire);
-        let labels = self.apex_labels + digits.len() as u8;
+        owner
+    }
+
+    fn fresh<'a>(
+        &'a self,
+        e: &crossbeam_skiplist::map::Entry<'a, u64, SignedEntry>,
+    ) -> Result<crossbeam_skiplist::map::Entry<'a, u64, SignedEntry>, ZoneError> {
+        let key = *e.key();
+        let old: *const SignedEntry = e.value();
+        let signed = self.sign_entry(key, e.value().clone())?;
+        // Only replace what we signed: a concurrent upsert wins.
+        Ok(self.numbers.compare_insert(key, signed, |cur| std::ptr::eq(cur, old)))
+    }
+
+    /// The unsigned entry of `record`; `None` when it publishes nothing.
+    fn entry_for(&self, record: &NumberRecord) -> Option<SignedEntry> {
+        let naptr = if record.services.is_empty() {
+            Box::default()
+        } else {
+            pack_set(naptr_rdata(&record.services).iter().map(|n| n.to_bytes().expect("NAPTR encodes")).collect())
+        };
+        let txt = match &record.key {
+            Some(k) => pack_set(vec![key_txt(k).to_bytes().expect("TXT encodes")]),
+            None => Box::default(),
+        };
+        SignedEntry::new(self.keys.load().zsk().algorithm().number(), self.config.record_ttl, &naptr, &txt)
+    }
+
+    /// Signs the sets of `entry` whose signature is missing or stale.
+    fn sign_entry(&self, key: u64, mut entry: SignedEntry) -> Result<SignedEntry, ZoneError> {
+        let owner = self.owner_wire(key);
+        let labels = self.apex_labels + (owner.len() - self.apex_wire.len()) as u8 / 2;
         let (inception, expiration) = self.validity(key);
         let ttl = self.config.record_ttl;
         let stale_before = self.now().saturating_add(self.config.signature_refresh);
         let keys = self.keys.load_full();
         let tag = keys.zsk().key_tag();
-        for (t, set) in entry.sets_mut() {
-            if let Some(set) = set
-                && set.sig.is_none_or(|s| s.expiration <= stale_before || s.key_tag != tag)
-            {
+        let mut fresh = Vec::with_capacity(2);
+        for (i, (t, set, sig)) in entry.sets().enumerate() {
+            if sig.is_none_or(|s| s.expiration <= stale_before || s.key_tag != tag) {
                 let c = self.covered(t, labels, ttl);
-                set.sig = Some(sign_set(&keys, KeyRole::Zsk, &c, &owner, &set.rdata, inception, expiration)?);
+                fresh.push((i, sign_set(&keys, KeyRole::Zsk, &c, &owner, set, inception, expiration)?));
             }
+        }
+        for (i, sig) in &fresh {
+            entry.set_sig(*i, sig);
         }
         Ok(entry)
     }
@@ -443,13 +498,10 @@ impl Zone {
         (now.saturating_sub(self.config.inception_skew), now.saturating_add(self.config.signature_validity - jitter))
     }
 
-    fn entry_stale(&self, e: &NumberEntry) -> bool {
+    fn entry_stale(&self, e: &SignedEntry) -> bool {
         let stale_before = self.now().saturating_add(self.config.signature_refresh);
         let tag = self.keys.load().zsk().key_tag();
-        [&e.naptr, &e.txt]
-            .into_iter()
-            .flatten()
-            .any(|s| s.sig.is_none_or(|s| s.expiration <= stale_before || s.key_tag != tag))
+        e.sets().any(|(_, _, s)| s.is_none_or(|s| s.expiration <= stale_before || s.key_tag != tag))
     }
 
     fn apex_stale(&self, a: &Apex) -> bool {

@@ -15,6 +15,7 @@ pub async fn run(storage: &dyn Storage, clock: &MockClock) {
     rollback_on_drop(storage).await;
     dnssec_keys(storage).await;
     transparency_log(storage).await;
+    signed_records_and_scan(storage).await;
 }
 
 fn number(s: &str) -> E164 {
@@ -252,4 +253,47 @@ async fn transparency_log(storage: &dyn Storage) {
     assert_eq!(tx.log().signing_seed().await.unwrap(), Some([3; 32]));
     tx.log().add_signing_seed(&[4; 32]).await.unwrap();
     assert_eq!(tx.log().signing_seed().await.unwrap(), Some([3; 32]), "the first seed stays the log's key");
+}
+
+async fn signed_records_and_scan(storage: &dyn Storage) {
+    let mut tx = storage.begin().await.unwrap();
+    let acme = tx.providers().by_name("acme").await.unwrap().unwrap().id;
+    let before = tx.journal().current_version().await.unwrap();
+    let r = record("+442079460077", "sig");
+    let stored = tx.numbers().put_signed(&r, acme, Some(b"signed-1")).await.unwrap();
+    assert_eq!(stored.version, before + 1, "a signed put is a change like any other");
+    tx.numbers().put_signed(&record("+442079460078", "nosig"), acme, None).await.unwrap();
+    tx.commit().await.unwrap();
+
+    let rows = scan_all(storage).await;
+    let row = |n: &str| rows.iter().find(|r| r.0 == n).cloned().unwrap();
+    assert_eq!(row("+442079460077"), ("+442079460077".to_owned(), acme, Some(b"signed-1".to_vec()), r.clone()));
+    assert_eq!(row("+442079460078").2, None);
+
+    // A plain put (a writer that does not sign) clears the stored signatures: they would not match.
+    let mut tx = storage.begin().await.unwrap();
+    let mut changed = r.clone();
+    changed.services.truncate(1);
+    tx.numbers().put(&changed, acme).await.unwrap();
+    tx.commit().await.unwrap();
+    let rows = scan_all(storage).await;
+    let got = rows.iter().find(|x| x.0 == "+442079460077").unwrap();
+    assert_eq!((got.2.as_ref(), &got.3), (None, &changed));
+}
+
+type Scanned = (String, super::ProviderId, Option<Vec<u8>>, NumberRecord);
+
+async fn scan_all(storage: &dyn Storage) -> Vec<Scanned> {
+    let mut tx = storage.begin().await.unwrap();
+    let mut rows = Vec::new();
+    let n = tx
+        .numbers()
+        .scan(&mut |row| {
+            rows.push((row.e164.to_owned(), row.provider, row.signed.map(<[u8]>::to_vec), row.record()?));
+            Ok(())
+        })
+        .await
+        .unwrap();
+    assert_eq!(n as usize, rows.len());
+    rows
 }

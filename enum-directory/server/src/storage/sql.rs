@@ -67,8 +67,8 @@ macro_rules! impl_repositories {
         };
         use $crate::storage::{
             DnssecKey, JournalEntry, JournalRepository, KeyAlgorithm, KeyRepository, KeyRole, KeyState, LogLeaf,
-            LogRepository, NumberRepository, Prefix, Provider, ProviderId, ProviderRepository, Repository, Result,
-            StoredNumber, TokenHash,
+            LogRepository, NumberRepository, NumberRow, Prefix, Provider, ProviderId, ProviderRepository, Repository,
+            Result, StoredNumber, TokenHash,
         };
 
         const NUMBER_COLUMNS: &str = "e164, services, master_key, provider_id, version, created_at, updated_at";
@@ -206,16 +206,22 @@ macro_rules! impl_repositories {
                 row.as_ref().map(Self::number_from_row).transpose()
             }
 
-            async fn put(&mut self, record: &NumberRecord, provider: ProviderId) -> Result<StoredNumber> {
+            async fn put_signed(
+                &mut self,
+                record: &NumberRecord,
+                provider: ProviderId,
+                signed: Option<&[u8]>,
+            ) -> Result<StoredNumber> {
                 let now = to_millis(self.clock.now());
                 let old = self.get(&record.number).await?;
                 let version = self.next_version().await?;
                 sqlx::query(
-                    "INSERT INTO numbers (e164, services, master_key, provider_id, version, created_at, updated_at) \
-                     VALUES ($1, $2, $3, $4, $5, $6, $6) \
+                    "INSERT INTO numbers \
+                     (e164, services, master_key, provider_id, version, created_at, updated_at, signed) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $6, $7) \
                      ON CONFLICT (e164) DO UPDATE SET services = excluded.services, \
                      master_key = excluded.master_key, provider_id = excluded.provider_id, \
-                     version = excluded.version, updated_at = excluded.updated_at",
+                     version = excluded.version, updated_at = excluded.updated_at, signed = excluded.signed",
                 )
                 .bind(record.number.as_str())
                 .bind(services_json(&record.services))
@@ -223,6 +229,7 @@ macro_rules! impl_repositories {
                 .bind(provider.0)
                 .bind(version)
                 .bind(now)
+                .bind(signed)
                 .execute(&mut *self.tx)
                 .await?;
                 let old_record = old.as_ref().map(|o| &o.record);
@@ -261,6 +268,27 @@ macro_rules! impl_repositories {
                     .fetch_all(&mut *self.tx)
                     .await?;
                 rows.iter().map(Self::number_from_row).collect()
+            }
+
+            async fn scan(
+                &mut self,
+                each: &mut (dyn for<'r> FnMut(NumberRow<'r>) -> Result<()> + Send),
+            ) -> Result<u64> {
+                use futures::TryStreamExt as _;
+                let mut rows = sqlx::query("SELECT e164, services, master_key, provider_id, signed FROM numbers")
+                    .fetch(&mut *self.tx);
+                let mut n = 0;
+                while let Some(row) = rows.try_next().await? {
+                    each(NumberRow {
+                        e164: row.try_get("e164")?,
+                        provider: ProviderId(row.try_get("provider_id")?),
+                        signed: row.try_get("signed")?,
+                        services: row.try_get("services")?,
+                        master_key: row.try_get("master_key")?,
+                    })?;
+                    n += 1;
+                }
+                Ok(n)
             }
 
             async fn count(&mut self) -> Result<u64> {

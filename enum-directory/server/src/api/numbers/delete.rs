@@ -38,7 +38,7 @@ pub(crate) async fn handler(
     if existing.is_none() {
         return Err(ApiError::NumberNotFound);
     }
-    tx.numbers().delete(&number, Some(provider.id)).await?;
+    crate::change::delete_number(&mut *tx, &number, Some(provider.id)).await?;
     let version = tx.journal().current_version().await?;
     tx.commit().await?;
     zone.remove(&number);

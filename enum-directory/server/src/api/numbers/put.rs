@@ -24,34 +24,33 @@ struct Request {
     services: Vec<RawService>,
 }
 
+/// One service as written in a request (or an import line), before validation.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct RawService {
+pub(crate) struct RawService {
     #[serde(rename = "type")]
     kind: String,
     uri: String,
 }
 
-impl Request {
-    fn into_services(self) -> Result<Vec<Service>, ApiError> {
-        if self.services.is_empty() {
-            return Err(ApiError::NoServices);
-        }
-        if self.services.len() > MAX_SERVICES {
-            return Err(ApiError::TooManyServices { max: MAX_SERVICES });
-        }
-        self.services
-            .into_iter()
-            .enumerate()
-            .map(|(index, s)| {
-                let kind = ServiceType::ALL
-                    .into_iter()
-                    .find(|t| t.as_str() == s.kind)
-                    .ok_or(ApiError::UnknownServiceType(s.kind))?;
-                Service::new(kind, &s.uri).map_err(|source| ApiError::InvalidUri { index, source })
-            })
-            .collect()
+/// Validates the services of a request: 1 to [`MAX_SERVICES`], known types, URIs fitting their type.
+pub(crate) fn services(raw: Vec<RawService>) -> Result<Vec<Service>, ApiError> {
+    if raw.is_empty() {
+        return Err(ApiError::NoServices);
     }
+    if raw.len() > MAX_SERVICES {
+        return Err(ApiError::TooManyServices { max: MAX_SERVICES });
+    }
+    raw.into_iter()
+        .enumerate()
+        .map(|(index, s)| {
+            let kind = ServiceType::ALL
+                .into_iter()
+                .find(|t| t.as_str() == s.kind)
+                .ok_or(ApiError::UnknownServiceType(s.kind))?;
+            Service::new(kind, &s.uri).map_err(|source| ApiError::InvalidUri { index, source })
+        })
+        .collect()
 }
 
 pub(crate) async fn handler(
@@ -62,7 +61,7 @@ pub(crate) async fn handler(
     NumberPath(number): NumberPath,
     body: Body,
 ) -> Result<Json<NumberResponse>, ApiError> {
-    let services = body::json::<Request>(body).await?.into_services()?;
+    let services = services(body::json::<Request>(body).await?.services)?;
     let _order = writes.lock().await;
     let mut tx = storage.begin().await?;
     let existing = tx.numbers().get(&number).await?;
@@ -71,9 +70,9 @@ pub(crate) async fn handler(
     if let Some(unchanged) = existing.filter(|e| e.record == record) {
         return Ok(Json(NumberResponse::new(unchanged, &provider.name)));
     }
-    let stored = tx.numbers().put(&record, provider.id).await?;
+    let change = crate::change::put_number(&mut *tx, &*zone, &record, provider.id).await?;
     tx.commit().await?;
-    zone.upsert(&stored.record);
+    let stored = change.publish(&*zone);
     let redacted = tincan_common::telemetry::redact_number(stored.record.number.as_str());
     tracing::info!(number = %redacted, provider = %provider.name, version = stored.version, "number stored");
     Ok(Json(NumberResponse::new(stored, &provider.name)))

@@ -33,8 +33,8 @@ pub(crate) async fn handler(
     }
     let mut record = existing.record;
     record.key = Some(key);
-    let stored = tx.numbers().put(&record, provider.id).await?;
+    let change = crate::change::put_number(&mut *tx, &*zone, &record, provider.id).await?;
     tx.commit().await?;
-    zone.upsert(&stored.record);
+    let stored = change.publish(&*zone);
     Ok(Json(NumberResponse::new(stored, &provider.name)))
 }
