@@ -4,13 +4,14 @@
 # pre-signed (NSEC3, RFC 9276 parameters) and with mod-onlinesign. Also start-up time and RSS with N numbers,
 # and update-to-visible latency. Loopback only; every server is stopped at the end. Not a CI test.
 #
-# Needs: a release build (cargo build --release -p tincan-directory), dnsperf, knot, kdig, python3, bc.
+# Needs: a release build (cargo build --release -p tincan-directory; DIRECTORY_BIN=… to use another binary — not
+# TINCAN_DIRECTORY_…, which the binary reads as config), dnsperf, knot, kdig, python3, bc.
 set -euo pipefail
 N=${1:-10000}
 SECS=${2:-10}
 HERE=$(cd "$(dirname "$0")" && pwd)
 ROOT=$(cd "$HERE/../.." && pwd)
-BIN=${TINCAN_DIRECTORY_BIN:-${CARGO_TARGET_DIR:-$ROOT/target}/release/tincan-directory}
+BIN=${DIRECTORY_BIN:-${CARGO_TARGET_DIR:-$ROOT/target}/release/tincan-directory}
 OUT=${BENCH_OUT:-/var/tmp/tincan-bench/dns-$N}
 APEX=e164.tincan.test.
 [ -x "$BIN" ] || { echo "build first: cargo build --release -p tincan-directory" >&2; exit 1; }
@@ -72,7 +73,7 @@ kill $dpid; wait $dpid 2>/dev/null || true
 
 declare -A KLOAD KRSS
 for mode in presigned onlinesign; do
-  echo "== Knot DNS $(knotd --version | awk '{print $4}') $mode ($N numbers)"
+  echo "== Knot DNS $(knotd --version | awk '{print $NF}') $mode ($N numbers)"
   KP=$(freeport)
   res=$(APEX=$APEX "$HERE/knot.sh" "$mode" "$OUT" "$KP")
   echo "$res"
