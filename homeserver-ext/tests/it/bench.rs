@@ -22,7 +22,7 @@ const OPEN_LIMITS: &str = "[limits]\nper_ip = { burst = 1000000, refill = 100000
      per_country = { burst = 1000000, refill = 1000000, period_secs = 1 }\n";
 
 fn number(i: usize) -> String {
-    format!("+4479111{:05}", 20000 + i)
+    format!("+447911{:06}", i)
 }
 
 /// Reads the dev sink incrementally (the file only grows), so waiting for a code costs O(new lines).
