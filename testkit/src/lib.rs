@@ -5,10 +5,13 @@
 //! - [`Postgres`]: a fresh PostgreSQL database per test, dropped afterwards.
 //! - [`tools`]: Debian tools (`delv`, `ldns-verify-zone`, `sipp`…) with an error naming the missing package.
 //! - [`dnssec`]: zones signed with BIND's tools and served by Knot (as signed, or signed online).
+//! - [`directory`]: the real `tincan-directory` binary (provider, trust anchor, registrar client) and a DNS
+//!   man-in-the-middle that tampers with its signatures.
 //! - [`secondary`]: a Knot DNS secondary pulling a zone by AXFR/IXFR with TSIG (optionally signing online).
 //! - [`ports`]: free loopback ports, reserved across parallel test processes.
 //! - [`process`]: child processes that never outlive the test.
 
+pub mod directory;
 pub mod dnssec;
 pub mod ports;
 pub mod postgres;

@@ -74,11 +74,20 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
             if !json {
                 eprintln!();
             }
-            let out = json!({"checked": parsed.numbers.len(), "invalid": parsed.invalid, "found": found});
+            let not_found: Vec<_> = parsed.numbers.iter().filter(|n| !found.iter().any(|c| &c.number == *n)).collect();
+            let out = json!({
+                "checked": parsed.numbers.len(),
+                "invalid": parsed.invalid,
+                "found": found,
+                "not_found": not_found,
+            });
             print(json, &out, || {
                 let mut s = format!("{} of {} numbers are on the network", found.len(), parsed.numbers.len());
                 for c in &found {
                     s.push_str(&format!("\n  {}  {}", c.number, c.user_id));
+                }
+                for n in &not_found {
+                    s.push_str(&format!("\n  {n}  not on the network"));
                 }
                 s
             });

@@ -1,15 +1,17 @@
-//! The issue's acceptance path through the real binary (sign-up through the extension excepted: accounts come
-//! from Synapse's admin API here): verified through the directory with no manual step, "hi" delivered
-//! decrypted, a wrong directory key warned about and nothing sent, a number not on Matrix named with its
-//! route, a tampered answer a validation error, and the state surviving restarts (every command is a new
-//! process).
+//! The issue's acceptance through the real binary and the real chain (Synapse + `tincan-ext` + `tincan-directory`
+//! behind a tampering DNS proxy, see the core's `chain.rs`): two numbers sign up with `register`/`verify`; each
+//! sees the other verified through the directory with no manual step; "hi" is delivered decrypted; a wrong
+//! directory key is warned about and nothing is sent; a number not on Matrix is named with its route; a tampered
+//! answer is a validation error, never a route; `contacts import` finds who is on the network through the
+//! extension's Identity Service; and the state survives restarts (every command is a new process).
 
-use crate::cli::{err, json, out, tincan};
-use crate::dns::{Directory, Entry};
-use serde_json::Value;
+use crate::chain::Chain;
+use crate::cli::{err, json, out};
+use serde_json::{Value, json};
 use std::path::Path;
-use tincan_enum_core::MasterKey;
-use tincan_testkit::{RegisteredUser, Synapse};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+use tincan_client_core::MasterKey;
 
 const A_NUM: &str = "+442079460201";
 const B_NUM: &str = "+442079460202";
@@ -18,67 +20,92 @@ const SIP_NUM: &str = "+442079460204";
 const TAMPERED_NUM: &str = "+442079460205";
 const NOBODY: &str = "+442079460299";
 
-fn login(hs: &Synapse, data: &Path, u: &RegisteredUser) -> MasterKey {
-    let o = tincan(
-        data,
-        &[
-            "--json",
-            "login-token",
-            "--homeserver",
-            &hs.url(),
-            "--user-id",
-            &u.user_id,
-            "--device-id",
-            &u.device_id,
-            "--access-token",
-            &u.access_token,
-        ],
-    );
+/// `tincan --data-dir DATA --ext … --dns PROXY --trust-anchor FILE ARGS…`, no stdin.
+fn tincan(chain: &Chain, data: &Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_tincan"))
+        .arg("--data-dir")
+        .arg(data)
+        .args(["--ext", &chain.ext.url, "--dns", &chain.proxy.addr.to_string(), "--trust-anchor"])
+        .arg(&chain.anchor_file)
+        .args(args)
+        .env_remove("TINCAN_CLI_EXT_URL")
+        .env_remove("TINCAN_CLI_DNS")
+        .env_remove("TINCAN_CLI_TRUST_ANCHOR")
+        .stdin(Stdio::null())
+        .output()
+        .expect("tincan runs")
+}
+
+/// `register` then `verify` with the SMS code; the `verify` JSON.
+fn sign_up(chain: &Chain, data: &Path, number: &str) -> Value {
+    let o = tincan(chain, data, &["register", number]);
     assert!(o.status.success(), "{}", err(&o));
-    MasterKey::from_base64(json(&o)["master_key"].as_str().expect("a master key")).unwrap()
+    assert!(out(&o).contains("tincan verify CODE"), "{}", out(&o));
+    let code = chain.ext.code(number).expect("an SMS code");
+    let o = tincan(chain, data, &["--json", "verify", &code]);
+    assert!(o.status.success(), "{}\n{}", err(&o), chain.ext.log_tail(20));
+    json(&o)
+}
+
+/// `whois --json` until the key status is `verified` (the extension's writes reach DNS asynchronously).
+async fn whois_verified(chain: &Chain, data: &Path, number: &str) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let o = tincan(chain, data, &["--json", "whois", number]);
+        if o.status.success() && json(&o)["key_status"]["status"] == "verified" {
+            return json(&o);
+        }
+        assert!(Instant::now() < deadline, "{number} not verified after 30 s: {}\n{}", out(&o), err(&o));
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn two_users_by_number_through_the_cli() -> anyhow::Result<()> {
-    let hs = Synapse::start().await?;
-    let (ua, ub) = (hs.register_user("alice", false).await?, hs.register_user("bob", false).await?);
+async fn two_numbers_through_the_cli_and_the_real_directory() -> anyhow::Result<()> {
+    let Some(chain) = Chain::start(TAMPERED_NUM).await? else { return Ok(()) };
     let (da, db) = (tempfile::tempdir()?, tempfile::tempdir()?);
-    let ka = login(&hs, da.path(), &ua);
-    let kb = login(&hs, db.path(), &ub);
+    let (da, db) = (da.path(), db.path());
+
+    // Sign-up: a wrong code is refused, the right one signs in and publishes the key for the number.
+    let o = tincan(&chain, da, &["register", A_NUM]);
+    assert!(o.status.success(), "{}", err(&o));
+    let o = tincan(&chain, da, &["verify", "000000"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(err(&o).contains("the extension refused"), "{}", err(&o));
+    let code = chain.ext.code(A_NUM)?;
+    let o = tincan(&chain, da, &["--json", "verify", &code]);
+    assert!(o.status.success(), "{}", err(&o));
+    let va = json(&o);
+    assert_eq!(va["new_account"], true);
+    assert_eq!(va["published_for"], json!([A_NUM]));
+    let vb = sign_up(&chain, db, B_NUM);
+    assert_eq!(vb["published_for"], json!([B_NUM]));
+    let (ua, ub) = (va["user_id"].as_str().unwrap().to_owned(), vb["user_id"].as_str().unwrap().to_owned());
+    let kb = MasterKey::from_base64(vb["master_key"].as_str().expect("B's master key"))?;
+
+    // The provider's own records: a wrong key for B's account, a SIP-only number, A's account under a number
+    // whose answers the proxy tampers with.
     let mut wrong = [0x66u8; 32];
     wrong[0] = 0x58;
-    let dir = Directory::serve(
-        &[
-            Entry::matrix(A_NUM, &ua.user_id, Some(ka)),
-            Entry::matrix(B_NUM, &ub.user_id, Some(kb)),
-            Entry::matrix(WRONG_KEY_NUM, &ub.user_id, Some(MasterKey::from_bytes(wrong)?)),
-            Entry::sip(SIP_NUM, "sip:+442079460204@sip.test"),
-            Entry::matrix(TAMPERED_NUM, &ua.user_id, Some(ka)),
-        ],
-        Some(TAMPERED_NUM),
-    )
-    .await?;
-    let anchor = dir.anchor_file()?;
-    let addr = dir.addr.to_string();
-    let with_dir = |data: &Path, args: &[&str]| {
-        let mut all = vec!["--dns", addr.as_str(), "--trust-anchor", anchor.to_str().unwrap()];
-        all.extend_from_slice(args);
-        tincan(data, &all)
-    };
+    chain.registrar.put_number(WRONG_KEY_NUM, &[("matrix", &Chain::matrix_uri(&ub))]).await?;
+    chain.registrar.put_key(WRONG_KEY_NUM, &MasterKey::from_bytes(wrong)?.to_base64()).await?;
+    chain.registrar.put_number(SIP_NUM, &[("sip", "sip:+442079460204@sip.test")]).await?;
+    chain.registrar.put_number(TAMPERED_NUM, &[("matrix", &Chain::matrix_uri(&ua))]).await?;
+    chain.registrar.put_key(TAMPERED_NUM, va["master_key"].as_str().unwrap()).await?;
 
     // whois: verified through the directory, both ways, no manual step.
-    let o = with_dir(da.path(), &["whois", B_NUM]);
+    whois_verified(&chain, da, B_NUM).await;
+    whois_verified(&chain, db, A_NUM).await;
+    let o = tincan(&chain, da, &["whois", B_NUM]);
     assert!(o.status.success(), "{}", err(&o));
-    assert!(out(&o).contains(&ub.user_id) && out(&o).contains("fully validated"), "{}", out(&o));
+    assert!(out(&o).contains(&ub) && out(&o).contains("fully validated"), "{}", out(&o));
     assert!(out(&o).contains("verified through the directory"), "{}", out(&o));
-    let o = with_dir(db.path(), &["--json", "whois", A_NUM]);
-    assert_eq!(json(&o)["key_status"]["status"], "verified", "{}", out(&o));
 
     // send by number; B reads it in `chat` (history, then stdin closes).
-    let o = with_dir(da.path(), &["send", B_NUM, "hi"]);
+    let o = tincan(&chain, da, &["send", B_NUM, "hi"]);
     assert!(o.status.success(), "{}", err(&o));
     assert!(out(&o).contains("verified"), "{}", out(&o));
-    let o = with_dir(db.path(), &["--json", "chat", A_NUM]);
+    let o = tincan(&chain, db, &["--json", "chat", A_NUM]);
     assert!(o.status.success(), "{}", err(&o));
     let lines: Vec<Value> = out(&o).lines().map(|l| serde_json::from_str(l).unwrap()).collect();
     let hi = lines
@@ -86,33 +113,69 @@ async fn two_users_by_number_through_the_cli() -> anyhow::Result<()> {
         .find_map(|l| l.get("message").filter(|m| m["body"] == "hi"))
         .unwrap_or_else(|| panic!("hi in B's chat:\n{}\n{}", out(&o), err(&o)));
     assert_eq!(hi["encrypted"], true);
-    assert_eq!(hi["sender"], ua.user_id.as_str());
+    assert_eq!(hi["sender"], ua.as_str());
+    assert_eq!(hi["sender_number"], A_NUM);
 
     // A directory key that is not the contact's: warned before sending, nothing sent.
-    let o = with_dir(da.path(), &["whois", WRONG_KEY_NUM]);
+    let o = tincan(&chain, da, &["whois", WRONG_KEY_NUM]);
     assert!(out(&o).contains("NOT VERIFIED"), "{}", out(&o));
-    let o = with_dir(da.path(), &["send", WRONG_KEY_NUM, "secret"]);
+    let o = tincan(&chain, da, &["send", WRONG_KEY_NUM, "secret"]);
     assert_eq!(o.status.code(), Some(3), "{}", err(&o));
     assert!(err(&o).contains("WARNING") && err(&o).contains("NOT sent"), "{}", err(&o));
 
-    // Not on Matrix: said so, with the route.
-    let o = with_dir(da.path(), &["send", SIP_NUM, "hello"]);
-    assert_eq!(o.status.code(), Some(2));
-    assert!(err(&o).contains("not reachable on the network yet") && err(&o).contains("sip:+442079460204@sip.test"));
-    let o = with_dir(da.path(), &["--json", "whois", NOBODY]);
+    // Not on Matrix: said so, with the route found.
+    let o = tincan(&chain, da, &["send", SIP_NUM, "hello"]);
+    assert_eq!(o.status.code(), Some(2), "{}", err(&o));
+    assert!(err(&o).contains("not reachable on the network yet"), "{}", err(&o));
+    assert!(err(&o).contains("SIP sip:+442079460204@sip.test"), "{}", err(&o));
+    let o = tincan(&chain, da, &["whois", SIP_NUM]);
+    assert!(out(&o).contains("SIP sip:+442079460204@sip.test (DNSSEC: fully validated)"), "{}", out(&o));
+    assert!(out(&o).contains("not reachable on the network yet"), "{}", out(&o));
+    let o = tincan(&chain, da, &["--json", "whois", NOBODY]);
     assert_eq!(json(&o)["route"]["kind"], "none");
+    let o = tincan(&chain, da, &["send", NOBODY, "hello"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(err(&o).contains("none (not in the directory)"), "{}", err(&o));
 
     // Tampered answer: a validation error, never a route.
-    let o = with_dir(da.path(), &["--json", "whois", TAMPERED_NUM]);
+    let o = tincan(&chain, da, &["--json", "whois", TAMPERED_NUM]);
     assert_eq!(o.status.code(), Some(1));
     assert_eq!(json(&o)["error"]["code"], "dnssec_validation_failed", "{}", out(&o));
-    assert!(!out(&o).contains(&ua.user_id));
+    assert!(!out(&o).contains(&ua), "{}", out(&o));
+    let o = tincan(&chain, da, &["whois", TAMPERED_NUM]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(err(&o).contains("DNSSEC validation failed, no route shown"), "{}", err(&o));
+    assert!(out(&o).is_empty() && !err(&o).contains(&ua), "{}{}", out(&o), err(&o));
+
+    // Contact import (vCard) through the Identity Service: B is found, the others are reported as not on it.
+    let vcf = da.join("contacts.vcf");
+    std::fs::write(
+        &vcf,
+        format!(
+            "BEGIN:VCARD\r\nVERSION:3.0\r\nFN:Bob\r\nTEL;TYPE=cell:{B_NUM}\r\nEND:VCARD\r\n\
+             BEGIN:VCARD\r\nVERSION:3.0\r\nFN:Nobody\r\nTEL:{NOBODY}\r\nTEL:{SIP_NUM}\r\nTEL:12\r\nEND:VCARD\r\n"
+        ),
+    )?;
+    let o = tincan(&chain, da, &["contacts", "import", vcf.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", err(&o));
+    assert!(out(&o).contains("1 of 3 numbers are on the network"), "{}", out(&o));
+    assert!(out(&o).contains(&format!("{B_NUM}  {ub}")), "{}", out(&o));
+    assert!(out(&o).contains(&format!("{NOBODY}  not on the network")), "{}", out(&o));
+    assert!(err(&o).contains("looking up 3/3") && err(&o).contains("skipped (not an international number): 12"));
+    let o = tincan(&chain, da, &["--json", "contacts", "import", vcf.to_str().unwrap()]);
+    let v = json(&o);
+    assert_eq!(v["found"], json!([{"number": B_NUM, "user_id": ub}]), "{v}");
+    assert_eq!(v["not_found"], json!([NOBODY, SIP_NUM]), "{v}");
 
     // Restarts keep the session and the verified contacts.
-    let o = tincan(da.path(), &["--json", "status"]);
-    assert_eq!(json(&o)["user_id"], ua.user_id.as_str());
-    let o = tincan(da.path(), &["--json", "contacts", "list"]);
+    let o = tincan(&chain, da, &["--json", "status"]);
+    assert_eq!(json(&o)["user_id"], ua.as_str());
+    assert_eq!(json(&o)["number"], A_NUM);
+    let o = tincan(&chain, da, &["--json", "contacts", "list"]);
     let list = json(&o);
-    assert!(list.as_array().unwrap().iter().any(|r| r["user_id"] == ub.user_id.as_str()), "{list}");
+    let b_rec = list.as_array().unwrap().iter().find(|r| r["user_id"] == ub.as_str());
+    assert_eq!(b_rec.map(|r| r["key"].clone()), Some(json!(kb.to_base64())), "{list}");
+    let o = tincan(&chain, da, &["--json", "whois", B_NUM]);
+    assert_eq!(json(&o)["key_status"], json!({"status": "verified", "key": kb.to_base64()}));
     Ok(())
 }

@@ -1,9 +1,8 @@
-//! Tests of the real `tincan` binary against a real Synapse, a DNSSEC-signed directory zone (knotd) and, with
-//! `TINCAN_TEST_EXT_BIN`, the real homeserver extension.
+//! Tests of the real `tincan` binary: its own contracts without services (`cli`), and the acceptance
+//! against the real chain of Synapse, the homeserver extension and the directory (`acceptance`).
 
 mod acceptance;
+// The real chain is shared with the client core's tests.
+#[path = "../../../core/tests/it/chain.rs"]
+mod chain;
 mod cli;
-// The signed test zone is shared with the client core's tests.
-#[path = "../../../core/tests/it/dns.rs"]
-mod dns;
-mod signup;

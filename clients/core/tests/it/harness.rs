@@ -1,8 +1,7 @@
 //! Shared set-up: a Synapse, users registered through its admin API, clients signed in with their tokens.
 
-use crate::dns::Directory;
 use std::time::Duration;
-use tincan_client_core::{ClientConfig, DirectoryConfig, IncomingMessage, TincanClient};
+use tincan_client_core::{ClientConfig, IncomingMessage, TincanClient};
 use tincan_testkit::{RegisteredUser, Synapse};
 
 /// A signed-in client and its data dir.
@@ -25,22 +24,6 @@ impl User {
     /// Opens the data dir again in a new client (a restart).
     pub async fn reopen(&self) -> anyhow::Result<TincanClient> {
         Ok(TincanClient::open(ClientConfig::new(self.dir.path())).await?)
-    }
-
-    /// Restarts the client with the directory configured.
-    pub async fn restart_with(self, dir: &Directory) -> anyhow::Result<User> {
-        let User { client, account, dir: data } = self;
-        // Close the old one first: one client per store.
-        drop(client);
-        let mut config = ClientConfig::new(data.path());
-        config.directory = Some(DirectoryConfig {
-            servers: vec![dir.addr],
-            apex: crate::dns::APEX.into(),
-            trust_anchor: dir.anchor.clone(),
-            allow_insecure: false,
-        });
-        let client = TincanClient::open(config).await?;
-        Ok(User { client, account, dir: data })
     }
 }
 

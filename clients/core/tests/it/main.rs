@@ -1,7 +1,8 @@
-//! Integration tests of the client core against a real Synapse and a DNSSEC-signed directory zone (knotd).
+//! Integration tests of the client core: against a real Synapse alone (`dm`), and against the real chain of
+//! Synapse, the homeserver extension and the directory (`network`, `bench`).
 
-mod directory;
+mod bench;
+mod chain;
 mod dm;
-mod dns;
 mod harness;
-mod signup;
+mod network;
