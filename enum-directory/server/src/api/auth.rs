@@ -23,15 +23,7 @@ where
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
-        let token = parts
-            .headers
-            .get(AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.split_once(' '))
-            .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
-            .map(|(_, t)| t.trim())
-            .filter(|t| !t.is_empty())
-            .ok_or(ApiError::Unauthorized)?;
+        let token = bearer_token(parts)?;
         let storage = Arc::<dyn Storage>::from_ref(state);
         let mut tx = storage.begin().await?;
         let provider = tx.providers().by_token_hash(&TokenHash::of(token)).await?.ok_or(ApiError::Unauthorized)?;
@@ -39,4 +31,17 @@ where
         Arc::<RateLimiter>::from_ref(state).check(provider.id)?;
         Ok(Authenticated(provider))
     }
+}
+
+/// The token of an `Authorization: Bearer …` header; 401 when it is missing, empty or another scheme.
+pub(crate) fn bearer_token(parts: &Parts) -> Result<&str, ApiError> {
+    parts
+        .headers
+        .get(AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split_once(' '))
+        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+        .map(|(_, t)| t.trim())
+        .filter(|t| !t.is_empty())
+        .ok_or(ApiError::Unauthorized)
 }
