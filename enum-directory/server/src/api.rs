@@ -45,15 +45,9 @@ pub const MAX_BODY_BYTES: usize = 16 * 1024;
 /// [`crate::change`], which signs before storing and publishes after the commit.
 pub trait ZoneWriter: Send + Sync + 'static {
     /// The signed form of `record`, stored with it (`None`: this writer does not sign).
-    fn sign(&self, _record: &NumberRecord) -> Result<Option<SignedEntry>, ZoneError> {
-        Ok(None)
-    }
+    fn sign(&self, record: &NumberRecord) -> Result<Option<SignedEntry>, ZoneError>;
     /// Publishes a committed record with its signed form from [`ZoneWriter::sign`].
-    fn publish(&self, record: &NumberRecord, _signed: Option<SignedEntry>) {
-        self.upsert(record);
-    }
-    /// Publishes (or replaces) the records of one number, signing them now.
-    fn upsert(&self, record: &NumberRecord);
+    fn publish(&self, record: &NumberRecord, signed: Option<SignedEntry>);
     /// Stops publishing a number.
     fn remove(&self, number: &E164);
 }
@@ -63,7 +57,10 @@ pub trait ZoneWriter: Send + Sync + 'static {
 pub struct NoZone;
 
 impl ZoneWriter for NoZone {
-    fn upsert(&self, _: &NumberRecord) {}
+    fn sign(&self, _: &NumberRecord) -> Result<Option<SignedEntry>, ZoneError> {
+        Ok(None)
+    }
+    fn publish(&self, _: &NumberRecord, _: Option<SignedEntry>) {}
     fn remove(&self, _: &E164) {}
 }
 

@@ -36,7 +36,7 @@ pub use config::{Flavour, NotifyConfig, SecondaryConfig, XfrConfig};
 use crate::api::ZoneWriter;
 use crate::dns::server::Interceptor;
 use crate::dns::wire::{name_to_wire_lower, rtype};
-use crate::dns::{self, Transport, ZoneConfig, ZoneKeys};
+use crate::dns::{self, SignedEntry, Transport, ZoneConfig, ZoneError, ZoneKeys};
 use crate::metrics::{Transfer, TransferCounters};
 use crate::storage::{Storage, StorageError};
 use content::{ApexRecords, Packer, Rr};
@@ -477,8 +477,12 @@ struct Announcing {
 }
 
 impl ZoneWriter for Announcing {
-    fn upsert(&self, record: &NumberRecord) {
-        self.zone.upsert(record);
+    fn sign(&self, record: &NumberRecord) -> Result<Option<SignedEntry>, ZoneError> {
+        self.zone.sign(record)
+    }
+
+    fn publish(&self, record: &NumberRecord, signed: Option<SignedEntry>) {
+        self.zone.publish(record, signed);
         self.changes.send_modify(|n| *n += 1);
     }
 

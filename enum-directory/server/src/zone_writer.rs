@@ -17,14 +17,6 @@ impl ZoneWriter for Zone {
         }
     }
 
-    fn upsert(&self, record: &NumberRecord) {
-        // The change is already committed; a signing failure leaves DNS behind the database until the next
-        // start, which reloads every number, so it is logged loudly rather than failing the request.
-        if let Err(e) = Zone::upsert(self, record) {
-            tracing::error!(error = %e, "could not sign a committed change into the zone");
-        }
-    }
-
     fn remove(&self, number: &E164) {
         if let Err(e) = Zone::remove(self, number) {
             tracing::error!(error = %e, "could not remove a committed deletion from the zone");
