@@ -197,8 +197,10 @@ pub trait InboxRepository: Send + Sync {
     async fn transaction_seen(&self, txn_id: &str) -> Result<bool>;
     /// Unprocessed events with `seq > after`, oldest first, at most `limit`.
     async fn pending_after(&self, after: i64, limit: i64) -> Result<Vec<InboxEntry>>;
-    /// Marks an event processed.
-    async fn mark_done(&self, seq: i64, now: i64) -> Result<()>;
+    /// Marks an event processed (one that produced no message mapping).
+    async fn mark_done(&self, seq: i64, now: i64) -> Result<()> {
+        self.complete_inbox(seq, None, now).await
+    }
     /// Marks an event processed and, in the same database transaction (one disk flush), records the message
     /// mapping its handling produced (ignored, like [`MessageRepository::insert_message`], when either ID is
     /// already mapped).
@@ -298,6 +300,30 @@ macro_rules! impl_repositories {
         use sqlx::Row;
 
         /// Records a mapping on `conn` (a pooled connection or an open transaction).
+        /// Marks row `seq` of a queue table (`inbox_event` or `remote_event`) done and records the message
+        /// mapping its handling produced, in one database transaction (one disk flush).
+        async fn complete_in(
+            pool: &sqlx::Pool<$db>,
+            table: &'static str,
+            seq: i64,
+            mapping: Option<&MessageMapping>,
+            now: i64,
+        ) -> Result<()> {
+            let mut tx = pool.begin().await?;
+            if let Some(m) = mapping {
+                insert_message_in(&mut *tx, m).await?;
+            }
+            let set_event = if table == "remote_event" { ", event_id = $3" } else { "" };
+            sqlx::query(sqlx::AssertSqlSafe(format!("UPDATE {table} SET done_at = $1{set_event} WHERE seq = $2")))
+                .bind(now)
+                .bind(seq)
+                .bind(mapping.map(|m| m.event_id.as_str()))
+                .execute(&mut *tx)
+                .await?;
+            tx.commit().await?;
+            Ok(())
+        }
+
         async fn insert_message_in(conn: &mut <$db as sqlx::Database>::Connection, m: &MessageMapping) -> Result<bool> {
             let n = sqlx::query(
                 "INSERT INTO message (receiver, chat_id, remote_id, event_id, room_id, sender, metadata) \
@@ -412,27 +438,8 @@ macro_rules! impl_repositories {
                     .collect()
             }
 
-            async fn mark_done(&self, seq: i64, now: i64) -> Result<()> {
-                sqlx::query("UPDATE inbox_event SET done_at = $1 WHERE seq = $2")
-                    .bind(now)
-                    .bind(seq)
-                    .execute(&self.pool)
-                    .await?;
-                Ok(())
-            }
-
             async fn complete_inbox(&self, seq: i64, mapping: Option<&MessageMapping>, now: i64) -> Result<()> {
-                let mut tx = self.pool.begin().await?;
-                if let Some(m) = mapping {
-                    insert_message_in(&mut *tx, m).await?;
-                }
-                sqlx::query("UPDATE inbox_event SET done_at = $1 WHERE seq = $2")
-                    .bind(now)
-                    .bind(seq)
-                    .execute(&mut *tx)
-                    .await?;
-                tx.commit().await?;
-                Ok(())
+                complete_in(&self.pool, "inbox_event", seq, mapping, now).await
             }
 
             async fn pending_count(&self) -> Result<i64> {
@@ -490,18 +497,7 @@ macro_rules! impl_repositories {
             }
 
             async fn complete_remote(&self, seq: i64, mapping: Option<&MessageMapping>, now: i64) -> Result<()> {
-                let mut tx = self.pool.begin().await?;
-                if let Some(m) = mapping {
-                    insert_message_in(&mut *tx, m).await?;
-                }
-                sqlx::query("UPDATE remote_event SET done_at = $1, event_id = $2 WHERE seq = $3")
-                    .bind(now)
-                    .bind(mapping.map(|m| m.event_id.as_str()))
-                    .bind(seq)
-                    .execute(&mut *tx)
-                    .await?;
-                tx.commit().await?;
-                Ok(())
+                complete_in(&self.pool, "remote_event", seq, mapping, now).await
             }
 
             async fn remote_pending_count(&self) -> Result<i64> {
