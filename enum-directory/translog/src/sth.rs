@@ -92,19 +92,40 @@ impl TreeHeadVerifier {
     }
 }
 
-mod b64_hash {
+/// Serde for 32-byte hashes as unpadded base64 (padding accepted when reading), one or a list.
+pub(crate) mod b64_hash {
     use super::B64;
     use base64::Engine;
-    use serde::{Deserialize, Deserializer, Serializer, de::Error};
+    use serde::{Deserialize, Deserializer, Serializer, de::Error, ser::SerializeSeq};
 
-    pub(super) fn serialize<S: Serializer>(h: &[u8; 32], s: S) -> Result<S::Ok, S::Error> {
+    pub(crate) fn serialize<S: Serializer>(h: &[u8; 32], s: S) -> Result<S::Ok, S::Error> {
         s.serialize_str(&B64.encode(h))
     }
 
-    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<[u8; 32], D::Error> {
-        let s = String::deserialize(d)?;
-        let v = B64.decode(s.trim_end_matches('=')).map_err(D::Error::custom)?;
-        v.try_into().map_err(|_| D::Error::custom("root hash must be 32 bytes"))
+    pub(crate) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<[u8; 32], D::Error> {
+        decode(&String::deserialize(d)?)
+    }
+
+    fn decode<E: Error>(s: &str) -> Result<[u8; 32], E> {
+        let v = B64.decode(s.trim_end_matches('=')).map_err(E::custom)?;
+        v.try_into().map_err(|_| E::custom("a hash is 32 bytes"))
+    }
+
+    /// The same for a list of hashes.
+    pub(crate) mod list {
+        use super::*;
+
+        pub(crate) fn serialize<S: Serializer>(hs: &[[u8; 32]], s: S) -> Result<S::Ok, S::Error> {
+            let mut seq = s.serialize_seq(Some(hs.len()))?;
+            for h in hs {
+                seq.serialize_element(&B64.encode(h))?;
+            }
+            seq.end()
+        }
+
+        pub(crate) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<[u8; 32]>, D::Error> {
+            Vec::<String>::deserialize(d)?.iter().map(|s| decode(s)).collect()
+        }
     }
 }
 

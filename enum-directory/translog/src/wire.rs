@@ -14,7 +14,7 @@ pub struct InclusionProof {
     /// The entry exactly as logged (its leaf hash is `leaf_hash(entry.as_bytes())`).
     pub entry: String,
     /// The audit path, leaf to root.
-    #[serde(with = "b64_hashes")]
+    #[serde(with = "crate::sth::b64_hash::list")]
     pub proof: Vec<Hash>,
     /// The tree head the proof leads to.
     pub sth: SignedTreeHead,
@@ -38,13 +38,13 @@ pub struct ConsistencyProof {
     /// The larger size.
     pub to: u64,
     /// The root of the first `from` leaves.
-    #[serde(with = "b64_hash")]
+    #[serde(with = "crate::sth::b64_hash")]
     pub from_root: Hash,
     /// The root of the first `to` leaves.
-    #[serde(with = "b64_hash")]
+    #[serde(with = "crate::sth::b64_hash")]
     pub to_root: Hash,
     /// The proof.
-    #[serde(with = "b64_hashes")]
+    #[serde(with = "crate::sth::b64_hash::list")]
     pub proof: Vec<Hash>,
 }
 
@@ -72,7 +72,7 @@ pub struct LoggedEntry {
     /// The leaf index.
     pub index: u64,
     /// The leaf hash.
-    #[serde(with = "b64_hash")]
+    #[serde(with = "crate::sth::b64_hash")]
     pub leaf_hash: Hash,
     /// The entry, absent when the caller may not see it (it names a number the caller does not hold).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -94,46 +94,6 @@ pub struct SthResponse {
     pub sth: SignedTreeHead,
     /// The log's Ed25519 public key (unpadded base64); pin it out of band, this copy is only a convenience.
     pub log_key: String,
-}
-
-mod b64_hash {
-    use base64::Engine;
-    use base64::engine::general_purpose::STANDARD_NO_PAD as B64;
-    use serde::{Deserialize, Deserializer, Serializer, de::Error};
-
-    pub(super) fn serialize<S: Serializer>(h: &[u8; 32], s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&B64.encode(h))
-    }
-
-    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<[u8; 32], D::Error> {
-        let s = String::deserialize(d)?;
-        let v = B64.decode(s.trim_end_matches('=')).map_err(D::Error::custom)?;
-        v.try_into().map_err(|_| D::Error::custom("a hash is 32 bytes"))
-    }
-}
-
-mod b64_hashes {
-    use base64::Engine;
-    use base64::engine::general_purpose::STANDARD_NO_PAD as B64;
-    use serde::{Deserialize, Deserializer, Serializer, de::Error, ser::SerializeSeq};
-
-    pub(super) fn serialize<S: Serializer>(hs: &[[u8; 32]], s: S) -> Result<S::Ok, S::Error> {
-        let mut seq = s.serialize_seq(Some(hs.len()))?;
-        for h in hs {
-            seq.serialize_element(&B64.encode(h))?;
-        }
-        seq.end()
-    }
-
-    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<[u8; 32]>, D::Error> {
-        Vec::<String>::deserialize(d)?
-            .into_iter()
-            .map(|s| {
-                let v = B64.decode(s.trim_end_matches('=')).map_err(D::Error::custom)?;
-                v.try_into().map_err(|_| D::Error::custom("a hash is 32 bytes"))
-            })
-            .collect()
-    }
 }
 
 #[cfg(test)]
