@@ -168,7 +168,7 @@ async fn held_by_others(storage: &dyn Storage, me: ProviderId) -> Result<std::co
     tx.numbers()
         .scan(&mut |row| {
             if row.provider != me
-                && let Some(k) = digits_key(row.e164)
+                && let Some(k) = crate::dns::zone::stored_key(row.e164)
             {
                 taken.insert(k);
             }
@@ -176,13 +176,6 @@ async fn held_by_others(storage: &dyn Storage, me: ProviderId) -> Result<std::co
         })
         .await?;
     Ok(taken)
-}
-
-/// The digits of `+…` as one integer (a number has at most 15 digits).
-fn digits_key(e164: &str) -> Option<u64> {
-    let digits = e164.strip_prefix('+')?;
-    // A leading 1 keeps numbers that differ only in leading zeros apart (E.164 has none, but be exact).
-    format!("1{digits}").parse().ok()
 }
 
 fn validate(
@@ -211,7 +204,7 @@ fn validate(
         if !provider.serves(&number) {
             return Err(bad(ApiError::OutsidePrefixes { number: number.to_string() }));
         }
-        let k = digits_key(number.as_str()).expect("an E.164 number has at most 15 digits");
+        let k = crate::dns::zone::stored_key(number.as_str()).expect("an E.164 number has 1 to 15 digits");
         if taken.contains(&k) {
             return Err(bad(ApiError::HeldByOther));
         }

@@ -268,11 +268,7 @@ impl Zone {
     /// loads the record with [`Zone::load`]), else whether the signatures were kept. Call
     /// [`Zone::finish_load`] after the last one.
     pub fn load_stored(&self, e164: &str, stored: &[u8]) -> Option<bool> {
-        let digits = e164.strip_prefix('+')?.bytes().map(|b| b.wrapping_sub(b'0'));
-        let (key, len) = pack_digits(digits)?;
-        if len == 0 {
-            return None;
-        }
+        let key = stored_key(e164)?;
         let keys = self.keys.load();
         let zsk = keys.zsk();
         let entry = SignedEntry::from_stored(stored, zsk.algorithm().number(), self.config.record_ttl, zsk.key_tag())?;
@@ -552,6 +548,13 @@ impl Zone {
             dnskey: ApexSet { sigs: vec![sign(rtype::DNSKEY, KeyRole::Ksk, &dnskey)?], rdata: dnskey },
         })
     }
+}
+
+/// The zone's key of a number as stored (`+` and 1 to 15 digits); `None` for anything else.
+pub(crate) fn stored_key(e164: &str) -> Option<u64> {
+    let digits = e164.strip_prefix('+')?.bytes().map(|b| b.wrapping_sub(b'0'));
+    let (key, len) = pack_digits(digits)?;
+    (len > 0).then_some(key)
 }
 
 fn number_key(n: &E164) -> u64 {
