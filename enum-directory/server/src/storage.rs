@@ -434,16 +434,14 @@ pub trait LogRepository: Send {
     async fn append(&mut self, entry: &LogEntry) -> Result<u64>;
     /// The tree's size and right edge (its root is the log's current root).
     async fn frontier(&mut self) -> Result<Frontier>;
-    /// The leaf hashes of leaves `0..end`, in order.
-    async fn leaf_hashes(&mut self, end: u64) -> Result<Vec<Hash>>;
+    /// The leaf hashes of leaves `start..end`, in order.
+    async fn leaf_hashes(&mut self, start: u64, end: u64) -> Result<Vec<Hash>>;
     /// Leaves `start..end`, in order, at most `limit`.
     async fn leaves(&mut self, start: u64, end: u64, limit: u32) -> Result<Vec<LogLeaf>>;
     /// The newest leaf naming `number` (only below `below` leaves, and of zone version `version` if given).
     async fn find(&mut self, number: &E164, version: Option<i64>, below: u64) -> Result<Option<LogLeaf>>;
     /// The signed tree head of the largest tree signed so far.
     async fn latest_sth(&mut self) -> Result<Option<SignedTreeHead>>;
-    /// The signed tree head of exactly `size` leaves, if one was signed.
-    async fn sth_at(&mut self, size: u64) -> Result<Option<SignedTreeHead>>;
     /// Stores a signed tree head (a second one for the same size is ignored).
     async fn store_sth(&mut self, sth: &SignedTreeHead) -> Result<()>;
     /// The log's Ed25519 signing seed, if one was made (the first one stored: nodes racing at first start all

@@ -4,8 +4,14 @@
 //! proofs.
 //!
 //! Tree heads are signed when one is asked for and the tree has grown since the last one, so a burst of changes
-//! (an import) is covered by one head; every head signed is stored, so a size is only ever signed once.
-//! Proofs are computed from the stored leaf hashes (O(n) reads per proof).
+//! (an import) is covered by one head; every head signed is stored, so a size is only ever signed once, and a
+//! head's timestamp is never older than the previous head's (clocks of several nodes may differ).
+//!
+//! Proofs are public, so they must stay cheap on a large log: they come from a [`SubtreeCache`] of complete
+//! chunks' roots in memory plus the leaf hashes of at most three chunks read per proof, O(log n) in all. The
+//! cache follows the stored log, whoever appends to it (this process, an import, another node): before each proof
+//! it takes the chunks completed since, and it must agree with the stored right edge ([`Frontier`]), which
+//! commits to every leaf; when it does not (the database was swapped for a backup, say) it is filled again.
 
 use std::sync::Arc;
 
@@ -13,9 +19,17 @@ use ring::rand::{SecureRandom, SystemRandom};
 use tincan_common::Clock;
 use tincan_enum_core::E164;
 use tincan_translog::wire::{ConsistencyProof, InclusionProof};
-use tincan_translog::{SignedTreeHead, TreeHead, TreeHeadSigner, consistency_proof, inclusion_proof, root};
+use tincan_translog::{CachedTree, Frontier, SignedTreeHead, SubtreeCache, Subtrees, TreeHead, TreeHeadSigner};
+use tokio::sync::RwLock;
 
-use crate::storage::{LogLeaf, Storage, StorageError};
+use crate::storage::{LogLeaf, Repository, Storage, StorageError};
+
+/// Leaves per chunk of the proof cache, as a power of two: 256 leaves, so the cache holds 2 hashes (64 bytes)
+/// per 256 leaves and a proof hashes at most a few hundred leaves.
+const CHUNK_BITS: u32 = 8;
+
+/// Chunks read per transaction while the cache catches up (writers wait on SQLite's lock meanwhile).
+const FILL_CHUNKS: u64 = 64;
 
 /// Why a log operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -40,6 +54,7 @@ pub struct TransLog {
     storage: Arc<dyn Storage>,
     signer: TreeHeadSigner,
     clock: Arc<dyn Clock>,
+    cache: RwLock<SubtreeCache>,
 }
 
 impl TransLog {
@@ -58,7 +73,8 @@ impl TransLog {
                 tx.log().signing_seed().await?.unwrap_or(seed)
             }
         };
-        Ok(TransLog { storage, signer: TreeHeadSigner::from_seed(&seed), clock })
+        let cache = RwLock::new(SubtreeCache::new(CHUNK_BITS));
+        Ok(TransLog { storage, signer: TreeHeadSigner::from_seed(&seed), clock, cache })
     }
 
     /// The log's public key, unpadded base64 (what auditors and clients pin).
@@ -66,21 +82,26 @@ impl TransLog {
         self.signer.verifier().to_base64()
     }
 
-    /// The signed head of the current tree, signing it now if this size was never signed.
+    /// The signed head of the current tree (or a newer one another node signed meanwhile), signing it now if
+    /// this size was never signed.
     pub async fn sth(&self) -> Result<SignedTreeHead, LogError> {
         let mut tx = self.storage.begin().await?;
         let frontier = tx.log().frontier().await?;
-        if let Some(sth) = tx.log().sth_at(frontier.size()).await? {
-            return Ok(sth);
+        let latest = tx.log().latest_sth().await?;
+        if let Some(sth) = latest.as_ref().filter(|s| s.head.tree_size >= frontier.size()) {
+            return Ok(sth.clone());
         }
-        let timestamp_ms = self
+        let now_ms = self
             .clock
             .now()
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
             .unwrap_or(0);
+        let timestamp_ms = latest.map_or(now_ms, |l| now_ms.max(l.head.timestamp_ms));
         let sth = self.signer.sign(TreeHead { tree_size: frontier.size(), timestamp_ms, root_hash: frontier.root() });
         tx.log().store_sth(&sth).await?;
+        // Another node may have signed this size first (PostgreSQL): the head stored first is the one.
+        let sth = tx.log().latest_sth().await?.filter(|s| s.head.tree_size >= sth.head.tree_size).unwrap_or(sth);
         tx.commit().await?;
         Ok(sth)
     }
@@ -92,10 +113,10 @@ impl TransLog {
         let size = sth.head.tree_size;
         let mut tx = self.storage.begin().await?;
         let Some(leaf) = tx.log().find(number, version, size).await? else { return Ok(None) };
-        let hashes = tx.log().leaf_hashes(size).await?;
+        let frontier = tx.log().frontier().await?;
+        let windows = self.windows(tx.as_mut(), size, &[leaf.index]).await?;
         drop(tx);
-        let index = usize::try_from(leaf.index).map_err(|_| LogError::OutOfRange("index"))?;
-        let proof = inclusion_proof(&hashes, index)?;
+        let proof = self.prove(&frontier, size, windows, |t| t.inclusion_proof(leaf.index)).await?;
         Ok(Some(InclusionProof { index: leaf.index, entry: leaf.entry, proof, sth }))
     }
 
@@ -106,19 +127,77 @@ impl TransLog {
             return Err(LogError::OutOfRange("from is larger than to"));
         }
         let mut tx = self.storage.begin().await?;
-        if to > tx.log().frontier().await?.size() {
+        let frontier = tx.log().frontier().await?;
+        if to > frontier.size() {
             return Err(LogError::OutOfRange("to is larger than the tree"));
         }
-        let hashes = tx.log().leaf_hashes(to).await?;
+        let last_of_from: Vec<u64> = from.checked_sub(1).into_iter().collect();
+        let windows = self.windows(tx.as_mut(), to, &last_of_from).await?;
         drop(tx);
-        let first = usize::try_from(from).map_err(|_| LogError::OutOfRange("from"))?;
-        Ok(ConsistencyProof {
-            from,
-            to,
-            from_root: root(&hashes[..first]),
-            to_root: root(&hashes),
-            proof: consistency_proof(&hashes, first)?,
+        self.prove(&frontier, to, windows, |t| {
+            let from_root = if from == 0 { tincan_translog::empty_root() } else { t.subtree_root(0, from)? };
+            Ok(ConsistencyProof { from, to, from_root, to_root: t.tree_root()?, proof: t.consistency_proof(from)? })
         })
+        .await
+    }
+
+    /// The leaf hashes a proof about the tree of `size` leaves needs besides the cache: the chunks of `points`
+    /// and the last one (see [`SubtreeCache::windows`]).
+    async fn windows(
+        &self,
+        tx: &mut dyn Repository,
+        size: u64,
+        points: &[u64],
+    ) -> Result<Vec<(u64, Vec<tincan_translog::Hash>)>, LogError> {
+        let ranges = self.cache.read().await.windows(size, points);
+        let mut windows = Vec::with_capacity(ranges.len());
+        for r in ranges {
+            windows.push((r.start, read_leaf_hashes(tx, r.start, r.end).await?));
+        }
+        Ok(windows)
+    }
+
+    /// Runs `f` on the tree of the first `size` leaves of the log whose stored right edge is `frontier`, seen
+    /// through the cache (brought in step first) and `windows`.
+    async fn prove<T>(
+        &self,
+        frontier: &Frontier,
+        size: u64,
+        windows: Vec<(u64, Vec<tincan_translog::Hash>)>,
+        f: impl FnOnce(&CachedTree<'_>) -> tincan_translog::Result<T>,
+    ) -> Result<T, LogError> {
+        self.catch_up(frontier).await?;
+        let cache = self.cache.read().await;
+        Ok(f(&cache.tree(size, windows)?)?)
+    }
+
+    /// Brings the cache in step with the stored log: takes the chunks completed since it was last filled, and
+    /// fills it again from the start when it holds another log than the stored one.
+    async fn catch_up(&self, frontier: &Frontier) -> Result<(), LogError> {
+        if self.cache.read().await.matches(frontier) {
+            return Ok(());
+        }
+        let mut cache = self.cache.write().await;
+        for attempt in 0..2 {
+            if attempt > 0 {
+                tracing::warn!(
+                    size = frontier.size(),
+                    "the log's proof cache disagrees with the stored log; refilling"
+                );
+                cache.clear();
+            }
+            let wanted = cache.wanted(frontier.size());
+            while cache.covered() < wanted {
+                let start = cache.covered();
+                let end = wanted.min(start + FILL_CHUNKS * cache.chunk_len());
+                let mut tx = self.storage.begin().await?;
+                cache.extend(&read_leaf_hashes(tx.as_mut(), start, end).await?)?;
+            }
+            if cache.matches(frontier) {
+                return Ok(());
+            }
+        }
+        Err(LogError::Proof(tincan_translog::Error::RootMismatch))
     }
 
     /// Leaves `start..end` (at most `limit`), as stored.
@@ -128,5 +207,115 @@ impl TransLog {
         }
         let mut tx = self.storage.begin().await?;
         Ok(tx.log().leaves(start, end, limit).await?)
+    }
+}
+
+/// The hashes of leaves `start..end`, all of them (fewer means leaves are missing from storage).
+async fn read_leaf_hashes(
+    tx: &mut dyn Repository,
+    start: u64,
+    end: u64,
+) -> Result<Vec<tincan_translog::Hash>, LogError> {
+    let hashes = tx.log().leaf_hashes(start, end).await?;
+    if hashes.len() as u64 != end - start {
+        return Err(LogError::Proof(tincan_translog::Error::MissingLeaves { start, end }));
+    }
+    Ok(hashes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::storage::SqliteStorage;
+    use tincan_common::SystemClock;
+    use tincan_translog::{LogEntry, TreeHeadVerifier, root};
+
+    fn number(i: u64) -> E164 {
+        E164::parse(&format!("+4915100{i:06}")).unwrap()
+    }
+
+    async fn open(url: &str) -> Arc<dyn Storage> {
+        Arc::new(SqliteStorage::open(url, Arc::new(SystemClock)).await.unwrap())
+    }
+
+    /// Appends number entries `first..end` (`salt` makes another log of the same numbers).
+    async fn append(storage: &dyn Storage, first: u64, end: u64, salt: i64) {
+        let mut tx = storage.begin().await.unwrap();
+        for i in first..end {
+            let entry = LogEntry::Number {
+                version: i as i64 + 1,
+                number: number(i),
+                record: None,
+                provider: None,
+                at_ms: salt,
+            };
+            tx.log().append(&entry).await.unwrap();
+        }
+        tx.commit().await.unwrap();
+    }
+
+    async fn leaf_hashes(storage: &dyn Storage) -> Vec<tincan_translog::Hash> {
+        let mut tx = storage.begin().await.unwrap();
+        let size = tx.log().frontier().await.unwrap().size();
+        tx.log().leaf_hashes(0, size).await.unwrap()
+    }
+
+    /// Inclusion proofs of a few numbers and consistency proofs between a few sizes verify, and the roots are
+    /// those of the stored leaves.
+    async fn check_proofs(log: &TransLog, storage: &dyn Storage, numbers: &[u64]) {
+        let key = TreeHeadVerifier::from_base64(&log.public_key()).unwrap();
+        let hashes = leaf_hashes(storage).await;
+        for &i in numbers {
+            let p = log.inclusion(&number(i), None).await.unwrap().unwrap();
+            key.verify(&p.sth).unwrap();
+            p.verify().unwrap_or_else(|e| panic!("inclusion of leaf {i}: {e}"));
+            assert_eq!((p.index, p.sth.head.root_hash), (i, root(&hashes)));
+        }
+        let n = hashes.len() as u64;
+        for (from, to) in [(0, n), (1, n), (255, 256), (256, n), (300, n - 1), (n, n), (n / 2, n)] {
+            let c = log.consistency(from, to).await.unwrap();
+            c.verify().unwrap_or_else(|e| panic!("consistency {from}→{to}: {e}"));
+            assert_eq!(c.from_root, root(&hashes[..from as usize]));
+            assert_eq!(c.to_root, root(&hashes[..to as usize]));
+        }
+    }
+
+    #[tokio::test]
+    async fn proofs_follow_appends_by_another_process_and_a_swapped_log() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("log.sqlite3").display());
+        let ours = open(&url).await;
+        append(&*ours, 0, 700, 0).await;
+        let log = TransLog::open(ours.clone(), Arc::new(SystemClock)).await.unwrap();
+        check_proofs(&log, &*ours, &[0, 255, 256, 511, 600, 699]).await;
+        assert_eq!(log.cache.read().await.covered(), 512);
+
+        // Another process appends to the same database: the next proof covers its leaves too.
+        let other = open(&url).await;
+        append(&*other, 700, 1100, 0).await;
+        check_proofs(&log, &*ours, &[3, 699, 700, 1024, 1099]).await;
+        assert_eq!(log.cache.read().await.covered(), 1024);
+
+        // The database now holds another log (a restored backup, say): the cache is filled again from it.
+        for stmt in
+            ["DELETE FROM translog", "UPDATE translog_head SET size = 0, frontier = X''", "DELETE FROM translog_sth"]
+        {
+            sql(&url, stmt).await;
+        }
+        append(&*other, 0, 1100, 1).await;
+        check_proofs(&log, &*ours, &[0, 1023, 1099]).await;
+
+        // Stored leaves that do not give the stored root: an error, not a wrong proof.
+        sql(&url, "UPDATE translog SET leaf_hash = zeroblob(32) WHERE idx = 5").await;
+        let fresh = TransLog::open(ours.clone(), Arc::new(SystemClock)).await.unwrap();
+        assert!(matches!(fresh.inclusion(&number(900), None).await, Err(LogError::Proof(_))));
+        assert!(matches!(fresh.consistency(10, 20).await, Err(LogError::Proof(_))));
+    }
+
+    /// Runs one statement on the database, as another process would.
+    async fn sql(url: &str, stmt: &'static str) {
+        use sqlx::Connection;
+        let mut conn = sqlx::SqliteConnection::connect(url).await.unwrap();
+        sqlx::query(stmt).execute(&mut conn).await.unwrap();
     }
 }

@@ -2,6 +2,8 @@
 //! of `n`, largest first). It is all that is needed to append a leaf and to compute the root, in O(log n), so
 //! the storage keeps it beside the leaves instead of re-hashing the whole log on every change.
 
+use std::ops::Range;
+
 use crate::proof::{Hash, empty_root, node_hash};
 
 /// The compact state of a tree: its size and the roots of its perfect subtrees, largest first.
@@ -45,6 +47,16 @@ impl Frontier {
         self.size
     }
 
+    /// The perfect subtrees the tree is made of, leftmost (largest) first: their leaf ranges and roots.
+    pub fn subtrees(&self) -> impl Iterator<Item = (Range<u64>, Hash)> + '_ {
+        let mut start = 0;
+        (0..u64::BITS).rev().filter(|b| self.size >> b & 1 == 1).zip(&self.roots).map(move |(b, h)| {
+            let range = start..start + (1 << b);
+            start = range.end;
+            (range, *h)
+        })
+    }
+
     /// Appends a leaf (its [`leaf_hash`](crate::leaf_hash)).
     pub fn push(&mut self, leaf: Hash) {
         let mut h = leaf;
@@ -81,6 +93,12 @@ mod tests {
             f.push(*l);
             assert_eq!(f.size(), i as u64 + 1);
             assert_eq!(f.root(), root(&leaves[..=i]), "size {}", i + 1);
+            let mut end = 0;
+            for (range, h) in f.subtrees() {
+                assert_eq!((range.start, h), (end, root(&leaves[range.start as usize..range.end as usize])));
+                end = range.end;
+            }
+            assert_eq!(end, f.size());
             let back = Frontier::from_bytes(f.size(), &f.to_bytes()).unwrap();
             assert_eq!(back, f);
         }

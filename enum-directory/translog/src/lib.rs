@@ -6,19 +6,22 @@
 //! auditors check with [`verify_consistency`] that a later head extends an earlier one, and clients check with
 //! [`verify_inclusion`] that the record they resolved is in the log.
 //!
-//! Proof generation ([`inclusion_proof`], [`consistency_proof`]) works over the leaf hashes; the storage keeps
-//! them in order.
+//! Proof generation ([`Subtrees`]) works over roots of subtrees: from the leaf hashes themselves
+//! ([`inclusion_proof`], [`consistency_proof`], O(n)), or from a [`SubtreeCache`] of complete chunks' roots and
+//! the leaf hashes of a few chunks (O(log n), what the directory serves proofs with).
 
+mod cache;
 mod entry;
 mod frontier;
 mod proof;
 mod sth;
 pub mod wire;
 
+pub use cache::{CachedTree, SubtreeCache};
 pub use entry::LogEntry;
 pub use frontier::{Frontier, FrontierError};
 pub use proof::{
-    Hash, consistency_proof, empty_root, inclusion_proof, leaf_hash, node_hash, root, verify_consistency,
+    Hash, Subtrees, consistency_proof, empty_root, inclusion_proof, leaf_hash, node_hash, root, verify_consistency,
     verify_inclusion,
 };
 pub use sth::{SignedTreeHead, TreeHead, TreeHeadSigner, TreeHeadVerifier};
@@ -43,6 +46,14 @@ pub enum Error {
     /// A signed tree head's signature is not valid for the log's key.
     #[error("bad tree head signature")]
     BadSignature,
+    /// A proof needs the hashes of leaves `start..end` and they were not given.
+    #[error("the hashes of leaves {start}..{end} are needed")]
+    MissingLeaves {
+        /// The first leaf.
+        start: u64,
+        /// One past the last leaf.
+        end: u64,
+    },
     /// A key or signature could not be decoded.
     #[error("malformed {0}")]
     Malformed(&'static str),

@@ -29,9 +29,9 @@ pub fn node_hash(left: &Hash, right: &Hash) -> Hash {
 }
 
 /// The largest power of two strictly less than `n` (`n >= 2`).
-fn split(n: usize) -> usize {
+fn split(n: u64) -> u64 {
     debug_assert!(n >= 2);
-    1 << (usize::BITS - 1 - (n - 1).leading_zeros())
+    1 << (u64::BITS - 1 - (n - 1).leading_zeros())
 }
 
 /// MTH over the given leaf hashes.
@@ -40,65 +40,149 @@ pub fn root(leaves: &[Hash]) -> Hash {
         0 => empty_root(),
         1 => leaves[0],
         n => {
-            let k = split(n);
+            let k = split(n as u64) as usize;
             node_hash(&root(&leaves[..k]), &root(&leaves[k..]))
         }
     }
 }
 
-/// The audit path (`PATH(m, D[n])`) proving that leaf `index` is in the tree of `leaves`.
-pub fn inclusion_proof(leaves: &[Hash], index: usize) -> Result<Vec<Hash>> {
-    if index >= leaves.len() {
-        return Err(Error::OutOfRange("leaf index >= tree size"));
+/// A tree seen through the roots of its subtrees: all proof generation needs. The leaf hashes themselves are one
+/// (`[Hash]`, O(n) per proof); [`CachedTree`](crate::CachedTree) answers from cached subtree roots and a few
+/// leaves (O(log n)).
+pub trait Subtrees {
+    /// The number of leaves.
+    fn size(&self) -> u64;
+
+    /// MTH of leaves `start..end` (`start < end <= size`).
+    fn subtree_root(&self, start: u64, end: u64) -> Result<Hash>;
+
+    /// MTH of the whole tree.
+    fn tree_root(&self) -> Result<Hash> {
+        match self.size() {
+            0 => Ok(empty_root()),
+            n => self.subtree_root(0, n),
+        }
     }
-    let mut proof = Vec::new();
-    path(index, leaves, &mut proof);
-    Ok(proof)
+
+    /// The audit path (`PATH(m, D[n])`) proving that leaf `index` is in the tree.
+    fn inclusion_proof(&self, index: u64) -> Result<Vec<Hash>> {
+        if index >= self.size() {
+            return Err(Error::OutOfRange("leaf index >= tree size"));
+        }
+        let mut proof = Vec::new();
+        path(self, index, 0, self.size(), &mut proof)?;
+        Ok(proof)
+    }
+
+    /// The consistency proof (`PROOF(m, D[n])`) that the tree of its first `first` leaves is a prefix of it.
+    fn consistency_proof(&self, first: u64) -> Result<Vec<Hash>> {
+        if first > self.size() {
+            return Err(Error::OutOfRange("first tree size > second tree size"));
+        }
+        let mut proof = Vec::new();
+        if first > 0 && first < self.size() {
+            subproof(self, first, 0, self.size(), true, &mut proof)?;
+        }
+        Ok(proof)
+    }
 }
 
-fn path(m: usize, d: &[Hash], out: &mut Vec<Hash>) {
-    let n = d.len();
+impl Subtrees for [Hash] {
+    fn size(&self) -> u64 {
+        self.len() as u64
+    }
+
+    fn subtree_root(&self, start: u64, end: u64) -> Result<Hash> {
+        self.get(start as usize..end as usize).map(root).ok_or(Error::MissingLeaves { start, end })
+    }
+}
+
+/// The audit path proving that leaf `index` is in the tree of `leaves`.
+pub fn inclusion_proof(leaves: &[Hash], index: usize) -> Result<Vec<Hash>> {
+    leaves.inclusion_proof(index as u64)
+}
+
+/// `PATH(m, D[start..end])`, `m` relative to `start`.
+fn path<T: Subtrees + ?Sized>(t: &T, m: u64, start: u64, end: u64, out: &mut Vec<Hash>) -> Result<()> {
+    let n = end - start;
     if n <= 1 {
-        return;
+        return Ok(());
     }
     let k = split(n);
     if m < k {
-        path(m, &d[..k], out);
-        out.push(root(&d[k..]));
+        path(t, m, start, start + k, out)?;
+        out.push(t.subtree_root(start + k, end)?);
     } else {
-        path(m - k, &d[k..], out);
-        out.push(root(&d[..k]));
+        path(t, m - k, start + k, end, out)?;
+        out.push(t.subtree_root(start, start + k)?);
     }
+    Ok(())
 }
 
-/// The consistency proof (`PROOF(m, D[n])`) that the tree of the first `first` leaves is a prefix of `leaves`.
+/// The consistency proof that the tree of the first `first` leaves is a prefix of `leaves`.
 pub fn consistency_proof(leaves: &[Hash], first: usize) -> Result<Vec<Hash>> {
-    if first > leaves.len() {
-        return Err(Error::OutOfRange("first tree size > second tree size"));
-    }
-    let mut proof = Vec::new();
-    if first > 0 && first < leaves.len() {
-        subproof(first, leaves, true, &mut proof);
-    }
-    Ok(proof)
+    leaves.consistency_proof(first as u64)
 }
 
-fn subproof(m: usize, d: &[Hash], complete: bool, out: &mut Vec<Hash>) {
-    let n = d.len();
+/// `SUBPROOF(m, D[start..end], complete)`.
+fn subproof<T: Subtrees + ?Sized>(
+    t: &T,
+    m: u64,
+    start: u64,
+    end: u64,
+    complete: bool,
+    out: &mut Vec<Hash>,
+) -> Result<()> {
+    let n = end - start;
     if m == n {
         if !complete {
-            out.push(root(d));
+            out.push(t.subtree_root(start, end)?);
         }
-        return;
+        return Ok(());
     }
     let k = split(n);
     if m <= k {
-        subproof(m, &d[..k], complete, out);
-        out.push(root(&d[k..]));
+        subproof(t, m, start, start + k, complete, out)?;
+        out.push(t.subtree_root(start + k, end)?);
     } else {
-        subproof(m - k, &d[k..], false, out);
-        out.push(root(&d[..k]));
+        subproof(t, m - k, start + k, end, false, out)?;
+        out.push(t.subtree_root(start, start + k)?);
     }
+    Ok(())
+}
+
+/// The walk from a node up to the root that both verifications make (RFC 9162 §2.1.3.2 and §2.1.4.2): `fn_` is
+/// the node's index and `sn` the last node's, at each level; `step` gets each hash of `path` and whether it is the
+/// left sibling. Fails when `path` is longer or shorter than the sizes call for (the counts reported are of the
+/// proof, `got` hashes, of which `path` holds all but the first `offset`).
+fn walk(
+    path: &[Hash],
+    mut fn_: u64,
+    mut sn: u64,
+    got: usize,
+    offset: usize,
+    mut step: impl FnMut(&Hash, bool),
+) -> Result<()> {
+    for (used, p) in path.iter().enumerate() {
+        if sn == 0 {
+            return Err(Error::ProofLength { got, expected: used + offset });
+        }
+        if fn_ & 1 == 1 || fn_ == sn {
+            step(p, true);
+            while fn_ & 1 == 0 && fn_ != 0 {
+                fn_ >>= 1;
+                sn >>= 1;
+            }
+        } else {
+            step(p, false);
+        }
+        fn_ >>= 1;
+        sn >>= 1;
+    }
+    if sn != 0 {
+        return Err(Error::ProofLength { got, expected: got + 1 });
+    }
+    Ok(())
 }
 
 /// Verifies an inclusion proof (RFC 9162 §2.1.3.2).
@@ -106,29 +190,10 @@ pub fn verify_inclusion(leaf: &Hash, index: u64, tree_size: u64, proof: &[Hash],
     if index >= tree_size {
         return Err(Error::OutOfRange("leaf index >= tree size"));
     }
-    let (mut fn_, mut sn) = (index, tree_size - 1);
     let mut r = *leaf;
-    for (used, p) in proof.iter().enumerate() {
-        if sn == 0 {
-            return Err(Error::ProofLength { got: proof.len(), expected: used });
-        }
-        if fn_ & 1 == 1 || fn_ == sn {
-            r = node_hash(p, &r);
-            if fn_ & 1 == 0 {
-                while fn_ & 1 == 0 && fn_ != 0 {
-                    fn_ >>= 1;
-                    sn >>= 1;
-                }
-            }
-        } else {
-            r = node_hash(&r, p);
-        }
-        fn_ >>= 1;
-        sn >>= 1;
-    }
-    if sn != 0 {
-        return Err(Error::ProofLength { got: proof.len(), expected: proof.len() + 1 });
-    }
+    walk(proof, index, tree_size - 1, proof.len(), 0, |p, left| {
+        r = if left { node_hash(p, &r) } else { node_hash(&r, p) };
+    })?;
     if &r != root { Err(Error::RootMismatch) } else { Ok(()) }
 }
 
@@ -167,28 +232,14 @@ pub fn verify_consistency(
         sn >>= 1;
     }
     let (mut fr, mut sr) = (path[0], path[0]);
-    for (used, c) in path.iter().enumerate().skip(1) {
-        if sn == 0 {
-            return Err(Error::ProofLength { got: proof.len(), expected: used });
-        }
-        if fn_ & 1 == 1 || fn_ == sn {
+    walk(&path[1..], fn_, sn, proof.len(), 1, |c, left| {
+        if left {
             fr = node_hash(c, &fr);
             sr = node_hash(c, &sr);
-            if fn_ & 1 == 0 {
-                while fn_ & 1 == 0 && fn_ != 0 {
-                    fn_ >>= 1;
-                    sn >>= 1;
-                }
-            }
         } else {
             sr = node_hash(&sr, c);
         }
-        fn_ >>= 1;
-        sn >>= 1;
-    }
-    if sn != 0 {
-        return Err(Error::ProofLength { got: proof.len(), expected: proof.len() + 1 });
-    }
+    })?;
     if &fr != first_root || &sr != second_root { Err(Error::RootMismatch) } else { Ok(()) }
 }
 

@@ -507,9 +507,10 @@ macro_rules! impl_repositories {
                 Frontier::from_bytes(size, &bytes).map_err(|_| corrupt("translog_head", "frontier"))
             }
 
-            async fn leaf_hashes(&mut self, end: u64) -> Result<Vec<Hash>> {
+            async fn leaf_hashes(&mut self, start: u64, end: u64) -> Result<Vec<Hash>> {
                 let rows: Vec<Vec<u8>> =
-                    sqlx::query_scalar("SELECT leaf_hash FROM translog WHERE idx < $1 ORDER BY idx")
+                    sqlx::query_scalar("SELECT leaf_hash FROM translog WHERE idx >= $1 AND idx < $2 ORDER BY idx")
+                        .bind(i64::try_from(start).unwrap_or(i64::MAX))
                         .bind(i64::try_from(end).unwrap_or(i64::MAX))
                         .fetch_all(&mut *self.tx)
                         .await?;
@@ -554,16 +555,6 @@ macro_rules! impl_repositories {
                     "SELECT tree_size, timestamp_ms, root_hash, signature FROM translog_sth \
                      ORDER BY tree_size DESC LIMIT 1",
                 )
-                .fetch_optional(&mut *self.tx)
-                .await?;
-                row.as_ref().map(sth_from_row).transpose()
-            }
-
-            async fn sth_at(&mut self, size: u64) -> Result<Option<SignedTreeHead>> {
-                let row = sqlx::query(
-                    "SELECT tree_size, timestamp_ms, root_hash, signature FROM translog_sth WHERE tree_size = $1",
-                )
-                .bind(i64::try_from(size).unwrap_or(i64::MAX))
                 .fetch_optional(&mut *self.tx)
                 .await?;
                 row.as_ref().map(sth_from_row).transpose()
