@@ -86,19 +86,11 @@ pub async fn current_pepper(app: &App) -> Result<String, ApiError> {
     Ok(app.store.current_pepper().await?.unwrap_or(p))
 }
 
-/// Makes a fresh pepper current and re-hashes every binding; clients holding the old one get
-/// `M_INVALID_PEPPER` and fetch `hash_details` again.
+/// Makes a fresh pepper current and re-hashes every binding and mirrored number with it (one transaction);
+/// clients holding the old one get `M_INVALID_PEPPER` and fetch `hash_details` again.
 pub async fn rotate_pepper(app: &App) -> Result<String, ApiError> {
     let p = app.with_rng(crate::code::random_id);
-    app.store.add_pepper(&p, app.now()).await?;
-    for b in app.store.all_bindings().await? {
-        app.store.set_lookup_hash(&b.number, &lookup_hash(msisdn_address(&b.number), &p)).await?;
-    }
-    let mut mirrored = app.store.mirror_range("", None).await?;
-    for e in &mut mirrored {
-        e.lookup_hash = lookup_hash(msisdn_address(&e.number), &p);
-    }
-    app.store.mirror_upsert(&mirrored).await?;
+    app.store.rotate_pepper(&p, app.now(), &|number| lookup_hash(msisdn_address(number), &p)).await?;
     Ok(p)
 }
 

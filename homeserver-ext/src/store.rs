@@ -152,16 +152,22 @@ pub trait IdentityRepository: Send + Sync {
     async fn unbind(&self, number: &str, user_id: &str) -> Result<bool>;
     /// The binding of a number.
     async fn binding(&self, number: &str) -> Result<Option<Binding>>;
+    /// The bindings of those of `numbers` that are bound, in one query per 500 numbers.
+    async fn bindings(&self, numbers: &[String]) -> Result<Vec<Binding>>;
     /// Bindings whose lookup hash is one of `hashes`.
     async fn lookup_hashes(&self, hashes: &[String]) -> Result<Vec<(String, String)>>;
-    /// All bindings (for re-hashing after a pepper rotation).
-    async fn all_bindings(&self) -> Result<Vec<Binding>>;
-    /// Replaces the lookup hash of a number.
-    async fn set_lookup_hash(&self, number: &str, hash: &str) -> Result<()>;
     /// The current pepper.
     async fn current_pepper(&self) -> Result<Option<String>>;
     /// Makes `pepper` current.
     async fn add_pepper(&self, pepper: &str, now: i64) -> Result<()>;
+    /// Makes `pepper` current and re-hashes every binding and mirrored number with `hash(number)`, in one
+    /// transaction: a lookup sees either the old pepper and hashes or the new ones.
+    async fn rotate_pepper(
+        &self,
+        pepper: &str,
+        now: i64,
+        hash: &(dyn for<'n> Fn(&'n str) -> String + Send + Sync),
+    ) -> Result<()>;
     /// Stores an access token digest for a user.
     async fn add_token(&self, digest: &str, user_id: &str, now: i64) -> Result<()>;
     /// The user of an access token digest.
@@ -192,8 +198,8 @@ pub trait MirrorRepository: Send + Sync {
     async fn mirror_delete(&self, numbers: &[String]) -> Result<()>;
     /// Mirrored numbers whose lookup hash is one of `hashes`: (hash, number).
     async fn mirror_lookup(&self, hashes: &[String]) -> Result<Vec<(String, String)>>;
-    /// Whether a number is mirrored.
-    async fn mirror_contains(&self, number: &str) -> Result<bool>;
+    /// Those of `numbers` the mirror holds, in one query per 500 numbers.
+    async fn mirrored(&self, numbers: &[String]) -> Result<Vec<String>>;
 }
 
 /// Everything the extension stores.
@@ -233,6 +239,33 @@ macro_rules! impl_store {
                 validated_at: r.try_get("validated_at")?,
                 consumed_at: r.try_get("consumed_at")?,
             })
+        }
+
+        /// The rows of `select` (ending in `WHERE column`) `IN (values)`, one statement per 500 values to stay under
+        /// both backends' parameter limits.
+        async fn select_in(
+            pool: &sqlx::Pool<$db>,
+            select: &str,
+            values: &[String],
+        ) -> Result<Vec<<$db as sqlx::Database>::Row>> {
+            let mut rows = Vec::new();
+            for chunk in values.chunks(500) {
+                let params: Vec<String> = (1..=chunk.len()).map(|i| format!("${i}")).collect();
+                let mut q = sqlx::query(sqlx::AssertSqlSafe(format!("{select} IN ({})", params.join(", "))));
+                for v in chunk {
+                    q = q.bind(v);
+                }
+                rows.extend(q.fetch_all(pool).await?);
+            }
+            Ok(rows)
+        }
+
+        /// Makes a pepper current: the newest row is the current one.
+        const ADD_PEPPER: &str = "INSERT INTO peppers (id, pepper, created_at) \
+                                  VALUES ((SELECT COALESCE(MAX(id), 0) + 1 FROM peppers), $1, $2)";
+
+        fn binding_from_row(r: &<$db as sqlx::Database>::Row) -> Result<Binding> {
+            Ok(Binding { number: r.try_get("number")?, user_id: r.try_get("user_id")? })
         }
 
         fn account_from_row(r: &<$db as sqlx::Database>::Row) -> Result<Account> {
@@ -426,44 +459,18 @@ macro_rules! impl_store {
                     .bind(number)
                     .fetch_optional(&self.pool)
                     .await?;
-                row.map(|r| Ok(Binding { number: r.try_get("number")?, user_id: r.try_get("user_id")? })).transpose()
+                row.as_ref().map(binding_from_row).transpose()
+            }
+
+            async fn bindings(&self, numbers: &[String]) -> Result<Vec<Binding>> {
+                let rows = select_in(&self.pool, "SELECT number, user_id FROM bindings WHERE number", numbers).await?;
+                rows.iter().map(binding_from_row).collect()
             }
 
             async fn lookup_hashes(&self, hashes: &[String]) -> Result<Vec<(String, String)>> {
-                let mut found = Vec::new();
-                // Chunks keep the statement under both backends' parameter limits.
-                for chunk in hashes.chunks(500) {
-                    let params: Vec<String> = (1..=chunk.len()).map(|i| format!("${i}")).collect();
-                    let sql = format!(
-                        "SELECT lookup_hash, user_id FROM bindings WHERE lookup_hash IN ({})",
-                        params.join(", ")
-                    );
-                    let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
-                    for h in chunk {
-                        q = q.bind(h);
-                    }
-                    for r in q.fetch_all(&self.pool).await? {
-                        found.push((r.try_get("lookup_hash")?, r.try_get("user_id")?));
-                    }
-                }
-                Ok(found)
-            }
-
-            async fn all_bindings(&self) -> Result<Vec<Binding>> {
-                let rows =
-                    sqlx::query("SELECT number, user_id FROM bindings ORDER BY number").fetch_all(&self.pool).await?;
-                rows.iter()
-                    .map(|r| Ok(Binding { number: r.try_get("number")?, user_id: r.try_get("user_id")? }))
-                    .collect()
-            }
-
-            async fn set_lookup_hash(&self, number: &str, hash: &str) -> Result<()> {
-                sqlx::query("UPDATE bindings SET lookup_hash = $2 WHERE number = $1")
-                    .bind(number)
-                    .bind(hash)
-                    .execute(&self.pool)
+                let rows = select_in(&self.pool, "SELECT lookup_hash, user_id FROM bindings WHERE lookup_hash", hashes)
                     .await?;
-                Ok(())
+                rows.iter().map(|r| Ok((r.try_get("lookup_hash")?, r.try_get("user_id")?))).collect()
             }
 
             async fn current_pepper(&self) -> Result<Option<String>> {
@@ -474,14 +481,34 @@ macro_rules! impl_store {
             }
 
             async fn add_pepper(&self, pepper: &str, now: i64) -> Result<()> {
-                sqlx::query(
-                    "INSERT INTO peppers (id, pepper, created_at) \
-                     VALUES ((SELECT COALESCE(MAX(id), 0) + 1 FROM peppers), $1, $2)",
-                )
-                .bind(pepper)
-                .bind(now)
-                .execute(&self.pool)
-                .await?;
+                sqlx::query(ADD_PEPPER).bind(pepper).bind(now).execute(&self.pool).await?;
+                Ok(())
+            }
+
+            async fn rotate_pepper(
+                &self,
+                pepper: &str,
+                now: i64,
+                hash: &(dyn for<'n> Fn(&'n str) -> String + Send + Sync),
+            ) -> Result<()> {
+                let mut tx = self.pool.begin().await?;
+                // Writing first takes SQLite's write lock before the reads.
+                sqlx::query(ADD_PEPPER).bind(pepper).bind(now).execute(&mut *tx).await?;
+                for table in ["bindings", "directory_mirror"] {
+                    let numbers: Vec<String> =
+                        sqlx::query_scalar(sqlx::AssertSqlSafe(format!("SELECT number FROM {table}")))
+                            .fetch_all(&mut *tx)
+                            .await?;
+                    let update = format!("UPDATE {table} SET lookup_hash = $1 WHERE number = $2");
+                    for n in &numbers {
+                        sqlx::query(sqlx::AssertSqlSafe(update.as_str()))
+                            .bind(hash(n))
+                            .bind(n)
+                            .execute(&mut *tx)
+                            .await?;
+                    }
+                }
+                tx.commit().await?;
                 Ok(())
             }
 
@@ -571,30 +598,14 @@ macro_rules! impl_store {
             }
 
             async fn mirror_lookup(&self, hashes: &[String]) -> Result<Vec<(String, String)>> {
-                let mut found = Vec::new();
-                for chunk in hashes.chunks(500) {
-                    let params: Vec<String> = (1..=chunk.len()).map(|i| format!("${i}")).collect();
-                    let sql = format!(
-                        "SELECT lookup_hash, number FROM directory_mirror WHERE lookup_hash IN ({})",
-                        params.join(", ")
-                    );
-                    let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
-                    for h in chunk {
-                        q = q.bind(h);
-                    }
-                    for r in q.fetch_all(&self.pool).await? {
-                        found.push((r.try_get("lookup_hash")?, r.try_get("number")?));
-                    }
-                }
-                Ok(found)
+                let select = "SELECT lookup_hash, number FROM directory_mirror WHERE lookup_hash";
+                let rows = select_in(&self.pool, select, hashes).await?;
+                rows.iter().map(|r| Ok((r.try_get("lookup_hash")?, r.try_get("number")?))).collect()
             }
 
-            async fn mirror_contains(&self, number: &str) -> Result<bool> {
-                let row = sqlx::query("SELECT 1 AS one FROM directory_mirror WHERE number = $1")
-                    .bind(number)
-                    .fetch_optional(&self.pool)
-                    .await?;
-                Ok(row.is_some())
+            async fn mirrored(&self, numbers: &[String]) -> Result<Vec<String>> {
+                let rows = select_in(&self.pool, "SELECT number FROM directory_mirror WHERE number", numbers).await?;
+                rows.iter().map(|r| Ok(r.try_get("number")?)).collect()
             }
         }
     };

@@ -59,13 +59,25 @@ pub async fn lookup(
             }
         }
         "none" => {
+            // Each address as sent, by the number it names (several spellings may name one number).
+            let mut by_number: BTreeMap<String, Vec<&String>> = BTreeMap::new();
             for a in &req.addresses {
                 let Some((address, "msisdn")) = a.rsplit_once(' ') else { continue };
                 let Ok(number) = E164::parse(&format!("+{}", msisdn_address(address))) else { continue };
-                if let Some(b) = app.store.binding(number.as_str()).await? {
-                    mappings.insert(a.clone(), b.user_id);
-                } else if app.lookup.is_some() && app.store.mirror_contains(number.as_str()).await? {
-                    directory_hits.push((a.clone(), number.as_str().to_owned()));
+                by_number.entry(number.as_str().to_owned()).or_default().push(a);
+            }
+            let numbers: Vec<String> = by_number.keys().cloned().collect();
+            for b in app.store.bindings(&numbers).await? {
+                for a in by_number.remove(&b.number).unwrap_or_default() {
+                    mappings.insert(a.clone(), b.user_id.clone());
+                }
+            }
+            if app.lookup.is_some() {
+                let unbound: Vec<String> = by_number.keys().cloned().collect();
+                for number in app.store.mirrored(&unbound).await? {
+                    for a in by_number.remove(&number).unwrap_or_default() {
+                        directory_hits.push((a.clone(), number.clone()));
+                    }
                 }
             }
         }

@@ -2,116 +2,20 @@
 //! directory answers a DNSSEC-validated NAPTR for it (checked with delv), and `PUT keys/master` publishes the
 //! user's master key only when the homeserver confirms it is theirs.
 //!
-//! The directory binary is another crate's: set `TINCAN_DIRECTORY_BIN`, or build it into the same target dir
-//! (`cargo build -p tincan-directory`). Without it the test is skipped (a failure under `CI=true`).
+//! The directory binary is another crate's, found by [`tincan_testkit::directory::binary`]; without it the test
+//! is skipped (a failure under `CI=true`).
 
 use crate::harness::Ext;
 use serde_json::{Value, json};
-use std::path::{Path, PathBuf};
-use std::process::Command;
-use std::time::{Duration, Instant};
-use tincan_testkit::{ChildGuard, Synapse, tools};
-
-pub const APEX: &str = "e164.tincan.test.";
-
-pub fn directory_bin() -> Option<PathBuf> {
-    if let Some(p) = std::env::var_os("TINCAN_DIRECTORY_BIN") {
-        return Some(PathBuf::from(p));
-    }
-    // tests run from <target>/debug/deps/; binaries live in <target>/debug/.
-    let exe = std::env::current_exe().ok()?;
-    let candidate = exe.parent()?.parent()?.join("tincan-directory");
-    candidate.exists().then_some(candidate)
-}
-
-pub struct Directory {
-    _guard: ChildGuard,
-    bin: PathBuf,
-    data: tempfile::TempDir,
-    pub api: String,
-    pub dns_port: u16,
-}
-
-impl Directory {
-    pub async fn start(bin: PathBuf) -> Directory {
-        let data = tempfile::tempdir().unwrap();
-        let [dns_port, api_port] = tincan_testkit::ports::free_ports::<2>();
-        let mut cmd = Command::new(&bin);
-        cmd.arg("serve").arg("--data-dir").arg(data.path());
-        cmd.args(["--dns", &format!("127.0.0.1:{dns_port}"), "--api", &format!("127.0.0.1:{api_port}")]);
-        cmd.args(["--apex", APEX]);
-        let mut guard = ChildGuard::spawn_logged("tincan-directory", cmd, data.path().join("serve.log")).unwrap();
-        let api = format!("http://127.0.0.1:{api_port}");
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            guard.ensure_running().unwrap();
-            if let Ok(r) = reqwest::get(format!("{api}/healthz")).await
-                && r.status().is_success()
-            {
-                break;
-            }
-            assert!(Instant::now() < deadline, "directory not healthy\n{}", guard.log_tail(30));
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        Directory { _guard: guard, bin, data, api, dns_port }
-    }
-
-    pub fn cli(&self, args: &[&str]) -> String {
-        let out = Command::new(&self.bin).args(args).arg("--data-dir").arg(self.data.path()).output().unwrap();
-        assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
-        String::from_utf8(out.stdout).unwrap()
-    }
-
-    /// `delv`'s output (stdout and stderr) for the number's NAPTR, validated up to the directory's DS.
-    pub fn delv_naptr(&self, number: &str) -> String {
-        let delv = tools::require("delv");
-        let work = tempfile::tempdir().unwrap();
-        let anchor = self.anchor_conf(work.path());
-        let out = tools::run(Command::new(&delv).args([
-            "@127.0.0.1",
-            "-p",
-            &self.dns_port.to_string(),
-            "-a",
-            anchor.to_str().unwrap(),
-            &format!("+root={APEX}"),
-            &owner(number),
-            "NAPTR",
-        ]))
-        .unwrap();
-        format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr))
-    }
-
-    /// `trust-anchors { "APEX" static-ds TAG ALG DTYPE "HEX"; };` from `keys ds`.
-    pub fn anchor_conf(&self, dir: &Path) -> PathBuf {
-        let mut anchors = String::new();
-        for line in self.cli(&["keys", "ds"]).lines().filter(|l| l.contains(" DS ")) {
-            let f: Vec<&str> = line.split_whitespace().collect();
-            let i = f.iter().position(|w| *w == "DS").unwrap();
-            let hex: String = f[i + 4..].concat();
-            anchors.push_str(&format!("  \"{APEX}\" static-ds {} {} {} \"{hex}\";\n", f[i + 1], f[i + 2], f[i + 3]));
-        }
-        assert!(!anchors.is_empty(), "keys ds printed no DS");
-        let path = dir.join("anchor.conf");
-        std::fs::write(&path, format!("trust-anchors {{\n{anchors}}};\n")).unwrap();
-        path
-    }
-}
-
-fn owner(number: &str) -> String {
-    let digits: String = number.trim_start_matches('+').chars().rev().flat_map(|c| [c, '.']).collect();
-    format!("{digits}{APEX}")
-}
+use tincan_testkit::Synapse;
+use tincan_testkit::directory::{Directory, binary_or_skip};
 
 #[tokio::test]
 async fn sign_up_publishes_a_validated_naptr_and_the_master_key() {
-    let Some(bin) = directory_bin() else {
-        assert!(!tincan_testkit::in_ci(), "tincan-directory binary missing in CI");
-        eprintln!("SKIPPED: no tincan-directory binary (set TINCAN_DIRECTORY_BIN or build -p tincan-directory)");
-        return;
-    };
-    let delv = tools::require("delv");
-    let dir = Directory::start(bin).await;
-    let token = dir.cli(&["provider", "add", "tincan", "--prefix", "+44"]).trim().to_owned();
+    let Some(bin) = binary_or_skip() else { return };
+    let dir = Directory::start(&bin).await.unwrap();
+    let registrar = dir.add_provider("tincan", &["+44"]).unwrap();
+    let token = registrar.token.clone();
 
     let secret = "dir-jwt-secret-0123456789";
     let synapse = Synapse::builder()
@@ -132,33 +36,12 @@ async fn sign_up_publishes_a_validated_naptr_and_the_master_key() {
 
     // The registrar holds the record…
     let http = reqwest::Client::new();
-    let rec: Value = http
-        .get(format!("{}/v1/numbers/{number}", dir.api))
-        .bearer_auth(&token)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let rec = registrar.get(number).await.unwrap().expect("the number is registered");
     let uri = format!("matrix:u/{}", user_id.trim_start_matches('@'));
     assert_eq!(rec["services"][0]["uri"], uri.as_str(), "{rec}");
 
     // …and DNS answers it, validated up to the trust anchor.
-    let work = tempfile::tempdir().unwrap();
-    let anchor = dir.anchor_conf(work.path());
-    let out = tools::run(Command::new(&delv).args([
-        "@127.0.0.1",
-        "-p",
-        &dir.dns_port.to_string(),
-        "-a",
-        anchor.to_str().unwrap(),
-        &format!("+root={APEX}"),
-        &owner(number),
-        "NAPTR",
-    ]))
-    .unwrap();
-    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    let text = dir.delv(number, "NAPTR").unwrap();
     assert!(text.contains("; fully validated"), "{text}");
     assert!(text.contains(&uri), "{text}");
 
@@ -200,15 +83,7 @@ async fn sign_up_publishes_a_validated_naptr_and_the_master_key() {
     assert_eq!(body["errcode"], "M_FORBIDDEN");
     let r = put(master.clone()).await.unwrap();
     assert_eq!(r.status().as_u16(), 200, "{}", r.text().await.unwrap());
-    let rec: Value = http
-        .get(format!("{}/v1/numbers/{number}", dir.api))
-        .bearer_auth(&token)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let rec = registrar.get(number).await.unwrap().expect("the number is registered");
     assert_eq!(rec["key"]["ed25519"], master.as_str(), "{rec}");
 
     // Unregistering removes the record from the directory (and DNS).
@@ -217,19 +92,7 @@ async fn sign_up_publishes_a_validated_naptr_and_the_master_key() {
     assert_eq!(r.status().as_u16(), 200);
     let body: Value = r.json().await.unwrap();
     assert_eq!(body["numbers"], json!([number]));
-    let r = http.get(format!("{}/v1/numbers/{number}", dir.api)).bearer_auth(&token).send().await.unwrap();
-    assert_eq!(r.status().as_u16(), 404);
-    let out = tools::run(Command::new(&delv).args([
-        "@127.0.0.1",
-        "-p",
-        &dir.dns_port.to_string(),
-        "-a",
-        anchor.to_str().unwrap(),
-        &format!("+root={APEX}"),
-        &owner(number),
-        "NAPTR",
-    ]))
-    .unwrap();
-    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(registrar.get(number).await.unwrap().is_none());
+    let text = dir.delv(number, "NAPTR").unwrap();
     assert!(!text.contains(&uri), "{text}");
 }

@@ -4,13 +4,13 @@
 //! DNSSEC-validated DNS); a stale pepper is `M_INVALID_PEPPER`; a directory answer that does not validate is
 //! never returned; `account/logout` ends the token.
 
-use crate::directory::{APEX, Directory, directory_bin};
 use crate::harness::Ext;
 use serde_json::{Value, json};
 use std::time::{Duration, Instant};
 use tincan_homeserver_ext::identity::lookup_hash;
 use tincan_homeserver_ext::store::{IdentityRepository, MirrorRepository, SqliteStore};
 use tincan_testkit::Synapse;
+use tincan_testkit::directory::{APEX, Directory, binary_or_skip};
 
 const SECRET: &str = "discovery-jwt-secret-0123456789";
 /// Provider B's number: registered in the directory, never seen by this extension.
@@ -25,7 +25,7 @@ fn ext_config(synapse: &Synapse, dir: &Directory, token: &str, anchor: &str) -> 
          apex = \"{APEX}\"\nsync_interval_secs = 1\nsync_page_size = 2\ntrust_anchor = '''\n{anchor}'''\n",
         hs = synapse.url(),
         api = dir.api,
-        dns = dir.dns_port,
+        dns = dir.dns.port(),
     )
 }
 
@@ -43,14 +43,10 @@ async fn eventually<T, F: std::future::Future<Output = Option<T>>>(what: &str, m
 
 #[tokio::test]
 async fn lookup_finds_local_and_directory_only_numbers_with_a_registered_token() {
-    let Some(bin) = directory_bin() else {
-        assert!(!tincan_testkit::in_ci(), "tincan-directory binary missing in CI");
-        eprintln!("SKIPPED: no tincan-directory binary (set TINCAN_DIRECTORY_BIN or build -p tincan-directory)");
-        return;
-    };
-    let dir = Directory::start(bin).await;
-    let token_a = dir.cli(&["provider", "add", "tincan", "--prefix", "+44"]).trim().to_owned();
-    let token_b = dir.cli(&["provider", "add", "other", "--prefix", "+49"]).trim().to_owned();
+    let Some(bin) = binary_or_skip() else { return };
+    let dir = Directory::start(&bin).await.unwrap();
+    let token_a = dir.add_provider("tincan", &["+44"]).unwrap().token;
+    let token_b = dir.add_provider("other", &["+49"]).unwrap().token;
     let http = reqwest::Client::new();
     // Provider B registers its user's number; a few more of A's range make the listing span several pages.
     let put = |number: &str, token: &str, uri: &str| {
@@ -65,8 +61,7 @@ async fn lookup_finds_local_and_directory_only_numbers_with_a_registered_token()
         let r = put(&format!("+44791112390{i}"), &token_a, &format!("matrix:u/x{i}:hs.test")).await.unwrap();
         assert_eq!(r.status().as_u16(), 200);
     }
-    let work = tempfile::tempdir().unwrap();
-    let anchor = std::fs::read_to_string(dir.anchor_conf(work.path())).unwrap();
+    let anchor = dir.bind_trust_anchors().unwrap();
 
     let synapse = Synapse::builder()
         .config(json!({"jwt_config": {"enabled": true, "secret": SECRET, "algorithm": "HS256"}}))
@@ -92,15 +87,7 @@ async fn lookup_finds_local_and_directory_only_numbers_with_a_registered_token()
     let (s, reg) = ext.post("/_matrix/identity/v2/account/register", openid.clone()).await;
     assert_eq!(s, 200, "{reg}\n{}", ext.guard.log_tail(20));
     let is_token = reg["token"].as_str().unwrap().to_owned();
-    let account: Value = http
-        .get(format!("{}/_matrix/identity/v2/account", ext.url))
-        .bearer_auth(&is_token)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let (_, account) = ext.get("/_matrix/identity/v2/account", &is_token).await;
     assert_eq!(account["user_id"], user_id.as_str());
     // A made-up OpenID token is refused, and stores nothing.
     let mut forged = openid.clone();
@@ -133,15 +120,7 @@ async fn lookup_finds_local_and_directory_only_numbers_with_a_registered_token()
     }
     assert!(ext.sms().len() == 1, "no SMS went out for the refused requestToken");
 
-    let details: Value = http
-        .get(format!("{}/_matrix/identity/v2/hash_details", ext.url))
-        .bearer_auth(&is_token)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let (_, details) = ext.get("/_matrix/identity/v2/hash_details", &is_token).await;
     let pepper = details["lookup_pepper"].as_str().unwrap().to_owned();
     let lookup = |pepper: String, algorithm: &'static str, addresses: Vec<String>| {
         http.post(format!("{}/_matrix/identity/v2/lookup", ext.url))
@@ -177,13 +156,7 @@ async fn lookup_finds_local_and_directory_only_numbers_with_a_registered_token()
     assert!(mirrored.iter().any(|e| e.number == REMOTE && e.lookup_hash == h_remote));
 
     // A rotated pepper: the old one is stale; the mirror was re-hashed with the bindings.
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_tincan-ext"))
-        .arg("--config")
-        .arg(ext.dir.path().join("ext.toml"))
-        .arg("rotate-pepper")
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    ext.command(&["rotate-pepper"]);
     let r = lookup(pepper.clone(), "sha256", vec![h_remote.clone()]).await.unwrap();
     assert_eq!(r.status().as_u16(), 400);
     let b: Value = r.json().await.unwrap();
@@ -198,7 +171,7 @@ async fn lookup_finds_local_and_directory_only_numbers_with_a_registered_token()
     assert_eq!(r.status().as_u16(), 200);
     eventually("the deleted number to leave the mirror", || {
         let store = &store;
-        async move { (!store.mirror_contains(REMOTE).await.unwrap()).then_some(()) }
+        async move { store.mirrored(&[REMOTE.into()]).await.unwrap().is_empty().then_some(()) }
     })
     .await;
     let r = put(REMOTE, &token_b, "matrix:u/bob:other.test").await.unwrap();
@@ -211,7 +184,7 @@ async fn lookup_finds_local_and_directory_only_numbers_with_a_registered_token()
     wrong_store.add_token(&tincan_homeserver_ext::code::digest("wrong-is"), "@w:hs.test", 0).await.unwrap();
     eventually("the second extension's mirror", || {
         let s = &wrong_store;
-        async move { s.mirror_contains(REMOTE).await.unwrap().then_some(()) }
+        async move { (!s.mirrored(&[REMOTE.into()]).await.unwrap().is_empty()).then_some(()) }
     })
     .await;
     let wrong_pepper = wrong_store.current_pepper().await.unwrap().unwrap();

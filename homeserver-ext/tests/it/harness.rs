@@ -64,6 +64,24 @@ impl Ext {
         (status, r.json().await.unwrap_or(Value::Null))
     }
 
+    /// GETs with a bearer token and returns (status, body).
+    pub async fn get(&self, path: &str, token: &str) -> (u16, Value) {
+        let r = self.http.get(format!("{}{path}", self.url)).bearer_auth(token).send().await.expect("request");
+        let status = r.status().as_u16();
+        (status, r.json().await.unwrap_or(Value::Null))
+    }
+
+    /// Runs `tincan-ext --config <this config> ARGS` (a one-off command beside the server) and checks it succeeds.
+    pub fn command(&self, args: &[&str]) {
+        let out = Command::new(env!("CARGO_BIN_EXE_tincan-ext"))
+            .arg("--config")
+            .arg(self.dir.path().join("ext.toml"))
+            .args(args)
+            .output()
+            .expect("tincan-ext runs");
+        assert!(out.status.success(), "tincan-ext {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    }
+
     /// The dev sink's messages so far.
     pub fn sms(&self) -> Vec<(String, String)> {
         read_jsonl(&self.dir.path().join("sms.jsonl"))

@@ -4,16 +4,13 @@
 use crate::harness::{Ext, Smsc, code_in};
 use serde_json::json;
 use tincan_testkit::Synapse;
+use tincan_testkit::directory::{Directory, binary_or_skip};
 
 #[tokio::test]
 async fn code_over_smpp_then_login_to_synapse() {
-    let Some(bin) = crate::directory::directory_bin() else {
-        assert!(!tincan_testkit::in_ci(), "tincan-directory binary missing in CI");
-        eprintln!("SKIPPED: no tincan-directory binary (set TINCAN_DIRECTORY_BIN or build -p tincan-directory)");
-        return;
-    };
-    let dir = crate::directory::Directory::start(bin).await;
-    let token = dir.cli(&["provider", "add", "tincan", "--prefix", "+49"]).trim().to_owned();
+    let Some(bin) = binary_or_skip() else { return };
+    let dir = Directory::start(&bin).await.unwrap();
+    let token = dir.add_provider("tincan", &["+49"]).unwrap().token;
     let smsc = Smsc::start().await.unwrap();
     let synapse = Synapse::builder()
         .config(json!({"jwt_config": {"enabled": true, "secret": "smpp-test-secret-0123", "algorithm": "HS256"}}))
@@ -57,7 +54,7 @@ async fn code_over_smpp_then_login_to_synapse() {
     assert_eq!(synapse.whoami(&access_token).await.unwrap(), user_id);
 
     // The directory now answers a DNSSEC-validated NAPTR for the number, pointing at that user.
-    let text = dir.delv_naptr("+4915112345678");
+    let text = dir.delv("+4915112345678", "NAPTR").unwrap();
     assert!(text.contains("; fully validated"), "{text}");
     assert!(text.contains(&format!("matrix:u/{}", user_id.trim_start_matches('@'))), "{text}");
 

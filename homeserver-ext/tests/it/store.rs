@@ -71,9 +71,26 @@ async fn conformance(store: &dyn Store) {
     assert_eq!(found, vec![("h1".into(), "@tc_a:hs".into()), ("h2".into(), "@x:hs".into())]);
     let many: Vec<String> = (0..1200).map(|i| format!("m{i}")).chain(["h1".to_string()]).collect();
     assert_eq!(store.lookup_hashes(&many).await.unwrap().len(), 1);
-    store.set_lookup_hash("+447911123001", "h9").await.unwrap();
+    let asked: Vec<String> = ["+447911123002", "+447911123009", "+447911123001"].map(String::from).to_vec();
+    let mut bound = store.bindings(&asked).await.unwrap();
+    bound.sort_by(|a, b| a.number.cmp(&b.number));
+    assert_eq!(bound, vec![bind.clone(), Binding { number: "+447911123002".into(), user_id: "@x:hs".into() }]);
+
+    // A rotation re-hashes bindings and the mirror together, with the new pepper current.
+    let mirrored = |n: &str, h: &str| MirrorEntry { number: n.into(), version: 7, lookup_hash: h.into() };
+    store.mirror_upsert(&[mirrored("+4915112345001", "m1")]).await.unwrap();
+    store.rotate_pepper("p3", 3, &|n| format!("{n}/p3")).await.unwrap();
+    assert_eq!(store.current_pepper().await.unwrap().as_deref(), Some("p3"));
     assert!(store.lookup_hashes(&["h1".into()]).await.unwrap().is_empty());
-    assert_eq!(store.all_bindings().await.unwrap().len(), 2);
+    assert_eq!(
+        store.lookup_hashes(&["+447911123001/p3".into()]).await.unwrap(),
+        vec![("+447911123001/p3".into(), "@tc_a:hs".into())]
+    );
+    assert_eq!(store.mirror_range("", None).await.unwrap(), vec![mirrored("+4915112345001", "+4915112345001/p3")]);
+    assert_eq!(
+        store.mirrored(&asked[..1].iter().cloned().chain(["+4915112345001".into()]).collect::<Vec<_>>()).await.unwrap(),
+        vec!["+4915112345001".to_string()]
+    );
     assert!(!store.unbind("+447911123001", "@someone:hs").await.unwrap());
     assert!(store.unbind("+447911123001", "@tc_a:hs").await.unwrap());
     assert!(store.binding("+447911123001").await.unwrap().is_none());
