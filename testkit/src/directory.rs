@@ -129,6 +129,37 @@ impl Directory {
         Ok(ds)
     }
 
+    /// The trust anchor as BIND's `trust-anchors { "APEX" static-ds TAG ALG DIGEST-TYPE "HEX"; };` clause (what
+    /// `delv -a` reads).
+    pub fn bind_trust_anchors(&self) -> Result<String> {
+        let mut anchors = String::new();
+        for line in self.trust_anchor()?.lines().filter(|l| l.contains(" DS ")) {
+            let f: Vec<&str> = line.split_whitespace().collect();
+            let i = f.iter().position(|w| *w == "DS").context("a DS line")?;
+            ensure!(f.len() > i + 4, "short DS line {line:?}");
+            let hex: String = f[i + 4..].concat();
+            anchors.push_str(&format!("  \"{APEX}\" static-ds {} {} {} \"{hex}\";\n", f[i + 1], f[i + 2], f[i + 3]));
+        }
+        Ok(format!("trust-anchors {{\n{anchors}}};\n"))
+    }
+
+    /// `delv`'s output (stdout and stderr) for the `rtype` records of `number` (`+E.164`), validated by BIND's
+    /// validator up to the directory's DS: `; fully validated` when they are.
+    pub fn delv(&self, number: &str, rtype: &str) -> Result<String> {
+        let work = tempfile::tempdir()?;
+        let anchor = work.path().join("anchor.conf");
+        std::fs::write(&anchor, self.bind_trust_anchors()?)?;
+        let owner: String = number.trim_start_matches('+').chars().rev().flat_map(|c| [c, '.']).collect();
+        let out = crate::tools::run(
+            crate::tools::command("delv")
+                .arg(format!("@{}", self.dns.ip()))
+                .args(["-p", &self.dns.port().to_string(), "-a"])
+                .arg(&anchor)
+                .args([&format!("+root={APEX}"), &format!("{owner}{APEX}"), rtype]),
+        )?;
+        Ok(format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)))
+    }
+
     /// The data dir.
     pub fn data_dir(&self) -> &Path {
         self.data.path()

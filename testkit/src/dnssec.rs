@@ -2,9 +2,9 @@
 //! `dnssec-signzone`, served by Knot DNS (`knotd`) on a free loopback port, either as signed or signed online by
 //! `mod-onlinesign`. Used wherever a test needs a validating client against a zone not made by our own signer.
 
-use crate::process::ChildGuard;
+use crate::knotd::{Knotd, KnotdConf};
 use crate::{ports, tools};
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -128,8 +128,7 @@ pub struct Knot {
     /// Where it answers (UDP and TCP).
     pub addr: SocketAddr,
     apex: String,
-    dir: tempfile::TempDir,
-    guard: ChildGuard,
+    knotd: Knotd,
 }
 
 impl Knot {
@@ -149,10 +148,6 @@ impl Knot {
     }
 
     async fn start(apex: &str, zone_file: &Path, online: bool, port: u16) -> Result<Self> {
-        let dir = tempfile::Builder::new().prefix("tincan-knot-").tempdir()?;
-        let root = dir.path().display().to_string();
-        std::fs::create_dir_all(dir.path().join("db"))?;
-        std::fs::copy(zone_file, dir.path().join("zone.db"))?;
         let addr = SocketAddr::from(([127, 0, 0, 1], port));
         let (policy, module) = if online {
             (
@@ -163,46 +158,24 @@ impl Knot {
         } else {
             ("", "")
         };
-        let conf = format!(
-            "server:\n    rundir: \"{root}\"\n    listen: 127.0.0.1@{port}\n\
-             database:\n    storage: \"{root}/db\"\n\
-             log:\n  - target: stderr\n    any: info\n\
-             {policy}\
-             zone:\n  - domain: {apex}\n    file: \"{root}/zone.db\"\n    zonefile-sync: -1\n    \
-             journal-content: none\n{module}"
-        );
-        let conf_path = dir.path().join("knot.conf");
-        std::fs::write(&conf_path, conf)?;
-        let mut cmd = tools::command("knotd");
-        cmd.arg("-c").arg(&conf_path);
-        let guard = ChildGuard::spawn_logged("knotd", cmd, dir.path().join("knotd.log"))?;
-        let mut knot = Self { addr, apex: apex.to_owned(), dir, guard };
-        knot.wait_ready().await?;
-        Ok(knot)
-    }
-
-    /// Polls until the apex SOA is served.
-    async fn wait_ready(&mut self) -> Result<()> {
-        for _ in 0..200 {
-            self.guard.ensure_running()?;
-            let out = tools::run(
-                tools::command("dig")
-                    .args(["+short", "+time=1", "+tries=1", "-p", &self.addr.port().to_string(), "@127.0.0.1"])
-                    .args([self.apex.as_str(), "SOA"]),
-            )?;
-            if !String::from_utf8_lossy(&out.stdout).trim().is_empty() {
-                return Ok(());
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        bail!("knotd did not answer on {}\n{}", self.addr, self.guard.log_tail(30))
+        let conf = KnotdConf::write("tincan-knot-", addr, |root| {
+            format!(
+                "{policy}\
+                 zone:\n  - domain: {apex}\n    file: \"{root}/zone.db\"\n    zonefile-sync: -1\n    \
+                 journal-content: none\n{module}"
+            )
+        })?;
+        std::fs::copy(zone_file, conf.dir.path().join("zone.db"))?;
+        let mut knotd = conf.spawn()?;
+        // Ready once it serves the apex SOA.
+        knotd.wait(apex, true, Duration::from_secs(10), |soa| !soa.trim().is_empty()).await?;
+        Ok(Self { addr, apex: apex.to_owned(), knotd })
     }
 
     /// The DS records (SHA-256) of the keys Knot made for online signing.
     pub fn onlinesign_ds(&self) -> Result<String> {
-        let out = tools::run_ok(
-            tools::command("keymgr").arg("-c").arg(self.dir.path().join("knot.conf")).args([self.apex.as_str(), "ds"]),
-        )?;
+        let out =
+            tools::run_ok(tools::command("keymgr").arg("-c").arg(self.knotd.conf()).args([self.apex.as_str(), "ds"]))?;
         Ok(out.lines().filter(|l| l.split_whitespace().nth(4) == Some("2")).collect::<Vec<_>>().join("\n"))
     }
 }

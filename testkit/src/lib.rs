@@ -17,6 +17,7 @@
 
 pub mod directory;
 pub mod dnssec;
+mod knotd;
 pub mod ports;
 pub mod postgres;
 pub mod process;

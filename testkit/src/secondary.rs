@@ -1,9 +1,10 @@
 //! A Knot DNS (`knotd`) secondary pulling a zone from a primary by AXFR/IXFR with TSIG, accepting its NOTIFY;
 //! optionally signing online (`mod-onlinesign`) with keys imported into its KASP database beforehand.
 
+use crate::knotd::{Knotd, KnotdConf};
 use crate::process::ChildGuard;
 use crate::tools;
-use anyhow::{Result, bail};
+use anyhow::{Context, Result, bail};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -34,8 +35,7 @@ pub struct KnotSecondary {
     /// Where it answers (UDP and TCP).
     pub addr: SocketAddr,
     apex: String,
-    dir: tempfile::TempDir,
-    guard: ChildGuard,
+    knotd: Knotd,
 }
 
 impl KnotSecondary {
@@ -53,43 +53,38 @@ impl KnotSecondary {
 
     /// knotd's log so far.
     pub fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.path().join("knotd.log")).unwrap_or_default()
+        std::fs::read_to_string(self.knotd.path().join("knotd.log")).unwrap_or_default()
     }
 
     /// The last lines of the log.
     pub fn log_tail(&self, lines: usize) -> String {
-        self.guard.log_tail(lines)
+        self.knotd.guard.log_tail(lines)
     }
 
     /// The SOA serial it serves, if it serves the zone.
     pub fn serial(&self) -> Result<Option<u32>> {
-        let out = tools::run(
-            tools::command("dig")
-                .args(["+short", "+time=1", "+tries=1", "-p", &self.addr.port().to_string()])
-                .arg(format!("@{}", self.addr.ip()))
-                .args([self.apex.as_str(), "SOA"]),
-        )?;
-        let text = String::from_utf8_lossy(&out.stdout);
-        Ok(text.split_whitespace().nth(2).and_then(|s| s.parse().ok()))
+        Ok(soa_serial(&self.knotd.dig_soa(&self.apex, true)?))
     }
 
     /// Polls until it serves serial `serial` or newer (RFC 1982 arithmetic is not needed in tests), within
     /// `within`.
     pub async fn wait_serial(&mut self, serial: u32, within: Duration) -> Result<u32> {
-        let deadline = Instant::now() + within;
-        loop {
-            self.guard.ensure_running()?;
-            if let Some(s) = self.serial()?
-                && s >= serial
-            {
-                return Ok(s);
-            }
-            if Instant::now() > deadline {
-                bail!("knotd did not reach serial {serial} within {within:?}\n{}", self.guard.log_tail(40));
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+        self.knotd
+            .wait(&self.apex, true, within, |soa| soa_serial(soa).is_some_and(|s| s >= serial))
+            .await
+            .with_context(|| format!("knotd did not reach serial {serial}"))?;
+        Ok(self.serial()?.unwrap_or(serial))
     }
+
+    /// Its working directory (for tests that want to look at its files).
+    pub fn dir(&self) -> &Path {
+        self.knotd.path()
+    }
+}
+
+/// The serial in `dig +short … SOA` output.
+fn soa_serial(short: &str) -> Option<u32> {
+    short.split_whitespace().nth(2).and_then(|s| s.parse().ok())
 }
 
 impl KnotSecondaryBuilder {
@@ -108,9 +103,6 @@ impl KnotSecondaryBuilder {
     /// Writes the config, imports the keys and starts knotd; returns once it runs (the zone may still be on
     /// its way: use [`KnotSecondary::wait_serial`]).
     pub async fn start(self) -> Result<KnotSecondary> {
-        let dir = tempfile::Builder::new().prefix("tincan-knot2-").tempdir()?;
-        let root = dir.path().display().to_string();
-        std::fs::create_dir_all(dir.path().join("db"))?;
         let addr = self.listen.unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], crate::ports::free_port())));
         let (apex, key, secret, primary) = (&self.apex, &self.key_name, &self.secret, self.primary);
         let online = !self.keys.is_empty();
@@ -123,64 +115,33 @@ impl KnotSecondaryBuilder {
         } else {
             ("", "")
         };
-        let conf = format!(
-            "server:\n    rundir: \"{root}\"\n    listen: {ip}@{port}\n\
-             database:\n    storage: \"{root}/db\"\n\
-             log:\n  - target: stderr\n    any: info\n\
-             key:\n  - id: {key}\n    algorithm: hmac-sha256\n    secret: {secret}\n\
-             remote:\n  - id: primary\n    address: {pip}@{pport}\n    key: {key}\n\
-             acl:\n  - id: notify-from-primary\n    address: {pip}\n    key: {key}\n    action: notify\n\
-             {policy}\
-             zone:\n  - domain: {apex}\n    master: primary\n    acl: notify-from-primary\n    \
-             file: \"{root}/zone.db\"\n    zonefile-sync: -1\n    zonefile-load: none\n    \
-             journal-content: changes\n{zone_extra}",
-            ip = addr.ip(),
-            port = addr.port(),
-            pip = primary.ip(),
-            pport = primary.port(),
-        );
-        let conf_path = dir.path().join("knot.conf");
-        std::fs::write(&conf_path, conf)?;
+        let conf = KnotdConf::write("tincan-knot2-", addr, |root| {
+            format!(
+                "key:\n  - id: {key}\n    algorithm: hmac-sha256\n    secret: {secret}\n\
+                 remote:\n  - id: primary\n    address: {pip}@{pport}\n    key: {key}\n\
+                 acl:\n  - id: notify-from-primary\n    address: {pip}\n    key: {key}\n    action: notify\n\
+                 {policy}\
+                 zone:\n  - domain: {apex}\n    master: primary\n    acl: notify-from-primary\n    \
+                 file: \"{root}/zone.db\"\n    zonefile-sync: -1\n    zonefile-load: none\n    \
+                 journal-content: changes\n{zone_extra}",
+                pip = primary.ip(),
+                pport = primary.port(),
+            )
+        })?;
         for k in &self.keys {
             tools::run_ok(
                 tools::command("keymgr")
                     .arg("-c")
-                    .arg(&conf_path)
+                    .arg(&conf.conf)
                     .args([apex.as_str(), "import-pem"])
                     .arg(&k.pem)
                     .args(&k.args),
             )?;
         }
-        let mut cmd = tools::command("knotd");
-        cmd.arg("-c").arg(&conf_path);
-        let mut guard = ChildGuard::spawn_logged("knotd", cmd, dir.path().join("knotd.log"))?;
+        let mut knotd = conf.spawn()?;
         // Running means it answers on its port (REFUSED or SERVFAIL until the zone arrives).
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            guard.ensure_running()?;
-            let out = tools::run(
-                tools::command("dig")
-                    .args(["+time=1", "+tries=1", "-p", &addr.port().to_string()])
-                    .arg(format!("@{}", addr.ip()))
-                    .args([apex.as_str(), "SOA"]),
-            )?;
-            if String::from_utf8_lossy(&out.stdout).contains("status:") {
-                break;
-            }
-            if Instant::now() > deadline {
-                bail!("knotd did not answer on {addr}\n{}", guard.log_tail(30));
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        Ok(KnotSecondary { addr, apex: self.apex, dir, guard })
-    }
-}
-
-/// The path of a file in the secondary's directory (for tests that want to look at its files).
-impl KnotSecondary {
-    /// Its working directory.
-    pub fn dir(&self) -> &Path {
-        self.dir.path()
+        knotd.wait(apex, false, Duration::from_secs(30), |out| out.contains("status:")).await?;
+        Ok(KnotSecondary { addr, apex: self.apex, knotd })
     }
 }
 
