@@ -1,5 +1,6 @@
-//! `answer()` throughput: a positive NAPTR with DO (cached signatures) and negative answers with DO (one online
-//! NSEC signature each), on a zone of 10k numbers. `cargo bench -p tincan-directory --bench answer`.
+//! `answer()` throughput: a positive NAPTR with DO (cached signatures), a repeated negative answer with DO (its
+//! NSEC signature cached) and a flood of distinct negative names (one online NSEC signature each), on a zone of
+//! 10k numbers. `cargo bench -p tincan-directory --bench answer`.
 
 #![allow(missing_docs)] // criterion_group! makes an undocumented function
 
@@ -48,8 +49,21 @@ fn bench(c: &mut Criterion) {
         c.bench_function(&format!("{alg:?}/positive NAPTR +DO"), |b| {
             b.iter(|| answer(&zones, black_box(&positive), Transport::Udp))
         });
-        c.bench_function(&format!("{alg:?}/negative NAPTR +DO (online NSEC)"), |b| {
+        c.bench_function(&format!("{alg:?}/negative NAPTR +DO (same name: cached NSEC signature)"), |b| {
             b.iter(|| answer(&zones, black_box(&negative), Transport::Udp))
+        });
+        // Every query a new name: the eight lowest digits, the first eight labels (`\x01<digit>` each after the
+        // 12-byte header), count up.
+        let mut flood = negative.clone();
+        let mut n = 0u32;
+        c.bench_function(&format!("{alg:?}/negative NAPTR +DO (distinct names: online NSEC)"), |b| {
+            b.iter(|| {
+                n += 1;
+                for i in 0..8 {
+                    flood[13 + 2 * i] = b'0' + (n / 10u32.pow(i as u32) % 10) as u8;
+                }
+                answer(&zones, black_box(&flood), Transport::Udp)
+            })
         });
     }
 }

@@ -217,9 +217,7 @@ fn negative(
         rdata.extend_from_slice(&[1, 0]);
     }
     rdata.extend_from_slice(&owner);
-    let mut sorted = types.to_vec();
-    sorted.sort_unstable();
-    rdata.extend_from_slice(&type_bitmap(&sorted));
+    rdata.extend_from_slice(&type_bitmap(types));
     // RFC 4034 §3.1.3: a leading `*` label is not counted.
     let mut labels = req.labels.len() as u8;
     if req.labels.first().is_some_and(|_| req.label(0) == b"*") {

@@ -37,7 +37,7 @@ pub(crate) fn rrsig_head(c: &Covered<'_>, expiration: u32, inception: u32, key_t
 }
 
 /// Iterates the rdata of an RRset stored as `[len u16][rdata]…`.
-pub(crate) fn rdatas(set: &[u8]) -> impl Iterator<Item = &[u8]> {
+pub(crate) fn rdatas(set: &[u8]) -> impl Iterator<Item = &[u8]> + Clone {
     let mut rest = set;
     std::iter::from_fn(move || {
         if rest.len() < 2 {
@@ -72,12 +72,26 @@ pub(crate) fn sign_set(
     inception: u32,
     expiration: u32,
 ) -> Result<Sig, KeyError> {
+    sign_rdatas(keys, role, c, owner, rdatas(set), inception, expiration)
+}
+
+/// [`sign_set`] with the rdata given one by one, in canonical order (an online-signed NSEC is one).
+pub(crate) fn sign_rdatas<'r>(
+    keys: &ZoneKeys,
+    role: KeyRole,
+    c: &Covered<'_>,
+    owner: &[u8],
+    rdatas: impl IntoIterator<Item = &'r [u8]> + Clone,
+    inception: u32,
+    expiration: u32,
+) -> Result<Sig, KeyError> {
     let key_tag = match role {
         KeyRole::Ksk => keys.ksk().key_tag(),
         KeyRole::Zsk => keys.zsk().key_tag(),
     };
     let mut data = rrsig_head(c, expiration, inception, key_tag);
-    for rd in rdatas(set) {
+    data.reserve_exact(rdatas.clone().into_iter().map(|rd| owner.len() + 10 + rd.len()).sum());
+    for rd in rdatas {
         data.extend_from_slice(owner);
         data.extend_from_slice(&c.rtype.to_be_bytes());
         data.extend_from_slice(&super::wire::CLASS_IN.to_be_bytes());

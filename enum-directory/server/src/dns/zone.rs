@@ -15,7 +15,7 @@ use tincan_enum_core::{E164, NumberRecord, key_from_txt, key_txt, naptr_rdata, s
 use super::entry::SignedEntry;
 use super::keys::{KeyError, KeyRole, ZoneKeys};
 use super::negcache::NegativeCache;
-use super::sign::{Covered, Sig, pack_set, rdatas, sign_set};
+use super::sign::{Covered, Sig, pack_set, rdatas, sign_rdatas, sign_set};
 use super::wire::{name_to_wire_lower, rtype};
 
 /// Settings of one zone. Times are seconds. (No serde: hickory's `Name` has none without its `serde` feature;
@@ -396,24 +396,29 @@ impl Zone {
     }
 
     /// The signature of an NSEC for a negative answer (ZSK): owner `owner` (lowercase wire), rdata `rdata`.
-    /// Cached (keyed by the rdata, which determines the record); signed online on a miss.
+    /// Cached (keyed by the rdata, which determines the record; see `negcache`); signed online on a miss.
     pub(crate) fn sign_nsec(&self, owner: &[u8], labels: u8, rdata: &[u8]) -> Result<Sig, ZoneError> {
         let now = self.now();
-        let zsk_tag = self.keys.load().zsk().key_tag();
+        let keys = self.keys.load();
+        let zsk = keys.zsk();
+        let zsk_tag = zsk.key_tag();
         // Re-sign once half the validity has passed, so a cached answer is never close to expiring.
         let fresh_until = now.saturating_add(self.config.negative_signature_validity / 2);
-        if let Some(sig) = self.negatives.get(rdata, |s| s.key_tag == zsk_tag && s.expiration > fresh_until) {
-            return Ok(sig);
-        }
-        let c = self.covered(rtype::NSEC, labels, self.config.negative_ttl);
-        let mut set = Vec::with_capacity(rdata.len() + 2);
-        set.extend_from_slice(&(rdata.len() as u16).to_be_bytes());
-        set.extend_from_slice(rdata);
-        let inception = now.saturating_sub(self.config.inception_skew);
-        let expiration = now.saturating_add(self.config.negative_signature_validity);
-        let sig = sign_set(&self.keys.load(), KeyRole::Zsk, &c, owner, &set, inception, expiration)?;
-        self.negatives.insert(rdata, sig);
-        Ok(sig)
+        let usable = |s: &Sig| s.key_tag == zsk_tag && s.expiration > fresh_until;
+        let sign = || {
+            let ttl = self.config.negative_ttl;
+            let c = Covered {
+                rtype: rtype::NSEC,
+                algorithm: zsk.algorithm().number(),
+                labels,
+                ttl,
+                signer: &self.apex_wire,
+            };
+            let inception = now.saturating_sub(self.config.inception_skew);
+            let expiration = now.saturating_add(self.config.negative_signature_validity);
+            sign_rdatas(&keys, KeyRole::Zsk, &c, owner, [rdata], inception, expiration)
+        };
+        Ok(self.negatives.get_or_sign(rdata, usable, sign)?)
     }
 
     /// Drops cached denials of the number `key` (it was just registered or removed): the NXNAME denial of its
