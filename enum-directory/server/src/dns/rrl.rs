@@ -141,6 +141,25 @@ mod tests {
     }
 
     #[test]
+    fn a_flood_from_one_address_is_limited_by_default() {
+        let l = RateLimiter::new(RrlConfig::default());
+        let a: IpAddr = "203.0.113.7".parse().unwrap();
+        // 10 s of 10,000 queries a second from one address: the burst, then 200 a second; of the rest every
+        // second one is slipped (truncated, no records, nothing signed) and the others dropped.
+        let mut sent = 0;
+        let mut slipped = 0;
+        for i in 0..100_000u64 {
+            match l.check(a, Duration::from_micros(i * 100)) {
+                Verdict::Send => sent += 1,
+                Verdict::Slip => slipped += 1,
+                Verdict::Drop => {}
+            }
+        }
+        assert!((2_390..=2_410).contains(&sent), "burst 400 + 10 s x 200/s, got {sent}");
+        assert!((100_000 - sent) / 2 - slipped <= 1, "{slipped}");
+    }
+
+    #[test]
     fn off_and_loopback_exempt() {
         let l = RateLimiter::new(RrlConfig { enabled: false, ..strict() });
         assert!((0..100).all(|_| l.check("192.0.2.1".parse().unwrap(), Duration::ZERO) == Verdict::Send));
