@@ -58,7 +58,7 @@ import json, sys
 for line in open(sys.argv[1]):
     r = json.loads(line)
     body = {"services": r["services"]}
-    print(r["number"] + " " + json.dumps(body, separators=(",", ":")))
+    print(r["e164"] + " " + json.dumps(body, separators=(",", ":")))
 EOF
   export AP TOKEN
   xargs -P 8 -d '\n' -n 50 sh -c '

@@ -359,7 +359,7 @@ pub async fn run(cli: Cli) -> Result<ExitCode, CliError> {
         Command::Keys(KeysCommand::Export { format: ExportFormat::Knot, out }) => {
             let apex = config.apex().map_err(ServeError::from)?;
             let storage = serve::open_storage(&config, clock).await?;
-            for e in crate::xfr::export::knot(&*storage, &apex, &out).await? {
+            for e in crate::xfr::export::knot(&*storage, &apex, &config.rollover_policy(), &out).await? {
                 eprintln!("{}: key tag {} → {}", apex, e.key_tag, out.join(&e.file).display());
             }
             eprintln!("run: sh {} -c /etc/knot/knot.conf", out.join("import.sh").display());

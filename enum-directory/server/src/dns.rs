@@ -33,6 +33,7 @@
 //! - UDP answers never exceed 1232 octets ([`MAX_UDP_PAYLOAD`]); loopback clients are exempt from RRL by default.
 
 mod answer;
+pub(crate) mod apex;
 mod entry;
 pub mod keys;
 mod negcache;

@@ -35,7 +35,7 @@ pub use config::{Flavour, NotifyConfig, SecondaryConfig, XfrConfig};
 
 use crate::api::ZoneWriter;
 use crate::dns::server::Interceptor;
-use crate::dns::wire::{name_to_wire_lower, rtype};
+use crate::dns::wire::{Request, name_to_wire_lower, rtype};
 use crate::dns::{self, SignedEntry, Transport, ZoneConfig, ZoneError, ZoneKeys};
 use crate::metrics::{Transfer, TransferCounters};
 use crate::storage::{Storage, StorageError};
@@ -48,6 +48,9 @@ pub enum XfrError {
     /// A secondary's TSIG settings are unusable (config validation reports the detail).
     #[error("xfr.secondaries.{0}: bad TSIG key name or secret")]
     Key(String),
+    /// The zone's apex settings are unusable.
+    #[error(transparent)]
+    Zone(#[from] ZoneError),
 }
 
 /// Why one answer could not be made.
@@ -82,6 +85,8 @@ pub struct Transfers {
     tsig_keys: Vec<TsigKey>,
     notify: NotifyConfig,
     nsec3_cache: Arc<nsec3::Cache>,
+    /// Held while the NSEC3 copy is checked or made, so it is signed once.
+    nsec3_signing: tokio::sync::Mutex<()>,
     counters: Arc<TransferCounters>,
     live: Option<Arc<dns::Zone>>,
 }
@@ -112,7 +117,7 @@ impl Transfers {
         Ok(Transfers {
             apex: zone.apex.clone(),
             apex_wire: name_to_wire_lower(&zone.apex),
-            records: ApexRecords::new(&zone),
+            records: ApexRecords::new(&zone)?,
             zone,
             keys,
             storage,
@@ -121,6 +126,7 @@ impl Transfers {
             tsig_keys,
             notify: config.notify.clone(),
             nsec3_cache: Arc::default(),
+            nsec3_signing: tokio::sync::Mutex::new(()),
             counters: Arc::default(),
             live: None,
         })
@@ -139,20 +145,72 @@ impl Transfers {
         self
     }
 
-    /// Starts one NOTIFY task per secondary that wants NOTIFY; returns the [`ZoneWriter`] to put in front of the
-    /// zone so every committed change announces itself. The tasks end when the returned writer is dropped.
+    /// Starts one NOTIFY task per secondary that wants NOTIFY, and (when a secondary takes the `nsec3` flavour)
+    /// the task keeping the pre-signed copy current; returns the [`ZoneWriter`] to put in front of the zone so
+    /// every committed change announces itself. The tasks end when the returned writer is dropped.
+    ///
+    /// `unsigned` secondaries are told of every change of the zone version. `nsec3` secondaries are told of every
+    /// new signed copy instead, which is made after a change, a key change (rollover step) or before the copy's
+    /// signatures near their end, whether or not anything else changed.
     pub fn start_notifier(self: &Arc<Self>, zone: Arc<dyn ZoneWriter>) -> Arc<dyn ZoneWriter> {
         let (tx, rx) = watch::channel(0u64);
+        let (copies_tx, copies_rx) = watch::channel(0u64);
+        if self.secondaries.iter().any(|s| s.config.flavour == Flavour::Nsec3) {
+            tokio::spawn(maintain_nsec3(self.clone(), rx.clone(), copies_tx));
+        }
         for i in 0..self.secondaries.len() {
-            if self.secondaries[i].config.notify {
-                tokio::spawn(notify::run(self.clone(), i, rx.clone()));
+            let s = &self.secondaries[i].config;
+            if s.notify {
+                let announces = match s.flavour {
+                    Flavour::Unsigned => rx.clone(),
+                    Flavour::Nsec3 => copies_rx.clone(),
+                };
+                tokio::spawn(notify::run(self.clone(), i, announces));
             }
         }
         Arc::new(Announcing { zone, changes: tx })
     }
 
-    async fn serial(&self) -> Result<u32, StorageError> {
-        Ok(content::serial_of(content::current_version(&*self.storage).await?))
+    /// The SOA serial `secondary` sees now: the zone version for `unsigned`, the latest copy's for `nsec3`.
+    async fn serial_for(&self, secondary: &Secondary) -> Result<u32, XfrFailure> {
+        Ok(match secondary.config.flavour {
+            Flavour::Unsigned => content::serial_of(content::current_version(&*self.storage).await?),
+            Flavour::Nsec3 => self.nsec3_copy(false).await?.0.serial,
+        })
+    }
+
+    /// The keys the `nsec3` copy is signed with: the zone's current keys when following a zone.
+    fn signing_keys(&self) -> Arc<ZoneKeys> {
+        self.live.as_ref().map_or_else(|| self.keys.clone(), |z| z.keys())
+    }
+
+    /// The NSEC3 copy to serve and whether it was made now. With `current`, a copy not showing the current zone
+    /// version with the current keys is replaced; without, the latest copy is served while its signatures are
+    /// fresh (the maintaining task replaces it and sends NOTIFY, so a transfer never waits for signing).
+    async fn nsec3_copy(&self, current: bool) -> Result<(Arc<nsec3::Copy>, bool), XfrFailure> {
+        let _one_at_a_time = self.nsec3_signing.lock().await;
+        let now = self.clock.unix_seconds();
+        let keys = self.signing_keys();
+        if let Some(c) = self.nsec3_cache.latest() {
+            let usable = if current {
+                c.current(content::current_version(&*self.storage).await?, &keys, now)
+            } else {
+                c.fresh(now)
+            };
+            if usable {
+                return Ok((c, false));
+            }
+        }
+        let (version, numbers) = content::snapshot(&*self.storage).await?;
+        // Signing is CPU work for seconds to minutes: off the DNS tasks' threads.
+        let (cache, zone, records) = (self.nsec3_cache.clone(), self.zone.clone(), self.records.clone());
+        let made =
+            tokio::task::spawn_blocking(move || cache.make(version, &numbers, &zone, &records, &keys, now)).await;
+        match made {
+            Ok(Ok(copy)) => Ok((copy, true)),
+            Ok(Err(e)) => Err(XfrFailure::Sign(e)),
+            Err(e) => Err(XfrFailure::Task(e.to_string())),
+        }
     }
 
     async fn answer(&self, request: &[u8], peer: SocketAddr, transport: Transport, out: &mpsc::Sender<Vec<u8>>) {
@@ -221,8 +279,10 @@ impl Transfers {
                     return;
                 }
                 let result = match (q.query_type(), transport) {
-                    (RecordType::SOA, _) => self.soa(id, rd, &mut signer, out).await,
-                    (RecordType::AXFR, Transport::Tcp) => self.axfr(id, rd, secondary, &mut signer, out).await,
+                    (RecordType::SOA, _) => self.soa(id, rd, secondary, &mut signer, out).await,
+                    (RecordType::AXFR, Transport::Tcp) => {
+                        self.whole_zone(id, rd, rtype::AXFR, secondary, &mut signer, out).await
+                    }
                     (RecordType::IXFR, Transport::Tcp) => {
                         let client = msg.authorities.iter().find_map(|r| match &r.data {
                             RData::SOA(soa) if r.name.to_lowercase() == self.apex => Some(soa.serial),
@@ -258,25 +318,15 @@ impl Transfers {
         &self,
         id: u16,
         rd: bool,
-        signer: &mut Signer<'_>,
-        out: &mpsc::Sender<Vec<u8>>,
-    ) -> Result<(), XfrFailure> {
-        let serial = self.serial().await?;
-        let mut p = Packer::new(id, rd, &self.apex_wire, rtype::SOA);
-        let _ = p.push(&self.records.soa(serial));
-        self.send(p.take(), signer, out).await;
-        Ok(())
-    }
-
-    async fn axfr(
-        &self,
-        id: u16,
-        rd: bool,
         secondary: &Secondary,
         signer: &mut Signer<'_>,
         out: &mpsc::Sender<Vec<u8>>,
     ) -> Result<(), XfrFailure> {
-        self.whole_zone(id, rd, rtype::AXFR, secondary, signer, out).await
+        let serial = self.serial_for(secondary).await?;
+        let mut a = Answer::new(Packer::new(id, rd, &self.apex_wire, rtype::SOA), signer, out);
+        a.push(&self.records.soa(serial)).await;
+        a.finish().await;
+        Ok(())
     }
 
     async fn whole_zone(
@@ -289,72 +339,42 @@ impl Transfers {
         out: &mpsc::Sender<Vec<u8>>,
     ) -> Result<(), XfrFailure> {
         let started = std::time::Instant::now();
-        let (version, mut numbers) = content::snapshot(&*self.storage).await?;
-        let mut count = numbers.len();
-        let serial = content::serial_of(version);
-        let mut p = Packer::new(id, rd, &self.apex_wire, qtype);
-        let soa = self.records.soa(serial);
-        let mut messages = 0usize;
-        if let Some(m) = p.push(&soa) {
-            messages += 1;
-            self.send(Some(m), signer, out).await;
-        }
-        match secondary.config.flavour {
+        let mut a = Answer::new(Packer::new(id, rd, &self.apex_wire, qtype), signer, out);
+        let mut numbers = 0usize;
+        let serial = match secondary.config.flavour {
             Flavour::Unsigned => {
-                for rr in self.records.ns() {
-                    if let Some(m) = p.push(&rr) {
-                        messages += 1;
-                        self.send(Some(m), signer, out).await;
-                    }
-                }
+                // Streamed from storage page by page: memory stays bounded whatever the zone's size.
+                let mut pages = content::Pages::start(&*self.storage).await?;
+                let serial = content::serial_of(pages.version());
+                let soa = self.records.soa(serial);
+                let ok = a.push(&soa).await && a.push_all(self.records.ns()).await;
                 let ttl = self.zone.record_ttl;
-                for n in &numbers {
-                    for rr in content::number_rrs(n, ttl) {
-                        if let Some(m) = p.push(&rr) {
-                            messages += 1;
-                            if !self.send(Some(m), signer, out).await {
-                                return Ok(());
-                            }
-                        }
-                    }
-                }
-            }
-            Flavour::Nsec3 => {
-                // Signing is CPU work for seconds to minutes: off the DNS tasks' threads.
-                let (cache, zone, records) = (self.nsec3_cache.clone(), self.zone.clone(), self.records.clone());
-                let keys = self.live.as_ref().map_or_else(|| self.keys.clone(), |z| z.keys());
-                let clock = self.clock.clone();
-                let numbers = std::mem::take(&mut numbers);
-                count = numbers.len();
-                let signed =
-                    tokio::task::spawn_blocking(move || cache.get(version, &numbers, &zone, &records, &keys, &*clock))
-                        .await;
-                let signed = match signed {
-                    Ok(Ok(s)) => s,
-                    Ok(Err(e)) => return Err(XfrFailure::Sign(e)),
-                    Err(e) => return Err(XfrFailure::Task(e.to_string())),
-                };
-                for rr in signed.iter() {
-                    if let Some(m) = p.push(rr) {
-                        messages += 1;
-                        if !self.send(Some(m), signer, out).await {
+                while ok && let Some(page) = pages.next().await? {
+                    numbers += page.len();
+                    for n in &page {
+                        if !a.push_all(content::number_rrs(n, ttl)).await {
                             return Ok(());
                         }
                     }
                 }
+                serial
             }
-        }
-        if let Some(m) = p.push(&soa) {
-            messages += 1;
-            self.send(Some(m), signer, out).await;
-        }
-        messages += 1;
-        self.send(p.take(), signer, out).await;
+            Flavour::Nsec3 => {
+                let (copy, _) = self.nsec3_copy(false).await?;
+                let soa = self.records.soa(copy.serial);
+                if !(a.push(&soa).await && a.push_all(copy.records.iter()).await) {
+                    return Ok(());
+                }
+                copy.serial
+            }
+        };
+        a.push(&self.records.soa(serial)).await;
+        let messages = a.finish().await;
         tracing::info!(
             secondary = %secondary.name,
             flavour = ?secondary.config.flavour,
             serial,
-            numbers = count,
+            numbers,
             messages,
             elapsed_ms = started.elapsed().as_millis() as u64,
             "AXFR sent"
@@ -382,9 +402,9 @@ impl Transfers {
         let from = version - i64::from(behind);
         if behind == 0 {
             drop(tx);
-            let mut p = Packer::new(id, rd, &self.apex_wire, rtype::IXFR);
-            let _ = p.push(&self.records.soa(serial));
-            self.send(p.take(), signer, out).await;
+            let mut a = Answer::new(Packer::new(id, rd, &self.apex_wire, rtype::IXFR), signer, out);
+            a.push(&self.records.soa(serial)).await;
+            a.finish().await;
             tracing::debug!(secondary = %secondary.name, serial, "IXFR: secondary is up to date");
             return Ok(());
         }
@@ -392,66 +412,101 @@ impl Transfers {
         // two SOAs on top of its records).
         let zone_size = tx.numbers().count().await?;
         let too_many = u64::from(behind) > zone_size / 2 + 100;
-        let entries = if behind > i32::MAX as u32 || from < 0 || too_many {
+        // The journal must hold every version from the client's to ours (it is only ever cut at the old end).
+        let first = if behind > i32::MAX as u32 || from < 0 || too_many {
             None
         } else {
-            let entries = content::journal_between(&mut *tx, from, version).await?;
-            // The journal must hold every version from the client's to ours.
-            let complete =
-                entries.len() as i64 == version - from && entries.first().is_some_and(|e| e.version == from + 1);
-            complete.then_some(entries)
+            Some(tx.journal().since(from, JOURNAL_BATCH).await?)
+                .filter(|b| b.first().is_some_and(|e| e.version == from + 1))
         };
         drop(tx);
-        let Some(entries) = entries else {
+        let Some(mut batch) = first else {
             tracing::info!(secondary = %secondary.name, client_serial, serial, too_many, "IXFR answered with the whole zone");
             return self.whole_zone(id, rd, rtype::IXFR, secondary, signer, out).await;
         };
-        let mut p = Packer::new(id, rd, &self.apex_wire, rtype::IXFR);
-        let mut records = 0usize;
+        // Streamed from the journal batch by batch, each in a short transaction of its own.
+        let mut a = Answer::new(Packer::new(id, rd, &self.apex_wire, rtype::IXFR), signer, out);
         let ttl = self.zone.record_ttl;
-        let mut push = |rr: &Rr, p: &mut Packer| {
-            records += 1;
-            p.push(rr)
-        };
-        let mut pending = Vec::new();
-        pending.extend(push(&self.records.soa(serial), &mut p));
-        for e in &entries {
-            let d = content::diff(e, ttl);
-            pending.extend(push(&self.records.soa(content::serial_of(d.version - 1)), &mut p));
-            for rr in &d.deleted {
-                pending.extend(push(rr, &mut p));
-            }
-            pending.extend(push(&self.records.soa(content::serial_of(d.version)), &mut p));
-            for rr in &d.added {
-                pending.extend(push(rr, &mut p));
-            }
-            for m in pending.drain(..) {
-                if !self.send(Some(m), signer, out).await {
+        let mut changes = 0usize;
+        let mut ok = a.push(&self.records.soa(serial)).await;
+        while ok {
+            let mut last = None;
+            for e in batch.iter().filter(|e| e.version <= version) {
+                let d = content::diff(e, ttl);
+                ok = a.push(&self.records.soa(content::serial_of(d.version - 1))).await
+                    && a.push_all(&d.deleted).await
+                    && a.push(&self.records.soa(content::serial_of(d.version))).await
+                    && a.push_all(&d.added).await;
+                if !ok {
                     return Ok(());
                 }
+                changes += 1;
+                last = Some(e.version);
+            }
+            match last {
+                Some(v) if v < version => {
+                    let mut tx = self.storage.begin().await?;
+                    batch = tx.journal().since(v, JOURNAL_BATCH).await?;
+                }
+                _ => break,
             }
         }
-        pending.extend(push(&self.records.soa(serial), &mut p));
-        pending.extend(p.take());
-        for m in pending {
-            self.send(Some(m), signer, out).await;
-        }
-        tracing::info!(
-            secondary = %secondary.name,
-            from = client_serial,
-            to = serial,
-            changes = entries.len(),
-            records,
-            "IXFR sent"
-        );
+        a.push(&self.records.soa(serial)).await;
+        let records = a.records;
+        a.finish().await;
+        tracing::info!(secondary = %secondary.name, from = client_serial, to = serial, changes, records, "IXFR sent");
         Ok(())
     }
+}
 
-    /// Signs and queues one message; false when the connection is gone.
-    async fn send(&self, m: Option<Vec<u8>>, signer: &mut Signer<'_>, out: &mpsc::Sender<Vec<u8>>) -> bool {
-        let Some(mut m) = m else { return true };
-        signer.sign(&mut m);
-        out.send(m).await.is_ok()
+/// How many journal entries an IXFR reads at a time.
+const JOURNAL_BATCH: u32 = 10_000;
+
+/// The messages of one answer as they are packed: each is signed and queued as soon as it is full.
+struct Answer<'a, 'k> {
+    packer: Packer,
+    signer: &'a mut Signer<'k>,
+    out: &'a mpsc::Sender<Vec<u8>>,
+    messages: usize,
+    records: usize,
+}
+
+impl<'a, 'k> Answer<'a, 'k> {
+    fn new(packer: Packer, signer: &'a mut Signer<'k>, out: &'a mpsc::Sender<Vec<u8>>) -> Answer<'a, 'k> {
+        Answer { packer, signer, out, messages: 0, records: 0 }
+    }
+
+    /// Adds a record; false when the connection is gone.
+    async fn push(&mut self, rr: &Rr) -> bool {
+        self.records += 1;
+        match self.packer.push(rr) {
+            Some(m) => self.send(m).await,
+            None => true,
+        }
+    }
+
+    /// Adds records in order; false when the connection is gone.
+    async fn push_all<R: std::borrow::Borrow<Rr>>(&mut self, rrs: impl IntoIterator<Item = R>) -> bool {
+        for rr in rrs {
+            if !self.push(rr.borrow()).await {
+                return false;
+            }
+        }
+        true
+    }
+
+    /// Sends the last message; returns how many were sent.
+    async fn finish(mut self) -> usize {
+        if let Some(m) = self.packer.take() {
+            self.send(m).await;
+        }
+        self.messages
+    }
+
+    async fn send(&mut self, mut m: Vec<u8>) -> bool {
+        self.messages += 1;
+        self.signer.sign(&mut m);
+        self.out.send(m).await.is_ok()
     }
 }
 
@@ -462,11 +517,41 @@ impl Interceptor for Transfers {
             return true;
         }
         // Unsigned transfer requests over TCP are refused here, with a log line; over UDP the engine refuses.
-        transport == Transport::Tcp && matches!(qtype_of(request), Some(rtype::AXFR | rtype::IXFR))
+        transport == Transport::Tcp
+            && Request::parse(request).is_ok_and(|r| matches!(r.qtype, rtype::AXFR | rtype::IXFR))
     }
 
     async fn handle(&self, request: Vec<u8>, peer: SocketAddr, transport: Transport, out: mpsc::Sender<Vec<u8>>) {
         self.answer(&request, peer, transport, &out).await;
+    }
+}
+
+/// Keeps the NSEC3 copy current: after every change (debounced) and every second (a key change made by the
+/// rollover schedule, a change made by another process, or signatures nearing their end), checks the copy and
+/// re-signs it when out of date; each new copy bumps `copies`, which the `nsec3` secondaries' NOTIFY tasks watch.
+/// Ends when `changes` closes.
+async fn maintain_nsec3(t: Arc<Transfers>, mut changes: watch::Receiver<u64>, copies: watch::Sender<u64>) {
+    let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            r = changes.changed() => {
+                if r.is_err() {
+                    return;
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(t.notify.debounce_ms)).await;
+                changes.borrow_and_update();
+            }
+            _ = tick.tick() => {}
+        }
+        match t.nsec3_copy(true).await {
+            Ok((copy, true)) => {
+                tracing::info!(serial = copy.serial, version = copy.version, "new NSEC3 copy for the secondaries");
+                copies.send_modify(|n| *n += 1);
+            }
+            Ok((_, false)) => {}
+            Err(e) => tracing::error!(error = %e, "making the NSEC3 copy failed; retrying in a second"),
+        }
     }
 }
 
@@ -492,32 +577,9 @@ impl ZoneWriter for Announcing {
     }
 }
 
-/// The question type of a request, if it has exactly one question.
-fn qtype_of(b: &[u8]) -> Option<u16> {
-    let end = question_end(b)?;
-    Some(u16::from_be_bytes([b[end - 4], b[end - 3]]))
-}
-
-fn question_end(b: &[u8]) -> Option<usize> {
-    if b.len() < 12 || u16::from_be_bytes([b[4], b[5]]) != 1 {
-        return None;
-    }
-    let mut i = 12;
-    loop {
-        let len = usize::from(*b.get(i)?);
-        match len {
-            0 => break,
-            1..=63 => i += 1 + len,
-            _ => return None,
-        }
-    }
-    let end = i + 5;
-    (end <= b.len()).then_some(end)
-}
-
 /// The request's question section (empty when it has none or is malformed).
 fn question_bytes(b: &[u8]) -> Vec<u8> {
-    question_end(b).map(|end| b[12..end].to_vec()).unwrap_or_default()
+    Request::parse(b).map(|r| b[12..r.question_end].to_vec()).unwrap_or_default()
 }
 
 /// A response header only.

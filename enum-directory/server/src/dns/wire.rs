@@ -94,12 +94,12 @@ pub(crate) enum ParseError {
     FormErr { id: u16, opcode: u8, rd: bool },
 }
 
-fn u16_at(b: &[u8], i: usize) -> Option<u16> {
+pub(crate) fn u16_at(b: &[u8], i: usize) -> Option<u16> {
     Some(u16::from_be_bytes([*b.get(i)?, *b.get(i + 1)?]))
 }
 
 /// Skips a possibly compressed name in a record, returning the offset after it.
-fn skip_name(b: &[u8], mut i: usize) -> Option<usize> {
+pub(crate) fn skip_name(b: &[u8], mut i: usize) -> Option<usize> {
     loop {
         let len = *b.get(i)?;
         match len {

@@ -12,6 +12,7 @@ use hickory_proto::serialize::binary::{BinDecodable, BinDecoder, BinEncodable};
 use tincan_common::Clock;
 use tincan_enum_core::{E164, NumberRecord, key_from_txt, key_txt, naptr_rdata, service_from_naptr};
 
+use super::apex::ApexRdata;
 use super::entry::SignedEntry;
 use super::keys::{KeyError, KeyRole, ZoneKeys};
 use super::negcache::NegativeCache;
@@ -519,25 +520,9 @@ impl Zone {
 
     fn build_apex(&self, serial: u32) -> Result<Apex, ZoneError> {
         let c = &self.config;
-        let ns_names: Vec<Name> = if c.name_servers.is_empty() {
-            vec![Name::from_ascii("ns1").expect("a label").append_domain(&c.apex).map_err(|_| ZoneError::BadApex)?]
-        } else {
-            c.name_servers.clone()
-        };
-        let hostmaster = match &c.hostmaster {
-            Some(h) => h.clone(),
-            None => Name::from_ascii("hostmaster")
-                .expect("a label")
-                .append_domain(&c.apex)
-                .map_err(|_| ZoneError::BadApex)?,
-        };
-        let mut soa = name_to_wire_lower(&ns_names[0]);
-        soa.extend_from_slice(&name_to_wire_lower(&hostmaster));
-        for v in [serial, c.soa_refresh, c.soa_retry, c.soa_expire, c.negative_ttl] {
-            soa.extend_from_slice(&v.to_be_bytes());
-        }
-        let soa = pack_set(vec![soa]);
-        let ns = pack_set(ns_names.iter().map(name_to_wire_lower).collect());
+        let rdata = ApexRdata::new(c)?;
+        let soa = pack_set(vec![rdata.soa(serial)]);
+        let ns = pack_set(rdata.ns().to_vec());
         let keys = self.keys.load_full();
         let dnskey = pack_set(keys.dnskey_rdatas());
         let (inception, expiration) = self.validity(0);

@@ -4,12 +4,12 @@
 
 use std::collections::BTreeMap;
 
-use hickory_proto::rr::Name;
 use hickory_proto::serialize::binary::BinEncodable;
 use tincan_enum_core::{E164, NumberRecord, key_txt, naptr_rdata};
 
-use crate::dns::ZoneConfig;
-use crate::dns::wire::{name_to_wire_lower, rtype};
+use crate::dns::apex::ApexRdata;
+use crate::dns::wire::rtype;
+use crate::dns::{ZoneConfig, ZoneError};
 use crate::storage::{JournalEntry, Storage, StorageError};
 
 /// One resource record: owner labels in front of the apex (empty for the apex), type, TTL, rdata.
@@ -45,46 +45,24 @@ pub(crate) fn number_rrs(record: &NumberRecord, ttl: u32) -> Vec<Rr> {
 /// The apex records other than DNSSEC ones: SOA at a serial, NS.
 #[derive(Debug, Clone)]
 pub(crate) struct ApexRecords {
-    soa_names: Vec<u8>,
-    timers: [u32; 4],
+    rdata: ApexRdata,
     ttl: u32,
-    ns: Vec<Vec<u8>>,
 }
 
 impl ApexRecords {
     /// The apex as the DNS engine publishes it (same NS, hostmaster, TTLs and timers).
-    pub fn new(z: &ZoneConfig) -> ApexRecords {
-        let under_apex = |label: &str| {
-            Name::from_ascii(label).ok().and_then(|n| n.append_domain(&z.apex).ok()).unwrap_or_else(|| z.apex.clone())
-        };
-        let ns: Vec<Name> = if z.name_servers.is_empty() { vec![under_apex("ns1")] } else { z.name_servers.clone() };
-        let hostmaster = z.hostmaster.clone().unwrap_or_else(|| under_apex("hostmaster"));
-        let mut soa_names = name_to_wire_lower(&ns[0]);
-        soa_names.extend_from_slice(&name_to_wire_lower(&hostmaster));
-        let mut ns: Vec<Vec<u8>> = ns.iter().map(name_to_wire_lower).collect();
-        ns.sort();
-        ns.dedup();
-        ApexRecords {
-            soa_names,
-            timers: [z.soa_refresh, z.soa_retry, z.soa_expire, z.negative_ttl],
-            ttl: z.apex_ttl,
-            ns,
-        }
+    pub fn new(z: &ZoneConfig) -> Result<ApexRecords, ZoneError> {
+        Ok(ApexRecords { rdata: ApexRdata::new(z)?, ttl: z.apex_ttl })
     }
 
     /// The SOA record at `serial`.
     pub fn soa(&self, serial: u32) -> Rr {
-        let mut rdata = self.soa_names.clone();
-        rdata.extend_from_slice(&serial.to_be_bytes());
-        for t in self.timers {
-            rdata.extend_from_slice(&t.to_be_bytes());
-        }
-        Rr { owner: Vec::new(), rtype: rtype::SOA, ttl: self.ttl, rdata }
+        Rr { owner: Vec::new(), rtype: rtype::SOA, ttl: self.ttl, rdata: self.rdata.soa(serial) }
     }
 
     /// The NS records.
     pub fn ns(&self) -> impl Iterator<Item = Rr> + '_ {
-        self.ns.iter().map(|n| Rr { owner: Vec::new(), rtype: rtype::NS, ttl: self.ttl, rdata: n.clone() })
+        self.rdata.ns().iter().map(|n| Rr { owner: Vec::new(), rtype: rtype::NS, ttl: self.ttl, rdata: n.clone() })
     }
 
     /// The apex TTL.
@@ -94,7 +72,7 @@ impl ApexRecords {
 
     /// The negative TTL (SOA minimum).
     pub fn negative_ttl(&self) -> u32 {
-        self.timers[3]
+        self.rdata.negative_ttl()
     }
 }
 
@@ -109,26 +87,79 @@ pub(crate) async fn current_version(storage: &dyn Storage) -> Result<i64, Storag
     tx.journal().current_version().await
 }
 
-/// Every number as of one zone version, ordered by number, and that version.
+/// How many numbers one page of a whole-zone read holds.
+const PAGE: u32 = 10_000;
+
+/// Every number as of one zone version, read in pages of [`PAGE`] (ordered by number), each in a short
+/// transaction of its own so writers are not held up by a long transfer and memory stays bounded.
 ///
-/// Read in one transaction; the journal entries committed between reading the version and reading the numbers
-/// (possible under PostgreSQL's READ COMMITTED) are replayed on top, so the result is exactly the zone at the
-/// version returned.
-pub(crate) async fn snapshot(storage: &dyn Storage) -> Result<(i64, Vec<NumberRecord>), StorageError> {
-    let mut tx = storage.begin().await?;
-    let v0 = tx.journal().current_version().await?;
-    let numbers = tx.numbers().all().await?;
-    let v1 = tx.journal().current_version().await?;
-    let mut overlay: BTreeMap<String, Option<NumberRecord>> = BTreeMap::new();
-    for e in journal_between(&mut *tx, v0, v1).await? {
-        overlay.insert(e.number.as_str().to_owned(), e.new);
+/// Changes committed after the version was read are undone page by page from the journal: a number changed
+/// since is shown as its journal entry's old state, so the pages together are exactly the zone at
+/// [`Pages::version`].
+pub(crate) struct Pages<'s> {
+    storage: &'s dyn Storage,
+    version: i64,
+    /// The last number of the previous page (`None`: at the start).
+    after: Option<E164>,
+    /// Journal versions read so far, and each number changed since `version` with its state at `version`.
+    seen: i64,
+    changed: BTreeMap<String, Option<NumberRecord>>,
+    done: bool,
+}
+
+impl<'s> Pages<'s> {
+    /// Reads the current version; pages follow.
+    pub async fn start(storage: &'s dyn Storage) -> Result<Pages<'s>, StorageError> {
+        let version = current_version(storage).await?;
+        Ok(Pages { storage, version, after: None, seen: version, changed: BTreeMap::new(), done: false })
     }
-    drop(tx);
-    let mut out: Vec<NumberRecord> =
-        numbers.into_iter().map(|n| n.record).filter(|r| !overlay.contains_key(r.number.as_str())).collect();
-    out.extend(overlay.into_values().flatten());
-    out.sort_by(|a, b| a.number.as_str().cmp(b.number.as_str()));
-    Ok((v1, out))
+
+    /// The zone version the pages show.
+    pub fn version(&self) -> i64 {
+        self.version
+    }
+
+    /// The next page (in number order), `None` after the last.
+    pub async fn next(&mut self) -> Result<Option<Vec<NumberRecord>>, StorageError> {
+        use std::ops::Bound::{Excluded, Included, Unbounded};
+        if self.done {
+            return Ok(None);
+        }
+        let mut tx = self.storage.begin().await?;
+        let rows = tx.numbers().page(self.after.as_ref(), PAGE).await?;
+        let now = tx.journal().current_version().await?;
+        for e in journal_between(&mut *tx, self.seen, now).await? {
+            // The first change after `version` holds the state at `version`.
+            self.changed.entry(e.number.as_str().to_owned()).or_insert(e.old);
+        }
+        drop(tx);
+        self.seen = now;
+        // This page covers the numbers after the previous page's last, up to its own last (or to the end).
+        let last = if rows.len() < PAGE as usize {
+            self.done = true;
+            None
+        } else {
+            rows.last().map(|r| r.record.number.clone())
+        };
+        let from = self.after.as_ref().map_or(Unbounded, |a| Excluded(a.as_str()));
+        let to = last.as_ref().map_or(Unbounded, |l| Included(l.as_str()));
+        let mut out: Vec<NumberRecord> =
+            rows.into_iter().map(|n| n.record).filter(|r| !self.changed.contains_key(r.number.as_str())).collect();
+        out.extend(self.changed.range::<str, _>((from, to)).filter_map(|(_, r)| r.clone()));
+        out.sort_by(|a, b| a.number.as_str().cmp(b.number.as_str()));
+        self.after = last;
+        Ok(Some(out))
+    }
+}
+
+/// Every number as of one zone version, ordered by number, and that version (all [`Pages`] at once).
+pub(crate) async fn snapshot(storage: &dyn Storage) -> Result<(i64, Vec<NumberRecord>), StorageError> {
+    let mut pages = Pages::start(storage).await?;
+    let mut out = Vec::new();
+    while let Some(page) = pages.next().await? {
+        out.extend(page);
+    }
+    Ok((pages.version(), out))
 }
 
 /// Journal entries with `after < version <= upto`, oldest first.
@@ -233,6 +264,7 @@ impl Packer {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::dns::wire::name_to_wire_lower;
     use hickory_proto::op::Message;
     use hickory_proto::rr::RecordType;
     use tincan_enum_core::{MasterKey, Service, ServiceType};
@@ -248,7 +280,7 @@ mod tests {
     #[test]
     fn packed_messages_parse_with_hickory() {
         let z = ZoneConfig::default();
-        let apex = ApexRecords::new(&z);
+        let apex = ApexRecords::new(&z).unwrap();
         let apex_wire = name_to_wire_lower(&z.apex);
         let mut p = Packer::new(77, false, &apex_wire, rtype::AXFR);
         let mut messages = Vec::new();

@@ -1,6 +1,7 @@
-//! `keys export --format knot`: the zone's live keys as PKCS#8 PEM files plus the `keymgr import-pem` commands
-//! that put them into a Knot DNS 3.2 KASP database, so a secondary signing online (`mod-onlinesign`) signs with
-//! exactly the directory's keys and the DS at the parent stays the same.
+//! `keys export --format knot`: the zone's live keys as PKCS#8 PEM files plus the `keymgr` commands that put them
+//! into a Knot DNS 3.2 KASP database with the rollover schedule's timers (and delete the keys that left the DNSKEY
+//! set), so a secondary signing online (`mod-onlinesign`) signs with exactly the directory's keys and the DS at
+//! the parent stays the same. Run again at every rollover step, then `knotc reload`.
 
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
@@ -8,8 +9,11 @@ use std::path::{Path, PathBuf};
 use base64::Engine as _;
 use hickory_proto::rr::Name;
 
+use std::time::{SystemTime, UNIX_EPOCH};
+
 use crate::keys::{KeyError, zone_key};
-use crate::storage::{KeyRole, KeyState, Storage};
+use crate::rollover::Policy;
+use crate::storage::{DnssecKey, KeyRole, KeyState, Storage};
 
 /// Why the export failed.
 #[derive(Debug, thiserror::Error)]
@@ -38,25 +42,90 @@ pub enum ExportError {
 pub struct Exported {
     /// The PEM file (inside the export directory).
     pub file: String,
-    /// The arguments after `keymgr -c CONF ZONE import-pem FILE`.
+    /// The arguments after `keymgr -c CONF ZONE import-pem FILE`: algorithm, role and the timers.
     pub keymgr_args: Vec<String>,
+    /// The timers alone (`publish=… active=… retire=… remove=…`, Unix seconds), for `keymgr … set TAG`.
+    pub timers: Vec<String>,
     /// The key tag.
     pub key_tag: u16,
 }
 
-/// Writes every key in the DNSKEY RRset of `apex` (active, pre-published or inactive) to `dir` as `ksk-<tag>.pem` / `zsk-<tag>.pem`
-/// (mode 0600) and `import.sh`, which runs `keymgr "$@" <apex> import-pem …` for each. Returns what it wrote.
-pub async fn knot(storage: &dyn Storage, apex: &Name, dir: &Path) -> Result<Vec<Exported>, ExportError> {
+/// When Knot should publish, activate, retire and remove a key (Unix seconds; `None`: not planned), from its
+/// state, the other keys' states and the rollover schedule.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Timers {
+    publish: u64,
+    active: u64,
+    retire: Option<u64>,
+    remove: Option<u64>,
+}
+
+impl Timers {
+    fn of(k: &DnssecKey, keys: &[DnssecKey], policy: &Policy) -> Timers {
+        let secs = |t: SystemTime| t.duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+        let (created, since) = (secs(k.created_at), secs(k.changed_at));
+        // The time the key of `role` now in `state` takes over (its next event), if any.
+        let takes_over = |role: KeyRole, state: KeyState| {
+            keys.iter()
+                .find(|o| o.role == role && o.state == state)
+                .and_then(|o| policy.next_event(o))
+                .map(|(_, at)| secs(at))
+        };
+        let zsk_retire = policy.zsk_retire_wait.as_secs();
+        match (k.role, k.state) {
+            // Pre-publication: in DNSKEY now, signing once the wait is over; the active one retires then.
+            (KeyRole::Zsk, KeyState::Published) => {
+                Timers { publish: since, active: since + policy.zsk_publish_wait.as_secs(), retire: None, remove: None }
+            }
+            (KeyRole::Zsk, KeyState::Active) => {
+                let retire = takes_over(KeyRole::Zsk, KeyState::Published);
+                Timers { publish: created, active: since, retire, remove: retire.map(|r| r + zsk_retire) }
+            }
+            (KeyRole::Zsk, _) => {
+                Timers { publish: created, active: created, retire: Some(since), remove: Some(since + zsk_retire) }
+            }
+            // Double-DS: a KSK enters DNSKEY when it becomes active, and the old one leaves at that moment.
+            (KeyRole::Ksk, KeyState::Staged) => {
+                let at = since + policy.ksk_ds_wait.as_secs();
+                Timers { publish: at, active: at, retire: None, remove: None }
+            }
+            (KeyRole::Ksk, KeyState::Active) => {
+                let retire = takes_over(KeyRole::Ksk, KeyState::Staged);
+                Timers { publish: since, active: since, retire, remove: retire }
+            }
+            // Retiring: out of DNSKEY since it changed state (its DS stays at the parent a while).
+            (KeyRole::Ksk, _) => Timers { publish: created, active: created, retire: Some(since), remove: Some(since) },
+        }
+    }
+
+    fn args(&self) -> Vec<String> {
+        let mut out = vec![format!("publish={}", self.publish), format!("active={}", self.active)];
+        out.extend(self.retire.map(|t| format!("retire={t}")));
+        out.extend(self.remove.map(|t| format!("remove={t}")));
+        out
+    }
+}
+
+/// Writes every key in the DNSKEY RRset of `apex` (active, pre-published or inactive) to `dir` as
+/// `ksk-<tag>.pem` / `zsk-<tag>.pem` (mode 0600), with `import.sh`, which for each key updates the timers of the
+/// key if Knot holds it already (`keymgr … set <tag> …`) or imports it (`keymgr … import-pem …`), and deletes the
+/// keys that left the DNSKEY RRset. The timers follow `policy`. Knot 3.2's online signing (with `manual: on`)
+/// takes the keys' states when it loads them and does not act on a timer passing, so the export is run again at
+/// every step, followed by `knotc reload`. Returns what it wrote.
+pub async fn knot(
+    storage: &dyn Storage,
+    apex: &Name,
+    policy: &Policy,
+    dir: &Path,
+) -> Result<Vec<Exported>, ExportError> {
     let apex_str = apex.to_ascii();
     let mut tx = storage.begin().await?;
     let keys = tx.keys().for_apex(&apex_str).await?;
     drop(tx);
-    // What is in the DNSKEY RRset now: active keys, and (during a rollover) pre-published or inactive ZSKs. A staged
-    // KSK (DS first) or a retiring one is not; export again at each rollover step.
-    let live: Vec<_> = keys
-        .iter()
-        .filter(|k| matches!(k.state, KeyState::Active | KeyState::Published | KeyState::Inactive))
-        .collect();
+    // What is in the DNSKEY RRset now: active keys, and (during a rollover) pre-published or inactive ZSKs. A
+    // staged KSK (DS first) is not yet; a retiring KSK or a retired key no longer is, and is deleted from Knot.
+    let in_dnskey = |k: &&DnssecKey| matches!(k.state, KeyState::Active | KeyState::Published | KeyState::Inactive);
+    let live: Vec<_> = keys.iter().filter(in_dnskey).collect();
     if live.is_empty() {
         return Err(ExportError::NoKeys(apex_str));
     }
@@ -70,31 +139,39 @@ pub async fn knot(storage: &dyn Storage, apex: &Name, dir: &Path) -> Result<Vec<
         };
         let file = format!("{role}-{}.pem", loaded.key_tag());
         write_private(&dir.join(&file), &pem(&k.pkcs8))?;
-        let created = k.created_at.duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+        let created = k.created_at.duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+        let timers = Timers::of(k, &keys, policy).args();
         let mut args = vec![
             format!("algorithm={}", loaded.algorithm().number()),
             format!("ksk={}", if k.role == KeyRole::Ksk { "yes" } else { "no" }),
             format!("zsk={}", if k.role == KeyRole::Zsk { "yes" } else { "no" }),
             format!("created={created}"),
-            format!("publish={created}"),
         ];
-        if k.state == KeyState::Active {
-            args.push(format!("active={created}"));
-        }
-        out.push(Exported { file, keymgr_args: args, key_tag: loaded.key_tag() });
+        args.extend(timers.iter().cloned());
+        out.push(Exported { file, keymgr_args: args, timers, key_tag: loaded.key_tag() });
     }
     let mut script = format!(
-        "#!/bin/sh\n# Imports the DNSSEC keys of {apex_str} into Knot DNS's KASP database. Run as Knot's user with \
-         Knot's config,\n# before Knot loads the zone: sh import.sh -c /etc/knot/knot.conf\nset -e\ncd \"$(dirname \"$0\")\"\n"
+        "#!/bin/sh\n# Imports the DNSSEC keys of {apex_str} into Knot DNS's KASP database, or updates the timers of those it \
+         holds.\n# Run as Knot's user with Knot's config: sh import.sh -c /etc/knot/knot.conf\n# then, if knotd runs: \
+         knotc zone-keys-load {apex_str}\nset -e\ncd \"$(dirname \"$0\")\"\n"
     );
     for e in &out {
-        script.push_str(&format!("keymgr \"$@\" {apex_str} import-pem {} {}\n", e.file, e.keymgr_args.join(" ")));
+        script.push_str(&format!(
+            "keymgr \"$@\" {apex_str} set {} {} >/dev/null 2>&1 || keymgr \"$@\" {apex_str} import-pem {} {}\n",
+            e.key_tag,
+            e.timers.join(" "),
+            e.file,
+            e.keymgr_args.join(" ")
+        ));
+    }
+    for k in keys.iter().filter(|k| matches!(k.state, KeyState::Retiring | KeyState::Retired)) {
+        let tag = zone_key(k)?.key_tag();
+        script.push_str(&format!("keymgr \"$@\" {apex_str} delete {tag} >/dev/null 2>&1 || true\n"));
     }
     let path = dir.join("import.sh");
     std::fs::write(&path, script).map_err(|source| ExportError::Write { path, source })?;
     Ok(out)
 }
-
 fn pem(der: &[u8]) -> String {
     let b64 = base64::engine::general_purpose::STANDARD.encode(der);
     let mut s = String::from("-----BEGIN PRIVATE KEY-----\n");

@@ -1,6 +1,7 @@
 //! NOTIFY (RFC 1996): after every change (debounced), each secondary is told the new serial over UDP, signed with
-//! its TSIG key, and retried with exponential backoff until it answers; a new change during the backoff is
-//! announced promptly (and starts the backoff over).
+//! its TSIG key, and retried with exponential backoff until it answers with an answer signed with the same key
+//! over our request (RFC 8945 §5.3.1; an unsigned or wrongly signed answer counts as no answer); a new change
+//! during the backoff is announced promptly (and starts the backoff over).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -11,7 +12,7 @@ use tokio::sync::watch;
 
 use super::Transfers;
 use super::content::Packer;
-use super::tsig::Signer;
+use super::tsig::{self, Signer};
 use crate::dns::wire::rtype;
 
 /// Announces changes to secondary `index` until `changes` closes (the zone writer was dropped).
@@ -28,7 +29,7 @@ pub(super) async fn run(t: Arc<Transfers>, index: usize, mut changes: watch::Rec
         let mut backoff = Duration::from_millis(n.initial_backoff_ms);
         let mut attempt = 1u32;
         loop {
-            let result = match t.serial().await {
+            let result = match t.serial_for(secondary).await {
                 Ok(serial) => send(&t, index, serial).await.map(|()| serial),
                 Err(e) => Err(format!("reading the serial: {e}")),
             };
@@ -79,7 +80,10 @@ async fn send(t: &Transfers, index: usize, serial: u32) -> Result<(), String> {
     let flags: u16 = (4 << 11) | 0x0400;
     msg[2..4].copy_from_slice(&flags.to_be_bytes());
     let now = t.clock.unix_seconds();
-    Signer::new(&t.tsig_keys[index], None, id, now, 0).sign(&mut msg);
+    let key = &t.tsig_keys[index];
+    let mut signer = Signer::new(key, None, id, now, 0);
+    signer.sign(&mut msg);
+    let mac = signer.last_mac().expect("just signed").to_vec();
     sock.send_to(&msg, to).await.map_err(|e| format!("sending to {to}: {e}"))?;
     let wait = Duration::from_millis(t.notify.timeout_ms);
     let mut buf = vec![0u8; 4096];
@@ -97,6 +101,10 @@ async fn send(t: &Transfers, index: usize, serial: u32) -> Result<(), String> {
         let (response, opcode, rcode) = (flags & 0x8000 != 0, (flags >> 11) & 0xF, flags & 0xF);
         if !response || opcode != 4 {
             continue;
+        }
+        // An answer not signed with the secondary's key over our request proves nothing: a failed attempt.
+        if let Err(e) = tsig::verify_answer(r, key, &mac, t.clock.unix_seconds()) {
+            return Err(format!("{to} answered rcode {rcode}, but {e}"));
         }
         return if rcode == 0 { Ok(()) } else { Err(format!("{to} answered rcode {rcode}")) };
     }

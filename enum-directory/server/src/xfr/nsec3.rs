@@ -5,16 +5,17 @@
 //! Hashes of phone numbers are cheap to reverse (the number space is small), so whoever holds this copy, or
 //! queries a server serving it, can enumerate the directory: this flavour gives up walk-proofness.
 //!
-//! Signing is CPU work proportional to the zone: the result is cached per zone version and re-made when the
-//! version changes or its signatures reach `signature_refresh` of their end.
+//! Signing is CPU work proportional to the zone. A copy is made when the zone version or the keys change, or when
+//! its signatures reach `signature_refresh` of their end; each copy gets a new SOA serial, so the secondaries
+//! (told by NOTIFY) transfer it. Its serial is not the zone version, since a key change or a re-signing changes the
+//! copy without changing the version: it is the Unix time of the signing (see [`next_serial`]).
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
 
-use tincan_common::Clock;
 use tincan_enum_core::NumberRecord;
 
-use super::content::{ApexRecords, Rr, number_rrs, serial_of};
+use super::content::{ApexRecords, Rr, number_rrs};
 use crate::dns::keys::KeyRole;
 use crate::dns::sign::{Covered, pack_set, rrsig_rdata, sign_set};
 use crate::dns::wire::{name_to_wire_lower, rtype, type_bitmap};
@@ -24,52 +25,96 @@ use crate::dns::{ZoneConfig, ZoneError, ZoneKeys};
 const NSEC3: u16 = 50;
 const NSEC3PARAM: u16 = 51;
 
-/// The last signed copy.
-#[derive(Debug, Default)]
-pub(super) struct Cache {
-    last: Mutex<Option<Signed>>,
+/// One signed copy of the zone and the serial it is transferred under.
+#[derive(Debug)]
+pub(super) struct Copy {
+    /// Its SOA serial: the Unix time it was signed, or one more than the previous copy's if that is not larger.
+    pub serial: u32,
+    /// The zone version it shows.
+    pub version: i64,
+    keys: Arc<ZoneKeys>,
+    /// Past this time (Unix seconds) its signatures are within `signature_refresh` of their end.
+    fresh_until: u64,
+    /// Everything an AXFR carries between its two SOAs.
+    pub records: Vec<Rr>,
+    /// Its signatures, for the next copy to reuse.
+    sigs: Sigs,
 }
 
-#[derive(Debug)]
-struct Signed {
-    version: i64,
-    keys: Arc<ZoneKeys>,
-    fresh_until: u64,
-    records: Arc<Vec<Rr>>,
+impl Copy {
+    /// Whether it shows the zone at `version` signed with `keys`, with signatures still fresh at `now`.
+    pub fn current(&self, version: i64, keys: &ZoneKeys, now: u64) -> bool {
+        self.version == version && self.keys.same_keys(keys) && self.fresh(now)
+    }
+
+    /// Whether its signatures are still fresh at `now`.
+    pub fn fresh(&self, now: u64) -> bool {
+        now < self.fresh_until
+    }
+}
+
+/// The latest signed copy.
+#[derive(Debug, Default)]
+pub(super) struct Cache {
+    last: Mutex<Option<Arc<Copy>>>,
 }
 
 impl Cache {
-    /// The signed zone at `version` (everything an AXFR carries between its two SOAs).
-    pub fn get(
+    /// The latest copy, if one was made.
+    pub fn latest(&self) -> Option<Arc<Copy>> {
+        self.last.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Signs the zone at `version` (holding `numbers`) with `keys` at `now` under the next serial, and keeps it as
+    /// the latest copy.
+    pub fn make(
         &self,
         version: i64,
         numbers: &[NumberRecord],
         zone: &ZoneConfig,
         apex: &ApexRecords,
         keys: &Arc<ZoneKeys>,
-        clock: &dyn Clock,
-    ) -> Result<Arc<Vec<Rr>>, ZoneError> {
-        let now = clock.unix_seconds();
-        let mut last = self.last.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(s) = last.as_ref()
-            && s.version == version
-            && s.keys.same_keys(keys)
-            && now < s.fresh_until
-        {
-            return Ok(s.records.clone());
-        }
+        now: u64,
+    ) -> Result<Arc<Copy>, ZoneError> {
+        let previous = self.latest();
+        let serial = next_serial(previous.as_ref().map(|c| c.serial), now);
         let started = std::time::Instant::now();
-        let records = Arc::new(sign_zone(numbers, zone, apex, keys, serial_of(version), now as u32)?);
+        let no_sigs = Sigs::new();
+        let reuse = previous.as_ref().map_or(&no_sigs, |c| &c.sigs);
+        let signed = sign_zone(numbers, zone, apex, keys, serial, now as u32, reuse)?;
+        drop(previous);
         tracing::info!(
             version,
+            serial,
             numbers = numbers.len(),
-            records = records.len(),
+            records = signed.records.len(),
+            signatures_made = signed.signed,
+            signatures_reused = signed.sigs.len().saturating_sub(signed.signed),
             elapsed_ms = started.elapsed().as_millis() as u64,
             "signed the NSEC3 copy"
         );
-        let fresh_until = now + u64::from(zone.signature_validity - zone.signature_refresh);
-        *last = Some(Signed { version, keys: keys.clone(), fresh_until, records: records.clone() });
-        Ok(records)
+        // Fresh until its earliest signature comes within `signature_refresh` of its end.
+        let fresh_until = u64::from(signed.earliest.saturating_sub(zone.signature_refresh));
+        let copy = Arc::new(Copy {
+            serial,
+            version,
+            keys: keys.clone(),
+            fresh_until,
+            records: signed.records,
+            sigs: signed.sigs,
+        });
+        *self.last.lock().unwrap_or_else(|e| e.into_inner()) = Some(copy.clone());
+        Ok(copy)
+    }
+}
+
+/// The serial of a new copy signed at `now`: the time itself (so it grows across restarts), or one more than the
+/// previous copy's when copies came faster than one a second (RFC 1982 comparison: serials wrap).
+fn next_serial(previous: Option<u32>, now: u64) -> u32 {
+    let now = now as u32;
+    match previous {
+        Some(p) if (now.wrapping_sub(p) as i32) <= 0 => p.wrapping_add(1),
+        _ => now,
     }
 }
 
@@ -98,7 +143,89 @@ fn hash(owner_wire: &[u8]) -> [u8; 20] {
     d.as_ref().try_into().expect("SHA-1 is 20 bytes")
 }
 
-/// Signs the zone at `serial`.
+/// Signatures of a copy by the digest of what they cover (key tag, owner, type, TTL, rdata), so the next copy
+/// reuses those of unchanged RRsets instead of signing everything again.
+pub(super) type Sigs = HashMap<[u8; 32], Rr>;
+
+/// Signs RRsets for one copy, reusing the previous copy's signatures where the RRset and key are the same and the
+/// signature has at least half the fresh period left.
+struct CopySigner<'a> {
+    keys: &'a ZoneKeys,
+    apex_wire: Vec<u8>,
+    algorithm: u8,
+    inception: u32,
+    expiration: u32,
+    /// Previous signatures expiring at or after this are reused.
+    reuse_from: u32,
+    previous: &'a Sigs,
+    sigs: Sigs,
+    /// The earliest expiration in the copy.
+    earliest: u32,
+    signed: usize,
+}
+
+impl CopySigner<'_> {
+    /// The RRSIG over `rrs` (one owner, one type, non-empty).
+    fn rrsig(&mut self, rrs: &[Rr], labels: u8, role: KeyRole) -> Result<Rr, ZoneError> {
+        let (owner, t, ttl) = (&rrs[0].owner, rrs[0].rtype, rrs[0].ttl);
+        let mut owner_full = owner.clone();
+        owner_full.make_ascii_lowercase();
+        owner_full.extend_from_slice(&self.apex_wire);
+        let set = pack_set(rrs.iter().map(|r| r.rdata.clone()).collect());
+        let key_tag = match role {
+            KeyRole::Ksk => self.keys.ksk().key_tag(),
+            KeyRole::Zsk => self.keys.zsk().key_tag(),
+        };
+        let mut d = ring::digest::Context::new(&ring::digest::SHA256);
+        d.update(&key_tag.to_be_bytes());
+        d.update(&[labels]);
+        d.update(&t.to_be_bytes());
+        d.update(&ttl.to_be_bytes());
+        d.update(&owner_full);
+        d.update(&set);
+        let digest: [u8; 32] = d.finish().as_ref().try_into().expect("SHA-256 is 32 bytes");
+        let reusable = self.previous.get(&digest).filter(|r| expiration_of(r) >= self.reuse_from);
+        let rr = match reusable {
+            Some(r) => r.clone(),
+            None => {
+                let c = Covered { rtype: t, algorithm: self.algorithm, labels, ttl, signer: &self.apex_wire };
+                let sig = sign_set(self.keys, role, &c, &owner_full, &set, self.inception, self.expiration)?;
+                self.signed += 1;
+                Rr { owner: owner.clone(), rtype: rtype::RRSIG, ttl, rdata: rrsig_rdata(&c, &sig) }
+            }
+        };
+        self.earliest = self.earliest.min(expiration_of(&rr));
+        self.sigs.insert(digest, rr.clone());
+        Ok(rr)
+    }
+
+    /// Appends the RRset `rrs` and its RRSIG to `out`.
+    fn add(&mut self, rrs: Vec<Rr>, labels: u8, role: KeyRole, out: &mut Vec<Rr>) -> Result<(), ZoneError> {
+        if rrs.is_empty() {
+            return Ok(());
+        }
+        let sig = self.rrsig(&rrs, labels, role)?;
+        out.extend(rrs);
+        out.push(sig);
+        Ok(())
+    }
+}
+
+/// The signature expiration field of an RRSIG record.
+fn expiration_of(rrsig: &Rr) -> u32 {
+    rrsig.rdata.get(8..12).map_or(0, |b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]))
+}
+
+/// A signed zone: its records (between the transfer's SOAs), its signatures for reuse, how many were made now,
+/// and its earliest signature expiration.
+struct SignedZone {
+    records: Vec<Rr>,
+    sigs: Sigs,
+    signed: usize,
+    earliest: u32,
+}
+
+/// Signs the zone at `serial`, reusing signatures from `previous` where possible.
 fn sign_zone(
     numbers: &[NumberRecord],
     z: &ZoneConfig,
@@ -106,44 +233,38 @@ fn sign_zone(
     keys: &ZoneKeys,
     serial: u32,
     now: u32,
-) -> Result<Vec<Rr>, ZoneError> {
-    let apex_wire = name_to_wire_lower(&z.apex);
+    previous: &Sigs,
+) -> Result<SignedZone, ZoneError> {
     let apex_labels = z.apex.num_labels();
-    let inception = now.saturating_sub(z.inception_skew);
-    let expiration = now.saturating_add(z.signature_validity);
-    let algorithm = keys.zsk().algorithm().number();
-    let mut out = Vec::new();
-    // Signs the RRset `rrs` (one owner, one type) and appends it and its RRSIG.
-    let add_signed = |rrs: Vec<Rr>, labels: u8, role: KeyRole, out: &mut Vec<Rr>| -> Result<(), ZoneError> {
-        let Some(first) = rrs.first() else { return Ok(()) };
-        let (owner, t, ttl) = (first.owner.clone(), first.rtype, first.ttl);
-        let mut owner_full = owner.clone();
-        owner_full.make_ascii_lowercase();
-        owner_full.extend_from_slice(&apex_wire);
-        let set = pack_set(rrs.iter().map(|r| r.rdata.clone()).collect());
-        let c = Covered { rtype: t, algorithm, labels, ttl, signer: &apex_wire };
-        let sig = sign_set(keys, role, &c, &owner_full, &set, inception, expiration)?;
-        out.extend(rrs);
-        out.push(Rr { owner, rtype: rtype::RRSIG, ttl, rdata: rrsig_rdata(&c, &sig) });
-        Ok(())
+    let fresh_period = z.signature_validity.saturating_sub(z.signature_refresh);
+    let mut signer = CopySigner {
+        keys,
+        apex_wire: name_to_wire_lower(&z.apex),
+        algorithm: keys.zsk().algorithm().number(),
+        inception: now.saturating_sub(z.inception_skew),
+        expiration: now.saturating_add(z.signature_validity),
+        reuse_from: now.saturating_add(z.signature_refresh).saturating_add(fresh_period / 2),
+        previous,
+        sigs: Sigs::new(),
+        earliest: u32::MAX,
+        signed: 0,
     };
+    let mut out = Vec::new();
 
     // The apex: RRSIG(SOA) (the SOA itself opens and closes the transfer), NS, DNSKEY, NSEC3PARAM.
     let soa = apex.soa(serial);
-    let c = Covered { rtype: rtype::SOA, algorithm, labels: apex_labels, ttl: soa.ttl, signer: &apex_wire };
-    let set = pack_set(vec![soa.rdata.clone()]);
-    let sig = sign_set(keys, KeyRole::Zsk, &c, &apex_wire, &set, inception, expiration)?;
-    out.push(Rr { owner: Vec::new(), rtype: rtype::RRSIG, ttl: soa.ttl, rdata: rrsig_rdata(&c, &sig) });
-    add_signed(apex.ns().collect(), apex_labels, KeyRole::Zsk, &mut out)?;
+    let soa_sig = signer.rrsig(&[soa], apex_labels, KeyRole::Zsk)?;
+    out.push(soa_sig);
+    signer.add(apex.ns().collect(), apex_labels, KeyRole::Zsk, &mut out)?;
     // Every published key: during a rollover the DNSKEY set holds more than the signing pair.
     let dnskeys = keys
         .dnskey_rdatas()
         .into_iter()
         .map(|rdata| Rr { owner: Vec::new(), rtype: rtype::DNSKEY, ttl: apex.ttl(), rdata })
         .collect();
-    add_signed(dnskeys, apex_labels, KeyRole::Ksk, &mut out)?;
+    signer.add(dnskeys, apex_labels, KeyRole::Ksk, &mut out)?;
     let param = Rr { owner: Vec::new(), rtype: NSEC3PARAM, ttl: 0, rdata: vec![1, 0, 0, 0, 0] };
-    add_signed(vec![param], apex_labels, KeyRole::Zsk, &mut out)?;
+    signer.add(vec![param], apex_labels, KeyRole::Zsk, &mut out)?;
 
     // Every number's RRsets, and the names the chain covers: (owner labels, types).
     let mut names: Vec<(Vec<u8>, Vec<u16>)> =
@@ -160,7 +281,7 @@ fn sign_zone(
         let mut types: Vec<u16> = rrs.iter().map(|r| r.rtype).collect();
         types.dedup();
         for t in &types {
-            add_signed(rrs.iter().filter(|r| r.rtype == *t).cloned().collect(), labels, KeyRole::Zsk, &mut out)?;
+            signer.add(rrs.iter().filter(|r| r.rtype == *t).cloned().collect(), labels, KeyRole::Zsk, &mut out)?;
         }
         types.push(rtype::RRSIG);
         types.sort_unstable();
@@ -180,7 +301,7 @@ fn sign_zone(
         .into_iter()
         .map(|(owner, types)| {
             let mut full = owner;
-            full.extend_from_slice(&apex_wire);
+            full.extend_from_slice(&signer.apex_wire);
             (hash(&full), types)
         })
         .collect();
@@ -194,14 +315,63 @@ fn sign_zone(
         rdata.extend_from_slice(&type_bitmap(types));
         let mut owner = vec![32];
         owner.extend_from_slice(&base32hex(h));
-        add_signed(vec![Rr { owner, rtype: NSEC3, ttl, rdata }], apex_labels + 1, KeyRole::Zsk, &mut out)?;
+        signer.add(vec![Rr { owner, rtype: NSEC3, ttl, rdata }], apex_labels + 1, KeyRole::Zsk, &mut out)?;
     }
-    Ok(out)
+    Ok(SignedZone { records: out, sigs: signer.sigs, signed: signer.signed, earliest: signer.earliest })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn record(n: &str, user: &str) -> NumberRecord {
+        use tincan_enum_core::{E164, Service, ServiceType};
+        NumberRecord {
+            number: E164::parse(n).unwrap(),
+            services: vec![Service::new(ServiceType::Matrix, &format!("matrix:u/{user}:hs.test")).unwrap()],
+            key: None,
+        }
+    }
+
+    #[test]
+    fn a_new_copy_signs_only_what_changed() {
+        let z = ZoneConfig::default();
+        let apex = ApexRecords::new(&z).unwrap();
+        let keys = ZoneKeys::generate(crate::dns::KeyAlgorithm::EcdsaP256Sha256, 1_000).unwrap();
+        let mut numbers: Vec<NumberRecord> =
+            (0..20).map(|i| record(&format!("+4420794600{i:02}"), &format!("u{i}"))).collect();
+        let now = 1_800_000_000;
+        let first = sign_zone(&numbers, &z, &apex, &keys, 1, now, &Sigs::new()).unwrap();
+        // Apex (SOA, NS, DNSKEY, NSEC3PARAM), 20 NAPTR sets, the NSEC3 chain (apex, 20 numbers, ENTs).
+        assert_eq!(first.signed, first.sigs.len());
+        assert!(first.signed > 40, "{}", first.signed);
+
+        // One number changes: its NAPTR and the SOA are signed anew; the chain is the same.
+        numbers[3] = record("+442079460003", "someone-else");
+        let second = sign_zone(&numbers, &z, &apex, &keys, 2, now + 60, &first.sigs).unwrap();
+        assert_eq!(second.signed, 2, "SOA and the changed NAPTR only");
+        assert_eq!(second.records.len(), first.records.len());
+        assert_eq!(second.earliest, first.earliest, "reused signatures keep their expiration");
+
+        // Past half the fresh period, everything is re-signed.
+        let later = now + z.signature_validity - z.signature_refresh;
+        let third = sign_zone(&numbers, &z, &apex, &keys, 3, later, &second.sigs).unwrap();
+        assert_eq!(third.signed, third.sigs.len());
+
+        // Other keys: nothing is reused.
+        let other = ZoneKeys::generate(crate::dns::KeyAlgorithm::EcdsaP256Sha256, 1_000).unwrap();
+        let fourth = sign_zone(&numbers, &z, &apex, &other, 4, now + 60, &first.sigs).unwrap();
+        assert_eq!(fourth.signed, fourth.sigs.len());
+    }
+
+    #[test]
+    fn serials_follow_the_clock_and_always_grow() {
+        assert_eq!(next_serial(None, 1_800_000_000), 1_800_000_000);
+        assert_eq!(next_serial(Some(1_700_000_000), 1_800_000_000), 1_800_000_000);
+        assert_eq!(next_serial(Some(1_800_000_000), 1_800_000_000), 1_800_000_001);
+        assert_eq!(next_serial(Some(1_800_000_005), 1_800_000_000), 1_800_000_006);
+        assert_eq!(next_serial(Some(u32::MAX), u64::from(u32::MAX)), 0, "wraps (RFC 1982)");
+    }
 
     #[test]
     fn base32hex_and_hash_match_rfc5155() {

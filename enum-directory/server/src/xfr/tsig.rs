@@ -3,10 +3,10 @@
 
 use hickory_proto::op::Message;
 use hickory_proto::rr::Name;
-use hickory_proto::rr::rdata::tsig::{TsigAlgorithm, signed_bitmessage_to_buf};
+use hickory_proto::rr::rdata::tsig::{TsigAlgorithm, TsigError, signed_bitmessage_to_buf};
 use ring::hmac;
 
-use crate::dns::wire::name_to_wire_lower;
+use crate::dns::wire::{name_to_wire_lower, skip_name, u16_at};
 
 /// TSIG RR type.
 pub(crate) const TSIG_TYPE: u16 = 250;
@@ -77,6 +77,47 @@ pub(crate) fn check<'k>(bytes: &[u8], msg: &Message, keys: &'k [TsigKey], now: u
     Check::Valid { key, mac: tsig.mac.clone(), original_id }
 }
 
+/// Why the TSIG of an answer to a request we signed (NOTIFY) is not acceptable.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub(crate) enum BadAnswer {
+    /// No TSIG record (or no message to find it in).
+    #[error("the answer carries no TSIG")]
+    Missing,
+    /// The peer reports a TSIG error (its TSIG has no MAC to check then).
+    #[error("the answer's TSIG reports error {0:?}")]
+    Reported(TsigError),
+    /// Signed with another key name or algorithm.
+    #[error("the answer is signed with another key ({0})")]
+    OtherKey(Name),
+    /// The MAC does not verify.
+    #[error("the answer's TSIG MAC does not verify")]
+    BadMac,
+    /// Signed at a time off by more than the fudge.
+    #[error("the answer's TSIG time is off by more than {FUDGE} s")]
+    BadTime,
+}
+
+/// Checks that `bytes`, an answer to the request we signed with `key` and whose MAC was `request_mac`, is signed
+/// with `key` over that MAC (RFC 8945 §5.3.1) at a time within the fudge of `now`.
+pub(crate) fn verify_answer(bytes: &[u8], key: &TsigKey, request_mac: &[u8], now: u64) -> Result<(), BadAnswer> {
+    let Ok((tbs, rr)) = signed_bitmessage_to_buf(bytes, Some(request_mac), true) else {
+        return Err(BadAnswer::Missing);
+    };
+    let tsig = &rr.data;
+    if let Some(e) = tsig.error {
+        return Err(BadAnswer::Reported(e));
+    }
+    let name = rr.name.to_lowercase();
+    if name != key.name || tsig.algorithm != TsigAlgorithm::HmacSha256 {
+        return Err(BadAnswer::OtherKey(name));
+    }
+    hmac::verify(&key.key, &tbs, &tsig.mac).map_err(|_| BadAnswer::BadMac)?;
+    if now.abs_diff(tsig.time) > u64::from(tsig.fudge) {
+        return Err(BadAnswer::BadTime);
+    }
+    Ok(())
+}
+
 /// Signs the messages of one answer in order.
 pub(crate) struct Signer<'k> {
     key: &'k TsigKey,
@@ -93,6 +134,11 @@ impl<'k> Signer<'k> {
     /// A signer for the answer to a request whose MAC was `request_mac` (`None`: for signing a request).
     pub fn new(key: &'k TsigKey, request_mac: Option<Vec<u8>>, original_id: u16, time: u64, error: u16) -> Signer<'k> {
         Signer { key, prior_mac: request_mac, first: true, time, original_id, error }
+    }
+
+    /// The MAC of the last message signed (the request's, for checking its answer).
+    pub fn last_mac(&self) -> Option<&[u8]> {
+        self.prior_mac.as_deref().filter(|_| !self.first)
     }
 
     /// Appends the TSIG record to a finished message (its additional count is bumped).
@@ -163,28 +209,17 @@ pub(crate) fn has_tsig(b: &[u8]) -> bool {
     if records == 0 {
         return false;
     }
-    let skip_name = |mut i: usize| -> Option<usize> {
-        loop {
-            let len = *b.get(i)?;
-            match len {
-                0 => return Some(i + 1),
-                1..=63 => i += 1 + usize::from(len),
-                0xC0..=0xFF => return Some(i + 2),
-                _ => return None,
-            }
-        }
-    };
     let mut p = 12;
     for _ in 0..qd {
-        let Some(q) = skip_name(p) else { return false };
+        let Some(q) = skip_name(b, p) else { return false };
         p = q + 4;
     }
     let mut last = 0;
     for _ in 0..records {
-        let Some(q) = skip_name(p) else { return false };
-        let (Some(t), Some(l)) = (b.get(q..q + 2), b.get(q + 8..q + 10)) else { return false };
-        last = u16::from_be_bytes([t[0], t[1]]);
-        p = q + 10 + usize::from(u16::from_be_bytes([l[0], l[1]]));
+        let Some(q) = skip_name(b, p) else { return false };
+        let (Some(t), Some(l)) = (u16_at(b, q), u16_at(b, q + 8)) else { return false };
+        last = t;
+        p = q + 10 + usize::from(l);
     }
     p == b.len() && last == TSIG_TYPE
 }
@@ -240,6 +275,40 @@ mod tests {
         Signer::new(&keys[0], None, m.metadata.id, 2_000_000, 0).sign(&mut bytes);
         let parsed = Message::from_vec(&bytes).unwrap();
         assert!(matches!(check(&bytes, &parsed, &keys, 2_000_000), Check::Valid { .. }));
+    }
+
+    #[test]
+    fn answers_to_our_requests_are_checked() {
+        let keys = keys();
+        let other = TsigKey::new(Name::from_ascii("xfr-key.").unwrap(), b"another-secret-of-32-bytes-xxxxx");
+        let request = |key| {
+            let mut m = Message::query();
+            m.add_query(Query::query(Name::from_ascii("e164.tincan.test.").unwrap(), RecordType::SOA));
+            let mut bytes = m.to_vec().unwrap();
+            let mut signer = Signer::new(key, None, m.metadata.id, 2_000_000, 0);
+            signer.sign(&mut bytes);
+            let mac = signer.last_mac().unwrap().to_vec();
+            (m, mac)
+        };
+        let (m, mac) = request(&keys[0]);
+        let answer = |key, at, error| {
+            let mut bytes = Message::response(m.metadata.id, m.metadata.op_code).to_vec().unwrap();
+            Signer::new(key, Some(mac.clone()), m.metadata.id, at, error).sign(&mut bytes);
+            bytes
+        };
+        assert_eq!(verify_answer(&answer(&keys[0], 2_000_010, 0), &keys[0], &mac, 2_000_000), Ok(()));
+        assert_eq!(verify_answer(&answer(&other, 2_000_010, 0), &keys[0], &mac, 2_000_000), Err(BadAnswer::BadMac));
+        assert_eq!(verify_answer(&answer(&keys[0], 2_000_400, 0), &keys[0], &mac, 2_000_000), Err(BadAnswer::BadTime));
+        let reported = answer(&keys[0], 2_000_000, BADSIG);
+        assert_eq!(verify_answer(&reported, &keys[0], &mac, 2_000_000), Err(BadAnswer::Reported(TsigError::BadSig)));
+        let unsigned = Message::response(m.metadata.id, m.metadata.op_code).to_vec().unwrap();
+        assert_eq!(verify_answer(&unsigned, &keys[0], &mac, 2_000_000), Err(BadAnswer::Missing));
+        // An answer over another request's MAC does not verify either.
+        let (_, other_mac) = request(&keys[0]);
+        assert_eq!(
+            verify_answer(&answer(&keys[0], 2_000_000, 0), &keys[0], &other_mac, 2_000_000),
+            Err(BadAnswer::BadMac)
+        );
     }
 
     #[test]

@@ -8,15 +8,21 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use hickory_proto::rr::Name;
+use tincan_common::Secret;
 use tincan_common::{Clock, MockClock, SystemClock};
+use tincan_directory::dns::server::Interceptor;
 use tincan_directory::dns::{self, Metrics, ServerConfig, Zone, ZoneConfig, Zones};
 use tincan_directory::rollover::{self, Policy, RolloverConfig};
+use tincan_directory::storage::TokenHash;
 use tincan_directory::storage::{self, KeyAlgorithm, KeyRole, KeyState, Storage};
+use tincan_directory::xfr::{Flavour, SecondaryConfig, Transfers, XfrConfig};
 use tincan_directory::{keys, serve};
 use tincan_enum_core::{E164, NumberRecord, Service, ServiceType};
+use tincan_testkit::secondary::NsdSecondary;
 
 const APEX: &str = "e164.tincan.test.";
 const NUMBER: &str = "+442079460001";
+const KEY_NAME: &str = "tincan-xfr";
 
 struct Rig {
     storage: Arc<dyn Storage>,
@@ -25,7 +31,16 @@ struct Rig {
     policy: Policy,
     addr: SocketAddr,
     dir: tempfile::TempDir,
+    /// With a secondary: the zone writer whose drop ends the NOTIFY tasks.
+    _writer: Option<Arc<dyn tincan_directory::api::ZoneWriter>>,
     _stop: tokio::sync::oneshot::Sender<()>,
+}
+
+/// A secondary the rig's directory transfers to with TSIG.
+struct SecondarySpec {
+    addr: SocketAddr,
+    secret: String,
+    flavour: Flavour,
 }
 
 /// What a resolver may have cached at one step.
@@ -45,13 +60,19 @@ fn owner(number: &str) -> String {
 
 impl Rig {
     async fn start() -> Rig {
+        let config =
+            ZoneConfig { apex: apex(), apex_ttl: 60, record_ttl: 30, negative_ttl: 30, ..ZoneConfig::default() };
+        Self::start_with(config, None).await
+    }
+
+    /// The rig with `config`, serving transfers to `secondary` (the number is then in storage too, as it must be
+    /// to be transferred).
+    async fn start_with(config: ZoneConfig, secondary: Option<SecondarySpec>) -> Rig {
         let dir = tempfile::tempdir().unwrap();
         let clock = Arc::new(MockClock::at(SystemClock.unix_seconds()));
         let url = format!("sqlite://{}", dir.path().join("d.sqlite3").display());
         let storage = storage::open(&url, clock.clone()).await.unwrap();
         keys::ensure(&*storage, &*clock, &apex(), KeyAlgorithm::EcdsaP256).await.unwrap();
-        let config =
-            ZoneConfig { apex: apex(), apex_ttl: 60, record_ttl: 30, negative_ttl: 30, ..ZoneConfig::default() };
         let schedule = RolloverConfig {
             zsk_lifetime: 0,
             ksk_lifetime: 0,
@@ -61,13 +82,38 @@ impl Rig {
         };
         let policy = Policy::new(&schedule, config.apex_ttl, 60);
         let zone_keys = Arc::new(keys::load(&*storage, &apex()).await.unwrap());
-        let zone = Arc::new(Zone::new(config, zone_keys, clock.clone(), 1).unwrap());
+        let zone = Arc::new(Zone::new(config.clone(), zone_keys.clone(), clock.clone(), 1).unwrap());
         let record = NumberRecord {
             number: E164::parse(NUMBER).unwrap(),
             services: vec![Service::new(ServiceType::Matrix, "matrix:u/alice:hs.test").unwrap()],
             key: None,
         };
         zone.upsert(&record).unwrap();
+        let mut tx = storage.begin().await.unwrap();
+        let provider = tx.providers().add("acme", TokenHash::of("t"), &["+44".parse().unwrap()]).await.unwrap();
+        tx.numbers().put(&record, provider.id).await.unwrap();
+        tx.commit().await.unwrap();
+        let (writer, interceptor) = match secondary {
+            None => (None, None),
+            Some(s) => {
+                let secondary = SecondaryConfig {
+                    address: s.addr,
+                    allow_from: Vec::new(),
+                    tsig_key: KEY_NAME.into(),
+                    tsig_secret: Secret::new(s.secret),
+                    flavour: s.flavour,
+                    notify: true,
+                };
+                let mut xfr = XfrConfig::default();
+                xfr.secondaries.insert("edge".into(), secondary);
+                xfr.notify.debounce_ms = 50;
+                xfr.notify.initial_backoff_ms = 200;
+                let t = Transfers::new(&xfr, config, zone_keys, storage.clone(), clock.clone()).unwrap();
+                let t = Arc::new(t.following(zone.clone()));
+                let writer = t.start_notifier(zone.clone());
+                (Some(writer), Some(t as Arc<dyn Interceptor>))
+            }
+        };
         let addr = SocketAddr::from(([127, 0, 0, 1], tincan_testkit::ports::free_port()));
         let udp = tokio::net::UdpSocket::bind(addr).await.unwrap();
         let tcp = tokio::net::TcpListener::bind(addr).await.unwrap();
@@ -77,11 +123,12 @@ impl Rig {
             let shutdown = async move {
                 let _ = stopped.await;
             };
-            dns::server::run(zones, udp, tcp, ServerConfig::default(), Arc::new(Metrics::default()), shutdown)
+            let metrics = Arc::new(Metrics::default());
+            dns::server::run_with(zones, udp, tcp, ServerConfig::default(), metrics, interceptor, shutdown)
                 .await
                 .unwrap();
         });
-        Rig { storage, clock, zone, policy, addr, dir, _stop: stop }
+        Rig { storage, clock, zone, policy, addr, dir, _writer: writer, _stop: stop }
     }
 
     /// Advances the clock and runs the schedule as `serve` does.
@@ -101,9 +148,13 @@ impl Rig {
     }
 
     async fn tool(&self, tool: &str, args: &[String]) -> String {
+        self.tool_at(self.addr, tool, args).await
+    }
+
+    async fn tool_at(&self, server: SocketAddr, tool: &str, args: &[String]) -> String {
         let out = tokio::process::Command::new(tincan_testkit::tools::require(tool))
-            .arg(format!("@{}", self.addr.ip()))
-            .args(["-p", &self.addr.port().to_string()])
+            .arg(format!("@{}", server.ip()))
+            .args(["-p", &server.port().to_string()])
             .args(args)
             .kill_on_drop(true)
             .output()
@@ -113,6 +164,10 @@ impl Rig {
     }
 
     async fn delv(&self, ds: &[String], name: &str, rtype: &str) -> String {
+        self.delv_at(self.addr, ds, name, rtype).await
+    }
+
+    async fn delv_at(&self, server: SocketAddr, ds: &[String], name: &str, rtype: &str) -> String {
         let mut conf = String::from("trust-anchors {\n");
         for line in ds {
             // "<apex> IN DS <tag> <alg> 2 <HEX>"
@@ -125,7 +180,7 @@ impl Rig {
         let args = ["-a".into(), path.display().to_string(), format!("+root={}", APEX.trim_end_matches('.'))];
         let mut all: Vec<String> = args.to_vec();
         all.extend([name.to_owned(), rtype.to_owned()]);
-        self.tool("delv", &all).await
+        self.tool_at(server, "delv", &all).await
     }
 
     /// Key tags of the RRSIGs in the answer to `name rtype` (with DO).
@@ -281,4 +336,123 @@ async fn keys_roll_and_status_drive_a_running_server() {
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let out = cli(dir.path(), &["keys", "ds"]);
     assert_eq!(String::from_utf8(out.stdout).unwrap().lines().count(), 2, "double-DS: both DS for the parent");
+}
+
+/// The SOA serial in a zone printed by `dig AXFR`.
+fn soa_serial(zone: &str) -> u32 {
+    let soa = zone.lines().find(|l| l.split_whitespace().nth(3) == Some("SOA")).expect("an SOA");
+    soa.split_whitespace().nth(6).unwrap().parse().unwrap()
+}
+
+/// The DNSKEY records in a zone printed by `dig AXFR`.
+fn dnskeys(zone: &str) -> usize {
+    zone.lines().filter(|l| l.split_whitespace().nth(3) == Some("DNSKEY")).count()
+}
+
+/// An NSD secondary of the pre-signed NSEC3 flavour attached to a rig with `config`.
+async fn rig_with_nsd(config: ZoneConfig) -> (Rig, NsdSecondary) {
+    let secret = crate::xfr::secret();
+    let nsd_addr = SocketAddr::from(([127, 0, 0, 1], tincan_testkit::ports::free_port()));
+    let spec = SecondarySpec { addr: nsd_addr, secret: secret.clone(), flavour: Flavour::Nsec3 };
+    let rig = Rig::start_with(config, Some(spec)).await;
+    let nsd = NsdSecondary::start(APEX, rig.addr, KEY_NAME, &secret, nsd_addr).await.unwrap();
+    (rig, nsd)
+}
+
+impl Rig {
+    /// Waits until `nsd` serves a copy newer than `after` with `dnskey_count` DNSKEYs, checks it with
+    /// `ldns-verify-zone` against the DS set the parent publishes now, and validates a positive and a negative
+    /// answer from NSD with `delv`; returns the copy's serial and text.
+    async fn check_secondary(
+        &self,
+        nsd: &mut NsdSecondary,
+        step: &str,
+        after: u32,
+        dnskey_count: usize,
+    ) -> (u32, String) {
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        let zone = loop {
+            // NSD transfers its copy out to loopback clients without a key.
+            let args = ["+onesoa", "+nocmd", "+nostats", "+nocomments", APEX, "AXFR"].map(String::from);
+            let z = self.tool_at(nsd.addr, "dig", &args).await;
+            let loaded = z.contains("NSEC3PARAM") && !z.contains("Transfer failed");
+            if loaded && soa_serial(&z).wrapping_sub(after) as i32 > 0 && dnskeys(&z) == dnskey_count {
+                break z;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{step}: NSD has no copy newer than {after} with {dnskey_count} DNSKEY; last:\n{z}"
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        };
+        let path = self.dir.path().join("nsd.zone");
+        std::fs::write(&path, &zone).unwrap();
+        let ds = keys::ds_records(&*self.storage, &apex()).await.unwrap();
+        let ds_file = self.dir.path().join("ds.anchor");
+        std::fs::write(&ds_file, ds.join("\n") + "\n").unwrap();
+        let out = tincan_testkit::tools::run(
+            tincan_testkit::tools::command("ldns-verify-zone").arg("-k").arg(&ds_file).arg(&path),
+        )
+        .unwrap();
+        let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        assert!(out.status.success(), "{step}: ldns-verify-zone of NSD's copy:\n{text}\n{zone}");
+        let out = self.delv_at(nsd.addr, &ds, &owner(NUMBER), "NAPTR").await;
+        assert!(out.contains("; fully validated") && out.contains("alice"), "{step}: delv @NSD positive\n{out}");
+        let out = self.delv_at(nsd.addr, &ds, &owner("+442079460009"), "NAPTR").await;
+        assert!(out.contains("; negative response, fully validated"), "{step}: delv @NSD negative\n{out}");
+        (soa_serial(&zone), zone)
+    }
+}
+
+#[tokio::test]
+async fn a_zsk_rollover_reaches_an_nsd_secondary_of_the_nsec3_flavour_at_every_step() {
+    let config = ZoneConfig { apex: apex(), apex_ttl: 60, record_ttl: 30, negative_ttl: 30, ..ZoneConfig::default() };
+    let (rig, mut nsd) = rig_with_nsd(config).await;
+    let (s0, _) = rig.check_secondary(&mut nsd, "start", 0, 2).await;
+
+    let t = rollover::roll(&*rig.storage, &*rig.clock, &apex(), KeyRole::Zsk, KeyAlgorithm::EcdsaP256).await.unwrap();
+    rig.advance(0).await;
+    let (s1, z1) = rig.check_secondary(&mut nsd, "ZSK published", s0, 3).await;
+    rig.advance(70).await;
+    assert_eq!(rig.states(KeyRole::Zsk).await, [KeyState::Inactive, KeyState::Active]);
+    let (s2, z2) = rig.check_secondary(&mut nsd, "ZSK active, old inactive", s1, 3).await;
+    assert_ne!(z1, z2, "signatures switched to the new ZSK");
+    let new_tag = format!(" {} {APEX} ", t.key_tag);
+    assert!(z2.lines().filter(|l| l.contains("\tRRSIG\tNAPTR ")).all(|l| l.contains(&new_tag)), "{z2}");
+    rig.advance(70).await;
+    assert_eq!(rig.states(KeyRole::Zsk).await, [KeyState::Retired, KeyState::Active]);
+    rig.check_secondary(&mut nsd, "old ZSK removed", s2, 2).await;
+}
+
+#[tokio::test]
+async fn a_quiet_nsec3_copy_is_re_signed_before_its_signatures_expire() {
+    // Signatures valid 400 s, re-made when less than 300 s remain: a quiet zone's copy is fresh for 100 s.
+    let config = ZoneConfig {
+        apex: apex(),
+        apex_ttl: 60,
+        record_ttl: 30,
+        negative_ttl: 30,
+        signature_validity: 400,
+        signature_refresh: 300,
+        ..ZoneConfig::default()
+    };
+    let (rig, mut nsd) = rig_with_nsd(config).await;
+    let (s0, z0) = rig.check_secondary(&mut nsd, "start", 0, 2).await;
+    rig.clock.advance(Duration::from_secs(60));
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let still = nsd.wait_zone(Duration::from_secs(5)).await.unwrap();
+    assert_eq!(soa_serial(&std::fs::read_to_string(still).unwrap()), s0, "nothing to do while the copy is fresh");
+    rig.clock.advance(Duration::from_secs(41));
+    let (s1, z1) = rig.check_secondary(&mut nsd, "re-signed", s0, 2).await;
+    // Every RRSIG was re-made: their expiration moved by the time that passed.
+    let expirations = |z: &str| -> Vec<u64> {
+        z.lines()
+            .filter(|l| l.contains("\tRRSIG\t"))
+            .map(|l| l.split_whitespace().nth(8).unwrap().parse().unwrap())
+            .collect()
+    };
+    let (e0, e1) = (expirations(&z0), expirations(&z1));
+    assert_eq!(e0.len(), e1.len());
+    assert!(e0.iter().zip(&e1).all(|(a, b)| b > a), "{z0}\n{z1}");
+    assert!(s1.wrapping_sub(s0) as i32 > 0);
 }
