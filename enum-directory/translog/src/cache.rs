@@ -49,7 +49,7 @@ impl SubtreeCache {
     /// Takes the next leaves, from [`covered`](Self::covered) on: whole chunks only.
     pub fn extend(&mut self, leaves: &[Hash]) -> Result<()> {
         let chunk = self.chunk_len() as usize;
-        if leaves.len() % chunk != 0 {
+        if !leaves.len().is_multiple_of(chunk) {
             return Err(Error::OutOfRange("the cache takes whole chunks of leaves"));
         }
         for c in leaves.chunks_exact(chunk) {
@@ -87,7 +87,7 @@ impl SubtreeCache {
         let chunk = self.chunk_len();
         let mut starts: Vec<u64> =
             points.iter().filter(|p| **p < size).map(|p| p >> self.chunk_bits << self.chunk_bits).collect();
-        if size % chunk != 0 {
+        if !size.is_multiple_of(chunk) {
             starts.push(self.wanted(size));
         }
         starts.sort_unstable();
@@ -106,7 +106,7 @@ impl SubtreeCache {
 
     fn cached(&self, start: u64, end: u64) -> Option<Hash> {
         let n = end - start;
-        if !n.is_power_of_two() || n < self.chunk_len() || start % n != 0 {
+        if !n.is_power_of_two() || n < self.chunk_len() || !start.is_multiple_of(n) {
             return None;
         }
         let level = (n >> self.chunk_bits).trailing_zeros() as usize;
