@@ -37,6 +37,7 @@ pub(crate) mod apex;
 mod entry;
 pub mod keys;
 mod negcache;
+mod numbers;
 pub mod rrl;
 pub mod server;
 pub(crate) mod sign;

@@ -5,7 +5,8 @@
 //! `RRSIG NSEC NXNAME`, signed on the spot; existing names (and empty non-terminals) missing the type get the
 //! same minimal NSEC listing the types that do exist. No NSEC chain exists, so nothing can be walked.
 
-use super::sign::{Covered, Sig, rdatas, rrsig_rdata};
+use super::entry::Sets;
+use super::sign::{Covered, Sig, rdatas, rrsig_rdata, write_rrsig_rdata};
 use super::wire::{Owner, ParseError, Rcode, Request, Response, Section, rtype, type_bitmap};
 use super::zone::{Zone, ZoneError, pack_digits};
 use super::zones::Zones;
@@ -42,6 +43,11 @@ pub fn answer(zones: &Zones, request: &[u8], transport: Transport) -> Option<Vec
 
 /// [`answer`], with the response code and question type.
 pub fn answer_detailed(zones: &Zones, request: &[u8], transport: Transport) -> Option<Answer> {
+    answer_in(zones, request, transport, Vec::new())
+}
+
+/// [`answer_detailed`], writing the response into `buf` (emptied first) so a server can reuse one buffer.
+pub fn answer_in(zones: &Zones, request: &[u8], transport: Transport, buf: Vec<u8>) -> Option<Answer> {
     let req = match Request::parse(request) {
         Ok(r) => r,
         Err(ParseError::Drop) => return None,
@@ -73,7 +79,7 @@ pub fn answer_detailed(zones: &Zones, request: &[u8], transport: Transport) -> O
     let Some((zone, rel)) = zones.find(&req) else {
         return done(simple(Rcode::Refused), Rcode::Refused);
     };
-    let (rcode, r) = match authoritative(&zone, &req, rel) {
+    let (rcode, r) = match authoritative(&zone, &req, rel, buf) {
         Ok(v) => v,
         Err(_) => return done(simple(Rcode::ServFail), Rcode::ServFail),
     };
@@ -84,7 +90,7 @@ pub fn answer_detailed(zones: &Zones, request: &[u8], transport: Transport) -> O
     if r.len() <= max {
         return done(r, rcode);
     }
-    let mut r = Response::new(&req, rcode);
+    let mut r = Response::new_in(r.into_buf(), &req, rcode);
     r.set_aa();
     r.set_tc();
     if let Some(e) = req.edns {
@@ -96,12 +102,12 @@ pub fn answer_detailed(zones: &Zones, request: &[u8], transport: Transport) -> O
 /// What the query name is in the zone.
 enum Node<'a> {
     Apex,
-    Number(crossbeam_skiplist::map::Entry<'a, u64, super::entry::SignedEntry>),
+    Number(super::numbers::NumberRef<'a>),
     EmptyNonTerminal,
     Missing,
 }
 
-fn authoritative(zone: &Zone, req: &Request<'_>, rel: usize) -> Result<(Rcode, Response), ZoneError> {
+fn authoritative(zone: &Zone, req: &Request<'_>, rel: usize, buf: Vec<u8>) -> Result<(Rcode, Response), ZoneError> {
     let dnssec = req.edns.is_some_and(|e| e.dnssec_ok);
     let compact_ok = dnssec && req.edns.is_some_and(|e| e.compact_ok);
     let node = classify(zone, req, rel)?;
@@ -110,7 +116,7 @@ fn authoritative(zone: &Zone, req: &Request<'_>, rel: usize) -> Result<(Rcode, R
         Node::Missing if !dnssec || compact_ok => Rcode::NxDomain,
         _ => Rcode::NoError,
     };
-    let mut r = Response::new(req, rcode);
+    let mut r = Response::new_in(buf, req, rcode);
     r.set_aa();
     let qname = Owner::Pointer(12);
     let apex_owner = Owner::Pointer(req.labels.get(rel).copied().unwrap_or(12));
@@ -125,14 +131,14 @@ fn authoritative(zone: &Zone, req: &Request<'_>, rel: usize) -> Result<(Rcode, R
         if dnssec {
             let c = zone.covered(t, labels, ttl);
             for s in sigs {
-                r.record(Section::Answer, qname, rtype::RRSIG, ttl, &[&rrsig_rdata(&c, s)]);
+                r.record_with(Section::Answer, qname, rtype::RRSIG, ttl, |out| write_rrsig_rdata(out, &c, s));
             }
         }
         answered = true;
     };
-    let apex = zone.apex()?;
     let present: &[u16] = match &node {
         Node::Apex => {
+            let apex = zone.apex()?;
             let l = zone.apex_labels();
             for (t, set) in [(rtype::SOA, &apex.soa), (rtype::NS, &apex.ns), (rtype::DNSKEY, &apex.dnskey)] {
                 if wants(t) {
@@ -144,7 +150,7 @@ fn authoritative(zone: &Zone, req: &Request<'_>, rel: usize) -> Result<(Rcode, R
         Node::Number(e) => {
             let e = e.value();
             let l = zone.apex_labels() + rel as u8;
-            let (txt, naptr) = (e.txt(), e.naptr());
+            let Sets { naptr, txt } = e.parts();
             for (t, set) in [(rtype::TXT, txt), (rtype::NAPTR, naptr)] {
                 if let Some((set, sig)) = set
                     && wants(t)
@@ -161,7 +167,10 @@ fn authoritative(zone: &Zone, req: &Request<'_>, rel: usize) -> Result<(Rcode, R
         Node::EmptyNonTerminal => &[rtype::RRSIG, rtype::NSEC],
         Node::Missing => &[rtype::RRSIG, rtype::NSEC, rtype::NXNAME],
     };
+    // The number's shard stays read-locked only while its records are written.
+    drop(node);
     if !answered {
+        let apex = zone.apex()?;
         negative(zone, req, &mut r, &apex, apex_owner, present, dnssec)?;
     }
     if req.edns.is_some() {
@@ -175,11 +184,11 @@ fn classify<'a>(zone: &'a Zone, req: &Request<'_>, rel: usize) -> Result<Node<'a
         return Ok(Node::Apex);
     }
     // Labels left of the apex, read right to left, are the number's digits in order.
+    // Anything but a single digit maps to a value `pack_digits` refuses.
     let digits = (0..rel).rev().map(|i| match req.label(i) {
-        [d @ b'0'..=b'9'] => Some(d - b'0'),
-        _ => None,
+        [d @ b'0'..=b'9'] => d - b'0',
+        _ => u8::MAX,
     });
-    let Some(digits) = digits.collect::<Option<Vec<u8>>>() else { return Ok(Node::Missing) };
     let Some((key, len)) = pack_digits(digits) else { return Ok(Node::Missing) };
     if let Some(e) = zone.lookup(key)? {
         return Ok(Node::Number(e));

@@ -27,6 +27,13 @@ impl std::fmt::Debug for SignedEntry {
     }
 }
 
+/// An entry's sets (packed rdata) and their signatures.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Sets<'a> {
+    pub naptr: Option<(&'a [u8], Option<Sig>)>,
+    pub txt: Option<(&'a [u8], Option<Sig>)>,
+}
+
 /// Offsets of the parts of an entry.
 #[derive(Debug, Clone, Copy)]
 struct Layout {
@@ -127,24 +134,37 @@ impl SignedEntry {
         usize::from(l.naptr.1 > l.naptr.0) + usize::from(l.txt.1 > l.txt.0)
     }
 
+    /// Both sets with their signatures, from one reading of the layout.
+    pub(crate) fn parts(&self) -> Sets<'_> {
+        let l = self.layout();
+        let has_naptr = l.naptr.1 > l.naptr.0;
+        let naptr = has_naptr.then(|| (&self.0[l.naptr.0..l.naptr.1], read_sig(&self.0[l.sigs..])));
+        let at = l.sigs + if has_naptr { SIG_LEN } else { 0 };
+        let txt = (l.txt.1 > l.txt.0).then(|| (&self.0[l.txt.0..l.txt.1], read_sig(&self.0[at..])));
+        Sets { naptr, txt }
+    }
+
     /// The NAPTR set (packed rdata) and its signature.
     pub(crate) fn naptr(&self) -> Option<(&[u8], Option<Sig>)> {
-        let l = self.layout();
-        (l.naptr.1 > l.naptr.0).then(|| (&self.0[l.naptr.0..l.naptr.1], read_sig(&self.0[l.sigs..])))
+        self.parts().naptr
     }
 
     /// The TXT set (packed rdata) and its signature.
     pub(crate) fn txt(&self) -> Option<(&[u8], Option<Sig>)> {
-        let l = self.layout();
-        let at = l.sigs + if l.naptr.1 > l.naptr.0 { SIG_LEN } else { 0 };
-        (l.txt.1 > l.txt.0).then(|| (&self.0[l.txt.0..l.txt.1], read_sig(&self.0[at..])))
+        self.parts().txt
     }
 
     /// The sets with their record types, NAPTR first, and each one's signature slot index.
     pub(crate) fn sets(&self) -> impl Iterator<Item = (u16, &[u8], Option<Sig>)> {
-        let n = self.naptr().map(|(s, sig)| (super::wire::rtype::NAPTR, s, sig));
-        let t = self.txt().map(|(s, sig)| (super::wire::rtype::TXT, s, sig));
+        let Sets { naptr, txt } = self.parts();
+        let n = naptr.map(|(s, sig)| (super::wire::rtype::NAPTR, s, sig));
+        let t = txt.map(|(s, sig)| (super::wire::rtype::TXT, s, sig));
         n.into_iter().chain(t)
+    }
+
+    /// Whether `other` publishes the same records (it may differ in signatures).
+    pub(crate) fn same_records(&self, other: &SignedEntry) -> bool {
+        self.0[..self.layout().sigs] == other.0[..other.layout().sigs]
     }
 
     /// Replaces the signature of the `i`th present set (NAPTR first).

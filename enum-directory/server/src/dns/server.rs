@@ -4,7 +4,7 @@
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
@@ -12,7 +12,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream, UdpSocket};
 use tokio::task::JoinSet;
 
-use super::answer::{Transport, answer_detailed, slip_reply};
+use super::answer::{MAX_UDP_PAYLOAD, Transport, answer_in, slip_reply};
 use super::rrl::{RateLimiter, RrlConfig, Verdict};
 use super::wire::rtype;
 use super::zones::Zones;
@@ -21,7 +21,7 @@ use super::zones::Zones;
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ServerConfig {
-    /// Tasks receiving on the UDP socket.
+    /// Threads receiving on the UDP socket; 0 (the default): one per available core.
     pub udp_workers: usize,
     /// A TCP connection idle this long (milliseconds) is closed.
     pub tcp_idle_timeout_ms: u64,
@@ -36,7 +36,7 @@ pub struct ServerConfig {
 impl Default for ServerConfig {
     fn default() -> Self {
         ServerConfig {
-            udp_workers: 2,
+            udp_workers: 0,
             tcp_idle_timeout_ms: 10_000,
             tcp_max_connections: 256,
             refresh_interval_secs: 60,
@@ -65,23 +65,37 @@ const COUNTED_TYPES: [(u16, &str); 8] = [
     (rtype::ANY, "ANY"),
 ];
 
-/// Counters, plain atomics (the API engineer can expose them).
+/// One set of counters, on cache lines of its own.
 #[derive(Debug, Default)]
-pub struct Metrics {
-    /// Queries received over UDP.
-    pub udp_queries: AtomicU64,
-    /// Queries received over TCP.
-    pub tcp_queries: AtomicU64,
-    /// Requests dropped unanswered (not a query, or too short).
-    pub dropped: AtomicU64,
-    /// UDP answers truncated for size.
-    pub truncated: AtomicU64,
-    /// Answers withheld by rate limiting.
-    pub rrl_dropped: AtomicU64,
-    /// Answers replaced by a truncated one by rate limiting.
-    pub rrl_slipped: AtomicU64,
+#[repr(align(128))]
+struct Counters {
+    udp_queries: AtomicU64,
+    tcp_queries: AtomicU64,
+    dropped: AtomicU64,
+    truncated: AtomicU64,
+    rrl_dropped: AtomicU64,
+    rrl_slipped: AtomicU64,
     by_qtype: [AtomicU64; COUNTED_TYPES.len() + 1],
     by_rcode: [AtomicU64; 17],
+}
+
+/// Counter sets; each thread counts into one of them (by a per-thread index), so threads answering at the same
+/// time never write the same cache line, and a snapshot adds them up.
+const SHARDS: usize = 8;
+
+/// Query counters, read through [`Metrics::snapshot`].
+#[derive(Debug, Default)]
+pub struct Metrics {
+    shards: [Counters; SHARDS],
+}
+
+/// Which counter set this thread writes.
+fn shard_index() -> usize {
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    thread_local! {
+        static INDEX: usize = NEXT.fetch_add(1, Ordering::Relaxed) % SHARDS;
+    }
+    INDEX.with(|i| *i)
 }
 
 /// A copy of the counters.
@@ -105,31 +119,69 @@ pub struct MetricsSnapshot {
     pub by_rcode: Vec<(u16, u64)>,
 }
 
+/// A counter of [`Metrics`].
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Counter {
+    UdpQueries,
+    TcpQueries,
+    Dropped,
+    Truncated,
+    RrlDropped,
+    RrlSlipped,
+}
+
+impl Counters {
+    fn counter(&self, c: Counter) -> &AtomicU64 {
+        match c {
+            Counter::UdpQueries => &self.udp_queries,
+            Counter::TcpQueries => &self.tcp_queries,
+            Counter::Dropped => &self.dropped,
+            Counter::Truncated => &self.truncated,
+            Counter::RrlDropped => &self.rrl_dropped,
+            Counter::RrlSlipped => &self.rrl_slipped,
+        }
+    }
+}
+
 impl Metrics {
+    fn mine(&self) -> &Counters {
+        &self.shards[shard_index()]
+    }
+
+    /// Adds one to `c`.
+    pub(crate) fn add(&self, c: Counter) {
+        self.mine().counter(c).fetch_add(1, Ordering::Relaxed);
+    }
+
     fn count(&self, qtype: u16, rcode: u16) {
         let i = COUNTED_TYPES.iter().position(|(t, _)| *t == qtype).unwrap_or(COUNTED_TYPES.len());
-        self.by_qtype[i].fetch_add(1, Ordering::Relaxed);
-        self.by_rcode[usize::from(rcode).min(16)].fetch_add(1, Ordering::Relaxed);
+        let mine = self.mine();
+        mine.by_qtype[i].fetch_add(1, Ordering::Relaxed);
+        mine.by_rcode[usize::from(rcode).min(16)].fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn sum(&self, f: impl Fn(&Counters) -> &AtomicU64) -> u64 {
+        self.shards.iter().map(|s| f(s).load(Ordering::Relaxed)).sum()
     }
 
     /// Answers given with response code `rcode`.
     pub fn rcode(&self, rcode: u16) -> u64 {
-        self.by_rcode[usize::from(rcode).min(16)].load(Ordering::Relaxed)
+        self.sum(|s| &s.by_rcode[usize::from(rcode).min(16)])
     }
 
     /// The counters now.
     pub fn snapshot(&self) -> MetricsSnapshot {
-        let l = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        let c = |c: Counter| self.sum(|s| s.counter(c));
         let names = COUNTED_TYPES.iter().map(|(_, n)| *n).chain(["other"]);
         MetricsSnapshot {
-            udp_queries: l(&self.udp_queries),
-            tcp_queries: l(&self.tcp_queries),
-            dropped: l(&self.dropped),
-            truncated: l(&self.truncated),
-            rrl_dropped: l(&self.rrl_dropped),
-            rrl_slipped: l(&self.rrl_slipped),
-            by_qtype: names.zip(self.by_qtype.iter()).map(|(n, a)| (n.to_owned(), l(a))).collect(),
-            by_rcode: (0..17u16).zip(self.by_rcode.iter()).filter(|(_, a)| l(a) > 0).map(|(c, a)| (c, l(a))).collect(),
+            udp_queries: c(Counter::UdpQueries),
+            tcp_queries: c(Counter::TcpQueries),
+            dropped: c(Counter::Dropped),
+            truncated: c(Counter::Truncated),
+            rrl_dropped: c(Counter::RrlDropped),
+            rrl_slipped: c(Counter::RrlSlipped),
+            by_qtype: names.enumerate().map(|(i, n)| (n.to_owned(), self.sum(|s| &s.by_qtype[i]))).collect(),
+            by_rcode: (0..17u16).map(|c| (c, self.rcode(c))).filter(|(_, n)| *n > 0).collect(),
         }
     }
 }
@@ -171,13 +223,16 @@ pub async fn run_with(
     interceptor: Option<Arc<dyn Interceptor>>,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), ServerError> {
-    let udp = Arc::new(udp);
-    let rrl = Arc::new(RateLimiter::new(config.rrl.clone()));
-    let started = Instant::now();
+    let context = UdpContext {
+        zones: zones.clone(),
+        metrics: metrics.clone(),
+        rrl: RateLimiter::new(config.rrl.clone()),
+        started: Instant::now(),
+        interceptor: interceptor.clone(),
+        runtime: tokio::runtime::Handle::current(),
+    };
+    let udp_workers = UdpWorkers::start(udp, udp_worker_count(config.udp_workers), context)?;
     let mut tasks = JoinSet::new();
-    for _ in 0..config.udp_workers.max(1) {
-        tasks.spawn(udp_loop(zones.clone(), udp.clone(), metrics.clone(), rrl.clone(), started, interceptor.clone()));
-    }
     tasks.spawn(refresher(zones.clone(), Duration::from_secs(config.refresh_interval_secs.max(1))));
     let limit = Arc::new(tokio::sync::Semaphore::new(config.tcp_max_connections.max(1)));
     let idle = Duration::from_millis(config.tcp_idle_timeout_ms.max(1));
@@ -205,6 +260,8 @@ pub async fn run_with(
         () = shutdown => Ok(()),
     };
     tasks.shutdown().await;
+    // Joining takes as long as the slowest worker's current answer.
+    let _ = tokio::task::spawn_blocking(move || drop(udp_workers)).await;
     result
 }
 
@@ -213,59 +270,125 @@ fn is_transient(e: &std::io::Error) -> bool {
     matches!(e.kind(), ConnectionAborted | ConnectionReset | Interrupted | WouldBlock) || e.raw_os_error() == Some(24)
 }
 
-async fn udp_loop(
+/// What every UDP worker thread answers with.
+struct UdpContext {
     zones: Arc<Zones>,
-    udp: Arc<UdpSocket>,
     metrics: Arc<Metrics>,
-    rrl: Arc<RateLimiter>,
+    rrl: RateLimiter,
     started: Instant,
     interceptor: Option<Arc<dyn Interceptor>>,
-) {
+    /// Where intercepted requests are handled (they are async).
+    runtime: tokio::runtime::Handle,
+}
+
+/// The UDP side: `n` OS threads blocking in `recv_from` on the one socket (no reactor round trip per packet; the
+/// kernel hands each datagram to one waiting thread). Stopping wakes them by shutting the socket's receive side,
+/// and joins them, so the socket is closed when this is dropped (also when the server's future is dropped).
+struct UdpWorkers {
+    socket: Arc<std::net::UdpSocket>,
+    stop: Arc<AtomicBool>,
+    threads: Vec<std::thread::JoinHandle<()>>,
+}
+
+/// Upper bound on how long a worker can miss the stop signal where shutting the socket does not wake it.
+const UDP_WAKE_INTERVAL: Duration = Duration::from_millis(250);
+
+impl UdpWorkers {
+    fn start(socket: UdpSocket, workers: usize, context: UdpContext) -> std::io::Result<UdpWorkers> {
+        let socket = socket.into_std()?;
+        socket.set_nonblocking(false)?;
+        socket.set_read_timeout(Some(UDP_WAKE_INTERVAL))?;
+        let socket = Arc::new(socket);
+        let stop = Arc::new(AtomicBool::new(false));
+        let context = Arc::new(context);
+        let mut this = UdpWorkers { socket, stop, threads: Vec::with_capacity(workers) };
+        for i in 0..workers {
+            let (socket, stop, context) = (this.socket.clone(), this.stop.clone(), context.clone());
+            let thread = std::thread::Builder::new()
+                .name(format!("dns-udp-{i}"))
+                .spawn(move || udp_worker(&socket, &stop, &context))?;
+            this.threads.push(thread);
+        }
+        Ok(this)
+    }
+}
+
+impl Drop for UdpWorkers {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        // On Linux this wakes every thread blocked in recv_from at once; elsewhere the read timeout does.
+        let _ = rustix::net::shutdown(&*self.socket, rustix::net::Shutdown::Read);
+        for t in self.threads.drain(..) {
+            let _ = t.join();
+        }
+    }
+}
+
+/// The number of UDP workers for a configured `n` (0: one per available core).
+fn udp_worker_count(n: usize) -> usize {
+    match n {
+        0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+        n => n,
+    }
+}
+
+fn udp_worker(socket: &Arc<std::net::UdpSocket>, stop: &AtomicBool, cx: &UdpContext) {
     let mut buf = vec![0u8; 65_535];
-    loop {
-        let (n, peer): (usize, SocketAddr) = match udp.recv_from(&mut buf).await {
+    // The response buffer goes out with each answer and comes back to be reused.
+    let mut out = Vec::with_capacity(usize::from(MAX_UDP_PAYLOAD));
+    while !stop.load(Ordering::Relaxed) {
+        let (n, peer): (usize, SocketAddr) = match socket.recv_from(&mut buf) {
             Ok(v) => v,
             Err(e) => {
-                tracing::debug!(error = %e, "DNS UDP receive failed");
+                if !matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) {
+                    tracing::debug!(error = %e, "DNS UDP receive failed");
+                }
                 continue;
             }
         };
-        metrics.udp_queries.fetch_add(1, Ordering::Relaxed);
+        if stop.load(Ordering::Relaxed) {
+            break;
+        }
+        cx.metrics.add(Counter::UdpQueries);
         let request = &buf[..n];
-        if let Some(i) = interceptor.as_ref().filter(|i| i.wants(request, Transport::Udp)) {
-            let (i, udp, request) = (i.clone(), udp.clone(), request.to_vec());
-            tokio::spawn(async move {
+        if let Some(i) = cx.interceptor.as_ref().filter(|i| i.wants(request, Transport::Udp)) {
+            let (i, socket, request) = (i.clone(), socket.clone(), request.to_vec());
+            cx.runtime.spawn(async move {
                 let (tx, mut rx) = tokio::sync::mpsc::channel(1);
                 tokio::spawn(async move { i.handle(request, peer, Transport::Udp, tx).await });
                 if let Some(reply) = rx.recv().await {
-                    let _ = udp.send_to(&reply, peer).await;
+                    let _ = socket.send_to(&reply, peer);
                 }
             });
             continue;
         }
-        let Some(a) = answer_detailed(&zones, request, Transport::Udp) else {
-            metrics.dropped.fetch_add(1, Ordering::Relaxed);
+        let Some(a) = answer_in(&cx.zones, request, Transport::Udp, std::mem::take(&mut out)) else {
+            cx.metrics.add(Counter::Dropped);
             continue;
         };
-        metrics.count(a.qtype, a.rcode.code());
+        cx.metrics.count(a.qtype, a.rcode.code());
         if a.truncated {
-            metrics.truncated.fetch_add(1, Ordering::Relaxed);
+            cx.metrics.add(Counter::Truncated);
         }
-        let reply = match rrl.check(peer.ip(), started.elapsed()) {
-            Verdict::Send => a.bytes,
+        out = a.bytes;
+        let reply = match cx.rrl.check(peer.ip(), cx.started.elapsed()) {
+            Verdict::Send => &out,
             Verdict::Slip => {
-                metrics.rrl_slipped.fetch_add(1, Ordering::Relaxed);
+                cx.metrics.add(Counter::RrlSlipped);
                 match slip_reply(request) {
-                    Some(b) => b,
+                    Some(b) => {
+                        out = b;
+                        &out
+                    }
                     None => continue,
                 }
             }
             Verdict::Drop => {
-                metrics.rrl_dropped.fetch_add(1, Ordering::Relaxed);
+                cx.metrics.add(Counter::RrlDropped);
                 continue;
             }
         };
-        if let Err(e) = udp.send_to(&reply, peer).await {
+        if let Err(e) = socket.send_to(reply, peer) {
             tracing::debug!(error = %e, "DNS UDP send failed");
         }
     }
@@ -293,7 +416,7 @@ async fn tcp_connection(
             Ok(Ok(_)) => {}
             _ => return,
         }
-        metrics.tcp_queries.fetch_add(1, Ordering::Relaxed);
+        metrics.add(Counter::TcpQueries);
         if let Some(i) = interceptor.as_ref().filter(|i| i.wants(&buf, Transport::Tcp)) {
             let (tx, mut rx) = tokio::sync::mpsc::channel(8);
             let (i, request) = (i.clone(), buf.clone());
@@ -309,8 +432,8 @@ async fn tcp_connection(
             }
             continue;
         }
-        let Some(a) = answer_detailed(&zones, &buf, Transport::Tcp) else {
-            metrics.dropped.fetch_add(1, Ordering::Relaxed);
+        let Some(a) = answer_in(&zones, &buf, Transport::Tcp, Vec::new()) else {
+            metrics.add(Counter::Dropped);
             return;
         };
         metrics.count(a.qtype, a.rcode.code());

@@ -25,15 +25,27 @@ pub(crate) struct Covered<'a> {
 /// The RRSIG rdata without the signature field.
 pub(crate) fn rrsig_head(c: &Covered<'_>, expiration: u32, inception: u32, key_tag: u16) -> Vec<u8> {
     let mut out = Vec::with_capacity(18 + c.signer.len() + 64);
-    out.extend_from_slice(&c.rtype.to_be_bytes());
-    out.push(c.algorithm);
-    out.push(c.labels);
-    out.extend_from_slice(&c.ttl.to_be_bytes());
-    out.extend_from_slice(&expiration.to_be_bytes());
-    out.extend_from_slice(&inception.to_be_bytes());
-    out.extend_from_slice(&key_tag.to_be_bytes());
-    out.extend_from_slice(c.signer);
+    write_rrsig_head(&mut out, c, expiration, inception, key_tag);
     out
+}
+
+fn write_rrsig_head(out: &mut Vec<u8>, c: &Covered<'_>, expiration: u32, inception: u32, key_tag: u16) {
+    let mut fixed = [0u8; 18];
+    fixed[..2].copy_from_slice(&c.rtype.to_be_bytes());
+    fixed[2] = c.algorithm;
+    fixed[3] = c.labels;
+    fixed[4..8].copy_from_slice(&c.ttl.to_be_bytes());
+    fixed[8..12].copy_from_slice(&expiration.to_be_bytes());
+    fixed[12..16].copy_from_slice(&inception.to_be_bytes());
+    fixed[16..18].copy_from_slice(&key_tag.to_be_bytes());
+    out.extend_from_slice(&fixed);
+    out.extend_from_slice(c.signer);
+}
+
+/// Appends the full RRSIG rdata of a cached signature to `out`.
+pub(crate) fn write_rrsig_rdata(out: &mut Vec<u8>, c: &Covered<'_>, sig: &Sig) {
+    write_rrsig_head(out, c, sig.expiration, sig.inception, sig.key_tag);
+    out.extend_from_slice(&sig.bytes);
 }
 
 /// Iterates the rdata of an RRset stored as `[len u16][rdata]…`.
@@ -105,7 +117,7 @@ pub(crate) fn sign_rdatas<'r>(
 
 /// The full RRSIG rdata of a cached signature.
 pub(crate) fn rrsig_rdata(c: &Covered<'_>, sig: &Sig) -> Vec<u8> {
-    let mut out = rrsig_head(c, sig.expiration, sig.inception, sig.key_tag);
-    out.extend_from_slice(&sig.bytes);
+    let mut out = Vec::with_capacity(18 + c.signer.len() + 64);
+    write_rrsig_rdata(&mut out, c, sig);
     out
 }

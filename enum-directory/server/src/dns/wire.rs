@@ -242,7 +242,12 @@ pub(crate) enum Section {
 impl Response {
     /// Header and question for `req`. AA is set by the caller through [`Response::set_aa`].
     pub fn new(req: &Request<'_>, rcode: Rcode) -> Response {
-        let mut buf = Vec::with_capacity(512);
+        Response::new_in(Vec::with_capacity(512), req, rcode)
+    }
+
+    /// [`Response::new`], written into `buf` (emptied first; its capacity is reused).
+    pub fn new_in(mut buf: Vec<u8>, req: &Request<'_>, rcode: Rcode) -> Response {
+        buf.clear();
         Response::header(&mut buf, req.id, req.opcode, req.rd, req.cd, rcode);
         buf[5] = 1; // QDCOUNT
         buf.extend_from_slice(&req.bytes[HEADER..req.question_end]);
@@ -281,17 +286,33 @@ impl Response {
 
     /// Appends one record.
     pub fn record(&mut self, section: Section, owner: Owner, rtype: u16, ttl: u32, rdata: &[&[u8]]) {
-        match owner {
-            Owner::Pointer(at) => self.buf.extend_from_slice(&(0xC000 | (at as u16 & 0x3FFF)).to_be_bytes()),
-        }
-        self.buf.extend_from_slice(&rtype.to_be_bytes());
-        self.buf.extend_from_slice(&CLASS_IN.to_be_bytes());
-        self.buf.extend_from_slice(&ttl.to_be_bytes());
-        let len: usize = rdata.iter().map(|p| p.len()).sum();
-        self.buf.extend_from_slice(&(len as u16).to_be_bytes());
-        for part in rdata {
-            self.buf.extend_from_slice(part);
-        }
+        self.record_with(section, owner, rtype, ttl, |buf| {
+            for part in rdata {
+                buf.extend_from_slice(part);
+            }
+        });
+    }
+
+    /// Appends one record whose rdata `write` appends to the message (nothing is built on the side).
+    pub fn record_with(
+        &mut self,
+        section: Section,
+        owner: Owner,
+        rtype: u16,
+        ttl: u32,
+        write: impl FnOnce(&mut Vec<u8>),
+    ) {
+        let Owner::Pointer(at) = owner;
+        let mut head = [0u8; 12];
+        head[..2].copy_from_slice(&(0xC000 | (at as u16 & 0x3FFF)).to_be_bytes());
+        head[2..4].copy_from_slice(&rtype.to_be_bytes());
+        head[4..6].copy_from_slice(&CLASS_IN.to_be_bytes());
+        head[6..10].copy_from_slice(&ttl.to_be_bytes());
+        self.buf.extend_from_slice(&head);
+        let rdata_at = self.buf.len();
+        write(&mut self.buf);
+        let len = (self.buf.len() - rdata_at) as u16;
+        self.buf[rdata_at - 2..rdata_at].copy_from_slice(&len.to_be_bytes());
         self.counts[section as usize] += 1;
     }
 
@@ -312,6 +333,11 @@ impl Response {
         self.buf.extend_from_slice(&flags.to_be_bytes());
         self.buf.extend_from_slice(&[0, 0]);
         self.counts[Section::Additional as usize] += 1;
+    }
+
+    /// The message so far, to reuse its buffer.
+    pub fn into_buf(self) -> Vec<u8> {
+        self.buf
     }
 
     /// The finished message.

@@ -1,11 +1,10 @@
 //! One signed zone in memory: the apex (SOA, NS, DNSKEY) and every number's NAPTR and TXT RRsets in wire format,
 //! with their RRSIGs made when an RRset changes (before the change is stored, so they are persisted with it) and
-//! kept until they near expiry. Each number is one compact [`SignedEntry`] allocation in a skip list.
+//! kept until they near expiry. Each number is one compact [`SignedEntry`] allocation in [`Numbers`].
 
 use std::sync::{Arc, Mutex};
 
 use arc_swap::ArcSwap;
-use crossbeam_skiplist::SkipMap;
 use hickory_proto::rr::Name;
 use hickory_proto::rr::rdata::NAPTR;
 use hickory_proto::serialize::binary::{BinDecodable, BinDecoder, BinEncodable};
@@ -16,6 +15,7 @@ use super::apex::ApexRdata;
 use super::entry::SignedEntry;
 use super::keys::{KeyError, KeyRole, ZoneKeys};
 use super::negcache::NegativeCache;
+use super::numbers::{NumberRef, Numbers};
 use super::sign::{Covered, Sig, pack_set, rdatas, sign_rdatas, sign_set};
 use super::wire::{name_to_wire_lower, rtype};
 
@@ -123,15 +123,15 @@ fn unpack_digits(key: u64) -> Vec<u8> {
     (0..15).map(|i| ((key >> (60 - 4 * i)) & 0xF) as u8).take_while(|&n| n != 0).map(|n| n - 1).collect()
 }
 
-/// One authoritative zone. Reads never block: numbers live in a lock-free skip list, the apex behind an
-/// `ArcSwap`; writers serialise among themselves only.
+/// One authoritative zone. Numbers live in a sharded map whose writers hold a shard only for one insert, the apex
+/// behind an `ArcSwap`; writers serialise among themselves.
 pub struct Zone {
     config: ZoneConfig,
     apex_wire: Vec<u8>,
     apex_labels: u8,
     keys: ArcSwap<ZoneKeys>,
     clock: Arc<dyn Clock>,
-    numbers: SkipMap<u64, SignedEntry>,
+    numbers: Numbers,
     apex: ArcSwap<Apex>,
     negatives: NegativeCache,
     write: Mutex<()>,
@@ -168,7 +168,7 @@ impl Zone {
             apex_labels,
             keys: ArcSwap::new(keys),
             clock,
-            numbers: SkipMap::new(),
+            numbers: Numbers::new(),
             apex: ArcSwap::from_pointee(placeholder),
             negatives,
             write: Mutex::new(()),
@@ -237,11 +237,9 @@ impl Zone {
         let key = number_key(number);
         let _w = self.write.lock().unwrap_or_else(|e| e.into_inner());
         match entry {
-            Some(e) => {
-                self.numbers.insert(key, e);
-            }
+            Some(e) => self.numbers.insert(key, e),
             None => {
-                self.numbers.remove(&key);
+                self.numbers.remove(key);
             }
         }
         self.forget_denials(key);
@@ -288,7 +286,7 @@ impl Zone {
     pub fn remove(&self, number: &E164) -> Result<bool, ZoneError> {
         let key = number_key(number);
         let _w = self.write.lock().unwrap_or_else(|e| e.into_inner());
-        let removed = self.numbers.remove(&key).is_some();
+        let removed = self.numbers.remove(key);
         if removed {
             self.forget_denials(key);
             self.bump_serial()?;
@@ -303,7 +301,7 @@ impl Zone {
 
     /// What the zone publishes for `number`, read back from its wire-format records.
     pub fn get(&self, number: &E164) -> Option<NumberRecord> {
-        let e = self.numbers.get(&number_key(number))?;
+        let e = self.numbers.get(number_key(number))?;
         let e = e.value();
         let mut naptrs: Vec<NAPTR> = e
             .naptr()
@@ -328,11 +326,9 @@ impl Zone {
             self.apex.store(Arc::new(self.build_apex(serial)?));
             signed += 3;
         }
-        for e in self.numbers.iter() {
-            if self.entry_stale(e.value()) {
-                let _ = self.fresh(&e)?;
-                signed += 1;
-            }
+        for key in self.numbers.keys_where(|e| self.entry_stale(e)) {
+            self.fresh(key)?;
+            signed += 1;
         }
         Ok(signed)
     }
@@ -354,27 +350,23 @@ impl Zone {
     }
 
     /// The entry for `digits` with fresh signatures, if the number exists.
-    pub(crate) fn lookup(
-        &self,
-        key: u64,
-    ) -> Result<Option<crossbeam_skiplist::map::Entry<'_, u64, SignedEntry>>, ZoneError> {
-        match self.numbers.get(&key) {
-            None => Ok(None),
-            Some(e) if !self.entry_stale(e.value()) => Ok(Some(e)),
-            Some(e) => self.fresh(&e).map(Some),
+    pub(crate) fn lookup(&self, key: u64) -> Result<Option<NumberRef<'_>>, ZoneError> {
+        match self.numbers.get(key) {
+            Some(e) if self.entry_stale(e.value()) => {
+                drop(e);
+                self.fresh(key)?;
+                Ok(self.numbers.get(key))
+            }
+            e => Ok(e),
         }
     }
 
     /// Whether some number lies below the partial number `key` of `len` digits (an empty non-terminal).
     pub(crate) fn has_below(&self, key: u64, len: usize) -> bool {
-        use std::ops::Bound::{Excluded, Included};
         match len {
             0 => !self.numbers.is_empty(),
             15.. => false,
-            _ => {
-                let hi = key | ((1u64 << (4 * (16 - len))) - 1);
-                self.numbers.range((Excluded(key), Included(hi))).next().is_some()
-            }
+            _ => self.numbers.any_in(key, key | ((1u64 << (4 * (16 - len))) - 1)),
         }
     }
 
@@ -444,15 +436,13 @@ impl Zone {
         owner
     }
 
-    fn fresh<'a>(
-        &'a self,
-        e: &crossbeam_skiplist::map::Entry<'a, u64, SignedEntry>,
-    ) -> Result<crossbeam_skiplist::map::Entry<'a, u64, SignedEntry>, ZoneError> {
-        let key = *e.key();
-        let old: *const SignedEntry = e.value();
-        let signed = self.sign_entry(key, e.value().clone())?;
+    /// Re-signs the stale sets of number `key`, outside any lock.
+    fn fresh(&self, key: u64) -> Result<(), ZoneError> {
+        let Some(current) = self.numbers.get(key).map(|e| e.value().clone()) else { return Ok(()) };
+        let signed = self.sign_entry(key, current)?;
         // Only replace what we signed: a concurrent upsert wins.
-        Ok(self.numbers.compare_insert(key, signed, |cur| std::ptr::eq(cur, old)))
+        self.numbers.replace_same(key, signed);
+        Ok(())
     }
 
     /// The unsigned entry of `record`; `None` when it publishes nothing.

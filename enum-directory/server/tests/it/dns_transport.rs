@@ -91,3 +91,56 @@ async fn rate_limiting_drops_and_slips_over_udp() {
     let snap = s.metrics.snapshot();
     assert!(snap.rrl_dropped >= 9 && snap.rrl_slipped >= 9, "{snap:?}");
 }
+
+/// Threads of this test process named like the server's UDP workers (nextest runs each test in its own process).
+fn udp_worker_threads() -> usize {
+    std::fs::read_dir("/proc/self/task")
+        .unwrap()
+        .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("comm")).ok())
+        .filter(|name| name.starts_with("dns-udp-"))
+        .count()
+}
+
+/// The UDP workers are OS threads: they answer, and they stop and free the port both when the shutdown future
+/// resolves and when the server's future is dropped (an aborted task, a test runtime going away).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn udp_worker_threads_answer_and_stop() {
+    use std::time::{Duration, Instant};
+    use tincan_directory::dns::{self, Metrics, ServerConfig, Zones};
+    let config = ServerConfig { udp_workers: 3, ..ServerConfig::default() };
+    let records = crate::dns_support::sample_records();
+    let s = DnsServer::start_configured(records.clone(), KeyAlgorithm::EcdsaP256Sha256, None, config.clone()).await;
+    let out = s.dig(&["+norec", &owner("+442079460002"), "NAPTR"]).await;
+    assert!(out.contains("ANSWER: 1") && out.contains("status: NOERROR"), "{out}");
+    assert_eq!(udp_worker_threads(), 3);
+    let addr = s.addr;
+    drop(s);
+    let deadline = Instant::now() + Duration::from_secs(2);
+    while udp_worker_threads() > 0 || std::net::UdpSocket::bind(addr).is_err() {
+        assert!(Instant::now() < deadline, "UDP workers still running or port still bound after shutdown");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+
+    let zone =
+        crate::dns_support::zone_with(std::sync::Arc::new(tincan_common::SystemClock), KeyAlgorithm::Ed25519, &records);
+    let udp = tokio::net::UdpSocket::bind(addr).await.unwrap();
+    let tcp = tokio::net::TcpListener::bind(addr).await.unwrap();
+    let zones = std::sync::Arc::new(Zones::new(vec![zone]));
+    let task = tokio::spawn(dns::server::run(
+        zones,
+        udp,
+        tcp,
+        ServerConfig { udp_workers: 2, ..ServerConfig::default() },
+        std::sync::Arc::new(Metrics::default()),
+        std::future::pending(),
+    ));
+    while udp_worker_threads() < 2 {
+        assert!(Instant::now() < deadline + Duration::from_secs(2), "workers never started");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    task.abort();
+    assert!(task.await.unwrap_err().is_cancelled());
+    // Dropping the server's future joined the workers and closed the socket.
+    assert_eq!(udp_worker_threads(), 0);
+    std::net::UdpSocket::bind(addr).expect("the port is free again");
+}
