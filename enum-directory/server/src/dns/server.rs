@@ -362,17 +362,21 @@ fn udp_worker(socket: &Arc<std::net::UdpSocket>, stop: &AtomicBool, cx: &UdpCont
             });
             continue;
         }
-        let Some(a) = answer_in(&cx.zones, request, Transport::Udp, std::mem::take(&mut out)) else {
-            cx.metrics.add(Counter::Dropped);
-            continue;
-        };
-        cx.metrics.count(a.qtype, a.rcode.code());
-        if a.truncated {
-            cx.metrics.add(Counter::Truncated);
-        }
-        out = a.bytes;
+        // Rate limiting depends only on the client and the clock: decide before answering, so a limited
+        // client's queries cost no answer work (a denial's online signature above all).
         let reply = match cx.rrl.check(peer.ip(), cx.started.elapsed()) {
-            Verdict::Send => &out,
+            Verdict::Send => {
+                let Some(a) = answer_in(&cx.zones, request, Transport::Udp, std::mem::take(&mut out)) else {
+                    cx.metrics.add(Counter::Dropped);
+                    continue;
+                };
+                cx.metrics.count(a.qtype, a.rcode.code());
+                if a.truncated {
+                    cx.metrics.add(Counter::Truncated);
+                }
+                out = a.bytes;
+                &out
+            }
             Verdict::Slip => {
                 cx.metrics.add(Counter::RrlSlipped);
                 match slip_reply(request) {
