@@ -46,6 +46,21 @@ pub enum LogError {
     /// The stored leaves do not give a proof (they were altered).
     #[error("cannot build a proof from the stored leaves: {0}")]
     Proof(#[from] tincan_translog::Error),
+    /// The latest signed tree head is not one the stored leaves produce: part of the database was restored
+    /// from another point in time (the heads survived while leaves were lost, or the reverse). Serving on would
+    /// sign heads that fork the log, so this is never answered with a head.
+    #[error(
+        "the latest signed tree head (size {head_size}) is not produced by the stored log ({stored_size} leaves): \
+         {reason}; restore the lost leaves or see the README's \"Restoring a backup\""
+    )]
+    HeadMismatch {
+        /// The tree size of the latest stored head.
+        head_size: u64,
+        /// The size of the stored tree.
+        stored_size: u64,
+        /// What does not match.
+        reason: &'static str,
+    },
 }
 
 /// The log of one directory.
@@ -58,8 +73,16 @@ pub struct TransLog {
 }
 
 impl TransLog {
-    /// Loads the log's signing key, making and storing one on first use.
+    /// Loads the log's signing key, making and storing one on first use, and checks that the stored leaves
+    /// produce the latest signed head ([`LogError::HeadMismatch`] when they do not).
     pub async fn open(storage: Arc<dyn Storage>, clock: Arc<dyn Clock>) -> Result<TransLog, LogError> {
+        let log = Self::open_unchecked(storage, clock).await?;
+        log.check_latest_head().await?;
+        Ok(log)
+    }
+
+    /// [`TransLog::open`] without the check of the stored leaves.
+    async fn open_unchecked(storage: Arc<dyn Storage>, clock: Arc<dyn Clock>) -> Result<TransLog, LogError> {
         let mut tx = storage.begin().await?;
         let seed = match tx.log().signing_seed().await? {
             Some(seed) => seed,
@@ -77,6 +100,42 @@ impl TransLog {
         Ok(TransLog { storage, signer: TreeHeadSigner::from_seed(&seed), clock, cache })
     }
 
+    /// Checks that the stored leaves produce the latest signed head: its size is at most the stored tree's and
+    /// its root is that of the first `size` leaves (which also reads every leaf once, filling the proof cache,
+    /// and checks the leaves against the stored right edge).
+    async fn check_latest_head(&self) -> Result<(), LogError> {
+        let mut tx = self.storage.begin().await?;
+        // The head first: every head is stored after its leaves, so a consistent store's tree read after it is
+        // at least as large (also with other nodes appending meanwhile).
+        let Some(latest) = tx.log().latest_sth().await? else { return Ok(()) };
+        let frontier = tx.log().frontier().await?;
+        drop(tx);
+        let (head_size, stored_size) = (latest.head.tree_size, frontier.size());
+        let mismatch = |reason| {
+            tracing::error!(
+                head_size,
+                stored_size,
+                reason,
+                "the transparency log's latest signed head is not produced by its stored leaves"
+            );
+            LogError::HeadMismatch { head_size, stored_size, reason }
+        };
+        if head_size > stored_size {
+            return Err(mismatch("the head is larger than the stored tree (leaves were lost)"));
+        }
+        let root = match self.consistency(head_size, stored_size).await {
+            Ok(c) => c.from_root,
+            Err(LogError::Proof(_)) => {
+                return Err(mismatch("the stored leaves are missing or do not give the stored tree's root"));
+            }
+            Err(e) => return Err(e),
+        };
+        if root != latest.head.root_hash {
+            return Err(mismatch("the head's root is not the root of the stored leaves (another log was restored)"));
+        }
+        Ok(())
+    }
+
     /// The log's public key, unpadded base64 (what auditors and clients pin).
     pub fn public_key(&self) -> String {
         self.signer.verifier().to_base64()
@@ -86,10 +145,32 @@ impl TransLog {
     /// this size was never signed.
     pub async fn sth(&self) -> Result<SignedTreeHead, LogError> {
         let mut tx = self.storage.begin().await?;
-        let frontier = tx.log().frontier().await?;
+        // The head before the tree, as in `check_latest_head`: a head larger than the tree read after it, or of
+        // the same size with another root, is not this log's (checked fully at open; this catches a database
+        // swapped under a running server without reading every leaf).
         let latest = tx.log().latest_sth().await?;
-        if let Some(sth) = latest.as_ref().filter(|s| s.head.tree_size >= frontier.size()) {
-            return Ok(sth.clone());
+        let frontier = tx.log().frontier().await?;
+        if let Some(sth) = &latest {
+            let (head_size, stored_size) = (sth.head.tree_size, frontier.size());
+            let reason = if head_size > stored_size {
+                Some("the head is larger than the stored tree (leaves were lost)")
+            } else if head_size == stored_size && sth.head.root_hash != frontier.root() {
+                Some("the head's root is not the root of the stored leaves (another log was restored)")
+            } else {
+                None
+            };
+            if let Some(reason) = reason {
+                tracing::error!(
+                    head_size,
+                    stored_size,
+                    reason,
+                    "refusing to serve a signed head the stored log does not produce"
+                );
+                return Err(LogError::HeadMismatch { head_size, stored_size, reason });
+            }
+            if head_size == stored_size {
+                return Ok(sth.clone());
+            }
         }
         let now_ms = self
             .clock
@@ -307,15 +388,58 @@ mod tests {
 
         // Stored leaves that do not give the stored root: an error, not a wrong proof.
         sql(&url, "UPDATE translog SET leaf_hash = zeroblob(32) WHERE idx = 5").await;
-        let fresh = TransLog::open(ours.clone(), Arc::new(SystemClock)).await.unwrap();
+        let fresh = TransLog::open_unchecked(ours.clone(), Arc::new(SystemClock)).await.unwrap();
         assert!(matches!(fresh.inclusion(&number(900), None).await, Err(LogError::Proof(_))));
         assert!(matches!(fresh.consistency(10, 20).await, Err(LogError::Proof(_))));
+        // Nor is such a log opened: the leaves do not produce its latest head.
+        assert!(matches!(
+            TransLog::open(ours.clone(), Arc::new(SystemClock)).await,
+            Err(LogError::HeadMismatch { head_size: 1100, stored_size: 1100, .. })
+        ));
+    }
+
+    /// A head larger than the stored tree (leaves lost under a running server) is never served, nor a head of
+    /// the tree's size with another root; the open check refuses both.
+    #[tokio::test]
+    async fn a_head_the_stored_leaves_do_not_produce_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("log.sqlite3").display());
+        let storage = open(&url).await;
+        append(&*storage, 0, 10, 0).await;
+        let log = TransLog::open(storage.clone(), Arc::new(SystemClock)).await.unwrap();
+        assert_eq!(log.sth().await.unwrap().head.tree_size, 10);
+
+        // Leaves 5.. lost (as a restore of the log tables alone from an older backup would).
+        sql(&url, "DELETE FROM translog WHERE idx >= 5").await;
+        let mut tx = storage.begin().await.unwrap();
+        let hashes = tx.log().leaf_hashes(0, 5).await.unwrap();
+        let mut frontier = Frontier::new();
+        hashes.iter().for_each(|h| frontier.push(*h));
+        drop(tx);
+        let head = format!("UPDATE translog_head SET size = 5, frontier = X'{}'", hex(&frontier.to_bytes()));
+        sql(&url, &head).await;
+        let refused = |r: Result<SignedTreeHead, LogError>| {
+            matches!(r, Err(LogError::HeadMismatch { head_size: 10, stored_size: 5, .. }))
+        };
+        assert!(refused(log.sth().await));
+        assert!(matches!(
+            TransLog::open(storage.clone(), Arc::new(SystemClock)).await,
+            Err(LogError::HeadMismatch { head_size: 10, stored_size: 5, .. })
+        ));
+
+        // Five other leaves: the tree's size again, but not the head's root.
+        append(&*storage, 5, 10, 1).await;
+        assert!(matches!(log.sth().await, Err(LogError::HeadMismatch { head_size: 10, stored_size: 10, .. })));
+    }
+
+    fn hex(bytes: &[u8]) -> String {
+        bytes.iter().map(|b| format!("{b:02x}")).collect()
     }
 
     /// Runs one statement on the database, as another process would.
-    async fn sql(url: &str, stmt: &'static str) {
+    async fn sql(url: &str, stmt: &str) {
         use sqlx::Connection;
         let mut conn = sqlx::SqliteConnection::connect(url).await.unwrap();
-        sqlx::query(stmt).execute(&mut conn).await.unwrap();
+        sqlx::query(sqlx::AssertSqlSafe(stmt.to_owned())).execute(&mut conn).await.unwrap();
     }
 }

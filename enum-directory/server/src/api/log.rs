@@ -76,7 +76,7 @@ impl From<LogError> for ApiError {
         match e {
             LogError::Storage(e) => ApiError::Storage(e),
             LogError::OutOfRange(what) => ApiError::LogRange(what),
-            e @ (LogError::Random | LogError::Proof(_)) => ApiError::Log(e),
+            e @ (LogError::Random | LogError::Proof(_) | LogError::HeadMismatch { .. }) => ApiError::Log(e),
         }
     }
 }

@@ -1,11 +1,15 @@
 //! The transparency log over the real binary: tree heads signed with the log key, inclusion and consistency
-//! proofs verifying over the API, who may read entries, and `audit` passing on an honest directory and failing,
+//! proofs verifying over the API, who may read entries, start-up refusing a head its leaves do not produce,
+//! and `audit` passing on an honest directory and failing,
 //! naming the number, when a stored log entry or a published record is changed behind the log's back.
 
 use std::path::Path;
 use std::process::Output;
+use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
+use tincan_testkit::ChildGuard;
+use tincan_testkit::ports::free_port;
 use tincan_translog::wire::{ConsistencyProof, Entries, InclusionProof, SthResponse};
 use tincan_translog::{LogEntry, TreeHeadVerifier};
 
@@ -192,4 +196,79 @@ async fn audit_passes_then_names_the_number_of_an_altered_entry_or_record() {
     let out = audit(&d, &["--number", "+442079460002"]);
     assert!(!out.status.success());
     assert!(text(&out).contains("+442079460002"), "{}", text(&out));
+}
+
+/// Copies the live database to `to` (`VACUUM INTO`, an online backup).
+async fn backup(data_dir: &Path, to: &Path) {
+    let url = format!("sqlite://{}", data_dir.join("directory.sqlite3").display());
+    let pool = sqlx::SqlitePool::connect(&url).await.unwrap();
+    let sql = format!("VACUUM INTO '{}'", to.display());
+    sqlx::query(sqlx::AssertSqlSafe(sql)).execute(&pool).await.unwrap();
+    pool.close().await;
+}
+
+/// Replaces the data dir's database with `file` whose `table` is taken from `other` (a partial restore).
+async fn restore(data_dir: &Path, file: &Path, table: &str, other: &Path) {
+    let db = data_dir.join("directory.sqlite3");
+    for suffix in ["-wal", "-shm"] {
+        let _ = std::fs::remove_file(data_dir.join(format!("directory.sqlite3{suffix}")));
+    }
+    std::fs::copy(file, &db).unwrap();
+    let url = format!("sqlite://{}", db.display());
+    let mut conn = <sqlx::SqliteConnection as sqlx::Connection>::connect(&url).await.unwrap();
+    for sql in [
+        format!("ATTACH '{}' AS other", other.display()),
+        format!("DELETE FROM {table}"),
+        format!("INSERT INTO {table} SELECT * FROM other.{table}"),
+    ] {
+        sqlx::query(sqlx::AssertSqlSafe(sql)).execute(&mut conn).await.unwrap();
+    }
+}
+
+/// A restore that lost leaves a signed head covers stops start-up with an error naming both sizes (serving on
+/// would fork the log); heads older than the leaves are fine, and the head signed then is the old one's root.
+#[tokio::test]
+async fn start_up_refuses_a_signed_head_the_stored_leaves_do_not_produce() {
+    let dir = tempfile::tempdir().unwrap();
+    let old = dir.path().join("old.sqlite3");
+    let new = dir.path().join("new.sqlite3");
+    let mut d = Directory::start_with(dir.path(), ENV).await;
+    let acme = d.add_provider("acme", &["+44"]);
+    put(&d, &acme, "+442079460001", "alice").await;
+    assert_eq!(sth(&d).await.sth.head.tree_size, 3);
+    backup(dir.path(), &old).await;
+    put(&d, &acme, "+442079460002", "bob").await;
+    put(&d, &acme, "+442079460003", "carol").await;
+    let newest = sth(&d).await;
+    assert_eq!(newest.sth.head.tree_size, 5);
+    backup(dir.path(), &new).await;
+    assert!(d.guard.stop().expect("stopped").success());
+    drop(d);
+
+    // The old backup's leaves with the newer heads: start-up fails, saying why.
+    restore(dir.path(), &old, "translog_sth", &new).await;
+    let mut cmd = bin();
+    let (dns, api) = (format!("127.0.0.1:{}", free_port()), format!("127.0.0.1:{}", free_port()));
+    cmd.args(["serve", "--data-dir", dir.path().to_str().unwrap(), "--dns", &dns, "--api", &api]);
+    cmd.env("RUST_LOG", "info");
+    let mut guard = ChildGuard::spawn_logged("tincan-directory", cmd, dir.path().join("refused.log")).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let status = loop {
+        if let Some(status) = guard.try_wait().unwrap() {
+            break status;
+        }
+        assert!(Instant::now() < deadline, "still running with a head beyond its leaves\n{}", guard.log_tail(20));
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let out = guard.log_tail(20);
+    assert!(!status.success(), "{out}");
+    assert!(out.contains("signed tree head (size 5) is not produced by the stored log (3 leaves)"), "{out}");
+    drop(guard);
+
+    // The newer leaves with the old heads: a consistent log, served; its next head has the same root as the
+    // lost one of that size.
+    restore(dir.path(), &new, "translog_sth", &old).await;
+    let d = Directory::start_with(dir.path(), ENV).await;
+    let head = sth(&d).await;
+    assert_eq!((head.sth.head.tree_size, head.sth.head.root_hash), (5, newest.sth.head.root_hash));
 }
