@@ -81,8 +81,8 @@ pub async fn current_pepper(app: &App) -> Result<String, ApiError> {
         return Ok(p);
     }
     let p = app.with_rng(crate::code::random_id);
-    app.store.add_pepper(&p, app.now()).await?;
-    // Two nodes may race here; the newest row wins for both.
+    app.store.add_first_pepper(&p, app.now()).await?;
+    // Two nodes (or requests) may race here: the first pepper stored is the one for both.
     Ok(app.store.current_pepper().await?.unwrap_or(p))
 }
 
@@ -94,10 +94,12 @@ pub async fn rotate_pepper(app: &App) -> Result<String, ApiError> {
     Ok(p)
 }
 
-/// Binds a number to a Matrix ID (re-binding replaces the previous owner).
+/// Binds a number to a Matrix ID (re-binding replaces the previous owner). Its hash is made with the pepper
+/// current in the storage transaction that writes it, so a rotation running meanwhile cannot leave it hashed
+/// with a pepper lookups no longer use.
 pub async fn bind_number(app: &App, b: &Binding) -> Result<(), ApiError> {
-    let pepper = current_pepper(app).await?;
-    app.store.bind(b, &lookup_hash(msisdn_address(&b.number), &pepper), app.now()).await?;
+    current_pepper(app).await?; // makes the first one if there is none yet
+    app.store.bind(b, &|number, pepper| lookup_hash(msisdn_address(number), pepper), app.now()).await?;
     Ok(())
 }
 

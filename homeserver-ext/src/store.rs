@@ -25,7 +25,13 @@ pub enum StoreError {
     /// A stored value has an unknown shape (written by a newer version?).
     #[error("corrupt row in {0}")]
     Corrupt(&'static str),
+    /// A number was to be hashed before any pepper was stored.
+    #[error("no lookup pepper is stored yet")]
+    NoPepper,
 }
+
+/// The lookup hash of a number (first argument) under a pepper (second).
+pub type PepperedHash = dyn for<'a> Fn(&'a str, &'a str) -> String + Send + Sync;
 
 /// Storage result.
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
@@ -146,8 +152,11 @@ pub struct Binding {
 /// Identity Service state.
 #[async_trait::async_trait]
 pub trait IdentityRepository: Send + Sync {
-    /// Binds (or re-binds) a number, with its lookup hash under the current pepper.
-    async fn bind(&self, b: &Binding, lookup_hash: &str, now: i64) -> Result<()>;
+    /// Binds (or re-binds) a number, with its lookup hash `hash(number, pepper)` under the current pepper. The
+    /// pepper is read in the transaction that writes the binding, which serializes with
+    /// [`rotate_pepper`](Self::rotate_pepper): the stored hash is never one of a pepper rotated away meanwhile.
+    /// Fails with [`StoreError::NoPepper`] before the first pepper ([`add_first_pepper`](Self::add_first_pepper)).
+    async fn bind(&self, b: &Binding, hash: &PepperedHash, now: i64) -> Result<()>;
     /// Removes a binding if it belongs to `user_id`; true when removed.
     async fn unbind(&self, number: &str, user_id: &str) -> Result<bool>;
     /// The binding of a number.
@@ -158,8 +167,9 @@ pub trait IdentityRepository: Send + Sync {
     async fn lookup_hashes(&self, hashes: &[String]) -> Result<Vec<(String, String)>>;
     /// The current pepper.
     async fn current_pepper(&self) -> Result<Option<String>>;
-    /// Makes `pepper` current.
-    async fn add_pepper(&self, pepper: &str, now: i64) -> Result<()>;
+    /// Stores `pepper` as the first pepper, unless there is one already (several nodes may race to make it;
+    /// one wins). Later peppers come only from [`rotate_pepper`](Self::rotate_pepper), which re-hashes.
+    async fn add_first_pepper(&self, pepper: &str, now: i64) -> Result<()>;
     /// Makes `pepper` current and re-hashes every binding and mirrored number with `hash(number)`, in one
     /// transaction: a lookup sees either the old pepper and hashes or the new ones.
     async fn rotate_pepper(
@@ -263,6 +273,19 @@ macro_rules! impl_store {
         /// Makes a pepper current: the newest row is the current one.
         const ADD_PEPPER: &str = "INSERT INTO peppers (id, pepper, created_at) \
                                   VALUES ((SELECT COALESCE(MAX(id), 0) + 1 FROM peppers), $1, $2)";
+
+        /// Stores the first pepper unless there is one: ids count from 1 (`ADD_PEPPER`), so the first pepper is
+        /// row 1 and only one racer stores it.
+        const FIRST_PEPPER: &str =
+            "INSERT INTO peppers (id, pepper, created_at) VALUES (1, $1, $2) ON CONFLICT (id) DO NOTHING";
+
+        /// The first statement of a transaction that hashes numbers with the current pepper (a bind) or changes
+        /// it (a rotation): a write, so SQLite takes its write lock before any read, and on PostgreSQL a lock on
+        /// the first pepper's row (always there once a pepper is, never deleted), which a rotation holds until
+        /// its new pepper and hashes commit. A bind waiting on it reads the pepper after the rotation committed;
+        /// a rotation waiting on a bind sees its row when re-hashing. (Not the newest row: a bind's view of
+        /// which row is newest could be one rotation old, and it would lock a row the next rotation does not.)
+        const LOCK_PEPPER: &str = "UPDATE peppers SET created_at = created_at WHERE id = 1";
 
         fn binding_from_row(r: &<$db as sqlx::Database>::Row) -> Result<Binding> {
             Ok(Binding { number: r.try_get("number")?, user_id: r.try_get("user_id")? })
@@ -431,17 +454,24 @@ macro_rules! impl_store {
 
         #[async_trait::async_trait]
         impl IdentityRepository for $store {
-            async fn bind(&self, b: &Binding, lookup_hash: &str, now: i64) -> Result<()> {
+            async fn bind(&self, b: &Binding, hash: &PepperedHash, now: i64) -> Result<()> {
+                let mut tx = self.pool.begin().await?;
+                sqlx::query(LOCK_PEPPER).execute(&mut *tx).await?;
+                let pepper: String = sqlx::query_scalar("SELECT pepper FROM peppers ORDER BY id DESC LIMIT 1")
+                    .fetch_optional(&mut *tx)
+                    .await?
+                    .ok_or(StoreError::NoPepper)?;
                 sqlx::query(
                     "INSERT INTO bindings (number, user_id, lookup_hash, created_at) VALUES ($1, $2, $3, $4) \
                      ON CONFLICT (number) DO UPDATE SET user_id = $2, lookup_hash = $3, created_at = $4",
                 )
                 .bind(&b.number)
                 .bind(&b.user_id)
-                .bind(lookup_hash)
+                .bind(hash(&b.number, &pepper))
                 .bind(now)
-                .execute(&self.pool)
+                .execute(&mut *tx)
                 .await?;
+                tx.commit().await?;
                 Ok(())
             }
 
@@ -480,8 +510,15 @@ macro_rules! impl_store {
                 row.map(|r| r.try_get("pepper").map_err(StoreError::from)).transpose()
             }
 
-            async fn add_pepper(&self, pepper: &str, now: i64) -> Result<()> {
-                sqlx::query(ADD_PEPPER).bind(pepper).bind(now).execute(&self.pool).await?;
+            async fn add_first_pepper(&self, pepper: &str, now: i64) -> Result<()> {
+                // Ids count from 1 (`ADD_PEPPER`), so the first pepper is row 1 and only one racer stores it.
+                sqlx::query(
+                    "INSERT INTO peppers (id, pepper, created_at) VALUES (1, $1, $2) ON CONFLICT (id) DO NOTHING",
+                )
+                .bind(pepper)
+                .bind(now)
+                .execute(&self.pool)
+                .await?;
                 Ok(())
             }
 
@@ -492,7 +529,10 @@ macro_rules! impl_store {
                 hash: &(dyn for<'n> Fn(&'n str) -> String + Send + Sync),
             ) -> Result<()> {
                 let mut tx = self.pool.begin().await?;
-                // Writing first takes SQLite's write lock before the reads.
+                // With no pepper yet there is no row to lock, and a first pepper stored meanwhile would take this
+                // one's id: store it as the first (then once more as the newest, harmlessly).
+                sqlx::query(FIRST_PEPPER).bind(pepper).bind(now).execute(&mut *tx).await?;
+                sqlx::query(LOCK_PEPPER).execute(&mut *tx).await?;
                 sqlx::query(ADD_PEPPER).bind(pepper).bind(now).execute(&mut *tx).await?;
                 for table in ["bindings", "directory_mirror"] {
                     let numbers: Vec<String> =

@@ -144,3 +144,63 @@ async fn lookup_sha256_with_pepper_and_stale_pepper() {
     let r: Value = lookup(new_pepper, "sha256", vec![h2.clone()]).await.unwrap().json().await.unwrap();
     assert_eq!(r["mappings"][&h2], user_id.as_str());
 }
+
+/// Binds a few hundred numbers through one `App` (the server) while another on the same database (the
+/// `rotate-pepper` command) rotates the pepper several times: afterwards every number is found by its hash
+/// under the current pepper. A bind that read the pepper before a rotation committed and stored its hash after
+/// used to be lost to lookups.
+async fn binds_race_pepper_rotation(database_url: &str) {
+    use std::sync::Arc;
+    use tincan_homeserver_ext::app::App;
+    use tincan_homeserver_ext::config::ExtConfig;
+    use tincan_homeserver_ext::identity::{bind_number, lookup_hash, msisdn_address, rotate_pepper};
+    use tincan_homeserver_ext::store::Binding;
+
+    let app = |_| async {
+        let config = ExtConfig { database_url: database_url.to_owned(), ..ExtConfig::default() };
+        Arc::new(App::from_config(config, Arc::new(tincan_common::SystemClock)).await.unwrap())
+    };
+    let (server, command) = (app(0).await, app(1).await);
+    let numbers: Vec<String> = (0..300).map(|i| format!("+4479111{i:05}")).collect();
+    let binds = numbers.iter().map(|n| {
+        let server = server.clone();
+        let b = Binding { number: n.clone(), user_id: format!("@u{}:hs.test", &n[1..]) };
+        tokio::spawn(async move { bind_number(&server, &b).await.unwrap() })
+    });
+    let binds: Vec<_> = binds.collect();
+    let rotations = tokio::spawn(async move {
+        for _ in 0..8 {
+            rotate_pepper(&command).await.unwrap();
+            tokio::task::yield_now().await;
+        }
+    });
+    for b in binds {
+        b.await.unwrap();
+    }
+    rotations.await.unwrap();
+
+    let pepper = server.store.current_pepper().await.unwrap().unwrap();
+    let hashes: Vec<String> = numbers.iter().map(|n| lookup_hash(msisdn_address(n), &pepper)).collect();
+    let found = server.store.lookup_hashes(&hashes).await.unwrap();
+    let found: std::collections::HashSet<&str> = found.iter().map(|(h, _)| h.as_str()).collect();
+    let lost: Vec<&String> =
+        numbers.iter().zip(&hashes).filter(|(_, h)| !found.contains(h.as_str())).map(|(n, _)| n).collect();
+    assert!(
+        lost.is_empty(),
+        "{} of {} bound numbers not found under the current pepper: {lost:?}",
+        lost.len(),
+        numbers.len()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_binds_racing_pepper_rotation_stay_findable() {
+    let dir = tempfile::tempdir().unwrap();
+    binds_race_pepper_rotation(&format!("sqlite://{}?mode=rwc", dir.path().join("ext.db").display())).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_binds_racing_pepper_rotation_stay_findable() {
+    let Some(pg) = tincan_testkit::Postgres::create().await else { return };
+    binds_race_pepper_rotation(pg.url()).await;
+}

@@ -60,12 +60,18 @@ async fn conformance(store: &dyn Store) {
 
     // Identity: bindings, hashes, peppers, tokens.
     assert!(store.current_pepper().await.unwrap().is_none());
-    store.add_pepper("p1", 1).await.unwrap();
-    store.add_pepper("p2", 2).await.unwrap();
-    assert_eq!(store.current_pepper().await.unwrap().as_deref(), Some("p2"));
     let bind = Binding { number: "+447911123001".into(), user_id: "@tc_a:hs".into() };
-    store.bind(&bind, "h1", 1).await.unwrap();
-    store.bind(&Binding { number: "+447911123002".into(), user_id: "@x:hs".into() }, "h2", 1).await.unwrap();
+    let table = |number: &str, pepper: &str| match (number, pepper) {
+        ("+447911123001", "p1") => "h1".to_owned(),
+        ("+447911123002", "p1") => "h2".to_owned(),
+        _ => format!("{number}/{pepper}"),
+    };
+    assert!(matches!(store.bind(&bind, &table, 1).await, Err(StoreError::NoPepper)));
+    store.add_first_pepper("p1", 1).await.unwrap();
+    store.add_first_pepper("p2", 2).await.unwrap(); // not the first: ignored
+    assert_eq!(store.current_pepper().await.unwrap().as_deref(), Some("p1"));
+    store.bind(&bind, &table, 1).await.unwrap();
+    store.bind(&Binding { number: "+447911123002".into(), user_id: "@x:hs".into() }, &table, 1).await.unwrap();
     let mut found = store.lookup_hashes(&["h1".into(), "h2".into(), "h3".into()]).await.unwrap();
     found.sort();
     assert_eq!(found, vec![("h1".into(), "@tc_a:hs".into()), ("h2".into(), "@x:hs".into())]);
@@ -87,6 +93,9 @@ async fn conformance(store: &dyn Store) {
         vec![("+447911123001/p3".into(), "@tc_a:hs".into())]
     );
     assert_eq!(store.mirror_range("", None).await.unwrap(), vec![mirrored("+4915112345001", "+4915112345001/p3")]);
+    // A bind after the rotation hashes with the new pepper.
+    store.bind(&Binding { number: "+447911123003".into(), user_id: "@y:hs".into() }, &table, 4).await.unwrap();
+    assert_eq!(store.lookup_hashes(&["+447911123003/p3".into()]).await.unwrap().len(), 1);
     assert_eq!(
         store.mirrored(&asked[..1].iter().cloned().chain(["+4915112345001".into()]).collect::<Vec<_>>()).await.unwrap(),
         vec!["+4915112345001".to_string()]
