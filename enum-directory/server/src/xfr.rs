@@ -85,8 +85,8 @@ pub struct Transfers {
     tsig_keys: Vec<TsigKey>,
     notify: NotifyConfig,
     nsec3_cache: Arc<nsec3::Cache>,
-    /// Held while the NSEC3 copy is checked or made, so it is signed once.
-    nsec3_signing: tokio::sync::Mutex<()>,
+    /// Held while the NSEC3 copy is checked or made (by the task making it), so it is signed once.
+    nsec3_signing: Arc<tokio::sync::Mutex<()>>,
     counters: Arc<TransferCounters>,
     live: Option<Arc<dns::Zone>>,
 }
@@ -126,7 +126,7 @@ impl Transfers {
             tsig_keys,
             notify: config.notify.clone(),
             nsec3_cache: Arc::default(),
-            nsec3_signing: tokio::sync::Mutex::new(()),
+            nsec3_signing: Arc::default(),
             counters: Arc::default(),
             live: None,
         })
@@ -188,7 +188,7 @@ impl Transfers {
     /// version with the current keys is replaced; without, the latest copy is served while its signatures are
     /// fresh (the maintaining task replaces it and sends NOTIFY, so a transfer never waits for signing).
     async fn nsec3_copy(&self, current: bool) -> Result<(Arc<nsec3::Copy>, bool), XfrFailure> {
-        let _one_at_a_time = self.nsec3_signing.lock().await;
+        let one_at_a_time = self.nsec3_signing.clone().lock_owned().await;
         let now = self.clock.unix_seconds();
         let keys = self.signing_keys();
         if let Some(c) = self.nsec3_cache.latest() {
@@ -201,14 +201,26 @@ impl Transfers {
                 return Ok((c, false));
             }
         }
-        let (version, numbers) = content::snapshot(&*self.storage).await?;
-        // Signing is CPU work for seconds to minutes: off the DNS tasks' threads.
-        let (cache, zone, records) = (self.nsec3_cache.clone(), self.zone.clone(), self.records.clone());
-        let made =
-            tokio::task::spawn_blocking(move || cache.make(version, &numbers, &zone, &records, &keys, now)).await;
-        match made {
+        // Made by a task of its own that holds the lock until the copy is kept: a requester that goes away (a
+        // secondary closing its connection) does not cancel it, and whoever asks meanwhile waits for this copy
+        // rather than making another.
+        let (storage, cache) = (self.storage.clone(), self.nsec3_cache.clone());
+        let (zone, records) = (self.zone.clone(), self.records.clone());
+        let made = tokio::spawn(async move {
+            let _one_at_a_time = one_at_a_time;
+            let (version, numbers) = content::snapshot(&*storage).await?;
+            // Signing is CPU work for seconds to minutes: off the DNS tasks' threads.
+            let signed =
+                tokio::task::spawn_blocking(move || cache.make(version, &numbers, &zone, &records, &keys, now)).await;
+            match signed {
+                Ok(Ok(copy)) => Ok(copy),
+                Ok(Err(e)) => Err(XfrFailure::Sign(e)),
+                Err(e) => Err(XfrFailure::Task(e.to_string())),
+            }
+        });
+        match made.await {
             Ok(Ok(copy)) => Ok((copy, true)),
-            Ok(Err(e)) => Err(XfrFailure::Sign(e)),
+            Ok(Err(e)) => Err(e),
             Err(e) => Err(XfrFailure::Task(e.to_string())),
         }
     }
@@ -531,8 +543,27 @@ impl Interceptor for Transfers {
 /// re-signs it when out of date; each new copy bumps `copies`, which the `nsec3` secondaries' NOTIFY tasks watch.
 /// Ends when `changes` closes.
 async fn maintain_nsec3(t: Arc<Transfers>, mut changes: watch::Receiver<u64>, copies: watch::Sender<u64>) {
+    // The first copy is made now rather than on the first request, which waits for this one if it comes sooner.
+    let started = std::time::Instant::now();
+    tracing::info!("making the first NSEC3 copy for the secondaries");
+    match t.nsec3_copy(true).await {
+        Ok((copy, _)) => {
+            tracing::info!(
+                serial = copy.serial,
+                version = copy.version,
+                numbers = copy.numbers,
+                records = copy.records.len(),
+                elapsed_ms = started.elapsed().as_millis() as u64,
+                "first NSEC3 copy ready for the secondaries"
+            );
+            // Secondaries may hold a copy from before the start: this one has a newer serial.
+            copies.send_modify(|n| *n += 1);
+        }
+        Err(e) => tracing::error!(error = %e, "making the first NSEC3 copy failed; retrying in a second"),
+    }
     let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    tick.tick().await;
     loop {
         tokio::select! {
             r = changes.changed() => {

@@ -32,6 +32,8 @@ pub(super) struct Copy {
     pub serial: u32,
     /// The zone version it shows.
     pub version: i64,
+    /// How many numbers it holds.
+    pub numbers: usize,
     keys: Arc<ZoneKeys>,
     /// Past this time (Unix seconds) its signatures are within `signature_refresh` of their end.
     fresh_until: u64,
@@ -98,6 +100,7 @@ impl Cache {
         let copy = Arc::new(Copy {
             serial,
             version,
+            numbers: numbers.len(),
             keys: keys.clone(),
             fresh_until,
             records: signed.records,
