@@ -1,7 +1,7 @@
 //! `keys export --format knot`: the zone's live keys as PKCS#8 PEM files plus the `keymgr` commands that put them
 //! into a Knot DNS 3.2 KASP database with the rollover schedule's timers (and delete the keys that left the DNSKEY
-//! set), so a secondary signing online (`mod-onlinesign`) signs with exactly the directory's keys and the DS at
-//! the parent stays the same. Run again at every rollover step, then `knotc reload`.
+//! set for good), so a secondary signing online (`mod-onlinesign`) signs with exactly the directory's keys and the
+//! DS at the parent stays the same. Run again at every rollover step, then `knotc reload`.
 
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
@@ -84,7 +84,8 @@ impl Timers {
             (KeyRole::Zsk, _) => {
                 Timers { publish: created, active: created, retire: Some(since), remove: Some(since + zsk_retire) }
             }
-            // Double-DS: a KSK enters DNSKEY when it becomes active, and the old one leaves at that moment.
+            // Double-DS: a KSK enters DNSKEY when it becomes active, and the old one leaves at that moment (the
+            // active KSK's `retire` and `remove` are the staged one's `publish` and `active`).
             (KeyRole::Ksk, KeyState::Staged) => {
                 let at = since + policy.ksk_ds_wait.as_secs();
                 Timers { publish: at, active: at, retire: None, remove: None }
@@ -106,12 +107,14 @@ impl Timers {
     }
 }
 
-/// Writes every key in the DNSKEY RRset of `apex` (active, pre-published or inactive) to `dir` as
-/// `ksk-<tag>.pem` / `zsk-<tag>.pem` (mode 0600), with `import.sh`, which for each key updates the timers of the
-/// key if Knot holds it already (`keymgr … set <tag> …`) or imports it (`keymgr … import-pem …`), and deletes the
-/// keys that left the DNSKEY RRset. The timers follow `policy`. Knot 3.2's online signing (with `manual: on`)
-/// takes the keys' states when it loads them and does not act on a timer passing, so the export is run again at
-/// every step, followed by `knotc reload`. Returns what it wrote.
+/// Writes every key in the DNSKEY RRset of `apex` (active, pre-published or inactive) and a staged KSK (whose DS
+/// the parent publishes before it enters the DNSKEY RRset) to `dir` as `ksk-<tag>.pem` / `zsk-<tag>.pem` (mode
+/// 0600), with `import.sh`, which for each key updates the timers of the key if Knot holds it already
+/// (`keymgr … set <tag> …`) or imports it (`keymgr … import-pem …`), and deletes the keys that left the DNSKEY
+/// RRset for good. The timers follow `policy`. Knot 3.2's online signing (with `manual: on`) takes the keys'
+/// states when it loads them and does not act on a timer passing, so the export is run again at every step,
+/// followed by `knotc reload`; with the staged KSK exported too, Knot's keys and timers are consistent whenever it
+/// loads them (the active KSK is retired at the moment the staged one is published). Returns what it wrote.
 pub async fn knot(
     storage: &dyn Storage,
     apex: &Name,
@@ -122,10 +125,13 @@ pub async fn knot(
     let mut tx = storage.begin().await?;
     let keys = tx.keys().for_apex(&apex_str).await?;
     drop(tx);
-    // What is in the DNSKEY RRset now: active keys, and (during a rollover) pre-published or inactive ZSKs. A
-    // staged KSK (DS first) is not yet; a retiring KSK or a retired key no longer is, and is deleted from Knot.
-    let in_dnskey = |k: &&DnssecKey| matches!(k.state, KeyState::Active | KeyState::Published | KeyState::Inactive);
-    let live: Vec<_> = keys.iter().filter(in_dnskey).collect();
+    // What is in the DNSKEY RRset now: active keys, and (during a rollover) pre-published or inactive ZSKs; and a
+    // staged KSK (DS first), with timers that publish it when it replaces the active one. A retiring KSK or a
+    // retired key is no longer in DNSKEY and never will be again: it is deleted from Knot.
+    let exported = |k: &&DnssecKey| {
+        matches!(k.state, KeyState::Active | KeyState::Published | KeyState::Inactive | KeyState::Staged)
+    };
+    let live: Vec<_> = keys.iter().filter(exported).collect();
     if live.is_empty() {
         return Err(ExportError::NoKeys(apex_str));
     }
@@ -153,7 +159,8 @@ pub async fn knot(
     let mut script = format!(
         "#!/bin/sh\n# Imports the DNSSEC keys of {apex_str} into Knot DNS's KASP database, or updates the timers of those it \
          holds.\n# Run as Knot's user with Knot's config: sh import.sh -c /etc/knot/knot.conf\n# then, if knotd runs: \
-         knotc zone-keys-load {apex_str}\nset -e\ncd \"$(dirname \"$0\")\"\n"
+         knotc -c /etc/knot/knot.conf reload (mod-onlinesign loads its keys when the module starts)\nset -e\ncd \
+         \"$(dirname \"$0\")\"\n"
     );
     for e in &out {
         script.push_str(&format!(
@@ -189,4 +196,78 @@ fn write_private(path: &Path, text: &str) -> Result<(), ExportError> {
     let mut f =
         std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(path).map_err(err)?;
     f.write_all(text.as_bytes()).map_err(err)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::rollover::RolloverConfig;
+    use crate::storage::KeyAlgorithm;
+    use std::time::Duration;
+
+    fn key(id: i64, role: KeyRole, state: KeyState, created: u64, changed: u64) -> DnssecKey {
+        let at = |s: u64| UNIX_EPOCH + Duration::from_secs(s);
+        DnssecKey {
+            id,
+            apex: "e164.tincan.test.".into(),
+            role,
+            algorithm: KeyAlgorithm::EcdsaP256,
+            pkcs8: Vec::new(),
+            state,
+            created_at: at(created),
+            changed_at: at(changed),
+        }
+    }
+
+    fn timers(keys: &[DnssecKey], policy: &Policy) -> Vec<Vec<String>> {
+        keys.iter().map(|k| Timers::of(k, keys, policy).args()).collect()
+    }
+
+    /// Parent DS TTL 120 s, DNSKEY TTL 60 s, largest TTL 60 s, propagation 10 s.
+    fn policy() -> Policy {
+        let config = RolloverConfig { propagation_delay: 10, parent_ds_ttl: 120, ..RolloverConfig::default() };
+        Policy::new(&config, 60, 60)
+    }
+
+    fn args(s: &str) -> Vec<String> {
+        s.split_whitespace().map(str::to_owned).collect()
+    }
+
+    #[test]
+    fn ksk_timers_follow_the_double_ds_timeline() {
+        let p = policy();
+        // The active KSK since 1000; a new one staged at 2000 replaces it at 2000 + 120 + 10.
+        let staged =
+            [key(1, KeyRole::Ksk, KeyState::Active, 1000, 1000), key(2, KeyRole::Ksk, KeyState::Staged, 2000, 2000)];
+        assert_eq!(
+            timers(&staged, &p),
+            [args("publish=1000 active=1000 retire=2130 remove=2130"), args("publish=2130 active=2130")],
+            "the old KSK leaves the DNSKEY set the moment the new one enters it"
+        );
+        // At 2130 the new KSK is active; the old one is retiring (not in DNSKEY; not exported).
+        let swapped =
+            [key(1, KeyRole::Ksk, KeyState::Retiring, 1000, 2130), key(2, KeyRole::Ksk, KeyState::Active, 2000, 2130)];
+        assert_eq!(timers(&swapped, &p)[1], args("publish=2130 active=2130"));
+        // Without a rollover under way, nothing is planned.
+        let alone = [key(1, KeyRole::Ksk, KeyState::Active, 1000, 1000)];
+        assert_eq!(timers(&alone, &p), [args("publish=1000 active=1000")]);
+    }
+
+    #[test]
+    fn zsk_timers_follow_the_pre_publication_timeline() {
+        let p = policy();
+        // Published at 2000: signs at 2000 + 60 + 10; the old one retires then and leaves 70 s later.
+        let published =
+            [key(1, KeyRole::Zsk, KeyState::Active, 1000, 1000), key(2, KeyRole::Zsk, KeyState::Published, 2000, 2000)];
+        assert_eq!(
+            timers(&published, &p),
+            [args("publish=1000 active=1000 retire=2070 remove=2140"), args("publish=2000 active=2070")]
+        );
+        let active =
+            [key(1, KeyRole::Zsk, KeyState::Inactive, 1000, 2070), key(2, KeyRole::Zsk, KeyState::Active, 2000, 2070)];
+        assert_eq!(
+            timers(&active, &p),
+            [args("publish=1000 active=1000 retire=2070 remove=2140"), args("publish=2000 active=2070")]
+        );
+    }
 }

@@ -45,9 +45,11 @@ struct SecondarySpec {
 
 /// What a resolver may have cached at one step.
 #[derive(Debug, Clone)]
-struct Seen {
-    ds: Vec<String>,
-    dnskey_tags: Vec<u16>,
+pub struct Seen {
+    /// The DS set at the parent.
+    pub ds: Vec<String>,
+    /// The key tags of the DNSKEY set, sorted.
+    pub dnskey_tags: Vec<u16>,
 }
 
 fn apex() -> Name {
@@ -131,8 +133,8 @@ impl Rig {
         Rig { storage, clock, zone, policy, addr, dir, _writer: writer, _stop: stop }
     }
 
-    /// Advances the clock and runs the schedule as `serve` does.
-    async fn advance(&self, secs: u64) {
+    /// Advances the clock and runs the schedule as `serve` does; returns whether the zone's keys changed.
+    async fn advance(&self, secs: u64) -> bool {
         self.clock.advance(Duration::from_secs(secs));
         let before = self.zone.keys();
         let changed =
@@ -140,15 +142,12 @@ impl Rig {
                 .await
                 .unwrap();
         assert_eq!(changed, !before.same_keys(&self.zone.keys()));
+        changed
     }
 
     async fn states(&self, role: KeyRole) -> Vec<KeyState> {
         let mut tx = self.storage.begin().await.unwrap();
         tx.keys().for_apex(APEX).await.unwrap().into_iter().filter(|k| k.role == role).map(|k| k.state).collect()
-    }
-
-    async fn tool(&self, tool: &str, args: &[String]) -> String {
-        self.tool_at(self.addr, tool, args).await
     }
 
     async fn tool_at(&self, server: SocketAddr, tool: &str, args: &[String]) -> String {
@@ -161,10 +160,6 @@ impl Rig {
             .await
             .unwrap();
         format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr))
-    }
-
-    async fn delv(&self, ds: &[String], name: &str, rtype: &str) -> String {
-        self.delv_at(self.addr, ds, name, rtype).await
     }
 
     async fn delv_at(&self, server: SocketAddr, ds: &[String], name: &str, rtype: &str) -> String {
@@ -183,9 +178,9 @@ impl Rig {
         self.tool_at(server, "delv", &all).await
     }
 
-    /// Key tags of the RRSIGs in the answer to `name rtype` (with DO).
-    async fn rrsig_tags(&self, name: &str, rtype: &str) -> Vec<u16> {
-        let out = self.tool("dig", &["+dnssec".into(), "+norec".into(), name.into(), rtype.into()]).await;
+    /// Key tags of the RRSIGs in `server`'s answer to `name rtype` (with DO).
+    async fn rrsig_tags_at(&self, server: SocketAddr, name: &str, rtype: &str) -> Vec<u16> {
+        let out = self.tool_at(server, "dig", &["+dnssec".into(), "+norec".into(), name.into(), rtype.into()]).await;
         out.lines()
             .filter(|l| !l.starts_with(';'))
             .filter_map(|l| {
@@ -195,45 +190,96 @@ impl Rig {
             .collect()
     }
 
-    /// Validates at this step and returns what a resolver may cache now.
-    async fn check(&self, step: &str, previous: Option<&Seen>) -> Seen {
-        let ds = keys::ds_records(&*self.storage, &apex()).await.unwrap();
-        let dnskey = self.tool("dig", &["+multiline".into(), "+norec".into(), APEX.into(), "DNSKEY".into()]).await;
-        let dnskey_tags: Vec<u16> = dnskey
+    /// Key tags of the DNSKEY set `server` answers, sorted.
+    async fn dnskey_tags_at(&self, server: SocketAddr) -> Vec<u16> {
+        let args = ["+multiline", "+norec", APEX, "DNSKEY"].map(String::from);
+        let dnskey = self.tool_at(server, "dig", &args).await;
+        let mut tags: Vec<u16> = dnskey
             .lines()
             .filter_map(|l| l.split("key id = ").nth(1))
             .map(|t| t.trim().trim_end_matches(')').trim().parse().unwrap())
             .collect();
-        assert!(!dnskey_tags.is_empty(), "{step}: no DNSKEY\n{dnskey}");
+        tags.sort_unstable();
+        tags
+    }
+
+    /// Validates at this step and returns what a resolver may cache now.
+    async fn check(&self, step: &str, previous: Option<&Seen>) -> Seen {
+        let ds = keys::ds_records(&*self.storage, &apex()).await.unwrap();
+        let dnskey_tags = self.dnskey_tags_at(self.addr).await;
+        assert!(!dnskey_tags.is_empty(), "{step}: no DNSKEY");
+        self.validate_at(self.addr, step, &ds, previous).await;
+        Seen { ds, dnskey_tags }
+    }
+
+    /// With `delv`, validates a positive and a negative answer from `server` with the DS set `ds` the parent
+    /// publishes now and with the previous step's DS set (a resolver that cached it); checks that every signature
+    /// in those answers is made by a key of the previous step's DNSKEY set (a resolver still holding that set in
+    /// cache can validate them).
+    async fn validate_at(&self, server: SocketAddr, step: &str, ds: &[String], previous: Option<&Seen>) {
         let positive = owner(NUMBER);
         let negative = owner("+442079460009");
-        let mut anchors = vec![("now", ds.clone())];
+        let mut anchors = vec![("now", ds)];
         if let Some(p) = previous {
-            anchors.push(("previous step's", p.ds.clone()));
+            anchors.push(("previous step's", &p.ds));
         }
         for (which, set) in &anchors {
-            let out = self.delv(set, &positive, "NAPTR").await;
-            assert!(out.contains("; fully validated"), "{step}, {which} DS set {set:?}: positive answer\n{out}");
-            let out = self.delv(set, &negative, "NAPTR").await;
+            let out = self.delv_at(server, set, &positive, "NAPTR").await;
+            assert!(
+                out.contains("; fully validated") && out.contains("alice"),
+                "{step} @{server}, {which} DS set {set:?}: positive answer\n{out}"
+            );
+            let out = self.delv_at(server, set, &negative, "NAPTR").await;
             assert!(
                 out.contains("; negative response, fully validated"),
-                "{step}, {which} DS set {set:?}: negative answer\n{out}"
+                "{step} @{server}, {which} DS set {set:?}: negative answer\n{out}"
             );
         }
         if let Some(p) = previous {
             for (name, rtype) in [(&positive, "NAPTR"), (&negative, "NAPTR")] {
-                let tags = self.rrsig_tags(name, rtype).await;
-                assert!(!tags.is_empty(), "{step}: {name} {rtype} unsigned");
+                let tags = self.rrsig_tags_at(server, name, rtype).await;
+                assert!(!tags.is_empty(), "{step} @{server}: {name} {rtype} unsigned");
                 for t in tags {
                     assert!(
                         p.dnskey_tags.contains(&t),
-                        "{step}: {name} {rtype} signed by {t}, not in the previous DNSKEY set {:?}",
+                        "{step} @{server}: {name} {rtype} signed by {t}, not in the previous DNSKEY set {:?}",
                         p.dnskey_tags
                     );
                 }
             }
         }
-        Seen { ds, dnskey_tags }
+    }
+}
+
+/// One step of a rollover's timeline, as the rig's schedule runs it (DNSKEY TTL 60 s, largest TTL 60 s, parent DS
+/// TTL 120 s, propagation 10 s).
+pub struct Step {
+    /// What happened.
+    pub name: &'static str,
+    /// Seconds to advance the rig's clock from the previous step.
+    pub after: u64,
+    /// The states of the old and the new key of the role once it is reached.
+    pub states: [KeyState; 2],
+    /// How many DNSKEY and DS records are published then.
+    pub dnskeys: usize,
+    pub ds: usize,
+}
+
+/// The timeline of a rollover of `role` after `keys roll`: ZSK by pre-publication, KSK by double-DS.
+pub fn timeline(role: KeyRole) -> [Step; 3] {
+    use KeyState::*;
+    let step = |name, after, states, dnskeys, ds| Step { name, after, states, dnskeys, ds };
+    match role {
+        KeyRole::Zsk => [
+            step("ZSK published", 0, [Active, Published], 3, 1),
+            step("ZSK active, old inactive", 70, [Inactive, Active], 3, 1),
+            step("old ZSK removed", 70, [Retired, Active], 2, 1),
+        ],
+        KeyRole::Ksk => [
+            step("KSK staged, both DS at the parent", 0, [Active, Staged], 2, 2),
+            step("new KSK signs DNSKEY, old DS kept", 130, [Retiring, Active], 2, 2),
+            step("old KSK and its DS gone", 70, [Retired, Active], 2, 1),
+        ],
     }
 }
 
@@ -360,70 +406,104 @@ async fn rig_with_nsd(config: ZoneConfig) -> (Rig, NsdSecondary) {
 }
 
 impl Rig {
-    /// Waits until `nsd` serves a copy newer than `after` with `dnskey_count` DNSKEYs, checks it with
-    /// `ldns-verify-zone` against the DS set the parent publishes now, and validates a positive and a negative
-    /// answer from NSD with `delv`; returns the copy's serial and text.
+    /// Waits until `nsd` serves a copy with serial `at_least` or newer holding the DNSKEY set `now` saw at the
+    /// directory, signed by the keys the directory signs with now (DNSKEY by the KSK, the rest by the ZSK); checks it
+    /// with `ldns-verify-zone` against the DS set the parent publishes now, and validates answers from NSD as
+    /// [`Rig::validate_at`] does (with this step's and the previous step's DS set, and a resolver holding the
+    /// previous DNSKEY set). Returns the copy's serial and text.
     async fn check_secondary(
         &self,
         nsd: &mut NsdSecondary,
         step: &str,
-        after: u32,
-        dnskey_count: usize,
+        at_least: u32,
+        now: &Seen,
+        previous: Option<&Seen>,
     ) -> (u32, String) {
+        let keys = self.zone.keys();
+        let (ksk, zsk) = (keys.ksk().key_tag(), keys.zsk().key_tag());
+        let signed_right = |z: &str| {
+            z.lines()
+                .filter_map(|l| {
+                    let f: Vec<&str> = l.split_whitespace().collect();
+                    (f.get(3) == Some(&"RRSIG")).then(|| (f[4] == "DNSKEY", f[10].parse::<u16>().unwrap()))
+                })
+                .all(|(dnskey, tag)| tag == if dnskey { ksk } else { zsk })
+        };
         let deadline = std::time::Instant::now() + Duration::from_secs(30);
         let zone = loop {
             // NSD transfers its copy out to loopback clients without a key.
             let args = ["+onesoa", "+nocmd", "+nostats", "+nocomments", APEX, "AXFR"].map(String::from);
             let z = self.tool_at(nsd.addr, "dig", &args).await;
             let loaded = z.contains("NSEC3PARAM") && !z.contains("Transfer failed");
-            if loaded && soa_serial(&z).wrapping_sub(after) as i32 > 0 && dnskeys(&z) == dnskey_count {
+            if loaded
+                && soa_serial(&z).wrapping_sub(at_least) as i32 >= 0
+                && self.dnskey_tags_at(nsd.addr).await == now.dnskey_tags
+                && signed_right(&z)
+            {
                 break z;
             }
             assert!(
                 std::time::Instant::now() < deadline,
-                "{step}: NSD has no copy newer than {after} with {dnskey_count} DNSKEY; last:\n{z}"
+                "{step}: NSD has no copy from serial {at_least} with DNSKEY {:?} signed by KSK {ksk} and ZSK {zsk}; \
+                 last:\n{z}",
+                now.dnskey_tags
             );
             tokio::time::sleep(Duration::from_millis(200)).await;
         };
+        assert_eq!(dnskeys(&zone), now.dnskey_tags.len(), "{step}");
         let path = self.dir.path().join("nsd.zone");
         std::fs::write(&path, &zone).unwrap();
-        let ds = keys::ds_records(&*self.storage, &apex()).await.unwrap();
         let ds_file = self.dir.path().join("ds.anchor");
-        std::fs::write(&ds_file, ds.join("\n") + "\n").unwrap();
+        std::fs::write(&ds_file, now.ds.join("\n") + "\n").unwrap();
         let out = tincan_testkit::tools::run(
             tincan_testkit::tools::command("ldns-verify-zone").arg("-k").arg(&ds_file).arg(&path),
         )
         .unwrap();
         let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
         assert!(out.status.success(), "{step}: ldns-verify-zone of NSD's copy:\n{text}\n{zone}");
-        let out = self.delv_at(nsd.addr, &ds, &owner(NUMBER), "NAPTR").await;
-        assert!(out.contains("; fully validated") && out.contains("alice"), "{step}: delv @NSD positive\n{out}");
-        let out = self.delv_at(nsd.addr, &ds, &owner("+442079460009"), "NAPTR").await;
-        assert!(out.contains("; negative response, fully validated"), "{step}: delv @NSD negative\n{out}");
+        self.validate_at(nsd.addr, step, &now.ds, previous).await;
         (soa_serial(&zone), zone)
     }
 }
 
-#[tokio::test]
-async fn a_zsk_rollover_reaches_an_nsd_secondary_of_the_nsec3_flavour_at_every_step() {
+/// A rollover of `role` through its whole timeline, with an NSD secondary of the `nsec3` flavour checked at every
+/// step: it gets a new copy when the DNSKEY set or the signing keys change, and a resolver asking it validates with
+/// whatever DS set and DNSKEY set it may hold at that step.
+async fn rollover_reaches_an_nsd_secondary(role: KeyRole) {
     let config = ZoneConfig { apex: apex(), apex_ttl: 60, record_ttl: 30, negative_ttl: 30, ..ZoneConfig::default() };
     let (rig, mut nsd) = rig_with_nsd(config).await;
-    let (s0, _) = rig.check_secondary(&mut nsd, "start", 0, 2).await;
-
-    let t = rollover::roll(&*rig.storage, &*rig.clock, &apex(), KeyRole::Zsk, KeyAlgorithm::EcdsaP256).await.unwrap();
-    rig.advance(0).await;
-    let (s1, z1) = rig.check_secondary(&mut nsd, "ZSK published", s0, 3).await;
-    rig.advance(70).await;
-    assert_eq!(rig.states(KeyRole::Zsk).await, [KeyState::Inactive, KeyState::Active]);
-    let (s2, z2) = rig.check_secondary(&mut nsd, "ZSK active, old inactive", s1, 3).await;
-    assert_ne!(z1, z2, "signatures switched to the new ZSK");
-    let new_tag = format!(" {} {APEX} ", t.key_tag);
-    assert!(z2.lines().filter(|l| l.contains("\tRRSIG\tNAPTR ")).all(|l| l.contains(&new_tag)), "{z2}");
-    rig.advance(70).await;
-    assert_eq!(rig.states(KeyRole::Zsk).await, [KeyState::Retired, KeyState::Active]);
-    rig.check_secondary(&mut nsd, "old ZSK removed", s2, 2).await;
+    let mut seen = rig.check("start", None).await;
+    let (mut serial, _) = rig.check_secondary(&mut nsd, "start", 0, &seen, None).await;
+    let t = rollover::roll(&*rig.storage, &*rig.clock, &apex(), role, KeyAlgorithm::EcdsaP256).await.unwrap();
+    for step in timeline(role) {
+        let changed = rig.advance(step.after).await;
+        assert_eq!(rig.states(role).await, step.states, "{}", step.name);
+        let now = rig.check(step.name, Some(&seen)).await;
+        assert_eq!((now.dnskey_tags.len(), now.ds.len()), (step.dnskeys, step.ds), "{}", step.name);
+        // A new copy when the keys changed; otherwise the secondary keeps the one it has.
+        let at_least = if changed { serial.wrapping_add(1) } else { serial };
+        let (s, _) = rig.check_secondary(&mut nsd, step.name, at_least, &now, Some(&seen)).await;
+        if !changed {
+            assert_eq!(s, serial, "{}: nothing changed for the secondary", step.name);
+        }
+        (serial, seen) = (s, now);
+    }
+    let new_key = match role {
+        KeyRole::Zsk => rig.zone.keys().zsk().key_tag(),
+        KeyRole::Ksk => rig.zone.keys().ksk().key_tag(),
+    };
+    assert_eq!(new_key, t.key_tag, "the new key took over");
 }
 
+#[tokio::test]
+async fn a_zsk_rollover_reaches_an_nsd_secondary_of_the_nsec3_flavour_at_every_step() {
+    rollover_reaches_an_nsd_secondary(KeyRole::Zsk).await;
+}
+
+#[tokio::test]
+async fn a_ksk_rollover_reaches_an_nsd_secondary_of_the_nsec3_flavour_at_every_step() {
+    rollover_reaches_an_nsd_secondary(KeyRole::Ksk).await;
+}
 #[tokio::test]
 async fn a_quiet_nsec3_copy_is_re_signed_before_its_signatures_expire() {
     // Signatures valid 400 s, re-made when less than 300 s remain: a quiet zone's copy is fresh for 100 s.
@@ -437,13 +517,14 @@ async fn a_quiet_nsec3_copy_is_re_signed_before_its_signatures_expire() {
         ..ZoneConfig::default()
     };
     let (rig, mut nsd) = rig_with_nsd(config).await;
-    let (s0, z0) = rig.check_secondary(&mut nsd, "start", 0, 2).await;
+    let seen = rig.check("start", None).await;
+    let (s0, z0) = rig.check_secondary(&mut nsd, "start", 0, &seen, None).await;
     rig.clock.advance(Duration::from_secs(60));
     tokio::time::sleep(Duration::from_secs(3)).await;
     let still = nsd.wait_zone(Duration::from_secs(5)).await.unwrap();
     assert_eq!(soa_serial(&std::fs::read_to_string(still).unwrap()), s0, "nothing to do while the copy is fresh");
     rig.clock.advance(Duration::from_secs(41));
-    let (s1, z1) = rig.check_secondary(&mut nsd, "re-signed", s0, 2).await;
+    let (s1, z1) = rig.check_secondary(&mut nsd, "re-signed", s0.wrapping_add(1), &seen, Some(&seen)).await;
     // Every RRSIG was re-made: their expiration moved by the time that passed.
     let expirations = |z: &str| -> Vec<u64> {
         z.lines()

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use base64::Engine as _;
 use serde_json::json;
+use tincan_directory::storage::{KeyRole, KeyState};
 use tincan_testkit::secondary::KnotSecondary;
 use tincan_testkit::tools;
 
@@ -179,10 +180,18 @@ fn free_loopback_53() -> SocketAddr {
 
 /// delv's trust-anchors file for the directory's DS (`keys ds`).
 fn anchor_file(dir: &Path) -> std::path::PathBuf {
-    let ds = crate::harness::ds(dir);
-    let f: Vec<&str> = ds[0].split_whitespace().collect();
+    anchor_file_for(dir, &crate::harness::ds(dir))
+}
+
+/// delv's trust-anchors file for the DS set `ds` (`<apex> IN DS <tag> <alg> 2 <HEX>` lines).
+fn anchor_file_for(dir: &Path, ds: &[String]) -> std::path::PathBuf {
+    let mut conf = String::from("trust-anchors {\n");
+    for line in ds {
+        let f: Vec<&str> = line.split_whitespace().collect();
+        conf.push_str(&format!("  \"{}\" static-ds {} {} {} \"{}\";\n", f[0], f[3], f[4], f[5], f[6]));
+    }
+    conf.push_str("};\n");
     let anchor = dir.join("anchor.conf");
-    let conf = format!("trust-anchors {{ \"{APEX}\" static-ds {} {} {} \"{}\"; }};\n", f[3], f[4], f[5], f[6]);
     std::fs::write(&anchor, conf).unwrap();
     anchor
 }
@@ -201,17 +210,19 @@ fn delv(server: SocketAddr, anchor: &Path, name: &str, rtype: &str) -> String {
     format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr))
 }
 
-/// Runs `keys export --format knot` into `dir/knot-keys`; returns that directory.
-fn export_keys(dir: &Path) -> std::path::PathBuf {
+/// Runs `keys export --format knot` into `dir/knot-keys` with the directory's config `env` (the timers follow its
+/// rollover schedule); returns that directory.
+fn export_keys(dir: &Path, env: &[(&str, &str)]) -> std::path::PathBuf {
     let out_dir = dir.join("knot-keys");
-    let out = crate::harness::cli(dir, &["keys", "export", "--format", "knot", "--out", out_dir.to_str().unwrap()]);
+    let args = ["keys", "export", "--format", "knot", "--out", out_dir.to_str().unwrap()];
+    let out = crate::harness::cli_env(dir, &args, env);
     assert!(out.status.success(), "keys export: {}", String::from_utf8_lossy(&out.stderr));
     out_dir
 }
 
 /// The keys `keys export --format knot` wrote, read back from its import.sh as a secondary imports them.
-fn exported_keys(dir: &Path) -> Vec<tincan_testkit::secondary::ImportedKey> {
-    let out_dir = export_keys(dir);
+fn exported_keys(dir: &Path, env: &[(&str, &str)]) -> Vec<tincan_testkit::secondary::ImportedKey> {
+    let out_dir = export_keys(dir, env);
     let script = std::fs::read_to_string(out_dir.join("import.sh")).unwrap();
     let keys: Vec<_> = script
         .lines()
@@ -251,7 +262,7 @@ async fn online_signing_edge(
     for (n, user) in numbers {
         put(&d, &token, n, user).await;
     }
-    let keys = exported_keys(dir);
+    let keys = exported_keys(dir, env);
     let anchor = anchor_file(dir);
     let mut knot =
         KnotSecondary::builder(APEX, d.dns, KEY_NAME, secret).listen(knot_addr).onlinesign(keys).start().await.unwrap();
@@ -352,6 +363,35 @@ async fn nsd_receives_the_presigned_nsec3_flavour_and_it_verifies() {
     );
 }
 
+#[tokio::test]
+async fn the_first_nsec3_copy_is_made_at_start_and_the_first_request_waits_for_it() {
+    let (dir, nsd_addr, secret, env) = one_secondary("legacy", "nsec3");
+    crate::harness::add_provider(dir.path(), "acme", &["+44"]);
+    let file = dir.path().join("numbers.jsonl");
+    let lines: Vec<String> = (1..=3)
+        .map(|i| json!({"e164": format!("+44207946000{i}"), "services": [{"type": "matrix", "uri": format!("matrix:u/u{i}:hs.test")}]}).to_string())
+        .collect();
+    std::fs::write(&file, lines.join("\n") + "\n").unwrap();
+    let out = crate::harness::cli(dir.path(), &["numbers", "import", "--provider", "acme", file.to_str().unwrap()]);
+    assert!(out.status.success(), "numbers import: {}", String::from_utf8_lossy(&out.stderr));
+
+    // No secondary has asked yet: the copy is made because one is configured.
+    let d = Directory::start_with(dir.path(), &env_refs(&env)).await;
+    wait_until("the first NSEC3 copy", Duration::from_secs(30), || {
+        let log = plain_log(&d);
+        let ready =
+            log.lines().any(|l| l.contains("first NSEC3 copy ready for the secondaries") && l.contains("numbers=3"));
+        (!ready).then_some(log)
+    })
+    .await;
+    let mut nsd =
+        tincan_testkit::secondary::NsdSecondary::start(APEX, d.dns, KEY_NAME, &secret, nsd_addr).await.unwrap();
+    let zone = std::fs::read_to_string(nsd.wait_zone(Duration::from_secs(60)).await.unwrap()).unwrap();
+    assert!(zone.contains("u3:hs.test"), "{zone}");
+    let log = plain_log(&d);
+    assert_eq!(log.matches("signed the NSEC3 copy").count(), 1, "one copy, made at start:\n{log}");
+}
+
 /// Key tags of the RRSIGs over `name rtype` in `server`'s answer.
 fn rrsig_tags(server: SocketAddr, name: &str, rtype: &str) -> Vec<u16> {
     dig(server, &["+dnssec", "+norec", name, rtype])
@@ -374,81 +414,146 @@ async fn wait_until(what: &str, within: Duration, mut check: impl FnMut() -> Opt
     }
 }
 
-#[tokio::test]
-async fn knot_signing_online_follows_a_zsk_rollover_exported_at_each_step() {
+/// `keys status`: the states of the keys of `role` (oldest first) and the DS set the parent must publish now.
+fn key_status(dir: &Path, env: &[(&str, &str)], role: KeyRole) -> (Vec<String>, Vec<String>) {
+    let out = crate::harness::cli_env(dir, &["keys", "status"], env);
+    assert!(out.status.success(), "keys status: {}", String::from_utf8_lossy(&out.stderr));
+    let text = String::from_utf8(out.stdout).unwrap();
+    let (keys, ds) = text.split_once("DS set the parent must publish now:\n").expect(&text);
+    let states = keys
+        .lines()
+        .map(|l| l.split_whitespace().collect::<Vec<_>>())
+        .filter(|f| f[0] == role.as_str())
+        .map(|f| {
+            // "<role> <alg> tag <tag> <state> created <t> <state> since <t>[; <next event> at <t>]"
+            assert_eq!(f[4], f[7], "{text}");
+            f[4].to_owned()
+        })
+        .collect();
+    (states, ds.lines().map(str::to_owned).collect())
+}
+
+/// What a validating resolver gets from `server` for the apex DNSKEY set and `name`: the DNSKEY key tags (sorted),
+/// and the key tags of the RRSIGs over the DNSKEY set and over `name`'s NAPTR.
+fn signing_view(server: SocketAddr, name: &str) -> (Vec<u16>, Vec<u16>, Vec<u16>) {
+    let out = dig(server, &["+multiline", "+norec", APEX, "DNSKEY"]);
+    let mut tags: Vec<u16> = out
+        .lines()
+        .filter_map(|l| l.split("key id = ").nth(1))
+        .map(|t| t.trim().trim_end_matches(')').trim().parse().unwrap())
+        .collect();
+    tags.sort_unstable();
+    (tags, rrsig_tags(server, APEX, "DNSKEY"), rrsig_tags(server, name, "NAPTR"))
+}
+
+/// A rollover of `role` through its whole timeline in real time, on a short schedule, with a Knot secondary signing
+/// online with the exported keys. At every step the operator follows the documented procedure (`keys export`,
+/// `import.sh`, `knotc reload`: Knot 3.2 does not act on a timer passing by itself) until Knot publishes and signs
+/// with what the directory does; then a positive and a negative answer from Knot validate with the DS set the
+/// parent publishes now (from `keys status`) and with the previous step's, and are signed by keys of the previous
+/// step's DNSKEY set (a resolver holding it in cache validates them).
+async fn knot_follows_a_rollover(role: KeyRole) {
     let (dir, knot_addr, secret, env) = one_secondary("edge", "unsigned");
     let mut env = env_refs(&env);
-    // A short real-time timeline: DNSKEY TTL 4 s + propagation 2 s before the new ZSK signs, as long again before
-    // the old one goes.
+    // DNSKEY TTL 4 s + propagation 3 s before a new ZSK signs and before an old one or an old KSK goes; parent DS
+    // TTL 6 s + propagation before a new KSK replaces the old one.
     env.extend([
         ("TINCAN_DIRECTORY_DNS__ZONE__APEX_TTL", "4"),
         ("TINCAN_DIRECTORY_DNS__ZONE__RECORD_TTL", "4"),
         ("TINCAN_DIRECTORY_DNS__ZONE__NEGATIVE_TTL", "4"),
-        ("TINCAN_DIRECTORY_DNS__ROLLOVER__PROPAGATION_DELAY", "2"),
+        ("TINCAN_DIRECTORY_DNS__ROLLOVER__PROPAGATION_DELAY", "3"),
+        ("TINCAN_DIRECTORY_DNS__ROLLOVER__PARENT_DS_TTL", "6"),
         ("TINCAN_DIRECTORY_DNS__ROLLOVER__CHECK_INTERVAL", "1"),
     ]);
     let numbers = [("+442079460001", "alice")];
-    let (d, _token, knot, anchor) = online_signing_edge(dir.path(), &env, knot_addr, &secret, &numbers).await;
+    let (d, _token, knot, _anchor) = online_signing_edge(dir.path(), &env, knot_addr, &secret, &numbers).await;
     let name = owner("+442079460001");
-    let old_zsk = rrsig_tags(knot.addr, &name, "NAPTR");
-    assert_eq!(old_zsk.len(), 1);
-
-    // The rollover starts; the operator exports and imports once, and has knotd reload.
-    let out = crate::harness::cli(dir.path(), &["keys", "roll", "zsk"]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let negative = owner("+442079460002");
     let conf = knot.dir().join("knot.conf");
-    let import = export_keys(dir.path()).join("import.sh");
-    tools::run_ok(tools::command("sh").arg(&import).arg("-c").arg(&conf)).unwrap();
     // Online signing loads its keys when the module starts: a reload (not `zone-keys-load`, which is for zones
-    // Knot signs itself) picks up the new key and the timers.
+    // Knot signs itself) picks up the new keys and the timers.
     let reload = || tools::run_ok(tools::command("knotc").arg("-c").arg(&conf).arg("reload")).unwrap();
-    reload();
-    let dnskeys = |server| dig(server, &["+short", APEX, "DNSKEY"]).lines().filter(|l| !l.is_empty()).count();
-    wait_until("Knot publishes the new ZSK", Duration::from_secs(10), || {
-        let n = dnskeys(knot.addr);
-        (n != 3).then(|| format!("{n} DNSKEY\n{}", knot.log_tail(20)))
-    })
-    .await;
-    let out = delv(knot.addr, &anchor, &name, "NAPTR");
-    assert!(out.contains("; fully validated"), "published: {out}");
-
-    // Knot 3.2's online signing takes the keys' states when the module starts and does not act on a timer passing
-    // by itself (observed: a key stays "public" past its `active` timer): at each step the operator exports,
-    // imports (updating the timers of the keys Knot holds, deleting those that left) and reloads.
-    let step = || {
-        let import = export_keys(dir.path()).join("import.sh");
+    let operator_step = || {
+        let import = export_keys(dir.path(), &env).join("import.sh");
         tools::run_ok(tools::command("sh").arg(&import).arg("-c").arg(&conf)).unwrap();
         reload();
     };
-    wait_until("Knot signs with the new ZSK", Duration::from_secs(30), || {
-        step();
-        let tags = rrsig_tags(knot.addr, &name, "NAPTR");
-        (tags.is_empty() || tags == old_zsk).then(|| format!("{tags:?}\n{}", knot.log_tail(20)))
-    })
-    .await;
-    assert_eq!(dnskeys(knot.addr), 3, "the old ZSK stays published while signatures by it are cached");
-    let out = delv(knot.addr, &anchor, &name, "NAPTR");
-    assert!(out.contains("; fully validated"), "new ZSK active: {out}");
-    wait_until("Knot removes the old ZSK", Duration::from_secs(30), || {
-        step();
-        let n = dnskeys(knot.addr);
-        (n != 2).then(|| format!("{n} DNSKEY\n{}", knot.log_tail(20)))
-    })
-    .await;
-    let out = delv(knot.addr, &anchor, &name, "NAPTR");
-    assert!(out.contains("; fully validated"), "old ZSK removed: {out}");
-    let out = delv(knot.addr, &anchor, &owner("+442079460002"), "NAPTR");
-    assert!(out.contains("; negative response, fully validated"), "{out}");
-    // Knot's keys are the directory's: the same DNSKEY set on both sides.
-    let sorted = |server| {
-        let mut v: Vec<String> = dig(server, &["+short", APEX, "DNSKEY"]).lines().map(str::to_owned).collect();
-        v.sort();
-        v
+    let same = |what: &str| {
+        let (edge, directory) = (signing_view(knot.addr, &name), signing_view(d.dns, &name));
+        (edge != directory).then(|| format!("{what}: Knot {edge:?}, directory {directory:?}\n{}", knot.log_tail(20)))
     };
-    wait_until("the directory publishes the same DNSKEY set", Duration::from_secs(10), || {
-        (sorted(knot.addr) != sorted(d.dns)).then(|| format!("{:?} vs {:?}", sorted(knot.addr), sorted(d.dns)))
-    })
-    .await;
+    let (_, ds) = key_status(dir.path(), &env, role);
+    assert_eq!(ds, crate::harness::ds(dir.path()));
+    let mut previous = crate::rollover::Seen { ds, dnskey_tags: signing_view(d.dns, &name).0 };
+    assert_eq!(signing_view(knot.addr, &name), signing_view(d.dns, &name), "Knot signs with the directory's keys");
+
+    let out = crate::harness::cli_env(dir.path(), &["keys", "roll", role.as_str()], &env);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    for (i, step) in crate::rollover::timeline(role).into_iter().enumerate() {
+        wait_until(&format!("the directory reaches \"{}\"", step.name), Duration::from_secs(30), || {
+            let (states, _) = key_status(dir.path(), &env, role);
+            (states != step.states.map(KeyState::as_str)).then(|| format!("{states:?}"))
+        })
+        .await;
+        let (_, ds) = key_status(dir.path(), &env, role);
+        assert_eq!(ds.len(), step.ds, "{}: the DS set the parent must publish: {ds:?}", step.name);
+        assert_eq!(ds, crate::harness::ds(dir.path()), "{}: `keys status` and `keys ds` agree", step.name);
+        if i > 0 {
+            // The timers exported at the previous step already say when this one happens: reloaded now, without a
+            // new export, Knot takes the same step (a reload for any other reason leaves it consistent too).
+            let what = format!("{}: Knot reloaded with the previous step's export", step.name);
+            wait_until(&what, Duration::from_secs(10), || {
+                reload();
+                same(&what)
+            })
+            .await;
+        }
+        let what = format!("{}: Knot after the operator's export, import and reload", step.name);
+        wait_until(&what, Duration::from_secs(30), || {
+            operator_step();
+            same(&what)
+        })
+        .await;
+        let (dnskey_tags, _, _) = signing_view(knot.addr, &name);
+        assert_eq!(dnskey_tags.len(), step.dnskeys, "{}", step.name);
+        let anchors = [("now", &ds), ("previous step's", &previous.ds)];
+        for (which, set) in anchors {
+            let anchor = anchor_file_for(dir.path(), set);
+            let out = delv(knot.addr, &anchor, &name, "NAPTR");
+            assert!(out.contains("; fully validated") && out.contains("alice"), "{}, {which} DS: {out}", step.name);
+            let out = delv(knot.addr, &anchor, &negative, "NAPTR");
+            assert!(out.contains("; negative response, fully validated"), "{}, {which} DS: {out}", step.name);
+        }
+        for n in [&name, &negative] {
+            let tags = rrsig_tags(knot.addr, n, "NAPTR");
+            let tags = if tags.is_empty() { rrsig_tags(knot.addr, n, "NSEC") } else { tags };
+            assert!(!tags.is_empty(), "{}: {n} unsigned", step.name);
+            assert!(
+                tags.iter().all(|t| previous.dnskey_tags.contains(t)),
+                "{}: {n} signed by {tags:?}, not all in the previous DNSKEY set {:?}",
+                step.name,
+                previous.dnskey_tags
+            );
+        }
+        let (states, _) = key_status(dir.path(), &env, role);
+        assert_eq!(
+            states,
+            step.states.map(KeyState::as_str),
+            "{}: the directory moved on while the step was checked",
+            step.name
+        );
+        previous = crate::rollover::Seen { ds, dnskey_tags };
+    }
+}
+
+#[tokio::test]
+async fn knot_signing_online_follows_a_zsk_rollover_exported_at_each_step() {
+    knot_follows_a_rollover(KeyRole::Zsk).await;
+}
+
+#[tokio::test]
+async fn knot_signing_online_follows_a_ksk_rollover_exported_at_each_step() {
+    knot_follows_a_rollover(KeyRole::Ksk).await;
 }
 
 /// The directory's log without terminal colours.
