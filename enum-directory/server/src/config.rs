@@ -62,7 +62,7 @@ pub struct DnsConfig {
     pub apex: String,
     /// The algorithm of keys generated for the zone.
     pub algorithm: KeyAlgorithm,
-    /// The DNS server's own settings (workers, TCP limits, response rate limiting).
+    /// The DNS server's own settings (workers, TCP limits, response rate limiting, the signing budget).
     pub server: crate::dns::ServerConfig,
     /// The zone's TTLs, SOA timers and signature validity.
     pub zone: ZoneSettings,
@@ -188,6 +188,10 @@ impl Validate for DirectoryConfig {
         }
         if self.api.rate_limit.burst == 0 {
             problems.push("api.rate_limit.burst: must be at least 1".into());
+        }
+        let budget = &self.dns.server.signing_budget;
+        if budget.signatures_per_second > 0 && budget.burst == 0 {
+            problems.push("dns.server.signing_budget.burst: must be at least 1 (or signatures_per_second 0)".into());
         }
         if self.dns.listen == self.api.listen {
             problems.push("api.listen: must differ from dns.listen".into());

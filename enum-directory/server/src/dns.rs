@@ -18,7 +18,8 @@
 //!   `shutdown` resolves; [`Metrics`] are plain atomics by qtype and rcode.
 //! - [`server::run_with`] takes an [`server::Interceptor`] too: requests it wants (zone transfer, TSIG) are
 //!   handed to it instead of the engine (the `xfr` module's `Transfers`).
-//! - [`ServerConfig`] (serde, `deny_unknown_fields`) includes the response-rate-limit settings [`RrlConfig`].
+//! - [`ServerConfig`] (serde, `deny_unknown_fields`) includes the response-rate-limit settings [`RrlConfig`] and
+//!   the global budget of online signatures for UDP denials, [`SigningBudgetConfig`].
 //!
 //! # Notes
 //! - [`ZoneConfig`] has no serde (hickory's `Name` has none without hickory's `serde` feature); its timers are
@@ -34,6 +35,7 @@
 
 mod answer;
 pub(crate) mod apex;
+pub mod budget;
 mod entry;
 pub mod keys;
 mod negcache;
@@ -45,7 +47,8 @@ pub(crate) mod wire;
 pub mod zone;
 mod zones;
 
-pub use answer::{Answer, MAX_UDP_PAYLOAD, Transport, answer, answer_detailed};
+pub use answer::{Answer, MAX_UDP_PAYLOAD, Transport, answer, answer_budgeted, answer_detailed};
+pub use budget::{SigningBudget, SigningBudgetConfig};
 pub use entry::SignedEntry;
 pub use keys::{KeyAlgorithm, KeyError, KeyRole, ZoneKey, ZoneKeys};
 pub use rrl::{RateLimiter, RrlConfig};

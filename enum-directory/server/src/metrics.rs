@@ -103,6 +103,12 @@ impl DirectoryMetrics {
             "Answers withheld or slipped by response rate limiting.",
             &[("{action=\"drop\"}".into(), s.rrl_dropped), ("{action=\"slip\"}".into(), s.rrl_slipped)],
         );
+        family(
+            "tincan_directory_dns_signing_budget_exceeded_total",
+            "counter",
+            "UDP denials answered truncated (no records) because the global signing budget was spent.",
+            &plain(s.signing_budget_exceeded),
+        );
         let zones = self.zones.all();
         let per_zone = |f: &dyn Fn(&dns::Zone) -> u64| -> Vec<(String, u64)> {
             zones.iter().map(|z| (format!("{{zone=\"{}\"}}", z.apex_name()), f(z))).collect()

@@ -5,6 +5,7 @@
 //! `RRSIG NSEC NXNAME`, signed on the spot; existing names (and empty non-terminals) missing the type get the
 //! same minimal NSEC listing the types that do exist. No NSEC chain exists, so nothing can be walked.
 
+use super::budget::SigningBudget;
 use super::entry::Sets;
 use super::sign::{Covered, Sig, rdatas, rrsig_rdata, write_rrsig_rdata};
 use super::wire::{Owner, ParseError, Rcode, Request, Response, Section, rtype, type_bitmap};
@@ -34,6 +35,8 @@ pub struct Answer {
     pub qtype: u16,
     /// Whether it was truncated for UDP.
     pub truncated: bool,
+    /// Whether it is a truncated stand-in for a denial the signing budget had no signature left for.
+    pub over_budget: bool,
 }
 
 /// Answers `request`; `None` means drop it (too short to answer, or a response).
@@ -48,16 +51,31 @@ pub fn answer_detailed(zones: &Zones, request: &[u8], transport: Transport) -> O
 
 /// [`answer_detailed`], writing the response into `buf` (emptied first) so a server can reuse one buffer.
 pub fn answer_in(zones: &Zones, request: &[u8], transport: Transport, buf: Vec<u8>) -> Option<Answer> {
+    answer_budgeted(zones, request, transport, None, buf)
+}
+
+/// [`answer_in`] with a signing budget for UDP: a denial that needs a fresh signature when `budget` is spent
+/// gets a truncated reply with no records (TC, so the client retries over TCP) instead. TCP queries are never
+/// budgeted; positive answers and cached denials never draw on it.
+pub fn answer_budgeted(
+    zones: &Zones,
+    request: &[u8],
+    transport: Transport,
+    budget: Option<&SigningBudget>,
+    buf: Vec<u8>,
+) -> Option<Answer> {
+    let budget = budget.filter(|_| transport == Transport::Udp);
     let req = match Request::parse(request) {
         Ok(r) => r,
         Err(ParseError::Drop) => return None,
         Err(ParseError::FormErr { id, opcode, rd }) => {
             let bytes = Response::bare(id, opcode, rd, Rcode::FormErr).finish();
-            return Some(Answer { bytes, rcode: Rcode::FormErr, qtype: 0, truncated: false });
+            return Some(Answer { bytes, rcode: Rcode::FormErr, qtype: 0, truncated: false, over_budget: false });
         }
     };
     let qtype = req.qtype;
-    let done = |r: Response, rcode| Some(Answer { bytes: r.finish(), rcode, qtype, truncated: false });
+    let done =
+        |r: Response, rcode| Some(Answer { bytes: r.finish(), rcode, qtype, truncated: false, over_budget: false });
     let simple = |rcode: Rcode| {
         let mut r = Response::new(&req, rcode);
         if req.edns.is_some() {
@@ -79,8 +97,18 @@ pub fn answer_in(zones: &Zones, request: &[u8], transport: Transport, buf: Vec<u
     let Some((zone, rel)) = zones.find(&req) else {
         return done(simple(Rcode::Refused), Rcode::Refused);
     };
-    let (rcode, r) = match authoritative(&zone, &req, rel, buf) {
+    let (rcode, r) = match authoritative(&zone, &req, rel, budget, buf) {
         Ok(v) => v,
+        Err(ZoneError::OverBudget) => {
+            let mut r = Response::new(&req, Rcode::NoError);
+            r.set_aa();
+            r.set_tc();
+            if let Some(e) = req.edns {
+                r.opt(MAX_UDP_PAYLOAD, Rcode::NoError, e.dnssec_ok, false);
+            }
+            let bytes = r.finish();
+            return Some(Answer { bytes, rcode: Rcode::NoError, qtype, truncated: true, over_budget: true });
+        }
         Err(_) => return done(simple(Rcode::ServFail), Rcode::ServFail),
     };
     let max = match transport {
@@ -96,7 +124,7 @@ pub fn answer_in(zones: &Zones, request: &[u8], transport: Transport, buf: Vec<u
     if let Some(e) = req.edns {
         r.opt(MAX_UDP_PAYLOAD, rcode, e.dnssec_ok, e.dnssec_ok && e.compact_ok);
     }
-    Some(Answer { bytes: r.finish(), rcode, qtype, truncated: true })
+    Some(Answer { bytes: r.finish(), rcode, qtype, truncated: true, over_budget: false })
 }
 
 /// What the query name is in the zone.
@@ -107,7 +135,13 @@ enum Node<'a> {
     Missing,
 }
 
-fn authoritative(zone: &Zone, req: &Request<'_>, rel: usize, buf: Vec<u8>) -> Result<(Rcode, Response), ZoneError> {
+fn authoritative(
+    zone: &Zone,
+    req: &Request<'_>,
+    rel: usize,
+    budget: Option<&SigningBudget>,
+    buf: Vec<u8>,
+) -> Result<(Rcode, Response), ZoneError> {
     let dnssec = req.edns.is_some_and(|e| e.dnssec_ok);
     let compact_ok = dnssec && req.edns.is_some_and(|e| e.compact_ok);
     let node = classify(zone, req, rel)?;
@@ -171,7 +205,7 @@ fn authoritative(zone: &Zone, req: &Request<'_>, rel: usize, buf: Vec<u8>) -> Re
     drop(node);
     if !answered {
         let apex = zone.apex()?;
-        negative(zone, req, &mut r, &apex, apex_owner, present, dnssec)?;
+        negative(zone, req, &mut r, &apex, apex_owner, present, dnssec.then_some(budget))?;
     }
     if req.edns.is_some() {
         r.opt(MAX_UDP_PAYLOAD, rcode, dnssec, compact_ok);
@@ -196,8 +230,8 @@ fn classify<'a>(zone: &'a Zone, req: &Request<'_>, rel: usize) -> Result<Node<'a
     Ok(if zone.has_below(key, len) { Node::EmptyNonTerminal } else { Node::Missing })
 }
 
-/// NODATA (or compact NXDOMAIN): SOA in authority, and with DNSSEC its RRSIG plus the minimal NSEC and its
-/// online RRSIG.
+/// NODATA (or compact NXDOMAIN): SOA in authority, and with DNSSEC (`dnssec` is `Some(signing budget)`) its
+/// RRSIG plus the minimal NSEC and its online RRSIG.
 fn negative(
     zone: &Zone,
     req: &Request<'_>,
@@ -205,16 +239,14 @@ fn negative(
     apex: &super::zone::Apex,
     apex_owner: Owner,
     types: &[u16],
-    dnssec: bool,
+    dnssec: Option<Option<&SigningBudget>>,
 ) -> Result<(), ZoneError> {
     let config = zone.config();
     let soa_ttl = config.apex_ttl.min(config.negative_ttl);
     for rd in rdatas(&apex.soa.rdata) {
         r.record(Section::Authority, apex_owner, rtype::SOA, soa_ttl, &[rd]);
     }
-    if !dnssec {
-        return Ok(());
-    }
+    let Some(budget) = dnssec else { return Ok(()) };
     let c: Covered<'_> = zone.covered(rtype::SOA, zone.apex_labels(), config.apex_ttl);
     for s in &apex.soa.sigs {
         r.record(Section::Authority, apex_owner, rtype::RRSIG, soa_ttl, &[&rrsig_rdata(&c, s)]);
@@ -232,7 +264,7 @@ fn negative(
     if req.labels.first().is_some_and(|_| req.label(0) == b"*") {
         labels -= 1;
     }
-    let sig = zone.sign_nsec(&owner, labels, &rdata)?;
+    let sig = zone.sign_nsec(&owner, labels, &rdata, budget)?;
     let ttl = config.negative_ttl;
     r.record(Section::Authority, Owner::Pointer(12), rtype::NSEC, ttl, &[&rdata]);
     let c = zone.covered(rtype::NSEC, labels, ttl);

@@ -12,7 +12,8 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream, UdpSocket};
 use tokio::task::JoinSet;
 
-use super::answer::{MAX_UDP_PAYLOAD, Transport, answer_in, slip_reply};
+use super::answer::{MAX_UDP_PAYLOAD, Transport, answer_budgeted, answer_in, slip_reply};
+use super::budget::{SigningBudget, SigningBudgetConfig};
 use super::rrl::{RateLimiter, RrlConfig, Verdict};
 use super::wire::rtype;
 use super::zones::Zones;
@@ -31,6 +32,8 @@ pub struct ServerConfig {
     pub refresh_interval_secs: u64,
     /// Response rate limiting (UDP).
     pub rrl: RrlConfig,
+    /// Online signatures per second for UDP denials, across all clients (see [`SigningBudget`]).
+    pub signing_budget: SigningBudgetConfig,
 }
 
 impl Default for ServerConfig {
@@ -41,6 +44,7 @@ impl Default for ServerConfig {
             tcp_max_connections: 256,
             refresh_interval_secs: 60,
             rrl: RrlConfig::default(),
+            signing_budget: SigningBudgetConfig::default(),
         }
     }
 }
@@ -75,6 +79,7 @@ struct Counters {
     truncated: AtomicU64,
     rrl_dropped: AtomicU64,
     rrl_slipped: AtomicU64,
+    signing_budget_exceeded: AtomicU64,
     by_qtype: [AtomicU64; COUNTED_TYPES.len() + 1],
     by_rcode: [AtomicU64; 17],
 }
@@ -113,6 +118,8 @@ pub struct MetricsSnapshot {
     pub rrl_dropped: u64,
     /// Rate-limited, slipped.
     pub rrl_slipped: u64,
+    /// UDP denials answered truncated because the signing budget was spent.
+    pub signing_budget_exceeded: u64,
     /// Queries by type name (`other` for the rest).
     pub by_qtype: Vec<(String, u64)>,
     /// Answers by numeric response code.
@@ -128,6 +135,7 @@ pub(crate) enum Counter {
     Truncated,
     RrlDropped,
     RrlSlipped,
+    SigningBudgetExceeded,
 }
 
 impl Counters {
@@ -139,6 +147,7 @@ impl Counters {
             Counter::Truncated => &self.truncated,
             Counter::RrlDropped => &self.rrl_dropped,
             Counter::RrlSlipped => &self.rrl_slipped,
+            Counter::SigningBudgetExceeded => &self.signing_budget_exceeded,
         }
     }
 }
@@ -180,6 +189,7 @@ impl Metrics {
             truncated: c(Counter::Truncated),
             rrl_dropped: c(Counter::RrlDropped),
             rrl_slipped: c(Counter::RrlSlipped),
+            signing_budget_exceeded: c(Counter::SigningBudgetExceeded),
             by_qtype: names.enumerate().map(|(i, n)| (n.to_owned(), self.sum(|s| &s.by_qtype[i]))).collect(),
             by_rcode: (0..17u16).map(|c| (c, self.rcode(c))).filter(|(_, n)| *n > 0).collect(),
         }
@@ -227,6 +237,7 @@ pub async fn run_with(
         zones: zones.clone(),
         metrics: metrics.clone(),
         rrl: RateLimiter::new(config.rrl.clone()),
+        budget: SigningBudget::new(&config.signing_budget),
         started: Instant::now(),
         interceptor: interceptor.clone(),
         runtime: tokio::runtime::Handle::current(),
@@ -275,6 +286,7 @@ struct UdpContext {
     zones: Arc<Zones>,
     metrics: Arc<Metrics>,
     rrl: RateLimiter,
+    budget: SigningBudget,
     started: Instant,
     interceptor: Option<Arc<dyn Interceptor>>,
     /// Where intercepted requests are handled (they are async).
@@ -366,12 +378,15 @@ fn udp_worker(socket: &Arc<std::net::UdpSocket>, stop: &AtomicBool, cx: &UdpCont
         // client's queries cost no answer work (a denial's online signature above all).
         let reply = match cx.rrl.check(peer.ip(), cx.started.elapsed()) {
             Verdict::Send => {
-                let Some(a) = answer_in(&cx.zones, request, Transport::Udp, std::mem::take(&mut out)) else {
+                let buf = std::mem::take(&mut out);
+                let Some(a) = answer_budgeted(&cx.zones, request, Transport::Udp, Some(&cx.budget), buf) else {
                     cx.metrics.add(Counter::Dropped);
                     continue;
                 };
                 cx.metrics.count(a.qtype, a.rcode.code());
-                if a.truncated {
+                if a.over_budget {
+                    cx.metrics.add(Counter::SigningBudgetExceeded);
+                } else if a.truncated {
                     cx.metrics.add(Counter::Truncated);
                 }
                 out = a.bytes;

@@ -12,6 +12,7 @@ use tincan_common::Clock;
 use tincan_enum_core::{E164, NumberRecord, key_from_txt, key_txt, naptr_rdata, service_from_naptr};
 
 use super::apex::ApexRdata;
+use super::budget::SigningBudget;
 use super::entry::SignedEntry;
 use super::keys::{KeyError, KeyRole, ZoneKeys};
 use super::negcache::NegativeCache;
@@ -86,6 +87,9 @@ pub enum ZoneError {
     /// signature_refresh must be shorter than signature_validity.
     #[error("signature_refresh must be shorter than signature_validity")]
     BadTimers,
+    /// A denial needed a fresh signature and the global signing budget was spent (UDP only).
+    #[error("the signing budget is spent")]
+    OverBudget,
 }
 
 /// An apex RRset and its signatures.
@@ -390,7 +394,15 @@ impl Zone {
 
     /// The signature of an NSEC for a negative answer (ZSK): owner `owner` (lowercase wire), rdata `rdata`.
     /// Cached (keyed by the rdata, which determines the record; see `negcache`); signed online on a miss.
-    pub(crate) fn sign_nsec(&self, owner: &[u8], labels: u8, rdata: &[u8]) -> Result<Sig, ZoneError> {
+    /// The signature of a compact-denial NSEC, from the cache or made now; a fresh one draws on `budget`, if
+    /// given, and fails with [`ZoneError::OverBudget`] when it is spent (a cached one never does).
+    pub(crate) fn sign_nsec(
+        &self,
+        owner: &[u8],
+        labels: u8,
+        rdata: &[u8],
+        budget: Option<&SigningBudget>,
+    ) -> Result<Sig, ZoneError> {
         let now = self.now();
         let keys = self.keys.load();
         let zsk = keys.zsk();
@@ -399,6 +411,9 @@ impl Zone {
         let fresh_until = now.saturating_add(self.config.negative_signature_validity / 2);
         let usable = |s: &Sig| s.key_tag == zsk_tag && s.expiration > fresh_until;
         let sign = || {
+            if budget.is_some_and(|b| !b.try_take()) {
+                return Err(ZoneError::OverBudget);
+            }
             let ttl = self.config.negative_ttl;
             let c = Covered {
                 rtype: rtype::NSEC,
@@ -409,9 +424,9 @@ impl Zone {
             };
             let inception = now.saturating_sub(self.config.inception_skew);
             let expiration = now.saturating_add(self.config.negative_signature_validity);
-            sign_rdatas(&keys, KeyRole::Zsk, &c, owner, [rdata], inception, expiration)
+            Ok(sign_rdatas(&keys, KeyRole::Zsk, &c, owner, [rdata], inception, expiration)?)
         };
-        Ok(self.negatives.get_or_sign(rdata, usable, sign)?)
+        self.negatives.get_or_sign(rdata, usable, sign)
     }
 
     /// Drops cached denials of the number `key` (it was just registered or removed): the NXNAME denial of its

@@ -144,3 +144,71 @@ async fn udp_worker_threads_answer_and_stop() {
     assert_eq!(udp_worker_threads(), 0);
     std::net::UdpSocket::bind(addr).expect("the port is free again");
 }
+
+/// With a tiny global signing budget, a burst of distinct non-existent names over UDP gets signed denials up to
+/// the budget and then truncated empty answers (counted); the same names over TCP are answered signed, and a
+/// validating resolver (delv) gets through by retrying over TCP. Positive answers and cached denials are
+/// answered whole over UDP while the budget is spent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn signing_budget_truncates_udp_denials_past_it_and_tcp_answers_them() {
+    use hickory_proto::rr::RecordType;
+    use tincan_directory::dns::{ServerConfig, SigningBudgetConfig};
+
+    use crate::harness::{query, signed_answer};
+
+    let signing_budget = SigningBudgetConfig { signatures_per_second: 1, burst: 3 };
+    let config = ServerConfig { signing_budget, ..ServerConfig::default() };
+    let s =
+        DnsServer::start_configured(crate::dns_support::sample_records(), KeyAlgorithm::EcdsaP256Sha256, None, config)
+            .await;
+    let has_nsec = |m: &hickory_proto::op::Message| {
+        let types: Vec<RecordType> = m.authorities.iter().map(|r| r.record_type()).collect();
+        types.contains(&RecordType::NSEC) && types.contains(&RecordType::RRSIG)
+    };
+    // dig's answer, signed denial or not (whitespace normalised: dig mixes tabs and spaces).
+    let signed_denial = |dig: &str| {
+        let words = dig.split_whitespace().collect::<Vec<_>>().join(" ");
+        !words.contains("flags: qr aa tc") && words.contains("IN NSEC") && words.contains("IN RRSIG NSEC")
+    };
+    // A denial asked twice (over TCP, not budgeted) enters the denial cache.
+    let cached = owner("+442079469999");
+    for _ in 0..2 {
+        let tcp = s.dig(&["+norec", "+dnssec", "+tcp", &cached, "NAPTR"]).await;
+        assert!(signed_denial(&tcp), "{tcp}");
+    }
+
+    let names: Vec<String> = (0..10).map(|i| owner(&format!("+44207946{:04}", 5000 + i))).collect();
+    let mut signed = Vec::new();
+    let mut truncated = Vec::new();
+    for name in &names {
+        let m = query(s.addr, name, RecordType::NAPTR).await;
+        if m.metadata.truncation {
+            assert!(m.answers.is_empty() && m.authorities.is_empty(), "{m:?}");
+            truncated.push(name.clone());
+        } else {
+            assert!(has_nsec(&m), "{m:?}");
+            signed.push(name.clone());
+        }
+    }
+    // The burst of 3, and perhaps one more refilled while the queries ran.
+    assert!((3..=4).contains(&signed.len()), "signed over UDP: {}", signed.len());
+    assert_eq!(s.metrics.snapshot().signing_budget_exceeded, truncated.len() as u64);
+
+    // Spent, the budget leaves positives and cached denials alone.
+    let positive = query(s.addr, &owner("+442079460001"), RecordType::NAPTR).await;
+    assert!(!positive.metadata.truncation && signed_answer(&positive, RecordType::NAPTR), "{positive:?}");
+    let again = query(s.addr, &cached, RecordType::NAPTR).await;
+    assert!(!again.metadata.truncation && has_nsec(&again), "{again:?}");
+
+    // Over TCP the truncated names are denied, signed.
+    for name in &truncated {
+        let tcp = s.dig(&["+norec", "+dnssec", "+tcp", name, "NAPTR"]).await;
+        assert!(signed_denial(&tcp), "{tcp}");
+    }
+    // A validating resolver meeting TC retries over TCP and validates the denial.
+    let fresh = owner("+442079468888");
+    let before = s.metrics.snapshot().signing_budget_exceeded;
+    let delv = s.delv(&fresh, "NAPTR").await;
+    assert!(delv.contains("negative response, fully validated"), "{delv}");
+    assert!(s.metrics.snapshot().signing_budget_exceeded > before, "delv's UDP query was within the budget");
+}
