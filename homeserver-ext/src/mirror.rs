@@ -7,7 +7,8 @@
 //! `directory.sync_interval_secs`; a sync walks the list page by page and merges each page with the mirror's
 //! rows of the same range: new or changed numbers (another version, or a hash under an older pepper) are
 //! written, numbers no longer listed deleted, unchanged ones left alone. A pepper rotation re-hashes the mirror
-//! at once ([`crate::identity::rotate_pepper`]).
+//! at once ([`crate::identity::rotate_pepper`]); a page a sync writes after a rotation it started before is
+//! re-hashed by the store with the new pepper as it is written.
 //!
 //! A hashed `lookup` that misses the local bindings but hits the mirror resolves the number through
 //! [`tincan_enum_lookup`] — NAPTR validated up to the configured trust anchor — and answers the Matrix user of
@@ -140,7 +141,8 @@ pub async fn sync(app: &App) -> Result<SyncStats, SyncError> {
             }
         }
         let gone: Vec<String> = local.into_keys().collect();
-        app.store.mirror_upsert(&changed).await?;
+        // A rotation since the pepper was read: the store re-hashes with the new one.
+        app.store.mirror_upsert(&changed, &pepper, &|number, p| lookup_hash(msisdn_address(number), p)).await?;
         app.store.mirror_delete(&gone).await?;
         stats.upserted += changed.len();
         stats.deleted += gone.len();

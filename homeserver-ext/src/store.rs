@@ -202,8 +202,10 @@ pub struct MirrorEntry {
 pub trait MirrorRepository: Send + Sync {
     /// Mirrored numbers greater than `after` and, when `upto` is given, not greater than it, ordered.
     async fn mirror_range(&self, after: &str, upto: Option<&str>) -> Result<Vec<MirrorEntry>>;
-    /// Inserts or replaces entries.
-    async fn mirror_upsert(&self, entries: &[MirrorEntry]) -> Result<()>;
+    /// Inserts or replaces entries, whose lookup hashes were made with `pepper`. The current pepper is read in
+    /// the writing transaction, serialized with [`IdentityRepository::rotate_pepper`] as a bind is: when a
+    /// rotation made another current meanwhile, the entries are stored with `hash(number, current)` instead.
+    async fn mirror_upsert(&self, entries: &[MirrorEntry], pepper: &str, hash: &PepperedHash) -> Result<()>;
     /// Forgets numbers.
     async fn mirror_delete(&self, numbers: &[String]) -> Result<()>;
     /// Mirrored numbers whose lookup hash is one of `hashes`: (hash, number).
@@ -611,8 +613,26 @@ macro_rules! impl_store {
                     .collect()
             }
 
-            async fn mirror_upsert(&self, entries: &[MirrorEntry]) -> Result<()> {
+            async fn mirror_upsert(&self, entries: &[MirrorEntry], pepper: &str, hash: &PepperedHash) -> Result<()> {
+                if entries.is_empty() {
+                    return Ok(());
+                }
                 let mut tx = self.pool.begin().await?;
+                sqlx::query(LOCK_PEPPER).execute(&mut *tx).await?;
+                let current: Option<String> = sqlx::query_scalar("SELECT pepper FROM peppers ORDER BY id DESC LIMIT 1")
+                    .fetch_optional(&mut *tx)
+                    .await?;
+                let rehashed: Vec<MirrorEntry>;
+                let entries = match current {
+                    Some(current) if current != pepper => {
+                        rehashed = entries
+                            .iter()
+                            .map(|e| MirrorEntry { lookup_hash: hash(&e.number, &current), ..e.clone() })
+                            .collect();
+                        &rehashed[..]
+                    }
+                    _ => entries,
+                };
                 for e in entries {
                     sqlx::query(
                         "INSERT INTO directory_mirror (number, version, lookup_hash) VALUES ($1, $2, $3) \

@@ -84,7 +84,7 @@ async fn conformance(store: &dyn Store) {
 
     // A rotation re-hashes bindings and the mirror together, with the new pepper current.
     let mirrored = |n: &str, h: &str| MirrorEntry { number: n.into(), version: 7, lookup_hash: h.into() };
-    store.mirror_upsert(&[mirrored("+4915112345001", "m1")]).await.unwrap();
+    store.mirror_upsert(&[mirrored("+4915112345001", "m1")], "p1", &table).await.unwrap();
     store.rotate_pepper("p3", 3, &|n| format!("{n}/p3")).await.unwrap();
     assert_eq!(store.current_pepper().await.unwrap().as_deref(), Some("p3"));
     assert!(store.lookup_hashes(&["h1".into()]).await.unwrap().is_empty());
@@ -93,6 +93,13 @@ async fn conformance(store: &dyn Store) {
         vec![("+447911123001/p3".into(), "@tc_a:hs".into())]
     );
     assert_eq!(store.mirror_range("", None).await.unwrap(), vec![mirrored("+4915112345001", "+4915112345001/p3")]);
+    // Entries hashed with a pepper rotated away meanwhile are stored re-hashed with the current one.
+    store.mirror_upsert(&[mirrored("+4915112345002", "stale")], "p1", &table).await.unwrap();
+    assert_eq!(
+        store.mirror_range("+4915112345001", None).await.unwrap(),
+        vec![mirrored("+4915112345002", "+4915112345002/p3")]
+    );
+    store.mirror_delete(&["+4915112345002".into()]).await.unwrap();
     // A bind after the rotation hashes with the new pepper.
     store.bind(&Binding { number: "+447911123003".into(), user_id: "@y:hs".into() }, &table, 4).await.unwrap();
     assert_eq!(store.lookup_hashes(&["+447911123003/p3".into()]).await.unwrap().len(), 1);
