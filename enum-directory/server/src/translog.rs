@@ -110,27 +110,38 @@ impl TransLog {
         let Some(latest) = tx.log().latest_sth().await? else { return Ok(()) };
         let frontier = tx.log().frontier().await?;
         drop(tx);
-        let (head_size, stored_size) = (latest.head.tree_size, frontier.size());
+        self.check_head(&latest, &frontier, true).await
+    }
+
+    /// Checks that the stored tree whose right edge is `frontier` is `head`'s tree or extends it: `head` is no
+    /// larger, and its root is the root of its size's first leaves — from a consistency proof, which reads
+    /// leaves (all of them the first time, checking them against the right edge), unless the sizes are equal
+    /// and `read_leaves` is false: then the right edge's root.
+    async fn check_head(&self, head: &SignedTreeHead, frontier: &Frontier, read_leaves: bool) -> Result<(), LogError> {
+        let (head_size, stored_size) = (head.head.tree_size, frontier.size());
         let mismatch = |reason| {
             tracing::error!(
                 head_size,
                 stored_size,
                 reason,
-                "the transparency log's latest signed head is not produced by its stored leaves"
+                "the transparency log's latest signed head is not produced by its stored leaves; not serving it"
             );
             LogError::HeadMismatch { head_size, stored_size, reason }
         };
-        if head_size > stored_size {
+        let root = if head_size > stored_size {
             return Err(mismatch("the head is larger than the stored tree (leaves were lost)"));
-        }
-        let root = match self.consistency(head_size, stored_size).await {
-            Ok(c) => c.from_root,
-            Err(LogError::Proof(_)) => {
-                return Err(mismatch("the stored leaves are missing or do not give the stored tree's root"));
+        } else if head_size == stored_size && !read_leaves {
+            frontier.root()
+        } else {
+            match self.consistency(head_size, stored_size).await {
+                Ok(c) => c.from_root,
+                Err(LogError::Proof(_)) => {
+                    return Err(mismatch("the stored leaves are missing or do not give the stored tree's root"));
+                }
+                Err(e) => return Err(e),
             }
-            Err(e) => return Err(e),
         };
-        if root != latest.head.root_hash {
+        if root != head.head.root_hash {
             return Err(mismatch("the head's root is not the root of the stored leaves (another log was restored)"));
         }
         Ok(())
@@ -145,30 +156,16 @@ impl TransLog {
     /// this size was never signed.
     pub async fn sth(&self) -> Result<SignedTreeHead, LogError> {
         let mut tx = self.storage.begin().await?;
-        // The head before the tree, as in `check_latest_head`: a head larger than the tree read after it, or of
-        // the same size with another root, is not this log's (checked fully at open; this catches a database
-        // swapped under a running server without reading every leaf).
+        // The head before the tree, as in `check_latest_head`.
         let latest = tx.log().latest_sth().await?;
         let frontier = tx.log().frontier().await?;
+        drop(tx);
+        // Never a head the stored leaves do not produce, nor a new one for leaves that do not extend the last
+        // (a database swapped under a running server): free when the head is current, one consistency proof
+        // (cache warm) when a new head is to be signed.
         if let Some(sth) = &latest {
-            let (head_size, stored_size) = (sth.head.tree_size, frontier.size());
-            let reason = if head_size > stored_size {
-                Some("the head is larger than the stored tree (leaves were lost)")
-            } else if head_size == stored_size && sth.head.root_hash != frontier.root() {
-                Some("the head's root is not the root of the stored leaves (another log was restored)")
-            } else {
-                None
-            };
-            if let Some(reason) = reason {
-                tracing::error!(
-                    head_size,
-                    stored_size,
-                    reason,
-                    "refusing to serve a signed head the stored log does not produce"
-                );
-                return Err(LogError::HeadMismatch { head_size, stored_size, reason });
-            }
-            if head_size == stored_size {
+            self.check_head(sth, &frontier, false).await?;
+            if sth.head.tree_size == frontier.size() {
                 return Ok(sth.clone());
             }
         }
@@ -180,8 +177,10 @@ impl TransLog {
             .unwrap_or(0);
         let timestamp_ms = latest.map_or(now_ms, |l| now_ms.max(l.head.timestamp_ms));
         let sth = self.signer.sign(TreeHead { tree_size: frontier.size(), timestamp_ms, root_hash: frontier.root() });
+        let mut tx = self.storage.begin().await?;
         tx.log().store_sth(&sth).await?;
-        // Another node may have signed this size first (PostgreSQL): the head stored first is the one.
+        // Another node may have signed this size (or a larger one) meanwhile (PostgreSQL): the head stored first
+        // is the one.
         let sth = tx.log().latest_sth().await?.filter(|s| s.head.tree_size >= sth.head.tree_size).unwrap_or(sth);
         tx.commit().await?;
         Ok(sth)
@@ -399,7 +398,8 @@ mod tests {
     }
 
     /// A head larger than the stored tree (leaves lost under a running server) is never served, nor a head of
-    /// the tree's size with another root; the open check refuses both.
+    /// the tree's size with another root, nor a new head for leaves that do not extend the last one; the open
+    /// check refuses them too.
     #[tokio::test]
     async fn a_head_the_stored_leaves_do_not_produce_is_refused() {
         let dir = tempfile::tempdir().unwrap();
@@ -430,6 +430,16 @@ mod tests {
         // Five other leaves: the tree's size again, but not the head's root.
         append(&*storage, 5, 10, 1).await;
         assert!(matches!(log.sth().await, Err(LogError::HeadMismatch { head_size: 10, stored_size: 10, .. })));
+        // Grown past the head, but not from it: no new head is signed for it either.
+        append(&*storage, 10, 13, 1).await;
+        assert!(matches!(log.sth().await, Err(LogError::HeadMismatch { head_size: 10, stored_size: 13, .. })));
+        // The honest log grown past its head gets a new head.
+        let honest = open(&format!("sqlite://{}", dir.path().join("honest.sqlite3").display())).await;
+        append(&*honest, 0, 10, 0).await;
+        let log = TransLog::open(honest.clone(), Arc::new(SystemClock)).await.unwrap();
+        assert_eq!(log.sth().await.unwrap().head.tree_size, 10);
+        append(&*honest, 10, 13, 0).await;
+        assert_eq!(log.sth().await.unwrap().head.tree_size, 13);
     }
 
     fn hex(bytes: &[u8]) -> String {
