@@ -50,6 +50,10 @@ pub trait ZoneWriter: Send + Sync + 'static {
     fn publish(&self, record: &NumberRecord, signed: Option<SignedEntry>);
     /// Stops publishing a number.
     fn remove(&self, number: &E164);
+    /// Publishes changes committed elsewhere (another process or node, found by [`crate::follow`]) in one step:
+    /// each number's signed form from [`crate::dns::Zone::prepare`], `None` to remove it. Returns how many
+    /// numbers changed.
+    fn publish_many(&self, changes: Vec<(E164, Option<SignedEntry>)>) -> usize;
 }
 
 /// A [`ZoneWriter`] that publishes nowhere (API without DNS, tests).
@@ -62,6 +66,9 @@ impl ZoneWriter for NoZone {
     }
     fn publish(&self, _: &NumberRecord, _: Option<SignedEntry>) {}
     fn remove(&self, _: &E164) {}
+    fn publish_many(&self, _: Vec<(E164, Option<SignedEntry>)>) -> usize {
+        0
+    }
 }
 
 /// Serialises writes so the zone is updated in the order the transactions committed.

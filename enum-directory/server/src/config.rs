@@ -44,12 +44,21 @@ pub struct LogConfig {
 }
 
 /// The database.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct DatabaseConfig {
     /// `sqlite://PATH` or `postgres://…` (may hold a password, so it is redacted when printed). Default:
     /// `sqlite://<data dir>/directory.sqlite3`.
     pub url: Option<Secret>,
+    /// How often `serve` reads the change journal for changes written by another process (`numbers import`)
+    /// or another node on the same database, in milliseconds. Default 250.
+    pub follow_interval_ms: u64,
+}
+
+impl Default for DatabaseConfig {
+    fn default() -> Self {
+        DatabaseConfig { url: None, follow_interval_ms: 250 }
+    }
 }
 
 /// The authoritative DNS server.
@@ -181,6 +190,9 @@ impl Validate for DirectoryConfig {
             if !(u.starts_with("sqlite:") || u.starts_with("postgres://") || u.starts_with("postgresql://")) {
                 problems.push("database.url: must start with sqlite:// or postgres://".into());
             }
+        }
+        if self.database.follow_interval_ms == 0 {
+            problems.push("database.follow_interval_ms: must be at least 1".into());
         }
         let rate = self.api.rate_limit.per_second;
         if rate.is_nan() || rate <= 0.0 {

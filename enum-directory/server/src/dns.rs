@@ -54,5 +54,5 @@ pub use keys::{KeyAlgorithm, KeyError, KeyRole, ZoneKey, ZoneKeys};
 pub use rrl::{RateLimiter, RrlConfig};
 pub use server::{Metrics, ServerConfig, ServerError};
 pub use wire::Rcode;
-pub use zone::{Zone, ZoneConfig, ZoneError};
+pub use zone::{RefreshedSink, Zone, ZoneConfig, ZoneError};
 pub use zones::Zones;

@@ -49,6 +49,36 @@ impl TransferCounters {
     }
 }
 
+/// Counters of the journal follower and of refreshed signatures written back to storage.
+#[derive(Debug, Default)]
+pub struct FollowCounters {
+    applied: AtomicU64,
+    persisted: AtomicU64,
+    dropped: AtomicU64,
+}
+
+impl FollowCounters {
+    /// `n` numbers changed in the zone by changes found in the journal (made by another process or node).
+    pub fn applied(&self, n: u64) {
+        self.applied.fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// `n` numbers' refreshed signatures were stored.
+    pub fn persisted(&self, n: u64) {
+        self.persisted.fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// A refreshed entry was not queued for storing (the queue was full): it is signed again after a restart.
+    pub fn dropped(&self) {
+        self.dropped.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Changes applied so far.
+    pub fn applied_total(&self) -> u64 {
+        self.applied.load(Ordering::Relaxed)
+    }
+}
+
 /// Everything `/metrics` reports.
 #[derive(Debug, Default)]
 pub struct DirectoryMetrics {
@@ -58,12 +88,14 @@ pub struct DirectoryMetrics {
     pub transfers: Arc<TransferCounters>,
     /// The zones served (for their size, serial and signature counts).
     pub zones: Arc<Zones>,
+    /// The journal follower and the storing of refreshed signatures.
+    pub follow: Arc<FollowCounters>,
 }
 
 impl DirectoryMetrics {
     /// Metrics over the DNS server's counters and zones.
     pub fn new(dns: Arc<dns::Metrics>, zones: Arc<Zones>) -> Self {
-        DirectoryMetrics { dns, transfers: Arc::default(), zones }
+        DirectoryMetrics { dns, transfers: Arc::default(), zones, follow: Arc::default() }
     }
 
     /// The Prometheus text exposition (format 0.0.4); `log_size` is the transparency log's size.
@@ -139,6 +171,19 @@ impl DirectoryMetrics {
             ],
         );
         family("tincan_directory_notifies_total", "counter", "NOTIFY messages acknowledged.", &plain(l(&t.notifies)));
+        let f = &self.follow;
+        family(
+            "tincan_directory_follower_changes_total",
+            "counter",
+            "Numbers changed in the zone by changes another process or node wrote to the journal.",
+            &plain(l(&f.applied)),
+        );
+        family(
+            "tincan_directory_refreshed_signatures_stored_total",
+            "counter",
+            "Numbers whose refreshed signatures were stored (and whose refreshes could not be queued for storing).",
+            &[("{result=\"stored\"}".into(), l(&f.persisted)), ("{result=\"dropped\"}".into(), l(&f.dropped))],
+        );
         family("tincan_directory_log_entries", "gauge", "Entries in the transparency log.", &plain(log_size));
         out
     }

@@ -12,6 +12,7 @@ use tokio::net::{TcpListener, UdpSocket};
 use crate::api::{self, ApiState, AuditorTokens, RateLimiter, WriteLock};
 use crate::config::{ApexError, DirectoryConfig};
 use crate::dns::{self, Metrics, Zone, ZoneKeys, Zones};
+use crate::follow::{self, Follower};
 use crate::keys::{self, KeyError};
 use crate::metrics::DirectoryMetrics;
 use crate::rollover;
@@ -102,7 +103,7 @@ pub async fn serve(
 
     let started = Instant::now();
     let zone_config = config.zone()?;
-    let zone = load_zone(&config, &*storage, zone_keys.clone(), clock.clone()).await?;
+    let (zone, loaded_version) = load_zone(&config, &*storage, zone_keys.clone(), clock.clone()).await?;
     tracing::info!(numbers = zone.len(), elapsed_ms = started.elapsed().as_millis() as u64, apex = %apex, "zone loaded");
 
     let udp = UdpSocket::bind(config.dns.listen).await.map_err(bind_err(config.dns.listen))?;
@@ -128,14 +129,24 @@ pub async fn serve(
             tracing::info!(secondaries = config.xfr.secondaries.len(), "zone transfer enabled");
             (t.start_notifier(zone.clone()), Some(t as Arc<dyn dns::server::Interceptor>))
         };
+    let writes = WriteLock::default();
+    // Changes written by another process or node reach the zone through the same writer as the API's.
+    let follower = Follower::new(
+        storage.clone(),
+        zone.clone(),
+        zone_writer.clone(),
+        writes.clone(),
+        metrics.follow.clone(),
+        loaded_version,
+    );
     let state = ApiState {
         metrics: metrics.clone(),
         log,
         auditors: Arc::new(AuditorTokens::new(&config.log.auditor_tokens)),
-        storage,
+        storage: storage.clone(),
         zone: zone_writer,
         limiter: Arc::new(RateLimiter::new(config.api.rate_limit, clock.clone())),
-        writes: WriteLock::default(),
+        writes,
         clock: clock.clone(),
     };
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
@@ -164,13 +175,16 @@ pub async fn serve(
         std::time::Duration::from_secs(config.dns.rollover.check_interval.max(1)),
         stopped(),
     ));
+    let follow_every = std::time::Duration::from_millis(config.database.follow_interval_ms.max(1));
+    let follow_task = tokio::spawn(follower.run(follow_every, stopped()));
+    let store_task = tokio::spawn(follow::store_refreshed(storage, zone.clone(), metrics.follow.clone(), stopped()));
     tracing::info!(dns = %dns_addr, api = %api_addr, "listening");
     on_listening(Listening { dns: dns_addr, api: api_addr });
 
     shutdown.await;
     tracing::info!("shutting down");
     let _ = stop_tx.send(true);
-    let (dns_result, api_result, _) = tokio::join!(dns_task, api_task, rollover_task);
+    let (dns_result, api_result, _, _, _) = tokio::join!(dns_task, api_task, rollover_task, follow_task, store_task);
     if let Ok(r) = dns_result {
         r?;
     }
@@ -246,12 +260,13 @@ pub async fn sync_keys(
 /// Builds the zone from storage: each number's persisted signed records are loaded as they are (no signing);
 /// numbers stored without them, or whose signatures no longer fit the zone's key or TTL, are signed later by the
 /// refresher (or by the first query for them). Logs how many signatures were loaded and how many are to make.
+/// Returns the zone and the journal version it holds every change up to (later ones are for the follower).
 pub async fn load_zone(
     config: &DirectoryConfig,
     storage: &dyn storage::Storage,
     keys: Arc<ZoneKeys>,
     clock: Arc<dyn Clock>,
-) -> Result<Arc<Zone>, ServeError> {
+) -> Result<(Arc<Zone>, i64), ServeError> {
     let mut tx = storage.begin().await?;
     let version = tx.journal().current_version().await?;
     // SOA serials are 32-bit and wrap (RFC 1982); the zone version only grows.
@@ -277,7 +292,7 @@ pub async fn load_zone(
         zone.load(unsigned.iter())?;
     }
     tracing::info!(loaded_signed, to_sign, "signatures loaded from storage");
-    Ok(zone)
+    Ok((zone, version))
 }
 
 fn bind_err(addr: SocketAddr) -> impl FnOnce(std::io::Error) -> ServeError {

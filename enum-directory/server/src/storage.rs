@@ -133,6 +133,31 @@ impl NumberRow<'_> {
     }
 }
 
+/// A number as it is now, with its stored signed form: what a process following the journal publishes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CurrentNumber {
+    /// The published record.
+    pub record: NumberRecord,
+    /// The zone version of its last change.
+    pub version: i64,
+    /// Its signed DNS form, if stored ([`crate::dns::SignedEntry::as_bytes`]).
+    pub signed: Option<Vec<u8>>,
+}
+
+/// New signatures for a number, to store only while it is still at `version`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SignatureUpdate {
+    /// The number.
+    pub number: E164,
+    /// The version the signatures were made for.
+    pub version: i64,
+    /// The signed DNS form ([`crate::dns::SignedEntry::as_bytes`]).
+    pub signed: Vec<u8>,
+}
+
+/// How many numbers [`NumberRepository::current`] asks the database for in one statement.
+pub const CURRENT_CHUNK: usize = 500;
+
 /// Numbers and their records.
 #[async_trait]
 pub trait NumberRepository: Send {
@@ -162,6 +187,13 @@ pub trait NumberRepository: Send {
     async fn page(&mut self, after: Option<&E164>, limit: u32) -> Result<Vec<StoredNumber>>;
     /// How many numbers are registered.
     async fn count(&mut self) -> Result<u64>;
+    /// The registered ones among `numbers`, with their versions and stored signed forms, in no particular
+    /// order (numbers not registered are left out).
+    async fn current(&mut self, numbers: &[E164]) -> Result<Vec<CurrentNumber>>;
+    /// Stores re-made signatures: each update's signed form replaces the stored one only if the number is still
+    /// at the update's version (a newer change keeps its own). Neither takes a version nor journals: the
+    /// records did not change. Returns how many numbers were updated.
+    async fn store_signatures(&mut self, updates: &[SignatureUpdate]) -> Result<u64>;
 }
 
 /// A prefix a provider may serve: `+` and 1 to 15 digits, e.g. `+44` or `+4420`.

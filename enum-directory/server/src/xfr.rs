@@ -606,6 +606,14 @@ impl ZoneWriter for Announcing {
         self.zone.remove(number);
         self.changes.send_modify(|n| *n += 1);
     }
+
+    fn publish_many(&self, changes: Vec<(E164, Option<SignedEntry>)>) -> usize {
+        let n = self.zone.publish_many(changes);
+        if n > 0 {
+            self.changes.send_modify(|c| *c += 1);
+        }
+        n
+    }
 }
 
 /// The request's question section (empty when it has none or is malformed).

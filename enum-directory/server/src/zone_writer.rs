@@ -22,4 +22,12 @@ impl ZoneWriter for Zone {
             tracing::error!(error = %e, "could not remove a committed deletion from the zone");
         }
     }
+
+    fn publish_many(&self, changes: Vec<(E164, Option<SignedEntry>)>) -> usize {
+        let n = changes.len();
+        self.install_many(changes).unwrap_or_else(|e| {
+            tracing::error!(error = %e, "could not publish changes made elsewhere in the zone");
+            n
+        })
+    }
 }

@@ -2,7 +2,7 @@
 //! with their RRSIGs made when an RRset changes (before the change is stored, so they are persisted with it) and
 //! kept until they near expiry. Each number is one compact [`SignedEntry`] allocation in [`Numbers`].
 
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use arc_swap::ArcSwap;
 use hickory_proto::rr::Name;
@@ -139,6 +139,14 @@ pub struct Zone {
     apex: ArcSwap<Apex>,
     negatives: NegativeCache,
     write: Mutex<()>,
+    refreshed: OnceLock<Box<dyn RefreshedSink>>,
+}
+
+/// Where a zone hands the entries whose signatures it re-made (so they can be persisted).
+pub trait RefreshedSink: Send + Sync + 'static {
+    /// `entry` is the newly signed form of `number`. `may_wait`: the caller is the background refresher (off
+    /// the query threads), which may wait for room; a query re-signing on the way must not.
+    fn refreshed(&self, number: E164, entry: SignedEntry, may_wait: bool);
 }
 
 impl std::fmt::Debug for Zone {
@@ -176,9 +184,16 @@ impl Zone {
             apex: ArcSwap::from_pointee(placeholder),
             negatives,
             write: Mutex::new(()),
+            refreshed: OnceLock::new(),
         };
         zone.apex.store(Arc::new(zone.build_apex(serial)?));
         Ok(zone)
+    }
+
+    /// Hands every entry whose signatures are re-made from now on (by [`Zone::refresh`] or by a query finding
+    /// them stale) to `sink`. Only the first sink set is used.
+    pub fn set_refreshed_sink(&self, sink: Box<dyn RefreshedSink>) {
+        let _ = self.refreshed.set(sink);
     }
 
     /// The zone's settings.
@@ -248,6 +263,73 @@ impl Zone {
         }
         self.forget_denials(key);
         self.bump_serial()
+    }
+
+    /// Publishes many numbers' signed records at once (`None` removes the number): one serial bump if anything
+    /// changed. Returns how many numbers changed.
+    pub fn install_many(&self, changes: Vec<(E164, Option<SignedEntry>)>) -> Result<usize, ZoneError> {
+        if changes.is_empty() {
+            return Ok(0);
+        }
+        let _w = self.write.lock().unwrap_or_else(|e| e.into_inner());
+        let mut n = 0;
+        for (number, entry) in changes {
+            let key = number_key(&number);
+            let changed = match entry {
+                Some(e) => {
+                    self.numbers.insert(key, e);
+                    true
+                }
+                None => self.numbers.remove(key),
+            };
+            if changed {
+                self.forget_denials(key);
+                n += 1;
+            }
+        }
+        if n > 0 {
+            self.bump_serial()?;
+        }
+        Ok(n)
+    }
+
+    /// What to publish for `number` given its current stored state (`None`: not registered; else its record
+    /// and stored signed form), or `None` when the zone already publishes exactly those records (so applying
+    /// a change twice does nothing). The stored signatures are used when they fit the zone's keys and TTL and
+    /// are not near expiry; missing or stale ones are made here. `Some(None)` removes the number.
+    pub fn prepare(
+        &self,
+        number: &E164,
+        stored: Option<(&NumberRecord, Option<&[u8]>)>,
+    ) -> Result<Option<Option<SignedEntry>>, ZoneError> {
+        let key = number_key(number);
+        let want = stored.and_then(|(record, _)| self.entry_for(record));
+        let current = self.numbers.get(key);
+        let unchanged = match (&want, &current) {
+            (None, None) => true,
+            (Some(w), Some(c)) => c.value().same_records(w),
+            _ => false,
+        };
+        drop(current);
+        if unchanged {
+            return Ok(None);
+        }
+        let Some(want) = want else { return Ok(Some(None)) };
+        let keys = self.keys.load();
+        let zsk = keys.zsk();
+        let (alg, tag) = (zsk.algorithm().number(), zsk.key_tag());
+        let entry = stored
+            .and_then(|(_, bytes)| bytes)
+            .and_then(|b| SignedEntry::from_stored(b, alg, self.config.record_ttl, tag))
+            .filter(|e| e.same_records(&want))
+            .unwrap_or(want);
+        let entry = if self.entry_stale(&entry) { self.sign_entry(key, entry)? } else { entry };
+        Ok(Some(Some(entry)))
+    }
+
+    /// Whether `entry` publishes exactly the records of `record` (whatever its signatures).
+    pub fn publishes(&self, record: &NumberRecord, entry: &SignedEntry) -> bool {
+        self.entry_for(record).is_some_and(|w| w.same_records(entry))
     }
 
     /// Loads many records at once, unsigned (for records stored without signatures): one serial bump,
@@ -331,7 +413,7 @@ impl Zone {
             signed += 3;
         }
         for key in self.numbers.keys_where(|e| self.entry_stale(e)) {
-            self.fresh(key)?;
+            self.fresh(key, true)?;
             signed += 1;
         }
         Ok(signed)
@@ -358,7 +440,7 @@ impl Zone {
         match self.numbers.get(key) {
             Some(e) if self.entry_stale(e.value()) => {
                 drop(e);
-                self.fresh(key)?;
+                self.fresh(key, false)?;
                 Ok(self.numbers.get(key))
             }
             e => Ok(e),
@@ -451,12 +533,19 @@ impl Zone {
         owner
     }
 
-    /// Re-signs the stale sets of number `key`, outside any lock.
-    fn fresh(&self, key: u64) -> Result<(), ZoneError> {
+    /// Re-signs the stale sets of number `key`, outside any lock, and hands the result to the refreshed sink
+    /// (`may_wait`: see [`RefreshedSink::refreshed`]).
+    fn fresh(&self, key: u64, may_wait: bool) -> Result<(), ZoneError> {
         let Some(current) = self.numbers.get(key).map(|e| e.value().clone()) else { return Ok(()) };
         let signed = self.sign_entry(key, current)?;
+        let sink = self.refreshed.get();
+        let copy = sink.map(|_| signed.clone());
         // Only replace what we signed: a concurrent upsert wins.
-        self.numbers.replace_same(key, signed);
+        if self.numbers.replace_same(key, signed)
+            && let (Some(sink), Some(copy), Some(number)) = (sink, copy, key_number(key))
+        {
+            sink.refreshed(number, copy, may_wait);
+        }
         Ok(())
     }
 
@@ -550,6 +639,12 @@ pub(crate) fn stored_key(e164: &str) -> Option<u64> {
     let digits = e164.strip_prefix('+')?.bytes().map(|b| b.wrapping_sub(b'0'));
     let (key, len) = pack_digits(digits)?;
     (len > 0).then_some(key)
+}
+
+/// The number of a zone key.
+fn key_number(key: u64) -> Option<E164> {
+    let digits: String = unpack_digits(key).iter().map(|d| char::from(b'0' + d)).collect();
+    E164::parse(&format!("+{digits}")).ok()
 }
 
 fn number_key(n: &E164) -> u64 {

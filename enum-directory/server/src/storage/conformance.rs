@@ -6,7 +6,7 @@ use std::time::Duration;
 use tincan_common::MockClock;
 use tincan_enum_core::{E164, MasterKey, NumberRecord, Service, ServiceType};
 
-use super::{KeyAlgorithm, KeyRole, KeyState, Prefix, Storage, StorageError, TokenHash};
+use super::{KeyAlgorithm, KeyRole, KeyState, Prefix, SignatureUpdate, Storage, StorageError, TokenHash};
 
 /// Runs every check in order on one empty storage.
 pub async fn run(storage: &dyn Storage, clock: &MockClock) {
@@ -16,6 +16,7 @@ pub async fn run(storage: &dyn Storage, clock: &MockClock) {
     dnssec_keys(storage).await;
     transparency_log(storage).await;
     signed_records_and_scan(storage).await;
+    current_and_stored_signatures(storage).await;
 }
 
 fn number(s: &str) -> E164 {
@@ -280,6 +281,44 @@ async fn signed_records_and_scan(storage: &dyn Storage) {
     let rows = scan_all(storage).await;
     let got = rows.iter().find(|x| x.0 == "+442079460077").unwrap();
     assert_eq!((got.2.as_ref(), &got.3), (None, &changed));
+}
+
+async fn current_and_stored_signatures(storage: &dyn Storage) {
+    let mut tx = storage.begin().await.unwrap();
+    let acme = tx.providers().by_name("acme").await.unwrap().unwrap().id;
+    let a = tx.numbers().put_signed(&record("+442079460081", "a"), acme, Some(b"sig-a")).await.unwrap();
+    let b = tx.numbers().put_signed(&record("+442079460082", "b"), acme, None).await.unwrap();
+    tx.commit().await.unwrap();
+
+    // Many numbers at once (more than one statement's worth), unknown ones left out.
+    let mut asked: Vec<E164> = (0..super::CURRENT_CHUNK + 7).map(|i| number(&format!("+4930{i:06}"))).collect();
+    asked.push(number("+442079460082"));
+    asked.push(number("+442079460081"));
+    let mut tx = storage.begin().await.unwrap();
+    let mut got = tx.numbers().current(&asked).await.unwrap();
+    got.sort_by(|x, y| x.record.number.cmp(&y.record.number));
+    assert_eq!(got.len(), 2, "{got:?}");
+    assert_eq!((&got[0].record, got[0].version, got[0].signed.as_deref()), (&a.record, a.version, Some(&b"sig-a"[..])));
+    assert_eq!((&got[1].record, got[1].version, got[1].signed.as_deref()), (&b.record, b.version, None));
+    assert!(tx.numbers().current(&[]).await.unwrap().is_empty());
+    let version = tx.journal().current_version().await.unwrap();
+
+    // New signatures replace the stored ones only at the version they were made for.
+    let updates = [
+        SignatureUpdate { number: a.record.number.clone(), version: a.version, signed: b"sig-a2".to_vec() },
+        SignatureUpdate { number: b.record.number.clone(), version: b.version - 1, signed: b"old".to_vec() },
+        SignatureUpdate { number: number("+4930999999"), version: 1, signed: b"none".to_vec() },
+    ];
+    assert_eq!(tx.numbers().store_signatures(&updates).await.unwrap(), 1);
+    tx.commit().await.unwrap();
+    let mut tx = storage.begin().await.unwrap();
+    let got = tx.numbers().current(&[a.record.number.clone(), b.record.number.clone()]).await.unwrap();
+    let signed = |n: &E164| got.iter().find(|c| &c.record.number == n).unwrap().clone();
+    assert_eq!(signed(&a.record.number).signed.as_deref(), Some(&b"sig-a2"[..]));
+    assert_eq!(signed(&a.record.number).version, a.version, "storing signatures is not a change");
+    assert_eq!(signed(&b.record.number).signed, None, "a stale version is not overwritten");
+    assert_eq!(tx.journal().current_version().await.unwrap(), version, "nothing journalled");
+    assert!(tx.numbers().store_signatures(&[]).await.unwrap() == 0);
 }
 
 type Scanned = (String, super::ProviderId, Option<Vec<u8>>, NumberRecord);

@@ -66,9 +66,9 @@ macro_rules! impl_repositories {
             services_json, to_millis,
         };
         use $crate::storage::{
-            DnssecKey, JournalEntry, JournalRepository, KeyAlgorithm, KeyRepository, KeyRole, KeyState, LogLeaf,
-            LogRepository, NumberRepository, NumberRow, Prefix, Provider, ProviderId, ProviderRepository, Repository,
-            Result, StoredNumber, TokenHash,
+            CURRENT_CHUNK, CurrentNumber, DnssecKey, JournalEntry, JournalRepository, KeyAlgorithm, KeyRepository,
+            KeyRole, KeyState, LogLeaf, LogRepository, NumberRepository, NumberRow, Prefix, Provider, ProviderId,
+            ProviderRepository, Repository, Result, SignatureUpdate, StoredNumber, TokenHash,
         };
 
         const NUMBER_COLUMNS: &str = "e164, services, master_key, provider_id, version, created_at, updated_at";
@@ -294,6 +294,50 @@ macro_rules! impl_repositories {
             async fn count(&mut self) -> Result<u64> {
                 let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM numbers").fetch_one(&mut *self.tx).await?;
                 Ok(u64::try_from(n).unwrap_or(0))
+            }
+
+            async fn current(&mut self, numbers: &[E164]) -> Result<Vec<CurrentNumber>> {
+                let mut out = Vec::with_capacity(numbers.len());
+                for chunk in numbers.chunks(CURRENT_CHUNK) {
+                    let params: Vec<String> = (1..=chunk.len()).map(|i| format!("${i}")).collect();
+                    // Only placeholders are formatted in; the numbers are bound.
+                    let sql = sqlx::AssertSqlSafe(format!(
+                        "SELECT e164, services, master_key, version, signed FROM numbers WHERE e164 IN ({})",
+                        params.join(", ")
+                    ));
+                    let mut q = sqlx::query(sql);
+                    for n in chunk {
+                        q = q.bind(n.as_str());
+                    }
+                    for row in q.fetch_all(&mut *self.tx).await? {
+                        let e164: String = row.try_get("e164")?;
+                        let services: String = row.try_get("services")?;
+                        out.push(CurrentNumber {
+                            record: NumberRecord {
+                                number: parse_number(&e164, "numbers")?,
+                                services: parse_services(&services)?,
+                                key: parse_key(row.try_get("master_key")?)?,
+                            },
+                            version: row.try_get("version")?,
+                            signed: row.try_get("signed")?,
+                        });
+                    }
+                }
+                Ok(out)
+            }
+
+            async fn store_signatures(&mut self, updates: &[SignatureUpdate]) -> Result<u64> {
+                let mut n = 0;
+                for u in updates {
+                    let done = sqlx::query("UPDATE numbers SET signed = $1 WHERE e164 = $2 AND version = $3")
+                        .bind(&u.signed[..])
+                        .bind(u.number.as_str())
+                        .bind(u.version)
+                        .execute(&mut *self.tx)
+                        .await?;
+                    n += done.rows_affected();
+                }
+                Ok(n)
             }
         }
 

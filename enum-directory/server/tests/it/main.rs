@@ -13,6 +13,7 @@ mod dns_support;
 mod dns_transport;
 mod dns_validation;
 mod dns_walk;
+mod follow;
 mod harness;
 mod import;
 mod metrics;
