@@ -11,7 +11,8 @@
 //! same import again is idempotent: numbers whose stored record already equals the line are skipped (no new
 //! version), the rest are written.
 //!
-//! The running DNS server does not see the import until it restarts (it loads storage at start-up).
+//! A running `serve` on the same storage publishes each batch once committed: its journal follower
+//! ([`crate::follow`]) loads the numbers with the signatures stored here.
 
 use std::collections::HashMap;
 use std::io::BufRead;

@@ -118,6 +118,33 @@ async fn knot_pulls_by_axfr_then_ixfr_after_notify() {
 }
 
 #[tokio::test]
+async fn numbers_imported_beside_the_server_reach_knot_by_notify_and_ixfr() {
+    let (dir, knot_addr, secret, env) = one_secondary("knot", "unsigned");
+    let d = Directory::start_with(dir.path(), &env_refs(&env)).await;
+    let token = d.add_provider("acme", &["+44"]);
+    put(&d, &token, "+442079460001", "alice").await;
+    let mut knot = KnotSecondary::builder(APEX, d.dns, KEY_NAME, &secret).listen(knot_addr).start().await.unwrap();
+    let first = knot.wait_serial(1, Duration::from_secs(30)).await.unwrap();
+    wait_answer(knot.addr, &owner("+442079460001"), "alice").await;
+    let notifies = |log: &str| log.to_ascii_lowercase().matches("notify, incoming").count();
+    let before = notifies(&knot.log());
+
+    // Another process writes: the server's journal follower publishes it and announces it like an API change
+    // (Knot's own SOA refresh is an hour away, so only a NOTIFY brings it).
+    let file = dir.path().join("numbers.jsonl");
+    let line = json!({"e164": "+442079460005", "services": [{"type": "matrix", "uri": "matrix:u/dave:hs.test"}]});
+    std::fs::write(&file, line.to_string()).unwrap();
+    let out = crate::harness::cli(dir.path(), &["numbers", "import", "--provider", "acme", file.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let second = knot.wait_serial(first + 1, Duration::from_secs(10)).await.unwrap();
+    assert_eq!(second, first + 1, "one journal version, one serial");
+    wait_answer(knot.addr, &owner("+442079460005"), "dave").await;
+    let log = knot.log();
+    assert!(notifies(&log) > before, "no new NOTIFY in Knot's log:\n{log}");
+    assert!(log.contains("IXFR, incoming"), "no IXFR in Knot's log:\n{log}");
+}
+
+#[tokio::test]
 async fn transfers_without_the_right_key_are_refused() {
     let dir = tempfile::tempdir().unwrap();
     let secret = secret();
