@@ -272,3 +272,68 @@ proptest! {
         prop_assert_eq!(parsed.metadata.message_type, MessageType::Response);
     }
 }
+
+/// What the journal follower publishes: nothing for records the zone already has, stored signatures reused
+/// when they fit (no signing), signing only without them, removal for a deleted number; one serial bump per
+/// batch. And entries re-made by the refresher are handed to the zone's sink.
+#[test]
+fn prepare_reuses_stored_signatures_and_skips_what_is_published() {
+    use std::sync::Mutex;
+    use tincan_directory::dns::{RefreshedSink, SignedEntry};
+    use tincan_enum_core::E164;
+
+    let clock = Arc::new(MockClock::at(1_800_000_000));
+    let records = sample_records();
+    let zone = zone_with(clock.clone(), KeyAlgorithm::EcdsaP256Sha256, &records[..1]);
+    let keys = zone.keys();
+    let known = &records[0];
+    assert!(zone.prepare(&known.number, Some((known, None))).unwrap().is_none(), "already published");
+
+    // Signed elsewhere with the same keys (as `numbers import` does): loaded as stored, nothing signed here.
+    let other = zone_with(clock.clone(), KeyAlgorithm::EcdsaP256Sha256, &[]);
+    let new = &records[1];
+    let before = keys.signatures_made();
+    let foreign = other.sign_record(new).unwrap().unwrap();
+    let same_keys = zone.sign_record(new).unwrap().unwrap();
+    let signed_here = keys.signatures_made() - before;
+    assert!(signed_here > 0);
+    let before = keys.signatures_made();
+    let prepared = zone.prepare(&new.number, Some((new, Some(same_keys.as_bytes())))).unwrap().unwrap().unwrap();
+    assert_eq!(prepared, same_keys, "stored signatures reused");
+    assert_eq!(keys.signatures_made(), before, "nothing signed");
+    // Signatures by other keys, or none stored: signed here.
+    let resigned = zone.prepare(&new.number, Some((new, Some(foreign.as_bytes())))).unwrap().unwrap().unwrap();
+    assert!(zone.publishes(new, &resigned));
+    let before = keys.signatures_made();
+    let unsigned = zone.prepare(&new.number, Some((new, None))).unwrap().unwrap().unwrap();
+    assert!(zone.publishes(new, &unsigned) && !zone.publishes(known, &unsigned));
+    assert!(keys.signatures_made() > before);
+    // Deleted: removed if there, nothing if not.
+    assert_eq!(zone.prepare(&known.number, None).unwrap(), Some(None));
+    assert_eq!(zone.prepare(&new.number, None).unwrap(), None);
+
+    let serial = zone.serial();
+    let n = zone.install_many(vec![(new.number.clone(), Some(prepared)), (known.number.clone(), None)]).unwrap();
+    assert_eq!((n, zone.serial()), (2, serial.wrapping_add(1)), "one serial bump for the batch");
+    assert!(zone.get(&known.number).is_none() && zone.get(&new.number).as_ref() == Some(new));
+    assert!(zone.prepare(&new.number, Some((new, None))).unwrap().is_none(), "applying twice does nothing");
+    assert_eq!(zone.install_many(vec![(known.number.clone(), None)]).unwrap(), 0);
+    assert_eq!(zone.serial(), serial.wrapping_add(1));
+
+    type Seen = Arc<Mutex<Vec<(E164, SignedEntry, bool)>>>;
+    struct Sink(Seen);
+    impl RefreshedSink for Sink {
+        fn refreshed(&self, number: E164, entry: SignedEntry, may_wait: bool) {
+            self.0.lock().unwrap().push((number, entry, may_wait));
+        }
+    }
+    let seen = Seen::default();
+    zone.set_refreshed_sink(Box::new(Sink(seen.clone())));
+    clock.advance(Duration::from_secs(8 * 86_400));
+    assert!(zone.refresh().unwrap() > 0);
+    let got = seen.lock().unwrap().clone();
+    assert_eq!(got.len(), 1, "one number in the zone");
+    let (number, entry, may_wait) = &got[0];
+    assert!(number == &new.number && zone.publishes(new, entry) && *may_wait);
+    assert!(entry != &same_keys, "new signatures");
+}
