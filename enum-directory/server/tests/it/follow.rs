@@ -105,6 +105,20 @@ async fn metric(d: &Directory, series: &str) -> Option<u64> {
     text.lines().find_map(|l| l.strip_prefix(series).and_then(|v| v.trim().parse().ok()))
 }
 
+/// Polls `/metrics` until `series` reaches `at_least` (counters are bumped just after the change they count);
+/// returns its value.
+async fn wait_metric(d: &Directory, series: &str, at_least: u64) -> u64 {
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        let v = metric(d, series).await.unwrap_or(0);
+        if v >= at_least {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "{series} is {v} after {PATIENCE:?}, expected at least {at_least}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn numbers_imported_beside_a_running_server_are_answered_signed_without_a_restart() {
     let dir = tempfile::tempdir().unwrap();
@@ -141,8 +155,8 @@ async fn numbers_imported_beside_a_running_server_are_answered_signed_without_a_
     wait_for(d.dns, &owner(&numbers[2]), RecordType::NAPTR, false).await;
     wait_for(d.dns, &owner(&numbers[2]), RecordType::TXT, false).await;
     wait_for(d.dns, &owner(&numbers[4]), RecordType::NAPTR, true).await;
-    let applied = metric(&d, "tincan_directory_follower_changes_total").await.unwrap();
-    assert!(applied >= 14, "12 imported, 1 changed, 1 deleted: {applied}");
+    let applied = wait_metric(&d, "tincan_directory_follower_changes_total", 14).await;
+    assert_eq!(applied, 14, "12 imported, 1 changed, 1 deleted");
 
     // Its own API writes are answered at once and the follower's reading them back changes nothing more.
     let token = d.add_provider("beta", &["+49"]);
@@ -187,8 +201,8 @@ async fn two_nodes_on_one_postgres_database_answer_each_others_writes() {
     wait_for(b.dns, &owner(number), RecordType::NAPTR, false).await;
     wait_for(a.dns, &owner(number), RecordType::NAPTR, false).await;
     wait_for(a.dns, &owner(number), RecordType::TXT, false).await;
-    assert!(metric(&b, "tincan_directory_follower_changes_total").await.unwrap() >= 1);
-    assert!(metric(&a, "tincan_directory_follower_changes_total").await.unwrap() >= 1);
+    wait_metric(&b, "tincan_directory_follower_changes_total", 1).await;
+    wait_metric(&a, "tincan_directory_follower_changes_total", 1).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -229,6 +243,6 @@ async fn refreshed_signatures_are_stored() {
         tokio::time::sleep(Duration::from_millis(200)).await;
     };
     assert_eq!((&later.record, later.version), (&first.record, first.version), "only the signatures changed");
-    assert!(metric(&d, "tincan_directory_refreshed_signatures_stored_total{result=\"stored\"}").await.unwrap() >= 1);
+    wait_metric(&d, "tincan_directory_refreshed_signatures_stored_total{result=\"stored\"}", 1).await;
     assert!(d.guard.log_tail(200).contains("signatures refreshed"));
 }
