@@ -6,7 +6,8 @@
 #   - CHANGES (default 1000) numbers changed through the API: time from the last 200 OK until Knot serves the final
 #     serial (NOTIFY + IXFR), and the IXFR bytes and messages Knot logged;
 #   - dnsperf in the same run: Knot signing online on the transferred zone beside the directory itself (positive
-#     NAPTR with DO, and a 50/50 mix with numbers that do not exist).
+#     NAPTR with DO, and a 50/50 mix with numbers that do not exist). Both run with their default worker counts
+#     (as in bench/dns), so the qps lines compare the two at full width on this machine.
 # Loopback only; every server is stopped at the end. Not a CI test.
 #
 # Needs: a release build (cargo build --release -p tincan-directory), knot, keymgr, kdig, dnsperf, curl, python3, bc.
@@ -29,6 +30,17 @@ now() { date +%s.%N; }
 since() { echo "$(now) - $1" | bc; }
 pids=()
 trap 'for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done' EXIT
+WAIT_SECS=${XFR_WAIT_SECS:-3600}  # the longest any one wait may take before the run fails (1M numbers: minutes)
+wait_for() { # wait_for WHAT PID LOG INTERVAL CMD...: polls CMD until it succeeds; fails if PID dies or WAIT_SECS pass
+  local what=$1 pid=$2 log=$3 every=$4; shift 4
+  local deadline=$(( $(date +%s) + WAIT_SECS ))
+  until "$@"; do
+    kill -0 "$pid" 2>/dev/null || { echo "FAILED: $what: process $pid exited" >&2; tail -20 "$log" >&2; exit 1; }
+    [ "$(date +%s)" -lt "$deadline" ] || { echo "FAILED: $what: not within $WAIT_SECS s" >&2; tail -20 "$log" >&2; exit 1; }
+    sleep "$every"
+  done
+}
+echo "machine: $(nproc) cores, load average $(cut -d' ' -f1-3 /proc/loadavg); free disk under $OUT: $(df -h --output=avail "$OUT" | tail -1 | tr -d ' ')"
 
 [ -s "$DATA/numbers.jsonl" ] || { echo "generating $N numbers in $DATA"; python3 "$ROOT/bench/dns/gen.py" "$N" "$DATA" "$APEX"; }
 
@@ -47,10 +59,9 @@ TOKEN=$(cat "$D/token")
 start_directory() {
   RUST_LOG=info "$BIN" --data-dir "$D" serve --dns "127.0.0.1:$DP" --api "127.0.0.1:$AP" >> "$D/serve.log" 2>&1 &
   dpid=$!; pids+=($dpid)
-  until curl -fsS "http://127.0.0.1:$AP/healthz" >/dev/null 2>&1; do
-    kill -0 $dpid 2>/dev/null || { tail -20 "$D/serve.log"; exit 1; }; sleep 0.1
-  done
+  wait_for "the directory's API" $dpid "$D/serve.log" 0.1 healthy
 }
+healthy() { curl -fsS -o /dev/null "http://127.0.0.1:$AP/healthz" 2>/dev/null; }
 
 put_all() { # put_all JSONL: PUT every line's number through the API, 8 at a time
   python3 - "$1" > "$OUT/puts.txt" <<'EOF'
@@ -71,9 +82,11 @@ EOF
 echo "== loading $N numbers"
 t0=$(now)
 if "$BIN" numbers import --help >/dev/null 2>&1; then
-  "$BIN" --data-dir "$D" numbers import --provider bench "$DATA/numbers.jsonl" >/dev/null
+  "$BIN" --data-dir "$D" numbers import --provider bench --progress-secs 30 "$DATA/numbers.jsonl" >/dev/null
   echo "numbers import: $(since "$t0") s"
+  t0=$(now)
   start_directory
+  echo "directory start with $N numbers (until the API answers): $(since "$t0") s"
 else
   start_directory
   put_all "$DATA/numbers.jsonl"
@@ -89,9 +102,8 @@ cat > "$K/knot.conf" <<EOF
 server:
     rundir: "$K"
     listen: 127.0.0.1@$KP
-    udp-workers: 1
-    tcp-workers: 1
-    background-workers: 1
+    # Per message of an incoming transfer (default 5 s): a loaded machine must not fail a 1M-number AXFR.
+    tcp-remote-io-timeout: 60000
 database:
     storage: "$K/db"
 log:
@@ -125,6 +137,8 @@ zone:
     zonefile-sync: -1
     zonefile-load: none
     journal-content: changes
+    # A failed transfer is retried within 10 s, not after the SOA retry interval.
+    retry-max-interval: 10
     module: mod-onlinesign/default
 EOF
 sh "$K/keys/import.sh" -c "$K/knot.conf" >/dev/null
@@ -132,9 +146,12 @@ t0=$(now)
 knotd -c "$K/knot.conf" > "$K/knotd.log" 2>&1 &
 kpid=$!; pids+=($kpid)
 ks() { kdig @127.0.0.1 -p "$KP" +short +timeout=1 +retry=0 "$APEX" SOA 2>/dev/null | awk '{print $3}'; }
-until [ "$(ks)" = "$VERSION" ]; do kill -0 $kpid 2>/dev/null || { tail -20 "$K/knotd.log"; exit 1; }; sleep 0.05; done
+serves() { [ "$(ks)" = "$1" ]; }
+wait_for "Knot's AXFR of serial $VERSION" $kpid "$K/knotd.log" 0.05 serves "$VERSION"
 echo "knotd start → serving serial $VERSION: $(since "$t0") s   knotd RSS $(awk '/VmRSS/ {print $2/1024}' /proc/$kpid/status) MiB"
 grep -m1 "AXFR, incoming.*finished" "$K/knotd.log" | sed 's/^.*AXFR/Knot: AXFR/'
+failed=$(grep -c "AXFR, incoming.*failed" "$K/knotd.log" || true)
+[ "$failed" = 0 ] || { echo "Knot: $failed failed AXFR attempt(s) before that (the time above includes them):"; grep "AXFR, incoming.*failed" "$K/knotd.log" | sed 's/^/  /'; }
 grep -m1 "AXFR sent" "$D/serve.log" | sed 's/\x1b\[[0-9;]*m//g; s/^.*AXFR sent/directory: AXFR sent/'
 
 echo "== $CHANGES changes through the API → NOTIFY → IXFR"
@@ -152,14 +169,14 @@ t0=$(now)
 put_all "$OUT/changes.jsonl"
 t1=$(now)
 FINAL=$((VERSION + CHANGES))
-until [ "$(ks)" = "$FINAL" ]; do kill -0 $kpid 2>/dev/null || exit 1; sleep 0.01; done
+wait_for "Knot's IXFR to serial $FINAL" $kpid "$K/knotd.log" 0.01 serves "$FINAL"
 echo "API: $CHANGES changes in $(echo "$t1 - $t0" | bc) s; last 200 OK → Knot serves serial $FINAL: $(since "$t1") s"
 grep "IXFR, incoming.*finished" "$K/knotd.log" | tail -n +"$((before + 1))" | sed 's/^.*IXFR/Knot: IXFR/'
 grep "IXFR, incoming.*finished" "$K/knotd.log" | tail -n +"$((before + 1))" |
   awk '{for (i=1;i<=NF;i++) { if ($(i+1) ~ /^messages/) m+=$i; if ($(i+1) ~ /^bytes/) b+=$i }; n++}
        END {printf "IXFR total: %d transfers, %d messages, %d bytes (%.0f bytes per change)\n", n, m, b, b/'"$CHANGES"'}'
 
-echo "== dnsperf, same run ($SECS s each, 4 clients)"
+echo "== dnsperf, same run ($SECS s each, 4 clients; load average now $(cut -d' ' -f1-3 /proc/loadavg))"
 perf() { # perf NAME PORT QUERYFILE
   local r
   r=$(dnsperf -s 127.0.0.1 -p "$2" -d "$3" -D -c 4 -T 1 -l "$SECS" 2>&1)
