@@ -10,7 +10,7 @@
 #     (as in bench/dns), so the qps lines compare the two at full width on this machine.
 # Loopback only; every server is stopped at the end. Not a CI test.
 #
-# Needs: a release build (cargo build --release -p tincan-directory), knot, keymgr, kdig, dnsperf, curl, python3, bc.
+# Needs: a release build (cargo build --release --bin tincan-directory), knot, keymgr, kdig, dnsperf, curl, python3, bc.
 # Numbers are loaded with `tincan-directory numbers import` when the binary has it, else through the API (slow).
 set -euo pipefail
 N=${1:-10000}
@@ -23,7 +23,7 @@ unset TINCAN_DIRECTORY_BIN  # the directory reads every TINCAN_DIRECTORY_* varia
 DATA=${BENCH_DATA:-/var/tmp/tincan-bench/dns-$N}
 OUT=${BENCH_OUT:-/var/tmp/tincan-bench/xfr-$N}
 APEX=e164.tincan.test.
-[ -x "$BIN" ] || { echo "build first: cargo build --release -p tincan-directory" >&2; exit 1; }
+[ -x "$BIN" ] || { echo "build first: cargo build --release --bin tincan-directory" >&2; exit 1; }
 rm -rf "$OUT"; mkdir -p "$OUT" "$DATA"
 freeport() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 now() { date +%s.%N; }
