@@ -374,8 +374,13 @@ impl Transfers {
             Flavour::Nsec3 => {
                 let (copy, _) = self.nsec3_copy(false).await?;
                 let soa = self.records.soa(copy.serial);
-                if !(a.push(&soa).await && a.push_all(copy.records.iter()).await) {
+                if !a.push(&soa).await {
                     return Ok(());
+                }
+                for r in copy.records() {
+                    if !a.push_parts(r.owner, r.rtype, r.ttl, r.rdata).await {
+                        return Ok(());
+                    }
                 }
                 copy.serial
             }
@@ -490,8 +495,13 @@ impl<'a, 'k> Answer<'a, 'k> {
 
     /// Adds a record; false when the connection is gone.
     async fn push(&mut self, rr: &Rr) -> bool {
+        self.push_parts(&rr.owner, rr.rtype, rr.ttl, &rr.rdata).await
+    }
+
+    /// [`Answer::push`] with the record given by its parts (owner labels left of the apex, type, TTL, rdata).
+    async fn push_parts(&mut self, owner: &[u8], rtype: u16, ttl: u32, rdata: &[u8]) -> bool {
         self.records += 1;
-        match self.packer.push(rr) {
+        match self.packer.push_parts(owner, rtype, ttl, rdata) {
             Some(m) => self.send(m).await,
             None => true,
         }
@@ -552,7 +562,7 @@ async fn maintain_nsec3(t: Arc<Transfers>, mut changes: watch::Receiver<u64>, co
                 serial = copy.serial,
                 version = copy.version,
                 numbers = copy.numbers,
-                records = copy.records.len(),
+                records = copy.record_count(),
                 elapsed_ms = started.elapsed().as_millis() as u64,
                 "first NSEC3 copy ready for the secondaries"
             );

@@ -235,16 +235,21 @@ impl Packer {
 
     /// Adds a record; returns a finished message when the current one is full.
     pub fn push(&mut self, rr: &Rr) -> Option<Vec<u8>> {
-        let size = rr.owner.len() + 2 + 10 + rr.rdata.len();
+        self.push_parts(&rr.owner, rr.rtype, rr.ttl, &rr.rdata)
+    }
+
+    /// [`Packer::push`] with the record given by its parts (owner labels left of the apex, type, TTL, rdata).
+    pub fn push_parts(&mut self, owner: &[u8], rtype: u16, ttl: u32, rdata: &[u8]) -> Option<Vec<u8>> {
+        let size = owner.len() + 2 + 10 + rdata.len();
         let full = self.answers > 0 && (self.current.len() + size > MESSAGE_TARGET || self.answers == u16::MAX);
         let done = if full { self.take() } else { None };
-        self.current.extend_from_slice(&rr.owner);
+        self.current.extend_from_slice(owner);
         self.current.extend_from_slice(&[0xC0, 12]);
-        self.current.extend_from_slice(&rr.rtype.to_be_bytes());
+        self.current.extend_from_slice(&rtype.to_be_bytes());
         self.current.extend_from_slice(&1u16.to_be_bytes());
-        self.current.extend_from_slice(&rr.ttl.to_be_bytes());
-        self.current.extend_from_slice(&(rr.rdata.len() as u16).to_be_bytes());
-        self.current.extend_from_slice(&rr.rdata);
+        self.current.extend_from_slice(&ttl.to_be_bytes());
+        self.current.extend_from_slice(&(rdata.len() as u16).to_be_bytes());
+        self.current.extend_from_slice(rdata);
         self.answers += 1;
         done
     }

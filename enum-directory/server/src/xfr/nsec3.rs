@@ -10,6 +10,7 @@
 //! (told by NOTIFY) transfer it. Its serial is not the zone version, since a key change or a re-signing changes the
 //! copy without changing the version: it is the Unix time of the signing (see [`next_serial`]).
 
+use std::collections::hash_map::Entry;
 use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
 
@@ -37,9 +38,9 @@ pub(super) struct Copy {
     keys: Arc<ZoneKeys>,
     /// Past this time (Unix seconds) its signatures are within `signature_refresh` of their end.
     fresh_until: u64,
-    /// Everything an AXFR carries between its two SOAs.
-    pub records: Vec<Rr>,
-    /// Its signatures, for the next copy to reuse.
+    /// Everything an AXFR carries between its two SOAs, the signatures by index into `sigs`.
+    records: Records,
+    /// Its signatures (each kept only here), for its records and for the next copy to reuse.
     sigs: Sigs,
 }
 
@@ -52,6 +53,108 @@ impl Copy {
     /// Whether its signatures are still fresh at `now`.
     pub fn fresh(&self, now: u64) -> bool {
         now < self.fresh_until
+    }
+
+    /// Everything an AXFR carries between its two SOAs, in order.
+    pub fn records(&self) -> impl Iterator<Item = RrRef<'_>> {
+        self.records.iter(&self.sigs)
+    }
+
+    /// How many records [`Copy::records`] gives.
+    pub fn record_count(&self) -> usize {
+        self.records.len()
+    }
+}
+
+/// One record of a copy, borrowed from it: owner labels left of the apex (empty for the apex), type, TTL, rdata.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct RrRef<'a> {
+    pub owner: &'a [u8],
+    pub rtype: u16,
+    pub ttl: u32,
+    pub rdata: &'a [u8],
+}
+
+/// The records of a copy, packed into one buffer (a copy of a large zone holds millions): runs of records sharing
+/// an owner, each run its owner once (length, labels left of the apex) and its record count (u16), then each record
+/// as its type and TTL followed by, for an RRSIG, the index (u32) of the signature in the copy's [`Sigs`], and for
+/// any other type its rdata length (u16) and rdata.
+#[derive(Debug, Default)]
+pub(super) struct Records {
+    bytes: Vec<u8>,
+    /// Where the last run starts in `bytes`.
+    last_run: Option<usize>,
+    len: usize,
+}
+
+impl Records {
+    /// How many records it holds.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Counts one more record owned by `owner`: in the last run if it has the same owner, else in a new run.
+    fn owned_by(&mut self, owner: &[u8]) {
+        debug_assert!(owner.len() <= usize::from(u8::MAX), "owner labels fit a DNS name");
+        self.len += 1;
+        if let Some(run) = self.last_run {
+            let same = self.bytes[run + 1..].starts_with(owner) && usize::from(self.bytes[run]) == owner.len();
+            let at = run + 1 + owner.len();
+            let count = u16::from_be_bytes([self.bytes[at], self.bytes[at + 1]]);
+            if same && count < u16::MAX {
+                self.bytes[at..at + 2].copy_from_slice(&(count + 1).to_be_bytes());
+                return;
+            }
+        }
+        self.last_run = Some(self.bytes.len());
+        self.bytes.push(owner.len() as u8);
+        self.bytes.extend_from_slice(owner);
+        self.bytes.extend_from_slice(&1u16.to_be_bytes());
+    }
+
+    /// Appends a record other than an RRSIG.
+    fn push(&mut self, rr: &Rr) {
+        debug_assert_ne!(rr.rtype, rtype::RRSIG);
+        self.owned_by(&rr.owner);
+        self.bytes.extend_from_slice(&rr.rtype.to_be_bytes());
+        self.bytes.extend_from_slice(&rr.ttl.to_be_bytes());
+        self.bytes.extend_from_slice(&(rr.rdata.len() as u16).to_be_bytes());
+        self.bytes.extend_from_slice(&rr.rdata);
+    }
+
+    /// Appends the RRSIG owned by `owner` with `ttl` whose rdata is signature `index` of the copy's [`Sigs`].
+    fn push_sig(&mut self, owner: &[u8], ttl: u32, index: u32) {
+        self.owned_by(owner);
+        self.bytes.extend_from_slice(&rtype::RRSIG.to_be_bytes());
+        self.bytes.extend_from_slice(&ttl.to_be_bytes());
+        self.bytes.extend_from_slice(&index.to_be_bytes());
+    }
+
+    /// Its records in order, the RRSIGs' rdata taken from `sigs`.
+    fn iter<'a>(&'a self, sigs: &'a Sigs) -> impl Iterator<Item = RrRef<'a>> + 'a {
+        let (b, mut at, mut owner, mut left) = (&self.bytes[..], 0usize, &[][..], 0u16);
+        std::iter::from_fn(move || {
+            if left == 0 {
+                let len = usize::from(*b.get(at)?);
+                owner = &b[at + 1..at + 1 + len];
+                left = u16::from_be_bytes([b[at + 1 + len], b[at + 2 + len]]);
+                at += 3 + len;
+            }
+            left -= 1;
+            let rtype = u16::from_be_bytes([b[at], b[at + 1]]);
+            let ttl = u32::from_be_bytes([b[at + 2], b[at + 3], b[at + 4], b[at + 5]]);
+            at += 6;
+            let rdata = if rtype == rtype::RRSIG {
+                let index = u32::from_be_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]]);
+                at += 4;
+                sigs.rdata(index)
+            } else {
+                let len = usize::from(u16::from_be_bytes([b[at], b[at + 1]]));
+                at += 2 + len;
+                &b[at - len..at]
+            };
+            Some(RrRef { owner, rtype, ttl, rdata })
+        })
     }
 }
 
@@ -90,6 +193,7 @@ impl Cache {
             serial,
             numbers = numbers.len(),
             records = signed.records.len(),
+            bytes = signed.records.bytes.len() + signed.sigs.rdata.len(),
             signatures_made = signed.signed,
             signatures_reused = signed.sigs.len().saturating_sub(signed.signed),
             elapsed_ms = started.elapsed().as_millis() as u64,
@@ -146,9 +250,55 @@ fn hash(owner_wire: &[u8]) -> [u8; 20] {
     d.as_ref().try_into().expect("SHA-1 is 20 bytes")
 }
 
-/// Signatures of a copy by the digest of what they cover (key tag, owner, type, TTL, rdata), so the next copy
-/// reuses those of unchanged RRsets instead of signing everything again.
-pub(super) type Sigs = HashMap<[u8; 32], Rr>;
+/// The signatures of a copy, each kept once: their rdata back to back, found by index (from the copy's records) and
+/// by the digest of what they cover (key tag, labels, owner, type, TTL, rdata), so the next copy reuses those of
+/// unchanged RRsets instead of signing everything again.
+#[derive(Debug, Default)]
+pub(super) struct Sigs {
+    by_digest: HashMap<[u8; 32], u32>,
+    /// Every signature's rdata, back to back.
+    rdata: Vec<u8>,
+    /// Where each signature's rdata ends in `rdata` (it starts where the one before ends).
+    ends: Vec<usize>,
+}
+
+impl Sigs {
+    /// No signatures.
+    pub fn new() -> Sigs {
+        Sigs::default()
+    }
+
+    /// How many it holds.
+    pub fn len(&self) -> usize {
+        self.ends.len()
+    }
+
+    /// The rdata of signature `index`.
+    fn rdata(&self, index: u32) -> &[u8] {
+        let i = index as usize;
+        let start = if i == 0 { 0 } else { self.ends[i - 1] };
+        &self.rdata[start..self.ends[i]]
+    }
+
+    /// The rdata of the signature over what `digest` covers.
+    fn get(&self, digest: &[u8; 32]) -> Option<&[u8]> {
+        self.by_digest.get(digest).map(|&i| self.rdata(i))
+    }
+
+    /// Keeps `rdata` as the signature over what `digest` covers (unless one is kept already); returns its index.
+    fn insert(&mut self, digest: [u8; 32], rdata: &[u8]) -> u32 {
+        match self.by_digest.entry(digest) {
+            Entry::Occupied(e) => *e.get(),
+            Entry::Vacant(e) => {
+                // Over 2^32 signatures would take hundreds of gigabytes before this.
+                let index = u32::try_from(self.ends.len()).expect("fewer than 2^32 signatures in a copy");
+                self.rdata.extend_from_slice(rdata);
+                self.ends.push(self.rdata.len());
+                *e.insert(index)
+            }
+        }
+    }
+}
 
 /// Signs RRsets for one copy, reusing the previous copy's signatures where the RRset and key are the same and the
 /// signature has at least half the fresh period left.
@@ -168,8 +318,8 @@ struct CopySigner<'a> {
 }
 
 impl CopySigner<'_> {
-    /// The RRSIG over `rrs` (one owner, one type, non-empty).
-    fn rrsig(&mut self, rrs: &[Rr], labels: u8, role: KeyRole) -> Result<Rr, ZoneError> {
+    /// The RRSIG over `rrs` (one owner, one type, non-empty): the index of its rdata in the copy's signatures.
+    fn rrsig(&mut self, rrs: &[Rr], labels: u8, role: KeyRole) -> Result<u32, ZoneError> {
         let (owner, t, ttl) = (&rrs[0].owner, rrs[0].rtype, rrs[0].ttl);
         let mut owner_full = owner.clone();
         owner_full.make_ascii_lowercase();
@@ -188,41 +338,42 @@ impl CopySigner<'_> {
         d.update(&set);
         let digest: [u8; 32] = d.finish().as_ref().try_into().expect("SHA-256 is 32 bytes");
         let reusable = self.previous.get(&digest).filter(|r| expiration_of(r) >= self.reuse_from);
-        let rr = match reusable {
-            Some(r) => r.clone(),
+        let index = match reusable {
+            Some(rdata) => self.sigs.insert(digest, rdata),
             None => {
                 let c = Covered { rtype: t, algorithm: self.algorithm, labels, ttl, signer: &self.apex_wire };
                 let sig = sign_set(self.keys, role, &c, &owner_full, &set, self.inception, self.expiration)?;
                 self.signed += 1;
-                Rr { owner: owner.clone(), rtype: rtype::RRSIG, ttl, rdata: rrsig_rdata(&c, &sig) }
+                self.sigs.insert(digest, &rrsig_rdata(&c, &sig))
             }
         };
-        self.earliest = self.earliest.min(expiration_of(&rr));
-        self.sigs.insert(digest, rr.clone());
-        Ok(rr)
+        self.earliest = self.earliest.min(expiration_of(self.sigs.rdata(index)));
+        Ok(index)
     }
 
     /// Appends the RRset `rrs` and its RRSIG to `out`.
-    fn add(&mut self, rrs: Vec<Rr>, labels: u8, role: KeyRole, out: &mut Vec<Rr>) -> Result<(), ZoneError> {
-        if rrs.is_empty() {
+    fn add(&mut self, rrs: Vec<Rr>, labels: u8, role: KeyRole, out: &mut Records) -> Result<(), ZoneError> {
+        let Some(first) = rrs.first() else {
             return Ok(());
-        }
+        };
         let sig = self.rrsig(&rrs, labels, role)?;
-        out.extend(rrs);
-        out.push(sig);
+        for rr in &rrs {
+            out.push(rr);
+        }
+        out.push_sig(&first.owner, first.ttl, sig);
         Ok(())
     }
 }
 
-/// The signature expiration field of an RRSIG record.
-fn expiration_of(rrsig: &Rr) -> u32 {
-    rrsig.rdata.get(8..12).map_or(0, |b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]))
+/// The signature expiration field of RRSIG rdata.
+fn expiration_of(rrsig: &[u8]) -> u32 {
+    rrsig.get(8..12).map_or(0, |b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]))
 }
 
 /// A signed zone: its records (between the transfer's SOAs), its signatures for reuse, how many were made now,
 /// and its earliest signature expiration.
 struct SignedZone {
-    records: Vec<Rr>,
+    records: Records,
     sigs: Sigs,
     signed: usize,
     earliest: u32,
@@ -252,12 +403,12 @@ fn sign_zone(
         earliest: u32::MAX,
         signed: 0,
     };
-    let mut out = Vec::new();
+    let mut out = Records::default();
 
     // The apex: RRSIG(SOA) (the SOA itself opens and closes the transfer), NS, DNSKEY, NSEC3PARAM.
     let soa = apex.soa(serial);
-    let soa_sig = signer.rrsig(&[soa], apex_labels, KeyRole::Zsk)?;
-    out.push(soa_sig);
+    let soa_sig = signer.rrsig(std::slice::from_ref(&soa), apex_labels, KeyRole::Zsk)?;
+    out.push_sig(&soa.owner, soa.ttl, soa_sig);
     signer.add(apex.ns().collect(), apex_labels, KeyRole::Zsk, &mut out)?;
     // Every published key: during a rollover the DNSKEY set holds more than the signing pair.
     let dnskeys = keys
@@ -320,7 +471,13 @@ fn sign_zone(
         owner.extend_from_slice(&base32hex(h));
         signer.add(vec![Rr { owner, rtype: NSEC3, ttl, rdata }], apex_labels + 1, KeyRole::Zsk, &mut out)?;
     }
-    Ok(SignedZone { records: out, sigs: signer.sigs, signed: signer.signed, earliest: signer.earliest })
+    // Kept until the next copy replaces it: no spare capacity.
+    out.bytes.shrink_to_fit();
+    let mut sigs = signer.sigs;
+    sigs.rdata.shrink_to_fit();
+    sigs.ends.shrink_to_fit();
+    sigs.by_digest.shrink_to_fit();
+    Ok(SignedZone { records: out, sigs, signed: signer.signed, earliest: signer.earliest })
 }
 
 #[cfg(test)]
@@ -365,6 +522,42 @@ mod tests {
         let other = ZoneKeys::generate(crate::dns::KeyAlgorithm::EcdsaP256Sha256, 1_000).unwrap();
         let fourth = sign_zone(&numbers, &z, &apex, &other, 4, now + 60, &first.sigs).unwrap();
         assert_eq!(fourth.signed, fourth.sigs.len());
+    }
+
+    #[test]
+    fn packed_records_come_back_in_order_with_their_signatures() {
+        let rr = |owner: &[u8], rtype: u16, rdata: &[u8]| Rr {
+            owner: owner.to_vec(),
+            rtype,
+            ttl: 60,
+            rdata: rdata.to_vec(),
+        };
+        let mut sigs = Sigs::new();
+        let a = sigs.insert([1; 32], b"sig-a");
+        let b = sigs.insert([2; 32], b"sig-b");
+        assert_eq!(sigs.insert([1; 32], b"other"), a, "one signature per digest");
+        let mut records = Records::default();
+        records.push_sig(b"", 60, a);
+        records.push(&rr(b"", rtype::NS, b"ns"));
+        records.push(&rr(b"\x011", rtype::NAPTR, b"n1"));
+        records.push(&rr(b"\x011", rtype::NAPTR, b""));
+        records.push_sig(b"\x011", 60, b);
+        records.push(&rr(b"\x012", rtype::TXT, b"t"));
+        records.push(&rr(b"\x011", rtype::TXT, b"t"));
+        let got: Vec<(Vec<u8>, u16, Vec<u8>)> =
+            records.iter(&sigs).map(|r| (r.owner.to_vec(), r.rtype, r.rdata.to_vec())).collect();
+        let want: Vec<(Vec<u8>, u16, Vec<u8>)> = vec![
+            (b"".to_vec(), rtype::RRSIG, b"sig-a".to_vec()),
+            (b"".to_vec(), rtype::NS, b"ns".to_vec()),
+            (b"\x011".to_vec(), rtype::NAPTR, b"n1".to_vec()),
+            (b"\x011".to_vec(), rtype::NAPTR, b"".to_vec()),
+            (b"\x011".to_vec(), rtype::RRSIG, b"sig-b".to_vec()),
+            (b"\x012".to_vec(), rtype::TXT, b"t".to_vec()),
+            (b"\x011".to_vec(), rtype::TXT, b"t".to_vec()),
+        ];
+        assert_eq!(got, want);
+        assert_eq!(records.len(), 7);
+        assert_eq!(sigs.len(), 2);
     }
 
     #[test]
