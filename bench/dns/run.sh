@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # bench/dns/run.sh N [SECONDS]: dnsperf against tincan-directory and Knot DNS 3.2 in the same run, on the
 # same N numbers; Knot both pre-signed (NSEC3, RFC 9276 parameters) and with mod-onlinesign. Also start-up time
-# and RSS with N numbers, and update-to-visible latency. Loopback only; every server is stopped at the end. Not
-# a CI test. Query sets (SETS="pos mix neg-flood mix-flood" by default, any subset in that order):
+# and RSS with N numbers, update-to-visible latency, and each server's CPU time per answered query (user+system,
+# from /proc: steadier than qps when other work shares the machine). Loopback only; every server is stopped at
+# the end. Not a CI test. Query sets (SETS="pos mix neg-flood mix-flood" by default, any subset in that order):
 #   pos        positive NAPTR queries with DO
 #   mix        50/50 with non-existent numbers drawn from 1M (they repeat: tincan's denial cache answers most)
 #   neg-flood  every query a DISTINCT non-existent number (a random-name flood: every denial signed online)
@@ -10,6 +11,18 @@
 # The flood files hold FLOOD (default 2M) names; a run must send fewer (about SECONDS x qps) or dnsperf loops and
 # names repeat. Response rate limiting is off for tincan (TINCAN_DIRECTORY_DNS__SERVER__RRL__ENABLED=false;
 # loopback is exempt by default anyway); Knot's RRL is off unless configured.
+#
+# Less noisy comparisons (on a small machine dnsperf and the server share the cores):
+#   PIN=1       every server is pinned to SERVER_CPUS (default 0) once it runs (taskset -a -p: all its threads,
+#               started with the machine's full CPU count, so thread counts are the same as unpinned) and dnsperf
+#               to CLIENT_CPUS (default 1); the same for every server compared.
+#   REPEAT=n    n rounds; in each, every query set is run against tincan, then Knot pre-signed, then Knot
+#               onlinesign, one after the other (all servers stay up, idle while another is measured). Each round
+#               is printed; the summary gives each server's median qps and the median of the rounds' ratios.
+#               With n > 1 the flood sets' names repeat from the second round on (tincan's denial cache then
+#               answers some): use REPEAT with SETS=pos (or mix) for the flood-free comparison.
+#   KNOT_MODES  which Knot servers to compare with (default "presigned onlinesign").
+# Defaults (PIN=0, REPEAT=1): one round, unpinned.
 #
 # Needs: a release build (cargo build --release -p tincan-directory; DIRECTORY_BIN=… to use another binary — not
 # TINCAN_DIRECTORY_…, which the binary reads as config), dnsperf, knot, kdig, python3, bc.
@@ -35,14 +48,34 @@ done
 declare -A LABEL=([pos]="positive (DO)" [mix]="50/50 mix (DO)" [neg-flood]="distinct-negative flood (DO)"
   [mix-flood]="50/50 distinct-neg mix (DO)")
 
-declare -A QPS LAT
-perf() { # perf KEY LABEL PORT QUERYFILE
-  local r q l
-  r=$(dnsperf -s 127.0.0.1 -p "$3" -d "$4" -D -c 4 -T 1 -l "$SECS" 2>&1)
+PIN=${PIN:-0}
+REPEAT=${REPEAT:-1}
+KNOT_MODES=${KNOT_MODES:-presigned onlinesign}
+SERVER_CPUS=${SERVER_CPUS:-0}
+CLIENT_CPUS=${CLIENT_CPUS:-1}
+CLIENT=()
+[ "$PIN" = 1 ] && CLIENT=(taskset -c "$CLIENT_CPUS")
+pin() { # pin PID: the server and all its threads onto SERVER_CPUS
+  [ "$PIN" = 1 ] || return 0
+  taskset -a -p -c "$SERVER_CPUS" "$1" >/dev/null
+}
+
+# QPS[server_set_round], LAT[…], CPU[…] (the server's user+system CPU time per answered query, in µs: less
+# sensitive to other load on the machine than qps); server is t, presigned or onlinesign.
+declare -A QPS LAT CPU
+cpu_ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat"; }
+perf() { # perf KEY LABEL PORT QUERYFILE SERVER_PID
+  local r q l c0 c1 done cpu
+  c0=$(cpu_ticks "$5")
+  r=$("${CLIENT[@]}" dnsperf -s 127.0.0.1 -p "$3" -d "$4" -D -c 4 -T 1 -l "$SECS" 2>&1)
+  c1=$(cpu_ticks "$5")
   q=$(awk '/Queries per second/ {print $4}' <<<"$r")
   l=$(awk '/Average Latency/ {print $4*1000}' <<<"$r")
-  QPS[$1]=$q LAT[$1]=$l
-  printf '%-46s %10.0f qps   avg %7.3f ms   lost %s\n' "$2" "$q" "$l" "$(awk '/Queries lost/ {print $3}' <<<"$r")"
+  done=$(awk '/Queries completed/ {print $3}' <<<"$r")
+  cpu=$(awk -v t=$((c1 - c0)) -v hz="$(getconf CLK_TCK)" -v n="$done" 'BEGIN { if (n > 0) printf "%.2f", t / hz * 1e6 / n; else print 0 }')
+  QPS[$1]=$q LAT[$1]=$l CPU[$1]=$cpu
+  printf '%-46s %10.0f qps   avg %7.3f ms   server cpu %6.2f us/q   lost %s\n' "$2" "$q" "$l" "$cpu" \
+    "$(awk '/Queries lost/ {print $3}' <<<"$r")"
 }
 rss_mib() { awk '/VmRSS/ {printf "%.0f", $2/1024}' "/proc/$1/status"; }
 
@@ -66,9 +99,42 @@ done
 T_START=$(echo "$(date +%s.%N) - $t0" | bc); T_RSS=$(rss_mib $dpid)
 echo "start-up to first signed answer: $T_START s   RSS $T_RSS MiB"
 grep -o 'loaded_signed=[0-9]* to_sign=[0-9]*' "$D/serve.log" || true
-for k in $SETS; do perf "t_$k" "tincan-directory ${LABEL[$k]}" "$DP" "$OUT/q-$k.txt"; done
+pin $dpid
+
+declare -A KLOAD KRSS KPID KPORT
+for mode in $KNOT_MODES; do
+  echo "== Knot DNS $(knotd --version | awk '{print $NF}') $mode ($N numbers)"
+  KPORT[$mode]=$(freeport)
+  res=$(APEX=$APEX "$HERE/knot.sh" "$mode" "$OUT" "${KPORT[$mode]}")
+  echo "$res"
+  KPID[$mode]=$(sed -n 's/.*pid=\([0-9]*\).*/\1/p' <<<"$res"); pids+=(${KPID[$mode]})
+  KLOAD[$mode]=$(sed -n 's/.*load_seconds=\([0-9.]*\).*/\1/p' <<<"$res")
+  pin "${KPID[$mode]}"
+done
+
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2fx", a / b; else print "-" }'; }
+median() { tr ' ' '\n' | grep -v '^$' | sort -g | awk '{ v[NR] = $1 } END { if (NR == 0) print 0; else if (NR % 2) print v[(NR + 1) / 2]; else print (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
+echo
+echo "== queries: $REPEAT round(s) of ${SECS} s per server and set; PIN=$PIN$([ "$PIN" = 1 ] && echo " (servers on CPU $SERVER_CPUS, dnsperf on CPU $CLIENT_CPUS)")"
+for r in $(seq "$REPEAT"); do
+  [ "$REPEAT" -gt 1 ] && echo "-- round $r/$REPEAT"
+  for k in $SETS; do
+    perf "t_${k}_$r" "tincan-directory ${LABEL[$k]}" "$DP" "$OUT/q-$k.txt" "$dpid"
+    for mode in $KNOT_MODES; do
+      perf "${mode}_${k}_$r" "knot $mode ${LABEL[$k]}" "${KPORT[$mode]}" "$OUT/q-$k.txt" "${KPID[$mode]}"
+    done
+    if [ "$REPEAT" -gt 1 ]; then
+      line="   round $r $k:"
+      for mode in $KNOT_MODES; do line+=" vs $mode $(ratio "${QPS[t_${k}_$r]}" "${QPS[${mode}_${k}_$r]}")"; done
+      echo "$line"
+    fi
+  done
+done
 T_RSS_AFTER=$(rss_mib $dpid)
-echo "RSS after load: $T_RSS_AFTER MiB"
+for mode in $KNOT_MODES; do KRSS[$mode]=$(rss_mib "${KPID[$mode]}"); done
+echo "RSS after load: tincan $T_RSS_AFTER MiB$(for mode in $KNOT_MODES; do printf ', knot %s %s MiB' "$mode" "${KRSS[$mode]}"; done)"
+for mode in $KNOT_MODES; do kill "${KPID[$mode]}"; wait "${KPID[$mode]}" 2>/dev/null || true; done
+
 # update-to-visible: PUT a new number, poll DNS for its signed NAPTR
 lat=()
 for i in 1 2 3 4 5; do
@@ -83,33 +149,33 @@ done
 echo "update-to-visible: ${lat[*]}"
 kill $dpid; wait $dpid 2>/dev/null || true
 
-declare -A KLOAD KRSS
-for mode in presigned onlinesign; do
-  echo "== Knot DNS $(knotd --version | awk '{print $NF}') $mode ($N numbers)"
-  KP=$(freeport)
-  res=$(APEX=$APEX "$HERE/knot.sh" "$mode" "$OUT" "$KP")
-  echo "$res"
-  kpid=$(sed -n 's/.*pid=\([0-9]*\).*/\1/p' <<<"$res"); pids+=($kpid)
-  KLOAD[$mode]=$(sed -n 's/.*load_seconds=\([0-9.]*\).*/\1/p' <<<"$res")
-  for k in $SETS; do perf "${mode}_$k" "knot $mode ${LABEL[$k]}" "$KP" "$OUT/q-$k.txt"; done
-  KRSS[$mode]=$(rss_mib "$kpid")
-  echo "RSS after load: ${KRSS[$mode]} MiB"
-  kill "$kpid"; wait "$kpid" 2>/dev/null || true
-done
-
-ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2fx", a / b; else print "-" }'; }
+# med SERVER SET METRIC(QPS|LAT): the median over the rounds; mratio SET MODE: the median of the rounds' ratios.
+med() {
+  local -n m=$3
+  for r in $(seq "$REPEAT"); do printf '%s ' "${m[${1}_${2}_$r]:-}"; done | median
+}
+mratio() {
+  for r in $(seq "$REPEAT"); do
+    awk -v a="${QPS[t_${1}_$r]}" -v b="${QPS[${2}_${1}_$r]:-0}" 'BEGIN { if (b > 0) printf "%f ", a / b }'
+  done | median | awk '{ if ($1 > 0) printf "%.2fx", $1; else print "-" }'
+}
+col() { [ -n "${KPORT[$1]:-}" ] && printf '%s' "$2" || printf '%s' "-"; }
 echo
-echo "== summary, $N numbers (ratio = tincan / knot; for latency and RSS lower is better)"
+echo "== summary, $N numbers, $REPEAT round(s), PIN=$PIN (ratio = tincan / knot; for latency, cpu and RSS lower is better)"
+[ "$REPEAT" -gt 1 ] && echo "   qps and latency: each server's median over the rounds; qps ratio: the median of the rounds' ratios"
 printf '%-26s %12s %12s %12s %10s %10s\n' "" tincan knot-presig knot-online "vs presig" "vs online"
 for k in $SETS; do
-  printf '%-26s %12.0f %12.0f %12.0f %10s %10s\n' "qps $k" "${QPS[t_$k]}" "${QPS[presigned_$k]}" \
-    "${QPS[onlinesign_$k]}" "$(ratio "${QPS[t_$k]}" "${QPS[presigned_$k]}")" \
-    "$(ratio "${QPS[t_$k]}" "${QPS[onlinesign_$k]}")"
-  printf '%-26s %12.3f %12.3f %12.3f %10s %10s\n' "avg latency ms $k" "${LAT[t_$k]}" "${LAT[presigned_$k]}" \
-    "${LAT[onlinesign_$k]}" "$(ratio "${LAT[t_$k]}" "${LAT[presigned_$k]}")" \
-    "$(ratio "${LAT[t_$k]}" "${LAT[onlinesign_$k]}")"
+  tq=$(med t "$k" QPS); pq=$(med presigned "$k" QPS); oq=$(med onlinesign "$k" QPS)
+  tl=$(med t "$k" LAT); pl=$(med presigned "$k" LAT); ol=$(med onlinesign "$k" LAT)
+  printf '%-26s %12.0f %12.0f %12.0f %10s %10s\n' "qps $k" "$tq" "$pq" "$oq" \
+    "$(col presigned "$(mratio "$k" presigned)")" "$(col onlinesign "$(mratio "$k" onlinesign)")"
+  printf '%-26s %12.3f %12.3f %12.3f %10s %10s\n' "avg latency ms $k" "$tl" "$pl" "$ol" \
+    "$(col presigned "$(ratio "$tl" "$pl")")" "$(col onlinesign "$(ratio "$tl" "$ol")")"
+  tc=$(med t "$k" CPU); pc=$(med presigned "$k" CPU); oc=$(med onlinesign "$k" CPU)
+  printf '%-26s %12.2f %12.2f %12.2f %10s %10s\n' "server cpu us/q $k" "$tc" "$pc" "$oc" \
+    "$(col presigned "$(ratio "$tc" "$pc")")" "$(col onlinesign "$(ratio "$tc" "$oc")")"
 done
-printf '%-26s %12s %12s %12s %10s %10s\n' "RSS MiB (after queries)" "$T_RSS_AFTER" "${KRSS[presigned]}" \
-  "${KRSS[onlinesign]}" "$(ratio "$T_RSS_AFTER" "${KRSS[presigned]}")" "$(ratio "$T_RSS_AFTER" "${KRSS[onlinesign]}")"
-printf '%-26s %12s %12s %12s %10s %10s\n' "start-up s" "$T_START" "${KLOAD[presigned]}" "${KLOAD[onlinesign]}" \
-  "$(ratio "$T_START" "${KLOAD[presigned]}")" "$(ratio "$T_START" "${KLOAD[onlinesign]}")"
+printf '%-26s %12s %12s %12s %10s %10s\n' "RSS MiB (after queries)" "$T_RSS_AFTER" "${KRSS[presigned]:--}" \
+  "${KRSS[onlinesign]:--}" "$(ratio "$T_RSS_AFTER" "${KRSS[presigned]:-0}")" "$(ratio "$T_RSS_AFTER" "${KRSS[onlinesign]:-0}")"
+printf '%-26s %12s %12s %12s %10s %10s\n' "start-up s" "$T_START" "${KLOAD[presigned]:--}" "${KLOAD[onlinesign]:--}" \
+  "$(ratio "$T_START" "${KLOAD[presigned]:-0}")" "$(ratio "$T_START" "${KLOAD[onlinesign]:-0}")"
