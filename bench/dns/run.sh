@@ -113,7 +113,7 @@ for mode in $KNOT_MODES; do
 done
 
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2fx", a / b; else print "-" }'; }
-median() { tr ' ' '\n' | grep -v '^$' | sort -g | awk '{ v[NR] = $1 } END { if (NR == 0) print 0; else if (NR % 2) print v[(NR + 1) / 2]; else print (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
+median() { tr ' ' '\n' | awk 'NF' | sort -g | awk '{ v[NR] = $1 } END { if (NR == 0) print 0; else if (NR % 2) print v[(NR + 1) / 2]; else print (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
 echo
 echo "== queries: $REPEAT round(s) of ${SECS} s per server and set; PIN=$PIN$([ "$PIN" = 1 ] && echo " (servers on CPU $SERVER_CPUS, dnsperf on CPU $CLIENT_CPUS)")"
 for r in $(seq "$REPEAT"); do

@@ -24,6 +24,11 @@ use super::zones::Zones;
 pub struct ServerConfig {
     /// Threads receiving on the UDP socket; 0 (the default): one per available core.
     pub udp_workers: usize,
+    /// Datagrams a UDP worker receives (`recvmmsg`) and answers (`sendmmsg`) per system call at most, on Linux;
+    /// 0 or 1: one `recv_from` and one `send_to` per query (as on other systems). At most 64.
+    pub udp_batch: usize,
+    /// On Linux, a UDP socket per worker (all bound to the address with `SO_REUSEPORT`); false: one shared.
+    pub udp_socket_per_worker: bool,
     /// A TCP connection idle this long (milliseconds) is closed.
     pub tcp_idle_timeout_ms: u64,
     /// TCP connections served at once; more wait in the listen queue.
@@ -40,6 +45,8 @@ impl Default for ServerConfig {
     fn default() -> Self {
         ServerConfig {
             udp_workers: 0,
+            udp_batch: 32,
+            udp_socket_per_worker: true,
             tcp_idle_timeout_ms: 10_000,
             tcp_max_connections: 256,
             refresh_interval_secs: 60,
@@ -242,7 +249,7 @@ pub async fn run_with(
         interceptor: interceptor.clone(),
         runtime: tokio::runtime::Handle::current(),
     };
-    let udp_workers = UdpWorkers::start(udp, udp_worker_count(config.udp_workers), context)?;
+    let udp_workers = UdpWorkers::start(udp, &config, context)?;
     let mut tasks = JoinSet::new();
     tasks.spawn(refresher(zones.clone(), Duration::from_secs(config.refresh_interval_secs.max(1))));
     let limit = Arc::new(tokio::sync::Semaphore::new(config.tcp_max_connections.max(1)));
@@ -293,11 +300,14 @@ struct UdpContext {
     runtime: tokio::runtime::Handle,
 }
 
-/// The UDP side: `n` OS threads blocking in `recv_from` on the one socket (no reactor round trip per packet; the
-/// kernel hands each datagram to one waiting thread). Stopping wakes them by shutting the socket's receive side,
-/// and joins them, so the socket is closed when this is dropped (also when the server's future is dropped).
+/// The UDP side: `n` OS threads blocking in receive (no reactor round trip per packet). On Linux each worker has
+/// a socket of its own, all bound to the same address with `SO_REUSEPORT` (the kernel spreads clients over them
+/// by address and port, and workers do not contend on one socket's queue), and receives and sends in batches
+/// (`recvmmsg`/`sendmmsg`); elsewhere, or if the extra sockets cannot be bound, all workers share the one socket.
+/// Stopping wakes them by shutting every socket's receive side, and joins them, so the sockets are closed when
+/// this is dropped (also when the server's future is dropped).
 struct UdpWorkers {
-    socket: Arc<std::net::UdpSocket>,
+    sockets: Vec<Arc<std::net::UdpSocket>>,
     stop: Arc<AtomicBool>,
     threads: Vec<std::thread::JoinHandle<()>>,
 }
@@ -306,19 +316,25 @@ struct UdpWorkers {
 const UDP_WAKE_INTERVAL: Duration = Duration::from_millis(250);
 
 impl UdpWorkers {
-    fn start(socket: UdpSocket, workers: usize, context: UdpContext) -> std::io::Result<UdpWorkers> {
+    fn start(socket: UdpSocket, config: &ServerConfig, context: UdpContext) -> std::io::Result<UdpWorkers> {
+        let workers = udp_worker_count(config.udp_workers);
+        let batch = config.udp_batch.clamp(1, UDP_MAX_BATCH);
         let socket = socket.into_std()?;
         socket.set_nonblocking(false)?;
-        socket.set_read_timeout(Some(UDP_WAKE_INTERVAL))?;
-        let socket = Arc::new(socket);
+        let sockets = if config.udp_socket_per_worker { worker_sockets(socket, workers) } else { vec![socket] };
+        for s in &sockets {
+            s.set_read_timeout(Some(UDP_WAKE_INTERVAL))?;
+        }
+        let sockets: Vec<_> = sockets.into_iter().map(Arc::new).collect();
         let stop = Arc::new(AtomicBool::new(false));
         let context = Arc::new(context);
-        let mut this = UdpWorkers { socket, stop, threads: Vec::with_capacity(workers) };
+        let mut this = UdpWorkers { sockets, stop, threads: Vec::with_capacity(workers) };
         for i in 0..workers {
-            let (socket, stop, context) = (this.socket.clone(), this.stop.clone(), context.clone());
+            let socket = this.sockets[i % this.sockets.len()].clone();
+            let (stop, context) = (this.stop.clone(), context.clone());
             let thread = std::thread::Builder::new()
                 .name(format!("dns-udp-{i}"))
-                .spawn(move || udp_worker(&socket, &stop, &context))?;
+                .spawn(move || udp_worker(&socket, &stop, &context, batch))?;
             this.threads.push(thread);
         }
         Ok(this)
@@ -328,8 +344,10 @@ impl UdpWorkers {
 impl Drop for UdpWorkers {
     fn drop(&mut self) {
         self.stop.store(true, Ordering::Relaxed);
-        // On Linux this wakes every thread blocked in recv_from at once; elsewhere the read timeout does.
-        let _ = rustix::net::shutdown(&*self.socket, rustix::net::Shutdown::Read);
+        // On Linux this wakes every thread blocked in receive at once; elsewhere the read timeout does.
+        for s in &self.sockets {
+            let _ = rustix::net::shutdown(&**s, rustix::net::Shutdown::Read);
+        }
         for t in self.threads.drain(..) {
             let _ = t.join();
         }
@@ -344,7 +362,128 @@ fn udp_worker_count(n: usize) -> usize {
     }
 }
 
-fn udp_worker(socket: &Arc<std::net::UdpSocket>, stop: &AtomicBool, cx: &UdpContext) {
+/// One socket per worker on Linux: `first` and `workers - 1` more bound to its address with `SO_REUSEPORT`
+/// (so binding port 0 works: the others take the port the first got). If that fails, the workers share `first`.
+#[cfg(target_os = "linux")]
+fn worker_sockets(first: std::net::UdpSocket, workers: usize) -> Vec<std::net::UdpSocket> {
+    if workers <= 1 {
+        return vec![first];
+    }
+    match reuseport_siblings(&first, workers - 1) {
+        Ok(more) => std::iter::once(first).chain(more).collect(),
+        Err(e) => {
+            let _ = rustix::net::sockopt::set_socket_reuseport(&first, false);
+            tracing::warn!(error = %e, "DNS UDP: no socket per worker (SO_REUSEPORT); the workers share one");
+            vec![first]
+        }
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+fn worker_sockets(first: std::net::UdpSocket, _workers: usize) -> Vec<std::net::UdpSocket> {
+    vec![first]
+}
+
+/// `n` UDP sockets bound with `SO_REUSEPORT` to `first`'s address (same family and `IPV6_V6ONLY`), after turning
+/// `SO_REUSEPORT` on for `first` too (Linux accepts that on a bound socket and puts them all in one group).
+#[cfg(target_os = "linux")]
+fn reuseport_siblings(first: &std::net::UdpSocket, n: usize) -> std::io::Result<Vec<std::net::UdpSocket>> {
+    use rustix::net::{AddressFamily, SocketFlags, SocketType, sockopt};
+    let addr = first.local_addr()?;
+    let (family, v6only) = match addr {
+        SocketAddr::V4(_) => (AddressFamily::INET, None),
+        SocketAddr::V6(_) => (AddressFamily::INET6, Some(sockopt::ipv6_v6only(first)?)),
+    };
+    sockopt::set_socket_reuseport(first, true)?;
+    (0..n)
+        .map(|_| {
+            let fd = rustix::net::socket_with(family, SocketType::DGRAM, SocketFlags::CLOEXEC, None)?;
+            sockopt::set_socket_reuseport(&fd, true)?;
+            if let Some(v6only) = v6only {
+                sockopt::set_ipv6_v6only(&fd, v6only)?;
+            }
+            rustix::net::bind(&fd, &addr)?;
+            Ok(std::net::UdpSocket::from(fd))
+        })
+        .collect()
+}
+
+/// Answers one UDP request into `out` (whose allocation is reused); whether there is something to send. Counts
+/// it; intercepted requests are handed to the runtime, which replies on `socket` itself.
+fn respond(
+    cx: &UdpContext,
+    socket: &Arc<std::net::UdpSocket>,
+    request: &[u8],
+    peer: SocketAddr,
+    out: &mut Vec<u8>,
+) -> bool {
+    cx.metrics.add(Counter::UdpQueries);
+    if let Some(i) = cx.interceptor.as_ref().filter(|i| i.wants(request, Transport::Udp)) {
+        let (i, socket, request) = (i.clone(), socket.clone(), request.to_vec());
+        cx.runtime.spawn(async move {
+            let (tx, mut rx) = tokio::sync::mpsc::channel(1);
+            tokio::spawn(async move { i.handle(request, peer, Transport::Udp, tx).await });
+            if let Some(reply) = rx.recv().await {
+                let _ = socket.send_to(&reply, peer);
+            }
+        });
+        return false;
+    }
+    // Rate limiting depends only on the client and the clock: decide before answering, so a limited client's
+    // queries cost no answer work (a denial's online signature above all).
+    match cx.rrl.check(peer.ip(), cx.started.elapsed()) {
+        Verdict::Send => {
+            let buf = std::mem::take(out);
+            let Some(a) = answer_budgeted(&cx.zones, request, Transport::Udp, Some(&cx.budget), buf) else {
+                cx.metrics.add(Counter::Dropped);
+                return false;
+            };
+            cx.metrics.count(a.qtype, a.rcode.code());
+            if a.over_budget {
+                cx.metrics.add(Counter::SigningBudgetExceeded);
+            } else if a.truncated {
+                cx.metrics.add(Counter::Truncated);
+            }
+            *out = a.bytes;
+            true
+        }
+        Verdict::Slip => {
+            cx.metrics.add(Counter::RrlSlipped);
+            match slip_reply(request) {
+                Some(b) => {
+                    *out = b;
+                    true
+                }
+                None => false,
+            }
+        }
+        Verdict::Drop => {
+            cx.metrics.add(Counter::RrlDropped);
+            false
+        }
+    }
+}
+
+/// Whether a receive error is only the wake-up timeout.
+fn is_wake_timeout(e: &std::io::Error) -> bool {
+    matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut)
+}
+
+/// The most datagrams per batch ([`ServerConfig::udp_batch`]).
+const UDP_MAX_BATCH: usize = 64;
+
+/// One worker: batched on Linux if `batch` > 1, else one datagram at a time.
+fn udp_worker(socket: &Arc<std::net::UdpSocket>, stop: &AtomicBool, cx: &UdpContext, batch: usize) {
+    #[cfg(target_os = "linux")]
+    if batch > 1 {
+        return udp_worker_batched(socket, stop, cx, batch);
+    }
+    let _ = batch;
+    udp_worker_single(socket, stop, cx);
+}
+
+/// One worker without batching: `recv_from`, answer, `send_to`.
+fn udp_worker_single(socket: &Arc<std::net::UdpSocket>, stop: &AtomicBool, cx: &UdpContext) {
     let mut buf = vec![0u8; 65_535];
     // The response buffer goes out with each answer and comes back to be reused.
     let mut out = Vec::with_capacity(usize::from(MAX_UDP_PAYLOAD));
@@ -352,7 +491,7 @@ fn udp_worker(socket: &Arc<std::net::UdpSocket>, stop: &AtomicBool, cx: &UdpCont
         let (n, peer): (usize, SocketAddr) = match socket.recv_from(&mut buf) {
             Ok(v) => v,
             Err(e) => {
-                if !matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) {
+                if !is_wake_timeout(&e) {
                     tracing::debug!(error = %e, "DNS UDP receive failed");
                 }
                 continue;
@@ -361,54 +500,128 @@ fn udp_worker(socket: &Arc<std::net::UdpSocket>, stop: &AtomicBool, cx: &UdpCont
         if stop.load(Ordering::Relaxed) {
             break;
         }
-        cx.metrics.add(Counter::UdpQueries);
-        let request = &buf[..n];
-        if let Some(i) = cx.interceptor.as_ref().filter(|i| i.wants(request, Transport::Udp)) {
-            let (i, socket, request) = (i.clone(), socket.clone(), request.to_vec());
-            cx.runtime.spawn(async move {
-                let (tx, mut rx) = tokio::sync::mpsc::channel(1);
-                tokio::spawn(async move { i.handle(request, peer, Transport::Udp, tx).await });
-                if let Some(reply) = rx.recv().await {
-                    let _ = socket.send_to(&reply, peer);
-                }
-            });
-            continue;
+        if respond(cx, socket, &buf[..n], peer, &mut out)
+            && let Err(e) = socket.send_to(&out, peer)
+        {
+            tracing::debug!(error = %e, "DNS UDP send failed");
         }
-        // Rate limiting depends only on the client and the clock: decide before answering, so a limited
-        // client's queries cost no answer work (a denial's online signature above all).
-        let reply = match cx.rrl.check(peer.ip(), cx.started.elapsed()) {
-            Verdict::Send => {
-                let buf = std::mem::take(&mut out);
-                let Some(a) = answer_budgeted(&cx.zones, request, Transport::Udp, Some(&cx.budget), buf) else {
-                    cx.metrics.add(Counter::Dropped);
-                    continue;
-                };
-                cx.metrics.count(a.qtype, a.rcode.code());
-                if a.over_budget {
-                    cx.metrics.add(Counter::SigningBudgetExceeded);
-                } else if a.truncated {
-                    cx.metrics.add(Counter::Truncated);
+    }
+}
+
+/// Bytes per receive slot: any UDP payload, plus two cache lines so the slots' starts do not all fall in the
+/// same cache set.
+#[cfg(target_os = "linux")]
+const UDP_SLOT: usize = 65_535 + 129;
+
+/// One worker, batched: `recvmmsg` with `MSG_WAITFORONE` (blocks for the first datagram, then takes whatever
+/// else is already queued, up to `batch`; so at low load each query is answered as soon as it comes), the
+/// answers into buffers of their own, then one `sendmmsg` for them all.
+#[cfg(target_os = "linux")]
+fn udp_worker_batched(socket: &Arc<std::net::UdpSocket>, stop: &AtomicBool, cx: &UdpContext, batch: usize) {
+    // Untouched pages of this cost no memory: only the first bytes of each slot are ever written.
+    let mut slots = vec![0u8; batch * UDP_SLOT];
+    let mut headers = nix::sys::socket::MultiHeaders::<nix::sys::socket::SockaddrStorage>::preallocate(batch, None);
+    let mut received = vec![Received::default(); batch];
+    // Response buffers go out with each answer and come back to be reused.
+    let mut outs: Vec<Vec<u8>> = (0..batch).map(|_| Vec::with_capacity(usize::from(MAX_UDP_PAYLOAD))).collect();
+    let mut peers = vec![SocketAddr::from(([0, 0, 0, 0], 0)); batch];
+    while !stop.load(Ordering::Relaxed) {
+        let n = match receive_batch(socket, &mut headers, &mut slots, &mut received) {
+            Ok(n) => n,
+            Err(e) => {
+                if !is_wake_timeout(&e) {
+                    tracing::debug!(error = %e, "DNS UDP receive failed");
                 }
-                out = a.bytes;
-                &out
-            }
-            Verdict::Slip => {
-                cx.metrics.add(Counter::RrlSlipped);
-                match slip_reply(request) {
-                    Some(b) => {
-                        out = b;
-                        &out
-                    }
-                    None => continue,
-                }
-            }
-            Verdict::Drop => {
-                cx.metrics.add(Counter::RrlDropped);
                 continue;
             }
         };
-        if let Err(e) = socket.send_to(reply, peer) {
-            tracing::debug!(error = %e, "DNS UDP send failed");
+        if stop.load(Ordering::Relaxed) {
+            break;
+        }
+        let mut ready = 0;
+        for (slot, r) in slots.chunks_exact(UDP_SLOT).zip(&received[..n]) {
+            // A datagram always has a sender address; a wake-up by shutdown has none.
+            let Some(peer) = r.peer else { continue };
+            if respond(cx, socket, &slot[..r.len], peer, &mut outs[ready]) {
+                peers[ready] = peer;
+                ready += 1;
+            }
+        }
+        send_batch(socket, &outs[..ready], &peers[..ready]);
+    }
+}
+
+/// One datagram of a batch: its length and sender.
+#[cfg(target_os = "linux")]
+#[derive(Debug, Clone, Copy, Default)]
+struct Received {
+    len: usize,
+    peer: Option<SocketAddr>,
+}
+
+/// Receives up to `received.len()` datagrams into `slots` (one per [`UDP_SLOT`]) with one `recvmmsg`, blocking
+/// (up to the socket's read timeout) only for the first; fills `received` and returns how many came.
+#[cfg(target_os = "linux")]
+fn receive_batch(
+    socket: &std::net::UdpSocket,
+    headers: &mut nix::sys::socket::MultiHeaders<nix::sys::socket::SockaddrStorage>,
+    slots: &mut [u8],
+    received: &mut [Received],
+) -> std::io::Result<usize> {
+    use nix::sys::socket::{MsgFlags, SockaddrLike, recvmmsg};
+    use std::io::IoSliceMut;
+    use std::os::fd::AsRawFd;
+    let mut chunks = slots.chunks_exact_mut(UDP_SLOT).take(received.len());
+    let mut iovs: [[IoSliceMut<'_>; 1]; UDP_MAX_BATCH] =
+        std::array::from_fn(|_| [IoSliceMut::new(chunks.next().unwrap_or_default())]);
+    let iovs = &mut iovs[..received.len()];
+    let messages = recvmmsg(socket.as_raw_fd(), headers, iovs.iter_mut(), MsgFlags::MSG_WAITFORONE, None)?;
+    let mut n = 0;
+    for (m, r) in messages.zip(received.iter_mut()) {
+        let peer = m.address.and_then(|a| match a.family() {
+            Some(nix::sys::socket::AddressFamily::Inet) => a.as_sockaddr_in().map(|a| SocketAddr::from(*a)),
+            Some(nix::sys::socket::AddressFamily::Inet6) => a.as_sockaddr_in6().map(|a| SocketAddr::from(*a)),
+            _ => None,
+        });
+        *r = Received { len: m.bytes, peer };
+        n += 1;
+    }
+    Ok(n)
+}
+
+/// Sends `replies[i]` to `peers[i]`: one `send_to` for a single answer, else `sendmmsg` (again for the rest if
+/// the kernel took only some; an answer that fails is logged and skipped, as a failed `send_to` was).
+#[cfg(target_os = "linux")]
+fn send_batch(socket: &std::net::UdpSocket, replies: &[Vec<u8>], peers: &[SocketAddr]) {
+    use rustix::net::{MMsgHdr, SendAncillaryBuffer, SendFlags, SocketAddrAny};
+    use std::io::IoSlice;
+    match replies {
+        [] => return,
+        [one] => {
+            if let Err(e) = socket.send_to(one, peers[0]) {
+                tracing::debug!(error = %e, "DNS UDP send failed");
+            }
+            return;
+        }
+        _ => {}
+    }
+    let addrs: Vec<SocketAddrAny> = peers.iter().map(|p| SocketAddrAny::from(*p)).collect();
+    let iovs: Vec<[IoSlice<'_>; 1]> = replies.iter().map(|r| [IoSlice::new(r)]).collect();
+    let mut controls: Vec<SendAncillaryBuffer<'_, '_, '_>> = replies.iter().map(|_| Default::default()).collect();
+    let mut messages: Vec<MMsgHdr<'_>> = addrs
+        .iter()
+        .zip(&iovs)
+        .zip(controls.iter_mut())
+        .map(|((addr, iov), control)| MMsgHdr::new_with_addr(addr, iov, control))
+        .collect();
+    let mut next = 0;
+    while next < messages.len() {
+        match rustix::net::sendmmsg(socket, &mut messages[next..], SendFlags::empty()) {
+            Ok(sent) => next += sent.max(1),
+            Err(e) => {
+                tracing::debug!(error = %e, "DNS UDP send failed");
+                next += 1;
+            }
         }
     }
 }

@@ -212,3 +212,83 @@ async fn signing_budget_truncates_udp_denials_past_it_and_tcp_answers_them() {
     assert!(delv.contains("negative response, fully validated"), "{delv}");
     assert!(s.metrics.snapshot().signing_budget_exceeded > before, "delv's UDP query was within the budget");
 }
+
+/// Many queries in flight at once from several client sockets, on IPv4 and (where the machine has it) IPv6: the
+/// workers (by default each with a socket of its own on Linux, receiving and sending in batches; also one shared
+/// socket, one datagram per call) answer every query once, to the socket that asked, with the answer to its own
+/// question.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn udp_many_clients_at_once_each_get_their_answers() {
+    use std::net::{IpAddr, Ipv6Addr, SocketAddr};
+    use tincan_directory::dns::ServerConfig;
+    use tincan_enum_core::hickory_proto::op::{Message, Query, ResponseCode};
+    use tincan_enum_core::hickory_proto::rr::{Name, RecordType};
+    const CLIENTS: usize = 8;
+    const ROUNDS: u16 = 4;
+    const IN_FLIGHT: u16 = 16;
+    // (number, answers, response code): two with several NAPTR, one with one, one that does not exist.
+    let numbers = [
+        ("+442079460001", 2, ResponseCode::NoError),
+        ("+442079460002", 1, ResponseCode::NoError),
+        ("+4915112345678", 2, ResponseCode::NoError),
+        ("+442079460003", 0, ResponseCode::NXDomain),
+    ];
+    let v6 = std::net::UdpSocket::bind((Ipv6Addr::LOCALHOST, 0)).is_ok();
+    let hosts: Vec<IpAddr> = [Some(IpAddr::from([127, 0, 0, 1])), v6.then_some(IpAddr::V6(Ipv6Addr::LOCALHOST))]
+        .into_iter()
+        .flatten()
+        .collect();
+    let batched = ServerConfig { udp_workers: 3, ..ServerConfig::default() };
+    let single = ServerConfig { udp_batch: 1, udp_socket_per_worker: false, ..batched.clone() };
+    let runs = hosts.iter().map(|h| (*h, batched.clone())).chain([(hosts[0], single)]);
+    for (host, config) in runs {
+        let at = SocketAddr::new(host, tincan_testkit::ports::free_port());
+        let s = DnsServer::start_configured(
+            crate::dns_support::sample_records(),
+            KeyAlgorithm::EcdsaP256Sha256,
+            Some(at),
+            config,
+        )
+        .await;
+        let mut clients = tokio::task::JoinSet::new();
+        for c in 0..CLIENTS {
+            let names: Vec<String> = numbers.iter().map(|(n, _, _)| owner(n)).collect();
+            let server = s.addr;
+            clients.spawn(async move {
+                let sock = tokio::net::UdpSocket::bind(SocketAddr::new(host, 0)).await.unwrap();
+                sock.connect(server).await.unwrap();
+                let mut buf = vec![0u8; 4096];
+                for round in 0..ROUNDS {
+                    // All of a round's queries are sent before any answer is read.
+                    let ids: Vec<u16> = (0..IN_FLIGHT).map(|i| round * IN_FLIGHT + i).collect();
+                    for &id in &ids {
+                        let mut m = Message::query();
+                        m.metadata.id = id;
+                        let name = &names[(c + usize::from(id)) % names.len()];
+                        m.add_query(Query::query(Name::from_ascii(name).unwrap(), RecordType::NAPTR));
+                        sock.send(&m.to_vec().unwrap()).await.unwrap();
+                    }
+                    let mut seen = std::collections::BTreeSet::new();
+                    while seen.len() < ids.len() {
+                        let n = tokio::time::timeout(std::time::Duration::from_secs(10), sock.recv(&mut buf))
+                            .await
+                            .unwrap_or_else(|_| panic!("client {c} round {round}: answers missing, got {seen:?}"))
+                            .unwrap();
+                        let r = Message::from_vec(&buf[..n]).unwrap();
+                        let id = r.metadata.id;
+                        assert!(ids.contains(&id) && seen.insert(id), "client {c}: unexpected or repeated id {id}");
+                        let i = (c + usize::from(id)) % names.len();
+                        assert_eq!(r.queries[0].name().to_ascii(), names[i], "client {c} id {id}");
+                        assert_eq!(r.metadata.response_code, numbers[i].2, "client {c} id {id}");
+                        assert_eq!(r.answers.len(), numbers[i].1, "client {c} id {id}");
+                    }
+                }
+            });
+        }
+        while let Some(r) = clients.join_next().await {
+            r.unwrap();
+        }
+        let total = CLIENTS as u64 * u64::from(ROUNDS * IN_FLIGHT);
+        assert_eq!(s.metrics.snapshot().udp_queries, total, "on {host}");
+    }
+}
