@@ -152,6 +152,7 @@ kill $dpid; wait $dpid 2>/dev/null || true
 # med SERVER SET METRIC(QPS|LAT): the median over the rounds; mratio SET MODE: the median of the rounds' ratios.
 med() {
   local -n m=$3
+  [ "$1" = t ] || [ -n "${KPORT[$1]:-}" ] || { echo -; return; }
   for r in $(seq "$REPEAT"); do printf '%s ' "${m[${1}_${2}_$r]:-}"; done | median
 }
 mratio() {
@@ -160,6 +161,7 @@ mratio() {
   done | median | awk '{ if ($1 > 0) printf "%.2fx", $1; else print "-" }'
 }
 col() { [ -n "${KPORT[$1]:-}" ] && printf '%s' "$2" || printf '%s' "-"; }
+fmt() { [ "$2" = - ] && printf '%s' - || printf "%.${1}f" "$2"; } # fmt DECIMALS VALUE-or--
 echo
 echo "== summary, $N numbers, $REPEAT round(s), PIN=$PIN (ratio = tincan / knot; for latency, cpu and RSS lower is better)"
 [ "$REPEAT" -gt 1 ] && echo "   qps and latency: each server's median over the rounds; qps ratio: the median of the rounds' ratios"
@@ -167,12 +169,12 @@ printf '%-26s %12s %12s %12s %10s %10s\n' "" tincan knot-presig knot-online "vs 
 for k in $SETS; do
   tq=$(med t "$k" QPS); pq=$(med presigned "$k" QPS); oq=$(med onlinesign "$k" QPS)
   tl=$(med t "$k" LAT); pl=$(med presigned "$k" LAT); ol=$(med onlinesign "$k" LAT)
-  printf '%-26s %12.0f %12.0f %12.0f %10s %10s\n' "qps $k" "$tq" "$pq" "$oq" \
+  printf '%-26s %12s %12s %12s %10s %10s\n' "qps $k" "$(fmt 0 "$tq")" "$(fmt 0 "$pq")" "$(fmt 0 "$oq")" \
     "$(col presigned "$(mratio "$k" presigned)")" "$(col onlinesign "$(mratio "$k" onlinesign)")"
-  printf '%-26s %12.3f %12.3f %12.3f %10s %10s\n' "avg latency ms $k" "$tl" "$pl" "$ol" \
+  printf '%-26s %12s %12s %12s %10s %10s\n' "avg latency ms $k" "$(fmt 3 "$tl")" "$(fmt 3 "$pl")" "$(fmt 3 "$ol")" \
     "$(col presigned "$(ratio "$tl" "$pl")")" "$(col onlinesign "$(ratio "$tl" "$ol")")"
   tc=$(med t "$k" CPU); pc=$(med presigned "$k" CPU); oc=$(med onlinesign "$k" CPU)
-  printf '%-26s %12.2f %12.2f %12.2f %10s %10s\n' "server cpu us/q $k" "$tc" "$pc" "$oc" \
+  printf '%-26s %12s %12s %12s %10s %10s\n' "server cpu us/q $k" "$(fmt 2 "$tc")" "$(fmt 2 "$pc")" "$(fmt 2 "$oc")" \
     "$(col presigned "$(ratio "$tc" "$pc")")" "$(col onlinesign "$(ratio "$tc" "$oc")")"
 done
 printf '%-26s %12s %12s %12s %10s %10s\n' "RSS MiB (after queries)" "$T_RSS_AFTER" "${KRSS[presigned]:--}" \
