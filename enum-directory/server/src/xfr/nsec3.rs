@@ -420,9 +420,17 @@ fn sign_zone(
     let param = Rr { owner: Vec::new(), rtype: NSEC3PARAM, ttl: 0, rdata: vec![1, 0, 0, 0, 0] };
     signer.add(vec![param], apex_labels, KeyRole::Zsk, &mut out)?;
 
-    // Every number's RRsets, and the names the chain covers: (owner labels, types).
-    let mut names: Vec<(Vec<u8>, Vec<u16>)> =
-        vec![(Vec::new(), vec![rtype::NS, rtype::SOA, rtype::RRSIG, rtype::DNSKEY, NSEC3PARAM])];
+    // Every number's RRsets, and the names the chain covers: (hash of the owner, types). Hashed as they come, so
+    // the owners are not held meanwhile.
+    let apex_wire = signer.apex_wire.clone();
+    let hash_of = |owner: &[u8]| {
+        let mut full = Vec::with_capacity(owner.len() + apex_wire.len());
+        full.extend_from_slice(owner);
+        full.extend_from_slice(&apex_wire);
+        hash(&full)
+    };
+    let mut hashed: Vec<([u8; 20], Vec<u16>)> =
+        vec![(hash_of(&[]), vec![rtype::NS, rtype::SOA, rtype::RRSIG, rtype::DNSKEY, NSEC3PARAM])];
     let mut prefixes: BTreeSet<&str> = BTreeSet::new();
     let mut exact: BTreeSet<&str> = BTreeSet::new();
     for n in numbers {
@@ -439,7 +447,7 @@ fn sign_zone(
         }
         types.push(rtype::RRSIG);
         types.sort_unstable();
-        names.push((rrs[0].owner.clone(), types));
+        hashed.push((hash_of(&rrs[0].owner), types));
         exact.insert(digits);
         for k in 1..digits.len() {
             prefixes.insert(&digits[..k]);
@@ -447,18 +455,11 @@ fn sign_zone(
     }
     // Empty non-terminals: partial numbers with a number below them that are not numbers themselves.
     for p in prefixes.difference(&exact) {
-        names.push((p.bytes().rev().flat_map(|d| [1, d]).collect(), Vec::new()));
+        let owner: Vec<u8> = p.bytes().rev().flat_map(|d| [1, d]).collect();
+        hashed.push((hash_of(&owner), Vec::new()));
     }
 
     // The chain, in hash order.
-    let mut hashed: Vec<([u8; 20], Vec<u16>)> = names
-        .into_iter()
-        .map(|(owner, types)| {
-            let mut full = owner;
-            full.extend_from_slice(&signer.apex_wire);
-            (hash(&full), types)
-        })
-        .collect();
     hashed.sort_unstable_by_key(|a| a.0);
     let ttl = apex.negative_ttl().min(apex.ttl());
     for i in 0..hashed.len() {
