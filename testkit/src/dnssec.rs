@@ -169,7 +169,17 @@ impl Knot {
         let mut knotd = conf.spawn()?;
         // Ready once it serves the apex SOA.
         knotd.wait(apex, true, Duration::from_secs(10), |soa| !soa.trim().is_empty()).await?;
-        Ok(Self { addr, apex: apex.to_owned(), knotd })
+        let knot = Self { addr, apex: apex.to_owned(), knotd };
+        if online {
+            // The SOA can be served before mod-onlinesign has made and stored its keys (keymgr then lists no
+            // DS, and a test's trust anchor would be empty): wait for the keys too.
+            let deadline = std::time::Instant::now() + Duration::from_secs(10);
+            while !matches!(knot.onlinesign_ds(), Ok(ds) if !ds.trim().is_empty()) {
+                anyhow::ensure!(std::time::Instant::now() < deadline, "knotd made no online-signing keys within 10 s");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+        Ok(knot)
     }
 
     /// The DS records (SHA-256) of the keys Knot made for online signing.

@@ -116,15 +116,26 @@ async fn udp_worker_threads_answer_and_stop() {
     let addr = s.addr;
     drop(s);
     let deadline = Instant::now() + Duration::from_secs(2);
-    while udp_worker_threads() > 0 || std::net::UdpSocket::bind(addr).is_err() {
+    // The workers are joined and the UDP socket closed by the time the server is dropped; the TCP listener is
+    // closed by its task a moment later. Both ports are taken again here, held for the second server.
+    let (udp, tcp) = loop {
+        if udp_worker_threads() == 0
+            && let Ok(udp) = std::net::UdpSocket::bind(addr)
+            && let Ok(tcp) = std::net::TcpListener::bind(addr)
+        {
+            break (udp, tcp);
+        }
         assert!(Instant::now() < deadline, "UDP workers still running or port still bound after shutdown");
         tokio::time::sleep(Duration::from_millis(10)).await;
+    };
+    for s in [udp.set_nonblocking(true), tcp.set_nonblocking(true)] {
+        s.unwrap();
     }
 
     let zone =
         crate::dns_support::zone_with(std::sync::Arc::new(tincan_common::SystemClock), KeyAlgorithm::Ed25519, &records);
-    let udp = tokio::net::UdpSocket::bind(addr).await.unwrap();
-    let tcp = tokio::net::TcpListener::bind(addr).await.unwrap();
+    let udp = tokio::net::UdpSocket::from_std(udp).unwrap();
+    let tcp = tokio::net::TcpListener::from_std(tcp).unwrap();
     let zones = std::sync::Arc::new(Zones::new(vec![zone]));
     let task = tokio::spawn(dns::server::run(
         zones,
