@@ -153,7 +153,7 @@ fn authoritative(
     let mut r = Response::new_in(buf, req, rcode);
     r.set_aa();
     let qname = Owner::Pointer(12);
-    let apex_owner = Owner::Pointer(req.labels.get(rel).copied().unwrap_or(12));
+    let apex_owner = Owner::Pointer(req.labels.get(rel).unwrap_or(12));
     let config = zone.config();
     let qtype = req.qtype;
     let wants = |t: u16| qtype == t || qtype == rtype::ANY;

@@ -162,6 +162,22 @@ impl SignedEntry {
         n.into_iter().chain(t)
     }
 
+    /// Whether any present set is unsigned, or signed to expire at or before `before`, or by a key other than
+    /// `key_tag`. Reads only the signatures' fixed fields (no set decoded, no signature copied): the answer path
+    /// asks this for every query.
+    pub(crate) fn any_sig_stale(&self, before: u32, key_tag: u16) -> bool {
+        let b = &self.0;
+        let l = self.layout();
+        let present = usize::from(l.naptr.1 > l.naptr.0) + usize::from(l.txt.1 > l.txt.0);
+        (0..present).any(|i| {
+            let at = l.sigs + i * SIG_LEN;
+            let sig = &b[at..at + SIG_LEN];
+            sig[0] != 1
+                || u32::from_be_bytes([sig[5], sig[6], sig[7], sig[8]]) <= before
+                || u16::from_be_bytes([sig[9], sig[10]]) != key_tag
+        })
+    }
+
     /// Whether `other` publishes the same records (it may differ in signatures).
     pub(crate) fn same_records(&self, other: &SignedEntry) -> bool {
         self.0[..self.layout().sigs] == other.0[..other.layout().sigs]

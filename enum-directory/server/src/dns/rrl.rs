@@ -95,10 +95,16 @@ impl RateLimiter {
 
     /// Decides for one answer to `ip` at `now`.
     pub fn check(&self, ip: IpAddr, now: Duration) -> Verdict {
+        self.check_at(ip, || now)
+    }
+
+    /// [`check`](Self::check), reading the clock (`now`) only when `ip` is rate-limited at all.
+    pub fn check_at(&self, ip: IpAddr, now: impl FnOnce() -> Duration) -> Verdict {
         let c = &self.config;
         if !c.enabled || (c.exempt_loopback && ip.is_loopback()) {
             return Verdict::Send;
         }
+        let now = now();
         let net = self.network(ip);
         let mut table = self.table.lock().unwrap_or_else(|e| e.into_inner());
         if table.len() >= c.max_tracked && !table.contains_key(&net) {

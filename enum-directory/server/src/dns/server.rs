@@ -431,7 +431,7 @@ fn respond(
     }
     // Rate limiting depends only on the client and the clock: decide before answering, so a limited client's
     // queries cost no answer work (a denial's online signature above all).
-    match cx.rrl.check(peer.ip(), cx.started.elapsed()) {
+    match cx.rrl.check_at(peer.ip(), || cx.started.elapsed()) {
         Verdict::Send => {
             let buf = std::mem::take(out);
             let Some(a) = answer_budgeted(&cx.zones, request, Transport::Udp, Some(&cx.budget), buf) else {

@@ -77,12 +77,50 @@ pub(crate) struct Request<'a> {
     pub rd: bool,
     pub cd: bool,
     /// Offsets (into `bytes`) of the question name's labels, leftmost first; the root is not included.
-    pub labels: Vec<usize>,
+    pub labels: Labels,
     pub qtype: u16,
     pub qclass: u16,
     /// End of the question section.
     pub question_end: usize,
     pub edns: Option<Edns>,
+}
+
+/// The offsets of a question name's labels, held inline (a name of at most 255 octets has at most 127 labels),
+/// so parsing a request allocates nothing.
+#[derive(Clone)]
+pub(crate) struct Labels {
+    at: [u16; MAX_LABELS],
+    n: u8,
+}
+
+/// The most labels a name of 255 octets can have (each takes at least two octets; the root is not counted).
+const MAX_LABELS: usize = 127;
+
+impl Labels {
+    fn new() -> Labels {
+        Labels { at: [0; MAX_LABELS], n: 0 }
+    }
+
+    /// How many labels.
+    pub fn len(&self) -> usize {
+        usize::from(self.n)
+    }
+
+    /// The offset of label `i` (0 = leftmost).
+    pub fn get(&self, i: usize) -> Option<usize> {
+        self.at[..self.len()].get(i).map(|&o| usize::from(o))
+    }
+
+    /// The offset of the leftmost label.
+    pub fn first(&self) -> Option<usize> {
+        self.get(0)
+    }
+}
+
+impl std::fmt::Debug for Labels {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_list().entries(&self.at[..self.len()]).finish()
+    }
 }
 
 /// Why a request is not answered normally.
@@ -135,7 +173,7 @@ impl<'a> Request<'a> {
             return Err(formerr);
         }
         // The question name: uncompressed labels, at most 255 octets.
-        let mut labels = Vec::with_capacity(16);
+        let mut labels = Labels::new();
         let mut i = HEADER;
         loop {
             let len = usize::from(*bytes.get(i).ok_or(ParseError::FormErr { id, opcode, rd })?);
@@ -143,10 +181,12 @@ impl<'a> Request<'a> {
                 i += 1;
                 break;
             }
-            if len > 63 || i + 1 + len > bytes.len() {
+            if len > 63 || i + 1 + len > bytes.len() || labels.len() == MAX_LABELS {
                 return Err(formerr);
             }
-            labels.push(i);
+            // i < HEADER + 256 here (checked below for the previous label), so it fits a u16.
+            labels.at[labels.len()] = i as u16;
+            labels.n += 1;
             i += 1 + len;
             if i - HEADER > 255 {
                 return Err(formerr);
@@ -190,7 +230,7 @@ impl<'a> Request<'a> {
 
     /// The label at index `i` (0 = leftmost), without its length octet.
     pub fn label(&self, i: usize) -> &'a [u8] {
-        let at = self.labels[i];
+        let at = self.labels.get(i).expect("a label of the question name");
         &self.bytes[at + 1..at + 1 + usize::from(self.bytes[at])]
     }
 
@@ -421,7 +461,7 @@ mod tests {
         let mut r = Response::new(&req, Rcode::NoError);
         r.set_aa();
         r.record(Section::Answer, Owner::Pointer(12), rtype::TXT, 60, &[b"\x02hi"]);
-        r.record(Section::Authority, Owner::Pointer(req.labels[3]), rtype::NS, 60, &[b"\x02ns\x00"]);
+        r.record(Section::Authority, Owner::Pointer(req.labels.get(3).unwrap()), rtype::NS, 60, &[b"\x02ns\x00"]);
         r.opt(1232, Rcode::NoError, true, false);
         let m = Message::from_vec(&r.finish()).unwrap();
         assert!(m.metadata.authoritative);

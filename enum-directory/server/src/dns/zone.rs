@@ -597,7 +597,7 @@ impl Zone {
     fn entry_stale(&self, e: &SignedEntry) -> bool {
         let stale_before = self.now().saturating_add(self.config.signature_refresh);
         let tag = self.keys.load().zsk().key_tag();
-        e.sets().any(|(_, _, s)| s.is_none_or(|s| s.expiration <= stale_before || s.key_tag != tag))
+        e.any_sig_stale(stale_before, tag)
     }
 
     fn apex_stale(&self, a: &Apex) -> bool {

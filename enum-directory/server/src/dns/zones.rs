@@ -53,7 +53,7 @@ impl Zones {
         for (i, z) in list.iter().enumerate() {
             let apex_labels = usize::from(z.apex_labels());
             let Some(rel) = req.labels.len().checked_sub(apex_labels) else { continue };
-            let start = req.labels.get(rel).copied().unwrap_or(name_end - 1);
+            let start = req.labels.get(rel).unwrap_or(name_end - 1);
             if req.bytes[start..name_end].eq_ignore_ascii_case(z.apex_wire())
                 && best.is_none_or(|(b, _)| list[b].apex_labels() < z.apex_labels())
             {
