@@ -138,7 +138,7 @@ impl Follower {
         // In order with the API's own writes: nothing the API publishes meanwhile can be overwritten by an
         // older row read here.
         let _order = self.writes.lock().await;
-        let mut tx = self.storage.begin().await?;
+        let mut tx = self.storage.begin_read().await?;
         let mut entries = tx.journal().since(self.applied, BATCH).await?;
         let full = entries.len() == BATCH as usize;
         let Some(first) = entries.first().map(|e| e.version) else { return Ok((0, false)) };

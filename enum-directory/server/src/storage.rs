@@ -70,6 +70,13 @@ pub async fn open(url: &str, clock: Arc<dyn Clock>) -> Result<Arc<dyn Storage>> 
 pub trait Storage: Send + Sync + fmt::Debug + 'static {
     /// Begins a transaction. Dropping the result without [`Repository::commit`] rolls it back.
     async fn begin(&self) -> Result<Box<dyn Repository>>;
+
+    /// Begins a transaction that only reads (one consistent snapshot). Backends whose [`Storage::begin`] takes
+    /// a write lock up front (SQLite) begin this one without it, so readers polling often (the journal
+    /// follower, zone transfers) never hold up writers. Writing through it is a bug.
+    async fn begin_read(&self) -> Result<Box<dyn Repository>> {
+        self.begin().await
+    }
 }
 
 /// One transaction, giving access to every repository.

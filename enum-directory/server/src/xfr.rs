@@ -411,7 +411,7 @@ impl Transfers {
         if secondary.config.flavour == Flavour::Nsec3 {
             return self.whole_zone(id, rd, rtype::IXFR, secondary, signer, out).await;
         }
-        let mut tx = self.storage.begin().await?;
+        let mut tx = self.storage.begin_read().await?;
         let version = tx.journal().current_version().await?;
         let serial = content::serial_of(version);
         // The client's version: the newest version with its serial (versions only grow; serials wrap).
@@ -462,7 +462,7 @@ impl Transfers {
             }
             match last {
                 Some(v) if v < version => {
-                    let mut tx = self.storage.begin().await?;
+                    let mut tx = self.storage.begin_read().await?;
                     batch = tx.journal().since(v, JOURNAL_BATCH).await?;
                 }
                 _ => break,

@@ -39,6 +39,12 @@ impl super::Storage for SqliteStorage {
         let tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
         Ok(Box::new(SqliteRepository { tx, clock: self.clock.clone() }))
     }
+
+    async fn begin_read(&self) -> super::Result<Box<dyn super::Repository>> {
+        // Deferred: a read transaction under WAL, a snapshot taken at its first read, no write lock.
+        let tx = self.pool.begin_with("BEGIN DEFERRED").await?;
+        Ok(Box::new(SqliteRepository { tx, clock: self.clock.clone() }))
+    }
 }
 
 /// One SQLite transaction.

@@ -83,7 +83,7 @@ pub(crate) fn serial_of(version: i64) -> u32 {
 
 /// The current zone version.
 pub(crate) async fn current_version(storage: &dyn Storage) -> Result<i64, StorageError> {
-    let mut tx = storage.begin().await?;
+    let mut tx = storage.begin_read().await?;
     tx.journal().current_version().await
 }
 
@@ -125,7 +125,7 @@ impl<'s> Pages<'s> {
         if self.done {
             return Ok(None);
         }
-        let mut tx = self.storage.begin().await?;
+        let mut tx = self.storage.begin_read().await?;
         let rows = tx.numbers().page(self.after.as_ref(), PAGE).await?;
         let now = tx.journal().current_version().await?;
         for e in journal_between(&mut *tx, self.seen, now).await? {
