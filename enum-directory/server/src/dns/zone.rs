@@ -250,19 +250,10 @@ impl Zone {
         self.entry_for(record).map(|e| self.sign_entry(key, e)).transpose()
     }
 
-    /// Publishes a number's signed records (from [`Zone::sign_record`]; `None` removes the number) and bumps
-    /// the serial.
+    /// Publishes a number's signed records (from [`Zone::sign_record`]; `None` removes the number): one
+    /// [`Zone::install_many`] of one change.
     pub fn install(&self, number: &E164, entry: Option<SignedEntry>) -> Result<(), ZoneError> {
-        let key = number_key(number);
-        let _w = self.write.lock().unwrap_or_else(|e| e.into_inner());
-        match entry {
-            Some(e) => self.numbers.insert(key, e),
-            None => {
-                self.numbers.remove(key);
-            }
-        }
-        self.forget_denials(key);
-        self.bump_serial()
+        self.install_many(vec![(number.clone(), entry)]).map(drop)
     }
 
     /// Publishes many numbers' signed records at once (`None` removes the number): one serial bump if anything
@@ -315,12 +306,9 @@ impl Zone {
             return Ok(None);
         }
         let Some(want) = want else { return Ok(Some(None)) };
-        let keys = self.keys.load();
-        let zsk = keys.zsk();
-        let (alg, tag) = (zsk.algorithm().number(), zsk.key_tag());
         let entry = stored
             .and_then(|(_, bytes)| bytes)
-            .and_then(|b| SignedEntry::from_stored(b, alg, self.config.record_ttl, tag))
+            .and_then(|b| self.stored_entry(b))
             .filter(|e| e.same_records(&want))
             .unwrap_or(want);
         let entry = if self.entry_stale(&entry) { self.sign_entry(key, entry)? } else { entry };
@@ -354,12 +342,18 @@ impl Zone {
     /// [`Zone::finish_load`] after the last one.
     pub fn load_stored(&self, e164: &str, stored: &[u8]) -> Option<bool> {
         let key = stored_key(e164)?;
-        let keys = self.keys.load();
-        let zsk = keys.zsk();
-        let entry = SignedEntry::from_stored(stored, zsk.algorithm().number(), self.config.record_ttl, zsk.key_tag())?;
+        let entry = self.stored_entry(stored)?;
         let kept = entry.earliest_expiration().is_some();
         self.numbers.insert(key, entry);
         Some(kept)
+    }
+
+    /// A stored signed form read back for this zone: its signatures kept when they are the zone's ZSK's and
+    /// TTL's (see [`SignedEntry::from_stored`]).
+    fn stored_entry(&self, stored: &[u8]) -> Option<SignedEntry> {
+        let keys = self.keys.load();
+        let zsk = keys.zsk();
+        SignedEntry::from_stored(stored, zsk.algorithm().number(), self.config.record_ttl, zsk.key_tag())
     }
 
     /// Ends a start-up load ([`Zone::load_stored`]): bumps the serial once.
@@ -370,14 +364,7 @@ impl Zone {
 
     /// Removes a number; bumps the serial when it was there.
     pub fn remove(&self, number: &E164) -> Result<bool, ZoneError> {
-        let key = number_key(number);
-        let _w = self.write.lock().unwrap_or_else(|e| e.into_inner());
-        let removed = self.numbers.remove(key);
-        if removed {
-            self.forget_denials(key);
-            self.bump_serial()?;
-        }
-        Ok(removed)
+        Ok(self.install_many(vec![(number.clone(), None)])? > 0)
     }
 
     /// How many negative-answer signatures are cached.
