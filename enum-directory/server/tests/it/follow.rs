@@ -12,9 +12,8 @@ use serde_json::json;
 use tincan_common::SystemClock;
 use tincan_directory::storage::{self, Storage};
 use tincan_enum_core::E164;
-use tincan_testkit::tools;
 
-use crate::harness::{APEX, Directory, cli_env, owner, query, signed_answer};
+use crate::harness::{APEX, Directory, cli_env, delv, owner, query, signed_answer};
 
 const KEY: &str = "WGZmZmZmZmZmZmZmZmZmZmZmZmZmZmZmZmZmZmZmZmY";
 
@@ -64,7 +63,6 @@ async fn wait_for_user(dns: SocketAddr, name: &str, user: &str) {
 
 /// delv validates `name`'s `rtype` against the trust anchor from `keys ds` (run with `env`).
 fn delv_validates(dir: &Path, env: &[(&str, &str)], dns: SocketAddr, name: &str, rtype: &str) -> String {
-    let delv = tools::require("delv");
     let out = cli_env(dir, &["keys", "ds"], env);
     assert!(out.status.success(), "keys ds: {}", text(&out.stderr));
     let ds = text(&out.stdout);
@@ -75,18 +73,7 @@ fn delv_validates(dir: &Path, env: &[(&str, &str)], dns: SocketAddr, name: &str,
         format!("trust-anchors {{ \"{APEX}\" static-ds {} {} {} \"{}\"; }};\n", f[3], f[4], f[5], f[6]),
     )
     .unwrap();
-    let out = tools::run(std::process::Command::new(&delv).args([
-        "@127.0.0.1",
-        "-p",
-        &dns.port().to_string(),
-        "-a",
-        anchor.to_str().unwrap(),
-        &format!("+root={APEX}"),
-        name,
-        rtype,
-    ]))
-    .unwrap();
-    let out = format!("{}{}", text(&out.stdout), text(&out.stderr));
+    let out = delv(dns, &anchor, name, rtype);
     assert!(out.contains("; fully validated"), "{out}");
     out
 }

@@ -105,6 +105,23 @@ pub fn ds(data_dir: &Path) -> Vec<String> {
     String::from_utf8(out.stdout).unwrap().lines().map(str::to_owned).collect()
 }
 
+/// `delv`'s output (stdout and stderr) for `name`'s `rtype` at `server`, validated with the trust anchors in
+/// `anchor` (a BIND `trust-anchors` clause) from the apex down.
+pub fn delv(server: SocketAddr, anchor: &Path, name: &str, rtype: &str) -> String {
+    let out =
+        tincan_testkit::tools::run(tincan_testkit::tools::command("delv").arg(format!("@{}", server.ip())).args([
+            "-p",
+            &server.port().to_string(),
+            "-a",
+            anchor.to_str().unwrap(),
+            &format!("+root={APEX}"),
+            name,
+            rtype,
+        ]))
+        .unwrap();
+    format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr))
+}
+
 /// The ENUM owner name of `+<digits>` under [`APEX`].
 pub fn owner(number: &str) -> String {
     let digits: String = number.trim_start_matches('+').chars().rev().flat_map(|c| [c, '.']).collect();

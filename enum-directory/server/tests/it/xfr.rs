@@ -11,7 +11,7 @@ use tincan_directory::storage::{KeyRole, KeyState};
 use tincan_testkit::secondary::KnotSecondary;
 use tincan_testkit::tools;
 
-use crate::harness::{APEX, Directory, owner};
+use crate::harness::{APEX, Directory, delv, owner};
 
 const KEY_NAME: &str = "tincan-xfr";
 
@@ -221,20 +221,6 @@ fn anchor_file_for(dir: &Path, ds: &[String]) -> std::path::PathBuf {
     let anchor = dir.join("anchor.conf");
     std::fs::write(&anchor, conf).unwrap();
     anchor
-}
-
-fn delv(server: SocketAddr, anchor: &Path, name: &str, rtype: &str) -> String {
-    let out = tools::run(tools::command("delv").arg(format!("@{}", server.ip())).args([
-        "-p",
-        &server.port().to_string(),
-        "-a",
-        anchor.to_str().unwrap(),
-        &format!("+root={APEX}"),
-        name,
-        rtype,
-    ]))
-    .unwrap();
-    format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr))
 }
 
 /// Runs `keys export --format knot` into `dir/knot-keys` with the directory's config `env` (the timers follow its
