@@ -2,6 +2,7 @@
 # knot.sh MODE DATA PORT: starts Knot DNS (Debian knot 3.2) on 127.0.0.1:PORT serving DATA/zone.txt
 #   MODE presigned  — Knot signs the whole zone at load with NSEC3 (RFC 9276: 0 iterations, no salt)
 #   MODE onlinesign — Knot's mod-onlinesign signs every answer at query time (compact-ish denial)
+# UDP_WORKERS=n sets Knot's udp-workers (default: one per CPU).
 # Prints "load_seconds=… rss_kib=… pid=…" once the zone answers signed, and leaves knotd running.
 set -euo pipefail
 mode=$1 data=$2 port=$3
@@ -18,6 +19,7 @@ cat > "$run/knot.conf" <<CONF
 server:
     listen: 127.0.0.1@$port
     rundir: "$run"
+${UDP_WORKERS:+    udp-workers: $UDP_WORKERS}
 log:
   - target: "$run/knot.log"
     any: info

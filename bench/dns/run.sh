@@ -13,15 +13,24 @@
 # loopback is exempt by default anyway); Knot's RRL is off unless configured.
 #
 # Less noisy comparisons (on a small machine dnsperf and the server share the cores):
-#   PIN=1       every server is pinned to SERVER_CPUS (default 0) once it runs (taskset -a -p: all its threads,
-#               started with the machine's full CPU count, so thread counts are the same as unpinned) and dnsperf
-#               to CLIENT_CPUS (default 1); the same for every server compared.
+#   PIN=1       every server is pinned to SERVER_CPUS (default 0) once it runs (taskset -a -p: all its threads)
+#               and dnsperf to CLIENT_CPUS (default 1); the same for every server compared. Each server then runs
+#               WORKERS UDP worker threads (default: one per CPU in SERVER_CPUS; tincan's udp_workers, Knot's
+#               udp-workers): two workers sharing one core context-switch, and how dnsperf's sockets happen to
+#               hash onto their SO_REUSEPORT sockets made each server's CPU per answer bimodal (about +15 %).
+#   WORKERS=n   UDP worker threads of every server (unset and PIN=0: each server's own default, one per core).
 #   REPEAT=n    n rounds; in each, every query set is run against tincan, then Knot pre-signed, then Knot
 #               onlinesign, one after the other (all servers stay up, idle while another is measured). Each round
 #               is printed; the summary gives each server's median qps and the median of the rounds' ratios.
 #               With n > 1 the flood sets' names repeat from the second round on (tincan's denial cache then
 #               answers some): use REPEAT with SETS=pos (or mix) for the flood-free comparison.
 #   KNOT_MODES  which Knot servers to compare with (default "presigned onlinesign").
+#   QUOTA=P     caps every server at P % of one CPU (a CPU cgroup of its own: cgroup v2 cpu.max or v1 CFS quota,
+#               period QUOTA_PERIOD_US, default 10000), the same cap for every server. On a 2-core machine one
+#               dnsperf saturates its core at about 170k qps, below what a fast server answers on the other core:
+#               unconstrained, qps then measures dnsperf ("client cpu" in the output shows it at ~100 %). Under a
+#               cap below that, the server is the bottleneck and the qps ratio is the ratio of answers per unit of
+#               CPU. Needs root. Combine with PIN=1 so the capped servers share one core.
 # Defaults (PIN=0, REPEAT=1): one round, unpinned.
 #
 # Needs: a release build (cargo build --release -p tincan-directory; DIRECTORY_BIN=… to use another binary — not
@@ -39,7 +48,13 @@ APEX=e164.tincan.test.
 mkdir -p "$OUT"
 freeport() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 pids=()
-trap 'for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done' EXIT
+CGROUPS=()
+cleanup() {
+  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+  sleep 0.2
+  for c in "${CGROUPS[@]}"; do rmdir "$c" 2>/dev/null || true; done
+}
+trap cleanup EXIT
 
 # gen.py writes only the files that are missing (an older data dir gets the flood files added).
 for f in zone.txt numbers.jsonl q-pos.txt q-mix.txt q-neg-flood.txt q-mix-flood.txt; do
@@ -55,9 +70,25 @@ SERVER_CPUS=${SERVER_CPUS:-0}
 CLIENT_CPUS=${CLIENT_CPUS:-1}
 CLIENT=()
 [ "$PIN" = 1 ] && CLIENT=(taskset -c "$CLIENT_CPUS")
-pin() { # pin PID: the server and all its threads onto SERVER_CPUS
-  [ "$PIN" = 1 ] || return 0
-  taskset -a -p -c "$SERVER_CPUS" "$1" >/dev/null
+QUOTA=${QUOTA:-}
+QUOTA_PERIOD_US=${QUOTA_PERIOD_US:-10000}
+WORKERS=${WORKERS:-}
+if [ "$PIN" = 1 ] && [ -z "$WORKERS" ]; then WORKERS=$(taskset -c "$SERVER_CPUS" nproc); fi
+pin() { # pin PID: the server and all its threads onto SERVER_CPUS, and under QUOTA into a capped cgroup
+  if [ "$PIN" = 1 ]; then taskset -a -p -c "$SERVER_CPUS" "$1" >/dev/null; fi
+  [ -n "$QUOTA" ] || return 0
+  local quota=$((QUOTA * QUOTA_PERIOD_US / 100)) cg
+  if [ -d /sys/fs/cgroup/cpu ] && [ -f /sys/fs/cgroup/cpu/cgroup.procs ]; then # cgroup v1
+    cg=/sys/fs/cgroup/cpu/tincan-bench-$1
+    mkdir -p "$cg"
+    echo "$QUOTA_PERIOD_US" > "$cg/cpu.cfs_period_us"; echo "$quota" > "$cg/cpu.cfs_quota_us"
+  else # cgroup v2 (the cpu controller enabled for the root's children)
+    cg=/sys/fs/cgroup/tincan-bench-$1
+    mkdir -p "$cg"
+    echo "$quota $QUOTA_PERIOD_US" > "$cg/cpu.max"
+  fi
+  echo "$1" > "$cg/cgroup.procs"
+  CGROUPS+=("$cg")
 }
 
 # QPS[server_set_round], LAT[…], CPU[…] (the server's user+system CPU time per answered query, in µs: less
@@ -65,17 +96,20 @@ pin() { # pin PID: the server and all its threads onto SERVER_CPUS
 declare -A QPS LAT CPU
 cpu_ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat"; }
 perf() { # perf KEY LABEL PORT QUERYFILE SERVER_PID
-  local r q l c0 c1 done cpu
+  local r q l c0 c1 done cpu ccpu
   c0=$(cpu_ticks "$5")
-  r=$("${CLIENT[@]}" dnsperf -s 127.0.0.1 -p "$3" -d "$4" -D -c 4 -T 1 -l "$SECS" 2>&1)
+  # dnsperf's own CPU time: the subshell's waited-for children (fields 16 and 17 of its stat), after it ends.
+  r=$( ("${CLIENT[@]}" dnsperf -s 127.0.0.1 -p "$3" -d "$4" -D -c 4 -T 1 -l "$SECS" 2>&1
+    awk '{ print "client ticks", $16 + $17 }' "/proc/$BASHPID/stat") )
   c1=$(cpu_ticks "$5")
+  ccpu=$(awk -v hz="$(getconf CLK_TCK)" -v s="$SECS" '/^client ticks/ { printf "%.0f", $3 / hz / s * 100 }' <<<"$r")
   q=$(awk '/Queries per second/ {print $4}' <<<"$r")
   l=$(awk '/Average Latency/ {print $4*1000}' <<<"$r")
   done=$(awk '/Queries completed/ {print $3}' <<<"$r")
   cpu=$(awk -v t=$((c1 - c0)) -v hz="$(getconf CLK_TCK)" -v n="$done" 'BEGIN { if (n > 0) printf "%.2f", t / hz * 1e6 / n; else print 0 }')
   QPS[$1]=$q LAT[$1]=$l CPU[$1]=$cpu
-  printf '%-46s %10.0f qps   avg %7.3f ms   server cpu %6.2f us/q   lost %s\n' "$2" "$q" "$l" "$cpu" \
-    "$(awk '/Queries lost/ {print $3}' <<<"$r")"
+  printf '%-46s %10.0f qps   avg %7.3f ms   server cpu %6.2f us/q   client cpu %3s %%   lost %s\n' "$2" "$q" "$l" \
+    "$cpu" "$ccpu" "$(awk '/Queries lost/ {print $3}' <<<"$r")"
 }
 rss_mib() { awk '/VmRSS/ {printf "%.0f", $2/1024}' "/proc/$1/status"; }
 
@@ -90,8 +124,8 @@ echo "import: $(echo "$(date +%s.%N) - $t0" | bc) s wall"
 DP=$(freeport); AP=$(freeport)
 probe=$(head -n1 "$OUT/q-pos.txt" | cut -d' ' -f1)
 t0=$(date +%s.%N)
-TINCAN_DIRECTORY_DNS__SERVER__RRL__ENABLED=false RUST_LOG=warn,tincan_directory::serve=info \
-  "$BIN" --data-dir "$D" serve --dns "127.0.0.1:$DP" --api "127.0.0.1:$AP" > "$D/serve.log" 2>&1 &
+env TINCAN_DIRECTORY_DNS__SERVER__RRL__ENABLED=false RUST_LOG=warn,tincan_directory::serve=info \
+  ${WORKERS:+TINCAN_DIRECTORY_DNS__SERVER__UDP_WORKERS=$WORKERS} "$BIN" --data-dir "$D" serve --dns "127.0.0.1:$DP" --api "127.0.0.1:$AP" > "$D/serve.log" 2>&1 &
 dpid=$!; pids+=($dpid)
 until kdig @127.0.0.1 -p "$DP" +dnssec +timeout=1 +retry=0 "$probe" NAPTR 2>/dev/null | grep -q 'RRSIG.*NAPTR'; do
   kill -0 $dpid 2>/dev/null || { cat "$D/serve.log"; exit 1; }; sleep 0.05
@@ -105,7 +139,7 @@ declare -A KLOAD KRSS KPID KPORT
 for mode in $KNOT_MODES; do
   echo "== Knot DNS $(knotd --version | awk '{print $NF}') $mode ($N numbers)"
   KPORT[$mode]=$(freeport)
-  res=$(APEX=$APEX "$HERE/knot.sh" "$mode" "$OUT" "${KPORT[$mode]}")
+  res=$(APEX=$APEX UDP_WORKERS=$WORKERS "$HERE/knot.sh" "$mode" "$OUT" "${KPORT[$mode]}")
   echo "$res"
   KPID[$mode]=$(sed -n 's/.*pid=\([0-9]*\).*/\1/p' <<<"$res"); pids+=(${KPID[$mode]})
   KLOAD[$mode]=$(sed -n 's/.*load_seconds=\([0-9.]*\).*/\1/p' <<<"$res")
@@ -115,7 +149,7 @@ done
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2fx", a / b; else print "-" }'; }
 median() { tr ' ' '\n' | awk 'NF' | sort -g | awk '{ v[NR] = $1 } END { if (NR == 0) print 0; else if (NR % 2) print v[(NR + 1) / 2]; else print (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
 echo
-echo "== queries: $REPEAT round(s) of ${SECS} s per server and set; PIN=$PIN$([ "$PIN" = 1 ] && echo " (servers on CPU $SERVER_CPUS, dnsperf on CPU $CLIENT_CPUS)")"
+echo "== queries: $REPEAT round(s) of ${SECS} s per server and set; UDP workers per server: ${WORKERS:-default}; PIN=$PIN$([ "$PIN" = 1 ] && echo " (servers on CPU $SERVER_CPUS, dnsperf on CPU $CLIENT_CPUS)")$([ -n "$QUOTA" ] && echo "; QUOTA=$QUOTA % of a CPU per server")"
 for r in $(seq "$REPEAT"); do
   [ "$REPEAT" -gt 1 ] && echo "-- round $r/$REPEAT"
   for k in $SETS; do
@@ -163,7 +197,7 @@ mratio() {
 col() { [ -n "${KPORT[$1]:-}" ] && printf '%s' "$2" || printf '%s' "-"; }
 fmt() { [ "$2" = - ] && printf '%s' - || printf "%.${1}f" "$2"; } # fmt DECIMALS VALUE-or--
 echo
-echo "== summary, $N numbers, $REPEAT round(s), PIN=$PIN (ratio = tincan / knot; for latency, cpu and RSS lower is better)"
+echo "== summary, $N numbers, $REPEAT round(s), PIN=$PIN${QUOTA:+ QUOTA=$QUOTA} (ratio = tincan / knot; for latency, cpu and RSS lower is better)"
 [ "$REPEAT" -gt 1 ] && echo "   qps and latency: each server's median over the rounds; qps ratio: the median of the rounds' ratios"
 printf '%-26s %12s %12s %12s %10s %10s\n' "" tincan knot-presig knot-online "vs presig" "vs online"
 for k in $SETS; do
