@@ -6,10 +6,11 @@
 //! same minimal NSEC listing the types that do exist. No NSEC chain exists, so nothing can be walked.
 
 use super::budget::SigningBudget;
-use super::entry::Sets;
-use super::sign::{Covered, Sig, rdatas, rrsig_rdata, write_rrsig_rdata};
+use super::sign::{Covered, rdatas, rrsig_rdata, write_rrsig_rdata, write_rrsig_stored};
 use super::wire::{Owner, ParseError, Rcode, Request, Response, Section, rtype, type_bitmap};
-use super::zone::{Zone, ZoneError, pack_digits};
+use super::zone::{Zone, ZoneError};
+#[cfg(doc)]
+use super::zone::pack_digits;
 use super::zones::Zones;
 
 /// The UDP payload size the server advertises and never exceeds (DNS flag day 2020: no fragmentation).
@@ -127,14 +128,6 @@ pub fn answer_budgeted(
     Some(Answer { bytes: r.finish(), rcode, qtype, truncated: true, over_budget: false })
 }
 
-/// What the query name is in the zone.
-enum Node<'a> {
-    Apex,
-    Number(super::numbers::NumberRef<'a>),
-    EmptyNonTerminal,
-    Missing,
-}
-
 fn authoritative(
     zone: &Zone,
     req: &Request<'_>,
@@ -144,13 +137,8 @@ fn authoritative(
 ) -> Result<(Rcode, Response), ZoneError> {
     let dnssec = req.edns.is_some_and(|e| e.dnssec_ok);
     let compact_ok = dnssec && req.edns.is_some_and(|e| e.compact_ok);
-    let node = classify(zone, req, rel)?;
-    let rcode = match node {
-        // RFC 9824 §3.5/§4: without DNSSEC (or with Compact Answers OK) the real NXDOMAIN is given.
-        Node::Missing if !dnssec || compact_ok => Rcode::NxDomain,
-        _ => Rcode::NoError,
-    };
-    let mut r = Response::new_in(buf, req, rcode);
+    // The response code is set once the name is classified (it is the header's low bits).
+    let mut r = Response::new_in(buf, req, Rcode::NoError);
     r.set_aa();
     let qname = Owner::Pointer(12);
     let apex_owner = Owner::Pointer(req.labels.get(rel).unwrap_or(12));
@@ -158,51 +146,65 @@ fn authoritative(
     let qtype = req.qtype;
     let wants = |t: u16| qtype == t || qtype == rtype::ANY;
     let mut answered = false;
-    let mut put = |r: &mut Response, t: u16, ttl: u32, labels: u8, set: &[u8], sigs: &[Sig]| {
-        for rd in rdatas(set) {
-            r.record(Section::Answer, qname, t, ttl, &[rd]);
-        }
-        if dnssec {
-            let c = zone.covered(t, labels, ttl);
-            for s in sigs {
-                r.record_with(Section::Answer, qname, rtype::RRSIG, ttl, |out| write_rrsig_rdata(out, &c, s));
-            }
-        }
-        answered = true;
-    };
-    let present: &[u16] = match &node {
-        Node::Apex => {
-            let apex = zone.apex()?;
-            let l = zone.apex_labels();
-            for (t, set) in [(rtype::SOA, &apex.soa), (rtype::NS, &apex.ns), (rtype::DNSKEY, &apex.dnskey)] {
-                if wants(t) {
-                    put(&mut r, t, config.apex_ttl, l, &set.rdata, &set.sigs);
+    // What the name is in the zone: the types it has (for a denial's NSEC), and whether it exists at all.
+    let (present, exists): (&[u16], bool) = if rel == 0 {
+        let apex = zone.apex()?;
+        let l = zone.apex_labels();
+        let ttl = config.apex_ttl;
+        for (t, set) in [(rtype::SOA, &apex.soa), (rtype::NS, &apex.ns), (rtype::DNSKEY, &apex.dnskey)] {
+            if wants(t) {
+                for rd in rdatas(&set.rdata) {
+                    r.record(Section::Answer, qname, t, ttl, &[rd]);
                 }
+                if dnssec {
+                    let c = zone.covered(t, l, ttl);
+                    for s in &set.sigs {
+                        r.record_with(Section::Answer, qname, rtype::RRSIG, ttl, |out| write_rrsig_rdata(out, &c, s));
+                    }
+                }
+                answered = true;
             }
-            &[rtype::NS, rtype::SOA, rtype::RRSIG, rtype::NSEC, rtype::DNSKEY]
         }
-        Node::Number(e) => {
-            let e = e.value();
-            let l = zone.apex_labels() + rel as u8;
-            let Sets { naptr, txt } = e.parts();
+        (&[rtype::NS, rtype::SOA, rtype::RRSIG, rtype::NSEC, rtype::DNSKEY], true)
+    } else if let Some((key, len)) = number_key(req, rel) {
+        let labels = zone.apex_labels() + rel as u8;
+        let ttl = config.record_ttl;
+        // Written under the number's shard read lock, straight from its entry (one probe of the map).
+        let found = zone.with_number(key, |e| {
+            let [naptr, txt] = e.set_refs();
             for (t, set) in [(rtype::TXT, txt), (rtype::NAPTR, naptr)] {
-                if let Some((set, sig)) = set
+                if let Some(set) = set
                     && wants(t)
                 {
-                    put(&mut r, t, config.record_ttl, l, set, sig.as_slice());
+                    for rd in rdatas(set.rdata) {
+                        r.record(Section::Answer, qname, t, ttl, &[rd]);
+                    }
+                    if dnssec && let Some(sig) = set.sig {
+                        let c = zone.covered(t, labels, ttl);
+                        r.record_with(Section::Answer, qname, rtype::RRSIG, ttl, |out| write_rrsig_stored(out, &c, sig));
+                    }
+                    answered = true;
                 }
             }
-            match (txt, naptr) {
-                (Some(_), Some(_)) => &[rtype::TXT, rtype::NAPTR, rtype::RRSIG, rtype::NSEC],
-                (Some(_), None) => &[rtype::TXT, rtype::RRSIG, rtype::NSEC],
-                (None, _) => &[rtype::NAPTR, rtype::RRSIG, rtype::NSEC],
-            }
+            let present: &[u16] = match (txt.is_some(), naptr.is_some()) {
+                (true, true) => &[rtype::TXT, rtype::NAPTR, rtype::RRSIG, rtype::NSEC],
+                (true, false) => &[rtype::TXT, rtype::RRSIG, rtype::NSEC],
+                (false, _) => &[rtype::NAPTR, rtype::RRSIG, rtype::NSEC],
+            };
+            present
+        })?;
+        match found {
+            Some(present) => (present, true),
+            // An empty non-terminal: it exists, with no types of its own.
+            None if zone.has_below(key, len) => (&[rtype::RRSIG, rtype::NSEC], true),
+            None => (MISSING, false),
         }
-        Node::EmptyNonTerminal => &[rtype::RRSIG, rtype::NSEC],
-        Node::Missing => &[rtype::RRSIG, rtype::NSEC, rtype::NXNAME],
+    } else {
+        (MISSING, false)
     };
-    // The number's shard stays read-locked only while its records are written.
-    drop(node);
+    // RFC 9824 §3.5/§4: without DNSSEC (or with Compact Answers OK) the real NXDOMAIN is given.
+    let rcode = if !exists && (!dnssec || compact_ok) { Rcode::NxDomain } else { Rcode::NoError };
+    r.set_rcode(rcode);
     if !answered {
         let apex = zone.apex()?;
         negative(zone, req, &mut r, &apex, apex_owner, present, dnssec.then_some(budget))?;
@@ -213,21 +215,26 @@ fn authoritative(
     Ok((rcode, r))
 }
 
-fn classify<'a>(zone: &'a Zone, req: &Request<'_>, rel: usize) -> Result<Node<'a>, ZoneError> {
-    if rel == 0 {
-        return Ok(Node::Apex);
+/// The types a compact denial lists for a name that does not exist.
+const MISSING: &[u16] = &[rtype::RRSIG, rtype::NSEC, rtype::NXNAME];
+
+/// The number key ([`pack_digits`]'s) of the query name's `rel` labels left of the apex, read right to left
+/// as the number's digits; `None` unless each is one digit and there are at most 15 (then it is no number).
+fn number_key(req: &Request<'_>, rel: usize) -> Option<(u64, usize)> {
+    // Labels of one octet each take two octets of wire format: then the apex starts right after them.
+    if rel > 15 || req.labels.get(rel) != Some(12 + 2 * rel) {
+        return None;
     }
-    // Labels left of the apex, read right to left, are the number's digits in order.
-    // Anything but a single digit maps to a value `pack_digits` refuses.
-    let digits = (0..rel).rev().map(|i| match req.label(i) {
-        [d @ b'0'..=b'9'] => d - b'0',
-        _ => u8::MAX,
-    });
-    let Some((key, len)) = pack_digits(digits) else { return Ok(Node::Missing) };
-    if let Some(e) = zone.lookup(key)? {
-        return Ok(Node::Number(e));
+    let digits = req.bytes.get(12..12 + 2 * rel)?;
+    let mut key = 0u64;
+    for (n, label) in digits.rchunks_exact(2).enumerate() {
+        let d = label[1].wrapping_sub(b'0');
+        if d > 9 {
+            return None;
+        }
+        key |= u64::from(d + 1) << (60 - 4 * n);
     }
-    Ok(if zone.has_below(key, len) { Node::EmptyNonTerminal } else { Node::Missing })
+    Some((key, rel))
 }
 
 /// NODATA (or compact NXDOMAIN): SOA in authority, and with DNSSEC (`dnssec` is `Some(signing budget)`) its

@@ -15,7 +15,7 @@ use super::sign::Sig;
 
 const FORMAT: u8 = 1;
 const HEAD: usize = 6;
-const SIG_LEN: usize = 1 + 4 + 4 + 2 + 64;
+pub(crate) const SIG_LEN: usize = 1 + 4 + 4 + 2 + 64;
 
 /// A number's signed records, as published and as persisted. Build with [`crate::dns::Zone::sign_record`].
 #[derive(Clone, PartialEq, Eq)]
@@ -32,6 +32,16 @@ impl std::fmt::Debug for SignedEntry {
 pub(crate) struct Sets<'a> {
     pub naptr: Option<(&'a [u8], Option<Sig>)>,
     pub txt: Option<(&'a [u8], Option<Sig>)>,
+}
+
+/// One set of an entry as the answer path reads it: nothing decoded or copied.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct SetRef<'a> {
+    /// The packed rdata (`[len u16][rdata]…`).
+    pub rdata: &'a [u8],
+    /// The stored signature (`[signed 0|1][inception u32][expiration u32][key tag u16][signature 64]`), if the
+    /// set is signed; see [`super::sign::write_rrsig_stored`].
+    pub sig: Option<&'a [u8; SIG_LEN]>,
 }
 
 /// Offsets of the parts of an entry.
@@ -142,6 +152,21 @@ impl SignedEntry {
         let at = l.sigs + if has_naptr { SIG_LEN } else { 0 };
         let txt = (l.txt.1 > l.txt.0).then(|| (&self.0[l.txt.0..l.txt.1], read_sig(&self.0[at..])));
         Sets { naptr, txt }
+    }
+
+    /// The NAPTR and the TXT set, borrowed as they are stored (the answer path's form of [`SignedEntry::parts`]).
+    pub(crate) fn set_refs(&self) -> [Option<SetRef<'_>>; 2] {
+        let l = self.layout();
+        let b = &self.0;
+        let sig = |at: usize| -> Option<&[u8; SIG_LEN]> {
+            let s: &[u8; SIG_LEN] = b[at..at + SIG_LEN].try_into().expect("a signature slot");
+            (s[0] == 1).then_some(s)
+        };
+        let has_naptr = l.naptr.1 > l.naptr.0;
+        let naptr = has_naptr.then(|| SetRef { rdata: &b[l.naptr.0..l.naptr.1], sig: sig(l.sigs) });
+        let at = l.sigs + if has_naptr { SIG_LEN } else { 0 };
+        let txt = (l.txt.1 > l.txt.0).then(|| SetRef { rdata: &b[l.txt.0..l.txt.1], sig: sig(at) });
+        [naptr, txt]
     }
 
     /// The NAPTR set (packed rdata) and its signature.

@@ -22,19 +22,6 @@ pub(crate) struct Numbers {
     keys: RwLock<BTreeSet<u64>>,
 }
 
-/// A number's entry, read under its shard's read lock (held until this is dropped).
-pub(crate) struct NumberRef<'a> {
-    shard: RwLockReadGuard<'a, Shard>,
-    key: u64,
-}
-
-impl NumberRef<'_> {
-    /// The entry.
-    pub fn value(&self) -> &SignedEntry {
-        self.shard.get(&self.key).expect("the entry stays while its shard is read-locked")
-    }
-}
-
 fn read<T>(l: &RwLock<T>) -> RwLockReadGuard<'_, T> {
     l.read().unwrap_or_else(|e| e.into_inner())
 }
@@ -76,10 +63,14 @@ impl Numbers {
         write(self.shard(key)).remove(&key).is_some()
     }
 
-    /// The entry of `key`.
-    pub fn get(&self, key: u64) -> Option<NumberRef<'_>> {
-        let shard = read(self.shard(key));
-        shard.contains_key(&key).then_some(NumberRef { shard, key })
+    /// `f` of the entry of `key`, under its shard's read lock (one probe of the map); `None` if there is none.
+    pub fn with<R>(&self, key: u64, f: impl FnOnce(&SignedEntry) -> R) -> Option<R> {
+        read(self.shard(key)).get(&key).map(f)
+    }
+
+    /// A copy of the entry of `key`.
+    pub fn cloned(&self, key: u64) -> Option<SignedEntry> {
+        self.with(key, SignedEntry::clone)
     }
 
     /// Replaces the entry of `key` by `entry` if the current one publishes the same records (so a re-signed
@@ -121,16 +112,16 @@ mod tests {
     #[test]
     fn insert_get_remove_and_ranges() {
         let n = Numbers::new();
-        assert!(n.is_empty() && n.get(5).is_none());
+        assert!(n.is_empty() && n.cloned(5).is_none());
         for k in [10u64, 20, 30] {
             n.insert(k, entry(k as u8));
         }
         n.insert(20, entry(99));
         assert_eq!(n.len(), 3);
-        assert_eq!(n.get(20).unwrap().value(), &entry(99));
+        assert_eq!(n.cloned(20).unwrap(), entry(99));
         assert!(n.any_in(10, 20) && !n.any_in(10, 19) && !n.any_in(30, u64::MAX) && !n.any_in(20, 20));
         assert!(n.remove(20) && !n.remove(20));
-        assert!(n.get(20).is_none() && !n.any_in(10, 29));
+        assert!(n.with(20, |_| ()).is_none() && !n.any_in(10, 29));
         assert_eq!(n.keys_where(|_| true).len(), 2);
         assert_eq!(n.keys_where(|e| e == &entry(30)), vec![30]);
     }
@@ -142,11 +133,11 @@ mod tests {
         let mut signed = entry(1);
         signed.set_sig(0, &super::super::sign::Sig { inception: 1, expiration: 2, key_tag: 3, bytes: [4; 64] });
         assert!(n.replace_same(1, signed.clone()));
-        assert_eq!(n.get(1).unwrap().value(), &signed);
+        assert_eq!(n.cloned(1).unwrap(), signed);
         // A change made meanwhile (other records) is kept.
         n.insert(1, entry(2));
         assert!(!n.replace_same(1, signed));
-        assert_eq!(n.get(1).unwrap().value(), &entry(2));
+        assert_eq!(n.cloned(1).unwrap(), entry(2));
         assert!(!n.replace_same(7, entry(7)), "absent");
     }
 }

@@ -605,10 +605,12 @@ fn send_batch(socket: &std::net::UdpSocket, replies: &[Vec<u8>], peers: &[Socket
         }
         _ => {}
     }
-    let addrs: Vec<SocketAddrAny> = peers.iter().map(|p| SocketAddrAny::from(*p)).collect();
-    let iovs: Vec<[IoSlice<'_>; 1]> = replies.iter().map(|r| [IoSlice::new(r)]).collect();
-    let mut controls: Vec<SendAncillaryBuffer<'_, '_, '_>> = replies.iter().map(|_| Default::default()).collect();
-    let mut messages: Vec<MMsgHdr<'_>> = addrs
+    // On the stack for the usual batch sizes (no allocation per batch).
+    type Few<T> = smallvec::SmallVec<[T; 16]>;
+    let addrs: Few<SocketAddrAny> = peers.iter().map(|p| SocketAddrAny::from(*p)).collect();
+    let iovs: Few<[IoSlice<'_>; 1]> = replies.iter().map(|r| [IoSlice::new(r)]).collect();
+    let mut controls: Few<SendAncillaryBuffer<'_, '_, '_>> = replies.iter().map(|_| Default::default()).collect();
+    let mut messages: Few<MMsgHdr<'_>> = addrs
         .iter()
         .zip(&iovs)
         .zip(controls.iter_mut())

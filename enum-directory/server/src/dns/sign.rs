@@ -48,6 +48,22 @@ pub(crate) fn write_rrsig_rdata(out: &mut Vec<u8>, c: &Covered<'_>, sig: &Sig) {
     out.extend_from_slice(&sig.bytes);
 }
 
+/// Appends the full RRSIG rdata of a signature in an entry's stored form ([`super::entry::SetRef::sig`]),
+/// copying its fields straight from the entry.
+pub(crate) fn write_rrsig_stored(out: &mut Vec<u8>, c: &Covered<'_>, stored: &[u8; super::entry::SIG_LEN]) {
+    let mut fixed = [0u8; 18];
+    fixed[..2].copy_from_slice(&c.rtype.to_be_bytes());
+    fixed[2] = c.algorithm;
+    fixed[3] = c.labels;
+    fixed[4..8].copy_from_slice(&c.ttl.to_be_bytes());
+    fixed[8..12].copy_from_slice(&stored[5..9]); // expiration
+    fixed[12..16].copy_from_slice(&stored[1..5]); // inception
+    fixed[16..18].copy_from_slice(&stored[9..11]); // key tag
+    out.extend_from_slice(&fixed);
+    out.extend_from_slice(c.signer);
+    out.extend_from_slice(&stored[11..]);
+}
+
 /// Iterates the rdata of an RRset stored as `[len u16][rdata]…`.
 pub(crate) fn rdatas(set: &[u8]) -> impl Iterator<Item = &[u8]> + Clone {
     let mut rest = set;

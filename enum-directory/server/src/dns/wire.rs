@@ -302,7 +302,6 @@ impl Response {
     }
 
     fn header(buf: &mut Vec<u8>, id: u16, opcode: u8, rd: bool, cd: bool, rcode: Rcode) {
-        buf.extend_from_slice(&id.to_be_bytes());
         let mut flags: u16 = 0x8000 | (u16::from(opcode & 0xF) << 11) | (rcode.code() & 0xF);
         if rd {
             flags |= 0x0100;
@@ -310,8 +309,15 @@ impl Response {
         if cd {
             flags |= 0x0010;
         }
-        buf.extend_from_slice(&flags.to_be_bytes());
-        buf.extend_from_slice(&[0; 8]);
+        let mut h = [0u8; HEADER];
+        h[..2].copy_from_slice(&id.to_be_bytes());
+        h[2..4].copy_from_slice(&flags.to_be_bytes());
+        buf.extend_from_slice(&h);
+    }
+
+    /// Sets the response code's header bits (its extended bits, if any, go in the OPT record).
+    pub fn set_rcode(&mut self, rcode: Rcode) {
+        self.buf[3] = (self.buf[3] & 0xF0) | (rcode.code() & 0xF) as u8;
     }
 
     /// Sets the Authoritative Answer bit.
@@ -358,11 +364,6 @@ impl Response {
 
     /// Appends the OPT record (RFC 6891) answering `edns`.
     pub fn opt(&mut self, payload: u16, rcode: Rcode, dnssec_ok: bool, compact_ok: bool) {
-        self.buf.push(0);
-        self.buf.extend_from_slice(&rtype::OPT.to_be_bytes());
-        self.buf.extend_from_slice(&payload.to_be_bytes());
-        self.buf.push((rcode.code() >> 4) as u8);
-        self.buf.push(0); // version 0
         let mut flags: u16 = 0;
         if dnssec_ok {
             flags |= 0x8000;
@@ -370,8 +371,13 @@ impl Response {
         if compact_ok {
             flags |= 0x4000;
         }
-        self.buf.extend_from_slice(&flags.to_be_bytes());
-        self.buf.extend_from_slice(&[0, 0]);
+        // Root owner, type, payload size, extended rcode, version 0, flags, no options.
+        let mut o = [0u8; 11];
+        o[1..3].copy_from_slice(&rtype::OPT.to_be_bytes());
+        o[3..5].copy_from_slice(&payload.to_be_bytes());
+        o[5] = (rcode.code() >> 4) as u8;
+        o[7..9].copy_from_slice(&flags.to_be_bytes());
+        self.buf.extend_from_slice(&o);
         self.counts[Section::Additional as usize] += 1;
     }
 

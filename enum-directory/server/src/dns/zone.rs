@@ -2,6 +2,7 @@
 //! with their RRSIGs made when an RRset changes (before the change is stored, so they are persisted with it) and
 //! kept until they near expiry. Each number is one compact [`SignedEntry`] allocation in [`Numbers`].
 
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 
 use arc_swap::ArcSwap;
@@ -16,7 +17,7 @@ use super::budget::SigningBudget;
 use super::entry::SignedEntry;
 use super::keys::{KeyError, KeyRole, ZoneKeys};
 use super::negcache::NegativeCache;
-use super::numbers::{NumberRef, Numbers};
+use super::numbers::Numbers;
 use super::sign::{Covered, Sig, pack_set, rdatas, sign_rdatas, sign_set};
 use super::wire::{name_to_wire_lower, rtype};
 
@@ -134,6 +135,9 @@ pub struct Zone {
     apex_wire: Vec<u8>,
     apex_labels: u8,
     keys: ArcSwap<ZoneKeys>,
+    /// The ZSK's algorithm number (bits 16..24) and key tag (bits 0..16), as [`Zone::keys`] has them: what the
+    /// answer path needs of the keys for every query, without loading them.
+    zsk_id: AtomicU32,
     clock: Arc<dyn Clock>,
     numbers: Numbers,
     apex: ArcSwap<Apex>,
@@ -178,6 +182,7 @@ impl Zone {
             config,
             apex_wire,
             apex_labels,
+            zsk_id: AtomicU32::new(zsk_id(&keys)),
             keys: ArcSwap::new(keys),
             clock,
             numbers: Numbers::new(),
@@ -216,7 +221,9 @@ impl Zone {
     /// the background refresher ([`Zone::refresh`]).
     pub fn set_keys(&self, keys: Arc<ZoneKeys>) -> Result<(), ZoneError> {
         let _w = self.write.lock().unwrap_or_else(|e| e.into_inner());
+        let id = zsk_id(&keys);
         self.keys.store(keys);
+        self.zsk_id.store(id, Ordering::Release);
         self.bump_serial()
     }
 
@@ -295,13 +302,10 @@ impl Zone {
     ) -> Result<Option<Option<SignedEntry>>, ZoneError> {
         let key = number_key(number);
         let want = stored.and_then(|(record, _)| self.entry_for(record));
-        let current = self.numbers.get(key);
-        let unchanged = match (&want, &current) {
-            (None, None) => true,
-            (Some(w), Some(c)) => c.value().same_records(w),
-            _ => false,
+        let unchanged = match &want {
+            None => self.numbers.with(key, |_| ()).is_none(),
+            Some(w) => self.numbers.with(key, |c| c.same_records(w)).unwrap_or(false),
         };
-        drop(current);
         if unchanged {
             return Ok(None);
         }
@@ -374,8 +378,7 @@ impl Zone {
 
     /// What the zone publishes for `number`, read back from its wire-format records.
     pub fn get(&self, number: &E164) -> Option<NumberRecord> {
-        let e = self.numbers.get(number_key(number))?;
-        let e = e.value();
+        let e = self.numbers.cloned(number_key(number))?;
         let mut naptrs: Vec<NAPTR> = e
             .naptr()
             .into_iter()
@@ -422,15 +425,23 @@ impl Zone {
         Ok(fresh)
     }
 
-    /// The entry for `digits` with fresh signatures, if the number exists.
-    pub(crate) fn lookup(&self, key: u64) -> Result<Option<NumberRef<'_>>, ZoneError> {
-        match self.numbers.get(key) {
-            Some(e) if self.entry_stale(e.value()) => {
-                drop(e);
+    /// `f` of the entry of number `key` with fresh signatures (re-made first if they are stale), under its
+    /// shard's read lock; `None` if the number does not exist. The answer path: one probe of the map when the
+    /// signatures are fresh, and nothing of the keys loaded.
+    pub(crate) fn with_number<R>(&self, key: u64, f: impl FnOnce(&SignedEntry) -> R) -> Result<Option<R>, ZoneError> {
+        let mut f = Some(f);
+        let stale_before = self.now().saturating_add(self.config.signature_refresh);
+        let tag = self.zsk_id.load(Ordering::Acquire) as u16;
+        let first = self.numbers.with(key, |e| {
+            if e.any_sig_stale(stale_before, tag) { None } else { f.take().map(|f| f(e)) }
+        });
+        match first {
+            None => Ok(None),
+            Some(Some(r)) => Ok(Some(r)),
+            Some(None) => {
                 self.fresh(key, false)?;
-                Ok(self.numbers.get(key))
+                Ok(self.numbers.with(key, |e| f.take().map(|f| f(e))).flatten())
             }
-            e => Ok(e),
         }
     }
 
@@ -454,7 +465,8 @@ impl Zone {
     }
 
     pub(crate) fn covered(&self, rtype: u16, labels: u8, ttl: u32) -> Covered<'_> {
-        Covered { rtype, algorithm: self.keys.load().zsk().algorithm().number(), labels, ttl, signer: &self.apex_wire }
+        let algorithm = (self.zsk_id.load(Ordering::Acquire) >> 16) as u8;
+        Covered { rtype, algorithm, labels, ttl, signer: &self.apex_wire }
     }
 
     pub(crate) fn now(&self) -> u32 {
@@ -523,7 +535,7 @@ impl Zone {
     /// Re-signs the stale sets of number `key`, outside any lock, and hands the result to the refreshed sink
     /// (`may_wait`: see [`RefreshedSink::refreshed`]).
     fn fresh(&self, key: u64, may_wait: bool) -> Result<(), ZoneError> {
-        let Some(current) = self.numbers.get(key).map(|e| e.value().clone()) else { return Ok(()) };
+        let Some(current) = self.numbers.cloned(key) else { return Ok(()) };
         let signed = self.sign_entry(key, current)?;
         let sink = self.refreshed.get();
         let copy = sink.map(|_| signed.clone());
@@ -583,7 +595,7 @@ impl Zone {
 
     fn entry_stale(&self, e: &SignedEntry) -> bool {
         let stale_before = self.now().saturating_add(self.config.signature_refresh);
-        let tag = self.keys.load().zsk().key_tag();
+        let tag = self.zsk_id.load(Ordering::Acquire) as u16;
         e.any_sig_stale(stale_before, tag)
     }
 
@@ -622,6 +634,11 @@ impl Zone {
 }
 
 /// The zone's key of a number as stored (`+` and 1 to 15 digits); `None` for anything else.
+/// What [`Zone::zsk_id`] holds for `keys`.
+fn zsk_id(keys: &ZoneKeys) -> u32 {
+    u32::from(keys.zsk().algorithm().number()) << 16 | u32::from(keys.zsk().key_tag())
+}
+
 pub(crate) fn stored_key(e164: &str) -> Option<u64> {
     let digits = e164.strip_prefix('+')?.bytes().map(|b| b.wrapping_sub(b'0'));
     let (key, len) = pack_digits(digits)?;
