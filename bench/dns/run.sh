@@ -96,20 +96,31 @@ pin() { # pin PID: the server and all its threads onto SERVER_CPUS, and under QU
 declare -A QPS LAT CPU
 cpu_ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat"; }
 perf() { # perf KEY LABEL PORT QUERYFILE SERVER_PID
-  local r q l c0 c1 done cpu ccpu
+  local r q l c0 c1 done cpu ccpu tc0 tc1 tc=""
   c0=$(cpu_ticks "$5")
+  [ "$5" = "$dpid" ] && tc0=$(budget_tc)
   # dnsperf's own CPU time: the subshell's waited-for children (fields 16 and 17 of its stat), after it ends.
   r=$( ("${CLIENT[@]}" dnsperf -s 127.0.0.1 -p "$3" -d "$4" -D -c 4 -T 1 -l "$SECS" 2>&1
     awk '{ print "client ticks", $16 + $17 }' "/proc/$BASHPID/stat") )
   c1=$(cpu_ticks "$5")
+  if [ "$5" = "$dpid" ]; then
+    tc1=$(budget_tc)
+    tc=$(awk -v t=$((tc1 - tc0)) -v n="$(awk '/Queries completed/ {print $3}' <<<"$r")" \
+      'BEGIN { if (n > 0 && t > 0) printf "   over signing budget (TC) %d = %.1f %%", t, t * 100 / n }')
+  fi
   ccpu=$(awk -v hz="$(getconf CLK_TCK)" -v s="$SECS" '/^client ticks/ { printf "%.0f", $3 / hz / s * 100 }' <<<"$r")
   q=$(awk '/Queries per second/ {print $4}' <<<"$r")
   l=$(awk '/Average Latency/ {print $4*1000}' <<<"$r")
   done=$(awk '/Queries completed/ {print $3}' <<<"$r")
   cpu=$(awk -v t=$((c1 - c0)) -v hz="$(getconf CLK_TCK)" -v n="$done" 'BEGIN { if (n > 0) printf "%.2f", t / hz * 1e6 / n; else print 0 }')
   QPS[$1]=$q LAT[$1]=$l CPU[$1]=$cpu
-  printf '%-46s %10.0f qps   avg %7.3f ms   server cpu %6.2f us/q   client cpu %3s %%   lost %s\n' "$2" "$q" "$l" \
-    "$cpu" "$ccpu" "$(awk '/Queries lost/ {print $3}' <<<"$r")"
+  printf '%-46s %10.0f qps   avg %7.3f ms   server cpu %6.2f us/q   client cpu %3s %%   lost %s%s\n' "$2" "$q" "$l" \
+    "$cpu" "$ccpu" "$(awk '/Queries lost/ {print $3}' <<<"$r")" "$tc"
+}
+# UDP denials tincan answered truncated because its online-signing budget (dns.server.signing_budget, default
+# 50k/s; TINCAN_DIRECTORY_DNS__SERVER__SIGNING_BUDGET__SIGNATURES_PER_SECOND=0 turns it off) was spent.
+budget_tc() {
+  curl -fsS "http://127.0.0.1:$AP/metrics" | awk '/^tincan_directory_dns_signing_budget_exceeded_total/ { print $2 }'
 }
 rss_mib() { awk '/VmRSS/ {printf "%.0f", $2/1024}' "/proc/$1/status"; }
 

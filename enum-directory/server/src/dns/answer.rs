@@ -8,9 +8,9 @@
 use super::budget::SigningBudget;
 use super::sign::{Covered, rdatas, rrsig_rdata, write_rrsig_rdata, write_rrsig_stored};
 use super::wire::{Owner, ParseError, Rcode, Request, Response, Section, rtype, type_bitmap};
-use super::zone::{Zone, ZoneError};
 #[cfg(doc)]
 use super::zone::pack_digits;
+use super::zone::{Zone, ZoneError};
 use super::zones::Zones;
 
 /// The UDP payload size the server advertises and never exceeds (DNS flag day 2020: no fragmentation).
@@ -181,7 +181,9 @@ fn authoritative(
                     }
                     if dnssec && let Some(sig) = set.sig {
                         let c = zone.covered(t, labels, ttl);
-                        r.record_with(Section::Answer, qname, rtype::RRSIG, ttl, |out| write_rrsig_stored(out, &c, sig));
+                        r.record_with(Section::Answer, qname, rtype::RRSIG, ttl, |out| {
+                            write_rrsig_stored(out, &c, sig)
+                        });
                     }
                     answered = true;
                 }
@@ -288,4 +290,48 @@ pub(crate) fn slip_reply(request: &[u8]) -> Option<Vec<u8>> {
         r.opt(MAX_UDP_PAYLOAD, Rcode::NoError, e.dnssec_ok, false);
     }
     Some(r.finish())
+}
+
+#[cfg(test)]
+mod tests {
+    use hickory_proto::op::{Message, Query};
+    use hickory_proto::rr::{Name, RecordType};
+
+    use super::super::zone::pack_digits;
+    use super::*;
+
+    /// The apex `e164.tincan.test.` has three labels.
+    const APEX_LABELS: usize = 3;
+
+    fn key_of(name: &str) -> Option<(u64, usize)> {
+        let mut m = Message::query();
+        // Raw labels: any octets, as a query may carry them.
+        let labels: Vec<&[u8]> = name.trim_end_matches('.').split('.').map(str::as_bytes).collect();
+        m.add_query(Query::query(Name::from_labels(labels).unwrap(), RecordType::NAPTR));
+        let bytes = m.to_vec().unwrap();
+        let req = Request::parse(&bytes).unwrap();
+        number_key(&req, req.labels.len() - APEX_LABELS)
+    }
+
+    #[test]
+    fn number_keys_are_the_digit_labels_read_right_to_left() {
+        let digits = |s: &str| pack_digits(s.bytes().map(|b| b - b'0'));
+        assert_eq!(key_of("1.0.0.2.7.0.2.4.4.e164.tincan.test."), digits("442072001"));
+        assert_eq!(key_of("4.E164.Tincan.Test."), digits("4"));
+        let fifteen = "5.4.3.2.1.0.9.8.7.6.5.4.3.2.1.e164.tincan.test.";
+        assert_eq!(key_of(fifteen), digits("123456789012345"));
+        assert!(key_of(fifteen).is_some());
+        // Not a number: more than 15 digits, a label of two octets, anything but a digit.
+        for name in [
+            "6.5.4.3.2.1.0.9.8.7.6.5.4.3.2.1.e164.tincan.test.",
+            "12.4.4.e164.tincan.test.",
+            "1.44.e164.tincan.test.",
+            "a.4.4.e164.tincan.test.",
+            "*.4.4.e164.tincan.test.",
+            "1./.e164.tincan.test.",
+            "1.:.e164.tincan.test.",
+        ] {
+            assert_eq!(key_of(name), None, "{name}");
+        }
+    }
 }

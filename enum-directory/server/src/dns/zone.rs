@@ -432,9 +432,8 @@ impl Zone {
         let mut f = Some(f);
         let stale_before = self.now().saturating_add(self.config.signature_refresh);
         let tag = self.zsk_id.load(Ordering::Acquire) as u16;
-        let first = self.numbers.with(key, |e| {
-            if e.any_sig_stale(stale_before, tag) { None } else { f.take().map(|f| f(e)) }
-        });
+        let first =
+            self.numbers.with(key, |e| if e.any_sig_stale(stale_before, tag) { None } else { f.take().map(|f| f(e)) });
         match first {
             None => Ok(None),
             Some(Some(r)) => Ok(Some(r)),
