@@ -273,17 +273,19 @@ pub async fn load_zone(
     let serial = (version & 0xFFFF_FFFF) as u32;
     let zone = Arc::new(Zone::new(config.zone()?, keys, clock, serial)?);
     let (mut loaded_signed, mut stale) = (0u64, 0u64);
-    let mut unsigned = Vec::new();
+    let mut without = Vec::new();
     tx.numbers()
-        .scan(&mut |row| {
+        .scan_signed(&mut |row| {
             match row.signed.and_then(|b| zone.load_stored(row.e164, b)) {
                 Some(true) => loaded_signed += 1,
                 Some(false) => stale += 1,
-                None => unsigned.push(row.record()?),
+                None => without.push(row.number()?),
             }
             Ok(())
         })
         .await?;
+    // Numbers stored without a usable signed form are loaded from their records (and signed later).
+    let unsigned: Vec<_> = tx.numbers().current(&without).await?.into_iter().map(|c| c.record).collect();
     drop(tx);
     let to_sign = stale + unsigned.len() as u64;
     if unsigned.is_empty() {

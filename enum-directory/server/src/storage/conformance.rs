@@ -271,6 +271,23 @@ async fn signed_records_and_scan(storage: &dyn Storage) {
     let row = |n: &str| rows.iter().find(|r| r.0 == n).cloned().unwrap();
     assert_eq!(row("+442079460077"), ("+442079460077".to_owned(), acme, Some(b"signed-1".to_vec()), r.clone()));
     assert_eq!(row("+442079460078").2, None);
+    // The signed-only scan reads the same numbers and signed forms.
+    let mut tx = storage.begin().await.unwrap();
+    let mut signed = Vec::new();
+    let n = tx
+        .numbers()
+        .scan_signed(&mut |row| {
+            signed.push((row.number()?.as_str().to_owned(), row.signed.map(<[u8]>::to_vec)));
+            Ok(())
+        })
+        .await
+        .unwrap();
+    drop(tx);
+    assert_eq!(n as usize, signed.len());
+    signed.sort();
+    let mut full: Vec<_> = rows.iter().map(|r| (r.0.clone(), r.2.clone())).collect();
+    full.sort();
+    assert_eq!(signed, full);
 
     // A plain put (a writer that does not sign) clears the stored signatures: they would not match.
     let mut tx = storage.begin().await.unwrap();

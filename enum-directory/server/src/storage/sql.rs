@@ -291,6 +291,20 @@ macro_rules! impl_repositories {
                 Ok(n)
             }
 
+            async fn scan_signed(
+                &mut self,
+                each: &mut (dyn for<'r> FnMut(super::SignedRow<'r>) -> Result<()> + Send),
+            ) -> Result<u64> {
+                use futures::TryStreamExt as _;
+                let mut rows = sqlx::query("SELECT e164, signed FROM numbers").fetch(&mut *self.tx);
+                let mut n = 0;
+                while let Some(row) = rows.try_next().await? {
+                    each(super::SignedRow { e164: row.try_get(0)?, signed: row.try_get(1)? })?;
+                    n += 1;
+                }
+                Ok(n)
+            }
+
             async fn count(&mut self) -> Result<u64> {
                 let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM numbers").fetch_one(&mut *self.tx).await?;
                 Ok(u64::try_from(n).unwrap_or(0))
