@@ -38,7 +38,7 @@ const BATCH: u32 = 1000;
 /// How many consecutive ticks a gap at the start of the unread journal is waited for before it is skipped
 /// (versions are gap-free, so a gap that lasts is a journal cut short by hand; the numbers past it are still
 /// applied from their current rows).
-const GAP_PATIENCE: u32 = 40;
+pub const GAP_PATIENCE: u32 = 40;
 
 /// Why one follower step failed (it is retried on the next tick).
 #[derive(Debug, thiserror::Error)]

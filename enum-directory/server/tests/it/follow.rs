@@ -1,6 +1,6 @@
 //! A running `serve` follows changes written by others: `numbers import` and direct storage writes beside it on
-//! one SQLite data dir, and a second `serve` node on the same PostgreSQL database; and signatures the refresher
-//! re-makes are written back to storage.
+//! one SQLite data dir, and a second `serve` node on the same PostgreSQL database; signatures the refresher
+//! re-makes are written back to storage; and a gap in the journal is waited for, then skipped.
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -232,4 +232,58 @@ async fn refreshed_signatures_are_stored() {
     assert_eq!((&later.record, later.version), (&first.record, first.version), "only the signatures changed");
     wait_metric(&d, "tincan_directory_refreshed_signatures_stored_total{result=\"stored\"}", 1).await;
     assert!(d.guard.log_tail(200).contains("signatures refreshed"));
+}
+
+/// A journal cut short by hand (a version missing before the ones not yet applied): the follower waits
+/// `GAP_PATIENCE` steps for it (a write still committing would fill it), publishing nothing past it, then
+/// applies what follows; the number whose entry is gone stays unpublished until it changes again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gap_in_the_journal_is_waited_for_then_skipped() {
+    use tincan_directory::api::WriteLock;
+    use tincan_directory::dns::KeyAlgorithm;
+    use tincan_directory::follow::{FollowError, Follower, GAP_PATIENCE};
+    use tincan_directory::metrics::FollowCounters;
+    use tincan_directory::storage::TokenHash;
+    use tincan_enum_core::ServiceType;
+
+    let dir = tempfile::tempdir().unwrap();
+    let url = sqlite_url(dir.path());
+    let storage = open(&url).await;
+    let mut tx = storage.begin().await.unwrap();
+    let acme = tx.providers().add("acme", TokenHash::of("t"), &[]).await.unwrap().id;
+    let applied = tx.journal().current_version().await.unwrap();
+    tx.commit().await.unwrap();
+    let zone = crate::dns_support::zone_with(Arc::new(SystemClock), KeyAlgorithm::EcdsaP256Sha256, &[]);
+    let counters = Arc::new(FollowCounters::default());
+    let mut follower =
+        Follower::new(storage.clone(), zone.clone(), zone.clone(), WriteLock::default(), counters, applied);
+
+    let numbers = ["+442079460101", "+442079460102", "+442079460103"];
+    for (i, n) in numbers.iter().enumerate() {
+        let r = crate::dns_support::record(n, &[(ServiceType::Matrix, &format!("matrix:u/u{i}:hs.test"))], None);
+        let mut tx = storage.begin().await.unwrap();
+        tx.numbers().put(&r, acme).await.unwrap();
+        tx.commit().await.unwrap();
+    }
+    // The first new entry goes missing.
+    let mut raw = <sqlx::SqliteConnection as sqlx::Connection>::connect(&url).await.unwrap();
+    let gone = sqlx::query("DELETE FROM journal WHERE version = $1").bind(applied + 1).execute(&mut raw).await;
+    assert_eq!(gone.unwrap().rows_affected(), 1);
+    drop(raw);
+
+    let published = |n: &str| zone.get(&E164::parse(n).unwrap()).is_some();
+    for step in 1..GAP_PATIENCE {
+        match follower.catch_up().await {
+            Err(FollowError::Gap { expected, found }) => {
+                assert_eq!((expected, found), (applied + 1, applied + 2), "step {step}")
+            }
+            other => panic!("step {step}: expected the gap to be waited for, got {other:?}"),
+        }
+        assert!(numbers.iter().all(|n| !published(n)), "step {step}: nothing past the gap is published");
+        assert_eq!(follower.applied(), applied);
+    }
+    assert_eq!(follower.catch_up().await.unwrap(), 2, "after the wait, what follows the gap is applied");
+    assert_eq!(follower.applied(), applied + 3);
+    assert!(!published(numbers[0]) && published(numbers[1]) && published(numbers[2]));
+    assert_eq!(follower.catch_up().await.unwrap(), 0, "and nothing twice");
 }
