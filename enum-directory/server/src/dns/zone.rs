@@ -378,7 +378,11 @@ impl Zone {
 
     /// What the zone publishes for `number`, read back from its wire-format records.
     pub fn get(&self, number: &E164) -> Option<NumberRecord> {
-        let e = self.numbers.cloned(number_key(number))?;
+        self.numbers.with(number_key(number), |e| Zone::record_of(number, e))
+    }
+
+    /// What `e` publishes for `number`, read back from its wire-format records.
+    fn record_of(number: &E164, e: &SignedEntry) -> NumberRecord {
         let mut naptrs: Vec<NAPTR> = e
             .naptr()
             .into_iter()
@@ -389,7 +393,7 @@ impl Zone {
         naptrs.sort_by_key(|n| n.preference);
         let services = naptrs.iter().filter_map(service_from_naptr).collect();
         let key = e.txt().and_then(|(set, _)| rdatas(set).next()).and_then(|rd| key_from_txt(&parse_txt(rd)));
-        Some(NumberRecord { number: number.clone(), services, key })
+        NumberRecord { number: number.clone(), services, key }
     }
 
     /// Re-signs every RRset whose signature is missing or within `signature_refresh` of expiring, and the apex.
@@ -463,8 +467,16 @@ impl Zone {
         self.apex_labels
     }
 
+    /// What an answer's RRSIG covers, with the current ZSK's algorithm (read without loading the keys).
     pub(crate) fn covered(&self, rtype: u16, labels: u8, ttl: u32) -> Covered<'_> {
         let algorithm = (self.zsk_id.load(Ordering::Acquire) >> 16) as u8;
+        Covered { rtype, algorithm, labels, ttl, signer: &self.apex_wire }
+    }
+
+    /// [`Zone::covered`] for signing with `keys`: the algorithm is theirs, whatever a concurrent key change
+    /// has stored meanwhile.
+    fn covered_by(&self, keys: &ZoneKeys, rtype: u16, labels: u8, ttl: u32) -> Covered<'_> {
+        let algorithm = keys.zsk().algorithm().number();
         Covered { rtype, algorithm, labels, ttl, signer: &self.apex_wire }
     }
 
@@ -573,7 +585,7 @@ impl Zone {
         let mut fresh = Vec::with_capacity(2);
         for (i, (t, set, sig)) in entry.sets().enumerate() {
             if sig.is_none_or(|s| s.expiration <= stale_before || s.key_tag != tag) {
-                let c = self.covered(t, labels, ttl);
+                let c = self.covered_by(&keys, t, labels, ttl);
                 fresh.push((i, sign_set(&keys, KeyRole::Zsk, &c, &owner, set, inception, expiration)?));
             }
         }
@@ -621,7 +633,7 @@ impl Zone {
         let owner = &self.apex_wire;
         let l = self.apex_labels;
         let sign = |t: u16, role: KeyRole, set: &[u8]| {
-            sign_set(&keys, role, &self.covered(t, l, c.apex_ttl), owner, set, inception, expiration)
+            sign_set(&keys, role, &self.covered_by(&keys, t, l, c.apex_ttl), owner, set, inception, expiration)
         };
         Ok(Apex {
             serial,
@@ -632,12 +644,12 @@ impl Zone {
     }
 }
 
-/// The zone's key of a number as stored (`+` and 1 to 15 digits); `None` for anything else.
 /// What [`Zone::zsk_id`] holds for `keys`.
 fn zsk_id(keys: &ZoneKeys) -> u32 {
     u32::from(keys.zsk().algorithm().number()) << 16 | u32::from(keys.zsk().key_tag())
 }
 
+/// The zone's key of a number as stored (`+` and 1 to 15 digits); `None` for anything else.
 pub(crate) fn stored_key(e164: &str) -> Option<u64> {
     let digits = e164.strip_prefix('+')?.bytes().map(|b| b.wrapping_sub(b'0'));
     let (key, len) = pack_digits(digits)?;
