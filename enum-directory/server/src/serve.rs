@@ -275,7 +275,7 @@ pub async fn load_zone(
     let (mut loaded_signed, mut stale) = (0u64, 0u64);
     let mut without = Vec::new();
     tx.numbers()
-        .scan_signed(&mut |row| {
+        .scan(&mut |row| {
             match row.signed.and_then(|b| zone.load_stored(row.e164, b)) {
                 Some(true) => loaded_signed += 1,
                 Some(false) => stale += 1,

@@ -116,7 +116,10 @@ pub struct StoredNumber {
     pub updated_at: SystemTime,
 }
 
-/// One number as [`NumberRepository::scan`] reads it: raw columns, parsed only on demand.
+/// One number as [`NumberRepository::scan`] reads it: the number, its holder and its stored signed form, and
+/// nothing else (a start-up load reads the records of the few without a usable signed form with
+/// [`NumberRepository::current`]). With SQLite each value read is an allocation sqlx hands across threads, and
+/// at a million numbers reading the records as well dominated start-up.
 #[derive(Debug, Clone, Copy)]
 pub struct NumberRow<'a> {
     /// The number as stored (`+` and digits).
@@ -125,31 +128,9 @@ pub struct NumberRow<'a> {
     pub provider: ProviderId,
     /// Its signed DNS form, if stored ([`crate::dns::SignedEntry::as_bytes`]).
     pub signed: Option<&'a [u8]>,
-    services: &'a str,
-    master_key: Option<&'a str>,
 }
 
 impl NumberRow<'_> {
-    /// The published record.
-    pub fn record(&self) -> Result<NumberRecord> {
-        Ok(NumberRecord {
-            number: sql::parse_number(self.e164, "numbers")?,
-            services: sql::parse_services(self.services)?,
-            key: sql::parse_key(self.master_key.map(str::to_owned))?,
-        })
-    }
-}
-
-/// One number as [`NumberRepository::scan_signed`] reads it: only the number and its stored signed form.
-#[derive(Debug, Clone, Copy)]
-pub struct SignedRow<'a> {
-    /// The number as stored (`+` and digits).
-    pub e164: &'a str,
-    /// Its signed DNS form, if stored ([`crate::dns::SignedEntry::as_bytes`]).
-    pub signed: Option<&'a [u8]>,
-}
-
-impl SignedRow<'_> {
     /// The number, parsed.
     pub fn number(&self) -> Result<E164> {
         sql::parse_number(self.e164, "numbers")
@@ -201,11 +182,6 @@ pub trait NumberRepository: Send {
     /// Calls `each` for every registered number, streaming (a start-up load of millions of numbers never holds
     /// them all); returns how many there were.
     async fn scan(&mut self, each: &mut (dyn for<'r> FnMut(NumberRow<'r>) -> Result<()> + Send)) -> Result<u64>;
-    /// [`NumberRepository::scan`] reading only each number and its signed form: what a start-up load needs
-    /// when the signatures are usable (it reads the others' records with [`NumberRepository::current`]). Two
-    /// columns where the full scan reads five: with SQLite, each value read is an allocation handed across
-    /// threads, and at a million numbers those dominated the start-up.
-    async fn scan_signed(&mut self, each: &mut (dyn for<'r> FnMut(SignedRow<'r>) -> Result<()> + Send)) -> Result<u64>;
     /// Removes the number (journalled); returns what was removed, `None` if it was not registered.
     async fn delete(&mut self, number: &E164, provider: Option<ProviderId>) -> Result<Option<StoredNumber>>;
     /// Every registered number, ordered by number.

@@ -275,31 +275,14 @@ macro_rules! impl_repositories {
                 each: &mut (dyn for<'r> FnMut(NumberRow<'r>) -> Result<()> + Send),
             ) -> Result<u64> {
                 use futures::TryStreamExt as _;
-                let mut rows = sqlx::query("SELECT e164, services, master_key, provider_id, signed FROM numbers")
-                    .fetch(&mut *self.tx);
+                let mut rows = sqlx::query("SELECT e164, provider_id, signed FROM numbers").fetch(&mut *self.tx);
                 let mut n = 0;
                 while let Some(row) = rows.try_next().await? {
                     each(NumberRow {
-                        e164: row.try_get("e164")?,
-                        provider: ProviderId(row.try_get("provider_id")?),
-                        signed: row.try_get("signed")?,
-                        services: row.try_get("services")?,
-                        master_key: row.try_get("master_key")?,
+                        e164: row.try_get(0)?,
+                        provider: ProviderId(row.try_get(1)?),
+                        signed: row.try_get(2)?,
                     })?;
-                    n += 1;
-                }
-                Ok(n)
-            }
-
-            async fn scan_signed(
-                &mut self,
-                each: &mut (dyn for<'r> FnMut(super::SignedRow<'r>) -> Result<()> + Send),
-            ) -> Result<u64> {
-                use futures::TryStreamExt as _;
-                let mut rows = sqlx::query("SELECT e164, signed FROM numbers").fetch(&mut *self.tx);
-                let mut n = 0;
-                while let Some(row) = rows.try_next().await? {
-                    each(super::SignedRow { e164: row.try_get(0)?, signed: row.try_get(1)? })?;
                     n += 1;
                 }
                 Ok(n)
