@@ -8,9 +8,7 @@
 use super::budget::SigningBudget;
 use super::sign::{Covered, rdatas, rrsig_rdata, write_rrsig_rdata, write_rrsig_stored};
 use super::wire::{Owner, ParseError, Rcode, Request, Response, Section, rtype, type_bitmap};
-#[cfg(doc)]
-use super::zone::pack_digits;
-use super::zone::{Zone, ZoneError};
+use super::zone::{Zone, ZoneError, pack_digits};
 use super::zones::Zones;
 
 /// The UDP payload size the server advertises and never exceeds (DNS flag day 2020: no fragmentation).
@@ -98,18 +96,20 @@ pub fn answer_budgeted(
     let Some((zone, rel)) = zones.find(&req) else {
         return done(simple(Rcode::Refused), Rcode::Refused);
     };
+    // Header and question with TC set and no records, so the client asks again over TCP.
+    let truncated = |buf: Vec<u8>, rcode: Rcode, over_budget: bool| {
+        let mut r = Response::new_in(buf, &req, rcode);
+        r.set_aa();
+        r.set_tc();
+        if let Some(e) = req.edns {
+            r.opt(MAX_UDP_PAYLOAD, rcode, e.dnssec_ok, e.dnssec_ok && e.compact_ok);
+        }
+        Some(Answer { bytes: r.finish(), rcode, qtype, truncated: true, over_budget })
+    };
     let (rcode, r) = match authoritative(&zone, &req, rel, budget, buf) {
         Ok(v) => v,
-        Err(ZoneError::OverBudget) => {
-            let mut r = Response::new(&req, Rcode::NoError);
-            r.set_aa();
-            r.set_tc();
-            if let Some(e) = req.edns {
-                r.opt(MAX_UDP_PAYLOAD, Rcode::NoError, e.dnssec_ok, false);
-            }
-            let bytes = r.finish();
-            return Some(Answer { bytes, rcode: Rcode::NoError, qtype, truncated: true, over_budget: true });
-        }
+        // A denial the signing budget had no signature left for.
+        Err(ZoneError::OverBudget) => return truncated(Vec::new(), Rcode::NoError, true),
         Err(_) => return done(simple(Rcode::ServFail), Rcode::ServFail),
     };
     let max = match transport {
@@ -119,13 +119,7 @@ pub fn answer_budgeted(
     if r.len() <= max {
         return done(r, rcode);
     }
-    let mut r = Response::new_in(r.into_buf(), &req, rcode);
-    r.set_aa();
-    r.set_tc();
-    if let Some(e) = req.edns {
-        r.opt(MAX_UDP_PAYLOAD, rcode, e.dnssec_ok, e.dnssec_ok && e.compact_ok);
-    }
-    Some(Answer { bytes: r.finish(), rcode, qtype, truncated: true, over_budget: false })
+    truncated(r.into_buf(), rcode, false)
 }
 
 fn authoritative(
@@ -227,16 +221,8 @@ fn number_key(req: &Request<'_>, rel: usize) -> Option<(u64, usize)> {
     if rel > 15 || req.labels.get(rel) != Some(12 + 2 * rel) {
         return None;
     }
-    let digits = req.bytes.get(12..12 + 2 * rel)?;
-    let mut key = 0u64;
-    for (n, label) in digits.rchunks_exact(2).enumerate() {
-        let d = label[1].wrapping_sub(b'0');
-        if d > 9 {
-            return None;
-        }
-        key |= u64::from(d + 1) << (60 - 4 * n);
-    }
-    Some((key, rel))
+    let labels = req.bytes.get(12..12 + 2 * rel)?;
+    pack_digits(labels.rchunks_exact(2).map(|label| label[1].wrapping_sub(b'0')))
 }
 
 /// NODATA (or compact NXDOMAIN): SOA in authority, and with DNSSEC (`dnssec` is `Some(signing budget)`) its
@@ -297,7 +283,6 @@ mod tests {
     use hickory_proto::op::{Message, Query};
     use hickory_proto::rr::{Name, RecordType};
 
-    use super::super::zone::pack_digits;
     use super::*;
 
     /// The apex `e164.tincan.test.` has three labels.

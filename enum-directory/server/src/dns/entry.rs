@@ -146,12 +146,11 @@ impl SignedEntry {
 
     /// Both sets with their signatures, from one reading of the layout.
     pub(crate) fn parts(&self) -> Sets<'_> {
-        let l = self.layout();
-        let has_naptr = l.naptr.1 > l.naptr.0;
-        let naptr = has_naptr.then(|| (&self.0[l.naptr.0..l.naptr.1], read_sig(&self.0[l.sigs..])));
-        let at = l.sigs + if has_naptr { SIG_LEN } else { 0 };
-        let txt = (l.txt.1 > l.txt.0).then(|| (&self.0[l.txt.0..l.txt.1], read_sig(&self.0[at..])));
-        Sets { naptr, txt }
+        let [naptr, txt] = self.set_refs();
+        fn decode(s: SetRef<'_>) -> (&[u8], Option<Sig>) {
+            (s.rdata, s.sig.and_then(|sig| read_sig(sig)))
+        }
+        Sets { naptr: naptr.map(decode), txt: txt.map(decode) }
     }
 
     /// The NAPTR and the TXT set, borrowed as they are stored (the answer path's form of [`SignedEntry::parts`]).
@@ -191,15 +190,11 @@ impl SignedEntry {
     /// `key_tag`. Reads only the signatures' fixed fields (no set decoded, no signature copied): the answer path
     /// asks this for every query.
     pub(crate) fn any_sig_stale(&self, before: u32, key_tag: u16) -> bool {
-        let b = &self.0;
-        let l = self.layout();
-        let present = usize::from(l.naptr.1 > l.naptr.0) + usize::from(l.txt.1 > l.txt.0);
-        (0..present).any(|i| {
-            let at = l.sigs + i * SIG_LEN;
-            let sig = &b[at..at + SIG_LEN];
-            sig[0] != 1
-                || u32::from_be_bytes([sig[5], sig[6], sig[7], sig[8]]) <= before
-                || u16::from_be_bytes([sig[9], sig[10]]) != key_tag
+        self.set_refs().into_iter().flatten().any(|set| {
+            set.sig.is_none_or(|sig| {
+                u32::from_be_bytes([sig[5], sig[6], sig[7], sig[8]]) <= before
+                    || u16::from_be_bytes([sig[9], sig[10]]) != key_tag
+            })
         })
     }
 

@@ -434,10 +434,7 @@ impl Zone {
     /// signatures are fresh, and nothing of the keys loaded.
     pub(crate) fn with_number<R>(&self, key: u64, f: impl FnOnce(&SignedEntry) -> R) -> Result<Option<R>, ZoneError> {
         let mut f = Some(f);
-        let stale_before = self.now().saturating_add(self.config.signature_refresh);
-        let tag = self.zsk_id.load(Ordering::Acquire) as u16;
-        let first =
-            self.numbers.with(key, |e| if e.any_sig_stale(stale_before, tag) { None } else { f.take().map(|f| f(e)) });
+        let first = self.numbers.with(key, |e| if self.entry_stale(e) { None } else { f.take().map(|f| f(e)) });
         match first {
             None => Ok(None),
             Some(Some(r)) => Ok(Some(r)),
@@ -484,10 +481,9 @@ impl Zone {
         self.clock.unix_seconds() as u32
     }
 
-    /// The signature of an NSEC for a negative answer (ZSK): owner `owner` (lowercase wire), rdata `rdata`.
-    /// Cached (keyed by the rdata, which determines the record; see `negcache`); signed online on a miss.
-    /// The signature of a compact-denial NSEC, from the cache or made now; a fresh one draws on `budget`, if
-    /// given, and fails with [`ZoneError::OverBudget`] when it is spent (a cached one never does).
+    /// The signature (ZSK) of a compact-denial NSEC owned by `owner` (lowercase wire) with rdata `rdata`: from
+    /// the cache (keyed by the rdata, which determines the record; see `negcache`), or made now. A fresh one
+    /// draws on `budget`, if given, and fails with [`ZoneError::OverBudget`] when it is spent.
     pub(crate) fn sign_nsec(
         &self,
         owner: &[u8],
@@ -506,14 +502,7 @@ impl Zone {
             if budget.is_some_and(|b| !b.try_take()) {
                 return Err(ZoneError::OverBudget);
             }
-            let ttl = self.config.negative_ttl;
-            let c = Covered {
-                rtype: rtype::NSEC,
-                algorithm: zsk.algorithm().number(),
-                labels,
-                ttl,
-                signer: &self.apex_wire,
-            };
+            let c = self.covered_by(&keys, rtype::NSEC, labels, self.config.negative_ttl);
             let inception = now.saturating_sub(self.config.inception_skew);
             let expiration = now.saturating_add(self.config.negative_signature_validity);
             Ok(sign_rdatas(&keys, KeyRole::Zsk, &c, owner, [rdata], inception, expiration)?)
