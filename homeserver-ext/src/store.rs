@@ -289,6 +289,15 @@ macro_rules! impl_store {
         /// which row is newest could be one rotation old, and it would lock a row the next rotation does not.)
         const LOCK_PEPPER: &str = "UPDATE peppers SET created_at = created_at WHERE id = 1";
 
+        /// The current pepper: the newest row.
+        const CURRENT_PEPPER: &str = "SELECT pepper FROM peppers ORDER BY id DESC LIMIT 1";
+
+        /// Takes the pepper lock ([`LOCK_PEPPER`]) in `tx` and reads the current pepper under it.
+        async fn locked_pepper(tx: &mut sqlx::Transaction<'static, $db>) -> Result<Option<String>> {
+            sqlx::query(LOCK_PEPPER).execute(&mut **tx).await?;
+            Ok(sqlx::query_scalar(CURRENT_PEPPER).fetch_optional(&mut **tx).await?)
+        }
+
         fn binding_from_row(r: &<$db as sqlx::Database>::Row) -> Result<Binding> {
             Ok(Binding { number: r.try_get("number")?, user_id: r.try_get("user_id")? })
         }
@@ -458,11 +467,7 @@ macro_rules! impl_store {
         impl IdentityRepository for $store {
             async fn bind(&self, b: &Binding, hash: &PepperedHash, now: i64) -> Result<()> {
                 let mut tx = self.pool.begin().await?;
-                sqlx::query(LOCK_PEPPER).execute(&mut *tx).await?;
-                let pepper: String = sqlx::query_scalar("SELECT pepper FROM peppers ORDER BY id DESC LIMIT 1")
-                    .fetch_optional(&mut *tx)
-                    .await?
-                    .ok_or(StoreError::NoPepper)?;
+                let pepper = locked_pepper(&mut tx).await?.ok_or(StoreError::NoPepper)?;
                 sqlx::query(
                     "INSERT INTO bindings (number, user_id, lookup_hash, created_at) VALUES ($1, $2, $3, $4) \
                      ON CONFLICT (number) DO UPDATE SET user_id = $2, lookup_hash = $3, created_at = $4",
@@ -506,21 +511,11 @@ macro_rules! impl_store {
             }
 
             async fn current_pepper(&self) -> Result<Option<String>> {
-                let row = sqlx::query("SELECT pepper FROM peppers ORDER BY id DESC LIMIT 1")
-                    .fetch_optional(&self.pool)
-                    .await?;
-                row.map(|r| r.try_get("pepper").map_err(StoreError::from)).transpose()
+                Ok(sqlx::query_scalar(CURRENT_PEPPER).fetch_optional(&self.pool).await?)
             }
 
             async fn add_first_pepper(&self, pepper: &str, now: i64) -> Result<()> {
-                // Ids count from 1 (`ADD_PEPPER`), so the first pepper is row 1 and only one racer stores it.
-                sqlx::query(
-                    "INSERT INTO peppers (id, pepper, created_at) VALUES (1, $1, $2) ON CONFLICT (id) DO NOTHING",
-                )
-                .bind(pepper)
-                .bind(now)
-                .execute(&self.pool)
-                .await?;
+                sqlx::query(FIRST_PEPPER).bind(pepper).bind(now).execute(&self.pool).await?;
                 Ok(())
             }
 
@@ -618,10 +613,7 @@ macro_rules! impl_store {
                     return Ok(());
                 }
                 let mut tx = self.pool.begin().await?;
-                sqlx::query(LOCK_PEPPER).execute(&mut *tx).await?;
-                let current: Option<String> = sqlx::query_scalar("SELECT pepper FROM peppers ORDER BY id DESC LIMIT 1")
-                    .fetch_optional(&mut *tx)
-                    .await?;
+                let current = locked_pepper(&mut tx).await?;
                 let rehashed: Vec<MirrorEntry>;
                 let entries = match current {
                     Some(current) if current != pepper => {
