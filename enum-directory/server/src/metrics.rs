@@ -72,11 +72,6 @@ impl FollowCounters {
     pub fn dropped(&self) {
         self.dropped.fetch_add(1, Ordering::Relaxed);
     }
-
-    /// Changes applied so far.
-    pub fn applied_total(&self) -> u64 {
-        self.applied.load(Ordering::Relaxed)
-    }
 }
 
 /// Everything `/metrics` reports.
