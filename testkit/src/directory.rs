@@ -150,14 +150,7 @@ impl Directory {
         let anchor = work.path().join("anchor.conf");
         std::fs::write(&anchor, self.bind_trust_anchors()?)?;
         let owner: String = number.trim_start_matches('+').chars().rev().flat_map(|c| [c, '.']).collect();
-        let out = crate::tools::run(
-            crate::tools::command("delv")
-                .arg(format!("@{}", self.dns.ip()))
-                .args(["-p", &self.dns.port().to_string(), "-a"])
-                .arg(&anchor)
-                .args([&format!("+root={APEX}"), &format!("{owner}{APEX}"), rtype]),
-        )?;
-        Ok(format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)))
+        crate::tools::delv(self.dns, &anchor, APEX, &format!("{owner}{APEX}"), rtype)
     }
 
     /// The data dir.

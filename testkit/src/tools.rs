@@ -2,7 +2,8 @@
 //! package to install when one is missing.
 
 use anyhow::{Context, bail};
-use std::path::PathBuf;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 /// The Debian package that ships each tool the tests use.
@@ -72,6 +73,18 @@ pub fn command(tool: &str) -> Command {
 pub fn run(cmd: &mut Command) -> anyhow::Result<Output> {
     let line = format!("{cmd:?}");
     cmd.output().with_context(|| format!("running {line}"))
+}
+
+/// `delv`'s output (stdout and stderr together) for `name`'s `rtype` at `server`, validated from `root` down
+/// with the trust anchors in `anchor` (a BIND `trust-anchors` clause): `; fully validated` when they validate.
+/// delv exits 0 either way, so callers read the text.
+pub fn delv(server: SocketAddr, anchor: &Path, root: &str, name: &str, rtype: &str) -> anyhow::Result<String> {
+    let out = run(command("delv")
+        .arg(format!("@{}", server.ip()))
+        .args(["-p", &server.port().to_string(), "-a"])
+        .arg(anchor)
+        .args([&format!("+root={root}"), name, rtype]))?;
+    Ok(format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)))
 }
 
 /// Runs a command and fails unless it exits 0; returns stdout as text.

@@ -108,18 +108,7 @@ pub fn ds(data_dir: &Path) -> Vec<String> {
 /// `delv`'s output (stdout and stderr) for `name`'s `rtype` at `server`, validated with the trust anchors in
 /// `anchor` (a BIND `trust-anchors` clause) from the apex down.
 pub fn delv(server: SocketAddr, anchor: &Path, name: &str, rtype: &str) -> String {
-    let out =
-        tincan_testkit::tools::run(tincan_testkit::tools::command("delv").arg(format!("@{}", server.ip())).args([
-            "-p",
-            &server.port().to_string(),
-            "-a",
-            anchor.to_str().unwrap(),
-            &format!("+root={APEX}"),
-            name,
-            rtype,
-        ]))
-        .unwrap();
-    format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr))
+    tincan_testkit::tools::delv(server, anchor, APEX, name, rtype).unwrap()
 }
 
 /// The ENUM owner name of `+<digits>` under [`APEX`].
