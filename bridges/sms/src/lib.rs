@@ -1,0 +1,6 @@
+//! The Tincan SMS bridge: Matrix direct messages to and from phone numbers over SMPP, as a connector on the
+//! bridge core (`tincan-appservice`).
+//!
+//! - [`protocol`]: pure SMS logic (alphabets, segmentation, reassembly, delivery receipts, keywords).
+
+pub mod protocol;
