@@ -161,6 +161,12 @@ pub struct LimitsConfig {
     pub block_premium: bool,
     /// Trust `X-Forwarded-For` for the client IP (only behind a proxy that sets it).
     pub trust_forwarded_for: bool,
+    /// Codes checked (`register/verify`, `submitToken`) per client IP, over all sessions.
+    pub verify_per_ip: BucketConfig,
+    /// Codes checked per number, over all its sessions (each session also dies after `codes.max_attempts`).
+    pub verify_per_number: BucketConfig,
+    /// Buckets kept in memory at most (refilled ones are dropped first, then the least recently used).
+    pub max_tracked: usize,
 }
 
 impl Default for LimitsConfig {
@@ -175,6 +181,9 @@ impl Default for LimitsConfig {
             blocked_prefixes: Vec::new(),
             block_premium: true,
             trust_forwarded_for: false,
+            verify_per_ip: BucketConfig { burst: 60, refill: 60, period_secs: 3600 },
+            verify_per_number: BucketConfig { burst: 15, refill: 15, period_secs: 3600 },
+            max_tracked: 100_000,
         }
     }
 }

@@ -1,8 +1,12 @@
-//! Abuse controls for code requests: token buckets per number, prefix, client IP and country.
+//! Abuse controls: keyed token buckets for code requests (per number, prefix, client IP and country) and for
+//! code checks (per client IP and number).
 //!
 //! SMS pumping (premium routes, fake sign-ups to inflate traffic) is the real cost threat, so every request
-//! that would send an SMS takes one token from four buckets. Buckets live in memory: one extension node
-//! enforces its own limits (behind several nodes, divide the rates by the node count).
+//! that would send an SMS takes one token from each of its buckets; guessing codes is the takeover threat, so
+//! every judged code takes one from the verify buckets. Buckets live in memory: one extension node enforces
+//! its own limits (behind several nodes, divide the rates by the node count). The table is bounded
+//! (`limits.max_tracked`): buckets that have refilled are dropped first (a full bucket is the same as none),
+//! then the least recently used.
 
 use crate::config::{BucketConfig, LimitsConfig};
 use crate::number::E164;
@@ -13,19 +17,23 @@ use std::time::Duration;
 use tincan_common::Clock;
 
 /// Which limit refused a request.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Scope {
-    /// The destination number.
+    /// Code requests to the destination number.
     Number,
-    /// The number's leading digits (`prefix_digits`).
+    /// Code requests to the number's leading digits (`prefix_digits`).
     Prefix,
-    /// The client's IP address.
+    /// Code requests from the client's IP address.
     Ip,
-    /// The number's country calling code.
+    /// Code requests to the number's country calling code.
     Country,
+    /// Codes checked from the client's IP address.
+    VerifyIp,
+    /// Codes checked for the number.
+    VerifyNumber,
 }
 
-/// A refused request: which bucket was empty and when it will hold a token again.
+/// A refused request: which bucket was empty and when it will hold enough tokens again.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Limited {
     /// The empty bucket.
@@ -38,14 +46,38 @@ pub struct Limited {
 struct Bucket {
     tokens: f64,
     at_ms: u64,
+    burst: f64,
+    per_ms: f64,
 }
 
-/// In-memory token buckets keyed by scope and value.
+impl Bucket {
+    fn new(conf: &BucketConfig, now_ms: u64) -> Self {
+        Bucket { tokens: conf.burst as f64, at_ms: now_ms, burst: conf.burst as f64, per_ms: conf.per_ms() }
+    }
+
+    /// Tokens at `now_ms`, refilled since the last touch.
+    fn level(&self, now_ms: u64) -> f64 {
+        (self.tokens + now_ms.saturating_sub(self.at_ms) as f64 * self.per_ms).min(self.burst)
+    }
+}
+
+/// One bucket a request draws from.
+#[derive(Debug, Clone)]
+pub struct Draw<'a> {
+    /// The limit.
+    pub scope: Scope,
+    /// Its capacity and refill.
+    pub conf: &'a BucketConfig,
+    /// The value limited (a number, an IP key…).
+    pub key: String,
+}
+
+/// In-memory token buckets keyed by scope and value, bounded in number.
 #[derive(Debug)]
 pub struct Limiter {
     config: LimitsConfig,
     clock: Arc<dyn Clock>,
-    buckets: Mutex<HashMap<(u8, String), Bucket>>,
+    buckets: Mutex<HashMap<(Scope, String), Bucket>>,
 }
 
 impl Limiter {
@@ -54,47 +86,89 @@ impl Limiter {
         Self { config, clock, buckets: Mutex::new(HashMap::new()) }
     }
 
-    /// Takes one token from each bucket the request touches, or none at all when any of them is empty.
+    fn now_ms(&self) -> u64 {
+        self.clock.now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_millis() as u64
+    }
+
+    /// A code request (one SMS): takes one token from the number's, prefix's, country's and (when known) the
+    /// client's bucket, or none at all when any of them is empty.
     pub fn check(&self, number: &E164, ip: Option<IpAddr>) -> Result<(), Limited> {
-        let now = self.clock.now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_millis() as u64;
+        let c = &self.config;
         let digits = number.digits();
-        let prefix = &digits[..digits.len().min(self.config.prefix_digits)];
-        let mut keys = vec![
-            (Scope::Number, &self.config.per_number, digits.to_owned()),
-            (Scope::Prefix, &self.config.per_prefix, prefix.to_owned()),
-            (Scope::Country, &self.config.per_country, number.country_code().to_string()),
+        let prefix = &digits[..digits.len().min(c.prefix_digits)];
+        let mut draws = vec![
+            Draw { scope: Scope::Number, conf: &c.per_number, key: digits.to_owned() },
+            Draw { scope: Scope::Prefix, conf: &c.per_prefix, key: prefix.to_owned() },
+            Draw { scope: Scope::Country, conf: &c.per_country, key: number.country_code().to_string() },
         ];
         if let Some(ip) = ip {
-            keys.push((Scope::Ip, &self.config.per_ip, ip.to_string()));
+            draws.push(Draw { scope: Scope::Ip, conf: &c.per_ip, key: ip.to_string() });
         }
+        self.take(&draws, 1)
+    }
+
+    /// A code about to be judged, from `ip`: one token from the client's verify bucket.
+    pub fn check_verify_ip(&self, ip: Option<IpAddr>) -> Result<(), Limited> {
+        let Some(ip) = ip else { return Ok(()) };
+        self.take(&[Draw { scope: Scope::VerifyIp, conf: &self.config.verify_per_ip, key: ip.to_string() }], 1)
+    }
+
+    /// A code about to be judged for `number` (any session): one token from the number's verify bucket.
+    pub fn check_verify_number(&self, number: &str) -> Result<(), Limited> {
+        let conf = &self.config.verify_per_number;
+        self.take(&[Draw { scope: Scope::VerifyNumber, conf, key: number.to_owned() }], 1)
+    }
+
+    /// Takes `n` tokens from every bucket in `draws`, or none at all when any of them holds fewer.
+    pub fn take(&self, draws: &[Draw<'_>], n: u32) -> Result<(), Limited> {
+        let now = self.now_ms();
+        let n = f64::from(n);
         let mut buckets = self.buckets.lock().expect("limiter lock");
-        let mut refreshed = Vec::with_capacity(keys.len());
-        for (scope, conf, value) in &keys {
-            let key = (*scope as u8, value.clone());
-            let mut b = buckets.get(&key).copied().unwrap_or(Bucket { tokens: conf.burst as f64, at_ms: now });
-            let elapsed = now.saturating_sub(b.at_ms) as f64 / 1000.0;
-            b.tokens = (b.tokens + elapsed * conf.per_second()).min(conf.burst as f64);
+        let mut taken = Vec::with_capacity(draws.len());
+        for d in draws {
+            let key = (d.scope, d.key.clone());
+            let mut b = buckets.get(&key).copied().unwrap_or_else(|| Bucket::new(d.conf, now));
+            b.tokens = b.level(now);
             b.at_ms = now;
-            if b.tokens < 1.0 {
-                let wait = if conf.per_second() > 0.0 { (1.0 - b.tokens) / conf.per_second() } else { 86_400.0 };
-                return Err(Limited {
-                    scope: *scope,
-                    retry_after: Duration::from_millis((wait * 1000.0).ceil() as u64),
-                });
+            if b.tokens < n {
+                let wait_ms = if b.per_ms > 0.0 { (n - b.tokens) / b.per_ms } else { 86_400_000.0 };
+                return Err(Limited { scope: d.scope, retry_after: Duration::from_millis(wait_ms.ceil() as u64) });
             }
-            refreshed.push((key, b));
+            b.tokens -= n;
+            taken.push((key, b));
         }
-        for (key, mut b) in refreshed {
-            b.tokens -= 1.0;
-            buckets.insert(key, b);
+        let fresh = taken.iter().filter(|(k, _)| !buckets.contains_key(k)).count();
+        if fresh > 0 && buckets.len() + fresh > self.config.max_tracked.max(1) {
+            evict(&mut buckets, now, self.config.max_tracked.max(1));
         }
+        buckets.extend(taken);
         Ok(())
+    }
+
+    /// Buckets held in memory.
+    pub fn tracked(&self) -> usize {
+        self.buckets.lock().expect("limiter lock").len()
+    }
+}
+
+/// Makes room under `max`: drops refilled buckets (the same as absent ones), then the least recently used
+/// tenth, so a flood of new keys costs an eviction pass only once per `max / 10` keys.
+fn evict(buckets: &mut HashMap<(Scope, String), Bucket>, now: u64, max: usize) {
+    buckets.retain(|_, b| b.level(now) < b.burst);
+    if buckets.len() < max {
+        return;
+    }
+    let mut by_age: Vec<(u64, (Scope, String))> = buckets.iter().map(|(k, b)| (b.at_ms, k.clone())).collect();
+    let cut = (max / 10).max(1).min(by_age.len());
+    by_age.select_nth_unstable_by_key(cut - 1, |(at, _)| *at);
+    for (_, key) in &by_age[..cut] {
+        buckets.remove(key);
     }
 }
 
 impl BucketConfig {
-    fn per_second(&self) -> f64 {
-        if self.period_secs == 0 { 0.0 } else { self.refill as f64 / self.period_secs as f64 }
+    fn per_ms(&self) -> f64 {
+        if self.period_secs == 0 { 0.0 } else { self.refill as f64 / (self.period_secs as f64 * 1000.0) }
     }
 }
 
@@ -139,5 +213,50 @@ mod tests {
         // The refused request took no token from the number's own bucket.
         assert!(l.check(&fourth, None).is_ok());
         assert!(l.check(&fourth, None).is_ok());
+    }
+
+    #[test]
+    fn verify_buckets_per_ip_and_number() {
+        let clock = Arc::new(MockClock::at(1_000));
+        let c = LimitsConfig {
+            verify_per_ip: BucketConfig { burst: 2, refill: 2, period_secs: 3600 },
+            verify_per_number: BucketConfig { burst: 3, refill: 3, period_secs: 3600 },
+            ..Default::default()
+        };
+        let l = Limiter::new(c, clock);
+        let ip: IpAddr = "192.0.2.1".parse().unwrap();
+        assert!(l.check_verify_ip(Some(ip)).is_ok());
+        assert!(l.check_verify_ip(Some(ip)).is_ok());
+        assert_eq!(l.check_verify_ip(Some(ip)).unwrap_err().scope, Scope::VerifyIp);
+        assert!(l.check_verify_ip(Some("192.0.2.2".parse().unwrap())).is_ok());
+        for _ in 0..3 {
+            assert!(l.check_verify_number("+442079460001").is_ok());
+        }
+        assert_eq!(l.check_verify_number("+442079460001").unwrap_err().scope, Scope::VerifyNumber);
+        assert!(l.check_verify_number("+442079460002").is_ok());
+    }
+
+    #[test]
+    fn the_table_stays_bounded_and_keeps_what_is_in_use() {
+        let clock = Arc::new(MockClock::at(1_000));
+        let conf = BucketConfig { burst: 1, refill: 1, period_secs: 3600 };
+        let l = Limiter::new(LimitsConfig { max_tracked: 100, ..Default::default() }, clock.clone());
+        let draw = |i: usize| Draw { scope: Scope::VerifyIp, conf: &conf, key: format!("k{i}") };
+        // An empty bucket touched last survives a flood of new keys.
+        l.take(&[draw(0)], 1).unwrap();
+        for i in 1..10_000 {
+            if i % 50 == 0 {
+                clock.advance(Duration::from_millis(1));
+                l.take(&[draw(0)], 0).unwrap();
+            }
+            l.take(&[draw(i)], 1).unwrap();
+            assert!(l.tracked() <= 100, "{} buckets after {i} keys", l.tracked());
+        }
+        assert_eq!(l.take(&[draw(0)], 1).unwrap_err().scope, Scope::VerifyIp);
+        // Refilled buckets are dropped first.
+        clock.advance(Duration::from_secs(3600));
+        l.take(&[draw(20_000)], 1).unwrap();
+        l.take(&[draw(20_001)], 1).unwrap();
+        assert!(l.tracked() <= 100);
     }
 }

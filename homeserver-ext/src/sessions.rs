@@ -127,18 +127,40 @@ pub async fn find(app: &App, purpose: Purpose, sid: &str, client_secret: &str) -
     Ok(s)
 }
 
-/// Checks `code` against the session: at most `max_attempts` wrong codes, then the session is dead.
-/// On success the session is marked validated (not consumed).
+/// Checks `code` against the session: at most `max_attempts` codes are ever judged per session (the attempt is
+/// reserved atomically in storage before the comparison, so concurrent guesses cannot exceed it), and codes
+/// checked per client IP and per number are limited. On success the session is marked validated (not consumed).
 pub async fn check_code(
     app: &App,
     purpose: Purpose,
     sid: &str,
     client_secret: &str,
     code_text: &str,
+    ip: Option<IpAddr>,
 ) -> Result<CodeSession, ApiError> {
-    let mut s = find(app, purpose, sid, client_secret).await?;
+    app.limiter.check_verify_ip(ip)?;
+    let s = find(app, purpose, sid, client_secret).await?;
     let now = app.now();
     let max = app.config.codes.max_attempts as i64;
+    refuse_unusable(&s, max, now)?;
+    app.limiter.check_verify_number(&s.number)?;
+    let Some(mut s) = app.store.reserve_attempt(&s.sid, max, now).await? else {
+        // Used up, consumed or expired since it was read: say which.
+        let s = app.store.session(&s.sid).await?.ok_or(ApiError::NoValidSession)?;
+        refuse_unusable(&s, max, now)?;
+        return Err(ApiError::LimitExceeded(None));
+    };
+    if !code::matches(&s.sid, code_text, &s.code_hash) {
+        tracing::info!(attempts = s.attempts, "wrong code");
+        return Err(ApiError::WrongCode);
+    }
+    app.store.validate(&s.sid, now).await?;
+    s.validated_at.get_or_insert(now);
+    Ok(s)
+}
+
+/// Why a session cannot take a code any more, if it cannot.
+fn refuse_unusable(s: &CodeSession, max: i64, now: i64) -> Result<(), ApiError> {
     if s.consumed_at.is_some() {
         return Err(ApiError::NoValidSession);
     }
@@ -148,12 +170,5 @@ pub async fn check_code(
     if s.expires_at <= now {
         return Err(ApiError::SessionExpired);
     }
-    if !code::matches(&s.sid, code_text, &s.code_hash) {
-        let attempts = app.store.fail_attempt(&s.sid).await?;
-        tracing::info!(attempts, "wrong code");
-        return Err(ApiError::WrongCode);
-    }
-    app.store.validate(&s.sid, now).await?;
-    s.validated_at.get_or_insert(now);
-    Ok(s)
+    Ok(())
 }

@@ -102,8 +102,11 @@ pub trait SessionRepository: Send + Sync {
     async fn session_by_secret(&self, digest: &str, number: &str, purpose: Purpose) -> Result<Option<CodeSession>>;
     /// Replaces the code after a resend.
     async fn resend(&self, sid: &str, code_hash: &[u8], send_attempt: i64, now: i64, expires_at: i64) -> Result<()>;
-    /// Counts a wrong code; returns the new count.
-    async fn fail_attempt(&self, sid: &str) -> Result<i64>;
+    /// Takes one of the session's `max` code attempts before the code is compared, in one conditional
+    /// `UPDATE … RETURNING`: the session as it is after the increment, or `None` when it has no attempt left, is
+    /// consumed or has expired at `now`. Concurrent callers serialize on the row, so at most `max` attempts are
+    /// ever judged whatever the concurrency.
+    async fn reserve_attempt(&self, sid: &str, max: i64, now: i64) -> Result<Option<CodeSession>>;
     /// Marks the right code entered.
     async fn validate(&self, sid: &str, now: i64) -> Result<()>;
     /// Marks the session used; false when it already was (so two racing verifies cannot both succeed).
@@ -385,13 +388,17 @@ macro_rules! impl_store {
                 Ok(())
             }
 
-            async fn fail_attempt(&self, sid: &str) -> Result<i64> {
-                let row =
-                    sqlx::query("UPDATE code_sessions SET attempts = attempts + 1 WHERE sid = $1 RETURNING attempts")
-                        .bind(sid)
-                        .fetch_one(&self.pool)
-                        .await?;
-                Ok(row.try_get("attempts")?)
+            async fn reserve_attempt(&self, sid: &str, max: i64, now: i64) -> Result<Option<CodeSession>> {
+                let row = sqlx::query(
+                    "UPDATE code_sessions SET attempts = attempts + 1 \
+                     WHERE sid = $1 AND attempts < $2 AND consumed_at IS NULL AND expires_at > $3 RETURNING *",
+                )
+                .bind(sid)
+                .bind(max)
+                .bind(now)
+                .fetch_optional(&self.pool)
+                .await?;
+                row.as_ref().map(session_from_row).transpose()
             }
 
             async fn validate(&self, sid: &str, now: i64) -> Result<()> {

@@ -1,7 +1,7 @@
 //! `POST /_tincan/client/v1/register/verify`: code → the Matrix account of the number and a login for a new
 //! device. A number seen before gets the same account.
 
-use super::Json;
+use super::{ClientIp, Json};
 use crate::app::App;
 use crate::error::ApiError;
 use crate::homeserver::Login;
@@ -37,8 +37,13 @@ pub struct Response {
 }
 
 /// Handler.
-pub async fn handler(State(app): State<Arc<App>>, Json(req): Json<Request>) -> Result<axum::Json<Response>, ApiError> {
-    let session = crate::sessions::check_code(&app, Purpose::Register, &req.sid, &req.client_secret, &req.code).await?;
+pub async fn handler(
+    State(app): State<Arc<App>>,
+    ClientIp(ip): ClientIp,
+    Json(req): Json<Request>,
+) -> Result<axum::Json<Response>, ApiError> {
+    let session =
+        crate::sessions::check_code(&app, Purpose::Register, &req.sid, &req.client_secret, &req.code, ip).await?;
     let number = E164::parse(&session.number)?;
     let now = app.now();
     let (account, new_account) = match app.store.account_by_number(number.as_str()).await? {

@@ -49,18 +49,20 @@ pub struct SubmitToken {
 /// Checks the code and marks the session validated.
 pub async fn submit_token(
     State(app): State<Arc<App>>,
+    ClientIp(ip): ClientIp,
     Json(req): Json<SubmitToken>,
 ) -> Result<axum::Json<Value>, ApiError> {
-    crate::sessions::check_code(&app, Purpose::Identity, &req.sid, &req.client_secret, &req.token).await?;
+    crate::sessions::check_code(&app, Purpose::Identity, &req.sid, &req.client_secret, &req.token, ip).await?;
     Ok(axum::Json(json!({"success": true})))
 }
 
 /// `GET submitToken?sid=…&client_secret=…&token=…` (links in messages).
 pub async fn submit_token_get(
     state: State<Arc<App>>,
+    ip: ClientIp,
     Query(req): Query<SubmitToken>,
 ) -> Result<axum::Json<Value>, ApiError> {
-    submit_token(state, Json(req)).await
+    submit_token(state, ip, Json(req)).await
 }
 
 /// `getValidated3pid` query.

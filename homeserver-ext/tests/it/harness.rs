@@ -14,19 +14,27 @@ pub struct Ext {
     pub url: String,
     pub dir: tempfile::TempDir,
     pub http: reqwest::Client,
+    database_url: String,
 }
 
 impl Ext {
     /// Starts the binary with `extra` TOML appended to a base config (listen, SQLite, dev SMS sink).
     pub async fn start(extra: &str) -> anyhow::Result<Ext> {
+        Ext::start_on(None, extra).await
+    }
+
+    /// [`Ext::start`] on the database `database_url` (a PostgreSQL URL), or SQLite in its directory.
+    pub async fn start_on(database_url: Option<&str>, extra: &str) -> anyhow::Result<Ext> {
         let dir = tempfile::Builder::new().prefix("tincan-ext-").tempdir()?;
         let port = tincan_testkit::ports::free_port();
+        let sqlite = format!("sqlite://{}?mode=rwc", dir.path().join("ext.db").display());
         let config = format!(
             "listen = \"127.0.0.1:{port}\"\n\
-             database_url = \"sqlite://{db}?mode=rwc\"\n\
+             database_url = \"{db}\"\n\
              {extra}\n",
-            db = dir.path().join("ext.db").display(),
+            db = database_url.unwrap_or(&sqlite),
         );
+        let database_url = database_url.unwrap_or(&sqlite).to_owned();
         let config = if config.contains("[sms]") {
             config
         } else {
@@ -54,7 +62,7 @@ impl Ext {
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        Ok(Ext { guard, url, dir, http })
+        Ok(Ext { guard, url, dir, http, database_url })
     }
 
     /// POSTs JSON and returns (status, body).
@@ -97,9 +105,14 @@ impl Ext {
         code_in(text)
     }
 
-    /// The SQLite database file.
+    /// Its database.
     pub fn db_url(&self) -> String {
-        format!("sqlite://{}", self.dir.path().join("ext.db").display())
+        self.database_url.clone()
+    }
+
+    /// Its database, opened beside the server.
+    pub async fn store(&self) -> std::sync::Arc<dyn tincan_homeserver_ext::store::Store> {
+        tincan_homeserver_ext::store::open(&self.database_url).await.expect("the extension's database")
     }
 }
 

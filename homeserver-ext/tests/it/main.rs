@@ -5,6 +5,7 @@ mod bench;
 mod binary;
 mod directory;
 mod discovery;
+mod guessing;
 mod harness;
 mod identity;
 mod signup;

@@ -28,8 +28,13 @@ async fn conformance(store: &dyn Store) {
     let newest = store.session_by_secret("d1", "+447911123001", Purpose::Register).await.unwrap().unwrap();
     assert_eq!(newest.sid, "s2");
     assert!(store.session_by_secret("d1", "+447911123001", Purpose::Identity).await.unwrap().is_none());
-    assert_eq!(store.fail_attempt("s1").await.unwrap(), 1);
-    assert_eq!(store.fail_attempt("s1").await.unwrap(), 2);
+    // Attempts are reserved while some are left and the session is live.
+    assert_eq!(store.reserve_attempt("s1", 2, 150).await.unwrap().unwrap().attempts, 1);
+    assert_eq!(store.reserve_attempt("s1", 2, 150).await.unwrap().unwrap().attempts, 2);
+    assert!(store.reserve_attempt("s1", 2, 150).await.unwrap().is_none(), "no attempt left");
+    assert!(store.reserve_attempt("s2", 5, 800).await.unwrap().is_none(), "expired");
+    assert!(store.reserve_attempt("nope", 5, 150).await.unwrap().is_none());
+    assert_eq!(store.session("s2").await.unwrap().unwrap().attempts, 0, "a refused reservation takes nothing");
     store.resend("s1", &[9], 2, 150, 750).await.unwrap();
     store.validate("s1", 160).await.unwrap();
     store.validate("s1", 170).await.unwrap(); // the first validation time stays
@@ -38,6 +43,7 @@ async fn conformance(store: &dyn Store) {
     assert_eq!((s.attempts, s.validated_at), (2, Some(160)));
     assert!(store.consume("s1", 180).await.unwrap());
     assert!(!store.consume("s1", 190).await.unwrap(), "a session is consumed once");
+    assert!(store.reserve_attempt("s1", 10, 190).await.unwrap().is_none(), "consumed");
 
     // Accounts: insert keeps the first account of a number.
     let a = Account {
