@@ -2,5 +2,7 @@
 //! bridge core (`tincan-appservice`).
 //!
 //! - [`protocol`]: pure SMS logic (alphabets, segmentation, reassembly, delivery receipts, keywords).
+//! - [`store`]: the durable outbox, inbound parts, numbers and opt-outs (SQLite or PostgreSQL).
 
 pub mod protocol;
+pub mod store;

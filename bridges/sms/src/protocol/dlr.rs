@@ -111,6 +111,27 @@ impl DeliveryState {
         })
     }
 
+    /// The stored name (`delivered`, `undeliverable`…).
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Scheduled => "scheduled",
+            Self::Enroute => "enroute",
+            Self::Delivered => "delivered",
+            Self::Expired => "expired",
+            Self::Deleted => "deleted",
+            Self::Undeliverable => "undeliverable",
+            Self::Accepted => "accepted",
+            Self::Unknown => "unknown",
+            Self::Rejected => "rejected",
+            Self::Skipped => "skipped",
+        }
+    }
+
+    /// The state of a stored name.
+    pub fn from_name(s: &str) -> Option<Self> {
+        (0..=9).filter_map(Self::from_message_state).find(|st| st.name() == s)
+    }
+
     /// What it means for the sender.
     pub fn outcome(self) -> Outcome {
         match self {
@@ -353,6 +374,7 @@ mod tests {
         for v in 0..=9u8 {
             let s = DeliveryState::from_message_state(v).unwrap();
             assert!(!s.describe().is_empty());
+            assert_eq!(DeliveryState::from_name(s.name()), Some(s));
         }
         assert_eq!(DeliveryState::from_message_state(10), None);
         assert_eq!(DeliveryState::from_stat("delivrd").unwrap().outcome(), Outcome::Delivered);

@@ -1,0 +1,3 @@
+//! Integration tests of the SMS bridge: the store conformance suite on SQLite and PostgreSQL.
+
+mod store;
