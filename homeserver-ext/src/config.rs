@@ -119,11 +119,22 @@ pub struct CodesConfig {
     pub max_attempts: u32,
     /// Minimum time between two SMS for one session.
     pub resend_after_secs: u64,
+    /// How long an Identity Service validation stays usable (`getValidated3pid`, `3pid/bind`); Sydent: 24 h.
+    pub validated_ttl_secs: u64,
+    /// A `3pid/bind` that moves a number from one Matrix ID to another needs a validation made after the
+    /// existing binding and at most this long ago.
+    pub rebind_within_secs: u64,
 }
 
 impl Default for CodesConfig {
     fn default() -> Self {
-        Self { ttl_secs: 600, max_attempts: 5, resend_after_secs: 30 }
+        Self {
+            ttl_secs: 600,
+            max_attempts: 5,
+            resend_after_secs: 30,
+            validated_ttl_secs: 86_400,
+            rebind_within_secs: 600,
+        }
     }
 }
 
@@ -314,8 +325,8 @@ impl Validate for ExtConfig {
                 }
             }
         }
-        if self.codes.max_attempts == 0 || self.codes.ttl_secs == 0 {
-            p.push("codes: max_attempts and ttl_secs must be positive".into());
+        if self.codes.max_attempts == 0 || self.codes.ttl_secs == 0 || self.codes.validated_ttl_secs == 0 {
+            p.push("codes: max_attempts, ttl_secs and validated_ttl_secs must be positive".into());
         }
         for r in &self.limits.allowed_countries {
             if r.len() != 2 || !r.chars().all(|c| c.is_ascii_uppercase()) {

@@ -34,6 +34,10 @@ pub enum ApiError {
     /// The session has not been validated with the right code yet.
     #[error("the session has not been validated")]
     SessionNotValidated,
+    /// A `3pid/bind` would move the number to another Matrix ID with a validation older than the binding it
+    /// replaces, or older than `codes.rebind_within_secs`.
+    #[error("moving this number to another Matrix ID needs a fresh validation of it")]
+    FreshValidationNeeded,
     /// The code is wrong.
     #[error("wrong code")]
     WrongCode,
@@ -95,7 +99,9 @@ impl ApiError {
             }
             ApiError::NoValidSession => (S::BAD_REQUEST, custom("M_NO_VALID_SESSION")),
             ApiError::SessionExpired => (S::BAD_REQUEST, custom("M_SESSION_EXPIRED")),
-            ApiError::SessionNotValidated => (S::BAD_REQUEST, custom("M_SESSION_NOT_VALIDATED")),
+            ApiError::SessionNotValidated | ApiError::FreshValidationNeeded => {
+                (S::BAD_REQUEST, custom("M_SESSION_NOT_VALIDATED"))
+            }
             ApiError::WrongCode => (S::BAD_REQUEST, ErrorKind::ThreepidAuthFailed),
             ApiError::MissingToken => (S::UNAUTHORIZED, ErrorKind::MissingToken),
             ApiError::UnknownToken => (S::UNAUTHORIZED, ErrorKind::Unauthorized),

@@ -159,6 +159,19 @@ pub async fn check_code(
     Ok(s)
 }
 
+/// When a session's number was validated, if that validation is still usable: not consumed and at most
+/// `codes.validated_ttl_secs` old.
+pub fn validation(app: &App, s: &CodeSession) -> Result<i64, ApiError> {
+    if s.consumed_at.is_some() {
+        return Err(ApiError::NoValidSession);
+    }
+    let validated_at = s.validated_at.ok_or(ApiError::SessionNotValidated)?;
+    if validated_at + app.config.codes.validated_ttl_secs as i64 <= app.now() {
+        return Err(ApiError::SessionExpired);
+    }
+    Ok(validated_at)
+}
+
 /// Why a session cannot take a code any more, if it cannot.
 fn refuse_unusable(s: &CodeSession, max: i64, now: i64) -> Result<(), ApiError> {
     if s.consumed_at.is_some() {

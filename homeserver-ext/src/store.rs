@@ -164,6 +164,8 @@ pub trait IdentityRepository: Send + Sync {
     async fn unbind(&self, number: &str, user_id: &str) -> Result<bool>;
     /// The binding of a number.
     async fn binding(&self, number: &str) -> Result<Option<Binding>>;
+    /// The binding of a number and when it was made (or last re-made).
+    async fn binding_since(&self, number: &str) -> Result<Option<(Binding, i64)>>;
     /// The bindings of those of `numbers` that are bound, in one query per 500 numbers.
     async fn bindings(&self, numbers: &[String]) -> Result<Vec<Binding>>;
     /// Bindings whose lookup hash is one of `hashes`.
@@ -504,6 +506,14 @@ macro_rules! impl_store {
                     .fetch_optional(&self.pool)
                     .await?;
                 row.as_ref().map(binding_from_row).transpose()
+            }
+
+            async fn binding_since(&self, number: &str) -> Result<Option<(Binding, i64)>> {
+                let row = sqlx::query("SELECT number, user_id, created_at FROM bindings WHERE number = $1")
+                    .bind(number)
+                    .fetch_optional(&self.pool)
+                    .await?;
+                row.as_ref().map(|r| Ok((binding_from_row(r)?, r.try_get("created_at")?))).transpose()
             }
 
             async fn bindings(&self, numbers: &[String]) -> Result<Vec<Binding>> {

@@ -19,7 +19,10 @@ pub struct Bind {
     mxid: String,
 }
 
-/// Binds the number validated in a session to `mxid` (the caller's own Matrix ID).
+/// Binds the number validated in a session to `mxid` (the caller's own Matrix ID). The validation must be
+/// usable (`codes.validated_ttl_secs`) and is used up by the bind; moving a number bound to another Matrix ID
+/// needs a validation made after that binding and within `codes.rebind_within_secs`, so a validation kept
+/// from before the number changed hands cannot take it.
 pub async fn bind(
     State(app): State<Arc<App>>,
     IsUser(user): IsUser,
@@ -29,11 +32,19 @@ pub async fn bind(
         return Err(ApiError::Forbidden("mxid is not the token's user"));
     }
     let s = crate::sessions::find(&app, Purpose::Identity, &req.sid, &req.client_secret).await?;
-    if s.validated_at.is_none() {
-        return Err(ApiError::SessionNotValidated);
+    let validated_at = crate::sessions::validation(&app, &s)?;
+    let now = app.now();
+    if let Some((owner, since)) = app.store.binding_since(&s.number).await?
+        && owner.user_id != req.mxid
+        && (validated_at < since || now - validated_at > app.config.codes.rebind_within_secs as i64)
+    {
+        return Err(ApiError::FreshValidationNeeded);
+    }
+    if !app.store.consume(&s.sid, now).await? {
+        return Err(ApiError::NoValidSession);
     }
     bind_number(&app, &Binding { number: s.number.clone(), user_id: req.mxid.clone() }).await?;
-    let now_ms = app.now() * 1000;
+    let now_ms = now * 1000;
     Ok(axum::Json(json!({
         "address": msisdn_address(&s.number),
         "medium": "msisdn",

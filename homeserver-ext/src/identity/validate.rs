@@ -72,13 +72,14 @@ pub struct Validated {
     client_secret: String,
 }
 
-/// The validated number of a session (what the homeserver adds to the account).
+/// The validated number of a session (what the homeserver adds to the account), while the validation is usable
+/// (`codes.validated_ttl_secs`).
 pub async fn get_validated(
     State(app): State<Arc<App>>,
     Query(q): Query<Validated>,
 ) -> Result<axum::Json<Value>, ApiError> {
     let s = crate::sessions::find(&app, Purpose::Identity, &q.sid, &q.client_secret).await?;
-    let validated_at = s.validated_at.ok_or(ApiError::SessionNotValidated)?;
+    let validated_at = crate::sessions::validation(&app, &s)?;
     Ok(axum::Json(json!({
         "medium": "msisdn",
         "address": crate::identity::msisdn_address(&s.number),

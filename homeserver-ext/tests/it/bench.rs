@@ -8,7 +8,7 @@
 //! - sign-ups with both included: codes over SMPP to the smpp34 simulator, and the JWT login at Synapse;
 //! - `lookup` of 1,000 `sha256` hashes against 10,000 bindings, server time (the handler's own `took_us`).
 
-use crate::harness::{Ext, Smsc, code_in};
+use crate::harness::{Api, Ext, Smsc, code_in};
 use serde_json::{Value, json};
 use std::collections::HashMap;
 use std::io::{BufRead, Seek};

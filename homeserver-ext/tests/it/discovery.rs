@@ -4,7 +4,7 @@
 //! DNSSEC-validated DNS); a stale pepper is `M_INVALID_PEPPER`; a directory answer that does not validate is
 //! never returned; `account/logout` ends the token.
 
-use crate::harness::Ext;
+use crate::harness::{Api, Ext};
 use serde_json::{Value, json};
 use std::time::{Duration, Instant};
 use tincan_homeserver_ext::identity::lookup_hash;

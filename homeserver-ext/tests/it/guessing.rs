@@ -1,7 +1,7 @@
 //! Code guessing: a burst of concurrent wrong codes on one session gets exactly `codes.max_attempts` judged,
 //! on SQLite and PostgreSQL; codes checked are also limited per client IP and per number across sessions.
 
-use crate::harness::Ext;
+use crate::harness::{Api, Ext};
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
 

@@ -5,7 +5,11 @@ use anyhow::{Context, bail};
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
+use tincan_common::MockClock;
+use tincan_homeserver_ext::App;
+use tincan_homeserver_ext::config::ExtConfig;
 use tincan_testkit::ChildGuard;
 
 /// A running `tincan-ext`.
@@ -65,20 +69,6 @@ impl Ext {
         Ok(Ext { guard, url, dir, http, database_url })
     }
 
-    /// POSTs JSON and returns (status, body).
-    pub async fn post(&self, path: &str, body: Value) -> (u16, Value) {
-        let r = self.http.post(format!("{}{path}", self.url)).json(&body).send().await.expect("request");
-        let status = r.status().as_u16();
-        (status, r.json().await.unwrap_or(Value::Null))
-    }
-
-    /// GETs with a bearer token and returns (status, body).
-    pub async fn get(&self, path: &str, token: &str) -> (u16, Value) {
-        let r = self.http.get(format!("{}{path}", self.url)).bearer_auth(token).send().await.expect("request");
-        let status = r.status().as_u16();
-        (status, r.json().await.unwrap_or(Value::Null))
-    }
-
     /// Runs `tincan-ext --config <this config> ARGS` (a one-off command beside the server) and checks it succeeds.
     pub fn command(&self, args: &[&str]) {
         let out = Command::new(env!("CARGO_BIN_EXE_tincan-ext"))
@@ -90,21 +80,6 @@ impl Ext {
         assert!(out.status.success(), "tincan-ext {args:?}: {}", String::from_utf8_lossy(&out.stderr));
     }
 
-    /// The dev sink's messages so far.
-    pub fn sms(&self) -> Vec<(String, String)> {
-        read_jsonl(&self.dir.path().join("sms.jsonl"))
-            .into_iter()
-            .map(|v| (v["to"].as_str().unwrap().to_owned(), v["text"].as_str().unwrap().to_owned()))
-            .collect()
-    }
-
-    /// The code in the newest dev-sink message to `to`.
-    pub fn last_code(&self, to: &str) -> String {
-        let msgs = self.sms();
-        let (_, text) = msgs.iter().rev().find(|(t, _)| t == to).expect("an SMS to this number");
-        code_in(text)
-    }
-
     /// Its database.
     pub fn db_url(&self) -> String {
         self.database_url.clone()
@@ -113,6 +88,100 @@ impl Ext {
     /// Its database, opened beside the server.
     pub async fn store(&self) -> std::sync::Arc<dyn tincan_homeserver_ext::store::Store> {
         tincan_homeserver_ext::store::open(&self.database_url).await.expect("the extension's database")
+    }
+}
+
+impl Api for Ext {
+    fn parts(&self) -> (&str, &reqwest::Client, &Path) {
+        (&self.url, &self.http, self.dir.path())
+    }
+}
+
+/// Requests to a running extension and the codes its dev sink wrote.
+pub trait Api {
+    /// Its base URL, the HTTP client, and its directory (where the dev sink writes `sms.jsonl`).
+    fn parts(&self) -> (&str, &reqwest::Client, &Path);
+
+    /// POSTs JSON and returns (status, body).
+    async fn post(&self, path: &str, body: Value) -> (u16, Value) {
+        let (base, http, _) = self.parts();
+        answer(http.post(format!("{base}{path}")).json(&body)).await
+    }
+
+    /// POSTs JSON with a bearer token and returns (status, body).
+    async fn post_auth(&self, path: &str, token: &str, body: Value) -> (u16, Value) {
+        let (base, http, _) = self.parts();
+        answer(http.post(format!("{base}{path}")).bearer_auth(token).json(&body)).await
+    }
+
+    /// GETs with a bearer token and returns (status, body).
+    async fn get(&self, path: &str, token: &str) -> (u16, Value) {
+        let (base, http, _) = self.parts();
+        answer(http.get(format!("{base}{path}")).bearer_auth(token)).await
+    }
+
+    /// The dev sink's messages so far.
+    fn sms(&self) -> Vec<(String, String)> {
+        read_jsonl(&self.parts().2.join("sms.jsonl"))
+            .into_iter()
+            .map(|v| (v["to"].as_str().unwrap().to_owned(), v["text"].as_str().unwrap().to_owned()))
+            .collect()
+    }
+
+    /// The code in the newest dev-sink message to `to`.
+    fn last_code(&self, to: &str) -> String {
+        let msgs = self.sms();
+        let (_, text) = msgs.iter().rev().find(|(t, _)| t == to).expect("an SMS to this number");
+        code_in(text)
+    }
+}
+
+async fn answer(req: reqwest::RequestBuilder) -> (u16, Value) {
+    let r = req.send().await.expect("request");
+    let status = r.status().as_u16();
+    (status, r.json().await.unwrap_or(Value::Null))
+}
+
+/// The extension in this test's process, with an injected clock, serving on a free port (tests of time).
+pub struct Local {
+    pub app: Arc<App>,
+    pub clock: Arc<MockClock>,
+    pub url: String,
+    pub dir: tempfile::TempDir,
+    http: reqwest::Client,
+    server: tokio::task::JoinHandle<()>,
+}
+
+impl Local {
+    /// Serves `config` (its database and dev sink put in a temporary directory) with the clock at `now`.
+    pub async fn start(mut config: ExtConfig, now: u64) -> anyhow::Result<Local> {
+        let dir = tempfile::Builder::new().prefix("tincan-ext-").tempdir()?;
+        config.database_url = format!("sqlite://{}?mode=rwc", dir.path().join("ext.db").display());
+        let clock = Arc::new(MockClock::at(now));
+        let store = tincan_homeserver_ext::store::open(&config.database_url).await?;
+        let sms = Arc::new(tincan_homeserver_ext::sms::DevSink::new(dir.path().join("sms.jsonl")));
+        let homeserver = tincan_homeserver_ext::homeserver::from_config(&config, clock.clone());
+        let rng = rand::SeedableRng::seed_from_u64(now);
+        let app = Arc::new(App::new(config, store, sms, homeserver, clock.clone(), rng));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let url = format!("http://{}", listener.local_addr()?);
+        let server = tokio::spawn({
+            let app = app.clone();
+            async move { tincan_homeserver_ext::serve_on(app, listener).await.expect("serving") }
+        });
+        Ok(Local { app, clock, url, dir, http: reqwest::Client::new(), server })
+    }
+}
+
+impl Api for Local {
+    fn parts(&self) -> (&str, &reqwest::Client, &Path) {
+        (&self.url, &self.http, self.dir.path())
+    }
+}
+
+impl Drop for Local {
+    fn drop(&mut self) {
+        self.server.abort();
     }
 }
 

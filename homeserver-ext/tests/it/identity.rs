@@ -1,6 +1,6 @@
 //! Identity Service: Synapse's msisdn delegate flow, and hashed lookups with pepper rotation.
 
-use crate::harness::Ext;
+use crate::harness::{Api, Ext};
 use serde_json::{Value, json};
 use tincan_homeserver_ext::store::{IdentityRepository, SqliteStore};
 use tincan_testkit::Synapse;

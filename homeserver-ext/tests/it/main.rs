@@ -11,3 +11,4 @@ mod identity;
 mod signup;
 mod smpp;
 mod store;
+mod threepid;

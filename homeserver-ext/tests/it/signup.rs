@@ -1,6 +1,6 @@
 //! Sign-up: the happy path with both homeserver backends against Synapse, and every refusal creating nothing.
 
-use crate::harness::Ext;
+use crate::harness::{Api, Ext};
 use serde_json::json;
 use tincan_testkit::Synapse;
 

@@ -1,7 +1,7 @@
 //! The acceptance path over real SMPP: request → submit_sm at the smpp34 simulator → verify → JWT login to
 //! Synapse → `/whoami` → the real directory answers a delv-validated NAPTR for the number pointing at that user.
 
-use crate::harness::{Ext, Smsc, code_in};
+use crate::harness::{Api, Ext, Smsc, code_in};
 use serde_json::json;
 use tincan_testkit::Synapse;
 use tincan_testkit::directory::{Directory, binary_or_skip};

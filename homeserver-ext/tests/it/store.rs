@@ -78,6 +78,8 @@ async fn conformance(store: &dyn Store) {
     assert_eq!(store.current_pepper().await.unwrap().as_deref(), Some("p1"));
     store.bind(&bind, &table, 1).await.unwrap();
     store.bind(&Binding { number: "+447911123002".into(), user_id: "@x:hs".into() }, &table, 1).await.unwrap();
+    assert_eq!(store.binding_since("+447911123001").await.unwrap(), Some((bind.clone(), 1)));
+    assert_eq!(store.binding_since("+447911123009").await.unwrap(), None);
     let mut found = store.lookup_hashes(&["h1".into(), "h2".into(), "h3".into()]).await.unwrap();
     found.sort();
     assert_eq!(found, vec![("h1".into(), "@tc_a:hs".into()), ("h2".into(), "@x:hs".into())]);
@@ -108,6 +110,10 @@ async fn conformance(store: &dyn Store) {
     store.mirror_delete(&["+4915112345002".into()]).await.unwrap();
     // A bind after the rotation hashes with the new pepper.
     store.bind(&Binding { number: "+447911123003".into(), user_id: "@y:hs".into() }, &table, 4).await.unwrap();
+    // Re-binding (to another user) dates the binding anew.
+    let moved = Binding { number: "+447911123003".into(), user_id: "@z:hs".into() };
+    store.bind(&moved, &table, 6).await.unwrap();
+    assert_eq!(store.binding_since("+447911123003").await.unwrap(), Some((moved, 6)));
     assert_eq!(store.lookup_hashes(&["+447911123003/p3".into()]).await.unwrap().len(), 1);
     assert_eq!(
         store.mirrored(&asked[..1].iter().cloned().chain(["+4915112345001".into()]).collect::<Vec<_>>()).await.unwrap(),
