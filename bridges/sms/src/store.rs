@@ -178,6 +178,26 @@ pub struct NewSegment {
     pub data_coding: u8,
 }
 
+impl NewSegment {
+    /// The short messages of `text`: its coding, and each part with UDHI set where it has a header.
+    pub fn split(
+        text: &str,
+        reference: crate::protocol::udh::Reference,
+    ) -> Result<(Coding, Vec<NewSegment>), crate::protocol::segment::SegmentError> {
+        let s = crate::protocol::segment::segment(text, reference)?;
+        let segments = s
+            .segments
+            .iter()
+            .map(|p| NewSegment {
+                short_message: p.short_message(),
+                esm_class: if p.has_udh() { crate::link::pdu::UDHI } else { 0 },
+                data_coding: s.coding.data_coding(),
+            })
+            .collect();
+        Ok((s.coding, segments))
+    }
+}
+
 /// A message to store in the outbox.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NewMessage {
