@@ -1,0 +1,160 @@
+//! The gateway's configuration: embedded defaults, then an optional TOML file, then `TINCAN_GATEWAY_…`
+//! environment variables (`__` for nesting, `…_FILE` for secrets), then command-line overrides
+//! (`--data-dir`, `--api`).
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use tincan_common::Secret;
+use tincan_common::config::Validate;
+
+use crate::api::RateLimitConfig;
+use crate::ledger::LedgerConfig;
+use crate::money::Currency;
+
+/// The environment prefix of every setting (`TINCAN_GATEWAY_API__LISTEN=…`).
+pub const ENV_PREFIX: &str = "TINCAN_GATEWAY_";
+
+/// The whole configuration.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct GatewayConfig {
+    /// Where the SQLite database (when no URL is set) lives. Default: `$XDG_DATA_HOME/tincan-gateway` or
+    /// `~/.local/share/tincan-gateway`.
+    pub data_dir: Option<PathBuf>,
+    /// The database.
+    pub database: DatabaseConfig,
+    /// The provider API.
+    pub api: ApiConfig,
+    /// The ledger's hold workers and hold lifetimes.
+    pub ledger: LedgerConfig,
+    /// Accounts.
+    pub accounts: AccountsConfig,
+}
+
+/// The database.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DatabaseConfig {
+    /// `sqlite://PATH` or `postgres://…` (may hold a password, so it is redacted when printed). Default:
+    /// `sqlite://<data dir>/gateway.sqlite3`.
+    pub url: Option<Secret>,
+}
+
+/// The provider API.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ApiConfig {
+    /// Listen address. Default `127.0.0.1:8095`.
+    pub listen: SocketAddr,
+    /// Per-caller rate limit (every token; every client address before sign-in).
+    pub rate_limit: RateLimitConfig,
+}
+
+impl Default for ApiConfig {
+    fn default() -> Self {
+        ApiConfig { listen: SocketAddr::from(([127, 0, 0, 1], 8095)), rate_limit: RateLimitConfig::default() }
+    }
+}
+
+/// Accounts.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AccountsConfig {
+    /// The currency of accounts created on first use. Default `EUR`.
+    pub currency: Currency,
+}
+
+impl Default for AccountsConfig {
+    fn default() -> Self {
+        AccountsConfig { currency: "EUR".parse().expect("a valid code") }
+    }
+}
+
+impl Validate for GatewayConfig {
+    fn validate(&self) -> Vec<String> {
+        let mut p = self.ledger.problems();
+        if let Some(url) = &self.database.url {
+            let u = url.expose();
+            if !(u.starts_with("sqlite:") || u.starts_with("postgres://") || u.starts_with("postgresql://")) {
+                p.push("database.url: sqlite://PATH or postgres://…".into());
+            }
+        }
+        if self.api.rate_limit.burst == 0 {
+            p.push("api.rate_limit.burst: at least 1".into());
+        }
+        p
+    }
+}
+
+impl GatewayConfig {
+    /// The data directory: configured, or the platform default.
+    pub fn data_dir(&self) -> PathBuf {
+        self.data_dir.clone().unwrap_or_else(default_data_dir)
+    }
+
+    /// The database URL: configured, or SQLite in the data directory.
+    pub fn database_url(&self) -> Secret {
+        self.database.url.clone().unwrap_or_else(|| sqlite_url(&self.data_dir().join("gateway.sqlite3")))
+    }
+}
+
+fn sqlite_url(path: &Path) -> Secret {
+    Secret::new(format!("sqlite://{}", path.display()))
+}
+
+/// `$XDG_DATA_HOME/tincan-gateway`, else `$HOME/.local/share/tincan-gateway`, else `./tincan-gateway`.
+pub fn default_data_dir() -> PathBuf {
+    let base = std::env::var_os("XDG_DATA_HOME")
+        .filter(|v| !v.is_empty())
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".local/share")))
+        .unwrap_or_else(|| PathBuf::from("."));
+    base.join("tincan-gateway")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tincan_common::config::load_config_from;
+
+    #[test]
+    fn defaults_validate_and_env_overrides_apply() {
+        let c: GatewayConfig = load_config_from(
+            None,
+            ENV_PREFIX,
+            [
+                ("TINCAN_GATEWAY_API__LISTEN".to_string(), "127.0.0.1:9999".to_string()),
+                ("TINCAN_GATEWAY_LEDGER__WRITERS".to_string(), "2".to_string()),
+                ("TINCAN_GATEWAY_ACCOUNTS__CURRENCY".to_string(), "USD".to_string()),
+            ],
+        )
+        .unwrap();
+        assert_eq!(c.api.listen.port(), 9999);
+        assert_eq!(c.ledger.writers, 2);
+        assert_eq!(c.accounts.currency.as_str(), "USD");
+    }
+
+    #[test]
+    fn bad_settings_are_named() {
+        let err = load_config_from::<GatewayConfig>(
+            None,
+            ENV_PREFIX,
+            [
+                ("TINCAN_GATEWAY_LEDGER__WRITERS".to_string(), "0".to_string()),
+                ("TINCAN_GATEWAY_DATABASE__URL".to_string(), "mysql://x".to_string()),
+            ],
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("ledger.writers") && err.contains("database.url"), "{err}");
+        let err = load_config_from::<GatewayConfig>(
+            None,
+            ENV_PREFIX,
+            [("TINCAN_GATEWAY_ACCOUNTS__CURRENCY".to_string(), "euro".to_string())],
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("currency"), "{err}");
+    }
+}

@@ -1,0 +1,81 @@
+//! `tincan-gateway serve`: opens storage, starts the ledger (hold workers and the expiry sweeper), then serves
+//! the provider API until shutdown.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use tincan_common::Clock;
+use tokio::net::TcpListener;
+
+use crate::api::{self, ApiState, RateLimiter};
+use crate::config::GatewayConfig;
+use crate::ledger::Ledger;
+use crate::storage::{self, Storage, StorageError};
+
+/// Why the server could not start or stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    /// The data directory could not be created.
+    #[error("cannot create the data directory {path}: {source}")]
+    DataDir {
+        /// The directory.
+        path: std::path::PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// Storage failed.
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+    /// The listen address could not be bound.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The API server failed.
+    #[error("api server: {0}")]
+    Api(std::io::Error),
+}
+
+/// Opens the configured database (creating the data directory for the default SQLite file).
+pub async fn open_storage(config: &GatewayConfig, clock: Arc<dyn Clock>) -> Result<Arc<dyn Storage>, ServeError> {
+    let url = config.database_url();
+    if url.expose().starts_with("sqlite:") && config.database.url.is_none() {
+        let dir = config.data_dir();
+        std::fs::create_dir_all(&dir).map_err(|source| ServeError::DataDir { path: dir, source })?;
+    }
+    Ok(storage::open(url.expose(), clock).await?)
+}
+
+/// Serves until `shutdown` resolves; `ready` is called with the bound address once it listens.
+pub async fn serve(
+    config: GatewayConfig,
+    clock: Arc<dyn Clock>,
+    ready: impl FnOnce(SocketAddr),
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), ServeError> {
+    let storage = open_storage(&config, clock.clone()).await?;
+    let ledger = Ledger::start(storage, clock.clone(), config.ledger);
+    let sweeper = ledger.spawn_sweeper();
+    let limiter = Arc::new(RateLimiter::new(config.api.rate_limit, clock));
+    let addr = config.api.listen;
+    let listener = TcpListener::bind(addr).await.map_err(|source| ServeError::Bind { addr, source })?;
+    ready(listener.local_addr().unwrap_or(addr));
+    let state = ApiState { ledger, limiter };
+    let result = api::serve(listener, state, shutdown).await.map_err(ServeError::Api);
+    sweeper.abort();
+    result
+}
+
+/// Resolves on SIGINT or SIGTERM.
+pub async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).expect("installing a SIGTERM handler");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}

@@ -1,0 +1,292 @@
+//! The storage conformance suite: written once, run against every backend (SQLite and PostgreSQL) by the
+//! integration tests. Each check takes a freshly migrated, empty storage whose clock is `clock`.
+
+use std::time::Duration;
+
+use tincan_common::{Clock, MockClock};
+
+use super::{
+    AccountKind, Close, EntryKind, ExtendOutcome, IdempotentResponse, NewAccount, NewEntry, NewHold, Scope, Storage,
+    StorageError, SystemAccount, TokenHash, unix_ms,
+};
+use crate::charging::{AccountId, HoldState, ServiceKind};
+use crate::money::{Amount, Currency};
+
+/// Runs every check in order on one empty storage.
+pub async fn run(storage: &dyn Storage, clock: &MockClock) {
+    accounts(storage).await;
+    journal(storage).await;
+    holds(storage, clock).await;
+    rollback_on_drop(storage).await;
+    idempotency(storage).await;
+    tokens(storage, clock).await;
+    check_finds_tampering(storage).await;
+}
+
+fn eur() -> Currency {
+    "EUR".parse().unwrap()
+}
+
+fn amt(s: &str) -> Amount {
+    s.parse().unwrap()
+}
+
+fn user(id: &str) -> NewAccount {
+    NewAccount {
+        kind: AccountKind::User,
+        name: "+447400123001".into(),
+        user_id: Some(id.into()),
+        number: Some("+447400123001".into()),
+        currency: eur(),
+    }
+}
+
+async fn accounts(storage: &dyn Storage) {
+    let mut tx = storage.begin().await.unwrap();
+    let a = tx.accounts().create(&user("@alice:hs.test")).await.unwrap();
+    assert_eq!((a.balance, a.held, a.disabled, a.kind), (Amount::ZERO, Amount::ZERO, false, AccountKind::User));
+    let dup = tx.accounts().create(&user("@alice:hs.test")).await;
+    assert!(matches!(dup, Err(StorageError::Duplicate("account"))), "{dup:?}");
+    drop(tx);
+
+    let mut tx = storage.begin().await.unwrap();
+    let a = tx.accounts().create(&user("@alice:hs.test")).await.unwrap();
+    let b = tx
+        .accounts()
+        .create(&NewAccount {
+            kind: AccountKind::Business,
+            name: "Acme".into(),
+            user_id: None,
+            number: None,
+            currency: eur(),
+        })
+        .await
+        .unwrap();
+    let rev = tx.accounts().system(SystemAccount::Revenue, eur()).await.unwrap();
+    assert_eq!(tx.accounts().system(SystemAccount::Revenue, eur()).await.unwrap(), rev, "one per kind and currency");
+    let usd = tx.accounts().system(SystemAccount::Revenue, "USD".parse().unwrap()).await.unwrap();
+    assert_ne!(usd, rev);
+    tx.commit().await.unwrap();
+
+    let mut tx = storage.begin().await.unwrap();
+    assert_eq!(tx.accounts().by_user("@alice:hs.test").await.unwrap().unwrap(), a);
+    assert_eq!(tx.accounts().get(b.id).await.unwrap().unwrap(), b);
+    assert!(tx.accounts().get(AccountId(987_654)).await.unwrap().is_none());
+    assert_eq!(tx.accounts().get(rev).await.unwrap().unwrap().kind, AccountKind::System);
+    let listed = tx.accounts().list(None, 10).await.unwrap();
+    assert_eq!(listed.iter().map(|x| x.id).collect::<Vec<_>>(), [a.id, b.id], "system accounts are not listed");
+    assert_eq!(tx.accounts().list(Some(a.id), 10).await.unwrap(), std::slice::from_ref(&b));
+    assert_eq!(tx.accounts().lock(a.id).await.unwrap(), Some((Amount::ZERO, Amount::ZERO)));
+    assert_eq!(tx.accounts().lock(rev).await.unwrap(), None, "system accounts are not locked for reserving");
+    assert!(tx.accounts().set_disabled(b.id, true).await.unwrap());
+    assert!(tx.accounts().get(b.id).await.unwrap().unwrap().disabled);
+    assert!(!tx.accounts().set_disabled(AccountId(987_654), true).await.unwrap());
+    tx.commit().await.unwrap();
+}
+
+async fn journal(storage: &dyn Storage) {
+    let mut tx = storage.begin().await.unwrap();
+    let a = tx.accounts().by_user("@alice:hs.test").await.unwrap().unwrap().id;
+    let vouchers = tx.accounts().system(SystemAccount::Vouchers, eur()).await.unwrap();
+    let legs = [(a, amt("10.00")), (vouchers, amt("-10.00"))];
+    let e1 = tx
+        .journal()
+        .post(&NewEntry { kind: EntryKind::Voucher, reference: "batch-1", hold: None, memo: "top-up", legs: &legs })
+        .await
+        .unwrap();
+    let unbalanced = [(a, amt("1.00")), (vouchers, amt("-0.99"))];
+    let bad = tx
+        .journal()
+        .post(&NewEntry { kind: EntryKind::Voucher, reference: "x", hold: None, memo: "", legs: &unbalanced })
+        .await;
+    assert!(matches!(bad, Err(StorageError::Corrupt { .. })), "legs must sum to zero: {bad:?}");
+    let one = [(a, Amount::ZERO)];
+    let bad = tx
+        .journal()
+        .post(&NewEntry { kind: EntryKind::Voucher, reference: "x", hold: None, memo: "", legs: &one })
+        .await;
+    assert!(bad.is_err(), "an entry has two legs at least");
+    let legs = [(a, amt("2.50")), (vouchers, amt("-2.50"))];
+    let e2 = tx
+        .journal()
+        .post(&NewEntry { kind: EntryKind::Voucher, reference: "batch-2", hold: None, memo: "", legs: &legs })
+        .await
+        .unwrap();
+    assert!(e2 > e1);
+    tx.commit().await.unwrap();
+
+    let mut tx = storage.begin().await.unwrap();
+    let acc = tx.accounts().get(a).await.unwrap().unwrap();
+    assert_eq!(acc.balance, amt("12.50"), "the running balance follows the legs");
+    assert_eq!(tx.journal().sum(a).await.unwrap(), amt("12.50"));
+    assert_eq!(tx.journal().sum(vouchers).await.unwrap(), amt("-12.50"), "system balances are summed");
+    assert_eq!(tx.accounts().get(vouchers).await.unwrap().unwrap().balance, Amount::ZERO, "and not kept");
+    let h = tx.journal().history(a, None, 10).await.unwrap();
+    assert_eq!(h.iter().map(|i| (i.entry_id, i.amount)).collect::<Vec<_>>(), [(e2, amt("2.50")), (e1, amt("10"))]);
+    assert_eq!((h[1].kind, h[1].reference.as_str(), h[1].memo.as_str()), (EntryKind::Voucher, "batch-1", "top-up"));
+    let page = tx.journal().history(a, Some(h[0].id), 10).await.unwrap();
+    assert_eq!(page, h[1..], "the page after the cursor");
+    assert!(tx.journal().check().await.unwrap().problems.is_empty());
+}
+
+async fn holds(storage: &dyn Storage, clock: &MockClock) {
+    let now = unix_ms(Clock::now(clock));
+    let mut tx = storage.begin().await.unwrap();
+    let a = tx.accounts().by_user("@alice:hs.test").await.unwrap().unwrap().id; // balance 12.50
+    let new = |amount: &str| NewHold {
+        account: a,
+        principal: "svc:sms",
+        amount: amt(amount),
+        service: ServiceKind::Sms,
+        destination: "+4915112345678",
+        rate: Some("{}"),
+        now_ms: now,
+        expires_at_ms: now + 60_000,
+    };
+    let h1 = tx.holds().reserve(&new("10.00")).await.unwrap().expect("covered");
+    assert_eq!((h1.id.account, h1.amount, h1.state, h1.expires_at_ms), (a, amt("10"), HoldState::Open, now + 60_000));
+    assert!(tx.holds().reserve(&new("2.51")).await.unwrap().is_none(), "12.50 - 10.00 does not cover 2.51");
+    let h2 = tx.holds().reserve(&new("2.50")).await.unwrap().expect("exactly covered");
+    assert!(tx.holds().reserve(&new("0.000001")).await.unwrap().is_none(), "nothing left");
+    let acc = tx.accounts().get(a).await.unwrap().unwrap();
+    assert_eq!((acc.balance, acc.held, acc.available()), (amt("12.50"), amt("12.50"), Amount::ZERO));
+    assert_eq!(tx.holds().open_count(a).await.unwrap(), 2);
+    assert_eq!(tx.holds().get(h1.id).await.unwrap().unwrap(), h1);
+    let mut other = h1.id;
+    other.account = AccountId(a.0 + 1000);
+    assert!(tx.holds().get(other).await.unwrap().is_none(), "a hold id names its account");
+
+    assert_eq!(tx.holds().extend(h2.id, amt("0.01"), now + 120_000).await.unwrap(), ExtendOutcome::InsufficientFunds);
+    drop(tx);
+
+    let mut tx = storage.begin().await.unwrap();
+    let h1 = tx.holds().reserve(&new("10.00")).await.unwrap().unwrap();
+    let settle = Close {
+        state: HoldState::Settled,
+        charged: Some(amt("4.00")),
+        usage: Some(2),
+        carrier: Some("c1"),
+        now_ms: now,
+    };
+    let closed = tx.holds().close(h1.id, &settle).await.unwrap().unwrap();
+    assert_eq!(
+        (closed.state, closed.charged, closed.usage, closed.carrier.as_deref()),
+        (HoldState::Settled, Some(amt("4")), Some(2), Some("c1"))
+    );
+    assert!(tx.holds().close(h1.id, &settle).await.unwrap().is_none(), "closed once");
+    assert_eq!(tx.accounts().get(a).await.unwrap().unwrap().held, Amount::ZERO, "closing gives the hold back");
+    let rev = tx.accounts().system(SystemAccount::Revenue, eur()).await.unwrap();
+    let reference = h1.id.to_string();
+    let legs = [(a, amt("-4.00")), (rev, amt("4.00"))];
+    tx.journal()
+        .post(&NewEntry { kind: EntryKind::Charge, reference: &reference, hold: Some(h1.id), memo: "", legs: &legs })
+        .await
+        .unwrap();
+    assert_eq!(tx.accounts().get(a).await.unwrap().unwrap().balance, amt("8.50"));
+    let h3 = tx.holds().reserve(&new("1.00")).await.unwrap().unwrap();
+    assert_eq!(tx.holds().extend(h3.id, amt("2.00"), now + 120_000).await.unwrap(), ExtendOutcome::Extended);
+    let h3 = tx.holds().get(h3.id).await.unwrap().unwrap();
+    assert_eq!((h3.amount, h3.expires_at_ms), (amt("3.00"), now + 120_000));
+    assert_eq!(tx.accounts().get(a).await.unwrap().unwrap().held, amt("3.00"));
+    assert_eq!(tx.holds().extend(h1.id, Amount::ZERO, now).await.unwrap(), ExtendOutcome::NotOpen);
+    tx.commit().await.unwrap();
+
+    clock.advance(Duration::from_secs(61));
+    let mut tx = storage.begin().await.unwrap();
+    let later = unix_ms(Clock::now(clock));
+    assert!(tx.holds().expired(later, None, 10).await.unwrap().is_empty(), "h3 was extended to 120 s");
+    let expired = tx.holds().expired(now + 120_000, Some(a), 10).await.unwrap();
+    assert_eq!(expired, [h3.id]);
+    assert!(tx.holds().expired(now + 120_000, Some(AccountId(a.0 + 1000)), 10).await.unwrap().is_empty());
+    let expire = Close { state: HoldState::Expired, charged: None, usage: None, carrier: None, now_ms: later };
+    tx.holds().close(h3.id, &expire).await.unwrap().unwrap();
+    assert_eq!(tx.holds().open_count(a).await.unwrap(), 0);
+    assert_eq!(tx.holds().charged_since(a, now).await.unwrap(), amt("4.00"));
+    assert_eq!(tx.holds().charged_since(a, now + 1).await.unwrap(), Amount::ZERO);
+    let cdrs = tx.holds().settled(a, None, 10).await.unwrap();
+    assert_eq!(cdrs.iter().map(|h| h.id).collect::<Vec<_>>(), [h1.id]);
+    let report = tx.journal().check().await.unwrap();
+    assert!(report.problems.is_empty(), "{:?}", report.problems);
+    tx.commit().await.unwrap();
+}
+
+async fn rollback_on_drop(storage: &dyn Storage) {
+    let mut tx = storage.begin().await.unwrap();
+    tx.accounts().create(&user("@gone:hs.test")).await.unwrap();
+    drop(tx);
+    let mut tx = storage.begin().await.unwrap();
+    assert!(tx.accounts().by_user("@gone:hs.test").await.unwrap().is_none());
+
+    // A savepoint undoes only what followed it.
+    tx.accounts().create(&user("@kept:hs.test")).await.unwrap();
+    tx.savepoint().await.unwrap();
+    tx.accounts().create(&user("@undone:hs.test")).await.unwrap();
+    tx.rollback_to_savepoint().await.unwrap();
+    tx.savepoint().await.unwrap();
+    tx.accounts().create(&user("@released:hs.test")).await.unwrap();
+    tx.release_savepoint().await.unwrap();
+    tx.commit().await.unwrap();
+    let mut tx = storage.begin_read().await.unwrap();
+    assert!(tx.accounts().by_user("@kept:hs.test").await.unwrap().is_some());
+    assert!(tx.accounts().by_user("@undone:hs.test").await.unwrap().is_none());
+    assert!(tx.accounts().by_user("@released:hs.test").await.unwrap().is_some());
+}
+
+async fn idempotency(storage: &dyn Storage) {
+    let rec = IdempotentResponse { op: "reserve".into(), fingerprint: "f".into(), response: "{\"x\":1}".into() };
+    let mut tx = storage.begin().await.unwrap();
+    assert!(tx.idempotency().get("svc:a", "k1").await.unwrap().is_none());
+    tx.idempotency().put("svc:a", "k1", &rec, 1).await.unwrap();
+    tx.idempotency().put("svc:b", "k1", &rec, 1).await.unwrap();
+    tx.commit().await.unwrap();
+    let mut tx = storage.begin().await.unwrap();
+    assert_eq!(tx.idempotency().get("svc:a", "k1").await.unwrap().unwrap(), rec);
+    let again = tx.idempotency().put("svc:a", "k1", &rec, 2).await.unwrap_err();
+    assert!(again.is_transient(), "a key taken meanwhile means: run the write again ({again})");
+}
+
+async fn tokens(storage: &dyn Storage, clock: &MockClock) {
+    let now = unix_ms(Clock::now(clock));
+    let mut tx = storage.begin().await.unwrap();
+    let a = tx.accounts().by_user("@alice:hs.test").await.unwrap().unwrap().id;
+    let svc = tx.tokens().add(TokenHash::of("t-svc"), Scope::Service, "sms-bridge", None, None, now).await.unwrap();
+    let usr = tx
+        .tokens()
+        .add(TokenHash::of("t-usr"), Scope::User, "@alice:hs.test", Some(a), Some(now + 1000), now)
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    let mut tx = storage.begin().await.unwrap();
+    assert_eq!(tx.tokens().by_hash(&TokenHash::of("t-svc"), now).await.unwrap().unwrap(), svc);
+    assert_eq!(tx.tokens().by_hash(&TokenHash::of("t-usr"), now).await.unwrap().unwrap(), usr);
+    assert!(tx.tokens().by_hash(&TokenHash::of("t-usr"), now + 1000).await.unwrap().is_none(), "expired");
+    assert!(tx.tokens().by_hash(&TokenHash::of("t-x"), now).await.unwrap().is_none());
+    assert_eq!(tx.tokens().list().await.unwrap(), std::slice::from_ref(&svc), "user tokens are not listed");
+    assert!(tx.tokens().delete(svc.id).await.unwrap());
+    assert!(tx.tokens().by_hash(&TokenHash::of("t-svc"), now).await.unwrap().is_none());
+    let dup = tx.tokens().add(TokenHash::of("t-usr"), Scope::Service, "x", None, None, now).await;
+    assert!(matches!(dup, Err(StorageError::Duplicate("token"))), "{dup:?}");
+}
+
+/// `check` must see a settled hold whose charge was never posted.
+async fn check_finds_tampering(storage: &dyn Storage) {
+    let mut tx = storage.begin().await.unwrap();
+    assert!(tx.journal().check().await.unwrap().problems.is_empty());
+    let a = tx.accounts().by_user("@alice:hs.test").await.unwrap().unwrap().id;
+    let new = NewHold {
+        account: a,
+        principal: "svc:sms",
+        amount: amt("0.50"),
+        service: ServiceKind::Voice,
+        destination: "+4915112345678",
+        rate: None,
+        now_ms: 0,
+        expires_at_ms: 1,
+    };
+    let h = tx.holds().reserve(&new).await.unwrap().unwrap();
+    let settle = Close { state: HoldState::Settled, charged: Some(amt("0.50")), usage: None, carrier: None, now_ms: 2 };
+    tx.holds().close(h.id, &settle).await.unwrap().unwrap();
+    let report = tx.journal().check().await.unwrap();
+    assert_eq!(report.problems.len(), 1, "a settled hold without its charge entry: {:?}", report.problems);
+    assert!(report.problems[0].contains(&format!("hold {}", h.id.seq)), "{:?}", report.problems);
+}

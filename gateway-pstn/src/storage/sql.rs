@@ -1,0 +1,650 @@
+//! The SQL both backends share. The statements are portable (`$n` parameters, `RETURNING`, `CAST`), so the
+//! repository code is written once here and stamped out for each backend by [`impl_repositories!`]; the
+//! backends differ in how they connect, begin and migrate, and in the reservation statement (each backend's
+//! `reserve_statement`).
+
+use super::{Result, StorageError};
+use crate::money::{Amount, Currency};
+
+pub(super) fn corrupt(table: &'static str, column: &'static str) -> StorageError {
+    StorageError::Corrupt { table, column }
+}
+
+pub(super) fn currency(s: &str, table: &'static str) -> Result<Currency> {
+    s.parse().map_err(|_| corrupt(table, "currency"))
+}
+
+pub(super) fn amount(micros: i64) -> Amount {
+    Amount::from_micros(micros)
+}
+
+pub(super) fn duplicate_or(e: sqlx::Error, what: &'static str) -> StorageError {
+    match e.as_database_error() {
+        Some(d) if d.is_unique_violation() => StorageError::Duplicate(what),
+        _ => StorageError::Database(e),
+    }
+}
+
+/// The columns of a hold, in the order `hold_from_row` reads them.
+pub(super) const HOLD_COLUMNS: &str = "id, account_id, principal, amount, state, service, destination, rate, \
+                                       created_at, expires_at, closed_at, charged, units, carrier";
+
+pub(super) const ACCOUNT_COLUMNS: &str =
+    "id, kind, name, user_id, number, currency, balance, held, disabled, created_at";
+
+/// Implements [`Repository`](super::Repository) and every repository trait for `$repo`, a struct with a field
+/// `tx: sqlx::Transaction<'static, Db>` and a field `clock: Arc<dyn Clock>`, whose module defines `Db` and
+/// `async fn reserve_statement(tx, &NewHold) -> Result<Option<StoredHold>>`.
+macro_rules! impl_repositories {
+    ($repo:ident) => {
+        use async_trait::async_trait;
+        use sqlx::Row as _;
+        use $crate::charging::{AccountId, HoldId, HoldState, ServiceKind};
+        use $crate::money::Amount;
+        use $crate::storage::sql::{
+            ACCOUNT_COLUMNS, HOLD_COLUMNS, amount, corrupt, currency, duplicate_or,
+        };
+        use $crate::storage::{
+            Account, AccountKind, AccountRepository, ApiToken, CheckReport, Close, EntryKind, ExtendOutcome,
+            HistoryItem, HoldRepository, IdempotencyRepository, IdempotentResponse, JournalRepository, NewAccount,
+            NewEntry, NewHold, Repository, Result, Scope, StoredHold, SystemAccount, TokenHash, TokenRepository,
+        };
+
+        type Row = <Db as sqlx::Database>::Row;
+
+        pub(super) fn hold_from_row(row: &Row) -> Result<StoredHold> {
+            let state: String = row.try_get("state")?;
+            let service: String = row.try_get("service")?;
+            Ok(StoredHold {
+                id: HoldId { account: AccountId(row.try_get("account_id")?), seq: row.try_get("id")? },
+                principal: row.try_get("principal")?,
+                amount: amount(row.try_get("amount")?),
+                state: HoldState::parse(&state).ok_or(corrupt("holds", "state"))?,
+                service: service.parse::<ServiceKind>().map_err(|_| corrupt("holds", "service"))?,
+                destination: row.try_get("destination")?,
+                rate: row.try_get("rate")?,
+                created_at_ms: row.try_get("created_at")?,
+                expires_at_ms: row.try_get("expires_at")?,
+                closed_at_ms: row.try_get("closed_at")?,
+                charged: row.try_get::<Option<i64>, _>("charged")?.map(amount),
+                usage: row.try_get("units")?,
+                carrier: row.try_get("carrier")?,
+            })
+        }
+
+        fn account_from_row(row: &Row) -> Result<Account> {
+            let kind: String = row.try_get("kind")?;
+            let cur: String = row.try_get("currency")?;
+            Ok(Account {
+                id: AccountId(row.try_get("id")?),
+                kind: AccountKind::parse_stored(&kind)?,
+                name: row.try_get("name")?,
+                user_id: row.try_get("user_id")?,
+                number: row.try_get("number")?,
+                currency: currency(&cur, "accounts")?,
+                balance: amount(row.try_get("balance")?),
+                held: amount(row.try_get("held")?),
+                disabled: row.try_get("disabled")?,
+                created_at_ms: row.try_get("created_at")?,
+            })
+        }
+
+        fn token_from_row(row: &Row) -> Result<ApiToken> {
+            let scope: String = row.try_get("scope")?;
+            Ok(ApiToken {
+                id: row.try_get("id")?,
+                scope: Scope::parse_stored(&scope)?,
+                subject: row.try_get("subject")?,
+                account: row.try_get::<Option<i64>, _>("account_id")?.map(AccountId),
+                expires_at_ms: row.try_get("expires_at")?,
+            })
+        }
+
+        impl $repo {
+            fn now_ms(&self) -> i64 {
+                $crate::storage::unix_ms(self.clock.now())
+            }
+
+            async fn one_i64(&mut self, sql: &'static str) -> Result<i64> {
+                Ok(sqlx::query_scalar::<_, i64>(sql).fetch_one(&mut *self.tx).await?)
+            }
+        }
+
+        #[async_trait]
+        impl Repository for $repo {
+            fn accounts(&mut self) -> &mut dyn AccountRepository {
+                self
+            }
+            fn journal(&mut self) -> &mut dyn JournalRepository {
+                self
+            }
+            fn holds(&mut self) -> &mut dyn HoldRepository {
+                self
+            }
+            fn idempotency(&mut self) -> &mut dyn IdempotencyRepository {
+                self
+            }
+            fn tokens(&mut self) -> &mut dyn TokenRepository {
+                self
+            }
+            async fn savepoint(&mut self) -> Result<()> {
+                sqlx::query("SAVEPOINT op").execute(&mut *self.tx).await?;
+                Ok(())
+            }
+            async fn rollback_to_savepoint(&mut self) -> Result<()> {
+                sqlx::query("ROLLBACK TO SAVEPOINT op").execute(&mut *self.tx).await?;
+                sqlx::query("RELEASE SAVEPOINT op").execute(&mut *self.tx).await?;
+                Ok(())
+            }
+            async fn release_savepoint(&mut self) -> Result<()> {
+                sqlx::query("RELEASE SAVEPOINT op").execute(&mut *self.tx).await?;
+                Ok(())
+            }
+            async fn commit(self: Box<Self>) -> Result<()> {
+                self.tx.commit().await?;
+                Ok(())
+            }
+        }
+
+        #[async_trait]
+        impl AccountRepository for $repo {
+            async fn create(&mut self, new: &NewAccount) -> Result<Account> {
+                let sql = format!(
+                    "INSERT INTO accounts (kind, name, user_id, number, currency, created_at) \
+                     VALUES ($1, $2, $3, $4, $5, $6) RETURNING {ACCOUNT_COLUMNS}"
+                );
+                let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+                    .bind(new.kind.as_str())
+                    .bind(&new.name)
+                    .bind(&new.user_id)
+                    .bind(&new.number)
+                    .bind(new.currency.as_str())
+                    .bind(self.now_ms())
+                    .fetch_one(&mut *self.tx)
+                    .await
+                    .map_err(|e| duplicate_or(e, "account"))?;
+                account_from_row(&row)
+            }
+
+            async fn get(&mut self, id: AccountId) -> Result<Option<Account>> {
+                let sql = format!("SELECT {ACCOUNT_COLUMNS} FROM accounts WHERE id = $1");
+                let row = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(id.0).fetch_optional(&mut *self.tx).await?;
+                row.as_ref().map(account_from_row).transpose()
+            }
+
+            async fn by_user(&mut self, user_id: &str) -> Result<Option<Account>> {
+                let sql = format!("SELECT {ACCOUNT_COLUMNS} FROM accounts WHERE user_id = $1");
+                let row = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(user_id).fetch_optional(&mut *self.tx).await?;
+                row.as_ref().map(account_from_row).transpose()
+            }
+
+            async fn system(&mut self, which: SystemAccount, cur: $crate::money::Currency) -> Result<AccountId> {
+                let find = "SELECT id FROM accounts WHERE kind = 'system' AND name = $1 AND currency = $2";
+                if let Some(id) = sqlx::query_scalar::<_, i64>(find)
+                    .bind(which.name())
+                    .bind(cur.as_str())
+                    .fetch_optional(&mut *self.tx)
+                    .await?
+                {
+                    return Ok(AccountId(id));
+                }
+                sqlx::query(
+                    "INSERT INTO accounts (kind, name, currency, created_at) VALUES ('system', $1, $2, $3) \
+                     ON CONFLICT DO NOTHING",
+                )
+                .bind(which.name())
+                .bind(cur.as_str())
+                .bind(self.now_ms())
+                .execute(&mut *self.tx)
+                .await?;
+                let id = sqlx::query_scalar::<_, i64>(find)
+                    .bind(which.name())
+                    .bind(cur.as_str())
+                    .fetch_one(&mut *self.tx)
+                    .await?;
+                Ok(AccountId(id))
+            }
+
+            async fn lock(&mut self, id: AccountId) -> Result<Option<(Amount, Amount)>> {
+                // A no-op update takes the row lock and, on PostgreSQL under READ COMMITTED, returns the newest
+                // committed row (the same re-check a conditional UPDATE gets): a portable SELECT … FOR UPDATE.
+                let row = sqlx::query(
+                    "UPDATE accounts SET balance = balance WHERE id = $1 AND kind <> 'system' RETURNING balance, held",
+                )
+                .bind(id.0)
+                .fetch_optional(&mut *self.tx)
+                .await?;
+                Ok(match row {
+                    Some(r) => Some((amount(r.try_get("balance")?), amount(r.try_get("held")?))),
+                    None => None,
+                })
+            }
+
+            async fn list(&mut self, after: Option<AccountId>, limit: u32) -> Result<Vec<Account>> {
+                let sql = format!(
+                    "SELECT {ACCOUNT_COLUMNS} FROM accounts WHERE kind <> 'system' AND id > $1 ORDER BY id LIMIT $2"
+                );
+                let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+                    .bind(after.map_or(0, |a| a.0))
+                    .bind(i64::from(limit))
+                    .fetch_all(&mut *self.tx)
+                    .await?;
+                rows.iter().map(account_from_row).collect()
+            }
+
+            async fn set_disabled(&mut self, id: AccountId, disabled: bool) -> Result<bool> {
+                let r = sqlx::query("UPDATE accounts SET disabled = $2 WHERE id = $1")
+                    .bind(id.0)
+                    .bind(disabled)
+                    .execute(&mut *self.tx)
+                    .await?;
+                Ok(r.rows_affected() == 1)
+            }
+        }
+
+        #[async_trait]
+        impl JournalRepository for $repo {
+            async fn post(&mut self, entry: &NewEntry<'_>) -> Result<i64> {
+                let total = entry.legs.iter().try_fold(0i64, |s, (_, a)| s.checked_add(a.micros()));
+                if total != Some(0) || entry.legs.len() < 2 {
+                    return Err(corrupt("legs", "amount"));
+                }
+                let id: i64 = sqlx::query_scalar(
+                    "INSERT INTO entries (kind, reference, memo, hold_id, created_at) VALUES ($1, $2, $3, $4, $5) \
+                     RETURNING id",
+                )
+                .bind(entry.kind.as_str())
+                .bind(entry.reference)
+                .bind(entry.memo)
+                .bind(entry.hold.map(|h| h.seq))
+                .bind(self.now_ms())
+                .fetch_one(&mut *self.tx)
+                .await?;
+                for (account, amt) in entry.legs {
+                    sqlx::query("INSERT INTO legs (entry_id, account_id, amount) VALUES ($1, $2, $3)")
+                        .bind(id)
+                        .bind(account.0)
+                        .bind(amt.micros())
+                        .execute(&mut *self.tx)
+                        .await?;
+                    sqlx::query("UPDATE accounts SET balance = balance + $2 WHERE id = $1 AND kind <> 'system'")
+                        .bind(account.0)
+                        .bind(amt.micros())
+                        .execute(&mut *self.tx)
+                        .await?;
+                }
+                Ok(id)
+            }
+
+            async fn history(
+                &mut self,
+                account: AccountId,
+                before: Option<i64>,
+                limit: u32,
+            ) -> Result<Vec<HistoryItem>> {
+                let rows = sqlx::query(
+                    "SELECT l.id, l.entry_id, e.kind, l.amount, e.reference, e.memo, e.created_at \
+                     FROM legs l JOIN entries e ON e.id = l.entry_id \
+                     WHERE l.account_id = $1 AND l.id < $2 ORDER BY l.id DESC LIMIT $3",
+                )
+                .bind(account.0)
+                .bind(before.unwrap_or(i64::MAX))
+                .bind(i64::from(limit))
+                .fetch_all(&mut *self.tx)
+                .await?;
+                rows.iter()
+                    .map(|r| {
+                        let kind: String = r.try_get("kind")?;
+                        Ok(HistoryItem {
+                            id: r.try_get("id")?,
+                            entry_id: r.try_get("entry_id")?,
+                            kind: EntryKind::parse_stored(&kind)?,
+                            amount: amount(r.try_get("amount")?),
+                            reference: r.try_get("reference")?,
+                            memo: r.try_get("memo")?,
+                            at_ms: r.try_get("created_at")?,
+                        })
+                    })
+                    .collect()
+            }
+
+            async fn sum(&mut self, account: AccountId) -> Result<Amount> {
+                let s: i64 =
+                    sqlx::query_scalar("SELECT CAST(COALESCE(SUM(amount), 0) AS BIGINT) FROM legs WHERE account_id = $1")
+                        .bind(account.0)
+                        .fetch_one(&mut *self.tx)
+                        .await?;
+                Ok(amount(s))
+            }
+
+            async fn check(&mut self) -> Result<CheckReport> {
+                let mut report = CheckReport::default();
+                report.accounts = self.one_i64("SELECT COUNT(*) FROM accounts").await? as u64;
+                report.entries = self.one_i64("SELECT COUNT(*) FROM entries").await? as u64;
+                report.open_holds = self.one_i64("SELECT COUNT(*) FROM holds WHERE state = 'open'").await? as u64;
+                let unbalanced = sqlx::query(
+                    "SELECT e.id, CAST(COALESCE(SUM(l.amount), 0) AS BIGINT) AS total, COUNT(l.id) AS n \
+                     FROM entries e LEFT JOIN legs l ON l.entry_id = e.id GROUP BY e.id \
+                     HAVING COALESCE(SUM(l.amount), 0) <> 0 OR COUNT(l.id) < 2 ORDER BY e.id LIMIT 100",
+                )
+                .fetch_all(&mut *self.tx)
+                .await?;
+                for r in &unbalanced {
+                    let (id, total, n): (i64, i64, i64) = (r.try_get("id")?, r.try_get("total")?, r.try_get("n")?);
+                    report.problems.push(format!("entry {id}: {n} legs summing to {}", amount(total)));
+                }
+                let mixed = sqlx::query(
+                    "SELECT l.entry_id FROM legs l JOIN accounts a ON a.id = l.account_id \
+                     GROUP BY l.entry_id HAVING COUNT(DISTINCT a.currency) > 1 ORDER BY l.entry_id LIMIT 100",
+                )
+                .fetch_all(&mut *self.tx)
+                .await?;
+                for r in &mixed {
+                    let id: i64 = r.try_get("entry_id")?;
+                    report.problems.push(format!("entry {id}: legs in more than one currency"));
+                }
+                let total = self.one_i64("SELECT CAST(COALESCE(SUM(amount), 0) AS BIGINT) FROM legs").await?;
+                if total != 0 {
+                    report.problems.push(format!("all legs sum to {}, not zero", amount(total)));
+                }
+                let accounts = sqlx::query(
+                    "SELECT a.id, a.balance, a.held, \
+                       (SELECT CAST(COALESCE(SUM(l.amount), 0) AS BIGINT) FROM legs l WHERE l.account_id = a.id) \
+                         AS legs, \
+                       (SELECT CAST(COALESCE(SUM(h.amount), 0) AS BIGINT) FROM holds h \
+                         WHERE h.account_id = a.id AND h.state = 'open') AS holds, \
+                       (SELECT CAST(COALESCE(SUM(l.amount), 0) AS BIGINT) FROM legs l JOIN entries e \
+                         ON e.id = l.entry_id WHERE l.account_id = a.id AND e.kind = 'debt') AS debt \
+                     FROM accounts a WHERE a.kind <> 'system' ORDER BY a.id",
+                )
+                .fetch_all(&mut *self.tx)
+                .await?;
+                for r in &accounts {
+                    let id: i64 = r.try_get("id")?;
+                    let (balance, held): (i64, i64) = (r.try_get("balance")?, r.try_get("held")?);
+                    let (legs, holds, debt): (i64, i64, i64) =
+                        (r.try_get("legs")?, r.try_get("holds")?, r.try_get("debt")?);
+                    if balance != legs {
+                        report.problems.push(format!(
+                            "account {id}: balance {} but its legs sum to {}",
+                            amount(balance),
+                            amount(legs)
+                        ));
+                    }
+                    if held != holds {
+                        report.problems.push(format!(
+                            "account {id}: held {} but its open holds sum to {}",
+                            amount(held),
+                            amount(holds)
+                        ));
+                    }
+                    // Only debt entries (negative legs) may leave a balance below what it holds.
+                    if balance - held < debt {
+                        report.problems.push(format!(
+                            "account {id}: balance {} below its holds {} beyond its debt entries {}",
+                            amount(balance),
+                            amount(held),
+                            amount(debt)
+                        ));
+                    }
+                }
+                let holds = sqlx::query(
+                    "SELECT h.id, h.charged, \
+                       (SELECT COUNT(*) FROM entries e WHERE e.hold_id = h.id AND e.kind = 'charge') AS n, \
+                       (SELECT CAST(COALESCE(SUM(l.amount), 0) AS BIGINT) FROM entries e JOIN legs l \
+                         ON l.entry_id = e.id WHERE e.hold_id = h.id AND e.kind = 'charge' \
+                         AND l.account_id = h.account_id) AS debited \
+                     FROM holds h WHERE h.state = 'settled' \
+                       AND ((SELECT COUNT(*) FROM entries e WHERE e.hold_id = h.id AND e.kind = 'charge') <> 1 \
+                         OR (SELECT CAST(COALESCE(SUM(l.amount), 0) AS BIGINT) FROM entries e JOIN legs l \
+                           ON l.entry_id = e.id WHERE e.hold_id = h.id AND e.kind = 'charge' \
+                           AND l.account_id = h.account_id) <> -h.charged) \
+                     ORDER BY h.id LIMIT 100",
+                )
+                .fetch_all(&mut *self.tx)
+                .await?;
+                for r in &holds {
+                    let id: i64 = r.try_get("id")?;
+                    let n: i64 = r.try_get("n")?;
+                    let charged: Option<i64> = r.try_get("charged")?;
+                    let debited: i64 = r.try_get("debited")?;
+                    report.problems.push(format!(
+                        "hold {id}: settled for {} but {n} charge entries debit {}",
+                        amount(charged.unwrap_or(0)),
+                        amount(-debited)
+                    ));
+                }
+                let stray = self
+                    .one_i64(
+                        "SELECT COUNT(*) FROM entries e WHERE e.kind = 'charge' AND (e.hold_id IS NULL OR NOT EXISTS \
+                         (SELECT 1 FROM holds h WHERE h.id = e.hold_id AND h.state = 'settled'))",
+                    )
+                    .await?;
+                if stray != 0 {
+                    report.problems.push(format!("{stray} charge entries without a settled hold"));
+                }
+                Ok(report)
+            }
+        }
+
+        #[async_trait]
+        impl HoldRepository for $repo {
+            async fn reserve(&mut self, hold: &NewHold<'_>) -> Result<Option<StoredHold>> {
+                reserve_statement(&mut self.tx, hold).await
+            }
+
+            async fn get(&mut self, id: HoldId) -> Result<Option<StoredHold>> {
+                let sql = format!("SELECT {HOLD_COLUMNS} FROM holds WHERE id = $1 AND account_id = $2");
+                let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+                    .bind(id.seq)
+                    .bind(id.account.0)
+                    .fetch_optional(&mut *self.tx)
+                    .await?;
+                row.as_ref().map(hold_from_row).transpose()
+            }
+
+            async fn extend(&mut self, id: HoldId, more: Amount, expires_at_ms: i64) -> Result<ExtendOutcome> {
+                let r = sqlx::query(
+                    "UPDATE holds SET amount = amount + $3, expires_at = $4 \
+                     WHERE id = $1 AND account_id = $2 AND state = 'open'",
+                )
+                .bind(id.seq)
+                .bind(id.account.0)
+                .bind(more.micros())
+                .bind(expires_at_ms)
+                .execute(&mut *self.tx)
+                .await?;
+                if r.rows_affected() != 1 {
+                    return Ok(ExtendOutcome::NotOpen);
+                }
+                let r = sqlx::query(
+                    "UPDATE accounts SET held = held + $2 WHERE id = $1 AND NOT disabled AND balance - held >= $2",
+                )
+                .bind(id.account.0)
+                .bind(more.micros())
+                .execute(&mut *self.tx)
+                .await?;
+                Ok(if r.rows_affected() == 1 { ExtendOutcome::Extended } else { ExtendOutcome::InsufficientFunds })
+            }
+
+            async fn close(&mut self, id: HoldId, close: &Close<'_>) -> Result<Option<StoredHold>> {
+                let sql = format!(
+                    "UPDATE holds SET state = $3, charged = $4, units = $5, carrier = $6, closed_at = $7 \
+                     WHERE id = $1 AND account_id = $2 AND state = 'open' RETURNING {HOLD_COLUMNS}"
+                );
+                let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+                    .bind(id.seq)
+                    .bind(id.account.0)
+                    .bind(close.state.as_str())
+                    .bind(close.charged.map(Amount::micros))
+                    .bind(close.usage)
+                    .bind(close.carrier)
+                    .bind(close.now_ms)
+                    .fetch_optional(&mut *self.tx)
+                    .await?;
+                let Some(row) = row else { return Ok(None) };
+                let hold = hold_from_row(&row)?;
+                sqlx::query("UPDATE accounts SET held = held - $2 WHERE id = $1")
+                    .bind(id.account.0)
+                    .bind(hold.amount.micros())
+                    .execute(&mut *self.tx)
+                    .await?;
+                Ok(Some(hold))
+            }
+
+            async fn expired(&mut self, now_ms: i64, account: Option<AccountId>, limit: u32) -> Result<Vec<HoldId>> {
+                let rows = sqlx::query(
+                    "SELECT id, account_id FROM holds WHERE state = 'open' AND expires_at <= $1 \
+                     AND ($2 = 0 OR account_id = $2) ORDER BY expires_at LIMIT $3",
+                )
+                .bind(now_ms)
+                .bind(account.map_or(0, |a| a.0))
+                .bind(i64::from(limit))
+                .fetch_all(&mut *self.tx)
+                .await?;
+                rows.iter()
+                    .map(|r| Ok(HoldId { account: AccountId(r.try_get("account_id")?), seq: r.try_get("id")? }))
+                    .collect()
+            }
+
+            async fn open_total(&mut self) -> Result<u64> {
+                Ok(self.one_i64("SELECT COUNT(*) FROM holds WHERE state = 'open'").await? as u64)
+            }
+
+            async fn open_count(&mut self, account: AccountId) -> Result<u64> {
+                let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM holds WHERE account_id = $1 AND state = 'open'")
+                    .bind(account.0)
+                    .fetch_one(&mut *self.tx)
+                    .await?;
+                Ok(n as u64)
+            }
+
+            async fn charged_since(&mut self, account: AccountId, since_ms: i64) -> Result<Amount> {
+                let s: i64 = sqlx::query_scalar(
+                    "SELECT CAST(COALESCE(SUM(charged), 0) AS BIGINT) FROM holds \
+                     WHERE account_id = $1 AND state = 'settled' AND closed_at >= $2",
+                )
+                .bind(account.0)
+                .bind(since_ms)
+                .fetch_one(&mut *self.tx)
+                .await?;
+                Ok(amount(s))
+            }
+
+            async fn settled(&mut self, account: AccountId, before: Option<i64>, limit: u32) -> Result<Vec<StoredHold>> {
+                let sql = format!(
+                    "SELECT {HOLD_COLUMNS} FROM holds WHERE account_id = $1 AND state = 'settled' AND id < $2 \
+                     ORDER BY id DESC LIMIT $3"
+                );
+                let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+                    .bind(account.0)
+                    .bind(before.unwrap_or(i64::MAX))
+                    .bind(i64::from(limit))
+                    .fetch_all(&mut *self.tx)
+                    .await?;
+                rows.iter().map(hold_from_row).collect()
+            }
+        }
+
+        #[async_trait]
+        impl IdempotencyRepository for $repo {
+            async fn get(&mut self, principal: &str, key: &str) -> Result<Option<IdempotentResponse>> {
+                let row = sqlx::query(
+                    "SELECT op, fingerprint, response FROM idempotency WHERE principal = $1 AND key = $2",
+                )
+                .bind(principal)
+                .bind(key)
+                .fetch_optional(&mut *self.tx)
+                .await?;
+                Ok(match row {
+                    Some(r) => Some(IdempotentResponse {
+                        op: r.try_get("op")?,
+                        fingerprint: r.try_get("fingerprint")?,
+                        response: r.try_get("response")?,
+                    }),
+                    None => None,
+                })
+            }
+
+            async fn put(&mut self, principal: &str, key: &str, record: &IdempotentResponse, now_ms: i64) -> Result<()> {
+                sqlx::query(
+                    "INSERT INTO idempotency (principal, key, op, fingerprint, response, created_at) \
+                     VALUES ($1, $2, $3, $4, $5, $6)",
+                )
+                .bind(principal)
+                .bind(key)
+                .bind(&record.op)
+                .bind(&record.fingerprint)
+                .bind(&record.response)
+                .bind(now_ms)
+                .execute(&mut *self.tx)
+                .await
+                .map_err(|e| duplicate_or(e, "idempotency key"))?;
+                Ok(())
+            }
+        }
+
+        #[async_trait]
+        impl TokenRepository for $repo {
+            async fn add(
+                &mut self,
+                hash: TokenHash,
+                scope: Scope,
+                subject: &str,
+                account: Option<AccountId>,
+                expires_at_ms: Option<i64>,
+                now_ms: i64,
+            ) -> Result<ApiToken> {
+                let row = sqlx::query(
+                    "INSERT INTO api_tokens (token_hash, scope, subject, account_id, expires_at, created_at) \
+                     VALUES ($1, $2, $3, $4, $5, $6) RETURNING id, scope, subject, account_id, expires_at",
+                )
+                .bind(&hash.0[..])
+                .bind(scope.as_str())
+                .bind(subject)
+                .bind(account.map(|a| a.0))
+                .bind(expires_at_ms)
+                .bind(now_ms)
+                .fetch_one(&mut *self.tx)
+                .await
+                .map_err(|e| duplicate_or(e, "token"))?;
+                token_from_row(&row)
+            }
+
+            async fn by_hash(&mut self, hash: &TokenHash, now_ms: i64) -> Result<Option<ApiToken>> {
+                let row = sqlx::query(
+                    "SELECT id, token_hash, scope, subject, account_id, expires_at FROM api_tokens \
+                     WHERE token_hash = $1 AND (expires_at IS NULL OR expires_at > $2)",
+                )
+                .bind(&hash.0[..])
+                .bind(now_ms)
+                .fetch_optional(&mut *self.tx)
+                .await?;
+                let Some(row) = row else { return Ok(None) };
+                let stored: Vec<u8> = row.try_get("token_hash")?;
+                let stored: [u8; 32] = stored.try_into().map_err(|_| corrupt("api_tokens", "token_hash"))?;
+                if !TokenHash(stored).matches(hash) {
+                    return Ok(None);
+                }
+                token_from_row(&row).map(Some)
+            }
+
+            async fn list(&mut self) -> Result<Vec<ApiToken>> {
+                let rows = sqlx::query(
+                    "SELECT id, scope, subject, account_id, expires_at FROM api_tokens \
+                     WHERE scope <> 'user' ORDER BY id",
+                )
+                .fetch_all(&mut *self.tx)
+                .await?;
+                rows.iter().map(token_from_row).collect()
+            }
+
+            async fn delete(&mut self, id: i64) -> Result<bool> {
+                let r = sqlx::query("DELETE FROM api_tokens WHERE id = $1").bind(id).execute(&mut *self.tx).await?;
+                Ok(r.rows_affected() == 1)
+            }
+        }
+    };
+}
+
+pub(super) use impl_repositories;

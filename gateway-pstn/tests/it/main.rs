@@ -1,0 +1,8 @@
+//! Integration tests of `tincan-gateway`: the storage conformance suite and the ledger's correctness
+//! acceptance (concurrent reservations with an observer) on SQLite and PostgreSQL, and the real binary driven
+//! over HTTP (the charging API, a `kill -9` in the middle of settlements).
+
+mod concurrency;
+mod crash;
+mod harness;
+mod storage;
