@@ -8,21 +8,28 @@ use axum::Router;
 use axum::extract::{FromRef, State};
 use axum::http::header;
 use axum::response::IntoResponse;
-use axum::routing::{get, post};
+use axum::routing::{get, post, put};
 
 use crate::ledger::Ledger;
 
 mod accounts;
 mod auth;
 mod body;
+mod credit;
 mod error;
 mod holds;
+mod me;
+mod query;
 mod rate_limit;
+mod rates;
 
-pub use accounts::{AccountView, Adjust, Adjusted, CreateAccount};
+pub use accounts::{AccountView, Adjust, Adjusted, CreateAccount, SetPlan};
 pub use auth::Caller;
+pub use credit::{Batch, CreateBatch, Redeem, Redeemed, VoucherLimiter};
 pub use error::{ApiError, ErrorBody, ErrorDetail, charge_status};
+pub use me::{Cdr, CdrPage, HistoryPage, HomeserverConfig, OpenIdToken, Session, UserAuth};
 pub use rate_limit::{RateLimitConfig, RateLimiter};
+pub use rates::{Imported, Routes};
 
 /// The largest request body accepted (bigger → 400 `body_too_large`).
 pub const MAX_BODY_BYTES: usize = 16 * 1024;
@@ -34,6 +41,12 @@ pub struct ApiState {
     pub ledger: Arc<Ledger>,
     /// Per-caller rate limits.
     pub limiter: Arc<RateLimiter>,
+    /// User sign-in through the homeserver.
+    pub auth: Arc<UserAuth>,
+    /// Voucher attempts per account.
+    pub vouchers: Arc<VoucherLimiter>,
+    /// The payment webhooks' secrets.
+    pub payments: Arc<crate::payments::PaymentsConfig>,
 }
 
 /// The API's routes.
@@ -50,6 +63,21 @@ pub fn router(state: ApiState) -> Router {
         .route("/v1/accounts", post(accounts::create))
         .route("/v1/accounts/{id}", get(accounts::get))
         .route("/v1/accounts/{id}/adjustments", post(accounts::adjust))
+        .route("/v1/accounts/{id}/limits", put(accounts::set_limits))
+        .route("/v1/accounts/{id}/plan", put(accounts::set_plan))
+        .route("/v1/accounts/{id}/history", get(me::history))
+        .route("/v1/accounts/{id}/cdrs", get(me::cdrs))
+        .route("/v1/auth/openid", post(me::openid::<ApiState>))
+        .route("/v1/me", get(me::me))
+        .route("/v1/me/history", get(me::my_history))
+        .route("/v1/me/cdrs", get(me::my_cdrs))
+        .route("/v1/me/vouchers", post(credit::redeem))
+        .route("/v1/vouchers", post(credit::create_batch))
+        .route("/v1/payments/stripe", post(credit::stripe::<ApiState>))
+        .route("/v1/payments/generic", post(credit::generic::<ApiState>))
+        .route("/v1/rates/{number}", get(rates::rate))
+        .route("/v1/routes/{number}", get(rates::routes))
+        .route("/v1/plans/{plan}/rates", get(rates::export).put(rates::import))
         .fallback(error::not_found)
         .method_not_allowed_fallback(error::method_not_allowed)
         .with_state(state)
@@ -76,5 +104,6 @@ pub async fn serve(
     state: ApiState,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router(state)).with_graceful_shutdown(shutdown).await
+    let app = router(state).into_make_service_with_connect_info::<std::net::SocketAddr>();
+    axum::serve(listener, app).with_graceful_shutdown(shutdown).await
 }

@@ -1,5 +1,5 @@
 //! The `tincan-gateway` command line: `serve`, `config check`, `ledger check`, `tokens add|list|revoke`,
-//! `accounts create|adjust`. Every subcommand takes `--config FILE`, `--data-dir DIR` and `--api ADDR`.
+//! `accounts create|adjust`, `rates import|export|list`, `carriers add|import|list`, `vouchers create|list`. Every subcommand takes `--config FILE`, `--data-dir DIR` and `--api ADDR`.
 
 use std::io::Write;
 use std::net::SocketAddr;
@@ -17,7 +17,7 @@ use crate::config::{ENV_PREFIX, GatewayConfig};
 use crate::ledger::{Ledger, LedgerError};
 use crate::money::{Amount, Currency};
 use crate::serve::{self, ServeError};
-use crate::storage::{EntryKind, Scope, StorageError, TokenHash, unix_ms};
+use crate::storage::{CarrierKind, EntryKind, Scope, StorageError, TokenHash, unix_ms};
 
 /// The provider's business service: accounts, prepaid ledger, rates and the provider API.
 #[derive(Debug, Parser)]
@@ -65,6 +65,87 @@ pub enum Command {
     /// Manage accounts.
     #[command(subcommand)]
     Accounts(AccountsCommand),
+    /// Manage rate decks (price plans).
+    #[command(subcommand)]
+    Rates(RatesCommand),
+    /// Manage carriers (SIP trunks, SMSCs) and their cost decks.
+    #[command(subcommand)]
+    Carriers(CarriersCommand),
+    /// Manage vouchers.
+    #[command(subcommand)]
+    Vouchers(VouchersCommand),
+}
+
+/// `vouchers …`.
+#[derive(Debug, Subcommand)]
+pub enum VouchersCommand {
+    /// Make a batch of single-use codes; prints them (once), one a line.
+    Create {
+        /// What each code is worth, like 10.00.
+        #[arg(long)]
+        amount: Amount,
+        /// How many codes.
+        #[arg(long, default_value_t = 1)]
+        count: u32,
+        /// Their currency (default: accounts.currency).
+        #[arg(long)]
+        currency: Option<Currency>,
+        /// A name for the batch.
+        #[arg(long, default_value = "vouchers")]
+        name: String,
+    },
+    /// List batches and how many of their codes were used.
+    List,
+}
+
+/// `rates …`.
+#[derive(Debug, Subcommand)]
+pub enum RatesCommand {
+    /// Replace a plan's rate deck with a CSV file (`prefix,description,connect_fee,per_minute,increments,per_sms`);
+    /// nothing is written unless every line is good.
+    Import {
+        /// The plan (accounts are rated by their plan, then `default`).
+        #[arg(long, default_value = "default")]
+        plan: String,
+        /// The CSV file.
+        file: PathBuf,
+    },
+    /// Print a plan's rate deck as CSV.
+    Export {
+        /// The plan.
+        #[arg(long, default_value = "default")]
+        plan: String,
+    },
+    /// List plans and their sizes.
+    List,
+}
+
+/// `carriers …`.
+#[derive(Debug, Subcommand)]
+pub enum CarriersCommand {
+    /// Add a carrier.
+    Add {
+        /// Unique name.
+        name: String,
+        /// `sip` (calls) or `smsc` (SMS).
+        #[arg(long)]
+        kind: String,
+        /// Lower goes first among equal costs.
+        #[arg(long, default_value_t = 10)]
+        priority: i32,
+        /// The most calls or SMS in flight at once it accepts.
+        #[arg(long, default_value_t = 30)]
+        max_concurrent: i32,
+    },
+    /// Replace a carrier's cost deck with a CSV file (the rate deck format).
+    Import {
+        /// The carrier.
+        name: String,
+        /// The CSV file.
+        file: PathBuf,
+    },
+    /// List carriers.
+    List,
 }
 
 /// `config …`.
@@ -258,6 +339,28 @@ pub async fn run(cli: Cli) -> Result<ExitCode, CliError> {
             }
             tx.commit().await?;
         }
+        Command::Rates(cmd) => return rates(cmd, &config, clock).await,
+        Command::Vouchers(VouchersCommand::Create { amount, count, currency, name }) => {
+            let storage = serve::open_storage(&config, clock.clone()).await?;
+            let ledger = Ledger::start(storage, clock, config.ledger);
+            let currency = currency.unwrap_or(config.accounts.currency);
+            let (_, codes) = crate::vouchers::create_batch(&ledger, &name, amount, currency, count, None)
+                .await
+                .map_err(|e| CliError::Usage(e.to_string()))?;
+            let mut out = std::io::stdout().lock();
+            for c in codes {
+                writeln!(out, "{c}")?;
+            }
+        }
+        Command::Vouchers(VouchersCommand::List) => {
+            let storage = serve::open_storage(&config, clock).await?;
+            let mut tx = storage.begin_read().await?;
+            let mut out = std::io::stdout().lock();
+            for (b, used) in tx.vouchers().batches().await? {
+                writeln!(out, "{}\t{}\t{} {}\t{used}/{} used", b.id, b.name, b.amount, b.currency, b.count)?;
+            }
+        }
+        Command::Carriers(cmd) => return carriers(cmd, &config, clock).await,
         Command::Accounts(AccountsCommand::Create { business, user, currency }) => {
             let storage = serve::open_storage(&config, clock.clone()).await?;
             let ledger = Ledger::start(storage, clock, config.ledger);
@@ -285,6 +388,82 @@ pub async fn run(cli: Cli) -> Result<ExitCode, CliError> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+async fn rates(cmd: RatesCommand, config: &GatewayConfig, clock: Arc<dyn Clock>) -> Result<ExitCode, CliError> {
+    let storage = serve::open_storage(config, clock).await?;
+    let mut out = std::io::stdout().lock();
+    match cmd {
+        RatesCommand::Import { plan, file } => {
+            let deck = read_deck(&file)?;
+            let mut tx = storage.begin().await?;
+            tx.rates().replace(&plan, &deck).await?;
+            tx.commit().await?;
+            writeln!(out, "plan {plan}: {} prefixes", deck.len())?;
+        }
+        RatesCommand::Export { plan } => {
+            let mut tx = storage.begin_read().await?;
+            write!(out, "{}", crate::rating::to_csv(&tx.rates().deck(&plan).await?))?;
+        }
+        RatesCommand::List => {
+            let mut tx = storage.begin_read().await?;
+            for (plan, n) in tx.rates().plans().await? {
+                writeln!(out, "{plan}\t{n}")?;
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn carriers(cmd: CarriersCommand, config: &GatewayConfig, clock: Arc<dyn Clock>) -> Result<ExitCode, CliError> {
+    let storage = serve::open_storage(config, clock).await?;
+    let mut out = std::io::stdout().lock();
+    match cmd {
+        CarriersCommand::Add { name, kind, priority, max_concurrent } => {
+            let kind = match kind.as_str() {
+                "sip" => CarrierKind::Sip,
+                "smsc" => CarrierKind::Smsc,
+                _ => return Err(CliError::Usage("--kind sip or smsc".into())),
+            };
+            if name.is_empty() || name.len() > 100 || max_concurrent < 1 {
+                return Err(CliError::Usage("a name of 1 to 100 characters and --max-concurrent of 1 or more".into()));
+            }
+            let mut tx = storage.begin().await?;
+            let c = tx.carriers().add(&name, kind, priority, max_concurrent).await?;
+            tx.commit().await?;
+            writeln!(out, "{}", c.id)?;
+        }
+        CarriersCommand::Import { name, file } => {
+            let deck = read_deck(&file)?;
+            let mut tx = storage.begin().await?;
+            let c =
+                tx.carriers().by_name(&name).await?.ok_or_else(|| CliError::Usage(format!("no carrier {name:?}")))?;
+            tx.carriers().replace_deck(c.id, &deck).await?;
+            tx.commit().await?;
+            writeln!(out, "carrier {name}: {} prefixes", deck.len())?;
+        }
+        CarriersCommand::List => {
+            let mut tx = storage.begin_read().await?;
+            for c in tx.carriers().list().await? {
+                let state = if c.enabled { "enabled" } else { "disabled" };
+                writeln!(
+                    out,
+                    "{}\t{}\t{}\tpriority {}\tmax {}\t{state}",
+                    c.id,
+                    c.name,
+                    c.kind.as_str(),
+                    c.priority,
+                    c.max_concurrent
+                )?;
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn read_deck(file: &std::path::Path) -> Result<crate::rating::RateDeck, CliError> {
+    let text = std::fs::read_to_string(file).map_err(|e| CliError::Usage(format!("{}: {e}", file.display())))?;
+    crate::rating::parse_csv(&text).map_err(|e| CliError::Usage(e.to_string()))
 }
 
 fn config_check(args: &GlobalArgs) -> ExitCode {

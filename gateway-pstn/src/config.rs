@@ -31,6 +31,30 @@ pub struct GatewayConfig {
     pub ledger: LedgerConfig,
     /// Accounts.
     pub accounts: AccountsConfig,
+    /// Fraud limits for every account.
+    pub fraud: crate::fraud::FraudConfig,
+    /// The homeserver whose users sign in (Matrix OpenID).
+    pub homeserver: crate::api::HomeserverConfig,
+    /// Vouchers.
+    pub vouchers: VouchersConfig,
+    /// Payment webhooks.
+    pub payments: crate::payments::PaymentsConfig,
+}
+
+/// Vouchers.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct VouchersConfig {
+    /// Redemption attempts per account: a burst, then this many per minute. Default 10, 5.
+    pub attempts_burst: u32,
+    /// Attempts per minute after the burst.
+    pub attempts_per_minute: u32,
+}
+
+impl Default for VouchersConfig {
+    fn default() -> Self {
+        VouchersConfig { attempts_burst: 10, attempts_per_minute: 5 }
+    }
 }
 
 /// The database.
@@ -75,11 +99,18 @@ impl Default for AccountsConfig {
 impl Validate for GatewayConfig {
     fn validate(&self) -> Vec<String> {
         let mut p = self.ledger.problems();
+        p.extend(self.fraud.problems());
         if let Some(url) = &self.database.url {
             let u = url.expose();
             if !(u.starts_with("sqlite:") || u.starts_with("postgres://") || u.starts_with("postgresql://")) {
                 p.push("database.url: sqlite://PATH or postgres://…".into());
             }
+        }
+        if url::Url::parse(&self.homeserver.url).is_err() {
+            p.push("homeserver.url: a URL like http://127.0.0.1:8008".into());
+        }
+        if self.homeserver.server_name.is_empty() {
+            p.push("homeserver.server_name: the homeserver's server name".into());
         }
         if self.api.rate_limit.burst == 0 {
             p.push("api.rate_limit.burst: at least 1".into());

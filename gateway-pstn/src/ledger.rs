@@ -19,19 +19,23 @@ use sha2::{Digest, Sha256};
 use tincan_common::Clock;
 use tokio::sync::{mpsc, oneshot};
 
-use crate::charging::{
-    AccountId, AccountRef, ChargeError, Charging, ExtendRequest, Hold, HoldState, IdempotencyKey, Quote, QuoteRequest,
-    ReleaseRequest, ReserveRequest, ServiceKind, SettleRequest, Settlement,
-};
+use tincan_enum_core::E164;
+
+use crate::charging::{AccountId, AccountRef, ChargeError, Hold, HoldState, IdempotencyKey, ServiceKind};
+use crate::fraud::FraudConfig;
 use crate::metrics::LedgerMetrics;
 use crate::money::{Amount, Currency};
+use crate::rating::Rate;
 use crate::storage::{
-    Account, AccountKind, EntryKind, IdempotentResponse, NewAccount, NewEntry, Repository, Storage, StorageError,
-    StoredHold, SystemAccount, unix_ms,
+    Account, AccountKind, CarrierKind, CarrierRoute, DEFAULT_PLAN, EntryKind, IdempotentResponse, Limits, NewAccount,
+    NewEntry, Repository, Storage, StorageError, StoredHold, SystemAccount, unix_ms,
 };
 
 mod batch;
+mod local;
 mod ops;
+
+pub use local::LocalCharging;
 
 /// The ledger's settings.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -114,6 +118,7 @@ pub struct Ledger {
     workers: Vec<mpsc::Sender<batch::Job>>,
     cache: Cache,
     metrics: Arc<LedgerMetrics>,
+    fraud: RwLock<Arc<FraudConfig>>,
 }
 
 impl std::fmt::Debug for Ledger {
@@ -129,7 +134,13 @@ struct Cache {
     users: RwLock<HashMap<String, AccountId>>,
     currencies: RwLock<HashMap<AccountId, Currency>>,
     system: RwLock<HashMap<(SystemAccount, Currency), AccountId>>,
+    /// Each account's own fraud limits and when they were read (Unix ms).
+    limits: RwLock<HashMap<AccountId, (i64, Arc<Limits>)>>,
 }
+
+/// How long an account's limits are read from memory before the database is asked again (a change made on
+/// another node applies within this time; on this node at once).
+const LIMITS_TTL_MS: i64 = 5_000;
 
 impl Ledger {
     /// Starts the ledger's hold workers (on the current Tokio runtime).
@@ -156,8 +167,64 @@ impl Ledger {
                     tx
                 })
                 .collect();
-            Ledger { storage, clock, config, workers, cache: Cache::default(), metrics }
+            Ledger { storage, clock, config, workers, cache: Cache::default(), metrics, fraud: RwLock::default() }
         })
+    }
+
+    /// Sets the fraud limits for every account.
+    pub fn set_fraud(&self, fraud: FraudConfig) {
+        *self.fraud.write().expect("fraud lock") = Arc::new(fraud);
+    }
+
+    pub(crate) fn fraud(&self) -> Arc<FraudConfig> {
+        self.fraud.read().expect("fraud lock").clone()
+    }
+
+    /// The account's own fraud limits.
+    pub async fn limits(&self, account: AccountId) -> Result<Arc<Limits>, LedgerError> {
+        let now = self.now_ms();
+        if let Some((at, l)) = self.cache.limits.read().expect("cache lock").get(&account)
+            && now - at < LIMITS_TTL_MS
+        {
+            return Ok(l.clone());
+        }
+        let mut tx = self.storage.begin_read().await?;
+        let l = Arc::new(tx.limits().get(account).await?);
+        self.cache.limits.write().expect("cache lock").insert(account, (now, l.clone()));
+        Ok(l)
+    }
+
+    /// Sets the account's own fraud limits.
+    pub async fn set_limits(&self, account: AccountId, limits: Limits) -> Result<(), LedgerError> {
+        if let Some(bad) = limits.opt_in.iter().chain(&limits.blocked).find(|p| !crate::fraud::is_prefix(p)) {
+            return Err(ChargeError::Invalid(format!("{bad:?} is not a prefix of 1 to 15 digits")).into());
+        }
+        let mut tx = self.storage.begin().await?;
+        tx.accounts().get(account).await?.filter(|a| a.kind.is_customer()).ok_or(ChargeError::AccountNotFound)?;
+        tx.limits().set(account, &limits).await?;
+        tx.commit().await?;
+        self.cache.limits.write().expect("cache lock").insert(account, (self.now_ms(), Arc::new(limits)));
+        Ok(())
+    }
+
+    /// The rate of `destination` for the account: its plan's longest prefix, else the default plan's.
+    pub async fn rate(&self, account: &Account, destination: &E164) -> Result<Option<Rate>, LedgerError> {
+        let mut tx = self.storage.begin_read().await?;
+        if let Some(r) = tx.rates().lookup(&account.plan, destination.digits()).await? {
+            return Ok(Some(r));
+        }
+        if account.plan != DEFAULT_PLAN {
+            return Ok(tx.rates().lookup(DEFAULT_PLAN, destination.digits()).await?);
+        }
+        Ok(None)
+    }
+
+    /// The carriers that can carry `service` to `destination`, in the order to try them (least cost, then
+    /// priority).
+    pub async fn routes(&self, destination: &E164, service: ServiceKind) -> Result<Vec<CarrierRoute>, LedgerError> {
+        let mut tx = self.storage.begin_read().await?;
+        let found = tx.carriers().candidates(CarrierKind::for_service(service), destination.digits()).await?;
+        Ok(crate::routing::order(found, service))
     }
 
     /// The storage.
@@ -401,94 +468,6 @@ impl Ledger {
             return Err(ChargeError::Invalid(format!("ttl_secs: 1 to {}", self.config.max_ttl_secs)));
         }
         Ok(i64::from(ttl) * 1000)
-    }
-}
-
-/// The charging interface of the in-process ledger, for one caller.
-#[derive(Debug, Clone)]
-pub struct LocalCharging {
-    ledger: Arc<Ledger>,
-    principal: String,
-}
-
-#[async_trait::async_trait]
-impl Charging for LocalCharging {
-    async fn quote(&self, _req: &QuoteRequest) -> Result<Quote, ChargeError> {
-        Err(ChargeError::NoRate)
-    }
-
-    async fn reserve(&self, req: &ReserveRequest) -> Result<Hold, ChargeError> {
-        let (account, currency) = self.ledger.resolve(&req.account).await?;
-        let amount = match (req.amount, req.seconds, req.segments) {
-            (Some(a), None, None) if a.is_positive() => a,
-            (Some(_), None, None) => return Err(ChargeError::Invalid("amount: above zero".into())),
-            (None, Some(_), None) if req.service == ServiceKind::Voice => return Err(ChargeError::NoRate),
-            (None, None, Some(_)) if req.service == ServiceKind::Sms => return Err(ChargeError::NoRate),
-            _ => {
-                return Err(ChargeError::Invalid(
-                    "give exactly one of amount, seconds (voice) or segments (sms)".into(),
-                ));
-            }
-        };
-        let ttl_ms = self.ledger.ttl_ms(req.ttl_secs)?;
-        let op = batch::Op::Reserve {
-            principal: self.principal.clone(),
-            req: req.clone(),
-            account,
-            currency,
-            amount,
-            ttl_ms,
-        };
-        match self.ledger.submit(account, op).await? {
-            batch::Outcome::Hold(h) => Ok(h),
-            batch::Outcome::Settlement(_) => unreachable!("a reservation answers with a hold"),
-        }
-    }
-
-    async fn extend(&self, req: &ExtendRequest) -> Result<Hold, ChargeError> {
-        let more = match (req.amount, req.seconds) {
-            (Some(a), None) if !a.is_negative() => a,
-            (None, None) => Amount::ZERO,
-            (None, Some(_)) => return Err(ChargeError::NoRate),
-            _ => return Err(ChargeError::Invalid("give amount (zero or more) or seconds, not both".into())),
-        };
-        let ttl_ms = self.ledger.ttl_ms(req.ttl_secs)?;
-        let currency = self.ledger.resolve(&AccountRef::Id { account_id: req.hold.account }).await;
-        let currency = currency.map_err(|_| ChargeError::HoldNotFound)?.1;
-        let op = batch::Op::Extend { principal: self.principal.clone(), req: req.clone(), more, ttl_ms, currency };
-        match self.ledger.submit(req.hold.account, op).await? {
-            batch::Outcome::Hold(h) => Ok(h),
-            batch::Outcome::Settlement(_) => unreachable!("an extension answers with a hold"),
-        }
-    }
-
-    async fn settle(&self, req: &SettleRequest) -> Result<Settlement, ChargeError> {
-        let charged = match (req.amount, req.seconds, req.segments) {
-            (Some(a), None, None) if !a.is_negative() => a,
-            (Some(_), None, None) => return Err(ChargeError::Invalid("amount: zero or more".into())),
-            (None, Some(_), None) | (None, None, Some(_)) => return Err(ChargeError::NoRate),
-            _ => return Err(ChargeError::Invalid("give exactly one of amount, seconds or segments".into())),
-        };
-        if req.carrier.as_ref().is_some_and(|c| c.is_empty() || c.len() > 100) {
-            return Err(ChargeError::Invalid("carrier: 1 to 100 characters".into()));
-        }
-        let currency = self.ledger.resolve(&AccountRef::Id { account_id: req.hold.account }).await;
-        let currency = currency.map_err(|_| ChargeError::HoldNotFound)?.1;
-        let op = batch::Op::Settle { principal: self.principal.clone(), req: req.clone(), charged, currency };
-        match self.ledger.submit(req.hold.account, op).await? {
-            batch::Outcome::Settlement(s) => Ok(s),
-            batch::Outcome::Hold(_) => unreachable!("a settlement answers with a settlement"),
-        }
-    }
-
-    async fn release(&self, req: &ReleaseRequest) -> Result<Hold, ChargeError> {
-        let currency = self.ledger.resolve(&AccountRef::Id { account_id: req.hold.account }).await;
-        let currency = currency.map_err(|_| ChargeError::HoldNotFound)?.1;
-        let op = batch::Op::Release { principal: self.principal.clone(), req: req.clone(), currency };
-        match self.ledger.submit(req.hold.account, op).await? {
-            batch::Outcome::Hold(h) => Ok(h),
-            batch::Outcome::Settlement(_) => unreachable!("a release answers with a hold"),
-        }
     }
 }
 

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use tincan_common::Clock;
 use tokio::net::TcpListener;
 
-use crate::api::{self, ApiState, RateLimiter};
+use crate::api::{self, ApiState, RateLimiter, UserAuth};
 use crate::config::GatewayConfig;
 use crate::ledger::Ledger;
 use crate::storage::{self, Storage, StorageError};
@@ -59,12 +59,24 @@ pub async fn serve(
 ) -> Result<(), ServeError> {
     let storage = open_storage(&config, clock.clone()).await?;
     let ledger = Ledger::start(storage, clock.clone(), config.ledger);
+    ledger.set_fraud(config.fraud.clone());
     let sweeper = ledger.spawn_sweeper();
-    let limiter = Arc::new(RateLimiter::new(config.api.rate_limit, clock));
+    let limiter = Arc::new(RateLimiter::new(config.api.rate_limit, clock.clone()));
     let addr = config.api.listen;
     let listener = TcpListener::bind(addr).await.map_err(|source| ServeError::Bind { addr, source })?;
     ready(listener.local_addr().unwrap_or(addr));
-    let state = ApiState { ledger, limiter };
+    let http = reqwest::Client::builder()
+        .timeout(std::time::Duration::from_secs(10))
+        .build()
+        .map_err(|e| ServeError::Api(std::io::Error::other(e)))?;
+    let auth = Arc::new(UserAuth { homeserver: config.homeserver.clone(), currency: config.accounts.currency, http });
+    let vouchers = Arc::new(crate::api::VoucherLimiter(RateLimiter::new_per_minute(
+        config.vouchers.attempts_per_minute,
+        config.vouchers.attempts_burst,
+        ledger.clock().clone(),
+    )));
+    let payments = Arc::new(config.payments.clone());
+    let state = ApiState { ledger, limiter, auth, vouchers, payments };
     let result = api::serve(listener, state, shutdown).await.map_err(ServeError::Api);
     sweeper.abort();
     result

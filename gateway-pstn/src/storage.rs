@@ -22,6 +22,7 @@ use tincan_common::Clock;
 
 use crate::charging::{AccountId, HoldId, HoldState, ServiceKind};
 use crate::money::{Amount, Currency};
+use crate::rating::{Rate, RateDeck};
 
 pub mod conformance;
 mod pg;
@@ -126,6 +127,14 @@ pub trait Repository: Send {
     fn idempotency(&mut self) -> &mut dyn IdempotencyRepository;
     /// API tokens.
     fn tokens(&mut self) -> &mut dyn TokenRepository;
+    /// Rate decks (price plans).
+    fn rates(&mut self) -> &mut dyn RateRepository;
+    /// Carriers and their cost decks.
+    fn carriers(&mut self) -> &mut dyn CarrierRepository;
+    /// Per-account fraud limits.
+    fn limits(&mut self) -> &mut dyn LimitRepository;
+    /// Voucher batches and codes.
+    fn vouchers(&mut self) -> &mut dyn VoucherRepository;
     /// Marks a point to undo to ([`Repository::rollback_to_savepoint`]) when a step of a multi-step write is
     /// refused; one level only.
     async fn savepoint(&mut self) -> Result<()>;
@@ -220,6 +229,8 @@ pub struct Account {
     pub held: Amount,
     /// Disabled accounts cannot reserve.
     pub disabled: bool,
+    /// Its price plan (the rate deck it is rated by; `default` fills what the plan lacks).
+    pub plan: String,
     /// When it was created (Unix ms).
     pub created_at_ms: i64,
 }
@@ -265,6 +276,8 @@ pub trait AccountRepository: Send {
     async fn list(&mut self, after: Option<AccountId>, limit: u32) -> Result<Vec<Account>>;
     /// Enables or disables an account; false when there is no such account.
     async fn set_disabled(&mut self, id: AccountId, disabled: bool) -> Result<bool>;
+    /// Moves an account to a price plan; false when there is no such account.
+    async fn set_plan(&mut self, id: AccountId, plan: &str) -> Result<bool>;
 }
 
 /// What a journal entry records.
@@ -594,4 +607,162 @@ pub trait TokenRepository: Send {
     async fn list(&mut self) -> Result<Vec<ApiToken>>;
     /// Revokes a token; false if there was none.
     async fn delete(&mut self, id: i64) -> Result<bool>;
+}
+
+/// The plan every account falls back to.
+pub const DEFAULT_PLAN: &str = "default";
+
+/// Rate decks, one per price plan.
+#[async_trait]
+pub trait RateRepository: Send {
+    /// Replaces the plan's whole deck.
+    async fn replace(&mut self, plan: &str, deck: &RateDeck) -> Result<()>;
+    /// The plan's deck.
+    async fn deck(&mut self, plan: &str) -> Result<RateDeck>;
+    /// The rate of the longest prefix of `digits` in the plan (not falling back).
+    async fn lookup(&mut self, plan: &str, digits: &str) -> Result<Option<Rate>>;
+    /// Every plan and how many prefixes it has.
+    async fn plans(&mut self) -> Result<Vec<(String, u64)>>;
+}
+
+/// What a carrier carries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CarrierKind {
+    /// A SIP trunk (calls).
+    Sip,
+    /// An SMSC (SMS).
+    Smsc,
+}
+
+impl CarrierKind {
+    /// The name stored.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CarrierKind::Sip => "sip",
+            CarrierKind::Smsc => "smsc",
+        }
+    }
+
+    /// The kind carrying a service.
+    pub fn for_service(service: ServiceKind) -> CarrierKind {
+        match service {
+            ServiceKind::Voice => CarrierKind::Sip,
+            ServiceKind::Sms => CarrierKind::Smsc,
+        }
+    }
+
+    fn parse_stored(s: &str) -> Result<Self> {
+        match s {
+            "sip" => Ok(CarrierKind::Sip),
+            "smsc" => Ok(CarrierKind::Smsc),
+            _ => Err(StorageError::Corrupt { table: "carriers", column: "kind" }),
+        }
+    }
+}
+
+/// A carrier: a SIP trunk or an SMSC the provider buys termination from.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Carrier {
+    /// Its id.
+    pub id: i64,
+    /// Unique name (what routers configure their trunks by).
+    pub name: String,
+    /// SIP trunk or SMSC.
+    pub kind: CarrierKind,
+    /// Lower goes first among equal costs.
+    pub priority: i32,
+    /// The most calls (or SMS in flight) at once it accepts.
+    pub max_concurrent: i32,
+    /// Disabled carriers are not offered.
+    pub enabled: bool,
+}
+
+/// A carrier that can carry a destination, with what it costs the provider there.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct CarrierRoute {
+    /// The carrier.
+    pub carrier: Carrier,
+    /// Its cost for the destination (its longest matching prefix).
+    pub cost: Rate,
+}
+
+/// Carriers and their cost decks.
+#[async_trait]
+pub trait CarrierRepository: Send {
+    /// Adds a carrier; [`StorageError::Duplicate`] if the name is taken.
+    async fn add(&mut self, name: &str, kind: CarrierKind, priority: i32, max_concurrent: i32) -> Result<Carrier>;
+    /// The carrier of that name.
+    async fn by_name(&mut self, name: &str) -> Result<Option<Carrier>>;
+    /// Every carrier, by name.
+    async fn list(&mut self) -> Result<Vec<Carrier>>;
+    /// Enables or disables a carrier; false if there is none.
+    async fn set_enabled(&mut self, id: i64, enabled: bool) -> Result<bool>;
+    /// Replaces the carrier's whole cost deck.
+    async fn replace_deck(&mut self, id: i64, deck: &RateDeck) -> Result<()>;
+    /// Each enabled carrier of `kind` with its longest prefix matching `digits`, in no particular order.
+    async fn candidates(&mut self, kind: CarrierKind, digits: &str) -> Result<Vec<CarrierRoute>>;
+}
+
+/// An account's own fraud limits (unset: the configured defaults apply).
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Limits {
+    /// The most holds open at once.
+    pub max_open_holds: Option<u32>,
+    /// The most charged plus held within an hour.
+    pub max_spend_hour: Option<Amount>,
+    /// The most charged plus held within a day.
+    pub max_spend_day: Option<Amount>,
+    /// Prefixes (digits) this account opted in to, of those that need an opt-in.
+    pub opt_in: Vec<String>,
+    /// Prefixes (digits) blocked for this account, besides those blocked for all.
+    pub blocked: Vec<String>,
+}
+
+/// Per-account fraud limits.
+#[async_trait]
+pub trait LimitRepository: Send {
+    /// The account's limits (defaults when none were set).
+    async fn get(&mut self, account: AccountId) -> Result<Limits>;
+    /// Sets the account's limits.
+    async fn set(&mut self, account: AccountId, limits: &Limits) -> Result<()>;
+}
+
+/// A batch of vouchers.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct VoucherBatch {
+    /// Its id.
+    pub id: i64,
+    /// The operator's name for it.
+    pub name: String,
+    /// What each code is worth.
+    pub amount: Amount,
+    /// In this currency.
+    pub currency: Currency,
+    /// How many codes it has.
+    pub count: u32,
+    /// When its codes stop working (Unix ms), if ever.
+    pub expires_at_ms: Option<i64>,
+}
+
+/// Voucher batches and their codes (as hashes).
+#[async_trait]
+pub trait VoucherRepository: Send {
+    /// Stores a batch and the hashes of its codes.
+    async fn create_batch(
+        &mut self,
+        name: &str,
+        amount: Amount,
+        currency: Currency,
+        codes: &[TokenHash],
+        expires_at_ms: Option<i64>,
+    ) -> Result<VoucherBatch>;
+    /// The batch of a code, and who redeemed it when (if anyone did); the stored hash is compared again in
+    /// constant time.
+    async fn find(&mut self, code: &TokenHash) -> Result<Option<(VoucherBatch, Option<(AccountId, i64)>)>>;
+    /// Marks an unused code used by `account`: one conditional statement; false if it was used already.
+    async fn mark_used(&mut self, code: &TokenHash, account: AccountId, now_ms: i64) -> Result<bool>;
+    /// Every batch, newest first, with how many codes were redeemed.
+    async fn batches(&mut self) -> Result<Vec<(VoucherBatch, u32)>>;
 }

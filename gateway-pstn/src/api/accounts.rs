@@ -13,7 +13,7 @@ use super::body::JsonBody;
 use crate::charging::{AccountId, AccountRef, IdempotencyKey};
 use crate::ledger::Ledger;
 use crate::money::{Amount, Currency};
-use crate::storage::{Account, AccountKind, EntryKind};
+use crate::storage::{Account, AccountKind, EntryKind, Limits};
 
 /// An account as the API shows it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -40,6 +40,8 @@ pub struct AccountView {
     pub available: Amount,
     /// Whether reservations are refused.
     pub disabled: bool,
+    /// Its price plan.
+    pub plan: String,
 }
 
 impl From<Account> for AccountView {
@@ -55,6 +57,7 @@ impl From<Account> for AccountView {
             balance: a.balance,
             held: a.held,
             disabled: a.disabled,
+            plan: a.plan,
         }
     }
 }
@@ -136,6 +139,48 @@ pub(super) async fn adjust(
     }
     let account = ledger.account(&AccountRef::Id { account_id: id }).await?.into();
     Ok(Json(Adjusted { account }))
+}
+
+/// `PUT /v1/accounts/{id}/limits`: the account's own fraud limits (unset numbers: the configured defaults).
+pub(super) async fn set_limits(
+    State(ledger): State<Arc<Ledger>>,
+    _op: Operator,
+    Path(id): Path<String>,
+    JsonBody(limits): JsonBody<Limits>,
+) -> Result<Json<Limits>, ApiError> {
+    let id = parse_id(&id)?;
+    ledger.set_limits(id, limits.clone()).await?;
+    Ok(Json(limits))
+}
+
+/// `PUT /v1/accounts/{id}/plan` body.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct SetPlan {
+    /// The price plan's name.
+    pub plan: String,
+}
+
+/// `PUT /v1/accounts/{id}/plan`: moves the account to a price plan.
+pub(super) async fn set_plan(
+    State(ledger): State<Arc<Ledger>>,
+    _op: Operator,
+    Path(id): Path<String>,
+    JsonBody(req): JsonBody<SetPlan>,
+) -> Result<Json<AccountView>, ApiError> {
+    let id = parse_id(&id)?;
+    let ok = !req.plan.is_empty()
+        && req.plan.len() <= 64
+        && req.plan.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b));
+    if !ok {
+        return Err(ApiError::InvalidParam("a plan name is 1 to 64 of A-Z a-z 0-9 - _ .".into()));
+    }
+    let mut tx = ledger.storage().begin().await?;
+    if !tx.accounts().set_plan(id, &req.plan).await? {
+        return Err(crate::charging::ChargeError::AccountNotFound.into());
+    }
+    tx.commit().await?;
+    Ok(Json(ledger.account(&AccountRef::Id { account_id: id }).await?.into()))
 }
 
 pub(super) fn parse_id(raw: &str) -> Result<AccountId, ApiError> {

@@ -46,6 +46,13 @@ pub enum ApiError {
         /// Seconds until a request will be accepted.
         retry_after_secs: u64,
     },
+    /// 404/409: a voucher could not be redeemed (`voucher_unknown`, `voucher_used`, `voucher_expired`,
+    /// `voucher_currency`).
+    #[error("{0}")]
+    Voucher(String, &'static str),
+    /// 400: a webhook's signature or event was refused (`bad_signature`, `bad_event`).
+    #[error("{0}")]
+    Webhook(String, &'static str),
     /// 502: the homeserver could not vouch for the user.
     #[error("the homeserver could not be asked: {0}")]
     Homeserver(String),
@@ -77,6 +84,7 @@ impl ApiError {
             ApiError::InvalidParam(_) => "invalid_param",
             ApiError::RateLimited { .. } => "rate_limited",
             ApiError::Homeserver(_) => "homeserver_unavailable",
+            ApiError::Voucher(_, code) | ApiError::Webhook(_, code) => code,
             ApiError::Storage(_) => "internal",
         }
     }
@@ -94,6 +102,9 @@ impl ApiError {
             }
             ApiError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             ApiError::Homeserver(_) => StatusCode::BAD_GATEWAY,
+            ApiError::Voucher(_, "voucher_unknown") => StatusCode::NOT_FOUND,
+            ApiError::Voucher(..) => StatusCode::CONFLICT,
+            ApiError::Webhook(..) => StatusCode::BAD_REQUEST,
             ApiError::Storage(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }

@@ -10,11 +10,21 @@ use super::{Ledger, LedgerError, ops};
 use crate::charging::{
     AccountId, ChargeError, ExtendRequest, Hold, HoldId, ReleaseRequest, ReserveRequest, SettleRequest, Settlement,
 };
+use crate::fraud::ActivityLimits;
 use crate::money::{Amount, Currency};
+use crate::rating::Rate;
 use crate::storage::StorageError;
 
 /// How often a batch is run again after a transient database failure before its requests fail.
 const ATTEMPTS: usize = 5;
+
+/// What a request charges or holds: an amount, or the price of a usage at the hold's rate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Usage {
+    Amount(Amount),
+    Seconds(u32),
+    Segments(u32),
+}
 
 /// A request to a worker.
 #[derive(Debug)]
@@ -26,18 +36,20 @@ pub(crate) enum Op {
         currency: Currency,
         amount: Amount,
         ttl_ms: i64,
+        rate: Option<Box<Rate>>,
+        limits: ActivityLimits,
     },
     Extend {
         principal: String,
         req: ExtendRequest,
-        more: Amount,
+        more: Usage,
         ttl_ms: i64,
         currency: Currency,
     },
     Settle {
         principal: String,
         req: SettleRequest,
-        charged: Amount,
+        used: Usage,
         currency: Currency,
     },
     Release {

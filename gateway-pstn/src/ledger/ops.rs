@@ -1,27 +1,42 @@
 //! One hold request applied inside a worker's transaction. A refused request writes nothing: its first write
 //! is a conditional statement that matched no row, or it undoes its writes to a savepoint.
 
-use super::batch::{Op, Outcome};
+use super::batch::{Op, Outcome, Usage};
+use super::local::rating;
 use super::{Ledger, LedgerError, check_open, fingerprint, hold_view, record, replay};
-use crate::charging::{ChargeError, HoldState, Settlement};
+use crate::charging::{ChargeError, HoldState, ServiceKind, Settlement};
+use crate::fraud::Activity;
 use crate::money::Amount;
+use crate::rating::Rate;
+use crate::storage::StoredHold;
 use crate::storage::{Close, EntryKind, ExtendOutcome, NewEntry, NewHold, Repository, SystemAccount};
 
 pub(super) async fn apply(ledger: &Ledger, tx: &mut dyn Repository, op: &Op, now: i64) -> Result<Outcome, LedgerError> {
     match op {
-        Op::Reserve { principal, req, account, currency, amount, ttl_ms } => {
+        Op::Reserve { principal, req, account, currency, amount, ttl_ms, rate, limits } => {
             let fp = fingerprint("reserve", &serde_json::to_string(req).expect("requests serialise"));
             if let Some(hold) = replay(tx, principal, &req.idempotency_key, "reserve", &fp).await? {
                 return Ok(Outcome::Hold(hold));
             }
+            if limits.any() {
+                let held = tx.accounts().get(*account).await?.ok_or(ChargeError::AccountNotFound)?.held;
+                let activity = Activity {
+                    open_holds: tx.holds().open_count(*account).await?,
+                    held,
+                    charged_hour: tx.holds().charged_since(*account, now - 3_600_000).await?,
+                    charged_day: tx.holds().charged_since(*account, now - 86_400_000).await?,
+                };
+                limits.check(&activity, *amount)?;
+            }
             let destination = req.destination.as_str();
+            let rate_json = rate.as_ref().map(|r| serde_json::to_string(r).expect("rates serialise"));
             let new = NewHold {
                 account: *account,
                 principal,
                 amount: *amount,
                 service: req.service,
                 destination,
-                rate: None,
+                rate: rate_json.as_deref(),
                 now_ms: now,
                 expires_at_ms: now + ttl_ms,
             };
@@ -60,8 +75,15 @@ pub(super) async fn apply(ledger: &Ledger, tx: &mut dyn Repository, op: &Op, now
             }
             let h = tx.holds().get(req.hold).await?.ok_or(ChargeError::HoldNotFound)?;
             check_open(&h, principal, now)?;
+            let more = match *more {
+                Usage::Amount(a) => a,
+                Usage::Seconds(s) if h.service == ServiceKind::Voice => {
+                    hold_rate(&h)?.extension_price(s).map_err(rating)?
+                }
+                _ => return Err(ChargeError::Invalid("seconds extend voice holds only".into()).into()),
+            };
             tx.savepoint().await?;
-            match tx.holds().extend(req.hold, *more, now + ttl_ms).await? {
+            match tx.holds().extend(req.hold, more, now + ttl_ms).await? {
                 ExtendOutcome::Extended => tx.release_savepoint().await?,
                 refused => {
                     tx.rollback_to_savepoint().await?;
@@ -77,7 +99,7 @@ pub(super) async fn apply(ledger: &Ledger, tx: &mut dyn Repository, op: &Op, now
             record(tx, principal, &req.idempotency_key, "extend", &fp, &hold, now).await?;
             Ok(Outcome::Hold(hold))
         }
-        Op::Settle { principal, req, charged, currency } => {
+        Op::Settle { principal, req, used, currency } => {
             let body = serde_json::to_string(req).expect("requests serialise");
             let fp = fingerprint("settle", &format!("{}|{body}", req.hold));
             if let Some(s) = replay(tx, principal, &req.idempotency_key, "settle", &fp).await? {
@@ -85,6 +107,12 @@ pub(super) async fn apply(ledger: &Ledger, tx: &mut dyn Repository, op: &Op, now
             }
             let h = tx.holds().get(req.hold).await?.ok_or(ChargeError::HoldNotFound)?;
             check_open(&h, principal, now)?;
+            let charged = &match (*used, h.service) {
+                (Usage::Amount(a), _) => a,
+                (Usage::Seconds(s), ServiceKind::Voice) => hold_rate(&h)?.call_price(s).map_err(rating)?,
+                (Usage::Segments(n), ServiceKind::Sms) => hold_rate(&h)?.sms_price(n).map_err(rating)?,
+                _ => return Err(ChargeError::Invalid("seconds settle voice holds, segments SMS holds".into()).into()),
+            };
             if *charged > h.amount {
                 return Err(ChargeError::ExceedsHold.into());
             }
@@ -151,4 +179,11 @@ pub(super) async fn apply(ledger: &Ledger, tx: &mut dyn Repository, op: &Op, now
             Ok(Outcome::Hold(hold_view(&closed, currency)?))
         }
     }
+}
+
+/// The rate a hold was priced at; holds reserved by amount have none.
+fn hold_rate(h: &StoredHold) -> Result<Rate, LedgerError> {
+    let raw = h.rate.as_deref().ok_or(ChargeError::NoRate)?;
+    Ok(serde_json::from_str(raw)
+        .map_err(|_| crate::storage::StorageError::Corrupt { table: "holds", column: "rate" })?)
 }

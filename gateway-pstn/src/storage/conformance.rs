@@ -20,6 +20,7 @@ pub async fn run(storage: &dyn Storage, clock: &MockClock) {
     rollback_on_drop(storage).await;
     idempotency(storage).await;
     tokens(storage, clock).await;
+    rates_carriers_and_limits(storage).await;
     check_finds_tampering(storage).await;
 }
 
@@ -289,4 +290,70 @@ async fn check_finds_tampering(storage: &dyn Storage) {
     let report = tx.journal().check().await.unwrap();
     assert_eq!(report.problems.len(), 1, "a settled hold without its charge entry: {:?}", report.problems);
     assert!(report.problems[0].contains(&format!("hold {}", h.id.seq)), "{:?}", report.problems);
+}
+
+async fn rates_carriers_and_limits(storage: &dyn Storage) {
+    let deck = crate::rating::parse_csv(
+        "prefix,description,connect_fee,per_minute,increments,per_sms\n\
+         49,Germany,0,0.012,60/60,0.07\n\
+         49151,Germany mobile,0.01,0.045,30/6,\n",
+    )
+    .unwrap();
+    let mut tx = storage.begin().await.unwrap();
+    tx.rates().replace("default", &deck).await.unwrap();
+    tx.rates().replace("gold", &crate::rating::RateDeck::new([deck.lookup("49").unwrap().clone()])).await.unwrap();
+    tx.commit().await.unwrap();
+    let mut tx = storage.begin().await.unwrap();
+    assert_eq!(tx.rates().deck("default").await.unwrap(), deck, "a deck round-trips");
+    assert_eq!(tx.rates().lookup("default", "4915112345678").await.unwrap().unwrap().description, "Germany mobile");
+    assert_eq!(tx.rates().lookup("default", "4930123456").await.unwrap().unwrap().description, "Germany");
+    assert_eq!(tx.rates().lookup("gold", "4915112345678").await.unwrap().unwrap().description, "Germany", "per plan");
+    assert!(tx.rates().lookup("default", "12025550143").await.unwrap().is_none());
+    assert!(tx.rates().lookup("nosuch", "4930123456").await.unwrap().is_none());
+    assert_eq!(tx.rates().plans().await.unwrap(), [("default".to_owned(), 2), ("gold".to_owned(), 1)]);
+    tx.rates().replace("gold", &crate::rating::RateDeck::default()).await.unwrap();
+    assert!(tx.rates().lookup("gold", "4930123456").await.unwrap().is_none(), "replace drops the old deck");
+
+    let a = tx.accounts().by_user("@alice:hs.test").await.unwrap().unwrap();
+    assert_eq!(a.plan, "default");
+    assert!(tx.accounts().set_plan(a.id, "gold").await.unwrap());
+    assert_eq!(tx.accounts().get(a.id).await.unwrap().unwrap().plan, "gold");
+
+    let cheap = tx.carriers().add("cheap", super::CarrierKind::Sip, 5, 30).await.unwrap();
+    let dear = tx.carriers().add("dear", super::CarrierKind::Sip, 1, 10).await.unwrap();
+    let smsc = tx.carriers().add("smsc", super::CarrierKind::Smsc, 1, 10).await.unwrap();
+    tx.carriers().replace_deck(cheap.id, &deck).await.unwrap();
+    tx.carriers()
+        .replace_deck(dear.id, &crate::rating::RateDeck::new([deck.lookup("49").unwrap().clone()]))
+        .await
+        .unwrap();
+    tx.carriers().replace_deck(smsc.id, &deck).await.unwrap();
+    let mut found = tx.carriers().candidates(super::CarrierKind::Sip, "4915112345678").await.unwrap();
+    found.sort_by(|x, y| x.carrier.name.cmp(&y.carrier.name));
+    let got: Vec<(&str, &str)> = found.iter().map(|r| (r.carrier.name.as_str(), r.cost.prefix.as_str())).collect();
+    assert_eq!(got, [("cheap", "49151"), ("dear", "49")], "each carrier's longest prefix, SIP trunks only");
+    assert!(tx.carriers().set_enabled(cheap.id, false).await.unwrap());
+    let found = tx.carriers().candidates(super::CarrierKind::Sip, "4915112345678").await.unwrap();
+    assert_eq!(found.len(), 1, "disabled carriers are not candidates");
+    assert_eq!(tx.carriers().by_name("dear").await.unwrap().unwrap(), dear);
+    assert_eq!(tx.carriers().list().await.unwrap().len(), 3);
+
+    assert_eq!(tx.limits().get(a.id).await.unwrap(), super::Limits::default());
+    let limits = super::Limits {
+        max_open_holds: Some(2),
+        max_spend_hour: Some(amt("5")),
+        max_spend_day: None,
+        opt_in: vec!["881".into()],
+        blocked: vec!["33".into()],
+    };
+    tx.limits().set(a.id, &limits).await.unwrap();
+    tx.limits().set(a.id, &limits).await.unwrap();
+    assert_eq!(tx.limits().get(a.id).await.unwrap(), limits);
+    tx.commit().await.unwrap();
+
+    let mut tx = storage.begin().await.unwrap();
+    assert!(matches!(
+        tx.carriers().add("cheap", super::CarrierKind::Sip, 1, 1).await,
+        Err(StorageError::Duplicate("carrier"))
+    ));
 }

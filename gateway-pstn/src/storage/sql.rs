@@ -30,7 +30,35 @@ pub(super) const HOLD_COLUMNS: &str = "id, account_id, principal, amount, state,
                                        created_at, expires_at, closed_at, charged, units, carrier";
 
 pub(super) const ACCOUNT_COLUMNS: &str =
-    "id, kind, name, user_id, number, currency, balance, held, disabled, created_at";
+    "id, kind, name, user_id, number, currency, balance, held, disabled, plan, created_at";
+
+pub(super) const RATE_COLUMNS: &str = "prefix, description, connect_fee, per_minute, first_incr, next_incr, per_sms";
+
+/// `$first, $first+1, …` for `n` values: an IN list of bind parameters.
+pub(super) fn placeholders(first: usize, n: usize) -> String {
+    (first..first + n).map(|i| format!("${i}")).collect::<Vec<_>>().join(", ")
+}
+
+/// The rate of a row of `rates` or `carrier_rates`.
+pub(super) fn rate_from_parts(
+    prefix: String,
+    description: String,
+    connect_fee: i64,
+    per_minute: Option<i64>,
+    first: i32,
+    next: i32,
+    per_sms: Option<i64>,
+) -> Result<crate::rating::Rate> {
+    let inc = |v: i32| u32::try_from(v).ok().filter(|v| *v >= 1).ok_or(corrupt("rates", "increments"));
+    Ok(crate::rating::Rate {
+        prefix,
+        description,
+        connect_fee: Amount::from_micros(connect_fee),
+        per_minute: per_minute.map(Amount::from_micros),
+        increments: crate::rating::Increments { first: inc(first)?, next: inc(next)? },
+        per_segment: per_sms.map(Amount::from_micros),
+    })
+}
 
 /// Implements [`Repository`](super::Repository) and every repository trait for `$repo`, a struct with a field
 /// `tx: sqlx::Transaction<'static, Db>` and a field `clock: Arc<dyn Clock>`, whose module defines `Db` and
@@ -42,13 +70,53 @@ macro_rules! impl_repositories {
         use $crate::charging::{AccountId, HoldId, HoldState, ServiceKind};
         use $crate::money::Amount;
         use $crate::storage::sql::{
-            ACCOUNT_COLUMNS, HOLD_COLUMNS, amount, corrupt, currency, duplicate_or,
+            ACCOUNT_COLUMNS, HOLD_COLUMNS, RATE_COLUMNS, amount, corrupt, currency, duplicate_or, placeholders,
+            rate_from_parts,
         };
         use $crate::storage::{
             Account, AccountKind, AccountRepository, ApiToken, CheckReport, Close, EntryKind, ExtendOutcome,
             HistoryItem, HoldRepository, IdempotencyRepository, IdempotentResponse, JournalRepository, NewAccount,
             NewEntry, NewHold, Repository, Result, Scope, StoredHold, SystemAccount, TokenHash, TokenRepository,
+            Carrier, CarrierKind, CarrierRepository, CarrierRoute, LimitRepository, Limits, RateRepository,
+            VoucherBatch, VoucherRepository,
         };
+
+        fn batch_from_row(row: &Row) -> Result<VoucherBatch> {
+            let cur: String = row.try_get("currency")?;
+            Ok(VoucherBatch {
+                id: row.try_get("id")?,
+                name: row.try_get("name")?,
+                amount: amount(row.try_get("amount")?),
+                currency: currency(&cur, "voucher_batches")?,
+                count: row.try_get::<i32, _>("count")?.max(0) as u32,
+                expires_at_ms: row.try_get("expires_at")?,
+            })
+        }
+        use $crate::rating::{Rate, RateDeck};
+
+        fn rate_from_row(row: &Row) -> Result<Rate> {
+            rate_from_parts(
+                row.try_get("prefix")?,
+                row.try_get("description")?,
+                row.try_get("connect_fee")?,
+                row.try_get("per_minute")?,
+                row.try_get("first_incr")?,
+                row.try_get("next_incr")?,
+                row.try_get("per_sms")?,
+            )
+        }
+
+        fn carrier_from_row(row: &Row) -> Result<Carrier> {
+            let kind: String = row.try_get("kind")?;
+            Ok(Carrier {
+                id: row.try_get("id")?,
+                name: row.try_get("name")?,
+                kind: CarrierKind::parse_stored(&kind)?,
+                priority: row.try_get("priority")?,
+                max_concurrent: row.try_get("max_concurrent")?,
+                enabled: row.try_get("enabled")?,
+            })
+        }
 
         type Row = <Db as sqlx::Database>::Row;
 
@@ -85,6 +153,7 @@ macro_rules! impl_repositories {
                 balance: amount(row.try_get("balance")?),
                 held: amount(row.try_get("held")?),
                 disabled: row.try_get("disabled")?,
+                plan: row.try_get("plan")?,
                 created_at_ms: row.try_get("created_at")?,
             })
         }
@@ -125,6 +194,18 @@ macro_rules! impl_repositories {
                 self
             }
             fn tokens(&mut self) -> &mut dyn TokenRepository {
+                self
+            }
+            fn rates(&mut self) -> &mut dyn RateRepository {
+                self
+            }
+            fn carriers(&mut self) -> &mut dyn CarrierRepository {
+                self
+            }
+            fn limits(&mut self) -> &mut dyn LimitRepository {
+                self
+            }
+            fn vouchers(&mut self) -> &mut dyn VoucherRepository {
                 self
             }
             async fn savepoint(&mut self) -> Result<()> {
@@ -230,6 +311,15 @@ macro_rules! impl_repositories {
                     .fetch_all(&mut *self.tx)
                     .await?;
                 rows.iter().map(account_from_row).collect()
+            }
+
+            async fn set_plan(&mut self, id: AccountId, plan: &str) -> Result<bool> {
+                let r = sqlx::query("UPDATE accounts SET plan = $2 WHERE id = $1 AND kind <> 'system'")
+                    .bind(id.0)
+                    .bind(plan)
+                    .execute(&mut *self.tx)
+                    .await?;
+                Ok(r.rows_affected() == 1)
             }
 
             async fn set_disabled(&mut self, id: AccountId, disabled: bool) -> Result<bool> {
@@ -642,6 +732,277 @@ macro_rules! impl_repositories {
             async fn delete(&mut self, id: i64) -> Result<bool> {
                 let r = sqlx::query("DELETE FROM api_tokens WHERE id = $1").bind(id).execute(&mut *self.tx).await?;
                 Ok(r.rows_affected() == 1)
+            }
+        }
+
+        impl $repo {
+            async fn insert_rates(&mut self, table: &'static str, owner: &'static str, key: RateKey<'_>, deck: &RateDeck) -> Result<()> {
+                let sql = format!(
+                    "INSERT INTO {table} ({owner}, {RATE_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)"
+                );
+                for r in deck.rates() {
+                    let q = sqlx::query(sqlx::AssertSqlSafe(sql.clone()));
+                    let q = match key {
+                        RateKey::Plan(p) => q.bind(p.to_owned()),
+                        RateKey::Carrier(c) => q.bind(c),
+                    };
+                    q.bind(&r.prefix)
+                        .bind(&r.description)
+                        .bind(r.connect_fee.micros())
+                        .bind(r.per_minute.map(Amount::micros))
+                        .bind(r.increments.first as i32)
+                        .bind(r.increments.next as i32)
+                        .bind(r.per_segment.map(Amount::micros))
+                        .execute(&mut *self.tx)
+                        .await?;
+                }
+                Ok(())
+            }
+        }
+
+        #[derive(Clone, Copy)]
+        enum RateKey<'a> {
+            Plan(&'a str),
+            Carrier(i64),
+        }
+
+        #[async_trait]
+        impl RateRepository for $repo {
+            async fn replace(&mut self, plan: &str, deck: &RateDeck) -> Result<()> {
+                sqlx::query("DELETE FROM rates WHERE plan = $1").bind(plan).execute(&mut *self.tx).await?;
+                self.insert_rates("rates", "plan", RateKey::Plan(plan), deck).await
+            }
+
+            async fn deck(&mut self, plan: &str) -> Result<RateDeck> {
+                let sql = format!("SELECT {RATE_COLUMNS} FROM rates WHERE plan = $1");
+                let rows = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(plan).fetch_all(&mut *self.tx).await?;
+                Ok(RateDeck::new(rows.iter().map(rate_from_row).collect::<Result<Vec<_>>>()?))
+            }
+
+            async fn lookup(&mut self, plan: &str, digits: &str) -> Result<Option<Rate>> {
+                let prefixes: Vec<&str> = $crate::rating::prefixes_of(digits).collect();
+                if prefixes.is_empty() {
+                    return Ok(None);
+                }
+                let sql = format!(
+                    "SELECT {RATE_COLUMNS} FROM rates WHERE plan = $1 AND prefix IN ({}) \
+                     ORDER BY LENGTH(prefix) DESC LIMIT 1",
+                    placeholders(2, prefixes.len())
+                );
+                let mut q = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(plan);
+                for p in &prefixes {
+                    q = q.bind(*p);
+                }
+                let row = q.fetch_optional(&mut *self.tx).await?;
+                row.as_ref().map(rate_from_row).transpose()
+            }
+
+            async fn plans(&mut self) -> Result<Vec<(String, u64)>> {
+                let rows = sqlx::query("SELECT plan, COUNT(*) AS n FROM rates GROUP BY plan ORDER BY plan")
+                    .fetch_all(&mut *self.tx)
+                    .await?;
+                rows.iter().map(|r| Ok((r.try_get("plan")?, r.try_get::<i64, _>("n")? as u64))).collect()
+            }
+        }
+
+        #[async_trait]
+        impl CarrierRepository for $repo {
+            async fn add(&mut self, name: &str, kind: CarrierKind, priority: i32, max_concurrent: i32) -> Result<Carrier> {
+                let row = sqlx::query(
+                    "INSERT INTO carriers (name, kind, priority, max_concurrent, created_at) VALUES ($1, $2, $3, $4, $5) \
+                     RETURNING id, name, kind, priority, max_concurrent, enabled",
+                )
+                .bind(name)
+                .bind(kind.as_str())
+                .bind(priority)
+                .bind(max_concurrent)
+                .bind(self.now_ms())
+                .fetch_one(&mut *self.tx)
+                .await
+                .map_err(|e| duplicate_or(e, "carrier"))?;
+                carrier_from_row(&row)
+            }
+
+            async fn by_name(&mut self, name: &str) -> Result<Option<Carrier>> {
+                let row = sqlx::query(
+                    "SELECT id, name, kind, priority, max_concurrent, enabled FROM carriers WHERE name = $1",
+                )
+                .bind(name)
+                .fetch_optional(&mut *self.tx)
+                .await?;
+                row.as_ref().map(carrier_from_row).transpose()
+            }
+
+            async fn list(&mut self) -> Result<Vec<Carrier>> {
+                let rows =
+                    sqlx::query("SELECT id, name, kind, priority, max_concurrent, enabled FROM carriers ORDER BY name")
+                        .fetch_all(&mut *self.tx)
+                        .await?;
+                rows.iter().map(carrier_from_row).collect()
+            }
+
+            async fn set_enabled(&mut self, id: i64, enabled: bool) -> Result<bool> {
+                let r = sqlx::query("UPDATE carriers SET enabled = $2 WHERE id = $1")
+                    .bind(id)
+                    .bind(enabled)
+                    .execute(&mut *self.tx)
+                    .await?;
+                Ok(r.rows_affected() == 1)
+            }
+
+            async fn replace_deck(&mut self, id: i64, deck: &RateDeck) -> Result<()> {
+                sqlx::query("DELETE FROM carrier_rates WHERE carrier_id = $1").bind(id).execute(&mut *self.tx).await?;
+                self.insert_rates("carrier_rates", "carrier_id", RateKey::Carrier(id), deck).await
+            }
+
+            async fn candidates(&mut self, kind: CarrierKind, digits: &str) -> Result<Vec<CarrierRoute>> {
+                let prefixes: Vec<&str> = $crate::rating::prefixes_of(digits).collect();
+                if prefixes.is_empty() {
+                    return Ok(Vec::new());
+                }
+                let sql = format!(
+                    "SELECT c.id, c.name, c.kind, c.priority, c.max_concurrent, c.enabled, \
+                       r.prefix, r.description, r.connect_fee, r.per_minute, r.first_incr, r.next_incr, r.per_sms \
+                     FROM carriers c JOIN carrier_rates r ON r.carrier_id = c.id \
+                     WHERE c.enabled AND c.kind = $1 AND r.prefix IN ({}) ORDER BY c.id, LENGTH(r.prefix) DESC",
+                    placeholders(2, prefixes.len())
+                );
+                let mut q = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(kind.as_str());
+                for p in &prefixes {
+                    q = q.bind(*p);
+                }
+                let rows = q.fetch_all(&mut *self.tx).await?;
+                let mut out: Vec<CarrierRoute> = Vec::new();
+                for row in &rows {
+                    let carrier = carrier_from_row(row)?;
+                    // Rows come longest prefix first per carrier: keep the first of each.
+                    if out.last().is_some_and(|r| r.carrier.id == carrier.id) {
+                        continue;
+                    }
+                    out.push(CarrierRoute { carrier, cost: rate_from_row(row)? });
+                }
+                Ok(out)
+            }
+        }
+
+        #[async_trait]
+        impl LimitRepository for $repo {
+            async fn get(&mut self, account: AccountId) -> Result<Limits> {
+                let row = sqlx::query(
+                    "SELECT max_open_holds, max_spend_hour, max_spend_day, opt_in, blocked FROM account_limits \
+                     WHERE account_id = $1",
+                )
+                .bind(account.0)
+                .fetch_optional(&mut *self.tx)
+                .await?;
+                let Some(row) = row else { return Ok(Limits::default()) };
+                let list = |col: &'static str, s: String| {
+                    serde_json::from_str::<Vec<String>>(&s).map_err(|_| corrupt("account_limits", col))
+                };
+                Ok(Limits {
+                    max_open_holds: row.try_get::<Option<i32>, _>("max_open_holds")?.map(|n| n.max(0) as u32),
+                    max_spend_hour: row.try_get::<Option<i64>, _>("max_spend_hour")?.map(amount),
+                    max_spend_day: row.try_get::<Option<i64>, _>("max_spend_day")?.map(amount),
+                    opt_in: list("opt_in", row.try_get("opt_in")?)?,
+                    blocked: list("blocked", row.try_get("blocked")?)?,
+                })
+            }
+
+            async fn set(&mut self, account: AccountId, limits: &Limits) -> Result<()> {
+                sqlx::query("DELETE FROM account_limits WHERE account_id = $1")
+                    .bind(account.0)
+                    .execute(&mut *self.tx)
+                    .await?;
+                sqlx::query(
+                    "INSERT INTO account_limits (account_id, max_open_holds, max_spend_hour, max_spend_day, opt_in, \
+                     blocked) VALUES ($1, $2, $3, $4, $5, $6)",
+                )
+                .bind(account.0)
+                .bind(limits.max_open_holds.map(|n| n.min(i32::MAX as u32) as i32))
+                .bind(limits.max_spend_hour.map(Amount::micros))
+                .bind(limits.max_spend_day.map(Amount::micros))
+                .bind(serde_json::to_string(&limits.opt_in).expect("strings serialise"))
+                .bind(serde_json::to_string(&limits.blocked).expect("strings serialise"))
+                .execute(&mut *self.tx)
+                .await?;
+                Ok(())
+            }
+        }
+
+        #[async_trait]
+        impl VoucherRepository for $repo {
+            async fn create_batch(
+                &mut self,
+                name: &str,
+                value: Amount,
+                cur: $crate::money::Currency,
+                codes: &[TokenHash],
+                expires_at_ms: Option<i64>,
+            ) -> Result<VoucherBatch> {
+                let row = sqlx::query(
+                    "INSERT INTO voucher_batches (name, amount, currency, count, expires_at, created_at) \
+                     VALUES ($1, $2, $3, $4, $5, $6) RETURNING id, name, amount, currency, count, expires_at",
+                )
+                .bind(name)
+                .bind(value.micros())
+                .bind(cur.as_str())
+                .bind(codes.len() as i32)
+                .bind(expires_at_ms)
+                .bind(self.now_ms())
+                .fetch_one(&mut *self.tx)
+                .await?;
+                let batch = batch_from_row(&row)?;
+                for c in codes {
+                    sqlx::query("INSERT INTO vouchers (code_hash, batch_id) VALUES ($1, $2)")
+                        .bind(&c.0[..])
+                        .bind(batch.id)
+                        .execute(&mut *self.tx)
+                        .await
+                        .map_err(|e| duplicate_or(e, "voucher code"))?;
+                }
+                Ok(batch)
+            }
+
+            async fn find(&mut self, code: &TokenHash) -> Result<Option<(VoucherBatch, Option<(AccountId, i64)>)>> {
+                let row = sqlx::query(
+                    "SELECT v.code_hash, v.redeemed_by, v.redeemed_at, b.id, b.name, b.amount, b.currency, b.count, \
+                       b.expires_at FROM vouchers v JOIN voucher_batches b ON b.id = v.batch_id WHERE v.code_hash = $1",
+                )
+                .bind(&code.0[..])
+                .fetch_optional(&mut *self.tx)
+                .await?;
+                let Some(row) = row else { return Ok(None) };
+                let stored: Vec<u8> = row.try_get("code_hash")?;
+                let stored: [u8; 32] = stored.try_into().map_err(|_| corrupt("vouchers", "code_hash"))?;
+                if !TokenHash(stored).matches(code) {
+                    return Ok(None);
+                }
+                let by: Option<i64> = row.try_get("redeemed_by")?;
+                let at: Option<i64> = row.try_get("redeemed_at")?;
+                Ok(Some((batch_from_row(&row)?, by.map(|b| (AccountId(b), at.unwrap_or(0))))))
+            }
+
+            async fn mark_used(&mut self, code: &TokenHash, account: AccountId, now_ms: i64) -> Result<bool> {
+                let r = sqlx::query(
+                    "UPDATE vouchers SET redeemed_by = $2, redeemed_at = $3 WHERE code_hash = $1 AND redeemed_by IS NULL",
+                )
+                .bind(&code.0[..])
+                .bind(account.0)
+                .bind(now_ms)
+                .execute(&mut *self.tx)
+                .await?;
+                Ok(r.rows_affected() == 1)
+            }
+
+            async fn batches(&mut self) -> Result<Vec<(VoucherBatch, u32)>> {
+                let rows = sqlx::query(
+                    "SELECT b.id, b.name, b.amount, b.currency, b.count, b.expires_at, \
+                       (SELECT COUNT(*) FROM vouchers v WHERE v.batch_id = b.id AND v.redeemed_by IS NOT NULL) AS used \
+                     FROM voucher_batches b ORDER BY b.id DESC",
+                )
+                .fetch_all(&mut *self.tx)
+                .await?;
+                rows.iter().map(|r| Ok((batch_from_row(r)?, r.try_get::<i64, _>("used")? as u32))).collect()
             }
         }
     };

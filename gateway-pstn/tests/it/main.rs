@@ -2,7 +2,10 @@
 //! acceptance (concurrent reservations with an observer) on SQLite and PostgreSQL, and the real binary driven
 //! over HTTP (the charging API, a `kill -9` in the middle of settlements).
 
+mod api;
 mod concurrency;
 mod crash;
+mod credit;
 mod harness;
+mod rating;
 mod storage;

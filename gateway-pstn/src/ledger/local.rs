@@ -1,0 +1,193 @@
+//! [`LocalCharging`]: the charging interface of the in-process ledger, for one caller. Requests are checked
+//! and priced here (rates, destination rules), then applied by the account's hold worker.
+
+use std::sync::Arc;
+
+use super::batch::{Op, Outcome, Usage};
+use super::{Ledger, LedgerError};
+use crate::charging::{
+    AccountRef, ChargeError, Charging, ExtendRequest, Hold, Quote, QuoteRequest, ReleaseRequest, ReserveRequest,
+    ServiceKind, SettleRequest, Settlement,
+};
+use crate::fraud::Policy;
+use crate::money::Amount;
+use crate::rating::{Rate, RatingError};
+
+/// The charging interface of the in-process ledger, for one caller.
+#[derive(Debug, Clone)]
+pub struct LocalCharging {
+    pub(super) ledger: Arc<Ledger>,
+    pub(super) principal: String,
+}
+
+pub(super) fn rating(e: RatingError) -> ChargeError {
+    match e {
+        RatingError::NotOffered => ChargeError::NoRate,
+        RatingError::Money(m) => ChargeError::Invalid(m.to_string()),
+    }
+}
+
+fn usage(
+    service: ServiceKind,
+    amount: Option<Amount>,
+    seconds: Option<u32>,
+    segments: Option<u32>,
+) -> Result<Usage, ChargeError> {
+    match (amount, seconds, segments, service) {
+        (Some(a), None, None, _) if a.is_negative() => Err(ChargeError::Invalid("amount: not negative".into())),
+        (Some(a), None, None, _) => Ok(Usage::Amount(a)),
+        (None, Some(s), None, ServiceKind::Voice) => Ok(Usage::Seconds(s)),
+        (None, None, Some(n), ServiceKind::Sms) => Ok(Usage::Segments(n)),
+        _ => Err(ChargeError::Invalid("give exactly one of amount, seconds (voice) or segments (sms)".into())),
+    }
+}
+
+impl LocalCharging {
+    async fn outcome_hold(&self, account: crate::charging::AccountId, op: Op) -> Result<Hold, ChargeError> {
+        match self.ledger.submit(account, op).await? {
+            Outcome::Hold(h) => Ok(h),
+            Outcome::Settlement(_) => Err(ChargeError::Unavailable("unexpected answer".into())),
+        }
+    }
+
+    async fn policy_check(
+        &self,
+        account: crate::charging::AccountId,
+        digits: &str,
+    ) -> Result<crate::fraud::ActivityLimits, LedgerError> {
+        let limits = self.ledger.limits(account).await?;
+        let global = self.ledger.fraud();
+        let policy = Policy { global: &global, account: &limits };
+        policy.check_destination(digits)?;
+        Ok(policy.activity())
+    }
+}
+
+#[async_trait::async_trait]
+impl Charging for LocalCharging {
+    async fn quote(&self, req: &QuoteRequest) -> Result<Quote, ChargeError> {
+        let account = self.ledger.account(&req.account).await?;
+        if account.disabled {
+            return Err(ChargeError::AccountDisabled);
+        }
+        match (req.service, req.seconds, req.segments) {
+            (ServiceKind::Voice, _, None) | (ServiceKind::Sms, None, _) => {}
+            _ => return Err(ChargeError::Invalid("seconds go with voice, segments with sms".into())),
+        }
+        self.policy_check(account.id, req.destination.digits()).await?;
+        let rate = self.ledger.rate(&account, &req.destination).await?.ok_or(ChargeError::NoRate)?;
+        let available = account.available();
+        let (amount, max_seconds, max_segments) = match req.service {
+            ServiceKind::Voice => (
+                req.seconds.map(|s| rate.call_price(s)).transpose().map_err(rating)?,
+                Some(rate.max_seconds(available).map_err(rating)?),
+                None,
+            ),
+            ServiceKind::Sms => (
+                req.segments.map(|n| rate.sms_price(n)).transpose().map_err(rating)?,
+                None,
+                Some(rate.max_segments(available).map_err(rating)?),
+            ),
+        };
+        Ok(Quote {
+            currency: account.currency,
+            prefix: format!("+{}", rate.prefix),
+            description: rate.description.clone(),
+            connect_fee: rate.connect_fee,
+            per_minute: rate.per_minute.unwrap_or_default(),
+            first_increment: rate.increments.first,
+            next_increment: rate.increments.next,
+            per_segment: rate.per_segment.unwrap_or_default(),
+            amount,
+            available,
+            max_seconds,
+            max_segments,
+        })
+    }
+
+    async fn reserve(&self, req: &ReserveRequest) -> Result<Hold, ChargeError> {
+        let asked = usage(req.service, req.amount, req.seconds, req.segments)?;
+        let ttl_ms = self.ledger.ttl_ms(req.ttl_secs)?;
+        let (account, currency) = self.ledger.resolve(&req.account).await?;
+        // Destination rules first: a blocked destination is refused as blocked, whatever its price.
+        let limits = self.policy_check(account, req.destination.digits()).await?;
+        let (amount, rate): (Amount, Option<Rate>) = match asked {
+            Usage::Amount(a) if !a.is_positive() => return Err(ChargeError::Invalid("amount: above zero".into())),
+            Usage::Amount(a) => (a, None),
+            Usage::Seconds(_) | Usage::Segments(_) => {
+                let full = self.ledger.account(&req.account).await?;
+                let rate = self.ledger.rate(&full, &req.destination).await?.ok_or(ChargeError::NoRate)?;
+                let price = match asked {
+                    Usage::Seconds(s) => rate.call_price(s),
+                    Usage::Segments(n) => rate.sms_price(n),
+                    Usage::Amount(a) => Ok(a),
+                };
+                (price.map_err(rating)?, Some(rate))
+            }
+        };
+        let op = Op::Reserve {
+            principal: self.principal.clone(),
+            req: req.clone(),
+            account,
+            currency,
+            amount,
+            ttl_ms,
+            rate: rate.map(Box::new),
+            limits,
+        };
+        self.outcome_hold(account, op).await
+    }
+
+    async fn extend(&self, req: &ExtendRequest) -> Result<Hold, ChargeError> {
+        let more = match (req.amount, req.seconds) {
+            (Some(a), None) if !a.is_negative() => Usage::Amount(a),
+            (None, Some(s)) => Usage::Seconds(s),
+            (None, None) => Usage::Amount(Amount::ZERO),
+            _ => return Err(ChargeError::Invalid("give amount (zero or more) or seconds, not both".into())),
+        };
+        let ttl_ms = self.ledger.ttl_ms(req.ttl_secs)?;
+        let currency = hold_currency(&self.ledger, req.hold.account).await?;
+        let op = Op::Extend { principal: self.principal.clone(), req: req.clone(), more, ttl_ms, currency };
+        self.outcome_hold(req.hold.account, op).await
+    }
+
+    async fn settle(&self, req: &SettleRequest) -> Result<Settlement, ChargeError> {
+        let used = match (req.amount, req.seconds, req.segments) {
+            (Some(a), None, None) if !a.is_negative() => Usage::Amount(a),
+            (None, Some(s), None) => Usage::Seconds(s),
+            (None, None, Some(n)) => Usage::Segments(n),
+            _ => {
+                return Err(ChargeError::Invalid(
+                    "give exactly one of amount (zero or more), seconds or segments".into(),
+                ));
+            }
+        };
+        if req.carrier.as_ref().is_some_and(|c| c.is_empty() || c.len() > 100) {
+            return Err(ChargeError::Invalid("carrier: 1 to 100 characters".into()));
+        }
+        let currency = hold_currency(&self.ledger, req.hold.account).await?;
+        let op = Op::Settle { principal: self.principal.clone(), req: req.clone(), used, currency };
+        match self.ledger.submit(req.hold.account, op).await? {
+            Outcome::Settlement(s) => Ok(s),
+            Outcome::Hold(_) => Err(ChargeError::Unavailable("unexpected answer".into())),
+        }
+    }
+
+    async fn release(&self, req: &ReleaseRequest) -> Result<Hold, ChargeError> {
+        let currency = hold_currency(&self.ledger, req.hold.account).await?;
+        let op = Op::Release { principal: self.principal.clone(), req: req.clone(), currency };
+        self.outcome_hold(req.hold.account, op).await
+    }
+}
+
+/// The currency of the account a hold id names (an unknown account: no such hold).
+async fn hold_currency(
+    ledger: &Ledger,
+    account: crate::charging::AccountId,
+) -> Result<crate::money::Currency, ChargeError> {
+    match ledger.resolve(&AccountRef::Id { account_id: account }).await {
+        Ok((_, c)) => Ok(c),
+        Err(LedgerError::Charge(ChargeError::AccountNotFound)) => Err(ChargeError::HoldNotFound),
+        Err(e) => Err(e.into()),
+    }
+}
