@@ -1,10 +1,15 @@
 //! Checking a resolved number against the directory's transparency log: [`fetch_inclusion`] asks the
 //! directory's log API for the proof that the number's newest entry is in the log, and [`check_logged`] verifies
 //! the signed tree head with the log's pinned key, the proof, and that the entry says what DNS said.
+//!
+//! A log can still fork: sign one tree for a victim (holding a forged record) and another for everyone else.
+//! [`check_consistent`] catches that for whoever remembers the last head it saw: a later head must extend it
+//! (RFC 9162 consistency proof, [`fetch_consistency`]). [`check_resolution`] does all of it, as a client
+//! does before it trusts an answer: inclusion, the record, consistency with the head seen before.
 
 use tincan_enum_core::{E164, MasterKey, naptr_rdata};
-use tincan_translog::wire::InclusionProof;
-use tincan_translog::{LogEntry, TreeHeadVerifier};
+use tincan_translog::wire::{ConsistencyProof, InclusionProof};
+use tincan_translog::{LogEntry, SignedTreeHead, TreeHeadVerifier};
 
 use crate::resolve::Resolution;
 use crate::routes::Routes;
@@ -56,6 +61,36 @@ pub enum LogCheckError {
         /// The number.
         number: E164,
     },
+    /// The consistency proof endpoint answered with an unexpected status (a failure, or a rate limit).
+    #[error("log API answered {status} for the consistency proof from {from} to {to}")]
+    ConsistencyStatus {
+        /// The smaller tree size.
+        from: u64,
+        /// The larger tree size.
+        to: u64,
+        /// The HTTP status.
+        status: u16,
+    },
+    /// Two tree heads signed by the log are not of one append-only tree: the log forked (or was rewritten).
+    #[error(
+        "the log forked: its tree head of size {new} is not consistent with the head of size {seen} seen before: {reason}"
+    )]
+    Inconsistent {
+        /// The size of the head seen before.
+        seen: u64,
+        /// The size of the head now shown.
+        new: u64,
+        /// Why the proof failed.
+        reason: String,
+    },
+}
+
+impl LogCheckError {
+    /// Whether the log could not be asked (network, server failure, rate limit) rather than proving something
+    /// wrong: worth a retry, and still never a reason to trust the answer.
+    pub fn is_unavailable(&self) -> bool {
+        matches!(self, LogCheckError::Http(_) | LogCheckError::Status { .. } | LogCheckError::ConsistencyStatus { .. })
+    }
 }
 
 /// What a number's DNS answer publishes, in the form [`Resolution`] has it: routes and key.
@@ -78,6 +113,79 @@ pub async fn fetch_inclusion(
         404 => Ok(None),
         status => Err(LogCheckError::Status { number: number.clone(), status }),
     }
+}
+
+/// Fetches `GET {log_url}/v1/log/proof/consistency?from=…&to=…`.
+///
+/// A 4xx other than 429 means the log cannot prove that the tree of `from` leaves is a prefix of the tree of
+/// `to` leaves, although it signed both sizes (`log_out_of_range`: it no longer has that many leaves): that is
+/// [`LogCheckError::Inconsistent`]. 429 and 5xx are [`LogCheckError::ConsistencyStatus`].
+pub async fn fetch_consistency(
+    http: &reqwest::Client,
+    log_url: &str,
+    from: u64,
+    to: u64,
+) -> Result<ConsistencyProof, LogCheckError> {
+    let url = format!("{}/v1/log/proof/consistency?from={from}&to={to}", log_url.trim_end_matches('/'));
+    let response = http.get(url).send().await?;
+    match response.status().as_u16() {
+        200 => Ok(response.json().await?),
+        status @ (400..=428 | 430..=499) => Err(LogCheckError::Inconsistent {
+            seen: from,
+            new: to,
+            reason: format!("the log answers {status} to a consistency proof between two sizes it signed"),
+        }),
+        status => Err(LogCheckError::ConsistencyStatus { from, to, status }),
+    }
+}
+
+/// Checks that `new` extends `seen` or the other way round (both already verified against the log's key):
+/// equal sizes need equal roots, otherwise `proof` must be the consistency proof from the smaller head to the
+/// larger one. `proof` may be `None` only when the sizes are equal or the smaller tree is empty.
+pub fn check_consistent(
+    seen: &SignedTreeHead,
+    new: &SignedTreeHead,
+    proof: Option<&ConsistencyProof>,
+) -> Result<(), LogCheckError> {
+    let inconsistent =
+        |reason: String| LogCheckError::Inconsistent { seen: seen.head.tree_size, new: new.head.tree_size, reason };
+    let (small, large) = if seen.head.tree_size <= new.head.tree_size { (seen, new) } else { (new, seen) };
+    if small.head.tree_size == large.head.tree_size {
+        return if small.head.root_hash == large.head.root_hash {
+            Ok(())
+        } else {
+            Err(inconsistent("two different roots for the same size".into()))
+        };
+    }
+    if small.head.tree_size == 0 {
+        return Ok(());
+    }
+    let proof = proof.ok_or_else(|| inconsistent("no consistency proof".into()))?;
+    proof.verify_between(small, large).map_err(|e| inconsistent(e.to_string()))
+}
+
+/// What a client does before it trusts `resolution`: fetches the number's inclusion proof, checks it with
+/// [`check_logged`], and checks the proof's tree head against `seen`, the last head this client accepted (with
+/// a consistency proof from the log when the sizes differ). Returns the head to remember next: the larger of the
+/// two, or `seen` when the log has no entry for the number (an unregistered number, which `check_logged`
+/// accepts only for an unregistered answer).
+pub async fn check_resolution(
+    http: &reqwest::Client,
+    log_url: &str,
+    log_key: &TreeHeadVerifier,
+    resolution: &Resolution,
+    seen: Option<&SignedTreeHead>,
+) -> Result<Option<SignedTreeHead>, LogCheckError> {
+    let proof = fetch_inclusion(http, log_url, &resolution.number).await?;
+    check_logged(resolution, proof.as_ref(), log_key)?;
+    let Some(new) = proof.map(|p| p.sth) else { return Ok(seen.cloned()) };
+    let Some(seen) = seen else { return Ok(Some(new)) };
+    log_key.verify(seen).map_err(LogCheckError::BadSignature)?;
+    let (from, to) = (seen.head.tree_size.min(new.head.tree_size), seen.head.tree_size.max(new.head.tree_size));
+    let consistency =
+        if from == to || from == 0 { None } else { Some(fetch_consistency(http, log_url, from, to).await?) };
+    check_consistent(seen, &new, consistency.as_ref())?;
+    Ok(Some(if new.head.tree_size >= seen.head.tree_size { new } else { seen.clone() }))
 }
 
 /// Checks that `resolution` is what the log says: the tree head is signed by `log_key`, the entry is in that
@@ -139,7 +247,7 @@ mod tests {
     use super::*;
     use crate::resolve::ValidationStatus;
     use tincan_enum_core::{NumberRecord, Service, ServiceType};
-    use tincan_translog::{TreeHead, TreeHeadSigner, inclusion_proof, leaf_hash, root};
+    use tincan_translog::{TreeHead, TreeHeadSigner, consistency_proof, inclusion_proof, leaf_hash, root};
 
     fn entry(number: &E164, version: i64, user: Option<&str>) -> String {
         let record = user.map(|u| NumberRecord {
@@ -204,5 +312,40 @@ mod tests {
         assert!(check_logged(&resolved(&n, Some("alice")), Some(&p), &key).is_err());
         check_logged(&resolved(&n, None), None, &key).unwrap();
         assert!(matches!(check_logged(&resolved(&n, Some("alice")), None, &key), Err(LogCheckError::NotLogged { .. })));
+    }
+
+    #[test]
+    fn a_later_head_must_extend_the_one_seen_before() {
+        let signer = TreeHeadSigner::from_seed(&[5; 32]);
+        let honest: Vec<_> = (0..9).map(|i| leaf_hash(format!("leaf {i}").as_bytes())).collect();
+        let head = |leaves: &[tincan_translog::Hash]| {
+            signer.sign(TreeHead { tree_size: leaves.len() as u64, timestamp_ms: 1, root_hash: root(leaves) })
+        };
+        let proof = |leaves: &[tincan_translog::Hash], from: usize| ConsistencyProof {
+            from: from as u64,
+            to: leaves.len() as u64,
+            from_root: root(&leaves[..from]),
+            to_root: root(leaves),
+            proof: consistency_proof(leaves, from).unwrap(),
+        };
+        let (seen, later) = (head(&honest[..5]), head(&honest));
+        let p = proof(&honest, 5);
+        check_consistent(&seen, &later, Some(&p)).unwrap();
+        // An older head shown after a newer one is fine when the newer extends it.
+        check_consistent(&later, &seen, Some(&p)).unwrap();
+        check_consistent(&seen, &seen, None).unwrap();
+        check_consistent(&head(&[]), &later, None).unwrap();
+
+        // A fork: the same first five sizes, one leaf rewritten, then grown.
+        let mut forked = honest.clone();
+        forked[2] = leaf_hash(b"forged");
+        let fork = head(&forked);
+        let forged_proof = proof(&forked, 5);
+        let err = check_consistent(&seen, &fork, Some(&forged_proof)).unwrap_err();
+        assert!(matches!(err, LogCheckError::Inconsistent { seen: 5, new: 9, .. }), "{err}");
+        assert!(matches!(check_consistent(&seen, &fork, Some(&p)), Err(LogCheckError::Inconsistent { .. })));
+        assert!(matches!(check_consistent(&later, &fork, None), Err(LogCheckError::Inconsistent { .. })));
+        assert!(matches!(check_consistent(&seen, &later, None), Err(LogCheckError::Inconsistent { .. })));
+        assert!(!err.is_unavailable());
     }
 }
