@@ -153,6 +153,24 @@ impl Directory {
         crate::tools::delv(self.dns, &anchor, APEX, &format!("{owner}{APEX}"), rtype)
     }
 
+    /// The transparency log's public key (unpadded base64), as `GET /v1/log/sth` serves it: what a client pins.
+    pub async fn log_key(&self) -> Result<String> {
+        let sth: Value = reqwest::get(format!("{}/v1/log/sth", self.api)).await?.error_for_status()?.json().await?;
+        sth["log_key"].as_str().map(str::to_owned).context("no log_key in /v1/log/sth")
+    }
+
+    /// The transparency log's Ed25519 signing seed, read from the directory's SQLite database (`log_keys`):
+    /// what a dishonest operator holds, for tests that sign a forked log.
+    pub async fn log_signing_seed(&self) -> Result<[u8; 32]> {
+        let path = self.data.path().join("directory.sqlite3");
+        let url = format!("sqlite://{}?mode=ro", path.display());
+        let pool = sqlx::SqlitePool::connect(&url).await?;
+        let seed: Vec<u8> =
+            sqlx::query_scalar("SELECT seed FROM log_keys ORDER BY id LIMIT 1").fetch_one(&pool).await?;
+        pool.close().await;
+        seed.try_into().map_err(|s: Vec<u8>| anyhow::anyhow!("a log seed of {} bytes", s.len()))
+    }
+
     /// The data dir.
     pub fn data_dir(&self) -> &Path {
         self.data.path()
@@ -212,9 +230,14 @@ impl Registrar {
 }
 
 /// A DNS man-in-the-middle on UDP and TCP (one loopback port): forwards every query to `upstream` and passes
-/// the answers back, except that in answers to queries for `owner` it flips one byte of every RRSIG's
-/// signature in the answer section. Everything else (DNSKEY, DS, other names) passes untouched, so a validating
-/// client sees exactly one tampered RRset. Stopped on drop.
+/// the answers back, changed one way:
+/// - [`TamperProxy::start`]: in answers to queries for `owner` it flips one byte of every RRSIG's signature in
+///   the answer section. Everything else (DNSKEY, DS, other names) passes untouched, so a validating client sees
+///   exactly one tampered RRset.
+/// - [`TamperProxy::strip_keys`]: answers to DNSKEY queries lose every record (an empty NOERROR answer), as if
+///   the zone were unsigned: a client that accepts insecure answers gets every answer downgraded.
+///
+/// Stopped on drop.
 #[derive(Debug)]
 pub struct TamperProxy {
     /// Where clients send their queries.
@@ -222,23 +245,47 @@ pub struct TamperProxy {
     tasks: Vec<JoinHandle<()>>,
 }
 
+/// How a [`TamperProxy`] changes an answer.
+type Change = Arc<dyn Fn(&mut Vec<u8>) + Send + Sync>;
+
 impl TamperProxy {
-    /// Starts the proxy on a free loopback port.
+    /// Starts the signature-flipping proxy for `owner` on a free loopback port.
     pub async fn start(upstream: SocketAddr, owner: &str) -> Result<TamperProxy> {
+        let owner: String = owner.trim_end_matches('.').to_ascii_lowercase();
+        Self::start_with(
+            upstream,
+            Arc::new(move |m: &mut Vec<u8>| {
+                tamper(m, &owner);
+            }),
+        )
+        .await
+    }
+
+    /// Starts the DNSKEY-stripping proxy on a free loopback port.
+    pub async fn strip_keys(upstream: SocketAddr) -> Result<TamperProxy> {
+        Self::start_with(
+            upstream,
+            Arc::new(|m: &mut Vec<u8>| {
+                strip_dnskey(m);
+            }),
+        )
+        .await
+    }
+
+    async fn start_with(upstream: SocketAddr, change: Change) -> Result<TamperProxy> {
         let addr = ports::free_addr();
-        let owner: Arc<str> = owner.trim_end_matches('.').to_ascii_lowercase().into();
         let udp = Arc::new(UdpSocket::bind(addr).await?);
         let tcp = TcpListener::bind(addr).await?;
-        let o = owner.clone();
+        let c = change.clone();
         let udp_task = tokio::spawn(async move {
             let mut buf = vec![0u8; 65535];
             loop {
                 let Ok((n, client)) = udp.recv_from(&mut buf).await else { continue };
                 let query = buf[..n].to_vec();
-                let (udp, owner) = (udp.clone(), o.clone());
+                let (udp, change) = (udp.clone(), c.clone());
                 tokio::spawn(async move {
                     if let Ok(mut answer) = forward_udp(upstream, &query).await {
-                        tamper(&mut answer, &owner);
+                        change(&mut answer);
                         let _ = udp.send_to(&answer, client).await;
                     }
                 });
@@ -247,9 +294,9 @@ impl TamperProxy {
         let tcp_task = tokio::spawn(async move {
             loop {
                 let Ok((conn, _)) = tcp.accept().await else { continue };
-                let owner = owner.clone();
+                let change = change.clone();
                 tokio::spawn(async move {
-                    let _ = relay_tcp(conn, upstream, &owner).await;
+                    let _ = relay_tcp(conn, upstream, change).await;
                 });
             }
         });
@@ -275,7 +322,7 @@ async fn forward_udp(upstream: SocketAddr, query: &[u8]) -> Result<Vec<u8>> {
 }
 
 /// Length-prefixed messages (RFC 1035 §4.2.2) relayed one at a time until the client closes.
-async fn relay_tcp(mut client: TcpStream, upstream: SocketAddr, owner: &str) -> Result<()> {
+async fn relay_tcp(mut client: TcpStream, upstream: SocketAddr, change: Change) -> Result<()> {
     let mut server = TcpStream::connect(upstream).await?;
     loop {
         let query = match read_framed(&mut client).await {
@@ -284,7 +331,7 @@ async fn relay_tcp(mut client: TcpStream, upstream: SocketAddr, owner: &str) -> 
         };
         write_framed(&mut server, &query).await?;
         let mut answer = read_framed(&mut server).await?;
-        tamper(&mut answer, owner);
+        change(&mut answer);
         write_framed(&mut client, &answer).await?;
     }
 }
@@ -304,6 +351,21 @@ async fn write_framed(s: &mut TcpStream, msg: &[u8]) -> Result<()> {
 }
 
 const RRSIG: u16 = 46;
+const DNSKEY: u16 = 48;
+
+/// Empties the answer to a DNSKEY query (every section, EDNS included): an unsigned zone's NODATA. Returns
+/// whether it did; other messages are left as they are.
+pub fn strip_dnskey(msg: &mut Vec<u8>) -> bool {
+    let u16_at = |m: &[u8], i: usize| Some(u16::from_be_bytes([*m.get(i)?, *m.get(i + 1)?]));
+    let Some(1) = u16_at(msg, 4) else { return false };
+    let Some((_, qtype_at)) = read_name(msg, 12) else { return false };
+    if u16_at(msg, qtype_at) != Some(DNSKEY) {
+        return false;
+    }
+    msg.truncate(qtype_at + 4);
+    msg[6..12].fill(0);
+    true
+}
 
 /// Flips the last byte (part of the signature) of every RRSIG in the answer section when the question is for
 /// `owner` (lowercase, no trailing dot). Returns how many were flipped; a message it cannot parse is left as is.
@@ -384,6 +446,20 @@ mod tests {
         m.extend_from_slice(&[0xC0, 12, 0, 46, 0, 1, 0, 0, 0, 60, 0, 21]);
         m.extend_from_slice(&[0, 16, 13, 2, 0, 0, 0, 60, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0xAA, 0xBB]);
         m
+    }
+
+    #[test]
+    fn strips_dnskey_answers_only() {
+        let mut m = response(b"\x01a\x07example\x00");
+        let qtype_at = 12 + 11;
+        m[qtype_at + 1] = 48;
+        assert!(strip_dnskey(&mut m));
+        assert_eq!(m.len(), qtype_at + 4);
+        assert_eq!(&m[4..12], &[0, 1, 0, 0, 0, 0, 0, 0]);
+        let mut txt = response(b"\x01a\x07example\x00");
+        let before = txt.clone();
+        assert!(!strip_dnskey(&mut txt));
+        assert_eq!(txt, before);
     }
 
     #[test]
