@@ -12,6 +12,10 @@ pub struct Args {
     /// ~/.local/share/tincan).
     #[arg(long, env = "TINCAN_CLI_DATA_DIR", global = true)]
     pub data_dir: Option<PathBuf>,
+    /// The key file that encrypts the data dir (Matrix keys and stores, the access token): made with a random
+    /// key on first run, mode 0600. Default: store.key in the data dir.
+    #[arg(long, env = "TINCAN_CLI_KEY_FILE", global = true)]
+    pub key_file: Option<PathBuf>,
     /// The homeserver extension's URL (sign-up, key publishing, contact import).
     #[arg(long = "ext", env = "TINCAN_CLI_EXT_URL", global = true)]
     pub ext: Option<url::Url>,
@@ -24,9 +28,15 @@ pub struct Args {
     /// A file with the apex's trust anchor (DS or DNSKEY record, or a `trust-anchors` clause).
     #[arg(long, env = "TINCAN_CLI_TRUST_ANCHOR", global = true)]
     pub trust_anchor: Option<PathBuf>,
-    /// Accept unsigned directory answers (development only).
+    /// Accept unsigned directory answers (development only; they never verify a contact).
     #[arg(long, global = true)]
     pub allow_insecure: bool,
+    /// The directory's API URL, whose transparency log (`/v1/log/…`) every answer is checked against.
+    #[arg(long, env = "TINCAN_CLI_LOG_URL", global = true, requires = "log_key")]
+    pub log_url: Option<url::Url>,
+    /// The transparency log's Ed25519 public key (unpadded base64), pinned like the trust anchor.
+    #[arg(long, env = "TINCAN_CLI_LOG_KEY", global = true, requires = "log_url")]
+    pub log_key: Option<String>,
     /// Machine-readable output (one JSON document per command; chat prints one JSON object a line).
     #[arg(long, global = true)]
     pub json: bool,

@@ -9,8 +9,8 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 use tincan_client_core::{
-    ClientConfig, Contact, DirectoryConfig, IncomingMessage, KeyStatus, Route, TincanClient, Validation,
-    contacts::parse_contacts,
+    ClientConfig, Contact, DirectoryConfig, IncomingMessage, KeyStatus, Route, StoreKey, TincanClient,
+    TransparencyLogConfig, Validation, contacts::parse_contacts,
 };
 use tokio::io::AsyncBufReadExt;
 
@@ -125,6 +125,9 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
 
 fn config(args: &Args) -> anyhow::Result<ClientConfig> {
     let mut c = ClientConfig::new(args.data_dir.clone().unwrap_or_else(default_data_dir));
+    if let Some(key_file) = &args.key_file {
+        c.store_key = StoreKey::File(key_file.clone());
+    }
     c.ext_url = args.ext.clone();
     if let Some(anchor) = &args.trust_anchor {
         let text = std::fs::read_to_string(anchor).with_context(|| format!("reading {}", anchor.display()))?;
@@ -133,6 +136,10 @@ fn config(args: &Args) -> anyhow::Result<ClientConfig> {
             apex: args.apex.clone(),
             trust_anchor: text,
             allow_insecure: args.allow_insecure,
+            log: match (&args.log_url, &args.log_key) {
+                (Some(url), Some(key)) => Some(TransparencyLogConfig { url: url.clone(), key: key.clone() }),
+                _ => None,
+            },
         });
     }
     Ok(c)
@@ -176,6 +183,10 @@ fn key_line(k: Option<&KeyStatus>) -> String {
         Some(KeyStatus::Mismatch(m)) => format!("NOT VERIFIED: {m}"),
         Some(KeyStatus::NoDirectoryKey) => "not verified: the directory publishes no key".into(),
         Some(KeyStatus::NoIdentity) => "not verified: the contact has no cross-signing key yet".into(),
+        Some(KeyStatus::InsecureAnswer) => "not verified: the directory's answer is not DNSSEC-validated".into(),
+        Some(KeyStatus::NoTransparencyLog) => {
+            "not verified: no transparency log configured (--log-url, --log-key)".into()
+        }
     }
 }
 

@@ -3,10 +3,12 @@
 use serde::Serialize;
 use std::process::ExitCode;
 use tincan_client_core::ClientError;
+use tincan_client_core::LogCheckError;
 
 /// Exit code: the number is not on the network (the route is printed).
 pub const EXIT_NOT_ON_NETWORK: u8 = 2;
-/// Exit code: the contact's key does not match the directory's; nothing sent.
+/// Exit code: the contact's key does not match the directory's, or the directory's answer is not backed by its
+/// transparency log (or the log forked); nothing sent.
 pub const EXIT_KEY_MISMATCH: u8 = 3;
 
 /// Prints `value` as JSON, or `human` otherwise.
@@ -31,14 +33,20 @@ pub fn error_code(e: &ClientError) -> &'static str {
         ClientError::UnsupportedLogin(_) => "unsupported_login",
         ClientError::Lookup(l) if l.is_validation_failure() => "dnssec_validation_failed",
         ClientError::Lookup(_) => "lookup_failed",
+        ClientError::Log(l) if l.is_unavailable() => "log_unavailable",
+        ClientError::Log(LogCheckError::Inconsistent { .. }) => "log_forked",
+        ClientError::Log(_) => "not_in_log",
         ClientError::DirectoryConfig(_) => "directory_config",
         ClientError::NotOnNetwork { .. } => "not_on_network",
         ClientError::KeyMismatch(_) => "key_mismatch",
+        ClientError::NotEncrypted { .. } => "not_encrypted",
         ClientError::InvalidUserId(_) => "invalid_user_id",
         ClientError::Matrix(_) | ClientError::MatrixHttp(_) | ClientError::Build(_) => "matrix",
         ClientError::CryptoStore(_) => "crypto_store",
         ClientError::State { .. } | ClientError::StateCorrupt { .. } => "state",
         ClientError::NoOwnIdentity => "no_identity",
+        ClientError::StoreKey(_) => "store_key",
+        ClientError::UnencryptedDataDir { .. } => "unencrypted_data_dir",
     }
 }
 
@@ -56,6 +64,10 @@ pub fn fail(json: bool, e: &anyhow::Error) -> ExitCode {
         Some(ClientError::Lookup(l)) if l.is_validation_failure() => {
             format!("DNSSEC validation failed, no route shown: {l}")
         }
+        Some(ClientError::Log(l)) if !l.is_unavailable() => format!(
+            "WARNING: the directory's answer is not backed by its transparency log: {l}. The contact is NOT \
+             verified and nothing was sent."
+        ),
         _ => format!("{e:#}"),
     };
     if json {
@@ -69,6 +81,7 @@ pub fn fail(json: bool, e: &anyhow::Error) -> ExitCode {
     ExitCode::from(match client {
         Some(ClientError::NotOnNetwork { .. }) => EXIT_NOT_ON_NETWORK,
         Some(ClientError::KeyMismatch(_)) => EXIT_KEY_MISMATCH,
+        Some(ClientError::Log(l)) if !l.is_unavailable() => EXIT_KEY_MISMATCH,
         _ => 1,
     })
 }

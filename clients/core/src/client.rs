@@ -10,24 +10,27 @@ mod messaging;
 pub use directory::{Contact, ImportedContact};
 pub use messaging::{IncomingMessage, Sent};
 
+use crate::at_rest::{self, DataKey};
 use crate::config::ClientConfig;
 use crate::error::{ClientError, Result};
 use crate::ext::{ExtClient, Login, RequestCodeResponse};
-use crate::state::{ClientState, PendingRegistration, SavedSession};
+use crate::state::{ClientState, MATRIX_DIR, PendingRegistration, SavedSession};
 use matrix_sdk::authentication::SessionTokens;
 use matrix_sdk::authentication::matrix::MatrixSession;
 use matrix_sdk::config::SyncSettings;
 use matrix_sdk::ruma::{OwnedDeviceId, OwnedUserId};
 use matrix_sdk::store::RoomLoadSettings;
-use matrix_sdk::{Client, SessionMeta};
+use matrix_sdk::{Client, SessionMeta, SqliteStoreConfig};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde::Serialize;
+use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tincan_common::{Clock, SystemClock};
 use tincan_enum_core::{E164, MasterKey};
 use tincan_enum_lookup::{Lookup, LookupConfig, TrustAnchor};
+use tincan_translog::TreeHeadVerifier;
 use tokio::sync::broadcast;
 
 /// The result of a successful `verify`.
@@ -50,6 +53,9 @@ pub struct TincanClient {
     config: ClientConfig,
     ext: Option<ExtClient>,
     lookup: Option<Lookup>,
+    log: Option<LogWitness>,
+    http: reqwest::Client,
+    key: DataKey,
     state: Arc<Mutex<ClientState>>,
     matrix: Option<Client>,
     clock: Arc<dyn Clock>,
@@ -72,23 +78,46 @@ impl TincanClient {
     }
 
     /// [`open`](Self::open) with a given clock (verification times).
+    ///
+    /// The data dir is made private (0700) and its key loaded (made on first run, see
+    /// [`at_rest`](crate::at_rest)); an earlier version's unencrypted data dir is
+    /// [`ClientError::UnencryptedDataDir`] and stays as it was.
     pub async fn open_with_clock(config: ClientConfig, clock: Arc<dyn Clock>) -> Result<TincanClient> {
-        std::fs::create_dir_all(&config.data_dir)
-            .map_err(|source| ClientError::State { path: config.data_dir.clone(), source })?;
-        let state = ClientState::load(&config.data_dir)?;
+        let mut state = ClientState::load(&config.data_dir)?;
+        at_rest::private_dir(&config.data_dir)?;
+        let key = at_rest::load_key(&config.store_key, !state.encrypted_at_rest)?;
+        if !state.encrypted_at_rest {
+            state.encrypted_at_rest = true;
+            state.save(&config.data_dir)?;
+        }
         let http = reqwest::Client::builder().timeout(Duration::from_secs(30)).build()?;
         let ext = config.ext_url.clone().map(|u| ExtClient::new(u, http.clone()));
         let lookup = match &config.directory {
             Some(d) => Some(build_lookup(d)?),
             None => None,
         };
+        let log = match config.directory.as_ref().and_then(|d| d.log.as_ref()) {
+            Some(l) => Some(LogWitness::new(l)?),
+            None => None,
+        };
         let (incoming, _) = broadcast::channel(256);
         let saved = state.session.clone();
-        let mut me =
-            TincanClient { config, ext, lookup, state: Arc::new(Mutex::new(state)), matrix: None, clock, incoming };
+        let mut me = TincanClient {
+            config,
+            ext,
+            lookup,
+            log,
+            http,
+            key,
+            state: Arc::new(Mutex::new(state)),
+            matrix: None,
+            clock,
+            incoming,
+        };
         if let Some(saved) = saved {
+            let token = me.key.open(&saved.access_token, &saved.user_id, &saved.device_id)?;
             let client = me.build_matrix(&saved.homeserver_url).await?;
-            client.matrix_auth().restore_session(saved.matrix, RoomLoadSettings::default()).await?;
+            restore(&client, parse_user(&saved.user_id)?, saved.device_id.into(), token).await?;
             me.install(client);
         }
         Ok(me)
@@ -185,11 +214,19 @@ impl TincanClient {
         Ok(self.setup_encryption().await?.0)
     }
 
-    /// Saves the session, installs the event handlers.
+    /// Saves the session (the access token sealed), installs the event handlers.
     fn adopt(&mut self, client: Client, homeserver_url: &str, number: Option<E164>) -> Result<()> {
         let matrix = client.matrix_auth().session().ok_or(ClientError::NotLoggedIn)?;
-        self.lock().session =
-            Some(SavedSession { homeserver_url: homeserver_url.to_owned(), number, matrix, key_published: false });
+        let (user_id, device_id) = (matrix.meta.user_id.to_string(), matrix.meta.device_id.to_string());
+        let access_token = self.key.seal(&matrix.tokens.access_token, &user_id, &device_id);
+        self.lock().session = Some(SavedSession {
+            homeserver_url: homeserver_url.to_owned(),
+            number,
+            user_id,
+            device_id,
+            access_token,
+            key_published: false,
+        });
         self.save()?;
         self.install(client);
         Ok(())
@@ -231,9 +268,10 @@ impl TincanClient {
 
     async fn build_matrix(&self, homeserver_url: &str) -> Result<Client> {
         let url = url::Url::parse(homeserver_url).map_err(|_| ClientError::InvalidUserId(homeserver_url.into()))?;
+        let store = SqliteStoreConfig::new(self.config.data_dir.join(MATRIX_DIR)).key(Some(self.key.bytes()));
         Ok(Client::builder()
             .homeserver_url(url)
-            .sqlite_store(self.config.data_dir.join("matrix"), None)
+            .sqlite_store_with_config_and_cache_path(store, None::<&Path>)
             .build()
             .await?)
     }
@@ -245,19 +283,16 @@ impl TincanClient {
         self.save()
     }
 
-    /// One sync round trip (at most `timeout` of long-polling), then accepts pending invites, so a one-shot
-    /// command sees a DM someone just opened with us.
+    /// One sync round trip (at most `timeout` of long-polling), then accepts pending invites to encrypted rooms,
+    /// so a one-shot command sees a DM someone just opened with us.
     pub async fn sync_once(&self, timeout: Duration) -> Result<()> {
         let client = self.client()?;
         let resp = client.sync_once(SyncSettings::default().timeout(timeout)).await?;
-        let invited = !resp.rooms.invited.is_empty() || !client.invited_rooms().is_empty();
-        for room in client.invited_rooms() {
-            // The invite handler may be joining it concurrently: either join is fine.
-            if let Err(e) = room.join().await {
-                tracing::debug!(room = %room.room_id(), error = %e, "joining an invite");
-            }
-        }
-        if invited {
+        let invited = client.invited_rooms();
+        let any = !resp.rooms.invited.is_empty() || !invited.is_empty();
+        // The invite handler may be joining them concurrently: either join is fine.
+        futures::future::join_all(invited.into_iter().map(messaging::accept_invite)).await;
+        if any {
             // The joined room's timeline, room keys and DM marking arrive with the next sync.
             client.sync_once(SyncSettings::default().timeout(Duration::ZERO)).await?;
         }
@@ -305,6 +340,20 @@ fn build_lookup(d: &crate::config::DirectoryConfig) -> Result<Lookup> {
     let mut cfg = LookupConfig::new(d.servers.clone(), apex, anchor);
     cfg.allow_insecure = d.allow_insecure;
     Lookup::new(cfg).map_err(|e| ClientError::DirectoryConfig(e.to_string()))
+}
+
+/// The directory's transparency log as the client checks answers against it.
+struct LogWitness {
+    url: String,
+    key: TreeHeadVerifier,
+}
+
+impl LogWitness {
+    fn new(c: &crate::config::TransparencyLogConfig) -> Result<LogWitness> {
+        let key = TreeHeadVerifier::from_base64(c.key.trim())
+            .map_err(|e| ClientError::DirectoryConfig(format!("transparency log key: {e}")))?;
+        Ok(LogWitness { url: c.url.as_str().to_owned(), key })
+    }
 }
 
 /// A client secret for the extension's session (`[0-9a-zA-Z]{32}`).

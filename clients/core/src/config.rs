@@ -1,5 +1,6 @@
 //! Where the client keeps its data and which services it talks to.
 
+use crate::at_rest::StoreKey;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use url::Url;
@@ -7,7 +8,7 @@ use url::Url;
 /// Configuration of a [`TincanClient`](crate::TincanClient).
 #[derive(Debug, Clone)]
 pub struct ClientConfig {
-    /// The data dir: matrix-sdk's SQLite store (`matrix/`) and our `state.json`.
+    /// The data dir: matrix-sdk's SQLite store (`matrix/`) and our `state.json`; made private (0700).
     pub data_dir: PathBuf,
     /// The homeserver extension (`tincan-ext`), for sign-up, key publishing and contact import.
     pub ext_url: Option<Url>,
@@ -15,12 +16,17 @@ pub struct ClientConfig {
     pub directory: Option<DirectoryConfig>,
     /// The display name of new devices.
     pub device_name: String,
+    /// The key that encrypts the data dir (matrix-sdk's stores and the access token). Default: the key file
+    /// `store.key` in the data dir, made on first run.
+    pub store_key: StoreKey,
 }
 
 impl ClientConfig {
-    /// A configuration with only a data dir (no extension, no directory).
+    /// A configuration with only a data dir (no extension, no directory), its key in `<data_dir>/store.key`.
     pub fn new(data_dir: impl Into<PathBuf>) -> Self {
-        Self { data_dir: data_dir.into(), ext_url: None, directory: None, device_name: "tincan".into() }
+        let data_dir = data_dir.into();
+        let store_key = StoreKey::File(data_dir.join(crate::at_rest::KEY_FILE));
+        Self { data_dir, ext_url: None, directory: None, device_name: "tincan".into(), store_key }
     }
 }
 
@@ -34,6 +40,21 @@ pub struct DirectoryConfig {
     /// The trust anchor of the apex, as text: a DS or DNSKEY record in presentation format, or a
     /// `trust-anchors` clause (what `tincan-directory keys ds` prints).
     pub trust_anchor: String,
-    /// Accept unsigned answers (development only; bogus answers are an error either way).
+    /// Accept unsigned answers (development only; bogus answers are an error either way). An unsigned answer
+    /// never makes a contact verified, whatever this says.
     pub allow_insecure: bool,
+    /// The directory's transparency log. Every answer [`check_contact`](crate::TincanClient::check_contact)
+    /// uses is checked against it; without it no contact counts as verified
+    /// ([`KeyStatus::NoTransparencyLog`](crate::KeyStatus::NoTransparencyLog)).
+    pub log: Option<TransparencyLogConfig>,
+}
+
+/// Where the directory's transparency log is and which key signs its tree heads.
+#[derive(Debug, Clone)]
+pub struct TransparencyLogConfig {
+    /// The directory's API base URL (it serves `/v1/log/…`).
+    pub url: Url,
+    /// The log's Ed25519 public key, unpadded base64: pinned out of band like the trust anchor (the `log_key`
+    /// of the directory's `GET /v1/log/sth`, checked with its operator).
+    pub key: String,
 }

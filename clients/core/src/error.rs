@@ -44,6 +44,12 @@ pub enum ClientError {
     /// The directory lookup failed; a DNSSEC validation failure is here too, never a route.
     #[error("directory lookup failed: {0}")]
     Lookup(#[from] tincan_enum_lookup::LookupError),
+    /// The directory's answer is not backed by its transparency log (not logged, contradicted by the log, or
+    /// the log forked), or the log could not be asked
+    /// ([`LogCheckError::is_unavailable`](tincan_enum_lookup::log::LogCheckError::is_unavailable)). Never a
+    /// verified contact.
+    #[error("transparency log: {0}")]
+    Log(#[from] tincan_enum_lookup::log::LogCheckError),
     /// The directory configuration is unusable (bad apex, unreadable anchor…).
     #[error("directory configuration: {0}")]
     DirectoryConfig(String),
@@ -58,6 +64,12 @@ pub enum ClientError {
     /// The contact's key does not match the directory's: not sent.
     #[error(transparent)]
     KeyMismatch(Box<KeyMismatch>),
+    /// The room a message would go to is not end-to-end encrypted: nothing was sent.
+    #[error("room {room_id} is not end-to-end encrypted: nothing sent")]
+    NotEncrypted {
+        /// The room.
+        room_id: String,
+    },
     /// A Matrix ID from the directory or the extension is malformed.
     #[error("invalid Matrix ID {0}")]
     InvalidUserId(String),
@@ -90,6 +102,20 @@ pub enum ClientError {
         /// The parse error.
         #[source]
         source: serde_json::Error,
+    },
+    /// The data dir's key is missing, unreadable, readable by others, or not the key the data dir was
+    /// encrypted with.
+    #[error("store key: {0}")]
+    StoreKey(String),
+    /// The data dir was written by an earlier version that did not encrypt keys at rest; it is left untouched.
+    #[error(
+        "the data dir {path} was written by an earlier version of tincan that kept keys and the access token \
+         unencrypted; it cannot be converted in place. Move it away (or delete it) and sign in again \
+         (`tincan register`); the old device stays listed on your homeserver until you remove it"
+    )]
+    UnencryptedDataDir {
+        /// The data dir.
+        path: std::path::PathBuf,
     },
     /// Our own cross-signing identity is missing after bootstrap.
     #[error("no cross-signing identity for this account")]

@@ -3,11 +3,14 @@
 //! - Sign up with a phone number through the homeserver extension ([`TincanClient::register`],
 //!   [`TincanClient::verify`]), then a normal homeserver login; cross-signing is bootstrapped on first sign-up
 //!   and the master key published through the extension; the session is saved in the data dir and restored
-//!   by [`TincanClient::open`].
+//!   by [`TincanClient::open`]. The data dir is private (0700) and encrypted at rest: matrix-sdk's stores and
+//!   the access token, with a key from a key file made on first run (see [`at_rest`]).
 //! - Resolve a number in the DNSSEC-validated directory ([`TincanClient::resolve`] → [`Route`]); a bogus
 //!   answer is an error, never a route.
-//! - Verify a contact's master key against the directory ([`TincanClient::check_contact`] → [`KeyStatus`]);
-//!   the verification is a local trust record (see [`trust`]).
+//! - Verify a contact's master key against the directory ([`TincanClient::check_contact`] → [`KeyStatus`]):
+//!   only a DNSSEC-validated answer that the directory's transparency log backs (inclusion proof under a pinned
+//!   key, tree head consistent with the last one seen) can verify; the verification is a local trust record
+//!   (see [`trust`]).
 //! - Send text into an encrypted DM ([`TincanClient::send_text`]), refused on a key mismatch unless forced,
 //!   [`ClientError::NotOnNetwork`] when the route is not Matrix; incoming messages as a stream
 //!   ([`TincanClient::messages`]).
@@ -17,6 +20,7 @@
 // matrix-sdk's sync futures are deep: proving them `Send` needs more than the default 128.
 #![recursion_limit = "256"]
 
+pub mod at_rest;
 mod client;
 pub mod config;
 pub mod contacts;
@@ -26,11 +30,15 @@ pub mod route;
 pub mod state;
 pub mod trust;
 
+pub use at_rest::StoreKey;
 pub use client::{Contact, ImportedContact, IncomingMessage, Sent, SignedIn, TincanClient};
-pub use config::{ClientConfig, DirectoryConfig};
+pub use config::{ClientConfig, DirectoryConfig, TransparencyLogConfig};
 pub use error::{ClientError, Result};
 pub use route::{Route, Validation};
-pub use trust::{KeyMismatch, KeyStatus, TrustRecord};
+pub use trust::{DirectoryKey, KeyMismatch, KeyStatus, TrustRecord};
+
+/// Re-exported: why an answer fails the transparency log check ([`ClientError::Log`]).
+pub use tincan_enum_lookup::log::LogCheckError;
 
 /// Re-exported so callers name the same types.
 pub use tincan_enum_core::{E164, MasterKey};

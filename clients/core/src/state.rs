@@ -1,11 +1,13 @@
 //! Our own small JSON state beside matrix-sdk's SQLite store: the Matrix session (matrix-sdk persists keys and
-//! rooms but not the access token), a registration in progress, and the contacts verified against the directory.
+//! rooms but not the access token; the token is sealed with the data dir's key, see
+//! [`at_rest`](crate::at_rest)), a registration in progress, the contacts verified against the directory and the
+//! last transparency log head seen.
 //!
 //! Written atomically (temporary file + rename), readable only by the owner on Unix.
 
+use crate::at_rest::SealedToken;
 use crate::error::{ClientError, Result};
 use crate::trust::TrustRecord;
-use matrix_sdk::authentication::matrix::MatrixSession;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -13,10 +15,16 @@ use tincan_enum_core::E164;
 
 /// The state file's name inside the data dir.
 pub const STATE_FILE: &str = "state.json";
+/// matrix-sdk's SQLite stores, inside the data dir.
+pub const MATRIX_DIR: &str = "matrix";
 
 /// Everything the client keeps besides matrix-sdk's store.
 #[derive(Debug, Default, Clone, Serialize, Deserialize)]
 pub struct ClientState {
+    /// Whether this data dir is encrypted at rest (written by this version); an earlier version's data dir
+    /// lacks it.
+    #[serde(default)]
+    pub encrypted_at_rest: bool,
     /// The logged-in session, if any.
     #[serde(default)]
     pub session: Option<SavedSession>,
@@ -26,6 +34,19 @@ pub struct ClientState {
     /// Contacts verified against the directory, by Matrix ID.
     #[serde(default)]
     pub contacts: BTreeMap<String, TrustRecord>,
+    /// The largest tree head of the directory's transparency log this client has accepted: every later one must
+    /// be consistent with it.
+    #[serde(default)]
+    pub log_head: Option<SeenTreeHead>,
+}
+
+/// A tree head of the transparency log, and the log key it was checked with.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SeenTreeHead {
+    /// The log's public key (unpadded base64) the head verified with; a head of another key is not compared.
+    pub log_key: String,
+    /// The head.
+    pub sth: tincan_translog::SignedTreeHead,
 }
 
 /// A Matrix session and where it lives.
@@ -35,8 +56,12 @@ pub struct SavedSession {
     pub homeserver_url: String,
     /// The number the account was signed up with, if it was.
     pub number: Option<E164>,
-    /// matrix-sdk's session (user, device, access token).
-    pub matrix: MatrixSession,
+    /// Our Matrix ID.
+    pub user_id: String,
+    /// Our device.
+    pub device_id: String,
+    /// The access token, sealed with the data dir's key for this user and device.
+    pub access_token: SealedToken,
     /// Whether our master key was published through the extension.
     #[serde(default)]
     pub key_published: bool,
@@ -56,14 +81,25 @@ pub struct PendingRegistration {
 }
 
 impl ClientState {
-    /// Loads the state from `dir`, or the default when there is none yet.
+    /// Loads the state from `dir`, or the default when there is none yet. A data dir an earlier version wrote
+    /// with a session (a clear access token, or an unencrypted Matrix store) is
+    /// [`ClientError::UnencryptedDataDir`], read but not changed.
     pub fn load(dir: &Path) -> Result<ClientState> {
         let path = dir.join(STATE_FILE);
-        match std::fs::read(&path) {
-            Ok(bytes) => serde_json::from_slice(&bytes).map_err(|source| ClientError::StateCorrupt { path, source }),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(ClientState::default()),
-            Err(source) => Err(ClientError::State { path, source }),
+        let raw: serde_json::Value = match std::fs::read(&path) {
+            Ok(bytes) => serde_json::from_slice(&bytes)
+                .map_err(|source| ClientError::StateCorrupt { path: path.clone(), source })?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => serde_json::Value::Null,
+            Err(source) => return Err(ClientError::State { path, source }),
+        };
+        let encrypted = raw["encrypted_at_rest"].as_bool() == Some(true);
+        if !encrypted && (!raw["session"].is_null() || dir.join(MATRIX_DIR).exists()) {
+            return Err(ClientError::UnencryptedDataDir { path: dir.to_owned() });
         }
+        if raw.is_null() {
+            return Ok(ClientState::default());
+        }
+        serde_json::from_value(raw).map_err(|source| ClientError::StateCorrupt { path, source })
     }
 
     /// Saves the state into `dir` atomically.
@@ -110,6 +146,25 @@ mod tests {
         s.save(dir.path()).unwrap();
         let back = ClientState::load(dir.path()).unwrap();
         assert_eq!(back.pending.unwrap().sid, "sid");
+    }
+
+    #[test]
+    fn an_earlier_versions_session_is_refused_and_left_as_it_was() {
+        let dir = tempfile::tempdir().unwrap();
+        let old = br#"{"session": {"homeserver_url": "http://hs", "number": null, "key_published": true,
+            "matrix": {"user_id": "@a:hs", "device_id": "D", "access_token": "syt_clear"}},
+            "contacts": {}}"#;
+        std::fs::write(dir.path().join(STATE_FILE), old).unwrap();
+        assert!(matches!(ClientState::load(dir.path()), Err(ClientError::UnencryptedDataDir { .. })));
+        assert_eq!(std::fs::read(dir.path().join(STATE_FILE)).unwrap(), old);
+        // A Matrix store without the marker is an earlier version's too, with or without a state file.
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join(MATRIX_DIR)).unwrap();
+        assert!(matches!(ClientState::load(dir.path()), Err(ClientError::UnencryptedDataDir { .. })));
+        // Without a session it is taken over.
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join(STATE_FILE), br#"{"contacts": {}}"#).unwrap();
+        assert!(!ClientState::load(dir.path()).unwrap().encrypted_at_rest);
     }
 
     #[test]

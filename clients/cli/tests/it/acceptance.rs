@@ -8,6 +8,7 @@
 use crate::chain::Chain;
 use crate::cli::{err, json, out};
 use serde_json::{Value, json};
+use std::net::SocketAddr;
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -20,24 +21,33 @@ const SIP_NUM: &str = "+442079460204";
 const TAMPERED_NUM: &str = "+442079460205";
 const NOBODY: &str = "+442079460299";
 
-/// `tincan --data-dir DATA --ext … --dns PROXY --trust-anchor FILE ARGS…`, no stdin.
-fn tincan(chain: &Chain, data: &Path, args: &[&str]) -> Output {
+/// `tincan --data-dir DATA --ext … --dns PROXY --trust-anchor FILE --log-url … --log-key … ARGS…`, no stdin.
+pub(crate) fn tincan(chain: &Chain, data: &Path, args: &[&str]) -> Output {
+    tincan_via(chain, chain.proxy.addr, data, args)
+}
+
+/// [`tincan`] with `dns` as the DNS server.
+pub(crate) fn tincan_via(chain: &Chain, dns: SocketAddr, data: &Path, args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_tincan"))
         .arg("--data-dir")
         .arg(data)
-        .args(["--ext", &chain.ext.url, "--dns", &chain.proxy.addr.to_string(), "--trust-anchor"])
+        .args(["--ext", &chain.ext.url, "--dns", &dns.to_string(), "--trust-anchor"])
         .arg(&chain.anchor_file)
+        .args(["--log-url", &chain.log.url, "--log-key", &chain.log_key])
         .args(args)
         .env_remove("TINCAN_CLI_EXT_URL")
         .env_remove("TINCAN_CLI_DNS")
         .env_remove("TINCAN_CLI_TRUST_ANCHOR")
+        .env_remove("TINCAN_CLI_LOG_URL")
+        .env_remove("TINCAN_CLI_LOG_KEY")
+        .env_remove("TINCAN_CLI_KEY_FILE")
         .stdin(Stdio::null())
         .output()
         .expect("tincan runs")
 }
 
 /// `register` then `verify` with the SMS code; the `verify` JSON.
-fn sign_up(chain: &Chain, data: &Path, number: &str) -> Value {
+pub(crate) fn sign_up(chain: &Chain, data: &Path, number: &str) -> Value {
     let o = tincan(chain, data, &["register", number]);
     assert!(o.status.success(), "{}", err(&o));
     assert!(out(&o).contains("tincan verify CODE"), "{}", out(&o));
@@ -48,7 +58,7 @@ fn sign_up(chain: &Chain, data: &Path, number: &str) -> Value {
 }
 
 /// `whois --json` until the key status is `verified` (the extension's writes reach DNS asynchronously).
-async fn whois_verified(chain: &Chain, data: &Path, number: &str) -> Value {
+pub(crate) async fn whois_verified(chain: &Chain, data: &Path, number: &str) -> Value {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let o = tincan(chain, data, &["--json", "whois", number]);
@@ -101,10 +111,11 @@ async fn two_numbers_through_the_cli_and_the_real_directory() -> anyhow::Result<
     assert!(out(&o).contains(&ub) && out(&o).contains("fully validated"), "{}", out(&o));
     assert!(out(&o).contains("verified through the directory"), "{}", out(&o));
 
-    // send by number; B reads it in `chat` (history, then stdin closes).
-    let o = tincan(&chain, da, &["send", B_NUM, "hi"]);
+    // send by number, to a verified contact; B reads it in `chat` (history, then stdin closes).
+    let o = tincan(&chain, da, &["--json", "send", B_NUM, "hi"]);
     assert!(o.status.success(), "{}", err(&o));
-    assert!(out(&o).contains("verified"), "{}", out(&o));
+    assert_eq!(json(&o)["key_status"], json!({"status": "verified", "key": kb.to_base64()}), "{}", out(&o));
+    assert_eq!(json(&o)["user_id"], ub.as_str());
     let o = tincan(&chain, db, &["--json", "chat", A_NUM]);
     assert!(o.status.success(), "{}", err(&o));
     let lines: Vec<Value> = out(&o).lines().map(|l| serde_json::from_str(l).unwrap()).collect();

@@ -67,3 +67,20 @@ fn contacts_import_needs_a_session_but_reads_the_file_first() {
     assert!(err(&o).contains("skipped (not an international number): nope"), "{}", err(&o));
     assert_eq!(json(&o)["error"]["code"], "no_extension");
 }
+
+#[test]
+fn an_earlier_versions_data_dir_is_refused_with_a_clear_error_and_left_as_it_was() {
+    let d = tempfile::tempdir().unwrap();
+    // What an earlier version wrote after signing in: the access token in clear, no key file.
+    let old = br#"{"session": {"homeserver_url": "http://127.0.0.1:9", "number": "+442079460001",
+        "matrix": {"user_id": "@a:hs.test", "device_id": "DEV", "access_token": "syt_clear"},
+        "key_published": true}, "pending": null, "contacts": {}}"#;
+    std::fs::write(d.path().join("state.json"), old).unwrap();
+    let o = tincan(d.path(), &["--json", "status"]);
+    assert_eq!(o.status.code(), Some(1), "{}", err(&o));
+    assert_eq!(json(&o)["error"]["code"], "unencrypted_data_dir");
+    let o = tincan(d.path(), &["status"]);
+    assert!(err(&o).contains("earlier version of tincan") && err(&o).contains("sign in again"), "{}", err(&o));
+    assert_eq!(std::fs::read(d.path().join("state.json")).unwrap(), old);
+    assert!(!d.path().join("store.key").exists());
+}

@@ -1,8 +1,12 @@
 //! Tests of the real `tincan` binary: its own contracts without services (`cli`), and the acceptance
-//! against the real chain of Synapse, the homeserver extension and the directory (`acceptance`).
+//! against the real chain of Synapse, the homeserver extension and the directory (`acceptance`), and the
+//! client's trust decisions against a lying log and a stripped DNSSEC chain (`trust`).
 
 mod acceptance;
 // The real chain is shared with the client core's tests.
 #[path = "../../../core/tests/it/chain.rs"]
 mod chain;
 mod cli;
+#[path = "../../../core/tests/it/log_proxy.rs"]
+mod log_proxy;
+mod trust;

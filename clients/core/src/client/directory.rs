@@ -5,13 +5,16 @@ use super::{TincanClient, master_key_of};
 use crate::contacts::lookup_hash;
 use crate::error::{ClientError, Result};
 use crate::route::Route;
-use crate::trust::{KeyStatus, assess};
+use crate::state::SeenTreeHead;
+use crate::trust::{DirectoryKey, KeyStatus, assess};
 use matrix_sdk::ruma::OwnedUserId;
 use matrix_sdk::ruma::api::client::account::request_openid_token;
 use serde::Serialize;
 use serde_json::json;
 use std::collections::HashMap;
 use tincan_enum_core::E164;
+use tincan_enum_lookup::Resolution;
+use tincan_enum_lookup::log::check_resolution;
 
 /// A number's contact as the client sees it: the directory's route and, on Matrix, the key status.
 #[derive(Debug, Clone, Serialize)]
@@ -48,16 +51,47 @@ impl TincanClient {
         Ok(Route::from_resolution(&res))
     }
 
-    /// Resolves `phone` and, when it is on Matrix and we are signed in, compares the contact's master key
-    /// (fresh `/keys/query`) with the directory's key; a match is recorded as verified in our state, a
-    /// mismatch or a change is reported in [`Contact::key_status`].
+    /// Resolves `number` and checks the answer against the transparency log, when one is configured: the
+    /// number's inclusion proof must verify under the pinned log key and say what DNS said, and its tree head
+    /// must be consistent with the last one this client accepted (which is then advanced). Whether the answer
+    /// was logged is returned beside it.
+    async fn resolve_logged(&self, number: &E164) -> Result<(Resolution, bool)> {
+        let lookup = self.lookup.as_ref().ok_or(ClientError::NoDirectory)?;
+        let resolution = lookup.resolve(number).await?;
+        let Some(log) = &self.log else { return Ok((resolution, false)) };
+        let key = log.key.to_base64();
+        let seen = self.lock().log_head.clone().filter(|h| h.log_key == key).map(|h| h.sth);
+        let next = check_resolution(&self.http, &log.url, &log.key, &resolution, seen.as_ref()).await;
+        let next =
+            next.inspect_err(|e| tracing::warn!(%number, error = %e, "the directory's answer fails the log check"))?;
+        if let Some(sth) = next {
+            let mut state = self.lock();
+            // Another check may have advanced it meanwhile: keep the larger head.
+            let keep =
+                state.log_head.as_ref().is_some_and(|h| h.log_key == key && h.sth.head.tree_size >= sth.head.tree_size);
+            if !keep {
+                state.log_head = Some(SeenTreeHead { log_key: key, sth });
+                drop(state);
+                self.save()?;
+            }
+        }
+        Ok((resolution, true))
+    }
+
+    /// Resolves `phone`, checks the answer against the transparency log (see
+    /// [`TransparencyLogConfig`](crate::config::TransparencyLogConfig); an answer the log does not back, or a
+    /// log that forked, is [`ClientError::Log`]) and, when it is on Matrix and we are signed in, compares the
+    /// contact's master key (fresh `/keys/query`) with the directory's key. A match on a DNSSEC-validated,
+    /// logged answer is recorded as verified in our state; anything else is reported in
+    /// [`Contact::key_status`].
     pub async fn check_contact(&self, phone: &str) -> Result<Contact> {
         let number = E164::parse(phone)?;
-        let route = self.resolve(number.as_str()).await?;
-        let Route::Matrix { user_id, key, .. } = &route else {
+        let (resolution, logged) = self.resolve_logged(&number).await?;
+        let route = Route::from_resolution(&resolution);
+        let Route::Matrix { user_id, key, validation } = &route else {
             return Ok(Contact { number, route, user_id: None, key_status: None });
         };
-        let (user_id, directory_key) = (user_id.clone(), *key);
+        let (user_id, directory_key) = (user_id.clone(), DirectoryKey { key: *key, validation: *validation, logged });
         let Some(client) = self.matrix.as_ref() else {
             return Ok(Contact { number, route, user_id: Some(user_id), key_status: None });
         };

@@ -1,5 +1,10 @@
 //! Encrypted DMs: find or create the DM with a user (`is_direct`, `m.room.encryption` in the initial state),
 //! send text, read history, and the stream of incoming messages fed by the sync loop.
+//!
+//! Nothing is ever sent in clear: a room counts as a DM only when its state holds `m.room.encryption`, invites
+//! are accepted only when their room says it is encrypted, and the send itself checks the room's encryption
+//! state again. An unencrypted room someone invites us to (even one marked `is_direct`) is left alone and a
+//! new encrypted DM is made instead.
 
 use super::TincanClient;
 use crate::error::{ClientError, Result};
@@ -52,18 +57,15 @@ pub struct Sent {
 }
 
 impl TincanClient {
-    /// Event handlers: accept invites to us, forward text messages to [`messages`](Self::messages).
+    /// Event handlers: accept invites to us into encrypted rooms, forward text messages to
+    /// [`messages`](Self::messages).
     pub(super) fn install(&mut self, client: Client) {
         client.add_event_handler(|ev: StrippedRoomMemberEvent, room: Room, client: Client| async move {
             if ev.content.membership != MembershipState::Invite || Some(&*ev.state_key) != client.user_id() {
                 return;
             }
             // Joining from inside the sync handler would wait on the sync itself.
-            tokio::spawn(async move {
-                if let Err(e) = room.join().await {
-                    tracing::warn!(room = %room.room_id(), error = %e, "could not accept an invite");
-                }
-            });
+            tokio::spawn(accept_invite(room));
         });
         let tx = self.incoming.clone();
         let state = self.state.clone();
@@ -105,15 +107,22 @@ impl TincanClient {
         }
     }
 
-    /// Our joined DM with `user`: a room marked direct with them, else a joined room of at most two members
-    /// where they are one (the DM marking is account data that can lag behind the join).
+    /// Our joined, encrypted DM with `user`: a room marked direct with them, else a joined room of at most two
+    /// members where they are one (the DM marking is account data that can lag behind the join). A room
+    /// without `m.room.encryption` is never one, whatever else it says.
     async fn find_dm(&self, user: &UserId) -> Result<Option<Room>> {
         let client = self.client()?;
-        if let Some(room) = client.get_dm_rooms(user).next() {
-            return Ok(Some(room));
+        let marked: Vec<Room> = client.get_dm_rooms(user).collect();
+        for room in marked {
+            if room.state() == matrix_sdk::RoomState::Joined && is_encrypted(&room).await? {
+                return Ok(Some(room));
+            }
         }
         for room in client.joined_rooms() {
-            if room.active_members_count() <= 2 && room.get_member_no_sync(user).await?.is_some() {
+            if room.active_members_count() <= 2
+                && room.get_member_no_sync(user).await?.is_some()
+                && is_encrypted(&room).await?
+            {
                 return Ok(Some(room));
             }
         }
@@ -121,10 +130,15 @@ impl TincanClient {
     }
 
     /// Sends `text` to a Matrix user in our encrypted DM with them (no directory check: see
-    /// [`send_text`](Self::send_text) for sending to a number).
+    /// [`send_text`](Self::send_text) for sending to a number). Refused with [`ClientError::NotEncrypted`] if
+    /// the room turns out not to be encrypted.
     pub async fn send_text_to_user(&self, user_id: &str, text: &str) -> Result<Sent> {
         let user: OwnedUserId = user_id.try_into().map_err(|_| ClientError::InvalidUserId(user_id.into()))?;
         let room = self.dm_room(&user).await?;
+        // The last line of defence: matrix-sdk sends in clear in a room without m.room.encryption.
+        if !is_encrypted(&room).await? {
+            return Err(ClientError::NotEncrypted { room_id: room.room_id().to_string() });
+        }
         let resp = room.send(RoomMessageEventContent::text_plain(text)).await?;
         Ok(Sent {
             room_id: room.room_id().to_string(),
@@ -163,6 +177,29 @@ impl TincanClient {
             page.chunk.iter().filter_map(|e| from_timeline(e, room.room_id().as_str(), &self.state)).collect();
         out.reverse();
         Ok(out)
+    }
+}
+
+/// Whether the room's state holds `m.room.encryption`, asking the server when the local state does not say.
+async fn is_encrypted(room: &Room) -> Result<bool> {
+    let state = room.encryption_state();
+    if !state.is_unknown() {
+        return Ok(state.is_encrypted());
+    }
+    Ok(room.latest_encryption_state().await?.is_encrypted())
+}
+
+/// Joins `room` (an invite to us) when its invite state holds `m.room.encryption`; an unencrypted room is never
+/// joined automatically, since whoever set it up would read what we send there. (Invite state can claim more
+/// than the room has: [`find_dm`](TincanClient::find_dm) and the send check the joined room's own state.)
+pub(super) async fn accept_invite(room: Room) {
+    // An invited room's encryption state stays "unknown" until joined; the invite state's event is kept apart.
+    if room.encryption_settings().is_none() && !room.encryption_state().is_encrypted() {
+        tracing::info!(room = %room.room_id(), "not joining an invite to a room without encryption");
+        return;
+    }
+    if let Err(e) = room.join().await {
+        tracing::debug!(room = %room.room_id(), error = %e, "could not accept an invite");
     }
 }
 

@@ -1,8 +1,9 @@
 //! The real chain the client's acceptance tests run against: Synapse (JWT login, OpenID listener) +
 //! `tincan-ext` (sign-up by SMS code through its dev sink, publishing number and master key to the directory,
 //! Identity Service v2) + `tincan-directory` (DNSSEC-signed ENUM answers, registrar API), which the client reaches
-//! through [`TamperProxy`], a DNS man-in-the-middle that corrupts the signatures of one number's answers.
-//! Shared with the CLI's tests (`#[path]`).
+//! through [`TamperProxy`], a DNS man-in-the-middle that corrupts the signatures of one number's answers, and
+//! whose transparency log it reaches through [`LogProxy`] (honest until a test tells it to lie).
+//! Shared with the CLI's tests (`#[path]`, with `log_proxy.rs`).
 //!
 //! `tincan-ext` and `tincan-directory` are other crates' binaries: found through `TINCAN_TEST_EXT_BIN` and
 //! `TINCAN_TEST_DIRECTORY_BIN` (exported by `dev/test`), else next to the test executable once the workspace is
@@ -10,12 +11,13 @@
 
 #![allow(dead_code)]
 
+use crate::log_proxy::LogProxy;
 use anyhow::{Context, bail};
 use serde_json::json;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
-use tincan_client_core::{ClientConfig, DirectoryConfig, Route, SignedIn, TincanClient};
+use tincan_client_core::{ClientConfig, DirectoryConfig, Route, SignedIn, TincanClient, TransparencyLogConfig};
 use tincan_testkit::directory::{self, APEX, Directory, Registrar, TamperProxy};
 use tincan_testkit::{ChildGuard, Synapse, in_ci};
 
@@ -98,6 +100,10 @@ pub struct Chain {
     pub anchor: String,
     /// The anchor as a file, for `tincan --trust-anchor`.
     pub anchor_file: PathBuf,
+    /// What clients use as the transparency log's URL.
+    pub log: LogProxy,
+    /// The log's public key (pinned by clients).
+    pub log_key: String,
 }
 
 impl Chain {
@@ -121,10 +127,12 @@ impl Chain {
         std::fs::write(&anchor_file, &anchor)?;
         let ext = Ext::start(&ext_bin, &hs, &registrar).await?;
         let proxy = TamperProxy::start(directory.dns, &owner(tampered)).await?;
-        Ok(Some(Chain { hs, directory, registrar, ext, proxy, anchor, anchor_file }))
+        let log = LogProxy::start(&directory.api).await?;
+        let log_key = directory.log_key().await?;
+        Ok(Some(Chain { hs, directory, registrar, ext, proxy, anchor, anchor_file, log, log_key }))
     }
 
-    /// A client config for `data`: the extension, and the directory through the proxy.
+    /// A client config for `data`: the extension, and the directory and its log through the proxies.
     pub fn config(&self, data: &Path) -> ClientConfig {
         let mut c = ClientConfig::new(data);
         c.ext_url = Some(self.ext.url.parse().expect("ext URL"));
@@ -133,6 +141,7 @@ impl Chain {
             apex: APEX.into(),
             trust_anchor: self.anchor.clone(),
             allow_insecure: false,
+            log: Some(TransparencyLogConfig { url: self.log.url.parse().expect("log URL"), key: self.log_key.clone() }),
         });
         c
     }

@@ -21,9 +21,12 @@ impl User {
         Ok(User { client, account, dir })
     }
 
-    /// Opens the data dir again in a new client (a restart).
-    pub async fn reopen(&self) -> anyhow::Result<TincanClient> {
-        Ok(TincanClient::open(ClientConfig::new(self.dir.path())).await?)
+    /// Stops the client and opens its data dir again in a new one (a restart).
+    pub async fn restart(self) -> anyhow::Result<User> {
+        let User { client, account, dir } = self;
+        drop(client);
+        let client = TincanClient::open(ClientConfig::new(dir.path())).await?;
+        Ok(User { client, account, dir })
     }
 }
 

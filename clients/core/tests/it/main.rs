@@ -1,8 +1,10 @@
 //! Integration tests of the client core: against a real Synapse alone (`dm`), and against the real chain of
 //! Synapse, the homeserver extension and the directory (`network`, `bench`).
 
+mod at_rest;
 mod bench;
 mod chain;
 mod dm;
 mod harness;
+mod log_proxy;
 mod network;
