@@ -3,6 +3,7 @@
 //! over HTTP (the charging API, a `kill -9` in the middle of settlements).
 
 mod api;
+mod api_props;
 mod concurrency;
 mod crash;
 mod credit;
