@@ -39,11 +39,14 @@ ensure_apt() {
 ensure_venv() {
   local py="$TINCAN_TEST_VENV/bin/python"
   if [ -x "$py" ] && "$py" -c 'import synapse, smpp34' 2>/dev/null; then
+    # Added later: the OpenAPI validator the gateway's tests run on its document.
+    "$py" -c 'import openapi_spec_validator' 2>/dev/null \
+      || "$TINCAN_TEST_VENV/bin/pip" install -q --disable-pip-version-check openapi-spec-validator
     return 0
   fi
   log "creating the Python venv at $TINCAN_TEST_VENV (matrix-synapse[jwt], smpp34)"
   python3 -m venv "$TINCAN_TEST_VENV"
-  "$TINCAN_TEST_VENV/bin/pip" install -q --disable-pip-version-check 'matrix-synapse[jwt]' smpp34
+  "$TINCAN_TEST_VENV/bin/pip" install -q --disable-pip-version-check 'matrix-synapse[jwt]' smpp34 openapi-spec-validator
 }
 
 pg_reachable() {

@@ -12,16 +12,16 @@ use axum::routing::{get, post, put};
 
 use crate::ledger::Ledger;
 
-mod accounts;
+pub(crate) mod accounts;
 mod auth;
 mod body;
-mod credit;
+pub(crate) mod credit;
 mod error;
-mod holds;
-mod me;
+pub(crate) mod holds;
+pub(crate) mod me;
 mod query;
 mod rate_limit;
-mod rates;
+pub(crate) mod rates;
 
 pub use accounts::{AccountView, Adjust, Adjusted, CreateAccount, SetPlan};
 pub use auth::Caller;
@@ -53,6 +53,7 @@ pub struct ApiState {
 pub fn router(state: ApiState) -> Router {
     Router::new()
         .route("/healthz", get(healthz))
+        .route("/v1/openapi.json", get(openapi))
         .route("/metrics", get(metrics))
         .route("/v1/quote", post(holds::quote))
         .route("/v1/holds", post(holds::reserve))
@@ -81,6 +82,11 @@ pub fn router(state: ApiState) -> Router {
         .fallback(error::not_found)
         .method_not_allowed_fallback(error::method_not_allowed)
         .with_state(state)
+}
+
+/// `GET /v1/openapi.json`: the API's OpenAPI document, generated from the code.
+async fn openapi() -> impl IntoResponse {
+    ([(header::CONTENT_TYPE, "application/json")], crate::openapi::document())
 }
 
 /// `GET /healthz`: 200 when the database answers.

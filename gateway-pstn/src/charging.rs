@@ -40,7 +40,7 @@ impl fmt::Display for AccountId {
 
 /// Which account a request is about: a Matrix user's (the phone identity the sign-up extension created) or
 /// an account by id (business accounts operators created).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(untagged)]
 pub enum AccountRef {
     /// `{"user_id": "@alice:hs.example"}`.
@@ -56,7 +56,7 @@ pub enum AccountRef {
 }
 
 /// What is being charged for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum ServiceKind {
     /// A call to the phone network, rated per minute with billing increments.
@@ -159,7 +159,7 @@ impl<'de> Deserialize<'de> for HoldId {
 }
 
 /// Where a hold is in its life.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum HoldState {
     /// Holding money.
@@ -196,7 +196,7 @@ impl HoldState {
 }
 
 /// `POST /v1/quote`: the price of a destination and what the account can afford.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct QuoteRequest {
     /// Whose balance and price plan.
@@ -204,6 +204,7 @@ pub struct QuoteRequest {
     /// Voice or SMS.
     pub service: ServiceKind,
     /// The number called or texted.
+    #[schema(value_type = String, example = "+4930123456")]
     pub destination: E164,
     /// Voice: price this many seconds as well.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -214,7 +215,7 @@ pub struct QuoteRequest {
 }
 
 /// A price and what the account's available balance affords at it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Quote {
     /// The account's currency.
     pub currency: Currency,
@@ -246,7 +247,7 @@ pub struct Quote {
 }
 
 /// `POST /v1/holds`: reserve an amount on an account.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ReserveRequest {
     /// Makes the request safe to repeat.
@@ -256,6 +257,7 @@ pub struct ReserveRequest {
     /// Voice or SMS.
     pub service: ServiceKind,
     /// The number called or texted.
+    #[schema(value_type = String, example = "+4930123456")]
     pub destination: E164,
     /// The amount to hold, in the account's currency; or leave it out and give `seconds`/`segments` to hold
     /// their price at the account's rate.
@@ -273,13 +275,14 @@ pub struct ReserveRequest {
 }
 
 /// `POST /v1/holds/{id}/extend`: hold more, for longer.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ExtendRequest {
     /// Makes the request safe to repeat.
     pub idempotency_key: IdempotencyKey,
     /// The hold.
     #[serde(skip_serializing, default = "placeholder_hold")]
+    #[schema(ignore)]
     pub hold: HoldId,
     /// Hold this much more (may be zero: only move the expiry).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -293,13 +296,14 @@ pub struct ExtendRequest {
 }
 
 /// `POST /v1/holds/{id}/settle`: charge what was used; the rest of the hold goes back.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SettleRequest {
     /// Makes the request safe to repeat.
     pub idempotency_key: IdempotencyKey,
     /// The hold.
     #[serde(skip_serializing, default = "placeholder_hold")]
+    #[schema(ignore)]
     pub hold: HoldId,
     /// The amount to charge (≤ held); or leave it out and give the usage to charge its price.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -316,13 +320,14 @@ pub struct SettleRequest {
 }
 
 /// `POST /v1/holds/{id}/release`: give the whole hold back.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ReleaseRequest {
     /// Makes the request safe to repeat.
     pub idempotency_key: IdempotencyKey,
     /// The hold.
     #[serde(skip_serializing, default = "placeholder_hold")]
+    #[schema(ignore)]
     pub hold: HoldId,
 }
 
@@ -332,7 +337,7 @@ fn placeholder_hold() -> HoldId {
 }
 
 /// A reservation.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Hold {
     /// Its id.
     pub id: HoldId,
@@ -347,6 +352,7 @@ pub struct Hold {
     /// Voice or SMS.
     pub service: ServiceKind,
     /// The number called or texted.
+    #[schema(value_type = String, example = "+4930123456")]
     pub destination: E164,
     /// When it was made (Unix milliseconds).
     pub created_at_ms: i64,
@@ -358,7 +364,7 @@ pub struct Hold {
 }
 
 /// The answer to a settlement.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Settlement {
     /// The hold, now settled.
     pub hold: Hold,

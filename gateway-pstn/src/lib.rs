@@ -15,6 +15,7 @@ pub mod fraud;
 pub mod ledger;
 pub mod metrics;
 pub mod money;
+pub mod openapi;
 pub mod payments;
 pub mod rating;
 pub mod routing;

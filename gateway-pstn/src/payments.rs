@@ -120,7 +120,7 @@ pub struct Event {
 }
 
 /// What a webhook did.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Handled {
     /// The event id.
     pub id: String,

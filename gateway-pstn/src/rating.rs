@@ -17,7 +17,7 @@ pub const MAX_FREE_SECONDS: u32 = 4 * 3600;
 pub const MAX_FREE_SEGMENTS: u32 = 1000;
 
 /// Billing increments in seconds: the first block, then each later block (`60/60`, `30/6`, `1/1`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Increments {
     /// The first billed block (a call shorter than this is billed this long).
     pub first: u32,
@@ -70,7 +70,7 @@ impl FromStr for Increments {
 }
 
 /// The price of one destination prefix.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Rate {
     /// The prefix, digits only (`49151`, country code first).
     pub prefix: String,

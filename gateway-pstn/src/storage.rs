@@ -147,7 +147,7 @@ pub trait Repository: Send {
 }
 
 /// What an account is for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum AccountKind {
     /// A user's: their Matrix identity and number. Prepaid, never below zero but through a debt entry.
@@ -281,7 +281,7 @@ pub trait AccountRepository: Send {
 }
 
 /// What a journal entry records.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum EntryKind {
     /// A settled hold: the customer pays revenue.
@@ -345,7 +345,7 @@ pub struct NewEntry<'a> {
 }
 
 /// One leg of an account's history, with its entry.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
 pub struct HistoryItem {
     /// The leg's id (the history's paging cursor).
     pub id: i64,
@@ -626,7 +626,7 @@ pub trait RateRepository: Send {
 }
 
 /// What a carrier carries.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum CarrierKind {
     /// A SIP trunk (calls).
@@ -662,7 +662,7 @@ impl CarrierKind {
 }
 
 /// A carrier: a SIP trunk or an SMSC the provider buys termination from.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
 pub struct Carrier {
     /// Its id.
     pub id: i64,
@@ -679,7 +679,7 @@ pub struct Carrier {
 }
 
 /// A carrier that can carry a destination, with what it costs the provider there.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
 pub struct CarrierRoute {
     /// The carrier.
     pub carrier: Carrier,
@@ -705,7 +705,7 @@ pub trait CarrierRepository: Send {
 }
 
 /// An account's own fraud limits (unset: the configured defaults apply).
-#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct Limits {
     /// The most holds open at once.
@@ -730,7 +730,7 @@ pub trait LimitRepository: Send {
 }
 
 /// A batch of vouchers.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
 pub struct VoucherBatch {
     /// Its id.
     pub id: i64,

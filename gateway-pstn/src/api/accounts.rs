@@ -16,7 +16,7 @@ use crate::money::{Amount, Currency};
 use crate::storage::{Account, AccountKind, EntryKind, Limits};
 
 /// An account as the API shows it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct AccountView {
     /// Its id.
     pub id: AccountId,
@@ -63,7 +63,7 @@ impl From<Account> for AccountView {
 }
 
 /// `POST /v1/accounts` body.
-#[derive(Debug, Clone, Deserialize, Serialize)]
+#[derive(Debug, Clone, Deserialize, Serialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateAccount {
     /// A business's name; or
@@ -76,7 +76,8 @@ pub struct CreateAccount {
     pub currency: Currency,
 }
 
-pub(super) async fn create(
+#[utoipa::path(post, path = "/v1/accounts", tag = "operators", request_body = CreateAccount, responses((status = 200, body = AccountView), (status = 400, description = "Bad input", body = crate::api::ErrorBody), (status = 401, description = "No valid token", body = crate::api::ErrorBody)), security(("bearer" = [])))]
+pub(crate) async fn create(
     State(ledger): State<Arc<Ledger>>,
     _op: Operator,
     JsonBody(req): JsonBody<CreateAccount>,
@@ -89,7 +90,8 @@ pub(super) async fn create(
     Ok(Json(a.into()))
 }
 
-pub(super) async fn get(
+#[utoipa::path(get, path = "/v1/accounts/{id}", operation_id = "get_account", tag = "operators", params(("id" = i64, Path)), responses((status = 200, body = AccountView), (status = 404, body = crate::api::ErrorBody), (status = 400, description = "Bad input", body = crate::api::ErrorBody), (status = 401, description = "No valid token", body = crate::api::ErrorBody)), security(("bearer" = [])))]
+pub(crate) async fn get(
     State(ledger): State<Arc<Ledger>>,
     _op: Operator,
     Path(id): Path<String>,
@@ -99,7 +101,7 @@ pub(super) async fn get(
 }
 
 /// `POST /v1/accounts/{id}/adjustments` body.
-#[derive(Debug, Clone, Deserialize, Serialize)]
+#[derive(Debug, Clone, Deserialize, Serialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Adjust {
     /// Makes the request safe to repeat.
@@ -111,13 +113,14 @@ pub struct Adjust {
 }
 
 /// The adjustment's result.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Adjusted {
     /// The account after it.
     pub account: AccountView,
 }
 
-pub(super) async fn adjust(
+#[utoipa::path(post, path = "/v1/accounts/{id}/adjustments", tag = "operators", params(("id" = i64, Path)), request_body = Adjust, responses((status = 200, body = Adjusted), (status = 400, description = "Bad input", body = crate::api::ErrorBody), (status = 401, description = "No valid token", body = crate::api::ErrorBody)), security(("bearer" = [])))]
+pub(crate) async fn adjust(
     State(ledger): State<Arc<Ledger>>,
     op: Operator,
     Path(id): Path<String>,
@@ -142,7 +145,8 @@ pub(super) async fn adjust(
 }
 
 /// `PUT /v1/accounts/{id}/limits`: the account's own fraud limits (unset numbers: the configured defaults).
-pub(super) async fn set_limits(
+#[utoipa::path(put, path = "/v1/accounts/{id}/limits", tag = "operators", params(("id" = i64, Path)), request_body = crate::storage::Limits, responses((status = 200, body = crate::storage::Limits), (status = 400, description = "Bad input", body = crate::api::ErrorBody), (status = 401, description = "No valid token", body = crate::api::ErrorBody)), security(("bearer" = [])))]
+pub(crate) async fn set_limits(
     State(ledger): State<Arc<Ledger>>,
     _op: Operator,
     Path(id): Path<String>,
@@ -154,7 +158,7 @@ pub(super) async fn set_limits(
 }
 
 /// `PUT /v1/accounts/{id}/plan` body.
-#[derive(Debug, Clone, Deserialize, Serialize)]
+#[derive(Debug, Clone, Deserialize, Serialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SetPlan {
     /// The price plan's name.
@@ -162,7 +166,8 @@ pub struct SetPlan {
 }
 
 /// `PUT /v1/accounts/{id}/plan`: moves the account to a price plan.
-pub(super) async fn set_plan(
+#[utoipa::path(put, path = "/v1/accounts/{id}/plan", tag = "operators", params(("id" = i64, Path)), request_body = SetPlan, responses((status = 200, body = AccountView), (status = 400, description = "Bad input", body = crate::api::ErrorBody), (status = 401, description = "No valid token", body = crate::api::ErrorBody)), security(("bearer" = [])))]
+pub(crate) async fn set_plan(
     State(ledger): State<Arc<Ledger>>,
     _op: Operator,
     Path(id): Path<String>,

@@ -25,7 +25,7 @@ use crate::vouchers::{self, VoucherError};
 pub struct VoucherLimiter(pub RateLimiter);
 
 /// `POST /v1/me/vouchers` body.
-#[derive(Debug, Clone, Deserialize, Serialize)]
+#[derive(Debug, Clone, Deserialize, Serialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Redeem {
     /// The code as printed (`XXXX-XXXX-XXXX-XXXX`; case, spaces and dashes do not matter).
@@ -33,7 +33,7 @@ pub struct Redeem {
 }
 
 /// `POST /v1/me/vouchers` answer.
-#[derive(Debug, Clone, Deserialize, Serialize)]
+#[derive(Debug, Clone, Deserialize, Serialize, utoipa::ToSchema)]
 pub struct Redeemed {
     /// What was credited.
     pub credited: Amount,
@@ -58,7 +58,8 @@ impl From<VoucherError> for ApiError {
     }
 }
 
-pub(super) async fn redeem(
+#[utoipa::path(post, path = "/v1/me/vouchers", tag = "users", request_body = Redeem, responses((status = 200, body = Redeemed), (status = 404, body = crate::api::ErrorBody), (status = 409, body = crate::api::ErrorBody), (status = 429, body = crate::api::ErrorBody), (status = 400, description = "Bad input", body = crate::api::ErrorBody), (status = 401, description = "No valid token", body = crate::api::ErrorBody)), security(("bearer" = [])))]
+pub(crate) async fn redeem(
     State(ledger): State<Arc<Ledger>>,
     State(limiter): State<Arc<VoucherLimiter>>,
     caller: Caller,
@@ -78,7 +79,7 @@ pub(super) async fn redeem(
 }
 
 /// `POST /v1/vouchers` body.
-#[derive(Debug, Clone, Deserialize, Serialize)]
+#[derive(Debug, Clone, Deserialize, Serialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateBatch {
     /// A name for the batch.
@@ -95,7 +96,7 @@ pub struct CreateBatch {
 }
 
 /// `POST /v1/vouchers` answer: the codes, shown only now.
-#[derive(Debug, Clone, Deserialize, Serialize)]
+#[derive(Debug, Clone, Deserialize, Serialize, utoipa::ToSchema)]
 pub struct Batch {
     /// The batch.
     pub batch: crate::storage::VoucherBatch,
@@ -103,7 +104,8 @@ pub struct Batch {
     pub codes: Vec<String>,
 }
 
-pub(super) async fn create_batch(
+#[utoipa::path(post, path = "/v1/vouchers", tag = "operators", request_body = CreateBatch, responses((status = 200, body = Batch), (status = 400, description = "Bad input", body = crate::api::ErrorBody), (status = 401, description = "No valid token", body = crate::api::ErrorBody)), security(("bearer" = [])))]
+pub(crate) async fn create_batch(
     State(ledger): State<Arc<Ledger>>,
     _op: Operator,
     JsonBody(req): JsonBody<CreateBatch>,
@@ -160,7 +162,8 @@ where
     Ok(Json(payments::apply(&ledger, provider, &event).await?))
 }
 
-pub(super) async fn stripe<S>(
+#[utoipa::path(post, path = "/v1/payments/stripe", tag = "payments", request_body(content = String, content_type = "application/json"), params(("Stripe-Signature" = String, Header)), responses((status = 200, body = crate::payments::Handled), (status = 400, body = crate::api::ErrorBody), (status = 404, description = "Not configured", body = crate::api::ErrorBody)))]
+pub(crate) async fn stripe<S>(
     State(state): State<S>,
     headers: HeaderMap,
     body: Bytes,
@@ -173,7 +176,8 @@ where
     webhook(&state, "stripe-signature", &headers, &body, "stripe").await
 }
 
-pub(super) async fn generic<S>(
+#[utoipa::path(post, path = "/v1/payments/generic", tag = "payments", request_body(content = String, content_type = "application/json"), params(("X-Tincan-Signature" = String, Header)), responses((status = 200, body = crate::payments::Handled), (status = 400, body = crate::api::ErrorBody), (status = 404, description = "Not configured", body = crate::api::ErrorBody)))]
+pub(crate) async fn generic<S>(
     State(state): State<S>,
     headers: HeaderMap,
     body: Bytes,

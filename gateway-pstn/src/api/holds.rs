@@ -25,7 +25,8 @@ fn truncate(s: &str) -> String {
 }
 
 /// `POST /v1/holds`.
-pub(super) async fn reserve(
+#[utoipa::path(post, path = "/v1/holds", tag = "charging", request_body = crate::charging::ReserveRequest, responses((status = 200, body = crate::charging::Hold), (status = 402, description = "Insufficient funds", body = crate::api::ErrorBody), (status = 403, description = "Destination blocked", body = crate::api::ErrorBody), (status = 429, description = "A limit", body = crate::api::ErrorBody), (status = 400, description = "Bad input", body = crate::api::ErrorBody), (status = 401, description = "No valid token", body = crate::api::ErrorBody)), security(("bearer" = [])))]
+pub(crate) async fn reserve(
     State(ledger): State<Arc<Ledger>>,
     Service(caller): Service,
     JsonBody(req): JsonBody<ReserveRequest>,
@@ -34,7 +35,8 @@ pub(super) async fn reserve(
 }
 
 /// `POST /v1/holds/{id}/extend`.
-pub(super) async fn extend(
+#[utoipa::path(post, path = "/v1/holds/{id}/extend", tag = "charging", params(("id" = String, Path, description = "The hold id")), request_body = crate::charging::ExtendRequest, responses((status = 200, body = crate::charging::Hold), (status = 402, body = crate::api::ErrorBody), (status = 409, body = crate::api::ErrorBody), (status = 400, description = "Bad input", body = crate::api::ErrorBody), (status = 401, description = "No valid token", body = crate::api::ErrorBody)), security(("bearer" = [])))]
+pub(crate) async fn extend(
     State(ledger): State<Arc<Ledger>>,
     Service(caller): Service,
     Path(id): Path<String>,
@@ -45,7 +47,8 @@ pub(super) async fn extend(
 }
 
 /// `POST /v1/holds/{id}/settle`.
-pub(super) async fn settle(
+#[utoipa::path(post, path = "/v1/holds/{id}/settle", tag = "charging", params(("id" = String, Path, description = "The hold id")), request_body = crate::charging::SettleRequest, responses((status = 200, body = crate::charging::Settlement), (status = 409, body = crate::api::ErrorBody), (status = 400, description = "Bad input", body = crate::api::ErrorBody), (status = 401, description = "No valid token", body = crate::api::ErrorBody)), security(("bearer" = [])))]
+pub(crate) async fn settle(
     State(ledger): State<Arc<Ledger>>,
     Service(caller): Service,
     Path(id): Path<String>,
@@ -56,7 +59,8 @@ pub(super) async fn settle(
 }
 
 /// `POST /v1/holds/{id}/release`.
-pub(super) async fn release(
+#[utoipa::path(post, path = "/v1/holds/{id}/release", tag = "charging", params(("id" = String, Path, description = "The hold id")), request_body = crate::charging::ReleaseRequest, responses((status = 200, body = crate::charging::Hold), (status = 409, body = crate::api::ErrorBody), (status = 400, description = "Bad input", body = crate::api::ErrorBody), (status = 401, description = "No valid token", body = crate::api::ErrorBody)), security(("bearer" = [])))]
+pub(crate) async fn release(
     State(ledger): State<Arc<Ledger>>,
     Service(caller): Service,
     Path(id): Path<String>,
@@ -67,7 +71,8 @@ pub(super) async fn release(
 }
 
 /// `GET /v1/holds/{id}`: a hold of the calling service.
-pub(super) async fn get(
+#[utoipa::path(get, path = "/v1/holds/{id}", operation_id = "get_hold", tag = "charging", params(("id" = String, Path, description = "The hold id")), responses((status = 200, body = crate::charging::Hold), (status = 404, body = crate::api::ErrorBody), (status = 400, description = "Bad input", body = crate::api::ErrorBody), (status = 401, description = "No valid token", body = crate::api::ErrorBody)), security(("bearer" = [])))]
+pub(crate) async fn get(
     State(ledger): State<Arc<Ledger>>,
     Service(caller): Service,
     Path(id): Path<String>,
@@ -80,7 +85,8 @@ pub(super) async fn get(
 }
 
 /// `POST /v1/quote`: services quote any account; a user only their own.
-pub(super) async fn quote(
+#[utoipa::path(post, path = "/v1/quote", tag = "charging", request_body = crate::charging::QuoteRequest, responses((status = 200, body = crate::charging::Quote), (status = 404, description = "No account or no rate", body = crate::api::ErrorBody), (status = 400, description = "Bad input", body = crate::api::ErrorBody), (status = 401, description = "No valid token", body = crate::api::ErrorBody)), security(("bearer" = [])))]
+pub(crate) async fn quote(
     State(ledger): State<Arc<Ledger>>,
     caller: Caller,
     JsonBody(req): JsonBody<QuoteRequest>,

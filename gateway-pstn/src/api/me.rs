@@ -53,7 +53,7 @@ pub struct UserAuth {
 }
 
 /// `POST /v1/auth/openid` body: the OpenID token as the homeserver gave it.
-#[derive(Debug, Clone, Deserialize, Serialize)]
+#[derive(Debug, Clone, Deserialize, Serialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct OpenIdToken {
     /// The token.
@@ -69,7 +69,7 @@ pub struct OpenIdToken {
 }
 
 /// `POST /v1/auth/openid` answer.
-#[derive(Debug, Clone, Deserialize, Serialize)]
+#[derive(Debug, Clone, Deserialize, Serialize, utoipa::ToSchema)]
 pub struct Session {
     /// The API token (Bearer) for the `/v1/me…` endpoints.
     pub token: String,
@@ -81,7 +81,8 @@ pub struct Session {
     pub expires_in: u32,
 }
 
-pub(super) async fn openid<S>(
+#[utoipa::path(post, path = "/v1/auth/openid", tag = "users", request_body = OpenIdToken, responses((status = 200, body = Session), (status = 403, body = crate::api::ErrorBody), (status = 502, body = crate::api::ErrorBody), (status = 400, description = "Bad input", body = crate::api::ErrorBody), (status = 401, description = "No valid token", body = crate::api::ErrorBody)))]
+pub(crate) async fn openid<S>(
     State(state): State<S>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     JsonBody(req): JsonBody<OpenIdToken>,
@@ -134,7 +135,8 @@ fn own(caller: &Caller) -> Result<AccountId, ApiError> {
     }
 }
 
-pub(super) async fn me(State(ledger): State<Arc<Ledger>>, caller: Caller) -> Result<Json<AccountView>, ApiError> {
+#[utoipa::path(get, path = "/v1/me", tag = "users", responses((status = 200, body = AccountView), (status = 400, description = "Bad input", body = crate::api::ErrorBody), (status = 401, description = "No valid token", body = crate::api::ErrorBody)), security(("bearer" = [])))]
+pub(crate) async fn me(State(ledger): State<Arc<Ledger>>, caller: Caller) -> Result<Json<AccountView>, ApiError> {
     let id = own(&caller)?;
     Ok(Json(ledger.account(&AccountRef::Id { account_id: id }).await?.into()))
 }
@@ -169,7 +171,7 @@ impl Page {
 }
 
 /// One page of an account's history.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct HistoryPage {
     /// Newest first.
     pub items: Vec<HistoryItem>,
@@ -179,7 +181,7 @@ pub struct HistoryPage {
 }
 
 /// One page of an account's call detail records (settled holds).
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct CdrPage {
     /// Newest first.
     pub items: Vec<Cdr>,
@@ -189,7 +191,7 @@ pub struct CdrPage {
 }
 
 /// A call detail record: a settled hold and what it charged.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Cdr {
     /// The hold.
     #[serde(flatten)]
@@ -232,7 +234,8 @@ async fn cdrs_of(ledger: &Ledger, account: AccountId, page: &Page) -> Result<Cdr
     Ok(CdrPage { items, next })
 }
 
-pub(super) async fn my_history(
+#[utoipa::path(get, path = "/v1/me/history", tag = "users", params(("before" = Option<String>, Query), ("limit" = Option<String>, Query)), responses((status = 200, body = HistoryPage), (status = 400, description = "Bad input", body = crate::api::ErrorBody), (status = 401, description = "No valid token", body = crate::api::ErrorBody)), security(("bearer" = [])))]
+pub(crate) async fn my_history(
     State(ledger): State<Arc<Ledger>>,
     caller: Caller,
     QueryParams(page): QueryParams<Page>,
@@ -240,7 +243,8 @@ pub(super) async fn my_history(
     Ok(Json(history_of(&ledger, own(&caller)?, &page).await?))
 }
 
-pub(super) async fn my_cdrs(
+#[utoipa::path(get, path = "/v1/me/cdrs", tag = "users", params(("before" = Option<String>, Query), ("limit" = Option<String>, Query)), responses((status = 200, body = CdrPage), (status = 400, description = "Bad input", body = crate::api::ErrorBody), (status = 401, description = "No valid token", body = crate::api::ErrorBody)), security(("bearer" = [])))]
+pub(crate) async fn my_cdrs(
     State(ledger): State<Arc<Ledger>>,
     caller: Caller,
     QueryParams(page): QueryParams<Page>,
@@ -248,7 +252,8 @@ pub(super) async fn my_cdrs(
     Ok(Json(cdrs_of(&ledger, own(&caller)?, &page).await?))
 }
 
-pub(super) async fn history(
+#[utoipa::path(get, path = "/v1/accounts/{id}/history", tag = "operators", params(("id" = i64, Path), ("before" = Option<String>, Query), ("limit" = Option<String>, Query)), responses((status = 200, body = HistoryPage), (status = 400, description = "Bad input", body = crate::api::ErrorBody), (status = 401, description = "No valid token", body = crate::api::ErrorBody)), security(("bearer" = [])))]
+pub(crate) async fn history(
     State(ledger): State<Arc<Ledger>>,
     _op: Operator,
     Path(id): Path<String>,
@@ -259,7 +264,8 @@ pub(super) async fn history(
     Ok(Json(history_of(&ledger, id, &page).await?))
 }
 
-pub(super) async fn cdrs(
+#[utoipa::path(get, path = "/v1/accounts/{id}/cdrs", tag = "operators", params(("id" = i64, Path), ("before" = Option<String>, Query), ("limit" = Option<String>, Query)), responses((status = 200, body = CdrPage), (status = 400, description = "Bad input", body = crate::api::ErrorBody), (status = 401, description = "No valid token", body = crate::api::ErrorBody)), security(("bearer" = [])))]
+pub(crate) async fn cdrs(
     State(ledger): State<Arc<Ledger>>,
     _op: Operator,
     Path(id): Path<String>,

@@ -44,7 +44,8 @@ fn service(raw: Option<&str>) -> Result<ServiceKind, ApiError> {
     raw.unwrap_or("voice").parse().map_err(|_| ApiError::InvalidParam("service: voice or sms".into()))
 }
 
-pub(super) async fn rate(
+#[utoipa::path(get, path = "/v1/rates/{number}", tag = "rates", params(("number" = String, Path), ("service" = Option<String>, Query), ("account" = Option<String>, Query)), responses((status = 200, body = crate::charging::Quote), (status = 404, body = crate::api::ErrorBody), (status = 400, description = "Bad input", body = crate::api::ErrorBody), (status = 401, description = "No valid token", body = crate::api::ErrorBody)), security(("bearer" = [])))]
+pub(crate) async fn rate(
     State(ledger): State<Arc<Ledger>>,
     caller: Caller,
     Path(raw): Path<String>,
@@ -69,13 +70,14 @@ pub(super) async fn rate(
 }
 
 /// `GET /v1/routes/{number}` answer.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Routes {
     /// The carriers to try, in order.
     pub routes: Vec<CarrierRoute>,
 }
 
-pub(super) async fn routes(
+#[utoipa::path(get, path = "/v1/routes/{number}", tag = "rates", params(("number" = String, Path), ("service" = Option<String>, Query)), responses((status = 200, body = Routes), (status = 404, body = crate::api::ErrorBody), (status = 400, description = "Bad input", body = crate::api::ErrorBody), (status = 401, description = "No valid token", body = crate::api::ErrorBody)), security(("bearer" = [])))]
+pub(crate) async fn routes(
     State(ledger): State<Arc<Ledger>>,
     caller: Caller,
     Path(raw): Path<String>,
@@ -101,7 +103,8 @@ fn plan_name(raw: &str) -> Result<&str, ApiError> {
     if ok { Ok(raw) } else { Err(ApiError::InvalidParam("a plan name is 1 to 64 of A-Z a-z 0-9 - _ .".into())) }
 }
 
-pub(super) async fn export(
+#[utoipa::path(get, path = "/v1/plans/{plan}/rates", tag = "rates", params(("plan" = String, Path)), responses((status = 200, description = "The deck as CSV", content_type = "text/csv", body = String), (status = 400, description = "Bad input", body = crate::api::ErrorBody), (status = 401, description = "No valid token", body = crate::api::ErrorBody)), security(("bearer" = [])))]
+pub(crate) async fn export(
     State(ledger): State<Arc<Ledger>>,
     _op: Operator,
     Path(plan): Path<String>,
@@ -113,7 +116,7 @@ pub(super) async fn export(
 }
 
 /// `PUT /v1/plans/{plan}/rates` answer.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Imported {
     /// The plan.
     pub plan: String,
@@ -121,7 +124,8 @@ pub struct Imported {
     pub prefixes: usize,
 }
 
-pub(super) async fn import(
+#[utoipa::path(put, path = "/v1/plans/{plan}/rates", tag = "rates", params(("plan" = String, Path)), request_body(content = String, content_type = "text/csv"), responses((status = 200, body = Imported), (status = 400, description = "Bad input", body = crate::api::ErrorBody), (status = 401, description = "No valid token", body = crate::api::ErrorBody)), security(("bearer" = [])))]
+pub(crate) async fn import(
     State(ledger): State<Arc<Ledger>>,
     _op: Operator,
     Path(plan): Path<String>,

@@ -8,5 +8,6 @@ mod concurrency;
 mod crash;
 mod credit;
 mod harness;
+mod openapi;
 mod rating;
 mod storage;
