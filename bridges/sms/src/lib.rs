@@ -5,8 +5,18 @@
 //! - [`store`]: the durable outbox, inbound parts, numbers and opt-outs (SQLite or PostgreSQL).
 //! - [`link`]: SMPP sessions to the SMSCs (supervised, windowed, throttled, with failover) sending the outbox.
 //! - [`limits`]: token buckets.
+//! - [`bridge`]: the connector: outbound checks and the outbox, inbound routing and reassembly, message status,
+//!   commands.
+//! - [`billing`]: charging through the gateway's ledger, or free.
+//! - [`config`], [`cli`], [`http`], [`metrics`]: the binary and its operator surface.
 
+pub mod billing;
+pub mod bridge;
+pub mod cli;
+pub mod config;
+pub mod http;
 pub mod limits;
 pub mod link;
+pub mod metrics;
 pub mod protocol;
 pub mod store;

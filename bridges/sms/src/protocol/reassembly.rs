@@ -105,6 +105,8 @@ pub struct Message {
     pub missing: Vec<u8>,
     /// How many parts the message had.
     pub total: u8,
+    /// The concatenation reference of a long message (`None` for a whole one).
+    pub reference: Option<u16>,
     /// When its first part arrived.
     pub first_received_ms: u64,
 }
@@ -156,7 +158,15 @@ impl Reassembler {
         let Some(concat) = part.concat.filter(|c| c.total > 1) else {
             let text = decode_text(part.coding, &part.payload);
             let first_received_ms = part.received_ms;
-            return vec![Message { from: part.from, to: part.to, text, missing: vec![], total: 1, first_received_ms }];
+            return vec![Message {
+                from: part.from,
+                to: part.to,
+                text,
+                missing: vec![],
+                total: 1,
+                reference: None,
+                first_received_ms,
+            }];
         };
         let key = GroupKey { from: part.from, to: part.to, reference: concat.reference.value(), total: concat.total };
         let mut out = Vec::new();
@@ -240,7 +250,15 @@ fn assemble(key: GroupKey, group: Group) -> Message {
     if let Some(c) = run_coding {
         text.push_str(&decode_text(c, &run));
     }
-    Message { from: key.from, to: key.to, text, missing, total: key.total, first_received_ms: group.first_received_ms }
+    Message {
+        from: key.from,
+        to: key.to,
+        text,
+        missing,
+        total: key.total,
+        reference: Some(key.reference),
+        first_received_ms: group.first_received_ms,
+    }
 }
 
 #[cfg(test)]
@@ -341,6 +359,7 @@ mod tests {
         let out = r.expire(31_000);
         assert_eq!(out.len(), 1);
         assert_eq!(out[0].missing, vec![2]);
+        assert_eq!(out[0].reference, Some(3));
         assert_eq!(out[0].text, format!("{}[…]tail", "x".repeat(153)));
         assert_eq!(r.waiting(), 0);
         // The straggler, arriving after the timeout, waits on its own and times out in turn: never dropped.

@@ -1,6 +1,7 @@
-//! Integration tests of the SMS bridge: the store conformance suite on SQLite and PostgreSQL, and the carrier
-//! link against an independent SMSC (the smpp34 simulator).
+//! Integration tests of the SMS bridge: the store conformance suite on SQLite and PostgreSQL, the carrier link
+//! against an independent SMSC (the smpp34 simulator), and the whole bridge with a real Synapse.
 
+mod bridge;
 mod harness;
 mod link;
 mod store;

@@ -1,0 +1,265 @@
+//! Matrix → SMS: one user's messages into the outbox, after every check that can refuse them.
+
+use super::{Inner, commands};
+use crate::billing::BillingError;
+use crate::protocol::segment::SegmentError;
+use crate::protocol::udh::Reference;
+use crate::store::{NewMessage, NewSegment, StoreError};
+use async_trait::async_trait;
+use ruma::OwnedUserId;
+use std::sync::Arc;
+use tincan_appservice::{ConnectorError, MatrixMessage, NetworkApi, PortalRef, RemoteMessageId};
+
+/// The remote id of an outbox message: what receipts in Matrix point at.
+pub(crate) fn remote_id(id: crate::store::MessageId) -> RemoteMessageId {
+    RemoteMessageId::new(format!("sms.{id}"))
+}
+
+/// Why a message is refused before anything is sent or charged.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Refusal {
+    /// The portal's remote user is not a phone number.
+    #[error("{0} is not a phone number")]
+    NotANumber(String),
+    /// A premium-rate destination.
+    #[error("{0} is a premium-rate number; this provider does not send SMS there")]
+    Premium(String),
+    /// A blocked destination.
+    #[error("SMS to {0} are blocked by this provider")]
+    Blocked(String),
+    /// The recipient sent STOP.
+    #[error("{to} replied STOP to {from}: they get no more SMS from this number (they can send START)")]
+    OptedOut {
+        /// The recipient.
+        to: String,
+        /// The sender number.
+        from: String,
+    },
+    /// No sender number is left in the pool.
+    #[error("no phone number is free for you to send from; ask the provider")]
+    NoNumber,
+    /// Too many messages.
+    #[error("sending too fast: try again in {0} s")]
+    RateLimited(u64),
+    /// The text cannot go as SMS.
+    #[error("{0}")]
+    Text(#[from] SegmentError),
+    /// Not a kind of message SMS can carry.
+    #[error("{0} messages cannot be sent as SMS")]
+    Unsupported(String),
+    /// The charge was refused.
+    #[error("{0}")]
+    Billing(BillingError),
+}
+
+fn has_prefix(list: &[String], number: &str) -> bool {
+    list.iter().any(|p| number.starts_with(p.as_str()))
+}
+
+/// Refuses blocked and premium destinations (before anything is reserved).
+pub(crate) fn check_destination(config: &crate::config::SmsConfig, to: &str) -> Result<(), Refusal> {
+    if !super::is_phone_number(to) {
+        return Err(Refusal::NotANumber(to.to_owned()));
+    }
+    if has_prefix(&config.prefixes.premium, to) {
+        return Err(Refusal::Premium(to.to_owned()));
+    }
+    if has_prefix(&config.prefixes.blocked, to) {
+        return Err(Refusal::Blocked(to.to_owned()));
+    }
+    Ok(())
+}
+
+/// The text of a Matrix message as SMS.
+fn text_of(message: &MatrixMessage) -> Result<String, Refusal> {
+    match message.msgtype.as_str() {
+        "m.text" | "m.notice" => Ok(message.body.clone()),
+        "m.emote" => Ok(format!("* {}", message.body)),
+        other => Err(Refusal::Unsupported(other.trim_start_matches("m.").to_owned())),
+    }
+}
+
+/// A concatenation reference from the event id: the same on a replay, spread over its 256 values.
+fn reference_of(event_id: &str) -> Reference {
+    let h = event_id.bytes().fold(0x811c_9dc5u32, |h, b| (h ^ u32::from(b)).wrapping_mul(0x0100_0193));
+    Reference::Eight((h >> 24) as u8 ^ h as u8)
+}
+
+impl Inner {
+    /// The number `user` sends to `to` from: the conversation's, else the user's default (one is assigned from
+    /// the pool on first use), kept for the conversation.
+    pub(crate) async fn sender_number(&self, user: &str, to: &str) -> Result<Option<String>, StoreError> {
+        let mut tx = self.store.begin().await?;
+        if let Some(n) = tx.numbers().conversation(user, to).await? {
+            return Ok(Some(n));
+        }
+        let held = tx.numbers().held_by(user).await?;
+        let number = match held.iter().find(|h| h.is_default).or(held.first()) {
+            Some(h) => h.number.clone(),
+            None => match tx.numbers().assign(user, self.now_ms() as i64).await? {
+                Some(n) => n,
+                None => return Ok(None),
+            },
+        };
+        tx.numbers().set_conversation(user, to, &number).await?;
+        tx.commit().await?;
+        Ok(Some(number))
+    }
+
+    fn take_rate(&self, user: &str, to: &str, segments: u32) -> Result<(), Refusal> {
+        let now = self.now_ms();
+        let digits = &to[1..];
+        let prefix = &digits[..digits.len().min(self.config.limits.prefix_digits)];
+        let mut per_user = self.per_user.lock().expect("not poisoned");
+        per_user.take(user, segments, now).map_err(|ms| Refusal::RateLimited(ms.div_ceil(1000)))?;
+        let mut per_prefix = self.per_prefix.lock().expect("not poisoned");
+        if let Err(ms) = per_prefix.take(prefix, segments, now) {
+            per_user.give_back(user, segments);
+            return Err(Refusal::RateLimited(ms.div_ceil(1000)));
+        }
+        Ok(())
+    }
+}
+
+/// One user's side of the network.
+#[derive(Debug)]
+pub struct SmsApi {
+    pub(crate) bridge: Arc<Inner>,
+    pub(crate) user: OwnedUserId,
+}
+
+fn temporary(e: impl std::fmt::Display) -> ConnectorError {
+    ConnectorError::Temporary(e.to_string())
+}
+
+impl SmsApi {
+    /// Stores the message after every check; `Ok(None)` for a command (answered, not sent).
+    async fn send(&self, portal: &PortalRef, message: &MatrixMessage) -> Result<RemoteMessageId, ConnectorError> {
+        let b = &self.bridge;
+        let user = self.user.as_str();
+        let event = message.event_id.as_str();
+        // Handled before a crash: the outbox holds each event once.
+        let mut tx = b.store.begin().await.map_err(temporary)?;
+        if let Some(m) = tx.outbox().by_event(event).await.map_err(temporary)? {
+            return Ok(remote_id(m.id));
+        }
+        drop(tx);
+        let to = portal.other_user.as_str();
+        let text = text_of(message).map_err(refused)?;
+        if let Some(command) = commands::parse(&text) {
+            commands::run(b, &self.user, portal, command).await;
+            return Ok(RemoteMessageId::new(format!("cmd.{event}")));
+        }
+        // `!!text` sends `!text`.
+        let text = match text.trim_start().strip_prefix("!!") {
+            Some(rest) => format!("!{rest}"),
+            None => text,
+        };
+        let refuse = |r: Refusal| {
+            b.metrics.refused(&r);
+            refused(r)
+        };
+        check_destination(&b.config, to).map_err(refuse)?;
+        let from = b.sender_number(user, to).await.map_err(temporary)?.ok_or(Refusal::NoNumber).map_err(refuse)?;
+        let mut tx = b.store.begin().await.map_err(temporary)?;
+        if tx.opt_outs().is_stopped(to, &from).await.map_err(temporary)? {
+            return Err(refuse(Refusal::OptedOut { to: to.to_owned(), from }));
+        }
+        drop(tx);
+        let (coding, segments) = NewSegment::split(&text, reference_of(event)).map_err(|e| refuse(e.into()))?;
+        let parts = segments.len() as u32;
+        b.take_rate(user, to, parts).map_err(refuse)?;
+        let (hold, unit_price) = if b.billing.is_free() {
+            (None, None)
+        } else {
+            match b.billing.reserve(user, to, parts, &format!("sms.reserve.{}", key_of(event))).await {
+                Ok(h) => (Some(h.id), Some(h.unit_price)),
+                Err(BillingError::Unavailable(why)) => {
+                    b.metrics.inc(&b.metrics.billing_errors);
+                    return Err(ConnectorError::Temporary(format!("billing unavailable: {why}")));
+                }
+                Err(e) => return Err(refuse(Refusal::Billing(e))),
+            }
+        };
+        let new = NewMessage {
+            event_id: event.to_owned(),
+            sender: user.to_owned(),
+            source: from,
+            destination: to.to_owned(),
+            coding,
+            segments,
+            hold,
+            unit_price,
+        };
+        let mut tx = b.store.begin().await.map_err(temporary)?;
+        let stored = tx.outbox().enqueue(&new, b.now_ms() as i64).await.map_err(temporary)?;
+        tx.commit().await.map_err(temporary)?;
+        b.metrics.inc(&b.metrics.messages_out);
+        b.metrics.add(&b.metrics.segments_out, u64::from(parts));
+        b.wake_links();
+        Ok(remote_id(stored.id))
+    }
+}
+
+/// An idempotency key from an event id (`$abc:hs` → `abc_hs`): the gateway takes `A-Z a-z 0-9 - _ . :`.
+pub(crate) fn key_of(event_id: &str) -> String {
+    event_id
+        .trim_start_matches('$')
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() || "-_.:".contains(c) { c } else { '_' })
+        .take(100)
+        .collect()
+}
+
+fn refused(r: Refusal) -> ConnectorError {
+    ConnectorError::Rejected(r.to_string())
+}
+
+#[async_trait]
+impl NetworkApi for SmsApi {
+    async fn handle_matrix_message(
+        &self,
+        portal: &PortalRef,
+        message: &MatrixMessage,
+    ) -> Result<RemoteMessageId, ConnectorError> {
+        self.send(portal, message).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::SmsConfig;
+
+    #[test]
+    fn destinations_are_checked_before_anything_else() {
+        let c = SmsConfig::default();
+        assert_eq!(check_destination(&c, "+447400123456"), Ok(()));
+        assert_eq!(check_destination(&c, "+449098765432"), Err(Refusal::Premium("+449098765432".into())));
+        assert!(matches!(check_destination(&c, "+8816123456789"), Err(Refusal::Blocked(_))));
+        assert!(matches!(check_destination(&c, "447400123456"), Err(Refusal::NotANumber(_))));
+        assert!(matches!(check_destination(&c, "+4474001234564567"), Err(Refusal::NotANumber(_))));
+    }
+
+    #[test]
+    fn message_kinds() {
+        let m = |msgtype: &str| MatrixMessage {
+            event_id: "$e:hs".try_into().unwrap(),
+            sender: "@a:hs".try_into().unwrap(),
+            msgtype: msgtype.into(),
+            body: "waves".into(),
+        };
+        assert_eq!(text_of(&m("m.text")).unwrap(), "waves");
+        assert_eq!(text_of(&m("m.emote")).unwrap(), "* waves");
+        assert_eq!(text_of(&m("m.image")), Err(Refusal::Unsupported("image".into())));
+    }
+
+    #[test]
+    fn references_and_keys_are_stable() {
+        assert_eq!(reference_of("$abc"), reference_of("$abc"));
+        let distinct: std::collections::HashSet<u16> =
+            (0..1000).map(|i| reference_of(&format!("$event{i}:hs.test")).value()).collect();
+        assert!(distinct.len() > 200, "references spread: {}", distinct.len());
+        assert_eq!(key_of("$Ab+/9:hs.test"), "Ab__9:hs.test");
+    }
+}

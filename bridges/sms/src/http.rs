@@ -1,0 +1,37 @@
+//! `GET /healthz` and `GET /metrics` of the SMS side, on `sms.listen`.
+//!
+//! `/healthz` answers 200 while at least one SMSC is bound and 503 otherwise, with each link's state as JSON;
+//! `/metrics` is the Prometheus text exposition ([`crate::metrics`]).
+
+use crate::bridge::SmsBridge;
+use axum::Json;
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::IntoResponse;
+use axum::routing::get;
+use serde_json::json;
+
+/// The router.
+pub fn router(bridge: SmsBridge) -> axum::Router {
+    axum::Router::new().route("/healthz", get(healthz)).route("/metrics", get(metrics)).with_state(bridge)
+}
+
+async fn healthz(State(bridge): State<SmsBridge>) -> impl IntoResponse {
+    let links = bridge.links();
+    let up = links.iter().any(|l| l.up);
+    let body = json!({
+        "status": if up { "ok" } else { "no SMSC bound" },
+        "links": links.iter().map(|l| json!({"smsc": l.name, "up": l.up, "priority": l.priority})).collect::<Vec<_>>(),
+    });
+    (if up { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE }, Json(body))
+}
+
+async fn metrics(State(bridge): State<SmsBridge>) -> Result<impl IntoResponse, (StatusCode, String)> {
+    let unavailable = |e: crate::store::StoreError| (StatusCode::SERVICE_UNAVAILABLE, format!("database: {e}\n"));
+    let mut tx = bridge.store().begin().await.map_err(unavailable)?;
+    let pending = tx.outbox().pending_segments().await.map_err(unavailable)?;
+    let duplicates = tx.outbox().possible_duplicates().await.map_err(unavailable)?;
+    drop(tx);
+    let text = bridge.metrics().render(&bridge.links(), pending, duplicates);
+    Ok(([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text))
+}
