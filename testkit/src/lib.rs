@@ -8,6 +8,7 @@
 //! - [`directory`]: the real `tincan-directory` binary (provider, trust anchor, registrar client) and a DNS
 //!   man-in-the-middle that tampers with its signatures.
 //! - [`secondary`]: a Knot DNS secondary pulling a zone by AXFR/IXFR with TSIG (optionally signing online).
+//! - [`sip`]: rtpengine (userspace) and sipp scenarios.
 //! - [`ports`]: free loopback ports, reserved across parallel test processes.
 //! - [`process`]: child processes that never outlive the test.
 
@@ -22,6 +23,7 @@ pub mod ports;
 pub mod postgres;
 pub mod process;
 pub mod secondary;
+pub mod sip;
 pub mod synapse;
 pub mod tools;
 

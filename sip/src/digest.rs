@@ -1,0 +1,529 @@
+//! SIP digest authentication, server side (RFC 3261 §22, RFC 2617 with `qop=auth`, RFC 8760 SHA-256): the
+//! challenge a registrar sends and the check of the `Authorization` header that answers it.
+//!
+//! Credentials are stored as HA1 = H(username ":" realm ":" password), never as the password: an HA1 is
+//! worth a password only in its own realm. Nonces are stateless: `<unix seconds>.<HMAC(secret, seconds
+//! realm)>`, so any node sharing the secret checks them and an expired one is answered `stale=true` (the
+//! phone retries with the same password without asking its user).
+
+use hmac::{Hmac, Mac};
+use sha2::{Digest as _, Sha256};
+use std::fmt::Write as _;
+use subtle::ConstantTimeEq;
+
+/// A digest algorithm.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Algorithm {
+    /// MD5, what every phone speaks.
+    Md5,
+    /// SHA-256 (RFC 8760).
+    Sha256,
+}
+
+impl Algorithm {
+    /// The `algorithm=` token.
+    pub fn token(self) -> &'static str {
+        match self {
+            Algorithm::Md5 => "MD5",
+            Algorithm::Sha256 => "SHA-256",
+        }
+    }
+
+    /// The lower-case hex hash of `data`.
+    pub fn hash(self, data: &str) -> String {
+        match self {
+            Algorithm::Md5 => {
+                use md5::Digest as _;
+                hex::encode(md5::Md5::digest(data.as_bytes()))
+            }
+            Algorithm::Sha256 => hex::encode(Sha256::digest(data.as_bytes())),
+        }
+    }
+
+    /// HA1 of a password: what is stored.
+    pub fn ha1(self, username: &str, realm: &str, password: &str) -> String {
+        self.hash(&format!("{username}:{realm}:{password}"))
+    }
+}
+
+/// Why an `Authorization` header was not accepted.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DigestError {
+    /// Not a `Digest` credential, or a parameter is malformed.
+    #[error("malformed digest credentials: {0}")]
+    Malformed(&'static str),
+    /// An algorithm we do not offer.
+    #[error("unsupported digest algorithm {0:?}")]
+    Algorithm(String),
+    /// Another realm.
+    #[error("wrong realm")]
+    Realm,
+    /// A nonce we did not make.
+    #[error("unknown nonce")]
+    Nonce,
+    /// Our nonce, but expired: challenge again with `stale=true`.
+    #[error("stale nonce")]
+    Stale,
+    /// The response does not match: wrong password (or no such user).
+    #[error("wrong credentials")]
+    Mismatch,
+}
+
+/// The parameters of a `Digest` credential (RFC 2617 §3.2.2).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Credentials {
+    /// `username`.
+    pub username: String,
+    /// `realm`.
+    pub realm: String,
+    /// `nonce`.
+    pub nonce: String,
+    /// `uri` (the digest-uri).
+    pub uri: String,
+    /// `response`.
+    pub response: String,
+    /// `algorithm`, MD5 when absent.
+    pub algorithm: Option<String>,
+    /// `cnonce`.
+    pub cnonce: Option<String>,
+    /// `qop`.
+    pub qop: Option<String>,
+    /// `nc`.
+    pub nc: Option<String>,
+    /// `opaque`.
+    pub opaque: Option<String>,
+}
+
+impl Credentials {
+    /// Parses an `Authorization` / `Proxy-Authorization` value: `Digest k=v, k="v", …`.
+    pub fn parse(header: &str) -> Result<Self, DigestError> {
+        let header = header.trim();
+        let (scheme, rest) = header.split_once(char::is_whitespace).ok_or(DigestError::Malformed("scheme"))?;
+        if !scheme.eq_ignore_ascii_case("digest") {
+            return Err(DigestError::Malformed("scheme"));
+        }
+        let mut c = Credentials::default();
+        for (k, v) in parse_auth_params(rest)? {
+            let slot = match k.as_str() {
+                "username" => &mut c.username,
+                "realm" => &mut c.realm,
+                "nonce" => &mut c.nonce,
+                "uri" => &mut c.uri,
+                "response" => &mut c.response,
+                "algorithm" => {
+                    c.algorithm = Some(v);
+                    continue;
+                }
+                "cnonce" => {
+                    c.cnonce = Some(v);
+                    continue;
+                }
+                "qop" => {
+                    c.qop = Some(v);
+                    continue;
+                }
+                "nc" => {
+                    c.nc = Some(v);
+                    continue;
+                }
+                "opaque" => {
+                    c.opaque = Some(v);
+                    continue;
+                }
+                _ => continue,
+            };
+            *slot = v;
+        }
+        if c.username.is_empty() || c.nonce.is_empty() || c.uri.is_empty() || c.response.is_empty() {
+            return Err(DigestError::Malformed("username, nonce, uri and response are required"));
+        }
+        Ok(c)
+    }
+
+    /// The algorithm named, MD5 by default.
+    pub fn algorithm(&self) -> Result<Algorithm, DigestError> {
+        match self.algorithm.as_deref() {
+            None => Ok(Algorithm::Md5),
+            Some(a) if a.eq_ignore_ascii_case("md5") => Ok(Algorithm::Md5),
+            Some(a) if a.eq_ignore_ascii_case("sha-256") => Ok(Algorithm::Sha256),
+            Some(a) => Err(DigestError::Algorithm(a.to_owned())),
+        }
+    }
+
+    /// The response a client holding `ha1` computes for `method` (RFC 2617 §3.2.2.1).
+    pub fn expected_response(&self, alg: Algorithm, ha1: &str, method: &str) -> Result<String, DigestError> {
+        let ha2 = alg.hash(&format!("{method}:{}", self.uri));
+        match self.qop.as_deref() {
+            None => Ok(alg.hash(&format!("{ha1}:{}:{ha2}", self.nonce))),
+            Some(q) if q.eq_ignore_ascii_case("auth") => {
+                let nc = self.nc.as_deref().ok_or(DigestError::Malformed("qop without nc"))?;
+                let cnonce = self.cnonce.as_deref().ok_or(DigestError::Malformed("qop without cnonce"))?;
+                Ok(alg.hash(&format!("{ha1}:{}:{nc}:{cnonce}:auth:{ha2}", self.nonce)))
+            }
+            Some(_) => Err(DigestError::Malformed("qop other than auth")),
+        }
+    }
+}
+
+/// `k=v, k="quoted \" v"` pairs, keys lower-cased.
+pub fn parse_auth_params(s: &str) -> Result<Vec<(String, String)>, DigestError> {
+    let mut out = Vec::new();
+    let b = s.as_bytes();
+    let mut i = 0;
+    let skip_ws = |i: &mut usize| {
+        while *i < b.len() && (b[*i] as char).is_whitespace() {
+            *i += 1;
+        }
+    };
+    loop {
+        skip_ws(&mut i);
+        if i >= b.len() {
+            return Ok(out);
+        }
+        let start = i;
+        while i < b.len() && b[i] != b'=' && b[i] != b',' && !(b[i] as char).is_whitespace() {
+            i += 1;
+        }
+        let key = s[start..i].to_ascii_lowercase();
+        if key.is_empty() {
+            return Err(DigestError::Malformed("empty parameter name"));
+        }
+        skip_ws(&mut i);
+        if i >= b.len() || b[i] != b'=' {
+            return Err(DigestError::Malformed("parameter without value"));
+        }
+        i += 1;
+        skip_ws(&mut i);
+        let value = if i < b.len() && b[i] == b'"' {
+            i += 1;
+            let mut v = Vec::new();
+            loop {
+                match b.get(i) {
+                    None => return Err(DigestError::Malformed("unterminated quoted string")),
+                    Some(b'"') => {
+                        i += 1;
+                        break;
+                    }
+                    Some(b'\\') => {
+                        v.push(*b.get(i + 1).ok_or(DigestError::Malformed("unterminated quoted string"))?);
+                        i += 2;
+                    }
+                    Some(&c) => {
+                        v.push(c);
+                        i += 1;
+                    }
+                }
+            }
+            String::from_utf8(v).map_err(|_| DigestError::Malformed("quoted string is not UTF-8"))?
+        } else {
+            let start = i;
+            while i < b.len() && b[i] != b',' && !(b[i] as char).is_whitespace() {
+                i += 1;
+            }
+            s[start..i].to_owned()
+        };
+        out.push((key, value));
+        skip_ws(&mut i);
+        match b.get(i) {
+            None => return Ok(out),
+            Some(b',') => i += 1,
+            Some(_) => return Err(DigestError::Malformed("expected ','")),
+        }
+    }
+}
+
+fn quote(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + 2);
+    out.push('"');
+    for c in s.chars() {
+        if c == '"' || c == '\\' {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out.push('"');
+    out
+}
+
+/// Issues and checks nonces and credentials for one realm.
+#[derive(Clone)]
+pub struct DigestRealm {
+    realm: String,
+    secret: Vec<u8>,
+    nonce_lifetime_secs: u64,
+}
+
+impl std::fmt::Debug for DigestRealm {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DigestRealm").field("realm", &self.realm).finish_non_exhaustive()
+    }
+}
+
+impl DigestRealm {
+    /// A realm whose nonces are signed with `secret` and live `nonce_lifetime_secs`.
+    pub fn new(realm: impl Into<String>, secret: &[u8], nonce_lifetime_secs: u64) -> Self {
+        Self { realm: realm.into(), secret: secret.to_vec(), nonce_lifetime_secs }
+    }
+
+    /// The realm.
+    pub fn realm(&self) -> &str {
+        &self.realm
+    }
+
+    fn mac(&self, issued: u64) -> String {
+        let mut m = Hmac::<Sha256>::new_from_slice(&self.secret).expect("HMAC takes any key length");
+        m.update(issued.to_string().as_bytes());
+        m.update(b" ");
+        m.update(self.realm.as_bytes());
+        hex::encode(&m.finalize().into_bytes()[..16])
+    }
+
+    /// A nonce issued at `now` (unix seconds).
+    pub fn nonce(&self, now: u64) -> String {
+        format!("{now}.{}", self.mac(now))
+    }
+
+    /// `WWW-Authenticate` values (SHA-256 first, then MD5, as RFC 8760 asks) for a challenge at `now`.
+    pub fn challenges(&self, now: u64, stale: bool) -> Vec<String> {
+        let nonce = self.nonce(now);
+        [Algorithm::Sha256, Algorithm::Md5]
+            .into_iter()
+            .map(|alg| {
+                let mut h = format!(
+                    "Digest realm={}, nonce={}, algorithm={}, qop=\"auth\"",
+                    quote(&self.realm),
+                    quote(&nonce),
+                    alg.token()
+                );
+                if stale {
+                    let _ = write!(h, ", stale=true");
+                }
+                h
+            })
+            .collect()
+    }
+
+    /// Checks the nonce of `c` at `now`: ours and fresh.
+    pub fn check_nonce(&self, c: &Credentials, now: u64) -> Result<(), DigestError> {
+        let (issued, mac) = c.nonce.split_once('.').ok_or(DigestError::Nonce)?;
+        let issued: u64 = issued.parse().map_err(|_| DigestError::Nonce)?;
+        if !bool::from(self.mac(issued).as_bytes().ct_eq(mac.as_bytes())) {
+            return Err(DigestError::Nonce);
+        }
+        // A nonce from the future (clock skew between nodes) is accepted only within a few seconds.
+        if issued > now + 5 || now.saturating_sub(issued) > self.nonce_lifetime_secs {
+            return Err(DigestError::Stale);
+        }
+        Ok(())
+    }
+
+    /// Verifies credentials `c` for a request with `method`, given the HA1s stored for `c.username` in
+    /// `ha1s` (one per device; any may match). Returns the index of the HA1 that matched.
+    pub fn verify(
+        &self,
+        c: &Credentials,
+        method: &str,
+        now: u64,
+        ha1s: &[(Algorithm, &str)],
+    ) -> Result<usize, DigestError> {
+        if c.realm != self.realm {
+            return Err(DigestError::Realm);
+        }
+        let alg = c.algorithm()?;
+        self.check_nonce(c, now)?;
+        for (i, (a, ha1)) in ha1s.iter().enumerate() {
+            if *a != alg {
+                continue;
+            }
+            let expected = c.expected_response(alg, ha1, method)?;
+            if bool::from(expected.as_bytes().ct_eq(c.response.to_ascii_lowercase().as_bytes())) {
+                return Ok(i);
+            }
+        }
+        Err(DigestError::Mismatch)
+    }
+}
+
+/// The client side, for tests and for the gateway's upstream trunks: what answers a challenge.
+#[derive(Debug, Clone, Copy)]
+pub struct DigestAnswer<'a> {
+    /// Our username.
+    pub username: &'a str,
+    /// Our password.
+    pub password: &'a str,
+    /// The challenge's realm.
+    pub realm: &'a str,
+    /// The challenge's nonce.
+    pub nonce: &'a str,
+    /// The method of the request being authorized.
+    pub method: &'a str,
+    /// Its Request-URI.
+    pub uri: &'a str,
+    /// Our client nonce.
+    pub cnonce: &'a str,
+}
+
+impl DigestAnswer<'_> {
+    /// The `Authorization` value, with `qop=auth` and `nc=00000001`.
+    pub fn header(&self, alg: Algorithm) -> String {
+        let c = Credentials {
+            username: self.username.into(),
+            realm: self.realm.into(),
+            nonce: self.nonce.into(),
+            uri: self.uri.into(),
+            algorithm: Some(alg.token().into()),
+            cnonce: Some(self.cnonce.into()),
+            qop: Some("auth".into()),
+            nc: Some("00000001".into()),
+            ..Default::default()
+        };
+        let ha1 = alg.ha1(self.username, self.realm, self.password);
+        let response = c.expected_response(alg, &ha1, self.method).expect("qop auth with nc and cnonce");
+        format!(
+            "Digest username={}, realm={}, nonce={}, uri={}, response=\"{response}\", algorithm={}, cnonce={}, \
+             qop=auth, nc=00000001",
+            quote(self.username),
+            quote(self.realm),
+            quote(self.nonce),
+            quote(self.uri),
+            alg.token(),
+            quote(self.cnonce)
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn rfc_2617_example_response() {
+        // RFC 2617 §3.5, with MD5 and qop=auth.
+        let c = Credentials {
+            username: "Mufasa".into(),
+            realm: "testrealm@host.com".into(),
+            nonce: "dcd98b7102dd2f0e8b11d0f600bfb0c093".into(),
+            uri: "/dir/index.html".into(),
+            cnonce: Some("0a4f113b".into()),
+            qop: Some("auth".into()),
+            nc: Some("00000001".into()),
+            ..Default::default()
+        };
+        let ha1 = Algorithm::Md5.ha1("Mufasa", "testrealm@host.com", "Circle Of Life");
+        assert_eq!(c.expected_response(Algorithm::Md5, &ha1, "GET").unwrap(), "6629fae49393a05397450978507c4ef1");
+    }
+
+    #[test]
+    fn parses_what_phones_send() {
+        let h = r#"Digest username="+4420794600001", realm="sip.provider.example", nonce="1.abc",
+                   uri="sip:sip.provider.example", response="0123", algorithm=MD5, cnonce="x\"y", qop=auth,
+                   nc=00000001"#;
+        let c = Credentials::parse(h).unwrap();
+        assert_eq!(c.username, "+4420794600001");
+        assert_eq!(c.cnonce.as_deref(), Some("x\"y"));
+        assert_eq!(c.qop.as_deref(), Some("auth"));
+        assert_eq!(c.algorithm().unwrap(), Algorithm::Md5);
+        assert!(matches!(Credentials::parse("Basic abc"), Err(DigestError::Malformed("scheme"))));
+        assert!(Credentials::parse(r#"Digest username="a", nonce="n""#).is_err());
+        assert!(Credentials::parse(r#"Digest username="a"#).is_err());
+        let sha = Credentials::parse(r#"Digest username=a, nonce=n, uri=u, response=r, algorithm=SHA-256"#);
+        assert_eq!(sha.unwrap().algorithm().unwrap(), Algorithm::Sha256);
+        let weird = Credentials::parse(r#"Digest username=a, nonce=n, uri=u, response=r, algorithm=AKAv1-MD5"#);
+        assert!(matches!(weird.unwrap().algorithm(), Err(DigestError::Algorithm(_))));
+    }
+
+    fn realm() -> DigestRealm {
+        DigestRealm::new("sip.provider.example", b"secret", 300)
+    }
+
+    #[test]
+    fn a_correct_answer_to_our_challenge_verifies() {
+        let r = realm();
+        for alg in [Algorithm::Md5, Algorithm::Sha256] {
+            let nonce = r.nonce(1000);
+            let h = DigestAnswer {
+                username: "dev1",
+                password: "pw",
+                realm: r.realm(),
+                nonce: &nonce,
+                method: "REGISTER",
+                uri: "sip:sip.provider.example",
+                cnonce: "c",
+            }
+            .header(alg);
+            let c = Credentials::parse(&h).unwrap();
+            let other = alg.ha1("dev1", r.realm(), "other");
+            let right = alg.ha1("dev1", r.realm(), "pw");
+            assert_eq!(r.verify(&c, "REGISTER", 1010, &[(alg, &other), (alg, &right)]), Ok(1));
+            assert_eq!(r.verify(&c, "REGISTER", 1010, &[(alg, &other)]), Err(DigestError::Mismatch));
+            assert_eq!(r.verify(&c, "INVITE", 1010, &[(alg, &right)]), Err(DigestError::Mismatch));
+            assert_eq!(r.verify(&c, "REGISTER", 1400, &[(alg, &right)]), Err(DigestError::Stale));
+        }
+    }
+
+    #[test]
+    fn forged_and_foreign_nonces_are_refused() {
+        let r = realm();
+        let ha1 = Algorithm::Md5.ha1("dev1", r.realm(), "pw");
+        let forged = DigestAnswer {
+            username: "dev1",
+            password: "pw",
+            realm: r.realm(),
+            nonce: "1000.00",
+            method: "REGISTER",
+            uri: "sip:x",
+            cnonce: "c",
+        }
+        .header(Algorithm::Md5);
+        let c = Credentials::parse(&forged).unwrap();
+        assert_eq!(r.verify(&c, "REGISTER", 1000, &[(Algorithm::Md5, &ha1)]), Err(DigestError::Nonce));
+        let other = DigestRealm::new("sip.provider.example", b"other secret", 300);
+        let h = DigestAnswer {
+            username: "dev1",
+            password: "pw",
+            realm: r.realm(),
+            nonce: &other.nonce(1000),
+            method: "REGISTER",
+            uri: "sip:x",
+            cnonce: "c",
+        }
+        .header(Algorithm::Md5);
+        let c = Credentials::parse(&h).unwrap();
+        assert_eq!(r.verify(&c, "REGISTER", 1000, &[(Algorithm::Md5, &ha1)]), Err(DigestError::Nonce));
+        let wrong_realm = DigestAnswer {
+            username: "dev1",
+            password: "pw",
+            realm: "evil",
+            nonce: &r.nonce(1000),
+            method: "REGISTER",
+            uri: "sip:x",
+            cnonce: "c",
+        }
+        .header(Algorithm::Md5);
+        let c = Credentials::parse(&wrong_realm).unwrap();
+        assert_eq!(r.verify(&c, "REGISTER", 1000, &[(Algorithm::Md5, &ha1)]), Err(DigestError::Realm));
+    }
+
+    #[test]
+    fn challenges_offer_sha256_then_md5() {
+        let ch = realm().challenges(7, true);
+        assert!(ch[0].contains("algorithm=SHA-256") && ch[1].contains("algorithm=MD5"));
+        assert!(ch.iter().all(|c| c.contains("stale=true") && c.contains("nonce=\"7.")));
+        let params = parse_auth_params(ch[1].strip_prefix("Digest ").unwrap()).unwrap();
+        assert!(params.contains(&("realm".into(), "sip.provider.example".into())));
+    }
+
+    proptest! {
+        #[test]
+        fn quoted_values_round_trip(v in "\\PC{0,20}", k in "[a-z]{1,8}") {
+            let parsed = parse_auth_params(&format!("{k}={}, other=tok", quote(&v))).unwrap();
+            prop_assert_eq!(parsed, vec![(k, v), ("other".into(), "tok".into())]);
+        }
+
+        #[test]
+        fn parsing_never_panics(s in "\\PC{0,80}") {
+            let _ = Credentials::parse(&s);
+        }
+    }
+}

@@ -1,0 +1,161 @@
+//! SIP peers for tests: rtpengine (Debian `rtpengine-daemon`, userspace mode), sipp scenarios and baresip, on
+//! free loopback ports, stopped when dropped.
+
+use crate::process::ChildGuard;
+use crate::{ports, tools};
+use anyhow::{Context, Result, bail};
+use std::fs::OpenOptions;
+use std::net::{SocketAddr, UdpSocket};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+/// A running `rtpengine` in userspace mode (`--table=-1`): its ng control port and its RTP port range.
+#[derive(Debug)]
+pub struct Rtpengine {
+    /// The ng control address (UDP).
+    pub ng: SocketAddr,
+    /// The first and last RTP port it may use.
+    pub port_range: (u16, u16),
+    guard: ChildGuard,
+    _dir: tempfile::TempDir,
+    _block: std::fs::File,
+}
+
+impl Rtpengine {
+    /// Starts rtpengine on 127.0.0.1 with a free ng port and a reserved block of 200 RTP ports; waits until
+    /// it answers an ng `ping`.
+    pub async fn start() -> Result<Self> {
+        let ng = ports::free_addr();
+        let (block, (min, max)) = reserve_block(200)?;
+        let dir = tempfile::Builder::new().prefix("tincan-rtpengine-").tempdir()?;
+        let log = dir.path().join("rtpengine.log");
+        let mut cmd = tools::command("rtpengine");
+        // `--config-file=none`: Debian's /etc/rtpengine/rtpengine.conf would add fixed CLI and HTTP ports that two
+        // rtpengines cannot share.
+        cmd.args([
+            "--config-file=none",
+            "--foreground",
+            "--table=-1",
+            "--interface=127.0.0.1",
+            &format!("--listen-ng={ng}"),
+            &format!("--port-min={min}"),
+            &format!("--port-max={max}"),
+            "--log-stderr",
+            "--no-fallback",
+            &format!("--pidfile={}", dir.path().join("pid").display()),
+        ]);
+        let mut guard = ChildGuard::spawn_logged("rtpengine", cmd, &log)?;
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let probe = UdpSocket::bind("127.0.0.1:0")?;
+        probe.set_read_timeout(Some(Duration::from_millis(200)))?;
+        loop {
+            guard.ensure_running()?;
+            probe.send_to(b"probe d7:command4:pinge", ng)?;
+            let mut buf = [0u8; 256];
+            if let Ok((n, _)) = probe.recv_from(&mut buf)
+                && String::from_utf8_lossy(&buf[..n]).contains("pong")
+            {
+                break;
+            }
+            if Instant::now() > deadline {
+                bail!("rtpengine did not answer ng ping within 10 s\n{}", guard.log_tail(30));
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        Ok(Self { ng, port_range: (min, max), guard, _dir: dir, _block: block })
+    }
+
+    /// Kills rtpengine at once (SIGKILL).
+    pub fn kill(&mut self) {
+        self.guard.kill();
+    }
+
+    /// The end of its log.
+    pub fn log_tail(&self, lines: usize) -> String {
+        self.guard.log_tail(lines)
+    }
+}
+
+/// Reserves `len` consecutive ports in 20000..30000 (below Linux's ephemeral range) with a lock file held for
+/// the life of the returned file, so parallel tests' rtpengines never share RTP ports.
+pub fn reserve_block(len: u16) -> Result<(std::fs::File, (u16, u16))> {
+    let dir = std::env::temp_dir().join("tincan-testkit-ports");
+    std::fs::create_dir_all(&dir)?;
+    let mut start = 20000;
+    while start + len <= 30000 {
+        let path = dir.join(format!("block-{start}-{len}.lock"));
+        let file = OpenOptions::new().create(true).truncate(false).write(true).open(&path)?;
+        if file.try_lock().is_ok() {
+            return Ok((file, (start, start + len - 1)));
+        }
+        start += len;
+    }
+    bail!("no free block of {len} ports in 20000..30000")
+}
+
+/// A sipp scenario file written into a temp dir.
+#[derive(Debug)]
+pub struct Scenario {
+    dir: tempfile::TempDir,
+    path: PathBuf,
+}
+
+impl Scenario {
+    /// Writes `xml` (a sipp scenario) to a file.
+    pub fn new(name: &str, xml: &str) -> Result<Self> {
+        let dir = tempfile::Builder::new().prefix("tincan-sipp-").tempdir()?;
+        let path = dir.path().join(format!("{name}.xml"));
+        std::fs::write(&path, xml)?;
+        Ok(Self { dir, path })
+    }
+
+    /// The scenario file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// A directory for this scenario's logs and CSV files.
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// A sipp command running this scenario from `local` to `remote`, stopping after `calls` calls:
+    /// `-sf FILE -i IP -p PORT -m CALLS -nostdin -timeout 30s -timeout_error -trace_err` (add `-r`, `-s`, `-set`
+    /// etc. as needed).
+    pub fn command(&self, remote: SocketAddr, local: SocketAddr, calls: u32) -> Command {
+        let mut cmd = tools::command("sipp");
+        cmd.arg(remote.to_string())
+            .arg("-sf")
+            .arg(&self.path)
+            .args(["-i", &local.ip().to_string(), "-p", &local.port().to_string()])
+            .args(["-m", &calls.to_string(), "-nostdin", "-timeout", "30s", "-timeout_error", "-trace_err"])
+            .arg("-error_file")
+            .arg(self.dir.path().join("errors.log"))
+            .current_dir(self.dir.path());
+        cmd
+    }
+
+    /// Runs `cmd` (from [`Scenario::command`]) to completion off the async runtime; fails with sipp's error
+    /// log when it exits non-zero (sipp exits 0 only when every call succeeded).
+    pub async fn run(&self, mut cmd: Command) -> Result<String> {
+        let errors = self.dir.path().join("errors.log");
+        let out = tokio::task::spawn_blocking(move || cmd.output()).await?.context("running sipp")?;
+        let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        if !out.status.success() {
+            let log = std::fs::read_to_string(&errors).unwrap_or_default();
+            bail!("sipp exited with {}\n{}\nerrors:\n{}", out.status, tail(&text, 40), tail(&log, 60));
+        }
+        Ok(text)
+    }
+
+    /// Starts `cmd` in the background (for a UAS the test talks to); stopped on drop.
+    pub fn spawn(&self, cmd: Command, name: &str) -> Result<ChildGuard> {
+        ChildGuard::spawn_logged(name, cmd, self.dir.path().join(format!("{name}.log")))
+    }
+}
+
+fn tail(s: &str, lines: usize) -> String {
+    let all: Vec<&str> = s.lines().collect();
+    all[all.len().saturating_sub(lines)..].join("\n")
+}
