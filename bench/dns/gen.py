@@ -12,14 +12,48 @@ gen.py N OUTDIR [APEX] writes, for N numbers +442071000000, +442071000001, …, 
   q-mix-flood.txt    FLOOD queries alternating a random existing number and a distinct non-existent one (+44209…,
                      disjoint from q-neg-flood.txt so one run cannot warm the cache for the other)
 Each file has its own seeded generator, so it is the same whichever files already existed.
+
+gen.py N OUTDIR --mixed writes only numbers-mixed.jsonl: N distinct numbers of ten countries interleaved (country
+codes 1, 44, 49, 33, 34, 39, 31, 46, 61, 81, one after the other; per country a fixed-line area and mobiles
+alternately), each drawn from a range where every number is valid per libphonenumber's metadata, for `numbers
+import` (the same ranges as enum-directory/core/benches/parse.rs).
 """
 import base64, json, os, random, sys
 
-n = int(sys.argv[1])
-out = sys.argv[2]
-apex = sys.argv[3] if len(sys.argv) > 3 else "e164.tincan.test."
+mixed = "--mixed" in sys.argv[1:]
+args = [a for a in sys.argv[1:] if a != "--mixed"]
+n = int(args[0])
+out = args[1]
+apex = args[2] if len(args) > 2 else "e164.tincan.test."
 flood = int(os.environ.get("FLOOD", "2000000"))
 os.makedirs(out, exist_ok=True)
+key = base64.b64encode(bytes(range(32))).decode().rstrip("=")
+
+# Per country (prefix, free digits) of a fixed-line area and of mobiles: Washington DC and Toronto (two regions of
+# +1), London, Berlin, Paris, Madrid, Rome (leading zero kept), Amsterdam, Stockholm, Sydney, Tokyo.
+MIXED_RANGES = [[("12025", 6), ("14165", 6)], [("44207", 7), ("44740", 7)], [("4930", 8), ("49151", 8)],
+                [("331", 8), ("3361", 7)], [("3491", 7), ("3460", 7)], [("3906", 8), ("3933", 8)],
+                [("3120", 7), ("3161", 7)], [("468", 7), ("4670", 7)], [("6128", 7), ("6141", 7)],
+                [("8133", 7), ("81901", 7)]]
+
+if mixed:
+    if not os.path.exists(os.path.join(out, "numbers-mixed.jsonl")):
+        rnd = random.Random(23)
+        ranges = [r for country in MIXED_RANGES for r in country]
+        per = -(-n // len(ranges))
+        drawn = {r: rnd.sample(range(10 ** r[1]), per) for r in ranges}
+        lines = []
+        for i in range(n):
+            k = i // len(MIXED_RANGES)
+            prefix, free = MIXED_RANGES[i % len(MIXED_RANGES)][k % 2]
+            d = prefix + str(drawn[(prefix, free)][k // 2]).zfill(free)
+            lines.append(json.dumps({"e164": "+" + d, "services": [{"type": "matrix", "uri": f"matrix:u/u{i}:hs.test"}],
+                                     "ed25519": key}) + "\n")
+        tmp = os.path.join(out, "numbers-mixed.jsonl.tmp")
+        with open(tmp, "w") as f:
+            f.writelines(lines)
+        os.replace(tmp, os.path.join(out, "numbers-mixed.jsonl"))
+    sys.exit(0)
 
 def owner(digits):
     return ".".join(reversed(digits)) + "." + apex
@@ -41,7 +75,6 @@ def distinct_missing(prefix, seed):
     return (owner(f"{prefix}{i:07d}") for i in random.Random(seed).sample(range(10_000_000), flood))
 
 if missing("zone.txt", "numbers.jsonl"):
-    key = base64.b64encode(bytes(range(32))).decode().rstrip("=")
     with open(os.path.join(out, "zone.txt"), "w") as z, open(os.path.join(out, "numbers.jsonl"), "w") as j:
         z.write(f"$ORIGIN {apex}\n$TTL 300\n@ SOA ns.{apex} hostmaster.{apex} 1 3600 600 86400 300\n")
         z.write(f"@ NS ns.{apex}\nns A 127.0.0.1\n")

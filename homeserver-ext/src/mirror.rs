@@ -182,7 +182,7 @@ pub async fn resolve_validated(app: &App, hits: Vec<(String, String)>) -> Vec<(S
     futures::stream::iter(hits)
         .map(|(key, number)| async move {
             let number = E164::parse(&number).ok()?;
-            match lookup.resolve(number.core()).await {
+            match lookup.resolve(&number).await {
                 Ok(found) => found.routes.matrix.map(|user| (key, user.user_id())),
                 Err(e) => {
                     tracing::warn!(error = %e, number = %number.redacted(), "validated lookup failed; left out");

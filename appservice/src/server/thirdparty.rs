@@ -34,7 +34,8 @@ pub(crate) async fn protocol(
     ))
 }
 
-/// The ghost for `?m.id.phone=<number>` (any format `phonenumber` reads with a leading `+`); 404 when none.
+/// The ghost for `?m.id.phone=<number>` (an international number, its `+` optional, digits and the usual
+/// separators); 404 when none.
 pub(crate) async fn user(
     State(bridge): State<BridgeHandle>,
     Path(protocol): Path<String>,
@@ -57,12 +58,12 @@ pub(crate) async fn user(
     Ok(Json(vec![user]))
 }
 
-/// An international number in E.164, or `None` when it is not a valid number.
+/// An international number in E.164, or `None` when it is not a valid number. Parsed like every number in the
+/// workspace ([`tincan_enum_core::E164`]): digits and spaces, dashes, dots or brackets only.
 pub fn normalise(number: &str) -> Option<String> {
     let n = number.trim();
     let n = if n.starts_with('+') { n.to_owned() } else { format!("+{n}") };
-    let parsed = phonenumber::parse(None, &n).ok()?;
-    phonenumber::is_valid(&parsed).then(|| parsed.format().mode(phonenumber::Mode::E164).to_string())
+    tincan_enum_core::E164::parse(&n).ok().map(|e| e.as_str().to_owned())
 }
 
 #[cfg(test)]
@@ -76,5 +77,7 @@ mod tests {
         assert_eq!(normalise("+44 20 7946 0018").as_deref(), Some("+442079460018"));
         assert_eq!(normalise("12"), None);
         assert_eq!(normalise("hello"), None);
+        assert_eq!(normalise("+39 06 1234 5678").as_deref(), Some("+390612345678"));
+        assert_eq!(normalise("+44 999"), None, "a short number is not E.164");
     }
 }
