@@ -1,12 +1,21 @@
 //! Charging for SMS: quote → reserve → settle | release, per segment, through the PSTN gateway's ledger.
 //!
 //! [`Billing`] is the seam: [`Free`] when the operator runs no gateway (a community provider; the bridge says
-//! so at start), and the gateway's charging API otherwise. A message's segments are quoted and reserved
+//! so at start), and [`Gateway`] otherwise: the gateway's `Charging` interface (`tincan-gateway`), over HTTP
+//! with a service token ([`Gateway::http`]) or in process. Segments are held by usage (`segments`), so the
+//! gateway prices them at the user's rate and keeps that rate with the hold; settlement names the segments an
+//! SMSC accepted. A message's segments are quoted and reserved
 //! before it is stored (no credit, no send, and the sender is told why); the hold is settled for the segments
 //! an SMSC accepted, or released when none was, by a worker that retries until the gateway answers (every
 //! write carries an idempotency key derived from the Matrix event, so a retry never charges twice).
 
 use async_trait::async_trait;
+use std::sync::Arc;
+use tincan_enum_core::E164;
+use tincan_gateway::charging::{
+    AccountRef, ChargeError, Charging, HoldState, IdempotencyKey, QuoteRequest, ReleaseRequest, ReserveRequest,
+    ServiceKind, SettleRequest,
+};
 
 /// Why a charge could not be made.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -80,5 +89,143 @@ impl Billing for Free {
     }
     async fn release(&self, _: &str, _: &str) -> Result<(), BillingError> {
         Ok(())
+    }
+}
+
+/// Charging through the PSTN gateway's ledger.
+pub struct Gateway {
+    charging: Arc<dyn Charging>,
+}
+
+impl std::fmt::Debug for Gateway {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Gateway")
+    }
+}
+
+/// How long a hold lives: the gateway's maximum, so that a message waiting for a link still has its money.
+const HOLD_TTL_SECS: u32 = 86_400;
+
+impl Gateway {
+    /// Charging through `charging` (in process, or a `GatewayClient`).
+    pub fn new(charging: Arc<dyn Charging>) -> Self {
+        Self { charging }
+    }
+
+    /// The gateway's HTTP API at `url` with a service token.
+    pub fn http(url: &str, token: &str) -> Result<Self, BillingError> {
+        let client = tincan_gateway::client::GatewayClient::new(url, token).map_err(map)?;
+        Ok(Self::new(Arc::new(client)))
+    }
+}
+
+fn map(e: ChargeError) -> BillingError {
+    match e {
+        ChargeError::InsufficientFunds => BillingError::InsufficientFunds(String::new()),
+        ChargeError::NoRate => BillingError::NoRate,
+        ChargeError::DestinationBlocked(why) | ChargeError::LimitExceeded(why) => BillingError::Refused(why),
+        ChargeError::AccountDisabled => BillingError::Refused("your account is disabled".into()),
+        e if e.is_retryable() => BillingError::Unavailable(e.to_string()),
+        e => BillingError::Refused(e.to_string()),
+    }
+}
+
+fn number(destination: &str) -> Result<E164, BillingError> {
+    E164::parse(destination).map_err(|e| BillingError::Refused(format!("{destination}: {e}")))
+}
+
+fn key(k: &str) -> Result<IdempotencyKey, BillingError> {
+    IdempotencyKey::new(k).map_err(|e| BillingError::Refused(e.to_string()))
+}
+
+fn hold_id(h: &str) -> Result<tincan_gateway::charging::HoldId, BillingError> {
+    h.parse().map_err(|e: ChargeError| BillingError::Refused(e.to_string()))
+}
+
+#[async_trait]
+impl Billing for Gateway {
+    fn is_free(&self) -> bool {
+        false
+    }
+
+    async fn quote(&self, user: &str, destination: &str, segments: u32) -> Result<Quote, BillingError> {
+        let q = self
+            .charging
+            .quote(&QuoteRequest {
+                account: AccountRef::User { user_id: user.to_owned() },
+                service: ServiceKind::Sms,
+                destination: number(destination)?,
+                seconds: None,
+                segments: Some(segments),
+            })
+            .await
+            .map_err(map)?;
+        let total = q.amount.map(|a| a.to_string()).unwrap_or_default();
+        Ok(Quote { unit_price: q.per_segment.to_string(), total, currency: q.currency.to_string() })
+    }
+
+    async fn reserve(&self, user: &str, destination: &str, segments: u32, k: &str) -> Result<Hold, BillingError> {
+        let request = ReserveRequest {
+            idempotency_key: key(k)?,
+            account: AccountRef::User { user_id: user.to_owned() },
+            service: ServiceKind::Sms,
+            destination: number(destination)?,
+            amount: None,
+            seconds: None,
+            segments: Some(segments),
+            ttl_secs: Some(HOLD_TTL_SECS),
+        };
+        match self.charging.reserve(&request).await {
+            Ok(h) => Ok(Hold { id: h.id.to_string(), unit_price: String::new() }),
+            Err(ChargeError::InsufficientFunds) => {
+                // Say what it costs and what there is.
+                let why = match self.quote(user, destination, segments).await {
+                    Ok(q) => format!("{segments} SMS cost {} {}", q.total, q.currency),
+                    Err(_) => format!("{segments} SMS"),
+                };
+                let available = self
+                    .charging
+                    .quote(&QuoteRequest {
+                        account: AccountRef::User { user_id: user.to_owned() },
+                        service: ServiceKind::Sms,
+                        destination: number(destination)?,
+                        seconds: None,
+                        segments: None,
+                    })
+                    .await
+                    .map(|q| format!("; you have {} {}", q.available, q.currency))
+                    .unwrap_or_default();
+                Err(BillingError::InsufficientFunds(format!("{why}{available}")))
+            }
+            Err(e) => Err(map(e)),
+        }
+    }
+
+    async fn settle(&self, hold: &str, segments: u32, _unit_price: &str, k: &str) -> Result<(), BillingError> {
+        let request = SettleRequest {
+            idempotency_key: key(k)?,
+            hold: hold_id(hold)?,
+            amount: None,
+            seconds: None,
+            segments: Some(segments),
+            carrier: None,
+        };
+        match self.charging.settle(&request).await {
+            Ok(_) | Err(ChargeError::HoldClosed(HoldState::Settled)) => Ok(()),
+            Err(e @ (ChargeError::HoldExpired | ChargeError::HoldClosed(_) | ChargeError::HoldNotFound)) => {
+                // Nothing to settle any more: the money went back to the user.
+                tracing::error!(%hold, error = %e, "an SMS hold could not be settled; it is not charged");
+                Ok(())
+            }
+            Err(e) => Err(map(e)),
+        }
+    }
+
+    async fn release(&self, hold: &str, k: &str) -> Result<(), BillingError> {
+        let request = ReleaseRequest { idempotency_key: key(k)?, hold: hold_id(hold)? };
+        match self.charging.release(&request).await {
+            Ok(_) | Err(ChargeError::HoldClosed(_) | ChargeError::HoldExpired | ChargeError::HoldNotFound) => Ok(()),
+            Err(e) => Err(map(e)),
+        }
     }
 }

@@ -1,7 +1,7 @@
 //! The binary's commands: `run` (default), `registration`, `config check` — the core's command line, with this
 //! bridge's config.
 
-use crate::billing::{Billing, Free};
+use crate::billing::{Billing, Free, Gateway};
 use crate::bridge::SmsBridge;
 use crate::config::{Config, ENV_PREFIX};
 use std::process::ExitCode;
@@ -67,7 +67,11 @@ pub fn main(cli: &Cli) -> ExitCode {
 /// Runs the bridge until SIGINT or SIGTERM.
 pub async fn run(config: Config) -> anyhow::Result<()> {
     let store = crate::store::open(&config.sms.database_url).await?;
-    let billing: Arc<dyn Billing> = Arc::new(Free);
+    let billing: Arc<dyn Billing> = if config.sms.billing.gateway_url.is_empty() {
+        Arc::new(Free)
+    } else {
+        Arc::new(Gateway::http(&config.sms.billing.gateway_url, config.sms.billing.token.expose())?)
+    };
     let connector =
         SmsBridge::new(config.sms.clone(), &config.homeserver.server_name, store, billing, Arc::new(SystemClock));
     let bridge = tincan_appservice::Bridge::builder(config.core()).start(Arc::new(connector.clone())).await?;

@@ -106,10 +106,19 @@ impl Inner {
         Ok(Some(number))
     }
 
+    fn prefix<'a>(&self, to: &'a str) -> &'a str {
+        let digits = &to[1..];
+        &digits[..digits.len().min(self.config.limits.prefix_digits)]
+    }
+
+    fn give_back_rate(&self, user: &str, to: &str, segments: u32) {
+        self.per_user.lock().expect("not poisoned").give_back(user, segments);
+        self.per_prefix.lock().expect("not poisoned").give_back(self.prefix(to), segments);
+    }
+
     fn take_rate(&self, user: &str, to: &str, segments: u32) -> Result<(), Refusal> {
         let now = self.now_ms();
-        let digits = &to[1..];
-        let prefix = &digits[..digits.len().min(self.config.limits.prefix_digits)];
+        let prefix = self.prefix(to);
         let mut per_user = self.per_user.lock().expect("not poisoned");
         per_user.take(user, segments, now).map_err(|ms| Refusal::RateLimited(ms.div_ceil(1000)))?;
         let mut per_prefix = self.per_prefix.lock().expect("not poisoned");
@@ -174,11 +183,15 @@ impl SmsApi {
         } else {
             match b.billing.reserve(user, to, parts, &format!("sms.reserve.{}", key_of(event))).await {
                 Ok(h) => (Some(h.id), Some(h.unit_price)),
-                Err(BillingError::Unavailable(why)) => {
-                    b.metrics.inc(&b.metrics.billing_errors);
-                    return Err(ConnectorError::Temporary(format!("billing unavailable: {why}")));
+                Err(e) => {
+                    // Not sent: the rate is given back.
+                    b.give_back_rate(user, to, parts);
+                    if let BillingError::Unavailable(why) = e {
+                        b.metrics.inc(&b.metrics.billing_errors);
+                        return Err(ConnectorError::Temporary(format!("billing unavailable: {why}")));
+                    }
+                    return Err(refuse(Refusal::Billing(e)));
                 }
-                Err(e) => return Err(refuse(Refusal::Billing(e))),
             }
         };
         let new = NewMessage {

@@ -165,6 +165,10 @@ pub fn config(dir: &std::path::Path, smsc_port: u16) -> Config {
 }
 
 pub async fn world() -> World {
+    world_with(Arc::new(Free)).await
+}
+
+pub async fn world_with(billing: Arc<dyn tincan_sms::billing::Billing>) -> World {
     let dir = tempfile::tempdir().unwrap();
     let smsc_peer = Smsc::start().await.unwrap();
     smsc_peer.set(json!({"dlr": "tlv"})).await;
@@ -180,7 +184,7 @@ pub async fn world() -> World {
         .unwrap();
     config.homeserver.url = synapse.url();
     let store = tincan_sms::store::open(&config.sms.database_url).await.unwrap();
-    let sms = SmsBridge::new(config.sms.clone(), "hs.test", store, Arc::new(Free), Arc::new(SystemClock));
+    let sms = SmsBridge::new(config.sms.clone(), "hs.test", store, billing, Arc::new(SystemClock));
     let bridge = tincan_appservice::Bridge::builder(config.core()).start(Arc::new(sms.clone())).await.unwrap();
     let client = |u: tincan_testkit::RegisteredUser| Client {
         http: reqwest::Client::new(),
@@ -338,6 +342,55 @@ async fn refusals_failures_opt_outs_and_commands_answer_in_the_dm() {
     let last = w.smsc.wait_submits(4, Duration::from_secs(30)).await.remove(3);
     assert_eq!(last["source_addr"], "447400000002");
     assert_eq!(w.smsc.submits().len(), 4, "commands are never sent as SMS");
+    w.sms.stop().await;
+    w.bridge.stop().await;
+}
+
+/// Charging through the gateway's ledger (in process, on SQLite): each segment is held before the message is
+/// stored and settled once the SMSC took it; without credit nothing is sent and the user is told why.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn billing_charges_per_segment_and_refuses_without_credit() {
+    use tincan_gateway::charging::{AccountRef, IdempotencyKey};
+    use tincan_gateway::ledger::{Ledger, LedgerConfig};
+    use tincan_gateway::storage::EntryKind;
+    let dir = tempfile::tempdir().unwrap();
+    let storage = tincan_gateway::storage::open(
+        &format!("sqlite://{}", dir.path().join("gw.db").display()),
+        Arc::new(SystemClock),
+    )
+    .await
+    .unwrap();
+    let mut tx = storage.begin().await.unwrap();
+    let deck = "prefix,description,connect_fee,per_minute,increments,per_sms\n44,UK,0,0.02,60/60,0.05\n";
+    tx.rates().replace("default", &tincan_gateway::rating::parse_csv(deck).unwrap()).await.unwrap();
+    tx.commit().await.unwrap();
+    let ledger = Ledger::start(storage, Arc::new(SystemClock), LedgerConfig::default());
+    let alice = ledger.user_account("@alice:hs.test", None, "EUR".parse().unwrap()).await.unwrap();
+    let key = IdempotencyKey::new("seed").unwrap();
+    ledger.credit("test", &key, alice.id, "0.12".parse().unwrap(), EntryKind::Adjustment, "seed", "").await.unwrap();
+    let w = world_with(Arc::new(tincan_sms::billing::Gateway::new(Arc::new(ledger.charging("svc:sms"))))).await;
+
+    let ghost = w.alice.ghost_of("+447400123456").await;
+    let room = w.alice.dm(&ghost).await;
+    w.alice.send(&room, "p", &format!("!price {}", "b".repeat(200))).await;
+    let price = w.alice.wait_body(&room, &ghost, "the price", |b| b.starts_with("ℹ That is")).await;
+    assert_eq!(price, "ℹ That is 2 SMS (GSM 7-bit, 200 characters) to +447400123456: 0.10 EUR (0.05 each).");
+
+    // Two segments: held, sent, settled.
+    w.alice.send(&room, "m1", &"b".repeat(200)).await;
+    w.smsc.wait_submits(2, Duration::from_secs(30)).await;
+    let balance = wait_for("the settlement", Duration::from_secs(30), || async {
+        let a = ledger.account(&AccountRef::User { user_id: "@alice:hs.test".into() }).await.unwrap();
+        (a.held.to_string() == "0.00").then(|| a.balance.to_string())
+    })
+    .await;
+    assert_eq!(balance, "0.02", "0.12 less two segments at 0.05");
+
+    // One more costs 0.05: refused, nothing sent, and Alice reads why.
+    w.alice.send(&room, "m2", "one more").await;
+    let why = w.alice.wait_body(&room, &ghost, "the refusal", |b| b.contains("not enough credit")).await;
+    assert!(why.contains("1 SMS cost 0.05 EUR; you have 0.02 EUR"), "{why}");
+    assert_eq!(w.smsc.submits().len(), 2);
     w.sms.stop().await;
     w.bridge.stop().await;
 }
