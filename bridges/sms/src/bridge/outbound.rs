@@ -86,24 +86,32 @@ fn reference_of(event_id: &str) -> Reference {
 }
 
 impl Inner {
-    /// The number `user` sends to `to` from: the conversation's, else the user's default (one is assigned from
-    /// the pool on first use), kept for the conversation.
-    pub(crate) async fn sender_number(&self, user: &str, to: &str) -> Result<Option<String>, StoreError> {
+    /// What the outbox knows before a message is taken, in one transaction: whether the event is stored
+    /// already, the number `user` sends to `to` from (the conversation's, else the user's default — one is
+    /// assigned from the pool on first use — kept for the conversation), and whether `to` stopped it.
+    pub(crate) async fn prepare(&self, event: &str, user: &str, to: &str) -> Result<Prepared, StoreError> {
         let mut tx = self.store.begin().await?;
-        if let Some(n) = tx.numbers().conversation(user, to).await? {
-            return Ok(Some(n));
+        if let Some(m) = tx.outbox().by_event(event).await? {
+            return Ok(Prepared::Stored(m.id));
         }
-        let held = tx.numbers().held_by(user).await?;
-        let number = match held.iter().find(|h| h.is_default).or(held.first()) {
-            Some(h) => h.number.clone(),
-            None => match tx.numbers().assign(user, self.now_ms() as i64).await? {
-                Some(n) => n,
-                None => return Ok(None),
-            },
+        let from = match tx.numbers().conversation(user, to).await? {
+            Some(n) => n,
+            None => {
+                let held = tx.numbers().held_by(user).await?;
+                let number = match held.iter().find(|h| h.is_default).or(held.first()) {
+                    Some(h) => h.number.clone(),
+                    None => match tx.numbers().assign(user, self.now_ms() as i64).await? {
+                        Some(n) => n,
+                        None => return Ok(Prepared::NoNumber),
+                    },
+                };
+                tx.numbers().set_conversation(user, to, &number).await?;
+                number
+            }
         };
-        tx.numbers().set_conversation(user, to, &number).await?;
+        let stopped = tx.opt_outs().is_stopped(to, &from).await?;
         tx.commit().await?;
-        Ok(Some(number))
+        Ok(if stopped { Prepared::Stopped(from) } else { Prepared::From(from) })
     }
 
     fn prefix<'a>(&self, to: &'a str) -> &'a str {
@@ -130,6 +138,18 @@ impl Inner {
     }
 }
 
+/// What [`Inner::prepare`] found.
+pub(crate) enum Prepared {
+    /// The event is in the outbox already.
+    Stored(crate::store::MessageId),
+    /// No number is free for the user.
+    NoNumber,
+    /// The recipient stopped messages from this number.
+    Stopped(String),
+    /// Send from this number.
+    From(String),
+}
+
 /// One user's side of the network.
 #[derive(Debug)]
 pub struct SmsApi {
@@ -147,12 +167,6 @@ impl SmsApi {
         let b = &self.bridge;
         let user = self.user.as_str();
         let event = message.event_id.as_str();
-        // Handled before a crash: the outbox holds each event once.
-        let mut tx = b.store.begin().await.map_err(temporary)?;
-        if let Some(m) = tx.outbox().by_event(event).await.map_err(temporary)? {
-            return Ok(remote_id(m.id));
-        }
-        drop(tx);
         let to = portal.other_user.as_str();
         let text = text_of(message).map_err(refused)?;
         if let Some(command) = commands::parse(&text) {
@@ -169,12 +183,13 @@ impl SmsApi {
             refused(r)
         };
         check_destination(&b.config, to).map_err(refuse)?;
-        let from = b.sender_number(user, to).await.map_err(temporary)?.ok_or(Refusal::NoNumber).map_err(refuse)?;
-        let mut tx = b.store.begin().await.map_err(temporary)?;
-        if tx.opt_outs().is_stopped(to, &from).await.map_err(temporary)? {
-            return Err(refuse(Refusal::OptedOut { to: to.to_owned(), from }));
-        }
-        drop(tx);
+        let from = match b.prepare(event, user, to).await.map_err(temporary)? {
+            // Taken before a crash: the outbox holds each event once.
+            Prepared::Stored(id) => return Ok(remote_id(id)),
+            Prepared::NoNumber => return Err(refuse(Refusal::NoNumber)),
+            Prepared::Stopped(from) => return Err(refuse(Refusal::OptedOut { to: to.to_owned(), from })),
+            Prepared::From(from) => from,
+        };
         let (coding, segments) = NewSegment::split(&text, reference_of(event)).map_err(|e| refuse(e.into()))?;
         let parts = segments.len() as u32;
         b.take_rate(user, to, parts).map_err(refuse)?;

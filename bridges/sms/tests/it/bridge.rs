@@ -20,8 +20,8 @@ pub const HS_TOKEN: &str = "sms-hs-token-for-tests";
 pub const DIDS: [&str; 3] = ["+447400000001", "+447400000002", "+447400000003"];
 
 pub struct Client {
-    http: reqwest::Client,
-    base: String,
+    pub http: reqwest::Client,
+    pub base: String,
     pub token: String,
 }
 

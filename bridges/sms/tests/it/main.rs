@@ -2,6 +2,7 @@
 //! against an independent SMSC (the smpp34 simulator), and the whole bridge with a real Synapse.
 
 mod bridge;
+mod crash;
 mod harness;
 mod link;
 mod store;
