@@ -251,6 +251,7 @@ pub struct DigestRealm {
     realm: String,
     secret: Vec<u8>,
     nonce_lifetime_secs: u64,
+    algorithms: Vec<Algorithm>,
 }
 
 impl std::fmt::Debug for DigestRealm {
@@ -262,7 +263,22 @@ impl std::fmt::Debug for DigestRealm {
 impl DigestRealm {
     /// A realm whose nonces are signed with `secret` and live `nonce_lifetime_secs`.
     pub fn new(realm: impl Into<String>, secret: &[u8], nonce_lifetime_secs: u64) -> Self {
-        Self { realm: realm.into(), secret: secret.to_vec(), nonce_lifetime_secs }
+        Self {
+            realm: realm.into(),
+            secret: secret.to_vec(),
+            nonce_lifetime_secs,
+            algorithms: vec![Algorithm::Sha256, Algorithm::Md5],
+        }
+    }
+
+    /// Offers (and accepts) only `algorithms`, challenged in this order. RFC 8760 puts the preferred one
+    /// first, but many phones (and sipp) read only the first challenge and give up when it is SHA-256: such a
+    /// deployment lists MD5 first.
+    pub fn with_algorithms(mut self, algorithms: Vec<Algorithm>) -> Self {
+        if !algorithms.is_empty() {
+            self.algorithms = algorithms;
+        }
+        self
     }
 
     /// The realm.
@@ -283,11 +299,13 @@ impl DigestRealm {
         format!("{now}.{}", self.mac(now))
     }
 
-    /// `WWW-Authenticate` values (SHA-256 first, then MD5, as RFC 8760 asks) for a challenge at `now`.
+    /// `WWW-Authenticate` values, one per algorithm in order (by default SHA-256 then MD5, as RFC 8760 asks), for
+    /// a challenge at `now`.
     pub fn challenges(&self, now: u64, stale: bool) -> Vec<String> {
         let nonce = self.nonce(now);
-        [Algorithm::Sha256, Algorithm::Md5]
-            .into_iter()
+        self.algorithms
+            .iter()
+            .copied()
             .map(|alg| {
                 let mut h = format!(
                     "Digest realm={}, nonce={}, algorithm={}, qop=\"auth\"",
@@ -330,6 +348,9 @@ impl DigestRealm {
             return Err(DigestError::Realm);
         }
         let alg = c.algorithm()?;
+        if !self.algorithms.contains(&alg) {
+            return Err(DigestError::Algorithm(alg.token().to_owned()));
+        }
         self.check_nonce(c, now)?;
         for (i, (a, ha1)) in ha1s.iter().enumerate() {
             if *a != alg {
@@ -503,6 +524,30 @@ mod tests {
         .header(Algorithm::Md5);
         let c = Credentials::parse(&wrong_realm).unwrap();
         assert_eq!(r.verify(&c, "REGISTER", 1000, &[(Algorithm::Md5, &ha1)]), Err(DigestError::Realm));
+    }
+
+    #[test]
+    fn only_the_configured_algorithms_are_offered_and_accepted() {
+        let md5_only = realm().with_algorithms(vec![Algorithm::Md5]);
+        let ch = md5_only.challenges(1000, false);
+        assert_eq!(ch.len(), 1);
+        assert!(ch[0].contains("algorithm=MD5"));
+        let h = DigestAnswer {
+            username: "dev1",
+            password: "pw",
+            realm: md5_only.realm(),
+            nonce: &md5_only.nonce(1000),
+            method: "REGISTER",
+            uri: "sip:x",
+            cnonce: "c",
+        }
+        .header(Algorithm::Sha256);
+        let ha1 = Algorithm::Sha256.ha1("dev1", md5_only.realm(), "pw");
+        let c = Credentials::parse(&h).unwrap();
+        assert!(matches!(
+            md5_only.verify(&c, "REGISTER", 1000, &[(Algorithm::Sha256, &ha1)]),
+            Err(DigestError::Algorithm(_))
+        ));
     }
 
     #[test]

@@ -8,6 +8,7 @@
 //! - [`directory`]: the real `tincan-directory` binary (provider, trust anchor, registrar client) and a DNS
 //!   man-in-the-middle that tampers with its signatures.
 //! - [`secondary`]: a Knot DNS secondary pulling a zone by AXFR/IXFR with TSIG (optionally signing online).
+//! - [`matrix`]: a client-server API caller, path-segment encoding, polling.
 //! - [`sip`]: rtpengine (userspace) and sipp scenarios.
 //! - [`ports`]: free loopback ports, reserved across parallel test processes.
 //! - [`process`]: child processes that never outlive the test.
@@ -19,6 +20,7 @@
 pub mod directory;
 pub mod dnssec;
 mod knotd;
+pub mod matrix;
 pub mod ports;
 pub mod postgres;
 pub mod process;

@@ -136,6 +136,20 @@ impl Scenario {
         cmd
     }
 
+    /// A sipp command running this scenario as a server on `local` for one call (a phone or trunk that waits
+    /// for the test's request): `-sf FILE -i IP -p PORT -m 1 -nostdin -timeout 60s -timeout_error -trace_err`.
+    pub fn uas_command(&self, local: SocketAddr) -> Command {
+        let mut cmd = tools::command("sipp");
+        cmd.arg("-sf")
+            .arg(&self.path)
+            .args(["-i", &local.ip().to_string(), "-p", &local.port().to_string()])
+            .args(["-m", "1", "-nostdin", "-timeout", "60s", "-timeout_error", "-trace_err"])
+            .arg("-error_file")
+            .arg(self.dir.path().join("errors.log"))
+            .current_dir(self.dir.path());
+        cmd
+    }
+
     /// Runs `cmd` (from [`Scenario::command`]) to completion off the async runtime; fails with sipp's error
     /// log when it exits non-zero (sipp exits 0 only when every call succeeded).
     pub async fn run(&self, mut cmd: Command) -> Result<String> {
@@ -153,6 +167,31 @@ impl Scenario {
     pub fn spawn(&self, cmd: Command, name: &str) -> Result<ChildGuard> {
         ChildGuard::spawn_logged(name, cmd, self.dir.path().join(format!("{name}.log")))
     }
+}
+
+/// Waits (off the async runtime) until a background sipp exits; true when it exited 0 within `timeout`. On
+/// failure its log's end is printed.
+pub async fn finished(mut guard: ChildGuard, timeout: Duration) -> bool {
+    tokio::task::spawn_blocking(move || {
+        let deadline = Instant::now() + timeout;
+        loop {
+            match guard.try_wait() {
+                Ok(Some(status)) => {
+                    if !status.success() {
+                        eprintln!("{} exited with {status}\n{}", guard.name(), guard.log_tail(40));
+                    }
+                    return status.success();
+                }
+                Ok(None) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(50)),
+                _ => {
+                    eprintln!("{} did not finish within {timeout:?}\n{}", guard.name(), guard.log_tail(40));
+                    return false;
+                }
+            }
+        }
+    })
+    .await
+    .unwrap_or(false)
 }
 
 fn tail(s: &str, lines: usize) -> String {

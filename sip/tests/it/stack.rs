@@ -2,7 +2,6 @@
 //! cancel, hang-up from either side, an in-dialog request for an unknown dialog.
 
 use std::net::SocketAddr;
-use std::process::Command;
 use std::sync::Arc;
 use std::time::Duration;
 use tincan_sip_core::stack::rsip_stack::{RsipStack, StackConfig};
@@ -34,18 +33,6 @@ async fn event(events: &mut LegEvents) -> LegEvent {
 
 const SDP: &str = "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n\
                    m=audio 40000 RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\n";
-
-fn sipp_uas(scenario: &Scenario, local: SocketAddr) -> Command {
-    let mut cmd = tools::command("sipp");
-    cmd.arg("-sf")
-        .arg(scenario.path())
-        .args(["-i", &local.ip().to_string(), "-p", &local.port().to_string()])
-        .args(["-m", "1", "-nostdin", "-timeout", "30s", "-timeout_error", "-trace_err"])
-        .arg("-error_file")
-        .arg(scenario.dir().join("errors.log"))
-        .current_dir(scenario.dir());
-    cmd
-}
 
 fn outgoing(method: Method, to: &str, target: SocketAddr, body: &str) -> OutgoingRequest {
     OutgoingRequest {
@@ -126,24 +113,12 @@ async fn our_message_reaches_sipp_and_its_status_comes_back() {
     for code in ["200", "404"] {
         let scenario = Scenario::new("message-uas", &MESSAGE_UAS.replace("[$code]", code)).unwrap();
         let uas = free_addr();
-        let mut guard = scenario.spawn(sipp_uas(&scenario, uas), "sipp-uas").unwrap();
+        let guard = scenario.spawn(scenario.uas_command(uas), "sipp-uas").unwrap();
         tokio::time::sleep(Duration::from_millis(300)).await;
         let resp = stack.request(outgoing(Method::Message, &format!("sip:+15551234567@{uas}"), uas, "hi")).await;
         let resp = resp.unwrap_or_else(|e| panic!("{e}\n{}", guard.log_tail(30)));
         assert_eq!(resp.code.to_string(), code);
-        let status = tokio::task::spawn_blocking(move || {
-            let deadline = std::time::Instant::now() + Duration::from_secs(10);
-            loop {
-                if let Some(s) = guard.try_wait().unwrap() {
-                    return s;
-                }
-                assert!(std::time::Instant::now() < deadline, "sipp did not finish");
-                std::thread::sleep(Duration::from_millis(50));
-            }
-        })
-        .await
-        .unwrap();
-        assert!(status.success(), "sipp saw something unexpected");
+        assert!(tincan_testkit::sip::finished(guard, Duration::from_secs(10)).await, "sipp saw something unexpected");
     }
 }
 
@@ -279,24 +254,6 @@ Content-Length: 0
     out.unwrap();
 }
 
-async fn wait_exit(mut guard: tincan_testkit::ChildGuard) -> bool {
-    tokio::task::spawn_blocking(move || {
-        let deadline = std::time::Instant::now() + Duration::from_secs(15);
-        loop {
-            if let Some(s) = guard.try_wait().unwrap() {
-                return s.success();
-            }
-            if std::time::Instant::now() > deadline {
-                eprintln!("{}", guard.log_tail(40));
-                return false;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    })
-    .await
-    .unwrap()
-}
-
 #[tokio::test]
 async fn our_call_to_sipp_rings_is_answered_and_we_hang_up() {
     let (stack, _rx, _) = stack().await;
@@ -319,7 +276,10 @@ async fn our_call_to_sipp_rings_is_answered_and_we_hang_up() {
         other => panic!("expected an answer, got {other:?}"),
     }
     leg.hangup().await.unwrap();
-    assert!(wait_exit(guard).await, "sipp's uas saw the call end properly");
+    assert!(
+        tincan_testkit::sip::finished(guard, Duration::from_secs(15)).await,
+        "sipp's uas saw the call end properly"
+    );
 }
 
 const BUSY_UAS: &str = r#"<?xml version="1.0" encoding="ISO-8859-1" ?>
@@ -344,7 +304,7 @@ async fn our_call_to_a_busy_phone_fails_486() {
     let (stack, _rx, _) = stack().await;
     let scenario = Scenario::new("busy-uas", BUSY_UAS).unwrap();
     let uas = free_addr();
-    let guard = scenario.spawn(sipp_uas(&scenario, uas), "sipp-uas").unwrap();
+    let guard = scenario.spawn(scenario.uas_command(uas), "sipp-uas").unwrap();
     tokio::time::sleep(Duration::from_millis(300)).await;
     let mut req = outgoing(Method::Invite, &format!("sip:busy@{uas}"), uas, "");
     req.content_type = Some("application/sdp".into());
@@ -354,7 +314,7 @@ async fn our_call_to_a_busy_phone_fails_486() {
         LegEvent::Failed { code, .. } => assert_eq!(code, 486),
         other => panic!("expected a failure, got {other:?}"),
     }
-    assert!(wait_exit(guard).await, "sipp got its ACK");
+    assert!(tincan_testkit::sip::finished(guard, Duration::from_secs(15)).await, "sipp got its ACK");
 }
 
 const BYE_UAS: &str = r#"<?xml version="1.0" encoding="ISO-8859-1" ?>
@@ -415,7 +375,7 @@ async fn our_call_hung_up_by_the_phone() {
     );
     let scenario = Scenario::new("bye-uas", &xml).unwrap();
     let uas = free_addr();
-    let guard = scenario.spawn(sipp_uas(&scenario, uas), "sipp-uas").unwrap();
+    let guard = scenario.spawn(scenario.uas_command(uas), "sipp-uas").unwrap();
     tokio::time::sleep(Duration::from_millis(300)).await;
     let mut req = outgoing(Method::Invite, &format!("sip:phone@{uas}"), uas, "");
     req.content_type = Some("application/sdp".into());
@@ -423,7 +383,7 @@ async fn our_call_hung_up_by_the_phone() {
     let (_leg, mut events) = stack.invite(req).await.unwrap();
     assert!(matches!(event(&mut events).await, LegEvent::Answered { .. }));
     assert!(matches!(event(&mut events).await, LegEvent::HungUp));
-    assert!(wait_exit(guard).await, "sipp got 200 for its BYE");
+    assert!(tincan_testkit::sip::finished(guard, Duration::from_secs(15)).await, "sipp got 200 for its BYE");
 }
 
 const STRAY_BYE: &str = r#"<?xml version="1.0" encoding="ISO-8859-1" ?>

@@ -1,0 +1,169 @@
+//! Where a remote identity is reached: a phone number through its validated ENUM `E2U+sip` route, else the
+//! configured fallback (the PSTN gateway); a SIP address through RFC 3263. Requests are tried down the list of
+//! targets, moving on when one times out or answers 503 (RFC 3263 §4.3).
+
+use crate::config::RoutesConfig;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use tincan_enum_lookup::{Lookup, LookupConfig, TrustAnchor};
+use tincan_sip_core::enum_route;
+use tincan_sip_core::resolve::{Dns, HickoryDns, ResolveError, resolve};
+use tincan_sip_core::stack::{OutgoingRequest, SipResponse, SipStack, StackError, Target, Transport};
+use tincan_sip_core::uri::{SipUri, Uri};
+
+/// Why a destination could not be reached.
+#[derive(Debug, thiserror::Error)]
+pub enum RouteError {
+    /// The number has no SIP route and there is no fallback.
+    #[error("no SIP route to {0}")]
+    NoRoute(String),
+    /// Not a number or SIP address.
+    #[error("not a SIP destination: {0}")]
+    Invalid(String),
+    /// DNS failed (may work later).
+    #[error(transparent)]
+    Resolve(#[from] ResolveError),
+    /// The ENUM lookup failed to validate or to answer (may work later; never a route).
+    #[error(transparent)]
+    Enum(#[from] enum_route::EnumRouteError),
+    /// Every target failed to answer.
+    #[error(transparent)]
+    Stack(#[from] StackError),
+}
+
+impl RouteError {
+    /// Whether trying again later may succeed.
+    pub fn is_temporary(&self) -> bool {
+        matches!(self, RouteError::Resolve(ResolveError::Dns { .. }) | RouteError::Enum(_) | RouteError::Stack(_))
+    }
+}
+
+/// The request URI and ordered targets of a destination.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Route {
+    /// Request-URI (and To URI).
+    pub uri: Uri,
+    /// Where to send, in order.
+    pub targets: Vec<Target>,
+}
+
+/// Routes remote identities.
+pub struct Router {
+    dns: Arc<dyn Dns>,
+    lookup: Option<Lookup>,
+    fallback: Option<SipUri>,
+    transports: Vec<Transport>,
+}
+
+impl std::fmt::Debug for Router {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Router").field("fallback", &self.fallback).finish_non_exhaustive()
+    }
+}
+
+impl Router {
+    /// A router from config, sending on `transports` (those we listen on).
+    pub fn from_config(c: &RoutesConfig, transports: Vec<Transport>) -> Result<Self, String> {
+        let servers: Vec<SocketAddr> = c.dns_servers.iter().filter_map(|s| s.parse().ok()).collect();
+        let dns = if servers.is_empty() {
+            HickoryDns::new(&system_servers().map_err(|e| format!("system DNS config: {e}"))?, Duration::from_secs(2))
+        } else {
+            HickoryDns::new(&servers, Duration::from_secs(2))
+        }
+        .map_err(|e| e.to_string())?;
+        let lookup = if c.enum_apex.is_empty() {
+            None
+        } else {
+            let anchor: TrustAnchor =
+                c.enum_trust_anchor.parse().map_err(|e| format!("routes.enum_trust_anchor: {e}"))?;
+            let apex =
+                hickory_proto::rr::Name::from_ascii(&c.enum_apex).map_err(|e| format!("routes.enum_apex: {e}"))?;
+            let enum_servers: Vec<SocketAddr> = c.enum_servers.iter().filter_map(|s| s.parse().ok()).collect();
+            let servers = if enum_servers.is_empty() { servers.clone() } else { enum_servers };
+            Some(Lookup::new(LookupConfig::new(servers, apex, anchor)).map_err(|e| format!("ENUM lookup: {e}"))?)
+        };
+        let fallback = (!c.fallback.is_empty()).then(|| c.fallback.parse()).transpose().map_err(|e| format!("{e}"))?;
+        Ok(Self { dns: Arc::new(dns), lookup, fallback, transports })
+    }
+
+    /// A router on given parts (tests).
+    pub fn new(
+        dns: Arc<dyn Dns>,
+        lookup: Option<Lookup>,
+        fallback: Option<SipUri>,
+        transports: Vec<Transport>,
+    ) -> Self {
+        Self { dns, lookup, fallback, transports }
+    }
+
+    /// The route of `remote` (a remote user ID: `+E164` or `sip:user@host`).
+    pub async fn route(&self, remote: &str) -> Result<Route, RouteError> {
+        let uri: SipUri = if remote.starts_with('+') {
+            let mut via_enum = None;
+            if let Some(lookup) = &self.lookup {
+                let found = enum_route::routes(lookup, remote).await?;
+                via_enum = found.sip.into_iter().next();
+            }
+            match (via_enum, &self.fallback) {
+                (Some(u), _) => u,
+                (None, Some(gw)) => {
+                    let mut u = SipUri::new(Some(remote), gw.host.clone());
+                    u.secure = gw.secure;
+                    u.port = gw.port;
+                    u.params = gw.params.clone();
+                    u.set_param("user", Some("phone"));
+                    u
+                }
+                (None, None) => return Err(RouteError::NoRoute(remote.to_owned())),
+            }
+        } else {
+            match remote.parse::<Uri>() {
+                Ok(Uri::Sip(s)) => s,
+                _ => return Err(RouteError::Invalid(remote.to_owned())),
+            }
+        };
+        let mut seed = 0x9e37_79b9u32;
+        let targets = resolve(self.dns.as_ref(), &uri, &self.transports, move || {
+            seed = seed.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+            seed
+        })
+        .await?;
+        Ok(Route { uri: Uri::Sip(uri), targets })
+    }
+}
+
+/// The name servers of `/etc/resolv.conf`.
+fn system_servers() -> Result<Vec<SocketAddr>, String> {
+    let text = std::fs::read_to_string("/etc/resolv.conf").map_err(|e| e.to_string())?;
+    let servers: Vec<SocketAddr> = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("nameserver"))
+        .filter_map(|ip| ip.trim().parse::<std::net::IpAddr>().ok())
+        .map(|ip| SocketAddr::new(ip, 53))
+        .collect();
+    if servers.is_empty() { Err("no nameserver in /etc/resolv.conf".into()) } else { Ok(servers) }
+}
+
+/// Sends `request` to each target of `route` in turn until one gives a final answer other than 503 (or a
+/// timeout); returns that answer and the target that gave it.
+pub async fn send_along(
+    stack: &dyn SipStack,
+    route: &Route,
+    mut request: OutgoingRequest,
+) -> Result<(SipResponse, Target), RouteError> {
+    let mut last = None;
+    for &target in &route.targets {
+        request.target = target;
+        match stack.request(request.clone()).await {
+            Ok(r) if r.code == 503 => last = Some(Ok((r, target))),
+            Ok(r) => return Ok((r, target)),
+            Err(e @ (StackError::Timeout(_) | StackError::Stack(_))) => {
+                tracing::debug!(%target, error = %e, "target failed; trying the next");
+                last = Some(Err(RouteError::Stack(e)));
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+    last.unwrap_or_else(|| Err(RouteError::NoRoute(route.uri.to_string())))
+}

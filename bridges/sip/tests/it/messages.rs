@@ -1,0 +1,125 @@
+//! SIP MESSAGE ↔ Matrix text with sipp as the phone and Synapse as the homeserver.
+
+use crate::harness::{ALICE_NUMBER, DOMAIN, Harness, wait_for};
+use std::time::Duration;
+use tincan_testkit::ports::free_addr;
+use tincan_testkit::sip::{Scenario, finished};
+
+const PHONE: &str = "+15551234567";
+
+fn message_uac(content_type: &str, body: &str, to: &str, expect: u16) -> String {
+    format!(
+        r#"<?xml version="1.0" encoding="ISO-8859-1" ?>
+<scenario name="message">
+  <send retrans="500"><![CDATA[
+MESSAGE sip:{to}@[remote_ip]:[remote_port];user=phone SIP/2.0
+Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
+From: "Bob" <sip:{PHONE}@[local_ip]:[local_port];user=phone>;tag=[call_number]
+To: <sip:{to}@{DOMAIN}>
+Call-ID: [call_id]
+CSeq: 1 MESSAGE
+Max-Forwards: 70
+Content-Type: {content_type}
+Content-Length: [len]
+
+{body}]]></send>
+  <recv response="{expect}"/>
+</scenario>
+"#
+    )
+}
+
+/// A phone that takes one MESSAGE, checks its From and body, and answers `code`.
+fn message_uas(body_regexp: &str, code: u16) -> String {
+    format!(
+        r#"<?xml version="1.0" encoding="ISO-8859-1" ?>
+<scenario name="message uas">
+  <recv request="MESSAGE">
+    <action>
+      <ereg regexp="{body_regexp}" search_in="body" check_it="true" assign_to="b"/>
+      <ereg regexp="sip:\+442079460001@{domain}" search_in="hdr" header="From:" check_it="true" assign_to="f"/>
+      <ereg regexp="sip:\+15551234567@" search_in="hdr" header="To:" check_it="true" assign_to="t"/>
+    </action>
+  </recv>
+  <Reference variables="b,f,t"/>
+  <send><![CDATA[
+SIP/2.0 {code} Answer
+[last_Via:]
+[last_From:]
+[last_To:];tag=[pid]SIPpTag01[call_number]
+[last_Call-ID:]
+[last_CSeq:]
+Content-Length: 0
+
+]]></send>
+</scenario>
+"#,
+        domain = DOMAIN.replace('.', "\\."),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_phone_texts_a_tincan_number_and_gets_the_reply() {
+    let phone = free_addr();
+    let h = Harness::start(Some(phone)).await;
+    // The phone texts Alice's number, plain text then a CPIM-wrapped message.
+    let plain =
+        Scenario::new("plain", &message_uac("text/plain;charset=UTF-8", "hello from the phone ☎", ALICE_NUMBER, 202))
+            .unwrap();
+    plain.run(plain.command(h.sip, free_addr(), 1)).await.unwrap();
+    let cpim_body = "From: Bob <im:bob@example.com>\r\nTo: <im:alice@example.com>\r\n\r\n\
+                     Content-Type: text/plain;charset=utf-8\r\n\r\nand a CPIM one";
+    let cpim = Scenario::new("cpim", &message_uac("message/cpim", cpim_body, ALICE_NUMBER, 202)).unwrap();
+    cpim.run(cpim.command(h.sip, free_addr(), 1)).await.unwrap();
+
+    // Alice is invited by the phone's ghost and sees both, in order.
+    let room = h.join_invite().await;
+    let ghost = format!("@sip_{PHONE}:hs.test");
+    let seen = wait_for("both messages in the portal", Duration::from_secs(30), || async {
+        let m = h.messages(&room).await;
+        (m.len() >= 2).then_some(m)
+    })
+    .await;
+    assert_eq!(seen[0], (ghost.clone(), "m.text".into(), "hello from the phone ☎".into()));
+    assert_eq!(seen[1], (ghost, "m.text".into(), "and a CPIM one".into()));
+
+    // Alice replies; the phone gets a MESSAGE from her number with her text.
+    let uas = Scenario::new("reply", &message_uas("hello from alice", 200)).unwrap();
+    let guard = uas.spawn(uas.uas_command(phone), "phone").unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    h.say(&room, "hello from alice").await;
+    assert!(finished(guard, Duration::from_secs(60)).await, "the phone got Alice's reply");
+    // Nothing was reported as undelivered.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert!(h.messages(&room).await.iter().all(|(_, t, _)| t != "m.notice"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_reply_is_reported_and_bad_messages_are_refused() {
+    let phone = free_addr();
+    let h = Harness::start(Some(phone)).await;
+    // A number nobody holds here: 404. HTML: 415. No body: 400.
+    for (ct, body, to, expect) in [
+        ("text/plain", "x", "+442079460099", 404),
+        ("text/html", "<b>x</b>", ALICE_NUMBER, 415),
+        ("text/plain", "", ALICE_NUMBER, 400),
+    ] {
+        let s = Scenario::new("refused", &message_uac(ct, body, to, expect)).unwrap();
+        s.run(s.command(h.sip, free_addr(), 1)).await.unwrap_or_else(|e| panic!("{ct} to {to}: {e}"));
+    }
+    let s = Scenario::new("ok", &message_uac("text/plain", "hi", ALICE_NUMBER, 202)).unwrap();
+    s.run(s.command(h.sip, free_addr(), 1)).await.unwrap();
+    let room = h.join_invite().await;
+
+    // The phone refuses Alice's reply with 404: she sees that it was not delivered, and why.
+    let uas = Scenario::new("refuse", &message_uas("are you there", 404)).unwrap();
+    let guard = uas.spawn(uas.uas_command(phone), "phone").unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    h.say(&room, "are you there").await;
+    assert!(finished(guard, Duration::from_secs(60)).await);
+    let notice = wait_for("the failure notice", Duration::from_secs(30), || async {
+        h.messages(&room).await.into_iter().find(|(_, t, _)| t == "m.notice")
+    })
+    .await;
+    assert!(notice.2.contains("Not delivered") && notice.2.contains("SIP 404"), "{notice:?}");
+}
