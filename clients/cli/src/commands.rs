@@ -9,8 +9,8 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 use tincan_client_core::{
-    ClientConfig, Contact, DirectoryConfig, IncomingMessage, KeyStatus, Route, StoreKey, TincanClient,
-    TransparencyLogConfig, Validation, contacts::parse_contacts,
+    ClientConfig, Contact, Decision, DirectoryConfig, IncomingMessage, KeyStatus, Route, StoreKey, TincanClient,
+    TransparencyLogConfig, Validation, Warning, contacts::parse_contacts,
 };
 use tokio::io::AsyncBufReadExt;
 
@@ -49,12 +49,18 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
         }
         Command::Send { phone, text, force } => {
             client.sync_once(Duration::ZERO).await?;
-            let sent = client.send_text(&phone, &text, force).await?;
-            if let Some(KeyStatus::Mismatch(m)) = &sent.key_status {
+            let sent = client.send_to_number(&phone, &text, force).await?;
+            if let Decision::Matrix { warning: Some(Warning::ForcedMismatch(m)), .. } = &sent.decision {
                 eprintln!("WARNING: sent although {m} (--force)");
             }
             print(json, &sent, || {
-                format!("Sent to {} ({}){}", phone, sent.user_id, key_note(sent.key_status.as_ref()))
+                let via = match &sent.decision {
+                    Decision::Matrix { .. } => String::new(),
+                    Decision::Sip { uri, .. } => format!(" by SIP to {uri}, not end-to-end encrypted"),
+                    Decision::Sms { .. } => " by SMS, not end-to-end encrypted".into(),
+                    Decision::Pstn { .. } => " through the phone network, not end-to-end encrypted".into(),
+                };
+                format!("Sent to {} ({}){via}{}", phone, sent.sent.user_id, key_note(sent.sent.key_status.as_ref()))
             });
         }
         Command::Chat { phone, history } => chat(&client, &phone, history, json).await?,
@@ -225,7 +231,8 @@ async fn chat(client: &TincanClient, phone: &str, history: u32, json: bool) -> a
             line = lines.next_line() => {
                 let Some(line) = line? else { break };
                 if line.trim().is_empty() { continue; }
-                match client.send_text(phone, &line, false).await {
+                // The route is decided for every message: a contact who joins Tincan is reached over Matrix next.
+                match client.send_to_number(phone, &line, false).await {
                     Ok(_) => {}
                     Err(e) => eprintln!("error: not sent: {e}"),
                 }

@@ -6,9 +6,13 @@
 
 mod directory;
 mod messaging;
+mod push;
+mod reach;
 
 pub use directory::{Contact, ImportedContact};
 pub use messaging::{IncomingMessage, Sent};
+pub use push::PushConfig;
+pub use reach::{Chat, SentToNumber};
 
 use crate::at_rest::{self, DataKey};
 use crate::config::ClientConfig;

@@ -61,6 +61,23 @@ pub enum ClientError {
         /// What the directory holds for it.
         route: Route,
     },
+    /// No route reaches the number: not on Matrix, and none of the provider's bridges answers for it (see
+    /// [`routing`](crate::routing)).
+    #[error("{number} is not reachable on the network yet: {reason} (route: {})", .route.as_ref().map_or("no directory configured".to_owned(), |r| r.to_string()))]
+    Unreachable {
+        /// The number.
+        number: E164,
+        /// What the directory holds for it (`None` without a directory).
+        route: Option<Route>,
+        /// Why nothing reaches it.
+        reason: crate::routing::Unreachable,
+    },
+    /// The provider's bridge did not join the conversation with its ghost in time: nothing sent.
+    #[error("the provider's bridge did not answer ({ghost} did not join the conversation): nothing sent")]
+    BridgeUnavailable {
+        /// The bridge's ghost user.
+        ghost: String,
+    },
     /// The contact's key does not match the directory's: not sent.
     #[error(transparent)]
     KeyMismatch(Box<KeyMismatch>),
@@ -133,6 +150,41 @@ macro_rules! boxed_from {
     )*};
 }
 boxed_from!(KeyMismatch: KeyMismatch, Matrix: matrix_sdk::Error, MatrixHttp: matrix_sdk::HttpError, Build: matrix_sdk::ClientBuildError);
+
+impl ClientError {
+    /// A stable code for the error, for scripts (`tincan --json`) and the bindings: these strings do not change.
+    pub fn code(&self) -> &'static str {
+        use tincan_enum_lookup::log::LogCheckError;
+        match self {
+            ClientError::InvalidNumber(_) => "invalid_number",
+            ClientError::NotLoggedIn => "not_logged_in",
+            ClientError::NoPendingRegistration => "no_pending_registration",
+            ClientError::NoExtension => "no_extension",
+            ClientError::NoDirectory => "no_directory",
+            ClientError::Extension { .. } => "extension_refused",
+            ClientError::Http(_) => "extension_unreachable",
+            ClientError::UnsupportedLogin(_) => "unsupported_login",
+            ClientError::Lookup(l) if l.is_validation_failure() => "dnssec_validation_failed",
+            ClientError::Lookup(_) => "lookup_failed",
+            ClientError::Log(l) if l.is_unavailable() => "log_unavailable",
+            ClientError::Log(LogCheckError::Inconsistent { .. }) => "log_forked",
+            ClientError::Log(_) => "not_in_log",
+            ClientError::DirectoryConfig(_) => "directory_config",
+            ClientError::NotOnNetwork { .. } => "not_on_network",
+            ClientError::Unreachable { .. } => "not_reachable",
+            ClientError::BridgeUnavailable { .. } => "bridge_unavailable",
+            ClientError::KeyMismatch(_) => "key_mismatch",
+            ClientError::NotEncrypted { .. } => "not_encrypted",
+            ClientError::InvalidUserId(_) => "invalid_user_id",
+            ClientError::Matrix(_) | ClientError::MatrixHttp(_) | ClientError::Build(_) => "matrix",
+            ClientError::CryptoStore(_) => "crypto_store",
+            ClientError::State { .. } | ClientError::StateCorrupt { .. } => "state",
+            ClientError::NoOwnIdentity => "no_identity",
+            ClientError::StoreKey(_) => "store_key",
+            ClientError::UnencryptedDataDir { .. } => "unencrypted_data_dir",
+        }
+    }
+}
 
 /// `Result` with [`ClientError`].
 pub type Result<T, E = ClientError> = std::result::Result<T, E>;

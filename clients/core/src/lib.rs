@@ -14,6 +14,11 @@
 //! - Send text into an encrypted DM ([`TincanClient::send_text`]), refused on a key mismatch unless forced,
 //!   [`ClientError::NotOnNetwork`] when the route is not Matrix; incoming messages as a stream
 //!   ([`TincanClient::messages`]).
+//! - Reach a number the one way [`routing::decide`] picks ([`TincanClient::send_to_number`],
+//!   [`TincanClient::start_chat`]): Matrix when the validated directory says so, else the provider's SIP or SMS
+//!   bridge found through the homeserver's third-party lookup, else [`ClientError::Unreachable`].
+//! - Push: an HTTP pusher for the device ([`TincanClient::register_pusher`]) and the notification path that
+//!   fetches and decrypts one event ([`TincanClient::decrypt_notification`]).
 //! - Contact import with the Identity Service v2 hashed lookup ([`TincanClient::import_contacts`]).
 
 #![warn(missing_docs)]
@@ -27,14 +32,18 @@ pub mod contacts;
 pub mod error;
 pub mod ext;
 pub mod route;
+pub mod routing;
 pub mod state;
 pub mod trust;
 
 pub use at_rest::StoreKey;
-pub use client::{Contact, ImportedContact, IncomingMessage, Sent, SignedIn, TincanClient};
+pub use client::{
+    Chat, Contact, ImportedContact, IncomingMessage, PushConfig, Sent, SentToNumber, SignedIn, TincanClient,
+};
 pub use config::{ClientConfig, DirectoryConfig, TransparencyLogConfig};
 pub use error::{ClientError, Result};
 pub use route::{Route, Validation};
+pub use routing::{BridgeKind, Decision, Intent, Unreachable, Warning};
 pub use trust::{DirectoryKey, KeyMismatch, KeyStatus, TrustRecord};
 
 /// Re-exported: why an answer fails the transparency log check ([`ClientError::Log`]).

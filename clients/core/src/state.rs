@@ -38,6 +38,10 @@ pub struct ClientState {
     /// be consistent with it.
     #[serde(default)]
     pub log_head: Option<SeenTreeHead>,
+    /// Our conversation with each bridge ghost we texted (ghost → room), reused for the next text without
+    /// waiting for a sync to tell which rooms are direct.
+    #[serde(default)]
+    pub bridge_rooms: BTreeMap<String, String>,
 }
 
 /// A tree head of the transparency log, and the log key it was checked with.

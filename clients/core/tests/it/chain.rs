@@ -19,6 +19,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 use tincan_client_core::{ClientConfig, DirectoryConfig, Route, SignedIn, TincanClient, TransparencyLogConfig};
 use tincan_testkit::directory::{self, APEX, Directory, Registrar, TamperProxy};
+use tincan_testkit::synapse::SynapseBuilder;
 use tincan_testkit::{ChildGuard, Synapse, in_ci};
 
 const JWT_SECRET: &str = "client-chain-jwt-secret-0123456789";
@@ -81,6 +82,11 @@ impl Ext {
         body.split(|c: char| !c.is_ascii_digit()).find(|w| w.len() == 6).map(str::to_owned).context("no code")
     }
 
+    /// The dev sink's file: one JSON line per SMS (`to`, `text`), for tests in other languages.
+    pub fn sms_file(&self) -> PathBuf {
+        self.dir.path().join("sms.jsonl")
+    }
+
     /// The last lines of its log.
     pub fn log_tail(&self, lines: usize) -> String {
         self.guard.log_tail(lines)
@@ -110,16 +116,26 @@ impl Chain {
     /// Starts everything; answers for `tampered` (a number) get their signatures corrupted by the proxy.
     /// `None` when the binaries are missing (the test is skipped; under CI this panics).
     pub async fn start(tampered: &str) -> anyhow::Result<Option<Chain>> {
+        Self::start_with(tampered, |b| b).await
+    }
+
+    /// [`start`](Self::start), with `synapse` adding to Synapse's configuration (an appservice, settings).
+    pub async fn start_with(
+        tampered: &str,
+        synapse: impl FnOnce(SynapseBuilder) -> SynapseBuilder,
+    ) -> anyhow::Result<Option<Chain>> {
         let Some(dir_bin) = directory::binary_or_skip() else { return Ok(None) };
         let Some(ext_bin) = directory::sibling_binary(EXT_BIN_ENV, "tincan-ext") else {
             assert!(!in_ci(), "{EXT_BIN_ENV} must point at tincan-ext in CI");
             eprintln!("skipped: no tincan-ext binary (set {EXT_BIN_ENV} or `cargo build -p tincan-homeserver-ext`)");
             return Ok(None);
         };
-        let hs = Synapse::builder()
-            .config(json!({"jwt_config": {"enabled": true, "secret": JWT_SECRET, "algorithm": "HS256"}}))
-            .start()
-            .await?;
+        let hs = synapse(
+            Synapse::builder()
+                .config(json!({"jwt_config": {"enabled": true, "secret": JWT_SECRET, "algorithm": "HS256"}})),
+        )
+        .start()
+        .await?;
         let directory = Directory::start(&dir_bin).await?;
         let registrar = directory.add_provider("tincan", &["+44"])?;
         let anchor = directory.trust_anchor()?;

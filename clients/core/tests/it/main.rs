@@ -5,6 +5,8 @@ mod at_rest;
 mod bench;
 mod chain;
 mod dm;
+mod fake_bridge;
 mod harness;
 mod log_proxy;
 mod network;
+mod reach;
