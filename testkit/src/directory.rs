@@ -76,6 +76,7 @@ impl Directory {
         cmd.args(["--dns", &dns.to_string(), "--api", &format!("127.0.0.1:{api_port}"), "--apex", APEX]);
         // Tests register many numbers quickly.
         cmd.env("TINCAN_DIRECTORY_API__RATE_LIMIT__BURST", "100000").env_remove(BIN_ENV);
+        cmd.env("TINCAN_DIRECTORY_API__PUBLIC_RATE_LIMIT__BURST", "100000");
         let mut guard = ChildGuard::spawn_logged("tincan-directory", cmd, data.path().join("serve.log"))?;
         let api = format!("http://127.0.0.1:{api_port}");
         let http = reqwest::Client::new();

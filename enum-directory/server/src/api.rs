@@ -20,6 +20,7 @@ use crate::translog::TransLog;
 
 mod auth;
 mod body;
+mod client_limit;
 mod error;
 mod healthz;
 mod list;
@@ -30,6 +31,7 @@ mod path;
 mod rate_limit;
 
 pub use auth::Authenticated;
+pub use client_limit::{ClientRateLimiter, PublicClient, default_public_limit};
 pub use error::{ApiError, ErrorCode};
 pub use list::{ListResponse, Listed};
 pub use log::{AuditorTokens, LogReader};
@@ -91,6 +93,8 @@ pub struct ApiState {
     pub zone: Arc<dyn ZoneWriter>,
     /// Per-provider rate limits.
     pub limiter: Arc<RateLimiter>,
+    /// Per-client rate limits of the public reads (the log's head and proofs).
+    pub public_limiter: Arc<ClientRateLimiter>,
     /// Write serialisation.
     pub writes: WriteLock,
     /// The clock.
@@ -129,5 +133,7 @@ pub async fn serve(
     state: ApiState,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router(state)).with_graceful_shutdown(shutdown).await
+    // With the peer's address, for the per-client limit of the public reads.
+    let app = router(state).into_make_service_with_connect_info::<std::net::SocketAddr>();
+    axum::serve(listener, app).with_graceful_shutdown(shutdown).await
 }

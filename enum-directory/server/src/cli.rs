@@ -92,6 +92,10 @@ pub enum ProviderCommand {
         /// A prefix the provider may serve, e.g. +44 (repeat for several).
         #[arg(long = "prefix", required = true, value_name = "PREFIX")]
         prefixes: Vec<Prefix>,
+        /// Allow prefixes that overlap another provider's (one covers the other, e.g. +44 and +4420). Without
+        /// it such an add is refused: numbers in a shared range go to whichever provider writes first.
+        #[arg(long)]
+        shared: bool,
     },
     /// List providers and their prefixes.
     List,
@@ -214,6 +218,19 @@ pub enum CliError {
     /// The provider name is taken.
     #[error("a provider named {0:?} already exists")]
     ProviderExists(String),
+    /// A new provider's prefix overlaps another provider's, and `--shared` was not given.
+    #[error(
+        "prefix {prefix} overlaps {theirs} of provider {provider:?}: numbers there would go to whichever provider \
+         writes first; give --shared if both are meant to serve that range"
+    )]
+    PrefixOverlap {
+        /// The new provider's prefix.
+        prefix: Prefix,
+        /// The provider already serving an overlapping prefix.
+        provider: String,
+        /// That provider's prefix.
+        theirs: Prefix,
+    },
     /// The system random generator failed.
     #[error("no randomness available for a token")]
     Random,
@@ -244,6 +261,16 @@ impl GlobalArgs {
         let problems = config.validate();
         if problems.is_empty() { Ok(config) } else { Err(ConfigError::Invalid(problems)) }
     }
+}
+
+/// The first of `prefixes` that overlaps (covers or lies under) a prefix of one of `others`: the prefix, the
+/// other provider's name and its prefix.
+fn first_overlap(prefixes: &[Prefix], others: &[crate::storage::Provider]) -> Option<(Prefix, String, Prefix)> {
+    prefixes.iter().find_map(|p| {
+        others
+            .iter()
+            .find_map(|o| o.prefixes.iter().find(|q| p.overlaps(q)).map(|q| (p.clone(), o.name.clone(), q.clone())))
+    })
 }
 
 /// Runs one command; the exit code is 0 on success.
@@ -277,10 +304,17 @@ pub async fn run(cli: Cli) -> Result<ExitCode, CliError> {
             )
             .await?;
         }
-        Command::Provider(ProviderCommand::Add { name, prefixes }) => {
+        Command::Provider(ProviderCommand::Add { name, prefixes, shared }) => {
             let storage = serve::open_storage(&config, clock).await?;
             let token = new_token()?;
             let mut tx = storage.begin().await?;
+            if !shared {
+                // In the transaction that adds: on SQLite it holds the write lock, so no add slips in between.
+                let others = tx.providers().list().await?;
+                if let Some((prefix, provider, theirs)) = first_overlap(&prefixes, &others) {
+                    return Err(CliError::PrefixOverlap { prefix, provider, theirs });
+                }
+            }
             match tx.providers().add(&name, TokenHash::of(&token), &prefixes).await {
                 Ok(_) => {}
                 Err(StorageError::Duplicate(_)) => return Err(CliError::ProviderExists(name)),

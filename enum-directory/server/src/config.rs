@@ -159,11 +159,17 @@ pub struct ApiConfig {
     pub listen: SocketAddr,
     /// Per-provider rate limit.
     pub rate_limit: RateLimitConfig,
+    /// Per-client (IPv4 address, IPv6 /64) rate limit of the public reads: `/v1/log/sth` and the log's proofs.
+    pub public_rate_limit: RateLimitConfig,
 }
 
 impl Default for ApiConfig {
     fn default() -> Self {
-        ApiConfig { listen: SocketAddr::from(([127, 0, 0, 1], 8053)), rate_limit: RateLimitConfig::default() }
+        ApiConfig {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8053)),
+            rate_limit: RateLimitConfig::default(),
+            public_rate_limit: crate::api::default_public_limit(),
+        }
     }
 }
 
@@ -201,9 +207,26 @@ impl Validate for DirectoryConfig {
         if self.api.rate_limit.burst == 0 {
             problems.push("api.rate_limit.burst: must be at least 1".into());
         }
+        let public = self.api.public_rate_limit;
+        if public.per_second.is_nan() || public.per_second <= 0.0 {
+            problems.push("api.public_rate_limit.per_second: must be greater than 0".into());
+        }
+        if public.burst == 0 {
+            problems.push("api.public_rate_limit.burst: must be at least 1".into());
+        }
         let budget = &self.dns.server.signing_budget;
-        if budget.signatures_per_second > 0 && budget.burst == 0 {
+        if budget.signatures_per_second.is_nan() || budget.signatures_per_second < 0.0 {
+            problems.push("dns.server.signing_budget.signatures_per_second: must be 0 (off) or more".into());
+        }
+        if budget.signatures_per_second > 0.0 && budget.burst == 0 {
             problems.push("dns.server.signing_budget.burst: must be at least 1 (or signatures_per_second 0)".into());
+        }
+        let server = &self.dns.server;
+        if server.tcp_max_connections_per_client == 0 || server.tcp_max_queries_per_connection == 0 {
+            problems.push(
+                "dns.server.tcp_max_connections_per_client and tcp_max_queries_per_connection: must be at least 1"
+                    .into(),
+            );
         }
         if self.dns.listen == self.api.listen {
             problems.push("api.listen: must differ from dns.listen".into());

@@ -133,8 +133,14 @@ impl DirectoryMetrics {
         family(
             "tincan_directory_dns_signing_budget_exceeded_total",
             "counter",
-            "UDP denials answered truncated (no records) because the global signing budget was spent.",
+            "Denials the global signing budget had no signature left for (UDP: truncated, TCP: SERVFAIL).",
             &plain(s.signing_budget_exceeded),
+        );
+        family(
+            "tincan_directory_dns_tcp_refused_total",
+            "counter",
+            "TCP connections closed at once: their client had dns.server.tcp_max_connections_per_client open.",
+            &plain(s.tcp_refused),
         );
         let zones = self.zones.all();
         let per_zone = |f: &dyn Fn(&dns::Zone) -> u64| -> Vec<(String, u64)> {

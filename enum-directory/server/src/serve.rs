@@ -146,6 +146,7 @@ pub async fn serve(
         storage: storage.clone(),
         zone: zone_writer,
         limiter: Arc::new(RateLimiter::new(config.api.rate_limit, clock.clone())),
+        public_limiter: Arc::new(api::ClientRateLimiter::new(config.api.public_rate_limit, clock.clone())),
         writes,
         clock: clock.clone(),
     };

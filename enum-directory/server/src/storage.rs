@@ -216,6 +216,11 @@ impl Prefix {
         number.as_str().starts_with(&self.0)
     }
 
+    /// Whether the two prefixes share numbers (one is the start of the other, or they are equal).
+    pub fn overlaps(&self, other: &Prefix) -> bool {
+        self.0.starts_with(&other.0) || other.0.starts_with(&self.0)
+    }
+
     /// The prefix, with its `+`.
     pub fn as_str(&self) -> &str {
         &self.0

@@ -104,7 +104,7 @@ impl TransLog {
     /// its root is that of the first `size` leaves (which also reads every leaf once, filling the proof cache,
     /// and checks the leaves against the stored right edge).
     async fn check_latest_head(&self) -> Result<(), LogError> {
-        let mut tx = self.storage.begin().await?;
+        let mut tx = self.storage.begin_read().await?;
         // The head first: every head is stored after its leaves, so a consistent store's tree read after it is
         // at least as large (also with other nodes appending meanwhile).
         let Some(latest) = tx.log().latest_sth().await? else { return Ok(()) };
@@ -155,7 +155,9 @@ impl TransLog {
     /// The signed head of the current tree (or a newer one another node signed meanwhile), signing it now if
     /// this size was never signed.
     pub async fn sth(&self) -> Result<SignedTreeHead, LogError> {
-        let mut tx = self.storage.begin().await?;
+        // A read transaction: public reads never take SQLite's write lock (registrar writes would wait on them);
+        // only signing a new head writes.
+        let mut tx = self.storage.begin_read().await?;
         // The head before the tree, as in `check_latest_head`.
         let latest = tx.log().latest_sth().await?;
         let frontier = tx.log().frontier().await?;
@@ -187,12 +189,24 @@ impl TransLog {
     }
 
     /// The proof that the newest entry of `number` (of zone version `version`, if given) is in the current
-    /// tree; `None` when the log holds no such entry.
+    /// tree; `None` when the log holds no such entry, and also when the number is deleted now or the entry asked
+    /// for is a deletion: the endpoint is public, so it must not tell a deleted number (or its history) from one
+    /// never registered.
     pub async fn inclusion(&self, number: &E164, version: Option<i64>) -> Result<Option<InclusionProof>, LogError> {
         let sth = self.sth().await?;
         let size = sth.head.tree_size;
-        let mut tx = self.storage.begin().await?;
-        let Some(leaf) = tx.log().find(number, version, size).await? else { return Ok(None) };
+        let mut tx = self.storage.begin_read().await?;
+        let Some(newest) = tx.log().find(number, None, size).await? else { return Ok(None) };
+        if is_deletion(&newest) {
+            return Ok(None);
+        }
+        let leaf = match version {
+            None => newest,
+            Some(v) => match tx.log().find(number, Some(v), size).await? {
+                Some(leaf) if !is_deletion(&leaf) => leaf,
+                _ => return Ok(None),
+            },
+        };
         let frontier = tx.log().frontier().await?;
         let windows = self.windows(tx.as_mut(), size, &[leaf.index]).await?;
         drop(tx);
@@ -206,7 +220,7 @@ impl TransLog {
         if from > to {
             return Err(LogError::OutOfRange("from is larger than to"));
         }
-        let mut tx = self.storage.begin().await?;
+        let mut tx = self.storage.begin_read().await?;
         let frontier = tx.log().frontier().await?;
         if to > frontier.size() {
             return Err(LogError::OutOfRange("to is larger than the tree"));
@@ -270,7 +284,7 @@ impl TransLog {
             while cache.covered() < wanted {
                 let start = cache.covered();
                 let end = wanted.min(start + FILL_CHUNKS * cache.chunk_len());
-                let mut tx = self.storage.begin().await?;
+                let mut tx = self.storage.begin_read().await?;
                 cache.extend(&read_leaf_hashes(tx.as_mut(), start, end).await?)?;
             }
             if cache.matches(frontier) {
@@ -285,9 +299,17 @@ impl TransLog {
         if start > end {
             return Err(LogError::OutOfRange("start is larger than end"));
         }
-        let mut tx = self.storage.begin().await?;
+        let mut tx = self.storage.begin_read().await?;
         Ok(tx.log().leaves(start, end, limit).await?)
     }
+}
+
+/// Whether a leaf records a number's deletion (its entry unreadable counts as one: nothing to reveal).
+fn is_deletion(leaf: &LogLeaf) -> bool {
+    !matches!(
+        tincan_translog::LogEntry::parse(&leaf.entry),
+        Ok(tincan_translog::LogEntry::Number { record: Some(_), .. })
+    )
 }
 
 /// The hashes of leaves `start..end`, all of them (fewer means leaves are missing from storage).
@@ -325,7 +347,14 @@ mod tests {
             let entry = LogEntry::Number {
                 version: i as i64 + 1,
                 number: number(i),
-                record: None,
+                record: Some(tincan_enum_core::NumberRecord {
+                    number: number(i),
+                    services: vec![
+                        tincan_enum_core::Service::new(tincan_enum_core::ServiceType::Matrix, "matrix:u/a:hs.test")
+                            .unwrap(),
+                    ],
+                    key: None,
+                }),
                 provider: None,
                 at_ms: salt,
             };

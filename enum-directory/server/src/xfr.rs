@@ -20,6 +20,7 @@ pub mod export;
 mod notify;
 mod nsec3;
 mod tsig;
+mod warn_limit;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -41,6 +42,7 @@ use crate::metrics::{Transfer, TransferCounters};
 use crate::storage::{Storage, StorageError};
 use content::{ApexRecords, Packer, Rr};
 use tsig::{Check, Signer, TsigKey};
+use warn_limit::WarnLimiter;
 
 /// Why transfers could not be set up.
 #[derive(Debug, thiserror::Error)]
@@ -89,6 +91,8 @@ pub struct Transfers {
     nsec3_signing: Arc<tokio::sync::Mutex<()>>,
     counters: Arc<TransferCounters>,
     live: Option<Arc<dns::Zone>>,
+    /// The log lines about refused requests (a bogus key costs an attacker nothing).
+    refusals_logged: WarnLimiter,
 }
 
 impl std::fmt::Debug for Transfers {
@@ -96,6 +100,10 @@ impl std::fmt::Debug for Transfers {
         f.debug_struct("Transfers").field("apex", &self.apex).field("secondaries", &self.secondaries).finish()
     }
 }
+
+/// Log lines about refused transfer and TSIG requests per minute at most; the rest are counted (`suppressed` on
+/// the next line) and by the `refused` transfer metric.
+const REFUSAL_LOGS_PER_MINUTE: u32 = 20;
 
 impl Transfers {
     /// Transfers of the zone `zone` (signed with `keys` for the `nsec3` flavour) to the secondaries of `config`.
@@ -129,6 +137,7 @@ impl Transfers {
             nsec3_signing: Arc::default(),
             counters: Arc::default(),
             live: None,
+            refusals_logged: WarnLimiter::new(REFUSAL_LOGS_PER_MINUTE, std::time::Duration::from_secs(60)),
         })
     }
 
@@ -239,26 +248,34 @@ impl Transfers {
         match tsig::check(request, &msg, &self.tsig_keys, now) {
             Check::Unsigned => {
                 self.counters.refused();
-                tracing::info!(%peer, "zone transfer without TSIG refused");
+                if let Some(suppressed) = self.refusals_logged.allow(std::time::Instant::now()) {
+                    tracing::info!(%peer, suppressed, "zone transfer without TSIG refused");
+                }
                 let _ = out.send(simple(id, op, rd, &question, 5)).await;
             }
             Check::BadKey { name, original_id } => {
                 self.counters.refused();
-                tracing::warn!(%peer, key = %name, "TSIG with an unknown key refused");
+                if let Some(suppressed) = self.refusals_logged.allow(std::time::Instant::now()) {
+                    tracing::warn!(%peer, key = %name, suppressed, "TSIG with an unknown key refused");
+                }
                 let mut m = simple(id, op, rd, &question, 9);
                 tsig::append_unsigned(&mut m, &name, now, original_id, tsig::BADKEY);
                 let _ = out.send(m).await;
             }
             Check::BadSig { key, original_id } => {
                 self.counters.refused();
-                tracing::warn!(%peer, key = %key.name, "TSIG signature does not verify; refused");
+                if let Some(suppressed) = self.refusals_logged.allow(std::time::Instant::now()) {
+                    tracing::warn!(%peer, key = %key.name, suppressed, "TSIG signature does not verify; refused");
+                }
                 let mut m = simple(id, op, rd, &question, 9);
                 tsig::append_unsigned(&mut m, &key.name, now, original_id, tsig::BADSIG);
                 let _ = out.send(m).await;
             }
             Check::BadTime { key, mac, original_id } => {
                 self.counters.refused();
-                tracing::warn!(%peer, key = %key.name, "TSIG time outside the fudge; refused");
+                if let Some(suppressed) = self.refusals_logged.allow(std::time::Instant::now()) {
+                    tracing::warn!(%peer, key = %key.name, suppressed, "TSIG time outside the fudge; refused");
+                }
                 let mut m = simple(id, op, rd, &question, 9);
                 Signer::new(key, Some(mac), original_id, now, tsig::BADTIME).sign(&mut m);
                 let _ = out.send(m).await;

@@ -25,7 +25,7 @@ where
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
         let token = bearer_token(parts)?;
         let storage = Arc::<dyn Storage>::from_ref(state);
-        let mut tx = storage.begin().await?;
+        let mut tx = storage.begin_read().await?;
         let provider = tx.providers().by_token_hash(&TokenHash::of(token)).await?.ok_or(ApiError::Unauthorized)?;
         drop(tx);
         Arc::<RateLimiter>::from_ref(state).check(provider.id)?;

@@ -16,7 +16,7 @@ pub struct Health {
 }
 
 pub(super) async fn handler(State(storage): State<Arc<dyn Storage>>) -> Result<Json<Health>, ApiError> {
-    let mut tx = storage.begin().await?;
+    let mut tx = storage.begin_read().await?;
     let zone_version = tx.journal().current_version().await?;
     Ok(Json(Health { status: "ok", zone_version }))
 }

@@ -74,7 +74,7 @@ pub(crate) async fn handler(
             Some(E164::parse(&raw).map_err(|e| ApiError::InvalidNumber(e.to_string()))?)
         }
     };
-    let mut tx = storage.begin().await?;
+    let mut tx = storage.begin_read().await?;
     let page = tx.numbers().page(after.as_ref(), limit).await?;
     let next = (page.len() == limit as usize).then(|| page.last().map(|s| s.record.number.clone())).flatten();
     let numbers = page.into_iter().map(|s| Listed { number: s.record.number, version: s.version }).collect();

@@ -63,7 +63,7 @@ where
             return Ok(LogReader::Auditor);
         }
         let storage = Arc::<dyn Storage>::from_ref(state);
-        let mut tx = storage.begin().await?;
+        let mut tx = storage.begin_read().await?;
         let provider = tx.providers().by_token_hash(&hash).await?.ok_or(ApiError::Unauthorized)?;
         drop(tx);
         Arc::<RateLimiter>::from_ref(state).check(provider.id)?;

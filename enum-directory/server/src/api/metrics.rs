@@ -15,7 +15,7 @@ pub(super) async fn handler(
     State(metrics): State<Arc<DirectoryMetrics>>,
     State(storage): State<Arc<dyn Storage>>,
 ) -> Result<impl IntoResponse, ApiError> {
-    let mut tx = storage.begin().await?;
+    let mut tx = storage.begin_read().await?;
     let log_size = tx.log().frontier().await?.size();
     drop(tx);
     Ok(([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], metrics.render(log_size)))

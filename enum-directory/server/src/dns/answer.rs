@@ -34,7 +34,8 @@ pub struct Answer {
     pub qtype: u16,
     /// Whether it was truncated for UDP.
     pub truncated: bool,
-    /// Whether it is a truncated stand-in for a denial the signing budget had no signature left for.
+    /// Whether the signing budget had no signature left for this denial: over UDP the answer is a truncated
+    /// stand-in, over TCP SERVFAIL.
     pub over_budget: bool,
 }
 
@@ -53,9 +54,9 @@ pub fn answer_in(zones: &Zones, request: &[u8], transport: Transport, buf: Vec<u
     answer_budgeted(zones, request, transport, None, buf)
 }
 
-/// [`answer_in`] with a signing budget for UDP: a denial that needs a fresh signature when `budget` is spent
-/// gets a truncated reply with no records (TC, so the client retries over TCP) instead. TCP queries are never
-/// budgeted; positive answers and cached denials never draw on it.
+/// [`answer_in`] with a signing budget (the view for `transport`, see [`SigningBudget::tcp`]): a denial that needs
+/// a fresh signature when `budget` is spent gets, over UDP, a truncated reply with no records (TC, so the client
+/// retries over TCP) and, over TCP, SERVFAIL. Positive answers and cached denials never draw on it.
 pub fn answer_budgeted(
     zones: &Zones,
     request: &[u8],
@@ -63,7 +64,6 @@ pub fn answer_budgeted(
     budget: Option<&SigningBudget>,
     buf: Vec<u8>,
 ) -> Option<Answer> {
-    let budget = budget.filter(|_| transport == Transport::Udp);
     let req = match Request::parse(request) {
         Ok(r) => r,
         Err(ParseError::Drop) => return None,
@@ -109,7 +109,13 @@ pub fn answer_budgeted(
     let (rcode, r) = match authoritative(&zone, &req, rel, budget, buf) {
         Ok(v) => v,
         // A denial the signing budget had no signature left for.
-        Err(ZoneError::OverBudget) => return truncated(Vec::new(), Rcode::NoError, true),
+        Err(ZoneError::OverBudget) if transport == Transport::Udp => {
+            return truncated(Vec::new(), Rcode::NoError, true);
+        }
+        Err(ZoneError::OverBudget) => {
+            let bytes = simple(Rcode::ServFail).finish();
+            return Some(Answer { bytes, rcode: Rcode::ServFail, qtype, truncated: false, over_budget: true });
+        }
         Err(_) => return done(simple(Rcode::ServFail), Rcode::ServFail),
     };
     let max = match transport {

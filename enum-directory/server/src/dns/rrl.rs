@@ -27,7 +27,9 @@ pub struct RrlConfig {
     pub ipv6_prefix: u8,
     /// Loopback clients are not limited (local tools, the benchmark).
     pub exempt_loopback: bool,
-    /// Networks tracked before the table is cleared (bounds memory under a spoofed flood).
+    /// Networks tracked at most (bounds memory under a spoofed flood). When full, the buckets that have refilled
+    /// (as good as new) and then the least recently seen are evicted, down to 7/8 of this; a network being limited
+    /// keeps querying, so it stays among the recent ones and keeps its empty bucket.
     pub max_tracked: usize,
 }
 
@@ -107,8 +109,8 @@ impl RateLimiter {
         let now = now();
         let net = self.network(ip);
         let mut table = self.table.lock().unwrap_or_else(|e| e.into_inner());
-        if table.len() >= c.max_tracked && !table.contains_key(&net) {
-            table.clear();
+        if table.len() >= c.max_tracked.max(1) && !table.contains_key(&net) {
+            evict(&mut table, c, now);
         }
         let b = table.entry(net).or_insert(Bucket { tokens: f64::from(c.burst), last: now, limited: 0 });
         let elapsed = now.saturating_sub(b.last).as_secs_f64();
@@ -120,6 +122,25 @@ impl RateLimiter {
         }
         b.limited = b.limited.wrapping_add(1);
         if c.slip > 0 && b.limited.is_multiple_of(c.slip) { Verdict::Slip } else { Verdict::Drop }
+    }
+}
+
+/// Makes room in a full table: drops the buckets that have refilled completely by `now` (a new bucket would be
+/// the same), then, if more than 7/8 of `max_tracked` are left, the least recently seen down to that. Cleared
+/// whole, the table would hand every network being limited a fresh burst each time a spoofed flood filled it;
+/// evicting 1/8 at a time keeps the work per new network constant on average.
+fn evict(table: &mut HashMap<u128, Bucket>, c: &RrlConfig, now: Duration) {
+    let keep = c.max_tracked.max(1) - c.max_tracked.max(1).div_ceil(8);
+    let (rate, burst) = (f64::from(c.responses_per_second), f64::from(c.burst.max(1)));
+    table.retain(|_, b| b.tokens + now.saturating_sub(b.last).as_secs_f64() * rate < burst);
+    if table.len() <= keep {
+        return;
+    }
+    let mut by_age: Vec<(Duration, u128)> = table.iter().map(|(net, b)| (b.last, *net)).collect();
+    let excess = by_age.len() - keep;
+    by_age.select_nth_unstable(excess - 1);
+    for (_, net) in &by_age[..excess] {
+        table.remove(net);
     }
 }
 
@@ -163,6 +184,24 @@ mod tests {
         }
         assert!((2_390..=2_410).contains(&sent), "burst 400 + 10 s x 200/s, got {sent}");
         assert!((100_000 - sent) / 2 - slipped <= 1, "{slipped}");
+    }
+
+    /// Issue 14 item 16: a spoofed flood of new networks filling the table must not hand a network being
+    /// limited a fresh burst (the table used to be cleared whole at its cap).
+    #[test]
+    fn a_full_table_evicts_the_oldest_and_keeps_a_limited_network_limited() {
+        let l = RateLimiter::new(RrlConfig { max_tracked: 100, slip: 0, ..strict() });
+        let attacker: IpAddr = "192.0.2.1".parse().unwrap();
+        let at = |i: u64| Duration::from_secs(100) + Duration::from_micros(i);
+        let sent = (0..5).filter(|i| l.check(attacker, at(*i)) == Verdict::Send).count();
+        assert_eq!(sent, 5, "the burst");
+        // 1,000 spoofed networks, one query each, while the attacker keeps asking: the table fills ten times over.
+        for i in 0..1_000u64 {
+            let spoofed = IpAddr::from(std::net::Ipv4Addr::from(0x0A00_0000 + ((i as u32) << 8)));
+            assert_eq!(l.check(spoofed, at(10 + 2 * i)), Verdict::Send, "a new network gets its burst");
+            assert_eq!(l.check(attacker, at(11 + 2 * i)), Verdict::Drop, "the attacker got a fresh burst at {i}");
+            assert!(l.table.lock().unwrap().len() <= 100);
+        }
     }
 
     #[test]

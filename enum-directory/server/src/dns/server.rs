@@ -1,5 +1,10 @@
 //! Serves [`Zones`] over UDP and TCP (RFC 7766: length-prefixed, several queries per connection, idle timeout),
-//! with response rate limiting on UDP and a periodic signature refresher.
+//! with response rate limiting on UDP, one signing budget for both, caps per TCP client and connection, and a
+//! periodic signature refresher.
+//!
+//! TCP is served by a tokio runtime of its own (`tcp_workers` threads, default 1), apart from the runtime the
+//! registrar API and the rest of the process run on: a flood of TCP queries for names that do not exist (each
+//! costing an online signature) then takes at most those threads, and registrar writes keep their latency.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -12,7 +17,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream, UdpSocket};
 use tokio::task::JoinSet;
 
-use super::answer::{MAX_UDP_PAYLOAD, Transport, answer_budgeted, answer_in, slip_reply};
+use super::answer::{MAX_UDP_PAYLOAD, Transport, answer_budgeted, slip_reply};
 use super::budget::{SigningBudget, SigningBudgetConfig};
 use super::rrl::{RateLimiter, RrlConfig, Verdict};
 use super::wire::rtype;
@@ -33,11 +38,17 @@ pub struct ServerConfig {
     pub tcp_idle_timeout_ms: u64,
     /// TCP connections served at once; more wait in the listen queue.
     pub tcp_max_connections: usize,
+    /// TCP connections one client (an IPv4 address, an IPv6 /64) may have open at once; more are closed at once.
+    pub tcp_max_connections_per_client: usize,
+    /// Queries answered on one TCP connection; after that many it is closed (the client reconnects).
+    pub tcp_max_queries_per_connection: usize,
+    /// Threads of the runtime serving TCP (its own, apart from the registrar API's); 0: 1.
+    pub tcp_workers: usize,
     /// How often (seconds) signatures nearing expiry are re-made.
     pub refresh_interval_secs: u64,
     /// Response rate limiting (UDP).
     pub rrl: RrlConfig,
-    /// Online signatures per second for UDP denials, across all clients (see [`SigningBudget`]).
+    /// Online signatures per second for denials, across all clients, UDP and TCP (see [`SigningBudget`]).
     pub signing_budget: SigningBudgetConfig,
 }
 
@@ -49,6 +60,9 @@ impl Default for ServerConfig {
             udp_socket_per_worker: true,
             tcp_idle_timeout_ms: 10_000,
             tcp_max_connections: 256,
+            tcp_max_connections_per_client: 16,
+            tcp_max_queries_per_connection: 1000,
+            tcp_workers: 1,
             refresh_interval_secs: 60,
             rrl: RrlConfig::default(),
             signing_budget: SigningBudgetConfig::default(),
@@ -87,6 +101,7 @@ struct Counters {
     rrl_dropped: AtomicU64,
     rrl_slipped: AtomicU64,
     signing_budget_exceeded: AtomicU64,
+    tcp_refused: AtomicU64,
     by_qtype: [AtomicU64; COUNTED_TYPES.len() + 1],
     by_rcode: [AtomicU64; 17],
 }
@@ -125,8 +140,10 @@ pub struct MetricsSnapshot {
     pub rrl_dropped: u64,
     /// Rate-limited, slipped.
     pub rrl_slipped: u64,
-    /// UDP denials answered truncated because the signing budget was spent.
+    /// Denials the signing budget had no signature left for: truncated over UDP, SERVFAIL over TCP.
     pub signing_budget_exceeded: u64,
+    /// TCP connections closed at once because their client had `tcp_max_connections_per_client` open.
+    pub tcp_refused: u64,
     /// Queries by type name (`other` for the rest).
     pub by_qtype: Vec<(String, u64)>,
     /// Answers by numeric response code.
@@ -143,6 +160,7 @@ pub(crate) enum Counter {
     RrlDropped,
     RrlSlipped,
     SigningBudgetExceeded,
+    TcpRefused,
 }
 
 impl Counters {
@@ -155,6 +173,7 @@ impl Counters {
             Counter::RrlDropped => &self.rrl_dropped,
             Counter::RrlSlipped => &self.rrl_slipped,
             Counter::SigningBudgetExceeded => &self.signing_budget_exceeded,
+            Counter::TcpRefused => &self.tcp_refused,
         }
     }
 }
@@ -197,6 +216,7 @@ impl Metrics {
             rrl_dropped: c(Counter::RrlDropped),
             rrl_slipped: c(Counter::RrlSlipped),
             signing_budget_exceeded: c(Counter::SigningBudgetExceeded),
+            tcp_refused: c(Counter::TcpRefused),
             by_qtype: names.enumerate().map(|(i, n)| (n.to_owned(), self.sum(|s| &s.by_qtype[i]))).collect(),
             by_rcode: (0..17u16).map(|c| (c, self.rcode(c))).filter(|(_, n)| *n > 0).collect(),
         }
@@ -240,11 +260,12 @@ pub async fn run_with(
     interceptor: Option<Arc<dyn Interceptor>>,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), ServerError> {
+    let budget = SigningBudget::new(&config.signing_budget);
     let context = UdpContext {
         zones: zones.clone(),
         metrics: metrics.clone(),
         rrl: RateLimiter::new(config.rrl.clone()),
-        budget: SigningBudget::new(&config.signing_budget),
+        budget: budget.clone(),
         started: Instant::now(),
         interceptor: interceptor.clone(),
         runtime: tokio::runtime::Handle::current(),
@@ -252,12 +273,28 @@ pub async fn run_with(
     let udp_workers = UdpWorkers::start(udp, &config, context)?;
     let mut tasks = JoinSet::new();
     tasks.spawn(refresher(zones.clone(), Duration::from_secs(config.refresh_interval_secs.max(1))));
+    let tcp_runtime = TcpRuntime::start(config.tcp_workers)?;
+    let served = Arc::new(TcpContext {
+        zones,
+        metrics,
+        interceptor,
+        budget: budget.tcp(),
+        idle: Duration::from_millis(config.tcp_idle_timeout_ms.max(1)),
+        max_queries: config.tcp_max_queries_per_connection.max(1),
+        main: tokio::runtime::Handle::current(),
+    });
+    let clients = Arc::new(TcpClients::new(config.tcp_max_connections_per_client.max(1)));
     let limit = Arc::new(tokio::sync::Semaphore::new(config.tcp_max_connections.max(1)));
-    let idle = Duration::from_millis(config.tcp_idle_timeout_ms.max(1));
-    let accept = async {
+    // The listener moves to the TCP runtime's reactor: accepting, reading and answering all happen there.
+    let tcp = tcp.into_std()?;
+    let listener = {
+        let _inside = tcp_runtime.handle().enter();
+        TcpListener::from_std(tcp)?
+    };
+    let accept = tcp_runtime.handle().spawn(async move {
         loop {
             let permit = limit.clone().acquire_owned().await.expect("the semaphore is never closed");
-            let (stream, _) = match tcp.accept().await {
+            let (stream, peer) = match listener.accept().await {
                 Ok(v) => v,
                 Err(e) if is_transient(&e) => {
                     tracing::warn!(error = %e, "DNS TCP accept failed");
@@ -266,21 +303,116 @@ pub async fn run_with(
                 }
                 Err(e) => return Err::<(), _>(ServerError::Io(e)),
             };
-            let (zones, metrics, interceptor) = (zones.clone(), metrics.clone(), interceptor.clone());
+            let Some(slot) = clients.open(peer.ip()) else {
+                // Over the client's share: closed at once (dropping the stream), its queries unread.
+                served.metrics.add(Counter::TcpRefused);
+                continue;
+            };
+            let served = served.clone();
             tokio::spawn(async move {
-                tcp_connection(zones, stream, metrics, idle, interceptor).await;
-                drop(permit);
+                tcp_connection(&served, stream, peer).await;
+                drop((slot, permit));
             });
         }
-    };
+    });
     let result = tokio::select! {
-        r = accept => r,
+        r = accept => r.unwrap_or_else(|e| Err(ServerError::Io(std::io::Error::other(e)))),
         () = shutdown => Ok(()),
     };
+    drop(tcp_runtime);
     tasks.shutdown().await;
     // Joining takes as long as the slowest worker's current answer.
     let _ = tokio::task::spawn_blocking(move || drop(udp_workers)).await;
     result
+}
+
+/// The runtime serving DNS over TCP, apart from the caller's; dropped (also with the server's future), it stops
+/// in the background: its tasks are dropped, which closes the listener and the connections.
+struct TcpRuntime(Option<tokio::runtime::Runtime>);
+
+impl TcpRuntime {
+    fn start(workers: usize) -> std::io::Result<TcpRuntime> {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(workers.max(1))
+            .thread_name("dns-tcp")
+            .enable_all()
+            .build()?;
+        Ok(TcpRuntime(Some(runtime)))
+    }
+
+    fn handle(&self) -> &tokio::runtime::Handle {
+        self.0.as_ref().expect("running until dropped").handle()
+    }
+}
+
+impl Drop for TcpRuntime {
+    fn drop(&mut self) {
+        if let Some(runtime) = self.0.take() {
+            runtime.shutdown_background();
+        }
+    }
+}
+
+/// What every TCP connection is answered with.
+struct TcpContext {
+    zones: Arc<Zones>,
+    metrics: Arc<Metrics>,
+    interceptor: Option<Arc<dyn Interceptor>>,
+    /// The TCP view of the signing budget (it may take the reserve).
+    budget: SigningBudget,
+    idle: Duration,
+    max_queries: usize,
+    /// Where intercepted requests are handled (zone transfers use storage, which lives on that runtime).
+    main: tokio::runtime::Handle,
+}
+
+/// Open TCP connections per client (an IPv4 address, an IPv6 /64).
+struct TcpClients {
+    max: usize,
+    open: std::sync::Mutex<std::collections::HashMap<u128, usize>>,
+}
+
+/// One connection's place in its client's share; given back on drop.
+struct TcpSlot {
+    clients: Arc<TcpClients>,
+    client: u128,
+}
+
+impl TcpClients {
+    fn new(max: usize) -> TcpClients {
+        TcpClients { max, open: Default::default() }
+    }
+
+    fn key(ip: std::net::IpAddr) -> u128 {
+        match ip.to_canonical() {
+            std::net::IpAddr::V4(v4) => u128::from(u32::from(v4)),
+            std::net::IpAddr::V6(v6) => (u128::from(v6) & (u128::MAX << 64)) | 1,
+        }
+    }
+
+    /// A slot for a new connection from `ip`, unless it has `max` open already.
+    fn open(self: &Arc<Self>, ip: std::net::IpAddr) -> Option<TcpSlot> {
+        let client = Self::key(ip);
+        let mut open = self.open.lock().unwrap_or_else(|e| e.into_inner());
+        let n = open.entry(client).or_insert(0);
+        if *n >= self.max {
+            return None;
+        }
+        *n += 1;
+        Some(TcpSlot { clients: self.clone(), client })
+    }
+}
+
+impl Drop for TcpSlot {
+    fn drop(&mut self) {
+        let mut open = self.clients.open.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(n) = open.get_mut(&self.client) {
+            *n -= 1;
+            if *n == 0 {
+                open.remove(&self.client);
+            }
+        }
+    }
 }
 
 fn is_transient(e: &std::io::Error) -> bool {
@@ -418,6 +550,26 @@ fn respond(
     out: &mut Vec<u8>,
 ) -> bool {
     cx.metrics.add(Counter::UdpQueries);
+    // Rate limiting depends only on the client and the clock: decide before answering, so a limited client's
+    // queries cost no answer work (a denial's online signature above all), and before the interceptor, so
+    // TSIG-signed requests (checking a MAC, a warning for a bogus key) are limited like the rest.
+    match cx.rrl.check_at(peer.ip(), || cx.started.elapsed()) {
+        Verdict::Send => {}
+        Verdict::Slip => {
+            cx.metrics.add(Counter::RrlSlipped);
+            return match slip_reply(request) {
+                Some(b) => {
+                    *out = b;
+                    true
+                }
+                None => false,
+            };
+        }
+        Verdict::Drop => {
+            cx.metrics.add(Counter::RrlDropped);
+            return false;
+        }
+    }
     if let Some(i) = cx.interceptor.as_ref().filter(|i| i.wants(request, Transport::Udp)) {
         let (i, socket, request) = (i.clone(), socket.clone(), request.to_vec());
         cx.runtime.spawn(async move {
@@ -429,39 +581,19 @@ fn respond(
         });
         return false;
     }
-    // Rate limiting depends only on the client and the clock: decide before answering, so a limited client's
-    // queries cost no answer work (a denial's online signature above all).
-    match cx.rrl.check_at(peer.ip(), || cx.started.elapsed()) {
-        Verdict::Send => {
-            let buf = std::mem::take(out);
-            let Some(a) = answer_budgeted(&cx.zones, request, Transport::Udp, Some(&cx.budget), buf) else {
-                cx.metrics.add(Counter::Dropped);
-                return false;
-            };
-            cx.metrics.count(a.qtype, a.rcode.code());
-            if a.over_budget {
-                cx.metrics.add(Counter::SigningBudgetExceeded);
-            } else if a.truncated {
-                cx.metrics.add(Counter::Truncated);
-            }
-            *out = a.bytes;
-            true
-        }
-        Verdict::Slip => {
-            cx.metrics.add(Counter::RrlSlipped);
-            match slip_reply(request) {
-                Some(b) => {
-                    *out = b;
-                    true
-                }
-                None => false,
-            }
-        }
-        Verdict::Drop => {
-            cx.metrics.add(Counter::RrlDropped);
-            false
-        }
+    let buf = std::mem::take(out);
+    let Some(a) = answer_budgeted(&cx.zones, request, Transport::Udp, Some(&cx.budget), buf) else {
+        cx.metrics.add(Counter::Dropped);
+        return false;
+    };
+    cx.metrics.count(a.qtype, a.rcode.code());
+    if a.over_budget {
+        cx.metrics.add(Counter::SigningBudgetExceeded);
+    } else if a.truncated {
+        cx.metrics.add(Counter::Truncated);
     }
+    *out = a.bytes;
+    true
 }
 
 /// Whether a receive error is only the wake-up timeout.
@@ -628,33 +760,24 @@ fn send_batch(socket: &std::net::UdpSocket, replies: &[Vec<u8>], peers: &[Socket
     }
 }
 
-async fn tcp_connection(
-    zones: Arc<Zones>,
-    mut stream: TcpStream,
-    metrics: Arc<Metrics>,
-    idle: Duration,
-    interceptor: Option<Arc<dyn Interceptor>>,
-) {
-    let peer = match stream.peer_addr() {
-        Ok(p) => p,
-        Err(_) => return,
-    };
+/// Serves one TCP connection: queries until the client closes, idles out, or has asked `max_queries`.
+async fn tcp_connection(cx: &TcpContext, mut stream: TcpStream, peer: SocketAddr) {
     let mut buf = Vec::new();
-    loop {
-        let len = match tokio::time::timeout(idle, stream.read_u16()).await {
+    for _ in 0..cx.max_queries {
+        let len = match tokio::time::timeout(cx.idle, stream.read_u16()).await {
             Ok(Ok(len)) => usize::from(len),
             _ => return,
         };
         buf.resize(len, 0);
-        match tokio::time::timeout(idle, stream.read_exact(&mut buf)).await {
+        match tokio::time::timeout(cx.idle, stream.read_exact(&mut buf)).await {
             Ok(Ok(_)) => {}
             _ => return,
         }
-        metrics.add(Counter::TcpQueries);
-        if let Some(i) = interceptor.as_ref().filter(|i| i.wants(&buf, Transport::Tcp)) {
+        cx.metrics.add(Counter::TcpQueries);
+        if let Some(i) = cx.interceptor.as_ref().filter(|i| i.wants(&buf, Transport::Tcp)) {
             let (tx, mut rx) = tokio::sync::mpsc::channel(8);
             let (i, request) = (i.clone(), buf.clone());
-            let handler = tokio::spawn(async move { i.handle(request, peer, Transport::Tcp, tx).await });
+            let handler = cx.main.spawn(async move { i.handle(request, peer, Transport::Tcp, tx).await });
             while let Some(m) = rx.recv().await {
                 let mut out = Vec::with_capacity(m.len() + 2);
                 out.extend_from_slice(&(m.len() as u16).to_be_bytes());
@@ -666,11 +789,14 @@ async fn tcp_connection(
             }
             continue;
         }
-        let Some(a) = answer_in(&zones, &buf, Transport::Tcp, Vec::new()) else {
-            metrics.add(Counter::Dropped);
+        let Some(a) = answer_budgeted(&cx.zones, &buf, Transport::Tcp, Some(&cx.budget), Vec::new()) else {
+            cx.metrics.add(Counter::Dropped);
             return;
         };
-        metrics.count(a.qtype, a.rcode.code());
+        cx.metrics.count(a.qtype, a.rcode.code());
+        if a.over_budget {
+            cx.metrics.add(Counter::SigningBudgetExceeded);
+        }
         let mut out = Vec::with_capacity(a.bytes.len() + 2);
         out.extend_from_slice(&(a.bytes.len() as u16).to_be_bytes());
         out.extend_from_slice(&a.bytes);

@@ -9,7 +9,8 @@ async fn providers_write_only_their_own_numbers_inside_their_prefixes() {
     let dir = tempfile::tempdir().unwrap();
     let d = Directory::start(dir.path()).await;
     let a = d.add_provider("a", &["+44"]);
-    let b = d.add_provider("b", &["+4420", "+49"]);
+    // Overlapping on purpose (the operator said so with --shared): ownership is then by who holds the number.
+    let b = d.add_provider_shared("b", &["+4420", "+49"]);
     let london = d.url("/v1/numbers/+442079460001");
     let berlin = d.url("/v1/numbers/+4915112345678");
     let body = |user: &str| json!({"services": [{"type": "matrix", "uri": format!("matrix:u/{user}:hs.test")}]});

@@ -150,6 +150,27 @@ async fn delv_validates_answers_with_the_ds_from_keys_ds() {
     assert!(out.contains("; negative response, fully validated"), "{out}");
 }
 
+/// Issue 14 item 17: a provider whose prefix covers or lies under another provider's is refused (it could claim
+/// numbers in the other's range by writing first), naming both, unless the operator says `--shared`.
+#[test]
+fn provider_add_refuses_a_prefix_overlapping_another_providers_unless_shared() {
+    let dir = tempfile::tempdir().unwrap();
+    crate::harness::add_provider(dir.path(), "acme", &["+4420", "+49"]);
+    for (name, prefix, theirs) in [("under", "+442079", "+4420"), ("over", "+44", "+4420"), ("same", "+49", "+49")] {
+        let out = cli(dir.path(), &["provider", "add", name, "--prefix", "+1", "--prefix", prefix]);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{name}: {prefix} overlaps acme's {theirs} but was accepted");
+        assert!(out.stdout.is_empty(), "no token for a refused add");
+        assert!(err.contains(&format!("prefix {prefix} overlaps {theirs} of provider \"acme\"")), "{err}");
+        assert!(err.contains("--shared"), "{err}");
+    }
+    // Neighbours that share no number are fine, and so is an overlap the operator asks for.
+    crate::harness::add_provider(dir.path(), "beta", &["+4421", "+1"]);
+    crate::harness::add_provider_shared(dir.path(), "gamma", &["+442079"]);
+    let list = cli(dir.path(), &["provider", "list"]);
+    assert_eq!(String::from_utf8(list.stdout).unwrap(), "acme\t+4420,+49\nbeta\t+1,+4421\ngamma\t+442079\n");
+}
+
 #[test]
 fn provider_add_prints_only_the_token_and_list_shows_prefixes() {
     let dir = tempfile::tempdir().unwrap();

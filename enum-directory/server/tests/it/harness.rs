@@ -46,6 +46,7 @@ impl Directory {
         cmd.arg(api.to_string()).env("RUST_LOG", "info");
         // Tests send many requests quickly; the rate-limit test sets its own.
         cmd.env("TINCAN_DIRECTORY_API__RATE_LIMIT__BURST", "1000000");
+        cmd.env("TINCAN_DIRECTORY_API__PUBLIC_RATE_LIMIT__BURST", "1000000");
         cmd.envs(env.iter().copied());
         let log = data_dir.join("serve.log");
         let mut guard = ChildGuard::spawn_logged("tincan-directory", cmd, &log).unwrap();
@@ -72,6 +73,11 @@ impl Directory {
     pub fn add_provider(&self, name: &str, prefixes: &[&str]) -> String {
         add_provider(&self.data_dir, name, prefixes)
     }
+
+    /// Adds a provider with `--shared` and returns its token.
+    pub fn add_provider_shared(&self, name: &str, prefixes: &[&str]) -> String {
+        add_provider_shared(&self.data_dir, name, prefixes)
+    }
 }
 
 /// Runs a subcommand against `data_dir`.
@@ -86,10 +92,20 @@ pub fn cli_env(data_dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Output {
 
 /// `provider add`, returning the token printed on stdout.
 pub fn add_provider(data_dir: &Path, name: &str, prefixes: &[&str]) -> String {
+    add_provider_with(data_dir, name, prefixes, &[])
+}
+
+/// `provider add --shared` (prefixes may overlap another provider's), returning the token.
+pub fn add_provider_shared(data_dir: &Path, name: &str, prefixes: &[&str]) -> String {
+    add_provider_with(data_dir, name, prefixes, &["--shared"])
+}
+
+fn add_provider_with(data_dir: &Path, name: &str, prefixes: &[&str], extra: &[&str]) -> String {
     let mut args = vec!["provider", "add", name];
     for p in prefixes {
         args.extend(["--prefix", p]);
     }
+    args.extend_from_slice(extra);
     let out = cli(data_dir, &args);
     assert!(out.status.success(), "provider add: {}", String::from_utf8_lossy(&out.stderr));
     let stdout = String::from_utf8(out.stdout).unwrap();

@@ -111,7 +111,7 @@ async fn import_writes_signed_numbers_and_a_rerun_changes_nothing() {
 async fn a_bad_line_fails_the_import_naming_it_and_writes_nothing() {
     let dir = tempfile::tempdir().unwrap();
     add_provider(dir.path(), "acme", &["+44"]);
-    add_provider(dir.path(), "other", &["+4420"]);
+    crate::harness::add_provider_shared(dir.path(), "other", &["+4420"]);
     let good = line("+442079461000", "a", true);
     let held = dir.path().join("held.jsonl");
     std::fs::write(&held, line("+442079461099", "x", false)).unwrap();

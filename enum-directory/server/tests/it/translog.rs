@@ -134,8 +134,21 @@ async fn proofs_verify_over_the_api_and_entries_need_a_credential() {
     assert_eq!(clear(body), [true, true, true, false, true], "beta's entry is only a leaf hash to acme");
     let (_, body) = get(&d, "/v1/log/entries", Some(AUDITOR)).await;
     assert_eq!(clear(body), [true; 5]);
+    // The auditor reads beta's entry itself: bob's number and record, made by beta, verifying against its leaf.
     let (_, body) = get(&d, "/v1/log/entries?start=3&end=4", Some(AUDITOR)).await;
-    assert!(body.to_string().contains("+4915112345678"));
+    let e: Entries = serde_json::from_value(body).unwrap();
+    let [only] = &e.entries[..] else { panic!("one entry asked for: {e:?}") };
+    assert_eq!(only.index, 3);
+    let entry = only.entry.as_deref().expect("in clear for the auditor");
+    assert_eq!(only.leaf_hash, tincan_translog::leaf_hash(entry.as_bytes()));
+    match LogEntry::parse(entry).unwrap() {
+        LogEntry::Number { number, record: Some(r), provider, .. } => {
+            assert_eq!(number.as_str(), "+4915112345678");
+            assert_eq!(r.services[0].uri(), "matrix:u/bob:hs.test");
+            assert_eq!(provider, Some(2), "beta, the second provider added");
+        }
+        other => panic!("not bob's entry: {other:?}"),
+    }
 }
 
 #[tokio::test]

@@ -8,11 +8,12 @@ use axum::Json;
 use axum::extract::{Query, State};
 use tincan_translog::wire::ConsistencyProof;
 
-use super::super::ApiError;
+use super::super::{ApiError, PublicClient};
 use super::size_param;
 use crate::translog::TransLog;
 
 pub(crate) async fn handler(
+    _client: PublicClient,
     State(log): State<Arc<TransLog>>,
     Query(params): Query<HashMap<String, String>>,
 ) -> Result<Json<ConsistencyProof>, ApiError> {

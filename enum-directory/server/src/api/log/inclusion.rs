@@ -10,10 +10,11 @@ use axum::extract::{Query, State};
 use tincan_enum_core::E164;
 use tincan_translog::wire::InclusionProof;
 
-use super::super::ApiError;
+use super::super::{ApiError, PublicClient};
 use crate::translog::TransLog;
 
 pub(crate) async fn handler(
+    _client: PublicClient,
     State(log): State<Arc<TransLog>>,
     Query(params): Query<HashMap<String, String>>,
 ) -> Result<Json<InclusionProof>, ApiError> {

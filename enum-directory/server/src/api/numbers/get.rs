@@ -16,7 +16,7 @@ pub(crate) async fn handler(
     Authenticated(_provider): Authenticated,
     NumberPath(number): NumberPath,
 ) -> Result<Json<NumberResponse>, ApiError> {
-    let mut tx = storage.begin().await?;
+    let mut tx = storage.begin_read().await?;
     let stored = tx.numbers().get(&number).await?.ok_or(ApiError::NumberNotFound)?;
     let holder = tx.providers().by_id(stored.provider).await?.map(|p| p.name).unwrap_or_default();
     Ok(Json(NumberResponse::new(stored, &holder)))
