@@ -39,6 +39,8 @@ pub struct GatewayConfig {
     pub vouchers: VouchersConfig,
     /// Payment webhooks.
     pub payments: crate::payments::PaymentsConfig,
+    /// Calls to the phone network (the SIP side); off unless a listener is set.
+    pub calls: crate::calls::CallsConfig,
 }
 
 /// Vouchers.
@@ -100,6 +102,7 @@ impl Validate for GatewayConfig {
     fn validate(&self) -> Vec<String> {
         let mut p = self.ledger.problems();
         p.extend(self.fraud.problems());
+        p.extend(self.calls.problems());
         if let Some(url) = &self.database.url {
             let u = url.expose();
             if !(u.starts_with("sqlite:") || u.starts_with("postgres://") || u.starts_with("postgresql://")) {

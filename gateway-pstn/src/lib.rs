@@ -7,6 +7,7 @@
 #![warn(missing_docs)]
 
 pub mod api;
+pub mod calls;
 pub mod charging;
 pub mod cli;
 pub mod client;

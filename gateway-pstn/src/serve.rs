@@ -1,10 +1,11 @@
-//! `tincan-gateway serve`: opens storage, starts the ledger (hold workers and the expiry sweeper), then serves
-//! the provider API until shutdown.
+//! `tincan-gateway serve`: opens storage, starts the ledger (hold workers and the expiry sweeper) and, when
+//! `[calls]` has a listener, the call router; then serves the provider API until shutdown.
 
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use rand::TryRngCore;
 use tincan_common::Clock;
 use tokio::net::TcpListener;
 
@@ -35,6 +36,9 @@ pub enum ServeError {
         /// Why.
         source: std::io::Error,
     },
+    /// The SIP side could not start.
+    #[error("calls: {0}")]
+    Calls(#[from] crate::calls::CallsError),
     /// The API server failed.
     #[error("api server: {0}")]
     Api(std::io::Error),
@@ -61,6 +65,14 @@ pub async fn serve(
     let ledger = Ledger::start(storage, clock.clone(), config.ledger);
     ledger.set_fraud(config.fraud.clone());
     let sweeper = ledger.spawn_sweeper();
+    let calls = if config.calls.enabled() {
+        let mut rng = rand::rngs::OsRng.unwrap_err();
+        let (switch, task) = crate::calls::Switch::start(ledger.clone(), config.calls.clone(), &mut rng).await?;
+        tracing::info!(listeners = ?switch.listeners(), "calls: SIP listening");
+        Some(task)
+    } else {
+        None
+    };
     let limiter = Arc::new(RateLimiter::new(config.api.rate_limit, clock.clone()));
     let addr = config.api.listen;
     let listener = TcpListener::bind(addr).await.map_err(|source| ServeError::Bind { addr, source })?;
@@ -79,6 +91,9 @@ pub async fn serve(
     let state = ApiState { ledger, limiter, auth, vouchers, payments };
     let result = api::serve(listener, state, shutdown).await.map_err(ServeError::Api);
     sweeper.abort();
+    if let Some(calls) = calls {
+        calls.abort();
+    }
     result
 }
 

@@ -31,7 +31,18 @@ impl Gateway {
 
     /// Starts `serve` on `api`.
     pub async fn start_on(data_dir: &Path, api: SocketAddr, env: Vec<(String, String)>) -> Gateway {
+        Self::start_with_args(data_dir, api, env, &[]).await
+    }
+
+    /// Starts `serve` on `api` with extra global arguments (`--config FILE`).
+    pub async fn start_with_args(
+        data_dir: &Path,
+        api: SocketAddr,
+        env: Vec<(String, String)>,
+        args: &[&std::ffi::OsStr],
+    ) -> Gateway {
         let mut cmd = bin();
+        cmd.args(args);
         cmd.arg("serve").arg("--data-dir").arg(data_dir).arg("--api").arg(api.to_string()).env("RUST_LOG", "info");
         // Tests send many requests quickly; the rate-limit test sets its own.
         cmd.env("TINCAN_GATEWAY_API__RATE_LIMIT__BURST", "1000000");

@@ -4,6 +4,7 @@
 
 mod api;
 mod api_props;
+mod calls;
 mod concurrency;
 mod crash;
 mod credit;

@@ -1,0 +1,236 @@
+//! Calls to the phone network (SIP in, SIP trunks out): a B2BUA that takes an INVITE from a trusted SIP peer
+//! (the SIP bridge), prices the dialled number, holds credit for the first slice of the call **before** the
+//! INVITE goes on, tries the carriers least cost first with failover, extends the hold slice by slice while
+//! the call lasts, ends both legs with BYE when credit cannot be extended, and settles the billed seconds.
+//!
+//! - [`policy`]: the pure decisions (failover codes, refusal answers, billed seconds, affordable extensions).
+//! - `call`: one call's life, from INVITE to settlement.
+//!
+//! Who pays is asserted by the trusted peer in [`ACCOUNT_HEADER`] (a Matrix user ID or an account id); the
+//! peer itself is authenticated by its source address (`calls.trusted_peers`).
+//!
+//! Calls the other way — from a carrier's trunk (recognised by its exact source address) to one of the
+//! provider's numbers — go on to the SIP bridge (`calls.bridge`), which rings the number's holder.
+
+mod call;
+pub mod policy;
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use serde::{Deserialize, Serialize};
+use tincan_sip_core::stack::rsip_stack::{RsipStack, StackConfig};
+use tincan_sip_core::stack::{Incoming, SipStack, StackError, Target, Transport};
+use tokio::sync::mpsc;
+
+use crate::ledger::{Ledger, LocalCharging};
+
+/// The header in which the trusted peer names the paying account: `@alice:hs.example` (a user's account) or
+/// the digits of an account id.
+pub const ACCOUNT_HEADER: &str = "X-Tincan-Account";
+
+/// The principal the call router charges as (its holds and idempotency keys).
+pub const PRINCIPAL: &str = "svc:pstn";
+
+/// `[calls]`: the SIP side. Calls are off unless a listener is set.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CallsConfig {
+    /// UDP listener for SIP (e.g. `127.0.0.1:5070`).
+    pub listen_udp: Option<SocketAddr>,
+    /// TCP listener for SIP.
+    pub listen_tcp: Option<SocketAddr>,
+    /// Source addresses whose INVITEs are accepted (the SIP bridge). Everyone else gets 403.
+    pub trusted_peers: Vec<IpAddr>,
+    /// Seconds of call time held per slice (the first hold and each extension). Default 60.
+    pub slice_secs: u32,
+    /// How long before the paid time runs out the hold is extended. Default 10.
+    pub extend_before_secs: u32,
+    /// A carrier that sends no response at all within this time is given up for the next. Default 4000.
+    pub invite_timeout_ms: u64,
+    /// The longest a call may take to be answered (ringing included). Default 120.
+    pub setup_timeout_secs: u32,
+    /// Requests per second accepted from one source address. Default 200.
+    pub per_source_rate: u32,
+    /// Where each carrier (by its name in the ledger) is reached. An INVITE from exactly a trunk's address is a
+    /// call in from that carrier.
+    pub trunks: BTreeMap<String, TrunkConfig>,
+    /// Where calls in from carriers go: the SIP bridge. Unset: they are refused `404`.
+    pub bridge: Option<TrunkConfig>,
+}
+
+impl Default for CallsConfig {
+    fn default() -> Self {
+        CallsConfig {
+            listen_udp: None,
+            listen_tcp: None,
+            trusted_peers: Vec::new(),
+            slice_secs: 60,
+            extend_before_secs: 10,
+            invite_timeout_ms: 4000,
+            setup_timeout_secs: 120,
+            per_source_rate: 200,
+            trunks: BTreeMap::new(),
+            bridge: None,
+        }
+    }
+}
+
+/// A SIP peer: one carrier's trunk, or the SIP bridge.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrunkConfig {
+    /// The trunk's address.
+    pub address: SocketAddr,
+    /// Its transport. Default UDP.
+    #[serde(default = "udp")]
+    pub transport: Transport,
+    /// The host part of the Request-URI (default: the address).
+    #[serde(default)]
+    pub domain: Option<String>,
+}
+
+fn udp() -> Transport {
+    Transport::Udp
+}
+
+impl CallsConfig {
+    /// Whether calls are on.
+    pub fn enabled(&self) -> bool {
+        self.listen_udp.is_some() || self.listen_tcp.is_some()
+    }
+
+    /// Problems with the settings.
+    pub fn problems(&self) -> Vec<String> {
+        let mut p = Vec::new();
+        if !(1..=3600).contains(&self.slice_secs) {
+            p.push("calls.slice_secs: 1 to 3600".into());
+        }
+        if self.extend_before_secs >= self.slice_secs.max(1) {
+            p.push("calls.extend_before_secs: less than calls.slice_secs".into());
+        }
+        if !(100..=60_000).contains(&self.invite_timeout_ms) {
+            p.push("calls.invite_timeout_ms: 100 to 60000".into());
+        }
+        if !(1..=600).contains(&self.setup_timeout_secs) {
+            p.push("calls.setup_timeout_secs: 1 to 600".into());
+        }
+        if self.enabled() && self.trusted_peers.is_empty() {
+            p.push("calls.trusted_peers: at least one address when a listener is set".into());
+        }
+        p
+    }
+}
+
+/// Why the call router could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum CallsError {
+    /// The SIP stack could not start.
+    #[error(transparent)]
+    Stack(#[from] StackError),
+}
+
+/// The call router: the SIP stack, the ledger it charges through, and the calls in flight per carrier.
+pub struct Switch {
+    ledger: Arc<Ledger>,
+    charging: LocalCharging,
+    stack: Arc<dyn SipStack>,
+    config: CallsConfig,
+    in_flight: Mutex<HashMap<String, i32>>,
+    /// This process's prefix for call ids (random), so keys of two runs never meet.
+    run_id: String,
+    next: AtomicU64,
+}
+
+impl std::fmt::Debug for Switch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Switch").field("stack", &self.stack).finish_non_exhaustive()
+    }
+}
+
+impl Switch {
+    /// Opens the SIP listeners and starts routing calls; runs until the returned handle is aborted or the
+    /// stack stops.
+    pub async fn start(
+        ledger: Arc<Ledger>,
+        config: CallsConfig,
+        rng: &mut impl rand::RngCore,
+    ) -> Result<(Arc<Switch>, tokio::task::JoinHandle<()>), CallsError> {
+        let mut listen = Vec::new();
+        if let Some(addr) = config.listen_udp {
+            listen.push(Target { transport: Transport::Udp, addr });
+        }
+        if let Some(addr) = config.listen_tcp {
+            listen.push(Target { transport: Transport::Tcp, addr });
+        }
+        let stack_config = StackConfig { listen, per_source_rate: config.per_source_rate, ..StackConfig::default() };
+        let (stack, incoming) = RsipStack::start(stack_config).await?;
+        let mut id = [0u8; 6];
+        rng.fill_bytes(&mut id);
+        let switch = Arc::new(Switch {
+            charging: ledger.charging(PRINCIPAL),
+            ledger,
+            stack,
+            config,
+            in_flight: Mutex::default(),
+            run_id: hex::encode(id),
+            next: AtomicU64::new(1),
+        });
+        let task = tokio::spawn(switch.clone().run(incoming));
+        Ok((switch, task))
+    }
+
+    /// Where the SIP side listens.
+    pub fn listeners(&self) -> Vec<Target> {
+        self.stack.listeners()
+    }
+
+    async fn run(self: Arc<Self>, mut incoming: mpsc::Receiver<Incoming>) {
+        while let Some(what) = incoming.recv().await {
+            match what {
+                Incoming::Call(leg, events) => {
+                    tokio::spawn(call::handle(self.clone(), leg, events));
+                }
+                Incoming::Request(req) => {
+                    // Keep-alive probes are answered; the router takes nothing else outside calls.
+                    if req.request.method == tincan_sip_core::stack::Method::Options {
+                        req.reply(200, "OK");
+                    } else {
+                        req.reply(405, "Method Not Allowed");
+                    }
+                }
+            }
+        }
+    }
+
+    fn call_id(&self) -> String {
+        format!("{}-{}", self.run_id, self.next.fetch_add(1, Ordering::Relaxed))
+    }
+
+    /// Takes one of the carrier's call slots; `None` when it carries its most calls already.
+    fn take_slot(self: &Arc<Self>, carrier: &str, max: i32) -> Option<Slot> {
+        let mut m = self.in_flight.lock().expect("in-flight lock");
+        let n = m.entry(carrier.to_owned()).or_insert(0);
+        if *n >= max {
+            return None;
+        }
+        *n += 1;
+        Some(Slot { switch: self.clone(), carrier: carrier.to_owned() })
+    }
+}
+
+/// A call slot on a carrier, given back when dropped.
+struct Slot {
+    switch: Arc<Switch>,
+    carrier: String,
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        if let Some(n) = self.switch.in_flight.lock().expect("in-flight lock").get_mut(&self.carrier) {
+            *n -= 1;
+        }
+    }
+}

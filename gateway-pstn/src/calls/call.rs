@@ -1,0 +1,486 @@
+//! One call through the router: check the peer and the number, hold credit for the first slice, try the
+//! carriers in order, bridge the two legs, extend the hold slice by slice, cut the call when credit ends,
+//! settle (or release) at the end.
+//!
+//! Money is never at risk from this code's mistakes alone: every hold is made by the ledger's conditional
+//! statement, and a hold this code forgets expires by itself. What this code must get right is the call: it
+//! never lets a call run past the seconds its holds pay for.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tincan_enum_core::E164;
+use tincan_sip_core::stack::{CallLeg, LegEvent, LegEvents, OutgoingRequest, Target};
+use tincan_sip_core::uri::{Host, NameAddr, SipUri, Uri};
+use tokio::time::{Instant, sleep_until};
+use tracing::Instrument;
+
+use super::policy::{self, affordable_extension, billed_seconds, extension_paid, fails_over, first_paid};
+use super::{ACCOUNT_HEADER, Slot, Switch, TrunkConfig};
+use crate::charging::{
+    AccountId, AccountRef, ChargeError, Charging, ExtendRequest, Hold, IdempotencyKey, QuoteRequest, ReleaseRequest,
+    ReserveRequest, ServiceKind, SettleRequest,
+};
+use crate::rating::Rate;
+
+/// Extra hold lifetime beyond the paid time, so that a settlement at the cut still finds the hold open.
+const HOLD_GRACE_SECS: u32 = 30;
+
+fn key(call: &str, what: &str) -> IdempotencyKey {
+    IdempotencyKey::new(format!("{call}:{what}")).expect("call ids and step names use the key alphabet")
+}
+
+/// The account the peer names: `@user:server` or an account id.
+fn account_ref(value: &str) -> Option<AccountRef> {
+    let v = value.trim();
+    if v.starts_with('@') && v.contains(':') && v.len() <= 255 {
+        Some(AccountRef::User { user_id: v.to_owned() })
+    } else {
+        v.parse::<i64>().ok().filter(|id| *id > 0).map(|id| AccountRef::Id { account_id: AccountId(id) })
+    }
+}
+
+pub(super) async fn handle(sw: Arc<Switch>, leg: CallLeg, events: LegEvents) {
+    let id = sw.call_id();
+    let span = tracing::info_span!("call", id = %id, sip_call_id = %leg.invite.call_id);
+    handle_in_span(sw, id, leg, events).instrument(span).await;
+}
+
+async fn handle_in_span(sw: Arc<Switch>, id: String, leg: CallLeg, mut events: LegEvents) {
+    let invite = leg.invite.clone();
+    let from_trunk = sw.config.trunks.values().any(|t| t.address == invite.source.addr);
+    if !from_trunk && !sw.config.trusted_peers.contains(&invite.source.addr.ip()) {
+        tracing::info!(source = %invite.source, "INVITE from an untrusted address; 403");
+        let _ = leg.reject(403, "Forbidden");
+        return;
+    }
+    let Some(destination) = invite.uri.phone_number().and_then(|n| E164::parse(&n).ok()) else {
+        let _ = leg.reject(484, "Address Incomplete");
+        return;
+    };
+    let call = Call { sw: sw.clone(), id, leg, destination };
+    if from_trunk {
+        // A carrier brings a call to one of the provider's numbers: on to the SIP bridge.
+        return call.inbound(&mut events).await;
+    }
+    let Some(account) = invite.header(ACCOUNT_HEADER).and_then(account_ref) else {
+        tracing::info!("INVITE without a paying account; 403");
+        let _ = call.leg.reject(403, "Forbidden");
+        return;
+    };
+    call.outbound(account, &mut events).await;
+}
+
+struct Call {
+    sw: Arc<Switch>,
+    id: String,
+    leg: CallLeg,
+    destination: E164,
+}
+
+/// The money side of a call to the phone network.
+struct Billing {
+    account: AccountRef,
+    hold: Hold,
+    rate: Rate,
+    /// The seconds from the answer that the holds pay for.
+    paid: u32,
+    carrier: String,
+    /// The carrier's call slot, held while the call lasts.
+    _slot: Slot,
+}
+
+/// The longest call that is not billed (calls in from a carrier's trunk).
+const MAX_UNBILLED_SECS: u32 = 4 * 3600;
+
+/// How a carrier attempt ended.
+enum Attempt {
+    /// Answered: the carrier's leg, its events, its SDP.
+    Answered(CallLeg, LegEvents, Option<String>),
+    /// A final answer to pass back to the caller (no failover).
+    Final(u16, String),
+    /// Try the next carrier; this is why.
+    Next(u16, String),
+    /// The caller went away (CANCEL) before an answer.
+    CallerGone,
+}
+
+impl Call {
+    /// A call in from a carrier to one of the provider's numbers: passed to the SIP bridge, which knows
+    /// whose number it is and rings their Matrix clients and SIP devices. Not billed.
+    async fn inbound(&self, events: &mut LegEvents) {
+        let Some(bridge) = self.sw.config.bridge.clone() else {
+            let _ = self.leg.reject(404, "Not Found");
+            return;
+        };
+        let setup_deadline = Instant::now() + Duration::from_secs(u64::from(self.sw.config.setup_timeout_secs));
+        match self.attempt(&bridge, events, setup_deadline).await {
+            Attempt::Answered(out, out_events, sdp) => {
+                if self.leg.answer(&sdp.unwrap_or_default()).is_err() {
+                    let _ = out.hangup().await;
+                    return;
+                }
+                self.connected(None, events, out, out_events).await;
+            }
+            Attempt::Final(code, reason) | Attempt::Next(code, reason) => {
+                tracing::info!(code, "the SIP bridge did not take the call");
+                let _ = self.leg.reject(code, &reason);
+            }
+            Attempt::CallerGone => {}
+        }
+    }
+
+    /// A call out to the phone network, paid by `account`.
+    async fn outbound(&self, account: AccountRef, events: &mut LegEvents) {
+        let setup_deadline = Instant::now() + Duration::from_secs(u64::from(self.sw.config.setup_timeout_secs));
+        let charging = &self.sw.charging;
+        // 1. Price the number and hold the first slice (connect fee included).
+        let quote = match charging
+            .quote(&QuoteRequest {
+                account: account.clone(),
+                service: ServiceKind::Voice,
+                destination: self.destination.clone(),
+                seconds: None,
+                segments: None,
+            })
+            .await
+        {
+            Ok(q) => q,
+            Err(e) => return self.refuse(&e),
+        };
+        let rate = policy::rate_of(&quote);
+        let asked = quote.max_seconds.unwrap_or(0).min(self.sw.config.slice_secs);
+        if asked == 0 {
+            return self.refuse(&ChargeError::InsufficientFunds);
+        }
+        let ttl = self.sw.config.setup_timeout_secs + first_paid(&rate, asked) + HOLD_GRACE_SECS;
+        let hold = match charging
+            .reserve(&ReserveRequest {
+                idempotency_key: key(&self.id, "reserve"),
+                account: account.clone(),
+                service: ServiceKind::Voice,
+                destination: self.destination.clone(),
+                amount: None,
+                seconds: Some(asked),
+                segments: None,
+                ttl_secs: Some(ttl),
+            })
+            .await
+        {
+            Ok(h) => h,
+            Err(e) => return self.refuse(&e),
+        };
+        tracing::info!(hold = %hold.id, seconds = asked, amount = %hold.amount, "first slice held");
+        // 2. The carriers, least cost first.
+        let routes = match self.sw.ledger.routes(&self.destination, ServiceKind::Voice).await {
+            Ok(r) => r,
+            Err(e) => {
+                self.release(&hold).await;
+                return self.refuse(&ChargeError::from(e));
+            }
+        };
+        let mut last = (503, "No Carrier Available".to_owned());
+        for route in routes {
+            let name = route.carrier.name.clone();
+            let Some(trunk) = self.sw.config.trunks.get(&name) else {
+                tracing::debug!(carrier = %name, "no trunk configured for this carrier; skipped");
+                continue;
+            };
+            let Some(slot) = self.sw.take_slot(&name, route.carrier.max_concurrent) else {
+                tracing::info!(carrier = %name, "carrier at its most concurrent calls; skipped");
+                continue;
+            };
+            match self.attempt(trunk, events, setup_deadline).await {
+                Attempt::Answered(out, out_events, sdp) => {
+                    let answer = sdp.unwrap_or_default();
+                    if let Err(e) = self.leg.answer(&answer) {
+                        tracing::warn!(error = %e, "answering the caller failed; ending the call");
+                        let _ = out.hangup().await;
+                        self.release(&hold).await;
+                        return;
+                    }
+                    let paid = first_paid(&rate, asked);
+                    let billing = Billing { account, hold, rate, paid, carrier: name, _slot: slot };
+                    return self.connected(Some(billing), events, out, out_events).await;
+                }
+                Attempt::Final(code, reason) => {
+                    tracing::info!(carrier = %name, code, "final answer; not failing over");
+                    self.release(&hold).await;
+                    let _ = self.leg.reject(code, &reason);
+                    return;
+                }
+                Attempt::Next(code, reason) => {
+                    tracing::info!(carrier = %name, code, "carrier failed; trying the next");
+                    last = (code, reason);
+                }
+                Attempt::CallerGone => {
+                    self.release(&hold).await;
+                    return;
+                }
+            }
+        }
+        self.release(&hold).await;
+        let (code, reason) = if (500..600).contains(&last.0) { last } else { (503, "No Carrier Available".into()) };
+        let _ = self.leg.reject(code, &reason);
+    }
+
+    fn refuse(&self, e: &ChargeError) {
+        let (code, reason) = policy::refusal(e);
+        tracing::info!(error = %e, code, "call refused");
+        let _ = self.leg.reject(code, reason);
+    }
+
+    /// One INVITE to one carrier, until it is answered, fails, times out or the caller cancels.
+    async fn attempt(&self, trunk: &TrunkConfig, events: &mut LegEvents, setup_deadline: Instant) -> Attempt {
+        let invite = &self.leg.invite;
+        let host = match &trunk.domain {
+            Some(d) => Host::Domain(d.clone()),
+            None => trunk.address.ip().into(),
+        };
+        let mut to = SipUri::new(Some(self.destination.as_str()), host);
+        if trunk.domain.is_none() {
+            to.port = Some(trunk.address.port());
+        }
+        to.set_param("user", Some("phone"));
+        let local = self.sw.stack.listeners().into_iter().find(|t| t.transport == trunk.transport);
+        let Some(local) = local else { return Attempt::Next(503, "No Listener For Trunk".into()) };
+        let caller = invite.from.uri.phone_number().unwrap_or_else(|| "anonymous".into());
+        let mut from_uri = SipUri::new(Some(&caller), local.addr.ip().into());
+        from_uri.set_param("user", Some("phone"));
+        let request = OutgoingRequest {
+            method: tincan_sip_core::stack::Method::Invite,
+            uri: Uri::Sip(to.clone()),
+            from: NameAddr { display_name: None, uri: Uri::Sip(from_uri), params: Vec::new() },
+            to: NameAddr { display_name: None, uri: Uri::Sip(to), params: Vec::new() },
+            headers: Vec::new(),
+            content_type: (!invite.body.is_empty()).then(|| "application/sdp".into()),
+            body: invite.body.clone(),
+            target: Target { transport: trunk.transport, addr: trunk.address },
+            call_id: None,
+        };
+        let (out, mut out_events) = match self.sw.stack.invite(request).await {
+            Ok(x) => x,
+            Err(e) => return Attempt::Next(503, format!("Trunk Unreachable: {e}")),
+        };
+        let no_response = Instant::now() + Duration::from_millis(self.sw.config.invite_timeout_ms);
+        let mut responded = false;
+        loop {
+            tokio::select! {
+                ev = out_events.recv() => match ev {
+                    Some(LegEvent::Progress { sdp, .. }) => {
+                        responded = true;
+                        let _ = self.leg.ring(sdp.as_deref());
+                    }
+                    Some(LegEvent::Answered { sdp }) => return Attempt::Answered(out, out_events, sdp),
+                    Some(LegEvent::Failed { code, reason }) => {
+                        return if fails_over(code) { Attempt::Next(code, reason) } else { Attempt::Final(code, reason) };
+                    }
+                    Some(LegEvent::ReInvite { reply, .. }) => { let _ = reply.send(Err(491)); }
+                    Some(other) => return Attempt::Next(503, format!("{other:?}")),
+                    None => return Attempt::Next(503, "Trunk Leg Ended".into()),
+                },
+                ev = events.recv() => match ev {
+                    Some(LegEvent::ReInvite { reply, .. }) => { let _ = reply.send(Err(491)); }
+                    _ => {
+                        let _ = out.cancel().await;
+                        return Attempt::CallerGone;
+                    }
+                },
+                _ = sleep_until(no_response), if !responded => {
+                    let _ = out.cancel().await;
+                    return Attempt::Next(408, "Request Timeout".into());
+                }
+                _ = sleep_until(setup_deadline) => {
+                    let _ = out.cancel().await;
+                    return Attempt::Final(480, "Temporarily Unavailable".into());
+                }
+            }
+        }
+    }
+
+    /// The call is up: relay hang-ups and re-INVITEs; when billed, extend the hold before the paid time ends,
+    /// cut the call where it does, then settle.
+    async fn connected(
+        &self,
+        mut billing: Option<Billing>,
+        events: &mut LegEvents,
+        out: CallLeg,
+        mut out_events: LegEvents,
+    ) {
+        let answered = Instant::now();
+        let cfg = &self.sw.config;
+        let mut extensions = 0u32;
+        let mut can_extend = billing.is_some();
+        let ended = loop {
+            let paid = billing.as_ref().map_or(MAX_UNBILLED_SECS, |b| b.paid);
+            let cut_at = answered + Duration::from_secs(u64::from(paid));
+            let extend_at = cut_at
+                .checked_sub(Duration::from_secs(u64::from(cfg.extend_before_secs)))
+                .unwrap_or(answered)
+                .max(answered);
+            tokio::select! {
+                ev = events.recv() => match ev {
+                    Some(LegEvent::ReInvite { sdp, reply }) => relay_reinvite(&out, sdp, reply).await,
+                    Some(LegEvent::Confirmed) => {}
+                    _ => {
+                        let at = Instant::now();
+                        let _ = out.hangup().await;
+                        break at;
+                    }
+                },
+                ev = out_events.recv() => match ev {
+                    Some(LegEvent::ReInvite { sdp, reply }) => relay_reinvite(&self.leg, sdp, reply).await,
+                    Some(LegEvent::Progress { .. } | LegEvent::Answered { .. }) => {}
+                    _ => {
+                        let at = Instant::now();
+                        let _ = self.leg.hangup().await;
+                        break at;
+                    }
+                },
+                _ = sleep_until(extend_at), if can_extend => {
+                    extensions += 1;
+                    let elapsed = u32::try_from(answered.elapsed().as_secs()).unwrap_or(u32::MAX);
+                    if let Some(b) = billing.as_mut() {
+                        match self.extend(b, extensions, b.paid.saturating_sub(elapsed)).await {
+                            Some(more) => b.paid += more,
+                            None => can_extend = false,
+                        }
+                    }
+                }
+                _ = sleep_until(cut_at) => {
+                    tracing::info!(paid, "paid time ends: hanging up both legs");
+                    let at = Instant::now();
+                    let (a, b) = tokio::join!(self.leg.hangup(), out.hangup());
+                    if a.is_err() || b.is_err() {
+                        tracing::warn!("a BYE at the end of the paid time failed");
+                    }
+                    break at;
+                }
+            }
+        };
+        if let Some(b) = billing {
+            let elapsed_ms = u64::try_from(ended.duration_since(answered).as_millis()).unwrap_or(u64::MAX);
+            let seconds = billed_seconds(elapsed_ms, b.paid);
+            self.settle(&b.hold, seconds, &b.carrier).await;
+        }
+    }
+
+    /// Holds one more slice (or what the balance still pays of it); the seconds it adds, or `None` when
+    /// nothing more can be held.
+    async fn extend(&self, billing: &Billing, n: u32, remaining: u32) -> Option<u32> {
+        let (hold, rate) = (&billing.hold, &billing.rate);
+        let want = self.sw.config.slice_secs;
+        let charging = &self.sw.charging;
+        let request = |seconds: u32, step: &str| ExtendRequest {
+            idempotency_key: key(&self.id, &format!("extend.{n}{step}")),
+            hold: hold.id,
+            amount: None,
+            seconds: Some(seconds),
+            ttl_secs: Some(remaining + extension_paid(rate, seconds) + HOLD_GRACE_SECS),
+        };
+        match charging.extend(&request(want, "")).await {
+            Ok(_) => return Some(extension_paid(rate, want)),
+            Err(ChargeError::InsufficientFunds) => {}
+            Err(e) => {
+                tracing::warn!(error = %e, "extending the hold failed; the call ends with its paid time");
+                return None;
+            }
+        }
+        let available = charging
+            .quote(&QuoteRequest {
+                account: billing.account.clone(),
+                service: ServiceKind::Voice,
+                destination: self.destination.clone(),
+                seconds: None,
+                segments: None,
+            })
+            .await
+            .ok()?
+            .available;
+        let fits = affordable_extension(rate, available, want);
+        if fits == 0 {
+            tracing::info!("no credit for more time; the call ends with its paid time");
+            return None;
+        }
+        match charging.extend(&request(fits, "b")).await {
+            Ok(_) => Some(extension_paid(rate, fits)),
+            Err(e) => {
+                tracing::info!(error = %e, "the last extension failed; the call ends with its paid time");
+                None
+            }
+        }
+    }
+
+    async fn settle(&self, hold: &Hold, seconds: u32, carrier: &str) {
+        let req = SettleRequest {
+            idempotency_key: key(&self.id, "settle"),
+            hold: hold.id,
+            amount: None,
+            seconds: Some(seconds),
+            segments: None,
+            carrier: Some(carrier.to_owned()),
+        };
+        for attempt in 0..5u32 {
+            match self.sw.charging.settle(&req).await {
+                Ok(s) => {
+                    tracing::info!(seconds, charged = %s.charged, released = %s.released, %carrier, "call settled");
+                    return;
+                }
+                Err(e) if e.is_retryable() => {
+                    tokio::time::sleep(Duration::from_millis(200 << attempt)).await;
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, seconds, "settling the call failed");
+                    return;
+                }
+            }
+        }
+        tracing::error!(seconds, "settling the call failed after retries; the hold will expire");
+    }
+
+    async fn release(&self, hold: &Hold) {
+        let req = ReleaseRequest { idempotency_key: key(&self.id, "release"), hold: hold.id };
+        for attempt in 0..5u32 {
+            match self.sw.charging.release(&req).await {
+                Ok(_) => return,
+                Err(e) if e.is_retryable() => tokio::time::sleep(Duration::from_millis(200 << attempt)).await,
+                Err(e) => {
+                    tracing::warn!(error = %e, "releasing the hold failed; it will expire");
+                    return;
+                }
+            }
+        }
+    }
+}
+
+/// Passes a re-INVITE's offer to the other leg and its answer back.
+async fn relay_reinvite(
+    other: &CallLeg,
+    sdp: Option<String>,
+    reply: tokio::sync::oneshot::Sender<Result<String, u16>>,
+) {
+    let Some(sdp) = sdp else {
+        let _ = reply.send(Err(488));
+        return;
+    };
+    let answer = match other.reinvite(&sdp).await {
+        Ok(r) if r.is_success() => Ok(String::from_utf8_lossy(&r.body).into_owned()),
+        Ok(r) => Err(r.code),
+        Err(_) => Err(500),
+    };
+    let _ = reply.send(answer);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_paying_account_is_a_user_or_an_id() {
+        assert_eq!(account_ref(" @alice:hs.example "), Some(AccountRef::User { user_id: "@alice:hs.example".into() }));
+        assert_eq!(account_ref("12"), Some(AccountRef::Id { account_id: AccountId(12) }));
+        for bad in ["", "alice", "@alice", "-3", "0", "1e3"] {
+            assert_eq!(account_ref(bad), None, "{bad}");
+        }
+    }
+}

@@ -1,0 +1,185 @@
+//! The call router's decisions, pure: which final responses fail over to the next carrier, which SIP answer a
+//! refused charge gets, how many seconds an answered call is billed, and how much more time a balance pays for.
+
+use crate::charging::{ChargeError, Quote};
+use crate::money::Amount;
+use crate::rating::{Increments, Rate};
+
+/// Whether a carrier's final response sends the call on to the next carrier: 408, 5xx, and 6xx other than
+/// 603 Decline, 604 Does Not Exist Anywhere and 606 Not Acceptable. Everything else (404, 486, 487, 603…) is
+/// the called party's answer and goes back to the caller.
+pub fn fails_over(code: u16) -> bool {
+    match code {
+        408 => true,
+        500..=599 => true,
+        603 | 604 | 606 => false,
+        600..=699 => true,
+        _ => false,
+    }
+}
+
+/// The SIP answer to a call the ledger refused to charge (or could not price).
+pub fn refusal(e: &ChargeError) -> (u16, &'static str) {
+    match e {
+        ChargeError::InsufficientFunds => (402, "Payment Required"),
+        ChargeError::NoRate => (404, "No Route To Destination"),
+        ChargeError::DestinationBlocked(_) => (403, "Destination Blocked"),
+        ChargeError::LimitExceeded(_) => (403, "Call Limit Exceeded"),
+        ChargeError::AccountNotFound | ChargeError::AccountDisabled | ChargeError::Unauthorized(_) => {
+            (403, "Forbidden")
+        }
+        ChargeError::Unavailable(_) => (503, "Service Unavailable"),
+        ChargeError::Invalid(_)
+        | ChargeError::HoldNotFound
+        | ChargeError::HoldClosed(_)
+        | ChargeError::HoldExpired
+        | ChargeError::ExceedsHold
+        | ChargeError::IdempotencyConflict => (500, "Server Internal Error"),
+    }
+}
+
+/// The seconds an answered call of `elapsed_ms` is billed: rounded to the nearest second (as switches
+/// usually do, so that a few milliseconds of signalling delay do not cost a whole second), at least 1 for any
+/// answered call, and never more than the `paid` seconds its holds cover (the call is cut there).
+pub fn billed_seconds(elapsed_ms: u64, paid: u32) -> u32 {
+    let rounded = (elapsed_ms + 500) / 1000;
+    u32::try_from(rounded.max(1)).unwrap_or(u32::MAX).min(paid)
+}
+
+/// The rate a quote describes (voice only).
+pub fn rate_of(q: &Quote) -> Rate {
+    Rate {
+        prefix: q.prefix.trim_start_matches('+').to_owned(),
+        description: q.description.clone(),
+        connect_fee: q.connect_fee,
+        per_minute: Some(q.per_minute),
+        increments: Increments { first: q.first_increment, next: q.next_increment },
+        per_segment: None,
+    }
+}
+
+/// The seconds the first hold of a call pays for when `asked` seconds are held: the increments the price
+/// covers.
+pub fn first_paid(rate: &Rate, asked: u32) -> u32 {
+    u32::try_from(rate.increments.billed(asked)).unwrap_or(u32::MAX)
+}
+
+/// The seconds an extension of `asked` seconds pays for (whole later increments).
+pub fn extension_paid(rate: &Rate, asked: u32) -> u32 {
+    let next = rate.increments.next.max(1);
+    asked.div_ceil(next).saturating_mul(next)
+}
+
+/// The most seconds, up to `want` and in whole later increments, whose extension price `available` pays
+/// (0 when not even one increment).
+pub fn affordable_extension(rate: &Rate, available: Amount, want: u32) -> u32 {
+    let next = rate.increments.next.max(1);
+    let fits = |s: u32| rate.extension_price(s).is_ok_and(|p| p <= available);
+    if available.is_negative() || !fits(next) {
+        return 0;
+    }
+    let s = extension_paid(rate, want);
+    if fits(s) {
+        return s;
+    }
+    // Binary search over whole increments: fits(lo) holds, fits(hi) does not.
+    let (mut lo, mut hi) = (1u32, s / next);
+    while hi - lo > 1 {
+        let mid = lo + (hi - lo) / 2;
+        if fits(mid * next) {
+            lo = mid;
+        } else {
+            hi = mid;
+        }
+    }
+    lo * next
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn rate(per_minute: &str, connect: &str, inc: &str) -> Rate {
+        Rate {
+            prefix: "49".into(),
+            description: String::new(),
+            connect_fee: connect.parse().unwrap(),
+            per_minute: Some(per_minute.parse().unwrap()),
+            increments: inc.parse().unwrap(),
+            per_segment: None,
+        }
+    }
+
+    #[test]
+    fn failover_follows_the_response_class() {
+        for code in [408, 500, 502, 503, 504, 580, 600, 605] {
+            assert!(fails_over(code), "{code}");
+        }
+        for code in [400, 403, 404, 480, 484, 486, 487, 488, 603, 604, 606] {
+            assert!(!fails_over(code), "{code}");
+        }
+    }
+
+    #[test]
+    fn billed_seconds_round_and_stop_at_the_paid_time() {
+        assert_eq!(billed_seconds(3_020, 60), 3);
+        assert_eq!(billed_seconds(3_499, 60), 3);
+        assert_eq!(billed_seconds(3_500, 60), 4);
+        assert_eq!(billed_seconds(120, 60), 1, "an answered call costs at least a second");
+        assert_eq!(billed_seconds(5_900, 5), 5, "cut at the paid second");
+    }
+
+    #[test]
+    fn paid_time_is_what_the_increments_cover() {
+        let r = rate("0.60", "0", "60/60");
+        assert_eq!(first_paid(&r, 5), 60);
+        assert_eq!(extension_paid(&r, 5), 60);
+        let r = rate("0.60", "0", "30/6");
+        assert_eq!(first_paid(&r, 31), 36);
+        assert_eq!(extension_paid(&r, 13), 18);
+    }
+
+    #[test]
+    fn extensions_stop_at_what_the_balance_pays() {
+        let r = rate("0.60", "0", "1/1"); // 0.01 a second
+        assert_eq!(affordable_extension(&r, "0.05".parse().unwrap(), 60), 5);
+        assert_eq!(affordable_extension(&r, "1.00".parse().unwrap(), 60), 60);
+        assert_eq!(affordable_extension(&r, Amount::ZERO, 60), 0);
+        assert_eq!(affordable_extension(&r, "0.009999".parse().unwrap(), 60), 0);
+        let r = rate("0.60", "0", "30/6"); // 0.06 per later block
+        assert_eq!(affordable_extension(&r, "0.13".parse().unwrap(), 60), 12);
+    }
+
+    proptest! {
+        #[test]
+        fn an_affordable_extension_is_affordable_and_maximal(
+            per_minute in 0u32..500_000, next in 1u32..120, avail in 0i64..5_000_000, want in 1u32..7200,
+        ) {
+            let r = Rate {
+                prefix: "1".into(),
+                description: String::new(),
+                connect_fee: Amount::ZERO,
+                per_minute: Some(Amount::from_micros(i64::from(per_minute))),
+                increments: Increments { first: next, next },
+                per_segment: None,
+            };
+            let available = Amount::from_micros(avail);
+            let s = affordable_extension(&r, available, want);
+            prop_assert_eq!(s % next, 0);
+            prop_assert!(s <= extension_paid(&r, want));
+            if s > 0 {
+                prop_assert!(r.extension_price(s).unwrap() <= available);
+            }
+            if s < extension_paid(&r, want) {
+                prop_assert!(r.extension_price(s + next).unwrap() > available);
+            }
+        }
+
+        #[test]
+        fn billed_never_exceeds_paid(elapsed in 0u64..100_000_000, paid in 1u32..100_000) {
+            let b = billed_seconds(elapsed, paid);
+            prop_assert!(b >= 1 && b <= paid);
+        }
+    }
+}
