@@ -17,6 +17,8 @@ const CALLER_IS_CUT: &str = include_str!("../scenarios/caller_is_cut.xml");
 const CALLER_REFUSED: &str = include_str!("../scenarios/caller_refused.xml");
 const CARRIER_ANSWERS: &str = include_str!("../scenarios/carrier_answers.xml");
 const CARRIER_FAILS: &str = include_str!("../scenarios/carrier_fails.xml");
+const CARRIER_NO_ANSWER: &str = include_str!("../scenarios/carrier_no_answer.xml");
+const CALLER_CANCELS: &str = include_str!("../scenarios/caller_cancels.xml");
 
 /// The customer's deck: Germany at 0.60 a minute, billed per second (0.01 a second); Germany mobile with a
 /// connect fee in 60/60.
@@ -343,4 +345,43 @@ async fn a_call_from_an_unknown_address_is_forbidden() {
     let stranger = SocketAddr::from(([127, 0, 0, 2], free_addr().port()));
     rig.call_from(stranger, &caller, NUMBER, 0).await.unwrap_or_else(|e| panic!("{e}\n{}", rig.log()));
     assert_eq!(amount(&rig.account().await["balance"]), "1.00");
+}
+
+#[tokio::test]
+async fn a_trunk_that_never_answers_is_given_up_for_the_next() {
+    let (a, b) = (trunk("cheap", "0.004"), trunk("dear", "0.009"));
+    let rig = Rig::start(&[&a, &b], "10.00", 60).await;
+    // The cheap trunk only says 100 Trying: after invite_timeout_ms (2 s here) it gets CANCEL.
+    let (_sa, trunk_a) = carrier(&a, "trunk-a", &CARRIER_NO_ANSWER.replace("PROVISIONAL", "100 Trying"));
+    let (_sb, trunk_b) = carrier(&b, "trunk-b", CARRIER_ANSWERS);
+    let caller = Scenario::new("caller", CALLER_HANGS_UP).unwrap();
+    let started = Instant::now();
+    rig.call(&caller, NUMBER, 1000).await.unwrap_or_else(|e| panic!("{e}\n{}", rig.log()));
+    assert!(started.elapsed() >= Duration::from_secs(3), "2 s on the silent trunk, then 1 s of talk");
+    assert!(finished(trunk_a, Duration::from_secs(10)).await, "the silent trunk got CANCEL");
+    assert!(finished(trunk_b, Duration::from_secs(10)).await, "the next one carried the call");
+    let cdrs = rig.settled(1).await;
+    assert_eq!(cdrs[0]["carrier"], "dear", "{cdrs:?}");
+    assert_eq!(amount(&cdrs[0]["charged"]), "0.01");
+}
+
+#[tokio::test]
+async fn a_caller_who_hangs_up_while_it_rings_cancels_the_carrier_and_pays_nothing() {
+    let a = trunk("cheap", "0.004");
+    let rig = Rig::start(&[&a], "10.00", 60).await;
+    let (_sa, trunk_a) = carrier(&a, "trunk-a", &CARRIER_NO_ANSWER.replace("PROVISIONAL", "180 Ringing"));
+    let caller = Scenario::new("caller", CALLER_CANCELS).unwrap();
+    rig.call(&caller, NUMBER, 500).await.unwrap_or_else(|e| panic!("{e}\n{}", rig.log()));
+    assert!(finished(trunk_a, Duration::from_secs(10)).await, "the carrier got CANCEL");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let acct = loop {
+        let acct = rig.account().await;
+        if amount(&acct["held"]) == "0.00" || Instant::now() > deadline {
+            break acct;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(amount(&acct["held"]), "0.00", "the hold was released");
+    assert_eq!(amount(&acct["balance"]), "10.00");
+    assert!(rig.cdrs().await.is_empty());
 }
