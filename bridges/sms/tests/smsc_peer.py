@@ -141,6 +141,12 @@ class Peer:
                 setattr(self, key, value)
             return {"ok": True}
         if cmd == "deliver":
+            # The ESME can see its bind answered before this loop has taken the bind event off the server's
+            # queue: wait for it a while rather than fail a test that raced the bind.
+            for _ in range(200):
+                if self.last is not None:
+                    break
+                await asyncio.sleep(0.05)
             if self.last is None:
                 raise ValueError("no bound session")
             tlvs = [smpp34.Tlv(int(t), bytes.fromhex(v)) for t, v in c.get("tlvs", [])]
