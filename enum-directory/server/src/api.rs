@@ -40,6 +40,24 @@ pub(crate) use numbers::put::{RawService, services as validate_services};
 pub(crate) use path::canonical_number;
 pub use rate_limit::{RateLimitConfig, RateLimiter};
 
+/// The services of a `PUT /v1/numbers/{e164}` body, parsed and validated exactly as the handler does (the
+/// fuzz targets in `fuzz/` call it; the body-size limit is checked before, when the body is read).
+pub fn parse_put_body(bytes: &[u8]) -> Result<Vec<tincan_enum_core::Service>, ApiError> {
+    numbers::put::parse(bytes)
+}
+
+/// The key of a `PUT /v1/numbers/{e164}/key` body, parsed and checked as the handler does.
+pub fn parse_key_body(bytes: &[u8]) -> Result<tincan_enum_core::MasterKey, ApiError> {
+    let numbers::KeyBody { ed25519 } =
+        serde_json::from_slice(bytes).map_err(|e| ApiError::InvalidJson(e.to_string()))?;
+    Ok(tincan_enum_core::MasterKey::from_base64(&ed25519)?)
+}
+
+/// A number as the API takes it in a path: canonical E.164 only.
+pub fn parse_number(raw: &str) -> Result<E164, ApiError> {
+    canonical_number(raw)
+}
+
 /// The largest request body accepted (bigger → 400 `body_too_large`).
 pub const MAX_BODY_BYTES: usize = 16 * 1024;
 

@@ -53,6 +53,12 @@ pub(crate) fn services(raw: Vec<RawService>) -> Result<Vec<Service>, ApiError> {
         .collect()
 }
 
+/// A request body's services, validated: what the handler stores (also [`crate::api::parse_put_body`]).
+pub(crate) fn parse(bytes: &[u8]) -> Result<Vec<Service>, ApiError> {
+    let request: Request = serde_json::from_slice(bytes).map_err(|e| ApiError::InvalidJson(e.to_string()))?;
+    services(request.services)
+}
+
 pub(crate) async fn handler(
     State(storage): State<Arc<dyn Storage>>,
     State(zone): State<Arc<dyn ZoneWriter>>,
@@ -61,7 +67,7 @@ pub(crate) async fn handler(
     NumberPath(number): NumberPath,
     body: Body,
 ) -> Result<Json<NumberResponse>, ApiError> {
-    let services = services(body::json::<Request>(body).await?.services)?;
+    let services = parse(&body::read(body).await?)?;
     let _order = writes.lock().await;
     let mut tx = storage.begin().await?;
     let existing = tx.numbers().get(&number).await?;
