@@ -79,6 +79,11 @@ impl App {
         self.clock.unix_seconds() as i64
     }
 
+    /// The key of stored code hashes (`codes.secret`).
+    pub fn code_key(&self) -> &[u8] {
+        self.config.codes.secret.expose().as_bytes()
+    }
+
     /// Runs `f` with the RNG.
     pub fn with_rng<T>(&self, f: impl FnOnce(&mut StdRng) -> T) -> T {
         f(&mut self.rng.lock().expect("rng lock"))

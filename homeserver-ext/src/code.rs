@@ -18,17 +18,21 @@ pub fn random_id<R: Rng + CryptoRng + ?Sized>(rng: &mut R) -> String {
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
 }
 
-/// The stored form of a code: HMAC-SHA256 keyed by the session id, so a database dump reveals no code and a
-/// hash cannot be replayed against another session.
-pub fn hash(sid: &str, code: &str) -> Vec<u8> {
-    let mut mac = Hmac::<Sha256>::new_from_slice(sid.as_bytes()).expect("HMAC takes any key length");
+/// The stored form of a code: HMAC-SHA256 under the server's secret (`codes.secret`, never in the database)
+/// over the session id and the code. A database dump alone reveals no code (a million candidates are nothing
+/// to try, but not without the key), and a hash cannot be replayed against another session.
+pub fn hash(secret: &[u8], sid: &str, code: &str) -> Vec<u8> {
+    let mut mac = Hmac::<Sha256>::new_from_slice(secret).expect("HMAC takes any key length");
+    // The sid is fixed-alphabet and NUL-terminated here, so (sid, code) pairs cannot run into each other.
+    mac.update(sid.as_bytes());
+    mac.update(&[0]);
     mac.update(code.as_bytes());
     mac.finalize().into_bytes().to_vec()
 }
 
 /// Whether `code` matches the stored hash; constant time in the content of both.
-pub fn matches(sid: &str, code: &str, stored: &[u8]) -> bool {
-    let candidate = hash(sid, code.trim());
+pub fn matches(secret: &[u8], sid: &str, code: &str, stored: &[u8]) -> bool {
+    let candidate = hash(secret, sid, code.trim());
     candidate.ct_eq(stored).into()
 }
 
@@ -54,13 +58,15 @@ mod tests {
     }
 
     #[test]
-    fn hash_is_bound_to_session() {
-        let h = hash("sid1", "123456");
-        assert!(matches("sid1", "123456", &h));
-        assert!(matches("sid1", " 123456 ", &h));
-        assert!(!matches("sid1", "123457", &h));
-        assert!(!matches("sid2", "123456", &h));
-        assert!(!matches("sid1", "", &h));
+    fn hash_is_bound_to_session_and_secret() {
+        let k = b"server-secret-0123456789abcdef0123";
+        let h = hash(k, "sid1", "123456");
+        assert!(matches(k, "sid1", "123456", &h));
+        assert!(matches(k, "sid1", " 123456 ", &h));
+        assert!(!matches(k, "sid1", "123457", &h));
+        assert!(!matches(k, "sid2", "123456", &h));
+        assert!(!matches(k, "sid1", "", &h));
+        assert!(!matches(b"another-secret-0123456789abcdef012", "sid1", "123456", &h));
     }
 
     #[test]

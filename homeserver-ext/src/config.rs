@@ -50,8 +50,11 @@ impl Default for ExtConfig {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "lowercase")]
 pub enum SmsBackend {
-    /// Log the code and append it to a file (development only).
+    /// Not chosen: the config check asks the operator to choose (no SMS can be sent).
     #[default]
+    None,
+    /// Log the code and append it to a file (development only: `serve --dev-sms` must say so, and every
+    /// start warns).
     Dev,
     /// POST JSON to an HTTP endpoint.
     Webhook,
@@ -88,12 +91,15 @@ pub struct SmsConfig {
     pub smpp_system_type: String,
     /// SMPP: the sender (`source_addr`), alphanumeric or a number.
     pub smpp_source_addr: String,
+    /// SMPP: the longest a connection and bind to the SMSC may take (also the longest a sign-up waits for
+    /// another's connect); past it the request fails with 502 instead of queueing behind a slow SMSC.
+    pub smpp_connect_timeout_secs: u64,
 }
 
 impl Default for SmsConfig {
     fn default() -> Self {
         Self {
-            backend: SmsBackend::Dev,
+            backend: SmsBackend::None,
             template: "{code} is your {app} code. Do not share it.\n\n@{domain} #{code}".into(),
             app_name: "Tincan".into(),
             webotp_domain: String::new(),
@@ -105,6 +111,7 @@ impl Default for SmsConfig {
             smpp_password: Secret::default(),
             smpp_system_type: String::new(),
             smpp_source_addr: "Tincan".into(),
+            smpp_connect_timeout_secs: 5,
         }
     }
 }
@@ -113,6 +120,9 @@ impl Default for SmsConfig {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct CodesConfig {
+    /// Key of the stored code hashes (HMAC-SHA256), at least 32 characters; keep it out of the database and
+    /// its backups (`TINCAN_EXT_CODES__SECRET_FILE=/path`). Changing it invalidates the codes in flight.
+    pub secret: Secret,
     /// How long a code is valid.
     pub ttl_secs: u64,
     /// Wrong codes allowed per session before it is dead.
@@ -129,6 +139,7 @@ pub struct CodesConfig {
 impl Default for CodesConfig {
     fn default() -> Self {
         Self {
+            secret: Secret::default(),
             ttl_secs: 600,
             max_attempts: 5,
             resend_after_secs: 30,
@@ -311,6 +322,11 @@ impl Validate for ExtConfig {
             p.push("sms.template: must contain {code}".into());
         }
         match self.sms.backend {
+            SmsBackend::None => p.push(
+                "sms.backend: not chosen; set \"webhook\" or \"smpp\" (\"dev\" writes codes to a file, for \
+                 development only, with `serve --dev-sms`)"
+                    .into(),
+            ),
             SmsBackend::Dev => {}
             SmsBackend::Webhook if url::Url::parse(&self.sms.webhook_url).is_err() => {
                 p.push("sms.webhook_url: required (a URL) with backend = \"webhook\"".into())
@@ -324,6 +340,13 @@ impl Validate for ExtConfig {
                     p.push("sms.backend: this build has no SMPP support (feature \"smpp\")".into());
                 }
             }
+        }
+        if self.codes.secret.expose().len() < 32 {
+            p.push(
+                "codes.secret: required, at least 32 characters (the key of stored code hashes; \
+                 TINCAN_EXT_CODES__SECRET_FILE reads it from a file)"
+                    .into(),
+            );
         }
         if self.codes.max_attempts == 0 || self.codes.ttl_secs == 0 || self.codes.validated_ttl_secs == 0 {
             p.push("codes: max_attempts, ttl_secs and validated_ttl_secs must be positive".into());
@@ -381,7 +404,11 @@ mod tests {
 
     #[test]
     fn unset_secrets_are_empty_not_the_placeholder() {
-        let env = [("TINCAN_EXT_HOMESERVER__JWT_SECRET".to_string(), "0123456789abcdef01".to_string())];
+        let env = [
+            ("TINCAN_EXT_HOMESERVER__JWT_SECRET".to_string(), "0123456789abcdef01".to_string()),
+            ("TINCAN_EXT_CODES__SECRET".to_string(), "test-only-code-secret-0123456789abcdef".to_string()),
+            ("TINCAN_EXT_SMS__BACKEND".to_string(), "dev".to_string()),
+        ];
         let c: ExtConfig = tincan_common::config::load_config_from(None, "TINCAN_EXT_", env).unwrap();
         assert_ne!(c.homeserver.hs_token.expose(), "[redacted]");
         assert!(c.homeserver.hs_token.is_empty());

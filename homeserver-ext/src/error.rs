@@ -115,13 +115,31 @@ impl ApiError {
     }
 }
 
+/// A fresh reference for one failed request: 16 hex digits, unpredictable across restarts (std's randomly keyed
+/// hasher over a counter), unique within the process.
+fn error_id() -> String {
+    use std::hash::BuildHasher;
+    use std::sync::OnceLock;
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static KEYS: OnceLock<std::collections::hash_map::RandomState> = OnceLock::new();
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let n = NEXT.fetch_add(1, Ordering::Relaxed);
+    format!("{:016x}", KEYS.get_or_init(Default::default).hash_one(n))
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let (status, kind) = self.kind();
-        if status.is_server_error() {
-            tracing::error!(error = %self, "request failed");
-        }
-        let message = self.to_string();
+        // A server-side failure's text can hold what clients must not see (a webhook URL with its key, a
+        // database message): the body gets a generic message and a reference that finds the whole error in
+        // the log.
+        let message = if status.is_server_error() {
+            let id = error_id();
+            tracing::error!(error_id = %id, error = %self, "request failed");
+            format!("internal error; reference {id}")
+        } else {
+            self.to_string()
+        };
         let error = ruma::api::error::Error::new(status, ErrorBody::Standard(StandardErrorBody::new(kind, message)));
         match error.try_into_http_response::<Vec<u8>>() {
             Ok(resp) => resp.map(axum::body::Body::from),
@@ -155,6 +173,17 @@ mod tests {
         assert_eq!(s, 429);
         assert_eq!(b["errcode"], "M_LIMIT_EXCEEDED");
         assert_eq!(b["retry_after_ms"], 3000);
+    }
+
+    #[tokio::test]
+    async fn server_errors_are_generic_with_a_fresh_reference() {
+        let inner = crate::homeserver::HomeserverError::Malformed("sub");
+        let (s, a) = body(ApiError::Homeserver(inner)).await;
+        let (_, b) = body(ApiError::Store(crate::store::StoreError::NoPepper)).await;
+        assert_eq!((s, a["errcode"].as_str().unwrap()), (502, "M_UNKNOWN"));
+        let (a, b) = (a["error"].as_str().unwrap(), b["error"].as_str().unwrap());
+        assert!(a.starts_with("internal error; reference ") && !a.contains("sub"), "{a}");
+        assert_ne!(a, b, "each failure has its own reference");
     }
 
     #[tokio::test]

@@ -24,7 +24,11 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Serve the HTTP API.
-    Serve,
+    Serve {
+        /// Confirms `sms.backend = "dev"` (codes written to a file and the log, never sent): development only.
+        #[arg(long)]
+        dev_sms: bool,
+    },
     /// Config commands.
     Config {
         #[command(subcommand)]
@@ -53,7 +57,11 @@ async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     telemetry::init(if cli.log_json { LogFormat::Json } else { LogFormat::Human });
     match &cli.command {
-        Command::Serve => tincan_homeserver_ext::run(load(&cli)?).await?,
+        Command::Serve { dev_sms } => {
+            let config = load(&cli)?;
+            tincan_homeserver_ext::sms::check_dev(&config.sms, *dev_sms)?;
+            tincan_homeserver_ext::run(config).await?
+        }
         Command::Config { command: ConfigCommand::Check } => {
             let config = load(&cli)?;
             println!("{}", toml::to_string_pretty(&config).context("printing config")?);

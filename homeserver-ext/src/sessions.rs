@@ -40,7 +40,8 @@ pub fn check_policy(app: &App, number: &E164) -> Result<(), ApiError> {
     Ok(())
 }
 
-/// Starts (or re-sends) a session and sends the code. Nothing is stored when the SMS cannot be sent.
+/// Starts (or re-sends) a session and sends the code. The session is stored before the SMS is sent, and removed
+/// (a resend: put back) when it cannot be sent: nothing is left half-done either way.
 pub async fn start(
     app: &App,
     purpose: Purpose,
@@ -76,9 +77,13 @@ pub async fn start(
             }
             app.limiter.check(number, ip)?;
             let code = app.with_rng(code::generate);
-            send(app, number, &code).await?;
             let expires_at = now + codes.ttl_secs as i64;
-            app.store.resend(&s.sid, &code::hash(&s.sid, &code), send_attempt, now, expires_at).await?;
+            // Stored before it is sent (a code that went out always works), put back when it cannot be sent.
+            app.store.resend(&s.sid, &code::hash(app.code_key(), &s.sid, &code), send_attempt, now, expires_at).await?;
+            if let Err(e) = send(app, number, &code).await {
+                app.store.resend(&s.sid, &s.code_hash, s.send_attempt, s.last_sent_at, s.expires_at).await?;
+                return Err(e);
+            }
             tracing::info!(number = %number.redacted(), purpose = ?purpose, "code re-sent");
             return Ok(Started {
                 sid: s.sid,
@@ -89,9 +94,8 @@ pub async fn start(
     }
     app.limiter.check(number, ip)?;
     let (sid, code) = app.with_rng(|r| (code::random_id(r), code::generate(r)));
-    send(app, number, &code).await?;
     let session = CodeSession {
-        code_hash: code::hash(&sid, &code),
+        code_hash: code::hash(app.code_key(), &sid, &code),
         sid: sid.clone(),
         client_secret_digest: digest,
         number: number.as_str().to_owned(),
@@ -104,7 +108,15 @@ pub async fn start(
         validated_at: None,
         consumed_at: None,
     };
+    // Stored first: an SMS goes out only for a session that exists, and a session whose SMS could not be sent
+    // is removed again, so a failure on either side leaves nothing half-done.
     app.store.create_session(&session).await?;
+    if let Err(e) = send(app, number, &code).await {
+        if let Err(d) = app.store.delete_session(&sid).await {
+            tracing::error!(error = %d, "could not remove the session of an unsent code");
+        }
+        return Err(e);
+    }
     tracing::info!(number = %number.redacted(), purpose = ?purpose, "code sent");
     Ok(Started { sid, expires_in: codes.ttl_secs, resend_after_ms: codes.resend_after_secs * 1000 })
 }
@@ -150,7 +162,7 @@ pub async fn check_code(
         refuse_unusable(&s, max, now)?;
         return Err(ApiError::LimitExceeded(None));
     };
-    if !code::matches(&s.sid, code_text, &s.code_hash) {
+    if !code::matches(app.code_key(), &s.sid, code_text, &s.code_hash) {
         tracing::info!(attempts = s.attempts, "wrong code");
         return Err(ApiError::WrongCode);
     }

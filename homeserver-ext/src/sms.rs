@@ -33,6 +33,42 @@ pub enum SmsError {
     /// The text does not fit one SMS.
     #[error("message too long for one SMS ({0} bytes)")]
     TooLong(usize),
+    /// No backend is configured (`sms.backend = "none"`).
+    #[error("no SMS backend is configured")]
+    NotConfigured,
+    /// Connecting and binding to the SMSC took longer than `sms.smpp_connect_timeout_secs`.
+    #[error("the SMSC did not bind within {0:?}")]
+    Timeout(std::time::Duration),
+}
+
+/// Refuses the dev sink unless `serve --dev-sms` asked for it, and warns at every start that it is in use.
+pub fn check_dev(config: &SmsConfig, dev_sms: bool) -> Result<(), DevSinkRefused> {
+    match (config.backend, dev_sms) {
+        (SmsBackend::Dev, false) => Err(DevSinkRefused),
+        (SmsBackend::Dev, true) => {
+            tracing::warn!(file = %config.dev_file, "sms.backend = \"dev\": codes are NOT sent, they are logged and written to a file; never run this in production");
+            Ok(())
+        }
+        _ => Ok(()),
+    }
+}
+
+/// `sms.backend = "dev"` without `serve --dev-sms`.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "sms.backend = \"dev\" writes sign-up codes to a file and the log; start with `serve --dev-sms` to confirm this is a development setup"
+)]
+pub struct DevSinkRefused;
+
+/// The sender of `sms.backend = "none"`: refuses every message.
+#[derive(Debug)]
+pub struct NoSender;
+
+#[async_trait::async_trait]
+impl SmsSender for NoSender {
+    async fn send(&self, _to: &E164, _text: &str) -> Result<(), SmsError> {
+        Err(SmsError::NotConfigured)
+    }
 }
 
 /// Hands one text message to the network.
@@ -45,6 +81,7 @@ pub trait SmsSender: Send + Sync + std::fmt::Debug {
 /// Builds the configured backend.
 pub fn from_config(config: &SmsConfig) -> Arc<dyn SmsSender> {
     match config.backend {
+        SmsBackend::None => Arc::new(NoSender),
         SmsBackend::Dev => Arc::new(DevSink::new(&config.dev_file)),
         SmsBackend::Webhook => Arc::new(WebhookSender::new(&config.webhook_url, config.webhook_token.clone())),
         #[cfg(feature = "smpp")]

@@ -96,6 +96,8 @@ pub struct CodeSession {
 pub trait SessionRepository: Send + Sync {
     /// Stores a new session.
     async fn create_session(&self, s: &CodeSession) -> Result<()>;
+    /// Forgets a session (one whose SMS could not be sent); true when it existed.
+    async fn delete_session(&self, sid: &str) -> Result<bool>;
     /// The session with this id.
     async fn session(&self, sid: &str) -> Result<Option<CodeSession>>;
     /// The newest session of this client secret for this number and purpose (for resends).
@@ -340,6 +342,12 @@ macro_rules! impl_store {
                 .execute(&self.pool)
                 .await?;
                 Ok(())
+            }
+
+            async fn delete_session(&self, sid: &str) -> Result<bool> {
+                let done =
+                    sqlx::query("DELETE FROM code_sessions WHERE sid = $1").bind(sid).execute(&self.pool).await?;
+                Ok(done.rows_affected() == 1)
             }
 
             async fn session(&self, sid: &str) -> Result<Option<CodeSession>> {

@@ -46,6 +46,11 @@ pub async fn handler(
         crate::sessions::check_code(&app, Purpose::Register, &req.sid, &req.client_secret, &req.code, ip).await?;
     let number = E164::parse(&session.number)?;
     let now = app.now();
+    // Used up before anything is created or minted: of concurrent or replayed verifies with the right code,
+    // only the one that consumes the session gets a login (a homeserver failure after this needs a new code).
+    if !app.store.consume(&session.sid, now).await? {
+        return Err(ApiError::NoValidSession);
+    }
     let (account, new_account) = match app.store.account_by_number(number.as_str()).await? {
         Some(a) => (a, false),
         None => {
@@ -60,9 +65,6 @@ pub async fn handler(
         }
     };
     let login = app.homeserver.login(&account.localpart).await?;
-    if !app.store.consume(&session.sid, now).await? {
-        return Err(ApiError::NoValidSession);
-    }
     // The number is now a verified identity of the user: findable through the Identity Service lookup.
     crate::identity::bind_number(&app, &Binding { number: account.number.clone(), user_id: account.user_id.clone() })
         .await?;

@@ -1,4 +1,8 @@
 //! SMPP to an SMSC with rusmppc: one transmitter bind, opened on first use and re-opened after a failure.
+//!
+//! Connecting and binding is bounded by `sms.smpp_connect_timeout_secs`, and so is waiting for another
+//! request's connect: a slow or silent SMSC fails sign-ups quickly instead of queueing them all behind one
+//! lock. Messages are submitted outside the lock, so concurrent sign-ups share the bind.
 
 use super::{SmsError, SmsSender};
 use crate::config::SmsConfig;
@@ -21,7 +25,9 @@ pub struct SmppSender {
     password: Secret,
     system_type: String,
     source_addr: String,
-    client: Mutex<Option<Client>>,
+    connect_timeout: Duration,
+    /// The current bind, with a generation number so a failed request forgets only the bind it used.
+    client: Mutex<(u64, Option<Client>)>,
 }
 
 impl SmppSender {
@@ -33,7 +39,8 @@ impl SmppSender {
             password: config.smpp_password.clone(),
             system_type: config.smpp_system_type.clone(),
             source_addr: config.smpp_source_addr.clone(),
-            client: Mutex::new(None),
+            connect_timeout: Duration::from_secs(config.smpp_connect_timeout_secs.max(1)),
+            client: Mutex::new((0, None)),
         }
     }
 
@@ -113,21 +120,44 @@ fn c_octet<const MIN: usize, const MAX: usize>(
     COctetString::from_str(s).map_err(|_| SmsError::SmppField(field))
 }
 
+impl SmppSender {
+    /// The bound client: the current one, or a new connection made within the connect timeout (waiting for the
+    /// lock counts against it too).
+    async fn bound(&self) -> Result<(u64, Client), SmsError> {
+        let deadline = tokio::time::Instant::now() + self.connect_timeout;
+        let timeout = SmsError::Timeout(self.connect_timeout);
+        let mut slot = tokio::time::timeout_at(deadline, self.client.lock()).await.map_err(|_| timeout)?;
+        if let (generation, Some(c)) = &*slot
+            && c.is_active()
+        {
+            return Ok((*generation, c.clone()));
+        }
+        let client = tokio::time::timeout_at(deadline, self.connect())
+            .await
+            .map_err(|_| SmsError::Timeout(self.connect_timeout))??;
+        let generation = slot.0 + 1;
+        *slot = (generation, Some(client.clone()));
+        Ok((generation, client))
+    }
+
+    /// Forgets the bind of `generation` if it is still the current one, and closes it.
+    async fn drop_client(&self, generation: u64, client: Client) {
+        let mut slot = self.client.lock().await;
+        if slot.0 == generation {
+            slot.1 = None;
+        }
+        drop(slot);
+        let _ = client.close().await;
+    }
+}
+
 #[async_trait::async_trait]
 impl SmsSender for SmppSender {
     async fn send(&self, to: &E164, text: &str) -> Result<(), SmsError> {
         let submit = self.submit(to, text)?;
-        let mut slot = self.client.lock().await;
         // One retry on a fresh connection: the SMSC may have dropped an idle bind.
         for attempt in 0..2 {
-            let client = match slot.as_ref() {
-                Some(c) if c.is_active() => c.clone(),
-                _ => {
-                    let c = self.connect().await?;
-                    *slot = Some(c.clone());
-                    c
-                }
-            };
+            let (generation, client) = self.bound().await?;
             match client.submit_sm(submit.clone()).await {
                 Ok(resp) => {
                     tracing::info!(to = %to.redacted(), message_id = %resp.message_id(), "SMS accepted by SMSC");
@@ -135,8 +165,7 @@ impl SmsSender for SmppSender {
                 }
                 Err(e) if attempt == 0 => {
                     tracing::warn!(error = %e, "SMPP submit failed; reconnecting");
-                    *slot = None;
-                    let _ = client.close().await;
+                    self.drop_client(generation, client).await;
                 }
                 Err(e) => return Err(e.into()),
             }

@@ -19,6 +19,8 @@ pub struct Ext {
     pub dir: tempfile::TempDir,
     pub http: reqwest::Client,
     database_url: String,
+    /// The `TINCAN_EXT_…` variables it runs with (one-off commands get them too).
+    env: Vec<(String, String)>,
 }
 
 impl Ext {
@@ -29,6 +31,12 @@ impl Ext {
 
     /// [`Ext::start`] on the database `database_url` (a PostgreSQL URL), or SQLite in its directory.
     pub async fn start_on(database_url: Option<&str>, extra: &str) -> anyhow::Result<Ext> {
+        Ext::start_env(database_url, extra, &[]).await
+    }
+
+    /// [`Ext::start_on`] with `TINCAN_EXT_…` variables in its environment (they override the file). Settings
+    /// every test needs (the code-hash key) come from the environment unless `env` or `extra` sets them.
+    pub async fn start_env(database_url: Option<&str>, extra: &str, env: &[(&str, &str)]) -> anyhow::Result<Ext> {
         let dir = tempfile::Builder::new().prefix("tincan-ext-").tempdir()?;
         let port = tincan_testkit::ports::free_port();
         let sqlite = format!("sqlite://{}?mode=rwc", dir.path().join("ext.db").display());
@@ -50,6 +58,17 @@ impl Ext {
             .arg(dir.path().join("ext.toml"))
             .arg("serve")
             .env("RUST_LOG", "info,tincan_homeserver_ext=debug");
+        if config.contains("backend = \"dev\"") {
+            cmd.arg("--dev-sms");
+        }
+        let mut env: Vec<(String, String)> = env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        for (key, value) in DEFAULT_ENV {
+            let set = env.iter().any(|(e, _)| e.starts_with(key));
+            if !set && !config.contains(&format!("\n{}", key.rsplit("__").next().unwrap().to_lowercase())) {
+                env.push((key.to_string(), value.to_string()));
+            }
+        }
+        cmd.envs(env.iter().map(|(k, v)| (k, v)));
         let mut guard = ChildGuard::spawn_logged("tincan-ext", cmd, dir.path().join("ext.log"))?;
         let url = format!("http://127.0.0.1:{port}");
         let http = reqwest::Client::new();
@@ -66,7 +85,7 @@ impl Ext {
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        Ok(Ext { guard, url, dir, http, database_url })
+        Ok(Ext { guard, url, dir, http, database_url, env })
     }
 
     /// Runs `tincan-ext --config <this config> ARGS` (a one-off command beside the server) and checks it succeeds.
@@ -75,6 +94,7 @@ impl Ext {
             .arg("--config")
             .arg(self.dir.path().join("ext.toml"))
             .args(args)
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .output()
             .expect("tincan-ext runs");
         assert!(out.status.success(), "tincan-ext {args:?}: {}", String::from_utf8_lossy(&out.stderr));
@@ -96,6 +116,12 @@ impl Api for Ext {
         (&self.url, &self.http, self.dir.path())
     }
 }
+
+/// What every test's extension needs and tests rarely care about, set unless the test sets it.
+pub const DEFAULT_ENV: &[(&str, &str)] = &[("TINCAN_EXT_CODES__SECRET", TEST_CODE_SECRET)];
+
+/// The code-hash key of test extensions (a test fixture, not a real secret).
+pub const TEST_CODE_SECRET: &str = "test-only-code-secret-0123456789abcdef";
 
 /// Requests to a running extension and the codes its dev sink wrote.
 pub trait Api {
@@ -154,13 +180,26 @@ pub struct Local {
 
 impl Local {
     /// Serves `config` (its database and dev sink put in a temporary directory) with the clock at `now`.
-    pub async fn start(mut config: ExtConfig, now: u64) -> anyhow::Result<Local> {
+    pub async fn start(config: ExtConfig, now: u64) -> anyhow::Result<Local> {
+        Local::start_with(config, now, None).await
+    }
+
+    /// [`Local::start`] with this homeserver connector instead of the configured one.
+    pub async fn start_with(
+        mut config: ExtConfig,
+        now: u64,
+        homeserver: Option<Arc<dyn tincan_homeserver_ext::homeserver::HomeserverConnector>>,
+    ) -> anyhow::Result<Local> {
+        if config.codes.secret.is_empty() {
+            config.codes.secret = tincan_common::Secret::new(TEST_CODE_SECRET);
+        }
         let dir = tempfile::Builder::new().prefix("tincan-ext-").tempdir()?;
         config.database_url = format!("sqlite://{}?mode=rwc", dir.path().join("ext.db").display());
         let clock = Arc::new(MockClock::at(now));
         let store = tincan_homeserver_ext::store::open(&config.database_url).await?;
         let sms = Arc::new(tincan_homeserver_ext::sms::DevSink::new(dir.path().join("sms.jsonl")));
-        let homeserver = tincan_homeserver_ext::homeserver::from_config(&config, clock.clone());
+        let homeserver =
+            homeserver.unwrap_or_else(|| tincan_homeserver_ext::homeserver::from_config(&config, clock.clone()));
         let rng = rand::SeedableRng::seed_from_u64(now);
         let app = Arc::new(App::new(config, store, sms, homeserver, clock.clone(), rng));
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;

@@ -1,6 +1,7 @@
 //! Integration tests for `tincan-ext`: the real binary against real peers (Synapse, the smpp34 SMSC
 //! simulator, PostgreSQL).
 
+mod at_rest;
 mod bench;
 mod binary;
 mod directory;
@@ -8,6 +9,7 @@ mod discovery;
 mod guessing;
 mod harness;
 mod identity;
+mod side_effects;
 mod signup;
 mod smpp;
 mod store;

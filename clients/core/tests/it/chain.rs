@@ -40,6 +40,7 @@ impl Ext {
             "listen = \"127.0.0.1:{port}\"\nserver_name = \"{}\"\nhomeserver_url = \"{}\"\n\
              database_url = \"sqlite://{}?mode=rwc\"\n\
              [homeserver]\nbackend = \"jwt\"\njwt_secret = \"{JWT_SECRET}\"\n\
+             [codes]\nsecret = \"test-only-code-secret-0123456789abcdef\"\n\
              [sms]\nbackend = \"dev\"\ndev_file = \"{}\"\n\
              [directory]\nurl = \"{}\"\ntoken = \"{}\"\n\
              [limits.per_ip]\nburst = 10000\nrefill = 10000\nperiod_secs = 3600\n\
@@ -53,7 +54,7 @@ impl Ext {
         );
         std::fs::write(dir.path().join("ext.toml"), config)?;
         let mut cmd = Command::new(bin);
-        cmd.arg("--config").arg(dir.path().join("ext.toml")).arg("serve");
+        cmd.arg("--config").arg(dir.path().join("ext.toml")).args(["serve", "--dev-sms"]);
         cmd.env_remove(EXT_BIN_ENV).env_remove(directory::BIN_ENV).env("RUST_LOG", "info");
         let mut guard = ChildGuard::spawn_logged("tincan-ext", cmd, dir.path().join("ext.log"))?;
         let url = format!("http://127.0.0.1:{port}");
