@@ -12,6 +12,7 @@
 //! Calls the other way — from a carrier's trunk (recognised by its exact source address) to one of the
 //! provider's numbers — go on to the SIP bridge (`calls.bridge`), which rings the number's holder.
 
+pub mod breaker;
 mod call;
 pub mod policy;
 
@@ -54,6 +55,10 @@ pub struct CallsConfig {
     pub setup_timeout_secs: u32,
     /// Requests per second accepted from one source address. Default 200.
     pub per_source_rate: u32,
+    /// Failures in a row (408, 5xx, a silent trunk) after which a carrier is skipped; 0: never. Default 5.
+    pub breaker_failures: u32,
+    /// How long a carrier is skipped before one call probes it again. Default 30.
+    pub breaker_cooldown_secs: u32,
     /// Where each carrier (by its name in the ledger) is reached. An INVITE from exactly a trunk's address is a
     /// call in from that carrier.
     pub trunks: BTreeMap<String, TrunkConfig>,
@@ -72,6 +77,8 @@ impl Default for CallsConfig {
             invite_timeout_ms: 4000,
             setup_timeout_secs: 120,
             per_source_rate: 200,
+            breaker_failures: 5,
+            breaker_cooldown_secs: 30,
             trunks: BTreeMap::new(),
             bridge: None,
         }
@@ -117,6 +124,9 @@ impl CallsConfig {
         if !(1..=600).contains(&self.setup_timeout_secs) {
             p.push("calls.setup_timeout_secs: 1 to 600".into());
         }
+        if !(1..=86_400).contains(&self.breaker_cooldown_secs) {
+            p.push("calls.breaker_cooldown_secs: 1 to 86400".into());
+        }
         if self.enabled() && self.trusted_peers.is_empty() {
             p.push("calls.trusted_peers: at least one address when a listener is set".into());
         }
@@ -139,6 +149,7 @@ pub struct Switch {
     stack: Arc<dyn SipStack>,
     config: CallsConfig,
     in_flight: Mutex<HashMap<String, i32>>,
+    breakers: Mutex<breaker::Breakers>,
     /// This process's prefix for call ids (random), so keys of two runs never meet.
     run_id: String,
     next: AtomicU64,
@@ -169,12 +180,17 @@ impl Switch {
         let (stack, incoming) = RsipStack::start(stack_config).await?;
         let mut id = [0u8; 6];
         rng.fill_bytes(&mut id);
+        let breakers = breaker::Breakers::new(
+            config.breaker_failures,
+            std::time::Duration::from_secs(u64::from(config.breaker_cooldown_secs)),
+        );
         let switch = Arc::new(Switch {
             charging: ledger.charging(PRINCIPAL),
             ledger,
             stack,
             config,
             in_flight: Mutex::default(),
+            breakers: Mutex::new(breakers),
             run_id: hex::encode(id),
             next: AtomicU64::new(1),
         });
@@ -207,6 +223,16 @@ impl Switch {
 
     fn call_id(&self) -> String {
         format!("{}-{}", self.run_id, self.next.fetch_add(1, Ordering::Relaxed))
+    }
+
+    /// Whether the carrier's breaker lets a call through now.
+    fn breaker_allows(&self, carrier: &str) -> bool {
+        self.breakers.lock().expect("breaker lock").allow(carrier, std::time::Instant::now())
+    }
+
+    /// Records how an attempt on the carrier went.
+    fn breaker_finish(&self, carrier: &str, verdict: breaker::Verdict) {
+        self.breakers.lock().expect("breaker lock").finish(carrier, verdict, std::time::Instant::now());
     }
 
     /// Takes one of the carrier's call slots; `None` when it carries its most calls already.

@@ -15,6 +15,7 @@ use tincan_sip_core::uri::{Host, NameAddr, SipUri, Uri};
 use tokio::time::{Instant, sleep_until};
 use tracing::Instrument;
 
+use super::breaker::Verdict;
 use super::policy::{self, affordable_extension, billed_seconds, extension_paid, fails_over, first_paid};
 use super::{ACCOUNT_HEADER, Slot, Switch, TrunkConfig};
 use crate::charging::{
@@ -186,11 +187,23 @@ impl Call {
                 tracing::debug!(carrier = %name, "no trunk configured for this carrier; skipped");
                 continue;
             };
+            if !self.sw.breaker_allows(&name) {
+                tracing::info!(carrier = %name, "carrier's breaker is open after failures; skipped");
+                continue;
+            }
             let Some(slot) = self.sw.take_slot(&name, route.carrier.max_concurrent) else {
+                self.sw.breaker_finish(&name, Verdict::Unknown);
                 tracing::info!(carrier = %name, "carrier at its most concurrent calls; skipped");
                 continue;
             };
-            match self.attempt(trunk, events, setup_deadline).await {
+            let attempt = self.attempt(trunk, events, setup_deadline).await;
+            let verdict = match &attempt {
+                Attempt::Answered(..) | Attempt::Final(..) => Verdict::Works,
+                Attempt::Next(..) => Verdict::Failed,
+                Attempt::CallerGone => Verdict::Unknown,
+            };
+            self.sw.breaker_finish(&name, verdict);
+            match attempt {
                 Attempt::Answered(out, out_events, sdp) => {
                     let answer = sdp.unwrap_or_default();
                     if let Err(e) = self.leg.answer(&answer) {

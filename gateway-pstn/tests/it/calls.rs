@@ -55,6 +55,17 @@ impl Rig {
     }
 
     async fn start_with_bridge(trunks: &[&Trunk], credit: &str, slice_secs: u32, bridge: Option<SocketAddr>) -> Rig {
+        Self::start_with(trunks, credit, slice_secs, bridge, "").await
+    }
+
+    /// With extra `[calls]` settings (TOML lines).
+    async fn start_with(
+        trunks: &[&Trunk],
+        credit: &str,
+        slice_secs: u32,
+        bridge: Option<SocketAddr>,
+        extra: &str,
+    ) -> Rig {
         let dir = tempfile::tempdir().unwrap();
         let data = dir.path();
         let sip = free_addr();
@@ -63,6 +74,7 @@ impl Rig {
              extend_before_secs = {}\ninvite_timeout_ms = 2000\n",
             slice_secs.saturating_sub(1).min(10)
         );
+        config.push_str(extra);
         for t in trunks {
             config.push_str(&format!("[calls.trunks.{}]\naddress = \"{}\"\n", t.name, t.addr));
         }
@@ -163,9 +175,14 @@ impl Rig {
 
 /// A sipp trunk running `xml` for one call.
 fn carrier(t: &Trunk, name: &str, xml: &str) -> (Scenario, ChildGuard) {
+    carrier_for(t, name, xml, 1)
+}
+
+/// A sipp trunk running `xml` for `calls` calls.
+fn carrier_for(t: &Trunk, name: &str, xml: &str, calls: u32) -> (Scenario, ChildGuard) {
     let s = Scenario::new(name, xml).unwrap();
     let mut cmd = s.uas_command(t.addr);
-    cmd.arg("-trace_msg");
+    cmd.args(["-m", &calls.to_string(), "-trace_msg"]);
     let g = s.spawn(cmd, name).unwrap();
     (s, g)
 }
@@ -384,4 +401,36 @@ async fn a_caller_who_hangs_up_while_it_rings_cancels_the_carrier_and_pays_nothi
     assert_eq!(amount(&acct["held"]), "0.00", "the hold was released");
     assert_eq!(amount(&acct["balance"]), "10.00");
     assert!(rig.cdrs().await.is_empty());
+}
+
+#[tokio::test]
+async fn the_first_carrier_503_and_the_second_486_make_the_call_fail_busy() {
+    let (a, b) = (trunk("cheap", "0.004"), trunk("dear", "0.009"));
+    let rig = Rig::start(&[&a, &b], "10.00", 60).await;
+    let (_sa, trunk_a) = carrier(&a, "trunk-a", &CARRIER_FAILS.replace("CODE", "503"));
+    let (_sb, trunk_b) = carrier(&b, "trunk-b", &CARRIER_FAILS.replace("CODE", "486"));
+    let caller = Scenario::new("caller", &CALLER_REFUSED.replace("EXPECTED", "486")).unwrap();
+    rig.call(&caller, NUMBER, 0).await.unwrap_or_else(|e| panic!("{e}\n{}", rig.log()));
+    assert!(finished(trunk_a, Duration::from_secs(10)).await);
+    assert!(finished(trunk_b, Duration::from_secs(10)).await);
+    assert!(rig.cdrs().await.is_empty());
+    assert_eq!(amount(&rig.account().await["balance"]), "10.00");
+}
+
+#[tokio::test]
+async fn a_carrier_that_keeps_failing_is_skipped_by_its_breaker() {
+    let (a, b) = (trunk("cheap", "0.004"), trunk("dear", "0.009"));
+    let rig =
+        Rig::start_with(&[&a, &b], "10.00", 60, None, "breaker_failures = 2\nbreaker_cooldown_secs = 600\n").await;
+    let (sa, _trunk_a) = carrier_for(&a, "trunk-a", &CARRIER_FAILS.replace("CODE", "503"), 10);
+    let (_sb, trunk_b) = carrier_for(&b, "trunk-b", CARRIER_ANSWERS, 4);
+    for _ in 0..4 {
+        let caller = Scenario::new("caller", CALLER_HANGS_UP).unwrap();
+        rig.call(&caller, NUMBER, 100).await.unwrap_or_else(|e| panic!("{e}\n{}", rig.log()));
+    }
+    assert!(finished(trunk_b, Duration::from_secs(10)).await, "the dear carrier carried all four calls");
+    // Two 503s open the cheap carrier's breaker: calls three and four go straight to the dear one.
+    let invites = messages(sa.dir()).matches("INVITE sip:").count();
+    assert_eq!(invites, 2, "{}", rig.log());
+    assert_eq!(rig.settled(4).await.len(), 4);
 }
