@@ -6,7 +6,7 @@ export TINCAN_TEST_VENV=${TINCAN_TEST_VENV:-$ROOT/.venv}
 
 # Debian packages the tests drive (DNS validators and servers, SIP peers, load tools).
 APT_PACKAGES=(bind9-dnsutils bind9-utils ldnsutils unbound unbound-host knot knot-dnsutils knot-dnssecutils nsd dnsperf
-  sip-tester kamailio rtpengine-daemon baresip-core postgresql-client)
+  sip-tester kamailio rtpengine-daemon baresip-core postgresql-client openssl chromium)
 
 log() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
 
@@ -47,6 +47,19 @@ ensure_venv() {
   log "creating the Python venv at $TINCAN_TEST_VENV (matrix-synapse[jwt], smpp34)"
   python3 -m venv "$TINCAN_TEST_VENV"
   "$TINCAN_TEST_VENV/bin/pip" install -q --disable-pip-version-check 'matrix-synapse[jwt]' smpp34 openapi-spec-validator
+}
+
+# playwright-core from npm for the browser tests, in $ROOT/.node; it drives Debian's chromium (APT_PACKAGES) and
+# downloads no browser of its own.
+export TINCAN_NODE_MODULES=${TINCAN_NODE_MODULES:-$ROOT/.node/node_modules}
+ensure_node_modules() {
+  [ -d "$TINCAN_NODE_MODULES/playwright-core" ] && return 0
+  if ! command -v npm >/dev/null; then
+    log "installing Debian packages: nodejs npm"
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends nodejs npm >/dev/null
+  fi
+  log "installing playwright-core (npm) into $ROOT/.node"
+  npm install --silent --no-audit --no-fund --prefix "$ROOT/.node" playwright-core@1.65.2 >/dev/null
 }
 
 pg_reachable() {

@@ -5,7 +5,7 @@ mod appservice;
 mod extract;
 mod keys_master;
 mod register_request;
-mod register_verify;
+pub(crate) mod register_verify;
 mod unregister;
 
 pub use extract::{ClientIp, Json, bearer as extract_bearer};
@@ -26,6 +26,7 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/_matrix/app/v1/users/{user_id}", get(appservice::query))
         .route("/_matrix/app/v1/rooms/{alias}", get(appservice::query))
         .merge(crate::identity::router(app.clone()))
+        .merge(crate::oidc::router(app.clone()))
         .route("/health", get(|| async { "ok" }))
         .with_state(app)
 }

@@ -28,6 +28,8 @@ pub struct ExtConfig {
     pub homeserver: HomeserverConfig,
     /// Publishing numbers to the ENUM directory.
     pub directory: DirectoryConfig,
+    /// The OpenID provider (sign-in by phone number for stock clients).
+    pub oidc: crate::oidc::config::OidcConfig,
 }
 
 impl Default for ExtConfig {
@@ -42,6 +44,7 @@ impl Default for ExtConfig {
             limits: LimitsConfig::default(),
             homeserver: HomeserverConfig::default(),
             directory: DirectoryConfig::default(),
+            oidc: Default::default(),
         }
     }
 }
@@ -394,6 +397,7 @@ impl Validate for ExtConfig {
                 p.push("directory.sync_page_size: must be 1 to 1000".into());
             }
         }
+        p.extend(self.oidc.problems());
         p
     }
 }

@@ -9,6 +9,7 @@
 //!   appservice). [`directory`]: publishing to the ENUM directory. [`mirror`]: the directory's number list
 //!   for lookups of other providers' numbers, resolved through DNSSEC-validated DNS. [`store`]:
 //!   SQLite/PostgreSQL.
+//! - [`oidc`]: an OpenID provider, so stock Matrix clients sign in by phone number through the homeserver's SSO.
 
 pub mod api;
 pub mod app;
@@ -21,6 +22,7 @@ pub mod identity;
 pub mod limits;
 pub mod mirror;
 pub mod number;
+pub mod oidc;
 pub mod sessions;
 pub mod sms;
 pub mod store;

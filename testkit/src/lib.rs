@@ -2,6 +2,7 @@
 //!
 //! - [`Synapse`]: a real Synapse homeserver from the project's venv, on a free loopback port, with a fresh
 //!   SQLite data dir; stopped when dropped (and by a watchdog if the test process dies).
+//! - [`synapse_oidc`]: Synapse's `oidc_providers` block for an OpenID provider under test.
 //! - [`Postgres`]: a fresh PostgreSQL database per test, dropped afterwards.
 //! - [`tools`]: Debian tools (`delv`, `ldns-verify-zone`, `sipp`…) with an error naming the missing package.
 //! - [`dnssec`]: zones signed with BIND's tools and served by Knot (as signed, or signed online).
@@ -27,6 +28,7 @@ pub mod process;
 pub mod secondary;
 pub mod sip;
 pub mod synapse;
+pub mod synapse_oidc;
 pub mod tools;
 
 pub use postgres::Postgres;

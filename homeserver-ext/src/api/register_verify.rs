@@ -51,26 +51,9 @@ pub async fn handler(
     if !app.store.consume(&session.sid, now).await? {
         return Err(ApiError::NoValidSession);
     }
-    let (account, new_account) = match app.store.account_by_number(number.as_str()).await? {
-        Some(a) => (a, false),
-        None => {
-            let localpart = app.with_rng(|r| random_localpart(&app.config.homeserver.localpart_prefix, r));
-            let user_id = format!("@{localpart}:{}", app.config.server_name);
-            app.homeserver.ensure_user(&localpart).await?;
-            let wanted =
-                Account { number: number.as_str().into(), localpart, user_id, created_at: now, published_at: None };
-            let stored = app.store.insert_account(&wanted).await?;
-            let new = stored.localpart == wanted.localpart;
-            (stored, new)
-        }
-    };
+    let (account, new_account) = account_for(&app, &number).await?;
     let login = app.homeserver.login(&account.localpart).await?;
-    // The number is now a verified identity of the user: findable through the Identity Service lookup.
-    crate::identity::bind_number(&app, &Binding { number: account.number.clone(), user_id: account.user_id.clone() })
-        .await?;
-    if account.published_at.is_none() {
-        publish(&app, &number, &account).await;
-    }
+    after_sign_in(&app, &number, &account).await?;
     tracing::info!(number = %number.redacted(), user_id = %account.user_id, new_account, "signed in");
     Ok(axum::Json(Response {
         user_id: account.user_id,
@@ -78,6 +61,33 @@ pub async fn handler(
         login,
         new_account,
     }))
+}
+
+/// The Matrix account of `number`, created (with a random localpart) the first time the number signs in; true
+/// when this call created it. Sign-up and the OpenID provider share it, so a number is one account either way.
+pub(crate) async fn account_for(app: &App, number: &E164) -> Result<(Account, bool), ApiError> {
+    if let Some(a) = app.store.account_by_number(number.as_str()).await? {
+        return Ok((a, false));
+    }
+    let localpart = app.with_rng(|r| random_localpart(&app.config.homeserver.localpart_prefix, r));
+    let user_id = format!("@{localpart}:{}", app.config.server_name);
+    app.homeserver.ensure_user(&localpart).await?;
+    let wanted =
+        Account { number: number.as_str().into(), localpart, user_id, created_at: app.now(), published_at: None };
+    let stored = app.store.insert_account(&wanted).await?;
+    let new = stored.localpart == wanted.localpart;
+    Ok((stored, new))
+}
+
+/// What follows a verified sign-in: the number becomes a verified identity of the user (findable through the
+/// Identity Service lookup) and is published to the directory if it was not yet.
+pub(crate) async fn after_sign_in(app: &App, number: &E164, account: &Account) -> Result<(), ApiError> {
+    crate::identity::bind_number(app, &Binding { number: account.number.clone(), user_id: account.user_id.clone() })
+        .await?;
+    if account.published_at.is_none() {
+        publish(app, number, account).await;
+    }
+    Ok(())
 }
 
 /// Publishes to the directory; a failure is logged and retried at the next sign-in.

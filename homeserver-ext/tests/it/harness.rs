@@ -34,11 +34,25 @@ impl Ext {
         Ext::start_env(database_url, extra, &[]).await
     }
 
+    /// [`Ext::start_on`] listening on `port` (when a peer must know the URL first, as an OpenID issuer).
+    pub async fn start_at(port: u16, database_url: Option<&str>, extra: &str) -> anyhow::Result<Ext> {
+        Ext::start_env_at(port, database_url, extra, &[]).await
+    }
+
     /// [`Ext::start_on`] with `TINCAN_EXT_…` variables in its environment (they override the file). Settings
     /// every test needs (the code-hash key) come from the environment unless `env` or `extra` sets them.
     pub async fn start_env(database_url: Option<&str>, extra: &str, env: &[(&str, &str)]) -> anyhow::Result<Ext> {
+        Ext::start_env_at(tincan_testkit::ports::free_port(), database_url, extra, env).await
+    }
+
+    /// [`Ext::start_env`] listening on `port`.
+    pub async fn start_env_at(
+        port: u16,
+        database_url: Option<&str>,
+        extra: &str,
+        env: &[(&str, &str)],
+    ) -> anyhow::Result<Ext> {
         let dir = tempfile::Builder::new().prefix("tincan-ext-").tempdir()?;
-        let port = tincan_testkit::ports::free_port();
         let sqlite = format!("sqlite://{}?mode=rwc", dir.path().join("ext.db").display());
         let config = format!(
             "listen = \"127.0.0.1:{port}\"\n\
@@ -186,9 +200,19 @@ impl Local {
 
     /// [`Local::start`] with this homeserver connector instead of the configured one.
     pub async fn start_with(
+        config: ExtConfig,
+        now: u64,
+        homeserver: Option<Arc<dyn tincan_homeserver_ext::homeserver::HomeserverConnector>>,
+    ) -> anyhow::Result<Local> {
+        Local::start_on(config, now, homeserver, tokio::net::TcpListener::bind("127.0.0.1:0").await?).await
+    }
+
+    /// [`Local::start_with`] on a bound `listener` (when the config must name its address first).
+    pub async fn start_on(
         mut config: ExtConfig,
         now: u64,
         homeserver: Option<Arc<dyn tincan_homeserver_ext::homeserver::HomeserverConnector>>,
+        listener: tokio::net::TcpListener,
     ) -> anyhow::Result<Local> {
         if config.codes.secret.is_empty() {
             config.codes.secret = tincan_common::Secret::new(TEST_CODE_SECRET);
@@ -202,7 +226,6 @@ impl Local {
             homeserver.unwrap_or_else(|| tincan_homeserver_ext::homeserver::from_config(&config, clock.clone()));
         let rng = rand::SeedableRng::seed_from_u64(now);
         let app = Arc::new(App::new(config, store, sms, homeserver, clock.clone(), rng));
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let url = format!("http://{}", listener.local_addr()?);
         let server = tokio::spawn({
             let app = app.clone();

@@ -9,6 +9,8 @@ mod discovery;
 mod guessing;
 mod harness;
 mod identity;
+mod oidc;
+mod oidc_props;
 mod side_effects;
 mod signup;
 mod smpp;
