@@ -97,6 +97,17 @@ pub struct TrunkConfig {
     /// The host part of the Request-URI (default: the address).
     #[serde(default)]
     pub domain: Option<String>,
+    /// Whether the carrier takes the caller's own number (From and `P-Asserted-Identity`). Default true; when
+    /// false, calls go out from `provider_number`.
+    #[serde(default = "yes")]
+    pub asserted_identity: bool,
+    /// The provider's number, shown to the called party when the carrier does not take the caller's own.
+    #[serde(default)]
+    pub provider_number: Option<String>,
+}
+
+fn yes() -> bool {
+    true
 }
 
 fn udp() -> Transport {
@@ -126,6 +137,11 @@ impl CallsConfig {
         }
         if !(1..=86_400).contains(&self.breaker_cooldown_secs) {
             p.push("calls.breaker_cooldown_secs: 1 to 86400".into());
+        }
+        for (name, t) in &self.trunks {
+            if !t.asserted_identity && t.provider_number.is_none() {
+                p.push(format!("calls.trunks.{name}.provider_number: needed when asserted_identity = false"));
+            }
         }
         if self.enabled() && self.trusted_peers.is_empty() {
             p.push("calls.trusted_peers: at least one address when a listener is set".into());

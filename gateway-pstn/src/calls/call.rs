@@ -257,15 +257,31 @@ impl Call {
         to.set_param("user", Some("phone"));
         let local = self.sw.stack.listeners().into_iter().find(|t| t.transport == trunk.transport);
         let Some(local) = local else { return Attempt::Next(503, "No Listener For Trunk".into()) };
-        let caller = invite.from.uri.phone_number().unwrap_or_else(|| "anonymous".into());
+        // The caller's number as the trusted peer asserts it (P-Asserted-Identity, else From); shown only to
+        // carriers that take it, the others get the provider's number.
+        let asserted = invite
+            .header("P-Asserted-Identity")
+            .and_then(|v| v.parse::<NameAddr>().ok())
+            .and_then(|n| n.uri.phone_number())
+            .or_else(|| invite.from.uri.phone_number());
+        let shown = match (trunk.asserted_identity, &trunk.provider_number, &asserted) {
+            (true, _, Some(n)) => Some(n.clone()),
+            (_, Some(p), _) => Some(p.clone()),
+            (false, None, _) | (true, None, None) => None,
+        };
+        let caller = shown.clone().unwrap_or_else(|| "anonymous".into());
         let mut from_uri = SipUri::new(Some(&caller), local.addr.ip().into());
         from_uri.set_param("user", Some("phone"));
+        let mut headers = Vec::new();
+        if trunk.asserted_identity && shown.is_some() && shown == asserted {
+            headers.push(("P-Asserted-Identity".to_owned(), format!("<{}>", Uri::Sip(from_uri.clone()))));
+        }
         let request = OutgoingRequest {
             method: tincan_sip_core::stack::Method::Invite,
             uri: Uri::Sip(to.clone()),
             from: NameAddr { display_name: None, uri: Uri::Sip(from_uri), params: Vec::new() },
             to: NameAddr { display_name: None, uri: Uri::Sip(to), params: Vec::new() },
-            headers: Vec::new(),
+            headers,
             content_type: (!invite.body.is_empty()).then(|| "application/sdp".into()),
             body: invite.body.clone(),
             target: Target { transport: trunk.transport, addr: trunk.address },

@@ -34,10 +34,12 @@ struct Trunk {
     name: &'static str,
     per_minute: &'static str,
     addr: SocketAddr,
+    /// More settings of its `[calls.trunks.NAME]` table (TOML lines).
+    settings: &'static str,
 }
 
 fn trunk(name: &'static str, per_minute: &'static str) -> Trunk {
-    Trunk { name, per_minute, addr: free_addr() }
+    Trunk { name, per_minute, addr: free_addr(), settings: "" }
 }
 
 /// The gateway with calls on, an account with `credit`, and an operator token.
@@ -76,7 +78,7 @@ impl Rig {
         );
         config.push_str(extra);
         for t in trunks {
-            config.push_str(&format!("[calls.trunks.{}]\naddress = \"{}\"\n", t.name, t.addr));
+            config.push_str(&format!("[calls.trunks.{}]\naddress = \"{}\"\n{}", t.name, t.addr, t.settings));
         }
         if let Some(b) = bridge {
             config.push_str(&format!("[calls.bridge]\naddress = \"{b}\"\n"));
@@ -433,4 +435,28 @@ async fn a_carrier_that_keeps_failing_is_skipped_by_its_breaker() {
     let invites = messages(sa.dir()).matches("INVITE sip:").count();
     assert_eq!(invites, 2, "{}", rig.log());
     assert_eq!(rig.settled(4).await.len(), 4);
+}
+
+#[tokio::test]
+async fn the_caller_id_is_the_users_own_number_only_where_the_carrier_takes_it() {
+    let own = trunk("cheap", "0.004");
+    let rig = Rig::start(&[&own], "10.00", 60).await;
+    let (sa, trunk_a) = carrier(&own, "trunk-a", CARRIER_ANSWERS);
+    let caller = Scenario::new("caller", CALLER_HANGS_UP).unwrap();
+    rig.call(&caller, NUMBER, 100).await.unwrap_or_else(|e| panic!("{e}\n{}", rig.log()));
+    assert!(finished(trunk_a, Duration::from_secs(10)).await);
+    let seen = messages(sa.dir());
+    assert!(seen.contains("From: <sip:+442079460001@"), "{seen}");
+    assert!(seen.contains("P-Asserted-Identity: <sip:+442079460001@"), "{seen}");
+
+    let mut provider = trunk("strict", "0.004");
+    provider.settings = "asserted_identity = false\nprovider_number = \"+442079460999\"\n";
+    let rig = Rig::start(&[&provider], "10.00", 60).await;
+    let (sb, trunk_b) = carrier(&provider, "trunk-b", CARRIER_ANSWERS);
+    let caller = Scenario::new("caller", CALLER_HANGS_UP).unwrap();
+    rig.call(&caller, NUMBER, 100).await.unwrap_or_else(|e| panic!("{e}\n{}", rig.log()));
+    assert!(finished(trunk_b, Duration::from_secs(10)).await);
+    let seen = messages(sb.dir());
+    assert!(seen.contains("From: <sip:+442079460999@"), "{seen}");
+    assert!(!seen.contains("+442079460001") && !seen.contains("P-Asserted-Identity"), "{seen}");
 }
