@@ -42,11 +42,22 @@ ensure_venv() {
     # Added later: the OpenAPI validator the gateway's tests run on its document.
     "$py" -c 'import openapi_spec_validator' 2>/dev/null \
       || "$TINCAN_TEST_VENV/bin/pip" install -q --disable-pip-version-check openapi-spec-validator
+    # Added later: pytest, which runs the client bindings' Python suite (clients/ffi/tests/python).
+    "$py" -c 'import pytest' 2>/dev/null \
+      || "$TINCAN_TEST_VENV/bin/pip" install -q --disable-pip-version-check pytest
     return 0
   fi
   log "creating the Python venv at $TINCAN_TEST_VENV (matrix-synapse[jwt], smpp34)"
   python3 -m venv "$TINCAN_TEST_VENV"
-  "$TINCAN_TEST_VENV/bin/pip" install -q --disable-pip-version-check 'matrix-synapse[jwt]' smpp34 openapi-spec-validator
+  "$TINCAN_TEST_VENV/bin/pip" install -q --disable-pip-version-check 'matrix-synapse[jwt]' smpp34 openapi-spec-validator pytest
+}
+
+# The UniFFI generator for the client bindings (clients/ffi/uniffi-bindgen: outside the workspace, so its
+# dependencies do not change the workspace's features), built into $TARGET/uniffi-bindgen; prints its path.
+ensure_uniffi_bindgen() {
+  local target=${CARGO_TARGET_DIR:-$ROOT/target}/uniffi-bindgen
+  CARGO_TARGET_DIR="$target" cargo build -q --locked --manifest-path "$ROOT/clients/ffi/uniffi-bindgen/Cargo.toml" >&2
+  echo "$target/debug/uniffi-bindgen"
 }
 
 # playwright-core from npm for the browser tests, in $ROOT/.node; it drives Debian's chromium (APT_PACKAGES) and

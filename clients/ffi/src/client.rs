@@ -1,0 +1,190 @@
+//! [`Client`]: the core's `TincanClient` for the foreign side. One object per data dir, shared freely (every
+//! method takes `&self`; the core client sits behind a read-write lock, written only by sign-up).
+
+use crate::error::ClientError;
+use crate::task::TaskHandle;
+use crate::types::{ClientConfig, CodeRequest, Contact, Decision, IncomingMessage, Intent, SentMessage, SignedIn};
+use crate::{on_runtime, runtime};
+use futures::StreamExt;
+use std::sync::Arc;
+use std::time::Duration;
+use tincan_client_core as core;
+use tokio::sync::RwLock;
+
+/// Receives the text messages that arrive while a sync runs ([`Client::start_sync`]).
+#[uniffi::export(callback_interface)]
+pub trait MessageListener: Send + Sync {
+    /// One message (called on a background thread, in order of arrival).
+    fn on_message(&self, message: IncomingMessage);
+}
+
+/// The Tincan client.
+#[derive(uniffi::Object)]
+pub struct Client {
+    inner: Arc<RwLock<core::TincanClient>>,
+}
+
+/// Opens the client on its data dir, restoring the saved session if there is one (an app restart).
+#[uniffi::export]
+pub async fn open(config: ClientConfig) -> Result<Arc<Client>, ClientError> {
+    let config = core_config(config)?;
+    let inner = on_runtime(core::TincanClient::open(config)).await?;
+    Ok(Arc::new(Client { inner: Arc::new(RwLock::new(inner)) }))
+}
+
+/// Runs `$call` (an async call on the core client `$c`, read-locked) on the runtime and converts its result.
+macro_rules! core_call {
+    ($self:ident, |$c:ident| $call:expr) => {{
+        let inner = $self.inner.clone();
+        let r = on_runtime(async move {
+            let $c = inner.read().await;
+            $call.await
+        })
+        .await;
+        r.map_err(ClientError::from)
+    }};
+}
+
+#[uniffi::export]
+impl Client {
+    /// Step 1 of sign-up: the extension texts a code to `phone`.
+    pub async fn register(&self, phone: String) -> Result<CodeRequest, ClientError> {
+        core_call!(self, |c| c.register(&phone)).map(Into::into)
+    }
+
+    /// Step 2 of sign-up: the code → signed in, cross-signing set up and the key published in the directory.
+    pub async fn verify(&self, code: String) -> Result<SignedIn, ClientError> {
+        let inner = self.inner.clone();
+        let signed = on_runtime(async move { inner.write().await.verify(&code).await }).await?;
+        Ok(signed.into())
+    }
+
+    /// Our Matrix ID, when signed in.
+    pub async fn user_id(&self) -> Option<String> {
+        self.inner.read().await.user_id().map(|u| u.to_string())
+    }
+
+    /// The number we signed up with.
+    pub async fn number(&self) -> Option<String> {
+        self.inner.read().await.number().map(|n| n.to_string())
+    }
+
+    /// Our master cross-signing key (unpadded base64).
+    pub async fn own_master_key(&self) -> Result<Option<String>, ClientError> {
+        let key = core_call!(self, |c| c.own_master_key())?;
+        Ok(key.map(|k| k.to_base64()))
+    }
+
+    /// A number in the directory (validated, checked against its log) and, on Matrix, the contact's key
+    /// compared with the directory's.
+    pub async fn lookup(&self, phone: String) -> Result<Contact, ClientError> {
+        core_call!(self, |c| c.check_contact(&phone)).map(Into::into)
+    }
+
+    /// The route a text or call to `phone` would take now (nothing is sent).
+    pub async fn route_to_number(&self, phone: String, intent: Intent, force: bool) -> Result<Decision, ClientError> {
+        let (decision, _) = core_call!(self, |c| c.route_to_number(&phone, intent.into(), force))?;
+        Ok(decision.into())
+    }
+
+    /// Sends `text` to `phone` along the route the core decides: Matrix (end-to-end encrypted) to a Tincan
+    /// user, else the provider's SIP or SMS bridge. `force` sends to a contact whose key contradicts the
+    /// directory (the user was warned).
+    pub async fn send_to_number(&self, phone: String, text: String, force: bool) -> Result<SentMessage, ClientError> {
+        core_call!(self, |c| c.send_to_number(&phone, &text, force)).map(Into::into)
+    }
+
+    /// One sync round trip (long-polling at most `timeout_ms`), accepting invites to encrypted DMs.
+    pub async fn sync_once(&self, timeout_ms: u64) -> Result<(), ClientError> {
+        core_call!(self, |c| c.sync_once(Duration::from_millis(timeout_ms)))
+    }
+
+    /// Registers an HTTP pusher for this device: the homeserver posts the ids of events that notify to
+    /// `gateway_url` (the app's push gateway, `…/_matrix/push/v1/notify`) for `app_id`, with `pushkey` (the
+    /// platform's push token).
+    pub async fn register_pusher(
+        &self,
+        gateway_url: String,
+        app_id: String,
+        pushkey: String,
+        device_name: String,
+        lang: String,
+    ) -> Result<(), ClientError> {
+        let push = core::PushConfig { gateway_url, app_id };
+        core_call!(self, |c| c.register_pusher(&push, &pushkey, &device_name, &lang))
+    }
+
+    /// The text of the event a push named, fetched and decrypted (the notification extension's path); `None`
+    /// when it is not a text message or cannot be decrypted.
+    pub async fn decrypt_notification(
+        &self,
+        room_id: String,
+        event_id: String,
+    ) -> Result<Option<IncomingMessage>, ClientError> {
+        core_call!(self, |c| c.decrypt_notification(&room_id, &event_id)).map(|m| m.map(Into::into))
+    }
+
+    /// Starts syncing in the background; messages go to `listener` until the handle is cancelled or dropped.
+    pub async fn start_sync(&self, listener: Box<dyn MessageListener>) -> Result<Arc<TaskHandle>, ClientError> {
+        let inner = self.inner.clone();
+        let handle = on_runtime(async move {
+            let client = inner.read().await;
+            // Subscribed before the sync starts, so nothing that arrives is missed.
+            let mut messages = Box::pin(client.messages());
+            let sync = client.spawn_sync()?;
+            Ok::<_, core::ClientError>(runtime().spawn(async move {
+                let _stop_sync_with_us = AbortOnDrop(sync);
+                while let Some(m) = messages.next().await {
+                    listener.on_message(m.into());
+                }
+            }))
+        })
+        .await?;
+        Ok(Arc::new(TaskHandle::new(handle)))
+    }
+}
+
+/// Aborts the sync task when the feeding task ends (cancelled or done).
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+fn core_config(c: ClientConfig) -> Result<core::ClientConfig, ClientError> {
+    let mut out = core::ClientConfig::new(&c.data_dir);
+    out.device_name = c.device_name;
+    if let Some(key) = c.store_key {
+        let key: [u8; 32] = key
+            .try_into()
+            .map_err(|k: Vec<u8>| ClientError::invalid(format!("store_key: {} bytes, not 32", k.len())))?;
+        out.store_key = core::StoreKey::Bytes(key);
+    }
+    out.ext_url =
+        c.ext_url.map(|u| u.parse()).transpose().map_err(|e| ClientError::invalid(format!("ext_url: {e}")))?;
+    if let Some(d) = c.directory {
+        let servers = d
+            .servers
+            .iter()
+            .map(|s| s.parse().map_err(|e| ClientError::invalid(format!("directory server {s}: {e}"))))
+            .collect::<Result<Vec<_>, ClientError>>()?;
+        let log = match (d.log_url, d.log_key) {
+            (Some(url), Some(key)) => Some(core::TransparencyLogConfig {
+                url: url.parse().map_err(|e| ClientError::invalid(format!("log_url: {e}")))?,
+                key,
+            }),
+            (None, None) => None,
+            _ => return Err(ClientError::invalid("log_url and log_key go together")),
+        };
+        out.directory = Some(core::DirectoryConfig {
+            servers,
+            apex: d.apex,
+            trust_anchor: d.trust_anchor,
+            allow_insecure: d.allow_insecure,
+            log,
+        });
+    }
+    Ok(out)
+}
