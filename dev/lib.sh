@@ -73,6 +73,29 @@ ensure_node_modules() {
   npm install --silent --no-audit --no-fund --prefix "$ROOT/.node" playwright-core@1.65.2 >/dev/null
 }
 
+# node and the npm packages of testkit/node (matrix-js-sdk with its Rust crypto, fake-indexeddb): the independent
+# Matrix client of the end-to-bridge encryption tests. Installed from the lock file, only when it changed.
+ensure_node() {
+  local dir="$ROOT/testkit/node"
+  if ! command -v node >/dev/null || ! command -v npm >/dev/null; then
+    log "installing node and npm (Debian)"
+    local sudo=()
+    [ "$(id -u)" -eq 0 ] || sudo=(sudo)
+    "${sudo[@]}" apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get install -y -qq --no-install-recommends nodejs npm >/dev/null
+  fi
+  local major
+  major=$(node -p 'process.versions.node.split(".")[0]')
+  if [ "$major" -lt 20 ]; then
+    echo "node $(node --version) is too old for matrix-js-sdk: install node 20 or later" >&2
+    return 1
+  fi
+  if [ ! -e "$dir/node_modules/.package-lock.json" ] || [ "$dir/package-lock.json" -nt "$dir/node_modules/.package-lock.json" ]; then
+    log "installing testkit/node's npm packages (matrix-js-sdk, fake-indexeddb)"
+    (cd "$dir" && npm ci --no-audit --no-fund --loglevel=error)
+  fi
+}
+
 pg_reachable() {
   pg_isready -q -h 127.0.0.1 -p 5432 2>/dev/null
 }

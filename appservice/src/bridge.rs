@@ -13,14 +13,16 @@
 //!   once the homeserver accepted it ([`remote`]). Homeserver outages block only that portal, which retries
 //!   with backoff; a restart replays every event not marked done, in order.
 //!
-//! Encryption (MSC3202 device lists and one-time-key counts in transactions, MSC4190 device management for
-//! ghosts) plugs in at two places: the inbox gains an `encrypted` pass between recording and dispatch that
-//! decrypts `m.room.encrypted` into the plain event before [`portal`] sees it, and [`remote`]'s `send`
-//! encrypts through the ghost's device before the homeserver call. Neither changes the connector interface.
-//! The remote queue keeps the plain [`RemoteEvent`](crate::RemoteEvent) and encryption happens per attempt, so
-//! no ciphertext or session state is persisted with a queued event; a resend after a crash carries fresh
-//! ciphertext under the same transaction ID, and the homeserver still answers with the first event.
+//! End-to-bridge encryption ([`crypto`], when `encryption.enabled`) plugs in at three places without changing
+//! the connector interface: the inbox hands each transaction's crypto entry (MSC2409 to-device messages,
+//! MSC3202 device lists and one-time-key counts) to the ghosts' devices and decrypts `m.room.encrypted` into
+//! the plain event before [`portal`] sees it; [`remote`]'s `send` encrypts through the ghost's device in an
+//! encrypted room; ghosts get their device (MSC4190) when they are ensured. The remote queue keeps the plain
+//! [`RemoteEvent`](crate::RemoteEvent) and encryption happens per attempt, so no ciphertext or session state is
+//! persisted with a queued event; a resend after a crash carries fresh ciphertext under the same transaction
+//! ID, and the homeserver still answers with the first event.
 
+pub mod crypto;
 mod ghost;
 pub(crate) use ghost::ensure_ghost;
 pub mod inbox;
@@ -58,6 +60,9 @@ pub enum BridgeError {
     /// The bridge is shutting down.
     #[error("the bridge is shutting down")]
     Stopped,
+    /// An encryption step failed.
+    #[error(transparent)]
+    Crypto(#[from] crypto::CryptoError),
     /// A remote event could not be serialized for the queue.
     #[error("cannot encode a remote event: {0}")]
     Encode(String),
@@ -80,6 +85,11 @@ pub(crate) struct Inner {
     pub(crate) portals: Mutex<HashMap<PortalKey, mpsc::UnboundedSender<portal::Work>>>,
     pub(crate) logins: Mutex<HashMap<OwnedUserId, Arc<dyn NetworkApi>>>,
     pub(crate) shutdown: watch::Sender<bool>,
+    /// The ghosts' devices, when end-to-bridge encryption is enabled.
+    pub(crate) crypto: Option<crypto::Crypto>,
+    /// Encrypted inbox events waiting for their room key, and when they were first tried.
+    pub(crate) undecryptable: Mutex<Vec<inbox::Waiting>>,
+    pub(crate) undecryptable_timeout: std::time::Duration,
 }
 
 impl std::fmt::Debug for Inner {
@@ -297,6 +307,9 @@ impl BridgeBuilder {
             portals: Mutex::new(HashMap::new()),
             logins: Mutex::new(HashMap::new()),
             shutdown,
+            crypto: c.encryption.enabled.then(|| crypto::Crypto::new(&c.encryption)),
+            undecryptable: Mutex::new(Vec::new()),
+            undecryptable_timeout: std::time::Duration::from_secs(c.encryption.undecryptable_timeout_secs),
         }));
         let listener = tokio::net::TcpListener::bind(&c.appservice.listen)
             .await
@@ -315,6 +328,9 @@ impl BridgeBuilder {
         }));
         if self.process_inbox {
             tasks.push(tokio::spawn(inbox::run(handle.clone())));
+            if handle.0.crypto.is_some() {
+                tasks.push(tokio::spawn(inbox::expire_undecryptable(handle.clone())));
+            }
         }
         // Before the connector starts, so that events it queues now come after those left from the last run.
         remote::replay(&handle).await?;

@@ -17,6 +17,41 @@ pub struct AppserviceConfig {
     pub appservice: RegistrationConfig,
     /// Bridge state.
     pub database: DatabaseConfig,
+    /// End-to-bridge encryption (ghost devices).
+    pub encryption: EncryptionConfig,
+}
+
+/// End-to-bridge encryption: each ghost gets a Matrix device (an Olm/Megolm account) so that it reads and
+/// writes encrypted portal rooms. Needs a homeserver with MSC2409/MSC4203 to-device messages, MSC3202
+/// device lists and one-time-key counts in transactions, and MSC4190 device management for appservices
+/// (Synapse: `experimental_features.msc2409_to_device_messages_enabled` and
+/// `experimental_features.msc3202_transaction_extensions`; the registration carries `org.matrix.msc3202`
+/// and `io.element.msc4190`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EncryptionConfig {
+    /// Whether ghosts have devices, decrypt what they receive and send encrypted in encrypted rooms; portal
+    /// rooms the bridge creates are then encrypted too.
+    pub enabled: bool,
+    /// Folder of the ghosts' crypto stores (one SQLite store per ghost device, matrix-sdk-sqlite's format).
+    /// It stays on local disk even when `database.url` is PostgreSQL: matrix-sdk has no PostgreSQL crypto store.
+    pub store_dir: String,
+    /// Passphrase the crypto stores are encrypted with; empty leaves them unencrypted (not recommended).
+    pub store_passphrase: Secret,
+    /// How long an event that cannot be decrypted yet waits for its room key before the sender is told, in a
+    /// notice in the room, that it was not delivered.
+    pub undecryptable_timeout_secs: u64,
+}
+
+impl Default for EncryptionConfig {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            store_dir: "tincan-bridge-crypto".into(),
+            store_passphrase: Secret::default(),
+            undecryptable_timeout_secs: 60,
+        }
+    }
 }
 
 /// Where the homeserver is.
@@ -138,6 +173,12 @@ impl Validate for AppserviceConfig {
         }
         if self.database.max_connections == 0 {
             p.push("database.max_connections: must be at least 1".into());
+        }
+        if self.encryption.enabled && self.encryption.store_dir.is_empty() {
+            p.push("encryption.store_dir: must be set when encryption is enabled".into());
+        }
+        if self.encryption.undecryptable_timeout_secs == 0 {
+            p.push("encryption.undecryptable_timeout_secs: must be at least 1".into());
         }
         p
     }

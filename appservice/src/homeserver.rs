@@ -5,13 +5,13 @@
 //! connection failures are retried with exponential backoff; other errors are returned at once.
 
 use crate::metrics::Metrics;
-use ruma::UserId;
 use ruma::api::auth_scheme::{AuthScheme, SendAccessToken};
 use ruma::api::error::{ErrorKind, RetryAfter};
 use ruma::api::path_builder::{PathBuilder, SinglePath, VersionHistory};
 use ruma::api::{
     AppserviceUserIdentity, IncomingResponse, OutgoingRequest, OutgoingRequestAppserviceExt, SupportedVersions,
 };
+use ruma::{DeviceId, UserId};
 use std::borrow::Cow;
 use std::sync::Arc;
 use std::time::Duration;
@@ -143,10 +143,42 @@ impl Homeserver {
         R::PathBuilder: PathInput,
         for<'a> R::Authentication: AuthScheme<Input<'a> = SendAccessToken<'a>>,
     {
+        self.send_with(request, as_user, None).await
+    }
+
+    /// Sends `request` as `user` on its device `device` (the `device_id` query parameter of MSC4326: key
+    /// uploads, to-device messages and encrypted sends of a ghost's device), retrying transient failures.
+    pub async fn send_as_device<R>(
+        &self,
+        request: R,
+        user: &UserId,
+        device: &DeviceId,
+    ) -> Result<R::IncomingResponse, HomeserverError>
+    where
+        R: OutgoingRequest + Send,
+        R::EndpointError: IntoMatrixError,
+        R::PathBuilder: PathInput,
+        for<'a> R::Authentication: AuthScheme<Input<'a> = SendAccessToken<'a>>,
+    {
+        self.send_with(request, Some(user), Some(device)).await
+    }
+
+    async fn send_with<R>(
+        &self,
+        request: R,
+        as_user: Option<&UserId>,
+        device: Option<&DeviceId>,
+    ) -> Result<R::IncomingResponse, HomeserverError>
+    where
+        R: OutgoingRequest + Send,
+        R::EndpointError: IntoMatrixError,
+        R::PathBuilder: PathInput,
+        for<'a> R::Authentication: AuthScheme<Input<'a> = SendAccessToken<'a>>,
+    {
         let mut delay = self.retry.initial;
         let mut attempt = 1;
         loop {
-            let result = self.send_once(request.clone(), as_user).await;
+            let result = self.send_once(request.clone(), as_user, device).await;
             let wait = match &result {
                 Ok(_) => return result,
                 Err(e) if attempt >= self.retry.attempts => {
@@ -172,17 +204,23 @@ impl Homeserver {
         }
     }
 
-    async fn send_once<R>(&self, request: R, as_user: Option<&UserId>) -> Result<R::IncomingResponse, HomeserverError>
+    async fn send_once<R>(
+        &self,
+        request: R,
+        as_user: Option<&UserId>,
+        device: Option<&DeviceId>,
+    ) -> Result<R::IncomingResponse, HomeserverError>
     where
         R: OutgoingRequest,
         R::EndpointError: IntoMatrixError,
         R::PathBuilder: PathInput,
         for<'a> R::Authentication: AuthScheme<Input<'a> = SendAccessToken<'a>>,
     {
-        let identity = match as_user {
+        let mut identity = match as_user {
             Some(u) => AppserviceUserIdentity::new(u),
             None => AppserviceUserIdentity::default(),
         };
+        identity.device_id = device;
         let http_request = request
             .try_into_http_request_with_identity::<Vec<u8>>(
                 &self.base_url,

@@ -49,6 +49,12 @@ pub struct Inner {
     pub hs_requests: Counter,
     /// Homeserver requests retried (rate limit, 5xx, connection failure).
     pub hs_retries: Counter,
+    /// Encrypted Matrix events decrypted for the connector.
+    pub decrypted: Counter,
+    /// Encrypted Matrix events given up on (no room key within the wait); the sender got a notice.
+    pub undecryptable: Counter,
+    /// Events the bridge sent encrypted.
+    pub encrypted: Counter,
     /// Inbox events waiting to be processed (gauge).
     pub inbox_pending: AtomicI64,
 }
@@ -73,7 +79,7 @@ impl Metrics {
 
     /// The Prometheus text exposition of every metric, names prefixed `tincan_appservice_`.
     pub fn render(&self) -> String {
-        let counters: [(&str, &str, &Counter); 12] = [
+        let counters: [(&str, &str, &Counter); 15] = [
             ("transactions_total", "Transactions recorded", &self.transactions),
             ("duplicate_transactions_total", "Transactions acknowledged again", &self.duplicate_transactions),
             ("auth_failures_total", "AS API requests refused for the hs_token", &self.auth_failures),
@@ -86,6 +92,9 @@ impl Metrics {
             ("remote_retries_total", "Remote event attempts retried", &self.remote_retries),
             ("homeserver_requests_total", "Requests to the homeserver", &self.hs_requests),
             ("homeserver_retries_total", "Homeserver requests retried", &self.hs_retries),
+            ("decrypted_total", "Encrypted Matrix events decrypted", &self.decrypted),
+            ("undecryptable_total", "Encrypted Matrix events given up on with a notice", &self.undecryptable),
+            ("encrypted_total", "Events sent encrypted", &self.encrypted),
         ];
         let mut out = String::new();
         for (name, help, c) in counters {

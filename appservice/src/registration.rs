@@ -2,6 +2,8 @@
 //!
 //! Namespaces come from the config: the ghosts (`@<prefix>.*:<server>`) and the bot, both exclusive. Ephemeral
 //! events are requested (`receive_ephemeral`, for receipts and typing) and the bridge is not rate limited.
+//! With encryption enabled it also asks for to-device messages, device lists and one-time-key counts in
+//! transactions and for device management without login (see [`crate::config::EncryptionConfig`]).
 
 use crate::config::AppserviceConfig;
 use base64::Engine;
@@ -64,6 +66,14 @@ pub fn registration_yaml(config: &AppserviceConfig, ghost_prefix: &str, tokens: 
     y.push_str(&format!("sender_localpart: {}\n", q(&a.bot_localpart)));
     y.push_str("rate_limited: false\n");
     y.push_str("receive_ephemeral: true\n");
+    if config.encryption.enabled {
+        // End-to-bridge encryption: to-device messages come with the ephemeral events (MSC2409, also under its
+        // unstable name), device lists and one-time-key counts in transactions (MSC3202), ghost devices
+        // created without login (MSC4190).
+        y.push_str("de.sorunome.msc2409.push_ephemeral: true\n");
+        y.push_str("org.matrix.msc3202: true\n");
+        y.push_str("io.element.msc4190: true\n");
+    }
     y.push_str("namespaces:\n  users:\n");
     y.push_str(&format!(
         "    - exclusive: true\n      regex: {}\n",
@@ -102,6 +112,19 @@ mod tests {
     fn registration_snapshot() {
         let tokens = Tokens { as_token: "AS".into(), hs_token: "HS".into() };
         insta::assert_snapshot!(registration_yaml(&config(), "sms_", &tokens));
+    }
+
+    #[test]
+    fn encryption_adds_the_msc_flags() {
+        let tokens = Tokens { as_token: "AS".into(), hs_token: "HS".into() };
+        let mut c = config();
+        c.encryption.enabled = true;
+        let y = registration_yaml(&c, "sms_", &tokens);
+        for flag in ["de.sorunome.msc2409.push_ephemeral: true", "org.matrix.msc3202: true", "io.element.msc4190: true"]
+        {
+            assert!(y.contains(flag), "{flag} missing from\n{y}");
+        }
+        assert!(!registration_yaml(&config(), "sms_", &tokens).contains("msc3202"));
     }
 
     #[test]

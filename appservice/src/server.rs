@@ -15,14 +15,23 @@ mod users;
 
 pub use error::ApiError;
 
+/// The largest transaction body accepted (32 MiB). Synapse puts up to 100 timeline events (at most 64 KiB
+/// each), 100 ephemeral events and 100 to-device messages in one transaction, so a body can exceed axum's
+/// 2 MiB default; one it refused would be retried forever. A larger body is answered 413.
+pub const MAX_TRANSACTION_BYTES: usize = 32 * 1024 * 1024;
+
 use crate::BridgeHandle;
 use axum::Router;
+use axum::extract::DefaultBodyLimit;
 use axum::routing::{get, post, put};
 
 /// The router of the AS API, bound to a bridge.
 pub fn router(bridge: BridgeHandle) -> Router {
     let matrix = Router::new()
-        .route("/_matrix/app/v1/transactions/{txn_id}", put(transactions::handler))
+        .route(
+            "/_matrix/app/v1/transactions/{txn_id}",
+            put(transactions::handler).layer(DefaultBodyLimit::max(MAX_TRANSACTION_BYTES)),
+        )
         .route("/_matrix/app/v1/users/{user_id}", get(users::handler))
         .route("/_matrix/app/v1/rooms/{room_alias}", get(rooms::handler))
         .route("/_matrix/app/v1/ping", post(ping::handler))

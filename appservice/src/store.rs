@@ -77,6 +77,9 @@ pub enum InboxKind {
     Timeline,
     /// An ephemeral event (`ephemeral`: receipts, typing).
     Ephemeral,
+    /// The crypto part of a transaction (to-device messages, device lists, one-time-key counts), one entry
+    /// recorded ahead of the transaction's events.
+    Crypto,
 }
 
 impl InboxKind {
@@ -84,6 +87,7 @@ impl InboxKind {
         match self {
             InboxKind::Timeline => "timeline",
             InboxKind::Ephemeral => "ephemeral",
+            InboxKind::Crypto => "crypto",
         }
     }
 
@@ -91,6 +95,7 @@ impl InboxKind {
         match s {
             "timeline" => Ok(InboxKind::Timeline),
             "ephemeral" => Ok(InboxKind::Ephemeral),
+            "crypto" => Ok(InboxKind::Crypto),
             _ => Err(StoreError::Corrupt { what: "inbox kind", value: s.to_owned() }),
         }
     }
@@ -252,8 +257,9 @@ pub trait MessageRepository: Send + Sync {
     async fn insert_message(&self, message: &MessageMapping) -> Result<bool>;
     /// The mapping of a remote message in a portal.
     async fn message_by_remote(&self, portal: &PortalKey, remote: &RemoteMessageId) -> Result<Option<MessageMapping>>;
-    /// The mapping of a Matrix event.
-    async fn message_by_event(&self, event_id: &ruma::EventId) -> Result<Option<MessageMapping>>;
+    /// The mapping of a Matrix event in `portal`. Scoped to the portal: an event ID named in one room (an edit,
+    /// reaction, redaction or receipt) must never resolve to a message bridged in another user's portal.
+    async fn message_by_event(&self, portal: &PortalKey, event_id: &ruma::EventId) -> Result<Option<MessageMapping>>;
 }
 
 /// All repositories of one backend.
@@ -625,12 +631,18 @@ macro_rules! impl_repositories {
                 row.as_ref().map(message_from_row).transpose()
             }
 
-            async fn message_by_event(&self, event_id: &ruma::EventId) -> Result<Option<MessageMapping>> {
+            async fn message_by_event(
+                &self,
+                portal: &PortalKey,
+                event_id: &ruma::EventId,
+            ) -> Result<Option<MessageMapping>> {
                 let row = sqlx::query(
                     "SELECT receiver, chat_id, remote_id, event_id, room_id, sender, metadata FROM message \
-                     WHERE event_id = $1",
+                     WHERE event_id = $1 AND receiver = $2 AND chat_id = $3",
                 )
                 .bind(event_id.as_str())
+                .bind(portal.receiver.as_str())
+                .bind(portal.chat.as_str())
                 .fetch_optional(&self.pool)
                 .await?;
                 row.as_ref().map(message_from_row).transpose()

@@ -10,6 +10,7 @@
 //!   man-in-the-middle that tampers with its signatures.
 //! - [`secondary`]: a Knot DNS secondary pulling a zone by AXFR/IXFR with TSIG (optionally signing online).
 //! - [`matrix`]: a client-server API caller, path-segment encoding, polling.
+//! - [`node`]: matrix-js-sdk (Rust crypto) under node, an independent encrypted Matrix client.
 //! - [`sip`]: rtpengine (userspace) and sipp scenarios.
 //! - [`ports`]: free loopback ports, reserved across parallel test processes.
 //! - [`process`]: child processes that never outlive the test.
@@ -22,6 +23,7 @@ pub mod directory;
 pub mod dnssec;
 mod knotd;
 pub mod matrix;
+pub mod node;
 pub mod ports;
 pub mod postgres;
 pub mod process;

@@ -286,6 +286,12 @@ fn base_config(server_name: &str, port: u16, dir: &Path, shared_secret: &str, as
         "rc_key_requests": lifted,
         "rc_delayed_event_mgmt": lifted,
         "rc_room_creation": lifted,
+        // End-to-bridge encryption: to-device messages (MSC2409/MSC4203), device-list changes and one-time-key
+        // counts (MSC3202) in appservice transactions. They only apply to appservices that opt in.
+        "experimental_features": {
+            "msc2409_to_device_messages_enabled": true,
+            "msc3202_transaction_extensions": true,
+        },
     })
 }
 

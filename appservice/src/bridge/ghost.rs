@@ -10,8 +10,17 @@ use ruma::api::client::profile::set_profile_field;
 use ruma::api::error::ErrorKind;
 use ruma::{OwnedUserId, RoomId, UserId};
 
-/// Makes sure the ghost of `remote` exists on the homeserver with its profile; returns its user ID.
+/// Makes sure the ghost of `remote` exists on the homeserver with its profile (and, with encryption, its
+/// device and keys); returns its user ID.
 pub(crate) async fn ensure_ghost(bridge: &BridgeHandle, remote: &RemoteUserId) -> Result<OwnedUserId> {
+    let user_id = register_ghost(bridge, remote).await?;
+    if let Some(crypto) = &bridge.0.crypto {
+        crypto.device(bridge, &user_id).await?;
+    }
+    Ok(user_id)
+}
+
+async fn register_ghost(bridge: &BridgeHandle, remote: &RemoteUserId) -> Result<OwnedUserId> {
     let user_id = bridge.0.namer.user_id(remote);
     if let Some(g) = bridge.0.store.ghost(remote).await?
         && g.registered

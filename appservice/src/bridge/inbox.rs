@@ -4,19 +4,31 @@
 //! here (they create portals, which later events need); every other event of a portal room goes to that
 //! portal's queue, whose worker marks it done once handled. Events that concern no portal are marked done at
 //! once. After a restart, everything not marked done is read again and handled.
+//!
+//! With end-to-bridge encryption, a transaction's crypto entry goes to the ghost devices first, and an
+//! `m.room.encrypted` event is decrypted here, before any portal sees it. One that cannot be decrypted yet
+//! stays pending: it is tried again when room keys come, and after `encryption.undecryptable_timeout_secs`
+//! the sender gets a notice in the room and the event is marked done.
 
+use super::crypto::CryptoChanges;
 use super::portal::{self, MatrixWork, Work};
 use super::{BridgeHandle, Result};
 use crate::ids::{PortalKey, RemoteChatId};
 use crate::store::{InboxEntry, InboxKind, Portal};
+use matrix_sdk_crypto::types::events::room::encrypted::EncryptedEvent;
 use ruma::events::room::member::MembershipState;
 use ruma::events::{AnyMessageLikeEvent, AnyStateEvent, AnyTimelineEvent, MessageLikeEvent, StateEvent};
+use ruma::serde::Raw;
 use ruma::{OwnedEventId, OwnedRoomId, OwnedUserId};
 use serde::Deserialize;
 use std::collections::BTreeMap;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 const BATCH: i64 = 256;
+
+/// What the sender of an event the bridge could not decrypt in time reads in the room.
+pub const UNDECRYPTABLE_NOTICE: &str =
+    "⚠ Your message could not be decrypted by the bridge and was not delivered. Please send it again.";
 
 /// Runs until the bridge shuts down.
 pub(crate) async fn run(bridge: BridgeHandle) {
@@ -65,11 +77,130 @@ async fn dispatch(bridge: &BridgeHandle, entry: InboxEntry) -> Result<()> {
     match entry.kind {
         InboxKind::Timeline => dispatch_timeline(bridge, entry).await,
         InboxKind::Ephemeral => dispatch_ephemeral(bridge, entry).await,
+        InboxKind::Crypto => dispatch_crypto(bridge, entry).await,
+    }
+}
+
+/// An encrypted inbox event waiting for its room key (left pending in the inbox meanwhile, so a restart
+/// tries it again).
+#[derive(Debug)]
+pub(crate) struct Waiting {
+    seq: i64,
+    room: OwnedRoomId,
+    since: Instant,
+}
+
+/// The crypto part of a transaction: to the ghost devices, then a new try at the events waiting for the room
+/// keys that came.
+async fn dispatch_crypto(bridge: &BridgeHandle, entry: InboxEntry) -> Result<()> {
+    let Some(crypto) = &bridge.0.crypto else {
+        return done(bridge, entry.seq).await;
+    };
+    let changes = match serde_json::from_str::<CryptoChanges>(&entry.json) {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::warn!(error = %e, seq = entry.seq, "unreadable crypto entry; skipped");
+            return done(bridge, entry.seq).await;
+        }
+    };
+    let rooms = crypto.receive(bridge, changes).await?;
+    done(bridge, entry.seq).await?;
+    if !rooms.is_empty() {
+        retry_waiting(bridge, &rooms).await;
+    }
+    Ok(())
+}
+
+/// Tries again the waiting events of `rooms`.
+async fn retry_waiting(bridge: &BridgeHandle, rooms: &[OwnedRoomId]) {
+    let seqs: Vec<i64> = {
+        let waiting = bridge.0.undecryptable.lock().expect("not poisoned");
+        waiting.iter().filter(|w| rooms.contains(&w.room)).map(|w| w.seq).collect()
+    };
+    for seq in seqs {
+        match bridge.0.store.pending_after(seq - 1, 1).await {
+            Ok(entries) => {
+                // Waiting entries are timeline events (this does not recurse into the crypto pass).
+                if let Some(entry) = entries.into_iter().find(|e| e.seq == seq)
+                    && let Err(e) = dispatch_timeline(bridge, entry).await
+                {
+                    tracing::warn!(error = %e, seq, "retrying an encrypted event failed");
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, seq, "reading a waiting event failed"),
+        }
+    }
+}
+
+/// Runs until the bridge shuts down: events still undecryptable after the configured wait are given up on
+/// with a notice in their room (never a silent loss) and marked done.
+pub(crate) async fn expire_undecryptable(bridge: BridgeHandle) {
+    let mut shutdown = bridge.0.shutdown.subscribe();
+    let tick = (bridge.0.undecryptable_timeout / 4).clamp(Duration::from_millis(100), Duration::from_secs(5));
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(tick) => {}
+            _ = shutdown.wait_for(|s| *s) => return,
+        }
+        let expired: Vec<Waiting> = {
+            let mut waiting = bridge.0.undecryptable.lock().expect("not poisoned");
+            let (old, young): (Vec<Waiting>, Vec<Waiting>) = std::mem::take(&mut *waiting)
+                .into_iter()
+                .partition(|w| w.since.elapsed() >= bridge.0.undecryptable_timeout);
+            *waiting = young;
+            old
+        };
+        for w in expired {
+            bridge.0.metrics.inc(&bridge.0.metrics.undecryptable);
+            tracing::warn!(seq = w.seq, room = %w.room, "no room key came for an encrypted event; telling the sender");
+            if let Ok(Some(portal)) = bridge.0.store.portal_by_room(&w.room).await {
+                super::remote::send_notice(&bridge, &w.room, &portal.other_user, UNDECRYPTABLE_NOTICE).await;
+            }
+            if let Err(e) = done(&bridge, w.seq).await {
+                tracing::error!(error = %e, seq = w.seq, "marking an undecryptable event done failed");
+            }
+        }
+    }
+}
+
+/// What decryption made of an encrypted portal event.
+enum Decryption {
+    /// The plain event (JSON).
+    Plain(String),
+    /// Not decryptable yet: it waits for its room key (see [`Waiting`]).
+    Later,
+    /// Not an encrypted event we can read at all.
+    Unreadable,
+}
+
+/// Decrypts an encrypted event of `portal`'s room with the device of the portal's ghost.
+async fn decrypt(bridge: &BridgeHandle, seq: i64, json: &str, portal: &Portal) -> Decryption {
+    let (Some(crypto), Some(room)) = (&bridge.0.crypto, &portal.room_id) else {
+        return Decryption::Unreadable;
+    };
+    let Ok(raw) = Raw::<EncryptedEvent>::from_json_string(json.to_owned()) else {
+        return Decryption::Unreadable;
+    };
+    let ghost = bridge.0.namer.user_id(&portal.other_user);
+    match crypto.decrypt(bridge, &ghost, room, &raw).await {
+        Ok(plain) => {
+            bridge.0.metrics.inc(&bridge.0.metrics.decrypted);
+            bridge.0.undecryptable.lock().expect("not poisoned").retain(|w| w.seq != seq);
+            Decryption::Plain(plain)
+        }
+        Err(e) => {
+            tracing::debug!(error = %e, seq, %room, "cannot decrypt yet; waiting for the room key");
+            let mut waiting = bridge.0.undecryptable.lock().expect("not poisoned");
+            if !waiting.iter().any(|w| w.seq == seq) {
+                waiting.push(Waiting { seq, room: room.clone(), since: Instant::now() });
+            }
+            Decryption::Later
+        }
     }
 }
 
 async fn dispatch_timeline(bridge: &BridgeHandle, entry: InboxEntry) -> Result<()> {
-    let event: AnyTimelineEvent = match serde_json::from_str(&entry.json) {
+    let mut event: AnyTimelineEvent = match serde_json::from_str(&entry.json) {
         Ok(e) => e,
         Err(e) => {
             tracing::debug!(error = %e, seq = entry.seq, "skipping an event ruma cannot parse");
@@ -80,6 +211,11 @@ async fn dispatch_timeline(bridge: &BridgeHandle, entry: InboxEntry) -> Result<(
     if sender == bridge.0.bot || bridge.0.namer.is_ghost(&sender) {
         // Our own echoes.
         return done(bridge, entry.seq).await;
+    }
+    if let AnyTimelineEvent::State(AnyStateEvent::RoomEncryption(StateEvent::Original(e))) = &event
+        && let Some(crypto) = &bridge.0.crypto
+    {
+        crypto.room_encrypted(&e.room_id, e.content.clone());
     }
     if let AnyTimelineEvent::State(AnyStateEvent::RoomMember(StateEvent::Original(m))) = &event
         && m.content.membership == MembershipState::Invite
@@ -96,6 +232,19 @@ async fn dispatch_timeline(bridge: &BridgeHandle, entry: InboxEntry) -> Result<(
     };
     if sender != portal.key.receiver {
         return done(bridge, entry.seq).await;
+    }
+    if let AnyTimelineEvent::MessageLike(AnyMessageLikeEvent::RoomEncrypted(_)) = &event
+        && bridge.0.crypto.is_some()
+    {
+        event = match decrypt(bridge, entry.seq, &entry.json, &portal).await {
+            Decryption::Plain(plain) => match serde_json::from_str::<AnyTimelineEvent>(&plain) {
+                Ok(e) if *e.sender() == *sender && *e.room_id() == *room_id => e,
+                _ => return done(bridge, entry.seq).await,
+            },
+            // Left pending: tried again when its room key comes, given up on with a notice after the wait.
+            Decryption::Later => return Ok(()),
+            Decryption::Unreadable => return done(bridge, entry.seq).await,
+        };
     }
     let work = match event {
         AnyTimelineEvent::MessageLike(AnyMessageLikeEvent::RoomMessage(MessageLikeEvent::Original(ev))) => {

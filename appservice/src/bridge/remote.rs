@@ -1,6 +1,7 @@
 //! Network → Matrix: a queued remote event sent into its portal room as the ghost, creating room and ghost on
 //! demand; retried until the homeserver takes it, then marked done in the remote queue.
 
+use super::crypto::CryptoError;
 use super::{BridgeError, BridgeHandle, Result};
 use crate::connector::{RemoteEvent, RemoteEventKind};
 use crate::homeserver::HomeserverError;
@@ -13,12 +14,14 @@ use ruma::api::client::redact::redact_event;
 use ruma::api::client::room::{Visibility, create_room};
 use ruma::api::client::typing::create_typing_event::{self, v3::Typing};
 use ruma::api::error::ErrorKind;
-use ruma::events::MessageLikeEventContent;
 use ruma::events::direct::{DirectEventContent, OwnedDirectUserIdentifier};
 use ruma::events::reaction::ReactionEventContent;
 use ruma::events::receipt::ReceiptThread;
 use ruma::events::relation::Annotation;
+use ruma::events::room::encryption::RoomEncryptionEventContent;
 use ruma::events::room::message::{ReplacementMetadata, RoomMessageEventContent};
+use ruma::events::{InitialStateEvent, MessageLikeEventContent, MessageLikeEventType};
+use ruma::serde::Raw;
 use ruma::{OwnedRoomId, OwnedTransactionId, OwnedUserId, RoomId, TransactionId, UserId};
 use std::time::Duration;
 use tokio::sync::watch;
@@ -88,10 +91,14 @@ async fn pause(delay: Duration, shutdown: &mut watch::Receiver<bool>) -> bool {
 /// Whether trying the same remote event later may succeed.
 fn is_temporary(e: &BridgeError) -> bool {
     match e {
-        BridgeError::Homeserver(HomeserverError::Transport(_)) | BridgeError::Store(_) => true,
-        BridgeError::Homeserver(HomeserverError::Matrix(m)) => {
-            m.status_code.is_server_error() || matches!(m.error_kind(), Some(ErrorKind::LimitExceeded(_)))
-        }
+        BridgeError::Homeserver(h) | BridgeError::Crypto(CryptoError::Homeserver(h)) => match h {
+            HomeserverError::Transport(_) => true,
+            HomeserverError::Matrix(m) => {
+                m.status_code.is_server_error() || matches!(m.error_kind(), Some(ErrorKind::LimitExceeded(_)))
+            }
+            _ => false,
+        },
+        BridgeError::Store(_) | BridgeError::Crypto(CryptoError::Store(_) | CryptoError::Open(_)) => true,
         _ => false,
     }
 }
@@ -218,6 +225,8 @@ fn queued_txn_id(seq: i64, what: &str) -> OwnedTransactionId {
     OwnedTransactionId::from(format!("tc.q{seq}.{what}"))
 }
 
+/// Sends `content` into `room` as `ghost`: encrypted with the ghost's device when the room is encrypted (and
+/// end-to-bridge encryption is on), else in the clear.
 async fn send<C: MessageLikeEventContent>(
     bridge: &BridgeHandle,
     room: &RoomId,
@@ -225,6 +234,22 @@ async fn send<C: MessageLikeEventContent>(
     txn: OwnedTransactionId,
     content: &C,
 ) -> Result<ruma::OwnedEventId> {
+    if let Some(crypto) = &bridge.0.crypto
+        && let Some(settings) = crypto.room_encryption(bridge, ghost, room).await?
+    {
+        let raw = Raw::new(content).map_err(|e| BridgeError::Encode(e.to_string()))?.cast_unchecked();
+        let event_type = content.event_type().to_string();
+        let (device, encrypted) = crypto.encrypt(bridge, ghost, room, settings, &event_type, &raw).await?;
+        let req = send_message_event::v3::Request::new_raw(
+            room.to_owned(),
+            txn,
+            MessageLikeEventType::RoomEncrypted,
+            encrypted,
+        );
+        let event_id = bridge.0.hs.send_as_device(req, ghost, device.device_id()).await?.event_id;
+        bridge.0.metrics.inc(&bridge.0.metrics.encrypted);
+        return Ok(event_id);
+    }
     let req = send_message_event::v3::Request::new(room.to_owned(), txn, content)
         .map_err(|e| crate::homeserver::HomeserverError::Build(e.to_string()))?;
     Ok(bridge.0.hs.send(req, Some(ghost)).await?.event_id)
@@ -256,6 +281,11 @@ async fn ensure_portal_room(bridge: &BridgeHandle, event: &RemoteEvent) -> Resul
     req.is_direct = true;
     req.preset = Some(create_room::v3::RoomPreset::TrustedPrivateChat);
     req.visibility = Visibility::Private;
+    if bridge.0.crypto.is_some() {
+        // With end-to-bridge encryption the bridge opens encrypted portals (Tincan's client uses no other).
+        let encryption = RoomEncryptionEventContent::with_recommended_defaults();
+        req.initial_state = vec![InitialStateEvent::with_empty_state_key(encryption).to_raw_any()];
+    }
     let room = bridge.0.hs.send(req, Some(&ghost)).await?.room_id;
     let portal = Portal {
         key: event.portal.clone(),

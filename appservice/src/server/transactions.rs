@@ -4,9 +4,14 @@
 //! database transaction). A txnId recorded before is acknowledged again without recording anything, so the
 //! homeserver's retries (after a timeout, an error, or a bridge restart between recording and answering)
 //! never lead to an event being handled twice. Processing happens later, from the inbox.
+//!
+//! The crypto part of a transaction (MSC2409/MSC4203 to-device messages, MSC3202 device lists and one-time-key
+//! counts) is recorded as one inbox entry ahead of the events. Bodies up to [`super::MAX_TRANSACTION_BYTES`]
+//! are accepted.
 
 use super::ApiError;
 use crate::BridgeHandle;
+use crate::bridge::crypto::CryptoChanges;
 use crate::store::{InboxKind, NewInboxEvent};
 use axum::Json;
 use axum::body::Bytes;
@@ -52,16 +57,35 @@ pub fn parse(txn_id: &str, body: Bytes) -> Result<Vec<NewInboxEvent>, ApiError> 
         .map_err(|e| ApiError::BadJson(e.to_string()))?;
     let timeline = parsed.events.iter().map(|e| (InboxKind::Timeline, e.json().get()));
     let ephemeral = parsed.ephemeral.iter().map(|e| (InboxKind::Ephemeral, e.json().get()));
-    timeline
-        .chain(ephemeral)
-        .map(|(kind, json)| {
-            if json.trim_start().starts_with('{') {
-                Ok(NewInboxEvent { kind, json: json.to_owned() })
-            } else {
-                Err(ApiError::BadJson("every event must be a JSON object".into()))
-            }
-        })
-        .collect()
+    let mut out = Vec::with_capacity(parsed.events.len() + parsed.ephemeral.len() + 1);
+    let mut to_device = Vec::with_capacity(parsed.to_device.len());
+    for raw in &parsed.to_device {
+        match serde_json::from_str::<serde_json::Value>(raw.json().get()) {
+            Ok(v @ serde_json::Value::Object(_)) => to_device.push(v),
+            _ => return Err(ApiError::BadJson("every to-device message must be a JSON object".into())),
+        }
+    }
+    let mut device_lists = ruma::api::client::sync::sync_events::DeviceLists::new();
+    device_lists.changed = parsed.device_lists.changed;
+    device_lists.left = parsed.device_lists.left;
+    let crypto = CryptoChanges {
+        to_device,
+        device_lists,
+        otk_counts: parsed.device_one_time_keys_count,
+        fallback_keys: parsed.device_unused_fallback_key_types,
+    };
+    if !crypto.is_empty() {
+        // Ahead of the events: a room key that came with a message is known before the message is decrypted.
+        let json = serde_json::to_string(&crypto).map_err(|e| ApiError::BadJson(e.to_string()))?;
+        out.push(NewInboxEvent { kind: InboxKind::Crypto, json });
+    }
+    for (kind, json) in timeline.chain(ephemeral) {
+        if !json.trim_start().starts_with('{') {
+            return Err(ApiError::BadJson("every event must be a JSON object".into()));
+        }
+        out.push(NewInboxEvent { kind, json: json.to_owned() });
+    }
+    Ok(out)
 }
 
 #[cfg(test)]
@@ -77,5 +101,22 @@ mod tests {
         let ok = parse("t", Bytes::from_static(b"{\"events\": [{\"type\": \"m.x\"}], \"ephemeral\": [{}]}")).unwrap();
         assert_eq!(ok.len(), 2);
         assert_eq!(ok[1].kind, InboxKind::Ephemeral);
+    }
+
+    #[test]
+    fn the_crypto_part_comes_first() {
+        let body = br#"{"events": [{"type": "m.x"}],
+            "de.sorunome.msc2409.to_device": [{"type": "m.room.encrypted", "sender": "@a:hs", "content": {},
+                "to_user_id": "@g:hs", "to_device_id": "GD"}],
+            "org.matrix.msc3202.device_lists": {"changed": ["@a:hs"], "left": []},
+            "org.matrix.msc3202.device_one_time_keys_count": {"@g:hs": {"GD": {"signed_curve25519": 3}}}}"#;
+        let ok = parse("t", Bytes::from_static(body)).unwrap();
+        assert_eq!(ok.iter().map(|e| e.kind).collect::<Vec<_>>(), [InboxKind::Crypto, InboxKind::Timeline]);
+        let crypto: CryptoChanges = serde_json::from_str(&ok[0].json).unwrap();
+        assert_eq!(crypto.to_device[0]["to_device_id"], "GD");
+        assert_eq!(crypto.device_lists.changed[0].as_str(), "@a:hs");
+        assert_eq!(crypto.otk_counts.len(), 1);
+        let plain = parse("t", Bytes::from_static(br#"{"events": [], "org.matrix.msc3202.device_lists": {}}"#));
+        assert!(plain.unwrap().is_empty(), "nothing to record for an empty crypto part");
     }
 }

@@ -308,3 +308,91 @@ async fn a_text_only_network_gets_only_the_messages() {
     // Everything else was handled (skipped) as well, not left in the inbox.
     inbox_drained(&s).await;
 }
+
+/// Synapse sends up to 100 events per transaction and an event may be 64 KiB: such a body (6.5 MiB, over
+/// axum's 2 MiB default) is accepted and recorded rather than refused with 413 and retried forever.
+#[tokio::test]
+async fn a_transaction_of_a_hundred_events_of_64_kib_is_accepted() {
+    let s = setup().await;
+    let (bridge, mut rx) = start(&s, true).await;
+    let filler = "x".repeat(64 * 1024 - 300);
+    let events: Vec<Value> = (0..100)
+        .map(|n| {
+            let mut m = message(n);
+            m["content"]["body"] = json!(format!("{n} {filler}"));
+            m
+        })
+        .collect();
+    let body = json!({"events": events}).to_string();
+    assert!(body.len() > 100 * 64 * 1000, "{} bytes", body.len());
+    let (status, answer) = put(&bridge, "big", &body, Some(HS_TOKEN)).await;
+    assert_eq!(status, 200, "{answer}");
+    assert!(s.store.transaction_seen("big").await.unwrap());
+    let seen = seen_exactly(&mut rx, 100).await;
+    assert!(seen[99].starts_with("99 x"), "{}", &seen[99][..10]);
+    // Beyond the documented limit the answer is 413, and nothing is recorded.
+    let huge =
+        format!("{{\"events\": [], \"pad\": \"{}\"}}", "y".repeat(tincan_appservice::server::MAX_TRANSACTION_BYTES));
+    assert_eq!(put(&bridge, "huge", &huge, Some(HS_TOKEN)).await.0, 413);
+    assert!(!s.store.transaction_seen("huge").await.unwrap());
+}
+
+/// Mallory has a portal of his own; his edit, reaction, redaction and read receipt name a message bridged in
+/// Alice's portal. None of it reaches the network (it would act on Alice's remote message through Mallory's
+/// login); his own plain message after them does.
+#[tokio::test]
+async fn relations_to_a_message_of_another_portal_are_not_bridged() {
+    let s = setup().await;
+    const MALLORY: &str = "@mallory:hs.test";
+    const HIS_ROOM: &str = "!mallory:hs.test";
+    let his = PortalKey { receiver: MALLORY.try_into().unwrap(), chat: RemoteChatId::new("+492") };
+    s.store
+        .upsert_portal(&Portal {
+            key: his.clone(),
+            room_id: Some(HIS_ROOM.try_into().unwrap()),
+            other_user: RemoteUserId::new("+492"),
+            metadata: Default::default(),
+        })
+        .await
+        .unwrap();
+    s.store
+        .insert_message(&MessageMapping {
+            portal: PortalKey { receiver: ALICE.try_into().unwrap(), chat: RemoteChatId::new("+491") },
+            remote_id: RemoteMessageId::new("r-bridged"),
+            event_id: "$bridged".try_into().unwrap(),
+            room_id: ROOM.try_into().unwrap(),
+            sender: "@loop_+491:hs.test".try_into().unwrap(),
+            metadata: Default::default(),
+        })
+        .await
+        .unwrap();
+    let (conn, mut rx) = Loopback::new(&[ALICE, MALLORY]);
+    let config = loopback::config("http://127.0.0.1:9", "hs.test", &s.db_url);
+    let bridge = Bridge::builder(config).store(s.store.clone()).start(conn).await.unwrap();
+    let ev = |n: u32, ty: &str, content: Value| {
+        json!({"type": ty, "event_id": format!("$m{n}"), "sender": MALLORY, "room_id": HIS_ROOM,
+               "origin_server_ts": 1_700_000_000_000u64, "content": content})
+    };
+    let body = json!({
+        "events": [
+            ev(1, "m.room.message", json!({"msgtype": "m.text", "body": "* stolen",
+                "m.new_content": {"msgtype": "m.text", "body": "stolen"},
+                "m.relates_to": {"rel_type": "m.replace", "event_id": "$bridged"}})),
+            ev(2, "m.reaction", json!({"m.relates_to": {"rel_type": "m.annotation", "event_id": "$bridged", "key": "👎"}})),
+            ev(3, "m.room.redaction", json!({"redacts": "$bridged"})),
+            ev(4, "m.room.message", json!({"msgtype": "m.text", "body": "his own"})),
+        ],
+        "ephemeral": [{"type": "m.receipt", "room_id": HIS_ROOM,
+            "content": {"$bridged": {"m.read": {MALLORY: {"ts": 1_700_000_000_000u64}}}}}],
+    })
+    .to_string();
+    assert_eq!(put(&bridge, "cross", &body, Some(HS_TOKEN)).await.0, 200);
+    match tokio::time::timeout(Duration::from_secs(10), rx.recv()).await {
+        Ok(Some(Seen::Message(k, m))) => assert_eq!((k, m.body.as_str()), (his, "his own")),
+        other => panic!("expected only Mallory's own message first, got {other:?}"),
+    }
+    if let Ok(Some(extra)) = tokio::time::timeout(Duration::from_millis(500), rx.recv()).await {
+        panic!("a relation across portals reached the network: {extra:?}");
+    }
+    inbox_drained(&s).await;
+}

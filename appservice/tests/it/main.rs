@@ -3,6 +3,7 @@
 
 mod as_api;
 mod durable;
+mod e2be;
 mod gate;
 mod loopback;
 mod relations;

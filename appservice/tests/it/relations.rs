@@ -65,8 +65,13 @@ async fn edits_reactions_redactions_receipts_and_typing_both_ways() {
     let mine_remote = wait_for("the mapping of Alice's message", Duration::from_secs(30), || {
         let store = store.clone();
         let mine = mine.clone();
+        let key = key.clone();
         async move {
-            store.message_by_event(&ruma::EventId::parse(mine.as_str()).unwrap()).await.unwrap().map(|m| m.remote_id)
+            store
+                .message_by_event(&key, &ruma::EventId::parse(mine.as_str()).unwrap())
+                .await
+                .unwrap()
+                .map(|m| m.remote_id)
         }
     })
     .await;
@@ -106,8 +111,13 @@ async fn edits_reactions_redactions_receipts_and_typing_both_ways() {
     let second_remote = wait_for("the mapping of Alice's second message", Duration::from_secs(30), || {
         let store = store.clone();
         let second = second.clone();
+        let key = key.clone();
         async move {
-            store.message_by_event(&ruma::EventId::parse(second.as_str()).unwrap()).await.unwrap().map(|m| m.remote_id)
+            store
+                .message_by_event(&key, &ruma::EventId::parse(second.as_str()).unwrap())
+                .await
+                .unwrap()
+                .map(|m| m.remote_id)
         }
     })
     .await;

@@ -71,7 +71,7 @@ async fn inbox(s: &dyn Store) {
         metadata: Metadata(serde_json::json!({})),
     };
     s.complete_inbox(pending[1].seq, Some(&m), 21).await.unwrap();
-    assert_eq!(s.message_by_event(&eid("$inbox")).await.unwrap().as_ref(), Some(&m));
+    assert_eq!(s.message_by_event(&m.portal, &eid("$inbox")).await.unwrap().as_ref(), Some(&m));
     let left: Vec<i64> = s.pending_after(0, 100).await.unwrap().iter().map(|e| e.seq).collect();
     assert_eq!(left, [pending[3].seq]);
     s.complete_inbox(pending[3].seq, None, 22).await.unwrap();
@@ -159,9 +159,11 @@ async fn messages(s: &dyn Store) {
     other.remote_id = RemoteMessageId::new("r2");
     assert!(!s.insert_message(&other).await.unwrap(), "same event id twice");
     assert_eq!(s.message_by_remote(&k, &RemoteMessageId::new("r1")).await.unwrap().as_ref(), Some(&m));
-    assert_eq!(s.message_by_event(&eid("$e1")).await.unwrap().as_ref(), Some(&m));
+    assert_eq!(s.message_by_event(&k, &eid("$e1")).await.unwrap().as_ref(), Some(&m));
+    // Scoped to the portal: the same event ID asked for in another portal is not found.
+    assert_eq!(s.message_by_event(&key("@bob:hs.test", "+491"), &eid("$e1")).await.unwrap(), None);
     assert_eq!(s.message_by_remote(&key("@bob:hs.test", "+491"), &RemoteMessageId::new("r1")).await.unwrap(), None);
-    assert_eq!(s.message_by_event(&eid("$nope")).await.unwrap(), None);
+    assert_eq!(s.message_by_event(&k, &eid("$nope")).await.unwrap(), None);
 }
 
 async fn remote_queue(s: &dyn Store) {
@@ -192,7 +194,7 @@ async fn remote_queue(s: &dyn Store) {
     };
     s.complete_remote(seqs[0], Some(&m), 200).await.unwrap();
     assert_eq!(s.message_by_remote(&a, &RemoteMessageId::new("q1")).await.unwrap().as_ref(), Some(&m));
-    assert_eq!(s.message_by_event(&eid("$q1")).await.unwrap().unwrap().remote_id, m.remote_id);
+    assert_eq!(s.message_by_event(&a, &eid("$q1")).await.unwrap().unwrap().remote_id, m.remote_id);
     // Done without a mapping (a receipt, a typing notice), and done with a mapping already recorded.
     s.complete_remote(seqs[1], None, 201).await.unwrap();
     s.complete_remote(more[0], Some(&m), 202).await.unwrap();

@@ -185,11 +185,13 @@ pub struct RoutesConfig {
 
 impl SipBridgeConfig {
     /// The core's part.
+    // Sections the core adds later (encryption) keep their defaults until this config names them.
     pub fn core(&self) -> AppserviceConfig {
         AppserviceConfig {
             homeserver: self.homeserver.clone(),
             appservice: self.appservice.clone(),
             database: self.database.clone(),
+            ..AppserviceConfig::default()
         }
     }
 }

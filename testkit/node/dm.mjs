@@ -1,0 +1,114 @@
+// One side of an encrypted DM, for Tincan's tests: matrix-js-sdk with its Rust crypto (no IndexedDB: the
+// crypto store is in memory, fake-indexeddb only stands in for the browser API the SDK probes for).
+//
+// Input: the JSON object in TINCAN_JS_ARGS:
+//   { "base_url", "user_id", "access_token", "device_id", "room_id",
+//     "send": "text to send" (optional), "expect_sender": "@ghost:hs", "expect_body": "text" (optional),
+//     "timeout_ms" (for the whole run), "commands": "/path/file.jsonl" (optional) }
+// With "commands", after the optional send/expect the script keeps running and follows the file as it grows,
+// one JSON object per line: {"send": "text"} (→ "sent"), {"expect": "text"} (→ "received", the message from
+// expect_sender with that body, seen at any time since the start), {"quit": true}.
+// Output: one JSON object per line on stdout:
+//   {"event":"ready"}                         synced, in the room, encryption on
+//   {"event":"sent","event_id":"$…"}          the message went out (encrypted)
+//   {"event":"received","body":"…","encrypted":true,"event_id":"$…"}   the expected message, decrypted
+//   {"event":"error","message":"…"}           then exit code 1
+import "fake-indexeddb/auto";
+import * as sdk from "matrix-js-sdk";
+import { logger } from "matrix-js-sdk/lib/logger.js";
+
+const args = JSON.parse(process.env.TINCAN_JS_ARGS ?? "{}");
+const out = (obj) => process.stdout.write(JSON.stringify(obj) + "\n");
+const fail = (message) => {
+  out({ event: "error", message: String(message) });
+  process.exit(1);
+};
+logger.setLevel(process.env.TINCAN_JS_LOG ?? "warn");
+const timeout = setTimeout(() => fail(`timed out after ${args.timeout_ms ?? 60000} ms`), args.timeout_ms ?? 60000);
+
+const client = sdk.createClient({
+  baseUrl: args.base_url,
+  userId: args.user_id,
+  accessToken: args.access_token,
+  deviceId: args.device_id,
+});
+await client.initRustCrypto({ useIndexedDB: false });
+
+const waitFor = (what, check, everyMs = 100) =>
+  new Promise((resolve, reject) => {
+    const tick = async () => {
+      try {
+        const v = await check();
+        if (v) return resolve(v);
+      } catch (e) {
+        return reject(new Error(`${what}: ${e}`));
+      }
+      setTimeout(tick, everyMs);
+    };
+    tick();
+  });
+
+// Messages of interest, decrypted, from the moment the client starts.
+const received = [];
+const consider = async (ev) => {
+  if (ev.getRoomId() !== args.room_id) return;
+  await client.decryptEventIfNeeded(ev);
+  if (ev.getType() === "m.room.message" && ev.getSender() === args.expect_sender) {
+    received.push({ body: ev.getContent().body, encrypted: ev.isEncrypted(), event_id: ev.getId(),
+      failed: ev.isDecryptionFailure() });
+  }
+};
+client.on(sdk.RoomEvent.Timeline, (ev) => void consider(ev));
+client.on(sdk.MatrixEventEvent.Decrypted, (ev) => void consider(ev));
+
+await client.startClient({ initialSyncLimit: 20 });
+await waitFor("the first sync", () => client.isInitialSyncComplete());
+const room = await waitFor("the room", async () => {
+  const r = client.getRoom(args.room_id);
+  if (r?.getMyMembership() === "invite") await client.joinRoom(args.room_id);
+  return r?.getMyMembership() === "join" ? r : null;
+});
+await waitFor("encryption in the room", () => client.getCrypto().isEncryptionEnabledInRoom(args.room_id));
+if (args.expect_sender) {
+  await waitFor("the other party in the room", () => room.getMember(args.expect_sender)?.membership === "join");
+}
+out({ event: "ready" });
+
+if (args.send) {
+  const { event_id } = await client.sendMessage(args.room_id, { msgtype: "m.text", body: args.send });
+  out({ event: "sent", event_id });
+}
+if (args.expect_body !== undefined) {
+  const got = await waitFor("the expected message", () =>
+    received.find((r) => r.body === args.expect_body && !r.failed),
+  );
+  out({ event: "received", ...got });
+}
+if (args.commands) {
+  const fs = await import("node:fs");
+  let done = 0;
+  for (;;) {
+    const text = fs.existsSync(args.commands) ? fs.readFileSync(args.commands, "utf8") : "";
+    const lines = text.split("\n");
+    const complete = lines.slice(0, -1);
+    if (done >= complete.length) {
+      await new Promise((r) => setTimeout(r, 100));
+      continue;
+    }
+    const cmd = JSON.parse(complete[done++]);
+    if (cmd.quit) break;
+    if (cmd.send !== undefined) {
+      const { event_id } = await client.sendMessage(args.room_id, { msgtype: "m.text", body: cmd.send });
+      out({ event: "sent", event_id });
+    }
+    if (cmd.expect !== undefined) {
+      const got = await waitFor("the expected message", () =>
+        received.find((r) => r.body === cmd.expect && !r.failed),
+      );
+      out({ event: "received", ...got });
+    }
+  }
+}
+clearTimeout(timeout);
+client.stopClient();
+process.exit(0);

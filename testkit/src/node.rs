@@ -1,0 +1,115 @@
+//! An independent Matrix client under node: matrix-js-sdk with its Rust crypto (`testkit/node/`, installed by
+//! `dev/test`'s `ensure_node`), for tests that need a second, non-Rust implementation of end-to-end encryption.
+//!
+//! [`JsClient::dm`] runs `testkit/node/dm.mjs`: it logs in with an existing access token and device, joins an
+//! encrypted room, optionally sends one message and waits for an expected one, and reports each step as a
+//! JSON line (`ready`, `sent`, `received`, `error`) that [`JsClient::expect`] reads.
+
+use crate::process::ChildGuard;
+use anyhow::{Context, bail};
+use serde_json::Value;
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+/// The folder of the npm package (`testkit/node`).
+pub fn package_dir() -> PathBuf {
+    crate::repo_root().join("testkit/node")
+}
+
+/// A running `dm.mjs`; stopped on drop.
+#[derive(Debug)]
+pub struct JsClient {
+    guard: ChildGuard,
+    stdout: PathBuf,
+    stderr: PathBuf,
+    commands: PathBuf,
+    consumed: usize,
+    _dir: tempfile::TempDir,
+}
+
+impl JsClient {
+    /// Starts `dm.mjs` with `args` (see the script's header: `base_url`, `user_id`, `access_token`,
+    /// `device_id`, `room_id`, `send`, `expect_sender`, `expect_body`, `timeout_ms`). The script then follows
+    /// [`JsClient::send`] and [`JsClient::expect_body`] until [`JsClient::quit`] or its timeout.
+    pub fn dm(args: &Value) -> anyhow::Result<Self> {
+        let pkg = package_dir();
+        if !pkg.join("node_modules/matrix-js-sdk").exists() {
+            bail!("{} has no node_modules: run dev/test (its ensure_node installs them)", pkg.display());
+        }
+        let dir = tempfile::Builder::new().prefix("tincan-js-").tempdir()?;
+        let stdout = dir.path().join("stdout.jsonl");
+        let stderr = dir.path().join("stderr.log");
+        let commands = dir.path().join("commands.jsonl");
+        let mut args = args.clone();
+        args["commands"] = Value::String(commands.display().to_string());
+        let mut cmd = Command::new("node");
+        cmd.arg(pkg.join("dm.mjs")).current_dir(&pkg).env("TINCAN_JS_ARGS", args.to_string());
+        cmd.stdout(std::fs::File::create(&stdout)?).stderr(std::fs::File::create(&stderr)?);
+        let guard = ChildGuard::spawn("node dm.mjs", cmd)?;
+        Ok(Self { guard, stdout, stderr, commands, consumed: 0, _dir: dir })
+    }
+
+    fn command(&self, command: Value) -> anyhow::Result<()> {
+        use std::io::Write;
+        let mut file = std::fs::File::options().create(true).append(true).open(&self.commands)?;
+        writeln!(file, "{command}")?;
+        Ok(())
+    }
+
+    /// Sends `text` into the room (the script answers with a `sent` line).
+    pub fn send(&self, text: &str) -> anyhow::Result<()> {
+        self.command(serde_json::json!({ "send": text }))
+    }
+
+    /// Waits until a message with `body` from `expect_sender` was received and decrypted (any time since the
+    /// start); returns its `received` line.
+    pub async fn expect_body(&mut self, body: &str, timeout: Duration) -> anyhow::Result<Value> {
+        self.command(serde_json::json!({ "expect": body }))?;
+        self.expect("received", timeout).await
+    }
+
+    /// Lets the script stop.
+    pub fn quit(&self) -> anyhow::Result<()> {
+        self.command(serde_json::json!({ "quit": true }))
+    }
+
+    /// Waits for the next line whose `event` is `event` (earlier lines of other kinds are skipped); fails on an
+    /// `error` line, on exit, or after `timeout`.
+    pub async fn expect(&mut self, event: &str, timeout: Duration) -> anyhow::Result<Value> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let text = std::fs::read_to_string(&self.stdout).unwrap_or_default();
+            let complete = text.rfind('\n').map_or(0, |i| i + 1);
+            while self.consumed < complete {
+                let end = self.consumed + text[self.consumed..].find('\n').expect("a complete line");
+                let line = &text[self.consumed..end];
+                self.consumed = end + 1;
+                // The SDK's crypto (wasm) logs to stdout too: only the script's own lines are JSON objects.
+                if !line.starts_with("{\"event\":") {
+                    continue;
+                }
+                let v: Value = serde_json::from_str(line).with_context(|| format!("dm.mjs wrote {line:?}"))?;
+                if v["event"] == "error" {
+                    bail!("dm.mjs failed: {}\n{}", v["message"], self.stderr_tail());
+                }
+                if v["event"] == event {
+                    return Ok(v);
+                }
+            }
+            if let Some(status) = self.guard.try_wait()? {
+                bail!("dm.mjs exited ({status}) before {event:?}\n{}", self.stderr_tail());
+            }
+            if Instant::now() > deadline {
+                bail!("dm.mjs: no {event:?} within {timeout:?}\n{}", self.stderr_tail());
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    fn stderr_tail(&self) -> String {
+        let text = std::fs::read_to_string(&self.stderr).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        lines[lines.len().saturating_sub(30)..].join("\n")
+    }
+}
