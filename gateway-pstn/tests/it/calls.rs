@@ -460,3 +460,32 @@ async fn the_caller_id_is_the_users_own_number_only_where_the_carrier_takes_it()
     assert!(seen.contains("From: <sip:+442079460999@"), "{seen}");
     assert!(!seen.contains("+442079460001") && !seen.contains("P-Asserted-Identity"), "{seen}");
 }
+
+#[tokio::test]
+async fn calls_beyond_the_accounts_concurrent_limit_are_refused() {
+    let a = trunk("cheap", "0.004");
+    let rig = Rig::start(&[&a], "10.00", 60).await;
+    let r = reqwest::Client::new()
+        .put(format!("{}/v1/accounts/{}/limits", rig.gw.base(), rig.account))
+        .bearer_auth(&rig.token)
+        .json(&serde_json::json!({"max_open_holds": 1}))
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_success(), "{}", r.status());
+    let (sa, trunk_a) = carrier_for(&a, "trunk-a", CARRIER_ANSWERS, 1);
+    let first = Scenario::new("first", CALLER_HANGS_UP).unwrap();
+    let second = Scenario::new("second", &CALLER_REFUSED.replace("EXPECTED", "403")).unwrap();
+    let talking = rig.call(&first, NUMBER, 3000);
+    let refused = async {
+        // While the first call is up (its hold open), a second one.
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        rig.call(&second, MOBILE, 0).await
+    };
+    let (talked, refused) = tokio::join!(talking, refused);
+    talked.unwrap_or_else(|e| panic!("{e}\n{}", rig.log()));
+    refused.unwrap_or_else(|e| panic!("{e}\n{}", rig.log()));
+    assert!(finished(trunk_a, Duration::from_secs(10)).await);
+    assert_eq!(messages(sa.dir()).matches("INVITE sip:").count(), 1, "the refused call never reached a carrier");
+    assert_eq!(rig.settled(1).await.len(), 1);
+}
