@@ -15,6 +15,11 @@ use axum::Router;
 use axum::routing::{get, post, put};
 use std::sync::Arc;
 
+/// `GET /metrics`: Prometheus text (SMS sent, limit refusals, the global SMS budget alarm).
+async fn metrics(axum::extract::State(app): axum::extract::State<Arc<App>>) -> impl axum::response::IntoResponse {
+    ([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")], app.limiter.metrics())
+}
+
 /// The whole router.
 pub fn router(app: Arc<App>) -> Router {
     Router::new()
@@ -28,5 +33,6 @@ pub fn router(app: Arc<App>) -> Router {
         .merge(crate::identity::router(app.clone()))
         .merge(crate::oidc::router(app.clone()))
         .route("/health", get(|| async { "ok" }))
+        .route("/metrics", get(metrics))
         .with_state(app)
 }

@@ -170,22 +170,31 @@ pub struct BucketConfig {
 pub struct LimitsConfig {
     /// Per destination number.
     pub per_number: BucketConfig,
-    /// Per leading digits of the number (catches pumping through a range).
+    /// Per prefix: the country calling code and the next `prefix_national_digits` digits (`+44 791…`), which
+    /// catches pumping through a range of numbers (SMS to many numbers of one premium or rigged range).
     pub per_prefix: BucketConfig,
-    /// How many digits (after `+`) form a prefix.
-    pub prefix_digits: usize,
-    /// Per client IP.
+    /// How many digits after the country calling code form a prefix.
+    pub prefix_national_digits: usize,
+    /// Per client IP (IPv4 by address, IPv6 by /64).
     pub per_ip: BucketConfig,
     /// Per country calling code.
     pub per_country: BucketConfig,
-    /// ISO 3166 regions (`GB`, `DE`) allowed to sign up; empty allows all.
+    /// Every SMS this node sends, all numbers together: the ceiling of what pumping can cost in a period.
+    /// When it is spent, sign-ups get `M_LIMIT_EXCEEDED` and `/metrics` raises
+    /// `tincan_ext_sms_global_budget_exhausted`.
+    pub global: BucketConfig,
+    /// ISO 3166 regions (`GB`, `DE`) whose numbers may get an SMS; `["*"]` for every country. Required: the
+    /// config check refuses an empty list, so the operator chooses where sign-up SMS may go.
     pub allowed_countries: Vec<String>,
     /// Number prefixes (`+4490`) never sent an SMS.
     pub blocked_prefixes: Vec<String>,
     /// Refuse numbers libphonenumber classifies as premium-rate or shared-cost.
     pub block_premium: bool,
-    /// Trust `X-Forwarded-For` for the client IP (only behind a proxy that sets it).
-    pub trust_forwarded_for: bool,
+    /// Addresses or CIDR ranges of this deployment's reverse proxies. Only a request from one of them is
+    /// believed about `X-Forwarded-For`, read from the right: the rightmost address that is not a trusted proxy
+    /// is the client (what the client wrote itself, further left, is ignored). Empty: the TCP peer is the
+    /// client.
+    pub trusted_proxies: Vec<String>,
     /// Codes checked (`register/verify`, `submitToken`) per client IP, over all sessions.
     pub verify_per_ip: BucketConfig,
     /// Codes checked per number, over all its sessions (each session also dies after `codes.max_attempts`).
@@ -199,13 +208,14 @@ impl Default for LimitsConfig {
         Self {
             per_number: BucketConfig { burst: 5, refill: 5, period_secs: 3600 },
             per_prefix: BucketConfig { burst: 50, refill: 50, period_secs: 3600 },
-            prefix_digits: 7,
+            prefix_national_digits: 3,
             per_ip: BucketConfig { burst: 20, refill: 20, period_secs: 3600 },
             per_country: BucketConfig { burst: 1000, refill: 1000, period_secs: 3600 },
+            global: BucketConfig { burst: 2000, refill: 2000, period_secs: 3600 },
             allowed_countries: Vec::new(),
             blocked_prefixes: Vec::new(),
             block_premium: true,
-            trust_forwarded_for: false,
+            trusted_proxies: Vec::new(),
             verify_per_ip: BucketConfig { burst: 60, refill: 60, period_secs: 3600 },
             verify_per_number: BucketConfig { burst: 15, refill: 15, period_secs: 3600 },
             max_tracked: 100_000,
@@ -354,7 +364,22 @@ impl Validate for ExtConfig {
         if self.codes.max_attempts == 0 || self.codes.ttl_secs == 0 || self.codes.validated_ttl_secs == 0 {
             p.push("codes: max_attempts, ttl_secs and validated_ttl_secs must be positive".into());
         }
-        for r in &self.limits.allowed_countries {
+        if self.limits.allowed_countries.is_empty() {
+            p.push(
+                "limits.allowed_countries: choose the countries sign-up SMS may go to (ISO 3166 codes like \
+                 [\"GB\", \"DE\"], or [\"*\"] for every country)"
+                    .into(),
+            );
+        }
+        for t in &self.limits.trusted_proxies {
+            if let Err(e) = t.parse::<crate::net::Cidr>() {
+                p.push(format!("limits.trusted_proxies: {e}"));
+            }
+        }
+        if self.limits.prefix_national_digits > 12 {
+            p.push("limits.prefix_national_digits: at most 12".into());
+        }
+        for r in self.limits.allowed_countries.iter().filter(|r| *r != "*") {
             if r.len() != 2 || !r.chars().all(|c| c.is_ascii_uppercase()) {
                 p.push(format!("limits.allowed_countries: {r:?} is not an ISO 3166 code like \"GB\""));
             }
@@ -412,6 +437,7 @@ mod tests {
             ("TINCAN_EXT_HOMESERVER__JWT_SECRET".to_string(), "0123456789abcdef01".to_string()),
             ("TINCAN_EXT_CODES__SECRET".to_string(), "test-only-code-secret-0123456789abcdef".to_string()),
             ("TINCAN_EXT_SMS__BACKEND".to_string(), "dev".to_string()),
+            ("TINCAN_EXT_LIMITS__ALLOWED_COUNTRIES".to_string(), "[\"*\"]".to_string()),
         ];
         let c: ExtConfig = tincan_common::config::load_config_from(None, "TINCAN_EXT_", env).unwrap();
         assert_ne!(c.homeserver.hs_token.expose(), "[redacted]");

@@ -21,6 +21,7 @@ pub mod homeserver;
 pub mod identity;
 pub mod limits;
 pub mod mirror;
+pub mod net;
 pub mod number;
 pub mod oidc;
 pub mod sessions;

@@ -9,19 +9,22 @@
 //! then the least recently used.
 
 use crate::config::{BucketConfig, LimitsConfig};
+use crate::net::Cidr;
 use crate::number::E164;
 use std::collections::HashMap;
 use std::net::IpAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tincan_common::Clock;
 
 /// Which limit refused a request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[repr(usize)]
 pub enum Scope {
     /// Code requests to the destination number.
     Number,
-    /// Code requests to the number's leading digits (`prefix_digits`).
+    /// Code requests to the number's prefix (country code and `prefix_national_digits`).
     Prefix,
     /// Code requests from the client's IP address.
     Ip,
@@ -31,6 +34,26 @@ pub enum Scope {
     VerifyIp,
     /// Codes checked for the number.
     VerifyNumber,
+    /// Every SMS, all numbers together.
+    Global,
+}
+
+impl Scope {
+    /// Its name in metrics.
+    pub fn name(self) -> &'static str {
+        match self {
+            Scope::Number => "number",
+            Scope::Prefix => "prefix",
+            Scope::Ip => "ip",
+            Scope::Country => "country",
+            Scope::VerifyIp => "verify_ip",
+            Scope::VerifyNumber => "verify_number",
+            Scope::Global => "global",
+        }
+    }
+
+    const ALL: [Scope; 7] =
+        [Scope::Number, Scope::Prefix, Scope::Ip, Scope::Country, Scope::VerifyIp, Scope::VerifyNumber, Scope::Global];
 }
 
 /// A refused request: which bucket was empty and when it will hold enough tokens again.
@@ -76,41 +99,102 @@ pub struct Draw<'a> {
 #[derive(Debug)]
 pub struct Limiter {
     config: LimitsConfig,
+    trusted_proxies: Vec<Cidr>,
     clock: Arc<dyn Clock>,
     buckets: Mutex<HashMap<(Scope, String), Bucket>>,
+    refused: [AtomicU64; Scope::ALL.len()],
+    sent: AtomicU64,
 }
 
 impl Limiter {
     /// Buckets with the configured capacities and refill rates.
     pub fn new(config: LimitsConfig, clock: Arc<dyn Clock>) -> Self {
-        Self { config, clock, buckets: Mutex::new(HashMap::new()) }
+        // Validated with the config; an unparsable entry (only possible when the config was not validated) is
+        // dropped, which trusts less, never more.
+        let trusted_proxies = config.trusted_proxies.iter().filter_map(|t| t.parse().ok()).collect();
+        Self {
+            config,
+            trusted_proxies,
+            clock,
+            buckets: Mutex::new(HashMap::new()),
+            refused: Default::default(),
+            sent: AtomicU64::new(0),
+        }
+    }
+
+    /// The client of a request from `peer` with these `X-Forwarded-For` headers (see [`crate::net::client_ip`]).
+    pub fn client_ip(&self, peer: IpAddr, forwarded_for: &[&str]) -> IpAddr {
+        crate::net::client_ip(peer, forwarded_for, &self.trusted_proxies)
+    }
+
+    /// Counts an SMS handed to the network (for `/metrics`).
+    pub fn note_sent(&self) {
+        self.sent.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// The Prometheus text exposition of the limits: SMS sent, refusals by scope, and the alarm
+    /// `tincan_ext_sms_global_budget_exhausted` (1 while the global SMS budget holds less than one SMS).
+    pub fn metrics(&self) -> String {
+        let mut out = String::from(
+            "# HELP tincan_ext_sms_sent_total Code SMS handed to the network.\n\
+             # TYPE tincan_ext_sms_sent_total counter\n",
+        );
+        out += &format!("tincan_ext_sms_sent_total {}\n", self.sent.load(Ordering::Relaxed));
+        out += "# HELP tincan_ext_limit_refusals_total Requests refused by a rate limit, by the limit.\n\
+                # TYPE tincan_ext_limit_refusals_total counter\n";
+        for (scope, n) in Scope::ALL.iter().zip(&self.refused) {
+            out += &format!(
+                "tincan_ext_limit_refusals_total{{scope=\"{}\"}} {}\n",
+                scope.name(),
+                n.load(Ordering::Relaxed)
+            );
+        }
+        let now = self.now_ms();
+        let level =
+            self.buckets.lock().expect("limiter lock").get(&(Scope::Global, String::new())).map(|b| b.level(now));
+        let remaining = level.unwrap_or(f64::from(self.config.global.burst)).floor();
+        out += "# HELP tincan_ext_sms_global_budget_remaining SMS left in the global budget (limits.global).\n\
+                # TYPE tincan_ext_sms_global_budget_remaining gauge\n";
+        out += &format!("tincan_ext_sms_global_budget_remaining {remaining}\n");
+        out += "# HELP tincan_ext_sms_global_budget_exhausted 1 while the global SMS budget is spent: alarm on it.\n\
+                # TYPE tincan_ext_sms_global_budget_exhausted gauge\n";
+        out += &format!("tincan_ext_sms_global_budget_exhausted {}\n", u8::from(remaining < 1.0));
+        out
     }
 
     fn now_ms(&self) -> u64 {
         self.clock.now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_millis() as u64
     }
 
-    /// A code request (one SMS): takes one token from the number's, prefix's, country's and (when known) the
-    /// client's bucket, or none at all when any of them is empty.
+    /// A code request (one SMS): takes one token from the number's, prefix's, country's, the global and (when
+    /// known) the client's bucket, or none at all when any of them is empty.
     pub fn check(&self, number: &E164, ip: Option<IpAddr>) -> Result<(), Limited> {
         let c = &self.config;
         let digits = number.digits();
-        let prefix = &digits[..digits.len().min(c.prefix_digits)];
+        let country = number.country_code().to_string();
+        let prefix = &digits[..digits.len().min(country.len() + c.prefix_national_digits)];
         let mut draws = vec![
             Draw { scope: Scope::Number, conf: &c.per_number, key: digits.to_owned() },
             Draw { scope: Scope::Prefix, conf: &c.per_prefix, key: prefix.to_owned() },
-            Draw { scope: Scope::Country, conf: &c.per_country, key: number.country_code().to_string() },
+            Draw { scope: Scope::Country, conf: &c.per_country, key: country },
         ];
         if let Some(ip) = ip {
-            draws.push(Draw { scope: Scope::Ip, conf: &c.per_ip, key: ip.to_string() });
+            draws.push(Draw { scope: Scope::Ip, conf: &c.per_ip, key: crate::net::limit_key(ip) });
         }
-        self.take(&draws, 1)
+        // Last, so a request another bucket refuses takes nothing from it either way.
+        draws.push(Draw { scope: Scope::Global, conf: &c.global, key: String::new() });
+        let result = self.take(&draws, 1);
+        if let Err(Limited { scope: Scope::Global, .. }) = result {
+            tracing::error!("global SMS budget (limits.global) spent: sign-ups are refused until it refills");
+        }
+        result
     }
 
     /// A code about to be judged, from `ip`: one token from the client's verify bucket.
     pub fn check_verify_ip(&self, ip: Option<IpAddr>) -> Result<(), Limited> {
         let Some(ip) = ip else { return Ok(()) };
-        self.take(&[Draw { scope: Scope::VerifyIp, conf: &self.config.verify_per_ip, key: ip.to_string() }], 1)
+        let key = crate::net::limit_key(ip);
+        self.take(&[Draw { scope: Scope::VerifyIp, conf: &self.config.verify_per_ip, key }], 1)
     }
 
     /// A code about to be judged for `number` (any session): one token from the number's verify bucket.
@@ -131,6 +215,7 @@ impl Limiter {
             b.tokens = b.level(now);
             b.at_ms = now;
             if b.tokens < n {
+                self.refused[d.scope as usize].fetch_add(1, Ordering::Relaxed);
                 let wait_ms = if b.per_ms > 0.0 { (n - b.tokens) / b.per_ms } else { 86_400_000.0 };
                 return Err(Limited { scope: d.scope, retry_after: Duration::from_millis(wait_ms.ceil() as u64) });
             }
@@ -213,6 +298,38 @@ mod tests {
         // The refused request took no token from the number's own bucket.
         assert!(l.check(&fourth, None).is_ok());
         assert!(l.check(&fourth, None).is_ok());
+    }
+
+    #[test]
+    fn ipv6_clients_are_limited_by_their_64() {
+        let clock = Arc::new(MockClock::at(1_000));
+        let l = limiter(clock);
+        let n = |i: u32| E164::parse(&format!("+44207946{i:04}")).unwrap();
+        for i in 0..3 {
+            let ip: IpAddr = format!("2001:db8:7:9:{i:x}:1:2:3").parse().unwrap();
+            assert!(l.check(&n(i), Some(ip)).is_ok());
+        }
+        let rotated: IpAddr = "2001:db8:7:9:ffff:ffff:ffff:fffe".parse().unwrap();
+        assert_eq!(l.check(&n(9), Some(rotated)).unwrap_err().scope, Scope::Ip, "a new address in the same /64");
+        assert!(l.check(&n(9), Some("2001:db8:7:a::1".parse().unwrap())).is_ok(), "another /64");
+    }
+
+    #[test]
+    fn numbers_spread_over_a_prefix_share_its_budget() {
+        let clock = Arc::new(MockClock::at(1_000));
+        let c = LimitsConfig {
+            per_prefix: BucketConfig { burst: 10, refill: 10, period_secs: 3600 },
+            ..Default::default()
+        };
+        let l = Limiter::new(c, clock);
+        // +44 791 followed by anything: one prefix (country code and three digits), whatever digits follow.
+        for i in 0..10u32 {
+            let n = E164::parse(&format!("+44791{}{:06}", i % 10, i * 7919 % 1_000_000)).unwrap();
+            assert!(l.check(&n, None).is_ok(), "{i}");
+        }
+        let err = l.check(&E164::parse("+447919876543").unwrap(), None).unwrap_err();
+        assert_eq!(err.scope, Scope::Prefix);
+        assert!(l.check(&E164::parse("+447929876543").unwrap(), None).is_ok(), "another prefix");
     }
 
     #[test]

@@ -119,19 +119,13 @@ pub fn router<S: Clone + Send + Sync + 'static>(app: Arc<App>) -> Router<S> {
     }
 }
 
-/// The client IP as the extension sees it (the peer, or `X-Forwarded-For` when trusted).
+/// The client IP as the extension sees it: the peer, or behind `limits.trusted_proxies` the rightmost
+/// untrusted `X-Forwarded-For` hop (the same rule as the rest of the API, [`crate::net::client_ip`]).
 pub(crate) fn client_ip(p: &Provider, parts: &axum::http::request::Parts) -> Option<IpAddr> {
-    if p.app.config.limits.trust_forwarded_for
-        && let Some(ip) = parts
-            .headers
-            .get("x-forwarded-for")
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.split(',').next())
-            .and_then(|v| v.trim().parse().ok())
-    {
-        return Some(ip);
-    }
-    parts.extensions.get::<axum::extract::ConnectInfo<std::net::SocketAddr>>().map(|c| c.0.ip())
+    let peer = parts.extensions.get::<axum::extract::ConnectInfo<std::net::SocketAddr>>().map(|c| c.0.ip())?;
+    let forwarded: Vec<&str> =
+        parts.headers.get_all("x-forwarded-for").iter().filter_map(|v| v.to_str().ok()).collect();
+    Some(p.app.limiter.client_ip(peer, &forwarded))
 }
 
 /// PKCE S256 (RFC 7636 §4.2): whether `verifier` hashes to `challenge`.

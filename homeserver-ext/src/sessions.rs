@@ -29,7 +29,8 @@ pub fn check_client_secret(s: &str) -> Result<(), ApiError> {
 /// The operator's policy for a number: allowed countries, blocked prefixes, premium-rate numbers.
 pub fn check_policy(app: &App, number: &E164) -> Result<(), ApiError> {
     let l = &app.config.limits;
-    if !l.allowed_countries.is_empty() && !number.region().is_some_and(|r| l.allowed_countries.iter().any(|a| a == r)) {
+    let allowed = |region: &str| l.allowed_countries.iter().any(|a| a == "*" || a == region);
+    if !number.region().is_some_and(allowed) && !l.allowed_countries.iter().any(|a| a == "*") {
         return Err(ApiError::ThreepidDenied);
     }
     if l.blocked_prefixes.iter().any(|p| number.as_str().starts_with(p.as_str()))
@@ -125,6 +126,7 @@ async fn send(app: &App, number: &E164, code: &str) -> Result<(), ApiError> {
     let s = &app.config.sms;
     let text = crate::sms::render(&s.template, &s.app_name, &s.webotp_domain, code);
     app.sms.send(number, &text).await?;
+    app.limiter.note_sent();
     Ok(())
 }
 

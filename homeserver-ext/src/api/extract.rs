@@ -22,7 +22,8 @@ impl<S: Send + Sync, T: serde::de::DeserializeOwned> FromRequest<S> for Json<T> 
     }
 }
 
-/// The client's IP: the TCP peer, or the first `X-Forwarded-For` hop when configured to trust it.
+/// The client's IP: the TCP peer, or, when the peer is one of `limits.trusted_proxies`, the rightmost
+/// `X-Forwarded-For` address that is not a trusted proxy (see [`crate::net::client_ip`]).
 #[derive(Debug, Clone, Copy)]
 pub struct ClientIp(pub Option<IpAddr>);
 
@@ -30,17 +31,12 @@ impl FromRequestParts<Arc<App>> for ClientIp {
     type Rejection = std::convert::Infallible;
 
     async fn from_request_parts(parts: &mut Parts, app: &Arc<App>) -> Result<Self, Self::Rejection> {
-        if app.config.limits.trust_forwarded_for
-            && let Some(ip) = parts
-                .headers
-                .get("x-forwarded-for")
-                .and_then(|v| v.to_str().ok())
-                .and_then(|v| v.split(',').next())
-                .and_then(|v| v.trim().parse().ok())
-        {
-            return Ok(ClientIp(Some(ip)));
-        }
-        Ok(ClientIp(parts.extensions.get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip())))
+        let Some(peer) = parts.extensions.get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip()) else {
+            return Ok(ClientIp(None));
+        };
+        let forwarded: Vec<&str> =
+            parts.headers.get_all("x-forwarded-for").iter().filter_map(|v| v.to_str().ok()).collect();
+        Ok(ClientIp(Some(app.limiter.client_ip(peer, &forwarded))))
     }
 }
 

@@ -32,8 +32,9 @@ fn config_check_reports_problems_and_redacts_secrets() {
     assert!(String::from_utf8_lossy(&typo.stderr).contains("sever_name"));
 }
 
-/// What an operator must choose: the SMS backend, the code-hash key.
+/// What an operator must choose: the SMS backend, the code-hash key, the countries.
 const CHOSEN: &str = "server_name = \"hs.test\"\n\
+                      [limits]\nallowed_countries = [\"GB\"]\n\
                       [codes]\nsecret = \"test-only-code-secret-0123456789abcdef\"\n\
                       [sms]\nbackend = \"webhook\"\nwebhook_url = \"https://sms.example/send\"\n";
 
@@ -56,6 +57,7 @@ fn the_sms_backend_must_be_chosen_and_the_dev_sink_needs_its_flag() {
         format!(
             "{}listen = \"127.0.0.1:{port}\"\ndatabase_url = \"sqlite://{}?mode=rwc\"\n\
              [codes]\nsecret = \"test-only-code-secret-0123456789abcdef\"\n\
+             [limits]\nallowed_countries = [\"*\"]\n\
              [homeserver]\njwt_secret = \"supersecret-0123456789\"\n[sms]\nbackend = \"dev\"\ndev_file = \"{}\"\n",
             "server_name = \"hs.test\"\n",
             dir.path().join("ext.db").display(),
@@ -112,6 +114,7 @@ fn registration_prints_the_appservice_file() {
             ("TINCAN_EXT_HOMESERVER__HS_TOKEN", "hstok"),
             ("TINCAN_EXT_CODES__SECRET", "test-only-code-secret-0123456789abcdef"),
             ("TINCAN_EXT_SMS__BACKEND", "dev"),
+            ("TINCAN_EXT_LIMITS__ALLOWED_COUNTRIES", "[\"*\"]"),
         ],
     );
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));

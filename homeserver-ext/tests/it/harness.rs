@@ -132,7 +132,8 @@ impl Api for Ext {
 }
 
 /// What every test's extension needs and tests rarely care about, set unless the test sets it.
-pub const DEFAULT_ENV: &[(&str, &str)] = &[("TINCAN_EXT_CODES__SECRET", TEST_CODE_SECRET)];
+pub const DEFAULT_ENV: &[(&str, &str)] =
+    &[("TINCAN_EXT_CODES__SECRET", TEST_CODE_SECRET), ("TINCAN_EXT_LIMITS__ALLOWED_COUNTRIES", "[\"*\"]")];
 
 /// The code-hash key of test extensions (a test fixture, not a real secret).
 pub const TEST_CODE_SECRET: &str = "test-only-code-secret-0123456789abcdef";
@@ -214,6 +215,9 @@ impl Local {
         homeserver: Option<Arc<dyn tincan_homeserver_ext::homeserver::HomeserverConnector>>,
         listener: tokio::net::TcpListener,
     ) -> anyhow::Result<Local> {
+        if config.limits.allowed_countries.is_empty() {
+            config.limits.allowed_countries = vec!["*".into()];
+        }
         if config.codes.secret.is_empty() {
             config.codes.secret = tincan_common::Secret::new(TEST_CODE_SECRET);
         }

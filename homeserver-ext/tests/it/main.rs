@@ -11,6 +11,7 @@ mod harness;
 mod identity;
 mod oidc;
 mod oidc_props;
+mod pumping;
 mod side_effects;
 mod signup;
 mod smpp;

@@ -43,6 +43,7 @@ impl Ext {
              [codes]\nsecret = \"test-only-code-secret-0123456789abcdef\"\n\
              [sms]\nbackend = \"dev\"\ndev_file = \"{}\"\n\
              [directory]\nurl = \"{}\"\ntoken = \"{}\"\n\
+             [limits]\nallowed_countries = [\"*\"]\n\
              [limits.per_ip]\nburst = 10000\nrefill = 10000\nperiod_secs = 3600\n\
              [limits.per_prefix]\nburst = 10000\nrefill = 10000\nperiod_secs = 3600\n",
             hs.server_name(),
