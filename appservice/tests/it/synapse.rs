@@ -12,52 +12,7 @@ use tincan_testkit::Synapse;
 const N: usize = 1000;
 const BOB: &str = "+4915112345678";
 
-pub(crate) struct Client {
-    pub(crate) http: reqwest::Client,
-    pub(crate) base: String,
-    pub(crate) token: String,
-}
-
-impl Client {
-    pub(crate) async fn call(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> Value {
-        let mut req = self.http.request(method, format!("{}{path}", self.base)).bearer_auth(&self.token);
-        if let Some(b) = body {
-            req = req.json(&b);
-        }
-        let resp = req.send().await.unwrap();
-        let status = resp.status();
-        let v: Value = resp.json().await.unwrap_or(Value::Null);
-        assert!(status.is_success(), "{path}: {status} {v}");
-        v
-    }
-}
-
-pub(crate) fn enc(s: &str) -> String {
-    s.bytes()
-        .map(|b| {
-            if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
-                (b as char).to_string()
-            } else {
-                format!("%{b:02X}")
-            }
-        })
-        .collect()
-}
-
-pub(crate) async fn wait_for<T, F, Fut>(what: &str, timeout: Duration, mut f: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Option<T>>,
-{
-    let deadline = Instant::now() + timeout;
-    loop {
-        if let Some(v) = f().await {
-            return v;
-        }
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
+pub(crate) use tincan_testkit::matrix::{Client, enc, wait_for};
 
 /// The bodies of the `m.room.message` events `sender` sent in `room`, in the homeserver's timeline order.
 async fn timeline_bodies(client: &Client, room: &str, sender: &str) -> Vec<String> {
