@@ -15,7 +15,7 @@ use crate::uri::{Host, SipUri};
 use async_trait::async_trait;
 use hickory_proto::rr::{Name, RData, RecordType};
 use hickory_resolver::TokioResolver;
-use hickory_resolver::config::{NameServerConfig, ResolveHosts, ResolverConfig};
+use hickory_resolver::config::ResolveHosts;
 use hickory_resolver::net::runtime::TokioRuntimeProvider;
 use hickory_resolver::net::{DnsError, NetError};
 use std::net::{IpAddr, SocketAddr};
@@ -229,18 +229,8 @@ impl std::fmt::Debug for HickoryDns {
 impl HickoryDns {
     /// A resolver asking `servers` (UDP, falling back to TCP), with `timeout` per query.
     pub fn new(servers: &[SocketAddr], timeout: Duration) -> Result<Self> {
-        let name_servers = servers
-            .iter()
-            .map(|addr| {
-                let mut ns = NameServerConfig::udp_and_tcp(addr.ip());
-                for conn in &mut ns.connections {
-                    conn.port = addr.port();
-                }
-                ns
-            })
-            .collect();
         let mut builder = TokioResolver::builder_with_config(
-            ResolverConfig::from_name_servers(name_servers),
+            tincan_enum_lookup::name_servers(servers),
             TokioRuntimeProvider::default(),
         );
         let opts = builder.options_mut();

@@ -66,7 +66,7 @@ mod routes;
 pub use anchor::{AnchorEntry, AnchorError, TrustAnchor};
 pub use config::LookupConfig;
 pub use error::{BogusReason, ConfigError, LookupError, Result};
-pub use resolve::{Lookup, NXNAME, Resolution, ValidationStatus};
+pub use resolve::{Lookup, NXNAME, Resolution, ValidationStatus, name_servers};
 pub use routes::{ConflictingKeys, MatrixUser, Routes, key_from_txts};
 
 /// Re-exported so callers name the same types.

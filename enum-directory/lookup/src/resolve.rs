@@ -205,25 +205,29 @@ impl Lookup {
     }
 }
 
+/// A resolver configuration asking exactly `servers`, each on its own port, over UDP falling back to TCP: what this
+/// library and SIP's RFC 3263 resolution (tincan-sip-core) start their resolvers from.
+pub fn name_servers(servers: &[SocketAddr]) -> ResolverConfig {
+    ResolverConfig::from_name_servers(
+        servers
+            .iter()
+            .map(|addr| {
+                let mut ns = NameServerConfig::udp_and_tcp(addr.ip());
+                for conn in &mut ns.connections {
+                    conn.port = addr.port();
+                }
+                ns
+            })
+            .collect(),
+    )
+}
+
 fn build_resolver(
     servers: &[SocketAddr],
     cfg: &LookupConfig,
     anchors: Option<TrustAnchors>,
 ) -> std::result::Result<TokioResolver, NetError> {
-    let name_servers = servers
-        .iter()
-        .map(|addr| {
-            let mut ns = NameServerConfig::udp_and_tcp(addr.ip());
-            for conn in &mut ns.connections {
-                conn.port = addr.port();
-            }
-            ns
-        })
-        .collect();
-    let mut builder = TokioResolver::builder_with_config(
-        ResolverConfig::from_name_servers(name_servers),
-        TokioRuntimeProvider::default(),
-    );
+    let mut builder = TokioResolver::builder_with_config(name_servers(servers), TokioRuntimeProvider::default());
     let validate = anchors.is_some();
     if let Some(anchors) = anchors {
         builder = builder.with_trust_anchor(Arc::new(anchors));
