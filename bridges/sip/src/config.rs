@@ -7,7 +7,9 @@
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use tincan_appservice::config::{AppserviceConfig, DatabaseConfig, HomeserverConfig, RegistrationConfig};
+use tincan_appservice::config::{
+    AppserviceConfig, DatabaseConfig, EncryptionConfig, HomeserverConfig, RegistrationConfig,
+};
 use tincan_common::Secret;
 use tincan_common::config::Validate;
 use tincan_sip_core::stack::{Target, Transport};
@@ -25,6 +27,8 @@ pub struct SipBridgeConfig {
     pub appservice: RegistrationConfig,
     /// The core's state (portals, queues).
     pub database: DatabaseConfig,
+    /// End-to-bridge encryption (core): ghosts read and write encrypted DMs.
+    pub encryption: EncryptionConfig,
     /// The SIP side.
     pub sip: SipConfig,
     /// Media relay.
@@ -185,12 +189,14 @@ pub struct RoutesConfig {
 
 impl SipBridgeConfig {
     /// The core's part.
-    // Sections the core adds later (encryption) keep their defaults until this config names them.
+    // Sections the core adds later keep their defaults until this config names them.
+    #[allow(clippy::needless_update)]
     pub fn core(&self) -> AppserviceConfig {
         AppserviceConfig {
             homeserver: self.homeserver.clone(),
             appservice: self.appservice.clone(),
             database: self.database.clone(),
+            encryption: self.encryption.clone(),
             ..AppserviceConfig::default()
         }
     }

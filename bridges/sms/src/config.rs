@@ -7,7 +7,9 @@ use crate::limits::Rate;
 use crate::link::SmscConfig;
 use crate::protocol::keywords::Keywords;
 use serde::{Deserialize, Serialize};
-use tincan_appservice::config::{AppserviceConfig, DatabaseConfig, HomeserverConfig, RegistrationConfig};
+use tincan_appservice::config::{
+    AppserviceConfig, DatabaseConfig, EncryptionConfig, HomeserverConfig, RegistrationConfig,
+};
 use tincan_common::Secret;
 use tincan_common::config::Validate;
 
@@ -24,6 +26,8 @@ pub struct Config {
     pub appservice: RegistrationConfig,
     /// The core's state (portals, ghosts, its queues).
     pub database: DatabaseConfig,
+    /// End-to-bridge encryption (core): ghosts read and write encrypted DMs.
+    pub encryption: EncryptionConfig,
     /// The SMS side.
     pub sms: SmsConfig,
 }
@@ -37,6 +41,7 @@ impl Config {
             homeserver: self.homeserver.clone(),
             appservice: self.appservice.clone(),
             database: self.database.clone(),
+            encryption: self.encryption.clone(),
             ..AppserviceConfig::default()
         }
     }

@@ -22,11 +22,14 @@ pub const AS_TOKEN: &str = "sip-as-token";
 
 pub struct Harness {
     /// Kept for the test's duration (dropping it stops Synapse).
-    pub _synapse: Synapse,
+    pub synapse: Synapse,
     pub bridge: Option<Running>,
     pub sip: SocketAddr,
     pub alice_api: tincan_testkit::matrix::Client,
-    _dir: tempfile::TempDir,
+    /// Alice's account (user, token, device), for clients of her own.
+    pub alice_account: tincan_testkit::RegisteredUser,
+    /// State (and, with encryption, the ghosts' crypto stores).
+    pub dir: tempfile::TempDir,
 }
 
 /// A config for a bridge on free ports with state in `dir`; numbers without an ENUM route go to `fallback`.
@@ -62,10 +65,13 @@ pub fn config(dir: &std::path::Path, fallback: Option<SocketAddr>) -> SipBridgeC
 
 impl Harness {
     pub async fn start(fallback: Option<SocketAddr>) -> Harness {
-        Self::start_with(fallback, |_| {}).await
+        Self::start_with(fallback, |_, _| {}).await
     }
 
-    pub async fn start_with(fallback: Option<SocketAddr>, edit: impl FnOnce(&mut SipBridgeConfig)) -> Harness {
+    pub async fn start_with(
+        fallback: Option<SocketAddr>,
+        edit: impl FnOnce(&mut SipBridgeConfig, &std::path::Path),
+    ) -> Harness {
         let _ = tracing_subscriber::fmt()
             .with_env_filter(
                 tracing_subscriber::EnvFilter::try_from_default_env()
@@ -75,7 +81,7 @@ impl Harness {
             .try_init();
         let dir = tempfile::tempdir().unwrap();
         let mut config = config(dir.path(), fallback);
-        edit(&mut config);
+        edit(&mut config, dir.path());
         let core = config.core();
         let tokens = Tokens::from_config(&core).unwrap();
         let synapse = Synapse::builder().appservice(registration_yaml(&core, "sip_", &tokens)).start().await.unwrap();
@@ -86,7 +92,7 @@ impl Harness {
         let sip = running.sip_listeners()[0].addr;
         let alice = synapse.register_user("alice", false).await.unwrap();
         let alice_api = tincan_testkit::matrix::Client::new(synapse.url(), alice.access_token.clone());
-        Harness { _synapse: synapse, bridge: Some(running), sip, alice_api, _dir: dir }
+        Harness { synapse, bridge: Some(running), sip, alice_api, alice_account: alice, dir }
     }
 
     /// A client-server API call as Alice.
@@ -140,6 +146,35 @@ impl Harness {
             .collect();
         out.reverse();
         out
+    }
+
+    /// Alice opens an encrypted direct room with `ghost` (as Element and the Tincan client do) and waits for
+    /// the ghost to join; returns the room ID.
+    pub async fn encrypted_dm(&self, ghost: &str) -> String {
+        let room = self
+            .alice(
+                reqwest::Method::POST,
+                "/_matrix/client/v3/createRoom",
+                Some(json!({"invite": [ghost], "is_direct": true, "preset": "trusted_private_chat",
+                    "initial_state": [{"type": "m.room.encryption", "state_key": "",
+                                       "content": {"algorithm": "m.megolm.v1.aes-sha2"}}]})),
+            )
+            .await["room_id"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        wait_for("the ghost to join", Duration::from_secs(60), || async {
+            let path = format!("/_matrix/client/v3/rooms/{}/joined_members", enc(&room));
+            self.alice(reqwest::Method::GET, &path, None).await["joined"].get(ghost).map(|_| ())
+        })
+        .await;
+        room
+    }
+
+    /// The timeline events of `room` as the homeserver keeps them, oldest first.
+    pub async fn server_copy(&self, room: &str) -> Vec<Value> {
+        let path = format!("/_matrix/client/v3/rooms/{}/messages?dir=f&limit=1000", enc(room));
+        self.alice(reqwest::Method::GET, &path, None).await["chunk"].as_array().unwrap().clone()
     }
 
     /// Alice sends `text` into `room`.

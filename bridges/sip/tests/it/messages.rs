@@ -1,7 +1,10 @@
 //! SIP MESSAGE ↔ Matrix text with sipp as the phone and Synapse as the homeserver.
 
 use crate::harness::{ALICE_NUMBER, DOMAIN, Harness, wait_for};
+use serde_json::{Value, json};
 use std::time::Duration;
+use tincan_common::Secret;
+use tincan_testkit::node::JsClient;
 use tincan_testkit::ports::free_addr;
 use tincan_testkit::sip::{Scenario, finished};
 
@@ -122,4 +125,48 @@ async fn a_refused_reply_is_reported_and_bad_messages_are_refused() {
     })
     .await;
     assert!(notice.2.contains("Not delivered") && notice.2.contains("SIP 404"), "{notice:?}");
+}
+
+/// End-to-bridge encryption: Alice, on matrix-js-sdk (its Rust crypto, under node), writes to the phone's ghost
+/// in an encrypted DM; the phone (sipp) gets her plain text as a SIP MESSAGE; the phone's answer reaches her
+/// client encrypted by the ghost's device and decrypts; the homeserver holds only ciphertext.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_encrypted_dm_reaches_the_phone_and_the_phones_answer_comes_back_encrypted() {
+    let phone = free_addr();
+    let h = Harness::start_with(Some(phone), |c, dir| {
+        c.encryption.enabled = true;
+        c.encryption.store_dir = dir.join("crypto").display().to_string();
+        c.encryption.store_passphrase = Secret::new("test fixture passphrase");
+    })
+    .await;
+    let ghost = format!("@sip_{PHONE}:hs.test");
+    let room = h.encrypted_dm(&ghost).await;
+
+    let uas = Scenario::new("encrypted", &message_uas("hello from alice, encrypted", 200)).unwrap();
+    let guard = uas.spawn(uas.uas_command(phone), "phone").unwrap();
+    let a = &h.alice_account;
+    let mut js = JsClient::dm(&json!({
+        "base_url": h.synapse.url(), "user_id": a.user_id, "access_token": a.access_token,
+        "device_id": a.device_id, "room_id": room, "send": "hello from alice, encrypted",
+        "expect_sender": ghost, "expect_body": "the phone answers", "timeout_ms": 180_000,
+    }))
+    .unwrap();
+    js.expect("sent", Duration::from_secs(120)).await.unwrap();
+    assert!(finished(guard, Duration::from_secs(90)).await, "the phone got Alice's decrypted text");
+
+    let answer = Scenario::new("answer", &message_uac("text/plain", "the phone answers", ALICE_NUMBER, 202)).unwrap();
+    answer.run(answer.command(h.sip, free_addr(), 1)).await.unwrap();
+    let got = js.expect("received", Duration::from_secs(90)).await.unwrap();
+    assert_eq!((got["body"].as_str(), got["encrypted"].as_bool()), (Some("the phone answers"), Some(true)), "{got}");
+
+    let events = h.server_copy(&room).await;
+    let messages: Vec<&Value> = events.iter().filter(|e| e.get("state_key").is_none()).collect();
+    assert!(messages.len() >= 2, "both messages are in the room: {events:?}");
+    for e in messages {
+        assert_eq!(e["type"], "m.room.encrypted", "a message event in the clear: {e}");
+        for plain in ["hello from alice", "the phone answers"] {
+            assert!(!e.to_string().contains(plain), "plaintext {plain:?} on the server: {e}");
+        }
+    }
+    js.quit().unwrap();
 }

@@ -135,13 +135,14 @@ impl Client {
 }
 
 pub struct World {
-    pub _synapse: Synapse,
+    pub synapse: Synapse,
     pub smsc: Smsc,
     pub bridge: tincan_appservice::Bridge,
     pub sms: SmsBridge,
     pub alice: Client,
     pub bob: Client,
-    _dir: tempfile::TempDir,
+    /// State (and, with encryption, the ghosts' crypto stores).
+    pub dir: tempfile::TempDir,
 }
 
 pub fn config(dir: &std::path::Path, smsc_port: u16) -> Config {
@@ -169,10 +170,19 @@ pub async fn world() -> World {
 }
 
 pub async fn world_with(billing: Arc<dyn tincan_sms::billing::Billing>) -> World {
+    world_configured(billing, |_, _| {}).await
+}
+
+/// A world whose bridge config `edit` changes first (given the state folder).
+pub async fn world_configured(
+    billing: Arc<dyn tincan_sms::billing::Billing>,
+    edit: impl FnOnce(&mut Config, &std::path::Path),
+) -> World {
     let dir = tempfile::tempdir().unwrap();
     let smsc_peer = Smsc::start().await.unwrap();
     smsc_peer.set(json!({"dlr": "tlv"})).await;
     let mut config = config(dir.path(), smsc_peer.port);
+    edit(&mut config, dir.path());
     let core = config.core();
     let tokens = Tokens::from_config(&core).unwrap();
     let synapse = Synapse::builder()
@@ -193,7 +203,7 @@ pub async fn world_with(billing: Arc<dyn tincan_sms::billing::Billing>) -> World
     };
     let alice = client(synapse.register_user("alice", false).await.unwrap());
     let bob = client(synapse.register_user("bob", false).await.unwrap());
-    World { _synapse: synapse, smsc: smsc_peer, bridge, sms, alice, bob, _dir: dir }
+    World { synapse, smsc: smsc_peer, bridge, sms, alice, bob, dir }
 }
 
 fn sm(s: &Value) -> Vec<u8> {

@@ -3,6 +3,7 @@
 
 mod bridge;
 mod crash;
+mod encrypted;
 mod harness;
 mod link;
 mod store;
