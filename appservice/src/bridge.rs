@@ -29,6 +29,7 @@ pub mod inbox;
 mod matrix;
 mod portal;
 mod remote;
+pub mod status;
 
 use crate::config::AppserviceConfig;
 use crate::connector::{NetworkApi, NetworkConnector, RemoteEvent};
@@ -134,6 +135,28 @@ impl BridgeHandle {
             }
         }
         Ok(())
+    }
+
+    /// Reports what became of the Matrix message `event_id` of `portal` on the network (a delivery report, a
+    /// final answer); the core shows it in the room (see [`crate::MessageStatus`]). Durable and ordered like
+    /// [`BridgeHandle::queue_remote_event`], and fine to call before `handle_matrix_message` for that message
+    /// has returned. The report comes from the ghost of the portal's remote user.
+    pub async fn report_message_status(
+        &self,
+        portal: &PortalKey,
+        event_id: &ruma::EventId,
+        status: crate::MessageStatus,
+    ) -> Result<()> {
+        let sender = match self.0.store.portal(portal).await? {
+            Some(p) => p.other_user,
+            None => crate::RemoteUserId::new(portal.chat.as_str()),
+        };
+        self.queue_remote_event(RemoteEvent {
+            portal: portal.clone(),
+            sender,
+            kind: crate::RemoteEventKind::MessageStatus { event_id: event_id.to_owned(), status },
+        })
+        .await
     }
 
     /// The ghost user ID of a remote user.

@@ -240,6 +240,43 @@ pub enum RemoteEventKind {
         #[serde(rename = "timeout_ms", with = "duration_ms")]
         timeout: Duration,
     },
+    /// What became of a Matrix message on the network (a delivery report, a final answer): see
+    /// [`MessageStatus`]. Usually queued with [`crate::BridgeHandle::report_message_status`].
+    MessageStatus {
+        /// The Matrix event ([`MatrixMessage::event_id`]); it may come before the connector's
+        /// `handle_matrix_message` for it has returned.
+        event_id: OwnedEventId,
+        /// What happened.
+        status: MessageStatus,
+    },
+}
+
+/// What became of a Matrix message on the network, after mautrix bridgev2's message status.
+///
+/// The core shows each report in the portal room as a `com.beeper.message_send_status` event from the DM
+/// partner's ghost, an `m.reference` to the message (`SUCCESS`, `PENDING`, `FAIL_PERMANENT`; delivered adds
+/// the ghost to `delivered_to_users`), and keeps the signals every client understands: a delivered message
+/// gets the ghost's read receipt, a failed one a notice `⚠ Not delivered: <reason>`. A connector does not
+/// report failures it returns from [`NetworkApi::handle_matrix_message`]: the core reports those itself
+/// (`FAIL_PERMANENT` for [`ConnectorError::Rejected`] and [`ConnectorError::Unsupported`], `FAIL_RETRIABLE`
+/// for [`ConnectorError::Temporary`] once its retries are used up).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "state", rename_all = "snake_case")]
+pub enum MessageStatus {
+    /// The network took it (an SMSC accepted it, the next hop answered); delivery is not known yet.
+    Sent,
+    /// It reached the recipient.
+    Delivered,
+    /// Not through yet; the connector keeps trying (link down, throttled).
+    Retrying {
+        /// Why, for the user.
+        reason: String,
+    },
+    /// It will not be delivered.
+    Failed {
+        /// Why, for the user (the carrier's or the peer's reason).
+        reason: String,
+    },
 }
 
 /// A [`Duration`] stored as whole milliseconds.
@@ -270,6 +307,11 @@ mod tests {
             RemoteEventKind::Reaction { target: "m1".into(), key: "👍".into() },
             RemoteEventKind::ReadReceipt { up_to: "m1".into() },
             RemoteEventKind::Typing { timeout: Duration::from_millis(4500) },
+            RemoteEventKind::MessageStatus { event_id: "$e1:hs.test".try_into().unwrap(), status: MessageStatus::Sent },
+            RemoteEventKind::MessageStatus {
+                event_id: "$e1:hs.test".try_into().unwrap(),
+                status: MessageStatus::Failed { reason: "undeliverable".into() },
+            },
         ];
         for kind in kinds {
             let ev = RemoteEvent { portal: portal.clone(), sender: "+491".into(), kind };
@@ -280,5 +322,15 @@ mod tests {
                         "kind":{"type":"typing","timeout_ms":3000}}"#;
         let ev: RemoteEvent = serde_json::from_str(stored).unwrap();
         assert_eq!(ev.kind, RemoteEventKind::Typing { timeout: Duration::from_secs(3) });
+        let stored = r#"{"portal":{"receiver":"@alice:hs.test","chat":"+491"},"sender":"+491",
+            "kind":{"type":"message_status","event_id":"$e:hs.test","status":{"state":"retrying","reason":"busy"}}}"#;
+        let ev: RemoteEvent = serde_json::from_str(stored).unwrap();
+        assert_eq!(
+            ev.kind,
+            RemoteEventKind::MessageStatus {
+                event_id: "$e:hs.test".try_into().unwrap(),
+                status: MessageStatus::Retrying { reason: "busy".into() }
+            }
+        );
     }
 }

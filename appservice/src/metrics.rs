@@ -55,6 +55,8 @@ pub struct Inner {
     pub undecryptable: Counter,
     /// Events the bridge sent encrypted.
     pub encrypted: Counter,
+    /// Message statuses shown in Matrix (`com.beeper.message_send_status`).
+    pub statuses: Counter,
     /// Inbox events waiting to be processed (gauge).
     pub inbox_pending: AtomicI64,
 }
@@ -79,7 +81,7 @@ impl Metrics {
 
     /// The Prometheus text exposition of every metric, names prefixed `tincan_appservice_`.
     pub fn render(&self) -> String {
-        let counters: [(&str, &str, &Counter); 15] = [
+        let counters: [(&str, &str, &Counter); 16] = [
             ("transactions_total", "Transactions recorded", &self.transactions),
             ("duplicate_transactions_total", "Transactions acknowledged again", &self.duplicate_transactions),
             ("auth_failures_total", "AS API requests refused for the hs_token", &self.auth_failures),
@@ -95,6 +97,7 @@ impl Metrics {
             ("decrypted_total", "Encrypted Matrix events decrypted", &self.decrypted),
             ("undecryptable_total", "Encrypted Matrix events given up on with a notice", &self.undecryptable),
             ("encrypted_total", "Events sent encrypted", &self.encrypted),
+            ("message_statuses_total", "Message statuses shown in Matrix", &self.statuses),
         ];
         let mut out = String::new();
         for (name, help, c) in counters {

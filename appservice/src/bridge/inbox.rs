@@ -87,6 +87,8 @@ async fn dispatch(bridge: &BridgeHandle, entry: InboxEntry) -> Result<()> {
 pub(crate) struct Waiting {
     seq: i64,
     room: OwnedRoomId,
+    /// The encrypted event (its status is reported when it is given up on).
+    event_id: Option<OwnedEventId>,
     since: Instant,
 }
 
@@ -154,7 +156,19 @@ pub(crate) async fn expire_undecryptable(bridge: BridgeHandle) {
             bridge.0.metrics.inc(&bridge.0.metrics.undecryptable);
             tracing::warn!(seq = w.seq, room = %w.room, "no room key came for an encrypted event; telling the sender");
             if let Ok(Some(portal)) = bridge.0.store.portal_by_room(&w.room).await {
-                super::remote::send_notice(&bridge, &w.room, &portal.other_user, UNDECRYPTABLE_NOTICE).await;
+                match &w.event_id {
+                    Some(event_id) => {
+                        let ghost = bridge.0.namer.user_id(&portal.other_user);
+                        let report = super::status::Report::undecryptable();
+                        let txn = format!("tc.ud{}", w.seq);
+                        if let Err(e) = super::status::show(&bridge, &w.room, &ghost, event_id, &report, &txn).await {
+                            tracing::warn!(error = %e, "reporting an undecryptable message failed");
+                        }
+                    }
+                    None => {
+                        super::remote::send_notice(&bridge, &w.room, &portal.other_user, UNDECRYPTABLE_NOTICE).await
+                    }
+                }
             }
             if let Err(e) = done(&bridge, w.seq).await {
                 tracing::error!(error = %e, seq = w.seq, "marking an undecryptable event done failed");
@@ -192,7 +206,8 @@ async fn decrypt(bridge: &BridgeHandle, seq: i64, json: &str, portal: &Portal) -
             tracing::debug!(error = %e, seq, %room, "cannot decrypt yet; waiting for the room key");
             let mut waiting = bridge.0.undecryptable.lock().expect("not poisoned");
             if !waiting.iter().any(|w| w.seq == seq) {
-                waiting.push(Waiting { seq, room: room.clone(), since: Instant::now() });
+                let event_id = raw.get_field::<OwnedEventId>("event_id").ok().flatten();
+                waiting.push(Waiting { seq, room: room.clone(), event_id, since: Instant::now() });
             }
             Decryption::Later
         }

@@ -3,7 +3,7 @@
 use super::portal::MatrixWork;
 use super::{BridgeHandle, Result};
 use crate::connector::{ConnectorError, MatrixMessage, PortalRef};
-use crate::ids::PortalKey;
+use crate::ids::{PortalKey, escape_localpart};
 use crate::store::MessageMapping;
 use ruma::events::room::message::{Relation, RoomMessageEventContent};
 
@@ -39,6 +39,13 @@ pub(crate) async fn handle(bridge: &BridgeHandle, key: &PortalKey, work: MatrixW
         return Ok(None);
     };
     let pref = PortalRef::from(&portal);
+    // The message a failure is reported on (edits, reactions and the rest get the notice only).
+    let reported = match &work {
+        MatrixWork::Message(ev) if !matches!(ev.content.relates_to, Some(Relation::Replacement(_))) => {
+            Some(ev.event_id.clone())
+        }
+        _ => None,
+    };
     let result = match work {
         MatrixWork::Message(ev) => {
             let message = |content: &RoomMessageEventContent| MatrixMessage {
@@ -100,8 +107,20 @@ pub(crate) async fn handle(bridge: &BridgeHandle, key: &PortalKey, work: MatrixW
         Err(ConnectorError::Unsupported) => Ok(None),
         Err(e) => {
             if let Some(room) = &portal.room_id {
-                let notice = format!("⚠ Not delivered: {e}");
-                super::remote::send_notice(bridge, room, &portal.other_user, &notice).await;
+                match &reported {
+                    Some(event_id) => {
+                        let ghost = bridge.0.namer.user_id(&portal.other_user);
+                        let report = super::status::Report::of_error(&e);
+                        let txn = format!("tc.st.{}", escape_localpart(event_id.as_str()));
+                        if let Err(e) = super::status::show(bridge, room, &ghost, event_id, &report, &txn).await {
+                            tracing::warn!(error = %e, "reporting a failed message failed");
+                        }
+                    }
+                    None => {
+                        let notice = format!("⚠ Not delivered: {e}");
+                        super::remote::send_notice(bridge, room, &portal.other_user, &notice).await;
+                    }
+                }
             }
             Err(e.into())
         }

@@ -20,7 +20,7 @@ use ruma::events::receipt::ReceiptThread;
 use ruma::events::relation::Annotation;
 use ruma::events::room::encryption::RoomEncryptionEventContent;
 use ruma::events::room::message::{ReplacementMetadata, RoomMessageEventContent};
-use ruma::events::{InitialStateEvent, MessageLikeEventContent, MessageLikeEventType};
+use ruma::events::{AnyMessageLikeEventContent, InitialStateEvent, MessageLikeEventContent, MessageLikeEventType};
 use ruma::serde::Raw;
 use ruma::{OwnedRoomId, OwnedTransactionId, OwnedUserId, RoomId, TransactionId, UserId};
 use std::time::Duration;
@@ -200,6 +200,10 @@ async fn handle(bridge: &BridgeHandle, seq: i64, event: &RemoteEvent) -> Result<
             req.thread = ReceiptThread::Unthreaded;
             bridge.0.hs.send(req, Some(&ghost)).await?;
         }
+        RemoteEventKind::MessageStatus { event_id, status } => {
+            let report = super::status::Report::of(status);
+            super::status::show(bridge, &room, &ghost, event_id, &report, queued_txn_id(seq, "st").as_str()).await?;
+        }
         RemoteEventKind::Typing { timeout } => {
             let state = if timeout.is_zero() {
                 Typing::No
@@ -227,19 +231,30 @@ fn queued_txn_id(seq: i64, what: &str) -> OwnedTransactionId {
 
 /// Sends `content` into `room` as `ghost`: encrypted with the ghost's device when the room is encrypted (and
 /// end-to-bridge encryption is on), else in the clear.
-async fn send<C: MessageLikeEventContent>(
+pub(super) async fn send<C: MessageLikeEventContent>(
     bridge: &BridgeHandle,
     room: &RoomId,
     ghost: &UserId,
     txn: OwnedTransactionId,
     content: &C,
 ) -> Result<ruma::OwnedEventId> {
+    let raw = Raw::new(content).map_err(|e| BridgeError::Encode(e.to_string()))?.cast_unchecked();
+    send_raw(bridge, room, ghost, txn, &content.event_type().to_string(), raw).await
+}
+
+/// [`send`] for content as JSON, of any event type (status events, media with an encrypted `file`).
+pub(super) async fn send_raw(
+    bridge: &BridgeHandle,
+    room: &RoomId,
+    ghost: &UserId,
+    txn: OwnedTransactionId,
+    event_type: &str,
+    raw: Raw<AnyMessageLikeEventContent>,
+) -> Result<ruma::OwnedEventId> {
     if let Some(crypto) = &bridge.0.crypto
         && let Some(settings) = crypto.room_encryption(bridge, ghost, room).await?
     {
-        let raw = Raw::new(content).map_err(|e| BridgeError::Encode(e.to_string()))?.cast_unchecked();
-        let event_type = content.event_type().to_string();
-        let (device, encrypted) = crypto.encrypt(bridge, ghost, room, settings, &event_type, &raw).await?;
+        let (device, encrypted) = crypto.encrypt(bridge, ghost, room, settings, event_type, &raw).await?;
         let req = send_message_event::v3::Request::new_raw(
             room.to_owned(),
             txn,
@@ -250,8 +265,7 @@ async fn send<C: MessageLikeEventContent>(
         bridge.0.metrics.inc(&bridge.0.metrics.encrypted);
         return Ok(event_id);
     }
-    let req = send_message_event::v3::Request::new(room.to_owned(), txn, content)
-        .map_err(|e| crate::homeserver::HomeserverError::Build(e.to_string()))?;
+    let req = send_message_event::v3::Request::new_raw(room.to_owned(), txn, event_type.into(), raw);
     Ok(bridge.0.hs.send(req, Some(ghost)).await?.event_id)
 }
 

@@ -17,8 +17,8 @@ use ruma::UserId;
 use sha2::Digest;
 use std::sync::{Arc, Mutex, OnceLock};
 use tincan_appservice::{
-    BridgeHandle, Capabilities, ConnectorError, MatrixMessage, NetworkApi, NetworkConnector, PortalKey, PortalRef,
-    RemoteChatId, RemoteEvent, RemoteEventKind, RemoteMessageId, RemoteProfile, RemoteUserId,
+    BridgeHandle, Capabilities, ConnectorError, MatrixMessage, MessageStatus, NetworkApi, NetworkConnector, PortalKey,
+    PortalRef, RemoteChatId, RemoteEvent, RemoteEventKind, RemoteMessageId, RemoteProfile, RemoteUserId,
 };
 use tincan_sip_core::stack::{Incoming, IncomingRequest, Method, OutgoingRequest, SipStack, Target, Transport};
 use tincan_sip_core::uri::{NameAddr, SipUri, Uri};
@@ -199,6 +199,7 @@ impl NetworkApi for SipLogin {
             .map_err(|e| ConnectorError::Rejected(format!("our own address: {e}")))?;
         let to = NameAddr { display_name: None, uri: route.uri.clone(), params: Vec::new() };
         let mut last = String::new();
+        let mut all_final = true;
         for (i, chunk) in messages::split(&text, messages::MAX_CHUNK).into_iter().enumerate() {
             let call_id = call_id_of(message.event_id.as_str(), i, &self.shared.domain);
             let request = OutgoingRequest {
@@ -215,7 +216,16 @@ impl NetworkApi for SipLogin {
             let (resp, _) =
                 routing::send_along(self.shared.stack.as_ref(), &route, request).await.map_err(route_err)?;
             outcome(resp.code, &resp.reason)?;
+            all_final &= resp.code != 202;
             last = call_id;
+        }
+        // The final answers are the message's status: 200 from the party's user agent is delivered, 202 (a
+        // relay or a gateway took it) is sent; a failure is the error returned, which the core reports itself.
+        let status = if all_final { MessageStatus::Delivered } else { MessageStatus::Sent };
+        if let Some(bridge) = self.shared.bridge.get()
+            && let Err(e) = bridge.report_message_status(&portal.key, &message.event_id, status).await
+        {
+            tracing::warn!(error = %e, "recording a message status failed");
         }
         Ok(RemoteMessageId::new(last))
     }

@@ -6,13 +6,12 @@
 //!   event is in the core's inbox or in the outbox at every moment, and in the outbox once (by event id).
 //! - [`inbound`]: an SMS to one of the provider's numbers → the user holding it, long messages put back
 //!   together (stored part by part before the SMSC is answered), STOP/START recorded.
-//! - [`status`]: what the SMSCs report (accepted, delivered, failed) shown in the DM; a failure is never silent.
-//!   Charges settled or released once a message leaves the queue.
+//! - [`status`]: what the SMSCs report (accepted, delivered, failed) as the core's message status; a failure
+//!   is never silent. Charges settled or released once a message leaves the queue.
 //! - [`commands`]: `!price`, `!numbers`, `!number new|use`, `!help`, typed in a DM.
 //!
-//! Where the core has no API yet (message status, bot notices), this module goes through the core's remote
-//! events: a delivery is the ghost's read receipt on the message, a failure or a command's answer is a message
-//! from the ghost starting with ⚠ or ℹ (see [`status::notice`]).
+//! The core has no bot notices for connectors yet: an opt-out note or a command's answer is a message from the
+//! ghost starting with ℹ or ⚠ (see [`status::notice`]).
 
 pub mod commands;
 pub mod inbound;

@@ -29,7 +29,7 @@ pub struct Harness {
     /// Alice's account (user, token, device), for clients of her own.
     pub alice_account: tincan_testkit::RegisteredUser,
     /// State (and, with encryption, the ghosts' crypto stores).
-    pub dir: tempfile::TempDir,
+    pub _dir: tempfile::TempDir,
 }
 
 /// A config for a bridge on free ports with state in `dir`; numbers without an ENUM route go to `fallback`.
@@ -92,7 +92,7 @@ impl Harness {
         let sip = running.sip_listeners()[0].addr;
         let alice = synapse.register_user("alice", false).await.unwrap();
         let alice_api = tincan_testkit::matrix::Client::new(synapse.url(), alice.access_token.clone());
-        Harness { synapse, bridge: Some(running), sip, alice_api, alice_account: alice, dir }
+        Harness { synapse, bridge: Some(running), sip, alice_api, alice_account: alice, _dir: dir }
     }
 
     /// A client-server API call as Alice.
@@ -175,6 +175,17 @@ impl Harness {
     pub async fn server_copy(&self, room: &str) -> Vec<Value> {
         let path = format!("/_matrix/client/v3/rooms/{}/messages?dir=f&limit=1000", enc(room));
         self.alice(reqwest::Method::GET, &path, None).await["chunk"].as_array().unwrap().clone()
+    }
+
+    /// Waits for a `com.beeper.message_send_status` event on `event` in `room`; returns its content.
+    pub async fn status_of(&self, room: &str, event: &str) -> Value {
+        wait_for("the message status", Duration::from_secs(30), || async {
+            self.server_copy(room).await.into_iter().find_map(|e| {
+                (e["type"] == "com.beeper.message_send_status" && e["content"]["m.relates_to"]["event_id"] == event)
+                    .then(|| e["content"].clone())
+            })
+        })
+        .await
     }
 
     /// Alice sends `text` into `room`.

@@ -84,16 +84,21 @@ async fn a_phone_texts_a_tincan_number_and_gets_the_reply() {
     })
     .await;
     assert_eq!(seen[0], (ghost.clone(), "m.text".into(), "hello from the phone ☎".into()));
-    assert_eq!(seen[1], (ghost, "m.text".into(), "and a CPIM one".into()));
+    assert_eq!(seen[1], (ghost.clone(), "m.text".into(), "and a CPIM one".into()));
 
     // Alice replies; the phone gets a MESSAGE from her number with her text.
     let uas = Scenario::new("reply", &message_uas("hello from alice", 200)).unwrap();
     let guard = uas.spawn(uas.uas_command(phone), "phone").unwrap();
     tokio::time::sleep(Duration::from_millis(300)).await;
-    h.say(&room, "hello from alice").await;
+    let event = h.say(&room, "hello from alice").await;
     assert!(finished(guard, Duration::from_secs(60)).await, "the phone got Alice's reply");
-    // Nothing was reported as undelivered.
-    tokio::time::sleep(Duration::from_secs(1)).await;
+    // The phone's 200 is the message's status: delivered to the ghost; nothing reported as undelivered.
+    let status = h.status_of(&room, &event).await;
+    assert_eq!(
+        status,
+        json!({"network": "sip", "m.relates_to": {"rel_type": "m.reference", "event_id": event},
+               "status": "SUCCESS", "delivered_to_users": [ghost]})
+    );
     assert!(h.messages(&room).await.iter().all(|(_, t, _)| t != "m.notice"));
 }
 
@@ -118,13 +123,18 @@ async fn a_refused_reply_is_reported_and_bad_messages_are_refused() {
     let uas = Scenario::new("refuse", &message_uas("are you there", 404)).unwrap();
     let guard = uas.spawn(uas.uas_command(phone), "phone").unwrap();
     tokio::time::sleep(Duration::from_millis(300)).await;
-    h.say(&room, "are you there").await;
+    let event = h.say(&room, "are you there").await;
     assert!(finished(guard, Duration::from_secs(60)).await);
     let notice = wait_for("the failure notice", Duration::from_secs(30), || async {
         h.messages(&room).await.into_iter().find(|(_, t, _)| t == "m.notice")
     })
     .await;
-    assert!(notice.2.contains("Not delivered") && notice.2.contains("SIP 404"), "{notice:?}");
+    assert_eq!(notice.2, "⚠ Not delivered: rejected by the network: SIP 404 Answer");
+    assert_eq!(
+        h.status_of(&room, &event).await,
+        json!({"network": "sip", "m.relates_to": {"rel_type": "m.reference", "event_id": event},
+               "status": "FAIL_PERMANENT", "reason": "m.foreign_network_error", "message": "SIP 404 Answer"})
+    );
 }
 
 /// End-to-bridge encryption: Alice, on matrix-js-sdk (its Rust crypto, under node), writes to the phone's ghost

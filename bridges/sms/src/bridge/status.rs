@@ -1,17 +1,19 @@
 //! What happened to sent messages, shown in Matrix, and their charges closed.
 //!
 //! A worker reads the messages whose state changed since last reported (the outbox keeps the last reported
-//! state, so a restart loses no report and repeats none): a delivered message gets the ghost's read receipt,
-//! a failed one a notice from the ghost with the carrier's reason. Held charges of messages that left the
+//! state, so a restart loses no report and repeats none) and reports each to the core's message status
+//! ([`BridgeHandle::report_message_status`]): accepted by an SMSC is `Sent`, a delivery receipt `Delivered`
+//! (the core adds the ghost's read receipt), a refusal or an undeliverable receipt `Failed` with the carrier's
+//! reason (the core adds the ⚠ notice). Held charges of messages that left the
 //! queue are settled for the segments an SMSC accepted, or released when none was.
 
 use super::Inner;
-use super::outbound::{key_of, remote_id};
+use super::outbound::key_of;
 use crate::store::{BillingState, MessageState, StoreError, StoredMessage};
 use std::sync::Arc;
 use std::time::Duration;
 use tincan_appservice::{
-    BridgeHandle, PortalKey, RemoteChatId, RemoteEvent, RemoteEventKind, RemoteMessageId, RemoteUserId,
+    BridgeHandle, MessageStatus, PortalKey, RemoteChatId, RemoteEvent, RemoteEventKind, RemoteMessageId, RemoteUserId,
 };
 use tokio::sync::Notify;
 
@@ -33,9 +35,9 @@ pub(crate) async fn notice(
         .await
 }
 
-/// The text a failed message gets.
-pub fn failure_text(to: &str, reason: Option<&str>) -> String {
-    format!("⚠ Not delivered to {to}: {}", reason.unwrap_or("the carrier gave no reason"))
+/// Why a message failed, as its status says (the core's notice reads `⚠ Not delivered: <this>`).
+pub fn failure_reason(reason: Option<&str>) -> String {
+    reason.unwrap_or("the carrier gave no reason").to_owned()
 }
 
 /// Runs until the bridge stops: reports states and closes charges whenever the links record answers.
@@ -90,26 +92,21 @@ async fn report(b: &Inner) -> Result<(), StatusError> {
 
 async fn show(b: &Inner, handle: &BridgeHandle, m: &StoredMessage) -> Result<(), StatusError> {
     let Ok(receiver) = ruma::OwnedUserId::try_from(m.sender.as_str()) else { return Ok(()) };
+    let Ok(event_id) = ruma::OwnedEventId::try_from(m.event_id.as_str()) else { return Ok(()) };
     let portal = PortalKey { receiver, chat: RemoteChatId::new(m.destination.clone()) };
-    let ghost = RemoteUserId::new(m.destination.clone());
-    match m.state {
-        MessageState::Queued | MessageState::Submitted => {}
+    let status = match m.state {
+        MessageState::Queued => return Ok(()),
+        MessageState::Submitted => MessageStatus::Sent,
         MessageState::Delivered => {
-            handle
-                .queue_remote_event(RemoteEvent {
-                    portal,
-                    sender: ghost,
-                    kind: RemoteEventKind::ReadReceipt { up_to: remote_id(m.id) },
-                })
-                .await?;
             b.metrics.inc(&b.metrics.delivered);
+            MessageStatus::Delivered
         }
         MessageState::Failed => {
-            let text = failure_text(&m.destination, m.reason.as_deref());
-            notice(handle, &portal, &ghost, &format!("{}.failed", remote_id(m.id)), &text).await?;
             b.metrics.inc(&b.metrics.failed);
+            MessageStatus::Failed { reason: failure_reason(m.reason.as_deref()) }
         }
-    }
+    };
+    handle.report_message_status(&portal, &event_id, status).await?;
     Ok(())
 }
 

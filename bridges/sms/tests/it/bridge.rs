@@ -122,6 +122,32 @@ impl Client {
         .await
     }
 
+    /// The contents of the `com.beeper.message_send_status` events on `event` in `room`, oldest first.
+    pub async fn statuses(&self, room: &str, event: &str) -> Vec<Value> {
+        let page = self
+            .call(
+                reqwest::Method::GET,
+                &format!("/_matrix/client/v3/rooms/{}/messages?dir=f&limit=1000", enc(room)),
+                None,
+            )
+            .await;
+        page["chunk"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|e| e["type"] == "com.beeper.message_send_status" && e["content"]["m.relates_to"]["event_id"] == event)
+            .map(|e| e["content"].clone())
+            .collect()
+    }
+
+    /// Waits for a status event on `event` whose `status` is `status`; returns its content.
+    pub async fn wait_status(&self, room: &str, event: &str, status: &str) -> Value {
+        wait_for(&format!("the {status} status"), Duration::from_secs(60), || async {
+            self.statuses(room, event).await.into_iter().find(|c| c["status"] == status)
+        })
+        .await
+    }
+
     /// Whether `user` has a read receipt on `event` in `room` (from a full sync).
     pub async fn has_receipt(&self, room: &str, event: &str, user: &str) -> bool {
         let sync = self.call(reqwest::Method::GET, "/_matrix/client/v3/sync?timeout=0", None).await;
@@ -142,7 +168,7 @@ pub struct World {
     pub alice: Client,
     pub bob: Client,
     /// State (and, with encryption, the ghosts' crypto stores).
-    pub dir: tempfile::TempDir,
+    pub _dir: tempfile::TempDir,
 }
 
 pub fn config(dir: &std::path::Path, smsc_port: u16) -> Config {
@@ -203,7 +229,7 @@ pub async fn world_configured(
     };
     let alice = client(synapse.register_user("alice", false).await.unwrap());
     let bob = client(synapse.register_user("bob", false).await.unwrap());
-    World { synapse, smsc: smsc_peer, bridge, sms, alice, bob, dir }
+    World { synapse, smsc: smsc_peer, bridge, sms, alice, bob, _dir: dir }
 }
 
 fn sm(s: &Value) -> Vec<u8> {
@@ -226,7 +252,17 @@ async fn texts_go_out_from_the_users_number_and_replies_receipts_and_long_messag
     );
     assert_eq!((submit["data_coding"].as_u64(), submit["esm_class"].as_u64()), (Some(0), Some(0)));
     assert_eq!(sm(&submit), gsm7::encode("Hello {world} €5").unwrap());
-    // The SMSC's receipt marks it delivered: the ghost's read receipt on Alice's message.
+    // The SMSC's receipt marks it delivered: a message status delivered to the ghost (after the SMSC's
+    // acceptance), and the ghost's read receipt on Alice's message for clients that show no status.
+    let delivered = wait_for("the delivered status", Duration::from_secs(60), || async {
+        w.alice.statuses(&room, &event).await.into_iter().find(|c| c.get("delivered_to_users").is_some())
+    })
+    .await;
+    assert_eq!(
+        delivered,
+        json!({"network": "sms", "m.relates_to": {"rel_type": "m.reference", "event_id": event},
+               "status": "SUCCESS", "delivered_to_users": [ghost]})
+    );
     wait_for("the delivery receipt in Matrix", Duration::from_secs(60), || async {
         w.alice.has_receipt(&room, &event, &ghost).await.then_some(())
     })
@@ -311,9 +347,14 @@ async fn refusals_failures_opt_outs_and_commands_answer_in_the_dm() {
     // Undeliverable: the carrier's receipt becomes a failure notice.
     let lost = w.alice.ghost_of("+447400123466").await;
     let room = w.alice.dm(&lost).await;
-    w.alice.send(&room, "u1", "are you there?").await;
+    let event = w.alice.send(&room, "u1", "are you there?").await;
     let why = w.alice.wait_body(&room, &lost, "the failure notice", |b| b.starts_with("⚠ Not delivered")).await;
-    assert_eq!(why, "⚠ Not delivered to +447400123466: undeliverable");
+    assert_eq!(why, "⚠ Not delivered: undeliverable");
+    assert_eq!(
+        w.alice.wait_status(&room, &event, "FAIL_PERMANENT").await,
+        json!({"network": "sms", "m.relates_to": {"rel_type": "m.reference", "event_id": event},
+               "status": "FAIL_PERMANENT", "reason": "m.foreign_network_error", "message": "undeliverable"})
+    );
 
     // The recipient sends STOP: Alice is told, and her next message is refused with the reason.
     let carol = w.alice.ghost_of("+447400123457").await;
