@@ -34,6 +34,10 @@ pub struct App {
     pub rng: Mutex<StdRng>,
     /// HTTP client for calls to the homeserver (OpenID, `/keys/query`).
     pub http: reqwest::Client,
+    /// HTTP client for other homeservers, named by clients (see [`crate::fetch`]).
+    pub foreign_http: reqwest::Client,
+    /// The non-public ranges `foreign_http` may contact (`identity.homeserver_allowed_addresses`).
+    pub foreign_allowed: Vec<crate::net::Cidr>,
 }
 
 impl App {
@@ -52,6 +56,13 @@ impl App {
             tracing::error!(error = %e, "directory lookups disabled");
             None
         });
+        // Validated with the config; an unparsable entry is dropped, which allows less, never more.
+        let foreign_allowed: Vec<crate::net::Cidr> =
+            config.identity.homeserver_allowed_addresses.iter().filter_map(|a| a.parse().ok()).collect();
+        let foreign_http = crate::fetch::client(
+            foreign_allowed.clone(),
+            std::time::Duration::from_secs(config.identity.homeserver_timeout_secs.max(1)),
+        );
         Self {
             limiter: Limiter::new(config.limits.clone(), clock.clone()),
             config,
@@ -63,6 +74,8 @@ impl App {
             clock,
             rng: Mutex::new(rng),
             http: reqwest::Client::new(),
+            foreign_http,
+            foreign_allowed,
         }
     }
 

@@ -30,6 +30,8 @@ pub struct ExtConfig {
     pub directory: DirectoryConfig,
     /// The OpenID provider (sign-in by phone number for stock clients).
     pub oidc: crate::oidc::config::OidcConfig,
+    /// The Identity Service: fetching other homeservers, tokens and lookups.
+    pub identity: IdentityConfig,
 }
 
 impl Default for ExtConfig {
@@ -45,6 +47,7 @@ impl Default for ExtConfig {
             homeserver: HomeserverConfig::default(),
             directory: DirectoryConfig::default(),
             oidc: Default::default(),
+            identity: IdentityConfig::default(),
         }
     }
 }
@@ -319,6 +322,30 @@ impl Default for DirectoryConfig {
     }
 }
 
+/// The Identity Service.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct IdentityConfig {
+    /// `account/register` checks an OpenID token with `https://{matrix_server_name}`, a name the client
+    /// chose: the whole request (connect, TLS, answer) may take at most this long, and redirects are never
+    /// followed.
+    pub homeserver_timeout_secs: u64,
+    /// Addresses or CIDR ranges that are not on the public internet (loopback, private, link-local,
+    /// unique-local, CGNAT…) but that `account/register` may contact anyway. Empty: a server name resolving
+    /// only to such addresses is refused (`M_FORBIDDEN`), so a client cannot make the extension call into
+    /// its own network. The configured `homeserver_url` (for `server_name`) is always allowed.
+    pub homeserver_allowed_addresses: Vec<String>,
+}
+
+impl Default for IdentityConfig {
+    fn default() -> Self {
+        Self {
+            homeserver_timeout_secs: 5,
+            homeserver_allowed_addresses: Vec::new(),
+        }
+    }
+}
+
 impl Validate for ExtConfig {
     fn validate(&self) -> Vec<String> {
         let mut p = Vec::new();
@@ -375,6 +402,14 @@ impl Validate for ExtConfig {
             if let Err(e) = t.parse::<crate::net::Cidr>() {
                 p.push(format!("limits.trusted_proxies: {e}"));
             }
+        }
+        for a in &self.identity.homeserver_allowed_addresses {
+            if let Err(e) = a.parse::<crate::net::Cidr>() {
+                p.push(format!("identity.homeserver_allowed_addresses: {e}"));
+            }
+        }
+        if self.identity.homeserver_timeout_secs == 0 {
+            p.push("identity.homeserver_timeout_secs: must be positive".into());
         }
         if self.limits.prefix_national_digits > 12 {
             p.push("limits.prefix_national_digits: at most 12".into());

@@ -17,6 +17,7 @@ pub mod code;
 pub mod config;
 pub mod directory;
 pub mod error;
+pub mod fetch;
 pub mod homeserver;
 pub mod identity;
 pub mod limits;

@@ -35,8 +35,11 @@ pub struct Register {
 
 /// Exchanges an OpenID token for an Identity Service access token.
 pub async fn register(State(app): State<Arc<App>>, Json(req): Json<Register>) -> Result<axum::Json<Value>, ApiError> {
-    // Our own homeserver is reached at its configured URL; others through their server name.
-    let base = if req.matrix_server_name == app.config.server_name {
+    // Our own homeserver is reached at its configured URL; others through their server name, which the client
+    // chose: fetched without redirects, within `identity.homeserver_timeout_secs`, and only at public
+    // addresses (or those the operator allowed), so a client cannot make us call into our own network.
+    let own = req.matrix_server_name == app.config.server_name;
+    let base = if own {
         app.config.homeserver_url.trim_end_matches('/').to_owned()
     } else {
         if !is_server_name(&req.matrix_server_name) {
@@ -47,7 +50,16 @@ pub async fn register(State(app): State<Arc<App>>, Json(req): Json<Register>) ->
     let mut url = url::Url::parse(&format!("{base}/_matrix/federation/v1/openid/userinfo"))
         .map_err(|_| ApiError::InvalidParam("matrix_server_name"))?;
     url.query_pairs_mut().append_pair("access_token", &req.access_token);
-    let resp = app.http.get(url).send().await.map_err(HomeserverError::from)?;
+    let resp = if own {
+        app.http.get(url).send().await.map_err(|e| HomeserverError::from(e.without_url()))?
+    } else {
+        crate::fetch::check_url(&url, &app.foreign_allowed).map_err(|_| FOREIGN_REFUSED)?;
+        match app.foreign_http.get(url).send().await {
+            Err(e) if crate::fetch::refused(&e) => return Err(FOREIGN_REFUSED),
+            // The URL holds the user's OpenID token: keep it out of the error (and the log).
+            other => other.map_err(|e| HomeserverError::from(e.without_url()))?,
+        }
+    };
     if !resp.status().is_success() {
         return Err(ApiError::UnknownToken);
     }
@@ -61,6 +73,9 @@ pub async fn register(State(app): State<Arc<App>>, Json(req): Json<Register>) ->
     app.store.add_token(&crate::code::digest(&token), user_id, app.now()).await?;
     Ok(axum::Json(json!({"token": token, "access_token": token})))
 }
+
+/// A `matrix_server_name` that resolves to no address we contact.
+const FOREIGN_REFUSED: ApiError = ApiError::Forbidden("matrix_server_name resolves to no address this server contacts");
 
 fn is_server_name(s: &str) -> bool {
     !s.is_empty() && s.len() <= 255 && s.chars().all(|c| c.is_ascii_alphanumeric() || "-.:[]".contains(c))

@@ -12,6 +12,7 @@ mod identity;
 mod oidc;
 mod oidc_props;
 mod pumping;
+mod register_fetch;
 mod side_effects;
 mod signup;
 mod smpp;
