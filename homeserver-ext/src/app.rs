@@ -38,6 +38,9 @@ pub struct App {
     pub foreign_http: reqwest::Client,
     /// The non-public ranges `foreign_http` may contact (`identity.homeserver_allowed_addresses`).
     pub foreign_allowed: Vec<crate::net::Cidr>,
+    /// Validated resolutions of directory hits running at once, over all lookups
+    /// (`identity.lookup_resolve_concurrency`).
+    pub resolve_slots: tokio::sync::Semaphore,
 }
 
 impl App {
@@ -63,6 +66,7 @@ impl App {
             foreign_allowed.clone(),
             std::time::Duration::from_secs(config.identity.homeserver_timeout_secs.max(1)),
         );
+        let config_slots = config.identity.lookup_resolve_concurrency.max(1);
         Self {
             limiter: Limiter::new(config.limits.clone(), clock.clone()),
             config,
@@ -76,6 +80,7 @@ impl App {
             http: reqwest::Client::new(),
             foreign_http,
             foreign_allowed,
+            resolve_slots: tokio::sync::Semaphore::new(config_slots),
         }
     }
 

@@ -202,6 +202,13 @@ pub struct LimitsConfig {
     pub verify_per_ip: BucketConfig,
     /// Codes checked per number, over all its sessions (each session also dies after `codes.max_attempts`).
     pub verify_per_number: BucketConfig,
+    /// Numbers looked up (`lookup` addresses) per Matrix user, over all their Identity Service tokens.
+    pub lookup_per_user: BucketConfig,
+    /// Numbers looked up per client IP.
+    pub lookup_per_ip: BucketConfig,
+    /// Numbers looked up by all users of one other homeserver together (this `server_name`'s users are not
+    /// counted here), so a server minting users cannot walk the directory.
+    pub lookup_per_homeserver: BucketConfig,
     /// Buckets kept in memory at most (refilled ones are dropped first, then the least recently used).
     pub max_tracked: usize,
 }
@@ -221,6 +228,9 @@ impl Default for LimitsConfig {
             trusted_proxies: Vec::new(),
             verify_per_ip: BucketConfig { burst: 60, refill: 60, period_secs: 3600 },
             verify_per_number: BucketConfig { burst: 15, refill: 15, period_secs: 3600 },
+            lookup_per_user: BucketConfig { burst: 1000, refill: 1000, period_secs: 3600 },
+            lookup_per_ip: BucketConfig { burst: 5000, refill: 5000, period_secs: 3600 },
+            lookup_per_homeserver: BucketConfig { burst: 20_000, refill: 20_000, period_secs: 3600 },
             max_tracked: 100_000,
         }
     }
@@ -335,6 +345,15 @@ pub struct IdentityConfig {
     /// only to such addresses is refused (`M_FORBIDDEN`), so a client cannot make the extension call into
     /// its own network. The configured `homeserver_url` (for `server_name`) is always allowed.
     pub homeserver_allowed_addresses: Vec<String>,
+    /// How long an Identity Service access token from `account/register` is valid; then the client
+    /// registers again with a fresh OpenID token from its homeserver.
+    pub token_ttl_secs: u64,
+    /// Answer `lookup` with `algorithm: none` (plaintext numbers). Off: `hash_details` offers only `sha256`
+    /// and `none` is refused with `M_INVALID_PARAM`.
+    pub lookup_allow_none: bool,
+    /// Validated DNS resolutions of directory hits running at once, over all lookups together, so a lookup
+    /// cannot trip the directory's response-rate limit for everyone.
+    pub lookup_resolve_concurrency: usize,
 }
 
 impl Default for IdentityConfig {
@@ -342,6 +361,9 @@ impl Default for IdentityConfig {
         Self {
             homeserver_timeout_secs: 5,
             homeserver_allowed_addresses: Vec::new(),
+            token_ttl_secs: 86_400,
+            lookup_allow_none: false,
+            lookup_resolve_concurrency: 8,
         }
     }
 }
@@ -408,8 +430,14 @@ impl Validate for ExtConfig {
                 p.push(format!("identity.homeserver_allowed_addresses: {e}"));
             }
         }
-        if self.identity.homeserver_timeout_secs == 0 {
-            p.push("identity.homeserver_timeout_secs: must be positive".into());
+        if self.identity.homeserver_timeout_secs == 0
+            || self.identity.token_ttl_secs == 0
+            || self.identity.lookup_resolve_concurrency == 0
+        {
+            p.push(
+                "identity: homeserver_timeout_secs, token_ttl_secs and lookup_resolve_concurrency must be positive"
+                    .into(),
+            );
         }
         if self.limits.prefix_national_digits > 12 {
             p.push("limits.prefix_national_digits: at most 12".into());

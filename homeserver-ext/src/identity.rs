@@ -16,7 +16,7 @@ mod validate;
 
 use crate::app::App;
 use crate::error::ApiError;
-use crate::store::Binding;
+use crate::store::{Binding, IsToken};
 use axum::Router;
 use axum::routing::{get, post};
 use base64::Engine;
@@ -112,14 +112,27 @@ impl axum::extract::FromRequestParts<Arc<App>> for IsUser {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut axum::http::request::Parts, app: &Arc<App>) -> Result<Self, ApiError> {
-        authenticate(app, &parts.headers).await.map(IsUser)
+        authenticate(app, &parts.headers).await.map(|t| IsUser(t.user_id))
     }
 }
 
-/// The user behind an Identity Service access token (`Authorization: Bearer` or `access_token` query).
-pub async fn authenticate(app: &App, headers: &axum::http::HeaderMap) -> Result<String, ApiError> {
+/// The owner of a request's Identity Service access token: the user and the homeserver that vouched for them.
+#[derive(Debug, Clone)]
+pub struct IsCaller(pub IsToken);
+
+impl axum::extract::FromRequestParts<Arc<App>> for IsCaller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut axum::http::request::Parts, app: &Arc<App>) -> Result<Self, ApiError> {
+        authenticate(app, &parts.headers).await.map(IsCaller)
+    }
+}
+
+/// The owner of an Identity Service access token (`Authorization: Bearer` or `access_token` query), unless it
+/// is unknown or expired (`identity.token_ttl_secs` after `account/register`).
+pub async fn authenticate(app: &App, headers: &axum::http::HeaderMap) -> Result<IsToken, ApiError> {
     let token = crate::api::extract_bearer(headers).ok_or(ApiError::MissingToken)?;
-    app.store.token_user(&crate::code::digest(token)).await?.ok_or(ApiError::UnknownToken)
+    app.store.token_user(&crate::code::digest(token), app.now()).await?.ok_or(ApiError::UnknownToken)
 }
 
 #[cfg(test)]

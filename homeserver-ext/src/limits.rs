@@ -36,6 +36,12 @@ pub enum Scope {
     VerifyNumber,
     /// Every SMS, all numbers together.
     Global,
+    /// Numbers looked up by one Matrix user.
+    LookupUser,
+    /// Numbers looked up from the client's IP address.
+    LookupIp,
+    /// Numbers looked up by the users of one other homeserver.
+    LookupHomeserver,
 }
 
 impl Scope {
@@ -49,11 +55,24 @@ impl Scope {
             Scope::VerifyIp => "verify_ip",
             Scope::VerifyNumber => "verify_number",
             Scope::Global => "global",
+            Scope::LookupUser => "lookup_user",
+            Scope::LookupIp => "lookup_ip",
+            Scope::LookupHomeserver => "lookup_homeserver",
         }
     }
 
-    const ALL: [Scope; 7] =
-        [Scope::Number, Scope::Prefix, Scope::Ip, Scope::Country, Scope::VerifyIp, Scope::VerifyNumber, Scope::Global];
+    const ALL: [Scope; 10] = [
+        Scope::Number,
+        Scope::Prefix,
+        Scope::Ip,
+        Scope::Country,
+        Scope::VerifyIp,
+        Scope::VerifyNumber,
+        Scope::Global,
+        Scope::LookupUser,
+        Scope::LookupIp,
+        Scope::LookupHomeserver,
+    ];
 }
 
 /// A refused request: which bucket was empty and when it will hold enough tokens again.
@@ -201,6 +220,26 @@ impl Limiter {
     pub fn check_verify_number(&self, number: &str) -> Result<(), Limited> {
         let conf = &self.config.verify_per_number;
         self.take(&[Draw { scope: Scope::VerifyNumber, conf, key: number.to_owned() }], 1)
+    }
+
+    /// A `lookup` of `n` addresses by `user_id` (whose token another homeserver, `foreign_server`, vouched for,
+    /// if not ours) from `ip`: `n` tokens from each of those buckets, or none when any holds fewer.
+    pub fn check_lookup(
+        &self,
+        user_id: &str,
+        foreign_server: Option<&str>,
+        ip: Option<IpAddr>,
+        n: usize,
+    ) -> Result<(), Limited> {
+        let c = &self.config;
+        let mut draws = vec![Draw { scope: Scope::LookupUser, conf: &c.lookup_per_user, key: user_id.to_owned() }];
+        if let Some(ip) = ip {
+            draws.push(Draw { scope: Scope::LookupIp, conf: &c.lookup_per_ip, key: crate::net::limit_key(ip) });
+        }
+        if let Some(server) = foreign_server {
+            draws.push(Draw { scope: Scope::LookupHomeserver, conf: &c.lookup_per_homeserver, key: server.to_owned() });
+        }
+        self.take(&draws, u32::try_from(n).unwrap_or(u32::MAX))
     }
 
     /// Takes `n` tokens from every bucket in `draws`, or none at all when any of them holds fewer.

@@ -28,8 +28,9 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tincan_enum_lookup::{Lookup, LookupConfig, TrustAnchor};
+use tokio::sync::Semaphore;
 
-/// Validated lookups run at most this many at once per request.
+/// Resolutions a request has pending at most (each also waits for one of the shared slots).
 const CONCURRENT_RESOLUTIONS: usize = 16;
 
 /// Why the directory lookup settings are unusable.
@@ -177,21 +178,77 @@ pub async fn run(app: Arc<App>) {
 /// Resolves mirror hits `(key, number)` through the validating lookup; answers `(key, user_id)` for each
 /// number whose validated NAPTR names a Matrix user. Failures leave the number out (and are logged, the
 /// number redacted).
+///
+/// Resolutions take a slot of `app.resolve_slots` (`identity.lookup_resolve_concurrency`) each, shared by
+/// every lookup in flight: however many hits a request has and however many requests run, at most that many
+/// queries go to the directory's DNS at once, so one lookup cannot trip its response-rate limit for everyone.
 pub async fn resolve_validated(app: &App, hits: Vec<(String, String)>) -> Vec<(String, String)> {
     let Some(lookup) = &app.lookup else { return Vec::new() };
+    resolve_bounded(&app.resolve_slots, hits, |number| async move {
+        let number = E164::parse(&number).ok()?;
+        match lookup.resolve(&number).await {
+            Ok(found) => found.routes.matrix.map(|user| user.user_id()),
+            Err(e) => {
+                tracing::warn!(error = %e, number = %number.redacted(), "validated lookup failed; left out");
+                None
+            }
+        }
+    })
+    .await
+}
+
+/// Runs `resolve(number)` for each hit `(key, number)`, each holding one of `slots`' permits while it runs, and
+/// answers `(key, found)` for those that found something.
+pub async fn resolve_bounded<F, Fut>(
+    slots: &Semaphore,
+    hits: Vec<(String, String)>,
+    resolve: F,
+) -> Vec<(String, String)>
+where
+    F: Fn(String) -> Fut,
+    Fut: std::future::Future<Output = Option<String>>,
+{
+    let resolve = &resolve;
     futures::stream::iter(hits)
         .map(|(key, number)| async move {
-            let number = E164::parse(&number).ok()?;
-            match lookup.resolve(&number).await {
-                Ok(found) => found.routes.matrix.map(|user| (key, user.user_id())),
-                Err(e) => {
-                    tracing::warn!(error = %e, number = %number.redacted(), "validated lookup failed; left out");
-                    None
-                }
-            }
+            // The semaphore is never closed.
+            let _slot = slots.acquire().await.ok()?;
+            resolve(number).await.map(|found| (key, found))
         })
         .buffer_unordered(CONCURRENT_RESOLUTIONS)
         .filter_map(|x| async move { x })
         .collect()
         .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    /// Three lookups of 20 directory hits each run together on 8 shared slots: every hit is resolved, and at
+    /// most 8 resolutions (exactly 8 at the peak) were in flight at any time.
+    #[tokio::test]
+    async fn resolutions_of_concurrent_lookups_share_the_slots() {
+        let slots = Semaphore::new(8);
+        let (running, peak) = (AtomicUsize::new(0), AtomicUsize::new(0));
+        let resolve = |number: String| {
+            let (running, peak) = (&running, &peak);
+            async move {
+                peak.fetch_max(running.fetch_add(1, Ordering::SeqCst) + 1, Ordering::SeqCst);
+                tokio::time::sleep(Duration::from_millis(20)).await;
+                running.fetch_sub(1, Ordering::SeqCst);
+                Some(format!("@u{number}:other.test"))
+            }
+        };
+        let hits = |r: usize| (0..20).map(|i| (format!("k{r}-{i}"), format!("{r}{i:02}"))).collect::<Vec<_>>();
+        let (a, b, c) = tokio::join!(
+            resolve_bounded(&slots, hits(0), &resolve),
+            resolve_bounded(&slots, hits(1), &resolve),
+            resolve_bounded(&slots, hits(2), &resolve),
+        );
+        assert_eq!((a.len(), b.len(), c.len()), (20, 20, 20));
+        assert!(a.contains(&("k0-7".to_string(), "@u007:other.test".to_string())));
+        assert_eq!(peak.load(Ordering::SeqCst), 8, "resolutions in flight at the peak");
+    }
 }

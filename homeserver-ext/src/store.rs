@@ -185,12 +185,22 @@ pub trait IdentityRepository: Send + Sync {
         now: i64,
         hash: &(dyn for<'n> Fn(&'n str) -> String + Send + Sync),
     ) -> Result<()>;
-    /// Stores an access token digest for a user.
-    async fn add_token(&self, digest: &str, user_id: &str, now: i64) -> Result<()>;
-    /// The user of an access token digest.
-    async fn token_user(&self, digest: &str) -> Result<Option<String>>;
+    /// Stores an access token digest for a user whose homeserver `server_name` vouched for them, usable
+    /// until `expires_at`; tokens expired at `now` are deleted on the way.
+    async fn add_token(&self, digest: &str, t: &IsToken, now: i64, expires_at: i64) -> Result<()>;
+    /// The owner of an access token digest, unless the token expired by `now`.
+    async fn token_user(&self, digest: &str, now: i64) -> Result<Option<IsToken>>;
     /// Deletes an access token; true when it existed.
     async fn delete_token(&self, digest: &str) -> Result<bool>;
+}
+
+/// Whom an Identity Service access token belongs to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IsToken {
+    /// The Matrix ID.
+    pub user_id: String,
+    /// The homeserver that vouched for it in the OpenID exchange.
+    pub server_name: String,
 }
 
 /// A number of the directory's listing, as mirrored.
@@ -574,22 +584,34 @@ macro_rules! impl_store {
                 Ok(())
             }
 
-            async fn add_token(&self, digest: &str, user_id: &str, now: i64) -> Result<()> {
-                sqlx::query("INSERT INTO is_tokens (token_digest, user_id, created_at) VALUES ($1, $2, $3)")
-                    .bind(digest)
-                    .bind(user_id)
-                    .bind(now)
-                    .execute(&self.pool)
-                    .await?;
+            async fn add_token(&self, digest: &str, t: &IsToken, now: i64, expires_at: i64) -> Result<()> {
+                sqlx::query("DELETE FROM is_tokens WHERE expires_at <= $1").bind(now).execute(&self.pool).await?;
+                sqlx::query(
+                    "INSERT INTO is_tokens (token_digest, user_id, server_name, created_at, expires_at) \
+                     VALUES ($1, $2, $3, $4, $5)",
+                )
+                .bind(digest)
+                .bind(&t.user_id)
+                .bind(&t.server_name)
+                .bind(now)
+                .bind(expires_at)
+                .execute(&self.pool)
+                .await?;
                 Ok(())
             }
 
-            async fn token_user(&self, digest: &str) -> Result<Option<String>> {
-                let row = sqlx::query("SELECT user_id FROM is_tokens WHERE token_digest = $1")
-                    .bind(digest)
-                    .fetch_optional(&self.pool)
-                    .await?;
-                row.map(|r| r.try_get("user_id").map_err(StoreError::from)).transpose()
+            async fn token_user(&self, digest: &str, now: i64) -> Result<Option<IsToken>> {
+                let row = sqlx::query(
+                    "SELECT user_id, server_name FROM is_tokens WHERE token_digest = $1 AND expires_at > $2",
+                )
+                .bind(digest)
+                .bind(now)
+                .fetch_optional(&self.pool)
+                .await?;
+                row.map(|r| -> Result<IsToken> {
+                    Ok(IsToken { user_id: r.try_get("user_id")?, server_name: r.try_get("server_name")? })
+                })
+                .transpose()
             }
 
             async fn delete_token(&self, digest: &str) -> Result<bool> {

@@ -6,6 +6,7 @@ use crate::api::Json;
 use crate::app::App;
 use crate::error::ApiError;
 use crate::homeserver::HomeserverError;
+use crate::store::IsToken;
 use axum::extract::State;
 use axum::http::HeaderMap;
 use serde::Deserialize;
@@ -69,8 +70,12 @@ pub async fn register(State(app): State<Arc<App>>, Json(req): Json<Register>) ->
     if !user_id.ends_with(&format!(":{}", req.matrix_server_name)) {
         return Err(ApiError::Forbidden("the homeserver vouched for another server's user"));
     }
+    // The token names the homeserver that vouched (lookups from other homeservers' users share its budget)
+    // and expires.
+    let owner = IsToken { user_id: user_id.to_owned(), server_name: req.matrix_server_name.clone() };
     let token = app.with_rng(crate::code::random_id);
-    app.store.add_token(&crate::code::digest(&token), user_id, app.now()).await?;
+    let expires_at = app.now().saturating_add(i64::try_from(app.config.identity.token_ttl_secs).unwrap_or(i64::MAX));
+    app.store.add_token(&crate::code::digest(&token), &owner, app.now(), expires_at).await?;
     Ok(axum::Json(json!({"token": token, "access_token": token})))
 }
 

@@ -1,8 +1,8 @@
 //! `GET /_matrix/identity/v2/hash_details` and `POST /_matrix/identity/v2/lookup`: local bindings first, then
 //! numbers other providers registered (the [`crate::mirror`], each hit resolved through validated DNS).
 
-use super::{IsUser, current_pepper, msisdn_address};
-use crate::api::Json;
+use super::{IsCaller, IsUser, current_pepper, msisdn_address};
+use crate::api::{ClientIp, Json};
 use crate::app::App;
 use crate::error::ApiError;
 use crate::number::E164;
@@ -15,7 +15,8 @@ use std::sync::Arc;
 /// The algorithms and the current pepper.
 pub async fn hash_details(State(app): State<Arc<App>>, _user: IsUser) -> Result<axum::Json<Value>, ApiError> {
     let pepper = current_pepper(&app).await?;
-    Ok(axum::Json(json!({"algorithms": ["sha256", "none"], "lookup_pepper": pepper})))
+    let algorithms = if app.config.identity.lookup_allow_none { vec!["sha256", "none"] } else { vec!["sha256"] };
+    Ok(axum::Json(json!({"algorithms": algorithms, "lookup_pepper": pepper})))
 }
 
 /// `lookup` body.
@@ -30,19 +31,34 @@ pub struct Lookup {
 const MAX_ADDRESSES: usize = 10_000;
 
 /// Answers which addresses are bound, keyed by the address as the client sent it.
+///
+/// Every address asked counts against the caller's budgets of numbers per hour (`limits.lookup_per_user`,
+/// `lookup_per_ip`, and `lookup_per_homeserver` for other homeservers' users): a request the budgets cannot
+/// cover whole is refused with `M_LIMIT_EXCEEDED` and takes nothing, so the directory cannot be walked through
+/// this endpoint. `algorithm: none` (plaintext) is refused unless `identity.lookup_allow_none`.
 pub async fn lookup(
     State(app): State<Arc<App>>,
-    _user: IsUser,
+    IsCaller(caller): IsCaller,
+    ClientIp(ip): ClientIp,
     Json(req): Json<Lookup>,
 ) -> Result<axum::Json<Value>, ApiError> {
     let started = std::time::Instant::now();
     if req.addresses.len() > MAX_ADDRESSES {
         return Err(ApiError::InvalidParam("addresses"));
     }
+    match req.algorithm.as_str() {
+        "sha256" => {}
+        "none" if app.config.identity.lookup_allow_none => {}
+        _ => return Err(ApiError::InvalidAlgorithm),
+    }
     let pepper = current_pepper(&app).await?;
     if req.pepper != pepper {
         return Err(ApiError::InvalidPepper);
     }
+    let foreign = (caller.server_name != app.config.server_name).then_some(caller.server_name.as_str());
+    app.limiter.check_lookup(&caller.user_id, foreign, ip, req.addresses.len()).inspect_err(|l| {
+        tracing::info!(scope = l.scope.name(), addresses = req.addresses.len(), "lookup refused by its budget")
+    })?;
     let mut mappings = BTreeMap::new();
     // Addresses not bound here but mirrored from the directory: (address as sent, number), resolved below
     // through DNSSEC-validated DNS.

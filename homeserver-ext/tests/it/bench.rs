@@ -252,7 +252,7 @@ async fn bench_lookup_1000_hashes() {
         .await
         .unwrap();
     let store = SqliteStore::connect(&ext.db_url()).await.unwrap();
-    store.add_token(&tincan_homeserver_ext::code::digest("bench"), "@b:hs.test", 0).await.unwrap();
+    crate::harness::add_is_token(&store, "bench", "@b:hs.test").await;
     let (_, details) = ext.get("/_matrix/identity/v2/hash_details", "bench").await;
     let pepper = details["lookup_pepper"].as_str().unwrap().to_owned();
     let hash = |i: usize| tincan_homeserver_ext::identity::lookup_hash(&format!("4479{:08}", i), &pepper);

@@ -22,7 +22,8 @@ fn ext_config(synapse: &Synapse, dir: &Directory, token: &str, anchor: &str) -> 
         "server_name = \"hs.test\"\nhomeserver_url = \"{hs}\"\n\
          [homeserver]\njwt_secret = \"{SECRET}\"\n\
          [directory]\nurl = \"{api}\"\ntoken = \"{token}\"\ndns_servers = [\"127.0.0.1:{dns}\"]\n\
-         apex = \"{APEX}\"\nsync_interval_secs = 1\nsync_page_size = 2\ntrust_anchor = '''\n{anchor}'''\n",
+         apex = \"{APEX}\"\nsync_interval_secs = 1\nsync_page_size = 2\ntrust_anchor = '''\n{anchor}'''\n\
+         [identity]\nlookup_allow_none = true\n",
         hs = synapse.url(),
         api = dir.api,
         dns = dir.dns.port(),
@@ -181,7 +182,7 @@ async fn lookup_finds_local_and_directory_only_numbers_with_a_registered_token()
     let wrong_anchor = format!("{APEX} IN DS 12345 13 2 {}\n", "AB".repeat(32));
     let wrong = Ext::start(&ext_config(&synapse, &dir, &token_a, &wrong_anchor)).await.unwrap();
     let wrong_store = SqliteStore::connect(&wrong.db_url()).await.unwrap();
-    wrong_store.add_token(&tincan_homeserver_ext::code::digest("wrong-is"), "@w:hs.test", 0).await.unwrap();
+    crate::harness::add_is_token(&wrong_store, "wrong-is", "@w:hs.test").await;
     eventually("the second extension's mirror", || {
         let s = &wrong_store;
         async move { (!s.mirrored(&[REMOTE.into()]).await.unwrap().is_empty()).then_some(()) }

@@ -251,6 +251,18 @@ impl Drop for Local {
     }
 }
 
+/// Stores an Identity Service token for `user_id` as `account/register` does (its homeserver is the user ID's
+/// server part), valid for ever: for tests that need a token and no OpenID exchange.
+pub async fn add_is_token<S: tincan_homeserver_ext::store::IdentityRepository + ?Sized>(
+    store: &S,
+    token: &str,
+    user_id: &str,
+) {
+    let server_name = user_id.split_once(':').expect("a Matrix ID").1.to_owned();
+    let t = tincan_homeserver_ext::store::IsToken { user_id: user_id.to_owned(), server_name };
+    store.add_token(&tincan_homeserver_ext::code::digest(token), &t, 0, i64::MAX).await.unwrap();
+}
+
 /// The first six-digit word of a message.
 pub fn code_in(text: &str) -> String {
     text.split(|c: char| !c.is_ascii_digit()).find(|w| w.len() == 6).expect("a 6-digit code").to_owned()

@@ -82,9 +82,12 @@ async fn synapse_msisdn_delegate_adds_a_phone_number() {
 
 #[tokio::test]
 async fn lookup_sha256_with_pepper_and_stale_pepper() {
-    let ext = Ext::start("server_name = \"hs.test\"\n[homeserver]\njwt_secret = \"unused-secret-0123456789\"\n")
-        .await
-        .unwrap();
+    let ext = Ext::start(
+        "server_name = \"hs.test\"\n[homeserver]\njwt_secret = \"unused-secret-0123456789\"\n\
+         [identity]\nlookup_allow_none = true\n",
+    )
+    .await
+    .unwrap();
     // Sign up one number (binds it), without a homeserver: the JWT backend needs none to issue a login.
     let (_, b) = ext
         .post(
@@ -102,7 +105,7 @@ async fn lookup_sha256_with_pepper_and_stale_pepper() {
     // An Identity Service token, placed as account/register stores it (the OpenID exchange with Synapse is
     // tested in discovery.rs; this test needs no homeserver).
     let store = SqliteStore::connect(&ext.db_url()).await.unwrap();
-    store.add_token(&tincan_homeserver_ext::code::digest("istoken"), "@bob:hs.test", 0).await.unwrap();
+    crate::harness::add_is_token(&store, "istoken", "@bob:hs.test").await;
 
     let http = &ext.http;
     let (_, details) = ext.get("/_matrix/identity/v2/hash_details", "istoken").await;

@@ -9,6 +9,7 @@ mod discovery;
 mod guessing;
 mod harness;
 mod identity;
+mod lookup_limits;
 mod oidc;
 mod oidc_props;
 mod pumping;

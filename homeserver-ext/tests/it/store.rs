@@ -122,10 +122,17 @@ async fn conformance(store: &dyn Store) {
     assert!(!store.unbind("+447911123001", "@someone:hs").await.unwrap());
     assert!(store.unbind("+447911123001", "@tc_a:hs").await.unwrap());
     assert!(store.binding("+447911123001").await.unwrap().is_none());
-    store.add_token("t1", "@tc_a:hs", 1).await.unwrap();
-    assert_eq!(store.token_user("t1").await.unwrap().as_deref(), Some("@tc_a:hs"));
-    assert!(store.delete_token("t1").await.unwrap());
-    assert!(store.token_user("t1").await.unwrap().is_none());
+    let owner = IsToken { user_id: "@tc_a:hs".into(), server_name: "hs".into() };
+    store.add_token("t1", &owner, 1, 100).await.unwrap();
+    assert_eq!(store.token_user("t1", 99).await.unwrap(), Some(owner.clone()));
+    assert_eq!(store.token_user("t1", 100).await.unwrap(), None, "expired at 100");
+    // Adding a token deletes the expired ones.
+    store.add_token("t2", &owner, 100, 200).await.unwrap();
+    store.add_token("t3", &owner, 150, 300).await.unwrap();
+    assert!(!store.delete_token("t1").await.unwrap(), "t1 was deleted when t2 was added");
+    assert!(store.delete_token("t2").await.unwrap());
+    assert!(store.token_user("t2", 150).await.unwrap().is_none());
+    assert_eq!(store.token_user("t3", 299).await.unwrap(), Some(owner));
 }
 
 #[tokio::test]

@@ -52,7 +52,7 @@ async fn validations_expire_are_used_up_and_a_move_needs_a_fresh_one() {
     let ext = Local::start(config, 1_700_000_000).await.unwrap();
     let (alice, mallory) = ("@alice:hs.test", "@mallory:hs.test");
     for (token, user) in [("alice-is", alice), ("mallory-is", mallory)] {
-        ext.app.store.add_token(&tincan_homeserver_ext::code::digest(token), user, 0).await.unwrap();
+        crate::harness::add_is_token(&*ext.app.store, token, user).await;
     }
 
     // A validation answers getValidated3pid for 24 hours, then no more.

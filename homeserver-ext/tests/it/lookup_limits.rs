@@ -1,0 +1,143 @@
+//! Identity Service lookups cannot walk the directory (issue #14 item 9): numbers looked up are budgeted per
+//! user, per client IP and per other homeserver; `algorithm: none` is off unless configured; a token names the
+//! homeserver that vouched for it and expires. Time comes from the injected clock.
+
+use crate::harness::{Api, Local, add_is_token};
+use serde_json::{Value, json};
+use std::time::Duration;
+use tincan_common::Secret;
+use tincan_homeserver_ext::config::{BucketConfig, ExtConfig};
+use tincan_testkit::Synapse;
+
+const NOW: u64 = 1_700_000_000;
+
+fn config() -> ExtConfig {
+    let mut c = ExtConfig { server_name: "hs.test".into(), ..ExtConfig::default() };
+    c.homeserver.jwt_secret = Secret::new("lookup-limits-secret-0123456789");
+    c
+}
+
+fn hourly(n: u32) -> BucketConfig {
+    BucketConfig { burst: n, refill: n, period_secs: 3600 }
+}
+
+/// A `sha256` lookup of `n` made-up hashes with `token`, from client address `from` (the test's loopback peer
+/// is a trusted proxy, so `X-Forwarded-For` names the client).
+async fn lookup(ext: &Local, token: &str, from: &str, n: usize) -> (u16, Value) {
+    let (_, details) = ext.get("/_matrix/identity/v2/hash_details", token).await;
+    let pepper = details["lookup_pepper"].as_str().expect("a pepper").to_owned();
+    let addresses: Vec<String> = (0..n).map(|i| format!("made-up-hash-{i}")).collect();
+    let r = reqwest::Client::new()
+        .post(format!("{}/_matrix/identity/v2/lookup", ext.url))
+        .bearer_auth(token)
+        .header("x-forwarded-for", from)
+        .json(&json!({"algorithm": "sha256", "pepper": pepper, "addresses": addresses}))
+        .send()
+        .await
+        .unwrap();
+    let status = r.status().as_u16();
+    (status, r.json().await.unwrap_or(Value::Null))
+}
+
+fn assert_limited((status, body): (u16, Value), what: &str) {
+    assert_eq!(status, 429, "{what}: {body}");
+    assert_eq!(body["errcode"], "M_LIMIT_EXCEEDED", "{what}: {body}");
+    assert!(body["retry_after_ms"].as_u64().is_some_and(|ms| ms > 0), "{what}: {body}");
+}
+
+#[tokio::test]
+async fn lookup_budgets_per_user_ip_and_homeserver_are_exact() {
+    let mut c = config();
+    c.limits.trusted_proxies = vec!["127.0.0.1".into()];
+    c.limits.lookup_per_user = hourly(10);
+    c.limits.lookup_per_ip = hourly(15);
+    c.limits.lookup_per_homeserver = hourly(6);
+    let ext = Local::start(c, NOW).await.unwrap();
+    for (token, user) in
+        [("a", "@alice:hs.test"), ("b", "@bob:hs.test"), ("c", "@carol:other.test"), ("d", "@dave:other.test")]
+    {
+        add_is_token(&*ext.app.store, token, user).await;
+    }
+    let (ip1, ip2, ip3) = ("192.0.2.1", "192.0.2.2", "192.0.2.3");
+
+    // Per user: 10 numbers an hour, counted exactly; a request the budget cannot cover whole takes nothing.
+    assert_eq!(lookup(&ext, "a", ip1, 4).await.0, 200);
+    assert_eq!(lookup(&ext, "a", ip1, 4).await.0, 200);
+    assert_limited(lookup(&ext, "a", ip1, 3).await, "alice's 11th to 13th numbers");
+    assert_eq!(lookup(&ext, "a", ip1, 2).await.0, 200, "alice's 9th and 10th numbers");
+    assert_limited(lookup(&ext, "a", ip1, 1).await, "alice's 11th number");
+
+    // Per client IP: 15, whoever asks (bob has 10 of his own).
+    assert_eq!(lookup(&ext, "b", ip1, 4).await.0, 200);
+    assert_limited(lookup(&ext, "b", ip1, 2).await, "the address's 15th and 16th numbers");
+    assert_eq!(lookup(&ext, "b", ip1, 1).await.0, 200, "the address's 15th number");
+    assert_limited(lookup(&ext, "b", ip1, 1).await, "the address's 16th number");
+    assert_eq!(lookup(&ext, "b", ip2, 1).await.0, 200, "bob from another address");
+
+    // Another homeserver's users share its budget (6), from any address; ours are not counted there.
+    assert_eq!(lookup(&ext, "c", ip2, 4).await.0, 200);
+    assert_limited(lookup(&ext, "d", ip3, 4).await, "other.test's 5th to 8th numbers");
+    assert_eq!(lookup(&ext, "d", ip3, 2).await.0, 200, "other.test's 5th and 6th numbers");
+    assert_limited(lookup(&ext, "c", ip2, 1).await, "other.test's 7th number");
+
+    // An hour later the budgets are full again.
+    ext.clock.advance(Duration::from_secs(3600));
+    assert_eq!(lookup(&ext, "a", ip1, 10).await.0, 200);
+    assert_limited(lookup(&ext, "a", ip1, 1).await, "alice's 11th number of the new hour");
+}
+
+#[tokio::test]
+async fn lookup_none_is_refused_unless_configured() {
+    let ext = Local::start(config(), NOW).await.unwrap();
+    add_is_token(&*ext.app.store, "a", "@alice:hs.test").await;
+    let (_, details) = ext.get("/_matrix/identity/v2/hash_details", "a").await;
+    assert_eq!(details["algorithms"], json!(["sha256"]));
+    let body = json!({"algorithm": "none", "pepper": details["lookup_pepper"], "addresses": ["447911123777 msisdn"]});
+    let (status, b) = ext.post_auth("/_matrix/identity/v2/lookup", "a", body.clone()).await;
+    assert_eq!((status, b["errcode"].as_str()), (400, Some("M_INVALID_PARAM")), "{b}");
+
+    let mut c = config();
+    c.identity.lookup_allow_none = true;
+    let ext = Local::start(c, NOW).await.unwrap();
+    add_is_token(&*ext.app.store, "a", "@alice:hs.test").await;
+    let (_, details) = ext.get("/_matrix/identity/v2/hash_details", "a").await;
+    assert_eq!(details["algorithms"], json!(["sha256", "none"]));
+    let body = json!({"algorithm": "none", "pepper": details["lookup_pepper"], "addresses": ["447911123777 msisdn"]});
+    let (status, b) = ext.post_auth("/_matrix/identity/v2/lookup", "a", body).await;
+    assert_eq!((status, &b["mappings"]), (200, &json!({})), "{b}");
+}
+
+#[tokio::test]
+async fn is_tokens_name_their_homeserver_and_expire() {
+    let synapse = Synapse::builder().start().await.unwrap();
+    let mut c = config();
+    c.homeserver_url = synapse.url();
+    c.identity.token_ttl_secs = 3600;
+    let ext = Local::start(c, NOW).await.unwrap();
+    let alice = synapse.register_user("alice", false).await.unwrap();
+    let openid: Value = reqwest::Client::new()
+        .post(format!("{}/_matrix/client/v3/user/{}/openid/request_token", synapse.url(), alice.user_id))
+        .bearer_auth(&alice.access_token)
+        .json(&json!({}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let (status, reg) = ext.post("/_matrix/identity/v2/account/register", openid).await;
+    assert_eq!(status, 200, "{reg}");
+    let token = reg["token"].as_str().unwrap().to_owned();
+    let owner = ext.app.store.token_user(&tincan_homeserver_ext::code::digest(&token), ext.app.now()).await.unwrap();
+    let owner = owner.expect("the token is stored");
+    assert_eq!((owner.user_id.as_str(), owner.server_name.as_str()), (alice.user_id.as_str(), "hs.test"));
+
+    ext.clock.advance(Duration::from_secs(3599));
+    let (status, account) = ext.get("/_matrix/identity/v2/account", &token).await;
+    assert_eq!((status, account["user_id"].as_str()), (200, Some(alice.user_id.as_str())));
+    ext.clock.advance(Duration::from_secs(1));
+    for path in ["/_matrix/identity/v2/account", "/_matrix/identity/v2/hash_details"] {
+        let (status, b) = ext.get(path, &token).await;
+        assert_eq!((status, b["errcode"].as_str()), (401, Some("M_UNAUTHORIZED")), "{path} after the expiry: {b}");
+    }
+}
