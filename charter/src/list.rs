@@ -1,0 +1,265 @@
+//! The trust list: the directories and providers the charter vouches for.
+
+use crate::error::CharterError;
+use crate::keys::PublicKey;
+use crate::signed::LIST_TYPE;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeSet;
+use std::net::SocketAddr;
+use std::time::SystemTime;
+use url::Url;
+
+/// What a provider offers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Service {
+    /// Matrix accounts with phone sign-up.
+    Matrix,
+    /// The SMS bridge.
+    Sms,
+    /// The SIP bridge (messages, calls).
+    Sip,
+    /// The PSTN gateway (calls to and from the phone network).
+    Pstn,
+    /// A service this version does not know (a newer list): kept, not offered.
+    #[serde(other)]
+    Other,
+}
+
+/// A trusted ENUM directory.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrustedDirectory {
+    /// A short stable name providers refer to (`directory = "…"`).
+    pub id: String,
+    /// The ENUM apex, absolute (`e164.tincan.test.`).
+    pub apex: String,
+    /// The apex's trust anchor: DS records in presentation format (what `tincan-directory keys ds` prints),
+    /// one per entry; during a key roll both the old and the new DS.
+    pub ds: Vec<String>,
+    /// The directory's API base URL (transparency log `/v1/log/…`, registrar API).
+    pub api_url: Url,
+    /// The transparency log's Ed25519 public key, unpadded base64.
+    pub log_key: String,
+    /// DNS servers that answer for the apex, if the charter names any (clients may use their own resolver).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub dns: Vec<SocketAddr>,
+}
+
+impl TrustedDirectory {
+    /// The trust anchor as the text the lookup library takes (DS records, one a line).
+    pub fn trust_anchor(&self) -> String {
+        self.ds.join("\n")
+    }
+}
+
+/// A provider users may sign up with.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrustedProvider {
+    /// The provider's name (shown at sign-up; unique in the list).
+    pub name: String,
+    /// Its Matrix server names (the part after `:` in its users' IDs).
+    pub homeservers: Vec<String>,
+    /// Its homeserver extension (`tincan-ext`) base URL, where sign-up starts.
+    pub ext_url: Url,
+    /// The [`TrustedDirectory::id`] of the directory it registers numbers at.
+    pub directory: String,
+    /// Its provider id at that directory (`tincan-directory provider add --id …`).
+    pub provider_id: String,
+    /// The number prefixes it may register, E.164 with `+` (`+44`, `+1555`).
+    pub prefixes: Vec<String>,
+    /// What it offers.
+    pub services: Vec<Service>,
+}
+
+impl TrustedProvider {
+    /// Whether the provider may hold `number` (E.164 with `+`).
+    pub fn covers(&self, number: &str) -> bool {
+        self.prefixes.iter().any(|p| number.starts_with(p.as_str()))
+    }
+}
+
+/// What the charter edits: the list without version and expiry (`tincan-charter list new --input list.toml`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListInput {
+    /// Directories.
+    #[serde(default, rename = "directory")]
+    pub directories: Vec<TrustedDirectory>,
+    /// Providers.
+    #[serde(default, rename = "provider")]
+    pub providers: Vec<TrustedProvider>,
+}
+
+/// The signed trust list.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrustList {
+    /// Always [`LIST_TYPE`].
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// Goes up with every list; clients never accept a lower one.
+    pub version: u64,
+    /// After this the list is refused (and the last good one too): the charter re-signs before.
+    #[serde(with = "crate::timefmt")]
+    pub expires: SystemTime,
+    /// Trusted directories.
+    pub directories: Vec<TrustedDirectory>,
+    /// Providers users may sign up with.
+    pub providers: Vec<TrustedProvider>,
+}
+
+impl TrustList {
+    /// A list from the edited input.
+    pub fn new(input: ListInput, version: u64, expires: SystemTime) -> Result<Self, CharterError> {
+        let list = TrustList {
+            kind: LIST_TYPE.into(),
+            version,
+            expires,
+            directories: input.directories,
+            providers: input.providers,
+        };
+        list.validate()?;
+        Ok(list)
+    }
+
+    /// Checks the list's consistency.
+    pub fn validate(&self) -> Result<(), CharterError> {
+        let bad = |m: String| Err(CharterError::InvalidList(m));
+        if self.kind != LIST_TYPE {
+            return bad(format!("type is {:?}, expected {LIST_TYPE:?}", self.kind));
+        }
+        if self.version == 0 {
+            return bad("version 0 (versions start at 1)".into());
+        }
+        let mut ids = BTreeSet::new();
+        let mut apexes = BTreeSet::new();
+        for d in &self.directories {
+            if d.id.is_empty() || !ids.insert(d.id.as_str()) {
+                return bad(format!("directory id {:?} is empty or repeated", d.id));
+            }
+            if !d.apex.ends_with('.') || d.apex.len() < 2 || !apexes.insert(d.apex.to_ascii_lowercase()) {
+                return bad(format!("directory {}: apex {:?} must be absolute (end in '.') and unique", d.id, d.apex));
+            }
+            if d.ds.is_empty() || d.ds.iter().any(|s| s.trim().is_empty()) {
+                return bad(format!("directory {}: no DS record", d.id));
+            }
+            if PublicKey::from_base64(&d.log_key).is_err() {
+                return bad(format!("directory {}: log_key is not an Ed25519 public key in base64", d.id));
+            }
+        }
+        let mut names = BTreeSet::new();
+        let mut servers = BTreeSet::new();
+        for p in &self.providers {
+            if p.name.trim().is_empty() || !names.insert(p.name.as_str()) {
+                return bad(format!("provider name {:?} is empty or repeated", p.name));
+            }
+            if p.homeservers.is_empty() {
+                return bad(format!("provider {}: no homeserver", p.name));
+            }
+            for h in &p.homeservers {
+                if h.is_empty() || h.contains(['/', ' ', '@']) || !servers.insert(h.to_ascii_lowercase()) {
+                    return bad(format!("provider {}: homeserver {h:?} is malformed or listed twice", p.name));
+                }
+            }
+            if !ids.contains(p.directory.as_str()) {
+                return bad(format!("provider {}: directory {:?} is not in the list", p.name, p.directory));
+            }
+            if p.provider_id.is_empty() {
+                return bad(format!("provider {}: empty provider_id", p.name));
+            }
+            for pre in &p.prefixes {
+                let digits = pre.strip_prefix('+').unwrap_or("");
+                if digits.is_empty() || digits.len() > 15 || !digits.bytes().all(|b| b.is_ascii_digit()) {
+                    return bad(format!("provider {}: prefix {pre:?} is not + and 1–15 digits", p.name));
+                }
+            }
+            if p.prefixes.is_empty() || p.services.is_empty() {
+                return bad(format!("provider {}: no prefixes or no services", p.name));
+            }
+        }
+        Ok(())
+    }
+
+    /// The directory with this id.
+    pub fn directory(&self, id: &str) -> Option<&TrustedDirectory> {
+        self.directories.iter().find(|d| d.id == id)
+    }
+
+    /// The directory with this apex (case-insensitive, trailing dot optional).
+    pub fn directory_by_apex(&self, apex: &str) -> Option<&TrustedDirectory> {
+        let want = apex.trim_end_matches('.').to_ascii_lowercase();
+        self.directories.iter().find(|d| d.apex.trim_end_matches('.').to_ascii_lowercase() == want)
+    }
+
+    /// The provider running this Matrix server name.
+    pub fn provider_by_homeserver(&self, server_name: &str) -> Option<&TrustedProvider> {
+        self.providers.iter().find(|p| p.homeservers.iter().any(|h| h.eq_ignore_ascii_case(server_name)))
+    }
+
+    /// The providers of a directory.
+    pub fn providers_of(&self, directory_id: &str) -> impl Iterator<Item = &TrustedProvider> {
+        self.providers.iter().filter(move |p| p.directory == directory_id)
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use std::time::{Duration, UNIX_EPOCH};
+
+    pub(crate) fn input() -> ListInput {
+        toml::from_str(
+            r#"
+            [[directory]]
+            id = "main"
+            apex = "e164.tincan.test."
+            ds = ["e164.tincan.test. 3600 IN DS 12345 15 2 0000"]
+            api_url = "http://127.0.0.1:8080/"
+            log_key = "11qYAYKxCrfVS/7TyWQHOg7hcvPapiMlrwIaaPcHURo"
+
+            [[provider]]
+            name = "Alpha"
+            homeservers = ["alpha.test"]
+            ext_url = "http://127.0.0.1:9000/"
+            directory = "main"
+            provider_id = "alpha"
+            prefixes = ["+44"]
+            services = ["matrix", "sms", "teleport"]
+            "#,
+        )
+        .unwrap()
+    }
+
+    fn exp() -> SystemTime {
+        UNIX_EPOCH + Duration::from_secs(2_000_000_000)
+    }
+
+    #[test]
+    fn a_valid_input_makes_a_list() {
+        let l = TrustList::new(input(), 1, exp()).unwrap();
+        assert_eq!(l.providers[0].services, [Service::Matrix, Service::Sms, Service::Other]);
+        assert_eq!(l.provider_by_homeserver("ALPHA.test").unwrap().name, "Alpha");
+        assert!(l.providers[0].covers("+442079460001"));
+        assert!(!l.providers[0].covers("+33123456789"));
+        assert_eq!(l.directory_by_apex("e164.tincan.test").unwrap().id, "main");
+    }
+
+    #[test]
+    fn inconsistent_lists_are_refused() {
+        let cases: [fn(&mut ListInput); 6] = [
+            |i| i.providers[0].directory = "other".into(),
+            |i| i.providers[0].prefixes = vec!["44".into()],
+            |i| i.directories[0].log_key = "short".into(),
+            |i| i.directories[0].apex = "e164.tincan.test".into(),
+            |i| i.providers.push(i.providers[0].clone()),
+            |i| i.directories[0].ds.clear(),
+        ];
+        for (n, f) in cases.iter().enumerate() {
+            let mut i = input();
+            f(&mut i);
+            assert!(matches!(TrustList::new(i, 1, exp()), Err(CharterError::InvalidList(_))), "case {n}");
+        }
+    }
+}
