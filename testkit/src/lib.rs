@@ -12,6 +12,7 @@
 //! - [`matrix`]: a client-server API caller, path-segment encoding, polling.
 //! - [`node`]: matrix-js-sdk (Rust crypto) under node, an independent encrypted Matrix client.
 //! - [`sip`]: rtpengine (userspace) and sipp scenarios.
+//! - [`smsc`]: the SMSC peer of the SMS tests (smpp34, from the venv).
 //! - [`ports`]: free loopback ports, reserved across parallel test processes.
 //! - [`process`]: child processes that never outlive the test.
 
@@ -29,6 +30,7 @@ pub mod postgres;
 pub mod process;
 pub mod secondary;
 pub mod sip;
+pub mod smsc;
 pub mod synapse;
 pub mod synapse_oidc;
 pub mod tools;
