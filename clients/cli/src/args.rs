@@ -72,6 +72,10 @@ pub enum Command {
         /// Send even when the contact's key does not match the directory's.
         #[arg(long)]
         force: bool,
+        /// Through a bridge (SMS): seconds to wait for its word on delivery (`delivered` or `failed`); after
+        /// that the status is `sent`. 0: do not wait.
+        #[arg(long, value_name = "SECS", default_value_t = 30)]
+        wait: u64,
     },
     /// Chat with a number: history, then live messages; type a line to send it, Ctrl-D to leave.
     Chat {

@@ -1,7 +1,7 @@
 //! One function per command, on the client core.
 
 use crate::args::{Args, Command, ContactsCommand};
-use crate::output::print;
+use crate::output::{EXIT_NOT_DELIVERED, print};
 use anyhow::Context;
 use futures::StreamExt;
 use serde_json::json;
@@ -9,8 +9,8 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 use tincan_client_core::{
-    ClientConfig, Contact, Decision, DirectoryConfig, IncomingMessage, KeyStatus, Route, StoreKey, TincanClient,
-    TransparencyLogConfig, Validation, Warning, contacts::parse_contacts,
+    ClientConfig, ClientError, Contact, Decision, Delivery, DirectoryConfig, IncomingMessage, KeyStatus, Route,
+    StoreKey, TincanClient, TransparencyLogConfig, Validation, Warning, contacts::parse_contacts,
 };
 use tokio::io::AsyncBufReadExt;
 
@@ -47,9 +47,9 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
             let c = client.check_contact(&phone).await?;
             print(json, &c, || describe(&c));
         }
-        Command::Send { phone, text, force } => {
+        Command::Send { phone, text, force, wait } => {
             client.sync_once(Duration::ZERO).await?;
-            let sent = client.send_to_number(&phone, &text, force).await?;
+            let sent = client.send_to_number_waiting(&phone, &text, force, Duration::from_secs(wait)).await?;
             if let Decision::Matrix { warning: Some(Warning::ForcedMismatch(m)), .. } = &sent.decision {
                 eprintln!("WARNING: sent although {m} (--force)");
             }
@@ -57,11 +57,27 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
                 let via = match &sent.decision {
                     Decision::Matrix { .. } => String::new(),
                     Decision::Sip { uri, .. } => format!(" by SIP to {uri}, not end-to-end encrypted"),
-                    Decision::Sms { .. } => " by SMS, not end-to-end encrypted".into(),
+                    Decision::Sms { .. } => " by SMS, end-to-end encrypted only as far as the provider's bridge".into(),
                     Decision::Pstn { .. } => " through the phone network, not end-to-end encrypted".into(),
                 };
-                format!("Sent to {} ({}){via}{}", phone, sent.sent.user_id, key_note(sent.sent.key_status.as_ref()))
+                let status = match (&sent.delivery, sent.decision.is_bridged()) {
+                    (_, false) => String::new(),
+                    (Delivery::Sent, true) if wait == 0 => String::new(),
+                    (Delivery::Sent, true) => format!("\nNo delivery report within {wait} s."),
+                    (Delivery::Delivered, true) => "\nDelivered.".into(),
+                    (Delivery::Failed { reason }, true) => format!("\nNOT DELIVERED: {reason}"),
+                };
+                format!(
+                    "Sent to {} ({}){via}{}{status}",
+                    phone,
+                    sent.sent.user_id,
+                    key_note(sent.sent.key_status.as_ref())
+                )
             });
+            if let Delivery::Failed { reason } = &sent.delivery {
+                eprintln!("error: not delivered: {reason}");
+                return Ok(ExitCode::from(EXIT_NOT_DELIVERED));
+            }
         }
         Command::Chat { phone, history } => chat(&client, &phone, history, json).await?,
         Command::Contacts { command: ContactsCommand::Import { file } } => {
@@ -206,22 +222,35 @@ fn key_note(k: Option<&KeyStatus>) -> String {
 
 async fn chat(client: &TincanClient, phone: &str, history: u32, json: bool) -> anyhow::Result<()> {
     client.sync_once(Duration::ZERO).await?;
-    let contact = client.check_contact(phone).await?;
-    let Some(user_id) = contact.user_id.clone() else {
-        return Err(
-            tincan_client_core::ClientError::NotOnNetwork { number: contact.number, route: contact.route }.into()
-        );
+    // The route is the core's decision; a key mismatch shows the contact's history but sends nothing.
+    let (peer, messages) = match client.start_chat(phone, false).await {
+        Ok(chat) => {
+            if json {
+                println!("{}", json!({"chat": chat}));
+            } else {
+                match &chat.contact {
+                    Some(c) if matches!(chat.decision, Decision::Matrix { .. }) => println!("{}", describe(c)),
+                    _ => println!("{phone}: {}", via(&chat.decision)),
+                }
+            }
+            (chat.decision.user_id().to_owned(), client.room_history(&chat.room_id, history).await?)
+        }
+        Err(ClientError::KeyMismatch(m)) => {
+            let contact = client.check_contact(phone).await?;
+            if json {
+                println!("{}", json!({"contact": contact}));
+            } else {
+                println!("{}", describe(&contact));
+            }
+            eprintln!(
+                "WARNING: {m}. Messages you type will NOT be sent; run `tincan whois` again once it is resolved."
+            );
+            (m.user_id.clone(), client.history(&m.user_id, history).await?)
+        }
+        Err(e) => return Err(e.into()),
     };
-    if json {
-        println!("{}", json!({"contact": contact}));
-    } else {
-        println!("{}", describe(&contact));
-    }
-    if let Some(KeyStatus::Mismatch(m)) = &contact.key_status {
-        eprintln!("WARNING: {m}. Messages you type will NOT be sent; run `tincan whois` again once it is resolved.");
-    }
-    for m in client.history(&user_id, history).await? {
-        show(&m, json);
+    for m in &messages {
+        show(m, json);
     }
     let mut incoming = Box::pin(client.messages());
     let sync = client.spawn_sync()?;
@@ -233,17 +262,28 @@ async fn chat(client: &TincanClient, phone: &str, history: u32, json: bool) -> a
                 if line.trim().is_empty() { continue; }
                 // The route is decided for every message: a contact who joins Tincan is reached over Matrix next.
                 match client.send_to_number(phone, &line, false).await {
+                    Ok(sent) if json => println!("{}", json!({"sent": sent})),
                     Ok(_) => {}
                     Err(e) => eprintln!("error: not sent: {e}"),
                 }
             }
             Some(m) = incoming.next() => {
-                if m.sender == user_id || m.room_id.is_empty() { show(&m, json); }
+                if m.sender == peer || m.room_id.is_empty() { show(&m, json); }
             }
         }
     }
     sync.abort();
     Ok(())
+}
+
+/// How a route reaches the number, in words.
+fn via(d: &Decision) -> String {
+    match d {
+        Decision::Matrix { user_id, .. } => format!("Matrix {user_id}"),
+        Decision::Sip { uri, ghost } => format!("SIP {uri} through the provider's bridge ({ghost})"),
+        Decision::Sms { ghost } => format!("SMS through the provider's bridge ({ghost})"),
+        Decision::Pstn { ghost } => format!("the phone network through the provider's bridge ({ghost})"),
+    }
 }
 
 fn show(m: &IncomingMessage, json: bool) {

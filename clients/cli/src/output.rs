@@ -6,6 +6,9 @@ use tincan_client_core::ClientError;
 
 /// Exit code: the number is not on the network (the route is printed).
 pub const EXIT_NOT_ON_NETWORK: u8 = 2;
+/// Exit code: the text went to the provider's bridge, which reports that it was not delivered (`status: "failed"`
+/// with the reason).
+pub const EXIT_NOT_DELIVERED: u8 = 4;
 /// Exit code: the contact's key does not match the directory's, or the directory's answer is not backed by its
 /// transparency log (or the log forked); nothing sent.
 pub const EXIT_KEY_MISMATCH: u8 = 3;

@@ -29,6 +29,7 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde::Serialize;
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tincan_common::{Clock, SystemClock};
@@ -64,6 +65,10 @@ pub struct TincanClient {
     matrix: Option<Client>,
     clock: Arc<dyn Clock>,
     incoming: broadcast::Sender<IncomingMessage>,
+    /// What the sync shows of conversations, for delivery reports of bridged texts.
+    signals: broadcast::Sender<crate::delivery::Signal>,
+    /// Whether [`spawn_sync`](Self::spawn_sync)'s loop runs (then nobody else syncs).
+    syncing: Arc<AtomicBool>,
 }
 
 impl std::fmt::Debug for TincanClient {
@@ -105,6 +110,7 @@ impl TincanClient {
             None => None,
         };
         let (incoming, _) = broadcast::channel(256);
+        let (signals, _) = broadcast::channel(1024);
         let saved = state.session.clone();
         let mut me = TincanClient {
             config,
@@ -117,6 +123,8 @@ impl TincanClient {
             matrix: None,
             clock,
             incoming,
+            signals,
+            syncing: Arc::new(AtomicBool::new(false)),
         };
         if let Some(saved) = saved {
             let token = me.key.open(&saved.access_token, &saved.user_id, &saved.device_id)?;
@@ -306,15 +314,39 @@ impl TincanClient {
     /// Syncs forever in a background task (incoming messages reach [`messages`](Self::messages)).
     pub fn spawn_sync(&self) -> Result<tokio::task::JoinHandle<()>> {
         let client = self.client()?.clone();
+        let syncing = SyncingFlag::raise(&self.syncing);
         Ok(tokio::spawn(async move {
+            // Lowered when the loop ends or the task is aborted.
+            let _syncing = syncing;
             if let Err(e) = client.sync(SyncSettings::default().timeout(Duration::from_secs(10))).await {
                 tracing::warn!(error = %e, "sync stopped");
             }
         }))
     }
 
+    /// Whether [`spawn_sync`](Self::spawn_sync)'s loop runs.
+    pub(crate) fn is_syncing(&self) -> bool {
+        self.syncing.load(Ordering::SeqCst)
+    }
+
     pub(crate) fn now(&self) -> u64 {
         self.clock.unix_seconds()
+    }
+}
+
+/// [`TincanClient::syncing`] raised while it lives.
+struct SyncingFlag(Arc<AtomicBool>);
+
+impl SyncingFlag {
+    fn raise(flag: &Arc<AtomicBool>) -> SyncingFlag {
+        flag.store(true, Ordering::SeqCst);
+        SyncingFlag(flag.clone())
+    }
+}
+
+impl Drop for SyncingFlag {
+    fn drop(&mut self) {
+        self.0.store(false, Ordering::SeqCst);
     }
 }
 

@@ -38,6 +38,9 @@ pub enum ClientError {
     /// HTTP to the extension failed (connection, malformed body).
     #[error("could not reach the extension")]
     Http(#[from] reqwest::Error),
+    /// HTTP to the homeserver failed outside matrix-sdk (the third-party protocol description).
+    #[error("could not reach the homeserver")]
+    Homeserver(#[source] reqwest::Error),
     /// The login type the extension returned is not one this client knows.
     #[error("unsupported login type from the extension: {0}")]
     UnsupportedLogin(String),
@@ -163,6 +166,7 @@ impl ClientError {
             ClientError::NoDirectory => "no_directory",
             ClientError::Extension { .. } => "extension_refused",
             ClientError::Http(_) => "extension_unreachable",
+            ClientError::Homeserver(_) => "homeserver_unreachable",
             ClientError::UnsupportedLogin(_) => "unsupported_login",
             ClientError::Lookup(l) if l.is_validation_failure() => "dnssec_validation_failed",
             ClientError::Lookup(_) => "lookup_failed",

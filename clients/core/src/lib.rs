@@ -16,7 +16,9 @@
 //!   ([`TincanClient::messages`]).
 //! - Reach a number the one way [`routing::decide`] picks ([`TincanClient::send_to_number`],
 //!   [`TincanClient::start_chat`]): Matrix when the validated directory says so, else the provider's SIP or SMS
-//!   bridge found through the homeserver's third-party lookup, else [`ClientError::Unreachable`].
+//!   bridge found through the homeserver's third-party lookup, else [`ClientError::Unreachable`]. A bridge is
+//!   texted in an encrypted DM with its ghost (end-to-bridge encryption), and what it says became of the text
+//!   (delivered, failed and why) is [`Delivery`] ([`TincanClient::send_to_number_waiting`], see [`delivery`]).
 //! - Push: an HTTP pusher for the device ([`TincanClient::register_pusher`]) and the notification path that
 //!   fetches and decrypts one event ([`TincanClient::decrypt_notification`]).
 //! - Contact import with the Identity Service v2 hashed lookup ([`TincanClient::import_contacts`]).
@@ -29,6 +31,7 @@ pub mod at_rest;
 mod client;
 pub mod config;
 pub mod contacts;
+pub mod delivery;
 pub mod error;
 pub mod ext;
 pub mod route;
@@ -41,9 +44,10 @@ pub use client::{
     Chat, Contact, ImportedContact, IncomingMessage, PushConfig, Sent, SentToNumber, SignedIn, TincanClient,
 };
 pub use config::{ClientConfig, DirectoryConfig, TransparencyLogConfig};
+pub use delivery::Delivery;
 pub use error::{ClientError, Result};
 pub use route::{Route, Validation};
-pub use routing::{BridgeKind, Decision, Intent, Unreachable, Warning};
+pub use routing::{BridgeKind, Decision, Intent, RouteKind, Unreachable, Warning};
 pub use trust::{DirectoryKey, KeyMismatch, KeyStatus, TrustRecord};
 
 /// Re-exported: why an answer fails the transparency log check ([`ClientError::Log`]).

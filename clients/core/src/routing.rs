@@ -95,7 +95,37 @@ pub enum Decision {
     },
 }
 
+/// A route in one word, for output (`--json`'s `route`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RouteKind {
+    /// [`Decision::Matrix`].
+    Matrix,
+    /// [`Decision::Sip`].
+    Sip,
+    /// [`Decision::Sms`].
+    Sms,
+    /// [`Decision::Pstn`].
+    Pstn,
+}
+
 impl Decision {
+    /// The route in one word.
+    pub fn route(&self) -> RouteKind {
+        match self {
+            Decision::Matrix { .. } => RouteKind::Matrix,
+            Decision::Sip { .. } => RouteKind::Sip,
+            Decision::Sms { .. } => RouteKind::Sms,
+            Decision::Pstn { .. } => RouteKind::Pstn,
+        }
+    }
+
+    /// Whether the route goes through one of the provider's bridges (whose ghost reports what became of a
+    /// message, see [`delivery`](crate::delivery)).
+    pub fn is_bridged(&self) -> bool {
+        !matches!(self, Decision::Matrix { .. })
+    }
+
     /// Whether the route is end-to-end encrypted.
     pub fn is_end_to_end_encrypted(&self) -> bool {
         matches!(self, Decision::Matrix { .. })

@@ -7,6 +7,7 @@
 //! new encrypted DM is made instead.
 
 use super::TincanClient;
+use crate::delivery::Signal;
 use crate::error::{ClientError, Result};
 use crate::trust::KeyStatus;
 use futures::Stream;
@@ -16,8 +17,9 @@ use matrix_sdk::ruma::events::room::member::{MembershipState, StrippedRoomMember
 use matrix_sdk::ruma::events::room::message::{
     MessageType, OriginalSyncRoomMessageEvent, RoomMessageEventContent, SyncRoomMessageEvent,
 };
-use matrix_sdk::ruma::events::{AnySyncMessageLikeEvent, AnySyncTimelineEvent};
-use matrix_sdk::ruma::{OwnedUserId, UInt, UserId};
+use matrix_sdk::ruma::events::{AnySyncEphemeralRoomEvent, AnySyncMessageLikeEvent, AnySyncTimelineEvent};
+use matrix_sdk::ruma::serde::Raw;
+use matrix_sdk::ruma::{OwnedRoomId, OwnedUserId, UInt, UserId};
 use matrix_sdk::{Client, Room};
 use serde::Serialize;
 use std::sync::{Arc, Mutex};
@@ -76,6 +78,27 @@ impl TincanClient {
                 if let Some(m) = to_message(&ev, room.room_id().as_str(), enc.is_some(), &state) {
                     // No receiver is fine: nobody is listening.
                     let _ = tx.send(m);
+                }
+            }
+        });
+        // Timeline events (decrypted) and read receipts, for what bridges say of the texts sent through them.
+        let signals = self.signals.clone();
+        client.add_event_handler(move |ev: Raw<AnySyncTimelineEvent>, room: Room| {
+            let signals = signals.clone();
+            async move {
+                let Ok(json) = serde_json::from_str::<serde_json::Value>(ev.json().get()) else { return };
+                if let Some(s) = Signal::from_timeline_json(room.room_id().as_str(), &json) {
+                    let _ = signals.send(s);
+                }
+            }
+        });
+        let signals = self.signals.clone();
+        client.add_event_handler(move |ev: Raw<AnySyncEphemeralRoomEvent>, room: Room| {
+            let signals = signals.clone();
+            async move {
+                let Ok(json) = serde_json::from_str::<serde_json::Value>(ev.json().get()) else { return };
+                if let Some(s) = Signal::from_receipt_json(room.room_id().as_str(), &json) {
+                    let _ = signals.send(s);
                 }
             }
         });
@@ -170,6 +193,20 @@ impl TincanClient {
         let Some(room) = self.find_dm(&user).await? else {
             return Ok(Vec::new());
         };
+        self.last_messages(&room, limit).await
+    }
+
+    /// The last `limit` text messages of a joined room of ours (a conversation from
+    /// [`start_chat`](Self::start_chat)), oldest first; an unknown room has none.
+    pub async fn room_history(&self, room_id: &str, limit: u32) -> Result<Vec<IncomingMessage>> {
+        let id: OwnedRoomId = room_id.try_into().map_err(|_| ClientError::InvalidUserId(room_id.into()))?;
+        match self.client()?.get_room(&id) {
+            Some(room) => self.last_messages(&room, limit).await,
+            None => Ok(Vec::new()),
+        }
+    }
+
+    async fn last_messages(&self, room: &Room, limit: u32) -> Result<Vec<IncomingMessage>> {
         let mut opts = MessagesOptions::backward();
         opts.limit = UInt::from(limit);
         let page = room.messages(opts).await?;
@@ -181,7 +218,7 @@ impl TincanClient {
 }
 
 /// Whether the room's state holds `m.room.encryption`, asking the server when the local state does not say.
-async fn is_encrypted(room: &Room) -> Result<bool> {
+pub(super) async fn is_encrypted(room: &Room) -> Result<bool> {
     let state = room.encryption_state();
     if !state.is_unknown() {
         return Ok(state.is_encrypted());
@@ -209,7 +246,12 @@ fn to_message(
     encrypted: bool,
     state: &Mutex<crate::state::ClientState>,
 ) -> Option<IncomingMessage> {
-    let MessageType::Text(text) = &ev.content.msgtype else { return None };
+    // Notices too: a bridge tells what became of a text in one (⚠ Not delivered …).
+    let body = match &ev.content.msgtype {
+        MessageType::Text(text) => &text.body,
+        MessageType::Notice(notice) => &notice.body,
+        _ => return None,
+    };
     let sender = ev.sender.to_string();
     let sender_number = state.lock().ok().and_then(|s| s.contacts.get(&sender).map(|r| r.number.clone()));
     Some(IncomingMessage {
@@ -217,7 +259,7 @@ fn to_message(
         event_id: ev.event_id.to_string(),
         sender,
         sender_number,
-        body: text.body.clone(),
+        body: body.clone(),
         encrypted,
         timestamp_ms: ev.origin_server_ts.0.into(),
     })

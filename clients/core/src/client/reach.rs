@@ -1,38 +1,53 @@
 //! Reaching a number the one way [`routing::decide`](crate::routing::decide) picks: the facts gathered here
 //! (the validated directory answer and key status, the bridges' ghosts from the homeserver's third-party
-//! lookup), the decision made there, and the text sent along it.
+//! lookup), the decision made there, the text sent along it, and (through a bridge) what the bridge says became
+//! of it ([`delivery`](crate::delivery)).
+//!
+//! A bridge is reached in an encrypted DM with its ghost only (end-to-bridge encryption: the bridge's ghost
+//! has a device and decrypts): a conversation is reused only when it is encrypted and nobody but the ghost is in
+//! it with us, and the send checks the room's encryption again.
 
 use super::directory::Contact;
-use super::messaging::Sent;
+use super::messaging::{Sent, is_encrypted};
 use super::{TincanClient, parse_user};
+use crate::delivery::{Delivery, Signal, Watch};
 use crate::error::{ClientError, Result};
 use crate::route::Route;
-use crate::routing::{self, BridgeGhost, Decision, Facts, Intent, Refusal};
-use matrix_sdk::Room;
-use matrix_sdk::ruma::OwnedRoomId;
+use crate::routing::{self, BridgeGhost, Decision, Facts, Intent, Refusal, RouteKind};
+use matrix_sdk::config::SyncSettings;
 use matrix_sdk::ruma::api::client::membership::joined_members;
-use matrix_sdk::ruma::api::client::room::create_room;
 use matrix_sdk::ruma::api::client::thirdparty::get_user_for_protocol;
 use matrix_sdk::ruma::events::room::message::RoomMessageEventContent;
+use matrix_sdk::ruma::{OwnedRoomId, UserId};
+use matrix_sdk::{Room, RoomMemberships};
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::time::Duration;
 use tincan_enum_core::E164;
+use tokio::sync::broadcast;
 
 /// The protocol bridges answer phone-number lookups for.
 const PSTN_PROTOCOL: &str = "m.protocol.pstn";
-/// Its one user field.
+/// Its usual user field, used when the homeserver's description of the protocol names none.
 const PSTN_FIELD: &str = "m.id.phone";
 /// How long a new conversation waits for the bridge's ghost to join it.
 const BRIDGE_JOIN_TIMEOUT: Duration = Duration::from_secs(30);
+/// The longest single sync while waiting for a bridge's word.
+const DELIVERY_POLL: Duration = Duration::from_secs(10);
 
-/// What [`TincanClient::send_to_number`] did: the message and the route it took.
+/// What [`TincanClient::send_to_number`] did: the message, the route it took and, through a bridge, what became
+/// of it.
 #[derive(Debug, Clone, Serialize)]
 pub struct SentToNumber {
     /// The message (room, event, recipient and, over Matrix, the key status at sending time).
     #[serde(flatten)]
     pub sent: Sent,
-    /// The route.
+    /// The route, in one word (`matrix`, `sip`, `sms`, `pstn`).
+    pub route: RouteKind,
+    /// `status` (`sent`, `delivered`, `failed`) and, when failed, `reason`. Over Matrix always `sent`.
+    #[serde(flatten)]
+    pub delivery: Delivery,
+    /// The route in full.
     pub decision: Decision,
 }
 
@@ -43,6 +58,9 @@ pub struct Chat {
     pub room_id: String,
     /// The route its messages take.
     pub decision: Decision,
+    /// What the directory says of the number (when one is configured).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub contact: Option<Contact>,
 }
 
 impl TincanClient {
@@ -83,46 +101,105 @@ impl TincanClient {
     }
 
     /// Sends `text` to `phone` the way [`route_to_number`](Self::route_to_number) decides: end-to-end
-    /// encrypted over Matrix to a Tincan user, else through the provider's SIP or SMS bridge.
+    /// encrypted over Matrix to a Tincan user, else through the provider's SIP or SMS bridge (in an encrypted DM
+    /// with its ghost). Does not wait for the bridge's word: `status` is `sent` (see
+    /// [`send_to_number_waiting`](Self::send_to_number_waiting)).
     pub async fn send_to_number(&self, phone: &str, text: &str, force: bool) -> Result<SentToNumber> {
+        self.send_to_number_waiting(phone, text, force, Duration::ZERO).await
+    }
+
+    /// [`send_to_number`](Self::send_to_number), then, through a bridge, waits up to `wait` for the bridge to
+    /// say the message was delivered or failed (see [`delivery`](crate::delivery)); after `wait` the status is
+    /// `sent`. Syncs while waiting unless [`spawn_sync`](Self::spawn_sync) runs. Over Matrix nothing is awaited.
+    pub async fn send_to_number_waiting(
+        &self,
+        phone: &str,
+        text: &str,
+        force: bool,
+        wait: Duration,
+    ) -> Result<SentToNumber> {
         let (decision, contact) = self.route_to_number(phone, Intent::Text, force).await?;
-        let sent = match &decision {
+        let route = decision.route();
+        let (sent, delivery) = match &decision {
             Decision::Matrix { user_id, .. } => {
                 let mut sent = self.send_text_to_user(user_id, text).await?;
                 sent.key_status = contact.and_then(|c| c.key_status);
-                sent
+                (sent, Delivery::Sent)
             }
             bridge => {
-                let room = self.bridge_room(bridge.user_id()).await?;
+                let ghost = bridge.user_id();
+                let room = self.bridge_room(ghost).await?;
+                // The last line of defence: matrix-sdk sends in clear in a room without m.room.encryption.
+                if !is_encrypted(&room).await? {
+                    return Err(ClientError::NotEncrypted { room_id: room.room_id().to_string() });
+                }
+                // Subscribed before sending: the bridge's word can come in the first sync after it.
+                let signals = self.signals.subscribe();
                 let resp = room.send(RoomMessageEventContent::text_plain(text)).await?;
-                Sent {
+                let sent = Sent {
                     room_id: room.room_id().to_string(),
                     event_id: resp.response.event_id.to_string(),
-                    user_id: bridge.user_id().to_owned(),
+                    user_id: ghost.to_owned(),
                     key_status: None,
-                }
+                };
+                let delivery = if wait.is_zero() {
+                    Delivery::Sent
+                } else {
+                    self.await_delivery(signals, Watch::new(&sent.room_id, &sent.event_id, ghost), wait).await?
+                };
+                (sent, delivery)
             }
         };
-        Ok(SentToNumber { sent, decision })
+        Ok(SentToNumber { sent, route, delivery, decision })
     }
 
     /// Opens (or finds) the conversation with `phone` along the route [`route_to_number`](Self::route_to_number)
     /// picks for texts.
     pub async fn start_chat(&self, phone: &str, force: bool) -> Result<Chat> {
-        let (decision, _) = self.route_to_number(phone, Intent::Text, force).await?;
+        let (decision, contact) = self.route_to_number(phone, Intent::Text, force).await?;
         let room = match &decision {
             Decision::Matrix { user_id, .. } => self.dm_room(&parse_user(user_id)?).await?,
             bridge => self.bridge_room(bridge.user_id()).await?,
         };
-        Ok(Chat { room_id: room.room_id().to_string(), decision })
+        Ok(Chat { room_id: room.room_id().to_string(), decision, contact })
     }
 
-    /// The bridges' ghosts for `number` from the homeserver's third-party lookup (`m.protocol.pstn`), those
-    /// whose bridge we recognise. No bridge for the protocol (404) is an empty list.
+    /// The user field the homeserver says bridges take for `m.protocol.pstn` (`user_fields` of
+    /// `GET /thirdparty/protocol/m.protocol.pstn`): `m.id.phone` when it is among them or none is declared,
+    /// else the first. `None` when no bridge serves the protocol (404).
+    async fn pstn_field(&self) -> Result<Option<String>> {
+        let client = self.client()?;
+        let token = client.access_token().ok_or(ClientError::NotLoggedIn)?;
+        let url = format!(
+            "{}/_matrix/client/v3/thirdparty/protocol/{PSTN_PROTOCOL}",
+            client.homeserver().as_str().trim_end_matches('/')
+        );
+        let resp = self.http.get(url).bearer_auth(token).send().await.map_err(ClientError::Homeserver)?;
+        if resp.status() == reqwest::StatusCode::NOT_FOUND {
+            return Ok(None);
+        }
+        let resp = resp.error_for_status().map_err(ClientError::Homeserver)?;
+        // A bridge that did not describe itself leaves the homeserver with `{}`: the usual field then.
+        let body: serde_json::Value = resp.json().await.map_err(ClientError::Homeserver)?;
+        let fields: Vec<&str> = body
+            .get("user_fields")
+            .and_then(|f| f.as_array())
+            .map(|a| a.iter().filter_map(|f| f.as_str()).collect())
+            .unwrap_or_default();
+        Ok(Some(match fields.first() {
+            Some(first) if !fields.contains(&PSTN_FIELD) => (*first).to_owned(),
+            _ => PSTN_FIELD.to_owned(),
+        }))
+    }
+
+    /// The bridges' ghosts for `number` from the homeserver's third-party lookup (`m.protocol.pstn`, by the field
+    /// the protocol declares), those whose bridge we recognise. No bridge for the protocol (404) is an empty
+    /// list.
     async fn bridge_ghosts(&self, number: &E164) -> Result<Vec<BridgeGhost>> {
+        let Some(field) = self.pstn_field().await? else { return Ok(Vec::new()) };
         let client = self.client()?;
         let mut request = get_user_for_protocol::v3::Request::new(PSTN_PROTOCOL.to_owned());
-        request.fields = BTreeMap::from([(PSTN_FIELD.to_owned(), number.as_str().to_owned())]);
+        request.fields = BTreeMap::from([(field, number.as_str().to_owned())]);
         let users = match client.send(request).await {
             Ok(r) => r.users,
             Err(e) if e.as_client_api_error().is_some_and(|e| e.status_code.as_u16() == 404) => Vec::new(),
@@ -137,40 +214,97 @@ impl TincanClient {
             .collect())
     }
 
-    /// Our joined room with a bridge's ghost, or a new one: `is_direct`, the ghost invited, and not encrypted,
-    /// since the bridge has to read what it carries to the phone network.
+    /// Our encrypted DM with a bridge's ghost, or a new one (encrypted from its first event, `is_direct`, the
+    /// ghost invited) once the ghost joined it. A room is reused only when we are joined, it is encrypted and
+    /// nobody but the ghost is in it with us; an unencrypted one (an earlier version made those) is left alone.
     async fn bridge_room(&self, ghost: &str) -> Result<Room> {
         let client = self.client()?;
         let ghost = parse_user(ghost)?;
         let known = self.lock().bridge_rooms.get(ghost.as_str()).cloned();
         let known = known.and_then(|id| OwnedRoomId::try_from(id).ok()).and_then(|id| client.get_room(&id));
-        if let Some(room) = known.filter(|r| r.state() == matrix_sdk::RoomState::Joined) {
-            return Ok(room);
-        }
-        for room in client.get_dm_rooms(&ghost) {
-            if room.state() == matrix_sdk::RoomState::Joined {
+        let candidates: Vec<Room> = known.into_iter().chain(client.get_dm_rooms(&ghost)).collect();
+        for room in candidates {
+            if self.is_bridge_dm(&room, &ghost).await? {
+                self.remember_bridge_room(&ghost, &room)?;
                 return Ok(room);
             }
         }
-        let mut request = create_room::v3::Request::new();
-        request.invite = vec![ghost.clone()];
-        request.is_direct = true;
-        request.preset = Some(create_room::v3::RoomPreset::TrustedPrivateChat);
-        let room = client.create_room(request).await?;
-        // The homeserver hands the bridge only the events of rooms its ghost has joined: wait for the join, or
-        // the first text would never leave.
+        let room = client.create_dm(&ghost).await?;
+        // The homeserver hands the bridge only the events of rooms its ghost has joined, and the room key goes
+        // to the devices of members: wait for the join, or the first text would never leave.
         let deadline = tokio::time::Instant::now() + BRIDGE_JOIN_TIMEOUT;
         loop {
             let members = client.send(joined_members::v3::Request::new(room.room_id().to_owned())).await?;
             if members.joined.contains_key(&ghost) {
-                self.lock().bridge_rooms.insert(ghost.to_string(), room.room_id().to_string());
-                self.save()?;
+                self.remember_bridge_room(&ghost, &room)?;
                 return Ok(room);
             }
             if tokio::time::Instant::now() > deadline {
                 return Err(ClientError::BridgeUnavailable { ghost: ghost.to_string() });
             }
             tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    /// Whether `room` is a conversation with `ghost` we may text it in: joined, encrypted, the ghost in it and
+    /// nobody else but us.
+    async fn is_bridge_dm(&self, room: &Room, ghost: &UserId) -> Result<bool> {
+        if room.state() != matrix_sdk::RoomState::Joined || !is_encrypted(room).await? {
+            return Ok(false);
+        }
+        let me = self.client()?.user_id().ok_or(ClientError::NotLoggedIn)?.to_owned();
+        let members = room.members(RoomMemberships::ACTIVE).await?;
+        let only_us_and_the_ghost = members.iter().all(|m| m.user_id() == me || m.user_id() == ghost);
+        Ok(only_us_and_the_ghost && members.iter().any(|m| m.user_id() == ghost))
+    }
+
+    fn remember_bridge_room(&self, ghost: &UserId, room: &Room) -> Result<()> {
+        let id = room.room_id().to_string();
+        let changed = self.lock().bridge_rooms.insert(ghost.to_string(), id.clone()).as_ref() != Some(&id);
+        if changed { self.save() } else { Ok(()) }
+    }
+
+    /// Waits (at most `wait`) for what the bridge says of the watched message, syncing unless a sync loop runs.
+    async fn await_delivery(
+        &self,
+        mut signals: broadcast::Receiver<Signal>,
+        mut watch: Watch,
+        wait: Duration,
+    ) -> Result<Delivery> {
+        let client = self.client()?;
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            loop {
+                match signals.try_recv() {
+                    Ok(s) => {
+                        if let Some(d) = watch.judge(&s) {
+                            return Ok(d);
+                        }
+                    }
+                    Err(broadcast::error::TryRecvError::Lagged(n)) => {
+                        tracing::warn!(missed = n, "delivery signals lagged");
+                    }
+                    Err(broadcast::error::TryRecvError::Empty | broadcast::error::TryRecvError::Closed) => break,
+                }
+            }
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            if left.is_zero() {
+                return Ok(Delivery::Sent);
+            }
+            if self.is_syncing() {
+                // The sync loop feeds the signals.
+                match tokio::time::timeout(left, signals.recv()).await {
+                    Ok(Ok(s)) => {
+                        if let Some(d) = watch.judge(&s) {
+                            return Ok(d);
+                        }
+                    }
+                    Ok(Err(broadcast::error::RecvError::Lagged(_))) => {}
+                    Ok(Err(broadcast::error::RecvError::Closed)) | Err(_) => return Ok(Delivery::Sent),
+                }
+            } else {
+                client.sync_once(SyncSettings::default().timeout(left.min(DELIVERY_POLL))).await?;
+            }
         }
     }
 }

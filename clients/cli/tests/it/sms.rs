@@ -1,0 +1,201 @@
+//! The SMS fall-back end to end, through the real `tincan` binary and real peers: the chain (Synapse,
+//! `tincan-ext`, the directory) with the `tincan-sms` bridge registered (in process, end-to-bridge encryption on)
+//! and bound to the smpp34 SMSC peer. A and B sign up. A texts a number the directory does not know: the client
+//! finds the bridge's ghost through the homeserver's `m.protocol.pstn` lookup and texts it in an encrypted DM;
+//! the SMSC gets the `submit_sm` (GSM 7-bit, from A's number out of the bridge's pool); its delivery receipt
+//! makes `--json` say `delivered`; the phone's reply (an MO `deliver_sm`) is read, decrypted, with `tincan chat`.
+//! An undeliverable text says `failed` with the carrier's reason (exit 4). B's number, on Matrix, never goes by
+//! SMS.
+
+use crate::acceptance::{sign_up, tincan, whois_verified};
+use crate::chain::Chain;
+use crate::cli::{err, out};
+use serde_json::{Value, json};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tincan_appservice::registration::{Tokens, registration_yaml};
+use tincan_common::{Secret, SystemClock};
+use tincan_sms::protocol::gsm7;
+use tincan_testkit::smsc::Smsc;
+
+const A_NUM: &str = "+442079460601";
+const B_NUM: &str = "+442079460602";
+const TAMPERED_NUM: &str = "+442079460605";
+/// Not in the directory: reached by SMS.
+const PHONE: &str = "+447400123601";
+/// Not in the directory, and the carrier cannot deliver to it.
+const LOST: &str = "+447400123602";
+/// The bridge's pool of sender numbers.
+const DIDS: [&str; 2] = ["+447400000601", "+447400000602"];
+const AS_TOKEN: &str = "sms-as-token-for-the-client-test";
+const HS_TOKEN: &str = "sms-hs-token-for-the-client-test";
+
+fn digits(n: &str) -> &str {
+    n.trim_start_matches('+')
+}
+
+/// The bridge's configuration: the SMSC peer, the pool, state and crypto stores in `dir`.
+fn bridge_config(dir: &std::path::Path, smsc_port: u16) -> tincan_sms::config::Config {
+    let port = tincan_testkit::ports::free_port();
+    let mut c = tincan_sms::config::Config::default();
+    c.homeserver.url = "http://127.0.0.1:9".into();
+    c.homeserver.server_name = "hs.test".into();
+    c.appservice.id = "tincan-sms".into();
+    c.appservice.listen = format!("127.0.0.1:{port}");
+    c.appservice.url = format!("http://127.0.0.1:{port}");
+    c.appservice.as_token = Secret::new(AS_TOKEN);
+    c.appservice.hs_token = Secret::new(HS_TOKEN);
+    c.appservice.bot_localpart = "smsbot".into();
+    c.database.url = format!("sqlite:{}", dir.join("core.db").display());
+    c.sms.database_url = format!("sqlite:{}", dir.join("sms.db").display());
+    c.sms.listen = format!("127.0.0.1:{}", tincan_testkit::ports::free_port());
+    c.sms.numbers = DIDS.map(String::from).to_vec();
+    c.sms.smsc = vec![tincan_sms::link::SmscConfig {
+        name: "peer".into(),
+        address: format!("127.0.0.1:{smsc_port}"),
+        system_id: "tincan".into(),
+        password: Secret::new("pw"),
+        window: 10,
+        reconnect_min_ms: 100,
+        reconnect_max_ms: 500,
+        response_timeout_secs: 5,
+        ..Default::default()
+    }];
+    c
+}
+
+/// The core's part of the configuration, with end-to-bridge encryption on (Tincan's client sends nowhere else).
+fn core_config(c: &tincan_sms::config::Config, dir: &std::path::Path) -> tincan_appservice::AppserviceConfig {
+    let mut core = c.core();
+    core.encryption.enabled = true;
+    core.encryption.store_dir = dir.join("crypto").display().to_string();
+    core.encryption.store_passphrase = Secret::new("test fixture passphrase");
+    core
+}
+
+/// `GET path` on the homeserver as the bridge's ghost `ghost` (the appservice's token).
+async fn as_ghost(hs: &str, ghost: &str, path: &str) -> Value {
+    let sep = if path.contains('?') { '&' } else { '?' };
+    let url = format!("{hs}{path}{sep}user_id={}", tincan_testkit::matrix::enc(ghost));
+    let r = reqwest::Client::new().get(url).bearer_auth(AS_TOKEN).send().await.expect("homeserver answers");
+    let status = r.status();
+    let body = r.json().await.unwrap_or(Value::Null);
+    assert!(status.is_success(), "{path}: {status} {body}");
+    body
+}
+
+/// `tincan --json send NUMBER TEXT --wait 60`: exit code and JSON.
+fn send(chain: &Chain, data: &std::path::Path, number: &str, text: &str) -> (Option<i32>, Value) {
+    let o = tincan(chain, data, &["--json", "send", number, text, "--wait", "60"]);
+    let v = serde_json::from_slice(&o.stdout).unwrap_or_else(|e| panic!("not JSON ({e}): {}\n{}", out(&o), err(&o)));
+    (o.status.code(), v)
+}
+
+/// `tincan --json chat NUMBER` (history, stdin closed) until a message satisfies `pred`, for at most 60 s.
+async fn read_in_chat(chain: &Chain, data: &std::path::Path, number: &str, pred: impl Fn(&Value) -> bool) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let o = tincan(chain, data, &["--json", "chat", number]);
+        assert!(o.status.success(), "{}\n{}", out(&o), err(&o));
+        let found = out(&o)
+            .lines()
+            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+            .find_map(|l| l.get("message").filter(|m| pred(m)).cloned());
+        if let Some(m) = found {
+            return m;
+        }
+        assert!(Instant::now() < deadline, "not in the chat with {number} after 60 s:\n{}\n{}", out(&o), err(&o));
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_number_off_the_network_is_texted_through_the_sms_bridge_and_its_reply_read_decrypted() -> anyhow::Result<()>
+{
+    let dir = tempfile::tempdir()?;
+    let smsc = Smsc::start().await?;
+    smsc.set(json!({"dlr": "tlv", "dlr_state": {digits(LOST): "UNDELIV"}})).await;
+    let config = bridge_config(dir.path(), smsc.port);
+    let mut core = core_config(&config, dir.path());
+    let tokens = Tokens::from_config(&core).expect("tokens configured");
+    let registration = registration_yaml(&core, "sms_", &tokens);
+    let Some(chain) = Chain::start_with(TAMPERED_NUM, |b| {
+        // Polled syncs must see new receipts, not a cached answer.
+        b.appservice(registration).config(json!({"caches": {"sync_response_cache_duration": 0}}))
+    })
+    .await?
+    else {
+        return Ok(());
+    };
+    core.homeserver.url = chain.hs.url();
+    let store = tincan_sms::store::open(&config.sms.database_url).await?;
+    let sms = tincan_sms::bridge::SmsBridge::new(
+        config.sms.clone(),
+        "hs.test",
+        store,
+        Arc::new(tincan_sms::billing::Free),
+        Arc::new(SystemClock),
+    );
+    let bridge = tincan_appservice::Bridge::builder(core).start(Arc::new(sms.clone())).await?;
+
+    let (da, db) = (tempfile::tempdir()?, tempfile::tempdir()?);
+    let (da, db) = (da.path(), db.path());
+    let ua = sign_up(&chain, da, A_NUM)["user_id"].as_str().expect("A's Matrix ID").to_owned();
+    sign_up(&chain, db, B_NUM);
+    whois_verified(&chain, da, B_NUM).await;
+
+    // Not in the directory: by SMS, through the ghost the homeserver's lookup names; delivered per the receipt.
+    let text = "Hello from Tincan {ok} €5";
+    let (code, sent) = send(&chain, da, PHONE, text);
+    assert_eq!(code, Some(0), "{sent}");
+    let ghost = format!("@sms_{PHONE}:hs.test");
+    assert_eq!((sent["route"].as_str(), sent["status"].as_str()), (Some("sms"), Some("delivered")), "{sent}");
+    assert_eq!((sent["user_id"].as_str(), sent["decision"]["via"].as_str()), (Some(ghost.as_str()), Some("sms")));
+    // The SMSC got it: from A's number out of the pool, to the number, GSM 7-bit, the text exactly.
+    let submit = smsc.wait_submits(1, Duration::from_secs(30)).await.remove(0);
+    assert_eq!(
+        (submit["source_addr"].as_str(), submit["destination_addr"].as_str()),
+        (Some(digits(DIDS[0])), Some(digits(PHONE)))
+    );
+    assert_eq!(submit["data_coding"], 0, "{submit}");
+    assert_eq!(hex::decode(submit["sm"].as_str().unwrap_or_default())?, gsm7::encode(text)?);
+    // The DM is encrypted, and the server holds the text only as ciphertext.
+    let room = sent["room_id"].as_str().expect("room").to_owned();
+    let room_path = format!("/_matrix/client/v3/rooms/{}", tincan_testkit::matrix::enc(&room));
+    let hs = chain.hs.url();
+    as_ghost(&hs, &ghost, &format!("{room_path}/state/m.room.encryption/")).await;
+
+    // The phone replies: A reads it decrypted, from the ghost.
+    let reply = "Hi A, got it";
+    smsc.control(json!({"cmd": "deliver", "source": digits(PHONE), "dest": digits(DIDS[0]),
+                        "hex": hex::encode(gsm7::encode(reply)?)}))
+        .await?;
+    let got = read_in_chat(&chain, da, PHONE, |m| m["body"] == reply).await;
+    assert_eq!((got["sender"].as_str(), got["encrypted"].as_bool()), (Some(ghost.as_str()), Some(true)), "{got}");
+    let page = as_ghost(&hs, &ghost, &format!("{room_path}/messages?dir=b&limit=100")).await;
+    let messages: Vec<&Value> =
+        page["chunk"].as_array().expect("chunk").iter().filter(|e| e.get("state_key").is_none()).collect();
+    assert!(messages.iter().any(|e| e["sender"] == ua.as_str()) && messages.iter().any(|e| e["sender"] == ghost));
+    for e in &messages {
+        assert!(e["type"] != "m.room.message", "a message in clear on the server: {e}");
+        assert!(!e.to_string().contains("Tincan") && !e.to_string().contains(reply), "plaintext on the server: {e}");
+    }
+
+    // Undeliverable: failed, with the carrier's reason, exit 4.
+    let (code, failed) = send(&chain, da, LOST, "are you there?");
+    assert_eq!(code, Some(4), "{failed}");
+    assert_eq!((failed["route"].as_str(), failed["status"].as_str()), (Some("sms"), Some("failed")), "{failed}");
+    let reason = failed["reason"].as_str().unwrap_or_default();
+    assert!(reason.contains("undeliverable"), "{failed}");
+
+    // B is on Matrix: over Matrix, end-to-end encrypted, and nothing more reaches the SMSC.
+    let (code, matrix) = send(&chain, da, B_NUM, "over matrix");
+    assert_eq!(code, Some(0), "{matrix}");
+    assert_eq!((matrix["route"].as_str(), matrix["status"].as_str()), (Some("matrix"), Some("sent")), "{matrix}");
+    let got = read_in_chat(&chain, db, A_NUM, |m| m["body"] == "over matrix").await;
+    assert_eq!(got["encrypted"], true);
+    assert_eq!(smsc.submits().len(), 2, "only PHONE's and LOST's texts went by SMS: {:?}", smsc.submits());
+    sms.stop().await;
+    bridge.stop().await;
+    Ok(())
+}
