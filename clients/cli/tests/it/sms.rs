@@ -50,6 +50,10 @@ fn bridge_config(dir: &std::path::Path, smsc_port: u16) -> tincan_sms::config::C
     c.sms.database_url = format!("sqlite:{}", dir.join("sms.db").display());
     c.sms.listen = format!("127.0.0.1:{}", tincan_testkit::ports::free_port());
     c.sms.numbers = DIDS.map(String::from).to_vec();
+    // End-to-bridge encryption: Tincan's client texts the ghost in no other kind of room.
+    c.encryption.enabled = true;
+    c.encryption.store_dir = dir.join("crypto").display().to_string();
+    c.encryption.store_passphrase = Secret::new("test fixture passphrase");
     c.sms.smsc = vec![tincan_sms::link::SmscConfig {
         name: "peer".into(),
         address: format!("127.0.0.1:{smsc_port}"),
@@ -62,15 +66,6 @@ fn bridge_config(dir: &std::path::Path, smsc_port: u16) -> tincan_sms::config::C
         ..Default::default()
     }];
     c
-}
-
-/// The core's part of the configuration, with end-to-bridge encryption on (Tincan's client sends nowhere else).
-fn core_config(c: &tincan_sms::config::Config, dir: &std::path::Path) -> tincan_appservice::AppserviceConfig {
-    let mut core = c.core();
-    core.encryption.enabled = true;
-    core.encryption.store_dir = dir.join("crypto").display().to_string();
-    core.encryption.store_passphrase = Secret::new("test fixture passphrase");
-    core
 }
 
 /// `GET path` on the homeserver as the bridge's ghost `ghost` (the appservice's token).
@@ -116,7 +111,7 @@ async fn a_number_off_the_network_is_texted_through_the_sms_bridge_and_its_reply
     let smsc = Smsc::start().await?;
     smsc.set(json!({"dlr": "tlv", "dlr_state": {digits(LOST): "UNDELIV"}})).await;
     let config = bridge_config(dir.path(), smsc.port);
-    let mut core = core_config(&config, dir.path());
+    let mut core = config.core();
     let tokens = Tokens::from_config(&core).expect("tokens configured");
     let registration = registration_yaml(&core, "sms_", &tokens);
     let Some(chain) = Chain::start_with(TAMPERED_NUM, |b| {
