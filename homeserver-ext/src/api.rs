@@ -27,6 +27,12 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/_tincan/client/v1/register/verify", post(register_verify::handler))
         .route("/_tincan/client/v1/keys/master", put(keys_master::handler))
         .route("/_tincan/client/v1/unregister", post(unregister::handler))
+        .route(
+            "/_tincan/client/v1/registration_lock",
+            get(crate::registration_lock::status)
+                .put(crate::registration_lock::set)
+                .delete(crate::registration_lock::remove),
+        )
         .route("/_matrix/app/v1/transactions/{txn_id}", put(appservice::transaction))
         .route("/_matrix/app/v1/users/{user_id}", get(appservice::query))
         .route("/_matrix/app/v1/rooms/{alias}", get(appservice::query))

@@ -32,6 +32,8 @@ pub struct ExtConfig {
     pub oidc: crate::oidc::config::OidcConfig,
     /// The Identity Service: fetching other homeservers, tokens and lookups.
     pub identity: IdentityConfig,
+    /// Registration lock: a PIN a new sign-in by SMS code must also give.
+    pub registration_lock: RegistrationLockConfig,
 }
 
 impl Default for ExtConfig {
@@ -48,6 +50,7 @@ impl Default for ExtConfig {
             directory: DirectoryConfig::default(),
             oidc: Default::default(),
             identity: IdentityConfig::default(),
+            registration_lock: RegistrationLockConfig::default(),
         }
     }
 }
@@ -368,6 +371,28 @@ impl Default for IdentityConfig {
     }
 }
 
+/// Registration lock (see [`crate::registration_lock`]).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RegistrationLockConfig {
+    /// The Argon2id secret ("pepper") PINs are hashed with, at least 32 characters, kept out of the database
+    /// and its backups (`TINCAN_EXT_REGISTRATION_LOCK__SECRET_FILE=/path`). Empty: users cannot set a lock
+    /// (the endpoints answer 404). Changing it makes every PIN wrong: the locks then only lapse.
+    pub secret: Secret,
+    /// The lock lapses when no device of the account was active this long (Signal: 7 days).
+    pub lapse_secs: u64,
+    /// Wrong PINs per account before it is locked out until the lock lapses.
+    pub max_failures: u32,
+    /// The wait after the first wrong PIN; it doubles with each further one, up to an hour.
+    pub slowdown_secs: u64,
+}
+
+impl Default for RegistrationLockConfig {
+    fn default() -> Self {
+        Self { secret: Secret::default(), lapse_secs: 7 * 86_400, max_failures: 10, slowdown_secs: 2 }
+    }
+}
+
 impl Validate for ExtConfig {
     fn validate(&self) -> Vec<String> {
         let mut p = Vec::new();
@@ -438,6 +463,13 @@ impl Validate for ExtConfig {
                 "identity: homeserver_timeout_secs, token_ttl_secs and lookup_resolve_concurrency must be positive"
                     .into(),
             );
+        }
+        let rl = &self.registration_lock;
+        if !rl.secret.is_empty() && rl.secret.expose().len() < 32 {
+            p.push("registration_lock.secret: at least 32 characters (or empty: no registration locks)".into());
+        }
+        if rl.lapse_secs == 0 || rl.max_failures == 0 {
+            p.push("registration_lock: lapse_secs and max_failures must be positive".into());
         }
         if self.limits.prefix_national_digits > 12 {
             p.push("limits.prefix_national_digits: at most 12".into());

@@ -41,6 +41,15 @@ pub enum ApiError {
     /// The code is wrong.
     #[error("wrong code")]
     WrongCode,
+    /// The account has a registration lock: the sign-in needs its PIN too.
+    #[error("this number has a registration lock: send its PIN with the code")]
+    RegistrationLocked,
+    /// The registration lock PIN is wrong.
+    #[error("wrong PIN")]
+    WrongPin,
+    /// A server-side failure with no better type (a hashing task that died).
+    #[error("internal: {0}")]
+    Internal(&'static str),
     /// No access token was sent.
     #[error("missing access token")]
     MissingToken,
@@ -103,6 +112,9 @@ impl ApiError {
                 (S::BAD_REQUEST, custom("M_SESSION_NOT_VALIDATED"))
             }
             ApiError::WrongCode => (S::BAD_REQUEST, ErrorKind::ThreepidAuthFailed),
+            ApiError::RegistrationLocked => (S::FORBIDDEN, custom("IO.TINCAN.REGISTRATION_LOCKED")),
+            ApiError::WrongPin => (S::FORBIDDEN, custom("IO.TINCAN.WRONG_PIN")),
+            ApiError::Internal(_) => (S::INTERNAL_SERVER_ERROR, ErrorKind::Unknown),
             ApiError::MissingToken => (S::UNAUTHORIZED, ErrorKind::MissingToken),
             ApiError::UnknownToken => (S::UNAUTHORIZED, ErrorKind::Unauthorized),
             ApiError::Forbidden(_) => (S::FORBIDDEN, ErrorKind::Forbidden),

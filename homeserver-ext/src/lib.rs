@@ -25,6 +25,7 @@ pub mod mirror;
 pub mod net;
 pub mod number;
 pub mod oidc;
+pub mod registration_lock;
 pub mod sessions;
 pub mod sms;
 pub mod store;

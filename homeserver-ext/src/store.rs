@@ -203,6 +203,41 @@ pub struct IsToken {
     pub server_name: String,
 }
 
+/// A user's registration lock (see [`crate::registration_lock`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RegistrationLock {
+    /// The account's Matrix ID.
+    pub user_id: String,
+    /// Argon2id PHC string of the PIN, keyed with `registration_lock.secret`.
+    pub pin_hash: String,
+    /// The last activity of a device of the account (set, status call, sign-in); the lock lapses
+    /// `registration_lock.lapse_secs` after it.
+    pub last_active_at: i64,
+    /// Wrong PINs since the last right one.
+    pub failures: i64,
+    /// No PIN is judged before this time.
+    pub next_try_at: i64,
+}
+
+/// Registration locks.
+#[async_trait::async_trait]
+pub trait RegistrationLockRepository: Send + Sync {
+    /// The lock of `user_id`.
+    async fn registration_lock(&self, user_id: &str) -> Result<Option<RegistrationLock>>;
+    /// Sets or replaces the lock, active now, without failures.
+    async fn set_registration_lock(&self, user_id: &str, pin_hash: &str, now: i64) -> Result<()>;
+    /// Removes the lock; true when there was one.
+    async fn delete_registration_lock(&self, user_id: &str) -> Result<bool>;
+    /// Records activity of the account's devices; true when there is a lock.
+    async fn touch_registration_lock(&self, user_id: &str, now: i64) -> Result<bool>;
+    /// Counts a PIN attempt if the failure count is still `failures_seen` and no wait is pending at `now`
+    /// (one conditional UPDATE, so concurrent attempts cannot exceed the cap); the next may come at
+    /// `next_try_at`. True when this attempt got the slot.
+    async fn reserve_pin_attempt(&self, user_id: &str, failures_seen: i64, now: i64, next_try_at: i64) -> Result<bool>;
+    /// A right PIN: failures cleared, activity now.
+    async fn reset_pin_failures(&self, user_id: &str, now: i64) -> Result<()>;
+}
+
 /// A number of the directory's listing, as mirrored.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MirrorEntry {
@@ -233,10 +268,24 @@ pub trait MirrorRepository: Send + Sync {
 
 /// Everything the extension stores.
 pub trait Store:
-    SessionRepository + AccountRepository + IdentityRepository + MirrorRepository + std::fmt::Debug
+    SessionRepository
+    + AccountRepository
+    + IdentityRepository
+    + MirrorRepository
+    + RegistrationLockRepository
+    + std::fmt::Debug
 {
 }
-impl<T: SessionRepository + AccountRepository + IdentityRepository + MirrorRepository + std::fmt::Debug> Store for T {}
+impl<
+    T: SessionRepository
+        + AccountRepository
+        + IdentityRepository
+        + MirrorRepository
+        + RegistrationLockRepository
+        + std::fmt::Debug,
+> Store for T
+{
+}
 
 /// Opens (and migrates) the store named by a `sqlite:` or `postgres://` URL.
 pub async fn open(url: &str) -> Result<Arc<dyn Store>> {
@@ -620,6 +669,98 @@ macro_rules! impl_store {
                     .execute(&self.pool)
                     .await?;
                 Ok(done.rows_affected() == 1)
+            }
+        }
+
+        #[async_trait::async_trait]
+        impl RegistrationLockRepository for $store {
+            async fn registration_lock(&self, user_id: &str) -> Result<Option<RegistrationLock>> {
+                let row = sqlx::query(
+                    "SELECT user_id, pin_hash, last_active_at, failures, next_try_at FROM registration_locks \
+                     WHERE user_id = $1",
+                )
+                .bind(user_id)
+                .fetch_optional(&self.pool)
+                .await?;
+                row.map(|r| -> Result<RegistrationLock> {
+                    Ok(RegistrationLock {
+                        user_id: r.try_get("user_id")?,
+                        pin_hash: r.try_get("pin_hash")?,
+                        last_active_at: r.try_get("last_active_at")?,
+                        failures: r.try_get("failures")?,
+                        next_try_at: r.try_get("next_try_at")?,
+                    })
+                })
+                .transpose()
+            }
+
+            async fn set_registration_lock(&self, user_id: &str, pin_hash: &str, now: i64) -> Result<()> {
+                sqlx::query(
+                    "INSERT INTO registration_locks (user_id, pin_hash, last_active_at, failures, next_try_at, \
+                     created_at) VALUES ($1, $2, $3, 0, 0, $3) ON CONFLICT (user_id) DO UPDATE SET \
+                     pin_hash = excluded.pin_hash, last_active_at = excluded.last_active_at, failures = 0, \
+                     next_try_at = 0",
+                )
+                .bind(user_id)
+                .bind(pin_hash)
+                .bind(now)
+                .execute(&self.pool)
+                .await?;
+                Ok(())
+            }
+
+            async fn delete_registration_lock(&self, user_id: &str) -> Result<bool> {
+                let done = sqlx::query("DELETE FROM registration_locks WHERE user_id = $1")
+                    .bind(user_id)
+                    .execute(&self.pool)
+                    .await?;
+                Ok(done.rows_affected() == 1)
+            }
+
+            async fn touch_registration_lock(&self, user_id: &str, now: i64) -> Result<bool> {
+                let done = sqlx::query(
+                    "UPDATE registration_locks SET last_active_at = $2 WHERE user_id = $1 AND last_active_at < $2",
+                )
+                .bind(user_id)
+                .bind(now)
+                .execute(&self.pool)
+                .await?;
+                if done.rows_affected() == 1 {
+                    return Ok(true);
+                }
+                Ok(self.registration_lock(user_id).await?.is_some())
+            }
+
+            async fn reserve_pin_attempt(
+                &self,
+                user_id: &str,
+                failures_seen: i64,
+                now: i64,
+                next_try_at: i64,
+            ) -> Result<bool> {
+                let done = sqlx::query(
+                    "UPDATE registration_locks SET failures = failures + 1, next_try_at = $4 \
+                     WHERE user_id = $1 AND failures = $2 AND next_try_at <= $3",
+                )
+                .bind(user_id)
+                .bind(failures_seen)
+                .bind(now)
+                .bind(next_try_at)
+                .execute(&self.pool)
+                .await?;
+                Ok(done.rows_affected() == 1)
+            }
+
+            async fn reset_pin_failures(&self, user_id: &str, now: i64) -> Result<()> {
+                sqlx::query(
+                    "UPDATE registration_locks SET failures = 0, next_try_at = 0, last_active_at = $2 \
+                     WHERE user_id = $1",
+                )
+                .bind(user_id)
+                .bind(now)
+                .execute(&self.pool)
+                .await?;
+                Ok(())
             }
         }
 

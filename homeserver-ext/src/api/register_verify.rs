@@ -21,6 +21,9 @@ pub struct Request {
     pub client_secret: String,
     /// The code from the SMS.
     pub code: String,
+    /// The registration lock PIN, when the account has one (`IO.TINCAN.REGISTRATION_LOCKED` says so).
+    #[serde(default)]
+    pub pin: Option<String>,
 }
 
 /// Response body.
@@ -46,6 +49,10 @@ pub async fn handler(
         crate::sessions::check_code(&app, Purpose::Register, &req.sid, &req.client_secret, &req.code, ip).await?;
     let number = E164::parse(&session.number)?;
     let now = app.now();
+    // A locked account needs its PIN too; a refusal leaves the session usable for the retry with the PIN.
+    if let Some(a) = app.store.account_by_number(number.as_str()).await? {
+        crate::registration_lock::check(&app, &a.user_id, req.pin.as_deref()).await?;
+    }
     // Used up before anything is created or minted: of concurrent or replayed verifies with the right code,
     // only the one that consumes the session gets a login (a homeserver failure after this needs a new code).
     if !app.store.consume(&session.sid, now).await? {

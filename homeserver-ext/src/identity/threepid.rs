@@ -40,6 +40,13 @@ pub async fn bind(
     {
         return Err(ApiError::FreshValidationNeeded);
     }
+    // A number bound to an account with a registration lock does not move by SMS validation alone.
+    if let Some(owner) = app.store.binding(&s.number).await?
+        && owner.user_id != req.mxid
+        && crate::registration_lock::holds(&app, &owner.user_id).await?
+    {
+        return Err(ApiError::RegistrationLocked);
+    }
     if !app.store.consume(&s.sid, now).await? {
         return Err(ApiError::NoValidSession);
     }

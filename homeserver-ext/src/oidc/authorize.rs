@@ -209,6 +209,8 @@ fn refusal(t: &Strings, e: &ApiError) -> (StatusCode, String) {
         ApiError::SessionExpired => (S::BAD_REQUEST, t.err_expired.into()),
         ApiError::NoValidSession | ApiError::SessionNotValidated => (S::BAD_REQUEST, t.err_session_gone.into()),
         ApiError::Sms(_) => (S::BAD_GATEWAY, t.err_sms_failed.into()),
+        ApiError::RegistrationLocked => (S::FORBIDDEN, t.err_registration_locked.into()),
+        ApiError::WrongPin => (S::FORBIDDEN, t.err_wrong_pin.into()),
         other => {
             tracing::error!(error = %other, "sign-in failed");
             (S::INTERNAL_SERVER_ERROR, t.err_server.into())
@@ -251,14 +253,14 @@ pub async fn phone(State(p): State<Arc<Provider>>, req: Request) -> Response {
             pending.number = Some(number.as_str().to_owned());
             pending.sends = attempt;
             p.grants.update_pending(&req_id, pending);
-            let html = page::code(t, &base, &req_id, None, number.as_str());
+            let html = page::code(t, &base, &req_id, None, number.as_str(), false);
             (page::no_store(), Html(html)).into_response()
         }
         Err(e) => {
             let (status, msg) = refusal(t, &e);
             // A resend refused (too early, limits) keeps the code form, whose code still works.
             if pending.number.as_deref() == Some(number.as_str()) && pending.sid.is_some() {
-                let html = page::code(t, &base, &req_id, Some(msg.as_str()), number.as_str());
+                let html = page::code(t, &base, &req_id, Some(msg.as_str()), number.as_str(), false);
                 return (status, page::no_store(), Html(html)).into_response();
             }
             show_phone(status, Some(msg.as_str()))
@@ -280,8 +282,10 @@ pub async fn code(State(p): State<Arc<Provider>>, req: Request) -> Response {
         return (StatusCode::BAD_REQUEST, page::no_store(), Html(html)).into_response();
     };
     let typed = fields.get("code").map(String::as_str).unwrap_or("");
-    let show_code = |status: StatusCode, msg: &str| {
-        (status, page::no_store(), Html(page::code(t, &base, &req_id, Some(msg), &number))).into_response()
+    let pin = fields.get("pin").map(String::as_str).filter(|p| !p.is_empty());
+    let show_code = |status: StatusCode, msg: &str, ask_pin: bool| {
+        let html = page::code(t, &base, &req_id, Some(msg), &number, ask_pin);
+        (status, page::no_store(), Html(html)).into_response()
     };
     let checked =
         crate::sessions::check_code(&p.app, Purpose::Register, &sid, &pending.session_secret, typed, ip).await;
@@ -289,9 +293,20 @@ pub async fn code(State(p): State<Arc<Provider>>, req: Request) -> Response {
         Ok(s) => s,
         Err(e) => {
             let (status, msg) = refusal(t, &e);
-            return show_code(status, &msg);
+            return show_code(status, &msg, pin.is_some());
         }
     };
+    // A locked account needs its PIN too, as on the API; the form asks for it (the code session stays usable).
+    let locked = match p.app.store.account_by_number(&session.number).await {
+        Ok(Some(a)) => crate::registration_lock::check(&p.app, &a.user_id, pin).await.err(),
+        Ok(None) => None,
+        Err(e) => Some(ApiError::from(e)),
+    };
+    if let Some(e) = locked {
+        let (status, msg) = refusal(t, &e);
+        let ask_pin = matches!(e, ApiError::RegistrationLocked | ApiError::WrongPin | ApiError::LimitExceeded(_));
+        return show_code(status, &msg, ask_pin);
+    }
     match complete(&p, &req_id, &pending, &session).await {
         Ok(location) => found(StatusCode::SEE_OTHER, &location),
         Err(e) => {

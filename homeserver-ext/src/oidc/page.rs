@@ -49,6 +49,12 @@ pub struct Strings {
     pub err_bad_request: &'static str,
     /// Anything else.
     pub err_server: &'static str,
+    /// Label of the registration-lock PIN field.
+    pub pin_label: &'static str,
+    /// The account has a registration lock: the PIN is needed too.
+    pub err_registration_locked: &'static str,
+    /// Wrong registration-lock PIN.
+    pub err_wrong_pin: &'static str,
 }
 
 /// English.
@@ -74,6 +80,9 @@ pub const EN: Strings = Strings {
     err_session_gone: "This sign-in page has expired. Go back to your app and start again.",
     err_bad_request: "The app that sent you here made an invalid request.",
     err_server: "Something went wrong on our side. Try again later.",
+    pin_label: "Registration lock PIN",
+    err_registration_locked: "This number has a registration lock. Enter your PIN with the code.",
+    err_wrong_pin: "That PIN is not right.",
 };
 
 /// HTML-escapes text for element content and attribute values.
@@ -135,8 +144,16 @@ pub fn phone(t: &Strings, base: &str, req: &str, error: Option<&str>, number: &s
     )
 }
 
-/// The code form, with "send again" and "other number".
-pub fn code(t: &Strings, base: &str, req: &str, error: Option<&str>, number: &str) -> String {
+/// The code form (with the registration-lock PIN field when `pin`), with "send again" and "other number".
+pub fn code(t: &Strings, base: &str, req: &str, error: Option<&str>, number: &str, pin: bool) -> String {
+    let pin_field = if pin {
+        format!(
+            "<label for=\"pin\">{}</label><input id=\"pin\" name=\"pin\" type=\"password\" autocomplete=\"off\" required>",
+            escape(t.pin_label)
+        )
+    } else {
+        String::new()
+    };
     layout(
         t,
         &format!(
@@ -144,7 +161,7 @@ pub fn code(t: &Strings, base: &str, req: &str, error: Option<&str>, number: &st
              <input type=\"hidden\" name=\"req\" value=\"{req}\">\
              <label for=\"code\">{label}</label>\
              <input id=\"code\" name=\"code\" inputmode=\"numeric\" autocomplete=\"one-time-code\" pattern=\"[0-9 ]*\" maxlength=\"8\" required>\
-             <button type=\"submit\">{cont}</button></form>\
+             {pin_field}<button type=\"submit\">{cont}</button></form>\
              <form method=\"post\" action=\"{base}/oauth2/authorize/phone\">\
              <input type=\"hidden\" name=\"req\" value=\"{req}\"><input type=\"hidden\" name=\"phone\" value=\"{number}\">\
              <button type=\"submit\" class=\"link\">{resend}</button></form>\

@@ -14,6 +14,7 @@ mod oidc;
 mod oidc_props;
 mod pumping;
 mod register_fetch;
+mod registration_lock;
 mod side_effects;
 mod signup;
 mod smpp;

@@ -133,6 +133,30 @@ async fn conformance(store: &dyn Store) {
     assert!(store.delete_token("t2").await.unwrap());
     assert!(store.token_user("t2", 150).await.unwrap().is_none());
     assert_eq!(store.token_user("t3", 299).await.unwrap(), Some(owner));
+
+    // Registration locks: set, a compare-and-swap per wrong-PIN attempt, activity, reset, replace, delete.
+    let u = "@tc_a:hs";
+    assert!(store.registration_lock(u).await.unwrap().is_none());
+    assert!(!store.touch_registration_lock(u, 5).await.unwrap(), "no lock to touch");
+    store.set_registration_lock(u, "h1", 10).await.unwrap();
+    let l = store.registration_lock(u).await.unwrap().unwrap();
+    assert_eq!((l.pin_hash.as_str(), l.last_active_at, l.failures, l.next_try_at), ("h1", 10, 0, 0));
+    assert!(store.reserve_pin_attempt(u, 0, 11, 13).await.unwrap());
+    assert!(!store.reserve_pin_attempt(u, 0, 11, 13).await.unwrap(), "the count moved on");
+    assert!(!store.reserve_pin_attempt(u, 1, 12, 16).await.unwrap(), "before the wait is over");
+    assert!(store.reserve_pin_attempt(u, 1, 13, 17).await.unwrap());
+    let l = store.registration_lock(u).await.unwrap().unwrap();
+    assert_eq!((l.failures, l.next_try_at), (2, 17));
+    assert!(store.touch_registration_lock(u, 20).await.unwrap());
+    store.reset_pin_failures(u, 21).await.unwrap();
+    let l = store.registration_lock(u).await.unwrap().unwrap();
+    assert_eq!((l.last_active_at, l.failures, l.next_try_at), (21, 0, 0));
+    store.reserve_pin_attempt(u, 0, 22, 24).await.unwrap();
+    store.set_registration_lock(u, "h2", 30).await.unwrap();
+    let l = store.registration_lock(u).await.unwrap().unwrap();
+    assert_eq!((l.pin_hash.as_str(), l.last_active_at, l.failures, l.next_try_at), ("h2", 30, 0, 0));
+    assert!(store.delete_registration_lock(u).await.unwrap());
+    assert!(!store.delete_registration_lock(u).await.unwrap());
 }
 
 #[tokio::test]

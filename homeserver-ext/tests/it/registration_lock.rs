@@ -1,0 +1,240 @@
+//! Registration lock (issue #22): a SIM-swap attacker with the SMS code and no PIN gets nothing, the owner with
+//! the PIN gets in, wrong PINs are slowed down and capped per account, and after the lapse (no device active
+//! for `registration_lock.lapse_secs`) the code alone works again. Sign-in through the Tincan API against
+//! Synapse (JWT), and through the Identity Service (`3pid/bind` cannot move a locked number). Time is the
+//! injected clock.
+
+use crate::harness::{Api, Local, add_is_token};
+use serde_json::{Value, json};
+use std::time::Duration;
+use tincan_common::Secret;
+use tincan_homeserver_ext::config::ExtConfig;
+use tincan_testkit::Synapse;
+
+const JWT_SECRET: &str = "registration-lock-jwt-0123456789";
+const NUMBER: &str = "+447911123800";
+const PIN: &str = "482916";
+const DAY: Duration = Duration::from_secs(86_400);
+
+fn config(synapse: &Synapse) -> ExtConfig {
+    let mut c = ExtConfig { server_name: "hs.test".into(), homeserver_url: synapse.url(), ..ExtConfig::default() };
+    c.homeserver.jwt_secret = Secret::new(JWT_SECRET);
+    c.registration_lock.secret = Secret::new("test-only-registration-lock-pepper-0123456789");
+    c.registration_lock.max_failures = 3;
+    c.limits.per_number.burst = 100;
+    c.limits.verify_per_number.burst = 100;
+    c
+}
+
+/// Requests a code for `NUMBER` in a new session and verifies it, with `pin` if given.
+async fn sign_in(ext: &Local, secret: &str, pin: Option<&str>) -> (u16, Value) {
+    let (s, b) = ext
+        .post(
+            "/_tincan/client/v1/register/request",
+            json!({"phone": NUMBER, "client_secret": secret, "send_attempt": 1}),
+        )
+        .await;
+    assert_eq!(s, 200, "{b}");
+    let sid = b["sid"].as_str().unwrap().to_owned();
+    verify(ext, &sid, secret, pin).await
+}
+
+async fn verify(ext: &Local, sid: &str, secret: &str, pin: Option<&str>) -> (u16, Value) {
+    let mut body = json!({"sid": sid, "client_secret": secret, "code": ext.last_code(NUMBER)});
+    if let Some(pin) = pin {
+        body["pin"] = json!(pin);
+    }
+    ext.post("/_tincan/client/v1/register/verify", body).await
+}
+
+const MALLORY: &str = "@mallory:hs.test";
+
+/// Validates `NUMBER` through the Identity Service (the v1 paths a homeserver's msisdn delegate uses).
+async fn validate_is(ext: &Local, secret: &str) -> String {
+    let (s, b) = ext
+        .post(
+            "/_matrix/identity/api/v1/validate/msisdn/requestToken",
+            json!({"client_secret": secret, "country": "GB", "phone_number": NUMBER, "send_attempt": 1}),
+        )
+        .await;
+    assert_eq!(s, 200, "{b}");
+    let sid = b["sid"].as_str().unwrap().to_owned();
+    let (s, b) = ext
+        .post(
+            "/_matrix/identity/api/v1/validate/msisdn/submitToken",
+            json!({"sid": sid, "client_secret": secret, "token": ext.last_code(NUMBER)}),
+        )
+        .await;
+    assert_eq!(s, 200, "{b}");
+    sid
+}
+
+async fn bind(ext: &Local, sid: &str, secret: &str) -> (u16, Value) {
+    let body = json!({"sid": sid, "client_secret": secret, "mxid": MALLORY});
+    ext.post_auth("/_matrix/identity/v2/3pid/bind", "mallory-is", body).await
+}
+
+async fn put_lock(ext: &Local, token: &str, pin: &str) -> (u16, Value) {
+    let r = reqwest::Client::new()
+        .put(format!("{}/_tincan/client/v1/registration_lock", ext.url))
+        .bearer_auth(token)
+        .json(&json!({"pin": pin}))
+        .send()
+        .await
+        .unwrap();
+    let status = r.status().as_u16();
+    (status, r.json().await.unwrap_or(Value::Null))
+}
+
+fn errcode(answer: &(u16, Value)) -> (u16, &str) {
+    (answer.0, answer.1["errcode"].as_str().unwrap_or(""))
+}
+
+#[tokio::test]
+async fn a_sim_swap_with_the_code_alone_gets_nothing_until_the_lock_lapses() {
+    let synapse = Synapse::builder()
+        .config(json!({"jwt_config": {"enabled": true, "secret": JWT_SECRET, "algorithm": "HS256"}}))
+        .start()
+        .await
+        .unwrap();
+    // Synapse checks the JWT's expiry against real time.
+    let now = tincan_common::Clock::unix_seconds(&tincan_common::SystemClock);
+    let ext = Local::start(config(&synapse), now).await.unwrap();
+
+    // The owner signs up, logs in to Synapse and sets a PIN.
+    let (s, owner) = sign_in(&ext, "owner-1", None).await;
+    assert_eq!(s, 200, "{owner}");
+    let user_id = owner["user_id"].as_str().unwrap().to_owned();
+    let (token, _) = crate::signup::login(&synapse, &owner["login"]).await;
+    let (s, b) = put_lock(&ext, &token, PIN).await;
+    assert_eq!(s, 200, "{b}");
+    let (s, b) = ext.get("/_tincan/client/v1/registration_lock", &token).await;
+    assert_eq!((s, &b["enabled"]), (200, &json!(true)), "{b}");
+
+    // The attacker has the number's SMS: the right code without the PIN is refused, and the session stays
+    // usable (no login is minted, nothing consumed).
+    let (s, b) = ext
+        .post(
+            "/_tincan/client/v1/register/request",
+            json!({"phone": NUMBER, "client_secret": "attacker", "send_attempt": 1}),
+        )
+        .await;
+    assert_eq!(s, 200, "{b}");
+    let attacker_sid = b["sid"].as_str().unwrap().to_owned();
+    let answer = verify(&ext, &attacker_sid, "attacker", None).await;
+    assert_eq!(errcode(&answer), (403, "IO.TINCAN.REGISTRATION_LOCKED"), "{answer:?}");
+    assert!(answer.1.get("login").is_none());
+    // A wrong PIN is judged; the next attempt must wait (whatever the address).
+    let answer = verify(&ext, &attacker_sid, "attacker", Some("000000")).await;
+    assert_eq!(errcode(&answer), (403, "IO.TINCAN.WRONG_PIN"), "{answer:?}");
+    let answer = verify(&ext, &attacker_sid, "attacker", Some("111111")).await;
+    assert_eq!(errcode(&answer), (429, "M_LIMIT_EXCEEDED"), "{answer:?}");
+
+    // Through the Identity Service the attacker validates the number and binds it to their own Matrix ID:
+    // refused while the lock holds.
+    add_is_token(&*ext.app.store, "mallory-is", MALLORY).await;
+    let sid = validate_is(&ext, "mallory-1").await;
+    let answer = bind(&ext, &sid, "mallory-1").await;
+    assert_eq!(errcode(&answer), (403, "IO.TINCAN.REGISTRATION_LOCKED"), "{answer:?}");
+
+    // The owner on a new device, with the PIN, after the wait: in, as the same account.
+    ext.clock.advance(Duration::from_secs(3));
+    let (s, b) = sign_in(&ext, "owner-2", Some(PIN)).await;
+    assert_eq!(s, 200, "{b}");
+    assert_eq!(b["user_id"], user_id.as_str());
+
+    // Wrong PINs are capped: after 3 (waiting out each slow-down), even the right PIN is refused.
+    for (i, wait) in [(1, 0), (2, 2), (3, 4)] {
+        ext.clock.advance(Duration::from_secs(wait));
+        let answer = sign_in(&ext, &format!("attacker-{i}"), Some("999999")).await;
+        assert_eq!(errcode(&answer), (403, "IO.TINCAN.WRONG_PIN"), "wrong PIN {i}: {answer:?}");
+    }
+    ext.clock.advance(Duration::from_secs(3600));
+    let answer = sign_in(&ext, "owner-3", Some(PIN)).await;
+    assert_eq!(errcode(&answer), (429, "M_LIMIT_EXCEEDED"), "after the cap: {answer:?}");
+
+    // Seven days without an active device: the lock lapses and the code alone signs in (a user who lost every
+    // device gets back in), and the lapsed lock is gone.
+    ext.clock.advance(7 * DAY);
+    let (s, b) = sign_in(&ext, "after-lapse", None).await;
+    assert_eq!(s, 200, "{b}");
+    assert_eq!(b["user_id"], user_id.as_str());
+    assert!(ext.app.store.registration_lock(&user_id).await.unwrap().is_none());
+    let sid = validate_is(&ext, "mallory-2").await;
+    let answer = bind(&ext, &sid, "mallory-2").await;
+    assert_eq!(answer.0, 200, "a bind after the lapse: {answer:?}");
+}
+
+#[tokio::test]
+async fn concurrent_wrong_pins_are_judged_once() {
+    let synapse = Synapse::builder()
+        .config(json!({"jwt_config": {"enabled": true, "secret": JWT_SECRET, "algorithm": "HS256"}}))
+        .start()
+        .await
+        .unwrap();
+    // Synapse checks the JWT's expiry against real time.
+    let now = tincan_common::Clock::unix_seconds(&tincan_common::SystemClock);
+    let ext = Local::start(config(&synapse), now).await.unwrap();
+    let (s, owner) = sign_in(&ext, "owner", None).await;
+    assert_eq!(s, 200, "{owner}");
+    let (token, _) = crate::signup::login(&synapse, &owner["login"]).await;
+    let (s, _) = put_lock(&ext, &token, PIN).await;
+    assert_eq!(s, 200);
+    // Ten sessions with the right code each, then ten wrong PINs at once.
+    let mut sids = Vec::new();
+    for i in 0..10 {
+        let secret = format!("burst-{i}");
+        let (s, b) = ext
+            .post(
+                "/_tincan/client/v1/register/request",
+                json!({"phone": NUMBER, "client_secret": secret, "send_attempt": 1}),
+            )
+            .await;
+        assert_eq!(s, 200, "{b}");
+        sids.push((b["sid"].as_str().unwrap().to_owned(), secret, ext.last_code(NUMBER)));
+    }
+    let answers = futures::future::join_all(sids.iter().map(|(sid, secret, code)| {
+        ext.post(
+            "/_tincan/client/v1/register/verify",
+            json!({"sid": sid, "client_secret": secret, "code": code, "pin": "000000"}),
+        )
+    }))
+    .await;
+    let judged = answers.iter().filter(|a| errcode(a) == (403, "IO.TINCAN.WRONG_PIN")).count();
+    assert_eq!(judged, 1, "{answers:?}");
+    assert!(answers.iter().all(|a| errcode(a) == (403, "IO.TINCAN.WRONG_PIN") || a.0 == 429), "{answers:?}");
+}
+
+/// The OpenID provider page (stock clients' sign-in) enforces the lock too: the right code alone shows the
+/// PIN field and issues nothing; the code with the PIN sends the browser back with an authorization code.
+#[tokio::test]
+async fn the_openid_provider_page_asks_for_the_pin() {
+    use crate::oidc::{Browser, REDIRECT, Rp, local_provider_with, query_param, test_keys};
+    let secret = "test-only-registration-lock-pepper-0123456789";
+    let keys = test_keys();
+    let ext = local_provider_with(&keys, 1_700_000_000, |c| {
+        c.server_name = "hs.test".into();
+        c.registration_lock.secret = Secret::new(secret);
+    })
+    .await;
+    // The number's account, made through the Tincan API, with a lock.
+    let (s, b) = sign_in(&ext, "owner", None).await;
+    assert_eq!(s, 200, "{b}");
+    let user_id = b["user_id"].as_str().unwrap();
+    let hash = tincan_homeserver_ext::registration_lock::hash_pin(secret.as_bytes(), PIN, &[7; 16]).unwrap();
+    ext.app.store.set_registration_lock(user_id, &hash, ext.app.now()).await.unwrap();
+
+    let rp = Rp::new(REDIRECT);
+    let mut browser = Browser::new();
+    let page = browser.get(&rp.authorize_url(&ext.url, &[])).await;
+    let page = browser.submit(&ext.url, &page, "/oauth2/authorize/phone", &[("phone", NUMBER)]).await;
+    assert_eq!(page.status, 200, "{}", page.body);
+    let code = ext.last_code(NUMBER);
+    let locked = browser.submit(&ext.url, &page, "/oauth2/authorize/code", &[("code", &code)]).await;
+    assert_eq!((locked.status, locked.location.as_deref()), (403, None), "{}", locked.body);
+    assert!(locked.body.contains("name=\"pin\"") && locked.body.contains("registration lock"), "{}", locked.body);
+    let done = browser.submit(&ext.url, &locked, "/oauth2/authorize/code", &[("code", &code), ("pin", PIN)]).await;
+    assert_eq!(done.status, 303, "{}", done.body);
+    let location = done.location.unwrap();
+    assert!(location.starts_with(REDIRECT) && query_param(&location, "code").is_some(), "{location}");
+}
