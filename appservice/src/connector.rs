@@ -44,6 +44,8 @@ pub struct Capabilities {
     pub typing: bool,
     /// `m.protocol.pstn` third-party lookups resolve phone numbers to ghosts.
     pub pstn_lookup: bool,
+    /// Matrix VoIP events (`m.call.*`) are passed to the network ([`NetworkApi::handle_matrix_call`]).
+    pub calls: bool,
 }
 
 impl Capabilities {
@@ -54,7 +56,15 @@ impl Capabilities {
 
     /// Everything the core can bridge.
     pub fn all() -> Self {
-        Self { edits: true, redactions: true, reactions: true, read_receipts: true, typing: true, pstn_lookup: true }
+        Self {
+            edits: true,
+            redactions: true,
+            reactions: true,
+            read_receipts: true,
+            typing: true,
+            pstn_lookup: true,
+            calls: true,
+        }
     }
 }
 
@@ -107,6 +117,20 @@ pub struct MatrixMessage {
     pub msgtype: String,
     /// The plain-text body.
     pub body: String,
+}
+
+/// A Matrix VoIP event (`m.call.invite`, `m.call.candidates`, `m.call.answer`, `m.call.hangup`…) going to the
+/// network. The content is passed as JSON: the connector reads the fields its call model needs.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MatrixCall {
+    /// The Matrix event.
+    pub event_id: OwnedEventId,
+    /// The sender (the portal's receiver).
+    pub sender: OwnedUserId,
+    /// The event type (`m.call.invite`).
+    pub event_type: String,
+    /// The event content.
+    pub content: serde_json::Value,
 }
 
 /// The portal an operation concerns, as the connector sees it.
@@ -183,6 +207,13 @@ pub trait NetworkApi: Send + Sync {
         let _ = (portal, typing);
         Err(ConnectorError::Unsupported)
     }
+
+    /// A VoIP event of the local user (`m.call.*`). Calls are timely: return at once and do the work
+    /// elsewhere; an error here is not retried.
+    async fn handle_matrix_call(&self, portal: &PortalRef, call: &MatrixCall) -> Result<(), ConnectorError> {
+        let _ = (portal, call);
+        Err(ConnectorError::Unsupported)
+    }
 }
 
 /// An event from the network, queued with [`crate::BridgeHandle::queue_remote_event`].
@@ -233,6 +264,13 @@ pub enum RemoteEventKind {
     ReadReceipt {
         /// The last message read.
         up_to: RemoteMessageId,
+    },
+    /// A VoIP event of the remote user (`m.call.invite`, `m.call.answer`, `m.call.hangup`…), sent as is.
+    Call {
+        /// The event type.
+        event_type: String,
+        /// The event content.
+        content: serde_json::Value,
     },
     /// The remote user is typing (or stopped).
     Typing {
@@ -311,6 +349,10 @@ mod tests {
             RemoteEventKind::MessageStatus {
                 event_id: "$e1:hs.test".try_into().unwrap(),
                 status: MessageStatus::Failed { reason: "undeliverable".into() },
+            },
+            RemoteEventKind::Call {
+                event_type: "m.call.hangup".into(),
+                content: serde_json::json!({"call_id": "c1", "version": "1", "reason": "user_hangup"}),
             },
         ];
         for kind in kinds {

@@ -248,18 +248,36 @@ async fn dispatch_timeline(bridge: &BridgeHandle, entry: InboxEntry) -> Result<(
     if sender != portal.key.receiver {
         return done(bridge, entry.seq).await;
     }
+    let mut json = entry.json;
     if let AnyTimelineEvent::MessageLike(AnyMessageLikeEvent::RoomEncrypted(_)) = &event
         && bridge.0.crypto.is_some()
     {
-        event = match decrypt(bridge, entry.seq, &entry.json, &portal).await {
+        event = match decrypt(bridge, entry.seq, &json, &portal).await {
             Decryption::Plain(plain) => match serde_json::from_str::<AnyTimelineEvent>(&plain) {
-                Ok(e) if *e.sender() == *sender && *e.room_id() == *room_id => e,
+                Ok(e) if *e.sender() == *sender && *e.room_id() == *room_id => {
+                    json = plain;
+                    e
+                }
                 _ => return done(bridge, entry.seq).await,
             },
             // Left pending: tried again when its room key comes, given up on with a notice after the wait.
             Decryption::Later => return Ok(()),
             Decryption::Unreadable => return done(bridge, entry.seq).await,
         };
+    }
+    let event_type = event.event_type().to_string();
+    if event_type.starts_with("m.call.") {
+        // Passed as JSON: ruma's call types lag behind what clients send (MSC2746 fields, SDP stream metadata).
+        let work = match serde_json::from_str::<CallEnvelope>(&json) {
+            Ok(e) => MatrixWork::Call(crate::connector::MatrixCall {
+                event_id: e.event_id,
+                sender: sender.clone(),
+                event_type,
+                content: e.content,
+            }),
+            Err(_) => return done(bridge, entry.seq).await,
+        };
+        return portal::enqueue(bridge, &portal.key, Work::Matrix { seq: entry.seq, work });
     }
     let work = match event {
         AnyTimelineEvent::MessageLike(AnyMessageLikeEvent::RoomMessage(MessageLikeEvent::Original(ev))) => {
@@ -283,6 +301,13 @@ async fn dispatch_timeline(bridge: &BridgeHandle, entry: InboxEntry) -> Result<(
         _ => return done(bridge, entry.seq).await,
     };
     portal::enqueue(bridge, &portal.key, Work::Matrix { seq: entry.seq, work })
+}
+
+/// The parts of a VoIP event the connector gets.
+#[derive(Deserialize)]
+struct CallEnvelope {
+    event_id: OwnedEventId,
+    content: serde_json::Value,
 }
 
 /// `m.receipt` content: event ID → receipt type → user → data.

@@ -28,6 +28,7 @@ pub(crate) async fn handle(bridge: &BridgeHandle, key: &PortalKey, work: MatrixW
         MatrixWork::Redaction { .. } => caps.redactions,
         MatrixWork::ReadReceipt { .. } => caps.read_receipts,
         MatrixWork::Typing { .. } => caps.typing,
+        MatrixWork::Call(_) => caps.calls,
         MatrixWork::ReceiverLeft => true,
     };
     if !supported {
@@ -99,6 +100,14 @@ pub(crate) async fn handle(bridge: &BridgeHandle, key: &PortalKey, work: MatrixW
             None => Ok(()),
         },
         MatrixWork::Typing { typing } => api.handle_matrix_typing(&pref, typing).await,
+        MatrixWork::Call(call) => {
+            // Not retried and no notice: a call the network cannot place is answered in the call itself
+            // (the connector hangs up or rejects), and a retry would come too late to matter.
+            if let Err(e) = api.handle_matrix_call(&pref, &call).await {
+                tracing::warn!(error = %e, event_type = %call.event_type, "VoIP event not bridged");
+            }
+            Ok(())
+        }
         MatrixWork::ReceiverLeft => Ok(()),
     };
     match result {

@@ -24,6 +24,8 @@ pub(crate) enum MatrixWork {
     ReadReceipt { event_id: OwnedEventId },
     /// The local user's typing state.
     Typing { typing: bool },
+    /// A VoIP event (`m.call.*`) of the local user.
+    Call(crate::connector::MatrixCall),
     /// The local user left the portal room: the portal is forgotten, a new one is made when needed.
     ReceiverLeft,
 }

@@ -204,6 +204,10 @@ async fn handle(bridge: &BridgeHandle, seq: i64, event: &RemoteEvent) -> Result<
             let report = super::status::Report::of(status);
             super::status::show(bridge, &room, &ghost, event_id, &report, queued_txn_id(seq, "st").as_str()).await?;
         }
+        RemoteEventKind::Call { event_type, content } => {
+            let raw = Raw::new(content).map_err(|e| BridgeError::Encode(e.to_string()))?.cast_unchecked();
+            send_raw(bridge, &room, &ghost, queued_txn_id(seq, "c"), event_type, raw).await?;
+        }
         RemoteEventKind::Typing { timeout } => {
             let state = if timeout.is_zero() {
                 Typing::No

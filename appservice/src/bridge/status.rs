@@ -47,7 +47,9 @@ impl Report {
     /// A connector's report.
     pub(crate) fn of(status: &MessageStatus) -> Self {
         match status {
-            MessageStatus::Sent => Self { status: "SUCCESS", reason: None, message: None, delivered: false, notice: None },
+            MessageStatus::Sent => {
+                Self { status: "SUCCESS", reason: None, message: None, delivered: false, notice: None }
+            }
             MessageStatus::Delivered => {
                 Self { status: "SUCCESS", reason: None, message: None, delivered: true, notice: None }
             }
@@ -136,8 +138,11 @@ pub(crate) async fn show(
     let id = |what: &str| OwnedTransactionId::from(format!("{txn}.{what}"));
     super::remote::send_raw(bridge, room, ghost, id("s"), EVENT_TYPE, raw).await?;
     if report.delivered {
-        let mut req =
-            create_receipt::v3::Request::new(room.to_owned(), create_receipt::v3::ReceiptType::Read, event_id.to_owned());
+        let mut req = create_receipt::v3::Request::new(
+            room.to_owned(),
+            create_receipt::v3::ReceiptType::Read,
+            event_id.to_owned(),
+        );
         req.thread = ReceiptThread::Unthreaded;
         bridge.0.hs.send(req, Some(ghost)).await?;
     }
