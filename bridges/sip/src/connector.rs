@@ -17,8 +17,8 @@ use ruma::UserId;
 use sha2::Digest;
 use std::sync::{Arc, Mutex, OnceLock};
 use tincan_appservice::{
-    BridgeHandle, Capabilities, ConnectorError, MatrixMessage, MessageStatus, NetworkApi, NetworkConnector, PortalKey,
-    PortalRef, RemoteChatId, RemoteEvent, RemoteEventKind, RemoteMessageId, RemoteProfile, RemoteUserId,
+    BridgeHandle, Capabilities, ConnectorError, MatrixCall, MatrixMessage, MessageStatus, NetworkApi, NetworkConnector,
+    PortalKey, PortalRef, RemoteChatId, RemoteEvent, RemoteEventKind, RemoteMessageId, RemoteProfile, RemoteUserId,
 };
 use tincan_sip_core::stack::{Incoming, IncomingRequest, Method, OutgoingRequest, SipStack, Target, Transport};
 use tincan_sip_core::uri::{NameAddr, SipUri, Uri};
@@ -33,7 +33,7 @@ pub struct Shared {
     /// Who holds which number.
     pub subscribers: Arc<dyn Subscribers>,
     /// Outbound routing.
-    pub router: Router,
+    pub router: Arc<Router>,
     /// The registrar.
     pub registrar: Registrar,
     /// Calls.
@@ -64,7 +64,7 @@ impl SipConnector {
         incoming: mpsc::Receiver<Incoming>,
         domain: String,
         subscribers: Arc<dyn Subscribers>,
-        router: Router,
+        router: Arc<Router>,
         registrar: Registrar,
         calls: Option<Arc<crate::calls::Calls>>,
     ) -> Self {
@@ -105,6 +105,7 @@ impl NetworkConnector for SipConnector {
     fn capabilities(&self) -> Capabilities {
         let mut c = Capabilities::text_only();
         c.pstn_lookup = true;
+        c.calls = self.shared.calls.is_some();
         c
     }
 
@@ -228,6 +229,14 @@ impl NetworkApi for SipLogin {
             tracing::warn!(error = %e, "recording a message status failed");
         }
         Ok(RemoteMessageId::new(last))
+    }
+
+    async fn handle_matrix_call(&self, portal: &PortalRef, call: &MatrixCall) -> Result<(), ConnectorError> {
+        let Some(calls) = &self.shared.calls else { return Err(ConnectorError::Unsupported) };
+        let event = crate::calls::voip::VoipEvent::parse(&call.event_type, &call.content)
+            .map_err(|e| ConnectorError::Rejected(e.to_string()))?;
+        calls.from_matrix(&call.sender, &self.number, portal.key.clone(), portal.other_user.clone(), event);
+        Ok(())
     }
 }
 

@@ -1,6 +1,7 @@
 //! Assembles the bridge from its config: the SIP stack and its listeners, the registrar, routing, rtpengine,
 //! the connector, and the core on top.
 
+use crate::calls::{Calls, CallsDeps};
 use crate::config::SipBridgeConfig;
 use crate::connector::SipConnector;
 use crate::registrar::Registrar;
@@ -10,6 +11,7 @@ use std::time::Duration;
 use tincan_appservice::{Bridge, BridgeError};
 use tincan_common::Clock;
 use tincan_sip_core::digest::DigestRealm;
+use tincan_sip_core::rtpengine::{NgClient, NgTiming};
 use tincan_sip_core::stack::rsip_stack::{RsipStack, StackConfig, TlsFiles};
 use tincan_sip_core::stack::{SipStack, Target};
 
@@ -83,7 +85,7 @@ pub async fn start(config: SipBridgeConfig, clock: Arc<dyn Clock>) -> Result<Run
         t
     };
     let subscribers = crate::subscribers::from_config(&config.subscribers, config.sip.realm());
-    let router = Router::from_config(&config.routes, transports).map_err(RunError::Config)?;
+    let router = Arc::new(Router::from_config(&config.routes, transports).map_err(RunError::Config)?);
     let realm = DigestRealm::new(
         config.sip.realm(),
         config.sip.nonce_secret.expose().as_bytes(),
@@ -98,7 +100,23 @@ pub async fn start(config: SipBridgeConfig, clock: Arc<dyn Clock>) -> Result<Run
         config.sip.min_expires_secs,
         config.sip.max_expires_secs,
     );
-    let calls = crate::calls::Calls::default();
+    let ng_addr =
+        config.media.rtpengine_ng.parse().map_err(|_| {
+            RunError::Config(format!("media.rtpengine_ng {:?} is not ip:port", config.media.rtpengine_ng))
+        })?;
+    let mut rng = <rand::rngs::StdRng as rand::SeedableRng>::from_os_rng();
+    let ng = NgClient::new(ng_addr, NgTiming::default(), &mut rng).await?;
+    let calls = Arc::new(Calls::new(CallsDeps {
+        ng,
+        store: store.clone(),
+        clock: clock.clone(),
+        media: config.media.clone(),
+        stack: stack.clone(),
+        domain: config.sip.domain.clone(),
+        subscribers: subscribers.clone(),
+        router: router.clone(),
+        rng,
+    }));
     let connector = SipConnector::new(
         stack.clone(),
         incoming,
@@ -106,7 +124,7 @@ pub async fn start(config: SipBridgeConfig, clock: Arc<dyn Clock>) -> Result<Run
         subscribers,
         router,
         registrar,
-        Some(Arc::new(calls)),
+        Some(calls),
     );
     let bridge = Bridge::builder(config.core()).clock(clock.clone()).start(Arc::new(connector.clone())).await?;
     let purge_store = store.clone();
