@@ -244,7 +244,7 @@ async fn spawn_callee(phone: SocketAddr, xml: &str) -> (Scenario, tincan_testkit
 async fn start(fallback: Option<SocketAddr>, ring_secs: u64) -> (Harness, Rtpengine, NgClient) {
     let rtp = Rtpengine::start().await.unwrap();
     let ng_addr = rtp.ng;
-    let h = Harness::start_with(fallback, |c| {
+    let h = Harness::start_with(fallback, |c, _| {
         c.media.rtpengine_ng = ng_addr.to_string();
         c.media.ring_timeout_secs = ring_secs;
     })
@@ -615,7 +615,7 @@ async fn media_sessions_a_crash_left_are_deleted_at_start() {
     drop(store);
     let ng_addr = rtp.ng;
     let url2 = url.clone();
-    let _h = Harness::start_with(None, move |c| {
+    let _h = Harness::start_with(None, move |c, _| {
         c.media.rtpengine_ng = ng_addr.to_string();
         c.sip.database_url = url2;
     })
