@@ -37,6 +37,9 @@ pub struct Args {
     /// The transparency log's Ed25519 public key (unpadded base64), pinned like the trust anchor.
     #[arg(long, env = "TINCAN_CLI_LOG_KEY", global = true, requires = "log_url")]
     pub log_key: Option<String>,
+    /// The provider's gateway (balance, top-up, history, rates), e.g. `http://127.0.0.1:8095`.
+    #[arg(long, env = "TINCAN_CLI_GATEWAY_URL", global = true)]
+    pub gateway: Option<url::Url>,
     /// Machine-readable output (one JSON document per command; chat prints one JSON object a line).
     #[arg(long, global = true)]
     pub json: bool,
@@ -93,6 +96,9 @@ pub enum Command {
     },
     /// Show the signed-in account.
     Status,
+    /// Money at the provider: balance, topup, history, rates.
+    #[command(flatten)]
+    Money(crate::money::MoneyCommand),
     /// Sign in with an existing access token (operators and tests).
     #[command(hide = true)]
     LoginToken {

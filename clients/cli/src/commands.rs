@@ -136,6 +136,7 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
                 _ => "Not signed in. Run: tincan register +NUMBER".into(),
             });
         }
+        Command::Money(command) => crate::money::run(&client, command, args.gateway.as_ref(), json).await?,
         Command::LoginToken { homeserver, user_id, device_id, access_token } => {
             let key = client.login_with_token(&homeserver, &user_id, &device_id, &access_token).await?;
             let out = json!({"user_id": user_id, "device_id": device_id, "master_key": key});

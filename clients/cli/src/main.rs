@@ -2,6 +2,7 @@
 
 mod args;
 mod commands;
+mod money;
 mod output;
 
 use clap::Parser;

@@ -63,6 +63,10 @@ pub fn fail(json: bool, e: &anyhow::Error) -> ExitCode {
                 body["error"]["route"] = serde_json::to_value(route).unwrap_or_default();
                 body["error"]["reason"] = serde_json::to_value(reason).unwrap_or_default();
             }
+            Some(ClientError::Gateway { status, code, .. }) => {
+                body["error"]["gateway_code"] = serde_json::json!(code);
+                body["error"]["status"] = serde_json::json!(status);
+            }
             _ => {}
         }
         println!("{body}");

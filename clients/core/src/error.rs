@@ -140,6 +140,28 @@ pub enum ClientError {
     /// Our own cross-signing identity is missing after bootstrap.
     #[error("no cross-signing identity for this account")]
     NoOwnIdentity,
+    /// The operation needs the provider's gateway and none is configured.
+    #[error("no gateway configured (set --gateway / TINCAN_CLI_GATEWAY_URL)")]
+    NoGateway,
+    /// The gateway refused (its typed error: `voucher_used`, `no_rate`, `insufficient_funds`…).
+    #[error("the gateway refused: {code}: {message}")]
+    Gateway {
+        /// HTTP status.
+        status: u16,
+        /// The gateway's error code.
+        code: String,
+        /// Its message.
+        message: String,
+    },
+    /// HTTP to the gateway failed (connection, timeout).
+    #[error("could not reach the gateway: {0}")]
+    GatewayUnreachable(#[source] reqwest::Error),
+    /// The gateway's URL cannot be used.
+    #[error("gateway URL: {0}")]
+    GatewayConfig(String),
+    /// The gateway answered something that is not its API's document.
+    #[error("the gateway's answer is not its API's: {0}")]
+    GatewayAnswer(String),
 }
 
 // Boxed: matrix-sdk's errors are large and would make every `Result` of this crate large.
@@ -186,6 +208,11 @@ impl ClientError {
             ClientError::NoOwnIdentity => "no_identity",
             ClientError::StoreKey(_) => "store_key",
             ClientError::UnencryptedDataDir { .. } => "unencrypted_data_dir",
+            ClientError::NoGateway => "no_gateway",
+            ClientError::Gateway { .. } => "gateway_refused",
+            ClientError::GatewayUnreachable(_) => "gateway_unreachable",
+            ClientError::GatewayConfig(_) => "gateway_config",
+            ClientError::GatewayAnswer(_) => "gateway_answer",
         }
     }
 }

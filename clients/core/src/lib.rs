@@ -22,6 +22,8 @@
 //! - Push: an HTTP pusher for the device ([`TincanClient::register_pusher`]) and the notification path that
 //!   fetches and decrypts one event ([`TincanClient::decrypt_notification`]).
 //! - Contact import with the Identity Service v2 hashed lookup ([`TincanClient::import_contacts`]).
+//! - The provider's gateway (balance, voucher top-up, history, prices) signed in with an OpenID token
+//!   ([`TincanClient::gateway`], [`gateway`]).
 
 #![warn(missing_docs)]
 // matrix-sdk's sync futures are deep: proving them `Send` needs more than the default 128.
@@ -34,6 +36,7 @@ pub mod contacts;
 pub mod delivery;
 pub mod error;
 pub mod ext;
+pub mod gateway;
 pub mod route;
 pub mod routing;
 pub mod state;

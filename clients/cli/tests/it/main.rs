@@ -1,7 +1,8 @@
 //! Tests of the real `tincan` binary: its own contracts without services (`cli`), and the acceptance
 //! against the real chain of Synapse, the homeserver extension and the directory (`acceptance`), and the
 //! client's trust decisions against a lying log and a stripped DNSSEC chain (`trust`), and the SMS fall-back
-//! through the real SMS bridge and an SMSC peer (`sms`).
+//! through the real SMS bridge and an SMSC peer (`sms`), and the money commands
+//! against a real `tincan-gateway` (`money`).
 
 mod acceptance;
 // The real chain is shared with the client core's tests.
@@ -10,5 +11,6 @@ mod chain;
 mod cli;
 #[path = "../../../core/tests/it/log_proxy.rs"]
 mod log_proxy;
+mod money;
 mod sms;
 mod trust;
