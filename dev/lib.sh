@@ -60,17 +60,17 @@ ensure_uniffi_bindgen() {
   echo "$target/debug/uniffi-bindgen"
 }
 
-# playwright-core from npm for the browser tests, in $ROOT/.node; it drives Debian's chromium (APT_PACKAGES) and
-# downloads no browser of its own.
+# playwright-core and axe-core (accessibility checks) from npm for the browser tests, in $ROOT/.node; playwright
+# drives Debian's chromium (APT_PACKAGES) and downloads no browser of its own.
 export TINCAN_NODE_MODULES=${TINCAN_NODE_MODULES:-$ROOT/.node/node_modules}
 ensure_node_modules() {
-  [ -d "$TINCAN_NODE_MODULES/playwright-core" ] && return 0
+  [ -d "$TINCAN_NODE_MODULES/playwright-core" ] && [ -f "$TINCAN_NODE_MODULES/axe-core/axe.min.js" ] && return 0
   if ! command -v npm >/dev/null; then
     log "installing Debian packages: nodejs npm"
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends nodejs npm >/dev/null
   fi
-  log "installing playwright-core (npm) into $ROOT/.node"
-  npm install --silent --no-audit --no-fund --prefix "$ROOT/.node" playwright-core@1.65.2 >/dev/null
+  log "installing playwright-core and axe-core (npm) into $ROOT/.node"
+  npm install --silent --no-audit --no-fund --prefix "$ROOT/.node" playwright-core@1.65.2 axe-core@4.14.1 >/dev/null
 }
 
 # node and the npm packages of testkit/node (matrix-js-sdk with its Rust crypto, fake-indexeddb): the independent

@@ -47,7 +47,22 @@ pub struct ApiState {
     pub vouchers: Arc<VoucherLimiter>,
     /// The payment webhooks' secrets.
     pub payments: Arc<crate::payments::PaymentsConfig>,
+    /// The largest rate deck `PUT /v1/plans/{plan}/rates` takes.
+    pub deck_limit: DeckLimit,
 }
+
+/// The largest rate deck accepted, in bytes (`api.max_deck_bytes`; bigger → 413 `deck_too_large`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DeckLimit(pub usize);
+
+impl Default for DeckLimit {
+    fn default() -> Self {
+        DeckLimit(DEFAULT_MAX_DECK_BYTES)
+    }
+}
+
+/// `api.max_deck_bytes` by default: 8 MiB (some 150,000 prefixes).
+pub const DEFAULT_MAX_DECK_BYTES: usize = 8 * 1024 * 1024;
 
 /// The API's routes.
 pub fn router(state: ApiState) -> Router {
@@ -78,7 +93,11 @@ pub fn router(state: ApiState) -> Router {
         .route("/v1/payments/generic", post(credit::generic::<ApiState>))
         .route("/v1/rates/{number}", get(rates::rate))
         .route("/v1/routes/{number}", get(rates::routes))
-        .route("/v1/plans/{plan}/rates", get(rates::export).put(rates::import))
+        // The deck is read against its own limit (a 413 with the error body), not axum's default one.
+        .route(
+            "/v1/plans/{plan}/rates",
+            get(rates::export).put(rates::import).layer(axum::extract::DefaultBodyLimit::disable()),
+        )
         .fallback(error::not_found)
         .method_not_allowed_fallback(error::method_not_allowed)
         .with_state(state)
@@ -104,12 +123,12 @@ async fn metrics(State(ledger): State<Arc<Ledger>>) -> Result<impl IntoResponse,
     Ok(([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], ledger.metrics().render(Some(open))))
 }
 
-/// Serves the API on `listener` until `shutdown` resolves.
+/// Serves `app` (the API's [`router`], and the portal's when it is on) on `listener` until `shutdown` resolves.
 pub async fn serve(
     listener: tokio::net::TcpListener,
-    state: ApiState,
+    app: Router,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    let app = router(state).into_make_service_with_connect_info::<std::net::SocketAddr>();
+    let app = app.into_make_service_with_connect_info::<std::net::SocketAddr>();
     axum::serve(listener, app).with_graceful_shutdown(shutdown).await
 }

@@ -41,6 +41,8 @@ pub struct GatewayConfig {
     pub payments: crate::payments::PaymentsConfig,
     /// Calls to the phone network (the SIP side); off unless a listener is set.
     pub calls: crate::calls::CallsConfig,
+    /// The users' web page; off unless `portal.ext_url` is set.
+    pub portal: crate::portal::PortalConfig,
 }
 
 /// Vouchers.
@@ -76,11 +78,17 @@ pub struct ApiConfig {
     pub listen: SocketAddr,
     /// Per-caller rate limit (every token; every client address before sign-in).
     pub rate_limit: RateLimitConfig,
+    /// The largest rate deck `PUT /v1/plans/{plan}/rates` takes, in bytes (bigger: 413). Default 8 MiB.
+    pub max_deck_bytes: usize,
 }
 
 impl Default for ApiConfig {
     fn default() -> Self {
-        ApiConfig { listen: SocketAddr::from(([127, 0, 0, 1], 8095)), rate_limit: RateLimitConfig::default() }
+        ApiConfig {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8095)),
+            rate_limit: RateLimitConfig::default(),
+            max_deck_bytes: crate::api::DEFAULT_MAX_DECK_BYTES,
+        }
     }
 }
 
@@ -103,6 +111,10 @@ impl Validate for GatewayConfig {
         let mut p = self.ledger.problems();
         p.extend(self.fraud.problems());
         p.extend(self.calls.problems());
+        p.extend(self.portal.problems());
+        if self.api.max_deck_bytes == 0 {
+            p.push("api.max_deck_bytes: at least 1".into());
+        }
         if let Some(url) = &self.database.url {
             let u = url.expose();
             if !(u.starts_with("sqlite:") || u.starts_with("postgres://") || u.starts_with("postgresql://")) {

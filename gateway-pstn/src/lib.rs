@@ -18,6 +18,7 @@ pub mod metrics;
 pub mod money;
 pub mod openapi;
 pub mod payments;
+pub mod portal;
 pub mod rating;
 pub mod routing;
 pub mod serve;

@@ -88,8 +88,15 @@ pub async fn serve(
         ledger.clock().clone(),
     )));
     let payments = Arc::new(config.payments.clone());
-    let state = ApiState { ledger, limiter, auth, vouchers, payments };
-    let result = api::serve(listener, state, shutdown).await.map_err(ServeError::Api);
+    let portal = crate::portal::PortalState::new(ledger.clone(), auth.clone(), vouchers.clone(), config.portal.clone());
+    let deck_limit = api::DeckLimit(config.api.max_deck_bytes);
+    let state = ApiState { ledger, limiter, auth, vouchers, payments, deck_limit };
+    let mut app = api::router(state);
+    if let Some(portal) = portal {
+        tracing::info!("portal on /portal");
+        app = app.merge(crate::portal::router(portal));
+    }
+    let result = api::serve(listener, app, shutdown).await.map_err(ServeError::Api);
     sweeper.abort();
     if let Some(calls) = calls {
         calls.abort();

@@ -34,6 +34,12 @@ pub enum ApiError {
         /// The limit.
         limit: usize,
     },
+    /// 413: a rate deck larger than `api.max_deck_bytes` (nothing is imported).
+    #[error("rate deck larger than {limit} bytes (api.max_deck_bytes)")]
+    DeckTooLarge {
+        /// The limit.
+        limit: usize,
+    },
     /// 400: the body is not the JSON the endpoint expects.
     #[error("invalid JSON body: {0}")]
     InvalidJson(String),
@@ -80,6 +86,7 @@ impl ApiError {
             ApiError::NotFound => "not_found",
             ApiError::MethodNotAllowed => "method_not_allowed",
             ApiError::BodyTooLarge { .. } => "body_too_large",
+            ApiError::DeckTooLarge { .. } => "deck_too_large",
             ApiError::InvalidJson(_) => "invalid_json",
             ApiError::InvalidParam(_) => "invalid_param",
             ApiError::RateLimited { .. } => "rate_limited",
@@ -100,6 +107,7 @@ impl ApiError {
             ApiError::BodyTooLarge { .. } | ApiError::InvalidJson(_) | ApiError::InvalidParam(_) => {
                 StatusCode::BAD_REQUEST
             }
+            ApiError::DeckTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             ApiError::Homeserver(_) => StatusCode::BAD_GATEWAY,
             ApiError::Voucher(_, "voucher_unknown") => StatusCode::NOT_FOUND,

@@ -6,17 +6,17 @@
 use std::sync::Arc;
 
 use axum::Json;
-use axum::body::Bytes;
+use axum::body::Body;
 use axum::extract::{Path, State};
 use axum::http::header;
 use axum::response::IntoResponse;
 use serde::{Deserialize, Serialize};
 use tincan_enum_core::E164;
 
-use super::ApiError;
 use super::accounts::parse_id;
 use super::auth::{Caller, Operator};
 use super::query::QueryParams;
+use super::{ApiError, DeckLimit};
 use crate::charging::{AccountRef, ChargeError, Charging, Quote, QuoteRequest, ServiceKind};
 use crate::ledger::Ledger;
 use crate::rating;
@@ -124,14 +124,16 @@ pub struct Imported {
     pub prefixes: usize,
 }
 
-#[utoipa::path(put, path = "/v1/plans/{plan}/rates", tag = "rates", params(("plan" = String, Path)), request_body(content = String, content_type = "text/csv"), responses((status = 200, body = Imported), (status = 400, description = "Bad input", body = crate::api::ErrorBody), (status = 401, description = "No valid token", body = crate::api::ErrorBody)), security(("bearer" = [])))]
+#[utoipa::path(put, path = "/v1/plans/{plan}/rates", tag = "rates", params(("plan" = String, Path)), request_body(content = String, content_type = "text/csv"), responses((status = 200, body = Imported), (status = 413, description = "The deck is larger than api.max_deck_bytes", body = crate::api::ErrorBody), (status = 400, description = "Bad input", body = crate::api::ErrorBody), (status = 401, description = "No valid token", body = crate::api::ErrorBody)), security(("bearer" = [])))]
 pub(crate) async fn import(
     State(ledger): State<Arc<Ledger>>,
+    State(limit): State<DeckLimit>,
     _op: Operator,
     Path(plan): Path<String>,
-    body: Bytes,
+    body: Body,
 ) -> Result<Json<Imported>, ApiError> {
     let plan = plan_name(&plan)?;
+    let body = axum::body::to_bytes(body, limit.0).await.map_err(|_| ApiError::DeckTooLarge { limit: limit.0 })?;
     let text = std::str::from_utf8(&body).map_err(|_| ApiError::InvalidParam("the deck is not UTF-8".into()))?;
     let deck = rating::parse_csv(text).map_err(|e| ApiError::InvalidParam(e.to_string()))?;
     let mut tx = ledger.storage().begin().await?;

@@ -385,3 +385,42 @@ async fn rate_limited_callers_get_429_with_retry_after() {
     assert_eq!(&statuses[..3], [404, 404, 404], "{statuses:?}");
     assert_eq!(statuses[4], 429, "{statuses:?}");
 }
+
+#[tokio::test]
+async fn a_rate_deck_over_the_limit_is_413_and_imports_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let gw = Gateway::start(dir.path(), &[("TINCAN_GATEWAY_API__MAX_DECK_BYTES", "4096")]).await;
+    let op = gw.cli_ok(&["tokens", "add", "--scope", "operator", "ops"]);
+    let http = reqwest::Client::new();
+    let url = format!("{}/v1/plans/default/rates", gw.base());
+    let head = "prefix,description,connect_fee,per_minute,increments,per_sms\n";
+    let small = format!("{head}49,Germany,0,0.012,60/60,0.07\n");
+    let r =
+        http.put(&url).bearer_auth(&op).header("content-type", "text/csv").body(small.clone()).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    let before = http.get(&url).bearer_auth(&op).send().await.unwrap().text().await.unwrap();
+    assert!(before.contains("49,Germany"), "{before}");
+
+    // Decks up to the limit are taken; one line more and the whole upload is refused with the typed 413 while
+    // the deck imported before stays.
+    let line = |n: usize| format!("44{n:05},UK {n},0,0.02,60/60,0.05\n");
+    let mut fits = small.clone();
+    let mut n = 0;
+    while fits.len() + line(n).len() <= 4096 {
+        fits.push_str(&line(n));
+        n += 1;
+    }
+    let over = format!("{fits}{}", line(n));
+    assert!(over.len() > 4096 && fits.len() <= 4096);
+    let r = http.put(&url).bearer_auth(&op).header("content-type", "text/csv").body(over).send().await.unwrap();
+    assert_eq!(r.status(), 413);
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "deck_too_large", "{body}");
+    assert_eq!(http.get(&url).bearer_auth(&op).send().await.unwrap().text().await.unwrap(), before);
+    let r = http.put(&url).bearer_auth(&op).header("content-type", "text/csv").body(fits).send().await.unwrap();
+    assert_eq!(r.status(), 200, "a deck of the limit's size is taken");
+    let after = http.get(&url).bearer_auth(&op).send().await.unwrap().text().await.unwrap();
+    assert!(after.contains("4400000,") && after.contains("49,Germany"), "{after}");
+
+    assert!(gw.cli(&["ledger", "check"]).status.success());
+}

@@ -43,7 +43,8 @@ fn world() -> World {
             http: reqwest::Client::new(),
         });
         let vouchers = Arc::new(VoucherLimiter(RateLimiter::new_per_minute(5, 10, clock)));
-        let state = ApiState { ledger, limiter, auth, vouchers, payments: Arc::default() };
+        let state =
+            ApiState { ledger, limiter, auth, vouchers, payments: Arc::default(), deck_limit: Default::default() };
         (state, a)
     });
     World { _dir: dir, rt, state, account }

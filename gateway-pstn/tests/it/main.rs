@@ -1,6 +1,6 @@
 //! Integration tests of `tincan-gateway`: the storage conformance suite and the ledger's correctness
 //! acceptance (concurrent reservations with an observer) on SQLite and PostgreSQL, and the real binary driven
-//! over HTTP (the charging API, a `kill -9` in the middle of settlements).
+//! over HTTP (the charging API, a `kill -9` in the middle of settlements, the portal in headless Chromium).
 
 mod api;
 mod api_props;
@@ -10,5 +10,6 @@ mod crash;
 mod credit;
 mod harness;
 mod openapi;
+mod portal;
 mod rating;
 mod storage;
