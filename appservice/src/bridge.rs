@@ -27,6 +27,7 @@ mod ghost;
 pub(crate) use ghost::ensure_ghost;
 pub mod inbox;
 mod matrix;
+mod media;
 mod portal;
 mod remote;
 pub mod status;
@@ -67,6 +68,14 @@ pub enum BridgeError {
     /// A remote event could not be serialized for the queue.
     #[error("cannot encode a remote event: {0}")]
     Encode(String),
+    /// A remote attachment is bigger than `media.max_bytes`.
+    #[error("attachment of {size} bytes is larger than media.max_bytes ({max})")]
+    MediaTooLarge {
+        /// Its size.
+        size: u64,
+        /// The limit.
+        max: u64,
+    },
 }
 
 /// Bridge result.
@@ -91,6 +100,8 @@ pub(crate) struct Inner {
     /// Encrypted inbox events waiting for their room key, and when they were first tried.
     pub(crate) undecryptable: Mutex<Vec<inbox::Waiting>>,
     pub(crate) undecryptable_timeout: std::time::Duration,
+    /// `media.max_bytes`.
+    pub(crate) media_max_bytes: u64,
 }
 
 impl std::fmt::Debug for Inner {
@@ -117,6 +128,13 @@ impl BridgeHandle {
     pub async fn queue_remote_events(&self, events: Vec<RemoteEvent>) -> Result<()> {
         if *self.0.shutdown.borrow() {
             return Err(BridgeError::Stopped);
+        }
+        let max = self.0.media_max_bytes;
+        if let Some(size) = events.iter().find_map(|e| match &e.kind {
+            crate::RemoteEventKind::Media { media, .. } if media.data.len() as u64 > max => Some(media.data.len()),
+            _ => None,
+        }) {
+            return Err(BridgeError::MediaTooLarge { size: size as u64, max });
         }
         let records = events
             .iter()
@@ -333,6 +351,7 @@ impl BridgeBuilder {
             crypto: c.encryption.enabled.then(|| crypto::Crypto::new(&c.encryption)),
             undecryptable: Mutex::new(Vec::new()),
             undecryptable_timeout: std::time::Duration::from_secs(c.encryption.undecryptable_timeout_secs),
+            media_max_bytes: c.media.max_bytes,
         }));
         let listener = tokio::net::TcpListener::bind(&c.appservice.listen)
             .await

@@ -19,6 +19,23 @@ pub struct AppserviceConfig {
     pub database: DatabaseConfig,
     /// End-to-bridge encryption (ghost devices).
     pub encryption: EncryptionConfig,
+    /// Attachments.
+    pub media: MediaConfig,
+}
+
+/// Attachments both ways (`m.image`, `m.file`, `m.audio`, `m.video`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MediaConfig {
+    /// The largest attachment the bridge downloads for the network or uploads from it, in bytes; a bigger
+    /// one is refused (a failed message status and a notice; from the network, refused when queued).
+    pub max_bytes: u64,
+}
+
+impl Default for MediaConfig {
+    fn default() -> Self {
+        Self { max_bytes: 10 * 1024 * 1024 }
+    }
 }
 
 /// End-to-bridge encryption: each ghost gets a Matrix device (an Olm/Megolm account) so that it reads and
@@ -176,6 +193,9 @@ impl Validate for AppserviceConfig {
         }
         if self.encryption.enabled && self.encryption.store_dir.is_empty() {
             p.push("encryption.store_dir: must be set when encryption is enabled".into());
+        }
+        if self.media.max_bytes == 0 {
+            p.push("media.max_bytes: must be at least 1".into());
         }
         if self.encryption.undecryptable_timeout_secs == 0 {
             p.push("encryption.undecryptable_timeout_secs: must be at least 1".into());

@@ -46,6 +46,10 @@ pub struct Capabilities {
     pub pstn_lookup: bool,
     /// Matrix VoIP events (`m.call.*`) are passed to the network ([`NetworkApi::handle_matrix_call`]).
     pub calls: bool,
+    /// Attachments (`m.image`, `m.file`, `m.audio`, `m.video`) reach the connector with their bytes
+    /// ([`MatrixMessage::media`]), downloaded and decrypted by the core up to `media.max_bytes`. Without it
+    /// such messages still reach the connector, with their `msgtype` and body but no bytes.
+    pub media: bool,
 }
 
 impl Capabilities {
@@ -64,6 +68,7 @@ impl Capabilities {
             typing: true,
             pstn_lookup: true,
             calls: true,
+            media: true,
         }
     }
 }
@@ -113,10 +118,87 @@ pub struct MatrixMessage {
     pub event_id: OwnedEventId,
     /// The sender (the portal's receiver).
     pub sender: OwnedUserId,
-    /// The `msgtype` (`m.text`, `m.notice`, `m.emote`…).
+    /// The `msgtype` (`m.text`, `m.notice`, `m.emote`, `m.image`, `m.file`, `m.audio`, `m.video`…).
     pub msgtype: String,
-    /// The plain-text body.
+    /// The plain-text body (for attachments: the caption or the file name).
     pub body: String,
+    /// The attachment of `m.image`, `m.file`, `m.audio` and `m.video` messages, when the connector declares
+    /// [`Capabilities::media`].
+    pub media: Option<Media>,
+}
+
+/// An attachment, decrypted: what a connector sends and receives.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Media {
+    /// Its MIME type (`image/png`), as the sender declared it.
+    pub mimetype: Option<String>,
+    /// Its file name.
+    pub filename: String,
+    /// The bytes (stored base64 in the remote queue).
+    #[serde(with = "base64_bytes")]
+    pub data: Vec<u8>,
+}
+
+impl std::fmt::Debug for Media {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Media")
+            .field("mimetype", &self.mimetype)
+            .field("filename", &self.filename)
+            .field("bytes", &self.data.len())
+            .finish()
+    }
+}
+
+/// The kind of an attachment sent into Matrix (its `msgtype`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MediaKind {
+    /// `m.image`.
+    Image,
+    /// `m.file`.
+    File,
+    /// `m.audio`.
+    Audio,
+    /// `m.video`.
+    Video,
+}
+
+impl MediaKind {
+    /// The `msgtype`.
+    pub fn msgtype(self) -> &'static str {
+        match self {
+            MediaKind::Image => "m.image",
+            MediaKind::File => "m.file",
+            MediaKind::Audio => "m.audio",
+            MediaKind::Video => "m.video",
+        }
+    }
+
+    /// The kind of a `msgtype`, if it is an attachment.
+    pub fn of_msgtype(msgtype: &str) -> Option<Self> {
+        match msgtype {
+            "m.image" => Some(MediaKind::Image),
+            "m.file" => Some(MediaKind::File),
+            "m.audio" => Some(MediaKind::Audio),
+            "m.video" => Some(MediaKind::Video),
+            _ => None,
+        }
+    }
+}
+
+/// Bytes as standard base64 in JSON.
+mod base64_bytes {
+    use base64::Engine;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub(super) fn serialize<S: Serializer>(b: &[u8], s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&base64::engine::general_purpose::STANDARD.encode(b))
+    }
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error> {
+        let text = String::deserialize(d)?;
+        base64::engine::general_purpose::STANDARD.decode(text).map_err(serde::de::Error::custom)
+    }
 }
 
 /// A Matrix VoIP event (`m.call.invite`, `m.call.candidates`, `m.call.answer`, `m.call.hangup`…) going to the
@@ -278,6 +360,18 @@ pub enum RemoteEventKind {
         #[serde(rename = "timeout_ms", with = "duration_ms")]
         timeout: Duration,
     },
+    /// A new attachment (an MMS image, a file): uploaded by the core (encrypted in an encrypted room) and sent
+    /// as `m.image`/`m.file`/`m.audio`/`m.video`. Bigger than `media.max_bytes` is refused when queued.
+    Media {
+        /// Its remote ID, as for [`RemoteEventKind::Message`].
+        id: RemoteMessageId,
+        /// Which `msgtype`.
+        kind: MediaKind,
+        /// The attachment.
+        media: Media,
+        /// A caption (else the file name is the body).
+        caption: Option<String>,
+    },
     /// What became of a Matrix message on the network (a delivery report, a final answer): see
     /// [`MessageStatus`]. Usually queued with [`crate::BridgeHandle::report_message_status`].
     MessageStatus {
@@ -345,6 +439,12 @@ mod tests {
             RemoteEventKind::Reaction { target: "m1".into(), key: "👍".into() },
             RemoteEventKind::ReadReceipt { up_to: "m1".into() },
             RemoteEventKind::Typing { timeout: Duration::from_millis(4500) },
+            RemoteEventKind::Media {
+                id: "m2".into(),
+                kind: MediaKind::Image,
+                media: Media { mimetype: Some("image/png".into()), filename: "a.png".into(), data: vec![0, 1, 255] },
+                caption: None,
+            },
             RemoteEventKind::MessageStatus { event_id: "$e1:hs.test".try_into().unwrap(), status: MessageStatus::Sent },
             RemoteEventKind::MessageStatus {
                 event_id: "$e1:hs.test".try_into().unwrap(),

@@ -11,7 +11,8 @@ use ruma::api::path_builder::{PathBuilder, SinglePath, VersionHistory};
 use ruma::api::{
     AppserviceUserIdentity, IncomingResponse, OutgoingRequest, OutgoingRequestAppserviceExt, SupportedVersions,
 };
-use ruma::{DeviceId, UserId};
+use ruma::api::client::authenticated_media::get_content;
+use ruma::{DeviceId, MxcUri, UserId};
 use std::borrow::Cow;
 use std::sync::Arc;
 use std::time::Duration;
@@ -243,6 +244,97 @@ impl Homeserver {
             other => HomeserverError::Response(other.to_string()),
         })
     }
+}
+
+impl Homeserver {
+    /// Downloads `mxc` through the authenticated media API (`GET /_matrix/client/v1/media/download`) as
+    /// `as_user`; more than `max` bytes (announced or streamed) is [`DownloadError::TooLarge`] and the rest of
+    /// the body is not read. Transport failures and 5xx answers are tried again like other calls.
+    pub async fn download(&self, mxc: &MxcUri, as_user: &UserId, max: u64) -> Result<Vec<u8>, DownloadError> {
+        let (server, media_id) = mxc.parts().map_err(|e| HomeserverError::Build(format!("{mxc}: {e}")))?;
+        let mut delay = self.retry.initial;
+        let mut attempt = 1;
+        loop {
+            let req = get_content::v1::Request::new(media_id.to_owned(), server.to_owned());
+            match self.download_once(req, as_user, max).await {
+                Err(DownloadError::Homeserver(e))
+                    if attempt < self.retry.attempts
+                        && match &e {
+                            HomeserverError::Transport(_) => true,
+                            HomeserverError::Matrix(m) => m.status_code.is_server_error(),
+                            _ => false,
+                        } =>
+                {
+                    self.metrics.inc(&self.metrics.hs_retries);
+                    tokio::time::sleep(delay).await;
+                    delay = (delay * 2).min(self.retry.max);
+                    attempt += 1;
+                }
+                other => return other,
+            }
+        }
+    }
+
+    async fn download_once(
+        &self,
+        request: get_content::v1::Request,
+        as_user: &UserId,
+        max: u64,
+    ) -> Result<Vec<u8>, DownloadError> {
+        let http_request = request
+            .try_into_http_request_with_identity::<Vec<u8>>(
+                &self.base_url,
+                SendAccessToken::Appservice(&self.as_token),
+                AppserviceUserIdentity::new(as_user),
+                <get_content::v1::Request as ruma::api::Metadata>::PathBuilder::input(&self.versions),
+            )
+            .map_err(|e| HomeserverError::Build(e.to_string()))?;
+        self.metrics.inc(&self.metrics.hs_requests);
+        let request = reqwest::Request::try_from(http_request).map_err(|e| HomeserverError::Build(e.to_string()))?;
+        let mut response = self.http.execute(request).await.map_err(HomeserverError::from)?;
+        let status = response.status();
+        if !status.is_success() {
+            // The error body, read by ruma into a Matrix error.
+            let mut builder = http_response_builder(status);
+            for (name, value) in response.headers() {
+                builder = builder.header(name, value);
+            }
+            let body = response.bytes().await.map_err(HomeserverError::from)?;
+            let http_response = builder.body(body).map_err(|e| HomeserverError::Response(e.to_string()))?;
+            return Err(match get_content::v1::Response::try_from_http_response(http_response) {
+                Err(ruma::api::error::FromHttpResponseError::Server(e)) => e.into_homeserver_error().into(),
+                Err(other) => HomeserverError::Response(other.to_string()).into(),
+                Ok(_) => HomeserverError::Response(format!("status {status} with a body")).into(),
+            });
+        }
+        if let Some(len) = response.content_length()
+            && len > max
+        {
+            return Err(DownloadError::TooLarge { max });
+        }
+        let mut data = Vec::new();
+        while let Some(chunk) = response.chunk().await.map_err(HomeserverError::from)? {
+            if (data.len() + chunk.len()) as u64 > max {
+                return Err(DownloadError::TooLarge { max });
+            }
+            data.extend_from_slice(&chunk);
+        }
+        Ok(data)
+    }
+}
+
+/// Why a media download failed.
+#[derive(Debug, thiserror::Error)]
+pub enum DownloadError {
+    /// Bigger than the limit.
+    #[error("larger than the limit of {max} bytes")]
+    TooLarge {
+        /// The limit.
+        max: u64,
+    },
+    /// The homeserver refused or could not be reached.
+    #[error(transparent)]
+    Homeserver(#[from] HomeserverError),
 }
 
 fn http_response_builder(status: reqwest::StatusCode) -> axum::http::response::Builder {

@@ -23,8 +23,8 @@ pub mod store;
 pub use bridge::{Bridge, BridgeBuilder, BridgeError, BridgeHandle};
 pub use config::AppserviceConfig;
 pub use connector::{
-    Capabilities, ConnectorError, MatrixCall, MatrixMessage, MessageStatus, NetworkApi, NetworkConnector, PortalRef,
-    RemoteEvent, RemoteEventKind, RemoteProfile,
+    Capabilities, ConnectorError, MatrixCall, MatrixMessage, Media, MediaKind, MessageStatus, NetworkApi,
+    NetworkConnector, PortalRef, RemoteEvent, RemoteEventKind, RemoteProfile,
 };
 pub use ids::{PortalKey, RemoteChatId, RemoteMessageId, RemoteUserId};
 

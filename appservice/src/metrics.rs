@@ -57,6 +57,10 @@ pub struct Inner {
     pub encrypted: Counter,
     /// Message statuses shown in Matrix (`com.beeper.message_send_status`).
     pub statuses: Counter,
+    /// Attachments downloaded (and decrypted) for the network.
+    pub media_in: Counter,
+    /// Attachments uploaded from the network.
+    pub media_out: Counter,
     /// Inbox events waiting to be processed (gauge).
     pub inbox_pending: AtomicI64,
 }
@@ -81,7 +85,7 @@ impl Metrics {
 
     /// The Prometheus text exposition of every metric, names prefixed `tincan_appservice_`.
     pub fn render(&self) -> String {
-        let counters: [(&str, &str, &Counter); 16] = [
+        let counters: [(&str, &str, &Counter); 18] = [
             ("transactions_total", "Transactions recorded", &self.transactions),
             ("duplicate_transactions_total", "Transactions acknowledged again", &self.duplicate_transactions),
             ("auth_failures_total", "AS API requests refused for the hs_token", &self.auth_failures),
@@ -98,6 +102,8 @@ impl Metrics {
             ("undecryptable_total", "Encrypted Matrix events given up on with a notice", &self.undecryptable),
             ("encrypted_total", "Events sent encrypted", &self.encrypted),
             ("message_statuses_total", "Message statuses shown in Matrix", &self.statuses),
+            ("media_in_total", "Attachments fetched for the network", &self.media_in),
+            ("media_out_total", "Attachments uploaded from the network", &self.media_out),
         ];
         let mut out = String::new();
         for (name, help, c) in counters {

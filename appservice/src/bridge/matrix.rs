@@ -54,6 +54,7 @@ pub(crate) async fn handle(bridge: &BridgeHandle, key: &PortalKey, work: MatrixW
                 sender: ev.sender.clone(),
                 msgtype: content.msgtype().to_owned(),
                 body: content.body().to_owned(),
+                media: None,
             };
             match &ev.content.relates_to {
                 Some(Relation::Replacement(r)) => {
@@ -69,8 +70,21 @@ pub(crate) async fn handle(bridge: &BridgeHandle, key: &PortalKey, work: MatrixW
                     if bridge.0.store.message_by_event(key, &ev.event_id).await?.is_some() {
                         return Ok(None);
                     }
-                    let msg = message(&ev.content);
-                    match retry(|| api.handle_matrix_message(&pref, &msg)).await {
+                    let mut msg = message(&ev.content);
+                    let fetched = if caps.media {
+                        let ghost = bridge.0.namer.user_id(&portal.other_user);
+                        super::media::fetch(bridge, &ghost, &ev.content.msgtype).await
+                    } else {
+                        Ok(None)
+                    };
+                    let sent = match fetched {
+                        Ok(media) => {
+                            msg.media = media;
+                            retry(|| api.handle_matrix_message(&pref, &msg)).await
+                        }
+                        Err(e) => Err(e),
+                    };
+                    match sent {
                         Ok(remote_id) => {
                             // Recorded by the worker together with marking the event done (one commit).
                             return Ok(Some(MessageMapping {

@@ -200,6 +200,22 @@ async fn handle(bridge: &BridgeHandle, seq: i64, event: &RemoteEvent) -> Result<
             req.thread = ReceiptThread::Unthreaded;
             bridge.0.hs.send(req, Some(&ghost)).await?;
         }
+        RemoteEventKind::Media { id, kind, media, caption } => {
+            if mapped(id).await?.is_some() {
+                return Ok(None);
+            }
+            let content = super::media::content(bridge, &room, &ghost, *kind, media, caption.as_deref()).await?;
+            let txn = message_txn_id(&ghost, id);
+            let event_id = send_raw(bridge, &room, &ghost, txn, "m.room.message", content).await?;
+            return Ok(Some(MessageMapping {
+                portal: key,
+                remote_id: id.clone(),
+                event_id,
+                room_id: room,
+                sender: ghost,
+                metadata: Default::default(),
+            }));
+        }
         RemoteEventKind::MessageStatus { event_id, status } => {
             let report = super::status::Report::of(status);
             super::status::show(bridge, &room, &ghost, event_id, &report, queued_txn_id(seq, "st").as_str()).await?;

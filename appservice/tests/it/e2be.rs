@@ -44,7 +44,7 @@ pub(crate) async fn next_message(rx: &mut UnboundedReceiver<Seen>) -> (PortalKey
     .expect("a message reached the network")
 }
 
-async fn portal_of(handle: &BridgeHandle, room: &ruma::RoomId) -> PortalKey {
+pub(crate) async fn portal_of(handle: &BridgeHandle, room: &ruma::RoomId) -> PortalKey {
     let store = handle.store().clone();
     wait_for("the ghost to join and the portal to exist", Duration::from_secs(60), || {
         let store = store.clone();

@@ -6,6 +6,7 @@ mod durable;
 mod e2be;
 mod gate;
 mod loopback;
+mod media;
 mod relations;
 mod store;
 mod synapse;

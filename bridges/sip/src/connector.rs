@@ -193,7 +193,12 @@ impl NetworkApi for SipLogin {
         let route = self.shared.router.route(remote).await.map_err(route_err)?;
         let text = match message.msgtype.as_str() {
             "m.emote" => format!("* {}", message.body),
-            _ => message.body.clone(),
+            "m.text" | "m.notice" => message.body.clone(),
+            // Attachments (and locations, polls…) are not text: SIP MESSAGE here carries text/plain only.
+            other => {
+                let kind = other.strip_prefix("m.").unwrap_or(other);
+                return Err(ConnectorError::Rejected(format!("{kind} messages cannot be sent as SIP MESSAGE")));
+            }
         };
         let from: NameAddr = format!("<sip:{}@{}>", self.number, self.shared.domain)
             .parse()

@@ -15,6 +15,7 @@
 
 pub mod commands;
 pub mod inbound;
+mod links;
 pub mod outbound;
 pub mod status;
 
@@ -94,6 +95,14 @@ impl SmsBridge {
         &self.0.store
     }
 
+    /// The image behind a link token and its MIME type (`GET /m/<token>`), while the link works.
+    pub fn linked_image(&self, token: &str) -> Option<(String, Vec<u8>)> {
+        if !self.0.config.mms.images_as_links {
+            return None;
+        }
+        links::load(&self.0.config.mms, token, self.0.clock.now())
+    }
+
     /// The SMSC links' state (empty before `start`).
     pub fn links(&self) -> Vec<crate::link::LinkStatus> {
         self.0.links.lock().expect("not poisoned").as_ref().map(LinkSet::status).unwrap_or_default()
@@ -149,6 +158,8 @@ impl NetworkConnector for SmsBridge {
     fn capabilities(&self) -> Capabilities {
         let mut c = Capabilities::text_only();
         c.pstn_lookup = true;
+        // The core fetches (and decrypts) images only when they become links.
+        c.media = self.0.config.mms.images_as_links;
         c
     }
 
@@ -175,6 +186,19 @@ impl NetworkConnector for SmsBridge {
         let mut tasks = self.0.tasks.lock().expect("not poisoned");
         tasks.push(tokio::spawn(status::run(self.0.clone(), changed)));
         tasks.push(tokio::spawn(inbound::expire(self.0.clone())));
+        if self.0.config.mms.images_as_links {
+            let mms = self.0.config.mms.clone();
+            let clock = self.0.clock.clone();
+            tasks.push(tokio::spawn(async move {
+                loop {
+                    let removed = links::sweep(&mms, clock.now());
+                    if removed > 0 {
+                        tracing::info!(removed, "expired image links removed");
+                    }
+                    tokio::time::sleep(std::time::Duration::from_secs(600)).await;
+                }
+            }));
+        }
         Ok(())
     }
 

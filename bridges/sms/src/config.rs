@@ -8,7 +8,7 @@ use crate::link::SmscConfig;
 use crate::protocol::keywords::Keywords;
 use serde::{Deserialize, Serialize};
 use tincan_appservice::config::{
-    AppserviceConfig, DatabaseConfig, EncryptionConfig, HomeserverConfig, RegistrationConfig,
+    AppserviceConfig, DatabaseConfig, EncryptionConfig, HomeserverConfig, MediaConfig, RegistrationConfig,
 };
 use tincan_common::Secret;
 use tincan_common::config::Validate;
@@ -28,6 +28,8 @@ pub struct Config {
     pub database: DatabaseConfig,
     /// End-to-bridge encryption (core): ghosts read and write encrypted DMs.
     pub encryption: EncryptionConfig,
+    /// Attachments (core): the largest image taken for a link.
+    pub media: MediaConfig,
     /// The SMS side.
     pub sms: SmsConfig,
 }
@@ -42,6 +44,7 @@ impl Config {
             appservice: self.appservice.clone(),
             database: self.database.clone(),
             encryption: self.encryption.clone(),
+            media: self.media.clone(),
             ..AppserviceConfig::default()
         }
     }
@@ -185,7 +188,7 @@ pub struct BillingConfig {
 }
 
 /// `[sms.mms]`.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct MmsConfig {
     /// The carrier's HTTP messaging API (Twilio's Messages API form); empty: no MMS.
@@ -194,8 +197,30 @@ pub struct MmsConfig {
     pub account: String,
     /// API secret.
     pub token: Secret,
-    /// Over SMPP, send an image as a link to it (only when no MMS API is set).
+    /// Over SMPP, send an image as a link to it (only when no MMS API is set); off: images are refused with a
+    /// notice. Whoever has the link sees the image.
     pub images_as_links: bool,
+    /// The public URL `GET /m/<token>` of `sms.listen` is reachable at (the operator's reverse proxy), e.g.
+    /// `https://sms.example.net`; links are `<this>/m/<token>`.
+    pub link_base_url: String,
+    /// Where linked images are kept.
+    pub link_dir: String,
+    /// How long a link works, hours.
+    pub link_ttl_hours: u64,
+}
+
+impl Default for MmsConfig {
+    fn default() -> Self {
+        Self {
+            api_url: String::new(),
+            account: String::new(),
+            token: Secret::default(),
+            images_as_links: false,
+            link_base_url: String::new(),
+            link_dir: "tincan-sms-links".into(),
+            link_ttl_hours: 72,
+        }
+    }
 }
 
 fn e164_prefix_ok(p: &str) -> bool {
@@ -257,6 +282,11 @@ impl Validate for Config {
         }
         if !s.billing.gateway_url.is_empty() && s.billing.token.is_empty() {
             p.push("sms.billing.token: needed with gateway_url".into());
+        }
+        if s.mms.images_as_links
+            && (url::Url::parse(&s.mms.link_base_url).is_err() || s.mms.link_dir.is_empty() || s.mms.link_ttl_hours == 0)
+        {
+            p.push("sms.mms: images_as_links needs link_base_url (a URL), link_dir and link_ttl_hours > 0".into());
         }
         if !s.mms.api_url.is_empty() && (url::Url::parse(&s.mms.api_url).is_err() || s.mms.account.is_empty()) {
             p.push("sms.mms: api_url must be a URL and account set".into());

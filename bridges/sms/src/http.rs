@@ -1,11 +1,11 @@
-//! `GET /healthz` and `GET /metrics` of the SMS side, on `sms.listen`.
+//! `GET /healthz`, `GET /metrics` and the image links `GET /m/<token>` of the SMS side, on `sms.listen`.
 //!
 //! `/healthz` answers 200 while at least one SMSC is bound and 503 otherwise, with each link's state as JSON;
 //! `/metrics` is the Prometheus text exposition ([`crate::metrics`]).
 
 use crate::bridge::SmsBridge;
 use axum::Json;
-use axum::extract::State;
+use axum::extract::{Path, State};
 use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
 use axum::routing::get;
@@ -13,7 +13,28 @@ use serde_json::json;
 
 /// The router.
 pub fn router(bridge: SmsBridge) -> axum::Router {
-    axum::Router::new().route("/healthz", get(healthz)).route("/metrics", get(metrics)).with_state(bridge)
+    axum::Router::new()
+        .route("/healthz", get(healthz))
+        .route("/metrics", get(metrics))
+        .route("/m/{token}", get(image))
+        .with_state(bridge)
+}
+
+/// A linked image (`sms.mms.images_as_links`) with its stored type (image types only, else
+/// `application/octet-stream`) and `nosniff`, so that it is never rendered as a page.
+async fn image(State(bridge): State<SmsBridge>, Path(token): Path<String>) -> axum::response::Response {
+    match bridge.linked_image(&token) {
+        Some((mimetype, data)) => (
+            [
+                (header::CONTENT_TYPE, mimetype),
+                (header::X_CONTENT_TYPE_OPTIONS, "nosniff".to_owned()),
+                (header::CACHE_CONTROL, "private, max-age=3600".to_owned()),
+            ],
+            data,
+        )
+            .into_response(),
+        None => StatusCode::NOT_FOUND.into_response(),
+    }
 }
 
 async fn healthz(State(bridge): State<SmsBridge>) -> impl IntoResponse {

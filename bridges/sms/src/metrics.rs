@@ -46,6 +46,8 @@ pub struct Counters {
     pub delivered: AtomicU64,
     /// Failures shown in Matrix.
     pub failed: AtomicU64,
+    /// Images sent as links (`sms.mms.images_as_links`).
+    pub image_links: AtomicU64,
 }
 
 impl std::ops::Deref for Metrics {
@@ -112,6 +114,7 @@ impl Metrics {
         );
         counter("unrouted_in_total", "Inbound messages to numbers nobody holds.", &[("", g(&self.unrouted))]);
         counter("opt_outs_total", "STOP keywords recorded.", &[("", g(&self.opt_outs))]);
+        counter("image_links_total", "Images sent as links.", &[("", g(&self.image_links))]);
         counter(
             "status_reported_total",
             "Message states shown in Matrix.",

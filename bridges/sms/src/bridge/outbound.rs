@@ -168,7 +168,18 @@ impl SmsApi {
         let user = self.user.as_str();
         let event = message.event_id.as_str();
         let to = portal.other_user.as_str();
-        let text = text_of(message).map_err(refused)?;
+        let text = match text_of(message) {
+            Ok(text) => text,
+            Err(Refusal::Unsupported(kind)) if kind == "image" && b.config.mms.images_as_links => {
+                let Some(media) = &message.media else { return Err(refused(Refusal::Unsupported(kind))) };
+                let mut rng = <rand::rngs::StdRng as rand::SeedableRng>::from_os_rng();
+                let link = super::links::store(&b.config.mms, &mut rng, media.mimetype.as_deref(), &media.data)
+                    .map_err(|e| ConnectorError::Temporary(format!("keeping the image for its link: {e}")))?;
+                b.metrics.inc(&b.metrics.image_links);
+                if message.body == media.filename { link } else { format!("{} {link}", message.body) }
+            }
+            Err(r) => return Err(refused(r)),
+        };
         if let Some(command) = commands::parse(&text) {
             commands::run(b, &self.user, portal, command).await;
             return Ok(RemoteMessageId::new(format!("cmd.{event}")));
@@ -276,6 +287,7 @@ mod tests {
             sender: "@a:hs".try_into().unwrap(),
             msgtype: msgtype.into(),
             body: "waves".into(),
+            media: None,
         };
         assert_eq!(text_of(&m("m.text")).unwrap(), "waves");
         assert_eq!(text_of(&m("m.emote")).unwrap(), "* waves");

@@ -84,6 +84,34 @@ impl Client {
         room
     }
 
+    /// Uploads `data` as this user; its `mxc://` URI.
+    pub async fn upload(&self, data: Vec<u8>, content_type: &str) -> String {
+        let resp = self
+            .http
+            .post(format!("{}/_matrix/media/v3/upload", self.base))
+            .bearer_auth(&self.token)
+            .header("Content-Type", content_type)
+            .body(data)
+            .send()
+            .await
+            .unwrap();
+        assert!(resp.status().is_success(), "upload: {}", resp.status());
+        resp.json::<Value>().await.unwrap()["content_uri"].as_str().unwrap().to_owned()
+    }
+
+    /// Sends an `m.room.message` with `content`; its event ID.
+    pub async fn send_content(&self, room: &str, txn: &str, content: Value) -> String {
+        self.call(
+            reqwest::Method::PUT,
+            &format!("/_matrix/client/v3/rooms/{}/send/m.room.message/{txn}", enc(room)),
+            Some(content),
+        )
+        .await["event_id"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    }
+
     pub async fn send(&self, room: &str, txn: &str, body: &str) -> String {
         self.call(
             reqwest::Method::PUT,
@@ -163,6 +191,8 @@ impl Client {
 pub struct World {
     pub synapse: Synapse,
     pub smsc: Smsc,
+    /// The bridge's `sms.listen` (served by the test where it needs it).
+    pub sms_listen: String,
     pub bridge: tincan_appservice::Bridge,
     pub sms: SmsBridge,
     pub alice: Client,
@@ -229,7 +259,7 @@ pub async fn world_configured(
     };
     let alice = client(synapse.register_user("alice", false).await.unwrap());
     let bob = client(synapse.register_user("bob", false).await.unwrap());
-    World { synapse, smsc: smsc_peer, bridge, sms, alice, bob, _dir: dir }
+    World { synapse, smsc: smsc_peer, sms_listen: config.sms.listen.clone(), bridge, sms, alice, bob, _dir: dir }
 }
 
 fn sm(s: &Value) -> Vec<u8> {
@@ -344,6 +374,15 @@ async fn refusals_failures_opt_outs_and_commands_answer_in_the_dm() {
     let why = w.alice.wait_body(&room, &premium, "the refusal", |b| b.starts_with("⚠")).await;
     assert!(why.contains("premium-rate"), "{why}");
 
+    // An image, with images as links off (the default): refused with a notice, nothing sent.
+    let pics = w.alice.ghost_of("+447400123499").await;
+    let room = w.alice.dm(&pics).await;
+    let url = w.alice.upload(b"\x89PNG not really".to_vec(), "image/png").await;
+    let image = w.alice.send_content(&room, "i1", json!({"msgtype": "m.image", "body": "cat.png", "url": url})).await;
+    let why = w.alice.wait_body(&room, &pics, "the image refusal", |b| b.starts_with("⚠")).await;
+    assert_eq!(why, "⚠ Not delivered: rejected by the network: image messages cannot be sent as SMS");
+    assert_eq!(w.alice.wait_status(&room, &image, "FAIL_PERMANENT").await["message"], "image messages cannot be sent as SMS");
+
     // Undeliverable: the carrier's receipt becomes a failure notice.
     let lost = w.alice.ghost_of("+447400123466").await;
     let room = w.alice.dm(&lost).await;
@@ -442,6 +481,43 @@ async fn billing_charges_per_segment_and_refuses_without_credit() {
     let why = w.alice.wait_body(&room, &ghost, "the refusal", |b| b.contains("not enough credit")).await;
     assert!(why.contains("1 SMS cost 0.05 EUR; you have 0.02 EUR"), "{why}");
     assert_eq!(w.smsc.submits().len(), 2);
+    w.sms.stop().await;
+    w.bridge.stop().await;
+}
+
+/// With `sms.mms.images_as_links` an image goes out as a link to it (its caption first), served on
+/// `sms.listen` at `/m/<token>` with its bytes; the link is unguessable and nothing else is served.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_image_goes_out_as_a_link_when_the_operator_enables_it() {
+    let w = world_configured(Arc::new(Free), |c, dir| {
+        c.sms.mms.images_as_links = true;
+        c.sms.mms.link_base_url = format!("http://{}", c.sms.listen);
+        c.sms.mms.link_dir = dir.join("links").display().to_string();
+    })
+    .await;
+    let listen = w.sms_listen.clone();
+    let http = tokio::spawn(axum::serve(tokio::net::TcpListener::bind(&listen).await.unwrap(), tincan_sms::http::router(w.sms.clone())).into_future());
+    let ghost = w.alice.ghost_of("+447400123456").await;
+    let room = w.alice.dm(&ghost).await;
+    let png = b"\x89PNG\r\n\x1a\n a small picture".to_vec();
+    let url = w.alice.upload(png.clone(), "image/png").await;
+    let event = w
+        .alice
+        .send_content(&room, "i1", json!({"msgtype": "m.image", "body": "look at this", "filename": "cat.png",
+                                           "url": url, "info": {"mimetype": "image/png", "size": png.len()}}))
+        .await;
+    let submit = w.smsc.wait_submits(1, Duration::from_secs(60)).await.remove(0);
+    let text = gsm7::decode(&sm(&submit));
+    let link = text.strip_prefix("look at this ").unwrap_or_else(|| panic!("caption then link: {text:?}"));
+    assert!(link.starts_with(&format!("http://{listen}/m/")) && link.len() == format!("http://{listen}/m/").len() + 32, "{link}");
+    let resp = reqwest::get(link).await.unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.headers()["content-type"], "image/png");
+    assert_eq!(resp.bytes().await.unwrap().to_vec(), png);
+    let guessed = reqwest::get(format!("http://{listen}/m/{}", "0".repeat(32))).await.unwrap();
+    assert_eq!(guessed.status(), 404);
+    let _ = w.alice.wait_status(&room, &event, "SUCCESS").await;
+    http.abort();
     w.sms.stop().await;
     w.bridge.stop().await;
 }
