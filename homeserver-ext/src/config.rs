@@ -34,6 +34,8 @@ pub struct ExtConfig {
     pub identity: IdentityConfig,
     /// Registration lock: a PIN a new sign-in by SMS code must also give.
     pub registration_lock: RegistrationLockConfig,
+    /// The charter's trust list: when set, work only with a directory the list names (see [`crate::charter`]).
+    pub charter: crate::charter::CharterConfig,
 }
 
 impl Default for ExtConfig {
@@ -51,6 +53,7 @@ impl Default for ExtConfig {
             oidc: Default::default(),
             identity: IdentityConfig::default(),
             registration_lock: RegistrationLockConfig::default(),
+            charter: Default::default(),
         }
     }
 }
@@ -518,6 +521,7 @@ impl Validate for ExtConfig {
             }
         }
         p.extend(self.oidc.problems());
+        p.extend(self.charter.problems(&self.directory.url));
         p
     }
 }

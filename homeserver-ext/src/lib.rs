@@ -13,6 +13,7 @@
 
 pub mod api;
 pub mod app;
+pub mod charter;
 pub mod code;
 pub mod config;
 pub mod directory;
@@ -54,6 +55,9 @@ pub enum ServeError {
     /// The server failed while running.
     #[error("server: {0}")]
     Io(#[from] std::io::Error),
+    /// The directory is not on the charter's trust list (`[charter]`), or there is no valid list.
+    #[error(transparent)]
+    Charter(#[from] charter::CharterCheckError),
 }
 
 /// Serves `app` on an already bound listener until the process ends.
@@ -67,6 +71,14 @@ pub async fn serve_on(app: Arc<App>, listener: tokio::net::TcpListener) -> Resul
 pub async fn run(config: ExtConfig) -> Result<(), ServeError> {
     let clock: Arc<dyn tincan_common::Clock> = Arc::new(tincan_common::SystemClock);
     let listen = config.listen.clone();
+    let watcher = if config.charter.enabled() {
+        let client = charter::client(&config)?;
+        let version = charter::check(&client, &config, &*clock).await?;
+        tracing::info!(version, directory = %config.directory.url, "the directory is on the charter's trust list");
+        Some(charter::watch(client, config.clone(), clock.clone()))
+    } else {
+        None
+    };
     let app = Arc::new(App::from_config(config, clock).await?);
     if app.directory.is_some() && app.lookup.is_some() {
         tokio::spawn(mirror::run(app.clone()));
@@ -75,5 +87,14 @@ pub async fn run(config: ExtConfig) -> Result<(), ServeError> {
         .await
         .map_err(|source| ServeError::Listen { addr: listen.clone(), source })?;
     tracing::info!(%listen, sms = ?app.config.sms.backend, homeserver = ?app.config.homeserver.backend, "tincan-ext listening");
-    serve_on(app, listener).await
+    match watcher {
+        None => serve_on(app, listener).await,
+        Some(watcher) => tokio::select! {
+            served = serve_on(app, listener) => served,
+            refused = watcher => {
+                tracing::error!(error = %refused, "stopping");
+                Err(refused.into())
+            }
+        },
+    }
 }

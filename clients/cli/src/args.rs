@@ -40,6 +40,15 @@ pub struct Args {
     /// The provider's gateway (balance, top-up, history, rates), e.g. `http://127.0.0.1:8095`.
     #[arg(long, env = "TINCAN_CLI_GATEWAY_URL", global = true)]
     pub gateway: Option<url::Url>,
+    /// The charter's trust list (base URL of its repository): the directory's trust anchor and log key come from
+    /// it unless --trust-anchor / --log-key override them, sign-up is offered only at listed providers, and
+    /// contacts at unlisted providers are never verified. Fetched and verified at every command; the last good
+    /// list is kept in the data dir.
+    #[arg(long, env = "TINCAN_CLI_CHARTER_URL", global = true)]
+    pub charter_url: Option<url::Url>,
+    /// The charter's root.json to trust (default: the root built into this program, if any).
+    #[arg(long, env = "TINCAN_CLI_CHARTER_ROOT", global = true)]
+    pub charter_root: Option<PathBuf>,
     /// Machine-readable output (one JSON document per command; chat prints one JSON object a line).
     #[arg(long, global = true)]
     pub json: bool,
@@ -55,7 +64,12 @@ pub enum Command {
     Register {
         /// The number, international form (+44…).
         phone: String,
+        /// Sign up at this provider of the charter's trust list (see `tincan providers`) instead of --ext.
+        #[arg(long)]
+        provider: Option<String>,
     },
+    /// The providers of the charter's trust list one may sign up with.
+    Providers,
     /// Finish `register` with the code from the SMS.
     Verify {
         /// The code.

@@ -18,8 +18,31 @@ use tokio::io::AsyncBufReadExt;
 pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
     let json = args.json;
     let mut client = TincanClient::open(config(&args)?).await?;
+    if args.charter_url.is_some() {
+        let status = client.refresh_charter().await?;
+        if let Some(why) = &status.refused {
+            eprintln!(
+                "warning: the charter's newest trust list was refused ({why}); using list version {}",
+                status.version
+            );
+        }
+    }
     match args.command {
-        Command::Register { phone } => {
+        Command::Providers => {
+            let providers =
+                client.providers().ok_or_else(|| anyhow::anyhow!("no charter configured (--charter-url)"))?;
+            print(json, &providers, || {
+                providers
+                    .iter()
+                    .map(|p| format!("{}  {}  numbers {}", p.name, p.ext_url, p.prefixes.join(" ")))
+                    .collect::<Vec<_>>()
+                    .join("\n")
+            });
+        }
+        Command::Register { phone, provider } => {
+            if let Some(name) = &provider {
+                client.use_provider(name)?;
+            }
             let r = client.register(&phone).await?;
             print(json, &r, || format!("A code was sent to {phone}. Run: tincan verify CODE"));
         }
@@ -152,6 +175,28 @@ fn config(args: &Args) -> anyhow::Result<ClientConfig> {
         c.store_key = StoreKey::File(key_file.clone());
     }
     c.ext_url = args.ext.clone();
+    if let Some(url) = &args.charter_url {
+        let root = match &args.charter_root {
+            Some(p) => std::fs::read(p).with_context(|| format!("reading {}", p.display()))?,
+            None => tincan_client_core::CharterConfig::shipped_root()
+                .ok_or_else(|| anyhow::anyhow!("this build has no charter root: give --charter-root"))?
+                .to_vec(),
+        };
+        c.charter = Some(tincan_client_core::CharterConfig { url: url.clone(), root });
+        if args.trust_anchor.is_none() {
+            // The anchor (and, unless given, the log) come from the trust list.
+            c.directory = Some(DirectoryConfig {
+                servers: args.dns.clone(),
+                apex: args.apex.clone(),
+                trust_anchor: String::new(),
+                allow_insecure: args.allow_insecure,
+                log: match (&args.log_url, &args.log_key) {
+                    (Some(url), Some(key)) => Some(TransparencyLogConfig { url: url.clone(), key: key.clone() }),
+                    _ => None,
+                },
+            });
+        }
+    }
     if let Some(anchor) = &args.trust_anchor {
         let text = std::fs::read_to_string(anchor).with_context(|| format!("reading {}", anchor.display()))?;
         c.directory = Some(DirectoryConfig {
@@ -207,6 +252,9 @@ fn key_line(k: Option<&KeyStatus>) -> String {
         Some(KeyStatus::NoDirectoryKey) => "not verified: the directory publishes no key".into(),
         Some(KeyStatus::NoIdentity) => "not verified: the contact has no cross-signing key yet".into(),
         Some(KeyStatus::InsecureAnswer) => "not verified: the directory's answer is not DNSSEC-validated".into(),
+        Some(KeyStatus::NotListed { server }) => {
+            format!("not verified: {server} is not a provider on the charter's trust list")
+        }
         Some(KeyStatus::NoTransparencyLog) => {
             "not verified: no transparency log configured (--log-url, --log-key)".into()
         }

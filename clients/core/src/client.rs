@@ -69,6 +69,7 @@ pub struct TincanClient {
     signals: broadcast::Sender<crate::delivery::Signal>,
     /// Whether [`spawn_sync`](Self::spawn_sync)'s loop runs (then nobody else syncs).
     syncing: Arc<AtomicBool>,
+    charter: Option<crate::charter::CharterState>,
 }
 
 impl std::fmt::Debug for TincanClient {
@@ -101,14 +102,11 @@ impl TincanClient {
         }
         let http = reqwest::Client::builder().timeout(Duration::from_secs(30)).build()?;
         let ext = config.ext_url.clone().map(|u| ExtClient::new(u, http.clone()));
-        let lookup = match &config.directory {
-            Some(d) => Some(build_lookup(d)?),
+        let charter = match &config.charter {
+            Some(c) => Some(crate::charter::CharterState::open(c, &config.data_dir, clock.now())?),
             None => None,
         };
-        let log = match config.directory.as_ref().and_then(|d| d.log.as_ref()) {
-            Some(l) => Some(LogWitness::new(l)?),
-            None => None,
-        };
+        let (lookup, log) = directory_parts(&config, charter.as_ref(), clock.now())?;
         let (incoming, _) = broadcast::channel(256);
         let (signals, _) = broadcast::channel(1024);
         let saved = state.session.clone();
@@ -125,6 +123,7 @@ impl TincanClient {
             incoming,
             signals,
             syncing: Arc::new(AtomicBool::new(false)),
+            charter,
         };
         if let Some(saved) = saved {
             let token = me.key.open(&saved.access_token, &saved.user_id, &saved.device_id)?;
@@ -166,10 +165,76 @@ impl TincanClient {
         self.lock().save(&self.config.data_dir)
     }
 
+    /// Fetches the charter's trust list and verifies it (see [`charter`](crate::charter)); a refused or
+    /// unreachable list leaves the last good one in use ([`CharterStatus::refused`](crate::CharterStatus) says
+    /// why). A directory whose anchor comes from the list is set up again from it.
+    pub async fn refresh_charter(&mut self) -> Result<crate::CharterStatus> {
+        let charter = self
+            .charter
+            .as_ref()
+            .ok_or(ClientError::Charter(tincan_charter::CharterError::NoList("no charter configured".into())))?;
+        let status = charter.refresh(self.clock.now()).await?;
+        let (lookup, log) = directory_parts(&self.config, self.charter.as_ref(), self.clock.now())?;
+        (self.lookup, self.log) = (lookup, log);
+        Ok(status)
+    }
+
+    /// The providers one may sign up with: the charter's listed providers offering Matrix (empty without a
+    /// valid list; `None` when no charter is configured).
+    pub fn providers(&self) -> Option<Vec<crate::charter::TrustedProvider>> {
+        let charter = self.charter.as_ref()?;
+        let list = charter.current(self.clock.now());
+        Some(
+            list.map(|l| {
+                l.providers.into_iter().filter(|p| p.services.contains(&crate::charter::Service::Matrix)).collect()
+            })
+            .unwrap_or_default(),
+        )
+    }
+
+    /// Signs up through the listed provider `name` from now on (its extension URL from the trust list).
+    pub fn use_provider(&mut self, name: &str) -> Result<()> {
+        let p = self.providers().unwrap_or_default().into_iter().find(|p| p.name == name).ok_or_else(|| {
+            ClientError::ProviderNotListed(format!("no provider {name:?} offering Matrix on the charter's trust list"))
+        })?;
+        self.config.ext_url = Some(p.ext_url.clone());
+        self.ext = Some(ExtClient::new(p.ext_url, self.http.clone()));
+        Ok(())
+    }
+
+    /// With a charter: the extension must be a listed provider's, offer Matrix, and cover the number.
+    fn check_provider(&self, number: &E164) -> Result<()> {
+        let Some(charter) = &self.charter else { return Ok(()) };
+        let list = charter.current(self.clock.now()).ok_or(ClientError::Charter(
+            tincan_charter::CharterError::NoList("refresh the charter's trust list".into()),
+        ))?;
+        let ext = self.config.ext_url.as_ref().ok_or(ClientError::NoExtension)?;
+        let p = crate::charter::provider_by_ext(&list, ext).ok_or_else(|| {
+            ClientError::ProviderNotListed(format!("the extension {ext} is not a provider on the charter's trust list"))
+        })?;
+        if !p.services.contains(&crate::charter::Service::Matrix) || !p.covers(number.as_str()) {
+            return Err(ClientError::ProviderNotListed(format!(
+                "{} does not offer Matrix accounts for {number}",
+                p.name
+            )));
+        }
+        Ok(())
+    }
+
+    /// Whether the charter lets a contact at `server` count as verified: yes without a charter; with one, only
+    /// when the server is a listed provider's.
+    pub(crate) fn listed_server(&self, server: &str) -> bool {
+        match &self.charter {
+            None => true,
+            Some(c) => c.current(self.clock.now()).is_some_and(|l| l.provider_by_homeserver(server).is_some()),
+        }
+    }
+
     /// Step 1 of sign-up: asks the extension to text a code to `phone`. Asking again for the same number
-    /// resends (a new `send_attempt` in the same session).
+    /// resends (a new `send_attempt` in the same session). With a charter, only at a listed provider.
     pub async fn register(&self, phone: &str) -> Result<RequestCodeResponse> {
         let number = E164::parse(phone)?;
+        self.check_provider(&number)?;
         let (client_secret, send_attempt) = match self.lock().pending.as_ref() {
             Some(p) if p.number == number => (p.client_secret.clone(), p.send_attempt + 1),
             _ => (random_secret(&mut StdRng::from_os_rng()), 1),
@@ -367,6 +432,19 @@ async fn restore(client: &Client, user_id: OwnedUserId, device_id: OwnedDeviceId
 
 fn parse_user(s: &str) -> Result<OwnedUserId> {
     s.try_into().map_err(|_| ClientError::InvalidUserId(s.to_owned()))
+}
+
+/// The lookup and log witness of the directory in effect (see [`crate::charter`]).
+fn directory_parts(
+    config: &ClientConfig,
+    charter: Option<&crate::charter::CharterState>,
+    now: std::time::SystemTime,
+) -> Result<(Option<Lookup>, Option<LogWitness>)> {
+    let Some(d) = crate::charter::effective_directory(config.directory.as_ref(), charter, now)? else {
+        return Ok((None, None));
+    };
+    let log = d.log.as_ref().map(LogWitness::new).transpose()?;
+    Ok((Some(build_lookup(&d)?), log))
 }
 
 fn build_lookup(d: &crate::config::DirectoryConfig) -> Result<Lookup> {

@@ -19,6 +19,9 @@ pub struct ClientConfig {
     /// The key that encrypts the data dir (matrix-sdk's stores and the access token). Default: the key file
     /// `store.key` in the data dir, made on first run.
     pub store_key: StoreKey,
+    /// The charter's trust list: the directory's anchor and log key, the providers one may sign up with and
+    /// whose users can be verified (see [`charter`](crate::charter)). `None`: no list, flags only.
+    pub charter: Option<crate::charter::CharterConfig>,
 }
 
 impl ClientConfig {
@@ -26,7 +29,7 @@ impl ClientConfig {
     pub fn new(data_dir: impl Into<PathBuf>) -> Self {
         let data_dir = data_dir.into();
         let store_key = StoreKey::File(data_dir.join(crate::at_rest::KEY_FILE));
-        Self { data_dir, ext_url: None, directory: None, device_name: "tincan".into(), store_key }
+        Self { data_dir, ext_url: None, directory: None, device_name: "tincan".into(), store_key, charter: None }
     }
 }
 
@@ -38,7 +41,8 @@ pub struct DirectoryConfig {
     /// The ENUM apex, e.g. `e164.tincan.test.`.
     pub apex: String,
     /// The trust anchor of the apex, as text: a DS or DNSKEY record in presentation format, or a
-    /// `trust-anchors` clause (what `tincan-directory keys ds` prints).
+    /// `trust-anchors` clause (what `tincan-directory keys ds` prints). Empty: taken from the charter's trust
+    /// list (its directory with this apex), together with the transparency log unless `log` is set.
     pub trust_anchor: String,
     /// Accept unsigned answers (development only; bogus answers are an error either way). An unsigned answer
     /// never makes a contact verified, whatever this says.

@@ -162,6 +162,14 @@ pub enum ClientError {
     /// The gateway answered something that is not its API's document.
     #[error("the gateway's answer is not its API's: {0}")]
     GatewayAnswer(String),
+    /// The charter's trust list could not be fetched or was refused (expired, rolled back, too few signatures),
+    /// and there is no valid last good list.
+    #[error("charter trust list: {0}")]
+    Charter(#[from] tincan_charter::CharterError),
+    /// Sign-up at a provider the charter's trust list does not list (or that does not offer Matrix, or whose
+    /// prefixes do not cover the number).
+    #[error("{0}")]
+    ProviderNotListed(String),
 }
 
 // Boxed: matrix-sdk's errors are large and would make every `Result` of this crate large.
@@ -213,6 +221,10 @@ impl ClientError {
             ClientError::GatewayUnreachable(_) => "gateway_unreachable",
             ClientError::GatewayConfig(_) => "gateway_config",
             ClientError::GatewayAnswer(_) => "gateway_answer",
+            ClientError::Charter(tincan_charter::CharterError::Fetch { .. }) => "charter_unreachable",
+            ClientError::Charter(tincan_charter::CharterError::NoList(_)) => "no_trust_list",
+            ClientError::Charter(_) => "trust_list_refused",
+            ClientError::ProviderNotListed(_) => "provider_not_listed",
         }
     }
 }

@@ -24,12 +24,15 @@
 //! - Contact import with the Identity Service v2 hashed lookup ([`TincanClient::import_contacts`]).
 //! - The provider's gateway (balance, voucher top-up, history, prices) signed in with an OpenID token
 //!   ([`TincanClient::gateway`], [`gateway`]).
+//! - The charter's signed trust list ([`charter`]): the directory's anchor and log key, the providers offered
+//!   at sign-up, and no verified contact at a provider that is not listed.
 
 #![warn(missing_docs)]
 // matrix-sdk's sync futures are deep: proving them `Send` needs more than the default 128.
 #![recursion_limit = "256"]
 
 pub mod at_rest;
+pub mod charter;
 mod client;
 pub mod config;
 pub mod contacts;
@@ -43,6 +46,7 @@ pub mod state;
 pub mod trust;
 
 pub use at_rest::StoreKey;
+pub use charter::{CharterConfig, CharterStatus};
 pub use client::{
     Chat, Contact, ImportedContact, IncomingMessage, PushConfig, Sent, SentToNumber, SignedIn, TincanClient,
 };

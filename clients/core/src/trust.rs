@@ -55,6 +55,12 @@ pub enum KeyStatus {
     InsecureAnswer,
     /// No transparency log is configured, so the directory's answer was not checked against it: not verified.
     NoTransparencyLog,
+    /// The contact's homeserver is not a provider on the charter's trust list (or there is no valid list):
+    /// not verified, whatever the keys say.
+    NotListed {
+        /// The contact's Matrix server name.
+        server: String,
+    },
 }
 
 /// What the directory says about a contact's key, and how far that answer is trusted.

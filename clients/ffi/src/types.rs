@@ -167,6 +167,11 @@ pub enum KeyStatus {
     InsecureAnswer,
     /// No transparency log is configured.
     NoTransparencyLog,
+    /// The contact's provider is not on the charter's trust list.
+    NotListed {
+        /// The contact's Matrix server name.
+        server: String,
+    },
 }
 
 impl From<core::KeyStatus> for KeyStatus {
@@ -183,6 +188,7 @@ impl From<core::KeyStatus> for KeyStatus {
             core::KeyStatus::NoIdentity => KeyStatus::NoIdentity,
             core::KeyStatus::InsecureAnswer => KeyStatus::InsecureAnswer,
             core::KeyStatus::NoTransparencyLog => KeyStatus::NoTransparencyLog,
+            core::KeyStatus::NotListed { server } => KeyStatus::NotListed { server },
         }
     }
 }
@@ -286,6 +292,7 @@ fn status_word(s: &core::KeyStatus) -> &'static str {
         core::KeyStatus::NoIdentity => "no cross-signing identity yet",
         core::KeyStatus::InsecureAnswer => "unsigned directory answer",
         core::KeyStatus::NoTransparencyLog => "no transparency log",
+        core::KeyStatus::NotListed { .. } => "provider not on the charter's trust list",
     }
 }
 

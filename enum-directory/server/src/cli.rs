@@ -1,4 +1,4 @@
-//! The `tincan-directory` command line: `serve`, `provider add|list`, `keys generate|ds|roll|status`,
+//! The `tincan-directory` command line: `serve`, `provider add|list|sync`, `keys generate|ds|roll|status`,
 //! `numbers import`, `audit`,
 //! `config check`.
 //! Every subcommand takes `--config FILE`, `--data-dir DIR`, `--dns ADDR`, `--api ADDR` and `--apex NAME`.
@@ -99,6 +99,23 @@ pub enum ProviderCommand {
     },
     /// List providers and their prefixes.
     List,
+    /// Import the providers of this directory from the charter's trust list (verified: signature threshold,
+    /// expiry, never an older list than the last sync). Adds the missing ones (printing `name<TAB>token` once
+    /// for each), sets the listed prefixes of the others, and reports providers the list does not name.
+    Sync {
+        /// The charter repository's base URL (`https://…/`, or `file:///…/`).
+        #[arg(long, value_name = "URL")]
+        charter_url: url::Url,
+        /// The charter's root.json.
+        #[arg(long, value_name = "FILE")]
+        charter_root: PathBuf,
+        /// Take away the prefixes of providers the list does not name (they can no longer write numbers).
+        #[arg(long)]
+        suspend_unlisted: bool,
+        /// Print what would change, change nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
 }
 
 /// `numbers …`.
@@ -240,6 +257,12 @@ pub enum CliError {
     /// Exporting keys failed.
     #[error(transparent)]
     Export(#[from] crate::xfr::export::ExportError),
+    /// The charter's trust list could not be fetched or was refused.
+    #[error("charter trust list: {0}")]
+    Charter(#[from] tincan_charter::CharterError),
+    /// `provider sync` failed.
+    #[error(transparent)]
+    Sync(#[from] crate::provider_sync::SyncError),
 }
 
 impl GlobalArgs {
@@ -331,6 +354,46 @@ pub async fn run(cli: Cli) -> Result<ExitCode, CliError> {
                 let prefixes: Vec<&str> = p.prefixes.iter().map(|p| p.as_str()).collect();
                 writeln!(out, "{}\t{}", p.name, prefixes.join(","))?;
             }
+        }
+        Command::Provider(ProviderCommand::Sync { charter_url, charter_root, suspend_unlisted, dry_run }) => {
+            let root = std::fs::read(&charter_root).map_err(CliError::Output)?;
+            let charter = tincan_charter::CharterClient::new(charter_url, root, config.data_dir().join("charter"))?;
+            let verified = charter.refresh(clock.now()).await?;
+            let storage = serve::open_storage(&config, clock).await?;
+            let existing = storage.begin_read().await?.providers().list().await?;
+            let apex = config.apex().map_err(ServeError::from)?.to_ascii();
+            let plan = crate::provider_sync::plan(&verified.list, &apex, &existing)?;
+            let mut out = std::io::stdout().lock();
+            for (name, prefixes) in &plan.add {
+                eprintln!("add {name} {}", join_prefixes(prefixes));
+            }
+            for (name, old, new) in &plan.update {
+                eprintln!("update {name}: {} -> {}", join_prefixes(old), join_prefixes(new));
+            }
+            for name in &plan.unlisted {
+                let what = if suspend_unlisted {
+                    "suspend (prefixes removed)"
+                } else {
+                    "not on the list (kept; --suspend-unlisted)"
+                };
+                eprintln!("{what} {name}");
+            }
+            if !dry_run {
+                let tokens =
+                    crate::provider_sync::apply(&*storage, &plan, suspend_unlisted, || new_token().ok()).await?;
+                for (name, token) in tokens {
+                    writeln!(out, "{name}\t{token}")?;
+                }
+            }
+            eprintln!(
+                "trust list version {}: {} added, {} updated, {} unchanged, {} unlisted{}",
+                verified.list.version,
+                plan.add.len(),
+                plan.update.len(),
+                plan.unchanged.len(),
+                plan.unlisted.len(),
+                if dry_run { " (dry run: nothing changed)" } else { "" }
+            );
         }
         Command::Keys(KeysCommand::Generate { algorithm }) => {
             let apex = config.apex().map_err(ServeError::from)?;
@@ -455,6 +518,10 @@ fn unix_secs(t: std::time::SystemTime) -> u64 {
 }
 
 /// A fresh bearer token: `tcd_` and 32 random bytes, unpadded URL-safe base64.
+fn join_prefixes(p: &[Prefix]) -> String {
+    if p.is_empty() { "(none)".into() } else { p.iter().map(Prefix::as_str).collect::<Vec<_>>().join(",") }
+}
+
 fn new_token() -> Result<String, CliError> {
     let mut bytes = [0u8; 32];
     SystemRandom::new().fill(&mut bytes).map_err(|_| CliError::Random)?;

@@ -315,6 +315,8 @@ pub trait ProviderRepository: Send {
     async fn by_name(&mut self, name: &str) -> Result<Option<Provider>>;
     /// Every provider, ordered by name.
     async fn list(&mut self) -> Result<Vec<Provider>>;
+    /// Replaces the provider's prefixes (none: it can no longer write any number).
+    async fn set_prefixes(&mut self, id: ProviderId, prefixes: &[Prefix]) -> Result<()>;
 }
 
 /// Whether a DNSSEC key signs the DNSKEY RRset (KSK) or the other RRsets (ZSK).

@@ -4,6 +4,7 @@
 mod at_rest;
 mod bench;
 mod binary;
+mod charter;
 mod directory;
 mod discovery;
 mod guessing;

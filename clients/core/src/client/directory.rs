@@ -99,7 +99,11 @@ impl TincanClient {
         let identity = client.encryption().request_user_identity(&user).await?;
         let homeserver_key = identity.as_ref().and_then(master_key_of);
         let stored = self.lock().contacts.get(&user_id).cloned();
-        let (status, record) = assess(&user_id, &number, stored.as_ref(), directory_key, homeserver_key, self.now());
+        let (status, record) = if self.listed_server(user.server_name().as_str()) {
+            assess(&user_id, &number, stored.as_ref(), directory_key, homeserver_key, self.now())
+        } else {
+            (KeyStatus::NotListed { server: user.server_name().to_string() }, None)
+        };
         if let Some(record) = record
             && Some(&record) != stored.as_ref()
         {

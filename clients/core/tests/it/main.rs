@@ -4,6 +4,7 @@
 mod at_rest;
 mod bench;
 mod chain;
+mod charter;
 mod dm;
 mod fake_bridge;
 mod harness;

@@ -65,6 +65,25 @@ async fn providers(storage: &dyn Storage, clock: &MockClock) {
     let all = tx.providers().list().await.unwrap();
     assert_eq!(all.iter().map(|p| p.name.as_str()).collect::<Vec<_>>(), ["acme", "beta"]);
     assert!(a.serves(&number("+442079460001")) && !a.serves(&number("+12025550143")));
+    drop(tx);
+
+    // Prefixes replaced (sorted, deduplicated), emptied, and restored; a rolled-back change leaves nothing.
+    let p4420: Prefix = "+4420".parse().unwrap();
+    let p4421: Prefix = "+4421".parse().unwrap();
+    let mut tx = storage.begin().await.unwrap();
+    tx.providers().set_prefixes(b.id, &[p4421.clone(), p4420.clone(), p4421.clone()]).await.unwrap();
+    tx.commit().await.unwrap();
+    let mut tx = storage.begin().await.unwrap();
+    assert_eq!(tx.providers().by_id(b.id).await.unwrap().unwrap().prefixes, [p4420.clone(), p4421]);
+    tx.providers().set_prefixes(b.id, &[]).await.unwrap();
+    assert!(tx.providers().by_name("beta").await.unwrap().unwrap().prefixes.is_empty());
+    drop(tx);
+    let mut tx = storage.begin().await.unwrap();
+    assert_eq!(tx.providers().by_id(b.id).await.unwrap().unwrap().prefixes.len(), 2, "rolled back");
+    tx.providers().set_prefixes(b.id, std::slice::from_ref(&p4420)).await.unwrap();
+    tx.commit().await.unwrap();
+    let mut tx = storage.begin().await.unwrap();
+    assert_eq!(tx.providers().by_id(b.id).await.unwrap().unwrap(), b);
 }
 
 async fn numbers_and_journal(storage: &dyn Storage, clock: &MockClock) {

@@ -412,6 +412,24 @@ macro_rules! impl_repositories {
                 }
                 Ok(out)
             }
+
+            async fn set_prefixes(&mut self, id: ProviderId, prefixes: &[Prefix]) -> Result<()> {
+                sqlx::query("DELETE FROM provider_prefixes WHERE provider_id = $1")
+                    .bind(id.0)
+                    .execute(&mut *self.tx)
+                    .await?;
+                let mut sorted = prefixes.to_vec();
+                sorted.sort();
+                sorted.dedup();
+                for p in &sorted {
+                    sqlx::query("INSERT INTO provider_prefixes (provider_id, prefix) VALUES ($1, $2)")
+                        .bind(id.0)
+                        .bind(p.as_str())
+                        .execute(&mut *self.tx)
+                        .await?;
+                }
+                Ok(())
+            }
         }
 
         #[async_trait]

@@ -1,0 +1,141 @@
+//! The charter's trust list in the client: which directory to trust (its DS set and transparency-log key) and
+//! which providers a user may sign up with and whose users' keys can count as verified.
+//!
+//! With a [`CharterConfig`], the client keeps the last good list in `<data_dir>/charter/` (verified again at
+//! open, without the network) and [`TincanClient::refresh_charter`](crate::TincanClient::refresh_charter)
+//! fetches a newer one; an expired, rolled-back or under-signed list is refused and the last good one kept.
+//! Then:
+//! - a [`DirectoryConfig`](crate::DirectoryConfig) with an empty `trust_anchor` takes the anchor and the
+//!   transparency log from the list's directory of that apex (an explicit anchor stays an override, for
+//!   development);
+//! - `register` only signs up at a listed provider that offers Matrix and covers the number;
+//! - a contact whose homeserver is not a listed provider's is never verified
+//!   ([`KeyStatus::NotListed`](crate::KeyStatus::NotListed)), so a provider removed from the list stops
+//!   verifying at the next refresh.
+
+use crate::config::{DirectoryConfig, TransparencyLogConfig};
+use crate::error::{ClientError, Result};
+use std::net::SocketAddr;
+use url::Url;
+
+pub use tincan_charter::{CharterError, Service, TrustList, TrustedDirectory, TrustedProvider, Verified};
+
+/// Where the charter publishes its list, and the root the client trusts.
+#[derive(Debug, Clone)]
+pub struct CharterConfig {
+    /// The charter repository's base URL (serves `trust-list.json`, `N.root.json`).
+    pub url: Url,
+    /// The charter's `root.json` the client ships with (see [`CharterConfig::shipped_root`]).
+    pub root: Vec<u8>,
+}
+
+impl CharterConfig {
+    /// The root built into this program: the content of `TINCAN_CHARTER_ROOT_JSON` at compile time (release
+    /// builds set it to the charter's published `root.json`); `None` in builds without it.
+    pub fn shipped_root() -> Option<&'static [u8]> {
+        option_env!("TINCAN_CHARTER_ROOT_JSON").map(str::as_bytes)
+    }
+}
+
+/// What a refresh found.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct CharterStatus {
+    /// The version of the list in use.
+    pub version: u64,
+    /// The root version that verified it.
+    pub root_version: u64,
+    /// Why the newest list was refused (or could not be fetched), when the last good one is used instead.
+    pub refused: Option<String>,
+}
+
+/// A directory config from the list's directory with `apex` (or its only directory when `apex` is `None`).
+pub fn directory_from_list(
+    list: &TrustList,
+    apex: Option<&str>,
+    servers: Vec<SocketAddr>,
+    allow_insecure: bool,
+) -> Result<DirectoryConfig> {
+    let d = match apex {
+        Some(a) => list
+            .directory_by_apex(a)
+            .ok_or_else(|| ClientError::DirectoryConfig(format!("the charter's trust list has no directory {a}")))?,
+        None => match list.directories.as_slice() {
+            [only] => only,
+            ds => {
+                return Err(ClientError::DirectoryConfig(format!(
+                    "the charter's trust list has {} directories: choose one by its apex",
+                    ds.len()
+                )));
+            }
+        },
+    };
+    Ok(DirectoryConfig {
+        servers: if servers.is_empty() { d.dns.clone() } else { servers },
+        apex: d.apex.clone(),
+        trust_anchor: d.trust_anchor(),
+        allow_insecure,
+        log: Some(TransparencyLogConfig { url: d.api_url.clone(), key: d.log_key.clone() }),
+    })
+}
+
+/// The listed provider whose extension is at `ext` (trailing slashes ignored).
+pub fn provider_by_ext<'a>(list: &'a TrustList, ext: &Url) -> Option<&'a TrustedProvider> {
+    let want = ext.as_str().trim_end_matches('/');
+    list.providers.iter().find(|p| p.ext_url.as_str().trim_end_matches('/') == want)
+}
+
+/// The client's charter state: the verifying client and the list in use.
+#[derive(Debug)]
+pub(crate) struct CharterState {
+    client: tincan_charter::CharterClient,
+    list: std::sync::Mutex<Option<Verified>>,
+}
+
+impl CharterState {
+    /// Opens the state in `<data_dir>/charter/`, with the last good list if it is still valid at `now`.
+    pub(crate) fn open(c: &CharterConfig, data_dir: &std::path::Path, now: std::time::SystemTime) -> Result<Self> {
+        let client = tincan_charter::CharterClient::new(c.url.clone(), c.root.clone(), data_dir.join("charter"))?;
+        let list = client.last_good(now).ok();
+        Ok(CharterState { client, list: std::sync::Mutex::new(list) })
+    }
+
+    /// The list in use, if there is one and it has not expired at `now`.
+    pub(crate) fn current(&self, now: std::time::SystemTime) -> Option<TrustList> {
+        let guard = self.list.lock().unwrap_or_else(|p| p.into_inner());
+        guard.as_ref().filter(|v| v.list.expires > now).map(|v| v.list.clone())
+    }
+
+    /// Fetches and verifies a newer list; when that fails, keeps the last good one (if still valid).
+    pub(crate) async fn refresh(&self, now: std::time::SystemTime) -> Result<CharterStatus> {
+        let (v, refused) = self.client.refresh_or_last_good(now).await?;
+        let status = CharterStatus {
+            version: v.list.version,
+            root_version: v.root_version,
+            refused: refused.map(|e| e.to_string()),
+        };
+        if let Some(why) = &status.refused {
+            tracing::warn!(error = %why, version = v.list.version, "the charter's newest list was refused; keeping the last good one");
+        }
+        *self.list.lock().unwrap_or_else(|p| p.into_inner()) = Some(v);
+        Ok(status)
+    }
+}
+
+/// The directory config in effect: the configured one, with an empty trust anchor (and no log) filled from the
+/// charter's list. `None` when there is no directory, or it should come from a list the client does not have.
+pub(crate) fn effective_directory(
+    configured: Option<&DirectoryConfig>,
+    charter: Option<&CharterState>,
+    now: std::time::SystemTime,
+) -> Result<Option<DirectoryConfig>> {
+    let Some(d) = configured else { return Ok(None) };
+    if !d.trust_anchor.trim().is_empty() {
+        return Ok(Some(d.clone()));
+    }
+    let Some(list) = charter.and_then(|c| c.current(now)) else { return Ok(None) };
+    let mut from_list = directory_from_list(&list, Some(&d.apex), d.servers.clone(), d.allow_insecure)?;
+    if d.log.is_some() {
+        from_list.log = d.log.clone();
+    }
+    Ok(Some(from_list))
+}

@@ -1,0 +1,143 @@
+//! The charter's trust list: the extension works only with a directory the list names.
+//!
+//! Off unless `[charter] url` is set. Then, at start, the list is fetched and verified with the charter's root
+//! (signature threshold, expiry, never older than the last good list, kept in `state_dir`), and the
+//! configured directory (`[directory] url`, and `apex` when set) must be one of its directories, else the
+//! extension does not start. While serving, the list is refreshed every `refresh_secs`; when a newer list no
+//! longer names the directory, or no valid list is left (the last good one expired), the extension stops with
+//! an error (a supervisor restarting it meets the start check again).
+
+use crate::config::ExtConfig;
+use serde::{Deserialize, Serialize};
+use std::time::Duration;
+use tincan_charter::{CharterClient, CharterError, TrustList};
+use tincan_common::Clock;
+
+/// `[charter]`: the charter's trust list.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CharterConfig {
+    /// The charter repository's base URL (`https://…/` or `file:///…/`); empty: the check is off.
+    pub url: String,
+    /// The charter's `root.json` (a file).
+    pub root_file: String,
+    /// Where the last good list and newer roots are kept.
+    pub state_dir: String,
+    /// Seconds between two refreshes of the list while serving.
+    pub refresh_secs: u64,
+}
+
+impl Default for CharterConfig {
+    fn default() -> Self {
+        Self {
+            url: String::new(),
+            root_file: String::new(),
+            state_dir: "tincan-ext-charter".into(),
+            refresh_secs: 3600,
+        }
+    }
+}
+
+impl CharterConfig {
+    /// Whether the check is on.
+    pub fn enabled(&self) -> bool {
+        !self.url.is_empty()
+    }
+
+    /// Config problems.
+    pub fn problems(&self, directory_url: &str) -> Vec<String> {
+        let mut p = Vec::new();
+        if !self.enabled() {
+            return p;
+        }
+        if url::Url::parse(&self.url).is_err() {
+            p.push(format!("charter.url: {:?} is not a URL", self.url));
+        }
+        if self.root_file.is_empty() {
+            p.push("charter.root_file: required when charter.url is set".into());
+        }
+        if directory_url.is_empty() {
+            p.push("charter.url is set but directory.url is empty: there is no directory to check".into());
+        }
+        if self.refresh_secs == 0 {
+            p.push("charter.refresh_secs: must be at least 1".into());
+        }
+        p
+    }
+}
+
+/// Why the extension refuses to work with its directory.
+#[derive(Debug, thiserror::Error)]
+pub enum CharterCheckError {
+    /// The list could not be fetched or verified, and there is no valid last good list.
+    #[error("charter trust list: {0}")]
+    List(#[from] CharterError),
+    /// The root file could not be read.
+    #[error("charter.root_file {path}: {source}")]
+    Root {
+        /// The file.
+        path: String,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The configured directory is not on the list.
+    #[error(
+        "the directory {url} (apex {apex:?}) is not on the charter's trust list (version {version}): refusing to work with it"
+    )]
+    NotListed {
+        /// `directory.url`.
+        url: String,
+        /// `directory.apex`.
+        apex: String,
+        /// The list's version.
+        version: u64,
+    },
+}
+
+/// Whether the list names the configured directory: its API URL (trailing slash ignored) and, when the
+/// config has one, its apex.
+pub fn directory_listed(list: &TrustList, config: &ExtConfig) -> bool {
+    let want = config.directory.url.trim_end_matches('/');
+    list.directories.iter().any(|d| {
+        d.api_url.as_str().trim_end_matches('/') == want
+            && (config.directory.apex.is_empty()
+                || d.apex.trim_end_matches('.').eq_ignore_ascii_case(config.directory.apex.trim_end_matches('.')))
+    })
+}
+
+/// The charter client of the config.
+pub fn client(config: &ExtConfig) -> Result<CharterClient, CharterCheckError> {
+    let c = &config.charter;
+    let root =
+        std::fs::read(&c.root_file).map_err(|source| CharterCheckError::Root { path: c.root_file.clone(), source })?;
+    let url = url::Url::parse(&c.url).map_err(|e| CharterError::Fetch { url: c.url.clone(), reason: e.to_string() })?;
+    Ok(CharterClient::new(url, root, &c.state_dir)?)
+}
+
+/// Refreshes the list (falling back to the last good one) and checks the directory is on it.
+pub async fn check(client: &CharterClient, config: &ExtConfig, clock: &dyn Clock) -> Result<u64, CharterCheckError> {
+    let (v, refused) = client.refresh_or_last_good(clock.now()).await?;
+    if let Some(why) = refused {
+        tracing::warn!(error = %why, version = v.list.version, "the charter's newest list was refused; using the last good one");
+    }
+    if !directory_listed(&v.list, config) {
+        return Err(CharterCheckError::NotListed {
+            url: config.directory.url.clone(),
+            apex: config.directory.apex.clone(),
+            version: v.list.version,
+        });
+    }
+    Ok(v.list.version)
+}
+
+/// Re-checks every `refresh_secs`; returns (an error) only when the directory is no longer acceptable.
+pub async fn watch(client: CharterClient, config: ExtConfig, clock: std::sync::Arc<dyn Clock>) -> CharterCheckError {
+    let every = Duration::from_secs(config.charter.refresh_secs.max(1));
+    loop {
+        tokio::time::sleep(every).await;
+        match check(&client, &config, &*clock).await {
+            Ok(version) => tracing::debug!(version, "the directory is on the charter's trust list"),
+            Err(e) => return e,
+        }
+    }
+}
