@@ -1,7 +1,9 @@
-//! Integration tests of the bindings: the generated Python bindings driven against the real chain.
+//! Integration tests of the bindings: the Rust side of the exported API and the generated Python bindings, both
+//! against the real chain (Synapse, tincan-ext, the directory); the Kotlin and Swift bindings generate.
 
 #[path = "../../../core/tests/it/chain.rs"]
 mod chain;
 #[path = "../../../core/tests/it/log_proxy.rs"]
 mod log_proxy;
 mod python;
+mod real_chain;
