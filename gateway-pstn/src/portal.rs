@@ -570,7 +570,7 @@ async fn account_page(s: &PortalState, user: &User, notice: Option<Notice>, look
             let _ = write!(
                 b,
                 "<tr><td>{}</td><td>{}</td><td class=\"num\">{sign}{} {c}</td><td>{}</td></tr>",
-                utc(h.at_ms),
+                tincan_common::clock::utc_minute(h.at_ms),
                 h.kind.as_str(),
                 h.amount,
                 esc(note)
@@ -695,22 +695,6 @@ fn random_hex() -> String {
     hex::encode(b)
 }
 
-/// Unix milliseconds as `YYYY-MM-DD HH:MM` (UTC).
-fn utc(ms: i64) -> String {
-    let secs = ms.div_euclid(1000);
-    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    format!("{y:04}-{m:02}-{d:02} {:02}:{:02}", rem / 3600, rem % 3600 / 60)
-}
-
 /// An `application/x-www-form-urlencoded` body (at most 4 KiB); a missing field reads as empty.
 struct Form(Fields);
 
@@ -764,12 +748,6 @@ mod tests {
     #[test]
     fn escapes_html() {
         assert_eq!(esc("<a href=\"x\">'&'</a>"), "&lt;a href=&quot;x&quot;&gt;&#39;&amp;&#39;&lt;/a&gt;");
-    }
-
-    #[test]
-    fn utc_dates() {
-        assert_eq!(utc(0), "1970-01-01 00:00");
-        assert_eq!(utc(1_796_553_660_000), "2026-12-06 10:41");
     }
 
     #[test]

@@ -135,20 +135,9 @@ fn is_zero(amount: &str) -> bool {
     amount.bytes().all(|b| matches!(b, b'0' | b'.' | b'-'))
 }
 
-/// Unix milliseconds as `YYYY-MM-DD HH:MM UTC` (the civil calendar from days since 1970-01-01).
+/// Unix milliseconds as `YYYY-MM-DD HH:MM UTC`.
 fn utc(ms: i64) -> String {
-    let secs = ms.div_euclid(1000);
-    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    format!("{y:04}-{m:02}-{d:02} {:02}:{:02} UTC", rem / 3600, rem % 3600 / 60)
+    format!("{} UTC", tincan_common::clock::utc_minute(ms))
 }
 
 #[cfg(test)]
