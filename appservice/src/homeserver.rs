@@ -6,12 +6,12 @@
 
 use crate::metrics::Metrics;
 use ruma::api::auth_scheme::{AuthScheme, SendAccessToken};
+use ruma::api::client::authenticated_media::get_content;
 use ruma::api::error::{ErrorKind, RetryAfter};
 use ruma::api::path_builder::{PathBuilder, SinglePath, VersionHistory};
 use ruma::api::{
     AppserviceUserIdentity, IncomingResponse, OutgoingRequest, OutgoingRequestAppserviceExt, SupportedVersions,
 };
-use ruma::api::client::authenticated_media::get_content;
 use ruma::{DeviceId, MxcUri, UserId};
 use std::borrow::Cow;
 use std::sync::Arc;

@@ -14,10 +14,10 @@ mod transactions;
 mod users;
 
 pub use error::ApiError;
-/// The transaction body parser (for the fuzz target in `appservice/fuzz`).
-pub use transactions::parse as parse_transaction;
 /// The third-party lookup's number normaliser (for the fuzz target in `appservice/fuzz`).
 pub use thirdparty::normalise as normalise_number;
+/// The transaction body parser (for the fuzz target in `appservice/fuzz`).
+pub use transactions::parse as parse_transaction;
 
 /// The largest transaction body accepted (32 MiB). Synapse puts up to 100 timeline events (at most 64 KiB
 /// each), 100 ephemeral events and 100 to-device messages in one transaction, so a body can exceed axum's

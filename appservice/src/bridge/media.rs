@@ -65,11 +65,7 @@ fn too_large(max: u64) -> ConnectorError {
 }
 
 fn human(bytes: u64) -> String {
-    if bytes >= 1024 * 1024 {
-        format!("{:.1} MiB", bytes as f64 / (1024.0 * 1024.0))
-    } else {
-        format!("{bytes} bytes")
-    }
+    if bytes >= 1024 * 1024 { format!("{:.1} MiB", bytes as f64 / (1024.0 * 1024.0)) } else { format!("{bytes} bytes") }
 }
 
 /// The attachment of `msgtype`, fetched as `ghost` and decrypted; `None` when the message has none. Failures

@@ -137,7 +137,11 @@ async fn an_encrypted_image_reaches_the_network_decrypted_and_one_from_the_netwo
         }
     })
     .await;
-    assert_eq!((content["msgtype"].as_str(), content["body"].as_str()), (Some("m.image"), Some("dog.png")), "{content}");
+    assert_eq!(
+        (content["msgtype"].as_str(), content["body"].as_str()),
+        (Some("m.image"), Some("dog.png")),
+        "{content}"
+    );
     assert!(content.get("url").is_none(), "no plain URL in an encrypted room: {content}");
     let file: EncryptedFile = serde_json::from_value(content["file"].clone()).unwrap();
     let fetched = download(&alice_c, file.url.as_str()).await;

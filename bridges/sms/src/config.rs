@@ -284,7 +284,9 @@ impl Validate for Config {
             p.push("sms.billing.token: needed with gateway_url".into());
         }
         if s.mms.images_as_links
-            && (url::Url::parse(&s.mms.link_base_url).is_err() || s.mms.link_dir.is_empty() || s.mms.link_ttl_hours == 0)
+            && (url::Url::parse(&s.mms.link_base_url).is_err()
+                || s.mms.link_dir.is_empty()
+                || s.mms.link_ttl_hours == 0)
         {
             p.push("sms.mms: images_as_links needs link_base_url (a URL), link_dir and link_ttl_hours > 0".into());
         }

@@ -71,7 +71,10 @@ static TARGET: LazyLock<Target> = LazyLock::new(|| {
         let store = tincan_homeserver_ext::store::open(&config.database_url).await.unwrap();
         let now = clock.unix_seconds() as i64;
         let owner = IsToken { user_id: "@fuzz:localhost".into(), server_name: "localhost".into() };
-        store.add_token(&tincan_homeserver_ext::code::digest(TOKEN), &owner, now, now + 10 * 365 * 86_400).await.unwrap();
+        store
+            .add_token(&tincan_homeserver_ext::code::digest(TOKEN), &owner, now, now + 10 * 365 * 86_400)
+            .await
+            .unwrap();
         let sms = Arc::new(tincan_homeserver_ext::sms::DevSink::new("/dev/null"));
         let homeserver = tincan_homeserver_ext::homeserver::from_config(&config, clock.clone());
         let rng = rand::SeedableRng::seed_from_u64(7);

@@ -68,9 +68,11 @@ pub(crate) fn sweep(config: &MmsConfig, now: SystemTime) -> usize {
         if !token_ok(&name) {
             continue;
         }
-        let old = e.metadata().ok().and_then(|m| m.modified().ok()).is_some_and(|t| {
-            now.duration_since(t).unwrap_or(Duration::ZERO) > ttl
-        });
+        let old = e
+            .metadata()
+            .ok()
+            .and_then(|m| m.modified().ok())
+            .is_some_and(|t| now.duration_since(t).unwrap_or(Duration::ZERO) > ttl);
         if old {
             let (file, kind) = paths(Path::new(&config.link_dir), &name);
             let _ = std::fs::remove_file(file);

@@ -163,7 +163,9 @@ impl Client {
             .as_array()
             .unwrap()
             .iter()
-            .filter(|e| e["type"] == "com.beeper.message_send_status" && e["content"]["m.relates_to"]["event_id"] == event)
+            .filter(|e| {
+                e["type"] == "com.beeper.message_send_status" && e["content"]["m.relates_to"]["event_id"] == event
+            })
             .map(|e| e["content"].clone())
             .collect()
     }
@@ -381,7 +383,10 @@ async fn refusals_failures_opt_outs_and_commands_answer_in_the_dm() {
     let image = w.alice.send_content(&room, "i1", json!({"msgtype": "m.image", "body": "cat.png", "url": url})).await;
     let why = w.alice.wait_body(&room, &pics, "the image refusal", |b| b.starts_with("⚠")).await;
     assert_eq!(why, "⚠ Not delivered: rejected by the network: image messages cannot be sent as SMS");
-    assert_eq!(w.alice.wait_status(&room, &image, "FAIL_PERMANENT").await["message"], "image messages cannot be sent as SMS");
+    assert_eq!(
+        w.alice.wait_status(&room, &image, "FAIL_PERMANENT").await["message"],
+        "image messages cannot be sent as SMS"
+    );
 
     // Undeliverable: the carrier's receipt becomes a failure notice.
     let lost = w.alice.ghost_of("+447400123466").await;
@@ -496,20 +501,30 @@ async fn an_image_goes_out_as_a_link_when_the_operator_enables_it() {
     })
     .await;
     let listen = w.sms_listen.clone();
-    let http = tokio::spawn(axum::serve(tokio::net::TcpListener::bind(&listen).await.unwrap(), tincan_sms::http::router(w.sms.clone())).into_future());
+    let http = tokio::spawn(
+        axum::serve(tokio::net::TcpListener::bind(&listen).await.unwrap(), tincan_sms::http::router(w.sms.clone()))
+            .into_future(),
+    );
     let ghost = w.alice.ghost_of("+447400123456").await;
     let room = w.alice.dm(&ghost).await;
     let png = b"\x89PNG\r\n\x1a\n a small picture".to_vec();
     let url = w.alice.upload(png.clone(), "image/png").await;
     let event = w
         .alice
-        .send_content(&room, "i1", json!({"msgtype": "m.image", "body": "look at this", "filename": "cat.png",
-                                           "url": url, "info": {"mimetype": "image/png", "size": png.len()}}))
+        .send_content(
+            &room,
+            "i1",
+            json!({"msgtype": "m.image", "body": "look at this", "filename": "cat.png",
+                                           "url": url, "info": {"mimetype": "image/png", "size": png.len()}}),
+        )
         .await;
     let submit = w.smsc.wait_submits(1, Duration::from_secs(60)).await.remove(0);
     let text = gsm7::decode(&sm(&submit));
     let link = text.strip_prefix("look at this ").unwrap_or_else(|| panic!("caption then link: {text:?}"));
-    assert!(link.starts_with(&format!("http://{listen}/m/")) && link.len() == format!("http://{listen}/m/").len() + 32, "{link}");
+    assert!(
+        link.starts_with(&format!("http://{listen}/m/")) && link.len() == format!("http://{listen}/m/").len() + 32,
+        "{link}"
+    );
     let resp = reqwest::get(link).await.unwrap();
     assert_eq!(resp.status(), 200);
     assert_eq!(resp.headers()["content-type"], "image/png");

@@ -68,7 +68,10 @@ async fn an_encrypted_dm_goes_out_as_sms_and_the_reply_sms_comes_back_encrypted(
         (submit["source_addr"].as_str(), submit["destination_addr"].as_str()),
         (Some("447400000001"), Some("447400123456"))
     );
-    assert_eq!(hex::decode(submit["sm"].as_str().unwrap()).unwrap(), gsm7::encode("Hello {world} €5, encrypted").unwrap());
+    assert_eq!(
+        hex::decode(submit["sm"].as_str().unwrap()).unwrap(),
+        gsm7::encode("Hello {world} €5, encrypted").unwrap()
+    );
 
     // The reply SMS reaches Carol's client through Megolm, from the ghost's device.
     w.smsc
