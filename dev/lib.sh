@@ -60,21 +60,11 @@ ensure_uniffi_bindgen() {
   echo "$target/debug/uniffi-bindgen"
 }
 
-# playwright-core and axe-core (accessibility checks) from npm for the browser tests, in $ROOT/.node; playwright
-# drives Debian's chromium (APT_PACKAGES) and downloads no browser of its own.
-export TINCAN_NODE_MODULES=${TINCAN_NODE_MODULES:-$ROOT/.node/node_modules}
-ensure_node_modules() {
-  [ -d "$TINCAN_NODE_MODULES/playwright-core" ] && [ -f "$TINCAN_NODE_MODULES/axe-core/axe.min.js" ] && return 0
-  if ! command -v npm >/dev/null; then
-    log "installing Debian packages: nodejs npm"
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends nodejs npm >/dev/null
-  fi
-  log "installing playwright-core and axe-core (npm) into $ROOT/.node"
-  npm install --silent --no-audit --no-fund --prefix "$ROOT/.node" playwright-core@1.65.2 axe-core@4.14.1 >/dev/null
-}
-
-# node and the npm packages of testkit/node (matrix-js-sdk with its Rust crypto, fake-indexeddb): the independent
-# Matrix client of the end-to-bridge encryption tests. Installed from the lock file, only when it changed.
+# node and the npm packages of testkit/node, installed from its lock file only when it changed: matrix-js-sdk with
+# its Rust crypto and fake-indexeddb (the independent Matrix client of the encryption tests), playwright-core (drives
+# Debian's chromium, APT_PACKAGES; downloads no browser of its own) and axe-core (accessibility checks) for the
+# browser tests, which find them through TINCAN_NODE_MODULES.
+export TINCAN_NODE_MODULES=${TINCAN_NODE_MODULES:-$ROOT/testkit/node/node_modules}
 ensure_node() {
   local dir="$ROOT/testkit/node"
   if ! command -v node >/dev/null || ! command -v npm >/dev/null; then
@@ -91,7 +81,7 @@ ensure_node() {
     return 1
   fi
   if [ ! -e "$dir/node_modules/.package-lock.json" ] || [ "$dir/package-lock.json" -nt "$dir/node_modules/.package-lock.json" ]; then
-    log "installing testkit/node's npm packages (matrix-js-sdk, fake-indexeddb)"
+    log "installing testkit/node's npm packages (matrix-js-sdk, fake-indexeddb, playwright-core, axe-core)"
     (cd "$dir" && npm ci --no-audit --no-fund --loglevel=error)
   fi
 }
