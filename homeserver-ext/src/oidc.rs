@@ -7,7 +7,8 @@
 //! - [`discovery`]: `GET /.well-known/openid-configuration`; [`keys`]: `GET /oauth2/keys.json` and signing.
 //! - [`authorize`]: `GET /oauth2/authorize` (authorization code, PKCE S256 only, exact redirect URIs) and the
 //!   sign-in pages. [`token`]: `POST /oauth2/token`. [`userinfo`]: `GET|POST /oauth2/userinfo`.
-//! - [`grants`]: sign-ins in progress, codes and tokens (in memory); [`clients`]: the registered relying parties.
+//! - [`clients`]: the registered relying parties. Sign-ins in progress, codes and access tokens are in the
+//!   extension's database ([`crate::store::oidc`]), so every node serves every step.
 //!
 //! Every route sits under the issuer's path, so an issuer `https://ext.example/oidc` serves
 //! `https://ext.example/oidc/.well-known/openid-configuration`.
@@ -16,7 +17,6 @@ pub mod authorize;
 pub mod clients;
 pub mod config;
 pub mod discovery;
-pub mod grants;
 pub mod keys;
 mod page;
 pub mod token;
@@ -29,7 +29,7 @@ use axum::routing::get;
 use std::net::IpAddr;
 use std::sync::Arc;
 
-/// The provider's state: the extension's, plus keys, clients and grants.
+/// The provider's state: the extension's (its store holds sign-ins, codes and tokens), plus keys and clients.
 #[derive(Debug)]
 pub struct Provider {
     /// The extension (code sessions, accounts, limits, clock, RNG).
@@ -40,8 +40,6 @@ pub struct Provider {
     pub keys: keys::Keys,
     /// Registered clients.
     pub clients: Vec<clients::Client>,
-    /// Sign-ins, codes, tokens.
-    pub grants: grants::Grants,
     /// The provider's own per-IP buckets (apart from the SMS and code buckets of `app.limiter`).
     limiter: Limiter,
 }
@@ -64,8 +62,7 @@ impl Provider {
         let keys = keys::Keys::load(&config.keys)?;
         let clients = config.clients.iter().map(clients::Client::load).collect::<Result<_, _>>()?;
         let limiter = Limiter::new(app.config.limits.clone(), app.clock.clone());
-        let grants = grants::Grants::new(config.max_pending);
-        Ok(Self { app, config, keys, clients, grants, limiter })
+        Ok(Self { app, config, keys, clients, limiter })
     }
 
     /// The registered client `id`.

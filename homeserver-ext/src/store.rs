@@ -1,13 +1,16 @@
-//! Durable state: code sessions, number → account, Identity Service bindings, tokens and peppers.
+//! Durable state: code sessions, number → account, Identity Service bindings, tokens and peppers, and the
+//! OpenID provider's sign-ins, codes and tokens ([`oidc`]).
 //!
 //! One repository trait per aggregate; SQLite (default) and PostgreSQL implement all of them with the same SQL
 //! (`$n` placeholders work in both), generated once by [`impl_store!`]. Times are Unix seconds passed in by
 //! the caller (from a `Clock`), so tests control them. Both backends pass one conformance suite
 //! (`tests/it/store.rs`).
 
+pub mod oidc;
 mod pg;
 mod sqlite;
 
+pub use oidc::{OidcAccessToken, OidcCode, OidcRepository, OidcSignIn};
 pub use pg::PgStore;
 pub use sqlite::SqliteStore;
 
@@ -273,6 +276,7 @@ pub trait Store:
     + IdentityRepository
     + MirrorRepository
     + RegistrationLockRepository
+    + OidcRepository
     + std::fmt::Debug
 {
 }
@@ -282,6 +286,7 @@ impl<
         + IdentityRepository
         + MirrorRepository
         + RegistrationLockRepository
+        + OidcRepository
         + std::fmt::Debug,
 > Store for T
 {

@@ -7,12 +7,11 @@
 //! OAuth error. PKCE is required and only S256 is accepted. The pages use the sign-up's code sessions, so the
 //! same limits, attempt caps, expiry and number policy apply as on the API.
 
-use super::grants::{CodeGrant, Pending};
 use super::page::{self, EN, Strings};
 use super::{Provider, client_ip, pkce_well_formed};
 use crate::error::ApiError;
 use crate::number::E164;
-use crate::store::Purpose;
+use crate::store::{OidcCode, OidcSignIn, Purpose};
 use axum::extract::{Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{Html, IntoResponse, Response};
@@ -134,22 +133,29 @@ pub async fn start(State(p): State<Arc<Provider>>, req: Request) -> Response {
         p.app.with_rng(|r| (crate::code::random_id(r), crate::code::random_id(r), crate::code::random_id(r)));
     let browser_cookie = cookie(&parts.headers).unwrap_or(fresh_cookie);
     let now = p.now();
-    let pending = Pending {
+    let pending = OidcSignIn {
+        id: req_id.clone(),
         client_id: client.id.clone(),
         redirect_uri: redirect_uri.to_owned(),
         state: state.map(str::to_owned),
         nonce: get("nonce").map(str::to_owned),
         code_challenge: challenge.to_owned(),
         scope: granted.join(" "),
-        browser: crate::code::digest(&browser_cookie),
+        browser_digest: crate::code::digest(&browser_cookie),
         session_secret,
         sid: None,
         number: None,
         sends: 0,
         expires_at: now + p.config.request_ttl_secs as i64,
     };
-    if p.grants.insert_pending(req_id.clone(), pending, now).is_err() {
-        return refuse("temporarily_unavailable", "too many sign-ins in progress");
+    let max = i64::try_from(p.config.max_pending).unwrap_or(i64::MAX);
+    match p.app.store.insert_oidc_sign_in(&pending, now, max).await {
+        Ok(true) => {}
+        Ok(false) => return refuse("temporarily_unavailable", "too many sign-ins in progress"),
+        Err(e) => {
+            tracing::error!(error = %e, "storing a sign-in failed");
+            return refuse("server_error", "the sign-in could not be stored");
+        }
     }
     let hint = get("login_hint").filter(|h| h.starts_with('+')).unwrap_or("");
     let base = base_path(&p);
@@ -168,7 +174,7 @@ pub async fn start(State(p): State<Arc<Provider>>, req: Request) -> Response {
 /// A posted sign-in form: the provider, the sign-in it belongs to, its fields and the client IP.
 struct Posted {
     req_id: String,
-    pending: Pending,
+    pending: OidcSignIn,
     fields: HashMap<String, String>,
     ip: Option<std::net::IpAddr>,
 }
@@ -188,8 +194,13 @@ async fn posted(p: &Provider, req: Request) -> Result<Posted, Response> {
     let fields = parse_params(text).ok_or_else(bad)?;
     let req_id = fields.get("req").cloned().unwrap_or_default();
     let browser = cookie(&parts.headers).map(|c| crate::code::digest(&c)).unwrap_or_default();
-    let Some(pending) = p.grants.pending(&req_id, &browser, p.now()) else {
-        return Err(page::error(t, StatusCode::BAD_REQUEST, t.err_session_gone));
+    let pending = match p.app.store.oidc_sign_in(&req_id, &browser, p.now()).await {
+        Ok(Some(pending)) => pending,
+        Ok(None) => return Err(page::error(t, StatusCode::BAD_REQUEST, t.err_session_gone)),
+        Err(e) => {
+            let (status, msg) = refusal(t, &ApiError::from(e));
+            return Err(page::error(t, status, &msg));
+        }
     };
     Ok(Posted { req_id, pending, fields, ip })
 }
@@ -247,12 +258,20 @@ pub async fn phone(State(p): State<Arc<Provider>>, req: Request) -> Response {
         pending.sends = 0;
     }
     let attempt = pending.sends + 1;
-    match crate::sessions::start(&p.app, Purpose::Register, &number, &pending.session_secret, attempt, ip).await {
+    let send_attempt = u64::try_from(attempt).unwrap_or(u64::MAX);
+    match crate::sessions::start(&p.app, Purpose::Register, &number, &pending.session_secret, send_attempt, ip).await {
         Ok(started) => {
             pending.sid = Some(started.sid);
             pending.number = Some(number.as_str().to_owned());
             pending.sends = attempt;
-            p.grants.update_pending(&req_id, pending);
+            match p.app.store.update_oidc_sign_in(&pending).await {
+                Ok(true) => {}
+                Ok(false) => return page::error(t, StatusCode::BAD_REQUEST, t.err_session_gone),
+                Err(e) => {
+                    let (status, msg) = refusal(t, &ApiError::from(e));
+                    return page::error(t, status, &msg);
+                }
+            }
             let html = page::code(t, &base, &req_id, None, number.as_str(), false);
             (page::no_store(), Html(html)).into_response()
         }
@@ -321,20 +340,21 @@ pub async fn code(State(p): State<Arc<Provider>>, req: Request) -> Response {
 async fn complete(
     p: &Provider,
     req_id: &str,
-    pending: &Pending,
+    pending: &OidcSignIn,
     session: &crate::store::CodeSession,
 ) -> Result<String, ApiError> {
     let app = &p.app;
     let number = E164::parse(&session.number)?;
     let now = app.now();
     // Used up before anything is created, as on the API: of concurrent posts of the right code, one goes on.
-    if !app.store.consume(&session.sid, now).await? || !p.grants.take_pending(req_id) {
+    if !app.store.consume(&session.sid, now).await? || !app.store.take_oidc_sign_in(req_id).await? {
         return Err(ApiError::NoValidSession);
     }
     let (account, new_account) = crate::api::register_verify::account_for(app, &number).await?;
     crate::api::register_verify::after_sign_in(app, &number, &account).await?;
     let code = app.with_rng(crate::code::random_id);
-    let grant = CodeGrant {
+    let grant = OidcCode {
+        digest: crate::code::digest(&code),
         client_id: pending.client_id.clone(),
         redirect_uri: pending.redirect_uri.clone(),
         code_challenge: pending.code_challenge.clone(),
@@ -344,8 +364,9 @@ async fn complete(
         phone_number: account.number.clone(),
         auth_time: session.validated_at.unwrap_or(now),
         expires_at: now + p.config.code_ttl_secs as i64,
+        redeemed_token: None,
     };
-    p.grants.insert_code(crate::code::digest(&code), grant, now).map_err(|_| ApiError::LimitExceeded(None))?;
+    app.store.insert_oidc_code(&grant, now).await?;
     tracing::info!(number = %number.redacted(), user_id = %account.user_id, new_account, client = %pending.client_id, "signed in through OpenID");
     let mut url = url::Url::parse(&pending.redirect_uri).expect("registered redirect URIs are validated URLs");
     {

@@ -27,7 +27,8 @@ pub struct OidcConfig {
     /// Provider requests (authorize, token, userinfo, page posts) per client IP. SMS sent and codes checked are
     /// also counted by the `[limits]` buckets, as for the API.
     pub per_ip: BucketConfig,
-    /// Sign-in requests, codes and access tokens held in memory at most; new sign-ins are refused beyond it.
+    /// Sign-ins in progress (stored in the database) at most; new sign-ins are refused beyond it. Codes and
+    /// tokens are bounded by the SMS limits, since each one needs a number verified by code.
     pub max_pending: usize,
 }
 

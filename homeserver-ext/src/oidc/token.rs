@@ -3,8 +3,8 @@
 
 use super::authorize::parse_params;
 use super::clients::{Credentials, parse_basic};
-use super::grants::{AccessGrant, Redeem};
 use super::{Provider, client_ip, page, pkce_s256_matches, pkce_well_formed};
+use crate::store::{OidcAccessToken, OidcCode};
 use axum::extract::{Request, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -119,6 +119,22 @@ pub struct IdTokenClaims {
     pub phone_number_verified: bool,
 }
 
+fn stored(e: crate::store::StoreError) -> TokenError {
+    tracing::error!(error = %e, "OpenID provider storage failed");
+    TokenError::Server("storage failed")
+}
+
+/// A code presented again: the token it gave is revoked (RFC 6749 §4.1.2).
+async fn replayed(p: &Provider, g: &OidcCode) -> TokenError {
+    if let Some(token) = &g.redeemed_token
+        && let Err(e) = p.app.store.delete_oidc_token(token).await
+    {
+        return stored(e);
+    }
+    tracing::warn!(client = %g.client_id, "an authorization code was presented again; its token is revoked");
+    TokenError::InvalidGrant("the code was already used; its tokens are revoked")
+}
+
 /// Handler.
 pub async fn handler(State(p): State<Arc<Provider>>, req: Request) -> Result<Response, TokenError> {
     let (parts, body) = req.into_parts();
@@ -166,27 +182,23 @@ pub async fn handler(State(p): State<Arc<Provider>>, req: Request) -> Result<Res
     }
 
     let now = p.now();
-    let app = &p.app;
-    let access_token = app.with_rng(crate::code::random_id);
-    let token_digest = crate::code::digest(&access_token);
+    let store = &p.app.store;
     let code_digest = crate::code::digest(code);
-    let grant = p.grants.redeem_code(&code_digest, &token_digest, now).map_err(|e| match e {
-        Redeem::Unknown => TokenError::InvalidGrant("the code is unknown or expired"),
-        Redeem::Replayed => TokenError::InvalidGrant("the code was already used; its tokens are revoked"),
-    })?;
-    let wrong = if grant.client_id != client.id {
-        Some("the code was issued to another client")
-    } else if grant.redirect_uri != redirect_uri {
-        Some("redirect_uri differs from the authorization request")
-    } else if !pkce_s256_matches(verifier, &grant.code_challenge) {
-        Some("code_verifier does not match the code_challenge")
-    } else {
-        None
+    let grant = match store.oidc_code(&code_digest).await.map_err(stored)? {
+        // Another client cannot revoke this one's token by presenting its code.
+        Some(g) if g.client_id != client.id => {
+            return Err(TokenError::InvalidGrant("the code was issued to another client"));
+        }
+        Some(g) if g.redeemed_token.is_some() => return Err(replayed(&p, &g).await),
+        Some(g) if g.expires_at > now => g,
+        _ => return Err(TokenError::InvalidGrant("the code is unknown or expired")),
     };
-    if let Some(why) = wrong {
-        // Someone else's guess must not burn the legitimate holder's code.
-        p.grants.restore_code(&code_digest, grant);
-        return Err(TokenError::InvalidGrant(why));
+    // Checked before the code is used up: someone else's guess must not burn the legitimate holder's code.
+    if grant.redirect_uri != redirect_uri {
+        return Err(TokenError::InvalidGrant("redirect_uri differs from the authorization request"));
+    }
+    if !pkce_s256_matches(verifier, &grant.code_challenge) {
+        return Err(TokenError::InvalidGrant("code_verifier does not match the code_challenge"));
     }
 
     let claims = IdTokenClaims {
@@ -205,13 +217,24 @@ pub async fn handler(State(p): State<Arc<Provider>>, req: Request) -> Result<Res
         TokenError::Server("signing failed")
     })?;
     let expires_in = p.config.access_token_ttl_secs;
-    let access = AccessGrant {
-        sub: grant.sub,
-        phone_number: grant.phone_number,
+    let access_token = p.app.with_rng(crate::code::random_id);
+    let access = OidcAccessToken {
+        digest: crate::code::digest(&access_token),
+        sub: grant.sub.clone(),
+        phone_number: grant.phone_number.clone(),
         scope: grant.scope.clone(),
         expires_at: now + expires_in as i64,
     };
-    p.grants.insert_token(token_digest, access, now).map_err(|_| TokenError::Server("too many tokens"))?;
+    // The token is stored before the code is marked redeemed with it, so that a redemption losing the race
+    // below always finds the winner's token to revoke.
+    store.insert_oidc_token(&access, now).await.map_err(stored)?;
+    if !store.redeem_oidc_code(&code_digest, &access.digest, now, access.expires_at).await.map_err(stored)? {
+        store.delete_oidc_token(&access.digest).await.map_err(stored)?;
+        return Err(match store.oidc_code(&code_digest).await.map_err(stored)? {
+            Some(g) if g.redeemed_token.is_some() => replayed(&p, &g).await,
+            _ => TokenError::InvalidGrant("the code is unknown or expired"),
+        });
+    }
     let body = TokenResponse { access_token, token_type: "Bearer".into(), expires_in, id_token, scope: grant.scope };
     Ok((page::no_store(), axum::Json(body)).into_response())
 }

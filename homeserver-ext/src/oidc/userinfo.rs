@@ -37,8 +37,13 @@ pub async fn handler(State(p): State<Arc<Provider>>, req: Request) -> Response {
     let Some(token) = crate::api::extract_bearer(&parts.headers) else {
         return refuse(StatusCode::UNAUTHORIZED, "Bearer realm=\"tincan\"");
     };
-    let Some(g) = p.grants.token(&crate::code::digest(token), p.now()) else {
-        return refuse(StatusCode::UNAUTHORIZED, "Bearer realm=\"tincan\", error=\"invalid_token\"");
+    let g = match p.app.store.oidc_token(&crate::code::digest(token), p.now()).await {
+        Ok(Some(g)) => g,
+        Ok(None) => return refuse(StatusCode::UNAUTHORIZED, "Bearer realm=\"tincan\", error=\"invalid_token\""),
+        Err(e) => {
+            tracing::error!(error = %e, "OpenID provider storage failed");
+            return (StatusCode::INTERNAL_SERVER_ERROR, page::no_store()).into_response();
+        }
     };
     let phone = g.scope.split(' ').any(|s| s == "phone");
     let info = UserInfo {

@@ -18,3 +18,4 @@ impl PgStore {
 }
 
 super::impl_store!(PgStore, sqlx::Postgres);
+super::oidc::impl_oidc_store!(PgStore, sqlx::Postgres);

@@ -24,3 +24,4 @@ impl SqliteStore {
 }
 
 super::impl_store!(SqliteStore, sqlx::Sqlite);
+super::oidc::impl_oidc_store!(SqliteStore, sqlx::Sqlite);

@@ -194,7 +194,8 @@ pub struct Local {
 }
 
 impl Local {
-    /// Serves `config` (its database and dev sink put in a temporary directory) with the clock at `now`.
+    /// Serves `config` (its dev sink, and unless `database_url` is set its database, put in a temporary
+    /// directory) with the clock at `now`.
     pub async fn start(config: ExtConfig, now: u64) -> anyhow::Result<Local> {
         Local::start_with(config, now, None).await
     }
@@ -222,7 +223,10 @@ impl Local {
             config.codes.secret = tincan_common::Secret::new(TEST_CODE_SECRET);
         }
         let dir = tempfile::Builder::new().prefix("tincan-ext-").tempdir()?;
-        config.database_url = format!("sqlite://{}?mode=rwc", dir.path().join("ext.db").display());
+        // A database the test chose (several nodes on one) is kept; the default becomes a file of its own.
+        if config.database_url == ExtConfig::default().database_url {
+            config.database_url = format!("sqlite://{}?mode=rwc", dir.path().join("ext.db").display());
+        }
         let clock = Arc::new(MockClock::at(now));
         let store = tincan_homeserver_ext::store::open(&config.database_url).await?;
         let sms = Arc::new(tincan_homeserver_ext::sms::DevSink::new(dir.path().join("sms.jsonl")));

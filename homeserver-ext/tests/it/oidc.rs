@@ -337,18 +337,197 @@ pub async fn local_provider(keys: &TestKeys, now: u64) -> Local {
     .await
 }
 
-/// The provider in this process with a mock clock at `now`, the config adjusted by `tweak`.
-pub async fn local_provider_with(keys: &TestKeys, now: u64, tweak: impl FnOnce(&mut ExtConfig)) -> Local {
+/// The extension's config with the test `[oidc]` section (issuer still a placeholder), adjusted by `tweak`.
+fn provider_config(keys: &TestKeys, tweak: impl FnOnce(&mut ExtConfig)) -> ExtConfig {
     let mut config = ExtConfig::default();
     config.homeserver.jwt_secret = tincan_common::Secret::new(JWT_SECRET);
     let toml = oidc_toml("http://placeholder.test", &keys.rs256, REDIRECT);
     let parsed: toml::Table = toml::from_str(&toml).unwrap();
     config.oidc = parsed["oidc"].clone().try_into().unwrap();
     tweak(&mut config);
+    config
+}
+
+/// The provider in this process with a mock clock at `now`, the config adjusted by `tweak`.
+pub async fn local_provider_with(keys: &TestKeys, now: u64, tweak: impl FnOnce(&mut ExtConfig)) -> Local {
+    let mut config = provider_config(keys, tweak);
     // The issuer names the address Local listens on, known once it is bound.
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     config.oidc.issuer = format!("http://{}", listener.local_addr().unwrap());
     Local::start_on(config, now, None, listener).await.unwrap()
+}
+
+fn unlimited(c: &mut ExtConfig) {
+    c.oidc.per_ip = tincan_homeserver_ext::config::BucketConfig { burst: 100_000, refill: 100_000, period_secs: 1 };
+}
+
+/// How a token request authenticates the client.
+enum Auth<'a> {
+    /// `client_secret_basic` (id, secret).
+    Basic(&'a str, &'a str),
+    /// `client_secret_post` (id, secret).
+    Post(&'a str, &'a str),
+    /// Both at once (refused).
+    Both(&'a str, &'a str),
+}
+
+/// `POST /oauth2/token` for `code` with `auth`, the verifier and `redirect_uri`; (status, body, headers).
+async fn token_request(
+    base: &str,
+    auth: Auth<'_>,
+    code: &str,
+    verifier: &str,
+    redirect_uri: &str,
+) -> (u16, Value, reqwest::header::HeaderMap) {
+    let mut fields = vec![
+        ("grant_type", "authorization_code"),
+        ("code", code),
+        ("redirect_uri", redirect_uri),
+        ("code_verifier", verifier),
+    ];
+    let basic = |id: &str, secret: &str| {
+        let enc = |s: &str| url::form_urlencoded::byte_serialize(s.as_bytes()).collect::<String>();
+        let raw = format!("{}:{}", enc(id), enc(secret));
+        format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(raw))
+    };
+    let mut req = reqwest::Client::new()
+        .post(format!("{base}/oauth2/token"))
+        .header("content-type", "application/x-www-form-urlencoded");
+    match auth {
+        Auth::Basic(id, secret) => req = req.header("authorization", basic(id, secret)),
+        Auth::Post(id, secret) => fields.extend([("client_id", id), ("client_secret", secret)]),
+        Auth::Both(id, secret) => {
+            req = req.header("authorization", basic(id, secret));
+            fields.extend([("client_id", id), ("client_secret", secret)]);
+        }
+    }
+    let r = req.body(encode(&fields)).send().await.unwrap();
+    let status = r.status().as_u16();
+    let headers = r.headers().clone();
+    (status, r.json().await.unwrap_or(Value::Null), headers)
+}
+
+const OTHER_CLIENT: &str = "other-rp";
+const OTHER_SECRET: &str = "other-client-secret-0123456789";
+
+#[tokio::test]
+async fn token_requests_are_refused_as_rfc6749_says() {
+    use tincan_homeserver_ext::oidc::config::ClientConfig;
+    let keys = test_keys();
+    let ext = local_provider_with(&keys, 1_000_000, |c| {
+        unlimited(c);
+        c.oidc.clients.push(ClientConfig {
+            client_id: OTHER_CLIENT.into(),
+            client_secret: tincan_common::Secret::new(OTHER_SECRET),
+            client_secret_file: String::new(),
+            redirect_uris: vec![REDIRECT.into()],
+        });
+    })
+    .await;
+    let ttl = ext.app.config.oidc.code_ttl_secs;
+    let rp = Rp::new(REDIRECT);
+    let base = ext.url.as_str();
+    let code = rp.code(&ext, base, "+447911124001").await;
+    let error = |b: &Value| b["error"].as_str().map(str::to_owned);
+
+    // client_secret_basic with a wrong secret: 401 and a Basic challenge (RFC 6749 §5.2).
+    let (s, b, h) =
+        token_request(base, Auth::Basic(CLIENT_ID, "not-the-secret-0123456789"), &code, &rp.verifier, REDIRECT).await;
+    assert_eq!((s, error(&b).as_deref()), (401, Some("invalid_client")), "{b}");
+    assert!(h["www-authenticate"].to_str().unwrap().starts_with("Basic "), "{h:?}");
+    // An unknown client through client_secret_post: 401 without a challenge.
+    let (s, b, h) = token_request(base, Auth::Post("nobody", CLIENT_SECRET), &code, &rp.verifier, REDIRECT).await;
+    assert_eq!((s, error(&b).as_deref(), h.get("www-authenticate")), (401, Some("invalid_client"), None), "{b}");
+    // Two authentication methods at once.
+    let (s, b, _) = token_request(base, Auth::Both(CLIENT_ID, CLIENT_SECRET), &code, &rp.verifier, REDIRECT).await;
+    assert_eq!((s, error(&b).as_deref()), (400, Some("invalid_request")), "{b}");
+    // Another redirect URI than the authorization request's, even a near miss (RFC 6749 §4.1.3).
+    for other in ["https://rp.test/callback/", "https://rp.test/other"] {
+        let (s, b, _) = token_request(base, Auth::Basic(CLIENT_ID, CLIENT_SECRET), &code, &rp.verifier, other).await;
+        assert_eq!((s, error(&b).as_deref()), (400, Some("invalid_grant")), "{other}: {b}");
+    }
+    // Another registered client, with its own good secret.
+    let (s, b, _) = token_request(base, Auth::Basic(OTHER_CLIENT, OTHER_SECRET), &code, &rp.verifier, REDIRECT).await;
+    assert_eq!((s, error(&b).as_deref()), (400, Some("invalid_grant")), "{b}");
+    assert_eq!(b["error_description"], "the code was issued to another client");
+
+    // None of that burnt the code: its client redeems it (client_secret_basic) a second before it expires.
+    ext.clock.advance(std::time::Duration::from_secs(ttl - 1));
+    let (s, b, _) = token_request(base, Auth::Basic(CLIENT_ID, CLIENT_SECRET), &code, &rp.verifier, REDIRECT).await;
+    assert_eq!(s, 200, "{b}");
+    let access = b["access_token"].as_str().unwrap().to_owned();
+    assert_eq!(userinfo(base, &access).await.0, 200);
+    // The other client presenting the used code gets nothing and revokes nothing; the client itself replaying
+    // it revokes the token it gave (RFC 6749 §4.1.2).
+    let (s, b, _) = token_request(base, Auth::Post(OTHER_CLIENT, OTHER_SECRET), &code, &rp.verifier, REDIRECT).await;
+    assert_eq!((s, error(&b).as_deref()), (400, Some("invalid_grant")), "{b}");
+    assert_eq!(userinfo(base, &access).await.0, 200, "another client's replay revoked the token");
+    let (s, b, _) = token_request(base, Auth::Post(CLIENT_ID, CLIENT_SECRET), &code, &rp.verifier, REDIRECT).await;
+    assert_eq!((s, error(&b).as_deref()), (400, Some("invalid_grant")), "{b}");
+    assert_eq!(b["error_description"], "the code was already used; its tokens are revoked");
+    assert_eq!(userinfo(base, &access).await.0, 401, "the replay did not revoke the token");
+
+    // A code presented the second it expires is refused (the injected clock), and stays refused.
+    let code = rp.code(&ext, base, "+447911124002").await;
+    ext.clock.advance(std::time::Duration::from_secs(ttl));
+    let (s, b, _) = token_request(base, Auth::Basic(CLIENT_ID, CLIENT_SECRET), &code, &rp.verifier, REDIRECT).await;
+    assert_eq!((s, error(&b).as_deref()), (400, Some("invalid_grant")), "{b}");
+    assert_eq!(b["error_description"], "the code is unknown or expired");
+}
+
+/// Two extension nodes on one database, as behind a load balancer: the sign-in starts at one, the number goes
+/// to the other, the code back to the first, the authorization code is redeemed at the second, and a replay at
+/// the first revokes the token the second gave.
+async fn two_nodes_serve_one_sign_in(database_url: &str) {
+    let keys = test_keys();
+    let now = 1_000_000;
+    let first = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let issuer = format!("http://{}", first.local_addr().unwrap());
+    let config = || {
+        let mut c = provider_config(&keys, unlimited);
+        c.database_url = database_url.to_owned();
+        c.oidc.issuer = issuer.clone();
+        c
+    };
+    let a = Local::start_on(config(), now, None, first).await.unwrap();
+    // Another seed (the clock's start), so the two nodes draw different ids.
+    let second = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let b = Local::start_on(config(), now + 1, None, second).await.unwrap();
+    let rp = Rp::new(REDIRECT);
+    let phone = "+447911124101";
+
+    let mut browser = Browser::new();
+    let page = browser.get(&rp.authorize_url(&a.url, &[])).await;
+    assert_eq!(page.status, 200, "{}", page.body);
+    let page = browser.submit(&b.url, &page, "/oauth2/authorize/phone", &[("phone", phone)]).await;
+    assert_eq!(page.status, 200, "{}", page.body);
+    let sms_code = b.last_code(phone);
+    let back = browser.submit(&a.url, &page, "/oauth2/authorize/code", &[("code", &sms_code)]).await;
+    assert_eq!(back.status, 303, "{}", back.body);
+    let code = query_param(back.location.as_deref().unwrap(), "code").unwrap();
+
+    let (s, body, _) = rp.token(&b.url, &code, CLIENT_SECRET, &rp.verifier).await;
+    assert_eq!(s, 200, "{body}");
+    let claims = verify_id_token(&a, &a.url, body["id_token"].as_str().unwrap()).await;
+    assert_eq!(claims["phone_number"], phone);
+    let access = body["access_token"].as_str().unwrap();
+    let (s, info) = userinfo(&a.url, access).await;
+    assert_eq!((s, &info["sub"]), (200, &claims["sub"]));
+    let (s, body, _) = rp.token(&a.url, &code, CLIENT_SECRET, &rp.verifier).await;
+    assert_eq!((s, body["error"].as_str()), (400, Some("invalid_grant")), "{body}");
+    assert_eq!(userinfo(&b.url, access).await.0, 401, "the replay at one node revoked the token of the other");
+}
+
+#[tokio::test]
+async fn two_nodes_on_one_sqlite_file_serve_one_sign_in() {
+    let dir = tempfile::tempdir().unwrap();
+    two_nodes_serve_one_sign_in(&format!("sqlite://{}?mode=rwc", dir.path().join("shared.db").display())).await;
+}
+
+#[tokio::test]
+async fn two_nodes_on_one_postgres_database_serve_one_sign_in() {
+    let Some(pg) = tincan_testkit::Postgres::create().await else { return };
+    two_nodes_serve_one_sign_in(pg.url()).await;
 }
 
 #[tokio::test]
@@ -608,4 +787,63 @@ async fn a_rotated_key_stays_published_while_the_new_one_signs() {
     let (code, out, err) = python_rp(&issuer, CLIENT_ID, "n0nce", now, b["id_token"].as_str().unwrap()).await;
     assert_eq!(code, 0, "{err}");
     assert_eq!((out["header"]["alg"].as_str(), out["header"]["kid"].as_str()), (Some("ES256"), Some("new")));
+}
+
+/// Each refusal on the sign-in pages is shown on the page, with the form to go on from, and the status says it:
+/// an invalid number, a refused country, a wrong code, too many wrong codes, an expired code, an expired page.
+#[tokio::test]
+async fn the_sign_in_pages_show_each_refusal() {
+    let keys = test_keys();
+    let ext = local_provider_with(&keys, 1_000_000, |c| {
+        unlimited(c);
+        c.limits.allowed_countries = vec!["GB".into()];
+        c.codes.max_attempts = 2;
+    })
+    .await;
+    let (code_ttl, resend_after) = (ext.app.config.codes.ttl_secs, ext.app.config.codes.resend_after_secs);
+    let request_ttl = ext.app.config.oidc.request_ttl_secs;
+    let rp = Rp::new(REDIRECT);
+    let base = ext.url.as_str();
+    let shown = |p: &Page, status: u16, text: &str, form: &str| {
+        assert_eq!(p.status, status, "{text}: {}", p.body);
+        let error = p.body.split("<p class=\"error\" role=\"alert\">").nth(1).unwrap_or_else(|| panic!("{}", p.body));
+        assert!(error.starts_with(text), "{text:?} is not the error shown: {}", p.body);
+        assert!(p.body.contains(&format!("name=\"{form}\"")), "no {form} field: {}", p.body);
+    };
+    let phone = "+447400124201"; // GB (+447911 1… is Guernsey)
+    let mut b = Browser::new();
+    let page = b.get(&rp.authorize_url(base, &[])).await;
+
+    let p = b.submit(base, &page, "/oauth2/authorize/phone", &[("phone", "12")]).await;
+    shown(&p, 400, "This is not a valid phone number.", "phone");
+    // A German mobile number, where only GB is allowed.
+    let p = b.submit(base, &page, "/oauth2/authorize/phone", &[("phone", "+4915123456789")]).await;
+    shown(&p, 403, "This phone number cannot be used here.", "phone");
+
+    let code_page = b.submit(base, &page, "/oauth2/authorize/phone", &[("phone", phone)]).await;
+    assert_eq!(code_page.status, 200, "{}", code_page.body);
+    let right = ext.last_code(phone);
+    let wrong = if right == "000000" { "111111" } else { "000000" };
+    let p = b.submit(base, &code_page, "/oauth2/authorize/code", &[("code", wrong)]).await;
+    shown(&p, 400, "That code is not right.", "code");
+    let p = b.submit(base, &code_page, "/oauth2/authorize/code", &[("code", wrong)]).await;
+    shown(&p, 400, "That code is not right.", "code");
+    // codes.max_attempts = 2: even the right code is no longer judged.
+    let p = b.submit(base, &code_page, "/oauth2/authorize/code", &[("code", &right)]).await;
+    shown(&p, 429, "Too many wrong codes.", "code");
+
+    // A new code (a new code session), left to expire.
+    ext.clock.advance(std::time::Duration::from_secs(resend_after));
+    let code_page = b.submit(base, &code_page, "/oauth2/authorize/phone", &[]).await;
+    assert_eq!(code_page.status, 200, "{}", code_page.body);
+    let right = ext.last_code(phone);
+    ext.clock.advance(std::time::Duration::from_secs(code_ttl));
+    let p = b.submit(base, &code_page, "/oauth2/authorize/code", &[("code", &right)]).await;
+    shown(&p, 400, "This code has expired.", "code");
+
+    // The page itself expires.
+    ext.clock.advance(std::time::Duration::from_secs(request_ttl));
+    let p = b.submit(base, &code_page, "/oauth2/authorize/code", &[("code", &right)]).await;
+    assert_eq!(p.status, 400, "{}", p.body);
+    assert!(p.body.contains("This sign-in page has expired."), "{}", p.body);
 }

@@ -157,6 +157,93 @@ async fn conformance(store: &dyn Store) {
     assert_eq!((l.pin_hash.as_str(), l.last_active_at, l.failures, l.next_try_at), ("h2", 30, 0, 0));
     assert!(store.delete_registration_lock(u).await.unwrap());
     assert!(!store.delete_registration_lock(u).await.unwrap());
+
+    oidc_conformance(store).await;
+}
+
+fn sign_in(id: &str, expires_at: i64) -> OidcSignIn {
+    OidcSignIn {
+        id: id.into(),
+        client_id: "synapse".into(),
+        redirect_uri: "https://hs/cb".into(),
+        state: Some("st".into()),
+        nonce: None,
+        code_challenge: "ch".into(),
+        scope: "openid phone".into(),
+        browser_digest: "b1".into(),
+        session_secret: "ss".into(),
+        sid: None,
+        number: None,
+        sends: 0,
+        expires_at,
+    }
+}
+
+/// The OpenID provider's sign-ins, codes and tokens.
+async fn oidc_conformance(store: &dyn Store) {
+    // Sign-ins: bounded, bound to their browser, expiring, updated with the code session, taken once.
+    assert!(store.insert_oidc_sign_in(&sign_in("r1", 100), 10, 2).await.unwrap());
+    assert!(store.insert_oidc_sign_in(&sign_in("r2", 50), 10, 2).await.unwrap());
+    assert!(!store.insert_oidc_sign_in(&sign_in("r3", 100), 10, 2).await.unwrap(), "full");
+    assert_eq!(store.oidc_sign_in("r1", "b1", 20).await.unwrap(), Some(sign_in("r1", 100)));
+    assert!(store.oidc_sign_in("r1", "another browser", 20).await.unwrap().is_none());
+    assert!(store.oidc_sign_in("r2", "b1", 50).await.unwrap().is_none(), "expired");
+    // At 50, r2 has expired and is deleted, which makes room.
+    assert!(store.insert_oidc_sign_in(&sign_in("r3", 100), 50, 2).await.unwrap());
+    let updated = OidcSignIn {
+        session_secret: "ss2".into(),
+        sid: Some("sid1".into()),
+        number: Some("+447911123001".into()),
+        sends: 2,
+        ..sign_in("r1", 100)
+    };
+    assert!(store.update_oidc_sign_in(&updated).await.unwrap());
+    assert_eq!(store.oidc_sign_in("r1", "b1", 60).await.unwrap(), Some(updated.clone()));
+    assert!(store.take_oidc_sign_in("r1").await.unwrap());
+    assert!(!store.take_oidc_sign_in("r1").await.unwrap(), "a sign-in is taken once");
+    assert!(!store.update_oidc_sign_in(&updated).await.unwrap(), "gone");
+
+    // Codes: redeemed once while alive; the redeemed row keeps the token until the token's expiry.
+    let code = OidcCode {
+        digest: "c1".into(),
+        client_id: "synapse".into(),
+        redirect_uri: "https://hs/cb".into(),
+        code_challenge: "ch".into(),
+        nonce: Some("n".into()),
+        scope: "openid".into(),
+        sub: "tc_a".into(),
+        phone_number: "+447911123001".into(),
+        auth_time: 95,
+        expires_at: 160,
+        redeemed_token: None,
+    };
+    store.insert_oidc_code(&code, 100).await.unwrap();
+    store.insert_oidc_code(&OidcCode { digest: "c2".into(), expires_at: 110, ..code.clone() }, 100).await.unwrap();
+    assert_eq!(store.oidc_code("c1").await.unwrap(), Some(code.clone()));
+    assert!(!store.redeem_oidc_code("c2", "t0", 110, 400).await.unwrap(), "expired");
+    assert!(store.redeem_oidc_code("c1", "t1", 120, 400).await.unwrap());
+    assert!(!store.redeem_oidc_code("c1", "t2", 121, 400).await.unwrap(), "a code is redeemed once");
+    let redeemed = store.oidc_code("c1").await.unwrap().unwrap();
+    assert_eq!((redeemed.redeemed_token.as_deref(), redeemed.expires_at), (Some("t1"), 400));
+    // Inserting another code deletes the expired ones (c2), not the redeemed one whose token lives.
+    store.insert_oidc_code(&OidcCode { digest: "c3".into(), ..code.clone() }, 300).await.unwrap();
+    assert!(store.oidc_code("c2").await.unwrap().is_none());
+    assert!(store.oidc_code("c1").await.unwrap().is_some());
+
+    // Access tokens.
+    let token = OidcAccessToken {
+        digest: "t1".into(),
+        sub: "tc_a".into(),
+        phone_number: "+447911123001".into(),
+        scope: "openid phone".into(),
+        expires_at: 400,
+    };
+    store.insert_oidc_token(&token, 120).await.unwrap();
+    assert_eq!(store.oidc_token("t1", 399).await.unwrap(), Some(token.clone()));
+    assert!(store.oidc_token("t1", 400).await.unwrap().is_none(), "expired");
+    assert!(store.delete_oidc_token("t1").await.unwrap());
+    assert!(!store.delete_oidc_token("t1").await.unwrap());
+    assert!(store.oidc_token("t1", 120).await.unwrap().is_none(), "revoked");
 }
 
 #[tokio::test]
