@@ -847,3 +847,29 @@ async fn the_sign_in_pages_show_each_refusal() {
     assert_eq!(p.status, 400, "{}", p.body);
     assert!(p.body.contains("This sign-in page has expired."), "{}", p.body);
 }
+
+/// The first step of a rotation: a new key listed after the signing one is published (relying parties cache
+/// the JWKS) but does not sign until it is moved first.
+#[tokio::test]
+async fn a_next_key_is_published_before_it_signs() {
+    use tincan_homeserver_ext::oidc::config::{SigningAlg, SigningKeyConfig};
+    let keys = test_keys();
+    let ext = local_provider_with(&keys, 1_000_000, |c| {
+        c.oidc.keys.push(SigningKeyConfig {
+            kid: "next".into(),
+            alg: SigningAlg::ES256,
+            private_key_file: keys.es256.display().to_string(),
+            retired: false,
+        });
+    })
+    .await;
+    let jwks: Value = reqwest::get(format!("{}/oauth2/keys.json", ext.url)).await.unwrap().json().await.unwrap();
+    let kids: Vec<&str> = jwks["keys"].as_array().unwrap().iter().map(|k| k["kid"].as_str().unwrap()).collect();
+    assert_eq!(kids, ["k1", "next"]);
+    let rp = Rp::new(REDIRECT);
+    let code = rp.code(&ext, &ext.url, "+447400124301").await;
+    let (s, b, _) = rp.token(&ext.url, &code, CLIENT_SECRET, &rp.verifier).await;
+    assert_eq!(s, 200, "{b}");
+    let header = jsonwebtoken::decode_header(b["id_token"].as_str().unwrap()).unwrap();
+    assert_eq!((header.alg, header.kid.as_deref()), (jsonwebtoken::Algorithm::RS256, Some("k1")));
+}
