@@ -7,6 +7,8 @@
 //!   calls) and with concurrent clients (sign-ups per second);
 //! - sign-ups with both included: codes over SMPP to the smpp34 simulator, and the JWT login at Synapse;
 //! - `lookup` of 1,000 `sha256` hashes against 10,000 bindings, server time (the handler's own `took_us`).
+//! - OpenID sign-ins (authorize → pages → code → token) with SMS and homeserver excluded; the token endpoint's
+//!   latency.
 
 use crate::harness::{Api, Ext, Smsc, code_in};
 use serde_json::{Value, json};
@@ -316,4 +318,99 @@ fn report(what: &str, n: usize, took: Duration) {
         n as f64 / took.as_secs_f64(),
         took.as_secs_f64() * 1000.0 / n as f64
     );
+}
+
+/// Complete OpenID sign-ins through the extension alone (dev SMS sink, JWT backend, SQLite, no homeserver):
+/// `GET /oauth2/authorize` → number page → code page → redirect with the code → `POST /oauth2/token`, first
+/// sequentially (per-step latency, the token endpoint's p99), then with 8 concurrent browsers (sign-ins per
+/// second).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore]
+async fn bench_oidc_sign_ins_extension_only() {
+    use crate::oidc::{Browser, REDIRECT, Rp, query_param, test_keys};
+    let keys = test_keys();
+    let port = tincan_testkit::ports::free_port();
+    let config = format!(
+        "server_name = \"hs.test\"\n[homeserver]\njwt_secret = \"bench-secret-0123456789\"\n{OPEN_LIMITS}\
+         verify_per_ip = {{ burst = 1000000, refill = 1000000, period_secs = 1 }}\n\
+         [oidc]\nissuer = \"http://127.0.0.1:{port}\"\n\
+         per_ip = {{ burst = 1000000, refill = 1000000, period_secs = 1 }}\n\
+         [[oidc.keys]]\nkid = \"k1\"\nalg = \"RS256\"\nprivate_key_file = \"{}\"\n\
+         [[oidc.clients]]\nclient_id = \"synapse\"\nclient_secret = \"synapse-client-secret-0123456789\"\n\
+         redirect_uris = [\"{REDIRECT}\"]\n",
+        keys.rs256.display()
+    );
+    let ext = Arc::new(Ext::start_at(port, None, &config).await.unwrap());
+    let sink = Arc::new(tokio::sync::Mutex::new(Sink::open(&ext)));
+    // One sign-in: (authorize + number + code pages, token endpoint).
+    let sign_in = move |i: usize| {
+        let (ext, sink) = (ext.clone(), sink.clone());
+        async move {
+            let rp = Rp::new(REDIRECT);
+            let phone = number(i);
+            let mut b = Browser::new();
+            let t = Instant::now();
+            let page = b.get(&rp.authorize_url(&ext.url, &[])).await;
+            assert_eq!(page.status, 200, "{}", page.body);
+            let page = b.submit(&ext.url, &page, "/oauth2/authorize/phone", &[("phone", &phone)]).await;
+            assert_eq!(page.status, 200, "{}", page.body);
+            let code = sink.lock().await.code(&phone).await;
+            let back = b.submit(&ext.url, &page, "/oauth2/authorize/code", &[("code", &code)]).await;
+            assert_eq!(back.status, 303, "{}", back.body);
+            let pages = t.elapsed();
+            let code = query_param(back.location.as_deref().unwrap(), "code").unwrap();
+            let t = Instant::now();
+            let (s, body, _) = rp.token(&ext.url, &code, "synapse-client-secret-0123456789", &rp.verifier).await;
+            let token = t.elapsed();
+            assert_eq!(s, 200, "{body}");
+            (pages, token)
+        }
+    };
+    for i in 0..20 {
+        sign_in(50_000 + i).await;
+    }
+    let n: usize = std::env::var("TINCAN_BENCH_N").ok().and_then(|v| v.parse().ok()).unwrap_or(300);
+    let (mut pages, mut token) = (Vec::new(), Vec::new());
+    let start = Instant::now();
+    for i in 0..n {
+        let (p, t) = sign_in(60_000 + i).await;
+        pages.push(p);
+        token.push(t);
+    }
+    let took = start.elapsed();
+    eprintln!(
+        "BENCH OpenID sign-ins, extension only (dev sink, JWT, SQLite), 1 browser: {n} in {took:.3?} = {:.1} \
+         sign-ins/s, {:.3} ms each (wall)",
+        n as f64 / took.as_secs_f64(),
+        took.as_secs_f64() * 1000.0 / n as f64
+    );
+    stats("pages (authorize..code)", &mut pages);
+    stats("token endpoint", &mut token);
+
+    let clients = 8;
+    let per_client = n.div_ceil(clients);
+    let start = Instant::now();
+    let mut tasks = Vec::new();
+    let mut token = Vec::new();
+    for c in 0..clients {
+        let sign_in = sign_in.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut token = Vec::new();
+            for k in 0..per_client {
+                token.push(sign_in(70_000 + c * per_client + k).await.1);
+            }
+            token
+        }));
+    }
+    for task in tasks {
+        token.extend(task.await.unwrap());
+    }
+    let took = start.elapsed();
+    let total = clients * per_client;
+    eprintln!(
+        "BENCH OpenID sign-ins, extension only (dev sink, JWT, SQLite), 8 browsers: {total} in {took:.3?} = {:.1} \
+         sign-ins/s",
+        total as f64 / took.as_secs_f64()
+    );
+    stats("token endpoint, 8 browsers", &mut token);
 }
