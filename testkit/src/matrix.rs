@@ -1,5 +1,5 @@
-//! Small helpers the Matrix-facing integration tests share: a client-server API caller, percent-encoding of a
-//! path segment, and polling until something holds.
+//! Small helpers the Matrix-facing integration tests share: a client-server API caller (with the encrypted
+//! DM the bridges' tests open), percent-encoding of a path segment, and polling until something holds.
 
 use serde_json::Value;
 use std::time::{Duration, Instant};
@@ -32,6 +32,28 @@ impl Client {
         let v: Value = resp.json().await.unwrap_or(Value::Null);
         assert!(status.is_success(), "{path}: {status} {v}");
         v
+    }
+
+    /// Opens an encrypted direct room with `ghost` (as Element, matrix-js-sdk and the Tincan client do:
+    /// `trusted_private_chat` with `m.room.encryption` in the initial state) and waits until the ghost has
+    /// joined; returns the room ID.
+    pub async fn encrypted_dm(&self, ghost: &str) -> String {
+        let created = self
+            .call(
+                reqwest::Method::POST,
+                "/_matrix/client/v3/createRoom",
+                Some(serde_json::json!({"invite": [ghost], "is_direct": true, "preset": "trusted_private_chat",
+                    "initial_state": [{"type": "m.room.encryption", "state_key": "",
+                                       "content": {"algorithm": "m.megolm.v1.aes-sha2"}}]})),
+            )
+            .await;
+        let room = created["room_id"].as_str().unwrap_or_else(|| panic!("createRoom answered {created}")).to_owned();
+        wait_for("the ghost to join the encrypted DM", Duration::from_secs(60), || async {
+            let path = format!("/_matrix/client/v3/rooms/{}/joined_members", enc(&room));
+            self.call(reqwest::Method::GET, &path, None).await["joined"].get(ghost).map(|_| ())
+        })
+        .await;
+        room
     }
 }
 

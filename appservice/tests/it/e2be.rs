@@ -123,7 +123,7 @@ async fn tincan_client_and_matrix_js_sdk_dm_a_ghost_encrypted_end_to_bridge() {
     let bob = synapse.register_user("bob", false).await.unwrap();
     let bob_c = Client { http: reqwest::Client::new(), base: synapse.url(), token: bob.access_token.clone() };
     let ghost_b = format!("@loop_{FOR_BOB}:hs.test");
-    let room_b = encrypted_dm(&bob_c, &ghost_b).await;
+    let room_b = ruma::OwnedRoomId::try_from(bob_c.encrypted_dm(&ghost_b).await).unwrap();
     let key_b = portal_of(&handle, &room_b).await;
     let mut js = JsClient::dm(&json!({
         "base_url": synapse.url(), "user_id": bob.user_id, "access_token": bob.access_token,
@@ -164,7 +164,7 @@ async fn a_restart_mid_key_exchange_loses_nothing_and_an_undecryptable_message_g
     let bob = synapse.register_user("bob", false).await.unwrap();
     let bob_c = Client { http: reqwest::Client::new(), base: synapse.url(), token: bob.access_token.clone() };
     let ghost = format!("@loop_{FOR_BOB}:hs.test");
-    let room = encrypted_dm(&bob_c, &ghost).await;
+    let room = ruma::OwnedRoomId::try_from(bob_c.encrypted_dm(&ghost).await).unwrap();
     let key = portal_of(&handle, &room).await;
     let mut js = JsClient::dm(&json!({
         "base_url": synapse.url(), "user_id": bob.user_id, "access_token": bob.access_token,
@@ -221,18 +221,4 @@ async fn a_restart_mid_key_exchange_loses_nothing_and_an_undecryptable_message_g
     .await;
     js.quit().unwrap();
     bridge.stop().await;
-}
-
-/// Opens an encrypted direct room with `ghost` as the client's user, as Element and matrix-js-sdk do.
-async fn encrypted_dm(client: &Client, ghost: &str) -> ruma::OwnedRoomId {
-    let room = client
-        .call(
-            reqwest::Method::POST,
-            "/_matrix/client/v3/createRoom",
-            Some(json!({"invite": [ghost], "is_direct": true, "preset": "trusted_private_chat",
-                "initial_state": [{"type": "m.room.encryption", "state_key": "",
-                                   "content": {"algorithm": "m.megolm.v1.aes-sha2"}}]})),
-        )
-        .await;
-    ruma::OwnedRoomId::try_from(room["room_id"].as_str().unwrap()).unwrap()
 }

@@ -148,27 +148,9 @@ impl Harness {
         out
     }
 
-    /// Alice opens an encrypted direct room with `ghost` (as Element and the Tincan client do) and waits for
-    /// the ghost to join; returns the room ID.
+    /// Alice opens an encrypted direct room with `ghost` and waits for the ghost to join; returns the room ID.
     pub async fn encrypted_dm(&self, ghost: &str) -> String {
-        let room = self
-            .alice(
-                reqwest::Method::POST,
-                "/_matrix/client/v3/createRoom",
-                Some(json!({"invite": [ghost], "is_direct": true, "preset": "trusted_private_chat",
-                    "initial_state": [{"type": "m.room.encryption", "state_key": "",
-                                       "content": {"algorithm": "m.megolm.v1.aes-sha2"}}]})),
-            )
-            .await["room_id"]
-            .as_str()
-            .unwrap()
-            .to_owned();
-        wait_for("the ghost to join", Duration::from_secs(60), || async {
-            let path = format!("/_matrix/client/v3/rooms/{}/joined_members", enc(&room));
-            self.alice(reqwest::Method::GET, &path, None).await["joined"].get(ghost).map(|_| ())
-        })
-        .await;
-        room
+        self.alice_api.encrypted_dm(ghost).await
     }
 
     /// The timeline events of `room` as the homeserver keeps them, oldest first.

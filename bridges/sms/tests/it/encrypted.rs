@@ -12,29 +12,6 @@ use tincan_sms::billing::Free;
 use tincan_sms::protocol::gsm7;
 use tincan_testkit::node::JsClient;
 
-/// Opens an encrypted direct room with `ghost`, as Element and the Tincan client do, and waits for the ghost
-/// to join.
-pub async fn encrypted_dm(client: &Client, ghost: &str) -> String {
-    let room = client
-        .call(
-            reqwest::Method::POST,
-            "/_matrix/client/v3/createRoom",
-            Some(json!({"invite": [ghost], "is_direct": true, "preset": "trusted_private_chat",
-                "initial_state": [{"type": "m.room.encryption", "state_key": "",
-                                   "content": {"algorithm": "m.megolm.v1.aes-sha2"}}]})),
-        )
-        .await["room_id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    wait_for("the ghost to join", Duration::from_secs(60), || async {
-        let path = format!("/_matrix/client/v3/rooms/{}/joined_members", enc(&room));
-        client.call(reqwest::Method::GET, &path, None).await["joined"].get(ghost).map(|_| ())
-    })
-    .await;
-    room
-}
-
 /// The room's timeline events as the homeserver keeps them.
 async fn server_copy(client: &Client, room: &str) -> Vec<Value> {
     let path = format!("/_matrix/client/v3/rooms/{}/messages?dir=f&limit=1000", enc(room));
@@ -52,7 +29,8 @@ async fn an_encrypted_dm_goes_out_as_sms_and_the_reply_sms_comes_back_encrypted(
     let carol = w.synapse.register_user("carol", false).await.unwrap();
     let carol_c = Client { http: reqwest::Client::new(), base: w.synapse.url(), token: carol.access_token.clone() };
     let ghost = carol_c.ghost_of("+447400123456").await;
-    let room = encrypted_dm(&carol_c, &ghost).await;
+    let room =
+        tincan_testkit::matrix::Client::new(w.synapse.url(), carol.access_token.clone()).encrypted_dm(&ghost).await;
 
     let mut js = JsClient::dm(&json!({
         "base_url": w.synapse.url(), "user_id": carol.user_id, "access_token": carol.access_token,
