@@ -21,7 +21,8 @@ use tincan_testkit::Synapse;
 
 const OPEN_LIMITS: &str = "[limits]\nper_ip = { burst = 1000000, refill = 1000000, period_secs = 1 }\n\
      per_prefix = { burst = 1000000, refill = 1000000, period_secs = 1 }\n\
-     per_country = { burst = 1000000, refill = 1000000, period_secs = 1 }\n";
+     per_country = { burst = 1000000, refill = 1000000, period_secs = 1 }\n\
+     verify_per_ip = { burst = 1000000, refill = 1000000, period_secs = 1 }\n";
 
 fn number(i: usize) -> String {
     format!("+447911{:06}", i)
@@ -332,7 +333,6 @@ async fn bench_oidc_sign_ins_extension_only() {
     let port = tincan_testkit::ports::free_port();
     let config = format!(
         "server_name = \"hs.test\"\n[homeserver]\njwt_secret = \"bench-secret-0123456789\"\n{OPEN_LIMITS}\
-         verify_per_ip = {{ burst = 1000000, refill = 1000000, period_secs = 1 }}\n\
          [oidc]\nissuer = \"http://127.0.0.1:{port}\"\n\
          per_ip = {{ burst = 1000000, refill = 1000000, period_secs = 1 }}\n\
          [[oidc.keys]]\nkid = \"k1\"\nalg = \"RS256\"\nprivate_key_file = \"{}\"\n\
