@@ -7,11 +7,18 @@
 //     "timeout_ms" (for the whole run), "commands": "/path/file.jsonl" (optional) }
 // With "commands", after the optional send/expect the script keeps running and follows the file as it grows,
 // one JSON object per line: {"send": "text"} (→ "sent"), {"expect": "text"} (→ "received", the message from
-// expect_sender with that body, seen at any time since the start), {"quit": true}.
+// expect_sender with that body, seen at any time since the start), {"expect_status": "$event"} (→ "status", the
+// com.beeper.message_send_status expect_sender sent about that event), {"withhold_keys": true} (→ "withholding":
+// from now on Olm-encrypted to-device messages, which carry room keys, are answered as sent but kept back),
+// {"release_keys": true} (→ "released": what was kept back goes out, in order), {"new_session": true}
+// (→ "new_session": the next message starts a new Megolm session, so its room key is shared anew),
+// {"quit": true}.
 // Output: one JSON object per line on stdout:
 //   {"event":"ready"}                         synced, in the room, encryption on
 //   {"event":"sent","event_id":"$…"}          the message went out (encrypted)
 //   {"event":"received","body":"…","encrypted":true,"event_id":"$…"}   the expected message, decrypted
+//   {"event":"status","content":{…},"relates_to":"$…","encrypted":true}  the expected status, decrypted
+//   {"event":"withholding"} / {"event":"released","count":N} / {"event":"new_session"}
 //   {"event":"error","message":"…"}           then exit code 1
 import "fake-indexeddb/auto";
 import * as sdk from "matrix-js-sdk";
@@ -34,6 +41,19 @@ const client = sdk.createClient({
 });
 await client.initRustCrypto({ useIndexedDB: false });
 
+// Room keys that come late, for tests of a receiver waiting for them: while `withheld` is a list, the crypto's
+// to-device sends of Olm-encrypted messages are answered as the homeserver would (an empty object) and kept in
+// it, so the room event goes out and its key does not.
+let withheld = null;
+const authedRequest = client.http.authedRequest.bind(client.http);
+client.http.authedRequest = (method, path, queryParams, body, opts) => {
+  if (withheld && method === "PUT" && path.startsWith("/_matrix/client/v3/sendToDevice/m.room.encrypted/")) {
+    withheld.push([method, path, queryParams, body, opts]);
+    return Promise.resolve(opts?.json === false ? "{}" : {});
+  }
+  return authedRequest(method, path, queryParams, body, opts);
+};
+
 const waitFor = (what, check, everyMs = 100) =>
   new Promise((resolve, reject) => {
     const tick = async () => {
@@ -50,12 +70,18 @@ const waitFor = (what, check, everyMs = 100) =>
 
 // Messages of interest, decrypted, from the moment the client starts.
 const received = [];
+const statuses = [];
 const consider = async (ev) => {
   if (ev.getRoomId() !== args.room_id) return;
   await client.decryptEventIfNeeded(ev);
   if (ev.getType() === "m.room.message" && ev.getSender() === args.expect_sender) {
     received.push({ body: ev.getContent().body, encrypted: ev.isEncrypted(), event_id: ev.getId(),
       failed: ev.isDecryptionFailure() });
+  }
+  if (ev.getType() === "com.beeper.message_send_status" && ev.getSender() === args.expect_sender) {
+    // In an encrypted room the relation travels outside the ciphertext (in the wire content).
+    const relation = ev.getWireContent()["m.relates_to"] ?? ev.getContent()["m.relates_to"];
+    statuses.push({ content: ev.getContent(), relates_to: relation?.event_id, encrypted: ev.isEncrypted() });
   }
 };
 client.on(sdk.RoomEvent.Timeline, (ev) => void consider(ev));
@@ -100,6 +126,26 @@ if (args.commands) {
     if (cmd.send !== undefined) {
       const { event_id } = await client.sendMessage(args.room_id, { msgtype: "m.text", body: cmd.send });
       out({ event: "sent", event_id });
+    }
+    if (cmd.withhold_keys) {
+      withheld = [];
+      out({ event: "withholding" });
+    }
+    if (cmd.release_keys) {
+      const kept = withheld ?? [];
+      withheld = null;
+      for (const request of kept) await authedRequest(...request);
+      out({ event: "released", count: kept.length });
+    }
+    if (cmd.new_session) {
+      await client.getCrypto().forceDiscardSession(args.room_id);
+      out({ event: "new_session" });
+    }
+    if (cmd.expect_status !== undefined) {
+      const got = await waitFor("the expected status", () =>
+        statuses.find((s) => s.relates_to === cmd.expect_status),
+      );
+      out({ event: "status", ...got });
     }
     if (cmd.expect !== undefined) {
       const got = await waitFor("the expected message", () =>

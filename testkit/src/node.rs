@@ -69,6 +69,33 @@ impl JsClient {
         self.expect("received", timeout).await
     }
 
+    /// From now on keeps back the Olm-encrypted to-device messages the client sends (which carry its room keys)
+    /// while telling its crypto they were sent: the next message goes out and its key does not.
+    pub async fn withhold_keys(&mut self, timeout: Duration) -> anyhow::Result<()> {
+        self.command(serde_json::json!({ "withhold_keys": true }))?;
+        self.expect("withholding", timeout).await.map(drop)
+    }
+
+    /// Sends what [`JsClient::withhold_keys`] kept back, in order; returns how many requests went out.
+    pub async fn release_keys(&mut self, timeout: Duration) -> anyhow::Result<u64> {
+        self.command(serde_json::json!({ "release_keys": true }))?;
+        let v = self.expect("released", timeout).await?;
+        v["count"].as_u64().context("a count of released requests")
+    }
+
+    /// Makes the next message start a new Megolm session (whose room key is shared anew).
+    pub async fn new_session(&mut self, timeout: Duration) -> anyhow::Result<()> {
+        self.command(serde_json::json!({ "new_session": true }))?;
+        self.expect("new_session", timeout).await.map(drop)
+    }
+
+    /// Waits until `expect_sender` sent a `com.beeper.message_send_status` about `event_id` and it decrypted;
+    /// returns its `status` line (`content`, `encrypted`).
+    pub async fn expect_status(&mut self, event_id: &str, timeout: Duration) -> anyhow::Result<Value> {
+        self.command(serde_json::json!({ "expect_status": event_id }))?;
+        self.expect("status", timeout).await
+    }
+
     /// Lets the script stop.
     pub fn quit(&self) -> anyhow::Result<()> {
         self.command(serde_json::json!({ "quit": true }))
