@@ -331,6 +331,10 @@ impl BridgeBuilder {
         };
         let bot = UserId::parse(format!("@{}:{}", c.appservice.bot_localpart, c.homeserver.server_name))
             .map_err(|e| BridgeError::Config(format!("bot user id: {e}")))?;
+        let crypto = match c.encryption.enabled {
+            true => Some(crypto::Crypto::new(crypto::StoreLocation::of(c).await?)),
+            false => None,
+        };
         let metrics = Metrics::default();
         let prefix = c.ghost_prefix(connector.ghost_prefix()).to_owned();
         let (shutdown, _) = watch::channel(false);
@@ -348,7 +352,7 @@ impl BridgeBuilder {
             portals: Mutex::new(HashMap::new()),
             logins: Mutex::new(HashMap::new()),
             shutdown,
-            crypto: c.encryption.enabled.then(|| crypto::Crypto::new(&c.encryption)),
+            crypto,
             undecryptable: Mutex::new(Vec::new()),
             undecryptable_timeout: std::time::Duration::from_secs(c.encryption.undecryptable_timeout_secs),
             media_max_bytes: c.media.max_bytes,

@@ -63,6 +63,8 @@ pub struct Inner {
     pub media_out: Counter,
     /// Inbox events waiting to be processed (gauge).
     pub inbox_pending: AtomicI64,
+    /// Encrypted Matrix events the bridge could not decrypt yet, waiting for their room key (gauge).
+    pub awaiting_room_key: AtomicI64,
 }
 
 impl std::ops::Deref for Metrics {
@@ -114,6 +116,12 @@ impl Metrics {
         let _ = writeln!(out, "# HELP tincan_appservice_inbox_pending Inbox events waiting to be processed.");
         let _ = writeln!(out, "# TYPE tincan_appservice_inbox_pending gauge");
         let _ = writeln!(out, "tincan_appservice_inbox_pending {}", self.inbox_pending.load(Ordering::Relaxed));
+        let _ = writeln!(
+            out,
+            "# HELP tincan_appservice_awaiting_room_key Encrypted Matrix events waiting for their room key."
+        );
+        let _ = writeln!(out, "# TYPE tincan_appservice_awaiting_room_key gauge");
+        let _ = writeln!(out, "tincan_appservice_awaiting_room_key {}", self.awaiting_room_key.load(Ordering::Relaxed));
         out
     }
 }
@@ -131,5 +139,7 @@ mod tests {
         assert!(text.contains("tincan_appservice_transactions_total 1\n"));
         assert!(text.contains("tincan_appservice_events_recorded_total 100\n"));
         assert!(text.contains("# TYPE tincan_appservice_inbox_pending gauge\n"));
+        m.awaiting_room_key.store(2, Ordering::Relaxed);
+        assert!(m.render().contains("tincan_appservice_awaiting_room_key 2\n"));
     }
 }

@@ -6,7 +6,7 @@
 //! SQLite too) and instantiated for both drivers by a macro; only the migrations differ (one folder per backend,
 //! embedded with `sqlx::migrate!`). Both pass one conformance suite (`tests/it/store.rs`).
 
-mod postgres;
+pub(crate) mod postgres;
 mod sqlite;
 
 pub use postgres::PgStore;
@@ -282,11 +282,16 @@ impl<T> Store for T where
 pub async fn connect(url: &str, max_connections: u32) -> Result<Arc<dyn Store>> {
     if url.starts_with("sqlite:") {
         Ok(Arc::new(SqliteStore::connect(url, max_connections).await?))
-    } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
+    } else if is_postgres(url) {
         Ok(Arc::new(PgStore::connect(url, max_connections).await?))
     } else {
         Err(StoreError::UnsupportedUrl(url.to_owned()))
     }
+}
+
+/// Whether `url` names a PostgreSQL database.
+pub(crate) fn is_postgres(url: &str) -> bool {
+    url.starts_with("postgres:") || url.starts_with("postgresql:")
 }
 
 fn parse_id<T: TryFrom<String>>(what: &'static str, value: String) -> Result<T> {

@@ -1,5 +1,6 @@
 //! End-to-bridge encryption: one Matrix device per ghost, an Olm/Megolm account (`matrix-sdk-crypto`'s
-//! [`OlmMachine`]) whose store is a SQLite file under `encryption.store_dir`.
+//! [`OlmMachine`]) whose store is in the bridge's database when that is PostgreSQL ([`postgres`]), else a
+//! SQLite file per ghost under `encryption.store_dir` (matrix-sdk-sqlite's format).
 //!
 //! After mautrix-go's bridgev2 crypto helper, with one difference: every ghost has its own device rather than
 //! the bot encrypting for everyone, so that a message from a ghost is encrypted by a device of that ghost and
@@ -16,6 +17,10 @@
 //! - **Encryption after the connector.** A send into an encrypted room first shares the room key with every
 //!   device of the room's joined and invited members (device lists kept current by the machine) and then
 //!   sends `m.room.encrypted`.
+
+mod postgres;
+
+pub use postgres::{PgCryptoBackend, PgCryptoStore, PgCryptoStoreError};
 
 use super::{BridgeHandle, Result};
 use crate::homeserver::HomeserverError;
@@ -54,6 +59,9 @@ pub enum CryptoError {
     /// A crypto store operation failed.
     #[error("crypto store: {0}")]
     Store(#[from] matrix_sdk_crypto::CryptoStoreError),
+    /// The PostgreSQL crypto store failed.
+    #[error(transparent)]
+    PgStore(#[from] PgCryptoStoreError),
     /// Olm (to-device, sessions, key sharing) failed.
     #[error("olm: {0}")]
     Olm(#[from] matrix_sdk_crypto::OlmError),
@@ -111,10 +119,37 @@ impl GhostDevice {
     }
 }
 
+/// Where the ghosts' crypto stores are.
+#[derive(Debug)]
+pub(crate) enum StoreLocation {
+    /// One SQLite file per ghost in `dir`.
+    Sqlite {
+        /// `encryption.store_dir`.
+        dir: PathBuf,
+        /// `encryption.store_passphrase`, when set.
+        passphrase: Option<String>,
+    },
+    /// The bridge's PostgreSQL database.
+    Postgres(PgCryptoBackend),
+}
+
+impl StoreLocation {
+    /// The location `config` asks for: PostgreSQL when the bridge's database is, else `store_dir`.
+    pub(crate) async fn of(config: &crate::config::AppserviceConfig) -> Result<Self, CryptoError> {
+        let passphrase = config.encryption.store_passphrase.expose();
+        let passphrase = (!passphrase.is_empty()).then(|| passphrase.to_owned());
+        if crate::store::is_postgres(&config.database.url) {
+            let max = config.database.max_connections;
+            Ok(Self::Postgres(PgCryptoBackend::connect(&config.database.url, max, passphrase.as_deref()).await?))
+        } else {
+            Ok(Self::Sqlite { dir: PathBuf::from(&config.encryption.store_dir), passphrase })
+        }
+    }
+}
+
 /// The ghosts' devices and what is known of the rooms' encryption.
 pub(crate) struct Crypto {
-    dir: PathBuf,
-    passphrase: Option<String>,
+    location: StoreLocation,
     devices: tokio::sync::Mutex<HashMap<OwnedUserId, Arc<GhostDevice>>>,
     /// `m.room.encryption` of rooms looked up or seen in transactions (`None`: not encrypted).
     rooms: Mutex<HashMap<OwnedRoomId, Option<RoomEncryptionEventContent>>>,
@@ -122,7 +157,7 @@ pub(crate) struct Crypto {
 
 impl std::fmt::Debug for Crypto {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Crypto").field("dir", &self.dir).finish_non_exhaustive()
+        f.debug_struct("Crypto").field("location", &self.location).finish_non_exhaustive()
     }
 }
 
@@ -133,13 +168,22 @@ fn decryption_settings() -> DecryptionSettings {
 }
 
 impl Crypto {
-    pub(crate) fn new(config: &crate::config::EncryptionConfig) -> Self {
-        let passphrase = config.store_passphrase.expose();
-        Self {
-            dir: PathBuf::from(&config.store_dir),
-            passphrase: (!passphrase.is_empty()).then(|| passphrase.to_owned()),
-            devices: Default::default(),
-            rooms: Default::default(),
+    pub(crate) fn new(location: StoreLocation) -> Self {
+        Self { location, devices: Default::default(), rooms: Default::default() }
+    }
+
+    /// Opens `ghost`'s store; its machine (the stored account, or a new one with a fresh device ID) and
+    /// whether the account was stored.
+    async fn machine(&self, ghost: &UserId) -> Result<(OlmMachine, bool), CryptoError> {
+        match &self.location {
+            StoreLocation::Sqlite { dir, passphrase } => {
+                let path = dir.join(crate::ids::escape_localpart(ghost.localpart()));
+                let store = SqliteCryptoStore::open(&path, passphrase.as_deref()).await?;
+                machine_with(ghost, store).await
+            }
+            StoreLocation::Postgres(backend) => {
+                machine_with(ghost, postgres::PgCryptoStore::open(backend.clone(), ghost).await?).await
+            }
         }
     }
 
@@ -150,21 +194,13 @@ impl Crypto {
         if let Some(d) = devices.get(ghost) {
             return Ok(d.clone());
         }
-        let path = self.dir.join(crate::ids::escape_localpart(ghost.localpart()));
-        let store = SqliteCryptoStore::open(&path, self.passphrase.as_deref()).await?;
-        let account = store.load_account().await.map_err(matrix_sdk_crypto::CryptoStoreError::from)?;
-        let device_id = match &account {
-            Some(a) => a.device_id().to_owned(),
-            None => DeviceId::new(),
-        };
-        // The account is in the store before the device exists anywhere else, so a crash from here on comes
-        // back to the same device ID.
-        let machine = OlmMachine::with_store(ghost, &device_id, store, None).await?;
+        let (machine, stored) = self.machine(ghost).await?;
+        let device_id = machine.device_id().to_owned();
         // MSC4190: creates the device when missing; harmless when it exists.
         let mut req = update_device::v3::Request::new(device_id.clone());
         req.display_name = Some("Tincan bridge".into());
         bridge.0.hs.send(req, Some(ghost)).await?;
-        if account.is_some() {
+        if stored {
             // Device-list changes that came while this device was not loaded were not handed to it.
             machine.mark_all_tracked_users_as_dirty().await?;
         }
@@ -173,7 +209,7 @@ impl Crypto {
             let _busy = device.busy.lock().await;
             send_outgoing(bridge, ghost, &device).await?;
         }
-        tracing::info!(%ghost, device = %device_id, new = account.is_none(), "ghost device ready");
+        tracing::info!(%ghost, device = %device_id, new = !stored, "ghost device ready");
         devices.insert(ghost.to_owned(), device.clone());
         Ok(device)
     }
@@ -329,6 +365,19 @@ impl Crypto {
             Ok((device.clone(), encrypted.content.cast_unchecked()))
         })
     }
+}
+
+/// The machine of `ghost` on `store`: its stored account, or a new one with a fresh device ID.
+async fn machine_with<S: CryptoStore + 'static>(ghost: &UserId, store: S) -> Result<(OlmMachine, bool), CryptoError> {
+    let account = store.load_account().await.map_err(Into::<matrix_sdk_crypto::CryptoStoreError>::into)?;
+    let device_id = match &account {
+        Some(a) => a.device_id().to_owned(),
+        None => DeviceId::new(),
+    };
+    // The account is in the store before the device exists anywhere else, so a crash from here on comes back
+    // to the same device ID.
+    let machine = OlmMachine::with_store(ghost, &device_id, store, None).await?;
+    Ok((machine, account.is_some()))
 }
 
 /// Joined and invited members of `room`, as `ghost` sees them.

@@ -7,8 +7,10 @@
 //!
 //! With end-to-bridge encryption, a transaction's crypto entry goes to the ghost devices first, and an
 //! `m.room.encrypted` event is decrypted here, before any portal sees it. One that cannot be decrypted yet
-//! stays pending: it is tried again when room keys come, and after `encryption.undecryptable_timeout_secs`
-//! the sender gets a notice in the room and the event is marked done.
+//! stays pending: it is tried again whenever a transaction brings room keys for its room, and once
+//! `encryption.undecryptable_timeout_secs` have passed on the bridge's clock since the first try, the sender
+//! gets a failure status and a notice in the room and the event is marked done (a key arriving after that is
+//! not acted on: the sender was told to send again). The wait starts again after a restart.
 
 use super::crypto::CryptoChanges;
 use super::portal::{self, MatrixWork, Work};
@@ -22,7 +24,7 @@ use ruma::serde::Raw;
 use ruma::{OwnedEventId, OwnedRoomId, OwnedUserId};
 use serde::Deserialize;
 use std::collections::BTreeMap;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 const BATCH: i64 = 256;
 
@@ -89,7 +91,14 @@ pub(crate) struct Waiting {
     room: OwnedRoomId,
     /// The encrypted event (its status is reported when it is given up on).
     event_id: Option<OwnedEventId>,
-    since: Instant,
+    /// The first try, in milliseconds on the bridge's clock.
+    since_ms: i64,
+}
+
+/// Updates the gauge of events waiting for a room key.
+fn count_waiting(bridge: &BridgeHandle, waiting: &[Waiting]) {
+    let n = i64::try_from(waiting.len()).unwrap_or(i64::MAX);
+    bridge.0.metrics.awaiting_room_key.store(n, std::sync::atomic::Ordering::Relaxed);
 }
 
 /// The crypto part of a transaction: to the ghost devices, then a new try at the events waiting for the room
@@ -144,12 +153,14 @@ pub(crate) async fn expire_undecryptable(bridge: BridgeHandle) {
             _ = tokio::time::sleep(tick) => {}
             _ = shutdown.wait_for(|s| *s) => return,
         }
+        let now = bridge.now_ms();
+        let timeout = i64::try_from(bridge.0.undecryptable_timeout.as_millis()).unwrap_or(i64::MAX);
         let expired: Vec<Waiting> = {
             let mut waiting = bridge.0.undecryptable.lock().expect("not poisoned");
-            let (old, young): (Vec<Waiting>, Vec<Waiting>) = std::mem::take(&mut *waiting)
-                .into_iter()
-                .partition(|w| w.since.elapsed() >= bridge.0.undecryptable_timeout);
+            let (old, young): (Vec<Waiting>, Vec<Waiting>) =
+                std::mem::take(&mut *waiting).into_iter().partition(|w| now.saturating_sub(w.since_ms) >= timeout);
             *waiting = young;
+            count_waiting(&bridge, &waiting);
             old
         };
         for w in expired {
@@ -199,7 +210,9 @@ async fn decrypt(bridge: &BridgeHandle, seq: i64, json: &str, portal: &Portal) -
     match crypto.decrypt(bridge, &ghost, room, &raw).await {
         Ok(plain) => {
             bridge.0.metrics.inc(&bridge.0.metrics.decrypted);
-            bridge.0.undecryptable.lock().expect("not poisoned").retain(|w| w.seq != seq);
+            let mut waiting = bridge.0.undecryptable.lock().expect("not poisoned");
+            waiting.retain(|w| w.seq != seq);
+            count_waiting(bridge, &waiting);
             Decryption::Plain(plain)
         }
         Err(e) => {
@@ -207,7 +220,8 @@ async fn decrypt(bridge: &BridgeHandle, seq: i64, json: &str, portal: &Portal) -
             let mut waiting = bridge.0.undecryptable.lock().expect("not poisoned");
             if !waiting.iter().any(|w| w.seq == seq) {
                 let event_id = raw.get_field::<OwnedEventId>("event_id").ok().flatten();
-                waiting.push(Waiting { seq, room: room.clone(), event_id, since: Instant::now() });
+                waiting.push(Waiting { seq, room: room.clone(), event_id, since_ms: bridge.now_ms() });
+                count_waiting(bridge, &waiting);
             }
             Decryption::Later
         }

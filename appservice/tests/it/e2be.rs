@@ -20,8 +20,12 @@ const FOR_BOB: &str = "+4930123456789";
 /// A Synapse with the loopback bridge registered with encryption on, and the bridge's config (state and
 /// crypto stores in `dir`).
 pub(crate) async fn encrypted_world(dir: &std::path::Path) -> (Synapse, tincan_appservice::AppserviceConfig) {
-    let db_url = format!("sqlite:{}", dir.join("bridge.db").display());
-    let mut config = loopback::config("http://127.0.0.1:9", "hs.test", &db_url);
+    encrypted_world_on(dir, &format!("sqlite:{}", dir.join("bridge.db").display())).await
+}
+
+/// [`encrypted_world`] with the bridge's state at `db_url` (with PostgreSQL, the crypto stores are there too).
+async fn encrypted_world_on(dir: &std::path::Path, db_url: &str) -> (Synapse, tincan_appservice::AppserviceConfig) {
+    let mut config = loopback::config("http://127.0.0.1:9", "hs.test", db_url);
     config.encryption.enabled = true;
     config.encryption.store_dir = dir.join("crypto").display().to_string();
     config.encryption.store_passphrase = tincan_common::Secret::new("test fixture passphrase");
@@ -154,7 +158,23 @@ async fn tincan_client_and_matrix_js_sdk_dm_a_ghost_encrypted_end_to_bridge() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_restart_mid_key_exchange_loses_nothing_and_an_undecryptable_message_gets_a_notice() {
     let dir = tempfile::tempdir().unwrap();
-    let (synapse, mut config) = encrypted_world(dir.path()).await;
+    let (synapse, config) = encrypted_world(dir.path()).await;
+    restart_mid_key_exchange(synapse, config).await;
+}
+
+/// The same with the bridge's state and the ghosts' crypto stores in PostgreSQL: the stop and restart reopen
+/// the ghost's device from the database.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restart_mid_key_exchange_loses_nothing_with_the_crypto_store_in_postgres() {
+    let Some(pg) = tincan_testkit::Postgres::create().await else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let (synapse, config) = encrypted_world_on(dir.path(), pg.url()).await;
+    assert!(!dir.path().join("crypto").exists());
+    restart_mid_key_exchange(synapse, config).await;
+    assert!(!dir.path().join("crypto").exists(), "no crypto store on disk: it is in PostgreSQL");
+}
+
+async fn restart_mid_key_exchange(synapse: Synapse, mut config: tincan_appservice::AppserviceConfig) {
     config.encryption.undecryptable_timeout_secs = 3;
     let (conn, mut rx) = Loopback::new(&["@bob:hs.test"]);
     let bridge = Bridge::builder(config.clone()).start(conn.clone()).await.unwrap();
@@ -215,6 +235,88 @@ async fn a_restart_mid_key_exchange_loses_nothing_and_an_undecryptable_message_g
     }
     let store = handle.store().clone();
     wait_for("the undecryptable message given up on, not left pending", Duration::from_secs(10), || {
+        let store = store.clone();
+        async move { (store.pending_count().await.unwrap() == 0).then_some(()) }
+    })
+    .await;
+    js.quit().unwrap();
+    bridge.stop().await;
+}
+
+/// No message reached the network so far (typing and receipts aside).
+fn no_message_yet(rx: &mut UnboundedReceiver<Seen>, what: &str) {
+    while let Ok(seen) = rx.try_recv() {
+        assert!(!matches!(seen, Seen::Message(..)), "{what}: {seen:?}");
+    }
+}
+
+/// The bridge's gauge of encrypted events waiting for their room key reaches `n`.
+async fn awaiting_room_key(handle: &BridgeHandle, n: i64) {
+    let metrics = handle.metrics().clone();
+    wait_for(&format!("{n} event(s) waiting for a room key"), Duration::from_secs(60), || {
+        let got = metrics.awaiting_room_key.load(std::sync::atomic::Ordering::Relaxed);
+        async move { (got == n).then_some(()) }
+    })
+    .await;
+}
+
+/// matrix-js-sdk keeps its room key back: the bridge cannot decrypt the message and holds it; when the key
+/// comes, the message is decrypted and reaches the network. A second message whose key is kept back for good
+/// is given up on once the wait has passed on the bridge's clock: the sender gets a failure status and the
+/// notice, and the network gets nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_whose_key_comes_late_is_decrypted_then_and_one_whose_key_never_comes_fails_visibly() {
+    let dir = tempfile::tempdir().unwrap();
+    let (synapse, mut config) = encrypted_world(dir.path()).await;
+    config.encryption.undecryptable_timeout_secs = 600;
+    let clock = std::sync::Arc::new(tincan_common::MockClock::at(1_800_000_000));
+    let (conn, mut rx) = Loopback::new(&["@bob:hs.test"]);
+    let bridge = Bridge::builder(config).clock(clock.clone()).start(conn).await.unwrap();
+    let handle = bridge.handle().clone();
+
+    let bob = synapse.register_user("bob", false).await.unwrap();
+    let bob_c = Client::new(synapse.url(), bob.access_token.clone());
+    let ghost = format!("@loop_{FOR_BOB}:hs.test");
+    let room = ruma::OwnedRoomId::try_from(bob_c.encrypted_dm(&ghost).await).unwrap();
+    let key = portal_of(&handle, &room).await;
+    let mut js = JsClient::dm(&json!({
+        "base_url": synapse.url(), "user_id": bob.user_id, "access_token": bob.access_token,
+        "device_id": bob.device_id, "room_id": room, "expect_sender": ghost, "timeout_ms": 240_000,
+    }))
+    .unwrap();
+    js.expect("ready", Duration::from_secs(120)).await.unwrap();
+    let step = Duration::from_secs(60);
+
+    // The key comes late: the message waits for it, then goes to the network.
+    js.withhold_keys(step).await.unwrap();
+    js.send("my key comes late").unwrap();
+    js.expect("sent", step).await.unwrap();
+    awaiting_room_key(&handle, 1).await;
+    no_message_yet(&mut rx, "nothing reached the network without the key");
+    assert!(js.release_keys(step).await.unwrap() >= 1, "the room key was kept back");
+    assert_eq!(next_message(&mut rx).await, (key.clone(), "my key comes late".to_owned()));
+    awaiting_room_key(&handle, 0).await;
+    assert_eq!(handle.metrics().undecryptable.get(), 0);
+
+    // The key never comes: after the wait, a failure status and the notice; the network gets nothing.
+    js.new_session(step).await.unwrap();
+    js.withhold_keys(step).await.unwrap();
+    js.send("my key never comes").unwrap();
+    let sent = js.expect("sent", step).await.unwrap();
+    let event_id = sent["event_id"].as_str().unwrap().to_owned();
+    awaiting_room_key(&handle, 1).await;
+    clock.advance(Duration::from_secs(601));
+    let status = js.expect_status(&event_id, step).await.unwrap();
+    assert_eq!(status["content"]["status"], "FAIL_RETRIABLE", "{status}");
+    assert_eq!(status["content"]["reason"], "com.beeper.undecryptable_event", "{status}");
+    assert_eq!(status["encrypted"], true, "{status}");
+    let notice = js.expect_body(tincan_appservice::bridge::inbox::UNDECRYPTABLE_NOTICE, step).await.unwrap();
+    assert_eq!(notice["encrypted"], true, "{notice}");
+    awaiting_room_key(&handle, 0).await;
+    assert_eq!(handle.metrics().undecryptable.get(), 1);
+    no_message_yet(&mut rx, "the message given up on did not reach the network");
+    let store = handle.store().clone();
+    wait_for("the message given up on marked done", Duration::from_secs(10), || {
         let store = store.clone();
         async move { (store.pending_count().await.unwrap() == 0).then_some(()) }
     })
