@@ -378,6 +378,10 @@ impl BridgeBuilder {
                 tasks.push(tokio::spawn(inbox::expire_undecryptable(handle.clone())));
             }
         }
+        if self.process_inbox && c.database.retention_secs > 0 {
+            let retention = std::time::Duration::from_secs(c.database.retention_secs);
+            tasks.push(tokio::spawn(prune(handle.clone(), retention)));
+        }
         // Before the connector starts, so that events it queues now come after those left from the last run.
         remote::replay(&handle).await?;
         if self.start_connector {
@@ -385,5 +389,30 @@ impl BridgeBuilder {
         }
         tracing::info!(%addr, network = connector.name(), "bridge started");
         Ok(Bridge { handle, addr, tasks })
+    }
+}
+
+/// Runs until the bridge shuts down: every so often (a tenth of `retention`, at most hourly) deletes the
+/// finished rows older than `retention` on the bridge's clock (`database.retention_secs`).
+async fn prune(bridge: BridgeHandle, retention: std::time::Duration) {
+    let every = (retention / 10).clamp(std::time::Duration::from_secs(1), std::time::Duration::from_secs(3600));
+    let retention_ms = i64::try_from(retention.as_millis()).unwrap_or(i64::MAX);
+    let mut shutdown = bridge.0.shutdown.subscribe();
+    loop {
+        let before = bridge.now_ms().saturating_sub(retention_ms);
+        match bridge.0.store.prune_done(before).await {
+            Ok(p) => {
+                let rows = p.inbox_events + p.remote_events + p.transactions;
+                bridge.0.metrics.add(&bridge.0.metrics.rows_pruned, rows);
+                if rows > 0 {
+                    tracing::info!(?p, "pruned finished rows");
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "pruning finished rows failed; trying again later"),
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(every) => {}
+            _ = shutdown.wait_for(|s| *s) => return,
+        }
     }
 }

@@ -133,11 +133,14 @@ pub struct DatabaseConfig {
     pub url: String,
     /// Pool size.
     pub max_connections: u32,
+    /// How long finished inbox and remote-queue rows (and recorded transaction IDs) are kept before they are
+    /// pruned, in seconds; 0 keeps them for ever. Pending rows and message mappings are never pruned.
+    pub retention_secs: u64,
 }
 
 impl Default for DatabaseConfig {
     fn default() -> Self {
-        Self { url: "sqlite:tincan-bridge.db".into(), max_connections: 5 }
+        Self { url: "sqlite:tincan-bridge.db".into(), max_connections: 5, retention_secs: 7 * 24 * 3600 }
     }
 }
 

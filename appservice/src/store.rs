@@ -264,12 +264,39 @@ pub trait MessageRepository: Send + Sync {
 
 /// All repositories of one backend.
 pub trait Store:
-    InboxRepository + RemoteQueueRepository + GhostRepository + PortalRepository + MessageRepository + std::fmt::Debug
+    InboxRepository
+    + RemoteQueueRepository
+    + GhostRepository
+    + PortalRepository
+    + MessageRepository
+    + HousekeepingRepository
+    + std::fmt::Debug
 {
+}
+
+/// What one pruning removed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Pruned {
+    /// Inbox events handled before the cutoff.
+    pub inbox_events: u64,
+    /// Remote events bridged (or given up on) before the cutoff.
+    pub remote_events: u64,
+    /// Recorded transactions received before the cutoff with no inbox event left.
+    pub transactions: u64,
+}
+
+/// Clean-up of finished work.
+#[async_trait]
+pub trait HousekeepingRepository: Send + Sync {
+    /// Deletes, in one database transaction, the inbox and remote-queue rows marked done before `before`
+    /// (milliseconds) and the transactions received before it that have no inbox event left. Pending rows
+    /// and message mappings are never deleted.
+    async fn prune_done(&self, before: i64) -> Result<Pruned>;
 }
 
 impl<T> Store for T where
     T: InboxRepository
+        + HousekeepingRepository
         + RemoteQueueRepository
         + GhostRepository
         + PortalRepository
@@ -458,6 +485,34 @@ macro_rules! impl_repositories {
                     .fetch_one(&self.pool)
                     .await?;
                 Ok(row.try_get("n")?)
+            }
+        }
+
+        #[async_trait]
+        impl crate::store::HousekeepingRepository for $store {
+            async fn prune_done(&self, before: i64) -> Result<crate::store::Pruned> {
+                let mut tx = self.pool.begin().await?;
+                let inbox_events = sqlx::query("DELETE FROM inbox_event WHERE done_at IS NOT NULL AND done_at < $1")
+                    .bind(before)
+                    .execute(&mut *tx)
+                    .await?
+                    .rows_affected();
+                let remote_events =
+                    sqlx::query("DELETE FROM remote_event WHERE done_at IS NOT NULL AND done_at < $1")
+                        .bind(before)
+                        .execute(&mut *tx)
+                        .await?
+                        .rows_affected();
+                let transactions = sqlx::query(
+                    "DELETE FROM as_transaction WHERE received_at < $1 AND NOT EXISTS \
+                     (SELECT 1 FROM inbox_event WHERE inbox_event.txn_id = as_transaction.txn_id)",
+                )
+                .bind(before)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+                tx.commit().await?;
+                Ok(crate::store::Pruned { inbox_events, remote_events, transactions })
             }
         }
 
