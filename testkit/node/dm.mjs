@@ -14,7 +14,7 @@
 // (→ "new_session": the next message starts a new Megolm session, so its room key is shared anew),
 // {"quit": true}.
 // Output: one JSON object per line on stdout:
-//   {"event":"ready"}                         synced, in the room, encryption on
+//   {"event":"ready"}                         synced, in the room, encryption on, the other party's keys known
 //   {"event":"sent","event_id":"$…"}          the message went out (encrypted)
 //   {"event":"received","body":"…","encrypted":true,"event_id":"$…"}   the expected message, decrypted
 //   {"event":"status","content":{…},"relates_to":"$…","encrypted":true}  the expected status, decrypted
@@ -97,6 +97,13 @@ const room = await waitFor("the room", async () => {
 await waitFor("encryption in the room", () => client.getCrypto().isEncryptionEnabledInRoom(args.room_id));
 if (args.expect_sender) {
   await waitFor("the other party in the room", () => room.getMember(args.expect_sender)?.membership === "join");
+  // Its device may upload its keys after joining: until they are known here, a message would be encrypted for
+  // none of its devices.
+  await waitFor(
+    "the other party's device keys",
+    async () => (await client.getCrypto().getUserDeviceInfo([args.expect_sender], true)).get(args.expect_sender)?.size > 0,
+    250,
+  );
 }
 out({ event: "ready" });
 
