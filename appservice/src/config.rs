@@ -59,6 +59,9 @@ pub struct EncryptionConfig {
     /// How long an event that cannot be decrypted yet waits for its room key before the sender is told, in a
     /// notice in the room, that it was not delivered.
     pub undecryptable_timeout_secs: u64,
+    /// How many ghost devices stay loaded in memory (their Olm machines); beyond it the least recently used
+    /// one no task holds is unloaded and loads again from its store when needed.
+    pub max_loaded_devices: usize,
 }
 
 impl Default for EncryptionConfig {
@@ -68,6 +71,7 @@ impl Default for EncryptionConfig {
             store_dir: "tincan-bridge-crypto".into(),
             store_passphrase: Secret::default(),
             undecryptable_timeout_secs: 60,
+            max_loaded_devices: 1000,
         }
     }
 }
@@ -200,6 +204,9 @@ impl Validate for AppserviceConfig {
         }
         if self.media.max_bytes == 0 {
             p.push("media.max_bytes: must be at least 1".into());
+        }
+        if self.encryption.max_loaded_devices == 0 {
+            p.push("encryption.max_loaded_devices: must be at least 1".into());
         }
         if self.encryption.undecryptable_timeout_secs == 0 {
             p.push("encryption.undecryptable_timeout_secs: must be at least 1".into());

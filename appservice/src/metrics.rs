@@ -61,6 +61,8 @@ pub struct Inner {
     pub media_in: Counter,
     /// Attachments uploaded from the network.
     pub media_out: Counter,
+    /// Ghost devices unloaded from memory (`encryption.max_loaded_devices`); they load again when needed.
+    pub devices_unloaded: Counter,
     /// Finished inbox and remote-queue rows and transaction IDs pruned (`database.retention_secs`).
     pub rows_pruned: Counter,
     /// Inbox events waiting to be processed (gauge).
@@ -89,7 +91,7 @@ impl Metrics {
 
     /// The Prometheus text exposition of every metric, names prefixed `tincan_appservice_`.
     pub fn render(&self) -> String {
-        let counters: [(&str, &str, &Counter); 19] = [
+        let counters: [(&str, &str, &Counter); 20] = [
             ("transactions_total", "Transactions recorded", &self.transactions),
             ("duplicate_transactions_total", "Transactions acknowledged again", &self.duplicate_transactions),
             ("auth_failures_total", "AS API requests refused for the hs_token", &self.auth_failures),
@@ -109,6 +111,7 @@ impl Metrics {
             ("media_in_total", "Attachments fetched for the network", &self.media_in),
             ("media_out_total", "Attachments uploaded from the network", &self.media_out),
             ("rows_pruned_total", "Finished rows and transaction IDs pruned", &self.rows_pruned),
+            ("devices_unloaded_total", "Ghost devices unloaded from memory", &self.devices_unloaded),
         ];
         let mut out = String::new();
         for (name, help, c) in counters {

@@ -147,10 +147,52 @@ impl StoreLocation {
     }
 }
 
+/// The ghosts' devices loaded in this process, least recently used first, at most `max` of them.
+#[derive(Default)]
+struct LoadedDevices {
+    devices: HashMap<OwnedUserId, Arc<GhostDevice>>,
+    order: std::collections::VecDeque<OwnedUserId>,
+}
+
+impl LoadedDevices {
+    fn get(&mut self, ghost: &UserId) -> Option<Arc<GhostDevice>> {
+        let device = self.devices.get(ghost)?.clone();
+        self.order.retain(|u| u != ghost);
+        self.order.push_back(ghost.to_owned());
+        Some(device)
+    }
+
+    /// Adds `device`, then unloads the least recently used devices no one holds until at most `max` are
+    /// loaded (a device in use stays: two machines on one store would diverge). Returns how many went.
+    fn insert(&mut self, ghost: &UserId, device: Arc<GhostDevice>, max: usize) -> u64 {
+        self.devices.insert(ghost.to_owned(), device);
+        self.order.push_back(ghost.to_owned());
+        let mut evicted = 0;
+        let mut kept = std::collections::VecDeque::new();
+        while self.devices.len() > max {
+            let Some(oldest) = self.order.pop_front() else { break };
+            match self.devices.get(&oldest) {
+                Some(d) if Arc::strong_count(d) == 1 && *oldest != *ghost => {
+                    self.devices.remove(&oldest);
+                    evicted += 1;
+                }
+                Some(_) => kept.push_back(oldest),
+                None => {}
+            }
+        }
+        while let Some(u) = kept.pop_back() {
+            self.order.push_front(u);
+        }
+        evicted
+    }
+}
+
 /// The ghosts' devices and what is known of the rooms' encryption.
 pub(crate) struct Crypto {
     location: StoreLocation,
-    devices: tokio::sync::Mutex<HashMap<OwnedUserId, Arc<GhostDevice>>>,
+    devices: tokio::sync::Mutex<LoadedDevices>,
+    /// `encryption.max_loaded_devices`.
+    max_loaded: usize,
     /// `m.room.encryption` of rooms looked up or seen in transactions (`None`: not encrypted).
     rooms: Mutex<HashMap<OwnedRoomId, Option<RoomEncryptionEventContent>>>,
 }
@@ -168,8 +210,8 @@ fn decryption_settings() -> DecryptionSettings {
 }
 
 impl Crypto {
-    pub(crate) fn new(location: StoreLocation) -> Self {
-        Self { location, devices: Default::default(), rooms: Default::default() }
+    pub(crate) fn new(location: StoreLocation, max_loaded: usize) -> Self {
+        Self { location, devices: Default::default(), max_loaded: max_loaded.max(1), rooms: Default::default() }
     }
 
     /// Opens `ghost`'s store; its machine (the stored account, or a new one with a fresh device ID) and
@@ -192,7 +234,7 @@ impl Crypto {
     pub(crate) async fn device(&self, bridge: &BridgeHandle, ghost: &UserId) -> Result<Arc<GhostDevice>, CryptoError> {
         let mut devices = self.devices.lock().await;
         if let Some(d) = devices.get(ghost) {
-            return Ok(d.clone());
+            return Ok(d);
         }
         let (machine, stored) = self.machine(ghost).await?;
         let device_id = machine.device_id().to_owned();
@@ -210,7 +252,8 @@ impl Crypto {
             send_outgoing(bridge, ghost, &device).await?;
         }
         tracing::info!(%ghost, device = %device_id, new = !stored, "ghost device ready");
-        devices.insert(ghost.to_owned(), device.clone());
+        let evicted = devices.insert(ghost, device.clone(), self.max_loaded);
+        bridge.0.metrics.add(&bridge.0.metrics.devices_unloaded, evicted);
         Ok(device)
     }
 
@@ -256,7 +299,7 @@ impl Crypto {
         }
         if !changes.device_lists.changed.is_empty() || !changes.device_lists.left.is_empty() {
             let loaded: Vec<(OwnedUserId, Arc<GhostDevice>)> =
-                self.devices.lock().await.iter().map(|(u, d)| (u.clone(), d.clone())).collect();
+                self.devices.lock().await.devices.iter().map(|(u, d)| (u.clone(), d.clone())).collect();
             for (user, device) in loaded.into_iter().filter(|(u, _)| !handled.contains(u)) {
                 self.feed(bridge, &user, &device, Vec::new(), &changes.device_lists, &empty, None).await?;
             }
@@ -442,4 +485,36 @@ async fn send_to_device(
     let resp = bridge.0.hs.send_as_device(http, ghost, device.device_id()).await?;
     device.machine.mark_request_as_sent(&req.txn_id, &resp).await?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn device(ghost: &UserId) -> Arc<GhostDevice> {
+        let machine = OlmMachine::new(ghost, "GHOSTDEVICE".into()).await;
+        Arc::new(GhostDevice { machine, busy: tokio::sync::Mutex::new(()) })
+    }
+
+    #[tokio::test]
+    async fn the_least_recently_used_device_no_task_holds_is_unloaded() {
+        let [a, b, c, d, e] = ["@g_a:hs.test", "@g_b:hs.test", "@g_c:hs.test", "@g_d:hs.test", "@g_e:hs.test"]
+            .map(|u| UserId::parse(u).unwrap());
+        let mut loaded = LoadedDevices::default();
+        assert_eq!(loaded.insert(&a, device(&a).await, 2), 0);
+        assert_eq!(loaded.insert(&b, device(&b).await, 2), 0);
+        assert!(loaded.get(&a).is_some(), "a is now the most recently used");
+        assert_eq!(loaded.insert(&c, device(&c).await, 2), 1);
+        assert!(loaded.get(&b).is_none(), "b, the least recently used, went");
+        assert!(loaded.get(&a).is_some());
+        // c is the least recently used now, but a task holds it: a goes instead.
+        let held = loaded.devices.get(&c).cloned();
+        assert_eq!(loaded.insert(&d, device(&d).await, 2), 1);
+        assert!(loaded.devices.contains_key(&c) && !loaded.devices.contains_key(&a));
+        drop(held);
+        assert_eq!(loaded.insert(&e, device(&e).await, 2), 1);
+        let mut left: Vec<&OwnedUserId> = loaded.devices.keys().collect();
+        left.sort();
+        assert_eq!(left, [&d, &e], "c went once no one held it");
+    }
 }

@@ -85,7 +85,9 @@ async fn only_ciphertext_on_the_server(reader: &Client, room: &ruma::RoomId, pla
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tincan_client_and_matrix_js_sdk_dm_a_ghost_encrypted_end_to_bridge() {
     let dir = tempfile::tempdir().unwrap();
-    let (synapse, config) = encrypted_world(dir.path()).await;
+    let (synapse, mut config) = encrypted_world(dir.path()).await;
+    // One device in memory at a time: the second ghost's device unloads the first one's.
+    config.encryption.max_loaded_devices = 1;
     let (conn, mut rx) = Loopback::new(&["@alice:hs.test", "@bob:hs.test"]);
     let bridge = Bridge::builder(config).start(conn).await.unwrap();
     let handle = bridge.handle().clone();
@@ -148,6 +150,7 @@ async fn tincan_client_and_matrix_js_sdk_dm_a_ghost_encrypted_end_to_bridge() {
     only_ciphertext_on_the_server(&bob_c, &room_b, &["hello from js", "reply to js"]).await;
     let metrics = handle.metrics();
     assert!(metrics.decrypted.get() >= 2 && metrics.encrypted.get() >= 2, "{}", metrics.render());
+    assert!(metrics.devices_unloaded.get() >= 1, "{}", metrics.render());
     bridge.stop().await;
 }
 
