@@ -12,6 +12,8 @@
 // from now on Olm-encrypted to-device messages, which carry room keys, are answered as sent but kept back),
 // {"release_keys": true} (→ "released": what was kept back goes out, in order), {"new_session": true}
 // (→ "new_session": the next message starts a new Megolm session, so its room key is shared anew),
+// {"blacklist_unverified": true} (→ "blacklisting": room keys go to verified devices only, the others get
+// m.room_key.withheld),
 // {"quit": true}.
 // Output: one JSON object per line on stdout:
 //   {"event":"ready"}                         synced, in the room, encryption on, the other party's keys known
@@ -143,6 +145,10 @@ if (args.commands) {
       withheld = null;
       for (const request of kept) await authedRequest(...request);
       out({ event: "released", count: kept.length });
+    }
+    if (cmd.blacklist_unverified) {
+      client.getCrypto().globalBlacklistUnverifiedDevices = true;
+      out({ event: "blacklisting" });
     }
     if (cmd.new_session) {
       await client.getCrypto().forceDiscardSession(args.room_id);

@@ -83,6 +83,13 @@ impl JsClient {
         v["count"].as_u64().context("a count of released requests")
     }
 
+    /// From now on shares room keys with verified devices only; unverified ones (a bridge's ghost devices)
+    /// get `m.room_key.withheld` instead.
+    pub async fn blacklist_unverified(&mut self, timeout: Duration) -> anyhow::Result<()> {
+        self.command(serde_json::json!({ "blacklist_unverified": true }))?;
+        self.expect("blacklisting", timeout).await.map(drop)
+    }
+
     /// Makes the next message start a new Megolm session (whose room key is shared anew).
     pub async fn new_session(&mut self, timeout: Duration) -> anyhow::Result<()> {
         self.command(serde_json::json!({ "new_session": true }))?;
