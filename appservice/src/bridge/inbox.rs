@@ -114,7 +114,16 @@ async fn dispatch_crypto(bridge: &BridgeHandle, entry: InboxEntry) -> Result<()>
             return done(bridge, entry.seq).await;
         }
     };
-    let rooms = crypto.receive(bridge, changes).await?;
+    // A sender's client that withholds a room key says so (`m.room_key.withheld`): the events of that room
+    // waiting for a key are tried again, and the ones whose key was withheld fail at once.
+    let withheld_rooms: Vec<OwnedRoomId> = changes
+        .to_device
+        .iter()
+        .filter(|e| e["type"] == "m.room_key.withheld")
+        .filter_map(|e| e["content"]["room_id"].as_str().and_then(|r| OwnedRoomId::try_from(r).ok()))
+        .collect();
+    let mut rooms = crypto.receive(bridge, changes).await?;
+    rooms.extend(withheld_rooms);
     done(bridge, entry.seq).await?;
     if !rooms.is_empty() {
         retry_waiting(bridge, &rooms).await;
@@ -164,27 +173,30 @@ pub(crate) async fn expire_undecryptable(bridge: BridgeHandle) {
             old
         };
         for w in expired {
-            bridge.0.metrics.inc(&bridge.0.metrics.undecryptable);
             tracing::warn!(seq = w.seq, room = %w.room, "no room key came for an encrypted event; telling the sender");
-            if let Ok(Some(portal)) = bridge.0.store.portal_by_room(&w.room).await {
-                match &w.event_id {
-                    Some(event_id) => {
-                        let ghost = bridge.0.namer.user_id(&portal.other_user);
-                        let report = super::status::Report::undecryptable();
-                        let txn = format!("tc.ud{}", w.seq);
-                        if let Err(e) = super::status::show(&bridge, &w.room, &ghost, event_id, &report, &txn).await {
-                            tracing::warn!(error = %e, "reporting an undecryptable message failed");
-                        }
-                    }
-                    None => {
-                        super::remote::send_notice(&bridge, &w.room, &portal.other_user, UNDECRYPTABLE_NOTICE).await
-                    }
+            give_up(&bridge, &w, &super::status::Report::undecryptable()).await;
+        }
+    }
+}
+
+/// Tells the sender of an event the bridge cannot decrypt that it was not delivered (the status `report` and
+/// its notice), and marks the event done.
+async fn give_up(bridge: &BridgeHandle, w: &Waiting, report: &super::status::Report) {
+    bridge.0.metrics.inc(&bridge.0.metrics.undecryptable);
+    if let Ok(Some(portal)) = bridge.0.store.portal_by_room(&w.room).await {
+        match &w.event_id {
+            Some(event_id) => {
+                let ghost = bridge.0.namer.user_id(&portal.other_user);
+                let txn = format!("tc.ud{}", w.seq);
+                if let Err(e) = super::status::show(bridge, &w.room, &ghost, event_id, report, &txn).await {
+                    tracing::warn!(error = %e, "reporting an undecryptable message failed");
                 }
             }
-            if let Err(e) = done(&bridge, w.seq).await {
-                tracing::error!(error = %e, seq = w.seq, "marking an undecryptable event done failed");
-            }
+            None => super::remote::send_notice(bridge, &w.room, &portal.other_user, UNDECRYPTABLE_NOTICE).await,
         }
+    }
+    if let Err(e) = done(bridge, w.seq).await {
+        tracing::error!(error = %e, seq = w.seq, "marking an undecryptable event done failed");
     }
 }
 
@@ -194,6 +206,8 @@ enum Decryption {
     Plain(String),
     /// Not decryptable yet: it waits for its room key (see [`Waiting`]).
     Later,
+    /// The sender's client withheld the room key from the ghost's device (the code says why): it will not come.
+    Withheld(Waiting, String),
     /// Not an encrypted event we can read at all.
     Unreadable,
 }
@@ -214,6 +228,15 @@ async fn decrypt(bridge: &BridgeHandle, seq: i64, json: &str, portal: &Portal) -
             waiting.retain(|w| w.seq != seq);
             count_waiting(bridge, &waiting);
             Decryption::Plain(plain)
+        }
+        Err(super::crypto::CryptoError::Megolm(matrix_sdk_crypto::MegolmError::MissingRoomKey(Some(code)))) => {
+            tracing::info!(%code, seq, %room, "the sender's client withheld the room key from the bridge");
+            let mut waiting = bridge.0.undecryptable.lock().expect("not poisoned");
+            waiting.retain(|w| w.seq != seq);
+            count_waiting(bridge, &waiting);
+            let event_id = raw.get_field::<OwnedEventId>("event_id").ok().flatten();
+            let w = Waiting { seq, room: room.clone(), event_id, since_ms: bridge.now_ms() };
+            Decryption::Withheld(w, code.to_string())
         }
         Err(e) => {
             tracing::debug!(error = %e, seq, %room, "cannot decrypt yet; waiting for the room key");
@@ -276,6 +299,10 @@ async fn dispatch_timeline(bridge: &BridgeHandle, entry: InboxEntry) -> Result<(
             },
             // Left pending: tried again when its room key comes, given up on with a notice after the wait.
             Decryption::Later => return Ok(()),
+            Decryption::Withheld(w, code) => {
+                give_up(bridge, &w, &super::status::Report::withheld(&code)).await;
+                return Ok(());
+            }
             Decryption::Unreadable => return done(bridge, entry.seq).await,
         };
     }

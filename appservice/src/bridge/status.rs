@@ -101,6 +101,17 @@ impl Report {
         }
     }
 
+    /// The sender's client withheld the room key from the bridge (`code`: `m.unverified`, `m.blacklisted`…).
+    pub(crate) fn withheld(code: &str) -> Self {
+        Self {
+            status: "FAIL_PERMANENT",
+            reason: Some("com.beeper.undecryptable_event"),
+            message: Some(format!("your client withheld the message's key from the bridge ({code})")),
+            delivered: false,
+            notice: Some(super::inbox::UNDECRYPTABLE_NOTICE.into()),
+        }
+    }
+
     /// The status event's content.
     pub(crate) fn content(&self, network: &str, event_id: &EventId, ghost: &UserId) -> Value {
         let mut c = json!({

@@ -327,3 +327,42 @@ async fn a_message_whose_key_comes_late_is_decrypted_then_and_one_whose_key_neve
     js.quit().unwrap();
     bridge.stop().await;
 }
+
+/// matrix-js-sdk set to share keys with verified devices only withholds the room key from the ghost's
+/// (unverified) device and says so: the sender gets a permanent failure at once, without the wait (the
+/// bridge's clock never moves), and the network gets nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_whose_key_the_senders_client_withholds_fails_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let (synapse, mut config) = encrypted_world(dir.path()).await;
+    config.encryption.undecryptable_timeout_secs = 600;
+    let clock = std::sync::Arc::new(tincan_common::MockClock::at(1_800_000_000));
+    let (conn, mut rx) = Loopback::new(&["@bob:hs.test"]);
+    let bridge = Bridge::builder(config).clock(clock).start(conn).await.unwrap();
+    let handle = bridge.handle().clone();
+    let bob = synapse.register_user("bob", false).await.unwrap();
+    let bob_c = Client::new(synapse.url(), bob.access_token.clone());
+    let ghost = format!("@loop_{FOR_BOB}:hs.test");
+    let room = ruma::OwnedRoomId::try_from(bob_c.encrypted_dm(&ghost).await).unwrap();
+    portal_of(&handle, &room).await;
+    let mut js = JsClient::dm(&json!({
+        "base_url": synapse.url(), "user_id": bob.user_id, "access_token": bob.access_token,
+        "device_id": bob.device_id, "room_id": room, "expect_sender": ghost, "timeout_ms": 240_000,
+    }))
+    .unwrap();
+    js.expect("ready", Duration::from_secs(120)).await.unwrap();
+    let step = Duration::from_secs(60);
+
+    js.blacklist_unverified(step).await.unwrap();
+    js.send("not for unverified devices").unwrap();
+    let sent = js.expect("sent", step).await.unwrap();
+    let status = js.expect_status(sent["event_id"].as_str().unwrap(), step).await.unwrap();
+    assert_eq!(status["content"]["status"], "FAIL_PERMANENT", "{status}");
+    assert!(status["content"]["message"].as_str().unwrap_or_default().contains("withheld"), "{status}");
+    js.expect_body(tincan_appservice::bridge::inbox::UNDECRYPTABLE_NOTICE, step).await.unwrap();
+    no_message_yet(&mut rx, "the message whose key was withheld did not reach the network");
+    assert_eq!(handle.metrics().undecryptable.get(), 1);
+    awaiting_room_key(&handle, 0).await;
+    js.quit().unwrap();
+    bridge.stop().await;
+}
