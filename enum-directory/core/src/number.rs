@@ -93,7 +93,29 @@ impl E164 {
     }
 
     /// `digits` (`+` and 2..=15 digits) parsed, validated and classified on `db`.
+    ///
+    /// libphonenumber drops what it takes for a national trunk prefix or carrier code written after the country
+    /// code (`+44 (0)20…` is `+4420…`). The crate does so more eagerly than libphonenumber: its check that what
+    /// remains is still a number of the plan looks at the digits before the prefix is cut, and it keeps the cut
+    /// unless the rest is too short. Brazil's prefix for parsing is `0|90` (then an optional carrier code), so
+    /// `+55 90 900703328` became `+55900703328`, whose own `90` the crate cuts again (leaving 7 digits, an
+    /// invalid number): the parse gave a number it then refused. A change of the digits is therefore kept only
+    /// when what it gives is a fixed point, accepted as it stands and normalised to itself; otherwise the input
+    /// is refused. So whatever is accepted parses back to itself, and the directory never stores a spelling it
+    /// would not take again.
     fn validated(db: &phonenumber::metadata::Database, digits: &str) -> Result<E164, NumberError> {
+        match E164::pass(db, digits)? {
+            Pass::Same(number) => Ok(number),
+            Pass::Changed(normalised) => match E164::pass(db, &normalised) {
+                Ok(Pass::Same(number)) => Ok(number),
+                _ => Err(NumberError::Invalid),
+            },
+        }
+    }
+
+    /// One pass of libphonenumber over `digits`: valid, and either normalised to itself (then classified) or
+    /// to other digits.
+    fn pass(db: &phonenumber::metadata::Database, digits: &str) -> Result<Pass, NumberError> {
         use phonenumber::Type;
         let parsed = phonenumber::parse_with(db, None, digits).map_err(|_| NumberError::Unparsable)?;
         // Without leading zeros kept, `is_valid_with` and `number_type` read the same region and the same digits:
@@ -113,23 +135,17 @@ impl E164 {
         if !(2..=15).contains(&n) || !normalised[1..].bytes().all(|b| b.is_ascii_digit()) {
             return Err(NumberError::Invalid);
         }
-        // The classification is that of the normalised number. Parsing what the parser wrote back gives the same
-        // number again, except where it dropped a prefix: only then is it parsed a second time.
-        let reparsed;
-        let (classified, kind) = if normalised == digits {
-            (&parsed, kind)
-        } else {
-            reparsed = phonenumber::parse_with(db, None, &normalised).map_err(|_| NumberError::Unparsable)?;
-            (&reparsed, None)
-        };
-        let kind = kind.unwrap_or_else(|| classified.number_type(db));
+        if normalised != digits {
+            return Ok(Pass::Changed(normalised));
+        }
+        let kind = kind.unwrap_or_else(|| parsed.number_type(db));
         let premium = matches!(kind, Type::PremiumRate | Type::SharedCost);
-        let region = classified
+        let region = parsed
             .metadata(db)
             .and_then(|m| m.id().parse::<phonenumber::country::Id>().ok())
             .and_then(|id| <[u8; 2]>::try_from(id.as_ref().as_bytes()).ok())
             .unwrap_or([0, 0]);
-        Ok(E164 { country_code: classified.code().value(), region, premium, number: normalised.into() })
+        Ok(Pass::Same(E164 { country_code: parsed.code().value(), region, premium, number: normalised.into() }))
     }
 
     /// The number with its `+`, e.g. `+442079460001`.
@@ -162,6 +178,14 @@ impl E164 {
         let d = self.digits();
         if d.len() < 5 { "+…".to_owned() } else { format!("+{}…{}", &d[..2], &d[d.len() - 2..]) }
     }
+}
+
+/// What one pass of libphonenumber made of a number's digits.
+enum Pass {
+    /// Valid, and normalised to the same digits.
+    Same(E164),
+    /// Valid, but normalised to these other digits (a prefix was dropped).
+    Changed(String),
 }
 
 impl fmt::Display for E164 {
@@ -290,6 +314,18 @@ mod tests {
         assert!(E164::parse("+44 909 879 0000").unwrap().is_premium());
     }
 
+    /// The appservice fuzz target's find (`appservice/fuzz/regressions/as_thirdparty_number-5590900703328`): the
+    /// crate read `90` as Brazil's national prefix and gave `+55900703328`, which it then refused.
+    #[test]
+    fn a_number_is_never_turned_into_one_the_parse_refuses() {
+        assert_eq!(E164::parse("+55900703328"), Err(NumberError::Invalid));
+        assert_eq!(E164::parse("+5590900703328"), Err(NumberError::Invalid));
+        assert_eq!(E164::parse_in("90900703328", "BR"), Err(NumberError::Invalid));
+        // A trunk prefix dropped to give a number that stands on its own is still a normalisation.
+        assert_eq!(E164::parse("+44 (0)20 7946 0001").unwrap().as_str(), "+442079460001");
+        assert_eq!(E164::parse("+55 0 11 96123 4567").unwrap().as_str(), "+5511961234567");
+    }
+
     #[test]
     fn national_numbers_with_their_country() {
         assert_eq!(E164::parse_in("020 7946 0001", "GB").unwrap().as_str(), "+442079460001");
@@ -343,5 +379,33 @@ mod tests {
         assert_eq!(number_from_owner(&n("ns1.e164.tincan.test."), &apex), None);
         let sixteen = "1.2.3.4.5.6.7.8.9.0.1.2.3.4.5.6.e164.tincan.test.";
         assert_eq!(number_from_owner(&n(sixteen), &apex), None);
+    }
+
+    /// Country calling codes the metadata knows.
+    fn codes() -> Vec<u16> {
+        (1..=999u16).filter(|code| phonenumber::metadata::DATABASE.by_code(code).is_some()).collect()
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(4096))]
+
+        /// Whatever the parse accepts, it accepts again as written out and gives the same number (digits,
+        /// country code, region, premium flag): writing a number down and reading it back is the identity, and
+        /// parsing is idempotent. Inputs lean towards what national prefixes and carrier codes look like.
+        #[test]
+        fn what_is_accepted_parses_back_to_itself(
+            code in proptest::sample::select(codes()),
+            prefix in proptest::sample::select(vec!["", "0", "1", "8", "9", "00", "06", "90", "(0)", "0 15", "90 9"]),
+            digits in "[0-9]{0,13}",
+        ) {
+            let s = format!("+{code}{prefix}{digits}");
+            if let Ok(x) = E164::parse(&s) {
+                proptest::prop_assert_eq!(E164::parse(&format!("{x}")), Ok(x.clone()), "{} gave {}", s, x);
+                proptest::prop_assert_eq!(E164::parse(x.as_str()).map(|y| y.to_string()), Ok(x.to_string()));
+                proptest::prop_assert_eq!(x.to_string().parse::<E164>(), Ok(x.clone()));
+                let json = serde_json::to_string(&x).unwrap();
+                proptest::prop_assert_eq!(serde_json::from_str::<E164>(&json).ok(), Some(x));
+            }
+        }
     }
 }

@@ -13,8 +13,21 @@ use super::{E164, NumberError};
 /// What a parse yields: the normalised number, country code, region, premium flag.
 type Verdict = Result<(String, u16, Option<String>, bool), NumberError>;
 
-/// The directory's `E164::parse` as it was, on the crate's global database.
+/// The directory's `E164::parse` as it was, on the crate's global database, with the one verdict changed since
+/// on purpose (issue #14, the fuzzer's `+5590900703328`): digits the crate changed are kept only when the parse
+/// accepts them as they stand and gives them back unchanged; otherwise the input is refused.
 fn old_core(s: &str) -> Result<String, NumberError> {
+    let normalised = old_core_pass(s)?;
+    let written: String = s.chars().filter(char::is_ascii_digit).collect();
+    if normalised[1..] == written || old_core_pass(&normalised).as_ref() == Ok(&normalised) {
+        Ok(normalised)
+    } else {
+        Err(NumberError::Invalid)
+    }
+}
+
+/// The directory's `E164::parse` as it was before that change.
+fn old_core_pass(s: &str) -> Result<String, NumberError> {
     let s = s.trim();
     let rest = s.strip_prefix('+').ok_or(NumberError::MissingPlus)?;
     let mut digits = String::with_capacity(rest.len());
