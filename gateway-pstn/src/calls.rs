@@ -5,6 +5,8 @@
 //!
 //! - [`policy`]: the pure decisions (failover codes, refusal answers, billed seconds, affordable extensions).
 //! - `call`: one call's life, from INVITE to settlement.
+//! - [`media`]: the call's media anchored at rtpengine (`calls.rtpengine`): SDP rewritten both ways, the
+//!   session deleted at hang-up.
 //!
 //! Who pays is asserted by the trusted peer in [`ACCOUNT_HEADER`] (a Matrix user ID or an account id); the
 //! peer itself is authenticated by its source address (`calls.trusted_peers`).
@@ -14,6 +16,7 @@
 
 pub mod breaker;
 mod call;
+pub mod media;
 pub mod policy;
 
 use std::collections::{BTreeMap, HashMap};
@@ -22,6 +25,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use serde::{Deserialize, Serialize};
+use tincan_sip_core::rtpengine::{NgClient, NgTiming};
 use tincan_sip_core::stack::rsip_stack::{RsipStack, StackConfig};
 use tincan_sip_core::stack::{Incoming, SipStack, StackError, Target, Transport};
 use tokio::sync::mpsc;
@@ -64,6 +68,9 @@ pub struct CallsConfig {
     pub trunks: BTreeMap<String, TrunkConfig>,
     /// Where calls in from carriers go: the SIP bridge. Unset: they are refused `404`.
     pub bridge: Option<TrunkConfig>,
+    /// rtpengine's ng control address (UDP, e.g. `127.0.0.1:22222`): every call's media is anchored there.
+    /// Unset: the SDP passes through unchanged and media flows between the parties.
+    pub rtpengine: Option<SocketAddr>,
 }
 
 impl Default for CallsConfig {
@@ -81,6 +88,7 @@ impl Default for CallsConfig {
             breaker_cooldown_secs: 30,
             trunks: BTreeMap::new(),
             bridge: None,
+            rtpengine: None,
         }
     }
 }
@@ -156,6 +164,9 @@ pub enum CallsError {
     /// The SIP stack could not start.
     #[error(transparent)]
     Stack(#[from] StackError),
+    /// The ng control socket toward rtpengine could not be opened.
+    #[error("rtpengine ng client: {0}")]
+    Rtpengine(#[from] tincan_sip_core::rtpengine::NgError),
 }
 
 /// The call router: the SIP stack, the ledger it charges through, and the calls in flight per carrier.
@@ -163,6 +174,8 @@ pub struct Switch {
     ledger: Arc<Ledger>,
     charging: LocalCharging,
     stack: Arc<dyn SipStack>,
+    /// rtpengine's ng client, when media is anchored.
+    ng: Option<NgClient>,
     config: CallsConfig,
     in_flight: Mutex<HashMap<String, i32>>,
     breakers: Mutex<breaker::Breakers>,
@@ -194,6 +207,17 @@ impl Switch {
         }
         let stack_config = StackConfig { listen, per_source_rate: config.per_source_rate, ..StackConfig::default() };
         let (stack, incoming) = RsipStack::start(stack_config).await?;
+        let ng = match config.rtpengine {
+            Some(addr) => {
+                let ng = NgClient::new(addr, NgTiming::default(), rng).await?;
+                // Not fatal: rtpengine may come up later; until then calls are refused 503.
+                if let Err(e) = ng.ping().await {
+                    tracing::warn!(error = %e, %addr, "rtpengine does not answer ng ping yet");
+                }
+                Some(ng)
+            }
+            None => None,
+        };
         let mut id = [0u8; 6];
         rng.fill_bytes(&mut id);
         let breakers = breaker::Breakers::new(
@@ -204,6 +228,7 @@ impl Switch {
             charging: ledger.charging(PRINCIPAL),
             ledger,
             stack,
+            ng,
             config,
             in_flight: Mutex::default(),
             breakers: Mutex::new(breakers),

@@ -16,6 +16,7 @@ use tokio::time::{Instant, sleep_until};
 use tracing::Instrument;
 
 use super::breaker::Verdict;
+use super::media::{Anchor, Side};
 use super::policy::{self, affordable_extension, billed_seconds, extension_paid, fails_over, first_paid};
 use super::{ACCOUNT_HEADER, Slot, Switch, TrunkConfig};
 use crate::charging::{
@@ -59,17 +60,24 @@ async fn handle_in_span(sw: Arc<Switch>, id: String, leg: CallLeg, mut events: L
         let _ = leg.reject(484, "Address Incomplete");
         return;
     };
-    let call = Call { sw: sw.clone(), id, leg, destination };
+    // Media is anchored when rtpengine is configured and the caller offered SDP (a late offer passes as it is).
+    let media = match (&sw.ng, leg.offer()) {
+        (Some(ng), Some(offer)) => Some(Anchor::new(ng.clone(), format!("pstn-{id}"), &offer)),
+        _ => None,
+    };
+    let call = Call { sw: sw.clone(), id, leg, destination, media };
     if from_trunk {
         // A carrier brings a call to one of the provider's numbers: on to the SIP bridge.
-        return call.inbound(&mut events).await;
-    }
-    let Some(account) = invite.header(ACCOUNT_HEADER).and_then(account_ref) else {
+        call.inbound(&mut events).await;
+    } else if let Some(account) = invite.header(ACCOUNT_HEADER).and_then(account_ref) {
+        call.outbound(account, &mut events).await;
+    } else {
         tracing::info!("INVITE without a paying account; 403");
         let _ = call.leg.reject(403, "Forbidden");
-        return;
-    };
-    call.outbound(account, &mut events).await;
+    }
+    if let Some(m) = &call.media {
+        m.close().await;
+    }
 }
 
 struct Call {
@@ -77,6 +85,8 @@ struct Call {
     id: String,
     leg: CallLeg,
     destination: E164,
+    /// The call's media session at rtpengine, when anchored; closed when the call ends.
+    media: Option<Anchor>,
 }
 
 /// The money side of a call to the phone network.
@@ -115,9 +125,20 @@ impl Call {
             return;
         };
         let setup_deadline = Instant::now() + Duration::from_secs(u64::from(self.sw.config.setup_timeout_secs));
-        match self.attempt(&bridge, events, setup_deadline).await {
+        let Some(offer) = self.offer_out().await else {
+            let _ = self.leg.reject(503, "Media Relay Unavailable");
+            return;
+        };
+        match self.attempt(&bridge, &offer, events, setup_deadline).await {
             Attempt::Answered(out, out_events, sdp) => {
-                if self.leg.answer(&sdp.unwrap_or_default()).is_err() {
+                let answered = match self.answer_in(sdp).await {
+                    Some(sdp) => self.leg.answer(&sdp).is_ok(),
+                    None => {
+                        let _ = self.leg.reject(503, "Media Relay Unavailable");
+                        false
+                    }
+                };
+                if !answered {
                     let _ = out.hangup().await;
                     return;
                 }
@@ -180,6 +201,11 @@ impl Call {
                 return self.refuse(&ChargeError::from(e));
             }
         };
+        let Some(offer) = self.offer_out().await else {
+            self.release(&hold).await;
+            let _ = self.leg.reject(503, "Media Relay Unavailable");
+            return;
+        };
         let mut last = (503, "No Carrier Available".to_owned());
         for route in routes {
             let name = route.carrier.name.clone();
@@ -196,7 +222,7 @@ impl Call {
                 tracing::info!(carrier = %name, "carrier at its most concurrent calls; skipped");
                 continue;
             };
-            let attempt = self.attempt(trunk, events, setup_deadline).await;
+            let attempt = self.attempt(trunk, &offer, events, setup_deadline).await;
             let verdict = match &attempt {
                 Attempt::Answered(..) | Attempt::Final(..) => Verdict::Works,
                 Attempt::Next(..) => Verdict::Failed,
@@ -205,7 +231,12 @@ impl Call {
             self.sw.breaker_finish(&name, verdict);
             match attempt {
                 Attempt::Answered(out, out_events, sdp) => {
-                    let answer = sdp.unwrap_or_default();
+                    let Some(answer) = self.answer_in(sdp).await else {
+                        let _ = out.hangup().await;
+                        self.release(&hold).await;
+                        let _ = self.leg.reject(503, "Media Relay Unavailable");
+                        return;
+                    };
                     if let Err(e) = self.leg.answer(&answer) {
                         tracing::warn!(error = %e, "answering the caller failed; ending the call");
                         let _ = out.hangup().await;
@@ -243,8 +274,42 @@ impl Call {
         let _ = self.leg.reject(code, reason);
     }
 
+    /// The SDP the gateway's INVITE carries: the caller's offer, rewritten by rtpengine when media is anchored
+    /// (`None` when rtpengine refused or did not answer).
+    async fn offer_out(&self) -> Option<Vec<u8>> {
+        let Some(media) = &self.media else { return Some(self.leg.invite.body.clone()) };
+        let offer = self.leg.offer().unwrap_or_default();
+        match media.offer(Side::In, &offer).await {
+            Ok(sdp) => Some(sdp.into_bytes()),
+            Err(e) => {
+                tracing::warn!(error = %e, "rtpengine did not take the offer; 503");
+                None
+            }
+        }
+    }
+
+    /// The SDP the caller gets for the other side's `sdp` (an answer, or early media): rewritten by rtpengine
+    /// when media is anchored (`None` when it failed).
+    async fn answer_in(&self, sdp: Option<String>) -> Option<String> {
+        let sdp = sdp.unwrap_or_default();
+        let Some(media) = &self.media else { return Some(sdp) };
+        match media.answer(Side::In, &sdp).await {
+            Ok(s) => Some(s),
+            Err(e) => {
+                tracing::warn!(error = %e, "rtpengine did not take the answer");
+                None
+            }
+        }
+    }
+
     /// One INVITE to one carrier, until it is answered, fails, times out or the caller cancels.
-    async fn attempt(&self, trunk: &TrunkConfig, events: &mut LegEvents, setup_deadline: Instant) -> Attempt {
+    async fn attempt(
+        &self,
+        trunk: &TrunkConfig,
+        offer: &[u8],
+        events: &mut LegEvents,
+        setup_deadline: Instant,
+    ) -> Attempt {
         let invite = &self.leg.invite;
         let host = match &trunk.domain {
             Some(d) => Host::Domain(d.clone()),
@@ -282,8 +347,8 @@ impl Call {
             from: NameAddr { display_name: None, uri: Uri::Sip(from_uri), params: Vec::new() },
             to: NameAddr { display_name: None, uri: Uri::Sip(to), params: Vec::new() },
             headers,
-            content_type: (!invite.body.is_empty()).then(|| "application/sdp".into()),
-            body: invite.body.clone(),
+            content_type: (!offer.is_empty()).then(|| "application/sdp".into()),
+            body: offer.to_vec(),
             target: Target { transport: trunk.transport, addr: trunk.address },
             call_id: None,
         };
@@ -298,7 +363,12 @@ impl Call {
                 ev = out_events.recv() => match ev {
                     Some(LegEvent::Progress { sdp, .. }) => {
                         responded = true;
-                        let _ = self.leg.ring(sdp.as_deref());
+                        // Early media without an anchored answer would bypass rtpengine: ring without it.
+                        let early = match sdp {
+                            Some(sdp) => self.answer_in(Some(sdp)).await,
+                            None => None,
+                        };
+                        let _ = self.leg.ring(early.as_deref());
                     }
                     Some(LegEvent::Answered { sdp }) => return Attempt::Answered(out, out_events, sdp),
                     Some(LegEvent::Failed { code, reason }) => {
@@ -349,7 +419,9 @@ impl Call {
                 .max(answered);
             tokio::select! {
                 ev = events.recv() => match ev {
-                    Some(LegEvent::ReInvite { sdp, reply }) => relay_reinvite(&out, sdp, reply).await,
+                    Some(LegEvent::ReInvite { sdp, reply }) => {
+                        relay_reinvite(&out, self.media.as_ref(), Side::In, sdp, reply).await;
+                    }
                     Some(LegEvent::Confirmed) => {}
                     _ => {
                         let at = Instant::now();
@@ -358,7 +430,9 @@ impl Call {
                     }
                 },
                 ev = out_events.recv() => match ev {
-                    Some(LegEvent::ReInvite { sdp, reply }) => relay_reinvite(&self.leg, sdp, reply).await,
+                    Some(LegEvent::ReInvite { sdp, reply }) => {
+                        relay_reinvite(&self.leg, self.media.as_ref(), Side::Out, sdp, reply).await;
+                    }
                     Some(LegEvent::Progress { .. } | LegEvent::Answered { .. }) => {}
                     _ => {
                         let at = Instant::now();
@@ -482,20 +556,40 @@ impl Call {
     }
 }
 
-/// Passes a re-INVITE's offer to the other leg and its answer back.
+/// Passes a re-INVITE's offer from the `from` side to the `other` leg and its answer back, through rtpengine
+/// when media is anchored.
 async fn relay_reinvite(
     other: &CallLeg,
+    media: Option<&Anchor>,
+    from: Side,
     sdp: Option<String>,
     reply: tokio::sync::oneshot::Sender<Result<String, u16>>,
 ) {
-    let Some(sdp) = sdp else {
+    let Some(mut sdp) = sdp else {
         let _ = reply.send(Err(488));
         return;
     };
+    if let Some(m) = media {
+        match m.offer(from, &sdp).await {
+            Ok(s) => sdp = s,
+            Err(e) => {
+                tracing::warn!(error = %e, "rtpengine did not take a re-INVITE's offer; 500");
+                let _ = reply.send(Err(500));
+                return;
+            }
+        }
+    }
     let answer = match other.reinvite(&sdp).await {
         Ok(r) if r.is_success() => Ok(String::from_utf8_lossy(&r.body).into_owned()),
         Ok(r) => Err(r.code),
         Err(_) => Err(500),
+    };
+    let answer = match (answer, media) {
+        (Ok(sdp), Some(m)) => m.answer(from, &sdp).await.map_err(|e| {
+            tracing::warn!(error = %e, "rtpengine did not take a re-INVITE's answer; 500");
+            500
+        }),
+        (answer, _) => answer,
     };
     let _ = reply.send(answer);
 }

@@ -489,3 +489,4 @@ async fn calls_beyond_the_accounts_concurrent_limit_are_refused() {
     assert_eq!(messages(sa.dir()).matches("INVITE sip:").count(), 1, "the refused call never reached a carrier");
     assert_eq!(rig.settled(1).await.len(), 1);
 }
+mod media;
