@@ -44,8 +44,13 @@ pub(crate) async fn handler(
 }
 
 /// Parses the body with ruma's `push_events` request type; every event must be a JSON object.
+///
+/// The whole body must be JSON that `serde_json::Value` reads, unknown fields included: UTF-8 throughout and no
+/// lone surrogate escape (`\ud800`) in any string or key, else 400 `M_NOT_JSON`. Skipping over a value
+/// (`IgnoredAny`, the unknown fields ruma drops) and capturing one raw (each event) check neither, so such a
+/// body was accepted and an event the bridge cannot read later went into the inbox.
 pub fn parse(txn_id: &str, body: Bytes) -> Result<Vec<NewInboxEvent>, ApiError> {
-    if serde_json::from_slice::<serde::de::IgnoredAny>(&body).is_err() {
+    if serde_json::from_slice::<serde_json::Value>(&body).is_err() {
         return Err(ApiError::NotJson);
     }
     let request = Request::builder()
@@ -118,5 +123,87 @@ mod tests {
         assert_eq!(crypto.otk_counts.len(), 1);
         let plain = parse("t", Bytes::from_static(br#"{"events": [], "org.matrix.msc3202.device_lists": {}}"#));
         assert!(plain.unwrap().is_empty(), "nothing to record for an empty crypto part");
+    }
+
+    /// The fuzz target's find (`appservice/fuzz/regressions/as_transaction-invalid-code-point`): bytes that are
+    /// not UTF-8 in a key of an ignored field's to-device message.
+    #[test]
+    fn a_body_that_is_not_utf8_json_is_refused() {
+        let found = include_bytes!("../../fuzz/regressions/as_transaction-invalid-code-point");
+        assert!(serde_json::from_slice::<serde_json::Value>(found).is_err(), "the reproducer is not JSON");
+        assert!(matches!(parse("t", Bytes::from_static(found)), Err(ApiError::NotJson)));
+    }
+
+    /// A lone surrogate escape is refused wherever it is: in an event (captured raw), an unknown field (skipped),
+    /// a key, the crypto part.
+    #[test]
+    fn a_lone_surrogate_escape_is_refused_anywhere() {
+        for body in [
+            r#"{"events": [{"type": "m.x", "content": {"body": "\ud800"}}]}"#,
+            r#"{"events": [{"type": "m.x", "content": {"\udc00": 1}}]}"#,
+            r#"{"events": [], "ephemeral": [{"type": "m.typing", "x": "a\udbffb"}]}"#,
+            r#"{"events": [], "unknown.field": ["\ud83d"]}"#,
+            r#"{"events": [], "de.sorunome.msc2409.to_device": [{"type": "m.x", "sender": "@a:hs",
+                "to_user_id": "@b:hs", "to_device_id": "D", "content": {"k": "\ud800\u0041"}}]}"#,
+        ] {
+            let got = parse("t", Bytes::copy_from_slice(body.as_bytes()));
+            assert!(matches!(got, Err(ApiError::NotJson)), "{body}: {got:?}");
+        }
+        // A surrogate pair is a code point: accepted.
+        let ok =
+            parse("t", Bytes::from_static(br#"{"events": [{"type": "m.x", "content": {"body": "\ud83d\ude00"}}]}"#));
+        assert_eq!(ok.unwrap().len(), 1);
+    }
+
+    use proptest::prelude::*;
+
+    /// A transaction with one of each part, as Synapse sends it.
+    const TEMPLATE: &str = r#"{"events": [{"type": "m.room.message", "content": {"body": "hi"}}],
+        "ephemeral": [{"type": "m.typing", "content": {}}], "x.unknown": {"k": ["v"]},
+        "de.sorunome.msc2409.to_device": [{"type": "m.room.encrypted", "sender": "@a:hs",
+            "to_user_id": "@b:hs", "to_device_id": "D", "content": {"c": "t"}}],
+        "org.matrix.msc3202.device_lists": {"changed": ["@a:hs"], "left": []}}"#;
+
+    /// What goes wrong in a string: a lone surrogate of either half, bytes that are not UTF-8, a bad escape.
+    fn poison() -> impl Strategy<Value = Vec<u8>> {
+        prop_oneof![
+            (0xd800u32..0xe000).prop_map(|u| format!("\\u{u:04x}").into_bytes()),
+            // A continuation byte with no lead byte is never UTF-8.
+            (0x80u8..=0xbf).prop_map(|b| vec![b, b'x']),
+            Just(b"\\x".to_vec()),
+            Just(b"\\ud800\\u0041".to_vec()),
+        ]
+    }
+
+    proptest! {
+        /// Poison put into any string of the template (value or key, of any part) is refused as not JSON; and
+        /// whatever is accepted is JSON as `serde_json::Value` reads it, each entry a JSON object.
+        #[test]
+        fn a_poisoned_string_anywhere_is_refused(at in 0usize..1000, poison in poison()) {
+            let quotes: Vec<usize> = TEMPLATE.match_indices('"').map(|(i, _)| i).collect();
+            // After an opening quote: inside a string.
+            let open = quotes[(at % (quotes.len() / 2)) * 2] + 1;
+            let mut body = TEMPLATE.as_bytes()[..open].to_vec();
+            body.extend_from_slice(&poison);
+            body.extend_from_slice(&TEMPLATE.as_bytes()[open..]);
+            let got = parse("t", Bytes::from(body.clone()));
+            prop_assert!(matches!(got, Err(ApiError::NotJson)), "{}: {:?}", String::from_utf8_lossy(&body), got);
+        }
+
+        /// Any bytes: an accepted body is JSON, and every entry it yields is a JSON object.
+        #[test]
+        fn what_is_accepted_is_json(cut in 0usize..400, bytes in proptest::collection::vec(any::<u8>(), 0..8)) {
+            let cut = cut.min(TEMPLATE.len());
+            let mut body = TEMPLATE.as_bytes()[..cut].to_vec();
+            body.extend_from_slice(&bytes);
+            body.extend_from_slice(&TEMPLATE.as_bytes()[cut..]);
+            if let Ok(entries) = parse("t", Bytes::from(body.clone())) {
+                prop_assert!(serde_json::from_slice::<serde_json::Value>(&body).is_ok());
+                for e in entries {
+                    let v: serde_json::Value = serde_json::from_str(&e.json).expect("each entry is JSON");
+                    prop_assert!(v.is_object(), "{}", e.json);
+                }
+            }
+        }
     }
 }
