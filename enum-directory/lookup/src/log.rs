@@ -206,8 +206,9 @@ pub fn check_logged(
     };
     log_key.verify(&proof.sth).map_err(LogCheckError::BadSignature)?;
     proof.verify().map_err(|source| LogCheckError::Proof { number: number.clone(), source })?;
-    let (logged, record) = match LogEntry::parse(&proof.entry) {
-        Ok(LogEntry::Number { number: n, record, .. }) if &n == number => (n, record),
+    let entry = LogEntry::parse(&proof.entry).map_err(|_| LogCheckError::WrongEntry { number: number.clone() })?;
+    let (logged, record) = match entry.number_change() {
+        Some((n, record)) if n == number => (n.clone(), record.cloned()),
         _ => return Err(LogCheckError::WrongEntry { number: number.clone() }),
     };
     let expected = match &record {
@@ -312,6 +313,31 @@ mod tests {
         assert!(check_logged(&resolved(&n, Some("alice")), Some(&p), &key).is_err());
         check_logged(&resolved(&n, None), None, &key).unwrap();
         assert!(matches!(check_logged(&resolved(&n, Some("alice")), None, &key), Err(LogCheckError::NotLogged { .. })));
+    }
+
+    #[test]
+    fn a_port_entry_backs_the_gaining_providers_routes() {
+        let n = E164::parse("+442079460001").unwrap();
+        let signer = TreeHeadSigner::from_seed(&[5; 32]);
+        let record = NumberRecord {
+            number: n.clone(),
+            services: vec![Service::new(ServiceType::Matrix, "matrix:u/carol:b.test").unwrap()],
+            key: None,
+        };
+        let party = |id, name: &str| tincan_translog::PortParty { provider: id, name: name.into() };
+        let port =
+            LogEntry::Port { version: 2, number: n.clone(), record, from: party(1, "a"), to: party(2, "b"), at_ms: 0 };
+        let entries = vec![entry(&n, 1, Some("alice")), port.to_json()];
+        let p = proof_of(&entries, 1, &signer);
+        let resolved_b = Resolution {
+            number: n.clone(),
+            routes: published(&[Service::new(ServiceType::Matrix, "matrix:u/carol:b.test").unwrap()], None).0,
+            key: None,
+            status: ValidationStatus::Secure,
+        };
+        check_logged(&resolved_b, Some(&p), &signer.verifier()).unwrap();
+        let err = check_logged(&resolved(&n, Some("alice")), Some(&p), &signer.verifier()).unwrap_err();
+        assert!(matches!(err, LogCheckError::Mismatch { .. }), "the old route is not what the port published: {err}");
     }
 
     #[test]

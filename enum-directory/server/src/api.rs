@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use axum::Router;
 use axum::extract::FromRef;
-use axum::routing::{get, put};
+use axum::routing::{get, post, put};
 use tincan_common::Clock;
 use tincan_enum_core::{E164, NumberRecord};
 
@@ -28,6 +28,7 @@ mod log;
 mod metrics;
 mod numbers;
 mod path;
+pub(crate) mod ports;
 mod rate_limit;
 
 pub use auth::Authenticated;
@@ -38,6 +39,7 @@ pub use log::{AuditorTokens, LogReader};
 pub use numbers::NumberResponse;
 pub(crate) use numbers::put::{RawService, services as validate_services};
 pub(crate) use path::canonical_number;
+pub use ports::{PortList, PortResponse};
 pub use rate_limit::{RateLimitConfig, RateLimiter};
 
 /// The services of a `PUT /v1/numbers/{e164}` body, parsed and validated exactly as the handler does (the
@@ -123,6 +125,8 @@ pub struct ApiState {
     pub auditors: Arc<AuditorTokens>,
     /// What `/metrics` reports.
     pub metrics: Arc<DirectoryMetrics>,
+    /// Number porting: the window and the providers' webhooks.
+    pub porting: Arc<crate::ports::Porting>,
 }
 
 /// The API's routes.
@@ -136,6 +140,10 @@ pub fn router(state: ApiState) -> Router {
             put(numbers::put::handler).get(numbers::get::handler).delete(numbers::delete::handler),
         )
         .route("/v1/numbers/{e164}/key", put(numbers::put_key::handler))
+        .route("/v1/ports", get(ports::list).post(ports::file))
+        .route("/v1/ports/{id}", get(ports::get))
+        .route("/v1/ports/{id}/release", post(ports::release))
+        .route("/v1/ports/{id}/object", post(ports::object))
         .route("/v1/log/sth", get(log::sth::handler))
         .route("/v1/log/proof/inclusion", get(log::inclusion::handler))
         .route("/v1/log/proof/consistency", get(log::consistency::handler))

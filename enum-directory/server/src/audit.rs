@@ -214,8 +214,8 @@ pub async fn run(args: &AuditArgs, dns: Option<SocketAddr>) -> Result<AuditRepor
                     if leaf_hash(text.as_bytes()) != e.leaf_hash {
                         return Err(AuditError::AlteredEntry { index: e.index, number });
                     }
-                    if let Some(LogEntry::Number { number, record, .. }) = parsed {
-                        latest.insert(number, record);
+                    if let Some((number, record)) = parsed.as_ref().and_then(LogEntry::number_change) {
+                        latest.insert(number.clone(), record.cloned());
                     }
                     report.entries_checked += 1;
                 }
@@ -257,7 +257,8 @@ pub async fn run(args: &AuditArgs, dns: Option<SocketAddr>) -> Result<AuditRepor
             // The proof's entry must be the newest one the entries listed (when the tree did not grow since).
             if let (Some(p), Some(expected)) = (&proof, latest.get(&number))
                 && p.sth.head.tree_size == size
-                && !matches!(LogEntry::parse(&p.entry), Ok(LogEntry::Number { record, .. }) if &record == expected)
+                && !LogEntry::parse(&p.entry)
+                    .is_ok_and(|e| e.number_change().is_some_and(|(_, record)| record == expected.as_ref()))
             {
                 return Err(AuditError::ProofEntry { number });
             }

@@ -32,6 +32,29 @@ pub struct DirectoryConfig {
     pub log: LogConfig,
     /// Zone transfer to secondaries (AXFR/IXFR, NOTIFY, TSIG).
     pub xfr: crate::xfr::XfrConfig,
+    /// Number porting between providers.
+    pub ports: PortsConfig,
+}
+
+/// Number porting between providers (`/v1/ports`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PortsConfig {
+    /// How long the losing provider has to release or object, in seconds; without either the port completes at
+    /// its end. Default 86400 (one day).
+    pub window_secs: u64,
+    /// How often `serve` completes the ports whose window ended, in seconds. Default 30.
+    pub check_interval_secs: u64,
+    /// Where each provider (by its name) is told about its ports: `POST URL` with
+    /// `{"port_id":N,"event":"filed"|"completed"|"objected"|"cancelled"}`. The body carries no detail and
+    /// needs no signature: the provider reads the port through `GET /v1/ports/{id}` with its token.
+    pub webhooks: std::collections::BTreeMap<String, String>,
+}
+
+impl Default for PortsConfig {
+    fn default() -> Self {
+        PortsConfig { window_secs: 86_400, check_interval_secs: 30, webhooks: Default::default() }
+    }
 }
 
 /// The transparency log.
@@ -199,6 +222,14 @@ impl Validate for DirectoryConfig {
         }
         if self.database.follow_interval_ms == 0 {
             problems.push("database.follow_interval_ms: must be at least 1".into());
+        }
+        if self.ports.check_interval_secs == 0 {
+            problems.push("ports.check_interval_secs: must be at least 1".into());
+        }
+        for (provider, url) in &self.ports.webhooks {
+            if !(url.starts_with("http://") || url.starts_with("https://")) {
+                problems.push(format!("ports.webhooks.{provider}: must be an http:// or https:// URL"));
+            }
         }
         let rate = self.api.rate_limit.per_second;
         if rate.is_nan() || rate <= 0.0 {

@@ -13,6 +13,7 @@ pub mod follow;
 pub mod import;
 pub mod keys;
 pub mod metrics;
+pub mod ports;
 pub mod provider_sync;
 pub mod rollover;
 pub mod serve;

@@ -139,7 +139,10 @@ pub async fn serve(
         metrics.follow.clone(),
         loaded_version,
     );
+    let porting = Arc::new(crate::ports::Porting::new(&config.ports));
+    let ports_sweep = (storage.clone(), zone_writer.clone(), writes.clone(), porting.clone());
     let state = ApiState {
+        porting,
         metrics: metrics.clone(),
         log,
         auditors: Arc::new(AuditorTokens::new(&config.log.auditor_tokens)),
@@ -167,6 +170,16 @@ pub async fn serve(
         stopped(),
     ));
     let api_task = tokio::spawn(api::serve(api_listener, state, stopped()));
+    let (ports_storage, ports_zone, ports_writes, porting) = ports_sweep;
+    let ports_task = tokio::spawn(crate::ports::sweep_loop(
+        ports_storage,
+        ports_zone,
+        ports_writes,
+        porting,
+        clock.clone(),
+        std::time::Duration::from_secs(config.ports.check_interval_secs.max(1)),
+        stopped(),
+    ));
     let rollover_task = tokio::spawn(rollover_loop(
         rollover_storage,
         clock.clone(),
@@ -185,7 +198,8 @@ pub async fn serve(
     shutdown.await;
     tracing::info!("shutting down");
     let _ = stop_tx.send(true);
-    let (dns_result, api_result, _, _, _) = tokio::join!(dns_task, api_task, rollover_task, follow_task, store_task);
+    let (dns_result, api_result, _, _, _, _) =
+        tokio::join!(dns_task, api_task, rollover_task, follow_task, store_task, ports_task);
     if let Ok(r) = dns_result {
         r?;
     }

@@ -92,6 +92,8 @@ pub trait Repository: Send {
     fn journal(&mut self) -> &mut dyn JournalRepository;
     /// The transparency log (number changes are appended by [`NumberRepository`]; key changes by the caller).
     fn log(&mut self) -> &mut dyn LogRepository;
+    /// Port requests (numbers moving between providers).
+    fn ports(&mut self) -> &mut dyn PortRepository;
     /// Makes every change of this transaction durable.
     async fn commit(self: Box<Self>) -> Result<()>;
 }
@@ -179,6 +181,16 @@ pub trait NumberRepository: Send {
         provider: ProviderId,
         signed: Option<&[u8]>,
     ) -> Result<StoredNumber>;
+    /// Moves the number to `to` with `record` (the gaining provider's routes and key), taking the next version
+    /// and journalling it like [`NumberRepository::put_signed`], but logged as a [`LogEntry::Port`] naming both
+    /// providers (`from` and `to` with their names).
+    async fn port_signed(
+        &mut self,
+        record: &NumberRecord,
+        from: (ProviderId, &str),
+        to: (ProviderId, &str),
+        signed: Option<&[u8]>,
+    ) -> Result<StoredNumber>;
     /// Calls `each` for every registered number, streaming (a start-up load of millions of numbers never holds
     /// them all); returns how many there were.
     async fn scan(&mut self, each: &mut (dyn for<'r> FnMut(NumberRow<'r>) -> Result<()> + Send)) -> Result<u64>;
@@ -198,6 +210,120 @@ pub trait NumberRepository: Send {
     /// at the update's version (a newer change keeps its own). Neither takes a version nor journals: the
     /// records did not change. Returns how many numbers were updated.
     async fn store_signatures(&mut self, updates: &[SignatureUpdate]) -> Result<u64>;
+}
+
+/// Where a port request is. Only `pending` ones can change; the others are final.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PortState {
+    /// Filed, the losing provider's window is open.
+    Pending,
+    /// Completed: the number moved (released by the losing provider, or its window ended without an objection).
+    Completed,
+    /// The losing provider objected (with a reason); the number stayed.
+    Objected,
+    /// Withdrawn by the gaining provider, or void because the number changed holder or was removed meanwhile.
+    Cancelled,
+}
+
+/// Why a losing provider objects to a port: a fixed list, as in regulated number portability (an objection
+/// without one of these is refused, and none of them is "we would rather keep the customer").
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ObjectionReason {
+    /// The number is not in service at the losing provider (no subscriber holds it there).
+    NotInService,
+    /// The request does not match the subscriber (another person, another account).
+    SubscriberMismatch,
+    /// The subscriber set a registration lock at the losing provider and did not authorise the port there.
+    RegistrationLocked,
+    /// The losing provider has evidence of fraud (a SIM swap, a stolen device) on this number.
+    FraudSuspected,
+    /// Another change of the number is in progress at the losing provider (the subscriber is closing the
+    /// account, say).
+    ChangeInProgress,
+}
+
+impl ObjectionReason {
+    /// Every reason, in the order documented.
+    pub const ALL: [ObjectionReason; 5] = [
+        ObjectionReason::NotInService,
+        ObjectionReason::SubscriberMismatch,
+        ObjectionReason::RegistrationLocked,
+        ObjectionReason::FraudSuspected,
+        ObjectionReason::ChangeInProgress,
+    ];
+}
+
+/// A request to move a number between providers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PortRequest {
+    /// Database id.
+    pub id: i64,
+    /// The number.
+    pub number: E164,
+    /// The provider holding the number when the request was filed.
+    pub losing: ProviderId,
+    /// The provider taking it.
+    pub gaining: ProviderId,
+    /// What the gaining provider publishes for the number once it moves.
+    pub services: Vec<tincan_enum_core::Service>,
+    /// The key it publishes then (the subscriber's master key at the gaining provider), if known yet.
+    pub key: Option<tincan_enum_core::MasterKey>,
+    /// Where it is.
+    pub state: PortState,
+    /// The losing provider's reason, when it objected.
+    pub reason: Option<ObjectionReason>,
+    /// When it was filed.
+    pub filed_at: SystemTime,
+    /// When the losing provider's window ends (the port completes then without an objection).
+    pub window_ends_at: SystemTime,
+    /// When it left `pending`.
+    pub closed_at: Option<SystemTime>,
+}
+
+/// A port request as filed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewPort {
+    /// The number.
+    pub number: E164,
+    /// Its holder now.
+    pub losing: ProviderId,
+    /// The provider filing.
+    pub gaining: ProviderId,
+    /// What it will publish.
+    pub services: Vec<tincan_enum_core::Service>,
+    /// The key it will publish, if known.
+    pub key: Option<tincan_enum_core::MasterKey>,
+    /// When the losing provider's window ends.
+    pub window_ends_at: SystemTime,
+}
+
+/// Port requests.
+#[async_trait]
+pub trait PortRepository: Send {
+    /// Files a request (`pending`, filed now); [`StorageError::Duplicate`] when the number has an open one.
+    async fn file(&mut self, port: &NewPort) -> Result<PortRequest>;
+    /// Replaces a pending request's services and key (the gaining provider learns the key after filing);
+    /// false when it is not pending.
+    async fn amend(
+        &mut self,
+        id: i64,
+        services: &[tincan_enum_core::Service],
+        key: Option<tincan_enum_core::MasterKey>,
+    ) -> Result<bool>;
+    /// The request with this id.
+    async fn get(&mut self, id: i64) -> Result<Option<PortRequest>>;
+    /// The number's pending request, if any.
+    async fn open_for(&mut self, number: &E164) -> Result<Option<PortRequest>>;
+    /// The requests `provider` is losing or gaining side of (only pending ones if `open_only`), oldest first,
+    /// at most `limit`.
+    async fn for_provider(&mut self, provider: ProviderId, open_only: bool, limit: u32) -> Result<Vec<PortRequest>>;
+    /// Closes a pending request in `state` (with `reason` for an objection) at now; false when it was not
+    /// pending (someone closed it first: only one close ever wins).
+    async fn close(&mut self, id: i64, state: PortState, reason: Option<ObjectionReason>) -> Result<bool>;
+    /// Pending requests whose window ended at or before `now`, oldest window first, at most `limit`.
+    async fn due(&mut self, now: SystemTime, limit: u32) -> Result<Vec<PortRequest>>;
 }
 
 /// A prefix a provider may serve: `+` and 1 to 15 digits, e.g. `+44` or `+4420`.
@@ -372,6 +498,12 @@ macro_rules! text_enum {
         }
     };
 }
+text_enum!(PortState, "port_requests", "state", PortState::Pending => "pending",
+    PortState::Completed => "completed", PortState::Objected => "objected", PortState::Cancelled => "cancelled");
+text_enum!(ObjectionReason, "port_requests", "reason", ObjectionReason::NotInService => "not_in_service",
+    ObjectionReason::SubscriberMismatch => "subscriber_mismatch",
+    ObjectionReason::RegistrationLocked => "registration_locked", ObjectionReason::FraudSuspected => "fraud_suspected",
+    ObjectionReason::ChangeInProgress => "change_in_progress");
 text_enum!(KeyRole, "dnssec_keys", "role", KeyRole::Ksk => "ksk", KeyRole::Zsk => "zsk");
 text_enum!(KeyAlgorithm, "dnssec_keys", "algorithm", KeyAlgorithm::EcdsaP256 => "ecdsap256",
     KeyAlgorithm::Ed25519 => "ed25519");

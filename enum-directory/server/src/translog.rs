@@ -306,10 +306,8 @@ impl TransLog {
 
 /// Whether a leaf records a number's deletion (its entry unreadable counts as one: nothing to reveal).
 fn is_deletion(leaf: &LogLeaf) -> bool {
-    !matches!(
-        tincan_translog::LogEntry::parse(&leaf.entry),
-        Ok(tincan_translog::LogEntry::Number { record: Some(_), .. })
-    )
+    !tincan_translog::LogEntry::parse(&leaf.entry)
+        .is_ok_and(|e| e.number_change().is_some_and(|(_, record)| record.is_some()))
 }
 
 /// The hashes of leaves `start..end`, all of them (fewer means leaves are missing from storage).

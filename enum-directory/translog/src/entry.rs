@@ -21,6 +21,23 @@ pub enum LogEntry {
         /// When, Unix milliseconds.
         at_ms: i64,
     },
+    /// A number moved from one provider to another (a completed port): its holder, routes and key changed in one
+    /// step. Clients that verified the number's old key show the move, backed by this entry, rather than a key
+    /// change.
+    Port {
+        /// The zone version the change made.
+        version: i64,
+        /// The number.
+        number: E164,
+        /// What is published from now on (the gaining provider's routes and key).
+        record: NumberRecord,
+        /// The losing provider.
+        from: PortParty,
+        /// The gaining provider.
+        to: PortParty,
+        /// When, Unix milliseconds.
+        at_ms: i64,
+    },
     /// A zone key was added or changed state.
     Key {
         /// The zone apex.
@@ -42,6 +59,16 @@ pub enum LogEntry {
     },
 }
 
+/// A provider named in a [`LogEntry::Port`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PortParty {
+    /// The provider's database id (what [`LogEntry::Number`] names).
+    pub provider: i64,
+    /// Its name at the directory (the charter list's `provider_id`).
+    pub name: String,
+}
+
 impl LogEntry {
     /// The entry as logged.
     pub fn to_json(&self) -> String {
@@ -53,10 +80,25 @@ impl LogEntry {
         serde_json::from_str(s)
     }
 
-    /// The number the entry names, if it is a number change.
+    /// The number the entry names, if it is a number change (a port is one).
     pub fn number(&self) -> Option<&E164> {
+        self.number_change().map(|(n, _)| n)
+    }
+
+    /// The number and what is published for it from this entry on (`None`: deleted), for a number change or a
+    /// port.
+    pub fn number_change(&self) -> Option<(&E164, Option<&NumberRecord>)> {
         match self {
-            LogEntry::Number { number, .. } => Some(number),
+            LogEntry::Number { number, record, .. } => Some((number, record.as_ref())),
+            LogEntry::Port { number, record, .. } => Some((number, Some(record))),
+            LogEntry::Key { .. } => None,
+        }
+    }
+
+    /// The zone version a number change or port made.
+    pub fn version(&self) -> Option<i64> {
+        match self {
+            LogEntry::Number { version, .. } | LogEntry::Port { version, .. } => Some(*version),
             LogEntry::Key { .. } => None,
         }
     }

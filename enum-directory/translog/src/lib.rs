@@ -18,7 +18,7 @@ mod sth;
 pub mod wire;
 
 pub use cache::{CachedTree, SubtreeCache};
-pub use entry::LogEntry;
+pub use entry::{LogEntry, PortParty};
 pub use frontier::{Frontier, FrontierError};
 pub use proof::{
     Hash, Subtrees, consistency_proof, empty_root, inclusion_proof, leaf_hash, node_hash, root, verify_consistency,

@@ -46,6 +46,20 @@ pub enum ErrorCode {
     LogOutOfRange,
     /// The log holds no entry for that number (and version) (404).
     LogEntryNotFound,
+    /// No port request with that id that this provider is a party of (404).
+    PortNotFound,
+    /// The number has an open port request from another provider (409).
+    PortInProgress,
+    /// The calling provider already holds the number it asks to port (409).
+    NumberAlreadyHeld,
+    /// The port request is no longer pending (409).
+    PortClosed,
+    /// The losing provider's objection window has ended (409): the port completes.
+    ObjectionWindowClosed,
+    /// Only the other party of the port may do this (403).
+    NotYourSide,
+    /// The provider has no prefixes left (suspended by `provider sync --suspend-unlisted`) (403).
+    ProviderSuspended,
     /// Something failed on our side (500).
     Internal,
 }
@@ -124,6 +138,27 @@ pub enum ApiError {
     /// 404.
     #[error("the log has no such entry")]
     LogEntryNotFound,
+    /// 404.
+    #[error("no such port request")]
+    PortNotFound,
+    /// 409.
+    #[error("the number has an open port request from another provider")]
+    PortInProgress,
+    /// 409.
+    #[error("this provider already holds the number")]
+    NumberAlreadyHeld,
+    /// 409.
+    #[error("the port request is {0}, no longer pending")]
+    PortClosed(&'static str),
+    /// 409.
+    #[error("the objection window ended; the port completes")]
+    ObjectionWindowClosed,
+    /// 403.
+    #[error("only the {0} provider of the port may do this")]
+    NotYourSide(&'static str),
+    /// 403.
+    #[error("this provider is suspended (it has no prefixes)")]
+    ProviderSuspended,
     /// 500.
     #[error("internal error")]
     Storage(#[from] StorageError),
@@ -166,6 +201,13 @@ impl ApiError {
             ApiError::InvalidQuery(_) => ErrorCode::InvalidQuery,
             ApiError::LogRange(_) => ErrorCode::LogOutOfRange,
             ApiError::LogEntryNotFound => ErrorCode::LogEntryNotFound,
+            ApiError::PortNotFound => ErrorCode::PortNotFound,
+            ApiError::PortInProgress => ErrorCode::PortInProgress,
+            ApiError::NumberAlreadyHeld => ErrorCode::NumberAlreadyHeld,
+            ApiError::PortClosed(_) => ErrorCode::PortClosed,
+            ApiError::ObjectionWindowClosed => ErrorCode::ObjectionWindowClosed,
+            ApiError::NotYourSide(_) => ErrorCode::NotYourSide,
+            ApiError::ProviderSuspended => ErrorCode::ProviderSuspended,
             ApiError::Storage(_) | ApiError::Log(_) | ApiError::Sign(_) => ErrorCode::Internal,
         }
     }
@@ -174,9 +216,15 @@ impl ApiError {
     pub fn status(&self) -> StatusCode {
         match self.code() {
             ErrorCode::Unauthorized => StatusCode::UNAUTHORIZED,
-            ErrorCode::OutsidePrefixes => StatusCode::FORBIDDEN,
-            ErrorCode::NumberHeldByOtherProvider => StatusCode::CONFLICT,
-            ErrorCode::NumberNotFound | ErrorCode::NotFound | ErrorCode::LogEntryNotFound => StatusCode::NOT_FOUND,
+            ErrorCode::OutsidePrefixes | ErrorCode::NotYourSide | ErrorCode::ProviderSuspended => StatusCode::FORBIDDEN,
+            ErrorCode::NumberHeldByOtherProvider
+            | ErrorCode::PortInProgress
+            | ErrorCode::NumberAlreadyHeld
+            | ErrorCode::PortClosed
+            | ErrorCode::ObjectionWindowClosed => StatusCode::CONFLICT,
+            ErrorCode::NumberNotFound | ErrorCode::NotFound | ErrorCode::LogEntryNotFound | ErrorCode::PortNotFound => {
+                StatusCode::NOT_FOUND
+            }
             ErrorCode::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ErrorCode::RateLimited => StatusCode::TOO_MANY_REQUESTS,
             ErrorCode::Internal => StatusCode::INTERNAL_SERVER_ERROR,

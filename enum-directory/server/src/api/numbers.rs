@@ -64,9 +64,11 @@ impl NumberResponse {
     }
 }
 
-/// A provider may write a number inside its prefixes (else 403) that nobody else holds (else 409).
+/// A provider may write a number inside its prefixes (else 403) that nobody else holds (else 409), and a number
+/// it holds outside them (ported in from another provider) unless it is suspended (has no prefixes at all).
 fn may_write(provider: &Provider, number: &E164, existing: Option<&StoredNumber>) -> Result<(), ApiError> {
-    if !provider.serves(number) {
+    let ported_in = existing.is_some_and(|e| e.provider == provider.id) && !provider.prefixes.is_empty();
+    if !provider.serves(number) && !ported_in {
         return Err(ApiError::OutsidePrefixes { number: number.to_string() });
     }
     match existing {

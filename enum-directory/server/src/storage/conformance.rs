@@ -6,7 +6,10 @@ use std::time::Duration;
 use tincan_common::MockClock;
 use tincan_enum_core::{E164, MasterKey, NumberRecord, Service, ServiceType};
 
-use super::{KeyAlgorithm, KeyRole, KeyState, Prefix, SignatureUpdate, Storage, StorageError, TokenHash};
+use super::{
+    KeyAlgorithm, KeyRole, KeyState, NewPort, ObjectionReason, PortState, Prefix, SignatureUpdate, Storage,
+    StorageError, TokenHash,
+};
 
 /// Runs every check in order on one empty storage.
 pub async fn run(storage: &dyn Storage, clock: &MockClock) {
@@ -17,6 +20,7 @@ pub async fn run(storage: &dyn Storage, clock: &MockClock) {
     transparency_log(storage).await;
     signed_records_and_scan(storage).await;
     current_and_stored_signatures(storage).await;
+    port_requests(storage, clock).await;
 }
 
 fn number(s: &str) -> E164 {
@@ -381,4 +385,81 @@ async fn scan_all(storage: &dyn Storage) -> Vec<Scanned> {
         .map(|c| (c.record.number.clone(), c.record))
         .collect();
     rows.into_iter().map(|(n, p, s)| (n.as_str().to_owned(), p, s, records[&n].clone())).collect()
+}
+
+async fn port_requests(storage: &dyn Storage, clock: &MockClock) {
+    use tincan_translog::{LogEntry, PortParty};
+    let mut tx = storage.begin().await.unwrap();
+    let losing = tx.providers().add("port-losing", TokenHash::of("port-l"), &["+3312".parse().unwrap()]).await.unwrap();
+    let gaining =
+        tx.providers().add("port-gaining", TokenHash::of("port-g"), &["+3399".parse().unwrap()]).await.unwrap();
+    let n = number("+33123456789");
+    tx.numbers().put(&record("+33123456789", "old"), losing.id).await.unwrap();
+    let ends = clock.now_system() + Duration::from_secs(3600);
+    let key = MasterKey::from_base64("WGZmZmZmZmZmZmZmZmZmZmZmZmZmZmZmZmZmZmZmZmY").unwrap();
+    let new = NewPort {
+        number: n.clone(),
+        losing: losing.id,
+        gaining: gaining.id,
+        services: record("+33123456789", "new").services,
+        key: None,
+        window_ends_at: ends,
+    };
+    let filed = tx.ports().file(&new).await.unwrap();
+    assert_eq!((filed.state, filed.reason, filed.closed_at), (PortState::Pending, None, None));
+    assert_eq!((filed.filed_at, filed.window_ends_at), (clock.now_system(), ends));
+    tx.commit().await.unwrap();
+    // In a transaction of its own: a failed statement ends a PostgreSQL transaction.
+    let mut tx = storage.begin().await.unwrap();
+    let twice = tx.ports().file(&new).await;
+    assert!(matches!(twice, Err(StorageError::Duplicate(_))), "one open request per number: {twice:?}");
+    drop(tx);
+
+    let mut tx = storage.begin().await.unwrap();
+    assert!(tx.ports().amend(filed.id, &new.services, Some(key)).await.unwrap());
+    let open = tx.ports().open_for(&n).await.unwrap().unwrap();
+    assert_eq!((open.id, open.key), (filed.id, Some(key)), "amended");
+    assert_eq!(tx.ports().for_provider(losing.id, true, 10).await.unwrap(), std::slice::from_ref(&open));
+    assert_eq!(tx.ports().for_provider(gaining.id, true, 10).await.unwrap(), std::slice::from_ref(&open));
+    assert!(tx.ports().due(clock.now_system(), 10).await.unwrap().is_empty(), "window still open");
+    assert_eq!(tx.ports().due(ends, 10).await.unwrap(), std::slice::from_ref(&open), "due at the window's end");
+
+    // The move: one version, journalled, logged as a port naming both providers.
+    let moved = NumberRecord { number: n.clone(), services: open.services.clone(), key: Some(key) };
+    let stored =
+        tx.numbers().port_signed(&moved, (losing.id, "port-losing"), (gaining.id, "port-gaining"), None).await.unwrap();
+    assert_eq!((stored.provider, &stored.record), (gaining.id, &moved));
+    assert!(tx.ports().close(filed.id, PortState::Completed, None).await.unwrap());
+    assert!(!tx.ports().close(filed.id, PortState::Objected, Some(ObjectionReason::FraudSuspected)).await.unwrap());
+    tx.commit().await.unwrap();
+
+    let mut tx = storage.begin().await.unwrap();
+    let closed = tx.ports().get(filed.id).await.unwrap().unwrap();
+    assert_eq!((closed.state, closed.closed_at), (PortState::Completed, Some(clock.now_system())));
+    assert!(tx.ports().open_for(&n).await.unwrap().is_none());
+    assert!(tx.ports().for_provider(losing.id, true, 10).await.unwrap().is_empty());
+    assert_eq!(tx.ports().for_provider(losing.id, false, 10).await.unwrap(), [closed]);
+    let size = tx.log().frontier().await.unwrap().size();
+    let leaf = tx.log().find(&n, None, size).await.unwrap().unwrap();
+    assert_eq!(
+        LogEntry::parse(&leaf.entry).unwrap(),
+        LogEntry::Port {
+            version: stored.version,
+            number: n.clone(),
+            record: moved,
+            from: PortParty { provider: losing.id.0, name: "port-losing".into() },
+            to: PortParty { provider: gaining.id.0, name: "port-gaining".into() },
+            at_ms: clock.now_system().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as i64,
+        }
+    );
+    let j = tx.journal().since(stored.version - 1, 1).await.unwrap();
+    assert_eq!(j[0].provider, Some(gaining.id));
+
+    // A new request may follow a closed one; an objection keeps its reason.
+    let again = NewPort { losing: gaining.id, gaining: losing.id, ..new };
+    let second = tx.ports().file(&again).await.unwrap();
+    assert!(tx.ports().close(second.id, PortState::Objected, Some(ObjectionReason::RegistrationLocked)).await.unwrap());
+    let objected = tx.ports().get(second.id).await.unwrap().unwrap();
+    assert_eq!((objected.state, objected.reason), (PortState::Objected, Some(ObjectionReason::RegistrationLocked)));
+    tx.commit().await.unwrap();
 }

@@ -67,9 +67,13 @@ macro_rules! impl_repositories {
         };
         use $crate::storage::{
             CURRENT_CHUNK, CurrentNumber, DnssecKey, JournalEntry, JournalRepository, KeyAlgorithm, KeyRepository,
-            KeyRole, KeyState, LogLeaf, LogRepository, NumberRepository, NumberRow, Prefix, Provider, ProviderId,
-            ProviderRepository, Repository, Result, SignatureUpdate, StoredNumber, TokenHash,
+            KeyRole, KeyState, LogLeaf, LogRepository, NewPort, NumberRepository, NumberRow, ObjectionReason,
+            PortRepository, PortRequest, PortState, Prefix, Provider, ProviderId, ProviderRepository, Repository,
+            Result, SignatureUpdate, StoredNumber, TokenHash,
         };
+
+        const PORT_COLUMNS: &str = "id, e164, losing_provider, gaining_provider, services, master_key, state, reason, \
+                                    filed_at, window_ends_at, closed_at";
 
         const NUMBER_COLUMNS: &str = "e164, services, master_key, provider_id, version, created_at, updated_at";
 
@@ -96,6 +100,70 @@ macro_rules! impl_repositories {
                     .await?)
             }
 
+            fn port_from_row(row: &<Db as sqlx::Database>::Row) -> Result<PortRequest> {
+                let e164: String = row.try_get("e164")?;
+                let services: String = row.try_get("services")?;
+                let state: String = row.try_get("state")?;
+                let reason: Option<String> = row.try_get("reason")?;
+                let closed_at: Option<i64> = row.try_get("closed_at")?;
+                Ok(PortRequest {
+                    id: row.try_get("id")?,
+                    number: parse_number(&e164, "port_requests")?,
+                    losing: ProviderId(row.try_get("losing_provider")?),
+                    gaining: ProviderId(row.try_get("gaining_provider")?),
+                    services: serde_json::from_str(&services).map_err(|_| corrupt("port_requests", "services"))?,
+                    key: parse_key(row.try_get("master_key")?).map_err(|_| corrupt("port_requests", "master_key"))?,
+                    state: PortState::parse_stored(&state)?,
+                    reason: reason.as_deref().map(ObjectionReason::parse_stored).transpose()?,
+                    filed_at: from_millis(row.try_get("filed_at")?),
+                    window_ends_at: from_millis(row.try_get("window_ends_at")?),
+                    closed_at: closed_at.map(from_millis),
+                })
+            }
+
+            /// Writes the number's new row (next version) and its journal entry; returns the stored number and
+            /// the version, for the caller's log entry.
+            async fn write_number(
+                &mut self,
+                record: &NumberRecord,
+                provider: ProviderId,
+                signed: Option<&[u8]>,
+                log: impl FnOnce(i64, i64) -> Option<LogEntry>,
+            ) -> Result<StoredNumber> {
+                let now = to_millis(self.clock.now());
+                let old = NumberRepository::get(self, &record.number).await?;
+                let version = self.next_version().await?;
+                sqlx::query(
+                    "INSERT INTO numbers \
+                     (e164, services, master_key, provider_id, version, created_at, updated_at, signed) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $6, $7) \
+                     ON CONFLICT (e164) DO UPDATE SET services = excluded.services, \
+                     master_key = excluded.master_key, provider_id = excluded.provider_id, \
+                     version = excluded.version, updated_at = excluded.updated_at, signed = excluded.signed",
+                )
+                .bind(record.number.as_str())
+                .bind(services_json(&record.services))
+                .bind(record.key.map(|k| k.to_base64()))
+                .bind(provider.0)
+                .bind(version)
+                .bind(now)
+                .bind(signed)
+                .execute(&mut *self.tx)
+                .await?;
+                let old_record = old.as_ref().map(|o| &o.record);
+                self.journal_append(version, &record.number, old_record, Some(record), Some(provider), now, log(version, now))
+                    .await?;
+                Ok(StoredNumber {
+                    record: record.clone(),
+                    provider,
+                    version,
+                    created_at: old.map(|o| o.created_at).unwrap_or_else(|| from_millis(now)),
+                    updated_at: from_millis(now),
+                })
+            }
+
+            /// Appends the journal entry and its log leaf: `log` when given (a port), else a number change.
+            #[allow(clippy::too_many_arguments)]
             async fn journal_append(
                 &mut self,
                 version: i64,
@@ -104,6 +172,7 @@ macro_rules! impl_repositories {
                 new: Option<&NumberRecord>,
                 provider: Option<ProviderId>,
                 at: i64,
+                log: Option<LogEntry>,
             ) -> Result<()> {
                 sqlx::query(
                     "INSERT INTO journal (version, e164, old_record, new_record, provider_id, at) \
@@ -117,13 +186,13 @@ macro_rules! impl_repositories {
                 .bind(at)
                 .execute(&mut *self.tx)
                 .await?;
-                let entry = LogEntry::Number {
+                let entry = log.unwrap_or_else(|| LogEntry::Number {
                     version,
                     number: number.clone(),
                     record: new.cloned(),
                     provider: provider.map(|p| p.0),
                     at_ms: at,
-                };
+                });
                 self.append(&entry).await?;
                 Ok(())
             }
@@ -192,6 +261,9 @@ macro_rules! impl_repositories {
             fn log(&mut self) -> &mut dyn LogRepository {
                 self
             }
+            fn ports(&mut self) -> &mut dyn PortRepository {
+                self
+            }
             async fn commit(self: Box<Self>) -> Result<()> {
                 self.tx.commit().await?;
                 Ok(())
@@ -212,43 +284,30 @@ macro_rules! impl_repositories {
                 provider: ProviderId,
                 signed: Option<&[u8]>,
             ) -> Result<StoredNumber> {
-                let now = to_millis(self.clock.now());
-                let old = self.get(&record.number).await?;
-                let version = self.next_version().await?;
-                sqlx::query(
-                    "INSERT INTO numbers \
-                     (e164, services, master_key, provider_id, version, created_at, updated_at, signed) \
-                     VALUES ($1, $2, $3, $4, $5, $6, $6, $7) \
-                     ON CONFLICT (e164) DO UPDATE SET services = excluded.services, \
-                     master_key = excluded.master_key, provider_id = excluded.provider_id, \
-                     version = excluded.version, updated_at = excluded.updated_at, signed = excluded.signed",
-                )
-                .bind(record.number.as_str())
-                .bind(services_json(&record.services))
-                .bind(record.key.map(|k| k.to_base64()))
-                .bind(provider.0)
-                .bind(version)
-                .bind(now)
-                .bind(signed)
-                .execute(&mut *self.tx)
-                .await?;
-                let old_record = old.as_ref().map(|o| &o.record);
-                self.journal_append(version, &record.number, old_record, Some(record), Some(provider), now).await?;
-                Ok(StoredNumber {
-                    record: record.clone(),
-                    provider,
-                    version,
-                    created_at: old.map(|o| o.created_at).unwrap_or_else(|| from_millis(now)),
-                    updated_at: from_millis(now),
+                self.write_number(record, provider, signed, |_, _| None).await
+            }
+
+            async fn port_signed(
+                &mut self,
+                record: &NumberRecord,
+                from: (ProviderId, &str),
+                to: (ProviderId, &str),
+                signed: Option<&[u8]>,
+            ) -> Result<StoredNumber> {
+                let party = |(id, name): (ProviderId, &str)| tincan_translog::PortParty { provider: id.0, name: name.to_owned() };
+                let (from, to) = (party(from), party(to));
+                self.write_number(record, ProviderId(to.provider), signed, |version, at_ms| {
+                    Some(LogEntry::Port { version, number: record.number.clone(), record: record.clone(), from, to, at_ms })
                 })
+                .await
             }
 
             async fn delete(&mut self, number: &E164, provider: Option<ProviderId>) -> Result<Option<StoredNumber>> {
-                let Some(old) = self.get(number).await? else { return Ok(None) };
+                let Some(old) = NumberRepository::get(self, number).await? else { return Ok(None) };
                 let now = to_millis(self.clock.now());
                 let version = self.next_version().await?;
                 sqlx::query("DELETE FROM numbers WHERE e164 = $1").bind(number.as_str()).execute(&mut *self.tx).await?;
-                self.journal_append(version, number, Some(&old.record), None, provider, now).await?;
+                self.journal_append(version, number, Some(&old.record), None, provider, now, None).await?;
                 Ok(Some(old))
             }
 
@@ -523,6 +582,104 @@ macro_rules! impl_repositories {
         const LEAF_COLUMNS: &str = "idx, entry, leaf_hash, e164";
 
         #[async_trait]
+        impl PortRepository for $repo {
+            async fn file(&mut self, port: &NewPort) -> Result<PortRequest> {
+                let now = to_millis(self.clock.now());
+                let sql = sqlx::AssertSqlSafe(format!(
+                    "INSERT INTO port_requests (e164, losing_provider, gaining_provider, services, master_key, state, \
+                     filed_at, window_ends_at) VALUES ($1, $2, $3, $4, $5, 'pending', $6, $7) RETURNING {PORT_COLUMNS}"
+                ));
+                let row = sqlx::query(sql)
+                    .bind(port.number.as_str())
+                    .bind(port.losing.0)
+                    .bind(port.gaining.0)
+                    .bind(services_json(&port.services))
+                    .bind(port.key.map(|k| k.to_base64()))
+                    .bind(now)
+                    .bind(to_millis(port.window_ends_at))
+                    .fetch_one(&mut *self.tx)
+                    .await
+                    .map_err(|e| duplicate_or(e, "an open port request for this number"))?;
+                Self::port_from_row(&row)
+            }
+
+            async fn amend(
+                &mut self,
+                id: i64,
+                services: &[tincan_enum_core::Service],
+                key: Option<tincan_enum_core::MasterKey>,
+            ) -> Result<bool> {
+                let done = sqlx::query(
+                    "UPDATE port_requests SET services = $1, master_key = $2 WHERE id = $3 AND state = 'pending'",
+                )
+                .bind(services_json(services))
+                .bind(key.map(|k| k.to_base64()))
+                .bind(id)
+                .execute(&mut *self.tx)
+                .await?;
+                Ok(done.rows_affected() == 1)
+            }
+
+            async fn get(&mut self, id: i64) -> Result<Option<PortRequest>> {
+                let sql = sqlx::AssertSqlSafe(format!("SELECT {PORT_COLUMNS} FROM port_requests WHERE id = $1"));
+                let row = sqlx::query(sql).bind(id).fetch_optional(&mut *self.tx).await?;
+                row.as_ref().map(Self::port_from_row).transpose()
+            }
+
+            async fn open_for(&mut self, number: &E164) -> Result<Option<PortRequest>> {
+                let sql = sqlx::AssertSqlSafe(format!(
+                    "SELECT {PORT_COLUMNS} FROM port_requests WHERE e164 = $1 AND state = 'pending'"
+                ));
+                let row = sqlx::query(sql).bind(number.as_str()).fetch_optional(&mut *self.tx).await?;
+                row.as_ref().map(Self::port_from_row).transpose()
+            }
+
+            async fn for_provider(
+                &mut self,
+                provider: ProviderId,
+                open_only: bool,
+                limit: u32,
+            ) -> Result<Vec<PortRequest>> {
+                let sql = sqlx::AssertSqlSafe(format!(
+                    "SELECT {PORT_COLUMNS} FROM port_requests WHERE (losing_provider = $1 OR gaining_provider = $1) \
+                     AND (state = 'pending' OR NOT $2) ORDER BY id LIMIT $3"
+                ));
+                let rows = sqlx::query(sql)
+                    .bind(provider.0)
+                    .bind(open_only)
+                    .bind(i64::from(limit))
+                    .fetch_all(&mut *self.tx)
+                    .await?;
+                rows.iter().map(Self::port_from_row).collect()
+            }
+
+            async fn close(&mut self, id: i64, state: PortState, reason: Option<ObjectionReason>) -> Result<bool> {
+                let now = to_millis(self.clock.now());
+                let done = sqlx::query(
+                    "UPDATE port_requests SET state = $1, reason = $2, closed_at = $3 \
+                     WHERE id = $4 AND state = 'pending'",
+                )
+                .bind(state.as_str())
+                .bind(reason.map(ObjectionReason::as_str))
+                .bind(now)
+                .bind(id)
+                .execute(&mut *self.tx)
+                .await?;
+                Ok(done.rows_affected() == 1)
+            }
+
+            async fn due(&mut self, now: std::time::SystemTime, limit: u32) -> Result<Vec<PortRequest>> {
+                let sql = sqlx::AssertSqlSafe(format!(
+                    "SELECT {PORT_COLUMNS} FROM port_requests WHERE state = 'pending' AND window_ends_at <= $1 \
+                     ORDER BY window_ends_at, id LIMIT $2"
+                ));
+                let rows =
+                    sqlx::query(sql).bind(to_millis(now)).bind(i64::from(limit)).fetch_all(&mut *self.tx).await?;
+                rows.iter().map(Self::port_from_row).collect()
+            }
+        }
+
+        #[async_trait]
         impl LogRepository for $repo {
             async fn append(&mut self, entry: &LogEntry) -> Result<u64> {
                 // Taking the next index first locks the head row, so concurrent appends queue up here.
@@ -536,10 +693,7 @@ macro_rules! impl_repositories {
                     Frontier::from_bytes(index, &bytes).map_err(|_| corrupt("translog_head", "frontier"))?;
                 let text = entry.to_json();
                 let leaf = tincan_translog::leaf_hash(text.as_bytes());
-                let version = match entry {
-                    LogEntry::Number { version, .. } => Some(*version),
-                    LogEntry::Key { .. } => None,
-                };
+                let version = entry.version();
                 sqlx::query("INSERT INTO translog (idx, entry, leaf_hash, e164, version) VALUES ($1, $2, $3, $4, $5)")
                     .bind(size - 1)
                     .bind(&text)

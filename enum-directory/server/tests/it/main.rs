@@ -17,6 +17,7 @@ mod follow;
 mod harness;
 mod import;
 mod metrics;
+mod ports;
 mod provider_sync;
 mod public_reads;
 mod rollover;

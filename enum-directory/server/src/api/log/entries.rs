@@ -34,6 +34,8 @@ pub(crate) async fn handler(
                 LogReader::Auditor => true,
                 LogReader::Provider(id) => match LogEntry::parse(&leaf.entry) {
                     Ok(LogEntry::Number { provider, .. }) => provider == Some(id.0),
+                    // Both providers of a port see it.
+                    Ok(LogEntry::Port { from, to, .. }) => from.provider == id.0 || to.provider == id.0,
                     Ok(LogEntry::Key { .. }) => true,
                     Err(_) => false,
                 },
