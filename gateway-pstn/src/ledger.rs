@@ -127,6 +127,10 @@ impl std::fmt::Debug for Ledger {
     }
 }
 
+/// System account ids a transaction looked up or created, cached by [`Ledger::remember`] after its commit.
+#[derive(Default)]
+pub(crate) struct Learned(Vec<((SystemAccount, Currency), AccountId)>);
+
 /// Facts that never change once written: which account a user has, an account's currency, the system
 /// accounts' ids.
 #[derive(Default)]
@@ -327,9 +331,15 @@ impl Ledger {
         Ok((a.id, a.currency))
     }
 
+    /// The id of a system account (created when missing, in `tx`). An id is cached only once the row is
+    /// known to be committed: one read from the cache or an earlier commit, or [`Ledger::remember`] after the
+    /// caller's commit with what `learned` collected. Caching an id from a transaction still open let another
+    /// transaction post legs to a row it could not see yet (PostgreSQL: a foreign-key violation under
+    /// concurrent first settlements), or to a row that a rolled-back transaction never kept.
     pub(crate) async fn system_account(
         &self,
         tx: &mut dyn Repository,
+        learned: &mut Learned,
         which: SystemAccount,
         currency: Currency,
     ) -> Result<AccountId, StorageError> {
@@ -337,8 +347,16 @@ impl Ledger {
             return Ok(*id);
         }
         let id = tx.accounts().system(which, currency).await?;
-        self.cache.system.write().expect("cache lock").insert((which, currency), id);
+        learned.0.push(((which, currency), id));
         Ok(id)
+    }
+
+    /// Caches the system account ids a transaction looked up, once it has committed.
+    pub(crate) fn remember(&self, learned: Learned) {
+        if learned.0.is_empty() {
+            return;
+        }
+        self.cache.system.write().expect("cache lock").extend(learned.0);
     }
 
     /// Credits a customer account from one of the provider's system accounts (a voucher, a payment, an
@@ -371,11 +389,13 @@ impl Ledger {
         }
         let a =
             tx.accounts().get(account).await?.filter(|a| a.kind.is_customer()).ok_or(ChargeError::AccountNotFound)?;
-        let system = self.system_account(&mut *tx, from, a.currency).await?;
+        let mut learned = Learned::default();
+        let system = self.system_account(&mut *tx, &mut learned, from, a.currency).await?;
         let legs = [(account, amount), (system, -amount)];
         let id = tx.journal().post(&NewEntry { kind, reference, hold: None, memo, legs: &legs }).await?;
         record(&mut *tx, principal, key, "credit", &fingerprint, &id, self.now_ms()).await?;
         tx.commit().await?;
+        self.remember(learned);
         Ok(id)
     }
 
@@ -408,7 +428,8 @@ impl Ledger {
         let covered = Amount::from_micros(amount.micros().min(available));
         let debt = Amount::from_micros(amount.micros() - covered.micros());
         let to = if kind == EntryKind::Adjustment { SystemAccount::Adjustments } else { SystemAccount::Payments };
-        let system = self.system_account(&mut *tx, to, a.currency).await?;
+        let mut learned = Learned::default();
+        let system = self.system_account(&mut *tx, &mut learned, to, a.currency).await?;
         for (k, part) in [(kind, covered), (EntryKind::Debt, debt)] {
             if part.is_positive() {
                 let legs = [(account, -part), (system, part)];
@@ -418,6 +439,7 @@ impl Ledger {
         }
         record(&mut *tx, principal, key, "take_back", &fingerprint, &(covered, debt), self.now_ms()).await?;
         tx.commit().await?;
+        self.remember(learned);
         Ok((covered, debt))
     }
 

@@ -137,7 +137,9 @@ pub async fn redeem(ledger: &Ledger, account: AccountId, code: &str) -> Result<R
     if !tx.vouchers().mark_used(&hash, account, now).await? {
         return Err(VoucherError::Used);
     }
-    let vouchers = ledger.system_account(&mut *tx, crate::storage::SystemAccount::Vouchers, a.currency).await?;
+    let mut learned = crate::ledger::Learned::default();
+    let vouchers =
+        ledger.system_account(&mut *tx, &mut learned, crate::storage::SystemAccount::Vouchers, a.currency).await?;
     let legs = [(account, batch.amount), (vouchers, -batch.amount)];
     let reference = format!("voucher batch {}", batch.name);
     let entry = crate::storage::NewEntry {
@@ -151,6 +153,7 @@ pub async fn redeem(ledger: &Ledger, account: AccountId, code: &str) -> Result<R
     let done = Redeemed { credited: batch.amount, entry_id };
     crate::ledger::record(&mut *tx, &principal, &key, "redeem", "voucher", &done, now).await?;
     tx.commit().await?;
+    ledger.remember(learned);
     Ok(done)
 }
 

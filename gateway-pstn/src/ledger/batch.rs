@@ -6,7 +6,7 @@ use std::time::Instant;
 
 use tokio::sync::{mpsc, oneshot};
 
-use super::{Ledger, LedgerError, ops};
+use super::{Learned, Ledger, LedgerError, ops};
 use crate::charging::{
     AccountId, ChargeError, ExtendRequest, Hold, HoldId, ReleaseRequest, ReserveRequest, SettleRequest, Settlement,
 };
@@ -139,9 +139,10 @@ async fn attempt(ledger: &Ledger, jobs: &[Job]) -> Result<Vec<Result<Outcome, Ch
 async fn once(ledger: &Ledger, jobs: &[Job]) -> Result<Vec<Result<Outcome, ChargeError>>, StorageError> {
     let mut tx = ledger.storage.begin().await?;
     let mut outcomes = Vec::with_capacity(jobs.len());
+    let mut learned = Learned::default();
     for job in jobs {
         let now = ledger.now_ms();
-        let outcome = match ops::apply(ledger, &mut *tx, &job.op, now).await {
+        let outcome = match ops::apply(ledger, &mut *tx, &mut learned, &job.op, now).await {
             Ok(o) => Ok(o),
             Err(LedgerError::Charge(c)) => Err(c),
             Err(LedgerError::Storage(e)) => return Err(e),
@@ -149,6 +150,7 @@ async fn once(ledger: &Ledger, jobs: &[Job]) -> Result<Vec<Result<Outcome, Charg
         outcomes.push(outcome);
     }
     tx.commit().await?;
+    ledger.remember(learned);
     Ok(outcomes)
 }
 

@@ -3,7 +3,7 @@
 
 use super::batch::{Op, Outcome, Usage};
 use super::local::rating;
-use super::{Ledger, LedgerError, check_open, fingerprint, hold_view, record, replay};
+use super::{Learned, Ledger, LedgerError, check_open, fingerprint, hold_view, record, replay};
 use crate::charging::{ChargeError, HoldState, ServiceKind, Settlement};
 use crate::fraud::Activity;
 use crate::money::Amount;
@@ -11,7 +11,13 @@ use crate::rating::Rate;
 use crate::storage::StoredHold;
 use crate::storage::{Close, EntryKind, ExtendOutcome, NewEntry, NewHold, Repository, SystemAccount};
 
-pub(super) async fn apply(ledger: &Ledger, tx: &mut dyn Repository, op: &Op, now: i64) -> Result<Outcome, LedgerError> {
+pub(super) async fn apply(
+    ledger: &Ledger,
+    tx: &mut dyn Repository,
+    learned: &mut Learned,
+    op: &Op,
+    now: i64,
+) -> Result<Outcome, LedgerError> {
     match op {
         Op::Reserve { principal, req, account, currency, amount, ttl_ms, rate, limits } => {
             let fp = fingerprint("reserve", &serde_json::to_string(req).expect("requests serialise"));
@@ -128,7 +134,7 @@ pub(super) async fn apply(ledger: &Ledger, tx: &mut dyn Repository, op: &Op, now
                 let state = tx.holds().get(req.hold).await?.map_or(HoldState::Released, |h| h.state);
                 return Err(ChargeError::HoldClosed(state).into());
             };
-            let revenue = ledger.system_account(tx, SystemAccount::Revenue, *currency).await?;
+            let revenue = ledger.system_account(tx, learned, SystemAccount::Revenue, *currency).await?;
             let reference = req.hold.to_string();
             let legs = [(req.hold.account, -*charged), (revenue, *charged)];
             let entry = NewEntry {

@@ -159,3 +159,82 @@ async fn postgres_thousand_concurrent_cycles_never_overdraw() {
     let b = storage::open(pg.url(), Arc::new(SystemClock)).await.unwrap();
     thousand_cycles([a, b]).await;
 }
+
+/// The first settlements of a currency on many accounts at once: each hold worker's batch would create the
+/// revenue account. An id cached from a transaction not yet committed let the other workers post legs to a row
+/// they could not see (PostgreSQL: "violates foreign key constraint legs_account_id_fkey", every settlement of
+/// those batches refused as storage failures). Every settlement must go through.
+async fn first_settlements_on_many_accounts(storage: Arc<dyn Storage>) {
+    // Each currency has its own revenue account, so each is one more race of first settlements.
+    const CURRENCIES: [&str; 8] = ["EUR", "USD", "GBP", "CHF", "SEK", "NOK", "DKK", "PLN"];
+    const ACCOUNTS: usize = 24;
+    const ROUNDS: usize = 2;
+    let ledger = Ledger::start(storage.clone(), Arc::new(SystemClock), LedgerConfig::default());
+    let mut ids = Vec::new();
+    for cur in CURRENCIES {
+        for i in 0..ACCOUNTS {
+            let a = ledger.create_business(&format!("line {cur} {i}"), cur.parse().unwrap()).await.unwrap().id;
+            let seed = key(format!("seed-{cur}-{i}"));
+            ledger.credit("test", &seed, a, "10.00".parse().unwrap(), EntryKind::Adjustment, "", "").await.unwrap();
+            ids.push(a);
+        }
+    }
+    let tasks: Vec<_> = ids
+        .iter()
+        .enumerate()
+        .map(|(i, &account)| {
+            let svc = ledger.charging("svc:test");
+            tokio::spawn(async move {
+                for round in 0..ROUNDS {
+                    let hold = svc
+                        .reserve(&ReserveRequest {
+                            idempotency_key: key(format!("first-r-{i}-{round}")),
+                            account: AccountRef::Id { account_id: account },
+                            service: ServiceKind::Voice,
+                            destination: E164::parse("+4930123456").unwrap(),
+                            amount: Some("0.50".parse().unwrap()),
+                            seconds: None,
+                            segments: None,
+                            ttl_secs: Some(600),
+                        })
+                        .await
+                        .unwrap_or_else(|e| panic!("reserve on account {i}, round {round}: {e:?}"));
+                    svc.settle(&SettleRequest {
+                        idempotency_key: key(format!("first-s-{i}-{round}")),
+                        hold: hold.id,
+                        amount: Some(Amount::from_micros(120_000)),
+                        seconds: None,
+                        segments: None,
+                        carrier: None,
+                    })
+                    .await
+                    .unwrap_or_else(|e| panic!("settle on account {i}, round {round}: {e:?}"));
+                }
+            })
+        })
+        .collect();
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let mut tx = storage.begin_read().await.unwrap();
+    for cur in CURRENCIES {
+        let revenue = tx.accounts().system(SystemAccount::Revenue, cur.parse().unwrap()).await.unwrap();
+        let expected = Amount::from_micros(120_000 * (ACCOUNTS * ROUNDS) as i64);
+        assert_eq!(tx.journal().sum(revenue).await.unwrap(), expected, "{cur} revenue got every charge");
+    }
+    let report = tx.journal().check().await.unwrap();
+    assert!(report.problems.is_empty(), "{:?}", report.problems);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn postgres_first_settlements_on_many_accounts_at_once_all_go_through() {
+    let Some(pg) = tincan_testkit::Postgres::create().await else { return };
+    first_settlements_on_many_accounts(storage::open(pg.url(), Arc::new(SystemClock)).await.unwrap()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sqlite_first_settlements_on_many_accounts_at_once_all_go_through() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("t.sqlite3").display());
+    first_settlements_on_many_accounts(storage::open(&url, Arc::new(SystemClock)).await.unwrap()).await;
+}
