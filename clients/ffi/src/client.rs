@@ -3,7 +3,7 @@
 
 use crate::error::ClientError;
 use crate::task::TaskHandle;
-use crate::types::{ClientConfig, CodeRequest, Contact, Decision, IncomingMessage, Intent, SentMessage, SignedIn};
+use crate::types::{Chat, ClientConfig, CodeRequest, Contact, Decision, IncomingMessage, Intent, SentMessage, SignedIn};
 use crate::{on_runtime, runtime};
 use futures::StreamExt;
 use std::sync::Arc;
@@ -92,6 +92,24 @@ impl Client {
     /// directory (the user was warned).
     pub async fn send_to_number(&self, phone: String, text: String, force: bool) -> Result<SentMessage, ClientError> {
         core_call!(self, |c| c.send_to_number(&phone, &text, force)).map(Into::into)
+    }
+
+    /// [`send_to_number`](Self::send_to_number), then, through a bridge, waits up to `wait_ms` for the bridge to
+    /// say the text was delivered or failed (`SentMessage.delivery`); over Matrix nothing is awaited.
+    pub async fn send_to_number_waiting(
+        &self,
+        phone: String,
+        text: String,
+        force: bool,
+        wait_ms: u64,
+    ) -> Result<SentMessage, ClientError> {
+        let wait = Duration::from_millis(wait_ms);
+        core_call!(self, |c| c.send_to_number_waiting(&phone, &text, force, wait)).map(Into::into)
+    }
+
+    /// Opens (or finds) the conversation with `phone` along the route the core decides for texts.
+    pub async fn start_chat(&self, phone: String, force: bool) -> Result<Chat, ClientError> {
+        core_call!(self, |c| c.start_chat(&phone, force)).map(Into::into)
     }
 
     /// One sync round trip (long-polling at most `timeout_ms`), accepting invites to encrypted DMs.

@@ -35,7 +35,7 @@ pub enum ClientError {
         retry_after_ms: Option<u64>,
     },
     /// The directory's answer cannot be trusted: DNSSEC validation failed, or its transparency log does not back
-    /// it (or forked). Nothing was sent and no route is shown.
+    /// it (or forked), or the charter's trust list was refused. Nothing was sent and no route is shown.
     #[error("{detail}")]
     Untrusted {
         /// Stable code.
@@ -57,6 +57,14 @@ pub enum ClientError {
         /// The homeserver's key.
         homeserver_key: String,
     },
+    /// Sign-up at a provider the charter's trust list does not list (or not for Matrix, or not for the number).
+    #[error("{detail}")]
+    ProviderNotListed {
+        /// Stable code.
+        code: String,
+        /// What happened, for people.
+        detail: String,
+    },
     /// Nothing reaches the number: not on Tincan and no bridge of the provider for it.
     #[error("{detail}")]
     NotReachable {
@@ -67,7 +75,8 @@ pub enum ClientError {
         /// The number.
         number: String,
     },
-    /// A service could not be reached (the extension, the directory, its log, the homeserver).
+    /// A service could not be reached (the extension, the directory, its log, the homeserver, the charter, a
+    /// bridge).
     #[error("{detail}")]
     Unavailable {
         /// Stable code.
@@ -121,9 +130,16 @@ impl From<core::ClientError> for ClientError {
             }
             E::Lookup(ref l) if l.is_validation_failure() => ClientError::Untrusted { code, detail },
             E::Log(ref l) if !l.is_unavailable() => ClientError::Untrusted { code, detail },
-            E::Http(_) | E::Lookup(_) | E::Log(_) | E::MatrixHttp(_) | E::BridgeUnavailable { .. } => {
-                ClientError::Unavailable { code, detail }
-            }
+            E::Charter(core::charter::CharterError::Fetch { .. }) => ClientError::Unavailable { code, detail },
+            E::Charter(_) => ClientError::Untrusted { code, detail },
+            E::ProviderNotListed(_) => ClientError::ProviderNotListed { code, detail },
+            E::Http(_)
+            | E::Homeserver(_)
+            | E::Lookup(_)
+            | E::Log(_)
+            | E::MatrixHttp(_)
+            | E::BridgeUnavailable { .. }
+            | E::GatewayUnreachable(_) => ClientError::Unavailable { code, detail },
             E::KeyMismatch(m) => ClientError::KeyMismatch {
                 code,
                 detail,
@@ -139,7 +155,9 @@ impl From<core::ClientError> for ClientError {
             | E::StoreKey(_)
             | E::UnencryptedDataDir { .. }
             | E::CryptoStore(_) => ClientError::Storage { code, detail },
-            E::NoExtension | E::NoDirectory | E::DirectoryConfig(_) => ClientError::InvalidArgument { code, detail },
+            E::NoExtension | E::NoDirectory | E::DirectoryConfig(_) | E::NoGateway | E::GatewayConfig(_) => {
+                ClientError::InvalidArgument { code, detail }
+            }
             _ => ClientError::Other { code, detail },
         }
     }

@@ -309,6 +309,8 @@ pub struct SentMessage {
     pub decision: Decision,
     /// The contact's key status at sending time (Matrix only).
     pub key_status: Option<KeyStatus>,
+    /// What became of it as far as the client knows (through a bridge: what the bridge said within the wait).
+    pub delivery: Delivery,
 }
 
 impl From<core::SentToNumber> for SentMessage {
@@ -319,7 +321,49 @@ impl From<core::SentToNumber> for SentMessage {
             user_id: s.sent.user_id,
             decision: s.decision.into(),
             key_status: s.sent.key_status.map(Into::into),
+            delivery: s.delivery.into(),
         }
+    }
+}
+
+/// A text's fate: over Matrix always `Sent`; through a bridge, what the bridge reported.
+#[derive(Debug, Clone, PartialEq, Eq, uniffi::Enum)]
+pub enum Delivery {
+    /// Sent into the conversation; no word from the bridge (yet, or within the wait).
+    Sent,
+    /// The bridge says the message reached the phone.
+    Delivered,
+    /// The bridge says it did not.
+    Failed {
+        /// The bridge's words.
+        reason: String,
+    },
+}
+
+impl From<core::Delivery> for Delivery {
+    fn from(d: core::Delivery) -> Self {
+        match d {
+            core::Delivery::Sent => Delivery::Sent,
+            core::Delivery::Delivered => Delivery::Delivered,
+            core::Delivery::Failed { reason } => Delivery::Failed { reason },
+        }
+    }
+}
+
+/// A conversation opened with a number ([`Client::start_chat`](crate::Client::start_chat)).
+#[derive(Debug, Clone, uniffi::Record)]
+pub struct Chat {
+    /// The room.
+    pub room_id: String,
+    /// The route its messages take (the core's decision).
+    pub decision: Decision,
+    /// What the directory says of the number, when one is configured.
+    pub contact: Option<Contact>,
+}
+
+impl From<core::Chat> for Chat {
+    fn from(c: core::Chat) -> Self {
+        Self { room_id: c.room_id, decision: c.decision.into(), contact: c.contact.map(Into::into) }
     }
 }
 
