@@ -52,6 +52,10 @@ pub struct Args {
     /// Machine-readable output (one JSON document per command; chat prints one JSON object a line).
     #[arg(long, global = true)]
     pub json: bool,
+    /// More log lines on stderr: `-v` also the libraries' warnings and errors (matrix-sdk…), `-vv` info, `-vvv`
+    /// debug. By default only tincan's own warnings show; `RUST_LOG` overrides either.
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    pub verbose: u8,
     /// What to do.
     #[command(subcommand)]
     pub command: Command,
