@@ -3,7 +3,9 @@
 
 use crate::error::ClientError;
 use crate::task::TaskHandle;
-use crate::types::{Chat, ClientConfig, CodeRequest, Contact, Decision, IncomingMessage, Intent, SentMessage, SignedIn};
+use crate::types::{
+    Chat, ClientConfig, CodeRequest, Contact, Decision, IncomingMessage, Intent, SentMessage, SignedIn,
+};
 use crate::{on_runtime, runtime};
 use futures::StreamExt;
 use std::sync::Arc;
@@ -21,7 +23,24 @@ pub trait MessageListener: Send + Sync {
 /// The Tincan client.
 #[derive(uniffi::Object)]
 pub struct Client {
-    inner: Arc<RwLock<core::TincanClient>>,
+    /// Always `Some` until dropped (see the `Drop` impl).
+    inner: Option<Arc<RwLock<core::TincanClient>>>,
+}
+
+impl Client {
+    fn inner(&self) -> &Arc<RwLock<core::TincanClient>> {
+        self.inner.as_ref().expect("taken only on drop")
+    }
+}
+
+/// The foreign side drops its last reference on its own thread (Python at interpreter exit, a Kotlin
+/// finalizer…), where no tokio runtime runs, and matrix-sdk's stores need one to close (deadpool panics "no
+/// reactor running", and a panic in a destructor aborts the process): drop the core client inside ours.
+impl Drop for Client {
+    fn drop(&mut self) {
+        let _in_runtime = runtime().enter();
+        drop(self.inner.take());
+    }
 }
 
 /// Opens the client on its data dir, restoring the saved session if there is one (an app restart).
@@ -29,13 +48,13 @@ pub struct Client {
 pub async fn open(config: ClientConfig) -> Result<Arc<Client>, ClientError> {
     let config = core_config(config)?;
     let inner = on_runtime(core::TincanClient::open(config)).await?;
-    Ok(Arc::new(Client { inner: Arc::new(RwLock::new(inner)) }))
+    Ok(Arc::new(Client { inner: Some(Arc::new(RwLock::new(inner))) }))
 }
 
 /// Runs `$call` (an async call on the core client `$c`, read-locked) on the runtime and converts its result.
 macro_rules! core_call {
     ($self:ident, |$c:ident| $call:expr) => {{
-        let inner = $self.inner.clone();
+        let inner = $self.inner().clone();
         let r = on_runtime(async move {
             let $c = inner.read().await;
             $call.await
@@ -54,19 +73,19 @@ impl Client {
 
     /// Step 2 of sign-up: the code → signed in, cross-signing set up and the key published in the directory.
     pub async fn verify(&self, code: String) -> Result<SignedIn, ClientError> {
-        let inner = self.inner.clone();
+        let inner = self.inner().clone();
         let signed = on_runtime(async move { inner.write().await.verify(&code).await }).await?;
         Ok(signed.into())
     }
 
     /// Our Matrix ID, when signed in.
     pub async fn user_id(&self) -> Option<String> {
-        self.inner.read().await.user_id().map(|u| u.to_string())
+        self.inner().read().await.user_id().map(|u| u.to_string())
     }
 
     /// The number we signed up with.
     pub async fn number(&self) -> Option<String> {
-        self.inner.read().await.number().map(|n| n.to_string())
+        self.inner().read().await.number().map(|n| n.to_string())
     }
 
     /// Our master cross-signing key (unpadded base64).
@@ -144,7 +163,7 @@ impl Client {
 
     /// Starts syncing in the background; messages go to `listener` until the handle is cancelled or dropped.
     pub async fn start_sync(&self, listener: Box<dyn MessageListener>) -> Result<Arc<TaskHandle>, ClientError> {
-        let inner = self.inner.clone();
+        let inner = self.inner().clone();
         let handle = on_runtime(async move {
             let client = inner.read().await;
             // Subscribed before the sync starts, so nothing that arrives is missed.

@@ -103,7 +103,9 @@ fn kotlin_and_swift_bindings_generate() -> anyhow::Result<()> {
         assert!(kotlin.contains(api), "Kotlin bindings lack {api}");
     }
     let swift = std::fs::read_to_string(out.path().join("tincan_ffi.swift"))?;
-    for api in ["func sendToNumber(", "func routeToNumber(", "protocol MessageListener", "enum ClientError", "func open("]
+    // `open` is a Swift keyword: the generator escapes it.
+    for api in
+        ["func sendToNumber(", "func routeToNumber(", "protocol MessageListener", "enum ClientError", "func `open`("]
     {
         assert!(swift.contains(api), "Swift bindings lack {api}");
     }

@@ -88,7 +88,9 @@ async fn bindings_on_the_real_chain() -> anyhow::Result<()> {
 
     // Typed errors, each with its stable code.
     match a.route_to_number(NOBODY.into(), Intent::Text, false).await {
-        Err(ClientError::NotReachable { code, number, .. }) => assert_eq!((code.as_str(), number.as_str()), ("not_reachable", NOBODY)),
+        Err(ClientError::NotReachable { code, number, .. }) => {
+            assert_eq!((code.as_str(), number.as_str()), ("not_reachable", NOBODY))
+        }
         other => panic!("expected NotReachable, got {other:?}"),
     }
     match a.lookup("12".into()).await {
