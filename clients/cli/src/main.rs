@@ -70,8 +70,7 @@ mod tests {
             tracing::warn!(target: "tincan", "cli warning");
             tracing::info!(target: "tincan_client_core::client", "info");
         });
-        let out = seen.lock().unwrap().clone();
-        out
+        seen.lock().unwrap().clone()
     }
 
     #[test]
