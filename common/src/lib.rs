@@ -8,6 +8,7 @@
 
 pub mod clock;
 pub mod config;
+pub mod html;
 pub mod secret;
 pub mod telemetry;
 

@@ -673,21 +673,7 @@ fn failure(e: ApiError) -> Response {
     page(StatusCode::SERVICE_UNAVAILABLE, "Something went wrong", "<p>Please try again in a moment.</p>")
 }
 
-/// Escapes text for HTML content and attribute values.
-pub fn esc(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for ch in s.chars() {
-        match ch {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            c => out.push(c),
-        }
-    }
-    out
-}
+pub use tincan_common::html::escape as esc;
 
 fn random_hex() -> String {
     let mut b = [0u8; 16];

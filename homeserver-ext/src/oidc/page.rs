@@ -85,21 +85,7 @@ pub const EN: Strings = Strings {
     err_wrong_pin: "That PIN is not right.",
 };
 
-/// HTML-escapes text for element content and attribute values.
-pub fn escape(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for c in s.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            c => out.push(c),
-        }
-    }
-    out
-}
+pub use tincan_common::html::escape;
 
 fn layout(t: &Strings, body: &str) -> String {
     format!(
