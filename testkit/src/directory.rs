@@ -68,6 +68,12 @@ impl Directory {
     /// Starts `bin serve` for [`APEX`] on free ports with a fresh data dir (keys generated on start) and waits
     /// until the API answers `/healthz`.
     pub async fn start(bin: &Path) -> Result<Directory> {
+        Directory::start_env(bin, &[]).await
+    }
+
+    /// [`Directory::start`] with more `TINCAN_DIRECTORY_…` variables (a test's `PORTS__WINDOW_SECS`, its
+    /// `PORTS__WEBHOOKS__<PROVIDER>`…).
+    pub async fn start_env(bin: &Path, env: &[(&str, &str)]) -> Result<Directory> {
         let data = tempfile::Builder::new().prefix("tincan-directory-").tempdir()?;
         let [dns_port, api_port] = ports::free_ports::<2>();
         let dns = SocketAddr::from(([127, 0, 0, 1], dns_port));
@@ -77,6 +83,7 @@ impl Directory {
         // Tests register many numbers quickly.
         cmd.env("TINCAN_DIRECTORY_API__RATE_LIMIT__BURST", "100000").env_remove(BIN_ENV);
         cmd.env("TINCAN_DIRECTORY_API__PUBLIC_RATE_LIMIT__BURST", "100000");
+        cmd.envs(env.iter().copied());
         let mut guard = ChildGuard::spawn_logged("tincan-directory", cmd, data.path().join("serve.log"))?;
         let api = format!("http://127.0.0.1:{api_port}");
         let http = reqwest::Client::new();
@@ -114,10 +121,17 @@ impl Directory {
 
     /// `provider add NAME --prefix …`: a registrar client with the new provider's token.
     pub fn add_provider(&self, name: &str, prefixes: &[&str]) -> Result<Registrar> {
+        self.add_provider_with(name, prefixes, &[])
+    }
+
+    /// [`Directory::add_provider`] with more arguments (`--shared`: prefixes another provider serves too, as
+    /// two providers of one country whose numbers port between them).
+    pub fn add_provider_with(&self, name: &str, prefixes: &[&str], more: &[&str]) -> Result<Registrar> {
         let mut args = vec!["provider", "add", name];
         for p in prefixes {
             args.extend(["--prefix", p]);
         }
+        args.extend(more);
         let token = self.cli(&args)?.trim().to_owned();
         ensure!(!token.is_empty() && !token.contains('\n'), "provider add printed {token:?}");
         Ok(Registrar { api: self.api.clone(), token, http: reqwest::Client::new() })
