@@ -1,5 +1,6 @@
 //! The HTTP API: Tincan's client endpoints (`/_tincan/client/v1/…`), the Identity Service API
-//! (`/_matrix/identity/…`) and the appservice endpoints the homeserver calls (`/_matrix/app/v1/…`).
+//! (`/_matrix/identity/…`), the appservice endpoints the homeserver calls (`/_matrix/app/v1/…`) and the
+//! directory's port webhook (`/_tincan/directory/v1/ports`, [`crate::porting`]).
 
 mod appservice;
 mod extract;
@@ -33,6 +34,7 @@ pub fn router(app: Arc<App>) -> Router {
                 .put(crate::registration_lock::set)
                 .delete(crate::registration_lock::remove),
         )
+        .route("/_tincan/directory/v1/ports", post(crate::porting::webhook))
         .route("/_matrix/app/v1/transactions/{txn_id}", put(appservice::transaction))
         .route("/_matrix/app/v1/users/{user_id}", get(appservice::query))
         .route("/_matrix/app/v1/rooms/{alias}", get(appservice::query))

@@ -36,6 +36,8 @@ pub struct ExtConfig {
     pub registration_lock: RegistrationLockConfig,
     /// The charter's trust list: when set, work only with a directory the list names (see [`crate::charter`]).
     pub charter: crate::charter::CharterConfig,
+    /// Number porting between providers (see [`crate::porting`]).
+    pub porting: PortingConfig,
 }
 
 impl Default for ExtConfig {
@@ -54,6 +56,7 @@ impl Default for ExtConfig {
             identity: IdentityConfig::default(),
             registration_lock: RegistrationLockConfig::default(),
             charter: Default::default(),
+            porting: PortingConfig::default(),
         }
     }
 }
@@ -393,6 +396,37 @@ pub struct RegistrationLockConfig {
 impl Default for RegistrationLockConfig {
     fn default() -> Self {
         Self { secret: Secret::default(), lapse_secs: 7 * 86_400, max_failures: 10, slowdown_secs: 2 }
+    }
+}
+
+/// What the losing side answers a port of a number whose account has no live registration lock.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum UnlockedPorts {
+    /// Say nothing: the number moves when the directory's objection window ends (a day by default), so a
+    /// subscriber who did not ask for the port has that long to set a registration lock, which makes the next
+    /// look at the port object.
+    #[default]
+    Wait,
+    /// Release at once: the number moves as soon as the directory hears it.
+    Release,
+}
+
+/// Number porting (see [`crate::porting`]).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PortingConfig {
+    /// The answer to a port of one of our numbers whose account has no live registration lock (a locked one
+    /// is refused with `registration_locked`, a number with no account here with `not_in_service`).
+    pub unlocked: UnlockedPorts,
+    /// Seconds between two looks at the directory's open ports and ours still pending (webhooks are not
+    /// retried, so this catches a missed one); one also runs at start. 0: webhooks only.
+    pub poll_interval_secs: u64,
+}
+
+impl Default for PortingConfig {
+    fn default() -> Self {
+        Self { unlocked: UnlockedPorts::Wait, poll_interval_secs: 300 }
     }
 }
 

@@ -1,5 +1,6 @@
 //! The ENUM directory's registrar API with this provider's bearer token: publishing (`PUT /v1/numbers/{e164}`,
-//! `…/key`, `DELETE`) and the number listing the lookup mirror syncs from (`GET /v1/numbers`).
+//! `…/key`, `DELETE`), the number listing the lookup mirror syncs from (`GET /v1/numbers`), and number ports
+//! (`/v1/ports`, see [`crate::porting`]).
 
 use crate::config::DirectoryConfig;
 use crate::number::E164;
@@ -17,6 +18,13 @@ pub enum DirectoryError {
     /// The registrar answered with an error status.
     #[error("directory answered {0}")]
     Refused(u16),
+    /// Another provider holds the number (409 `number_held_by_other_provider`): it can only come here by a port.
+    #[error("another provider holds the number")]
+    HeldByOther,
+    /// A port request could not be filed or answered (409 `port_in_progress`, `port_closed`,
+    /// `objection_window_closed`…): the directory's code.
+    #[error("the directory refused the port: {0}")]
+    PortRefused(String),
     /// `directory.url` does not make a URL.
     #[error("directory.url is not a URL")]
     BadUrl,
@@ -52,7 +60,89 @@ impl DirectoryClient {
     }
 
     async fn check(resp: reqwest::Response) -> Result<(), DirectoryError> {
-        if resp.status().is_success() { Ok(()) } else { Err(DirectoryError::Refused(resp.status().as_u16())) }
+        Self::checked(resp).await.map(drop)
+    }
+
+    /// The response if it succeeded; else the error its status and code say.
+    async fn checked(resp: reqwest::Response) -> Result<reqwest::Response, DirectoryError> {
+        let status = resp.status().as_u16();
+        if resp.status().is_success() {
+            return Ok(resp);
+        }
+        let body: serde_json::Value = resp.json().await.unwrap_or_default();
+        let code = body["error"]["code"].as_str().unwrap_or_default();
+        Err(match (status, code) {
+            (409, "number_held_by_other_provider") => DirectoryError::HeldByOther,
+            (403 | 409, c) if c.starts_with("port_") || c == "objection_window_closed" || c == "not_your_side" => {
+                DirectoryError::PortRefused(c.to_owned())
+            }
+            (409, "number_already_held") => DirectoryError::PortRefused(code.to_owned()),
+            _ => DirectoryError::Refused(status),
+        })
+    }
+
+    /// `POST /v1/ports`: asks for `number`, held by another provider, for `user_id` here (and its master key
+    /// when known). Filing again while the request is pending amends it.
+    pub async fn file_port(
+        &self,
+        number: &E164,
+        user_id: &str,
+        key: Option<&MasterKey>,
+    ) -> Result<PortView, DirectoryError> {
+        let service = Service::new(ServiceType::Matrix, &Self::matrix_uri(user_id))?;
+        let mut body = json!({ "number": number.as_str(), "services": [service] });
+        if let Some(key) = key {
+            body["ed25519"] = json!(key.to_base64());
+        }
+        let resp = self
+            .http
+            .post(format!("{}/v1/ports", self.base))
+            .bearer_auth(self.token.expose())
+            .json(&body)
+            .send()
+            .await?;
+        Ok(Self::checked(resp).await?.json().await?)
+    }
+
+    /// `GET /v1/ports/{id}` (completed first by the directory if its window has ended).
+    pub async fn port(&self, id: i64) -> Result<PortView, DirectoryError> {
+        let resp =
+            self.http.get(format!("{}/v1/ports/{id}", self.base)).bearer_auth(self.token.expose()).send().await?;
+        Ok(Self::checked(resp).await?.json().await?)
+    }
+
+    /// `GET /v1/ports?open=true`: the pending ports we are a party of, either side.
+    pub async fn open_ports(&self) -> Result<Vec<PortView>, DirectoryError> {
+        #[derive(serde::Deserialize)]
+        struct List {
+            ports: Vec<PortView>,
+        }
+        let resp =
+            self.http.get(format!("{}/v1/ports?open=true", self.base)).bearer_auth(self.token.expose()).send().await?;
+        Ok(Self::checked(resp).await?.json::<List>().await?.ports)
+    }
+
+    /// `POST /v1/ports/{id}/release` (the losing side): the number moves at once.
+    pub async fn release_port(&self, id: i64) -> Result<PortView, DirectoryError> {
+        let resp = self
+            .http
+            .post(format!("{}/v1/ports/{id}/release", self.base))
+            .bearer_auth(self.token.expose())
+            .send()
+            .await?;
+        Ok(Self::checked(resp).await?.json().await?)
+    }
+
+    /// `POST /v1/ports/{id}/object` (the losing side) with a reason from the directory's list.
+    pub async fn object_port(&self, id: i64, reason: &str) -> Result<PortView, DirectoryError> {
+        let resp = self
+            .http
+            .post(format!("{}/v1/ports/{id}/object", self.base))
+            .bearer_auth(self.token.expose())
+            .json(&json!({ "reason": reason }))
+            .send()
+            .await?;
+        Ok(Self::checked(resp).await?.json().await?)
     }
 
     /// Publishes number → Matrix user.
@@ -115,6 +205,26 @@ impl DirectoryClient {
             .await?;
         Self::check(resp).await
     }
+}
+
+/// A port request as the directory returns it (the fields the extension reads).
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct PortView {
+    /// Its id.
+    pub id: i64,
+    /// The number.
+    pub number: String,
+    /// The losing provider's name.
+    pub losing: String,
+    /// The gaining provider's name.
+    pub gaining: String,
+    /// `pending`, `completed`, `objected` or `cancelled`.
+    pub state: String,
+    /// The objection's reason.
+    #[serde(default)]
+    pub reason: Option<String>,
+    /// The end of the losing provider's window, Unix milliseconds.
+    pub window_ends_at_ms: i64,
 }
 
 /// One page of `GET /v1/numbers`.

@@ -8,7 +8,7 @@
 //! - [`sms`]: SMS sending (dev sink, HTTP webhook, SMPP). [`homeserver`]: account creation and login (JWT,
 //!   appservice). [`directory`]: publishing to the ENUM directory. [`mirror`]: the directory's number list
 //!   for lookups of other providers' numbers, resolved through DNSSEC-validated DNS. [`store`]:
-//!   SQLite/PostgreSQL.
+//!   SQLite/PostgreSQL. [`porting`]: moving numbers between providers, both sides.
 //! - [`oidc`]: an OpenID provider, so stock Matrix clients sign in by phone number through the homeserver's SSO.
 
 pub mod api;
@@ -26,6 +26,7 @@ pub mod mirror;
 pub mod net;
 pub mod number;
 pub mod oidc;
+pub mod porting;
 pub mod registration_lock;
 pub mod sessions;
 pub mod sms;
@@ -82,6 +83,9 @@ pub async fn run(config: ExtConfig) -> Result<(), ServeError> {
     let app = Arc::new(App::from_config(config, clock).await?);
     if app.directory.is_some() && app.lookup.is_some() {
         tokio::spawn(mirror::run(app.clone()));
+    }
+    if app.directory.is_some() {
+        tokio::spawn(porting::run(app.clone()));
     }
     let listener = tokio::net::TcpListener::bind(&listen)
         .await

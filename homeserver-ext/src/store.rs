@@ -1,5 +1,5 @@
 //! Durable state: code sessions, number → account, Identity Service bindings, tokens and peppers, and the
-//! OpenID provider's sign-ins, codes and tokens ([`oidc`]).
+//! OpenID provider's sign-ins, codes and tokens ([`oidc`]), and number ports ([`ports`]).
 //!
 //! One repository trait per aggregate; SQLite (default) and PostgreSQL implement all of them with the same SQL
 //! (`$n` placeholders work in both), generated once by [`impl_store!`]. Times are Unix seconds passed in by
@@ -8,10 +8,12 @@
 
 pub mod oidc;
 mod pg;
+pub mod ports;
 mod sqlite;
 
 pub use oidc::{OidcAccessToken, OidcCode, OidcRepository, OidcSignIn};
 pub use pg::PgStore;
+pub use ports::{PortRecord, PortRepository, PortSide};
 pub use sqlite::SqliteStore;
 
 use std::sync::Arc;
@@ -277,6 +279,7 @@ pub trait Store:
     + MirrorRepository
     + RegistrationLockRepository
     + OidcRepository
+    + PortRepository
     + std::fmt::Debug
 {
 }
@@ -287,6 +290,7 @@ impl<
         + MirrorRepository
         + RegistrationLockRepository
         + OidcRepository
+        + PortRepository
         + std::fmt::Debug,
 > Store for T
 {

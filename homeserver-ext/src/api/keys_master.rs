@@ -26,6 +26,10 @@ pub struct Request {
 pub struct Response {
     /// The numbers whose directory record now carries the key.
     pub numbers: Vec<String>,
+    /// The numbers still being ported here: their pending port now carries the key, which the directory
+    /// publishes when the number moves.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub porting: Vec<String>,
 }
 
 /// Handler; the caller authenticates with their homeserver access token.
@@ -60,13 +64,23 @@ pub async fn handler(
     if accounts.is_empty() {
         return Err(ApiError::NotFound);
     }
-    let mut numbers = Vec::new();
+    let (mut numbers, mut porting) = (Vec::new(), Vec::new());
     for a in accounts {
         let number = E164::parse(&a.number)?;
         if let Some(dir) = &app.directory {
-            dir.publish_key(&number, &key).await?;
+            match dir.publish_key(&number, &key).await {
+                Ok(()) => {}
+                Err(crate::directory::DirectoryError::HeldByOther) => {
+                    // Not ours yet: our pending port carries the key instead (none: the number is not ours).
+                    if crate::porting::amend_key(&app, &number, &a, &key).await? {
+                        porting.push(a.number);
+                    }
+                    continue;
+                }
+                Err(e) => return Err(e.into()),
+            }
         }
         numbers.push(a.number);
     }
-    Ok(axum::Json(Response { numbers }))
+    Ok(axum::Json(Response { numbers, porting }))
 }

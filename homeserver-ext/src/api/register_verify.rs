@@ -37,6 +37,11 @@ pub struct Response {
     pub login: Login,
     /// True when the account was created by this request.
     pub new_account: bool,
+    /// When another provider holds the number: the port this sign-in asked the directory for (see
+    /// [`crate::porting`]). `state` is `pending` until the other provider releases the number or its window
+    /// ends (`window_ends_at_ms`); until then the account exists but the number does not lead to it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub port: Option<crate::porting::PortStatus>,
 }
 
 /// Handler.
@@ -60,13 +65,14 @@ pub async fn handler(
     }
     let (account, new_account) = account_for(&app, &number).await?;
     let login = app.homeserver.login(&account.localpart).await?;
-    after_sign_in(&app, &number, &account).await?;
-    tracing::info!(number = %number.redacted(), user_id = %account.user_id, new_account, "signed in");
+    let port = after_sign_in(&app, &number, &account).await?;
+    tracing::info!(number = %number.redacted(), user_id = %account.user_id, new_account, porting = port.is_some(), "signed in");
     Ok(axum::Json(Response {
         user_id: account.user_id,
         homeserver_url: app.config.homeserver_url.clone(),
         login,
         new_account,
+        port,
     }))
 }
 
@@ -86,28 +92,50 @@ pub(crate) async fn account_for(app: &App, number: &E164) -> Result<(Account, bo
     Ok((stored, new))
 }
 
-/// What follows a verified sign-in: the number becomes a verified identity of the user (findable through the
-/// Identity Service lookup) and is published to the directory if it was not yet.
-pub(crate) async fn after_sign_in(app: &App, number: &E164, account: &Account) -> Result<(), ApiError> {
+/// What follows a verified sign-in: the number is published to the directory if it was not yet, and becomes a
+/// verified identity of the user (findable through the Identity Service lookup). When another provider holds
+/// it, the sign-in's SMS verification is our proof of possession: a port is filed instead (the number is bound
+/// here when it completes) and returned.
+pub(crate) async fn after_sign_in(
+    app: &App,
+    number: &E164,
+    account: &Account,
+) -> Result<Option<crate::porting::PortStatus>, ApiError> {
+    if account.published_at.is_none() && publish(app, number, account).await == Published::HeldByOther {
+        return match crate::porting::file(app, number, account).await {
+            Ok(port) => Ok(Some(port)),
+            Err(e) => {
+                tracing::warn!(error = %e, number = %number.redacted(), "filing a port failed; retried at the next sign-in");
+                Ok(None)
+            }
+        };
+    }
     crate::identity::bind_number(app, &Binding { number: account.number.clone(), user_id: account.user_id.clone() })
         .await?;
-    if account.published_at.is_none() {
-        publish(app, number, account).await;
-    }
-    Ok(())
+    Ok(None)
+}
+
+#[derive(Debug, PartialEq, Eq)]
+enum Published {
+    /// Published now, or not (no directory, a failure: logged, retried at the next sign-in).
+    Tried,
+    /// Another provider holds the number.
+    HeldByOther,
 }
 
 /// Publishes to the directory; a failure is logged and retried at the next sign-in.
-async fn publish(app: &App, number: &E164, account: &Account) {
-    let Some(dir) = &app.directory else { return };
+async fn publish(app: &App, number: &E164, account: &Account) -> Published {
+    let Some(dir) = &app.directory else { return Published::Tried };
     match dir.publish(number, &account.user_id).await {
         Ok(()) => {
             if let Err(e) = app.store.mark_published(&account.number, Some(app.now())).await {
                 tracing::warn!(error = %e, "could not record directory publication");
             }
         }
+        Err(crate::directory::DirectoryError::HeldByOther) => return Published::HeldByOther,
         Err(e) => tracing::warn!(error = %e, number = %number.redacted(), "directory publication failed"),
     }
+    Published::Tried
 }
 
 /// `prefix` + 16 random base32 characters (lowercase, valid in Matrix localparts); never derived from the

@@ -351,6 +351,7 @@ async fn complete(
         return Err(ApiError::NoValidSession);
     }
     let (account, new_account) = crate::api::register_verify::account_for(app, &number).await?;
+    // A port it files (the number is another provider's) shows in `register/verify` only; the sign-in goes on.
     crate::api::register_verify::after_sign_in(app, &number, &account).await?;
     let code = app.with_rng(crate::code::random_id);
     let grant = OidcCode {

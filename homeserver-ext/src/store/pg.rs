@@ -19,3 +19,4 @@ impl PgStore {
 
 super::impl_store!(PgStore, sqlx::Postgres);
 super::oidc::impl_oidc_store!(PgStore, sqlx::Postgres);
+super::ports::impl_ports_store!(PgStore, sqlx::Postgres);

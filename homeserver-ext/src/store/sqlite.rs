@@ -25,3 +25,4 @@ impl SqliteStore {
 
 super::impl_store!(SqliteStore, sqlx::Sqlite);
 super::oidc::impl_oidc_store!(SqliteStore, sqlx::Sqlite);
+super::ports::impl_ports_store!(SqliteStore, sqlx::Sqlite);

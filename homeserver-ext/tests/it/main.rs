@@ -13,6 +13,7 @@ mod identity;
 mod lookup_limits;
 mod oidc;
 mod oidc_props;
+mod porting;
 mod pumping;
 mod register_fetch;
 mod registration_lock;

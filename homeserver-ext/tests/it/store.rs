@@ -159,6 +159,47 @@ async fn conformance(store: &dyn Store) {
     assert!(!store.delete_registration_lock(u).await.unwrap());
 
     oidc_conformance(store).await;
+    ports_conformance(store).await;
+}
+
+fn port(id: i64, side: PortSide) -> PortRecord {
+    PortRecord {
+        id,
+        number: "+447911123009".into(),
+        side,
+        user_id: Some("@tc_p:hs".into()),
+        state: "pending".into(),
+        reason: None,
+        window_ends_at_ms: 86_400_000,
+        updated_at: 1,
+    }
+}
+
+async fn ports_conformance(store: &dyn Store) {
+    assert!(store.port(1).await.unwrap().is_none());
+    // A port seen first as the losing side's stays so when seen again that way.
+    let losing = port(1, PortSide::Losing);
+    assert_eq!(store.insert_port(&losing).await.unwrap(), losing);
+    let again = PortRecord { user_id: None, ..losing.clone() };
+    assert_eq!(store.insert_port(&again).await.unwrap(), losing);
+    // Our own filing of it is authoritative.
+    let gaining = port(1, PortSide::Gaining);
+    assert_eq!(store.insert_port(&gaining).await.unwrap(), gaining);
+    assert_eq!(store.insert_port(&PortRecord { user_id: None, ..gaining.clone() }).await.unwrap(), gaining);
+    store.insert_port(&port(2, PortSide::Gaining)).await.unwrap();
+    store.insert_port(&port(3, PortSide::Losing)).await.unwrap();
+    let newest = store.port_of_number("+447911123009", PortSide::Gaining).await.unwrap().unwrap();
+    assert_eq!(newest.id, 2);
+    assert_eq!(store.pending_ports().await.unwrap().iter().map(|p| p.id).collect::<Vec<_>>(), [1, 2, 3]);
+    // A port closes once.
+    assert!(store.close_port(2, "objected", Some("registration_locked"), 5).await.unwrap());
+    assert!(!store.close_port(2, "completed", None, 6).await.unwrap());
+    let closed = store.port(2).await.unwrap().unwrap();
+    assert_eq!(
+        (closed.state.as_str(), closed.reason.as_deref(), closed.updated_at),
+        ("objected", Some("registration_locked"), 5)
+    );
+    assert_eq!(store.pending_ports().await.unwrap().iter().map(|p| p.id).collect::<Vec<_>>(), [1, 3]);
 }
 
 fn sign_in(id: &str, expires_at: i64) -> OidcSignIn {

@@ -1,0 +1,161 @@
+//! Number ports this provider is a party of (see [`crate::porting`]): which side we are, and whether the
+//! port's local effect was applied. The directory holds the request itself.
+
+use super::{Result, StoreError};
+
+/// Which party of a port this provider is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PortSide {
+    /// We filed it: the number comes here.
+    Gaining,
+    /// Another provider asked for one of our numbers.
+    Losing,
+}
+
+impl PortSide {
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            PortSide::Gaining => "gaining",
+            PortSide::Losing => "losing",
+        }
+    }
+
+    pub(crate) fn parse(s: &str) -> Result<Self> {
+        match s {
+            "gaining" => Ok(PortSide::Gaining),
+            "losing" => Ok(PortSide::Losing),
+            _ => Err(StoreError::Corrupt("ports.side")),
+        }
+    }
+}
+
+/// A port as this provider knows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PortRecord {
+    /// The directory's id of the request.
+    pub id: i64,
+    /// E.164 number.
+    pub number: String,
+    /// Our side.
+    pub side: PortSide,
+    /// Gaining: the account here that gets the number. Losing: the account that had it here, if any.
+    pub user_id: Option<String>,
+    /// `pending`, `completed`, `objected` or `cancelled` (the directory's states).
+    pub state: String,
+    /// The objection's reason, once objected.
+    pub reason: Option<String>,
+    /// The end of the losing provider's window, Unix milliseconds.
+    pub window_ends_at_ms: i64,
+    /// Last change here, Unix seconds.
+    pub updated_at: i64,
+}
+
+/// Ports.
+#[async_trait::async_trait]
+pub trait PortRepository: Send + Sync {
+    /// Stores `p` unless a port with its id is stored; returns the stored one. A gaining-side `p` (we filed it)
+    /// replaces a losing-side row of its id (made by a sync that ran before the filing was recorded).
+    async fn insert_port(&self, p: &PortRecord) -> Result<PortRecord>;
+    /// The port `id`.
+    async fn port(&self, id: i64) -> Result<Option<PortRecord>>;
+    /// The newest port of `number` on `side`.
+    async fn port_of_number(&self, number: &str, side: PortSide) -> Result<Option<PortRecord>>;
+    /// Ports still pending here, oldest first.
+    async fn pending_ports(&self) -> Result<Vec<PortRecord>>;
+    /// Records that a pending port closed (`state`, `reason`), in one conditional `UPDATE`: true when this call
+    /// closed it, so the port's local effect happens once however many webhooks and polls report it.
+    async fn close_port(&self, id: i64, state: &str, reason: Option<&str>, now: i64) -> Result<bool>;
+}
+
+/// Implements [`PortRepository`] for `$store` (a struct with a `pool: sqlx::Pool<$db>` field), in a child module
+/// of the caller's.
+macro_rules! impl_ports_store {
+    ($store:ident, $db:ty) => {
+        mod port_repository {
+            use super::$store;
+            use sqlx::Row;
+            use $crate::store::Result;
+            use $crate::store::ports::*;
+
+            fn port_from_row(r: &<$db as sqlx::Database>::Row) -> Result<PortRecord> {
+                Ok(PortRecord {
+                    id: r.try_get("id")?,
+                    number: r.try_get("number")?,
+                    side: PortSide::parse(r.try_get::<&str, _>("side")?)?,
+                    user_id: r.try_get("user_id")?,
+                    state: r.try_get("state")?,
+                    reason: r.try_get("reason")?,
+                    window_ends_at_ms: r.try_get("window_ends_at_ms")?,
+                    updated_at: r.try_get("updated_at")?,
+                })
+            }
+
+            #[async_trait::async_trait]
+            impl PortRepository for $store {
+                async fn insert_port(&self, p: &PortRecord) -> Result<PortRecord> {
+                    let insert = match p.side {
+                        PortSide::Losing => {
+                            "INSERT INTO ports (id, number, side, user_id, state, reason, window_ends_at_ms, \
+                             updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (id) DO NOTHING"
+                        }
+                        // Our filing is authoritative: a row a sync made before it was recorded is ours.
+                        PortSide::Gaining => {
+                            "INSERT INTO ports (id, number, side, user_id, state, reason, window_ends_at_ms, \
+                             updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (id) DO UPDATE SET \
+                             side = excluded.side, user_id = excluded.user_id, state = excluded.state, \
+                             reason = excluded.reason WHERE ports.side = 'losing'"
+                        }
+                    };
+                    sqlx::query(insert)
+                    .bind(p.id)
+                    .bind(&p.number)
+                    .bind(p.side.as_str())
+                    .bind(&p.user_id)
+                    .bind(&p.state)
+                    .bind(&p.reason)
+                    .bind(p.window_ends_at_ms)
+                    .bind(p.updated_at)
+                    .execute(&self.pool)
+                    .await?;
+                    self.port(p.id).await?.ok_or($crate::store::StoreError::Corrupt("ports"))
+                }
+
+                async fn port(&self, id: i64) -> Result<Option<PortRecord>> {
+                    let row =
+                        sqlx::query("SELECT * FROM ports WHERE id = $1").bind(id).fetch_optional(&self.pool).await?;
+                    row.as_ref().map(port_from_row).transpose()
+                }
+
+                async fn port_of_number(&self, number: &str, side: PortSide) -> Result<Option<PortRecord>> {
+                    let row = sqlx::query("SELECT * FROM ports WHERE number = $1 AND side = $2 ORDER BY id DESC LIMIT 1")
+                        .bind(number)
+                        .bind(side.as_str())
+                        .fetch_optional(&self.pool)
+                        .await?;
+                    row.as_ref().map(port_from_row).transpose()
+                }
+
+                async fn pending_ports(&self) -> Result<Vec<PortRecord>> {
+                    let rows = sqlx::query("SELECT * FROM ports WHERE state = 'pending' ORDER BY id")
+                        .fetch_all(&self.pool)
+                        .await?;
+                    rows.iter().map(port_from_row).collect()
+                }
+
+                async fn close_port(&self, id: i64, state: &str, reason: Option<&str>, now: i64) -> Result<bool> {
+                    let done = sqlx::query(
+                        "UPDATE ports SET state = $2, reason = $3, updated_at = $4 WHERE id = $1 AND state = 'pending'",
+                    )
+                    .bind(id)
+                    .bind(state)
+                    .bind(reason)
+                    .bind(now)
+                    .execute(&self.pool)
+                    .await?;
+                    Ok(done.rows_affected() == 1)
+                }
+            }
+        }
+    };
+}
+pub(crate) use impl_ports_store;

@@ -1,0 +1,254 @@
+//! Number porting between two providers (issue #22): two extensions (`tincan-ext`), each beside its own Synapse
+//! (`a.test`, `b.test`), on one real directory (`tincan-directory`) whose port webhooks reach them. A user of A
+//! signs up at B with the same number: B's sign-up files the port, and A's extension answers it — releases
+//! (`porting.unlocked = "release"`), objects with `registration_locked` or `not_in_service`, or says nothing
+//! (`"wait"`) so the number moves when the directory's window ends. After a move the number is bound at B
+//! and no longer at A.
+//!
+//! The directory binary is another crate's, found by [`tincan_testkit::directory::binary`]; without it the tests
+//! are skipped (a failure under `CI=true`).
+
+use crate::harness::{Api, Ext};
+use serde_json::{Value, json};
+use std::time::{Duration, Instant};
+use tincan_testkit::Synapse;
+use tincan_testkit::directory::{Directory, Registrar, binary_or_skip};
+
+const JWT_SECRET: &str = "porting-jwt-secret-0123456789";
+/// Registration-lock secret of A (a test fixture).
+const LOCK_SECRET: &str = "test-only-registration-lock-pepper-0123456789";
+
+struct Providers {
+    dir: Directory,
+    a: Ext,
+    b: Ext,
+    hs_a: Synapse,
+    hs_b: Synapse,
+    reg_a: Registrar,
+    reg_b: Registrar,
+}
+
+impl Providers {
+    /// The directory with an objection window of `window_secs`, providers `a` and `b` both serving +44, and
+    /// their extensions; A answers unlocked ports with `a_unlocked`.
+    async fn start(window_secs: u64, a_unlocked: &str) -> Option<Providers> {
+        let bin = binary_or_skip()?;
+        let [port_a, port_b] = tincan_testkit::ports::free_ports::<2>();
+        let hook = |port: u16| format!("http://127.0.0.1:{port}/_tincan/directory/v1/ports");
+        let (hook_a, hook_b, window) = (hook(port_a), hook(port_b), window_secs.to_string());
+        let env = [
+            ("TINCAN_DIRECTORY_PORTS__WINDOW_SECS", window.as_str()),
+            ("TINCAN_DIRECTORY_PORTS__CHECK_INTERVAL_SECS", "1"),
+            ("TINCAN_DIRECTORY_PORTS__WEBHOOKS__A", hook_a.as_str()),
+            ("TINCAN_DIRECTORY_PORTS__WEBHOOKS__B", hook_b.as_str()),
+        ];
+        let dir = Directory::start_env(&bin, &env).await.unwrap();
+        let reg_a = dir.add_provider("a", &["+44"]).unwrap();
+        let reg_b = dir.add_provider_with("b", &["+44"], &["--shared"]).unwrap();
+        let synapse = |name: &'static str| {
+            Synapse::builder()
+                .server_name(name)
+                .config(json!({"jwt_config": {"enabled": true, "secret": JWT_SECRET, "algorithm": "HS256"}}))
+                .start()
+        };
+        let (hs_a, hs_b) = tokio::join!(synapse("a.test"), synapse("b.test"));
+        let (hs_a, hs_b) = (hs_a.unwrap(), hs_b.unwrap());
+        let config = |hs: &Synapse, token: &str, extra: &str| {
+            format!(
+                "server_name = \"{}\"\nhomeserver_url = \"{}\"\n\
+                 [homeserver]\njwt_secret = \"{JWT_SECRET}\"\n\
+                 [directory]\nurl = \"{}\"\ntoken = \"{token}\"\n{extra}",
+                hs.server_name(),
+                hs.url(),
+                dir.api,
+            )
+        };
+        let a_extra = format!("[porting]\nunlocked = \"{a_unlocked}\"\n");
+        let lock = [("TINCAN_EXT_REGISTRATION_LOCK__SECRET", LOCK_SECRET)];
+        let a = Ext::start_env_at(port_a, None, &config(&hs_a, &reg_a.token, &a_extra), &lock).await.unwrap();
+        let b = Ext::start_at(port_b, None, &config(&hs_b, &reg_b.token, "")).await.unwrap();
+        Some(Providers { dir, a, b, hs_a, hs_b, reg_a, reg_b })
+    }
+
+    /// `GET /v1/ports/{id}` as B.
+    async fn port(&self, id: i64) -> Value {
+        let r = reqwest::Client::new()
+            .get(format!("{}/v1/ports/{id}", self.dir.api))
+            .bearer_auth(&self.reg_b.token)
+            .send()
+            .await
+            .unwrap();
+        assert!(r.status().is_success(), "GET port {id}: {}", r.status());
+        r.json().await.unwrap()
+    }
+
+    /// Waits until port `id` is no longer pending; its last state.
+    async fn closed_port(&self, id: i64) -> Value {
+        eventually("the port closes", move || async move {
+            let p = self.port(id).await;
+            (p["state"] != "pending").then_some(p)
+        })
+        .await
+    }
+}
+
+/// Polls `f` every 100 ms until it gives something (60 s at most: a loaded machine runs two Synapses here).
+async fn eventually<T, F, Fut>(what: &str, f: F) -> T
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        if let Some(t) = f().await {
+            return t;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting until {what}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Signs `number` in at `ext` (request, the dev sink's code, verify): the verify answer.
+async fn sign_in(ext: &Ext, number: &str, secret: &str) -> Value {
+    let (s, b) = ext
+        .post(
+            "/_tincan/client/v1/register/request",
+            json!({"phone": number, "client_secret": secret, "send_attempt": 1}),
+        )
+        .await;
+    assert_eq!(s, 200, "{b}");
+    let body = json!({"sid": b["sid"], "client_secret": secret, "code": ext.last_code(number)});
+    let (s, v) = ext.post("/_tincan/client/v1/register/verify", body).await;
+    assert_eq!(s, 200, "{v}\n{}", ext.guard.log_tail(30));
+    v
+}
+
+/// The Matrix ID the directory's record of `number` routes to, and its holder.
+async fn holder(reg: &Registrar, number: &str) -> (String, String) {
+    let rec = reg.get(number).await.unwrap().expect("the number is registered");
+    (rec["provider"].as_str().unwrap().to_owned(), rec["services"][0]["uri"].as_str().unwrap().to_owned())
+}
+
+fn matrix_uri(user_id: &str) -> String {
+    format!("matrix:u/{}", user_id.trim_start_matches('@'))
+}
+
+async fn binding(ext: &Ext, number: &str) -> Option<String> {
+    ext.store().await.binding(number).await.unwrap().map(|b| b.user_id)
+}
+
+/// Waits until `ext` binds `number` to `user_id` (`None`: to nobody); the closing webhook reaches each side on
+/// its own.
+async fn bound_to(ext: &Ext, number: &str, user_id: Option<&str>) {
+    eventually("the binding changes", move || async move {
+        (binding(ext, number).await.as_deref() == user_id).then_some(())
+    })
+    .await
+}
+
+#[tokio::test]
+async fn a_number_moves_to_the_provider_that_verified_it_unless_a_lock_or_no_subscriber_objects() {
+    let Some(p) = Providers::start(3600, "release").await else { return };
+
+    // Released: a user of A signs up at B with their number.
+    let n1 = "+447911124101";
+    let (old_user, _) = crate::signup::sign_up_token(&p.a, &p.hs_a, n1, "a-1").await;
+    assert_eq!(holder(&p.reg_a, n1).await, ("a".into(), matrix_uri(&old_user)));
+    let at_b = sign_in(&p.b, n1, "b-1").await;
+    let new_user = at_b["user_id"].as_str().unwrap().to_owned();
+    assert!(new_user.ends_with(":b.test"), "{at_b}");
+    assert_eq!(at_b["port"]["state"], "pending", "B tells the user the number is being ported: {at_b}");
+    let id = at_b["port"]["id"].as_i64().unwrap();
+    // A's extension hears of it by webhook and releases it at once (the window is an hour).
+    let closed = p.closed_port(id).await;
+    assert_eq!(closed["state"], "completed", "{closed}");
+    assert_eq!(holder(&p.reg_a, n1).await, ("b".into(), matrix_uri(&new_user)));
+    // B binds the number to the new account (the completion webhook); A no longer treats it as its own.
+    bound_to(&p.b, n1, Some(&new_user)).await;
+    assert_eq!(binding(&p.a, n1).await, None, "A's binding is gone");
+    let a_account = p.a.store().await.account_by_number(n1).await.unwrap().expect("A keeps the old account");
+    assert_eq!((a_account.user_id.as_str(), a_account.published_at), (old_user.as_str(), None));
+    assert!(p.b.store().await.account_by_number(n1).await.unwrap().unwrap().published_at.is_some());
+    // Signing in at B again: the same account, no port any more.
+    let again = sign_in(&p.b, n1, "b-1b").await;
+    assert_eq!((again["user_id"].as_str(), again.get("port")), (Some(new_user.as_str()), None), "{again}");
+
+    // Objected: the account at A has a registration lock.
+    let n2 = "+447911124102";
+    let (locked_user, token) = crate::signup::sign_up_token(&p.a, &p.hs_a, n2, "a-2").await;
+    let r = reqwest::Client::new()
+        .put(format!("{}/_tincan/client/v1/registration_lock", p.a.url))
+        .bearer_auth(&token)
+        .json(&json!({"pin": "482916"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    let at_b = sign_in(&p.b, n2, "b-2").await;
+    assert_eq!(at_b["port"]["state"], "pending", "{at_b}");
+    let closed = p.closed_port(at_b["port"]["id"].as_i64().unwrap()).await;
+    assert_eq!((closed["state"].as_str(), closed["reason"].as_str()), (Some("objected"), Some("registration_locked")));
+    assert_eq!(holder(&p.reg_a, n2).await, ("a".into(), matrix_uri(&locked_user)));
+    assert_eq!(binding(&p.a, n2).await, Some(locked_user.clone()), "A still has it");
+    assert_eq!(binding(&p.b, n2).await, None, "B never bound it");
+
+    // Objected: A holds the number in the directory, but no subscriber of A's extension has it.
+    let n3 = "+447911124103";
+    p.reg_a.put_number(n3, &[("matrix", "matrix:u/someone:a.test")]).await.unwrap();
+    let at_b = sign_in(&p.b, n3, "b-3").await;
+    let closed = p.closed_port(at_b["port"]["id"].as_i64().unwrap()).await;
+    assert_eq!((closed["state"].as_str(), closed["reason"].as_str()), (Some("objected"), Some("not_in_service")));
+    assert_eq!(holder(&p.reg_a, n3).await.0, "a");
+}
+
+#[tokio::test]
+async fn without_an_answer_the_number_moves_with_the_key_when_the_window_ends_and_not_before() {
+    // Ten seconds: long enough to upload the key while the port is pending, even on a loaded machine.
+    let Some(p) = Providers::start(10, "wait").await else { return };
+    let n = "+447911124201";
+    crate::signup::sign_up_token(&p.a, &p.hs_a, n, "a-1").await;
+    let at_b = sign_in(&p.b, n, "b-1").await;
+    let id = at_b["port"]["id"].as_i64().unwrap();
+    let new_user = at_b["user_id"].as_str().unwrap().to_owned();
+
+    // Meanwhile the user's device at B uploads its master key: the pending port carries it.
+    let (token, _) = crate::signup::login(&p.hs_b, &at_b["login"]).await;
+    let b64 = |b: &[u8]| {
+        use base64::Engine;
+        base64::engine::general_purpose::STANDARD_NO_PAD.encode(b)
+    };
+    let master = b64(ed25519_dalek::SigningKey::from_bytes(&[5u8; 32]).verifying_key().as_bytes());
+    let http = reqwest::Client::new();
+    let r = http
+        .post(format!("{}/_matrix/client/v3/keys/device_signing/upload", p.hs_b.url()))
+        .bearer_auth(&token)
+        .json(&json!({"master_key": {
+            "user_id": new_user,
+            "usage": ["master"],
+            "keys": {format!("ed25519:{master}"): master},
+        }}))
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_success(), "{}", r.text().await.unwrap());
+    let r = http
+        .put(format!("{}/_tincan/client/v1/keys/master", p.b.url))
+        .bearer_auth(&token)
+        .json(&json!({"ed25519": master}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    let body: Value = r.json().await.unwrap();
+    assert_eq!((&body["numbers"], &body["porting"]), (&json!([]), &json!([n])), "{body}");
+    assert_eq!(p.port(id).await["key"]["ed25519"], master.as_str());
+
+    // A says nothing: the number moves when the window ends, not before.
+    let closed = p.closed_port(id).await;
+    assert_eq!(closed["state"], "completed", "{closed}");
+    assert!(closed["closed_at_ms"].as_i64().unwrap() >= closed["window_ends_at_ms"].as_i64().unwrap(), "{closed}");
+    let rec = p.reg_b.get(n).await.unwrap().unwrap();
+    assert_eq!((&rec["provider"], &rec["key"]["ed25519"]), (&json!("b"), &json!(master)), "{rec}");
+    bound_to(&p.b, n, Some(&new_user)).await;
+    bound_to(&p.a, n, None).await;
+}
