@@ -2,8 +2,10 @@
 //! expiry), credits and debits, each write idempotent by its key.
 //!
 //! Holds are written by per-account-shard workers ([`batch`]): each worker takes every request queued for its
-//! accounts and applies them in order in **one** transaction, so under load one commit (one disk flush) serves
-//! many reservations and settlements, and requests for one account are applied in the order they arrived. Each
+//! accounts and applies them in **one** transaction, so under load one commit (one disk flush) serves many
+//! reservations and settlements. A batch of reservations, settlements and releases takes a handful of set
+//! statements whatever its size ([`set`]: settlements first, then each account's reservations together);
+//! any other batch is applied request by request, in the order they arrived ([`ops`]). Each
 //! request inside a batch is refused without writing anything (a conditional statement that matched no row,
 //! or a savepoint rolled back), so one refusal never spoils its neighbours; a database failure rolls the whole
 //! batch back and it is run again (every request in it is idempotent). Correctness does not rest on the
@@ -34,6 +36,7 @@ use crate::storage::{
 mod batch;
 mod local;
 mod ops;
+mod set;
 
 pub use local::LocalCharging;
 

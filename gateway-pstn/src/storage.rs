@@ -459,6 +459,39 @@ pub struct Close<'a> {
     pub now_ms: i64,
 }
 
+/// One of several holds to close at once ([`HoldRepository::close_all`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Closing<'a> {
+    /// Settled: `charged` (at most the hold's amount) moves from the hold's account to `revenue` as a charge
+    /// entry.
+    Settle {
+        /// The hold.
+        id: HoldId,
+        /// What is charged.
+        charged: Amount,
+        /// Seconds or segments charged.
+        usage: Option<i64>,
+        /// The carrier.
+        carrier: Option<&'a str>,
+        /// The system account credited with the charge.
+        revenue: AccountId,
+    },
+    /// Released: nothing is charged.
+    Release {
+        /// The hold.
+        id: HoldId,
+    },
+}
+
+impl Closing<'_> {
+    /// The hold it closes.
+    pub fn id(&self) -> HoldId {
+        match self {
+            Closing::Settle { id, .. } | Closing::Release { id } => *id,
+        }
+    }
+}
+
 /// Holds.
 #[async_trait]
 pub trait HoldRepository: Send {
@@ -466,14 +499,28 @@ pub trait HoldRepository: Send {
     /// holds is at least `amount` (and it is an enabled customer account); `None` otherwise, with nothing
     /// written.
     async fn reserve(&mut self, hold: &NewHold<'_>) -> Result<Option<StoredHold>>;
+    /// Reserves several holds at once. For each account among them, one conditional statement holds the sum of
+    /// its holds only if the account's balance minus its open holds covers that sum (and it is an enabled
+    /// customer account): all of that account's holds are made, or none. Returns the holds in `holds`' order,
+    /// `None` for each hold of an account that was not covered (nothing written for it). PostgreSQL: one
+    /// statement for all accounts.
+    async fn reserve_all(&mut self, holds: &[NewHold<'_>]) -> Result<Vec<Option<StoredHold>>>;
     /// The hold.
     async fn get(&mut self, id: HoldId) -> Result<Option<StoredHold>>;
+    /// The holds among `ids` that exist, in any order.
+    async fn get_many(&mut self, ids: &[HoldId]) -> Result<Vec<StoredHold>>;
     /// Holds `more` on an open hold and moves its expiry, only if the account's available balance covers
     /// `more`; false with nothing written otherwise (use a savepoint: two rows change).
     async fn extend(&mut self, id: HoldId, more: Amount, expires_at_ms: i64) -> Result<ExtendOutcome>;
     /// Closes an open hold (settled, released or expired) and gives its amount back to the available balance;
     /// `None` if it was not open. The charge itself is posted to the journal by the caller.
     async fn close(&mut self, id: HoldId, close: &Close<'_>) -> Result<Option<StoredHold>>;
+    /// Closes several open holds (each id once) at `now_ms`, giving their amounts back to the available balance
+    /// and, for each settlement, posting its charge entry (the account −charged, the revenue account +charged,
+    /// the account's balance lowered): what [`HoldRepository::close`] and [`JournalRepository::post`] do, for
+    /// many holds (PostgreSQL: in one statement). Returns the closed holds in `closings`' order, `None` for one
+    /// that was not open (nothing written for it).
+    async fn close_all(&mut self, closings: &[Closing<'_>], now_ms: i64) -> Result<Vec<Option<StoredHold>>>;
     /// Open holds whose expiry is at or before `now_ms`, oldest first, at most `limit` (of `account` only if
     /// given).
     async fn expired(&mut self, now_ms: i64, account: Option<AccountId>, limit: u32) -> Result<Vec<HoldId>>;
@@ -514,9 +561,13 @@ pub struct IdempotentResponse {
 pub trait IdempotencyRepository: Send {
     /// The answer recorded for the key.
     async fn get(&mut self, principal: &str, key: &str) -> Result<Option<IdempotentResponse>>;
+    /// The answers recorded for many `(principal, key)` pairs, in their order.
+    async fn get_many(&mut self, keys: &[(&str, &str)]) -> Result<Vec<Option<IdempotentResponse>>>;
     /// Records an answer (in the write's transaction). A key recorded meanwhile by a concurrent transaction is
     /// a transient error ([`StorageError::is_transient`]): run the write again and it finds this record.
     async fn put(&mut self, principal: &str, key: &str, record: &IdempotentResponse, now_ms: i64) -> Result<()>;
+    /// Records many answers `(principal, key, answer)`, as [`IdempotencyRepository::put`] does one.
+    async fn put_many(&mut self, records: &[(&str, &str, IdempotentResponse)], now_ms: i64) -> Result<()>;
 }
 
 /// What an API token may do.

@@ -6,7 +6,7 @@ use std::time::Instant;
 
 use tokio::sync::{mpsc, oneshot};
 
-use super::{Learned, Ledger, LedgerError, ops};
+use super::{Learned, Ledger, LedgerError, ops, set};
 use crate::charging::{
     AccountId, ChargeError, ExtendRequest, Hold, HoldId, ReleaseRequest, ReserveRequest, SettleRequest, Settlement,
 };
@@ -26,37 +26,26 @@ pub(crate) enum Usage {
     Segments(u32),
 }
 
+/// A reservation, checked and priced.
+#[derive(Debug)]
+pub(crate) struct Reservation {
+    pub(crate) principal: String,
+    pub(crate) req: ReserveRequest,
+    pub(crate) account: AccountId,
+    pub(crate) currency: Currency,
+    pub(crate) amount: Amount,
+    pub(crate) ttl_ms: i64,
+    pub(crate) rate: Option<Box<Rate>>,
+    pub(crate) limits: ActivityLimits,
+}
+
 /// A request to a worker.
 #[derive(Debug)]
 pub(crate) enum Op {
-    Reserve {
-        principal: String,
-        req: ReserveRequest,
-        account: AccountId,
-        currency: Currency,
-        amount: Amount,
-        ttl_ms: i64,
-        rate: Option<Box<Rate>>,
-        limits: ActivityLimits,
-    },
-    Extend {
-        principal: String,
-        req: ExtendRequest,
-        more: Usage,
-        ttl_ms: i64,
-        currency: Currency,
-    },
-    Settle {
-        principal: String,
-        req: SettleRequest,
-        used: Usage,
-        currency: Currency,
-    },
-    Release {
-        principal: String,
-        req: ReleaseRequest,
-        currency: Currency,
-    },
+    Reserve(Reservation),
+    Extend { principal: String, req: ExtendRequest, more: Usage, ttl_ms: i64, currency: Currency },
+    Settle { principal: String, req: SettleRequest, used: Usage, currency: Currency },
+    Release { principal: String, req: ReleaseRequest, currency: Currency },
     Expire(HoldId),
 }
 
@@ -138,17 +127,23 @@ async fn attempt(ledger: &Ledger, jobs: &[Job]) -> Result<Vec<Result<Outcome, Ch
 
 async fn once(ledger: &Ledger, jobs: &[Job]) -> Result<Vec<Result<Outcome, ChargeError>>, StorageError> {
     let mut tx = ledger.storage.begin().await?;
-    let mut outcomes = Vec::with_capacity(jobs.len());
     let mut learned = Learned::default();
-    for job in jobs {
-        let now = ledger.now_ms();
-        let outcome = match ops::apply(ledger, &mut *tx, &mut learned, &job.op, now).await {
-            Ok(o) => Ok(o),
-            Err(LedgerError::Charge(c)) => Err(c),
-            Err(LedgerError::Storage(e)) => return Err(e),
-        };
-        outcomes.push(outcome);
-    }
+    let outcomes = match set::plan(jobs) {
+        Some(plan) => set::apply(ledger, &mut *tx, &mut learned, jobs, &plan, ledger.now_ms()).await?,
+        None => {
+            let mut outcomes = Vec::with_capacity(jobs.len());
+            for job in jobs {
+                let now = ledger.now_ms();
+                let outcome = match ops::apply(ledger, &mut *tx, &mut learned, &job.op, now).await {
+                    Ok(o) => Ok(o),
+                    Err(LedgerError::Charge(c)) => Err(c),
+                    Err(LedgerError::Storage(e)) => return Err(e),
+                };
+                outcomes.push(outcome);
+            }
+            outcomes
+        }
+    };
     tx.commit().await?;
     ledger.remember(learned);
     Ok(outcomes)
@@ -157,7 +152,7 @@ async fn once(ledger: &Ledger, jobs: &[Job]) -> Result<Vec<Result<Outcome, Charg
 fn count(ledger: &Ledger, op: &Op, outcome: &Result<Outcome, ChargeError>) {
     let m = &ledger.metrics;
     match (op, outcome) {
-        (Op::Reserve { .. }, Ok(_)) => m.reserved(),
+        (Op::Reserve(_), Ok(_)) => m.reserved(),
         (Op::Settle { .. }, Ok(_)) => m.settled(),
         (Op::Release { .. }, Ok(_)) => m.released(),
         (Op::Expire(_), Ok(_)) => m.expired(),

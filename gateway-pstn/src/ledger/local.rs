@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use super::batch::{Op, Outcome, Usage};
+use super::batch::{Op, Outcome, Reservation, Usage};
 use super::{Ledger, LedgerError};
 use crate::charging::{
     AccountRef, ChargeError, Charging, ExtendRequest, Hold, Quote, QuoteRequest, ReleaseRequest, ReserveRequest,
@@ -125,7 +125,7 @@ impl Charging for LocalCharging {
                 (price.map_err(rating)?, Some(rate))
             }
         };
-        let op = Op::Reserve {
+        let op = Op::Reserve(Reservation {
             principal: self.principal.clone(),
             req: req.clone(),
             account,
@@ -134,7 +134,7 @@ impl Charging for LocalCharging {
             ttl_ms,
             rate: rate.map(Box::new),
             limits,
-        };
+        });
         self.outcome_hold(account, op).await
     }
 

@@ -1,10 +1,10 @@
 //! One hold request applied inside a worker's transaction. A refused request writes nothing: its first write
 //! is a conditional statement that matched no row, or it undoes its writes to a savepoint.
 
-use super::batch::{Op, Outcome, Usage};
+use super::batch::{Op, Outcome, Reservation, Usage};
 use super::local::rating;
 use super::{Learned, Ledger, LedgerError, check_open, fingerprint, hold_view, record, replay};
-use crate::charging::{ChargeError, HoldState, ServiceKind, Settlement};
+use crate::charging::{ChargeError, Hold, HoldState, ServiceKind, Settlement};
 use crate::fraud::Activity;
 use crate::money::Amount;
 use crate::rating::Rate;
@@ -19,58 +19,13 @@ pub(super) async fn apply(
     now: i64,
 ) -> Result<Outcome, LedgerError> {
     match op {
-        Op::Reserve { principal, req, account, currency, amount, ttl_ms, rate, limits } => {
-            let fp = fingerprint("reserve", &serde_json::to_string(req).expect("requests serialise"));
-            if let Some(hold) = replay(tx, principal, &req.idempotency_key, "reserve", &fp).await? {
+        Op::Reserve(r) => {
+            let fp = reserve_fingerprint(&r.req);
+            if let Some(hold) = replay(tx, &r.principal, &r.req.idempotency_key, "reserve", &fp).await? {
                 return Ok(Outcome::Hold(hold));
             }
-            if limits.any() {
-                let held = tx.accounts().get(*account).await?.ok_or(ChargeError::AccountNotFound)?.held;
-                let activity = Activity {
-                    open_holds: tx.holds().open_count(*account).await?,
-                    held,
-                    charged_hour: tx.holds().charged_since(*account, now - 3_600_000).await?,
-                    charged_day: tx.holds().charged_since(*account, now - 86_400_000).await?,
-                };
-                limits.check(&activity, *amount)?;
-            }
-            let destination = req.destination.as_str();
-            let rate_json = rate.as_ref().map(|r| serde_json::to_string(r).expect("rates serialise"));
-            let new = NewHold {
-                account: *account,
-                principal,
-                amount: *amount,
-                service: req.service,
-                destination,
-                rate: rate_json.as_deref(),
-                now_ms: now,
-                expires_at_ms: now + ttl_ms,
-            };
-            let mut stored = tx.holds().reserve(&new).await?;
-            if stored.is_none() {
-                // Expired holds release themselves: if any still count against the balance, release them now
-                // and ask once more.
-                let expired = tx.holds().expired(now, Some(*account), 1000).await?;
-                if !expired.is_empty() {
-                    for id in expired {
-                        let close =
-                            Close { state: HoldState::Expired, charged: None, usage: None, carrier: None, now_ms: now };
-                        tx.holds().close(id, &close).await?;
-                    }
-                    stored = tx.holds().reserve(&new).await?;
-                }
-            }
-            let Some(stored) = stored else {
-                let a = tx.accounts().get(*account).await?;
-                return Err(match a {
-                    Some(a) if a.disabled => ChargeError::AccountDisabled,
-                    Some(_) => ChargeError::InsufficientFunds,
-                    None => ChargeError::AccountNotFound,
-                }
-                .into());
-            };
-            let hold = hold_view(&stored, *currency)?;
-            record(tx, principal, &req.idempotency_key, "reserve", &fp, &hold, now).await?;
+            let hold = reserve(tx, r, now).await?;
+            record(tx, &r.principal, &r.req.idempotency_key, "reserve", &fp, &hold, now).await?;
             Ok(Outcome::Hold(hold))
         }
         Op::Extend { principal, req, more, ttl_ms, currency } => {
@@ -106,22 +61,13 @@ pub(super) async fn apply(
             Ok(Outcome::Hold(hold))
         }
         Op::Settle { principal, req, used, currency } => {
-            let body = serde_json::to_string(req).expect("requests serialise");
-            let fp = fingerprint("settle", &format!("{}|{body}", req.hold));
+            let fp = settle_fingerprint(req);
             if let Some(s) = replay(tx, principal, &req.idempotency_key, "settle", &fp).await? {
                 return Ok(Outcome::Settlement(s));
             }
             let h = tx.holds().get(req.hold).await?.ok_or(ChargeError::HoldNotFound)?;
             check_open(&h, principal, now)?;
-            let charged = &match (*used, h.service) {
-                (Usage::Amount(a), _) => a,
-                (Usage::Seconds(s), ServiceKind::Voice) => hold_rate(&h)?.call_price(s).map_err(rating)?,
-                (Usage::Segments(n), ServiceKind::Sms) => hold_rate(&h)?.sms_price(n).map_err(rating)?,
-                _ => return Err(ChargeError::Invalid("seconds settle voice holds, segments SMS holds".into()).into()),
-            };
-            if *charged > h.amount {
-                return Err(ChargeError::ExceedsHold.into());
-            }
+            let charged = &settle_price(&h, *used)?;
             let close = Close {
                 state: HoldState::Settled,
                 charged: Some(*charged),
@@ -154,7 +100,7 @@ pub(super) async fn apply(
             Ok(Outcome::Settlement(settlement))
         }
         Op::Release { principal, req, currency } => {
-            let fp = fingerprint("release", &req.hold.to_string());
+            let fp = release_fingerprint(req);
             if let Some(hold) = replay(tx, principal, &req.idempotency_key, "release", &fp).await? {
                 return Ok(Outcome::Hold(hold));
             }
@@ -185,6 +131,87 @@ pub(super) async fn apply(
             Ok(Outcome::Hold(hold_view(&closed, currency)?))
         }
     }
+}
+
+/// A reservation's writes (its idempotency record aside): the account's limits checked, then one conditional
+/// statement; refused with nothing written when the available balance does not cover it, once expired holds
+/// still counted against it are released.
+pub(super) async fn reserve(tx: &mut dyn Repository, r: &Reservation, now: i64) -> Result<Hold, LedgerError> {
+    let Reservation { principal, req, account, currency, amount, ttl_ms, rate, limits } = r;
+    if limits.any() {
+        let held = tx.accounts().get(*account).await?.ok_or(ChargeError::AccountNotFound)?.held;
+        let activity = Activity {
+            open_holds: tx.holds().open_count(*account).await?,
+            held,
+            charged_hour: tx.holds().charged_since(*account, now - 3_600_000).await?,
+            charged_day: tx.holds().charged_since(*account, now - 86_400_000).await?,
+        };
+        limits.check(&activity, *amount)?;
+    }
+    let rate_json = rate.as_ref().map(|r| serde_json::to_string(r).expect("rates serialise"));
+    let new = NewHold {
+        account: *account,
+        principal,
+        amount: *amount,
+        service: req.service,
+        destination: req.destination.as_str(),
+        rate: rate_json.as_deref(),
+        now_ms: now,
+        expires_at_ms: now + ttl_ms,
+    };
+    let mut stored = tx.holds().reserve(&new).await?;
+    if stored.is_none() {
+        // Expired holds release themselves: if any still count against the balance, release them now and ask
+        // once more.
+        let expired = tx.holds().expired(now, Some(*account), 1000).await?;
+        if !expired.is_empty() {
+            for id in expired {
+                let close = Close { state: HoldState::Expired, charged: None, usage: None, carrier: None, now_ms: now };
+                tx.holds().close(id, &close).await?;
+            }
+            stored = tx.holds().reserve(&new).await?;
+        }
+    }
+    let Some(stored) = stored else {
+        let a = tx.accounts().get(*account).await?;
+        return Err(match a {
+            Some(a) if a.disabled => ChargeError::AccountDisabled,
+            Some(_) => ChargeError::InsufficientFunds,
+            None => ChargeError::AccountNotFound,
+        }
+        .into());
+    };
+    Ok(hold_view(&stored, *currency)?)
+}
+
+/// What a settlement charges: its amount, or its usage priced at the hold's rate; refused above the hold.
+pub(super) fn settle_price(h: &StoredHold, used: Usage) -> Result<Amount, LedgerError> {
+    let charged = match (used, h.service) {
+        (Usage::Amount(a), _) => a,
+        (Usage::Seconds(s), ServiceKind::Voice) => hold_rate(h)?.call_price(s).map_err(rating)?,
+        (Usage::Segments(n), ServiceKind::Sms) => hold_rate(h)?.sms_price(n).map_err(rating)?,
+        _ => return Err(ChargeError::Invalid("seconds settle voice holds, segments SMS holds".into()).into()),
+    };
+    if charged > h.amount {
+        return Err(ChargeError::ExceedsHold.into());
+    }
+    Ok(charged)
+}
+
+/// The fingerprint of a settlement request.
+pub(super) fn settle_fingerprint(req: &crate::charging::SettleRequest) -> String {
+    let body = serde_json::to_string(req).expect("requests serialise");
+    fingerprint("settle", &format!("{}|{body}", req.hold))
+}
+
+/// The fingerprint of a release request.
+pub(super) fn release_fingerprint(req: &crate::charging::ReleaseRequest) -> String {
+    fingerprint("release", &req.hold.to_string())
+}
+
+/// The fingerprint of a reservation request.
+pub(super) fn reserve_fingerprint(req: &crate::charging::ReserveRequest) -> String {
+    fingerprint("reserve", &serde_json::to_string(req).expect("requests serialise"))
 }
 
 /// The rate a hold was priced at; holds reserved by amount have none.

@@ -6,8 +6,8 @@ use std::time::Duration;
 use tincan_common::{Clock, MockClock};
 
 use super::{
-    AccountKind, Close, EntryKind, ExtendOutcome, IdempotentResponse, NewAccount, NewEntry, NewHold, Scope, Storage,
-    StorageError, SystemAccount, TokenHash, unix_ms,
+    AccountKind, Close, Closing, EntryKind, ExtendOutcome, IdempotentResponse, NewAccount, NewEntry, NewHold, Scope,
+    Storage, StorageError, SystemAccount, TokenHash, unix_ms,
 };
 use crate::charging::{AccountId, HoldState, ServiceKind};
 use crate::money::{Amount, Currency};
@@ -19,6 +19,7 @@ pub async fn run(storage: &dyn Storage, clock: &MockClock) {
     holds(storage, clock).await;
     rollback_on_drop(storage).await;
     idempotency(storage).await;
+    many_at_once(storage, clock).await;
     tokens(storage, clock).await;
     rates_carriers_and_limits(storage).await;
     check_finds_tampering(storage).await;
@@ -244,6 +245,106 @@ async fn idempotency(storage: &dyn Storage) {
     assert_eq!(tx.idempotency().get("svc:a", "k1").await.unwrap().unwrap(), rec);
     let again = tx.idempotency().put("svc:a", "k1", &rec, 2).await.unwrap_err();
     assert!(again.is_transient(), "a key taken meanwhile means: run the write again ({again})");
+}
+
+/// The many-row forms the hold workers use for a batch: `reserve_all` holds an account's holds all or none,
+/// `close_all` does what `close` and `post` do, the many-row reads find what the one-row reads find.
+async fn many_at_once(storage: &dyn Storage, clock: &MockClock) {
+    let now = unix_ms(Clock::now(clock));
+    let mut tx = storage.begin().await.unwrap();
+    let business = |name: &str| NewAccount {
+        kind: AccountKind::Business,
+        name: name.into(),
+        user_id: None,
+        number: None,
+        currency: eur(),
+    };
+    let a = tx.accounts().create(&business("many a")).await.unwrap().id;
+    let b = tx.accounts().create(&business("many b")).await.unwrap().id;
+    let c = tx.accounts().create(&business("many c")).await.unwrap().id;
+    let vouchers = tx.accounts().system(SystemAccount::Vouchers, eur()).await.unwrap();
+    for (account, amount) in [(a, "5.00"), (b, "1.00"), (c, "5.00")] {
+        let legs = [(account, amt(amount)), (vouchers, -amt(amount))];
+        let entry = NewEntry { kind: EntryKind::Voucher, reference: "many", hold: None, memo: "", legs: &legs };
+        tx.journal().post(&entry).await.unwrap();
+    }
+    assert!(tx.accounts().set_disabled(c, true).await.unwrap());
+    let hold = |account, amount: &str| NewHold {
+        account,
+        principal: "svc:many",
+        amount: amt(amount),
+        service: ServiceKind::Voice,
+        destination: "+4930123456",
+        rate: None,
+        now_ms: now,
+        expires_at_ms: now + 60_000,
+    };
+    assert!(tx.holds().reserve_all(&[]).await.unwrap().is_empty());
+    let asked = [hold(a, "2.00"), hold(b, "0.60"), hold(a, "3.00"), hold(b, "0.60"), hold(c, "1.00")];
+    let made = tx.holds().reserve_all(&asked).await.unwrap();
+    let which: Vec<bool> = made.iter().map(Option::is_some).collect();
+    // a's 5.00 covers 2.00 + 3.00 exactly; b's 1.00 covers each 0.60 but not both, so neither; c is disabled.
+    assert_eq!(which, [true, false, true, false, false]);
+    let (h1, h2) = (made[0].clone().unwrap(), made[2].clone().unwrap());
+    for (h, new) in [(&h1, &asked[0]), (&h2, &asked[2])] {
+        assert_eq!(
+            (h.id.account, h.amount, h.state, h.principal.as_str(), h.created_at_ms, h.expires_at_ms),
+            (a, new.amount, HoldState::Open, "svc:many", now, now + 60_000)
+        );
+        assert_eq!(tx.holds().get(h.id).await.unwrap().as_ref(), Some(h), "each answer is its own row");
+    }
+    let held = |acc: crate::storage::Account| (acc.balance, acc.held);
+    assert_eq!(held(tx.accounts().get(a).await.unwrap().unwrap()), (amt("5.00"), amt("5.00")));
+    assert_eq!(held(tx.accounts().get(b).await.unwrap().unwrap()), (amt("1.00"), Amount::ZERO), "nothing held");
+    assert_eq!(tx.holds().open_count(b).await.unwrap(), 0, "and no hold written");
+    assert_eq!(tx.holds().open_count(c).await.unwrap(), 0);
+
+    let mut elsewhere = h1.id;
+    elsewhere.account = b;
+    let mut got = tx.holds().get_many(&[h2.id, elsewhere, h1.id]).await.unwrap();
+    got.sort_by_key(|h| h.id);
+    assert_eq!(got, [h1.clone(), h2.clone()], "a hold id names its account");
+
+    let revenue = tx.accounts().system(SystemAccount::Revenue, eur()).await.unwrap();
+    let revenue_before = tx.journal().sum(revenue).await.unwrap();
+    assert!(tx.holds().close_all(&[], now).await.unwrap().is_empty());
+    let closings = [
+        Closing::Settle { id: h1.id, charged: amt("1.50"), usage: Some(90), carrier: Some("c1"), revenue },
+        Closing::Release { id: h2.id },
+    ];
+    let closed = tx.holds().close_all(&closings, now + 5).await.unwrap();
+    let settled = closed[0].clone().expect("h1 was open");
+    assert_eq!(
+        (
+            settled.state,
+            settled.amount,
+            settled.charged,
+            settled.usage,
+            settled.carrier.as_deref(),
+            settled.closed_at_ms
+        ),
+        (HoldState::Settled, amt("2.00"), Some(amt("1.50")), Some(90), Some("c1"), Some(now + 5))
+    );
+    let released = closed[1].clone().expect("h2 was open");
+    assert_eq!((released.state, released.charged), (HoldState::Released, None));
+    assert_eq!(tx.holds().close_all(&closings, now + 6).await.unwrap(), [None, None], "closed once");
+    assert_eq!(held(tx.accounts().get(a).await.unwrap().unwrap()), (amt("3.50"), Amount::ZERO));
+    assert_eq!(tx.journal().sum(a).await.unwrap(), amt("3.50"), "the charge is a journal entry");
+    assert_eq!(tx.journal().sum(revenue).await.unwrap(), revenue_before.checked_add(amt("1.50")).unwrap());
+    let last = &tx.journal().history(a, None, 1).await.unwrap()[0];
+    assert_eq!((last.kind, last.amount, last.reference.clone()), (EntryKind::Charge, amt("-1.50"), h1.id.to_string()));
+    let report = tx.journal().check().await.unwrap();
+    assert!(report.problems.is_empty(), "{:?}", report.problems);
+
+    let rec = |r: &str| IdempotentResponse { op: "settle".into(), fingerprint: "f".into(), response: r.into() };
+    tx.idempotency().put_many(&[], now).await.unwrap();
+    tx.idempotency().put_many(&[("svc:many", "k1", rec("1")), ("svc:many", "k2", rec("2"))], now).await.unwrap();
+    let got = tx.idempotency().get_many(&[("svc:many", "k2"), ("svc:other", "k1"), ("svc:many", "k1")]).await.unwrap();
+    assert_eq!(got, [Some(rec("2")), None, Some(rec("1"))]);
+    tx.commit().await.unwrap();
+    let mut tx = storage.begin().await.unwrap();
+    let again = tx.idempotency().put_many(&[("svc:many", "k3", rec("3")), ("svc:many", "k1", rec("1"))], now).await;
+    assert!(again.unwrap_err().is_transient(), "a key taken meanwhile means: run the write again");
 }
 
 async fn tokens(storage: &dyn Storage, clock: &MockClock) {

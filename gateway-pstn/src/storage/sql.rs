@@ -61,8 +61,11 @@ pub(super) fn rate_from_parts(
 }
 
 /// Implements [`Repository`](super::Repository) and every repository trait for `$repo`, a struct with a field
-/// `tx: sqlx::Transaction<'static, Db>` and a field `clock: Arc<dyn Clock>`, whose module defines `Db` and
-/// `async fn reserve_statement(tx, &NewHold) -> Result<Option<StoredHold>>`.
+/// `tx: sqlx::Transaction<'static, Db>` and a field `clock: Arc<dyn Clock>`, whose module defines `Db`,
+/// `async fn reserve_statement(tx, &NewHold) -> Result<Option<StoredHold>>`,
+/// and the many-row statements `reserve_all_statement`, `close_all_statement`, `get_holds_statement`,
+/// `get_records_statement` and `put_records_statement` (PostgreSQL: one statement each, over arrays; SQLite,
+/// in the process: the one-row statements in turn).
 macro_rules! impl_repositories {
     ($repo:ident) => {
         use async_trait::async_trait;
@@ -74,7 +77,7 @@ macro_rules! impl_repositories {
             rate_from_parts,
         };
         use $crate::storage::{
-            Account, AccountKind, AccountRepository, ApiToken, CheckReport, Close, EntryKind, ExtendOutcome,
+            Account, AccountKind, AccountRepository, ApiToken, CheckReport, Close, Closing, EntryKind, ExtendOutcome,
             HistoryItem, HoldRepository, IdempotencyRepository, IdempotentResponse, JournalRepository, NewAccount,
             NewEntry, NewHold, Repository, Result, Scope, StoredHold, SystemAccount, TokenHash, TokenRepository,
             Carrier, CarrierKind, CarrierRepository, CarrierRoute, LimitRepository, Limits, RateRepository,
@@ -523,6 +526,18 @@ macro_rules! impl_repositories {
                 reserve_statement(&mut self.tx, hold).await
             }
 
+            async fn reserve_all(&mut self, holds: &[NewHold<'_>]) -> Result<Vec<Option<StoredHold>>> {
+                reserve_all_statement(self, holds).await
+            }
+
+            async fn close_all(&mut self, closings: &[Closing<'_>], now_ms: i64) -> Result<Vec<Option<StoredHold>>> {
+                close_all_statement(self, closings, now_ms).await
+            }
+
+            async fn get_many(&mut self, ids: &[HoldId]) -> Result<Vec<StoredHold>> {
+                get_holds_statement(self, ids).await
+            }
+
             async fn get(&mut self, id: HoldId) -> Result<Option<StoredHold>> {
                 let sql = format!("SELECT {HOLD_COLUMNS} FROM holds WHERE id = $1 AND account_id = $2");
                 let row = sqlx::query(sqlx::AssertSqlSafe(sql))
@@ -654,6 +669,14 @@ macro_rules! impl_repositories {
                     }),
                     None => None,
                 })
+            }
+
+            async fn get_many(&mut self, keys: &[(&str, &str)]) -> Result<Vec<Option<IdempotentResponse>>> {
+                get_records_statement(self, keys).await
+            }
+
+            async fn put_many(&mut self, records: &[(&str, &str, IdempotentResponse)], now_ms: i64) -> Result<()> {
+                put_records_statement(self, records, now_ms).await
             }
 
             async fn put(&mut self, principal: &str, key: &str, record: &IdempotentResponse, now_ms: i64) -> Result<()> {

@@ -92,4 +92,126 @@ async fn reserve_statement(
     hold_from_row(&row).map(Some)
 }
 
+/// Many reservations, per account in the order they first appear: one conditional UPDATE holds the sum of the
+/// account's holds only if the balance minus the open holds covers it, then its holds are inserted. SQLite runs
+/// in the process, so a statement per hold costs no round trip; the write lock keeps everything else out.
+async fn reserve_all_statement(
+    repo: &mut SqliteRepository,
+    holds: &[crate::storage::NewHold<'_>],
+) -> crate::storage::Result<Vec<Option<crate::storage::StoredHold>>> {
+    let mut out = vec![None; holds.len()];
+    let mut accounts: Vec<crate::charging::AccountId> = Vec::new();
+    for h in holds {
+        if !accounts.contains(&h.account) {
+            accounts.push(h.account);
+        }
+    }
+    for account in accounts {
+        let mine: Vec<usize> = (0..holds.len()).filter(|&i| holds[i].account == account).collect();
+        let Some(total) = mine.iter().try_fold(0i64, |s, &i| s.checked_add(holds[i].amount.micros())) else {
+            continue;
+        };
+        let r = sqlx::query(
+            "UPDATE accounts SET held = held + $2 \
+             WHERE id = $1 AND kind <> 'system' AND NOT disabled AND balance - held >= $2",
+        )
+        .bind(account.0)
+        .bind(total)
+        .execute(&mut *repo.tx)
+        .await?;
+        if r.rows_affected() != 1 {
+            continue;
+        }
+        let sql = format!(
+            "INSERT INTO holds (account_id, principal, amount, state, service, destination, rate, created_at, \
+               expires_at) VALUES ($1, $2, $3, 'open', $4, $5, $6, $7, $8) RETURNING {}",
+            super::sql::HOLD_COLUMNS
+        );
+        for i in mine {
+            let h = &holds[i];
+            let row = sqlx::query(sqlx::AssertSqlSafe(sql.clone()))
+                .bind(h.account.0)
+                .bind(h.principal)
+                .bind(h.amount.micros())
+                .bind(h.service.as_str())
+                .bind(h.destination)
+                .bind(h.rate)
+                .bind(h.now_ms)
+                .bind(h.expires_at_ms)
+                .fetch_one(&mut *repo.tx)
+                .await?;
+            out[i] = Some(hold_from_row(&row)?);
+        }
+    }
+    Ok(out)
+}
+
+/// Many settlements and releases, one hold after another with the single-hold statements (in the process: no
+/// round trips to save).
+async fn close_all_statement(
+    repo: &mut SqliteRepository,
+    closings: &[crate::storage::Closing<'_>],
+    now_ms: i64,
+) -> crate::storage::Result<Vec<Option<crate::storage::StoredHold>>> {
+    use crate::charging::HoldState;
+    use crate::storage::{Close, Closing, EntryKind, NewEntry};
+    let mut out = Vec::with_capacity(closings.len());
+    for c in closings {
+        let close = match c {
+            Closing::Settle { charged, usage, carrier, .. } => {
+                Close { state: HoldState::Settled, charged: Some(*charged), usage: *usage, carrier: *carrier, now_ms }
+            }
+            Closing::Release { .. } => {
+                Close { state: HoldState::Released, charged: None, usage: None, carrier: None, now_ms }
+            }
+        };
+        let closed = crate::storage::HoldRepository::close(repo, c.id(), &close).await?;
+        if let (Some(_), Closing::Settle { id, charged, revenue, .. }) = (&closed, c) {
+            let reference = id.to_string();
+            let legs = [(id.account, -*charged), (*revenue, *charged)];
+            let entry =
+                NewEntry { kind: EntryKind::Charge, reference: &reference, hold: Some(*id), memo: "", legs: &legs };
+            crate::storage::JournalRepository::post(repo, &entry).await?;
+        }
+        out.push(closed);
+    }
+    Ok(out)
+}
+
+/// Many holds by id, one after another.
+async fn get_holds_statement(
+    repo: &mut SqliteRepository,
+    ids: &[crate::charging::HoldId],
+) -> crate::storage::Result<Vec<crate::storage::StoredHold>> {
+    let mut found = Vec::with_capacity(ids.len());
+    for id in ids {
+        found.extend(crate::storage::HoldRepository::get(repo, *id).await?);
+    }
+    Ok(found)
+}
+
+/// Many idempotency records, one after another.
+async fn get_records_statement(
+    repo: &mut SqliteRepository,
+    keys: &[(&str, &str)],
+) -> crate::storage::Result<Vec<Option<crate::storage::IdempotentResponse>>> {
+    let mut found = Vec::with_capacity(keys.len());
+    for (principal, key) in keys {
+        found.push(crate::storage::IdempotencyRepository::get(repo, principal, key).await?);
+    }
+    Ok(found)
+}
+
+/// Records many answers, one after another.
+async fn put_records_statement(
+    repo: &mut SqliteRepository,
+    records: &[(&str, &str, crate::storage::IdempotentResponse)],
+    now_ms: i64,
+) -> crate::storage::Result<()> {
+    for (principal, key, record) in records {
+        crate::storage::IdempotencyRepository::put(repo, principal, key, record, now_ms).await?;
+    }
+    Ok(())
+}
+
 super::sql::impl_repositories!(SqliteRepository);

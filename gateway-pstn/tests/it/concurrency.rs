@@ -238,3 +238,65 @@ async fn sqlite_first_settlements_on_many_accounts_at_once_all_go_through() {
     let url = format!("sqlite://{}", dir.path().join("t.sqlite3").display());
     first_settlements_on_many_accounts(storage::open(&url, Arc::new(SystemClock)).await.unwrap()).await;
 }
+
+/// Many reservations on one account at once, more than its balance covers: a hold worker reserves a batch's
+/// holds on one account together only when the balance covers their sum, else one by one, so exactly as many
+/// are granted as fit, whatever the batches were, and each refusal says why.
+async fn reservations_beyond_the_balance(storage: Arc<dyn Storage>) {
+    const CALLERS: usize = 64;
+    let ledger = Ledger::start(storage.clone(), Arc::new(SystemClock), LedgerConfig::default());
+    let account = ledger.create_business("over", "EUR".parse().unwrap()).await.unwrap().id;
+    ledger
+        .credit("test", &key("seed".into()), account, "1.00".parse().unwrap(), EntryKind::Adjustment, "", "")
+        .await
+        .unwrap();
+    let tasks: Vec<_> = (0..CALLERS)
+        .map(|i| {
+            let svc = ledger.charging("svc:test");
+            tokio::spawn(async move {
+                svc.reserve(&ReserveRequest {
+                    idempotency_key: key(format!("over-{i}")),
+                    account: AccountRef::Id { account_id: account },
+                    service: ServiceKind::Voice,
+                    destination: E164::parse("+4930123456").unwrap(),
+                    amount: Some("0.30".parse().unwrap()),
+                    seconds: None,
+                    segments: None,
+                    ttl_secs: Some(600),
+                })
+                .await
+            })
+        })
+        .collect();
+    let (mut granted, mut refused) = (0, 0);
+    for t in tasks {
+        match t.await.unwrap() {
+            Ok(h) => {
+                assert_eq!(h.amount, "0.30".parse().unwrap());
+                granted += 1;
+            }
+            Err(ChargeError::InsufficientFunds) => refused += 1,
+            Err(e) => panic!("reserve: {e:?}"),
+        }
+    }
+    assert_eq!((granted, refused), (3, CALLERS - 3), "1.00 covers three holds of 0.30");
+    let mut tx = storage.begin_read().await.unwrap();
+    let a = tx.accounts().get(account).await.unwrap().unwrap();
+    assert_eq!((a.balance, a.held), ("1.00".parse().unwrap(), "0.90".parse().unwrap()));
+    assert_eq!(tx.holds().open_count(account).await.unwrap(), 3, "no hold written for a refusal");
+    let report = tx.journal().check().await.unwrap();
+    assert!(report.problems.is_empty(), "{:?}", report.problems);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn postgres_reservations_beyond_the_balance_are_refused_exactly() {
+    let Some(pg) = tincan_testkit::Postgres::create().await else { return };
+    reservations_beyond_the_balance(storage::open(pg.url(), Arc::new(SystemClock)).await.unwrap()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sqlite_reservations_beyond_the_balance_are_refused_exactly() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("t.sqlite3").display());
+    reservations_beyond_the_balance(storage::open(&url, Arc::new(SystemClock)).await.unwrap()).await;
+}
