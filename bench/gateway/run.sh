@@ -8,15 +8,20 @@ cd "$(dirname "$0")/../.."
 PAIRS=${1:-5000}
 # PROFILE=dev uses the debug build (dependencies at opt-level 1, the gateway unoptimised): quicker to build on a
 # busy machine, slower to run; say which beside the figures.
+# HOLD_BENCH=PATH runs a hold_bench built before (e.g. an older commit's, to compare on the same machine).
 PROFILE=${PROFILE:-release}
-if [ "$PROFILE" = release ]; then
-  cargo build --release --quiet -p tincan-gateway --example hold_bench; DIR=release
+if [ -n "${HOLD_BENCH:-}" ]; then
+  BIN=$HOLD_BENCH; PROFILE="prebuilt:$HOLD_BENCH"
+elif [ "$PROFILE" = release ]; then
+  cargo build --release --quiet -p tincan-gateway --example hold_bench
+  BIN=${CARGO_TARGET_DIR:-target}/release/examples/hold_bench
 else
-  cargo build --quiet -p tincan-gateway --example hold_bench; DIR=debug
+  cargo build --quiet -p tincan-gateway --example hold_bench
+  BIN=${CARGO_TARGET_DIR:-target}/debug/examples/hold_bench
 fi
-BIN=${CARGO_TARGET_DIR:-target}/$DIR/examples/hold_bench
+BACKENDS=${BACKENDS:-sqlite postgres}
 DB=tincan_hold_bench
-for backend in sqlite postgres; do
+for backend in $BACKENDS; do
   for accounts in 1 8 64; do
     if [ $backend = sqlite ]; then
       rm -f /tmp/hold_bench.sqlite3*; url=sqlite:///tmp/hold_bench.sqlite3
