@@ -1,5 +1,7 @@
-//! SIP digest authentication, server side (RFC 3261 §22, RFC 2617 with `qop=auth`, RFC 8760 SHA-256): the
-//! challenge a registrar sends and the check of the `Authorization` header that answers it.
+//! SIP digest authentication (RFC 3261 §22, RFC 2617 with `qop=auth`, RFC 8760 SHA-256). Server side: the
+//! challenge a registrar sends and the check of the `Authorization` header that answers it. Client side: a
+//! received challenge ([`Challenge`], parsed here because the stack's own parser does not take
+//! `algorithm=SHA-256`) and the credentials that answer it, for the gateway's carrier trunks.
 //!
 //! Credentials are stored as HA1 = H(username ":" realm ":" password), never as the password: an HA1 is
 //! worth a password only in its own realm. Nonces are stateless: `<unix seconds>.<HMAC(secret, seconds
@@ -365,7 +367,7 @@ impl DigestRealm {
     }
 }
 
-/// The client side, for tests and for the gateway's upstream trunks: what answers a challenge.
+/// The client side, for tests: the `Authorization` a phone sends to our registrar.
 #[derive(Debug, Clone, Copy)]
 pub struct DigestAnswer<'a> {
     /// Our username.
@@ -399,18 +401,150 @@ impl DigestAnswer<'_> {
             ..Default::default()
         };
         let ha1 = alg.ha1(self.username, self.realm, self.password);
-        let response = c.expected_response(alg, &ha1, self.method).expect("qop auth with nc and cnonce");
-        format!(
-            "Digest username={}, realm={}, nonce={}, uri={}, response=\"{response}\", algorithm={}, cnonce={}, \
-             qop=auth, nc=00000001",
-            quote(self.username),
-            quote(self.realm),
-            quote(self.nonce),
-            quote(self.uri),
-            alg.token(),
-            quote(self.cnonce)
-        )
+        c.answered(alg, &ha1, self.method).header()
     }
+}
+
+impl Credentials {
+    /// These credentials with `response` computed from `ha1` for `method`.
+    fn answered(mut self, alg: Algorithm, ha1: &str, method: &str) -> Self {
+        self.response = self.expected_response(alg, ha1, method).expect("qop is auth with nc and cnonce, or absent");
+        self
+    }
+
+    /// The `Authorization` / `Proxy-Authorization` value.
+    pub fn header(&self) -> String {
+        let mut h = format!(
+            "Digest username={}, realm={}, nonce={}, uri={}, response={}",
+            quote(&self.username),
+            quote(&self.realm),
+            quote(&self.nonce),
+            quote(&self.uri),
+            quote(&self.response)
+        );
+        if let Some(a) = &self.algorithm {
+            let _ = write!(h, ", algorithm={a}");
+        }
+        if let (Some(q), Some(nc), Some(cnonce)) = (&self.qop, &self.nc, &self.cnonce) {
+            let _ = write!(h, ", cnonce={}, qop={q}, nc={nc}", quote(cnonce));
+        }
+        if let Some(o) = &self.opaque {
+            let _ = write!(h, ", opaque={}", quote(o));
+        }
+        h
+    }
+}
+
+/// A `WWW-Authenticate` / `Proxy-Authenticate` challenge we can answer (RFC 3261 §22.4, RFC 8760 §2.4).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Challenge {
+    /// `realm`.
+    pub realm: String,
+    /// `nonce`.
+    pub nonce: String,
+    /// `algorithm` (MD5 when absent).
+    pub algorithm: Algorithm,
+    /// Whether `qop` offers `auth` (then the answer uses it); `false` when the challenge has no `qop` (RFC 2069
+    /// style answer).
+    pub qop_auth: bool,
+    /// `opaque`, echoed back.
+    pub opaque: Option<String>,
+    /// `stale=true`: the nonce expired, the password was right.
+    pub stale: bool,
+}
+
+impl Challenge {
+    /// Parses one challenge; `Err` for another scheme, an algorithm other than MD5 and SHA-256 (the `-sess`
+    /// variants included), or a `qop` without `auth` (only `auth-int`).
+    pub fn parse(value: &str) -> Result<Self, DigestError> {
+        let value = value.trim();
+        let (scheme, rest) = value.split_once(char::is_whitespace).ok_or(DigestError::Malformed("scheme"))?;
+        if !scheme.eq_ignore_ascii_case("digest") {
+            return Err(DigestError::Malformed("scheme"));
+        }
+        let params = parse_auth_params(rest)?;
+        let get = |k: &str| params.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str());
+        let algorithm = match get("algorithm") {
+            None => Algorithm::Md5,
+            Some(a) if a.eq_ignore_ascii_case("md5") => Algorithm::Md5,
+            Some(a) if a.eq_ignore_ascii_case("sha-256") => Algorithm::Sha256,
+            Some(a) => return Err(DigestError::Algorithm(a.to_owned())),
+        };
+        let qop_auth = match get("qop") {
+            None => false,
+            Some(q) if q.split(',').any(|o| o.trim().eq_ignore_ascii_case("auth")) => true,
+            Some(_) => return Err(DigestError::Malformed("qop without auth")),
+        };
+        Ok(Challenge {
+            realm: get("realm").ok_or(DigestError::Malformed("challenge without realm"))?.to_owned(),
+            nonce: get("nonce").ok_or(DigestError::Malformed("challenge without nonce"))?.to_owned(),
+            algorithm,
+            qop_auth,
+            opaque: get("opaque").map(str::to_owned),
+            stale: get("stale").is_some_and(|v| v.eq_ignore_ascii_case("true")),
+        })
+    }
+
+    /// The challenge to answer among header values (each may hold several challenges, comma-separated): the
+    /// first one we support, as RFC 8760 §2.4 has a client take the topmost it understands. `realm`, when
+    /// given, is the only realm answered (credentials are not given to a realm they were not meant for).
+    pub fn pick<'a>(values: impl IntoIterator<Item = &'a str>, realm: Option<&str>) -> Option<Self> {
+        values
+            .into_iter()
+            .flat_map(split_challenges)
+            .filter_map(|c| Challenge::parse(c).ok())
+            .find(|c| realm.is_none_or(|r| r == c.realm))
+    }
+
+    /// The credentials answering this challenge for a request with `method` and Request-URI `uri`; `cnonce` is
+    /// the client's random nonce (used only with `qop=auth`).
+    pub fn answer(&self, username: &str, password: &str, method: &str, uri: &str, cnonce: &str) -> Credentials {
+        let c = Credentials {
+            username: username.into(),
+            realm: self.realm.clone(),
+            nonce: self.nonce.clone(),
+            uri: uri.into(),
+            algorithm: Some(self.algorithm.token().into()),
+            cnonce: self.qop_auth.then(|| cnonce.into()),
+            qop: self.qop_auth.then(|| "auth".into()),
+            nc: self.qop_auth.then(|| "00000001".into()),
+            opaque: self.opaque.clone(),
+            ..Default::default()
+        };
+        let ha1 = self.algorithm.ha1(username, &self.realm, password);
+        c.answered(self.algorithm, &ha1, method)
+    }
+}
+
+/// One header value's challenges: `Digest a=1, b=2, Digest a=3` is two. A new challenge starts at a comma
+/// followed by a scheme token and whitespace (auth-params always have `=` after their name).
+fn split_challenges(value: &str) -> Vec<&str> {
+    let mut out = Vec::new();
+    let mut start = 0;
+    let mut in_quotes = false;
+    let b = value.as_bytes();
+    let mut i = 0;
+    while i < b.len() {
+        match b[i] {
+            b'\\' if in_quotes => i += 1,
+            b'"' => in_quotes = !in_quotes,
+            b',' if !in_quotes => {
+                let rest = value[i + 1..].trim_start();
+                let token_end = rest.find(|c: char| c.is_whitespace() || c == '=' || c == ',').unwrap_or(rest.len());
+                if rest[token_end..].starts_with(char::is_whitespace)
+                    && !rest[token_end..].trim_start().starts_with('=')
+                    && token_end > 0
+                {
+                    out.push(value[start..i].trim());
+                    start = i + 1;
+                }
+            }
+            _ => {}
+        }
+        i += 1;
+    }
+    out.push(value[start..].trim());
+    out
 }
 
 #[cfg(test)]
@@ -559,6 +693,77 @@ mod tests {
         assert!(params.contains(&("realm".into(), "sip.provider.example".into())));
     }
 
+    #[test]
+    fn rfc_7616_examples_md5_and_sha256() {
+        // RFC 7616 §3.9.1: the same request answered with MD5 and with SHA-256 (the digest math RFC 8760 takes
+        // into SIP unchanged).
+        let challenge = |alg: &str| {
+            Challenge::parse(&format!(
+                r#"Digest realm="http-auth@example.org", qop="auth, auth-int", algorithm={alg},
+                   nonce="7ypf/xlj9XXwfDPEoM4URrv/xwf94BcCAzFZH4GiTo0v",
+                   opaque="FQhe/qaU925kfnzjCev0ciny7QMkPqMAFRtzCUYo5tdS""#
+            ))
+            .unwrap()
+        };
+        let cnonce = "f2/wE4q74E6zIJEtWaHKaf5wv/H5QzzpXusqGemxURZJ";
+        let md5 = challenge("MD5").answer("Mufasa", "Circle of Life", "GET", "/dir/index.html", cnonce);
+        assert_eq!(md5.response, "8ca523f5e9506fed4657c9700eebdbec");
+        let sha = challenge("SHA-256").answer("Mufasa", "Circle of Life", "GET", "/dir/index.html", cnonce);
+        assert_eq!(sha.response, "753927fa0e85d155564e2e272a28d1802ca10daf4496794697cf8db5856cb6c1");
+        // What goes on the wire parses back to the same credentials, opaque echoed.
+        let back = Credentials::parse(&sha.header()).unwrap();
+        assert_eq!(back, sha);
+        assert_eq!(back.opaque.as_deref(), Some("FQhe/qaU925kfnzjCev0ciny7QMkPqMAFRtzCUYo5tdS"));
+        assert_eq!((back.qop.as_deref(), back.nc.as_deref()), (Some("auth"), Some("00000001")));
+    }
+
+    #[test]
+    fn a_challenge_without_qop_gets_an_rfc_2069_answer() {
+        // RFC 2069's example inputs (its printed response is wrong, a known erratum): no qop, so no cnonce/nc.
+        let c = Challenge::parse(r#"Digest realm="testrealm@host.com", nonce="dcd98b7102dd2f0e8b11d0f600bfb0c093""#)
+            .unwrap();
+        assert_eq!((c.algorithm, c.qop_auth), (Algorithm::Md5, false));
+        let a = c.answer("Mufasa", "CircleOfLife", "GET", "/dir/index.html", "unused");
+        assert_eq!(a.response, "1949323746fe6a43ef61f9606e7febea");
+        let h = a.header();
+        assert!(!h.contains("cnonce") && !h.contains("qop") && !h.contains("nc="), "{h}");
+    }
+
+    #[test]
+    fn the_first_supported_challenge_is_picked() {
+        // RFC 8760 §2.4: SHA-256 offered first, MD5 second; a client takes the topmost it supports.
+        let both = [
+            r#"Digest realm="carrier.example", nonce="n1", algorithm=SHA-256, qop="auth""#,
+            r#"Digest realm="carrier.example", nonce="n1", algorithm=MD5, qop="auth""#,
+        ];
+        assert_eq!(Challenge::pick(both, None).unwrap().algorithm, Algorithm::Sha256);
+        let unknown_first = [r#"Digest realm="r", nonce="n", algorithm=SHA-512-256"#, r#"Digest realm="r", nonce="n""#];
+        assert_eq!(Challenge::pick(unknown_first, None).unwrap().algorithm, Algorithm::Md5);
+        // Two challenges in one header line; a comma inside a quoted value does not split.
+        let one_line =
+            r#"Digest realm="a, b", nonce="n", algorithm=AKAv1-MD5, Digest realm="a, b", nonce="m", algorithm=MD5"#;
+        let c = Challenge::pick([one_line], None).unwrap();
+        assert_eq!((c.realm.as_str(), c.nonce.as_str()), ("a, b", "m"));
+        // Only the configured realm is answered; nothing we can answer is None.
+        assert!(Challenge::pick(both, Some("evil.example")).is_none());
+        assert!(Challenge::pick(both, Some("carrier.example")).is_some());
+        assert!(Challenge::pick([r#"Digest realm="r", nonce="n", qop="auth-int""#], None).is_none());
+        assert!(Challenge::pick([r#"Basic realm="r""#, "Digest nonce=n"], None).is_none());
+        assert!(Challenge::parse(r#"Digest realm="r", nonce="n", stale=TRUE"#).unwrap().stale);
+    }
+
+    #[test]
+    fn our_registrar_accepts_what_the_client_side_computes() {
+        let r = realm();
+        for ch in r.challenges(1000, false) {
+            let c = Challenge::parse(&ch).unwrap();
+            let creds = c.answer("dev1", "pw", "INVITE", "sip:+4930123456@127.0.0.1;user=phone", "cn");
+            let parsed = Credentials::parse(&creds.header()).unwrap();
+            let ha1 = c.algorithm.ha1("dev1", r.realm(), "pw");
+            assert_eq!(r.verify(&parsed, "INVITE", 1001, &[(c.algorithm, &ha1)]), Ok(0), "{ch}");
+        }
+    }
+
     proptest! {
         #[test]
         fn quoted_values_round_trip(v in "\\PC{0,20}", k in "[a-z]{1,8}") {
@@ -569,6 +774,7 @@ mod tests {
         #[test]
         fn parsing_never_panics(s in "\\PC{0,80}") {
             let _ = Credentials::parse(&s);
+            let _ = Challenge::pick([s.as_str()], None);
         }
     }
 }

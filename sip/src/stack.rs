@@ -384,6 +384,9 @@ pub enum LegEvent {
         code: u16,
         /// The reason phrase.
         reason: String,
+        /// The response's header fields (empty for a local 408): a 401/407's challenge
+        /// (`WWW-Authenticate`, `Proxy-Authenticate`), a `Reason`, a `Retry-After`.
+        headers: Headers,
     },
     /// (callee) The ACK for our 2xx arrived: the call is up.
     Confirmed,

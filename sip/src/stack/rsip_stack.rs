@@ -708,14 +708,14 @@ impl SipStack for RsipStack {
         let target = r.target;
         tokio::spawn(async move {
             let failed = match done.await {
-                Ok(Ok((_, Some(resp)))) if resp.status_code.code() >= 300 => Some(LegEvent::Failed {
-                    code: resp.status_code.code(),
-                    reason: resp.wire_reason.clone().unwrap_or_else(|| resp.status_code.text().to_owned()),
-                }),
+                Ok(Ok((_, Some(resp)))) if resp.status_code.code() >= 300 => {
+                    let SipResponse { code, reason, headers, .. } = response_of(&resp);
+                    Some(LegEvent::Failed { code, reason, headers })
+                }
                 Ok(Ok((_, Some(_)))) => None,
                 Ok(Ok((_, None))) | Ok(Err(_)) | Err(_) => {
                     tracing::debug!(%target, "INVITE got no final response");
-                    Some(LegEvent::Failed { code: 408, reason: "Request Timeout".into() })
+                    Some(LegEvent::Failed { code: 408, reason: "Request Timeout".into(), headers: Vec::new() })
                 }
             };
             if let Some(f) = failed {

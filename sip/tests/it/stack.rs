@@ -317,6 +317,49 @@ async fn our_call_to_a_busy_phone_fails_486() {
     assert!(tincan_testkit::sip::finished(guard, Duration::from_secs(15)).await, "sipp got its ACK");
 }
 
+const CHALLENGING_UAS: &str = r#"<?xml version="1.0" encoding="ISO-8859-1" ?>
+<scenario name="challenging uas">
+  <recv request="INVITE"/>
+  <send><![CDATA[
+SIP/2.0 407 Proxy Authentication Required
+[last_Via:]
+[last_From:]
+[last_To:];tag=[pid]SIPpTag01[call_number]
+[last_Call-ID:]
+[last_CSeq:]
+Proxy-Authenticate: Digest realm="carrier.example", nonce="abc", algorithm=SHA-256, qop="auth"
+Proxy-Authenticate: Digest realm="carrier.example", nonce="abc", algorithm=MD5, qop="auth"
+Content-Length: 0
+
+]]></send>
+  <recv request="ACK"/>
+</scenario>
+"#;
+
+#[tokio::test]
+async fn a_challenge_to_our_call_comes_up_with_its_headers() {
+    let (stack, _rx, _) = stack().await;
+    let scenario = Scenario::new("challenging-uas", CHALLENGING_UAS).unwrap();
+    let uas = free_addr();
+    let guard = scenario.spawn(scenario.uas_command(uas), "sipp-uas").unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut req = outgoing(Method::Invite, &format!("sip:+4930123456@{uas}"), uas, "");
+    req.content_type = Some("application/sdp".into());
+    req.body = SDP.as_bytes().to_vec();
+    let (_leg, mut events) = stack.invite(req).await.unwrap();
+    match event(&mut events).await {
+        LegEvent::Failed { code, headers, .. } => {
+            assert_eq!(code, 407);
+            // Both challenges, in order, as sent (SHA-256, which the stack's own parser does not take, first).
+            let challenges: Vec<&str> = tincan_sip_core::stack::headers_named(&headers, "Proxy-Authenticate").collect();
+            assert_eq!(challenges.len(), 2, "{headers:?}");
+            assert!(challenges[0].contains("algorithm=SHA-256") && challenges[1].contains("algorithm=MD5"));
+        }
+        other => panic!("expected the challenge, got {other:?}"),
+    }
+    assert!(tincan_testkit::sip::finished(guard, Duration::from_secs(15)).await, "sipp got its ACK");
+}
+
 const BYE_UAS: &str = r#"<?xml version="1.0" encoding="ISO-8859-1" ?>
 <scenario name="answer then bye uas">
   <recv request="INVITE">
