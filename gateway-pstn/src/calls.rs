@@ -112,6 +112,26 @@ pub struct TrunkConfig {
     /// The provider's number, shown to the called party when the carrier does not take the caller's own.
     #[serde(default)]
     pub provider_number: Option<String>,
+    /// Credentials for a trunk that challenges INVITEs (401/407, digest MD5 or SHA-256).
+    #[serde(default)]
+    pub auth: Option<TrunkAuth>,
+}
+
+/// `[calls.trunks.NAME.auth]`: how the gateway answers the trunk's digest challenges. The password is best
+/// given as `TINCAN_GATEWAY_CALLS__TRUNKS__NAME__AUTH__PASSWORD_FILE`; it never shows in `Debug` or
+/// `config check`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrunkAuth {
+    /// The username the carrier gave.
+    pub username: String,
+    /// The password (required; may come from the environment alone, so not required in the file).
+    #[serde(default)]
+    pub password: tincan_common::Secret,
+    /// The only realm these credentials answer (a challenge from another realm fails the trunk over). Unset:
+    /// any realm the trunk names.
+    #[serde(default)]
+    pub realm: Option<String>,
 }
 
 fn yes() -> bool {
@@ -150,6 +170,11 @@ impl CallsConfig {
             if !t.asserted_identity && t.provider_number.is_none() {
                 p.push(format!("calls.trunks.{name}.provider_number: needed when asserted_identity = false"));
             }
+            if let Some(a) = &t.auth
+                && (a.username.is_empty() || a.password.is_empty())
+            {
+                p.push(format!("calls.trunks.{name}.auth: username and password (or password_file) needed"));
+            }
         }
         if self.enabled() && self.trusted_peers.is_empty() {
             p.push("calls.trusted_peers: at least one address when a listener is set".into());
@@ -182,6 +207,8 @@ pub struct Switch {
     /// This process's prefix for call ids (random), so keys of two runs never meet.
     run_id: String,
     next: AtomicU64,
+    /// Client nonces for digest answers to carriers.
+    cnonces: Mutex<rand::rngs::StdRng>,
 }
 
 impl std::fmt::Debug for Switch {
@@ -234,6 +261,7 @@ impl Switch {
             breakers: Mutex::new(breakers),
             run_id: hex::encode(id),
             next: AtomicU64::new(1),
+            cnonces: Mutex::new(rand::SeedableRng::from_rng(rng)),
         });
         let task = tokio::spawn(switch.clone().run(incoming));
         Ok((switch, task))
@@ -264,6 +292,13 @@ impl Switch {
 
     fn call_id(&self) -> String {
         format!("{}-{}", self.run_id, self.next.fetch_add(1, Ordering::Relaxed))
+    }
+
+    /// A fresh client nonce (16 random bytes, hex) for a digest answer.
+    fn cnonce(&self) -> String {
+        let mut b = [0u8; 16];
+        rand::RngCore::fill_bytes(&mut *self.cnonces.lock().expect("cnonce lock"), &mut b);
+        hex::encode(b)
     }
 
     /// Whether the carrier's breaker lets a call through now.

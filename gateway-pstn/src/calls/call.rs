@@ -146,6 +146,9 @@ impl Call {
             }
             Attempt::Final(code, reason) | Attempt::Next(code, reason) => {
                 tracing::info!(code, "the SIP bridge did not take the call");
+                // A challenge we could not answer is ours to fix, not the carrier's to answer.
+                let (code, reason) =
+                    if matches!(code, 401 | 407) { (503, "Service Unavailable".into()) } else { (code, reason) };
                 let _ = self.leg.reject(code, &reason);
             }
             Attempt::CallerGone => {}
@@ -341,7 +344,7 @@ impl Call {
         if trunk.asserted_identity && shown.is_some() && shown == asserted {
             headers.push(("P-Asserted-Identity".to_owned(), format!("<{}>", Uri::Sip(from_uri.clone()))));
         }
-        let request = OutgoingRequest {
+        let mut request = OutgoingRequest {
             method: tincan_sip_core::stack::Method::Invite,
             uri: Uri::Sip(to.clone()),
             from: NameAddr { display_name: None, uri: Uri::Sip(from_uri), params: Vec::new() },
@@ -352,15 +355,41 @@ impl Call {
             target: Target { transport: trunk.transport, addr: trunk.address },
             call_id: None,
         };
-        let (out, mut out_events) = match self.sw.stack.invite(request).await {
+        let (mut out, mut out_events) = match self.sw.stack.invite(request.clone()).await {
             Ok(x) => x,
             Err(e) => return Attempt::Next(503, format!("Trunk Unreachable: {e}")),
         };
-        let no_response = Instant::now() + Duration::from_millis(self.sw.config.invite_timeout_ms);
+        let invite_timeout = Duration::from_millis(self.sw.config.invite_timeout_ms);
+        let mut no_response = Instant::now() + invite_timeout;
         let mut responded = false;
+        // Challenges answered so far, 401s and 407s apart (a proxy and the carrier behind it may each ask).
+        let mut answered = [0u32; 2];
         loop {
             tokio::select! {
                 ev = out_events.recv() => match ev {
+                    Some(LegEvent::Failed { code: code @ (401 | 407), reason, headers }) => {
+                        // The carrier wants credentials: the same INVITE again on the same Call-ID (the stack
+                        // gives it a higher CSeq), with the answer beside any given before.
+                        let kind = usize::from(code == 407);
+                        let uri = out.invite.uri.to_string();
+                        let cnonce = self.sw.cnonce();
+                        let answer =
+                            policy::authorization(trunk.auth.as_ref(), code, &headers, answered[kind], &uri, &cnonce);
+                        let Some((name, value)) = answer else {
+                            tracing::info!(code, "the trunk refused our credentials (or we have none for it)");
+                            return Attempt::Next(code, reason);
+                        };
+                        answered[kind] += 1;
+                        request.headers.retain(|(n, _)| !n.eq_ignore_ascii_case(name));
+                        request.headers.push((name.to_owned(), value));
+                        request.call_id = Some(out.call_id().to_owned());
+                        (out, out_events) = match self.sw.stack.invite(request.clone()).await {
+                            Ok(x) => x,
+                            Err(e) => return Attempt::Next(503, format!("Trunk Unreachable: {e}")),
+                        };
+                        responded = false;
+                        no_response = Instant::now() + invite_timeout;
+                    }
                     Some(LegEvent::Progress { sdp, .. }) => {
                         responded = true;
                         // Early media without an anchored answer would bypass rtpengine: ring without it.
@@ -371,7 +400,7 @@ impl Call {
                         let _ = self.leg.ring(early.as_deref());
                     }
                     Some(LegEvent::Answered { sdp }) => return Attempt::Answered(out, out_events, sdp),
-                    Some(LegEvent::Failed { code, reason }) => {
+                    Some(LegEvent::Failed { code, reason, .. }) => {
                         return if fails_over(code) { Attempt::Next(code, reason) } else { Attempt::Final(code, reason) };
                     }
                     Some(LegEvent::ReInvite { reply, .. }) => { let _ = reply.send(Err(491)); }

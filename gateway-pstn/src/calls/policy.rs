@@ -1,6 +1,10 @@
 //! The call router's decisions, pure: which final responses fail over to the next carrier, which SIP answer a
 //! refused charge gets, how many seconds an answered call is billed, and how much more time a balance pays for.
 
+use tincan_sip_core::digest::Challenge;
+use tincan_sip_core::stack::{Headers, headers_named};
+
+use super::TrunkAuth;
 use crate::charging::{ChargeError, Quote};
 use crate::money::Amount;
 use crate::rating::{Increments, Rate};
@@ -16,6 +20,32 @@ pub fn fails_over(code: u16) -> bool {
         600..=699 => true,
         _ => false,
     }
+}
+
+/// The credentials answering a carrier's 401 (`WWW-Authenticate`) or 407 (`Proxy-Authenticate`) to an
+/// INVITE, as the header to add: `(name, value)`. `None` when the trunk has no credentials, offers no
+/// challenge we can answer (another realm, an unknown algorithm), or has refused them already: `answered` is
+/// how many challenges of this kind this INVITE has answered, and only a `stale=true` nonce is answered again.
+pub fn authorization(
+    auth: Option<&TrunkAuth>,
+    code: u16,
+    headers: &Headers,
+    answered: u32,
+    uri: &str,
+    cnonce: &str,
+) -> Option<(&'static str, String)> {
+    let auth = auth?;
+    let (challenge_header, answer_header) = match code {
+        401 => ("WWW-Authenticate", "Authorization"),
+        407 => ("Proxy-Authenticate", "Proxy-Authorization"),
+        _ => return None,
+    };
+    let challenge = Challenge::pick(headers_named(headers, challenge_header), auth.realm.as_deref())?;
+    if answered > 1 || (answered == 1 && !challenge.stale) {
+        return None;
+    }
+    let credentials = challenge.answer(&auth.username, auth.password.expose(), "INVITE", uri, cnonce);
+    Some((answer_header, credentials.header()))
 }
 
 /// The SIP answer to a call the ledger refused to charge (or could not price).
@@ -119,6 +149,34 @@ mod tests {
         for code in [400, 403, 404, 480, 484, 486, 487, 488, 603, 604, 606] {
             assert!(!fails_over(code), "{code}");
         }
+    }
+
+    #[test]
+    fn a_challenge_is_answered_once_and_only_with_credentials() {
+        let auth = TrunkAuth {
+            username: "gw".into(),
+            password: tincan_common::Secret::new("pw"),
+            realm: Some("carrier.example".into()),
+        };
+        let h = |name: &str, v: &str| vec![(name.to_owned(), v.to_owned())];
+        let www = h("WWW-Authenticate", r#"Digest realm="carrier.example", nonce="n", algorithm=SHA-256"#);
+        let (name, value) = authorization(Some(&auth), 401, &www, 0, "sip:+49301@127.0.0.1", "c").unwrap();
+        assert_eq!(name, "Authorization");
+        assert!(value.contains(r#"username="gw""#) && value.contains("algorithm=SHA-256"), "{value}");
+        assert!(!value.contains("pw"), "the password itself never goes out");
+        let proxy = h("Proxy-Authenticate", r#"Digest realm="carrier.example", nonce="n""#);
+        assert_eq!(authorization(Some(&auth), 407, &proxy, 0, "sip:x@y", "c").unwrap().0, "Proxy-Authorization");
+        // A 401 whose challenge is in the other header, a second plain challenge (the password was wrong), no
+        // credentials, another realm: not answered.
+        assert!(authorization(Some(&auth), 401, &proxy, 0, "sip:x@y", "c").is_none());
+        assert!(authorization(Some(&auth), 401, &www, 1, "sip:x@y", "c").is_none());
+        assert!(authorization(None, 401, &www, 0, "sip:x@y", "c").is_none());
+        let other = h("WWW-Authenticate", r#"Digest realm="evil.example", nonce="n""#);
+        assert!(authorization(Some(&auth), 401, &other, 0, "sip:x@y", "c").is_none());
+        // A stale nonce is answered once more.
+        let stale = h("WWW-Authenticate", r#"Digest realm="carrier.example", nonce="m", stale=true"#);
+        assert!(authorization(Some(&auth), 401, &stale, 1, "sip:x@y", "c").is_some());
+        assert!(authorization(Some(&auth), 401, &stale, 2, "sip:x@y", "c").is_none());
     }
 
     #[test]

@@ -68,6 +68,18 @@ impl Rig {
         bridge: Option<SocketAddr>,
         extra: &str,
     ) -> Rig {
+        Self::start_with_env(trunks, credit, slice_secs, bridge, extra, Vec::new()).await
+    }
+
+    /// With extra `[calls]` settings and environment variables for the gateway.
+    async fn start_with_env(
+        trunks: &[&Trunk],
+        credit: &str,
+        slice_secs: u32,
+        bridge: Option<SocketAddr>,
+        extra: &str,
+        env: Vec<(String, String)>,
+    ) -> Rig {
         let dir = tempfile::tempdir().unwrap();
         let data = dir.path();
         let sip = free_addr();
@@ -110,13 +122,8 @@ impl Rig {
         cli(&["accounts", "adjust", &account, credit, "--memo", "test credit"]);
         let token = cli(&["tokens", "add", "--scope", "operator", "ops"]);
         let api = free_addr();
-        let gw = Gateway::start_with_args(
-            data,
-            api,
-            Vec::new(),
-            &[std::ffi::OsStr::new("--config"), config_path.as_os_str()],
-        )
-        .await;
+        let gw = Gateway::start_with_args(data, api, env, &[std::ffi::OsStr::new("--config"), config_path.as_os_str()])
+            .await;
         Rig { gw, sip, account, token, _dir: dir }
     }
 
@@ -489,4 +496,5 @@ async fn calls_beyond_the_accounts_concurrent_limit_are_refused() {
     assert_eq!(messages(sa.dir()).matches("INVITE sip:").count(), 1, "the refused call never reached a carrier");
     assert_eq!(rig.settled(1).await.len(), 1);
 }
+mod auth;
 mod media;
