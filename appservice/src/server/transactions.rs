@@ -20,6 +20,9 @@ use axum::http::Request;
 use ruma::api::IncomingRequest;
 use ruma::api::appservice::event::push_events;
 
+/// The unstable (MSC2409) name of a transaction's ephemeral events.
+const UNSTABLE_EPHEMERAL: &str = "de.sorunome.msc2409.ephemeral";
+
 /// Records the transaction and wakes the inbox processor.
 pub(crate) async fn handler(
     State(bridge): State<BridgeHandle>,
@@ -45,14 +48,29 @@ pub(crate) async fn handler(
 
 /// Parses the body with ruma's `push_events` request type; every event must be a JSON object.
 ///
+/// Ephemeral events come from `ephemeral` when the body has that key, else from its unstable name
+/// `de.sorunome.msc2409.ephemeral` (ruma reads only the stable one). Synapse sends the same list under each name
+/// the registration asks for (`receive_ephemeral`, `de.sorunome.msc2409.push_ephemeral`), so reading both would
+/// record every event twice; a homeserver that knows only the unstable name sends only that one, and its events
+/// were dropped without a word.
+///
 /// The whole body must be JSON that `serde_json::Value` reads, unknown fields included: UTF-8 throughout and no
 /// lone surrogate escape (`\ud800`) in any string or key, else 400 `M_NOT_JSON`. Skipping over a value
 /// (`IgnoredAny`, the unknown fields ruma drops) and capturing one raw (each event) check neither, so such a
 /// body was accepted and an event the bridge cannot read later went into the inbox.
 pub fn parse(txn_id: &str, body: Bytes) -> Result<Vec<NewInboxEvent>, ApiError> {
-    if serde_json::from_slice::<serde_json::Value>(&body).is_err() {
+    let Ok(value) = serde_json::from_slice::<serde_json::Value>(&body) else {
         return Err(ApiError::NotJson);
-    }
+    };
+    // Only the unstable list is taken from the value: ruma reads the rest (and `ephemeral` when present).
+    let unstable_ephemeral = match value.get("ephemeral") {
+        Some(_) => Vec::new(),
+        None => match value.get(UNSTABLE_EPHEMERAL) {
+            None => Vec::new(),
+            Some(serde_json::Value::Array(events)) => events.iter().map(serde_json::Value::to_string).collect(),
+            Some(_) => return Err(ApiError::BadJson(format!("{UNSTABLE_EPHEMERAL} must be a list of events"))),
+        },
+    };
     let request = Request::builder()
         .method("PUT")
         .uri(format!("/_matrix/app/v1/transactions/{txn_id}"))
@@ -61,8 +79,10 @@ pub fn parse(txn_id: &str, body: Bytes) -> Result<Vec<NewInboxEvent>, ApiError> 
     let parsed = push_events::v1::Request::try_from_http_request(request, &[txn_id])
         .map_err(|e| ApiError::BadJson(e.to_string()))?;
     let timeline = parsed.events.iter().map(|e| (InboxKind::Timeline, e.json().get()));
-    let ephemeral = parsed.ephemeral.iter().map(|e| (InboxKind::Ephemeral, e.json().get()));
-    let mut out = Vec::with_capacity(parsed.events.len() + parsed.ephemeral.len() + 1);
+    let ephemeral =
+        parsed.ephemeral.iter().map(|e| e.json().get()).chain(unstable_ephemeral.iter().map(String::as_str));
+    let ephemeral = ephemeral.map(|json| (InboxKind::Ephemeral, json));
+    let mut out = Vec::with_capacity(parsed.events.len() + parsed.ephemeral.len() + unstable_ephemeral.len() + 1);
     let mut to_device = Vec::with_capacity(parsed.to_device.len());
     for raw in &parsed.to_device {
         match serde_json::from_str::<serde_json::Value>(raw.json().get()) {
@@ -132,6 +152,43 @@ mod tests {
         let found = include_bytes!("../../fuzz/regressions/as_transaction-invalid-code-point");
         assert!(serde_json::from_slice::<serde_json::Value>(found).is_err(), "the reproducer is not JSON");
         assert!(matches!(parse("t", Bytes::from_static(found)), Err(ApiError::NotJson)));
+    }
+
+    /// The fuzz target's find (`appservice/fuzz/regressions/as_transaction-ephemeral-without-entry`): a
+    /// transaction whose ephemeral event (no `sender`, a misspelled key: malformed, but a JSON object) came only
+    /// under the unstable name was acknowledged with no entry for it. It is recorded; the inbox skips what it
+    /// cannot use.
+    #[test]
+    fn ephemeral_events_under_the_unstable_name_alone_are_recorded() {
+        let found = include_bytes!("../../fuzz/regressions/as_transaction-ephemeral-without-entry");
+        let entries = parse("t", Bytes::from_static(found)).unwrap();
+        let ephemeral: Vec<serde_json::Value> = entries
+            .iter()
+            .filter(|e| e.kind == InboxKind::Ephemeral)
+            .map(|e| serde_json::from_str(&e.json).unwrap())
+            .collect();
+        assert_eq!(ephemeral, [serde_json::json!({"type": "m.room.encrypted", "sendice_id": "D", "content": {}})]);
+        assert_eq!(entries.len(), 1, "its garbled MSC3202 keys are unknown fields: nothing else to record");
+    }
+
+    /// Synapse sends one list under both names when the registration asks for both: each event is recorded
+    /// once, from `ephemeral`. The unstable name must hold a list when it is the one read.
+    #[test]
+    fn ephemeral_events_under_both_names_are_recorded_once() {
+        let both = br#"{"events": [], "ephemeral": [{"type": "m.typing", "room_id": "!r:hs", "content": {}}],
+            "de.sorunome.msc2409.ephemeral": [{"type": "m.typing", "room_id": "!r:hs", "content": {}}]}"#;
+        let entries = parse("t", Bytes::from_static(both)).unwrap();
+        assert_eq!(entries.iter().map(|e| e.kind).collect::<Vec<_>>(), [InboxKind::Ephemeral]);
+        let stable_empty = br#"{"events": [], "ephemeral": [], "de.sorunome.msc2409.ephemeral": [{"type": "m.x"}]}"#;
+        assert!(parse("t", Bytes::from_static(stable_empty)).unwrap().is_empty(), "the stable list wins");
+        let bad: [&'static [u8]; 2] = [
+            br#"{"events": [], "de.sorunome.msc2409.ephemeral": {"type": "m.typing"}}"#,
+            br#"{"events": [], "de.sorunome.msc2409.ephemeral": [1]}"#,
+        ];
+        for bad in bad {
+            let got = parse("t", Bytes::from_static(bad));
+            assert!(matches!(got, Err(ApiError::BadJson(_))), "{}: {got:?}", String::from_utf8_lossy(bad));
+        }
     }
 
     /// A lone surrogate escape is refused wherever it is: in an event (captured raw), an unknown field (skipped),
