@@ -183,6 +183,76 @@ pub fn headers_named<'a>(headers: &'a Headers, name: &'a str) -> impl Iterator<I
     headers.iter().filter(move |(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
 }
 
+/// An RFC 3326 `Reason` header value with an ITU-T Q.850 cause: why a call ended (on a BYE or CANCEL) or was
+/// refused (on a final response), in the terms the telephone network uses.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reason {
+    /// The Q.850 cause (16: normal call clearing, 17: user busy, 34: no circuit available…).
+    pub cause: u16,
+    /// The text (`text="…"`), if any.
+    pub text: Option<String>,
+}
+
+impl Reason {
+    /// A Q.850 reason.
+    pub fn q850(cause: u16, text: impl Into<String>) -> Self {
+        Reason { cause, text: Some(text.into()) }
+    }
+
+    /// The Q.850 reason among `Reason` header values (each may list several, comma-separated); `None` when
+    /// there is none (a `SIP;cause=…` reason is not one).
+    pub fn find_q850<'a>(values: impl IntoIterator<Item = &'a str>) -> Option<Self> {
+        values.into_iter().flat_map(|v| split_unquoted(v, ',')).find_map(|one| {
+            let mut parts = split_unquoted(one, ';').into_iter().map(str::trim);
+            if !parts.next()?.eq_ignore_ascii_case("q.850") {
+                return None;
+            }
+            let (mut cause, mut text) = (None, None);
+            for p in parts {
+                let (k, v) = p.split_once('=')?;
+                match k.trim().to_ascii_lowercase().as_str() {
+                    "cause" => cause = v.trim().parse::<u16>().ok(),
+                    "text" => text = Some(v.trim().trim_matches('"').to_owned()),
+                    _ => {}
+                }
+            }
+            Some(Reason { cause: cause?, text })
+        })
+    }
+}
+
+/// `s` split at each `sep` outside double quotes.
+fn split_unquoted(s: &str, sep: char) -> Vec<&str> {
+    let (mut out, mut start, mut quoted, mut escaped) = (Vec::new(), 0, false, false);
+    for (i, c) in s.char_indices() {
+        match c {
+            _ if escaped => escaped = false,
+            '\\' if quoted => escaped = true,
+            '"' => quoted = !quoted,
+            c if c == sep && !quoted => {
+                out.push(&s[start..i]);
+                start = i + c.len_utf8();
+            }
+            _ => {}
+        }
+    }
+    out.push(&s[start..]);
+    out
+}
+
+impl fmt::Display for Reason {
+    /// `Q.850;cause=17;text="User busy"`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Q.850;cause={}", self.cause)?;
+        if let Some(t) = &self.text {
+            // A quoted-string: quotes and backslashes escaped, line breaks dropped.
+            let t: String = t.chars().filter(|c| !c.is_control()).collect();
+            write!(f, ";text=\"{}\"", t.replace('\\', "\\\\").replace('"', "\\\""))?;
+        }
+        Ok(())
+    }
+}
+
 /// A request that arrived.
 #[derive(Debug, Clone, PartialEq)]
 pub struct SipRequest {
@@ -424,6 +494,16 @@ pub trait LegControl: Send + Sync + fmt::Debug {
     async fn cancel(&self) -> Result<()>;
     /// Sends BYE on an established call.
     async fn hangup(&self) -> Result<()>;
+    /// Sends BYE (CANCEL before an answer) carrying an RFC 3326 `Reason` header.
+    async fn hangup_with_reason(&self, reason: &Reason) -> Result<()> {
+        let _ = reason;
+        self.hangup().await
+    }
+    /// (callee) Sends a final failure response carrying an RFC 3326 `Reason` header.
+    fn reject_with_reason(&self, code: u16, phrase: &str, reason: &Reason) -> Result<()> {
+        let _ = reason;
+        self.reject(code, phrase)
+    }
     /// Sends a re-INVITE with `sdp` and returns the response.
     async fn reinvite(&self, sdp: &str) -> Result<SipResponse>;
 }
@@ -475,6 +555,14 @@ impl CallLeg {
     pub async fn hangup(&self) -> Result<()> {
         self.control.hangup().await
     }
+    /// See [`LegControl::hangup_with_reason`].
+    pub async fn hangup_with_reason(&self, reason: &Reason) -> Result<()> {
+        self.control.hangup_with_reason(reason).await
+    }
+    /// See [`LegControl::reject_with_reason`].
+    pub fn reject_with_reason(&self, code: u16, phrase: &str, reason: &Reason) -> Result<()> {
+        self.control.reject_with_reason(code, phrase, reason)
+    }
     /// See [`LegControl::reinvite`].
     pub async fn reinvite(&self, sdp: &str) -> Result<SipResponse> {
         self.control.reinvite(sdp).await
@@ -493,4 +581,25 @@ pub trait SipStack: Send + Sync + fmt::Debug + 'static {
     fn listeners(&self) -> Vec<Target>;
     /// Stops every listener and transaction.
     fn shutdown(&self);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn q850_reasons_are_written_and_read_as_rfc_3326_says() {
+        let r = Reason::q850(34, "No circuit/channel available");
+        assert_eq!(r.to_string(), r#"Q.850;cause=34;text="No circuit/channel available""#);
+        assert_eq!(Reason::find_q850([r.to_string().as_str()]), Some(r));
+        let odd = Reason::q850(16, "say \"hi\", \\ bye\r\n");
+        assert_eq!(odd.to_string(), r#"Q.850;cause=16;text="say \"hi\", \\ bye""#);
+        // Several reasons in one value or in several; a SIP reason is not a Q.850 one.
+        let found =
+            Reason::find_q850(["SIP;cause=600;text=\"Busy, everywhere\", Q.850 ; cause=17 ; text=\"User busy\""]);
+        assert_eq!(found, Some(Reason::q850(17, "User busy")));
+        assert_eq!(Reason::find_q850(["SIP;cause=200"]), None);
+        assert_eq!(Reason::find_q850(["Q.850;text=\"no cause\""]), None);
+        assert_eq!(Reason::find_q850(["Q.850;cause=31"]), Some(Reason { cause: 31, text: None }));
+    }
 }

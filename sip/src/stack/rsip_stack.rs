@@ -11,8 +11,8 @@
 //! - An INVITE's Request-URI is its To URI (rsipstack builds both from one `callee`).
 
 use super::{
-    CallLeg, Headers, Incoming, IncomingRequest, LegControl, LegEvent, LegEvents, Method, OutgoingRequest, Result,
-    Role, SipRequest, SipResponse, SipStack, StackError, Target, Transport,
+    CallLeg, Headers, Incoming, IncomingRequest, LegControl, LegEvent, LegEvents, Method, OutgoingRequest, Reason,
+    Result, Role, SipRequest, SipResponse, SipStack, StackError, Target, Transport,
 };
 use crate::uri::{Host, NameAddr, SipUri, Uri};
 use async_trait::async_trait;
@@ -510,8 +510,19 @@ impl LegControl for RsipLeg {
         if self.dialog.role() != TransactionRole::Server {
             return Err(StackError::State("only a received call can be rejected"));
         }
-        // No Reason header: rsipstack would write the phrase raw, which is not RFC 3326 syntax.
+        // No Reason header from the phrase: rsipstack would write it raw, which is not RFC 3326 syntax.
         self.dialog.reject(Some(code.into()), None).map_err(dialog_err)
+    }
+
+    fn reject_with_reason(&self, code: u16, _phrase: &str, reason: &Reason) -> Result<()> {
+        if self.dialog.role() != TransactionRole::Server {
+            return Err(StackError::State("only a received call can be rejected"));
+        }
+        self.dialog.reject(Some(code.into()), Some(reason.to_string())).map_err(dialog_err)
+    }
+
+    async fn hangup_with_reason(&self, reason: &Reason) -> Result<()> {
+        self.dialog.hangup_with_reason(reason.to_string()).await.map_err(dialog_err)
     }
 
     async fn cancel(&self) -> Result<()> {
