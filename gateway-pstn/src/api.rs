@@ -15,6 +15,7 @@ use crate::ledger::Ledger;
 pub(crate) mod accounts;
 mod auth;
 mod body;
+pub(crate) mod calls;
 pub(crate) mod credit;
 mod error;
 pub(crate) mod holds;
@@ -25,6 +26,7 @@ pub(crate) mod rates;
 
 pub use accounts::{AccountView, Adjust, Adjusted, CreateAccount, SetPlan};
 pub use auth::Caller;
+pub use calls::CallPage;
 pub use credit::{Batch, CreateBatch, Redeem, Redeemed, VoucherLimiter};
 pub use error::{ApiError, ErrorBody, ErrorDetail, charge_status};
 pub use me::{Cdr, CdrPage, HistoryPage, HomeserverConfig, OpenIdToken, Session, UserAuth};
@@ -83,10 +85,12 @@ pub fn router(state: ApiState) -> Router {
         .route("/v1/accounts/{id}/plan", put(accounts::set_plan))
         .route("/v1/accounts/{id}/history", get(me::history))
         .route("/v1/accounts/{id}/cdrs", get(me::cdrs))
+        .route("/v1/accounts/{id}/calls", get(calls::calls))
         .route("/v1/auth/openid", post(me::openid::<ApiState>))
         .route("/v1/me", get(me::me))
         .route("/v1/me/history", get(me::my_history))
         .route("/v1/me/cdrs", get(me::my_cdrs))
+        .route("/v1/me/calls", get(calls::my_calls))
         .route("/v1/me/vouchers", post(credit::redeem))
         .route("/v1/vouchers", post(credit::create_batch))
         .route("/v1/payments/stripe", post(credit::stripe::<ApiState>))

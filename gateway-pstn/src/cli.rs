@@ -1,5 +1,6 @@
 //! The `tincan-gateway` command line: `serve`, `config check`, `ledger check`, `tokens add|list|revoke`,
-//! `accounts create|adjust`, `rates import|export|list`, `carriers add|import|list`, `vouchers create|list`. Every subcommand takes `--config FILE`, `--data-dir DIR` and `--api ADDR`.
+//! `accounts create|adjust`, `rates import|export|list`, `carriers add|import|list`, `vouchers create|list`,
+//! `calls export`. Every subcommand takes `--config FILE`, `--data-dir DIR` and `--api ADDR`.
 
 use std::io::Write;
 use std::net::SocketAddr;
@@ -74,6 +75,23 @@ pub enum Command {
     /// Manage vouchers.
     #[command(subcommand)]
     Vouchers(VouchersCommand),
+    /// Call detail records.
+    #[command(subcommand)]
+    Calls(CallsCommand),
+}
+
+/// `calls …`.
+#[derive(Debug, Subcommand)]
+pub enum CallsCommand {
+    /// Print call detail records as CSV (every attempt of every call, answered or not), oldest first.
+    Export {
+        /// Only this account's.
+        #[arg(long)]
+        account: Option<i64>,
+        /// Only records with an id above this (the last id of a previous export).
+        #[arg(long, default_value_t = 0)]
+        after: i64,
+    },
 }
 
 /// `vouchers …`.
@@ -361,6 +379,24 @@ pub async fn run(cli: Cli) -> Result<ExitCode, CliError> {
             }
         }
         Command::Carriers(cmd) => return carriers(cmd, &config, clock).await,
+        Command::Calls(CallsCommand::Export { account, after }) => {
+            let storage = serve::open_storage(&config, clock).await?;
+            let mut out = std::io::stdout().lock();
+            writeln!(out, "{}", crate::storage::CALL_RECORDS_CSV_HEADER)?;
+            let mut after = after;
+            loop {
+                let mut tx = storage.begin_read().await?;
+                let page = tx.call_records().list(account.map(AccountId), after, 1000).await?;
+                drop(tx);
+                for r in &page {
+                    writeln!(out, "{}", r.csv_row())?;
+                }
+                match page.last() {
+                    Some(r) if page.len() == 1000 => after = r.id,
+                    _ => break,
+                }
+            }
+        }
         Command::Accounts(AccountsCommand::Create { business, user, currency }) => {
             let storage = serve::open_storage(&config, clock.clone()).await?;
             let ledger = Ledger::start(storage, clock, config.ledger);

@@ -69,7 +69,7 @@ impl Modify for Bearer {
         crate::api::accounts::create, crate::api::accounts::get, crate::api::accounts::adjust,
         crate::api::accounts::set_limits, crate::api::accounts::set_plan,
         crate::api::me::openid, crate::api::me::me, crate::api::me::my_history, crate::api::me::my_cdrs,
-        crate::api::me::history, crate::api::me::cdrs,
+        crate::api::me::history, crate::api::me::cdrs, crate::api::calls::calls, crate::api::calls::my_calls,
         crate::api::rates::rate, crate::api::rates::routes, crate::api::rates::export, crate::api::rates::import,
         crate::api::credit::redeem, crate::api::credit::create_batch, crate::api::credit::stripe,
         crate::api::credit::generic,

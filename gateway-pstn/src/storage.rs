@@ -24,11 +24,13 @@ use crate::charging::{AccountId, HoldId, HoldState, ServiceKind};
 use crate::money::{Amount, Currency};
 use crate::rating::{Rate, RateDeck};
 
+mod call_records;
 pub mod conformance;
 mod pg;
 mod sql;
 mod sqlite;
 
+pub use call_records::{CSV_HEADER as CALL_RECORDS_CSV_HEADER, CallRecord, CallRecordRepository, CallResult};
 pub use pg::PgStorage;
 pub use sqlite::SqliteStorage;
 
@@ -135,6 +137,8 @@ pub trait Repository: Send {
     fn limits(&mut self) -> &mut dyn LimitRepository;
     /// Voucher batches and codes.
     fn vouchers(&mut self) -> &mut dyn VoucherRepository;
+    /// Call detail records.
+    fn call_records(&mut self) -> &mut dyn CallRecordRepository;
     /// Marks a point to undo to ([`Repository::rollback_to_savepoint`]) when a step of a multi-step write is
     /// refused; one level only.
     async fn savepoint(&mut self) -> Result<()>;

@@ -6,8 +6,8 @@ use std::time::Duration;
 use tincan_common::{Clock, MockClock};
 
 use super::{
-    AccountKind, Close, Closing, EntryKind, ExtendOutcome, IdempotentResponse, NewAccount, NewEntry, NewHold, Scope,
-    Storage, StorageError, SystemAccount, TokenHash, unix_ms,
+    AccountKind, CallRecord, CallResult, Close, Closing, EntryKind, ExtendOutcome, IdempotentResponse, NewAccount,
+    NewEntry, NewHold, Scope, Storage, StorageError, SystemAccount, TokenHash, unix_ms,
 };
 use crate::charging::{AccountId, HoldState, ServiceKind};
 use crate::money::{Amount, Currency};
@@ -23,6 +23,7 @@ pub async fn run(storage: &dyn Storage, clock: &MockClock) {
     tokens(storage, clock).await;
     rates_carriers_and_limits(storage).await;
     check_finds_tampering(storage).await;
+    call_records(storage).await;
 }
 
 fn eur() -> Currency {
@@ -457,4 +458,89 @@ async fn rates_carriers_and_limits(storage: &dyn Storage) {
         tx.carriers().add("cheap", super::CarrierKind::Sip, 1, 1).await,
         Err(StorageError::Duplicate("carrier"))
     ));
+}
+
+async fn call_records(storage: &dyn Storage) {
+    let mut tx = storage.begin().await.unwrap();
+    let a = tx.accounts().create(&user("@calls:hs.test")).await.unwrap();
+    let b = tx.accounts().create(&user("@other-calls:hs.test")).await.unwrap();
+    let failed = CallRecord {
+        id: 0,
+        call_id: "run1-7".into(),
+        attempt: 1,
+        account_id: a.id,
+        hold_seq: Some(41),
+        destination: "+4930123456".into(),
+        carrier: Some("cheap".into()),
+        result: CallResult::Failed,
+        sip_status: 503,
+        reason: "Service Unavailable, \"try later\"".into(),
+        q850_cause: Some(41),
+        started_at_ms: 1_000,
+        answered_at_ms: None,
+        ended_at_ms: 1_200,
+        billed_seconds: None,
+        price: None,
+        cost: None,
+        currency: eur(),
+    };
+    let answered = CallRecord {
+        attempt: 2,
+        carrier: Some("dear".into()),
+        result: CallResult::Answered,
+        sip_status: 200,
+        reason: "OK".into(),
+        q850_cause: Some(16),
+        answered_at_ms: Some(1_500),
+        ended_at_ms: 4_500,
+        billed_seconds: Some(3),
+        price: Some(amt("0.03")),
+        cost: Some(amt("0.000450")),
+        ..failed.clone()
+    };
+    let refused = CallRecord {
+        call_id: "run1-8".into(),
+        attempt: 0,
+        account_id: b.id,
+        hold_seq: None,
+        carrier: None,
+        result: CallResult::Refused,
+        sip_status: 402,
+        ..failed.clone()
+    };
+    let ids = [
+        tx.call_records().add(&failed).await.unwrap(),
+        tx.call_records().add(&answered).await.unwrap(),
+        tx.call_records().add(&refused).await.unwrap(),
+    ];
+    assert!(ids[0] < ids[1] && ids[1] < ids[2]);
+    let dup = tx.call_records().add(&failed).await;
+    assert!(matches!(dup, Err(StorageError::Duplicate("call record"))), "{dup:?}");
+    drop(tx);
+    // The duplicate failed the transaction on PostgreSQL: write again and commit.
+    let mut tx = storage.begin().await.unwrap();
+    let a = tx.accounts().create(&user("@calls:hs.test")).await.unwrap();
+    let b = tx.accounts().create(&user("@other-calls:hs.test")).await.unwrap();
+    let failed = CallRecord { account_id: a.id, ..failed };
+    let answered = CallRecord { account_id: a.id, ..answered };
+    let refused = CallRecord { account_id: b.id, ..refused };
+    for r in [&failed, &answered, &refused] {
+        tx.call_records().add(r).await.unwrap();
+    }
+    tx.commit().await.unwrap();
+    let mut tx = storage.begin_read().await.unwrap();
+    let of_a = tx.call_records().list(Some(a.id), 0, 10).await.unwrap();
+    let strip = |r: &CallRecord| CallRecord { id: 0, ..r.clone() };
+    assert_eq!(of_a.iter().map(strip).collect::<Vec<_>>(), [failed.clone(), answered.clone()]);
+    let all = tx.call_records().list(None, 0, 10).await.unwrap();
+    assert_eq!(all.len(), 3);
+    let after_first = tx.call_records().list(None, all[0].id, 1).await.unwrap();
+    assert_eq!(after_first.iter().map(strip).collect::<Vec<_>>(), [answered]);
+    assert_eq!(
+        all[0].csv_row().split(',').nth(9),
+        Some("\"Service Unavailable"),
+        "a reason with a comma is quoted: {}",
+        all[0].csv_row()
+    );
+    assert!(all[1].csv_row().ends_with(",3,0.03,0.00045,EUR"), "{}", all[1].csv_row());
 }

@@ -81,7 +81,7 @@ macro_rules! impl_repositories {
             HistoryItem, HoldRepository, IdempotencyRepository, IdempotentResponse, JournalRepository, NewAccount,
             NewEntry, NewHold, Repository, Result, Scope, StoredHold, SystemAccount, TokenHash, TokenRepository,
             Carrier, CarrierKind, CarrierRepository, CarrierRoute, LimitRepository, Limits, RateRepository,
-            VoucherBatch, VoucherRepository,
+            VoucherBatch, VoucherRepository, CallRecord, CallRecordRepository, CallResult,
         };
 
         fn batch_from_row(row: &Row) -> Result<VoucherBatch> {
@@ -209,6 +209,9 @@ macro_rules! impl_repositories {
                 self
             }
             fn vouchers(&mut self) -> &mut dyn VoucherRepository {
+                self
+            }
+            fn call_records(&mut self) -> &mut dyn CallRecordRepository {
                 self
             }
             async fn savepoint(&mut self) -> Result<()> {
@@ -905,6 +908,84 @@ macro_rules! impl_repositories {
                     out.push(CarrierRoute { carrier, cost: rate_from_row(row)? });
                 }
                 Ok(out)
+            }
+        }
+
+        fn call_record_from_row(row: &Row) -> Result<CallRecord> {
+            let result: String = row.try_get("result")?;
+            let cur: String = row.try_get("currency")?;
+            let small = |v: i64, col: &'static str| u32::try_from(v).map_err(|_| corrupt("call_records", col));
+            Ok(CallRecord {
+                id: row.try_get("id")?,
+                call_id: row.try_get("call_id")?,
+                attempt: small(row.try_get::<i32, _>("attempt")?.into(), "attempt")?,
+                account_id: AccountId(row.try_get("account_id")?),
+                hold_seq: row.try_get("hold_id")?,
+                destination: row.try_get("destination")?,
+                carrier: row.try_get("carrier")?,
+                result: CallResult::parse_stored(&result)?,
+                sip_status: u16::try_from(row.try_get::<i32, _>("sip_status")?)
+                    .map_err(|_| corrupt("call_records", "sip_status"))?,
+                reason: row.try_get("reason")?,
+                q850_cause: row
+                    .try_get::<Option<i32>, _>("q850_cause")?
+                    .map(|c| u16::try_from(c).map_err(|_| corrupt("call_records", "q850_cause")))
+                    .transpose()?,
+                started_at_ms: row.try_get("started_at")?,
+                answered_at_ms: row.try_get("answered_at")?,
+                ended_at_ms: row.try_get("ended_at")?,
+                billed_seconds: row
+                    .try_get::<Option<i64>, _>("billed_seconds")?
+                    .map(|s| small(s, "billed_seconds"))
+                    .transpose()?,
+                price: row.try_get::<Option<i64>, _>("price")?.map(amount),
+                cost: row.try_get::<Option<i64>, _>("cost")?.map(amount),
+                currency: currency(&cur, "call_records")?,
+            })
+        }
+
+        #[async_trait]
+        impl CallRecordRepository for $repo {
+            async fn add(&mut self, r: &CallRecord) -> Result<i64> {
+                let id = sqlx::query_scalar::<_, i64>(
+                    "INSERT INTO call_records (call_id, attempt, account_id, hold_id, destination, carrier, result, \
+                     sip_status, reason, q850_cause, started_at, answered_at, ended_at, billed_seconds, price, cost, \
+                     currency) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17) \
+                     RETURNING id",
+                )
+                .bind(&r.call_id)
+                .bind(i32::try_from(r.attempt).unwrap_or(i32::MAX))
+                .bind(r.account_id.0)
+                .bind(r.hold_seq)
+                .bind(&r.destination)
+                .bind(r.carrier.as_deref())
+                .bind(r.result.as_str())
+                .bind(i32::from(r.sip_status))
+                .bind(&r.reason)
+                .bind(r.q850_cause.map(i32::from))
+                .bind(r.started_at_ms)
+                .bind(r.answered_at_ms)
+                .bind(r.ended_at_ms)
+                .bind(r.billed_seconds.map(i64::from))
+                .bind(r.price.map(Amount::micros))
+                .bind(r.cost.map(Amount::micros))
+                .bind(r.currency.as_str())
+                .fetch_one(&mut *self.tx)
+                .await
+                .map_err(|e| duplicate_or(e, "call record"))?;
+                Ok(id)
+            }
+
+            async fn list(&mut self, account: Option<AccountId>, after: i64, limit: u32) -> Result<Vec<CallRecord>> {
+                let rows = sqlx::query(
+                    "SELECT * FROM call_records WHERE ($1 IS NULL OR account_id = $1) AND id > $2 ORDER BY id LIMIT $3",
+                )
+                .bind(account.map(|a| a.0))
+                .bind(after)
+                .bind(i64::from(limit))
+                .fetch_all(&mut *self.tx)
+                .await?;
+                rows.iter().map(call_record_from_row).collect()
             }
         }
 
