@@ -7,6 +7,8 @@
 //! - `call`: one call's life, from INVITE to settlement.
 //! - [`media`]: the call's media anchored at rtpengine (`calls.rtpengine`): SDP rewritten both ways, the
 //!   session deleted at hang-up.
+//! - `records`: the call detail records, one per carrier attempt (answered or not) and one per call refused
+//!   before any carrier, stored before the hold is settled or released.
 //!
 //! Who pays is asserted by the trusted peer in [`ACCOUNT_HEADER`] (a Matrix user ID or an account id); the
 //! peer itself is authenticated by its source address (`calls.trusted_peers`).
@@ -18,6 +20,7 @@ pub mod breaker;
 mod call;
 pub mod media;
 pub mod policy;
+mod records;
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::{IpAddr, SocketAddr};

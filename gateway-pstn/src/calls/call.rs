@@ -10,20 +10,28 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tincan_enum_core::E164;
-use tincan_sip_core::stack::{CallLeg, LegEvent, LegEvents, OutgoingRequest, Target};
+use tincan_sip_core::stack::{CallLeg, LegEvent, LegEvents, OutgoingRequest, Reason, Target, headers_named};
 use tincan_sip_core::uri::{Host, NameAddr, SipUri, Uri};
 use tokio::time::{Instant, sleep_until};
 use tracing::Instrument;
 
 use super::breaker::Verdict;
 use super::media::{Anchor, Side};
-use super::policy::{self, affordable_extension, billed_seconds, extension_paid, fails_over, first_paid};
+use super::policy::{
+    self, affordable_extension, billed_seconds, extension_paid, fails_over, first_paid, reason_for, unanswered_result,
+};
+use super::records::{self, Billed, Ended, Records};
 use super::{ACCOUNT_HEADER, Slot, Switch, TrunkConfig};
 use crate::charging::{
     AccountId, AccountRef, ChargeError, Charging, ExtendRequest, Hold, IdempotencyKey, QuoteRequest, ReleaseRequest,
     ReserveRequest, ServiceKind, SettleRequest,
 };
 use crate::rating::Rate;
+use crate::storage::CallResult;
+
+/// The Q.850 cause and text of the BYE both legs get when the call's credit ends (RFC 3326): normal clearing,
+/// for the call ended as the prepaid terms say.
+const CREDIT_ENDS: (u16, &str) = (16, "Prepaid credit exhausted");
 
 /// Extra hold lifetime beyond the paid time, so that a settlement at the cut still finds the hold open.
 const HOLD_GRACE_SECS: u32 = 30;
@@ -97,6 +105,12 @@ struct Billing {
     /// The seconds from the answer that the holds pay for.
     paid: u32,
     carrier: String,
+    /// The carrier's cost for the destination.
+    cost: Rate,
+    /// The call's records, and this attempt's number and start (Unix ms).
+    records: Records,
+    attempt: u32,
+    started_at_ms: i64,
     /// The carrier's call slot, held while the call lasts.
     _slot: Slot,
 }
@@ -109,11 +123,29 @@ enum Attempt {
     /// Answered: the carrier's leg, its events, its SDP.
     Answered(CallLeg, LegEvents, Option<String>),
     /// A final answer to pass back to the caller (no failover).
-    Final(u16, String),
+    Final(Failure),
     /// Try the next carrier; this is why.
-    Next(u16, String),
+    Next(Failure),
     /// The caller went away (CANCEL) before an answer.
     CallerGone,
+}
+
+/// A carrier leg's failure: its final status and phrase, and the carrier's own Q.850 reason if it gave one.
+struct Failure {
+    code: u16,
+    phrase: String,
+    reason: Option<Reason>,
+}
+
+impl Failure {
+    fn new(code: u16, phrase: impl Into<String>) -> Self {
+        Failure { code, phrase: phrase.into(), reason: None }
+    }
+
+    /// The reason toward the caller: the carrier's, else the status's cause (RFC 3398).
+    fn reason(&self) -> Reason {
+        self.reason.clone().unwrap_or_else(|| reason_for(self.code))
+    }
 }
 
 impl Call {
@@ -144,20 +176,21 @@ impl Call {
                 }
                 self.connected(None, events, out, out_events).await;
             }
-            Attempt::Final(code, reason) | Attempt::Next(code, reason) => {
-                tracing::info!(code, "the SIP bridge did not take the call");
+            Attempt::Final(f) | Attempt::Next(f) => {
+                tracing::info!(code = f.code, "the SIP bridge did not take the call");
                 // A challenge we could not answer is ours to fix, not the carrier's to answer.
-                let (code, reason) =
-                    if matches!(code, 401 | 407) { (503, "Service Unavailable".into()) } else { (code, reason) };
-                let _ = self.leg.reject(code, &reason);
+                let f = if matches!(f.code, 401 | 407) { Failure::new(503, "Service Unavailable") } else { f };
+                let _ = self.leg.reject_with_reason(f.code, &f.phrase, &f.reason());
             }
             Attempt::CallerGone => {}
         }
     }
 
-    /// A call out to the phone network, paid by `account`.
+    /// A call out to the phone network, paid by `account`. Every attempt on a carrier, and a call refused
+    /// before any, leaves a call record, stored before the hold is settled or released.
     async fn outbound(&self, account: AccountRef, events: &mut LegEvents) {
         let setup_deadline = Instant::now() + Duration::from_secs(u64::from(self.sw.config.setup_timeout_secs));
+        let started = self.now_ms();
         let charging = &self.sw.charging;
         // 1. Price the number and hold the first slice (connect fee included).
         let quote = match charging
@@ -171,12 +204,12 @@ impl Call {
             .await
         {
             Ok(q) => q,
-            Err(e) => return self.refuse(&e),
+            Err(e) => return self.refuse_before_hold(&account, started, &e).await,
         };
         let rate = policy::rate_of(&quote);
         let asked = quote.max_seconds.unwrap_or(0).min(self.sw.config.slice_secs);
         if asked == 0 {
-            return self.refuse(&ChargeError::InsufficientFunds);
+            return self.refuse_before_hold(&account, started, &ChargeError::InsufficientFunds).await;
         }
         let ttl = self.sw.config.setup_timeout_secs + first_paid(&rate, asked) + HOLD_GRACE_SECS;
         let hold = match charging
@@ -193,23 +226,23 @@ impl Call {
             .await
         {
             Ok(h) => h,
-            Err(e) => return self.refuse(&e),
+            Err(e) => return self.refuse_before_hold(&account, started, &e).await,
         };
         tracing::info!(hold = %hold.id, seconds = asked, amount = %hold.amount, "first slice held");
+        let mut records = Records::new(&self.id, hold.account_id, hold.currency, self.destination.as_str());
+        records.set_hold(hold.id.seq);
         // 2. The carriers, least cost first.
         let routes = match self.sw.ledger.routes(&self.destination, ServiceKind::Voice).await {
             Ok(r) => r,
             Err(e) => {
-                self.release(&hold).await;
-                return self.refuse(&ChargeError::from(e));
+                let (code, phrase) = policy::refusal(&ChargeError::from(e));
+                return self.fail(&records, &hold, started, Failure::new(code, phrase)).await;
             }
         };
         let Some(offer) = self.offer_out().await else {
-            self.release(&hold).await;
-            let _ = self.leg.reject(503, "Media Relay Unavailable");
-            return;
+            return self.fail(&records, &hold, started, Failure::new(503, "Media Relay Unavailable")).await;
         };
-        let mut last = (503, "No Carrier Available".to_owned());
+        let mut last = None;
         for route in routes {
             let name = route.carrier.name.clone();
             let Some(trunk) = self.sw.config.trunks.get(&name) else {
@@ -225,6 +258,8 @@ impl Call {
                 tracing::info!(carrier = %name, "carrier at its most concurrent calls; skipped");
                 continue;
             };
+            let n = records.next_attempt();
+            let attempt_started = self.now_ms();
             let attempt = self.attempt(trunk, &offer, events, setup_deadline).await;
             let verdict = match &attempt {
                 Attempt::Answered(..) | Attempt::Final(..) => Verdict::Works,
@@ -232,49 +267,131 @@ impl Call {
                 Attempt::CallerGone => Verdict::Unknown,
             };
             self.sw.breaker_finish(&name, verdict);
+            let unanswered = |f: &Failure| Ended {
+                carrier: Some(name.clone()),
+                result: unanswered_result(f.code, false),
+                sip_status: f.code,
+                reason: f.phrase.clone(),
+                cause: f.reason().cause,
+                started_at_ms: attempt_started,
+            };
             match attempt {
                 Attempt::Answered(out, out_events, sdp) => {
                     let Some(answer) = self.answer_in(sdp).await else {
                         let _ = out.hangup().await;
+                        let f = Failure::new(503, "Media Relay Unavailable");
+                        self.store(&records, n, unanswered(&f), None).await;
                         self.release(&hold).await;
-                        let _ = self.leg.reject(503, "Media Relay Unavailable");
+                        let _ = self.leg.reject_with_reason(f.code, &f.phrase, &f.reason());
                         return;
                     };
                     if let Err(e) = self.leg.answer(&answer) {
                         tracing::warn!(error = %e, "answering the caller failed; ending the call");
                         let _ = out.hangup().await;
+                        self.store(&records, n, unanswered(&Failure::new(500, "Caller Not Answered")), None).await;
                         self.release(&hold).await;
                         return;
                     }
                     let paid = first_paid(&rate, asked);
-                    let billing = Billing { account, hold, rate, paid, carrier: name, _slot: slot };
+                    let billing = Billing {
+                        account,
+                        hold,
+                        rate,
+                        paid,
+                        carrier: name,
+                        cost: route.cost,
+                        records,
+                        attempt: n,
+                        started_at_ms: attempt_started,
+                        _slot: slot,
+                    };
                     return self.connected(Some(billing), events, out, out_events).await;
                 }
-                Attempt::Final(code, reason) => {
-                    tracing::info!(carrier = %name, code, "final answer; not failing over");
+                Attempt::Final(f) => {
+                    tracing::info!(carrier = %name, code = f.code, "final answer; not failing over");
+                    self.store(&records, n, unanswered(&f), None).await;
                     self.release(&hold).await;
-                    let _ = self.leg.reject(code, &reason);
+                    let _ = self.leg.reject_with_reason(f.code, &f.phrase, &f.reason());
                     return;
                 }
-                Attempt::Next(code, reason) => {
-                    tracing::info!(carrier = %name, code, "carrier failed; trying the next");
-                    last = (code, reason);
+                Attempt::Next(f) => {
+                    tracing::info!(carrier = %name, code = f.code, "carrier failed; trying the next");
+                    self.store(&records, n, unanswered(&f), None).await;
+                    last = Some(f);
                 }
                 Attempt::CallerGone => {
+                    let ended =
+                        Ended { result: CallResult::Cancelled, ..unanswered(&Failure::new(487, "Request Terminated")) };
+                    self.store(&records, n, ended, None).await;
                     self.release(&hold).await;
                     return;
                 }
             }
         }
+        // No carrier took it: a carrier's 5xx goes back as it was; anything else (a challenge we could not
+        // answer, a timeout, no carrier tried at all) is 503 with Q.850 34, no circuit available.
+        let f = match last {
+            Some(f) if (500..600).contains(&f.code) => f,
+            _ => Failure {
+                reason: Some(Reason::q850(34, policy::q850_text(34))),
+                ..Failure::new(503, "No Carrier Available")
+            },
+        };
+        if records.attempts() == 0 {
+            // Nothing was tried (no trunk, breakers open, carriers full): one record says why.
+            return self.fail(&records, &hold, started, f).await;
+        }
         self.release(&hold).await;
-        let (code, reason) = if (500..600).contains(&last.0) { last } else { (503, "No Carrier Available".into()) };
-        let _ = self.leg.reject(code, &reason);
+        let _ = self.leg.reject_with_reason(f.code, &f.phrase, &f.reason());
     }
 
-    fn refuse(&self, e: &ChargeError) {
-        let (code, reason) = policy::refusal(e);
+    /// Unix ms now, by the ledger's clock.
+    fn now_ms(&self) -> i64 {
+        records::now_ms(&**self.sw.ledger.clock())
+    }
+
+    /// Stores the record of attempt `n` ended now.
+    async fn store(&self, records: &Records, n: u32, ended: Ended, billed: Option<Billed>) {
+        let r = records.record(n, ended, billed, self.now_ms());
+        records::store(&**self.sw.ledger.storage(), &r).await;
+    }
+
+    /// Refuses a call after its hold was made but before any carrier: its record (attempt 0), the hold
+    /// released, the caller answered `failure`.
+    async fn fail(&self, records: &Records, hold: &Hold, started: i64, f: Failure) {
+        let ended = Ended {
+            carrier: None,
+            result: CallResult::Refused,
+            sip_status: f.code,
+            reason: f.phrase.clone(),
+            cause: f.reason().cause,
+            started_at_ms: started,
+        };
+        self.store(records, 0, ended, None).await;
+        self.release(hold).await;
+        tracing::info!(code = f.code, "call refused");
+        let _ = self.leg.reject_with_reason(f.code, &f.phrase, &f.reason());
+    }
+
+    /// Refuses a call the ledger would not hold credit for: its record (attempt 0, when the account exists),
+    /// then the caller's answer.
+    async fn refuse_before_hold(&self, account: &AccountRef, started: i64, e: &ChargeError) {
+        let (code, phrase) = policy::refusal(e);
         tracing::info!(error = %e, code, "call refused");
-        let _ = self.leg.reject(code, reason);
+        let f = Failure::new(code, phrase);
+        if let Ok(a) = self.sw.ledger.account(account).await {
+            let records = Records::new(&self.id, a.id, a.currency, self.destination.as_str());
+            let ended = Ended {
+                carrier: None,
+                result: CallResult::Refused,
+                sip_status: code,
+                reason: format!("{phrase}: {e}"),
+                cause: f.reason().cause,
+                started_at_ms: started,
+            };
+            self.store(&records, 0, ended, None).await;
+        }
+        let _ = self.leg.reject_with_reason(code, phrase, &f.reason());
     }
 
     /// The SDP the gateway's INVITE carries: the caller's offer, rewritten by rtpengine when media is anchored
@@ -324,7 +441,7 @@ impl Call {
         }
         to.set_param("user", Some("phone"));
         let local = self.sw.stack.listeners().into_iter().find(|t| t.transport == trunk.transport);
-        let Some(local) = local else { return Attempt::Next(503, "No Listener For Trunk".into()) };
+        let Some(local) = local else { return Attempt::Next(Failure::new(503, "No Listener For Trunk")) };
         // The caller's number as the trusted peer asserts it (P-Asserted-Identity, else From); shown only to
         // carriers that take it, the others get the provider's number.
         let asserted = invite
@@ -357,7 +474,7 @@ impl Call {
         };
         let (mut out, mut out_events) = match self.sw.stack.invite(request.clone()).await {
             Ok(x) => x,
-            Err(e) => return Attempt::Next(503, format!("Trunk Unreachable: {e}")),
+            Err(e) => return Attempt::Next(Failure::new(503, format!("Trunk Unreachable: {e}"))),
         };
         let invite_timeout = Duration::from_millis(self.sw.config.invite_timeout_ms);
         let mut no_response = Instant::now() + invite_timeout;
@@ -377,7 +494,7 @@ impl Call {
                             policy::authorization(trunk.auth.as_ref(), code, &headers, answered[kind], &uri, &cnonce);
                         let Some((name, value)) = answer else {
                             tracing::info!(code, "the trunk refused our credentials (or we have none for it)");
-                            return Attempt::Next(code, reason);
+                            return Attempt::Next(Failure::new(code, reason));
                         };
                         answered[kind] += 1;
                         request.headers.retain(|(n, _)| !n.eq_ignore_ascii_case(name));
@@ -385,7 +502,7 @@ impl Call {
                         request.call_id = Some(out.call_id().to_owned());
                         (out, out_events) = match self.sw.stack.invite(request.clone()).await {
                             Ok(x) => x,
-                            Err(e) => return Attempt::Next(503, format!("Trunk Unreachable: {e}")),
+                            Err(e) => return Attempt::Next(Failure::new(503, format!("Trunk Unreachable: {e}"))),
                         };
                         responded = false;
                         no_response = Instant::now() + invite_timeout;
@@ -400,12 +517,14 @@ impl Call {
                         let _ = self.leg.ring(early.as_deref());
                     }
                     Some(LegEvent::Answered { sdp }) => return Attempt::Answered(out, out_events, sdp),
-                    Some(LegEvent::Failed { code, reason, .. }) => {
-                        return if fails_over(code) { Attempt::Next(code, reason) } else { Attempt::Final(code, reason) };
+                    Some(LegEvent::Failed { code, reason: phrase, headers }) => {
+                        let reason = Reason::find_q850(headers_named(&headers, "Reason"));
+                        let f = Failure { code, phrase, reason };
+                        return if fails_over(code) { Attempt::Next(f) } else { Attempt::Final(f) };
                     }
                     Some(LegEvent::ReInvite { reply, .. }) => { let _ = reply.send(Err(491)); }
-                    Some(other) => return Attempt::Next(503, format!("{other:?}")),
-                    None => return Attempt::Next(503, "Trunk Leg Ended".into()),
+                    Some(other) => return Attempt::Next(Failure::new(503, format!("{other:?}"))),
+                    None => return Attempt::Next(Failure::new(503, "Trunk Leg Ended")),
                 },
                 ev = events.recv() => match ev {
                     Some(LegEvent::ReInvite { reply, .. }) => { let _ = reply.send(Err(491)); }
@@ -416,11 +535,11 @@ impl Call {
                 },
                 _ = sleep_until(no_response), if !responded => {
                     let _ = out.cancel().await;
-                    return Attempt::Next(408, "Request Timeout".into());
+                    return Attempt::Next(Failure::new(408, "Request Timeout"));
                 }
                 _ = sleep_until(setup_deadline) => {
                     let _ = out.cancel().await;
-                    return Attempt::Final(480, "Temporarily Unavailable".into());
+                    return Attempt::Final(Failure::new(480, "Temporarily Unavailable"));
                 }
             }
         }
@@ -436,6 +555,7 @@ impl Call {
         mut out_events: LegEvents,
     ) {
         let answered = Instant::now();
+        let answered_at_ms = self.now_ms();
         let cfg = &self.sw.config;
         let mut extensions = 0u32;
         let mut can_extend = billing.is_some();
@@ -455,7 +575,7 @@ impl Call {
                     _ => {
                         let at = Instant::now();
                         let _ = out.hangup().await;
-                        break at;
+                        break (at, "Caller Hung Up");
                     }
                 },
                 ev = out_events.recv() => match ev {
@@ -466,7 +586,7 @@ impl Call {
                     _ => {
                         let at = Instant::now();
                         let _ = self.leg.hangup().await;
-                        break at;
+                        break (at, "Called Party Hung Up");
                     }
                 },
                 _ = sleep_until(extend_at), if can_extend => {
@@ -482,18 +602,42 @@ impl Call {
                 _ = sleep_until(cut_at) => {
                     tracing::info!(paid, "paid time ends: hanging up both legs");
                     let at = Instant::now();
-                    let (a, b) = tokio::join!(self.leg.hangup(), out.hangup());
+                    let why = Reason::q850(CREDIT_ENDS.0, CREDIT_ENDS.1);
+                    let (a, b) = tokio::join!(self.leg.hangup_with_reason(&why), out.hangup_with_reason(&why));
                     if a.is_err() || b.is_err() {
                         tracing::warn!("a BYE at the end of the paid time failed");
                     }
-                    break at;
+                    break (at, CREDIT_ENDS.1);
                 }
             }
         };
+        let (ended, why) = ended;
         if let Some(b) = billing {
             let elapsed_ms = u64::try_from(ended.duration_since(answered).as_millis()).unwrap_or(u64::MAX);
             let seconds = billed_seconds(elapsed_ms, b.paid);
-            self.settle(&b.hold, seconds, &b.carrier).await;
+            // The record first (with the price the settlement will charge), then the money.
+            let price = b.rate.call_price(seconds);
+            let cost = b.cost.call_price(seconds).ok();
+            match &price {
+                Ok(price) => {
+                    let ended = Ended {
+                        carrier: Some(b.carrier.clone()),
+                        result: CallResult::Answered,
+                        sip_status: 200,
+                        reason: why.to_owned(),
+                        cause: policy::q850_cause(200),
+                        started_at_ms: b.started_at_ms,
+                    };
+                    let billed = Billed { answered_at_ms, seconds, price: *price, cost };
+                    self.store(&b.records, b.attempt, ended, Some(billed)).await;
+                }
+                Err(e) => tracing::error!(error = %e, seconds, "the call's price cannot be computed for its record"),
+            }
+            if let Some(charged) = self.settle(&b.hold, seconds, &b.carrier).await
+                && price.as_ref().is_ok_and(|p| *p != charged)
+            {
+                tracing::error!(%charged, ?price, "the settlement charged other than the call record's price");
+            }
         }
     }
 
@@ -543,7 +687,8 @@ impl Call {
         }
     }
 
-    async fn settle(&self, hold: &Hold, seconds: u32, carrier: &str) {
+    /// Settles the call's hold for `seconds`; what was charged, if it settled.
+    async fn settle(&self, hold: &Hold, seconds: u32, carrier: &str) -> Option<crate::money::Amount> {
         let req = SettleRequest {
             idempotency_key: key(&self.id, "settle"),
             hold: hold.id,
@@ -556,18 +701,19 @@ impl Call {
             match self.sw.charging.settle(&req).await {
                 Ok(s) => {
                     tracing::info!(seconds, charged = %s.charged, released = %s.released, %carrier, "call settled");
-                    return;
+                    return Some(s.charged);
                 }
                 Err(e) if e.is_retryable() => {
                     tokio::time::sleep(Duration::from_millis(200 << attempt)).await;
                 }
                 Err(e) => {
                     tracing::error!(error = %e, seconds, "settling the call failed");
-                    return;
+                    return None;
                 }
             }
         }
         tracing::error!(seconds, "settling the call failed after retries; the hold will expire");
+        None
     }
 
     async fn release(&self, hold: &Hold) {

@@ -2,12 +2,13 @@
 //! refused charge gets, how many seconds an answered call is billed, and how much more time a balance pays for.
 
 use tincan_sip_core::digest::Challenge;
-use tincan_sip_core::stack::{Headers, headers_named};
+use tincan_sip_core::stack::{Headers, Reason, headers_named};
 
 use super::TrunkAuth;
 use crate::charging::{ChargeError, Quote};
 use crate::money::Amount;
 use crate::rating::{Increments, Rate};
+use crate::storage::CallResult;
 
 /// Whether a carrier's final response sends the call on to the next carrier: 408, 5xx, and 6xx other than
 /// 603 Decline, 604 Does Not Exist Anywhere and 606 Not Acceptable. Everything else (404, 486, 487, 603…) is
@@ -46,6 +47,72 @@ pub fn authorization(
     }
     let credentials = challenge.answer(&auth.username, auth.password.expose(), "INVITE", uri, cnonce);
     Some((answer_header, credentials.header()))
+}
+
+/// The Q.850 cause that stands for a SIP final status, after RFC 3398 §8.2.6.1 (200 and 487, which it does
+/// not map, are normal clearing: the call ended as someone meant it to). Classes it leaves open: 4xx 21 (call
+/// rejected), 5xx 41 (temporary failure), 6xx 31 (normal, unspecified).
+pub fn q850_cause(status: u16) -> u16 {
+    match status {
+        200..=299 | 487 => 16,
+        404 | 485 | 604 => 1,
+        410 => 22,
+        480 => 18,
+        482 | 483 => 25,
+        484 => 28,
+        486 | 600 => 17,
+        400 | 481 | 500 | 503 => 41,
+        408 | 504 => 102,
+        405 => 63,
+        406 | 415 | 501 => 79,
+        502 => 38,
+        603 => 21,
+        606 => 58,
+        413 | 414 | 416 | 420 | 421 | 488 | 505 | 513 => 127,
+        401..=499 => 21,
+        500..=599 => 41,
+        _ => 31,
+    }
+}
+
+/// The Q.850 text of the causes [`q850_cause`] gives (and 34, the gateway's "no carrier left").
+pub fn q850_text(cause: u16) -> &'static str {
+    match cause {
+        1 => "Unallocated number",
+        16 => "Normal call clearing",
+        17 => "User busy",
+        18 => "No user responding",
+        21 => "Call rejected",
+        22 => "Number changed",
+        25 => "Exchange routing error",
+        28 => "Invalid number format",
+        34 => "No circuit/channel available",
+        38 => "Network out of order",
+        41 => "Temporary failure",
+        58 => "Bearer capability not presently available",
+        63 => "Service or option not available",
+        79 => "Service or option not implemented",
+        102 => "Recovery on timer expiry",
+        127 => "Interworking, unspecified",
+        _ => "Normal, unspecified",
+    }
+}
+
+/// The RFC 3326 reason for a SIP final status.
+pub fn reason_for(status: u16) -> Reason {
+    let cause = q850_cause(status);
+    Reason::q850(cause, q850_text(cause))
+}
+
+/// How a carrier attempt that did not connect is recorded: busy (486, 600), no answer (480, 487, 408 at the
+/// setup deadline: `timed_out`), anything else failed.
+pub fn unanswered_result(status: u16, timed_out: bool) -> CallResult {
+    match status {
+        486 | 600 => CallResult::Busy,
+        480 | 487 => CallResult::NoAnswer,
+        408 if timed_out => CallResult::NoAnswer,
+        _ => CallResult::Failed,
+    }
 }
 
 /// The SIP answer to a call the ledger refused to charge (or could not price).
@@ -177,6 +244,23 @@ mod tests {
         let stale = h("WWW-Authenticate", r#"Digest realm="carrier.example", nonce="m", stale=true"#);
         assert!(authorization(Some(&auth), 401, &stale, 1, "sip:x@y", "c").is_some());
         assert!(authorization(Some(&auth), 401, &stale, 2, "sip:x@y", "c").is_none());
+    }
+
+    #[test]
+    fn sip_statuses_map_to_q850_causes_as_rfc_3398_has_it() {
+        for (status, cause) in [(404, 1), (486, 17), (600, 17), (480, 18), (484, 28), (502, 38), (503, 41)] {
+            assert_eq!(q850_cause(status), cause, "{status}");
+        }
+        for (status, cause) in [(408, 102), (504, 102), (603, 21), (604, 1), (606, 58), (403, 21), (402, 21)] {
+            assert_eq!(q850_cause(status), cause, "{status}");
+        }
+        assert_eq!((q850_cause(200), q850_cause(487), q850_cause(599), q850_cause(699)), (16, 16, 41, 31));
+        assert_eq!(reason_for(486).to_string(), r#"Q.850;cause=17;text="User busy""#);
+        assert_eq!(q850_text(34), "No circuit/channel available");
+        assert_eq!(unanswered_result(486, false), CallResult::Busy);
+        assert_eq!(unanswered_result(408, true), CallResult::NoAnswer);
+        assert_eq!(unanswered_result(408, false), CallResult::Failed, "a silent trunk is the carrier's failure");
+        assert_eq!(unanswered_result(503, false), CallResult::Failed);
     }
 
     #[test]

@@ -498,3 +498,4 @@ async fn calls_beyond_the_accounts_concurrent_limit_are_refused() {
 }
 mod auth;
 mod media;
+mod records;

@@ -1,0 +1,147 @@
+//! Call detail records for every attempt, answered or not (`GET /v1/accounts/{id}/calls`, `calls export` as
+//! CSV), and the RFC 3326 `Reason` the gateway gives: toward the caller when carriers fail, on both BYEs when
+//! credit ends.
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use tincan_testkit::ports::free_addr;
+use tincan_testkit::sip::{Scenario, finished};
+
+use super::{
+    CALLER_CANCELS, CALLER_IS_CUT, CALLER_REFUSED, CARRIER_ANSWERS, CARRIER_FAILS, CARRIER_NO_ANSWER, NUMBER, Rig,
+    amount, carrier, messages, trunk,
+};
+
+impl Rig {
+    /// The account's call records through the API, once at least `n` are there.
+    async fn records(&self, n: usize) -> Vec<Value> {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let items =
+                self.get(&format!("/v1/accounts/{}/calls", self.account)).await["items"].as_array().unwrap().clone();
+            if items.len() >= n || Instant::now() > deadline {
+                return items;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// [`Rig::call`] with sipp's message log kept (in the scenario's directory).
+    async fn traced_call(&self, scenario: &Scenario, number: &str, talk_ms: u32) -> anyhow::Result<String> {
+        let local: SocketAddr = free_addr();
+        let mut cmd = scenario.command(self.sip, local, 1);
+        cmd.args(["-key", "number", number, "-key", "account", &self.account, "-d", &talk_ms.to_string()]);
+        cmd.arg("-trace_msg");
+        scenario.run(cmd).await
+    }
+}
+
+#[tokio::test]
+async fn a_failed_call_has_a_record_per_attempt_and_the_caller_hears_why() {
+    let (a, b) = (trunk("cheap", "0.004"), trunk("dear", "0.009"));
+    let rig = Rig::start(&[&a, &b], "10.00", 60).await;
+    let (_sa, trunk_a) = carrier(&a, "trunk-a", &CARRIER_FAILS.replace("CODE", "503"));
+    let (_sb, trunk_b) = carrier(&b, "trunk-b", &CARRIER_FAILS.replace("CODE", "486"));
+    let caller = Scenario::new("caller", &CALLER_REFUSED.replace("EXPECTED", "486")).unwrap();
+    rig.traced_call(&caller, NUMBER, 0).await.unwrap_or_else(|e| panic!("{e}\n{}", rig.log()));
+    assert!(finished(trunk_a, Duration::from_secs(10)).await);
+    assert!(finished(trunk_b, Duration::from_secs(10)).await);
+    // The busy answer reaches the caller with its Q.850 cause (RFC 3398: 486 → 17).
+    let seen = messages(caller.dir());
+    assert!(seen.contains("Reason: Q.850;cause=17;text=\"User busy\""), "{seen}");
+    let records = rig.records(2).await;
+    assert_eq!(records.len(), 2, "{records:?}\n{}", rig.log());
+    let (first, second) = (&records[0], &records[1]);
+    assert_eq!((first["attempt"].as_u64(), first["carrier"].as_str()), (Some(1), Some("cheap")));
+    assert_eq!((first["result"].as_str(), first["sip_status"].as_u64()), (Some("failed"), Some(503)));
+    assert_eq!(first["q850_cause"], 41);
+    assert_eq!((second["attempt"].as_u64(), second["carrier"].as_str()), (Some(2), Some("dear")));
+    assert_eq!((second["result"].as_str(), second["sip_status"].as_u64()), (Some("busy"), Some(486)));
+    assert_eq!(second["q850_cause"], 17);
+    assert_eq!(first["call_id"], second["call_id"], "one call");
+    assert_eq!(first["hold_seq"], second["hold_seq"], "one hold");
+    for r in &records {
+        assert!(r.get("price").is_none() && r.get("billed_seconds").is_none(), "{r}");
+        assert!(r["ended_at_ms"].as_i64() >= r["started_at_ms"].as_i64());
+    }
+    let acct = rig.account().await;
+    assert_eq!((amount(&acct["balance"]), amount(&acct["held"])), ("10.00".into(), "0.00".into()));
+    // The same records as CSV, from the command line and from the API.
+    let out = rig.gw.cli(&["calls", "export", "--account", &rig.account]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let csv = String::from_utf8(out.stdout).unwrap();
+    let lines: Vec<&str> = csv.lines().collect();
+    assert_eq!(lines.len(), 3, "{csv}");
+    assert!(lines[0].starts_with("id,call_id,attempt,account_id,hold,destination,carrier,result,sip_status"));
+    assert!(lines[1].contains(",1,") && lines[1].contains(",cheap,failed,503,") && lines[1].contains(",41,"));
+    assert!(lines[2].contains(",dear,busy,486,") && lines[2].contains(&format!(",{NUMBER},")), "{csv}");
+    let http = reqwest::Client::new()
+        .get(format!("{}/v1/accounts/{}/calls?format=csv", rig.gw.base(), rig.account))
+        .bearer_auth(&rig.token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(http.headers()["content-type"], "text/csv; charset=utf-8");
+    assert_eq!(http.text().await.unwrap(), csv, "the API's CSV is the command line's");
+    let bad = reqwest::Client::new()
+        .get(format!("{}/v1/accounts/{}/calls?format=xml", rig.gw.base(), rig.account))
+        .bearer_auth(&rig.token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(bad.status(), 400);
+}
+
+#[tokio::test]
+async fn a_call_the_caller_gives_up_on_has_a_cancelled_record() {
+    let a = trunk("cheap", "0.004");
+    let rig = Rig::start(&[&a], "10.00", 60).await;
+    let (_sa, trunk_a) = carrier(&a, "trunk-a", &CARRIER_NO_ANSWER.replace("PROVISIONAL", "180 Ringing"));
+    let caller = Scenario::new("caller", CALLER_CANCELS).unwrap();
+    rig.call(&caller, NUMBER, 500).await.unwrap_or_else(|e| panic!("{e}\n{}", rig.log()));
+    assert!(finished(trunk_a, Duration::from_secs(10)).await, "the carrier got CANCEL");
+    let records = rig.records(1).await;
+    assert_eq!(records.len(), 1, "{records:?}");
+    assert_eq!(records[0]["result"], "cancelled", "{records:?}");
+    assert_eq!(records[0]["sip_status"], 487);
+    assert_eq!(records[0]["carrier"], "cheap");
+    assert!(records[0].get("answered_at_ms").is_none());
+    assert_eq!(amount(&rig.account().await["held"]), "0.00");
+}
+
+#[tokio::test]
+async fn credit_ends_with_a_q850_reason_on_both_byes_and_the_records_add_up_to_the_charge() {
+    let a = trunk("cheap", "0.004");
+    // 0.05 at 0.01 a second pays 5 s.
+    let rig = Rig::start(&[&a], "0.05", 2).await;
+    let (sa, trunk_a) = carrier(&a, "trunk-a", CARRIER_ANSWERS);
+    let caller = Scenario::new("caller", CALLER_IS_CUT).unwrap();
+    rig.traced_call(&caller, NUMBER, 0).await.unwrap_or_else(|e| panic!("{e}\n{}", rig.log()));
+    assert!(finished(trunk_a, Duration::from_secs(10)).await);
+    let reason = "Reason: Q.850;cause=16;text=\"Prepaid credit exhausted\"";
+    let to_caller = messages(caller.dir());
+    let to_carrier = messages(sa.dir());
+    assert!(to_caller.contains("BYE sip:") && to_caller.contains(reason), "{to_caller}");
+    assert!(to_carrier.contains("BYE sip:") && to_carrier.contains(reason), "{to_carrier}");
+    // Now the balance is gone: the next call is refused before any carrier, and says so in a record.
+    let refused = Scenario::new("refused", &CALLER_REFUSED.replace("EXPECTED", "402")).unwrap();
+    rig.traced_call(&refused, NUMBER, 0).await.unwrap_or_else(|e| panic!("{e}\n{}", rig.log()));
+    assert!(messages(refused.dir()).contains("Reason: Q.850;cause=21;"));
+    let records = rig.records(2).await;
+    assert_eq!(records.len(), 2, "{records:?}");
+    let (call, refusal) = (&records[0], &records[1]);
+    assert_eq!((call["result"].as_str(), call["sip_status"].as_u64()), (Some("answered"), Some(200)));
+    assert_eq!((call["billed_seconds"].as_u64(), call["reason"].as_str()), (Some(5), Some("Prepaid credit exhausted")));
+    assert!(call["answered_at_ms"].as_i64() >= call["started_at_ms"].as_i64());
+    // 5 s at the carrier's 0.004 a minute: 0.000333… rounded up to the micro-unit.
+    assert_eq!(amount(&call["cost"]), "0.000334");
+    assert_eq!((refusal["attempt"].as_u64(), refusal["result"].as_str()), (Some(0), Some("refused")));
+    assert_eq!((refusal["sip_status"].as_u64(), refusal.get("carrier")), (Some(402), None));
+    // What the records price is what the account was charged.
+    let cdrs = rig.settled(1).await;
+    assert_eq!(amount(&call["price"]), amount(&cdrs[0]["charged"]));
+    assert_eq!(amount(&call["price"]), "0.05");
+    assert_eq!(amount(&rig.account().await["balance"]), "0.00");
+}
