@@ -36,10 +36,12 @@ struct Trunk {
     addr: SocketAddr,
     /// More settings of its `[calls.trunks.NAME]` table (TOML lines).
     settings: &'static str,
+    /// Its most concurrent calls (the carrier's `--max-concurrent`).
+    max_concurrent: u32,
 }
 
 fn trunk(name: &'static str, per_minute: &'static str) -> Trunk {
-    Trunk { name, per_minute, addr: free_addr(), settings: "" }
+    Trunk { name, per_minute, addr: free_addr(), settings: "", max_concurrent: 10 }
 }
 
 /// The gateway with calls on, an account with `credit`, and an operator token.
@@ -115,7 +117,8 @@ impl Rig {
                 ),
             )
             .unwrap();
-            cli(&["carriers", "add", t.name, "--kind", "sip", "--priority", &i.to_string(), "--max-concurrent", "10"]);
+            let max = t.max_concurrent.to_string();
+            cli(&["carriers", "add", t.name, "--kind", "sip", "--priority", &i.to_string(), "--max-concurrent", &max]);
             cli(&["carriers", "import", t.name, costs.to_str().unwrap()]);
         }
         let account = cli(&["accounts", "create", "--business", "Caller Ltd"]);
@@ -498,4 +501,5 @@ async fn calls_beyond_the_accounts_concurrent_limit_are_refused() {
 }
 mod auth;
 mod media;
+mod money;
 mod records;
