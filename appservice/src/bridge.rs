@@ -332,7 +332,7 @@ impl BridgeBuilder {
         let bot = UserId::parse(format!("@{}:{}", c.appservice.bot_localpart, c.homeserver.server_name))
             .map_err(|e| BridgeError::Config(format!("bot user id: {e}")))?;
         let crypto = match c.encryption.enabled {
-            true => Some(crypto::Crypto::new(crypto::StoreLocation::of(c).await?, c.encryption.max_loaded_devices)),
+            true => Some(crypto::Crypto::open(c).await?),
             false => None,
         };
         let metrics = Metrics::default();

@@ -50,11 +50,12 @@ pub struct EncryptionConfig {
     /// Whether ghosts have devices, decrypt what they receive and send encrypted in encrypted rooms; portal
     /// rooms the bridge creates are then encrypted too.
     pub enabled: bool,
-    /// Folder of the ghosts' crypto stores (one SQLite store per ghost device, matrix-sdk-sqlite's format)
-    /// when `database.url` is SQLite; with PostgreSQL the stores are in that database and this is not used.
+    /// Folder of the ghosts' crypto stores of earlier versions (one matrix-sdk-sqlite store per ghost): a
+    /// ghost's store found there is imported into the bridge's database, where the stores are now, the first
+    /// time its device is loaded, and its folder renamed `<name>.imported`. Empty: nothing is imported.
     pub store_dir: String,
     /// Passphrase the crypto stores are encrypted with; empty leaves them unencrypted (not recommended). A
-    /// PostgreSQL database whose stores were encrypted does not open without it.
+    /// database whose stores were encrypted does not open without it.
     pub store_passphrase: Secret,
     /// How long an event that cannot be decrypted yet waits for its room key before the sender is told, in a
     /// notice in the room, that it was not delivered.
@@ -198,9 +199,6 @@ impl Validate for AppserviceConfig {
         }
         if self.database.max_connections == 0 {
             p.push("database.max_connections: must be at least 1".into());
-        }
-        if self.encryption.enabled && self.encryption.store_dir.is_empty() && self.database.url.starts_with("sqlite:") {
-            p.push("encryption.store_dir: must be set when encryption is enabled".into());
         }
         if self.media.max_bytes == 0 {
             p.push("media.max_bytes: must be at least 1".into());

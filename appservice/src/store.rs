@@ -7,7 +7,7 @@
 //! embedded with `sqlx::migrate!`). Both pass one conformance suite (`tests/it/store.rs`).
 
 pub(crate) mod postgres;
-mod sqlite;
+pub(crate) mod sqlite;
 
 pub use postgres::PgStore;
 pub use sqlite::SqliteStore;

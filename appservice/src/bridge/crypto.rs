@@ -1,6 +1,7 @@
 //! End-to-bridge encryption: one Matrix device per ghost, an Olm/Megolm account (`matrix-sdk-crypto`'s
-//! [`OlmMachine`]) whose store is in the bridge's database when that is PostgreSQL ([`postgres`]), else a
-//! SQLite file per ghost under `encryption.store_dir` (matrix-sdk-sqlite's format).
+//! [`OlmMachine`]) whose store is in the bridge's database, SQLite or PostgreSQL ([`db`]). Stores of earlier
+//! versions (a matrix-sdk-sqlite file per ghost under `encryption.store_dir`) are imported on first use
+//! ([`legacy`]).
 //!
 //! After mautrix-go's bridgev2 crypto helper, with one difference: every ghost has its own device rather than
 //! the bot encrypting for everyone, so that a message from a ghost is encrypted by a device of that ghost and
@@ -18,9 +19,11 @@
 //!   device of the room's joined and invited members (device lists kept current by the machine) and then
 //!   sends `m.room.encrypted`.
 
-mod postgres;
+mod db;
+mod legacy;
 
-pub use postgres::{PgCryptoBackend, PgCryptoStore, PgCryptoStoreError};
+pub use db::{DbCryptoBackend, DbCryptoStore, DbCryptoStoreError};
+pub use legacy::{LEGACY_STORE_FILE, import_legacy_store};
 
 use super::{BridgeHandle, Result};
 use crate::homeserver::HomeserverError;
@@ -31,7 +34,6 @@ use matrix_sdk_crypto::types::requests::{AnyOutgoingRequest, ToDeviceRequest};
 use matrix_sdk_crypto::{
     CollectStrategy, DecryptionSettings, EncryptionSettings, EncryptionSyncChanges, OlmMachine, TrustRequirement,
 };
-use matrix_sdk_sqlite::SqliteCryptoStore;
 use ruma::api::client::device::update_device;
 use ruma::api::client::keys::get_keys;
 use ruma::api::client::membership::get_member_events;
@@ -53,15 +55,15 @@ use std::sync::{Arc, Mutex};
 /// Why an encryption step failed.
 #[derive(Debug, thiserror::Error)]
 pub enum CryptoError {
-    /// A ghost's crypto store could not be opened.
-    #[error("opening a crypto store: {0}")]
+    /// A ghost's crypto store of an earlier version (matrix-sdk-sqlite) could not be opened for import.
+    #[error("opening a crypto store to import: {0}")]
     Open(#[from] matrix_sdk_sqlite::OpenStoreError),
     /// A crypto store operation failed.
     #[error("crypto store: {0}")]
     Store(#[from] matrix_sdk_crypto::CryptoStoreError),
-    /// The PostgreSQL crypto store failed.
+    /// The crypto store in the bridge's database failed.
     #[error(transparent)]
-    PgStore(#[from] PgCryptoStoreError),
+    DbStore(#[from] DbCryptoStoreError),
     /// Olm (to-device, sessions, key sharing) failed.
     #[error("olm: {0}")]
     Olm(#[from] matrix_sdk_crypto::OlmError),
@@ -119,31 +121,18 @@ impl GhostDevice {
     }
 }
 
-/// Where the ghosts' crypto stores are.
-#[derive(Debug)]
-pub(crate) enum StoreLocation {
-    /// One SQLite file per ghost in `dir`.
-    Sqlite {
-        /// `encryption.store_dir`.
-        dir: PathBuf,
-        /// `encryption.store_passphrase`, when set.
-        passphrase: Option<String>,
-    },
-    /// The bridge's PostgreSQL database.
-    Postgres(PgCryptoBackend),
+/// Where ghosts' crypto stores of earlier versions are (one matrix-sdk-sqlite store per ghost).
+struct LegacyStores {
+    /// `encryption.store_dir`.
+    dir: PathBuf,
+    /// `encryption.store_passphrase`, when set.
+    passphrase: Option<String>,
 }
 
-impl StoreLocation {
-    /// The location `config` asks for: PostgreSQL when the bridge's database is, else `store_dir`.
-    pub(crate) async fn of(config: &crate::config::AppserviceConfig) -> Result<Self, CryptoError> {
-        let passphrase = config.encryption.store_passphrase.expose();
-        let passphrase = (!passphrase.is_empty()).then(|| passphrase.to_owned());
-        if crate::store::is_postgres(&config.database.url) {
-            let max = config.database.max_connections;
-            Ok(Self::Postgres(PgCryptoBackend::connect(&config.database.url, max, passphrase.as_deref()).await?))
-        } else {
-            Ok(Self::Sqlite { dir: PathBuf::from(&config.encryption.store_dir), passphrase })
-        }
+impl std::fmt::Debug for LegacyStores {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Not the passphrase.
+        f.debug_struct("LegacyStores").field("dir", &self.dir).finish_non_exhaustive()
     }
 }
 
@@ -189,7 +178,8 @@ impl LoadedDevices {
 
 /// The ghosts' devices and what is known of the rooms' encryption.
 pub(crate) struct Crypto {
-    location: StoreLocation,
+    backend: DbCryptoBackend,
+    legacy: Option<LegacyStores>,
     devices: tokio::sync::Mutex<LoadedDevices>,
     /// `encryption.max_loaded_devices`.
     max_loaded: usize,
@@ -199,7 +189,7 @@ pub(crate) struct Crypto {
 
 impl std::fmt::Debug for Crypto {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Crypto").field("location", &self.location).finish_non_exhaustive()
+        f.debug_struct("Crypto").field("backend", &self.backend).field("legacy", &self.legacy).finish_non_exhaustive()
     }
 }
 
@@ -210,23 +200,33 @@ fn decryption_settings() -> DecryptionSettings {
 }
 
 impl Crypto {
-    pub(crate) fn new(location: StoreLocation, max_loaded: usize) -> Self {
-        Self { location, devices: Default::default(), max_loaded: max_loaded.max(1), rooms: Default::default() }
+    /// The ghosts' stores `config` asks for: in the bridge's database (`database.url`), sealed with
+    /// `encryption.store_passphrase` when set; stores of earlier versions imported from
+    /// `encryption.store_dir` (unless empty).
+    pub(crate) async fn open(config: &crate::config::AppserviceConfig) -> Result<Self, CryptoError> {
+        let passphrase = config.encryption.store_passphrase.expose();
+        let passphrase = (!passphrase.is_empty()).then(|| passphrase.to_owned());
+        let db = &config.database;
+        let backend = DbCryptoBackend::connect(&db.url, db.max_connections, passphrase.as_deref()).await?;
+        let dir = &config.encryption.store_dir;
+        let legacy = (!dir.is_empty()).then(|| LegacyStores { dir: PathBuf::from(dir), passphrase });
+        Ok(Self {
+            backend,
+            legacy,
+            devices: Default::default(),
+            max_loaded: config.encryption.max_loaded_devices.max(1),
+            rooms: Default::default(),
+        })
     }
 
-    /// Opens `ghost`'s store; its machine (the stored account, or a new one with a fresh device ID) and
-    /// whether the account was stored.
+    /// Opens `ghost`'s store (importing its store of an earlier version first, if there is one); its
+    /// machine (the stored account, or a new one with a fresh device ID) and whether the account was stored.
     async fn machine(&self, ghost: &UserId) -> Result<(OlmMachine, bool), CryptoError> {
-        match &self.location {
-            StoreLocation::Sqlite { dir, passphrase } => {
-                let path = dir.join(crate::ids::escape_localpart(ghost.localpart()));
-                let store = SqliteCryptoStore::open(&path, passphrase.as_deref()).await?;
-                machine_with(ghost, store).await
-            }
-            StoreLocation::Postgres(backend) => {
-                machine_with(ghost, postgres::PgCryptoStore::open(backend.clone(), ghost).await?).await
-            }
+        let store = DbCryptoStore::open(self.backend.clone(), ghost).await?;
+        if let Some(legacy) = &self.legacy {
+            import_legacy_store(&store, &legacy.dir, ghost, legacy.passphrase.as_deref()).await?;
         }
+        machine_with(ghost, store).await
     }
 
     /// The device of `ghost`: loaded, or created (store, device on the homeserver, keys uploaded). Once per

@@ -98,7 +98,12 @@ fn is_temporary(e: &BridgeError) -> bool {
             }
             _ => false,
         },
-        BridgeError::Store(_) | BridgeError::Crypto(CryptoError::Store(_) | CryptoError::Open(_)) => true,
+        BridgeError::Store(_)
+        | BridgeError::Crypto(
+            CryptoError::Store(_)
+            | CryptoError::Open(_)
+            | CryptoError::DbStore(super::crypto::DbCryptoStoreError::Database(_)),
+        ) => true,
         _ => false,
     }
 }

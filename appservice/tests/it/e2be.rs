@@ -158,11 +158,22 @@ async fn tincan_client_and_matrix_js_sdk_dm_a_ghost_encrypted_end_to_bridge() {
 /// Olm session with the ghost's device and shares its room key: the pre-key message, the room key and the
 /// message wait in the inbox, and the bridge started again (its crypto stores reopened) decrypts the message
 /// and answers. An encrypted message whose room key never comes gets a notice after the configured wait.
+/// Here with the bridge's state and the ghosts' crypto stores in its SQLite database.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_restart_mid_key_exchange_loses_nothing_and_an_undecryptable_message_gets_a_notice() {
     let dir = tempfile::tempdir().unwrap();
     let (synapse, config) = encrypted_world(dir.path()).await;
+    let db = config.database.url.clone();
     restart_mid_key_exchange(synapse, config).await;
+    assert!(!dir.path().join("crypto").exists(), "no crypto store file: it is in the bridge's database");
+    let pool = sqlx::SqlitePool::connect(&db).await.unwrap();
+    let accounts: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM crypto_object WHERE owner = $1 AND kind = 'account'")
+        .bind(format!("@loop_{FOR_BOB}:hs.test"))
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(accounts, 1, "the ghost's account is a row of the bridge's SQLite database");
+    pool.close().await;
 }
 
 /// The same with the bridge's state and the ghosts' crypto stores in PostgreSQL: the stop and restart reopen
@@ -195,6 +206,8 @@ async fn restart_mid_key_exchange(synapse: Synapse, mut config: tincan_appservic
     }))
     .unwrap();
     js.expect("ready", Duration::from_secs(120)).await.unwrap();
+    let devices = devices_of(&bob_c, &ghost).await;
+    assert_eq!(devices.len(), 1, "the ghost has its device: {devices:?}");
 
     // Down, then back recording only: the whole key exchange and the message land in the inbox.
     drop(handle);
@@ -242,8 +255,19 @@ async fn restart_mid_key_exchange(synapse: Synapse, mut config: tincan_appservic
         async move { (store.pending_count().await.unwrap() == 0).then_some(()) }
     })
     .await;
+    assert_eq!(devices_of(&bob_c, &ghost).await, devices, "the ghost kept its device across the restarts");
     js.quit().unwrap();
     bridge.stop().await;
+}
+
+/// The device IDs of `user` the homeserver gives `client`.
+async fn devices_of(client: &Client, user: &str) -> Vec<String> {
+    let query = json!({"device_keys": {user: []}});
+    let resp = client.call(reqwest::Method::POST, "/_matrix/client/v3/keys/query", Some(query)).await;
+    let mut ids: Vec<String> =
+        resp["device_keys"][user].as_object().map(|m| m.keys().cloned().collect()).unwrap_or_default();
+    ids.sort();
+    ids
 }
 
 /// No message reached the network so far (typing and receipts aside).

@@ -1,8 +1,9 @@
-//! The ghosts' crypto stores in the bridge's PostgreSQL database (`crypto_object`), for bridges whose state is
-//! there: matrix-rust-sdk has SQLite and IndexedDB crypto stores but none on PostgreSQL.
+//! The ghosts' crypto stores in the bridge's own database (`crypto_object`), SQLite or PostgreSQL: one
+//! implementation, the same SQL text on either pool (matrix-rust-sdk has a SQLite crypto store, one file per
+//! device, and none on PostgreSQL; a bridge keeps all its state in one database).
 //!
 //! A write-through store: every object the `OlmMachine` saves (account, Olm and Megolm sessions, devices,
-//! identities, message hashes…) is written to PostgreSQL — one database transaction per save, so a crash
+//! identities, message hashes…) is written to the database — one database transaction per save, so a crash
 //! keeps all of a save or none of it — and then to a [`MemoryStore`] that answers every read. Opening a store
 //! loads its rows into the memory store. Values are the crypto crate's own serde forms (pickles), encrypted
 //! with a [`StoreCipher`] when `encryption.store_passphrase` is set; the cipher itself is stored once,
@@ -29,15 +30,15 @@ use matrix_sdk_store_encryption::StoreCipher;
 use ruma::events::secret::request::SecretName;
 use ruma::{DeviceId, OwnedDeviceId, OwnedRoomId, RoomId, TransactionId, UserId};
 use serde::{Deserialize, Serialize};
-use sqlx::PgPool;
+use sqlx::{PgPool, SqlitePool};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use zeroize::Zeroizing;
 
-/// Why a PostgreSQL crypto store failed.
+/// Why a crypto store in the bridge's database failed.
 #[derive(Debug, thiserror::Error)]
-pub enum PgCryptoStoreError {
-    /// PostgreSQL failed.
+pub enum DbCryptoStoreError {
+    /// The database failed.
     #[error("crypto store database: {0}")]
     Database(#[from] sqlx::Error),
     /// A value could not be written or read back.
@@ -59,47 +60,78 @@ pub enum PgCryptoStoreError {
     Cipher(#[from] matrix_sdk_store_encryption::Error),
 }
 
-impl From<PgCryptoStoreError> for CryptoStoreError {
-    fn from(e: PgCryptoStoreError) -> Self {
+impl From<DbCryptoStoreError> for CryptoStoreError {
+    fn from(e: DbCryptoStoreError) -> Self {
         CryptoStoreError::backend(e)
     }
 }
 
-type Result<T, E = PgCryptoStoreError> = std::result::Result<T, E>;
+type Result<T, E = DbCryptoStoreError> = std::result::Result<T, E>;
 
-fn value_error(kind: &'static str, e: impl std::fmt::Display) -> PgCryptoStoreError {
-    PgCryptoStoreError::Value { kind, message: e.to_string() }
+fn value_error(kind: &'static str, e: impl std::fmt::Display) -> DbCryptoStoreError {
+    DbCryptoStoreError::Value { kind, message: e.to_string() }
+}
+
+/// The bridge's database, either backend.
+#[derive(Clone)]
+enum Pool {
+    Postgres(PgPool),
+    Sqlite(SqlitePool),
+}
+
+/// Evaluates `$body` with `$p` bound to the pool, whichever backend it is: the SQL is the same text for both
+/// (`$n` placeholders and `ON CONFLICT` mean the same in SQLite and PostgreSQL).
+macro_rules! on_pool {
+    ($pool:expr, $p:ident => $body:expr) => {
+        match $pool {
+            Pool::Postgres($p) => $body,
+            Pool::Sqlite($p) => $body,
+        }
+    };
 }
 
 /// The connection and the cipher shared by every ghost's store.
 #[derive(Clone)]
-pub struct PgCryptoBackend {
-    pool: PgPool,
+pub struct DbCryptoBackend {
+    pool: Pool,
     cipher: Option<Arc<StoreCipher>>,
 }
 
-impl std::fmt::Debug for PgCryptoBackend {
+impl std::fmt::Debug for DbCryptoBackend {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("PgCryptoBackend").field("encrypted", &self.cipher.is_some()).finish_non_exhaustive()
+        let backend = match self.pool {
+            Pool::Postgres(_) => "postgres",
+            Pool::Sqlite(_) => "sqlite",
+        };
+        f.debug_struct("DbCryptoBackend")
+            .field("backend", &backend)
+            .field("encrypted", &self.cipher.is_some())
+            .finish_non_exhaustive()
     }
 }
 
-impl PgCryptoBackend {
-    /// Connects to the bridge's database at `url` (migrating it); with a passphrase, opens the stored cipher
-    /// (a wrong passphrase is [`PgCryptoStoreError::Cipher`]) or creates and stores one.
+const SELECT_CIPHER: &str = "SELECT value FROM crypto_object WHERE owner = '' AND kind = 'cipher' AND key = ''";
+
+impl DbCryptoBackend {
+    /// Connects to the bridge's database at `url` (`sqlite:…` or `postgres://…`, migrating it); with a
+    /// passphrase, opens the stored cipher (a wrong passphrase is [`DbCryptoStoreError::Cipher`]) or creates
+    /// and stores one.
     pub async fn connect(url: &str, max_connections: u32, passphrase: Option<&str>) -> Result<Self> {
-        let pool = crate::store::postgres::pool(url, max_connections).await.map_err(PgCryptoStoreError::Open)?;
+        let pool = if crate::store::is_postgres(url) {
+            Pool::Postgres(crate::store::postgres::pool(url, max_connections).await.map_err(DbCryptoStoreError::Open)?)
+        } else if url.starts_with("sqlite:") {
+            Pool::Sqlite(crate::store::sqlite::pool(url, max_connections).await.map_err(DbCryptoStoreError::Open)?)
+        } else {
+            return Err(DbCryptoStoreError::Open(crate::store::StoreError::UnsupportedUrl(url.to_owned())));
+        };
         Self::new(pool, passphrase).await
     }
 
-    async fn new(pool: PgPool, passphrase: Option<&str>) -> Result<Self> {
-        let stored: Option<Vec<u8>> =
-            sqlx::query_scalar("SELECT value FROM crypto_object WHERE owner = '' AND kind = 'cipher' AND key = ''")
-                .fetch_optional(&pool)
-                .await?;
+    async fn new(pool: Pool, passphrase: Option<&str>) -> Result<Self> {
+        let stored: Option<Vec<u8>> = on_pool!(&pool, p => sqlx::query_scalar(SELECT_CIPHER).fetch_optional(p).await?);
         let Some(passphrase) = passphrase else {
             return match stored {
-                Some(_) => Err(PgCryptoStoreError::PassphraseMissing),
+                Some(_) => Err(DbCryptoStoreError::PassphraseMissing),
                 None => Ok(Self { pool, cipher: None }),
             };
         };
@@ -109,18 +141,16 @@ impl PgCryptoBackend {
                 let cipher = StoreCipher::new()?;
                 let exported = cipher.export(passphrase)?;
                 // Two processes creating it at once: the first one wins and the other reads it.
-                sqlx::query(
-                    "INSERT INTO crypto_object (owner, kind, key, value) VALUES ('', 'cipher', '', $1) \
-                     ON CONFLICT DO NOTHING",
-                )
-                .bind(&exported)
-                .execute(&pool)
-                .await?;
-                let bytes: Vec<u8> = sqlx::query_scalar(
-                    "SELECT value FROM crypto_object WHERE owner = '' AND kind = 'cipher' AND key = ''",
-                )
-                .fetch_one(&pool)
-                .await?;
+                let bytes: Vec<u8> = on_pool!(&pool, p => {
+                    sqlx::query(
+                        "INSERT INTO crypto_object (owner, kind, key, value) VALUES ('', 'cipher', '', $1) \
+                         ON CONFLICT DO NOTHING",
+                    )
+                    .bind(&exported)
+                    .execute(p)
+                    .await?;
+                    sqlx::query_scalar(SELECT_CIPHER).fetch_one(p).await?
+                });
                 if bytes == exported { cipher } else { StoreCipher::import(passphrase, &bytes)? }
             }
         };
@@ -182,24 +212,24 @@ struct StoredInbound {
 /// One row to write (`Some`) or delete (`None`).
 type Row = (&'static str, String, Option<Vec<u8>>);
 
-/// A ghost's crypto store in PostgreSQL.
-pub struct PgCryptoStore {
-    backend: PgCryptoBackend,
+/// A ghost's crypto store in the bridge's database.
+pub struct DbCryptoStore {
+    backend: DbCryptoBackend,
     owner: String,
     memory: MemoryStore,
     /// One save at a time, so rows and memory agree.
     saving: tokio::sync::Mutex<()>,
 }
 
-impl std::fmt::Debug for PgCryptoStore {
+impl std::fmt::Debug for DbCryptoStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("PgCryptoStore").field("owner", &self.owner).finish_non_exhaustive()
+        f.debug_struct("DbCryptoStore").field("owner", &self.owner).finish_non_exhaustive()
     }
 }
 
-impl PgCryptoStore {
+impl DbCryptoStore {
     /// The store of `owner` (a ghost's user ID): its rows loaded into memory.
-    pub async fn open(backend: PgCryptoBackend, owner: &UserId) -> Result<Self> {
+    pub async fn open(backend: DbCryptoBackend, owner: &UserId) -> Result<Self> {
         let store =
             Self { backend, owner: owner.to_string(), memory: MemoryStore::new(), saving: tokio::sync::Mutex::new(()) };
         store.load().await?;
@@ -207,11 +237,12 @@ impl PgCryptoStore {
     }
 
     async fn load(&self) -> Result<()> {
-        let rows: Vec<(String, String, Vec<u8>)> =
+        let rows: Vec<(String, String, Vec<u8>)> = on_pool!(&self.backend.pool, p => {
             sqlx::query_as("SELECT kind, key, value FROM crypto_object WHERE owner = $1 ORDER BY kind, key")
                 .bind(&self.owner)
-                .fetch_all(&self.backend.pool)
-                .await?;
+                .fetch_all(p)
+                .await?
+        });
         let mut by_kind: HashMap<String, Vec<(String, Vec<u8>)>> = HashMap::new();
         for (k, key, value) in rows {
             by_kind.entry(k).or_default().push((key, value));
@@ -327,32 +358,34 @@ impl PgCryptoStore {
         if rows.is_empty() {
             return Ok(());
         }
-        let mut tx = self.backend.pool.begin().await?;
-        for (k, key, value) in rows {
-            match value {
-                Some(v) => {
-                    sqlx::query(
-                        "INSERT INTO crypto_object (owner, kind, key, value) VALUES ($1, $2, $3, $4) \
-                         ON CONFLICT (owner, kind, key) DO UPDATE SET value = EXCLUDED.value",
-                    )
-                    .bind(&self.owner)
-                    .bind(k)
-                    .bind(&key)
-                    .bind(v)
-                    .execute(&mut *tx)
-                    .await?;
-                }
-                None => {
-                    sqlx::query("DELETE FROM crypto_object WHERE owner = $1 AND kind = $2 AND key = $3")
+        on_pool!(&self.backend.pool, p => {
+            let mut tx = p.begin().await?;
+            for (k, key, value) in &rows {
+                match value {
+                    Some(v) => {
+                        sqlx::query(
+                            "INSERT INTO crypto_object (owner, kind, key, value) VALUES ($1, $2, $3, $4) \
+                             ON CONFLICT (owner, kind, key) DO UPDATE SET value = EXCLUDED.value",
+                        )
                         .bind(&self.owner)
-                        .bind(k)
-                        .bind(&key)
+                        .bind(*k)
+                        .bind(key)
+                        .bind(v)
                         .execute(&mut *tx)
                         .await?;
+                    }
+                    None => {
+                        sqlx::query("DELETE FROM crypto_object WHERE owner = $1 AND kind = $2 AND key = $3")
+                            .bind(&self.owner)
+                            .bind(*k)
+                            .bind(key)
+                            .execute(&mut *tx)
+                            .await?;
+                    }
                 }
             }
-        }
-        tx.commit().await?;
+            tx.commit().await?;
+        });
         Ok(())
     }
 
@@ -441,13 +474,13 @@ impl PgCryptoStore {
 }
 
 /// The memory store cannot fail.
-fn infallible(e: std::convert::Infallible) -> PgCryptoStoreError {
+fn infallible(e: std::convert::Infallible) -> DbCryptoStoreError {
     match e {}
 }
 
 #[async_trait]
-impl CryptoStore for PgCryptoStore {
-    type Error = PgCryptoStoreError;
+impl CryptoStore for DbCryptoStore {
+    type Error = DbCryptoStoreError;
 
     async fn load_account(&self) -> Result<Option<Account>> {
         self.memory.load_account().await.map_err(infallible)
@@ -642,12 +675,18 @@ impl CryptoStore for PgCryptoStore {
 
     async fn delete_secrets_from_inbox(&self, secret_name: &SecretName) -> Result<()> {
         let _saving = self.saving.lock().await;
-        sqlx::query("DELETE FROM crypto_object WHERE owner = $1 AND kind = $2 AND key LIKE $3")
-            .bind(&self.owner)
-            .bind(kind::SECRET)
-            .bind(format!("{}\n%", secret_name.as_str().replace('%', "\\%").replace('_', "\\_")))
-            .execute(&self.backend.pool)
-            .await?;
+        // The keys are `name\nid`; matched here rather than with LIKE, whose escaping and case differ between
+        // the backends.
+        let keys: Vec<String> = on_pool!(&self.backend.pool, p => {
+            sqlx::query_scalar("SELECT key FROM crypto_object WHERE owner = $1 AND kind = $2")
+                .bind(&self.owner)
+                .bind(kind::SECRET)
+                .fetch_all(p)
+                .await?
+        });
+        let prefix = pair(secret_name.as_str(), "");
+        let rows = keys.into_iter().filter(|k| k.starts_with(&prefix)).map(|k| (kind::SECRET, k, None)).collect();
+        self.write(rows).await?;
         self.memory.delete_secrets_from_inbox(secret_name).await.map_err(infallible)
     }
 
