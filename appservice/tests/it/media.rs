@@ -205,11 +205,19 @@ async fn an_encrypted_image_reaches_the_network_decrypted_and_one_from_the_netwo
                "status": "FAIL_PERMANENT", "reason": "m.foreign_network_error",
                "message": "the attachment is larger than this bridge's limit of 65536 bytes"})
     );
-    let notices: Vec<Value> = room_events(&alice_c, &plain_room)
-        .await
-        .into_iter()
-        .filter(|e| e["content"]["msgtype"] == "m.notice" && e["sender"] == ghost2.as_str())
-        .collect();
+    // The notice follows the status (a second event): wait for it, then check there is one.
+    let notices: Vec<Value> = wait_for("the notice of the big file", Duration::from_secs(60), || {
+        let (alice_c, plain_room, ghost2) = (alice_c.clone(), plain_room.clone(), ghost2.clone());
+        async move {
+            let notices: Vec<Value> = room_events(&alice_c, &plain_room)
+                .await
+                .into_iter()
+                .filter(|e| e["content"]["msgtype"] == "m.notice" && e["sender"] == ghost2.as_str())
+                .collect();
+            (!notices.is_empty()).then_some(notices)
+        }
+    })
+    .await;
     assert_eq!(notices.len(), 1, "{notices:?}");
     assert_eq!(
         notices[0]["content"]["body"],
