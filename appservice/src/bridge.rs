@@ -24,6 +24,7 @@
 
 pub mod crypto;
 mod ghost;
+mod group;
 pub(crate) use ghost::ensure_ghost;
 pub mod inbox;
 mod matrix;
@@ -68,6 +69,9 @@ pub enum BridgeError {
     /// A remote event could not be serialized for the queue.
     #[error("cannot encode a remote event: {0}")]
     Encode(String),
+    /// A group chat's [`crate::connector::ChatInfo`] lists no remote participant.
+    #[error("a group chat needs at least one remote participant")]
+    EmptyGroup,
     /// A remote attachment is bigger than `media.max_bytes`.
     #[error("attachment of {size} bytes is larger than media.max_bytes ({max})")]
     MediaTooLarge {
@@ -135,6 +139,9 @@ impl BridgeHandle {
             _ => None,
         }) {
             return Err(BridgeError::MediaTooLarge { size: size as u64, max });
+        }
+        if events.iter().any(|e| matches!(&e.kind, crate::RemoteEventKind::ChatInfo(i) if i.members.is_empty())) {
+            return Err(BridgeError::EmptyGroup);
         }
         let records = events
             .iter()

@@ -215,12 +215,24 @@ pub struct MatrixCall {
     pub content: serde_json::Value,
 }
 
+/// What a remote group chat is, after mautrix bridgev2's `ChatInfo`: its name and its remote participants.
+/// Queued as [`RemoteEventKind::ChatInfo`] when the chat starts and whenever it changes.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChatInfo {
+    /// The chat's name, shown as the room name; `None` leaves the name as it is.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// The remote participants, each shown by its ghost in the room (the portal's receiver is not one of
+    /// them). The first one creates the room; one no longer listed leaves it.
+    pub members: Vec<RemoteUserId>,
+}
+
 /// The portal an operation concerns, as the connector sees it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct PortalRef {
     /// Receiver and chat.
     pub key: PortalKey,
-    /// The remote user of this direct chat.
+    /// The remote user of this direct chat; in a group chat, the participant whose ghost hosts the room.
     pub other_user: RemoteUserId,
     /// Connector data stored with the portal.
     pub metadata: Metadata,
@@ -294,6 +306,13 @@ pub trait NetworkApi: Send + Sync {
     /// elsewhere; an error here is not retried.
     async fn handle_matrix_call(&self, portal: &PortalRef, call: &MatrixCall) -> Result<(), ConnectorError> {
         let _ = (portal, call);
+        Err(ConnectorError::Unsupported)
+    }
+
+    /// The local user invited the ghost of `user` into the portal's room (a group chat gains a participant).
+    /// `Ok` lets the ghost join; an error turns the invite down, with the error as the reason.
+    async fn handle_matrix_invite(&self, portal: &PortalRef, user: &RemoteUserId) -> Result<(), ConnectorError> {
+        let _ = (portal, user);
         Err(ConnectorError::Unsupported)
     }
 }
@@ -372,6 +391,12 @@ pub enum RemoteEventKind {
         /// A caption (else the file name is the body).
         caption: Option<String>,
     },
+    /// The chat is a group with these participants (its start, a participant added or gone, a new name): the
+    /// portal's room — created as a group room when missing, encrypted with end-to-bridge encryption — gets
+    /// the ghosts of the listed participants, and the ghosts of those no longer listed leave it. Queue it
+    /// before the group's first message; a message from a participant whose ghost is not in the room yet
+    /// brings it in too.
+    ChatInfo(ChatInfo),
     /// What became of a Matrix message on the network (a delivery report, a final answer): see
     /// [`MessageStatus`]. Usually queued with [`crate::BridgeHandle::report_message_status`].
     MessageStatus {
@@ -450,6 +475,10 @@ mod tests {
                 event_id: "$e1:hs.test".try_into().unwrap(),
                 status: MessageStatus::Failed { reason: "undeliverable".into() },
             },
+            RemoteEventKind::ChatInfo(ChatInfo {
+                name: Some("Team".into()),
+                members: vec!["+491".into(), "+492".into()],
+            }),
             RemoteEventKind::Call {
                 event_type: "m.call.hangup".into(),
                 content: serde_json::json!({"call_id": "c1", "version": "1", "reason": "user_hangup"}),

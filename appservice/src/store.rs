@@ -147,7 +147,8 @@ pub struct Portal {
     pub key: PortalKey,
     /// The Matrix room, once created.
     pub room_id: Option<OwnedRoomId>,
-    /// The other party of this direct chat.
+    /// The other party of this direct chat; in a group chat, the participant whose ghost hosts the room (see
+    /// [`crate::connector::ChatInfo`]).
     pub other_user: RemoteUserId,
     /// Connector data.
     pub metadata: Metadata,

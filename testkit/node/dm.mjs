@@ -4,7 +4,9 @@
 // Input: the JSON object in TINCAN_JS_ARGS:
 //   { "base_url", "user_id", "access_token", "device_id", "room_id",
 //     "send": "text to send" (optional), "expect_sender": "@ghost:hs", "expect_body": "text" (optional),
+//     "expect_senders": ["@ghost:hs", …] (optional: a group room; "ready" waits for each of them),
 //     "timeout_ms" (for the whole run), "commands": "/path/file.jsonl" (optional) }
+// Messages from anyone but the user are recorded; "received" names the sender.
 // With "commands", after the optional send/expect the script keeps running and follows the file as it grows,
 // one JSON object per line: {"send": "text"} (→ "sent"), {"expect": "text"} (→ "received", the message from
 // expect_sender with that body, seen at any time since the start), {"expect_status": "$event"} (→ "status", the
@@ -76,9 +78,9 @@ const statuses = [];
 const consider = async (ev) => {
   if (ev.getRoomId() !== args.room_id) return;
   await client.decryptEventIfNeeded(ev);
-  if (ev.getType() === "m.room.message" && ev.getSender() === args.expect_sender) {
-    received.push({ body: ev.getContent().body, encrypted: ev.isEncrypted(), event_id: ev.getId(),
-      failed: ev.isDecryptionFailure() });
+  if (ev.getType() === "m.room.message" && ev.getSender() !== args.user_id) {
+    received.push({ body: ev.getContent().body, sender: ev.getSender(), encrypted: ev.isEncrypted(),
+      event_id: ev.getId(), failed: ev.isDecryptionFailure() });
   }
   if (ev.getType() === "com.beeper.message_send_status" && ev.getSender() === args.expect_sender) {
     // In an encrypted room the relation travels outside the ciphertext (in the wire content).
@@ -97,13 +99,13 @@ const room = await waitFor("the room", async () => {
   return r?.getMyMembership() === "join" ? r : null;
 });
 await waitFor("encryption in the room", () => client.getCrypto().isEncryptionEnabledInRoom(args.room_id));
-if (args.expect_sender) {
-  await waitFor("the other party in the room", () => room.getMember(args.expect_sender)?.membership === "join");
+for (const other of args.expect_senders ?? (args.expect_sender ? [args.expect_sender] : [])) {
+  await waitFor(`${other} in the room`, () => room.getMember(other)?.membership === "join");
   // Its device may upload its keys after joining: until they are known here, a message would be encrypted for
   // none of its devices.
   await waitFor(
-    "the other party's device keys",
-    async () => (await client.getCrypto().getUserDeviceInfo([args.expect_sender], true)).get(args.expect_sender)?.size > 0,
+    `${other}'s device keys`,
+    async () => (await client.getCrypto().getUserDeviceInfo([other], true)).get(other)?.size > 0,
     250,
   );
 }

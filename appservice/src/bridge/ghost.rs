@@ -1,9 +1,10 @@
 //! Ghost users: registered in the AS namespace on first use, profile from the connector; invites of ghosts.
 
 use super::{BridgeHandle, Result};
+use crate::connector::{ConnectorError, PortalRef};
 use crate::homeserver::HomeserverError;
 use crate::ids::RemoteUserId;
-use crate::store::Ghost;
+use crate::store::{Ghost, Portal};
 use ruma::api::client::account::register::{LoginType, RegistrationKind, v3 as register};
 use ruma::api::client::membership::{join_room_by_id, leave_room};
 use ruma::api::client::profile::set_profile_field;
@@ -91,6 +92,9 @@ pub(crate) async fn handle_invite(
         }
         return Ok(());
     }
+    if let Some(portal) = bridge.0.store.portal_by_room(room_id).await? {
+        return invited_into_portal(bridge, &portal, inviter, remote).await;
+    }
     let ghost = ensure_ghost(bridge, &remote).await?;
     match bridge.0.hs.send(join_room_by_id::v3::Request::new(room_id.to_owned()), Some(&ghost)).await {
         Ok(_) => {}
@@ -103,5 +107,37 @@ pub(crate) async fn handle_invite(
     let portal = super::inbox::direct_portal(inviter.to_owned(), remote, room_id.to_owned());
     bridge.0.store.upsert_portal(&portal).await?;
     tracing::info!(%room_id, "new direct portal from an invite");
+    Ok(())
+}
+
+/// The receiver of a portal invited another ghost into its room (a participant added to a group chat): the
+/// connector decides; the ghost joins, or turns the invite down with the connector's reason.
+async fn invited_into_portal(
+    bridge: &BridgeHandle,
+    portal: &Portal,
+    inviter: &UserId,
+    remote: RemoteUserId,
+) -> Result<()> {
+    let Some(room) = &portal.room_id else { return Ok(()) };
+    let ghost = bridge.0.namer.user_id(&remote);
+    let verdict = match bridge.login(inviter).await? {
+        Some(_) if *inviter != *portal.key.receiver => Err(ConnectorError::Rejected("not your portal".into())),
+        Some(api) => api.handle_matrix_invite(&PortalRef::from(portal), &remote).await,
+        None => Err(ConnectorError::Rejected("you are not bridged to this network".into())),
+    };
+    match verdict {
+        Ok(()) => {
+            let ghost = ensure_ghost(bridge, &remote).await?;
+            bridge.0.hs.send(join_room_by_id::v3::Request::new(room.clone()), Some(&ghost)).await?;
+            tracing::info!(%room, "a participant joined a group portal from Matrix");
+        }
+        Err(e) => {
+            let mut req = leave_room::v3::Request::new(room.clone());
+            req.reason = Some(e.to_string());
+            if let Err(e) = bridge.0.hs.send(req, Some(&ghost)).await {
+                tracing::debug!(error = %e, "turning down an invite failed");
+            }
+        }
+    }
     Ok(())
 }

@@ -143,23 +143,16 @@ pub(crate) async fn replay(bridge: &BridgeHandle) -> Result<()> {
 /// Sends one remote event into its portal room as the ghost; returns the message mapping to record with it.
 async fn handle(bridge: &BridgeHandle, seq: i64, event: &RemoteEvent) -> Result<Option<MessageMapping>> {
     let key = event.portal.clone();
+    if let RemoteEventKind::ChatInfo(info) = &event.kind {
+        super::group::sync(bridge, event, info).await?;
+        return Ok(None);
+    }
     let (portal, room) = ensure_portal_room(bridge, event).await?;
     let ghost = super::ghost::ensure_ghost(bridge, &event.sender).await?;
     if event.sender != portal.other_user {
-        // Not the DM partner (a later group chat): make sure the ghost is in the room.
-        let creator = bridge.0.namer.user_id(&portal.other_user);
-        let invite = ruma::api::client::membership::invite_user::v3::Request::new(
-            room.clone(),
-            ruma::api::client::membership::invite_user::v3::InvitationRecipient::UserId(
-                ruma::api::client::membership::invite_user::v3::InviteUserId::new(ghost.clone()),
-            ),
-        );
-        let _ = bridge.0.hs.send(invite, Some(&creator)).await;
-        bridge
-            .0
-            .hs
-            .send(ruma::api::client::membership::join_room_by_id::v3::Request::new(room.clone()), Some(&ghost))
-            .await?;
+        // Not the portal's host (a group chat): make sure the sender's ghost is in the room.
+        let host = bridge.0.namer.user_id(&portal.other_user);
+        super::group::join(bridge, &room, &host, &event.sender).await?;
     }
     let mapped = |id: &RemoteMessageId| {
         let store = bridge.0.store.clone();
@@ -229,6 +222,7 @@ async fn handle(bridge: &BridgeHandle, seq: i64, event: &RemoteEvent) -> Result<
             let raw = Raw::new(content).map_err(|e| BridgeError::Encode(e.to_string()))?.cast_unchecked();
             send_raw(bridge, &room, &ghost, queued_txn_id(seq, "c"), event_type, raw).await?;
         }
+        RemoteEventKind::ChatInfo(_) => {}
         RemoteEventKind::Typing { timeout } => {
             let state = if timeout.is_zero() {
                 Typing::No

@@ -58,7 +58,7 @@ pub(crate) async fn portal_of(handle: &BridgeHandle, room: &ruma::RoomId) -> Por
     .await
 }
 
-async fn reply(handle: &BridgeHandle, key: &PortalKey, from: &str, id: &str, body: &str) {
+pub(crate) async fn reply(handle: &BridgeHandle, key: &PortalKey, from: &str, id: &str, body: &str) {
     handle
         .queue_remote_event(RemoteEvent {
             portal: key.clone(),
@@ -70,7 +70,7 @@ async fn reply(handle: &BridgeHandle, key: &PortalKey, from: &str, id: &str, bod
 }
 
 /// The server's copy of `room`: every message event is `m.room.encrypted` and none holds `plaintexts`.
-async fn only_ciphertext_on_the_server(reader: &Client, room: &ruma::RoomId, plaintexts: &[&str]) {
+pub(crate) async fn only_ciphertext_on_the_server(reader: &Client, room: &ruma::RoomId, plaintexts: &[&str]) {
     let events = room_events(reader, room).await;
     let messages: Vec<&Value> = events.iter().filter(|e| e.get("state_key").is_none()).collect();
     assert!(messages.len() >= 2, "both messages are in the room: {events:?}");

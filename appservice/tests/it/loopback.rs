@@ -22,6 +22,8 @@ pub enum Seen {
     Redaction(PortalKey, RemoteMessageId),
     Receipt(PortalKey, RemoteMessageId),
     Typing(PortalKey, bool),
+    /// The receiver invited a participant's ghost into the portal (a group chat).
+    Invite(PortalKey, RemoteUserId),
 }
 
 #[derive(Debug)]
@@ -132,6 +134,10 @@ impl NetworkApi for LoopApi {
         up_to: &RemoteMessageId,
     ) -> Result<(), ConnectorError> {
         let _ = self.tx.send(Seen::Receipt(portal.key.clone(), up_to.clone()));
+        Ok(())
+    }
+    async fn handle_matrix_invite(&self, portal: &PortalRef, user: &RemoteUserId) -> Result<(), ConnectorError> {
+        let _ = self.tx.send(Seen::Invite(portal.key.clone(), user.clone()));
         Ok(())
     }
 }

@@ -6,6 +6,7 @@ mod crypto_store;
 mod durable;
 mod e2be;
 mod gate;
+mod group;
 mod loopback;
 mod media;
 mod relations;
