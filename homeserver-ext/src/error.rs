@@ -19,6 +19,9 @@ pub enum ApiError {
     /// The body is not the expected JSON.
     #[error("bad JSON: {0}")]
     BadJson(String),
+    /// The body is not JSON at all.
+    #[error("the body is not JSON")]
+    NotJson,
     /// The number's country is not in the allowed list, or the number is premium-rate or blocked.
     #[error("this phone number cannot be used here")]
     ThreepidDenied,
@@ -100,6 +103,7 @@ impl ApiError {
         match self {
             ApiError::InvalidNumber(_) | ApiError::InvalidParam(_) => (S::BAD_REQUEST, ErrorKind::InvalidParam),
             ApiError::BadJson(_) => (S::BAD_REQUEST, ErrorKind::BadJson),
+            ApiError::NotJson => (S::BAD_REQUEST, ErrorKind::NotJson),
             ApiError::ThreepidDenied => (S::FORBIDDEN, ErrorKind::ThreepidDenied),
             ApiError::LimitExceeded(wait) => {
                 let mut data = LimitExceededErrorData::new();

@@ -2,6 +2,10 @@
 //! sink, an authenticated Identity Service token): the first byte picks the endpoint, the rest is the body. Any
 //! body gets an answer below 500, and every refusal is a JSON object with a Matrix `errcode` — never a panic,
 //! never an internal error. Rate limits are set out of reach so the bodies, not the budgets, are exercised.
+//!
+//! There is no homeserver (`homeserver_url` is a closed port): the endpoints that check the caller's access
+//! token with it answer 502 once the body is one they accept, which is always a JSON object. A body that is not
+//! is refused before the homeserver is asked, so it never gets that 502.
 #![no_main]
 
 use std::net::SocketAddr;
@@ -18,6 +22,9 @@ use tincan_homeserver_ext::store::IsToken;
 use tower::ServiceExt;
 
 const TOKEN: &str = "fuzz-is-token";
+
+/// The endpoints that ask the homeserver who the caller is (`whoami`).
+const ASK_THE_HOMESERVER: &[&str] = &["/_tincan/client/v1/unregister", "/_tincan/client/v1/keys/master"];
 
 /// (method, path, authenticated) per first byte.
 const ENDPOINTS: &[(&str, &str)] = &[
@@ -47,6 +54,7 @@ static TARGET: LazyLock<Target> = LazyLock::new(|| {
     let dir = tempfile::tempdir().unwrap();
     let mut config = ExtConfig::default();
     config.database_url = format!("sqlite://{}?mode=rwc", dir.path().join("ext.db").display());
+    config.homeserver_url = "http://127.0.0.1:9".into();
     config.codes.secret = tincan_common::Secret::new("fuzz-only code secret, not a real one");
     config.limits.allowed_countries = vec!["*".into()];
     config.identity.lookup_allow_none = true;
@@ -100,7 +108,10 @@ fuzz_target!(|data: &[u8]| {
         let res = t.router.clone().oneshot(req).await.unwrap();
         (res.status(), res.into_body().collect().await.unwrap().to_bytes())
     });
-    assert!(status.as_u16() < 500, "{method} {path}: {status} {}", String::from_utf8_lossy(&bytes));
+    let homeserver_asked = status.as_u16() == 502
+        && ASK_THE_HOMESERVER.contains(&path)
+        && serde_json::from_slice::<serde_json::Value>(body).is_ok_and(|v| v.is_object());
+    assert!(status.as_u16() < 500 || homeserver_asked, "{method} {path}: {status} {}", String::from_utf8_lossy(&bytes));
     if status.is_client_error() {
         let v: serde_json::Value = serde_json::from_slice(&bytes)
             .unwrap_or_else(|e| panic!("{path}: {status} with a body that is not JSON ({e}): {bytes:?}"));

@@ -206,3 +206,53 @@ async fn refusals_create_nothing() {
         assert!(s.is_none(), "a refused request left a session: {n} {secret}");
     }
 }
+
+/// `POST unregister` with a body that is not JSON (the fuzz target's find,
+/// `homeserver-ext/fuzz/regressions/is_request-unregister-502`) or not an object is refused with 400 before
+/// the token goes to the homeserver: without one it used to be a 502, and with Synapse the garbled request
+/// released the caller's numbers. An empty body and `{}` still release them.
+#[tokio::test]
+async fn unregister_refuses_a_body_that_is_not_a_json_object_before_asking_the_homeserver() {
+    let found = &include_bytes!("../../fuzz/regressions/is_request-unregister-502")[1..];
+    let unregister = |ext: &Ext, token: &str, body: &[u8]| {
+        ext.http
+            .post(format!("{}/_tincan/client/v1/unregister", ext.url))
+            .bearer_auth(token)
+            .header("content-type", "application/json")
+            .body(body.to_vec())
+            .send()
+    };
+    let answer = |r: reqwest::Response| async move {
+        let status = r.status().as_u16();
+        (status, r.json::<serde_json::Value>().await.unwrap_or_default())
+    };
+
+    // No homeserver behind the extension (port 9 is closed): the body is judged without it.
+    let alone = Ext::start(&jwt_config(None, "hs.test")).await.unwrap();
+    let (s, b) = answer(unregister(&alone, "any-token", found).await.unwrap()).await;
+    assert_eq!((s, b["errcode"].as_str()), (400, Some("M_NOT_JSON")), "{b}");
+    let (s, b) = answer(unregister(&alone, "any-token", b"[]").await.unwrap()).await;
+    assert_eq!((s, b["errcode"].as_str()), (400, Some("M_BAD_JSON")), "{b}");
+    let (s, _) = answer(unregister(&alone, "any-token", b"{}").await.unwrap()).await;
+    assert_eq!(s, 502, "a well-formed request needs the homeserver");
+
+    let synapse = Synapse::builder()
+        .config(json!({"jwt_config": {"enabled": true, "secret": JWT_SECRET, "algorithm": "HS256"}}))
+        .start()
+        .await
+        .unwrap();
+    let ext = Ext::start(&jwt_config(Some(&synapse), "hs.test")).await.unwrap();
+    let number = "+447911123300";
+    let (user_id, token) = sign_up_token(&ext, &synapse, number, "unreg1").await;
+    let store = ext.store().await;
+    let refused: [(&[u8], &str); 3] = [(found, "M_NOT_JSON"), (b"[1]", "M_BAD_JSON"), (b"null", "M_BAD_JSON")];
+    for (body, errcode) in refused {
+        let (s, b) = answer(unregister(&ext, &token, body).await.unwrap()).await;
+        assert_eq!((s, b["errcode"].as_str()), (400, Some(errcode)), "{}: {b}", String::from_utf8_lossy(body));
+        let held = store.accounts_by_user(&user_id).await.unwrap();
+        assert_eq!(held.len(), 1, "a refused request releases nothing");
+    }
+    let (s, b) = answer(unregister(&ext, &token, b"{}").await.unwrap()).await;
+    assert_eq!((s, &b["numbers"]), (200, &json!([number])), "{b}");
+    assert!(store.accounts_by_user(&user_id).await.unwrap().is_empty());
+}
