@@ -26,6 +26,9 @@ pub struct App {
     pub directory: Option<DirectoryClient>,
     /// Validated lookups of other providers' numbers, when `directory.dns_servers` is set.
     pub lookup: Option<tincan_enum_lookup::Lookup>,
+    /// The directory's transparency log, every answer of `lookup` is checked against (set whenever `lookup`
+    /// is).
+    pub log: Option<crate::log_witness::LogWitness>,
     /// Abuse limits.
     pub limiter: Limiter,
     /// Time.
@@ -59,6 +62,15 @@ impl App {
             tracing::error!(error = %e, "directory lookups disabled");
             None
         });
+        // Never a lookup whose answers cannot be checked against the log.
+        let (lookup, log) = match crate::log_witness::LogWitness::from_config(&config.directory) {
+            Ok(Some(log)) => (lookup, Some(log)),
+            Ok(None) => (None, None),
+            Err(e) => {
+                tracing::error!(error = %e, "directory lookups disabled");
+                (None, None)
+            }
+        };
         // Validated with the config; an unparsable entry is dropped, which allows less, never more.
         let foreign_allowed: Vec<crate::net::Cidr> =
             config.identity.homeserver_allowed_addresses.iter().filter_map(|a| a.parse().ok()).collect();
@@ -75,6 +87,7 @@ impl App {
             homeserver,
             directory,
             lookup,
+            log,
             clock,
             rng: Mutex::new(rng),
             http: reqwest::Client::new(),

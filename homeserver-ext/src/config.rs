@@ -301,7 +301,7 @@ impl Default for HomeserverConfig {
 
 /// The ENUM directory: publishing through its registrar API and, when `dns_servers` is set, answering
 /// Identity Service lookups for other providers' numbers (a mirror of the directory's number list, each hit
-/// resolved through DNSSEC-validated DNS).
+/// resolved through DNSSEC-validated DNS and checked against the directory's transparency log).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct DirectoryConfig {
@@ -320,6 +320,12 @@ pub struct DirectoryConfig {
     /// Accept answers without a DNSSEC chain to the anchor (development only; bogus answers are refused
     /// anyway).
     pub allow_insecure: bool,
+    /// The transparency log's Ed25519 public key, unpadded base64: the `log_key` of the directory's
+    /// `GET /v1/log/sth`, pinned out of band like the trust anchor. Required with `dns_servers`: an answer is
+    /// served only when its inclusion proof verifies under this key (see [`crate::log_witness`]).
+    pub log_key: String,
+    /// The log API's base URL (it serves `/v1/log/…`); empty: `url`.
+    pub log_url: String,
     /// Seconds between two syncs of the number-list mirror (one also runs at start).
     pub sync_interval_secs: u64,
     /// Numbers per listing page (the directory allows 1 to 1000).
@@ -335,6 +341,8 @@ impl Default for DirectoryConfig {
             apex: String::new(),
             trust_anchor: String::new(),
             allow_insecure: false,
+            log_key: String::new(),
+            log_url: String::new(),
             sync_interval_secs: 300,
             sync_page_size: 1000,
         }
@@ -547,6 +555,9 @@ impl Validate for ExtConfig {
             if let Err(e) = crate::mirror::build_lookup(d) {
                 p.push(e.to_string());
             }
+            if let Err(e) = crate::log_witness::LogWitness::from_config(d) {
+                p.push(e.to_string());
+            }
             if d.sync_interval_secs == 0 {
                 p.push("directory.sync_interval_secs: must be positive".into());
             }
@@ -595,5 +606,6 @@ mod tests {
         let err = tincan_common::config::load_config_from::<ExtConfig>(None, "TINCAN_EXT_", env).unwrap_err();
         let err = err.to_string();
         assert!(err.contains("directory.url") && err.contains("directory.apex"), "{err}");
+        assert!(err.contains("directory.log_key: required"), "{err}");
     }
 }

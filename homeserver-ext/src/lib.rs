@@ -22,6 +22,7 @@ pub mod fetch;
 pub mod homeserver;
 pub mod identity;
 pub mod limits;
+pub mod log_witness;
 pub mod mirror;
 pub mod net;
 pub mod number;

@@ -11,9 +11,11 @@
 //! re-hashed by the store with the new pepper as it is written.
 //!
 //! A hashed `lookup` that misses the local bindings but hits the mirror resolves the number through
-//! [`tincan_enum_lookup`] — NAPTR validated up to the configured trust anchor — and answers the Matrix user of
-//! the validated `E2U+x-matrix` record. A lookup that fails validation (bogus, insecure, unreachable) leaves
-//! the number out of the answer: never an unvalidated answer.
+//! [`tincan_enum_lookup`] — NAPTR validated up to the configured trust anchor — checks the answer against the
+//! directory's transparency log ([`crate::log_witness`]), and answers the Matrix user of the validated, logged
+//! `E2U+x-matrix` record. A lookup that fails validation (bogus, insecure, unreachable) or the log check (a
+//! record the log does not hold, a forked log, a log that cannot be asked) leaves the number out of the answer:
+//! never an unvalidated or unlogged answer.
 
 use crate::app::App;
 use crate::config::DirectoryConfig;
@@ -27,6 +29,7 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use tincan_enum_lookup::log::LogCheckError;
 use tincan_enum_lookup::{Lookup, LookupConfig, TrustAnchor};
 use tokio::sync::Semaphore;
 
@@ -176,20 +179,40 @@ pub async fn run(app: Arc<App>) {
 }
 
 /// Resolves mirror hits `(key, number)` through the validating lookup; answers `(key, user_id)` for each
-/// number whose validated NAPTR names a Matrix user. Failures leave the number out (and are logged, the
-/// number redacted).
+/// number whose validated NAPTR names a Matrix user and whose answer the transparency log backs. Failures
+/// leave the number out (and are logged, the number redacted; a forked log as an error).
 ///
 /// Resolutions take a slot of `app.resolve_slots` (`identity.lookup_resolve_concurrency`) each, shared by
 /// every lookup in flight: however many hits a request has and however many requests run, at most that many
 /// queries go to the directory's DNS at once, so one lookup cannot trip its response-rate limit for everyone.
 pub async fn resolve_validated(app: &App, hits: Vec<(String, String)>) -> Vec<(String, String)> {
-    let Some(lookup) = &app.lookup else { return Vec::new() };
+    let (Some(lookup), Some(log)) = (&app.lookup, &app.log) else { return Vec::new() };
     resolve_bounded(&app.resolve_slots, hits, |number| async move {
         let number = E164::parse(&number).ok()?;
-        match lookup.resolve(&number).await {
-            Ok(found) => found.routes.matrix.map(|user| user.user_id()),
+        let found = match lookup.resolve(&number).await {
+            Ok(found) => found,
             Err(e) => {
                 tracing::warn!(error = %e, number = %number.redacted(), "validated lookup failed; left out");
+                return None;
+            }
+        };
+        let user = found.routes.matrix.as_ref()?.user_id();
+        match log.check(&found).await {
+            Ok(()) => Some(user),
+            Err(e @ LogCheckError::Inconsistent { .. }) => {
+                tracing::error!(
+                    error = %e,
+                    number = %number.redacted(),
+                    "the directory's transparency log forked; left out"
+                );
+                None
+            }
+            Err(e) => {
+                tracing::warn!(
+                    error = %e,
+                    number = %number.redacted(),
+                    "the directory's answer is not backed by its transparency log; left out"
+                );
                 None
             }
         }

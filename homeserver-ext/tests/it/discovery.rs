@@ -17,12 +17,13 @@ const SECRET: &str = "discovery-jwt-secret-0123456789";
 const REMOTE: &str = "+4915112345001";
 const REMOTE_USER: &str = "@bob:other.test";
 
-fn ext_config(synapse: &Synapse, dir: &Directory, token: &str, anchor: &str) -> String {
+fn ext_config(synapse: &Synapse, dir: &Directory, token: &str, anchor: &str, log_key: &str) -> String {
     format!(
         "server_name = \"hs.test\"\nhomeserver_url = \"{hs}\"\n\
          [homeserver]\njwt_secret = \"{SECRET}\"\n\
          [directory]\nurl = \"{api}\"\ntoken = \"{token}\"\ndns_servers = [\"127.0.0.1:{dns}\"]\n\
          apex = \"{APEX}\"\nsync_interval_secs = 1\nsync_page_size = 2\ntrust_anchor = '''\n{anchor}'''\n\
+         log_key = \"{log_key}\"\n\
          [identity]\nlookup_allow_none = true\n",
         hs = synapse.url(),
         api = dir.api,
@@ -63,13 +64,14 @@ async fn lookup_finds_local_and_directory_only_numbers_with_a_registered_token()
         assert_eq!(r.status().as_u16(), 200);
     }
     let anchor = dir.bind_trust_anchors().unwrap();
+    let log_key = dir.log_key().await.unwrap();
 
     let synapse = Synapse::builder()
         .config(json!({"jwt_config": {"enabled": true, "secret": SECRET, "algorithm": "HS256"}}))
         .start()
         .await
         .unwrap();
-    let ext = Ext::start(&ext_config(&synapse, &dir, &token_a, &anchor)).await.unwrap();
+    let ext = Ext::start(&ext_config(&synapse, &dir, &token_a, &anchor, &log_key)).await.unwrap();
     let local = "+447911123002";
     let (user_id, access_token) = crate::signup::sign_up_token(&ext, &synapse, local, "disc1").await;
 
@@ -180,7 +182,7 @@ async fn lookup_finds_local_and_directory_only_numbers_with_a_registered_token()
 
     // Another extension trusting the wrong key mirrors the number but never answers it.
     let wrong_anchor = format!("{APEX} IN DS 12345 13 2 {}\n", "AB".repeat(32));
-    let wrong = Ext::start(&ext_config(&synapse, &dir, &token_a, &wrong_anchor)).await.unwrap();
+    let wrong = Ext::start(&ext_config(&synapse, &dir, &token_a, &wrong_anchor, &log_key)).await.unwrap();
     let wrong_store = SqliteStore::connect(&wrong.db_url()).await.unwrap();
     crate::harness::add_is_token(&wrong_store, "wrong-is", "@w:hs.test").await;
     eventually("the second extension's mirror", || {

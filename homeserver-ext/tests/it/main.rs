@@ -10,6 +10,10 @@ mod discovery;
 mod guessing;
 mod harness;
 mod identity;
+mod log_checked;
+/// The man-in-the-middle on the directory's log API the client's tests use.
+#[path = "../../../clients/core/tests/it/log_proxy.rs"]
+mod log_proxy;
 mod lookup_limits;
 mod oidc;
 mod oidc_props;

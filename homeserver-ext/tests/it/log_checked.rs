@@ -1,0 +1,99 @@
+//! The Identity Service lookup answers a number another provider registered only when the directory's
+//! transparency log backs the answer: against the real directory, with [`LogProxy`] in front of its log API as
+//! a dishonest operator would run it for this extension, a record DNS serves but the log does not hold, and a
+//! log whose tree head is not consistent with the one the extension saw before, are logged and left out of
+//! the answer; the honest log is answered before and after.
+
+use crate::harness::{Ext, add_is_token};
+use crate::log_proxy::{LogMode, LogProxy};
+use serde_json::{Value, json};
+use std::time::{Duration, Instant};
+use tincan_homeserver_ext::identity::lookup_hash;
+use tincan_homeserver_ext::store::{IdentityRepository, MirrorRepository, SqliteStore};
+use tincan_testkit::directory::{APEX, Directory, binary_or_skip};
+use tincan_translog::TreeHeadSigner;
+
+/// Provider B's number: registered in the directory, never seen by this extension.
+const REMOTE: &str = "+4915112345101";
+const REMOTE_USER: &str = "@carol:other.test";
+
+#[tokio::test]
+async fn a_record_not_in_the_log_and_a_forked_log_are_never_answered() {
+    let Some(bin) = binary_or_skip() else { return };
+    let dir = Directory::start(&bin).await.unwrap();
+    let token_a = dir.add_provider("tincan", &["+44"]).unwrap().token;
+    let token_b = dir.add_provider("other", &["+49"]).unwrap().token;
+    let http = reqwest::Client::new();
+    let r = http
+        .put(format!("{}/v1/numbers/{REMOTE}", dir.api))
+        .bearer_auth(&token_b)
+        .json(&json!({"services": [{"type": "matrix", "uri": "matrix:u/carol:other.test"}]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 200, "{}", r.text().await.unwrap());
+    let log = LogProxy::start(&dir.api).await.unwrap();
+    let ext = Ext::start(&format!(
+        "server_name = \"hs.test\"\nhomeserver_url = \"http://127.0.0.1:9\"\n\
+         [homeserver]\njwt_secret = \"log-checked-jwt-secret-0123456789\"\n\
+         [directory]\nurl = \"{api}\"\ntoken = \"{token_a}\"\ndns_servers = [\"127.0.0.1:{dns}\"]\n\
+         apex = \"{APEX}\"\nsync_interval_secs = 1\ntrust_anchor = '''\n{anchor}'''\n\
+         log_key = \"{log_key}\"\nlog_url = \"{log_url}\"\n",
+        api = dir.api,
+        dns = dir.dns.port(),
+        anchor = dir.bind_trust_anchors().unwrap(),
+        log_key = dir.log_key().await.unwrap(),
+        log_url = log.url,
+    ))
+    .await
+    .unwrap();
+    let store = SqliteStore::connect(&ext.db_url()).await.unwrap();
+    add_is_token(&store, "log-is", "@a:hs.test").await;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while store.mirrored(&[REMOTE.into()]).await.unwrap().is_empty() {
+        assert!(Instant::now() < deadline, "the number never reached the mirror");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let pepper = store.current_pepper().await.unwrap().unwrap();
+    let hash = lookup_hash("4915112345101", &pepper);
+    let (http, url, pepper, hash) = (&http, &ext.url, &pepper, &hash);
+    let lookup = move || async move {
+        let r = http
+            .post(format!("{url}/_matrix/identity/v2/lookup"))
+            .bearer_auth("log-is")
+            .json(&json!({"algorithm": "sha256", "pepper": pepper, "addresses": [hash]}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status().as_u16(), 200);
+        r.json::<Value>().await.unwrap()["mappings"].clone()
+    };
+    let found = json!({ hash.clone(): REMOTE_USER });
+
+    // An honest log: answered (once DNS serves the record), and the extension keeps the log's tree head.
+    while lookup().await != found {
+        assert!(Instant::now() < deadline, "never answered with an honest log\n{}", ext.guard.log_tail(20));
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+
+    // DNS keeps serving the record, but the log has no entry for it.
+    log.set_mode(LogMode::Unlogged(REMOTE.into()));
+    assert_eq!(lookup().await, json!({}), "a record the log does not hold is never answered");
+    let tail = ext.guard.log_tail(20);
+    assert!(tail.contains("not backed by its transparency log") && tail.contains("no entry in the log"), "{tail}");
+
+    log.set_mode(LogMode::Honest);
+    assert_eq!(lookup().await, found);
+
+    // The operator forks the log for this extension: the proof and the signature verify and the record matches
+    // DNS, but the tree does not extend the head seen before.
+    let signer = TreeHeadSigner::from_seed(&dir.log_signing_seed().await.unwrap());
+    log.set_mode(LogMode::Fork(signer));
+    assert_eq!(lookup().await, json!({}), "an answer from a forked log is never answered");
+    let tail = ext.guard.log_tail(20);
+    assert!(tail.contains("ERROR") && tail.contains("transparency log forked"), "{tail}");
+
+    // Honest again: the extension kept the honest head, so this is consistent and answered.
+    log.set_mode(LogMode::Honest);
+    assert_eq!(lookup().await, found);
+}
