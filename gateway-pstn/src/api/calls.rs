@@ -66,12 +66,16 @@ impl CallsQuery {
     }
 }
 
-async fn calls_of(ledger: &Ledger, account: AccountId, q: &CallsQuery) -> Result<Response, ApiError> {
+/// An account's records; a user's own view leaves out the provider's side (see [`CallRecord::as_seen_by_user`]).
+async fn calls_of(ledger: &Ledger, account: AccountId, q: &CallsQuery, user: bool) -> Result<Response, ApiError> {
     let (after, limit, csv) = q.parse()?;
     ledger.account(&AccountRef::Id { account_id: account }).await?;
     let mut tx = ledger.storage().begin_read().await?;
-    let items = tx.call_records().list(Some(account), after, limit).await?;
+    let mut items = tx.call_records().list(Some(account), after, limit).await?;
     drop(tx);
+    if user {
+        items = items.iter().map(CallRecord::as_seen_by_user).collect();
+    }
     let next = (items.len() == limit as usize).then(|| items.last().map(|r| r.id.to_string())).flatten();
     if csv {
         let mut body = String::from(CALL_RECORDS_CSV_HEADER);
@@ -96,7 +100,7 @@ pub(crate) async fn calls(
     Path(id): Path<String>,
     QueryParams(q): QueryParams<CallsQuery>,
 ) -> Result<Response, ApiError> {
-    calls_of(&ledger, parse_id(&id)?, &q).await
+    calls_of(&ledger, parse_id(&id)?, &q, false).await
 }
 
 #[utoipa::path(get, path = "/v1/me/calls", tag = "users", params(("after" = Option<String>, Query), ("limit" = Option<String>, Query), ("format" = Option<String>, Query)), responses((status = 200, body = CallPage), (status = 400, description = "Bad input", body = crate::api::ErrorBody), (status = 401, description = "No valid token", body = crate::api::ErrorBody)), security(("bearer" = [])))]
@@ -109,5 +113,5 @@ pub(crate) async fn my_calls(
         Scope::User => caller.0.account.ok_or(ApiError::Unauthorized)?,
         _ => return Err(ApiError::Forbidden("a user token is required")),
     };
-    calls_of(&ledger, id, &q).await
+    calls_of(&ledger, id, &q, true).await
 }

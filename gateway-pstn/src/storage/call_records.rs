@@ -106,6 +106,13 @@ pub const CSV_HEADER: &str = "id,call_id,attempt,account_id,hold,destination,car
                               q850_cause,started_at_ms,answered_at_ms,ended_at_ms,billed_seconds,price,cost,currency";
 
 impl CallRecord {
+    /// The record as its account's user may see it: without the carrier tried and what the carrier charges the
+    /// provider (the provider's suppliers and wholesale costs are its business, not the caller's), and without
+    /// the internal hold number. Operators see the whole record.
+    pub fn as_seen_by_user(&self) -> CallRecord {
+        CallRecord { carrier: None, cost: None, hold_seq: None, ..self.clone() }
+    }
+
     /// The record as one CSV row (RFC 4180 quoting, no line end), in the order of [`CSV_HEADER`].
     pub fn csv_row(&self) -> String {
         fn field(s: &str) -> String {
@@ -135,6 +142,44 @@ impl CallRecord {
             self.currency.as_str().to_owned(),
         ]
         .join(",")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_user_sees_neither_the_carrier_nor_its_cost() {
+        let operator = CallRecord {
+            id: 7,
+            call_id: "c1".into(),
+            attempt: 1,
+            account_id: AccountId(3),
+            hold_seq: Some(11),
+            destination: "+4930123456".into(),
+            carrier: Some("cheap-trunk".into()),
+            result: CallResult::Answered,
+            sip_status: 200,
+            reason: "OK".into(),
+            q850_cause: Some(16),
+            started_at_ms: 1_000,
+            answered_at_ms: Some(2_000),
+            ended_at_ms: 62_000,
+            billed_seconds: Some(60),
+            price: Some(Amount::from_micros(600_000)),
+            cost: Some(Amount::from_micros(4_000)),
+            currency: "EUR".parse().unwrap(),
+        };
+        let user = operator.as_seen_by_user();
+        assert_eq!((user.carrier.as_deref(), user.cost, user.hold_seq), (None, None, None));
+        let json = serde_json::to_value(&user).unwrap();
+        assert!(json.get("carrier").is_none() && json.get("cost").is_none() && json.get("hold_seq").is_none());
+        let row = user.csv_row();
+        assert!(!row.contains("cheap-trunk") && !row.contains("0.004"), "{row}");
+        // What the user paid for, and why it ended, stay.
+        assert_eq!((user.price, user.billed_seconds, user.q850_cause), (operator.price, Some(60), Some(16)));
+        assert_eq!(user.destination, operator.destination);
     }
 }
 
