@@ -1,5 +1,6 @@
 //! The little SDP (RFC 8866) the SIP side reads and writes itself: the direction of the audio stream (hold
-//! and resume, RFC 3264 §8.4), the codecs offered, and trickled ICE candidates folded into an offer.
+//! and resume, RFC 3264 §8.4), the codecs offered, trickled ICE candidates folded into an offer, and the BUNDLE
+//! group browsers insist on.
 //! Everything else about the media — ICE, DTLS, SRTP, transcoding — is rtpengine's job.
 
 /// The direction of a media stream.
@@ -149,6 +150,50 @@ pub fn add_candidates(sdp: &str, candidates: &[Candidate]) -> String {
     out
 }
 
+/// Whether `sdp` groups media sections with `a=group:BUNDLE` (RFC 8843), as browsers' offers do.
+pub fn has_bundle_group(sdp: &str) -> bool {
+    media_sections(sdp).0.iter().any(|l| l.starts_with("a=group:BUNDLE"))
+}
+
+/// `sdp` with a session-level `a=group:BUNDLE` of its media sections' `mid`s when it has none and they all
+/// share one port (as one audio section trivially does). rtpengine (10.5) writes WebRTC SDP without the group,
+/// and a browser whose peer connection uses `bundlePolicy: "max-bundle"` — matrix-js-sdk's, so Element Web's —
+/// refuses such an offer ("max-bundle configured but session description has no BUNDLE group") and such an
+/// answer to its own bundled offer ("Answer cannot remove m= section with mid='0' from already-established
+/// BUNDLE group"). Unchanged when a section has no `mid`.
+pub fn with_bundle_group(sdp: &str) -> String {
+    let (session, medias) = media_sections(sdp);
+    let mids: Option<Vec<&str>> =
+        medias.iter().map(|m| m.iter().find_map(|l| l.strip_prefix("a=mid:").map(str::trim))).collect();
+    let ports: Vec<Option<&str>> = medias.iter().map(|m| m[0].split_whitespace().nth(1)).collect();
+    let Some(mids) = mids.filter(|m| !m.is_empty()) else { return sdp.to_owned() };
+    if has_bundle_group(sdp) || ports.windows(2).any(|w| w[0] != w[1]) {
+        return sdp.to_owned();
+    }
+    let group = format!("a=group:BUNDLE {}", mids.join(" "));
+    // Session attributes follow the timing (`t=`, then any `r=`/`z=`).
+    let at = session.iter().rposition(|l| l.starts_with("t=") || l.starts_with("r=") || l.starts_with("z="));
+    let at = at.map_or(session.len(), |i| i + 1);
+    let mut out = String::with_capacity(sdp.len() + group.len() + 2);
+    for (i, l) in session.iter().enumerate() {
+        if i == at {
+            out.push_str(&group);
+            out.push_str("\r\n");
+        }
+        out.push_str(l);
+        out.push_str("\r\n");
+    }
+    if at == session.len() {
+        out.push_str(&group);
+        out.push_str("\r\n");
+    }
+    for l in medias.iter().flatten() {
+        out.push_str(l);
+        out.push_str("\r\n");
+    }
+    out
+}
+
 /// `sdp` with the direction of every media section set to `dir` (for re-INVITEs that hold or resume).
 pub fn with_direction(sdp: &str, dir: Direction) -> String {
     let attr = match dir {
@@ -194,6 +239,30 @@ mod tests {
         let held = with_direction(PHONE, Direction::SendOnly);
         assert_eq!(audio_direction(&held), Some(Direction::SendOnly));
         assert_eq!(audio_direction(&with_direction(&held, Direction::SendRecv)), Some(Direction::SendRecv));
+    }
+
+    #[test]
+    fn a_bundle_group_is_added_to_webrtc_sdp_that_lacks_one() {
+        let rtpengine = "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n\
+                         a=msid-semantic: WMS x\r\nm=audio 30000 UDP/TLS/RTP/SAVPF 111\r\na=mid:0\r\na=rtcp-mux\r\n";
+        let bundled = with_bundle_group(rtpengine);
+        assert!(has_bundle_group(&bundled) && !has_bundle_group(rtpengine));
+        assert_eq!(
+            bundled,
+            rtpengine.replace("t=0 0\r\n", "t=0 0\r\na=group:BUNDLE 0\r\n"),
+            "after the timing, before the other session attributes"
+        );
+        assert_eq!(with_bundle_group(&bundled), bundled, "a group is not added twice");
+        // Two sections on two ports are not one transport; sections without a mid cannot be named.
+        let two = format!("{rtpengine}m=audio 30002 UDP/TLS/RTP/SAVPF 111\r\na=mid:1\r\n");
+        assert_eq!(with_bundle_group(&two), two);
+        assert_eq!(with_bundle_group(PHONE), PHONE);
+        let same_port = two.replace("m=audio 30002", "m=audio 30000");
+        assert!(with_bundle_group(&same_port).contains("a=group:BUNDLE 0 1\r\n"));
+        // Without a timing line the group ends the session part.
+        assert!(
+            with_bundle_group("v=0\r\nm=audio 1 RTP/AVP 0\r\na=mid:a\r\n").starts_with("v=0\r\na=group:BUNDLE a\r\nm=")
+        );
     }
 
     #[test]

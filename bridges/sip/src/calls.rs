@@ -297,7 +297,7 @@ impl Calls {
             return;
         }
         let for_matrix = match self.ng.offer(&sip_call, SIP_TAG, &offer, &Leg::webrtc().transcode(&["opus"])).await {
-            Ok(sdp) => sdp,
+            Ok(sdp) => sdp::with_bundle_group(&sdp),
             Err(e) => {
                 tracing::warn!(error = %e, "rtpengine offer failed");
                 let _ = leg.reject(503, "Service Unavailable");
@@ -435,6 +435,8 @@ impl Calls {
         let mut candidates = Vec::new();
         let mut deferred = Vec::new();
         let sdp = self.with_candidates(sdp, &mut candidates, &mut rx, &mut deferred).await;
+        // A browser that bundled its offer refuses an answer without the group (rtpengine drops it).
+        let bundled = sdp::has_bundle_group(&sdp);
         if deferred.iter().any(|e| matches!(e, VoipEvent::Hangup { .. })) {
             return;
         }
@@ -514,6 +516,7 @@ impl Calls {
                             }
                             Some(LegEvent::Answered { sdp: Some(answer) }) => {
                                 match self.ng.answer(&sip_call, MATRIX_TAG, SIP_TAG, &answer, &Leg::webrtc()).await {
+                                    Ok(for_matrix) if bundled => state.sip_answered(&sdp::with_bundle_group(&for_matrix)),
                                     Ok(for_matrix) => state.sip_answered(&for_matrix),
                                     Err(e) => {
                                         tracing::warn!(error = %e, "rtpengine answer failed");

@@ -10,7 +10,7 @@ use tincan_sip_core::rtpengine::{Leg, NgClient, NgTiming};
 use tincan_testkit::ports::free_addr;
 use tincan_testkit::sip::{Rtpengine, Scenario, finished};
 
-const PHONE: &str = "+15551234567";
+pub(crate) const PHONE: &str = "+15551234567";
 
 /// What Chromium writes for an audio-only call (trimmed), with `setup` `actpass` in offers and `active` in
 /// answers; with `candidates` false the candidates are trickled instead.
@@ -256,7 +256,7 @@ async fn start(fallback: Option<SocketAddr>, ring_secs: u64) -> (Harness, Rtpeng
 }
 
 /// The `m.call.*` events of `room`, oldest first, as (sender, type, content).
-async fn call_events(h: &Harness, room: &str) -> Vec<(String, String, Value)> {
+pub(crate) async fn call_events(h: &Harness, room: &str) -> Vec<(String, String, Value)> {
     let v = h
         .alice(reqwest::Method::GET, &format!("/_matrix/client/v3/rooms/{}/messages?dir=b&limit=200", enc(room)), None)
         .await;
@@ -300,6 +300,8 @@ async fn ringing_in_matrix(h: &Harness) -> (String, Value) {
     assert!(sdp.contains("a=fingerprint:") && sdp.contains("a=ice-ufrag:") && sdp.contains("a=rtcp-mux"), "{sdp}");
     assert!(sdp.to_ascii_lowercase().contains("opus/48000"), "{sdp}");
     assert!(sdp.contains("a=candidate:") && sdp.contains("127.0.0.1"), "{sdp}");
+    // matrix-js-sdk's peer connections are max-bundle: Chromium refuses an offer without a BUNDLE group.
+    assert!(sdp.contains("a=group:BUNDLE "), "{sdp}");
     (room, invite)
 }
 
@@ -309,7 +311,7 @@ fn v1(call_id: &Value, party: &str, extra: Value) -> Value {
     c
 }
 
-async fn no_media_left(ng: &NgClient) {
+pub(crate) async fn no_media_left(ng: &NgClient) {
     wait_for("rtpengine to hold no call", Duration::from_secs(10), || async {
         ng.list(100).await.unwrap().is_empty().then_some(())
     })
@@ -445,7 +447,7 @@ async fn a_phone_call_nobody_answers_gets_480() {
 }
 
 /// Alice opens a DM with the phone's ghost; returns the room once the ghost joined.
-async fn dm_with_phone(h: &Harness) -> String {
+pub(crate) async fn dm_with_phone(h: &Harness) -> String {
     let ghost = format!("@sip_{PHONE}:hs.test");
     let v = h
         .alice(
@@ -501,6 +503,8 @@ async fn a_matrix_call_to_a_phone_answered_then_hung_up_by_the_phone() {
         sdp.contains("UDP/TLS/RTP/SAVPF") && sdp.contains("a=fingerprint:") && sdp.contains("a=ice-ufrag:"),
         "{sdp}"
     );
+    // The offer was bundled: an answer without the group is refused by Chromium.
+    assert!(sdp.contains("a=group:BUNDLE 0"), "{sdp}");
     let q = ng.query(&ng.list(10).await.unwrap()[0]).await.unwrap();
     assert!(q.tags.contains_key("sip") && q.tags.contains_key("mx"), "{q:?}");
     assert!(finished(guard, Duration::from_secs(30)).await, "the phone answered, then hung up");
