@@ -145,6 +145,16 @@ impl CallRecord {
     }
 }
 
+/// Call detail records.
+#[async_trait]
+pub trait CallRecordRepository: Send {
+    /// Stores a record (its `id` is ignored); its id. A second record for the same call and attempt is
+    /// [`StorageError::Duplicate`].
+    async fn add(&mut self, record: &CallRecord) -> Result<i64>;
+    /// Records with an id above `after`, oldest first, of one account or of all; at most `limit`.
+    async fn list(&mut self, account: Option<AccountId>, after: i64, limit: u32) -> Result<Vec<CallRecord>>;
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -181,14 +191,4 @@ mod tests {
         assert_eq!((user.price, user.billed_seconds, user.q850_cause), (operator.price, Some(60), Some(16)));
         assert_eq!(user.destination, operator.destination);
     }
-}
-
-/// Call detail records.
-#[async_trait]
-pub trait CallRecordRepository: Send {
-    /// Stores a record (its `id` is ignored); its id. A second record for the same call and attempt is
-    /// [`StorageError::Duplicate`].
-    async fn add(&mut self, record: &CallRecord) -> Result<i64>;
-    /// Records with an id above `after`, oldest first, of one account or of all; at most `limit`.
-    async fn list(&mut self, account: Option<AccountId>, after: i64, limit: u32) -> Result<Vec<CallRecord>>;
 }
