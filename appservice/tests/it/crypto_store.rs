@@ -8,12 +8,15 @@ use matrix_sdk_crypto::olm::Account;
 use matrix_sdk_crypto::olm::PickledAccount;
 use matrix_sdk_crypto::store::CryptoStore;
 use matrix_sdk_crypto::store::types::{Changes, PendingChanges, SecretsInboxItem};
+use matrix_sdk_crypto::types::requests::AnyOutgoingRequest;
 use matrix_sdk_crypto::{CollectStrategy, DecryptionSettings, EncryptionSettings, OlmMachine, TrustRequirement};
+use ruma::api::client::keys::{claim_keys, get_keys};
 use ruma::events::room::encryption::RoomEncryptionEventContent;
 use ruma::events::room::history_visibility::HistoryVisibility;
 use ruma::events::secret::request::SecretName;
 use ruma::serde::Raw;
 use serde_json::json;
+use std::collections::BTreeMap;
 use tincan_appservice::bridge::crypto::{
     DbCryptoBackend, DbCryptoStore, DbCryptoStoreError, LEGACY_STORE_FILE, import_legacy_store,
 };
@@ -52,6 +55,38 @@ async fn decrypt(machine: &OlmMachine, room: &ruma::RoomId, event: &serde_json::
     let plain = machine.decrypt_room_event(&raw, room, &settings).await.unwrap();
     let plain: serde_json::Value = plain.event.deserialize_as_unchecked().unwrap();
     plain["content"]["body"].as_str().unwrap().to_owned()
+}
+
+/// Gives `ghost` an Olm session with a device of Alice's, the keys relayed in-process as a homeserver would
+/// (her upload answers the ghost's key query, one of her one-time keys its claim); returns her machine.
+async fn olm_session_with_alice(ghost: &OlmMachine) -> OlmMachine {
+    let alice = OlmMachine::new(ruma::user_id!("@alice:hs.test"), ruma::device_id!("ALICEDEVICE")).await;
+    let upload = alice
+        .outgoing_requests()
+        .await
+        .unwrap()
+        .into_iter()
+        .find_map(|r| match r.request() {
+            AnyOutgoingRequest::KeysUpload(u) => Some(u.clone()),
+            _ => None,
+        })
+        .expect("a new device uploads its keys");
+    let (user, device) = (alice.user_id().to_owned(), alice.device_id().to_owned());
+    ghost.update_tracked_users([alice.user_id()]).await.unwrap();
+    for r in ghost.outgoing_requests().await.unwrap() {
+        if let AnyOutgoingRequest::KeysQuery(_) = r.request() {
+            let mut resp = get_keys::v3::Response::new();
+            let keys = upload.device_keys.clone().expect("device keys");
+            resp.device_keys = BTreeMap::from([(user.clone(), BTreeMap::from([(device.clone(), keys)]))]);
+            ghost.mark_request_as_sent(r.request_id(), &resp).await.unwrap();
+        }
+    }
+    let (txn, _) = ghost.get_missing_sessions(std::iter::once(alice.user_id())).await.unwrap().expect("a claim");
+    let (id, key) = upload.one_time_keys.iter().next().expect("one-time keys");
+    let claimed = BTreeMap::from([(device.clone(), BTreeMap::from([(id.clone(), key.clone())]))]);
+    let resp = claim_keys::v3::Response::new(BTreeMap::from([(user, claimed)]));
+    ghost.mark_request_as_sent(&txn, &resp).await.unwrap();
+    alice
 }
 
 /// The stored account row of `GHOST`, read with a pool of the database's own backend.
@@ -150,8 +185,9 @@ async fn deleting_a_secret_name_from_the_inbox_keeps_the_others_in_postgres() {
 }
 
 /// A ghost's matrix-sdk-sqlite store of an earlier version (under `store_dir`) is imported into the bridge's
-/// SQLite database on first use: the same identity keys, and its Megolm session decrypts what it encrypted
-/// before; its folder is renamed and a second load imports nothing.
+/// SQLite database on first use: the same identity keys, its Olm session with another device and that device,
+/// and its Megolm session decrypts what it encrypted before; its folder is renamed and a second load imports
+/// nothing.
 #[tokio::test]
 async fn a_ghost_store_of_an_earlier_version_is_imported_into_the_bridge_database() {
     let dir = tempfile::tempdir().unwrap();
@@ -164,6 +200,8 @@ async fn a_ghost_store_of_an_earlier_version_is_imported_into_the_bridge_databas
     let old = OlmMachine::with_store(ghost(), device, legacy, None).await.unwrap();
     let keys = old.identity_keys();
     let event = encrypt(&old, room, "from before the upgrade").await;
+    let alice = olm_session_with_alice(&old).await;
+    let alice_key = alice.identity_keys().curve25519.to_base64();
     drop(old);
     assert!(folder.join(LEGACY_STORE_FILE).is_file());
 
@@ -176,6 +214,9 @@ async fn a_ghost_store_of_an_earlier_version_is_imported_into_the_bridge_databas
     renamed.push(".imported");
     assert!(std::path::Path::new(&renamed).join(LEGACY_STORE_FILE).is_file(), "and kept");
     assert!(!import_legacy_store(&store, &store_dir, ghost(), Some(PASSPHRASE)).await.unwrap(), "once");
+    let sessions = store.get_sessions(&alice_key).await.unwrap().unwrap_or_default();
+    assert_eq!(sessions.len(), 1, "the Olm session with Alice's device came along");
+    assert!(store.get_device(alice.user_id(), alice.device_id()).await.unwrap().is_some(), "and her device");
     drop(store);
 
     // From the bridge's database alone.
