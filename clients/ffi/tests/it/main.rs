@@ -5,5 +5,6 @@
 mod chain;
 #[path = "../../../core/tests/it/log_proxy.rs"]
 mod log_proxy;
+mod push_gateway;
 mod python;
 mod real_chain;

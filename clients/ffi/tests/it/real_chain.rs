@@ -3,11 +3,18 @@
 //! chain, to keep CI short):
 //! - Rust, calling the exported functions as a foreign caller would (`open`, `register`/`verify`, `lookup`,
 //!   `route_to_number`, a `MessageListener` through `start_sync`) and getting the typed `ClientError`s;
-//! - Python, through the generated bindings (`tests/python/bindings_smoke.py`): a second number signs up, finds
-//!   the first verified, routes and sends to it; the message reaches the Rust side's listener.
+//! - Python, through the generated bindings, as two processes of one app on one data dir:
+//!   `tests/python/bindings_smoke.py` signs up a second number P, registers a pusher with a recording push
+//!   gateway, finds the first number verified, routes and sends to it (the message reaches the Rust side's
+//!   listener); then Rust's A answers, Synapse posts the event id to the gateway, and
+//!   `tests/python/restart.py` (a new process: the app restarted) refuses a wrong store key, opens the data dir
+//!   with the right one still signed in as P, decrypts the pushed event, gets a key mismatch as a typed error
+//!   and sends A another message.
 
 use crate::chain::Chain;
+use crate::push_gateway::PushGateway;
 use crate::python;
+use serde_json::json;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 use tincan_ffi::{ClientConfig, ClientError, Decision, DirectoryConfig, IncomingMessage, Intent, KeyStatus, Route};
@@ -20,6 +27,13 @@ const P_NUM: &str = "+442079460302";
 /// Registered by the provider for A, but every answer for it is tampered with on the wire.
 const TAMPERED_NUM: &str = "+442079460305";
 const NOBODY: &str = "+442079460399";
+/// Published by the provider for A's account with P's key: the contact's key contradicts the directory's.
+const WRONG_KEY_NUM: &str = "+442079460306";
+/// P's data dir key (the app's keystore holds it; a test fixture, not a secret).
+const P_STORE_KEY: [u8; 32] = [0x50; 32];
+/// The app id and push token P registers its pusher with (test fixtures).
+const APP_ID: &str = "org.tincan.test";
+const PUSHKEY: &str = "test-push-token-p";
 
 fn config(chain: &Chain, dir: &std::path::Path, store_key: Vec<u8>) -> ClientConfig {
     ClientConfig {
@@ -50,7 +64,10 @@ impl tincan_ffi::MessageListener for Inbox {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bindings_on_the_real_chain() -> anyhow::Result<()> {
     let Some(bindgen) = python::bindgen() else { return Ok(()) };
-    let Some(chain) = Chain::start(TAMPERED_NUM).await? else { return Ok(()) };
+    // Synapse refuses to post to loopback addresses by default (`ip_range_blacklist`); the recording push
+    // gateway listens on 127.0.0.1.
+    let loopback_push = json!({"ip_range_whitelist": ["127.0.0.1"]});
+    let Some(chain) = Chain::start_with(TAMPERED_NUM, |b| b.config(loopback_push)).await? else { return Ok(()) };
     let bindings = tempfile::Builder::new().prefix("tincan-ffi-py-").tempdir()?;
     python::generate_python(&bindgen, bindings.path())?;
     let da = tempfile::tempdir()?;
@@ -123,10 +140,12 @@ async fn bindings_on_the_real_chain() -> anyhow::Result<()> {
         other => panic!("expected Refused, got {other:?}"),
     }
 
-    // A listens; the Python side signs up P, finds A verified, routes and sends to A.
+    // A listens; the Python side signs up P (registering its pusher), finds A verified, routes and sends to A.
+    let mut gateway = PushGateway::start().await?;
+    let dp = tempfile::tempdir()?;
     let (tx, mut rx) = mpsc::unbounded_channel();
     let sync = a.start_sync(Box::new(Inbox(Mutex::new(tx)))).await?;
-    let env = [
+    let mut env = vec![
         ("TINCAN_FFI_EXT_URL", chain.ext.url.clone()),
         ("TINCAN_FFI_SMS_FILE", chain.ext.sms_file().display().to_string()),
         ("TINCAN_FFI_DNS", chain.proxy.addr.to_string()),
@@ -138,33 +157,95 @@ async fn bindings_on_the_real_chain() -> anyhow::Result<()> {
         ("TINCAN_FFI_A_USER", sa.user_id.clone()),
         ("TINCAN_FFI_A_KEY", ka.clone()),
         ("TINCAN_FFI_P_NUM", P_NUM.to_owned()),
+        ("TINCAN_FFI_P_DIR", dp.path().display().to_string()),
+        ("TINCAN_FFI_P_STORE_KEY", P_STORE_KEY.iter().map(|b| format!("{b:02x}")).collect()),
+        ("TINCAN_FFI_PUSH_URL", gateway.url.clone()),
+        ("TINCAN_FFI_APP_ID", APP_ID.to_owned()),
+        ("TINCAN_FFI_PUSHKEY", PUSHKEY.to_owned()),
         ("TINCAN_FFI_NOBODY", NOBODY.to_owned()),
         ("TINCAN_FFI_TAMPERED", TAMPERED_NUM.to_owned()),
     ];
-    let started = Instant::now();
-    let out = tokio::task::spawn_blocking({
-        let dir = bindings.path().to_owned();
-        move || python::run_script("bindings_smoke.py", &dir, &env)
-    })
-    .await??;
-    let stdout = String::from_utf8(out.stdout)?;
-    println!("{stdout}python script: {} ms", started.elapsed().as_millis());
-    let result: serde_json::Value = serde_json::from_str(stdout.lines().last().unwrap_or_default())?;
-    let got = tokio::time::timeout(Duration::from_secs(60), async {
-        loop {
-            match rx.recv().await {
-                Some(m) if m.body == "hi from python" => return Some(m),
-                Some(_) => continue,
-                None => return None,
+    let result = run_python("bindings_smoke.py", bindings.path(), &env).await?;
+    let p_user = result["user_id"].as_str().unwrap_or_default().to_owned();
+    let p_key = result["master_key"].as_str().unwrap_or_default().to_owned();
+    let got = next_message(&mut rx, "hi from python").await?;
+    assert_eq!(got.event_id, result["event_id"].as_str().unwrap_or_default());
+    assert_eq!(got.sender, p_user);
+    assert!(got.encrypted);
+
+    // The provider publishes a number for A's account with P's key (a key A does not have).
+    chain.registrar.put_number(WRONG_KEY_NUM, &[("matrix", &Chain::matrix_uri(&sa.user_id))]).await?;
+    chain.registrar.put_key(WRONG_KEY_NUM, &p_key).await?;
+
+    // A answers P (the Python app is not running): Synapse pushes the event id to P's pusher, and only that.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !matches!(a.lookup(P_NUM.into()).await?.key_status, Some(KeyStatus::Verified { .. })) {
+        assert!(Instant::now() < deadline, "P not verified from A's side");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let answer = a.send_to_number(P_NUM.into(), "hi from rust".into(), false).await?;
+    assert_eq!(answer.decision, Decision::Matrix { user_id: p_user.clone(), warning: None });
+    let pushed = tokio::time::timeout(Duration::from_secs(60), async {
+        while let Some(n) = gateway.received.recv().await {
+            if n["event_id"] == answer.event_id.as_str() {
+                return Some(n);
             }
         }
+        None
     })
     .await?
-    .expect("the listener got the message");
+    .expect("the gateway got the push for A's answer");
+    assert_eq!(pushed["room_id"], answer.room_id.as_str(), "{pushed}");
+    assert_eq!(pushed["devices"][0]["app_id"], APP_ID, "{pushed}");
+    assert_eq!(pushed["devices"][0]["pushkey"], PUSHKEY, "{pushed}");
+    assert!(pushed.get("content").is_none() && !pushed.to_string().contains("hi from rust"), "{pushed}");
+
+    // The app restarts: a new Python process on P's data dir, with the pushed ids.
+    env.extend([
+        ("TINCAN_FFI_P_USER", p_user.clone()),
+        ("TINCAN_FFI_P_KEY", p_key.clone()),
+        ("TINCAN_FFI_PUSH_ROOM", pushed["room_id"].as_str().unwrap_or_default().to_owned()),
+        ("TINCAN_FFI_PUSH_EVENT", pushed["event_id"].as_str().unwrap_or_default().to_owned()),
+        ("TINCAN_FFI_WRONG_KEY_NUM", WRONG_KEY_NUM.to_owned()),
+    ]);
+    let result = run_python("restart.py", bindings.path(), &env).await?;
+    let got = next_message(&mut rx, "hi after restart").await?;
     assert_eq!(got.event_id, result["event_id"].as_str().unwrap_or_default());
-    assert_eq!(got.sender, result["user_id"].as_str().unwrap_or_default());
+    assert_eq!(got.sender, p_user);
     assert!(got.encrypted);
     assert!(!sync.is_finished());
     sync.cancel();
     Ok(())
+}
+
+/// Runs `tests/python/<script>` (on a blocking thread: the chain keeps running on ours), prints its output and
+/// returns its last line, JSON.
+async fn run_python(
+    script: &'static str,
+    bindings: &std::path::Path,
+    env: &[(&'static str, String)],
+) -> anyhow::Result<serde_json::Value> {
+    let started = Instant::now();
+    let (dir, env) = (bindings.to_owned(), env.to_vec());
+    let out = tokio::task::spawn_blocking(move || python::run_script(script, &dir, &env)).await??;
+    let stdout = String::from_utf8(out.stdout)?;
+    println!("{stdout}{script}: {} ms", started.elapsed().as_millis());
+    Ok(serde_json::from_str(stdout.lines().last().unwrap_or_default())?)
+}
+
+/// The first message with `body` the listener gets within a minute.
+async fn next_message(
+    rx: &mut mpsc::UnboundedReceiver<IncomingMessage>,
+    body: &str,
+) -> anyhow::Result<IncomingMessage> {
+    let got = tokio::time::timeout(Duration::from_secs(60), async {
+        while let Some(m) = rx.recv().await {
+            if m.body == body {
+                return Some(m);
+            }
+        }
+        None
+    })
+    .await?;
+    got.ok_or_else(|| anyhow::anyhow!("the listener stopped before {body:?}"))
 }

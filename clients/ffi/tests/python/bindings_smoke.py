@@ -1,13 +1,15 @@
 """The client core through its generated Python bindings, on the real chain (Synapse, tincan-ext, the directory).
 
-Run by the Rust test `bindings_on_the_real_chain` (tests/it/chain_test.rs), which started the chain, signed up
+Run by the Rust test `bindings_on_the_real_chain` (tests/it/real_chain.rs), which started the chain, signed up
 number A through the Rust side of the same API and passes everything in TINCAN_FFI_* variables. Standard library
 only: any Python 3.8+ with the generated `tincan_ffi.py` and the library on PYTHONPATH.
 
-This process signs up its own number P, finds A verified through the directory, gets the route to A (Matrix,
-no warning) and sends A a message along it; it gets typed exceptions for an unparsable number, an unreachable
-number, a tampered directory answer, a wrong sign-up code and an unusable store key. The last line of stdout
-is JSON for the Rust side (P's user id, the event it sent); FIGURE lines are measurements.
+This process signs up its own number P in the data dir TINCAN_FFI_P_DIR (key TINCAN_FFI_P_STORE_KEY, hex),
+registers an HTTP pusher with the test's recording push gateway, finds A verified through the directory, gets the
+route to A (Matrix, no warning) and sends A a message along it; it gets typed exceptions for an unparsable number,
+an unreachable number, a tampered directory answer, a wrong sign-up code and an unusable store key. The last line
+of stdout is JSON for the Rust side (P's user id and master key, the event it sent); FIGURE lines are measurements. The
+client is closed when the process ends; restart.py opens the data dir again.
 """
 
 import asyncio
@@ -54,7 +56,7 @@ def sms_code(number, timeout=30.0):
         time.sleep(0.05)
 
 
-def config(store_key):
+def config(store_key, data_dir=None):
     directory = t.DirectoryConfig(
         servers=[ENV["TINCAN_FFI_DNS"]],
         apex=ENV["TINCAN_FFI_APEX"],
@@ -64,7 +66,7 @@ def config(store_key):
         log_key=ENV["TINCAN_FFI_LOG_KEY"],
     )
     return t.ClientConfig(
-        data_dir=tempfile.mkdtemp(prefix="tincan-ffi-py-"),
+        data_dir=data_dir or tempfile.mkdtemp(prefix="tincan-ffi-py-"),
         store_key=store_key,
         ext_url=ENV["TINCAN_FFI_EXT_URL"],
         directory=directory,
@@ -90,7 +92,7 @@ def main():
 
     # Sign up P: register, the code from the SMS, verify.
     started = time.monotonic()
-    p = asyncio.run(t.open(config(os.urandom(32))))
+    p = asyncio.run(t.open(config(bytes.fromhex(ENV["TINCAN_FFI_P_STORE_KEY"]), ENV["TINCAN_FFI_P_DIR"])))
     req = asyncio.run(p.register(p_num))
     assert req.sid and req.expires_in_secs > 0, req
     signed = asyncio.run(p.verify(sms_code(p_num)))
@@ -99,6 +101,10 @@ def main():
     assert asyncio.run(p.user_id()) == signed.user_id
     assert asyncio.run(p.number()) == p_num
     print(f"FIGURE python: open + register + verify (new account): {(time.monotonic() - started) * 1000:.0f} ms")
+
+    # The homeserver pushes the ids of P's notifying events to the app's push gateway.
+    push_url, app_id, pushkey = ENV["TINCAN_FFI_PUSH_URL"], ENV["TINCAN_FFI_APP_ID"], ENV["TINCAN_FFI_PUSHKEY"]
+    asyncio.run(p.register_pusher(push_url, app_id, pushkey, "python test", "en"))
 
     # A, as the directory and A's homeserver say: verified.
     contact = asyncio.run(wait_verified(p, a_num))
@@ -146,7 +152,8 @@ def main():
     print(f"FIGURE python: no-op exported function: {per_call * 1e9:.0f} ns per call over {n} calls")
     assert t.core_version()
 
-    print(json.dumps({"user_id": signed.user_id, "event_id": sent.event_id, "room_id": sent.room_id}))
+    out = {"user_id": signed.user_id, "master_key": signed.master_key, "event_id": sent.event_id}
+    print(json.dumps(out))
     sys.stdout.flush()
 
 
