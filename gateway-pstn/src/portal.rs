@@ -1,6 +1,6 @@
 //! The portal: a small server-rendered web page (no JavaScript) under `/portal` where a user signs in with their
 //! number and an SMS code (through the homeserver extension's sign-up API, `portal.ext_url`), sees their balance
-//! and history, tops up with a voucher and looks up a price.
+//! and history and their last calls, tops up with a voucher and looks up a price.
 //!
 //! Sign-in: `POST /portal/number` asks the extension to text a code (`register/request`, the client's address in
 //! `X-Forwarded-For`); `POST /portal/code` checks it (`register/verify`), which names the Matrix user the number
@@ -30,7 +30,7 @@ use tincan_enum_core::E164;
 use crate::api::{ApiError, RateLimiter, UserAuth, VoucherLimiter};
 use crate::charging::{AccountId, AccountRef, ChargeError, Charging, Quote, QuoteRequest, ServiceKind};
 use crate::ledger::Ledger;
-use crate::storage::{HistoryItem, Scope, TokenHash, unix_ms};
+use crate::storage::{CallRecord, CallResult, HistoryItem, Scope, TokenHash, unix_ms};
 use crate::vouchers::{self, VoucherError};
 
 /// The session cookie's name.
@@ -522,6 +522,14 @@ async fn account_page(s: &PortalState, user: &User, notice: Option<Notice>, look
         Ok(h) => h,
         Err(e) => return failure(e.into()),
     };
+    let calls = async {
+        let mut tx = s.ledger.storage().begin_read().await?;
+        tx.call_records().recent(user.account, HISTORY_LINES).await
+    };
+    let calls: Vec<CallRecord> = match calls.await {
+        Ok(c) => c.iter().map(CallRecord::as_seen_by_user).collect(),
+        Err(e) => return failure(e.into()),
+    };
     let c = account.currency.as_str();
     let csrf = user.csrf();
     let mut b = String::new();
@@ -578,12 +586,51 @@ async fn account_page(s: &PortalState, user: &User, notice: Option<Notice>, look
         }
         b.push_str("</tbody></table>");
     }
+    b.push_str("</section>");
+    b.push_str(&calls_html(&calls));
     let _ = write!(
         b,
-        "</section><form method=\"post\" action=\"/portal/signout\" class=\"signout\">\
+        "<form method=\"post\" action=\"/portal/signout\" class=\"signout\">\
          <input type=\"hidden\" name=\"csrf\" value=\"{csrf}\"><button type=\"submit\">Sign out</button></form>"
     );
     page(StatusCode::OK, "Your account", &b)
+}
+
+/// The account's last calls, newest first: when, the number, how it ended, the seconds billed and the price (the
+/// user's view of the records: no carrier, no cost).
+fn calls_html(calls: &[CallRecord]) -> String {
+    let mut b = String::from("<section aria-labelledby=\"calls-h\"><h2 id=\"calls-h\">Calls</h2>");
+    if calls.is_empty() {
+        b.push_str("<p>No calls yet.</p></section>");
+        return b;
+    }
+    b.push_str(
+        "<table id=\"calls\"><caption>Your last calls, newest first</caption><thead><tr><th scope=\"col\">When \
+         (UTC)</th><th scope=\"col\">Number</th><th scope=\"col\">Result</th><th scope=\"col\" class=\"num\">\
+         Seconds</th><th scope=\"col\" class=\"num\">Price</th></tr></thead><tbody>",
+    );
+    for r in calls {
+        let result = match r.result {
+            CallResult::Answered => "answered",
+            CallResult::Busy => "busy",
+            CallResult::NoAnswer => "no answer",
+            CallResult::Failed => "failed",
+            CallResult::Cancelled => "cancelled",
+            CallResult::Refused => "refused",
+        };
+        let price = r.price.map(|p| format!("{p} {}", r.currency)).unwrap_or_else(|| "—".to_owned());
+        let _ = write!(
+            b,
+            "<tr><td>{}</td><td>{}</td><td>{result} ({} {})</td><td class=\"num\">{}</td><td class=\"num\">{price}</td></tr>",
+            tincan_common::clock::utc_minute(r.started_at_ms),
+            esc(&r.destination),
+            r.sip_status,
+            esc(&r.reason),
+            r.billed_seconds.unwrap_or(0),
+        );
+    }
+    b.push_str("</tbody></table></section>");
+    b
 }
 
 fn price_html(l: &PriceLookup, c: &str) -> String {

@@ -153,6 +153,8 @@ pub trait CallRecordRepository: Send {
     async fn add(&mut self, record: &CallRecord) -> Result<i64>;
     /// Records with an id above `after`, oldest first, of one account or of all; at most `limit`.
     async fn list(&mut self, account: Option<AccountId>, after: i64, limit: u32) -> Result<Vec<CallRecord>>;
+    /// An account's last `limit` records, newest first (the portal's list).
+    async fn recent(&mut self, account: AccountId, limit: u32) -> Result<Vec<CallRecord>>;
 }
 
 #[cfg(test)]

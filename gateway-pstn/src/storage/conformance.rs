@@ -535,7 +535,12 @@ async fn call_records(storage: &dyn Storage) {
     let all = tx.call_records().list(None, 0, 10).await.unwrap();
     assert_eq!(all.len(), 3);
     let after_first = tx.call_records().list(None, all[0].id, 1).await.unwrap();
-    assert_eq!(after_first.iter().map(strip).collect::<Vec<_>>(), [answered]);
+    assert_eq!(after_first.iter().map(strip).collect::<Vec<_>>(), std::slice::from_ref(&answered));
+    // The portal's list: one account's newest first, at most `limit`.
+    let newest = tx.call_records().recent(a.id, 10).await.unwrap();
+    assert_eq!(newest.iter().map(strip).collect::<Vec<_>>(), [answered.clone(), failed.clone()]);
+    let last = tx.call_records().recent(a.id, 1).await.unwrap();
+    assert_eq!(last.iter().map(strip).collect::<Vec<_>>(), [answered]);
     assert_eq!(
         all[0].csv_row().split(',').nth(9),
         Some("\"Service Unavailable"),

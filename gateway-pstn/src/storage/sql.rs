@@ -987,6 +987,15 @@ macro_rules! impl_repositories {
                 .await?;
                 rows.iter().map(call_record_from_row).collect()
             }
+
+            async fn recent(&mut self, account: AccountId, limit: u32) -> Result<Vec<CallRecord>> {
+                let rows = sqlx::query("SELECT * FROM call_records WHERE account_id = $1 ORDER BY id DESC LIMIT $2")
+                    .bind(account.0)
+                    .bind(i64::from(limit))
+                    .fetch_all(&mut *self.tx)
+                    .await?;
+                rows.iter().map(call_record_from_row).collect()
+            }
         }
 
         #[async_trait]

@@ -11,6 +11,7 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
@@ -315,4 +316,94 @@ async fn forged_portal_forms_change_nothing() {
     let other = tempfile::tempdir().unwrap();
     let plain = Gateway::start(other.path(), &[]).await;
     assert_eq!(reqwest::get(format!("{}/portal", plain.base())).await.unwrap().status(), 404);
+}
+
+/// Signs `phone` in through the portal's forms (no browser); the session cookie and the account page.
+async fn sign_in(http: &reqwest::Client, base: &str, ext: &Ext, phone: &str) -> (String, String) {
+    let (status, page, _) = post(http, &format!("{base}/number"), None, &[("phone", phone)]).await;
+    assert_eq!(status, 200, "{page}");
+    let f = hidden(&page);
+    let code = ext.code(phone);
+    let form = [
+        ("phone", phone),
+        ("sid", f["sid"].as_str()),
+        ("secret", f["secret"].as_str()),
+        ("sig", f["sig"].as_str()),
+        ("code", code.as_str()),
+    ];
+    let (status, page, cookie) = post(http, &format!("{base}/code"), None, &form).await;
+    assert_eq!(status, 303, "{page}");
+    let cookie = cookie.expect("a session cookie");
+    let (status, page) = get(http, base, &cookie).await;
+    assert_eq!(status, 200);
+    (cookie, page)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_portal_lists_the_users_last_calls_without_the_carrier_or_its_cost() {
+    use tincan_gateway::storage::{CallRecord, CallResult};
+    let data = tempfile::tempdir().unwrap();
+    let Some((_hs, ext, gw)) = services(data.path()).await else { return };
+    let http = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
+    let base = format!("{}/portal", gw.base());
+    let phone = "+447911123403";
+    let (cookie, page) = sign_in(&http, &base, &ext, phone).await;
+    assert!(page.contains("No calls yet."), "{page}");
+
+    // Two attempts of one call, as the call router writes them (the gateway is running: SQLite takes both).
+    let url = format!("sqlite://{}", data.path().join("gateway.sqlite3").display());
+    let storage = tincan_gateway::storage::open(&url, Arc::new(tincan_common::clock::SystemClock)).await.unwrap();
+    let mut tx = storage.begin().await.unwrap();
+    let accounts = tx.accounts().list(None, 100).await.unwrap();
+    let account = accounts.iter().find(|a| a.number.as_deref() == Some(phone)).expect("the portal made the account");
+    let failed = CallRecord {
+        id: 0,
+        call_id: "portal-1".into(),
+        attempt: 1,
+        account_id: account.id,
+        hold_seq: Some(1),
+        destination: "+4930123456".into(),
+        carrier: Some("secret-trunk".into()),
+        result: CallResult::Failed,
+        sip_status: 503,
+        reason: "Service Unavailable".into(),
+        q850_cause: Some(41),
+        started_at_ms: 1_767_225_600_000, // 2026-01-01 00:00 UTC
+        answered_at_ms: None,
+        ended_at_ms: 1_767_225_601_000,
+        billed_seconds: None,
+        price: None,
+        cost: None,
+        currency: account.currency,
+    };
+    let answered = CallRecord {
+        attempt: 2,
+        carrier: Some("other-trunk".into()),
+        result: CallResult::Answered,
+        sip_status: 200,
+        reason: "OK".into(),
+        q850_cause: Some(16),
+        started_at_ms: 1_767_225_660_000, // 00:01
+        answered_at_ms: Some(1_767_225_662_000),
+        ended_at_ms: 1_767_225_722_000,
+        billed_seconds: Some(60),
+        price: Some("0.50".parse().unwrap()),
+        cost: Some("0.0123".parse().unwrap()),
+        ..failed.clone()
+    };
+    tx.call_records().add(&failed).await.unwrap();
+    tx.call_records().add(&answered).await.unwrap();
+    tx.commit().await.unwrap();
+
+    let (status, page) = get(&http, &base, &cookie).await;
+    assert_eq!(status, 200);
+    let table = &page[page.find("<table id=\"calls\">").expect("a calls table")..];
+    let rows: Vec<&str> = table.split("<tr>").skip(2).collect();
+    assert_eq!(rows.len(), 2, "{table}");
+    assert!(rows[0].starts_with("<td>2026-01-01 00:01</td><td>+4930123456</td><td>answered (200 OK)</td>"), "{table}");
+    assert!(rows[0].contains("<td class=\"num\">60</td><td class=\"num\">0.50 EUR</td>"), "{table}");
+    assert!(rows[1].starts_with("<td>2026-01-01 00:00</td><td>+4930123456</td><td>failed (503 Service Unavailable)"));
+    for secret in ["secret-trunk", "other-trunk", "0.0123"] {
+        assert!(!page.contains(secret), "the page shows the provider's {secret}");
+    }
 }
