@@ -17,7 +17,7 @@ pub fn package_dir() -> PathBuf {
     crate::repo_root().join("testkit/node")
 }
 
-/// A running `dm.mjs`; stopped on drop.
+/// A running `dm.mjs` (or another script that follows its protocol); stopped on drop.
 #[derive(Debug)]
 pub struct JsClient {
     guard: ChildGuard,
@@ -33,6 +33,13 @@ impl JsClient {
     /// `device_id`, `room_id`, `send`, `expect_sender`, `expect_body`, `timeout_ms`). The script then follows
     /// [`JsClient::send`] and [`JsClient::expect_body`] until [`JsClient::quit`] or its timeout.
     pub fn dm(args: &Value) -> anyhow::Result<Self> {
+        Self::script(&package_dir().join("dm.mjs"), args)
+    }
+
+    /// Starts another node `script` that follows `dm.mjs`'s protocol: `args` in `TINCAN_JS_ARGS` (with
+    /// `commands` added), commands appended to that file ([`JsClient::command`]), JSON lines with an `event`
+    /// on stdout ([`JsClient::expect`]). It finds the npm packages through `TINCAN_NODE_MODULES`.
+    pub fn script(script: &std::path::Path, args: &Value) -> anyhow::Result<Self> {
         let pkg = package_dir();
         if !pkg.join("node_modules/matrix-js-sdk").exists() {
             bail!("{} has no node_modules: run dev/test (its ensure_node installs them)", pkg.display());
@@ -44,13 +51,18 @@ impl JsClient {
         let mut args = args.clone();
         args["commands"] = Value::String(commands.display().to_string());
         let mut cmd = Command::new("node");
-        cmd.arg(pkg.join("dm.mjs")).current_dir(&pkg).env("TINCAN_JS_ARGS", args.to_string());
+        cmd.arg(script)
+            .current_dir(&pkg)
+            .env("TINCAN_JS_ARGS", args.to_string())
+            .env("TINCAN_NODE_MODULES", pkg.join("node_modules"));
+        let name = format!("node {}", script.file_name().unwrap_or_default().to_string_lossy());
         cmd.stdout(std::fs::File::create(&stdout)?).stderr(std::fs::File::create(&stderr)?);
-        let guard = ChildGuard::spawn("node dm.mjs", cmd)?;
+        let guard = ChildGuard::spawn(name, cmd)?;
         Ok(Self { guard, stdout, stderr, commands, consumed: 0, _dir: dir })
     }
 
-    fn command(&self, command: Value) -> anyhow::Result<()> {
+    /// Appends `command` to the script's commands file.
+    pub fn command(&self, command: Value) -> anyhow::Result<()> {
         use std::io::Write;
         let mut file = std::fs::File::options().create(true).append(true).open(&self.commands)?;
         writeln!(file, "{command}")?;
@@ -111,6 +123,12 @@ impl JsClient {
     /// Waits for the next line whose `event` is `event` (earlier lines of other kinds are skipped); fails on an
     /// `error` line, on exit, or after `timeout`.
     pub async fn expect(&mut self, event: &str, timeout: Duration) -> anyhow::Result<Value> {
+        self.expect_one_of(&[event], timeout).await
+    }
+
+    /// Waits for the next line whose `event` is one of `events` (earlier lines of other kinds are skipped);
+    /// fails on an `error` line, on exit, or after `timeout`.
+    pub async fn expect_one_of(&mut self, events: &[&str], timeout: Duration) -> anyhow::Result<Value> {
         let deadline = Instant::now() + timeout;
         loop {
             let text = std::fs::read_to_string(&self.stdout).unwrap_or_default();
@@ -123,22 +141,29 @@ impl JsClient {
                 if !line.starts_with("{\"event\":") {
                     continue;
                 }
-                let v: Value = serde_json::from_str(line).with_context(|| format!("dm.mjs wrote {line:?}"))?;
+                let v: Value =
+                    serde_json::from_str(line).with_context(|| format!("{} wrote {line:?}", self.guard.name()))?;
                 if v["event"] == "error" {
-                    bail!("dm.mjs failed: {}\n{}", v["message"], self.stderr_tail());
+                    bail!("{} failed: {}\n{}", self.guard.name(), v["message"], self.stderr_tail());
                 }
-                if v["event"] == event {
+                if events.iter().any(|e| v["event"] == *e) {
                     return Ok(v);
                 }
             }
             if let Some(status) = self.guard.try_wait()? {
-                bail!("dm.mjs exited ({status}) before {event:?}\n{}", self.stderr_tail());
+                bail!("{} exited ({status}) before {events:?}\n{}", self.guard.name(), self.stderr_tail());
             }
             if Instant::now() > deadline {
-                bail!("dm.mjs: no {event:?} within {timeout:?}\n{}", self.stderr_tail());
+                bail!("{}: no {events:?} within {timeout:?}\n{}", self.guard.name(), self.stderr_tail());
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
+    }
+
+    /// Every line the script wrote so far that is one of its JSON objects (for diagnostics).
+    pub fn lines(&self) -> Vec<Value> {
+        let text = std::fs::read_to_string(&self.stdout).unwrap_or_default();
+        text.lines().filter(|l| l.starts_with("{\"event\":")).filter_map(|l| serde_json::from_str(l).ok()).collect()
     }
 
     fn stderr_tail(&self) -> String {
