@@ -256,7 +256,7 @@ async fn start(fallback: Option<SocketAddr>, ring_secs: u64) -> (Harness, Rtpeng
 }
 
 /// The `m.call.*` events of `room`, oldest first, as (sender, type, content).
-pub(crate) async fn call_events(h: &Harness, room: &str) -> Vec<(String, String, Value)> {
+async fn call_events(h: &Harness, room: &str) -> Vec<(String, String, Value)> {
     let v = h
         .alice(reqwest::Method::GET, &format!("/_matrix/client/v3/rooms/{}/messages?dir=b&limit=200", enc(room)), None)
         .await;
@@ -447,7 +447,7 @@ async fn a_phone_call_nobody_answers_gets_480() {
 }
 
 /// Alice opens a DM with the phone's ghost; returns the room once the ghost joined.
-pub(crate) async fn dm_with_phone(h: &Harness) -> String {
+async fn dm_with_phone(h: &Harness) -> String {
     let ghost = format!("@sip_{PHONE}:hs.test");
     let v = h
         .alice(

@@ -1,7 +1,9 @@
 //! Integration tests of the SIP bridge against real peers: Synapse, sipp, baresip, rtpengine, PostgreSQL.
 
+mod baresip;
 mod calls;
 mod harness;
+mod media;
 mod messages;
 mod registrar;
 mod store;
