@@ -42,12 +42,13 @@ pub struct ImportedContact {
 const LOOKUP_BATCH: usize = 1000;
 
 impl TincanClient {
-    /// Resolves `phone` in the directory, DNSSEC-validated: the best route. A bogus answer is
-    /// [`ClientError::Lookup`], never a route.
+    /// Resolves `phone` in the directory, DNSSEC-validated and, when a transparency log is configured, checked
+    /// against it as [`check_contact`](Self::check_contact) does: the best route. A bogus answer is
+    /// [`ClientError::Lookup`]; an answer the log does not back, or a log that forked, is [`ClientError::Log`];
+    /// never a route.
     pub async fn resolve(&self, phone: &str) -> Result<Route> {
         let number = E164::parse(phone)?;
-        let lookup = self.lookup.as_ref().ok_or(ClientError::NoDirectory)?;
-        let res = lookup.resolve(&number).await?;
+        let (res, _) = self.resolve_logged(&number).await?;
         Ok(Route::from_resolution(&res))
     }
 

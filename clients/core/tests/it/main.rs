@@ -11,3 +11,4 @@ mod harness;
 mod log_proxy;
 mod network;
 mod reach;
+mod resolve_log;
