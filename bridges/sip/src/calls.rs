@@ -461,7 +461,12 @@ impl Calls {
             return;
         }
         let codecs: Vec<&str> = self.media.sip_codecs.iter().map(String::as_str).collect();
-        let for_phone = match self.ng.offer(&sip_call, MATRIX_TAG, &sdp, &Leg::plain_rtp().transcode(&codecs)).await {
+        // rtpengine is passive toward the browser from the offer on: left to choose (the browser offers
+        // `actpass`) it starts ICE at once and sends a DTLS ClientHello as the active side whenever a check
+        // succeeds before the phone answers, then turns passive with the answer — and Chromium, holding that
+        // early ClientHello, never completes the handshake.
+        let leg = Leg::plain_rtp().transcode(&codecs).set("DTLS-reverse", "passive");
+        let for_phone = match self.ng.offer(&sip_call, MATRIX_TAG, &sdp, &leg).await {
             Ok(s) => s,
             Err(e) => {
                 tracing::warn!(error = %e, "rtpengine offer failed");

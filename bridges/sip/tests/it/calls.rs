@@ -447,7 +447,7 @@ async fn a_phone_call_nobody_answers_gets_480() {
 }
 
 /// Alice opens a DM with the phone's ghost; returns the room once the ghost joined.
-async fn dm_with_phone(h: &Harness) -> String {
+pub(crate) async fn dm_with_phone(h: &Harness) -> String {
     let ghost = format!("@sip_{PHONE}:hs.test");
     let v = h
         .alice(

@@ -1,13 +1,10 @@
 //! The calls' acceptance test with a real WebRTC client: Alice's matrix-js-sdk (its own call API, in headless
-//! Chromium with a fake microphone; `tests/call_browser.mjs`, `tests/call_page.mjs`) takes a SIP phone's call
-//! (baresip, a 440 Hz sine as microphone, G.711 only) through the bridge, media anchored at a real rtpengine
-//! (ICE and DTLS-SRTP toward Chromium, plain RTP toward baresip, transcoded as needed). Media is checked where
-//! it went: rtpengine's per-party packet counters (what each side sent it), Chromium's inbound RTP and audio
-//! energy, and the audio baresip decoded.
-//!
-//! Not here yet: the browser calling the phone. ICE connects, but Chromium's DTLS handshake with rtpengine
-//! then stalls in most runs (Chromium `dtlsState` "connecting", rtpengine counting every packet from it as an
-//! error), which the same exchange scripted without matrix-js-sdk does not show.
+//! Chromium with a fake microphone; `tests/call_browser.mjs`, `tests/call_page.mjs`) calls a SIP phone
+//! (baresip, auto-answer, a 440 Hz sine as microphone, G.711 only) through the bridge and takes the phone's
+//! call, media anchored at a real rtpengine (ICE and DTLS-SRTP toward Chromium, plain RTP toward baresip,
+//! transcoded as needed), and each call is hung up from one side. Media is checked where it went: rtpengine's
+//! per-party packet counters (what each side sent it), Chromium's inbound RTP and audio energy, and the audio
+//! baresip decoded.
 
 use crate::baresip::Baresip;
 use crate::calls::{PHONE, no_media_left};
@@ -207,6 +204,35 @@ async fn a_sip_phone_calls_the_browser_audio_flows_both_ways_and_the_phone_hangs
         Err(e) => c.fail(&format!("the browser's call did not end: {e}")),
     };
     assert_eq!((v["party"].as_str(), v["reason"].as_str()), (Some("remote"), Some("user_hangup")), "{v}");
+    no_media_left(&c.ng).await;
+    c.assert_phone_heard();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_browser_calls_a_sip_phone_audio_flows_both_ways_and_the_browser_hangs_up() {
+    if !browser_ready() {
+        return;
+    }
+    let mut c = start().await;
+    let room = crate::calls::dm_with_phone(&c.h).await;
+    c.browser.command(json!({"call": room})).unwrap();
+    c.browser.expect("placed", Duration::from_secs(30)).await.unwrap();
+    let up = c.phone.event(&["CALL_ESTABLISHED", "CALL_CLOSED"], Duration::from_secs(60)).await;
+    match up {
+        Ok(v) if v["type"] == "CALL_ESTABLISHED" => {
+            assert!(v["peeruri"].as_str().unwrap().contains(ALICE_NUMBER), "the call comes from Alice's number: {v}");
+        }
+        other => c.fail(&format!("baresip did not take the call: {other:?}")),
+    }
+    c.connected().await;
+    c.assert_media_both_ways().await;
+
+    c.browser.command(json!({"hangup": true})).unwrap();
+    c.browser.expect("hung_up", Duration::from_secs(10)).await.unwrap();
+    match c.phone.event(&["CALL_CLOSED"], Duration::from_secs(30)).await {
+        Ok(v) => assert_eq!(v["direction"], "incoming", "{v}"),
+        Err(e) => c.fail(&format!("baresip's call did not end: {e}")),
+    }
     no_media_left(&c.ng).await;
     c.assert_phone_heard();
 }
