@@ -258,6 +258,10 @@ fn key_line(k: Option<&KeyStatus>) -> String {
         Some(KeyStatus::NoTransparencyLog) => {
             "not verified: no transparency log configured (--log-url, --log-key)".into()
         }
+        Some(KeyStatus::Moved { previous_user, from, to, .. }) => format!(
+            "MOVED to provider {to}: the number you verified for {previous_user} at {from} was ported (the \
+             transparency log shows it); its new key matches the directory and is verified at the next check"
+        ),
     }
 }
 

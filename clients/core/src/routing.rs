@@ -381,6 +381,13 @@ mod tests {
             Just(Some(KeyStatus::NoIdentity)),
             Just(Some(KeyStatus::InsecureAnswer)),
             Just(Some(KeyStatus::NoTransparencyLog)),
+            Just(Some(KeyStatus::Moved {
+                previous_user: "@old:a.test".into(),
+                previous_key: keys()[1],
+                from: "a".into(),
+                to: "b".into(),
+                key: keys()[0],
+            })),
         ]
     }
     fn any_bridges() -> impl Strategy<Value = Vec<BridgeGhost>> {

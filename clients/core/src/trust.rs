@@ -10,6 +10,12 @@
 //! Only an answer that is DNSSEC-validated ([`Validation::Secure`]) and checked against the directory's
 //! transparency log can verify a contact: an unsigned answer (accepted with `allow_insecure`) or one no log
 //! vouches for is shown as not verified, whatever the keys say.
+//!
+//! A number can move to another provider (a port), and with it to another Matrix ID and key. When the log
+//! proves that the number's last change was such a move ([`PortMove`]) and we verified the number for another
+//! Matrix ID before, [`assess_moved`] reports [`KeyStatus::Moved`] — who had it, who has it now, from which
+//! provider to which — rather than a new contact or a key change; a key change with no port entry still warns
+//! ([`KeyStatus::Changed`], [`KeyStatus::Mismatch`]).
 
 use crate::route::Validation;
 use serde::{Deserialize, Serialize};
@@ -61,6 +67,30 @@ pub enum KeyStatus {
         /// The contact's Matrix server name.
         server: String,
     },
+    /// The number we verified for `previous_user` moved to another provider and now belongs to this Matrix ID,
+    /// as a port entry of the transparency log proves. Not verified yet: the new key matches the directory
+    /// and is recorded, so the next check of the number shows it verified.
+    Moved {
+        /// The Matrix ID we verified the number for before.
+        previous_user: String,
+        /// Its key then.
+        previous_key: MasterKey,
+        /// The provider the number left (its name at the directory).
+        from: String,
+        /// The provider it moved to.
+        to: String,
+        /// The new Matrix ID's key (equal to the directory's).
+        key: MasterKey,
+    },
+}
+
+/// A completed port, as the number's newest transparency-log entry proves it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PortMove {
+    /// The losing provider's name at the directory.
+    pub from: String,
+    /// The gaining provider's name.
+    pub to: String,
 }
 
 /// What the directory says about a contact's key, and how far that answer is trusted.
@@ -96,6 +126,39 @@ impl KeyStatus {
     /// Whether the contact counts as verified now.
     pub fn is_verified(&self) -> bool {
         matches!(self, KeyStatus::Verified { .. } | KeyStatus::Changed { .. })
+    }
+}
+
+/// [`assess`] for a number whose newest log entry may be a port. `earlier` is a record of the number for
+/// another Matrix ID, if we have one. When we have no record of `user_id` but verified the number for someone
+/// else, and the log proves the number moved between providers (`port`), a key that would verify is reported
+/// as [`KeyStatus::Moved`], not verified, with its record to store (the next check then shows it verified);
+/// anything else is what [`assess`] says (a mismatch stays a mismatch).
+#[allow(clippy::too_many_arguments)] // assess's inputs plus the two that make a move
+pub fn assess_moved(
+    user_id: &str,
+    number: &E164,
+    stored: Option<&TrustRecord>,
+    earlier: Option<&TrustRecord>,
+    port: Option<&PortMove>,
+    directory: DirectoryKey,
+    homeserver: Option<MasterKey>,
+    now: u64,
+) -> (KeyStatus, Option<TrustRecord>) {
+    let (status, record) = assess(user_id, number, stored, directory, homeserver, now);
+    let known = stored.is_some_and(|r| r.user_id == user_id);
+    match (status, earlier.filter(|e| e.user_id != user_id && &e.number == number), port) {
+        (KeyStatus::Verified { key }, Some(earlier), Some(port)) if !known => {
+            let moved = KeyStatus::Moved {
+                previous_user: earlier.user_id.clone(),
+                previous_key: earlier.key,
+                from: port.from.clone(),
+                to: port.to.clone(),
+                key,
+            };
+            (moved, record)
+        }
+        (status, ..) => (status, record),
     }
 }
 
@@ -206,6 +269,52 @@ pub(crate) mod tests {
         let [a, b, _] = keys();
         let (_, r) = assess("@old:hs", &n(), None, dir(Some(a)), Some(a), 10);
         let (s, _) = assess("@new:hs", &n(), r.as_ref(), dir(Some(b)), Some(b), 20);
+        assert_eq!(s, KeyStatus::Verified { key: b });
+    }
+
+    fn port() -> PortMove {
+        PortMove { from: "a".into(), to: "b".into() }
+    }
+
+    #[test]
+    fn a_port_of_a_verified_number_is_a_move_until_rechecked() {
+        let [a, b, _] = keys();
+        let (_, old) = assess("@old:a.test", &n(), None, dir(Some(a)), Some(a), 10);
+        let (s, r) = assess_moved("@new:b.test", &n(), None, old.as_ref(), Some(&port()), dir(Some(b)), Some(b), 20);
+        let expected = KeyStatus::Moved {
+            previous_user: "@old:a.test".into(),
+            previous_key: a,
+            from: "a".into(),
+            to: "b".into(),
+            key: b,
+        };
+        assert_eq!(s, expected);
+        assert!(!s.is_verified(), "a move is not a verification of the new key");
+        assert_ne!(s, KeyStatus::Changed { previous: a, current: b }, "not shown as a key change");
+        let r = r.expect("the new key is recorded for the re-check");
+        assert_eq!((r.user_id.as_str(), r.key), ("@new:b.test", b));
+        // The re-check: the new Matrix ID is known now, verified.
+        let (s, _) =
+            assess_moved("@new:b.test", &n(), Some(&r), old.as_ref(), Some(&port()), dir(Some(b)), Some(b), 30);
+        assert_eq!(s, KeyStatus::Verified { key: b });
+    }
+
+    #[test]
+    fn a_move_needs_the_port_entry_and_matching_keys() {
+        let [a, b, c] = keys();
+        let (_, old) = assess("@old:a.test", &n(), None, dir(Some(a)), Some(a), 10);
+        // No port entry: what assess says (a new contact), never Moved.
+        let (s, _) = assess_moved("@new:b.test", &n(), None, old.as_ref(), None, dir(Some(b)), Some(b), 20);
+        assert_eq!(s, KeyStatus::Verified { key: b });
+        // The homeserver's key is not the directory's: still a mismatch, port or not.
+        let (s, r) = assess_moved("@new:b.test", &n(), None, old.as_ref(), Some(&port()), dir(Some(b)), Some(c), 20);
+        assert!(matches!(s, KeyStatus::Mismatch(_)) && r.is_none(), "{s:?}");
+        // The same Matrix ID whose key changed with a port entry: a key change, not a move.
+        let (s, _) =
+            assess_moved("@old:a.test", &n(), old.as_ref(), old.as_ref(), Some(&port()), dir(Some(b)), Some(b), 20);
+        assert_eq!(s, KeyStatus::Changed { previous: a, current: b });
+        // Never verified before: a new contact.
+        let (s, _) = assess_moved("@new:b.test", &n(), None, None, Some(&port()), dir(Some(b)), Some(b), 20);
         assert_eq!(s, KeyStatus::Verified { key: b });
     }
 

@@ -172,6 +172,18 @@ pub enum KeyStatus {
         /// The contact's Matrix server name.
         server: String,
     },
+    /// The number moved to another provider and Matrix ID (a port the transparency log proves); verified at
+    /// the next check.
+    Moved {
+        /// The Matrix ID verified for the number before.
+        previous_user: String,
+        /// The provider it left.
+        from: String,
+        /// The provider it moved to.
+        to: String,
+        /// The new key.
+        key: String,
+    },
 }
 
 impl From<core::KeyStatus> for KeyStatus {
@@ -189,6 +201,9 @@ impl From<core::KeyStatus> for KeyStatus {
             core::KeyStatus::InsecureAnswer => KeyStatus::InsecureAnswer,
             core::KeyStatus::NoTransparencyLog => KeyStatus::NoTransparencyLog,
             core::KeyStatus::NotListed { server } => KeyStatus::NotListed { server },
+            core::KeyStatus::Moved { previous_user, from, to, key, .. } => {
+                KeyStatus::Moved { previous_user, from, to, key: key.to_base64() }
+            }
         }
     }
 }
@@ -293,6 +308,7 @@ fn status_word(s: &core::KeyStatus) -> &'static str {
         core::KeyStatus::InsecureAnswer => "unsigned directory answer",
         core::KeyStatus::NoTransparencyLog => "no transparency log",
         core::KeyStatus::NotListed { .. } => "provider not on the charter's trust list",
+        core::KeyStatus::Moved { .. } => "number moved to another provider; verified at the next check",
     }
 }
 

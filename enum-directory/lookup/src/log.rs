@@ -176,16 +176,43 @@ pub async fn check_resolution(
     resolution: &Resolution,
     seen: Option<&SignedTreeHead>,
 ) -> Result<Option<SignedTreeHead>, LogCheckError> {
+    Ok(check_resolution_entry(http, log_url, log_key, resolution, seen).await?.head)
+}
+
+/// What [`check_resolution_entry`] found: the head to remember next, and the number's newest log entry (proven
+/// in the log; `None` for an unregistered number the log has no entry for).
+#[derive(Debug, Clone)]
+pub struct Checked {
+    /// The head to remember next (see [`check_resolution`]).
+    pub head: Option<SignedTreeHead>,
+    /// The entry the inclusion proof proved: a [`LogEntry::Port`] when the number's last change was a move
+    /// between providers.
+    pub entry: Option<LogEntry>,
+}
+
+/// [`check_resolution`], also returning the number's newest log entry, which says how the answer came to be
+/// (a client shows a completed port as a move, not as a key change).
+pub async fn check_resolution_entry(
+    http: &reqwest::Client,
+    log_url: &str,
+    log_key: &TreeHeadVerifier,
+    resolution: &Resolution,
+    seen: Option<&SignedTreeHead>,
+) -> Result<Checked, LogCheckError> {
     let proof = fetch_inclusion(http, log_url, &resolution.number).await?;
     check_logged(resolution, proof.as_ref(), log_key)?;
-    let Some(new) = proof.map(|p| p.sth) else { return Ok(seen.cloned()) };
-    let Some(seen) = seen else { return Ok(Some(new)) };
+    let Some(proof) = proof else { return Ok(Checked { head: seen.cloned(), entry: None }) };
+    // check_logged parsed it already.
+    let entry = LogEntry::parse(&proof.entry).ok();
+    let new = proof.sth;
+    let Some(seen) = seen else { return Ok(Checked { head: Some(new), entry }) };
     log_key.verify(seen).map_err(LogCheckError::BadSignature)?;
     let (from, to) = (seen.head.tree_size.min(new.head.tree_size), seen.head.tree_size.max(new.head.tree_size));
     let consistency =
         if from == to || from == 0 { None } else { Some(fetch_consistency(http, log_url, from, to).await?) };
     check_consistent(seen, &new, consistency.as_ref())?;
-    Ok(Some(if new.head.tree_size >= seen.head.tree_size { new } else { seen.clone() }))
+    let head = if new.head.tree_size >= seen.head.tree_size { new } else { seen.clone() };
+    Ok(Checked { head: Some(head), entry })
 }
 
 /// Checks that `resolution` is what the log says: the tree head is signed by `log_key`, the entry is in that

@@ -1,7 +1,8 @@
 //! The client's trust decisions through the real binary and the real chain: a directory whose transparency log
 //! does not back its answer (a record the log never saw, a log that forked for this client) is reported with
 //! exit 3 and a `--json` code and nothing is sent; an unsigned answer (the apex DNSKEY stripped on the wire,
-//! `--allow-insecure`) is never "verified".
+//! `--allow-insecure`) is never "verified"; a number that moved to another provider by a logged port shows as
+//! `moved`, not as a key change, until the next check verifies the new key.
 
 use crate::acceptance::{sign_up, tincan, tincan_via, whois_verified};
 use crate::chain::Chain;
@@ -18,6 +19,9 @@ const A_NUM: &str = "+442079460301";
 const B_NUM: &str = "+442079460302";
 const C_NUM: &str = "+442079460303";
 const D_NUM: &str = "+442079460304";
+const E_NUM: &str = "+442079460305";
+const F_NUM: &str = "+442079460306";
+const G_NUM: &str = "+442079460307";
 /// A number no test answers for (the DNS proxy needs one to tamper with).
 const UNUSED: &str = "+442079460399";
 
@@ -127,5 +131,67 @@ async fn an_unsigned_answer_is_never_verified_even_with_allow_insecure() -> anyh
     // The same keys through the signed answer: verified.
     let o = tincan(&chain, dc, &["--json", "whois", D_NUM]);
     assert_eq!(json(&o)["key_status"], json!({"status": "verified", "key": kd}), "{}", err(&o));
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_verified_number_that_was_ported_shows_as_moved_then_verifies_the_new_key() -> anyhow::Result<()> {
+    let Some(chain) = Chain::start(UNUSED).await? else { return Ok(()) };
+    // E verified F's number; G signs up with a number of its own, its account about to gain F's number.
+    let (de, _df, kf) = two_signed_up(&chain, E_NUM, F_NUM)?;
+    let de = de.path();
+    let before = whois_verified(&chain, de, F_NUM).await;
+    let old_user = before["user_id"].as_str().expect("F's Matrix ID").to_owned();
+    let dg = tempfile::tempdir()?;
+    let vg = sign_up(&chain, dg.path(), G_NUM);
+    let (new_user, kg) = (vg["user_id"].as_str().unwrap().to_owned(), vg["master_key"].as_str().unwrap().to_owned());
+
+    // Another provider ports F's number to G's account and key; the extension's provider releases it (what its
+    // extension does for an unlocked number with `porting.unlocked = "release"`).
+    let other = chain.directory.add_provider_with("other", &["+44"], &["--shared"])?;
+    let http = reqwest::Client::new();
+    let body = json!({
+        "number": F_NUM,
+        "services": [{"type": "matrix", "uri": Chain::matrix_uri(&new_user)}],
+        "ed25519": kg,
+    });
+    let r = http.post(format!("{}/v1/ports", chain.directory.api)).bearer_auth(&other.token).json(&body).send().await?;
+    assert_eq!(r.status().as_u16(), 202);
+    let id = r.json::<Value>().await?["id"].as_i64().unwrap();
+    let r = http
+        .post(format!("{}/v1/ports/{id}/release", chain.directory.api))
+        .bearer_auth(&chain.registrar.token)
+        .send()
+        .await?;
+    assert_eq!(r.status().as_u16(), 200, "{}", r.text().await?);
+
+    // E looks F's number up again: moved, backed by the log's port entry — not verified, not a key change.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let moved = loop {
+        let o = tincan(&chain, de, &["--json", "whois", F_NUM]);
+        assert!(o.status.success(), "{}\n{}", out(&o), err(&o));
+        let v = json(&o);
+        if v["user_id"] == new_user.as_str() {
+            break v;
+        }
+        assert!(Instant::now() < deadline, "the port is not in DNS after 30 s: {v}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let expected = json!({
+        "status": "moved",
+        "previous_user": old_user,
+        "previous_key": kf,
+        "from": "tincan",
+        "to": "other",
+        "key": kg,
+    });
+    assert_eq!(moved["key_status"], expected, "{moved}");
+    // The re-check verifies the new key; the old Matrix ID no longer holds the number in E's contacts.
+    let o = tincan(&chain, de, &["--json", "whois", F_NUM]);
+    assert_eq!(json(&o)["key_status"], json!({"status": "verified", "key": kg}), "{}", err(&o));
+    let o = tincan(&chain, de, &["--json", "contacts", "list"]);
+    let listed: Vec<String> =
+        json(&o).as_array().unwrap().iter().map(|c| c["user_id"].as_str().unwrap().to_owned()).collect();
+    assert!(listed.contains(&new_user) && !listed.contains(&old_user), "{listed:?}");
     Ok(())
 }

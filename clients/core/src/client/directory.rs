@@ -6,7 +6,7 @@ use crate::contacts::lookup_hash;
 use crate::error::{ClientError, Result};
 use crate::route::Route;
 use crate::state::SeenTreeHead;
-use crate::trust::{DirectoryKey, KeyStatus, assess};
+use crate::trust::{DirectoryKey, KeyStatus, PortMove, assess_moved};
 use matrix_sdk::ruma::OwnedUserId;
 use matrix_sdk::ruma::api::client::account::request_openid_token;
 use serde::Serialize;
@@ -14,7 +14,8 @@ use serde_json::json;
 use std::collections::HashMap;
 use tincan_enum_core::E164;
 use tincan_enum_lookup::Resolution;
-use tincan_enum_lookup::log::check_resolution;
+use tincan_enum_lookup::log::check_resolution_entry;
+use tincan_translog::LogEntry;
 
 /// A number's contact as the client sees it: the directory's route and, on Matrix, the key status.
 #[derive(Debug, Clone, Serialize)]
@@ -48,24 +49,28 @@ impl TincanClient {
     /// never a route.
     pub async fn resolve(&self, phone: &str) -> Result<Route> {
         let number = E164::parse(phone)?;
-        let (res, _) = self.resolve_logged(&number).await?;
+        let (res, _, _) = self.resolve_logged(&number).await?;
         Ok(Route::from_resolution(&res))
     }
 
     /// Resolves `number` and checks the answer against the transparency log, when one is configured: the
     /// number's inclusion proof must verify under the pinned log key and say what DNS said, and its tree head
     /// must be consistent with the last one this client accepted (which is then advanced). Whether the answer
-    /// was logged is returned beside it.
-    async fn resolve_logged(&self, number: &E164) -> Result<(Resolution, bool)> {
+    /// was logged is returned beside it, and the completed port the log proves it came from, if it did.
+    async fn resolve_logged(&self, number: &E164) -> Result<(Resolution, bool, Option<PortMove>)> {
         let lookup = self.lookup.as_ref().ok_or(ClientError::NoDirectory)?;
         let resolution = lookup.resolve(number).await?;
-        let Some(log) = &self.log else { return Ok((resolution, false)) };
+        let Some(log) = &self.log else { return Ok((resolution, false, None)) };
         let key = log.key.to_base64();
         let seen = self.lock().log_head.clone().filter(|h| h.log_key == key).map(|h| h.sth);
-        let next = check_resolution(&self.http, &log.url, &log.key, &resolution, seen.as_ref()).await;
-        let next =
-            next.inspect_err(|e| tracing::warn!(%number, error = %e, "the directory's answer fails the log check"))?;
-        if let Some(sth) = next {
+        let checked = check_resolution_entry(&self.http, &log.url, &log.key, &resolution, seen.as_ref()).await;
+        let checked = checked
+            .inspect_err(|e| tracing::warn!(%number, error = %e, "the directory's answer fails the log check"))?;
+        let port = match checked.entry {
+            Some(LogEntry::Port { from, to, .. }) => Some(PortMove { from: from.name, to: to.name }),
+            _ => None,
+        };
+        if let Some(sth) = checked.head {
             let mut state = self.lock();
             // Another check may have advanced it meanwhile: keep the larger head.
             let keep =
@@ -76,7 +81,7 @@ impl TincanClient {
                 self.save()?;
             }
         }
-        Ok((resolution, true))
+        Ok((resolution, true, port))
     }
 
     /// Resolves `phone`, checks the answer against the transparency log (see
@@ -87,7 +92,7 @@ impl TincanClient {
     /// [`Contact::key_status`].
     pub async fn check_contact(&self, phone: &str) -> Result<Contact> {
         let number = E164::parse(phone)?;
-        let (resolution, logged) = self.resolve_logged(&number).await?;
+        let (resolution, logged, port) = self.resolve_logged(&number).await?;
         let route = Route::from_resolution(&resolution);
         let Route::Matrix { user_id, key, validation } = &route else {
             return Ok(Contact { number, route, user_id: None, key_status: None });
@@ -100,16 +105,28 @@ impl TincanClient {
         let identity = client.encryption().request_user_identity(&user).await?;
         let homeserver_key = identity.as_ref().and_then(master_key_of);
         let stored = self.lock().contacts.get(&user_id).cloned();
+        // The number verified for someone else before (it may have moved here by a port).
+        let earlier = self.lock().contacts.values().find(|r| r.number == number && r.user_id != user_id).cloned();
         let (status, record) = if self.listed_server(user.server_name().as_str()) {
-            assess(&user_id, &number, stored.as_ref(), directory_key, homeserver_key, self.now())
+            let (stored, earlier) = (stored.as_ref(), earlier.as_ref());
+            assess_moved(&user_id, &number, stored, earlier, port.as_ref(), directory_key, homeserver_key, self.now())
         } else {
             (KeyStatus::NotListed { server: user.server_name().to_string() }, None)
         };
         if let Some(record) = record
             && Some(&record) != stored.as_ref()
         {
-            self.lock().contacts.insert(user_id.clone(), record);
+            let mut state = self.lock();
+            // The number is no longer the earlier Matrix ID's: its record would claim it still is.
+            if let (KeyStatus::Moved { previous_user, .. }, Some(_)) = (&status, &earlier) {
+                state.contacts.remove(previous_user);
+            }
+            state.contacts.insert(user_id.clone(), record);
+            drop(state);
             self.save()?;
+        }
+        if let KeyStatus::Moved { previous_user, from, to, .. } = &status {
+            tracing::info!(%previous_user, %from, %to, "the contact's number moved to another provider");
         }
         if let KeyStatus::Mismatch(m) = &status {
             tracing::warn!(%m, "contact key does not match the directory");
