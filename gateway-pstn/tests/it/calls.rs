@@ -416,20 +416,6 @@ async fn a_caller_who_hangs_up_while_it_rings_cancels_the_carrier_and_pays_nothi
 }
 
 #[tokio::test]
-async fn the_first_carrier_503_and_the_second_486_make_the_call_fail_busy() {
-    let (a, b) = (trunk("cheap", "0.004"), trunk("dear", "0.009"));
-    let rig = Rig::start(&[&a, &b], "10.00", 60).await;
-    let (_sa, trunk_a) = carrier(&a, "trunk-a", &CARRIER_FAILS.replace("CODE", "503"));
-    let (_sb, trunk_b) = carrier(&b, "trunk-b", &CARRIER_FAILS.replace("CODE", "486"));
-    let caller = Scenario::new("caller", &CALLER_REFUSED.replace("EXPECTED", "486")).unwrap();
-    rig.call(&caller, NUMBER, 0).await.unwrap_or_else(|e| panic!("{e}\n{}", rig.log()));
-    assert!(finished(trunk_a, Duration::from_secs(10)).await);
-    assert!(finished(trunk_b, Duration::from_secs(10)).await);
-    assert!(rig.cdrs().await.is_empty());
-    assert_eq!(amount(&rig.account().await["balance"]), "10.00");
-}
-
-#[tokio::test]
 async fn a_carrier_that_keeps_failing_is_skipped_by_its_breaker() {
     let (a, b) = (trunk("cheap", "0.004"), trunk("dear", "0.009"));
     let rig =

@@ -38,6 +38,8 @@ impl Rig {
     }
 }
 
+/// The failover case: the first carrier answers 503, the second 486 → the call fails busy, one record per
+/// attempt, nothing charged.
 #[tokio::test]
 async fn a_failed_call_has_a_record_per_attempt_and_the_caller_hears_why() {
     let (a, b) = (trunk("cheap", "0.004"), trunk("dear", "0.009"));
@@ -68,6 +70,7 @@ async fn a_failed_call_has_a_record_per_attempt_and_the_caller_hears_why() {
     }
     let acct = rig.account().await;
     assert_eq!((amount(&acct["balance"]), amount(&acct["held"])), ("10.00".into(), "0.00".into()));
+    assert!(rig.cdrs().await.is_empty(), "nothing was settled");
     // The same records as CSV, from the command line and from the API.
     let out = rig.gw.cli(&["calls", "export", "--account", &rig.account]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
