@@ -64,7 +64,7 @@ impl App {
         });
         // Never a lookup whose answers cannot be checked against the log.
         let (lookup, log) = match crate::log_witness::LogWitness::from_config(&config.directory) {
-            Ok(Some(log)) => (lookup, Some(log)),
+            Ok(Some(log)) => (lookup, Some(log.with_store(store.clone()))),
             Ok(None) => (None, None),
             Err(e) => {
                 tracing::error!(error = %e, "directory lookups disabled");

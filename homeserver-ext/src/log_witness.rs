@@ -4,9 +4,13 @@
 //! directory that serves a record its log does not hold, or a log that forks for this extension (one tree for
 //! it, another for everyone else), is caught here; the number is left out of the answer.
 //!
-//! The last accepted head is kept for the life of the process: a restart trusts the first head it meets again.
+//! The last accepted head is kept in the extension's database (`log_heads`, per log key) once a store is attached
+//! ([`LogWitness::with_store`], as the server does), so a restart does not trust the first head it meets again;
+//! a head that cannot be stored is not accepted (the answer is left out).
 
 use crate::config::DirectoryConfig;
+use crate::store::{LogHeadRepository, StoreError};
+use std::sync::Arc;
 use std::time::Duration;
 use tincan_enum_lookup::Resolution;
 use tincan_enum_lookup::log::{LogCheckError, check_consistent, check_logged, fetch_consistency, fetch_inclusion};
@@ -29,6 +33,24 @@ pub enum LogConfigError {
     Url(String),
 }
 
+/// Why an answer was not accepted.
+#[derive(Debug, thiserror::Error)]
+pub enum WitnessError {
+    /// The log does not back the answer, or forked.
+    #[error(transparent)]
+    Log(#[from] LogCheckError),
+    /// The last accepted head could not be read or stored.
+    #[error("the last accepted tree head: {0}")]
+    Store(#[from] StoreError),
+}
+
+/// The last accepted head, and whether it was read from the store yet.
+#[derive(Debug, Default)]
+struct Seen {
+    loaded: bool,
+    head: Option<SignedTreeHead>,
+}
+
 /// The log's address and key, and the last tree head accepted from it.
 #[derive(Debug)]
 pub struct LogWitness {
@@ -36,7 +58,9 @@ pub struct LogWitness {
     key: TreeHeadVerifier,
     http: reqwest::Client,
     /// Held while a new head is compared with it, so two checks never both advance it from the same head.
-    seen: tokio::sync::Mutex<Option<SignedTreeHead>>,
+    seen: tokio::sync::Mutex<Seen>,
+    /// Where the last accepted head is kept across restarts.
+    store: Option<Arc<dyn LogHeadRepository>>,
 }
 
 impl LogWitness {
@@ -56,17 +80,32 @@ impl LogWitness {
         }
         let http =
             reqwest::Client::builder().timeout(LOG_REQUEST_TIMEOUT).build().unwrap_or_else(|_| reqwest::Client::new());
-        Ok(Some(LogWitness { url: url.clone(), key, http, seen: tokio::sync::Mutex::new(None) }))
+        Ok(Some(LogWitness { url: url.clone(), key, http, seen: tokio::sync::Mutex::default(), store: None }))
+    }
+
+    /// Keeps the last accepted head in `store` (read on the first check, written whenever it advances).
+    pub fn with_store(mut self, store: Arc<dyn LogHeadRepository>) -> Self {
+        self.store = Some(store);
+        self
     }
 
     /// Checks `resolution` against the log (see the module doc). `Ok` means the answer may be served.
-    pub async fn check(&self, resolution: &Resolution) -> Result<(), LogCheckError> {
+    pub async fn check(&self, resolution: &Resolution) -> Result<(), WitnessError> {
         let proof = fetch_inclusion(&self.http, &self.url, &resolution.number).await?;
         check_logged(resolution, proof.as_ref(), &self.key)?;
         // No entry and an unregistered answer: nothing served, nothing to compare.
         let Some(new) = proof.map(|p| p.sth) else { return Ok(()) };
+        let log_key = self.key.to_base64();
         let mut seen = self.seen.lock().await;
-        if let Some(old) = seen.as_ref() {
+        if !seen.loaded {
+            if let Some(store) = &self.store
+                && let Some(json) = store.log_head(&log_key).await?
+            {
+                seen.head = Some(serde_json::from_str(&json).map_err(|_| StoreError::Corrupt("log_heads.sth"))?);
+            }
+            seen.loaded = true;
+        }
+        if let Some(old) = seen.head.as_ref() {
             let (from, to) = (old.head.tree_size.min(new.head.tree_size), old.head.tree_size.max(new.head.tree_size));
             let proof = if from == to || from == 0 {
                 None
@@ -78,13 +117,17 @@ impl LogWitness {
                 return Ok(());
             }
         }
-        *seen = Some(new);
+        if let Some(store) = &self.store {
+            let json = serde_json::to_string(&new).expect("a tree head serialises");
+            store.set_log_head(&log_key, &json).await?;
+        }
+        seen.head = Some(new);
         Ok(())
     }
 
     /// The last tree head accepted, if any.
     pub async fn seen(&self) -> Option<SignedTreeHead> {
-        self.seen.lock().await.clone()
+        self.seen.lock().await.head.clone()
     }
 }
 

@@ -22,6 +22,7 @@ use crate::config::DirectoryConfig;
 use crate::directory::DirectoryError;
 use crate::error::ApiError;
 use crate::identity::{current_pepper, lookup_hash, msisdn_address};
+use crate::log_witness::WitnessError;
 use crate::number::E164;
 use crate::store::{MirrorEntry, StoreError};
 use futures::StreamExt;
@@ -199,7 +200,7 @@ pub async fn resolve_validated(app: &App, hits: Vec<(String, String)>) -> Vec<(S
         let user = found.routes.matrix.as_ref()?.user_id();
         match log.check(&found).await {
             Ok(()) => Some(user),
-            Err(e @ LogCheckError::Inconsistent { .. }) => {
+            Err(WitnessError::Log(e @ LogCheckError::Inconsistent { .. })) => {
                 tracing::error!(
                     error = %e,
                     number = %number.redacted(),

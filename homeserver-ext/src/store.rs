@@ -271,6 +271,15 @@ pub trait MirrorRepository: Send + Sync {
     async fn mirrored(&self, numbers: &[String]) -> Result<Vec<String>>;
 }
 
+/// The last transparency-log tree head accepted, per log key (see [`crate::log_witness`]).
+#[async_trait::async_trait]
+pub trait LogHeadRepository: Send + Sync + std::fmt::Debug {
+    /// The head accepted last from the log with this key (JSON), if any.
+    async fn log_head(&self, log_key: &str) -> Result<Option<String>>;
+    /// Records `sth` (JSON) as the head accepted last from the log with this key.
+    async fn set_log_head(&self, log_key: &str, sth: &str) -> Result<()>;
+}
+
 /// Everything the extension stores.
 pub trait Store:
     SessionRepository
@@ -280,6 +289,7 @@ pub trait Store:
     + RegistrationLockRepository
     + OidcRepository
     + PortRepository
+    + LogHeadRepository
     + std::fmt::Debug
 {
 }
@@ -291,6 +301,7 @@ impl<
         + RegistrationLockRepository
         + OidcRepository
         + PortRepository
+        + LogHeadRepository
         + std::fmt::Debug,
 > Store for T
 {
@@ -767,6 +778,28 @@ macro_rules! impl_store {
                 )
                 .bind(user_id)
                 .bind(now)
+                .execute(&self.pool)
+                .await?;
+                Ok(())
+            }
+        }
+
+        #[async_trait::async_trait]
+        impl LogHeadRepository for $store {
+            async fn log_head(&self, log_key: &str) -> Result<Option<String>> {
+                Ok(sqlx::query_scalar("SELECT sth FROM log_heads WHERE log_key = $1")
+                    .bind(log_key)
+                    .fetch_optional(&self.pool)
+                    .await?)
+            }
+
+            async fn set_log_head(&self, log_key: &str, sth: &str) -> Result<()> {
+                sqlx::query(
+                    "INSERT INTO log_heads (log_key, sth) VALUES ($1, $2) \
+                     ON CONFLICT (log_key) DO UPDATE SET sth = excluded.sth",
+                )
+                .bind(log_key)
+                .bind(sth)
                 .execute(&self.pool)
                 .await?;
                 Ok(())

@@ -2,7 +2,8 @@
 //! transparency log backs the answer: against the real directory, with [`LogProxy`] in front of its log API as
 //! a dishonest operator would run it for this extension, a record DNS serves but the log does not hold, and a
 //! log whose tree head is not consistent with the one the extension saw before, are logged and left out of
-//! the answer; the honest log is answered before and after.
+//! the answer; the honest log is answered before and after, and a fork met first after a restart is caught too
+//! (the accepted head is kept in the database).
 
 use crate::harness::{Ext, add_is_token};
 use crate::log_proxy::{LogMode, LogProxy};
@@ -33,7 +34,11 @@ async fn a_record_not_in_the_log_and_a_forked_log_are_never_answered() {
         .unwrap();
     assert_eq!(r.status().as_u16(), 200, "{}", r.text().await.unwrap());
     let log = LogProxy::start(&dir.api).await.unwrap();
-    let ext = Ext::start(&format!(
+    // The extension's database outlives it: it is restarted on it below.
+    let state = tempfile::tempdir().unwrap();
+    let db = format!("sqlite://{}?mode=rwc", state.path().join("ext.db").display());
+    let port = tincan_testkit::ports::free_port();
+    let extra = format!(
         "server_name = \"hs.test\"\nhomeserver_url = \"http://127.0.0.1:9\"\n\
          [homeserver]\njwt_secret = \"log-checked-jwt-secret-0123456789\"\n\
          [directory]\nurl = \"{api}\"\ntoken = \"{token_a}\"\ndns_servers = [\"127.0.0.1:{dns}\"]\n\
@@ -44,9 +49,8 @@ async fn a_record_not_in_the_log_and_a_forked_log_are_never_answered() {
         anchor = dir.bind_trust_anchors().unwrap(),
         log_key = dir.log_key().await.unwrap(),
         log_url = log.url,
-    ))
-    .await
-    .unwrap();
+    );
+    let ext = Ext::start_at(port, Some(&db), &extra).await.unwrap();
     let store = SqliteStore::connect(&ext.db_url()).await.unwrap();
     add_is_token(&store, "log-is", "@a:hs.test").await;
     let deadline = Instant::now() + Duration::from_secs(60);
@@ -56,7 +60,8 @@ async fn a_record_not_in_the_log_and_a_forked_log_are_never_answered() {
     }
     let pepper = store.current_pepper().await.unwrap().unwrap();
     let hash = lookup_hash("4915112345101", &pepper);
-    let (http, url, pepper, hash) = (&http, &ext.url, &pepper, &hash);
+    let url = ext.url.clone();
+    let (http, url, pepper, hash) = (&http, &url, &pepper, &hash);
     let lookup = move || async move {
         let r = http
             .post(format!("{url}/_matrix/identity/v2/lookup"))
@@ -94,6 +99,18 @@ async fn a_record_not_in_the_log_and_a_forked_log_are_never_answered() {
     assert!(tail.contains("ERROR") && tail.contains("transparency log forked"), "{tail}");
 
     // Honest again: the extension kept the honest head, so this is consistent and answered.
+    log.set_mode(LogMode::Honest);
+    assert_eq!(lookup().await, found);
+
+    // The extension restarts on its database while the operator forks the log for it: the head accepted before
+    // the restart is still the one the fork must extend, so it is caught (a witness that forgot it would take
+    // the forked head as its first).
+    drop(ext);
+    log.set_mode(LogMode::Fork(TreeHeadSigner::from_seed(&dir.log_signing_seed().await.unwrap())));
+    let ext = Ext::start_at(port, Some(&db), &extra).await.unwrap();
+    assert_eq!(lookup().await, json!({}), "a restart does not forget the head the extension accepted");
+    let tail = ext.guard.log_tail(20);
+    assert!(tail.contains("ERROR") && tail.contains("transparency log forked"), "{tail}");
     log.set_mode(LogMode::Honest);
     assert_eq!(lookup().await, found);
 }

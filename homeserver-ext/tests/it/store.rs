@@ -160,6 +160,17 @@ async fn conformance(store: &dyn Store) {
 
     oidc_conformance(store).await;
     ports_conformance(store).await;
+    log_heads_conformance(store).await;
+}
+
+/// The last accepted tree head per log key: none at first, then the last one set, per key.
+async fn log_heads_conformance(store: &dyn Store) {
+    assert_eq!(store.log_head("key-a").await.unwrap(), None);
+    store.set_log_head("key-a", "{\"size\":1}").await.unwrap();
+    store.set_log_head("key-a", "{\"size\":2}").await.unwrap();
+    store.set_log_head("key-b", "{\"size\":9}").await.unwrap();
+    assert_eq!(store.log_head("key-a").await.unwrap().as_deref(), Some("{\"size\":2}"));
+    assert_eq!(store.log_head("key-b").await.unwrap().as_deref(), Some("{\"size\":9}"));
 }
 
 fn port(id: i64, side: PortSide) -> PortRecord {
