@@ -2,8 +2,9 @@
 //!
 //! Off unless `[charter] url` is set. Then, at start, the list is fetched and verified with the charter's root
 //! (signature threshold, expiry, never older than the last good list, kept in `state_dir`), and the
-//! configured directory (`[directory] url`, and `apex` when set) must be one of its directories, else the
-//! extension does not start. While serving, the list is refreshed every `refresh_secs`; when a newer list no
+//! configured directory (`[directory] url`, and `apex` and `log_key` when set) must be one of its directories,
+//! else the extension does not start: a pinned log key the charter does not give for that directory is refused
+//! like an unlisted directory, so a wrong or stale key cannot hide a directory's log from the extension's check. While serving, the list is refreshed every `refresh_secs`; when a newer list no
 //! longer names the directory, or no valid list is left (the last good one expired), the extension stops with
 //! an error (a supervisor restarting it meets the start check again).
 
@@ -82,26 +83,30 @@ pub enum CharterCheckError {
     },
     /// The configured directory is not on the list.
     #[error(
-        "the directory {url} (apex {apex:?}) is not on the charter's trust list (version {version}): refusing to work with it"
+        "the directory {url} (apex {apex:?}, log key {log_key:?}) is not on the charter's trust list (version {version}): refusing to work with it"
     )]
     NotListed {
         /// `directory.url`.
         url: String,
         /// `directory.apex`.
         apex: String,
+        /// `directory.log_key`.
+        log_key: String,
         /// The list's version.
         version: u64,
     },
 }
 
 /// Whether the list names the configured directory: its API URL (trailing slash ignored) and, when the
-/// config has one, its apex.
+/// config has them, its apex and its transparency log key.
 pub fn directory_listed(list: &TrustList, config: &ExtConfig) -> bool {
     let want = config.directory.url.trim_end_matches('/');
+    let log_key = config.directory.log_key.trim();
     list.directories.iter().any(|d| {
         d.api_url.as_str().trim_end_matches('/') == want
             && (config.directory.apex.is_empty()
                 || d.apex.trim_end_matches('.').eq_ignore_ascii_case(config.directory.apex.trim_end_matches('.')))
+            && (log_key.is_empty() || d.log_key == log_key)
     })
 }
 
@@ -124,6 +129,7 @@ pub async fn check(client: &CharterClient, config: &ExtConfig, clock: &dyn Clock
         return Err(CharterCheckError::NotListed {
             url: config.directory.url.clone(),
             apex: config.directory.apex.clone(),
+            log_key: config.directory.log_key.clone(),
             version: v.list.version,
         });
     }
@@ -139,5 +145,56 @@ pub async fn watch(client: CharterClient, config: ExtConfig, clock: std::sync::A
             Ok(version) => tracing::debug!(version, "the directory is on the charter's trust list"),
             Err(e) => return e,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tincan_charter::list::{ListInput, Service, TrustedDirectory, TrustedProvider};
+
+    const LOG_KEY: &str = "11qYAYKxCrfVS/7TyWQHOg7hcvPapiMlrwIaaPcHURo";
+
+    fn list() -> TrustList {
+        let directory = TrustedDirectory {
+            id: "d".into(),
+            apex: "e164.tincan.test.".into(),
+            ds: vec!["e164.tincan.test. 3600 IN DS 1 15 2 00".into()],
+            api_url: "http://127.0.0.1:1/".parse().unwrap(),
+            log_key: LOG_KEY.into(),
+            dns: vec![],
+        };
+        let provider = TrustedProvider {
+            name: "Test".into(),
+            homeservers: vec!["hs.test".into()],
+            ext_url: "http://127.0.0.1:2/".parse().unwrap(),
+            directory: "d".into(),
+            provider_id: "test".into(),
+            prefixes: vec!["+44".into()],
+            services: vec![Service::Matrix],
+        };
+        let input = ListInput { directories: vec![directory], providers: vec![provider] };
+        let expires = std::time::UNIX_EPOCH + Duration::from_secs(4_000_000_000);
+        TrustList::new(input, 1, expires).unwrap()
+    }
+
+    fn config(url: &str, apex: &str, log_key: &str) -> ExtConfig {
+        let mut c = ExtConfig::default();
+        c.directory.url = url.into();
+        c.directory.apex = apex.into();
+        c.directory.log_key = log_key.into();
+        c
+    }
+
+    #[test]
+    fn a_pinned_log_key_must_be_the_one_the_charter_gives_for_the_directory() {
+        let list = list();
+        assert!(directory_listed(&list, &config("http://127.0.0.1:1", "", "")), "url alone");
+        assert!(directory_listed(&list, &config("http://127.0.0.1:1/", "e164.tincan.test", LOG_KEY)));
+        assert!(directory_listed(&list, &config("http://127.0.0.1:1/", "", &format!(" {LOG_KEY}\n"))), "trimmed");
+        let other = "22qYAYKxCrfVS/7TyWQHOg7hcvPapiMlrwIaaPcHURo";
+        assert!(!directory_listed(&list, &config("http://127.0.0.1:1/", "", other)), "another log key");
+        assert!(!directory_listed(&list, &config("http://127.0.0.1:1/", "other.test", LOG_KEY)), "another apex");
+        assert!(!directory_listed(&list, &config("http://127.0.0.1:3/", "", LOG_KEY)), "another directory");
     }
 }
