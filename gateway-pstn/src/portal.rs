@@ -30,7 +30,7 @@ use tincan_enum_core::E164;
 use crate::api::{ApiError, RateLimiter, UserAuth, VoucherLimiter};
 use crate::charging::{AccountId, AccountRef, ChargeError, Charging, Quote, QuoteRequest, ServiceKind};
 use crate::ledger::Ledger;
-use crate::storage::{CallRecord, CallResult, HistoryItem, Scope, TokenHash, unix_ms};
+use crate::storage::{CallRecord, HistoryItem, Scope, TokenHash, unix_ms};
 use crate::vouchers::{self, VoucherError};
 
 /// The session cookie's name.
@@ -514,20 +514,15 @@ async fn account_page(s: &PortalState, user: &User, notice: Option<Notice>, look
         Ok(a) => a,
         Err(e) => return failure(e.into()),
     };
-    let history = async {
+    // The movements and the calls, from one read transaction.
+    let lists = async {
         let mut tx = s.ledger.storage().begin_read().await?;
-        tx.journal().history(user.account, None, HISTORY_LINES).await
+        let history = tx.journal().history(user.account, None, HISTORY_LINES).await?;
+        let calls = tx.call_records().recent(user.account, HISTORY_LINES).await?;
+        Ok::<_, crate::storage::StorageError>((history, calls))
     };
-    let history: Vec<HistoryItem> = match history.await {
-        Ok(h) => h,
-        Err(e) => return failure(e.into()),
-    };
-    let calls = async {
-        let mut tx = s.ledger.storage().begin_read().await?;
-        tx.call_records().recent(user.account, HISTORY_LINES).await
-    };
-    let calls: Vec<CallRecord> = match calls.await {
-        Ok(c) => c.iter().map(CallRecord::as_seen_by_user).collect(),
+    let (history, calls): (Vec<HistoryItem>, Vec<CallRecord>) = match lists.await {
+        Ok((h, c)) => (h, c.iter().map(CallRecord::as_seen_by_user).collect()),
         Err(e) => return failure(e.into()),
     };
     let c = account.currency.as_str();
@@ -610,14 +605,7 @@ fn calls_html(calls: &[CallRecord]) -> String {
          Seconds</th><th scope=\"col\" class=\"num\">Price</th></tr></thead><tbody>",
     );
     for r in calls {
-        let result = match r.result {
-            CallResult::Answered => "answered",
-            CallResult::Busy => "busy",
-            CallResult::NoAnswer => "no answer",
-            CallResult::Failed => "failed",
-            CallResult::Cancelled => "cancelled",
-            CallResult::Refused => "refused",
-        };
+        let result = r.result.as_str().replace('_', " ");
         let price = r.price.map(|p| format!("{p} {}", r.currency)).unwrap_or_else(|| "—".to_owned());
         let _ = write!(
             b,

@@ -95,11 +95,10 @@ impl LogWitness {
         check_logged(resolution, proof.as_ref(), &self.key)?;
         // No entry and an unregistered answer: nothing served, nothing to compare.
         let Some(new) = proof.map(|p| p.sth) else { return Ok(()) };
-        let log_key = self.key.to_base64();
         let mut seen = self.seen.lock().await;
         if !seen.loaded {
             if let Some(store) = &self.store
-                && let Some(json) = store.log_head(&log_key).await?
+                && let Some(json) = store.log_head(&self.key.to_base64()).await?
             {
                 seen.head = Some(serde_json::from_str(&json).map_err(|_| StoreError::Corrupt("log_heads.sth"))?);
             }
@@ -119,7 +118,7 @@ impl LogWitness {
         }
         if let Some(store) = &self.store {
             let json = serde_json::to_string(&new).expect("a tree head serialises");
-            store.set_log_head(&log_key, &json).await?;
+            store.set_log_head(&self.key.to_base64(), &json).await?;
         }
         seen.head = Some(new);
         Ok(())

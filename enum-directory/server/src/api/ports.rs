@@ -198,15 +198,6 @@ pub(crate) async fn get(
     Ok(Json(respond(&*storage, port).await?))
 }
 
-fn closed_as(state: PortState) -> &'static str {
-    match state {
-        PortState::Pending => "pending",
-        PortState::Completed => "completed",
-        PortState::Objected => "objected",
-        PortState::Cancelled => "cancelled",
-    }
-}
-
 /// `POST /v1/ports/{id}/release`.
 pub(crate) async fn release(
     State(storage): State<Arc<dyn Storage>>,
@@ -222,11 +213,11 @@ pub(crate) async fn release(
         return Err(ApiError::NotYourSide("losing"));
     }
     if port.state != PortState::Pending {
-        return Err(ApiError::PortClosed(closed_as(port.state)));
+        return Err(ApiError::PortClosed(port.state.as_str()));
     }
     match complete(&*storage, &*zone, &writes, &porting, id).await? {
         Some(Closed::Completed(p)) => Ok(Json(respond(&*storage, p).await?)),
-        Some(Closed::Cancelled(p) | Closed::NotPending(p)) => Err(ApiError::PortClosed(closed_as(p.state))),
+        Some(Closed::Cancelled(p) | Closed::NotPending(p)) => Err(ApiError::PortClosed(p.state.as_str())),
         None => Err(ApiError::PortNotFound),
     }
 }
@@ -260,7 +251,7 @@ pub(crate) async fn object(
         return Err(ApiError::ObjectionWindowClosed);
     }
     if port.state != PortState::Pending {
-        return Err(ApiError::PortClosed(closed_as(port.state)));
+        return Err(ApiError::PortClosed(port.state.as_str()));
     }
     if clock.now() >= port.window_ends_at {
         return Err(ApiError::ObjectionWindowClosed);
@@ -269,7 +260,7 @@ pub(crate) async fn object(
     let mut tx = storage.begin().await?;
     if !tx.ports().close(id, PortState::Objected, Some(req.reason)).await? {
         let now = tx.ports().get(id).await?.map_or(PortState::Cancelled, |p| p.state);
-        return Err(ApiError::PortClosed(closed_as(now)));
+        return Err(ApiError::PortClosed(now.as_str()));
     }
     let objected = tx.ports().get(id).await?.ok_or(ApiError::PortNotFound)?;
     tx.commit().await?;
