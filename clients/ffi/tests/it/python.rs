@@ -1,9 +1,10 @@
 //! Generating the bindings from the built library (UniFFI library mode, with `clients/ffi/uniffi-bindgen`, the
-//! same UniFFI release as the scaffolding) and running the Python script; the Kotlin and Swift bindings generate.
+//! same UniFFI release as the scaffolding) and running the pytest suite on them; the Kotlin and Swift bindings
+//! generate.
 
 use anyhow::{Context, bail};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Command;
 
 /// Where `dev/test` says the generator is.
 const BINDGEN_ENV: &str = "TINCAN_TEST_UNIFFI_BINDGEN";
@@ -59,30 +60,36 @@ pub fn generate_python(bindgen: &Path, out: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The venv's Python (`TINCAN_TEST_VENV`, as `dev/test` sets it) when there is one, else `python3`: the script
-/// needs only the standard library.
+/// The venv's Python (`TINCAN_TEST_VENV`, as `dev/test` sets it, with pytest: dev/lib.sh `ensure_venv`) when
+/// there is one, else `python3`.
 fn python() -> PathBuf {
     let venv = std::env::var_os("TINCAN_TEST_VENV").map(PathBuf::from).unwrap_or_else(|| ".venv".into());
     let py = venv.join("bin/python");
     if py.exists() { py } else { "python3".into() }
 }
 
-/// Runs `tests/python/<script>` with the bindings in `bindings` and `env`; its output, or an error with its stderr.
-pub fn run_script(script: &str, bindings: &Path, env: &[(&str, String)]) -> anyhow::Result<Output> {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/python").join(script);
+/// Runs the pytest file `tests/python/<file>` in a new process, with the bindings in `bindings` and `env`; the
+/// JSON object its tests wrote to `TINCAN_FFI_OUT` (`helpers.write_out`), its output printed. An error with
+/// pytest's report when a test fails (or pytest is missing).
+pub fn run_pytest(file: &str, bindings: &Path, env: &[(&str, String)]) -> anyhow::Result<serde_json::Value> {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/python");
+    let out_file = tempfile::Builder::new().prefix("tincan-ffi-out-").suffix(".json").tempfile()?;
+    std::fs::write(out_file.path(), "{}")?;
     let mut cmd = Command::new(python());
-    cmd.arg(&path).env("PYTHONPATH", bindings).env("PYTHONDONTWRITEBYTECODE", "1");
+    // -s: the tests' FIGURE lines reach our output; no cache provider: nothing is written into the source tree.
+    cmd.args(["-m", "pytest", "-s", "-v", "-p", "no:cacheprovider", "--rootdir"]).arg(&dir).arg(dir.join(file));
+    cmd.env("PYTHONPATH", bindings).env("PYTHONDONTWRITEBYTECODE", "1").env("TINCAN_FFI_OUT", out_file.path());
     cmd.envs(env.iter().map(|(k, v)| (k, v)));
     let out = cmd.output().with_context(|| format!("running {}", python().display()))?;
+    let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    println!("{stdout}");
     if !out.status.success() {
-        bail!(
-            "{script} failed ({}):\n{}\n{}",
-            out.status,
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
+        if stderr.contains("No module named pytest") {
+            bail!("pytest is not installed in {}: run dev/test (dev/lib.sh installs it)", python().display());
+        }
+        bail!("pytest {file} failed ({}):\n{stdout}\n{stderr}", out.status);
     }
-    Ok(out)
+    Ok(serde_json::from_slice(&std::fs::read(out_file.path())?)?)
 }
 
 /// The Kotlin and Swift bindings generate (they cannot be compiled here: no Kotlin compiler recent enough, no

@@ -3,13 +3,14 @@
 //! chain, to keep CI short):
 //! - Rust, calling the exported functions as a foreign caller would (`open`, `register`/`verify`, `lookup`,
 //!   `route_to_number`, a `MessageListener` through `start_sync`) and getting the typed `ClientError`s;
-//! - Python, through the generated bindings, as two processes of one app on one data dir:
-//!   `tests/python/bindings_smoke.py` signs up a second number P, registers a pusher with a recording push
-//!   gateway, finds the first number verified, routes and sends to it (the message reaches the Rust side's
-//!   listener); then Rust's A answers, Synapse posts the event id to the gateway, and
-//!   `tests/python/restart.py` (a new process: the app restarted) refuses a wrong store key, opens the data dir
-//!   with the right one still signed in as P, decrypts the pushed event, gets a key mismatch as a typed error
-//!   and sends A another message.
+//! - Python, through the generated bindings, the pytest suite `tests/python` as two processes of one app on the
+//!   same data dirs: `test_app.py` signs up P and Q, registers P's pusher with a recording push gateway, finds A
+//!   verified, routes and sends to it (the message reaches the Rust side's listener), has Q write to P (P's
+//!   Python listener receives it) and gets the typed errors (a wrong code, a tampered directory answer…); then
+//!   Rust's A answers P, Synapse posts the event id to the gateway, and `test_restart.py` (a new process: the app
+//!   restarted) refuses a wrong store key, opens P's data dir with the right one still signed in, decrypts the
+//!   pushed event, receives in P's listener what A sent while the app was closed and what Q sends now, gets a
+//!   key mismatch as a typed error and sends A another message.
 
 use crate::chain::Chain;
 use crate::push_gateway::PushGateway;
@@ -22,8 +23,12 @@ use tincan_testkit::directory::APEX;
 use tokio::sync::mpsc;
 
 const A_NUM: &str = "+442079460301";
-/// Signed up by the Python script.
+/// Signed up by the Python suite.
 const P_NUM: &str = "+442079460302";
+/// Signed up by the Python suite; writes to P.
+const Q_NUM: &str = "+442079460303";
+/// The Python suite asks a code for it and verifies with a wrong one.
+const R_NUM: &str = "+442079460304";
 /// Registered by the provider for A, but every answer for it is tampered with on the wire.
 const TAMPERED_NUM: &str = "+442079460305";
 const NOBODY: &str = "+442079460399";
@@ -31,6 +36,8 @@ const NOBODY: &str = "+442079460399";
 const WRONG_KEY_NUM: &str = "+442079460306";
 /// P's data dir key (the app's keystore holds it; a test fixture, not a secret).
 const P_STORE_KEY: [u8; 32] = [0x50; 32];
+/// Q's.
+const Q_STORE_KEY: [u8; 32] = [0x51; 32];
 /// The app id and push token P registers its pusher with (test fixtures).
 const APP_ID: &str = "org.tincan.test";
 const PUSHKEY: &str = "test-push-token-p";
@@ -140,9 +147,11 @@ async fn bindings_on_the_real_chain() -> anyhow::Result<()> {
         other => panic!("expected Refused, got {other:?}"),
     }
 
-    // A listens; the Python side signs up P (registering its pusher), finds A verified, routes and sends to A.
+    // A listens; the Python side signs up P (registering its pusher) and Q, finds A verified, routes and sends to
+    // A; Q writes to P.
     let mut gateway = PushGateway::start().await?;
-    let dp = tempfile::tempdir()?;
+    let (dp, dq) = (tempfile::tempdir()?, tempfile::tempdir()?);
+    let hex = |key: &[u8]| key.iter().map(|b| format!("{b:02x}")).collect::<String>();
     let (tx, mut rx) = mpsc::unbounded_channel();
     let sync = a.start_sync(Box::new(Inbox(Mutex::new(tx)))).await?;
     let mut env = vec![
@@ -158,16 +167,21 @@ async fn bindings_on_the_real_chain() -> anyhow::Result<()> {
         ("TINCAN_FFI_A_KEY", ka.clone()),
         ("TINCAN_FFI_P_NUM", P_NUM.to_owned()),
         ("TINCAN_FFI_P_DIR", dp.path().display().to_string()),
-        ("TINCAN_FFI_P_STORE_KEY", P_STORE_KEY.iter().map(|b| format!("{b:02x}")).collect()),
+        ("TINCAN_FFI_P_STORE_KEY", hex(&P_STORE_KEY)),
+        ("TINCAN_FFI_Q_NUM", Q_NUM.to_owned()),
+        ("TINCAN_FFI_Q_DIR", dq.path().display().to_string()),
+        ("TINCAN_FFI_Q_STORE_KEY", hex(&Q_STORE_KEY)),
+        ("TINCAN_FFI_R_NUM", R_NUM.to_owned()),
         ("TINCAN_FFI_PUSH_URL", gateway.url.clone()),
         ("TINCAN_FFI_APP_ID", APP_ID.to_owned()),
         ("TINCAN_FFI_PUSHKEY", PUSHKEY.to_owned()),
         ("TINCAN_FFI_NOBODY", NOBODY.to_owned()),
         ("TINCAN_FFI_TAMPERED", TAMPERED_NUM.to_owned()),
     ];
-    let result = run_python("bindings_smoke.py", bindings.path(), &env).await?;
-    let p_user = result["user_id"].as_str().unwrap_or_default().to_owned();
-    let p_key = result["master_key"].as_str().unwrap_or_default().to_owned();
+    let result = run_pytest("test_app.py", bindings.path(), &env).await?;
+    let p_user = result["p_user"].as_str().unwrap_or_default().to_owned();
+    let p_key = result["p_key"].as_str().unwrap_or_default().to_owned();
+    let q_user = result["q_user"].as_str().unwrap_or_default().to_owned();
     let got = next_message(&mut rx, "hi from python").await?;
     assert_eq!(got.event_id, result["event_id"].as_str().unwrap_or_default());
     assert_eq!(got.sender, p_user);
@@ -204,11 +218,12 @@ async fn bindings_on_the_real_chain() -> anyhow::Result<()> {
     env.extend([
         ("TINCAN_FFI_P_USER", p_user.clone()),
         ("TINCAN_FFI_P_KEY", p_key.clone()),
+        ("TINCAN_FFI_Q_USER", q_user),
         ("TINCAN_FFI_PUSH_ROOM", pushed["room_id"].as_str().unwrap_or_default().to_owned()),
         ("TINCAN_FFI_PUSH_EVENT", pushed["event_id"].as_str().unwrap_or_default().to_owned()),
         ("TINCAN_FFI_WRONG_KEY_NUM", WRONG_KEY_NUM.to_owned()),
     ]);
-    let result = run_python("restart.py", bindings.path(), &env).await?;
+    let result = run_pytest("test_restart.py", bindings.path(), &env).await?;
     let got = next_message(&mut rx, "hi after restart").await?;
     assert_eq!(got.event_id, result["event_id"].as_str().unwrap_or_default());
     assert_eq!(got.sender, p_user);
@@ -218,19 +233,18 @@ async fn bindings_on_the_real_chain() -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Runs `tests/python/<script>` (on a blocking thread: the chain keeps running on ours), prints its output and
-/// returns its last line, JSON.
-async fn run_python(
-    script: &'static str,
+/// Runs the pytest file `tests/python/<file>` in a new process (on a blocking thread: the chain keeps running on
+/// ours); what its tests wrote for us (JSON).
+async fn run_pytest(
+    file: &'static str,
     bindings: &std::path::Path,
     env: &[(&'static str, String)],
 ) -> anyhow::Result<serde_json::Value> {
     let started = Instant::now();
     let (dir, env) = (bindings.to_owned(), env.to_vec());
-    let out = tokio::task::spawn_blocking(move || python::run_script(script, &dir, &env)).await??;
-    let stdout = String::from_utf8(out.stdout)?;
-    println!("{stdout}{script}: {} ms", started.elapsed().as_millis());
-    Ok(serde_json::from_str(stdout.lines().last().unwrap_or_default())?)
+    let out = tokio::task::spawn_blocking(move || python::run_pytest(file, &dir, &env)).await??;
+    println!("{file}: {} ms", started.elapsed().as_millis());
+    Ok(out)
 }
 
 /// The first message with `body` the listener gets within a minute.
