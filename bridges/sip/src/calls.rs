@@ -7,6 +7,11 @@
 //! Opus offered by transcoding), the SIP leg plain RTP (or SDES-SRTP when the phone offers it) with
 //! `media.sip_codecs` offered by transcoding. No media passes through the bridge.
 //!
+//! Once a call is up, either side may offer again (RFC 3264 §8: hold with `sendonly`/`inactive`, resume with
+//! `sendrecv`, new media): a phone's re-INVITE becomes the ghost's `m.call.negotiate` offer, answered with
+//! the user's negotiate answer; the user's negotiate offer becomes a re-INVITE, whose 200 becomes the ghost's
+//! negotiate answer. Both go through rtpengine, which keeps each side's transport (WebRTC, plain RTP).
+//!
 //! Every rtpengine call is recorded in the store before its `offer` and forgotten after its `delete`; at
 //! start, the ones a crash left are deleted.
 
@@ -26,10 +31,12 @@ use tincan_appservice::{BridgeHandle, PortalKey, RemoteChatId, RemoteEvent, Remo
 use tincan_common::Clock;
 use tincan_sip_core::rtpengine::{Leg, NgClient};
 use tincan_sip_core::sdp::{self, Candidate};
-use tincan_sip_core::stack::{CallLeg, LegEvent, LegEvents, Method, OutgoingRequest, SipStack};
+use tincan_sip_core::stack::{
+    CallLeg, LegEvent, LegEvents, Method, OutgoingRequest, SipResponse, SipStack, StackError,
+};
 use tincan_sip_core::uri::NameAddr;
-use tokio::sync::mpsc;
-use voip::{CallState, Direction, GhostSide, Outgoing, SipAction, VoipEvent};
+use tokio::sync::{mpsc, oneshot};
+use voip::{CallState, Direction, GhostSide, Outgoing, SdpKind, SipAction, VoipEvent};
 
 /// rtpengine's tag of the SIP party.
 pub const SIP_TAG: &str = "sip";
@@ -38,6 +45,68 @@ pub const MATRIX_TAG: &str = "mx";
 
 /// How long to wait for trickled candidates when an offer or answer SDP comes without any.
 const CANDIDATE_WAIT: Duration = Duration::from_millis(1000);
+
+/// How long the Matrix side has to answer a phone's re-offer before its re-INVITE is refused (within the
+/// 32 s a SIP client waits for the final response).
+const NEGOTIATE_WAIT: Duration = Duration::from_secs(20);
+
+/// The answer to a phone's re-INVITE: `Ok(sdp)` for 200, `Err(code)` to refuse.
+type ReInviteReply = oneshot::Sender<Result<String, u16>>;
+
+/// A phone's re-INVITE waiting for the Matrix side's answer.
+struct PendingReInvite {
+    reply: ReInviteReply,
+    /// The phone's new offer (its SDP once answered).
+    offer: String,
+    deadline: tokio::time::Instant,
+}
+
+/// What an established call needs to carry new offers between the phone (re-INVITE) and Matrix
+/// (`m.call.negotiate`) through rtpengine.
+struct Renegotiation {
+    /// rtpengine's call (the SIP Call-ID).
+    sip_call: String,
+    /// How rtpengine presents the SIP party's media to the phone (plain RTP, or SDES-SRTP as it offered).
+    toward_phone: Leg,
+    /// Whether the Matrix side's SDP carries a BUNDLE group (so ours must too).
+    bundled: bool,
+    /// The Matrix device in the call, once known: negotiation from any other is ignored.
+    party: Option<String>,
+    /// The phone's current SDP: what Matrix is answered with when the phone refuses a re-INVITE.
+    phone_sdp: String,
+    /// A phone's re-INVITE waiting for the Matrix answer.
+    pending: Option<PendingReInvite>,
+}
+
+impl Renegotiation {
+    /// When the pending re-INVITE is to be refused (far ahead when there is none).
+    fn deadline(&self) -> tokio::time::Instant {
+        self.pending.as_ref().map_or_else(|| tokio::time::Instant::now() + Duration::from_secs(86_400), |p| p.deadline)
+    }
+
+    /// Whether `party` may negotiate in this call.
+    fn may_negotiate(&self, party: Option<&str>) -> bool {
+        match (&self.party, party) {
+            (Some(ours), Some(theirs)) => ours == theirs,
+            _ => true,
+        }
+    }
+}
+
+/// Sends a re-INVITE with `sdp`. While an INVITE transaction of the phone's is still open (its ACK not yet in),
+/// RFC 3261 §14.1 forbids a new one: it waits for that, up to 2 s.
+async fn reinvite(leg: &CallLeg, sdp: &str) -> Result<SipResponse, StackError> {
+    let mut tries = 0;
+    loop {
+        match leg.reinvite(sdp).await {
+            Err(StackError::State(_)) if tries < 40 => {
+                tries += 1;
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            other => return other,
+        }
+    }
+}
 
 /// The call side of the bridge.
 pub struct Calls {
@@ -305,6 +374,14 @@ impl Calls {
                 return;
             }
         };
+        let mut reneg = Renegotiation {
+            sip_call: sip_call.clone(),
+            toward_phone: Leg::sip_like(&offer),
+            bundled: true,
+            party: None,
+            phone_sdp: offer.clone(),
+            pending: None,
+        };
         let portal = PortalKey { receiver, chat: RemoteChatId::new(caller.clone()) };
         let ghost = RemoteUserId::new(caller);
         let ring = Duration::from_secs(self.media.ring_timeout_secs);
@@ -327,9 +404,8 @@ impl Calls {
                     sip = events.recv() => {
                         let out = match sip {
                             Some(LegEvent::Confirmed) => continue,
-                            Some(LegEvent::ReInvite { reply, .. }) => {
-                                // Hold and re-negotiation are not bridged yet.
-                                let _ = reply.send(Err(488));
+                            Some(LegEvent::ReInvite { sdp, reply }) => {
+                                self.phone_reoffers(&mut reneg, &state, (&portal, &ghost), sdp, reply).await;
                                 continue;
                             }
                             Some(LegEvent::Cancelled | LegEvent::HungUp) => state.sip_ended("user_hangup"),
@@ -342,6 +418,10 @@ impl Calls {
                         };
                         self.to_matrix(&portal, &ghost, out).await;
                         break;
+                    }
+                    _ = tokio::time::sleep_until(reneg.deadline()), if reneg.pending.is_some() => {
+                        Self::reoffer_timed_out(&mut reneg);
+                        continue;
                     }
                     _ = &mut timer, if state.phase == voip::Phase::Ringing => {
                         let (sip, out) = state.ring_timeout();
@@ -358,12 +438,18 @@ impl Calls {
                 candidates.extend(c.iter().cloned());
                 continue;
             }
+            if let VoipEvent::Negotiate { party_id, kind, sdp, .. } = &event {
+                let offer = (party_id.as_deref(), *kind, sdp.as_str());
+                self.matrix_negotiates(&mut reneg, &state, &leg, (&portal, &ghost), offer, &mut candidates).await;
+                continue;
+            }
             match state.on_matrix(&event) {
                 SipAction::Answer { party_id, sdp } => {
                     let sdp = self.with_candidates(sdp, &mut candidates, &mut rx, &mut deferred).await;
-                    let for_phone = self.ng.answer(&sip_call, SIP_TAG, MATRIX_TAG, &sdp, &Leg::sip_like(&offer)).await;
+                    let for_phone = self.ng.answer(&sip_call, SIP_TAG, MATRIX_TAG, &sdp, &reneg.toward_phone).await;
                     match for_phone {
                         Ok(s) if leg.answer(&s).is_ok() => {
+                            reneg.party.clone_from(&party_id);
                             self.to_matrix(&portal, &ghost, state.selected(party_id.as_deref())).await;
                         }
                         other => {
@@ -419,6 +505,133 @@ impl Calls {
         let merged = sdp::add_candidates(&sdp, candidates);
         candidates.clear();
         merged
+    }
+
+    /// The phone offers again (re-INVITE: hold, resume, new media): rtpengine's WebRTC version goes to Matrix
+    /// as the ghost's `m.call.negotiate` offer; the re-INVITE is answered when the user's answer comes.
+    async fn phone_reoffers(
+        &self,
+        r: &mut Renegotiation,
+        state: &CallState,
+        to: (&PortalKey, &RemoteUserId),
+        sdp: Option<String>,
+        reply: ReInviteReply,
+    ) {
+        if state.phase != voip::Phase::Up || r.pending.is_some() {
+            // RFC 3261 §14.2: an offer while ours (or the call's first) is unanswered.
+            let _ = reply.send(Err(491));
+            return;
+        }
+        let Some(offer) = sdp else {
+            // A re-INVITE without an offer would need ours in the 200 and its answer in the ACK.
+            let _ = reply.send(Err(488));
+            return;
+        };
+        // The to-tag lets rtpengine find the call whichever party offered first.
+        let leg = Leg::webrtc().set("to-tag", MATRIX_TAG);
+        let for_matrix = match self.ng.offer(&r.sip_call, SIP_TAG, &offer, &leg).await {
+            Ok(s) if r.bundled => sdp::with_bundle_group(&s),
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!(error = %e, "rtpengine did not take a re-INVITE's offer");
+                let _ = reply.send(Err(500));
+                return;
+            }
+        };
+        tracing::info!(sip_call = %r.sip_call, direction = ?sdp::audio_direction(&offer), "the phone offers again");
+        let lifetime = u64::try_from(NEGOTIATE_WAIT.as_millis()).unwrap_or(u64::MAX);
+        r.pending = Some(PendingReInvite { reply, offer, deadline: tokio::time::Instant::now() + NEGOTIATE_WAIT });
+        self.to_matrix(to.0, to.1, vec![state.ghost.negotiate(SdpKind::Offer, &for_matrix, lifetime)]).await;
+    }
+
+    /// The Matrix side's `m.call.negotiate`: an answer completes the phone's re-INVITE, an offer (a hold from
+    /// Element, a resume) becomes a re-INVITE to the phone, whose answer goes back as the ghost's.
+    async fn matrix_negotiates(
+        &self,
+        r: &mut Renegotiation,
+        state: &CallState,
+        leg: &CallLeg,
+        to: (&PortalKey, &RemoteUserId),
+        (party, kind, sdp): (Option<&str>, SdpKind, &str),
+        candidates: &mut Vec<Candidate>,
+    ) {
+        if state.phase != voip::Phase::Up || !r.may_negotiate(party) {
+            return;
+        }
+        let sdp = sdp::add_candidates(sdp, candidates);
+        candidates.clear();
+        match kind {
+            SdpKind::Answer => {
+                let Some(pending) = r.pending.take() else { return };
+                match self.ng.answer(&r.sip_call, SIP_TAG, MATRIX_TAG, &sdp, &r.toward_phone).await {
+                    Ok(for_phone) => {
+                        r.phone_sdp = pending.offer;
+                        let _ = pending.reply.send(Ok(for_phone));
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "rtpengine did not take the Matrix answer to a re-INVITE");
+                        let _ = pending.reply.send(Err(500));
+                    }
+                }
+            }
+            SdpKind::Offer => {
+                if let Some(pending) = r.pending.take() {
+                    // Both offered at once. matrix-js-sdk negotiates "perfectly": the callee's client is polite
+                    // (rolls its offer back and answers ours), the caller's impolite (ignores ours).
+                    if state.direction == Direction::SipToMatrix {
+                        tracing::info!(sip_call = %r.sip_call, "a Matrix offer while the phone's is pending; ignored");
+                        r.pending = Some(pending);
+                        return;
+                    }
+                    // The caller's client will not answer the phone's offer: the phone retries later.
+                    tracing::info!(sip_call = %r.sip_call, "a Matrix offer while the phone's is pending; 491 to the phone");
+                    let _ = pending.reply.send(Err(491));
+                }
+                // rtpengine stays DTLS-passive toward the browser, as in the call's first exchange.
+                let leg_opts = r.toward_phone.clone().set("to-tag", SIP_TAG).set("DTLS-reverse", "passive");
+                let for_phone = match self.ng.offer(&r.sip_call, MATRIX_TAG, &sdp, &leg_opts).await {
+                    Ok(s) => s,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "rtpengine did not take a Matrix re-offer");
+                        return;
+                    }
+                };
+                tracing::info!(sip_call = %r.sip_call, direction = ?sdp::audio_direction(&sdp), "Matrix offers again; re-INVITE");
+                // A refusal leaves the session as it was (RFC 3261 §14.1): Matrix is answered from the phone's
+                // current SDP.
+                let phone_answer = match reinvite(leg, &for_phone).await {
+                    Ok(resp) if resp.is_success() && !resp.body.is_empty() => {
+                        String::from_utf8_lossy(&resp.body).into_owned()
+                    }
+                    Ok(resp) => {
+                        tracing::info!(code = resp.code, "the phone refused a re-INVITE; the media stays as it was");
+                        r.phone_sdp.clone()
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "re-INVITE failed; the media stays as it was");
+                        r.phone_sdp.clone()
+                    }
+                };
+                match self.ng.answer(&r.sip_call, MATRIX_TAG, SIP_TAG, &phone_answer, &Leg::webrtc()).await {
+                    Ok(for_matrix) => {
+                        let for_matrix = if r.bundled { sdp::with_bundle_group(&for_matrix) } else { for_matrix };
+                        r.phone_sdp = phone_answer;
+                        let lifetime = u64::try_from(NEGOTIATE_WAIT.as_millis()).unwrap_or(u64::MAX);
+                        let out = state.ghost.negotiate(SdpKind::Answer, &for_matrix, lifetime);
+                        self.to_matrix(to.0, to.1, vec![out]).await;
+                    }
+                    Err(e) => tracing::warn!(error = %e, "rtpengine did not take the phone's re-INVITE answer"),
+                }
+            }
+        }
+    }
+
+    /// The Matrix side did not answer the phone's re-offer in time: the re-INVITE is refused.
+    fn reoffer_timed_out(r: &mut Renegotiation) {
+        if let Some(p) = r.pending.take() {
+            tracing::info!(sip_call = %r.sip_call, "no Matrix answer to the phone's re-INVITE; 500");
+            let _ = p.reply.send(Err(500));
+        }
     }
 
     /// Matrix → SIP.
@@ -503,6 +716,14 @@ impl Calls {
             }
         };
         tracing::info!(%sip_call, matrix_call = %state.ghost.call_id, "Matrix call to SIP placed");
+        let mut reneg = Renegotiation {
+            sip_call: sip_call.clone(),
+            toward_phone: Leg::plain_rtp(),
+            bundled,
+            party: None,
+            phone_sdp: String::new(),
+            pending: None,
+        };
         let ring = Duration::from_secs(self.media.ring_timeout_secs).min(Duration::from_millis(lifetime_ms.max(1000)));
         let timer = tokio::time::sleep(ring);
         tokio::pin!(timer);
@@ -515,11 +736,12 @@ impl Calls {
                     sip = events.recv() => {
                         let out = match sip {
                             Some(LegEvent::Progress { .. }) => continue,
-                            Some(LegEvent::ReInvite { reply, .. }) => {
-                                let _ = reply.send(Err(488));
+                            Some(LegEvent::ReInvite { sdp, reply }) => {
+                                self.phone_reoffers(&mut reneg, &state, (&portal, &remote), sdp, reply).await;
                                 continue;
                             }
                             Some(LegEvent::Answered { sdp: Some(answer) }) => {
+                                reneg.phone_sdp.clone_from(&answer);
                                 match self.ng.answer(&sip_call, MATRIX_TAG, SIP_TAG, &answer, &Leg::webrtc()).await {
                                     Ok(for_matrix) if bundled => state.sip_answered(&sdp::with_bundle_group(&for_matrix)),
                                     Ok(for_matrix) => state.sip_answered(&for_matrix),
@@ -546,6 +768,10 @@ impl Calls {
                         self.to_matrix(&portal, &remote, out).await;
                         continue;
                     }
+                    _ = tokio::time::sleep_until(reneg.deadline()), if reneg.pending.is_some() => {
+                        Self::reoffer_timed_out(&mut reneg);
+                        continue;
+                    }
                     _ = &mut timer, if state.phase == voip::Phase::Ringing => {
                         let (_, out) = state.ring_timeout();
                         let _ = leg.cancel().await;
@@ -554,6 +780,19 @@ impl Calls {
                     }
                 }
             };
+            match &event {
+                VoipEvent::Candidates { candidates: c, .. } => {
+                    // Kept for the next negotiation's SDP.
+                    candidates.extend(c.iter().cloned());
+                    continue;
+                }
+                VoipEvent::Negotiate { party_id, kind, sdp, .. } => {
+                    let offer = (party_id.as_deref(), *kind, sdp.as_str());
+                    self.matrix_negotiates(&mut reneg, &state, &leg, (&portal, &remote), offer, &mut candidates).await;
+                    continue;
+                }
+                _ => {}
+            }
             match state.on_matrix(&event) {
                 SipAction::Cancel => {
                     let _ = leg.cancel().await;

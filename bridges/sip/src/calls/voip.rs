@@ -18,6 +18,8 @@
 //! | 408 / 480 / 487 → | `m.call.hangup` (`invite_timeout`) |
 //! | other failures → | `m.call.hangup` (`unknown_error`) |
 //! | CANCEL ← | `m.call.hangup` before the answer |
+//! | re-INVITE → (hold: `sendonly`/`inactive`, resume: `sendrecv`) | `m.call.negotiate` offer from the ghost; the user's negotiate answer → 200 |
+//! | re-INVITE ← | the user's `m.call.negotiate` offer (Element's hold); the phone's 200 → the ghost's negotiate answer |
 
 use serde_json::{Value, json};
 use tincan_sip_core::sdp::Candidate;
@@ -70,11 +72,41 @@ pub enum VoipEvent {
         /// `reason`, `user_hangup` when absent.
         reason: String,
     },
-    /// `m.call.negotiate` and other call events the bridge does not act on.
+    /// `m.call.negotiate`: an offer or answer of the established call (hold, resume, new media).
+    Negotiate {
+        /// The call.
+        call_id: String,
+        /// The sending device's party.
+        party_id: Option<String>,
+        /// Offer or answer.
+        kind: SdpKind,
+        /// The SDP.
+        sdp: String,
+    },
+    /// Call events the bridge does not act on.
     Other {
         /// The call.
         call_id: String,
     },
+}
+
+/// Whether a negotiate SDP is an offer or an answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SdpKind {
+    /// `offer`.
+    Offer,
+    /// `answer`.
+    Answer,
+}
+
+impl SdpKind {
+    /// The `type` of a session description.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SdpKind::Offer => "offer",
+            SdpKind::Answer => "answer",
+        }
+    }
 }
 
 /// Why a VoIP event could not be read.
@@ -126,6 +158,16 @@ impl VoipEvent {
                 party_id: content["party_id"].as_str().map(str::to_owned),
                 sdp: content["answer"]["sdp"].as_str().ok_or_else(|| missing("answer.sdp"))?.to_owned(),
             },
+            "m.call.negotiate" => VoipEvent::Negotiate {
+                call_id,
+                party_id: content["party_id"].as_str().map(str::to_owned),
+                kind: match content["description"]["type"].as_str() {
+                    Some("offer") => SdpKind::Offer,
+                    Some("answer") => SdpKind::Answer,
+                    _ => return Err(missing("description.type")),
+                },
+                sdp: content["description"]["sdp"].as_str().ok_or_else(|| missing("description.sdp"))?.to_owned(),
+            },
             "m.call.select_answer" => VoipEvent::SelectAnswer { call_id },
             "m.call.reject" => VoipEvent::Reject { call_id },
             "m.call.hangup" => {
@@ -141,6 +183,7 @@ impl VoipEvent {
             VoipEvent::Invite { call_id, .. }
             | VoipEvent::Candidates { call_id, .. }
             | VoipEvent::Answer { call_id, .. }
+            | VoipEvent::Negotiate { call_id, .. }
             | VoipEvent::SelectAnswer { call_id }
             | VoipEvent::Reject { call_id }
             | VoipEvent::Hangup { call_id, .. }
@@ -186,6 +229,14 @@ impl GhostSide {
     /// `m.call.answer` with `sdp`.
     pub fn answer(&self, sdp: &str) -> Outgoing {
         ("m.call.answer", self.with(json!({"answer": {"type": "answer", "sdp": sdp}})))
+    }
+
+    /// `m.call.negotiate` with an offer or answer `sdp`, valid `lifetime_ms`.
+    pub fn negotiate(&self, kind: SdpKind, sdp: &str, lifetime_ms: u64) -> Outgoing {
+        (
+            "m.call.negotiate",
+            self.with(json!({"lifetime": lifetime_ms, "description": {"type": kind.as_str(), "sdp": sdp}})),
+        )
     }
 
     /// `m.call.select_answer` of the answer of `party`.
@@ -375,8 +426,19 @@ mod tests {
             other => panic!("{other:?}"),
         }
         assert_eq!(VoipEvent::parse("m.call.hangup", &json!({"call_id": "c1"})), Ok(hangup("user_hangup")));
+        let neg = json!({"call_id": "c1", "party_id": "p", "version": "1", "lifetime": 10000,
+                         "description": {"type": "offer", "sdp": "v=0\r\n"}});
         assert_eq!(
-            VoipEvent::parse("m.call.negotiate", &json!({"call_id": "c1"})),
+            VoipEvent::parse("m.call.negotiate", &neg),
+            Ok(VoipEvent::Negotiate {
+                call_id: "c1".into(),
+                party_id: Some("p".into()),
+                kind: SdpKind::Offer,
+                sdp: "v=0\r\n".into()
+            })
+        );
+        assert_eq!(
+            VoipEvent::parse("m.call.sdp_stream_metadata_changed", &json!({"call_id": "c1"})),
             Ok(VoipEvent::Other { call_id: "c1".into() })
         );
     }
@@ -391,6 +453,17 @@ mod tests {
         assert!(matches!(
             VoipEvent::parse("m.call.answer", &json!({"call_id": ""})),
             Err(VoipError::Missing { field: "call_id", .. })
+        ));
+        assert!(matches!(
+            VoipEvent::parse(
+                "m.call.negotiate",
+                &json!({"call_id": "c", "description": {"type": "pranswer", "sdp": ""}})
+            ),
+            Err(VoipError::Missing { field: "description.type", .. })
+        ));
+        assert!(matches!(
+            VoipEvent::parse("m.call.negotiate", &json!({"call_id": "c", "description": {"type": "answer"}})),
+            Err(VoipError::Missing { field: "description.sdp", .. })
         ));
         assert!(matches!(
             VoipEvent::parse("m.call.candidates", &json!({"call_id": "c", "candidates": 3})),
@@ -408,6 +481,14 @@ mod tests {
                    "offer": {"type": "offer", "sdp": "v=0"}})
         );
         assert_eq!(ghost().select_answer("dev1").1["selected_party_id"], "dev1");
+        assert_eq!(
+            ghost().negotiate(SdpKind::Answer, "v=0", 30000),
+            (
+                "m.call.negotiate",
+                json!({"call_id": "c1", "party_id": "g1", "version": "1", "lifetime": 30000,
+                       "description": {"type": "answer", "sdp": "v=0"}})
+            )
+        );
         assert_eq!(ghost().hangup("user_busy").1["reason"], "user_busy");
         assert_eq!(ghost().reject().1, json!({"call_id": "c1", "party_id": "g1", "version": "1"}));
     }

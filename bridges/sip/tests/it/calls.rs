@@ -14,7 +14,7 @@ pub(crate) const PHONE: &str = "+15551234567";
 
 /// What Chromium writes for an audio-only call (trimmed), with `setup` `actpass` in offers and `active` in
 /// answers; with `candidates` false the candidates are trickled instead.
-fn browser_sdp(setup: &str, port: u16, candidates: bool) -> String {
+pub(crate) fn browser_sdp(setup: &str, port: u16, candidates: bool) -> String {
     let cand = if candidates {
         format!("a=candidate:1467250027 1 udp 2122260223 127.0.0.1 {port} typ host generation 0\r\n")
     } else {
@@ -33,7 +33,7 @@ fn browser_sdp(setup: &str, port: u16, candidates: bool) -> String {
 }
 
 /// A phone calling Alice's number: INVITE with a plain G.711 offer, then `after` (the rest of the scenario).
-fn phone_calls(after: &str) -> String {
+pub(crate) fn phone_calls(after: &str) -> String {
     format!(
         r#"<?xml version="1.0" encoding="ISO-8859-1" ?>
 <scenario name="phone calls">
@@ -68,7 +68,7 @@ a=sendrecv
 }
 
 /// The phone takes the 200 (checking rtpengine's plain-RTP SDP) and ACKs it.
-const TAKES_200: &str = r#"
+pub(crate) const TAKES_200: &str = r#"
   <recv response="200">
     <action>
       <ereg regexp="m=audio [0-9]+ RTP/AVP" search_in="body" check_it="true" assign_to="m"/>
@@ -88,7 +88,7 @@ Content-Length: 0
 
 ]]></send>"#;
 
-const HANGS_UP: &str = r#"
+pub(crate) const HANGS_UP: &str = r#"
   <pause milliseconds="1000"/>
   <send retrans="500"><![CDATA[
 BYE sip:{ALICE}@[remote_ip]:[remote_port] SIP/2.0
@@ -150,7 +150,7 @@ Content-Length: 0
 ]]></send>
   <recv response="200"/>"#;
 
-fn fill(s: &str) -> String {
+pub(crate) fn fill(s: &str) -> String {
     s.replace("{ALICE}", ALICE_NUMBER).replace("{DOMAIN}", DOMAIN)
 }
 
@@ -632,4 +632,274 @@ async fn media_sessions_a_crash_left_are_deleted_at_start() {
     assert_eq!(left, vec!["someone-else".to_owned()], "only what the bridge recorded is deleted");
     let store = tincan_sip::store::open(&url).await.unwrap();
     assert!(store.media_sessions().await.unwrap().is_empty(), "forgotten once deleted");
+}
+
+/// The phone (the caller) offers again with `a={dir}` (CSeq `cseq`), expects `a={expect}` in the 200, ACKs.
+fn caller_reoffers(cseq: u32, dir: &str, expect: &str) -> String {
+    format!(
+        r#"
+  <pause milliseconds="300"/>
+  <send retrans="500"><![CDATA[
+INVITE sip:{ALICE_NUMBER}@[remote_ip]:[remote_port] SIP/2.0
+Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
+[last_From:]
+[last_To:]
+Call-ID: [call_id]
+CSeq: {cseq} INVITE
+Contact: <sip:{PHONE}@[local_ip]:[local_port]>
+Max-Forwards: 70
+Content-Type: application/sdp
+Content-Length: [len]
+
+v=0
+o=- 1 {cseq} IN IP4 [local_ip]
+s=-
+c=IN IP4 [local_ip]
+t=0 0
+m=audio 40000 RTP/AVP 0 8
+a=rtpmap:0 PCMU/8000
+a=rtpmap:8 PCMA/8000
+a={dir}
+]]></send>
+  <recv response="100" optional="true"/>
+  <recv response="200">
+    <action>
+      <ereg regexp="a={expect}" search_in="body" check_it="true" assign_to="d{cseq}"/>
+      <ereg regexp="m=audio [0-9]+ RTP/AVP" search_in="body" check_it="true" assign_to="m{cseq}"/>
+    </action>
+  </recv>
+  <Reference variables="d{cseq},m{cseq}"/>
+  <send><![CDATA[
+ACK sip:{ALICE_NUMBER}@[remote_ip]:[remote_port] SIP/2.0
+Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
+[last_From:]
+[last_To:]
+Call-ID: [call_id]
+CSeq: {cseq} ACK
+Max-Forwards: 70
+Content-Length: 0
+
+]]></send>"#
+    )
+}
+
+/// The phone (the callee) offers again with `a={dir}` (CSeq `cseq` of its own), expects `a={expect}`, ACKs.
+fn callee_reoffers(cseq: u32, dir: &str, expect: &str) -> String {
+    format!(
+        r#"
+  <pause milliseconds="300"/>
+  <send retrans="500"><![CDATA[
+INVITE [$contact] SIP/2.0
+Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
+From: <sip:{PHONE}@[local_ip]:[local_port]>;tag=[pid]SIPpTag01[call_number]
+To:[$rf]
+Call-ID: [call_id]
+CSeq: {cseq} INVITE
+Contact: <sip:[local_ip]:[local_port]>
+Max-Forwards: 70
+Content-Type: application/sdp
+Content-Length: [len]
+
+v=0
+o=- 2 {cseq}0 IN IP4 [local_ip]
+s=-
+c=IN IP4 [local_ip]
+t=0 0
+m=audio 40002 RTP/AVP 0
+a=rtpmap:0 PCMU/8000
+a={dir}
+]]></send>
+  <recv response="100" optional="true"/>
+  <recv response="200">
+    <action>
+      <ereg regexp="a={expect}" search_in="body" check_it="true" assign_to="d{cseq}"/>
+      <ereg regexp="m=audio [0-9]+ RTP/AVP" search_in="body" check_it="true" assign_to="m{cseq}"/>
+    </action>
+  </recv>
+  <Reference variables="d{cseq},m{cseq}"/>
+  <send><![CDATA[
+ACK [$contact] SIP/2.0
+Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
+From: <sip:{PHONE}@[local_ip]:[local_port]>;tag=[pid]SIPpTag01[call_number]
+To:[$rf]
+Call-ID: [call_id]
+CSeq: {cseq} ACK
+Max-Forwards: 70
+Content-Length: 0
+
+]]></send>"#
+    )
+}
+
+/// The phone takes the bridge's re-INVITE: a plain-RTP offer with `a={expect}`, answered with `a={dir}`.
+fn takes_reinvite(expect: &str, dir: &str) -> String {
+    format!(
+        r#"
+  <recv request="INVITE">
+    <action>
+      <ereg regexp="a={expect}" search_in="body" check_it="true" assign_to="h"/>
+      <ereg regexp="m=audio [0-9]+ RTP/AVP" search_in="body" check_it="true" assign_to="hm"/>
+    </action>
+  </recv>
+  <Reference variables="h,hm"/>
+  <send retrans="500"><![CDATA[
+SIP/2.0 200 OK
+[last_Via:]
+[last_From:]
+[last_To:]
+[last_Call-ID:]
+[last_CSeq:]
+Contact: <sip:{PHONE}@[local_ip]:[local_port]>
+Content-Type: application/sdp
+Content-Length: [len]
+
+v=0
+o=- 3 3 IN IP4 [local_ip]
+s=-
+c=IN IP4 [local_ip]
+t=0 0
+m=audio 40004 RTP/AVP 0
+a=rtpmap:0 PCMU/8000
+a={dir}
+]]></send>
+  <recv request="ACK"/>"#
+    )
+}
+
+/// Waits for the `n`th (from 0) `m.call.*` event of `kind` from the ghost.
+async fn ghost_sends_nth(h: &Harness, room: &str, kind: &str, n: usize) -> Value {
+    let ghost = format!("@sip_{PHONE}:hs.test");
+    wait_for(kind, Duration::from_secs(30), || async {
+        call_events(h, room).await.into_iter().filter(|(s, t, _)| *s == ghost && t == kind).nth(n).map(|(_, _, c)| c)
+    })
+    .await
+}
+
+/// What a browser writes when it negotiates again: its SDP with the direction `dir`.
+fn browser_negotiates(setup: &str, port: u16, dir: &str) -> String {
+    browser_sdp(setup, port, true).replace("a=sendrecv", &format!("a={dir}"))
+}
+
+/// The ghost's negotiate of `kind` carries WebRTC SDP with direction `dir`.
+fn assert_ghost_negotiates(content: &Value, kind: &str, dir: &str) {
+    assert_eq!(content["description"]["type"], kind, "{content}");
+    assert!(content["lifetime"].as_u64().is_some_and(|l| l > 0), "{content}");
+    let sdp = content["description"]["sdp"].as_str().unwrap();
+    assert!(sdp.contains("UDP/TLS/RTP/SAVPF") && sdp.contains("a=fingerprint:"), "{sdp}");
+    assert!(sdp.contains("a=group:BUNDLE "), "{sdp}");
+    assert!(sdp.contains(&format!("a={dir}")), "{dir} in {sdp}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_phone_holds_and_resumes_through_matrix_negotiate_and_a_matrix_hold_reinvites_the_phone() {
+    let (h, _rtp, ng) = start(None, 60).await;
+    let phone_side = format!(
+        "{}{}{}{}{}",
+        fill(TAKES_200),
+        caller_reoffers(2, "sendonly", "recvonly"),
+        caller_reoffers(3, "sendrecv", "sendrecv"),
+        takes_reinvite("inactive", "inactive"),
+        TAKES_BYE
+    );
+    let (_s, phone) = spawn_caller(&h, &phone_calls(&phone_side));
+    let (room, invite) = ringing_in_matrix(&h).await;
+    let call_id = &invite["call_id"];
+    let answer = browser_sdp("active", 45010, true);
+    alice_sends(
+        &h,
+        &room,
+        "m.call.answer",
+        v1(call_id, "alice-phone", json!({"answer": {"type": "answer", "sdp": answer}})),
+    )
+    .await;
+    ghost_sends(&h, &room, "m.call.select_answer").await;
+
+    // The phone holds: its re-INVITE (sendonly) reaches Alice as the ghost's negotiate offer; her answer
+    // (recvonly) goes back in the 200 (checked by the scenario).
+    let hold = ghost_sends_nth(&h, &room, "m.call.negotiate", 0).await;
+    assert_ghost_negotiates(&hold, "offer", "sendonly");
+    assert_eq!(hold["party_id"], invite["party_id"]);
+    assert_eq!(&hold["call_id"], call_id);
+    let sdp = browser_negotiates("active", 45010, "recvonly");
+    alice_sends(
+        &h,
+        &room,
+        "m.call.negotiate",
+        v1(call_id, "alice-phone", json!({"lifetime": 10000, "description": {"type": "answer", "sdp": sdp}})),
+    )
+    .await;
+    // It resumes.
+    let resume = ghost_sends_nth(&h, &room, "m.call.negotiate", 1).await;
+    assert_ghost_negotiates(&resume, "offer", "sendrecv");
+    let sdp = browser_negotiates("active", 45010, "sendrecv");
+    alice_sends(
+        &h,
+        &room,
+        "m.call.negotiate",
+        v1(call_id, "alice-phone", json!({"lifetime": 10000, "description": {"type": "answer", "sdp": sdp}})),
+    )
+    .await;
+    // Alice holds (as matrix-js-sdk does: an inactive offer): the phone gets a re-INVITE, its answer comes
+    // back as the ghost's.
+    let sdp = browser_negotiates("actpass", 45010, "inactive");
+    alice_sends(
+        &h,
+        &room,
+        "m.call.negotiate",
+        v1(call_id, "alice-phone", json!({"lifetime": 10000, "description": {"type": "offer", "sdp": sdp}})),
+    )
+    .await;
+    let held = ghost_sends_nth(&h, &room, "m.call.negotiate", 2).await;
+    assert_ghost_negotiates(&held, "answer", "inactive");
+    alice_sends(&h, &room, "m.call.hangup", v1(call_id, "alice-phone", json!({"reason": "user_hangup"}))).await;
+    assert!(finished(phone, Duration::from_secs(30)).await, "the phone held, resumed, was held, got BYE");
+    no_media_left(&ng).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_matrix_hold_reinvites_the_phone_and_the_phones_hold_reaches_matrix_on_a_call_from_matrix() {
+    let phone = free_addr();
+    let (h, _rtp, ng) = start(Some(phone), 60).await;
+    let room = dm_with_phone(&h).await;
+    let hangs_up = fill(PHONE_HANGS_UP).replace("{PHONE}", PHONE).replace("CSeq: 1 BYE", "CSeq: 2 BYE");
+    let phone_side = format!(
+        "{}{}{}{}",
+        fill(PHONE_200),
+        takes_reinvite("sendonly", "recvonly"),
+        callee_reoffers(1, "inactive", "inactive"),
+        hangs_up
+    );
+    let (_s, guard) = spawn_callee(phone, &phone_answers(&phone_side)).await;
+    alice_calls(&h, &room, "call-out-hold").await;
+    let answer = ghost_sends(&h, &room, "m.call.answer").await;
+    // Alice holds with a sendonly offer: the phone gets a re-INVITE (checked by the scenario) and answers
+    // recvonly.
+    let sdp = browser_negotiates("actpass", 45004, "sendonly");
+    alice_sends(
+        &h,
+        &room,
+        "m.call.negotiate",
+        json!({"call_id": "call-out-hold", "party_id": "alice-phone", "version": "1", "lifetime": 10000,
+               "description": {"type": "offer", "sdp": sdp}}),
+    )
+    .await;
+    let held = ghost_sends_nth(&h, &room, "m.call.negotiate", 0).await;
+    assert_ghost_negotiates(&held, "answer", "recvonly");
+    assert_eq!(held["party_id"], answer["party_id"]);
+    // The phone puts Alice on hold (inactive): the ghost offers, Alice answers inactive.
+    let hold = ghost_sends_nth(&h, &room, "m.call.negotiate", 1).await;
+    assert_ghost_negotiates(&hold, "offer", "inactive");
+    let sdp = browser_negotiates("active", 45004, "inactive");
+    alice_sends(
+        &h,
+        &room,
+        "m.call.negotiate",
+        json!({"call_id": "call-out-hold", "party_id": "alice-phone", "version": "1", "lifetime": 10000,
+               "description": {"type": "answer", "sdp": sdp}}),
+    )
+    .await;
+    assert!(finished(guard, Duration::from_secs(30)).await, "the phone was held, held, then hung up");
+    let hangup = ghost_sends(&h, &room, "m.call.hangup").await;
+    assert_eq!(hangup["reason"], "user_hangup");
+    no_media_left(&ng).await;
 }
