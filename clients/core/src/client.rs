@@ -240,7 +240,9 @@ impl TincanClient {
             _ => (random_secret(&mut StdRng::from_os_rng()), 1),
         };
         let resp = self.ext()?.request_code(number.as_str(), &client_secret, send_attempt).await?;
-        self.lock().pending = Some(PendingRegistration { number, sid: resp.sid.clone(), client_secret, send_attempt });
+        let ext_url = self.config.ext_url.as_ref().map(|u| u.to_string());
+        self.lock().pending =
+            Some(PendingRegistration { number, sid: resp.sid.clone(), client_secret, send_attempt, ext_url });
         self.save()?;
         Ok(resp)
     }
@@ -249,6 +251,13 @@ impl TincanClient {
     /// sign-up and the master key published through the extension.
     pub async fn verify(&mut self, code: &str) -> Result<SignedIn> {
         let pending = self.lock().pending.clone().ok_or(ClientError::NoPendingRegistration)?;
+        // The extension the code came from, which also publishes the new master key (setup_encryption).
+        if let Some(url) = pending.ext_url.as_deref().and_then(|u| url::Url::parse(u).ok())
+            && self.config.ext_url.as_ref() != Some(&url)
+        {
+            self.config.ext_url = Some(url.clone());
+            self.ext = Some(ExtClient::new(url, self.http.clone()));
+        }
         let ext = self.ext()?.clone();
         let resp = ext.verify_code(&pending.sid, &pending.client_secret, code.trim()).await?;
         let client = self.build_matrix(&resp.homeserver_url).await?;

@@ -82,6 +82,11 @@ pub struct PendingRegistration {
     pub client_secret: String,
     /// The last send attempt used.
     pub send_attempt: u64,
+    /// The extension the code was asked from (the session is only valid there): `verify` goes to it even when
+    /// the process that verifies was not told which extension (`tincan register --provider NAME`, then `tincan
+    /// verify CODE`). Absent in states written before it was kept: then the configured extension.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ext_url: Option<String>,
 }
 
 impl ClientState {
@@ -146,10 +151,12 @@ mod tests {
             sid: "sid".into(),
             client_secret: "cs".into(),
             send_attempt: 1,
+            ext_url: Some("http://127.0.0.1:8090/".into()),
         });
         s.save(dir.path()).unwrap();
         let back = ClientState::load(dir.path()).unwrap();
-        assert_eq!(back.pending.unwrap().sid, "sid");
+        let pending = back.pending.unwrap();
+        assert_eq!((pending.sid.as_str(), pending.ext_url.as_deref()), ("sid", Some("http://127.0.0.1:8090/")));
     }
 
     #[test]

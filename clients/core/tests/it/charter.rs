@@ -119,7 +119,22 @@ async fn the_trust_list_gives_the_directory_and_a_removed_provider_stops_verifyi
     assert_eq!(offered, ["Test provider"]);
 
     // At the listed provider: both sign up; each verifies the other with the anchor and log key of the list.
-    let a = sign_up(&chain, &charter, da.path(), A_NUM).await?;
+    // A picks the provider by name (`tincan register --provider`) and verifies the code in a later process that
+    // has no extension configured, as the terminal client does: the pending sign-up remembers its extension,
+    // and A's key is published through it (B sees A verified below).
+    let no_ext = || {
+        let mut c = config(&chain, &charter, da.path(), "http://127.0.0.1:9/");
+        c.ext_url = None;
+        c
+    };
+    let mut a = TincanClient::open(no_ext()).await?;
+    a.refresh_charter().await?;
+    a.use_provider("Test provider")?;
+    a.register(A_NUM).await?;
+    drop(a);
+    let mut a = TincanClient::open(no_ext()).await?;
+    a.refresh_charter().await?;
+    a.verify(&chain.ext.code(A_NUM)?).await?;
     let mut b = sign_up(&chain, &charter, db.path(), B_NUM).await?;
     wait_for_key(&a, B_NUM).await?;
     wait_for_key(&b, A_NUM).await?;
