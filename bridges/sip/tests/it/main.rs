@@ -1,6 +1,7 @@
 //! Integration tests of the SIP bridge against real peers: Synapse, sipp, baresip, rtpengine, PostgreSQL.
 
 mod baresip;
+mod bench;
 mod calls;
 mod harness;
 mod media;
