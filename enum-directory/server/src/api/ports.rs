@@ -16,7 +16,7 @@ use std::time::SystemTime;
 
 use axum::Json;
 use axum::body::Body;
-use axum::extract::{Path, Query, State};
+use axum::extract::{FromRef, Path, Query, State};
 use axum::http::StatusCode;
 use serde::{Deserialize, Serialize};
 use tincan_common::Clock;
@@ -60,6 +60,35 @@ pub struct PortList {
     pub ports: Vec<PortResponse>,
 }
 
+/// What the porting handlers share: the parts of [`super::ApiState`] settling a request touches.
+#[derive(Clone)]
+pub(crate) struct PortCtx {
+    storage: Arc<dyn Storage>,
+    zone: Arc<dyn ZoneWriter>,
+    writes: WriteLock,
+    porting: Arc<Porting>,
+    clock: Arc<dyn Clock>,
+}
+
+impl FromRef<super::ApiState> for PortCtx {
+    fn from_ref(s: &super::ApiState) -> Self {
+        Self {
+            storage: s.storage.clone(),
+            zone: s.zone.clone(),
+            writes: s.writes.clone(),
+            porting: s.porting.clone(),
+            clock: s.clock.clone(),
+        }
+    }
+}
+
+impl PortCtx {
+    /// `port`, completed first when its window has ended.
+    async fn settle(&self, port: PortRequest) -> Result<PortRequest, ApiError> {
+        Ok(settle(&*self.storage, &*self.zone, &self.writes, &self.porting, &*self.clock, port).await?)
+    }
+}
+
 fn millis(t: SystemTime) -> i64 {
     t.duration_since(SystemTime::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
 }
@@ -95,10 +124,7 @@ struct FileRequest {
 
 /// `POST /v1/ports`.
 pub(crate) async fn file(
-    State(storage): State<Arc<dyn Storage>>,
-    State(writes): State<WriteLock>,
-    State(porting): State<Arc<Porting>>,
-    State(clock): State<Arc<dyn Clock>>,
+    State(ctx): State<PortCtx>,
     Authenticated(provider): Authenticated,
     body: Body,
 ) -> Result<(StatusCode, Json<PortResponse>), ApiError> {
@@ -110,8 +136,8 @@ pub(crate) async fn file(
     if provider.prefixes.is_empty() {
         return Err(ApiError::ProviderSuspended);
     }
-    let _order = writes.lock().await;
-    let mut tx = storage.begin().await?;
+    let _order = ctx.writes.lock().await;
+    let mut tx = ctx.storage.begin().await?;
     let current = tx.numbers().get(&number).await?.ok_or(ApiError::NumberNotFound)?;
     if current.provider == provider.id {
         return Err(ApiError::NumberAlreadyHeld);
@@ -123,9 +149,9 @@ pub(crate) async fn file(
         tx.ports().amend(open.id, &services, key).await?;
         let amended = tx.ports().get(open.id).await?.unwrap_or(open);
         tx.commit().await?;
-        return Ok((StatusCode::ACCEPTED, Json(respond(&*storage, amended).await?)));
+        return Ok((StatusCode::ACCEPTED, Json(respond(&*ctx.storage, amended).await?)));
     }
-    let window_ends_at = clock.now() + porting.window;
+    let window_ends_at = ctx.clock.now() + ctx.porting.window;
     let new = NewPort { number, losing: current.provider, gaining: provider.id, services, key, window_ends_at };
     let filed = match tx.ports().file(&new).await {
         Ok(p) => p,
@@ -134,26 +160,18 @@ pub(crate) async fn file(
         Err(e) => return Err(e.into()),
     };
     tx.commit().await?;
-    let response = respond(&*storage, filed).await?;
+    let response = respond(&*ctx.storage, filed).await?;
     let redacted = tincan_common::telemetry::redact_number(response.number.as_str());
     tracing::info!(number = %redacted, from = %response.losing, to = %response.gaining, id = response.id, "port filed");
-    porting.notify(response.id, PortEvent::Filed, &[&response.losing]);
+    ctx.porting.notify(response.id, PortEvent::Filed, &[&response.losing]);
     Ok((StatusCode::ACCEPTED, Json(response)))
 }
 
 /// The request `id` if the caller is a party to it, settled (completed when its window has ended).
-async fn party_port(
-    storage: &Arc<dyn Storage>,
-    zone: &Arc<dyn ZoneWriter>,
-    writes: &WriteLock,
-    porting: &Porting,
-    clock: &Arc<dyn Clock>,
-    provider: &crate::storage::Provider,
-    id: i64,
-) -> Result<PortRequest, ApiError> {
-    let port = storage.begin_read().await?.ports().get(id).await?.ok_or(ApiError::PortNotFound)?;
+async fn party_port(ctx: &PortCtx, provider: &crate::storage::Provider, id: i64) -> Result<PortRequest, ApiError> {
+    let port = ctx.storage.begin_read().await?.ports().get(id).await?.ok_or(ApiError::PortNotFound)?;
     side(&port, provider.id).ok_or(ApiError::PortNotFound)?;
-    Ok(settle(&**storage, &**zone, writes, porting, &**clock, port).await?)
+    ctx.settle(port).await
 }
 
 #[derive(Debug, Deserialize)]
@@ -164,59 +182,47 @@ pub(crate) struct ListQuery {
 
 /// `GET /v1/ports`.
 pub(crate) async fn list(
-    State(storage): State<Arc<dyn Storage>>,
-    State(zone): State<Arc<dyn ZoneWriter>>,
-    State(writes): State<WriteLock>,
-    State(porting): State<Arc<Porting>>,
-    State(clock): State<Arc<dyn Clock>>,
+    State(ctx): State<PortCtx>,
     Authenticated(provider): Authenticated,
     Query(q): Query<ListQuery>,
 ) -> Result<Json<PortList>, ApiError> {
-    let ports = storage.begin_read().await?.ports().for_provider(provider.id, q.open, 1000).await?;
+    let ports = ctx.storage.begin_read().await?.ports().for_provider(provider.id, q.open, 1000).await?;
     let mut out = Vec::with_capacity(ports.len());
     for p in ports {
-        let p = settle(&*storage, &*zone, &writes, &porting, &*clock, p).await?;
+        let p = ctx.settle(p).await?;
         if q.open && p.state != PortState::Pending {
             continue;
         }
-        out.push(respond(&*storage, p).await?);
+        out.push(respond(&*ctx.storage, p).await?);
     }
     Ok(Json(PortList { ports: out }))
 }
 
 /// `GET /v1/ports/{id}`.
 pub(crate) async fn get(
-    State(storage): State<Arc<dyn Storage>>,
-    State(zone): State<Arc<dyn ZoneWriter>>,
-    State(writes): State<WriteLock>,
-    State(porting): State<Arc<Porting>>,
-    State(clock): State<Arc<dyn Clock>>,
+    State(ctx): State<PortCtx>,
     Authenticated(provider): Authenticated,
     Path(id): Path<i64>,
 ) -> Result<Json<PortResponse>, ApiError> {
-    let port = party_port(&storage, &zone, &writes, &porting, &clock, &provider, id).await?;
-    Ok(Json(respond(&*storage, port).await?))
+    let port = party_port(&ctx, &provider, id).await?;
+    Ok(Json(respond(&*ctx.storage, port).await?))
 }
 
 /// `POST /v1/ports/{id}/release`.
 pub(crate) async fn release(
-    State(storage): State<Arc<dyn Storage>>,
-    State(zone): State<Arc<dyn ZoneWriter>>,
-    State(writes): State<WriteLock>,
-    State(porting): State<Arc<Porting>>,
-    State(clock): State<Arc<dyn Clock>>,
+    State(ctx): State<PortCtx>,
     Authenticated(provider): Authenticated,
     Path(id): Path<i64>,
 ) -> Result<Json<PortResponse>, ApiError> {
-    let port = party_port(&storage, &zone, &writes, &porting, &clock, &provider, id).await?;
+    let port = party_port(&ctx, &provider, id).await?;
     if port.losing != provider.id {
         return Err(ApiError::NotYourSide("losing"));
     }
     if port.state != PortState::Pending {
         return Err(ApiError::PortClosed(port.state.as_str()));
     }
-    match complete(&*storage, &*zone, &writes, &porting, id).await? {
-        Some(Closed::Completed(p)) => Ok(Json(respond(&*storage, p).await?)),
+    match complete(&*ctx.storage, &*ctx.zone, &ctx.writes, &ctx.porting, id).await? {
+        Some(Closed::Completed(p)) => Ok(Json(respond(&*ctx.storage, p).await?)),
         Some(Closed::Cancelled(p) | Closed::NotPending(p)) => Err(ApiError::PortClosed(p.state.as_str())),
         None => Err(ApiError::PortNotFound),
     }
@@ -229,13 +235,8 @@ struct ObjectRequest {
 }
 
 /// `POST /v1/ports/{id}/object`.
-#[allow(clippy::too_many_arguments)] // axum extractors, one per part of the state
 pub(crate) async fn object(
-    State(storage): State<Arc<dyn Storage>>,
-    State(zone): State<Arc<dyn ZoneWriter>>,
-    State(writes): State<WriteLock>,
-    State(porting): State<Arc<Porting>>,
-    State(clock): State<Arc<dyn Clock>>,
+    State(ctx): State<PortCtx>,
     Authenticated(provider): Authenticated,
     Path(id): Path<i64>,
     body: Body,
@@ -243,7 +244,7 @@ pub(crate) async fn object(
     let bytes = body::read(body).await?;
     let req: ObjectRequest = serde_json::from_slice(&bytes).map_err(|e| ApiError::InvalidJson(e.to_string()))?;
     // Settled first: past the window the port completes, whatever the objection.
-    let port = party_port(&storage, &zone, &writes, &porting, &clock, &provider, id).await?;
+    let port = party_port(&ctx, &provider, id).await?;
     if port.losing != provider.id {
         return Err(ApiError::NotYourSide("losing"));
     }
@@ -253,19 +254,19 @@ pub(crate) async fn object(
     if port.state != PortState::Pending {
         return Err(ApiError::PortClosed(port.state.as_str()));
     }
-    if clock.now() >= port.window_ends_at {
+    if ctx.clock.now() >= port.window_ends_at {
         return Err(ApiError::ObjectionWindowClosed);
     }
-    let _order = writes.lock().await;
-    let mut tx = storage.begin().await?;
+    let _order = ctx.writes.lock().await;
+    let mut tx = ctx.storage.begin().await?;
     if !tx.ports().close(id, PortState::Objected, Some(req.reason)).await? {
         let now = tx.ports().get(id).await?.map_or(PortState::Cancelled, |p| p.state);
         return Err(ApiError::PortClosed(now.as_str()));
     }
     let objected = tx.ports().get(id).await?.ok_or(ApiError::PortNotFound)?;
     tx.commit().await?;
-    let response = respond(&*storage, objected).await?;
+    let response = respond(&*ctx.storage, objected).await?;
     tracing::info!(id, reason = ?req.reason, from = %response.losing, to = %response.gaining, "port objected");
-    porting.notify(id, PortEvent::Objected, &[&response.losing, &response.gaining]);
+    ctx.porting.notify(id, PortEvent::Objected, &[&response.losing, &response.gaining]);
     Ok(Json(response))
 }
