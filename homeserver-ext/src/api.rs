@@ -21,6 +21,19 @@ async fn metrics(axum::extract::State(app): axum::extract::State<Arc<App>>) -> i
     ([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")], app.limiter.metrics())
 }
 
+/// `GET /healthz`: 200 `{"status":"ok"}` when the database answers, else 503 `{"status":"unavailable"}` (the
+/// other services' probe; `GET /health` stays a liveness answer that does not touch the database).
+async fn healthz(axum::extract::State(app): axum::extract::State<Arc<App>>) -> impl axum::response::IntoResponse {
+    use axum::http::StatusCode;
+    match app.store.ping().await {
+        Ok(()) => (StatusCode::OK, axum::Json(serde_json::json!({"status": "ok"}))),
+        Err(e) => {
+            tracing::warn!(error = %e, "healthz: the database does not answer");
+            (StatusCode::SERVICE_UNAVAILABLE, axum::Json(serde_json::json!({"status": "unavailable"})))
+        }
+    }
+}
+
 /// The whole router.
 pub fn router(app: Arc<App>) -> Router {
     Router::new()
@@ -41,6 +54,7 @@ pub fn router(app: Arc<App>) -> Router {
         .merge(crate::identity::router(app.clone()))
         .merge(crate::oidc::router(app.clone()))
         .route("/health", get(|| async { "ok" }))
+        .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
         .with_state(app)
 }

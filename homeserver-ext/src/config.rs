@@ -447,8 +447,8 @@ impl Validate for ExtConfig {
         if url::Url::parse(&self.homeserver_url).is_err() {
             p.push(format!("homeserver_url: {:?} is not a URL", self.homeserver_url));
         }
-        if !(self.database_url.starts_with("sqlite:") || self.database_url.starts_with("postgres")) {
-            p.push("database_url: must start with sqlite: or postgres://".into());
+        if !(crate::store::is_sqlite_url(&self.database_url) || crate::store::is_postgres_url(&self.database_url)) {
+            p.push("database_url: must start with sqlite: or postgres:// (postgresql://)".into());
         }
         if !self.sms.template.contains("{code}") {
             p.push("sms.template: must contain {code}".into());

@@ -33,6 +33,9 @@ pub enum StoreError {
     /// A number was to be hashed before any pepper was stored.
     #[error("no lookup pepper is stored yet")]
     NoPepper,
+    /// The database URL names neither SQLite nor PostgreSQL.
+    #[error("database URL must start with sqlite: or postgres:// (postgresql://), not {0:?}")]
+    UnknownUrl(String),
 }
 
 /// The lookup hash of a number (first argument) under a pepper (second).
@@ -271,6 +274,13 @@ pub trait MirrorRepository: Send + Sync {
     async fn mirrored(&self, numbers: &[String]) -> Result<Vec<String>>;
 }
 
+/// The database is reachable.
+#[async_trait::async_trait]
+pub trait HealthRepository: Send + Sync {
+    /// One round trip to the database (`/healthz`).
+    async fn ping(&self) -> Result<()>;
+}
+
 /// The last transparency-log tree head accepted, per log key (see [`crate::log_witness`]).
 #[async_trait::async_trait]
 pub trait LogHeadRepository: Send + Sync + std::fmt::Debug {
@@ -290,6 +300,7 @@ pub trait Store:
     + OidcRepository
     + PortRepository
     + LogHeadRepository
+    + HealthRepository
     + std::fmt::Debug
 {
 }
@@ -302,17 +313,32 @@ impl<
         + OidcRepository
         + PortRepository
         + LogHeadRepository
+        + HealthRepository
         + std::fmt::Debug,
 > Store for T
 {
 }
 
-/// Opens (and migrates) the store named by a `sqlite:` or `postgres://` URL.
+/// `postgres://…` or `postgresql://…`.
+pub fn is_postgres_url(url: &str) -> bool {
+    url.starts_with("postgres://") || url.starts_with("postgresql://")
+}
+
+/// `sqlite:…` (a file or `sqlite::memory:`).
+pub fn is_sqlite_url(url: &str) -> bool {
+    url.starts_with("sqlite:")
+}
+
+/// Opens (and migrates) the store named by a `sqlite:` or `postgres://` (`postgresql://`) URL; any other URL is
+/// refused rather than taken for an SQLite path.
 pub async fn open(url: &str) -> Result<Arc<dyn Store>> {
-    if url.starts_with("postgres") {
+    if is_postgres_url(url) {
         Ok(Arc::new(PgStore::connect(url).await?))
-    } else {
+    } else if is_sqlite_url(url) {
         Ok(Arc::new(SqliteStore::connect(url).await?))
+    } else {
+        // Only the scheme: the rest may hold a password.
+        Err(StoreError::UnknownUrl(url.split(':').next().unwrap_or_default().to_owned()))
     }
 }
 
@@ -780,6 +806,14 @@ macro_rules! impl_store {
                 .bind(now)
                 .execute(&self.pool)
                 .await?;
+                Ok(())
+            }
+        }
+
+        #[async_trait::async_trait]
+        impl HealthRepository for $store {
+            async fn ping(&self) -> Result<()> {
+                sqlx::query("SELECT 1").execute(&self.pool).await?;
                 Ok(())
             }
         }

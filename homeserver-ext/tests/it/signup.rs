@@ -256,3 +256,19 @@ async fn unregister_refuses_a_body_that_is_not_a_json_object_before_asking_the_h
     assert_eq!((s, &b["numbers"]), (200, &json!([number])), "{b}");
     assert!(store.accounts_by_user(&user_id).await.unwrap().is_empty());
 }
+
+#[tokio::test]
+async fn healthz_is_ok_while_the_database_answers_and_503_once_it_is_gone() {
+    let Some(pg) = tincan_testkit::Postgres::create().await else { return };
+    let ext = Ext::start_on(Some(pg.url()), &jwt_config(None, "hs.test")).await.unwrap();
+    let health = || async {
+        let r = ext.http.get(format!("{}/healthz", ext.url)).send().await.unwrap();
+        (r.status().as_u16(), r.json::<serde_json::Value>().await.unwrap())
+    };
+    assert_eq!(health().await, (200, json!({"status": "ok"})));
+    // The database dropped under it (its connections cut): the probe says so, the liveness answer does not.
+    drop(pg);
+    assert_eq!(health().await, (503, json!({"status": "unavailable"})));
+    let live = ext.http.get(format!("{}/health", ext.url)).send().await.unwrap();
+    assert_eq!(live.status().as_u16(), 200);
+}

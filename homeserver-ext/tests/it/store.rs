@@ -165,6 +165,8 @@ async fn conformance(store: &dyn Store) {
 
 /// The last accepted tree head per log key: none at first, then the last one set, per key.
 async fn log_heads_conformance(store: &dyn Store) {
+    store.ping().await.unwrap();
+
     assert_eq!(store.log_head("key-a").await.unwrap(), None);
     store.set_log_head("key-a", "{\"size\":1}").await.unwrap();
     store.set_log_head("key-a", "{\"size\":2}").await.unwrap();
@@ -317,4 +319,17 @@ async fn postgres_conformance() {
     let Some(pg) = tincan_testkit::Postgres::create().await else { return };
     let store = open(pg.url()).await.unwrap();
     conformance(&*store).await;
+}
+
+#[tokio::test]
+async fn a_database_url_of_another_kind_is_refused_not_opened_as_an_sqlite_file() {
+    let dir = tempfile::tempdir().unwrap();
+    // Relative: a store opened as SQLite would create this file in the working directory.
+    std::env::set_current_dir(dir.path()).unwrap();
+    for url in ["mysql://user:hunter2@db.example/tincan", "postgress://db.example/x", "tincan.db"] {
+        let err = open(url).await.expect_err(url);
+        assert!(matches!(err, StoreError::UnknownUrl(_)), "{url}: {err}");
+        assert!(!err.to_string().contains("hunter2"), "the URL's password is not echoed: {err}");
+    }
+    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0, "no file was created");
 }
