@@ -1,6 +1,7 @@
 //! Integration tests of the bindings: the Rust side of the exported API and the generated Python bindings, both
 //! against the real chain (Synapse, tincan-ext, the directory); the Kotlin and Swift bindings generate.
 
+mod bench;
 #[path = "../../../core/tests/it/chain.rs"]
 mod chain;
 #[path = "../../../core/tests/it/log_proxy.rs"]

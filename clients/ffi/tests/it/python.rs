@@ -92,6 +92,22 @@ pub fn run_pytest(file: &str, bindings: &Path, env: &[(&str, String)]) -> anyhow
     Ok(serde_json::from_slice(&std::fs::read(out_file.path())?)?)
 }
 
+/// Runs the Python script `script` (a benchmark) with the bindings in `bindings` and the suite's helpers
+/// (`tests/python`) on its path and `env`; its output, or an error with its stderr.
+pub fn run_script(script: &Path, bindings: &Path, env: &[(&str, String)]) -> anyhow::Result<String> {
+    let helpers = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/python");
+    let path = std::env::join_paths([bindings, &helpers])?;
+    let mut cmd = Command::new(python());
+    cmd.arg(script).env("PYTHONPATH", path).env("PYTHONDONTWRITEBYTECODE", "1");
+    cmd.envs(env.iter().map(|(k, v)| (k, v)));
+    let out = cmd.output().with_context(|| format!("running {}", python().display()))?;
+    let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    if !out.status.success() {
+        bail!("{} failed ({}):\n{stdout}\n{stderr}", script.display(), out.status);
+    }
+    Ok(stdout.into_owned())
+}
+
 /// The Kotlin and Swift bindings generate (they cannot be compiled here: no Kotlin compiler recent enough, no
 /// Swift toolchain, no Android or iOS Rust targets), with the API the apps use.
 #[test]
