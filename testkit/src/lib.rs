@@ -6,6 +6,8 @@
 //! - [`Postgres`]: a fresh PostgreSQL database per test, dropped afterwards.
 //! - [`tools`]: Debian tools (`delv`, `ldns-verify-zone`, `sipp`…) with an error naming the missing package.
 //! - [`dnssec`]: zones signed with BIND's tools and served by Knot (as signed, or signed online).
+//! - [`federation`]: providers that federate — Synapses over real TLS with a test CA, each with its own
+//!   `tincan-ext` on one directory.
 //! - [`directory`]: the real `tincan-directory` binary (provider, trust anchor, registrar client) and a DNS
 //!   man-in-the-middle that tampers with its signatures.
 //! - [`secondary`]: a Knot DNS secondary pulling a zone by AXFR/IXFR with TSIG (optionally signing online).
@@ -22,6 +24,7 @@
 
 pub mod directory;
 pub mod dnssec;
+pub mod federation;
 mod knotd;
 pub mod matrix;
 pub mod node;

@@ -6,8 +6,12 @@
 //! `client` and `openid` resources, so an identity server can check a user's OpenID token with it. The test can
 //! merge its own settings into `homeserver.yaml` (`jwt_config`, `account_threepid_delegates`, appservice
 //! registrations…).
+//! With [`SynapseBuilder::federation`] it also federates: a second listener serves the federation and key APIs
+//! over TLS with a certificate of a [`TestCa`], its server name is `localhost:PORT` (that listener's port), and it
+//! trusts only that CA for outgoing federation (see [`crate::federation`]).
 //! The process is stopped when the [`Synapse`] is dropped, even when the test panics.
 
+use crate::federation::TestCa;
 use crate::process::ChildGuard;
 use anyhow::{Context, bail};
 use base64::Engine;
@@ -34,11 +38,20 @@ pub struct SynapseBuilder {
     server_name: String,
     extra: Value,
     appservices: Vec<String>,
+    federation: Option<FederationTls>,
+}
+
+/// The TLS files of a federating Synapse.
+#[derive(Debug, Clone)]
+struct FederationTls {
+    ca: PathBuf,
+    cert: PathBuf,
+    key: PathBuf,
 }
 
 impl Default for SynapseBuilder {
     fn default() -> Self {
-        Self { server_name: "hs.test".into(), extra: json!({}), appservices: Vec::new() }
+        Self { server_name: "hs.test".into(), extra: json!({}), appservices: Vec::new(), federation: None }
     }
 }
 
@@ -61,6 +74,18 @@ impl SynapseBuilder {
         self
     }
 
+    /// Federates over real TLS on loopback: a second listener (federation and key APIs) on its own port with a
+    /// certificate `ca` issues for `localhost` and `127.0.0.1`, the server name `localhost:PORT` (replacing
+    /// [`server_name`](Self::server_name): a name with its port needs neither `.well-known` nor SRV), outgoing
+    /// federation trusting `ca` alone (`federation_custom_ca_list`, certificates verified), and 127.0.0.1 let
+    /// through Synapse's IP range blocklist (`ip_range_whitelist`; an IP literal as server name would stay
+    /// blocked, hence `localhost`).
+    pub fn federation(mut self, ca: &TestCa) -> anyhow::Result<Self> {
+        let (cert, key) = ca.issue()?;
+        self.federation = Some(FederationTls { ca: ca.cert_file().to_owned(), cert, key });
+        Ok(self)
+    }
+
     /// Writes the config, starts Synapse and waits until `/_matrix/client/versions` answers.
     pub async fn start(self) -> anyhow::Result<Synapse> {
         let dir = tempfile::Builder::new().prefix("tincan-synapse-").tempdir()?;
@@ -78,7 +103,15 @@ impl SynapseBuilder {
             std::fs::write(&path, reg)?;
             as_files.push(path.display().to_string());
         }
-        let mut config = base_config(&self.server_name, port, d, &shared_secret, &as_files);
+        let mut server_name = self.server_name.clone();
+        let mut config = base_config(&server_name, port, d, &shared_secret, &as_files);
+        let mut federation_port = None;
+        if let Some(tls) = &self.federation {
+            let fed_port = crate::ports::free_port();
+            server_name = format!("localhost:{fed_port}");
+            merge(&mut config, federation_config(&server_name, port, fed_port, tls));
+            federation_port = Some(fed_port);
+        }
         merge(&mut config, self.extra.clone());
         // JSON is YAML, so Synapse reads it as is.
         let config_path = d.join("homeserver.yaml");
@@ -94,7 +127,8 @@ impl SynapseBuilder {
         let mut synapse = Synapse {
             guard,
             port,
-            server_name: self.server_name,
+            federation_port,
+            server_name,
             shared_secret,
             http: reqwest::Client::new(),
             config_path,
@@ -110,6 +144,7 @@ impl SynapseBuilder {
 pub struct Synapse {
     guard: ChildGuard,
     port: u16,
+    federation_port: Option<u16>,
     server_name: String,
     shared_secret: String,
     http: reqwest::Client,
@@ -148,6 +183,11 @@ impl Synapse {
     /// The listening port.
     pub fn port(&self) -> u16 {
         self.port
+    }
+
+    /// The federation listener's port (TLS), with [`SynapseBuilder::federation`].
+    pub fn federation_port(&self) -> Option<u16> {
+        self.federation_port
     }
 
     /// The configured `server_name`.
@@ -292,6 +332,38 @@ fn base_config(server_name: &str, port: u16, dir: &Path, shared_secret: &str, as
             "msc2409_to_device_messages_enabled": true,
             "msc3202_transaction_extensions": true,
         },
+    })
+}
+
+/// What a federating Synapse adds to [`base_config`]: both listeners (the client one as before, the federation
+/// one over TLS), the certificate, the trusted CA and loopback let through the IP range blocklist.
+fn federation_config(server_name: &str, port: u16, fed_port: u16, tls: &FederationTls) -> Value {
+    json!({
+        "server_name": server_name,
+        "listeners": [
+            {
+                "port": port,
+                "bind_addresses": ["127.0.0.1"],
+                "type": "http",
+                "tls": false,
+                "x_forwarded": false,
+                "resources": [{"names": ["client", "openid"], "compress": false}],
+            },
+            {
+                "port": fed_port,
+                "bind_addresses": ["127.0.0.1"],
+                "type": "http",
+                "tls": true,
+                "x_forwarded": false,
+                "resources": [{"names": ["federation"], "compress": false}],
+            },
+        ],
+        "tls_certificate_path": tls.cert,
+        "tls_private_key_path": tls.key,
+        "federation_verify_certificates": true,
+        "federation_custom_ca_list": [tls.ca],
+        // Synapse blocks loopback for outgoing federation by default; `localhost` resolves to 127.0.0.1 here.
+        "ip_range_whitelist": ["127.0.0.1/32"],
     })
 }
 

@@ -1,5 +1,6 @@
 //! Integration tests of the client core: against a real Synapse alone (`dm`), and against the real chain of
-//! Synapse, the homeserver extension and the directory (`network`, `bench`).
+//! Synapse, the homeserver extension and the directory (`network`, `bench`), and two such providers federating
+//! on one directory (`federation`).
 
 mod at_rest;
 mod bench;
@@ -7,6 +8,7 @@ mod chain;
 mod charter;
 mod dm;
 mod fake_bridge;
+mod federation;
 mod harness;
 mod log_proxy;
 mod network;
