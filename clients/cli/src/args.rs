@@ -105,6 +105,10 @@ pub enum Command {
         /// Messages of history to show.
         #[arg(long, default_value_t = 20)]
         history: u32,
+        /// Through a bridge (SMS): seconds to watch each text sent for the bridge's word on delivery, printed
+        /// when it comes (`delivered` or `failed`); after that it stays `sent`. 0: do not watch.
+        #[arg(long, value_name = "SECS", default_value_t = 300)]
+        wait: u64,
     },
     /// Contacts.
     Contacts {

@@ -10,7 +10,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 use tincan_client_core::{
     ClientConfig, ClientError, Contact, Decision, Delivery, DirectoryConfig, IncomingMessage, KeyStatus, Route,
-    StoreKey, TincanClient, TransparencyLogConfig, Validation, Warning, contacts::parse_contacts,
+    SentToNumber, StoreKey, TincanClient, TransparencyLogConfig, Validation, Warning, contacts::parse_contacts,
 };
 use tokio::io::AsyncBufReadExt;
 
@@ -102,7 +102,9 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
                 return Ok(ExitCode::from(EXIT_NOT_DELIVERED));
             }
         }
-        Command::Chat { phone, history } => chat(&client, &phone, history, json).await?,
+        Command::Chat { phone, history, wait } => {
+            chat(&client, &phone, history, Duration::from_secs(wait), json).await?
+        }
         Command::Contacts { command: ContactsCommand::Import { file } } => {
             let text = std::fs::read_to_string(&file).with_context(|| format!("reading {}", file.display()))?;
             let parsed = parse_contacts(&text);
@@ -273,7 +275,7 @@ fn key_note(k: Option<&KeyStatus>) -> String {
     }
 }
 
-async fn chat(client: &TincanClient, phone: &str, history: u32, json: bool) -> anyhow::Result<()> {
+async fn chat(client: &TincanClient, phone: &str, history: u32, wait: Duration, json: bool) -> anyhow::Result<()> {
     client.sync_once(Duration::ZERO).await?;
     // The route is the core's decision; a key mismatch shows the contact's history but sends nothing.
     let (peer, messages) = match client.start_chat(phone, false).await {
@@ -308,25 +310,60 @@ async fn chat(client: &TincanClient, phone: &str, history: u32, json: bool) -> a
     let mut incoming = Box::pin(client.messages());
     let sync = client.spawn_sync()?;
     let mut lines = tokio::io::BufReader::new(tokio::io::stdin()).lines();
+    // Texts sent through a bridge, each until the bridge's word on it or `wait`.
+    let mut reports = futures::stream::FuturesUnordered::new();
     loop {
         tokio::select! {
             line = lines.next_line() => {
                 let Some(line) = line? else { break };
                 if line.trim().is_empty() { continue; }
                 // The route is decided for every message: a contact who joins Tincan is reached over Matrix next.
-                match client.send_to_number(phone, &line, false).await {
-                    Ok(sent) if json => println!("{}", json!({"sent": sent})),
-                    Ok(_) => {}
+                match client.send_to_number_watched(phone, &line, false).await {
+                    Ok((sent, pending)) => {
+                        if json {
+                            println!("{}", json!({"sent": sent}));
+                        }
+                        if let Some(pending) = pending.filter(|_| !wait.is_zero()) {
+                            reports.push(async move {
+                                let delivery = client.await_delivery(pending, wait).await;
+                                (sent, line, delivery)
+                            });
+                        }
+                    }
                     Err(e) => eprintln!("error: not sent: {e}"),
                 }
             }
             Some(m) = incoming.next() => {
                 if m.sender == peer || m.room_id.is_empty() { show(&m, json); }
             }
+            Some((mut sent, text, delivery)) = reports.next() => match delivery {
+                Ok(d) => {
+                    sent.delivery = d;
+                    show_delivery(&sent, &text, wait, json);
+                }
+                Err(e) => eprintln!("error: no word on delivery of {text:?}: {e}"),
+            },
         }
+    }
+    if !reports.is_empty() {
+        eprintln!("note: {} text(s) left without the bridge's word on delivery (status sent)", reports.len());
     }
     sync.abort();
     Ok(())
+}
+
+/// What a bridge said of a text sent in `chat`: `{"delivery": …}` (the `send --json` object with the final
+/// `status`), or a line for people.
+fn show_delivery(sent: &SentToNumber, text: &str, wait: Duration, json: bool) {
+    if json {
+        println!("{}", json!({"delivery": sent}));
+        return;
+    }
+    match &sent.delivery {
+        Delivery::Delivered => println!("[delivered] {text}"),
+        Delivery::Failed { reason } => println!("[NOT DELIVERED: {reason}] {text}"),
+        Delivery::Sent => println!("[no delivery report within {} s] {text}", wait.as_secs()),
+    }
 }
 
 /// How a route reaches the number, in words.

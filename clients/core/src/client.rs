@@ -12,7 +12,7 @@ mod reach;
 pub use directory::{Contact, ImportedContact};
 pub use messaging::{IncomingMessage, Sent};
 pub use push::PushConfig;
-pub use reach::{Chat, SentToNumber};
+pub use reach::{Chat, PendingDelivery, SentToNumber};
 
 use crate::at_rest::{self, DataKey};
 use crate::config::ClientConfig;

@@ -12,7 +12,10 @@
 //!
 //! A ⚠ notice carries no reference to the message it is about, so only one that comes after the message in the
 //! conversation's timeline counts (the timeline is in order; a notice about an earlier message that arrived
-//! before ours does not).
+//! before ours does not), and only from a bridge that has not shown it sends `com.beeper.message_send_status`:
+//! such a bridge (the appservice core, `tincan-sms`) sends the status before its notice, so once a status event
+//! was seen in the conversation a bare notice is about some other message (an earlier one still waiting for its
+//! report, in a chat) and says nothing of ours.
 
 use serde::Serialize;
 
@@ -127,12 +130,31 @@ pub struct Watch {
     ghost: String,
     /// Whether our message has shown up in the timeline: a ⚠ from the ghost counts only after it.
     seen_ours: bool,
+    /// Whether a message status event was seen in the room: then the bridge reports by status, and a bare ⚠
+    /// notice belongs to the status before it (maybe another message's), not to ours.
+    statuses_seen: bool,
 }
 
 impl Watch {
     /// Watches `event_id`, sent into `room_id` to the bridge's `ghost`.
     pub fn new(room_id: &str, event_id: &str, ghost: &str) -> Watch {
-        Watch { room_id: room_id.to_owned(), event_id: event_id.to_owned(), ghost: ghost.to_owned(), seen_ours: false }
+        Watch {
+            room_id: room_id.to_owned(),
+            event_id: event_id.to_owned(),
+            ghost: ghost.to_owned(),
+            seen_ours: false,
+            statuses_seen: false,
+        }
+    }
+
+    /// The room of the watched message.
+    pub fn room_id(&self) -> &str {
+        &self.room_id
+    }
+
+    /// The watched message.
+    pub fn event_id(&self) -> &str {
+        &self.event_id
     }
 
     /// Takes the next signal (in the order the sync gives them); the final word, when this is it.
@@ -147,6 +169,9 @@ impl Watch {
                     self.seen_ours = true;
                     return None;
                 }
+                if status.is_some() {
+                    self.statuses_seen = true;
+                }
                 if let Some(s) = status.as_ref().filter(|s| s.relates_to == self.event_id) {
                     return match s.status.as_str() {
                         "SUCCESS" if s.delivered_to.contains(&self.ghost) => Some(Delivery::Delivered),
@@ -158,7 +183,12 @@ impl Watch {
                 }
                 let notice = body.as_deref().and_then(|b| b.trim_start().strip_prefix('⚠'));
                 match notice {
-                    Some(reason) if self.seen_ours && *sender == self.ghost && kind == "m.room.message" => {
+                    Some(reason)
+                        if self.seen_ours
+                            && !self.statuses_seen
+                            && *sender == self.ghost
+                            && kind == "m.room.message" =>
+                    {
                         Some(Delivery::Failed { reason: reason.trim().to_owned() })
                     }
                     _ => None,
@@ -238,6 +268,21 @@ mod tests {
     }
 
     #[test]
+    fn a_notice_after_another_messages_failure_status_is_not_about_ours() {
+        // In a chat: ours is sent while an earlier message still waits for its report; the bridge then reports
+        // the earlier one failed (status, then its notice). Ours is not failed by that notice.
+        let ours = message(OURS, ME, "hello again");
+        let earlier = status("$earlier", "FAIL_PERMANENT", &[]);
+        let notice = message("$n", GHOST, "⚠ Not delivered: undeliverable");
+        assert_eq!(judge_all(&[ours.clone(), earlier.clone(), notice.clone()]), None);
+        // Ours is judged by its own status, the notice after it changes nothing.
+        let own = status(OURS, "SUCCESS", &[GHOST]);
+        assert_eq!(judge_all(&[ours.clone(), earlier, notice.clone(), own]), Some(Delivery::Delivered));
+        // A bridge that never sent a status: its notice after ours is still ours.
+        assert!(matches!(judge_all(&[ours, notice]), Some(Delivery::Failed { .. })));
+    }
+
+    #[test]
     fn signals_from_json_need_an_event_id_and_a_receipt_type() {
         assert_eq!(Signal::from_timeline_json(ROOM, &json!({"type": "m.room.message"})), None);
         assert_eq!(Signal::from_receipt_json(ROOM, &json!({"type": "m.typing", "content": {}})), None);
@@ -282,11 +327,14 @@ mod tests {
         #[test]
         fn a_verdict_always_rests_on_a_signal_about_our_message(signals in proptest::collection::vec(any_signal(), 0..8)) {
             let mut w = Watch::new(ROOM, OURS, GHOST);
-            let mut seen_ours = false;
+            let (mut seen_ours, mut statuses_seen) = (false, false);
             for s in &signals {
                 let verdict = w.judge(s);
                 if let Signal::Timeline { event_id, room_id, .. } = s && event_id == OURS && room_id == ROOM {
                     seen_ours = true;
+                }
+                if let Signal::Timeline { room_id, status: Some(_), .. } = s && room_id == ROOM {
+                    statuses_seen = true;
                 }
                 let Some(v) = verdict else { continue };
                 // Only from this room, and never from our own words.
@@ -301,9 +349,9 @@ mod tests {
                         prop_assert_ne!(sender, ME);
                         match status {
                             Some(st) => prop_assert_eq!(&st.relates_to, OURS),
-                            // A bare ⚠ only from the ghost, after our message.
+                            // A bare ⚠ only from the ghost, after our message, from a bridge that sent no status.
                             None => {
-                                prop_assert!(seen_ours);
+                                prop_assert!(seen_ours && !statuses_seen);
                                 prop_assert_eq!(sender, GHOST);
                                 prop_assert!(matches!(v, Delivery::Failed { .. }), "{:?}", v);
                             }

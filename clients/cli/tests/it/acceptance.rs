@@ -28,8 +28,13 @@ pub(crate) fn tincan(chain: &Chain, data: &Path, args: &[&str]) -> Output {
 
 /// [`tincan`] with `dns` as the DNS server.
 pub(crate) fn tincan_via(chain: &Chain, dns: SocketAddr, data: &Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_tincan"))
-        .arg("--data-dir")
+    command(chain, dns, data, args).stdin(Stdio::null()).output().expect("tincan runs")
+}
+
+/// The `tincan` command of [`tincan_via`], stdin and stdout left to the caller.
+pub(crate) fn command(chain: &Chain, dns: SocketAddr, data: &Path, args: &[&str]) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_tincan"));
+    cmd.arg("--data-dir")
         .arg(data)
         .args(["--ext", &chain.ext.url, "--dns", &dns.to_string(), "--trust-anchor"])
         .arg(&chain.anchor_file)
@@ -40,10 +45,8 @@ pub(crate) fn tincan_via(chain: &Chain, dns: SocketAddr, data: &Path, args: &[&s
         .env_remove("TINCAN_CLI_TRUST_ANCHOR")
         .env_remove("TINCAN_CLI_LOG_URL")
         .env_remove("TINCAN_CLI_LOG_KEY")
-        .env_remove("TINCAN_CLI_KEY_FILE")
-        .stdin(Stdio::null())
-        .output()
-        .expect("tincan runs")
+        .env_remove("TINCAN_CLI_KEY_FILE");
+    cmd
 }
 
 /// `register` then `verify` with the SMS code; the `verify` JSON.
@@ -147,6 +150,12 @@ async fn two_numbers_through_the_cli_and_the_real_directory() -> anyhow::Result<
     let o = tincan(&chain, da, &["send", NOBODY, "hello"]);
     assert_eq!(o.status.code(), Some(2));
     assert!(err(&o).contains("none (not in the directory)"), "{}", err(&o));
+    // No bridge serves it either (this chain has none): chat says so too, and opens nothing.
+    for args in [&["send", NOBODY, "hello"][..], &["chat", NOBODY]] {
+        let o = tincan(&chain, da, args);
+        assert_eq!(o.status.code(), Some(2), "{args:?}: {}", err(&o));
+        assert!(err(&o).contains("no bridge of the provider reaches the number"), "{args:?}: {}", err(&o));
+    }
 
     // Tampered answer: a validation error, never a route.
     let o = tincan(&chain, da, &["--json", "whois", TAMPERED_NUM]);

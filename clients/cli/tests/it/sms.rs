@@ -7,10 +7,12 @@
 //! An undeliverable text says `failed` with the carrier's reason (exit 4). B's number, on Matrix, never goes by
 //! SMS.
 
-use crate::acceptance::{sign_up, tincan, whois_verified};
+use crate::acceptance::{command, sign_up, tincan, whois_verified};
 use crate::chain::Chain;
 use crate::cli::{err, out};
 use serde_json::{Value, json};
+use std::io::{BufRead, BufReader, Read, Write};
+use std::process::Stdio;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tincan_appservice::registration::{Tokens, registration_yaml};
@@ -104,6 +106,95 @@ async fn read_in_chat(chain: &Chain, data: &std::path::Path, number: &str, pred:
     }
 }
 
+/// A running `tincan --json chat NUMBER --wait 60`: lines typed into it, its JSON lines read as they come.
+struct Chat {
+    child: std::process::Child,
+    stdin: Option<std::process::ChildStdin>,
+    lines: tokio::sync::mpsc::UnboundedReceiver<Value>,
+    seen: Vec<Value>,
+}
+
+impl Chat {
+    fn start(chain: &Chain, data: &std::path::Path, number: &str) -> Chat {
+        let mut child = command(chain, chain.proxy.addr, data, &["--json", "chat", number, "--wait", "60"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("tincan chat runs");
+        let stdout = child.stdout.take().expect("stdout");
+        let (tx, lines) = tokio::sync::mpsc::unbounded_channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                let v = serde_json::from_str(&line).unwrap_or_else(|_| json!({"not_json": line}));
+                if tx.send(v).is_err() {
+                    break;
+                }
+            }
+        });
+        let stdin = child.stdin.take();
+        Chat { child, stdin, lines, seen: Vec::new() }
+    }
+
+    fn say(&mut self, text: &str) {
+        let stdin = self.stdin.as_mut().expect("chat open");
+        writeln!(stdin, "{text}").and_then(|()| stdin.flush()).expect("chat reads stdin");
+    }
+
+    /// The `n`th line (from 1, counting every line the chat printed) that satisfies `pred`, within 60 s. The
+    /// chat prints what it hears and the bridge's reports as they come, in no fixed order between the two.
+    async fn nth(&mut self, what: &str, n: usize, pred: impl Fn(&Value) -> bool) -> Value {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Some(v) = self.seen.iter().filter(|l| pred(l)).nth(n - 1) {
+                return v.clone();
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            match tokio::time::timeout(left, self.lines.recv()).await {
+                Ok(Some(v)) => self.seen.push(v),
+                Ok(None) | Err(_) => panic!("no {what} from the chat within 60 s; its lines: {:?}", self.seen),
+            }
+        }
+    }
+
+    /// The first line that satisfies `pred`.
+    async fn expect(&mut self, what: &str, pred: impl Fn(&Value) -> bool) -> Value {
+        self.nth(what, 1, pred).await
+    }
+
+    /// The `n`th `sent` line: its event ID.
+    async fn sent(&mut self, n: usize) -> String {
+        let sent = self.nth("sent line", n, |l| l.get("sent").is_some()).await;
+        sent["sent"]["event_id"].as_str().expect("event_id").to_owned()
+    }
+
+    /// The `delivery` line of the text `event_id`.
+    async fn delivery(&mut self, event_id: &str) -> Value {
+        self.expect("delivery line", |l| l["delivery"]["event_id"] == event_id).await["delivery"].clone()
+    }
+
+    /// Closes stdin and waits for the chat to end: every line it printed, and its stderr.
+    async fn finish(mut self) -> (Vec<Value>, String) {
+        drop(self.stdin.take());
+        let mut child = self.child;
+        let (status, stderr) = tokio::task::spawn_blocking(move || {
+            let mut stderr = String::new();
+            if let Some(mut e) = child.stderr.take() {
+                let _ = e.read_to_string(&mut stderr);
+            }
+            (child.wait().expect("chat ends"), stderr)
+        })
+        .await
+        .expect("waited");
+        assert!(status.success(), "{stderr}");
+        // The reader ends with stdout.
+        while let Some(v) = self.lines.recv().await {
+            self.seen.push(v);
+        }
+        (self.seen, stderr)
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_number_off_the_network_is_texted_through_the_sms_bridge_and_its_reply_read_decrypted() -> anyhow::Result<()>
 {
@@ -190,6 +281,37 @@ async fn a_number_off_the_network_is_texted_through_the_sms_bridge_and_its_reply
     let got = read_in_chat(&chain, db, A_NUM, |m| m["body"] == "over matrix").await;
     assert_eq!(got["encrypted"], true);
     assert_eq!(smsc.submits().len(), 2, "only PHONE's and LOST's texts went by SMS: {:?}", smsc.submits());
+
+    // `chat` streams the bridge's word on each text as it comes, while the chat goes on.
+    let mut chat = Chat::start(&chain, da, PHONE);
+    chat.expect("the chat line", |l| l.get("chat").is_some()).await;
+    chat.say("first by chat");
+    let first = chat.sent(1).await;
+    let report = chat.delivery(&first).await;
+    assert_eq!((report["route"].as_str(), report["status"].as_str()), (Some("sms"), Some("delivered")), "{report}");
+    // A text the carrier does not report on stays waiting, and a later one that fails does not take it along:
+    // the failure's ⚠ notice comes after the second text in the room, but belongs to the third one's status.
+    smsc.set(json!({"dlr": "none"})).await;
+    chat.say("second, never reported");
+    let second = chat.sent(2).await;
+    smsc.wait_submits(4, Duration::from_secs(30)).await;
+    smsc.set(json!({"dlr": "tlv", "dlr_state": {digits(PHONE): "UNDELIV"}})).await;
+    chat.say("third, undeliverable");
+    let third = chat.sent(3).await;
+    let report = chat.delivery(&third).await;
+    assert_eq!((report["route"].as_str(), report["status"].as_str()), (Some("sms"), Some("failed")), "{report}");
+    assert!(report["reason"].as_str().unwrap_or_default().contains("undeliverable"), "{report}");
+    chat.expect("the bridge's notice", |l| {
+        l["message"]["body"].as_str().is_some_and(|b| b.starts_with('⚠')) && l["message"]["sender"] == ghost
+    })
+    .await;
+    // The notice has reached the second text's watch by now; give it a moment to (wrongly) print.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let (lines, stderr) = chat.finish().await;
+    let reports: Vec<&Value> = lines.iter().filter_map(|l| l.get("delivery")).collect();
+    assert_eq!(reports.len(), 2, "one report each for the first and third text, none for the second: {lines:?}");
+    assert!(reports.iter().all(|r| r["event_id"] != second.as_str()), "{lines:?}");
+    assert!(stderr.contains("1 text(s) left without the bridge's word"), "{stderr}");
     sms.stop().await;
     bridge.stop().await;
     Ok(())

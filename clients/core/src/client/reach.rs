@@ -51,6 +51,26 @@ pub struct SentToNumber {
     pub decision: Decision,
 }
 
+/// A text sent through a bridge whose word on delivery is still to come (see
+/// [`TincanClient::send_to_number_watched`]): it hears the conversation from before the send on.
+#[derive(Debug)]
+pub struct PendingDelivery {
+    signals: broadcast::Receiver<Signal>,
+    watch: Watch,
+}
+
+impl PendingDelivery {
+    /// The room the text went to.
+    pub fn room_id(&self) -> &str {
+        self.watch.room_id()
+    }
+
+    /// The text's event.
+    pub fn event_id(&self) -> &str {
+        self.watch.event_id()
+    }
+}
+
 /// A conversation opened with [`TincanClient::start_chat`].
 #[derive(Debug, Clone, Serialize)]
 pub struct Chat {
@@ -118,13 +138,30 @@ impl TincanClient {
         force: bool,
         wait: Duration,
     ) -> Result<SentToNumber> {
+        let (mut sent, pending) = self.send_to_number_watched(phone, text, force).await?;
+        if let Some(pending) = pending.filter(|_| !wait.is_zero()) {
+            sent.delivery = self.await_delivery(pending, wait).await?;
+        }
+        Ok(sent)
+    }
+
+    /// [`send_to_number`](Self::send_to_number) that, through a bridge, also hands back the watch on the
+    /// bridge's word about the message, for [`await_delivery`](Self::await_delivery) now or later (a chat
+    /// goes on while reports come). The watch listens from before the send, so nothing the sync brings after it
+    /// is missed. `None` over Matrix.
+    pub async fn send_to_number_watched(
+        &self,
+        phone: &str,
+        text: &str,
+        force: bool,
+    ) -> Result<(SentToNumber, Option<PendingDelivery>)> {
         let (decision, contact) = self.route_to_number(phone, Intent::Text, force).await?;
         let route = decision.route();
-        let (sent, delivery) = match &decision {
+        let (sent, pending) = match &decision {
             Decision::Matrix { user_id, .. } => {
                 let mut sent = self.send_text_to_user(user_id, text).await?;
                 sent.key_status = contact.and_then(|c| c.key_status);
-                (sent, Delivery::Sent)
+                (sent, None)
             }
             bridge => {
                 let ghost = bridge.user_id();
@@ -142,15 +179,11 @@ impl TincanClient {
                     user_id: ghost.to_owned(),
                     key_status: None,
                 };
-                let delivery = if wait.is_zero() {
-                    Delivery::Sent
-                } else {
-                    self.await_delivery(signals, Watch::new(&sent.room_id, &sent.event_id, ghost), wait).await?
-                };
-                (sent, delivery)
+                let watch = Watch::new(&sent.room_id, &sent.event_id, ghost);
+                (sent, Some(PendingDelivery { signals, watch }))
             }
         };
-        Ok(SentToNumber { sent, route, delivery, decision })
+        Ok((SentToNumber { sent, route, delivery: Delivery::Sent, decision }, pending))
     }
 
     /// Opens (or finds) the conversation with `phone` along the route [`route_to_number`](Self::route_to_number)
@@ -264,13 +297,10 @@ impl TincanClient {
         if changed { self.save() } else { Ok(()) }
     }
 
-    /// Waits (at most `wait`) for what the bridge says of the watched message, syncing unless a sync loop runs.
-    async fn await_delivery(
-        &self,
-        mut signals: broadcast::Receiver<Signal>,
-        mut watch: Watch,
-        wait: Duration,
-    ) -> Result<Delivery> {
+    /// Waits (at most `wait`) for what the bridge says of the watched message, syncing unless a sync loop runs
+    /// ([`spawn_sync`](Self::spawn_sync)); `sent` when it said nothing in time.
+    pub async fn await_delivery(&self, pending: PendingDelivery, wait: Duration) -> Result<Delivery> {
+        let PendingDelivery { mut signals, mut watch } = pending;
         let client = self.client()?;
         let deadline = tokio::time::Instant::now() + wait;
         loop {
