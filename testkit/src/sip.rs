@@ -26,8 +26,13 @@ impl Rtpengine {
     /// Starts rtpengine on 127.0.0.1 with a free ng port and a reserved block of 200 RTP ports; waits until
     /// it answers an ng `ping`.
     pub async fn start() -> Result<Self> {
+        Self::start_with_ports(200).await
+    }
+
+    /// [`Rtpengine::start`] with `len` RTP ports (each anchored call takes four: RTP and RTCP per party).
+    pub async fn start_with_ports(len: u16) -> Result<Self> {
         let ng = ports::free_addr();
-        let (block, (min, max)) = reserve_block(200)?;
+        let (block, (min, max)) = reserve_block(len)?;
         let dir = tempfile::Builder::new().prefix("tincan-rtpengine-").tempdir()?;
         let log = dir.path().join("rtpengine.log");
         let mut cmd = tools::command("rtpengine");
@@ -78,18 +83,23 @@ impl Rtpengine {
 }
 
 /// Reserves `len` consecutive ports in 20000..30000 (below Linux's ephemeral range) with a lock file held for
-/// the life of the returned file, so parallel tests' rtpengines never share RTP ports.
+/// the life of the returned file, so parallel tests' rtpengines never share RTP ports. Blocks of 200 or fewer
+/// are taken from the bottom, larger ones from the top, so that the two sizes' locks never cover one port
+/// (unless so many tests run at once that the range is full).
 pub fn reserve_block(len: u16) -> Result<(std::fs::File, (u16, u16))> {
     let dir = std::env::temp_dir().join("tincan-testkit-ports");
     std::fs::create_dir_all(&dir)?;
-    let mut start = 20000;
-    while start + len <= 30000 {
+    let starts: Vec<u16> = if len <= 200 {
+        (0..).map(|i| 20000 + i * len).take_while(|s| s + len <= 30000).collect()
+    } else {
+        (1..).map_while(|i: u16| 30000u16.checked_sub(i * len)).take_while(|s| *s >= 20000).collect()
+    };
+    for start in starts {
         let path = dir.join(format!("block-{start}-{len}.lock"));
         let file = OpenOptions::new().create(true).truncate(false).write(true).open(&path)?;
         if file.try_lock().is_ok() {
             return Ok((file, (start, start + len - 1)));
         }
-        start += len;
     }
     bail!("no free block of {len} ports in 20000..30000")
 }
