@@ -7,6 +7,8 @@
 //! - `call`: one call's life, from INVITE to settlement.
 //! - [`media`]: the call's media anchored at rtpengine (`calls.rtpengine`): SDP rewritten both ways, the
 //!   session deleted at hang-up.
+//! - `live`: the calls in progress as the database knows them (a heartbeat a second), and the recovery that
+//!   settles a crashed run's calls on the next start.
 //! - `records`: the call detail records, one per carrier attempt (answered or not) and one per call refused
 //!   before any carrier, stored before the hold is settled or released.
 //!
@@ -18,6 +20,7 @@
 
 pub mod breaker;
 mod call;
+mod live;
 pub mod media;
 pub mod policy;
 mod records;
@@ -74,6 +77,10 @@ pub struct CallsConfig {
     /// rtpengine's ng control address (UDP, e.g. `127.0.0.1:22222`): every call's media is anchored there.
     /// Unset: the SDP passes through unchanged and media flows between the parties.
     pub rtpengine: Option<SocketAddr>,
+    /// This node's name among the gateways sharing a database: on start it settles the calls its earlier
+    /// processes left (a crash). Default: its first SIP listener (`udp:127.0.0.1:5070`). Nodes sharing one
+    /// database need different names.
+    pub node: Option<String>,
 }
 
 impl Default for CallsConfig {
@@ -92,6 +99,7 @@ impl Default for CallsConfig {
             trunks: BTreeMap::new(),
             bridge: None,
             rtpengine: None,
+            node: None,
         }
     }
 }
@@ -151,9 +159,24 @@ impl CallsConfig {
         self.listen_udp.is_some() || self.listen_tcp.is_some()
     }
 
+    /// This node's name ([`CallsConfig::node`]).
+    pub fn node_name(&self) -> String {
+        match (&self.node, self.listen_udp, self.listen_tcp) {
+            (Some(n), _, _) => n.clone(),
+            (None, Some(a), _) => format!("udp:{a}"),
+            (None, None, Some(a)) => format!("tcp:{a}"),
+            (None, None, None) => "calls".into(),
+        }
+    }
+
     /// Problems with the settings.
     pub fn problems(&self) -> Vec<String> {
         let mut p = Vec::new();
+        if let Some(n) = &self.node
+            && (n.is_empty() || n.len() > 100)
+        {
+            p.push("calls.node: 1 to 100 characters".into());
+        }
         if !(1..=3600).contains(&self.slice_secs) {
             p.push("calls.slice_secs: 1 to 3600".into());
         }
@@ -195,6 +218,9 @@ pub enum CallsError {
     /// The ng control socket toward rtpengine could not be opened.
     #[error("rtpengine ng client: {0}")]
     Rtpengine(#[from] tincan_sip_core::rtpengine::NgError),
+    /// The run could not be registered in the database.
+    #[error("calls: storage: {0}")]
+    Storage(#[from] crate::storage::StorageError),
 }
 
 /// The call router: the SIP stack, the ledger it charges through, and the calls in flight per carrier.
@@ -212,6 +238,8 @@ pub struct Switch {
     next: AtomicU64,
     /// Client nonces for digest answers to carriers.
     cnonces: Mutex<rand::rngs::StdRng>,
+    /// The calls in progress as the database knows them.
+    live: Arc<live::Live>,
 }
 
 impl std::fmt::Debug for Switch {
@@ -250,6 +278,9 @@ impl Switch {
         };
         let mut id = [0u8; 6];
         rng.fill_bytes(&mut id);
+        let run_id = hex::encode(id);
+        let node = config.node_name();
+        let live = live::Live::start(ledger.storage().clone(), ledger.clock().clone(), run_id.clone(), &node).await?;
         let breakers = breaker::Breakers::new(
             config.breaker_failures,
             std::time::Duration::from_secs(u64::from(config.breaker_cooldown_secs)),
@@ -262,9 +293,20 @@ impl Switch {
             config,
             in_flight: Mutex::default(),
             breakers: Mutex::new(breakers),
-            run_id: hex::encode(id),
+            run_id,
             next: AtomicU64::new(1),
             cnonces: Mutex::new(rand::SeedableRng::from_rng(rng)),
+            live,
+        });
+        // The calls an earlier process of this node left when it died: settled from what it had confirmed.
+        let sw = switch.clone();
+        tokio::spawn(async move {
+            match live::recover(&sw, &node).await {
+                Ok(r) => tracing::info!(?r, "calls of earlier runs settled"),
+                Err(e) => {
+                    tracing::error!(error = %e, "settling the calls of earlier runs failed; retried on next start")
+                }
+            }
         });
         let task = tokio::spawn(switch.clone().run(incoming));
         Ok((switch, task))

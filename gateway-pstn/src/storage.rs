@@ -26,11 +26,13 @@ use crate::rating::{Rate, RateDeck};
 
 mod call_records;
 pub mod conformance;
+mod live_calls;
 mod pg;
 mod sql;
 mod sqlite;
 
 pub use call_records::{CSV_HEADER as CALL_RECORDS_CSV_HEADER, CallRecord, CallRecordRepository, CallResult};
+pub use live_calls::{GatewayRun, LiveCall, LiveCallRepository};
 pub use pg::PgStorage;
 pub use sqlite::SqliteStorage;
 
@@ -139,6 +141,8 @@ pub trait Repository: Send {
     fn vouchers(&mut self) -> &mut dyn VoucherRepository;
     /// Call detail records.
     fn call_records(&mut self) -> &mut dyn CallRecordRepository;
+    /// Calls in progress and the processes carrying them.
+    fn live_calls(&mut self) -> &mut dyn LiveCallRepository;
     /// Marks a point to undo to ([`Repository::rollback_to_savepoint`]) when a step of a multi-step write is
     /// refused; one level only.
     async fn savepoint(&mut self) -> Result<()>;

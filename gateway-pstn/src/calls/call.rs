@@ -27,7 +27,7 @@ use crate::charging::{
     ReserveRequest, ServiceKind, SettleRequest,
 };
 use crate::rating::Rate;
-use crate::storage::CallResult;
+use crate::storage::{CallResult, LiveCall};
 
 /// The Q.850 cause and text of the BYE both legs get when the call's credit ends (RFC 3326): normal clearing,
 /// for the call ended as the prepaid terms say.
@@ -83,6 +83,8 @@ async fn handle_in_span(sw: Arc<Switch>, id: String, leg: CallLeg, mut events: L
         tracing::info!("INVITE without a paying account; 403");
         let _ = call.leg.reject(403, "Forbidden");
     }
+    // Its record is stored and its hold closed (or it never held credit): nothing left to recover.
+    sw.live.close(&call.id);
     if let Some(m) = &call.media {
         m.close().await;
     }
@@ -231,8 +233,29 @@ impl Call {
         tracing::info!(hold = %hold.id, seconds = asked, amount = %hold.amount, "first slice held");
         let mut records = Records::new(&self.id, hold.account_id, hold.currency, self.destination.as_str());
         records.set_hold(hold.id.seq);
+        // The call is live: in the database before any carrier sees it, so a restart after a crash settles it.
+        let live = LiveCall {
+            call_id: self.id.clone(),
+            run_id: String::new(),
+            account_id: hold.account_id,
+            hold_seq: hold.id.seq,
+            destination: self.destination.as_str().to_owned(),
+            currency: hold.currency,
+            started_at_ms: started,
+            attempt: 0,
+            carrier: None,
+            attempt_started_at_ms: None,
+            answered_at_ms: None,
+            paid_seconds: 0,
+            ended_at_ms: None,
+        };
         // 2. The carriers, least cost first.
-        let routes = match self.sw.ledger.routes(&self.destination, ServiceKind::Voice).await {
+        let (opened, routes) =
+            tokio::join!(self.sw.live.open(live), self.sw.ledger.routes(&self.destination, ServiceKind::Voice));
+        if !opened {
+            return self.fail(&records, &hold, started, Failure::new(503, "Service Unavailable")).await;
+        }
+        let routes = match routes {
             Ok(r) => r,
             Err(e) => {
                 let (code, phrase) = policy::refusal(&ChargeError::from(e));
@@ -260,6 +283,7 @@ impl Call {
             };
             let n = records.next_attempt();
             let attempt_started = self.now_ms();
+            self.sw.live.attempt(&self.id, n, &name, attempt_started);
             let attempt = self.attempt(trunk, &offer, events, setup_deadline).await;
             let verdict = match &attempt {
                 Attempt::Answered(..) | Attempt::Final(..) => Verdict::Works,
@@ -556,6 +580,10 @@ impl Call {
     ) {
         let answered = Instant::now();
         let answered_at_ms = self.now_ms();
+        if let Some(b) = &billing {
+            self.sw.live.answered(&self.id, answered_at_ms, b.paid);
+        }
+        let billed = billing.is_some();
         let cfg = &self.sw.config;
         let mut extensions = 0u32;
         let mut can_extend = billing.is_some();
@@ -573,7 +601,7 @@ impl Call {
                     }
                     Some(LegEvent::Confirmed) => {}
                     _ => {
-                        let at = Instant::now();
+                        let at = self.ends_now(billed);
                         let _ = out.hangup().await;
                         break (at, "Caller Hung Up");
                     }
@@ -584,7 +612,7 @@ impl Call {
                     }
                     Some(LegEvent::Progress { .. } | LegEvent::Answered { .. }) => {}
                     _ => {
-                        let at = Instant::now();
+                        let at = self.ends_now(billed);
                         let _ = self.leg.hangup().await;
                         break (at, "Called Party Hung Up");
                     }
@@ -594,14 +622,17 @@ impl Call {
                     let elapsed = u32::try_from(answered.elapsed().as_secs()).unwrap_or(u32::MAX);
                     if let Some(b) = billing.as_mut() {
                         match self.extend(b, extensions, b.paid.saturating_sub(elapsed)).await {
-                            Some(more) => b.paid += more,
+                            Some(more) => {
+                                b.paid += more;
+                                self.sw.live.paid(&self.id, b.paid);
+                            }
                             None => can_extend = false,
                         }
                     }
                 }
                 _ = sleep_until(cut_at) => {
                     tracing::info!(paid, "paid time ends: hanging up both legs");
-                    let at = Instant::now();
+                    let at = self.ends_now(billed);
                     let why = Reason::q850(CREDIT_ENDS.0, CREDIT_ENDS.1);
                     let (a, b) = tokio::join!(self.leg.hangup_with_reason(&why), out.hangup_with_reason(&why));
                     if a.is_err() || b.is_err() {
@@ -639,6 +670,15 @@ impl Call {
                 tracing::error!(%charged, ?price, "the settlement charged other than the call record's price");
             }
         }
+    }
+
+    /// The moment the call ends, as the BYEs go out: for a billed call also marked live so that the heartbeat
+    /// no longer counts it up (a crash while the BYEs are answered bills to here at most).
+    fn ends_now(&self, billed: bool) -> Instant {
+        if billed {
+            self.sw.live.ended(&self.id);
+        }
+        Instant::now()
     }
 
     /// Holds one more slice (or what the balance still pays of it); the seconds it adds, or `None` when

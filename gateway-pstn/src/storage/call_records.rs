@@ -151,6 +151,8 @@ pub trait CallRecordRepository: Send {
     /// Stores a record (its `id` is ignored); its id. A second record for the same call and attempt is
     /// [`StorageError::Duplicate`].
     async fn add(&mut self, record: &CallRecord) -> Result<i64>;
+    /// The record of a call's attempt, if stored.
+    async fn get(&mut self, call_id: &str, attempt: u32) -> Result<Option<CallRecord>>;
     /// Records with an id above `after`, oldest first, of one account or of all; at most `limit`.
     async fn list(&mut self, account: Option<AccountId>, after: i64, limit: u32) -> Result<Vec<CallRecord>>;
     /// An account's last `limit` records, newest first (the portal's list).

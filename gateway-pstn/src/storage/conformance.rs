@@ -6,8 +6,8 @@ use std::time::Duration;
 use tincan_common::{Clock, MockClock};
 
 use super::{
-    AccountKind, CallRecord, CallResult, Close, Closing, EntryKind, ExtendOutcome, IdempotentResponse, NewAccount,
-    NewEntry, NewHold, Scope, Storage, StorageError, SystemAccount, TokenHash, unix_ms,
+    AccountKind, CallRecord, CallResult, Close, Closing, EntryKind, ExtendOutcome, IdempotentResponse, LiveCall,
+    NewAccount, NewEntry, NewHold, Scope, Storage, StorageError, SystemAccount, TokenHash, unix_ms,
 };
 use crate::charging::{AccountId, HoldState, ServiceKind};
 use crate::money::{Amount, Currency};
@@ -24,6 +24,7 @@ pub async fn run(storage: &dyn Storage, clock: &MockClock) {
     rates_carriers_and_limits(storage).await;
     check_finds_tampering(storage).await;
     call_records(storage).await;
+    live_calls(storage).await;
 }
 
 fn eur() -> Currency {
@@ -548,4 +549,69 @@ async fn call_records(storage: &dyn Storage) {
         all[0].csv_row()
     );
     assert!(all[1].csv_row().ends_with(",3,0.03,0.00045,EUR"), "{}", all[1].csv_row());
+    assert_eq!(tx.call_records().get("run1-7", 2).await.unwrap().as_ref(), Some(&all[1]));
+    assert_eq!(tx.call_records().get("run1-7", 3).await.unwrap(), None);
+}
+
+async fn live_calls(storage: &dyn Storage) {
+    let mut tx = storage.begin().await.unwrap();
+    let a = tx.accounts().create(&user("@live:hs.test")).await.unwrap();
+    tx.live_calls().start_run("old", "node-a", 1_000).await.unwrap();
+    tx.live_calls().start_run("other", "node-b", 1_000).await.unwrap();
+    let call = LiveCall {
+        call_id: "old-1".into(),
+        run_id: "old".into(),
+        account_id: a.id,
+        hold_seq: 9,
+        destination: "+4930123456".into(),
+        currency: eur(),
+        started_at_ms: 1_100,
+        attempt: 0,
+        carrier: None,
+        attempt_started_at_ms: None,
+        answered_at_ms: None,
+        paid_seconds: 0,
+        ended_at_ms: None,
+    };
+    tx.live_calls().open(&call).await.unwrap();
+    tx.live_calls().open(&LiveCall { call_id: "old-2".into(), ..call.clone() }).await.unwrap();
+    tx.live_calls().attempt("old-1", 1, "cheap", 1_200).await.unwrap();
+    tx.live_calls().answered("old-1", 1_300, 60).await.unwrap();
+    tx.live_calls().paid("old-1", 120).await.unwrap();
+    tx.live_calls().heartbeat("old", 5_000).await.unwrap();
+    // A heartbeat never moves back.
+    tx.live_calls().heartbeat("old", 4_000).await.unwrap();
+    tx.live_calls().ended("old-2", 5_500).await.unwrap();
+    tx.live_calls().ended("old-2", 6_000).await.unwrap();
+    tx.commit().await.unwrap();
+
+    let mut tx = storage.begin().await.unwrap();
+    tx.live_calls().start_run("new", "node-a", 7_000).await.unwrap();
+    let dup = tx.live_calls().start_run("new", "node-a", 7_000).await;
+    assert!(matches!(dup, Err(StorageError::Duplicate("gateway run"))), "{dup:?}");
+    drop(tx);
+    let mut tx = storage.begin().await.unwrap();
+    tx.live_calls().start_run("new", "node-a", 7_000).await.unwrap();
+    let stale = tx.live_calls().stale_runs("node-a", "new").await.unwrap();
+    assert_eq!(stale.len(), 1, "{stale:?}");
+    assert_eq!((stale[0].run_id.as_str(), stale[0].heartbeat_at_ms), ("old", 5_000));
+    let calls = tx.live_calls().of_run("old").await.unwrap();
+    let answered = LiveCall {
+        attempt: 1,
+        carrier: Some("cheap".into()),
+        attempt_started_at_ms: Some(1_200),
+        answered_at_ms: Some(1_300),
+        paid_seconds: 120,
+        ..call.clone()
+    };
+    let ended = LiveCall { call_id: "old-2".into(), ended_at_ms: Some(5_500), ..call.clone() };
+    assert_eq!(calls, [answered, ended]);
+    tx.live_calls().close("old-1").await.unwrap();
+    tx.live_calls().close("old-2").await.unwrap();
+    tx.live_calls().forget_run("old").await.unwrap();
+    tx.commit().await.unwrap();
+    let mut tx = storage.begin_read().await.unwrap();
+    assert!(tx.live_calls().of_run("old").await.unwrap().is_empty());
+    assert!(tx.live_calls().stale_runs("node-a", "new").await.unwrap().is_empty());
+    assert_eq!(tx.live_calls().stale_runs("node-b", "new").await.unwrap().len(), 1);
 }

@@ -81,7 +81,8 @@ macro_rules! impl_repositories {
             HistoryItem, HoldRepository, IdempotencyRepository, IdempotentResponse, JournalRepository, NewAccount,
             NewEntry, NewHold, Repository, Result, Scope, StoredHold, SystemAccount, TokenHash, TokenRepository,
             Carrier, CarrierKind, CarrierRepository, CarrierRoute, LimitRepository, Limits, RateRepository,
-            VoucherBatch, VoucherRepository, CallRecord, CallRecordRepository, CallResult,
+            VoucherBatch, VoucherRepository, CallRecord, CallRecordRepository, CallResult, GatewayRun, LiveCall,
+            LiveCallRepository,
         };
 
         fn batch_from_row(row: &Row) -> Result<VoucherBatch> {
@@ -212,6 +213,9 @@ macro_rules! impl_repositories {
                 self
             }
             fn call_records(&mut self) -> &mut dyn CallRecordRepository {
+                self
+            }
+            fn live_calls(&mut self) -> &mut dyn LiveCallRepository {
                 self
             }
             async fn savepoint(&mut self) -> Result<()> {
@@ -976,6 +980,15 @@ macro_rules! impl_repositories {
                 Ok(id)
             }
 
+            async fn get(&mut self, call_id: &str, attempt: u32) -> Result<Option<CallRecord>> {
+                let row = sqlx::query("SELECT * FROM call_records WHERE call_id = $1 AND attempt = $2")
+                    .bind(call_id)
+                    .bind(i32::try_from(attempt).unwrap_or(i32::MAX))
+                    .fetch_optional(&mut *self.tx)
+                    .await?;
+                row.as_ref().map(call_record_from_row).transpose()
+            }
+
             async fn list(&mut self, account: Option<AccountId>, after: i64, limit: u32) -> Result<Vec<CallRecord>> {
                 let rows = sqlx::query(
                     "SELECT * FROM call_records WHERE ($1 IS NULL OR account_id = $1) AND id > $2 ORDER BY id LIMIT $3",
@@ -995,6 +1008,155 @@ macro_rules! impl_repositories {
                     .fetch_all(&mut *self.tx)
                     .await?;
                 rows.iter().map(call_record_from_row).collect()
+            }
+        }
+
+        fn live_call_from_row(row: &Row) -> Result<LiveCall> {
+            let cur: String = row.try_get("currency")?;
+            let small = |v: i64, col: &'static str| u32::try_from(v).map_err(|_| corrupt("live_calls", col));
+            Ok(LiveCall {
+                call_id: row.try_get("call_id")?,
+                run_id: row.try_get("run_id")?,
+                account_id: AccountId(row.try_get("account_id")?),
+                hold_seq: row.try_get("hold_id")?,
+                destination: row.try_get("destination")?,
+                currency: currency(&cur, "live_calls")?,
+                started_at_ms: row.try_get("started_at")?,
+                attempt: small(row.try_get::<i32, _>("attempt")?.into(), "attempt")?,
+                carrier: row.try_get("carrier")?,
+                attempt_started_at_ms: row.try_get("attempt_started_at")?,
+                answered_at_ms: row.try_get("answered_at")?,
+                paid_seconds: small(row.try_get("paid_seconds")?, "paid_seconds")?,
+                ended_at_ms: row.try_get("ended_at")?,
+            })
+        }
+
+        #[async_trait]
+        impl LiveCallRepository for $repo {
+            async fn start_run(&mut self, run_id: &str, node: &str, now_ms: i64) -> Result<()> {
+                sqlx::query(
+                    "INSERT INTO gateway_runs (run_id, node, started_at, heartbeat_at) VALUES ($1, $2, $3, $3)",
+                )
+                .bind(run_id)
+                .bind(node)
+                .bind(now_ms)
+                .execute(&mut *self.tx)
+                .await
+                .map_err(|e| duplicate_or(e, "gateway run"))?;
+                Ok(())
+            }
+
+            async fn heartbeat(&mut self, run_id: &str, at_ms: i64) -> Result<()> {
+                sqlx::query("UPDATE gateway_runs SET heartbeat_at = $2 WHERE run_id = $1 AND heartbeat_at < $2")
+                    .bind(run_id)
+                    .bind(at_ms)
+                    .execute(&mut *self.tx)
+                    .await?;
+                Ok(())
+            }
+
+            async fn stale_runs(&mut self, node: &str, current: &str) -> Result<Vec<GatewayRun>> {
+                let rows = sqlx::query(
+                    "SELECT run_id, node, heartbeat_at FROM gateway_runs WHERE node = $1 AND run_id <> $2 \
+                     ORDER BY started_at, run_id",
+                )
+                .bind(node)
+                .bind(current)
+                .fetch_all(&mut *self.tx)
+                .await?;
+                rows.iter()
+                    .map(|r| {
+                        Ok(GatewayRun {
+                            run_id: r.try_get("run_id")?,
+                            node: r.try_get("node")?,
+                            heartbeat_at_ms: r.try_get("heartbeat_at")?,
+                        })
+                    })
+                    .collect()
+            }
+
+            async fn forget_run(&mut self, run_id: &str) -> Result<()> {
+                sqlx::query("DELETE FROM gateway_runs WHERE run_id = $1").bind(run_id).execute(&mut *self.tx).await?;
+                Ok(())
+            }
+
+            async fn open(&mut self, c: &LiveCall) -> Result<()> {
+                sqlx::query(
+                    "INSERT INTO live_calls (call_id, run_id, account_id, hold_id, destination, currency, started_at, \
+                     attempt, carrier, attempt_started_at, answered_at, paid_seconds, ended_at) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13) \
+                     ON CONFLICT (call_id) DO NOTHING",
+                )
+                .bind(&c.call_id)
+                .bind(&c.run_id)
+                .bind(c.account_id.0)
+                .bind(c.hold_seq)
+                .bind(&c.destination)
+                .bind(c.currency.as_str())
+                .bind(c.started_at_ms)
+                .bind(i32::try_from(c.attempt).unwrap_or(i32::MAX))
+                .bind(c.carrier.as_deref())
+                .bind(c.attempt_started_at_ms)
+                .bind(c.answered_at_ms)
+                .bind(i64::from(c.paid_seconds))
+                .bind(c.ended_at_ms)
+                .execute(&mut *self.tx)
+                .await?;
+                Ok(())
+            }
+
+            async fn attempt(&mut self, call_id: &str, attempt: u32, carrier: &str, at_ms: i64) -> Result<()> {
+                sqlx::query(
+                    "UPDATE live_calls SET attempt = $2, carrier = $3, attempt_started_at = $4 WHERE call_id = $1",
+                )
+                .bind(call_id)
+                .bind(i32::try_from(attempt).unwrap_or(i32::MAX))
+                .bind(carrier)
+                .bind(at_ms)
+                .execute(&mut *self.tx)
+                .await?;
+                Ok(())
+            }
+
+            async fn answered(&mut self, call_id: &str, at_ms: i64, paid_seconds: u32) -> Result<()> {
+                sqlx::query("UPDATE live_calls SET answered_at = $2, paid_seconds = $3 WHERE call_id = $1")
+                    .bind(call_id)
+                    .bind(at_ms)
+                    .bind(i64::from(paid_seconds))
+                    .execute(&mut *self.tx)
+                    .await?;
+                Ok(())
+            }
+
+            async fn paid(&mut self, call_id: &str, paid_seconds: u32) -> Result<()> {
+                sqlx::query("UPDATE live_calls SET paid_seconds = $2 WHERE call_id = $1")
+                    .bind(call_id)
+                    .bind(i64::from(paid_seconds))
+                    .execute(&mut *self.tx)
+                    .await?;
+                Ok(())
+            }
+
+            async fn ended(&mut self, call_id: &str, at_ms: i64) -> Result<()> {
+                sqlx::query("UPDATE live_calls SET ended_at = $2 WHERE call_id = $1 AND ended_at IS NULL")
+                    .bind(call_id)
+                    .bind(at_ms)
+                    .execute(&mut *self.tx)
+                    .await?;
+                Ok(())
+            }
+
+            async fn close(&mut self, call_id: &str) -> Result<()> {
+                sqlx::query("DELETE FROM live_calls WHERE call_id = $1").bind(call_id).execute(&mut *self.tx).await?;
+                Ok(())
+            }
+
+            async fn of_run(&mut self, run_id: &str) -> Result<Vec<LiveCall>> {
+                let rows = sqlx::query("SELECT * FROM live_calls WHERE run_id = $1 ORDER BY call_id")
+                    .bind(run_id)
+                    .fetch_all(&mut *self.tx)
+                    .await?;
+                rows.iter().map(live_call_from_row).collect()
             }
         }
 

@@ -101,8 +101,14 @@ impl Rig {
         std::fs::write(&config_path, config).unwrap();
         let deck = data.join("deck.csv");
         std::fs::write(&deck, DECK).unwrap();
+        // The operator's commands use the same database (the rest of `env` is for the server, with its config).
+        let cli_env: Vec<(&str, &str)> = env
+            .iter()
+            .filter(|(k, _)| k.starts_with("TINCAN_GATEWAY_DATABASE__"))
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
         let cli = |args: &[&str]| {
-            let out = crate::harness::cli(data, args, &[]);
+            let out = crate::harness::cli(data, args, &cli_env);
             assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
             String::from_utf8(out.stdout).unwrap().trim().to_owned()
         };
@@ -486,6 +492,7 @@ async fn calls_beyond_the_accounts_concurrent_limit_are_refused() {
     assert_eq!(rig.settled(1).await.len(), 1);
 }
 mod auth;
+mod crash;
 mod media;
 mod money;
 mod records;

@@ -19,6 +19,8 @@ pub struct Gateway {
     pub api: SocketAddr,
     pub data_dir: PathBuf,
     pub env: Vec<(String, String)>,
+    /// The extra global arguments it was started with (kept for a restart).
+    pub args: Vec<std::ffi::OsString>,
 }
 
 impl Gateway {
@@ -61,15 +63,17 @@ impl Gateway {
             assert!(Instant::now() < deadline, "not healthy after 30 s\n{}", guard.log_tail(40));
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        Gateway { guard, api, data_dir: data_dir.to_owned(), env }
+        let args = args.iter().map(|a| a.to_os_string()).collect();
+        Gateway { guard, api, data_dir: data_dir.to_owned(), env, args }
     }
 
-    /// Kills the process (SIGKILL) and starts it again on the same port and data.
+    /// Kills the process (SIGKILL) and starts it again on the same port, data and arguments.
     pub async fn crash_and_restart(self) -> Gateway {
-        let Gateway { mut guard, api, data_dir, env, .. } = self;
+        let Gateway { mut guard, api, data_dir, env, args } = self;
         guard.kill();
         drop(guard);
-        Self::start_on(&data_dir, api, env).await
+        let args: Vec<&std::ffi::OsStr> = args.iter().map(|a| a.as_os_str()).collect();
+        Self::start_with_args(&data_dir, api, env, &args).await
     }
 
     /// The base URL.

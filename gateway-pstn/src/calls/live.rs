@@ -1,0 +1,426 @@
+//! What the gateway knows of its calls in progress, kept in the database so that a restart after a crash
+//! (`kill -9`, a power loss) can settle them: each call holding credit has a row from its first hold to its
+//! settlement or release, and the process (the *run*) confirms all of its calls up once a second with one
+//! heartbeat.
+//!
+//! One writer task applies the updates in order, many per transaction. The order is what makes the
+//! heartbeat exact: a call's end is queued the moment the call loop sees it, under the same lock as the
+//! heartbeat's time is read, so a committed heartbeat at `t` means every call of the run whose end was not
+//! committed before it was still up at `t`. A crash loses at most the updates after the last commit, and then
+//! also the heartbeats after them: what survives is always true.
+//!
+//! On start, [`recover`] settles the calls of the node's earlier runs: an answered call is charged for its
+//! seconds up to its end if that was stored, else up to its run's last heartbeat rounded down (never past the
+//! last confirmed second, never past what its holds paid), and gets an `answered` record saying so; a call
+//! that was not answered has its hold released and a `failed` record. Their media sessions at rtpengine are
+//! deleted. A hold that expired before the restart was released by its expiry: its record says so and
+//! nothing is charged.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::sync::{mpsc, oneshot};
+
+use super::Switch;
+use super::policy::{self, billed_seconds};
+use crate::charging::{ChargeError, Charging, HoldId, HoldState, IdempotencyKey, ReleaseRequest, SettleRequest};
+use crate::storage::{CallRecord, CallResult, LiveCall, Storage, StorageError, unix_ms};
+
+/// How often a run confirms its calls up.
+pub const HEARTBEAT: Duration = Duration::from_secs(1);
+
+/// Most updates per transaction.
+const MAX_BATCH: usize = 512;
+
+/// One update of the live calls.
+#[derive(Debug)]
+enum Op {
+    Open(Box<LiveCall>),
+    Attempt { call_id: String, attempt: u32, carrier: String, at_ms: i64 },
+    Answered { call_id: String, at_ms: i64, paid: u32 },
+    Paid { call_id: String, paid: u32 },
+    Ended { call_id: String, at_ms: i64 },
+    Close { call_id: String },
+    Heartbeat { at_ms: i64 },
+}
+
+struct Job {
+    op: Op,
+    done: Option<oneshot::Sender<bool>>,
+}
+
+/// The live calls of this run: the queue to the writer task.
+pub(super) struct Live {
+    run_id: String,
+    queue: mpsc::UnboundedSender<Job>,
+    /// Taken while a timestamp is read and its update queued, so that the queue's order is the time order.
+    order: Mutex<()>,
+    clock: Arc<dyn tincan_common::Clock>,
+}
+
+impl std::fmt::Debug for Live {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Live").field("run_id", &self.run_id).finish_non_exhaustive()
+    }
+}
+
+impl std::fmt::Debug for Job {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.op.fmt(f)
+    }
+}
+
+impl Live {
+    /// Registers the run (`run_id` of `node`) and starts its writer and heartbeat.
+    pub async fn start(
+        storage: Arc<dyn Storage>,
+        clock: Arc<dyn tincan_common::Clock>,
+        run_id: String,
+        node: &str,
+    ) -> Result<Arc<Live>, StorageError> {
+        let mut tx = storage.begin().await?;
+        tx.live_calls().start_run(&run_id, node, unix_ms(clock.now())).await?;
+        tx.commit().await?;
+        let (queue, rx) = mpsc::unbounded_channel();
+        tokio::spawn(writer(storage, run_id.clone(), rx));
+        let live = Arc::new(Live { run_id, queue, order: Mutex::new(()), clock });
+        let weak = Arc::downgrade(&live);
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(HEARTBEAT);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                let Some(live) = weak.upgrade() else { return };
+                live.send_timed(|at_ms| Op::Heartbeat { at_ms });
+            }
+        });
+        Ok(live)
+    }
+
+    fn now_ms(&self) -> i64 {
+        unix_ms(self.clock.now())
+    }
+
+    fn send(&self, op: Op) {
+        let _ = self.queue.send(Job { op, done: None });
+    }
+
+    /// Queues `op` made with the time now, in time order with every other timed update.
+    fn send_timed(&self, op: impl FnOnce(i64) -> Op) -> i64 {
+        let _order = self.order.lock().expect("live order lock");
+        let at = self.now_ms();
+        let _ = self.queue.send(Job { op: op(at), done: None });
+        at
+    }
+
+    /// Queues `op` and waits until it is committed; false when it could not be.
+    async fn durable(&self, op: Op) -> bool {
+        let (done, rx) = oneshot::channel();
+        if self.queue.send(Job { op, done: Some(done) }).is_err() {
+            return false;
+        }
+        rx.await.unwrap_or(false)
+    }
+
+    /// The call now holds credit: its row, committed before the call goes to any carrier.
+    pub async fn open(&self, call: LiveCall) -> bool {
+        self.durable(Op::Open(Box::new(LiveCall { run_id: self.run_id.clone(), ..call }))).await
+    }
+
+    /// Attempt `attempt` on `carrier` starts.
+    pub fn attempt(&self, call_id: &str, attempt: u32, carrier: &str, at_ms: i64) {
+        self.send(Op::Attempt { call_id: call_id.to_owned(), attempt, carrier: carrier.to_owned(), at_ms });
+    }
+
+    /// The carrier answered at `at_ms`; the holds pay `paid` seconds.
+    pub fn answered(&self, call_id: &str, at_ms: i64, paid: u32) {
+        self.send(Op::Answered { call_id: call_id.to_owned(), at_ms, paid });
+    }
+
+    /// The holds now pay `paid` seconds.
+    pub fn paid(&self, call_id: &str, paid: u32) {
+        self.send(Op::Paid { call_id: call_id.to_owned(), paid });
+    }
+
+    /// The call ended now.
+    pub fn ended(&self, call_id: &str) {
+        self.send_timed(|at_ms| Op::Ended { call_id: call_id.to_owned(), at_ms });
+    }
+
+    /// The call's record is stored and its hold closed.
+    pub fn close(&self, call_id: &str) {
+        self.send(Op::Close { call_id: call_id.to_owned() });
+    }
+}
+
+/// Applies the queued updates in order, as many as are waiting per transaction; a failed transaction is run
+/// again (every update can be applied twice).
+async fn writer(storage: Arc<dyn Storage>, run_id: String, mut rx: mpsc::UnboundedReceiver<Job>) {
+    let mut jobs = Vec::with_capacity(MAX_BATCH);
+    while rx.recv_many(&mut jobs, MAX_BATCH).await > 0 {
+        let mut ok = false;
+        for attempt in 0..8u32 {
+            match apply(&*storage, &run_id, &jobs).await {
+                Ok(()) => {
+                    ok = true;
+                    break;
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, attempt, "writing live calls failed; again");
+                    tokio::time::sleep(Duration::from_millis(50 << attempt.min(5))).await;
+                }
+            }
+        }
+        if !ok {
+            tracing::error!(updates = jobs.len(), "live calls could not be written; a crash now would lose them");
+        }
+        for job in jobs.drain(..) {
+            if let Some(done) = job.done {
+                let _ = done.send(ok);
+            }
+        }
+    }
+}
+
+async fn apply(storage: &dyn Storage, run_id: &str, jobs: &[Job]) -> Result<(), StorageError> {
+    let mut tx = storage.begin().await?;
+    let r = tx.live_calls();
+    for job in jobs {
+        match &job.op {
+            Op::Open(call) => r.open(call).await?,
+            Op::Attempt { call_id, attempt, carrier, at_ms } => r.attempt(call_id, *attempt, carrier, *at_ms).await?,
+            Op::Answered { call_id, at_ms, paid } => r.answered(call_id, *at_ms, *paid).await?,
+            Op::Paid { call_id, paid } => r.paid(call_id, *paid).await?,
+            Op::Ended { call_id, at_ms } => r.ended(call_id, *at_ms).await?,
+            Op::Close { call_id } => r.close(call_id).await?,
+            Op::Heartbeat { at_ms } => r.heartbeat(run_id, *at_ms).await?,
+        }
+    }
+    tx.commit().await
+}
+
+/// How the calls of the node's earlier runs were settled.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Recovered {
+    /// Answered calls charged for their confirmed seconds.
+    pub settled: u32,
+    /// Calls not answered: their holds released.
+    pub released: u32,
+    /// Holds that had expired (released by their expiry): nothing charged.
+    pub expired: u32,
+    /// Media sessions deleted at rtpengine.
+    pub media_deleted: u32,
+}
+
+/// Settles the calls of the node's runs other than this one (see the module's documentation), deletes their
+/// media sessions, and forgets those runs. Safe to run again after a crash in the middle.
+pub(super) async fn recover(sw: &Switch, node: &str) -> Result<Recovered, StorageError> {
+    let storage = sw.ledger.storage().clone();
+    let stale = {
+        let mut tx = storage.begin_read().await?;
+        tx.live_calls().stale_runs(node, &sw.run_id).await?
+    };
+    let mut done = Recovered::default();
+    for run in stale {
+        let calls = {
+            let mut tx = storage.begin_read().await?;
+            tx.live_calls().of_run(&run.run_id).await?
+        };
+        tracing::info!(run = %run.run_id, calls = calls.len(), heartbeat_at_ms = run.heartbeat_at_ms,
+            "settling the calls of an earlier run of this node");
+        for call in &calls {
+            match recover_call(sw, call, run.heartbeat_at_ms).await? {
+                Outcome::Settled => done.settled += 1,
+                Outcome::Released => done.released += 1,
+                Outcome::Expired => done.expired += 1,
+            }
+            if let Some(ng) = &sw.ng {
+                // Deleting a call rtpengine no longer holds is not an error.
+                match ng.delete(&format!("pstn-{}", call.call_id)).await {
+                    Ok(()) => done.media_deleted += 1,
+                    Err(e) => tracing::warn!(error = %e, call = %call.call_id, "rtpengine delete failed"),
+                }
+            }
+            let mut tx = storage.begin().await?;
+            tx.live_calls().close(&call.call_id).await?;
+            tx.commit().await?;
+        }
+        if let Some(ng) = &sw.ng {
+            // Sessions of calls that had not reached the database (opened in the moment before their row).
+            let prefix = format!("pstn-{}-", run.run_id);
+            match ng.list(100_000).await {
+                Ok(ids) => {
+                    for id in ids.iter().filter(|id| id.starts_with(&prefix)) {
+                        if ng.delete(id).await.is_ok() {
+                            done.media_deleted += 1;
+                        }
+                    }
+                }
+                Err(e) => tracing::warn!(error = %e, "rtpengine list failed; stale sessions end by its timeout"),
+            }
+        }
+        let mut tx = storage.begin().await?;
+        tx.live_calls().forget_run(&run.run_id).await?;
+        tx.commit().await?;
+    }
+    Ok(done)
+}
+
+enum Outcome {
+    Settled,
+    Released,
+    Expired,
+}
+
+/// The seconds a call that was up when its run last confirmed it is billed: from the answer to the end if it
+/// was stored (rounded as every call is), else to the last heartbeat rounded down; never more than paid.
+pub(super) fn recovered_seconds(answered_at_ms: i64, ended_at_ms: Option<i64>, heartbeat_at_ms: i64, paid: u32) -> u32 {
+    match ended_at_ms {
+        Some(end) => billed_seconds(u64::try_from(end - answered_at_ms).unwrap_or(0), paid),
+        None => {
+            let up = u64::try_from(heartbeat_at_ms - answered_at_ms).unwrap_or(0) / 1000;
+            u32::try_from(up).unwrap_or(u32::MAX).min(paid)
+        }
+    }
+}
+
+async fn recover_call(sw: &Switch, call: &LiveCall, heartbeat_at_ms: i64) -> Result<Outcome, StorageError> {
+    let storage = sw.ledger.storage();
+    let now = unix_ms(sw.ledger.clock().now());
+    let hold_id = HoldId { account: call.account_id, seq: call.hold_seq };
+    let hold = {
+        let mut tx = storage.begin_read().await?;
+        tx.holds().get(hold_id).await?
+    };
+    let Some(hold) = hold else {
+        tracing::error!(call = %call.call_id, hold = %hold_id, "a live call's hold does not exist");
+        return Ok(Outcome::Expired);
+    };
+    let template = CallRecord {
+        id: 0,
+        call_id: call.call_id.clone(),
+        attempt: call.attempt,
+        account_id: call.account_id,
+        hold_seq: Some(call.hold_seq),
+        destination: call.destination.clone(),
+        carrier: call.carrier.clone(),
+        result: CallResult::Failed,
+        sip_status: 500,
+        reason: "Gateway Restarted".into(),
+        q850_cause: Some(41),
+        started_at_ms: call.attempt_started_at_ms.unwrap_or(call.started_at_ms),
+        answered_at_ms: None,
+        ended_at_ms: call.ended_at_ms.unwrap_or(heartbeat_at_ms).max(call.started_at_ms),
+        billed_seconds: None,
+        price: None,
+        cost: None,
+        currency: call.currency,
+    };
+    // The record of this attempt may have been stored before the crash (then the hold may be closed too).
+    let stored = {
+        let mut tx = storage.begin_read().await?;
+        tx.call_records().get(&call.call_id, call.attempt).await?
+    };
+    let usable = hold.state == HoldState::Open && hold.expires_at_ms > now;
+    let key =
+        |what: &str| IdempotencyKey::new(format!("{}:{what}", call.call_id)).expect("call ids use the key alphabet");
+    let Some(answered_at) = call.answered_at_ms else {
+        if stored.is_none() {
+            super::records::store(&**storage, &template).await;
+        }
+        if hold.state == HoldState::Open {
+            let req = ReleaseRequest { idempotency_key: key("release"), hold: hold_id };
+            release_or_log(sw, &req).await;
+        }
+        return Ok(Outcome::Released);
+    };
+    let seconds = match &stored {
+        Some(r) => r.billed_seconds.unwrap_or(0),
+        None => recovered_seconds(answered_at, call.ended_at_ms, heartbeat_at_ms, call.paid_seconds),
+    };
+    if stored.is_none() {
+        let rate = hold.rate.as_deref().and_then(|r| serde_json::from_str::<crate::rating::Rate>(r).ok());
+        let price = if usable { rate.as_ref().and_then(|r| r.call_price(seconds).ok()) } else { None };
+        let cost = match (&call.carrier, tincan_enum_core::E164::parse(&call.destination).ok()) {
+            (Some(name), Some(destination)) => sw
+                .ledger
+                .routes(&destination, crate::charging::ServiceKind::Voice)
+                .await
+                .ok()
+                .and_then(|routes| routes.into_iter().find(|r| &r.carrier.name == name))
+                .and_then(|r| r.cost.call_price(seconds).ok()),
+            _ => None,
+        };
+        let reason = match (usable, call.ended_at_ms) {
+            (false, _) => "Gateway Restarted; Hold Expired, Not Charged",
+            (true, Some(_)) => "Ended; Settled After A Gateway Restart",
+            (true, None) => "Gateway Restarted; Billed To The Last Confirmed Second",
+        };
+        let record = CallRecord {
+            result: CallResult::Answered,
+            sip_status: 200,
+            reason: reason.into(),
+            q850_cause: Some(policy::q850_cause(200)),
+            answered_at_ms: Some(answered_at),
+            ended_at_ms: call.ended_at_ms.unwrap_or(heartbeat_at_ms).max(answered_at),
+            billed_seconds: Some(if usable { seconds } else { 0 }),
+            price: Some(price.unwrap_or(crate::money::Amount::ZERO)),
+            cost: if usable { cost } else { None },
+            ..template
+        };
+        super::records::store(&**storage, &record).await;
+    }
+    if hold.state != HoldState::Open {
+        // Settled before the crash (its record was stored first), or released by its expiry.
+        return Ok(if hold.state == HoldState::Settled { Outcome::Settled } else { Outcome::Expired });
+    }
+    if !usable {
+        // Its expiry releases it (the sweeper); nothing can be charged on an expired hold.
+        let req = ReleaseRequest { idempotency_key: key("release"), hold: hold_id };
+        release_or_log(sw, &req).await;
+        return Ok(Outcome::Expired);
+    }
+    let req = SettleRequest {
+        idempotency_key: key("settle"),
+        hold: hold_id,
+        amount: None,
+        seconds: Some(seconds),
+        segments: None,
+        carrier: call.carrier.clone(),
+    };
+    match sw.charging.settle(&req).await {
+        Ok(s) => {
+            tracing::info!(call = %call.call_id, seconds, charged = %s.charged, "call settled after a restart");
+            Ok(Outcome::Settled)
+        }
+        Err(e) => {
+            tracing::error!(call = %call.call_id, error = %e, seconds, "settling a call after a restart failed");
+            Ok(Outcome::Expired)
+        }
+    }
+}
+
+async fn release_or_log(sw: &Switch, req: &ReleaseRequest) {
+    match sw.charging.release(req).await {
+        Ok(_) | Err(ChargeError::HoldClosed(_)) => {}
+        Err(e) => tracing::warn!(error = %e, hold = %req.hold, "releasing a hold after a restart failed; it expires"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_call_up_at_the_crash_is_billed_to_its_last_confirmed_second() {
+        // Answered at 10.0 s, last heartbeat at 17.9 s: 7 whole seconds confirmed.
+        assert_eq!(recovered_seconds(10_000, None, 17_900, 60), 7);
+        // Never past what its holds paid.
+        assert_eq!(recovered_seconds(10_000, None, 100_000, 60), 60);
+        // Answered after the last heartbeat: nothing confirmed.
+        assert_eq!(recovered_seconds(10_000, None, 9_000, 60), 0);
+        // Its end was stored: billed as any call (rounded, at least 1).
+        assert_eq!(recovered_seconds(10_000, Some(14_600), 20_000, 60), 5);
+        assert_eq!(recovered_seconds(10_000, Some(10_100), 20_000, 60), 1);
+    }
+}

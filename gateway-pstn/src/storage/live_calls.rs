@@ -1,0 +1,81 @@
+//! Calls in progress and the gateway processes that carry them, kept so that a node restarted after a crash
+//! settles what its calls used (up to the last second it confirmed them up) and closes their records.
+//!
+//! A *run* is one process of a node (`calls.node`); it confirms all its calls at once with a heartbeat. A
+//! live call is written when its first slice is held, updated as attempts start, the carrier answers, the hold
+//! is extended and the call ends, and deleted once its record is stored and its hold closed.
+
+use async_trait::async_trait;
+
+use super::Result;
+use crate::charging::AccountId;
+use crate::money::Currency;
+
+/// A call holding credit, as last written.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LiveCall {
+    /// The gateway's call id (`<run>-<n>`).
+    pub call_id: String,
+    /// The process that carries it.
+    pub run_id: String,
+    /// The paying account.
+    pub account_id: AccountId,
+    /// The sequence number of its hold.
+    pub hold_seq: i64,
+    /// The number called.
+    pub destination: String,
+    /// The account's currency.
+    pub currency: Currency,
+    /// When the call came in (Unix ms).
+    pub started_at_ms: i64,
+    /// The carrier attempt under way or last made (0: none yet).
+    pub attempt: u32,
+    /// Its carrier.
+    pub carrier: Option<String>,
+    /// When it started (Unix ms).
+    pub attempt_started_at_ms: Option<i64>,
+    /// When the carrier answered (Unix ms).
+    pub answered_at_ms: Option<i64>,
+    /// The seconds from the answer its holds pay for.
+    pub paid_seconds: u32,
+    /// When the gateway saw the call end (Unix ms).
+    pub ended_at_ms: Option<i64>,
+}
+
+/// A process of a node that has not been cleaned up after.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GatewayRun {
+    /// Its id.
+    pub run_id: String,
+    /// Its node.
+    pub node: String,
+    /// When it last confirmed its calls up (Unix ms).
+    pub heartbeat_at_ms: i64,
+}
+
+/// Live calls and runs.
+#[async_trait]
+pub trait LiveCallRepository: Send {
+    /// Registers a run of `node` starting at `now_ms`.
+    async fn start_run(&mut self, run_id: &str, node: &str, now_ms: i64) -> Result<()>;
+    /// Every call of the run that was not seen to end before `at_ms` was up then.
+    async fn heartbeat(&mut self, run_id: &str, at_ms: i64) -> Result<()>;
+    /// The node's runs other than `current`, oldest first.
+    async fn stale_runs(&mut self, node: &str, current: &str) -> Result<Vec<GatewayRun>>;
+    /// Forgets a run (once its calls are dealt with).
+    async fn forget_run(&mut self, run_id: &str) -> Result<()>;
+    /// Writes a new live call (nothing if it is written already).
+    async fn open(&mut self, call: &LiveCall) -> Result<()>;
+    /// Carrier attempt `attempt` of the call started at `at_ms`.
+    async fn attempt(&mut self, call_id: &str, attempt: u32, carrier: &str, at_ms: i64) -> Result<()>;
+    /// The call was answered at `at_ms`; its holds pay `paid_seconds`.
+    async fn answered(&mut self, call_id: &str, at_ms: i64, paid_seconds: u32) -> Result<()>;
+    /// Its holds now pay `paid_seconds`.
+    async fn paid(&mut self, call_id: &str, paid_seconds: u32) -> Result<()>;
+    /// The call ended at `at_ms`.
+    async fn ended(&mut self, call_id: &str, at_ms: i64) -> Result<()>;
+    /// Deletes the call (its record is stored and its hold closed).
+    async fn close(&mut self, call_id: &str) -> Result<()>;
+    /// The calls of a run.
+    async fn of_run(&mut self, run_id: &str) -> Result<Vec<LiveCall>>;
+}
