@@ -1,5 +1,6 @@
 //! testkit's own integration tests: it really starts Synapse, PostgreSQL databases and Debian tools.
 
+mod federation;
 mod postgres;
 mod synapse;
 mod tools;
