@@ -122,6 +122,8 @@ pub struct Calls {
     bridge: OnceLock<BridgeHandle>,
     /// Calls in progress: (Matrix user, Matrix call ID) → the call's task.
     active: Mutex<HashMap<(OwnedUserId, String), mpsc::UnboundedSender<VoipEvent>>>,
+    /// Phone calls ringing in Matrix: (Matrix user, the phone's remote ID) → the ghost's call ID (for glare).
+    ringing: Mutex<HashMap<(OwnedUserId, String), String>>,
 }
 
 impl std::fmt::Debug for Calls {
@@ -171,6 +173,28 @@ impl Drop for Unregister<'_> {
     }
 }
 
+/// Removes a phone call from the ringing set once it stops ringing, however its task ends.
+struct Ringing<'a> {
+    calls: &'a Calls,
+    key: (OwnedUserId, String),
+    call_id: String,
+}
+
+impl Ringing<'_> {
+    fn stop(&self) {
+        let mut ringing = self.calls.ringing.lock().expect("not poisoned");
+        if ringing.get(&self.key) == Some(&self.call_id) {
+            ringing.remove(&self.key);
+        }
+    }
+}
+
+impl Drop for Ringing<'_> {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
 impl Calls {
     /// The call side over `deps`.
     pub fn new(deps: CallsDeps) -> Self {
@@ -186,6 +210,7 @@ impl Calls {
             rng: Mutex::new(deps.rng),
             bridge: OnceLock::new(),
             active: Mutex::new(HashMap::new()),
+            ringing: Mutex::new(HashMap::new()),
         }
     }
 
@@ -382,11 +407,14 @@ impl Calls {
             phone_sdp: offer.clone(),
             pending: None,
         };
+        let ringing =
+            Ringing { calls: &self, key: (receiver.clone(), caller.clone()), call_id: ghost_side.call_id.clone() };
         let portal = PortalKey { receiver, chat: RemoteChatId::new(caller.clone()) };
         let ghost = RemoteUserId::new(caller);
         let ring = Duration::from_secs(self.media.ring_timeout_secs);
         let mut state = CallState::new(Direction::SipToMatrix, ghost_side);
         let ring_ms = u64::try_from(ring.as_millis()).unwrap_or(u64::MAX);
+        self.ringing.lock().expect("not poisoned").insert(ringing.key.clone(), ringing.call_id.clone());
         self.to_matrix(&portal, &ghost, vec![state.ghost.invite(&for_matrix, ring_ms)]).await;
         let _ = leg.ring(None);
         tracing::info!(%sip_call, matrix_call = %state.ghost.call_id, "SIP call to a Tincan number ringing in Matrix");
@@ -396,6 +424,9 @@ impl Calls {
         let mut candidates: Vec<Candidate> = Vec::new();
         let mut deferred: Vec<VoipEvent> = Vec::new();
         while state.phase != voip::Phase::Ended {
+            if state.phase != voip::Phase::Ringing {
+                ringing.stop();
+            }
             let matrix = if let Some(ev) = (!deferred.is_empty()).then(|| deferred.remove(0)) {
                 Some(ev)
             } else {
@@ -441,6 +472,15 @@ impl Calls {
             if let VoipEvent::Negotiate { party_id, kind, sdp, .. } = &event {
                 let offer = (party_id.as_deref(), *kind, sdp.as_str());
                 self.matrix_negotiates(&mut reneg, &state, &leg, (&portal, &ghost), offer, &mut candidates).await;
+                continue;
+            }
+            if let VoipEvent::Replaced { .. } = &event {
+                let (sip, out) = state.replaced();
+                if let SipAction::Reject(code) = sip {
+                    tracing::info!(%sip_call, "glare: the user's call to the phone won; the phone's call is refused");
+                    let _ = leg.reject(code, "Busy Here");
+                }
+                self.to_matrix(&portal, &ghost, out).await;
                 continue;
             }
             match state.on_matrix(&event) {
@@ -644,7 +684,29 @@ impl Calls {
         mut rx: mpsc::UnboundedReceiver<VoipEvent>,
     ) {
         let VoipEvent::Invite { call_id, sdp, lifetime_ms } = invite else { return };
+        let ringing = self
+            .ringing
+            .lock()
+            .expect("not poisoned")
+            .get(&(portal.receiver.clone(), remote.as_str().to_owned()))
+            .cloned();
         let mut state = CallState::new(Direction::MatrixToSip, GhostSide { call_id, party_id: self.id(12) });
+        if let Some(phone_call) = ringing {
+            // Glare: the phone is calling the user while the user calls the phone. As the VoIP spec (and
+            // matrix-js-sdk) resolve it, the call with the lower ID wins; the user's client does the same with
+            // the ghost's invite, so both sides agree.
+            if phone_call < state.ghost.call_id {
+                tracing::info!(matrix_call = %state.ghost.call_id, "glare: the phone's call wins; this one is replaced");
+                let out = state.sip_ended("replaced");
+                self.to_matrix(&portal, &remote, out).await;
+                return;
+            }
+            let phone_task =
+                self.active.lock().expect("not poisoned").get(&(portal.receiver.clone(), phone_call.clone())).cloned();
+            if let Some(tx) = phone_task {
+                let _ = tx.send(VoipEvent::Replaced { call_id: phone_call });
+            }
+        }
         let mut candidates = Vec::new();
         let mut deferred = Vec::new();
         let sdp = self.with_candidates(sdp, &mut candidates, &mut rx, &mut deferred).await;

@@ -18,6 +18,7 @@
 //! | 408 / 480 / 487 → | `m.call.hangup` (`invite_timeout`) |
 //! | other failures → | `m.call.hangup` (`unknown_error`) |
 //! | CANCEL ← | `m.call.hangup` before the answer |
+//! | glare: INVITE → ringing while the user calls the phone | the lower call ID wins: the ghost's → the user's call gets the ghost's `m.call.hangup` (`replaced`); the user's → 486 to the phone, the ghost's `m.call.hangup` (`replaced`), INVITE ← |
 //! | re-INVITE → (hold: `sendonly`/`inactive`, resume: `sendrecv`) | `m.call.negotiate` offer from the ghost; the user's negotiate answer → 200 |
 //! | re-INVITE ← | the user's `m.call.negotiate` offer (Element's hold); the phone's 200 → the ghost's negotiate answer |
 
@@ -82,6 +83,12 @@ pub enum VoipEvent {
         kind: SdpKind,
         /// The SDP.
         sdp: String,
+    },
+    /// Not a Matrix event: the bridge resolved glare against this call (the same pair called each other at
+    /// once and the other call won), so it ends.
+    Replaced {
+        /// The call.
+        call_id: String,
     },
     /// Call events the bridge does not act on.
     Other {
@@ -187,6 +194,7 @@ impl VoipEvent {
             | VoipEvent::SelectAnswer { call_id }
             | VoipEvent::Reject { call_id }
             | VoipEvent::Hangup { call_id, .. }
+            | VoipEvent::Replaced { call_id }
             | VoipEvent::Other { call_id } => call_id,
         }
     }
@@ -376,6 +384,16 @@ impl CallState {
         vec![self.ghost.hangup(reason)]
     }
 
+    /// (SIP→Matrix) Glare: the user called the phone while the phone's call to them was ringing, and the
+    /// user's call won (the lower call ID, as the VoIP spec and matrix-js-sdk resolve it). The phone's call is
+    /// refused busy and the ghost hangs it up as `replaced`.
+    pub fn replaced(&mut self) -> (SipAction, Vec<Outgoing>) {
+        if self.direction != Direction::SipToMatrix || self.phase != Phase::Ringing {
+            return (SipAction::None, Vec::new());
+        }
+        (SipAction::Reject(486), self.sip_ended("replaced"))
+    }
+
     /// Nobody answered in time.
     pub fn ring_timeout(&mut self) -> (SipAction, Vec<Outgoing>) {
         if self.phase != Phase::Ringing {
@@ -544,6 +562,21 @@ mod tests {
 
         let mut s = CallState::new(Direction::MatrixToSip, ghost());
         assert_eq!(s.on_matrix(&hangup("user_hangup")), SipAction::Cancel);
+    }
+
+    #[test]
+    fn a_ringing_phone_call_replaced_by_the_users_call() {
+        let mut s = CallState::new(Direction::SipToMatrix, ghost());
+        let (sip, out) = s.replaced();
+        assert_eq!(sip, SipAction::Reject(486));
+        assert_eq!(out[0].0, "m.call.hangup");
+        assert_eq!(out[0].1["reason"], "replaced");
+        assert_eq!(s.phase, Phase::Ended);
+        // Too late once answered, and never for a call from Matrix.
+        let mut s = CallState::new(Direction::SipToMatrix, ghost());
+        s.on_matrix(&answer());
+        assert_eq!(s.replaced(), (SipAction::None, Vec::new()));
+        assert_eq!(CallState::new(Direction::MatrixToSip, ghost()).replaced(), (SipAction::None, Vec::new()));
     }
 
     #[test]

@@ -903,3 +903,76 @@ async fn a_matrix_hold_reinvites_the_phone_and_the_phones_hold_reaches_matrix_on
     assert_eq!(hangup["reason"], "user_hangup");
     no_media_left(&ng).await;
 }
+
+/// The ghost's `m.call.*` event of `kind` in the call `call_id`.
+async fn ghost_sends_in(h: &Harness, room: &str, kind: &str, call_id: &str) -> Value {
+    let ghost = format!("@sip_{PHONE}:hs.test");
+    wait_for(kind, Duration::from_secs(30), || async {
+        call_events(h, room)
+            .await
+            .into_iter()
+            .find(|(s, t, c)| *s == ghost && t == kind && c["call_id"] == call_id)
+            .map(|(_, _, c)| c)
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn glare_when_the_users_call_has_the_lower_id_the_phones_call_gets_486_and_hers_rings_the_phone() {
+    let phone_in = free_addr();
+    let (h, _rtp, ng) = start(Some(phone_in), 60).await;
+    let room = dm_with_phone(&h).await;
+    let (_si, answers) = spawn_callee(phone_in, &phone_answers(&format!("{PHONE_200}{TAKES_BYE}"))).await;
+    // The phone calls Alice…
+    let (_so, calls) = spawn_caller(&h, &phone_calls(&takes_failure(486)));
+    let phones = ghost_sends(&h, &room, "m.call.invite").await;
+    // …while she calls it, with a call ID lower than any the bridge makes (its IDs are alphanumeric).
+    alice_calls(&h, &room, "-glare-a").await;
+    // Her call wins, as her own client decides with the ghost's invite: the ghost hangs its call up as
+    // replaced, the phone's INVITE is refused busy, and hers rings the phone.
+    let hangup = ghost_sends_in(&h, &room, "m.call.hangup", phones["call_id"].as_str().unwrap()).await;
+    assert_eq!(hangup["reason"], "replaced");
+    assert!(finished(calls, Duration::from_secs(30)).await, "the phone's own call got 486");
+    ghost_sends_in(&h, &room, "m.call.answer", "-glare-a").await;
+    alice_sends(
+        &h,
+        &room,
+        "m.call.hangup",
+        json!({"call_id": "-glare-a", "party_id": "alice-phone", "version": "1", "reason": "user_hangup"}),
+    )
+    .await;
+    assert!(finished(answers, Duration::from_secs(30)).await, "her call reached the phone, then BYE");
+    no_media_left(&ng).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn glare_when_the_phones_call_has_the_lower_id_the_users_call_is_replaced_and_she_answers_the_phone() {
+    // Nothing listens at the route: a call placed there would not be answered.
+    let (h, _rtp, ng) = start(Some(free_addr()), 60).await;
+    let room = dm_with_phone(&h).await;
+    let (_s, phone) = spawn_caller(&h, &phone_calls(&fill(&format!("{TAKES_200}{TAKES_BYE}"))));
+    let phones = ghost_sends(&h, &room, "m.call.invite").await;
+    let call_id = phones["call_id"].as_str().unwrap();
+    // Alice calls the phone at the same time, with a call ID higher than any the bridge makes.
+    alice_calls(&h, &room, "~glare-b").await;
+    let hangup = ghost_sends_in(&h, &room, "m.call.hangup", "~glare-b").await;
+    assert_eq!(hangup["reason"], "replaced");
+    assert_eq!(ng.list(10).await.unwrap().len(), 1, "no second call was placed to the phone");
+    // Her client answers the phone's call instead (matrix-js-sdk's replacedBy), then hangs up.
+    alice_sends(
+        &h,
+        &room,
+        "m.call.answer",
+        v1(
+            &phones["call_id"],
+            "alice-phone",
+            json!({"answer": {"type": "answer", "sdp": browser_sdp("active", 45020, true)}}),
+        ),
+    )
+    .await;
+    ghost_sends_in(&h, &room, "m.call.select_answer", call_id).await;
+    alice_sends(&h, &room, "m.call.hangup", v1(&phones["call_id"], "alice-phone", json!({"reason": "user_hangup"})))
+        .await;
+    assert!(finished(phone, Duration::from_secs(30)).await, "the phone's call was answered, then BYE");
+    no_media_left(&ng).await;
+}
