@@ -88,18 +88,21 @@ def main():
     inbox.wait_for("bench first")
     print(f"bench first message (DM created, key shared): {(time.perf_counter() - started) * 1000:.1f} ms", flush=True)
 
-    to_callback, call = [], []
+    to_callback, call, stored = [], [], []
     for i in range(ROUNDS):
         body = f"bench {i}"
         started = time.perf_counter()
+        wall = time.time()
         run(sender.send_to_number(RECEIVER, body, False))
         returned = time.perf_counter()
         m = inbox.wait_for(body)
         arrived = time.perf_counter()
+        stored.append(m.timestamp_ms - wall * 1000)
         assert m.encrypted, m
         call.append((returned - started) * 1000)
         to_callback.append((arrived - started) * 1000)
     summary("send_to_number returns", call)
+    summary("send_to_number → event stored (the homeserver's origin_server_ts, same clock)", stored)
     summary("send_to_number → on_message", to_callback)
     print("bench send_to_number → on_message, in order (ms): " + " ".join(f"{x:.0f}" for x in to_callback), flush=True)
     handle.cancel()
