@@ -42,6 +42,7 @@ fn transactions(c: &mut Criterion) {
                 key: PortalKey { receiver: ALICE.try_into().unwrap(), chat: RemoteChatId::new("+491") },
                 room_id: Some(ROOM.try_into().unwrap()),
                 other_user: RemoteUserId::new("+491"),
+                is_group: false,
                 metadata: Default::default(),
             })
             .await

@@ -234,13 +234,20 @@ pub struct PortalRef {
     pub key: PortalKey,
     /// The remote user of this direct chat; in a group chat, the participant whose ghost hosts the room.
     pub other_user: RemoteUserId,
+    /// Whether the chat is a group (see [`Portal::is_group`]).
+    pub is_group: bool,
     /// Connector data stored with the portal.
     pub metadata: Metadata,
 }
 
 impl From<&Portal> for PortalRef {
     fn from(p: &Portal) -> Self {
-        Self { key: p.key.clone(), other_user: p.other_user.clone(), metadata: p.metadata.clone() }
+        Self {
+            key: p.key.clone(),
+            other_user: p.other_user.clone(),
+            is_group: p.is_group,
+            metadata: p.metadata.clone(),
+        }
     }
 }
 
@@ -313,6 +320,29 @@ pub trait NetworkApi: Send + Sync {
     /// `Ok` lets the ghost join; an error turns the invite down, with the error as the reason.
     async fn handle_matrix_invite(&self, portal: &PortalRef, user: &RemoteUserId) -> Result<(), ConnectorError> {
         let _ = (portal, user);
+        Err(ConnectorError::Unsupported)
+    }
+
+    /// The local user left the portal's room (or was removed from it): in a group chat the user leaves the chat.
+    /// The core forgets the room whatever this returns (an error is logged): the chat goes on in a new room
+    /// when it does (a group chat's portal keeps its group flag, host and metadata for it).
+    async fn handle_matrix_leave(&self, portal: &PortalRef) -> Result<(), ConnectorError> {
+        let _ = portal;
+        Err(ConnectorError::Unsupported)
+    }
+
+    /// The local user removed the ghost of `user` from the portal's room (a kick, or a ban; `reason` as they
+    /// gave it). In a group chat, `Ok` removes the participant from the chat; an error (also
+    /// [`ConnectorError::Unsupported`]) brings the ghost back into the room and tells the user why, so the
+    /// room keeps showing who is in the chat. In a direct chat the partner's ghost removed ends the portal
+    /// whatever this returns (the next message opens a new room).
+    async fn handle_matrix_kick(
+        &self,
+        portal: &PortalRef,
+        user: &RemoteUserId,
+        reason: Option<&str>,
+    ) -> Result<(), ConnectorError> {
+        let _ = (portal, user, reason);
         Err(ConnectorError::Unsupported)
     }
 }

@@ -150,6 +150,10 @@ pub struct Portal {
     /// The other party of this direct chat; in a group chat, the participant whose ghost hosts the room (see
     /// [`crate::connector::ChatInfo`]).
     pub other_user: RemoteUserId,
+    /// Whether the chat is a group: set when the connector describes it with a
+    /// [`crate::connector::ChatInfo`] or the receiver adds a participant from Matrix, and kept when the room
+    /// goes (the chat's next room is then a group room again, not a DM).
+    pub is_group: bool,
     /// Connector data.
     pub metadata: Metadata,
 }
@@ -401,6 +405,7 @@ macro_rules! impl_repositories {
                 },
                 room_id: room.map(|r| parse_id("room id", r)).transpose()?,
                 other_user: RemoteUserId(row.try_get("other_user")?),
+                is_group: row.try_get::<i64, _>("is_group")? != 0,
                 metadata: Metadata::from_text(&row.try_get::<String, _>("metadata")?)?,
             })
         }
@@ -611,7 +616,7 @@ macro_rules! impl_repositories {
         impl PortalRepository for $store {
             async fn portal(&self, key: &PortalKey) -> Result<Option<Portal>> {
                 let row = sqlx::query(
-                    "SELECT receiver, chat_id, room_id, other_user, metadata FROM portal \
+                    "SELECT receiver, chat_id, room_id, other_user, is_group, metadata FROM portal \
                      WHERE receiver = $1 AND chat_id = $2",
                 )
                 .bind(key.receiver.as_str())
@@ -623,7 +628,7 @@ macro_rules! impl_repositories {
 
             async fn portal_by_room(&self, room_id: &ruma::RoomId) -> Result<Option<Portal>> {
                 let row = sqlx::query(
-                    "SELECT receiver, chat_id, room_id, other_user, metadata FROM portal WHERE room_id = $1",
+                    "SELECT receiver, chat_id, room_id, other_user, is_group, metadata FROM portal WHERE room_id = $1",
                 )
                 .bind(room_id.as_str())
                 .fetch_optional(&self.pool)
@@ -643,14 +648,16 @@ macro_rules! impl_repositories {
                         .await?;
                 }
                 sqlx::query(
-                    "INSERT INTO portal (receiver, chat_id, room_id, other_user, metadata) VALUES ($1, $2, $3, $4, $5) \
+                    "INSERT INTO portal (receiver, chat_id, room_id, other_user, is_group, metadata) \
+                     VALUES ($1, $2, $3, $4, $5, $6) \
                      ON CONFLICT (receiver, chat_id) DO UPDATE SET room_id = excluded.room_id, \
-                     other_user = excluded.other_user, metadata = excluded.metadata",
+                     other_user = excluded.other_user, is_group = excluded.is_group, metadata = excluded.metadata",
                 )
                 .bind(portal.key.receiver.as_str())
                 .bind(portal.key.chat.as_str())
                 .bind(portal.room_id.as_ref().map(|r| r.as_str()))
                 .bind(portal.other_user.as_str())
+                .bind(i64::from(portal.is_group))
                 .bind(portal.metadata.to_text())
                 .execute(&mut *tx)
                 .await?;

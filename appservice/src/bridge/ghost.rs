@@ -129,6 +129,12 @@ async fn invited_into_portal(
         Ok(()) => {
             let ghost = ensure_ghost(bridge, &remote).await?;
             bridge.0.hs.send(join_room_by_id::v3::Request::new(room.clone()), Some(&ghost)).await?;
+            if !portal.is_group && remote != portal.other_user {
+                // A second participant: the chat is a group from now on.
+                let mut group = portal.clone();
+                group.is_group = true;
+                bridge.0.store.upsert_portal(&group).await?;
+            }
             tracing::info!(%room, "a participant joined a group portal from Matrix");
         }
         Err(e) => {

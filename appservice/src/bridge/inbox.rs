@@ -285,6 +285,15 @@ async fn dispatch_timeline(bridge: &BridgeHandle, entry: InboxEntry) -> Result<(
     if sender != portal.key.receiver {
         return done(bridge, entry.seq).await;
     }
+    // The receiver removed a ghost from the room (a kick, a ban): the connector decides what it means.
+    if let AnyTimelineEvent::State(AnyStateEvent::RoomMember(StateEvent::Original(m))) = &event
+        && matches!(m.content.membership, MembershipState::Leave | MembershipState::Ban)
+        && let Some(user) = bridge.0.namer.remote_id(&m.state_key)
+    {
+        let banned = m.content.membership == MembershipState::Ban;
+        let work = MatrixWork::GhostRemoved { user, reason: m.content.reason.clone(), banned };
+        return portal::enqueue(bridge, &portal.key, Work::Matrix { seq: entry.seq, work });
+    }
     let mut json = entry.json;
     if let AnyTimelineEvent::MessageLike(AnyMessageLikeEvent::RoomEncrypted(_)) = &event
         && bridge.0.crypto.is_some()
@@ -408,6 +417,7 @@ pub(crate) fn direct_portal(receiver: OwnedUserId, remote: crate::RemoteUserId, 
         key: PortalKey { receiver, chat: RemoteChatId::from(&remote) },
         room_id: Some(room_id),
         other_user: remote,
+        is_group: false,
         metadata: Default::default(),
     }
 }

@@ -16,11 +16,17 @@ pub(crate) async fn handle(bridge: &BridgeHandle, key: &PortalKey, work: MatrixW
     let Some(portal) = bridge.0.store.portal(key).await? else {
         return Ok(None);
     };
-    if let MatrixWork::ReceiverLeft = work {
-        bridge.0.store.delete_portal(key).await?;
-        tracing::info!(room = ?portal.room_id, "receiver left; portal forgotten");
-        return Ok(None);
-    }
+    let work = match work {
+        MatrixWork::ReceiverLeft => {
+            super::group::receiver_left(bridge, portal).await?;
+            return Ok(None);
+        }
+        MatrixWork::GhostRemoved { user, reason, banned } => {
+            super::group::ghost_removed(bridge, portal, &user, reason.as_deref(), banned).await?;
+            return Ok(None);
+        }
+        work => work,
+    };
     let caps = bridge.0.connector.capabilities();
     let supported = match &work {
         MatrixWork::Message(ev) => caps.edits || !matches!(ev.content.relates_to, Some(Relation::Replacement(_))),
@@ -29,7 +35,7 @@ pub(crate) async fn handle(bridge: &BridgeHandle, key: &PortalKey, work: MatrixW
         MatrixWork::ReadReceipt { .. } => caps.read_receipts,
         MatrixWork::Typing { .. } => caps.typing,
         MatrixWork::Call(_) => caps.calls,
-        MatrixWork::ReceiverLeft => true,
+        MatrixWork::ReceiverLeft | MatrixWork::GhostRemoved { .. } => true,
     };
     if !supported {
         // The network has no such thing: the connector is not asked (its default would say `Unsupported`).
@@ -122,7 +128,7 @@ pub(crate) async fn handle(bridge: &BridgeHandle, key: &PortalKey, work: MatrixW
             }
             Ok(())
         }
-        MatrixWork::ReceiverLeft => Ok(()),
+        MatrixWork::ReceiverLeft | MatrixWork::GhostRemoved { .. } => Ok(()),
     };
     match result {
         Ok(()) => Ok(None),

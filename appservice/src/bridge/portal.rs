@@ -26,8 +26,11 @@ pub(crate) enum MatrixWork {
     Typing { typing: bool },
     /// A VoIP event (`m.call.*`) of the local user.
     Call(crate::connector::MatrixCall),
-    /// The local user left the portal room: the portal is forgotten, a new one is made when needed.
+    /// The local user left the portal room: the connector is told and the room forgotten (a group portal is
+    /// kept without a room), a new room is made when needed.
     ReceiverLeft,
+    /// The local user kicked (or banned) the ghost of a remote user from the portal room.
+    GhostRemoved { user: crate::RemoteUserId, reason: Option<String>, banned: bool },
 }
 
 /// Work for a portal's queue.

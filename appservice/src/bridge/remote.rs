@@ -307,6 +307,12 @@ async fn ensure_portal_room(bridge: &BridgeHandle, event: &RemoteEvent) -> Resul
     }
     let other =
         existing.as_ref().map(|p| p.other_user.clone()).unwrap_or_else(|| RemoteUserId(event.portal.chat.0.clone()));
+    if existing.as_ref().is_some_and(|p| p.is_group) {
+        // A group chat whose room went (the receiver left it): a group room again, hosted as before; the
+        // sender's ghost joins it with the event.
+        let info = crate::connector::ChatInfo { name: None, members: vec![other.clone()] };
+        return super::group::create_room(bridge, event, &info, &other, existing).await;
+    }
     let ghost = super::ghost::ensure_ghost(bridge, &other).await?;
     let receiver: OwnedUserId = event.portal.receiver.clone();
     let mut req = create_room::v3::Request::new();
@@ -324,6 +330,7 @@ async fn ensure_portal_room(bridge: &BridgeHandle, event: &RemoteEvent) -> Resul
         key: event.portal.clone(),
         room_id: Some(room.clone()),
         other_user: other,
+        is_group: false,
         metadata: existing.map(|p| p.metadata).unwrap_or_default(),
     };
     bridge.0.store.upsert_portal(&portal).await?;

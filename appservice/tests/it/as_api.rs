@@ -27,6 +27,7 @@ async fn setup() -> Setup {
             key: PortalKey { receiver: ALICE.try_into().unwrap(), chat: RemoteChatId::new("+491") },
             room_id: Some(ROOM.try_into().unwrap()),
             other_user: RemoteUserId::new("+491"),
+            is_group: false,
             metadata: Default::default(),
         })
         .await
@@ -351,6 +352,7 @@ async fn relations_to_a_message_of_another_portal_are_not_bridged() {
             key: his.clone(),
             room_id: Some(HIS_ROOM.try_into().unwrap()),
             other_user: RemoteUserId::new("+492"),
+            is_group: false,
             metadata: Default::default(),
         })
         .await

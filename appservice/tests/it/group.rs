@@ -19,18 +19,24 @@ const B: &str = "+4915100000002";
 const C: &str = "+4915100000003";
 const D: &str = "+4915100000004";
 
-fn ghost(n: &str) -> String {
+pub(crate) fn ghost(n: &str) -> String {
     format!("@loop_{n}:hs.test")
 }
 
-async fn chat_info(handle: &BridgeHandle, key: &PortalKey, from: &str, name: Option<&str>, members: &[&str]) {
+pub(crate) async fn chat_info(
+    handle: &BridgeHandle,
+    key: &PortalKey,
+    from: &str,
+    name: Option<&str>,
+    members: &[&str],
+) {
     let info = ChatInfo { name: name.map(Into::into), members: members.iter().map(|m| (*m).into()).collect() };
     let event = RemoteEvent { portal: key.clone(), sender: from.into(), kind: RemoteEventKind::ChatInfo(info) };
     handle.queue_remote_event(event).await.unwrap();
 }
 
 /// The ghosts joined to `room`, as `client` sees them, once they are `want`.
-async fn joined_ghosts(client: &Client, room: &str, want: &[&str]) {
+pub(crate) async fn joined_ghosts(client: &Client, room: &str, want: &[&str]) {
     let want: BTreeSet<String> = want.iter().map(|n| ghost(n)).collect();
     let path = format!("/_matrix/client/v3/rooms/{}/joined_members", enc(room));
     wait_for(&format!("the room's ghosts to be {want:?}"), Duration::from_secs(60), || {

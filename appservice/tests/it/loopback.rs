@@ -24,6 +24,10 @@ pub enum Seen {
     Typing(PortalKey, bool),
     /// The receiver invited a participant's ghost into the portal (a group chat).
     Invite(PortalKey, RemoteUserId),
+    /// The receiver left the portal's room.
+    Leave(PortalKey),
+    /// The receiver removed a participant's ghost from the portal's room, with this reason.
+    Kick(PortalKey, RemoteUserId, Option<String>),
 }
 
 #[derive(Debug)]
@@ -32,6 +36,8 @@ pub struct Loopback {
     tx: mpsc::UnboundedSender<Seen>,
     counter: Arc<AtomicU64>,
     pub logins: Mutex<Vec<OwnedUserId>>,
+    /// Participants the network keeps when the receiver removes their ghost (their kick is refused).
+    pub kept: Arc<Mutex<Vec<RemoteUserId>>>,
     caps: Capabilities,
 }
 
@@ -49,6 +55,7 @@ impl Loopback {
             tx,
             counter: Arc::new(AtomicU64::new(0)),
             logins: Mutex::new(logins.iter().map(|u| UserId::parse(*u).unwrap()).collect()),
+            kept: Arc::default(),
             caps,
         };
         (Arc::new(l), rx)
@@ -72,7 +79,7 @@ impl NetworkConnector for Loopback {
     }
     async fn login(&self, user: &UserId) -> Result<Option<Arc<dyn NetworkApi>>, ConnectorError> {
         if self.logins.lock().unwrap().iter().any(|u| u == user) {
-            Ok(Some(Arc::new(LoopApi { tx: self.tx.clone(), counter: self.counter.clone() })))
+            Ok(Some(Arc::new(LoopApi { tx: self.tx.clone(), counter: self.counter.clone(), kept: self.kept.clone() })))
         } else {
             Ok(None)
         }
@@ -85,6 +92,7 @@ impl NetworkConnector for Loopback {
 struct LoopApi {
     tx: mpsc::UnboundedSender<Seen>,
     counter: Arc<AtomicU64>,
+    kept: Arc<Mutex<Vec<RemoteUserId>>>,
 }
 
 #[async_trait]
@@ -138,6 +146,22 @@ impl NetworkApi for LoopApi {
     }
     async fn handle_matrix_invite(&self, portal: &PortalRef, user: &RemoteUserId) -> Result<(), ConnectorError> {
         let _ = self.tx.send(Seen::Invite(portal.key.clone(), user.clone()));
+        Ok(())
+    }
+    async fn handle_matrix_leave(&self, portal: &PortalRef) -> Result<(), ConnectorError> {
+        let _ = self.tx.send(Seen::Leave(portal.key.clone()));
+        Ok(())
+    }
+    async fn handle_matrix_kick(
+        &self,
+        portal: &PortalRef,
+        user: &RemoteUserId,
+        reason: Option<&str>,
+    ) -> Result<(), ConnectorError> {
+        let _ = self.tx.send(Seen::Kick(portal.key.clone(), user.clone(), reason.map(Into::into)));
+        if self.kept.lock().unwrap().contains(user) {
+            return Err(ConnectorError::Rejected("the group cannot lose members".into()));
+        }
         Ok(())
     }
 }

@@ -9,6 +9,7 @@ mod gate;
 mod group;
 mod loopback;
 mod media;
+mod membership;
 mod relations;
 mod store;
 mod synapse;

@@ -14,7 +14,7 @@ const BOB: &str = "+4915112345678";
 
 /// The next thing the network sees that `want` accepts (other items, such as typing updates Synapse sends
 /// on its own, are skipped).
-async fn next_seen(rx: &mut UnboundedReceiver<Seen>, what: &str, want: impl Fn(&Seen) -> bool) -> Seen {
+pub(crate) async fn next_seen(rx: &mut UnboundedReceiver<Seen>, what: &str, want: impl Fn(&Seen) -> bool) -> Seen {
     tokio::time::timeout(Duration::from_secs(60), async {
         loop {
             let s = rx.recv().await.expect("connector alive");

@@ -148,8 +148,13 @@ fn key(user: &str, chat: &str) -> PortalKey {
 async fn portals(s: &dyn Store) {
     let k = key("@alice:hs.test", "+491");
     assert_eq!(s.portal(&k).await.unwrap(), None);
-    let mut p =
-        Portal { key: k.clone(), room_id: None, other_user: RemoteUserId::new("+491"), metadata: Metadata::default() };
+    let mut p = Portal {
+        key: k.clone(),
+        room_id: None,
+        other_user: RemoteUserId::new("+491"),
+        is_group: false,
+        metadata: Metadata::default(),
+    };
     s.upsert_portal(&p).await.unwrap();
     assert_eq!(s.portal(&k).await.unwrap().unwrap().room_id, None);
     p.room_id = Some(rid("!a:hs.test"));
@@ -161,6 +166,7 @@ async fn portals(s: &dyn Store) {
         key: k2.clone(),
         room_id: Some(rid("!b:hs.test")),
         other_user: RemoteUserId::new("+491"),
+        is_group: false,
         metadata: Metadata::default(),
     };
     s.upsert_portal(&p2).await.unwrap();
@@ -171,6 +177,7 @@ async fn portals(s: &dyn Store) {
         key: key("@alice:hs.test", "+492"),
         room_id: Some(rid("!a:hs.test")),
         other_user: RemoteUserId::new("+492"),
+        is_group: false,
         metadata: Metadata::default(),
     };
     s.upsert_portal(&p3).await.unwrap();
@@ -179,6 +186,22 @@ async fn portals(s: &dyn Store) {
     s.delete_portal(&p3.key).await.unwrap();
     assert_eq!(s.portal(&p3.key).await.unwrap(), None);
     assert_eq!(s.portal_by_room(&rid("!a:hs.test")).await.unwrap(), None);
+    // The group flag is kept, with and without a room.
+    let mut g = Portal {
+        key: key("@alice:hs.test", "group-1"),
+        room_id: Some(rid("!g:hs.test")),
+        other_user: RemoteUserId::new("+493"),
+        is_group: true,
+        metadata: Metadata(serde_json::json!({"mms": true})),
+    };
+    s.upsert_portal(&g).await.unwrap();
+    assert_eq!(s.portal_by_room(&rid("!g:hs.test")).await.unwrap().as_ref(), Some(&g));
+    g.room_id = None;
+    s.upsert_portal(&g).await.unwrap();
+    assert_eq!(s.portal(&g.key).await.unwrap().as_ref(), Some(&g));
+    g.is_group = false;
+    s.upsert_portal(&g).await.unwrap();
+    assert!(!s.portal(&g.key).await.unwrap().unwrap().is_group);
 }
 
 async fn messages(s: &dyn Store) {
