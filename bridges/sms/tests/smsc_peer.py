@@ -8,7 +8,7 @@ It accepts binds, answers every submit_sm and writes one JSON object per line on
   {"event": "bound", "session": ..., "system_id": ...}
   {"event": "submit_sm", "n": ..., "session": ..., "source_addr": ..., "source_addr_ton": ...,
    "destination_addr": ..., "dest_addr_ton": ..., "esm_class": ..., "data_coding": ...,
-   "registered_delivery": ..., "sm": "<hex>", "status": <command_status>, "message_id": ...}
+   "registered_delivery": ..., "sm": "<hex>", "status": <command_status>, "message_id": ..., "t": <unix time>}
   {"event": "unbound", "session": ...}
 
 The test steers it over CONTROL_PORT with one JSON command per line; each gets one JSON line back:
@@ -20,14 +20,18 @@ The test steers it over CONTROL_PORT with one JSON command per line; each gets o
       dlr_before_resp: bool  send the receipt before answering the submit_sm
       id_format: "dec" | "hex"  answer message ids in decimal or hexadecimal; receipts always say decimal
       id_offset: N           message ids count from N (so that hexadecimal and decimal spellings differ)
+      log_submits: bool      write the submit_sm lines (default true; the benchmark turns them off and counts
+                             with stats)
   {"cmd": "deliver", "source": digits, "dest": digits, "esm_class": n, "data_coding": n, "hex": "<sm>",
    "tlvs": [[tag, "<hex>"], ...]}                     a deliver_sm to the most recently bound session
-  {"cmd": "stats"}                                    {"submits": n, "sessions": [...]}
+  {"cmd": "stats"}      {"submits": n, "accepted": n, "distinct": n, "sessions": [...]}: distinct counts the
+                        accepted (destination, short_message) pairs, so resent duplicates count once
 """
 
 import asyncio
 import json
 import sys
+import time
 
 import smpp34
 
@@ -56,6 +60,9 @@ class Peer:
         self.dlr_before_resp = False
         self.id_format = "dec"
         self.id_offset = 0
+        self.log_submits = True
+        self.accepted = 0
+        self.distinct = set()
 
     async def run(self, port, control_port):
         server = smpp34.Server(host="127.0.0.1", port=port, system_id="TESTSMSC")
@@ -84,14 +91,19 @@ class Peer:
             status = smpp34.ESME_RTHROTTLED
         number = n + self.id_offset
         mid = format(number, "X") if self.id_format == "hex" else str(number)
-        emit({
-            "event": "submit_sm", "n": n, "session": ev.session_id,
-            "source_addr": text(ev.source_addr), "source_addr_ton": ev.source_addr_ton,
-            "destination_addr": dest, "dest_addr_ton": ev.dest_addr_ton,
-            "esm_class": ev.esm_class, "data_coding": ev.data_coding,
-            "registered_delivery": ev.registered_delivery, "sm": bytes(ev.short_message).hex(),
-            "status": status, "message_id": mid if status == 0 else None,
-        })
+        sm = bytes(ev.short_message).hex()
+        if status == 0:
+            self.accepted += 1
+            self.distinct.add((dest, sm))
+        if self.log_submits:
+            emit({
+                "event": "submit_sm", "n": n, "session": ev.session_id,
+                "source_addr": text(ev.source_addr), "source_addr_ton": ev.source_addr_ton,
+                "destination_addr": dest, "dest_addr_ton": ev.dest_addr_ton,
+                "esm_class": ev.esm_class, "data_coding": ev.data_coding,
+                "registered_delivery": ev.registered_delivery, "sm": sm,
+                "status": status, "message_id": mid if status == 0 else None, "t": time.time(),
+            })
         wants_dlr = status == 0 and self.dlr != "none" and ev.registered_delivery & 0x01
         if wants_dlr and self.dlr_before_resp:
             await self.receipt(ev, number)
@@ -136,7 +148,7 @@ class Peer:
         cmd = c.pop("cmd")
         if cmd == "set":
             for key, value in c.items():
-                if not hasattr(self, key) or key in ("esmes", "last", "n"):
+                if not hasattr(self, key) or key in ("esmes", "last", "n", "accepted", "distinct"):
                     raise ValueError(f"unknown setting {key}")
                 setattr(self, key, value)
             return {"ok": True}
@@ -156,7 +168,8 @@ class Peer:
                 data_coding=c.get("data_coding", 0), tlvs=tlvs)
             return {"ok": True, "status": resp.command_status}
         if cmd == "stats":
-            return {"ok": True, "submits": self.n, "sessions": list(self.esmes)}
+            return {"ok": True, "submits": self.n, "accepted": self.accepted, "distinct": len(self.distinct),
+                    "sessions": list(self.esmes)}
         raise ValueError(f"unknown command {cmd}")
 
 
