@@ -24,6 +24,7 @@ use crate::config::SmsConfig;
 use crate::limits::KeyedBuckets;
 use crate::link::LinkSet;
 use crate::metrics::Metrics;
+use crate::mms::{MmsCarrier, MmsStatus, Twilio};
 use crate::protocol::reassembly::Reassembler;
 use crate::store::Store;
 use async_trait::async_trait;
@@ -53,6 +54,8 @@ pub(crate) struct Inner {
     pub(crate) per_prefix: Mutex<KeyedBuckets>,
     pub(crate) reassembler: tokio::sync::Mutex<Reassembler>,
     pub(crate) tasks: Mutex<Vec<JoinHandle<()>>>,
+    /// The carrier's MMS API, when `sms.mms.api_url` is set.
+    pub(crate) mms: Option<Arc<dyn MmsCarrier>>,
 }
 
 impl SmsBridge {
@@ -66,6 +69,10 @@ impl SmsBridge {
     ) -> Self {
         let limits = &config.limits;
         let reassembly = &config.reassembly;
+        let mms = (!config.mms.api_url.is_empty())
+            .then(|| Twilio::new(&config.mms.api_url, &config.mms.account, config.mms.token.clone()))
+            .and_then(|t| t.inspect_err(|e| tracing::error!(error = %e, "no MMS: the HTTP client failed")).ok())
+            .map(|t| Arc::new(t) as Arc<dyn MmsCarrier>);
         Self(Arc::new(Inner {
             per_user: Mutex::new(KeyedBuckets::new(limits.per_user, limits.max_tracked)),
             per_prefix: Mutex::new(KeyedBuckets::new(limits.per_prefix, limits.max_tracked)),
@@ -81,6 +88,7 @@ impl SmsBridge {
             handle: OnceLock::new(),
             links: Mutex::new(None),
             tasks: Mutex::new(Vec::new()),
+            mms,
             config,
         }))
     }
@@ -97,10 +105,50 @@ impl SmsBridge {
 
     /// The image behind a link token and its MIME type (`GET /m/<token>`), while the link works.
     pub fn linked_image(&self, token: &str) -> Option<(String, Vec<u8>)> {
-        if !self.0.config.mms.images_as_links {
+        if !self.0.keeps_images() {
             return None;
         }
         links::load(&self.0.config.mms, token, self.0.clock.now())
+    }
+
+    /// A status callback of the MMS carrier (`POST /mms/status?QUERY` with the form `params`, signed with
+    /// `signature`): checked, then shown as the message's status in Matrix.
+    pub async fn mms_status(
+        &self,
+        query: &str,
+        params: &[(String, String)],
+        signature: &str,
+    ) -> Result<(), MmsCallbackError> {
+        let carrier = self.0.mms.as_ref().ok_or(MmsCallbackError::NoMms)?;
+        let url = format!("{}/mms/status?{query}", self.0.config.mms.link_base_url.trim_end_matches('/'));
+        if !carrier.verify_callback(&url, params, signature) {
+            return Err(MmsCallbackError::BadSignature);
+        }
+        let q: Vec<(String, String)> = url::form_urlencoded::parse(query.as_bytes()).into_owned().collect();
+        let get = |k: &str| q.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str());
+        let (Some(user), Some(to), Some(event)) = (get("u"), get("to"), get("e")) else {
+            return Err(MmsCallbackError::NotOurs);
+        };
+        let receiver = ruma::OwnedUserId::try_from(user).map_err(|_| MmsCallbackError::NotOurs)?;
+        let event_id = ruma::OwnedEventId::try_from(event).map_err(|_| MmsCallbackError::NotOurs)?;
+        let status = match carrier.callback_status(params) {
+            MmsStatus::Pending => return Ok(()),
+            MmsStatus::Sent => tincan_appservice::MessageStatus::Sent,
+            MmsStatus::Delivered => {
+                self.0.metrics.inc(&self.0.metrics.delivered);
+                tincan_appservice::MessageStatus::Delivered
+            }
+            MmsStatus::Failed(reason) => {
+                self.0.metrics.inc(&self.0.metrics.failed);
+                tincan_appservice::MessageStatus::Failed { reason }
+            }
+        };
+        let handle = self.0.handle.get().ok_or(MmsCallbackError::NotStarted)?;
+        let portal = tincan_appservice::PortalKey { receiver, chat: tincan_appservice::RemoteChatId::new(to) };
+        handle
+            .report_message_status(&portal, &event_id, status)
+            .await
+            .map_err(|e| MmsCallbackError::Core(e.to_string()))
     }
 
     /// The SMSC links' state (empty before `start`).
@@ -120,7 +168,32 @@ impl SmsBridge {
     }
 }
 
+/// Why an MMS status callback was not taken.
+#[derive(Debug, thiserror::Error)]
+pub enum MmsCallbackError {
+    /// No MMS API is configured.
+    #[error("no MMS API is configured")]
+    NoMms,
+    /// The signature does not match.
+    #[error("the callback's signature does not match")]
+    BadSignature,
+    /// Signed, but without the message it is about.
+    #[error("the callback names no message of this bridge")]
+    NotOurs,
+    /// Before the bridge started.
+    #[error("the bridge has not started")]
+    NotStarted,
+    /// The core could not take the status (the carrier calls again).
+    #[error("the status could not be recorded: {0}")]
+    Core(String),
+}
+
 impl Inner {
+    /// Whether images are kept and served by link: as SMS links, or for the MMS carrier to fetch.
+    pub(crate) fn keeps_images(&self) -> bool {
+        self.config.mms.images_as_links || self.mms.is_some()
+    }
+
     pub(crate) fn now_ms(&self) -> u64 {
         self.clock.now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
     }
@@ -158,8 +231,8 @@ impl NetworkConnector for SmsBridge {
     fn capabilities(&self) -> Capabilities {
         let mut c = Capabilities::text_only();
         c.pstn_lookup = true;
-        // The core fetches (and decrypts) images only when they become links.
-        c.media = self.0.config.mms.images_as_links;
+        // The core fetches (and decrypts) images only when they become links or MMS.
+        c.media = self.0.keeps_images();
         c
     }
 
@@ -186,7 +259,7 @@ impl NetworkConnector for SmsBridge {
         let mut tasks = self.0.tasks.lock().expect("not poisoned");
         tasks.push(tokio::spawn(status::run(self.0.clone(), changed)));
         tasks.push(tokio::spawn(inbound::expire(self.0.clone())));
-        if self.0.config.mms.images_as_links {
+        if self.0.keeps_images() {
             let mms = self.0.config.mms.clone();
             let clock = self.0.clock.clone();
             tasks.push(tokio::spawn(async move {

@@ -191,11 +191,12 @@ pub struct BillingConfig {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct MmsConfig {
-    /// The carrier's HTTP messaging API (Twilio's Messages API form); empty: no MMS.
+    /// The carrier's HTTP messaging API for MMS (Twilio's Messages API: `https://api.twilio.com`, or a carrier
+    /// speaking it); empty: no MMS. Images then go as MMS from the user's number (see [`crate::mms`]).
     pub api_url: String,
     /// Account id at the carrier.
     pub account: String,
-    /// API secret.
+    /// API secret (the auth token; it also signs the carrier's status callbacks).
     pub token: Secret,
     /// Over SMPP, send an image as a link to it (only when no MMS API is set); off: images are refused with a
     /// notice. Whoever has the link sees the image.
@@ -292,6 +293,15 @@ impl Validate for Config {
         }
         if !s.mms.api_url.is_empty() && (url::Url::parse(&s.mms.api_url).is_err() || s.mms.account.is_empty()) {
             p.push("sms.mms: api_url must be a URL and account set".into());
+        }
+        // The carrier fetches the image from its link and calls back under the same public URL.
+        if !s.mms.api_url.is_empty()
+            && (url::Url::parse(&s.mms.link_base_url).is_err()
+                || s.mms.link_dir.is_empty()
+                || s.mms.link_ttl_hours == 0
+                || s.mms.token.is_empty())
+        {
+            p.push("sms.mms: api_url needs token, link_base_url (a URL), link_dir and link_ttl_hours > 0".into());
         }
         p
     }

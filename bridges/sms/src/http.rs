@@ -1,12 +1,13 @@
-//! `GET /healthz`, `GET /metrics` and the image links `GET /m/<token>` of the SMS side, on `sms.listen`.
+//! `GET /healthz`, `GET /metrics`, the image links `GET /m/<token>` and the MMS carrier's status callbacks
+//! `POST /mms/status` of the SMS side, on `sms.listen`.
 //!
 //! `/healthz` answers 200 while at least one SMSC is bound and 503 otherwise, with each link's state as JSON;
 //! `/metrics` is the Prometheus text exposition ([`crate::metrics`]).
 
-use crate::bridge::SmsBridge;
+use crate::bridge::{MmsCallbackError, SmsBridge};
 use axum::Json;
-use axum::extract::{Path, State};
-use axum::http::{StatusCode, header};
+use axum::extract::{Path, RawQuery, State};
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::IntoResponse;
 use axum::routing::get;
 use serde_json::json;
@@ -17,6 +18,7 @@ pub fn router(bridge: SmsBridge) -> axum::Router {
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
         .route("/m/{token}", get(image))
+        .route("/mms/status", axum::routing::post(mms_status))
         .with_state(bridge)
 }
 
@@ -34,6 +36,31 @@ async fn image(State(bridge): State<SmsBridge>, Path(token): Path<String>) -> ax
         )
             .into_response(),
         None => StatusCode::NOT_FOUND.into_response(),
+    }
+}
+
+/// The MMS carrier's status callback: 204 once shown (or nothing to show), 403 for a bad signature, 404
+/// without MMS, 400 for a signed callback about no message of ours, 503 when the core could not take it (the
+/// carrier calls again).
+async fn mms_status(
+    State(bridge): State<SmsBridge>,
+    RawQuery(query): RawQuery,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> StatusCode {
+    let params: Vec<(String, String)> = url::form_urlencoded::parse(&body).into_owned().collect();
+    let signature = headers.get("x-twilio-signature").and_then(|v| v.to_str().ok()).unwrap_or_default();
+    match bridge.mms_status(query.as_deref().unwrap_or_default(), &params, signature).await {
+        Ok(()) => StatusCode::NO_CONTENT,
+        Err(e) => {
+            tracing::warn!(error = %e, "MMS status callback not taken");
+            match e {
+                MmsCallbackError::NoMms => StatusCode::NOT_FOUND,
+                MmsCallbackError::BadSignature => StatusCode::FORBIDDEN,
+                MmsCallbackError::NotOurs => StatusCode::BAD_REQUEST,
+                MmsCallbackError::NotStarted | MmsCallbackError::Core(_) => StatusCode::SERVICE_UNAVAILABLE,
+            }
+        }
     }
 }
 

@@ -8,6 +8,7 @@
 //! - [`bridge`]: the connector: outbound checks and the outbox, inbound routing and reassembly, message status,
 //!   commands.
 //! - [`billing`]: charging through the gateway's ledger, or free.
+//! - [`mms`]: images as MMS through a carrier's HTTP API (Twilio's Messages API).
 //! - [`config`], [`cli`], [`http`], [`metrics`]: the binary and its operator surface.
 
 pub mod billing;
@@ -18,5 +19,6 @@ pub mod http;
 pub mod limits;
 pub mod link;
 pub mod metrics;
+pub mod mms;
 pub mod protocol;
 pub mod store;

@@ -48,6 +48,8 @@ pub struct Counters {
     pub failed: AtomicU64,
     /// Images sent as links (`sms.mms.images_as_links`).
     pub image_links: AtomicU64,
+    /// MMS the carrier's API took (`sms.mms.api_url`).
+    pub mms_out: AtomicU64,
 }
 
 impl std::ops::Deref for Metrics {
@@ -115,6 +117,7 @@ impl Metrics {
         counter("unrouted_in_total", "Inbound messages to numbers nobody holds.", &[("", g(&self.unrouted))]);
         counter("opt_outs_total", "STOP keywords recorded.", &[("", g(&self.opt_outs))]);
         counter("image_links_total", "Images sent as links.", &[("", g(&self.image_links))]);
+        counter("mms_out_total", "MMS the carrier's API took.", &[("", g(&self.mms_out))]);
         counter(
             "status_reported_total",
             "Message states shown in Matrix.",

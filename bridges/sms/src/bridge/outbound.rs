@@ -2,6 +2,7 @@
 
 use super::{Inner, commands};
 use crate::billing::BillingError;
+use crate::mms::{MmsError, OutgoingMms};
 use crate::protocol::segment::SegmentError;
 use crate::protocol::udh::Reference;
 use crate::store::{NewMessage, NewSegment, StoreError};
@@ -170,6 +171,9 @@ impl SmsApi {
         let to = portal.other_user.as_str();
         let text = match text_of(message) {
             Ok(text) => text,
+            Err(Refusal::Unsupported(kind)) if kind == "image" && b.mms.is_some() => {
+                return self.send_mms(portal, message).await;
+            }
             Err(Refusal::Unsupported(kind)) if kind == "image" && b.config.mms.images_as_links => {
                 let Some(media) = &message.media else { return Err(refused(Refusal::Unsupported(kind))) };
                 let mut rng = <rand::rngs::StdRng as rand::SeedableRng>::from_os_rng();
@@ -237,6 +241,73 @@ impl SmsApi {
         b.metrics.add(&b.metrics.segments_out, u64::from(parts));
         b.wake_links();
         Ok(remote_id(stored.id))
+    }
+}
+
+impl SmsApi {
+    /// An image as MMS through the carrier's API (`sms.mms.api_url`): the same checks as a text (destination,
+    /// sender number, opt-out, one unit of the rate limits), the image kept behind a link for the carrier to
+    /// fetch, and the carrier's answer before the core marks the event done. The carrier's status callbacks
+    /// (`/mms/status`) become the message's status. Not through the outbox: a crash between the carrier's
+    /// answer and the core's record sends it again (the carrier's API has no idempotency key). With billing
+    /// configured MMS is refused: the gateway has no MMS price yet.
+    async fn send_mms(&self, portal: &PortalRef, message: &MatrixMessage) -> Result<RemoteMessageId, ConnectorError> {
+        let b = &self.bridge;
+        let Some(carrier) = b.mms.clone() else { return Err(refused(Refusal::Unsupported("image".into()))) };
+        let Some(media) = &message.media else { return Err(refused(Refusal::Unsupported("image".into()))) };
+        let user = self.user.as_str();
+        let event = message.event_id.as_str();
+        let to = portal.other_user.as_str();
+        let refuse = |r: Refusal| {
+            b.metrics.refused(&r);
+            refused(r)
+        };
+        check_destination(&b.config, to).map_err(refuse)?;
+        if !b.billing.is_free() {
+            b.metrics.inc(&b.metrics.refused_billing);
+            return Err(ConnectorError::Rejected("MMS has no price at this provider yet, so it is not sent".into()));
+        }
+        let from = match b.prepare(event, user, to).await.map_err(temporary)? {
+            Prepared::Stored(id) => return Ok(remote_id(id)),
+            Prepared::NoNumber => return Err(refuse(Refusal::NoNumber)),
+            Prepared::Stopped(from) => return Err(refuse(Refusal::OptedOut { to: to.to_owned(), from })),
+            Prepared::From(from) => from,
+        };
+        b.take_rate(user, to, 1).map_err(refuse)?;
+        let mut rng = <rand::rngs::StdRng as rand::SeedableRng>::from_os_rng();
+        let media_url = match super::links::store(&b.config.mms, &mut rng, media.mimetype.as_deref(), &media.data) {
+            Ok(link) => link,
+            Err(e) => {
+                b.give_back_rate(user, to, 1);
+                return Err(ConnectorError::Temporary(format!("keeping the image for the carrier: {e}")));
+            }
+        };
+        let query: String = url::form_urlencoded::Serializer::new(String::new())
+            .append_pair("u", user)
+            .append_pair("to", to)
+            .append_pair("e", event)
+            .finish();
+        let mms = OutgoingMms {
+            from,
+            to: to.to_owned(),
+            body: if message.body == media.filename { String::new() } else { message.body.clone() },
+            media_url,
+            status_callback: format!("{}/mms/status?{query}", b.config.mms.link_base_url.trim_end_matches('/')),
+        };
+        match carrier.send(&mms).await {
+            Ok(sid) => {
+                b.metrics.inc(&b.metrics.mms_out);
+                tracing::info!(%sid, "MMS taken by the carrier");
+                Ok(RemoteMessageId::new(format!("mms.{sid}")))
+            }
+            Err(e) => {
+                b.give_back_rate(user, to, 1);
+                Err(match e {
+                    MmsError::Rejected(_) => ConnectorError::Rejected(e.to_string()),
+                    MmsError::Temporary(_) => ConnectorError::Temporary(e.to_string()),
+                })
+            }
+        }
     }
 }
 

@@ -1,0 +1,146 @@
+//! Images as MMS through the carrier's HTTP API: the bridge against `tests/fake_twilio.py` (Twilio's
+//! Programmable Messaging API as documented, standard-library Python, since the real carrier cannot run here),
+//! Synapse and the smpp34 SMSC. The image leaves from the user's number through the API (the carrier fetches it
+//! from the bridge's link), the carrier's signed status callbacks become the message's status, a refusal and an
+//! undelivered report are shown with the carrier's reason, a forged callback is refused, and nothing goes by
+//! SMPP.
+
+use crate::bridge::world_configured;
+use crate::harness::wait_for;
+use serde_json::{Value, json};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::Arc;
+use std::time::Duration;
+use tincan_sms::billing::Free;
+use tincan_testkit::ChildGuard;
+
+const ACCOUNT: &str = "AC0123456789abcdef0123456789abcdef";
+const TOKEN: &str = "fake-twilio-auth-token";
+
+struct FakeTwilio {
+    _guard: ChildGuard,
+    url: String,
+    log: PathBuf,
+}
+
+impl FakeTwilio {
+    async fn start(dir: &Path) -> FakeTwilio {
+        let port = tincan_testkit::ports::free_port();
+        let log = dir.join("twilio.jsonl");
+        let mut cmd = Command::new(tincan_testkit::synapse::venv().join("bin/python"));
+        cmd.arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fake_twilio.py"))
+            .arg(port.to_string())
+            .arg(ACCOUNT)
+            .arg(TOKEN);
+        let mut guard = ChildGuard::spawn_logged("fake-twilio", cmd, &log).unwrap();
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        while !std::fs::read_to_string(&log).unwrap_or_default().contains("\"listening\"") {
+            guard.ensure_running().unwrap();
+            assert!(std::time::Instant::now() < deadline, "the fake Twilio did not start\n{}", guard.log_tail(20));
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        FakeTwilio { _guard: guard, url: format!("http://127.0.0.1:{port}"), log }
+    }
+
+    fn events(&self) -> Vec<Value> {
+        std::fs::read_to_string(&self.log)
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect()
+    }
+
+    async fn wait(&self, what: &str, pred: impl Fn(&Value) -> bool) -> Value {
+        wait_for(what, Duration::from_secs(60), || {
+            let found = self.events().into_iter().find(|e| pred(e));
+            async move { found }
+        })
+        .await
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_image_goes_as_mms_through_the_carriers_api_and_its_callbacks_become_the_status() {
+    let dir = tempfile::tempdir().unwrap();
+    let twilio = FakeTwilio::start(dir.path()).await;
+    let api = twilio.url.clone();
+    let w = world_configured(Arc::new(Free), |c, state| {
+        c.sms.mms.api_url = api;
+        c.sms.mms.account = ACCOUNT.into();
+        c.sms.mms.token = tincan_common::Secret::new(TOKEN);
+        c.sms.mms.link_base_url = format!("http://{}", c.sms.listen);
+        c.sms.mms.link_dir = state.join("links").display().to_string();
+    })
+    .await;
+    let listen = w.sms_listen.clone();
+    let http = tokio::spawn(
+        axum::serve(tokio::net::TcpListener::bind(&listen).await.unwrap(), tincan_sms::http::router(w.sms.clone()))
+            .into_future(),
+    );
+    let png = b"\x89PNG\r\n\x1a\n a small picture".to_vec();
+    let image = |url: &str| {
+        json!({"msgtype": "m.image", "body": "look at this", "filename": "cat.png", "url": url,
+               "info": {"mimetype": "image/png", "size": png.len()}})
+    };
+
+    // Delivered: the carrier took it from Alice's number with the image it fetched, and reported it delivered.
+    let ghost = w.alice.ghost_of("+447400123456").await;
+    let room = w.alice.dm(&ghost).await;
+    let url = w.alice.upload(png.clone(), "image/png").await;
+    let event = w.alice.send_content(&room, "m1", image(&url)).await;
+    let sent = twilio.wait("the MMS at the carrier", |e| e["event"] == "message" && e["to"] == "+447400123456").await;
+    assert_eq!((sent["from"].as_str(), sent["body"].as_str()), (Some("+447400000001"), Some("look at this")), "{sent}");
+    let media = &sent["media"][0];
+    assert_eq!((media["status"].as_u64(), media["content_type"].as_str()), (Some(200), Some("image/png")), "{sent}");
+    assert_eq!(hex::decode(media["hex"].as_str().unwrap()).unwrap(), png);
+    let delivered = wait_for("the delivered status", Duration::from_secs(60), || async {
+        w.alice.statuses(&room, &event).await.into_iter().find(|c| c.get("delivered_to_users").is_some())
+    })
+    .await;
+    assert_eq!(delivered["delivered_to_users"], json!([ghost]), "{delivered}");
+    let sid = sent["sid"].as_str().unwrap().to_owned();
+    twilio.wait("both callbacks answered", |e| e["sid"] == sid.as_str() && e["status"] == "delivered").await;
+    for cb in twilio.events().iter().filter(|e| e["event"] == "callback" && e["sid"] == sid.as_str()) {
+        assert_eq!(cb["answer"], 204, "{cb}");
+    }
+
+    // Refused by the carrier: failed with its reason, shown in the DM.
+    let refused_ghost = w.alice.ghost_of("+447400999001").await;
+    let refused_room = w.alice.dm(&refused_ghost).await;
+    let url = w.alice.upload(png.clone(), "image/png").await;
+    let refused = w.alice.send_content(&refused_room, "m2", image(&url)).await;
+    let status = w.alice.wait_status(&refused_room, &refused, "FAIL_PERMANENT").await;
+    let message = status["message"].as_str().unwrap_or_default();
+    assert!(message.contains("unsubscribed recipient") && message.contains("21610"), "{status}");
+    w.alice.wait_body(&refused_room, &refused_ghost, "the ⚠ notice", |b| b.starts_with('⚠')).await;
+
+    // Taken, then reported undelivered: failed with the carrier's error code.
+    let lost_ghost = w.alice.ghost_of("+447400999002").await;
+    let lost_room = w.alice.dm(&lost_ghost).await;
+    let url = w.alice.upload(png.clone(), "image/png").await;
+    let lost = w.alice.send_content(&lost_room, "m3", image(&url)).await;
+    let status = w.alice.wait_status(&lost_room, &lost, "FAIL_PERMANENT").await;
+    assert_eq!(status["message"], "undelivered (carrier error 30003)", "{status}");
+
+    // A callback not signed with the auth token is refused and changes nothing.
+    let query = format!("u=%40alice%3Ahs.test&to=%2B447400123456&e={}", tincan_testkit::matrix::enc(&event));
+    let forged = reqwest::Client::new()
+        .post(format!("http://{listen}/mms/status?{query}"))
+        .header("X-Twilio-Signature", "AAAAAAAAAAAAAAAAAAAAAAAAAAA=")
+        .header("Content-Type", "application/x-www-form-urlencoded")
+        .body("MessageSid=MMx&MessageStatus=undelivered&ErrorCode=30008")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(forged.status(), 403);
+    assert!(
+        w.alice.statuses(&room, &event).await.iter().all(|c| c["status"] != "FAIL_PERMANENT"),
+        "a forged callback failed the message"
+    );
+    // Images never went by SMPP.
+    assert!(w.smsc.submits().is_empty(), "{:?}", w.smsc.submits());
+    http.abort();
+    w.sms.stop().await;
+    w.bridge.stop().await;
+}
