@@ -22,6 +22,7 @@
 //! persisted with a queued event; a resend after a crash carries fresh ciphertext under the same transaction
 //! ID, and the homeserver still answers with the first event.
 
+pub mod commands;
 pub mod crypto;
 mod ghost;
 mod group;

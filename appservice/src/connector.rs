@@ -109,6 +109,31 @@ pub trait NetworkConnector: Send + Sync + 'static {
         let _ = e164;
         Err(ConnectorError::Unsupported)
     }
+    /// `login <args>` from `user` in the management room: checks what the user gave (the number they send
+    /// from, credentials…) and returns the login to keep, or why not ([`ConnectorError::Rejected`]). The core
+    /// stores it in the bridge's database, replacing an earlier one, and asks [`NetworkConnector::login`] again
+    /// for the user's next event: read the stored login there with
+    /// `bridge.store().user_login(user)` ([`crate::store::LoginRepository`]). The default: no logins here.
+    async fn create_login(&self, user: &ruma::UserId, args: &str) -> Result<NewLogin, ConnectorError> {
+        let _ = (user, args);
+        Err(ConnectorError::Unsupported)
+    }
+    /// `logout` from `user`: their stored `login` is about to be deleted; undo what the network keeps for it.
+    /// The core deletes the login whatever this returns (an error is told to the user).
+    async fn delete_login(&self, user: &ruma::UserId, login: &crate::store::UserLogin) -> Result<(), ConnectorError> {
+        let _ = (user, login);
+        Ok(())
+    }
+}
+
+/// What [`NetworkConnector::create_login`] accepted: kept by the core as the user's
+/// [`crate::store::UserLogin`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewLogin {
+    /// Who the user is on the network (shown by `status`).
+    pub remote_id: RemoteUserId,
+    /// Connector data (credentials, settings).
+    pub metadata: Metadata,
 }
 
 /// A Matrix message going to the network.

@@ -24,7 +24,7 @@ pub use bridge::{Bridge, BridgeBuilder, BridgeError, BridgeHandle};
 pub use config::AppserviceConfig;
 pub use connector::{
     Capabilities, ConnectorError, MatrixCall, MatrixMessage, Media, MediaKind, MessageStatus, NetworkApi,
-    NetworkConnector, PortalRef, RemoteEvent, RemoteEventKind, RemoteProfile,
+    NetworkConnector, NewLogin, PortalRef, RemoteEvent, RemoteEventKind, RemoteProfile,
 };
 pub use ids::{PortalKey, RemoteChatId, RemoteMessageId, RemoteUserId};
 

@@ -267,6 +267,33 @@ pub trait MessageRepository: Send + Sync {
     async fn message_by_event(&self, portal: &PortalKey, event_id: &ruma::EventId) -> Result<Option<MessageMapping>>;
 }
 
+/// A local user's login on the network, made with `login` in the management room: the remote identity the user
+/// acts as (the number they send from…) and the connector's data (credentials, settings).
+#[derive(Debug, Clone, PartialEq)]
+pub struct UserLogin {
+    /// The local Matrix user.
+    pub user_id: OwnedUserId,
+    /// Who the user is on the network.
+    pub remote_id: RemoteUserId,
+    /// Connector data.
+    pub metadata: Metadata,
+}
+
+/// Logins and the rooms users talk to the bridge bot in.
+#[async_trait]
+pub trait LoginRepository: Send + Sync {
+    /// The login of a local user.
+    async fn user_login(&self, user: &ruma::UserId) -> Result<Option<UserLogin>>;
+    /// Inserts or replaces a login.
+    async fn upsert_user_login(&self, login: &UserLogin) -> Result<()>;
+    /// Deletes a login; `false` when there was none.
+    async fn delete_user_login(&self, user: &ruma::UserId) -> Result<bool>;
+    /// The user whose management room `room` is (the room they invited the bot into).
+    async fn management_room(&self, room: &ruma::RoomId) -> Result<Option<OwnedUserId>>;
+    /// Records `room` as the management room of `user`.
+    async fn set_management_room(&self, room: &ruma::RoomId, user: &ruma::UserId) -> Result<()>;
+}
+
 /// All repositories of one backend.
 pub trait Store:
     InboxRepository
@@ -275,6 +302,7 @@ pub trait Store:
     + PortalRepository
     + MessageRepository
     + HousekeepingRepository
+    + LoginRepository
     + std::fmt::Debug
 {
 }
@@ -306,6 +334,7 @@ impl<T> Store for T where
         + GhostRepository
         + PortalRepository
         + MessageRepository
+        + LoginRepository
         + std::fmt::Debug
 {
 }
@@ -671,6 +700,67 @@ macro_rules! impl_repositories {
                     .bind(key.chat.as_str())
                     .execute(&self.pool)
                     .await?;
+                Ok(())
+            }
+        }
+
+        #[async_trait]
+        impl crate::store::LoginRepository for $store {
+            async fn user_login(&self, user: &ruma::UserId) -> Result<Option<crate::store::UserLogin>> {
+                let row = sqlx::query("SELECT user_id, remote_id, metadata FROM user_login WHERE user_id = $1")
+                    .bind(user.as_str())
+                    .fetch_optional(&self.pool)
+                    .await?;
+                row.as_ref()
+                    .map(|row| {
+                        Ok(crate::store::UserLogin {
+                            user_id: parse_id("user id", row.try_get("user_id")?)?,
+                            remote_id: RemoteUserId(row.try_get("remote_id")?),
+                            metadata: Metadata::from_text(&row.try_get::<String, _>("metadata")?)?,
+                        })
+                    })
+                    .transpose()
+            }
+
+            async fn upsert_user_login(&self, login: &crate::store::UserLogin) -> Result<()> {
+                sqlx::query(
+                    "INSERT INTO user_login (user_id, remote_id, metadata) VALUES ($1, $2, $3) \
+                     ON CONFLICT (user_id) DO UPDATE SET remote_id = excluded.remote_id, metadata = excluded.metadata",
+                )
+                .bind(login.user_id.as_str())
+                .bind(login.remote_id.as_str())
+                .bind(login.metadata.to_text())
+                .execute(&self.pool)
+                .await?;
+                Ok(())
+            }
+
+            async fn delete_user_login(&self, user: &ruma::UserId) -> Result<bool> {
+                let n = sqlx::query("DELETE FROM user_login WHERE user_id = $1")
+                    .bind(user.as_str())
+                    .execute(&self.pool)
+                    .await?
+                    .rows_affected();
+                Ok(n > 0)
+            }
+
+            async fn management_room(&self, room: &ruma::RoomId) -> Result<Option<ruma::OwnedUserId>> {
+                let row = sqlx::query("SELECT user_id FROM management_room WHERE room_id = $1")
+                    .bind(room.as_str())
+                    .fetch_optional(&self.pool)
+                    .await?;
+                row.map(|row| parse_id("user id", row.try_get("user_id")?)).transpose()
+            }
+
+            async fn set_management_room(&self, room: &ruma::RoomId, user: &ruma::UserId) -> Result<()> {
+                sqlx::query(
+                    "INSERT INTO management_room (room_id, user_id) VALUES ($1, $2) \
+                     ON CONFLICT (room_id) DO UPDATE SET user_id = excluded.user_id",
+                )
+                .bind(room.as_str())
+                .bind(user.as_str())
+                .execute(&self.pool)
+                .await?;
                 Ok(())
             }
         }

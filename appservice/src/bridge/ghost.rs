@@ -75,6 +75,13 @@ pub(crate) async fn handle_invite(
 ) -> Result<()> {
     if invitee == bridge.0.bot {
         bridge.0.hs.send(join_room_by_id::v3::Request::new(room_id.to_owned()), None).await?;
+        if bridge.0.store.portal_by_room(room_id).await?.is_none()
+            && bridge.0.store.management_room(room_id).await?.is_none()
+        {
+            // The inviter's management room (see `commands`).
+            bridge.0.store.set_management_room(room_id, inviter).await?;
+            super::commands::greet(bridge, room_id).await?;
+        }
         return Ok(());
     }
     let Some(remote) = bridge.0.namer.remote_id(invitee) else {

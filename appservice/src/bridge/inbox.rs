@@ -280,6 +280,9 @@ async fn dispatch_timeline(bridge: &BridgeHandle, entry: InboxEntry) -> Result<(
     }
     let room_id = event.room_id().to_owned();
     let Some(portal) = bridge.0.store.portal_by_room(&room_id).await? else {
+        if bridge.0.store.management_room(&room_id).await?.is_some_and(|owner| owner == sender) {
+            management_command(bridge, &room_id, &event).await?;
+        }
         return done(bridge, entry.seq).await;
     };
     if sender != portal.key.receiver {
@@ -351,6 +354,20 @@ async fn dispatch_timeline(bridge: &BridgeHandle, entry: InboxEntry) -> Result<(
         _ => return done(bridge, entry.seq).await,
     };
     portal::enqueue(bridge, &portal.key, Work::Matrix { seq: entry.seq, work })
+}
+
+/// A message of its user in a management room: a command for the bot.
+async fn management_command(bridge: &BridgeHandle, room: &ruma::RoomId, event: &AnyTimelineEvent) -> Result<()> {
+    let AnyTimelineEvent::MessageLike(message) = event else { return Ok(()) };
+    match message {
+        AnyMessageLikeEvent::RoomMessage(MessageLikeEvent::Original(ev)) if ev.content.relates_to.is_none() => {
+            super::commands::handle(bridge, room, &ev.sender, &ev.event_id, ev.content.body()).await
+        }
+        AnyMessageLikeEvent::RoomEncrypted(MessageLikeEvent::Original(ev)) => {
+            super::commands::reply(bridge, room, &ev.event_id, super::commands::ENCRYPTED).await
+        }
+        _ => Ok(()),
+    }
 }
 
 /// The parts of a VoIP event the connector gets.

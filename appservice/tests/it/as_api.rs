@@ -199,6 +199,32 @@ async fn restart_between_receipt_and_processing_handles_each_event_once() {
     assert_eq!(s.store.pending_count().await.unwrap(), 0);
 }
 
+/// Events are acknowledged to the homeserver once recorded and marked done one by one as they are handled: a
+/// crash in the middle of a transaction's events hands on, after the restart, only those not handled yet (the
+/// one in flight at the crash again: its call never returned), and the homeserver's retry of the transaction
+/// records nothing twice.
+#[tokio::test]
+async fn a_crash_in_the_middle_of_a_transaction_hands_on_only_what_was_not_handled() {
+    let s = setup().await;
+    let (conn, mut rx) = Loopback::new(&[ALICE]);
+    *conn.stall.lock().unwrap() = Some("hello 3".into());
+    let config = loopback::config("http://127.0.0.1:9", "hs.test", &s.db_url);
+    let bridge = Bridge::builder(config).store(s.store.clone()).start(conn).await.unwrap();
+    let body = json!({"events": [message(1), message(2), message(3), message(4)]}).to_string();
+    assert_eq!(put(&bridge, "mid", &body, Some(HS_TOKEN)).await.0, 200);
+    // The network takes 1 and 2 and hangs on 3: the bridge dies then.
+    assert_eq!(seen_exactly(&mut rx, 3).await, ["hello 1", "hello 2", "hello 3"]);
+    bridge.stop().await;
+    assert_eq!(s.store.pending_count().await.unwrap(), 2, "1 and 2 are done, 3 and 4 are not");
+
+    let (bridge, mut rx) = start(&s, true).await;
+    assert_eq!(put(&bridge, "mid", &body, Some(HS_TOKEN)).await.0, 200, "the retry is acknowledged");
+    assert_eq!(seen_exactly(&mut rx, 2).await, ["hello 3", "hello 4"]);
+    assert_eq!(s.store.pending_count().await.unwrap(), 0);
+    let (_, metrics) = get(&bridge, "/metrics", None).await;
+    assert!(metrics.contains("tincan_appservice_duplicate_transactions_total 1\n"), "{metrics}");
+}
+
 #[tokio::test]
 async fn pstn_lookup_directly() {
     let s = setup().await;

@@ -6,9 +6,10 @@ use ruma::{OwnedUserId, UserId};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use tincan_appservice::config::AppserviceConfig;
+use tincan_appservice::store::{Metadata, UserLogin};
 use tincan_appservice::{
-    BridgeHandle, Capabilities, ConnectorError, MatrixMessage, NetworkApi, NetworkConnector, PortalKey, PortalRef,
-    RemoteMessageId, RemoteUserId,
+    BridgeHandle, Capabilities, ConnectorError, MatrixMessage, NetworkApi, NetworkConnector, NewLogin, PortalKey,
+    PortalRef, RemoteMessageId, RemoteUserId,
 };
 use tincan_common::Secret;
 use tokio::sync::mpsc;
@@ -28,6 +29,10 @@ pub enum Seen {
     Leave(PortalKey),
     /// The receiver removed a participant's ghost from the portal's room, with this reason.
     Kick(PortalKey, RemoteUserId, Option<String>),
+    /// A user logged in with `login <number>` (accepted).
+    Login(OwnedUserId, String),
+    /// A user logged out.
+    Logout(OwnedUserId),
 }
 
 #[derive(Debug)]
@@ -38,6 +43,8 @@ pub struct Loopback {
     pub logins: Mutex<Vec<OwnedUserId>>,
     /// Participants the network keeps when the receiver removes their ghost (their kick is refused).
     pub kept: Arc<Mutex<Vec<RemoteUserId>>>,
+    /// A message body the network never answers (the call hangs, as when the bridge dies during it).
+    pub stall: Arc<Mutex<Option<String>>>,
     caps: Capabilities,
 }
 
@@ -56,6 +63,7 @@ impl Loopback {
             counter: Arc::new(AtomicU64::new(0)),
             logins: Mutex::new(logins.iter().map(|u| UserId::parse(*u).unwrap()).collect()),
             kept: Arc::default(),
+            stall: Arc::default(),
             caps,
         };
         (Arc::new(l), rx)
@@ -78,8 +86,20 @@ impl NetworkConnector for Loopback {
         Ok(())
     }
     async fn login(&self, user: &UserId) -> Result<Option<Arc<dyn NetworkApi>>, ConnectorError> {
-        if self.logins.lock().unwrap().iter().any(|u| u == user) {
-            Ok(Some(Arc::new(LoopApi { tx: self.tx.clone(), counter: self.counter.clone(), kept: self.kept.clone() })))
+        // A user is bridged when listed, or logged in with `login` in the management room.
+        let logged_in = match self.handle.get() {
+            Some(h) => {
+                h.store().user_login(user).await.map_err(|e| ConnectorError::Temporary(e.to_string()))?.is_some()
+            }
+            None => false,
+        };
+        if logged_in || self.logins.lock().unwrap().iter().any(|u| u == user) {
+            Ok(Some(Arc::new(LoopApi {
+                tx: self.tx.clone(),
+                counter: self.counter.clone(),
+                kept: self.kept.clone(),
+                stall: self.stall.clone(),
+            })))
         } else {
             Ok(None)
         }
@@ -87,12 +107,26 @@ impl NetworkConnector for Loopback {
     fn remote_user_for_phone(&self, e164: &str) -> Result<Option<RemoteUserId>, ConnectorError> {
         Ok(Some(RemoteUserId::new(e164)))
     }
+    /// `login <number>`: a number in E.164 form.
+    async fn create_login(&self, user: &UserId, args: &str) -> Result<NewLogin, ConnectorError> {
+        let ok = args.strip_prefix('+').is_some_and(|d| !d.is_empty() && d.bytes().all(|b| b.is_ascii_digit()));
+        if !ok {
+            return Err(ConnectorError::Rejected(format!("{args:?} is not a number in E.164 form")));
+        }
+        let _ = self.tx.send(Seen::Login(user.to_owned(), args.to_owned()));
+        Ok(NewLogin { remote_id: RemoteUserId::new(args), metadata: Metadata(serde_json::json!({"from": args})) })
+    }
+    async fn delete_login(&self, user: &UserId, _login: &UserLogin) -> Result<(), ConnectorError> {
+        let _ = self.tx.send(Seen::Logout(user.to_owned()));
+        Ok(())
+    }
 }
 
 struct LoopApi {
     tx: mpsc::UnboundedSender<Seen>,
     counter: Arc<AtomicU64>,
     kept: Arc<Mutex<Vec<RemoteUserId>>>,
+    stall: Arc<Mutex<Option<String>>>,
 }
 
 #[async_trait]
@@ -104,6 +138,9 @@ impl NetworkApi for LoopApi {
     ) -> Result<RemoteMessageId, ConnectorError> {
         let n = self.counter.fetch_add(1, Ordering::SeqCst);
         let _ = self.tx.send(Seen::Message(portal.key.clone(), message.clone()));
+        if self.stall.lock().unwrap().as_deref() == Some(message.body.as_str()) {
+            std::future::pending::<()>().await;
+        }
         Ok(RemoteMessageId::new(format!("out-{n}")))
     }
     async fn handle_matrix_edit(

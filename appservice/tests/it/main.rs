@@ -2,6 +2,7 @@
 //! directly, and the whole bridge against a real Synapse with a loopback network connector.
 
 mod as_api;
+mod commands;
 mod crypto_store;
 mod durable;
 mod e2be;

@@ -4,7 +4,7 @@ use ruma::{OwnedEventId, OwnedRoomId, OwnedUserId};
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 use tincan_appservice::store::{
-    self, Ghost, InboxKind, MessageMapping, Metadata, NewInboxEvent, NewRemoteEvent, Portal, Store,
+    self, Ghost, InboxKind, MessageMapping, Metadata, NewInboxEvent, NewRemoteEvent, Portal, Store, UserLogin,
 };
 use tincan_appservice::{PortalKey, RemoteChatId, RemoteMessageId, RemoteUserId};
 
@@ -35,6 +35,32 @@ pub async fn suite(s: Arc<dyn Store>) {
     messages(&*s).await;
     remote_queue(&*s).await;
     housekeeping(&*s).await;
+    logins(&*s).await;
+}
+
+/// Logins: one per user, replaced by a new one, deleted once; management rooms map to their user.
+async fn logins(s: &dyn Store) {
+    let alice = uid("@alice:hs.test");
+    assert_eq!(s.user_login(&alice).await.unwrap(), None);
+    let mut login = UserLogin {
+        user_id: alice.clone(),
+        remote_id: RemoteUserId::new("+4930"),
+        metadata: Metadata(serde_json::json!({"from": "+4930"})),
+    };
+    s.upsert_user_login(&login).await.unwrap();
+    assert_eq!(s.user_login(&alice).await.unwrap().as_ref(), Some(&login));
+    login.remote_id = RemoteUserId::new("+4931");
+    login.metadata = Metadata(serde_json::json!({"from": "+4931"}));
+    s.upsert_user_login(&login).await.unwrap();
+    assert_eq!(s.user_login(&alice).await.unwrap().as_ref(), Some(&login));
+    assert_eq!(s.user_login(&uid("@bob:hs.test")).await.unwrap(), None);
+    assert!(s.delete_user_login(&alice).await.unwrap());
+    assert!(!s.delete_user_login(&alice).await.unwrap());
+    assert_eq!(s.user_login(&alice).await.unwrap(), None);
+
+    assert_eq!(s.management_room(&rid("!m:hs.test")).await.unwrap(), None);
+    s.set_management_room(&rid("!m:hs.test"), &alice).await.unwrap();
+    assert_eq!(s.management_room(&rid("!m:hs.test")).await.unwrap(), Some(alice));
 }
 
 /// Pruning deletes finished rows older than the cutoff and transactions left without events; pending rows stay.
