@@ -392,7 +392,7 @@ impl TincanClient {
         Ok(tokio::spawn(async move {
             // Lowered when the loop ends or the task is aborted.
             let _syncing = syncing;
-            if let Err(e) = sync_loop(&client).await {
+            if let Err(e) = client.sync(SyncSettings::default().timeout(Duration::from_secs(10))).await {
                 tracing::warn!(error = %e, "sync stopped");
             }
         }))
@@ -405,31 +405,6 @@ impl TincanClient {
 
     pub(crate) fn now(&self) -> u64 {
         self.clock.unix_seconds()
-    }
-}
-
-/// The long-poll sync behind [`TincanClient::spawn_sync`], until an error. Not matrix-sdk's `Client::sync`: that
-/// loop waits a second before every request that follows the previous one within a second (against servers that
-/// ignore the long-poll timeout), so of two messages a second apart or less the second one reached us up to a
-/// second late — every other message in a burst (bench/client/ffi.sh: send → listener alternated ~50 ms and
-/// ~1020 ms). Here the next request goes out at once after an answer with news; only an answer with nothing that
-/// came back early waits the rest of a second.
-async fn sync_loop(client: &Client) -> matrix_sdk::Result<()> {
-    const POLL: Duration = Duration::from_secs(10);
-    const EARLY: Duration = Duration::from_secs(1);
-    let mut settings = SyncSettings::default().timeout(POLL);
-    loop {
-        let started = std::time::Instant::now();
-        let r = client.sync_once(settings.clone()).await?;
-        settings = settings.token(r.next_batch.clone());
-        let news = !r.rooms.is_empty()
-            || !r.to_device.is_empty()
-            || !r.account_data.is_empty()
-            || !r.presence.is_empty()
-            || !r.notifications.is_empty();
-        if !news && started.elapsed() < EARLY {
-            tokio::time::sleep(EARLY.saturating_sub(started.elapsed())).await;
-        }
     }
 }
 
