@@ -63,6 +63,23 @@ pub struct LogWitness {
     store: Option<Arc<dyn LogHeadRepository>>,
 }
 
+/// `Authorization: Bearer <directory.token>` for the log API when it is the registrar API's own server (same
+/// scheme, host and port as `directory.url`): the directory then counts this provider's proof requests against
+/// the provider's limit instead of the public per-address one, which a busy extension would exhaust. Never sent to
+/// a log API elsewhere (a mirror or proxy must not learn the provider's token); `None` without a token.
+fn provider_auth(d: &DirectoryConfig, log_url: &str) -> Option<reqwest::header::HeaderValue> {
+    if d.token.is_empty() {
+        return None;
+    }
+    let (log, registrar) = (url::Url::parse(log_url).ok()?, url::Url::parse(&d.url).ok()?);
+    if log.origin() != registrar.origin() {
+        return None;
+    }
+    let mut value = reqwest::header::HeaderValue::from_str(&format!("Bearer {}", d.token.expose())).ok()?;
+    value.set_sensitive(true);
+    Some(value)
+}
+
 impl LogWitness {
     /// The witness for `d`: `None` when directory lookups are off (`dns_servers` empty); with lookups on, the
     /// key is required. The log API is at `log_url`, or at the registrar API's `url` when that is empty.
@@ -78,8 +95,15 @@ impl LogWitness {
         if url::Url::parse(url).is_err() {
             return Err(LogConfigError::Url(url.clone()));
         }
-        let http =
-            reqwest::Client::builder().timeout(LOG_REQUEST_TIMEOUT).build().unwrap_or_else(|_| reqwest::Client::new());
+        let mut headers = reqwest::header::HeaderMap::new();
+        if let Some(auth) = provider_auth(d, url) {
+            headers.insert(reqwest::header::AUTHORIZATION, auth);
+        }
+        let http = reqwest::Client::builder()
+            .timeout(LOG_REQUEST_TIMEOUT)
+            .default_headers(headers)
+            .build()
+            .unwrap_or_else(|_| reqwest::Client::new());
         Ok(Some(LogWitness { url: url.clone(), key, http, seen: tokio::sync::Mutex::default(), store: None }))
     }
 
@@ -133,6 +157,21 @@ impl LogWitness {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_provider_token_goes_only_to_the_registrars_own_log_api() {
+        let mut d = config("", "");
+        d.url = "https://directory.example/".into();
+        d.token = tincan_common::Secret::new("provider-token");
+        let auth = provider_auth(&d, "https://directory.example").expect("same origin");
+        assert_eq!(auth.to_str().unwrap(), "Bearer provider-token");
+        assert!(auth.is_sensitive());
+        assert!(provider_auth(&d, "https://log-mirror.example/").is_none(), "another host");
+        assert!(provider_auth(&d, "http://directory.example/").is_none(), "another scheme");
+        assert!(provider_auth(&d, "https://directory.example:8443/").is_none(), "another port");
+        d.token = tincan_common::Secret::default();
+        assert!(provider_auth(&d, "https://directory.example/").is_none(), "no token");
+    }
 
     fn config(log_key: &str, log_url: &str) -> DirectoryConfig {
         DirectoryConfig {

@@ -114,3 +114,79 @@ async fn a_record_not_in_the_log_and_a_forked_log_are_never_answered() {
     log.set_mode(LogMode::Honest);
     assert_eq!(lookup().await, found);
 }
+
+/// Each answer costs one inclusion proof; the extension asks for it with its provider token, so a directory whose
+/// public per-address limit is tiny (2, nearly no refill) still answers every lookup: the proofs count against
+/// the provider's own limit. Without the token, the third lookup's proof got 429 and the number was left out.
+#[tokio::test]
+async fn lookups_beyond_the_directorys_public_limit_are_still_checked_and_answered() {
+    let Some(bin) = binary_or_skip() else { return };
+    let env = [
+        ("TINCAN_DIRECTORY_API__PUBLIC_RATE_LIMIT__BURST", "2"),
+        ("TINCAN_DIRECTORY_API__PUBLIC_RATE_LIMIT__PER_SECOND", "0.001"),
+    ];
+    let dir = Directory::start_env(&bin, &env).await.unwrap();
+    let token_a = dir.add_provider("tincan", &["+44"]).unwrap().token;
+    let token_b = dir.add_provider("other", &["+49"]).unwrap().token;
+    let http = reqwest::Client::new();
+    let r = http
+        .put(format!("{}/v1/numbers/{REMOTE}", dir.api))
+        .bearer_auth(&token_b)
+        .json(&json!({"services": [{"type": "matrix", "uri": "matrix:u/carol:other.test"}]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 200, "{}", r.text().await.unwrap());
+    // No log_url: the log API is the registrar API's server, which gets the provider's token.
+    let extra = format!(
+        "server_name = \"hs.test\"\nhomeserver_url = \"http://127.0.0.1:9\"\n\
+         [homeserver]\njwt_secret = \"log-checked-jwt-secret-0123456789\"\n\
+         [directory]\nurl = \"{api}\"\ntoken = \"{token_a}\"\ndns_servers = [\"127.0.0.1:{dns}\"]\n\
+         apex = \"{APEX}\"\nsync_interval_secs = 1\ntrust_anchor = '''\n{anchor}'''\n\
+         log_key = \"{log_key}\"\n",
+        api = dir.api,
+        dns = dir.dns.port(),
+        anchor = dir.bind_trust_anchors().unwrap(),
+        log_key = dir.log_key().await.unwrap(),
+    );
+    let ext = Ext::start(&extra).await.unwrap();
+    let store = SqliteStore::connect(&ext.db_url()).await.unwrap();
+    add_is_token(&store, "log-is", "@a:hs.test").await;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while store.mirrored(&[REMOTE.into()]).await.unwrap().is_empty() {
+        assert!(Instant::now() < deadline, "the number never reached the mirror");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let pepper = store.current_pepper().await.unwrap().unwrap();
+    let hash = lookup_hash("4915112345101", &pepper);
+    let url = ext.url.clone();
+    let (http, url, pepper, hash) = (&http, &url, &pepper, &hash);
+    let lookup = move || async move {
+        let r = http
+            .post(format!("{url}/_matrix/identity/v2/lookup"))
+            .bearer_auth("log-is")
+            .json(&json!({"algorithm": "sha256", "pepper": pepper, "addresses": [hash]}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status().as_u16(), 200);
+        r.json::<Value>().await.unwrap()["mappings"].clone()
+    };
+    let found = json!({ hash.clone(): REMOTE_USER });
+    // The first answer may wait for DNS to serve the record.
+    while lookup().await != found {
+        assert!(Instant::now() < deadline, "never answered\n{}", ext.guard.log_tail(20));
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    for i in 0..6 {
+        assert_eq!(lookup().await, found, "lookup {i} after the first\n{}", ext.guard.log_tail(20));
+    }
+    // The public limit is real and the lookups did not spend it: an anonymous reader from the same address still
+    // gets an answer (the testkit's own anonymous read of the head took one of the 2), then is refused.
+    let mut statuses = Vec::new();
+    for _ in 0..3 {
+        statuses.push(http.get(format!("{}/v1/log/sth", dir.api)).send().await.unwrap().status().as_u16());
+    }
+    assert_eq!(statuses[0], 200, "the lookups' proofs spent the public bucket: {statuses:?}");
+    assert_eq!(statuses[2], 429, "the directory's public limit is in force: {statuses:?}");
+}

@@ -1,7 +1,8 @@
 //! The per-client rate limit of the public (unauthenticated) reads: `/v1/log/sth` and the log's proofs. A token
 //! bucket per client network (an IPv4 address, an IPv6 /64: one host's share), by the TCP peer's address; over
 //! the limit → 429 with `Retry-After`. Without it, anyone could ask inclusion proofs for number after number, as
-//! fast as the directory answers.
+//! fast as the directory answers. A provider sending its token is held to its own limit instead
+//! ([`PublicClient`]).
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
@@ -9,10 +10,12 @@ use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
 use axum::extract::{ConnectInfo, FromRef, FromRequestParts};
+use axum::http::header::AUTHORIZATION;
 use axum::http::request::Parts;
 use tincan_common::Clock;
 
-use super::{ApiError, RateLimitConfig};
+use super::{ApiError, RateLimitConfig, RateLimiter};
+use crate::storage::Storage;
 
 /// Client networks tracked at most; when full, the buckets that refilled, then the least recently used, go.
 const MAX_TRACKED: usize = 100_000;
@@ -88,6 +91,11 @@ impl ClientRateLimiter {
 
 /// A public request within its client's rate limit (429 otherwise). The client is the TCP peer (the API is
 /// served with its connection info); a request without one (a router used in-process) counts as one client.
+///
+/// A request with `Authorization: Bearer …` is a provider's (its extension checking each lookup against the
+/// log): it must be a valid provider token (401 otherwise, never a silent fall back to the public bucket) and
+/// counts against that provider's own limit, not its address's — a busy provider's proofs would otherwise be
+/// refused by the public limit meant for anonymous readers.
 #[derive(Debug, Clone, Copy)]
 pub struct PublicClient;
 
@@ -95,10 +103,16 @@ impl<S> FromRequestParts<S> for PublicClient
 where
     S: Send + Sync,
     Arc<ClientRateLimiter>: FromRef<S>,
+    Arc<dyn Storage>: FromRef<S>,
+    Arc<RateLimiter>: FromRef<S>,
 {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        if parts.headers.contains_key(AUTHORIZATION) {
+            super::Authenticated::from_request_parts(parts, state).await?;
+            return Ok(PublicClient);
+        }
         let ip = parts
             .extensions
             .get::<ConnectInfo<SocketAddr>>()

@@ -126,3 +126,35 @@ async fn public_log_reads_are_rate_limited_per_client() {
     let r = d.http.get(d.url("/v1/numbers/+442079460001")).bearer_auth(&acme).send().await.unwrap();
     assert_eq!(r.status().as_u16(), 200, "a provider's reads count against its own limit");
 }
+
+/// A provider's extension checks every lookup against the log with its token: those reads count against the
+/// provider's own limit, not the public limit of its address (here already spent); a token that is no provider's
+/// is refused, not taken for an anonymous read.
+#[tokio::test]
+async fn a_providers_log_reads_count_against_its_own_limit_not_its_addresss() {
+    let dir = tempfile::tempdir().unwrap();
+    let env = [
+        ("TINCAN_DIRECTORY_API__PUBLIC_RATE_LIMIT__BURST", "2"),
+        ("TINCAN_DIRECTORY_API__PUBLIC_RATE_LIMIT__PER_SECOND", "0.01"),
+    ];
+    let d = Directory::start_with(dir.path(), &env).await;
+    let acme = d.add_provider("acme", &["+44"]);
+    put(&d, &acme, "+442079460001", "alice").await;
+    let proof = "/v1/log/proof/inclusion?number=%2B442079460001";
+    let statuses: Vec<u16> = {
+        let mut s = Vec::new();
+        for _ in 0..3 {
+            s.push(d.http.get(d.url(proof)).send().await.unwrap().status().as_u16());
+        }
+        s
+    };
+    assert_eq!(statuses, [200, 200, 429], "the address's public bucket is spent");
+    for path in ["/v1/log/sth", proof, "/v1/log/proof/consistency?from=1"].into_iter().cycle().take(12) {
+        let r = d.http.get(d.url(path)).bearer_auth(&acme).send().await.unwrap();
+        assert_eq!(r.status().as_u16(), 200, "{path} with the provider's token");
+    }
+    let r = d.http.get(d.url(proof)).bearer_auth("not-a-provider-token").send().await.unwrap();
+    assert_eq!(r.status().as_u16(), 401, "a wrong token is refused");
+    let r = d.http.get(d.url(proof)).send().await.unwrap();
+    assert_eq!(r.status().as_u16(), 429, "without a token the address's limit still holds");
+}
