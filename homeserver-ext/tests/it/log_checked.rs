@@ -18,14 +18,12 @@ use tincan_translog::TreeHeadSigner;
 const REMOTE: &str = "+4915112345101";
 const REMOTE_USER: &str = "@carol:other.test";
 
-#[tokio::test]
-async fn a_record_not_in_the_log_and_a_forked_log_are_never_answered() {
-    let Some(bin) = binary_or_skip() else { return };
-    let dir = Directory::start(&bin).await.unwrap();
+/// A directory (started with `env`) holding provider B's number [`REMOTE`]; returns it and provider A's token.
+async fn directory_with_remote(bin: &std::path::Path, env: &[(&str, &str)]) -> (Directory, String) {
+    let dir = Directory::start_env(bin, env).await.unwrap();
     let token_a = dir.add_provider("tincan", &["+44"]).unwrap().token;
     let token_b = dir.add_provider("other", &["+49"]).unwrap().token;
-    let http = reqwest::Client::new();
-    let r = http
+    let r = reqwest::Client::new()
         .put(format!("{}/v1/numbers/{REMOTE}", dir.api))
         .bearer_auth(&token_b)
         .json(&json!({"services": [{"type": "matrix", "uri": "matrix:u/carol:other.test"}]}))
@@ -33,46 +31,68 @@ async fn a_record_not_in_the_log_and_a_forked_log_are_never_answered() {
         .await
         .unwrap();
     assert_eq!(r.status().as_u16(), 200, "{}", r.text().await.unwrap());
+    (dir, token_a)
+}
+
+/// Provider A's extension config: lookups through `dir`'s DNS, checked against its log (at `log_url`, or at the
+/// registrar API's own server when `None`).
+async fn ext_config(dir: &Directory, token_a: &str, log_url: Option<&str>) -> String {
+    let log_url = log_url.map(|u| format!("log_url = \"{u}\"\n")).unwrap_or_default();
+    format!(
+        "server_name = \"hs.test\"\nhomeserver_url = \"http://127.0.0.1:9\"\n\
+         [homeserver]\njwt_secret = \"log-checked-jwt-secret-0123456789\"\n\
+         [directory]\nurl = \"{api}\"\ntoken = \"{token_a}\"\ndns_servers = [\"127.0.0.1:{dns}\"]\n\
+         apex = \"{APEX}\"\nsync_interval_secs = 1\ntrust_anchor = '''\n{anchor}'''\n\
+         log_key = \"{log_key}\"\n{log_url}",
+        api = dir.api,
+        dns = dir.dns.port(),
+        anchor = dir.bind_trust_anchors().unwrap(),
+        log_key = dir.log_key().await.unwrap(),
+    )
+}
+
+/// Waits (up to `deadline`) until the extension's mirror holds [`REMOTE`].
+async fn wait_mirrored(store: &SqliteStore, deadline: Instant) {
+    while store.mirrored(&[REMOTE.into()]).await.unwrap().is_empty() {
+        assert!(Instant::now() < deadline, "the number never reached the mirror");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// An Identity Service lookup of `hash` at the extension `url` (200 expected): its mappings.
+async fn lookup(http: &reqwest::Client, url: &str, pepper: &str, hash: &str) -> Value {
+    let r = http
+        .post(format!("{url}/_matrix/identity/v2/lookup"))
+        .bearer_auth("log-is")
+        .json(&json!({"algorithm": "sha256", "pepper": pepper, "addresses": [hash]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    r.json::<Value>().await.unwrap()["mappings"].clone()
+}
+
+#[tokio::test]
+async fn a_record_not_in_the_log_and_a_forked_log_are_never_answered() {
+    let Some(bin) = binary_or_skip() else { return };
+    let (dir, token_a) = directory_with_remote(&bin, &[]).await;
+    let http = reqwest::Client::new();
     let log = LogProxy::start(&dir.api).await.unwrap();
     // The extension's database outlives it: it is restarted on it below.
     let state = tempfile::tempdir().unwrap();
     let db = format!("sqlite://{}?mode=rwc", state.path().join("ext.db").display());
     let port = tincan_testkit::ports::free_port();
-    let extra = format!(
-        "server_name = \"hs.test\"\nhomeserver_url = \"http://127.0.0.1:9\"\n\
-         [homeserver]\njwt_secret = \"log-checked-jwt-secret-0123456789\"\n\
-         [directory]\nurl = \"{api}\"\ntoken = \"{token_a}\"\ndns_servers = [\"127.0.0.1:{dns}\"]\n\
-         apex = \"{APEX}\"\nsync_interval_secs = 1\ntrust_anchor = '''\n{anchor}'''\n\
-         log_key = \"{log_key}\"\nlog_url = \"{log_url}\"\n",
-        api = dir.api,
-        dns = dir.dns.port(),
-        anchor = dir.bind_trust_anchors().unwrap(),
-        log_key = dir.log_key().await.unwrap(),
-        log_url = log.url,
-    );
+    let extra = ext_config(&dir, &token_a, Some(&log.url)).await;
     let ext = Ext::start_at(port, Some(&db), &extra).await.unwrap();
     let store = SqliteStore::connect(&ext.db_url()).await.unwrap();
     add_is_token(&store, "log-is", "@a:hs.test").await;
     let deadline = Instant::now() + Duration::from_secs(60);
-    while store.mirrored(&[REMOTE.into()]).await.unwrap().is_empty() {
-        assert!(Instant::now() < deadline, "the number never reached the mirror");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    wait_mirrored(&store, deadline).await;
     let pepper = store.current_pepper().await.unwrap().unwrap();
     let hash = lookup_hash("4915112345101", &pepper);
     let url = ext.url.clone();
     let (http, url, pepper, hash) = (&http, &url, &pepper, &hash);
-    let lookup = move || async move {
-        let r = http
-            .post(format!("{url}/_matrix/identity/v2/lookup"))
-            .bearer_auth("log-is")
-            .json(&json!({"algorithm": "sha256", "pepper": pepper, "addresses": [hash]}))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(r.status().as_u16(), 200);
-        r.json::<Value>().await.unwrap()["mappings"].clone()
-    };
+    let lookup = move || lookup(http, url, pepper, hash);
     let found = json!({ hash.clone(): REMOTE_USER });
 
     // An honest log: answered (once DNS serves the record), and the extension keeps the log's tree head.
@@ -125,53 +145,20 @@ async fn lookups_beyond_the_directorys_public_limit_are_still_checked_and_answer
         ("TINCAN_DIRECTORY_API__PUBLIC_RATE_LIMIT__BURST", "2"),
         ("TINCAN_DIRECTORY_API__PUBLIC_RATE_LIMIT__PER_SECOND", "0.001"),
     ];
-    let dir = Directory::start_env(&bin, &env).await.unwrap();
-    let token_a = dir.add_provider("tincan", &["+44"]).unwrap().token;
-    let token_b = dir.add_provider("other", &["+49"]).unwrap().token;
+    let (dir, token_a) = directory_with_remote(&bin, &env).await;
     let http = reqwest::Client::new();
-    let r = http
-        .put(format!("{}/v1/numbers/{REMOTE}", dir.api))
-        .bearer_auth(&token_b)
-        .json(&json!({"services": [{"type": "matrix", "uri": "matrix:u/carol:other.test"}]}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status().as_u16(), 200, "{}", r.text().await.unwrap());
     // No log_url: the log API is the registrar API's server, which gets the provider's token.
-    let extra = format!(
-        "server_name = \"hs.test\"\nhomeserver_url = \"http://127.0.0.1:9\"\n\
-         [homeserver]\njwt_secret = \"log-checked-jwt-secret-0123456789\"\n\
-         [directory]\nurl = \"{api}\"\ntoken = \"{token_a}\"\ndns_servers = [\"127.0.0.1:{dns}\"]\n\
-         apex = \"{APEX}\"\nsync_interval_secs = 1\ntrust_anchor = '''\n{anchor}'''\n\
-         log_key = \"{log_key}\"\n",
-        api = dir.api,
-        dns = dir.dns.port(),
-        anchor = dir.bind_trust_anchors().unwrap(),
-        log_key = dir.log_key().await.unwrap(),
-    );
+    let extra = ext_config(&dir, &token_a, None).await;
     let ext = Ext::start(&extra).await.unwrap();
     let store = SqliteStore::connect(&ext.db_url()).await.unwrap();
     add_is_token(&store, "log-is", "@a:hs.test").await;
     let deadline = Instant::now() + Duration::from_secs(60);
-    while store.mirrored(&[REMOTE.into()]).await.unwrap().is_empty() {
-        assert!(Instant::now() < deadline, "the number never reached the mirror");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    wait_mirrored(&store, deadline).await;
     let pepper = store.current_pepper().await.unwrap().unwrap();
     let hash = lookup_hash("4915112345101", &pepper);
     let url = ext.url.clone();
     let (http, url, pepper, hash) = (&http, &url, &pepper, &hash);
-    let lookup = move || async move {
-        let r = http
-            .post(format!("{url}/_matrix/identity/v2/lookup"))
-            .bearer_auth("log-is")
-            .json(&json!({"algorithm": "sha256", "pepper": pepper, "addresses": [hash]}))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(r.status().as_u16(), 200);
-        r.json::<Value>().await.unwrap()["mappings"].clone()
-    };
+    let lookup = move || lookup(http, url, pepper, hash);
     let found = json!({ hash.clone(): REMOTE_USER });
     // The first answer may wait for DNS to serve the record.
     while lookup().await != found {
