@@ -273,13 +273,23 @@ async fn call_events(h: &Harness, room: &str) -> Vec<(String, String, Value)> {
     out
 }
 
-/// Waits for an `m.call.*` event of `kind` from the ghost.
-async fn ghost_sends(h: &Harness, room: &str, kind: &str) -> Value {
+/// Waits for the `n`th (from 0) `m.call.*` event of `kind` from the ghost whose content `matches`.
+async fn ghost_event(h: &Harness, room: &str, kind: &str, n: usize, matches: impl Fn(&Value) -> bool) -> Value {
     let ghost = format!("@sip_{PHONE}:hs.test");
     wait_for(kind, Duration::from_secs(30), || async {
-        call_events(h, room).await.into_iter().find(|(s, t, _)| *s == ghost && t == kind).map(|(_, _, c)| c)
+        call_events(h, room)
+            .await
+            .into_iter()
+            .filter(|(s, t, c)| *s == ghost && t == kind && matches(c))
+            .nth(n)
+            .map(|(_, _, c)| c)
     })
     .await
+}
+
+/// Waits for an `m.call.*` event of `kind` from the ghost.
+async fn ghost_sends(h: &Harness, room: &str, kind: &str) -> Value {
+    ghost_event(h, room, kind, 0, |_| true).await
 }
 
 async fn alice_sends(h: &Harness, room: &str, kind: &str, content: Value) {
@@ -768,11 +778,7 @@ a={dir}
 
 /// Waits for the `n`th (from 0) `m.call.*` event of `kind` from the ghost.
 async fn ghost_sends_nth(h: &Harness, room: &str, kind: &str, n: usize) -> Value {
-    let ghost = format!("@sip_{PHONE}:hs.test");
-    wait_for(kind, Duration::from_secs(30), || async {
-        call_events(h, room).await.into_iter().filter(|(s, t, _)| *s == ghost && t == kind).nth(n).map(|(_, _, c)| c)
-    })
-    .await
+    ghost_event(h, room, kind, n, |_| true).await
 }
 
 /// What a browser writes when it negotiates again: its SDP with the direction `dir`.
@@ -906,15 +912,7 @@ async fn a_matrix_hold_reinvites_the_phone_and_the_phones_hold_reaches_matrix_on
 
 /// The ghost's `m.call.*` event of `kind` in the call `call_id`.
 async fn ghost_sends_in(h: &Harness, room: &str, kind: &str, call_id: &str) -> Value {
-    let ghost = format!("@sip_{PHONE}:hs.test");
-    wait_for(kind, Duration::from_secs(30), || async {
-        call_events(h, room)
-            .await
-            .into_iter()
-            .find(|(s, t, c)| *s == ghost && t == kind && c["call_id"] == call_id)
-            .map(|(_, _, c)| c)
-    })
-    .await
+    ghost_event(h, room, kind, 0, |c| c["call_id"] == call_id).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
