@@ -68,9 +68,9 @@ pub(crate) async fn run(bridge: BridgeHandle) {
     }
 }
 
+/// Marks an event that needs nothing more done (committed with others: see [`super::done`]).
 async fn done(bridge: &BridgeHandle, seq: i64) -> Result<()> {
-    bridge.0.store.mark_done(seq, bridge.now_ms()).await?;
-    bridge.0.metrics.inc(&bridge.0.metrics.events_processed);
+    bridge.inbox_done(seq, None);
     Ok(())
 }
 
