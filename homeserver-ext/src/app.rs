@@ -79,7 +79,13 @@ impl App {
             tracing::error!(error = %e, "no DNS resolver for other homeservers: only addresses from getaddrinfo");
             crate::fetch::Dns::addresses_only()
         });
-        let federation = crate::federation::Federation::new(foreign_allowed, dns, timeout, StdRng::from_rng(&mut rng));
+        let federation = crate::federation::Federation::new(
+            foreign_allowed,
+            dns,
+            timeout,
+            StdRng::from_rng(&mut rng),
+            clock.clone(),
+        );
         let config_slots = config.identity.lookup_resolve_concurrency.max(1);
         Self {
             limiter: Limiter::new(config.limits.clone(), clock.clone()),

@@ -17,9 +17,11 @@ use rand::Rng;
 use rand::rngs::StdRng;
 use reqwest::dns::{Addrs, Name, Resolve, Resolving};
 use ruma::{OwnedServerName, ServerName};
+use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
+use tincan_common::Clock;
 
 /// The port of a federation API when neither the server name, its delegation nor SRV gives one.
 pub const DEFAULT_PORT: u16 = 8448;
@@ -27,6 +29,14 @@ pub const DEFAULT_PORT: u16 = 8448;
 pub const MAX_REDIRECTS: usize = 5;
 /// The largest `.well-known/matrix/server` or federation answer body read.
 pub const MAX_BODY: usize = 64 * 1024;
+/// How long a `.well-known/matrix/server` answer is kept without `Cache-Control: max-age` (the spec's 24 h).
+pub const WELL_KNOWN_TTL_SECS: u64 = 24 * 3600;
+/// The longest a `.well-known/matrix/server` answer is kept, whatever `max-age` says (the spec's 48 h).
+pub const WELL_KNOWN_MAX_TTL_SECS: u64 = 48 * 3600;
+/// How long a failed `.well-known/matrix/server` fetch counts as "no delegation" (the spec's 1 h).
+pub const WELL_KNOWN_ERROR_TTL_SECS: u64 = 3600;
+/// Hosts whose `.well-known` answer is kept at once (the names come from clients).
+pub const WELL_KNOWN_CACHE_ENTRIES: usize = 10_000;
 
 /// Where a server name's federation API is reached.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -191,9 +201,16 @@ pub enum FederationError {
     TooLarge,
 }
 
+/// `.well-known/matrix/server` answers by host: the delegation (`None`: none, or the fetch failed) and when the
+/// answer expires (Unix seconds).
+type WellKnownCache = HashMap<String, (Option<OwnedServerName>, u64)>;
+
 /// HTTP clients for other homeservers' federation APIs, found by Matrix server discovery.
 #[derive(Debug, Clone)]
 pub struct Federation {
+    /// Answers of `.well-known/matrix/server`, kept as the spec says (see [`WELL_KNOWN_TTL_SECS`]).
+    cache: Arc<Mutex<WellKnownCache>>,
+    clock: Arc<dyn Clock>,
     allowed: Arc<[Cidr]>,
     /// [`Via::Address`] targets.
     direct: reqwest::Client,
@@ -205,8 +222,8 @@ pub struct Federation {
 
 impl Federation {
     /// Clients contacting public addresses and `allowed`, each request within `timeout`, names resolved with
-    /// `dns`; `rng` orders SRV records.
-    pub fn new(allowed: Vec<Cidr>, dns: Dns, timeout: Duration, rng: StdRng) -> Federation {
+    /// `dns`; `rng` orders SRV records; `clock` ages `.well-known` answers.
+    pub fn new(allowed: Vec<Cidr>, dns: Dns, timeout: Duration, rng: StdRng, clock: Arc<dyn Clock>) -> Federation {
         let allowed: Arc<[Cidr]> = allowed.into();
         let guarded = Arc::new(Guarded::new(allowed.clone(), dns.clone()));
         let srv = Arc::new(SrvResolver::new(allowed.clone(), dns, rng));
@@ -221,6 +238,8 @@ impl Federation {
             }
         });
         Federation {
+            cache: Arc::default(),
+            clock,
             allowed,
             direct: crate::fetch::client(guarded.clone(), timeout),
             srv: crate::fetch::client(srv, timeout),
@@ -233,15 +252,35 @@ impl Federation {
         match first_step(name) {
             Step::Done(t) => t,
             Step::WellKnown { host } => {
-                let delegated = self.well_known(&host).await;
+                let delegated = self.cached_well_known(&host).await;
                 after_well_known(&host, delegated.as_deref())
             }
         }
     }
 
-    /// The delegation `https://{host}/.well-known/matrix/server` gives; `None` for any failure, which the spec
-    /// treats as no delegation.
-    async fn well_known(&self, host: &str) -> Option<OwnedServerName> {
+    /// [`Federation::well_known`], from the cache while its answer is fresh.
+    async fn cached_well_known(&self, host: &str) -> Option<OwnedServerName> {
+        let now = self.clock.unix_seconds();
+        if let Some((delegated, expires)) = self.cache.lock().expect("cache lock").get(host)
+            && *expires > now
+        {
+            return delegated.clone();
+        }
+        let (delegated, ttl) = self.well_known(host).await;
+        let mut cache = self.cache.lock().expect("cache lock");
+        if cache.len() >= WELL_KNOWN_CACHE_ENTRIES {
+            cache.retain(|_, (_, expires)| *expires > now);
+        }
+        if ttl > 0 && cache.len() < WELL_KNOWN_CACHE_ENTRIES {
+            cache.insert(host.to_owned(), (delegated.clone(), now.saturating_add(ttl)));
+        }
+        delegated
+    }
+
+    /// The delegation `https://{host}/.well-known/matrix/server` gives, and how long to keep the answer; `None`
+    /// for any failure, which the spec treats as no delegation.
+    async fn well_known(&self, host: &str) -> (Option<OwnedServerName>, u64) {
+        let failed = (None, WELL_KNOWN_ERROR_TTL_SECS);
         #[derive(serde::Deserialize)]
         struct WellKnown {
             #[serde(rename = "m.server")]
@@ -252,22 +291,27 @@ impl Federation {
             Ok(r) if r.status() == reqwest::StatusCode::OK => r,
             Ok(r) => {
                 tracing::debug!(%host, status = %r.status(), "no .well-known delegation");
-                return None;
+                return failed;
             }
             Err(e) => {
                 tracing::debug!(%host, error = %e.without_url(), "no .well-known delegation");
-                return None;
+                return failed;
             }
         };
-        let body = read_limited(resp).await.ok()?;
+        let ttl = resp
+            .headers()
+            .get(reqwest::header::CACHE_CONTROL)
+            .and_then(|v| v.to_str().ok())
+            .map_or(WELL_KNOWN_TTL_SECS, well_known_ttl);
+        let Ok(body) = read_limited(resp).await else { return failed };
         match serde_json::from_slice::<WellKnown>(&body) {
             Ok(w) => {
-                tracing::debug!(%host, delegated = %w.server, ".well-known delegation");
-                Some(w.server)
+                tracing::debug!(%host, delegated = %w.server, ttl, ".well-known delegation");
+                (Some(w.server), ttl)
             }
             Err(e) => {
                 tracing::debug!(%host, error = %e, "unusable .well-known delegation");
-                None
+                failed
             }
         }
     }
@@ -292,6 +336,21 @@ impl Federation {
             None => FederationError::Http(e.without_url()),
         })
     }
+}
+
+/// How long to keep a `.well-known` answer with this `Cache-Control`: 0 for `no-store`/`no-cache`, else its
+/// `max-age` up to [`WELL_KNOWN_MAX_TTL_SECS`], else [`WELL_KNOWN_TTL_SECS`].
+pub fn well_known_ttl(cache_control: &str) -> u64 {
+    let mut ttl = WELL_KNOWN_TTL_SECS;
+    for directive in cache_control.split(',').map(|d| d.trim().to_ascii_lowercase()) {
+        if directive == "no-store" || directive == "no-cache" {
+            return 0;
+        }
+        if let Some(secs) = directive.strip_prefix("max-age=").and_then(|v| v.trim_matches('"').parse::<u64>().ok()) {
+            ttl = secs.min(WELL_KNOWN_MAX_TTL_SECS);
+        }
+    }
+    ttl
 }
 
 /// A response body of at most [`MAX_BODY`] bytes (a server cannot make us hold more).
@@ -341,6 +400,16 @@ mod tests {
             t("matrix.example.org:443", "matrix.example.org:443", Via::Address)
         );
         assert_eq!(after(Some("192.0.2.9")), t("192.0.2.9:8448", "192.0.2.9", Via::Address));
+    }
+
+    #[test]
+    fn well_known_answers_are_kept_as_cache_control_says() {
+        assert_eq!(well_known_ttl(""), WELL_KNOWN_TTL_SECS);
+        assert_eq!(well_known_ttl("public, max-age=600"), 600);
+        assert_eq!(well_known_ttl("Max-Age=\"7200\""), 7200);
+        assert_eq!(well_known_ttl("max-age=31536000"), WELL_KNOWN_MAX_TTL_SECS);
+        assert_eq!(well_known_ttl("max-age=600, no-store"), 0);
+        assert_eq!(well_known_ttl("no-cache"), 0);
     }
 
     fn srv(priority: u16, weight: u16, target: &str) -> Srv {
