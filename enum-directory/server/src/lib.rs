@@ -9,7 +9,6 @@ pub mod change;
 pub mod cli;
 pub mod config;
 pub mod dns;
-pub mod ds_check;
 pub mod follow;
 pub mod import;
 pub mod keys;

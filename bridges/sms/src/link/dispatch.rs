@@ -292,7 +292,7 @@ async fn submit(
     let result = match (pdu::submit_sm(&segment, link.config.delivery_receipts), link.client()) {
         (Err(e), _) => Answer::Fail(e.to_string()),
         (Ok(_), None) => Answer::Requeue { at_ms: now_ms(&*clock) as i64, error: "link down".into(), uncertain: false },
-        (Ok(pdu), Some(client)) => match client.submit_sm(pdu).await {
+        (Ok(pdu), Some(client)) => match link.nudge.during(client.submit_sm(pdu)).await {
             Ok(resp) => {
                 c.submitted.fetch_add(1, Ordering::Relaxed);
                 Answer::Submitted(resp.message_id().as_str().to_owned())

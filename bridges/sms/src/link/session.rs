@@ -14,7 +14,7 @@ use rusmpp::values::{InterfaceVersion, Npi, Ton};
 use rusmpp::{CommandStatus, Pdu};
 use rusmppc::{Client, ConnectionBuilder, Event};
 use std::str::FromStr;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tincan_common::Clock;
@@ -50,8 +50,58 @@ pub struct Link {
     up: AtomicBool,
     paused_until_ms: AtomicU64,
     bucket: Mutex<Option<TokenBucket>>,
+    /// Keeps its connection moving while requests wait on it.
+    pub(crate) nudge: Arc<Nudge>,
     /// Its counters.
     pub counters: LinkCounters,
+}
+
+/// Drives rusmppc's connection future instead of letting rusmppc spawn it.
+///
+/// rusmppc 0.4's connection takes at most five requests from the client and writes at most a few each time it is
+/// polled, and when it stops at that limit it does not wake itself: the requests left over wait for the next
+/// thing that wakes it (an answer from the SMSC, or the `enquire_link` timer). With a window larger than a few
+/// requests, a burst of `submit_sm` whose answers had all come back left the rest queued inside the connection
+/// until the next `enquire_link`, up to 30 s (bench/sms/RESULTS.md, window 100). So every request of ours holds
+/// a `Busy` guard while it waits ([`Nudge::during`]), and the driver polls the connection again every millisecond while one is held.
+#[derive(Debug, Default)]
+pub(crate) struct Nudge {
+    waiting: AtomicUsize,
+    kick: Notify,
+}
+
+/// A request waiting on the connection (see [`Nudge`]); counted until dropped, also when its future is.
+struct Busy(Arc<Nudge>);
+
+impl Drop for Busy {
+    fn drop(&mut self) {
+        self.0.waiting.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+impl Nudge {
+    /// Awaits `request`, a request on the connection, keeping the connection polled meanwhile.
+    pub(crate) async fn during<T>(self: &Arc<Self>, request: impl std::future::Future<Output = T>) -> T {
+        self.waiting.fetch_add(1, Ordering::AcqRel);
+        let _busy = Busy(self.clone());
+        self.kick.notify_one();
+        request.await
+    }
+
+    /// Polls `connection` until it ends: whenever it wakes itself, whenever a request starts, and every
+    /// millisecond while a request waits.
+    async fn drive(self: Arc<Self>, connection: impl std::future::Future<Output = ()>) {
+        let mut connection = std::pin::pin!(connection);
+        loop {
+            let waiting = self.waiting.load(Ordering::Acquire) > 0;
+            tokio::select! {
+                biased;
+                () = &mut connection => return,
+                () = self.kick.notified() => {}
+                () = tokio::time::sleep(Duration::from_millis(1)), if waiting => {}
+            }
+        }
+    }
 }
 
 impl Link {
@@ -64,6 +114,7 @@ impl Link {
             up: AtomicBool::new(false),
             paused_until_ms: AtomicU64::new(0),
             bucket: Mutex::new(bucket),
+            nudge: Arc::default(),
             counters: LinkCounters::default(),
             config,
         }
@@ -163,7 +214,10 @@ pub enum SessionError {
     Timeout,
 }
 
-async fn connect(config: &SmscConfig) -> Result<(Client, impl futures::Stream<Item = Event> + Unpin), SessionError> {
+async fn connect(
+    config: &SmscConfig,
+    nudge: &Arc<Nudge>,
+) -> Result<(Client, impl futures::Stream<Item = Event> + Unpin), SessionError> {
     let v5 = config.interface_version == "5.0";
     let builder = ConnectionBuilder::new()
         .enquire_link_interval(Duration::from_secs(config.enquire_link_secs))
@@ -171,10 +225,13 @@ async fn connect(config: &SmscConfig) -> Result<(Client, impl futures::Stream<It
         .response_timeout(config.response_timeout())
         // rusmppc refuses to bind as anything but 5.0 unless told; most SMSCs speak 3.4.
         .with_interface_version_check(false);
-    let (client, events) =
-        tokio::time::timeout(config.response_timeout(), builder.connect(format!("smpp://{}", config.address)))
-            .await
-            .map_err(|_| SessionError::Timeout)??;
+    let (client, events, connection) = tokio::time::timeout(
+        config.response_timeout(),
+        builder.no_spawn().connect(format!("smpp://{}", config.address)),
+    )
+    .await
+    .map_err(|_| SessionError::Timeout)??;
+    tokio::spawn(nudge.clone().drive(connection));
     let bind = BindTransceiver::builder()
         .system_id(field(&config.system_id, "system_id")?)
         .password(field(config.password.expose(), "password")?)
@@ -184,7 +241,7 @@ async fn connect(config: &SmscConfig) -> Result<(Client, impl futures::Stream<It
         .addr_npi(Npi::Unknown)
         .address_range(COctetString::empty())
         .build();
-    if let Err(e) = client.bind_transceiver(bind).await {
+    if let Err(e) = nudge.during(client.bind_transceiver(bind)).await {
         let _ = client.close().await;
         return Err(e.into());
     }
@@ -212,7 +269,7 @@ pub(crate) async fn supervise(
             return;
         }
         let connected = tokio::select! {
-            c = connect(&link.config) => c,
+            c = connect(&link.config, &link.nudge) => c,
             _ = stop.wait_for(|s| *s) => return,
         };
         match connected {
@@ -230,7 +287,7 @@ pub(crate) async fn supervise(
                     let Some(event) = event else {
                         link.set_client(None);
                         // Best effort: the SMSC learns we leave; some answer unbind with a bare close.
-                        let _ = tokio::time::timeout(Duration::from_secs(2), client.unbind()).await;
+                        let _ = tokio::time::timeout(Duration::from_secs(2), link.nudge.during(client.unbind())).await;
                         let _ = client.close().await;
                         return;
                     };
@@ -254,6 +311,7 @@ pub(crate) async fn supervise(
                                         handler.clone(),
                                         receipts_sink.clone(),
                                         client.clone(),
+                                        link.nudge.clone(),
                                         name.clone(),
                                         seq,
                                         read,
@@ -270,7 +328,7 @@ pub(crate) async fn supervise(
                                 }
                                 Some(Pdu::Unbind) => {
                                     tracing::info!(smsc = %name, "the SMSC unbinds");
-                                    let _ = client.unbind_resp(seq).await;
+                                    let _ = link.nudge.during(client.unbind_resp(seq)).await;
                                     break;
                                 }
                                 other => tracing::debug!(smsc = %name, ?other, "SMPP command ignored"),
@@ -313,6 +371,7 @@ fn answer(
     handler: SharedHandler,
     receipts: ReceiptSink,
     client: Client,
+    nudge: Arc<Nudge>,
     smsc: String,
     seq: u32,
     read: Result<Inbound, pdu::InboundError>,
@@ -339,7 +398,8 @@ fn answer(
                 CommandStatus::EsmeRxPAppn
             }
         };
-        if let Err(e) = client.status(status).deliver_sm_resp(seq, DeliverSmResp::default()).await {
+        let sent = nudge.during(client.status(status).deliver_sm_resp(seq, DeliverSmResp::default())).await;
+        if let Err(e) = sent {
             tracing::debug!(%smsc, error = %e, "deliver_sm_resp not sent (link lost): the SMSC will resend");
         }
     };

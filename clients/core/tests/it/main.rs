@@ -14,4 +14,3 @@ mod log_proxy;
 mod network;
 mod reach;
 mod resolve_log;
-mod session_store;
