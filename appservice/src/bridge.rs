@@ -24,6 +24,7 @@
 
 pub mod commands;
 pub mod crypto;
+mod done;
 mod ghost;
 mod group;
 pub(crate) use ghost::ensure_ghost;
@@ -107,6 +108,8 @@ pub(crate) struct Inner {
     pub(crate) undecryptable_timeout: std::time::Duration,
     /// `media.max_bytes`.
     pub(crate) media_max_bytes: u64,
+    /// Finished events on their way to being marked done (see [`done`]).
+    pub(crate) done: done::DoneLog,
 }
 
 impl std::fmt::Debug for Inner {
@@ -285,6 +288,11 @@ impl Bridge {
         let _ = self.handle.0.shutdown.send(true);
         self.handle.0.inbox_wakeup.notify_one();
         self.handle.0.portals.lock().expect("not poisoned").clear();
+        // What was handled is marked done before the tasks go (a database that does not answer in time leaves
+        // it pending, as a crash would: it is handled again at the next start).
+        if tokio::time::timeout(std::time::Duration::from_secs(10), self.handle.flush_done()).await.is_err() {
+            tracing::warn!("finished events not all marked done at shutdown; they are handled again at the next start");
+        }
         for t in self.tasks.drain(..) {
             t.abort();
             let _ = t.await;
@@ -364,12 +372,13 @@ impl BridgeBuilder {
             undecryptable: Mutex::new(Vec::new()),
             undecryptable_timeout: std::time::Duration::from_secs(c.encryption.undecryptable_timeout_secs),
             media_max_bytes: c.media.max_bytes,
+            done: Default::default(),
         }));
         let listener = tokio::net::TcpListener::bind(&c.appservice.listen)
             .await
             .map_err(|e| BridgeError::Config(format!("appservice.listen {}: {e}", c.appservice.listen)))?;
         let addr = listener.local_addr().map_err(|e| BridgeError::Config(e.to_string()))?;
-        let mut tasks = Vec::new();
+        let mut tasks = vec![tokio::spawn(done::run(handle.clone()))];
         let app = crate::server::router(handle.clone());
         let mut stop = handle.0.shutdown.subscribe();
         tasks.push(tokio::spawn(async move {

@@ -33,8 +33,11 @@ pub struct Inner {
     pub auth_failures: Counter,
     /// Events recorded in the inbox.
     pub events_recorded: Counter,
-    /// Inbox events processed.
+    /// Inbox events processed (marked done).
     pub events_processed: Counter,
+    /// Database transactions that marked finished inbox and remote events done (several events each under
+    /// load: see `bridge::done`).
+    pub done_commits: Counter,
     /// Matrix events the connector failed to handle.
     pub matrix_failures: Counter,
     /// Remote events queued by the connector.
@@ -91,12 +94,13 @@ impl Metrics {
 
     /// The Prometheus text exposition of every metric, names prefixed `tincan_appservice_`.
     pub fn render(&self) -> String {
-        let counters: [(&str, &str, &Counter); 20] = [
+        let counters: [(&str, &str, &Counter); 21] = [
             ("transactions_total", "Transactions recorded", &self.transactions),
             ("duplicate_transactions_total", "Transactions acknowledged again", &self.duplicate_transactions),
             ("auth_failures_total", "AS API requests refused for the hs_token", &self.auth_failures),
             ("events_recorded_total", "Events recorded in the inbox", &self.events_recorded),
             ("events_processed_total", "Inbox events processed", &self.events_processed),
+            ("done_commits_total", "Commits marking finished events done", &self.done_commits),
             ("matrix_failures_total", "Matrix events the connector failed to handle", &self.matrix_failures),
             ("remote_events_total", "Remote events queued", &self.remote_events),
             ("remote_bridged_total", "Remote events bridged to Matrix", &self.remote_bridged),

@@ -197,6 +197,36 @@ pub struct RemoteQueueEntry {
     pub queued_at: i64,
 }
 
+/// Which durable queue a row marked done is in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WorkQueue {
+    /// The inbox of homeserver transactions (`inbox_event`).
+    Inbox,
+    /// The queue of remote events (`remote_event`).
+    Remote,
+}
+
+/// A row of the inbox or the remote queue whose work is finished, with the message mapping its handling
+/// produced.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Completion {
+    /// The queue it is in.
+    pub queue: WorkQueue,
+    /// Its position there.
+    pub seq: i64,
+    /// The mapping to record with it (ignored, like [`MessageRepository::insert_message`], when either ID is
+    /// already mapped).
+    pub mapping: Option<MessageMapping>,
+}
+
+/// Marking finished work done, many rows at once.
+#[async_trait]
+pub trait CompletionRepository: Send + Sync {
+    /// Marks every row of `done` done and records their mappings, all in one database transaction (one disk
+    /// flush): either all of them or, on an error, none.
+    async fn complete_all(&self, done: &[Completion], now: i64) -> Result<()>;
+}
+
 /// The durable inbox of homeserver transactions (exactly-once processing).
 #[async_trait]
 pub trait InboxRepository: Send + Sync {
@@ -298,6 +328,7 @@ pub trait LoginRepository: Send + Sync {
 pub trait Store:
     InboxRepository
     + RemoteQueueRepository
+    + CompletionRepository
     + GhostRepository
     + PortalRepository
     + MessageRepository
@@ -331,6 +362,7 @@ impl<T> Store for T where
     T: InboxRepository
         + HousekeepingRepository
         + RemoteQueueRepository
+        + CompletionRepository
         + GhostRepository
         + PortalRepository
         + MessageRepository
@@ -371,31 +403,49 @@ macro_rules! impl_repositories {
         use async_trait::async_trait;
         use sqlx::Row;
 
-        /// Records a mapping on `conn` (a pooled connection or an open transaction).
-        /// Marks row `seq` of a queue table (`inbox_event` or `remote_event`) done and records the message
-        /// mapping its handling produced, in one database transaction (one disk flush).
-        async fn complete_in(
-            pool: &sqlx::Pool<$db>,
-            table: &'static str,
-            seq: i64,
-            mapping: Option<&MessageMapping>,
-            now: i64,
-        ) -> Result<()> {
+        /// Marks the rows of `done` done and records the message mappings their handling produced, in one
+        /// database transaction (one disk flush).
+        async fn complete_in(pool: &sqlx::Pool<$db>, done: &[crate::store::Completion], now: i64) -> Result<()> {
             let mut tx = pool.begin().await?;
-            if let Some(m) = mapping {
-                insert_message_in(&mut *tx, m).await?;
+            for d in done {
+                if let Some(m) = &d.mapping {
+                    insert_message_in(&mut *tx, m).await?;
+                }
+                let sql = match d.queue {
+                    crate::store::WorkQueue::Inbox => "UPDATE inbox_event SET done_at = $1 WHERE seq = $2",
+                    crate::store::WorkQueue::Remote => {
+                        "UPDATE remote_event SET done_at = $1, event_id = $3 WHERE seq = $2"
+                    }
+                };
+                let mut query = sqlx::query(sql).bind(now).bind(d.seq);
+                if d.queue == crate::store::WorkQueue::Remote {
+                    query = query.bind(d.mapping.as_ref().map(|m| m.event_id.as_str()));
+                }
+                query.execute(&mut *tx).await?;
             }
-            let set_event = if table == "remote_event" { ", event_id = $3" } else { "" };
-            sqlx::query(sqlx::AssertSqlSafe(format!("UPDATE {table} SET done_at = $1{set_event} WHERE seq = $2")))
-                .bind(now)
-                .bind(seq)
-                .bind(mapping.map(|m| m.event_id.as_str()))
-                .execute(&mut *tx)
-                .await?;
             tx.commit().await?;
             Ok(())
         }
 
+        /// [`complete_in`] for one row.
+        async fn complete_one(
+            pool: &sqlx::Pool<$db>,
+            queue: crate::store::WorkQueue,
+            seq: i64,
+            mapping: Option<&MessageMapping>,
+            now: i64,
+        ) -> Result<()> {
+            complete_in(pool, &[crate::store::Completion { queue, seq, mapping: mapping.cloned() }], now).await
+        }
+
+        #[async_trait]
+        impl crate::store::CompletionRepository for $store {
+            async fn complete_all(&self, done: &[crate::store::Completion], now: i64) -> Result<()> {
+                complete_in(&self.pool, done, now).await
+            }
+        }
+
+        /// Records a mapping on `conn` (a pooled connection or an open transaction).
         async fn insert_message_in(conn: &mut <$db as sqlx::Database>::Connection, m: &MessageMapping) -> Result<bool> {
             let n = sqlx::query(
                 "INSERT INTO message (receiver, chat_id, remote_id, event_id, room_id, sender, metadata) \
@@ -512,7 +562,7 @@ macro_rules! impl_repositories {
             }
 
             async fn complete_inbox(&self, seq: i64, mapping: Option<&MessageMapping>, now: i64) -> Result<()> {
-                complete_in(&self.pool, "inbox_event", seq, mapping, now).await
+                complete_one(&self.pool, crate::store::WorkQueue::Inbox, seq, mapping, now).await
             }
 
             async fn pending_count(&self) -> Result<i64> {
@@ -598,7 +648,7 @@ macro_rules! impl_repositories {
             }
 
             async fn complete_remote(&self, seq: i64, mapping: Option<&MessageMapping>, now: i64) -> Result<()> {
-                complete_in(&self.pool, "remote_event", seq, mapping, now).await
+                complete_one(&self.pool, crate::store::WorkQueue::Remote, seq, mapping, now).await
             }
 
             async fn remote_pending_count(&self) -> Result<i64> {

@@ -37,10 +37,8 @@ pub struct App {
     pub rng: Mutex<StdRng>,
     /// HTTP client for calls to the homeserver (OpenID, `/keys/query`).
     pub http: reqwest::Client,
-    /// HTTP client for other homeservers, named by clients (see [`crate::fetch`]).
-    pub foreign_http: reqwest::Client,
-    /// The non-public ranges `foreign_http` may contact (`identity.homeserver_allowed_addresses`).
-    pub foreign_allowed: Vec<crate::net::Cidr>,
+    /// Other homeservers, named by clients and found by Matrix server discovery (see [`crate::federation`]).
+    pub federation: crate::federation::Federation,
     /// Validated resolutions of directory hits running at once, over all lookups
     /// (`identity.lookup_resolve_concurrency`).
     pub resolve_slots: tokio::sync::Semaphore,
@@ -54,7 +52,7 @@ impl App {
         sms: Arc<dyn SmsSender>,
         homeserver: Arc<dyn HomeserverConnector>,
         clock: Arc<dyn Clock>,
-        rng: StdRng,
+        mut rng: StdRng,
     ) -> Self {
         let directory = DirectoryClient::from_config(&config.directory);
         // The config was validated on load; a problem here only disables directory lookups.
@@ -74,9 +72,19 @@ impl App {
         // Validated with the config; an unparsable entry is dropped, which allows less, never more.
         let foreign_allowed: Vec<crate::net::Cidr> =
             config.identity.homeserver_allowed_addresses.iter().filter_map(|a| a.parse().ok()).collect();
-        let foreign_http = crate::fetch::client(
-            foreign_allowed.clone(),
-            std::time::Duration::from_secs(config.identity.homeserver_timeout_secs.max(1)),
+        let timeout = std::time::Duration::from_secs(config.identity.homeserver_timeout_secs.max(1));
+        let dns_servers: Vec<std::net::SocketAddr> =
+            config.identity.homeserver_dns_servers.iter().filter_map(|a| a.parse().ok()).collect();
+        let dns = crate::fetch::Dns::new(&dns_servers, timeout).unwrap_or_else(|e| {
+            tracing::error!(error = %e, "no DNS resolver for other homeservers: only addresses from getaddrinfo");
+            crate::fetch::Dns::addresses_only()
+        });
+        let federation = crate::federation::Federation::new(
+            foreign_allowed,
+            dns,
+            timeout,
+            StdRng::from_rng(&mut rng),
+            clock.clone(),
         );
         let config_slots = config.identity.lookup_resolve_concurrency.max(1);
         Self {
@@ -91,8 +99,7 @@ impl App {
             clock,
             rng: Mutex::new(rng),
             http: reqwest::Client::new(),
-            foreign_http,
-            foreign_allowed,
+            federation,
             resolve_slots: tokio::sync::Semaphore::new(config_slots),
         }
     }

@@ -353,10 +353,15 @@ impl Default for DirectoryConfig {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct IdentityConfig {
-    /// `account/register` checks an OpenID token with `https://{matrix_server_name}`, a name the client
-    /// chose: the whole request (connect, TLS, answer) may take at most this long, and redirects are never
-    /// followed.
+    /// `account/register` checks an OpenID token with the homeserver `matrix_server_name` names (a name the
+    /// client chose), located by Matrix server discovery (`.well-known/matrix/server`, SRV, port 8448): each
+    /// request (connect, TLS, answer) may take at most this long, and redirects are never followed (but for
+    /// `.well-known`, as the spec says: at most 5, to `https` URLs, each checked like the name).
     pub homeserver_timeout_secs: u64,
+    /// DNS servers (`ip:port`) that locate other homeservers (SRV `_matrix-fed._tcp`, `_matrix._tcp`, and
+    /// addresses). Empty: the system's resolvers (`/etc/resolv.conf`; addresses through `getaddrinfo`, so
+    /// `/etc/hosts` counts).
+    pub homeserver_dns_servers: Vec<String>,
     /// Addresses or CIDR ranges that are not on the public internet (loopback, private, link-local,
     /// unique-local, CGNAT…) but that `account/register` may contact anyway. Empty: a server name resolving
     /// only to such addresses is refused (`M_FORBIDDEN`), so a client cannot make the extension call into
@@ -378,6 +383,7 @@ impl Default for IdentityConfig {
         Self {
             homeserver_timeout_secs: 5,
             homeserver_allowed_addresses: Vec::new(),
+            homeserver_dns_servers: Vec::new(),
             token_ttl_secs: 86_400,
             lookup_allow_none: false,
             lookup_resolve_concurrency: 8,
@@ -498,6 +504,11 @@ impl Validate for ExtConfig {
         for a in &self.identity.homeserver_allowed_addresses {
             if let Err(e) = a.parse::<crate::net::Cidr>() {
                 p.push(format!("identity.homeserver_allowed_addresses: {e}"));
+            }
+        }
+        for a in &self.identity.homeserver_dns_servers {
+            if a.parse::<std::net::SocketAddr>().is_err() {
+                p.push(format!("identity.homeserver_dns_servers: {a:?} is not an ip:port"));
             }
         }
         if self.identity.homeserver_timeout_secs == 0

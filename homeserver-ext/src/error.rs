@@ -83,6 +83,9 @@ pub enum ApiError {
     /// The directory refused or failed.
     #[error(transparent)]
     Directory(#[from] crate::directory::DirectoryError),
+    /// Another homeserver (`account/register`'s `matrix_server_name`) could not be located or reached.
+    #[error("matrix_server_name: {0}")]
+    Federation(#[from] crate::federation::FederationError),
 }
 
 impl From<Limited> for ApiError {
@@ -127,7 +130,24 @@ impl ApiError {
             ApiError::NotFound => (S::NOT_FOUND, ErrorKind::NotFound),
             ApiError::Store(_) => (S::INTERNAL_SERVER_ERROR, ErrorKind::Unknown),
             ApiError::Sms(_) | ApiError::Homeserver(_) | ApiError::Directory(_) => (S::BAD_GATEWAY, ErrorKind::Unknown),
+            ApiError::Federation(e) => federation_kind(e),
         }
+    }
+}
+
+/// A server name that names no homeserver is the client's mistake (400, and the body says what discovery
+/// found); one that resolves only to addresses we do not contact is refused (403); a DNS or connection failure
+/// is the way there failing (502, generic body).
+fn federation_kind(e: &crate::federation::FederationError) -> (axum::http::StatusCode, ErrorKind) {
+    use crate::federation::FederationError as F;
+    use crate::fetch::DiscoveryError as D;
+    use axum::http::StatusCode as S;
+    match e {
+        F::Discovery(D::InvalidServerName(_) | D::NotFound { .. } | D::NoService { .. }) => {
+            (S::BAD_REQUEST, ErrorKind::InvalidParam)
+        }
+        F::Discovery(D::Refused(_)) => (S::FORBIDDEN, ErrorKind::Forbidden),
+        F::Discovery(D::Dns { .. }) | F::Http(_) | F::TooLarge => (S::BAD_GATEWAY, ErrorKind::Unknown),
     }
 }
 

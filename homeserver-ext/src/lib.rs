@@ -18,6 +18,7 @@ pub mod code;
 pub mod config;
 pub mod directory;
 pub mod error;
+pub mod federation;
 pub mod fetch;
 pub mod homeserver;
 pub mod identity;

@@ -12,13 +12,16 @@
 //! The bot answers each command with a notice, sent with a transaction ID made from the command's event ID (a
 //! command handled again after a crash is answered once as far as the homeserver remembers). After `login` and
 //! `logout` the connector is asked for the user's [`crate::NetworkApi`] afresh. Arguments are never logged.
-//! The bot has no device: it cannot read an encrypted room and says so there.
+//!
+//! Element and Tincan's client create encrypted DMs. With end-to-bridge encryption (`encryption.enabled`) the
+//! bot has a device of its own, made when it is invited (like a ghost's: MSC4190, keys uploaded), so the user's
+//! client shares the room key with it: it decrypts the commands and answers encrypted. Without encryption it
+//! cannot read an encrypted room and says so there.
 
-use super::{BridgeError, BridgeHandle, Result};
+use super::{BridgeHandle, Result};
 use crate::connector::ConnectorError;
 use crate::ids::escape_localpart;
 use crate::store::UserLogin;
-use ruma::api::client::message::send_message_event;
 use ruma::events::room::message::RoomMessageEventContent;
 use ruma::{EventId, OwnedTransactionId, RoomId, UserId};
 
@@ -29,7 +32,7 @@ pub const HELP: &str = "Commands:\n\
     logout: log out of the network\n\
     status: whether and as whom you are logged in";
 
-/// What the bot says in an encrypted management room.
+/// What the bot says in an encrypted management room when end-to-bridge encryption is off.
 pub const ENCRYPTED: &str =
     "This room is encrypted and the bridge bot cannot read it. Invite me into an unencrypted room to send commands.";
 
@@ -59,12 +62,11 @@ pub(crate) async fn reply(bridge: &BridgeHandle, room: &RoomId, event_id: &Event
     say(bridge, room, txn, text).await
 }
 
-/// Sends `text` into `room` as a notice from the bot (in the clear: the bot has no device).
+/// Sends `text` into `room` as a notice from the bot: encrypted with the bot's device when the room is
+/// encrypted (and end-to-bridge encryption is on), like a ghost's message.
 async fn say(bridge: &BridgeHandle, room: &RoomId, txn: OwnedTransactionId, text: &str) -> Result<()> {
     let content = RoomMessageEventContent::notice_plain(text);
-    let req = send_message_event::v3::Request::new(room.to_owned(), txn, &content)
-        .map_err(|e| BridgeError::Encode(e.to_string()))?;
-    bridge.0.hs.send(req, None).await?;
+    super::remote::send(bridge, room, &bridge.0.bot, txn, &content).await?;
     Ok(())
 }
 

@@ -1,4 +1,5 @@
-//! End-to-bridge encryption: one Matrix device per ghost, an Olm/Megolm account (`matrix-sdk-crypto`'s
+//! End-to-bridge encryption: one Matrix device per ghost (and one for the bot, which reads and answers
+//! encrypted management rooms), an Olm/Megolm account (`matrix-sdk-crypto`'s
 //! [`OlmMachine`]) whose store is in the bridge's database, SQLite or PostgreSQL ([`db`]). Stores of earlier
 //! versions (a matrix-sdk-sqlite file per ghost under `encryption.store_dir`) are imported on first use
 //! ([`legacy`]).
@@ -284,7 +285,7 @@ impl Crypto {
         let mut handled = Vec::new();
         let empty = BTreeMap::new();
         for ((user, device_id), events) in per_device {
-            if !bridge.0.namer.is_ghost(&user) {
+            if !bridge.0.namer.is_ghost(&user) && user != bridge.0.bot {
                 continue;
             }
             let device = self.device(bridge, &user).await?;

@@ -74,6 +74,11 @@ pub(crate) async fn handle_invite(
     invitee: &UserId,
 ) -> Result<()> {
     if invitee == bridge.0.bot {
+        if let Some(crypto) = &bridge.0.crypto {
+            // Before joining: the inviter's client then finds the bot's device among the room's and shares
+            // room keys with it (an encrypted management room; see `commands`).
+            crypto.device(bridge, &bridge.0.bot).await?;
+        }
         bridge.0.hs.send(join_room_by_id::v3::Request::new(room_id.to_owned()), None).await?;
         if bridge.0.store.portal_by_room(room_id).await?.is_none()
             && bridge.0.store.management_room(room_id).await?.is_none()

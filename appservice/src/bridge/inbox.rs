@@ -21,7 +21,7 @@ use matrix_sdk_crypto::types::events::room::encrypted::EncryptedEvent;
 use ruma::events::room::member::MembershipState;
 use ruma::events::{AnyMessageLikeEvent, AnyStateEvent, AnyTimelineEvent, MessageLikeEvent, StateEvent};
 use ruma::serde::Raw;
-use ruma::{OwnedEventId, OwnedRoomId, OwnedUserId};
+use ruma::{OwnedEventId, OwnedRoomId, OwnedUserId, RoomId, UserId};
 use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -68,9 +68,9 @@ pub(crate) async fn run(bridge: BridgeHandle) {
     }
 }
 
+/// Marks an event that needs nothing more done (committed with others: see [`super::done`]).
 async fn done(bridge: &BridgeHandle, seq: i64) -> Result<()> {
-    bridge.0.store.mark_done(seq, bridge.now_ms()).await?;
-    bridge.0.metrics.inc(&bridge.0.metrics.events_processed);
+    bridge.inbox_done(seq, None);
     Ok(())
 }
 
@@ -194,6 +194,11 @@ async fn give_up(bridge: &BridgeHandle, w: &Waiting, report: &super::status::Rep
             }
             None => super::remote::send_notice(bridge, &w.room, &portal.other_user, UNDECRYPTABLE_NOTICE).await,
         }
+    } else if let (Ok(Some(_)), Some(event_id)) = (bridge.0.store.management_room(&w.room).await, &w.event_id) {
+        // A command the bot could not read.
+        if let Err(e) = super::commands::reply(bridge, &w.room, event_id, UNDECRYPTABLE_NOTICE).await {
+            tracing::warn!(error = %e, "telling the sender of an undecryptable command failed");
+        }
     }
     if let Err(e) = done(bridge, w.seq).await {
         tracing::error!(error = %e, seq = w.seq, "marking an undecryptable event done failed");
@@ -212,16 +217,17 @@ enum Decryption {
     Unreadable,
 }
 
-/// Decrypts an encrypted event of `portal`'s room with the device of the portal's ghost.
-async fn decrypt(bridge: &BridgeHandle, seq: i64, json: &str, portal: &Portal) -> Decryption {
-    let (Some(crypto), Some(room)) = (&bridge.0.crypto, &portal.room_id) else {
+/// Decrypts an encrypted event of `room` with the device of `reader` (the ghost of a portal, or the bot in a
+/// management room).
+async fn decrypt(bridge: &BridgeHandle, seq: i64, json: &str, room: &RoomId, reader: &UserId) -> Decryption {
+    let Some(crypto) = &bridge.0.crypto else {
         return Decryption::Unreadable;
     };
     let Ok(raw) = Raw::<EncryptedEvent>::from_json_string(json.to_owned()) else {
         return Decryption::Unreadable;
     };
-    let ghost = bridge.0.namer.user_id(&portal.other_user);
-    match crypto.decrypt(bridge, &ghost, room, &raw).await {
+    let room = room.to_owned();
+    match crypto.decrypt(bridge, reader, &room, &raw).await {
         Ok(plain) => {
             bridge.0.metrics.inc(&bridge.0.metrics.decrypted);
             let mut waiting = bridge.0.undecryptable.lock().expect("not poisoned");
@@ -281,7 +287,7 @@ async fn dispatch_timeline(bridge: &BridgeHandle, entry: InboxEntry) -> Result<(
     let room_id = event.room_id().to_owned();
     let Some(portal) = bridge.0.store.portal_by_room(&room_id).await? else {
         if bridge.0.store.management_room(&room_id).await?.is_some_and(|owner| owner == sender) {
-            management_command(bridge, &room_id, &event).await?;
+            return management_command(bridge, entry, &event).await;
         }
         return done(bridge, entry.seq).await;
     };
@@ -301,7 +307,10 @@ async fn dispatch_timeline(bridge: &BridgeHandle, entry: InboxEntry) -> Result<(
     if let AnyTimelineEvent::MessageLike(AnyMessageLikeEvent::RoomEncrypted(_)) = &event
         && bridge.0.crypto.is_some()
     {
-        event = match decrypt(bridge, entry.seq, &json, &portal).await {
+        let (Some(room), ghost) = (&portal.room_id, bridge.0.namer.user_id(&portal.other_user)) else {
+            return done(bridge, entry.seq).await;
+        };
+        event = match decrypt(bridge, entry.seq, &json, room, &ghost).await {
             Decryption::Plain(plain) => match serde_json::from_str::<AnyTimelineEvent>(&plain) {
                 Ok(e) if *e.sender() == *sender && *e.room_id() == *room_id => {
                     json = plain;
@@ -356,18 +365,41 @@ async fn dispatch_timeline(bridge: &BridgeHandle, entry: InboxEntry) -> Result<(
     portal::enqueue(bridge, &portal.key, Work::Matrix { seq: entry.seq, work })
 }
 
-/// A message of its user in a management room: a command for the bot.
-async fn management_command(bridge: &BridgeHandle, room: &ruma::RoomId, event: &AnyTimelineEvent) -> Result<()> {
-    let AnyTimelineEvent::MessageLike(message) = event else { return Ok(()) };
-    match message {
-        AnyMessageLikeEvent::RoomMessage(MessageLikeEvent::Original(ev)) if ev.content.relates_to.is_none() => {
-            super::commands::handle(bridge, room, &ev.sender, &ev.event_id, ev.content.body()).await
-        }
+/// A message of its user in a management room: a command for the bot. With end-to-bridge encryption the bot
+/// reads an encrypted management room with its own device (waiting for the room key like a portal's ghost);
+/// without, it says there that it cannot.
+async fn management_command(bridge: &BridgeHandle, entry: InboxEntry, event: &AnyTimelineEvent) -> Result<()> {
+    let AnyTimelineEvent::MessageLike(message) = event else { return done(bridge, entry.seq).await };
+    let room = message.room_id();
+    let plain;
+    let message = match message {
         AnyMessageLikeEvent::RoomEncrypted(MessageLikeEvent::Original(ev)) => {
-            super::commands::reply(bridge, room, &ev.event_id, super::commands::ENCRYPTED).await
+            if bridge.0.crypto.is_none() {
+                super::commands::reply(bridge, room, &ev.event_id, super::commands::ENCRYPTED).await?;
+                return done(bridge, entry.seq).await;
+            }
+            plain = match decrypt(bridge, entry.seq, &entry.json, room, &bridge.0.bot).await {
+                Decryption::Plain(json) => match serde_json::from_str::<AnyMessageLikeEvent>(&json) {
+                    Ok(e) if e.sender() == message.sender() && e.room_id() == room => e,
+                    _ => return done(bridge, entry.seq).await,
+                },
+                Decryption::Later => return Ok(()),
+                Decryption::Withheld(w, code) => {
+                    give_up(bridge, &w, &super::status::Report::withheld(&code)).await;
+                    return Ok(());
+                }
+                Decryption::Unreadable => return done(bridge, entry.seq).await,
+            };
+            &plain
         }
-        _ => Ok(()),
+        other => other,
+    };
+    if let AnyMessageLikeEvent::RoomMessage(MessageLikeEvent::Original(ev)) = message
+        && ev.content.relates_to.is_none()
+    {
+        super::commands::handle(bridge, room, &ev.sender, &ev.event_id, ev.content.body()).await?;
     }
+    done(bridge, entry.seq).await
 }
 
 /// The parts of a VoIP event the connector gets.

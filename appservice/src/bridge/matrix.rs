@@ -64,7 +64,7 @@ pub(crate) async fn handle(bridge: &BridgeHandle, key: &PortalKey, work: MatrixW
             };
             match &ev.content.relates_to {
                 Some(Relation::Replacement(r)) => {
-                    let Some(target) = bridge.0.store.message_by_event(key, &r.event_id).await? else {
+                    let Some(target) = bridge.message_by_event(key, &r.event_id).await? else {
                         return Ok(None);
                     };
                     let new = RoomMessageEventContent::new(r.new_content.msgtype.clone());
@@ -72,8 +72,8 @@ pub(crate) async fn handle(bridge: &BridgeHandle, key: &PortalKey, work: MatrixW
                     retry(|| api.handle_matrix_edit(&pref, &target.remote_id, &msg)).await
                 }
                 _ => {
-                    // Handled before a crash that came ahead of `mark_done`: never send it twice.
-                    if bridge.0.store.message_by_event(key, &ev.event_id).await?.is_some() {
+                    // Handled before a crash that came ahead of its done mark: never send it twice.
+                    if bridge.message_by_event(key, &ev.event_id).await?.is_some() {
                         return Ok(None);
                     }
                     let mut msg = message(&ev.content);
@@ -107,15 +107,15 @@ pub(crate) async fn handle(bridge: &BridgeHandle, key: &PortalKey, work: MatrixW
                 }
             }
         }
-        MatrixWork::Reaction { target, key: emoji } => match bridge.0.store.message_by_event(key, &target).await? {
+        MatrixWork::Reaction { target, key: emoji } => match bridge.message_by_event(key, &target).await? {
             Some(m) => retry(|| api.handle_matrix_reaction(&pref, &m.remote_id, &emoji)).await,
             None => Ok(()),
         },
-        MatrixWork::Redaction { target } => match bridge.0.store.message_by_event(key, &target).await? {
+        MatrixWork::Redaction { target } => match bridge.message_by_event(key, &target).await? {
             Some(m) => retry(|| api.handle_matrix_redaction(&pref, &m.remote_id)).await,
             None => Ok(()),
         },
-        MatrixWork::ReadReceipt { event_id } => match bridge.0.store.message_by_event(key, &event_id).await? {
+        MatrixWork::ReadReceipt { event_id } => match bridge.message_by_event(key, &event_id).await? {
             Some(m) => api.handle_matrix_read_receipt(&pref, &m.remote_id).await,
             None => Ok(()),
         },

@@ -74,13 +74,9 @@ async fn worker(bridge: BridgeHandle, key: PortalKey, mut rx: mpsc::UnboundedRec
                     }
                 };
                 // Done whether the network took it or refused it for good: a refusal is reported in the room,
-                // and retrying forever would block the portal. Only a crash before this line replays it. The
-                // mapping is recorded in the same commit (one disk flush per event, not two).
-                if let Err(e) = bridge.0.store.complete_inbox(seq, mapping.as_ref(), bridge.now_ms()).await {
-                    tracing::error!(error = %e, seq, "marking an inbox event done failed");
-                } else {
-                    bridge.0.metrics.inc(&bridge.0.metrics.events_processed);
-                }
+                // and retrying forever would block the portal. Only a crash before the mark is committed
+                // replays it. The mapping is recorded with the mark, in a commit shared with other events.
+                bridge.inbox_done(seq, mapping);
             }
             Work::Remote { seq, event } => {
                 if !super::remote::bridge_until_done(&bridge, seq, event, &mut shutdown).await {

@@ -68,16 +68,8 @@ pub(crate) async fn bridge_until_done(
         }
         delay = (delay * 2).min(MAX_BACKOFF);
     };
-    loop {
-        match bridge.0.store.complete_remote(seq, mapping.as_ref(), bridge.now_ms()).await {
-            Ok(()) => return true,
-            Err(e) => tracing::error!(error = %e, seq, "marking a remote event done failed; retrying"),
-        }
-        if !pause(delay, shutdown).await {
-            return false;
-        }
-        delay = (delay * 2).min(MAX_BACKOFF);
-    }
+    bridge.remote_done(seq, mapping);
+    true
 }
 
 /// Sleeps `delay` unless the bridge shuts down first (then `false`).
@@ -155,10 +147,9 @@ async fn handle(bridge: &BridgeHandle, seq: i64, event: &RemoteEvent) -> Result<
         super::group::join(bridge, &room, &host, &event.sender).await?;
     }
     let mapped = |id: &RemoteMessageId| {
-        let store = bridge.0.store.clone();
         let key = key.clone();
         let id = id.clone();
-        async move { store.message_by_remote(&key, &id).await }
+        async move { bridge.message_by_remote(&key, &id).await }
     };
     match &event.kind {
         RemoteEventKind::Message { id, body } => {

@@ -225,6 +225,31 @@ async fn a_crash_in_the_middle_of_a_transaction_hands_on_only_what_was_not_handl
     assert!(metrics.contains("tincan_appservice_duplicate_transactions_total 1\n"), "{metrics}");
 }
 
+/// The events of a transaction are marked done together, not one commit each: while another writer holds the
+/// database, the 100 events are handled and wait to be marked; once it lets go, they are marked in at most a
+/// few commits (the first, begun with what was finished then, and one with the rest).
+#[tokio::test]
+async fn a_transactions_events_are_marked_done_in_a_few_commits() {
+    use sqlx::Connection;
+    let s = setup().await;
+    let (bridge, _rx) = start(&s, false).await;
+    let body = json!({"events": (1..=100).map(message).collect::<Vec<_>>()}).to_string();
+    assert_eq!(put(&bridge, "hundred", &body, Some(HS_TOKEN)).await.0, 200);
+    bridge.stop().await;
+
+    let mut writer = sqlx::SqliteConnection::connect(&s.db_url).await.unwrap();
+    sqlx::query("BEGIN IMMEDIATE").execute(&mut writer).await.unwrap();
+    let (bridge, mut rx) = start(&s, true).await;
+    assert_eq!(seen_exactly(&mut rx, 100).await.len(), 100);
+    assert_eq!(s.store.pending_count().await.unwrap(), 100, "handled, not marked done yet");
+    sqlx::query("COMMIT").execute(&mut writer).await.unwrap();
+    inbox_drained(&s).await;
+    let commits = bridge.handle().metrics().done_commits.get();
+    assert!((1..=3).contains(&commits), "{commits} commits marked 100 events done");
+    let (_, metrics) = get(&bridge, "/metrics", None).await;
+    assert!(metrics.contains("tincan_appservice_events_processed_total 100\n"), "{metrics}");
+}
+
 #[tokio::test]
 async fn pstn_lookup_directly() {
     let s = setup().await;

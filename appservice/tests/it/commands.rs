@@ -1,8 +1,11 @@
 //! The management room against a real Synapse: a user invites the bridge bot, which greets them and answers
 //! `help`, `status`, `login` and `logout`; a login made there is kept in the bridge's database (it survives a
 //! restart) and is what lets the user bridge (a DM with a ghost is turned down before `login` and after
-//! `logout`, and works in between); the connector checks the login and is told of the logout.
+//! `logout`, and works in between); the connector checks the login and is told of the logout. In an encrypted
+//! management room (what Element and Tincan's client create) an independent client (matrix-js-sdk) talks to the
+//! bot encrypted both ways.
 
+use crate::e2be::{encrypted_world, only_ciphertext_on_the_server};
 use crate::loopback::{Loopback, Seen};
 use crate::relations::next_seen;
 use crate::synapse::{Client, enc, room_events, wait_for, world};
@@ -11,6 +14,7 @@ use serde_json::json;
 use std::time::Duration;
 use tincan_appservice::bridge::commands::HELP;
 use tincan_appservice::{Bridge, RemoteUserId};
+use tincan_testkit::node::JsClient;
 
 const ALICE: &str = "@alice:hs.test";
 const BOT: &str = "@loopbot:hs.test";
@@ -121,5 +125,37 @@ async fn a_user_logs_in_and_out_in_the_management_room_and_the_login_is_kept() {
         ask(&w.alice, &room, "frobnicate", 10).await,
         "Unknown command \"frobnicate\". Send `help` for the commands."
     );
+    bridge.stop().await;
+}
+
+/// Bob, on matrix-js-sdk with its Rust crypto, opens an encrypted DM with the bot (as Element does): the bot
+/// joins with a device of its own, decrypts `help` and answers encrypted, and Bob's client decrypts the answer;
+/// the server holds only ciphertext.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_bot_reads_and_answers_commands_in_an_encrypted_management_room() {
+    let dir = tempfile::tempdir().unwrap();
+    let (synapse, config) = encrypted_world(dir.path()).await;
+    let (conn, _rx) = Loopback::new(&[]);
+    let bridge = Bridge::builder(config).start(conn).await.unwrap();
+    let bob = synapse.register_user("bob", false).await.unwrap();
+    let bob_c = Client::new(synapse.url(), bob.access_token.clone());
+    let room = bob_c.encrypted_dm(BOT).await;
+    let mut js = JsClient::dm(&json!({
+        "base_url": synapse.url(), "user_id": bob.user_id, "access_token": bob.access_token,
+        "device_id": bob.device_id, "room_id": room, "send": "help",
+        "expect_sender": BOT, "expect_body": HELP, "timeout_ms": 150_000,
+    }))
+    .unwrap();
+    js.expect("sent", Duration::from_secs(120)).await.unwrap();
+    let got = js.expect("received", Duration::from_secs(90)).await.unwrap();
+    assert_eq!(got["sender"], BOT);
+    assert_eq!(got["encrypted"], true, "the answer came through Megolm: {got}");
+    // A second command: the bot's Megolm session goes on.
+    js.send("status").unwrap();
+    let status = js.expect_body("Not logged in to loopback. Send `login …` to log in.", Duration::from_secs(90)).await;
+    assert_eq!(status.unwrap()["encrypted"], true);
+    js.quit().unwrap();
+    let room: ruma::OwnedRoomId = room.try_into().unwrap();
+    only_ciphertext_on_the_server(&bob_c, &room, &["Commands:", "Not logged in", "status"]).await;
     bridge.stop().await;
 }

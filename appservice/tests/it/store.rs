@@ -4,7 +4,8 @@ use ruma::{OwnedEventId, OwnedRoomId, OwnedUserId};
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 use tincan_appservice::store::{
-    self, Ghost, InboxKind, MessageMapping, Metadata, NewInboxEvent, NewRemoteEvent, Portal, Store, UserLogin,
+    self, Completion, Ghost, InboxKind, MessageMapping, Metadata, NewInboxEvent, NewRemoteEvent, Portal, Store,
+    UserLogin, WorkQueue,
 };
 use tincan_appservice::{PortalKey, RemoteChatId, RemoteMessageId, RemoteUserId};
 
@@ -34,6 +35,7 @@ pub async fn suite(s: Arc<dyn Store>) {
     portals(&*s).await;
     messages(&*s).await;
     remote_queue(&*s).await;
+    completions(&*s).await;
     housekeeping(&*s).await;
     logins(&*s).await;
 }
@@ -293,6 +295,47 @@ async fn remote_queue(s: &dyn Store) {
     assert!(later[0] > more[0]);
     assert_eq!(s.remote_pending_after(0, 100).await.unwrap()[0].json, "{\"r\":4}");
     s.complete_remote(later[0], None, 301).await.unwrap();
+}
+
+/// Rows of both queues marked done together, with their mappings, in one call; everything else stays as it was.
+async fn completions(s: &dyn Store) {
+    let (inbox_before, remote_before) = (s.pending_count().await.unwrap(), s.remote_pending_count().await.unwrap());
+    let events: Vec<NewInboxEvent> = (60..63).map(|n| ev(InboxKind::Timeline, n)).collect();
+    assert!(s.record_transaction("c1", &events, 400).await.unwrap());
+    let inbox: Vec<i64> = s.pending_after(0, 1_000).await.unwrap().iter().rev().take(3).map(|e| e.seq).collect();
+    let a = key("@alice:hs.test", "+49777");
+    let queued = s.queue_remote(&vec![NewRemoteEvent { portal: a.clone(), json: "{}".into() }; 2], 400).await.unwrap();
+    let mapping = |id: &str, event: &str| MessageMapping {
+        portal: a.clone(),
+        remote_id: RemoteMessageId::new(id),
+        event_id: eid(event),
+        room_id: rid("!c:hs.test"),
+        sender: uid("@alice:hs.test"),
+        metadata: Metadata(serde_json::json!({})),
+    };
+    let done = |queue, seq, mapping| Completion { queue, seq, mapping };
+    s.complete_all(&[], 450).await.unwrap();
+    s.complete_all(
+        &[
+            done(WorkQueue::Remote, queued[0], Some(mapping("c-remote", "$c-remote"))),
+            done(WorkQueue::Inbox, inbox[2], Some(mapping("c-inbox", "$c-inbox"))),
+            done(WorkQueue::Inbox, inbox[1], None),
+            // The same message again: ignored, like insert_message.
+            done(WorkQueue::Remote, queued[1], Some(mapping("c-remote", "$c-other"))),
+        ],
+        450,
+    )
+    .await
+    .unwrap();
+    assert_eq!(s.pending_count().await.unwrap(), inbox_before + 1, "only the third inbox event is left");
+    assert_eq!(s.pending_after(inbox[1], 10).await.unwrap().iter().map(|e| e.seq).collect::<Vec<_>>(), [inbox[0]]);
+    assert_eq!(s.remote_pending_count().await.unwrap(), remote_before);
+    let m = s.message_by_remote(&a, &RemoteMessageId::new("c-remote")).await.unwrap().unwrap();
+    assert_eq!(m.event_id, "$c-remote", "the first mapping of a remote message stays");
+    assert!(s.message_by_event(&a, &eid("$c-other")).await.unwrap().is_none());
+    assert_eq!(s.message_by_event(&a, &eid("$c-inbox")).await.unwrap().unwrap().remote_id.as_str(), "c-inbox");
+    s.complete_all(&[done(WorkQueue::Inbox, inbox[0], None)], 460).await.unwrap();
+    assert_eq!(s.pending_count().await.unwrap(), inbox_before);
 }
 
 #[tokio::test]

@@ -97,6 +97,19 @@ fn aad(user_id: &str, device_id: &str) -> Vec<u8> {
 #[serde(transparent)]
 pub struct SealedToken(String);
 
+impl SealedToken {
+    /// The sealed form, for a [`SessionStore`](crate::session::SessionStore) to keep (not the token: it opens only
+    /// with the data dir's key, for its user and device).
+    pub fn as_sealed(&self) -> &str {
+        &self.0
+    }
+
+    /// A sealed token a session store kept ([`as_sealed`](Self::as_sealed)); checked when the session is opened.
+    pub fn from_sealed(sealed: impl Into<String>) -> SealedToken {
+        SealedToken(sealed.into())
+    }
+}
+
 impl std::fmt::Debug for SealedToken {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("SealedToken(..)")

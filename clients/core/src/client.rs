@@ -100,6 +100,9 @@ impl TincanClient {
             state.encrypted_at_rest = true;
             state.save(&config.data_dir)?;
         }
+        if let Some(store) = &config.session_store {
+            state.session = stored_session(store.as_ref(), &mut state, &config.data_dir)?;
+        }
         let http = reqwest::Client::builder().timeout(Duration::from_secs(30)).build()?;
         let ext = config.ext_url.clone().map(|u| ExtClient::new(u, http.clone()));
         let charter = match &config.charter {
@@ -126,6 +129,9 @@ impl TincanClient {
             charter,
         };
         if let Some(saved) = saved {
+            if !me.config.data_dir.join(MATRIX_DIR).exists() {
+                return Err(ClientError::SessionWithoutKeys { device_id: saved.device_id });
+            }
             let token = me.key.open(&saved.access_token, &saved.user_id, &saved.device_id)?;
             let client = me.build_matrix(&saved.homeserver_url).await?;
             restore(&client, parse_user(&saved.user_id)?, saved.device_id.into(), token).await?;
@@ -161,8 +167,30 @@ impl TincanClient {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// Saves the state file; with an app's [`SessionStore`](crate::SessionStore) it holds no session (see
+    /// [`save_session`](Self::save_session)).
     fn save(&self) -> Result<()> {
-        self.lock().save(&self.config.data_dir)
+        let state = self.lock();
+        if self.config.session_store.is_some() && state.session.is_some() {
+            let mut without = state.clone();
+            without.session = None;
+            return without.save(&self.config.data_dir);
+        }
+        state.save(&self.config.data_dir)
+    }
+
+    /// Saves the state file and the session where it is kept (the state file, or the app's store).
+    fn save_session(&self) -> Result<()> {
+        self.save()?;
+        if let Some(store) = &self.config.session_store {
+            // Not under the state lock: the store is the app's code.
+            let session = self.lock().session.clone();
+            match session {
+                Some(s) => store.save(&s)?,
+                None => store.clear()?,
+            }
+        }
+        Ok(())
     }
 
     /// Fetches the charter's trust list and verifies it (see [`charter`](crate::charter)); a refused or
@@ -313,7 +341,7 @@ impl TincanClient {
             access_token,
             key_published: false,
         });
-        self.save()?;
+        self.save_session()?;
         self.install(client);
         Ok(())
     }
@@ -335,7 +363,7 @@ impl TincanClient {
                     if let Some(s) = self.lock().session.as_mut() {
                         s.key_published = true;
                     }
-                    self.save()?;
+                    self.save_session()?;
                 }
                 // Not fatal: the account works; the next sign-in retries.
                 Err(e) => tracing::warn!(error = %e, "publishing the master key failed"),
@@ -362,11 +390,16 @@ impl TincanClient {
             .await?)
     }
 
-    /// Forgets the session locally (the device stays on the server).
+    /// Forgets the session locally, in the state file or the app's store (the device stays on the server).
     pub fn forget_session(&mut self) -> Result<()> {
         self.matrix = None;
         self.lock().session = None;
-        self.save()
+        self.save_session()
+    }
+
+    /// Our device, when signed in.
+    pub fn device_id(&self) -> Option<String> {
+        self.matrix.as_ref().and_then(|c| c.device_id().map(ToString::to_string))
     }
 
     /// One sync round trip (at most `timeout` of long-polling), then accepts pending invites to encrypted rooms,
@@ -422,6 +455,22 @@ impl Drop for SyncingFlag {
     fn drop(&mut self) {
         self.0.store(false, Ordering::SeqCst);
     }
+}
+
+/// The session in the app's `store`. One the state file still holds (written before the app supplied a store)
+/// moves into the store when the store has none, and leaves the state file either way.
+fn stored_session(
+    store: &dyn crate::SessionStore,
+    state: &mut ClientState,
+    data_dir: &Path,
+) -> Result<Option<SavedSession>> {
+    let kept = store.load()?;
+    let Some(old) = state.session.take() else { return Ok(kept) };
+    if kept.is_none() {
+        store.save(&old)?;
+    }
+    state.save(data_dir)?;
+    Ok(kept.or(Some(old)))
 }
 
 /// A master key from a matrix-sdk identity.

@@ -3,6 +3,7 @@
 use crate::at_rest::StoreKey;
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::Arc;
 use url::Url;
 
 /// Configuration of a [`TincanClient`](crate::TincanClient).
@@ -22,6 +23,9 @@ pub struct ClientConfig {
     /// The charter's trust list: the directory's anchor and log key, the providers one may sign up with and
     /// whose users can be verified (see [`charter`](crate::charter)). `None`: no list, flags only.
     pub charter: Option<crate::charter::CharterConfig>,
+    /// Where the session (user, device, sealed access token) is kept: `None` in the data dir's state file, or
+    /// the app's own store (a keychain/keystore, see [`session`](crate::session)).
+    pub session_store: Option<Arc<dyn crate::session::SessionStore>>,
 }
 
 impl ClientConfig {
@@ -29,7 +33,15 @@ impl ClientConfig {
     pub fn new(data_dir: impl Into<PathBuf>) -> Self {
         let data_dir = data_dir.into();
         let store_key = StoreKey::File(data_dir.join(crate::at_rest::KEY_FILE));
-        Self { data_dir, ext_url: None, directory: None, device_name: "tincan".into(), store_key, charter: None }
+        Self {
+            data_dir,
+            ext_url: None,
+            directory: None,
+            device_name: "tincan".into(),
+            store_key,
+            charter: None,
+            session_store: None,
+        }
     }
 }
 

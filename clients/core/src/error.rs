@@ -137,6 +137,20 @@ pub enum ClientError {
         /// The data dir.
         path: std::path::PathBuf,
     },
+    /// The app's [`SessionStore`](crate::SessionStore) failed.
+    #[error(transparent)]
+    SessionStore(#[from] crate::session::SessionStoreError),
+    /// A session is stored, but the data dir holds no keys for its device (an app's data cleared while its
+    /// keychain kept the session): resuming would make the device new keys under its old id, which its peers
+    /// cannot trust. Forget the session and sign in again (a new device).
+    #[error(
+        "a session for device {device_id} is stored, but the data dir holds no keys for that device; forget the \
+         session and sign in again"
+    )]
+    SessionWithoutKeys {
+        /// The stored session's device.
+        device_id: String,
+    },
     /// Our own cross-signing identity is missing after bootstrap.
     #[error("no cross-signing identity for this account")]
     NoOwnIdentity,
@@ -213,6 +227,8 @@ impl ClientError {
             ClientError::Matrix(_) | ClientError::MatrixHttp(_) | ClientError::Build(_) => "matrix",
             ClientError::CryptoStore(_) => "crypto_store",
             ClientError::State { .. } | ClientError::StateCorrupt { .. } => "state",
+            ClientError::SessionStore(_) => "session_store",
+            ClientError::SessionWithoutKeys { .. } => "session_without_keys",
             ClientError::NoOwnIdentity => "no_identity",
             ClientError::StoreKey(_) => "store_key",
             ClientError::UnencryptedDataDir { .. } => "unencrypted_data_dir",

@@ -2,8 +2,8 @@
 //!
 //! - Sign up with a phone number through the homeserver extension ([`TincanClient::register`],
 //!   [`TincanClient::verify`]), then a normal homeserver login; cross-signing is bootstrapped on first sign-up
-//!   and the master key published through the extension; the session is saved in the data dir and restored
-//!   by [`TincanClient::open`]. The data dir is private (0700) and encrypted at rest: matrix-sdk's stores and
+//!   and the master key published through the extension; the session is saved in the data dir, or in the app's
+//!   own [`SessionStore`] (a keychain), and restored by [`TincanClient::open`] (see [`session`]). The data dir is private (0700) and encrypted at rest: matrix-sdk's stores and
 //!   the access token, with a key from a key file made on first run (see [`at_rest`]).
 //! - Resolve a number in the DNSSEC-validated directory ([`TincanClient::resolve`] → [`Route`]); a bogus
 //!   answer is an error, never a route.
@@ -42,6 +42,7 @@ pub mod ext;
 pub mod gateway;
 pub mod route;
 pub mod routing;
+pub mod session;
 pub mod state;
 pub mod trust;
 
@@ -56,6 +57,7 @@ pub use delivery::Delivery;
 pub use error::{ClientError, Result};
 pub use route::{Route, Validation};
 pub use routing::{BridgeKind, Decision, Intent, RouteKind, Unreachable, Warning};
+pub use session::{SessionStore, SessionStoreError};
 pub use trust::{DirectoryKey, KeyMismatch, KeyStatus, TrustRecord};
 
 /// Re-exported: why an answer fails the transparency log check ([`ClientError::Log`]).

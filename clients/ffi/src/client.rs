@@ -88,6 +88,17 @@ impl Client {
         self.inner().read().await.number().map(|n| n.to_string())
     }
 
+    /// Our device, when signed in.
+    pub async fn device_id(&self) -> Option<String> {
+        self.inner().read().await.device_id()
+    }
+
+    /// Forgets the session here and in the app's session store (the device stays on the homeserver).
+    pub async fn forget_session(&self) -> Result<(), ClientError> {
+        let inner = self.inner().clone();
+        on_runtime(async move { inner.write().await.forget_session() }).await.map_err(Into::into)
+    }
+
     /// Our master cross-signing key (unpadded base64).
     pub async fn own_master_key(&self) -> Result<Option<String>, ClientError> {
         let key = core_call!(self, |c| c.own_master_key())?;
@@ -193,6 +204,9 @@ impl Drop for AbortOnDrop {
 fn core_config(c: ClientConfig) -> Result<core::ClientConfig, ClientError> {
     let mut out = core::ClientConfig::new(&c.data_dir);
     out.device_name = c.device_name;
+    out.session_store = c
+        .session_store
+        .map(|s| std::sync::Arc::new(crate::session::AppSessionStore(s)) as std::sync::Arc<dyn core::SessionStore>);
     if let Some(key) = c.store_key {
         let key: [u8; 32] = key
             .try_into()

@@ -154,6 +154,8 @@ impl From<core::ClientError> for ClientError {
             | E::StateCorrupt { .. }
             | E::StoreKey(_)
             | E::UnencryptedDataDir { .. }
+            | E::SessionStore(_)
+            | E::SessionWithoutKeys { .. }
             | E::CryptoStore(_) => ClientError::Storage { code, detail },
             E::NoExtension | E::NoDirectory | E::DirectoryConfig(_) | E::NoGateway | E::GatewayConfig(_) => {
                 ClientError::InvalidArgument { code, detail }

@@ -17,11 +17,13 @@
 
 mod client;
 mod error;
+mod session;
 mod task;
 mod types;
 
 pub use client::{Client, MessageListener, open};
 pub use error::ClientError;
+pub use session::{SessionStore, SessionStoreError, StoredSession};
 pub use task::TaskHandle;
 pub use types::*;
 

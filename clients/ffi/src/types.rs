@@ -18,6 +18,9 @@ pub struct ClientConfig {
     pub directory: Option<DirectoryConfig>,
     /// The display name of new devices.
     pub device_name: String,
+    /// Where the session is kept: the app's store (the platform keychain/keystore), or `None` for the data dir.
+    #[uniffi(default = None)]
+    pub session_store: Option<std::sync::Arc<dyn crate::SessionStore>>,
 }
 
 /// How to reach and trust the ENUM directory.

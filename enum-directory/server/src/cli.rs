@@ -1,4 +1,5 @@
-//! The `tincan-directory` command line: `serve`, `provider add|list|sync`, `keys generate|ds|roll|status`,
+//! The `tincan-directory` command line: `serve`, `provider add|list|sync`,
+//! `keys generate|ds|roll|status|check-ds`,
 //! `numbers import`, `audit`,
 //! `config check`.
 //! Every subcommand takes `--config FILE`, `--data-dir DIR`, `--dns ADDR`, `--api ADDR` and `--apex NAME`.
@@ -159,6 +160,25 @@ pub enum KeysCommand {
     },
     /// Show each key's state and timestamps, the next scheduled step, and the DS set the parent must publish.
     Status,
+    /// Check that the apex's DS set published in the parent zone is the trust anchor the charter's trust list
+    /// (verified as `provider sync` does) names for this directory, and that both are what this directory's
+    /// keys need (`keys ds`). Prints the three sets (`parent|charter|keys DS TAG ALG DIGTYPE DIGEST`); exits 1
+    /// naming every record one set has and another lacks.
+    CheckDs {
+        /// The charter repository's base URL (`https://…/`, or `file:///…/`).
+        #[arg(long, value_name = "URL")]
+        charter_url: url::Url,
+        /// The charter's root.json.
+        #[arg(long, value_name = "FILE")]
+        charter_root: PathBuf,
+        /// A DNS server to ask for the apex's DS (a resolver, or a server of the parent zone); repeat for
+        /// several. Default: the system's resolvers.
+        #[arg(long = "parent-dns", value_name = "ADDR")]
+        parent_dns: Vec<SocketAddr>,
+        /// Seconds to wait for each DNS answer.
+        #[arg(long, default_value_t = 5, value_name = "SECS")]
+        timeout_secs: u64,
+    },
     /// Write the zone's live private keys for a secondary that signs online (see the README's "Zone transfer").
     Export {
         /// The target software.
@@ -263,6 +283,9 @@ pub enum CliError {
     /// `provider sync` failed.
     #[error(transparent)]
     Sync(#[from] crate::provider_sync::SyncError),
+    /// `keys check-ds` could not check, or found the DS sets disagree.
+    #[error(transparent)]
+    DsCheck(#[from] crate::ds_check::DsCheckError),
 }
 
 impl GlobalArgs {
@@ -412,6 +435,37 @@ pub async fn run(cli: Cli) -> Result<ExitCode, CliError> {
             for line in keys::ds_records(&*storage, &apex).await? {
                 writeln!(out, "{line}")?;
             }
+        }
+        Command::Keys(KeysCommand::CheckDs { charter_url, charter_root, parent_dns, timeout_secs }) => {
+            use crate::ds_check::{self, DsCheckError};
+            let apex = config.apex().map_err(ServeError::from)?;
+            let root = std::fs::read(&charter_root).map_err(CliError::Output)?;
+            let charter = tincan_charter::CharterClient::new(charter_url, root, config.data_dir().join("charter"))?;
+            let verified = charter.refresh(clock.now()).await?;
+            let listed = verified
+                .list
+                .directory_by_apex(&apex.to_ascii())
+                .ok_or_else(|| DsCheckError::NotListed(apex.to_ascii()))?;
+            let charter_ds = ds_check::parse_ds("the charter's", &apex, &listed.ds)?;
+            let storage = serve::open_storage(&config, clock).await?;
+            let own = ds_check::parse_ds("this directory's", &apex, &keys::ds_records(&*storage, &apex).await?)?;
+            let parent = ds_check::parent_ds(&apex, &parent_dns, Duration::from_secs(timeout_secs.max(1))).await?;
+            let mut out = std::io::stdout().lock();
+            for (which, set) in [("parent", &parent), ("charter", &charter_ds), ("keys", &own)] {
+                for r in set {
+                    writeln!(out, "{which} {r}")?;
+                }
+            }
+            let problems = ds_check::compare(&parent, &charter_ds, &own);
+            if !problems.is_empty() {
+                return Err(DsCheckError::Mismatch { apex: apex.to_ascii(), problems }.into());
+            }
+            eprintln!(
+                "{apex}: the parent's DS set, the charter's (trust list version {}) and this directory's keys agree \
+                 ({} records)",
+                verified.list.version,
+                own.len()
+            );
         }
         Command::Keys(KeysCommand::Roll { role }) => {
             let apex = config.apex().map_err(ServeError::from)?;

@@ -9,6 +9,7 @@ pub mod change;
 pub mod cli;
 pub mod config;
 pub mod dns;
+pub mod ds_check;
 pub mod follow;
 pub mod import;
 pub mod keys;

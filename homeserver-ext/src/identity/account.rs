@@ -9,6 +9,7 @@ use crate::homeserver::HomeserverError;
 use crate::store::IsToken;
 use axum::extract::State;
 use axum::http::HeaderMap;
+use ruma::ServerName;
 use serde::Deserialize;
 use serde_json::{Value, json};
 use std::sync::Arc;
@@ -36,35 +37,29 @@ pub struct Register {
 
 /// Exchanges an OpenID token for an Identity Service access token.
 pub async fn register(State(app): State<Arc<App>>, Json(req): Json<Register>) -> Result<axum::Json<Value>, ApiError> {
-    // Our own homeserver is reached at its configured URL; others through their server name, which the client
-    // chose: fetched without redirects, within `identity.homeserver_timeout_secs`, and only at public
-    // addresses (or those the operator allowed), so a client cannot make us call into our own network.
-    let own = req.matrix_server_name == app.config.server_name;
-    let base = if own {
-        app.config.homeserver_url.trim_end_matches('/').to_owned()
-    } else {
-        if !is_server_name(&req.matrix_server_name) {
-            return Err(ApiError::InvalidParam("matrix_server_name"));
-        }
-        format!("https://{}", req.matrix_server_name)
-    };
-    let mut url = url::Url::parse(&format!("{base}/_matrix/federation/v1/openid/userinfo"))
-        .map_err(|_| ApiError::InvalidParam("matrix_server_name"))?;
-    url.query_pairs_mut().append_pair("access_token", &req.access_token);
-    let resp = if own {
+    // Our own homeserver is reached at its configured URL; others by Matrix server discovery from their server
+    // name, which the client chose: fetched without redirects, within `identity.homeserver_timeout_secs`, and
+    // only at public addresses (or those the operator allowed), so a client cannot make us call into our own
+    // network.
+    let path = "/_matrix/federation/v1/openid/userinfo";
+    let query =
+        url::form_urlencoded::Serializer::new(String::new()).append_pair("access_token", &req.access_token).finish();
+    let resp = if req.matrix_server_name == app.config.server_name {
+        let base = app.config.homeserver_url.trim_end_matches('/');
+        let url = url::Url::parse(&format!("{base}{path}?{query}"))
+            .map_err(|_| ApiError::InvalidParam("matrix_server_name"))?;
+        // The URL holds the user's OpenID token: keep it out of the error (and the log).
         app.http.get(url).send().await.map_err(|e| HomeserverError::from(e.without_url()))?
     } else {
-        crate::fetch::check_url(&url, &app.foreign_allowed).map_err(|_| FOREIGN_REFUSED)?;
-        match app.foreign_http.get(url).send().await {
-            Err(e) if crate::fetch::refused(&e) => return Err(FOREIGN_REFUSED),
-            // The URL holds the user's OpenID token: keep it out of the error (and the log).
-            other => other.map_err(|e| HomeserverError::from(e.without_url()))?,
-        }
+        let name = <&ServerName>::try_from(req.matrix_server_name.as_str())
+            .map_err(|_| ApiError::InvalidParam("matrix_server_name"))?;
+        app.federation.get(name, &format!("{path}?{query}")).await?
     };
     if !resp.status().is_success() {
         return Err(ApiError::UnknownToken);
     }
-    let info: Value = resp.json().await.map_err(HomeserverError::from)?;
+    let body = crate::federation::read_limited(resp).await?;
+    let info: Value = serde_json::from_slice(&body).map_err(|_| HomeserverError::Malformed("a JSON body"))?;
     let user_id = info["sub"].as_str().ok_or(HomeserverError::Malformed("sub"))?;
     // The homeserver must only vouch for its own users.
     if !user_id.ends_with(&format!(":{}", req.matrix_server_name)) {
@@ -77,13 +72,6 @@ pub async fn register(State(app): State<Arc<App>>, Json(req): Json<Register>) ->
     let expires_at = app.now().saturating_add(i64::try_from(app.config.identity.token_ttl_secs).unwrap_or(i64::MAX));
     app.store.add_token(&crate::code::digest(&token), &owner, app.now(), expires_at).await?;
     Ok(axum::Json(json!({"token": token, "access_token": token})))
-}
-
-/// A `matrix_server_name` that resolves to no address we contact.
-const FOREIGN_REFUSED: ApiError = ApiError::Forbidden("matrix_server_name resolves to no address this server contacts");
-
-fn is_server_name(s: &str) -> bool {
-    !s.is_empty() && s.len() <= 255 && s.chars().all(|c| c.is_ascii_alphanumeric() || "-.:[]".contains(c))
 }
 
 /// `GET …/account`: the token's user.

@@ -19,6 +19,7 @@ mod oidc;
 mod oidc_props;
 mod porting;
 mod pumping;
+mod register_discovery;
 mod register_fetch;
 mod registration_lock;
 mod side_effects;

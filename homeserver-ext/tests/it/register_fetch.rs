@@ -35,29 +35,35 @@ async fn listener(hold: bool) -> (u16, Arc<AtomicUsize>) {
     (port, count)
 }
 
-async fn register(ext: &Ext, server_name: &str, token: &str) -> (u16, Value) {
+pub async fn register(ext: &Ext, server_name: &str, token: &str) -> (u16, Value) {
     let body =
         json!({"access_token": token, "token_type": "Bearer", "matrix_server_name": server_name, "expires_in": 3600});
     ext.post("/_matrix/identity/v2/account/register", body).await
 }
 
-/// `tests/https_hs.py` on a free port: its certificate and its request log.
-struct HttpsHomeserver {
+/// `tests/https_hs.py`: its certificate and its request log.
+pub struct HttpsHomeserver {
     _guard: ChildGuard,
-    port: u16,
+    pub port: u16,
     dir: tempfile::TempDir,
 }
 
 impl HttpsHomeserver {
+    /// On 127.0.0.1 and a free port, with a certificate for `localhost` and 127.0.0.1.
     async fn start(redirect: &str) -> HttpsHomeserver {
+        Self::start_with(tincan_testkit::ports::free_port(), redirect, &[]).await
+    }
+
+    /// On `port`, with the script's further `args` (`--bind`, `--names`, `--sub`, `--well-known`).
+    pub async fn start_with(port: u16, redirect: &str, args: &[&str]) -> HttpsHomeserver {
         let dir = tempfile::tempdir().unwrap();
-        let port = tincan_testkit::ports::free_port();
         let python = tincan_testkit::synapse::venv().join("bin/python");
         let mut cmd = Command::new(python);
         cmd.arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/https_hs.py"))
             .arg(port.to_string())
             .arg(dir.path())
-            .arg(redirect);
+            .arg(redirect)
+            .args(args);
         let mut guard = ChildGuard::spawn_logged("https-hs", cmd, dir.path().join("log.jsonl")).unwrap();
         let deadline = Instant::now() + Duration::from_secs(15);
         while !read_jsonl(&dir.path().join("log.jsonl")).iter().any(|e| e["event"] == "listening") {
@@ -68,12 +74,17 @@ impl HttpsHomeserver {
         HttpsHomeserver { _guard: guard, port, dir }
     }
 
-    fn cert(&self) -> PathBuf {
+    pub fn cert(&self) -> PathBuf {
         self.dir.path().join("cert.pem")
     }
 
-    fn requests(&self) -> usize {
-        read_jsonl(&self.dir.path().join("log.jsonl")).iter().filter(|e| e["event"] == "request").count()
+    pub fn requests(&self) -> usize {
+        self.request_log().len()
+    }
+
+    /// The requests it answered: `{"path": …, "host": …}` each.
+    pub fn request_log(&self) -> Vec<Value> {
+        read_jsonl(&self.dir.path().join("log.jsonl")).into_iter().filter(|e| e["event"] == "request").collect()
     }
 }
 

@@ -14,3 +14,4 @@ mod log_proxy;
 mod network;
 mod reach;
 mod resolve_log;
+mod session_store;

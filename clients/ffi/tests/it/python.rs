@@ -122,14 +122,22 @@ fn kotlin_and_swift_bindings_generate() -> anyhow::Result<()> {
         "interface MessageListener",
         "class ClientException",
         "suspend fun `open`",
+        "interface SessionStore",
+        "class StoredSession",
     ] {
         assert!(kotlin.contains(api), "Kotlin bindings lack {api}");
     }
     let swift = std::fs::read_to_string(out.path().join("tincan_ffi.swift"))?;
     // `open` is a Swift keyword: the generator escapes it.
-    for api in
-        ["func sendToNumber(", "func routeToNumber(", "protocol MessageListener", "enum ClientError", "func `open`("]
-    {
+    for api in [
+        "func sendToNumber(",
+        "func routeToNumber(",
+        "protocol MessageListener",
+        "enum ClientError",
+        "func `open`(",
+        "protocol SessionStore",
+        "struct StoredSession",
+    ] {
         assert!(swift.contains(api), "Swift bindings lack {api}");
     }
     assert!(out.path().join("tincan_ffiFFI.h").exists());

@@ -4,13 +4,15 @@
 //! - Rust, calling the exported functions as a foreign caller would (`open`, `register`/`verify`, `lookup`,
 //!   `route_to_number`, a `MessageListener` through `start_sync`) and getting the typed `ClientError`s;
 //! - Python, through the generated bindings, the pytest suite `tests/python` as two processes of one app on the
-//!   same data dirs: `test_app.py` signs up P and Q, registers P's pusher with a recording push gateway, finds A
-//!   verified, routes and sends to it (the message reaches the Rust side's listener), has Q write to P (P's
-//!   Python listener receives it) and gets the typed errors (a wrong code, a tampered directory answer…); then
-//!   Rust's A answers P, Synapse posts the event id to the gateway, and `test_restart.py` (a new process: the app
-//!   restarted) refuses a wrong store key, opens P's data dir with the right one still signed in, decrypts the
-//!   pushed event, receives in P's listener what A sent while the app was closed and what Q sends now, gets a
-//!   key mismatch as a typed error and sends A another message.
+//!   same data dirs: `test_app.py` signs up P (its session in the app's keychain, a `SessionStore`) and Q,
+//!   registers P's pusher with a recording push gateway, finds A verified, routes and sends to it (the message
+//!   reaches the Rust side's listener), has Q write to P (P's Python listener receives it) and gets the typed
+//!   errors (a wrong code, a tampered directory answer…); then Rust's A answers P, Synapse posts the event id to
+//!   the gateway, and `test_restart.py` (a new process: the app restarted) refuses a wrong store key, signs
+//!   nothing in without P's keychain, gets a typed error from a keychain that refuses, opens P's data dir with
+//!   the right key and keychain as the same device, decrypts a message from before the restart and the pushed
+//!   event, receives in P's listener what A sent while the app was closed and what Q sends now, gets a key
+//!   mismatch as a typed error and sends A another message.
 
 use crate::chain::Chain;
 use crate::push_gateway::PushGateway;
@@ -56,6 +58,7 @@ fn config(chain: &Chain, dir: &std::path::Path, store_key: Vec<u8>) -> ClientCon
             log_key: Some(chain.log_key.clone()),
         }),
         device_name: "ffi test".into(),
+        session_store: None,
     }
 }
 
@@ -151,6 +154,8 @@ async fn bindings_on_the_real_chain() -> anyhow::Result<()> {
     // A; Q writes to P.
     let mut gateway = PushGateway::start().await?;
     let (dp, dq) = (tempfile::tempdir()?, tempfile::tempdir()?);
+    // P's keychain (its SessionStore, in Python): outside its data dir, kept across the app's processes.
+    let keychains = tempfile::tempdir()?;
     let hex = |key: &[u8]| key.iter().map(|b| format!("{b:02x}")).collect::<String>();
     let (tx, mut rx) = mpsc::unbounded_channel();
     let sync = a.start_sync(Box::new(Inbox(Mutex::new(tx)))).await?;
@@ -168,6 +173,7 @@ async fn bindings_on_the_real_chain() -> anyhow::Result<()> {
         ("TINCAN_FFI_P_NUM", P_NUM.to_owned()),
         ("TINCAN_FFI_P_DIR", dp.path().display().to_string()),
         ("TINCAN_FFI_P_STORE_KEY", hex(&P_STORE_KEY)),
+        ("TINCAN_FFI_P_KEYCHAIN", keychains.path().join("p.json").display().to_string()),
         ("TINCAN_FFI_Q_NUM", Q_NUM.to_owned()),
         ("TINCAN_FFI_Q_DIR", dq.path().display().to_string()),
         ("TINCAN_FFI_Q_STORE_KEY", hex(&Q_STORE_KEY)),
@@ -218,6 +224,9 @@ async fn bindings_on_the_real_chain() -> anyhow::Result<()> {
     env.extend([
         ("TINCAN_FFI_P_USER", p_user.clone()),
         ("TINCAN_FFI_P_KEY", p_key.clone()),
+        ("TINCAN_FFI_P_DEVICE", str_of(&result, "p_device")),
+        ("TINCAN_FFI_Q_ROOM", str_of(&result, "q_room")),
+        ("TINCAN_FFI_Q_EVENT", str_of(&result, "q_event")),
         ("TINCAN_FFI_Q_USER", q_user),
         ("TINCAN_FFI_PUSH_ROOM", pushed["room_id"].as_str().unwrap_or_default().to_owned()),
         ("TINCAN_FFI_PUSH_EVENT", pushed["event_id"].as_str().unwrap_or_default().to_owned()),
@@ -231,6 +240,11 @@ async fn bindings_on_the_real_chain() -> anyhow::Result<()> {
     assert!(!sync.is_finished());
     sync.cancel();
     Ok(())
+}
+
+/// The string `key` of what the pytest run wrote (empty when it did not: the next run's check fails on it).
+fn str_of(result: &serde_json::Value, key: &str) -> String {
+    result[key].as_str().unwrap_or_default().to_owned()
 }
 
 /// Runs the pytest file `tests/python/<file>` in a new process (on a blocking thread: the chain keeps running on

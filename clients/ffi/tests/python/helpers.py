@@ -58,7 +58,7 @@ def sms_code(number, timeout=30.0):
         time.sleep(0.05)
 
 
-def config(store_key, data_dir=None):
+def config(store_key, data_dir=None, session_store=None):
     """A client config for the chain: the DNSSEC-validated directory with its transparency log pinned."""
     directory = t.DirectoryConfig(
         servers=[ENV["TINCAN_FFI_DNS"]],
@@ -74,7 +74,48 @@ def config(store_key, data_dir=None):
         ext_url=ENV["TINCAN_FFI_EXT_URL"],
         directory=directory,
         device_name="python test",
+        session_store=session_store,
     )
+
+
+class Keychain(t.SessionStore):
+    """The app's keychain for its session (a SessionStore): a JSON file outside the data dir, which outlives the
+    app's processes like a platform keychain. What the core stores is saved as given (the token sealed)."""
+
+    FIELDS = ("homeserver_url", "user_id", "device_id", "number", "access_token_sealed", "key_published")
+
+    def __init__(self, path):
+        self.path = path
+
+    def load(self):
+        try:
+            with open(self.path) as f:
+                return t.StoredSession(**json.load(f))
+        except FileNotFoundError:
+            return None
+
+    def save(self, session):
+        with open(self.path, "w") as f:
+            json.dump({k: getattr(session, k) for k in self.FIELDS}, f)
+
+    def clear(self):
+        try:
+            os.remove(self.path)
+        except FileNotFoundError:
+            pass
+
+    def stored(self):
+        """What the keychain holds (JSON), or None."""
+        try:
+            with open(self.path) as f:
+                return json.load(f)
+        except FileNotFoundError:
+            return None
+
+
+def keychain(name):
+    """The keychain of the app `name` (P): TINCAN_FFI_<NAME>_KEYCHAIN, a path outside its data dir."""
+    return Keychain(ENV[f"TINCAN_FFI_{name}_KEYCHAIN"])
 
 
 def store_key(name):

@@ -1,7 +1,7 @@
 """The app's first run, through the generated Python bindings on the real chain (see helpers.py).
 
 Two numbers sign up in this process, P and Q, each in its own data dir (kept by the Rust side for
-test_restart.py). P registers a pusher with the test's recording push gateway, finds the Rust side's number A
+test_restart.py); P keeps its session in the app's keychain (a SessionStore), Q in its data dir. P registers a pusher with the test's recording push gateway, finds the Rust side's number A
 verified through the directory, routes and sends to A (the Rust side's listener checks it arrived); Q finds P
 verified and writes to P, whose listener receives it decrypted. Bad input is a typed ClientError with the core's
 stable code: a wrong sign-up code, an unparsable or unreachable number, a tampered directory answer, an unusable
@@ -14,16 +14,31 @@ import time
 
 import pytest
 
-from helpers import ENV, Inbox, config, expect_error, figure, run, sms_code, store_key, t, wait_verified, write_out
+import json
+
+from helpers import (
+    ENV,
+    Inbox,
+    config,
+    expect_error,
+    figure,
+    keychain,
+    run,
+    sms_code,
+    store_key,
+    t,
+    wait_verified,
+    write_out,
+)
 
 A_NUM, A_USER, A_KEY = ENV["TINCAN_FFI_A_NUM"], ENV["TINCAN_FFI_A_USER"], ENV["TINCAN_FFI_A_KEY"]
 P_NUM, Q_NUM = ENV["TINCAN_FFI_P_NUM"], ENV["TINCAN_FFI_Q_NUM"]
 
 
-def sign_up(name, number):
+def sign_up(name, number, session_store=None):
     """Opens the app `name`'s data dir and signs `number` up: register, the SMS code, verify."""
     started = time.monotonic()
-    client = run(t.open(config(store_key(name), ENV[f"TINCAN_FFI_{name}_DIR"])))
+    client = run(t.open(config(store_key(name), ENV[f"TINCAN_FFI_{name}_DIR"], session_store)))
     assert run(client.user_id()) is None
     req = run(client.register(number))
     assert req.sid and req.expires_in_secs > 0, req
@@ -34,7 +49,8 @@ def sign_up(name, number):
 
 @pytest.fixture(scope="module")
 def p():
-    return sign_up("P", P_NUM)
+    """P keeps its session in the app's keychain; Q in its data dir."""
+    return sign_up("P", P_NUM, keychain("P"))
 
 
 @pytest.fixture(scope="module")
@@ -60,6 +76,20 @@ def test_two_numbers_sign_up(p, q):
         assert run(client.own_master_key()) == signed.master_key
     assert p[1].user_id != q[1].user_id and p[1].master_key != q[1].master_key
     write_out(p_user=p[1].user_id, p_key=p[1].master_key, q_user=q[1].user_id, q_key=q[1].master_key)
+
+
+def test_p_keeps_its_session_in_the_apps_keychain(p):
+    """What P's next run resumes from: the keychain holds the session (the token sealed), the data dir none."""
+    client, signed = p
+    stored = keychain("P").stored()
+    assert stored is not None, "nothing reached the keychain"
+    assert (stored["user_id"], stored["device_id"], stored["number"]) == (signed.user_id, signed.device_id, P_NUM)
+    assert stored["key_published"] is True, stored
+    assert stored["access_token_sealed"] and "syt_" not in stored["access_token_sealed"], "the token is sealed"
+    assert run(client.device_id()) == signed.device_id
+    with open(os.path.join(ENV["TINCAN_FFI_P_DIR"], "state.json")) as f:
+        assert json.load(f).get("session") is None, "the data dir holds no session"
+    write_out(p_device=signed.device_id)
 
 
 def test_a_pusher_registers(p):
@@ -92,6 +122,8 @@ def test_a_message_reaches_the_listener_encrypted(p, q, p_inbox):
     got = p_inbox.wait_for("hi from q")
     assert (got.event_id, got.room_id, got.sender) == (sent.event_id, sent.room_id, q[1].user_id), got
     assert got.encrypted and got.sender_number == Q_NUM, got
+    # Decrypted again after the restart (test_restart.py).
+    write_out(q_room=sent.room_id, q_event=sent.event_id)
 
 
 def test_a_message_to_the_rust_side(p):

@@ -13,6 +13,7 @@ mod dns_support;
 mod dns_transport;
 mod dns_validation;
 mod dns_walk;
+mod ds_check;
 mod follow;
 mod harness;
 mod import;

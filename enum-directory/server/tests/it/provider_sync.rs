@@ -13,13 +13,14 @@ fn now() -> SystemTime {
     tincan_common::SystemClock.now()
 }
 
-struct Charter {
+/// A charter for one test: one key for both roles, its root, and lists published into a `file://` repository.
+pub struct Charter {
     key: SecretKey,
-    root: Vec<u8>,
+    pub root: Vec<u8>,
 }
 
 impl Charter {
-    fn new() -> Charter {
+    pub fn new() -> Charter {
         let key = SecretKey::generate_os();
         let root = Root::new(1, now() + Duration::from_secs(86_400), &[key.public()], 1, &[key.public()], 1).unwrap();
         let mut env = Envelope::new(&root);
@@ -29,10 +30,19 @@ impl Charter {
 
     /// Publishes list `version` naming the directory at `apex` and these providers (id, prefixes).
     fn publish(&self, repo: &Path, version: u64, apex: &str, providers: &[(&str, &[&str])]) {
+        self.publish_with(repo, version, apex, &[format!("{apex} 3600 IN DS 1 15 2 00")], providers);
+    }
+
+    /// Publishes list `version` naming the directory at `apex` with the DS set `ds`, and no provider.
+    pub fn publish_ds(&self, repo: &Path, version: u64, apex: &str, ds: &[String]) {
+        self.publish_with(repo, version, apex, ds, &[]);
+    }
+
+    fn publish_with(&self, repo: &Path, version: u64, apex: &str, ds: &[String], providers: &[(&str, &[&str])]) {
         let directory = TrustedDirectory {
             id: "d".into(),
             apex: apex.into(),
-            ds: vec![format!("{apex} 3600 IN DS 1 15 2 00")],
+            ds: ds.to_vec(),
             api_url: "http://127.0.0.1:1/".parse().unwrap(),
             log_key: "11qYAYKxCrfVS/7TyWQHOg7hcvPapiMlrwIaaPcHURo".into(),
             dns: vec![],
