@@ -2,8 +2,12 @@
 //! event to its Matrix event, and throughput of the durable remote queue; without Synapse (the AS API driven
 //! directly, a homeserver stub that answers the client-server calls at once) and with a real Synapse.
 //!
-//! `bench/appservice/run.sh` (or `cargo bench -p tincan-appservice --bench bridge`); the Synapse groups need the
-//! test venv (`TINCAN_TEST_VENV`), like the integration tests, and are skipped without it.
+//! With Synapse, the same 100 events in the clear and with end-to-bridge encryption, both ways (the issue's
+//! "encryption costs under 2×" comparison).
+//!
+//! `bench/appservice/run.sh` (or `cargo bench --workspace --bench bridge`); the Synapse groups need the test venv
+//! (`TINCAN_TEST_VENV`), like the integration tests, and are skipped without it. A name filter runs only some
+//! groups: `bench/appservice/run.sh transactions/100_events`.
 
 #![allow(missing_docs)]
 
@@ -224,8 +228,40 @@ fn remote_throughput(c: &mut Criterion) {
     g.finish();
 }
 
-/// Synapse in the loop, Matrix → network: Alice sends 100 messages into a portal (8 in flight), timed until
-/// the network has all of them; Synapse batches them into transactions as it does in production.
+/// Waits until the remote queue is empty (every event bridged and marked done).
+async fn remote_drained(handle: &tincan_appservice::BridgeHandle, within: Duration) {
+    let deadline = Instant::now() + within;
+    while handle.store().remote_pending_count().await.unwrap() > 0 {
+        assert!(Instant::now() < deadline, "remote events not bridged");
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+}
+
+/// 100 remote messages for `key` (ids from `first`), queued in one call.
+fn hundred_remote(key: &PortalKey, from: &str, first: u64) -> Vec<RemoteEvent> {
+    (first..first + 100)
+        .map(|i| RemoteEvent {
+            portal: key.clone(),
+            sender: RemoteUserId::new(from),
+            kind: RemoteEventKind::Message { id: RemoteMessageId::new(format!("s{i}")), body: format!("s{i}") },
+        })
+        .collect()
+}
+
+/// Waits for `n` messages at the network.
+async fn network_gets(rx: &tokio::sync::Mutex<tokio::sync::mpsc::UnboundedReceiver<Seen>>, n: usize) {
+    let mut rx = rx.lock().await;
+    let mut seen = 0;
+    while seen < n {
+        if let Some(Seen::Message(..)) = rx.recv().await {
+            seen += 1;
+        }
+    }
+}
+
+/// Synapse in the loop, in the clear. Matrix → network: Alice sends 100 messages into a portal (8 in flight),
+/// timed until the network has all of them; Synapse batches them into transactions as it does in production.
+/// Network → Matrix: 100 remote messages queued in one call, timed until Synapse accepted each.
 fn transactions_with_synapse(c: &mut Criterion) {
     let rt = rt();
     let dir = tempfile::tempdir().unwrap();
@@ -279,9 +315,9 @@ fn transactions_with_synapse(c: &mut Criterion) {
             synapse.url(),
             room.as_str().replace('!', "%21").replace(':', "%3A")
         );
-        Some((synapse, bridge, rx, http, send, alice.access_token))
+        Some((synapse, bridge, rx, http, send, alice.access_token, key))
     });
-    let Some((_synapse, bridge, rx, http, send, token)) = setup else { return };
+    let Some((_synapse, bridge, rx, http, send, token, key)) = setup else { return };
     let rx = Arc::new(tokio::sync::Mutex::new(rx));
     let txn = AtomicU64::new(0);
     let mut g = c.benchmark_group("transactions");
@@ -299,18 +335,130 @@ fn transactions_with_synapse(c: &mut Criterion) {
                     async move { assert!(req.send().await.unwrap().status().is_success()) }
                 })
                 .await;
-            let mut rx = rx.lock().await;
-            let mut seen = 0;
-            while seen < 100 {
-                if let Some(Seen::Message(..)) = rx.recv().await {
-                    seen += 1;
-                }
-            }
+            network_gets(&rx, 100).await;
+        })
+    });
+    g.finish();
+    let handle = bridge.handle().clone();
+    let n = AtomicU64::new(0);
+    let mut g = c.benchmark_group("remote_queue_100_events");
+    g.throughput(Throughput::Elements(100));
+    g.sample_size(10);
+    g.bench_function("through_synapse", |b| {
+        b.to_async(&rt).iter(|| async {
+            let events = hundred_remote(&key, "+4915112345678", n.fetch_add(100, Ordering::Relaxed));
+            handle.queue_remote_events(events).await.unwrap();
+            remote_drained(&handle, Duration::from_secs(120)).await;
         })
     });
     g.finish();
     rt.block_on(bridge.stop());
 }
 
-criterion_group!(benches, transactions, transactions_with_synapse, remote_latency, remote_throughput);
+/// The same with end-to-bridge encryption, Synapse in the loop. Matrix → network: Alice, on Tincan's client
+/// core (matrix-sdk), sends 100 encrypted messages into her encrypted DM with a ghost (8 in flight), timed
+/// until the network has all of them decrypted. Network → Matrix: 100 remote messages queued in one call into
+/// an encrypted portal, timed until Synapse accepted each (encrypted by the ghost's device).
+fn encrypted_with_synapse(c: &mut Criterion) {
+    let rt = rt();
+    let dir = tempfile::tempdir().unwrap();
+    let setup = rt.block_on(async {
+        let db = format!("sqlite:{}", dir.path().join("b.db").display());
+        let mut config = loopback::config("http://127.0.0.1:9", "hs.test", &db);
+        config.encryption.enabled = true;
+        config.encryption.store_dir = dir.path().join("crypto").display().to_string();
+        config.encryption.store_passphrase = tincan_common::Secret::new("bench fixture passphrase");
+        let tokens = Tokens::from_config(&config).unwrap();
+        let synapse = match tincan_testkit::Synapse::builder()
+            .appservice(registration_yaml(&config, "loop_", &tokens))
+            .start()
+            .await
+        {
+            Ok(s) => s,
+            Err(e) => {
+                eprintln!("skipping the encrypted Synapse group: {e}");
+                return None;
+            }
+        };
+        config.homeserver.url = synapse.url();
+        let (conn, rx) = Loopback::new(&[ALICE]);
+        let bridge = Bridge::builder(config).start(conn).await.unwrap();
+        let account = synapse.register_user("alice", false).await.unwrap();
+        let mut alice =
+            tincan_client_core::TincanClient::open(tincan_client_core::ClientConfig::new(dir.path().join("alice")))
+                .await
+                .unwrap();
+        alice
+            .login_with_token(&synapse.url(), &account.user_id, &account.device_id, &account.access_token)
+            .await
+            .unwrap();
+        let sync = alice.spawn_sync().unwrap();
+        let ghost = ruma::UserId::parse("@loop_+4915112345678:hs.test").unwrap();
+        let dm = alice.dm_room(&ghost).await.unwrap();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let key = loop {
+            if let Some(p) = bridge.handle().store().portal_by_room(dm.room_id()).await.unwrap() {
+                break p.key;
+            }
+            assert!(Instant::now() < deadline, "the ghost did not join");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        };
+        Some((synapse, bridge, rx, alice, sync, dm, key))
+    });
+    let Some((_synapse, bridge, rx, alice, sync, dm, key)) = setup else { return };
+    let rx = Arc::new(tokio::sync::Mutex::new(rx));
+    // The first message shares the room key with the ghost's device: steady state from the second on.
+    rt.block_on(async {
+        dm.send(ruma::events::room::message::RoomMessageEventContent::text_plain("first")).await.unwrap();
+        network_gets(&rx, 1).await;
+    });
+    let txn = AtomicU64::new(0);
+    let mut g = c.benchmark_group("transactions");
+    g.throughput(Throughput::Elements(100));
+    g.sample_size(10);
+    g.bench_function("100_encrypted_messages_through_synapse", |b| {
+        b.to_async(&rt).iter(|| async {
+            let first = txn.fetch_add(100, Ordering::Relaxed);
+            futures::stream::iter(first..first + 100)
+                .for_each_concurrent(8, |t| {
+                    let send =
+                        dm.send(ruma::events::room::message::RoomMessageEventContent::text_plain(format!("m{t}")));
+                    async move {
+                        send.await.unwrap();
+                    }
+                })
+                .await;
+            network_gets(&rx, 100).await;
+        })
+    });
+    g.finish();
+    let handle = bridge.handle().clone();
+    let n = AtomicU64::new(0);
+    let mut g = c.benchmark_group("remote_queue_100_events");
+    g.throughput(Throughput::Elements(100));
+    g.sample_size(10);
+    g.bench_function("encrypted_through_synapse", |b| {
+        b.to_async(&rt).iter(|| async {
+            let events = hundred_remote(&key, "+4915112345678", n.fetch_add(100, Ordering::Relaxed));
+            handle.queue_remote_events(events).await.unwrap();
+            remote_drained(&handle, Duration::from_secs(120)).await;
+        })
+    });
+    g.finish();
+    sync.abort();
+    // The client's stores close on the runtime.
+    rt.block_on(async move {
+        drop((dm, alice));
+        bridge.stop().await;
+    });
+}
+
+criterion_group!(
+    benches,
+    transactions,
+    transactions_with_synapse,
+    encrypted_with_synapse,
+    remote_latency,
+    remote_throughput
+);
 criterion_main!(benches);
