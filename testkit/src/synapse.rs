@@ -117,13 +117,7 @@ impl SynapseBuilder {
         let config_path = d.join("homeserver.yaml");
         std::fs::write(&config_path, serde_json::to_string_pretty(&config)?)?;
 
-        let python = venv().join("bin/python");
-        if !python.exists() {
-            bail!("no Synapse venv at {}: run dev/test (it creates it) or set TINCAN_TEST_VENV", venv().display());
-        }
-        let mut cmd = Command::new(python);
-        cmd.args(["-m", "synapse.app.homeserver", "-c"]).arg(&config_path).current_dir(d);
-        let guard = ChildGuard::spawn_logged("synapse", cmd, d.join("stdout.log"))?;
+        let guard = spawn(&config_path, d)?;
         let mut synapse = Synapse {
             guard,
             port,
@@ -286,6 +280,25 @@ impl Synapse {
     pub fn stop(&mut self) {
         self.guard.stop();
     }
+
+    /// Starts Synapse again after [`stop`](Self::stop): the same config, data and port (a homeserver restart,
+    /// or the end of an outage), and waits until it answers.
+    pub async fn start_again(&mut self) -> anyhow::Result<()> {
+        self.guard.stop();
+        self.guard = spawn(&self.config_path, self.dir.path())?;
+        self.wait_ready(Duration::from_secs(90)).await
+    }
+}
+
+/// Runs Synapse from the venv on `config_path`, in `dir`, its output appended to `dir/stdout.log`.
+fn spawn(config_path: &Path, dir: &Path) -> anyhow::Result<ChildGuard> {
+    let python = venv().join("bin/python");
+    if !python.exists() {
+        bail!("no Synapse venv at {}: run dev/test (it creates it) or set TINCAN_TEST_VENV", venv().display());
+    }
+    let mut cmd = Command::new(python);
+    cmd.args(["-m", "synapse.app.homeserver", "-c"]).arg(config_path).current_dir(dir);
+    ChildGuard::spawn_logged("synapse", cmd, dir.join("stdout.log"))
 }
 
 fn base_config(server_name: &str, port: u16, dir: &Path, shared_secret: &str, as_files: &[String]) -> Value {

@@ -8,6 +8,7 @@ mod directory;
 mod messaging;
 mod push;
 mod reach;
+mod sync;
 
 pub use directory::{Contact, ImportedContact};
 pub use messaging::{IncomingMessage, Sent};
@@ -418,16 +419,17 @@ impl TincanClient {
         Ok(())
     }
 
-    /// Syncs forever in a background task (incoming messages reach [`messages`](Self::messages)).
+    /// Syncs in a background task until aborted (incoming messages reach [`messages`](Self::messages)); network
+    /// failures and homeserver outages are retried with backoff, and only an error no retry cures (the session
+    /// revoked) ends the task.
     pub fn spawn_sync(&self) -> Result<tokio::task::JoinHandle<()>> {
         let client = self.client()?.clone();
         let syncing = SyncingFlag::raise(&self.syncing);
         Ok(tokio::spawn(async move {
             // Lowered when the loop ends or the task is aborted.
             let _syncing = syncing;
-            if let Err(e) = client.sync(SyncSettings::default().timeout(Duration::from_secs(10))).await {
-                tracing::warn!(error = %e, "sync stopped");
-            }
+            let e = sync::sync_forever(&client).await;
+            tracing::warn!(error = %e, "sync stopped");
         }))
     }
 

@@ -12,6 +12,7 @@ mod federation;
 mod harness;
 mod log_proxy;
 mod network;
+mod outage;
 mod reach;
 mod resolve_log;
 mod session_store;
