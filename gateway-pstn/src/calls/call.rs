@@ -214,33 +214,25 @@ impl Call {
             return self.refuse_before_hold(&account, started, &ChargeError::InsufficientFunds).await;
         }
         let ttl = self.sw.config.setup_timeout_secs + first_paid(&rate, asked) + HOLD_GRACE_SECS;
-        let hold = match charging
-            .reserve(&ReserveRequest {
-                idempotency_key: key(&self.id, "reserve"),
-                account: account.clone(),
-                service: ServiceKind::Voice,
-                destination: self.destination.clone(),
-                amount: None,
-                seconds: Some(asked),
-                segments: None,
-                ttl_secs: Some(ttl),
-            })
-            .await
-        {
-            Ok(h) => h,
-            Err(e) => return self.refuse_before_hold(&account, started, &e).await,
+        let reserve = ReserveRequest {
+            idempotency_key: key(&self.id, "reserve"),
+            account: account.clone(),
+            service: ServiceKind::Voice,
+            destination: self.destination.clone(),
+            amount: None,
+            seconds: Some(asked),
+            segments: None,
+            ttl_secs: Some(ttl),
         };
-        tracing::info!(hold = %hold.id, seconds = asked, amount = %hold.amount, "first slice held");
-        let mut records = Records::new(&self.id, hold.account_id, hold.currency, self.destination.as_str());
-        records.set_hold(hold.id.seq);
-        // The call is live: in the database before any carrier sees it, so a restart after a crash settles it.
-        let live = LiveCall {
+        // The call is live from its hold on: its row is written in the hold's transaction (one commit), before
+        // any carrier sees the call, so a restart after a crash settles it. The carriers are read meanwhile.
+        let live = self.sw.live.row(LiveCall {
             call_id: self.id.clone(),
             run_id: String::new(),
-            account_id: hold.account_id,
-            hold_seq: hold.id.seq,
+            account_id: AccountId(0),
+            hold_seq: 0,
             destination: self.destination.as_str().to_owned(),
-            currency: hold.currency,
+            currency: quote.currency,
             started_at_ms: started,
             attempt: 0,
             carrier: None,
@@ -248,13 +240,19 @@ impl Call {
             answered_at_ms: None,
             paid_seconds: 0,
             ended_at_ms: None,
+        });
+        let (hold, routes) = tokio::join!(
+            charging.reserve_for(&reserve, Some(live)),
+            self.sw.ledger.routes(&self.destination, ServiceKind::Voice)
+        );
+        let hold = match hold {
+            Ok(h) => h,
+            Err(e) => return self.refuse_before_hold(&account, started, &e).await,
         };
+        tracing::info!(hold = %hold.id, seconds = asked, amount = %hold.amount, "first slice held");
+        let mut records = Records::new(&self.id, hold.account_id, hold.currency, self.destination.as_str());
+        records.set_hold(hold.id.seq);
         // 2. The carriers, least cost first.
-        let (opened, routes) =
-            tokio::join!(self.sw.live.open(live), self.sw.ledger.routes(&self.destination, ServiceKind::Voice));
-        if !opened {
-            return self.fail(&records, &hold, started, Failure::new(503, "Service Unavailable")).await;
-        }
         let routes = match routes {
             Ok(r) => r,
             Err(e) => {

@@ -3,10 +3,12 @@
 //! settlement or release, and the process (the *run*) confirms all of its calls up once a second with one
 //! heartbeat.
 //!
-//! One writer task applies the updates in order, many per transaction. The order is what makes the
-//! heartbeat exact: a call's end is queued the moment the call loop sees it, under the same lock as the
-//! heartbeat's time is read, so a committed heartbeat at `t` means every call of the run whose end was not
-//! committed before it was still up at `t`. A crash loses at most the updates after the last commit, and then
+//! A call's row is written by the ledger in the transaction of its first hold (one commit before the call may
+//! go on to a carrier, and the row exists exactly when the hold does); what happens to it later goes through
+//! this module's writer. One writer task applies the updates in order, many per transaction. The order is
+//! what makes the heartbeat exact: a call's end is queued the moment the call loop sees it, under the same
+//! lock as the heartbeat's time is read, so a committed heartbeat at `t` means every call of the run whose end
+//! was not committed before it was still up at `t`. A crash loses at most the updates after the last commit, and then
 //! also the heartbeats after them: what survives is always true.
 //!
 //! On start, [`recover`] settles the calls of the node's earlier runs: an answered call is charged for its
@@ -19,7 +21,7 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::mpsc;
 
 use super::Switch;
 use super::policy::{self, billed_seconds};
@@ -35,7 +37,6 @@ const MAX_BATCH: usize = 512;
 /// One update of the live calls.
 #[derive(Debug)]
 enum Op {
-    Open(Box<LiveCall>),
     Attempt { call_id: String, attempt: u32, carrier: String, at_ms: i64 },
     Answered { call_id: String, at_ms: i64, paid: u32 },
     Paid { call_id: String, paid: u32 },
@@ -44,15 +45,10 @@ enum Op {
     Heartbeat { at_ms: i64 },
 }
 
-struct Job {
-    op: Op,
-    done: Option<oneshot::Sender<bool>>,
-}
-
 /// The live calls of this run: the queue to the writer task.
 pub(super) struct Live {
     run_id: String,
-    queue: mpsc::UnboundedSender<Job>,
+    queue: mpsc::UnboundedSender<Op>,
     /// Taken while a timestamp is read and its update queued, so that the queue's order is the time order.
     order: Mutex<()>,
     clock: Arc<dyn tincan_common::Clock>,
@@ -61,12 +57,6 @@ pub(super) struct Live {
 impl std::fmt::Debug for Live {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Live").field("run_id", &self.run_id).finish_non_exhaustive()
-    }
-}
-
-impl std::fmt::Debug for Job {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        self.op.fmt(f)
     }
 }
 
@@ -102,29 +92,21 @@ impl Live {
     }
 
     fn send(&self, op: Op) {
-        let _ = self.queue.send(Job { op, done: None });
+        let _ = self.queue.send(op);
     }
 
     /// Queues `op` made with the time now, in time order with every other timed update.
     fn send_timed(&self, op: impl FnOnce(i64) -> Op) -> i64 {
         let _order = self.order.lock().expect("live order lock");
         let at = self.now_ms();
-        let _ = self.queue.send(Job { op: op(at), done: None });
+        let _ = self.queue.send(op(at));
         at
     }
 
-    /// Queues `op` and waits until it is committed; false when it could not be.
-    async fn durable(&self, op: Op) -> bool {
-        let (done, rx) = oneshot::channel();
-        if self.queue.send(Job { op, done: Some(done) }).is_err() {
-            return false;
-        }
-        rx.await.unwrap_or(false)
-    }
-
-    /// The call now holds credit: its row, committed before the call goes to any carrier.
-    pub async fn open(&self, call: LiveCall) -> bool {
-        self.durable(Op::Open(Box::new(LiveCall { run_id: self.run_id.clone(), ..call }))).await
+    /// The row of a call of this run, for the ledger to write with the call's first hold (its account and
+    /// hold are filled in there), so the call is in the database before any carrier sees it.
+    pub fn row(&self, call: LiveCall) -> LiveCall {
+        LiveCall { run_id: self.run_id.clone(), ..call }
     }
 
     /// Attempt `attempt` on `carrier` starts.
@@ -155,7 +137,7 @@ impl Live {
 
 /// Applies the queued updates in order, as many as are waiting per transaction; a failed transaction is run
 /// again (every update can be applied twice).
-async fn writer(storage: Arc<dyn Storage>, run_id: String, mut rx: mpsc::UnboundedReceiver<Job>) {
+async fn writer(storage: Arc<dyn Storage>, run_id: String, mut rx: mpsc::UnboundedReceiver<Op>) {
     let mut jobs = Vec::with_capacity(MAX_BATCH);
     while rx.recv_many(&mut jobs, MAX_BATCH).await > 0 {
         let mut ok = false;
@@ -174,20 +156,15 @@ async fn writer(storage: Arc<dyn Storage>, run_id: String, mut rx: mpsc::Unbound
         if !ok {
             tracing::error!(updates = jobs.len(), "live calls could not be written; a crash now would lose them");
         }
-        for job in jobs.drain(..) {
-            if let Some(done) = job.done {
-                let _ = done.send(ok);
-            }
-        }
+        jobs.clear();
     }
 }
 
-async fn apply(storage: &dyn Storage, run_id: &str, jobs: &[Job]) -> Result<(), StorageError> {
+async fn apply(storage: &dyn Storage, run_id: &str, jobs: &[Op]) -> Result<(), StorageError> {
     let mut tx = storage.begin().await?;
     let r = tx.live_calls();
     for job in jobs {
-        match &job.op {
-            Op::Open(call) => r.open(call).await?,
+        match job {
             Op::Attempt { call_id, attempt, carrier, at_ms } => r.attempt(call_id, *attempt, carrier, *at_ms).await?,
             Op::Answered { call_id, at_ms, paid } => r.answered(call_id, *at_ms, *paid).await?,
             Op::Paid { call_id, paid } => r.paid(call_id, *paid).await?,

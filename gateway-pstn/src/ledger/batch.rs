@@ -13,7 +13,7 @@ use crate::charging::{
 use crate::fraud::ActivityLimits;
 use crate::money::{Amount, Currency};
 use crate::rating::Rate;
-use crate::storage::StorageError;
+use crate::storage::{LiveCall, StorageError};
 
 /// How often a batch is run again after a transient database failure before its requests fail.
 const ATTEMPTS: usize = 5;
@@ -37,6 +37,8 @@ pub(crate) struct Reservation {
     pub(crate) ttl_ms: i64,
     pub(crate) rate: Option<Box<Rate>>,
     pub(crate) limits: ActivityLimits,
+    /// The call this hold pays for, written in the hold's own transaction (its account and hold filled in).
+    pub(crate) live: Option<Box<LiveCall>>,
 }
 
 /// A request to a worker.

@@ -12,6 +12,7 @@ use crate::charging::{
 use crate::fraud::Policy;
 use crate::money::Amount;
 use crate::rating::{Rate, RatingError};
+use crate::storage::LiveCall;
 
 /// The charging interface of the in-process ledger, for one caller.
 #[derive(Debug, Clone)]
@@ -43,6 +44,43 @@ fn usage(
 }
 
 impl LocalCharging {
+    /// [`Charging::reserve`] for a call: the hold and the call's live row (`live`, its account and hold
+    /// filled in here) are written in one transaction, so the call costs one commit before it may go on and a
+    /// restart after a crash finds the call exactly when its hold exists.
+    pub(crate) async fn reserve_for(&self, req: &ReserveRequest, live: Option<LiveCall>) -> Result<Hold, ChargeError> {
+        let asked = usage(req.service, req.amount, req.seconds, req.segments)?;
+        let ttl_ms = self.ledger.ttl_ms(req.ttl_secs)?;
+        let (account, currency) = self.ledger.resolve(&req.account).await?;
+        // Destination rules first: a blocked destination is refused as blocked, whatever its price.
+        let limits = self.policy_check(account, req.destination.digits()).await?;
+        let (amount, rate): (Amount, Option<Rate>) = match asked {
+            Usage::Amount(a) if !a.is_positive() => return Err(ChargeError::Invalid("amount: above zero".into())),
+            Usage::Amount(a) => (a, None),
+            Usage::Seconds(_) | Usage::Segments(_) => {
+                let full = self.ledger.account(&req.account).await?;
+                let rate = self.ledger.rate(&full, &req.destination).await?.ok_or(ChargeError::NoRate)?;
+                let price = match asked {
+                    Usage::Seconds(s) => rate.call_price(s),
+                    Usage::Segments(n) => rate.sms_price(n),
+                    Usage::Amount(a) => Ok(a),
+                };
+                (price.map_err(rating)?, Some(rate))
+            }
+        };
+        let op = Op::Reserve(Reservation {
+            principal: self.principal.clone(),
+            req: req.clone(),
+            account,
+            currency,
+            amount,
+            ttl_ms,
+            rate: rate.map(Box::new),
+            limits,
+            live: live.map(Box::new),
+        });
+        self.outcome_hold(account, op).await
+    }
+
     async fn outcome_hold(&self, account: crate::charging::AccountId, op: Op) -> Result<Hold, ChargeError> {
         match self.ledger.submit(account, op).await? {
             Outcome::Hold(h) => Ok(h),
@@ -106,36 +144,7 @@ impl Charging for LocalCharging {
     }
 
     async fn reserve(&self, req: &ReserveRequest) -> Result<Hold, ChargeError> {
-        let asked = usage(req.service, req.amount, req.seconds, req.segments)?;
-        let ttl_ms = self.ledger.ttl_ms(req.ttl_secs)?;
-        let (account, currency) = self.ledger.resolve(&req.account).await?;
-        // Destination rules first: a blocked destination is refused as blocked, whatever its price.
-        let limits = self.policy_check(account, req.destination.digits()).await?;
-        let (amount, rate): (Amount, Option<Rate>) = match asked {
-            Usage::Amount(a) if !a.is_positive() => return Err(ChargeError::Invalid("amount: above zero".into())),
-            Usage::Amount(a) => (a, None),
-            Usage::Seconds(_) | Usage::Segments(_) => {
-                let full = self.ledger.account(&req.account).await?;
-                let rate = self.ledger.rate(&full, &req.destination).await?.ok_or(ChargeError::NoRate)?;
-                let price = match asked {
-                    Usage::Seconds(s) => rate.call_price(s),
-                    Usage::Segments(n) => rate.sms_price(n),
-                    Usage::Amount(a) => Ok(a),
-                };
-                (price.map_err(rating)?, Some(rate))
-            }
-        };
-        let op = Op::Reserve(Reservation {
-            principal: self.principal.clone(),
-            req: req.clone(),
-            account,
-            currency,
-            amount,
-            ttl_ms,
-            rate: rate.map(Box::new),
-            limits,
-        });
-        self.outcome_hold(account, op).await
+        self.reserve_for(req, None).await
     }
 
     async fn extend(&self, req: &ExtendRequest) -> Result<Hold, ChargeError> {
@@ -189,5 +198,82 @@ async fn hold_currency(
         Ok((_, c)) => Ok(c),
         Err(LedgerError::Charge(ChargeError::AccountNotFound)) => Err(ChargeError::HoldNotFound),
         Err(e) => Err(e.into()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::charging::{AccountId, IdempotencyKey};
+    use crate::ledger::LedgerConfig;
+    use crate::storage::EntryKind;
+
+    fn row(call_id: &str) -> LiveCall {
+        LiveCall {
+            call_id: call_id.into(),
+            run_id: "run".into(),
+            account_id: AccountId(0),
+            hold_seq: 0,
+            destination: "+4930123456".into(),
+            currency: "EUR".parse().unwrap(),
+            started_at_ms: 1,
+            attempt: 0,
+            carrier: None,
+            attempt_started_at_ms: None,
+            answered_at_ms: None,
+            paid_seconds: 0,
+            ended_at_ms: None,
+        }
+    }
+
+    /// A call's live row is written with its first hold, in the hold's transaction, and only if the hold is
+    /// made: alone, in a batch with other calls' holds, and not at all for a refused one.
+    #[tokio::test]
+    async fn a_calls_live_row_is_written_exactly_with_its_hold() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("g.sqlite3").display());
+        let clock: Arc<dyn tincan_common::Clock> = Arc::new(tincan_common::SystemClock);
+        let storage = crate::storage::open(&url, clock.clone()).await.unwrap();
+        let deck = "prefix,description,connect_fee,per_minute,increments,per_sms\n49,Germany,0,0.60,1/1,\n";
+        let mut tx = storage.begin().await.unwrap();
+        tx.rates().replace("default", &crate::rating::parse_csv(deck).unwrap()).await.unwrap();
+        tx.commit().await.unwrap();
+        let ledger = Ledger::start(storage.clone(), clock, LedgerConfig::default());
+        let acct = ledger.create_business("caller", "EUR".parse().unwrap()).await.unwrap().id;
+        let seed = IdempotencyKey::new("seed").unwrap();
+        // 0.30 pays three 10 s holds at 0.01 a second, not a fourth.
+        ledger.credit("t", &seed, acct, "0.30".parse().unwrap(), EntryKind::Adjustment, "seed", "").await.unwrap();
+        let svc = ledger.charging("svc:pstn");
+        let req = |call: &str| ReserveRequest {
+            idempotency_key: IdempotencyKey::new(format!("{call}:reserve")).unwrap(),
+            account: AccountRef::Id { account_id: acct },
+            service: ServiceKind::Voice,
+            destination: "+4930123456".parse().unwrap(),
+            amount: None,
+            seconds: Some(10),
+            segments: None,
+            ttl_secs: Some(60),
+        };
+        let alone = svc.reserve_for(&req("c1"), Some(row("c1"))).await.unwrap();
+        // Three at once: one worker batch, two of which fit.
+        let (r2, r3, r4) = (req("c2"), req("c3"), req("c4"));
+        let (b, c, d) = tokio::join!(
+            svc.reserve_for(&r2, Some(row("c2"))),
+            svc.reserve_for(&r3, Some(row("c3"))),
+            svc.reserve_for(&r4, Some(row("c4"))),
+        );
+        let made: Vec<_> = [b, c, d].into_iter().filter_map(Result::ok).collect();
+        assert_eq!(made.len(), 2, "0.30 pays three holds of 0.10");
+
+        let mut tx = storage.begin_read().await.unwrap();
+        let rows = tx.live_calls().of_run("run").await.unwrap();
+        assert_eq!(rows.len(), 3, "a row per hold made, none for the refused one: {rows:?}");
+        let mut holds: Vec<i64> = std::iter::once(&alone).chain(&made).map(|h| h.id.seq).collect();
+        let mut seqs: Vec<i64> = rows.iter().map(|r| r.hold_seq).collect();
+        holds.sort_unstable();
+        seqs.sort_unstable();
+        assert_eq!(seqs, holds, "each row names its own hold");
+        assert!(rows.iter().all(|r| r.account_id == acct && r.run_id == "run"));
+        assert_eq!(rows.iter().find(|r| r.hold_seq == alone.id.seq).unwrap().call_id, "c1");
     }
 }

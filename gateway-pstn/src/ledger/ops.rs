@@ -137,7 +137,7 @@ pub(super) async fn apply(
 /// statement; refused with nothing written when the available balance does not cover it, once expired holds
 /// still counted against it are released.
 pub(super) async fn reserve(tx: &mut dyn Repository, r: &Reservation, now: i64) -> Result<Hold, LedgerError> {
-    let Reservation { principal, req, account, currency, amount, ttl_ms, rate, limits } = r;
+    let Reservation { principal, req, account, currency, amount, ttl_ms, rate, limits, live: _ } = r;
     if limits.any() {
         let held = tx.accounts().get(*account).await?.ok_or(ChargeError::AccountNotFound)?.held;
         let activity = Activity {
@@ -181,7 +181,20 @@ pub(super) async fn reserve(tx: &mut dyn Repository, r: &Reservation, now: i64) 
         }
         .into());
     };
+    open_live(tx, r, &stored).await?;
     Ok(hold_view(&stored, *currency)?)
+}
+
+/// The live-call row of a call whose first hold `stored` was just made, in the hold's transaction: the call is
+/// in the database exactly when its hold is, with one commit (a crash-recovering restart finds both or neither).
+pub(super) async fn open_live(
+    tx: &mut dyn Repository,
+    r: &Reservation,
+    stored: &StoredHold,
+) -> Result<(), crate::storage::StorageError> {
+    let Some(live) = &r.live else { return Ok(()) };
+    let call = crate::storage::LiveCall { account_id: stored.id.account, hold_seq: stored.id.seq, ..(**live).clone() };
+    tx.live_calls().open(&call).await
 }
 
 /// What a settlement charges: its amount, or its usage priced at the hold's rate; refused above the hold.

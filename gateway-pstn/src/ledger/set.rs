@@ -176,7 +176,10 @@ pub(super) async fn apply(
         let made = tx.holds().reserve_all(&new).await?;
         for ((&i, r), made) in reserving.iter().zip(&reservations).zip(made) {
             let answer = match made {
-                Some(stored) => Ok(hold_view(&stored, r.currency)?),
+                Some(stored) => {
+                    ops::open_live(tx, r, &stored).await?;
+                    Ok(hold_view(&stored, r.currency)?)
+                }
                 // Its account did not cover the batch's sum: this one alone, in arrival order.
                 None => match ops::reserve(tx, r, now).await {
                     Ok(hold) => Ok(hold),
