@@ -83,7 +83,7 @@ pub enum CharterCheckError {
     },
     /// The configured directory is not on the list.
     #[error(
-        "the directory {url} (apex {apex:?}, log key {log_key:?}) is not on the charter's trust list (version {version}): refusing to work with it"
+        "the directory {url} (apex {apex:?}, log key {log_key:?}, trust anchor pinned: {anchor_pinned}) is not on the charter's trust list (version {version}): refusing to work with it"
     )]
     NotListed {
         /// `directory.url`.
@@ -92,22 +92,45 @@ pub enum CharterCheckError {
         apex: String,
         /// `directory.log_key`.
         log_key: String,
+        /// Whether `directory.trust_anchor` is set (it must be vouched for by the listed DS set).
+        anchor_pinned: bool,
         /// The list's version.
         version: u64,
     },
 }
 
 /// Whether the list names the configured directory: its API URL (trailing slash ignored) and, when the
-/// config has them, its apex and its transparency log key.
+/// config has them, its apex, its transparency log key, and a trust anchor the list's DS set vouches for
+/// ([`anchor_vouched`]).
 pub fn directory_listed(list: &TrustList, config: &ExtConfig) -> bool {
     let want = config.directory.url.trim_end_matches('/');
     let log_key = config.directory.log_key.trim();
+    let anchor = config.directory.trust_anchor.trim();
     list.directories.iter().any(|d| {
         d.api_url.as_str().trim_end_matches('/') == want
             && (config.directory.apex.is_empty()
                 || d.apex.trim_end_matches('.').eq_ignore_ascii_case(config.directory.apex.trim_end_matches('.')))
             && (log_key.is_empty() || d.log_key == log_key)
+            && (anchor.is_empty() || anchor_vouched(anchor, &d.ds))
     })
+}
+
+/// Whether the charter's DS set `ds` vouches for every entry of the pinned trust anchor `pinned`: a DS entry
+/// must be one of the listed DS records (key tag, algorithm, digest type and digest), a DNSKEY entry a key one
+/// of them covers; both for the same zone. A pinned anchor naming a key the charter does not vouch for would
+/// validate other providers' numbers against keys nobody on the list stands behind (a stale anchor after a
+/// KSK roll, or a wrong one). An anchor that does not parse is vouched for by nothing. A pinned subset of the
+/// list (the current DS alone while the list names both during a roll) is fine.
+pub fn anchor_vouched(pinned: &str, ds: &[String]) -> bool {
+    use tincan_enum_lookup::{AnchorEntry, TrustAnchor};
+    let (Ok(pinned), Ok(listed)) = (TrustAnchor::parse(pinned), TrustAnchor::parse(&ds.join("\n"))) else {
+        return false;
+    };
+    pinned.zone() == listed.zone()
+        && pinned.entries().iter().all(|e| match e {
+            AnchorEntry::Ds(d) => listed.entries().iter().any(|l| matches!(l, AnchorEntry::Ds(l) if l == d)),
+            AnchorEntry::Dnskey(k) => listed.trusts(k),
+        })
 }
 
 /// The charter client of the config.
@@ -130,6 +153,7 @@ pub async fn check(client: &CharterClient, config: &ExtConfig, clock: &dyn Clock
             url: config.directory.url.clone(),
             apex: config.directory.apex.clone(),
             log_key: config.directory.log_key.clone(),
+            anchor_pinned: !config.directory.trust_anchor.trim().is_empty(),
             version: v.list.version,
         });
     }
@@ -196,5 +220,28 @@ mod tests {
         assert!(!directory_listed(&list, &config("http://127.0.0.1:1/", "", other)), "another log key");
         assert!(!directory_listed(&list, &config("http://127.0.0.1:1/", "other.test", LOG_KEY)), "another apex");
         assert!(!directory_listed(&list, &config("http://127.0.0.1:3/", "", LOG_KEY)), "another directory");
+    }
+
+    #[test]
+    fn a_pinned_trust_anchor_must_be_vouched_for_by_the_charters_ds_set() {
+        let (current, next, stranger) = ("9A".repeat(32), "7B".repeat(32), "5C".repeat(32));
+        let ds = |tag: u16, digest: &str| format!("e164.tincan.test. 3600 IN DS {tag} 15 2 {digest}");
+        let mut list = list();
+        list.directories[0].ds = vec![ds(4711, &current), ds(4712, &next)];
+        let pinned = |anchor: String| {
+            let mut c = config("http://127.0.0.1:1/", "", "");
+            c.directory.trust_anchor = anchor;
+            directory_listed(&list, &c)
+        };
+        assert!(pinned(ds(4711, &current)), "the current DS alone (the list names both during a roll)");
+        assert!(pinned(format!("{}\n{}", ds(4712, &next), ds(4711, &current))), "both, in another order");
+        let clause = format!("trust-anchors {{ \"e164.tincan.test.\" static-ds 4711 15 2 \"{current}\"; }};");
+        assert!(pinned(clause), "the same DS as a BIND clause");
+        assert!(pinned(format!("E164.TINCAN.TEST. IN DS 4711 15 2 {}", current.to_lowercase())), "case and TTL");
+        assert!(!pinned(ds(4713, &stranger)), "a DS the charter does not list");
+        assert!(!pinned(format!("{}\n{}", ds(4711, &current), ds(4713, &stranger))), "one of them not listed");
+        assert!(!pinned(ds(4711, &stranger)), "a listed tag with another digest");
+        assert!(!pinned(format!("other.test. 3600 IN DS 4711 15 2 {current}")), "the same DS for another zone");
+        assert!(!pinned("not an anchor".into()), "unparsable");
     }
 }
