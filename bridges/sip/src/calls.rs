@@ -15,9 +15,11 @@
 //! Every rtpengine call is recorded in the store before its `offer` and forgotten after its `delete`; at
 //! start, the ones a crash left are deleted.
 
+pub mod fork;
 pub mod voip;
 
 use crate::config::MediaConfig;
+use crate::devices::Devices;
 use crate::routing::Router;
 use crate::store::Store;
 use crate::subscribers::Subscribers;
@@ -118,6 +120,7 @@ pub struct Calls {
     domain: String,
     subscribers: Arc<dyn Subscribers>,
     router: Arc<Router>,
+    devices: Devices,
     rng: Mutex<StdRng>,
     bridge: OnceLock<BridgeHandle>,
     /// Calls in progress: (Matrix user, Matrix call ID) → the call's task.
@@ -151,6 +154,8 @@ pub struct CallsDeps {
     pub subscribers: Arc<dyn Subscribers>,
     /// Outbound routing.
     pub router: Arc<Router>,
+    /// Users' registered SIP devices (calls to a number ring them too).
+    pub devices: Devices,
     /// Call and party IDs come from here.
     pub rng: StdRng,
 }
@@ -207,6 +212,7 @@ impl Calls {
             domain: deps.domain,
             subscribers: deps.subscribers,
             router: deps.router,
+            devices: deps.devices,
             rng: Mutex::new(deps.rng),
             bridge: OnceLock::new(),
             active: Mutex::new(HashMap::new()),
@@ -418,6 +424,8 @@ impl Calls {
         self.to_matrix(&portal, &ghost, vec![state.ghost.invite(&for_matrix, ring_ms)]).await;
         let _ = leg.ring(None);
         tracing::info!(%sip_call, matrix_call = %state.ghost.call_id, "SIP call to a Tincan number ringing in Matrix");
+        let mut forks = self.ring_devices(&number, &invite, &offer).await;
+        let mut device_won = None;
 
         let timer = tokio::time::sleep(ring);
         tokio::pin!(timer);
@@ -446,6 +454,22 @@ impl Calls {
                             }
                             Some(_) => continue,
                             None => state.sip_ended("unknown_error"),
+                        };
+                        self.to_matrix(&portal, &ghost, out).await;
+                        break;
+                    }
+                    dev = forks.next(), if forks.is_live() => {
+                        let Some(dev) = dev else { continue };
+                        let out = match self.device_event(&mut forks, dev, &leg, &offer).await {
+                            fork::DeviceOutcome::Nothing => continue,
+                            fork::DeviceOutcome::Won(i, branch) => {
+                                device_won = Some((i, branch));
+                                state.sip_ended("answered_elsewhere")
+                            }
+                            fork::DeviceOutcome::Refused(code) => {
+                                let _ = leg.reject(code, "Decline");
+                                state.sip_ended("user_hangup")
+                            }
                         };
                         self.to_matrix(&portal, &ghost, out).await;
                         break;
@@ -489,6 +513,7 @@ impl Calls {
                     let for_phone = self.ng.answer(&sip_call, SIP_TAG, MATRIX_TAG, &sdp, &reneg.toward_phone).await;
                     match for_phone {
                         Ok(s) if leg.answer(&s).is_ok() => {
+                            self.stop_devices(&mut forks).await;
                             reneg.party.clone_from(&party_id);
                             self.to_matrix(&portal, &ghost, state.selected(party_id.as_deref())).await;
                         }
@@ -511,7 +536,12 @@ impl Calls {
                 SipAction::Cancel | SipAction::None => {}
             }
         }
+        ringing.stop();
         self.close_media(&sip_call).await;
+        match device_won {
+            Some(winner) => self.device_call(&leg, &mut events, &mut forks, winner, &offer).await,
+            None => self.stop_devices(&mut forks).await,
+        }
         tracing::info!(%sip_call, "call over");
     }
 

@@ -8,6 +8,7 @@
 //! durable queue in one transaction, and each is answered 202 only once recorded (a crash before that loses
 //! nothing: the phone retransmits or reports the failure). Their order of arrival is their order in Matrix.
 
+use crate::devices::Devices;
 use crate::messages::{self, BodyError};
 use crate::registrar::Registrar;
 use crate::routing::{self, RouteError, Router};
@@ -36,6 +37,8 @@ pub struct Shared {
     pub router: Arc<Router>,
     /// The registrar.
     pub registrar: Registrar,
+    /// Users' registered SIP devices (MESSAGEs to a number are copied to them).
+    pub devices: Devices,
     /// Calls.
     pub calls: Option<Arc<crate::calls::Calls>>,
     bridge: OnceLock<BridgeHandle>,
@@ -74,6 +77,7 @@ impl SipConnector {
                 domain,
                 subscribers,
                 router,
+                devices: registrar.devices(),
                 registrar,
                 calls,
                 bridge: OnceLock::new(),
@@ -295,11 +299,11 @@ fn dispatch_other(shared: &Arc<Shared>, req: IncomingRequest) {
     }
 }
 
-/// What a MESSAGE becomes, or the answer refusing it.
+/// What a MESSAGE becomes (and the Tincan number it is for), or the answer refusing it.
 async fn to_event(
     shared: &Shared,
     req: &tincan_sip_core::stack::SipRequest,
-) -> Result<RemoteEvent, (u16, &'static str)> {
+) -> Result<(RemoteEvent, String), (u16, &'static str)> {
     let number = req.uri.phone_number().or_else(|| req.to.uri.phone_number()).ok_or((404, "Not Found"))?;
     let receiver = match shared.subscribers.user_of(&number).await {
         Ok(Some(u)) => u,
@@ -311,17 +315,18 @@ async fn to_event(
     };
     let text = messages::inbound_text(req.header("Content-Type"), &req.body).map_err(|e: BodyError| e.status())?;
     let sender = messages::remote_id(&req.from).ok_or((400, "Bad Request"))?;
-    Ok(RemoteEvent {
+    let event = RemoteEvent {
         portal: PortalKey { receiver, chat: RemoteChatId::new(sender.clone()) },
         sender: RemoteUserId::new(sender),
         kind: RemoteEventKind::Message {
             id: RemoteMessageId::new(format!("{}/{}", req.call_id, req.cseq)),
             body: text,
         },
-    })
+    };
+    Ok((event, number))
 }
 
-async fn messages_in(shared: &Shared, batch: Vec<IncomingRequest>) {
+async fn messages_in(shared: &Arc<Shared>, batch: Vec<IncomingRequest>) {
     let Some(bridge) = shared.bridge.get() else {
         for r in batch {
             r.respond(503, "Service Unavailable", vec![("Retry-After".into(), "5".into())], Vec::new());
@@ -332,9 +337,9 @@ async fn messages_in(shared: &Shared, batch: Vec<IncomingRequest>) {
     let mut events = Vec::new();
     for r in batch {
         match to_event(shared, &r.request).await {
-            Ok(ev) => {
+            Ok((ev, number)) => {
                 events.push(ev);
-                accepted.push(r);
+                accepted.push((r, number));
             }
             Err((415, reason)) => {
                 r.respond(415, reason, vec![("Accept".into(), "text/plain, message/cpim".into())], Vec::new())
@@ -347,13 +352,27 @@ async fn messages_in(shared: &Shared, batch: Vec<IncomingRequest>) {
     }
     match bridge.queue_remote_events(events).await {
         Ok(()) => {
-            for r in accepted {
+            let mut copies = Vec::with_capacity(accepted.len());
+            for (r, number) in accepted {
+                copies.push((r.request.clone(), number));
                 r.reply(202, "Accepted");
             }
+            // The user's registered SIP devices get a copy once the Matrix one is safe (off the serving loop).
+            let shared = shared.clone();
+            tokio::spawn(async move {
+                for (request, number) in copies {
+                    let bindings = shared.devices.of(&number).await;
+                    if !bindings.is_empty() {
+                        let uri = Uri::Sip(our_uri(&number, &shared.domain));
+                        let aor = NameAddr { display_name: None, uri, params: Vec::new() };
+                        crate::devices::copy_message(&shared.stack, &request, &aor, bindings);
+                    }
+                }
+            });
         }
         Err(e) => {
             tracing::error!(error = %e, "recording inbound messages failed");
-            for r in accepted {
+            for (r, _) in accepted {
                 r.respond(500, "Server Internal Error", vec![("Retry-After".into(), "5".into())], Vec::new());
             }
         }

@@ -46,6 +46,11 @@ impl Registrar {
         Self { realm, subscribers, store, clock, min_expires, max_expires }
     }
 
+    /// The bindings it keeps, as destinations of calls and messages to the users' numbers.
+    pub fn devices(&self) -> crate::devices::Devices {
+        crate::devices::Devices::new(self.store.clone(), self.clock.clone())
+    }
+
     /// Answers one REGISTER.
     pub async fn handle(&self, incoming: IncomingRequest) {
         let (code, reason, headers) = self.answer(&incoming.request).await;

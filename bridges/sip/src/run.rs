@@ -115,6 +115,7 @@ pub async fn start(config: SipBridgeConfig, clock: Arc<dyn Clock>) -> Result<Run
         domain: config.sip.domain.clone(),
         subscribers: subscribers.clone(),
         router: router.clone(),
+        devices: registrar.devices(),
         rng,
     }));
     let connector = SipConnector::new(

@@ -21,6 +21,7 @@
 //! | glare: INVITE → ringing while the user calls the phone | the lower call ID wins: the ghost's → the user's call gets the ghost's `m.call.hangup` (`replaced`); the user's → 486 to the phone, the ghost's `m.call.hangup` (`replaced`), INVITE ← |
 //! | re-INVITE → (hold: `sendonly`/`inactive`, resume: `sendrecv`) | `m.call.negotiate` offer from the ghost; the user's negotiate answer → 200 |
 //! | re-INVITE ← | the user's `m.call.negotiate` offer (Element's hold); the phone's 200 → the ghost's negotiate answer |
+//! | 200 OK ← from one of the user's registered SIP devices, ringing in parallel | `m.call.hangup` (`answered_elsewhere`) |
 
 use serde_json::{Value, json};
 use tincan_sip_core::sdp::Candidate;

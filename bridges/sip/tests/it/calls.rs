@@ -103,7 +103,7 @@ Content-Length: 0
 ]]></send>
   <recv response="200"/>"#;
 
-const TAKES_BYE: &str = r#"
+pub(crate) const TAKES_BYE: &str = r#"
   <recv request="BYE"/>
   <send><![CDATA[
 SIP/2.0 200 OK
@@ -117,7 +117,7 @@ Content-Length: 0
 ]]></send>"#;
 
 /// The phone takes a final failure `code` and ACKs it.
-fn takes_failure(code: u16) -> String {
+pub(crate) fn takes_failure(code: u16) -> String {
     format!(
         r#"
   <recv response="{code}"/>
@@ -135,7 +135,7 @@ Content-Length: 0
     )
 }
 
-const CANCELS: &str = r#"
+pub(crate) const CANCELS: &str = r#"
   <pause milliseconds="500"/>
   <send><![CDATA[
 CANCEL sip:{ALICE}@[remote_ip]:[remote_port];user=phone SIP/2.0
@@ -156,6 +156,12 @@ pub(crate) fn fill(s: &str) -> String {
 
 /// A phone that receives Alice's call: checks the INVITE's plain-RTP offer, then `after`.
 fn phone_answers(after: &str) -> String {
+    answers(r"sip:\+442079460001@", after)
+}
+
+/// A SIP user agent that receives a call from `from` (a regexp of the From URI): checks the INVITE's
+/// plain-RTP offer, rings, then `after`.
+pub(crate) fn answers(from: &str, after: &str) -> String {
     format!(
         r#"<?xml version="1.0" encoding="ISO-8859-1" ?>
 <scenario name="phone answers">
@@ -163,7 +169,7 @@ fn phone_answers(after: &str) -> String {
     <action>
       <ereg regexp="m=audio [0-9]+ RTP/AVP" search_in="body" check_it="true" assign_to="m"/>
       <ereg regexp="PCMU/8000" search_in="body" check_it="true" assign_to="p"/>
-      <ereg regexp="sip:\+442079460001@" search_in="hdr" header="From:" check_it="true" assign_to="f"/>
+      <ereg regexp="{from}" search_in="hdr" header="From:" check_it="true" assign_to="f"/>
       <ereg regexp=".*" search_in="hdr" header="From:" assign_to="rf"/>
       <ereg regexp="sip:[^>]*" search_in="hdr" header="Contact:" assign_to="contact"/>
       <ereg regexp="[0-9]+" search_in="hdr" header="CSeq:" assign_to="icseq"/>
@@ -187,7 +193,7 @@ Content-Length: 0
     )
 }
 
-const PHONE_200: &str = r#"
+pub(crate) const PHONE_200: &str = r#"
   <pause milliseconds="300"/>
   <send retrans="500"><![CDATA[
 SIP/2.0 200 OK
@@ -211,7 +217,7 @@ a=sendrecv
 ]]></send>
   <recv request="ACK"/>"#;
 
-const PHONE_HANGS_UP: &str = r#"
+pub(crate) const PHONE_HANGS_UP: &str = r#"
   <pause milliseconds="1000"/>
   <send retrans="500"><![CDATA[
 BYE [$contact] SIP/2.0
@@ -226,22 +232,47 @@ Content-Length: 0
 ]]></send>
   <recv response="200"/>"#;
 
+/// The ringing callee takes a CANCEL, answers it 200 and the INVITE 487, and takes the ACK.
+pub(crate) const TAKES_CANCEL: &str = r#"
+  <recv request="CANCEL"/>
+  <send><![CDATA[
+SIP/2.0 200 OK
+[last_Via:]
+[last_From:]
+[last_To:]
+[last_Call-ID:]
+[last_CSeq:]
+Content-Length: 0
+
+]]></send>
+  <send><![CDATA[
+SIP/2.0 487 Request Terminated
+[last_Via:]
+[last_From:]
+[last_To:];tag=[pid]SIPpTag01[call_number]
+[last_Call-ID:]
+CSeq: [$icseq] INVITE
+Content-Length: 0
+
+]]></send>
+  <recv request="ACK"/>"#;
+
 /// Runs a sipp phone calling the bridge in the background.
-fn spawn_caller(h: &Harness, xml: &str) -> (Scenario, tincan_testkit::process::ChildGuard) {
+pub(crate) fn spawn_caller(h: &Harness, xml: &str) -> (Scenario, tincan_testkit::process::ChildGuard) {
     let s = Scenario::new("caller", xml).unwrap();
     let g = s.spawn(s.command(h.sip, free_addr(), 1), "phone").unwrap();
     (s, g)
 }
 
 /// Runs a sipp phone at `phone` waiting for a call.
-async fn spawn_callee(phone: SocketAddr, xml: &str) -> (Scenario, tincan_testkit::process::ChildGuard) {
+pub(crate) async fn spawn_callee(phone: SocketAddr, xml: &str) -> (Scenario, tincan_testkit::process::ChildGuard) {
     let s = Scenario::new("callee", xml).unwrap();
     let g = s.spawn(s.uas_command(phone), "phone").unwrap();
     tokio::time::sleep(Duration::from_millis(300)).await;
     (s, g)
 }
 
-async fn start(fallback: Option<SocketAddr>, ring_secs: u64) -> (Harness, Rtpengine, NgClient) {
+pub(crate) async fn start(fallback: Option<SocketAddr>, ring_secs: u64) -> (Harness, Rtpengine, NgClient) {
     let rtp = Rtpengine::start().await.unwrap();
     let ng_addr = rtp.ng;
     let h = Harness::start_with(fallback, |c, _| {
@@ -256,7 +287,7 @@ async fn start(fallback: Option<SocketAddr>, ring_secs: u64) -> (Harness, Rtpeng
 }
 
 /// The `m.call.*` events of `room`, oldest first, as (sender, type, content).
-async fn call_events(h: &Harness, room: &str) -> Vec<(String, String, Value)> {
+pub(crate) async fn call_events(h: &Harness, room: &str) -> Vec<(String, String, Value)> {
     let v = h
         .alice(reqwest::Method::GET, &format!("/_matrix/client/v3/rooms/{}/messages?dir=b&limit=200", enc(room)), None)
         .await;
@@ -274,7 +305,13 @@ async fn call_events(h: &Harness, room: &str) -> Vec<(String, String, Value)> {
 }
 
 /// Waits for the `n`th (from 0) `m.call.*` event of `kind` from the ghost whose content `matches`.
-async fn ghost_event(h: &Harness, room: &str, kind: &str, n: usize, matches: impl Fn(&Value) -> bool) -> Value {
+pub(crate) async fn ghost_event(
+    h: &Harness,
+    room: &str,
+    kind: &str,
+    n: usize,
+    matches: impl Fn(&Value) -> bool,
+) -> Value {
     let ghost = format!("@sip_{PHONE}:hs.test");
     wait_for(kind, Duration::from_secs(30), || async {
         call_events(h, room)
@@ -288,11 +325,11 @@ async fn ghost_event(h: &Harness, room: &str, kind: &str, n: usize, matches: imp
 }
 
 /// Waits for an `m.call.*` event of `kind` from the ghost.
-async fn ghost_sends(h: &Harness, room: &str, kind: &str) -> Value {
+pub(crate) async fn ghost_sends(h: &Harness, room: &str, kind: &str) -> Value {
     ghost_event(h, room, kind, 0, |_| true).await
 }
 
-async fn alice_sends(h: &Harness, room: &str, kind: &str, content: Value) {
+pub(crate) async fn alice_sends(h: &Harness, room: &str, kind: &str, content: Value) {
     static TXN: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
     let txn = format!("c{}", TXN.fetch_add(1, std::sync::atomic::Ordering::Relaxed));
     h.alice(reqwest::Method::PUT, &format!("/_matrix/client/v3/rooms/{}/send/{kind}/{txn}", enc(room)), Some(content))
@@ -300,7 +337,7 @@ async fn alice_sends(h: &Harness, room: &str, kind: &str, content: Value) {
 }
 
 /// A phone calls Alice: she joins the portal and gets the ghost's invite; returns (room, invite content).
-async fn ringing_in_matrix(h: &Harness) -> (String, Value) {
+pub(crate) async fn ringing_in_matrix(h: &Harness) -> (String, Value) {
     let room = h.join_invite().await;
     let invite = ghost_sends(h, &room, "m.call.invite").await;
     assert_eq!(invite["version"], "1");
@@ -315,7 +352,7 @@ async fn ringing_in_matrix(h: &Harness) -> (String, Value) {
     (room, invite)
 }
 
-fn v1(call_id: &Value, party: &str, extra: Value) -> Value {
+pub(crate) fn v1(call_id: &Value, party: &str, extra: Value) -> Value {
     let mut c = json!({"call_id": call_id, "party_id": party, "version": "1"});
     c.as_object_mut().unwrap().extend(extra.as_object().unwrap().clone());
     c
@@ -569,30 +606,7 @@ async fn a_matrix_call_hung_up_while_ringing_cancels_the_invite() {
     let phone = free_addr();
     let (h, _rtp, ng) = start(Some(phone), 60).await;
     let room = dm_with_phone(&h).await;
-    let cancelled = r#"
-  <recv request="CANCEL"/>
-  <send><![CDATA[
-SIP/2.0 200 OK
-[last_Via:]
-[last_From:]
-[last_To:]
-[last_Call-ID:]
-[last_CSeq:]
-Content-Length: 0
-
-]]></send>
-  <send><![CDATA[
-SIP/2.0 487 Request Terminated
-[last_Via:]
-[last_From:]
-[last_To:];tag=[pid]SIPpTag01[call_number]
-[last_Call-ID:]
-CSeq: [$icseq] INVITE
-Content-Length: 0
-
-]]></send>
-  <recv request="ACK"/>"#;
-    let (_s, guard) = spawn_callee(phone, &phone_answers(cancelled)).await;
+    let (_s, guard) = spawn_callee(phone, &phone_answers(TAKES_CANCEL)).await;
     alice_calls(&h, &room, "call-out-4").await;
     // Let the phone ring first.
     wait_for("rtpengine to anchor the call", Duration::from_secs(20), || async {
@@ -694,7 +708,7 @@ Content-Length: 0
 }
 
 /// The phone (the callee) offers again with `a={dir}` (CSeq `cseq` of its own), expects `a={expect}`, ACKs.
-fn callee_reoffers(cseq: u32, dir: &str, expect: &str) -> String {
+pub(crate) fn callee_reoffers(cseq: u32, dir: &str, expect: &str) -> String {
     format!(
         r#"
   <pause milliseconds="300"/>
@@ -742,7 +756,7 @@ Content-Length: 0
 }
 
 /// The phone takes the bridge's re-INVITE: a plain-RTP offer with `a={expect}`, answered with `a={dir}`.
-fn takes_reinvite(expect: &str, dir: &str) -> String {
+pub(crate) fn takes_reinvite(expect: &str, dir: &str) -> String {
     format!(
         r#"
   <recv request="INVITE">

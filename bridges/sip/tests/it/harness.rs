@@ -1,5 +1,6 @@
 //! A running SIP bridge for tests: Synapse with the bridge's registration, the bridge in this process on free
-//! ports (core state and SIP state in SQLite), Alice holding +442079460001 with a SIP device `alice-desk`.
+//! ports (core state and SIP state in SQLite), Alice holding +442079460001 with SIP devices `alice-desk` and
+//! `alice-soft`.
 
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
@@ -17,6 +18,8 @@ use tincan_testkit::ports::free_port;
 pub const ALICE_NUMBER: &str = "+442079460001";
 pub const ALICE_DEVICE: &str = "alice-desk";
 pub const ALICE_DEVICE_PASSWORD: &str = "desk-password-123";
+pub const ALICE_SOFTPHONE: &str = "alice-soft";
+pub const ALICE_SOFTPHONE_PASSWORD: &str = "soft-password-456";
 pub const DOMAIN: &str = "sip.tincan.test";
 pub const AS_TOKEN: &str = "sip-as-token";
 
@@ -52,10 +55,16 @@ pub fn config(dir: &std::path::Path, fallback: Option<SocketAddr>) -> SipBridgeC
     c.sip.database_url = format!("sqlite:{}", dir.join("sip.db").display());
     c.sip.min_expires_secs = 30;
     c.subscribers.static_numbers = BTreeMap::from([(ALICE_NUMBER.into(), "@alice:hs.test".into())]);
-    c.subscribers.static_devices = BTreeMap::from([(
-        ALICE_DEVICE.into(),
-        StaticDevice { number: ALICE_NUMBER.into(), password: Secret::new(ALICE_DEVICE_PASSWORD) },
-    )]);
+    c.subscribers.static_devices = BTreeMap::from([
+        (
+            ALICE_DEVICE.into(),
+            StaticDevice { number: ALICE_NUMBER.into(), password: Secret::new(ALICE_DEVICE_PASSWORD) },
+        ),
+        (
+            ALICE_SOFTPHONE.into(),
+            StaticDevice { number: ALICE_NUMBER.into(), password: Secret::new(ALICE_SOFTPHONE_PASSWORD) },
+        ),
+    ]);
     c.routes.dns_servers = vec!["127.0.0.1:9".into()];
     if let Some(f) = fallback {
         c.routes.fallback = format!("sip:{f}");
@@ -63,7 +72,45 @@ pub fn config(dir: &std::path::Path, fallback: Option<SocketAddr>) -> SipBridgeC
     c
 }
 
+/// One REGISTER of Alice's number with Contact `sip:desk@` the sender; `auth` adds sipp's answer to the
+/// challenge.
+fn register_request(cseq: u32, expires: u32, auth: &str) -> String {
+    format!(
+        r#"  <send retrans="500"><![CDATA[
+REGISTER sip:{DOMAIN} SIP/2.0
+Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
+From: <sip:{ALICE_NUMBER}@{DOMAIN}>;tag=[call_number]
+To: <sip:{ALICE_NUMBER}@{DOMAIN}>
+Call-ID: [call_id]
+CSeq: {cseq} REGISTER
+Contact: <sip:desk@[local_ip]:[local_port]>
+{auth}Expires: {expires}
+Max-Forwards: 70
+Content-Length: 0
+
+]]></send>
+"#
+    )
+}
+
+/// A sipp scenario registering Alice's number as device `user` with `password` for `expires` seconds: the
+/// challenge, then the answer to it, expecting `expect`.
+pub fn register(user: &str, password: &str, expires: u32, expect: u16) -> String {
+    format!(
+        "<?xml version=\"1.0\" encoding=\"ISO-8859-1\" ?>\n<scenario name=\"register\">\n{}  <recv response=\"401\" \
+         auth=\"true\"/>\n{}  <recv response=\"{expect}\"/>\n</scenario>\n",
+        register_request(1, expires, ""),
+        register_request(2, expires, &format!("[authentication username={user} password={password}]\n")),
+    )
+}
+
 impl Harness {
+    /// Registers Alice's device `user` (with `password`) from `at` for 300 s, as a phone does.
+    pub async fn register_device(&self, user: &str, password: &str, at: SocketAddr) {
+        let s = tincan_testkit::sip::Scenario::new("register", &register(user, password, 300, 200)).unwrap();
+        s.run(s.command(self.sip, at, 1)).await.unwrap();
+    }
+
     pub async fn start(fallback: Option<SocketAddr>) -> Harness {
         Self::start_with(fallback, |_, _| {}).await
     }

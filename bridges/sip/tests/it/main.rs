@@ -3,6 +3,7 @@
 mod baresip;
 mod bench;
 mod calls;
+mod devices;
 mod harness;
 mod media;
 mod messages;

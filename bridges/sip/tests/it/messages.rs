@@ -10,7 +10,7 @@ use tincan_testkit::sip::{Scenario, finished};
 
 const PHONE: &str = "+15551234567";
 
-fn message_uac(content_type: &str, body: &str, to: &str, expect: u16) -> String {
+pub(crate) fn message_uac(content_type: &str, body: &str, to: &str, expect: u16) -> String {
     format!(
         r#"<?xml version="1.0" encoding="ISO-8859-1" ?>
 <scenario name="message">
@@ -32,16 +32,23 @@ Content-Length: [len]
     )
 }
 
-/// A phone that takes one MESSAGE, checks its From and body, and answers `code`.
+/// A phone that takes one MESSAGE from Alice's number, checks its From and body, and answers `code`.
 fn message_uas(body_regexp: &str, code: u16) -> String {
+    let from = format!(r"sip:\+442079460001@{}", DOMAIN.replace('.', "\\."));
+    message_uas_from(&from, r"sip:\+15551234567@", body_regexp, code)
+}
+
+/// A SIP user agent that takes one MESSAGE, checks its From, To (regexps of their URIs) and body, and answers
+/// `code`.
+pub(crate) fn message_uas_from(from: &str, to: &str, body_regexp: &str, code: u16) -> String {
     format!(
         r#"<?xml version="1.0" encoding="ISO-8859-1" ?>
 <scenario name="message uas">
   <recv request="MESSAGE">
     <action>
       <ereg regexp="{body_regexp}" search_in="body" check_it="true" assign_to="b"/>
-      <ereg regexp="sip:\+442079460001@{domain}" search_in="hdr" header="From:" check_it="true" assign_to="f"/>
-      <ereg regexp="sip:\+15551234567@" search_in="hdr" header="To:" check_it="true" assign_to="t"/>
+      <ereg regexp="{from}" search_in="hdr" header="From:" check_it="true" assign_to="f"/>
+      <ereg regexp="{to}" search_in="hdr" header="To:" check_it="true" assign_to="t"/>
     </action>
   </recv>
   <Reference variables="b,f,t"/>
@@ -56,8 +63,7 @@ Content-Length: 0
 
 ]]></send>
 </scenario>
-"#,
-        domain = DOMAIN.replace('.', "\\."),
+"#
     )
 }
 

@@ -1,38 +1,9 @@
 //! The registrar with sipp as a device: digest challenge and answer, wrong passwords, too-short
 //! registrations, unregistering.
 
-use crate::harness::{ALICE_DEVICE, ALICE_DEVICE_PASSWORD, ALICE_NUMBER, DOMAIN, Harness};
+use crate::harness::{ALICE_DEVICE, ALICE_DEVICE_PASSWORD, ALICE_NUMBER, Harness, register};
 use tincan_testkit::ports::free_addr;
 use tincan_testkit::sip::Scenario;
-
-/// One REGISTER request of the scenario; `auth` adds sipp's answer to the challenge.
-fn request(cseq: u32, expires: u32, auth: &str) -> String {
-    format!(
-        r#"  <send retrans="500"><![CDATA[
-REGISTER sip:{DOMAIN} SIP/2.0
-Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
-From: <sip:{ALICE_NUMBER}@{DOMAIN}>;tag=[call_number]
-To: <sip:{ALICE_NUMBER}@{DOMAIN}>
-Call-ID: [call_id]
-CSeq: {cseq} REGISTER
-Contact: <sip:desk@[local_ip]:[local_port]>
-{auth}Expires: {expires}
-Max-Forwards: 70
-Content-Length: 0
-
-]]></send>
-"#
-    )
-}
-
-fn register(user: &str, password: &str, expires: u32, expect: u16) -> String {
-    format!(
-        "<?xml version=\"1.0\" encoding=\"ISO-8859-1\" ?>\n<scenario name=\"register\">\n{}  <recv response=\"401\" \
-         auth=\"true\"/>\n{}  <recv response=\"{expect}\"/>\n</scenario>\n",
-        request(1, expires, ""),
-        request(2, expires, &format!("[authentication username={user} password={password}]\n")),
-    )
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_device_registers_with_its_own_password_and_only_with_it() {
