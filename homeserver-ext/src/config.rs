@@ -436,11 +436,17 @@ pub struct PortingConfig {
     /// Seconds between two looks at the directory's open ports and ours still pending (webhooks are not
     /// retried, so this catches a missed one); one also runs at start. 0: webhooks only.
     pub poll_interval_secs: u64,
+    /// With `unlocked = "release"`: how long a request that does not carry the new account's master key yet
+    /// waits for it (the gaining client uploads it just after signing in) before it is released without one.
+    /// Released with the key, the number moves in one port entry, which clients that verified the old key show
+    /// as a move; a key following the move is an ordinary change to them. The wait ends at the next look after
+    /// it (the directory's `amended` webhook, else the poll). 0: release at once.
+    pub release_key_wait_secs: u64,
 }
 
 impl Default for PortingConfig {
     fn default() -> Self {
-        Self { unlocked: UnlockedPorts::Wait, poll_interval_secs: 300 }
+        Self { unlocked: UnlockedPorts::Wait, poll_interval_secs: 300, release_key_wait_secs: 120 }
     }
 }
 

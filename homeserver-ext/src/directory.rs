@@ -225,6 +225,15 @@ pub struct PortView {
     pub reason: Option<String>,
     /// The end of the losing provider's window, Unix milliseconds.
     pub window_ends_at_ms: i64,
+    /// What the gaining provider publishes once the number moves (its Matrix user among them).
+    #[serde(default)]
+    pub services: Vec<tincan_enum_core::Service>,
+    /// The key published with the move, when the request carries one (`{"ed25519": …}`).
+    #[serde(default)]
+    pub key: Option<serde_json::Value>,
+    /// When the request was filed, Unix milliseconds.
+    #[serde(default)]
+    pub filed_at_ms: i64,
 }
 
 /// One page of `GET /v1/numbers`.

@@ -13,12 +13,18 @@
 //! `porting.poll_interval_secs` since webhooks are not retried). [`sync`] reads the port back from the
 //! directory with our token — the webhook's body is never trusted, only its port id — and answers a pending one
 //! ([`answer`]): `not_in_service` when no account here has the number, `registration_locked` when its account
-//! has a live registration lock, else `porting.unlocked` (`release` at once, or `wait` for the window's end).
+//! has a live registration lock, else `porting.unlocked` (`release`, or `wait` for the window's end). A release
+//! waits until the request carries the new account's master key (the directory's `amended` webhook says when)
+//! or is `porting.release_key_wait_secs` old, so the number, its route and its key move in one port entry of
+//! the transparency log: a client that verified the old key then sees a move, not a key change.
 //!
 //! **Either side, once the port closed.** Completed: the gaining side binds the number to the new account and
 //! records it as published (the directory already holds its route and key); the losing side stops treating
 //! the number as its own (the Identity Service binding goes, the account is no longer published; the account
-//! itself is kept for its user). Each port's effect happens once ([`crate::store::PortRepository::close_port`]).
+//! itself is kept for its user), and the old account tells its direct chats where the number went
+//! ([`notice`]). Each port's effect happens once ([`crate::store::PortRepository::close_port`]).
+
+pub mod notice;
 
 use crate::app::App;
 use crate::config::UnlockedPorts;
@@ -181,6 +187,12 @@ async fn answer(app: &App, known: &PortRecord, view: &PortView) -> Result<(), Po
             tracing::info!(number = %redacted, port_id = known.id, to = %view.gaining, reason, "objecting to a port");
             dir.object_port(known.id, reason).await
         }
+        (None, UnlockedPorts::Release) if view.key.is_none() && waits_for_key(app, view) => {
+            // Released now, the number would move without the new account's key, and the key would follow as an
+            // ordinary change: a client that verified the old key would see a key change rather than a move.
+            tracing::info!(number = %redacted, port_id = known.id, "releasing once the request carries the key");
+            return Ok(());
+        }
         (None, UnlockedPorts::Release) => {
             tracing::info!(number = %redacted, port_id = known.id, to = %view.gaining, "releasing a number");
             dir.release_port(known.id).await
@@ -198,6 +210,15 @@ async fn answer(app: &App, known: &PortRecord, view: &PortView) -> Result<(), Po
         }
         Err(e) => Err(e.into()),
     }
+}
+
+/// Whether a request to release still waits for the new account's key: `porting.release_key_wait_secs` after
+/// it was filed (never when that is 0).
+fn waits_for_key(app: &App, view: &PortView) -> bool {
+    let wait = app.config.porting.release_key_wait_secs;
+    let now_ms = app.clock.now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis());
+    let filed_ms = u128::try_from(view.filed_at_ms).unwrap_or(0);
+    wait > 0 && now_ms < filed_ms + u128::from(wait) * 1000
 }
 
 /// Applies a closed port's effect here, once.
@@ -222,9 +243,32 @@ async fn settle(app: &App, known: &PortRecord, view: &PortView) -> Result<(), Po
                 app.store.unbind(&view.number, user_id).await?;
             }
             app.store.mark_published(&view.number, None).await?;
+            if let Some(user_id) = &known.user_id {
+                tell_contacts(app, user_id, view).await;
+            }
         }
     }
     Ok(())
+}
+
+/// The old account's direct chats hear where the number went ([`notice`]); a failure is logged.
+async fn tell_contacts(app: &App, user_id: &str, view: &PortView) {
+    let account = match app.store.account_by_number(&view.number).await {
+        Ok(Some(a)) if a.user_id == user_id => a,
+        Ok(_) => return,
+        Err(e) => {
+            tracing::warn!(port_id = view.id, error = %e, "no moved notice: the account could not be read");
+            return;
+        }
+    };
+    let new_user = view.services.iter().filter(|s| s.kind() == tincan_enum_core::ServiceType::Matrix);
+    let Some(new_user) = new_user.filter_map(|s| tincan_enum_lookup::MatrixUser::from_uri(s.uri())).next() else {
+        return;
+    };
+    match notice::send(app, &account.localpart, &new_user.user_id(), &view.gaining, view.id).await {
+        Ok(rooms) => tracing::info!(port_id = view.id, %user_id, rooms, "moved notice sent"),
+        Err(e) => tracing::warn!(port_id = view.id, %user_id, error = %e, "the moved notice could not be sent"),
+    }
 }
 
 /// Every port of ours the directory lists as open, and every one still pending here, synced once.

@@ -161,8 +161,12 @@ impl Ext {
     /// the parts every test needs (listen address, SQLite in its directory, dev SMS sink, code-hash key, limits
     /// lifted), and waits for `/health`.
     pub async fn start(bin: &Path, settings: &str) -> Result<Ext> {
+        Ext::start_at(bin, crate::ports::free_port(), settings).await
+    }
+
+    /// [`Ext::start`] listening on `port` (known before it starts, e.g. for the directory's port webhooks).
+    pub async fn start_at(bin: &Path, port: u16, settings: &str) -> Result<Ext> {
         let dir = tempfile::Builder::new().prefix("tincan-ext-").tempdir()?;
-        let port = crate::ports::free_port();
         let config = format!(
             "listen = \"127.0.0.1:{port}\"\ndatabase_url = \"sqlite://{db}?mode=rwc\"\n{settings}\n\
              [codes]\nsecret = \"test-only-code-secret-0123456789abcdef\"\n\
@@ -244,17 +248,85 @@ pub struct Federation {
     _ca: TestCa,
 }
 
+/// How [`Federation::builder`] sets the network up beyond its defaults.
+#[derive(Debug)]
+pub struct FederationBuilder<'a> {
+    specs: &'a [(&'a str, &'a [&'a str])],
+    port_window_secs: Option<u64>,
+    record_ttl_secs: Option<u32>,
+    ext_settings: Vec<(String, String)>,
+}
+
+impl FederationBuilder<'_> {
+    /// The TTL of the directory's NAPTR and TXT records (`dns.zone.record_ttl`, 300 s by default), which is how
+    /// long clients may keep an answer: short for a test that changes a number and looks it up again.
+    pub fn record_ttl_secs(mut self, secs: u32) -> Self {
+        self.record_ttl_secs = Some(secs);
+        self
+    }
+
+    /// The directory's port objection window (`ports.window_secs`, its default a day), its ports checked every
+    /// second.
+    pub fn port_window_secs(mut self, secs: u64) -> Self {
+        self.port_window_secs = Some(secs);
+        self
+    }
+
+    /// More extension settings for provider `name` (TOML starting with a section, e.g.
+    /// `"[porting]\nunlocked = \"release\"\n"`).
+    pub fn ext_settings(mut self, name: &str, toml: &str) -> Self {
+        self.ext_settings.push((name.to_owned(), toml.to_owned()));
+        self
+    }
+
+    /// Starts it: see [`Federation::start`].
+    pub async fn start(self) -> Result<Option<Federation>> {
+        Federation::start_with(self).await
+    }
+}
+
 impl Federation {
     /// The directory, then for each `(name, prefixes)` a provider: `provider add` (prefixes another provider
     /// was given already are added `--shared`), a federating Synapse with JWT login, and its extension
     /// publishing numbers and keys with its token and resolving other providers' numbers through the
     /// directory's DNS (DNSSEC to the anchor, answers backed by the log; the number list mirrored every
-    /// second). `None` when a binary is missing (see the module docs).
+    /// second). The directory's port webhooks reach each provider's extension. `None` when a binary is missing
+    /// (see the module docs).
     pub async fn start(specs: &[(&str, &[&str])]) -> Result<Option<Federation>> {
+        Federation::builder(specs).start().await
+    }
+
+    /// [`Federation::start`] with settings of its own (the port window, extension settings).
+    pub fn builder<'a>(specs: &'a [(&'a str, &'a [&'a str])]) -> FederationBuilder<'a> {
+        FederationBuilder { specs, port_window_secs: None, record_ttl_secs: None, ext_settings: Vec::new() }
+    }
+
+    async fn start_with(b: FederationBuilder<'_>) -> Result<Option<Federation>> {
+        let specs = b.specs;
         let Some(dir_bin) = directory::binary_or_skip() else { return Ok(None) };
         let Some(ext_bin) = ext_binary_or_skip() else { return Ok(None) };
         let ca = TestCa::new()?;
-        let directory = Directory::start(&dir_bin).await?;
+        // Each extension's port is chosen now, so the directory knows where its port webhook goes.
+        let ext_ports: Vec<u16> = specs.iter().map(|_| crate::ports::free_port()).collect();
+        let mut env: Vec<(String, String)> = specs
+            .iter()
+            .zip(&ext_ports)
+            .map(|((name, _), port)| {
+                (
+                    format!("TINCAN_DIRECTORY_PORTS__WEBHOOKS__{}", name.to_uppercase()),
+                    format!("http://127.0.0.1:{port}/_tincan/directory/v1/ports"),
+                )
+            })
+            .collect();
+        if let Some(secs) = b.port_window_secs {
+            env.push(("TINCAN_DIRECTORY_PORTS__WINDOW_SECS".into(), secs.to_string()));
+            env.push(("TINCAN_DIRECTORY_PORTS__CHECK_INTERVAL_SECS".into(), "1".into()));
+        }
+        if let Some(secs) = b.record_ttl_secs {
+            env.push(("TINCAN_DIRECTORY_DNS__ZONE__RECORD_TTL".into(), secs.to_string()));
+        }
+        let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        let directory = Directory::start_env(&dir_bin, &env).await?;
         let anchor = directory.trust_anchor()?;
         let log_key = directory.log_key().await?;
 
@@ -269,24 +341,26 @@ impl Federation {
         }
         let mut taken: Vec<&str> = Vec::new();
         let mut providers = Vec::new();
-        for ((name, prefixes), (jwt, hs)) in specs.iter().zip(starting) {
+        for (((name, prefixes), (jwt, hs)), ext_port) in specs.iter().zip(starting).zip(ext_ports) {
             let hs = hs.await.context("starting Synapse")??;
             let shared = prefixes.iter().any(|p| taken.contains(p));
             let more: &[&str] = if shared { &["--shared"] } else { &[] };
             let registrar = directory.add_provider_with(name, prefixes, more)?;
             taken.extend(prefixes.iter());
+            let more: String =
+                b.ext_settings.iter().filter(|(n, _)| n == name).map(|(_, toml)| format!("{toml}\n")).collect();
             let settings = format!(
                 "server_name = \"{server}\"\nhomeserver_url = \"{hs_url}\"\n\
                  [homeserver]\nbackend = \"jwt\"\njwt_secret = \"{jwt}\"\n\
                  [directory]\nurl = \"{api}\"\ntoken = \"{token}\"\ndns_servers = [\"{dns}\"]\napex = \"{APEX}\"\n\
-                 trust_anchor = '''\n{anchor}'''\nlog_key = \"{log_key}\"\nsync_interval_secs = 1\n",
+                 trust_anchor = '''\n{anchor}'''\nlog_key = \"{log_key}\"\nsync_interval_secs = 1\n{more}",
                 server = hs.server_name(),
                 hs_url = hs.url(),
                 api = directory.api,
                 token = registrar.token,
                 dns = directory.dns,
             );
-            let ext = Ext::start(&ext_bin, &settings).await?;
+            let ext = Ext::start_at(&ext_bin, ext_port, &settings).await?;
             providers.push(Provider { name: name.to_string(), hs, ext, registrar });
         }
         Ok(Some(Federation { providers, directory, anchor, log_key, _ca: ca }))

@@ -55,8 +55,18 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
                 } else {
                     format!("published in the directory for {}", s.published_for.join(", "))
                 };
+                let port = match &s.port {
+                    Some(p) if p.state == "pending" => format!(
+                        "\nYour number is being moved here from its provider (port {}); it reaches this account \
+                         once that provider releases it, at the latest {} UTC.",
+                        p.id,
+                        tincan_common::clock::utc_minute(p.window_ends_at_ms)
+                    ),
+                    Some(p) => format!("\nPort {} of your number: {}.", p.id, p.state),
+                    None => String::new(),
+                };
                 format!(
-                    "Signed in as {} (device {}){}.\nMaster key {key}: {published}.",
+                    "Signed in as {} (device {}){}.\nMaster key {key}: {published}.{port}",
                     s.user_id,
                     s.device_id,
                     if s.new_account { ", new account" } else { "" }

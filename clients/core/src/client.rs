@@ -11,7 +11,7 @@ mod reach;
 mod sync;
 
 pub use directory::{Contact, ImportedContact};
-pub use messaging::{IncomingMessage, Sent};
+pub use messaging::{IncomingMessage, MovedNotice, Sent};
 pub use push::PushConfig;
 pub use reach::{Chat, PendingDelivery, SentToNumber};
 
@@ -52,6 +52,10 @@ pub struct SignedIn {
     pub master_key: Option<MasterKey>,
     /// The numbers whose directory record now carries the key (empty when publishing failed or is off).
     pub published_for: Vec<String>,
+    /// When another provider held the number: its port to this provider, which the directory completes when
+    /// that provider releases the number or its objection window ends (the master key goes with it).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub port: Option<crate::ext::PortStatus>,
 }
 
 /// The Tincan client. Cheap to clone the parts that matter (`matrix()`); one per data dir.
@@ -311,7 +315,14 @@ impl TincanClient {
         self.adopt(client, &resp.homeserver_url, Some(pending.number))?;
         let (master_key, published_for) = self.setup_encryption().await?;
         let device_id = self.client()?.device_id().map(|d| d.to_string()).unwrap_or_default();
-        Ok(SignedIn { user_id: resp.user_id, device_id, new_account: resp.new_account, master_key, published_for })
+        Ok(SignedIn {
+            user_id: resp.user_id,
+            device_id,
+            new_account: resp.new_account,
+            master_key,
+            published_for,
+            port: resp.port,
+        })
     }
 
     /// Signs in with an existing access token (a session created elsewhere, e.g. by an operator's admin API),

@@ -51,6 +51,25 @@ pub struct VerifyResponse {
     /// Whether the account was created now.
     #[serde(default)]
     pub new_account: bool,
+    /// When another provider held the number: the port this sign-in asked the directory for.
+    #[serde(default)]
+    pub port: Option<PortStatus>,
+}
+
+/// A port of the number to the provider we signed in at, as `register/verify` reports it: until it completes
+/// the account exists but the number does not lead to it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PortStatus {
+    /// The directory's id of the request.
+    pub id: i64,
+    /// `pending` while the provider holding the number may still answer; `completed`, `objected` or
+    /// `cancelled` after.
+    pub state: String,
+    /// The other provider's objection reason, when it objected.
+    #[serde(default)]
+    pub reason: Option<String>,
+    /// When the number moves at the latest if the other provider does not object, Unix milliseconds.
+    pub window_ends_at_ms: i64,
 }
 
 /// The extension's HTTP API.
@@ -163,6 +182,15 @@ mod tests {
         }))
         .unwrap();
         assert!(matches!(v.login, Login::Jwt { token } if token == "t"));
+        assert_eq!(v.port, None);
+        let v: VerifyResponse = serde_json::from_value(json!({
+            "user_id": "@tc_x:hs.test", "homeserver_url": "http://127.0.0.1:1",
+            "login": {"type": "org.matrix.login.jwt", "token": "t"}, "new_account": true,
+            "port": {"id": 7, "state": "pending", "window_ends_at_ms": 1000}
+        }))
+        .unwrap();
+        let port = PortStatus { id: 7, state: "pending".into(), reason: None, window_ends_at_ms: 1000 };
+        assert_eq!(v.port, Some(port));
         let l: Login = serde_json::from_value(
             json!({"type": "m.login.application_service", "access_token": "a", "device_id": "D"}),
         )

@@ -49,8 +49,8 @@ pub mod trust;
 pub use at_rest::StoreKey;
 pub use charter::{CharterConfig, CharterStatus};
 pub use client::{
-    Chat, Contact, ImportedContact, IncomingMessage, PendingDelivery, PushConfig, Sent, SentToNumber, SignedIn,
-    TincanClient,
+    Chat, Contact, ImportedContact, IncomingMessage, MovedNotice, PendingDelivery, PushConfig, Sent, SentToNumber,
+    SignedIn, TincanClient,
 };
 pub use config::{ClientConfig, DirectoryConfig, TransparencyLogConfig};
 pub use delivery::Delivery;

@@ -34,6 +34,9 @@ pub struct Porting {
 pub enum PortEvent {
     /// A request was filed (sent to the losing provider).
     Filed,
+    /// The gaining provider amended a pending request, e.g. with the new account's key (sent to the losing
+    /// provider, which may be waiting for it to release the number).
+    Amended,
     /// The number moved (sent to both).
     Completed,
     /// The losing provider objected (sent to both).

@@ -63,7 +63,8 @@ impl Providers {
                 dir.api,
             )
         };
-        let a_extra = format!("[porting]\nunlocked = \"{a_unlocked}\"\n");
+        // A releases at once even without the new key (these sign-ins upload none; the client tests cover the wait).
+        let a_extra = format!("[porting]\nunlocked = \"{a_unlocked}\"\nrelease_key_wait_secs = 0\n");
         let lock = [("TINCAN_EXT_REGISTRATION_LOCK__SECRET", LOCK_SECRET)];
         let a = Ext::start_env_at(port_a, None, &config(&hs_a, &reg_a.token, &a_extra), &lock).await.unwrap();
         let b = Ext::start_at(port_b, None, &config(&hs_b, &reg_b.token, "")).await.unwrap();

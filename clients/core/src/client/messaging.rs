@@ -12,6 +12,7 @@ use crate::error::{ClientError, Result};
 use crate::trust::KeyStatus;
 use futures::Stream;
 use matrix_sdk::deserialized_responses::{EncryptionInfo, TimelineEvent};
+use matrix_sdk::event_handler::RawEvent;
 use matrix_sdk::room::MessagesOptions;
 use matrix_sdk::ruma::events::room::member::{MembershipState, StrippedRoomMemberEvent};
 use matrix_sdk::ruma::events::room::message::{
@@ -43,6 +44,33 @@ pub struct IncomingMessage {
     pub encrypted: bool,
     /// Origin server time, milliseconds since the Unix epoch.
     pub timestamp_ms: u64,
+    /// The sender says its phone number moved to another account (a provider's notice after a port, see
+    /// [`MovedNotice`]).
+    pub moved: Option<MovedNotice>,
+}
+
+/// What a `io.tincan.moved` notice says: the phone number of the account that sent it now belongs to another
+/// Matrix ID. A claim of the sender's provider, sent in clear: never act on it alone. Check the number again
+/// ([`check_contact`](TincanClient::check_contact)): the directory shows the move backed by the transparency
+/// log's port entry ([`KeyStatus::Moved`]), and only then does the new Matrix ID hold the number.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct MovedNotice {
+    /// The Matrix ID the number moved to, as the notice says.
+    pub user_id: String,
+    /// The provider it moved to (its name at the directory), as the notice says.
+    pub provider: Option<String>,
+    /// The number, when the sender is a contact we verified it for (the notice itself does not carry it).
+    pub number: Option<E164>,
+}
+
+/// The content field of the notice.
+const MOVED_FIELD: &str = "io.tincan.moved";
+
+/// The notice in an event's JSON, if it is one.
+fn moved_notice(event: &serde_json::Value) -> Option<(String, Option<String>)> {
+    let m = &event["content"][MOVED_FIELD];
+    let user_id = m["user_id"].as_str().filter(|u| UserId::parse(*u).is_ok())?;
+    Some((user_id.to_owned(), m["provider"].as_str().map(str::to_owned)))
 }
 
 /// What `send_text` did.
@@ -71,16 +99,19 @@ impl TincanClient {
         });
         let tx = self.incoming.clone();
         let state = self.state.clone();
-        client.add_event_handler(move |ev: OriginalSyncRoomMessageEvent, room: Room, enc: Option<EncryptionInfo>| {
-            let tx = tx.clone();
-            let state = state.clone();
-            async move {
-                if let Some(m) = to_message(&ev, room.room_id().as_str(), enc.is_some(), &state) {
-                    // No receiver is fine: nobody is listening.
-                    let _ = tx.send(m);
+        client.add_event_handler(
+            move |ev: OriginalSyncRoomMessageEvent, room: Room, enc: Option<EncryptionInfo>, raw: RawEvent| {
+                let tx = tx.clone();
+                let state = state.clone();
+                async move {
+                    let json = serde_json::from_str::<serde_json::Value>(raw.0.get()).unwrap_or_default();
+                    if let Some(m) = to_message(&ev, room.room_id().as_str(), enc.is_some(), &json, &state) {
+                        // No receiver is fine: nobody is listening.
+                        let _ = tx.send(m);
+                    }
                 }
-            }
-        });
+            },
+        );
         // Timeline events (decrypted) and read receipts, for what bridges say of the texts sent through them.
         let signals = self.signals.clone();
         client.add_event_handler(move |ev: Raw<AnySyncTimelineEvent>, room: Room| {
@@ -244,6 +275,7 @@ fn to_message(
     ev: &OriginalSyncRoomMessageEvent,
     room_id: &str,
     encrypted: bool,
+    json: &serde_json::Value,
     state: &Mutex<crate::state::ClientState>,
 ) -> Option<IncomingMessage> {
     // Notices too: a bridge tells what became of a text in one (⚠ Not delivered …).
@@ -254,6 +286,8 @@ fn to_message(
     };
     let sender = ev.sender.to_string();
     let sender_number = state.lock().ok().and_then(|s| s.contacts.get(&sender).map(|r| r.number.clone()));
+    let moved =
+        moved_notice(json).map(|(user_id, provider)| MovedNotice { user_id, provider, number: sender_number.clone() });
     Some(IncomingMessage {
         room_id: room_id.to_owned(),
         event_id: ev.event_id.to_string(),
@@ -262,6 +296,7 @@ fn to_message(
         body: body.clone(),
         encrypted,
         timestamp_ms: ev.origin_server_ts.0.into(),
+        moved,
     })
 }
 
@@ -275,5 +310,6 @@ fn from_timeline(
     else {
         return None;
     };
-    to_message(&m, room_id, e.encryption_info().is_some(), state)
+    let json = serde_json::from_str::<serde_json::Value>(e.raw().json().get()).unwrap_or_default();
+    to_message(&m, room_id, e.encryption_info().is_some(), &json, state)
 }

@@ -74,6 +74,7 @@ impl TincanClient {
                         body: text.body.clone(),
                         encrypted,
                         timestamp_ms: m.origin_server_ts.0.into(),
+                        moved: None,
                     }));
                 }
                 // Still encrypted: the room key is on its way (to-device, with a sync).

@@ -24,7 +24,7 @@ const BOB: &str = "+4915112340302";
 const CAROL: &str = "+442079460303";
 
 /// A client of `provider`: its extension, and the shared directory (DNS and log) straight.
-fn config(fed: &Federation, provider: &Provider, data: &Path) -> ClientConfig {
+pub(crate) fn config(fed: &Federation, provider: &Provider, data: &Path) -> ClientConfig {
     let mut c = ClientConfig::new(data);
     c.ext_url = Some(provider.ext.url.parse().expect("ext URL"));
     c.directory = Some(DirectoryConfig {
@@ -38,7 +38,7 @@ fn config(fed: &Federation, provider: &Provider, data: &Path) -> ClientConfig {
 }
 
 /// Signs `number` up at `provider` with the code its dev sink received.
-async fn sign_up(
+pub(crate) async fn sign_up(
     fed: &Federation,
     provider: &str,
     data: &Path,

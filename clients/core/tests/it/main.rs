@@ -1,6 +1,6 @@
 //! Integration tests of the client core: against a real Synapse alone (`dm`), and against the real chain of
 //! Synapse, the homeserver extension and the directory (`network`, `bench`), and two such providers federating
-//! on one directory (`federation`).
+//! on one directory (`federation`, and a number moving between them: `porting`).
 
 mod at_rest;
 mod bench;
@@ -13,6 +13,7 @@ mod harness;
 mod log_proxy;
 mod network;
 mod outage;
+mod porting;
 mod reach;
 mod resolve_log;
 mod session_store;

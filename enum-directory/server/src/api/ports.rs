@@ -149,7 +149,9 @@ pub(crate) async fn file(
         tx.ports().amend(open.id, &services, key).await?;
         let amended = tx.ports().get(open.id).await?.unwrap_or(open);
         tx.commit().await?;
-        return Ok((StatusCode::ACCEPTED, Json(respond(&*ctx.storage, amended).await?)));
+        let response = respond(&*ctx.storage, amended).await?;
+        ctx.porting.notify(response.id, PortEvent::Amended, &[&response.losing]);
+        return Ok((StatusCode::ACCEPTED, Json(response)));
     }
     let window_ends_at = ctx.clock.now() + ctx.porting.window;
     let new = NewPort { number, losing: current.provider, gaining: provider.id, services, key, window_ends_at };

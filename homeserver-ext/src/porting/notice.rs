@@ -1,0 +1,156 @@
+//! The moved notice: once one of our numbers has been ported away, its old account tells the people it has
+//! direct chats with where the number went, so a conversation with the old Matrix ID does not end in silence.
+//!
+//! The extension signs in as the old account (a login like a sign-in's: a JWT exchanged at the homeserver, or
+//! an appservice session), and in every joined room of at most two members sends an `m.notice` whose body
+//! says it for people and whose `io.tincan.moved` field says it for clients:
+//!
+//! ```json
+//! {"msgtype": "m.notice", "body": "…", "io.tincan.moved": {"user_id": "@new:b.example", "provider": "b"}}
+//! ```
+//!
+//! The number itself is not in it: someone who knew only the old Matrix ID learns nothing of the number. The
+//! notice is sent in clear (the extension holds none of the account's encryption keys) and says nothing the
+//! directory does not publish; a client takes it only as a hint to check the number against the directory
+//! again, which shows the move backed by the transparency log's port entry. The session ends afterwards (the
+//! device goes). Sent once, when the port's completion is applied here; a homeserver failure then is logged,
+//! not retried.
+
+use crate::app::App;
+use crate::homeserver::{HomeserverError, Login, refused};
+use serde_json::{Value, json};
+use std::time::Duration;
+
+/// The content field clients read.
+pub const MOVED_FIELD: &str = "io.tincan.moved";
+
+/// Rooms of at most this many joined members count as direct chats.
+const DIRECT_MEMBERS: usize = 2;
+
+/// A logged-in session of the old account, ended on [`Session::end`].
+struct Session<'a> {
+    app: &'a App,
+    base: String,
+    token: String,
+}
+
+impl Session<'_> {
+    async fn start<'a>(app: &'a App, localpart: &str) -> Result<Session<'a>, HomeserverError> {
+        let base = app.config.homeserver_url.trim_end_matches('/').to_owned();
+        let token = match app.homeserver.login(localpart).await? {
+            Login::Session { access_token, .. } => access_token,
+            Login::Jwt { token } => {
+                let body = json!({
+                    "type": "org.matrix.login.jwt",
+                    "token": token,
+                    "initial_device_display_name": "Tincan: number moved",
+                });
+                let resp = app.http.post(format!("{base}/_matrix/client/v3/login")).json(&body).send().await?;
+                if !resp.status().is_success() {
+                    return Err(refused(resp).await);
+                }
+                let v: Value = resp.json().await?;
+                v["access_token"].as_str().ok_or(HomeserverError::Malformed("access_token"))?.to_owned()
+            }
+        };
+        Ok(Session { app, base, token })
+    }
+
+    /// `{homeserver}/_matrix/client/v3/{segments…}`, each segment percent-encoded (room IDs hold `!` and `:`).
+    fn url(&self, segments: &[&str]) -> Result<url::Url, HomeserverError> {
+        let mut u = url::Url::parse(&self.base).map_err(|_| HomeserverError::Malformed("a homeserver URL"))?;
+        u.path_segments_mut()
+            .map_err(|()| HomeserverError::Malformed("a homeserver URL"))?
+            .pop_if_empty()
+            .extend(["_matrix", "client", "v3"])
+            .extend(segments);
+        Ok(u)
+    }
+
+    async fn get(&self, segments: &[&str]) -> Result<Value, HomeserverError> {
+        let resp = self.app.http.get(self.url(segments)?).bearer_auth(&self.token).send().await?;
+        if !resp.status().is_success() {
+            return Err(refused(resp).await);
+        }
+        Ok(resp.json().await?)
+    }
+
+    /// Sends `content` into `room`, waiting out the homeserver's rate limit (a few times at most).
+    async fn send(&self, room: &str, txn: &str, content: &Value) -> Result<(), HomeserverError> {
+        let url = self.url(&["rooms", room, "send", "m.room.message", txn])?;
+        for _ in 0..5 {
+            let resp = self.app.http.put(url.clone()).bearer_auth(&self.token).json(content).send().await?;
+            if resp.status().as_u16() == 429 {
+                let v: Value = resp.json().await.unwrap_or_default();
+                let wait = v["retry_after_ms"].as_u64().unwrap_or(1_000).min(30_000);
+                tokio::time::sleep(Duration::from_millis(wait)).await;
+                continue;
+            }
+            if !resp.status().is_success() {
+                return Err(refused(resp).await);
+            }
+            return Ok(());
+        }
+        Err(HomeserverError::Refused { status: 429, errcode: "M_LIMIT_EXCEEDED".into() })
+    }
+
+    async fn end(self) {
+        let url = format!("{}/_matrix/client/v3/logout", self.base);
+        if let Err(e) = self.app.http.post(url).bearer_auth(&self.token).json(&json!({})).send().await {
+            tracing::warn!(error = %e, "ending the moved notice's session failed");
+        }
+    }
+}
+
+/// The notice's content.
+pub fn content(new_user: &str, provider: &str) -> Value {
+    json!({
+        "msgtype": "m.notice",
+        "body": format!(
+            "This phone number has moved to another provider. Its owner is now {new_user}: write to them there."
+        ),
+        MOVED_FIELD: {"user_id": new_user, "provider": provider},
+    })
+}
+
+/// Sends the notice from `localpart`'s account into its direct chats; how many got it.
+pub async fn send(
+    app: &App,
+    localpart: &str,
+    new_user: &str,
+    provider: &str,
+    port_id: i64,
+) -> Result<usize, HomeserverError> {
+    let session = Session::start(app, localpart).await?;
+    let sent = send_in_rooms(&session, &content(new_user, provider), port_id).await;
+    session.end().await;
+    sent
+}
+
+async fn send_in_rooms(s: &Session<'_>, content: &Value, port_id: i64) -> Result<usize, HomeserverError> {
+    let rooms = s.get(&["joined_rooms"]).await?;
+    let mut sent = 0;
+    for room in rooms["joined_rooms"].as_array().into_iter().flatten().filter_map(Value::as_str) {
+        let members = s.get(&["rooms", room, "joined_members"]).await?;
+        if members["joined"].as_object().is_none_or(|m| m.len() > DIRECT_MEMBERS) {
+            continue;
+        }
+        // One transaction id per port and room: a retried send is not a second notice.
+        s.send(room, &format!("tincan-moved-{port_id}"), content).await?;
+        sent += 1;
+    }
+    Ok(sent)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_notice_names_the_new_account_for_people_and_for_clients_but_not_the_number() {
+        let c = content("@tc_new:b.test", "b");
+        assert_eq!(c["msgtype"], "m.notice");
+        assert!(c["body"].as_str().unwrap().contains("@tc_new:b.test"));
+        assert_eq!(c[MOVED_FIELD], json!({"user_id": "@tc_new:b.test", "provider": "b"}));
+    }
+}
