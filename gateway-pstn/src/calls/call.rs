@@ -226,21 +226,7 @@ impl Call {
         };
         // The call is live from its hold on: its row is written in the hold's transaction (one commit), before
         // any carrier sees the call, so a restart after a crash settles it. The carriers are read meanwhile.
-        let live = self.sw.live.row(LiveCall {
-            call_id: self.id.clone(),
-            run_id: String::new(),
-            account_id: AccountId(0),
-            hold_seq: 0,
-            destination: self.destination.as_str().to_owned(),
-            currency: quote.currency,
-            started_at_ms: started,
-            attempt: 0,
-            carrier: None,
-            attempt_started_at_ms: None,
-            answered_at_ms: None,
-            paid_seconds: 0,
-            ended_at_ms: None,
-        });
+        let live = self.sw.live.row(LiveCall::incoming(&self.id, self.destination.as_str(), quote.currency, started));
         let (hold, routes) = tokio::join!(
             charging.reserve_for(&reserve, Some(live)),
             self.sw.ledger.routes(&self.destination, ServiceKind::Voice)

@@ -204,26 +204,12 @@ async fn hold_currency(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::charging::{AccountId, IdempotencyKey};
+    use crate::charging::IdempotencyKey;
     use crate::ledger::LedgerConfig;
     use crate::storage::EntryKind;
 
     fn row(call_id: &str) -> LiveCall {
-        LiveCall {
-            call_id: call_id.into(),
-            run_id: "run".into(),
-            account_id: AccountId(0),
-            hold_seq: 0,
-            destination: "+4930123456".into(),
-            currency: "EUR".parse().unwrap(),
-            started_at_ms: 1,
-            attempt: 0,
-            carrier: None,
-            attempt_started_at_ms: None,
-            answered_at_ms: None,
-            paid_seconds: 0,
-            ended_at_ms: None,
-        }
+        LiveCall { run_id: "run".into(), ..LiveCall::incoming(call_id, "+4930123456", "EUR".parse().unwrap(), 1) }
     }
 
     /// A call's live row is written with its first hold, in the hold's transaction, and only if the hold is

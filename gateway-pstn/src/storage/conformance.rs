@@ -559,19 +559,10 @@ async fn live_calls(storage: &dyn Storage) {
     tx.live_calls().start_run("old", "node-a", 1_000).await.unwrap();
     tx.live_calls().start_run("other", "node-b", 1_000).await.unwrap();
     let call = LiveCall {
-        call_id: "old-1".into(),
         run_id: "old".into(),
         account_id: a.id,
         hold_seq: 9,
-        destination: "+4930123456".into(),
-        currency: eur(),
-        started_at_ms: 1_100,
-        attempt: 0,
-        carrier: None,
-        attempt_started_at_ms: None,
-        answered_at_ms: None,
-        paid_seconds: 0,
-        ended_at_ms: None,
+        ..LiveCall::incoming("old-1", "+4930123456", eur(), 1_100)
     };
     tx.live_calls().open(&call).await.unwrap();
     tx.live_calls().open(&LiveCall { call_id: "old-2".into(), ..call.clone() }).await.unwrap();

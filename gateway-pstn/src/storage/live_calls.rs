@@ -42,6 +42,28 @@ pub struct LiveCall {
     pub ended_at_ms: Option<i64>,
 }
 
+impl LiveCall {
+    /// A call just come in: no attempt, answer or end yet. Its run, account and hold are filled in where they are
+    /// known (the call's node, and the ledger when it writes the row with the hold).
+    pub fn incoming(call_id: &str, destination: &str, currency: Currency, started_at_ms: i64) -> LiveCall {
+        LiveCall {
+            call_id: call_id.into(),
+            run_id: String::new(),
+            account_id: AccountId(0),
+            hold_seq: 0,
+            destination: destination.into(),
+            currency,
+            started_at_ms,
+            attempt: 0,
+            carrier: None,
+            attempt_started_at_ms: None,
+            answered_at_ms: None,
+            paid_seconds: 0,
+            ended_at_ms: None,
+        }
+    }
+}
+
 /// A process of a node that has not been cleaned up after.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct GatewayRun {
