@@ -274,6 +274,10 @@ fn key_line(k: Option<&KeyStatus>) -> String {
             "MOVED to provider {to}: the number you verified for {previous_user} at {from} was ported (the \
              transparency log shows it); its new key matches the directory and is verified at the next check"
         ),
+        Some(KeyStatus::Reassigned { previous_user, .. }) => format!(
+            "verified through the directory; NUMBER CHANGED HANDS: you verified it for {previous_user}, it now \
+             belongs to another account and the transparency log shows no port — confirm with your contact"
+        ),
     }
 }
 

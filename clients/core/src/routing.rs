@@ -388,6 +388,11 @@ mod tests {
                 to: "b".into(),
                 key: keys()[0],
             })),
+            Just(Some(KeyStatus::Reassigned {
+                previous_user: "@old:hs.test".into(),
+                previous_key: keys()[1],
+                key: keys()[0],
+            })),
         ]
     }
     fn any_bridges() -> impl Strategy<Value = Vec<BridgeGhost>> {

@@ -15,7 +15,9 @@
 //! proves that the number's last change was such a move ([`PortMove`]) and we verified the number for another
 //! Matrix ID before, [`assess_moved`] reports [`KeyStatus::Moved`] — who had it, who has it now, from which
 //! provider to which — rather than a new contact or a key change; a key change with no port entry still warns
-//! ([`KeyStatus::Changed`], [`KeyStatus::Mismatch`]).
+//! ([`KeyStatus::Changed`], [`KeyStatus::Mismatch`]), and so does a number we verified for one Matrix ID that
+//! now leads to another without a port entry ([`KeyStatus::Reassigned`]): it changed hands in a way the log
+//! does not show as the number's owner moving it (a provider giving it to someone else, or a takeover).
 
 use crate::route::Validation;
 use serde::{Deserialize, Serialize};
@@ -82,6 +84,20 @@ pub enum KeyStatus {
         /// The new Matrix ID's key (equal to the directory's).
         key: MasterKey,
     },
+    /// The number we verified for `previous_user` now leads to this (other) Matrix ID, and the transparency
+    /// log shows no port: the number changed hands without a move its owner made (its provider gave it to
+    /// another account, or someone took it over). Warned about as a key change is ([`KeyStatus::Changed`]):
+    /// the new key matches the directory and is recorded, so it counts as verified and the next check shows
+    /// it verified — the user is told once, and should confirm with the contact that the number is still
+    /// theirs.
+    Reassigned {
+        /// The Matrix ID we verified the number for before.
+        previous_user: String,
+        /// Its key then.
+        previous_key: MasterKey,
+        /// The key now verified, of the new Matrix ID.
+        key: MasterKey,
+    },
 }
 
 /// A completed port, as the number's newest transparency-log entry proves it.
@@ -125,15 +141,16 @@ pub struct KeyMismatch {
 impl KeyStatus {
     /// Whether the contact counts as verified now.
     pub fn is_verified(&self) -> bool {
-        matches!(self, KeyStatus::Verified { .. } | KeyStatus::Changed { .. })
+        matches!(self, KeyStatus::Verified { .. } | KeyStatus::Changed { .. } | KeyStatus::Reassigned { .. })
     }
 }
 
 /// [`assess`] for a number whose newest log entry may be a port. `earlier` is a record of the number for
 /// another Matrix ID, if we have one. When we have no record of `user_id` but verified the number for someone
-/// else, and the log proves the number moved between providers (`port`), a key that would verify is reported
-/// as [`KeyStatus::Moved`], not verified, with its record to store (the next check then shows it verified);
-/// anything else is what [`assess`] says (a mismatch stays a mismatch).
+/// else, a key that would verify is reported, with its record to store (the next check then shows it
+/// verified), as [`KeyStatus::Moved`] (not verified) when the log proves the number moved between providers
+/// (`port`), and as [`KeyStatus::Reassigned`] (a warning, as a key change) when it does not; anything else is
+/// what [`assess`] says (a mismatch stays a mismatch).
 #[allow(clippy::too_many_arguments)] // assess's inputs plus the two that make a move
 pub fn assess_moved(
     user_id: &str,
@@ -157,6 +174,11 @@ pub fn assess_moved(
                 key,
             };
             (moved, record)
+        }
+        (KeyStatus::Verified { key }, Some(earlier), None) if !known => {
+            let reassigned =
+                KeyStatus::Reassigned { previous_user: earlier.user_id.clone(), previous_key: earlier.key, key };
+            (reassigned, record)
         }
         (status, ..) => (status, record),
     }
@@ -303,9 +325,9 @@ pub(crate) mod tests {
     fn a_move_needs_the_port_entry_and_matching_keys() {
         let [a, b, c] = keys();
         let (_, old) = assess("@old:a.test", &n(), None, dir(Some(a)), Some(a), 10);
-        // No port entry: what assess says (a new contact), never Moved.
+        // No port entry: never Moved (a Matrix ID change with no port entry warns, see below).
         let (s, _) = assess_moved("@new:b.test", &n(), None, old.as_ref(), None, dir(Some(b)), Some(b), 20);
-        assert_eq!(s, KeyStatus::Verified { key: b });
+        assert!(!matches!(s, KeyStatus::Moved { .. }), "{s:?}");
         // The homeserver's key is not the directory's: still a mismatch, port or not.
         let (s, r) = assess_moved("@new:b.test", &n(), None, old.as_ref(), Some(&port()), dir(Some(b)), Some(c), 20);
         assert!(matches!(s, KeyStatus::Mismatch(_)) && r.is_none(), "{s:?}");
@@ -316,6 +338,29 @@ pub(crate) mod tests {
         // Never verified before: a new contact.
         let (s, _) = assess_moved("@new:b.test", &n(), None, None, Some(&port()), dir(Some(b)), Some(b), 20);
         assert_eq!(s, KeyStatus::Verified { key: b });
+    }
+
+    #[test]
+    fn a_matrix_id_change_without_a_port_entry_warns_like_a_key_change() {
+        let [a, b, _] = keys();
+        let (_, old) = assess("@old:a.test", &n(), None, dir(Some(a)), Some(a), 10);
+        // The number we verified for @old now leads to @new, and its newest log entry is no port: whoever
+        // took it over did not move it by a port, so the user is told, as for a key change.
+        let (s, _) = assess_moved("@new:b.test", &n(), None, old.as_ref(), None, dir(Some(b)), Some(b), 20);
+        assert_ne!(s, KeyStatus::Verified { key: b }, "a number that changed hands silently shows as verified");
+        let expected = KeyStatus::Reassigned { previous_user: "@old:a.test".into(), previous_key: a, key: b };
+        assert_eq!(s, expected);
+        assert!(s.is_verified(), "warned about as a key change is, not refused");
+        // As after a key change, the new key is recorded and the next check shows it verified.
+        let (s, r) = assess_moved("@new:b.test", &n(), None, old.as_ref(), None, dir(Some(b)), Some(b), 20);
+        assert!(matches!(s, KeyStatus::Reassigned { .. }));
+        let r = r.expect("recorded");
+        let (s, _) = assess_moved("@new:b.test", &n(), Some(&r), old.as_ref(), None, dir(Some(b)), Some(b), 30);
+        assert_eq!(s, KeyStatus::Verified { key: b });
+        // A mismatch stays a mismatch, whoever had the number before.
+        let [_, _, c] = keys();
+        let (s, r) = assess_moved("@new:b.test", &n(), None, old.as_ref(), None, dir(Some(b)), Some(c), 20);
+        assert!(matches!(s, KeyStatus::Mismatch(_)) && r.is_none(), "{s:?}");
     }
 
     #[test]

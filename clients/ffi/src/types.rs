@@ -187,6 +187,16 @@ pub enum KeyStatus {
         /// The new key.
         key: String,
     },
+    /// Verified, but the number led to another Matrix ID before and the transparency log shows no port: it
+    /// changed hands without its owner moving it. Tell the user, as for a key change.
+    Reassigned {
+        /// The Matrix ID verified for the number before.
+        previous_user: String,
+        /// Its key then.
+        previous_key: String,
+        /// The new Matrix ID's key.
+        key: String,
+    },
 }
 
 impl From<core::KeyStatus> for KeyStatus {
@@ -206,6 +216,9 @@ impl From<core::KeyStatus> for KeyStatus {
             core::KeyStatus::NotListed { server } => KeyStatus::NotListed { server },
             core::KeyStatus::Moved { previous_user, from, to, key, .. } => {
                 KeyStatus::Moved { previous_user, from, to, key: key.to_base64() }
+            }
+            core::KeyStatus::Reassigned { previous_user, previous_key, key } => {
+                KeyStatus::Reassigned { previous_user, previous_key: previous_key.to_base64(), key: key.to_base64() }
             }
         }
     }
@@ -304,7 +317,9 @@ impl From<core::Decision> for Decision {
 
 fn status_word(s: &core::KeyStatus) -> &'static str {
     match s {
-        core::KeyStatus::Verified { .. } | core::KeyStatus::Changed { .. } => "verified, unsigned answer",
+        core::KeyStatus::Verified { .. } | core::KeyStatus::Changed { .. } | core::KeyStatus::Reassigned { .. } => {
+            "verified, unsigned answer"
+        }
         core::KeyStatus::Mismatch(_) => "key mismatch",
         core::KeyStatus::NoDirectoryKey => "no key in the directory",
         core::KeyStatus::NoIdentity => "no cross-signing identity yet",

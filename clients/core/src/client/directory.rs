@@ -118,7 +118,9 @@ impl TincanClient {
         {
             let mut state = self.lock();
             // The number is no longer the earlier Matrix ID's: its record would claim it still is.
-            if let (KeyStatus::Moved { previous_user, .. }, Some(_)) = (&status, &earlier) {
+            if let (KeyStatus::Moved { previous_user, .. } | KeyStatus::Reassigned { previous_user, .. }, Some(_)) =
+                (&status, &earlier)
+            {
                 state.contacts.remove(previous_user);
             }
             state.contacts.insert(user_id.clone(), record);
@@ -127,6 +129,9 @@ impl TincanClient {
         }
         if let KeyStatus::Moved { previous_user, from, to, .. } = &status {
             tracing::info!(%previous_user, %from, %to, "the contact's number moved to another provider");
+        }
+        if let KeyStatus::Reassigned { previous_user, .. } = &status {
+            tracing::warn!(%previous_user, %user_id, "the contact's number leads to another account, with no port in the log");
         }
         if let KeyStatus::Mismatch(m) = &status {
             tracing::warn!(%m, "contact key does not match the directory");

@@ -138,3 +138,44 @@ async fn a_number_ported_to_the_other_provider_reaches_its_new_account_and_its_c
     assert_eq!(found.number.as_str(), ALICE);
     Ok(())
 }
+
+/// The other way a number can change hands: no port. Provider A gives Alice's number to another of its accounts
+/// (Dave's) by rewriting the directory's record with its own token — the route, then the key: two ordinary log
+/// entries, no port entry. Carol, who verified Alice's number, is warned as for a key change
+/// ([`KeyStatus::Reassigned`], naming Alice's Matrix ID and key), not shown the number as plainly verified; the
+/// check records Dave's key, so the next one shows it verified, and Alice's record is gone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_number_that_leads_to_another_account_without_a_port_warns_as_a_key_change() -> anyhow::Result<()> {
+    const DAVE: &str = "+442079460403";
+    let Some(fed) = Federation::builder(&[("a", &["+44"])]).record_ttl_secs(2).start().await? else { return Ok(()) };
+    let (da, dc, dd) = (tempfile::tempdir()?, tempfile::tempdir()?, tempfile::tempdir()?);
+    let (_alice, sa) = sign_up(&fed, "a", da.path(), ALICE).await?;
+    let (carol, _) = sign_up(&fed, "a", dc.path(), CAROL).await?;
+    let (_dave, sd) = sign_up(&fed, "a", dd.path(), DAVE).await?;
+    let (alice_key, dave_key) = (sa.master_key.expect("Alice's key"), sd.master_key.expect("Dave's key"));
+    wait_for_key(&carol, ALICE).await?;
+    assert_eq!(carol.check_contact(ALICE).await?.key_status, Some(KeyStatus::Verified { key: alice_key }));
+
+    // A points Alice's number at Dave's account and key: no port.
+    let reg = &fed.provider("a").registrar;
+    reg.put_number(ALICE, &[("matrix", &format!("matrix:u/{}", sd.user_id.trim_start_matches('@')))]).await?;
+    reg.put_key(ALICE, &dave_key.to_base64()).await?;
+    eventually("Carol's lookup answers Dave's account and key", || async {
+        let route = carol.resolve(ALICE).await;
+        Ok(matches!(&route, Ok(Route::Matrix { user_id, key: Some(k), .. }) if user_id.as_str() == sd.user_id && *k == dave_key)
+            .then_some(()))
+    })
+    .await?;
+
+    let seen = carol.check_contact(ALICE).await?;
+    assert_eq!(seen.user_id.as_deref(), Some(sd.user_id.as_str()));
+    assert_eq!(
+        seen.key_status,
+        Some(KeyStatus::Reassigned { previous_user: sa.user_id.clone(), previous_key: alice_key, key: dave_key }),
+        "a number that changed hands with no port entry is not shown as plainly verified"
+    );
+    // Warned once, as a key change: the next check shows Dave's key verified, and Alice no longer holds the number.
+    assert_eq!(carol.check_contact(ALICE).await?.key_status, Some(KeyStatus::Verified { key: dave_key }));
+    assert!(carol.verified_contacts().iter().all(|r| r.user_id != sa.user_id));
+    Ok(())
+}
