@@ -123,6 +123,12 @@ impl std::fmt::Debug for Inner {
 pub struct BridgeHandle(pub(crate) Arc<Inner>);
 
 impl BridgeHandle {
+    /// `media.max_bytes`: the largest attachment [`BridgeHandle::queue_remote_event`] takes (for connectors
+    /// that download one, to stop early).
+    pub fn media_max_bytes(&self) -> u64 {
+        self.0.media_max_bytes
+    }
+
     /// Queues an event from the network. When this returns `Ok`, the event is durably recorded: it is bridged
     /// even if the bridge crashes or the homeserver is down for a while, and exactly once (a resend after a
     /// crash reuses the event's transaction ID, so the homeserver deduplicates it). Events of one portal are

@@ -151,6 +151,26 @@ impl SmsBridge {
             .map_err(|e| MmsCallbackError::Core(e.to_string()))
     }
 
+    /// A message the MMS carrier received for one of the provider's numbers (`POST /mms/inbound` with the form
+    /// `params`, signed with `signature`): checked, its attachments fetched, then queued into the DM of the
+    /// user holding the number. `Ok` once it is durably queued (or held by nobody: dropped and counted).
+    pub async fn mms_incoming(&self, params: &[(String, String)], signature: &str) -> Result<(), MmsCallbackError> {
+        let carrier = self.0.mms.as_ref().ok_or(MmsCallbackError::NoMms)?;
+        let url = format!("{}/mms/inbound", self.0.config.mms.link_base_url.trim_end_matches('/'));
+        if !carrier.verify_callback(&url, params, signature) {
+            return Err(MmsCallbackError::BadSignature);
+        }
+        let message = carrier.incoming(params).map_err(|why| {
+            tracing::warn!(%why, "a signed incoming-message webhook carries no message");
+            MmsCallbackError::NotOurs
+        })?;
+        self.0.metrics.inc(&self.0.metrics.parts_in);
+        inbound::mms(&self.0, message).await.map_err(|e| match e {
+            inbound::DeliverError::NotStarted => MmsCallbackError::NotStarted,
+            other => MmsCallbackError::Core(other.to_string()),
+        })
+    }
+
     /// The SMSC links' state (empty before `start`).
     pub fn links(&self) -> Vec<crate::link::LinkStatus> {
         self.0.links.lock().expect("not poisoned").as_ref().map(LinkSet::status).unwrap_or_default()
@@ -177,14 +197,15 @@ pub enum MmsCallbackError {
     /// The signature does not match.
     #[error("the callback's signature does not match")]
     BadSignature,
-    /// Signed, but without the message it is about.
+    /// Signed, but without the message it is about (or, for an incoming message, without a message).
     #[error("the callback names no message of this bridge")]
     NotOurs,
     /// Before the bridge started.
     #[error("the bridge has not started")]
     NotStarted,
-    /// The core could not take the status (the carrier calls again).
-    #[error("the status could not be recorded: {0}")]
+    /// The core could not take the status or message, or an attachment could not be fetched now (the carrier
+    /// calls again).
+    #[error("not recorded: {0}")]
     Core(String),
 }
 

@@ -1,5 +1,5 @@
-//! `GET /healthz`, `GET /metrics`, the image links `GET /m/<token>` and the MMS carrier's status callbacks
-//! `POST /mms/status` of the SMS side, on `sms.listen`.
+//! `GET /healthz`, `GET /metrics`, the image links `GET /m/<token>`, the MMS carrier's status callbacks
+//! `POST /mms/status` and its incoming-message webhook `POST /mms/inbound` of the SMS side, on `sms.listen`.
 //!
 //! `/healthz` answers 200 while at least one SMSC is bound and 503 otherwise, with each link's state as JSON;
 //! `/metrics` is the Prometheus text exposition ([`crate::metrics`]).
@@ -19,6 +19,7 @@ pub fn router(bridge: SmsBridge) -> axum::Router {
         .route("/metrics", get(metrics))
         .route("/m/{token}", get(image))
         .route("/mms/status", axum::routing::post(mms_status))
+        .route("/mms/inbound", axum::routing::post(mms_inbound))
         .with_state(bridge)
 }
 
@@ -54,13 +55,39 @@ async fn mms_status(
         Ok(()) => StatusCode::NO_CONTENT,
         Err(e) => {
             tracing::warn!(error = %e, "MMS status callback not taken");
-            match e {
-                MmsCallbackError::NoMms => StatusCode::NOT_FOUND,
-                MmsCallbackError::BadSignature => StatusCode::FORBIDDEN,
-                MmsCallbackError::NotOurs => StatusCode::BAD_REQUEST,
-                MmsCallbackError::NotStarted | MmsCallbackError::Core(_) => StatusCode::SERVICE_UNAVAILABLE,
-            }
+            callback_error_status(&e)
         }
+    }
+}
+
+/// The MMS carrier's incoming-message webhook: 200 with an empty TwiML `<Response/>` once queued (no
+/// automatic reply), 403 for a bad signature, 404 without MMS, 400 for a signed form without a message, 503
+/// when it could not be queued or an attachment not fetched now (the carrier calls again or uses its fallback).
+async fn mms_inbound(
+    State(bridge): State<SmsBridge>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> axum::response::Response {
+    let params: Vec<(String, String)> = url::form_urlencoded::parse(&body).into_owned().collect();
+    let signature = headers.get("x-twilio-signature").and_then(|v| v.to_str().ok()).unwrap_or_default();
+    match bridge.mms_incoming(&params, signature).await {
+        Ok(()) => {
+            ([(header::CONTENT_TYPE, "text/xml")], "<?xml version=\"1.0\" encoding=\"UTF-8\"?><Response></Response>")
+                .into_response()
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "MMS incoming message not taken");
+            callback_error_status(&e).into_response()
+        }
+    }
+}
+
+fn callback_error_status(e: &MmsCallbackError) -> StatusCode {
+    match e {
+        MmsCallbackError::NoMms => StatusCode::NOT_FOUND,
+        MmsCallbackError::BadSignature => StatusCode::FORBIDDEN,
+        MmsCallbackError::NotOurs => StatusCode::BAD_REQUEST,
+        MmsCallbackError::NotStarted | MmsCallbackError::Core(_) => StatusCode::SERVICE_UNAVAILABLE,
     }
 }
 

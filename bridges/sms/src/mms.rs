@@ -14,6 +14,12 @@
 //!   HMAC-SHA1 keyed with the auth token over the callback URL followed by every form parameter's name and
 //!   value, sorted by name. The callback URL carries the Matrix user, the number and the event, so a restart
 //!   loses nothing; an unsigned or wrongly signed callback is refused.
+//! - Incoming messages: the carrier `POST`s a form to the number's messaging webhook (the operator sets it to
+//!   `{link_base_url}/mms/inbound`) with `MessageSid`, `AccountSid`, `From`, `To`, `Body`, `NumMedia` and, for
+//!   each attachment `N`, `MediaUrlN` and `MediaContentTypeN`, signed as the callbacks are. The media are
+//!   fetched from `MediaUrlN` with the account's HTTP Basic auth when the URL is the API's own (Twilio's media
+//!   may require it), following redirects (reqwest drops the credentials on a redirect to another host). The
+//!   answer is TwiML: an empty `<Response/>` (no automatic reply).
 
 use async_trait::async_trait;
 use base64::Engine;
@@ -60,6 +66,47 @@ pub enum MmsStatus {
     Failed(String),
 }
 
+/// A message the carrier received for one of the provider's numbers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IncomingMms {
+    /// The carrier's id of the message (`MessageSid`): the same when the carrier sends the webhook again.
+    pub id: String,
+    /// The sender (E.164).
+    pub from: String,
+    /// The provider's number it was sent to (E.164).
+    pub to: String,
+    /// The text (may be empty).
+    pub body: String,
+    /// Its attachments, in order.
+    pub media: Vec<IncomingMedia>,
+}
+
+/// An attachment of an [`IncomingMms`], to fetch.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IncomingMedia {
+    /// Where the carrier serves it.
+    pub url: String,
+    /// Its MIME type as the carrier declared it.
+    pub content_type: Option<String>,
+}
+
+/// Why an attachment could not be fetched.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum FetchError {
+    /// Larger than the limit (the size when the carrier said it, else the limit).
+    #[error("larger than {max} bytes")]
+    TooLarge {
+        /// The limit.
+        max: u64,
+    },
+    /// The carrier refused it or it is gone; fetching again does not help.
+    #[error("the carrier did not give it: {0}")]
+    Refused(String),
+    /// Unreachable or failed now.
+    #[error("the carrier could not give it now: {0}")]
+    Temporary(String),
+}
+
 /// A carrier's HTTP messaging API.
 #[async_trait]
 pub trait MmsCarrier: Send + Sync + std::fmt::Debug + 'static {
@@ -72,6 +119,12 @@ pub trait MmsCarrier: Send + Sync + std::fmt::Debug + 'static {
 
     /// What a callback's parameters say.
     fn callback_status(&self, params: &[(String, String)]) -> MmsStatus;
+
+    /// The message an incoming-message webhook's (verified) parameters carry; why not, when they carry none.
+    fn incoming(&self, params: &[(String, String)]) -> Result<IncomingMms, String>;
+
+    /// The bytes and MIME type of an incoming attachment at `url`, at most `max_bytes` of them.
+    async fn fetch_media(&self, url: &str, max_bytes: u64) -> Result<(Option<String>, Vec<u8>), FetchError>;
 }
 
 /// Twilio's Programmable Messaging API.
@@ -169,7 +222,81 @@ impl MmsCarrier for Twilio {
             _ => MmsStatus::Pending,
         }
     }
+
+    fn incoming(&self, params: &[(String, String)]) -> Result<IncomingMms, String> {
+        let need = |name: &str| param(params, name).filter(|v| !v.is_empty()).ok_or(format!("no {name}"));
+        let account = need("AccountSid")?;
+        if account != self.account {
+            return Err(format!("for another account ({account})"));
+        }
+        let count: usize = match param(params, "NumMedia").filter(|n| !n.is_empty()) {
+            None => 0,
+            Some(n) => n.parse().map_err(|_| format!("NumMedia {n:?} is not a count"))?,
+        };
+        if count > MAX_MEDIA {
+            return Err(format!("{count} attachments (at most {MAX_MEDIA})"));
+        }
+        let media = (0..count)
+            .map(|i| {
+                Ok(IncomingMedia {
+                    url: need(&format!("MediaUrl{i}"))?.to_owned(),
+                    content_type: param(params, &format!("MediaContentType{i}"))
+                        .filter(|t| !t.is_empty())
+                        .map(str::to_owned),
+                })
+            })
+            .collect::<Result<Vec<_>, String>>()?;
+        Ok(IncomingMms {
+            id: need("MessageSid")?.to_owned(),
+            from: need("From")?.to_owned(),
+            to: need("To")?.to_owned(),
+            body: param(params, "Body").unwrap_or_default().to_owned(),
+            media,
+        })
+    }
+
+    async fn fetch_media(&self, url: &str, max_bytes: u64) -> Result<(Option<String>, Vec<u8>), FetchError> {
+        let parsed = url::Url::parse(url).map_err(|e| FetchError::Refused(format!("{url:?} is not a URL: {e}")))?;
+        if !matches!(parsed.scheme(), "http" | "https") {
+            return Err(FetchError::Refused(format!("{url:?} is not an HTTP URL")));
+        }
+        let mut req = self.http.get(parsed.clone());
+        // The credentials go only to the API itself, never to a host the webhook names.
+        if url::Url::parse(&self.api_url).is_ok_and(|api| api.origin() == parsed.origin()) {
+            req = req.basic_auth(&self.account, Some(self.token.expose()));
+        }
+        let mut resp = req.send().await.map_err(|e| FetchError::Temporary(e.without_url().to_string()))?;
+        let status = resp.status();
+        if !status.is_success() {
+            let why = format!("HTTP {}", status.as_u16());
+            return Err(if status.as_u16() == 429 || status.is_server_error() {
+                FetchError::Temporary(why)
+            } else {
+                FetchError::Refused(why)
+            });
+        }
+        if resp.content_length().is_some_and(|n| n > max_bytes) {
+            return Err(FetchError::TooLarge { max: max_bytes });
+        }
+        let mimetype = resp
+            .headers()
+            .get(reqwest::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .map(|v| v.split(';').next().unwrap_or_default().trim().to_owned())
+            .filter(|v| !v.is_empty());
+        let mut data = Vec::new();
+        while let Some(chunk) = resp.chunk().await.map_err(|e| FetchError::Temporary(e.without_url().to_string()))? {
+            if (data.len() + chunk.len()) as u64 > max_bytes {
+                return Err(FetchError::TooLarge { max: max_bytes });
+            }
+            data.extend_from_slice(&chunk);
+        }
+        Ok((mimetype, data))
+    }
 }
+
+/// The most attachments one incoming message may have (Twilio's limit is 10).
+pub const MAX_MEDIA: usize = 10;
 
 #[cfg(test)]
 mod tests {
@@ -199,6 +326,39 @@ mod tests {
             &params,
             "0/KCTR6DLpKmkAf8muzZqo1nDgQ="
         ));
+    }
+
+    #[test]
+    fn an_incoming_message_is_read_from_the_webhooks_form() {
+        let t = Twilio::new("http://127.0.0.1:9", "AC1", Secret::new("x")).unwrap();
+        let base = [("MessageSid", "MM1"), ("AccountSid", "AC1"), ("From", "+447400123456"), ("To", "+447400000001")];
+        let with = |more: &[(&str, &str)]| t.incoming(&p(&[&base[..], more].concat()));
+        let m = with(&[
+            ("Body", "hi"),
+            ("NumMedia", "2"),
+            ("MediaUrl0", "http://a/0"),
+            ("MediaContentType0", "image/png"),
+            ("MediaUrl1", "http://a/1"),
+        ])
+        .unwrap();
+        assert_eq!(
+            (m.id.as_str(), m.from.as_str(), m.to.as_str(), m.body.as_str()),
+            ("MM1", "+447400123456", "+447400000001", "hi")
+        );
+        assert_eq!(
+            m.media,
+            [
+                IncomingMedia { url: "http://a/0".into(), content_type: Some("image/png".into()) },
+                IncomingMedia { url: "http://a/1".into(), content_type: None }
+            ]
+        );
+        assert_eq!(with(&[]).unwrap().media, []);
+        assert_eq!(with(&[("NumMedia", "1")]).unwrap_err(), "no MediaUrl0");
+        assert_eq!(with(&[("NumMedia", "x")]).unwrap_err(), "NumMedia \"x\" is not a count");
+        assert_eq!(with(&[("NumMedia", "11")]).unwrap_err(), "11 attachments (at most 10)");
+        assert_eq!(t.incoming(&p(&base[1..])).unwrap_err(), "no MessageSid");
+        let other = p(&[("MessageSid", "MM1"), ("AccountSid", "AC2"), ("From", "+1"), ("To", "+2")]);
+        assert_eq!(t.incoming(&other).unwrap_err(), "for another account (AC2)");
     }
 
     #[test]

@@ -12,9 +12,18 @@ from Twilio's documentation with the Python standard library only:
   token over the URL followed by each parameter's name and value, sorted by name): "sent" then "delivered", or
   "undelivered" with ErrorCode 30003 for To +447400999002.
 
+- Incoming messages (what Twilio does when a phone sends to one of the account's numbers), started by the test
+  with POST /_test/inbound and a JSON body {"webhook", "from", "to", "body", "media": [{"content_type", "hex"}],
+  "sid" (optional: the same sid sends the same message again), "signature" (optional: sent instead of the right
+  one)}: the media are served at /2010-04-01/Accounts/{AccountSid}/Messages/{sid}/Media/ME… (HTTP Basic auth
+  required, as with Twilio's "HTTP Basic Authentication for media access"), and the webhook gets the signed form
+  (MessageSid, SmsSid, AccountSid, From, To, Body, NumMedia, NumSegments, MediaUrlN, MediaContentTypeN,
+  ApiVersion). The answer is {"sid", "status", "content_type", "body"} of the webhook's answer.
+
 One JSON object a line on stdout: {"event": "listening"}, {"event": "message", "from", "to", "body",
 "media": [{"url", "status", "content_type", "hex"}], "status_callback", "sid"}, {"event": "refused", ...},
-{"event": "callback", "sid", "status", "answer"}.
+{"event": "callback", "sid", "status", "answer"}, {"event": "media", "path", "status"}, {"event": "inbound",
+"sid", "answer"}.
 """
 
 import base64
@@ -33,6 +42,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 PORT, ACCOUNT, TOKEN = int(sys.argv[1]), sys.argv[2], sys.argv[3]
 UNSUBSCRIBED = "+447400999001"
 UNDELIVERABLE = "+447400999002"
+MEDIA = {}  # path -> (content type, bytes)
 
 
 def emit(obj):
@@ -87,7 +97,53 @@ class Handler(BaseHTTPRequestHandler):
         self.answer(status, {"code": code, "message": message, "more_info": f"https://www.twilio.com/docs/errors/{code}",
                              "status": status})
 
+    def authorised(self):
+        want = "Basic " + base64.b64encode(f"{ACCOUNT}:{TOKEN}".encode()).decode()
+        return hmac.compare_digest(self.headers.get("Authorization", ""), want)
+
+    def do_GET(self):
+        item = MEDIA.get(self.path)
+        if item is None:
+            status = 404
+        elif not self.authorised():
+            status = 401
+        else:
+            status = 200
+        emit({"event": "media", "path": self.path, "status": status})
+        if status != 200:
+            return self.answer(status, {"code": 20003 if status == 401 else 20404, "status": status})
+        content_type, data = item
+        self.send_response(200)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def inbound(self):
+        spec = json.loads(self.rfile.read(int(self.headers.get("Content-Length", "0"))))
+        sid = spec.get("sid") or "MM" + uuid.uuid4().hex
+        params = [("MessageSid", sid), ("SmsSid", sid), ("AccountSid", ACCOUNT), ("From", spec["from"]),
+                  ("To", spec["to"]), ("Body", spec.get("body", "")), ("NumMedia", str(len(spec.get("media", [])))),
+                  ("NumSegments", "1"), ("ApiVersion", "2010-04-01")]
+        for i, item in enumerate(spec.get("media", [])):
+            path = f"/2010-04-01/Accounts/{ACCOUNT}/Messages/{sid}/Media/ME{i:032x}"
+            MEDIA[path] = (item["content_type"], bytes.fromhex(item["hex"]))
+            params += [(f"MediaUrl{i}", f"http://127.0.0.1:{PORT}{path}"), (f"MediaContentType{i}", item["content_type"])]
+        body = urllib.parse.urlencode(params).encode()
+        req = urllib.request.Request(spec["webhook"], data=body, method="POST", headers={
+            "Content-Type": "application/x-www-form-urlencoded",
+            "X-Twilio-Signature": spec.get("signature") or signature(spec["webhook"], params)})
+        try:
+            with urllib.request.urlopen(req, timeout=60) as r:
+                answer = {"status": r.status, "content_type": r.headers.get("Content-Type"), "body": r.read().decode()}
+        except urllib.error.HTTPError as e:
+            answer = {"status": e.code, "content_type": e.headers.get("Content-Type"), "body": e.read().decode()}
+        emit({"event": "inbound", "sid": sid, "answer": answer["status"]})
+        self.answer(200, dict(answer, sid=sid))
+
     def do_POST(self):
+        if self.path == "/_test/inbound":
+            return self.inbound()
         m = re.fullmatch(r"/2010-04-01/Accounts/([^/]+)/Messages\.json", self.path)
         if not m:
             return self.error(404, 20404, "The requested resource was not found")

@@ -7,6 +7,7 @@
 use super::Inner;
 use super::status::notice;
 use crate::link::{HandlerError, Inbound, InboundHandler};
+use crate::mms::{FetchError, IncomingMedia, IncomingMms};
 use crate::protocol::keywords::{Keyword, country_of};
 use crate::protocol::reassembly::{InboundPart, Message};
 use crate::protocol::udh::{Concat, Reference};
@@ -15,7 +16,9 @@ use async_trait::async_trait;
 use ruma::OwnedUserId;
 use std::sync::Arc;
 use std::time::Duration;
-use tincan_appservice::{PortalKey, RemoteChatId, RemoteEvent, RemoteEventKind, RemoteMessageId, RemoteUserId};
+use tincan_appservice::{
+    Media, MediaKind, PortalKey, RemoteChatId, RemoteEvent, RemoteEventKind, RemoteMessageId, RemoteUserId,
+};
 
 /// The link's handler for inbound messages.
 #[derive(Debug)]
@@ -110,25 +113,7 @@ async fn deliver(b: &Inner, holder: &OwnedUserId, m: Message) -> Result<(), Deli
         .await?;
     b.metrics.inc(&b.metrics.messages_in);
     if let Some(k) = keyword {
-        let mut tx = b.store.begin().await?;
-        let text = match k {
-            Keyword::Stop => {
-                tx.opt_outs().stop(&m.from, &m.to, m.text.trim(), b.now_ms() as i64).await?;
-                b.metrics.inc(&b.metrics.opt_outs);
-                format!(
-                    "ℹ {} opted out (\"{}\"): no SMS will be sent to them from {} until they send START",
-                    m.from,
-                    m.text.trim(),
-                    m.to
-                )
-            }
-            Keyword::Start => {
-                tx.opt_outs().start(&m.from, &m.to).await?;
-                format!("ℹ {} opted in again: SMS from {} reach them", m.from, m.to)
-            }
-        };
-        tx.commit().await?;
-        notice(handle, &key, &sender, &format!("{id}.kw"), &text).await?;
+        opt_keyword(b, handle, &key, &sender, &id, k, &m.from, &m.to, &m.text).await?;
     }
     if let Some(r) = m.reference {
         let mut tx = b.store.begin().await?;
@@ -151,6 +136,135 @@ pub(crate) enum DeliverError {
     Store(#[from] StoreError),
     #[error(transparent)]
     Core(#[from] tincan_appservice::BridgeError),
+    #[error("the MMS carrier: {0}")]
+    Carrier(String),
+}
+
+/// Records a STOP or START `text` from `from` to our number `to` and tells the user (a notice `{id}.kw`).
+#[allow(clippy::too_many_arguments)]
+async fn opt_keyword(
+    b: &Inner,
+    handle: &tincan_appservice::BridgeHandle,
+    key: &PortalKey,
+    sender: &RemoteUserId,
+    id: &str,
+    k: Keyword,
+    from: &str,
+    to: &str,
+    text: &str,
+) -> Result<(), DeliverError> {
+    let mut tx = b.store.begin().await?;
+    let text = match k {
+        Keyword::Stop => {
+            tx.opt_outs().stop(from, to, text.trim(), b.now_ms() as i64).await?;
+            b.metrics.inc(&b.metrics.opt_outs);
+            format!(
+                "ℹ {from} opted out (\"{}\"): no SMS will be sent to them from {to} until they send START",
+                text.trim()
+            )
+        }
+        Keyword::Start => {
+            tx.opt_outs().start(from, to).await?;
+            format!("ℹ {from} opted in again: SMS from {to} reach them")
+        }
+    };
+    tx.commit().await?;
+    notice(handle, key, sender, &format!("{id}.kw"), &text).await?;
+    Ok(())
+}
+
+/// An incoming message of the MMS carrier (already verified) into the DM of the user holding its number: each
+/// attachment fetched and queued as `m.image`/`m.audio`/`m.video`/`m.file` (the text as the first one's
+/// caption), all in one durable step under ids made of the carrier's message id, so a webhook sent again is
+/// not doubled. An attachment the carrier cannot give, or one larger than the core's `media.max_bytes`,
+/// becomes a ⚠ notice; one the carrier could not give *now* fails the whole message (the carrier retries).
+pub(crate) async fn mms(b: &Inner, m: IncomingMms) -> Result<(), DeliverError> {
+    let Some(handle) = b.handle.get() else { return Err(DeliverError::NotStarted) };
+    let mut tx = b.store.begin().await?;
+    let holder = tx.numbers().holder(&m.to).await?;
+    drop(tx);
+    let Some(holder) = holder.and_then(|h| OwnedUserId::try_from(h).ok()) else {
+        b.metrics.inc(&b.metrics.unrouted);
+        tracing::warn!(to = %m.to, "MMS to a number nobody holds; dropped");
+        return Ok(());
+    };
+    let key = PortalKey { receiver: holder, chat: RemoteChatId::new(m.from.clone()) };
+    let sender = RemoteUserId::new(m.from.clone());
+    let event = |kind| RemoteEvent { portal: key.clone(), sender: sender.clone(), kind };
+    let mut events = Vec::new();
+    let mut caption = Some(m.body.clone()).filter(|c| !c.trim().is_empty());
+    for (i, item) in m.media.iter().enumerate() {
+        let id = format!("mms.{}.{i}", m.id);
+        match carrier_media(b, item).await? {
+            Ok(media) => events.push(event(RemoteEventKind::Media {
+                id: RemoteMessageId::new(id),
+                kind: media_kind(media.mimetype.as_deref()),
+                media: Media { filename: file_name(&m.id, i, media.mimetype.as_deref()), ..media },
+                caption: caption.take(),
+            })),
+            Err(why) => events.push(event(RemoteEventKind::Message {
+                id: RemoteMessageId::new(id),
+                body: format!("⚠ an attachment of this MMS did not come through: {why}"),
+            })),
+        }
+    }
+    if let Some(text) = caption.clone() {
+        let id = format!("mms.{}", m.id);
+        events.push(event(RemoteEventKind::Message { id: RemoteMessageId::new(id), body: text }));
+    }
+    handle.queue_remote_events(events).await?;
+    b.metrics.inc(&b.metrics.messages_in);
+    if let Some(k) = b.config.opt_out.keywords.classify(country_of(&m.from).as_deref(), &m.body) {
+        opt_keyword(b, handle, &key, &sender, &format!("mms.{}", m.id), k, &m.from, &m.to, &m.body).await?;
+    }
+    Ok(())
+}
+
+/// One attachment from the carrier: the media, or why it will not come (`Err` of the outer result: try later).
+async fn carrier_media(b: &Inner, item: &IncomingMedia) -> Result<Result<Media, String>, DeliverError> {
+    let (Some(carrier), Some(handle)) = (b.mms.as_ref(), b.handle.get()) else {
+        return Err(DeliverError::NotStarted);
+    };
+    let max = handle.media_max_bytes();
+    match carrier.fetch_media(&item.url, max).await {
+        Ok((mimetype, data)) => {
+            Ok(Ok(Media { mimetype: mimetype.or_else(|| item.content_type.clone()), filename: String::new(), data }))
+        }
+        Err(FetchError::Temporary(why)) => Err(DeliverError::Carrier(why)),
+        Err(e @ (FetchError::TooLarge { .. } | FetchError::Refused(_))) => {
+            tracing::warn!(url = %item.url, error = %e, "an MMS attachment was not fetched");
+            Ok(Err(match e {
+                FetchError::TooLarge { max } => {
+                    format!("it is larger than this bridge's limit of {} MB", max.div_ceil(1024 * 1024))
+                }
+                other => other.to_string(),
+            }))
+        }
+    }
+}
+
+/// The `msgtype` for a MIME type.
+fn media_kind(mimetype: Option<&str>) -> MediaKind {
+    match mimetype.and_then(|t| t.split('/').next()) {
+        Some("image") => MediaKind::Image,
+        Some("audio") => MediaKind::Audio,
+        Some("video") => MediaKind::Video,
+        _ => MediaKind::File,
+    }
+}
+
+/// A file name for attachment `i` of message `id` (carriers give none): `{id}-{i}.{extension}`.
+fn file_name(id: &str, i: usize, mimetype: Option<&str>) -> String {
+    let sub = mimetype.and_then(|t| t.split('/').nth(1)).unwrap_or_default();
+    let ext = match sub {
+        "jpeg" | "pjpeg" => "jpg",
+        "plain" => "txt",
+        "vcard" | "x-vcard" => "vcf",
+        "quicktime" => "mov",
+        s if !s.is_empty() && s.len() <= 8 && s.bytes().all(|c| c.is_ascii_alphanumeric()) => s,
+        _ => "bin",
+    };
+    format!("{id}-{i}.{ext}")
 }
 
 /// At start: the stored parts back into the reassembler (messages that completed before a crash go out now).

@@ -5,7 +5,7 @@
 //! undelivered report are shown with the carrier's reason, a forged callback is refused, and nothing goes by
 //! SMPP.
 
-use crate::bridge::world_configured;
+use crate::bridge::{Client, enc, world_configured};
 use crate::harness::wait_for;
 use serde_json::{Value, json};
 use std::path::{Path, PathBuf};
@@ -51,6 +51,13 @@ impl FakeTwilio {
             .collect()
     }
 
+    /// Has the fake send an incoming message to `webhook` (see `fake_twilio.py`); the webhook's answer.
+    async fn inbound(&self, spec: Value) -> Value {
+        let resp = reqwest::Client::new().post(format!("{}/_test/inbound", self.url)).json(&spec).send().await.unwrap();
+        assert!(resp.status().is_success(), "{}", resp.status());
+        resp.json().await.unwrap()
+    }
+
     async fn wait(&self, what: &str, pred: impl Fn(&Value) -> bool) -> Value {
         wait_for(what, Duration::from_secs(60), || {
             let found = self.events().into_iter().find(|e| pred(e));
@@ -58,6 +65,122 @@ impl FakeTwilio {
         })
         .await
     }
+}
+
+/// The contents of the messages `sender` posted in `room`, oldest first.
+async fn contents_from(c: &Client, room: &str, sender: &str) -> Vec<Value> {
+    let page = c
+        .call(reqwest::Method::GET, &format!("/_matrix/client/v3/rooms/{}/messages?dir=f&limit=1000", enc(room)), None)
+        .await;
+    page["chunk"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["type"] == "m.room.message" && e["sender"] == sender)
+        .map(|e| e["content"].clone())
+        .collect()
+}
+
+/// The bytes behind an `mxc://` URI, through the authenticated media API.
+async fn download(c: &Client, mxc: &str) -> Vec<u8> {
+    let path = mxc.strip_prefix("mxc://").unwrap();
+    let resp = c
+        .http
+        .get(format!("{}/_matrix/client/v1/media/download/{path}", c.base))
+        .bearer_auth(&c.token)
+        .send()
+        .await
+        .unwrap();
+    assert!(resp.status().is_success(), "{mxc}: {}", resp.status());
+    resp.bytes().await.unwrap().to_vec()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_mms_to_a_users_number_comes_into_their_dm_with_its_image_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let twilio = FakeTwilio::start(dir.path()).await;
+    let api = twilio.url.clone();
+    let w = world_configured(Arc::new(Free), |c, state| {
+        c.sms.mms.api_url = api;
+        c.sms.mms.account = ACCOUNT.into();
+        c.sms.mms.token = tincan_common::Secret::new(TOKEN);
+        c.sms.mms.link_base_url = format!("http://{}", c.sms.listen);
+        c.sms.mms.link_dir = state.join("links").display().to_string();
+        c.media.max_bytes = 64 * 1024;
+    })
+    .await;
+    let listen = w.sms_listen.clone();
+    let http = tokio::spawn(
+        axum::serve(tokio::net::TcpListener::bind(&listen).await.unwrap(), tincan_sms::http::router(w.sms.clone()))
+            .into_future(),
+    );
+    let webhook = format!("http://{listen}/mms/inbound");
+    let from = "+447400123456";
+    // Alice holds her number (the pool's first) once she has texted someone from it.
+    let ghost = w.alice.ghost_of(from).await;
+    let room = w.alice.dm(&ghost).await;
+    w.alice.send(&room, "t1", "send me the picture").await;
+    w.smsc.wait_submits(1, Duration::from_secs(30)).await;
+    let images = || async {
+        contents_from(&w.alice, &room, &ghost)
+            .await
+            .into_iter()
+            .filter(|c| c["msgtype"] == "m.image")
+            .collect::<Vec<_>>()
+    };
+
+    // A picture with a caption: in Alice's DM with the sender's ghost, the bytes the carrier served (fetched
+    // with the account's credentials), the carrier answered with empty TwiML.
+    let png = b"\x89PNG\r\n\x1a\n a picture from a phone".to_vec();
+    let spec = json!({"webhook": webhook, "from": from, "to": "+447400000001", "body": "here it is",
+                      "media": [{"content_type": "image/png", "hex": hex::encode(&png)}]});
+    let answer = twilio.inbound(spec.clone()).await;
+    assert_eq!((answer["status"].as_u64(), answer["content_type"].as_str()), (Some(200), Some("text/xml")), "{answer}");
+    assert!(answer["body"].as_str().unwrap().contains("<Response></Response>"), "{answer}");
+    let image =
+        wait_for("the image in the DM", Duration::from_secs(60), || async { images().await.into_iter().next() }).await;
+    assert_eq!(
+        (image["body"].as_str(), image["info"]["mimetype"].as_str()),
+        (Some("here it is"), Some("image/png")),
+        "{image}"
+    );
+    assert_eq!(download(&w.alice, image["url"].as_str().unwrap()).await, png);
+    let fetched: Vec<Value> = twilio.events().into_iter().filter(|e| e["event"] == "media").collect();
+    assert_eq!(fetched.iter().map(|e| e["status"].as_u64()).collect::<Vec<_>>(), [Some(200)], "{fetched:?}");
+
+    // The carrier sends the same message again (same MessageSid): taken, not shown twice. A text-only message
+    // after it shows that the repeat was handled before.
+    let mut again = spec.clone();
+    again["sid"] = answer["sid"].clone();
+    assert_eq!(twilio.inbound(again).await["status"], 200);
+    let text = json!({"webhook": webhook, "from": from, "to": "+447400000001", "body": "did you get it?"});
+    assert_eq!(twilio.inbound(text).await["status"], 200);
+    w.alice.wait_body(&room, &ghost, "the text after the repeat", |b| b == "did you get it?").await;
+    assert_eq!(images().await.len(), 1, "the repeated MMS was shown twice");
+
+    // Not signed with the auth token: refused, nothing fetched, nothing shown.
+    let mut forged = spec.clone();
+    forged["signature"] = json!("AAAAAAAAAAAAAAAAAAAAAAAAAAA=");
+    forged["body"] = json!("forged");
+    let refused = twilio.inbound(forged).await;
+    assert_eq!(refused["status"], 403, "{refused}");
+    let sid = refused["sid"].as_str().unwrap();
+    assert!(!twilio.events().iter().any(|e| e["event"] == "media" && e["path"].as_str().unwrap().contains(sid)));
+
+    // An attachment over media.max_bytes: a ⚠ notice instead of the image, the caption still shown.
+    let big = json!({"webhook": webhook, "from": from, "to": "+447400000001", "body": "a big one",
+                     "media": [{"content_type": "image/jpeg", "hex": hex::encode(vec![0xffu8; 100 * 1024])}]});
+    assert_eq!(twilio.inbound(big).await["status"], 200);
+    let warned = w.alice.wait_body(&room, &ghost, "the too-large notice", |b| b.starts_with('⚠')).await;
+    assert!(warned.contains("larger than this bridge's limit"), "{warned}");
+    w.alice.wait_body(&room, &ghost, "the big one's caption", |b| b == "a big one").await;
+
+    let bodies = w.alice.bodies_from(&room, &ghost).await;
+    assert!(!bodies.iter().any(|b| b == "forged"), "{bodies:?}");
+    assert_eq!(images().await.len(), 1);
+    http.abort();
+    w.sms.stop().await;
+    w.bridge.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
