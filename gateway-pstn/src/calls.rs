@@ -81,6 +81,10 @@ pub struct CallsConfig {
     /// processes left (a crash). Default: its first SIP listener (`udp:127.0.0.1:5070`). Nodes sharing one
     /// database need different names.
     pub node: Option<String>,
+    /// A gateway process (of any node sharing the database) that has not confirmed its calls up for this long
+    /// is taken for dead: another node claims its calls and settles them from what it had confirmed. 0: never
+    /// (each node settles only its own, when it starts again). Default 30.
+    pub takeover_after_secs: u32,
 }
 
 impl Default for CallsConfig {
@@ -100,6 +104,7 @@ impl Default for CallsConfig {
             bridge: None,
             rtpengine: None,
             node: None,
+            takeover_after_secs: 30,
         }
     }
 }
@@ -188,6 +193,10 @@ impl CallsConfig {
         }
         if !(1..=600).contains(&self.setup_timeout_secs) {
             p.push("calls.setup_timeout_secs: 1 to 600".into());
+        }
+        if self.takeover_after_secs != 0 && !(3..=86_400).contains(&self.takeover_after_secs) {
+            // A heartbeat a second, written with the calls' updates: a few seconds late is not dead.
+            p.push("calls.takeover_after_secs: 0 (off) or 3 to 86400".into());
         }
         if !(1..=86_400).contains(&self.breaker_cooldown_secs) {
             p.push("calls.breaker_cooldown_secs: 1 to 86400".into());
@@ -298,7 +307,8 @@ impl Switch {
             cnonces: Mutex::new(rand::SeedableRng::from_rng(rng)),
             live,
         });
-        // The calls an earlier process of this node left when it died: settled from what it had confirmed.
+        // The calls an earlier process of this node left when it died: settled from what it had confirmed. Then
+        // the watch for other nodes gone silent, whose calls this node takes over.
         let sw = switch.clone();
         tokio::spawn(async move {
             match live::recover(&sw, &node).await {
@@ -307,6 +317,9 @@ impl Switch {
                     tracing::error!(error = %e, "settling the calls of earlier runs failed; retried on next start")
                 }
             }
+            let weak = Arc::downgrade(&sw);
+            drop(sw);
+            live::watch(weak).await;
         });
         let task = tokio::spawn(switch.clone().run(incoming));
         Ok((switch, task))
@@ -324,9 +337,14 @@ impl Switch {
                     tokio::spawn(call::handle(self.clone(), leg, events));
                 }
                 Incoming::Request(req) => {
-                    // Keep-alive probes are answered; the router takes nothing else outside calls.
+                    // Keep-alive probes are answered (503 once this run was taken over, so that a dispatcher
+                    // sends no more calls here); the router takes nothing else outside calls.
                     if req.request.method == tincan_sip_core::stack::Method::Options {
-                        req.reply(200, "OK");
+                        if self.live.taken_over() {
+                            req.reply(503, "Service Unavailable");
+                        } else {
+                            req.reply(200, "OK");
+                        }
                     } else {
                         req.reply(405, "Method Not Allowed");
                     }

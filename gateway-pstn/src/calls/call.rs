@@ -58,6 +58,11 @@ pub(super) async fn handle(sw: Arc<Switch>, leg: CallLeg, events: LegEvents) {
 
 async fn handle_in_span(sw: Arc<Switch>, id: String, leg: CallLeg, mut events: LegEvents) {
     let invite = leg.invite.clone();
+    if sw.live.taken_over() {
+        // Another node settled this run's calls: it must hold no more credit (restart the node).
+        let _ = leg.reject(503, "Service Unavailable");
+        return;
+    }
     let from_trunk = sw.config.trunks.values().any(|t| t.address == invite.source.addr);
     if !from_trunk && !sw.config.trusted_peers.contains(&invite.source.addr.ip()) {
         tracing::info!(source = %invite.source, "INVITE from an untrusted address; 403");

@@ -17,7 +17,17 @@
 //! that was not answered has its hold released and a `failed` record. Their media sessions at rtpengine are
 //! deleted. A hold that expired before the restart was released by its expiry: its record says so and
 //! nothing is charged.
+//!
+//! Nodes sharing a database also settle each other's calls: [`watch`] looks every few seconds for runs of any
+//! node silent for `calls.takeover_after_secs` and settles their calls the same way (records saying `Gateway
+//! Node Down`), so a node that died and does not come back leaves no call unrecorded and no hold open beyond
+//! its expiry. Whoever settles a dead run's calls — its own node restarted, or a surviving node — first claims
+//! the run with one conditional statement (only while no live run holds it), so one run settles them; the
+//! settlements and records use the dead run's own keys, so even a second settler could charge nothing twice.
+//! A run that finds itself claimed (it was silent that long but is not dead: a stalled process, a lost
+//! database) stops taking calls (503, OPTIONS too, so a dispatcher moves traffic away) and must be restarted.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -26,7 +36,7 @@ use tokio::sync::mpsc;
 use super::Switch;
 use super::policy::{self, billed_seconds};
 use crate::charging::{ChargeError, Charging, HoldId, HoldState, IdempotencyKey, ReleaseRequest, SettleRequest};
-use crate::storage::{CallRecord, CallResult, LiveCall, Storage, StorageError, unix_ms};
+use crate::storage::{CallRecord, CallResult, GatewayRun, LiveCall, Storage, StorageError, unix_ms};
 
 /// How often a run confirms its calls up.
 pub const HEARTBEAT: Duration = Duration::from_secs(1);
@@ -52,6 +62,8 @@ pub(super) struct Live {
     /// Taken while a timestamp is read and its update queued, so that the queue's order is the time order.
     order: Mutex<()>,
     clock: Arc<dyn tincan_common::Clock>,
+    /// Set when the run's heartbeat finds it claimed by another run: its calls are settled elsewhere.
+    taken_over: Arc<AtomicBool>,
 }
 
 impl std::fmt::Debug for Live {
@@ -72,8 +84,9 @@ impl Live {
         tx.live_calls().start_run(&run_id, node, unix_ms(clock.now())).await?;
         tx.commit().await?;
         let (queue, rx) = mpsc::unbounded_channel();
-        tokio::spawn(writer(storage, run_id.clone(), rx));
-        let live = Arc::new(Live { run_id, queue, order: Mutex::new(()), clock });
+        let taken_over = Arc::new(AtomicBool::new(false));
+        tokio::spawn(writer(storage, run_id.clone(), rx, taken_over.clone()));
+        let live = Arc::new(Live { run_id, queue, order: Mutex::new(()), clock, taken_over });
         let weak = Arc::downgrade(&live);
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(HEARTBEAT);
@@ -89,6 +102,12 @@ impl Live {
 
     fn now_ms(&self) -> i64 {
         unix_ms(self.clock.now())
+    }
+
+    /// Whether another run claimed this one (it was silent past the takeover time): its calls are being
+    /// settled elsewhere and it must take no more.
+    pub fn taken_over(&self) -> bool {
+        self.taken_over.load(Ordering::Relaxed)
     }
 
     fn send(&self, op: Op) {
@@ -137,13 +156,25 @@ impl Live {
 
 /// Applies the queued updates in order, as many as are waiting per transaction; a failed transaction is run
 /// again (every update can be applied twice).
-async fn writer(storage: Arc<dyn Storage>, run_id: String, mut rx: mpsc::UnboundedReceiver<Op>) {
+async fn writer(
+    storage: Arc<dyn Storage>,
+    run_id: String,
+    mut rx: mpsc::UnboundedReceiver<Op>,
+    taken_over: Arc<AtomicBool>,
+) {
     let mut jobs = Vec::with_capacity(MAX_BATCH);
     while rx.recv_many(&mut jobs, MAX_BATCH).await > 0 {
         let mut ok = false;
         for attempt in 0..8u32 {
             match apply(&*storage, &run_id, &jobs).await {
-                Ok(()) => {
+                Ok(own) => {
+                    if !own && !taken_over.swap(true, Ordering::Relaxed) {
+                        tracing::error!(
+                            run = %run_id,
+                            "this run was claimed by another node (its heartbeat was late past calls.takeover_after_secs): \
+                             its calls are settled there; refusing new calls — restart this node"
+                        );
+                    }
                     ok = true;
                     break;
                 }
@@ -160,7 +191,9 @@ async fn writer(storage: Arc<dyn Storage>, run_id: String, mut rx: mpsc::Unbound
     }
 }
 
-async fn apply(storage: &dyn Storage, run_id: &str, jobs: &[Op]) -> Result<(), StorageError> {
+/// Applies `jobs`; false when a heartbeat among them found the run no longer its own.
+async fn apply(storage: &dyn Storage, run_id: &str, jobs: &[Op]) -> Result<bool, StorageError> {
+    let mut own = true;
     let mut tx = storage.begin().await?;
     let r = tx.live_calls();
     for job in jobs {
@@ -170,10 +203,11 @@ async fn apply(storage: &dyn Storage, run_id: &str, jobs: &[Op]) -> Result<(), S
             Op::Paid { call_id, paid } => r.paid(call_id, *paid).await?,
             Op::Ended { call_id, at_ms } => r.ended(call_id, *at_ms).await?,
             Op::Close { call_id } => r.close(call_id).await?,
-            Op::Heartbeat { at_ms } => r.heartbeat(run_id, *at_ms).await?,
+            Op::Heartbeat { at_ms } => own &= r.heartbeat(run_id, *at_ms).await?,
         }
     }
-    tx.commit().await
+    tx.commit().await?;
+    Ok(own)
 }
 
 /// How the calls of the node's earlier runs were settled.
@@ -189,8 +223,44 @@ pub struct Recovered {
     pub media_deleted: u32,
 }
 
+/// Why a run's calls are settled by another run: their records say so.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Why {
+    /// The node started again after its earlier process died.
+    Restarted,
+    /// Another node took over the calls of a node silent past the takeover time.
+    NodeDown,
+}
+
+impl Why {
+    fn phrase(self) -> &'static str {
+        match self {
+            Why::Restarted => "Gateway Restarted",
+            Why::NodeDown => "Gateway Node Down",
+        }
+    }
+
+    fn after(self) -> &'static str {
+        match self {
+            Why::Restarted => "Ended; Settled After A Gateway Restart",
+            Why::NodeDown => "Ended; Settled By Another Gateway Node",
+        }
+    }
+}
+
+/// The takeover time in ms: how long a run may be silent and still count as alive (also for the claims of
+/// its own node's restart when takeovers are off, 0, where the default counts).
+fn takeover_ms(sw: &Switch) -> i64 {
+    let secs = match sw.config.takeover_after_secs {
+        0 => super::CallsConfig::default().takeover_after_secs,
+        s => s,
+    };
+    i64::from(secs) * 1000
+}
+
 /// Settles the calls of the node's runs other than this one (see the module's documentation), deletes their
-/// media sessions, and forgets those runs. Safe to run again after a crash in the middle.
+/// media sessions, and forgets those runs. A run another live run has claimed is left to it. Safe to run again
+/// after a crash in the middle.
 pub(super) async fn recover(sw: &Switch, node: &str) -> Result<Recovered, StorageError> {
     let storage = sw.ledger.storage().clone();
     let stale = {
@@ -199,48 +269,120 @@ pub(super) async fn recover(sw: &Switch, node: &str) -> Result<Recovered, Storag
     };
     let mut done = Recovered::default();
     for run in stale {
-        let calls = {
-            let mut tx = storage.begin_read().await?;
-            tx.live_calls().of_run(&run.run_id).await?
-        };
-        tracing::info!(run = %run.run_id, calls = calls.len(), heartbeat_at_ms = run.heartbeat_at_ms,
-            "settling the calls of an earlier run of this node");
-        for call in &calls {
-            match recover_call(sw, call, run.heartbeat_at_ms).await? {
-                Outcome::Settled => done.settled += 1,
-                Outcome::Released => done.released += 1,
-                Outcome::Expired => done.expired += 1,
-            }
-            if let Some(ng) = &sw.ng {
-                // Deleting a call rtpengine no longer holds is not an error.
-                match ng.delete(&format!("pstn-{}", call.call_id)).await {
-                    Ok(()) => done.media_deleted += 1,
-                    Err(e) => tracing::warn!(error = %e, call = %call.call_id, "rtpengine delete failed"),
-                }
-            }
-            let mut tx = storage.begin().await?;
-            tx.live_calls().close(&call.call_id).await?;
-            tx.commit().await?;
+        // The node's other runs are dead (this is the node's process now) however recent their heartbeat.
+        if claim(sw, &run, i64::MAX).await? {
+            recover_run(sw, &run, Why::Restarted, &mut done).await?;
+        }
+    }
+    Ok(done)
+}
+
+/// Claims `run` for this run, if its heartbeat is before `stale_before_ms` and no live run holds it.
+async fn claim(sw: &Switch, run: &GatewayRun, stale_before_ms: i64) -> Result<bool, StorageError> {
+    let storage = sw.ledger.storage();
+    let now = unix_ms(sw.ledger.clock().now());
+    let mut tx = storage.begin().await?;
+    let claimed =
+        tx.live_calls().claim_run(&run.run_id, &sw.run_id, stale_before_ms, now - takeover_ms(sw), now).await?;
+    tx.commit().await?;
+    if !claimed {
+        tracing::info!(run = %run.run_id, node = %run.node, claimed_by = ?run.claimed_by, "run held by another; left to it");
+    }
+    Ok(claimed)
+}
+
+/// Every few seconds, settles the calls of runs of any node silent past `calls.takeover_after_secs` (0: never).
+/// Runs until the switch is dropped or this run is taken over itself.
+pub(super) async fn watch(sw: std::sync::Weak<Switch>) {
+    let every = {
+        let Some(sw) = sw.upgrade() else { return };
+        if sw.config.takeover_after_secs == 0 {
+            return;
+        }
+        Duration::from_secs(u64::from(sw.config.takeover_after_secs / 3).clamp(1, 5))
+    };
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let Some(sw) = sw.upgrade() else { return };
+        if sw.live.taken_over() {
+            return;
+        }
+        match take_over(&sw).await {
+            Ok(done) if done != Recovered::default() => tracing::info!(?done, "calls of silent nodes taken over"),
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "taking over the calls of silent nodes failed; tried again"),
+        }
+    }
+}
+
+/// One look for silent runs: claims each and settles its calls.
+pub(super) async fn take_over(sw: &Switch) -> Result<Recovered, StorageError> {
+    let storage = sw.ledger.storage().clone();
+    let stale_before = unix_ms(sw.ledger.clock().now()) - takeover_ms(sw);
+    let silent = {
+        let mut tx = storage.begin_read().await?;
+        tx.live_calls().silent_runs(&sw.run_id, stale_before).await?
+    };
+    let mut done = Recovered::default();
+    for run in silent {
+        // (A run this one claimed before and did not finish, e.g. after a database error, is settled again.)
+        if run.claimed_by.as_deref() != Some(sw.run_id.as_str()) && !claim(sw, &run, stale_before).await? {
+            continue;
+        }
+        tracing::warn!(run = %run.run_id, node = %run.node, heartbeat_at_ms = run.heartbeat_at_ms,
+            "a gateway node stopped confirming its calls: taking them over");
+        let why = if run.node == sw.config.node_name() { Why::Restarted } else { Why::NodeDown };
+        recover_run(sw, &run, why, &mut done).await?;
+    }
+    Ok(done)
+}
+
+/// Settles the calls of `run` (claimed by this run), deletes their media sessions, and forgets the run.
+async fn recover_run(sw: &Switch, run: &GatewayRun, why: Why, done: &mut Recovered) -> Result<(), StorageError> {
+    let storage = sw.ledger.storage().clone();
+    let calls = {
+        let mut tx = storage.begin_read().await?;
+        tx.live_calls().of_run(&run.run_id).await?
+    };
+    tracing::info!(run = %run.run_id, node = %run.node, calls = calls.len(), heartbeat_at_ms = run.heartbeat_at_ms,
+        ?why, "settling the calls of a dead run");
+    for call in &calls {
+        match recover_call(sw, call, run.heartbeat_at_ms, why).await? {
+            Outcome::Settled => done.settled += 1,
+            Outcome::Released => done.released += 1,
+            Outcome::Expired => done.expired += 1,
         }
         if let Some(ng) = &sw.ng {
-            // Sessions of calls that had not reached the database (opened in the moment before their row).
-            let prefix = format!("pstn-{}-", run.run_id);
-            match ng.list(100_000).await {
-                Ok(ids) => {
-                    for id in ids.iter().filter(|id| id.starts_with(&prefix)) {
-                        if ng.delete(id).await.is_ok() {
-                            done.media_deleted += 1;
-                        }
-                    }
-                }
-                Err(e) => tracing::warn!(error = %e, "rtpengine list failed; stale sessions end by its timeout"),
+            // Deleting a call rtpengine no longer holds is not an error.
+            match ng.delete(&format!("pstn-{}", call.call_id)).await {
+                Ok(()) => done.media_deleted += 1,
+                Err(e) => tracing::warn!(error = %e, call = %call.call_id, "rtpengine delete failed"),
             }
         }
         let mut tx = storage.begin().await?;
-        tx.live_calls().forget_run(&run.run_id).await?;
+        tx.live_calls().close(&call.call_id).await?;
         tx.commit().await?;
     }
-    Ok(done)
+    if let Some(ng) = &sw.ng {
+        // Sessions of calls that had not reached the database (opened in the moment before their row).
+        let prefix = format!("pstn-{}-", run.run_id);
+        match ng.list(100_000).await {
+            Ok(ids) => {
+                for id in ids.iter().filter(|id| id.starts_with(&prefix)) {
+                    if ng.delete(id).await.is_ok() {
+                        done.media_deleted += 1;
+                    }
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "rtpengine list failed; stale sessions end by its timeout"),
+        }
+    }
+    let mut tx = storage.begin().await?;
+    tx.live_calls().forget_run(&run.run_id).await?;
+    tx.commit().await?;
+    Ok(())
 }
 
 enum Outcome {
@@ -261,7 +403,7 @@ pub(super) fn recovered_seconds(answered_at_ms: i64, ended_at_ms: Option<i64>, h
     }
 }
 
-async fn recover_call(sw: &Switch, call: &LiveCall, heartbeat_at_ms: i64) -> Result<Outcome, StorageError> {
+async fn recover_call(sw: &Switch, call: &LiveCall, heartbeat_at_ms: i64, why: Why) -> Result<Outcome, StorageError> {
     let storage = sw.ledger.storage();
     let now = unix_ms(sw.ledger.clock().now());
     let hold_id = HoldId { account: call.account_id, seq: call.hold_seq };
@@ -283,7 +425,7 @@ async fn recover_call(sw: &Switch, call: &LiveCall, heartbeat_at_ms: i64) -> Res
         carrier: call.carrier.clone(),
         result: CallResult::Failed,
         sip_status: 500,
-        reason: "Gateway Restarted".into(),
+        reason: why.phrase().into(),
         q850_cause: Some(41),
         started_at_ms: call.attempt_started_at_ms.unwrap_or(call.started_at_ms),
         answered_at_ms: None,
@@ -329,14 +471,14 @@ async fn recover_call(sw: &Switch, call: &LiveCall, heartbeat_at_ms: i64) -> Res
             _ => None,
         };
         let reason = match (usable, call.ended_at_ms) {
-            (false, _) => "Gateway Restarted; Hold Expired, Not Charged",
-            (true, Some(_)) => "Ended; Settled After A Gateway Restart",
-            (true, None) => "Gateway Restarted; Billed To The Last Confirmed Second",
+            (false, _) => format!("{}; Hold Expired, Not Charged", why.phrase()),
+            (true, Some(_)) => why.after().to_owned(),
+            (true, None) => format!("{}; Billed To The Last Confirmed Second", why.phrase()),
         };
         let record = CallRecord {
             result: CallResult::Answered,
             sip_status: 200,
-            reason: reason.into(),
+            reason,
             q850_cause: Some(policy::q850_cause(200)),
             answered_at_ms: Some(answered_at),
             ended_at_ms: call.ended_at_ms.unwrap_or(heartbeat_at_ms).max(answered_at),

@@ -25,6 +25,7 @@ pub async fn run(storage: &dyn Storage, clock: &MockClock) {
     check_finds_tampering(storage).await;
     call_records(storage).await;
     live_calls(storage).await;
+    run_claims(storage).await;
 }
 
 fn eur() -> Currency {
@@ -605,4 +606,64 @@ async fn live_calls(storage: &dyn Storage) {
     assert!(tx.live_calls().of_run("old").await.unwrap().is_empty());
     assert!(tx.live_calls().stale_runs("node-a", "new").await.unwrap().is_empty());
     assert_eq!(tx.live_calls().stale_runs("node-b", "new").await.unwrap().len(), 1);
+}
+
+/// A silent run is claimed by exactly one other run, only while no live run holds it; a claimed run's heartbeat
+/// says it is no longer its own.
+async fn run_claims(storage: &dyn Storage) {
+    let mut tx = storage.begin().await.unwrap();
+    tx.live_calls().start_run("dead", "node-x", 10_000).await.unwrap();
+    tx.live_calls().start_run("a", "node-y", 10_000).await.unwrap();
+    tx.live_calls().start_run("b", "node-z", 10_000).await.unwrap();
+    assert!(tx.live_calls().heartbeat("dead", 12_000).await.unwrap());
+    assert!(tx.live_calls().heartbeat("a", 20_000).await.unwrap());
+    assert!(tx.live_calls().heartbeat("b", 20_000).await.unwrap());
+    // The same time again still answers that the run is its own.
+    assert!(tx.live_calls().heartbeat("b", 20_000).await.unwrap());
+    tx.commit().await.unwrap();
+
+    let mut tx = storage.begin().await.unwrap();
+    let silent = tx.live_calls().silent_runs("a", 15_000).await.unwrap();
+    let ids: Vec<&str> = silent.iter().map(|r| r.run_id.as_str()).collect();
+    assert!(ids.contains(&"dead") && !ids.contains(&"a") && !ids.contains(&"b"), "{silent:?}");
+    let dead = silent.iter().find(|r| r.run_id == "dead").unwrap();
+    assert_eq!((dead.node.as_str(), dead.heartbeat_at_ms, dead.claimed_by.as_deref()), ("node-x", 12_000, None));
+    // A live run cannot be claimed, nor can a run claim itself.
+    assert!(!tx.live_calls().claim_run("b", "a", 15_000, 15_000, 21_000).await.unwrap());
+    assert!(!tx.live_calls().claim_run("dead", "dead", 15_000, 15_000, 21_000).await.unwrap());
+    tx.commit().await.unwrap();
+
+    // Two survivors claim the dead run at once: one gets it.
+    let claim = |claimer: &'static str| async move {
+        let mut tx = storage.begin().await.unwrap();
+        let got = tx.live_calls().claim_run("dead", claimer, 15_000, 15_000, 21_000).await.unwrap();
+        tx.commit().await.unwrap();
+        (claimer, got)
+    };
+    let (x, y) = futures::join!(claim("a"), claim("b"));
+    assert!(x.1 != y.1, "exactly one claim holds: {x:?} {y:?}");
+    let (winner, loser) = if x.1 { (x.0, y.0) } else { (y.0, x.0) };
+
+    let mut tx = storage.begin().await.unwrap();
+    // Its claimer claiming again still holds it; the other run cannot take it while the claimer is alive.
+    assert!(tx.live_calls().claim_run("dead", winner, 15_000, 15_000, 22_000).await.unwrap());
+    assert!(!tx.live_calls().claim_run("dead", loser, 15_000, 15_000, 22_000).await.unwrap());
+    // The dead run's heartbeat (a stalled process coming back) is refused: the run is no longer its own.
+    assert!(!tx.live_calls().heartbeat("dead", 23_000).await.unwrap());
+    let runs = tx.live_calls().silent_runs(loser, 15_000).await.unwrap();
+    let dead = runs.iter().find(|r| r.run_id == "dead").unwrap();
+    assert_eq!((dead.heartbeat_at_ms, dead.claimed_by.as_deref()), (12_000, Some(winner)));
+    // The claimer dies in turn (silent since 20 s): the other may take the dead run over from it.
+    assert!(tx.live_calls().heartbeat(loser, 40_000).await.unwrap());
+    assert!(tx.live_calls().claim_run("dead", loser, 35_000, 35_000, 40_000).await.unwrap());
+    assert!(!tx.live_calls().claim_run("dead", winner, 35_000, 35_000, 40_000).await.unwrap());
+    // A node's restarted process claims its earlier run however recent its heartbeat, but not from a live claimer.
+    tx.live_calls().start_run("a2", "node-y", 40_000).await.unwrap();
+    assert!(!tx.live_calls().claim_run("dead", "a2", i64::MAX, 35_000, 40_000).await.unwrap());
+    // (Which runs are its node's is the caller's business: here the live-looking one it names.)
+    assert!(tx.live_calls().claim_run(loser, "a2", i64::MAX, 35_000, 40_000).await.unwrap());
+    for run in ["dead", "a", "b", "a2"] {
+        tx.live_calls().forget_run(run).await.unwrap();
+    }
+    tx.commit().await.unwrap();
 }

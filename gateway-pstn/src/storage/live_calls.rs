@@ -73,6 +73,8 @@ pub struct GatewayRun {
     pub node: String,
     /// When it last confirmed its calls up (Unix ms).
     pub heartbeat_at_ms: i64,
+    /// The run that claimed it to settle its calls (it stopped heartbeating), if one did.
+    pub claimed_by: Option<String>,
 }
 
 /// Live calls and runs.
@@ -80,10 +82,26 @@ pub struct GatewayRun {
 pub trait LiveCallRepository: Send {
     /// Registers a run of `node` starting at `now_ms`.
     async fn start_run(&mut self, run_id: &str, node: &str, now_ms: i64) -> Result<()>;
-    /// Every call of the run that was not seen to end before `at_ms` was up then.
-    async fn heartbeat(&mut self, run_id: &str, at_ms: i64) -> Result<()>;
+    /// Every call of the run that was not seen to end before `at_ms` was up then. False when the run is no
+    /// longer its own: another run claimed it (it was silent too long) or it was forgotten.
+    async fn heartbeat(&mut self, run_id: &str, at_ms: i64) -> Result<bool>;
     /// The node's runs other than `current`, oldest first.
     async fn stale_runs(&mut self, node: &str, current: &str) -> Result<Vec<GatewayRun>>;
+    /// The runs of any node other than `current` whose last heartbeat is before `stale_before_ms`, most
+    /// silent first.
+    async fn silent_runs(&mut self, current: &str, stale_before_ms: i64) -> Result<Vec<GatewayRun>>;
+    /// Claims run `run_id` for `claimer` to settle its calls, with one conditional statement: only if its last
+    /// heartbeat is before `stale_before_ms` and no other run holds it that is alive itself (unclaimed, with a
+    /// heartbeat at or after `alive_since_ms`). True when `claimer` holds it now (also when it held it
+    /// already), so of several runs claiming at once exactly one gets it.
+    async fn claim_run(
+        &mut self,
+        run_id: &str,
+        claimer: &str,
+        stale_before_ms: i64,
+        alive_since_ms: i64,
+        now_ms: i64,
+    ) -> Result<bool>;
     /// Forgets a run (once its calls are dealt with).
     async fn forget_run(&mut self, run_id: &str) -> Result<()>;
     /// Writes a new live call (nothing if it is written already).

@@ -1031,6 +1031,15 @@ macro_rules! impl_repositories {
             })
         }
 
+        fn gateway_run_from_row(r: &Row) -> Result<GatewayRun> {
+            Ok(GatewayRun {
+                run_id: r.try_get("run_id")?,
+                node: r.try_get("node")?,
+                heartbeat_at_ms: r.try_get("heartbeat_at")?,
+                claimed_by: r.try_get("claimed_by")?,
+            })
+        }
+
         #[async_trait]
         impl LiveCallRepository for $repo {
             async fn start_run(&mut self, run_id: &str, node: &str, now_ms: i64) -> Result<()> {
@@ -1046,33 +1055,69 @@ macro_rules! impl_repositories {
                 Ok(())
             }
 
-            async fn heartbeat(&mut self, run_id: &str, at_ms: i64) -> Result<()> {
-                sqlx::query("UPDATE gateway_runs SET heartbeat_at = $2 WHERE run_id = $1 AND heartbeat_at < $2")
-                    .bind(run_id)
-                    .bind(at_ms)
-                    .execute(&mut *self.tx)
-                    .await?;
-                Ok(())
+            async fn heartbeat(&mut self, run_id: &str, at_ms: i64) -> Result<bool> {
+                // Matches the run's row whenever it is unclaimed (a heartbeat never moves back), so the count
+                // says whether the run is still its own.
+                let done = sqlx::query(
+                    "UPDATE gateway_runs SET heartbeat_at = CASE WHEN heartbeat_at < $2 THEN $2 ELSE heartbeat_at END \
+                     WHERE run_id = $1 AND claimed_by IS NULL",
+                )
+                .bind(run_id)
+                .bind(at_ms)
+                .execute(&mut *self.tx)
+                .await?;
+                Ok(done.rows_affected() == 1)
             }
 
             async fn stale_runs(&mut self, node: &str, current: &str) -> Result<Vec<GatewayRun>> {
                 let rows = sqlx::query(
-                    "SELECT run_id, node, heartbeat_at FROM gateway_runs WHERE node = $1 AND run_id <> $2 \
+                    "SELECT run_id, node, heartbeat_at, claimed_by FROM gateway_runs WHERE node = $1 AND run_id <> $2 \
                      ORDER BY started_at, run_id",
                 )
                 .bind(node)
                 .bind(current)
                 .fetch_all(&mut *self.tx)
                 .await?;
-                rows.iter()
-                    .map(|r| {
-                        Ok(GatewayRun {
-                            run_id: r.try_get("run_id")?,
-                            node: r.try_get("node")?,
-                            heartbeat_at_ms: r.try_get("heartbeat_at")?,
-                        })
-                    })
-                    .collect()
+                rows.iter().map(gateway_run_from_row).collect()
+            }
+
+            async fn silent_runs(&mut self, current: &str, stale_before_ms: i64) -> Result<Vec<GatewayRun>> {
+                let rows = sqlx::query(
+                    "SELECT run_id, node, heartbeat_at, claimed_by FROM gateway_runs \
+                     WHERE run_id <> $1 AND heartbeat_at < $2 ORDER BY heartbeat_at, run_id",
+                )
+                .bind(current)
+                .bind(stale_before_ms)
+                .fetch_all(&mut *self.tx)
+                .await?;
+                rows.iter().map(gateway_run_from_row).collect()
+            }
+
+            async fn claim_run(
+                &mut self,
+                run_id: &str,
+                claimer: &str,
+                stale_before_ms: i64,
+                alive_since_ms: i64,
+                now_ms: i64,
+            ) -> Result<bool> {
+                // One statement: PostgreSQL re-checks the condition on the newest row after waiting for a
+                // concurrent claim, so of two survivors claiming at once one matches and the other does not.
+                let done = sqlx::query(
+                    "UPDATE gateway_runs SET claimed_by = $2, claimed_at = $5 \
+                     WHERE run_id = $1 AND run_id <> $2 AND heartbeat_at < $3 \
+                     AND (claimed_by IS NULL OR claimed_by = $2 OR NOT EXISTS ( \
+                         SELECT 1 FROM gateway_runs c WHERE c.run_id = gateway_runs.claimed_by \
+                         AND c.heartbeat_at >= $4 AND c.claimed_by IS NULL))",
+                )
+                .bind(run_id)
+                .bind(claimer)
+                .bind(stale_before_ms)
+                .bind(alive_since_ms)
+                .bind(now_ms)
+                .execute(&mut *self.tx)
+                .await?;
+                Ok(done.rows_affected() == 1)
             }
 
             async fn forget_run(&mut self, run_id: &str) -> Result<()> {

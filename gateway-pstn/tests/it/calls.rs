@@ -495,4 +495,5 @@ mod auth;
 mod crash;
 mod media;
 mod money;
+mod nodes;
 mod records;

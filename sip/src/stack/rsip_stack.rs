@@ -435,6 +435,12 @@ async fn dispatch(
             match server_leg(&stack, &tx, request) {
                 Ok((mut leg, events)) => {
                     tokio::spawn(async move {
+                        // 100 Trying at once (RFC 3261 17.2.1): the call's answer may take a database commit or a
+                        // carrier's time, and a stateful proxy in front (Kamailio's dispatcher) takes a node that
+                        // sends nothing for its fr_timer as dead and gives the call to another.
+                        if let Err(e) = tx.send_trying().await {
+                            tracing::debug!(error = %e, "100 Trying not sent");
+                        }
                         if let Err(e) = leg.0.handle(&mut tx).await {
                             tracing::debug!(error = %e, "INVITE transaction ended with an error");
                         }

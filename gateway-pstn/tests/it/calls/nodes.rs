@@ -1,0 +1,291 @@
+//! Two gateway nodes on one database (issue #19, scale-out) behind Kamailio's dispatcher, configured by the
+//! operators' own `deploy/kamailio-dispatcher.cfg`: 200 calls from one account spread round robin over both,
+//! with credit for only 100 of them; then node B is killed with SIGKILL while its calls are up and is not
+//! started again. Node A takes B's calls over once B has been silent for `calls.takeover_after_secs` (6 s here, not
+//! before): each is charged once, to the last second B confirmed it up, its record says `Gateway Node Down`, no
+//! hold stays open, the balance watched throughout never goes below zero, and the ledger check passes.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use rust_decimal::Decimal;
+use serde_json::Value;
+use tincan_gateway::storage::Storage;
+use tincan_testkit::ChildGuard;
+use tincan_testkit::ports::free_addr;
+use tincan_testkit::sip::Scenario;
+
+use super::{CARRIER_ANSWERS, NUMBER, Rig, amount, trunk};
+use crate::harness::Gateway;
+
+const CALLER_VIA_PROXY: &str = include_str!("../../scenarios/caller_via_proxy.xml");
+const DISPATCHER_CFG: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/kamailio-dispatcher.cfg");
+
+/// Calls offered, over both nodes.
+const CALLS: u32 = 200;
+/// Seconds per slice: the first hold of a call is 0.20 at 0.01 a second.
+const SLICE_SECS: u32 = 20;
+/// Credit for the first slices of exactly 100 calls: the other 100 are refused at INVITE.
+const CREDIT: &str = "20.00";
+const PAID_CALLS: usize = 100;
+/// The takeover time injected for the test (default 30 s).
+const TAKEOVER_SECS: i64 = 6;
+/// How long each caller talks (past the kill and the takeover).
+const TALK_MS: u32 = 25_000;
+
+fn now_ms() -> i64 {
+    tincan_gateway::storage::unix_ms(tincan_common::Clock::now(&tincan_common::SystemClock))
+}
+
+fn dec(v: &Value) -> Decimal {
+    amount(v).parse().unwrap()
+}
+
+/// The second node: node A's configuration with its own SIP listener and name, its own data dir, A's database.
+async fn node_b(rig: &Rig, url: &str, env: &[(String, String)]) -> (Gateway, SocketAddr, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let sip = free_addr();
+    let config = std::fs::read_to_string(rig.gw.data_dir.join("gateway.toml"))
+        .unwrap()
+        .replace(&format!("listen_udp = \"{}\"", rig.sip), &format!("listen_udp = \"{sip}\""))
+        .replace("node = \"node-a\"", "node = \"node-b\"");
+    assert!(config.contains("node = \"node-b\"") && config.contains(&sip.to_string()), "{config}");
+    let path = dir.path().join("gateway.toml");
+    std::fs::write(&path, config).unwrap();
+    let mut env = env.to_vec();
+    env.retain(|(k, _)| k != "TINCAN_GATEWAY_DATABASE__URL");
+    env.push(("TINCAN_GATEWAY_DATABASE__URL".into(), url.into()));
+    let gw =
+        Gateway::start_with_args(dir.path(), free_addr(), env, &[std::ffi::OsStr::new("--config"), path.as_os_str()])
+            .await;
+    (gw, sip, dir)
+}
+
+/// The node's runs (there is one per process) and their calls, answered or not.
+async fn runs_of(storage: &dyn Storage, node: &str) -> Vec<(tincan_gateway::storage::GatewayRun, usize, usize)> {
+    let mut tx = storage.begin_read().await.unwrap();
+    let mut out = Vec::new();
+    for run in tx.live_calls().stale_runs(node, "").await.unwrap() {
+        let calls = tx.live_calls().of_run(&run.run_id).await.unwrap();
+        let answered = calls.iter().filter(|c| c.answered_at_ms.is_some()).count();
+        out.push((run, calls.len(), answered));
+    }
+    out
+}
+
+/// Polls the account on node A every 20 ms until stopped: it must never be below zero (balance or available).
+fn watch_balance(rig: &Rig) -> (Arc<AtomicBool>, tokio::task::JoinHandle<(u32, Decimal)>) {
+    let watching = Arc::new(AtomicBool::new(true));
+    let (base, token, account) = (rig.gw.base(), rig.token.clone(), rig.account.clone());
+    let on = watching.clone();
+    let task = tokio::spawn(async move {
+        let http = reqwest::Client::new();
+        let (mut seen, mut lowest) = (0u32, Decimal::MAX);
+        while on.load(Ordering::Relaxed) {
+            let v: Value = http
+                .get(format!("{base}/v1/accounts/{account}"))
+                .bearer_auth(&token)
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            let (balance, available) = (dec(&v["balance"]), dec(&v["available"]));
+            assert!(balance >= Decimal::ZERO && available >= Decimal::ZERO, "overdrawn: {v}");
+            lowest = lowest.min(available);
+            seen += 1;
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        (seen, lowest)
+    });
+    (watching, task)
+}
+
+/// Kamailio on `listen` with the deploy configuration, dispatching to `nodes` (pinged every second).
+fn dispatcher(listen: SocketAddr, nodes: &[SocketAddr], dir: &std::path::Path) -> ChildGuard {
+    let list = dir.join("dispatcher.list");
+    let lines: String = nodes.iter().map(|n| format!("1 sip:{n}\n")).collect();
+    std::fs::write(&list, lines).unwrap();
+    let mut cmd = tincan_testkit::tools::command("kamailio");
+    cmd.arg("-f").arg(DISPATCHER_CFG).args(["-DD", "-E", "-m", "64", "-M", "8"]);
+    cmd.arg("-Y").arg(dir).arg("-P").arg(dir.join("kamailio.pid"));
+    cmd.args(["-A", &format!("LISTEN=udp:{listen}"), "-A", "PING_INTERVAL=1"]);
+    cmd.arg("-A").arg(format!("DISPATCHER_LIST=\"{}\"", list.display()));
+    ChildGuard::spawn_logged("kamailio", cmd, dir.join("kamailio.log")).unwrap()
+}
+
+/// Waits until the proxy at `addr` answers an OPTIONS (sipp's default ping scenario is not used: one datagram
+/// by hand).
+async fn wait_for_proxy(addr: SocketAddr, guard: &mut ChildGuard) {
+    let sock = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let local = sock.local_addr().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    for n in 0u32.. {
+        guard.ensure_running().unwrap();
+        let ping = format!(
+            "OPTIONS sip:{addr} SIP/2.0\r\nVia: SIP/2.0/UDP {local};branch=z9hG4bK-ping{n}\r\nMax-Forwards: 70\r\n\
+             From: <sip:test@{local}>;tag=t{n}\r\nTo: <sip:{addr}>\r\nCall-ID: ping{n}@test\r\nCSeq: 1 OPTIONS\r\n\
+             Content-Length: 0\r\n\r\n"
+        );
+        sock.send_to(ping.as_bytes(), addr).await.unwrap();
+        let mut buf = [0u8; 2048];
+        if let Ok(Ok((len, _))) = tokio::time::timeout(Duration::from_millis(300), sock.recv_from(&mut buf)).await
+            && String::from_utf8_lossy(&buf[..len]).starts_with("SIP/2.0 200")
+        {
+            return;
+        }
+        assert!(Instant::now() < deadline, "kamailio does not answer\n{}", guard.log_tail(40));
+    }
+}
+
+/// Sipp callers placing `calls` calls to `to` at `rate` a second, in the background (their end is not awaited:
+/// the calls of the killed node never see a BYE answered).
+fn callers(rig: &Rig, to: SocketAddr, calls: u32, rate: u32, name: &str) -> (Scenario, ChildGuard) {
+    let caller = Scenario::new(name, &CALLER_VIA_PROXY.replace("TALK_MS", &TALK_MS.to_string())).unwrap();
+    let mut cmd = caller.command(to, free_addr(), calls);
+    cmd.args(["-key", "number", NUMBER, "-key", "account", &rig.account]);
+    cmd.args(["-r", &rate.to_string(), "-l", &calls.to_string(), "-timeout", "120s"]);
+    let guard = caller.spawn(cmd, name).unwrap();
+    (caller, guard)
+}
+
+async fn two_nodes_one_killed(env: Vec<(String, String)>) {
+    let mut a = trunk("cheap", "0.004");
+    a.max_concurrent = CALLS;
+    let extra = format!("per_source_rate = 5000\nnode = \"node-a\"\ntakeover_after_secs = {TAKEOVER_SECS}\n");
+    let rig = Rig::start_with_env(&[&a], CREDIT, SLICE_SECS, None, &extra, env.clone()).await;
+    let url = env
+        .iter()
+        .find(|(k, _)| k == "TINCAN_GATEWAY_DATABASE__URL")
+        .map(|(_, v)| v.clone())
+        .unwrap_or_else(|| format!("sqlite://{}", rig.gw.data_dir.join("gateway.sqlite3").display()));
+    let (mut b, b_sip, _b_dir) = node_b(&rig, &url, &env).await;
+    let storage = tincan_gateway::storage::open(&url, Arc::new(tincan_common::SystemClock)).await.unwrap();
+
+    let carrier = Scenario::new("trunk-a", CARRIER_ANSWERS).unwrap();
+    let mut cmd = carrier.uas_command(a.addr);
+    cmd.args(["-m", "100000", "-l", "100000", "-timeout", "180s"]);
+    let _trunk = carrier.spawn(cmd, "trunk-a").unwrap();
+    let (watching, watcher) = watch_balance(&rig);
+
+    // Every call through Kamailio, which spreads them over the two nodes.
+    let proxy = free_addr();
+    let kam_dir = tempfile::tempdir().unwrap();
+    let mut kamailio = dispatcher(proxy, &[rig.sip, b_sip], kam_dir.path());
+    wait_for_proxy(proxy, &mut kamailio).await;
+    let (_s, _callers) = callers(&rig, proxy, CALLS, 100, "callers");
+
+    // The paid calls answered (as the database knows them), then a few seconds of talk before B is killed.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let (b_run, b_calls) = loop {
+        let on_a: usize = runs_of(&*storage, "node-a").await.iter().map(|r| r.2).sum();
+        let on_b = runs_of(&*storage, "node-b").await;
+        let b_answered: usize = on_b.iter().map(|r| r.2).sum();
+        if on_a + b_answered >= PAID_CALLS {
+            assert_eq!(on_b.len(), 1, "{on_b:?}");
+            break (on_b[0].0.clone(), on_b[0].1);
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{on_a} + {b_answered} calls answered\n{}\n{}",
+            rig.log(),
+            b.guard.log_tail(40)
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert!(
+        b_calls > 0 && b_calls < PAID_CALLS,
+        "both nodes carry paid calls: {b_calls} on B\n{}\n{}",
+        b.guard.log_tail(30),
+        kamailio.log_tail(30)
+    );
+    tokio::time::sleep(Duration::from_millis(3000)).await;
+    let killed_at = now_ms();
+    b.guard.kill();
+
+    // Not before the takeover time: B's run is unclaimed and its calls still open half of it later.
+    tokio::time::sleep(Duration::from_millis(u64::try_from(TAKEOVER_SECS * 1000 / 2).unwrap())).await;
+    let runs = runs_of(&*storage, "node-b").await;
+    assert_eq!(runs.len(), 1, "{runs:?}");
+    assert_eq!((runs[0].0.claimed_by.as_deref(), runs[0].1), (None, b_calls), "B's calls are not taken over yet");
+    // Then node A takes them over: the run is forgotten once every call is settled.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !runs_of(&*storage, "node-b").await.is_empty() {
+        assert!(Instant::now() < deadline, "B's calls were not taken over\n{}", rig.log());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let taken_over_in = now_ms() - killed_at;
+    assert!(taken_over_in >= (TAKEOVER_SECS - 1) * 1000, "taken over {taken_over_in} ms after the kill");
+
+    // Every hold closes (A's own calls end with their paid time or their callers).
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let acct = loop {
+        let acct = rig.account().await;
+        if amount(&acct["held"]) == "0.00" || Instant::now() > deadline {
+            break acct;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    watching.store(false, Ordering::Relaxed);
+    let (samples, lowest) = watcher.await.unwrap();
+    assert!(samples > 10, "the balance was watched during the run ({samples} samples)");
+    assert_eq!(amount(&acct["held"]), "0.00", "no hold left open: {acct}\n{}", rig.log());
+
+    let records =
+        rig.get(&format!("/v1/accounts/{}/calls?limit=1000", rig.account)).await["items"].as_array().unwrap().clone();
+    assert_eq!(records.len(), CALLS as usize, "one record per call, none lost\n{}", rig.log());
+    let mut ids: Vec<&str> = records.iter().map(|r| r["call_id"].as_str().unwrap()).collect();
+    ids.sort_unstable();
+    ids.dedup();
+    assert_eq!(ids.len(), CALLS as usize, "no call recorded twice");
+    let answered: Vec<&Value> = records.iter().filter(|r| r["result"] == "answered").collect();
+    let refused: Vec<&Value> = records.iter().filter(|r| r["result"] == "refused").collect();
+    assert_eq!((answered.len(), refused.len()), (PAID_CALLS, CALLS as usize - PAID_CALLS), "credit for 100 calls");
+    assert!(refused.iter().all(|r| r["sip_status"] == 402 && r["attempt"] == 0));
+
+    let b_prefix = format!("{}-", b_run.run_id);
+    let (on_b, on_a): (Vec<&Value>, Vec<&Value>) =
+        answered.iter().partition(|r| r["call_id"].as_str().unwrap().starts_with(&b_prefix));
+    assert_eq!(on_b.len(), b_calls, "B's answered calls");
+    // Round robin: every other INVITE went to B (refused ones too: which node's calls got the credit is a race).
+    let b_all = records.iter().filter(|r| r["call_id"].as_str().unwrap().starts_with(&b_prefix)).count();
+    assert!(b_all.abs_diff(CALLS as usize / 2) <= 10, "Kamailio spread the calls evenly: {b_all} of {CALLS} on B");
+    let per_second: Decimal = "0.01".parse().unwrap();
+    for r in &on_b {
+        assert_eq!(r["reason"], "Gateway Node Down; Billed To The Last Confirmed Second", "{r}");
+        let answered_at = r["answered_at_ms"].as_i64().unwrap();
+        let billed = r["billed_seconds"].as_u64().unwrap();
+        // Never past the kill; at least one second of the seconds it was up and confirmed.
+        let up = u64::try_from(killed_at - answered_at).unwrap() / 1000;
+        assert!(billed >= 1 && billed <= up, "billed {billed} s of a call up {up} whole seconds at the kill: {r}");
+        assert!(r["ended_at_ms"].as_i64().unwrap() <= killed_at, "{r}");
+        assert_eq!(dec(&r["price"]), Decimal::from(billed) * per_second, "{r}");
+    }
+    assert!(on_a.iter().all(|r| !r["reason"].as_str().unwrap().contains("Gateway")), "A's own calls end as usual");
+
+    // Charged once each, exactly what the records say, never more than the credit.
+    let credit: Decimal = CREDIT.parse().unwrap();
+    let priced: Decimal = answered.iter().map(|r| dec(&r["price"])).sum();
+    assert_eq!(dec(&acct["balance"]), credit - priced, "{acct}");
+    assert!(priced <= credit);
+    let cdrs =
+        rig.get(&format!("/v1/accounts/{}/cdrs?limit=200", rig.account)).await["items"].as_array().unwrap().len();
+    assert_eq!(cdrs, PAID_CALLS, "one settlement per answered call");
+    let check = rig.gw.cli(&["ledger", "check"]);
+    let report = String::from_utf8_lossy(&check.stdout);
+    assert!(check.status.success() && report.contains("ledger check passed"), "{report}");
+    eprintln!(
+        "two nodes: {b_all} of {CALLS} calls to B; paid calls {} on A, {} on B taken over {taken_over_in} ms after \
+         the kill; charged {priced} of {credit}, lowest available {lowest}, {samples} balance samples",
+        on_a.len(),
+        on_b.len()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sqlite_two_nodes_behind_kamailio_a_killed_nodes_calls_are_taken_over_once_each() {
+    two_nodes_one_killed(Vec::new()).await;
+}
