@@ -41,6 +41,7 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/_tincan/client/v1/register/verify", post(register_verify::handler))
         .route("/_tincan/client/v1/keys/master", put(keys_master::handler))
         .route("/_tincan/client/v1/unregister", post(unregister::handler))
+        .route("/_tincan/client/v1/account/close", post(crate::porting::old_account::close))
         .route(
             "/_tincan/client/v1/registration_lock",
             get(crate::registration_lock::status)

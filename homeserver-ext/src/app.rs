@@ -42,6 +42,9 @@ pub struct App {
     /// Validated resolutions of directory hits running at once, over all lookups
     /// (`identity.lookup_resolve_concurrency`).
     pub resolve_slots: tokio::sync::Semaphore,
+    /// Woken when a port away completes or a moved-away account is closed (see
+    /// [`crate::porting::old_account`]).
+    pub moved_away: tokio::sync::Notify,
 }
 
 impl App {
@@ -101,6 +104,7 @@ impl App {
             http: reqwest::Client::new(),
             federation,
             resolve_slots: tokio::sync::Semaphore::new(config_slots),
+            moved_away: tokio::sync::Notify::new(),
         }
     }
 

@@ -280,6 +280,11 @@ pub struct HomeserverConfig {
     pub localpart_prefix: String,
     /// The URL the homeserver reaches the extension at (appservice `url`).
     pub extension_url: String,
+    /// JWT: a Synapse admin's access token, used only to deactivate an account its user closes after its
+    /// number moved away (Synapse's admin API; see [`crate::porting::old_account`]). Empty: such accounts can
+    /// only be kept (closing answers 501). Keep it in a file
+    /// (`TINCAN_EXT_HOMESERVER__ADMIN_TOKEN_FILE=/path`).
+    pub admin_token: Secret,
 }
 
 impl Default for HomeserverConfig {
@@ -295,6 +300,7 @@ impl Default for HomeserverConfig {
             sender_localpart: "tincan".into(),
             localpart_prefix: "tc_".into(),
             extension_url: "http://127.0.0.1:8090".into(),
+            admin_token: Secret::default(),
         }
     }
 }
@@ -442,11 +448,19 @@ pub struct PortingConfig {
     /// as a move; a key following the move is an ordinary change to them. The wait ends at the next look after
     /// it (the directory's `amended` webhook, else the poll). 0: release at once.
     pub release_key_wait_secs: u64,
+    /// A kept old account whose number moved away answers messages sent to it with the moved notice at most
+    /// once per room this often (see [`crate::porting::old_account`]).
+    pub moved_reply_interval_secs: u64,
 }
 
 impl Default for PortingConfig {
     fn default() -> Self {
-        Self { unlocked: UnlockedPorts::Wait, poll_interval_secs: 300, release_key_wait_secs: 120 }
+        Self {
+            unlocked: UnlockedPorts::Wait,
+            poll_interval_secs: 300,
+            release_key_wait_secs: 120,
+            moved_reply_interval_secs: 3600,
+        }
     }
 }
 

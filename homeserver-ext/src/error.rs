@@ -71,6 +71,9 @@ pub enum ApiError {
     /// The thing asked for does not exist.
     #[error("not found")]
     NotFound,
+    /// This deployment does not offer it: the setting named is not configured.
+    #[error("not offered here: {0} is not configured")]
+    Unavailable(&'static str),
     /// Storage failed.
     #[error(transparent)]
     Store(#[from] crate::store::StoreError),
@@ -128,6 +131,7 @@ impl ApiError {
             ApiError::InvalidPepper => (S::BAD_REQUEST, custom("M_INVALID_PEPPER")),
             ApiError::InvalidAlgorithm => (S::BAD_REQUEST, ErrorKind::InvalidParam),
             ApiError::NotFound => (S::NOT_FOUND, ErrorKind::NotFound),
+            ApiError::Unavailable(_) => (S::NOT_IMPLEMENTED, ErrorKind::Unrecognized),
             ApiError::Store(_) => (S::INTERNAL_SERVER_ERROR, ErrorKind::Unknown),
             ApiError::Sms(_) | ApiError::Homeserver(_) | ApiError::Directory(_) => (S::BAD_GATEWAY, ErrorKind::Unknown),
             ApiError::Federation(e) => federation_kind(e),

@@ -88,6 +88,7 @@ pub async fn run(config: ExtConfig) -> Result<(), ServeError> {
     }
     if app.directory.is_some() {
         tokio::spawn(porting::run(app.clone()));
+        tokio::spawn(porting::old_account::run(app.clone()));
     }
     let listener = tokio::net::TcpListener::bind(&listen)
         .await

@@ -22,9 +22,12 @@
 //! records it as published (the directory already holds its route and key); the losing side stops treating
 //! the number as its own (the Identity Service binding goes, the account is no longer published; the account
 //! itself is kept for its user), and the old account tells its direct chats where the number went
-//! ([`notice`]). Each port's effect happens once ([`crate::store::PortRepository::close_port`]).
+//! ([`notice`]). Each port's effect happens once ([`crate::store::PortRepository::close_port`]). The user then
+//! keeps the old account — messages sent to it are answered with the same notice — or closes it
+//! ([`old_account`]).
 
 pub mod notice;
+pub mod old_account;
 
 use crate::app::App;
 use crate::config::UnlockedPorts;
@@ -246,6 +249,7 @@ async fn settle(app: &App, known: &PortRecord, view: &PortView) -> Result<(), Po
             if let Some(user_id) = &known.user_id {
                 tell_contacts(app, user_id, view).await;
             }
+            app.moved_away.notify_one();
         }
     }
     Ok(())
@@ -261,14 +265,17 @@ async fn tell_contacts(app: &App, user_id: &str, view: &PortView) {
             return;
         }
     };
-    let new_user = view.services.iter().filter(|s| s.kind() == tincan_enum_core::ServiceType::Matrix);
-    let Some(new_user) = new_user.filter_map(|s| tincan_enum_lookup::MatrixUser::from_uri(s.uri())).next() else {
-        return;
-    };
-    match notice::send(app, &account.localpart, &new_user.user_id(), &view.gaining, view.id).await {
+    let Some(new_user) = new_user_of(view) else { return };
+    match notice::send(app, &account.localpart, &new_user, &view.gaining, view.id).await {
         Ok(rooms) => tracing::info!(port_id = view.id, %user_id, rooms, "moved notice sent"),
         Err(e) => tracing::warn!(port_id = view.id, %user_id, error = %e, "the moved notice could not be sent"),
     }
+}
+
+/// The Matrix ID a port moves the number to (its `matrix:` service), if it names one.
+fn new_user_of(view: &PortView) -> Option<String> {
+    let matrix = view.services.iter().filter(|s| s.kind() == tincan_enum_core::ServiceType::Matrix);
+    matrix.filter_map(|s| tincan_enum_lookup::MatrixUser::from_uri(s.uri())).next().map(|u| u.user_id())
 }
 
 /// Every port of ours the directory lists as open, and every one still pending here, synced once.

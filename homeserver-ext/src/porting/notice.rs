@@ -14,7 +14,8 @@
 //! directory does not publish; a client takes it only as a hint to check the number against the directory
 //! again, which shows the move backed by the transparency log's port entry. The session ends afterwards (the
 //! device goes). Sent once, when the port's completion is applied here; a homeserver failure then is logged,
-//! not retried.
+//! not retried. Messages people send the old account afterwards are answered with the same notice while the
+//! account is kept ([`super::old_account`]).
 
 use crate::app::App;
 use crate::homeserver::{HomeserverError, Login, refused};
@@ -28,23 +29,32 @@ pub const MOVED_FIELD: &str = "io.tincan.moved";
 const DIRECT_MEMBERS: usize = 2;
 
 /// A logged-in session of the old account, ended on [`Session::end`].
-struct Session<'a> {
+pub(super) struct Session<'a> {
     app: &'a App,
     base: String,
     token: String,
 }
 
 impl Session<'_> {
-    async fn start<'a>(app: &'a App, localpart: &str) -> Result<Session<'a>, HomeserverError> {
+    /// Signs in as `localpart`: on device `device_id` when given (a JWT login; an appservice session makes a
+    /// device of its own), else a new device.
+    pub(super) async fn start<'a>(
+        app: &'a App,
+        localpart: &str,
+        device_id: Option<&str>,
+    ) -> Result<Session<'a>, HomeserverError> {
         let base = app.config.homeserver_url.trim_end_matches('/').to_owned();
         let token = match app.homeserver.login(localpart).await? {
             Login::Session { access_token, .. } => access_token,
             Login::Jwt { token } => {
-                let body = json!({
+                let mut body = json!({
                     "type": "org.matrix.login.jwt",
                     "token": token,
                     "initial_device_display_name": "Tincan: number moved",
                 });
+                if let Some(device_id) = device_id {
+                    body["device_id"] = json!(device_id);
+                }
                 let resp = app.http.post(format!("{base}/_matrix/client/v3/login")).json(&body).send().await?;
                 if !resp.status().is_success() {
                     return Err(refused(resp).await);
@@ -67,8 +77,17 @@ impl Session<'_> {
         Ok(u)
     }
 
-    async fn get(&self, segments: &[&str]) -> Result<Value, HomeserverError> {
-        let resp = self.app.http.get(self.url(segments)?).bearer_auth(&self.token).send().await?;
+    pub(super) async fn get(&self, segments: &[&str]) -> Result<Value, HomeserverError> {
+        self.get_query(segments, &[]).await
+    }
+
+    /// `GET` with query parameters.
+    pub(super) async fn get_query(&self, segments: &[&str], query: &[(&str, &str)]) -> Result<Value, HomeserverError> {
+        let mut url = self.url(segments)?;
+        if !query.is_empty() {
+            url.query_pairs_mut().extend_pairs(query);
+        }
+        let resp = self.app.http.get(url).bearer_auth(&self.token).send().await?;
         if !resp.status().is_success() {
             return Err(refused(resp).await);
         }
@@ -76,7 +95,7 @@ impl Session<'_> {
     }
 
     /// Sends `content` into `room`, waiting out the homeserver's rate limit (a few times at most).
-    async fn send(&self, room: &str, txn: &str, content: &Value) -> Result<(), HomeserverError> {
+    pub(super) async fn send(&self, room: &str, txn: &str, content: &Value) -> Result<(), HomeserverError> {
         let url = self.url(&["rooms", room, "send", "m.room.message", txn])?;
         for _ in 0..5 {
             let resp = self.app.http.put(url.clone()).bearer_auth(&self.token).json(content).send().await?;
@@ -94,7 +113,7 @@ impl Session<'_> {
         Err(HomeserverError::Refused { status: 429, errcode: "M_LIMIT_EXCEEDED".into() })
     }
 
-    async fn end(self) {
+    pub(super) async fn end(self) {
         let url = format!("{}/_matrix/client/v3/logout", self.base);
         if let Err(e) = self.app.http.post(url).bearer_auth(&self.token).json(&json!({})).send().await {
             tracing::warn!(error = %e, "ending the moved notice's session failed");
@@ -121,18 +140,23 @@ pub async fn send(
     provider: &str,
     port_id: i64,
 ) -> Result<usize, HomeserverError> {
-    let session = Session::start(app, localpart).await?;
+    let session = Session::start(app, localpart, None).await?;
     let sent = send_in_rooms(&session, &content(new_user, provider), port_id).await;
     session.end().await;
     sent
+}
+
+/// Whether `room` is a direct chat: at most [`DIRECT_MEMBERS`] joined members.
+pub(super) async fn is_direct(s: &Session<'_>, room: &str) -> Result<bool, HomeserverError> {
+    let members = s.get(&["rooms", room, "joined_members"]).await?;
+    Ok(members["joined"].as_object().is_some_and(|m| m.len() <= DIRECT_MEMBERS))
 }
 
 async fn send_in_rooms(s: &Session<'_>, content: &Value, port_id: i64) -> Result<usize, HomeserverError> {
     let rooms = s.get(&["joined_rooms"]).await?;
     let mut sent = 0;
     for room in rooms["joined_rooms"].as_array().into_iter().flatten().filter_map(Value::as_str) {
-        let members = s.get(&["rooms", room, "joined_members"]).await?;
-        if members["joined"].as_object().is_none_or(|m| m.len() > DIRECT_MEMBERS) {
+        if !is_direct(s, room).await? {
             continue;
         }
         // One transaction id per port and room: a retried send is not a second notice.

@@ -62,6 +62,8 @@ pub trait PortRepository: Send + Sync {
     async fn port_of_number(&self, number: &str, side: PortSide) -> Result<Option<PortRecord>>;
     /// Ports still pending here, oldest first.
     async fn pending_ports(&self) -> Result<Vec<PortRecord>>;
+    /// Completed ports that took one of our numbers away, oldest first.
+    async fn completed_losing_ports(&self) -> Result<Vec<PortRecord>>;
     /// Records that a pending port closed (`state`, `reason`), in one conditional `UPDATE`: true when this call
     /// closed it, so the port's local effect happens once however many webhooks and polls report it.
     async fn close_port(&self, id: i64, state: &str, reason: Option<&str>, now: i64) -> Result<bool>;
@@ -139,6 +141,14 @@ macro_rules! impl_ports_store {
                     let rows = sqlx::query("SELECT * FROM ports WHERE state = 'pending' ORDER BY id")
                         .fetch_all(&self.pool)
                         .await?;
+                    rows.iter().map(port_from_row).collect()
+                }
+
+                async fn completed_losing_ports(&self) -> Result<Vec<PortRecord>> {
+                    let rows =
+                        sqlx::query("SELECT * FROM ports WHERE side = 'losing' AND state = 'completed' ORDER BY id")
+                            .fetch_all(&self.pool)
+                            .await?;
                     rows.iter().map(port_from_row).collect()
                 }
 

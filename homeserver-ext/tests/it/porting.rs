@@ -53,6 +53,8 @@ impl Providers {
         };
         let (hs_a, hs_b) = tokio::join!(synapse("a.test"), synapse("b.test"));
         let (hs_a, hs_b) = (hs_a.unwrap(), hs_b.unwrap());
+        // A can deactivate an old account its user closes (Synapse's admin API, see porting::old_account).
+        let admin = hs_a.register_user("porting-admin", true).await.unwrap();
         let config = |hs: &Synapse, token: &str, extra: &str| {
             format!(
                 "server_name = \"{}\"\nhomeserver_url = \"{}\"\n\
@@ -65,7 +67,10 @@ impl Providers {
         };
         // A releases at once even without the new key (these sign-ins upload none; the client tests cover the wait).
         let a_extra = format!("[porting]\nunlocked = \"{a_unlocked}\"\nrelease_key_wait_secs = 0\n");
-        let lock = [("TINCAN_EXT_REGISTRATION_LOCK__SECRET", LOCK_SECRET)];
+        let lock = [
+            ("TINCAN_EXT_REGISTRATION_LOCK__SECRET", LOCK_SECRET),
+            ("TINCAN_EXT_HOMESERVER__ADMIN_TOKEN", admin.access_token.as_str()),
+        ];
         let a = Ext::start_env_at(port_a, None, &config(&hs_a, &reg_a.token, &a_extra), &lock).await.unwrap();
         let b = Ext::start_at(port_b, None, &config(&hs_b, &reg_b.token, "")).await.unwrap();
         Some(Providers { dir, a, b, hs_a, hs_b, reg_a, reg_b })
@@ -252,4 +257,115 @@ async fn without_an_answer_the_number_moves_with_the_key_when_the_window_ends_an
     assert_eq!((&rec["provider"], &rec["key"]["ed25519"]), (&json!("b"), &json!(master)), "{rec}");
     bound_to(&p.b, n, Some(&new_user)).await;
     bound_to(&p.a, n, None).await;
+}
+
+/// A client-server call as `token` on `hs`; the answer's body (a failure is a panic naming it).
+async fn mx(hs: &Synapse, token: &str, method: reqwest::Method, path: &str, body: Option<Value>) -> Value {
+    let mut r =
+        reqwest::Client::new().request(method, format!("{}/_matrix/client/v3/{path}", hs.url())).bearer_auth(token);
+    if let Some(body) = body {
+        r = r.json(&body);
+    }
+    let r = r.send().await.unwrap();
+    let status = r.status();
+    let v: Value = r.json().await.unwrap_or(Value::Null);
+    assert!(status.is_success(), "{path}: {status} {v}");
+    v
+}
+
+/// The room's message events, oldest first (the last 50).
+async fn messages(hs: &Synapse, token: &str, room: &str) -> Vec<Value> {
+    let v = mx(hs, token, reqwest::Method::GET, &format!("rooms/{room}/messages?dir=b&limit=50"), None).await;
+    let mut events: Vec<Value> =
+        v["chunk"].as_array().unwrap().iter().filter(|e| e["type"] == "m.room.message").cloned().collect();
+    events.reverse();
+    events
+}
+
+/// The moved notices in `events` (the `io.tincan.moved` field's `user_id`).
+fn notices(events: &[Value]) -> Vec<&str> {
+    events.iter().filter_map(|e| e["content"]["io.tincan.moved"]["user_id"].as_str()).collect()
+}
+
+/// After a port away the old account at A is kept: a message Carol sends it then is answered with the moved
+/// notice naming the new account (not only the one notice sent when the port completed). Then its user closes it
+/// with the old device's token: the account is deactivated at A's Synapse (Synapse's admin API, A's
+/// `homeserver.admin_token`), leaves the chat, its token stops working and A forgets it. Carol cannot close an
+/// account whose number did not move.
+#[tokio::test]
+async fn a_moved_away_account_answers_messages_with_the_new_route_until_its_user_closes_it() {
+    let Some(p) = Providers::start(3600, "release").await else { return };
+    let (alice_n, carol_n) = ("+447911124301", "+447911124302");
+    let (old_user, old_token) = crate::signup::sign_up_token(&p.a, &p.hs_a, alice_n, "a-1").await;
+    let (_, carol_token) = crate::signup::sign_up_token(&p.a, &p.hs_a, carol_n, "c-1").await;
+    let post = reqwest::Method::POST;
+    // Carol and Alice have a direct chat at A.
+    let body = json!({"invite": [old_user], "is_direct": true, "preset": "trusted_private_chat"});
+    let room =
+        mx(&p.hs_a, &carol_token, post.clone(), "createRoom", Some(body)).await["room_id"].as_str().unwrap().to_owned();
+    mx(&p.hs_a, &old_token, post.clone(), &format!("rooms/{room}/join"), Some(json!({}))).await;
+    let say = |txn: &'static str, text: &'static str| {
+        let (hs, token, room) = (&p.hs_a, carol_token.clone(), room.clone());
+        async move {
+            let path = format!("rooms/{room}/send/m.room.message/{txn}");
+            let body = json!({"msgtype": "m.text", "body": text});
+            mx(hs, &token, reqwest::Method::PUT, &path, Some(body)).await;
+        }
+    };
+    say("t1", "before the move").await;
+
+    // Alice moves her number to B; A releases it; the old account tells the chat once.
+    let at_b = sign_in(&p.b, alice_n, "b-1").await;
+    let new_user = at_b["user_id"].as_str().unwrap().to_owned();
+    let closed = p.closed_port(at_b["port"]["id"].as_i64().unwrap()).await;
+    assert_eq!(closed["state"], "completed", "{closed}");
+    eventually("the port's moved notice", || async {
+        (notices(&messages(&p.hs_a, &carol_token, &room).await).len() == 1).then_some(())
+    })
+    .await;
+
+    // Carol writes to the old account after the move: it answers with the notice pointing to the new account.
+    say("t2", "are you still there?").await;
+    let events = eventually("the old account answers Carol's message", || async {
+        let events = messages(&p.hs_a, &carol_token, &room).await;
+        (notices(&events).len() == 2).then_some(events)
+    })
+    .await;
+    let last = events.last().unwrap();
+    assert_eq!(last["sender"], old_user.as_str(), "{events:?}");
+    assert_eq!(last["content"]["io.tincan.moved"], json!({"user_id": new_user, "provider": "b"}), "{last}");
+    assert!(last["content"]["body"].as_str().unwrap().contains(&new_user), "{last}");
+    assert!(!last["content"].to_string().contains(alice_n), "the notice names no number: {last}");
+    let asked_at = events.iter().position(|e| e["content"]["body"] == "are you still there?").unwrap();
+    assert_eq!(asked_at + 1, events.len() - 1, "the answer follows the message: {events:?}");
+
+    // Closing: not for an account whose number did not move; for Alice's old account, with its old token.
+    let close_url = format!("{}/_tincan/client/v1/account/close", p.a.url);
+    let close = |token: String| {
+        let url = close_url.clone();
+        async move {
+            let r = reqwest::Client::new().post(url).bearer_auth(token).send().await.unwrap();
+            let status = r.status().as_u16();
+            (status, r.json::<Value>().await.unwrap_or(Value::Null))
+        }
+    };
+    let (s, b) = close(carol_token.clone()).await;
+    assert_eq!((s, b["errcode"].as_str()), (403, Some("M_FORBIDDEN")), "{b}");
+    let (s, b) = close(old_token.clone()).await;
+    assert_eq!((s, &b["closed"]), (200, &json!(old_user)), "{b}\n{}", p.a.guard.log_tail(30));
+    // Deactivated at A's Synapse: the old token is gone, the account left the chat, and A forgot it.
+    let r = reqwest::Client::new()
+        .get(format!("{}/_matrix/client/v3/account/whoami", p.hs_a.url()))
+        .bearer_auth(&old_token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 401, "the old account's token still works");
+    eventually("the closed account leaves the chat", || async {
+        let path = format!("rooms/{room}/joined_members");
+        let members = mx(&p.hs_a, &carol_token, reqwest::Method::GET, &path, None).await;
+        members["joined"].get(&old_user).is_none().then_some(())
+    })
+    .await;
+    assert!(p.a.store().await.account_by_number(alice_n).await.unwrap().is_none(), "A still has the old account");
 }

@@ -1,0 +1,308 @@
+//! The number's old account after a port away: its user keeps it (the default) or closes it.
+//!
+//! **Kept.** The number now leads to the new account, but people who knew the old Matrix ID may go on writing
+//! to it. While it is kept, the extension watches it — signed in as it on one device ([`DEVICE_ID`], "Tincan:
+//! number moved"), a `/sync` long-poll — and answers a message someone else sends it in a room of at most two
+//! joined members with the moved notice ([`super::notice`]: the new Matrix ID and provider, no number), at most
+//! once per room every `porting.moved_reply_interval_secs`. Encrypted messages count (the extension sees that
+//! one arrived, not what it says). Only messages sent after the port are answered, and only when the account
+//! has not written in the room since (so a restart of the extension does not answer a message twice). An
+//! account stops being watched when it is closed, or when its number comes back here (a port back).
+//!
+//! **Closed.** `POST /_tincan/client/v1/account/close` with the old account's access token (the old device
+//! still holds one) deactivates it at the homeserver — only an account whose number moved away by a port;
+//! any other answers 403. The local account record goes, so a sign-in with the number here later makes a
+//! new account (and files a port back). Deactivation without user-interactive auth (the client-server route
+//! asks for it, and a JWT-made account has no password or SSO to pass it with):
+//! - appservice backend: the client-server `POST /_matrix/client/v3/account/deactivate?user_id=…` as the
+//!   appservice (the homeserver lets an appservice deactivate its own users without it);
+//! - JWT backend: Synapse's admin API `POST /_synapse/admin/v1/deactivate/{user_id}` with
+//!   `homeserver.admin_token` (a Synapse admin's access token, used for nothing else); without it closing
+//!   answers 501 `M_UNRECOGNIZED` and the account can only be kept.
+
+use super::notice::{self, Session};
+use crate::api::extract_bearer;
+use crate::app::App;
+use crate::config::HomeserverBackend;
+use crate::error::ApiError;
+use crate::homeserver::{HomeserverError, refused, whoami};
+use axum::extract::State;
+use axum::http::HeaderMap;
+use serde_json::{Value, json};
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// The device the watch signs in on (a JWT login reuses it rather than adding one per restart).
+pub const DEVICE_ID: &str = "TINCANMOVED";
+
+/// The event types that are someone writing to the account.
+const MESSAGE_TYPES: [&str; 2] = ["m.room.message", "m.room.encrypted"];
+
+/// An old account whose number moved away, kept by its user.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MovedAway {
+    /// The port that moved the number.
+    pub port_id: i64,
+    /// The number (E.164).
+    pub number: String,
+    /// The old account.
+    pub user_id: String,
+    /// Its localpart.
+    pub localpart: String,
+    /// When the port's completion was applied here, Unix seconds.
+    pub moved_at: i64,
+}
+
+/// The accounts whose number a completed port took away and that are still kept here: their account record
+/// is still theirs (a closed one has none) and the number is not bound to them again (no port back).
+pub async fn moved_away(app: &App) -> Result<Vec<MovedAway>, crate::store::StoreError> {
+    let mut by_user = BTreeMap::new();
+    for p in app.store.completed_losing_ports().await? {
+        let Some(user_id) = p.user_id else { continue };
+        let Some(account) = app.store.account_by_number(&p.number).await? else { continue };
+        if account.user_id != user_id || app.store.binding(&p.number).await?.is_some_and(|b| b.user_id == user_id) {
+            continue;
+        }
+        // Oldest first: a later port of the same account wins.
+        let moved = MovedAway {
+            port_id: p.id,
+            number: p.number,
+            user_id,
+            localpart: account.localpart,
+            moved_at: p.updated_at,
+        };
+        by_user.insert(moved.user_id.clone(), moved);
+    }
+    Ok(by_user.into_values().collect())
+}
+
+/// Keeps a watch on every kept old account: at start, when a port away completes or an account is closed
+/// (`App::moved_away`), and every `porting.poll_interval_secs`.
+pub async fn run(app: Arc<App>) {
+    let mut watching: HashMap<String, (i64, tokio::task::JoinHandle<()>)> = HashMap::new();
+    loop {
+        match moved_away(&app).await {
+            Ok(kept) => {
+                let wanted: HashMap<&str, i64> = kept.iter().map(|m| (m.user_id.as_str(), m.port_id)).collect();
+                watching.retain(|user, (port, task)| {
+                    let keep = wanted.get(user.as_str()) == Some(&*port);
+                    if !keep {
+                        task.abort();
+                    }
+                    keep
+                });
+                for m in kept {
+                    if !watching.contains_key(&m.user_id) {
+                        let (user, port) = (m.user_id.clone(), m.port_id);
+                        watching.insert(user, (port, tokio::spawn(watch(app.clone(), m))));
+                    }
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "the old accounts to watch could not be read"),
+        }
+        let every = app.config.porting.poll_interval_secs;
+        if every == 0 {
+            app.moved_away.notified().await;
+        } else {
+            tokio::select! {
+                () = app.moved_away.notified() => {}
+                () = tokio::time::sleep(Duration::from_secs(every)) => {}
+            }
+        }
+    }
+}
+
+/// Why a watch ended for good.
+enum Ended {
+    /// The homeserver refuses the account (deactivated, or no longer ours).
+    Refused,
+    /// The port names no Matrix account to point to.
+    NoRoute,
+}
+
+/// Watches `m` until the account is refused; a failure meanwhile is retried with a growing pause.
+async fn watch(app: Arc<App>, m: MovedAway) {
+    let mut pause = Duration::from_secs(1);
+    let mut replied: HashMap<String, i64> = HashMap::new();
+    loop {
+        match watch_once(&app, &m, &mut replied).await {
+            Ok(Ended::Refused) => {
+                tracing::info!(user_id = %m.user_id, "no longer watching a moved-away account: the homeserver refuses it");
+                return;
+            }
+            Ok(Ended::NoRoute) => {
+                tracing::info!(user_id = %m.user_id, port_id = m.port_id, "not watching a moved-away account: its port names no Matrix account");
+                return;
+            }
+            Err(e) => {
+                tracing::warn!(user_id = %m.user_id, error = %e, "watching a moved-away account failed; trying again");
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(Duration::from_secs(60));
+            }
+        }
+    }
+}
+
+/// Whether the homeserver refuses the account itself (not a passing failure).
+fn refuses_account(e: &HomeserverError) -> bool {
+    matches!(e, HomeserverError::Refused { status: 401 | 403, .. })
+}
+
+async fn watch_once(app: &App, m: &MovedAway, replied: &mut HashMap<String, i64>) -> Result<Ended, WatchError> {
+    let dir = app.directory.as_ref().ok_or(WatchError::NoDirectory)?;
+    let view = dir.port(m.port_id).await?;
+    let Some(new_user) = super::new_user_of(&view) else { return Ok(Ended::NoRoute) };
+    let content = notice::content(&new_user, &view.gaining);
+    let session = match Session::start(app, &m.localpart, Some(DEVICE_ID)).await {
+        Ok(s) => s,
+        Err(e) if refuses_account(&e) => return Ok(Ended::Refused),
+        Err(e) => return Err(e.into()),
+    };
+    let filter = json!({
+        "room": {
+            "timeline": {"limit": 20, "types": MESSAGE_TYPES},
+            "state": {"types": []},
+            "ephemeral": {"types": []},
+            "account_data": {"types": []},
+        },
+        "presence": {"types": []},
+        "account_data": {"types": []},
+    })
+    .to_string();
+    let mut since: Option<String> = None;
+    let result = loop {
+        let mut query = vec![("filter", filter.as_str()), ("timeout", "30000")];
+        if let Some(s) = &since {
+            query.push(("since", s.as_str()));
+        } else {
+            query[1] = ("timeout", "0");
+        }
+        let sync = match session.get_query(&["sync"], &query).await {
+            Ok(v) => v,
+            Err(e) if refuses_account(&e) => break Ok(Ended::Refused),
+            Err(e) => break Err(e.into()),
+        };
+        if let Err(e) = answer(app, &session, m, &sync, &content, replied).await {
+            break Err(e);
+        }
+        match sync["next_batch"].as_str() {
+            Some(next) => since = Some(next.to_owned()),
+            None => break Err(HomeserverError::Malformed("next_batch").into()),
+        }
+    };
+    session.end().await;
+    result
+}
+
+/// Answers, in each room of `sync` where someone else wrote to the account after the port and the account has
+/// not written since, with the moved notice (at most once per room every `porting.moved_reply_interval_secs`).
+async fn answer(
+    app: &App,
+    session: &Session<'_>,
+    m: &MovedAway,
+    sync: &Value,
+    content: &Value,
+    replied: &mut HashMap<String, i64>,
+) -> Result<(), WatchError> {
+    let Some(rooms) = sync["rooms"]["join"].as_object() else { return Ok(()) };
+    let interval = app.config.porting.moved_reply_interval_secs as i64;
+    for (room, joined) in rooms {
+        let Some(events) = joined["timeline"]["events"].as_array() else { continue };
+        // The newest message of the batch decides: someone else's after the port, not yet answered by us.
+        let Some(last) = events.iter().rev().find(|e| MESSAGE_TYPES.contains(&e["type"].as_str().unwrap_or(""))) else {
+            continue;
+        };
+        let after_port = last["origin_server_ts"].as_i64().unwrap_or(0) >= m.moved_at.saturating_mul(1000);
+        if last["sender"].as_str() == Some(m.user_id.as_str()) || !after_port {
+            continue;
+        }
+        let now = app.now();
+        if replied.get(room).is_some_and(|at| now < at.saturating_add(interval)) {
+            continue;
+        }
+        if !notice::is_direct(session, room).await? {
+            continue;
+        }
+        let event_id = last["event_id"].as_str().unwrap_or("");
+        let txn = format!("tincan-moved-{}-{}", m.port_id, txn_part(event_id));
+        session.send(room, &txn, content).await?;
+        replied.insert(room.clone(), now);
+        tracing::info!(user_id = %m.user_id, port_id = m.port_id, "answered a message to a moved-away account");
+    }
+    Ok(())
+}
+
+/// An event id as a transaction id part (`$` and `:` are not welcome in a path segment's meaning).
+fn txn_part(event_id: &str) -> String {
+    event_id.chars().filter(char::is_ascii_alphanumeric).collect()
+}
+
+/// A watch's passing failure.
+#[derive(Debug, thiserror::Error)]
+enum WatchError {
+    #[error("no directory configured")]
+    NoDirectory,
+    #[error(transparent)]
+    Directory(#[from] crate::directory::DirectoryError),
+    #[error(transparent)]
+    Homeserver(#[from] HomeserverError),
+}
+
+/// `POST /_tincan/client/v1/account/close`: the caller's account, whose number moved away by a port, is
+/// deactivated at the homeserver and forgotten here (see the module doc). 403 for an account whose number did
+/// not move away; 501 when the homeserver backend cannot deactivate (JWT without `homeserver.admin_token`).
+pub async fn close(State(app): State<Arc<App>>, headers: HeaderMap) -> Result<axum::Json<Value>, ApiError> {
+    let token = extract_bearer(&headers).ok_or(ApiError::MissingToken)?;
+    let user_id = whoami(&app.http, &app.config.homeserver_url, token).await?.ok_or(ApiError::UnknownToken)?;
+    let kept = moved_away(&app).await?;
+    let Some(moved) = kept.into_iter().find(|m| m.user_id == user_id) else {
+        return Err(ApiError::Forbidden("only an account whose number moved away by a port can be closed here"));
+    };
+    deactivate(&app, &user_id).await?;
+    app.store.delete_account(&moved.number).await?;
+    app.moved_away.notify_one();
+    tracing::info!(%user_id, port_id = moved.port_id, "moved-away account closed (deactivated)");
+    Ok(axum::Json(json!({"closed": user_id})))
+}
+
+/// Deactivates `user_id` at the homeserver without user-interactive auth (see the module doc).
+async fn deactivate(app: &App, user_id: &str) -> Result<(), ApiError> {
+    let base = app.config.homeserver_url.trim_end_matches('/');
+    let h = &app.config.homeserver;
+    let body = json!({"erase": false});
+    let request = match h.backend {
+        HomeserverBackend::Appservice => {
+            let mut url = url::Url::parse(&format!("{base}/_matrix/client/v3/account/deactivate"))
+                .map_err(|_| ApiError::Internal("homeserver_url is not a URL"))?;
+            url.query_pairs_mut().append_pair("user_id", user_id);
+            app.http.post(url).bearer_auth(h.as_token.expose())
+        }
+        HomeserverBackend::Jwt if h.admin_token.is_empty() => {
+            return Err(ApiError::Unavailable("homeserver.admin_token"));
+        }
+        HomeserverBackend::Jwt => {
+            let mut url = url::Url::parse(base).map_err(|_| ApiError::Internal("homeserver_url is not a URL"))?;
+            url.path_segments_mut()
+                .map_err(|()| ApiError::Internal("homeserver_url is not a URL"))?
+                .pop_if_empty()
+                .extend(["_synapse", "admin", "v1", "deactivate", user_id]);
+            app.http.post(url).bearer_auth(h.admin_token.expose())
+        }
+    };
+    let resp = request.json(&body).send().await.map_err(HomeserverError::from)?;
+    if !resp.status().is_success() {
+        return Err(refused(resp).await.into());
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_event_id_makes_a_plain_transaction_id_part() {
+        assert_eq!(txn_part("$AbC-12_x:hs.test"), "AbC12xhstest");
+    }
+}
