@@ -78,6 +78,15 @@ pub enum Command {
     Verify {
         /// The code.
         code: String,
+        /// The account's registration-lock PIN, when it has one (`registration_locked` says so).
+        #[arg(long)]
+        pin: Option<String>,
+    },
+    /// The registration lock: a PIN a new sign-in with your number by SMS code must also give.
+    Lock {
+        /// What to do.
+        #[command(subcommand)]
+        action: LockAction,
     },
     /// Who is behind a number: route, DNSSEC status, key status.
     Whois {
@@ -149,4 +158,18 @@ pub enum ContactsCommand {
     },
     /// The contacts verified against the directory.
     List,
+}
+
+/// `tincan lock …`.
+#[derive(Debug, clap::Subcommand)]
+pub enum LockAction {
+    /// Sets (or replaces) the PIN (4 to 64 characters).
+    Set {
+        /// The PIN.
+        pin: String,
+    },
+    /// Removes the lock.
+    Remove,
+    /// Whether the lock is on (and reports this device as active, which keeps it from lapsing).
+    Status,
 }

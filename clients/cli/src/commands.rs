@@ -1,6 +1,6 @@
 //! One function per command, on the client core.
 
-use crate::args::{Args, Command, ContactsCommand};
+use crate::args::{Args, Command, ContactsCommand, LockAction};
 use crate::output::{EXIT_NOT_DELIVERED, print};
 use anyhow::Context;
 use futures::StreamExt;
@@ -46,8 +46,31 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
             let r = client.register(&phone).await?;
             print(json, &r, || format!("A code was sent to {phone}. Run: tincan verify CODE"));
         }
-        Command::Verify { code } => {
-            let s = client.verify(&code).await?;
+        Command::Lock { action } => match action {
+            LockAction::Set { pin } => {
+                client.set_registration_lock(&pin).await?;
+                print(json, &json!({"enabled": true}), || {
+                    "Registration lock set: a new sign-in with your number needs this PIN too.".into()
+                });
+            }
+            LockAction::Remove => {
+                client.remove_registration_lock().await?;
+                print(json, &json!({"enabled": false}), || "Registration lock removed.".into());
+            }
+            LockAction::Status => {
+                let lock = client.registration_lock().await?;
+                print(json, &lock, || match lock.lapses_in_ms {
+                    Some(ms) if lock.enabled => format!(
+                        "Registration lock on; it lapses if no device of yours is active for {} days.",
+                        ms / 86_400_000
+                    ),
+                    _ if lock.enabled => "Registration lock on.".into(),
+                    _ => "No registration lock.".into(),
+                });
+            }
+        },
+        Command::Verify { code, pin } => {
+            let s = client.verify_with_pin(&code, pin.as_deref()).await?;
             print(json, &s, || {
                 let key = s.master_key.map(|k| k.to_base64()).unwrap_or_else(|| "none".into());
                 let published = if s.published_for.is_empty() {

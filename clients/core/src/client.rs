@@ -139,8 +139,17 @@ impl TincanClient {
             }
             let token = me.key.open(&saved.access_token, &saved.user_id, &saved.device_id)?;
             let client = me.build_matrix(&saved.homeserver_url).await?;
-            restore(&client, parse_user(&saved.user_id)?, saved.device_id.into(), token).await?;
+            restore(&client, parse_user(&saved.user_id)?, saved.device_id.into(), token.clone()).await?;
             me.install(client);
+            // This device is active: the account's registration lock (if any) does not lapse. Best effort, in
+            // the background (offline, it is the next start's).
+            if let Some(ext) = me.ext.clone() {
+                tokio::spawn(async move {
+                    if let Err(e) = ext.registration_lock(&token).await {
+                        tracing::debug!(error = %e, "could not report activity for the registration lock");
+                    }
+                });
+            }
         }
         Ok(me)
     }
@@ -281,8 +290,19 @@ impl TincanClient {
     }
 
     /// Step 2 of sign-up: the code → a homeserver login (a new device), cross-signing bootstrapped on first
-    /// sign-up and the master key published through the extension.
+    /// sign-up and the master key published through the extension. An account with a registration lock also
+    /// needs its PIN: this fails with an error whose [`needs_pin`](ClientError::needs_pin) is true (code
+    /// `registration_locked`), and [`verify_with_pin`](Self::verify_with_pin) with the same code and the PIN
+    /// signs in.
     pub async fn verify(&mut self, code: &str) -> Result<SignedIn> {
+        self.verify_with_pin(code, None).await
+    }
+
+    /// [`verify`](Self::verify) with the account's registration-lock PIN. A wrong PIN is `wrong_pin`; the
+    /// extension limits wrong PINs per account (a pause that doubles, then none accepted until the lock lapses:
+    /// `M_LIMIT_EXCEEDED` with `retry_after_ms`). The pending registration stays, so the code can be sent again
+    /// with the PIN.
+    pub async fn verify_with_pin(&mut self, code: &str, pin: Option<&str>) -> Result<SignedIn> {
         let pending = self.lock().pending.clone().ok_or(ClientError::NoPendingRegistration)?;
         // The extension the code came from, which also publishes the new master key (setup_encryption).
         if let Some(url) = pending.ext_url.as_deref().and_then(|u| url::Url::parse(u).ok())
@@ -292,7 +312,7 @@ impl TincanClient {
             self.ext = Some(ExtClient::new(url, self.http.clone()));
         }
         let ext = self.ext()?.clone();
-        let resp = ext.verify_code(&pending.sid, &pending.client_secret, code.trim()).await?;
+        let resp = ext.verify_code(&pending.sid, &pending.client_secret, code.trim(), pin).await?;
         let client = self.build_matrix(&resp.homeserver_url).await?;
         match resp.login {
             Login::Jwt { token } => {
@@ -382,6 +402,29 @@ impl TincanClient {
             }
         }
         Ok((key, published))
+    }
+
+    /// Sets (or replaces) our registration-lock PIN (4 to 64 characters): a later sign-in with our number by
+    /// SMS code — on a new device, or by whoever gets the number's SMS — then also needs it, until no device of
+    /// ours was active for the extension's lapse time (7 days by default; see
+    /// [`registration_lock`](Self::registration_lock)). The PIN is sent to the extension only.
+    pub async fn set_registration_lock(&self, pin: &str) -> Result<()> {
+        let token = self.client()?.access_token().ok_or(ClientError::NotLoggedIn)?;
+        self.ext()?.set_registration_lock(&token, pin).await
+    }
+
+    /// Removes our registration lock.
+    pub async fn remove_registration_lock(&self) -> Result<()> {
+        let token = self.client()?.access_token().ok_or(ClientError::NotLoggedIn)?;
+        self.ext()?.remove_registration_lock(&token).await
+    }
+
+    /// Whether we have a registration lock. The call tells the extension this device is active, which keeps
+    /// the lock from lapsing: [`open`](Self::open) makes it when it restores a session, and an app that stays
+    /// open should make it daily.
+    pub async fn registration_lock(&self) -> Result<crate::ext::RegistrationLock> {
+        let token = self.client()?.access_token().ok_or(ClientError::NotLoggedIn)?;
+        self.ext()?.registration_lock(&token).await
     }
 
     /// Our own master cross-signing key.

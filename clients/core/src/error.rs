@@ -198,7 +198,19 @@ macro_rules! boxed_from {
 }
 boxed_from!(KeyMismatch: KeyMismatch, Matrix: matrix_sdk::Error, MatrixHttp: matrix_sdk::HttpError, Build: matrix_sdk::ClientBuildError);
 
+/// The extension's answer to a sign-in of an account with a registration lock, without its PIN.
+const REGISTRATION_LOCKED: &str = "IO.TINCAN.REGISTRATION_LOCKED";
+/// The extension's answer to a wrong registration-lock PIN.
+const WRONG_PIN: &str = "IO.TINCAN.WRONG_PIN";
+
 impl ClientError {
+    /// Whether a sign-in was refused because the account has a registration lock and no PIN (or a wrong one)
+    /// was given: ask the user for the PIN and call
+    /// [`verify_with_pin`](crate::TincanClient::verify_with_pin) with the same code.
+    pub fn needs_pin(&self) -> bool {
+        matches!(self, ClientError::Extension { errcode, .. } if errcode == REGISTRATION_LOCKED || errcode == WRONG_PIN)
+    }
+
     /// A stable code for the error, for scripts (`tincan --json`) and the bindings: these strings do not change.
     pub fn code(&self) -> &'static str {
         use tincan_enum_lookup::log::LogCheckError;
@@ -208,6 +220,8 @@ impl ClientError {
             ClientError::NoPendingRegistration => "no_pending_registration",
             ClientError::NoExtension => "no_extension",
             ClientError::NoDirectory => "no_directory",
+            ClientError::Extension { errcode, .. } if errcode == REGISTRATION_LOCKED => "registration_locked",
+            ClientError::Extension { errcode, .. } if errcode == WRONG_PIN => "wrong_pin",
             ClientError::Extension { .. } => "extension_refused",
             ClientError::Http(_) => "extension_unreachable",
             ClientError::Homeserver(_) => "homeserver_unreachable",

@@ -72,6 +72,18 @@ pub struct PortStatus {
     pub window_ends_at_ms: i64,
 }
 
+/// `GET /_tincan/client/v1/registration_lock`: the account's registration lock.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RegistrationLock {
+    /// Whether the account has a lock (a sign-in by SMS code then also needs its PIN).
+    pub enabled: bool,
+    /// How long the lock holds without further activity of a device of the account, milliseconds.
+    #[serde(default)]
+    pub lapses_in_ms: Option<u64>,
+}
+
+const REGISTRATION_LOCK: &str = "/_tincan/client/v1/registration_lock";
+
 /// The extension's HTTP API.
 #[derive(Debug, Clone)]
 pub struct ExtClient {
@@ -100,10 +112,43 @@ impl ExtClient {
         decode(self.http.post(self.url("/_tincan/client/v1/register/request")).json(&body).send().await?).await
     }
 
-    /// Exchanges the code for a homeserver login.
-    pub async fn verify_code(&self, sid: &str, client_secret: &str, code: &str) -> Result<VerifyResponse> {
-        let body = json!({"sid": sid, "client_secret": client_secret, "code": code});
+    /// Exchanges the code (and the registration-lock PIN, when the account has a lock) for a homeserver login.
+    pub async fn verify_code(
+        &self,
+        sid: &str,
+        client_secret: &str,
+        code: &str,
+        pin: Option<&str>,
+    ) -> Result<VerifyResponse> {
+        let mut body = json!({"sid": sid, "client_secret": client_secret, "code": code});
+        if let Some(pin) = pin {
+            body["pin"] = json!(pin);
+        }
         decode(self.http.post(self.url("/_tincan/client/v1/register/verify")).json(&body).send().await?).await
+    }
+
+    /// Sets (or replaces) the account's registration-lock PIN.
+    pub async fn set_registration_lock(&self, access_token: &str, pin: &str) -> Result<()> {
+        let r = self
+            .http
+            .put(self.url(REGISTRATION_LOCK))
+            .bearer_auth(access_token)
+            .json(&json!({"pin": pin}))
+            .send()
+            .await?;
+        decode::<Value>(r).await.map(drop)
+    }
+
+    /// Removes the account's registration lock.
+    pub async fn remove_registration_lock(&self, access_token: &str) -> Result<()> {
+        decode::<Value>(self.http.delete(self.url(REGISTRATION_LOCK)).bearer_auth(access_token).send().await?)
+            .await
+            .map(drop)
+    }
+
+    /// Whether the account has a registration lock; the call is the activity that keeps it from lapsing.
+    pub async fn registration_lock(&self, access_token: &str) -> Result<RegistrationLock> {
+        decode(self.http.get(self.url(REGISTRATION_LOCK)).bearer_auth(access_token).send().await?).await
     }
 
     /// Publishes our master cross-signing key (unpadded base64) for our numbers.

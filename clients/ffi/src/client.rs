@@ -78,6 +78,34 @@ impl Client {
         Ok(signed.into())
     }
 
+    /// [`verify`](Self::verify) with the account's registration-lock PIN. A locked account's sign-in without
+    /// it is `Refused` with code `registration_locked`, a wrong PIN `wrong_pin`: ask the user for the PIN and
+    /// call this with the same code.
+    pub async fn verify_with_pin(&self, code: String, pin: Option<String>) -> Result<SignedIn, ClientError> {
+        let inner = self.inner().clone();
+        let signed =
+            on_runtime(async move { inner.write().await.verify_with_pin(&code, pin.as_deref()).await }).await?;
+        Ok(signed.into())
+    }
+
+    /// Sets (or replaces) the registration-lock PIN (4 to 64 characters): a later sign-in with our number by
+    /// SMS code then also needs it, until no device of ours was active for the provider's lapse time.
+    pub async fn set_registration_lock(&self, pin: String) -> Result<(), ClientError> {
+        core_call!(self, |c| c.set_registration_lock(&pin))
+    }
+
+    /// Removes the registration lock.
+    pub async fn remove_registration_lock(&self) -> Result<(), ClientError> {
+        core_call!(self, |c| c.remove_registration_lock())
+    }
+
+    /// Whether we have a registration lock. The call tells the provider this device is active, which keeps the
+    /// lock from lapsing: the client makes it when it opens a saved session; an app that stays open makes it
+    /// daily.
+    pub async fn registration_lock_enabled(&self) -> Result<bool, ClientError> {
+        Ok(core_call!(self, |c| c.registration_lock())?.enabled)
+    }
+
     /// Our Matrix ID, when signed in.
     pub async fn user_id(&self) -> Option<String> {
         self.inner().read().await.user_id().map(|u| u.to_string())

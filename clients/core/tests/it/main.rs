@@ -15,5 +15,6 @@ mod network;
 mod outage;
 mod porting;
 mod reach;
+mod registration_lock;
 mod resolve_log;
 mod session_store;
