@@ -98,8 +98,15 @@ pub async fn rotate_pepper(app: &App) -> Result<String, ApiError> {
 /// current in the storage transaction that writes it, so a rotation running meanwhile cannot leave it hashed
 /// with a pepper lookups no longer use.
 pub async fn bind_number(app: &App, b: &Binding) -> Result<(), ApiError> {
-    current_pepper(app).await?; // makes the first one if there is none yet
-    app.store.bind(b, &|number, pepper| lookup_hash(msisdn_address(number), pepper), app.now()).await?;
+    let hash = |number: &str, pepper: &str| lookup_hash(msisdn_address(number), pepper);
+    match app.store.bind(b, &hash, app.now()).await {
+        // Only before the first pepper (it is never deleted): make it, then bind under it.
+        Err(crate::store::StoreError::NoPepper) => {
+            current_pepper(app).await?;
+            app.store.bind(b, &hash, app.now()).await?;
+        }
+        done => done?,
+    }
     Ok(())
 }
 

@@ -119,7 +119,8 @@ pub trait SessionRepository: Send + Sync {
     async fn reserve_attempt(&self, sid: &str, max: i64, now: i64) -> Result<Option<CodeSession>>;
     /// Marks the right code entered.
     async fn validate(&self, sid: &str, now: i64) -> Result<()>;
-    /// Marks the session used; false when it already was (so two racing verifies cannot both succeed).
+    /// Marks the session used, and validated at `now` unless it was before; false when it already was used (so two
+    /// racing verifies cannot both succeed).
     async fn consume(&self, sid: &str, now: i64) -> Result<bool>;
 }
 
@@ -343,8 +344,12 @@ pub async fn open(url: &str) -> Result<Arc<dyn Store>> {
 }
 
 /// Implements every repository trait for `$store` (a struct with a `pool: sqlx::Pool<$db>` field).
+/// `$lock_and_read_pepper` is one statement that does what [`LOCK_PEPPER`] and then [`CURRENT_PEPPER`] do, for a
+/// backend where one statement sees the state the lock protects (SQLite, whose writers are serialized for the
+/// whole transaction), or `None` (PostgreSQL: under READ COMMITTED the read after the lock needs a statement of
+/// its own, whose snapshot is taken once a rotation holding the lock has committed).
 macro_rules! impl_store {
-    ($store:ty, $db:ty) => {
+    ($store:ty, $db:ty, $lock_and_read_pepper:expr) => {
         use sqlx::Row;
         use $crate::store::*;
 
@@ -406,6 +411,10 @@ macro_rules! impl_store {
 
         /// Takes the pepper lock ([`LOCK_PEPPER`]) in `tx` and reads the current pepper under it.
         async fn locked_pepper(tx: &mut sqlx::Transaction<'static, $db>) -> Result<Option<String>> {
+            const ONE_STATEMENT: Option<&str> = $lock_and_read_pepper;
+            if let Some(sql) = ONE_STATEMENT {
+                return Ok(sqlx::query_scalar(sql).fetch_optional(&mut **tx).await?);
+            }
             sqlx::query(LOCK_PEPPER).execute(&mut **tx).await?;
             Ok(sqlx::query_scalar(CURRENT_PEPPER).fetch_optional(&mut **tx).await?)
         }
@@ -526,12 +535,14 @@ macro_rules! impl_store {
             }
 
             async fn consume(&self, sid: &str, now: i64) -> Result<bool> {
-                let done =
-                    sqlx::query("UPDATE code_sessions SET consumed_at = $2 WHERE sid = $1 AND consumed_at IS NULL")
-                        .bind(sid)
-                        .bind(now)
-                        .execute(&self.pool)
-                        .await?;
+                let done = sqlx::query(
+                    "UPDATE code_sessions SET consumed_at = $2, validated_at = COALESCE(validated_at, $2) \
+                         WHERE sid = $1 AND consumed_at IS NULL",
+                )
+                .bind(sid)
+                .bind(now)
+                .execute(&self.pool)
+                .await?;
                 Ok(done.rows_affected() == 1)
             }
         }
@@ -555,18 +566,22 @@ macro_rules! impl_store {
             }
 
             async fn insert_account(&self, a: &Account) -> Result<Account> {
-                sqlx::query(
+                // The row written comes back with the insert; only a number that already had an account is read.
+                let inserted = sqlx::query(
                     "INSERT INTO accounts (number, localpart, user_id, created_at, published_at) \
-                     VALUES ($1, $2, $3, $4, $5) ON CONFLICT (number) DO NOTHING",
+                     VALUES ($1, $2, $3, $4, $5) ON CONFLICT (number) DO NOTHING RETURNING *",
                 )
                 .bind(&a.number)
                 .bind(&a.localpart)
                 .bind(&a.user_id)
                 .bind(a.created_at)
                 .bind(a.published_at)
-                .execute(&self.pool)
+                .fetch_optional(&self.pool)
                 .await?;
-                self.account_by_number(&a.number).await?.ok_or(StoreError::Corrupt("accounts"))
+                match inserted {
+                    Some(row) => account_from_row(&row),
+                    None => self.account_by_number(&a.number).await?.ok_or(StoreError::Corrupt("accounts")),
+                }
             }
 
             async fn delete_account(&self, number: &str) -> Result<bool> {

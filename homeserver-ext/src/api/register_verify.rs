@@ -55,7 +55,8 @@ pub async fn handler(
     let number = E164::parse(&session.number)?;
     let now = app.now();
     // A locked account needs its PIN too; a refusal leaves the session usable for the retry with the PIN.
-    if let Some(a) = app.store.account_by_number(number.as_str()).await? {
+    let known = app.store.account_by_number(number.as_str()).await?;
+    if let Some(a) = &known {
         crate::registration_lock::check(&app, &a.user_id, req.pin.as_deref()).await?;
     }
     // Used up before anything is created or minted: of concurrent or replayed verifies with the right code,
@@ -63,7 +64,7 @@ pub async fn handler(
     if !app.store.consume(&session.sid, now).await? {
         return Err(ApiError::NoValidSession);
     }
-    let (account, new_account) = account_for(&app, &number).await?;
+    let (account, new_account) = account_for(&app, &number, known).await?;
     let login = app.homeserver.login(&account.localpart).await?;
     let port = after_sign_in(&app, &number, &account).await?;
     tracing::info!(number = %number.redacted(), user_id = %account.user_id, new_account, porting = port.is_some(), "signed in");
@@ -78,8 +79,10 @@ pub async fn handler(
 
 /// The Matrix account of `number`, created (with a random localpart) the first time the number signs in; true
 /// when this call created it. Sign-up and the OpenID provider share it, so a number is one account either way.
-pub(crate) async fn account_for(app: &App, number: &E164) -> Result<(Account, bool), ApiError> {
-    if let Some(a) = app.store.account_by_number(number.as_str()).await? {
+/// `known` is the number's account as the caller read it for the registration lock (not read again); when it
+/// had none, a concurrent sign-in that created one meanwhile wins the insert and its account is returned.
+pub(crate) async fn account_for(app: &App, number: &E164, known: Option<Account>) -> Result<(Account, bool), ApiError> {
+    if let Some(a) = known {
         return Ok((a, false));
     }
     let localpart = app.with_rng(|r| random_localpart(&app.config.homeserver.localpart_prefix, r));

@@ -316,17 +316,20 @@ pub async fn code(State(p): State<Arc<Provider>>, req: Request) -> Response {
         }
     };
     // A locked account needs its PIN too, as on the API; the form asks for it (the code session stays usable).
-    let locked = match p.app.store.account_by_number(&session.number).await {
-        Ok(Some(a)) => crate::registration_lock::check(&p.app, &a.user_id, pin).await.err(),
-        Ok(None) => None,
-        Err(e) => Some(ApiError::from(e)),
+    let (known, locked) = match p.app.store.account_by_number(&session.number).await {
+        Ok(Some(a)) => {
+            let locked = crate::registration_lock::check(&p.app, &a.user_id, pin).await.err();
+            (Some(a), locked)
+        }
+        Ok(None) => (None, None),
+        Err(e) => (None, Some(ApiError::from(e))),
     };
     if let Some(e) = locked {
         let (status, msg) = refusal(t, &e);
         let ask_pin = matches!(e, ApiError::RegistrationLocked | ApiError::WrongPin | ApiError::LimitExceeded(_));
         return show_code(status, &msg, ask_pin);
     }
-    match complete(&p, &req_id, &pending, &session).await {
+    match complete(&p, &req_id, &pending, &session, known).await {
         Ok(location) => found(StatusCode::SEE_OTHER, &location),
         Err(e) => {
             let (status, msg) = refusal(t, &e);
@@ -342,6 +345,7 @@ async fn complete(
     req_id: &str,
     pending: &OidcSignIn,
     session: &crate::store::CodeSession,
+    known: Option<crate::store::Account>,
 ) -> Result<String, ApiError> {
     let app = &p.app;
     let number = E164::parse(&session.number)?;
@@ -350,7 +354,7 @@ async fn complete(
     if !app.store.consume(&session.sid, now).await? || !app.store.take_oidc_sign_in(req_id).await? {
         return Err(ApiError::NoValidSession);
     }
-    let (account, new_account) = crate::api::register_verify::account_for(app, &number).await?;
+    let (account, new_account) = crate::api::register_verify::account_for(app, &number, known).await?;
     // A port it files (the number is another provider's) shows in `register/verify` only; the sign-in goes on.
     crate::api::register_verify::after_sign_in(app, &number, &account).await?;
     let code = app.with_rng(crate::code::random_id);

@@ -109,10 +109,25 @@ async fn timed_post(ext: &Ext, path: &str, body: Value) -> (Duration, Value) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore]
 async fn bench_signups_extension_only() {
+    signups_extension_only(None, "SQLite").await;
+}
+
+/// The same on PostgreSQL (the machine's server, `TINCAN_TEST_PG_URL`; skipped when it is unreachable).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore]
+async fn bench_signups_extension_only_postgres() {
+    let Some(pg) = tincan_testkit::Postgres::create().await else { return };
+    signups_extension_only(Some(pg.url()), "PostgreSQL").await;
+}
+
+async fn signups_extension_only(database_url: Option<&str>, db: &str) {
     let ext = Arc::new(
-        Ext::start(&format!(
-            "server_name = \"hs.test\"\n[homeserver]\njwt_secret = \"bench-secret-0123456789\"\n{OPEN_LIMITS}"
-        ))
+        Ext::start_on(
+            database_url,
+            &format!(
+                "server_name = \"hs.test\"\n[homeserver]\njwt_secret = \"bench-secret-0123456789\"\n{OPEN_LIMITS}"
+            ),
+        )
         .await
         .unwrap(),
     );
@@ -152,7 +167,7 @@ async fn bench_signups_extension_only() {
         t.verify.push(v);
     }
     let took = start.elapsed();
-    report("sign-ups, extension only (dev sink, JWT, SQLite), 1 client", n, took);
+    report(&format!("sign-ups, extension only (dev sink, JWT, {db}), 1 client"), n, took);
     let mut both: Vec<Duration> = t.request.iter().zip(&t.verify).map(|(a, b)| *a + *b).collect();
     stats("request round trip", &mut t.request);
     stats("verify round trip", &mut t.verify);
@@ -173,7 +188,11 @@ async fn bench_signups_extension_only() {
     for task in tasks {
         task.await.unwrap();
     }
-    report("sign-ups, extension only (dev sink, JWT, SQLite), 8 clients", clients * per_client, start.elapsed());
+    report(
+        &format!("sign-ups, extension only (dev sink, JWT, {db}), 8 clients"),
+        clients * per_client,
+        start.elapsed(),
+    );
 }
 
 /// The same with codes over SMPP to the smpp34 simulator and a JWT login to Synapse per sign-up.
