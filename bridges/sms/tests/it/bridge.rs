@@ -124,8 +124,8 @@ impl Client {
             .to_owned()
     }
 
-    /// Message bodies `sender` posted in `room`, oldest first.
-    pub async fn bodies_from(&self, room: &str, sender: &str) -> Vec<String> {
+    /// The contents of the messages `sender` posted in `room`, oldest first.
+    pub async fn contents_from(&self, room: &str, sender: &str) -> Vec<Value> {
         let page = self
             .call(
                 reqwest::Method::GET,
@@ -138,8 +138,14 @@ impl Client {
             .unwrap()
             .iter()
             .filter(|e| e["type"] == "m.room.message" && e["sender"] == sender)
-            .map(|e| e["content"]["body"].as_str().unwrap_or_default().to_owned())
+            .map(|e| e["content"].clone())
             .collect()
+    }
+
+    /// Message bodies `sender` posted in `room`, oldest first.
+    pub async fn bodies_from(&self, room: &str, sender: &str) -> Vec<String> {
+        let contents = self.contents_from(room, sender).await;
+        contents.iter().map(|c| c["body"].as_str().unwrap_or_default().to_owned()).collect()
     }
 
     /// Waits for a message from `sender` in `room` whose body satisfies `pred`.

@@ -5,7 +5,7 @@
 //! undelivered report are shown with the carrier's reason, a forged callback is refused, and nothing goes by
 //! SMPP.
 
-use crate::bridge::{Client, enc, world_configured};
+use crate::bridge::{Client, World, world_configured};
 use crate::harness::wait_for;
 use serde_json::{Value, json};
 use std::path::{Path, PathBuf};
@@ -67,18 +67,33 @@ impl FakeTwilio {
     }
 }
 
-/// The contents of the messages `sender` posted in `room`, oldest first.
-async fn contents_from(c: &Client, room: &str, sender: &str) -> Vec<Value> {
-    let page = c
-        .call(reqwest::Method::GET, &format!("/_matrix/client/v3/rooms/{}/messages?dir=f&limit=1000", enc(room)), None)
+/// The bridge with MMS through the fake carrier, its SMS side (`/mms/…`) served on `sms.listen`.
+struct MmsWorld {
+    w: World,
+    twilio: FakeTwilio,
+    http: tokio::task::JoinHandle<std::io::Result<()>>,
+    _dir: tempfile::TempDir,
+}
+
+impl MmsWorld {
+    /// Started with the config `edit` changes last.
+    async fn start(edit: impl FnOnce(&mut tincan_sms::config::Config)) -> MmsWorld {
+        let dir = tempfile::tempdir().unwrap();
+        let twilio = FakeTwilio::start(dir.path()).await;
+        let api = twilio.url.clone();
+        let w = world_configured(Arc::new(Free), |c, state| {
+            c.sms.mms.api_url = api;
+            c.sms.mms.account = ACCOUNT.into();
+            c.sms.mms.token = tincan_common::Secret::new(TOKEN);
+            c.sms.mms.link_base_url = format!("http://{}", c.sms.listen);
+            c.sms.mms.link_dir = state.join("links").display().to_string();
+            edit(c);
+        })
         .await;
-    page["chunk"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|e| e["type"] == "m.room.message" && e["sender"] == sender)
-        .map(|e| e["content"].clone())
-        .collect()
+        let listener = tokio::net::TcpListener::bind(&w.sms_listen).await.unwrap();
+        let http = tokio::spawn(axum::serve(listener, tincan_sms::http::router(w.sms.clone())).into_future());
+        MmsWorld { w, twilio, http, _dir: dir }
+    }
 }
 
 /// The bytes behind an `mxc://` URI, through the authenticated media API.
@@ -97,23 +112,8 @@ async fn download(c: &Client, mxc: &str) -> Vec<u8> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_mms_to_a_users_number_comes_into_their_dm_with_its_image_once() {
-    let dir = tempfile::tempdir().unwrap();
-    let twilio = FakeTwilio::start(dir.path()).await;
-    let api = twilio.url.clone();
-    let w = world_configured(Arc::new(Free), |c, state| {
-        c.sms.mms.api_url = api;
-        c.sms.mms.account = ACCOUNT.into();
-        c.sms.mms.token = tincan_common::Secret::new(TOKEN);
-        c.sms.mms.link_base_url = format!("http://{}", c.sms.listen);
-        c.sms.mms.link_dir = state.join("links").display().to_string();
-        c.media.max_bytes = 64 * 1024;
-    })
-    .await;
+    let MmsWorld { w, twilio, http, _dir } = MmsWorld::start(|c| c.media.max_bytes = 64 * 1024).await;
     let listen = w.sms_listen.clone();
-    let http = tokio::spawn(
-        axum::serve(tokio::net::TcpListener::bind(&listen).await.unwrap(), tincan_sms::http::router(w.sms.clone()))
-            .into_future(),
-    );
     let webhook = format!("http://{listen}/mms/inbound");
     let from = "+447400123456";
     // Alice holds her number (the pool's first) once she has texted someone from it.
@@ -122,11 +122,7 @@ async fn an_mms_to_a_users_number_comes_into_their_dm_with_its_image_once() {
     w.alice.send(&room, "t1", "send me the picture").await;
     w.smsc.wait_submits(1, Duration::from_secs(30)).await;
     let images = || async {
-        contents_from(&w.alice, &room, &ghost)
-            .await
-            .into_iter()
-            .filter(|c| c["msgtype"] == "m.image")
-            .collect::<Vec<_>>()
+        w.alice.contents_from(&room, &ghost).await.into_iter().filter(|c| c["msgtype"] == "m.image").collect::<Vec<_>>()
     };
 
     // A picture with a caption: in Alice's DM with the sender's ghost, the bytes the carrier served (fetched
@@ -185,22 +181,8 @@ async fn an_mms_to_a_users_number_comes_into_their_dm_with_its_image_once() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_image_goes_as_mms_through_the_carriers_api_and_its_callbacks_become_the_status() {
-    let dir = tempfile::tempdir().unwrap();
-    let twilio = FakeTwilio::start(dir.path()).await;
-    let api = twilio.url.clone();
-    let w = world_configured(Arc::new(Free), |c, state| {
-        c.sms.mms.api_url = api;
-        c.sms.mms.account = ACCOUNT.into();
-        c.sms.mms.token = tincan_common::Secret::new(TOKEN);
-        c.sms.mms.link_base_url = format!("http://{}", c.sms.listen);
-        c.sms.mms.link_dir = state.join("links").display().to_string();
-    })
-    .await;
+    let MmsWorld { w, twilio, http, _dir } = MmsWorld::start(|_| {}).await;
     let listen = w.sms_listen.clone();
-    let http = tokio::spawn(
-        axum::serve(tokio::net::TcpListener::bind(&listen).await.unwrap(), tincan_sms::http::router(w.sms.clone()))
-            .into_future(),
-    );
     let png = b"\x89PNG\r\n\x1a\n a small picture".to_vec();
     let image = |url: &str| {
         json!({"msgtype": "m.image", "body": "look at this", "filename": "cat.png", "url": url,
