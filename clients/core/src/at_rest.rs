@@ -61,30 +61,38 @@ impl DataKey {
 
     /// Seals `token` for `user_id`'s `device_id`.
     pub(crate) fn seal(&self, token: &str, user_id: &str, device_id: &str) -> SealedToken {
-        let mut nonce = [0u8; 24];
-        StdRng::from_os_rng().fill_bytes(&mut nonce);
-        let aad = aad(user_id, device_id);
-        let sealed = XChaCha20Poly1305::new((&self.0).into())
-            .encrypt(XNonce::from_slice(&nonce), Payload { msg: token.as_bytes(), aad: &aad })
-            .expect("XChaCha20-Poly1305 encryption cannot fail for a short message");
-        let mut blob = nonce.to_vec();
-        blob.extend_from_slice(&sealed);
-        SealedToken(B64.encode(blob))
+        SealedToken(B64.encode(self.seal_bytes(token.as_bytes(), &aad(user_id, device_id))))
     }
 
     /// Opens a token sealed by [`seal`](Self::seal) for the same user and device.
     pub(crate) fn open(&self, sealed: &SealedToken, user_id: &str, device_id: &str) -> Result<String> {
         let bad = || ClientError::StoreKey("the access token does not decrypt with this key".into());
         let blob = B64.decode(sealed.0.trim_end_matches('=')).map_err(|_| bad())?;
+        let clear = self.open_bytes(&blob, &aad(user_id, device_id)).ok_or_else(bad)?;
+        String::from_utf8(clear).map_err(|_| bad())
+    }
+
+    /// Seals `msg` bound to `aad` (what it is, whose): the 24-byte nonce, then the ciphertext.
+    pub(crate) fn seal_bytes(&self, msg: &[u8], aad: &[u8]) -> Vec<u8> {
+        let mut nonce = [0u8; 24];
+        StdRng::from_os_rng().fill_bytes(&mut nonce);
+        let sealed = XChaCha20Poly1305::new((&self.0).into())
+            .encrypt(XNonce::from_slice(&nonce), Payload { msg, aad })
+            .expect("XChaCha20-Poly1305 encryption cannot fail below 256 GiB");
+        let mut blob = nonce.to_vec();
+        blob.extend_from_slice(&sealed);
+        blob
+    }
+
+    /// Opens what [`seal_bytes`](Self::seal_bytes) sealed with the same `aad`; `None` when it does not open.
+    pub(crate) fn open_bytes(&self, blob: &[u8], aad: &[u8]) -> Option<Vec<u8>> {
         if blob.len() < 24 {
-            return Err(bad());
+            return None;
         }
         let (nonce, ciphertext) = blob.split_at(24);
-        let aad = aad(user_id, device_id);
-        let clear = XChaCha20Poly1305::new((&self.0).into())
-            .decrypt(XNonce::from_slice(nonce), Payload { msg: ciphertext, aad: &aad })
-            .map_err(|_| bad())?;
-        String::from_utf8(clear).map_err(|_| bad())
+        XChaCha20Poly1305::new((&self.0).into())
+            .decrypt(XNonce::from_slice(nonce), Payload { msg: ciphertext, aad })
+            .ok()
     }
 }
 

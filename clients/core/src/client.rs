@@ -5,6 +5,7 @@
 //! stream; `client/directory.rs` resolution, key verification and contact import.
 
 mod directory;
+mod late_keys;
 mod messaging;
 mod push;
 mod reach;
@@ -72,6 +73,8 @@ pub struct TincanClient {
     incoming: broadcast::Sender<IncomingMessage>,
     /// What the sync shows of conversations, for delivery reports of bridged texts.
     signals: broadcast::Sender<crate::delivery::Signal>,
+    /// Messages that arrived before their room keys, delivered when the keys come.
+    late: late_keys::LateKeys,
     /// Whether [`spawn_sync`](Self::spawn_sync)'s loop runs (then nobody else syncs).
     syncing: Arc<AtomicBool>,
     charter: Option<crate::charter::CharterState>,
@@ -118,6 +121,8 @@ impl TincanClient {
         let (incoming, _) = broadcast::channel(256);
         let (signals, _) = broadcast::channel(1024);
         let saved = state.session.clone();
+        let state = Arc::new(Mutex::new(state));
+        let late = late_keys::LateKeys::new(incoming.clone(), signals.clone(), state.clone(), key.clone());
         let mut me = TincanClient {
             config,
             ext,
@@ -125,11 +130,12 @@ impl TincanClient {
             log,
             http,
             key,
-            state: Arc::new(Mutex::new(state)),
+            state,
             matrix: None,
             clock,
             incoming,
             signals,
+            late,
             syncing: Arc::new(AtomicBool::new(false)),
             charter,
         };
@@ -461,6 +467,7 @@ impl TincanClient {
     /// so a one-shot command sees a DM someone just opened with us.
     pub async fn sync_once(&self, timeout: Duration) -> Result<()> {
         let client = self.client()?;
+        let mut keys = late_keys::LateKeys::subscribe(client).await;
         let resp = client.sync_once(SyncSettings::default().timeout(timeout)).await?;
         let invited = client.invited_rooms();
         let any = !resp.rooms.invited.is_empty() || !invited.is_empty();
@@ -470,19 +477,28 @@ impl TincanClient {
             // The joined room's timeline, room keys and DM marking arrive with the next sync.
             client.sync_once(SyncSettings::default().timeout(Duration::ZERO)).await?;
         }
+        // Messages that came before their keys, whose keys came now.
+        self.late.retry(client, &late_keys::LateKeys::arrived_now(&mut keys)).await;
         Ok(())
     }
 
     /// Syncs in a background task until aborted (incoming messages reach [`messages`](Self::messages)); network
     /// failures and homeserver outages are retried with backoff, and only an error no retry cures (the session
-    /// revoked) ends the task.
+    /// revoked) ends the task. Messages that arrived before their room keys (in this run or an earlier one) are
+    /// delivered when the keys come.
     pub fn spawn_sync(&self) -> Result<tokio::task::JoinHandle<()>> {
         let client = self.client()?.clone();
         let syncing = SyncingFlag::raise(&self.syncing);
+        let late = self.late.clone();
         Ok(tokio::spawn(async move {
             // Lowered when the loop ends or the task is aborted.
             let _syncing = syncing;
-            let e = sync::sync_forever(&client).await;
+            // Subscribed before the first sync, which may bring keys.
+            let keys = late_keys::LateKeys::subscribe(&client).await;
+            let e = tokio::select! {
+                e = sync::sync_forever(&client) => e,
+                never = late.watch(&client, keys) => match never {},
+            };
             tracing::warn!(error = %e, "sync stopped");
         }))
     }

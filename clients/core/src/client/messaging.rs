@@ -14,6 +14,7 @@ use futures::Stream;
 use matrix_sdk::deserialized_responses::{EncryptionInfo, TimelineEvent};
 use matrix_sdk::event_handler::RawEvent;
 use matrix_sdk::room::MessagesOptions;
+use matrix_sdk::ruma::events::room::encrypted::OriginalSyncRoomEncryptedEvent;
 use matrix_sdk::ruma::events::room::member::{MembershipState, StrippedRoomMemberEvent};
 use matrix_sdk::ruma::events::room::message::{
     MessageType, OriginalSyncRoomMessageEvent, RoomMessageEventContent, SyncRoomMessageEvent,
@@ -88,7 +89,7 @@ pub struct Sent {
 
 impl TincanClient {
     /// Event handlers: accept invites to us into encrypted rooms, forward text messages to
-    /// [`messages`](Self::messages).
+    /// [`messages`](Self::messages), keep those whose room key has not arrived yet.
     pub(super) fn install(&mut self, client: Client) {
         client.add_event_handler(|ev: StrippedRoomMemberEvent, room: Room, client: Client| async move {
             if ev.content.membership != MembershipState::Invite || Some(&*ev.state_key) != client.user_id() {
@@ -112,6 +113,12 @@ impl TincanClient {
                 }
             },
         );
+        // Encrypted events whose room key has not arrived: kept until it does (see `late_keys`).
+        let late = self.late.clone();
+        client.add_event_handler(move |ev: Raw<OriginalSyncRoomEncryptedEvent>, room: Room, client: Client| {
+            let late = late.clone();
+            async move { late.keep(&client, room.room_id().as_str(), &ev).await }
+        });
         // Timeline events (decrypted) and read receipts, for what bridges say of the texts sent through them.
         let signals = self.signals.clone();
         client.add_event_handler(move |ev: Raw<AnySyncTimelineEvent>, room: Room| {
@@ -300,7 +307,7 @@ fn to_message(
     })
 }
 
-fn from_timeline(
+pub(super) fn from_timeline(
     e: &TimelineEvent,
     room_id: &str,
     state: &Arc<Mutex<crate::state::ClientState>>,

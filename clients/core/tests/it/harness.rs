@@ -24,10 +24,24 @@ impl User {
         localpart: &str,
         store: Option<Arc<dyn SessionStore>>,
     ) -> anyhow::Result<User> {
+        User::signed_in(hs, localpart, store, &hs.url()).await
+    }
+
+    /// [`new`](Self::new), the client reaching `hs` at `homeserver_url` (a proxy in front of it).
+    pub async fn through(hs: &Synapse, localpart: &str, homeserver_url: &str) -> anyhow::Result<User> {
+        User::signed_in(hs, localpart, None, homeserver_url).await
+    }
+
+    async fn signed_in(
+        hs: &Synapse,
+        localpart: &str,
+        store: Option<Arc<dyn SessionStore>>,
+        homeserver_url: &str,
+    ) -> anyhow::Result<User> {
         let account = hs.register_user(localpart, false).await?;
         let dir = tempfile::Builder::new().prefix("tincan-client-").tempdir()?;
         let mut client = TincanClient::open(config(dir.path(), store)).await?;
-        client.login_with_token(&hs.url(), &account.user_id, &account.device_id, &account.access_token).await?;
+        client.login_with_token(homeserver_url, &account.user_id, &account.device_id, &account.access_token).await?;
         Ok(User { client, account, dir })
     }
 

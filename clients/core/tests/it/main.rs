@@ -10,6 +10,8 @@ mod dm;
 mod fake_bridge;
 mod federation;
 mod harness;
+mod key_proxy;
+mod late_keys;
 mod log_proxy;
 mod network;
 mod outage;
