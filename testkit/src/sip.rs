@@ -173,10 +173,26 @@ impl Scenario {
         Ok(text)
     }
 
+    /// What sipp traced so far of the messages it sent and received (run with `-trace_msg`; sipp writes them
+    /// out as they pass, so this can be read while it runs).
+    pub fn messages(&self) -> String {
+        traced_messages(self.dir.path())
+    }
+
     /// Starts `cmd` in the background (for a UAS the test talks to); stopped on drop.
     pub fn spawn(&self, cmd: Command, name: &str) -> Result<ChildGuard> {
         ChildGuard::spawn_logged(name, cmd, self.dir.path().join(format!("{name}.log")))
     }
+}
+
+/// The messages sipp traced (`-trace_msg`) into its `*_messages.log` files in `dir`, so far.
+pub fn traced_messages(dir: &Path) -> String {
+    let Ok(entries) = std::fs::read_dir(dir) else { return String::new() };
+    entries
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().ends_with("_messages.log"))
+        .map(|e| std::fs::read_to_string(e.path()).unwrap_or_default())
+        .collect()
 }
 
 /// Waits (off the async runtime) until a background sipp exits; true when it exited 0 within `timeout`. On

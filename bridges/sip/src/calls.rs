@@ -20,13 +20,13 @@ pub mod voip;
 
 use crate::config::MediaConfig;
 use crate::devices::Devices;
-use crate::routing::Router;
+use crate::routing::{self, Router};
 use crate::store::Store;
 use crate::subscribers::Subscribers;
 use rand::Rng;
 use rand::rngs::StdRng;
 use ruma::{OwnedUserId, UserId};
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 use tincan_appservice::{BridgeHandle, PortalKey, RemoteChatId, RemoteEvent, RemoteEventKind, RemoteUserId};
@@ -34,9 +34,9 @@ use tincan_common::Clock;
 use tincan_sip_core::rtpengine::{Leg, NgClient};
 use tincan_sip_core::sdp::{self, Candidate};
 use tincan_sip_core::stack::{
-    CallLeg, LegEvent, LegEvents, Method, OutgoingRequest, SipResponse, SipStack, StackError,
+    CallLeg, LegEvent, LegEvents, Method, OutgoingRequest, SipResponse, SipStack, StackError, Target,
 };
-use tincan_sip_core::uri::NameAddr;
+use tincan_sip_core::uri::{NameAddr, Uri};
 use tokio::sync::{mpsc, oneshot};
 use voip::{CallState, Direction, GhostSide, Outgoing, SdpKind, SipAction, VoipEvent};
 
@@ -704,6 +704,25 @@ impl Calls {
         }
     }
 
+    /// Sends `invite` to the next of `hops` that takes it (the stack may refuse one: no listener for its
+    /// transport); `None` when none is left.
+    async fn place(
+        &self,
+        hops: &mut VecDeque<(Uri, Target)>,
+        invite: &impl Fn(Uri, Target) -> OutgoingRequest,
+    ) -> Option<(CallLeg, LegEvents)> {
+        while let Some((uri, target)) = hops.pop_front() {
+            match self.stack.invite(invite(uri, target)).await {
+                Ok(placed) => {
+                    tracing::info!(%target, "INVITE sent");
+                    return Some(placed);
+                }
+                Err(e) => tracing::warn!(%target, error = %e, "sending INVITE failed; trying the next route"),
+            }
+        }
+        None
+    }
+
     /// Matrix → SIP.
     async fn outbound(
         &self,
@@ -745,20 +764,26 @@ impl Calls {
         if deferred.iter().any(|e| matches!(e, VoipEvent::Hangup { .. })) {
             return;
         }
-        let route = match self.router.route(remote.as_str()).await {
-            Ok(r) => r,
+        // Every target of every route, in order: the call moves on down this list when a route fails (see
+        // `routing::fails_over`) or does not ring in time.
+        let mut hops: VecDeque<(Uri, Target)> = match self.router.routes(remote.as_str()).await {
+            Ok(routes) => routes
+                .into_iter()
+                .flat_map(|r| {
+                    let uri = r.uri;
+                    r.targets.into_iter().map(move |t| (uri.clone(), t))
+                })
+                .collect(),
             Err(e) => {
                 tracing::info!(error = %e, "no route for a Matrix call");
-                let out = state.sip_failed(404);
-                self.to_matrix(&portal, &remote, out).await;
-                return;
+                VecDeque::new()
             }
         };
-        let Some(target) = route.targets.first().copied() else {
+        if hops.is_empty() {
             let out = state.sip_failed(404);
             self.to_matrix(&portal, &remote, out).await;
             return;
-        };
+        }
         let sip_call = format!("{}@{}", self.id(24), self.domain);
         if !self.open_media(&sip_call).await {
             let out = state.sip_failed(500);
@@ -786,27 +811,27 @@ impl Calls {
             self.close_media(&sip_call).await;
             return;
         };
-        let request = OutgoingRequest {
+        // Every route gets the same offer and Call-ID (rtpengine's call): whichever answers is the `sip` party.
+        let invite = |uri: Uri, target: Target| OutgoingRequest {
             method: Method::Invite,
-            uri: route.uri.clone(),
-            from,
-            to: NameAddr { display_name: None, uri: route.uri.clone(), params: Vec::new() },
+            uri: uri.clone(),
+            from: from.clone(),
+            to: NameAddr { display_name: None, uri, params: Vec::new() },
             headers: Vec::new(),
             content_type: Some("application/sdp".into()),
-            body: for_phone.into_bytes(),
+            body: for_phone.clone().into_bytes(),
             target,
             call_id: Some(sip_call.clone()),
         };
-        let (leg, mut events) = match self.stack.invite(request).await {
-            Ok(l) => l,
-            Err(e) => {
-                tracing::warn!(error = %e, "sending INVITE failed");
-                let out = state.sip_failed(503);
-                self.to_matrix(&portal, &remote, out).await;
-                self.close_media(&sip_call).await;
-                return;
-            }
+        let Some((mut leg, mut events)) = self.place(&mut hops, &invite).await else {
+            let out = state.sip_failed(503);
+            self.to_matrix(&portal, &remote, out).await;
+            self.close_media(&sip_call).await;
+            return;
         };
+        let invite_timeout = self.router.invite_timeout();
+        let mut no_ring = tokio::time::Instant::now() + invite_timeout;
+        let mut rang = false;
         tracing::info!(%sip_call, matrix_call = %state.ghost.call_id, "Matrix call to SIP placed");
         let mut reneg = Renegotiation {
             sip_call: sip_call.clone(),
@@ -827,7 +852,10 @@ impl Calls {
                     ev = rx.recv() => match ev { Some(ev) => ev, None => break },
                     sip = events.recv() => {
                         let out = match sip {
-                            Some(LegEvent::Progress { .. }) => continue,
+                            Some(LegEvent::Progress { .. }) => {
+                                rang = true;
+                                continue;
+                            }
                             Some(LegEvent::ReInvite { sdp, reply }) => {
                                 self.phone_reoffers(&mut reneg, &state, (&portal, &remote), sdp, reply).await;
                                 continue;
@@ -848,6 +876,19 @@ impl Calls {
                                 let _ = leg.hangup().await;
                                 state.sip_ended("user_media_failed")
                             }
+                            Some(LegEvent::Failed { code, reason, .. })
+                                if routing::fails_over(code) && state.phase == voip::Phase::Ringing =>
+                            {
+                                tracing::info!(%sip_call, code, %reason, "the route failed; trying the next");
+                                match self.place(&mut hops, &invite).await {
+                                    Some(next) => {
+                                        (leg, events) = next;
+                                        (rang, no_ring) = (false, tokio::time::Instant::now() + invite_timeout);
+                                        continue;
+                                    }
+                                    None => state.sip_failed(code),
+                                }
+                            }
                             Some(LegEvent::Failed { code, .. }) => state.sip_failed(code),
                             Some(LegEvent::HungUp) => state.sip_ended("user_hangup"),
                             Some(LegEvent::Ended { reason }) => {
@@ -862,6 +903,17 @@ impl Calls {
                     }
                     _ = tokio::time::sleep_until(reneg.deadline()), if reneg.pending.is_some() => {
                         Self::reoffer_timed_out(&mut reneg);
+                        continue;
+                    }
+                    _ = tokio::time::sleep_until(no_ring), if !rang && !hops.is_empty() && state.phase == voip::Phase::Ringing => {
+                        tracing::info!(%sip_call, "the route did not ring in time; trying the next");
+                        if let Some(next) = self.place(&mut hops, &invite).await {
+                            // The stack holds the CANCEL back until the route says anything (RFC 3261 §9.1) and
+                            // ends a late 200 with BYE: the route is left holding no call.
+                            let _ = leg.cancel().await;
+                            (leg, events) = next;
+                            (rang, no_ring) = (false, tokio::time::Instant::now() + invite_timeout);
+                        }
                         continue;
                     }
                     _ = &mut timer, if state.phase == voip::Phase::Ringing => {

@@ -171,7 +171,7 @@ pub struct StaticDevice {
 }
 
 /// Outbound routing.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RoutesConfig {
     /// DNS servers for RFC 3263 resolution of SIP URIs (`ip:port`); empty: the system's.
@@ -182,9 +182,43 @@ pub struct RoutesConfig {
     pub enum_trust_anchor: String,
     /// DNS servers for ENUM (`ip:port`); empty: `dns_servers`.
     pub enum_servers: Vec<String>,
-    /// Where numbers without a validated `E2U+sip` route go (the PSTN gateway), a SIP URI such as
-    /// `sip:gateway.provider.example;transport=tcp`; empty: such numbers are refused.
-    pub fallback: String,
+    /// Where numbers go after their validated `E2U+sip` routes, if any (the PSTN gateway, other trunks): SIP
+    /// URIs such as `sip:gateway.provider.example;transport=tcp`, tried in this order. One URI may be given as
+    /// a plain string. Empty: numbers without an ENUM route are refused.
+    #[serde(deserialize_with = "one_or_many")]
+    pub fallback: Vec<String>,
+    /// How long a route has to ring (18x) or answer an INVITE before the call moves on to the next route,
+    /// milliseconds (a 100 Trying alone does not count: a gateway that took the call but cannot place it says
+    /// nothing more). Behind the PSTN gateway, longer than its own carriers' failover takes.
+    pub invite_timeout_ms: u64,
+}
+
+impl Default for RoutesConfig {
+    fn default() -> Self {
+        Self {
+            dns_servers: Vec::new(),
+            enum_apex: String::new(),
+            enum_trust_anchor: String::new(),
+            enum_servers: Vec::new(),
+            fallback: Vec::new(),
+            invite_timeout_ms: 10_000,
+        }
+    }
+}
+
+/// A list, or one string as a list of one (an empty string: none).
+fn one_or_many<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum OneOrMany {
+        One(String),
+        Many(Vec<String>),
+    }
+    Ok(match OneOrMany::deserialize(d)? {
+        OneOrMany::One(s) if s.is_empty() => Vec::new(),
+        OneOrMany::One(s) => vec![s],
+        OneOrMany::Many(v) => v,
+    })
 }
 
 impl SipBridgeConfig {
@@ -265,8 +299,13 @@ impl Validate for SipBridgeConfig {
         if !r.enum_apex.is_empty() && r.enum_trust_anchor.is_empty() {
             p.push("routes.enum_trust_anchor: needed with enum_apex (routes come only from validated answers)".into());
         }
-        if !r.fallback.is_empty() && r.fallback.parse::<tincan_sip_core::uri::SipUri>().is_err() {
-            p.push(format!("routes.fallback: {:?} is not a SIP URI", r.fallback));
+        for f in &r.fallback {
+            if f.parse::<tincan_sip_core::uri::SipUri>().is_err() {
+                p.push(format!("routes.fallback: {f:?} is not a SIP URI"));
+            }
+        }
+        if !(100..=60_000).contains(&r.invite_timeout_ms) {
+            p.push("routes.invite_timeout_ms: 100 to 60000".into());
         }
         p
     }
@@ -322,5 +361,31 @@ mod tests {
         assert_eq!(c.sip.nonce_secret.expose(), "0123456789abcdef0123");
         assert_eq!(c.sip.realm(), "sip.provider.test");
         assert_eq!(c.subscribers.static_numbers["+442079460001"], "@alice:hs.test");
+    }
+
+    #[test]
+    fn fallback_routes_are_one_uri_or_a_list() {
+        let dir = tempfile::tempdir().unwrap();
+        let base = "[homeserver]\nserver_name = \"hs.test\"\n[appservice]\nid = \"sip\"\nbot_localpart = \"sipbot\"\n\
+                    as_token = \"a\"\nhs_token = \"h\"\n[sip]\ndomain = \"sip.provider.test\"\n\
+                    nonce_secret = \"0123456789abcdef0123\"\n[subscribers.static_numbers]\n\
+                    \"+442079460001\" = \"@alice:hs.test\"\n";
+        let load = |routes: &str, env: Vec<(String, String)>| {
+            let file = dir.path().join("c.toml");
+            std::fs::write(&file, format!("{base}[routes]\n{routes}")).unwrap();
+            tincan_common::config::load_config_from::<SipBridgeConfig>(Some(&file), ENV_PREFIX, env)
+        };
+        let c = load("fallback = \"sip:gw.test\"\n", vec![]).unwrap();
+        assert_eq!(c.routes.fallback, vec!["sip:gw.test".to_owned()]);
+        assert_eq!(c.routes.invite_timeout_ms, 10_000);
+        let c = load("fallback = [\"sip:a.test\", \"sip:b.test:5070\"]\ninvite_timeout_ms = 2000\n", vec![]).unwrap();
+        assert_eq!(c.routes.fallback, vec!["sip:a.test".to_owned(), "sip:b.test:5070".to_owned()]);
+        assert_eq!(c.routes.invite_timeout_ms, 2000);
+        let env = vec![("TINCAN_SIP_ROUTES__FALLBACK".to_owned(), "sip:env.test".to_owned())];
+        assert_eq!(load("", env).unwrap().routes.fallback, vec!["sip:env.test".to_owned()]);
+        assert!(load("fallback = \"\"\n", vec![]).unwrap().routes.fallback.is_empty());
+        let e = load("fallback = [\"sip:a.test\", \"not a uri\"]\ninvite_timeout_ms = 0\n", vec![]).unwrap_err();
+        let e = e.to_string();
+        assert!(e.contains("routes.fallback: \"not a uri\"") && e.contains("routes.invite_timeout_ms"), "{e}");
     }
 }

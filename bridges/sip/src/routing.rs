@@ -1,6 +1,7 @@
-//! Where a remote identity is reached: a phone number through its validated ENUM `E2U+sip` route, else the
-//! configured fallback (the PSTN gateway); a SIP address through RFC 3263. Requests are tried down the list of
-//! targets, moving on when one times out or answers 503 (RFC 3263 §4.3).
+//! Where a remote identity is reached: a phone number through its validated ENUM `E2U+sip` routes, then the
+//! configured fallbacks (the PSTN gateway, other trunks); a SIP address through RFC 3263. Requests are tried
+//! down the list of targets, moving on when one times out or answers 503 (RFC 3263 §4.3); calls move on to the
+//! next route on 408 and 5xx too (see [`fails_over`]).
 
 use crate::config::RoutesConfig;
 use std::net::SocketAddr;
@@ -52,8 +53,9 @@ pub struct Route {
 pub struct Router {
     dns: Arc<dyn Dns>,
     lookup: Option<Lookup>,
-    fallback: Option<SipUri>,
+    fallback: Vec<SipUri>,
     transports: Vec<Transport>,
+    invite_timeout: Duration,
 }
 
 impl std::fmt::Debug for Router {
@@ -83,54 +85,89 @@ impl Router {
             let servers = if enum_servers.is_empty() { servers.clone() } else { enum_servers };
             Some(Lookup::new(LookupConfig::new(servers, apex, anchor)).map_err(|e| format!("ENUM lookup: {e}"))?)
         };
-        let fallback = (!c.fallback.is_empty()).then(|| c.fallback.parse()).transpose().map_err(|e| format!("{e}"))?;
-        Ok(Self { dns: Arc::new(dns), lookup, fallback, transports })
+        let fallback = c
+            .fallback
+            .iter()
+            .map(|f| f.parse().map_err(|e| format!("routes.fallback: {f:?}: {e}")))
+            .collect::<Result<_, _>>()?;
+        let invite_timeout = Duration::from_millis(c.invite_timeout_ms);
+        Ok(Self { dns: Arc::new(dns), lookup, fallback, transports, invite_timeout })
     }
 
-    /// A router on given parts (tests).
-    pub fn new(
-        dns: Arc<dyn Dns>,
-        lookup: Option<Lookup>,
-        fallback: Option<SipUri>,
-        transports: Vec<Transport>,
-    ) -> Self {
-        Self { dns, lookup, fallback, transports }
+    /// A router on given parts (tests); `fallback` in the order tried.
+    pub fn new(dns: Arc<dyn Dns>, lookup: Option<Lookup>, fallback: Vec<SipUri>, transports: Vec<Transport>) -> Self {
+        let invite_timeout = Duration::from_millis(RoutesConfig::default().invite_timeout_ms);
+        Self { dns, lookup, fallback, transports, invite_timeout }
     }
 
-    /// The route of `remote` (a remote user ID: `+E164` or `sip:user@host`).
+    /// How long a route has to ring or answer an INVITE before a call moves on to the next
+    /// (`routes.invite_timeout_ms`).
+    pub fn invite_timeout(&self) -> Duration {
+        self.invite_timeout
+    }
+
+    /// The first route of `remote` (a remote user ID: `+E164` or `sip:user@host`).
     pub async fn route(&self, remote: &str) -> Result<Route, RouteError> {
-        let uri: SipUri = if remote.starts_with('+') {
-            let mut via_enum = None;
+        let mut routes = self.routes(remote).await?;
+        Ok(routes.remove(0))
+    }
+
+    /// Every route of `remote`, in the order to try them: a number's validated ENUM `E2U+sip` routes (in
+    /// the answer's order), then `routes.fallback` in its order; a SIP address has one. Never empty. A route
+    /// whose name does not resolve is left out (an error only when that leaves none).
+    pub async fn routes(&self, remote: &str) -> Result<Vec<Route>, RouteError> {
+        let uris: Vec<SipUri> = if remote.starts_with('+') {
+            let mut uris = Vec::new();
             if let Some(lookup) = &self.lookup {
-                let found = enum_route::routes(lookup, remote).await?;
-                via_enum = found.sip.into_iter().next();
+                uris = enum_route::routes(lookup, remote).await?.sip;
             }
-            match (via_enum, &self.fallback) {
-                (Some(u), _) => u,
-                (None, Some(gw)) => {
-                    let mut u = SipUri::new(Some(remote), gw.host.clone());
-                    u.secure = gw.secure;
-                    u.port = gw.port;
-                    u.params = gw.params.clone();
-                    u.set_param("user", Some("phone"));
-                    u
-                }
-                (None, None) => return Err(RouteError::NoRoute(remote.to_owned())),
+            uris.extend(self.fallback.iter().map(|gw| {
+                let mut u = SipUri::new(Some(remote), gw.host.clone());
+                u.secure = gw.secure;
+                u.port = gw.port;
+                u.params = gw.params.clone();
+                u.set_param("user", Some("phone"));
+                u
+            }));
+            if uris.is_empty() {
+                return Err(RouteError::NoRoute(remote.to_owned()));
             }
+            uris
         } else {
             match remote.parse::<Uri>() {
-                Ok(Uri::Sip(s)) => s,
+                Ok(Uri::Sip(s)) => vec![s],
                 _ => return Err(RouteError::Invalid(remote.to_owned())),
             }
         };
-        let mut seed = 0x9e37_79b9u32;
-        let targets = resolve(self.dns.as_ref(), &uri, &self.transports, move || {
-            seed = seed.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
-            seed
-        })
-        .await?;
-        Ok(Route { uri: Uri::Sip(uri), targets })
+        let mut routes = Vec::with_capacity(uris.len());
+        let mut failed = None;
+        for uri in uris {
+            let mut seed = 0x9e37_79b9u32;
+            let resolved = resolve(self.dns.as_ref(), &uri, &self.transports, move || {
+                seed = seed.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+                seed
+            })
+            .await;
+            match resolved {
+                Ok(targets) => routes.push(Route { uri: Uri::Sip(uri), targets }),
+                Err(e) => {
+                    tracing::info!(%uri, error = %e, "a route did not resolve; left out");
+                    failed = Some(e);
+                }
+            }
+        }
+        match failed {
+            Some(e) if routes.is_empty() => Err(e.into()),
+            _ => Ok(routes),
+        }
     }
+}
+
+/// Whether a call moves on to its next route after this final response from a route: 408 and 5xx (the
+/// route, not the called party, failed). Any other final answer — 4xx, 6xx — is the called party's and goes
+/// back to the caller (RFC 3261 §16.7: after a 6xx nothing more is tried).
+pub fn fails_over(code: u16) -> bool {
+    code == 408 || (500..600).contains(&code)
 }
 
 /// The name servers of `/etc/resolv.conf`.

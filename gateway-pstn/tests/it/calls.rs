@@ -207,12 +207,7 @@ fn carrier_for(t: &Trunk, name: &str, xml: &str, calls: u32) -> (Scenario, Child
 
 /// What a sipp peer's message log holds (with `-trace_msg`).
 fn messages(dir: &Path) -> String {
-    std::fs::read_dir(dir)
-        .unwrap()
-        .flatten()
-        .filter(|e| e.file_name().to_string_lossy().ends_with("_messages.log"))
-        .map(|e| std::fs::read_to_string(e.path()).unwrap_or_default())
-        .collect()
+    tincan_testkit::sip::traced_messages(dir)
 }
 
 /// Whether a sipp trunk's message log shows an INVITE it received.

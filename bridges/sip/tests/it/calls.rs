@@ -155,7 +155,7 @@ pub(crate) fn fill(s: &str) -> String {
 }
 
 /// A phone that receives Alice's call: checks the INVITE's plain-RTP offer, then `after`.
-fn phone_answers(after: &str) -> String {
+pub(crate) fn phone_answers(after: &str) -> String {
     answers(r"sip:\+442079460001@", after)
 }
 
@@ -264,20 +264,49 @@ pub(crate) fn spawn_caller(h: &Harness, xml: &str) -> (Scenario, tincan_testkit:
     (s, g)
 }
 
-/// Runs a sipp phone at `phone` waiting for a call.
+/// Runs a sipp phone at `phone` waiting for a call (or a MESSAGE), tracing what it sees
+/// ([`Scenario::messages`]).
 pub(crate) async fn spawn_callee(phone: SocketAddr, xml: &str) -> (Scenario, tincan_testkit::process::ChildGuard) {
     let s = Scenario::new("callee", xml).unwrap();
-    let g = s.spawn(s.uas_command(phone), "phone").unwrap();
+    let mut cmd = s.uas_command(phone);
+    cmd.arg("-trace_msg");
+    let g = s.spawn(cmd, "phone").unwrap();
     tokio::time::sleep(Duration::from_millis(300)).await;
     (s, g)
 }
 
+/// The callee refuses the call with a final `code`, and takes the ACK.
+pub(crate) fn refuses(code: u16, phrase: &str) -> String {
+    format!(
+        r#"
+  <send><![CDATA[
+SIP/2.0 {code} {phrase}
+[last_Via:]
+[last_From:]
+[last_To:];tag=[pid]SIPpTag01[call_number]
+[last_Call-ID:]
+[last_CSeq:]
+Content-Length: 0
+
+]]></send>
+  <recv request="ACK"/>"#
+    )
+}
+
 pub(crate) async fn start(fallback: Option<SocketAddr>, ring_secs: u64) -> (Harness, Rtpengine, NgClient) {
+    start_with(fallback, |c| c.media.ring_timeout_secs = ring_secs).await
+}
+
+/// [`start`] with the config changed by `edit` (rtpengine's address is set after it).
+pub(crate) async fn start_with(
+    fallback: Option<SocketAddr>,
+    edit: impl FnOnce(&mut tincan_sip::config::SipBridgeConfig),
+) -> (Harness, Rtpengine, NgClient) {
     let rtp = Rtpengine::start().await.unwrap();
     let ng_addr = rtp.ng;
     let h = Harness::start_with(fallback, |c, _| {
+        edit(c);
         c.media.rtpengine_ng = ng_addr.to_string();
-        c.media.ring_timeout_secs = ring_secs;
     })
     .await;
     let ng = NgClient::new(rtp.ng, NgTiming::default(), &mut <rand::rngs::StdRng as rand::SeedableRng>::from_os_rng())
@@ -356,6 +385,14 @@ pub(crate) fn v1(call_id: &Value, party: &str, extra: Value) -> Value {
     let mut c = json!({"call_id": call_id, "party_id": party, "version": "1"});
     c.as_object_mut().unwrap().extend(extra.as_object().unwrap().clone());
     c
+}
+
+/// Waits until rtpengine anchors `n` calls (a call ringing a phone or Matrix is one).
+pub(crate) async fn rtpengine_holds(ng: &NgClient, n: usize) {
+    wait_for(&format!("rtpengine to hold {n} calls"), Duration::from_secs(20), || async {
+        (ng.list(10).await.unwrap().len() == n).then_some(())
+    })
+    .await;
 }
 
 pub(crate) async fn no_media_left(ng: &NgClient) {
@@ -514,7 +551,7 @@ pub(crate) async fn dm_with_phone(h: &Harness) -> String {
     room
 }
 
-async fn alice_calls(h: &Harness, room: &str, call_id: &str) {
+pub(crate) async fn alice_calls(h: &Harness, room: &str, call_id: &str) {
     alice_sends(
         h,
         room,
@@ -578,26 +615,10 @@ async fn a_matrix_call_hung_up_in_matrix_sends_bye_and_a_busy_phone_rejects() {
     assert!(finished(guard, Duration::from_secs(30)).await, "the phone got BYE");
     no_media_left(&ng).await;
 
-    let busy = r#"
-  <send><![CDATA[
-SIP/2.0 486 Busy Here
-[last_Via:]
-[last_From:]
-[last_To:];tag=[pid]SIPpTag01[call_number]
-[last_Call-ID:]
-[last_CSeq:]
-Content-Length: 0
-
-]]></send>
-  <recv request="ACK"/>"#;
-    let (_s, guard) = spawn_callee(phone, &phone_answers(busy)).await;
+    let (_s, guard) = spawn_callee(phone, &phone_answers(&refuses(486, "Busy Here"))).await;
     alice_calls(&h, &room, "call-out-3").await;
     assert!(finished(guard, Duration::from_secs(30)).await, "the phone said busy");
-    let reject = wait_for("the ghost's reject", Duration::from_secs(30), || async {
-        call_events(&h, &room).await.into_iter().find(|(_, t, c)| t == "m.call.reject" && c["call_id"] == "call-out-3")
-    })
-    .await;
-    assert!(reject.0.contains("sip_"));
+    ghost_sends_in(&h, &room, "m.call.reject", "call-out-3").await;
     no_media_left(&ng).await;
 }
 
@@ -609,10 +630,7 @@ async fn a_matrix_call_hung_up_while_ringing_cancels_the_invite() {
     let (_s, guard) = spawn_callee(phone, &phone_answers(TAKES_CANCEL)).await;
     alice_calls(&h, &room, "call-out-4").await;
     // Let the phone ring first.
-    wait_for("rtpengine to anchor the call", Duration::from_secs(20), || async {
-        (!ng.list(10).await.unwrap().is_empty()).then_some(())
-    })
-    .await;
+    rtpengine_holds(&ng, 1).await;
     tokio::time::sleep(Duration::from_millis(700)).await;
     alice_sends(
         &h,
@@ -925,7 +943,7 @@ async fn a_matrix_hold_reinvites_the_phone_and_the_phones_hold_reaches_matrix_on
 }
 
 /// The ghost's `m.call.*` event of `kind` in the call `call_id`.
-async fn ghost_sends_in(h: &Harness, room: &str, kind: &str, call_id: &str) -> Value {
+pub(crate) async fn ghost_sends_in(h: &Harness, room: &str, kind: &str, call_id: &str) -> Value {
     ghost_event(h, room, kind, 0, |c| c["call_id"] == call_id).await
 }
 

@@ -4,8 +4,8 @@
 
 use crate::calls::{
     CANCELS, PHONE, PHONE_200, PHONE_HANGS_UP, TAKES_200, TAKES_BYE, TAKES_CANCEL, alice_sends, answers, browser_sdp,
-    callee_reoffers, fill, ghost_sends, no_media_left, phone_calls, ringing_in_matrix, spawn_callee, spawn_caller,
-    start, takes_failure, takes_reinvite, v1,
+    callee_reoffers, fill, ghost_sends, no_media_left, phone_calls, refuses, ringing_in_matrix, rtpengine_holds,
+    spawn_callee, spawn_caller, start, takes_failure, takes_reinvite, v1,
 };
 use crate::harness::{
     ALICE_DEVICE, ALICE_DEVICE_PASSWORD, ALICE_NUMBER, ALICE_SOFTPHONE, ALICE_SOFTPHONE_PASSWORD, DOMAIN, Harness,
@@ -55,10 +55,7 @@ async fn a_matrix_answer_cancels_the_ringing_device() {
     let (_s, phone) = spawn_caller(&h, &phone_calls(&fill(&format!("{TAKES_200}{TAKES_BYE}"))));
     let (room, invite) = ringing_in_matrix(&h).await;
     // Both ring: rtpengine anchors the Matrix leg and the desk phone's.
-    wait_for("the desk phone to ring", Duration::from_secs(20), || async {
-        (ng.list(10).await.unwrap().len() == 2).then_some(())
-    })
-    .await;
+    rtpengine_holds(&ng, 2).await;
     let answer = json!({"answer": {"type": "answer", "sdp": browser_sdp("active", 45030, true)}});
     alice_sends(&h, &room, "m.call.answer", v1(&invite["call_id"], "alice-phone", answer)).await;
     ghost_sends(&h, &room, "m.call.select_answer").await;
@@ -83,19 +80,7 @@ async fn the_callers_cancel_stops_the_devices_and_a_device_declining_refuses_the
     no_media_left(&ng).await;
 
     // Alice declines on the desk phone (603): the caller gets 603 and Matrix stops ringing.
-    let decline = r#"
-  <send><![CDATA[
-SIP/2.0 603 Decline
-[last_Via:]
-[last_From:]
-[last_To:];tag=[pid]SIPpTag01[call_number]
-[last_Call-ID:]
-[last_CSeq:]
-Content-Length: 0
-
-]]></send>
-  <recv request="ACK"/>"#;
-    let (_sd, desk_guard) = spawn_callee(desk, &answers(FROM_THE_PHONE, decline)).await;
+    let (_sd, desk_guard) = spawn_callee(desk, &answers(FROM_THE_PHONE, &refuses(603, "Decline"))).await;
     let (_s, phone) = spawn_caller(&h, &phone_calls(&takes_failure(603)));
     assert!(finished(phone, Duration::from_secs(30)).await, "the caller got the desk phone's 603");
     assert!(finished(desk_guard, Duration::from_secs(30)).await, "the desk phone declined");
@@ -117,9 +102,8 @@ async fn a_message_to_a_tincan_number_reaches_matrix_and_the_registered_device()
     let desk = free_addr();
     h.register_device(ALICE_DEVICE, ALICE_DEVICE_PASSWORD, desk).await;
     let to_alice = format!(r"sip:\+442079460001@{}", DOMAIN.replace('.', "\\."));
-    let device = Scenario::new("desk", &message_uas_from(FROM_THE_PHONE, &to_alice, "see you at 8", 200)).unwrap();
-    let device_guard = device.spawn(device.uas_command(desk), "desk").unwrap();
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    let (_device, device_guard) =
+        spawn_callee(desk, &message_uas_from(FROM_THE_PHONE, &to_alice, "see you at 8", 200)).await;
     let s = Scenario::new("text", &message_uac("text/plain;charset=UTF-8", "see you at 8", ALICE_NUMBER, 202)).unwrap();
     s.run(s.command(h.sip, free_addr(), 1)).await.unwrap();
     assert!(finished(device_guard, Duration::from_secs(30)).await, "the desk phone got a copy");

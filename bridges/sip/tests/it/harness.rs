@@ -67,7 +67,7 @@ pub fn config(dir: &std::path::Path, fallback: Option<SocketAddr>) -> SipBridgeC
     ]);
     c.routes.dns_servers = vec!["127.0.0.1:9".into()];
     if let Some(f) = fallback {
-        c.routes.fallback = format!("sip:{f}");
+        c.routes.fallback = vec![format!("sip:{f}")];
     }
     c
 }

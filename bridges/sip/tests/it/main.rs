@@ -4,6 +4,7 @@ mod baresip;
 mod bench;
 mod calls;
 mod devices;
+mod failover;
 mod harness;
 mod media;
 mod messages;
