@@ -486,6 +486,45 @@ async fn calls_beyond_the_accounts_concurrent_limit_are_refused() {
     assert_eq!(messages(sa.dir()).matches("INVITE sip:").count(), 1, "the refused call never reached a carrier");
     assert_eq!(rig.settled(1).await.len(), 1);
 }
+/// An amount of the API as a number.
+fn dec(v: &Value) -> rust_decimal::Decimal {
+    amount(v).parse().unwrap()
+}
+
+/// Polls the rig's account every 20 ms until stopped: it must never be below zero (balance or available).
+fn watch_balance(
+    rig: &Rig,
+) -> (std::sync::Arc<std::sync::atomic::AtomicBool>, tokio::task::JoinHandle<(u32, rust_decimal::Decimal)>) {
+    let watching = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let (base, token, account) = (rig.gw.base(), rig.token.clone(), rig.account.clone());
+    let on = watching.clone();
+    let task = tokio::spawn(async move {
+        let http = reqwest::Client::new();
+        let (mut seen, mut lowest) = (0u32, rust_decimal::Decimal::MAX);
+        while on.load(std::sync::atomic::Ordering::Relaxed) {
+            let v: Value = http
+                .get(format!("{base}/v1/accounts/{account}"))
+                .bearer_auth(&token)
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            let (balance, available) = (dec(&v["balance"]), dec(&v["available"]));
+            assert!(
+                balance >= rust_decimal::Decimal::ZERO && available >= rust_decimal::Decimal::ZERO,
+                "overdrawn: {v}"
+            );
+            lowest = lowest.min(available);
+            seen += 1;
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        (seen, lowest)
+    });
+    (watching, task)
+}
+
 mod auth;
 mod crash;
 mod media;

@@ -10,13 +10,12 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use rust_decimal::Decimal;
-use serde_json::Value;
 use tincan_gateway::storage::Storage;
 use tincan_sip_core::rtpengine::{NgClient, NgTiming};
 use tincan_testkit::ports::free_addr;
 use tincan_testkit::sip::{Rtpengine, Scenario};
 
-use super::{CARRIER_ANSWERS, NUMBER, Rig, amount, trunk};
+use super::{CARRIER_ANSWERS, NUMBER, Rig, amount, dec, trunk};
 
 const CALLER_OUTLIVES_THE_GATEWAY: &str = include_str!("../../scenarios/caller_outlives_the_gateway.xml");
 
@@ -29,10 +28,6 @@ const TALK_MS: u32 = 25_000;
 
 fn now_ms() -> i64 {
     tincan_gateway::storage::unix_ms(tincan_common::Clock::now(&tincan_common::SystemClock))
-}
-
-fn dec(v: &Value) -> Decimal {
-    amount(v).parse().unwrap()
 }
 
 /// The answered calls of the node's processes, as the database holds them.

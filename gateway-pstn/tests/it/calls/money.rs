@@ -10,7 +10,7 @@ use serde_json::Value;
 use tincan_testkit::ports::free_addr;
 use tincan_testkit::sip::Scenario;
 
-use super::{CARRIER_ANSWERS, NUMBER, Rig, amount, trunk};
+use super::{CARRIER_ANSWERS, NUMBER, Rig, amount, dec, trunk, watch_balance};
 
 const CALLER_ANSWERED_OR_REFUSED: &str = include_str!("../../scenarios/caller_answered_or_refused.xml");
 
@@ -20,10 +20,6 @@ const CALLS: u32 = 1000;
 const RATE: u32 = 100;
 /// The account's credit.
 const CREDIT: &str = "3.00";
-
-fn dec(v: &Value) -> Decimal {
-    amount(v).parse().unwrap()
-}
 
 #[tokio::test]
 async fn many_concurrent_calls_on_one_account_never_overdraw_it_and_add_up() {
@@ -38,32 +34,7 @@ async fn many_concurrent_calls_on_one_account_never_overdraw_it_and_add_up() {
     cmd.args(["-m", "100000", "-l", "100000", "-timeout", "120s"]);
     let _trunk = carrier.spawn(cmd, "trunk-a").unwrap();
 
-    let watching = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
-    let watcher = {
-        let (base, token, account) = (rig.gw.base(), rig.token.clone(), rig.account.clone());
-        let watching = watching.clone();
-        tokio::spawn(async move {
-            let http = reqwest::Client::new();
-            let (mut seen, mut lowest) = (0u32, Decimal::MAX);
-            while watching.load(std::sync::atomic::Ordering::Relaxed) {
-                let v: Value = http
-                    .get(format!("{base}/v1/accounts/{account}"))
-                    .bearer_auth(&token)
-                    .send()
-                    .await
-                    .unwrap()
-                    .json()
-                    .await
-                    .unwrap();
-                let (balance, available) = (dec(&v["balance"]), dec(&v["available"]));
-                assert!(balance >= Decimal::ZERO && available >= Decimal::ZERO, "overdrawn: {v}");
-                lowest = lowest.min(available);
-                seen += 1;
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
-            (seen, lowest)
-        })
-    };
+    let (watching, watcher) = watch_balance(&rig);
 
     // Half a second of talk: every answered call is billed its first second, and none outlasts its paid time.
     let caller = Scenario::new("callers", &CALLER_ANSWERED_OR_REFUSED.replace("TALK_MS", "500")).unwrap();

@@ -7,7 +7,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use rust_decimal::Decimal;
@@ -17,7 +17,7 @@ use tincan_testkit::ChildGuard;
 use tincan_testkit::ports::free_addr;
 use tincan_testkit::sip::Scenario;
 
-use super::{CARRIER_ANSWERS, NUMBER, Rig, amount, trunk};
+use super::{CARRIER_ANSWERS, NUMBER, Rig, amount, dec, trunk, watch_balance};
 use crate::harness::Gateway;
 
 const CALLER_VIA_PROXY: &str = include_str!("../../scenarios/caller_via_proxy.xml");
@@ -37,10 +37,6 @@ const TALK_MS: u32 = 25_000;
 
 fn now_ms() -> i64 {
     tincan_gateway::storage::unix_ms(tincan_common::Clock::now(&tincan_common::SystemClock))
-}
-
-fn dec(v: &Value) -> Decimal {
-    amount(v).parse().unwrap()
 }
 
 /// The second node: node A's configuration with its own SIP listener and name, its own data dir, A's database.
@@ -73,35 +69,6 @@ async fn runs_of(storage: &dyn Storage, node: &str) -> Vec<(tincan_gateway::stor
         out.push((run, calls.len(), answered));
     }
     out
-}
-
-/// Polls the account on node A every 20 ms until stopped: it must never be below zero (balance or available).
-fn watch_balance(rig: &Rig) -> (Arc<AtomicBool>, tokio::task::JoinHandle<(u32, Decimal)>) {
-    let watching = Arc::new(AtomicBool::new(true));
-    let (base, token, account) = (rig.gw.base(), rig.token.clone(), rig.account.clone());
-    let on = watching.clone();
-    let task = tokio::spawn(async move {
-        let http = reqwest::Client::new();
-        let (mut seen, mut lowest) = (0u32, Decimal::MAX);
-        while on.load(Ordering::Relaxed) {
-            let v: Value = http
-                .get(format!("{base}/v1/accounts/{account}"))
-                .bearer_auth(&token)
-                .send()
-                .await
-                .unwrap()
-                .json()
-                .await
-                .unwrap();
-            let (balance, available) = (dec(&v["balance"]), dec(&v["available"]));
-            assert!(balance >= Decimal::ZERO && available >= Decimal::ZERO, "overdrawn: {v}");
-            lowest = lowest.min(available);
-            seen += 1;
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        (seen, lowest)
-    });
-    (watching, task)
 }
 
 /// Kamailio on `listen` with the deploy configuration, dispatching to `nodes` (pinged every second).
