@@ -420,6 +420,11 @@ pub enum ChargeError {
     /// The service could not be reached or failed; repeat the request with the same idempotency key.
     #[error("gateway unavailable: {0}")]
     Unavailable(String),
+    /// A call's first hold was asked for by a gateway process that another node has taken over (it was
+    /// silent past `calls.takeover_after_secs`): it may start no call, nothing was held (503 `run_taken_over`;
+    /// only the gateway's own calls meet it).
+    #[error("this gateway process was taken over by another node; restart it")]
+    RunTakenOver,
 }
 
 impl ChargeError {
@@ -440,6 +445,7 @@ impl ChargeError {
             ChargeError::LimitExceeded(_) => "limit_exceeded",
             ChargeError::Unauthorized(_) => "unauthorized",
             ChargeError::Unavailable(_) => "unavailable",
+            ChargeError::RunTakenOver => "run_taken_over",
         }
     }
 

@@ -86,6 +86,7 @@ fn from_code(status: StatusCode, code: &str, message: String) -> ChargeError {
         "limit_exceeded" => ChargeError::LimitExceeded(after_colon()),
         "unauthorized" | "forbidden" => ChargeError::Unauthorized(message),
         "rate_limited" => ChargeError::Unavailable(message),
+        "run_taken_over" => ChargeError::RunTakenOver,
         _ if status.is_server_error() => ChargeError::Unavailable(message),
         _ => ChargeError::Invalid(message),
     }

@@ -131,7 +131,7 @@ pub fn charge_status(c: &ChargeError) -> StatusCode {
         | ChargeError::IdempotencyConflict => StatusCode::CONFLICT,
         ChargeError::LimitExceeded(_) => StatusCode::TOO_MANY_REQUESTS,
         ChargeError::Unauthorized(_) => StatusCode::FORBIDDEN,
-        ChargeError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+        ChargeError::Unavailable(_) | ChargeError::RunTakenOver => StatusCode::SERVICE_UNAVAILABLE,
     }
 }
 

@@ -238,6 +238,13 @@ impl Call {
         );
         let hold = match hold {
             Ok(h) => h,
+            Err(ChargeError::RunTakenOver) => {
+                // Another node settles this run's calls and would not see this one: refused as a fenced node
+                // refuses every call, with nothing held.
+                self.sw.live.found_taken_over();
+                let _ = self.leg.reject(503, "Service Unavailable");
+                return;
+            }
             Err(e) => return self.refuse_before_hold(&account, started, &e).await,
         };
         tracing::info!(hold = %hold.id, seconds = asked, amount = %hold.amount, "first slice held");

@@ -26,6 +26,9 @@
 //! settlements and records use the dead run's own keys, so even a second settler could charge nothing twice.
 //! A run that finds itself claimed (it was silent that long but is not dead: a stalled process, a lost
 //! database) stops taking calls (503, OPTIONS too, so a dispatcher moves traffic away) and must be restarted.
+//! It may find it out only at its next heartbeat, so the claim also fences its calls in the database: a call's
+//! first hold and live row are written only in a transaction that finds the run unclaimed and keeps it so until
+//! its commit (a claim waits for it), so every call the claimer does not see was refused with nothing held.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -110,6 +113,12 @@ impl Live {
         self.taken_over.load(Ordering::Relaxed)
     }
 
+    /// A call's first hold was refused because another run claimed this one: from now on every call and
+    /// keep-alive is refused, as when the heartbeat finds it.
+    pub fn found_taken_over(&self) {
+        note_taken_over(&self.taken_over, &self.run_id);
+    }
+
     fn send(&self, op: Op) {
         let _ = self.queue.send(op);
     }
@@ -168,12 +177,8 @@ async fn writer(
         for attempt in 0..8u32 {
             match apply(&*storage, &run_id, &jobs).await {
                 Ok(own) => {
-                    if !own && !taken_over.swap(true, Ordering::Relaxed) {
-                        tracing::error!(
-                            run = %run_id,
-                            "this run was claimed by another node (its heartbeat was late past calls.takeover_after_secs): \
-                             its calls are settled there; refusing new calls — restart this node"
-                        );
+                    if !own {
+                        note_taken_over(&taken_over, &run_id);
                     }
                     ok = true;
                     break;
@@ -188,6 +193,17 @@ async fn writer(
             tracing::error!(updates = jobs.len(), "live calls could not be written; a crash now would lose them");
         }
         jobs.clear();
+    }
+}
+
+/// Marks the run taken over (found by its heartbeat or by a call's first hold), saying so once.
+fn note_taken_over(taken_over: &AtomicBool, run_id: &str) {
+    if !taken_over.swap(true, Ordering::Relaxed) {
+        tracing::error!(
+            run = %run_id,
+            "this run was claimed by another node (its heartbeat was late past calls.takeover_after_secs): \
+             its calls are settled there; refusing new calls — restart this node"
+        );
     }
 }
 

@@ -125,7 +125,7 @@ pub fn refusal(e: &ChargeError) -> (u16, &'static str) {
         ChargeError::AccountNotFound | ChargeError::AccountDisabled | ChargeError::Unauthorized(_) => {
             (403, "Forbidden")
         }
-        ChargeError::Unavailable(_) => (503, "Service Unavailable"),
+        ChargeError::Unavailable(_) | ChargeError::RunTakenOver => (503, "Service Unavailable"),
         ChargeError::Invalid(_)
         | ChargeError::HoldNotFound
         | ChargeError::HoldClosed(_)

@@ -223,6 +223,7 @@ mod tests {
         let deck = "prefix,description,connect_fee,per_minute,increments,per_sms\n49,Germany,0,0.60,1/1,\n";
         let mut tx = storage.begin().await.unwrap();
         tx.rates().replace("default", &crate::rating::parse_csv(deck).unwrap()).await.unwrap();
+        tx.live_calls().start_run("run", "node", 1).await.unwrap();
         tx.commit().await.unwrap();
         let ledger = Ledger::start(storage.clone(), clock, LedgerConfig::default());
         let acct = ledger.create_business("caller", "EUR".parse().unwrap()).await.unwrap().id;

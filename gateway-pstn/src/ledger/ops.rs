@@ -133,11 +133,17 @@ pub(super) async fn apply(
     }
 }
 
-/// A reservation's writes (its idempotency record aside): the account's limits checked, then one conditional
-/// statement; refused with nothing written when the available balance does not cover it, once expired holds
-/// still counted against it are released.
+/// A reservation's writes (its idempotency record aside): for a call, its run checked to be still its own (see
+/// [`LiveCallRepository::own_run`](crate::storage::LiveCallRepository::own_run)); the account's limits checked,
+/// then one conditional statement; refused with nothing written when the run was taken over, or when the
+/// available balance does not cover it once expired holds still counted against it are released.
 pub(super) async fn reserve(tx: &mut dyn Repository, r: &Reservation, now: i64) -> Result<Hold, LedgerError> {
-    let Reservation { principal, req, account, currency, amount, ttl_ms, rate, limits, live: _ } = r;
+    let Reservation { principal, req, account, currency, amount, ttl_ms, rate, limits, live } = r;
+    if let Some(live) = live
+        && !tx.live_calls().own_run(&live.run_id).await?
+    {
+        return Err(ChargeError::RunTakenOver.into());
+    }
     if limits.any() {
         let held = tx.accounts().get(*account).await?.ok_or(ChargeError::AccountNotFound)?.held;
         let activity = Activity {

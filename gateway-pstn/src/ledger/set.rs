@@ -144,6 +144,26 @@ pub(super) async fn apply(
         });
     }
 
+    // Calls' reservations from a run another node took over are refused first, with nothing written: its calls
+    // are settled by the claimer, which would not see theirs (checked once per run, which stays as checked
+    // until the commit).
+    let mut runs: HashMap<&str, bool> = HashMap::new();
+    for (i, job) in jobs.iter().enumerate() {
+        let Op::Reserve(r) = &job.op else { continue };
+        let Some(live) = r.live.as_deref().filter(|_| answers[i].is_none()) else { continue };
+        let own = match runs.get(live.run_id.as_str()) {
+            Some(own) => *own,
+            None => {
+                let own = tx.live_calls().own_run(&live.run_id).await?;
+                runs.insert(&live.run_id, own);
+                own
+            }
+        };
+        if !own {
+            answers[i] = Some(Err(ChargeError::RunTakenOver));
+        }
+    }
+
     // Reservations: per account, all of them with one conditional statement if its balance covers their sum.
     let reserving: Vec<usize> =
         (0..jobs.len()).filter(|&i| answers[i].is_none() && matches!(jobs[i].op, Op::Reserve(_))).collect();

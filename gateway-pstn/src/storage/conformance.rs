@@ -1,6 +1,7 @@
 //! The storage conformance suite: written once, run against every backend (SQLite and PostgreSQL) by the
 //! integration tests. Each check takes a freshly migrated, empty storage whose clock is `clock`.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use tincan_common::{Clock, MockClock};
@@ -13,7 +14,9 @@ use crate::charging::{AccountId, HoldState, ServiceKind};
 use crate::money::{Amount, Currency};
 
 /// Runs every check in order on one empty storage.
-pub async fn run(storage: &dyn Storage, clock: &MockClock) {
+pub async fn run(shared: Arc<dyn Storage>, clock: &Arc<MockClock>) {
+    let clock_dyn: Arc<dyn Clock> = clock.clone();
+    let (storage, clock) = (&*shared, &**clock);
     accounts(storage).await;
     journal(storage).await;
     holds(storage, clock).await;
@@ -26,6 +29,7 @@ pub async fn run(storage: &dyn Storage, clock: &MockClock) {
     call_records(storage).await;
     live_calls(storage).await;
     run_claims(storage).await;
+    claimed_runs_start_no_calls(&shared, clock_dyn).await;
 }
 
 fn eur() -> Currency {
@@ -665,5 +669,106 @@ async fn run_claims(storage: &dyn Storage) {
     for run in ["dead", "a", "b", "a2"] {
         tx.live_calls().forget_run(run).await.unwrap();
     }
+    tx.commit().await.unwrap();
+}
+
+/// A run another run has claimed starts no call: a call's first hold under it is refused with nothing written
+/// (no hold, nothing held, no live row), in a batch as alone, while calls of runs still their own go on. A
+/// transaction that found its run its own keeps it so: a claim made meanwhile waits for its commit, so the
+/// claimer then sees the call it started.
+async fn claimed_runs_start_no_calls(storage: &Arc<dyn Storage>, clock: Arc<dyn Clock>) {
+    use crate::charging::{AccountRef, IdempotencyKey, ReserveRequest};
+    let now = unix_ms(clock.now());
+    let mut tx = storage.begin().await.unwrap();
+    tx.live_calls().start_run("fenced", "node-f", now - 60_000).await.unwrap();
+    tx.live_calls().start_run("taker", "node-t", now).await.unwrap();
+    assert!(tx.live_calls().own_run("fenced").await.unwrap());
+    assert!(tx.live_calls().claim_run("fenced", "taker", now, now - 30_000, now).await.unwrap());
+    tx.commit().await.unwrap();
+
+    let ledger = crate::ledger::Ledger::start(storage.clone(), clock, crate::ledger::LedgerConfig::default());
+    let acct = ledger.create_business("fenced calls", eur()).await.unwrap().id;
+    let seed = IdempotencyKey::new("fenced-seed").unwrap();
+    ledger.credit("t", &seed, acct, amt("1.00"), EntryKind::Adjustment, "seed", "").await.unwrap();
+    let svc = ledger.charging("svc:pstn");
+    let req = |call: &str| ReserveRequest {
+        idempotency_key: IdempotencyKey::new(format!("{call}:reserve")).unwrap(),
+        account: AccountRef::Id { account_id: acct },
+        service: ServiceKind::Voice,
+        destination: "+4930123456".parse().unwrap(),
+        amount: Some(amt("0.10")),
+        seconds: None,
+        segments: None,
+        ttl_secs: Some(60),
+    };
+    let row =
+        |call: &str, run: &str| LiveCall { run_id: run.into(), ..LiveCall::incoming(call, "+4930123456", eur(), now) };
+    let alone = svc.reserve_for(&req("fenced-1"), Some(row("fenced-1", "fenced"))).await;
+    assert!(matches!(alone, Err(crate::charging::ChargeError::RunTakenOver)), "{alone:?}");
+    // A run that is gone (forgotten once its calls were settled) starts none either.
+    let gone = svc.reserve_for(&req("gone-1"), Some(row("gone-1", "gone"))).await;
+    assert!(matches!(gone, Err(crate::charging::ChargeError::RunTakenOver)), "{gone:?}");
+    // At once, one worker batch: the taken-over run's calls refused, the claimer's made.
+    let (r2, r3, r4) = (req("fenced-2"), req("taker-1"), req("fenced-3"));
+    let (b, c, d) = futures::join!(
+        svc.reserve_for(&r2, Some(row("fenced-2", "fenced"))),
+        svc.reserve_for(&r3, Some(row("taker-1", "taker"))),
+        svc.reserve_for(&r4, Some(row("fenced-3", "fenced"))),
+    );
+    assert!(matches!(b, Err(crate::charging::ChargeError::RunTakenOver)), "{b:?}");
+    assert!(matches!(d, Err(crate::charging::ChargeError::RunTakenOver)), "{d:?}");
+    let made = c.unwrap();
+    // An account under fraud limits has its requests applied one by one: refused there too.
+    let limited = ledger.create_business("fenced calls, limited", eur()).await.unwrap().id;
+    let seed = IdempotencyKey::new("fenced-seed-limited").unwrap();
+    ledger.credit("t", &seed, limited, amt("1.00"), EntryKind::Adjustment, "seed", "").await.unwrap();
+    ledger.set_limits(limited, super::Limits { max_open_holds: Some(5), ..Default::default() }).await.unwrap();
+    let one_by_one = ReserveRequest { account: AccountRef::Id { account_id: limited }, ..req("fenced-4") };
+    let e = svc.reserve_for(&one_by_one, Some(row("fenced-4", "fenced"))).await;
+    assert!(matches!(e, Err(crate::charging::ChargeError::RunTakenOver)), "{e:?}");
+    let mut tx = storage.begin_read().await.unwrap();
+    assert_eq!(tx.holds().open_count(limited).await.unwrap(), 0, "nothing held for the limited account");
+    assert_eq!(tx.accounts().get(limited).await.unwrap().unwrap().held, Amount::ZERO);
+    drop(tx);
+    let mut tx = storage.begin_read().await.unwrap();
+    assert!(tx.live_calls().of_run("fenced").await.unwrap().is_empty(), "no live row under the taken-over run");
+    assert!(tx.live_calls().of_run("gone").await.unwrap().is_empty());
+    assert_eq!(tx.holds().open_count(acct).await.unwrap(), 1, "only the claimer's call holds");
+    assert_eq!(tx.accounts().get(acct).await.unwrap().unwrap().held, amt("0.10"));
+    let rows = tx.live_calls().of_run("taker").await.unwrap();
+    assert_eq!(rows.iter().map(|r| (r.call_id.as_str(), r.hold_seq)).collect::<Vec<_>>(), [("taker-1", made.id.seq)]);
+    drop(tx);
+
+    // A transaction that found its run its own keeps it so until it ends: a claim waits, then sees its call.
+    let mut tx = storage.begin().await.unwrap();
+    tx.live_calls().start_run("slow", "node-s", now - 60_000).await.unwrap();
+    tx.commit().await.unwrap();
+    let mut starting = storage.begin().await.unwrap();
+    assert!(starting.live_calls().own_run("slow").await.unwrap());
+    let claim = tokio::spawn({
+        let storage = storage.clone();
+        async move {
+            let mut tx = storage.begin().await.unwrap();
+            let got = tx.live_calls().claim_run("slow", "taker", now, now - 30_000, now).await.unwrap();
+            let calls = tx.live_calls().of_run("slow").await.unwrap();
+            tx.commit().await.unwrap();
+            (got, calls)
+        }
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(!claim.is_finished(), "a claim waits for a transaction starting a call under the run");
+    let call = LiveCall { account_id: acct, hold_seq: made.id.seq, ..row("slow-1", "slow") };
+    starting.live_calls().open(&call).await.unwrap();
+    starting.commit().await.unwrap();
+    let (got, calls) = claim.await.unwrap();
+    assert!(got, "the claim holds once the call's transaction committed");
+    assert_eq!(calls, [call], "and the claimer sees the call");
+    let mut tx = storage.begin().await.unwrap();
+    assert!(!tx.live_calls().own_run("slow").await.unwrap(), "claimed: no more calls");
+    for run in ["fenced", "taker", "slow"] {
+        tx.live_calls().forget_run(run).await.unwrap();
+    }
+    tx.live_calls().close("taker-1").await.unwrap();
+    tx.live_calls().close("slow-1").await.unwrap();
     tx.commit().await.unwrap();
 }

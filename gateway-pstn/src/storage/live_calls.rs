@@ -104,6 +104,12 @@ pub trait LiveCallRepository: Send {
     ) -> Result<bool>;
     /// Forgets a run (once its calls are dealt with).
     async fn forget_run(&mut self, run_id: &str) -> Result<()>;
+    /// Whether run `run_id` is still its own (registered and not claimed): a call may start under it only if
+    /// so, checked in the transaction that writes its first hold and live row. The run's row stays so until
+    /// the transaction ends — a concurrent claim waits for it (PostgreSQL: `FOR SHARE`; SQLite: the
+    /// transaction holds the only write lock) — so a claimer settling the run's calls after its claim sees
+    /// every call this transaction starts, or the call is refused.
+    async fn own_run(&mut self, run_id: &str) -> Result<bool>;
     /// Writes a new live call (nothing if it is written already).
     async fn open(&mut self, call: &LiveCall) -> Result<()>;
     /// Carrier attempt `attempt` of the call started at `at_ms`.

@@ -284,4 +284,9 @@ async fn put_records_statement(
     Ok(())
 }
 
+/// An unclaimed run, locked against a claim until the transaction ends. At READ COMMITTED a concurrent claim
+/// either waits for this transaction, or this statement waits for the claim's and then re-checks the newest
+/// row (and finds it claimed).
+const OWN_RUN: &str = "SELECT 1 FROM gateway_runs WHERE run_id = $1 AND claimed_by IS NULL FOR SHARE";
+
 super::sql::impl_repositories!(PgRepository);

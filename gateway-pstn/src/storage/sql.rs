@@ -62,7 +62,8 @@ pub(super) fn rate_from_parts(
 
 /// Implements [`Repository`](super::Repository) and every repository trait for `$repo`, a struct with a field
 /// `tx: sqlx::Transaction<'static, Db>` and a field `clock: Arc<dyn Clock>`, whose module defines `Db`,
-/// `async fn reserve_statement(tx, &NewHold) -> Result<Option<StoredHold>>`,
+/// `async fn reserve_statement(tx, &NewHold) -> Result<Option<StoredHold>>`, `OWN_RUN` (the statement that finds
+/// an unclaimed run and keeps it so until the transaction ends),
 /// and the many-row statements `reserve_all_statement`, `close_all_statement`, `get_holds_statement`,
 /// `get_records_statement` and `put_records_statement` (PostgreSQL: one statement each, over arrays; SQLite,
 /// in the process: the one-row statements in turn).
@@ -1123,6 +1124,11 @@ macro_rules! impl_repositories {
             async fn forget_run(&mut self, run_id: &str) -> Result<()> {
                 sqlx::query("DELETE FROM gateway_runs WHERE run_id = $1").bind(run_id).execute(&mut *self.tx).await?;
                 Ok(())
+            }
+
+            async fn own_run(&mut self, run_id: &str) -> Result<bool> {
+                let row = sqlx::query(OWN_RUN).bind(run_id).fetch_optional(&mut *self.tx).await?;
+                Ok(row.is_some())
             }
 
             async fn open(&mut self, c: &LiveCall) -> Result<()> {

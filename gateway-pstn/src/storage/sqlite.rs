@@ -214,4 +214,8 @@ async fn put_records_statement(
     Ok(())
 }
 
+/// An unclaimed run. Every writing transaction holds SQLite's only write lock (`BEGIN IMMEDIATE`), so no claim
+/// can come between this read and the transaction's end.
+const OWN_RUN: &str = "SELECT 1 FROM gateway_runs WHERE run_id = $1 AND claimed_by IS NULL";
+
 super::sql::impl_repositories!(SqliteRepository);

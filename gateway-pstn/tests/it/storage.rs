@@ -11,7 +11,7 @@ async fn sqlite_passes_the_storage_suite() {
     let clock = Arc::new(MockClock::at(1_700_000_000));
     let url = format!("sqlite://{}", dir.path().join("t.sqlite3").display());
     let s = storage::open(&url, clock.clone()).await.unwrap();
-    conformance::run(&*s, &clock).await;
+    conformance::run(s, &clock).await;
 }
 
 #[tokio::test]
@@ -19,7 +19,7 @@ async fn postgres_passes_the_storage_suite() {
     let Some(pg) = tincan_testkit::Postgres::create().await else { return };
     let clock = Arc::new(MockClock::at(1_700_000_000));
     let s = storage::open(pg.url(), clock.clone()).await.unwrap();
-    conformance::run(&*s, &clock).await;
+    conformance::run(s, &clock).await;
 }
 
 #[tokio::test]
