@@ -466,10 +466,19 @@ pub enum LegEvent {
     HungUp,
     /// The other side sent a re-INVITE (hold, resume, new media): answer with `reply`.
     ReInvite {
-        /// The new offer.
+        /// The new offer; `None` when it came without one (RFC 3264 §4, a session refresh or a request for
+        /// our offer): then the SDP of an `Ok` reply is our offer, and the answer comes as
+        /// [`LegEvent::ReInviteAnswer`].
         sdp: Option<String>,
-        /// Our answer: `Ok(sdp)` for 200 with that SDP, `Err(code)` to refuse.
+        /// Our answer (our offer when `sdp` is `None`): `Ok(sdp)` for 200 with that SDP, `Err(code)` to refuse.
         reply: oneshot::Sender<Result<String, u16>>,
+    },
+    /// The ACK to our 200 for a re-INVITE without an offer, carrying the answer to the offer in that 200
+    /// (RFC 3261 §14.2). Comes only after a [`LegEvent::ReInvite`] with no `sdp` was replied `Ok`; when no
+    /// ACK comes, the stack ends the dialog ([`LegEvent::Ended`]) instead.
+    ReInviteAnswer {
+        /// The answer; `None` when the ACK carried no body.
+        sdp: Option<String>,
     },
     /// The dialog ended for another reason (no ACK, transport failure).
     Ended {

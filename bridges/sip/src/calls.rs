@@ -10,7 +10,9 @@
 //! Once a call is up, either side may offer again (RFC 3264 §8: hold with `sendonly`/`inactive`, resume with
 //! `sendrecv`, new media): a phone's re-INVITE becomes the ghost's `m.call.negotiate` offer, answered with
 //! the user's negotiate answer; the user's negotiate offer becomes a re-INVITE, whose 200 becomes the ghost's
-//! negotiate answer. Both go through rtpengine, which keeps each side's transport (WebRTC, plain RTP).
+//! negotiate answer. Both go through rtpengine, which keeps each side's transport (WebRTC, plain RTP). A phone's
+//! re-INVITE without an offer (RFC 3264 §4) is answered with rtpengine's offer made from the Matrix side's
+//! current SDP, and the answer in its ACK goes to rtpengine; Matrix is not asked.
 //!
 //! Every rtpengine call is recorded in the store before its `offer` and forgotten after its `delete`; at
 //! start, the ones a crash left are deleted.
@@ -76,14 +78,24 @@ struct Renegotiation {
     party: Option<String>,
     /// The phone's current SDP: what Matrix is answered with when the phone refuses a re-INVITE.
     phone_sdp: String,
+    /// The Matrix side's current SDP: what the phone is offered when it asks for an offer.
+    matrix_sdp: String,
     /// A phone's re-INVITE waiting for the Matrix answer.
     pending: Option<PendingReInvite>,
+    /// Our offer went to the phone in the 200 to its offer-less re-INVITE: its answer comes in the ACK.
+    awaiting_ack: bool,
 }
 
 impl Renegotiation {
     /// When the pending re-INVITE is to be refused (far ahead when there is none).
     fn deadline(&self) -> tokio::time::Instant {
         self.pending.as_ref().map_or_else(|| tokio::time::Instant::now() + Duration::from_secs(86_400), |p| p.deadline)
+    }
+
+    /// rtpengine's options for an offer from the Matrix side to the phone once the call is up: the phone's
+    /// transport, and DTLS-passive toward the browser as in the call's first exchange.
+    fn matrix_reoffer(&self) -> Leg {
+        self.toward_phone.clone().set("to-tag", SIP_TAG).set("DTLS-reverse", "passive")
     }
 
     /// Whether `party` may negotiate in this call.
@@ -411,7 +423,9 @@ impl Calls {
             bundled: true,
             party: None,
             phone_sdp: offer.clone(),
+            matrix_sdp: String::new(),
             pending: None,
+            awaiting_ack: false,
         };
         let ringing =
             Ringing { calls: &self, key: (receiver.clone(), caller.clone()), call_id: ghost_side.call_id.clone() };
@@ -445,6 +459,10 @@ impl Calls {
                             Some(LegEvent::Confirmed) => continue,
                             Some(LegEvent::ReInvite { sdp, reply }) => {
                                 self.phone_reoffers(&mut reneg, &state, (&portal, &ghost), sdp, reply).await;
+                                continue;
+                            }
+                            Some(LegEvent::ReInviteAnswer { sdp }) => {
+                                self.phone_answers_in_ack(&mut reneg, sdp).await;
                                 continue;
                             }
                             Some(LegEvent::Cancelled | LegEvent::HungUp) => state.sip_ended("user_hangup"),
@@ -515,6 +533,7 @@ impl Calls {
                         Ok(s) if leg.answer(&s).is_ok() => {
                             self.stop_devices(&mut forks).await;
                             reneg.party.clone_from(&party_id);
+                            reneg.matrix_sdp = sdp;
                             self.to_matrix(&portal, &ghost, state.selected(party_id.as_deref())).await;
                         }
                         other => {
@@ -587,14 +606,13 @@ impl Calls {
         sdp: Option<String>,
         reply: ReInviteReply,
     ) {
-        if state.phase != voip::Phase::Up || r.pending.is_some() {
+        if state.phase != voip::Phase::Up || r.pending.is_some() || r.awaiting_ack {
             // RFC 3261 §14.2: an offer while ours (or the call's first) is unanswered.
             let _ = reply.send(Err(491));
             return;
         }
         let Some(offer) = sdp else {
-            // A re-INVITE without an offer would need ours in the 200 and its answer in the ACK.
-            let _ = reply.send(Err(488));
+            self.offer_to_phone(r, reply).await;
             return;
         };
         // The to-tag lets rtpengine find the call whichever party offered first.
@@ -612,6 +630,43 @@ impl Calls {
         let lifetime = u64::try_from(NEGOTIATE_WAIT.as_millis()).unwrap_or(u64::MAX);
         r.pending = Some(PendingReInvite { reply, offer, deadline: tokio::time::Instant::now() + NEGOTIATE_WAIT });
         self.to_matrix(to.0, to.1, vec![state.ghost.negotiate(SdpKind::Offer, &for_matrix, lifetime)]).await;
+    }
+
+    /// The phone's re-INVITE came without an offer (RFC 3264 §4: a session refresh, or it wants one): the 200
+    /// carries rtpengine's offer for the phone made from the Matrix side's current SDP, shaped as for a Matrix
+    /// re-offer; the phone's answer comes in its ACK ([`Calls::phone_answers_in_ack`]). Matrix is not asked:
+    /// its side of the media does not change.
+    async fn offer_to_phone(&self, r: &mut Renegotiation, reply: ReInviteReply) {
+        match self.ng.offer(&r.sip_call, MATRIX_TAG, &r.matrix_sdp, &r.matrix_reoffer()).await {
+            Ok(offer) => {
+                tracing::info!(sip_call = %r.sip_call, "the phone asks for an offer; ours goes in the 200");
+                r.awaiting_ack = true;
+                let _ = reply.send(Ok(offer));
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "rtpengine made no offer for a re-INVITE without one");
+                let _ = reply.send(Err(500));
+            }
+        }
+    }
+
+    /// The ACK to our 200 for the phone's offer-less re-INVITE, with its answer for rtpengine. An ACK without
+    /// an answer (RFC 3261 §14.2 requires one) leaves the media as it was: rtpengine takes the phone's SDP of
+    /// before again.
+    async fn phone_answers_in_ack(&self, r: &mut Renegotiation, sdp: Option<String>) {
+        if !std::mem::take(&mut r.awaiting_ack) {
+            return;
+        }
+        let answer = sdp.unwrap_or_else(|| {
+            tracing::warn!(sip_call = %r.sip_call, "the phone's ACK carries no answer to our offer; media as before");
+            r.phone_sdp.clone()
+        });
+        // What rtpengine says toward Matrix stays what it said before (the Matrix side offered nothing new), so
+        // it is not passed on.
+        match self.ng.answer(&r.sip_call, MATRIX_TAG, SIP_TAG, &answer, &Leg::webrtc()).await {
+            Ok(_) => r.phone_sdp = answer,
+            Err(e) => tracing::warn!(error = %e, "rtpengine did not take the answer in the phone's ACK"),
+        }
     }
 
     /// The Matrix side's `m.call.negotiate`: an answer completes the phone's re-INVITE, an offer (a hold from
@@ -636,6 +691,7 @@ impl Calls {
                 match self.ng.answer(&r.sip_call, SIP_TAG, MATRIX_TAG, &sdp, &r.toward_phone).await {
                     Ok(for_phone) => {
                         r.phone_sdp = pending.offer;
+                        r.matrix_sdp = sdp;
                         let _ = pending.reply.send(Ok(for_phone));
                     }
                     Err(e) => {
@@ -657,9 +713,10 @@ impl Calls {
                     tracing::info!(sip_call = %r.sip_call, "a Matrix offer while the phone's is pending; 491 to the phone");
                     let _ = pending.reply.send(Err(491));
                 }
-                // rtpengine stays DTLS-passive toward the browser, as in the call's first exchange.
-                let leg_opts = r.toward_phone.clone().set("to-tag", SIP_TAG).set("DTLS-reverse", "passive");
-                let for_phone = match self.ng.offer(&r.sip_call, MATRIX_TAG, &sdp, &leg_opts).await {
+                // Our re-INVITE carries a newer offer than the one in a 200 still waiting for the phone's ACK:
+                // that ACK's answer is past (`reinvite` waits for the ACK before sending).
+                r.awaiting_ack = false;
+                let for_phone = match self.ng.offer(&r.sip_call, MATRIX_TAG, &sdp, &r.matrix_reoffer()).await {
                     Ok(s) => s,
                     Err(e) => {
                         tracing::warn!(error = %e, "rtpengine did not take a Matrix re-offer");
@@ -686,6 +743,7 @@ impl Calls {
                     Ok(for_matrix) => {
                         let for_matrix = if r.bundled { sdp::with_bundle_group(&for_matrix) } else { for_matrix };
                         r.phone_sdp = phone_answer;
+                        r.matrix_sdp = sdp;
                         let lifetime = u64::try_from(NEGOTIATE_WAIT.as_millis()).unwrap_or(u64::MAX);
                         let out = state.ghost.negotiate(SdpKind::Answer, &for_matrix, lifetime);
                         self.to_matrix(to.0, to.1, vec![out]).await;
@@ -839,7 +897,9 @@ impl Calls {
             bundled,
             party: None,
             phone_sdp: String::new(),
+            matrix_sdp: sdp.clone(),
             pending: None,
+            awaiting_ack: false,
         };
         let ring = Duration::from_secs(self.media.ring_timeout_secs).min(Duration::from_millis(lifetime_ms.max(1000)));
         let timer = tokio::time::sleep(ring);
@@ -858,6 +918,10 @@ impl Calls {
                             }
                             Some(LegEvent::ReInvite { sdp, reply }) => {
                                 self.phone_reoffers(&mut reneg, &state, (&portal, &remote), sdp, reply).await;
+                                continue;
+                            }
+                            Some(LegEvent::ReInviteAnswer { sdp }) => {
+                                self.phone_answers_in_ack(&mut reneg, sdp).await;
                                 continue;
                             }
                             Some(LegEvent::Answered { sdp: Some(answer) }) => {

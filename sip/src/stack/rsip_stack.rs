@@ -561,13 +561,33 @@ fn server_leg(stack: &Arc<RsipStack>, tx: &Transaction, request: SipRequest) -> 
     let dialog = stack.dialogs.get_or_create_server_invite(tx, state_tx, None, contact).map_err(dialog_err)?;
     let control = Arc::new(RsipLeg { dialog: dialog.clone(), answered: AtomicBool::new(false) });
     let (events_tx, events_rx) = mpsc::unbounded_channel();
-    tokio::spawn(translate(stack.dialogs.clone(), Role::Callee, state_rx, events_tx));
+    tokio::spawn(translate(stack.dialogs.clone(), dialog.clone(), Role::Callee, state_rx, events_tx));
     Ok(((dialog, CallLeg::new(Role::Callee, request, control)), events_rx))
+}
+
+fn cseq_of(request: &rs::Request) -> Option<u32> {
+    request.cseq_header().ok()?.seq().ok()
+}
+
+/// Waits for the ACK of our 200 to the re-INVITE `cseq` of `dialog` and reports the answer it carries. The
+/// stack hands that ACK to no one (it keeps it as the dialog's last ACK; the state change it makes carries no
+/// request), so it is looked for there, until the stack's own wait for it (64·T1) is over or the dialog ended.
+async fn ack_answer(dialog: InviteDialog, cseq: u32, events: mpsc::UnboundedSender<LegEvent>) {
+    let deadline = Instant::now() + Duration::from_secs(33);
+    while Instant::now() < deadline && !matches!(dialog.state(), DialogState::Terminated(..)) {
+        if let Some(ack) = dialog.last_remote_ack().filter(|ack| cseq_of(ack) == Some(cseq)) {
+            let sdp = (!ack.body.is_empty()).then(|| String::from_utf8_lossy(&ack.body).into_owned());
+            let _ = events.send(LegEvent::ReInviteAnswer { sdp });
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
 
 /// Dialog states → leg events, until the dialog ends; then the dialog is removed from the layer.
 async fn translate(
     dialogs: Arc<DialogLayer>,
+    dialog: InviteDialog,
     role: Role,
     mut states: DialogStateReceiver,
     events: mpsc::UnboundedSender<LegEvent>,
@@ -600,11 +620,19 @@ async fn translate(
                 if req.method == rs::Method::Invite {
                     let (reply_tx, reply_rx) = oneshot::channel();
                     let sdp = (!req.body.is_empty()).then(|| String::from_utf8_lossy(&req.body).into_owned());
+                    // Without an offer in it, the answer to ours comes in its ACK.
+                    let ack_answers = sdp.is_none().then(|| (dialog.clone(), events.clone(), cseq_of(&req)));
                     let _ = events.send(LegEvent::ReInvite { sdp, reply: reply_tx });
                     tokio::spawn(async move {
                         let r = match reply_rx.await {
                             Ok(Ok(sdp)) => {
-                                handle.respond(rs::StatusCode::OK, Some(sdp_headers()), Some(sdp.into_bytes())).await
+                                let sent = handle
+                                    .respond(rs::StatusCode::OK, Some(sdp_headers()), Some(sdp.into_bytes()))
+                                    .await;
+                                if let (Ok(()), Some((dialog, events, Some(cseq)))) = (&sent, ack_answers) {
+                                    ack_answer(dialog, cseq, events).await;
+                                }
+                                sent
                             }
                             Ok(Err(code)) => handle.reply(code.into()).await,
                             Err(_) => handle.reply(rs::StatusCode::ServerInternalError).await,
@@ -721,7 +749,7 @@ impl SipStack for RsipStack {
         let (dialog, done) = self.dialogs.do_invite_async(opt, state_tx).map_err(dialog_err)?;
         let invite = request_of(&dialog.initial_request(), local_target)?;
         let (events_tx, events_rx) = mpsc::unbounded_channel();
-        tokio::spawn(translate(self.dialogs.clone(), Role::Caller, state_rx, events_tx.clone()));
+        tokio::spawn(translate(self.dialogs.clone(), dialog.clone(), Role::Caller, state_rx, events_tx.clone()));
         let target = r.target;
         tokio::spawn(async move {
             let failed = match done.await {

@@ -174,7 +174,11 @@ impl Calls {
                 }
                 DeviceOutcome::Nothing
             }
-            LegEvent::Progress { .. } | LegEvent::Confirmed | LegEvent::Cancelled | LegEvent::ReInvite { .. } => {
+            LegEvent::Progress { .. }
+            | LegEvent::Confirmed
+            | LegEvent::Cancelled
+            | LegEvent::ReInvite { .. }
+            | LegEvent::ReInviteAnswer { .. } => {
                 forks.branches.insert(i, b);
                 DeviceOutcome::Nothing
             }

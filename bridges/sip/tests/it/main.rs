@@ -3,6 +3,7 @@
 mod baresip;
 mod bench;
 mod calls;
+mod delayed_offer;
 mod devices;
 mod failover;
 mod harness;
