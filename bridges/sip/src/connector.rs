@@ -194,7 +194,7 @@ impl NetworkApi for SipLogin {
         message: &MatrixMessage,
     ) -> Result<RemoteMessageId, ConnectorError> {
         let remote = portal.other_user.as_str();
-        let route = self.shared.router.route(remote).await.map_err(route_err)?;
+        let routes = self.shared.router.routes(remote).await.map_err(route_err)?;
         let text = match message.msgtype.as_str() {
             "m.emote" => format!("* {}", message.body),
             "m.text" | "m.notice" => message.body.clone(),
@@ -207,24 +207,28 @@ impl NetworkApi for SipLogin {
         let from: NameAddr = format!("<sip:{}@{}>", self.number, self.shared.domain)
             .parse()
             .map_err(|e| ConnectorError::Rejected(format!("our own address: {e}")))?;
-        let to = NameAddr { display_name: None, uri: route.uri.clone(), params: Vec::new() };
         let mut last = String::new();
         let mut all_final = true;
+        // The pieces of a long text start at the route that took the ones before.
+        let mut first_route = 0;
         for (i, chunk) in messages::split(&text, messages::MAX_CHUNK).into_iter().enumerate() {
             let call_id = call_id_of(message.event_id.as_str(), i, &self.shared.domain);
+            let left = &routes[first_route..];
+            let route = left.first().ok_or_else(|| ConnectorError::Rejected("no route".into()))?;
             let request = OutgoingRequest {
                 method: Method::Message,
                 uri: route.uri.clone(),
                 from: from.clone(),
-                to: to.clone(),
+                to: NameAddr { display_name: None, uri: route.uri.clone(), params: Vec::new() },
                 headers: Vec::new(),
                 content_type: Some("text/plain;charset=UTF-8".into()),
                 body: chunk.as_bytes().to_vec(),
                 target: route.targets.first().copied().ok_or_else(|| ConnectorError::Rejected("no target".into()))?,
                 call_id: Some(call_id.clone()),
             };
-            let (resp, _) =
-                routing::send_along(self.shared.stack.as_ref(), &route, request).await.map_err(route_err)?;
+            let (resp, took) =
+                routing::send_over(self.shared.stack.as_ref(), left, request).await.map_err(route_err)?;
+            first_route += took;
             outcome(resp.code, &resp.reason)?;
             all_final &= resp.code != 202;
             last = call_id;

@@ -1,7 +1,7 @@
 //! Where a remote identity is reached: a phone number through its validated ENUM `E2U+sip` routes, then the
 //! configured fallbacks (the PSTN gateway, other trunks); a SIP address through RFC 3263. Requests are tried
-//! down the list of targets, moving on when one times out or answers 503 (RFC 3263 §4.3); calls move on to the
-//! next route on 408 and 5xx too (see [`fails_over`]).
+//! down the list of targets, moving on when one times out or answers 503 (RFC 3263 §4.3); calls and MESSAGEs
+//! move on to the next route on 408 and 5xx too (see [`fails_over`], [`send_over`]).
 
 use crate::config::RoutesConfig;
 use std::net::SocketAddr;
@@ -11,7 +11,7 @@ use tincan_enum_lookup::{Lookup, LookupConfig, TrustAnchor};
 use tincan_sip_core::enum_route;
 use tincan_sip_core::resolve::{Dns, HickoryDns, ResolveError, resolve};
 use tincan_sip_core::stack::{OutgoingRequest, SipResponse, SipStack, StackError, Target, Transport};
-use tincan_sip_core::uri::{SipUri, Uri};
+use tincan_sip_core::uri::{NameAddr, SipUri, Uri};
 
 /// Why a destination could not be reached.
 #[derive(Debug, thiserror::Error)]
@@ -106,12 +106,6 @@ impl Router {
         self.invite_timeout
     }
 
-    /// The first route of `remote` (a remote user ID: `+E164` or `sip:user@host`).
-    pub async fn route(&self, remote: &str) -> Result<Route, RouteError> {
-        let mut routes = self.routes(remote).await?;
-        Ok(routes.remove(0))
-    }
-
     /// Every route of `remote`, in the order to try them: a number's validated ENUM `E2U+sip` routes (in
     /// the answer's order), then `routes.fallback` in its order; a SIP address has one. Never empty. A route
     /// whose name does not resolve is left out (an error only when that leaves none).
@@ -203,4 +197,34 @@ pub async fn send_along(
         }
     }
     last.unwrap_or_else(|| Err(RouteError::NoRoute(route.uri.to_string())))
+}
+
+/// Sends `request` (a MESSAGE) down `routes`, in order, each through [`send_along`], with the route's URI as
+/// Request-URI and To: a route that fails as a route ([`fails_over`]: 408, 5xx, or no answer from any of its
+/// targets) passes the request to the next; any other answer is final. Returns the answer and the index of the
+/// route that gave it; when every route failed, the last failure.
+pub async fn send_over(
+    stack: &dyn SipStack,
+    routes: &[Route],
+    request: OutgoingRequest,
+) -> Result<(SipResponse, usize), RouteError> {
+    let mut last = Err(RouteError::NoRoute(request.uri.to_string()));
+    for (i, route) in routes.iter().enumerate() {
+        let mut request = request.clone();
+        request.uri = route.uri.clone();
+        request.to = NameAddr { display_name: None, uri: route.uri.clone(), params: Vec::new() };
+        match send_along(stack, route, request).await {
+            Ok((resp, target)) if fails_over(resp.code) => {
+                tracing::info!(%target, code = resp.code, "the route failed; trying the next");
+                last = Ok((resp, i));
+            }
+            Ok((resp, _)) => return Ok((resp, i)),
+            Err(e @ RouteError::Stack(_)) => {
+                tracing::info!(uri = %route.uri, error = %e, "the route did not answer; trying the next");
+                last = Err(e);
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    last
 }

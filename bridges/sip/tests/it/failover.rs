@@ -1,12 +1,14 @@
-//! Next-route failover of Matrix → SIP calls (issue #18): two routes for numbers (`routes.fallback`, two sipp
-//! trunks on loopback), the first failing in each of the ways that move a call on — 503, not ringing within
-//! `routes.invite_timeout_ms` — or answering for the called party (486, 603), which goes back to the caller
-//! and leaves the second route untried.
+//! Next-route failover of Matrix → SIP calls and MESSAGEs (issue #18): two routes for numbers
+//! (`routes.fallback`, two sipp trunks on loopback), the first failing in each of the ways that move a call on —
+//! 503, not ringing within `routes.invite_timeout_ms` — or answering for the called party (486, 603; 404 to a
+//! MESSAGE), which goes back to the caller and leaves the second route untried.
 
 use crate::calls::{
     PHONE, PHONE_200, PHONE_HANGS_UP, TAKES_BYE, alice_calls, alice_sends, dm_with_phone, fill, ghost_sends,
     ghost_sends_in, no_media_left, phone_answers, refuses, spawn_callee, start_with,
 };
+use crate::harness::Harness;
+use crate::messages::message_uas;
 use serde_json::json;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -52,15 +54,7 @@ async fn a_route_answering_503_is_passed_over_and_the_call_connects_through_the_
     assert!(finished(route2, Duration::from_secs(30)).await, "the second route answered, then hung up");
     assert_eq!((invites(&s1), invites(&s2)), (1, 1), "one INVITE each, the first route's first");
     // The same call went to both: one Call-ID (rtpengine's call), whichever route answers.
-    let call_id = |s: &tincan_testkit::sip::Scenario| {
-        let m = s.messages();
-        m.lines()
-            .find_map(|l| {
-                l.split_once(':').filter(|(h, _)| h.eq_ignore_ascii_case("call-id")).map(|(_, v)| v.trim().to_owned())
-            })
-            .unwrap()
-    };
-    assert_eq!(call_id(&s1), call_id(&s2));
+    assert_eq!(call_ids(&s1)[0], call_ids(&s2)[0]);
     let hangup = ghost_sends(&h, &room, "m.call.hangup").await;
     assert_eq!(hangup["reason"], "user_hangup");
     no_media_left(&ng).await;
@@ -116,4 +110,54 @@ async fn a_route_that_never_rings_is_given_up_after_the_timeout_for_the_next() {
     .await;
     assert!(finished(route2, Duration::from_secs(30)).await, "the second route answered, then got BYE");
     no_media_left(&ng).await;
+}
+
+/// The MESSAGEs a sipp peer got.
+fn messages(s: &tincan_testkit::sip::Scenario) -> usize {
+    s.messages().matches("MESSAGE sip:").count()
+}
+
+/// The Call-IDs a sipp peer saw.
+fn call_ids(s: &tincan_testkit::sip::Scenario) -> Vec<String> {
+    s.messages()
+        .lines()
+        .filter_map(|l| l.split_once(':').filter(|(h, _)| h.eq_ignore_ascii_case("call-id")))
+        .map(|(_, v)| v.trim().to_owned())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_passes_over_a_route_answering_503_and_stops_at_a_route_answering_404() {
+    let (first, second) = (free_addr(), free_addr());
+    let h = Harness::start_with(Some(first), |c, _| c.routes.fallback.push(format!("sip:{second}"))).await;
+    let room = dm_with_phone(&h).await;
+    let ghost = format!("@sip_{PHONE}:hs.test");
+
+    // The first route is out of service: the MESSAGE goes on to the second, which delivers it.
+    let (s1, route1) = spawn_callee(first, &message_uas("through the second route", 503)).await;
+    let (s2, route2) = spawn_callee(second, &message_uas("through the second route", 200)).await;
+    let event = h.say(&room, "through the second route").await;
+    assert!(finished(route1, Duration::from_secs(30)).await, "the first route got the MESSAGE and said 503");
+    assert!(finished(route2, Duration::from_secs(30)).await, "the second route got it and said 200");
+    assert_eq!((messages(&s1), messages(&s2)), (1, 1), "one MESSAGE each");
+    assert_eq!(call_ids(&s1)[0], call_ids(&s2)[0], "the same message (one Call-ID) to both routes");
+    assert_eq!(
+        h.status_of(&room, &event).await,
+        json!({"network": "sip", "m.relates_to": {"rel_type": "m.reference", "event_id": event},
+               "status": "SUCCESS", "delivered_to_users": [ghost]})
+    );
+
+    // A 404 is the called party's answer: final, reported, and the second route never sees the MESSAGE.
+    let (s1, route1) = spawn_callee(first, &message_uas("is anyone there", 404)).await;
+    let (s2, _route2) = spawn_callee(second, &message_uas("is anyone there", 200)).await;
+    let event = h.say(&room, "is anyone there").await;
+    assert!(finished(route1, Duration::from_secs(30)).await, "the first route got the MESSAGE and said 404");
+    assert_eq!(messages(&s1), 1);
+    assert_eq!(
+        h.status_of(&room, &event).await,
+        json!({"network": "sip", "m.relates_to": {"rel_type": "m.reference", "event_id": event},
+               "status": "FAIL_PERMANENT", "reason": "m.foreign_network_error", "message": "SIP 404 Answer"})
+    );
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(messages(&s2), 0, "404 is final: the second route got no MESSAGE");
 }

@@ -33,7 +33,7 @@ Content-Length: [len]
 }
 
 /// A phone that takes one MESSAGE from Alice's number, checks its From and body, and answers `code`.
-fn message_uas(body_regexp: &str, code: u16) -> String {
+pub(crate) fn message_uas(body_regexp: &str, code: u16) -> String {
     let from = format!(r"sip:\+442079460001@{}", DOMAIN.replace('.', "\\."));
     message_uas_from(&from, r"sip:\+15551234567@", body_regexp, code)
 }
