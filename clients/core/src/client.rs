@@ -5,6 +5,7 @@
 //! stream; `client/directory.rs` resolution, key verification and contact import.
 
 mod directory;
+mod joined;
 mod late_keys;
 mod messaging;
 mod push;
@@ -472,7 +473,10 @@ impl TincanClient {
         let invited = client.invited_rooms();
         let any = !resp.rooms.invited.is_empty() || !invited.is_empty();
         // The invite handler may be joining them concurrently: either join is fine.
-        futures::future::join_all(invited.into_iter().map(messaging::accept_invite)).await;
+        futures::future::join_all(
+            invited.into_iter().map(|room| messaging::accept_invite(room, client.clone(), self.late.clone())),
+        )
+        .await;
         if any {
             // The joined room's timeline, room keys and DM marking arrive with the next sync.
             client.sync_once(SyncSettings::default().timeout(Duration::ZERO)).await?;

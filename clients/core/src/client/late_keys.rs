@@ -19,7 +19,7 @@ use matrix_sdk::ruma::OwnedRoomId;
 use matrix_sdk::ruma::events::room::encrypted::OriginalSyncRoomEncryptedEvent;
 use matrix_sdk::ruma::serde::Raw;
 use serde::{Deserialize, Serialize};
-use std::collections::HashSet;
+use std::collections::{HashSet, VecDeque};
 use std::convert::Infallible;
 use std::sync::{Arc, Mutex};
 use tokio::sync::broadcast;
@@ -30,6 +30,9 @@ const STORE_KEY: &[u8] = b"tincan.late_keys.waiting.v1";
 const SEAL_AAD: &[u8] = b"tincan events waiting for room keys v1";
 /// How many events wait at most.
 pub(crate) const MAX_WAITING: usize = 256;
+/// How many delivered events are remembered, so that one reaching us twice (by the sync and by the history read
+/// after a join, see `joined`; or decrypted again when a key is re-sent) is delivered once.
+const REMEMBERED: usize = 1024;
 
 /// One event that could not be decrypted when it arrived.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -52,7 +55,7 @@ pub(super) struct Arrived {
 }
 
 impl Arrived {
-    fn everything() -> Arrived {
+    pub(super) fn everything() -> Arrived {
         Arrived { all: true, keys: HashSet::new() }
     }
 
@@ -96,6 +99,31 @@ pub(super) struct LateKeys {
     key: DataKey,
     /// Held across a load-change-save of the waiting events, and across a retry's deliveries (their order).
     lock: Arc<tokio::sync::Mutex<()>>,
+    /// The latest delivered events.
+    delivered: Arc<Mutex<Delivered>>,
+}
+
+/// The ids of the last [`REMEMBERED`] delivered events.
+#[derive(Default)]
+struct Delivered {
+    order: VecDeque<String>,
+    ids: HashSet<String>,
+}
+
+impl Delivered {
+    /// Remembers `id`; false when it was delivered already.
+    fn first_time(&mut self, id: &str) -> bool {
+        if !self.ids.insert(id.to_owned()) {
+            return false;
+        }
+        self.order.push_back(id.to_owned());
+        if self.order.len() > REMEMBERED
+            && let Some(old) = self.order.pop_front()
+        {
+            self.ids.remove(&old);
+        }
+        true
+    }
 }
 
 impl LateKeys {
@@ -105,7 +133,36 @@ impl LateKeys {
         state: Arc<Mutex<ClientState>>,
         key: DataKey,
     ) -> LateKeys {
-        LateKeys { incoming, signals, state, key, lock: Arc::new(tokio::sync::Mutex::new(())) }
+        LateKeys {
+            incoming,
+            signals,
+            state,
+            key,
+            lock: Arc::new(tokio::sync::Mutex::new(())),
+            delivered: Arc::new(Mutex::new(Delivered::default())),
+        }
+    }
+
+    /// Hands `m` to [`messages`](super::TincanClient::messages), unless it was handed over already.
+    pub(super) fn deliver(&self, m: IncomingMessage) {
+        let first = self.delivered.lock().map(|mut d| d.first_time(&m.event_id)).unwrap_or(true);
+        if first {
+            // No receiver is fine: nobody is listening.
+            let _ = self.incoming.send(m);
+        }
+    }
+
+    /// The timeline's word to bridges' delivery reports (see [`Signal`]).
+    pub(super) fn signal(&self, room_id: &str, event: &str) {
+        if let Ok(json) = serde_json::from_str::<serde_json::Value>(event)
+            && let Some(s) = Signal::from_timeline_json(room_id, &json)
+        {
+            let _ = self.signals.send(s);
+        }
+    }
+
+    pub(super) fn state(&self) -> &Arc<Mutex<ClientState>> {
+        &self.state
     }
 
     /// Subscribes to the room keys matrix-sdk stores from now on (`None` before encryption is set up).
@@ -191,14 +248,9 @@ impl LateKeys {
         self.save(client, &still).await;
         tracing::debug!(delivered = decrypted.len(), waiting = still.len(), "room keys arrived for waiting events");
         for (room_id, ev) in decrypted {
-            if let Ok(json) = serde_json::from_str::<serde_json::Value>(ev.raw().json().get())
-                && let Some(s) = Signal::from_timeline_json(&room_id, &json)
-            {
-                let _ = self.signals.send(s);
-            }
+            self.signal(&room_id, ev.raw().json().get());
             if let Some(m) = from_timeline(&ev, &room_id, &self.state) {
-                // No receiver is fine: nobody is listening.
-                let _ = self.incoming.send(m);
+                self.deliver(m);
             }
         }
     }

@@ -7,6 +7,7 @@
 //! new encrypted DM is made instead.
 
 use super::TincanClient;
+use super::late_keys::LateKeys;
 use crate::delivery::Signal;
 use crate::error::{ClientError, Result};
 use crate::trust::KeyStatus;
@@ -88,27 +89,29 @@ pub struct Sent {
 }
 
 impl TincanClient {
-    /// Event handlers: accept invites to us into encrypted rooms, forward text messages to
-    /// [`messages`](Self::messages), keep those whose room key has not arrived yet.
+    /// Event handlers: accept invites to us into encrypted rooms (and deliver what was sent before the join),
+    /// forward text messages to [`messages`](Self::messages) once each, keep those whose room key has not
+    /// arrived yet.
     pub(super) fn install(&mut self, client: Client) {
-        client.add_event_handler(|ev: StrippedRoomMemberEvent, room: Room, client: Client| async move {
-            if ev.content.membership != MembershipState::Invite || Some(&*ev.state_key) != client.user_id() {
-                return;
+        let late = self.late.clone();
+        client.add_event_handler(move |ev: StrippedRoomMemberEvent, room: Room, client: Client| {
+            let late = late.clone();
+            async move {
+                if ev.content.membership != MembershipState::Invite || Some(&*ev.state_key) != client.user_id() {
+                    return;
+                }
+                // Joining from inside the sync handler would wait on the sync itself.
+                tokio::spawn(accept_invite(room, client, late));
             }
-            // Joining from inside the sync handler would wait on the sync itself.
-            tokio::spawn(accept_invite(room));
         });
-        let tx = self.incoming.clone();
-        let state = self.state.clone();
+        let late = self.late.clone();
         client.add_event_handler(
             move |ev: OriginalSyncRoomMessageEvent, room: Room, enc: Option<EncryptionInfo>, raw: RawEvent| {
-                let tx = tx.clone();
-                let state = state.clone();
+                let late = late.clone();
                 async move {
                     let json = serde_json::from_str::<serde_json::Value>(raw.0.get()).unwrap_or_default();
-                    if let Some(m) = to_message(&ev, room.room_id().as_str(), enc.is_some(), &json, &state) {
-                        // No receiver is fine: nobody is listening.
-                        let _ = tx.send(m);
+                    if let Some(m) = to_message(&ev, room.room_id().as_str(), enc.is_some(), &json, late.state()) {
+                        late.deliver(m);
                     }
                 }
             },
@@ -267,14 +270,16 @@ pub(super) async fn is_encrypted(room: &Room) -> Result<bool> {
 /// Joins `room` (an invite to us) when its invite state holds `m.room.encryption`; an unencrypted room is never
 /// joined automatically, since whoever set it up would read what we send there. (Invite state can claim more
 /// than the room has: [`find_dm`](TincanClient::find_dm) and the send check the joined room's own state.)
-pub(super) async fn accept_invite(room: Room) {
+/// Once joined, what was sent before is read from the room's history (see `joined`).
+pub(super) async fn accept_invite(room: Room, client: Client, late: LateKeys) {
     // An invited room's encryption state stays "unknown" until joined; the invite state's event is kept apart.
     if room.encryption_settings().is_none() && !room.encryption_state().is_encrypted() {
         tracing::info!(room = %room.room_id(), "not joining an invite to a room without encryption");
         return;
     }
-    if let Err(e) = room.join().await {
-        tracing::debug!(room = %room.room_id(), error = %e, "could not accept an invite");
+    match room.join().await {
+        Ok(_) => late.catch_up(&client, &room).await,
+        Err(e) => tracing::debug!(room = %room.room_id(), error = %e, "could not accept an invite"),
     }
 }
 

@@ -151,3 +151,56 @@ async fn users_of_two_federating_providers_find_each_other_by_number_and_talk_en
     );
     Ok(())
 }
+
+/// Alice (A) writes to Bob (B) while Bob's app is closed; when it opens, Bob's client joins the DM — and B's
+/// homeserver joins the room only then, so it never had the messages sent before: they do not come down Bob's
+/// sync (a homeserver fetches them from A only when asked for the room's history) and are read from the history
+/// after the join, each delivered once, in order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn messages_sent_before_the_peer_joins_over_federation_are_delivered_once_when_they_join() -> anyhow::Result<()> {
+    const ALICE2: &str = "+442079460311";
+    const BOB2: &str = "+4915112340312";
+    let Some(fed) = Federation::start(&[("a", &["+44"]), ("b", &["+49"])]).await? else { return Ok(()) };
+    let (da, db) = (tempfile::tempdir()?, tempfile::tempdir()?);
+    let (alice, sa) = sign_up(&fed, "a", da.path(), ALICE2).await?;
+    let (bob, _) = sign_up(&fed, "b", db.path(), BOB2).await?;
+    wait_for_key(&alice, BOB2).await?;
+
+    // Bob is not syncing: the DM is created, he is invited, both texts are sent before his homeserver is in it.
+    let first = alice.send_text(BOB2, "while you were away", false).await?;
+    let second = alice.send_text(BOB2, "and a second one", false).await?;
+    assert_eq!(first.room_id, second.room_id);
+
+    let mut to_bob = Box::pin(bob.messages());
+    let bob_sync = bob.spawn_sync()?;
+    let mut got = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    // Both, then 3 s more to see that none comes twice.
+    let mut quiet_until: Option<Instant> = None;
+    loop {
+        let until = quiet_until.unwrap_or(deadline);
+        match tokio::time::timeout_at(until.into(), futures::StreamExt::next(&mut to_bob)).await {
+            Ok(Some(m)) if m.room_id == first.room_id => {
+                assert!(m.encrypted, "{m:?}");
+                assert_eq!(m.sender, sa.user_id);
+                got.push((m.event_id, m.body));
+                if got.len() == 2 && quiet_until.is_none() {
+                    quiet_until = Some(Instant::now() + Duration::from_secs(3));
+                }
+            }
+            Ok(Some(_)) => {}
+            Ok(None) => anyhow::bail!("message stream ended"),
+            Err(_) => break,
+        }
+    }
+    bob_sync.abort();
+    assert_eq!(
+        got,
+        [
+            (first.event_id.clone(), "while you were away".to_owned()),
+            (second.event_id.clone(), "and a second one".to_owned())
+        ],
+        "each text sent before Bob's homeserver joined, once, in order"
+    );
+    Ok(())
+}
