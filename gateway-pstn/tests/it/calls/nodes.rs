@@ -256,3 +256,10 @@ async fn two_nodes_one_killed(env: Vec<(String, String)>) {
 async fn sqlite_two_nodes_behind_kamailio_a_killed_nodes_calls_are_taken_over_once_each() {
     two_nodes_one_killed(Vec::new()).await;
 }
+
+/// The same on one PostgreSQL database, the ledger several nodes are meant to share.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn postgres_two_nodes_behind_kamailio_a_killed_nodes_calls_are_taken_over_once_each() {
+    let Some(pg) = tincan_testkit::Postgres::create().await else { return };
+    two_nodes_one_killed(vec![("TINCAN_GATEWAY_DATABASE__URL".into(), pg.url().into())]).await;
+}
