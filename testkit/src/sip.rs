@@ -183,6 +183,32 @@ impl Scenario {
     pub fn spawn(&self, cmd: Command, name: &str) -> Result<ChildGuard> {
         ChildGuard::spawn_logged(name, cmd, self.dir.path().join(format!("{name}.log")))
     }
+
+    /// Starts `cmd` (a UAS from [`Scenario::uas_command`] on `local`, with any further arguments) in the
+    /// background like [`Scenario::spawn`], and waits until sipp listens on UDP `local`, so that what the test
+    /// sends next finds it; fails with its log if it exits first or does not listen within 10 s.
+    pub async fn serve(&self, cmd: Command, local: SocketAddr, name: &str) -> Result<ChildGuard> {
+        let mut guard = self.spawn(cmd, name)?;
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !udp_bound(local) {
+            guard.ensure_running().with_context(|| guard.log_tail(30))?;
+            if Instant::now() > deadline {
+                bail!("{name} does not listen on {local} after 10 s\n{}", guard.log_tail(30));
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        Ok(guard)
+    }
+}
+
+/// Whether a UDP socket is bound to `addr` on this machine (read from `/proc/net/udp`, which does not touch the
+/// port: a probe bind could take it from under the process about to bind it).
+fn udp_bound(addr: SocketAddr) -> bool {
+    let SocketAddr::V4(v4) = addr else { return false };
+    // The kernel writes the address as the in-memory u32 in hex (little-endian here) and the port in hex.
+    let want = format!("{:08X}:{:04X}", u32::from_le_bytes(v4.ip().octets()), v4.port());
+    std::fs::read_to_string("/proc/net/udp")
+        .is_ok_and(|table| table.lines().skip(1).any(|l| l.split_whitespace().nth(1) == Some(want.as_str())))
 }
 
 /// The messages sipp traced (`-trace_msg`) into its `*_messages.log` files in `dir`, so far.
@@ -223,4 +249,18 @@ pub async fn finished(mut guard: ChildGuard, timeout: Duration) -> bool {
 fn tail(s: &str, lines: usize) -> String {
     let all: Vec<&str> = s.lines().collect();
     all[all.len().saturating_sub(lines)..].join("\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_bound_udp_port_is_seen_and_a_free_one_is_not() {
+        let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let addr = socket.local_addr().unwrap();
+        assert!(udp_bound(addr));
+        drop(socket);
+        assert!(!udp_bound(addr));
+    }
 }

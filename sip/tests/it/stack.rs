@@ -113,8 +113,7 @@ async fn our_message_reaches_sipp_and_its_status_comes_back() {
     for code in ["200", "404"] {
         let scenario = Scenario::new("message-uas", &MESSAGE_UAS.replace("[$code]", code)).unwrap();
         let uas = free_addr();
-        let guard = scenario.spawn(scenario.uas_command(uas), "sipp-uas").unwrap();
-        tokio::time::sleep(Duration::from_millis(300)).await;
+        let guard = scenario.serve(scenario.uas_command(uas), uas, "sipp-uas").await.unwrap();
         let resp = stack.request(outgoing(Method::Message, &format!("sip:+15551234567@{uas}"), uas, "hi")).await;
         let resp = resp.unwrap_or_else(|e| panic!("{e}\n{}", guard.log_tail(30)));
         assert_eq!(resp.code.to_string(), code);
@@ -263,8 +262,7 @@ async fn our_call_to_sipp_rings_is_answered_and_we_hang_up() {
     cmd.args(["-sn", "uas", "-i", "127.0.0.1", "-p", &uas.port().to_string()])
         .args(["-m", "1", "-nostdin", "-timeout", "30s", "-timeout_error"])
         .current_dir(scenario.dir());
-    let guard = scenario.spawn(cmd, "sipp-uas").unwrap();
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    let guard = scenario.serve(cmd, uas, "sipp-uas").await.unwrap();
     let mut req = outgoing(Method::Invite, &format!("sip:service@{uas}"), uas, "");
     req.content_type = Some("application/sdp".into());
     req.body = SDP.as_bytes().to_vec();
@@ -304,8 +302,7 @@ async fn our_call_to_a_busy_phone_fails_486() {
     let (stack, _rx, _) = stack().await;
     let scenario = Scenario::new("busy-uas", BUSY_UAS).unwrap();
     let uas = free_addr();
-    let guard = scenario.spawn(scenario.uas_command(uas), "sipp-uas").unwrap();
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    let guard = scenario.serve(scenario.uas_command(uas), uas, "sipp-uas").await.unwrap();
     let mut req = outgoing(Method::Invite, &format!("sip:busy@{uas}"), uas, "");
     req.content_type = Some("application/sdp".into());
     req.body = SDP.as_bytes().to_vec();
@@ -341,8 +338,7 @@ async fn a_challenge_to_our_call_comes_up_with_its_headers() {
     let (stack, _rx, _) = stack().await;
     let scenario = Scenario::new("challenging-uas", CHALLENGING_UAS).unwrap();
     let uas = free_addr();
-    let guard = scenario.spawn(scenario.uas_command(uas), "sipp-uas").unwrap();
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    let guard = scenario.serve(scenario.uas_command(uas), uas, "sipp-uas").await.unwrap();
     let mut req = outgoing(Method::Invite, &format!("sip:+4930123456@{uas}"), uas, "");
     req.content_type = Some("application/sdp".into());
     req.body = SDP.as_bytes().to_vec();
@@ -418,8 +414,7 @@ async fn our_call_hung_up_by_the_phone() {
     );
     let scenario = Scenario::new("bye-uas", &xml).unwrap();
     let uas = free_addr();
-    let guard = scenario.spawn(scenario.uas_command(uas), "sipp-uas").unwrap();
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    let guard = scenario.serve(scenario.uas_command(uas), uas, "sipp-uas").await.unwrap();
     let mut req = outgoing(Method::Invite, &format!("sip:phone@{uas}"), uas, "");
     req.content_type = Some("application/sdp".into());
     req.body = SDP.as_bytes().to_vec();

@@ -270,8 +270,7 @@ pub(crate) async fn spawn_callee(phone: SocketAddr, xml: &str) -> (Scenario, tin
     let s = Scenario::new("callee", xml).unwrap();
     let mut cmd = s.uas_command(phone);
     cmd.arg("-trace_msg");
-    let g = s.spawn(cmd, "phone").unwrap();
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    let g = s.serve(cmd, phone, "phone").await.unwrap();
     (s, g)
 }
 

@@ -94,8 +94,7 @@ async fn a_phone_texts_a_tincan_number_and_gets_the_reply() {
 
     // Alice replies; the phone gets a MESSAGE from her number with her text.
     let uas = Scenario::new("reply", &message_uas("hello from alice", 200)).unwrap();
-    let guard = uas.spawn(uas.uas_command(phone), "phone").unwrap();
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    let guard = uas.serve(uas.uas_command(phone), phone, "phone").await.unwrap();
     let event = h.say(&room, "hello from alice").await;
     assert!(finished(guard, Duration::from_secs(60)).await, "the phone got Alice's reply");
     // The phone's 200 is the message's status: delivered to the ghost; nothing reported as undelivered.
@@ -127,8 +126,7 @@ async fn a_refused_reply_is_reported_and_bad_messages_are_refused() {
 
     // The phone refuses Alice's reply with 404: she sees that it was not delivered, and why.
     let uas = Scenario::new("refuse", &message_uas("are you there", 404)).unwrap();
-    let guard = uas.spawn(uas.uas_command(phone), "phone").unwrap();
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    let guard = uas.serve(uas.uas_command(phone), phone, "phone").await.unwrap();
     let event = h.say(&room, "are you there").await;
     assert!(finished(guard, Duration::from_secs(60)).await);
     let notice = wait_for("the failure notice", Duration::from_secs(30), || async {
@@ -159,7 +157,7 @@ async fn an_encrypted_dm_reaches_the_phone_and_the_phones_answer_comes_back_encr
     let room = h.encrypted_dm(&ghost).await;
 
     let uas = Scenario::new("encrypted", &message_uas("hello from alice, encrypted", 200)).unwrap();
-    let guard = uas.spawn(uas.uas_command(phone), "phone").unwrap();
+    let guard = uas.serve(uas.uas_command(phone), phone, "phone").await.unwrap();
     let a = &h.alice_account;
     let mut js = JsClient::dm(&json!({
         "base_url": h.synapse.url(), "user_id": a.user_id, "access_token": a.access_token,
