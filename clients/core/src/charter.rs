@@ -11,11 +11,31 @@
 //! - `register` only signs up at a listed provider that offers Matrix and covers the number;
 //! - a contact whose homeserver is not a listed provider's is never verified
 //!   ([`KeyStatus::NotListed`](crate::KeyStatus::NotListed)), so a provider removed from the list stops
-//!   verifying at the next refresh.
+//!   verifying at the next refresh;
+//! - the DS set the apex's parent zone publishes must be the one the list names for the directory, when the
+//!   client's DNS servers serve the parent zone ([`ParentDsCheck`]); else the directory is refused
+//!   ([`ClientError::ParentDsMismatch`]): no route, no verified contact.
+//!
+//! ## What the parent DS check covers
+//! Before a lookup (again at most every [`PARENT_DS_RECHECK_SECS`], and after every refresh of the list) the
+//! client asks its directory DNS servers for the apex's DS set. A recursive resolver, or a server of the parent
+//! zone, answers it from the parent: the set must equal the list's (records compared by key tag, algorithm,
+//! digest type and digest; an unsigned delegation publishes none and disagrees with a list that names one),
+//! as `tincan-directory keys check-ds` requires. Servers of the directory's zone alone (the directory itself or
+//! its secondaries, the usual setup) cannot answer for the parent: they refuse the query or answer from the
+//! apex's own zone, the client logs that the parent was not compared, and only the list's DS is checked, as the
+//! trust anchor every answer is validated against. A DS query nobody answers (timeout, SERVFAIL) is a lookup
+//! failure: the comparison is not skipped silently. The parent's set is read as published, not DNSSEC-validated
+//! (the client has no anchor above the apex): trust in the directory's answers never comes from the parent, and
+//! a forged parent answer can only make the client refuse the directory.
 
 use crate::config::{DirectoryConfig, TransparencyLogConfig};
 use crate::error::{ClientError, Result};
+use std::collections::BTreeSet;
 use std::net::SocketAddr;
+use std::time::Duration;
+use tincan_enum_lookup::parent::{DsRecord, ParentDs, ds_records, parent_ds};
+use tincan_enum_lookup::{Lookup, TrustAnchor};
 use url::Url;
 
 pub use tincan_charter::{CharterError, Service, TrustList, TrustedDirectory, TrustedProvider, Verified};
@@ -138,4 +158,78 @@ pub(crate) fn effective_directory(
         from_list.log = d.log.clone();
     }
     Ok(Some(from_list))
+}
+
+/// How long an agreeing (or unanswerable, see the module doc) parent DS check holds before the next lookup asks
+/// again. A disagreement is never kept: every lookup asks again, so the directory works again once the parent
+/// and the list agree.
+pub const PARENT_DS_RECHECK_SECS: u64 = 300;
+
+/// The charter's DS set for the directory in use, compared with the set the apex's parent zone publishes (see
+/// the module doc).
+#[derive(Debug)]
+pub(crate) struct ParentDsCheck {
+    apex: hickory_proto::rr::Name,
+    charter: BTreeSet<DsRecord>,
+    servers: Vec<SocketAddr>,
+    timeout: Duration,
+    /// Unix seconds until which the last check holds.
+    checked_until: std::sync::Mutex<u64>,
+}
+
+impl ParentDsCheck {
+    /// The check of the directory `lookup` resolves in, when the charter's current list names it.
+    pub(crate) fn new(
+        charter: Option<&CharterState>,
+        lookup: &Lookup,
+        now: std::time::SystemTime,
+    ) -> Result<Option<ParentDsCheck>> {
+        let apex = lookup.apex();
+        let Some(list) = charter.and_then(|c| c.current(now)) else { return Ok(None) };
+        let Some(d) = list.directory_by_apex(&apex.to_ascii()) else { return Ok(None) };
+        let anchor = TrustAnchor::parse(&d.trust_anchor())
+            .map_err(|e| ClientError::DirectoryConfig(format!("the charter's DS set for {}: {e}", d.apex)))?;
+        Ok(Some(ParentDsCheck {
+            apex: apex.clone(),
+            charter: ds_records(&anchor),
+            servers: lookup.servers().to_vec(),
+            timeout: Duration::from_secs(2),
+            checked_until: std::sync::Mutex::new(0),
+        }))
+    }
+
+    /// Asks for the parent's DS set, unless a check at most [`PARENT_DS_RECHECK_SECS`] old holds, and refuses
+    /// a parent that disagrees with the charter.
+    pub(crate) async fn check(&self, now_unix: u64) -> Result<()> {
+        if *self.checked_until.lock().unwrap_or_else(|p| p.into_inner()) > now_unix {
+            return Ok(());
+        }
+        match parent_ds(&self.servers, &self.apex, self.timeout).await? {
+            ParentDs::NotServed { reason } => {
+                tracing::info!(
+                    apex = %self.apex, %reason,
+                    "the directory's DNS servers do not serve its parent zone: the parent's DS set is not compared \
+                     with the charter's (the charter's is the trust anchor)"
+                );
+            }
+            ParentDs::Published { zone, ds } if ds != self.charter => {
+                let shown = |s: std::collections::btree_set::Difference<'_, DsRecord>| -> Vec<String> {
+                    s.map(ToString::to_string).collect()
+                };
+                let e = ClientError::ParentDsMismatch {
+                    apex: self.apex.to_ascii(),
+                    parent_zone: zone.map(|z| z.to_ascii()),
+                    parent_only: shown(ds.difference(&self.charter)),
+                    charter_only: shown(self.charter.difference(&ds)),
+                };
+                tracing::warn!(error = %e, "refusing the directory");
+                return Err(e);
+            }
+            ParentDs::Published { .. } => {
+                tracing::debug!(apex = %self.apex, "the parent's DS set is the charter's");
+            }
+        }
+        *self.checked_until.lock().unwrap_or_else(|p| p.into_inner()) = now_unix + PARENT_DS_RECHECK_SECS;
+        Ok(())
+    }
 }

@@ -66,6 +66,8 @@ pub struct TincanClient {
     ext: Option<ExtClient>,
     lookup: Option<Lookup>,
     log: Option<LogWitness>,
+    /// The charter's DS set compared with the parent's before lookups (see [`crate::charter`]).
+    parent_ds: Option<crate::charter::ParentDsCheck>,
     http: reqwest::Client,
     key: DataKey,
     state: Arc<Mutex<ClientState>>,
@@ -118,7 +120,7 @@ impl TincanClient {
             Some(c) => Some(crate::charter::CharterState::open(c, &config.data_dir, clock.now())?),
             None => None,
         };
-        let (lookup, log) = directory_parts(&config, charter.as_ref(), clock.now())?;
+        let (lookup, log, parent_ds) = directory_parts(&config, charter.as_ref(), clock.now())?;
         let (incoming, _) = broadcast::channel(256);
         let (signals, _) = broadcast::channel(1024);
         let saved = state.session.clone();
@@ -129,6 +131,7 @@ impl TincanClient {
             ext,
             lookup,
             log,
+            parent_ds,
             http,
             key,
             state,
@@ -223,8 +226,8 @@ impl TincanClient {
             .as_ref()
             .ok_or(ClientError::Charter(tincan_charter::CharterError::NoList("no charter configured".into())))?;
         let status = charter.refresh(self.clock.now()).await?;
-        let (lookup, log) = directory_parts(&self.config, self.charter.as_ref(), self.clock.now())?;
-        (self.lookup, self.log) = (lookup, log);
+        let (lookup, log, parent_ds) = directory_parts(&self.config, self.charter.as_ref(), self.clock.now())?;
+        (self.lookup, self.log, self.parent_ds) = (lookup, log, parent_ds);
         Ok(status)
     }
 
@@ -568,17 +571,21 @@ fn parse_user(s: &str) -> Result<OwnedUserId> {
     s.try_into().map_err(|_| ClientError::InvalidUserId(s.to_owned()))
 }
 
-/// The lookup and log witness of the directory in effect (see [`crate::charter`]).
+/// The lookup, log witness and parent DS check of the directory in effect (see [`crate::charter`]).
+type DirectoryParts = (Option<Lookup>, Option<LogWitness>, Option<crate::charter::ParentDsCheck>);
+
 fn directory_parts(
     config: &ClientConfig,
     charter: Option<&crate::charter::CharterState>,
     now: std::time::SystemTime,
-) -> Result<(Option<Lookup>, Option<LogWitness>)> {
+) -> Result<DirectoryParts> {
     let Some(d) = crate::charter::effective_directory(config.directory.as_ref(), charter, now)? else {
-        return Ok((None, None));
+        return Ok((None, None, None));
     };
     let log = d.log.as_ref().map(LogWitness::new).transpose()?;
-    Ok((Some(build_lookup(&d)?), log))
+    let lookup = build_lookup(&d)?;
+    let parent_ds = crate::charter::ParentDsCheck::new(charter, &lookup, now)?;
+    Ok((Some(lookup), log, parent_ds))
 }
 
 fn build_lookup(d: &crate::config::DirectoryConfig) -> Result<Lookup> {

@@ -53,6 +53,27 @@ pub enum ClientError {
     /// verified contact.
     #[error("transparency log: {0}")]
     Log(#[from] tincan_enum_lookup::log::LogCheckError),
+    /// The DS set the directory apex's parent zone publishes is not the one the charter's trust list names for
+    /// the directory (a list left stale by a KSK roll, or a parent changed by someone else): the directory is
+    /// not used, no route is given and no contact verified. Checked only when the client's DNS servers serve
+    /// the parent zone (see [`charter`](crate::charter)).
+    #[error(
+        "the DS set of {apex} in its parent zone{} is not the one the charter's trust list names (only the \
+         parent publishes: [{}]; only the list names: [{}]): the directory is not used",
+        .parent_zone.as_ref().map(|z| format!(" {z}")).unwrap_or_default(),
+        .parent_only.join(", "),
+        .charter_only.join(", ")
+    )]
+    ParentDsMismatch {
+        /// The directory's apex.
+        apex: String,
+        /// The parent zone, when its answer named it.
+        parent_zone: Option<String>,
+        /// DS records the parent publishes and the list does not name.
+        parent_only: Vec<String>,
+        /// DS records the list names and the parent does not publish.
+        charter_only: Vec<String>,
+    },
     /// The directory configuration is unusable (bad apex, unreadable anchor…).
     #[error("directory configuration: {0}")]
     DirectoryConfig(String),
@@ -231,6 +252,7 @@ impl ClientError {
             ClientError::Log(l) if l.is_unavailable() => "log_unavailable",
             ClientError::Log(LogCheckError::Inconsistent { .. }) => "log_forked",
             ClientError::Log(_) => "not_in_log",
+            ClientError::ParentDsMismatch { .. } => "parent_ds_mismatch",
             ClientError::DirectoryConfig(_) => "directory_config",
             ClientError::NotOnNetwork { .. } => "not_on_network",
             ClientError::Unreachable { .. } => "not_reachable",

@@ -45,7 +45,7 @@ pub(crate) async fn fetch(
 ) -> Result<ApexKeys, LookupError> {
     let mut last = LookupError::Timeout;
     for server in servers {
-        match query_dnskey(*server, apex, timeout).await {
+        match query(*server, apex, RecordType::DNSKEY, timeout).await {
             Ok(message) => return authenticate(&message, apex, anchor, now_unix),
             Err(e) => last = net_error(e),
         }
@@ -53,13 +53,19 @@ pub(crate) async fn fetch(
     Err(last)
 }
 
-async fn query_dnskey(server: SocketAddr, apex: &Name, timeout: Duration) -> Result<Message, NetError> {
+/// One query with the DO and RD bits to `server` (UDP, again over TCP when truncated): the whole response.
+pub(crate) async fn query(
+    server: SocketAddr,
+    name: &Name,
+    rtype: RecordType,
+    timeout: Duration,
+) -> Result<Message, NetError> {
     let mut options = DnsRequestOptions::default();
     options.edns_set_dnssec_ok = true;
     options.use_edns = true;
     options.recursion_desired = true;
     options.edns_payload_len = 1232;
-    let query = Query::query(apex.clone(), RecordType::DNSKEY);
+    let query = Query::query(name.clone(), rtype);
 
     let udp = UdpClientStream::builder(server, TokioRuntimeProvider::default()).with_timeout(Some(timeout)).build();
     let (client, bg) = Client::<TokioRuntimeProvider>::from_sender(udp);

@@ -50,6 +50,8 @@
 //!   validator; the set is re-fetched when its TTL (at most 5 minutes) runs out or when an answer fails to
 //!   validate (a key rollover), see `keys.rs`.
 //! - Answers are cached for their TTL.
+//! - [`parent::parent_ds`] reads the apex's DS set as its parent zone publishes it, to compare with a trust
+//!   list's (the client compares it with the charter's).
 //! - [`log::fetch_inclusion`] and [`log::check_logged`] check a resolution against the directory's
 //!   transparency log (the proof that the number's newest logged entry publishes what DNS answered).
 
@@ -60,6 +62,7 @@ mod config;
 mod error;
 mod keys;
 pub mod log;
+pub mod parent;
 mod resolve;
 mod routes;
 

@@ -110,6 +110,11 @@ impl Lookup {
         &self.inner.config.apex
     }
 
+    /// The DNS servers it asks (the configured ones, or the system's).
+    pub fn servers(&self) -> &[SocketAddr] {
+        &self.inner.servers
+    }
+
     /// Resolves `number`: its NAPTR and TXT records, validated. A bogus answer (bad or missing signature,
     /// wrong key, unproven denial) is [`LookupError::Bogus`], never a route.
     pub async fn resolve(&self, number: &E164) -> Result<Resolution> {

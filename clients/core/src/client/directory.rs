@@ -46,7 +46,8 @@ impl TincanClient {
     /// Resolves `phone` in the directory, DNSSEC-validated and, when a transparency log is configured, checked
     /// against it as [`check_contact`](Self::check_contact) does: the best route. A bogus answer is
     /// [`ClientError::Lookup`]; an answer the log does not back, or a log that forked, is [`ClientError::Log`];
-    /// never a route.
+    /// a directory whose parent zone publishes another DS set than the charter's list names is
+    /// [`ClientError::ParentDsMismatch`] (see [`crate::charter`]); never a route.
     pub async fn resolve(&self, phone: &str) -> Result<Route> {
         let number = E164::parse(phone)?;
         let (res, _, _) = self.resolve_logged(&number).await?;
@@ -59,6 +60,9 @@ impl TincanClient {
     /// was logged is returned beside it, and the completed port the log proves it came from, if it did.
     async fn resolve_logged(&self, number: &E164) -> Result<(Resolution, bool, Option<PortMove>)> {
         let lookup = self.lookup.as_ref().ok_or(ClientError::NoDirectory)?;
+        if let Some(check) = &self.parent_ds {
+            check.check(self.clock.unix_seconds()).await?;
+        }
         let resolution = lookup.resolve(number).await?;
         let Some(log) = &self.log else { return Ok((resolution, false, None)) };
         let key = log.key.to_base64();

@@ -4,81 +4,38 @@
 //! refresh. The charter's repository is served over loopback HTTP.
 
 use crate::chain::{Chain, wait_for_key};
-use std::net::SocketAddr;
+use crate::charter_server::Charter;
 use std::path::Path;
-use std::sync::{Arc, RwLock};
-use std::time::Duration;
-use tincan_charter::keys::SecretKey;
-use tincan_charter::list::{ListInput, Service, TrustList, TrustedDirectory, TrustedProvider};
-use tincan_charter::signed::{Envelope, Root};
-use tincan_client_core::{CharterConfig, ClientConfig, ClientError, DirectoryConfig, KeyStatus, TincanClient};
-use tincan_common::Clock as _;
+use tincan_charter::list::{ListInput, Service, TrustedDirectory, TrustedProvider};
+use tincan_client_core::{ClientConfig, ClientError, DirectoryConfig, KeyStatus, TincanClient};
 use tincan_testkit::directory::APEX;
 
 const A_NUM: &str = "+442079460301";
 const B_NUM: &str = "+442079460302";
 const NOBODY: &str = "+442079460399";
 
-/// The charter: one key for everything, its root, and the list it serves over HTTP.
-struct Charter {
-    key: SecretKey,
-    root: Vec<u8>,
-    list: Arc<RwLock<Vec<u8>>>,
-    addr: SocketAddr,
-}
-
-impl Charter {
-    async fn start() -> Charter {
-        let key = SecretKey::generate_os();
-        let expires = tincan_common::SystemClock.now() + Duration::from_secs(86_400);
-        let root = Root::new(1, expires, &[key.public()], 1, &[key.public()], 1).unwrap();
-        let mut env = Envelope::new(&root);
-        env.sign(&key);
-        let root = env.to_bytes();
-        let list = Arc::new(RwLock::new(Vec::new()));
-        let (served_root, served_list) = (root.clone(), list.clone());
-        let app = axum::Router::new()
-            .route("/charter/1.root.json", axum::routing::get(move || async move { served_root }))
-            .route(
-                "/charter/trust-list.json",
-                axum::routing::get(move || async move { served_list.read().unwrap().clone() }),
-            );
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-        Charter { key, root, list, addr }
-    }
-
-    fn config(&self) -> CharterConfig {
-        CharterConfig { url: format!("http://{}/charter/", self.addr).parse().unwrap(), root: self.root.clone() }
-    }
-
-    /// Publishes list `version` with the chain's directory and, when `with_provider`, its provider.
-    fn publish(&self, chain: &Chain, version: u64, with_provider: bool) {
-        let directory = TrustedDirectory {
-            id: "test".into(),
-            apex: APEX.into(),
-            ds: chain.anchor.lines().filter(|l| l.contains(" DS ")).map(str::to_owned).collect(),
-            api_url: chain.log.url.parse().unwrap(),
-            log_key: chain.log_key.clone(),
-            dns: vec![],
-        };
-        let provider = TrustedProvider {
-            name: "Test provider".into(),
-            homeservers: vec![chain.hs.server_name().to_owned()],
-            ext_url: chain.ext.url.parse().unwrap(),
-            directory: "test".into(),
-            provider_id: "tincan".into(),
-            prefixes: vec!["+44".into()],
-            services: vec![Service::Matrix, Service::Sms],
-        };
-        let input =
-            ListInput { directories: vec![directory], providers: if with_provider { vec![provider] } else { vec![] } };
-        let expires = tincan_common::SystemClock.now() + Duration::from_secs(3600);
-        let mut env = Envelope::new(&TrustList::new(input, version, expires).unwrap());
-        env.sign(&self.key);
-        *self.list.write().unwrap() = env.to_bytes();
-    }
+/// Publishes list `version` with the chain's directory and, when `with_provider`, its provider.
+fn publish(charter: &Charter, chain: &Chain, version: u64, with_provider: bool) {
+    let directory = TrustedDirectory {
+        id: "test".into(),
+        apex: APEX.into(),
+        ds: chain.anchor.lines().filter(|l| l.contains(" DS ")).map(str::to_owned).collect(),
+        api_url: chain.log.url.parse().unwrap(),
+        log_key: chain.log_key.clone(),
+        dns: vec![],
+    };
+    let provider = TrustedProvider {
+        name: "Test provider".into(),
+        homeservers: vec![chain.hs.server_name().to_owned()],
+        ext_url: chain.ext.url.parse().unwrap(),
+        directory: "test".into(),
+        provider_id: "tincan".into(),
+        prefixes: vec!["+44".into()],
+        services: vec![Service::Matrix, Service::Sms],
+    };
+    let input =
+        ListInput { directories: vec![directory], providers: if with_provider { vec![provider] } else { vec![] } };
+    charter.publish_list(input, version);
 }
 
 /// A client of the chain whose directory anchor and log come from the charter (none configured).
@@ -108,7 +65,7 @@ async fn sign_up(chain: &Chain, charter: &Charter, data: &Path, number: &str) ->
 async fn the_trust_list_gives_the_directory_and_a_removed_provider_stops_verifying() -> anyhow::Result<()> {
     let Some(chain) = Chain::start(NOBODY).await? else { return Ok(()) };
     let charter = Charter::start().await;
-    charter.publish(&chain, 1, true);
+    publish(&charter, &chain, 1, true);
     let (da, db, dc) = (tempfile::tempdir()?, tempfile::tempdir()?, tempfile::tempdir()?);
 
     // Sign-up through an extension the list does not name is refused before any SMS.
@@ -142,7 +99,7 @@ async fn the_trust_list_gives_the_directory_and_a_removed_provider_stops_verifyi
     assert!(matches!(seen.key_status, Some(KeyStatus::Verified { .. })), "{seen:?}");
 
     // The charter removes the provider. Until B refreshes, A still verifies; after, it does not.
-    charter.publish(&chain, 2, false);
+    publish(&charter, &chain, 2, false);
     assert!(b.check_contact(A_NUM).await?.key_status.is_some_and(|s| s.is_verified()));
     let status = b.refresh_charter().await?;
     assert_eq!((status.version, status.refused), (2, None));
@@ -152,7 +109,7 @@ async fn the_trust_list_gives_the_directory_and_a_removed_provider_stops_verifyi
     assert!(matches!(b.register(NOBODY).await, Err(ClientError::ProviderNotListed(_))));
 
     // A replayed older list (with the provider) does not bring it back: refused, the last good list kept.
-    charter.publish(&chain, 1, true);
+    publish(&charter, &chain, 1, true);
     let status = b.refresh_charter().await?;
     assert_eq!(status.version, 2);
     assert!(status.refused.as_deref().is_some_and(|r| r.contains("rollback")), "{status:?}");

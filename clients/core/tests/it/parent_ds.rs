@@ -1,0 +1,70 @@
+//! The client compares the DS set the apex's parent zone publishes with the one the charter's trust list names
+//! for the directory (its trust anchor), as `tincan-directory keys check-ds` does, and refuses a directory whose
+//! parent disagrees (see `parent_dns` for the real pieces). With the directory alone as its DNS the parent
+//! cannot be asked: not compared, and the lookup goes ahead on the charter's DS.
+
+use crate::parent_dns::{NUM, ParentWorld, USER, short};
+use anyhow::Context as _;
+use std::net::SocketAddr;
+use std::path::Path;
+use tincan_client_core::{ClientConfig, ClientError, DirectoryConfig, Route, TincanClient};
+use tincan_testkit::directory::APEX;
+
+/// A client whose directory (anchor and log) comes from the charter's list, asking `dns`.
+async fn client(world: &ParentWorld, data: &Path, dns: SocketAddr) -> anyhow::Result<TincanClient> {
+    std::fs::create_dir_all(data)?;
+    let mut c = ClientConfig::new(data);
+    c.directory = Some(DirectoryConfig {
+        servers: vec![dns],
+        apex: APEX.into(),
+        trust_anchor: String::new(),
+        allow_insecure: false,
+        log: None,
+    });
+    c.charter = Some(world.charter.config());
+    let mut client = TincanClient::open(c).await?;
+    client.refresh_charter().await?;
+    Ok(client)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_directory_whose_parent_ds_is_not_the_charters_is_refused() -> anyhow::Result<()> {
+    let Some(w) = ParentWorld::start().await? else { return Ok(()) };
+    let tmp = tempfile::tempdir()?;
+
+    // The parent publishes the charter's DS: the directory is used.
+    let agreeing = w.resolver("agreeing", &w.own).await?;
+    let c = client(&w, &tmp.path().join("a"), agreeing.addr).await?;
+    let route = c.resolve(NUM).await.context("with an agreeing parent")?;
+    assert!(matches!(&route, Route::Matrix { user_id, .. } if user_id == USER), "{route:?}");
+
+    // The parent publishes another key's DS (hijacked, or the list went stale): refused, both sides named,
+    // and no contact check gets past it either.
+    let hijacked = w.resolver("hijacked", std::slice::from_ref(&w.stranger)).await?;
+    let c = client(&w, &tmp.path().join("h"), hijacked.addr).await?;
+    let got = c.resolve(NUM).await;
+    let Err(e @ ClientError::ParentDsMismatch { parent_only, charter_only, .. }) = &got else {
+        panic!("a parent DS the charter does not name gave {got:?}")
+    };
+    assert_eq!((parent_only.clone(), charter_only.clone()), (vec![short(&w.stranger)], vec![short(&w.own[0])]));
+    assert_eq!(e.code(), "parent_ds_mismatch");
+    let checked = c.check_contact(NUM).await;
+    assert!(matches!(checked, Err(ClientError::ParentDsMismatch { .. })), "{checked:?}");
+
+    // An unsigned delegation (the parent publishes no DS) does not agree with a list that names one.
+    let unsigned = w.resolver("unsigned", &[]).await?;
+    let c = client(&w, &tmp.path().join("u"), unsigned.addr).await?;
+    let got = c.resolve(NUM).await;
+    let Err(ClientError::ParentDsMismatch { parent_zone, parent_only, charter_only, .. }) = &got else {
+        panic!("an unsigned delegation gave {got:?}")
+    };
+    assert_eq!(parent_zone.as_deref(), Some("tincan.test."));
+    assert_eq!((parent_only.len(), charter_only.clone()), (0, vec![short(&w.own[0])]));
+
+    // The directory alone as DNS (it serves the apex, not the parent): the parent is not asked, and the
+    // lookup goes ahead on the charter's DS, whatever the (hijacked) parent says.
+    let c = client(&w, &tmp.path().join("d"), w.directory.dns).await?;
+    assert_eq!(c.resolve(NUM).await.context("with the directory alone as DNS")?, route);
+    drop((agreeing, hijacked, unsigned));
+    Ok(())
+}
