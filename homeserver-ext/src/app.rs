@@ -79,8 +79,8 @@ impl App {
         let dns_servers: Vec<std::net::SocketAddr> =
             config.identity.homeserver_dns_servers.iter().filter_map(|a| a.parse().ok()).collect();
         let dns = crate::fetch::Dns::new(&dns_servers, timeout).unwrap_or_else(|e| {
-            tracing::error!(error = %e, "no DNS resolver for other homeservers: only addresses from getaddrinfo");
-            crate::fetch::Dns::addresses_only()
+            tracing::error!(error = %e, "no DNS resolver for other homeservers: account/register cannot locate them");
+            crate::fetch::Dns::unavailable()
         });
         let federation = crate::federation::Federation::new(
             foreign_allowed,

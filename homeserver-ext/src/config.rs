@@ -365,8 +365,9 @@ pub struct IdentityConfig {
     /// `.well-known`, as the spec says: at most 5, to `https` URLs, each checked like the name).
     pub homeserver_timeout_secs: u64,
     /// DNS servers (`ip:port`) that locate other homeservers (SRV `_matrix-fed._tcp`, `_matrix._tcp`, and
-    /// addresses). Empty: the system's resolvers (`/etc/resolv.conf`; addresses through `getaddrinfo`, so
-    /// `/etc/hosts` counts).
+    /// addresses). Empty: the system's resolvers (`/etc/resolv.conf`, and `/etc/hosts` for addresses). Either
+    /// way a name that does not exist is the client's mistake (400) and a DNS failure (timeout, SERVFAIL) is
+    /// 502.
     pub homeserver_dns_servers: Vec<String>,
     /// Addresses or CIDR ranges that are not on the public internet (loopback, private, link-local,
     /// unique-local, CGNAT…) but that `account/register` may contact anyway. Empty: a server name resolving

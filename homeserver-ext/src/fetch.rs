@@ -92,24 +92,25 @@ pub struct Srv {
     pub target: String,
 }
 
-/// DNS for other homeservers' names: the system's resolver (`/etc/resolv.conf`, and `getaddrinfo` for
-/// addresses, so `/etc/hosts` counts), or exactly `identity.homeserver_dns_servers` when set.
+/// DNS for other homeservers' names: the system's resolvers (`/etc/resolv.conf`, with `/etc/hosts` for
+/// addresses), or exactly `identity.homeserver_dns_servers` when set. Both ways go through one resolver, so
+/// a name that does not exist (NXDOMAIN, no record) is told from a DNS failure (timeout, SERVFAIL, no server
+/// reachable) the same way: [`DiscoveryError::NotFound`] (400) against [`DiscoveryError::Dns`] (502).
 #[derive(Clone)]
 pub struct Dns {
-    /// `None`: the system's configuration could not be read; SRV lookups fail.
+    /// `None`: the system's configuration could not be read; every lookup fails with [`DiscoveryError::Dns`].
     resolver: Option<Arc<TokioResolver>>,
-    /// Addresses from `resolver` too (configured servers); else from the system's `getaddrinfo`.
-    own_addresses: bool,
 }
 
 impl std::fmt::Debug for Dns {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Dns").field("own_addresses", &self.own_addresses).finish_non_exhaustive()
+        f.debug_struct("Dns").field("configured", &self.resolver.is_some()).finish_non_exhaustive()
     }
 }
 
 impl Dns {
-    /// Asks `servers`, or the system's resolvers when empty; each query waits at most `timeout`.
+    /// Asks `servers`, or the system's resolvers (and `/etc/hosts`) when empty; each query waits at most
+    /// `timeout`.
     pub fn new(servers: &[SocketAddr], timeout: Duration) -> Result<Dns, DiscoveryError> {
         let failed = |e: &dyn std::fmt::Display| DiscoveryError::Dns {
             name: String::new(),
@@ -126,15 +127,18 @@ impl Dns {
         let opts = builder.options_mut();
         opts.timeout = timeout;
         opts.attempts = 2;
-        opts.use_hosts_file = ResolveHosts::Never;
+        // The system's way counts `/etc/hosts`, as getaddrinfo would; configured servers are asked alone.
+        opts.use_hosts_file = if servers.is_empty() { ResolveHosts::Always } else { ResolveHosts::Never };
         opts.try_tcp_on_error = true;
         let resolver = builder.build().map_err(|e| failed(&e))?;
-        Ok(Dns { resolver: Some(Arc::new(resolver)), own_addresses: !servers.is_empty() })
+        Ok(Dns { resolver: Some(Arc::new(resolver)) })
     }
 
-    /// Addresses from the system's `getaddrinfo` and no SRV (what is left when [`Dns::new`] fails).
-    pub fn addresses_only() -> Dns {
-        Dns { resolver: None, own_addresses: false }
+    /// A DNS whose every lookup fails (what is left when [`Dns::new`] cannot read the system's configuration):
+    /// other homeservers cannot be located (502), rather than located by another way that cannot tell a
+    /// missing name from a failure.
+    pub fn unavailable() -> Dns {
+        Dns { resolver: None }
     }
 
     async fn query(&self, name: &str, rtype: RecordType, label: &'static str) -> Result<Vec<RData>, DiscoveryError> {
@@ -168,29 +172,24 @@ impl Dns {
             .collect())
     }
 
-    /// The addresses of `host` (empty: none).
+    /// The addresses of `host` (empty: the name has none). When one of A and AAAA fails and the other gives
+    /// addresses, those are used; when nothing was found and a query failed, that failure is the answer.
     pub async fn ips(&self, host: &str) -> Result<Vec<IpAddr>, DiscoveryError> {
-        if !self.own_addresses {
-            return match tokio::net::lookup_host((host, 0)).await {
-                Ok(addrs) => Ok(addrs.map(|a| a.ip()).collect()),
-                // getaddrinfo does not tell "no such name" from a failure in a way std exposes: both mean
-                // there is nothing to connect to.
-                Err(e) => {
-                    tracing::debug!(%host, error = %e, "no address");
-                    Ok(Vec::new())
-                }
-            };
-        }
         let (v4, v6) = tokio::join!(self.query(host, RecordType::A, "A"), self.query(host, RecordType::AAAA, "AAAA"));
-        Ok(v4?
+        let ips: Vec<IpAddr> = [&v4, &v6]
             .into_iter()
-            .chain(v6?)
+            .flat_map(|r| r.iter().flatten())
             .filter_map(|d| match d {
                 RData::A(a) => Some(IpAddr::V4(a.0)),
                 RData::AAAA(a) => Some(IpAddr::V6(a.0)),
                 _ => None,
             })
-            .collect())
+            .collect();
+        if ips.is_empty() {
+            v4?;
+            v6?;
+        }
+        Ok(ips)
     }
 }
 

@@ -75,6 +75,11 @@ impl TestCa {
     /// A new server key and certificate for `localhost` and `127.0.0.1` (`serverAuth`), signed by this CA: the
     /// PEM files (certificate, key).
     pub fn issue(&self) -> Result<(PathBuf, PathBuf)> {
+        self.issue_for(&[])
+    }
+
+    /// [`issue`](Self::issue), the certificate naming the DNS names `names` too.
+    pub fn issue_for(&self, names: &[&str]) -> Result<(PathBuf, PathBuf)> {
         let n = self.issued.fetch_add(1, Ordering::Relaxed);
         let d = self.dir.path();
         let (key, csr, cert, ext) =
@@ -98,8 +103,11 @@ impl TestCa {
         )?;
         std::fs::write(
             d.join(&ext),
-            "subjectAltName=DNS:localhost,IP:127.0.0.1\nbasicConstraints=critical,CA:FALSE\n\
-             keyUsage=critical,digitalSignature\nextendedKeyUsage=serverAuth\n",
+            format!(
+                "subjectAltName=DNS:localhost,{}IP:127.0.0.1\nbasicConstraints=critical,CA:FALSE\n\
+                 keyUsage=critical,digitalSignature\nextendedKeyUsage=serverAuth\n",
+                names.iter().map(|n| format!("DNS:{n},")).collect::<String>()
+            ),
         )?;
         openssl(
             d,

@@ -47,6 +47,8 @@ struct FederationTls {
     ca: PathBuf,
     cert: PathBuf,
     key: PathBuf,
+    /// Keep the builder's server name (found through DNS) instead of `localhost:PORT`.
+    keep_name: bool,
 }
 
 impl Default for SynapseBuilder {
@@ -82,7 +84,16 @@ impl SynapseBuilder {
     /// blocked, hence `localhost`).
     pub fn federation(mut self, ca: &TestCa) -> anyhow::Result<Self> {
         let (cert, key) = ca.issue()?;
-        self.federation = Some(FederationTls { ca: ca.cert_file().to_owned(), cert, key });
+        self.federation = Some(FederationTls { ca: ca.cert_file().to_owned(), cert, key, keep_name: false });
+        Ok(self)
+    }
+
+    /// [`federation`](Self::federation), keeping [`server_name`](Self::server_name) (a name without a port,
+    /// which the certificate names too): other servers find the federation listener through DNS (SRV
+    /// `_matrix-fed._tcp`) or `.well-known`, as on the internet.
+    pub fn federation_named(mut self, ca: &TestCa) -> anyhow::Result<Self> {
+        let (cert, key) = ca.issue_for(&[&self.server_name])?;
+        self.federation = Some(FederationTls { ca: ca.cert_file().to_owned(), cert, key, keep_name: true });
         Ok(self)
     }
 
@@ -108,7 +119,9 @@ impl SynapseBuilder {
         let mut federation_port = None;
         if let Some(tls) = &self.federation {
             let fed_port = crate::ports::free_port();
-            server_name = format!("localhost:{fed_port}");
+            if !tls.keep_name {
+                server_name = format!("localhost:{fed_port}");
+            }
             merge(&mut config, federation_config(&server_name, port, fed_port, tls));
             federation_port = Some(fed_port);
         }

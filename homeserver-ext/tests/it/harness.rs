@@ -52,6 +52,22 @@ impl Ext {
         extra: &str,
         env: &[(&str, &str)],
     ) -> anyhow::Result<Ext> {
+        Ext::spawn(port, database_url, extra, env, &[]).await
+    }
+
+    /// [`Ext::start_env`] with the binary started by `launcher` (a command that ends by running its last
+    /// argument, the binary, with the arguments after it: `unshare`, a shell wrapper…).
+    pub async fn start_launched(launcher: &[&str], extra: &str, env: &[(&str, &str)]) -> anyhow::Result<Ext> {
+        Ext::spawn(tincan_testkit::ports::free_port(), None, extra, env, launcher).await
+    }
+
+    async fn spawn(
+        port: u16,
+        database_url: Option<&str>,
+        extra: &str,
+        env: &[(&str, &str)],
+        launcher: &[&str],
+    ) -> anyhow::Result<Ext> {
         let dir = tempfile::Builder::new().prefix("tincan-ext-").tempdir()?;
         let sqlite = format!("sqlite://{}?mode=rwc", dir.path().join("ext.db").display());
         let config = format!(
@@ -67,7 +83,15 @@ impl Ext {
             format!("{config}\n[sms]\nbackend = \"dev\"\ndev_file = \"{}\"\n", dir.path().join("sms.jsonl").display())
         };
         std::fs::write(dir.path().join("ext.toml"), &config)?;
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_tincan-ext"));
+        let bin = env!("CARGO_BIN_EXE_tincan-ext");
+        let mut cmd = match launcher.split_first() {
+            Some((first, rest)) => {
+                let mut c = Command::new(first);
+                c.args(rest).arg(bin);
+                c
+            }
+            None => Command::new(bin),
+        };
         cmd.arg("--config")
             .arg(dir.path().join("ext.toml"))
             .arg("serve")

@@ -7,7 +7,10 @@
 
 use crate::harness::{Api, Ext};
 use crate::register_fetch::{HttpsHomeserver, register};
+use std::path::PathBuf;
+use tincan_testkit::Synapse;
 use tincan_testkit::dnssec::Knot;
+use tincan_testkit::federation::TestCa;
 use tincan_testkit::ports::free_port;
 
 /// A loopback address no other test uses: `127.X.Y.1`, X.Y from a port the kernel just handed out.
@@ -32,6 +35,12 @@ fn may_listen_on_443(addr: &str) -> bool {
 /// Knot serving `disc.test.` with `records`, and the extension resolving other homeservers through it, trusting
 /// `servers`' certificates, allowed to contact loopback.
 async fn start(records: &str, servers: &[&HttpsHomeserver]) -> (Knot, Ext, tempfile::TempDir) {
+    let certs: Vec<PathBuf> = servers.iter().map(|s| s.cert()).collect();
+    start_trusting(records, &certs).await
+}
+
+/// [`start`], trusting the certificates (or CAs) in `certs`.
+async fn start_trusting(records: &str, certs: &[PathBuf]) -> (Knot, Ext, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
     let zone = dir.path().join("zone.db");
     std::fs::write(
@@ -44,7 +53,7 @@ async fn start(records: &str, servers: &[&HttpsHomeserver]) -> (Knot, Ext, tempf
     .unwrap();
     let knot = Knot::serve("disc.test.", &zone).await.unwrap();
     let bundle = dir.path().join("trusted.pem");
-    let pems: Vec<String> = servers.iter().map(|s| std::fs::read_to_string(s.cert()).unwrap()).collect();
+    let pems: Vec<String> = certs.iter().map(|c| std::fs::read_to_string(c).unwrap()).collect();
     std::fs::write(&bundle, pems.concat()).unwrap();
     let config = format!(
         "server_name = \"hs.test\"\n[homeserver]\njwt_secret = \"unused-secret-0123456789\"\n\
@@ -133,6 +142,48 @@ async fn register_finds_a_homeserver_by_srv_and_by_the_legacy_srv_name() {
 }
 
 #[tokio::test]
+async fn register_finds_a_real_synapse_by_srv() {
+    // Synapse named `synapse.disc.test` (no port), its federation listener over TLS on a port only SRV gives,
+    // with a certificate (of a CA the extension trusts) for that name.
+    let ca = TestCa::new().unwrap();
+    let hs = Synapse::builder().server_name("synapse.disc.test").federation_named(&ca).unwrap().start().await.unwrap();
+    let fed = hs.federation_port().unwrap();
+    // The server name has no address, so `.well-known` cannot be asked (no delegation) and 8448 is not there:
+    // only the SRV record leads to Synapse, through a target its certificate does not name.
+    let records = format!(
+        "_matrix-fed._tcp.synapse.disc.test. IN SRV 10 5 {fed} box.disc.test.
+box.disc.test. IN A 127.0.0.1
+"
+    );
+    let (_knot, ext, _dir) = start_trusting(&records, &[ca.cert_file().to_owned()]).await;
+
+    // A user of that Synapse asks it for an OpenID token and registers with it: the extension checks the token
+    // with Synapse's federation API, found by SRV.
+    let alice = hs.register_user("alice", false).await.unwrap();
+    assert_eq!(alice.user_id, "@alice:synapse.disc.test");
+    let url = format!("{}/_matrix/client/v3/user/{}/openid/request_token", hs.url(), alice.user_id);
+    let openid: serde_json::Value = reqwest::Client::new()
+        .post(url)
+        .bearer_auth(&alice.access_token)
+        .json(&serde_json::json!({}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(openid["matrix_server_name"], "synapse.disc.test", "{openid}");
+    let (status, body) = register(&ext, "synapse.disc.test", openid["access_token"].as_str().unwrap()).await;
+    assert_eq!(status, 200, "{body}");
+    let (status, account) = ext.get("/_matrix/identity/v2/account", body["token"].as_str().unwrap()).await;
+    assert_eq!((status, account["user_id"].as_str()), (200, Some(alice.user_id.as_str())), "{account}");
+
+    // A token Synapse did not issue is refused by Synapse through the same way.
+    let (status, body) = register(&ext, "synapse.disc.test", "not-a-token-synapse-issued").await;
+    assert_eq!(status, 401, "{body}");
+}
+
+#[tokio::test]
 async fn register_falls_back_to_port_8448() {
     let addr = loopback();
     let hs = homeserver(&addr, 8448, "plain.disc.test", &[]).await;
@@ -169,5 +220,74 @@ async fn register_says_why_discovery_failed() {
     for name in ["lan.disc.test", "lan2.disc.test"] {
         let (status, errcode, error) = failed(name).await;
         assert_eq!((status, errcode.as_str()), (403, "M_FORBIDDEN"), "{name}: {error}");
+    }
+}
+
+/// A DNS server on `ip`:53 (UDP): `gone.disc.test` and every SRV name do not exist (NXDOMAIN), the addresses of
+/// `broken.disc.test` fail (SERVFAIL), anything else is refused. Port 53, because the system's resolver
+/// configuration (`/etc/resolv.conf`) cannot name another.
+async fn flaky_dns(ip: &str) -> tokio::task::JoinHandle<()> {
+    use hickory_proto::op::{Message, MessageType, OpCode, ResponseCode};
+    let sock = tokio::net::UdpSocket::bind((ip, 53)).await.unwrap();
+    tokio::spawn(async move {
+        let mut buf = [0u8; 1500];
+        while let Ok((n, peer)) = sock.recv_from(&mut buf).await {
+            let Ok(q) = Message::from_vec(&buf[..n]) else { continue };
+            let Some(query) = q.queries.first().cloned() else { continue };
+            let name = query.name().to_ascii().to_ascii_lowercase();
+            let code = if name.starts_with("_matrix") || name == "gone.disc.test." {
+                ResponseCode::NXDomain
+            } else if name == "broken.disc.test." {
+                ResponseCode::ServFail
+            } else {
+                ResponseCode::Refused
+            };
+            let mut r = Message::new(q.metadata.id, MessageType::Response, OpCode::Query);
+            r.metadata.response_code = code;
+            r.metadata.recursion_desired = q.metadata.recursion_desired;
+            r.metadata.recursion_available = true;
+            r.add_query(query);
+            let _ = sock.send_to(&r.to_vec().unwrap(), peer).await;
+        }
+    })
+}
+
+/// Whether this test may run the extension in a mount namespace of its own (`unshare -m`, to give it another
+/// `/etc/resolv.conf`): as root; otherwise skipped (under `CI=true` it fails instead).
+fn may_unshare() -> bool {
+    let ok = std::process::Command::new("unshare").args(["-m", "true"]).status().is_ok_and(|s| s.success());
+    if !ok {
+        assert!(!tincan_testkit::in_ci(), "`unshare -m` failed: the test needs root");
+        eprintln!("skipped: `unshare -m` failed (run as root)");
+    }
+    ok
+}
+
+#[tokio::test]
+async fn register_tells_a_dns_failure_from_a_missing_name_with_either_resolver() {
+    if !may_unshare() {
+        return;
+    }
+    let ip = loopback();
+    let _dns = flaky_dns(&ip).await;
+    let dir = tempfile::tempdir().unwrap();
+    let resolv = dir.path().join("resolv.conf");
+    std::fs::write(&resolv, format!("nameserver {ip}\noptions timeout:1 attempts:1\n")).unwrap();
+    let base = "server_name = \"hs.test\"\n[homeserver]\njwt_secret = \"unused-secret-0123456789\"\n\
+                [identity]\nhomeserver_allowed_addresses = [\"127.0.0.0/8\"]\nhomeserver_timeout_secs = 3\n";
+    // `identity.homeserver_dns_servers` names the server; or it is empty, and the system's resolver
+    // configuration names it (a bind mount over /etc/resolv.conf, seen by the extension alone).
+    let configured = Ext::start(&format!("{base}homeserver_dns_servers = [\"{ip}:53\"]\n")).await.unwrap();
+    let script = r#"mount --bind "$0" /etc/resolv.conf && exec "$@""#;
+    let system =
+        Ext::start_launched(&["unshare", "-m", "sh", "-c", script, resolv.to_str().unwrap()], base, &[]).await.unwrap();
+
+    for (mode, ext) in [("configured servers", &configured), ("system resolver", &system)] {
+        let (status, body) = register(ext, "gone.disc.test", "@alice:gone.disc.test").await;
+        assert_eq!((status, body["errcode"].as_str()), (400, Some("M_INVALID_PARAM")), "{mode}: {body}");
+        assert!(body["error"].as_str().unwrap().contains("no homeserver found for gone.disc.test"), "{mode}: {body}");
+        // The name's addresses could not be looked up: the way there failed, not the client.
+        let (status, body) = register(ext, "broken.disc.test", "@alice:broken.disc.test").await;
+        assert_eq!((status, body["errcode"].as_str()), (502, Some("M_UNKNOWN")), "{mode}: {body}");
     }
 }
