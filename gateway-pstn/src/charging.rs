@@ -63,6 +63,8 @@ pub enum ServiceKind {
     Voice,
     /// An SMS, rated per segment.
     Sms,
+    /// An MMS (a picture message through a carrier's API), rated per message; `segments` counts messages.
+    Mms,
 }
 
 impl ServiceKind {
@@ -71,6 +73,7 @@ impl ServiceKind {
         match self {
             ServiceKind::Voice => "voice",
             ServiceKind::Sms => "sms",
+            ServiceKind::Mms => "mms",
         }
     }
 }
@@ -81,7 +84,8 @@ impl FromStr for ServiceKind {
         match s {
             "voice" => Ok(ServiceKind::Voice),
             "sms" => Ok(ServiceKind::Sms),
-            _ => Err(ChargeError::Invalid(format!("unknown service {s:?}: voice or sms"))),
+            "mms" => Ok(ServiceKind::Mms),
+            _ => Err(ChargeError::Invalid(format!("unknown service {s:?}: voice, sms or mms"))),
         }
     }
 }
@@ -233,6 +237,9 @@ pub struct Quote {
     pub next_increment: u32,
     /// SMS: the price of one segment.
     pub per_segment: Amount,
+    /// MMS: the price of one message (0 where the prefix has no MMS price; `amount`/`max_segments` tell).
+    #[serde(default)]
+    pub per_mms: Amount,
     /// The price of the `seconds` or `segments` asked for, if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub amount: Option<Amount>,
@@ -241,7 +248,7 @@ pub struct Quote {
     /// Voice: the longest call the available balance pays for (0: none).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_seconds: Option<u32>,
-    /// SMS: how many segments the available balance pays for.
+    /// SMS: how many segments the available balance pays for; MMS: how many messages.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_segments: Option<u32>,
 }

@@ -255,8 +255,9 @@ async fn price(
         let charging = s.ledger.charging(format!("user:{}", user.account.0));
         async move { charging.quote(&req).await }
     };
-    let (voice, sms) = (quote(ServiceKind::Voice).await, quote(ServiceKind::Sms).await);
-    let lookup = PriceLookup { number: number.as_str().to_owned(), voice, sms };
+    let (voice, sms, mms) =
+        (quote(ServiceKind::Voice).await, quote(ServiceKind::Sms).await, quote(ServiceKind::Mms).await);
+    let lookup = PriceLookup { number: number.as_str().to_owned(), voice, sms, mms };
     account_page(&s, &user, None, Some(lookup)).await
 }
 
@@ -455,6 +456,7 @@ struct PriceLookup {
     number: String,
     voice: Result<Quote, ChargeError>,
     sms: Result<Quote, ChargeError>,
+    mms: Result<Quote, ChargeError>,
 }
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -658,6 +660,19 @@ fn price_html(l: &PriceLookup, c: &str) -> String {
         }
         Err(e) => {
             let _ = write!(b, "<li id=\"price-sms\">Text messages: {}</li>", refusal(e));
+        }
+    }
+    match &l.mms {
+        Ok(q) => {
+            let _ = write!(
+                b,
+                "<li id=\"price-mms\">picture messages {} {c} each; your balance pays for {}.</li>",
+                q.per_mms,
+                q.max_segments.unwrap_or(0)
+            );
+        }
+        Err(e) => {
+            let _ = write!(b, "<li id=\"price-mms\">Picture messages: {}</li>", refusal(e));
         }
     }
     b.push_str("</ul></div>");

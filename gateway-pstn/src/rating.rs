@@ -84,6 +84,10 @@ pub struct Rate {
     pub increments: Increments,
     /// SMS: the price of a segment; `None`: no SMS to this prefix.
     pub per_segment: Option<Amount>,
+    /// MMS: the price of a message; `None`: no MMS to this prefix. (Absent from rates stored before MMS had a
+    /// price, so holds taken then still read.)
+    #[serde(default)]
+    pub per_mms: Option<Amount>,
 }
 
 /// Why a price cannot be computed.
@@ -104,6 +108,10 @@ impl Rate {
 
     fn per_segment(&self) -> Result<Amount, RatingError> {
         self.per_segment.ok_or(RatingError::NotOffered)
+    }
+
+    fn per_mms(&self) -> Result<Amount, RatingError> {
+        self.per_mms.ok_or(RatingError::NotOffered)
     }
 
     /// The price of `seconds` billed seconds without the connect fee, rounded up to the micro-unit.
@@ -132,11 +140,12 @@ impl Rate {
 
     /// The price of `segments` SMS segments.
     pub fn sms_price(&self, segments: u32) -> Result<Amount, RatingError> {
-        let per = self.per_segment()?;
-        per.micros()
-            .checked_mul(i64::from(segments))
-            .map(Amount::from_micros)
-            .ok_or(RatingError::Money(MoneyError::OutOfRange))
+        times(self.per_segment()?, segments)
+    }
+
+    /// The price of `messages` MMS.
+    pub fn mms_price(&self, messages: u32) -> Result<Amount, RatingError> {
+        times(self.per_mms()?, messages)
     }
 
     /// The longest call `available` pays for, in seconds (a whole number of increments; 0 if not even the
@@ -167,15 +176,29 @@ impl Rate {
 
     /// How many segments `available` pays for, at most [`MAX_FREE_SEGMENTS`].
     pub fn max_segments(&self, available: Amount) -> Result<u32, RatingError> {
-        let per = self.per_segment()?;
-        if available.is_negative() {
-            return Ok(0);
-        }
-        if per == Amount::ZERO {
-            return Ok(MAX_FREE_SEGMENTS);
-        }
-        Ok(u32::try_from(available.micros() / per.micros()).unwrap_or(u32::MAX).min(MAX_FREE_SEGMENTS))
+        Ok(how_many(self.per_segment()?, available))
     }
+
+    /// How many MMS `available` pays for, at most [`MAX_FREE_SEGMENTS`].
+    pub fn max_mms(&self, available: Amount) -> Result<u32, RatingError> {
+        Ok(how_many(self.per_mms()?, available))
+    }
+}
+
+/// `n` times `per`.
+fn times(per: Amount, n: u32) -> Result<Amount, RatingError> {
+    per.micros().checked_mul(i64::from(n)).map(Amount::from_micros).ok_or(RatingError::Money(MoneyError::OutOfRange))
+}
+
+/// How many of `per` `available` pays for, at most [`MAX_FREE_SEGMENTS`].
+fn how_many(per: Amount, available: Amount) -> u32 {
+    if available.is_negative() {
+        return 0;
+    }
+    if per == Amount::ZERO {
+        return MAX_FREE_SEGMENTS;
+    }
+    u32::try_from(available.micros() / per.micros()).unwrap_or(u32::MAX).min(MAX_FREE_SEGMENTS)
 }
 
 /// The prefixes of an E.164 number's digits, longest first (`4930123` → `4930123`, `493012`, … `4`).
@@ -218,8 +241,11 @@ impl RateDeck {
     }
 }
 
-/// The CSV header of a rate deck (and a carrier's cost deck).
-pub const CSV_HEADER: &str = "prefix,description,connect_fee,per_minute,increments,per_sms";
+/// The CSV header of a rate deck (and a carrier's cost deck) as written; `per_mms` may be left out when read.
+pub const CSV_HEADER: &str = "prefix,description,connect_fee,per_minute,increments,per_sms,per_mms";
+
+/// The columns a deck must have.
+const REQUIRED_COLUMNS: [&str; 6] = ["prefix", "description", "connect_fee", "per_minute", "increments", "per_sms"];
 
 /// Why a rate deck CSV was refused: every bad line, each with its line number.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -227,21 +253,20 @@ pub const CSV_HEADER: &str = "prefix,description,connect_fee,per_minute,incremen
 pub struct CsvError(pub Vec<String>);
 
 /// Parses a rate deck in the carrier format: a header naming the columns `prefix, description, connect_fee,
-/// per_minute, increments, per_sms` (in any order; other columns ignored), then one prefix a line: digits with
-/// an optional `+`, decimal prices (empty `per_minute`/`per_sms`: that service is not offered there),
-/// increments as `60/60`. Nothing is accepted unless every line is good.
+/// per_minute, increments, per_sms` and optionally `per_mms` (in any order; other columns ignored), then one
+/// prefix a line: digits with an optional `+`, decimal prices (empty `per_minute`/`per_sms`/`per_mms`, or no
+/// `per_mms` column: that service is not offered there), increments as `60/60`. Nothing is accepted unless every
+/// line is good.
 pub fn parse_csv(text: &str) -> Result<RateDeck, CsvError> {
     let mut reader = csv::ReaderBuilder::new().trim(csv::Trim::All).flexible(false).from_reader(text.as_bytes());
     let headers = reader.headers().map_err(|e| CsvError(vec![format!("header: {e}")]))?.clone();
     let col = |name: &str| headers.iter().position(|h| h.eq_ignore_ascii_case(name));
-    let cols: Vec<Option<usize>> = ["prefix", "description", "connect_fee", "per_minute", "increments", "per_sms"]
-        .iter()
-        .map(|n| col(n))
-        .collect();
-    if let Some(missing) = cols.iter().zip(CSV_HEADER.split(',')).find(|(c, _)| c.is_none()) {
+    let cols: Vec<Option<usize>> = REQUIRED_COLUMNS.iter().map(|n| col(n)).collect();
+    if let Some(missing) = cols.iter().zip(REQUIRED_COLUMNS).find(|(c, _)| c.is_none()) {
         return Err(CsvError(vec![format!("header: no column {:?} (expected {CSV_HEADER})", missing.1)]));
     }
     let cols: Vec<usize> = cols.into_iter().flatten().collect();
+    let mms_col = col("per_mms");
     let mut rates = Vec::new();
     let mut problems = Vec::new();
     let mut seen = HashMap::new();
@@ -255,7 +280,8 @@ pub fn parse_csv(text: &str) -> Result<RateDeck, CsvError> {
             }
         };
         let field = |c: usize| record.get(cols[c]).unwrap_or("");
-        match parse_rate(field(0), field(1), field(2), field(3), field(4), field(5)) {
+        let per_mms = mms_col.and_then(|c| record.get(c)).unwrap_or("");
+        match parse_rate([field(0), field(1), field(2), field(3), field(4), field(5), per_mms]) {
             Ok(rate) => {
                 if let Some(first) = seen.insert(rate.prefix.clone(), line) {
                     problems.push(format!("line {line}: prefix {} again (first on line {first})", rate.prefix));
@@ -272,13 +298,9 @@ pub fn parse_csv(text: &str) -> Result<RateDeck, CsvError> {
     if problems.is_empty() { Ok(RateDeck::new(rates)) } else { Err(CsvError(problems)) }
 }
 
+/// One line's fields, in [`CSV_HEADER`]'s order.
 fn parse_rate(
-    prefix: &str,
-    description: &str,
-    connect_fee: &str,
-    per_minute: &str,
-    increments: &str,
-    per_sms: &str,
+    [prefix, description, connect_fee, per_minute, increments, per_sms, per_mms]: [&str; 7],
 ) -> Result<Rate, String> {
     let digits = prefix.strip_prefix('+').unwrap_or(prefix);
     if !(1..=15).contains(&digits.len()) || !digits.bytes().all(|b| b.is_ascii_digit()) || digits.starts_with('0') {
@@ -303,9 +325,10 @@ fn parse_rate(
             increments.parse().map_err(|e: IncrementsError| format!("increments {increments:?}: {e}"))?
         },
         per_segment: optional("per_sms", per_sms)?,
+        per_mms: optional("per_mms", per_mms)?,
     };
-    if rate.per_minute.is_none() && rate.per_segment.is_none() {
-        return Err("neither per_minute nor per_sms: the line prices nothing".into());
+    if rate.per_minute.is_none() && rate.per_segment.is_none() && rate.per_mms.is_none() {
+        return Err("none of per_minute, per_sms, per_mms: the line prices nothing".into());
     }
     Ok(rate)
 }
@@ -323,6 +346,7 @@ pub fn to_csv(deck: &RateDeck) -> String {
             opt(r.per_minute),
             r.increments.to_string(),
             opt(r.per_segment),
+            opt(r.per_mms),
         ]);
     }
     String::from_utf8(w.into_inner().unwrap_or_default()).unwrap_or_default()
@@ -344,6 +368,7 @@ mod tests {
             per_minute: Some(a(per_minute)),
             increments: inc.parse().unwrap(),
             per_segment: Some(a("0.07")),
+            per_mms: None,
         }
     }
 
@@ -521,5 +546,32 @@ mod tests {
         assert_eq!(lines, ["line 3", "line 4", "line 5", "line 6", "line 7", "line 8", "line 9", "line 10"], "{err}");
         let err = parse_csv("prefix,description,per_minute\n49,x,0.01\n").unwrap_err();
         assert!(err.to_string().contains("connect_fee"), "{err}");
+    }
+
+    #[test]
+    fn mms_has_a_price_per_message_only_where_the_deck_gives_one() {
+        let text = "prefix,description,connect_fee,per_minute,increments,per_sms,per_mms\n\
+                    44,UK,0,0.02,60/60,0.05,0.25\n\
+                    49,Germany,0,0.02,60/60,0.07,\n\
+                    33,France MMS only,,,,,0.30\n";
+        let deck = parse_csv(text).unwrap();
+        let uk = deck.lookup("447400123456").unwrap();
+        assert_eq!((uk.mms_price(1).unwrap(), uk.mms_price(3).unwrap()), (a("0.25"), a("0.75")));
+        assert_eq!(uk.max_mms(a("0.60")).unwrap(), 2);
+        assert_eq!(uk.sms_price(1).unwrap(), a("0.05"), "the SMS price is its own");
+        assert_eq!(deck.lookup("4930123456").unwrap().mms_price(1), Err(RatingError::NotOffered));
+        assert_eq!(deck.lookup("33123456789").unwrap().mms_price(2).unwrap(), a("0.60"));
+        assert_eq!(parse_csv(&to_csv(&deck)).unwrap(), deck, "export then import keeps the MMS prices");
+        // A deck written before MMS had a price (no per_mms column) offers no MMS anywhere.
+        let old = parse_csv("prefix,description,connect_fee,per_minute,increments,per_sms\n44,UK,0,0.02,60/60,0.05\n");
+        assert_eq!(old.unwrap().lookup("447400123456").unwrap().per_mms, None);
+        // A hold's rate stored before MMS had a price still reads.
+        let stored = r#"{"prefix":"44","description":"UK","connect_fee":"0","per_minute":"0.02",
+                         "increments":{"first":60,"next":60},"per_segment":"0.05"}"#;
+        let r: Rate = serde_json::from_str(stored).unwrap();
+        assert_eq!((r.per_mms, r.per_segment), (None, Some(a("0.05"))));
+        let bad =
+            parse_csv("prefix,description,connect_fee,per_minute,increments,per_sms,per_mms\n44,UK,0,,60/60,,-1\n");
+        assert!(bad.unwrap_err().to_string().contains("per_mms: not negative"));
     }
 }

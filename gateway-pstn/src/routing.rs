@@ -13,6 +13,7 @@ fn cost_key(route: &CarrierRoute, service: ServiceKind) -> Option<(Amount, Amoun
     match service {
         ServiceKind::Voice => route.cost.per_minute.map(|p| (p, route.cost.connect_fee)),
         ServiceKind::Sms => route.cost.per_segment.map(|p| (p, Amount::ZERO)),
+        ServiceKind::Mms => route.cost.per_mms.map(|p| (p, Amount::ZERO)),
     }
 }
 
@@ -58,6 +59,7 @@ mod tests {
                 per_minute: per_minute.map(|p| p.parse().unwrap()),
                 increments: Increments::PER_SECOND,
                 per_segment: per_sms.map(|p| p.parse().unwrap()),
+                per_mms: None,
             },
         }
     }

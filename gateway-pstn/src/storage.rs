@@ -703,11 +703,11 @@ impl CarrierKind {
         }
     }
 
-    /// The kind carrying a service.
+    /// The kind carrying a service (MMS goes through the SMS carriers: their cost decks' `per_mms`).
     pub fn for_service(service: ServiceKind) -> CarrierKind {
         match service {
             ServiceKind::Voice => CarrierKind::Sip,
-            ServiceKind::Sms => CarrierKind::Smsc,
+            ServiceKind::Sms | ServiceKind::Mms => CarrierKind::Smsc,
         }
     }
 

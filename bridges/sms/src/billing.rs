@@ -8,6 +8,7 @@
 //! before it is stored (no credit, no send, and the sender is told why); the hold is settled for the segments
 //! an SMSC accepted, or released when none was, by a worker that retries until the gateway answers (every
 //! write carries an idempotency key derived from the Matrix event, so a retry never charges twice).
+//! An MMS is one unit of the gateway's `mms` service ([`Billing::reserve_mms`]), settled with one segment.
 
 use async_trait::async_trait;
 use std::sync::Arc;
@@ -63,6 +64,8 @@ pub trait Billing: Send + Sync + std::fmt::Debug + 'static {
     async fn quote(&self, user: &str, destination: &str, segments: u32) -> Result<Quote, BillingError>;
     /// Holds the price of `segments` segments; `key` makes a repeat return the first hold.
     async fn reserve(&self, user: &str, destination: &str, segments: u32, key: &str) -> Result<Hold, BillingError>;
+    /// Holds the price of one MMS (the gateway's `mms` service); settle it with one segment.
+    async fn reserve_mms(&self, user: &str, destination: &str, key: &str) -> Result<Hold, BillingError>;
     /// Charges `segments` segments of the hold (the rest goes back).
     async fn settle(&self, hold: &str, segments: u32, unit_price: &str, key: &str) -> Result<(), BillingError>;
     /// Gives the whole hold back.
@@ -82,6 +85,9 @@ impl Billing for Free {
         Ok(Quote { unit_price: "0".into(), total: "0".into(), currency: String::new() })
     }
     async fn reserve(&self, _: &str, _: &str, _: u32, _: &str) -> Result<Hold, BillingError> {
+        Err(BillingError::Unavailable("this bridge charges nothing; nothing to reserve".into()))
+    }
+    async fn reserve_mms(&self, _: &str, _: &str, _: &str) -> Result<Hold, BillingError> {
         Err(BillingError::Unavailable("this bridge charges nothing; nothing to reserve".into()))
     }
     async fn settle(&self, _: &str, _: u32, _: &str, _: &str) -> Result<(), BillingError> {
@@ -142,6 +148,59 @@ fn hold_id(h: &str) -> Result<tincan_gateway::charging::HoldId, BillingError> {
     h.parse().map_err(|e: ChargeError| BillingError::Refused(e.to_string()))
 }
 
+impl Gateway {
+    /// Holds the price of `n` units of `service` (SMS segments, MMS messages); without credit, the refusal says
+    /// what it costs and what there is.
+    async fn reserve_usage(
+        &self,
+        service: ServiceKind,
+        user: &str,
+        destination: &str,
+        n: u32,
+        k: &str,
+    ) -> Result<Hold, BillingError> {
+        let request = ReserveRequest {
+            idempotency_key: key(k)?,
+            account: AccountRef::User { user_id: user.to_owned() },
+            service,
+            destination: number(destination)?,
+            amount: None,
+            seconds: None,
+            segments: Some(n),
+            ttl_secs: Some(HOLD_TTL_SECS),
+        };
+        match self.charging.reserve(&request).await {
+            Ok(h) => Ok(Hold { id: h.id.to_string(), unit_price: String::new() }),
+            Err(ChargeError::InsufficientFunds) => {
+                let quote = |segments| QuoteRequest {
+                    account: AccountRef::User { user_id: user.to_owned() },
+                    service,
+                    destination: request.destination.clone(),
+                    seconds: None,
+                    segments,
+                };
+                let what = if service == ServiceKind::Mms { "MMS" } else { "SMS" };
+                let why = match self.charging.quote(&quote(Some(n))).await {
+                    Ok(q) => format!(
+                        "{n} {what} cost {} {}",
+                        q.amount.map(|a| a.to_string()).unwrap_or_default(),
+                        q.currency
+                    ),
+                    Err(_) => format!("{n} {what}"),
+                };
+                let available = self
+                    .charging
+                    .quote(&quote(None))
+                    .await
+                    .map(|q| format!("; you have {} {}", q.available, q.currency))
+                    .unwrap_or_default();
+                Err(BillingError::InsufficientFunds(format!("{why}{available}")))
+            }
+            Err(e) => Err(map(e)),
+        }
+    }
+}
+
 #[async_trait]
 impl Billing for Gateway {
     fn is_free(&self) -> bool {
@@ -165,40 +224,11 @@ impl Billing for Gateway {
     }
 
     async fn reserve(&self, user: &str, destination: &str, segments: u32, k: &str) -> Result<Hold, BillingError> {
-        let request = ReserveRequest {
-            idempotency_key: key(k)?,
-            account: AccountRef::User { user_id: user.to_owned() },
-            service: ServiceKind::Sms,
-            destination: number(destination)?,
-            amount: None,
-            seconds: None,
-            segments: Some(segments),
-            ttl_secs: Some(HOLD_TTL_SECS),
-        };
-        match self.charging.reserve(&request).await {
-            Ok(h) => Ok(Hold { id: h.id.to_string(), unit_price: String::new() }),
-            Err(ChargeError::InsufficientFunds) => {
-                // Say what it costs and what there is.
-                let why = match self.quote(user, destination, segments).await {
-                    Ok(q) => format!("{segments} SMS cost {} {}", q.total, q.currency),
-                    Err(_) => format!("{segments} SMS"),
-                };
-                let available = self
-                    .charging
-                    .quote(&QuoteRequest {
-                        account: AccountRef::User { user_id: user.to_owned() },
-                        service: ServiceKind::Sms,
-                        destination: number(destination)?,
-                        seconds: None,
-                        segments: None,
-                    })
-                    .await
-                    .map(|q| format!("; you have {} {}", q.available, q.currency))
-                    .unwrap_or_default();
-                Err(BillingError::InsufficientFunds(format!("{why}{available}")))
-            }
-            Err(e) => Err(map(e)),
-        }
+        self.reserve_usage(ServiceKind::Sms, user, destination, segments, k).await
+    }
+
+    async fn reserve_mms(&self, user: &str, destination: &str, k: &str) -> Result<Hold, BillingError> {
+        self.reserve_usage(ServiceKind::Mms, user, destination, 1, k).await
     }
 
     async fn settle(&self, hold: &str, segments: u32, _unit_price: &str, k: &str) -> Result<(), BillingError> {

@@ -106,7 +106,8 @@ async fn metrics(State(bridge): State<SmsBridge>) -> Result<impl IntoResponse, (
     let mut tx = bridge.store().begin().await.map_err(unavailable)?;
     let pending = tx.outbox().pending_segments().await.map_err(unavailable)?;
     let duplicates = tx.outbox().possible_duplicates().await.map_err(unavailable)?;
+    let mms_duplicates = tx.mms().possible_duplicates().await.map_err(unavailable)?;
     drop(tx);
-    let text = bridge.metrics().render(&bridge.links(), pending, duplicates);
+    let text = bridge.metrics().render(&bridge.links(), pending, duplicates, mms_duplicates);
     Ok(([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text))
 }

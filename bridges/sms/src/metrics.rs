@@ -83,7 +83,13 @@ impl Metrics {
     }
 
     /// The text exposition, with the links and the outbox gauges.
-    pub fn render(&self, links: &[LinkStatus], pending_segments: u64, possible_duplicates: u64) -> String {
+    pub fn render(
+        &self,
+        links: &[LinkStatus],
+        pending_segments: u64,
+        possible_duplicates: u64,
+        mms_possible_duplicates: u64,
+    ) -> String {
         let mut o = String::new();
         let g = |c: &AtomicU64| c.load(Ordering::Relaxed);
         let mut counter = |name: &str, help: &str, samples: &[(&str, u64)]| {
@@ -150,6 +156,12 @@ impl Metrics {
         let _ = writeln!(
             o,
             "# TYPE tincan_sms_possible_duplicates gauge\ntincan_sms_possible_duplicates {possible_duplicates}"
+        );
+        let _ = writeln!(
+            o,
+            "# HELP tincan_sms_mms_possible_duplicates MMS asked for again after an attempt without an answer, then \
+             taken by the carrier.\n# TYPE tincan_sms_mms_possible_duplicates gauge\n\
+             tincan_sms_mms_possible_duplicates {mms_possible_duplicates}"
         );
         o
     }

@@ -79,6 +79,8 @@ pub trait Repository: Send {
     fn numbers(&mut self) -> &mut dyn NumberRepository;
     /// Opt-outs.
     fn opt_outs(&mut self) -> &mut dyn OptOutRepository;
+    /// Outgoing MMS.
+    fn mms(&mut self) -> &mut dyn MmsRepository;
     /// Makes every change of this transaction durable.
     async fn commit(self: Box<Self>) -> Result<()>;
 }
@@ -412,4 +414,107 @@ pub trait OptOutRepository: Send {
     async fn start(&mut self, remote: &str, number: &str) -> Result<bool>;
     /// Whether `remote` stopped messages from `number`.
     async fn is_stopped(&mut self, remote: &str, number: &str) -> Result<bool>;
+}
+
+/// Where an outgoing MMS is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum MmsState {
+    /// The carrier was asked (or is about to be) and no answer is recorded.
+    Sending,
+    /// The carrier took it ([`StoredMms::sid`]).
+    Sent,
+    /// The carrier refused it ([`StoredMms::reason`]).
+    Failed,
+}
+
+impl MmsState {
+    /// The stored name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MmsState::Sending => "sending",
+            MmsState::Sent => "sent",
+            MmsState::Failed => "failed",
+        }
+    }
+
+    fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "sending" => MmsState::Sending,
+            "sent" => MmsState::Sent,
+            "failed" => MmsState::Failed,
+            _ => return None,
+        })
+    }
+}
+
+/// An MMS about to be handed to the carrier.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewMms {
+    /// The Matrix event it comes from (one row per event).
+    pub event_id: String,
+    /// The Matrix user who sent it.
+    pub sender: String,
+    /// The number it goes to (E.164).
+    pub destination: String,
+    /// The ledger hold paying for it, when billed.
+    pub hold: Option<String>,
+}
+
+/// An outgoing MMS as stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredMms {
+    /// The Matrix event.
+    pub event_id: String,
+    /// The Matrix user who sent it.
+    pub sender: String,
+    /// To.
+    pub destination: String,
+    /// Where it is.
+    pub state: MmsState,
+    /// Times the carrier was asked (or about to be), this one included.
+    pub attempts: u32,
+    /// The carrier's id, for [`MmsState::Sent`].
+    pub sid: Option<String>,
+    /// Why it failed, for [`MmsState::Failed`].
+    pub reason: Option<String>,
+    /// The ledger hold.
+    pub hold: Option<String>,
+    /// Where the charge is.
+    pub billing: BillingState,
+}
+
+/// What [`MmsRepository::attempt`] found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MmsAttempt {
+    /// Never asked before: go ahead.
+    First,
+    /// Asked before without a recorded answer (the bridge died, or the carrier did not answer): going ahead may
+    /// give the carrier a second copy; `earlier` attempts were made.
+    Again {
+        /// Attempts before this one.
+        earlier: u32,
+    },
+    /// Answered before: do not ask again.
+    Done(StoredMms),
+}
+
+/// Outgoing MMS. The carrier's API has no idempotency key, so the row is written (and committed) before the
+/// carrier is asked, and its answer right after: an event handed over again is answered from the row.
+#[async_trait]
+pub trait MmsRepository: Send {
+    /// The MMS of a Matrix event.
+    async fn by_event(&mut self, event_id: &str) -> Result<Option<StoredMms>>;
+    /// Records an attempt (a new row, or one more attempt on a row still sending) and says what was there.
+    async fn attempt(&mut self, mms: &NewMms, now_ms: i64) -> Result<MmsAttempt>;
+    /// The carrier took it under `sid`.
+    async fn sent(&mut self, event_id: &str, sid: &str, now_ms: i64) -> Result<()>;
+    /// The carrier refused it.
+    async fn failed(&mut self, event_id: &str, reason: &str, now_ms: i64) -> Result<()>;
+    /// Held MMS the carrier answered: their charge is due.
+    async fn billing_due(&mut self, limit: u32) -> Result<Vec<StoredMms>>;
+    /// Records where an MMS's charge went.
+    async fn set_billing(&mut self, event_id: &str, billing: BillingState) -> Result<()>;
+    /// Attempts after an earlier one without an answer, on MMS the carrier then took: the most duplicates the
+    /// carrier can hold.
+    async fn possible_duplicates(&mut self) -> Result<u64>;
 }

@@ -1,6 +1,6 @@
-//! `GET /v1/rates/{number}?service=voice|sms[&account=ID]`: the price of a destination (users: their own
+//! `GET /v1/rates/{number}?service=voice|sms|mms[&account=ID]`: the price of a destination (users: their own
 //! plan and balance; services and operators: the account named, else the default plan);
-//! `GET /v1/routes/{number}?service=voice|sms`: the carriers to try, least cost first (services, operators);
+//! `GET /v1/routes/{number}?service=voice|sms|mms`: the carriers to try, least cost first (services, operators);
 //! `GET|PUT /v1/plans/{plan}/rates`: a price plan's rate deck as CSV (operators).
 
 use std::sync::Arc;
@@ -41,7 +41,7 @@ pub(super) fn number(raw: &str) -> Result<E164, ApiError> {
 }
 
 fn service(raw: Option<&str>) -> Result<ServiceKind, ApiError> {
-    raw.unwrap_or("voice").parse().map_err(|_| ApiError::InvalidParam("service: voice or sms".into()))
+    raw.unwrap_or("voice").parse().map_err(|_| ApiError::InvalidParam("service: voice, sms or mms".into()))
 }
 
 #[utoipa::path(get, path = "/v1/rates/{number}", tag = "rates", params(("number" = String, Path), ("service" = Option<String>, Query), ("account" = Option<String>, Query)), responses((status = 200, body = crate::charging::Quote), (status = 404, body = crate::api::ErrorBody), (status = 400, description = "Bad input", body = crate::api::ErrorBody), (status = 401, description = "No valid token", body = crate::api::ErrorBody)), security(("bearer" = [])))]

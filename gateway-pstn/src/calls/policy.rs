@@ -146,6 +146,7 @@ pub fn rate_of(q: &Quote) -> Rate {
         per_minute: Some(q.per_minute),
         increments: Increments { first: q.first_increment, next: q.next_increment },
         per_segment: None,
+        per_mms: None,
     }
 }
 
@@ -199,6 +200,7 @@ mod tests {
             per_minute: Some(per_minute.parse().unwrap()),
             increments: inc.parse().unwrap(),
             per_segment: None,
+            per_mms: None,
         }
     }
 
@@ -300,6 +302,7 @@ mod tests {
                 per_minute: Some(Amount::from_micros(i64::from(per_minute))),
                 increments: Increments { first: next, next },
                 per_segment: None,
+                per_mms: None,
             };
             let available = Amount::from_micros(avail);
             let s = affordable_extension(&r, available, want);

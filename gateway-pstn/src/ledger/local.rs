@@ -38,8 +38,10 @@ fn usage(
         (Some(a), None, None, _) if a.is_negative() => Err(ChargeError::Invalid("amount: not negative".into())),
         (Some(a), None, None, _) => Ok(Usage::Amount(a)),
         (None, Some(s), None, ServiceKind::Voice) => Ok(Usage::Seconds(s)),
-        (None, None, Some(n), ServiceKind::Sms) => Ok(Usage::Segments(n)),
-        _ => Err(ChargeError::Invalid("give exactly one of amount, seconds (voice) or segments (sms)".into())),
+        (None, None, Some(n), ServiceKind::Sms | ServiceKind::Mms) => Ok(Usage::Segments(n)),
+        _ => Err(ChargeError::Invalid(
+            "give exactly one of amount, seconds (voice) or segments (sms: segments, mms: messages)".into(),
+        )),
     }
 }
 
@@ -61,6 +63,7 @@ impl LocalCharging {
                 let rate = self.ledger.rate(&full, &req.destination).await?.ok_or(ChargeError::NoRate)?;
                 let price = match asked {
                     Usage::Seconds(s) => rate.call_price(s),
+                    Usage::Segments(n) if req.service == ServiceKind::Mms => rate.mms_price(n),
                     Usage::Segments(n) => rate.sms_price(n),
                     Usage::Amount(a) => Ok(a),
                 };
@@ -109,8 +112,8 @@ impl Charging for LocalCharging {
             return Err(ChargeError::AccountDisabled);
         }
         match (req.service, req.seconds, req.segments) {
-            (ServiceKind::Voice, _, None) | (ServiceKind::Sms, None, _) => {}
-            _ => return Err(ChargeError::Invalid("seconds go with voice, segments with sms".into())),
+            (ServiceKind::Voice, _, None) | (ServiceKind::Sms | ServiceKind::Mms, None, _) => {}
+            _ => return Err(ChargeError::Invalid("seconds go with voice, segments with sms and mms".into())),
         }
         self.policy_check(account.id, req.destination.digits()).await?;
         let rate = self.ledger.rate(&account, &req.destination).await?.ok_or(ChargeError::NoRate)?;
@@ -126,6 +129,11 @@ impl Charging for LocalCharging {
                 None,
                 Some(rate.max_segments(available).map_err(rating)?),
             ),
+            ServiceKind::Mms => (
+                req.segments.map(|n| rate.mms_price(n)).transpose().map_err(rating)?,
+                None,
+                Some(rate.max_mms(available).map_err(rating)?),
+            ),
         };
         Ok(Quote {
             currency: account.currency,
@@ -136,6 +144,7 @@ impl Charging for LocalCharging {
             first_increment: rate.increments.first,
             next_increment: rate.increments.next,
             per_segment: rate.per_segment.unwrap_or_default(),
+            per_mms: rate.per_mms.unwrap_or_default(),
             amount,
             available,
             max_seconds,

@@ -209,7 +209,8 @@ pub(super) fn settle_price(h: &StoredHold, used: Usage) -> Result<Amount, Ledger
         (Usage::Amount(a), _) => a,
         (Usage::Seconds(s), ServiceKind::Voice) => hold_rate(h)?.call_price(s).map_err(rating)?,
         (Usage::Segments(n), ServiceKind::Sms) => hold_rate(h)?.sms_price(n).map_err(rating)?,
-        _ => return Err(ChargeError::Invalid("seconds settle voice holds, segments SMS holds".into()).into()),
+        (Usage::Segments(n), ServiceKind::Mms) => hold_rate(h)?.mms_price(n).map_err(rating)?,
+        _ => return Err(ChargeError::Invalid("seconds settle voice holds, segments SMS and MMS holds".into()).into()),
     };
     if charged > h.amount {
         return Err(ChargeError::ExceedsHold.into());

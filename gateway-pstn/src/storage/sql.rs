@@ -32,32 +32,40 @@ pub(super) const HOLD_COLUMNS: &str = "id, account_id, principal, amount, state,
 pub(super) const ACCOUNT_COLUMNS: &str =
     "id, kind, name, user_id, number, currency, balance, held, disabled, plan, created_at";
 
-pub(super) const RATE_COLUMNS: &str = "prefix, description, connect_fee, per_minute, first_incr, next_incr, per_sms";
+pub(super) const RATE_COLUMNS: &str =
+    "prefix, description, connect_fee, per_minute, first_incr, next_incr, per_sms, per_mms";
 
 /// `$first, $first+1, …` for `n` values: an IN list of bind parameters.
 pub(super) fn placeholders(first: usize, n: usize) -> String {
     (first..first + n).map(|i| format!("${i}")).collect::<Vec<_>>().join(", ")
 }
 
-/// The rate of a row of `rates` or `carrier_rates`.
-pub(super) fn rate_from_parts(
-    prefix: String,
-    description: String,
-    connect_fee: i64,
-    per_minute: Option<i64>,
-    first: i32,
-    next: i32,
-    per_sms: Option<i64>,
-) -> Result<crate::rating::Rate> {
-    let inc = |v: i32| u32::try_from(v).ok().filter(|v| *v >= 1).ok_or(corrupt("rates", "increments"));
-    Ok(crate::rating::Rate {
-        prefix,
-        description,
-        connect_fee: Amount::from_micros(connect_fee),
-        per_minute: per_minute.map(Amount::from_micros),
-        increments: crate::rating::Increments { first: inc(first)?, next: inc(next)? },
-        per_segment: per_sms.map(Amount::from_micros),
-    })
+/// A row of `rates` or `carrier_rates`, as stored (micro-units, increments in seconds).
+pub(super) struct RateRow {
+    pub(super) prefix: String,
+    pub(super) description: String,
+    pub(super) connect_fee: i64,
+    pub(super) per_minute: Option<i64>,
+    pub(super) first: i32,
+    pub(super) next: i32,
+    pub(super) per_sms: Option<i64>,
+    pub(super) per_mms: Option<i64>,
+}
+
+impl RateRow {
+    /// The rate it stores.
+    pub(super) fn into_rate(self) -> Result<crate::rating::Rate> {
+        let inc = |v: i32| u32::try_from(v).ok().filter(|v| *v >= 1).ok_or(corrupt("rates", "increments"));
+        Ok(crate::rating::Rate {
+            prefix: self.prefix,
+            description: self.description,
+            connect_fee: Amount::from_micros(self.connect_fee),
+            per_minute: self.per_minute.map(Amount::from_micros),
+            increments: crate::rating::Increments { first: inc(self.first)?, next: inc(self.next)? },
+            per_segment: self.per_sms.map(Amount::from_micros),
+            per_mms: self.per_mms.map(Amount::from_micros),
+        })
+    }
 }
 
 /// Implements [`Repository`](super::Repository) and every repository trait for `$repo`, a struct with a field
@@ -74,8 +82,8 @@ macro_rules! impl_repositories {
         use $crate::charging::{AccountId, HoldId, HoldState, ServiceKind};
         use $crate::money::Amount;
         use $crate::storage::sql::{
-            ACCOUNT_COLUMNS, HOLD_COLUMNS, RATE_COLUMNS, amount, corrupt, currency, duplicate_or, placeholders,
-            rate_from_parts,
+            ACCOUNT_COLUMNS, HOLD_COLUMNS, RATE_COLUMNS, RateRow, amount, corrupt, currency, duplicate_or,
+            placeholders,
         };
         use $crate::storage::{
             Account, AccountKind, AccountRepository, ApiToken, CheckReport, Close, Closing, EntryKind, ExtendOutcome,
@@ -100,15 +108,17 @@ macro_rules! impl_repositories {
         use $crate::rating::{Rate, RateDeck};
 
         fn rate_from_row(row: &Row) -> Result<Rate> {
-            rate_from_parts(
-                row.try_get("prefix")?,
-                row.try_get("description")?,
-                row.try_get("connect_fee")?,
-                row.try_get("per_minute")?,
-                row.try_get("first_incr")?,
-                row.try_get("next_incr")?,
-                row.try_get("per_sms")?,
-            )
+            RateRow {
+                prefix: row.try_get("prefix")?,
+                description: row.try_get("description")?,
+                connect_fee: row.try_get("connect_fee")?,
+                per_minute: row.try_get("per_minute")?,
+                first: row.try_get("first_incr")?,
+                next: row.try_get("next_incr")?,
+                per_sms: row.try_get("per_sms")?,
+                per_mms: row.try_get("per_mms")?,
+            }
+            .into_rate()
         }
 
         fn carrier_from_row(row: &Row) -> Result<Carrier> {
@@ -769,7 +779,7 @@ macro_rules! impl_repositories {
         impl $repo {
             async fn insert_rates(&mut self, table: &'static str, owner: &'static str, key: RateKey<'_>, deck: &RateDeck) -> Result<()> {
                 let sql = format!(
-                    "INSERT INTO {table} ({owner}, {RATE_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)"
+                    "INSERT INTO {table} ({owner}, {RATE_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)"
                 );
                 for r in deck.rates() {
                     let q = sqlx::query(sqlx::AssertSqlSafe(sql.clone()));
@@ -784,6 +794,7 @@ macro_rules! impl_repositories {
                         .bind(r.increments.first as i32)
                         .bind(r.increments.next as i32)
                         .bind(r.per_segment.map(Amount::micros))
+                        .bind(r.per_mms.map(Amount::micros))
                         .execute(&mut *self.tx)
                         .await?;
                 }
@@ -893,7 +904,7 @@ macro_rules! impl_repositories {
                 }
                 let sql = format!(
                     "SELECT c.id, c.name, c.kind, c.priority, c.max_concurrent, c.enabled, \
-                       r.prefix, r.description, r.connect_fee, r.per_minute, r.first_incr, r.next_incr, r.per_sms \
+                       r.prefix, r.description, r.connect_fee, r.per_minute, r.first_incr, r.next_incr, r.per_sms, r.per_mms \
                      FROM carriers c JOIN carrier_rates r ON r.carrier_id = c.id \
                      WHERE c.enabled AND c.kind = $1 AND r.prefix IN ({}) ORDER BY c.id, LENGTH(r.prefix) DESC",
                     placeholders(2, prefixes.len())

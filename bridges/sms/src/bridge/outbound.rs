@@ -5,7 +5,7 @@ use crate::billing::BillingError;
 use crate::mms::{MmsError, OutgoingMms};
 use crate::protocol::segment::SegmentError;
 use crate::protocol::udh::Reference;
-use crate::store::{NewMessage, NewSegment, StoreError};
+use crate::store::{MmsAttempt, MmsState, NewMessage, NewMms, NewSegment, StoreError, StoredMms};
 use async_trait::async_trait;
 use ruma::OwnedUserId;
 use std::sync::Arc;
@@ -246,11 +246,17 @@ impl SmsApi {
 
 impl SmsApi {
     /// An image as MMS through the carrier's API (`sms.mms.api_url`): the same checks as a text (destination,
-    /// sender number, opt-out, one unit of the rate limits), the image kept behind a link for the carrier to
-    /// fetch, and the carrier's answer before the core marks the event done. The carrier's status callbacks
-    /// (`/mms/status`) become the message's status. Not through the outbox: a crash between the carrier's
-    /// answer and the core's record sends it again (the carrier's API has no idempotency key). With billing
-    /// configured MMS is refused: the gateway has no MMS price yet.
+    /// sender number, opt-out, one unit of the rate limits), its price held through the gateway (service `mms`,
+    /// one message) when billing is on, the image kept behind a link for the carrier to fetch, and the carrier's
+    /// answer before the core marks the event done. The carrier's status callbacks (`/mms/status`) become the
+    /// message's status.
+    ///
+    /// The carrier's API has no idempotency key, so the MMS outbox (`sms_mms_out`) stands in for one: the
+    /// attempt is committed before the carrier is asked and its answer right after, and an event the core hands
+    /// over again (after a crash) gets the recorded answer — never a second MMS. Only a crash between the
+    /// carrier's answer and that record can send twice; such attempts are counted
+    /// (`tincan_sms_mms_possible_duplicates`). The status worker settles the hold once the carrier took the MMS
+    /// and releases it when refused; a hold left by attempts that never got an answer expires by itself.
     async fn send_mms(&self, portal: &PortalRef, message: &MatrixMessage) -> Result<RemoteMessageId, ConnectorError> {
         let b = &self.bridge;
         let Some(carrier) = b.mms.clone() else { return Err(refused(Refusal::Unsupported("image".into()))) };
@@ -263,9 +269,13 @@ impl SmsApi {
             refused(r)
         };
         check_destination(&b.config, to).map_err(refuse)?;
-        if !b.billing.is_free() {
-            b.metrics.inc(&b.metrics.refused_billing);
-            return Err(ConnectorError::Rejected("MMS has no price at this provider yet, so it is not sent".into()));
+        // Handed over before and answered: the same answer, nothing sent or charged again.
+        let earlier = {
+            let mut tx = b.store.begin().await.map_err(temporary)?;
+            tx.mms().by_event(event).await.map_err(temporary)?
+        };
+        if let Some(done) = earlier.filter(|m| m.state != MmsState::Sending) {
+            return answered(done);
         }
         let from = match b.prepare(event, user, to).await.map_err(temporary)? {
             Prepared::Stored(id) => return Ok(remote_id(id)),
@@ -274,6 +284,22 @@ impl SmsApi {
             Prepared::From(from) => from,
         };
         b.take_rate(user, to, 1).map_err(refuse)?;
+        let hold = if b.billing.is_free() {
+            None
+        } else {
+            // A repeat (same key) gets the first hold back while it is open.
+            match b.billing.reserve_mms(user, to, &format!("mms.reserve.{}", key_of(event))).await {
+                Ok(h) => Some(h.id),
+                Err(e) => {
+                    b.give_back_rate(user, to, 1);
+                    if let BillingError::Unavailable(why) = e {
+                        b.metrics.inc(&b.metrics.billing_errors);
+                        return Err(ConnectorError::Temporary(format!("billing unavailable: {why}")));
+                    }
+                    return Err(refuse(Refusal::Billing(e)));
+                }
+            }
+        };
         let mut rng = <rand::rngs::StdRng as rand::SeedableRng>::from_os_rng();
         let media_url = match super::links::store(&b.config.mms, &mut rng, media.mimetype.as_deref(), &media.data) {
             Ok(link) => link,
@@ -282,6 +308,23 @@ impl SmsApi {
                 return Err(ConnectorError::Temporary(format!("keeping the image for the carrier: {e}")));
             }
         };
+        let new = NewMms { event_id: event.to_owned(), sender: user.to_owned(), destination: to.to_owned(), hold };
+        let attempt = {
+            let mut tx = b.store.begin().await.map_err(temporary)?;
+            let attempt = tx.mms().attempt(&new, b.now_ms() as i64).await.map_err(temporary)?;
+            tx.commit().await.map_err(temporary)?;
+            attempt
+        };
+        match attempt {
+            MmsAttempt::First => {}
+            MmsAttempt::Again { earlier } => {
+                tracing::warn!(event, earlier, "an MMS asked for before without an answer is sent again");
+            }
+            MmsAttempt::Done(done) => {
+                b.give_back_rate(user, to, 1);
+                return answered(done);
+            }
+        }
         let query: String = url::form_urlencoded::Serializer::new(String::new())
             .append_pair("u", user)
             .append_pair("to", to)
@@ -294,20 +337,38 @@ impl SmsApi {
             media_url,
             status_callback: format!("{}/mms/status?{query}", b.config.mms.link_base_url.trim_end_matches('/')),
         };
-        match carrier.send(&mms).await {
+        let outcome = carrier.send(&mms).await;
+        let mut tx = b.store.begin().await.map_err(temporary)?;
+        let now = b.now_ms() as i64;
+        match outcome {
             Ok(sid) => {
+                tx.mms().sent(event, &sid, now).await.map_err(temporary)?;
+                tx.commit().await.map_err(temporary)?;
                 b.metrics.inc(&b.metrics.mms_out);
                 tracing::info!(%sid, "MMS taken by the carrier");
                 Ok(RemoteMessageId::new(format!("mms.{sid}")))
             }
-            Err(e) => {
+            Err(e @ MmsError::Rejected(_)) => {
+                tx.mms().failed(event, &e.to_string(), now).await.map_err(temporary)?;
+                tx.commit().await.map_err(temporary)?;
                 b.give_back_rate(user, to, 1);
-                Err(match e {
-                    MmsError::Rejected(_) => ConnectorError::Rejected(e.to_string()),
-                    MmsError::Temporary(_) => ConnectorError::Temporary(e.to_string()),
-                })
+                Err(ConnectorError::Rejected(e.to_string()))
+            }
+            Err(e @ MmsError::Temporary(_)) => {
+                // Still sending: the next attempt may duplicate it, and is counted so.
+                drop(tx);
+                b.give_back_rate(user, to, 1);
+                Err(ConnectorError::Temporary(e.to_string()))
             }
         }
+    }
+}
+
+/// The recorded answer of an MMS the carrier answered before.
+fn answered(done: StoredMms) -> Result<RemoteMessageId, ConnectorError> {
+    match (done.state, done.sid) {
+        (MmsState::Sent, Some(sid)) => Ok(RemoteMessageId::new(format!("mms.{sid}"))),
+        _ => Err(ConnectorError::Rejected(done.reason.unwrap_or_else(|| "the carrier refused the MMS".into()))),
     }
 }
 

@@ -5,11 +5,12 @@
 //! ([`BridgeHandle::report_message_status`]): accepted by an SMSC is `Sent`, a delivery receipt `Delivered`
 //! (the core adds the ghost's read receipt), a refusal or an undeliverable receipt `Failed` with the carrier's
 //! reason (the core adds the ⚠ notice). Held charges of messages that left the
-//! queue are settled for the segments an SMSC accepted, or released when none was.
+//! queue are settled for the segments an SMSC accepted, or released when none was; held MMS charges are
+//! settled once the carrier took the MMS, released when it refused it.
 
 use super::Inner;
 use super::outbound::key_of;
-use crate::store::{BillingState, MessageState, StoreError, StoredMessage};
+use crate::store::{BillingState, MessageState, MmsState, StoreError, StoredMessage};
 use std::sync::Arc;
 use std::time::Duration;
 use tincan_appservice::{
@@ -127,6 +128,24 @@ async fn bill(b: &Inner) -> Result<(), StatusError> {
         };
         let mut tx = b.store.begin().await?;
         tx.outbox().set_billing(m.id, state).await?;
+        tx.commit().await?;
+    }
+    // MMS: one message, charged once the carrier took it, given back when it refused it.
+    let mut tx = b.store.begin().await?;
+    let due = tx.mms().billing_due(100).await?;
+    drop(tx);
+    for m in due {
+        let Some(hold) = &m.hold else { continue };
+        let key = key_of(&m.event_id);
+        let state = if m.state == MmsState::Sent {
+            b.billing.settle(hold, 1, "", &format!("mms.settle.{key}")).await?;
+            BillingState::Settled
+        } else {
+            b.billing.release(hold, &format!("mms.release.{key}")).await?;
+            BillingState::Released
+        };
+        let mut tx = b.store.begin().await?;
+        tx.mms().set_billing(&m.event_id, state).await?;
         tx.commit().await?;
     }
     Ok(())

@@ -1,7 +1,7 @@
 //! The store conformance suite: written once, run against every backend (SQLite and PostgreSQL) by the
 //! integration tests. Each check takes a freshly migrated, empty store.
 
-use super::{BillingState, MessageState, NewMessage, NewSegment, Store, StoredPart};
+use super::{BillingState, MessageState, MmsAttempt, MmsState, NewMessage, NewMms, NewSegment, Store, StoredPart};
 use crate::protocol::dlr::{DeliveryState, id_candidates};
 use crate::protocol::reassembly::InboundCoding;
 use crate::protocol::segment::Coding;
@@ -17,6 +17,7 @@ pub async fn run(store: &dyn Store) {
     inbound_parts(store).await;
     numbers(store).await;
     opt_outs(store).await;
+    mms_outbox(store).await;
 }
 
 fn message(event: &str, parts: usize) -> NewMessage {
@@ -279,5 +280,59 @@ async fn opt_outs(store: &dyn Store) {
     assert!(tx.opt_outs().start("+491", "+447700900001").await.unwrap());
     assert!(!tx.opt_outs().start("+491", "+447700900001").await.unwrap());
     assert!(!tx.opt_outs().is_stopped("+491", "+447700900001").await.unwrap());
+    tx.commit().await.unwrap();
+}
+
+/// An MMS row is written before the carrier is asked; a repeat while it is still sending counts as another
+/// (uncertain) attempt; once answered, a repeat gets the answer and changes nothing; charges come due once
+/// answered; possible duplicates count the extra attempts of MMS the carrier took.
+async fn mms_outbox(store: &dyn Store) {
+    let new = |event: &str, hold: Option<&str>| NewMms {
+        event_id: event.into(),
+        sender: "@alice:hs.test".into(),
+        destination: "+447700900123".into(),
+        hold: hold.map(str::to_owned),
+    };
+    let mut tx = store.begin().await.unwrap();
+    assert_eq!(tx.mms().attempt(&new("$m1", Some("h_1_1")), 1_000).await.unwrap(), MmsAttempt::First);
+    assert_eq!(tx.mms().attempt(&new("$m2", None), 1_000).await.unwrap(), MmsAttempt::First);
+    assert_eq!(tx.mms().attempt(&new("$m3", Some("h_1_3")), 1_000).await.unwrap(), MmsAttempt::First);
+    tx.commit().await.unwrap();
+
+    // $m1: the bridge died while the carrier was asked; asked again, then taken.
+    let mut tx = store.begin().await.unwrap();
+    assert_eq!(tx.mms().attempt(&new("$m1", Some("h_1_1")), 2_000).await.unwrap(), MmsAttempt::Again { earlier: 1 });
+    assert_eq!(tx.mms().attempt(&new("$m1", Some("h_1_1")), 3_000).await.unwrap(), MmsAttempt::Again { earlier: 2 });
+    assert!(tx.mms().billing_due(10).await.unwrap().is_empty(), "nothing is due while sending");
+    tx.mms().sent("$m1", "MM1", 3_500).await.unwrap();
+    tx.mms().sent("$m2", "MM2", 3_500).await.unwrap();
+    tx.mms().failed("$m3", "unsubscribed recipient", 3_600).await.unwrap();
+    tx.commit().await.unwrap();
+
+    let mut tx = store.begin().await.unwrap();
+    let MmsAttempt::Done(m1) = tx.mms().attempt(&new("$m1", Some("h_1_1")), 4_000).await.unwrap() else {
+        panic!("an answered MMS is not attempted again")
+    };
+    assert_eq!((m1.state, m1.sid.as_deref(), m1.attempts), (MmsState::Sent, Some("MM1"), 3));
+    let MmsAttempt::Done(m3) = tx.mms().attempt(&new("$m3", Some("h_1_3")), 4_000).await.unwrap() else {
+        panic!("a refused MMS is not attempted again")
+    };
+    assert_eq!((m3.state, m3.reason.as_deref()), (MmsState::Failed, Some("unsubscribed recipient")));
+    // A late answer does not overwrite the first.
+    tx.mms().failed("$m1", "late", 4_100).await.unwrap();
+    assert_eq!(tx.mms().by_event("$m1").await.unwrap().unwrap().state, MmsState::Sent);
+    assert_eq!(tx.mms().possible_duplicates().await.unwrap(), 2, "two extra attempts of a taken MMS");
+    let due: Vec<(String, MmsState)> =
+        tx.mms().billing_due(10).await.unwrap().into_iter().map(|m| (m.event_id, m.state)).collect();
+    assert_eq!(
+        due,
+        [("$m1".to_owned(), MmsState::Sent), ("$m3".to_owned(), MmsState::Failed)],
+        "free $m2 is never due"
+    );
+    tx.mms().set_billing("$m1", BillingState::Settled).await.unwrap();
+    tx.mms().set_billing("$m3", BillingState::Released).await.unwrap();
+    assert!(tx.mms().billing_due(10).await.unwrap().is_empty());
+    assert_eq!(tx.mms().by_event("$m2").await.unwrap().unwrap().billing, BillingState::Free);
+    assert_eq!(tx.mms().by_event("$nope").await.unwrap(), None);
     tx.commit().await.unwrap();
 }

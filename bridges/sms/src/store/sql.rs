@@ -19,6 +19,13 @@ pub(super) fn parse_billing(s: &str) -> super::Result<BillingState> {
     BillingState::parse(s).ok_or_else(|| corrupt("sms_messages", "billing", s))
 }
 
+pub(super) fn parse_mms_state(s: &str) -> super::Result<super::MmsState> {
+    super::MmsState::parse(s).ok_or_else(|| corrupt("sms_mms_out", "state", s))
+}
+
+/// The columns of an outgoing MMS.
+pub(super) const MMS_COLUMNS: &str = "event_id, sender, destination, state, attempts, sid, reason, hold, billing";
+
 pub(super) fn parse_coding(s: &str) -> super::Result<Coding> {
     match s {
         "gsm7" => Ok(Coding::Gsm7),
@@ -74,13 +81,13 @@ macro_rules! impl_repositories {
         use sqlx::Row as _;
         use $crate::protocol::dlr::{DeliveryState, Outcome, id_candidates};
         use $crate::store::sql::{
-            MESSAGE_COLUMNS, inbound_coding_name, parse_billing, parse_coding, parse_inbound_coding, parse_receipt,
-            parse_state, u32_of,
+            MESSAGE_COLUMNS, MMS_COLUMNS, inbound_coding_name, parse_billing, parse_coding, parse_inbound_coding,
+            parse_mms_state, parse_receipt, parse_state, u32_of,
         };
         use $crate::store::{
-            BillingState, Enqueued, HeldNumber, InboundRepository, MessageId, MessageState, NewMessage,
-            NumberRepository, OptOutRepository, OutSegment, OutboxRepository, Repository, Result, SegmentId,
-            StoredMessage, StoredPart,
+            BillingState, Enqueued, HeldNumber, InboundRepository, MessageId, MessageState, MmsAttempt, MmsRepository,
+            NewMessage, NewMms, NumberRepository, OptOutRepository, OutSegment, OutboxRepository, Repository,
+            Result, SegmentId, StoredMessage, StoredMms, StoredPart,
         };
 
         impl $repo {
@@ -194,6 +201,9 @@ macro_rules! impl_repositories {
                 self
             }
             fn opt_outs(&mut self) -> &mut dyn OptOutRepository {
+                self
+            }
+            fn mms(&mut self) -> &mut dyn MmsRepository {
                 self
             }
             async fn commit(self: Box<Self>) -> Result<()> {
@@ -670,6 +680,117 @@ macro_rules! impl_repositories {
                     .fetch_one(&mut *self.tx)
                     .await?;
                 Ok(n > 0)
+            }
+        }
+
+        fn mms_from_row(row: &<Db as sqlx::Database>::Row) -> Result<StoredMms> {
+            Ok(StoredMms {
+                event_id: row.try_get("event_id")?,
+                sender: row.try_get("sender")?,
+                destination: row.try_get("destination")?,
+                state: parse_mms_state(&row.try_get::<String, _>("state")?)?,
+                attempts: u32_of(row.try_get("attempts")?),
+                sid: row.try_get("sid")?,
+                reason: row.try_get("reason")?,
+                hold: row.try_get("hold")?,
+                billing: parse_billing(&row.try_get::<String, _>("billing")?)?,
+            })
+        }
+
+        #[async_trait]
+        impl MmsRepository for $repo {
+            async fn by_event(&mut self, event_id: &str) -> Result<Option<StoredMms>> {
+                let sql = format!("SELECT {MMS_COLUMNS} FROM sms_mms_out WHERE event_id = $1");
+                let row = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(event_id).fetch_optional(&mut *self.tx).await?;
+                row.as_ref().map(mms_from_row).transpose()
+            }
+
+            async fn attempt(&mut self, mms: &NewMms, now_ms: i64) -> Result<MmsAttempt> {
+                let billing = if mms.hold.is_some() { BillingState::Held } else { BillingState::Free };
+                let created = sqlx::query(
+                    "INSERT INTO sms_mms_out (event_id, sender, destination, state, attempts, hold, billing, \
+                       created_at, updated_at) VALUES ($1, $2, $3, 'sending', 1, $4, $5, $6, $6) \
+                     ON CONFLICT (event_id) DO NOTHING",
+                )
+                .bind(&mms.event_id)
+                .bind(&mms.sender)
+                .bind(&mms.destination)
+                .bind(&mms.hold)
+                .bind(billing.as_str())
+                .bind(now_ms)
+                .execute(&mut *self.tx)
+                .await?;
+                if created.rows_affected() == 1 {
+                    return Ok(MmsAttempt::First);
+                }
+                let again: Option<i32> = sqlx::query_scalar(
+                    "UPDATE sms_mms_out SET attempts = attempts + 1, hold = COALESCE(hold, $2), updated_at = $3 \
+                     WHERE event_id = $1 AND state = 'sending' RETURNING attempts",
+                )
+                .bind(&mms.event_id)
+                .bind(&mms.hold)
+                .bind(now_ms)
+                .fetch_optional(&mut *self.tx)
+                .await?;
+                if let Some(attempts) = again {
+                    return Ok(MmsAttempt::Again { earlier: u32_of(attempts).saturating_sub(1) });
+                }
+                let stored = MmsRepository::by_event(self, &mms.event_id).await?;
+                Ok(MmsAttempt::Done(stored.ok_or(sqlx::Error::RowNotFound)?))
+            }
+
+            async fn sent(&mut self, event_id: &str, sid: &str, now_ms: i64) -> Result<()> {
+                sqlx::query(
+                    "UPDATE sms_mms_out SET state = 'sent', sid = $2, updated_at = $3 \
+                     WHERE event_id = $1 AND state = 'sending'",
+                )
+                .bind(event_id)
+                .bind(sid)
+                .bind(now_ms)
+                .execute(&mut *self.tx)
+                .await?;
+                Ok(())
+            }
+
+            async fn failed(&mut self, event_id: &str, reason: &str, now_ms: i64) -> Result<()> {
+                sqlx::query(
+                    "UPDATE sms_mms_out SET state = 'failed', reason = $2, updated_at = $3 \
+                     WHERE event_id = $1 AND state = 'sending'",
+                )
+                .bind(event_id)
+                .bind(reason)
+                .bind(now_ms)
+                .execute(&mut *self.tx)
+                .await?;
+                Ok(())
+            }
+
+            async fn billing_due(&mut self, limit: u32) -> Result<Vec<StoredMms>> {
+                let sql = format!(
+                    "SELECT {MMS_COLUMNS} FROM sms_mms_out WHERE billing = 'held' AND state <> 'sending' \
+                     ORDER BY updated_at, event_id LIMIT $1"
+                );
+                let rows =
+                    sqlx::query(sqlx::AssertSqlSafe(sql)).bind(i64::from(limit)).fetch_all(&mut *self.tx).await?;
+                rows.iter().map(mms_from_row).collect()
+            }
+
+            async fn set_billing(&mut self, event_id: &str, billing: BillingState) -> Result<()> {
+                sqlx::query("UPDATE sms_mms_out SET billing = $2 WHERE event_id = $1")
+                    .bind(event_id)
+                    .bind(billing.as_str())
+                    .execute(&mut *self.tx)
+                    .await?;
+                Ok(())
+            }
+
+            async fn possible_duplicates(&mut self) -> Result<u64> {
+                let n: i64 = sqlx::query_scalar(
+                    "SELECT CAST(COALESCE(SUM(attempts - 1), 0) AS BIGINT) FROM sms_mms_out WHERE state = 'sent'",
+                )
+                .fetch_one(&mut *self.tx)
+                .await?;
+                Ok(u64::try_from(n).unwrap_or(0))
             }
         }
     };

@@ -78,10 +78,18 @@ struct MmsWorld {
 impl MmsWorld {
     /// Started with the config `edit` changes last.
     async fn start(edit: impl FnOnce(&mut tincan_sms::config::Config)) -> MmsWorld {
+        MmsWorld::billed(Arc::new(Free), edit).await
+    }
+
+    /// Started charging through `billing`.
+    async fn billed(
+        billing: Arc<dyn tincan_sms::billing::Billing>,
+        edit: impl FnOnce(&mut tincan_sms::config::Config),
+    ) -> MmsWorld {
         let dir = tempfile::tempdir().unwrap();
         let twilio = FakeTwilio::start(dir.path()).await;
         let api = twilio.url.clone();
-        let w = world_configured(Arc::new(Free), |c, state| {
+        let w = world_configured(billing, |c, state| {
             c.sms.mms.api_url = api;
             c.sms.mms.account = ACCOUNT.into();
             c.sms.mms.token = tincan_common::Secret::new(TOKEN);
@@ -245,6 +253,95 @@ async fn an_image_goes_as_mms_through_the_carriers_api_and_its_callbacks_become_
     );
     // Images never went by SMPP.
     assert!(w.smsc.submits().is_empty(), "{:?}", w.smsc.submits());
+    http.abort();
+    w.sms.stop().await;
+    w.bridge.stop().await;
+}
+
+/// With billing on, an MMS is held and charged at the deck's own MMS price (not as SMS segments), and without
+/// credit it is refused with what it costs; and when the core hands the same event over again (as after a
+/// crash between the carrier's answer and the core's record), the recorded answer comes back: no second MMS at
+/// the carrier, no second charge.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_mms_is_charged_its_own_price_once_even_when_the_core_hands_it_over_again() {
+    use tincan_appservice::{MatrixMessage, Media, NetworkConnector, PortalKey, PortalRef, RemoteChatId, RemoteUserId};
+    use tincan_gateway::charging::{AccountRef, IdempotencyKey};
+    use tincan_gateway::ledger::{Ledger, LedgerConfig};
+    use tincan_gateway::storage::EntryKind;
+    let gw = tempfile::tempdir().unwrap();
+    let clock = Arc::new(tincan_common::SystemClock);
+    let storage =
+        tincan_gateway::storage::open(&format!("sqlite://{}", gw.path().join("gw.db").display()), clock.clone())
+            .await
+            .unwrap();
+    let mut tx = storage.begin().await.unwrap();
+    let deck = "prefix,description,connect_fee,per_minute,increments,per_sms,per_mms\n44,UK,0,0.02,60/60,0.05,0.25\n";
+    tx.rates().replace("default", &tincan_gateway::rating::parse_csv(deck).unwrap()).await.unwrap();
+    tx.commit().await.unwrap();
+    let ledger = Ledger::start(storage, clock, LedgerConfig::default());
+    let alice_account = ledger.user_account("@alice:hs.test", None, "EUR".parse().unwrap()).await.unwrap();
+    let key = IdempotencyKey::new("seed").unwrap();
+    ledger
+        .credit("test", &key, alice_account.id, "0.40".parse().unwrap(), EntryKind::Adjustment, "seed", "")
+        .await
+        .unwrap();
+    let billing = Arc::new(tincan_sms::billing::Gateway::new(Arc::new(ledger.charging("svc:sms"))));
+    let MmsWorld { w, twilio, http, _dir } = MmsWorld::billed(billing, |_| {}).await;
+    let alice = || AccountRef::User { user_id: "@alice:hs.test".into() };
+    let png = b"\x89PNG\r\n\x1a\n a small picture".to_vec();
+    let image = |url: &str| {
+        json!({"msgtype": "m.image", "body": "look at this", "filename": "cat.png", "url": url,
+               "info": {"mimetype": "image/png", "size": png.len()}})
+    };
+    let to_carrier =
+        |to: &str| twilio.events().into_iter().filter(|e| e["event"] == "message" && e["to"] == to).count();
+
+    // Held, sent, settled at the MMS price: 0.40 − 0.25.
+    let ghost = w.alice.ghost_of("+447400123456").await;
+    let room = w.alice.dm(&ghost).await;
+    let url = w.alice.upload(png.clone(), "image/png").await;
+    let event = w.alice.send_content(&room, "b1", image(&url)).await;
+    let sent = twilio.wait("the MMS at the carrier", |e| e["event"] == "message" && e["to"] == "+447400123456").await;
+    let balance = wait_for("the settlement", Duration::from_secs(30), || async {
+        let a = ledger.account(&alice()).await.unwrap();
+        (a.held.to_string() == "0.00").then(|| a.balance.to_string())
+    })
+    .await;
+    assert_eq!(balance, "0.15", "0.40 less one MMS at 0.25");
+
+    // The core hands the same event over again: the first answer, nothing more at the carrier or the ledger.
+    let api = w.sms.login(&ruma::OwnedUserId::try_from("@alice:hs.test").unwrap()).await.unwrap().unwrap();
+    let portal = PortalRef {
+        key: PortalKey {
+            receiver: ruma::OwnedUserId::try_from("@alice:hs.test").unwrap(),
+            chat: RemoteChatId::new("+447400123456"),
+        },
+        other_user: RemoteUserId::new("+447400123456"),
+        is_group: false,
+        metadata: Default::default(),
+    };
+    let again = MatrixMessage {
+        event_id: ruma::OwnedEventId::try_from(event.as_str()).unwrap(),
+        sender: ruma::OwnedUserId::try_from("@alice:hs.test").unwrap(),
+        msgtype: "m.image".into(),
+        body: "look at this".into(),
+        media: Some(Media { mimetype: Some("image/png".into()), filename: "cat.png".into(), data: png.clone() }),
+    };
+    let id = api.handle_matrix_message(&portal, &again).await.unwrap();
+    assert_eq!(id.as_str(), format!("mms.{}", sent["sid"].as_str().unwrap()), "the first answer again");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(to_carrier("+447400123456"), 1, "one MMS at the carrier for one event");
+    let a = ledger.account(&alice()).await.unwrap();
+    assert_eq!((a.balance.to_string(), a.held.to_string()), ("0.15".to_owned(), "0.00".to_owned()), "charged once");
+
+    // 0.15 left, an MMS costs 0.25: refused with the price, nothing sent.
+    let url = w.alice.upload(png.clone(), "image/png").await;
+    let _ = w.alice.send_content(&room, "b2", image(&url)).await;
+    let why = w.alice.wait_body(&room, &ghost, "the refusal", |b| b.contains("not enough credit")).await;
+    assert!(why.contains("1 MMS cost 0.25 EUR; you have 0.15 EUR"), "{why}");
+    assert_eq!(to_carrier("+447400123456"), 1);
+    let metrics = reqwest::get(format!("http://{}/metrics", w.sms_listen)).await.unwrap().text().await.unwrap();
+    assert!(metrics.contains("tincan_sms_mms_possible_duplicates 0"), "{metrics}");
     http.abort();
     w.sms.stop().await;
     w.bridge.stop().await;
