@@ -10,11 +10,19 @@ use crate::money::Amount;
 use crate::rating::{Increments, Rate};
 use crate::storage::CallResult;
 
-/// Whether a carrier's final response sends the call on to the next carrier: 408 and 5xx (the carrier's
-/// failure). Everything else (404, 486, 487, every 6xx…) is the called party's answer and goes back to the
-/// caller: a 6xx says the call fails everywhere, and a proxy creates no new branch after one (RFC 3261 §16.7).
+/// Whether a carrier's final response sends the call on to the next carrier: 408, 5xx, and 6xx other than
+/// 603 Decline, 604 Does Not Exist Anywhere and 606 Not Acceptable. Everything else (404, 486, 487, 603…) is
+/// the called party's answer and goes back to the caller.
+/// This is issue #19's rule. RFC 3261 §16.7 has a proxy create no new branch after any 6xx, so 600 Busy
+/// Everywhere and 605 here differ from it; the issue's text decides until it is changed.
 pub fn fails_over(code: u16) -> bool {
-    matches!(code, 408 | 500..=599)
+    match code {
+        408 => true,
+        500..=599 => true,
+        603 | 604 | 606 => false,
+        600..=699 => true,
+        _ => false,
+    }
 }
 
 /// The credentials answering a carrier's 401 (`WWW-Authenticate`) or 407 (`Proxy-Authenticate`) to an
@@ -206,11 +214,10 @@ mod tests {
 
     #[test]
     fn failover_follows_the_response_class() {
-        for code in [408, 500, 502, 503, 504, 580] {
+        for code in [408, 500, 502, 503, 504, 580, 600, 605] {
             assert!(fails_over(code), "{code}");
         }
-        // Every 6xx ends the search (RFC 3261 §16.7: a proxy creates no new branch after a 6xx).
-        for code in [400, 403, 404, 480, 484, 486, 487, 488, 600, 603, 604, 605, 606, 699] {
+        for code in [400, 403, 404, 480, 484, 486, 487, 488, 603, 604, 606] {
             assert!(!fails_over(code), "{code}");
         }
     }

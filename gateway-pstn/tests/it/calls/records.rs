@@ -110,28 +110,6 @@ async fn a_failed_call_has_a_record_per_attempt_and_the_caller_hears_why() {
     assert_eq!(bad.status(), 400);
 }
 
-/// A 6xx is the called party's answer for everywhere (RFC 3261 §16.7: after a 6xx no new branch is tried): 600
-/// Busy Everywhere from the first carrier goes back to the caller, and the second carrier, which would connect
-/// the call, is never tried.
-#[tokio::test]
-async fn a_6xx_from_a_carrier_ends_the_search_and_the_next_carrier_is_never_tried() {
-    let (a, b) = (trunk("cheap", "0.004"), trunk("dear", "0.009"));
-    let rig = Rig::start(&[&a, &b], "10.00", 60).await;
-    let (_sa, trunk_a) = carrier(&a, "trunk-a", &CARRIER_FAILS.replace("CODE", "600"));
-    let (_sb, mut trunk_b) = carrier(&b, "trunk-b", CARRIER_ANSWERS);
-    let caller = Scenario::new("caller", &CALLER_REFUSED.replace("EXPECTED", "600")).unwrap();
-    rig.traced_call(&caller, NUMBER, 0).await.unwrap_or_else(|e| panic!("{e}\n{}", rig.log()));
-    assert!(finished(trunk_a, Duration::from_secs(10)).await);
-    assert!(messages(caller.dir()).contains("Reason: Q.850;cause=17;"), "busy everywhere → 17 user busy");
-    let records = rig.records(1).await;
-    assert_eq!(records.len(), 1, "one attempt only: {records:?}\n{}", rig.log());
-    assert_eq!((records[0]["attempt"].as_u64(), records[0]["carrier"].as_str()), (Some(1), Some("cheap")));
-    assert_eq!((records[0]["result"].as_str(), records[0]["sip_status"].as_u64()), (Some("busy"), Some(600)));
-    assert!(trunk_b.try_wait().unwrap().is_none(), "the second carrier still waits for a call");
-    let acct = rig.released().await;
-    assert_eq!((amount(&acct["balance"]), amount(&acct["held"])), ("10.00".into(), "0.00".into()));
-}
-
 #[tokio::test]
 async fn a_call_the_caller_gives_up_on_has_a_cancelled_record() {
     let a = trunk("cheap", "0.004");
