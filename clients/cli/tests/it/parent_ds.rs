@@ -1,0 +1,53 @@
+//! `tincan whois` refuses a directory whose parent zone publishes another DS set than the charter's trust list
+//! names (exit 3, `--json` code `parent_ds_mismatch`, no key status), and answers when they agree; the real
+//! directory, Knot as the parent and Unbound as the resolver (`parent_dns`).
+
+use crate::cli::{err, json, out};
+use crate::parent_dns::{NUM, ParentWorld, USER};
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+use tincan_testkit::directory::APEX;
+
+/// `tincan ARGS` with the charter's list (anchor and log from it) and `dns` as the DNS server.
+fn tincan(w: &ParentWorld, root: &Path, data: &Path, dns: SocketAddr, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_tincan"))
+        .arg("--data-dir")
+        .arg(data)
+        .args(["--dns", &dns.to_string(), "--apex", APEX, "--charter-url", &w.charter.url(), "--charter-root"])
+        .arg(root)
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .expect("tincan runs")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn whois_refuses_a_directory_whose_parent_ds_is_not_the_charters() -> anyhow::Result<()> {
+    let Some(w) = ParentWorld::start().await? else { return Ok(()) };
+    let tmp = tempfile::tempdir()?;
+    let root = tmp.path().join("root.json");
+    std::fs::write(&root, w.charter.root())?;
+
+    let agreeing = w.resolver("agreeing", &w.own).await?;
+    let o = tincan(&w, &root, &tmp.path().join("a"), agreeing.addr, &["--json", "whois", NUM]);
+    assert!(o.status.success(), "{}\n{}", out(&o), err(&o));
+    assert_eq!(json(&o)["route"]["user_id"], USER, "{}", out(&o));
+
+    let hijacked = w.resolver("hijacked", std::slice::from_ref(&w.stranger)).await?;
+    let data = tmp.path().join("h");
+    let o = tincan(&w, &root, &data, hijacked.addr, &["--json", "whois", NUM]);
+    assert_eq!(o.status.code(), Some(3), "{}\n{}", out(&o), err(&o));
+    let v = json(&o);
+    assert_eq!(v["error"]["code"], "parent_ds_mismatch", "{v}");
+    assert!(v.get("key_status").is_none() && v.get("route").is_none(), "{v}");
+    let o = tincan(&w, &root, &data, hijacked.addr, &["whois", NUM]);
+    assert_eq!(o.status.code(), Some(3), "{}", err(&o));
+    assert!(
+        err(&o).contains("WARNING") && err(&o).contains("is not the one the charter's trust list names"),
+        "{}",
+        err(&o)
+    );
+    assert!(!out(&o).contains(USER), "no route shown: {}", out(&o));
+    Ok(())
+}
