@@ -55,13 +55,19 @@ pub(crate) async fn handler(
 /// were dropped without a word.
 ///
 /// The whole body must be JSON that `serde_json::Value` reads, unknown fields included: UTF-8 throughout and no
-/// lone surrogate escape (`\ud800`) in any string or key, else 400 `M_NOT_JSON`. Skipping over a value
+/// lone surrogate escape (`\ud800`) in any string or key, else 400 `M_NOT_JSON`; and a JSON object, else 400
+/// `M_BAD_JSON`. Skipping over a value
 /// (`IgnoredAny`, the unknown fields ruma drops) and capturing one raw (each event) check neither, so such a
 /// body was accepted and an event the bridge cannot read later went into the inbox.
 pub fn parse(txn_id: &str, body: Bytes) -> Result<Vec<NewInboxEvent>, ApiError> {
     let Ok(value) = serde_json::from_slice::<serde_json::Value>(&body) else {
         return Err(ApiError::NotJson);
     };
+    // serde's derived `Deserialize` also takes a struct from an array, field by field: `[[{…}]]` would be read
+    // as `events: [{…}]` and recorded.
+    if !value.is_object() {
+        return Err(ApiError::BadJson("a transaction is a JSON object".into()));
+    }
     // Only the unstable list is taken from the value: ruma reads the rest (and `ephemeral` when present).
     let unstable_ephemeral = match value.get("ephemeral") {
         Some(_) => Vec::new(),
@@ -169,6 +175,19 @@ mod tests {
             .collect();
         assert_eq!(ephemeral, [serde_json::json!({"type": "m.room.encrypted", "sendice_id": "D", "content": {}})]);
         assert_eq!(entries.len(), 1, "its garbled MSC3202 keys are unknown fields: nothing else to record");
+    }
+
+    /// The fuzz target's find (`appservice/fuzz/regressions/as_transaction-array-body`): a body that is a JSON
+    /// array, `[[{…}]]`, was read field by field (its first element as `events`) and its object recorded as a
+    /// timeline event. A body is an object or it is refused.
+    #[test]
+    fn a_body_that_is_not_a_json_object_is_refused() {
+        let found = include_bytes!("../../fuzz/regressions/as_transaction-array-body");
+        let bodies: [&'static [u8]; 5] = [found, br#"[[{"type": "m.x"}]]"#, br#"[[], []]"#, b"[]", br#""events""#];
+        for body in bodies {
+            let got = parse("t", Bytes::from_static(body));
+            assert!(matches!(got, Err(ApiError::BadJson(_))), "{}: {got:?}", String::from_utf8_lossy(body));
+        }
     }
 
     /// Synapse sends one list under both names when the registration asks for both: each event is recorded
