@@ -9,7 +9,7 @@
 //! the charter's from the verified list, and this directory's from its key store (`keys ds`), and reports every
 //! record one set has and another lacks.
 
-use hickory_proto::dnssec::rdata::{DNSSECRData, DS};
+use hickory_proto::dnssec::rdata::DNSSECRData;
 use hickory_proto::rr::{Name, RData, RecordType};
 use hickory_resolver::TokioResolver;
 use hickory_resolver::config::ResolveHosts;
@@ -20,36 +20,8 @@ use std::net::SocketAddr;
 use std::time::Duration;
 use tincan_enum_lookup::{AnchorEntry, AnchorError, TrustAnchor};
 
-/// A DS record as compared: what identifies the key it vouches for (TTL, class and the owner's case do not
-/// count).
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
-pub struct DsRecord {
-    /// Key tag.
-    pub key_tag: u16,
-    /// DNSSEC algorithm number.
-    pub algorithm: u8,
-    /// Digest type (2 = SHA-256, 4 = SHA-384).
-    pub digest_type: u8,
-    /// The digest.
-    pub digest: Vec<u8>,
-}
-
-impl From<&DS> for DsRecord {
-    fn from(ds: &DS) -> Self {
-        DsRecord {
-            key_tag: ds.key_tag(),
-            algorithm: u8::from(ds.algorithm()),
-            digest_type: u8::from(ds.digest_type()),
-            digest: ds.digest().to_vec(),
-        }
-    }
-}
-
-impl std::fmt::Display for DsRecord {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "DS {} {} {} {}", self.key_tag, self.algorithm, self.digest_type, hex::encode_upper(&self.digest))
-    }
-}
+/// A DS record as compared (the lookup library's: the end-user client compares the same way).
+pub use tincan_enum_lookup::parent::DsRecord;
 
 /// Why the check could not be made, or failed.
 #[derive(Debug, thiserror::Error)]
