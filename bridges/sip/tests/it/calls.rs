@@ -401,10 +401,57 @@ pub(crate) async fn no_media_left(ng: &NgClient) {
     .await;
 }
 
+/// The phone (the caller) takes the bridge's re-INVITE for Alice's hold (`a=inactive`), then hangs up: its BYE
+/// waits for that re-INVITE, so the test decides when the phone hangs up (no pause to race against). The BYE's
+/// From and To are the re-INVITE's To and From.
+const TAKES_HOLD_THEN_HANGS_UP: &str = r#"
+  <recv request="INVITE">
+    <action>
+      <ereg regexp="a=inactive" search_in="body" check_it="true" assign_to="hd"/>
+      <ereg regexp=".*" search_in="hdr" header="From:" assign_to="bf"/>
+      <ereg regexp=".*" search_in="hdr" header="To:" assign_to="bt"/>
+    </action>
+  </recv>
+  <Reference variables="hd"/>
+  <send retrans="500"><![CDATA[
+SIP/2.0 200 OK
+[last_Via:]
+[last_From:]
+[last_To:]
+[last_Call-ID:]
+[last_CSeq:]
+Contact: <sip:{PHONE}@[local_ip]:[local_port]>
+Content-Type: application/sdp
+Content-Length: [len]
+
+v=0
+o=- 3 3 IN IP4 [local_ip]
+s=-
+c=IN IP4 [local_ip]
+t=0 0
+m=audio 40004 RTP/AVP 0
+a=rtpmap:0 PCMU/8000
+a=inactive
+]]></send>
+  <recv request="ACK"/>
+  <send retrans="500"><![CDATA[
+BYE sip:{ALICE}@[remote_ip]:[remote_port] SIP/2.0
+Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
+From:[$bt]
+To:[$bf]
+Call-ID: [call_id]
+CSeq: 2 BYE
+Max-Forwards: 70
+Content-Length: 0
+
+]]></send>
+  <recv response="200"/>"#;
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_phone_call_answered_in_matrix_then_hung_up_by_the_phone() {
     let (h, _rtp, ng) = start(None, 60).await;
-    let (_s, phone) = spawn_caller(&h, &phone_calls(&fill(&format!("{TAKES_200}{HANGS_UP}"))));
+    let phone_side = fill(&format!("{TAKES_200}{TAKES_HOLD_THEN_HANGS_UP}")).replace("{PHONE}", PHONE);
+    let (_s, phone) = spawn_caller(&h, &phone_calls(&phone_side));
     let (room, invite) = ringing_in_matrix(&h).await;
     assert_eq!(ng.list(100).await.unwrap().len(), 1, "the call is anchored at rtpengine while it rings");
     alice_sends(
@@ -429,7 +476,11 @@ async fn a_phone_call_answered_in_matrix_then_hung_up_by_the_phone() {
     })
     .await;
     assert!(q.tags.contains_key("sip") && q.tags.contains_key("mx"), "{q:?}");
-    // The phone got a plain-RTP 200 (checked by the scenario), ACKed and hung up.
+    // Only now may the phone hang up: Alice holds (a re-INVITE the phone answers), then the phone sends BYE.
+    let sdp = browser_negotiates("actpass", 45000, "inactive");
+    let hold = json!({"lifetime": 10000, "description": {"type": "offer", "sdp": sdp}});
+    alice_sends(&h, &room, "m.call.negotiate", v1(&invite["call_id"], "alice-phone", hold)).await;
+    // The phone got a plain-RTP 200 (checked by the scenario), ACKed, took the hold and hung up.
     assert!(finished(phone, Duration::from_secs(30)).await, "the phone's side of the call");
     let hangup = ghost_sends(&h, &room, "m.call.hangup").await;
     assert_eq!(hangup["reason"], "user_hangup");
@@ -575,9 +626,9 @@ async fn a_matrix_call_to_a_phone_answered_then_hung_up_by_the_phone() {
     let phone = free_addr();
     let (h, _rtp, ng) = start(Some(phone), 60).await;
     let room = dm_with_phone(&h).await;
-    let (_s, guard) =
-        spawn_callee(phone, &phone_answers(&fill(&format!("{PHONE_200}{PHONE_HANGS_UP}")).replace("{PHONE}", PHONE)))
-            .await;
+    // The phone hangs up once it has taken Alice's hold (below), not after a pause the test could lose a race to.
+    let phone_side = format!("{PHONE_200}{}{PHONE_HANGS_UP}", takes_reinvite("inactive", "inactive"));
+    let (_s, guard) = spawn_callee(phone, &phone_answers(&fill(&phone_side).replace("{PHONE}", PHONE))).await;
     alice_calls(&h, &room, "call-out-1").await;
     let answer = ghost_sends(&h, &room, "m.call.answer").await;
     assert_eq!(answer["call_id"], "call-out-1");
@@ -590,7 +641,11 @@ async fn a_matrix_call_to_a_phone_answered_then_hung_up_by_the_phone() {
     assert!(sdp.contains("a=group:BUNDLE 0"), "{sdp}");
     let q = ng.query(&ng.list(10).await.unwrap()[0]).await.unwrap();
     assert!(q.tags.contains_key("sip") && q.tags.contains_key("mx"), "{q:?}");
-    assert!(finished(guard, Duration::from_secs(30)).await, "the phone answered, then hung up");
+    // Only now may the phone hang up: Alice holds (a re-INVITE the phone answers), then the phone sends BYE.
+    let sdp = browser_negotiates("actpass", 45004, "inactive");
+    let hold = json!({"lifetime": 10000, "description": {"type": "offer", "sdp": sdp}});
+    alice_sends(&h, &room, "m.call.negotiate", v1(&json!("call-out-1"), "alice-phone", hold)).await;
+    assert!(finished(guard, Duration::from_secs(30)).await, "the phone answered, took the hold, then hung up");
     let hangup = ghost_sends(&h, &room, "m.call.hangup").await;
     assert_eq!(hangup["reason"], "user_hangup");
     no_media_left(&ng).await;
