@@ -14,7 +14,9 @@
 //! - a device's 200 that crosses our CANCEL is ACKed and ended with BYE (the stack does it for a cancelled
 //!   INVITE; a late answer reported anyway is hung up here);
 //! - once a device has the call it is a SIP↔SIP call through rtpengine: BYE and re-INVITEs (hold, resume) are
-//!   carried between the phone and the device.
+//!   carried between the phone and the device; a re-INVITE without an offer (RFC 3264 §4) from either is
+//!   answered with rtpengine's offer made from the other side's current SDP, and the answer in its ACK goes to
+//!   rtpengine (the other side is not asked), as on calls answered in Matrix.
 
 use super::{Calls, ReInviteReply, SIP_TAG, reinvite};
 use crate::devices::{destination, on_behalf_of};
@@ -36,6 +38,8 @@ pub(super) struct Branch {
     media: String,
     /// Still ringing: not answered, cancelled or failed.
     ringing: bool,
+    /// The device's SDP once it answered.
+    answer: Option<String>,
 }
 
 /// The device branches of one call and their events, tagged with the branch.
@@ -104,7 +108,7 @@ impl Calls {
                 Ok((leg, leg_events)) => {
                     tokio::spawn(forward(i, leg.clone(), leg_events, tx.clone()));
                     tracing::info!(device = %b.username, %target, "ringing a registered device");
-                    branches.insert(i, Branch { device: b.username, leg, media, ringing: true });
+                    branches.insert(i, Branch { device: b.username, leg, media, ringing: true, answer: None });
                 }
                 Err(e) => {
                     tracing::warn!(error = %e, device = %b.username, "INVITE to a device failed");
@@ -134,13 +138,14 @@ impl Calls {
         phone: &CallLeg,
         offer: &str,
     ) -> DeviceOutcome {
-        let Some(b) = forks.branches.remove(&i) else { return DeviceOutcome::Nothing };
+        let Some(mut b) = forks.branches.remove(&i) else { return DeviceOutcome::Nothing };
         match event {
             LegEvent::Answered { sdp } if b.ringing => {
-                let for_phone = match sdp {
-                    Some(s) => self.ng.answer(&b.media, SIP_TAG, DEVICE_TAG, &s, &Leg::sip_like(offer)).await.ok(),
+                let for_phone = match &sdp {
+                    Some(s) => self.ng.answer(&b.media, SIP_TAG, DEVICE_TAG, s, &Leg::sip_like(offer)).await.ok(),
                     None => None,
                 };
+                b.answer = sdp;
                 match for_phone {
                     Some(s) if phone.answer(&s).is_ok() => {
                         tracing::info!(device = %b.device, sip_call = %phone.call_id(), "a registered device answered");
@@ -194,15 +199,20 @@ impl Calls {
         (winner, device): (usize, Branch),
         offer: &str,
     ) {
-        let toward_phone = Leg::sip_like(offer);
+        let mut m = DeviceMedia {
+            media: device.media.clone(),
+            toward_phone: Leg::sip_like(offer),
+            phone_sdp: offer.to_owned(),
+            device_sdp: device.answer.clone().unwrap_or_default(),
+            awaiting_ack: None,
+        };
         loop {
             tokio::select! {
                 ev = phone_events.recv() => match ev {
                     Some(LegEvent::ReInvite { sdp, reply }) => {
-                        let tags = (SIP_TAG, DEVICE_TAG);
-                        self.relay_reoffer(&device.media, tags, sdp, reply, &device.leg, (Leg::plain_rtp(), &toward_phone))
-                            .await;
+                        self.reinvited(&mut m, Side::Phone, sdp, reply, &device.leg).await;
                     }
+                    Some(LegEvent::ReInviteAnswer { sdp }) => self.answered_in_ack(&mut m, Side::Phone, sdp).await,
                     Some(LegEvent::Confirmed | LegEvent::Progress { .. }) => {}
                     _ => {
                         let _ = device.leg.hangup().await;
@@ -211,9 +221,10 @@ impl Calls {
                 },
                 ev = forks.events.recv() => match ev {
                     Some((i, LegEvent::ReInvite { sdp, reply })) if i == winner => {
-                        let tags = (DEVICE_TAG, SIP_TAG);
-                        self.relay_reoffer(&device.media, tags, sdp, reply, phone, (toward_phone.clone(), &Leg::plain_rtp()))
-                            .await;
+                        self.reinvited(&mut m, Side::Device, sdp, reply, phone).await;
+                    }
+                    Some((i, LegEvent::ReInviteAnswer { sdp })) if i == winner => {
+                        self.answered_in_ack(&mut m, Side::Device, sdp).await;
                     }
                     Some((i, LegEvent::HungUp | LegEvent::Ended { .. })) if i == winner => {
                         let _ = phone.hangup().await;
@@ -234,51 +245,151 @@ impl Calls {
         tracing::info!(device = %device.device, sip_call = %phone.call_id(), "device call over");
     }
 
-    /// One side's re-INVITE (`from_tag`) carried to the other (`toward`, `to_tag`) through rtpengine: its offer
-    /// shaped by `legs.0` for the other side, the other side's answer by `legs.1` for it. A refusal is passed
-    /// back as it came, and leaves the media as it was.
+    /// A re-INVITE from `from` (the phone or the device) in their call. With an offer, it is carried to the other
+    /// side ([`Calls::relay_reoffer`]). Without one (RFC 3264 §4: a session refresh, or a request for an offer),
+    /// the 200 carries rtpengine's offer made from the other side's current SDP, shaped for `from`, and the
+    /// answer comes in `from`'s ACK ([`Calls::answered_in_ack`]); the other side is not asked, its media does not
+    /// change. A re-INVITE while such an answer is awaited gets 491 (RFC 3261 §14.2).
+    async fn reinvited(
+        &self,
+        m: &mut DeviceMedia,
+        from: Side,
+        sdp: Option<String>,
+        reply: ReInviteReply,
+        toward: &CallLeg,
+    ) {
+        if m.awaiting_ack.is_some() {
+            let _ = reply.send(Err(491));
+            return;
+        }
+        let (tags, to_other, to_asker) = m.shape(from);
+        let Some(offer) = sdp else {
+            let (other_tag, asker_tag) = (tags.1, tags.0);
+            let other_sdp = match from {
+                Side::Phone => &m.device_sdp,
+                Side::Device => &m.phone_sdp,
+            };
+            match self.ng.offer(&m.media, other_tag, other_sdp, &to_asker.set("to-tag", asker_tag)).await {
+                Ok(ours) => {
+                    tracing::info!(media = %m.media, ?from, "a re-INVITE without an offer; ours goes in the 200");
+                    m.awaiting_ack = Some(from);
+                    let _ = reply.send(Ok(ours));
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "rtpengine made no offer for a re-INVITE without one");
+                    let _ = reply.send(Err(500));
+                }
+            }
+            return;
+        };
+        if let Some(answer) = self.relay_reoffer(&m.media, tags, &offer, reply, toward, (to_other, &to_asker)).await {
+            let (offerer, answerer) = match from {
+                Side::Phone => (&mut m.phone_sdp, &mut m.device_sdp),
+                Side::Device => (&mut m.device_sdp, &mut m.phone_sdp),
+            };
+            (*offerer, *answerer) = (offer, answer);
+        }
+    }
+
+    /// The ACK of `side` to our 200 for its offer-less re-INVITE, with its answer for rtpengine. An ACK without
+    /// an answer (RFC 3261 §14.2 requires one) leaves the media as it was: rtpengine takes that side's earlier
+    /// SDP again.
+    async fn answered_in_ack(&self, m: &mut DeviceMedia, side: Side, sdp: Option<String>) {
+        if m.awaiting_ack != Some(side) {
+            return;
+        }
+        m.awaiting_ack = None;
+        let ((asker_tag, other_tag), to_other, _) = m.shape(side);
+        let current = match side {
+            Side::Phone => &mut m.phone_sdp,
+            Side::Device => &mut m.device_sdp,
+        };
+        let answer = sdp.unwrap_or_else(|| {
+            tracing::warn!(?side, "the ACK carries no answer to our offer; media as before");
+            current.clone()
+        });
+        // The other side offered nothing new: what rtpengine says toward it now is not passed on.
+        match self.ng.answer(&m.media, other_tag, asker_tag, &answer, &to_other).await {
+            Ok(_) => *current = answer,
+            Err(e) => tracing::warn!(error = %e, "rtpengine did not take the answer in an ACK"),
+        }
+    }
+
+    /// One side's re-INVITE offer (`from_tag`) carried to the other (`toward`, `to_tag`) through rtpengine: its
+    /// offer shaped by `legs.0` for the other side, the other side's answer by `legs.1` for it; returns that
+    /// answer (the other side's SDP now). A refusal is passed back as it came, and leaves the media as it was.
     async fn relay_reoffer(
         &self,
         media: &str,
         (from_tag, to_tag): (&str, &str),
-        sdp: Option<String>,
+        offer: &str,
         reply: ReInviteReply,
         toward: &CallLeg,
         legs: (Leg, &Leg),
-    ) {
-        let Some(offer) = sdp else {
-            // A re-INVITE without an offer would need ours in the 200 and its answer in the ACK.
-            let _ = reply.send(Err(488));
-            return;
-        };
-        let onward = match self.ng.offer(media, from_tag, &offer, &legs.0.set("to-tag", to_tag)).await {
+    ) -> Option<String> {
+        let onward = match self.ng.offer(media, from_tag, offer, &legs.0.set("to-tag", to_tag)).await {
             Ok(s) => s,
             Err(e) => {
                 tracing::warn!(error = %e, "rtpengine did not take a re-INVITE's offer");
                 let _ = reply.send(Err(500));
-                return;
+                return None;
             }
         };
         let answer = match reinvite(toward, &onward).await {
             Ok(resp) if resp.is_success() && !resp.body.is_empty() => String::from_utf8_lossy(&resp.body).into_owned(),
             Ok(resp) => {
                 let _ = reply.send(Err(if resp.code >= 300 { resp.code } else { 500 }));
-                return;
+                return None;
             }
             Err(e) => {
                 tracing::warn!(error = %e, "relaying a re-INVITE failed");
                 let _ = reply.send(Err(500));
-                return;
+                return None;
             }
         };
         match self.ng.answer(media, from_tag, to_tag, &answer, legs.1).await {
             Ok(back) => {
                 let _ = reply.send(Ok(back));
+                Some(answer)
             }
             Err(e) => {
                 tracing::warn!(error = %e, "rtpengine did not take a re-INVITE's answer");
                 let _ = reply.send(Err(500));
+                None
             }
+        }
+    }
+}
+
+/// One of the two parties of a call a device answered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Side {
+    /// The caller.
+    Phone,
+    /// The device that answered.
+    Device,
+}
+
+/// The media of a call between the phone and a device: the branch's rtpengine call and what each side's SDP is
+/// now (what the other is offered when one asks for an offer).
+struct DeviceMedia {
+    /// The branch's rtpengine call.
+    media: String,
+    /// How rtpengine presents media to the phone (plain RTP, or SDES-SRTP as it offered).
+    toward_phone: Leg,
+    phone_sdp: String,
+    device_sdp: String,
+    /// The side our offer went to in a 200 to its offer-less re-INVITE: its answer comes in its ACK.
+    awaiting_ack: Option<Side>,
+}
+
+impl DeviceMedia {
+    /// For an exchange `from` starts: (its rtpengine tag, the other's), how rtpengine presents media to the
+    /// other side, and to `from`.
+    fn shape(&self, from: Side) -> ((&'static str, &'static str), Leg, Leg) {
+        match from {
+            Side::Phone => ((SIP_TAG, DEVICE_TAG), Leg::plain_rtp(), self.toward_phone.clone()),
+            Side::Device => ((DEVICE_TAG, SIP_TAG), self.toward_phone.clone(), Leg::plain_rtp()),
         }
     }
 }

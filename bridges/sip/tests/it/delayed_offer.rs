@@ -1,13 +1,18 @@
 //! A phone's re-INVITE without SDP in an established call (RFC 3261 §14.2, RFC 3264 §4: a session refresh, or
 //! a phone asking for a fresh offer): the bridge answers 200 with its offer from rtpengine and takes the
 //! phone's answer from the ACK into rtpengine, whichever side placed the call; Matrix is not asked anything.
+//! The same on a call a registered device answered, from the caller or from the device: the other side is not
+//! asked.
 
 use crate::calls::{
-    PHONE, PHONE_200, TAKES_200, TAKES_BYE, alice_calls, alice_sends, browser_sdp, call_events, dm_with_phone, fill,
-    ghost_sends, no_media_left, phone_answers, phone_calls, ringing_in_matrix, spawn_callee, spawn_caller, start, v1,
+    PHONE, PHONE_200, PHONE_HANGS_UP, TAKES_200, TAKES_BYE, alice_calls, alice_sends, answers, browser_sdp,
+    call_events, dm_with_phone, fill, ghost_sends, no_media_left, phone_answers, phone_calls, ringing_in_matrix,
+    spawn_callee, spawn_caller, start, v1,
 };
-use crate::harness::wait_for;
+use crate::devices::FROM_THE_PHONE;
+use crate::harness::{ALICE_DEVICE, ALICE_DEVICE_PASSWORD, wait_for};
 use serde_json::json;
+use std::net::SocketAddr;
 use std::time::Duration;
 use tincan_sip_core::bencode::{self, Value};
 use tincan_sip_core::rtpengine::NgClient;
@@ -72,10 +77,10 @@ From: <sip:{PHONE}@[local_ip]:[local_port]>;tag=[pid]SIPpTag01[call_number]
 To:[$rf]
 Call-ID: [call_id]";
 
-/// The `sip` party's stream at rtpengine: (the phone's media port from its SDP, rtpengine's port toward it).
-async fn phone_stream(ng: &NgClient, call: &str) -> Option<(i64, i64)> {
+/// The stream of the party `tag` at rtpengine: (its media port from its SDP, rtpengine's port toward it).
+async fn party_stream(ng: &NgClient, call: &str, tag: &str) -> Option<(i64, i64)> {
     let reply = ng.raw("query", bencode::dict([("call-id", Value::str(call))])).await.ok()?;
-    let stream = reply.get(b"tags".as_slice())?.get("sip")?.get("medias")?.as_list()?.first()?.get("streams")?;
+    let stream = reply.get(b"tags".as_slice())?.get(tag)?.get("medias")?.as_list()?.first()?.get("streams")?;
     let rtp = stream.as_list()?.first()?;
     let advertised = rtp.get("advertised endpoint")?.get("port")?.as_int()?;
     Some((advertised, rtp.get("local port")?.as_int()?))
@@ -84,13 +89,25 @@ async fn phone_stream(ng: &NgClient, call: &str) -> Option<(i64, i64)> {
 /// After the phone's offer-less re-INVITE: rtpengine sends the phone's media to `phone_media`'s port (the
 /// answer in the ACK) and counts what the phone sends it there.
 async fn rtpengine_took_the_answer_and_media_flows(ng: &NgClient, phone_media: &UdpSocket) {
-    let port = i64::from(phone_media.local_addr().unwrap().port());
-    let call = ng.list(10).await.unwrap().into_iter().next().expect("the call at rtpengine");
-    let local = wait_for("rtpengine to take the phone's answer from the ACK", Duration::from_secs(30), || async {
-        phone_stream(ng, &call).await.and_then(|(advertised, local)| (advertised == port).then_some(local))
+    the_answer_in_the_ack_moves_the_media(ng, "sip", phone_media).await;
+}
+
+/// After an offer-less re-INVITE from the party `tag`: rtpengine sends that party's media to `media`'s port (the
+/// answer in its ACK) and counts what is sent to it from there; returns rtpengine's call.
+async fn the_answer_in_the_ack_moves_the_media(ng: &NgClient, tag: &str, media: &UdpSocket) -> String {
+    let port = i64::from(media.local_addr().unwrap().port());
+    let (call, local) = wait_for("rtpengine to take the answer from the ACK", Duration::from_secs(30), || async {
+        for call in ng.list(10).await.ok()? {
+            if let Some((advertised, local)) = party_stream(ng, &call, tag).await
+                && advertised == port
+            {
+                return Some((call, local));
+            }
+        }
+        None
     })
     .await;
-    let before = ng.query(&call).await.unwrap().tags["sip"].rtp_packets;
+    let before = ng.query(&call).await.unwrap().tags[tag].rtp_packets;
     // 50 PCMU packets of 20 ms (RTP version 2, payload type 0, one SSRC) from the port the phone answered with.
     let to = format!("127.0.0.1:{local}");
     for seq in 0u16..50 {
@@ -99,14 +116,15 @@ async fn rtpengine_took_the_answer_and_media_flows(ng: &NgClient, phone_media: &
         packet.extend_from_slice(&(u32::from(seq) * 160).to_be_bytes());
         packet.extend_from_slice(&0x7a11_ce00u32.to_be_bytes());
         packet.extend_from_slice(&[0xff; 160]);
-        phone_media.send_to(&packet, &to).await.unwrap();
+        media.send_to(&packet, &to).await.unwrap();
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    wait_for("rtpengine to count the phone's media", Duration::from_secs(10), || async {
-        let now = ng.query(&call).await.ok()?.tags.get("sip")?.rtp_packets;
+    wait_for("rtpengine to count the media", Duration::from_secs(10), || async {
+        let now = ng.query(&call).await.ok()?.tags.get(tag)?.rtp_packets;
         (now >= before + 50).then_some(())
     })
     .await;
+    call
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -159,5 +177,74 @@ async fn a_re_invite_without_sdp_from_a_phone_that_was_called_gets_an_offer_and_
     )
     .await;
     assert!(finished(guard, Duration::from_secs(30)).await, "the phone re-INVITEd, ACKed with its answer, got BYE");
+    no_media_left(&ng).await;
+}
+
+/// The device waits for the test's go (an OPTIONS in its dialog, [`go`]) before it goes on (hangs up), so the
+/// call lasts until the test has seen what it checks.
+const WAITS_FOR_THE_GO: &str = r#"
+  <recv request="OPTIONS"/>"#;
+
+/// Sends the sipp at `to` an OPTIONS in its dialog `call_id` (sipp matches requests to calls by Call-ID): the
+/// go [`WAITS_FOR_THE_GO`] waits for.
+async fn go(to: SocketAddr, call_id: &str) {
+    let socket = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let me = socket.local_addr().unwrap();
+    let options = format!(
+        "OPTIONS sip:{to} SIP/2.0\r\nVia: SIP/2.0/UDP {me};branch=z9hG4bKtestgo\r\nFrom: <sip:test@{me}>;tag=go\r\n\
+         To: <sip:{to}>\r\nCall-ID: {call_id}\r\nCSeq: 99 OPTIONS\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n"
+    );
+    socket.send_to(options.as_bytes(), to).await.unwrap();
+}
+
+/// The device's BYE (CSeq `cseq`) once it has the go.
+fn device_hangs_up_on_the_go(cseq: u32) -> String {
+    let bye = fill(PHONE_HANGS_UP).replace("{PHONE}", PHONE).replace("CSeq: 1 BYE", &format!("CSeq: {cseq} BYE"));
+    format!("{WAITS_FOR_THE_GO}{bye}")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_re_invite_without_sdp_from_the_caller_in_a_device_call_gets_an_offer_and_its_ack_answer_moves_the_media() {
+    let (h, _rtp, ng) = start(None, 60).await;
+    let desk = free_addr();
+    h.register_device(ALICE_DEVICE, ALICE_DEVICE_PASSWORD, desk).await;
+    let media = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let port = media.local_addr().unwrap().port();
+    // The desk phone answers and waits; a re-INVITE reaching it would fail its scenario (it is not asked).
+    let desk_side = format!("{PHONE_200}{}", device_hangs_up_on_the_go(1));
+    let (_sd, desk_guard) = spawn_callee(desk, &answers(FROM_THE_PHONE, &desk_side)).await;
+    let caller_side = format!("{}{}{TAKES_BYE}", fill(TAKES_200), asks_for_an_offer(2, port, &fill(AS_CALLER)));
+    let (_s, phone) = spawn_caller(&h, &phone_calls(&caller_side.replace("{PHONE}", PHONE)));
+    // The caller's party in the device's rtpengine call now sends to the port of the ACK's answer.
+    let call = the_answer_in_the_ack_moves_the_media(&ng, "sip", &media).await;
+    go(desk, &call).await;
+    assert!(finished(desk_guard, Duration::from_secs(30)).await, "the desk phone answered, was not asked, hung up");
+    assert!(finished(phone, Duration::from_secs(30)).await, "the caller re-INVITEd, ACKed with its answer, got BYE");
+    no_media_left(&ng).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_re_invite_without_sdp_from_the_device_in_a_device_call_gets_an_offer_and_its_ack_answer_moves_the_media() {
+    let (h, _rtp, ng) = start(None, 60).await;
+    let desk = free_addr();
+    h.register_device(ALICE_DEVICE, ALICE_DEVICE_PASSWORD, desk).await;
+    let media = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let port = media.local_addr().unwrap().port();
+    let dialog = AS_CALLEE.replace("{PHONE}", PHONE);
+    let desk_side = format!("{PHONE_200}{}{}", asks_for_an_offer(1, port, &dialog), device_hangs_up_on_the_go(2));
+    let (_sd, desk_guard) = spawn_callee(desk, &answers(FROM_THE_PHONE, &desk_side)).await;
+    // The caller answers nothing but the BYE: a re-INVITE reaching it would fail its scenario (it is not asked).
+    let (_s, phone) = spawn_caller(&h, &phone_calls(&fill(&format!("{TAKES_200}{TAKES_BYE}"))));
+    // The device's party in its rtpengine call now sends to the port of the ACK's answer.
+    let call = the_answer_in_the_ack_moves_the_media(&ng, "dev", &media).await;
+    go(desk, &call).await;
+    assert!(
+        finished(desk_guard, Duration::from_secs(30)).await,
+        "the desk phone re-INVITEd, ACKed its answer, hung up"
+    );
+    assert!(
+        finished(phone, Duration::from_secs(30)).await,
+        "the caller talked to the desk phone, was not asked, got BYE"
+    );
     no_media_left(&ng).await;
 }

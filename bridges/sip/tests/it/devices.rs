@@ -18,7 +18,7 @@ use tincan_testkit::ports::free_addr;
 use tincan_testkit::sip::{Scenario, finished};
 
 /// The caller's number in the From of the device's INVITE or MESSAGE.
-const FROM_THE_PHONE: &str = r"sip:\+15551234567@";
+pub(crate) const FROM_THE_PHONE: &str = r"sip:\+15551234567@";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_call_rings_every_device_and_matrix_the_first_device_to_answer_wins_and_the_rest_stop() {
@@ -93,6 +93,34 @@ async fn the_callers_cancel_stops_the_devices_and_a_device_declining_refuses_the
     .await;
     let invites = hangups.iter().filter(|(_, t, _)| t == "m.call.invite").count();
     assert_eq!(invites, 2, "{hangups:?}");
+    no_media_left(&ng).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn devices_that_fail_end_only_their_own_branch_and_the_call_is_answered_in_matrix() {
+    let (h, _rtp, ng) = start(None, 60).await;
+    let (desk, soft) = (free_addr(), free_addr());
+    h.register_device(ALICE_DEVICE, ALICE_DEVICE_PASSWORD, desk).await;
+    h.register_device(ALICE_SOFTPHONE, ALICE_SOFTPHONE_PASSWORD, soft).await;
+    // The desk phone is busy in another call (486), the softphone's side is out of service (503): neither is
+    // the call's answer — the other branches (here Alice's Matrix clients) ring on.
+    let (_sd, desk) = spawn_callee(desk, &answers(FROM_THE_PHONE, &refuses(486, "Busy Here"))).await;
+    let (_ss, soft) = spawn_callee(soft, &answers(FROM_THE_PHONE, &refuses(503, "Service Unavailable"))).await;
+    let (_s, phone) = spawn_caller(&h, &phone_calls(&fill(&format!("{TAKES_200}{TAKES_BYE}"))));
+    let (room, invite) = ringing_in_matrix(&h).await;
+    assert!(finished(desk, Duration::from_secs(30)).await, "the desk phone refused 486");
+    assert!(finished(soft, Duration::from_secs(30)).await, "the softphone refused 503");
+    // Their branches' media is closed; the Matrix leg's is left, and Matrix still rings.
+    rtpengine_holds(&ng, 1).await;
+    let events = crate::calls::call_events(&h, &room).await;
+    assert!(events.iter().all(|(_, t, _)| t != "m.call.hangup"), "{events:?}");
+    let answer = json!({"answer": {"type": "answer", "sdp": browser_sdp("active", 45032, true)}});
+    alice_sends(&h, &room, "m.call.answer", v1(&invite["call_id"], "alice-phone", answer)).await;
+    let select = ghost_sends(&h, &room, "m.call.select_answer").await;
+    assert_eq!(select["selected_party_id"], "alice-phone");
+    alice_sends(&h, &room, "m.call.hangup", v1(&invite["call_id"], "alice-phone", json!({"reason": "user_hangup"})))
+        .await;
+    assert!(finished(phone, Duration::from_secs(30)).await, "the caller got Alice's answer (not a 486/503), then BYE");
     no_media_left(&ng).await;
 }
 
