@@ -110,6 +110,8 @@ pub(crate) struct Inner {
     pub(crate) media_max_bytes: u64,
     /// Finished events on their way to being marked done (see [`done`]).
     pub(crate) done: done::DoneLog,
+    /// Ghosts whose plain sending device exists (see [`ghost::send_device`]).
+    pub(crate) send_devices: ghost::SendDevices,
 }
 
 impl std::fmt::Debug for Inner {
@@ -379,6 +381,7 @@ impl BridgeBuilder {
             undecryptable_timeout: std::time::Duration::from_secs(c.encryption.undecryptable_timeout_secs),
             media_max_bytes: c.media.max_bytes,
             done: Default::default(),
+            send_devices: Default::default(),
         }));
         let listener = tokio::net::TcpListener::bind(&c.appservice.listen)
             .await

@@ -66,13 +66,14 @@ pub fn registration_yaml(config: &AppserviceConfig, ghost_prefix: &str, tokens: 
     y.push_str(&format!("sender_localpart: {}\n", q(&a.bot_localpart)));
     y.push_str("rate_limited: false\n");
     y.push_str("receive_ephemeral: true\n");
+    // Ghost devices created without login (MSC4190): every ghost sends from a device, so the homeserver
+    // deduplicates a send replayed after a crash from its database (see `bridge::ghost::send_device`).
+    y.push_str("io.element.msc4190: true\n");
     if config.encryption.enabled {
         // End-to-bridge encryption: to-device messages come with the ephemeral events (MSC2409, also under its
-        // unstable name), device lists and one-time-key counts in transactions (MSC3202), ghost devices
-        // created without login (MSC4190).
+        // unstable name), device lists and one-time-key counts in transactions (MSC3202).
         y.push_str("de.sorunome.msc2409.push_ephemeral: true\n");
         y.push_str("org.matrix.msc3202: true\n");
-        y.push_str("io.element.msc4190: true\n");
     }
     y.push_str("namespaces:\n  users:\n");
     y.push_str(&format!(
@@ -124,7 +125,9 @@ mod tests {
         {
             assert!(y.contains(flag), "{flag} missing from\n{y}");
         }
-        assert!(!registration_yaml(&config(), "sms_", &tokens).contains("msc3202"));
+        let plain = registration_yaml(&config(), "sms_", &tokens);
+        assert!(!plain.contains("msc3202"));
+        assert!(plain.contains("io.element.msc4190: true"), "ghosts send from a device even without encryption");
     }
 
     #[test]

@@ -6,10 +6,14 @@ use crate::homeserver::HomeserverError;
 use crate::ids::RemoteUserId;
 use crate::store::{Ghost, Portal};
 use ruma::api::client::account::register::{LoginType, RegistrationKind, v3 as register};
+use ruma::api::client::device::update_device;
 use ruma::api::client::membership::{join_room_by_id, leave_room};
 use ruma::api::client::profile::set_profile_field;
 use ruma::api::error::ErrorKind;
-use ruma::{OwnedUserId, RoomId, UserId};
+use ruma::{DeviceId, OwnedDeviceId, OwnedUserId, RoomId, UserId};
+use std::collections::HashSet;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 /// Makes sure the ghost of `remote` exists on the homeserver with its profile (and, with encryption, its
 /// device and keys); returns its user ID.
@@ -19,6 +23,64 @@ pub(crate) async fn ensure_ghost(bridge: &BridgeHandle, remote: &RemoteUserId) -
         crypto.device(bridge, &user_id).await?;
     }
     Ok(user_id)
+}
+
+/// The device ID every ghost's unencrypted sends carry when end-to-bridge encryption is off.
+pub(crate) const SEND_DEVICE: &str = "TINCANBRIDGE";
+
+/// Ghosts known to have their [`SEND_DEVICE`] this process (forgotten wholesale past [`SendDevices::MAX`]:
+/// creating it again is harmless), and whether the homeserver refused to create devices.
+#[derive(Debug, Default)]
+pub(crate) struct SendDevices {
+    known: Mutex<HashSet<OwnedUserId>>,
+    unsupported: AtomicBool,
+}
+
+impl SendDevices {
+    const MAX: usize = 100_000;
+}
+
+/// The device `ghost` sends from: its encryption device when end-to-bridge encryption is on, else
+/// [`SEND_DEVICE`], created without login (MSC4190) on first use. Sends that name a device are deduplicated by
+/// the homeserver from its database (Synapse's `event_txn_id_device_id`, kept a day) rather than only from its
+/// in-memory transaction cache, so an event replayed after a crash is not doubled even when the homeserver
+/// restarted too. `None` when the homeserver does not create devices for appservice users (no
+/// `io.element.msc4190` in the registration): sends then go without a device, as before, with a warning.
+pub(crate) async fn send_device(bridge: &BridgeHandle, ghost: &UserId) -> Result<Option<OwnedDeviceId>> {
+    if let Some(crypto) = &bridge.0.crypto {
+        return Ok(Some(crypto.device(bridge, ghost).await?.device_id().to_owned()));
+    }
+    let devices = &bridge.0.send_devices;
+    if devices.unsupported.load(Ordering::Relaxed) {
+        return Ok(None);
+    }
+    if devices.known.lock().expect("send devices lock").contains(ghost) {
+        return Ok(Some(OwnedDeviceId::from(SEND_DEVICE)));
+    }
+    let device: &DeviceId = SEND_DEVICE.into();
+    let mut req = update_device::v3::Request::new(device.to_owned());
+    req.display_name = Some("Tincan bridge".into());
+    match bridge.0.hs.send(req, Some(ghost)).await {
+        Ok(_) => {}
+        Err(HomeserverError::Matrix(e)) if e.status_code.is_client_error() => {
+            if !devices.unsupported.swap(true, Ordering::Relaxed) {
+                tracing::warn!(
+                    error = %e,
+                    "the homeserver does not create devices for ghosts (add io.element.msc4190: true to the \
+                     registration): a message replayed after a crash is deduplicated only by the homeserver's \
+                     in-memory transaction cache"
+                );
+            }
+            return Ok(None);
+        }
+        Err(e) => return Err(e.into()),
+    }
+    let mut known = devices.known.lock().expect("send devices lock");
+    if known.len() >= SendDevices::MAX {
+        known.clear();
+    }
+    known.insert(ghost.to_owned());
+    Ok(Some(device.to_owned()))
 }
 
 async fn register_ghost(bridge: &BridgeHandle, remote: &RemoteUserId) -> Result<OwnedUserId> {

@@ -176,7 +176,10 @@ async fn handle(bridge: &BridgeHandle, seq: i64, event: &RemoteEvent) -> Result<
         RemoteEventKind::Redaction { target } => {
             let Some(m) = mapped(target).await? else { return Ok(None) };
             let req = redact_event::v3::Request::new(room, m.event_id, queued_txn_id(seq, "r"));
-            bridge.0.hs.send(req, Some(&ghost)).await?;
+            match super::ghost::send_device(bridge, &ghost).await? {
+                Some(device) => bridge.0.hs.send_as_device(req, &ghost, &device).await?,
+                None => bridge.0.hs.send(req, Some(&ghost)).await?,
+            };
         }
         RemoteEventKind::Reaction { target, key: emoji } => {
             let Some(m) = mapped(target).await? else { return Ok(None) };
@@ -229,7 +232,8 @@ async fn handle(bridge: &BridgeHandle, seq: i64, event: &RemoteEvent) -> Result<
 
 /// The transaction ID of a remote message: the same whenever that message is bridged again (after a crash, or
 /// queued twice by the connector), so the homeserver deduplicates a send whose answer was lost. Synapse keys
-/// its transaction cache by path and appservice, not by the asserted user, hence the ghost in the ID.
+/// its in-memory transaction cache by path and appservice, not by the asserted user, hence the ghost in the ID;
+/// its database keeps the ID per user and device for a day (ghosts send from a device: `ghost::send_device`).
 fn message_txn_id(ghost: &UserId, id: &RemoteMessageId) -> OwnedTransactionId {
     OwnedTransactionId::from(format!("tc.m.{}.{}", escape_localpart(ghost.localpart()), escape_localpart(id.as_str())))
 }
@@ -276,7 +280,11 @@ pub(super) async fn send_raw(
         return Ok(event_id);
     }
     let req = send_message_event::v3::Request::new_raw(room.to_owned(), txn, event_type.into(), raw);
-    Ok(bridge.0.hs.send(req, Some(ghost)).await?.event_id)
+    let response = match super::ghost::send_device(bridge, ghost).await? {
+        Some(device) => bridge.0.hs.send_as_device(req, ghost, &device).await?,
+        None => bridge.0.hs.send(req, Some(ghost)).await?,
+    };
+    Ok(response.event_id)
 }
 
 /// Posts a notice from the DM partner's ghost (delivery failures); failures to post are only logged.

@@ -75,3 +75,58 @@ async fn remote_events_survive_homeserver_errors_and_a_crash_and_arrive_once_in_
     assert!(metrics.contains("tincan_appservice_remote_failures_total 0\n"), "{metrics}");
     bridge.stop().await;
 }
+
+/// The dedupe does not rest on the homeserver's memory: Synapse takes m1, its answer is lost, the bridge
+/// crashes, and Synapse restarts too (its in-memory transaction cache is gone) before the bridge comes back and
+/// replays m1 with the same transaction ID. Ghosts send from a device, so Synapse finds the transaction in its
+/// database and answers with the first event: the room holds m1 once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replayed_remote_message_is_not_doubled_when_the_homeserver_restarted_meanwhile() {
+    let mut w = world().await;
+    let gate = Gate::start(&w.synapse.url()).await;
+    let mut config = w.config.clone();
+    config.homeserver.url = gate.url.clone();
+
+    let (conn, _rx) = Loopback::new(&["@alice:hs.test"]);
+    let bridge = Bridge::builder(config.clone()).start(conn).await.unwrap();
+    let handle = bridge.handle().clone();
+    let (key, room) = portal_from_network(&handle, &w.alice, BOB, "m0").await;
+    remote_queue_drained(&handle, Duration::from_secs(60)).await;
+
+    gate.set(Mode::SwallowSendAnswers);
+    handle
+        .queue_remote_event(RemoteEvent {
+            portal: key.clone(),
+            sender: RemoteUserId::new(BOB),
+            kind: RemoteEventKind::Message { id: RemoteMessageId::new("m1"), body: "m1".into() },
+        })
+        .await
+        .unwrap();
+    wait_for("Synapse to accept m1", Duration::from_secs(90), || {
+        let n = gate.swallowed();
+        async move { (n > 0).then_some(()) }
+    })
+    .await;
+    bridge.stop().await;
+    assert_eq!(handle.store().remote_pending_count().await.unwrap(), 1, "m1 was not marked done");
+
+    w.synapse.start_again().await.unwrap();
+    gate.set(Mode::Open);
+    let (conn, _rx) = Loopback::new(&["@alice:hs.test"]);
+    let bridge = Bridge::builder(config).start(conn).await.unwrap();
+    let handle = bridge.handle().clone();
+    remote_queue_drained(&handle, Duration::from_secs(120)).await;
+    let ghost = json!(format!("@loop_{BOB}:hs.test"));
+    let bodies: Vec<String> = room_events(&w.alice, &room)
+        .await
+        .iter()
+        .filter(|e| e["type"] == "m.room.message" && e["sender"] == ghost)
+        .map(|e| e["content"]["body"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(bodies, ["m0", "m1"], "m1 once, although Synapse forgot its transaction cache");
+    let m1 = handle.store().message_by_remote(&key, &RemoteMessageId::new("m1")).await.unwrap().expect("m1 mapped");
+    let events = room_events(&w.alice, &room).await;
+    let first = events.iter().find(|e| e["content"]["body"] == "m1").expect("m1 in the room");
+    assert_eq!(first["event_id"], json!(m1.event_id), "the replay was answered with the first event");
+    bridge.stop().await;
+}
