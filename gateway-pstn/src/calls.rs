@@ -11,6 +11,8 @@
 //!   settles a crashed run's calls on the next start.
 //! - `records`: the call detail records, one per carrier attempt (answered or not) and one per call refused
 //!   before any carrier, stored before the hold is settled or released.
+//! - `spool`: the records and settlements the database did not take in time (an outage), kept on the node's
+//!   disk (`calls.spool_dir`) and replayed in order once it is back.
 //!
 //! Who pays is asserted by the trusted peer in [`ACCOUNT_HEADER`] (a Matrix user ID or an account id); the
 //! peer itself is authenticated by its source address (`calls.trusted_peers`).
@@ -24,6 +26,7 @@ mod live;
 pub mod media;
 pub mod policy;
 mod records;
+mod spool;
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::{IpAddr, SocketAddr};
@@ -41,6 +44,9 @@ use crate::ledger::{Ledger, LocalCharging};
 /// The header in which the trusted peer names the paying account: `@alice:hs.example` (a user's account) or
 /// the digits of an account id.
 pub const ACCOUNT_HEADER: &str = "X-Tincan-Account";
+
+/// How often the spool is replayed.
+const SPOOL_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// The principal the call router charges as (its holds and idempotency keys).
 pub const PRINCIPAL: &str = "svc:pstn";
@@ -85,6 +91,9 @@ pub struct CallsConfig {
     /// is taken for dead: another node claims its calls and settles them from what it had confirmed. 0: never
     /// (each node settles only its own, when it starts again). Default 30.
     pub takeover_after_secs: u32,
+    /// Where the node keeps call records and settlements the database did not take when a call ended (an
+    /// outage), until it does. Default: `call-spool` in the data directory. Local to the node: not shared.
+    pub spool_dir: Option<std::path::PathBuf>,
 }
 
 impl Default for CallsConfig {
@@ -105,6 +114,7 @@ impl Default for CallsConfig {
             rtpengine: None,
             node: None,
             takeover_after_secs: 30,
+            spool_dir: None,
         }
     }
 }
@@ -230,6 +240,14 @@ pub enum CallsError {
     /// The run could not be registered in the database.
     #[error("calls: storage: {0}")]
     Storage(#[from] crate::storage::StorageError),
+    /// The spool directory (`calls.spool_dir`) is unset or cannot be used.
+    #[error("calls: spool directory {path:?}: {source}")]
+    Spool {
+        /// The directory.
+        path: Option<std::path::PathBuf>,
+        /// Why.
+        source: std::io::Error,
+    },
 }
 
 /// The call router: the SIP stack, the ledger it charges through, and the calls in flight per carrier.
@@ -249,6 +267,8 @@ pub struct Switch {
     cnonces: Mutex<rand::rngs::StdRng>,
     /// The calls in progress as the database knows them.
     live: Arc<live::Live>,
+    /// What the database did not take in time, kept on disk until it does.
+    spool: spool::Spool,
 }
 
 impl std::fmt::Debug for Switch {
@@ -285,6 +305,14 @@ impl Switch {
             }
             None => None,
         };
+        let spool = match config.spool_dir.clone() {
+            Some(path) => spool::Spool::open(path.clone(), ledger.clock().clone())
+                .map_err(|source| CallsError::Spool { path: Some(path), source })?,
+            None => {
+                let source = std::io::Error::other("calls.spool_dir is not set");
+                return Err(CallsError::Spool { path: None, source });
+            }
+        };
         let mut id = [0u8; 6];
         rng.fill_bytes(&mut id);
         let run_id = hex::encode(id);
@@ -306,11 +334,28 @@ impl Switch {
             next: AtomicU64::new(1),
             cnonces: Mutex::new(rand::SeedableRng::from_rng(rng)),
             live,
+            spool,
         });
         // The calls an earlier process of this node left when it died: settled from what it had confirmed. Then
         // the watch for other nodes gone silent, whose calls this node takes over.
         let sw = switch.clone();
         tokio::spawn(async move {
+            // First what the spool kept (a call that ended during an outage keeps its own record, not one made
+            // from its last heartbeat), then the calls of earlier runs.
+            while !sw.replay_spool().await {
+                tokio::time::sleep(SPOOL_EVERY).await;
+            }
+            let spooler = Arc::downgrade(&sw);
+            tokio::spawn(async move {
+                for tick in 0u64.. {
+                    tokio::time::sleep(SPOOL_EVERY).await;
+                    let Some(sw) = spooler.upgrade() else { return };
+                    sw.replay_spool().await;
+                    if tick % 60 == 0 {
+                        sw.prune_dialogs().await;
+                    }
+                }
+            });
             match live::recover(&sw, &node).await {
                 Ok(r) => tracing::info!(?r, "calls of earlier runs settled"),
                 Err(e) => {
@@ -349,6 +394,43 @@ impl Switch {
                         req.reply(405, "Method Not Allowed");
                     }
                 }
+            }
+        }
+    }
+
+    /// Keeps `entry` in the spool (flushed to disk before this returns) and marks its call as having spooled.
+    async fn keep(&self, entry: &spool::Entry, spooled: &std::sync::atomic::AtomicBool) {
+        spooled.store(true, Ordering::Relaxed);
+        if let Err(e) = self.spool.put(entry).await {
+            tracing::error!(error = %e, ?entry, "a call step could not be spooled either: it is lost");
+        }
+    }
+
+    /// Forgets the SIP dialogs of calls started long enough ago that no copy of their INVITE can still come:
+    /// an hour beyond the longest set-up and the takeover time (a node stalled longer is fenced by its run).
+    async fn prune_dialogs(&self) {
+        let keep_secs = 3600 + i64::from(self.config.setup_timeout_secs) + i64::from(self.config.takeover_after_secs);
+        let before = crate::storage::unix_ms(self.ledger.clock().now()) - keep_secs * 1000;
+        let pruned = async {
+            let mut tx = self.ledger.storage().begin().await?;
+            let n = tx.live_calls().prune_dialogs(before).await?;
+            tx.commit().await?;
+            Ok::<_, crate::storage::StorageError>(n)
+        };
+        match pruned.await {
+            Ok(0) => {}
+            Ok(n) => tracing::debug!(n, "old SIP dialogs forgotten"),
+            Err(e) => tracing::warn!(error = %e, "forgetting old SIP dialogs failed; tried again later"),
+        }
+    }
+
+    /// Replays the spool; whether it is empty now.
+    async fn replay_spool(&self) -> bool {
+        match self.spool.replay(&**self.ledger.storage(), &self.charging).await {
+            Ok(r) => r.waiting == 0,
+            Err(e) => {
+                tracing::error!(error = %e, "reading the call spool failed");
+                false
             }
         }
     }

@@ -432,6 +432,12 @@ pub enum ChargeError {
     /// only the gateway's own calls meet it).
     #[error("this gateway process was taken over by another node; restart it")]
     RunTakenOver,
+    /// A call's first hold was asked for an INVITE whose SIP dialog (Call-ID and From tag) another call has
+    /// taken: the same INVITE offered twice, as a proxy does when it fails over from a gateway node that was
+    /// slow to answer. Nothing was held: the other call carries it (409 `call_elsewhere`; only the gateway's own
+    /// calls meet it).
+    #[error("this call is carried by another call of the same SIP dialog")]
+    CallElsewhere,
 }
 
 impl ChargeError {
@@ -453,6 +459,7 @@ impl ChargeError {
             ChargeError::Unauthorized(_) => "unauthorized",
             ChargeError::Unavailable(_) => "unavailable",
             ChargeError::RunTakenOver => "run_taken_over",
+            ChargeError::CallElsewhere => "call_elsewhere",
         }
     }
 

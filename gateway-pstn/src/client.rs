@@ -87,6 +87,7 @@ fn from_code(status: StatusCode, code: &str, message: String) -> ChargeError {
         "unauthorized" | "forbidden" => ChargeError::Unauthorized(message),
         "rate_limited" => ChargeError::Unavailable(message),
         "run_taken_over" => ChargeError::RunTakenOver,
+        "call_elsewhere" => ChargeError::CallElsewhere,
         _ if status.is_server_error() => ChargeError::Unavailable(message),
         _ => ChargeError::Invalid(message),
     }

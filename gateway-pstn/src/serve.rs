@@ -67,7 +67,11 @@ pub async fn serve(
     let sweeper = ledger.spawn_sweeper();
     let calls = if config.calls.enabled() {
         let mut rng = rand::rngs::OsRng.unwrap_err();
-        let (switch, task) = crate::calls::Switch::start(ledger.clone(), config.calls.clone(), &mut rng).await?;
+        let mut calls = config.calls.clone();
+        if calls.spool_dir.is_none() {
+            calls.spool_dir = Some(config.data_dir().join("call-spool"));
+        }
+        let (switch, task) = crate::calls::Switch::start(ledger.clone(), calls, &mut rng).await?;
         tracing::info!(listeners = ?switch.listeners(), "calls: SIP listening");
         Some(task)
     } else {

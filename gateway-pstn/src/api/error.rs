@@ -128,7 +128,8 @@ pub fn charge_status(c: &ChargeError) -> StatusCode {
         ChargeError::HoldClosed(_)
         | ChargeError::HoldExpired
         | ChargeError::ExceedsHold
-        | ChargeError::IdempotencyConflict => StatusCode::CONFLICT,
+        | ChargeError::IdempotencyConflict
+        | ChargeError::CallElsewhere => StatusCode::CONFLICT,
         ChargeError::LimitExceeded(_) => StatusCode::TOO_MANY_REQUESTS,
         ChargeError::Unauthorized(_) => StatusCode::FORBIDDEN,
         ChargeError::Unavailable(_) | ChargeError::RunTakenOver => StatusCode::SERVICE_UNAVAILABLE,

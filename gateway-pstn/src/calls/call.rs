@@ -7,6 +7,7 @@
 //! never lets a call run past the seconds its holds pay for.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use tincan_enum_core::E164;
@@ -21,6 +22,7 @@ use super::policy::{
     self, affordable_extension, billed_seconds, extension_paid, fails_over, first_paid, reason_for, unanswered_result,
 };
 use super::records::{self, Billed, Ended, Records};
+use super::spool::Entry;
 use super::{ACCOUNT_HEADER, Slot, Switch, TrunkConfig};
 use crate::charging::{
     AccountId, AccountRef, ChargeError, Charging, ExtendRequest, Hold, IdempotencyKey, QuoteRequest, ReleaseRequest,
@@ -38,6 +40,17 @@ const HOLD_GRACE_SECS: u32 = 30;
 
 fn key(call: &str, what: &str) -> IdempotencyKey {
     IdempotencyKey::new(format!("{call}:{what}")).expect("call ids and step names use the key alphabet")
+}
+
+/// The SIP dialog an INVITE starts, as stored: a digest of its Call-ID and From tag (fixed length, whatever
+/// the caller's Call-ID).
+fn dialog_of(invite: &tincan_sip_core::stack::SipRequest) -> String {
+    use sha2::Digest;
+    let mut h = sha2::Sha256::new();
+    h.update(invite.call_id.as_bytes());
+    h.update(b"\n");
+    h.update(invite.from.tag().unwrap_or("").as_bytes());
+    hex::encode(h.finalize())
 }
 
 /// The account the peer names: `@user:server` or an account id.
@@ -78,7 +91,7 @@ async fn handle_in_span(sw: Arc<Switch>, id: String, leg: CallLeg, mut events: L
         (Some(ng), Some(offer)) => Some(Anchor::new(ng.clone(), format!("pstn-{id}"), &offer)),
         _ => None,
     };
-    let call = Call { sw: sw.clone(), id, leg, destination, media };
+    let call = Call { sw: sw.clone(), id, leg, destination, media, spooled: AtomicBool::new(false) };
     if from_trunk {
         // A carrier brings a call to one of the provider's numbers: on to the SIP bridge.
         call.inbound(&mut events).await;
@@ -102,6 +115,9 @@ struct Call {
     destination: E164,
     /// The call's media session at rtpengine, when anchored; closed when the call ends.
     media: Option<Anchor>,
+    /// Whether a record or settlement of the call went to the spool (the database did not take it in time):
+    /// then its later steps go there too, so that they reach the database in order.
+    spooled: AtomicBool,
 }
 
 /// The money side of a call to the phone network.
@@ -231,13 +247,21 @@ impl Call {
         };
         // The call is live from its hold on: its row is written in the hold's transaction (one commit), before
         // any carrier sees the call, so a restart after a crash settles it. The carriers are read meanwhile.
-        let live = self.sw.live.row(LiveCall::incoming(&self.id, self.destination.as_str(), quote.currency, started));
+        // Its SIP dialog is taken there too: the same INVITE at another node (a proxy's failover) is refused.
+        let incoming = LiveCall::incoming(&self.id, self.destination.as_str(), quote.currency, started);
+        let live = self.sw.live.row(LiveCall { sip_dialog: Some(dialog_of(&self.leg.invite)), ..incoming });
         let (hold, routes) = tokio::join!(
             charging.reserve_for(&reserve, Some(live)),
             self.sw.ledger.routes(&self.destination, ServiceKind::Voice)
         );
         let hold = match hold {
             Ok(h) => h,
+            Err(ChargeError::CallElsewhere) => {
+                // Another call (on another node) carries this very INVITE: no record, it is not a call of its own.
+                tracing::warn!("the same INVITE is carried by another call (a proxy failed over); 482");
+                let _ = self.leg.reject(482, "Loop Detected");
+                return;
+            }
             Err(ChargeError::RunTakenOver) => {
                 // Another node settles this run's calls and would not see this one: refused as a fenced node
                 // refuses every call, with nothing held.
@@ -373,7 +397,7 @@ impl Call {
     /// Stores the record of attempt `n` ended now.
     async fn store(&self, records: &Records, n: u32, ended: Ended, billed: Option<Billed>) {
         let r = records.record(n, ended, billed, self.now_ms());
-        records::store(&**self.sw.ledger.storage(), &r).await;
+        records::store(&self.sw, &r, &self.spooled).await;
     }
 
     /// Refuses a call after its hold was made but before any carrier: its record (attempt 0), the hold
@@ -690,9 +714,16 @@ impl Call {
             seconds: Some(seconds),
             ttl_secs: Some(remaining + extension_paid(rate, seconds) + HOLD_GRACE_SECS),
         };
-        match charging.extend(&request(want, "")).await {
+        let run = Some(self.sw.run_id.as_str());
+        match charging.extend_for(&request(want, ""), run).await {
             Ok(_) => return Some(extension_paid(rate, want)),
             Err(ChargeError::InsufficientFunds) => {}
+            Err(ChargeError::RunTakenOver) => {
+                // Another node settles this run's calls: no more time is held here.
+                self.sw.live.found_taken_over();
+                tracing::warn!("this run was taken over; the call ends with its paid time");
+                return None;
+            }
             Err(e) => {
                 tracing::warn!(error = %e, "extending the hold failed; the call ends with its paid time");
                 return None;
@@ -714,7 +745,7 @@ impl Call {
             tracing::info!("no credit for more time; the call ends with its paid time");
             return None;
         }
-        match charging.extend(&request(fits, "b")).await {
+        match charging.extend_for(&request(fits, "b"), run).await {
             Ok(_) => Some(extension_paid(rate, fits)),
             Err(e) => {
                 tracing::info!(error = %e, "the last extension failed; the call ends with its paid time");
@@ -733,36 +764,61 @@ impl Call {
             segments: None,
             carrier: Some(carrier.to_owned()),
         };
-        for attempt in 0..5u32 {
-            match self.sw.charging.settle(&req).await {
-                Ok(s) => {
-                    tracing::info!(seconds, charged = %s.charged, released = %s.released, %carrier, "call settled");
-                    return Some(s.charged);
-                }
-                Err(e) if e.is_retryable() => {
-                    tokio::time::sleep(Duration::from_millis(200 << attempt)).await;
-                }
-                Err(e) => {
-                    tracing::error!(error = %e, seconds, "settling the call failed");
-                    return None;
+        let charging = &self.sw.charging;
+        let tries = async {
+            for attempt in 0..5u32 {
+                match charging.settle(&req).await {
+                    Ok(s) => return Ok(Some(s)),
+                    Err(e) if e.is_retryable() => tokio::time::sleep(Duration::from_millis(200 << attempt)).await,
+                    Err(e) => return Err(e),
                 }
             }
+            Ok(None)
+        };
+        let outcome = if self.spooled.load(Ordering::Relaxed) {
+            Ok(None)
+        } else {
+            tokio::time::timeout(records::DATABASE_WITHIN * 2, tries).await.unwrap_or(Ok(None))
+        };
+        match outcome {
+            Ok(Some(s)) => {
+                tracing::info!(seconds, charged = %s.charged, released = %s.released, %carrier, "call settled");
+                Some(s.charged)
+            }
+            Ok(None) => {
+                // The database is away (or the call's record waits in the spool): the settlement waits there too.
+                tracing::warn!(seconds, "the ledger did not take the settlement in time; spooled");
+                self.sw.keep(&Entry::settle(&req), &self.spooled).await;
+                None
+            }
+            Err(e) => {
+                tracing::error!(error = %e, seconds, "settling the call failed");
+                None
+            }
         }
-        tracing::error!(seconds, "settling the call failed after retries; the hold will expire");
-        None
     }
 
     async fn release(&self, hold: &Hold) {
         let req = ReleaseRequest { idempotency_key: key(&self.id, "release"), hold: hold.id };
-        for attempt in 0..5u32 {
-            match self.sw.charging.release(&req).await {
-                Ok(_) => return,
-                Err(e) if e.is_retryable() => tokio::time::sleep(Duration::from_millis(200 << attempt)).await,
-                Err(e) => {
-                    tracing::warn!(error = %e, "releasing the hold failed; it will expire");
-                    return;
+        let charging = &self.sw.charging;
+        let tries = async {
+            for attempt in 0..5u32 {
+                match charging.release(&req).await {
+                    Ok(_) => return true,
+                    Err(e) if e.is_retryable() => tokio::time::sleep(Duration::from_millis(200 << attempt)).await,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "releasing the hold failed; it will expire");
+                        return true;
+                    }
                 }
             }
+            false
+        };
+        let done = !self.spooled.load(Ordering::Relaxed)
+            && tokio::time::timeout(records::DATABASE_WITHIN * 2, tries).await.unwrap_or(false);
+        if !done {
+            // Spooled, after the call's record: the hold goes back as soon as the database does.
+            self.sw.keep(&Entry::release(&req), &self.spooled).await;
         }
     }
 }

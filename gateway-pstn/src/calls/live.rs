@@ -38,6 +38,7 @@ use tokio::sync::mpsc;
 
 use super::Switch;
 use super::policy::{self, billed_seconds};
+use super::spool::Entry;
 use crate::charging::{ChargeError, Charging, HoldId, HoldState, IdempotencyKey, ReleaseRequest, SettleRequest};
 use crate::storage::{CallRecord, CallResult, GatewayRun, LiveCall, Storage, StorageError, unix_ms};
 
@@ -459,13 +460,15 @@ async fn recover_call(sw: &Switch, call: &LiveCall, heartbeat_at_ms: i64, why: W
     let usable = hold.state == HoldState::Open && hold.expires_at_ms > now;
     let key =
         |what: &str| IdempotencyKey::new(format!("{}:{what}", call.call_id)).expect("call ids use the key alphabet");
+    // A step the database does not take in time goes to the spool, and the call's later steps after it.
+    let spooled = AtomicBool::new(false);
     let Some(answered_at) = call.answered_at_ms else {
         if stored.is_none() {
-            super::records::store(&**storage, &template).await;
+            super::records::store(sw, &template, &spooled).await;
         }
         if hold.state == HoldState::Open {
             let req = ReleaseRequest { idempotency_key: key("release"), hold: hold_id };
-            release_or_log(sw, &req).await;
+            release_or_log(sw, &req, &spooled).await;
         }
         return Ok(Outcome::Released);
     };
@@ -503,7 +506,7 @@ async fn recover_call(sw: &Switch, call: &LiveCall, heartbeat_at_ms: i64, why: W
             cost: if usable { cost } else { None },
             ..template
         };
-        super::records::store(&**storage, &record).await;
+        super::records::store(sw, &record, &spooled).await;
     }
     if hold.state != HoldState::Open {
         // Settled before the crash (its record was stored first), or released by its expiry.
@@ -512,7 +515,7 @@ async fn recover_call(sw: &Switch, call: &LiveCall, heartbeat_at_ms: i64, why: W
     if !usable {
         // Its expiry releases it (the sweeper); nothing can be charged on an expired hold.
         let req = ReleaseRequest { idempotency_key: key("release"), hold: hold_id };
-        release_or_log(sw, &req).await;
+        release_or_log(sw, &req, &spooled).await;
         return Ok(Outcome::Expired);
     }
     let req = SettleRequest {
@@ -523,9 +526,18 @@ async fn recover_call(sw: &Switch, call: &LiveCall, heartbeat_at_ms: i64, why: W
         segments: None,
         carrier: call.carrier.clone(),
     };
+    if spooled.load(Ordering::Relaxed) {
+        sw.keep(&Entry::settle(&req), &spooled).await;
+        return Ok(Outcome::Settled);
+    }
     match sw.charging.settle(&req).await {
         Ok(s) => {
             tracing::info!(call = %call.call_id, seconds, charged = %s.charged, "call settled after a restart");
+            Ok(Outcome::Settled)
+        }
+        Err(e) if e.is_retryable() => {
+            tracing::warn!(call = %call.call_id, error = %e, seconds, "settling a call after a restart: spooled");
+            sw.keep(&Entry::settle(&req), &spooled).await;
             Ok(Outcome::Settled)
         }
         Err(e) => {
@@ -535,9 +547,13 @@ async fn recover_call(sw: &Switch, call: &LiveCall, heartbeat_at_ms: i64, why: W
     }
 }
 
-async fn release_or_log(sw: &Switch, req: &ReleaseRequest) {
+async fn release_or_log(sw: &Switch, req: &ReleaseRequest, spooled: &AtomicBool) {
+    if spooled.load(Ordering::Relaxed) {
+        return sw.keep(&Entry::release(req), spooled).await;
+    }
     match sw.charging.release(req).await {
         Ok(_) | Err(ChargeError::HoldClosed(_)) => {}
+        Err(e) if e.is_retryable() => sw.keep(&Entry::release(req), spooled).await,
         Err(e) => tracing::warn!(error = %e, hold = %req.hold, "releasing a hold after a restart failed; it expires"),
     }
 }

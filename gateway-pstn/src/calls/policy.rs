@@ -128,6 +128,8 @@ pub fn refusal(e: &ChargeError) -> (u16, &'static str) {
             (403, "Forbidden")
         }
         ChargeError::Unavailable(_) | ChargeError::RunTakenOver => (503, "Service Unavailable"),
+        // The same INVITE twice (RFC 3261 §8.2.2.2, a merged request): the other copy carries the call.
+        ChargeError::CallElsewhere => (482, "Loop Detected"),
         ChargeError::Invalid(_)
         | ChargeError::HoldNotFound
         | ChargeError::HoldClosed(_)

@@ -2,8 +2,10 @@
 //! for a call refused before any carrier, each stored before the call's hold is settled or released (so a
 //! hold a call made always has its record, whatever happens to the process next).
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
+use super::spool::Entry;
 use crate::charging::AccountId;
 use crate::money::{Amount, Currency};
 use crate::storage::{CallRecord, CallResult, Storage, unix_ms};
@@ -114,10 +116,30 @@ pub(super) fn now_ms(clock: &dyn tincan_common::Clock) -> i64 {
     unix_ms(clock.now())
 }
 
-/// Stores `record`, retrying a transient failure; a failure in the end is logged (the call goes on: its money
-/// is in the ledger either way).
-pub(super) async fn store(storage: &dyn Storage, record: &CallRecord) {
-    for attempt in 0..5u32 {
+/// How long a call waits for the database to take one of its records (or a settlement) before it keeps it in
+/// the spool instead (a pool that cannot connect would otherwise keep it waiting for its acquire timeout).
+pub(super) const DATABASE_WITHIN: Duration = Duration::from_secs(3);
+
+/// Stores `record`: in the database, retrying a transient failure for up to [`DATABASE_WITHIN`]; else in the
+/// node's spool (durably, before this returns), from which it reaches the database once it is back. A call
+/// that spooled a step (`spooled`, set here) spools its later steps too, so they reach the database in order.
+pub(super) async fn store(sw: &super::Switch, record: &CallRecord, spooled: &AtomicBool) {
+    if !spooled.load(Ordering::Relaxed) {
+        match tokio::time::timeout(DATABASE_WITHIN, insert(&**sw.ledger.storage(), record)).await {
+            Ok(Ok(())) => return,
+            Ok(Err(e)) => tracing::warn!(error = %e, call = %record.call_id, attempt = record.attempt,
+                "storing a call record failed; spooled"),
+            Err(_) => tracing::warn!(call = %record.call_id, attempt = record.attempt,
+                "the database did not take a call record in time; spooled"),
+        }
+    }
+    sw.keep(&Entry::Record { record: record.clone() }, spooled).await;
+}
+
+/// One record into the database; a second copy (the first try committed after all) is no error.
+async fn insert(storage: &dyn Storage, record: &CallRecord) -> Result<(), crate::storage::StorageError> {
+    let mut attempt = 0u32;
+    loop {
         let result = async {
             let mut tx = storage.begin().await?;
             tx.call_records().add(record).await?;
@@ -125,14 +147,12 @@ pub(super) async fn store(storage: &dyn Storage, record: &CallRecord) {
         }
         .await;
         match result {
-            Ok(()) => return,
-            Err(crate::storage::StorageError::Duplicate(_)) => return,
-            Err(e) if e.is_transient() => tokio::time::sleep(Duration::from_millis(50 << attempt)).await,
-            Err(e) => {
-                tracing::error!(error = %e, call = %record.call_id, attempt = record.attempt, "storing a call record failed");
-                return;
+            Ok(()) | Err(crate::storage::StorageError::Duplicate(_)) => return Ok(()),
+            Err(e) if e.is_transient() && attempt < 4 => {
+                tokio::time::sleep(Duration::from_millis(50 << attempt)).await;
+                attempt += 1;
             }
+            Err(e) => return Err(e),
         }
     }
-    tracing::error!(call = %record.call_id, attempt = record.attempt, "storing a call record failed after retries");
 }

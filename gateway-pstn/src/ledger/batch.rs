@@ -45,9 +45,26 @@ pub(crate) struct Reservation {
 #[derive(Debug)]
 pub(crate) enum Op {
     Reserve(Reservation),
-    Extend { principal: String, req: ExtendRequest, more: Usage, ttl_ms: i64, currency: Currency },
-    Settle { principal: String, req: SettleRequest, used: Usage, currency: Currency },
-    Release { principal: String, req: ReleaseRequest, currency: Currency },
+    Extend {
+        principal: String,
+        req: ExtendRequest,
+        more: Usage,
+        ttl_ms: i64,
+        currency: Currency,
+        /// For a call: the gateway process (run) carrying it, which must still be its own (not taken over).
+        run: Option<String>,
+    },
+    Settle {
+        principal: String,
+        req: SettleRequest,
+        used: Usage,
+        currency: Currency,
+    },
+    Release {
+        principal: String,
+        req: ReleaseRequest,
+        currency: Currency,
+    },
     Expire(HoldId),
 }
 

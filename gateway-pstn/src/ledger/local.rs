@@ -49,7 +49,7 @@ impl LocalCharging {
     /// [`Charging::reserve`] for a call: the hold and the call's live row (`live`, its account and hold
     /// filled in here) are written in one transaction, so the call costs one commit before it may go on and a
     /// restart after a crash finds the call exactly when its hold exists.
-    pub(crate) async fn reserve_for(&self, req: &ReserveRequest, live: Option<LiveCall>) -> Result<Hold, ChargeError> {
+    pub async fn reserve_for(&self, req: &ReserveRequest, live: Option<LiveCall>) -> Result<Hold, ChargeError> {
         let asked = usage(req.service, req.amount, req.seconds, req.segments)?;
         let ttl_ms = self.ledger.ttl_ms(req.ttl_secs)?;
         let (account, currency) = self.ledger.resolve(&req.account).await?;
@@ -82,6 +82,23 @@ impl LocalCharging {
             live: live.map(Box::new),
         });
         self.outcome_hold(account, op).await
+    }
+
+    /// [`Charging::extend`] for a call carried by the gateway process `run`: refused with
+    /// [`ChargeError::RunTakenOver`], nothing written, once another node has claimed that process (its calls are
+    /// being settled there), checked in the extension's own transaction as a call's first hold is.
+    pub(crate) async fn extend_for(&self, req: &ExtendRequest, run: Option<&str>) -> Result<Hold, ChargeError> {
+        let more = match (req.amount, req.seconds) {
+            (Some(a), None) if !a.is_negative() => Usage::Amount(a),
+            (None, Some(s)) => Usage::Seconds(s),
+            (None, None) => Usage::Amount(Amount::ZERO),
+            _ => return Err(ChargeError::Invalid("give amount (zero or more) or seconds, not both".into())),
+        };
+        let ttl_ms = self.ledger.ttl_ms(req.ttl_secs)?;
+        let currency = hold_currency(&self.ledger, req.hold.account).await?;
+        let run = run.map(str::to_owned);
+        let op = Op::Extend { principal: self.principal.clone(), req: req.clone(), more, ttl_ms, currency, run };
+        self.outcome_hold(req.hold.account, op).await
     }
 
     async fn outcome_hold(&self, account: crate::charging::AccountId, op: Op) -> Result<Hold, ChargeError> {
@@ -157,16 +174,7 @@ impl Charging for LocalCharging {
     }
 
     async fn extend(&self, req: &ExtendRequest) -> Result<Hold, ChargeError> {
-        let more = match (req.amount, req.seconds) {
-            (Some(a), None) if !a.is_negative() => Usage::Amount(a),
-            (None, Some(s)) => Usage::Seconds(s),
-            (None, None) => Usage::Amount(Amount::ZERO),
-            _ => return Err(ChargeError::Invalid("give amount (zero or more) or seconds, not both".into())),
-        };
-        let ttl_ms = self.ledger.ttl_ms(req.ttl_secs)?;
-        let currency = hold_currency(&self.ledger, req.hold.account).await?;
-        let op = Op::Extend { principal: self.principal.clone(), req: req.clone(), more, ttl_ms, currency };
-        self.outcome_hold(req.hold.account, op).await
+        self.extend_for(req, None).await
     }
 
     async fn settle(&self, req: &SettleRequest) -> Result<Settlement, ChargeError> {

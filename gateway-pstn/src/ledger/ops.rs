@@ -28,11 +28,18 @@ pub(super) async fn apply(
             record(tx, &r.principal, &r.req.idempotency_key, "reserve", &fp, &hold, now).await?;
             Ok(Outcome::Hold(hold))
         }
-        Op::Extend { principal, req, more, ttl_ms, currency } => {
+        Op::Extend { principal, req, more, ttl_ms, currency, run } => {
             let body = serde_json::to_string(req).expect("requests serialise");
             let fp = fingerprint("extend", &format!("{}|{body}", req.hold));
             if let Some(hold) = replay(tx, principal, &req.idempotency_key, "extend", &fp).await? {
                 return Ok(Outcome::Hold(hold));
+            }
+            // A call's process that another node claimed holds no more for it: that node settles the call from
+            // what it had confirmed (kept so until this transaction ends, as for a first hold).
+            if let Some(run) = run
+                && !tx.live_calls().own_run(run).await?
+            {
+                return Err(ChargeError::RunTakenOver.into());
             }
             let h = tx.holds().get(req.hold).await?.ok_or(ChargeError::HoldNotFound)?;
             check_open(&h, principal, now)?;
@@ -134,15 +141,21 @@ pub(super) async fn apply(
 }
 
 /// A reservation's writes (its idempotency record aside): for a call, its run checked to be still its own (see
-/// [`LiveCallRepository::own_run`](crate::storage::LiveCallRepository::own_run)); the account's limits checked,
+/// [`LiveCallRepository::own_run`](crate::storage::LiveCallRepository::own_run)) and its SIP dialog not taken
+/// by another call (another node carries the same INVITE); the account's limits checked,
 /// then one conditional statement; refused with nothing written when the run was taken over, or when the
 /// available balance does not cover it once expired holds still counted against it are released.
 pub(super) async fn reserve(tx: &mut dyn Repository, r: &Reservation, now: i64) -> Result<Hold, LedgerError> {
     let Reservation { principal, req, account, currency, amount, ttl_ms, rate, limits, live } = r;
-    if let Some(live) = live
-        && !tx.live_calls().own_run(&live.run_id).await?
-    {
-        return Err(ChargeError::RunTakenOver.into());
+    if let Some(live) = live {
+        if !tx.live_calls().own_run(&live.run_id).await? {
+            return Err(ChargeError::RunTakenOver.into());
+        }
+        if let Some(dialog) = &live.sip_dialog
+            && tx.live_calls().dialog_taken(dialog, &live.call_id).await?
+        {
+            return Err(ChargeError::CallElsewhere.into());
+        }
     }
     if limits.any() {
         let held = tx.accounts().get(*account).await?.ok_or(ChargeError::AccountNotFound)?.held;

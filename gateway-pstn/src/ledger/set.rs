@@ -148,6 +148,7 @@ pub(super) async fn apply(
     // are settled by the claimer, which would not see theirs (checked once per run, which stays as checked
     // until the commit).
     let mut runs: HashMap<&str, bool> = HashMap::new();
+    let mut dialogs: HashSet<&str> = HashSet::new();
     for (i, job) in jobs.iter().enumerate() {
         let Op::Reserve(r) = &job.op else { continue };
         let Some(live) = r.live.as_deref().filter(|_| answers[i].is_none()) else { continue };
@@ -161,6 +162,13 @@ pub(super) async fn apply(
         };
         if !own {
             answers[i] = Some(Err(ChargeError::RunTakenOver));
+            continue;
+        }
+        // The same SIP dialog taken by another call (another node carries the same INVITE), or twice here.
+        if let Some(dialog) = live.sip_dialog.as_deref()
+            && (!dialogs.insert(dialog) || tx.live_calls().dialog_taken(dialog, &live.call_id).await?)
+        {
+            answers[i] = Some(Err(ChargeError::CallElsewhere));
         }
     }
 

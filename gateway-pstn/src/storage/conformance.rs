@@ -29,7 +29,8 @@ pub async fn run(shared: Arc<dyn Storage>, clock: &Arc<MockClock>) {
     call_records(storage).await;
     live_calls(storage).await;
     run_claims(storage).await;
-    claimed_runs_start_no_calls(&shared, clock_dyn).await;
+    claimed_runs_start_no_calls(&shared, clock_dyn.clone()).await;
+    one_call_per_sip_dialog(&shared, clock_dyn).await;
 }
 
 fn eur() -> Currency {
@@ -765,10 +766,111 @@ async fn claimed_runs_start_no_calls(storage: &Arc<dyn Storage>, clock: Arc<dyn 
     assert_eq!(calls, [call], "and the claimer sees the call");
     let mut tx = storage.begin().await.unwrap();
     assert!(!tx.live_calls().own_run("slow").await.unwrap(), "claimed: no more calls");
+    drop(tx);
+
+    // Extensions: a claimed run's (or a forgotten run's) are refused at once with nothing held — not only once
+    // the claimer has closed the hold; the claimer's own go through.
+    let extend = |key: &str| crate::charging::ExtendRequest {
+        idempotency_key: IdempotencyKey::new(key).unwrap(),
+        hold: made.id,
+        amount: Some(amt("0.05")),
+        seconds: None,
+        ttl_secs: Some(60),
+    };
+    for (key, run) in [("slow-1:extend.1", "slow"), ("fenced-9:extend.1", "fenced"), ("gone-9:extend.1", "gone")] {
+        let e = svc.extend_for(&extend(key), Some(run)).await;
+        assert!(matches!(e, Err(crate::charging::ChargeError::RunTakenOver)), "{run}: {e:?}");
+    }
+    let mut tx = storage.begin_read().await.unwrap();
+    assert_eq!(tx.accounts().get(acct).await.unwrap().unwrap().held, amt("0.10"), "nothing more held");
+    assert_eq!(tx.holds().get(made.id).await.unwrap().unwrap().amount, amt("0.10"));
+    drop(tx);
+    let more = svc.extend_for(&extend("taker-1:extend.1"), Some("taker")).await.unwrap();
+    assert_eq!(more.amount, amt("0.15"), "the claimer's own call extends");
+
+    let mut tx = storage.begin().await.unwrap();
     for run in ["fenced", "taker", "slow"] {
         tx.live_calls().forget_run(run).await.unwrap();
     }
     tx.live_calls().close("taker-1").await.unwrap();
     tx.live_calls().close("slow-1").await.unwrap();
+    tx.commit().await.unwrap();
+}
+
+/// The same INVITE reaching two nodes (a proxy failing over from a node slow to answer) starts one call: the
+/// second call's first hold for the same SIP dialog is refused with nothing written, alone, at once with the
+/// first, and after the first call ended; a dialog pruned by age is free again.
+async fn one_call_per_sip_dialog(storage: &Arc<dyn Storage>, clock: Arc<dyn Clock>) {
+    use crate::charging::{AccountRef, ChargeError, IdempotencyKey, ReserveRequest};
+    let now = unix_ms(clock.now());
+    let mut tx = storage.begin().await.unwrap();
+    tx.live_calls().start_run("node-1", "n1", now).await.unwrap();
+    tx.live_calls().start_run("node-2", "n2", now).await.unwrap();
+    tx.commit().await.unwrap();
+    let ledger = crate::ledger::Ledger::start(storage.clone(), clock, crate::ledger::LedgerConfig::default());
+    let acct = ledger.create_business("dialog calls", eur()).await.unwrap().id;
+    let seed = IdempotencyKey::new("dialog-seed").unwrap();
+    ledger.credit("t", &seed, acct, amt("1.00"), EntryKind::Adjustment, "seed", "").await.unwrap();
+    let svc = ledger.charging("svc:pstn");
+    let req = |call: &str| ReserveRequest {
+        idempotency_key: IdempotencyKey::new(format!("{call}:reserve")).unwrap(),
+        account: AccountRef::Id { account_id: acct },
+        service: ServiceKind::Voice,
+        destination: "+4930123456".parse().unwrap(),
+        amount: Some(amt("0.10")),
+        seconds: None,
+        segments: None,
+        ttl_secs: Some(60),
+    };
+    let row = |call: &str, run: &str, dialog: &str| LiveCall {
+        run_id: run.into(),
+        sip_dialog: Some(dialog.into()),
+        ..LiveCall::incoming(call, "+4930123456", eur(), now)
+    };
+    let held = || async {
+        let mut tx = storage.begin_read().await.unwrap();
+        (tx.accounts().get(acct).await.unwrap().unwrap().held, tx.holds().open_count(acct).await.unwrap())
+    };
+
+    let first = svc.reserve_for(&req("node-1-1"), Some(row("node-1-1", "node-1", "dlg-a"))).await.unwrap();
+    let again = svc.reserve_for(&req("node-2-1"), Some(row("node-2-1", "node-2", "dlg-a"))).await;
+    assert!(matches!(again, Err(ChargeError::CallElsewhere)), "{again:?}");
+    assert_eq!(held().await, (amt("0.10"), 1), "nothing held for the second copy");
+    let mut tx = storage.begin_read().await.unwrap();
+    assert!(tx.live_calls().of_run("node-2").await.unwrap().is_empty(), "no live row for the second copy");
+    drop(tx);
+    // The same call's own reservation again (a retry with its key) is its first answer, not a refusal.
+    let retry = svc.reserve_for(&req("node-1-1"), Some(row("node-1-1", "node-1", "dlg-a"))).await.unwrap();
+    assert_eq!(retry.id, first.id);
+    // At once from both nodes: one call, whichever.
+    let (r12, r22) = (req("node-1-2"), req("node-2-2"));
+    let (x, y) = futures::join!(
+        svc.reserve_for(&r12, Some(row("node-1-2", "node-1", "dlg-b"))),
+        svc.reserve_for(&r22, Some(row("node-2-2", "node-2", "dlg-b"))),
+    );
+    let refused = [&x, &y].iter().filter(|r| matches!(r, Err(ChargeError::CallElsewhere))).count();
+    assert_eq!((x.is_ok() as u8 + y.is_ok() as u8, refused), (1, 1), "{x:?} {y:?}");
+    assert_eq!(held().await, (amt("0.20"), 2));
+    // Ended (its live row closed), the dialog is still taken: a late copy starts nothing.
+    let mut tx = storage.begin().await.unwrap();
+    tx.live_calls().close("node-1-1").await.unwrap();
+    tx.commit().await.unwrap();
+    let late = svc.reserve_for(&req("node-2-3"), Some(row("node-2-3", "node-2", "dlg-a"))).await;
+    assert!(matches!(late, Err(ChargeError::CallElsewhere)), "{late:?}");
+    // Pruned by age, it is free again; a call without a dialog never meets one.
+    let mut tx = storage.begin().await.unwrap();
+    assert_eq!(tx.live_calls().prune_dialogs(now).await.unwrap(), 0, "none before its time");
+    assert_eq!(tx.live_calls().prune_dialogs(now + 1).await.unwrap(), 2);
+    tx.commit().await.unwrap();
+    svc.reserve_for(&req("node-2-4"), Some(row("node-2-4", "node-2", "dlg-a"))).await.unwrap();
+    let plain = LiveCall { run_id: "node-2".into(), ..LiveCall::incoming("node-2-5", "+4930123456", eur(), now) };
+    svc.reserve_for(&req("node-2-5"), Some(plain)).await.unwrap();
+    let mut tx = storage.begin().await.unwrap();
+    for call in ["node-1-2", "node-2-2", "node-2-4", "node-2-5"] {
+        tx.live_calls().close(call).await.unwrap();
+    }
+    tx.live_calls().forget_run("node-1").await.unwrap();
+    tx.live_calls().forget_run("node-2").await.unwrap();
+    tx.live_calls().prune_dialogs(i64::MAX).await.unwrap();
     tx.commit().await.unwrap();
 }

@@ -40,6 +40,11 @@ pub struct LiveCall {
     pub paid_seconds: u32,
     /// When the gateway saw the call end (Unix ms).
     pub ended_at_ms: Option<i64>,
+    /// The caller's SIP dialog (a digest of its INVITE's Call-ID and From tag), for a call that came over SIP:
+    /// written with the call's first hold into a table of its own, where it stays past the call
+    /// ([`LiveCallRepository::prune_dialogs`]), so that the same INVITE reaching another node (a proxy's
+    /// failover from a node slow to answer) starts no second call. Not read back with the call.
+    pub sip_dialog: Option<String>,
 }
 
 impl LiveCall {
@@ -60,6 +65,7 @@ impl LiveCall {
             answered_at_ms: None,
             paid_seconds: 0,
             ended_at_ms: None,
+            sip_dialog: None,
         }
     }
 }
@@ -110,8 +116,14 @@ pub trait LiveCallRepository: Send {
     /// transaction holds the only write lock) — so a claimer settling the run's calls after its claim sees
     /// every call this transaction starts, or the call is refused.
     async fn own_run(&mut self, run_id: &str) -> Result<bool>;
-    /// Writes a new live call (nothing if it is written already).
+    /// Writes a new live call (nothing if it is written already), and takes its SIP dialog if it has one; a
+    /// dialog another call took is [`StorageError::Duplicate`](super::StorageError::Duplicate) (check first
+    /// with [`LiveCallRepository::dialog_taken`]: this is for two nodes taking it at once).
     async fn open(&mut self, call: &LiveCall) -> Result<()>;
+    /// Whether SIP dialog `dialog` was taken by a call other than `call_id`.
+    async fn dialog_taken(&mut self, dialog: &str, call_id: &str) -> Result<bool>;
+    /// Forgets the SIP dialogs taken before `before_ms`; how many.
+    async fn prune_dialogs(&mut self, before_ms: i64) -> Result<u64>;
     /// Carrier attempt `attempt` of the call started at `at_ms`.
     async fn attempt(&mut self, call_id: &str, attempt: u32, carrier: &str, at_ms: i64) -> Result<()>;
     /// The call was answered at `at_ms`; its holds pay `paid_seconds`.

@@ -1040,6 +1040,7 @@ macro_rules! impl_repositories {
                 answered_at_ms: row.try_get("answered_at")?,
                 paid_seconds: small(row.try_get("paid_seconds")?, "paid_seconds")?,
                 ended_at_ms: row.try_get("ended_at")?,
+                sip_dialog: None,
             })
         }
 
@@ -1164,7 +1165,39 @@ macro_rules! impl_repositories {
                 .bind(c.ended_at_ms)
                 .execute(&mut *self.tx)
                 .await?;
+                if let Some(dialog) = &c.sip_dialog {
+                    // Taken already by this call: nothing; by another (a node taking it at once): a duplicate.
+                    sqlx::query(
+                        "INSERT INTO sip_dialogs (dialog, call_id, created_at) SELECT $1, $2, $3 \
+                         WHERE NOT EXISTS (SELECT 1 FROM sip_dialogs WHERE dialog = $1 AND call_id = $2)",
+                    )
+                    .bind(dialog)
+                    .bind(&c.call_id)
+                    .bind(c.started_at_ms)
+                    .execute(&mut *self.tx)
+                    .await
+                    .map_err(|e| duplicate_or(e, "sip dialog"))?;
+                }
                 Ok(())
+            }
+
+            async fn dialog_taken(&mut self, dialog: &str, call_id: &str) -> Result<bool> {
+                let row = sqlx::query("SELECT call_id FROM sip_dialogs WHERE dialog = $1")
+                    .bind(dialog)
+                    .fetch_optional(&mut *self.tx)
+                    .await?;
+                Ok(match row {
+                    Some(r) => r.try_get::<String, _>("call_id")? != call_id,
+                    None => false,
+                })
+            }
+
+            async fn prune_dialogs(&mut self, before_ms: i64) -> Result<u64> {
+                let done = sqlx::query("DELETE FROM sip_dialogs WHERE created_at < $1")
+                    .bind(before_ms)
+                    .execute(&mut *self.tx)
+                    .await?;
+                Ok(done.rows_affected())
             }
 
             async fn attempt(&mut self, call_id: &str, attempt: u32, carrier: &str, at_ms: i64) -> Result<()> {

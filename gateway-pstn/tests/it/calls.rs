@@ -530,4 +530,5 @@ mod crash;
 mod media;
 mod money;
 mod nodes;
+mod outage;
 mod records;

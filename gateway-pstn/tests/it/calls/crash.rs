@@ -31,7 +31,7 @@ fn now_ms() -> i64 {
 }
 
 /// The answered calls of the node's processes, as the database holds them.
-async fn answered_live_calls(storage: &dyn Storage, node: &str) -> usize {
+pub(super) async fn answered_live_calls(storage: &dyn Storage, node: &str) -> usize {
     let mut tx = storage.begin_read().await.unwrap();
     let mut n = 0;
     for run in tx.live_calls().stale_runs(node, "").await.unwrap() {

@@ -111,7 +111,19 @@ async fn wait_for_proxy(addr: SocketAddr, guard: &mut ChildGuard) {
 /// Sipp callers placing `calls` calls to `to` at `rate` a second, in the background (their end is not awaited:
 /// the calls of the killed node never see a BYE answered).
 fn callers(rig: &Rig, to: SocketAddr, calls: u32, rate: u32, name: &str) -> (Scenario, ChildGuard) {
-    let caller = Scenario::new(name, &CALLER_VIA_PROXY.replace("TALK_MS", &TALK_MS.to_string())).unwrap();
+    callers_talking(rig, to, calls, rate, name, TALK_MS)
+}
+
+/// [`callers`] talking `talk_ms` each.
+fn callers_talking(
+    rig: &Rig,
+    to: SocketAddr,
+    calls: u32,
+    rate: u32,
+    name: &str,
+    talk_ms: u32,
+) -> (Scenario, ChildGuard) {
+    let caller = Scenario::new(name, &CALLER_VIA_PROXY.replace("TALK_MS", &talk_ms.to_string())).unwrap();
     let mut cmd = caller.command(to, free_addr(), calls);
     cmd.args(["-key", "number", NUMBER, "-key", "account", &rig.account]);
     cmd.args(["-r", &rate.to_string(), "-l", &calls.to_string(), "-timeout", "120s"]);
@@ -262,4 +274,102 @@ async fn sqlite_two_nodes_behind_kamailio_a_killed_nodes_calls_are_taken_over_on
 async fn postgres_two_nodes_behind_kamailio_a_killed_nodes_calls_are_taken_over_once_each() {
     let Some(pg) = tincan_testkit::Postgres::create().await else { return };
     two_nodes_one_killed(vec![("TINCAN_GATEWAY_DATABASE__URL".into(), pg.url().into())]).await;
+}
+
+/// Sends `signal` (`STOP`, `CONT`) to a process.
+fn signal(pid: u32, signal: &str) {
+    let status = std::process::Command::new("kill").arg(format!("-{signal}")).arg(pid.to_string()).status().unwrap();
+    assert!(status.success(), "kill -{signal} {pid}");
+}
+
+/// The distinct Call-IDs of the INVITEs a traced sipp peer received.
+fn invited_calls(dir: &std::path::Path) -> std::collections::BTreeSet<String> {
+    let mut calls = std::collections::BTreeSet::new();
+    let mut in_invite = false;
+    for line in tincan_testkit::sip::traced_messages(dir).lines() {
+        if line.starts_with("INVITE sip:") {
+            in_invite = true;
+        } else if in_invite && let Some(id) = line.strip_prefix("Call-ID:") {
+            calls.insert(id.trim().to_owned());
+            in_invite = false;
+        }
+    }
+    calls
+}
+
+/// A node slow to answer an INVITE (stopped for a few seconds, as a stalled process is): Kamailio gives the call
+/// to the other node after its 2 s timer, and the slow node, going on, still finds the same INVITE in its socket.
+/// It must not carry it a second time (a second carrier call, a second charge): its first hold is refused for
+/// the SIP dialog the other node took, it answers 482 (a merged request) with nothing held and no record, and
+/// each call reaches the carrier once and is charged once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn postgres_an_invite_failed_over_from_a_stalled_node_is_carried_once() {
+    const TALK: u32 = 8_000;
+    let Some(pg) = tincan_testkit::Postgres::create().await else { return };
+    let env = vec![("TINCAN_GATEWAY_DATABASE__URL".to_owned(), pg.url().to_owned())];
+    let a = trunk("cheap", "0.004");
+    let rig = Rig::start_with_env(&[&a], "10.00", 60, None, "node = \"node-a\"\n", env.clone()).await;
+    let (b, b_sip, _b_dir) = node_b(&rig, pg.url(), &env).await;
+    let storage = tincan_gateway::storage::open(pg.url(), Arc::new(tincan_common::SystemClock)).await.unwrap();
+    let carrier = Scenario::new("trunk-a", CARRIER_ANSWERS).unwrap();
+    let mut cmd = carrier.uas_command(a.addr);
+    cmd.args(["-m", "100", "-l", "100", "-trace_msg"]);
+    let _trunk = carrier.spawn(cmd, "trunk-a").unwrap();
+    let proxy = free_addr();
+    let kam_dir = tempfile::tempdir().unwrap();
+    let mut kamailio = dispatcher(proxy, &[rig.sip, b_sip], kam_dir.path());
+    wait_for_proxy(proxy, &mut kamailio).await;
+
+    // Node A stalls; two calls one after the other: round robin offers one of them to A first.
+    signal(rig.gw.guard.pid(), "STOP");
+    let (_s, _callers) = callers_talking(&rig, proxy, 2, 10, "callers", TALK);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let on_b: usize = runs_of(&*storage, "node-b").await.iter().map(|r| r.2).sum();
+        if on_b == 2 {
+            break;
+        }
+        if Instant::now() > deadline {
+            signal(rig.gw.guard.pid(), "CONT");
+            panic!("B answered {on_b} of 2 calls\n{}\n{}", b.guard.log_tail(30), kamailio.log_tail(30));
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(kamailio.log_tail(200).contains("gateway node silent"), "Kamailio failed a call over from A");
+    // A goes on while B's calls are up, and reads the INVITE Kamailio gave up on.
+    signal(rig.gw.guard.pid(), "CONT");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let log = rig.gw.data_dir.join("serve.log");
+    while !std::fs::read_to_string(&log).unwrap_or_default().contains("the same INVITE is carried by another call") {
+        let on_a = runs_of(&*storage, "node-a").await;
+        assert!(
+            Instant::now() < deadline,
+            "A did not refuse the late INVITE: {on_a:?}\n{}\ncarrier saw {:?}",
+            rig.log(),
+            invited_calls(carrier.dir())
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let on_a = runs_of(&*storage, "node-a").await;
+    assert!(on_a.iter().all(|r| r.1 == 0), "A holds nothing for it: {on_a:?}");
+
+    // Both calls end with their callers; each reached the carrier once and is charged once.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let acct = loop {
+        let acct = rig.account().await;
+        let records = rig.get(&format!("/v1/accounts/{}/calls", rig.account)).await["items"].as_array().unwrap().len();
+        if (amount(&acct["held"]) == "0.00" && records >= 2) || Instant::now() > deadline {
+            break acct;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert_eq!(amount(&acct["held"]), "0.00", "{acct}");
+    assert_eq!(invited_calls(carrier.dir()).len(), 2, "one carrier call per call");
+    let records = rig.get(&format!("/v1/accounts/{}/calls", rig.account)).await["items"].as_array().unwrap().clone();
+    assert_eq!(records.len(), 2, "{records:?}");
+    assert!(records.iter().all(|r| r["result"] == "answered"), "{records:?}");
+    let priced: Decimal = records.iter().map(|r| dec(&r["price"])).sum();
+    assert_eq!(dec(&acct["balance"]), "10.00".parse::<Decimal>().unwrap() - priced, "{acct}");
+    let cdrs = rig.get(&format!("/v1/accounts/{}/cdrs", rig.account)).await["items"].as_array().unwrap().len();
+    assert_eq!(cdrs, 2, "one settlement per call");
 }
