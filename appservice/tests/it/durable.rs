@@ -4,7 +4,7 @@
 
 use crate::gate::{Gate, Mode};
 use crate::loopback::Loopback;
-use crate::synapse::{portal_from_network, remote_queue_drained, room_events, wait_for, world};
+use crate::synapse::{Client, portal_from_network, remote_queue_drained, room_events, wait_for, world};
 use serde_json::json;
 use std::time::Duration;
 use tincan_appservice::{Bridge, RemoteEvent, RemoteEventKind, RemoteMessageId, RemoteUserId};
@@ -54,17 +54,8 @@ async fn remote_events_survive_homeserver_errors_and_a_crash_and_arrive_once_in_
 
     // Restart with the homeserver back: everything is delivered, m1 not twice.
     gate.set(Mode::Open);
-    let (conn, _rx) = Loopback::new(&["@alice:hs.test"]);
-    let bridge = Bridge::builder(config).start(conn).await.unwrap();
-    let handle = bridge.handle().clone();
-    remote_queue_drained(&handle, Duration::from_secs(120)).await;
-    let ghost = json!(format!("@loop_{BOB}:hs.test"));
-    let bodies: Vec<String> = room_events(&w.alice, &room)
-        .await
-        .iter()
-        .filter(|e| e["type"] == "m.room.message" && e["sender"] == ghost)
-        .map(|e| e["content"]["body"].as_str().unwrap().to_owned())
-        .collect();
+    let (bridge, handle) = restart_and_drain(config).await;
+    let bodies = ghost_bodies(&w.alice, &room).await;
     assert_eq!(bodies, ["m0", "m1", "m2", "m3", "m4", "m5"]);
     // Each remote message is mapped to the Matrix event it became.
     for n in 0..=5 {
@@ -112,21 +103,32 @@ async fn a_replayed_remote_message_is_not_doubled_when_the_homeserver_restarted_
 
     w.synapse.start_again().await.unwrap();
     gate.set(Mode::Open);
-    let (conn, _rx) = Loopback::new(&["@alice:hs.test"]);
-    let bridge = Bridge::builder(config).start(conn).await.unwrap();
-    let handle = bridge.handle().clone();
-    remote_queue_drained(&handle, Duration::from_secs(120)).await;
-    let ghost = json!(format!("@loop_{BOB}:hs.test"));
-    let bodies: Vec<String> = room_events(&w.alice, &room)
-        .await
-        .iter()
-        .filter(|e| e["type"] == "m.room.message" && e["sender"] == ghost)
-        .map(|e| e["content"]["body"].as_str().unwrap().to_owned())
-        .collect();
+    let (bridge, handle) = restart_and_drain(config).await;
+    let bodies = ghost_bodies(&w.alice, &room).await;
     assert_eq!(bodies, ["m0", "m1"], "m1 once, although Synapse forgot its transaction cache");
     let m1 = handle.store().message_by_remote(&key, &RemoteMessageId::new("m1")).await.unwrap().expect("m1 mapped");
     let events = room_events(&w.alice, &room).await;
     let first = events.iter().find(|e| e["content"]["body"] == "m1").expect("m1 in the room");
     assert_eq!(first["event_id"], json!(m1.event_id), "the replay was answered with the first event");
     bridge.stop().await;
+}
+
+/// Starts the bridge again on `config` and waits until its remote queue is empty.
+async fn restart_and_drain(config: tincan_appservice::AppserviceConfig) -> (Bridge, tincan_appservice::BridgeHandle) {
+    let (conn, _rx) = Loopback::new(&["@alice:hs.test"]);
+    let bridge = Bridge::builder(config).start(conn).await.unwrap();
+    let handle = bridge.handle().clone();
+    remote_queue_drained(&handle, Duration::from_secs(120)).await;
+    (bridge, handle)
+}
+
+/// The bodies of the messages Bob's ghost posted in `room`, oldest first.
+async fn ghost_bodies(alice: &Client, room: &ruma::RoomId) -> Vec<String> {
+    let ghost = json!(format!("@loop_{BOB}:hs.test"));
+    room_events(alice, room)
+        .await
+        .iter()
+        .filter(|e| e["type"] == "m.room.message" && e["sender"] == ghost)
+        .map(|e| e["content"]["body"].as_str().unwrap().to_owned())
+        .collect()
 }
