@@ -81,9 +81,10 @@ pub enum CryptoError {
 /// fallback key types per ghost device.
 #[derive(Debug, Default, Serialize, Deserialize)]
 pub struct CryptoChanges {
-    /// To-device events, each with the `to_user_id` and `to_device_id` it was sent to.
+    /// To-device events, each with the `to_user_id` and `to_device_id` it was sent to, as the homeserver sent
+    /// them (raw JSON text: see `server::transactions::parse`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub to_device: Vec<serde_json::Value>,
+    pub to_device: Vec<Box<serde_json::value::RawValue>>,
     /// Users whose devices changed, or who no longer share a room with a ghost.
     #[serde(default)]
     pub device_lists: DeviceLists,
@@ -262,14 +263,15 @@ impl Crypto {
     /// keys (their waiting events can be decrypted now).
     pub(crate) async fn receive(&self, bridge: &BridgeHandle, changes: CryptoChanges) -> Result<Vec<OwnedRoomId>> {
         let mut per_device: BTreeMap<(OwnedUserId, OwnedDeviceId), Vec<Raw<AnyToDeviceEvent>>> = BTreeMap::new();
-        for mut ev in changes.to_device {
-            let Some(obj) = ev.as_object_mut() else { continue };
-            let user = obj.remove("to_user_id").and_then(|v| serde_json::from_value::<OwnedUserId>(v).ok());
-            let device = obj.remove("to_device_id").and_then(|v| serde_json::from_value::<OwnedDeviceId>(v).ok());
-            let (Some(user), Some(device)) = (user, device) else { continue };
-            if let Ok(raw) = Raw::<AnyToDeviceEvent>::from_json_string(ev.to_string()) {
-                per_device.entry((user, device)).or_default().push(raw);
-            }
+        /// Whom a to-device event was sent to (MSC4203's two extra fields; the machine ignores them).
+        #[derive(Deserialize)]
+        struct Recipient {
+            to_user_id: OwnedUserId,
+            to_device_id: OwnedDeviceId,
+        }
+        for ev in changes.to_device {
+            let Ok(Recipient { to_user_id, to_device_id }) = serde_json::from_str(ev.get()) else { continue };
+            per_device.entry((to_user_id, to_device_id)).or_default().push(Raw::from_json(ev));
         }
         for (user, devices) in &changes.otk_counts {
             for device in devices.keys() {

@@ -119,6 +119,7 @@ async fn dispatch_crypto(bridge: &BridgeHandle, entry: InboxEntry) -> Result<()>
     let withheld_rooms: Vec<OwnedRoomId> = changes
         .to_device
         .iter()
+        .filter_map(|e| serde_json::from_str::<serde_json::Value>(e.get()).ok())
         .filter(|e| e["type"] == "m.room_key.withheld")
         .filter_map(|e| e["content"]["room_id"].as_str().and_then(|r| OwnedRoomId::try_from(r).ok()))
         .collect();

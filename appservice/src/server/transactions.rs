@@ -89,12 +89,15 @@ pub fn parse(txn_id: &str, body: Bytes) -> Result<Vec<NewInboxEvent>, ApiError> 
         parsed.ephemeral.iter().map(|e| e.json().get()).chain(unstable_ephemeral.iter().map(String::as_str));
     let ephemeral = ephemeral.map(|json| (InboxKind::Ephemeral, json));
     let mut out = Vec::with_capacity(parsed.events.len() + parsed.ephemeral.len() + unstable_ephemeral.len() + 1);
+    // Each message as it came: through `serde_json::Value` and back an object's keys are sorted, and one whose
+    // first key is then serde_json's raw-value token (`$serde_json::private::RawValue`, any sender can write it)
+    // no longer reads back, so the inbox could not read the whole crypto entry.
     let mut to_device = Vec::with_capacity(parsed.to_device.len());
     for raw in &parsed.to_device {
-        match serde_json::from_str::<serde_json::Value>(raw.json().get()) {
-            Ok(v @ serde_json::Value::Object(_)) => to_device.push(v),
-            _ => return Err(ApiError::BadJson("every to-device message must be a JSON object".into())),
+        if !raw.json().get().trim_start().starts_with('{') {
+            return Err(ApiError::BadJson("every to-device message must be a JSON object".into()));
         }
+        to_device.push(raw.json().to_owned());
     }
     let mut device_lists = ruma::api::client::sync::sync_events::DeviceLists::new();
     device_lists.changed = parsed.device_lists.changed;
@@ -144,7 +147,8 @@ mod tests {
         let ok = parse("t", Bytes::from_static(body)).unwrap();
         assert_eq!(ok.iter().map(|e| e.kind).collect::<Vec<_>>(), [InboxKind::Crypto, InboxKind::Timeline]);
         let crypto: CryptoChanges = serde_json::from_str(&ok[0].json).unwrap();
-        assert_eq!(crypto.to_device[0]["to_device_id"], "GD");
+        let message: serde_json::Value = serde_json::from_str(crypto.to_device[0].get()).unwrap();
+        assert_eq!(message["to_device_id"], "GD");
         assert_eq!(crypto.device_lists.changed[0].as_str(), "@a:hs");
         assert_eq!(crypto.otk_counts.len(), 1);
         let plain = parse("t", Bytes::from_static(br#"{"events": [], "org.matrix.msc3202.device_lists": {}}"#));
@@ -188,6 +192,23 @@ mod tests {
             let got = parse("t", Bytes::from_static(body));
             assert!(matches!(got, Err(ApiError::BadJson(_))), "{}: {got:?}", String::from_utf8_lossy(body));
         }
+    }
+
+    /// The fuzz target's find (`appservice/fuzz/regressions/as_transaction-raw-value-key`): a to-device message
+    /// with a key `$serde_json::private::RawValue` (valid JSON, and any sender can put any key in a to-device
+    /// message). It went through `serde_json::Value` and back, which sorts an object's keys, so that key came
+    /// first, and a `Value` whose first key is serde_json's raw-value token reads as a raw value: the crypto entry
+    /// could not be read back and the inbox skipped all of it (room keys, device lists, key counts). The message
+    /// is recorded as it came.
+    #[test]
+    fn a_to_device_message_is_recorded_as_it_came() {
+        let found = include_bytes!("../../fuzz/regressions/as_transaction-raw-value-key");
+        let entries = parse("t", Bytes::from_static(found)).unwrap();
+        assert_eq!(entries.iter().map(|e| e.kind).collect::<Vec<_>>(), [InboxKind::Crypto]);
+        let crypto: CryptoChanges = serde_json::from_str(&entries[0].json).expect("the inbox reads the entry back");
+        assert_eq!(crypto.to_device.len(), 1);
+        assert_eq!(crypto.to_device[0].get(), r#"{"type":"m.x","$serde_json::private::RawValue":[[]]}"#);
+        serde_json::from_str::<serde_json::Value>(&entries[0].json).expect("the entry is JSON");
     }
 
     /// Synapse sends one list under both names when the registration asks for both: each event is recorded
