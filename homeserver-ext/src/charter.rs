@@ -115,22 +115,19 @@ pub fn directory_listed(list: &TrustList, config: &ExtConfig) -> bool {
     })
 }
 
-/// Whether the charter's DS set `ds` vouches for every entry of the pinned trust anchor `pinned`: a DS entry
-/// must be one of the listed DS records (key tag, algorithm, digest type and digest), a DNSKEY entry a key one
-/// of them covers; both for the same zone. A pinned anchor naming a key the charter does not vouch for would
+/// Whether the charter's DS set `ds` vouches for every entry of the pinned trust anchor `pinned`
+/// ([`TrustAnchor::not_vouched_by`](tincan_enum_lookup::TrustAnchor::not_vouched_by), as the client checks it):
+/// a DS entry must be one of the listed DS records (key tag, algorithm, digest type and digest), a DNSKEY entry a
+/// key one of them covers; both for the same zone. A pinned anchor naming a key the charter does not vouch for would
 /// validate other providers' numbers against keys nobody on the list stands behind (a stale anchor after a
 /// KSK roll, or a wrong one). An anchor that does not parse is vouched for by nothing. A pinned subset of the
 /// list (the current DS alone while the list names both during a roll) is fine.
 pub fn anchor_vouched(pinned: &str, ds: &[String]) -> bool {
-    use tincan_enum_lookup::{AnchorEntry, TrustAnchor};
+    use tincan_enum_lookup::TrustAnchor;
     let (Ok(pinned), Ok(listed)) = (TrustAnchor::parse(pinned), TrustAnchor::parse(&ds.join("\n"))) else {
         return false;
     };
-    pinned.zone() == listed.zone()
-        && pinned.entries().iter().all(|e| match e {
-            AnchorEntry::Ds(d) => listed.entries().iter().any(|l| matches!(l, AnchorEntry::Ds(l) if l == d)),
-            AnchorEntry::Dnskey(k) => listed.trusts(k),
-        })
+    pinned.not_vouched_by(&listed).is_empty()
 }
 
 /// The charter client of the config.

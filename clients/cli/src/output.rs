@@ -11,7 +11,7 @@ pub const EXIT_NOT_ON_NETWORK: u8 = 2;
 pub const EXIT_NOT_DELIVERED: u8 = 4;
 /// Exit code: the contact's key does not match the directory's, or the directory's answer is not backed by its
 /// transparency log (or the log forked), or the directory's parent zone publishes another DS set than the
-/// charter's list names; nothing sent.
+/// charter's list names, or a pinned trust anchor the list does not vouch for; nothing sent.
 pub const EXIT_KEY_MISMATCH: u8 = 3;
 
 /// Prints `value` as JSON, or `human` otherwise.
@@ -52,6 +52,10 @@ pub fn fail(json: bool, e: &anyhow::Error) -> ExitCode {
             "WARNING: the directory's answer is not backed by its transparency log: {l}. The contact is NOT \
              verified and nothing was sent."
         ),
+        Some(m @ ClientError::AnchorNotVouched { .. }) => format!(
+            "WARNING: {m}. No route is shown, the contact is NOT verified and nothing was sent; take the trust \
+             anchor from the charter's list (drop --trust-anchor) or pin one it names."
+        ),
         Some(m @ ClientError::ParentDsMismatch { .. }) => format!(
             "WARNING: {m}. No route is shown, the contact is NOT verified and nothing was sent; tell the \
              directory's operator (`tincan-directory keys check-ds`)."
@@ -82,6 +86,7 @@ pub fn fail(json: bool, e: &anyhow::Error) -> ExitCode {
         Some(ClientError::KeyMismatch(_)) => EXIT_KEY_MISMATCH,
         Some(ClientError::Log(l)) if !l.is_unavailable() => EXIT_KEY_MISMATCH,
         Some(ClientError::ParentDsMismatch { .. }) => EXIT_KEY_MISMATCH,
+        Some(ClientError::AnchorNotVouched { .. }) => EXIT_KEY_MISMATCH,
         _ => 1,
     })
 }

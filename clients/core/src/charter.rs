@@ -6,8 +6,10 @@
 //! fetches a newer one; an expired, rolled-back or under-signed list is refused and the last good one kept.
 //! Then:
 //! - a [`DirectoryConfig`](crate::DirectoryConfig) with an empty `trust_anchor` takes the anchor and the
-//!   transparency log from the list's directory of that apex (an explicit anchor stays an override, for
-//!   development);
+//!   transparency log from the list's directory of that apex; an explicit anchor stays an override (for
+//!   development, or a subset during a key roll) only as far as the list vouches for it: when the list names the
+//!   directory, every pinned entry must be one of its DS records or a key one of them covers, else the directory
+//!   is refused ([`ClientError::AnchorNotVouched`]), as the extension refuses such an anchor at start;
 //! - `register` only signs up at a listed provider that offers Matrix and covers the number;
 //! - a contact whose homeserver is not a listed provider's is never verified
 //!   ([`KeyStatus::NotListed`](crate::KeyStatus::NotListed)), so a provider removed from the list stops
@@ -166,11 +168,13 @@ pub(crate) fn effective_directory(
 pub const PARENT_DS_RECHECK_SECS: u64 = 300;
 
 /// The charter's DS set for the directory in use, compared with the set the apex's parent zone publishes (see
-/// the module doc).
+/// the module doc), and with the trust anchor pinned in the client's configuration, if any.
 #[derive(Debug)]
 pub(crate) struct ParentDsCheck {
     apex: hickory_proto::rr::Name,
     charter: BTreeSet<DsRecord>,
+    /// The pinned anchor's entries the charter's DS set does not vouch for (empty when none is pinned).
+    not_vouched: Vec<String>,
     servers: Vec<SocketAddr>,
     timeout: Duration,
     /// Unix seconds until which the last check holds.
@@ -178,10 +182,12 @@ pub(crate) struct ParentDsCheck {
 }
 
 impl ParentDsCheck {
-    /// The check of the directory `lookup` resolves in, when the charter's current list names it.
+    /// The check of the directory `lookup` resolves in, when the charter's current list names it; `pinned` is
+    /// the trust anchor the configuration pins (instead of taking the list's).
     pub(crate) fn new(
         charter: Option<&CharterState>,
         lookup: &Lookup,
+        pinned: Option<&str>,
         now: std::time::SystemTime,
     ) -> Result<Option<ParentDsCheck>> {
         let apex = lookup.apex();
@@ -189,18 +195,37 @@ impl ParentDsCheck {
         let Some(d) = list.directory_by_apex(&apex.to_ascii()) else { return Ok(None) };
         let anchor = TrustAnchor::parse(&d.trust_anchor())
             .map_err(|e| ClientError::DirectoryConfig(format!("the charter's DS set for {}: {e}", d.apex)))?;
+        let not_vouched = match pinned {
+            Some(text) => TrustAnchor::parse(text)
+                .map_err(|e| ClientError::DirectoryConfig(format!("trust anchor: {e}")))?
+                .not_vouched_by(&anchor)
+                .iter()
+                .map(ToString::to_string)
+                .collect(),
+            None => Vec::new(),
+        };
         Ok(Some(ParentDsCheck {
             apex: apex.clone(),
             charter: ds_records(&anchor),
+            not_vouched,
             servers: lookup.servers().to_vec(),
             timeout: Duration::from_secs(2),
             checked_until: std::sync::Mutex::new(0),
         }))
     }
 
-    /// Asks for the parent's DS set, unless a check at most [`PARENT_DS_RECHECK_SECS`] old holds, and refuses
-    /// a parent that disagrees with the charter.
+    /// Refuses a pinned anchor the charter does not vouch for; then asks for the parent's DS set, unless a
+    /// check at most [`PARENT_DS_RECHECK_SECS`] old holds, and refuses a parent that disagrees with the charter.
     pub(crate) async fn check(&self, now_unix: u64) -> Result<()> {
+        if !self.not_vouched.is_empty() {
+            let e = ClientError::AnchorNotVouched {
+                apex: self.apex.to_ascii(),
+                not_vouched: self.not_vouched.clone(),
+                charter: self.charter.iter().map(ToString::to_string).collect(),
+            };
+            tracing::warn!(error = %e, "refusing the directory");
+            return Err(e);
+        }
         if *self.checked_until.lock().unwrap_or_else(|p| p.into_inner()) > now_unix {
             return Ok(());
         }

@@ -584,7 +584,8 @@ fn directory_parts(
     };
     let log = d.log.as_ref().map(LogWitness::new).transpose()?;
     let lookup = build_lookup(&d)?;
-    let parent_ds = crate::charter::ParentDsCheck::new(charter, &lookup, now)?;
+    let pinned = config.directory.as_ref().map(|c| c.trust_anchor.as_str()).filter(|a| !a.trim().is_empty());
+    let parent_ds = crate::charter::ParentDsCheck::new(charter, &lookup, pinned, now)?;
     Ok((Some(lookup), log, parent_ds))
 }
 

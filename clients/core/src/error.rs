@@ -74,6 +74,25 @@ pub enum ClientError {
         /// DS records the list names and the parent does not publish.
         charter_only: Vec<String>,
     },
+    /// The trust anchor pinned in the client's configuration (`DirectoryConfig::trust_anchor`, the CLI's
+    /// `--trust-anchor`) has entries the DS set the charter's trust list names for that directory does not vouch
+    /// for (a stale anchor after a KSK roll, or a wrong one): the directory is not used, no route is given and no
+    /// contact verified. A pinned anchor is an override only within what the list vouches for (see
+    /// [`charter`](crate::charter)).
+    #[error(
+        "the trust anchor pinned for {apex} has entries the charter's trust list does not vouch for (pinned only: \
+         [{}]; the list names: [{}]): the directory is not used",
+        .not_vouched.join(", "),
+        .charter.join(", ")
+    )]
+    AnchorNotVouched {
+        /// The directory's apex.
+        apex: String,
+        /// The pinned entries no listed DS record vouches for.
+        not_vouched: Vec<String>,
+        /// The DS records the list names for the directory.
+        charter: Vec<String>,
+    },
     /// The directory configuration is unusable (bad apex, unreadable anchor…).
     #[error("directory configuration: {0}")]
     DirectoryConfig(String),
@@ -253,6 +272,7 @@ impl ClientError {
             ClientError::Log(LogCheckError::Inconsistent { .. }) => "log_forked",
             ClientError::Log(_) => "not_in_log",
             ClientError::ParentDsMismatch { .. } => "parent_ds_mismatch",
+            ClientError::AnchorNotVouched { .. } => "anchor_not_vouched",
             ClientError::DirectoryConfig(_) => "directory_config",
             ClientError::NotOnNetwork { .. } => "not_on_network",
             ClientError::Unreachable { .. } => "not_reachable",

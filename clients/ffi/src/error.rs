@@ -36,7 +36,8 @@ pub enum ClientError {
     },
     /// The directory's answer cannot be trusted: DNSSEC validation failed, or its transparency log does not back
     /// it (or forked), or the charter's trust list was refused, or the directory's parent zone publishes another
-    /// DS set than the list names. Nothing was sent and no route is shown.
+    /// DS set than the list names, or a pinned trust anchor the list does not vouch for. Nothing was sent and no
+    /// route is shown.
     #[error("{detail}")]
     Untrusted {
         /// Stable code.
@@ -132,6 +133,7 @@ impl From<core::ClientError> for ClientError {
             E::Lookup(ref l) if l.is_validation_failure() => ClientError::Untrusted { code, detail },
             E::Log(ref l) if !l.is_unavailable() => ClientError::Untrusted { code, detail },
             E::ParentDsMismatch { .. } => ClientError::Untrusted { code, detail },
+            E::AnchorNotVouched { .. } => ClientError::Untrusted { code, detail },
             E::Charter(core::charter::CharterError::Fetch { .. }) => ClientError::Unavailable { code, detail },
             E::Charter(_) => ClientError::Untrusted { code, detail },
             E::ProviderNotListed(_) => ClientError::ProviderNotListed { code, detail },

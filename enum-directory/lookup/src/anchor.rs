@@ -156,6 +156,48 @@ impl TrustAnchor {
             }
         })
     }
+
+    /// The entries of this anchor (one pinned by hand) that `listed` (the DS set a trust list names for the
+    /// zone) does not vouch for: a DS entry must be one of `listed`'s DS records (key tag, algorithm, digest
+    /// type and digest), a DNSKEY entry a key `listed` trusts; every entry when the zones differ. Empty when
+    /// each is vouched for: a pinned subset of the list (the current DS alone while the list names both during
+    /// a roll) is fine. A pinned entry nobody on the list stands behind would validate answers against a key
+    /// the list does not (a stale anchor after a KSK roll, or a wrong one).
+    pub fn not_vouched_by<'a>(&'a self, listed: &TrustAnchor) -> Vec<&'a AnchorEntry> {
+        if self.zone != listed.zone {
+            return self.entries.iter().collect();
+        }
+        self.entries
+            .iter()
+            .filter(|e| match e {
+                AnchorEntry::Ds(d) => !listed.entries.iter().any(|l| matches!(l, AnchorEntry::Ds(l) if l == d)),
+                AnchorEntry::Dnskey(k) => !listed.trusts(k),
+            })
+            .collect()
+    }
+}
+
+impl std::fmt::Display for AnchorEntry {
+    /// `DS TAG ALG DIGTYPE HEX`, or `DNSKEY FLAGS 3 ALG` with the key's tag (the key itself is long).
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            AnchorEntry::Ds(ds) => write!(
+                f,
+                "DS {} {} {} {}",
+                ds.key_tag(),
+                u8::from(ds.algorithm()),
+                u8::from(ds.digest_type()),
+                hex::encode_upper(ds.digest())
+            ),
+            AnchorEntry::Dnskey(k) => {
+                write!(f, "DNSKEY {} 3 {}", k.flags(), u8::from(k.algorithm()))?;
+                match k.calculate_key_tag() {
+                    Ok(tag) => write!(f, " (key tag {tag})"),
+                    Err(_) => Ok(()),
+                }
+            }
+        }
+    }
 }
 
 impl FromStr for TrustAnchor {

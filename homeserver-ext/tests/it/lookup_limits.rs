@@ -1,13 +1,18 @@
 //! Identity Service lookups cannot walk the directory (issue #14 item 9): numbers looked up are budgeted per
 //! user, per client IP and per other homeserver; `algorithm: none` is off unless configured; a token names the
-//! homeserver that vouched for it and expires. Time comes from the injected clock.
+//! homeserver that vouched for it and expires. Time comes from the injected clock. Mirror hits resolve on a
+//! bounded number of slots shared by all lookups, shown against the real directory's DNS.
 
-use crate::harness::{Api, Local, add_is_token};
+use crate::dns_counter::{DnsCounter, owner_name, serves_naptr};
+use crate::harness::{Api, Ext, Local, add_is_token};
 use serde_json::{Value, json};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tincan_common::Secret;
 use tincan_homeserver_ext::config::{BucketConfig, ExtConfig};
+use tincan_homeserver_ext::identity::{lookup_hash, msisdn_address};
+use tincan_homeserver_ext::store::{IdentityRepository, MirrorRepository, SqliteStore};
 use tincan_testkit::Synapse;
+use tincan_testkit::directory::{APEX, Directory, binary_or_skip};
 
 const NOW: u64 = 1_700_000_000;
 
@@ -140,4 +145,73 @@ async fn is_tokens_name_their_homeserver_and_expire() {
         let (status, b) = ext.get(path, &token).await;
         assert_eq!((status, b["errcode"].as_str()), (401, Some("M_UNAUTHORIZED")), "{path} after the expiry: {b}");
     }
+}
+
+/// Mirror hits are resolved on `identity.lookup_resolve_concurrency` slots shared by every lookup, on the real
+/// resolver path: the real directory holds 36 of another provider's numbers, and the extension's validating
+/// lookup asks its DNS through [`DnsCounter`], which holds every query 40 ms. Three lookups of 12 numbers each
+/// at once never have more than the 3 configured numbers' queries in flight (exactly 3 at the peak), and
+/// every number is answered (bounded, not dropped).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_lookups_resolve_on_the_shared_slots_against_the_real_directory() {
+    let Some(bin) = binary_or_skip() else { return };
+    let dir = Directory::start(&bin).await.unwrap();
+    let ours = dir.add_provider("tincan", &["+44"]).unwrap();
+    let other = dir.add_provider("other", &["+49"]).unwrap();
+    let numbers: Vec<String> = (0..36).map(|i| format!("+4915112346{i:03}")).collect();
+    for (i, n) in numbers.iter().enumerate() {
+        other.put_number(n, &[("matrix", &format!("matrix:u/user{i}:other.test"))]).await.unwrap();
+    }
+    // The directory's DNS serves them all (zone writes are not instant).
+    let names: Vec<_> = numbers.iter().map(|n| owner_name(n, APEX)).collect();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    for name in &names {
+        while !serves_naptr(dir.dns, name).await {
+            assert!(Instant::now() < deadline, "the directory never served {name}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    let dns = DnsCounter::start(dir.dns, names.iter().cloned().collect(), Duration::from_millis(40)).await.unwrap();
+    let ext = Ext::start(&format!(
+        "server_name = \"hs.test\"\nhomeserver_url = \"http://127.0.0.1:9\"\n\
+         [homeserver]\njwt_secret = \"lookup-limits-secret-0123456789\"\n\
+         [identity]\nlookup_resolve_concurrency = 3\n\
+         [directory]\nurl = \"{api}\"\ntoken = \"{token}\"\ndns_servers = [\"{dns}\"]\n\
+         apex = \"{APEX}\"\nsync_interval_secs = 1\ntrust_anchor = '''\n{anchor}'''\nlog_key = \"{log_key}\"\n",
+        api = dir.api,
+        token = ours.token,
+        dns = dns.addr,
+        anchor = dir.bind_trust_anchors().unwrap(),
+        log_key = dir.log_key().await.unwrap(),
+    ))
+    .await
+    .unwrap();
+    let store = SqliteStore::connect(&ext.db_url()).await.unwrap();
+    add_is_token(&store, "bound", "@a:hs.test").await;
+    while store.mirrored(&numbers).await.unwrap().len() < numbers.len() {
+        assert!(Instant::now() < deadline + Duration::from_secs(30), "the numbers never reached the mirror");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let pepper = store.current_pepper().await.unwrap().unwrap();
+    let http = reqwest::Client::new();
+    let lookup = |part: &[String]| {
+        let hashes: Vec<String> = part.iter().map(|n| lookup_hash(msisdn_address(n), &pepper)).collect();
+        let request = http
+            .post(format!("{}/_matrix/identity/v2/lookup", ext.url))
+            .bearer_auth("bound")
+            .json(&json!({"algorithm": "sha256", "pepper": pepper, "addresses": hashes}));
+        async move {
+            let r = request.send().await.unwrap();
+            assert_eq!(r.status().as_u16(), 200);
+            r.json::<Value>().await.unwrap()["mappings"].as_object().cloned().unwrap_or_default()
+        }
+    };
+    let answers = tokio::join!(lookup(&numbers[..12]), lookup(&numbers[12..24]), lookup(&numbers[24..]));
+    for (i, mappings) in [&answers.0, &answers.1, &answers.2].into_iter().enumerate() {
+        assert_eq!(mappings.len(), 12, "lookup {i} answered {mappings:?}\n{}", ext.guard.log_tail(20));
+    }
+    let hash = lookup_hash(msisdn_address(&numbers[30]), &pepper);
+    assert_eq!(answers.2[&hash], "@user30:other.test");
+    assert!(dns.queries() >= 72, "every number's NAPTR and TXT went to the directory: {}", dns.queries());
+    assert_eq!(dns.peak(), 3, "numbers with a DNS query in flight at once, over three concurrent lookups");
 }

@@ -7,6 +7,7 @@ mod binary;
 mod charter;
 mod directory;
 mod discovery;
+mod dns_counter;
 mod guessing;
 mod harness;
 mod identity;

@@ -7,6 +7,7 @@ use crate::parent_dns::{NUM, ParentWorld, USER};
 use std::net::SocketAddr;
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
+use tincan_charter::list::{ListInput, TrustedDirectory};
 use tincan_testkit::directory::APEX;
 
 /// `tincan ARGS` with the charter's list (anchor and log from it) and `dns` as the DNS server.
@@ -48,6 +49,46 @@ async fn whois_refuses_a_directory_whose_parent_ds_is_not_the_charters() -> anyh
         "{}",
         err(&o)
     );
+    assert!(!out(&o).contains(USER), "no route shown: {}", out(&o));
+    Ok(())
+}
+
+/// `--trust-anchor` pinned to a key the charter's list no longer names (the list moved to another key): exit 3,
+/// `anchor_not_vouched`, a WARNING and no route, even with the directory alone as DNS (no parent to compare).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn whois_refuses_a_pinned_trust_anchor_the_charter_does_not_vouch_for() -> anyhow::Result<()> {
+    let Some(w) = ParentWorld::start().await? else { return Ok(()) };
+    let tmp = tempfile::tempdir()?;
+    let root = tmp.path().join("root.json");
+    std::fs::write(&root, w.charter.root())?;
+    let anchor = tmp.path().join("anchor.ds");
+    std::fs::write(&anchor, w.own.join("\n"))?;
+    let pinned = anchor.to_str().unwrap();
+
+    // Pinned while the list names it: answered.
+    let data = tmp.path().join("a");
+    let o = tincan(&w, &root, &data, w.directory.dns, &["--trust-anchor", pinned, "--json", "whois", NUM]);
+    assert!(o.status.success(), "{}\n{}", out(&o), err(&o));
+    assert_eq!(json(&o)["route"]["user_id"], USER, "{}", out(&o));
+
+    let listed = TrustedDirectory {
+        id: "test".into(),
+        apex: APEX.into(),
+        ds: vec![w.stranger.clone()],
+        api_url: w.directory.api.parse()?,
+        log_key: w.directory.log_key().await?,
+        dns: vec![],
+    };
+    w.charter.publish_list(ListInput { directories: vec![listed], providers: vec![] }, 2);
+    let data = tmp.path().join("r");
+    let o = tincan(&w, &root, &data, w.directory.dns, &["--trust-anchor", pinned, "--json", "whois", NUM]);
+    assert_eq!(o.status.code(), Some(3), "{}\n{}", out(&o), err(&o));
+    let v = json(&o);
+    assert_eq!(v["error"]["code"], "anchor_not_vouched", "{v}");
+    assert!(v.get("key_status").is_none() && v.get("route").is_none(), "{v}");
+    let o = tincan(&w, &root, &data, w.directory.dns, &["--trust-anchor", pinned, "whois", NUM]);
+    assert_eq!(o.status.code(), Some(3), "{}", err(&o));
+    assert!(err(&o).contains("WARNING") && err(&o).contains("does not vouch for"), "{}", err(&o));
     assert!(!out(&o).contains(USER), "no route shown: {}", out(&o));
     Ok(())
 }

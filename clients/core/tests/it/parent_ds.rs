@@ -7,17 +7,28 @@ use crate::parent_dns::{NUM, ParentWorld, USER, short};
 use anyhow::Context as _;
 use std::net::SocketAddr;
 use std::path::Path;
+use tincan_charter::list::{ListInput, TrustedDirectory};
 use tincan_client_core::{ClientConfig, ClientError, DirectoryConfig, Route, TincanClient};
 use tincan_testkit::directory::APEX;
 
 /// A client whose directory (anchor and log) comes from the charter's list, asking `dns`.
 async fn client(world: &ParentWorld, data: &Path, dns: SocketAddr) -> anyhow::Result<TincanClient> {
+    pinned_client(world, data, dns, "").await
+}
+
+/// A client asking `dns`, with the charter's list and `anchor` pinned as its trust anchor (empty: the list's).
+async fn pinned_client(
+    world: &ParentWorld,
+    data: &Path,
+    dns: SocketAddr,
+    anchor: &str,
+) -> anyhow::Result<TincanClient> {
     std::fs::create_dir_all(data)?;
     let mut c = ClientConfig::new(data);
     c.directory = Some(DirectoryConfig {
         servers: vec![dns],
         apex: APEX.into(),
-        trust_anchor: String::new(),
+        trust_anchor: anchor.into(),
         allow_insecure: false,
         log: None,
     });
@@ -66,5 +77,61 @@ async fn a_directory_whose_parent_ds_is_not_the_charters_is_refused() -> anyhow:
     let c = client(&w, &tmp.path().join("d"), w.directory.dns).await?;
     assert_eq!(c.resolve(NUM).await.context("with the directory alone as DNS")?, route);
     drop((agreeing, hijacked, unsigned));
+    Ok(())
+}
+
+/// A trust anchor pinned in the client (`--trust-anchor`) is an override only within what the charter's list
+/// vouches for: pinned while the list names the directory's DS, it is used; once the list names another key
+/// (and the parent agrees with the list), the pinned key still validates the directory's answers, but the
+/// client refuses the directory instead of trusting a key nobody on the list stands behind.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pinned_trust_anchor_the_charter_does_not_vouch_for_is_refused() -> anyhow::Result<()> {
+    let Some(w) = ParentWorld::start().await? else { return Ok(()) };
+    let tmp = tempfile::tempdir()?;
+    let own = w.own.join("\n");
+    let log_key = w.directory.log_key().await?;
+    // The charter's list, version `version`, naming `ds` for the directory.
+    let publish = |ds: Vec<String>, version: u64| -> anyhow::Result<()> {
+        let listed = TrustedDirectory {
+            id: "test".into(),
+            apex: APEX.into(),
+            ds,
+            api_url: w.directory.api.parse()?,
+            log_key: log_key.clone(),
+            dns: vec![],
+        };
+        w.charter.publish_list(ListInput { directories: vec![listed], providers: vec![] }, version);
+        Ok(())
+    };
+
+    // The list names the directory's own DS, and the client pins it (the parent agrees): used.
+    let agreeing = w.resolver("pin-agreeing", &w.own).await?;
+    let c = pinned_client(&w, &tmp.path().join("a"), agreeing.addr, &own).await?;
+    let route = c.resolve(NUM).await.context("a pinned anchor the list names")?;
+    assert!(matches!(&route, Route::Matrix { user_id, .. } if user_id == USER), "{route:?}");
+
+    // The list moves to another key; the parent publishes what the list names. The pinned (old) key still
+    // validates the directory's answers, but the list no longer vouches for it: refused, both sides named.
+    publish(vec![w.stranger.clone()], 2)?;
+    let rolled = w.resolver("pin-rolled", std::slice::from_ref(&w.stranger)).await?;
+    let c = pinned_client(&w, &tmp.path().join("r"), rolled.addr, &own).await?;
+    let got = c.resolve(NUM).await;
+    let Err(e @ ClientError::AnchorNotVouched { not_vouched, charter, .. }) = &got else {
+        panic!("a pinned anchor the charter no longer names gave {got:?}")
+    };
+    assert_eq!((not_vouched.clone(), charter.clone()), (vec![short(&w.own[0])], vec![short(&w.stranger)]));
+    assert_eq!(e.code(), "anchor_not_vouched");
+    let checked = c.check_contact(NUM).await;
+    assert!(matches!(checked, Err(ClientError::AnchorNotVouched { .. })), "{checked:?}");
+    // The directory alone as DNS (the parent cannot be compared): refused all the same.
+    let c = pinned_client(&w, &tmp.path().join("d"), w.directory.dns, &own).await?;
+    let got = c.resolve(NUM).await;
+    assert!(matches!(got, Err(ClientError::AnchorNotVouched { .. })), "{got:?}");
+
+    // During a roll the list names both keys: the pinned old one alone is a subset it vouches for.
+    publish(vec![w.own[0].clone(), w.stranger.clone()], 3)?;
+    let c = pinned_client(&w, &tmp.path().join("b"), w.directory.dns, &own).await?;
+    assert_eq!(c.resolve(NUM).await.context("a pinned subset of the list")?, route);
+    drop((agreeing, rolled));
     Ok(())
 }

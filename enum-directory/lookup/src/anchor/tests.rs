@@ -107,6 +107,26 @@ fn revoked_or_non_zone_keys_are_never_trusted() {
     assert!(!anchor.trusts(&not_zone));
 }
 
+#[test]
+fn a_pinned_anchor_is_vouched_for_entry_by_entry() {
+    let stranger = "e164.lookup.test. IN DS 4711 13 2 7B7B7B7B7B7B7B7B7B7B7B7B7B7B7B7B7B7B7B7B7B7B7B7B7B7B7B7B7B7B7B7B";
+    let listed = TrustAnchor::parse(&format!("{DS}\n{stranger}")).unwrap();
+    let pinned = |text: &str| TrustAnchor::parse(text).unwrap();
+    let shown = |a: &TrustAnchor| a.not_vouched_by(&listed).iter().map(ToString::to_string).collect::<Vec<_>>();
+    assert!(shown(&pinned(DS)).is_empty(), "a listed DS (a subset of the list)");
+    assert!(shown(&pinned(KSK)).is_empty(), "the key a listed DS covers");
+    let zsk_tag = key(ZSK).calculate_key_tag().unwrap();
+    assert_eq!(shown(&pinned(ZSK)), [format!("DNSKEY 256 3 13 (key tag {zsk_tag})")], "a key no listed DS covers");
+    let other = "e164.lookup.test. IN DS 34765 13 2 9B097B35A42CF0CF13DC07908BB0AEF5FFCB78596D037734B1B5413BD29833BE";
+    assert_eq!(
+        shown(&pinned(&format!("{DS}\n{other}"))),
+        ["DS 34765 13 2 9B097B35A42CF0CF13DC07908BB0AEF5FFCB78596D037734B1B5413BD29833BE"],
+        "a listed tag with another digest, beside a listed DS"
+    );
+    let elsewhere = pinned(&DS.replace("e164.lookup.test.", "other.test."));
+    assert_eq!(shown(&elsewhere).len(), 1, "the same DS for another zone");
+}
+
 proptest! {
     #[test]
     fn never_panics_on_arbitrary_text(text in "\\PC{0,200}") {
