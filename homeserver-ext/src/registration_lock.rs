@@ -114,6 +114,20 @@ pub async fn check(app: &App, user_id: &str, pin: Option<&str>) -> Result<(), Ap
     }
 }
 
+/// Before a number is validated for someone by SMS code (the Identity Service's msisdn validation, which a
+/// homeserver uses to attach the number to an account): [`check`] against the lock of the number's account here
+/// and of the Matrix ID it is bound to (each that has one). A number no lock guards passes.
+pub async fn check_number(app: &App, number: &str, pin: Option<&str>) -> Result<(), ApiError> {
+    let account = app.store.account_by_number(number).await?.map(|a| a.user_id);
+    let bound = app.store.binding(number).await?.map(|b| b.user_id).filter(|b| Some(b) != account.as_ref());
+    for user_id in account.iter().chain(bound.iter()) {
+        if app.store.registration_lock(user_id).await?.is_some() {
+            check(app, user_id, pin).await?;
+        }
+    }
+    Ok(())
+}
+
 /// `PUT /_tincan/client/v1/registration_lock` body.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]

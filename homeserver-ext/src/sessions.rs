@@ -143,11 +143,13 @@ pub async fn find(app: &App, purpose: Purpose, sid: &str, client_secret: &str) -
 
 /// Checks `code` against the session: at most `max_attempts` codes are ever judged per session (the attempt is
 /// reserved atomically in storage before the comparison, so concurrent guesses cannot exceed it), and codes
-/// checked per client IP and per number are limited. On success the session is validated (not consumed): an
-/// Identity Service session is marked so in storage, for the later requests that bind its number; a sign-up
-/// session is used up by the request that checked it, and [`consume`](crate::store::SessionRepository::consume)
-/// records the validation with it (one write fewer per sign-up; a sign-up refused after the code, for its
-/// registration lock, checks the code again when retried).
+/// checked per client IP and per number are limited. On success the session is validated (not consumed) but
+/// nothing of that is stored: an Identity Service session is marked so in storage by its caller once the
+/// number's registration lock let it through ([`crate::store::SessionRepository::validate`]), for the later
+/// requests that bind its number; a sign-up session is used up by the request that checked it, and
+/// [`consume`](crate::store::SessionRepository::consume) records the validation with it (one write fewer per
+/// sign-up). Either way, a request refused after the code for its registration lock checks the code again
+/// when retried with the PIN.
 pub async fn check_code(
     app: &App,
     purpose: Purpose,
@@ -171,9 +173,6 @@ pub async fn check_code(
     if !code::matches(app.code_key(), &s.sid, code_text, &s.code_hash) {
         tracing::info!(attempts = s.attempts, "wrong code");
         return Err(ApiError::WrongCode);
-    }
-    if purpose == Purpose::Identity {
-        app.store.validate(&s.sid, now).await?;
     }
     s.validated_at.get_or_insert(now);
     Ok(s)

@@ -38,21 +38,29 @@ pub async fn request_token(
     })))
 }
 
-/// `submitToken` body.
+/// `submitToken` body: the spec's fields, and the registration-lock PIN when the number has a lock (an
+/// extension; a homeserver proxying the code cannot pass it, so the owner's client sends it here directly).
 #[derive(Debug, Deserialize)]
 pub struct SubmitToken {
     sid: String,
     client_secret: String,
     token: String,
+    #[serde(default)]
+    pin: Option<String>,
 }
 
-/// Checks the code and marks the session validated.
+/// Checks the code and marks the session validated. A validated number is what a homeserver attaches to an
+/// account (Synapse's msisdn delegate: registration and `3pid/add`), so a number under a registration lock is
+/// a new sign-in with it: without its PIN the right code is refused (`IO.TINCAN.REGISTRATION_LOCKED`, nothing
+/// stored as validated), and wrong PINs count against the lock as at every sign-in.
 pub async fn submit_token(
     State(app): State<Arc<App>>,
     ClientIp(ip): ClientIp,
     Json(req): Json<SubmitToken>,
 ) -> Result<axum::Json<Value>, ApiError> {
-    crate::sessions::check_code(&app, Purpose::Identity, &req.sid, &req.client_secret, &req.token, ip).await?;
+    let s = crate::sessions::check_code(&app, Purpose::Identity, &req.sid, &req.client_secret, &req.token, ip).await?;
+    crate::registration_lock::check_number(&app, &s.number, req.pin.as_deref()).await?;
+    app.store.validate(&s.sid, app.now()).await?;
     Ok(axum::Json(json!({"success": true})))
 }
 

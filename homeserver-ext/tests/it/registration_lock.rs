@@ -49,8 +49,9 @@ async fn verify(ext: &Local, sid: &str, secret: &str, pin: Option<&str>) -> (u16
 
 const MALLORY: &str = "@mallory:hs.test";
 
-/// Validates `NUMBER` through the Identity Service (the v1 paths a homeserver's msisdn delegate uses).
-async fn validate_is(ext: &Local, secret: &str) -> String {
+/// Validates `NUMBER` through the Identity Service (the v1 paths a homeserver's msisdn delegate uses): the
+/// session and the answer to the code.
+async fn validate_is(ext: &Local, secret: &str) -> (String, (u16, Value)) {
     let (s, b) = ext
         .post(
             "/_matrix/identity/api/v1/validate/msisdn/requestToken",
@@ -59,14 +60,13 @@ async fn validate_is(ext: &Local, secret: &str) -> String {
         .await;
     assert_eq!(s, 200, "{b}");
     let sid = b["sid"].as_str().unwrap().to_owned();
-    let (s, b) = ext
+    let answer = ext
         .post(
             "/_matrix/identity/api/v1/validate/msisdn/submitToken",
             json!({"sid": sid, "client_secret": secret, "token": ext.last_code(NUMBER)}),
         )
         .await;
-    assert_eq!(s, 200, "{b}");
-    sid
+    (sid, answer)
 }
 
 async fn bind(ext: &Local, sid: &str, secret: &str) -> (u16, Value) {
@@ -130,12 +130,13 @@ async fn a_sim_swap_with_the_code_alone_gets_nothing_until_the_lock_lapses() {
     let answer = verify(&ext, &attacker_sid, "attacker", Some("111111")).await;
     assert_eq!(errcode(&answer), (429, "M_LIMIT_EXCEEDED"), "{answer:?}");
 
-    // Through the Identity Service the attacker validates the number and binds it to their own Matrix ID:
-    // refused while the lock holds.
+    // Through the Identity Service the attacker validates the number with the code alone (to bind it to their
+    // own Matrix ID): refused while the lock holds, and the session is not validated.
     add_is_token(&*ext.app.store, "mallory-is", MALLORY).await;
-    let sid = validate_is(&ext, "mallory-1").await;
-    let answer = bind(&ext, &sid, "mallory-1").await;
+    let (sid, answer) = validate_is(&ext, "mallory-1").await;
     assert_eq!(errcode(&answer), (403, "IO.TINCAN.REGISTRATION_LOCKED"), "{answer:?}");
+    let answer = bind(&ext, &sid, "mallory-1").await;
+    assert_eq!(errcode(&answer), (400, "M_SESSION_NOT_VALIDATED"), "{answer:?}");
 
     // The owner on a new device, with the PIN, after the wait: in, as the same account.
     ext.clock.advance(Duration::from_secs(3));
@@ -160,7 +161,8 @@ async fn a_sim_swap_with_the_code_alone_gets_nothing_until_the_lock_lapses() {
     assert_eq!(s, 200, "{b}");
     assert_eq!(b["user_id"], user_id.as_str());
     assert!(ext.app.store.registration_lock(&user_id).await.unwrap().is_none());
-    let sid = validate_is(&ext, "mallory-2").await;
+    let (sid, answer) = validate_is(&ext, "mallory-2").await;
+    assert_eq!(answer.0, 200, "a validation after the lapse: {answer:?}");
     let answer = bind(&ext, &sid, "mallory-2").await;
     assert_eq!(answer.0, 200, "a bind after the lapse: {answer:?}");
 }
@@ -237,4 +239,124 @@ async fn the_openid_provider_page_asks_for_the_pin() {
     assert_eq!(done.status, 303, "{}", done.body);
     let location = done.location.unwrap();
     assert!(location.starts_with(REDIRECT) && query_param(&location, "code").is_some(), "{location}");
+}
+
+/// Synapse's msisdn delegate (`account_threepid_delegates.msisdn` = the extension) attaches a validated number
+/// to a Synapse account (`3pid/add`, as registration does): for a number under a registration lock, the SMS
+/// code relayed by Synapse is refused and the number is not attached to the attacker's account; the owner
+/// sends the code with the PIN to the Identity Service itself (Synapse relays no PIN) and the number attaches.
+/// (The lapse is in the test above.)
+#[tokio::test]
+async fn synapse_msisdn_validation_of_a_locked_number_needs_the_pin() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let ext_url = format!("http://{}", listener.local_addr().unwrap());
+    let synapse =
+        Synapse::builder().config(json!({"account_threepid_delegates": {"msisdn": ext_url}})).start().await.unwrap();
+    let now = tincan_common::Clock::unix_seconds(&tincan_common::SystemClock);
+    let ext = Local::start_on(config(&synapse), now, None, listener).await.unwrap();
+    // The number's owner signed up here and set a lock.
+    let (s, b) = sign_in(&ext, "owner", None).await;
+    assert_eq!(s, 200, "{b}");
+    let owner = b["user_id"].as_str().unwrap();
+    let secret = "test-only-registration-lock-pepper-0123456789";
+    let hash = tincan_homeserver_ext::registration_lock::hash_pin(secret.as_bytes(), PIN, &[7; 16]).unwrap();
+    ext.app.store.set_registration_lock(owner, &hash, ext.app.now()).await.unwrap();
+
+    let mallory = synapse.register_user("mallory", false).await.unwrap();
+    let hs = synapse.url();
+    let http = reqwest::Client::new();
+    let password = format!("pw-mallory-{}", synapse.port());
+    // requestToken through Synapse, then the code to the submit_url it gives (Synapse relays it to us).
+    let request = |client_secret: &'static str| {
+        let (http, hs, token) = (&http, &hs, &mallory.access_token);
+        async move {
+            let r: Value = http
+                .post(format!("{hs}/_matrix/client/v3/account/3pid/msisdn/requestToken"))
+                .bearer_auth(token)
+                .json(&json!({"client_secret": client_secret, "country": "GB", "phone_number": "07911 123800", "send_attempt": 1}))
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            (
+                r["sid"].as_str().unwrap_or_else(|| panic!("{r}")).to_owned(),
+                r["submit_url"].as_str().unwrap().to_owned(),
+            )
+        }
+    };
+    // `3pid/add` with user-interactive auth (the flows, then the password): the answer's status.
+    let add = |sid: String, client_secret: &'static str| {
+        let (http, hs, token, password) = (&http, &hs, &mallory.access_token, &password);
+        async move {
+            let post = |auth: Value| {
+                http.post(format!("{hs}/_matrix/client/v3/account/3pid/add"))
+                    .bearer_auth(token)
+                    .json(&json!({"sid": sid, "client_secret": client_secret, "auth": auth}))
+                    .send()
+            };
+            let first: Value = post(Value::Null).await.unwrap().json().await.unwrap();
+            let session = first["session"].as_str().unwrap_or_else(|| panic!("{first}")).to_owned();
+            let r = post(json!({
+                "type": "m.login.password",
+                "identifier": {"type": "m.id.user", "user": "mallory"},
+                "password": password,
+                "session": session,
+            }))
+            .await
+            .unwrap();
+            let status = r.status().as_u16();
+            (status, r.json::<Value>().await.unwrap_or(Value::Null))
+        }
+    };
+    let threepids = || async {
+        let r: Value = http
+            .get(format!("{hs}/_matrix/client/v3/account/3pid"))
+            .bearer_auth(&mallory.access_token)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        r["threepids"].as_array().cloned().unwrap_or_default()
+    };
+
+    // The SIM-swap attacker has the SMS code and no PIN: Synapse's relay of the code is refused, and the
+    // number cannot be added to their Synapse account.
+    let (sid, submit_url) = request("mallory-1").await;
+    let r = http
+        .post(&submit_url)
+        .json(&json!({"sid": sid, "client_secret": "mallory-1", "token": ext.last_code(NUMBER)}))
+        .send()
+        .await
+        .unwrap();
+    let relayed = (r.status().as_u16(), r.text().await.unwrap());
+    assert!(relayed.0 >= 400, "the code alone validated a locked number: {relayed:?}");
+    let (s, b) = add(sid.clone(), "mallory-1").await;
+    assert!(s >= 400, "a locked number was added: {s} {b}\n{}", synapse.log_tail(20));
+    assert_eq!(threepids().await, Vec::<Value>::new());
+    // Sent to the Identity Service itself, the code alone says why.
+    let (s, b) = ext
+        .post(
+            "/_matrix/identity/api/v1/validate/msisdn/submitToken",
+            json!({"sid": sid, "client_secret": "mallory-1", "token": ext.last_code(NUMBER)}),
+        )
+        .await;
+    assert_eq!((s, b["errcode"].as_str()), (403, Some("IO.TINCAN.REGISTRATION_LOCKED")), "{b}");
+
+    // With the PIN (sent with the code to the Identity Service) the number is added.
+    let (sid, _) = request("owner-2").await;
+    let (s, b) = ext
+        .post(
+            "/_matrix/identity/api/v1/validate/msisdn/submitToken",
+            json!({"sid": sid, "client_secret": "owner-2", "token": ext.last_code(NUMBER), "pin": PIN}),
+        )
+        .await;
+    assert_eq!((s, &b["success"]), (200, &json!(true)), "{b}");
+    let (s, b) = add(sid, "owner-2").await;
+    assert_eq!(s, 200, "{b}\n{}", synapse.log_tail(20));
+    let added = threepids().await;
+    assert_eq!((added.len(), &added[0]["address"]), (1, &json!("447911123800")), "{added:?}");
 }
