@@ -280,9 +280,11 @@ pub struct HomeserverConfig {
     pub localpart_prefix: String,
     /// The URL the homeserver reaches the extension at (appservice `url`).
     pub extension_url: String,
-    /// JWT: a Synapse admin's access token, used only to deactivate an account its user closes after its
-    /// number moved away (Synapse's admin API; see [`crate::porting::old_account`]). Empty: such accounts can
-    /// only be kept (closing answers 501). Keep it in a file
+    /// JWT: a Synapse admin's access token, used only through Synapse's admin API to deactivate an account its
+    /// user closes after its number moved away (see [`crate::porting::old_account`]), and to read when an
+    /// account's devices were last seen before its registration lock is judged lapsed (see
+    /// [`crate::registration_lock`]). Empty: such accounts can only be kept (closing answers 501), and a lock
+    /// lapses on the activity reported to the extension alone. Keep it in a file
     /// (`TINCAN_EXT_HOMESERVER__ADMIN_TOKEN_FILE=/path`).
     pub admin_token: Secret,
 }

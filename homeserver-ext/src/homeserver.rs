@@ -101,3 +101,50 @@ pub async fn whoami(
     let body: serde_json::Value = resp.json().await?;
     Ok(Some(body["user_id"].as_str().ok_or(HomeserverError::Malformed("user_id"))?.to_owned()))
 }
+
+/// When a device of `user_id` last used the homeserver (Unix seconds), as the homeserver records it
+/// (`last_seen_ts`, which every client's requests update, a stock client's too), not counting the extension's
+/// own watch of a moved-away account. Asked with the appservice's token for its users
+/// (`GET /_matrix/client/v3/devices?user_id=…`), or with `homeserver.admin_token` through Synapse's admin API
+/// (`GET /_synapse/admin/v2/users/{user_id}/devices`); `None` when neither is configured, the homeserver does
+/// not know the user, or no device was ever seen.
+pub async fn last_seen(
+    http: &reqwest::Client,
+    config: &ExtConfig,
+    user_id: &str,
+) -> Result<Option<i64>, HomeserverError> {
+    let base = config.homeserver_url.trim_end_matches('/');
+    let h = &config.homeserver;
+    let malformed = |_| HomeserverError::Malformed("a homeserver_url that is a URL");
+    let request = match h.backend {
+        HomeserverBackend::Appservice if !h.as_token.is_empty() => {
+            let mut url = url::Url::parse(&format!("{base}/_matrix/client/v3/devices")).map_err(malformed)?;
+            url.query_pairs_mut().append_pair("user_id", user_id);
+            http.get(url).bearer_auth(h.as_token.expose())
+        }
+        HomeserverBackend::Jwt if !h.admin_token.is_empty() => {
+            let mut url = url::Url::parse(base).map_err(malformed)?;
+            url.path_segments_mut()
+                .map_err(|()| HomeserverError::Malformed("a homeserver_url that is a URL"))?
+                .pop_if_empty()
+                .extend(["_synapse", "admin", "v2", "users", user_id, "devices"]);
+            http.get(url).bearer_auth(h.admin_token.expose())
+        }
+        _ => return Ok(None),
+    };
+    let resp = request.send().await?;
+    if resp.status().as_u16() == 404 {
+        return Ok(None);
+    }
+    if !resp.status().is_success() {
+        return Err(refused(resp).await);
+    }
+    let body: serde_json::Value = resp.json().await?;
+    let devices = body["devices"].as_array().ok_or(HomeserverError::Malformed("devices"))?;
+    Ok(devices
+        .iter()
+        .filter(|d| d["device_id"].as_str() != Some(crate::porting::old_account::DEVICE_ID))
+        .filter_map(|d| d["last_seen_ts"].as_i64())
+        .max()
+        .map(|ms| ms.div_euclid(1000)))
+}

@@ -10,9 +10,11 @@
 //! the cap), the next attempt must wait `slowdown_secs · 2^(failures−1)` (at most an hour), and after
 //! `max_failures` the account is locked out until the lock lapses. The lock lapses when no device of the
 //! account was active for `lapse_secs` (7 days, as Signal): the client reports activity
-//! (`GET /_tincan/client/v1/registration_lock`), and so does every sign-in. A user who lost every device can
-//! therefore still get back in with the SMS code alone once the lapse has passed; the lapsed lock is then
-//! removed.
+//! (`GET /_tincan/client/v1/registration_lock`), and so does every sign-in; before a lock is judged lapsed the
+//! homeserver is asked when the account's devices were last seen (any Matrix client, a stock one signed in
+//! through the OpenID provider too; needs the appservice backend or `homeserver.admin_token`). A user who lost
+//! every device can therefore still get back in with the SMS code alone once the lapse has passed; the lapsed
+//! lock is then removed.
 
 use crate::api::{Json, extract_bearer};
 use crate::app::App;
@@ -67,15 +69,35 @@ fn slowdown(app: &App, failures: i64) -> i64 {
 /// Whether `user_id` has a lock that has not lapsed (a lapsed one is removed).
 pub async fn holds(app: &App, user_id: &str) -> Result<bool, ApiError> {
     let Some(lock) = app.store.registration_lock(user_id).await? else { return Ok(false) };
-    if lapsed(app, &lock) {
+    if lapsed(app, last_active(app, &lock).await?) {
         app.store.delete_registration_lock(user_id).await?;
         return Ok(false);
     }
     Ok(true)
 }
 
-fn lapsed(app: &App, lock: &crate::store::RegistrationLock) -> bool {
-    lock.last_active_at.saturating_add(app.config.registration_lock.lapse_secs as i64) <= app.now()
+fn lapsed(app: &App, last_active_at: i64) -> bool {
+    last_active_at.saturating_add(app.config.registration_lock.lapse_secs as i64) <= app.now()
+}
+
+/// When a device of the lock's account was last active: what was reported here (sign-ins, the client's
+/// status calls), or — when that alone would let the lock lapse — the homeserver's own record of the
+/// account's devices ([`crate::homeserver::last_seen`]), so that a user whose devices never report here (a
+/// stock Matrix client signed in through the OpenID provider, an app left open) keeps the lock while any of
+/// them is in use. A newer homeserver record is stored as the lock's activity. A homeserver that cannot be
+/// asked is an error, not a lapse: an outage must not open a lock.
+async fn last_active(app: &App, lock: &crate::store::RegistrationLock) -> Result<i64, ApiError> {
+    if !lapsed(app, lock.last_active_at) {
+        return Ok(lock.last_active_at);
+    }
+    let seen = crate::homeserver::last_seen(&app.http, &app.config, &lock.user_id).await?;
+    match seen {
+        Some(seen) if seen > lock.last_active_at => {
+            app.store.touch_registration_lock(&lock.user_id, seen).await?;
+            Ok(seen)
+        }
+        _ => Ok(lock.last_active_at),
+    }
 }
 
 /// Before a sign-in by SMS code of `user_id` (whose code was right): passes when the account has no lock, the
@@ -86,14 +108,15 @@ pub async fn check(app: &App, user_id: &str, pin: Option<&str>) -> Result<(), Ap
     let Some(lock) = app.store.registration_lock(user_id).await? else { return Ok(()) };
     let conf = &app.config.registration_lock;
     let now = app.now();
-    if lapsed(app, &lock) {
+    let last_active_at = last_active(app, &lock).await?;
+    if lapsed(app, last_active_at) {
         tracing::info!(%user_id, "registration lock lapsed (no active device); removed");
         app.store.delete_registration_lock(user_id).await?;
         return Ok(());
     }
     let Some(pin) = pin else { return Err(ApiError::RegistrationLocked) };
     if lock.failures >= i64::from(conf.max_failures) {
-        let lapses_at = lock.last_active_at.saturating_add(conf.lapse_secs as i64);
+        let lapses_at = last_active_at.saturating_add(conf.lapse_secs as i64);
         return Err(ApiError::LimitExceeded(Some(Duration::from_secs((lapses_at - now).max(1) as u64))));
     }
     if lock.next_try_at > now {

@@ -360,3 +360,63 @@ async fn synapse_msisdn_validation_of_a_locked_number_needs_the_pin() {
     let added = threepids().await;
     assert_eq!((added.len(), &added[0]["address"]), (1, &json!("447911123800")), "{added:?}");
 }
+
+/// A device in use at the homeserver keeps the lock even when nothing reported activity to the extension (a
+/// stock Matrix client signed in through the OpenID provider never calls the status endpoint): before the lock
+/// is judged lapsed, the extension asks Synapse's admin API when the account's devices were last seen. The lock
+/// lapses a week after that.
+#[tokio::test]
+async fn a_device_in_use_at_the_homeserver_keeps_the_lock_past_the_lapse() {
+    let synapse = Synapse::builder()
+        .config(json!({"jwt_config": {"enabled": true, "secret": JWT_SECRET, "algorithm": "HS256"}}))
+        .start()
+        .await
+        .unwrap();
+    let admin = synapse.register_user("admin", true).await.unwrap();
+    // Synapse records devices' activity in real time: the extension's clock starts at it.
+    let now = tincan_common::Clock::unix_seconds(&tincan_common::SystemClock);
+    let mut c = config(&synapse);
+    c.homeserver.admin_token = Secret::new(&admin.access_token);
+    let ext = Local::start(c, now).await.unwrap();
+    let (s, owner) = sign_in(&ext, "owner", None).await;
+    assert_eq!(s, 200, "{owner}");
+    let user_id = owner["user_id"].as_str().unwrap().to_owned();
+    let (token, _) = crate::signup::login(&synapse, &owner["login"]).await;
+    // The lock was set eight days ago, and nothing has reported to the extension since…
+    let secret = "test-only-registration-lock-pepper-0123456789";
+    let hash = tincan_homeserver_ext::registration_lock::hash_pin(secret.as_bytes(), PIN, &[7; 16]).unwrap();
+    let set_at = ext.app.now() - 8 * DAY.as_secs() as i64;
+    ext.app.store.set_registration_lock(&user_id, &hash, set_at).await.unwrap();
+    // …but the account's device is in use at the homeserver now.
+    let http = reqwest::Client::new();
+    let r = http.get(format!("{}/_matrix/client/v3/sync?timeout=0", synapse.url())).bearer_auth(&token).send().await;
+    assert_eq!(r.unwrap().status().as_u16(), 200);
+    let devices = format!("{}/_synapse/admin/v2/users/{}/devices", synapse.url(), user_id);
+    let mut seen = Value::Null;
+    for _ in 0..100 {
+        let r: Value = http.get(&devices).bearer_auth(&admin.access_token).send().await.unwrap().json().await.unwrap();
+        seen = r["devices"][0]["last_seen_ts"].clone();
+        if seen.is_i64() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(seen.is_i64(), "Synapse never recorded the device's activity");
+
+    // The attacker with the code alone is refused, and the homeserver's record is now the lock's activity.
+    let answer = sign_in(&ext, "attacker-1", None).await;
+    assert_eq!(errcode(&answer), (403, "IO.TINCAN.REGISTRATION_LOCKED"), "{answer:?}");
+    let lock = ext.app.store.registration_lock(&user_id).await.unwrap().expect("the lock holds");
+    assert!(
+        lock.last_active_at >= now as i64 - 60,
+        "activity {} not taken from the homeserver (now {now})",
+        lock.last_active_at
+    );
+
+    // A week with no device seen: the lock lapses and the code alone signs in.
+    ext.clock.advance(7 * DAY + Duration::from_secs(60));
+    let (s, b) = sign_in(&ext, "after-lapse", None).await;
+    assert_eq!(s, 200, "{b}");
+    assert_eq!(b["user_id"], user_id.as_str());
+    assert!(ext.app.store.registration_lock(&user_id).await.unwrap().is_none());
+}
