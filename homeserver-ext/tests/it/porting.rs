@@ -32,6 +32,12 @@ impl Providers {
     /// The directory with an objection window of `window_secs`, providers `a` and `b` both serving +44, and
     /// their extensions; A answers unlocked ports with `a_unlocked`.
     async fn start(window_secs: u64, a_unlocked: &str) -> Option<Providers> {
+        Providers::start_as(window_secs, a_unlocked, false).await
+    }
+
+    /// [`Providers::start`]; with `a_appservice` A's extension makes its accounts through the appservice
+    /// backend (A's Synapse has its registration) and has no `homeserver.admin_token`.
+    async fn start_as(window_secs: u64, a_unlocked: &str, a_appservice: bool) -> Option<Providers> {
         let bin = binary_or_skip()?;
         let [port_a, port_b] = tincan_testkit::ports::free_ports::<2>();
         let hook = |port: u16| format!("http://127.0.0.1:{port}/_tincan/directory/v1/ports");
@@ -45,20 +51,33 @@ impl Providers {
         let dir = Directory::start_env(&bin, &env).await.unwrap();
         let reg_a = dir.add_provider("a", &["+44"]).unwrap();
         let reg_b = dir.add_provider_with("b", &["+44"], &["--shared"]).unwrap();
-        let synapse = |name: &'static str| {
-            Synapse::builder()
+        let (as_token, hs_token) = ("porting-as-token-0123456789", "porting-hs-token-0123456789");
+        let synapse = |name: &'static str, appservice: bool| {
+            let mut b = Synapse::builder()
                 .server_name(name)
-                .config(json!({"jwt_config": {"enabled": true, "secret": JWT_SECRET, "algorithm": "HS256"}}))
-                .start()
+                .config(json!({"jwt_config": {"enabled": true, "secret": JWT_SECRET, "algorithm": "HS256"}}));
+            if appservice {
+                b = b.appservice(
+                    json!({
+                        "id": "tincan-ext",
+                        "url": format!("http://127.0.0.1:{port_a}"),
+                        "as_token": as_token,
+                        "hs_token": hs_token,
+                        "sender_localpart": "tincan",
+                        "rate_limited": false,
+                        "namespaces": {"users": [{"exclusive": true, "regex": "@tc_.*:a\\.test"}], "aliases": [], "rooms": []},
+                    })
+                    .to_string(),
+                );
+            }
+            b.start()
         };
-        let (hs_a, hs_b) = tokio::join!(synapse("a.test"), synapse("b.test"));
+        let (hs_a, hs_b) = tokio::join!(synapse("a.test", a_appservice), synapse("b.test", false));
         let (hs_a, hs_b) = (hs_a.unwrap(), hs_b.unwrap());
-        // A can deactivate an old account its user closes (Synapse's admin API, see porting::old_account).
-        let admin = hs_a.register_user("porting-admin", true).await.unwrap();
-        let config = |hs: &Synapse, token: &str, extra: &str| {
+        let jwt = format!("[homeserver]\njwt_secret = \"{JWT_SECRET}\"\n");
+        let config = |hs: &Synapse, token: &str, homeserver: &str, extra: &str| {
             format!(
-                "server_name = \"{}\"\nhomeserver_url = \"{}\"\n\
-                 [homeserver]\njwt_secret = \"{JWT_SECRET}\"\n\
+                "server_name = \"{}\"\nhomeserver_url = \"{}\"\n{homeserver}\
                  [directory]\nurl = \"{}\"\ntoken = \"{token}\"\n{extra}",
                 hs.server_name(),
                 hs.url(),
@@ -67,12 +86,23 @@ impl Providers {
         };
         // A releases at once even without the new key (these sign-ins upload none; the client tests cover the wait).
         let a_extra = format!("[porting]\nunlocked = \"{a_unlocked}\"\nrelease_key_wait_secs = 0\n");
-        let lock = [
-            ("TINCAN_EXT_REGISTRATION_LOCK__SECRET", LOCK_SECRET),
-            ("TINCAN_EXT_HOMESERVER__ADMIN_TOKEN", admin.access_token.as_str()),
-        ];
-        let a = Ext::start_env_at(port_a, None, &config(&hs_a, &reg_a.token, &a_extra), &lock).await.unwrap();
-        let b = Ext::start_at(port_b, None, &config(&hs_b, &reg_b.token, "")).await.unwrap();
+        let a = if a_appservice {
+            let homeserver = format!(
+                "[homeserver]\nbackend = \"appservice\"\nas_token = \"{as_token}\"\nhs_token = \"{hs_token}\"\n\
+                 extension_url = \"http://127.0.0.1:{port_a}\"\n"
+            );
+            let lock = [("TINCAN_EXT_REGISTRATION_LOCK__SECRET", LOCK_SECRET)];
+            Ext::start_env_at(port_a, None, &config(&hs_a, &reg_a.token, &homeserver, &a_extra), &lock).await.unwrap()
+        } else {
+            // A can deactivate an old account its user closes (Synapse's admin API, see porting::old_account).
+            let admin = hs_a.register_user("porting-admin", true).await.unwrap();
+            let lock = [
+                ("TINCAN_EXT_REGISTRATION_LOCK__SECRET", LOCK_SECRET),
+                ("TINCAN_EXT_HOMESERVER__ADMIN_TOKEN", admin.access_token.as_str()),
+            ];
+            Ext::start_env_at(port_a, None, &config(&hs_a, &reg_a.token, &jwt, &a_extra), &lock).await.unwrap()
+        };
+        let b = Ext::start_at(port_b, None, &config(&hs_b, &reg_b.token, &jwt, "")).await.unwrap();
         Some(Providers { dir, a, b, hs_a, hs_b, reg_a, reg_b })
     }
 
@@ -368,4 +398,43 @@ async fn a_moved_away_account_answers_messages_with_the_new_route_until_its_user
     })
     .await;
     assert!(p.a.store().await.account_by_number(alice_n).await.unwrap().is_none(), "A still has the old account");
+}
+
+/// Closing an old account made through the appservice backend: A's extension deactivates it with the
+/// appservice's own token (`POST /_matrix/client/v3/account/deactivate?user_id=…`, no user-interactive auth, no
+/// admin token configured — the JWT route would answer 501), so its token stops working and A forgets it.
+#[tokio::test]
+async fn an_appservice_made_old_account_is_closed_through_the_appservice() {
+    let Some(p) = Providers::start_as(3600, "release", true).await else { return };
+    let number = "+447911124311";
+    let (old_user, old_token) = crate::signup::sign_up_token(&p.a, &p.hs_a, number, "a-1").await;
+    assert!(old_user.starts_with("@tc_") && old_user.ends_with(":a.test"), "{old_user}");
+
+    let at_b = sign_in(&p.b, number, "b-1").await;
+    let closed = p.closed_port(at_b["port"]["id"].as_i64().unwrap()).await;
+    assert_eq!(closed["state"], "completed", "{closed}");
+    bound_to(&p.a, number, None).await;
+
+    // A applies the completion on its own webhook: until then the account is not yet one that moved away.
+    let close = || async {
+        let r = reqwest::Client::new()
+            .post(format!("{}/_tincan/client/v1/account/close", p.a.url))
+            .bearer_auth(&old_token)
+            .send()
+            .await
+            .unwrap();
+        let status = r.status().as_u16();
+        let answer = (status, r.json::<Value>().await.unwrap_or(Value::Null));
+        (status != 403).then_some(answer)
+    };
+    let (s, b) = eventually("A lets the old account close", close).await;
+    assert_eq!((s, &b["closed"]), (200, &json!(old_user)), "{b}\n{}", p.a.guard.log_tail(30));
+    let r = reqwest::Client::new()
+        .get(format!("{}/_matrix/client/v3/account/whoami", p.hs_a.url()))
+        .bearer_auth(&old_token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 401, "the old account's token still works");
+    assert!(p.a.store().await.account_by_number(number).await.unwrap().is_none(), "A still has the old account");
 }
