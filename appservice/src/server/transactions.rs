@@ -54,28 +54,30 @@ pub(crate) async fn handler(
 /// record every event twice; a homeserver that knows only the unstable name sends only that one, and its events
 /// were dropped without a word.
 ///
-/// The whole body must be JSON that `serde_json::Value` reads, unknown fields included: UTF-8 throughout and no
-/// lone surrogate escape (`\ud800`) in any string or key, else 400 `M_NOT_JSON`; and a JSON object, else 400
-/// `M_BAD_JSON`. Skipping over a value
-/// (`IgnoredAny`, the unknown fields ruma drops) and capturing one raw (each event) check neither, so such a
-/// body was accepted and an event the bridge cannot read later went into the inbox.
+/// The whole body must be JSON, unknown fields included: UTF-8 throughout and no lone surrogate escape
+/// (`\ud800`) in any string or key, else 400 `M_NOT_JSON` ([`Checked`]); and a JSON object, else 400
+/// `M_BAD_JSON`. Skipping over a value (`IgnoredAny`, the unknown fields ruma drops) and capturing one raw (each
+/// event) check neither, so such a body was accepted and an event the bridge cannot read later went into the
+/// inbox.
 pub fn parse(txn_id: &str, body: Bytes) -> Result<Vec<NewInboxEvent>, ApiError> {
-    let Ok(value) = serde_json::from_slice::<serde_json::Value>(&body) else {
+    if serde_json::from_slice::<Checked>(&body).is_err() {
         return Err(ApiError::NotJson);
-    };
+    }
     // serde's derived `Deserialize` also takes a struct from an array, field by field: `[[{…}]]` would be read
     // as `events: [{…}]` and recorded.
-    if !value.is_object() {
+    if body.trim_ascii_start().first() != Some(&b'{') {
         return Err(ApiError::BadJson("a transaction is a JSON object".into()));
     }
-    // Only the unstable list is taken from the value: ruma reads the rest (and `ephemeral` when present).
-    let unstable_ephemeral = match value.get("ephemeral") {
-        Some(_) => Vec::new(),
-        None => match value.get(UNSTABLE_EPHEMERAL) {
-            None => Vec::new(),
-            Some(serde_json::Value::Array(events)) => events.iter().map(serde_json::Value::to_string).collect(),
-            Some(_) => return Err(ApiError::BadJson(format!("{UNSTABLE_EPHEMERAL} must be a list of events"))),
-        },
+    // Only the unstable list is read here, each event as it came: ruma reads the rest (and `ephemeral` when
+    // present).
+    let top: TopLevel<'_> = serde_json::from_slice(&body).map_err(|e| ApiError::BadJson(e.to_string()))?;
+    let unstable_ephemeral: Vec<String> = match (top.ephemeral, top.unstable_ephemeral) {
+        (Some(_), _) | (None, None) => Vec::new(),
+        (None, Some(list)) => serde_json::from_str::<Vec<&serde_json::value::RawValue>>(list.get())
+            .map_err(|_| ApiError::BadJson(format!("{UNSTABLE_EPHEMERAL} must be a list of events")))?
+            .into_iter()
+            .map(|e| e.get().to_owned())
+            .collect(),
     };
     let request = Request::builder()
         .method("PUT")
@@ -120,6 +122,72 @@ pub fn parse(txn_id: &str, body: Bytes) -> Result<Vec<NewInboxEvent>, ApiError> 
         out.push(NewInboxEvent { kind, json: json.to_owned() });
     }
     Ok(out)
+}
+
+/// The two ephemeral lists of a transaction body, raw.
+#[derive(serde::Deserialize)]
+struct TopLevel<'a> {
+    #[serde(borrow)]
+    ephemeral: Option<&'a serde_json::value::RawValue>,
+    #[serde(borrow, rename = "de.sorunome.msc2409.ephemeral")]
+    unstable_ephemeral: Option<&'a serde_json::value::RawValue>,
+}
+
+/// Any JSON value, read through with every string and key decoded (UTF-8, no lone surrogate escape) and
+/// nothing kept. `serde_json::Value` checks the same but also gives the key `$serde_json::private::RawValue`
+/// serde_json's private meaning: an object whose first key it is (valid JSON; any Matrix user can send such
+/// content, and `$` sorts first in canonical JSON) does not read as a `Value`, so checking with `Value` refused
+/// the whole transaction, which the homeserver then retried for ever, stopping the bridge.
+struct Checked;
+
+impl<'de> serde::Deserialize<'de> for Checked {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(CheckedVisitor)
+    }
+}
+
+struct CheckedVisitor;
+
+impl<'de> serde::de::Visitor<'de> for CheckedVisitor {
+    type Value = Checked;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("any JSON value")
+    }
+    fn visit_bool<E>(self, _: bool) -> Result<Checked, E> {
+        Ok(Checked)
+    }
+    fn visit_i64<E>(self, _: i64) -> Result<Checked, E> {
+        Ok(Checked)
+    }
+    fn visit_u64<E>(self, _: u64) -> Result<Checked, E> {
+        Ok(Checked)
+    }
+    fn visit_i128<E>(self, _: i128) -> Result<Checked, E> {
+        Ok(Checked)
+    }
+    fn visit_u128<E>(self, _: u128) -> Result<Checked, E> {
+        Ok(Checked)
+    }
+    fn visit_f64<E>(self, _: f64) -> Result<Checked, E> {
+        Ok(Checked)
+    }
+    fn visit_str<E>(self, _: &str) -> Result<Checked, E> {
+        Ok(Checked)
+    }
+    fn visit_unit<E>(self) -> Result<Checked, E> {
+        Ok(Checked)
+    }
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Checked, A::Error> {
+        while seq.next_element::<Checked>()?.is_some() {}
+        Ok(Checked)
+    }
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Checked, A::Error> {
+        while map.next_key::<Checked>()?.is_some() {
+            map.next_value::<Checked>()?;
+        }
+        Ok(Checked)
+    }
 }
 
 #[cfg(test)]
@@ -250,6 +318,23 @@ mod tests {
         let ok =
             parse("t", Bytes::from_static(br#"{"events": [{"type": "m.x", "content": {"body": "\ud83d\ude00"}}]}"#));
         assert_eq!(ok.unwrap().len(), 1);
+    }
+
+    /// Content whose first key is serde_json's raw-value token is valid JSON any Matrix user can send: the
+    /// transaction is recorded (event as it came), not refused — a 400 would be retried by the homeserver for
+    /// ever and stop the bridge. The same key in an unknown field and in an unstable ephemeral event.
+    #[test]
+    fn content_starting_with_serde_jsons_raw_value_key_does_not_stop_the_bridge() {
+        let event = r#"{"type":"m.room.message","content":{"$serde_json::private::RawValue":[[]],"body":"x"}}"#;
+        let body = format!(
+            r#"{{"events":[{event}],"x.unknown":{{"$serde_json::private::RawValue":1}},
+                "de.sorunome.msc2409.ephemeral":[{{"type":"m.x","$serde_json::private::RawValue":{{}}}}]}}"#
+        );
+        let entries = parse("t", Bytes::from(body)).expect("valid JSON is accepted");
+        assert_eq!(entries.len(), 2);
+        assert_eq!((entries[0].kind, entries[0].json.as_str()), (InboxKind::Timeline, event));
+        assert_eq!(entries[1].kind, InboxKind::Ephemeral);
+        assert!(entries[1].json.contains("$serde_json::private::RawValue"), "{}", entries[1].json);
     }
 
     use proptest::prelude::*;
