@@ -81,6 +81,17 @@ pub struct TincanClient {
     /// Whether [`spawn_sync`](Self::spawn_sync)'s loop runs (then nobody else syncs).
     syncing: Arc<AtomicBool>,
     charter: Option<crate::charter::CharterState>,
+    /// The session's activity reports to the extension (see [`report_activity`](Self::report_activity)).
+    activity: Option<AbortOnDrop>,
+}
+
+/// A background task that ends with its owner.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 impl std::fmt::Debug for TincanClient {
@@ -142,6 +153,7 @@ impl TincanClient {
             late,
             syncing: Arc::new(AtomicBool::new(false)),
             charter,
+            activity: None,
         };
         if let Some(saved) = saved {
             if !me.config.data_dir.join(MATRIX_DIR).exists() {
@@ -149,19 +161,33 @@ impl TincanClient {
             }
             let token = me.key.open(&saved.access_token, &saved.user_id, &saved.device_id)?;
             let client = me.build_matrix(&saved.homeserver_url).await?;
-            restore(&client, parse_user(&saved.user_id)?, saved.device_id.into(), token.clone()).await?;
+            restore(&client, parse_user(&saved.user_id)?, saved.device_id.into(), token).await?;
             me.install(client);
-            // This device is active: the account's registration lock (if any) does not lapse. Best effort, in
-            // the background (offline, it is the next start's).
-            if let Some(ext) = me.ext.clone() {
-                tokio::spawn(async move {
-                    if let Err(e) = ext.registration_lock(&token).await {
-                        tracing::debug!(error = %e, "could not report activity for the registration lock");
-                    }
-                });
-            }
+            me.report_activity();
         }
         Ok(me)
+    }
+
+    /// While the session is open, tells the extension this device is active — now and every
+    /// `config.activity_report_every` (a day) — so the account's registration lock (if any) does not lapse
+    /// under a long-running app. Best effort, in the background: a report that fails (offline) is the next
+    /// one's. Replaces an earlier session's reports; they end with the client or its session.
+    fn report_activity(&mut self) {
+        let (Some(ext), Some(client)) = (self.ext.clone(), self.matrix.clone()) else {
+            self.activity = None;
+            return;
+        };
+        let every = self.config.activity_report_every;
+        self.activity = Some(AbortOnDrop(tokio::spawn(async move {
+            loop {
+                if let Some(token) = client.access_token()
+                    && let Err(e) = ext.registration_lock(&token).await
+                {
+                    tracing::debug!(error = %e, "could not report activity for the registration lock");
+                }
+                tokio::time::sleep(every).await;
+            }
+        })));
     }
 
     /// Our Matrix ID, when signed in.
@@ -385,6 +411,7 @@ impl TincanClient {
         });
         self.save_session()?;
         self.install(client);
+        self.report_activity();
         Ok(())
     }
 
@@ -430,8 +457,8 @@ impl TincanClient {
     }
 
     /// Whether we have a registration lock. The call tells the extension this device is active, which keeps
-    /// the lock from lapsing: [`open`](Self::open) makes it when it restores a session, and an app that stays
-    /// open should make it daily.
+    /// the lock from lapsing; the client makes it by itself while a session is open (at
+    /// [`open`](Self::open) or sign-in, then every `activity_report_every`).
     pub async fn registration_lock(&self) -> Result<crate::ext::RegistrationLock> {
         let token = self.client()?.access_token().ok_or(ClientError::NotLoggedIn)?;
         self.ext()?.registration_lock(&token).await
@@ -458,6 +485,7 @@ impl TincanClient {
     /// Forgets the session locally, in the state file or the app's store (the device stays on the server).
     pub fn forget_session(&mut self) -> Result<()> {
         self.matrix = None;
+        self.activity = None;
         self.lock().session = None;
         self.save_session()
     }

@@ -26,6 +26,10 @@ pub struct ClientConfig {
     /// Where the session (user, device, sealed access token) is kept: `None` in the data dir's state file, or
     /// the app's own store (a keychain/keystore, see [`session`](crate::session)).
     pub session_store: Option<Arc<dyn crate::session::SessionStore>>,
+    /// While a session is open, how often the client tells the extension this device is active, which keeps
+    /// the account's registration lock from lapsing (the extension's lapse is 7 days by default). Default: a
+    /// day.
+    pub activity_report_every: std::time::Duration,
 }
 
 impl ClientConfig {
@@ -41,6 +45,7 @@ impl ClientConfig {
             store_key,
             charter: None,
             session_store: None,
+            activity_report_every: std::time::Duration::from_secs(86_400),
         }
     }
 }

@@ -58,3 +58,114 @@ async fn a_sim_swap_attacker_with_the_code_and_no_pin_gets_nothing_and_the_owner
     assert!(!p.ext.log_tail(100_000).contains(PIN), "the PIN was logged");
     Ok(())
 }
+
+/// A tap in front of the extension: passes every request through and counts the activity reports the extension
+/// accepted (`GET /_tincan/client/v1/registration_lock`, 200). Stopped on drop.
+struct Tap {
+    url: String,
+    reports: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Tap {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+#[derive(Clone)]
+struct TapState {
+    upstream: String,
+    http: reqwest::Client,
+    reports: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl Tap {
+    async fn start(upstream: &str) -> anyhow::Result<Tap> {
+        let reports = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let state = TapState {
+            upstream: upstream.trim_end_matches('/').into(),
+            http: reqwest::Client::new(),
+            reports: reports.clone(),
+        };
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let url = format!("http://{}", listener.local_addr()?);
+        let app = axum::Router::new().fallback(tap_pass).with_state(state);
+        let task = tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        Ok(Tap { url, reports, task })
+    }
+
+    fn reports(&self) -> usize {
+        self.reports.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+async fn tap_pass(
+    axum::extract::State(t): axum::extract::State<TapState>,
+    method: axum::http::Method,
+    uri: axum::http::Uri,
+    headers: axum::http::HeaderMap,
+    body: axum::body::Bytes,
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    let path = uri.path_and_query().map_or("/", |p| p.as_str());
+    let Ok(m) = reqwest::Method::from_bytes(method.as_str().as_bytes()) else {
+        return axum::http::StatusCode::METHOD_NOT_ALLOWED.into_response();
+    };
+    let mut req = t.http.request(m, format!("{}{path}", t.upstream));
+    for name in ["authorization", "content-type", "accept"] {
+        if let Some(v) = headers.get(name) {
+            req = req.header(name, v.as_bytes());
+        }
+    }
+    let Ok(r) = req.body(body).send().await else { return axum::http::StatusCode::BAD_GATEWAY.into_response() };
+    let status = axum::http::StatusCode::from_u16(r.status().as_u16()).unwrap_or(axum::http::StatusCode::BAD_GATEWAY);
+    if method == axum::http::Method::GET && uri.path() == "/_tincan/client/v1/registration_lock" && status.is_success()
+    {
+        t.reports.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    }
+    let content_type = r.headers().get("content-type").and_then(|v| v.to_str().ok()).unwrap_or("application/json");
+    let content_type = content_type.to_owned();
+    let bytes = r.bytes().await.unwrap_or_default();
+    (status, [("content-type", content_type)], bytes).into_response()
+}
+
+/// A long-running app keeps its account's registration lock: while a session is open the client core reports
+/// this device's activity to the extension at open and then every `activity_report_every` (a day by default;
+/// half a second here), not only once; the reports end with the client.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_open_session_reports_activity_on_a_timer_until_the_client_closes() -> anyhow::Result<()> {
+    let settings = "[registration_lock]\nsecret = \"test-only-registration-lock-secret-0123456789\"\n";
+    let Some(fed) = Federation::builder(&[("a", &["+44"])]).ext_settings("a", settings).start().await? else {
+        return Ok(());
+    };
+    let p = fed.provider("a");
+    let dir = tempfile::tempdir()?;
+    let (owner, _) = sign_up(&fed, "a", dir.path(), OWNER).await?;
+    owner.set_registration_lock(PIN).await?;
+    drop(owner);
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+
+    // The app starts again on its saved session, its extension behind the tap, and stays open.
+    let tap = Tap::start(&p.ext.url).await?;
+    let mut c = config(&fed, p, dir.path());
+    c.ext_url = Some(tap.url.parse()?);
+    c.activity_report_every = std::time::Duration::from_millis(500);
+    let app = TincanClient::open(c).await?;
+    assert!(app.user_id().is_some(), "the session was not restored");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while tap.reports() < 4 {
+        assert!(std::time::Instant::now() < deadline, "{} activity reports in 30 s", tap.reports());
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+
+    // Closed: no more reports (one may have been under way).
+    drop(app);
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    let at_close = tap.reports();
+    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+    assert_eq!(tap.reports(), at_close, "reports went on after the client was dropped");
+    Ok(())
+}
