@@ -135,7 +135,7 @@ struct TopLevel<'a> {
 
 /// Any JSON value, read through with every string and key decoded (UTF-8, no lone surrogate escape) and
 /// nothing kept. `serde_json::Value` checks the same but also gives the key `$serde_json::private::RawValue`
-/// serde_json's private meaning: an object whose first key it is (valid JSON; any Matrix user can send such
+/// serde_json's private meaning: an object whose first key it is (valid JSON a homeserver may pass on in
 /// content, and `$` sorts first in canonical JSON) does not read as a `Value`, so checking with `Value` refused
 /// the whole transaction, which the homeserver then retried for ever, stopping the bridge.
 struct Checked;
@@ -320,7 +320,7 @@ mod tests {
         assert_eq!(ok.unwrap().len(), 1);
     }
 
-    /// Content whose first key is serde_json's raw-value token is valid JSON any Matrix user can send: the
+    /// Content whose first key is serde_json's raw-value token is valid JSON a homeserver may pass on: the
     /// transaction is recorded (event as it came), not refused — a 400 would be retried by the homeserver for
     /// ever and stop the bridge. The same key in an unknown field and in an unstable ephemeral event.
     #[test]
