@@ -164,6 +164,23 @@ impl Homeserver {
         self.send_with(request, Some(user), Some(device)).await
     }
 
+    /// Sends `request` as `user`, on its device `device` when there is one ([`send_as_device`](Self::send_as_device))
+    /// else as [`send`](Self::send) does.
+    pub async fn send_from<R>(
+        &self,
+        request: R,
+        user: &UserId,
+        device: Option<&DeviceId>,
+    ) -> Result<R::IncomingResponse, HomeserverError>
+    where
+        R: OutgoingRequest + Send,
+        R::EndpointError: IntoMatrixError,
+        R::PathBuilder: PathInput,
+        for<'a> R::Authentication: AuthScheme<Input<'a> = SendAccessToken<'a>>,
+    {
+        self.send_with(request, Some(user), device).await
+    }
+
     async fn send_with<R>(
         &self,
         request: R,

@@ -176,10 +176,8 @@ async fn handle(bridge: &BridgeHandle, seq: i64, event: &RemoteEvent) -> Result<
         RemoteEventKind::Redaction { target } => {
             let Some(m) = mapped(target).await? else { return Ok(None) };
             let req = redact_event::v3::Request::new(room, m.event_id, queued_txn_id(seq, "r"));
-            match super::ghost::send_device(bridge, &ghost).await? {
-                Some(device) => bridge.0.hs.send_as_device(req, &ghost, &device).await?,
-                None => bridge.0.hs.send(req, Some(&ghost)).await?,
-            };
+            let device = super::ghost::send_device(bridge, &ghost).await?;
+            bridge.0.hs.send_from(req, &ghost, device.as_deref()).await?;
         }
         RemoteEventKind::Reaction { target, key: emoji } => {
             let Some(m) = mapped(target).await? else { return Ok(None) };
@@ -280,11 +278,8 @@ pub(super) async fn send_raw(
         return Ok(event_id);
     }
     let req = send_message_event::v3::Request::new_raw(room.to_owned(), txn, event_type.into(), raw);
-    let response = match super::ghost::send_device(bridge, ghost).await? {
-        Some(device) => bridge.0.hs.send_as_device(req, ghost, &device).await?,
-        None => bridge.0.hs.send(req, Some(ghost)).await?,
-    };
-    Ok(response.event_id)
+    let device = super::ghost::send_device(bridge, ghost).await?;
+    Ok(bridge.0.hs.send_from(req, ghost, device.as_deref()).await?.event_id)
 }
 
 /// Posts a notice from the DM partner's ghost (delivery failures); failures to post are only logged.

@@ -4,25 +4,17 @@
 
 use crate::gate::{Gate, Mode};
 use crate::loopback::Loopback;
-use crate::synapse::{Client, portal_from_network, remote_queue_drained, room_events, wait_for, world};
+use crate::synapse::{Client, World, portal_from_network, remote_queue_drained, room_events, wait_for, world};
 use serde_json::json;
 use std::time::Duration;
-use tincan_appservice::{Bridge, RemoteEvent, RemoteEventKind, RemoteMessageId, RemoteUserId};
+use tincan_appservice::{Bridge, PortalKey, RemoteEvent, RemoteEventKind, RemoteMessageId, RemoteUserId};
 
 const BOB: &str = "+4915112345678";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn remote_events_survive_homeserver_errors_and_a_crash_and_arrive_once_in_order() {
     let w = world().await;
-    let gate = Gate::start(&w.synapse.url()).await;
-    let mut config = w.config.clone();
-    config.homeserver.url = gate.url.clone();
-
-    let (conn, _rx) = Loopback::new(&["@alice:hs.test"]);
-    let bridge = Bridge::builder(config.clone()).start(conn).await.unwrap();
-    let handle = bridge.handle().clone();
-    let (key, room) = portal_from_network(&handle, &w.alice, BOB, "m0").await;
-    remote_queue_drained(&handle, Duration::from_secs(60)).await;
+    let (gate, config, bridge, handle, key, room) = portal_behind_gate(&w).await;
 
     // The homeserver fails: queued events are recorded at once and the portal waits, retrying.
     gate.set(Mode::Fail);
@@ -74,15 +66,7 @@ async fn remote_events_survive_homeserver_errors_and_a_crash_and_arrive_once_in_
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_replayed_remote_message_is_not_doubled_when_the_homeserver_restarted_meanwhile() {
     let mut w = world().await;
-    let gate = Gate::start(&w.synapse.url()).await;
-    let mut config = w.config.clone();
-    config.homeserver.url = gate.url.clone();
-
-    let (conn, _rx) = Loopback::new(&["@alice:hs.test"]);
-    let bridge = Bridge::builder(config.clone()).start(conn).await.unwrap();
-    let handle = bridge.handle().clone();
-    let (key, room) = portal_from_network(&handle, &w.alice, BOB, "m0").await;
-    remote_queue_drained(&handle, Duration::from_secs(60)).await;
+    let (gate, config, bridge, handle, key, room) = portal_behind_gate(&w).await;
 
     gate.set(Mode::SwallowSendAnswers);
     handle
@@ -131,4 +115,21 @@ async fn ghost_bodies(alice: &Client, room: &ruma::RoomId) -> Vec<String> {
         .filter(|e| e["type"] == "m.room.message" && e["sender"] == ghost)
         .map(|e| e["content"]["body"].as_str().unwrap().to_owned())
         .collect()
+}
+
+/// The bridge on `w`'s config with Synapse behind a [`Gate`], and a portal opened from the network with m0
+/// bridged: the gate, that config, the bridge, its handle, the portal and its room.
+async fn portal_behind_gate(
+    w: &World,
+) -> (Gate, tincan_appservice::AppserviceConfig, Bridge, tincan_appservice::BridgeHandle, PortalKey, ruma::OwnedRoomId)
+{
+    let gate = Gate::start(&w.synapse.url()).await;
+    let mut config = w.config.clone();
+    config.homeserver.url = gate.url.clone();
+    let (conn, _rx) = Loopback::new(&["@alice:hs.test"]);
+    let bridge = Bridge::builder(config.clone()).start(conn).await.unwrap();
+    let handle = bridge.handle().clone();
+    let (key, room) = portal_from_network(&handle, &w.alice, BOB, "m0").await;
+    remote_queue_drained(&handle, Duration::from_secs(60)).await;
+    (gate, config, bridge, handle, key, room)
 }
