@@ -5,15 +5,16 @@
 //! Not a test: run by hand (`cargo run --release -p tincan-gateway --example heartbeat_bench -- --db URL`).
 #![allow(clippy::disallowed_methods)] // a load generator: wall-clock timing is what it measures
 
+#[path = "support/requests.rs"]
+mod requests;
+
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use tincan_common::SystemClock;
-use tincan_enum_core::E164;
-use tincan_gateway::charging::{AccountRef, Charging, IdempotencyKey, ReserveRequest, ServiceKind, SettleRequest};
+use tincan_gateway::charging::{Charging, IdempotencyKey};
 use tincan_gateway::ledger::{Ledger, LedgerConfig};
-use tincan_gateway::money::Amount;
 use tincan_gateway::storage::{self, EntryKind, LiveCall, Storage, unix_ms};
 
 fn arg(name: &str, default: &str) -> String {
@@ -76,16 +77,7 @@ async fn main() {
                 let mut n = c;
                 while n < calls {
                     let call = format!("{run}-{n}");
-                    let r = ReserveRequest {
-                        idempotency_key: IdempotencyKey::new(format!("{call}:reserve")).unwrap(),
-                        account: AccountRef::Id { account_id: account },
-                        service: ServiceKind::Voice,
-                        destination: E164::parse("+4930123456").unwrap(),
-                        amount: Some("0.50".parse().unwrap()),
-                        seconds: None,
-                        segments: None,
-                        ttl_secs: Some(600),
-                    };
+                    let r = requests::reserve(format!("{call}:reserve"), account);
                     let row = LiveCall {
                         run_id: run.clone(),
                         sip_dialog: Some(format!("dialog-{call}")),
@@ -94,14 +86,7 @@ async fn main() {
                     let t = Instant::now();
                     let hold = svc.reserve_for(&r, Some(row)).await.expect("reserve");
                     lat.push(t.elapsed());
-                    let s = SettleRequest {
-                        idempotency_key: IdempotencyKey::new(format!("{call}:settle")).unwrap(),
-                        hold: hold.id,
-                        amount: Some(Amount::from_micros(120_000)),
-                        seconds: None,
-                        segments: None,
-                        carrier: None,
-                    };
+                    let s = requests::settle(format!("{call}:settle"), hold.id);
                     svc.settle(&s).await.expect("settle");
                     let mut tx = storage.begin().await.unwrap();
                     tx.live_calls().close(&call).await.unwrap();

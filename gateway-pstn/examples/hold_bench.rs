@@ -4,14 +4,15 @@
 //! `bench/gateway/run.sh`; not a test.
 #![allow(clippy::disallowed_methods)] // a load generator: wall-clock timing is what it measures
 
+#[path = "support/requests.rs"]
+mod requests;
+
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tincan_common::SystemClock;
-use tincan_enum_core::E164;
-use tincan_gateway::charging::{AccountRef, Charging, IdempotencyKey, ReserveRequest, ServiceKind, SettleRequest};
+use tincan_gateway::charging::{Charging, IdempotencyKey};
 use tincan_gateway::ledger::{Ledger, LedgerConfig};
-use tincan_gateway::money::Amount;
 use tincan_gateway::storage::{self, EntryKind};
 
 fn arg(name: &str, default: &str) -> String {
@@ -44,27 +45,11 @@ async fn main() {
                 let mut n = c;
                 while n < pairs {
                     let account = ids[n % ids.len()];
-                    let r = ReserveRequest {
-                        idempotency_key: IdempotencyKey::new(format!("{run}-r-{n}")).unwrap(),
-                        account: AccountRef::Id { account_id: account },
-                        service: ServiceKind::Voice,
-                        destination: E164::parse("+4930123456").unwrap(),
-                        amount: Some("0.50".parse().unwrap()),
-                        seconds: None,
-                        segments: None,
-                        ttl_secs: Some(600),
-                    };
+                    let r = requests::reserve(format!("{run}-r-{n}"), account);
                     let t = Instant::now();
                     let hold = svc.reserve(&r).await.expect("reserve");
                     lat.push(t.elapsed());
-                    let s = SettleRequest {
-                        idempotency_key: IdempotencyKey::new(format!("{run}-s-{n}")).unwrap(),
-                        hold: hold.id,
-                        amount: Some(Amount::from_micros(120_000)),
-                        seconds: None,
-                        segments: None,
-                        carrier: None,
-                    };
+                    let s = requests::settle(format!("{run}-s-{n}"), hold.id);
                     svc.settle(&s).await.expect("settle");
                     n += concurrency;
                 }
