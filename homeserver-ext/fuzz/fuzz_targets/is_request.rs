@@ -16,8 +16,8 @@
 #![no_main]
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicI64, Ordering};
-use std::sync::{Arc, LazyLock};
+use std::os::unix::fs::FileExt;
+use std::sync::{Arc, LazyLock, Mutex};
 
 use axum::body::Body;
 use axum::extract::ConnectInfo;
@@ -65,10 +65,10 @@ struct Target {
     app: Arc<App>,
     /// The harness's own connection to the app's database, which puts the first state back.
     db: SqlitePool,
-    /// The statements that do it: every table emptied and refilled from its copy taken at start.
-    reset: Arc<str>,
-    /// The database's `data_version` when it was last in the first state.
-    clean: AtomicI64,
+    /// The database's shared-memory file (`ext.db-shm`), which starts with the WAL-index header.
+    shm: std::fs::File,
+    /// The WAL-index header when the database was last in the first state.
+    clean: Mutex<WalHeader>,
     /// `TINCAN_FUZZ_TRACE` is set: every request and its answer go to stderr (to read what a reproducer does).
     trace: bool,
     _dir: tempfile::TempDir,
@@ -103,7 +103,7 @@ static TARGET: LazyLock<Target> = LazyLock::new(|| {
         *b = unlimited;
     }
     let clock: Arc<dyn tincan_common::Clock> = Arc::new(tincan_common::SystemClock);
-    let (router, app, db, reset, clean) = rt.block_on(async {
+    let (router, app, db) = rt.block_on(async {
         let store = tincan_homeserver_ext::store::open(&config.database_url).await.unwrap();
         let now = clock.unix_seconds() as i64;
         let owner = IsToken { user_id: USER.into(), server_name: "localhost".into() };
@@ -144,6 +144,7 @@ static TARGET: LazyLock<Target> = LazyLock::new(|| {
             .max_connections(1)
             .idle_timeout(None)
             .max_lifetime(None)
+            .test_before_acquire(false)
             .connect_with(options)
             .await
             .unwrap();
@@ -154,25 +155,43 @@ static TARGET: LazyLock<Target> = LazyLock::new(|| {
         .fetch_all(&db)
         .await
         .unwrap();
-        // The table names come from the database's own schema.
-        let mut reset = String::from("BEGIN;");
+        // The table names come from the database's own schema. The reset is one statement: an insert into a
+        // view of the harness's connection (`TEMP`, unseen by the app) whose trigger empties and refills every
+        // table, in the statement's transaction. As a batch of statements it cost two trips to sqlx's
+        // connection worker per table.
+        let mut reset = String::from(
+            "CREATE TEMP VIEW fuzz_reset AS SELECT 1 AS x; \
+             CREATE TEMP TRIGGER fuzz_reset INSTEAD OF INSERT ON fuzz_reset BEGIN ",
+        );
         for t in &tables {
             let copy = format!("CREATE TABLE \"fuzz_first_{t}\" AS SELECT * FROM \"{t}\"");
             sqlx::raw_sql(AssertSqlSafe(copy)).execute(&db).await.unwrap();
-            reset += &format!("DELETE FROM \"{t}\"; INSERT INTO \"{t}\" SELECT * FROM \"fuzz_first_{t}\";");
+            reset += &format!("DELETE FROM \"{t}\"; INSERT INTO \"{t}\" SELECT * FROM \"fuzz_first_{t}\"; ");
         }
-        reset += "COMMIT;";
-        let clean = AtomicI64::new(data_version(&db).await);
+        reset += "END;";
+        sqlx::raw_sql(AssertSqlSafe(reset)).execute(&db).await.unwrap();
         let router = tincan_homeserver_ext::api::router(app.clone());
-        (router, app, db, reset.into(), clean)
+        (router, app, db)
     });
+    // The store opens the database in WAL mode: the file exists while a connection is open, the harness's
+    // for the whole run.
+    let shm = std::fs::File::open(dir.path().join("ext.db-shm")).unwrap();
+    let clean = Mutex::new(wal_header(&shm));
     let trace = std::env::var_os("TINCAN_FUZZ_TRACE").is_some();
-    Target { rt, router, app, db, reset, clean, trace, _dir: dir }
+    Target { rt, router, app, db, shm, clean, trace, _dir: dir }
 });
 
-/// Changes when another connection (the app's) commits; the harness's own commits leave it as it is.
-async fn data_version(db: &SqlitePool) -> i64 {
-    sqlx::query_scalar("PRAGMA data_version").fetch_one(db).await.unwrap()
+/// The WAL-index header (<https://sqlite.org/walformat.html>, the first 48 bytes of the `-shm` file). Every
+/// commit by any connection rewrites it with a higher change counter (`iChange`), and nothing else but a commit
+/// or a checkpoint does, so it differs after a request exactly when the request wrote (a checkpoint follows a
+/// commit). Read in this thread with one `pread`: the `PRAGMA data_version` it replaces went through sqlx's
+/// connection worker thread, three round trips per input.
+type WalHeader = [u8; 48];
+
+fn wal_header(shm: &std::fs::File) -> WalHeader {
+    let mut h = [0; 48];
+    shm.read_exact_at(&mut h, 0).unwrap();
+    h
 }
 
 fuzz_target!(|data: &[u8]| {
@@ -190,24 +209,20 @@ fuzz_target!(|data: &[u8]| {
     req.extensions_mut().insert(ConnectInfo(SocketAddr::from(([192, 0, 2, 1], 40000))));
     let (status, bytes) = t.rt.block_on(async {
         let res = t.router.clone().oneshot(req).await.unwrap();
-        let answer = (res.status(), res.into_body().collect().await.unwrap().to_bytes());
-        // The request wrote: back to the first state.
-        let version = data_version(&t.db).await;
-        if t.trace {
-            let wrote = version != t.clean.load(Ordering::Relaxed);
-            eprintln!(
-                "{method} {path} {:?} → {} {:?} (wrote: {wrote})",
-                String::from_utf8_lossy(body),
-                answer.0,
-                answer.1
-            );
-        }
-        if version != t.clean.load(Ordering::Relaxed) {
-            sqlx::raw_sql(AssertSqlSafe(t.reset.clone())).execute(&t.db).await.unwrap();
-            t.clean.store(version, Ordering::Relaxed);
-        }
-        answer
+        (res.status(), res.into_body().collect().await.unwrap().to_bytes())
     });
+    // The request wrote: back to the first state.
+    let mut clean = t.clean.lock().unwrap();
+    let wrote = wal_header(&t.shm) != *clean;
+    if t.trace {
+        let body = String::from_utf8_lossy(body);
+        eprintln!("{method} {path} {body:?} → {status} {bytes:?} (wrote: {wrote})");
+    }
+    if wrote {
+        t.rt.block_on(sqlx::query("INSERT INTO fuzz_reset VALUES (1)").execute(&t.db)).unwrap();
+        *clean = wal_header(&t.shm);
+    }
+    drop(clean);
     let accepted = serde_json::from_slice::<serde_json::Value>(body).is_ok_and(|v| v.is_object())
         || (path == UNREGISTER && body.iter().all(u8::is_ascii_whitespace));
     let homeserver_asked = status.as_u16() == 502 && ASK_THE_HOMESERVER.contains(&path) && accepted;
