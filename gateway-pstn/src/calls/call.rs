@@ -641,12 +641,19 @@ impl Call {
                     extensions += 1;
                     let elapsed = u32::try_from(answered.elapsed().as_secs()).unwrap_or(u32::MAX);
                     if let Some(b) = billing.as_mut() {
-                        match self.extend(b, extensions, b.paid.saturating_sub(elapsed)).await {
-                            Some(more) => {
+                        // Never past the paid time: an extension the ledger has not granted by then (its database
+                        // away: a pool that cannot connect waits its whole acquire timeout) ends the call there.
+                        let more = self.extend(b, extensions, b.paid.saturating_sub(elapsed));
+                        match tokio::time::timeout_at(cut_at, more).await {
+                            Ok(Some(more)) => {
                                 b.paid += more;
                                 self.sw.live.paid(&self.id, b.paid);
                             }
-                            None => can_extend = false,
+                            Ok(None) => can_extend = false,
+                            Err(_) => {
+                                tracing::warn!(paid, "the ledger did not extend the hold before the paid time ended");
+                                can_extend = false;
+                            }
                         }
                     }
                 }

@@ -164,37 +164,72 @@ impl Live {
     }
 }
 
-/// Applies the queued updates in order, as many as are waiting per transaction; a failed transaction is run
-/// again (every update can be applied twice).
+/// Applies the queued updates in order, as many as are waiting per transaction (at most [`MAX_BATCH`]). A
+/// failed transaction is run again (every update can be applied twice) until the database takes it, however
+/// long it is away: nothing is dropped, since a lost update would make a crash settle a call from less than
+/// was known (an answer lost: the call released unpaid; an end lost: billed to a later heartbeat). Updates
+/// queued meanwhile wait behind the failed ones, in order; of the heartbeats waiting only the newest is kept
+/// (one transaction commits them together, so the earlier ones say nothing more), so a long outage grows the
+/// queue only by the calls' own updates.
 async fn writer(
     storage: Arc<dyn Storage>,
     run_id: String,
     mut rx: mpsc::UnboundedReceiver<Op>,
     taken_over: Arc<AtomicBool>,
 ) {
-    let mut jobs = Vec::with_capacity(MAX_BATCH);
-    while rx.recv_many(&mut jobs, MAX_BATCH).await > 0 {
-        let mut ok = false;
-        for attempt in 0..8u32 {
-            match apply(&*storage, &run_id, &jobs).await {
-                Ok(own) => {
-                    if !own {
-                        note_taken_over(&taken_over, &run_id);
-                    }
-                    ok = true;
-                    break;
-                }
-                Err(e) => {
-                    tracing::warn!(error = %e, attempt, "writing live calls failed; again");
-                    tokio::time::sleep(Duration::from_millis(50 << attempt.min(5))).await;
-                }
+    let mut pending: Vec<Op> = Vec::with_capacity(MAX_BATCH);
+    let mut failures = 0u32;
+    loop {
+        if pending.is_empty() {
+            if rx.recv_many(&mut pending, MAX_BATCH).await == 0 {
+                return;
+            }
+        } else {
+            // Whatever came in while the database was away goes behind what waits.
+            while let Ok(op) = rx.try_recv() {
+                pending.push(op);
             }
         }
-        if !ok {
-            tracing::error!(updates = jobs.len(), "live calls could not be written; a crash now would lose them");
+        keep_newest_heartbeat(&mut pending);
+        let n = pending.len().min(MAX_BATCH);
+        match apply(&*storage, &run_id, &pending[..n]).await {
+            Ok(own) => {
+                if !own {
+                    note_taken_over(&taken_over, &run_id);
+                }
+                if failures >= GIVE_NOTICE_AFTER {
+                    tracing::info!(failures, "live calls written again after the database came back");
+                }
+                failures = 0;
+                pending.drain(..n);
+            }
+            Err(e) => {
+                failures += 1;
+                if failures == GIVE_NOTICE_AFTER || failures.is_multiple_of(100) {
+                    tracing::error!(error = %e, failures, updates = pending.len(),
+                        "live calls cannot be written; kept in memory and tried again until the database takes them");
+                } else {
+                    tracing::warn!(error = %e, failures, "writing live calls failed; again");
+                }
+                tokio::time::sleep(Duration::from_millis(50 << (failures - 1).min(5))).await;
+            }
         }
-        jobs.clear();
     }
+}
+
+/// Failures in a row after which the writer says (at error level) that the database is away.
+const GIVE_NOTICE_AFTER: u32 = 8;
+
+/// Drops every heartbeat in `ops` but the last (which stays where it is): applied in one transaction, the
+/// earlier ones add nothing to what the last one says.
+fn keep_newest_heartbeat(ops: &mut Vec<Op>) {
+    let Some(last) = ops.iter().rposition(|op| matches!(op, Op::Heartbeat { .. })) else { return };
+    let mut i = 0;
+    ops.retain(|op| {
+        let keep = !matches!(op, Op::Heartbeat { .. }) || i == last;
+        i += 1;
+        keep
+    });
 }
 
 /// Marks the run taken over (found by its heartbeat or by a call's first hold), saying so once.
@@ -573,5 +608,32 @@ mod tests {
         // Its end was stored: billed as any call (rounded, at least 1).
         assert_eq!(recovered_seconds(10_000, Some(14_600), 20_000, 60), 5);
         assert_eq!(recovered_seconds(10_000, Some(10_100), 20_000, 60), 1);
+    }
+
+    #[test]
+    fn of_the_heartbeats_waiting_only_the_newest_is_kept_where_it_was() {
+        let ended = |id: &str| Op::Ended { call_id: id.into(), at_ms: 5 };
+        let mut ops = vec![
+            Op::Heartbeat { at_ms: 1 },
+            ended("a"),
+            Op::Heartbeat { at_ms: 2 },
+            ended("b"),
+            Op::Heartbeat { at_ms: 3 },
+            Op::Close { call_id: "a".into() },
+        ];
+        keep_newest_heartbeat(&mut ops);
+        let kinds: Vec<String> = ops.iter().map(|op| format!("{op:?}")).collect();
+        assert_eq!(
+            kinds,
+            [
+                r#"Ended { call_id: "a", at_ms: 5 }"#,
+                r#"Ended { call_id: "b", at_ms: 5 }"#,
+                "Heartbeat { at_ms: 3 }",
+                r#"Close { call_id: "a" }"#,
+            ]
+        );
+        let mut none = vec![ended("c")];
+        keep_newest_heartbeat(&mut none);
+        assert_eq!(none.len(), 1);
     }
 }

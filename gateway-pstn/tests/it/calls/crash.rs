@@ -17,7 +17,7 @@ use tincan_testkit::sip::{Rtpengine, Scenario};
 
 use super::{CARRIER_ANSWERS, NUMBER, Rig, amount, dec, trunk};
 
-const CALLER_OUTLIVES_THE_GATEWAY: &str = include_str!("../../scenarios/caller_outlives_the_gateway.xml");
+pub(super) const CALLER_OUTLIVES_THE_GATEWAY: &str = include_str!("../../scenarios/caller_outlives_the_gateway.xml");
 
 /// Calls up when the gateway is killed.
 const CALLS: u32 = 100;
