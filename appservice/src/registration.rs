@@ -37,63 +37,33 @@ impl Tokens {
     }
 }
 
-/// Escapes regex metacharacters (the namespace regexes are Python `re` patterns in Synapse).
-pub fn regex_escape(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for c in s.chars() {
-        if "\\.+*?()|[]{}^$#&-~".contains(c) {
-            out.push('\\');
-        }
-        out.push(c);
-    }
-    out
-}
-
-/// A YAML (JSON-compatible) quoted string.
-fn q(s: &str) -> String {
-    serde_json::to_string(s).expect("strings serialize")
-}
+pub use tincan_common::appservice::regex_escape;
+use tincan_common::appservice::{Registration, one_user, users_with_prefix};
 
 /// The registration YAML for `config`, with the ghost prefix `ghost_prefix` and `tokens`.
 pub fn registration_yaml(config: &AppserviceConfig, ghost_prefix: &str, tokens: &Tokens) -> String {
-    let server = regex_escape(&config.homeserver.server_name);
+    let server = &config.homeserver.server_name;
     let a = &config.appservice;
-    let mut y = String::new();
-    y.push_str(&format!("id: {}\n", q(&a.id)));
-    y.push_str(&format!("url: {}\n", q(&a.url)));
-    y.push_str(&format!("as_token: {}\n", q(&tokens.as_token)));
-    y.push_str(&format!("hs_token: {}\n", q(&tokens.hs_token)));
-    y.push_str(&format!("sender_localpart: {}\n", q(&a.bot_localpart)));
-    y.push_str("rate_limited: false\n");
-    y.push_str("receive_ephemeral: true\n");
     // Ghost devices created without login (MSC4190): every ghost sends from a device, so the homeserver
     // deduplicates a send replayed after a crash from its database (see `bridge::ghost::send_device`).
-    y.push_str("io.element.msc4190: true\n");
+    let mut flags = vec!["io.element.msc4190"];
     if config.encryption.enabled {
         // End-to-bridge encryption: to-device messages come with the ephemeral events (MSC2409, also under its
         // unstable name), device lists and one-time-key counts in transactions (MSC3202).
-        y.push_str("de.sorunome.msc2409.push_ephemeral: true\n");
-        y.push_str("org.matrix.msc3202: true\n");
+        flags.extend(["de.sorunome.msc2409.push_ephemeral", "org.matrix.msc3202"]);
     }
-    y.push_str("namespaces:\n  users:\n");
-    y.push_str(&format!(
-        "    - exclusive: true\n      regex: {}\n",
-        q(&format!("@{}.*:{server}", regex_escape(ghost_prefix)))
-    ));
-    y.push_str(&format!(
-        "    - exclusive: true\n      regex: {}\n",
-        q(&format!("@{}:{server}", regex_escape(&a.bot_localpart)))
-    ));
-    y.push_str("  aliases: []\n  rooms: []\n");
-    if a.protocols.is_empty() {
-        y.push_str("protocols: []\n");
-    } else {
-        y.push_str("protocols:\n");
-        for p in &a.protocols {
-            y.push_str(&format!("  - {}\n", q(p)));
-        }
+    Registration {
+        id: &a.id,
+        url: &a.url,
+        as_token: &tokens.as_token,
+        hs_token: &tokens.hs_token,
+        sender_localpart: &a.bot_localpart,
+        users: vec![users_with_prefix(ghost_prefix, server), one_user(&a.bot_localpart, server)],
+        receive_ephemeral: true,
+        flags,
+        protocols: Some(&a.protocols),
     }
-    y
+    .to_yaml()
 }
 
 #[cfg(test)]

@@ -188,14 +188,6 @@ impl IntoResponse for ApiError {
     }
 }
 
-/// Converts any ruma response into an axum response.
-pub fn ruma_response<R: OutgoingResponse>(r: R) -> Response {
-    match r.try_into_http_response::<Vec<u8>>() {
-        Ok(resp) => resp.map(axum::body::Body::from),
-        Err(_) => axum::http::StatusCode::INTERNAL_SERVER_ERROR.into_response(),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

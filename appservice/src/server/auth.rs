@@ -6,7 +6,7 @@ use axum::extract::{Request, State};
 use axum::http::header::AUTHORIZATION;
 use axum::middleware::Next;
 use axum::response::Response;
-use subtle::ConstantTimeEq;
+use tincan_common::appservice::hs_token_matches;
 
 /// Lets the request through only with the right `hs_token`.
 pub(crate) async fn require_hs_token(
@@ -27,7 +27,7 @@ pub(crate) async fn require_hs_token(
         bridge.0.metrics.inc(&bridge.0.metrics.auth_failures);
         return Err(ApiError::MissingToken);
     };
-    if !bool::from(token.as_bytes().ct_eq(bridge.0.hs_token.as_bytes())) {
+    if !hs_token_matches(token, &bridge.0.hs_token) {
         bridge.0.metrics.inc(&bridge.0.metrics.auth_failures);
         return Err(ApiError::Forbidden);
     }

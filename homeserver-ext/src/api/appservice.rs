@@ -11,10 +11,8 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 fn authorize(app: &App, headers: &HeaderMap, query: &HashMap<String, String>) -> Result<(), ApiError> {
-    use subtle::ConstantTimeEq;
-    let expected = app.config.homeserver.hs_token.expose();
     let given = bearer(headers).or(query.get("access_token").map(String::as_str)).ok_or(ApiError::MissingToken)?;
-    if expected.is_empty() || !bool::from(given.as_bytes().ct_eq(expected.as_bytes())) {
+    if !tincan_common::appservice::hs_token_matches(given, app.config.homeserver.hs_token.expose()) {
         return Err(ApiError::Forbidden("wrong hs_token"));
     }
     Ok(())

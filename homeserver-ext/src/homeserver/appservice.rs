@@ -5,6 +5,7 @@ use super::{HomeserverConnector, HomeserverError, Login, refused};
 use crate::config::ExtConfig;
 use serde_json::json;
 use tincan_common::Secret;
+use tincan_common::appservice::{Registration, users_with_prefix};
 
 /// Creates users and sessions with the appservice's `as_token`.
 #[derive(Debug)]
@@ -66,29 +67,20 @@ impl HomeserverConnector for AppserviceConnector {
     }
 }
 
-/// The appservice registration file for the homeserver (`tincan-ext registration`).
+/// The appservice registration file for the homeserver (`tincan-ext registration`): the extension's users
+/// (`@<localpart_prefix>.*`) exclusively, nothing else.
 pub fn registration_yaml(config: &ExtConfig) -> String {
     let h = &config.homeserver;
-    let user_regex = format!("@{}.*:{}", regex_escape(&h.localpart_prefix), regex_escape(&config.server_name));
-    // JSON is valid YAML; serde_json keeps this free of a YAML dependency.
-    let reg = json!({
-        "id": h.appservice_id,
-        "url": h.extension_url,
-        "as_token": h.as_token.expose(),
-        "hs_token": h.hs_token.expose(),
-        "sender_localpart": h.sender_localpart,
-        "rate_limited": false,
-        "namespaces": {
-            "users": [{"exclusive": true, "regex": user_regex}],
-            "aliases": [],
-            "rooms": [],
-        },
-    });
-    serde_json::to_string_pretty(&reg).expect("JSON")
-}
-
-fn regex_escape(s: &str) -> String {
-    s.chars().flat_map(|c| if c.is_ascii_alphanumeric() || c == '_' { vec![c] } else { vec!['\\', c] }).collect()
+    Registration {
+        id: &h.appservice_id,
+        url: &h.extension_url,
+        as_token: h.as_token.expose(),
+        hs_token: h.hs_token.expose(),
+        sender_localpart: &h.sender_localpart,
+        users: vec![users_with_prefix(&h.localpart_prefix, &config.server_name)],
+        ..Default::default()
+    }
+    .to_yaml()
 }
 
 #[cfg(test)]
@@ -98,8 +90,8 @@ mod tests {
     #[test]
     fn registration_namespace() {
         let c = ExtConfig { server_name: "hs.test".into(), ..Default::default() };
-        let v: serde_json::Value = serde_json::from_str(&registration_yaml(&c)).unwrap();
-        assert_eq!(v["namespaces"]["users"][0]["regex"], "@tc_.*:hs\\.test");
-        assert_eq!(v["namespaces"]["users"][0]["exclusive"], true);
+        let y = registration_yaml(&c);
+        assert!(y.contains("  users:\n    - exclusive: true\n      regex: \"@tc_.*:hs\\\\.test\"\n"), "{y}");
+        assert_eq!(y.matches("regex:").count(), 1, "{y}");
     }
 }

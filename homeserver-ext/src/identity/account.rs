@@ -2,26 +2,29 @@
 //! `GET …/account`, `POST …/account/logout`, `…/terms`, and the status endpoints.
 
 use super::IsUser;
-use crate::api::Json;
+use crate::api::{Json, Ruma};
 use crate::app::App;
 use crate::error::ApiError;
 use crate::homeserver::HomeserverError;
 use crate::store::IsToken;
 use axum::extract::State;
 use axum::http::HeaderMap;
-use ruma::ServerName;
-use serde::Deserialize;
-use serde_json::{Value, json};
+use ruma::api::identity_service::{authentication, discovery, tos};
+use ruma::{OwnedUserId, ServerName};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
 use std::sync::Arc;
 
 /// `GET /_matrix/identity/versions`.
-pub async fn versions() -> axum::Json<Value> {
-    axum::Json(json!({"versions": ["v1.1", "v1.2", "v1.3", "v1.4", "v1.5", "v1.6"]}))
+pub async fn versions() -> Ruma<discovery::get_supported_versions::Response> {
+    Ruma(discovery::get_supported_versions::Response::new(
+        ["v1.1", "v1.2", "v1.3", "v1.4", "v1.5", "v1.6"].map(String::from).to_vec(),
+    ))
 }
 
 /// `GET /_matrix/identity/v2`: the server is up.
-pub async fn status() -> axum::Json<Value> {
-    axum::Json(json!({}))
+pub async fn status() -> Ruma<discovery::get_server_status::v2::Response> {
+    Ruma(discovery::get_server_status::v2::Response::new())
 }
 
 /// `account/register` body: an OpenID token from `POST /_matrix/client/v3/user/{userId}/openid/request_token`.
@@ -35,8 +38,19 @@ pub struct Register {
     expires_in: u64,
 }
 
+/// `account/register` answer: the spec's `token`, and the same value as `access_token`, the name Sydent also
+/// answers with and older clients read (ruma's type has only `token`).
+#[derive(Debug, Serialize)]
+pub struct Registered {
+    token: String,
+    access_token: String,
+}
+
 /// Exchanges an OpenID token for an Identity Service access token.
-pub async fn register(State(app): State<Arc<App>>, Json(req): Json<Register>) -> Result<axum::Json<Value>, ApiError> {
+pub async fn register(
+    State(app): State<Arc<App>>,
+    Json(req): Json<Register>,
+) -> Result<axum::Json<Registered>, ApiError> {
     // Our own homeserver is reached at its configured URL; others by Matrix server discovery from their server
     // name, which the client chose: fetched without redirects, within `identity.homeserver_timeout_secs`, and
     // only at public addresses (or those the operator allowed), so a client cannot make us call into our own
@@ -71,12 +85,15 @@ pub async fn register(State(app): State<Arc<App>>, Json(req): Json<Register>) ->
     let token = app.with_rng(crate::code::random_id);
     let expires_at = app.now().saturating_add(i64::try_from(app.config.identity.token_ttl_secs).unwrap_or(i64::MAX));
     app.store.add_token(&crate::code::digest(&token), &owner, app.now(), expires_at).await?;
-    Ok(axum::Json(json!({"token": token, "access_token": token})))
+    Ok(axum::Json(Registered { access_token: token.clone(), token }))
 }
 
 /// `GET …/account`: the token's user.
-pub async fn account(IsUser(user_id): IsUser) -> Result<axum::Json<Value>, ApiError> {
-    Ok(axum::Json(json!({"user_id": user_id})))
+pub async fn account(
+    IsUser(user_id): IsUser,
+) -> Result<Ruma<authentication::get_account_information::v2::Response>, ApiError> {
+    let user_id = OwnedUserId::try_from(user_id).map_err(|_| ApiError::Internal("a stored token's user ID"))?;
+    Ok(Ruma(authentication::get_account_information::v2::Response::new(user_id)))
 }
 
 /// `POST …/account/logout`: forgets the token.
@@ -84,18 +101,18 @@ pub async fn logout(
     State(app): State<Arc<App>>,
     _user: IsUser,
     headers: HeaderMap,
-) -> Result<axum::Json<Value>, ApiError> {
+) -> Result<Ruma<authentication::logout::v2::Response>, ApiError> {
     let token = crate::api::extract_bearer(&headers).ok_or(ApiError::MissingToken)?;
     app.store.delete_token(&crate::code::digest(token)).await?;
-    Ok(axum::Json(json!({})))
+    Ok(Ruma(authentication::logout::v2::Response::new()))
 }
 
 /// `GET …/terms`: no terms to accept.
-pub async fn terms() -> axum::Json<Value> {
-    axum::Json(json!({"policies": {}}))
+pub async fn terms() -> Ruma<tos::get_terms_of_service::v2::Response> {
+    Ruma(tos::get_terms_of_service::v2::Response::new(Default::default()))
 }
 
 /// `POST …/terms`: accepting nothing is always fine.
-pub async fn accept_terms(_user: IsUser) -> Result<axum::Json<Value>, ApiError> {
-    Ok(axum::Json(json!({})))
+pub async fn accept_terms(_user: IsUser) -> Ruma<tos::accept_terms_of_service::v2::Response> {
+    Ruma(tos::accept_terms_of_service::v2::Response::new())
 }

@@ -2,29 +2,27 @@
 //! numbers other providers registered (the [`crate::mirror`], each hit resolved through validated DNS).
 
 use super::{IsCaller, IsUser, current_pepper, msisdn_address};
-use crate::api::{ClientIp, Json};
+use crate::api::{ClientIp, Ruma};
 use crate::app::App;
 use crate::error::ApiError;
 use crate::number::E164;
 use axum::extract::State;
-use serde::Deserialize;
-use serde_json::{Value, json};
+use ruma::OwnedUserId;
+use ruma::api::identity_service::lookup::{IdentifierHashingAlgorithm, get_hash_parameters, lookup_3pid};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
 /// The algorithms and the current pepper.
-pub async fn hash_details(State(app): State<Arc<App>>, _user: IsUser) -> Result<axum::Json<Value>, ApiError> {
+pub async fn hash_details(
+    State(app): State<Arc<App>>,
+    _user: IsUser,
+) -> Result<Ruma<get_hash_parameters::v2::Response>, ApiError> {
     let pepper = current_pepper(&app).await?;
-    let algorithms = if app.config.identity.lookup_allow_none { vec!["sha256", "none"] } else { vec!["sha256"] };
-    Ok(axum::Json(json!({"algorithms": algorithms, "lookup_pepper": pepper})))
-}
-
-/// `lookup` body.
-#[derive(Debug, Deserialize)]
-pub struct Lookup {
-    algorithm: String,
-    pepper: String,
-    addresses: Vec<String>,
+    let mut algorithms = vec![IdentifierHashingAlgorithm::Sha256];
+    if app.config.identity.lookup_allow_none {
+        algorithms.push(IdentifierHashingAlgorithm::None);
+    }
+    Ok(Ruma(get_hash_parameters::v2::Response::new(pepper, algorithms)))
 }
 
 /// At most this many addresses per request.
@@ -40,15 +38,15 @@ pub async fn lookup(
     State(app): State<Arc<App>>,
     IsCaller(caller): IsCaller,
     ClientIp(ip): ClientIp,
-    Json(req): Json<Lookup>,
-) -> Result<axum::Json<Value>, ApiError> {
+    Ruma(req): Ruma<lookup_3pid::v2::Request>,
+) -> Result<Ruma<lookup_3pid::v2::Response>, ApiError> {
     let started = std::time::Instant::now();
     if req.addresses.len() > MAX_ADDRESSES {
         return Err(ApiError::InvalidParam("addresses"));
     }
-    match req.algorithm.as_str() {
-        "sha256" => {}
-        "none" if app.config.identity.lookup_allow_none => {}
+    match req.algorithm {
+        IdentifierHashingAlgorithm::Sha256 => {}
+        IdentifierHashingAlgorithm::None if app.config.identity.lookup_allow_none => {}
         _ => return Err(ApiError::InvalidAlgorithm),
     }
     let pepper = current_pepper(&app).await?;
@@ -63,8 +61,8 @@ pub async fn lookup(
     // Addresses not bound here but mirrored from the directory: (address as sent, number), resolved below
     // through DNSSEC-validated DNS.
     let mut directory_hits = Vec::new();
-    match req.algorithm.as_str() {
-        "sha256" => {
+    match req.algorithm {
+        IdentifierHashingAlgorithm::Sha256 => {
             for (hash, user_id) in app.store.lookup_hashes(&req.addresses).await? {
                 mappings.insert(hash, user_id);
             }
@@ -74,7 +72,7 @@ pub async fn lookup(
                 directory_hits = app.store.mirror_lookup(&missing).await?;
             }
         }
-        "none" => {
+        IdentifierHashingAlgorithm::None => {
             // Each address as sent, by the number it names (several spellings may name one number).
             let mut by_number: BTreeMap<String, Vec<&String>> = BTreeMap::new();
             for a in &req.addresses {
@@ -110,5 +108,16 @@ pub async fn lookup(
         took_us = started.elapsed().as_micros() as u64,
         "lookup answered"
     );
-    Ok(axum::Json(json!({ "mappings": mappings })))
+    // Bound user IDs were valid when bound; one that is not (a damaged row) is left out, not sent.
+    let mappings: BTreeMap<String, OwnedUserId> = mappings
+        .into_iter()
+        .filter_map(|(address, user_id)| match OwnedUserId::try_from(user_id) {
+            Ok(user_id) => Some((address, user_id)),
+            Err(e) => {
+                tracing::warn!(error = %e, "lookup: a binding names an invalid user ID; left out");
+                None
+            }
+        })
+        .collect();
+    Ok(Ruma(lookup_3pid::v2::Response::new(mappings)))
 }

@@ -1,23 +1,16 @@
 //! `POST /_matrix/identity/v2/3pid/bind` and `…/3pid/unbind`.
 
 use super::{IsUser, bind_number, msisdn_address};
-use crate::api::Json;
+use crate::api::Ruma;
 use crate::app::App;
 use crate::error::ApiError;
 use crate::number::E164;
 use crate::store::{Binding, Purpose};
 use axum::extract::State;
-use serde::Deserialize;
-use serde_json::{Value, json};
+use ruma::api::identity_service::association::{bind_3pid, unbind_3pid};
+use ruma::thirdparty::Medium;
+use ruma::{MilliSecondsSinceUnixEpoch, ServerSignatures, UInt};
 use std::sync::Arc;
-
-/// `bind` body.
-#[derive(Debug, Deserialize)]
-pub struct Bind {
-    sid: String,
-    client_secret: String,
-    mxid: String,
-}
 
 /// Binds the number validated in a session to `mxid` (the caller's own Matrix ID). The validation must be
 /// usable (`codes.validated_ttl_secs`) and is used up by the bind; moving a number bound to another Matrix ID
@@ -26,23 +19,23 @@ pub struct Bind {
 pub async fn bind(
     State(app): State<Arc<App>>,
     IsUser(user): IsUser,
-    Json(req): Json<Bind>,
-) -> Result<axum::Json<Value>, ApiError> {
-    if user != req.mxid {
+    Ruma(req): Ruma<bind_3pid::v2::Request>,
+) -> Result<Ruma<bind_3pid::v2::Response>, ApiError> {
+    if user != req.mxid.as_str() {
         return Err(ApiError::Forbidden("mxid is not the token's user"));
     }
-    let s = crate::sessions::find(&app, Purpose::Identity, &req.sid, &req.client_secret).await?;
+    let s = crate::sessions::find(&app, Purpose::Identity, req.sid.as_str(), req.client_secret.as_str()).await?;
     let validated_at = crate::sessions::validation(&app, &s)?;
     let now = app.now();
     if let Some((owner, since)) = app.store.binding_since(&s.number).await?
-        && owner.user_id != req.mxid
+        && owner.user_id != req.mxid.as_str()
         && (validated_at < since || now - validated_at > app.config.codes.rebind_within_secs as i64)
     {
         return Err(ApiError::FreshValidationNeeded);
     }
     // A number bound to an account with a registration lock does not move by SMS validation alone.
     if let Some(owner) = app.store.binding(&s.number).await?
-        && owner.user_id != req.mxid
+        && owner.user_id != req.mxid.as_str()
         && crate::registration_lock::holds(&app, &owner.user_id).await?
     {
         return Err(ApiError::RegistrationLocked);
@@ -50,48 +43,35 @@ pub async fn bind(
     if !app.store.consume(&s.sid, now).await? {
         return Err(ApiError::NoValidSession);
     }
-    bind_number(&app, &Binding { number: s.number.clone(), user_id: req.mxid.clone() }).await?;
-    let now_ms = now * 1000;
-    Ok(axum::Json(json!({
-        "address": msisdn_address(&s.number),
-        "medium": "msisdn",
-        "mxid": req.mxid,
-        "not_before": now_ms,
-        "not_after": now_ms + 100 * 365 * 86_400_000i64,
-        "ts": now_ms,
-        "signatures": {},
-    })))
-}
-
-/// A third-party identifier in `unbind`.
-#[derive(Debug, Deserialize)]
-pub struct Threepid {
-    medium: String,
-    address: String,
-}
-
-/// `unbind` body.
-#[derive(Debug, Deserialize)]
-pub struct Unbind {
-    mxid: String,
-    threepid: Threepid,
+    bind_number(&app, &Binding { number: s.number.clone(), user_id: req.mxid.to_string() }).await?;
+    let ms = |t: i64| UInt::try_from(t).map(MilliSecondsSinceUnixEpoch).map_err(|_| ApiError::Internal("a time"));
+    let now_ms = now.saturating_mul(1000);
+    Ok(Ruma(bind_3pid::v2::Response::new(
+        msisdn_address(&s.number).to_owned(),
+        Medium::Msisdn,
+        req.mxid,
+        ms(now_ms)?,
+        ms(now_ms.saturating_add(100 * 365 * 86_400_000))?,
+        ms(now_ms)?,
+        ServerSignatures::new(),
+    )))
 }
 
 /// Removes the caller's own binding.
 pub async fn unbind(
     State(app): State<Arc<App>>,
     IsUser(user): IsUser,
-    Json(req): Json<Unbind>,
-) -> Result<axum::Json<Value>, ApiError> {
-    if user != req.mxid {
+    Ruma(req): Ruma<unbind_3pid::v2::Request>,
+) -> Result<Ruma<unbind_3pid::v2::Response>, ApiError> {
+    if user != req.mxid.as_str() {
         return Err(ApiError::Forbidden("mxid is not the token's user"));
     }
-    if req.threepid.medium != "msisdn" {
+    if req.threepid.medium != Medium::Msisdn {
         return Err(ApiError::InvalidParam("threepid.medium"));
     }
     let number = E164::parse(&format!("+{}", msisdn_address(&req.threepid.address)))?;
-    if !app.store.unbind(number.as_str(), &req.mxid).await? {
+    if !app.store.unbind(number.as_str(), req.mxid.as_str()).await? {
         return Err(ApiError::NotFound);
     }
-    Ok(axum::Json(json!({})))
+    Ok(Ruma(unbind_3pid::v2::Response::new()))
 }

@@ -1,41 +1,43 @@
 //! `POST …/validate/msisdn/requestToken`, `…/submitToken` and `GET …/3pid/getValidated3pid`.
 
-use crate::api::{ClientIp, Json};
+use crate::api::{ClientIp, Json, Ruma};
 use crate::app::App;
 use crate::error::ApiError;
 use crate::number::E164;
 use crate::store::Purpose;
 use axum::extract::{Query, State};
-use serde::Deserialize;
-use serde_json::{Value, json};
+use ruma::UInt;
+use ruma::api::identity_service::association::check_3pid_validity;
+use ruma::api::identity_service::association::msisdn::{create_msisdn_validation_session, validate_msisdn};
+use ruma::thirdparty::Medium;
+use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 
-/// `requestToken` body (spec: `client_secret`, `country`, `phone_number`, `send_attempt`, `next_link`).
-#[derive(Debug, Deserialize)]
-pub struct RequestToken {
-    client_secret: String,
-    country: String,
-    phone_number: String,
-    send_attempt: u64,
-    #[serde(default)]
-    #[allow(dead_code)]
-    next_link: Option<String>,
+/// `requestToken` answer: the spec's `sid`, and what Sydent also answers and clients show ("a code was sent to
+/// …"): the number's digits, its international form, `success` (ruma's type has only `sid`).
+#[derive(Debug, Serialize)]
+pub struct TokenRequested {
+    sid: String,
+    msisdn: String,
+    intl_fmt: String,
+    success: bool,
 }
 
 /// Sends a code; the number may be national (`country` says how to read it) or international.
 pub async fn request_token(
     State(app): State<Arc<App>>,
     ClientIp(ip): ClientIp,
-    Json(req): Json<RequestToken>,
-) -> Result<axum::Json<Value>, ApiError> {
+    Ruma(req): Ruma<create_msisdn_validation_session::v2::Request>,
+) -> Result<axum::Json<TokenRequested>, ApiError> {
     let number = E164::parse_in(&req.phone_number, &req.country)?;
-    let s = crate::sessions::start(&app, Purpose::Identity, &number, &req.client_secret, req.send_attempt, ip).await?;
-    Ok(axum::Json(json!({
-        "sid": s.sid,
-        "msisdn": number.digits(),
-        "intl_fmt": number.as_str(),
-        "success": true,
-    })))
+    let (secret, attempt) = (req.client_secret.as_str(), req.send_attempt.into());
+    let s = crate::sessions::start(&app, Purpose::Identity, &number, secret, attempt, ip).await?;
+    Ok(axum::Json(TokenRequested {
+        sid: s.sid,
+        msisdn: number.digits().to_owned(),
+        intl_fmt: number.as_str().to_owned(),
+        success: true,
+    }))
 }
 
 /// `submitToken` body: the spec's fields, and the registration-lock PIN when the number has a lock (an
@@ -57,11 +59,11 @@ pub async fn submit_token(
     State(app): State<Arc<App>>,
     ClientIp(ip): ClientIp,
     Json(req): Json<SubmitToken>,
-) -> Result<axum::Json<Value>, ApiError> {
+) -> Result<Ruma<validate_msisdn::v2::Response>, ApiError> {
     let s = crate::sessions::check_code(&app, Purpose::Identity, &req.sid, &req.client_secret, &req.token, ip).await?;
     crate::registration_lock::check_number(&app, &s.number, req.pin.as_deref()).await?;
     app.store.validate(&s.sid, app.now()).await?;
-    Ok(axum::Json(json!({"success": true})))
+    Ok(Ruma(validate_msisdn::v2::Response::new(true)))
 }
 
 /// `GET submitToken?sid=…&client_secret=…&token=…` (links in messages).
@@ -69,28 +71,23 @@ pub async fn submit_token_get(
     state: State<Arc<App>>,
     ip: ClientIp,
     Query(req): Query<SubmitToken>,
-) -> Result<axum::Json<Value>, ApiError> {
+) -> Result<Ruma<validate_msisdn::v2::Response>, ApiError> {
     submit_token(state, ip, Json(req)).await
-}
-
-/// `getValidated3pid` query.
-#[derive(Debug, Deserialize)]
-pub struct Validated {
-    sid: String,
-    client_secret: String,
 }
 
 /// The validated number of a session (what the homeserver adds to the account), while the validation is usable
 /// (`codes.validated_ttl_secs`).
 pub async fn get_validated(
     State(app): State<Arc<App>>,
-    Query(q): Query<Validated>,
-) -> Result<axum::Json<Value>, ApiError> {
-    let s = crate::sessions::find(&app, Purpose::Identity, &q.sid, &q.client_secret).await?;
+    Ruma(q): Ruma<check_3pid_validity::v2::Request>,
+) -> Result<Ruma<check_3pid_validity::v2::Response>, ApiError> {
+    let s = crate::sessions::find(&app, Purpose::Identity, q.sid.as_str(), q.client_secret.as_str()).await?;
     let validated_at = crate::sessions::validation(&app, &s)?;
-    Ok(axum::Json(json!({
-        "medium": "msisdn",
-        "address": crate::identity::msisdn_address(&s.number),
-        "validated_at": validated_at * 1000,
-    })))
+    let validated_at_ms =
+        UInt::try_from(validated_at.saturating_mul(1000)).map_err(|_| ApiError::Internal("a validation time"))?;
+    Ok(Ruma(check_3pid_validity::v2::Response::new(
+        Medium::Msisdn,
+        crate::identity::msisdn_address(&s.number).to_owned(),
+        validated_at_ms,
+    )))
 }

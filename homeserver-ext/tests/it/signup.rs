@@ -91,17 +91,24 @@ async fn appservice_backend_same_number_same_user_new_device() {
     let as_token = "as-token-0123456789";
     let hs_token = "hs-token-0123456789";
     let ext_port = tincan_testkit::ports::free_port();
-    let registration = json!({
-        "id": "tincan-ext",
-        "url": format!("http://127.0.0.1:{ext_port}"),
-        "as_token": as_token,
-        "hs_token": hs_token,
-        "sender_localpart": "tincan",
-        "rate_limited": false,
-        "namespaces": {"users": [{"exclusive": true, "regex": "@tc_.*:hs\\.test"}], "aliases": [], "rooms": []},
-    });
-    let synapse = Synapse::builder().appservice(registration.to_string()).start().await.unwrap();
-    // The registration the binary prints must match what Synapse accepted.
+    // Synapse loads the registration file the binary prints.
+    let printed = std::process::Command::new(env!("CARGO_BIN_EXE_tincan-ext"))
+        .arg("registration")
+        .envs([
+            ("TINCAN_EXT_SERVER_NAME", "hs.test"),
+            ("TINCAN_EXT_HOMESERVER__BACKEND", "appservice"),
+            ("TINCAN_EXT_HOMESERVER__AS_TOKEN", as_token),
+            ("TINCAN_EXT_HOMESERVER__HS_TOKEN", hs_token),
+            ("TINCAN_EXT_HOMESERVER__EXTENSION_URL", &format!("http://127.0.0.1:{ext_port}")),
+            ("TINCAN_EXT_CODES__SECRET", "test-only-code-secret-0123456789abcdef"),
+            ("TINCAN_EXT_SMS__BACKEND", "dev"),
+            ("TINCAN_EXT_LIMITS__ALLOWED_COUNTRIES", "[\"*\"]"),
+        ])
+        .output()
+        .unwrap();
+    assert!(printed.status.success(), "{}", String::from_utf8_lossy(&printed.stderr));
+    let registration = String::from_utf8(printed.stdout).unwrap();
+    let synapse = Synapse::builder().appservice(registration).start().await.unwrap();
     let ext = Ext::start(&format!(
         "server_name = \"hs.test\"\nhomeserver_url = \"{}\"\n\
          [homeserver]\nbackend = \"appservice\"\nas_token = \"{as_token}\"\nhs_token = \"{hs_token}\"\n\
