@@ -94,6 +94,15 @@ impl Session<'_> {
         Ok(resp.json().await?)
     }
 
+    /// `POST` with a JSON body; the answer's body.
+    pub(super) async fn post(&self, segments: &[&str], body: &Value) -> Result<Value, HomeserverError> {
+        let resp = self.app.http.post(self.url(segments)?).bearer_auth(&self.token).json(body).send().await?;
+        if !resp.status().is_success() {
+            return Err(refused(resp).await);
+        }
+        Ok(resp.json().await?)
+    }
+
     /// Sends `content` into `room`, waiting out the homeserver's rate limit (a few times at most).
     pub(super) async fn send(&self, room: &str, txn: &str, content: &Value) -> Result<(), HomeserverError> {
         let url = self.url(&["rooms", room, "send", "m.room.message", txn])?;

@@ -7,6 +7,12 @@
 //! once per room every `porting.moved_reply_interval_secs`. Encrypted messages count (the extension sees that
 //! one arrived, not what it says). Only messages sent after the port are answered, and only when the account
 //! has not written in the room since (so a restart of the extension does not answer a message twice). An
+//! invitation sent to it after the port is answered as well: a direct chat (the invitation says `is_direct`) is
+//! joined and gets the notice; any other room is declined with the notice's text as the reason. An invitation's
+//! stripped state carries no time, so "after the port" is "after the watch's first look": the `/sync` token the
+//! watch read up to is kept in the database (`moved_watch`), so a restarted node, or another, goes on from it
+//! and still sees an invitation that came meanwhile; what the very first look finds pending is left to the user
+//! (it may predate the port; the watch starts seconds after the port completes here). An
 //! account stops being watched when it is closed, or when its number comes back here (a port back).
 //!
 //! **Closed.** `POST /_tincan/client/v1/account/close` with the old account's access token (the old device
@@ -154,6 +160,8 @@ async fn watch_once(app: &App, m: &MovedAway, replied: &mut HashMap<String, i64>
     let view = dir.port(m.port_id).await?;
     let Some(new_user) = super::new_user_of(&view) else { return Ok(Ended::NoRoute) };
     let content = notice::content(&new_user, &view.gaining);
+    // Where this account's watch read up to, on this node or another; none yet: a first look.
+    let mut since = app.store.moved_watch_since(m.port_id).await?;
     let session = match Session::start(app, &m.localpart, Some(DEVICE_ID)).await {
         Ok(s) => s,
         Err(e) if refuses_account(&e) => return Ok(Ended::Refused),
@@ -170,34 +178,60 @@ async fn watch_once(app: &App, m: &MovedAway, replied: &mut HashMap<String, i64>
         "account_data": {"types": []},
     })
     .to_string();
-    let mut since: Option<String> = None;
+    // The first request of a session answers at once; the next ones wait for news.
+    let mut timeout = "0";
     let result = loop {
-        let mut query = vec![("filter", filter.as_str()), ("timeout", "30000")];
+        let mut query = vec![("filter", filter.as_str()), ("timeout", timeout)];
         if let Some(s) = &since {
             query.push(("since", s.as_str()));
-        } else {
-            query[1] = ("timeout", "0");
         }
         let sync = match session.get_query(&["sync"], &query).await {
             Ok(v) => v,
             Err(e) if refuses_account(&e) => break Ok(Ended::Refused),
             Err(e) => break Err(e.into()),
         };
-        if let Err(e) = answer(app, &session, m, &sync, &content, replied).await {
+        let first_look = since.is_none();
+        if let Err(e) = answer(app, &session, m, &sync, &content, first_look, replied).await {
             break Err(e);
         }
-        match sync["next_batch"].as_str() {
-            Some(next) => since = Some(next.to_owned()),
-            None => break Err(HomeserverError::Malformed("next_batch").into()),
+        let Some(next) = sync["next_batch"].as_str() else {
+            break Err(HomeserverError::Malformed("next_batch").into());
+        };
+        if let Err(e) = app.store.set_moved_watch_since(m.port_id, next).await {
+            break Err(e.into());
         }
+        if timeout == "0" {
+            tracing::info!(user_id = %m.user_id, port_id = m.port_id, "watching a moved-away account");
+            timeout = "30000";
+        }
+        since = Some(next.to_owned());
     };
     session.end().await;
     result
 }
 
+/// Answers what `sync` brought: messages ([`answer_messages`]) and invitations ([`answer_invites`]).
+async fn answer(
+    app: &App,
+    session: &Session<'_>,
+    m: &MovedAway,
+    sync: &Value,
+    content: &Value,
+    first_look: bool,
+    replied: &mut HashMap<String, i64>,
+) -> Result<(), WatchError> {
+    answer_messages(app, session, m, sync, content, replied).await?;
+    if first_look {
+        // A first look lists every pending invitation, from before the port too, and an invitation's stripped
+        // state carries no time to tell them apart: these are left to the user.
+        return Ok(());
+    }
+    answer_invites(app, session, m, sync, content, replied).await
+}
+
 /// Answers, in each room of `sync` where someone else wrote to the account after the port and the account has
 /// not written since, with the moved notice (at most once per room every `porting.moved_reply_interval_secs`).
-async fn answer(
+async fn answer_messages(
     app: &App,
     session: &Session<'_>,
     m: &MovedAway,
@@ -215,6 +249,7 @@ async fn answer(
         };
         let after_port = last["origin_server_ts"].as_i64().unwrap_or(0) >= m.moved_at.saturating_mul(1000);
         if last["sender"].as_str() == Some(m.user_id.as_str()) || !after_port {
+            tracing::debug!(user_id = %m.user_id, event_id = %last["event_id"], after_port, "nothing to answer: the newest message is the account's own, or from before the port");
             continue;
         }
         let now = app.now();
@@ -228,9 +263,77 @@ async fn answer(
         let txn = format!("tincan-moved-{}-{}", m.port_id, txn_part(event_id));
         session.send(room, &txn, content).await?;
         replied.insert(room.clone(), now);
-        tracing::info!(user_id = %m.user_id, port_id = m.port_id, "answered a message to a moved-away account");
+        tracing::info!(user_id = %m.user_id, port_id = m.port_id, %event_id, "answered a message to a moved-away account");
     }
     Ok(())
+}
+
+/// Answers each invitation in `sync`, a batch after the watch's first look (so sent after the port): a direct
+/// chat (the invitation's `is_direct`, and at most two joined members once joined) is joined and gets the moved
+/// notice; any other room is declined with the notice's text as the reason, so its inviter learns the new route
+/// either way. A room that refuses the join or the leave (the invitation was withdrawn, the room is gone) is
+/// skipped, not retried.
+async fn answer_invites(
+    app: &App,
+    session: &Session<'_>,
+    m: &MovedAway,
+    sync: &Value,
+    content: &Value,
+    replied: &mut HashMap<String, i64>,
+) -> Result<(), WatchError> {
+    let Some(rooms) = sync["rooms"]["invite"].as_object() else { return Ok(()) };
+    for (room, invited) in rooms {
+        let events = invited["invite_state"]["events"].as_array().into_iter().flatten();
+        let Some(invite) = events.into_iter().find(|e| {
+            e["type"] == "m.room.member"
+                && e["state_key"].as_str() == Some(m.user_id.as_str())
+                && e["content"]["membership"] == "invite"
+        }) else {
+            continue;
+        };
+        match answer_invite(session, m, room, invite, content).await {
+            Ok(Answered::Notice) => {
+                replied.insert(room.clone(), app.now());
+                tracing::info!(user_id = %m.user_id, port_id = m.port_id, "answered an invitation to a moved-away account");
+            }
+            Ok(Answered::Declined) => {
+                tracing::info!(user_id = %m.user_id, port_id = m.port_id, "declined an invitation to a moved-away account");
+            }
+            Err(HomeserverError::Refused { status, errcode }) if ![401, 429].contains(&status) => {
+                tracing::warn!(user_id = %m.user_id, status, %errcode, "an invitation to a moved-away account could not be answered");
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(())
+}
+
+/// How an invitation was answered.
+enum Answered {
+    /// Joined; the moved notice is in the room.
+    Notice,
+    /// Declined with the notice's text as the reason.
+    Declined,
+}
+
+async fn answer_invite(
+    session: &Session<'_>,
+    m: &MovedAway,
+    room: &str,
+    invite: &Value,
+    content: &Value,
+) -> Result<Answered, HomeserverError> {
+    if invite["content"]["is_direct"].as_bool() == Some(true) {
+        session.post(&["rooms", room, "join"], &json!({})).await?;
+        if notice::is_direct(session, room).await? {
+            // Stripped state has no event id: the room names the answer (a room is joined once).
+            let txn = format!("tincan-moved-{}-{}", m.port_id, txn_part(room));
+            session.send(room, &txn, content).await?;
+            return Ok(Answered::Notice);
+        }
+    }
+    session.post(&["rooms", room, "leave"], &json!({"reason": content["body"]})).await?;
+    Ok(Answered::Declined)
 }
 
 /// An event id as a transaction id part (`$` and `:` are not welcome in a path segment's meaning).
@@ -247,6 +350,8 @@ enum WatchError {
     Directory(#[from] crate::directory::DirectoryError),
     #[error(transparent)]
     Homeserver(#[from] HomeserverError),
+    #[error(transparent)]
+    Store(#[from] crate::store::StoreError),
 }
 
 /// `POST /_tincan/client/v1/account/close`: the caller's account, whose number moved away by a port, is

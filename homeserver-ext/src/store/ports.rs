@@ -67,6 +67,10 @@ pub trait PortRepository: Send + Sync {
     /// Records that a pending port closed (`state`, `reason`), in one conditional `UPDATE`: true when this call
     /// closed it, so the port's local effect happens once however many webhooks and polls report it.
     async fn close_port(&self, id: i64, state: &str, reason: Option<&str>, now: i64) -> Result<bool>;
+    /// The `/sync` token the watch of port `id`'s old account read up to, if it ever read.
+    async fn moved_watch_since(&self, id: i64) -> Result<Option<String>>;
+    /// Records that the watch of port `id`'s old account read up to `since`.
+    async fn set_moved_watch_since(&self, id: i64, since: &str) -> Result<()>;
 }
 
 /// Implements [`PortRepository`] for `$store` (a struct with a `pool: sqlx::Pool<$db>` field), in a child module
@@ -163,6 +167,26 @@ macro_rules! impl_ports_store {
                     .execute(&self.pool)
                     .await?;
                     Ok(done.rows_affected() == 1)
+                }
+
+                async fn moved_watch_since(&self, id: i64) -> Result<Option<String>> {
+                    let row = sqlx::query("SELECT next_batch FROM moved_watch WHERE port_id = $1")
+                        .bind(id)
+                        .fetch_optional(&self.pool)
+                        .await?;
+                    Ok(row.map(|r| r.try_get::<String, _>("next_batch")).transpose()?)
+                }
+
+                async fn set_moved_watch_since(&self, id: i64, since: &str) -> Result<()> {
+                    sqlx::query(
+                        "INSERT INTO moved_watch (port_id, next_batch) VALUES ($1, $2) \
+                         ON CONFLICT (port_id) DO UPDATE SET next_batch = excluded.next_batch",
+                    )
+                    .bind(id)
+                    .bind(since)
+                    .execute(&self.pool)
+                    .await?;
+                    Ok(())
                 }
             }
         }

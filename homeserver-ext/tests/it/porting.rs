@@ -303,6 +303,19 @@ async fn mx(hs: &Synapse, token: &str, method: reqwest::Method, path: &str, body
     v
 }
 
+/// Whether `ext`'s log has `text` in it.
+fn logged(ext: &Ext, text: &str) -> bool {
+    std::fs::read_to_string(ext.dir.path().join("ext.log")).unwrap_or_default().contains(text)
+}
+
+/// Waits until `ext` watches a moved-away account (its first look at the account's `/sync` is done).
+async fn watching(ext: &Ext) {
+    eventually("the extension watches the moved-away account", || async {
+        logged(ext, "watching a moved-away account").then_some(())
+    })
+    .await;
+}
+
 /// The room's message events, oldest first (the last 50).
 async fn messages(hs: &Synapse, token: &str, room: &str) -> Vec<Value> {
     let v = mx(hs, token, reqwest::Method::GET, &format!("rooms/{room}/messages?dir=b&limit=50"), None).await;
@@ -437,4 +450,56 @@ async fn an_appservice_made_old_account_is_closed_through_the_appservice() {
         .unwrap();
     assert_eq!(r.status().as_u16(), 401, "the old account's token still works");
     assert!(p.a.store().await.account_by_number(number).await.unwrap().is_none(), "A still has the old account");
+}
+
+/// An invitation to the old account after a port away is answered as a message to it is (issue #22): Carol's new
+/// direct chat with it is joined and gets the moved notice naming the new account; her group room is declined
+/// with the notice's text as the reason, so she learns the new route there too without the old account joining.
+#[tokio::test]
+async fn invitations_to_a_moved_away_account_are_answered_with_the_new_route() {
+    let Some(p) = Providers::start(3600, "release").await else { return };
+    let (alice_n, carol_n) = ("+447911124321", "+447911124322");
+    let (old_user, _) = crate::signup::sign_up_token(&p.a, &p.hs_a, alice_n, "a-1").await;
+    let (_, carol_token) = crate::signup::sign_up_token(&p.a, &p.hs_a, carol_n, "c-1").await;
+    let at_b = sign_in(&p.b, alice_n, "b-1").await;
+    let new_user = at_b["user_id"].as_str().unwrap().to_owned();
+    let closed = p.closed_port(at_b["port"]["id"].as_i64().unwrap()).await;
+    assert_eq!(closed["state"], "completed", "{closed}");
+    // A watches the old account: what it finds pending at its first look may predate the port and is left alone.
+    watching(&p.a).await;
+
+    // Carol, who knew only the old Matrix ID, invites it to a new direct chat and to a group room.
+    let create = |body: Value| {
+        let (hs, token) = (&p.hs_a, carol_token.clone());
+        async move {
+            mx(hs, &token, reqwest::Method::POST, "createRoom", Some(body)).await["room_id"]
+                .as_str()
+                .unwrap()
+                .to_owned()
+        }
+    };
+    let dm = create(json!({"invite": [old_user], "is_direct": true, "preset": "trusted_private_chat"})).await;
+    let group = create(json!({"invite": [old_user], "preset": "private_chat", "name": "group"})).await;
+
+    // The direct chat: the old account joins it and tells Carol where the number went.
+    let events = eventually("the old account answers the invitation to a direct chat", || async {
+        let events = messages(&p.hs_a, &carol_token, &dm).await;
+        (!notices(&events).is_empty()).then_some(events)
+    })
+    .await;
+    assert_eq!(notices(&events), [new_user.as_str()], "{events:?}");
+    assert_eq!(events[0]["sender"], old_user.as_str(), "{events:?}");
+    let path = format!("rooms/{dm}/joined_members");
+    let members = mx(&p.hs_a, &carol_token, reqwest::Method::GET, &path, None).await;
+    assert!(members["joined"].get(&old_user).is_some(), "{members}");
+
+    // The group room: declined, the reason naming the new account.
+    let membership = eventually("the old account declines the group room's invitation", || async {
+        let path = format!("rooms/{group}/state/m.room.member/{old_user}");
+        let m = mx(&p.hs_a, &carol_token, reqwest::Method::GET, &path, None).await;
+        (m["membership"] != "invite").then_some(m)
+    })
+    .await;
+    assert_eq!(membership["membership"], "leave", "{membership}");
+    assert!(membership["reason"].as_str().unwrap_or("").contains(&new_user), "{membership}");
 }

@@ -213,6 +213,12 @@ async fn ports_conformance(store: &dyn Store) {
         ("objected", Some("registration_locked"), 5)
     );
     assert_eq!(store.pending_ports().await.unwrap().iter().map(|p| p.id).collect::<Vec<_>>(), [1, 3]);
+    // How far the watch of a moved-away account read.
+    assert_eq!(store.moved_watch_since(3).await.unwrap(), None);
+    store.set_moved_watch_since(3, "s1_2").await.unwrap();
+    store.set_moved_watch_since(3, "s5_6").await.unwrap();
+    assert_eq!(store.moved_watch_since(3).await.unwrap().as_deref(), Some("s5_6"));
+    assert_eq!(store.moved_watch_since(1).await.unwrap(), None);
 }
 
 fn sign_in(id: &str, expires_at: i64) -> OidcSignIn {
