@@ -6,14 +6,19 @@
 //! joined members with the moved notice ([`super::notice`]: the new Matrix ID and provider, no number), at most
 //! once per room every `porting.moved_reply_interval_secs`. Encrypted messages count (the extension sees that
 //! one arrived, not what it says). Only messages sent after the port are answered, and only when the account
-//! has not written in the room since (so a restart of the extension does not answer a message twice). An
-//! invitation sent to it after the port is answered as well: a direct chat (the invitation says `is_direct`) is
-//! joined and gets the notice; any other room is declined with the notice's text as the reason. An invitation's
-//! stripped state carries no time, so "after the port" is "after the watch's first look": the `/sync` token the
-//! watch read up to is kept in the database (`moved_watch`), so a restarted node, or another, goes on from it
-//! and still sees an invitation that came meanwhile; what the very first look finds pending is left to the user
-//! (it may predate the port; the watch starts seconds after the port completes here). An
-//! account stops being watched when it is closed, or when its number comes back here (a port back).
+//! has not written in the room since (so a restart of the extension does not answer a message twice). Every
+//! node of a deployment watches every kept account; each answer is claimed first in the database they share
+//! (`moved_replies`: per port and room, the event answered and when), so a message gets one notice and a room
+//! at most one per interval, whichever nodes see it.
+//!
+//! An invitation sent to it after the port is answered as well: a direct chat (the invitation says `is_direct`)
+//! is joined and gets the notice; any other room is declined with the notice's text as the reason. An
+//! invitation's stripped state carries no time, so "after the port" is "after the watch's first look": the
+//! `/sync` token the watch read up to is kept in the database (`moved_watch`), so a restarted node, or another,
+//! goes on from it and still sees an invitation that came meanwhile; what the very first look finds pending is
+//! left to the user (it may predate the port; the watch starts seconds after the port completes here).
+//!
+//! An account stops being watched when it is closed, or when its number comes back here (a port back).
 //!
 //! **Closed.** `POST /_tincan/client/v1/account/close` with the old account's access token (the old device
 //! still holds one) deactivates it at the homeserver — only an account whose number moved away by a port;
@@ -41,6 +46,12 @@ use std::time::Duration;
 
 /// The device the watch signs in on (a JWT login reuses it rather than adding one per restart).
 pub const DEVICE_ID: &str = "TINCANMOVED";
+
+/// The longest interval between two answers in a room the database is asked about (a century is "never again").
+const CENTURY_SECS: i64 = 100 * 365 * 24 * 3600;
+
+/// What an invitation's answer is claimed as ([`claim`]; an invitation's stripped state has no event id).
+const INVITATION: &str = "invitation";
 
 /// The event types that are someone writing to the account.
 const MESSAGE_TYPES: [&str; 2] = ["m.room.message", "m.room.encrypted"];
@@ -130,9 +141,8 @@ enum Ended {
 /// Watches `m` until the account is refused; a failure meanwhile is retried with a growing pause.
 async fn watch(app: Arc<App>, m: MovedAway) {
     let mut pause = Duration::from_secs(1);
-    let mut replied: HashMap<String, i64> = HashMap::new();
     loop {
-        match watch_once(&app, &m, &mut replied).await {
+        match watch_once(&app, &m).await {
             Ok(Ended::Refused) => {
                 tracing::info!(user_id = %m.user_id, "no longer watching a moved-away account: the homeserver refuses it");
                 return;
@@ -155,7 +165,7 @@ fn refuses_account(e: &HomeserverError) -> bool {
     matches!(e, HomeserverError::Refused { status: 401 | 403, .. })
 }
 
-async fn watch_once(app: &App, m: &MovedAway, replied: &mut HashMap<String, i64>) -> Result<Ended, WatchError> {
+async fn watch_once(app: &App, m: &MovedAway) -> Result<Ended, WatchError> {
     let dir = app.directory.as_ref().ok_or(WatchError::NoDirectory)?;
     let view = dir.port(m.port_id).await?;
     let Some(new_user) = super::new_user_of(&view) else { return Ok(Ended::NoRoute) };
@@ -191,7 +201,7 @@ async fn watch_once(app: &App, m: &MovedAway, replied: &mut HashMap<String, i64>
             Err(e) => break Err(e.into()),
         };
         let first_look = since.is_none();
-        if let Err(e) = answer(app, &session, m, &sync, &content, first_look, replied).await {
+        if let Err(e) = answer(app, &session, m, &sync, &content, first_look).await {
             break Err(e);
         }
         let Some(next) = sync["next_batch"].as_str() else {
@@ -218,29 +228,27 @@ async fn answer(
     sync: &Value,
     content: &Value,
     first_look: bool,
-    replied: &mut HashMap<String, i64>,
 ) -> Result<(), WatchError> {
-    answer_messages(app, session, m, sync, content, replied).await?;
+    answer_messages(app, session, m, sync, content).await?;
     if first_look {
         // A first look lists every pending invitation, from before the port too, and an invitation's stripped
         // state carries no time to tell them apart: these are left to the user.
         return Ok(());
     }
-    answer_invites(app, session, m, sync, content, replied).await
+    answer_invites(app, session, m, sync, content).await
 }
 
 /// Answers, in each room of `sync` where someone else wrote to the account after the port and the account has
-/// not written since, with the moved notice (at most once per room every `porting.moved_reply_interval_secs`).
+/// not written since, with the moved notice: once per message and at most once per room every
+/// `porting.moved_reply_interval_secs`, however many nodes watch the account ([`claim`]).
 async fn answer_messages(
     app: &App,
     session: &Session<'_>,
     m: &MovedAway,
     sync: &Value,
     content: &Value,
-    replied: &mut HashMap<String, i64>,
 ) -> Result<(), WatchError> {
     let Some(rooms) = sync["rooms"]["join"].as_object() else { return Ok(()) };
-    let interval = app.config.porting.moved_reply_interval_secs as i64;
     for (room, joined) in rooms {
         let Some(events) = joined["timeline"]["events"].as_array() else { continue };
         // The newest message of the batch decides: someone else's after the port, not yet answered by us.
@@ -252,17 +260,18 @@ async fn answer_messages(
             tracing::debug!(user_id = %m.user_id, event_id = %last["event_id"], after_port, "nothing to answer: the newest message is the account's own, or from before the port");
             continue;
         }
-        let now = app.now();
-        if replied.get(room).is_some_and(|at| now < at.saturating_add(interval)) {
-            continue;
-        }
         if !notice::is_direct(session, room).await? {
             continue;
         }
         let event_id = last["event_id"].as_str().unwrap_or("");
+        if !claim(app, m, room, event_id).await? {
+            continue;
+        }
         let txn = format!("tincan-moved-{}-{}", m.port_id, txn_part(event_id));
-        session.send(room, &txn, content).await?;
-        replied.insert(room.clone(), now);
+        if let Err(e) = session.send(room, &txn, content).await {
+            release(app, m, room, event_id).await;
+            return Err(e.into());
+        }
         tracing::info!(user_id = %m.user_id, port_id = m.port_id, %event_id, "answered a message to a moved-away account");
     }
     Ok(())
@@ -271,15 +280,14 @@ async fn answer_messages(
 /// Answers each invitation in `sync`, a batch after the watch's first look (so sent after the port): a direct
 /// chat (the invitation's `is_direct`, and at most two joined members once joined) is joined and gets the moved
 /// notice; any other room is declined with the notice's text as the reason, so its inviter learns the new route
-/// either way. A room that refuses the join or the leave (the invitation was withdrawn, the room is gone) is
-/// skipped, not retried.
+/// either way. Once, however many nodes watch the account ([`claim`]). A room that refuses the join or the
+/// leave (the invitation was withdrawn, the room is gone) is skipped, not retried.
 async fn answer_invites(
     app: &App,
     session: &Session<'_>,
     m: &MovedAway,
     sync: &Value,
     content: &Value,
-    replied: &mut HashMap<String, i64>,
 ) -> Result<(), WatchError> {
     let Some(rooms) = sync["rooms"]["invite"].as_object() else { return Ok(()) };
     for (room, invited) in rooms {
@@ -291,21 +299,50 @@ async fn answer_invites(
         }) else {
             continue;
         };
+        // Stripped state has no event id: a room's invitation is answered once per port.
+        let event_id = INVITATION;
+        if !claim(app, m, room, event_id).await? {
+            continue;
+        }
         match answer_invite(session, m, room, invite, content).await {
             Ok(Answered::Notice) => {
-                replied.insert(room.clone(), app.now());
                 tracing::info!(user_id = %m.user_id, port_id = m.port_id, "answered an invitation to a moved-away account");
             }
             Ok(Answered::Declined) => {
                 tracing::info!(user_id = %m.user_id, port_id = m.port_id, "declined an invitation to a moved-away account");
             }
-            Err(HomeserverError::Refused { status, errcode }) if ![401, 429].contains(&status) => {
-                tracing::warn!(user_id = %m.user_id, status, %errcode, "an invitation to a moved-away account could not be answered");
+            Err(e) => {
+                release(app, m, room, event_id).await;
+                match e {
+                    HomeserverError::Refused { status, errcode } if ![401, 429].contains(&status) => {
+                        tracing::warn!(user_id = %m.user_id, status, %errcode, "an invitation to a moved-away account could not be answered");
+                    }
+                    e => return Err(e.into()),
+                }
             }
-            Err(e) => return Err(e.into()),
         }
     }
     Ok(())
+}
+
+/// Claims the answer to `event_id` in `room` in the database every node shares
+/// ([`crate::store::PortRepository::claim_moved_reply`]): false when this event was answered already, or the
+/// room within the interval, by this node or another.
+async fn claim(app: &App, m: &MovedAway, room: &str, event_id: &str) -> Result<bool, WatchError> {
+    // Bounded so the database's subtraction cannot overflow.
+    let interval = i64::try_from(app.config.porting.moved_reply_interval_secs).unwrap_or(i64::MAX).min(CENTURY_SECS);
+    let claimed = app.store.claim_moved_reply(m.port_id, room, event_id, app.now(), interval).await?;
+    if !claimed {
+        tracing::info!(user_id = %m.user_id, port_id = m.port_id, %event_id, "a moved-away account's room was answered already (here or by another node); not again");
+    }
+    Ok(claimed)
+}
+
+/// Gives a claim back after its answer failed, so a later look may answer (a failure here is logged).
+async fn release(app: &App, m: &MovedAway, room: &str, event_id: &str) {
+    if let Err(e) = app.store.release_moved_reply(m.port_id, room, event_id).await {
+        tracing::warn!(user_id = %m.user_id, error = %e, "a failed moved notice's claim could not be given back");
+    }
 }
 
 /// How an invitation was answered.

@@ -71,6 +71,19 @@ pub trait PortRepository: Send + Sync {
     async fn moved_watch_since(&self, id: i64) -> Result<Option<String>>;
     /// Records that the watch of port `id`'s old account read up to `since`.
     async fn set_moved_watch_since(&self, id: i64, since: &str) -> Result<()>;
+    /// Claims the moved notice's answer to `event_id` in `room` for port `port_id` at `now`, in one conditional
+    /// upsert: true when this call claimed it, false when that event was claimed already or the room's last
+    /// answer is less than `interval` seconds old (of several nodes asking at once, one gets true).
+    async fn claim_moved_reply(
+        &self,
+        port_id: i64,
+        room: &str,
+        event_id: &str,
+        now: i64,
+        interval: i64,
+    ) -> Result<bool>;
+    /// Gives back the claim of `event_id` in `room` (its answer could not be sent), so a later look may answer.
+    async fn release_moved_reply(&self, port_id: i64, room: &str, event_id: &str) -> Result<()>;
 }
 
 /// Implements [`PortRepository`] for `$store` (a struct with a `pool: sqlx::Pool<$db>` field), in a child module
@@ -186,6 +199,40 @@ macro_rules! impl_ports_store {
                     .bind(since)
                     .execute(&self.pool)
                     .await?;
+                    Ok(())
+                }
+
+                async fn claim_moved_reply(
+                    &self,
+                    port_id: i64,
+                    room: &str,
+                    event_id: &str,
+                    now: i64,
+                    interval: i64,
+                ) -> Result<bool> {
+                    let done = sqlx::query(
+                        "INSERT INTO moved_replies (port_id, room_id, event_id, replied_at) VALUES ($1, $2, $3, $4) \
+                         ON CONFLICT (port_id, room_id) DO UPDATE SET event_id = excluded.event_id, \
+                         replied_at = excluded.replied_at WHERE moved_replies.event_id <> excluded.event_id \
+                         AND moved_replies.replied_at <= excluded.replied_at - $5",
+                    )
+                    .bind(port_id)
+                    .bind(room)
+                    .bind(event_id)
+                    .bind(now)
+                    .bind(interval)
+                    .execute(&self.pool)
+                    .await?;
+                    Ok(done.rows_affected() == 1)
+                }
+
+                async fn release_moved_reply(&self, port_id: i64, room: &str, event_id: &str) -> Result<()> {
+                    sqlx::query("DELETE FROM moved_replies WHERE port_id = $1 AND room_id = $2 AND event_id = $3")
+                        .bind(port_id)
+                        .bind(room)
+                        .bind(event_id)
+                        .execute(&self.pool)
+                        .await?;
                     Ok(())
                 }
             }

@@ -26,6 +26,10 @@ struct Providers {
     hs_b: Synapse,
     reg_a: Registrar,
     reg_b: Registrar,
+    /// A's config, environment and database, for another node of A ([`Providers::another_a`]).
+    a_config: String,
+    a_env: Vec<(String, String)>,
+    a_database: Option<String>,
 }
 
 impl Providers {
@@ -38,6 +42,16 @@ impl Providers {
     /// [`Providers::start`]; with `a_appservice` A's extension makes its accounts through the appservice
     /// backend (A's Synapse has its registration) and has no `homeserver.admin_token`.
     async fn start_as(window_secs: u64, a_unlocked: &str, a_appservice: bool) -> Option<Providers> {
+        Providers::start_with(window_secs, a_unlocked, a_appservice, None).await
+    }
+
+    /// [`Providers::start_as`] with A's extension on `a_database` (a PostgreSQL URL; else SQLite of its own).
+    async fn start_with(
+        window_secs: u64,
+        a_unlocked: &str,
+        a_appservice: bool,
+        a_database: Option<&str>,
+    ) -> Option<Providers> {
         let bin = binary_or_skip()?;
         let [port_a, port_b] = tincan_testkit::ports::free_ports::<2>();
         let hook = |port: u16| format!("http://127.0.0.1:{port}/_tincan/directory/v1/ports");
@@ -86,24 +100,30 @@ impl Providers {
         };
         // A releases at once even without the new key (these sign-ins upload none; the client tests cover the wait).
         let a_extra = format!("[porting]\nunlocked = \"{a_unlocked}\"\nrelease_key_wait_secs = 0\n");
-        let a = if a_appservice {
+        let mut a_env = vec![("TINCAN_EXT_REGISTRATION_LOCK__SECRET".to_owned(), LOCK_SECRET.to_owned())];
+        let a_config = if a_appservice {
             let homeserver = format!(
                 "[homeserver]\nbackend = \"appservice\"\nas_token = \"{as_token}\"\nhs_token = \"{hs_token}\"\n\
                  extension_url = \"http://127.0.0.1:{port_a}\"\n"
             );
-            let lock = [("TINCAN_EXT_REGISTRATION_LOCK__SECRET", LOCK_SECRET)];
-            Ext::start_env_at(port_a, None, &config(&hs_a, &reg_a.token, &homeserver, &a_extra), &lock).await.unwrap()
+            config(&hs_a, &reg_a.token, &homeserver, &a_extra)
         } else {
             // A can deactivate an old account its user closes (Synapse's admin API, see porting::old_account).
             let admin = hs_a.register_user("porting-admin", true).await.unwrap();
-            let lock = [
-                ("TINCAN_EXT_REGISTRATION_LOCK__SECRET", LOCK_SECRET),
-                ("TINCAN_EXT_HOMESERVER__ADMIN_TOKEN", admin.access_token.as_str()),
-            ];
-            Ext::start_env_at(port_a, None, &config(&hs_a, &reg_a.token, &jwt, &a_extra), &lock).await.unwrap()
+            a_env.push(("TINCAN_EXT_HOMESERVER__ADMIN_TOKEN".to_owned(), admin.access_token));
+            config(&hs_a, &reg_a.token, &jwt, &a_extra)
         };
+        let env: Vec<(&str, &str)> = a_env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        let a = Ext::start_env_at(port_a, a_database, &a_config, &env).await.unwrap();
         let b = Ext::start_at(port_b, None, &config(&hs_b, &reg_b.token, &jwt, "")).await.unwrap();
-        Some(Providers { dir, a, b, hs_a, hs_b, reg_a, reg_b })
+        let a_database = a_database.map(str::to_owned);
+        Some(Providers { dir, a, b, hs_a, hs_b, reg_a, reg_b, a_config, a_env, a_database })
+    }
+
+    /// Another node of A's extension: A's config and environment, on A's database, listening elsewhere.
+    async fn another_a(&self) -> Ext {
+        let env: Vec<(&str, &str)> = self.a_env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        Ext::start_env(self.a_database.as_deref(), &self.a_config, &env).await.unwrap()
     }
 
     /// `GET /v1/ports/{id}` as B.
@@ -303,9 +323,30 @@ async fn mx(hs: &Synapse, token: &str, method: reqwest::Method, path: &str, body
     v
 }
 
+/// A direct chat `token`'s user starts with `other`, who joins it (with `other_token`); its room id.
+async fn direct_chat(hs: &Synapse, token: &str, other: &str, other_token: &str) -> String {
+    let body = json!({"invite": [other], "is_direct": true, "preset": "trusted_private_chat"});
+    let room =
+        mx(hs, token, reqwest::Method::POST, "createRoom", Some(body)).await["room_id"].as_str().unwrap().to_owned();
+    mx(hs, other_token, reqwest::Method::POST, &format!("rooms/{room}/join"), Some(json!({}))).await;
+    room
+}
+
+/// `token`'s user writes `text` in `room`; the event's id.
+async fn say(hs: &Synapse, token: &str, room: &str, txn: &str, text: &str) -> String {
+    let path = format!("rooms/{room}/send/m.room.message/{txn}");
+    let sent = mx(hs, token, reqwest::Method::PUT, &path, Some(json!({"msgtype": "m.text", "body": text}))).await;
+    sent["event_id"].as_str().unwrap().to_owned()
+}
+
+/// `ext`'s log so far.
+fn log(ext: &Ext) -> String {
+    std::fs::read_to_string(ext.dir.path().join("ext.log")).unwrap_or_default()
+}
+
 /// Whether `ext`'s log has `text` in it.
 fn logged(ext: &Ext, text: &str) -> bool {
-    std::fs::read_to_string(ext.dir.path().join("ext.log")).unwrap_or_default().contains(text)
+    log(ext).contains(text)
 }
 
 /// Waits until `ext` watches a moved-away account (its first look at the account's `/sync` is done).
@@ -341,21 +382,10 @@ async fn a_moved_away_account_answers_messages_with_the_new_route_until_its_user
     let (alice_n, carol_n) = ("+447911124301", "+447911124302");
     let (old_user, old_token) = crate::signup::sign_up_token(&p.a, &p.hs_a, alice_n, "a-1").await;
     let (_, carol_token) = crate::signup::sign_up_token(&p.a, &p.hs_a, carol_n, "c-1").await;
-    let post = reqwest::Method::POST;
     // Carol and Alice have a direct chat at A.
-    let body = json!({"invite": [old_user], "is_direct": true, "preset": "trusted_private_chat"});
-    let room =
-        mx(&p.hs_a, &carol_token, post.clone(), "createRoom", Some(body)).await["room_id"].as_str().unwrap().to_owned();
-    mx(&p.hs_a, &old_token, post.clone(), &format!("rooms/{room}/join"), Some(json!({}))).await;
-    let say = |txn: &'static str, text: &'static str| {
-        let (hs, token, room) = (&p.hs_a, carol_token.clone(), room.clone());
-        async move {
-            let path = format!("rooms/{room}/send/m.room.message/{txn}");
-            let body = json!({"msgtype": "m.text", "body": text});
-            mx(hs, &token, reqwest::Method::PUT, &path, Some(body)).await;
-        }
-    };
-    say("t1", "before the move").await;
+    let room = direct_chat(&p.hs_a, &carol_token, &old_user, &old_token).await;
+    let carol_says = |txn: &'static str, text: &'static str| say(&p.hs_a, &carol_token, &room, txn, text);
+    carol_says("t1", "before the move").await;
 
     // Alice moves her number to B; A releases it; the old account tells the chat once.
     let at_b = sign_in(&p.b, alice_n, "b-1").await;
@@ -368,7 +398,7 @@ async fn a_moved_away_account_answers_messages_with_the_new_route_until_its_user
     .await;
 
     // Carol writes to the old account after the move: it answers with the notice pointing to the new account.
-    say("t2", "are you still there?").await;
+    carol_says("t2", "are you still there?").await;
     let events = eventually("the old account answers Carol's message", || async {
         let events = messages(&p.hs_a, &carol_token, &room).await;
         (notices(&events).len() == 2).then_some(events)
@@ -502,4 +532,43 @@ async fn invitations_to_a_moved_away_account_are_answered_with_the_new_route() {
     .await;
     assert_eq!(membership["membership"], "leave", "{membership}");
     assert!(membership["reason"].as_str().unwrap_or("").contains(&new_user), "{membership}");
+}
+
+/// Two nodes of A's extension on one PostgreSQL database both watch the kept old account (issue #22), with the
+/// appservice backend: a message Carol sends it after the port reaches both, and gets one moved notice, not one
+/// from each node.
+#[tokio::test]
+async fn two_nodes_of_one_provider_answer_a_message_to_a_moved_away_account_once() {
+    let Some(pg) = tincan_testkit::Postgres::create().await else { return };
+    let Some(p) = Providers::start_with(3600, "release", true, Some(pg.url())).await else { return };
+    let (alice_n, carol_n) = ("+447911124331", "+447911124332");
+    let (old_user, old_token) = crate::signup::sign_up_token(&p.a, &p.hs_a, alice_n, "a-1").await;
+    let (_, carol_token) = crate::signup::sign_up_token(&p.a, &p.hs_a, carol_n, "c-1").await;
+    let room = direct_chat(&p.hs_a, &carol_token, &old_user, &old_token).await;
+    let notice_ids = || async {
+        let events = messages(&p.hs_a, &carol_token, &room).await;
+        let moved = events.iter().filter(|e| e["content"]["io.tincan.moved"].is_object());
+        moved.map(|e| e["event_id"].as_str().unwrap().to_owned()).collect::<Vec<_>>()
+    };
+
+    // Alice moves her number to B; the old account tells the chat once; both nodes of A watch it.
+    let at_b = sign_in(&p.b, alice_n, "b-1").await;
+    let closed = p.closed_port(at_b["port"]["id"].as_i64().unwrap()).await;
+    assert_eq!(closed["state"], "completed", "{closed}");
+    eventually("the port's moved notice", || async { (notice_ids().await.len() == 1).then_some(()) }).await;
+    watching(&p.a).await;
+    let node_2 = p.another_a().await;
+    watching(&node_2).await;
+
+    // Carol writes; each node looks at her message (or finds the other's answer newest) before the count.
+    let asked = say(&p.hs_a, &carol_token, &room, "t1", "are you there?").await;
+    let ids = eventually("both nodes look at Carol's message", || async {
+        // The logs first: a node logs an answer once it is sent, so the notices read next include it.
+        let logs = [log(&p.a), log(&node_2)];
+        let ids = notice_ids().await;
+        let seen = |log: &String| log.contains(&asked) || ids.iter().skip(1).any(|id| log.contains(id.as_str()));
+        logs.iter().all(seen).then_some(ids)
+    })
+    .await;
+    assert_eq!(ids.len(), 2, "one notice for the port, one for Carol's message: {ids:?}");
 }

@@ -219,6 +219,17 @@ async fn ports_conformance(store: &dyn Store) {
     store.set_moved_watch_since(3, "s5_6").await.unwrap();
     assert_eq!(store.moved_watch_since(3).await.unwrap().as_deref(), Some("s5_6"));
     assert_eq!(store.moved_watch_since(1).await.unwrap(), None);
+    // The moved notice's answers: an event once, a room once per interval (here 60 s), per port.
+    assert!(store.claim_moved_reply(3, "!r:hs", "$e1", 100, 60).await.unwrap());
+    assert!(!store.claim_moved_reply(3, "!r:hs", "$e1", 100, 60).await.unwrap(), "the same event again");
+    assert!(!store.claim_moved_reply(3, "!r:hs", "$e1", 500, 60).await.unwrap(), "the same event, later");
+    assert!(!store.claim_moved_reply(3, "!r:hs", "$e2", 159, 60).await.unwrap(), "within the interval");
+    assert!(store.claim_moved_reply(3, "!r:hs", "$e2", 160, 60).await.unwrap());
+    assert!(store.claim_moved_reply(3, "!other:hs", "$e3", 160, 60).await.unwrap(), "another room");
+    assert!(store.claim_moved_reply(1, "!r:hs", "$e2", 160, 60).await.unwrap(), "another port");
+    // A claim whose answer failed is given back.
+    store.release_moved_reply(3, "!other:hs", "$e3").await.unwrap();
+    assert!(store.claim_moved_reply(3, "!other:hs", "$e3", 161, 60).await.unwrap());
 }
 
 fn sign_in(id: &str, expires_at: i64) -> OidcSignIn {
