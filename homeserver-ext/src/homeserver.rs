@@ -104,7 +104,8 @@ pub async fn whoami(
 
 /// When a device of `user_id` last used the homeserver (Unix seconds), as the homeserver records it
 /// (`last_seen_ts`, which every client's requests update, a stock client's too), not counting the extension's
-/// own watch of a moved-away account. Asked with the appservice's token for its users
+/// own watch of a moved-away account (its [`crate::porting::old_account::DEVICE_ID`] with the JWT backend; with
+/// the appservice backend the watch makes no device). Asked with the appservice's token for its users
 /// (`GET /_matrix/client/v3/devices?user_id=…`), or with `homeserver.admin_token` through Synapse's admin API
 /// (`GET /_synapse/admin/v2/users/{user_id}/devices`); `None` when neither is configured, the homeserver does
 /// not know the user, or no device was ever seen.

@@ -1,9 +1,10 @@
 //! The moved notice: once one of our numbers has been ported away, its old account tells the people it has
 //! direct chats with where the number went, so a conversation with the old Matrix ID does not end in silence.
 //!
-//! The extension signs in as the old account (a login like a sign-in's: a JWT exchanged at the homeserver, or
-//! an appservice session), and in every joined room of at most two members sends an `m.notice` whose body
-//! says it for people and whose `io.tincan.moved` field says it for clients:
+//! The extension acts as the old account — with the JWT backend through a login like a sign-in's (a JWT
+//! exchanged at the homeserver), with the appservice backend as the appservice acting for its user (its token
+//! and `?user_id=`: no login, so no device is made) — and in every joined room of at most two members sends an
+//! `m.notice` whose body says it for people and whose `io.tincan.moved` field says it for clients:
 //!
 //! ```json
 //! {"msgtype": "m.notice", "body": "…", "io.tincan.moved": {"user_id": "@new:b.example", "provider": "b"}}
@@ -12,12 +13,13 @@
 //! The number itself is not in it: someone who knew only the old Matrix ID learns nothing of the number. The
 //! notice is sent in clear (the extension holds none of the account's encryption keys) and says nothing the
 //! directory does not publish; a client takes it only as a hint to check the number against the directory
-//! again, which shows the move backed by the transparency log's port entry. The session ends afterwards (the
-//! device goes). Sent once, when the port's completion is applied here; a homeserver failure then is logged,
-//! not retried. Messages people send the old account afterwards are answered with the same notice while the
+//! again, which shows the move backed by the transparency log's port entry. A JWT login's session ends
+//! afterwards (its device goes). Sent once, when the port's completion is applied here; a homeserver failure
+//! then is logged, not retried. Messages people send the old account afterwards are answered with the same notice while the
 //! account is kept ([`super::old_account`]).
 
 use crate::app::App;
+use crate::config::HomeserverBackend;
 use crate::homeserver::{HomeserverError, Login, refused};
 use serde_json::{Value, json};
 use std::time::Duration;
@@ -28,22 +30,32 @@ pub const MOVED_FIELD: &str = "io.tincan.moved";
 /// Rooms of at most this many joined members count as direct chats.
 const DIRECT_MEMBERS: usize = 2;
 
-/// A logged-in session of the old account, ended on [`Session::end`].
+/// A session of the old account, ended on [`Session::end`].
 pub(super) struct Session<'a> {
     app: &'a App,
     base: String,
     token: String,
+    /// With the appservice backend: the user the appservice's token acts for (`?user_id=` on every request).
+    acting_for: Option<String>,
 }
 
 impl Session<'_> {
-    /// Signs in as `localpart`: on device `device_id` when given (a JWT login; an appservice session makes a
-    /// device of its own), else a new device.
+    /// Acts as `localpart`. With the appservice backend through the appservice's own token: no login, no device
+    /// (a device would count as the user's activity where the registration lock asks when the account's devices
+    /// were last seen, and a login per watch would leave one more each time), and the homeserver records no
+    /// activity of the user for an appservice's requests (Synapse: unless `track_appservice_user_ips`, and then
+    /// under no device of the user's). Otherwise a login, on device `device_id` when given, else a new device.
     pub(super) async fn start<'a>(
         app: &'a App,
         localpart: &str,
         device_id: Option<&str>,
     ) -> Result<Session<'a>, HomeserverError> {
         let base = app.config.homeserver_url.trim_end_matches('/').to_owned();
+        let h = &app.config.homeserver;
+        if h.backend == HomeserverBackend::Appservice && !h.as_token.is_empty() {
+            let user_id = format!("@{localpart}:{}", app.config.server_name);
+            return Ok(Session { app, base, token: h.as_token.expose().to_owned(), acting_for: Some(user_id) });
+        }
         let token = match app.homeserver.login(localpart).await? {
             Login::Session { access_token, .. } => access_token,
             Login::Jwt { token } => {
@@ -63,7 +75,7 @@ impl Session<'_> {
                 v["access_token"].as_str().ok_or(HomeserverError::Malformed("access_token"))?.to_owned()
             }
         };
-        Ok(Session { app, base, token })
+        Ok(Session { app, base, token, acting_for: None })
     }
 
     /// `{homeserver}/_matrix/client/v3/{segments…}`, each segment percent-encoded (room IDs hold `!` and `:`).
@@ -74,6 +86,9 @@ impl Session<'_> {
             .pop_if_empty()
             .extend(["_matrix", "client", "v3"])
             .extend(segments);
+        if let Some(user_id) = &self.acting_for {
+            u.query_pairs_mut().append_pair("user_id", user_id);
+        }
         Ok(u)
     }
 
@@ -123,6 +138,10 @@ impl Session<'_> {
     }
 
     pub(super) async fn end(self) {
+        if self.acting_for.is_some() {
+            // The appservice's own token: nothing was signed in, nothing to end.
+            return;
+        }
         let url = format!("{}/_matrix/client/v3/logout", self.base);
         if let Err(e) = self.app.http.post(url).bearer_auth(&self.token).json(&json!({})).send().await {
             tracing::warn!(error = %e, "ending the moved notice's session failed");

@@ -1,10 +1,11 @@
 //! The number's old account after a port away: its user keeps it (the default) or closes it.
 //!
 //! **Kept.** The number now leads to the new account, but people who knew the old Matrix ID may go on writing
-//! to it. While it is kept, the extension watches it — signed in as it on one device ([`DEVICE_ID`], "Tincan:
-//! number moved"), a `/sync` long-poll — and answers a message someone else sends it in a room of at most two
-//! joined members with the moved notice ([`super::notice`]: the new Matrix ID and provider, no number), at most
-//! once per room every `porting.moved_reply_interval_secs`. Encrypted messages count (the extension sees that
+//! to it. While it is kept, the extension watches it — a `/sync` long-poll, signed in as it on one device
+//! ([`DEVICE_ID`], "Tincan: number moved") with the JWT backend, acting for it with the appservice's token (no
+//! login, no device) with the appservice backend — and answers a message someone else sends it in a room of at
+//! most two joined members with the moved notice ([`super::notice`]: the new Matrix ID and provider, no
+//! number), at most once per room every `porting.moved_reply_interval_secs`. Encrypted messages count (the extension sees that
 //! one arrived, not what it says). Only messages sent after the port are answered, and only when the account
 //! has not written in the room since (so a restart of the extension does not answer a message twice). Every
 //! node of a deployment watches every kept account; each answer is claimed first in the database they share
@@ -44,7 +45,8 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
-/// The device the watch signs in on (a JWT login reuses it rather than adding one per restart).
+/// The device the watch signs in on with the JWT backend (a JWT login reuses it rather than adding one per
+/// restart; the registration lock does not count it as the user's activity). The appservice backend makes none.
 pub const DEVICE_ID: &str = "TINCANMOVED";
 
 /// The longest interval between two answers in a room the database is asked about (a century is "never again").

@@ -572,3 +572,31 @@ async fn two_nodes_of_one_provider_answer_a_message_to_a_moved_away_account_once
     .await;
     assert_eq!(ids.len(), 2, "one notice for the port, one for Carol's message: {ids:?}");
 }
+
+/// With the appservice backend the extension watches a kept old account without signing in as it (issue #22):
+/// it acts for the user with the appservice's own token, so the watch adds no device to the account — a device
+/// whose use the registration lock's lapse would read as the user's activity — and still answers a message sent
+/// to the old account with the moved notice.
+#[tokio::test]
+async fn an_appservice_made_old_account_is_watched_without_a_device_of_its_own() {
+    let Some(p) = Providers::start_as(3600, "release", true).await else { return };
+    let (alice_n, carol_n) = ("+447911124341", "+447911124342");
+    let (old_user, old_token) = crate::signup::sign_up_token(&p.a, &p.hs_a, alice_n, "a-1").await;
+    let (_, carol_token) = crate::signup::sign_up_token(&p.a, &p.hs_a, carol_n, "c-1").await;
+    let room = direct_chat(&p.hs_a, &carol_token, &old_user, &old_token).await;
+    let count = || async { notices(&messages(&p.hs_a, &carol_token, &room).await).len() };
+    let at_b = sign_in(&p.b, alice_n, "b-1").await;
+    let closed = p.closed_port(at_b["port"]["id"].as_i64().unwrap()).await;
+    assert_eq!(closed["state"], "completed", "{closed}");
+    eventually("the port's moved notice", || async { (count().await == 1).then_some(()) }).await;
+
+    // The watch answers Carol's message after the port…
+    say(&p.hs_a, &carol_token, &room, "t1", "are you there?").await;
+    eventually("the watch answers Carol", || async { (count().await == 2).then_some(()) }).await;
+    // …and the old account has only its user's own device.
+    let get = reqwest::Method::GET;
+    let mine = mx(&p.hs_a, &old_token, get.clone(), "account/whoami", None).await["device_id"].clone();
+    let devices = mx(&p.hs_a, &old_token, get, "devices", None).await;
+    let ids: Vec<&Value> = devices["devices"].as_array().unwrap().iter().map(|d| &d["device_id"]).collect();
+    assert_eq!(ids, [&mine], "{devices}");
+}
