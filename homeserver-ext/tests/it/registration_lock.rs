@@ -373,15 +373,46 @@ async fn a_device_in_use_at_the_homeserver_keeps_the_lock_past_the_lapse() {
         .await
         .unwrap();
     let admin = synapse.register_user("admin", true).await.unwrap();
-    // Synapse records devices' activity in real time: the extension's clock starts at it.
-    let now = tincan_common::Clock::unix_seconds(&tincan_common::SystemClock);
     let mut c = config(&synapse);
     c.homeserver.admin_token = Secret::new(&admin.access_token);
-    let ext = Local::start(c, now).await.unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    a_device_in_use_keeps_the_lock(&synapse, c, listener).await;
+}
+
+/// [`a_device_in_use_at_the_homeserver_keeps_the_lock_past_the_lapse`] with the appservice backend: the
+/// extension asks with the appservice's own token (`GET /_matrix/client/v3/devices?user_id=…`), no admin token.
+#[tokio::test]
+async fn with_the_appservice_backend_a_device_in_use_keeps_the_lock_past_the_lapse() {
+    let (as_token, hs_token) = ("lock-as-token-0123456789", "lock-hs-token-0123456789");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let registration = json!({
+        "id": "tincan-ext",
+        "url": format!("http://{}", listener.local_addr().unwrap()),
+        "as_token": as_token,
+        "hs_token": hs_token,
+        "sender_localpart": "tincan",
+        "rate_limited": false,
+        "namespaces": {"users": [{"exclusive": true, "regex": "@tc_.*:hs\\.test"}], "aliases": [], "rooms": []},
+    });
+    let synapse = Synapse::builder().appservice(registration.to_string()).start().await.unwrap();
+    let mut c = config(&synapse);
+    c.homeserver.backend = tincan_homeserver_ext::config::HomeserverBackend::Appservice;
+    c.homeserver.as_token = Secret::new(as_token);
+    c.homeserver.hs_token = Secret::new(hs_token);
+    a_device_in_use_keeps_the_lock(&synapse, c, listener).await;
+}
+
+/// The owner signs in on `synapse` through an extension configured with `c` (serving on `listener`) and uses the
+/// device; the lock was set eight days ago and nothing reported activity since. The homeserver's record of the
+/// device keeps the lock (the attacker with the code is refused); a week with no device seen lapses it.
+async fn a_device_in_use_keeps_the_lock(synapse: &Synapse, c: ExtConfig, listener: tokio::net::TcpListener) {
+    // Synapse records devices' activity in real time: the extension's clock starts at it.
+    let now = tincan_common::Clock::unix_seconds(&tincan_common::SystemClock);
+    let ext = Local::start_on(c, now, None, listener).await.unwrap();
     let (s, owner) = sign_in(&ext, "owner", None).await;
     assert_eq!(s, 200, "{owner}");
     let user_id = owner["user_id"].as_str().unwrap().to_owned();
-    let (token, _) = crate::signup::login(&synapse, &owner["login"]).await;
+    let (token, _) = crate::signup::login(synapse, &owner["login"]).await;
     // The lock was set eight days ago, and nothing has reported to the extension since…
     let secret = "test-only-registration-lock-pepper-0123456789";
     let hash = tincan_homeserver_ext::registration_lock::hash_pin(secret.as_bytes(), PIN, &[7; 16]).unwrap();
@@ -391,10 +422,10 @@ async fn a_device_in_use_at_the_homeserver_keeps_the_lock_past_the_lapse() {
     let http = reqwest::Client::new();
     let r = http.get(format!("{}/_matrix/client/v3/sync?timeout=0", synapse.url())).bearer_auth(&token).send().await;
     assert_eq!(r.unwrap().status().as_u16(), 200);
-    let devices = format!("{}/_synapse/admin/v2/users/{}/devices", synapse.url(), user_id);
+    let devices = format!("{}/_matrix/client/v3/devices", synapse.url());
     let mut seen = Value::Null;
     for _ in 0..100 {
-        let r: Value = http.get(&devices).bearer_auth(&admin.access_token).send().await.unwrap().json().await.unwrap();
+        let r: Value = http.get(&devices).bearer_auth(&token).send().await.unwrap().json().await.unwrap();
         seen = r["devices"][0]["last_seen_ts"].clone();
         if seen.is_i64() {
             break;
