@@ -199,6 +199,11 @@ async fn watch_once(app: &App, m: &MovedAway) -> Result<Ended, WatchError> {
         }
         let sync = match session.get_query(&["sync"], &query).await {
             Ok(v) => v,
+            // A token that stopped working is not the account refused: with the JWT backend every node of a
+            // deployment signs in on the one device, and one node ending its session (after a failure) logs the
+            // device out, the other nodes' tokens with it. The next try signs in again; a login the homeserver
+            // refuses (a deactivated account) ends the watch then.
+            Err(e @ HomeserverError::Refused { status: 401, .. }) => break Err(e.into()),
             Err(e) if refuses_account(&e) => break Ok(Ended::Refused),
             Err(e) => break Err(e.into()),
         };

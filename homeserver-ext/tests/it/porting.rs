@@ -600,3 +600,37 @@ async fn an_appservice_made_old_account_is_watched_without_a_device_of_its_own()
     let ids: Vec<&Value> = devices["devices"].as_array().unwrap().iter().map(|d| &d["device_id"]).collect();
     assert_eq!(ids, [&mine], "{devices}");
 }
+
+/// With the JWT backend every node of A signs in to watch the old account on the one device `TINCANMOVED`, so a
+/// node that ends its session logs the others out too (issue #22, several nodes). A watch whose token stops
+/// working signs in again and goes on answering, rather than taking it for the account refused and stopping for
+/// good. The other node's logout is played here by deleting the device through Synapse's admin API.
+#[tokio::test]
+async fn a_watch_logged_out_by_another_node_signs_in_again() {
+    let Some(p) = Providers::start(3600, "release").await else { return };
+    let (alice_n, carol_n) = ("+447911124351", "+447911124352");
+    let (old_user, old_token) = crate::signup::sign_up_token(&p.a, &p.hs_a, alice_n, "a-1").await;
+    let (_, carol_token) = crate::signup::sign_up_token(&p.a, &p.hs_a, carol_n, "c-1").await;
+    let room = direct_chat(&p.hs_a, &carol_token, &old_user, &old_token).await;
+    let count = || async { notices(&messages(&p.hs_a, &carol_token, &room).await).len() };
+    let at_b = sign_in(&p.b, alice_n, "b-1").await;
+    let closed = p.closed_port(at_b["port"]["id"].as_i64().unwrap()).await;
+    assert_eq!(closed["state"], "completed", "{closed}");
+    eventually("the port's moved notice", || async { (count().await == 1).then_some(()) }).await;
+    watching(&p.a).await;
+
+    // Another node's logout: the watch's device goes, its token with it.
+    let admin = &p.a_env.iter().find(|(k, _)| k == "TINCAN_EXT_HOMESERVER__ADMIN_TOKEN").unwrap().1;
+    let device = format!("{}/_synapse/admin/v2/users/{old_user}/devices/TINCANMOVED", p.hs_a.url());
+    let r = reqwest::Client::new().delete(device).bearer_auth(admin).send().await.unwrap();
+    assert!(r.status().is_success(), "{}", r.status());
+    // The watch's next request finds its token gone (its long-poll ends within 30 s).
+    eventually("the watch finds its token gone", || async {
+        (logged(&p.a, "trying again") || logged(&p.a, "no longer watching")).then_some(())
+    })
+    .await;
+
+    // Carol writes afterwards: the watch, signed in again, answers.
+    say(&p.hs_a, &carol_token, &room, "t1", "are you there?").await;
+    eventually("the watch answers Carol", || async { (count().await == 2).then_some(()) }).await;
+}
