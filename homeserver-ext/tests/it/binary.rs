@@ -71,10 +71,14 @@ fn the_sms_backend_must_be_chosen_and_the_dev_sink_needs_its_flag() {
         "serve with the dev sink and no flag must not run: {status:?}\n{log}"
     );
     assert!(log.contains("--dev-sms"), "{log}");
-    // With the flag it serves, and says at start that codes are not sent.
-    let (status, log) = serve(&["--config", config, "serve", "--dev-sms"], Duration::from_secs(3));
-    assert!(status.is_none(), "serve --dev-sms stopped: {status:?}\n{log}");
-    assert!(log.contains("WARN") && log.contains("codes are NOT sent"), "{log}");
+    // With the flag it serves, and says at every start that codes are not sent: the first (a new database)
+    // and the next, on the database the first made.
+    for start in ["first", "second"] {
+        let (status, log) = serve(&["--config", config, "serve", "--dev-sms"], Duration::from_secs(3));
+        assert!(status.is_none(), "serve --dev-sms stopped at the {start} start: {status:?}\n{log}");
+        assert!(log.contains("WARN") && log.contains("codes are NOT sent"), "no warning at the {start} start: {log}");
+        assert!(dir.path().join("ext.db").exists(), "the {start} start made no database");
+    }
 }
 
 /// Runs `tincan-ext ARGS` for at most `limit`: its exit status (`None` when still running, then killed) and
