@@ -56,6 +56,10 @@ pub fn fail(json: bool, e: &anyhow::Error) -> ExitCode {
             "WARNING: {m}. No route is shown, the contact is NOT verified and nothing was sent; take the trust \
              anchor from the charter's list (drop --trust-anchor) or pin one it names."
         ),
+        Some(m @ ClientError::DirectoryNotListed { .. }) => format!(
+            "WARNING: {m}. No route is shown, the contact is NOT verified and nothing was sent; use a directory \
+             the charter's list names (its --apex)."
+        ),
         Some(m @ ClientError::ParentDsMismatch { .. }) => format!(
             "WARNING: {m}. No route is shown, the contact is NOT verified and nothing was sent; tell the \
              directory's operator (`tincan-directory keys check-ds`)."
@@ -87,6 +91,7 @@ pub fn fail(json: bool, e: &anyhow::Error) -> ExitCode {
         Some(ClientError::Log(l)) if !l.is_unavailable() => EXIT_KEY_MISMATCH,
         Some(ClientError::ParentDsMismatch { .. }) => EXIT_KEY_MISMATCH,
         Some(ClientError::AnchorNotVouched { .. }) => EXIT_KEY_MISMATCH,
+        Some(ClientError::DirectoryNotListed { .. }) => EXIT_KEY_MISMATCH,
         _ => 1,
     })
 }

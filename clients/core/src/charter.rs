@@ -9,7 +9,9 @@
 //!   transparency log from the list's directory of that apex; an explicit anchor stays an override (for
 //!   development, or a subset during a key roll) only as far as the list vouches for it: when the list names the
 //!   directory, every pinned entry must be one of its DS records or a key one of them covers, else the directory
-//!   is refused ([`ClientError::AnchorNotVouched`]), as the extension refuses such an anchor at start;
+//!   is refused ([`ClientError::AnchorNotVouched`]), as the extension refuses such an anchor at start; a
+//!   directory the list does not name at all is not trusted, pinned anchor or not
+//!   ([`ClientError::DirectoryNotListed`]), as the extension refuses to work with it;
 //! - `register` only signs up at a listed provider that offers Matrix and covers the number;
 //! - a contact whose homeserver is not a listed provider's is never verified
 //!   ([`KeyStatus::NotListed`](crate::KeyStatus::NotListed)), so a provider removed from the list stops
@@ -175,6 +177,8 @@ pub(crate) struct ParentDsCheck {
     charter: BTreeSet<DsRecord>,
     /// The pinned anchor's entries the charter's DS set does not vouch for (empty when none is pinned).
     not_vouched: Vec<String>,
+    /// When the list does not name the directory: the apexes of the directories it names.
+    unlisted: Option<Vec<String>>,
     servers: Vec<SocketAddr>,
     timeout: Duration,
     /// Unix seconds until which the last check holds.
@@ -182,8 +186,9 @@ pub(crate) struct ParentDsCheck {
 }
 
 impl ParentDsCheck {
-    /// The check of the directory `lookup` resolves in, when the charter's current list names it; `pinned` is
-    /// the trust anchor the configuration pins (instead of taking the list's).
+    /// The check of the directory `lookup` resolves in, when the client has a current charter list; `pinned` is
+    /// the trust anchor the configuration pins (instead of taking the list's). A directory the list does not
+    /// name gets a check that refuses it ([`ClientError::DirectoryNotListed`]).
     pub(crate) fn new(
         charter: Option<&CharterState>,
         lookup: &Lookup,
@@ -192,7 +197,17 @@ impl ParentDsCheck {
     ) -> Result<Option<ParentDsCheck>> {
         let apex = lookup.apex();
         let Some(list) = charter.and_then(|c| c.current(now)) else { return Ok(None) };
-        let Some(d) = list.directory_by_apex(&apex.to_ascii()) else { return Ok(None) };
+        let Some(d) = list.directory_by_apex(&apex.to_ascii()) else {
+            return Ok(Some(ParentDsCheck {
+                apex: apex.clone(),
+                charter: BTreeSet::new(),
+                not_vouched: Vec::new(),
+                unlisted: Some(list.directories.iter().map(|d| d.apex.clone()).collect()),
+                servers: Vec::new(),
+                timeout: Duration::from_secs(2),
+                checked_until: std::sync::Mutex::new(0),
+            }));
+        };
         let anchor = TrustAnchor::parse(&d.trust_anchor())
             .map_err(|e| ClientError::DirectoryConfig(format!("the charter's DS set for {}: {e}", d.apex)))?;
         let not_vouched = match pinned {
@@ -208,15 +223,22 @@ impl ParentDsCheck {
             apex: apex.clone(),
             charter: ds_records(&anchor),
             not_vouched,
+            unlisted: None,
             servers: lookup.servers().to_vec(),
             timeout: Duration::from_secs(2),
             checked_until: std::sync::Mutex::new(0),
         }))
     }
 
-    /// Refuses a pinned anchor the charter does not vouch for; then asks for the parent's DS set, unless a
-    /// check at most [`PARENT_DS_RECHECK_SECS`] old holds, and refuses a parent that disagrees with the charter.
+    /// Refuses a directory the charter's list does not name, and a pinned anchor the charter does not vouch
+    /// for; then asks for the parent's DS set, unless a check at most [`PARENT_DS_RECHECK_SECS`] old holds, and
+    /// refuses a parent that disagrees with the charter.
     pub(crate) async fn check(&self, now_unix: u64) -> Result<()> {
+        if let Some(listed) = &self.unlisted {
+            let e = ClientError::DirectoryNotListed { apex: self.apex.to_ascii(), listed: listed.clone() };
+            tracing::warn!(error = %e, "refusing the directory");
+            return Err(e);
+        }
         if !self.not_vouched.is_empty() {
             let e = ClientError::AnchorNotVouched {
                 apex: self.apex.to_ascii(),

@@ -93,6 +93,20 @@ pub enum ClientError {
         /// The DS records the list names for the directory.
         charter: Vec<String>,
     },
+    /// The charter's trust list in use does not name the directory at all (its apex), whose trust anchor the
+    /// client's configuration pins: a directory not on the list is not trusted, so it is not used — no route is
+    /// given and no contact verified — as the extension refuses to work with a directory not on the list (see
+    /// [`charter`](crate::charter)).
+    #[error(
+        "the charter's trust list does not name the directory {apex} (it names: [{}]): the directory is not used",
+        .listed.join(", ")
+    )]
+    DirectoryNotListed {
+        /// The directory's apex.
+        apex: String,
+        /// The apexes of the directories the list names.
+        listed: Vec<String>,
+    },
     /// The directory configuration is unusable (bad apex, unreadable anchor…).
     #[error("directory configuration: {0}")]
     DirectoryConfig(String),
@@ -273,6 +287,7 @@ impl ClientError {
             ClientError::Log(_) => "not_in_log",
             ClientError::ParentDsMismatch { .. } => "parent_ds_mismatch",
             ClientError::AnchorNotVouched { .. } => "anchor_not_vouched",
+            ClientError::DirectoryNotListed { .. } => "directory_not_listed",
             ClientError::DirectoryConfig(_) => "directory_config",
             ClientError::NotOnNetwork { .. } => "not_on_network",
             ClientError::Unreachable { .. } => "not_reachable",

@@ -47,8 +47,9 @@ impl TincanClient {
     /// against it as [`check_contact`](Self::check_contact) does: the best route. A bogus answer is
     /// [`ClientError::Lookup`]; an answer the log does not back, or a log that forked, is [`ClientError::Log`];
     /// a directory whose parent zone publishes another DS set than the charter's list names is
-    /// [`ClientError::ParentDsMismatch`], and a pinned trust anchor the list does not vouch for
-    /// [`ClientError::AnchorNotVouched`] (see [`crate::charter`]); never a route.
+    /// [`ClientError::ParentDsMismatch`], a pinned trust anchor the list does not vouch for
+    /// [`ClientError::AnchorNotVouched`], and a directory the list does not name
+    /// [`ClientError::DirectoryNotListed`] (see [`crate::charter`]); never a route.
     pub async fn resolve(&self, phone: &str) -> Result<Route> {
         let number = E164::parse(phone)?;
         let (res, _, _) = self.resolve_logged(&number).await?;

@@ -83,18 +83,19 @@ async fn a_directory_whose_parent_ds_is_not_the_charters_is_refused() -> anyhow:
 /// A trust anchor pinned in the client (`--trust-anchor`) is an override only within what the charter's list
 /// vouches for: pinned while the list names the directory's DS, it is used; once the list names another key
 /// (and the parent agrees with the list), the pinned key still validates the directory's answers, but the
-/// client refuses the directory instead of trusting a key nobody on the list stands behind.
+/// client refuses the directory instead of trusting a key nobody on the list stands behind. A list that does not
+/// name the directory at all vouches for no anchor: refused too.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_pinned_trust_anchor_the_charter_does_not_vouch_for_is_refused() -> anyhow::Result<()> {
     let Some(w) = ParentWorld::start().await? else { return Ok(()) };
     let tmp = tempfile::tempdir()?;
     let own = w.own.join("\n");
     let log_key = w.directory.log_key().await?;
-    // The charter's list, version `version`, naming `ds` for the directory.
-    let publish = |ds: Vec<String>, version: u64| -> anyhow::Result<()> {
+    // The charter's list, version `version`, naming `ds` for the directory at `apex`.
+    let publish_at = |apex: &str, ds: Vec<String>, version: u64| -> anyhow::Result<()> {
         let listed = TrustedDirectory {
             id: "test".into(),
-            apex: APEX.into(),
+            apex: apex.into(),
             ds,
             api_url: w.directory.api.parse()?,
             log_key: log_key.clone(),
@@ -103,6 +104,7 @@ async fn a_pinned_trust_anchor_the_charter_does_not_vouch_for_is_refused() -> an
         w.charter.publish_list(ListInput { directories: vec![listed], providers: vec![] }, version);
         Ok(())
     };
+    let publish = |ds: Vec<String>, version: u64| publish_at(APEX, ds, version);
 
     // The list names the directory's own DS, and the client pins it (the parent agrees): used.
     let agreeing = w.resolver("pin-agreeing", &w.own).await?;
@@ -132,6 +134,19 @@ async fn a_pinned_trust_anchor_the_charter_does_not_vouch_for_is_refused() -> an
     publish(vec![w.own[0].clone(), w.stranger.clone()], 3)?;
     let c = pinned_client(&w, &tmp.path().join("b"), w.directory.dns, &own).await?;
     assert_eq!(c.resolve(NUM).await.context("a pinned subset of the list")?, route);
+
+    // A list that does not name the directory at all (only another apex, with the directory's own DS): a
+    // directory not on the list is not trusted, whatever anchor is pinned; refused, the listed apexes named.
+    publish_at("other.tincan.test.", w.own.clone(), 4)?;
+    let c = pinned_client(&w, &tmp.path().join("n"), agreeing.addr, &own).await?;
+    let got = c.resolve(NUM).await;
+    let Err(e @ ClientError::DirectoryNotListed { apex, listed }) = &got else {
+        panic!("a directory the charter's list does not name gave {got:?}")
+    };
+    assert_eq!((apex.as_str(), listed.clone()), (APEX, vec!["other.tincan.test.".to_owned()]));
+    assert_eq!(e.code(), "directory_not_listed");
+    let checked = c.check_contact(NUM).await;
+    assert!(matches!(checked, Err(ClientError::DirectoryNotListed { .. })), "{checked:?}");
     drop((agreeing, rolled));
     Ok(())
 }
