@@ -119,6 +119,10 @@ pub enum Command {
         #[arg(long, value_name = "SECS", default_value_t = 300)]
         wait: u64,
     },
+    /// Everything that comes in, from everyone, as it comes: messages, and calls ringing and ending (a phone
+    /// calling through the provider's SIP bridge shows with its number). Calls are not answered here: this
+    /// client has no audio; answer in an app. Until Ctrl-C.
+    Listen,
     /// Contacts.
     Contacts {
         /// What to do with them.

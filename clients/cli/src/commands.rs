@@ -9,8 +9,9 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 use tincan_client_core::{
-    ClientConfig, ClientError, Contact, Decision, Delivery, DirectoryConfig, IncomingMessage, KeyStatus, Route,
-    SentToNumber, StoreKey, TincanClient, TransparencyLogConfig, Validation, Warning, contacts::parse_contacts,
+    CallSignal, CallSignalKind, CallerSource, ClientConfig, ClientError, Contact, Decision, Delivery, DirectoryConfig,
+    IncomingMessage, KeyStatus, Route, SentToNumber, StoreKey, TincanClient, TransparencyLogConfig, Validation,
+    Warning, contacts::parse_contacts,
 };
 use tokio::io::AsyncBufReadExt;
 
@@ -138,6 +139,7 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
         Command::Chat { phone, history, wait } => {
             chat(&client, &phone, history, Duration::from_secs(wait), json).await?
         }
+        Command::Listen => listen(&client, json).await?,
         Command::Contacts { command: ContactsCommand::Import { file } } => {
             let text = std::fs::read_to_string(&file).with_context(|| format!("reading {}", file.display()))?;
             let parsed = parse_contacts(&text);
@@ -421,4 +423,57 @@ fn show(m: &IncomingMessage, json: bool) {
         let lock = if m.encrypted { "" } else { " [NOT ENCRYPTED]" };
         println!("<{who}>{lock} {}", m.body);
     }
+}
+
+/// `tincan listen`: messages and call signalling from everyone, until Ctrl-C. With `--json` a first line
+/// `{"listening": {"user_id": …}}` once the sync runs, then one `{"message": …}` or `{"call": …}` a line.
+async fn listen(client: &TincanClient, json: bool) -> anyhow::Result<()> {
+    let mut messages = Box::pin(client.messages());
+    let mut calls = Box::pin(client.calls());
+    let sync = client.spawn_sync()?;
+    let me = client.user_id().map(|u| u.to_string());
+    if json {
+        println!("{}", json!({"listening": {"user_id": me}}));
+    } else {
+        eprintln!("Listening as {} (Ctrl-C to stop).", me.as_deref().unwrap_or("nobody"));
+    }
+    let stop = tokio::signal::ctrl_c();
+    tokio::pin!(stop);
+    loop {
+        tokio::select! {
+            Some(m) = messages.next() => show(&m, json),
+            Some(c) = calls.next() => show_call(&c, json),
+            _ = &mut stop => break,
+        }
+    }
+    sync.abort();
+    Ok(())
+}
+
+/// A call event: `{"call": …}`, or a line for people (the candidates and SDP left out).
+fn show_call(c: &CallSignal, json: bool) {
+    if json {
+        println!("{}", json!({"call": c}));
+        return;
+    }
+    let who = match &c.caller {
+        Some(caller) => match caller.known_by {
+            CallerSource::VerifiedContact => caller.number.to_string(),
+            CallerSource::SipBridge => format!("{} (by SIP, through the provider's bridge)", caller.number),
+            CallerSource::SmsBridge => format!("{} (through the provider's bridge)", caller.number),
+        },
+        None => c.sender.clone(),
+    };
+    let what = match &c.kind {
+        CallSignalKind::Invite { video: true, .. } => format!("incoming video call from {who}"),
+        CallSignalKind::Invite { .. } => format!("incoming call from {who}"),
+        CallSignalKind::Answer { .. } => format!("call answered by {who}"),
+        CallSignalKind::SelectAnswer { .. } => format!("call with {who} taken"),
+        CallSignalKind::Negotiate { .. } => format!("media changed by {who}"),
+        CallSignalKind::Hangup { reason: Some(r) } => format!("call ended by {who} ({r})"),
+        CallSignalKind::Hangup { reason: None } => format!("call ended by {who}"),
+        CallSignalKind::Reject => format!("call refused by {who}"),
+    };
+    let lock = if c.encrypted { "" } else { " [NOT ENCRYPTED]" };
+    println!("[call {}]{lock} {what}", c.call_id);
 }

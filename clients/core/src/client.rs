@@ -76,6 +76,8 @@ pub struct TincanClient {
     incoming: broadcast::Sender<IncomingMessage>,
     /// What the sync shows of conversations, for delivery reports of bridged texts.
     signals: broadcast::Sender<crate::delivery::Signal>,
+    /// Call signalling in our rooms (see [`calls`](Self::calls)).
+    calls: broadcast::Sender<crate::calls::CallSignal>,
     /// Messages that arrived before their room keys, delivered when the keys come.
     late: late_keys::LateKeys,
     /// Whether [`spawn_sync`](Self::spawn_sync)'s loop runs (then nobody else syncs).
@@ -134,9 +136,11 @@ impl TincanClient {
         let (lookup, log, parent_ds) = directory_parts(&config, charter.as_ref(), clock.now())?;
         let (incoming, _) = broadcast::channel(256);
         let (signals, _) = broadcast::channel(1024);
+        let (calls, _) = broadcast::channel(256);
         let saved = state.session.clone();
         let state = Arc::new(Mutex::new(state));
-        let late = late_keys::LateKeys::new(incoming.clone(), signals.clone(), state.clone(), key.clone());
+        let late =
+            late_keys::LateKeys::new(incoming.clone(), signals.clone(), calls.clone(), state.clone(), key.clone());
         let mut me = TincanClient {
             config,
             ext,
@@ -150,6 +154,7 @@ impl TincanClient {
             clock,
             incoming,
             signals,
+            calls,
             late,
             syncing: Arc::new(AtomicBool::new(false)),
             charter,

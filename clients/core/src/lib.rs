@@ -13,7 +13,8 @@
 //!   (see [`trust`]).
 //! - Send text into an encrypted DM ([`TincanClient::send_text`]), refused on a key mismatch unless forced,
 //!   [`ClientError::NotOnNetwork`] when the route is not Matrix; incoming messages as a stream
-//!   ([`TincanClient::messages`]).
+//!   ([`TincanClient::messages`]); call signalling (`m.call.*`) as a stream too ([`TincanClient::calls`], see
+//!   [`calls`]: the core carries no audio, an app answers with a media stack of its own).
 //! - Reach a number the one way [`routing::decide`] picks ([`TincanClient::send_to_number`],
 //!   [`TincanClient::start_chat`]): Matrix when the validated directory says so, else the provider's SIP or SMS
 //!   bridge found through the homeserver's third-party lookup, else [`ClientError::Unreachable`]. A bridge is
@@ -32,6 +33,7 @@
 #![recursion_limit = "256"]
 
 pub mod at_rest;
+pub mod calls;
 pub mod charter;
 mod client;
 pub mod config;
@@ -47,6 +49,7 @@ pub mod state;
 pub mod trust;
 
 pub use at_rest::StoreKey;
+pub use calls::{CallSignal, CallSignalKind, Caller, CallerSource};
 pub use charter::{CharterConfig, CharterStatus};
 pub use client::{
     Chat, Contact, ImportedContact, IncomingMessage, MovedNotice, PendingDelivery, PushConfig, Sent, SentToNumber,

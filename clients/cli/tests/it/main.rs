@@ -3,7 +3,8 @@
 //! client's trust decisions against a lying log and a stripped DNSSEC chain (`trust`), and the SMS fall-back
 //! through the real SMS bridge and an SMSC peer (`sms`), and the money commands
 //! against a real `tincan-gateway` (`money`), and a directory whose parent zone's DS is not the charter's
-//! (`parent_ds`).
+//! (`parent_ds`), and a SIP phone's texts and calls seen by `tincan listen` through the real SIP bridge and
+//! rtpengine (`sip`).
 
 mod acceptance;
 // The real chain is shared with the client core's tests.
@@ -18,5 +19,6 @@ mod money;
 #[path = "../../../core/tests/it/parent_dns.rs"]
 mod parent_dns;
 mod parent_ds;
+mod sip;
 mod sms;
 mod trust;

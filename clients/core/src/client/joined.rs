@@ -42,7 +42,7 @@ impl LateKeys {
                 }
                 continue;
             }
-            self.signal(room_id, json);
+            self.signal(room_id, json, ev.encryption_info().is_some());
             if let Some(m) = from_timeline(ev, room_id, self.state()) {
                 self.deliver(m);
             }

@@ -11,6 +11,7 @@
 
 use super::messaging::{IncomingMessage, from_timeline};
 use crate::at_rest::DataKey;
+use crate::calls::{CallSignal, Caller, CallerSource};
 use crate::delivery::Signal;
 use crate::state::ClientState;
 use futures::{FutureExt, Stream, StreamExt};
@@ -95,6 +96,7 @@ pub(super) type KeyStream = std::pin::Pin<Box<dyn Stream<Item = Option<Vec<(Stri
 pub(super) struct LateKeys {
     incoming: broadcast::Sender<IncomingMessage>,
     signals: broadcast::Sender<Signal>,
+    calls: broadcast::Sender<CallSignal>,
     state: Arc<Mutex<ClientState>>,
     key: DataKey,
     /// Held across a load-change-save of the waiting events, and across a retry's deliveries (their order).
@@ -130,12 +132,14 @@ impl LateKeys {
     pub(super) fn new(
         incoming: broadcast::Sender<IncomingMessage>,
         signals: broadcast::Sender<Signal>,
+        calls: broadcast::Sender<CallSignal>,
         state: Arc<Mutex<ClientState>>,
         key: DataKey,
     ) -> LateKeys {
         LateKeys {
             incoming,
             signals,
+            calls,
             state,
             key,
             lock: Arc::new(tokio::sync::Mutex::new(())),
@@ -152,12 +156,26 @@ impl LateKeys {
         }
     }
 
-    /// The timeline's word to bridges' delivery reports (see [`Signal`]).
-    pub(super) fn signal(&self, room_id: &str, event: &str) {
-        if let Ok(json) = serde_json::from_str::<serde_json::Value>(event)
-            && let Some(s) = Signal::from_timeline_json(room_id, &json)
-        {
+    /// A timeline event (decrypted when it was encrypted: `encrypted`) as the sync, the history read after a
+    /// join or a late room key brings it: its word to bridges' delivery reports (see [`Signal`]), and a VoIP
+    /// event to [`calls`](super::TincanClient::calls), once.
+    pub(super) fn signal(&self, room_id: &str, event: &str, encrypted: bool) {
+        let Ok(json) = serde_json::from_str::<serde_json::Value>(event) else { return };
+        if let Some(s) = Signal::from_timeline_json(room_id, &json) {
             let _ = self.signals.send(s);
+        }
+        if let Some(mut call) = CallSignal::from_timeline_json(room_id, &json, encrypted) {
+            let first = self.delivered.lock().map(|mut d| d.first_time(&call.event_id)).unwrap_or(true);
+            if !first {
+                return;
+            }
+            // A verified contact's number is known here; a bridge's ghost's is looked up by `calls`.
+            call.caller = self.state.lock().ok().and_then(|s| {
+                let number = s.contacts.get(&call.sender)?.number.clone();
+                Some(Caller { number, known_by: CallerSource::VerifiedContact })
+            });
+            tracing::debug!(room = room_id, call = %call.call_id, event = call.kind.name(), "call signal");
+            let _ = self.calls.send(call);
         }
     }
 
@@ -248,7 +266,7 @@ impl LateKeys {
         self.save(client, &still).await;
         tracing::debug!(delivered = decrypted.len(), waiting = still.len(), "room keys arrived for waiting events");
         for (room_id, ev) in decrypted {
-            self.signal(&room_id, ev.raw().json().get());
+            self.signal(&room_id, ev.raw().json().get(), true);
             if let Some(m) = from_timeline(&ev, &room_id, &self.state) {
                 self.deliver(m);
             }

@@ -122,16 +122,12 @@ impl TincanClient {
             let late = late.clone();
             async move { late.keep(&client, room.room_id().as_str(), &ev).await }
         });
-        // Timeline events (decrypted) and read receipts, for what bridges say of the texts sent through them.
-        let signals = self.signals.clone();
-        client.add_event_handler(move |ev: Raw<AnySyncTimelineEvent>, room: Room| {
-            let signals = signals.clone();
-            async move {
-                let Ok(json) = serde_json::from_str::<serde_json::Value>(ev.json().get()) else { return };
-                if let Some(s) = Signal::from_timeline_json(room.room_id().as_str(), &json) {
-                    let _ = signals.send(s);
-                }
-            }
+        // Timeline events (decrypted), for what bridges say of the texts sent through them and for calls; and
+        // read receipts.
+        let late = self.late.clone();
+        client.add_event_handler(move |ev: Raw<AnySyncTimelineEvent>, room: Room, enc: Option<EncryptionInfo>| {
+            let late = late.clone();
+            async move { late.signal(room.room_id().as_str(), ev.json().get(), enc.is_some()) }
         });
         let signals = self.signals.clone();
         client.add_event_handler(move |ev: Raw<AnySyncEphemeralRoomEvent>, room: Room| {

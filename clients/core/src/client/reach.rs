@@ -10,10 +10,13 @@
 use super::directory::Contact;
 use super::messaging::{Sent, is_encrypted};
 use super::{TincanClient, parse_user};
+use crate::calls::{CallSignal, Caller, CallerSource};
 use crate::delivery::{Delivery, Signal, Watch};
 use crate::error::{ClientError, Result};
 use crate::route::Route;
-use crate::routing::{self, BridgeGhost, Decision, Facts, Intent, Refusal, RouteKind};
+use crate::routing::{self, BridgeGhost, BridgeKind, Decision, Facts, Intent, Refusal, RouteKind};
+use futures::Stream;
+use matrix_sdk::Client;
 use matrix_sdk::config::SyncSettings;
 use matrix_sdk::ruma::api::client::membership::joined_members;
 use matrix_sdk::ruma::api::client::thirdparty::get_user_for_protocol;
@@ -197,54 +200,37 @@ impl TincanClient {
         Ok(Chat { room_id: room.room_id().to_string(), decision, contact })
     }
 
-    /// The user field the homeserver says bridges take for `m.protocol.pstn` (`user_fields` of
-    /// `GET /thirdparty/protocol/m.protocol.pstn`): `m.id.phone` when it is among them or none is declared,
-    /// else the first. `None` when no bridge serves the protocol (404).
-    async fn pstn_field(&self) -> Result<Option<String>> {
-        let client = self.client()?;
-        let token = client.access_token().ok_or(ClientError::NotLoggedIn)?;
-        let url = format!(
-            "{}/_matrix/client/v3/thirdparty/protocol/{PSTN_PROTOCOL}",
-            client.homeserver().as_str().trim_end_matches('/')
-        );
-        let resp = self.http.get(url).bearer_auth(token).send().await.map_err(ClientError::Homeserver)?;
-        if resp.status() == reqwest::StatusCode::NOT_FOUND {
-            return Ok(None);
-        }
-        let resp = resp.error_for_status().map_err(ClientError::Homeserver)?;
-        // A bridge that did not describe itself leaves the homeserver with `{}`: the usual field then.
-        let body: serde_json::Value = resp.json().await.map_err(ClientError::Homeserver)?;
-        let fields: Vec<&str> = body
-            .get("user_fields")
-            .and_then(|f| f.as_array())
-            .map(|a| a.iter().filter_map(|f| f.as_str()).collect())
-            .unwrap_or_default();
-        Ok(Some(match fields.first() {
-            Some(first) if !fields.contains(&PSTN_FIELD) => (*first).to_owned(),
-            _ => PSTN_FIELD.to_owned(),
-        }))
+    /// The bridges' ghosts for `number` from the homeserver's third-party lookup (see [`bridge_ghosts`]).
+    async fn bridge_ghosts(&self, number: &E164) -> Result<Vec<BridgeGhost>> {
+        bridge_ghosts(self.client()?, &self.http, number).await
     }
 
-    /// The bridges' ghosts for `number` from the homeserver's third-party lookup (`m.protocol.pstn`, by the field
-    /// the protocol declares), those whose bridge we recognise. No bridge for the protocol (404) is an empty
-    /// list.
-    async fn bridge_ghosts(&self, number: &E164) -> Result<Vec<BridgeGhost>> {
-        let Some(field) = self.pstn_field().await? else { return Ok(Vec::new()) };
-        let client = self.client()?;
-        let mut request = get_user_for_protocol::v3::Request::new(PSTN_PROTOCOL.to_owned());
-        request.fields = BTreeMap::from([(field, number.as_str().to_owned())]);
-        let users = match client.send(request).await {
-            Ok(r) => r.users,
-            Err(e) if e.as_client_api_error().is_some_and(|e| e.status_code.as_u16() == 404) => Vec::new(),
-            Err(e) => return Err(e.into()),
-        };
-        Ok(users
-            .into_iter()
-            .filter_map(|u| {
-                let user_id = u.userid.to_string();
-                routing::bridge_kind_of(&user_id).map(|kind| BridgeGhost { kind, user_id })
-            })
-            .collect())
+    /// Call signalling in our rooms (`m.call.*`: a call ringing, answered, hung up…), from others and from our
+    /// other devices, while a sync runs ([`spawn_sync`](Self::spawn_sync) or [`sync_once`](Self::sync_once)),
+    /// each event once; subscribe before syncing. A call from a phone through the provider's SIP (or SMS)
+    /// bridge comes from the bridge's ghost, and its [`caller`](CallSignal::caller) is the ghost's number when
+    /// the homeserver's `m.protocol.pstn` lookup of that number names the ghost (asked for each event from a
+    /// ghost); a verified contact's number is known without asking.
+    pub fn calls(&self) -> impl Stream<Item = CallSignal> + Send + 'static {
+        let lookup = self.matrix.clone().map(|c| (c, self.http.clone()));
+        futures::stream::unfold((self.calls.subscribe(), lookup), |(mut rx, lookup)| async move {
+            loop {
+                match rx.recv().await {
+                    Ok(mut signal) => {
+                        if signal.caller.is_none()
+                            && let Some((client, http)) = &lookup
+                        {
+                            signal.caller = bridge_caller(client, http, &signal.sender).await;
+                        }
+                        return Some((signal, (rx, lookup)));
+                    }
+                    Err(broadcast::error::RecvError::Lagged(n)) => {
+                        tracing::warn!(missed = n, "call signal stream lagged");
+                    }
+                    Err(broadcast::error::RecvError::Closed) => return None,
+                }
+            }
+        })
     }
 
     /// Our encrypted DM with a bridge's ghost, or a new one (encrypted from its first event, `is_direct`, the
@@ -337,4 +323,71 @@ impl TincanClient {
             }
         }
     }
+}
+
+/// The user field the homeserver says bridges take for `m.protocol.pstn` (`user_fields` of
+/// `GET /thirdparty/protocol/m.protocol.pstn`): `m.id.phone` when it is among them or none is declared, else the
+/// first. `None` when no bridge serves the protocol (404).
+async fn pstn_field(client: &Client, http: &reqwest::Client) -> Result<Option<String>> {
+    let token = client.access_token().ok_or(ClientError::NotLoggedIn)?;
+    let url = format!(
+        "{}/_matrix/client/v3/thirdparty/protocol/{PSTN_PROTOCOL}",
+        client.homeserver().as_str().trim_end_matches('/')
+    );
+    let resp = http.get(url).bearer_auth(token).send().await.map_err(ClientError::Homeserver)?;
+    if resp.status() == reqwest::StatusCode::NOT_FOUND {
+        return Ok(None);
+    }
+    let resp = resp.error_for_status().map_err(ClientError::Homeserver)?;
+    // A bridge that did not describe itself leaves the homeserver with `{}`: the usual field then.
+    let body: serde_json::Value = resp.json().await.map_err(ClientError::Homeserver)?;
+    let fields: Vec<&str> = body
+        .get("user_fields")
+        .and_then(|f| f.as_array())
+        .map(|a| a.iter().filter_map(|f| f.as_str()).collect())
+        .unwrap_or_default();
+    Ok(Some(match fields.first() {
+        Some(first) if !fields.contains(&PSTN_FIELD) => (*first).to_owned(),
+        _ => PSTN_FIELD.to_owned(),
+    }))
+}
+
+/// The bridges' ghosts for `number` from the homeserver's third-party lookup (`m.protocol.pstn`, by the field the
+/// protocol declares), those whose bridge we recognise. No bridge for the protocol (404) is an empty list.
+async fn bridge_ghosts(client: &Client, http: &reqwest::Client, number: &E164) -> Result<Vec<BridgeGhost>> {
+    let Some(field) = pstn_field(client, http).await? else { return Ok(Vec::new()) };
+    let mut request = get_user_for_protocol::v3::Request::new(PSTN_PROTOCOL.to_owned());
+    request.fields = BTreeMap::from([(field, number.as_str().to_owned())]);
+    let users = match client.send(request).await {
+        Ok(r) => r.users,
+        Err(e) if e.as_client_api_error().is_some_and(|e| e.status_code.as_u16() == 404) => Vec::new(),
+        Err(e) => return Err(e.into()),
+    };
+    Ok(users
+        .into_iter()
+        .filter_map(|u| {
+            let user_id = u.userid.to_string();
+            routing::bridge_kind_of(&user_id).map(|kind| BridgeGhost { kind, user_id })
+        })
+        .collect())
+}
+
+/// The caller behind a bridge's ghost: the number its localpart names, when the homeserver's lookup of that
+/// number names this very ghost (a user elsewhere with a look-alike ID is nobody's number). `None` for anyone
+/// else, and when the lookup fails (logged).
+async fn bridge_caller(client: &Client, http: &reqwest::Client, sender: &str) -> Option<Caller> {
+    let number = crate::calls::ghost_number(sender)?;
+    let ghosts = match bridge_ghosts(client, http, &number).await {
+        Ok(g) => g,
+        Err(e) => {
+            tracing::warn!(error = %e, "looking up the number of a call's sender failed");
+            return None;
+        }
+    };
+    let ghost = ghosts.into_iter().find(|g| g.user_id == sender)?;
+    let known_by = match ghost.kind {
+        BridgeKind::Sip => CallerSource::SipBridge,
+        BridgeKind::Sms => CallerSource::SmsBridge,
+    };
+    Some(Caller { number, known_by })
 }
