@@ -459,7 +459,11 @@ pub enum LegEvent {
         headers: Headers,
     },
     /// (callee) The ACK for our 2xx arrived: the call is up.
-    Confirmed,
+    Confirmed {
+        /// The answer the ACK carries when the INVITE came without an offer and our 2xx carried one (RFC 3261
+        /// §13.2.1, a "delayed offer"); `None` otherwise, or when such an ACK had no body.
+        sdp: Option<String>,
+    },
     /// (callee) The caller cancelled before we answered (487 already sent).
     Cancelled,
     /// The other side hung up (BYE, already answered 200).

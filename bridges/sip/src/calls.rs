@@ -12,7 +12,9 @@
 //! the user's negotiate answer; the user's negotiate offer becomes a re-INVITE, whose 200 becomes the ghost's
 //! negotiate answer. Both go through rtpengine, which keeps each side's transport (WebRTC, plain RTP). A phone's
 //! re-INVITE without an offer (RFC 3264 §4) is answered with rtpengine's offer made from the Matrix side's
-//! current SDP, and the answer in its ACK goes to rtpengine; Matrix is not asked.
+//! current SDP, and the answer in its ACK goes to rtpengine; Matrix is not asked. A phone's first INVITE
+//! without an offer (RFC 3261 §13.2.1) rings with a stand-in for its media ([`stand_in_offer`]); once answered,
+//! the 200 carries rtpengine's offer made from the answering side's SDP the same way, and its ACK the answer.
 //!
 //! Every rtpengine call is recorded in the store before its `offer` and forgotten after its `delete`; at
 //! start, the ones a crash left are deleted.
@@ -120,6 +122,35 @@ async fn reinvite(leg: &CallLeg, sdp: &str) -> Result<SipResponse, StackError> {
             other => return other,
         }
     }
+}
+
+/// What stands for a phone's media while its INVITE came without an offer (RFC 3261 §13.2.1): an offer from
+/// the phone's address with `codecs` (those with static payload types: PCMU, PCMA, G722, G729; PCMU when none
+/// is), at the discard port, so that rtpengine can make the Matrix side's offer before the phone says anything
+/// of its media. Whatever is sent there before the phone's answer arrives (in its ACK) is lost.
+pub fn stand_in_offer(phone: std::net::IpAddr, codecs: &[String]) -> String {
+    let known: Vec<(u8, &str)> = codecs
+        .iter()
+        .filter_map(|c| match c.to_ascii_uppercase().as_str() {
+            "PCMU" => Some((0, "PCMU/8000")),
+            "PCMA" => Some((8, "PCMA/8000")),
+            "G722" => Some((9, "G722/8000")),
+            "G729" => Some((18, "G729/8000")),
+            _ => None,
+        })
+        .collect();
+    let known = if known.is_empty() { vec![(0, "PCMU/8000")] } else { known };
+    let ip = if phone.is_ipv6() { "IP6" } else { "IP4" };
+    let payloads: Vec<String> = known.iter().map(|(pt, _)| pt.to_string()).collect();
+    let mut sdp = format!(
+        "v=0\r\no=- 0 0 IN {ip} {phone}\r\ns=-\r\nc=IN {ip} {phone}\r\nt=0 0\r\nm=audio 9 RTP/AVP {}\r\n",
+        payloads.join(" ")
+    );
+    for (pt, name) in &known {
+        sdp.push_str(&format!("a=rtpmap:{pt} {name}\r\n"));
+    }
+    sdp.push_str("a=sendrecv\r\n");
+    sdp
 }
 
 /// The call side of the bridge.
@@ -387,11 +418,10 @@ impl Calls {
             let _ = leg.reject(400, "Bad Request");
             return;
         };
-        let Some(offer) = leg.offer() else {
-            // An INVITE without an offer would need our offer in the 200 and the answer in the ACK.
-            let _ = leg.reject(488, "Not Acceptable Here");
-            return;
-        };
+        // An INVITE without an offer (RFC 3261 §13.2.1, a "delayed offer"): the call rings with a stand-in for
+        // the phone's media, and whoever answers, the 200 carries rtpengine's offer and the ACK the answer.
+        let delayed = leg.offer().is_none();
+        let offer = leg.offer().unwrap_or_else(|| stand_in_offer(invite.source.addr.ip(), &self.media.sip_codecs));
         if self.bridge.get().is_none() {
             let _ = leg.reject(503, "Service Unavailable");
             return;
@@ -438,7 +468,7 @@ impl Calls {
         self.to_matrix(&portal, &ghost, vec![state.ghost.invite(&for_matrix, ring_ms)]).await;
         let _ = leg.ring(None);
         tracing::info!(%sip_call, matrix_call = %state.ghost.call_id, "SIP call to a Tincan number ringing in Matrix");
-        let mut forks = self.ring_devices(&number, &invite, &offer).await;
+        let mut forks = self.ring_devices(&number, &invite, &offer, delayed).await;
         let mut device_won = None;
 
         let timer = tokio::time::sleep(ring);
@@ -456,7 +486,16 @@ impl Calls {
                     ev = rx.recv() => match ev { Some(ev) => Some(ev), None => break },
                     sip = events.recv() => {
                         let out = match sip {
-                            Some(LegEvent::Confirmed) => continue,
+                            Some(LegEvent::Confirmed { sdp: None }) if reneg.awaiting_ack && delayed => {
+                                // RFC 3261 §13.2.1: the ACK must answer the offer in our 200.
+                                tracing::warn!(%sip_call, "the phone's ACK carries no answer to our offer; BYE");
+                                let _ = leg.hangup().await;
+                                state.sip_ended("user_media_failed")
+                            }
+                            Some(LegEvent::Confirmed { sdp }) => {
+                                self.phone_answers_in_ack(&mut reneg, sdp).await;
+                                continue;
+                            }
                             Some(LegEvent::ReInvite { sdp, reply }) => {
                                 self.phone_reoffers(&mut reneg, &state, (&portal, &ghost), sdp, reply).await;
                                 continue;
@@ -528,10 +567,18 @@ impl Calls {
             match state.on_matrix(&event) {
                 SipAction::Answer { party_id, sdp } => {
                     let sdp = self.with_candidates(sdp, &mut candidates, &mut rx, &mut deferred).await;
-                    let for_phone = self.ng.answer(&sip_call, SIP_TAG, MATRIX_TAG, &sdp, &reneg.toward_phone).await;
+                    let mut for_phone = self.ng.answer(&sip_call, SIP_TAG, MATRIX_TAG, &sdp, &reneg.toward_phone).await;
+                    if delayed && for_phone.is_ok() {
+                        // The answer to the stand-in is not the phone's: the 200 carries an offer made from the
+                        // Matrix side's answer, as for an offer-less re-INVITE, with the SIP codecs offered.
+                        let codecs: Vec<&str> = self.media.sip_codecs.iter().map(String::as_str).collect();
+                        let toward = reneg.matrix_reoffer().transcode(&codecs);
+                        for_phone = self.ng.offer(&sip_call, MATRIX_TAG, &sdp, &toward).await;
+                    }
                     match for_phone {
                         Ok(s) if leg.answer(&s).is_ok() => {
                             self.stop_devices(&mut forks).await;
+                            reneg.awaiting_ack = delayed;
                             reneg.party.clone_from(&party_id);
                             reneg.matrix_sdp = sdp;
                             self.to_matrix(&portal, &ghost, state.selected(party_id.as_deref())).await;
@@ -959,7 +1006,7 @@ impl Calls {
                                 tracing::info!(%reason, "SIP dialog ended");
                                 state.sip_ended("user_hangup")
                             }
-                            Some(LegEvent::Confirmed | LegEvent::Cancelled) => continue,
+                            Some(LegEvent::Confirmed { .. } | LegEvent::Cancelled) => continue,
                             None => state.sip_ended("unknown_error"),
                         };
                         self.to_matrix(&portal, &remote, out).await;
@@ -1013,5 +1060,20 @@ impl Calls {
         }
         self.close_media(&sip_call).await;
         tracing::info!(%sip_call, "call over");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::stand_in_offer;
+
+    #[test]
+    fn the_stand_in_offers_the_static_sip_codecs_from_the_phones_address() {
+        let sdp = stand_in_offer("192.0.2.7".parse().unwrap(), &["PCMU".into(), "opus".into(), "pcma".into()]);
+        assert!(sdp.contains("c=IN IP4 192.0.2.7\r\n"), "{sdp}");
+        assert!(sdp.contains("m=audio 9 RTP/AVP 0 8\r\n"), "{sdp}");
+        assert!(sdp.contains("a=rtpmap:8 PCMA/8000\r\n") && sdp.ends_with("a=sendrecv\r\n"), "{sdp}");
+        let v6 = stand_in_offer("2001:db8::7".parse().unwrap(), &["opus".into()]);
+        assert!(v6.contains("c=IN IP6 2001:db8::7\r\n") && v6.contains("m=audio 9 RTP/AVP 0\r\n"), "{v6}");
     }
 }

@@ -619,7 +619,7 @@ impl Call {
                     Some(LegEvent::ReInvite { sdp, reply }) => {
                         relay_reinvite(&out, self.media.as_ref(), Side::In, sdp, reply).await;
                     }
-                    Some(LegEvent::Confirmed) => {}
+                    Some(LegEvent::Confirmed { .. }) => {}
                     _ => {
                         let at = self.ends_now(billed);
                         let _ = out.hangup().await;

@@ -561,7 +561,10 @@ fn server_leg(stack: &Arc<RsipStack>, tx: &Transaction, request: SipRequest) -> 
     let dialog = stack.dialogs.get_or_create_server_invite(tx, state_tx, None, contact).map_err(dialog_err)?;
     let control = Arc::new(RsipLeg { dialog: dialog.clone(), answered: AtomicBool::new(false) });
     let (events_tx, events_rx) = mpsc::unbounded_channel();
-    tokio::spawn(translate(stack.dialogs.clone(), dialog.clone(), Role::Callee, state_rx, events_tx));
+    // An INVITE without an offer (RFC 3261 §13.2.1): our 200 carries one, its ACK the answer.
+    let offerless = request.body.is_empty().then_some(request.cseq);
+    let role = Role::Callee;
+    tokio::spawn(translate(stack.dialogs.clone(), dialog.clone(), (role, offerless), state_rx, events_tx));
     Ok(((dialog, CallLeg::new(Role::Callee, request, control)), events_rx))
 }
 
@@ -584,11 +587,25 @@ async fn ack_answer(dialog: InviteDialog, cseq: u32, events: mpsc::UnboundedSend
     }
 }
 
-/// Dialog states → leg events, until the dialog ends; then the dialog is removed from the layer.
+/// The answer in the ACK of our 200 to the offer-less INVITE `cseq` (RFC 3261 §13.2.1), once the dialog is
+/// confirmed. The stack records the ACK as the dialog's last before it reports the confirmation; it is looked
+/// for a little longer in case the two cross.
+async fn first_ack_answer(dialog: &InviteDialog, cseq: u32) -> Option<String> {
+    for _ in 0..25 {
+        if let Some(ack) = dialog.last_remote_ack().filter(|ack| cseq_of(ack) == Some(cseq)) {
+            return (!ack.body.is_empty()).then(|| String::from_utf8_lossy(&ack.body).into_owned());
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    None
+}
+
+/// Dialog states → leg events, until the dialog ends; then the dialog is removed from the layer. `offerless`:
+/// the CSeq of a received INVITE that came without an offer (its ACK carries the answer).
 async fn translate(
     dialogs: Arc<DialogLayer>,
     dialog: InviteDialog,
-    role: Role,
+    (role, offerless): (Role, Option<u32>),
     mut states: DialogStateReceiver,
     events: mpsc::UnboundedSender<LegEvent>,
 ) {
@@ -607,9 +624,12 @@ async fn translate(
                 ids.push(id);
                 if !confirmed {
                     confirmed = true;
-                    let event = match role {
-                        Role::Callee => LegEvent::Confirmed,
-                        Role::Caller => LegEvent::Answered {
+                    let event = match (role, offerless) {
+                        (Role::Callee, Some(cseq)) => {
+                            LegEvent::Confirmed { sdp: first_ack_answer(&dialog, cseq).await }
+                        }
+                        (Role::Callee, None) => LegEvent::Confirmed { sdp: None },
+                        (Role::Caller, _) => LegEvent::Answered {
                             sdp: (!resp.body.is_empty()).then(|| String::from_utf8_lossy(&resp.body).into_owned()),
                         },
                     };
@@ -749,7 +769,13 @@ impl SipStack for RsipStack {
         let (dialog, done) = self.dialogs.do_invite_async(opt, state_tx).map_err(dialog_err)?;
         let invite = request_of(&dialog.initial_request(), local_target)?;
         let (events_tx, events_rx) = mpsc::unbounded_channel();
-        tokio::spawn(translate(self.dialogs.clone(), dialog.clone(), Role::Caller, state_rx, events_tx.clone()));
+        tokio::spawn(translate(
+            self.dialogs.clone(),
+            dialog.clone(),
+            (Role::Caller, None),
+            state_rx,
+            events_tx.clone(),
+        ));
         let target = r.target;
         tokio::spawn(async move {
             let failed = match done.await {

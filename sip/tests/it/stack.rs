@@ -148,7 +148,85 @@ async fn a_call_from_sipp_rings_is_answered_and_hung_up_by_sipp() {
         assert!(leg.offer().unwrap().contains("m=audio"));
         leg.ring(None).unwrap();
         leg.answer(SDP).unwrap();
-        assert!(matches!(event(&mut events).await, LegEvent::Confirmed));
+        assert!(matches!(event(&mut events).await, LegEvent::Confirmed { sdp: None }));
+        assert!(matches!(event(&mut events).await, LegEvent::HungUp));
+    };
+    let (out, ()) = tokio::join!(sipp, app);
+    out.unwrap();
+}
+
+/// A call without an offer in its INVITE (RFC 3261 §13.2.1): the 200 must carry ours, the ACK answers it.
+const OFFERLESS_UAC: &str = r#"<?xml version="1.0" encoding="ISO-8859-1" ?>
+<scenario name="offerless uac">
+  <send retrans="500"><![CDATA[
+INVITE sip:+4420794600001@[remote_ip]:[remote_port] SIP/2.0
+Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
+From: <sip:+15551234567@[local_ip]:[local_port]>;tag=[call_number]
+To: <sip:+4420794600001@[remote_ip]:[remote_port]>
+Call-ID: [call_id]
+CSeq: 1 INVITE
+Contact: <sip:+15551234567@[local_ip]:[local_port]>
+Max-Forwards: 70
+Content-Length: 0
+
+]]></send>
+  <recv response="100" optional="true"/>
+  <recv response="200">
+    <action>
+      <ereg regexp="m=audio 40000 RTP/AVP 0" search_in="body" check_it="true" assign_to="o"/>
+    </action>
+  </recv>
+  <Reference variables="o"/>
+  <send><![CDATA[
+ACK sip:+4420794600001@[remote_ip]:[remote_port] SIP/2.0
+Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
+[last_From:]
+[last_To:]
+Call-ID: [call_id]
+CSeq: 1 ACK
+Max-Forwards: 70
+Content-Type: application/sdp
+Content-Length: [len]
+
+v=0
+o=- 2 1 IN IP4 [local_ip]
+s=-
+c=IN IP4 [local_ip]
+t=0 0
+m=audio 40010 RTP/AVP 0
+a=rtpmap:0 PCMU/8000
+]]></send>
+  <pause milliseconds="300"/>
+  <send retrans="500"><![CDATA[
+BYE sip:+4420794600001@[remote_ip]:[remote_port] SIP/2.0
+Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
+[last_From:]
+[last_To:]
+Call-ID: [call_id]
+CSeq: 2 BYE
+Max-Forwards: 70
+Content-Length: 0
+
+]]></send>
+  <recv response="200"/>
+</scenario>
+"#;
+
+#[tokio::test]
+async fn a_call_without_an_offer_gets_ours_in_the_200_and_the_answer_comes_with_the_confirmation() {
+    let (_stack, mut rx, addr) = stack().await;
+    let scenario = Scenario::new("offerless-uac", OFFERLESS_UAC).unwrap();
+    let sipp = scenario.run(scenario.command(addr, free_addr(), 1));
+    let app = async {
+        let Incoming::Call(leg, mut events) = next(&mut rx).await else { panic!("expected a call") };
+        assert_eq!(leg.offer(), None);
+        leg.answer(SDP).unwrap();
+        match event(&mut events).await {
+            LegEvent::Confirmed { sdp: Some(answer) } => {
+                assert!(answer.contains("m=audio 40010 RTP/AVP 0"), "{answer}")
+            }
+            other => panic!("expected the confirmation with the ACK's answer, got {other:?}"),
+        }
         assert!(matches!(event(&mut events).await, LegEvent::HungUp));
     };
     let (out, ()) = tokio::join!(sipp, app);

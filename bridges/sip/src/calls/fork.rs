@@ -13,6 +13,9 @@
 //! - the phone's CANCEL, the ring timeout and a refusal from Matrix cancel every device;
 //! - a device's 200 that crosses our CANCEL is ACKed and ended with BYE (the stack does it for a cancelled
 //!   INVITE; a late answer reported anyway is hung up here);
+//! - a phone's INVITE without an offer (RFC 3261 §13.2.1) rings the devices with rtpengine's offer made of a
+//!   stand-in for the phone's media; the answering device's 200 becomes rtpengine's offer in our 200 to the
+//!   phone, and the answer in the phone's ACK goes to rtpengine;
 //! - once a device has the call it is a SIP↔SIP call through rtpengine: BYE and re-INVITEs (hold, resume) are
 //!   carried between the phone and the device; a re-INVITE without an offer (RFC 3264 §4) from either is
 //!   answered with rtpengine's offer made from the other side's current SDP, and the answer in its ACK goes to
@@ -46,6 +49,9 @@ pub(super) struct Branch {
 pub(super) struct Forks {
     branches: HashMap<usize, Branch>,
     events: mpsc::UnboundedReceiver<(usize, LegEvent)>,
+    /// The phone's INVITE came without an offer (the devices were offered a stand-in): the 200 to the phone
+    /// carries an offer made from the answering device's SDP, and the phone's ACK the answer.
+    delayed: bool,
 }
 
 impl Forks {
@@ -75,8 +81,9 @@ pub(super) enum DeviceOutcome {
 }
 
 impl Calls {
-    /// Sends an INVITE to each live device of `number` for the phone's `invite` with its `offer`.
-    pub(super) async fn ring_devices(&self, number: &str, invite: &SipRequest, offer: &str) -> Forks {
+    /// Sends an INVITE to each live device of `number` for the phone's `invite` with its `offer` (a stand-in when
+    /// `delayed`: the INVITE had none).
+    pub(super) async fn ring_devices(&self, number: &str, invite: &SipRequest, offer: &str, delayed: bool) -> Forks {
         let (tx, events) = mpsc::unbounded_channel();
         let mut branches = HashMap::new();
         for (i, b) in self.devices.of(number).await.into_iter().enumerate() {
@@ -116,7 +123,7 @@ impl Calls {
                 }
             }
         }
-        Forks { branches, events }
+        Forks { branches, events, delayed }
     }
 
     /// Cancels every device still ringing and closes its media.
@@ -141,10 +148,16 @@ impl Calls {
         let Some(mut b) = forks.branches.remove(&i) else { return DeviceOutcome::Nothing };
         match event {
             LegEvent::Answered { sdp } if b.ringing => {
-                let for_phone = match &sdp {
+                let mut for_phone = match &sdp {
                     Some(s) => self.ng.answer(&b.media, SIP_TAG, DEVICE_TAG, s, &Leg::sip_like(offer)).await.ok(),
                     None => None,
                 };
+                if let (true, Some(_), Some(device)) = (forks.delayed, &for_phone, &sdp) {
+                    // The phone offered nothing: the 200 carries an offer made from the device's answer, as for
+                    // the phone's offer-less re-INVITE; its ACK answers it (`device_call`).
+                    let toward = Leg::sip_like(offer).set("to-tag", SIP_TAG);
+                    for_phone = self.ng.offer(&b.media, DEVICE_TAG, device, &toward).await.ok();
+                }
                 b.answer = sdp;
                 match for_phone {
                     Some(s) if phone.answer(&s).is_ok() => {
@@ -180,7 +193,7 @@ impl Calls {
                 DeviceOutcome::Nothing
             }
             LegEvent::Progress { .. }
-            | LegEvent::Confirmed
+            | LegEvent::Confirmed { .. }
             | LegEvent::Cancelled
             | LegEvent::ReInvite { .. }
             | LegEvent::ReInviteAnswer { .. } => {
@@ -204,7 +217,8 @@ impl Calls {
             toward_phone: Leg::sip_like(offer),
             phone_sdp: offer.to_owned(),
             device_sdp: device.answer.clone().unwrap_or_default(),
-            awaiting_ack: None,
+            // The phone's INVITE had no offer: ours went in the 200, its answer comes in the ACK.
+            awaiting_ack: forks.delayed.then_some(Side::Phone),
         };
         loop {
             tokio::select! {
@@ -213,7 +227,15 @@ impl Calls {
                         self.reinvited(&mut m, Side::Phone, sdp, reply, &device.leg).await;
                     }
                     Some(LegEvent::ReInviteAnswer { sdp }) => self.answered_in_ack(&mut m, Side::Phone, sdp).await,
-                    Some(LegEvent::Confirmed | LegEvent::Progress { .. }) => {}
+                    Some(LegEvent::Confirmed { sdp: None }) if forks.delayed => {
+                        // RFC 3261 §13.2.1: the ACK must answer the offer in our 200.
+                        tracing::warn!(device = %device.device, "the phone's ACK carries no answer to our offer; BYE");
+                        let _ = phone.hangup().await;
+                        let _ = device.leg.hangup().await;
+                        break;
+                    }
+                    Some(LegEvent::Confirmed { sdp }) => self.answered_in_ack(&mut m, Side::Phone, sdp).await,
+                    Some(LegEvent::Progress { .. }) => {}
                     _ => {
                         let _ = device.leg.hangup().await;
                         break;

@@ -2,7 +2,9 @@
 //! a phone asking for a fresh offer): the bridge answers 200 with its offer from rtpengine and takes the
 //! phone's answer from the ACK into rtpengine, whichever side placed the call; Matrix is not asked anything.
 //! The same on a call a registered device answered, from the caller or from the device: the other side is not
-//! asked.
+//! asked. And a phone's first INVITE without SDP (RFC 3261 §13.2.1, a "delayed offer"): the call rings, and
+//! whoever answers (Alice in Matrix, or her registered desk phone) the 200 carries rtpengine's offer and the
+//! ACK's answer moves the phone's media.
 
 use crate::calls::{
     PHONE, PHONE_200, PHONE_HANGS_UP, TAKES_200, TAKES_BYE, alice_calls, alice_sends, answers, browser_sdp,
@@ -61,6 +63,62 @@ a=rtpmap:0 PCMU/8000
 a=sendrecv
 ]]></send>"#
     )
+}
+
+/// A phone calling Alice's number with an INVITE without a body (a delayed offer): it rings, takes a 200 that
+/// must carry a plain-RTP offer on loopback with G.711, answers it in its ACK with PCMU at `port`, then `after`.
+fn phone_calls_without_an_offer(port: u16, after: &str) -> String {
+    let scenario = format!(
+        r#"<?xml version="1.0" encoding="ISO-8859-1" ?>
+<scenario name="phone calls without an offer">
+  <send retrans="500"><![CDATA[
+INVITE sip:{{ALICE}}@[remote_ip]:[remote_port];user=phone SIP/2.0
+Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
+From: "Bob" <sip:{PHONE}@[local_ip]:[local_port];user=phone>;tag=[call_number]
+To: <sip:{{ALICE}}@{{DOMAIN}}>
+Call-ID: [call_id]
+CSeq: 1 INVITE
+Contact: <sip:{PHONE}@[local_ip]:[local_port]>
+Max-Forwards: 70
+Content-Length: 0
+
+]]></send>
+  <recv response="100" optional="true"/>
+  <recv response="180"/>
+  <recv response="200">
+    <action>
+      <ereg regexp="m=audio [0-9]+ RTP/AVP" search_in="body" check_it="true" assign_to="om"/>
+      <ereg regexp="c=IN IP4 127\.0\.0\.1" search_in="body" check_it="true" assign_to="oc"/>
+      <ereg regexp="PCMU/8000" search_in="body" check_it="true" assign_to="op"/>
+      <ereg regexp="application/sdp" search_in="hdr" header="Content-Type:" check_it="true" assign_to="ot"/>
+    </action>
+  </recv>
+  <Reference variables="om,oc,op,ot"/>
+  <send><![CDATA[
+ACK sip:{{ALICE}}@[remote_ip]:[remote_port] SIP/2.0
+Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
+[last_From:]
+[last_To:]
+Call-ID: [call_id]
+CSeq: 1 ACK
+Max-Forwards: 70
+Content-Type: application/sdp
+Content-Length: [len]
+
+v=0
+o=- 7 1 IN IP4 [local_ip]
+s=-
+c=IN IP4 [local_ip]
+t=0 0
+m=audio {port} RTP/AVP 0
+a=rtpmap:0 PCMU/8000
+a=sendrecv
+]]></send>
+{after}
+</scenario>
+"#
+    );
+    fill(&scenario)
 }
 
 /// The phone called in: it is the dialog's caller (From and To as the 200 to its INVITE had them).
@@ -246,5 +304,52 @@ async fn a_re_invite_without_sdp_from_the_device_in_a_device_call_gets_an_offer_
         finished(phone, Duration::from_secs(30)).await,
         "the caller talked to the desk phone, was not asked, got BYE"
     );
+    no_media_left(&ng).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_invite_without_sdp_answered_in_matrix_gets_an_offer_in_the_200_and_its_ack_answer_moves_the_media() {
+    let (h, _rtp, ng) = start(None, 60).await;
+    let media = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let port = media.local_addr().unwrap().port();
+    let (_s, phone) = spawn_caller(&h, &phone_calls_without_an_offer(port, &fill(TAKES_BYE)));
+    // It rings in Matrix with a WebRTC offer made of the stand-in for the phone's media.
+    let (room, invite) = ringing_in_matrix(&h).await;
+    let answer = browser_sdp("active", 45040, true);
+    alice_sends(
+        &h,
+        &room,
+        "m.call.answer",
+        v1(&invite["call_id"], "alice-phone", json!({"answer": {"type": "answer", "sdp": answer}})),
+    )
+    .await;
+    ghost_sends(&h, &room, "m.call.select_answer").await;
+    // The 200 carried rtpengine's offer (checked by the scenario); the ACK's answer is where media goes now.
+    rtpengine_took_the_answer_and_media_flows(&ng, &media).await;
+    let events = call_events(&h, &room).await;
+    assert!(events.iter().all(|(_, t, _)| t != "m.call.negotiate"), "{events:?}");
+    alice_sends(&h, &room, "m.call.hangup", v1(&invite["call_id"], "alice-phone", json!({"reason": "user_hangup"})))
+        .await;
+    assert!(finished(phone, Duration::from_secs(30)).await, "the phone called without SDP, ACKed its answer, got BYE");
+    no_media_left(&ng).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_invite_without_sdp_answered_by_a_registered_device_gets_an_offer_in_the_200_and_its_ack_answer_moves_the_media()
+ {
+    let (h, _rtp, ng) = start(None, 60).await;
+    let desk = free_addr();
+    h.register_device(ALICE_DEVICE, ALICE_DEVICE_PASSWORD, desk).await;
+    let media = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let port = media.local_addr().unwrap().port();
+    // The desk phone is offered G.711 (from the stand-in), answers, and waits for the test's go to hang up.
+    let desk_side = format!("{PHONE_200}{}", device_hangs_up_on_the_go(1));
+    let (_sd, desk_guard) = spawn_callee(desk, &answers(FROM_THE_PHONE, &desk_side)).await;
+    let (_s, phone) = spawn_caller(&h, &phone_calls_without_an_offer(port, &fill(TAKES_BYE)));
+    // The caller's party in the device's rtpengine call sends to the port of the ACK's answer.
+    let call = the_answer_in_the_ack_moves_the_media(&ng, "sip", &media).await;
+    go(desk, &call).await;
+    assert!(finished(desk_guard, Duration::from_secs(30)).await, "the desk phone answered and hung up");
+    assert!(finished(phone, Duration::from_secs(30)).await, "the phone called without SDP, ACKed its answer, got BYE");
     no_media_left(&ng).await;
 }
