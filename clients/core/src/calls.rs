@@ -161,7 +161,7 @@ impl CallSignal {
     }
 }
 
-/// The number a bridge's ghost stands for, from its localpart (`@sip_+15551234567:hs`, `@sms_+4477…:hs`: the
+/// The number a bridge's ghost stands for, from its localpart (`@sip_+447400123603:hs`, `@sms_+4477…:hs`: the
 /// bridges' namespaces); `None` for any other user, and for a ghost of a SIP address. A claim to be confirmed
 /// with the homeserver's lookup before it is believed.
 pub fn ghost_number(user_id: &str) -> Option<E164> {
@@ -178,7 +178,7 @@ mod tests {
     const ROOM: &str = "!portal:hs.test";
 
     fn event(kind: &str, content: serde_json::Value) -> serde_json::Value {
-        json!({"type": kind, "event_id": "$e", "sender": "@sip_+15551234567:hs.test",
+        json!({"type": kind, "event_id": "$e", "sender": "@sip_+447400123603:hs.test",
                "origin_server_ts": 1_700_000_000_000u64, "content": content})
     }
 
@@ -224,10 +224,10 @@ mod tests {
 
     #[test]
     fn ghost_numbers_come_from_the_bridges_namespaces_only() {
-        assert_eq!(ghost_number("@sip_+15551234567:hs.test").map(|n| n.to_string()), Some("+15551234567".into()));
+        assert_eq!(ghost_number("@sip_+447400123603:hs.test").map(|n| n.to_string()), Some("+447400123603".into()));
         assert_eq!(ghost_number("@sms_+447400123601:hs.test").map(|n| n.to_string()), Some("+447400123601".into()));
         assert_eq!(ghost_number("@sip_sip=3abob=40example.com:hs.test"), None);
-        assert_eq!(ghost_number("@+15551234567:hs.test"), None);
+        assert_eq!(ghost_number("@+447400123603:hs.test"), None);
         assert_eq!(ghost_number("@bob:hs.test"), None);
     }
 }

@@ -21,7 +21,7 @@ use tincan_testkit::sip::{Rtpengine, Scenario, finished};
 const A_NUM: &str = "+442079460701";
 const TAMPERED_NUM: &str = "+442079460705";
 /// The phone: not in the directory, a SIP party of the bridge.
-const PHONE: &str = "+15551234567";
+const PHONE: &str = "+447400123603";
 const DOMAIN: &str = "sip.tincan.test";
 const AS_TOKEN: &str = "sip-as-token-for-the-client-test";
 
