@@ -9,7 +9,7 @@ mod register_request;
 pub(crate) mod register_verify;
 mod unregister;
 
-pub use extract::{ClientIp, Json, MAX_RUMA_BODY, Ruma, bearer as extract_bearer};
+pub use extract::{ClientIp, Json, MAX_RUMA_BODY, Ruma, bearer as extract_bearer, no_parameters};
 
 use crate::app::App;
 use axum::Router;

@@ -62,6 +62,13 @@ pub enum ApiError {
     /// The caller may not do this (someone else's binding, a key that is not theirs).
     #[error("forbidden: {0}")]
     Forbidden(&'static str),
+    /// `account/close` for an account whose number has not moved away by a port (never ported, the port objected
+    /// to or cancelled, or the number came back): only an old account left behind by a port can be closed here.
+    #[error("this account's number has not moved away by a port: only such an old account can be closed here")]
+    NotMovedAway,
+    /// `account/close` while the port taking the account's number away is still pending.
+    #[error("the port of this account's number has not completed yet: close the old account once it has moved")]
+    PortPending,
     /// A `lookup` used an outdated pepper.
     #[error("the pepper is not the current one")]
     InvalidPepper,
@@ -128,6 +135,8 @@ impl ApiError {
             ApiError::MissingToken => (S::UNAUTHORIZED, ErrorKind::MissingToken),
             ApiError::UnknownToken => (S::UNAUTHORIZED, ErrorKind::Unauthorized),
             ApiError::Forbidden(_) => (S::FORBIDDEN, ErrorKind::Forbidden),
+            ApiError::NotMovedAway => (S::CONFLICT, custom("IO.TINCAN.NOT_MOVED_AWAY")),
+            ApiError::PortPending => (S::CONFLICT, custom("IO.TINCAN.PORT_PENDING")),
             ApiError::InvalidPepper => (S::BAD_REQUEST, custom("M_INVALID_PEPPER")),
             ApiError::InvalidAlgorithm => (S::BAD_REQUEST, ErrorKind::InvalidParam),
             ApiError::NotFound => (S::NOT_FOUND, ErrorKind::NotFound),
@@ -224,5 +233,7 @@ mod tests {
         assert_eq!((s, b["errcode"].as_str().unwrap()), (400, "M_INVALID_PEPPER"));
         let (s, b) = body(ApiError::ThreepidDenied).await;
         assert_eq!((s, b["errcode"].as_str().unwrap()), (403, "M_THREEPID_DENIED"));
+        let (s, b) = body(ApiError::PortPending).await;
+        assert_eq!((s, b["errcode"].as_str().unwrap()), (409, "IO.TINCAN.PORT_PENDING"));
     }
 }

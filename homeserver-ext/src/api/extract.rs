@@ -85,3 +85,40 @@ impl FromRequestParts<Arc<App>> for ClientIp {
 pub fn bearer(parts: &axum::http::HeaderMap) -> Option<&str> {
     parts.get(axum::http::header::AUTHORIZATION)?.to_str().ok()?.strip_prefix("Bearer ").map(str::trim)
 }
+
+/// The body of an endpoint that takes no parameters (`unregister`, `account/close`): empty (whitespace) or a JSON
+/// object, its fields ignored. Anything else is refused before the endpoint acts or asks the homeserver, so a
+/// garbled request changes nothing.
+pub fn no_parameters(body: &[u8]) -> Result<(), ApiError> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(());
+    }
+    match serde_json::from_slice::<serde_json::Value>(body) {
+        Ok(serde_json::Value::Object(_)) => Ok(()),
+        Ok(_) => Err(ApiError::BadJson("the body must be a JSON object".into())),
+        Err(_) => Err(ApiError::NotJson),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_body_without_parameters_is_empty_or_a_json_object() {
+        let ok: [&[u8]; 4] = [b"", b" \n", b"{}", br#"{"unknown": [1]}"#];
+        for ok in ok {
+            assert!(no_parameters(ok).is_ok(), "{}", String::from_utf8_lossy(ok));
+        }
+        // The fuzz target's find, without its first byte (which picks the endpoint).
+        let found = &include_bytes!("../../fuzz/regressions/is_request-unregister-502")[1..];
+        let not_json: [&[u8]; 5] = [found, b"{", b"nope", b"{}x", b"\xff"];
+        for not_json in not_json {
+            assert!(matches!(no_parameters(not_json), Err(ApiError::NotJson)), "{}", String::from_utf8_lossy(not_json));
+        }
+        let bad: [&[u8]; 4] = [b"[]", b"null", b"1", b"\"x\""];
+        for bad in bad {
+            assert!(matches!(no_parameters(bad), Err(ApiError::BadJson(_))), "{}", String::from_utf8_lossy(bad));
+        }
+    }
+}

@@ -22,10 +22,15 @@
 //! An account stops being watched when it is closed, or when its number comes back here (a port back).
 //!
 //! **Closed.** `POST /_tincan/client/v1/account/close` with the old account's access token (the old device
-//! still holds one) deactivates it at the homeserver — only an account whose number moved away by a port;
-//! any other answers 403. The local account record goes, so a sign-in with the number here later makes a
-//! new account (and files a port back). Deactivation without user-interactive auth (the client-server route
-//! asks for it, and a JWT-made account has no password or SSO to pass it with):
+//! still holds one) deactivates it at the homeserver — only an account whose number moved away by a port: 409
+//! `IO.TINCAN.PORT_PENDING` while its port is still pending, 409 `IO.TINCAN.NOT_MOVED_AWAY` for any other
+//! account. The local account record goes, so the watch stops (every node's, at its next look) and a sign-in
+//! with the number here later makes a new account (and files a port back). A closed account gets no moved notice
+//! any more: nobody can act as a deactivated account, which has left its rooms (their members see it leave; the
+//! notices it sent stay in the history). An invitation to it is still taken by the homeserver (Synapse does not
+//! refuse to invite a deactivated user) and is never answered; the number itself leads to the new account through
+//! the directory. Deactivation without user-interactive auth (the client-server route asks for it, and a
+//! JWT-made account has no password or SSO to pass it with):
 //! - appservice backend: the client-server `POST /_matrix/client/v3/account/deactivate?user_id=…` as the
 //!   appservice (the homeserver lets an appservice deactivate its own users without it);
 //! - JWT backend: Synapse's admin API `POST /_synapse/admin/v1/deactivate/{user_id}` with
@@ -33,11 +38,12 @@
 //!   answers 501 `M_UNRECOGNIZED` and the account can only be kept.
 
 use super::notice::{self, Session};
-use crate::api::extract_bearer;
+use crate::api::{extract_bearer, no_parameters};
 use crate::app::App;
 use crate::config::HomeserverBackend;
 use crate::error::ApiError;
 use crate::homeserver::{HomeserverError, refused, whoami};
+use crate::store::PortSide;
 use axum::extract::State;
 use axum::http::HeaderMap;
 use serde_json::{Value, json};
@@ -108,6 +114,7 @@ pub async fn run(app: Arc<App>) {
                     let keep = wanted.get(user.as_str()) == Some(&*port);
                     if !keep {
                         task.abort();
+                        tracing::info!(user_id = %user, port_id = *port, "stopped watching a moved-away account: it was closed, or its number came back");
                     }
                     keep
                 });
@@ -399,20 +406,38 @@ enum WatchError {
 }
 
 /// `POST /_tincan/client/v1/account/close`: the caller's account, whose number moved away by a port, is
-/// deactivated at the homeserver and forgotten here (see the module doc). 403 for an account whose number did
-/// not move away; 501 when the homeserver backend cannot deactivate (JWT without `homeserver.admin_token`).
-pub async fn close(State(app): State<Arc<App>>, headers: HeaderMap) -> Result<axum::Json<Value>, ApiError> {
+/// deactivated at the homeserver and forgotten here, and its watch stops (see the module doc). 409
+/// `IO.TINCAN.PORT_PENDING` while the port is pending, 409 `IO.TINCAN.NOT_MOVED_AWAY` for an account whose number
+/// did not move away; 501 when the homeserver backend cannot deactivate (JWT without `homeserver.admin_token`).
+/// It takes no parameters: a body other than none or a JSON object is 400 before anything is asked or done.
+pub async fn close(
+    State(app): State<Arc<App>>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Result<axum::Json<Value>, ApiError> {
     let token = extract_bearer(&headers).ok_or(ApiError::MissingToken)?;
+    no_parameters(&body)?;
     let user_id = whoami(&app.http, &app.config.homeserver_url, token).await?.ok_or(ApiError::UnknownToken)?;
     let kept = moved_away(&app).await?;
     let Some(moved) = kept.into_iter().find(|m| m.user_id == user_id) else {
-        return Err(ApiError::Forbidden("only an account whose number moved away by a port can be closed here"));
+        return Err(if port_pending(&app, &user_id).await? { ApiError::PortPending } else { ApiError::NotMovedAway });
     };
     deactivate(&app, &user_id).await?;
     app.store.delete_account(&moved.number).await?;
     app.moved_away.notify_one();
     tracing::info!(%user_id, port_id = moved.port_id, "moved-away account closed (deactivated)");
     Ok(axum::Json(json!({"closed": user_id})))
+}
+
+/// Whether a port taking one of `user_id`'s numbers away is pending here (as this node last heard of it).
+async fn port_pending(app: &App, user_id: &str) -> Result<bool, crate::store::StoreError> {
+    for account in app.store.accounts_by_user(user_id).await? {
+        let port = app.store.port_of_number(&account.number, PortSide::Losing).await?;
+        if port.is_some_and(|p| p.state == "pending" && p.user_id.as_deref() == Some(user_id)) {
+            return Ok(true);
+        }
+    }
+    Ok(false)
 }
 
 /// Deactivates `user_id` at the homeserver without user-interactive auth (see the module doc).

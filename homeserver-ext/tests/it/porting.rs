@@ -375,7 +375,7 @@ fn notices(events: &[Value]) -> Vec<&str> {
 /// notice naming the new account (not only the one notice sent when the port completed). Then its user closes it
 /// with the old device's token: the account is deactivated at A's Synapse (Synapse's admin API, A's
 /// `homeserver.admin_token`), leaves the chat, its token stops working and A forgets it. Carol cannot close an
-/// account whose number did not move.
+/// account whose number did not move (409 `IO.TINCAN.NOT_MOVED_AWAY`).
 #[tokio::test]
 async fn a_moved_away_account_answers_messages_with_the_new_route_until_its_user_closes_it() {
     let Some(p) = Providers::start(3600, "release").await else { return };
@@ -423,7 +423,7 @@ async fn a_moved_away_account_answers_messages_with_the_new_route_until_its_user
         }
     };
     let (s, b) = close(carol_token.clone()).await;
-    assert_eq!((s, b["errcode"].as_str()), (403, Some("M_FORBIDDEN")), "{b}");
+    assert_eq!((s, b["errcode"].as_str()), (409, Some("IO.TINCAN.NOT_MOVED_AWAY")), "{b}");
     let (s, b) = close(old_token.clone()).await;
     assert_eq!((s, &b["closed"]), (200, &json!(old_user)), "{b}\n{}", p.a.guard.log_tail(30));
     // Deactivated at A's Synapse: the old token is gone, the account left the chat, and A forgot it.
@@ -468,7 +468,7 @@ async fn an_appservice_made_old_account_is_closed_through_the_appservice() {
             .unwrap();
         let status = r.status().as_u16();
         let answer = (status, r.json::<Value>().await.unwrap_or(Value::Null));
-        (status != 403).then_some(answer)
+        (status != 409).then_some(answer)
     };
     let (s, b) = eventually("A lets the old account close", close).await;
     assert_eq!((s, &b["closed"]), (200, &json!(old_user)), "{b}\n{}", p.a.guard.log_tail(30));
@@ -480,6 +480,90 @@ async fn an_appservice_made_old_account_is_closed_through_the_appservice() {
         .unwrap();
     assert_eq!(r.status().as_u16(), 401, "the old account's token still works");
     assert!(p.a.store().await.account_by_number(number).await.unwrap().is_none(), "A still has the old account");
+}
+
+/// `POST account/close` refuses what is not an old account left behind by a port, saying why, and closes one
+/// once its port has completed (issue #22; keeping it is the default): no token is 401, a body that is not a
+/// JSON object 400, an account whose number never moved (Carol's) 409 `IO.TINCAN.NOT_MOVED_AWAY`, Alice's old
+/// account while her port is pending (A says nothing; the directory's window is 15 s) 409
+/// `IO.TINCAN.PORT_PENDING`. After the port it closes: A stops watching it, its token is dead (closing again is
+/// 401), and what Carol sees is an account that left their chat and whose invitations the homeserver still takes
+/// (nothing answers them: the watch has stopped).
+#[tokio::test]
+async fn an_old_account_can_be_closed_only_once_its_number_has_moved_away() {
+    let Some(p) = Providers::start(15, "wait").await else { return };
+    let (alice_n, carol_n) = ("+447911124361", "+447911124362");
+    let (old_user, old_token) = crate::signup::sign_up_token(&p.a, &p.hs_a, alice_n, "a-1").await;
+    let (_, carol_token) = crate::signup::sign_up_token(&p.a, &p.hs_a, carol_n, "c-1").await;
+    let room = direct_chat(&p.hs_a, &carol_token, &old_user, &old_token).await;
+    let close = |token: Option<&str>| {
+        let mut r = reqwest::Client::new().post(format!("{}/_tincan/client/v1/account/close", p.a.url));
+        if let Some(token) = token {
+            r = r.bearer_auth(token);
+        }
+        async move {
+            let r = r.send().await.unwrap();
+            let status = r.status().as_u16();
+            let body = r.json::<Value>().await.unwrap_or(Value::Null);
+            (status, body["errcode"].as_str().map(str::to_owned), body)
+        }
+    };
+    let (s, code, b) = close(None).await;
+    assert_eq!((s, code.as_deref()), (401, Some("M_MISSING_TOKEN")), "{b}");
+    let r = reqwest::Client::new()
+        .post(format!("{}/_tincan/client/v1/account/close", p.a.url))
+        .bearer_auth(&old_token)
+        .body("[]")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 400, "a body that is not a JSON object");
+    assert_eq!(r.json::<Value>().await.unwrap()["errcode"], "M_BAD_JSON");
+    let (s, code, b) = close(Some(&carol_token)).await;
+    assert_eq!((s, code.as_deref()), (409, Some("IO.TINCAN.NOT_MOVED_AWAY")), "{b}");
+
+    // Alice files the port at B; until A has heard of it her old account is one whose number did not move.
+    let at_b = sign_in(&p.b, alice_n, "b-1").await;
+    let id = at_b["port"]["id"].as_i64().unwrap();
+    let (s, b) = eventually("A knows of the pending port", || async {
+        let (s, code, b) = close(Some(&old_token)).await;
+        (code.as_deref() != Some("IO.TINCAN.NOT_MOVED_AWAY")).then_some((s, b))
+    })
+    .await;
+    assert_eq!((s, b["errcode"].as_str()), (409, Some("IO.TINCAN.PORT_PENDING")), "{b}");
+    assert_eq!(p.port(id).await["state"], "pending", "the port was still pending when A refused");
+
+    // The window ends: the number moves; A watches the old account (kept, the default) until it is closed.
+    let closed = p.closed_port(id).await;
+    assert_eq!(closed["state"], "completed", "{closed}");
+    watching(&p.a).await;
+    let (s, b) = eventually("A lets the old account close", || async {
+        let (s, _, b) = close(Some(&old_token)).await;
+        (s != 409).then_some((s, b))
+    })
+    .await;
+    assert_eq!((s, &b["closed"]), (200, &json!(old_user)), "{b}\n{}", p.a.guard.log_tail(30));
+    eventually("A stops watching the closed account", || async {
+        logged(&p.a, "stopped watching a moved-away account").then_some(())
+    })
+    .await;
+    let (s, code, b) = close(Some(&old_token)).await;
+    assert_eq!((s, code.as_deref()), (401, Some("M_UNAUTHORIZED")), "closing again: {b}");
+
+    // What Carol sees: the old account left their chat; an invitation to it is taken, and stays one.
+    eventually("the closed account leaves the chat", || async {
+        let path = format!("rooms/{room}/joined_members");
+        let members = mx(&p.hs_a, &carol_token, reqwest::Method::GET, &path, None).await;
+        members["joined"].get(&old_user).is_none().then_some(())
+    })
+    .await;
+    let body = json!({"invite": [old_user], "is_direct": true, "preset": "trusted_private_chat"});
+    let dm = mx(&p.hs_a, &carol_token, reqwest::Method::POST, "createRoom", Some(body)).await["room_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let path = format!("rooms/{dm}/state/m.room.member/{old_user}");
+    assert_eq!(mx(&p.hs_a, &carol_token, reqwest::Method::GET, &path, None).await["membership"], "invite");
 }
 
 /// An invitation to the old account after a port away is answered as a message to it is (issue #22): Carol's new
