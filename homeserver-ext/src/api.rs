@@ -3,6 +3,7 @@
 //! directory's port webhook (`/_tincan/directory/v1/ports`, [`crate::porting`]).
 
 mod appservice;
+pub mod bodies;
 mod extract;
 mod keys_master;
 mod register_request;

@@ -10,9 +10,9 @@
 //! delegate calls stay unauthenticated, as Synapse sends no token there.
 
 mod account;
-mod lookup;
-mod threepid;
-mod validate;
+pub(crate) mod lookup;
+pub(crate) mod threepid;
+pub(crate) mod validate;
 
 use crate::app::App;
 use crate::error::ApiError;

@@ -26,9 +26,15 @@ pub fn check_client_secret(s: &str) -> Result<(), ApiError> {
     if ok { Ok(()) } else { Err(ApiError::InvalidParam("client_secret")) }
 }
 
+/// The checks of [`start`] that need only the request: the client secret's charset, and `send_attempt` within
+/// what storage keeps (an `i64`), which it returns as such.
+pub fn check_start_request(client_secret: &str, send_attempt: u64) -> Result<i64, ApiError> {
+    check_client_secret(client_secret)?;
+    i64::try_from(send_attempt).map_err(|_| ApiError::InvalidParam("send_attempt"))
+}
+
 /// The operator's policy for a number: allowed countries, blocked prefixes, premium-rate numbers.
-pub fn check_policy(app: &App, number: &E164) -> Result<(), ApiError> {
-    let l = &app.config.limits;
+pub fn check_policy(l: &crate::config::LimitsConfig, number: &E164) -> Result<(), ApiError> {
     let allowed = |region: &str| l.allowed_countries.iter().any(|a| a == "*" || a == region);
     if !number.region().is_some_and(allowed) && !l.allowed_countries.iter().any(|a| a == "*") {
         return Err(ApiError::ThreepidDenied);
@@ -51,12 +57,11 @@ pub async fn start(
     send_attempt: u64,
     ip: Option<IpAddr>,
 ) -> Result<Started, ApiError> {
-    check_client_secret(client_secret)?;
-    check_policy(app, number)?;
+    let send_attempt = check_start_request(client_secret, send_attempt)?;
+    check_policy(&app.config.limits, number)?;
     let now = app.now();
     let codes = &app.config.codes;
     let digest = code::digest(client_secret);
-    let send_attempt = i64::try_from(send_attempt).map_err(|_| ApiError::InvalidParam("send_attempt"))?;
     let resend_after = |s: &CodeSession| {
         let ready = s.last_sent_at + codes.resend_after_secs as i64;
         ((ready - now).max(0) as u64) * 1000

@@ -32,6 +32,11 @@ pub struct Response {
     pub porting: Vec<String>,
 }
 
+/// The key the body names (`M_INVALID_PARAM` when it is not one).
+pub(crate) fn master_key(req: &Request) -> Result<tincan_enum_core::MasterKey, ApiError> {
+    tincan_enum_core::MasterKey::from_base64(&req.ed25519).map_err(|_| ApiError::InvalidParam("ed25519"))
+}
+
 /// Handler; the caller authenticates with their homeserver access token.
 pub async fn handler(
     State(app): State<Arc<App>>,
@@ -39,7 +44,7 @@ pub async fn handler(
     Json(req): Json<Request>,
 ) -> Result<axum::Json<Response>, ApiError> {
     let token = bearer(&headers).ok_or(ApiError::MissingToken)?;
-    let key = tincan_enum_core::MasterKey::from_base64(&req.ed25519).map_err(|_| ApiError::InvalidParam("ed25519"))?;
+    let key = master_key(&req)?;
     let hs = app.config.homeserver_url.trim_end_matches('/');
     let user_id = whoami(&app.http, hs, token).await?.ok_or(ApiError::UnknownToken)?;
 

@@ -28,6 +28,31 @@ pub async fn hash_details(
 /// At most this many addresses per request.
 const MAX_ADDRESSES: usize = 10_000;
 
+/// A request's checks that need no state: at most [`MAX_ADDRESSES`], and an algorithm offered here (`none`
+/// only when `allow_none`).
+pub(crate) fn check_request(req: &lookup_3pid::v2::Request, allow_none: bool) -> Result<(), ApiError> {
+    if req.addresses.len() > MAX_ADDRESSES {
+        return Err(ApiError::InvalidParam("addresses"));
+    }
+    match req.algorithm {
+        IdentifierHashingAlgorithm::Sha256 => Ok(()),
+        IdentifierHashingAlgorithm::None if allow_none => Ok(()),
+        _ => Err(ApiError::InvalidAlgorithm),
+    }
+}
+
+/// The addresses of an `algorithm: none` lookup (`"<digits> msisdn"`), each as sent, by the number it names
+/// (several spellings may name one number); addresses that name no valid number are left out.
+pub(crate) fn plain_numbers(addresses: &[String]) -> BTreeMap<String, Vec<&String>> {
+    let mut by_number: BTreeMap<String, Vec<&String>> = BTreeMap::new();
+    for a in addresses {
+        let Some((address, "msisdn")) = a.rsplit_once(' ') else { continue };
+        let Ok(number) = E164::parse(&format!("+{}", msisdn_address(address))) else { continue };
+        by_number.entry(number.as_str().to_owned()).or_default().push(a);
+    }
+    by_number
+}
+
 /// Answers which addresses are bound, keyed by the address as the client sent it.
 ///
 /// Every address asked counts against the caller's budgets of numbers per hour (`limits.lookup_per_user`,
@@ -41,14 +66,7 @@ pub async fn lookup(
     Ruma(req): Ruma<lookup_3pid::v2::Request>,
 ) -> Result<Ruma<lookup_3pid::v2::Response>, ApiError> {
     let started = std::time::Instant::now();
-    if req.addresses.len() > MAX_ADDRESSES {
-        return Err(ApiError::InvalidParam("addresses"));
-    }
-    match req.algorithm {
-        IdentifierHashingAlgorithm::Sha256 => {}
-        IdentifierHashingAlgorithm::None if app.config.identity.lookup_allow_none => {}
-        _ => return Err(ApiError::InvalidAlgorithm),
-    }
+    check_request(&req, app.config.identity.lookup_allow_none)?;
     let pepper = current_pepper(&app).await?;
     if req.pepper != pepper {
         return Err(ApiError::InvalidPepper);
@@ -73,13 +91,7 @@ pub async fn lookup(
             }
         }
         IdentifierHashingAlgorithm::None => {
-            // Each address as sent, by the number it names (several spellings may name one number).
-            let mut by_number: BTreeMap<String, Vec<&String>> = BTreeMap::new();
-            for a in &req.addresses {
-                let Some((address, "msisdn")) = a.rsplit_once(' ') else { continue };
-                let Ok(number) = E164::parse(&format!("+{}", msisdn_address(address))) else { continue };
-                by_number.entry(number.as_str().to_owned()).or_default().push(a);
-            }
+            let mut by_number = plain_numbers(&req.addresses);
             let numbers: Vec<String> = by_number.keys().cloned().collect();
             for b in app.store.bindings(&numbers).await? {
                 for a in by_number.remove(&b.number).unwrap_or_default() {

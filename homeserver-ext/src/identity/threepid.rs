@@ -66,12 +66,17 @@ pub async fn unbind(
     if user != req.mxid.as_str() {
         return Err(ApiError::Forbidden("mxid is not the token's user"));
     }
-    if req.threepid.medium != Medium::Msisdn {
-        return Err(ApiError::InvalidParam("threepid.medium"));
-    }
-    let number = E164::parse(&format!("+{}", msisdn_address(&req.threepid.address)))?;
+    let number = unbound_number(&req)?;
     if !app.store.unbind(number.as_str(), req.mxid.as_str()).await? {
         return Err(ApiError::NotFound);
     }
     Ok(Ruma(unbind_3pid::v2::Response::new()))
+}
+
+/// The number an `unbind` names: an msisdn `threepid` whose address is a valid number (digits, `+` optional).
+pub(crate) fn unbound_number(req: &unbind_3pid::v2::Request) -> Result<E164, ApiError> {
+    if req.threepid.medium != Medium::Msisdn {
+        return Err(ApiError::InvalidParam("threepid.medium"));
+    }
+    Ok(E164::parse(&format!("+{}", msisdn_address(&req.threepid.address)))?)
 }
