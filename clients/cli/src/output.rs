@@ -60,6 +60,10 @@ pub fn fail(json: bool, e: &anyhow::Error) -> ExitCode {
             "WARNING: {m}. No route is shown, the contact is NOT verified and nothing was sent; use a directory \
              the charter's list names (its --apex)."
         ),
+        Some(m @ ClientError::TrustListNotCurrent { .. }) => format!(
+            "WARNING: {m}. No route is shown, the contact is NOT verified and nothing was sent; the charter's \
+             trust list must be fetched again (is --charter-url reachable?)."
+        ),
         Some(m @ ClientError::ParentDsMismatch { .. }) => format!(
             "WARNING: {m}. No route is shown, the contact is NOT verified and nothing was sent; tell the \
              directory's operator (`tincan-directory keys check-ds`)."
@@ -92,6 +96,7 @@ pub fn fail(json: bool, e: &anyhow::Error) -> ExitCode {
         Some(ClientError::ParentDsMismatch { .. }) => EXIT_KEY_MISMATCH,
         Some(ClientError::AnchorNotVouched { .. }) => EXIT_KEY_MISMATCH,
         Some(ClientError::DirectoryNotListed { .. }) => EXIT_KEY_MISMATCH,
+        Some(ClientError::TrustListNotCurrent { .. }) => EXIT_KEY_MISMATCH,
         _ => 1,
     })
 }

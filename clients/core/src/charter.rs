@@ -11,7 +11,10 @@
 //!   directory, every pinned entry must be one of its DS records or a key one of them covers, else the directory
 //!   is refused ([`ClientError::AnchorNotVouched`]), as the extension refuses such an anchor at start; a
 //!   directory the list does not name at all is not trusted, pinned anchor or not
-//!   ([`ClientError::DirectoryNotListed`]), as the extension refuses to work with it;
+//!   ([`ClientError::DirectoryNotListed`]), as the extension refuses to work with it; and without a current
+//!   list (none fetched yet, or the last good one expired: a charter that cannot be reached, or whose list
+//!   refreshes are blocked, cannot vouch) the directory is not used either ([`ClientError::TrustListNotCurrent`]),
+//!   pinned anchor or not, as the extension stops when no valid list is left;
 //! - `register` only signs up at a listed provider that offers Matrix and covers the number;
 //! - a contact whose homeserver is not a listed provider's is never verified
 //!   ([`KeyStatus::NotListed`](crate::KeyStatus::NotListed)), so a provider removed from the list stops
@@ -129,6 +132,19 @@ impl CharterState {
         guard.as_ref().filter(|v| v.list.expires > now).map(|v| v.list.clone())
     }
 
+    /// Why there is no [`current`](Self::current) list at `now`: the one in use expired, or none was verified.
+    fn why_not_current(&self, now: std::time::SystemTime) -> String {
+        let guard = self.list.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(v) = guard.as_ref().filter(|v| v.list.expires <= now) {
+            return expired(v.list.version, v.list.expires);
+        }
+        drop(guard);
+        match self.client.last_good(now) {
+            Err(e) => e.to_string(),
+            Ok(_) => "no trust list verified yet".into(),
+        }
+    }
+
     /// Fetches and verifies a newer list; when that fails, keeps the last good one (if still valid).
     pub(crate) async fn refresh(&self, now: std::time::SystemTime) -> Result<CharterStatus> {
         let (v, refused) = self.client.refresh_or_last_good(now).await?;
@@ -143,6 +159,11 @@ impl CharterState {
         *self.list.lock().unwrap_or_else(|p| p.into_inner()) = Some(v);
         Ok(status)
     }
+}
+
+/// Why a list that expired is not used, as [`tincan_charter::CharterClient::last_good`] says it.
+fn expired(version: u64, expires: std::time::SystemTime) -> String {
+    format!("the trust list (version {version}) expired at {}", tincan_charter::timefmt::format(expires))
 }
 
 /// The directory config in effect: the configured one, with an empty trust anchor (and no log) filled from the
@@ -177,18 +198,30 @@ pub(crate) struct ParentDsCheck {
     charter: BTreeSet<DsRecord>,
     /// The pinned anchor's entries the charter's DS set does not vouch for (empty when none is pinned).
     not_vouched: Vec<String>,
-    /// When the list does not name the directory: the apexes of the directories it names.
-    unlisted: Option<Vec<String>>,
+    /// Why the directory is refused before anything is compared, if it is.
+    refusal: Option<Refusal>,
+    /// The version of the list the check comes from and when it expires: past that the check refuses.
+    list: Option<(u64, std::time::SystemTime)>,
     servers: Vec<SocketAddr>,
     timeout: Duration,
     /// Unix seconds until which the last check holds.
     checked_until: std::sync::Mutex<u64>,
 }
 
+/// Why a [`ParentDsCheck`] refuses the directory whatever the parent says.
+#[derive(Debug)]
+enum Refusal {
+    /// The list does not name the directory: the apexes of the directories it names.
+    NotListed(Vec<String>),
+    /// The client has no current list: why.
+    NoCurrentList(String),
+}
+
 impl ParentDsCheck {
-    /// The check of the directory `lookup` resolves in, when the client has a current charter list; `pinned` is
-    /// the trust anchor the configuration pins (instead of taking the list's). A directory the list does not
-    /// name gets a check that refuses it ([`ClientError::DirectoryNotListed`]).
+    /// The check of the directory `lookup` resolves in, when a charter is configured (`None` without one);
+    /// `pinned` is the trust anchor the configuration pins (instead of taking the list's). A directory the list
+    /// does not name gets a check that refuses it ([`ClientError::DirectoryNotListed`]), and so does every
+    /// directory while the client has no current list ([`ClientError::TrustListNotCurrent`]).
     pub(crate) fn new(
         charter: Option<&CharterState>,
         lookup: &Lookup,
@@ -196,17 +229,22 @@ impl ParentDsCheck {
         now: std::time::SystemTime,
     ) -> Result<Option<ParentDsCheck>> {
         let apex = lookup.apex();
-        let Some(list) = charter.and_then(|c| c.current(now)) else { return Ok(None) };
+        let Some(charter) = charter else { return Ok(None) };
+        let refusing = |refusal: Refusal| ParentDsCheck {
+            apex: apex.clone(),
+            charter: BTreeSet::new(),
+            not_vouched: Vec::new(),
+            refusal: Some(refusal),
+            list: None,
+            servers: Vec::new(),
+            timeout: Duration::from_secs(2),
+            checked_until: std::sync::Mutex::new(0),
+        };
+        let Some(list) = charter.current(now) else {
+            return Ok(Some(refusing(Refusal::NoCurrentList(charter.why_not_current(now)))));
+        };
         let Some(d) = list.directory_by_apex(&apex.to_ascii()) else {
-            return Ok(Some(ParentDsCheck {
-                apex: apex.clone(),
-                charter: BTreeSet::new(),
-                not_vouched: Vec::new(),
-                unlisted: Some(list.directories.iter().map(|d| d.apex.clone()).collect()),
-                servers: Vec::new(),
-                timeout: Duration::from_secs(2),
-                checked_until: std::sync::Mutex::new(0),
-            }));
+            return Ok(Some(refusing(Refusal::NotListed(list.directories.iter().map(|d| d.apex.clone()).collect()))));
         };
         let anchor = TrustAnchor::parse(&d.trust_anchor())
             .map_err(|e| ClientError::DirectoryConfig(format!("the charter's DS set for {}: {e}", d.apex)))?;
@@ -223,22 +261,36 @@ impl ParentDsCheck {
             apex: apex.clone(),
             charter: ds_records(&anchor),
             not_vouched,
-            unlisted: None,
+            refusal: None,
+            list: Some((list.version, list.expires)),
             servers: lookup.servers().to_vec(),
             timeout: Duration::from_secs(2),
             checked_until: std::sync::Mutex::new(0),
         }))
     }
 
-    /// Refuses a directory the charter's list does not name, and a pinned anchor the charter does not vouch
+    /// Refuses any directory while there is no current list (none, or the one the check comes from expired
+    /// at `now`), a directory the charter's list does not name, and a pinned anchor the charter does not vouch
     /// for; then asks for the parent's DS set, unless a check at most [`PARENT_DS_RECHECK_SECS`] old holds, and
     /// refuses a parent that disagrees with the charter.
-    pub(crate) async fn check(&self, now_unix: u64) -> Result<()> {
-        if let Some(listed) = &self.unlisted {
-            let e = ClientError::DirectoryNotListed { apex: self.apex.to_ascii(), listed: listed.clone() };
+    pub(crate) async fn check(&self, now: std::time::SystemTime) -> Result<()> {
+        let refused = match (&self.refusal, self.list) {
+            (Some(Refusal::NotListed(listed)), _) => {
+                Some(ClientError::DirectoryNotListed { apex: self.apex.to_ascii(), listed: listed.clone() })
+            }
+            (Some(Refusal::NoCurrentList(why)), _) => {
+                Some(ClientError::TrustListNotCurrent { apex: self.apex.to_ascii(), why: why.clone() })
+            }
+            (None, Some((version, expires))) if expires <= now => {
+                Some(ClientError::TrustListNotCurrent { apex: self.apex.to_ascii(), why: expired(version, expires) })
+            }
+            (None, _) => None,
+        };
+        if let Some(e) = refused {
             tracing::warn!(error = %e, "refusing the directory");
             return Err(e);
         }
+        let now_unix = now.duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
         if !self.not_vouched.is_empty() {
             let e = ClientError::AnchorNotVouched {
                 apex: self.apex.to_ascii(),

@@ -107,6 +107,19 @@ pub enum ClientError {
         /// The apexes of the directories the list names.
         listed: Vec<String>,
     },
+    /// A charter is configured but the client has no current trust list — none verified yet, or the last good
+    /// one expired (a charter that cannot be reached, or whose list refreshes are blocked, lets it run out) — so
+    /// nothing vouches for the directory's trust anchor, pinned in the configuration or not: the directory is
+    /// not used — no route is given and no contact verified — until a current list is fetched
+    /// ([`TincanClient::refresh_charter`](crate::TincanClient::refresh_charter)), as the extension stops when no
+    /// valid list is left (see [`charter`](crate::charter)).
+    #[error("no current charter trust list ({why}): the directory {apex} is not used until a current list is fetched")]
+    TrustListNotCurrent {
+        /// The directory's apex.
+        apex: String,
+        /// Why there is no current list (none verified yet, or when the last one expired).
+        why: String,
+    },
     /// The directory configuration is unusable (bad apex, unreadable anchor…).
     #[error("directory configuration: {0}")]
     DirectoryConfig(String),
@@ -288,6 +301,7 @@ impl ClientError {
             ClientError::ParentDsMismatch { .. } => "parent_ds_mismatch",
             ClientError::AnchorNotVouched { .. } => "anchor_not_vouched",
             ClientError::DirectoryNotListed { .. } => "directory_not_listed",
+            ClientError::TrustListNotCurrent { .. } => "trust_list_not_current",
             ClientError::DirectoryConfig(_) => "directory_config",
             ClientError::NotOnNetwork { .. } => "not_on_network",
             ClientError::Unreachable { .. } => "not_reachable",

@@ -133,7 +133,9 @@ impl From<core::ClientError> for ClientError {
             E::Lookup(ref l) if l.is_validation_failure() => ClientError::Untrusted { code, detail },
             E::Log(ref l) if !l.is_unavailable() => ClientError::Untrusted { code, detail },
             E::ParentDsMismatch { .. } => ClientError::Untrusted { code, detail },
-            E::AnchorNotVouched { .. } | E::DirectoryNotListed { .. } => ClientError::Untrusted { code, detail },
+            E::AnchorNotVouched { .. } | E::DirectoryNotListed { .. } | E::TrustListNotCurrent { .. } => {
+                ClientError::Untrusted { code, detail }
+            }
             E::Charter(core::charter::CharterError::Fetch { .. }) => ClientError::Unavailable { code, detail },
             E::Charter(_) => ClientError::Untrusted { code, detail },
             E::ProviderNotListed(_) => ClientError::ProviderNotListed { code, detail },

@@ -48,8 +48,9 @@ impl TincanClient {
     /// [`ClientError::Lookup`]; an answer the log does not back, or a log that forked, is [`ClientError::Log`];
     /// a directory whose parent zone publishes another DS set than the charter's list names is
     /// [`ClientError::ParentDsMismatch`], a pinned trust anchor the list does not vouch for
-    /// [`ClientError::AnchorNotVouched`], and a directory the list does not name
-    /// [`ClientError::DirectoryNotListed`] (see [`crate::charter`]); never a route.
+    /// [`ClientError::AnchorNotVouched`], a directory the list does not name
+    /// [`ClientError::DirectoryNotListed`], and any directory while a configured charter gives no current list
+    /// [`ClientError::TrustListNotCurrent`] (see [`crate::charter`]); never a route.
     pub async fn resolve(&self, phone: &str) -> Result<Route> {
         let number = E164::parse(phone)?;
         let (res, _, _) = self.resolve_logged(&number).await?;
@@ -63,7 +64,7 @@ impl TincanClient {
     async fn resolve_logged(&self, number: &E164) -> Result<(Resolution, bool, Option<PortMove>)> {
         let lookup = self.lookup.as_ref().ok_or(ClientError::NoDirectory)?;
         if let Some(check) = &self.parent_ds {
-            check.check(self.clock.unix_seconds()).await?;
+            check.check(self.clock.now()).await?;
         }
         let resolution = lookup.resolve(number).await?;
         let Some(log) = &self.log else { return Ok((resolution, false, None)) };

@@ -150,3 +150,117 @@ async fn a_pinned_trust_anchor_the_charter_does_not_vouch_for_is_refused() -> an
     drop((agreeing, rolled));
     Ok(())
 }
+
+/// A client of the charter's list that has no current list: the blocked charter address, a clock, and a
+/// client pinning the directory's own DS on its DNS `resolver` (see the tests below).
+struct Stale {
+    blocked: tincan_client_core::CharterConfig,
+    clock: std::sync::Arc<tincan_common::MockClock>,
+    own: String,
+    dns: SocketAddr,
+}
+
+impl Stale {
+    fn new(w: &ParentWorld, dns: SocketAddr) -> anyhow::Result<Stale> {
+        use tincan_common::Clock as _;
+        // The charter as the client sees it while refreshes are blocked: nothing answers at its address.
+        let blocked = tincan_client_core::CharterConfig {
+            url: format!("http://127.0.0.1:{}/charter/", tincan_testkit::ports::free_port()).parse()?,
+            root: w.charter.root().to_vec(),
+        };
+        let clock = std::sync::Arc::new(tincan_common::MockClock::at(tincan_common::SystemClock.unix_seconds()));
+        Ok(Stale { blocked, clock, own: w.own.join("\n"), dns })
+    }
+
+    /// A client in `data` pinning the directory's own DS, with `charter`, on the test's clock.
+    async fn open(&self, data: &Path, charter: tincan_client_core::CharterConfig) -> anyhow::Result<TincanClient> {
+        let mut c = ClientConfig::new(data);
+        c.directory = Some(DirectoryConfig {
+            servers: vec![self.dns],
+            apex: APEX.into(),
+            trust_anchor: self.own.clone(),
+            allow_insecure: false,
+            log: None,
+        });
+        c.charter = Some(charter);
+        Ok(TincanClient::open_with_clock(c, self.clock.clone()).await?)
+    }
+}
+
+/// `got` is the refusal of a directory for want of a current charter list, saying `why`.
+#[track_caller]
+fn refused_for_no_current_list(got: &Result<Route, ClientError>, why: &str) {
+    let Err(e @ ClientError::TrustListNotCurrent { apex, why: said }) = got else {
+        panic!("a pinned trust anchor without a current charter list gave {got:?}")
+    };
+    assert_eq!(apex, APEX);
+    assert!(said.contains(why), "{said}");
+    assert_eq!(e.code(), "trust_list_not_current");
+}
+
+/// A charter is configured but no list was ever fetched (nothing answers at the charter's address): nothing
+/// vouches for the pinned trust anchor, so the directory is refused (`trust_list_not_current`) instead of
+/// trusted on the pinned anchor alone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pinned_trust_anchor_is_refused_while_no_charter_list_was_ever_fetched() -> anyhow::Result<()> {
+    let Some(w) = ParentWorld::start().await? else { return Ok(()) };
+    let tmp = tempfile::tempdir()?;
+    let agreeing = w.resolver("never-agreeing", &w.own).await?;
+    let s = Stale::new(&w, agreeing.addr)?;
+    let mut c = s.open(&tmp.path().join("never"), s.blocked.clone()).await?;
+    assert!(c.refresh_charter().await.is_err(), "nothing answers at the blocked charter address");
+    refused_for_no_current_list(&c.resolve(NUM).await, "no trust list fetched yet");
+    let checked = c.check_contact(NUM).await;
+    assert!(matches!(checked, Err(ClientError::TrustListNotCurrent { .. })), "{checked:?}");
+    drop(agreeing);
+    Ok(())
+}
+
+/// The attack on the vouch check that blocking refreshes would allow: the charter's list moves to another key
+/// and the client refuses its pinned old one; an attacker blocks the list's refreshes until it expires. A client
+/// started then has only the expired list, and one still running has only that list too: both refuse the
+/// directory (`trust_list_not_current`) — neither falls back to trusting the pinned old key.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pinned_trust_anchor_is_refused_once_the_charter_list_expired() -> anyhow::Result<()> {
+    use std::time::Duration;
+    let Some(w) = ParentWorld::start().await? else { return Ok(()) };
+    let tmp = tempfile::tempdir()?;
+    let agreeing = w.resolver("expired-agreeing", &w.own).await?;
+    let s = Stale::new(&w, agreeing.addr)?;
+
+    // The list names the pinned key: used.
+    let data = tmp.path().join("restarted");
+    let mut c = s.open(&data, w.charter.config()).await?;
+    c.refresh_charter().await?;
+    let route = c.resolve(NUM).await.context("a pinned anchor the current list names")?;
+    assert!(matches!(&route, Route::Matrix { user_id, .. } if user_id == USER), "{route:?}");
+
+    // The charter moves to another key (version 2, valid an hour): the pinned key is refused.
+    let listed = TrustedDirectory {
+        id: "test".into(),
+        apex: APEX.into(),
+        ds: vec![w.stranger.clone()],
+        api_url: w.directory.api.parse()?,
+        log_key: w.directory.log_key().await?,
+        dns: vec![],
+    };
+    w.charter.publish_list(ListInput { directories: vec![listed], providers: vec![] }, 2);
+    c.refresh_charter().await?;
+    let got = c.resolve(NUM).await;
+    assert!(matches!(got, Err(ClientError::AnchorNotVouched { .. })), "{got:?}");
+    drop(c);
+    let mut running = s.open(&tmp.path().join("running"), w.charter.config()).await?;
+    running.refresh_charter().await?;
+
+    // The refreshes are blocked until version 2 has expired. The client started again has only that list.
+    s.clock.advance(Duration::from_secs(2 * 3600));
+    let mut c = s.open(&data, s.blocked.clone()).await?;
+    assert!(c.refresh_charter().await.is_err(), "the blocked charter gives no list");
+    refused_for_no_current_list(&c.resolve(NUM).await, "(version 2) expired at");
+    let checked = c.check_contact(NUM).await;
+    assert!(matches!(checked, Err(ClientError::TrustListNotCurrent { .. })), "{checked:?}");
+    // The running client's list expired too: it stops using the directory.
+    refused_for_no_current_list(&running.resolve(NUM).await, "(version 2) expired at");
+    drop(agreeing);
+    Ok(())
+}
