@@ -8,14 +8,13 @@ use crate::metrics::Metrics;
 use ruma::api::auth_scheme::{AuthScheme, SendAccessToken};
 use ruma::api::client::authenticated_media::get_content;
 use ruma::api::error::{ErrorKind, RetryAfter};
-use ruma::api::path_builder::{PathBuilder, SinglePath, VersionHistory};
 use ruma::api::{
     AppserviceUserIdentity, IncomingResponse, OutgoingRequest, OutgoingRequestAppserviceExt, SupportedVersions,
 };
 use ruma::{DeviceId, MxcUri, UserId};
-use std::borrow::Cow;
 use std::sync::Arc;
 use std::time::Duration;
+use tincan_common::matrix_client::{self, CallError, Target};
 
 /// Why a homeserver call failed (after retries).
 #[derive(Debug, thiserror::Error)]
@@ -82,21 +81,7 @@ impl IntoMatrixError for ruma::api::client::uiaa::UiaaResponse {
     }
 }
 
-/// Picks the input a ruma path builder needs.
-pub trait PathInput: PathBuilder {
-    /// The input for `versions`.
-    fn input(versions: &SupportedVersions) -> Self::Input<'_>;
-}
-
-impl PathInput for VersionHistory {
-    fn input(versions: &SupportedVersions) -> Cow<'_, SupportedVersions> {
-        Cow::Borrowed(versions)
-    }
-}
-
-impl PathInput for SinglePath {
-    fn input(_: &SupportedVersions) {}
-}
+pub use tincan_common::matrix_client::PathInput;
 
 /// The homeserver, as the application service sees it.
 #[derive(Debug, Clone)]
@@ -112,11 +97,7 @@ pub struct Homeserver {
 impl Homeserver {
     /// A client for `base_url` presenting `as_token`.
     pub fn new(base_url: &str, as_token: &str, metrics: Metrics) -> Self {
-        let versions = SupportedVersions::from_parts(
-            &["v1.1", "v1.2", "v1.3", "v1.4", "v1.5", "v1.6", "v1.7", "v1.8", "v1.9", "v1.10", "v1.11"]
-                .map(String::from),
-            &Default::default(),
-        );
+        let versions = matrix_client::supported_versions();
         Self {
             base_url: base_url.trim_end_matches('/').into(),
             as_token: as_token.into(),
@@ -239,26 +220,15 @@ impl Homeserver {
             None => AppserviceUserIdentity::default(),
         };
         identity.device_id = device;
-        let http_request = request
-            .try_into_http_request_with_identity::<Vec<u8>>(
-                &self.base_url,
-                SendAccessToken::Appservice(&self.as_token),
-                identity,
-                R::PathBuilder::input(&self.versions),
-            )
-            .map_err(|e| HomeserverError::Build(e.to_string()))?;
         self.metrics.inc(&self.metrics.hs_requests);
-        let request = reqwest::Request::try_from(http_request).map_err(|e| HomeserverError::Build(e.to_string()))?;
-        let response = self.http.execute(request).await?;
-        let mut builder = http_response_builder(response.status());
-        for (name, value) in response.headers() {
-            builder = builder.header(name, value);
-        }
-        let body = response.bytes().await?;
-        let http_response = builder.body(body).map_err(|e| HomeserverError::Response(e.to_string()))?;
-        R::IncomingResponse::try_from_http_response(http_response).map_err(|e| match e {
-            ruma::api::error::FromHttpResponseError::Server(e) => e.into_homeserver_error(),
-            other => HomeserverError::Response(other.to_string()),
+        let target = Target { http: &self.http, base_url: &self.base_url, versions: &self.versions };
+        matrix_client::send(target, request, SendAccessToken::Appservice(&self.as_token), identity).await.map_err(|e| {
+            match e {
+                CallError::Server(e) => e.into_homeserver_error(),
+                CallError::Transport(e) => HomeserverError::Transport(e),
+                CallError::Build(e) => HomeserverError::Build(e),
+                CallError::Response(e) => HomeserverError::Response(e),
+            }
         })
     }
 }

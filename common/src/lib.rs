@@ -6,11 +6,15 @@
 //! - [`secret`]: a newtype whose `Debug`/`Display` never print the value.
 //! - [`telemetry`]: tracing set-up, human logs by default and JSON with a flag.
 //! - [`clock`]: the only place that reads the wall clock, so tests can inject time.
+//! - `matrix_client` (feature `matrix-client`): one call to a homeserver's API with ruma's request and response
+//!   types over reqwest.
 
 pub mod appservice;
 pub mod clock;
 pub mod config;
 pub mod html;
+#[cfg(feature = "matrix-client")]
+pub mod matrix_client;
 pub mod secret;
 pub mod telemetry;
 

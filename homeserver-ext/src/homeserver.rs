@@ -14,9 +14,15 @@ pub use appservice::{AppserviceConnector, registration_yaml};
 pub use jwt::JwtConnector;
 
 use crate::config::{ExtConfig, HomeserverBackend};
+use ruma::UserId;
+use ruma::api::auth_scheme::{AuthScheme, SendAccessToken};
+use ruma::api::client::account::whoami;
+use ruma::api::client::device::get_devices;
+use ruma::api::{AppserviceUserIdentity, OutgoingRequest, SupportedVersions};
 use serde::{Deserialize, Serialize};
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
 use tincan_common::Clock;
+use tincan_common::matrix_client::{self, CallError, PathInput, Target};
 
 /// A failure talking to the homeserver.
 #[derive(Debug, thiserror::Error)]
@@ -35,6 +41,9 @@ pub enum HomeserverError {
     /// The homeserver's answer lacked a field.
     #[error("homeserver answer without {0}")]
     Malformed(&'static str),
+    /// The request could not be built, or the answer was not the endpoint's response.
+    #[error("homeserver call failed: {0}")]
+    Unexpected(String),
 }
 
 /// What a client needs to log in to the homeserver itself.
@@ -81,25 +90,115 @@ pub(crate) async fn refused(resp: reqwest::Response) -> HomeserverError {
     HomeserverError::Refused { status, errcode: body["errcode"].as_str().unwrap_or_default().to_owned() }
 }
 
+/// The error types of client-server endpoints, read as the status and `errcode` of [`HomeserverError::Refused`].
+pub(crate) trait EndpointRefusal {
+    /// As a [`HomeserverError`].
+    fn into_refused(self) -> HomeserverError;
+}
+
+impl EndpointRefusal for ruma::api::error::Error {
+    fn into_refused(self) -> HomeserverError {
+        let errcode = self.error_kind().map(|k| k.errcode().to_string()).unwrap_or_default();
+        HomeserverError::Refused { status: self.status_code.as_u16(), errcode }
+    }
+}
+
+impl EndpointRefusal for ruma::api::client::uiaa::UiaaResponse {
+    fn into_refused(self) -> HomeserverError {
+        match self {
+            Self::MatrixError(e) => e.into_refused(),
+            // The homeserver asks for user-interactive authentication, which the extension cannot give.
+            Self::AuthResponse(info) => HomeserverError::Refused {
+                status: 401,
+                errcode: info.auth_error.map(|e| e.kind.errcode().to_string()).unwrap_or_default(),
+            },
+        }
+    }
+}
+
+/// The versions the extension builds request paths for.
+static VERSIONS: LazyLock<SupportedVersions> = LazyLock::new(matrix_client::supported_versions);
+
+/// Who a call to the homeserver is from.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Caller<'a> {
+    /// No token (`login`).
+    Anonymous,
+    /// A user's access token (a client's, or a session the extension signed in).
+    User(&'a str),
+    /// The extension's appservice token, for itself or, with `Some`, acting for one of its users
+    /// (`?user_id=`: no login and no device).
+    Appservice(&'a str, Option<&'a UserId>),
+}
+
+/// Why a call failed, with the endpoint's own error kept whole ([`call_keeping_error`]).
+#[derive(Debug)]
+pub(crate) enum Refusal<E> {
+    /// The homeserver answered with the endpoint's error.
+    Endpoint(E),
+    /// Anything else.
+    Other(HomeserverError),
+}
+
+/// One call to the homeserver at `base_url` with ruma's request and response types
+/// ([`tincan_common::matrix_client`]); an error answer is [`HomeserverError::Refused`].
+pub(crate) async fn call<R>(
+    http: &reqwest::Client,
+    base_url: &str,
+    caller: Caller<'_>,
+    request: R,
+) -> Result<R::IncomingResponse, HomeserverError>
+where
+    R: OutgoingRequest,
+    R::EndpointError: EndpointRefusal,
+    R::PathBuilder: PathInput,
+    for<'a> R::Authentication: AuthScheme<Input<'a> = SendAccessToken<'a>>,
+{
+    call_keeping_error(http, base_url, caller, request).await.map_err(|e| match e {
+        Refusal::Endpoint(e) => e.into_refused(),
+        Refusal::Other(e) => e,
+    })
+}
+
+/// [`call`], with an error answer as the endpoint's error type (a rate limit's `retry_after`, say).
+pub(crate) async fn call_keeping_error<R>(
+    http: &reqwest::Client,
+    base_url: &str,
+    caller: Caller<'_>,
+    request: R,
+) -> Result<R::IncomingResponse, Refusal<R::EndpointError>>
+where
+    R: OutgoingRequest,
+    R::PathBuilder: PathInput,
+    for<'a> R::Authentication: AuthScheme<Input<'a> = SendAccessToken<'a>>,
+{
+    let target = Target { http, base_url, versions: &VERSIONS };
+    // `Always`: endpoints whose token is optional (`deactivate`, `login`) get it too.
+    let (token, identity) = match caller {
+        Caller::Anonymous => (SendAccessToken::None, AppserviceUserIdentity::default()),
+        Caller::User(token) | Caller::Appservice(token, None) => {
+            (SendAccessToken::Always(token), AppserviceUserIdentity::default())
+        }
+        Caller::Appservice(token, Some(user)) => (SendAccessToken::Always(token), AppserviceUserIdentity::new(user)),
+    };
+    matrix_client::send(target, request, token, identity).await.map_err(|e| match e {
+        CallError::Server(e) => Refusal::Endpoint(e),
+        CallError::Transport(e) => Refusal::Other(HomeserverError::Http(e)),
+        CallError::Build(e) | CallError::Response(e) => Refusal::Other(HomeserverError::Unexpected(e)),
+    })
+}
+
 /// The user an access token belongs to (`GET /_matrix/client/v3/account/whoami`); `None` for an unknown token.
 pub async fn whoami(
     http: &reqwest::Client,
     homeserver_url: &str,
     token: &str,
 ) -> Result<Option<String>, HomeserverError> {
-    let resp = http
-        .get(format!("{}/_matrix/client/v3/account/whoami", homeserver_url.trim_end_matches('/')))
-        .bearer_auth(token)
-        .send()
-        .await?;
-    if resp.status().as_u16() == 401 {
-        return Ok(None);
+    match call(http, homeserver_url, Caller::User(token), whoami::v3::Request::new()).await {
+        Ok(r) => Ok(Some(r.user_id.into())),
+        Err(HomeserverError::Refused { status: 401, .. }) => Ok(None),
+        Err(e) => Err(e),
     }
-    if !resp.status().is_success() {
-        return Err(refused(resp).await);
-    }
-    let body: serde_json::Value = resp.json().await?;
-    Ok(Some(body["user_id"].as_str().ok_or(HomeserverError::Malformed("user_id"))?.to_owned()))
 }
 
 /// When a device of `user_id` last used the homeserver (Unix seconds), as the homeserver records it
@@ -114,26 +213,43 @@ pub async fn last_seen(
     config: &ExtConfig,
     user_id: &str,
 ) -> Result<Option<i64>, HomeserverError> {
-    let base = config.homeserver_url.trim_end_matches('/');
     let h = &config.homeserver;
-    let malformed = |_| HomeserverError::Malformed("a homeserver_url that is a URL");
-    let request = match h.backend {
+    let seen = match h.backend {
         HomeserverBackend::Appservice if !h.as_token.is_empty() => {
-            let mut url = url::Url::parse(&format!("{base}/_matrix/client/v3/devices")).map_err(malformed)?;
-            url.query_pairs_mut().append_pair("user_id", user_id);
-            http.get(url).bearer_auth(h.as_token.expose())
+            let user = <&UserId>::try_from(user_id).map_err(|_| HomeserverError::Malformed("a user ID"))?;
+            let caller = Caller::Appservice(h.as_token.expose(), Some(user));
+            match call(http, &config.homeserver_url, caller, get_devices::v3::Request::new()).await {
+                Ok(r) => r
+                    .devices
+                    .into_iter()
+                    .filter(|d| d.device_id.as_str() != crate::porting::old_account::DEVICE_ID)
+                    .filter_map(|d| d.last_seen_ts)
+                    .map(|ts| i64::from(ts.get()))
+                    .max(),
+                Err(HomeserverError::Refused { status: 404, .. }) => return Ok(None),
+                Err(e) => return Err(e),
+            }
         }
-        HomeserverBackend::Jwt if !h.admin_token.is_empty() => {
-            let mut url = url::Url::parse(base).map_err(malformed)?;
-            url.path_segments_mut()
-                .map_err(|()| HomeserverError::Malformed("a homeserver_url that is a URL"))?
-                .pop_if_empty()
-                .extend(["_synapse", "admin", "v2", "users", user_id, "devices"]);
-            http.get(url).bearer_auth(h.admin_token.expose())
-        }
+        HomeserverBackend::Jwt if !h.admin_token.is_empty() => admin_last_seen(http, config, user_id).await?,
         _ => return Ok(None),
     };
-    let resp = request.send().await?;
+    Ok(seen.map(|ms| ms.div_euclid(1000)))
+}
+
+/// [`last_seen`] through Synapse's admin API (`GET /_synapse/admin/v2/users/{user_id}/devices`, which ruma does
+/// not describe), in milliseconds.
+async fn admin_last_seen(
+    http: &reqwest::Client,
+    config: &ExtConfig,
+    user_id: &str,
+) -> Result<Option<i64>, HomeserverError> {
+    let base = config.homeserver_url.trim_end_matches('/');
+    let mut url = url::Url::parse(base).map_err(|_| HomeserverError::Malformed("a homeserver_url that is a URL"))?;
+    url.path_segments_mut()
+        .map_err(|()| HomeserverError::Malformed("a homeserver_url that is a URL"))?
+        .pop_if_empty()
+        .extend(["_synapse", "admin", "v2", "users", user_id, "devices"]);
+    let resp = http.get(url).bearer_auth(config.homeserver.admin_token.expose()).send().await?;
     if resp.status().as_u16() == 404 {
         return Ok(None);
     }
@@ -146,6 +262,5 @@ pub async fn last_seen(
         .iter()
         .filter(|d| d["device_id"].as_str() != Some(crate::porting::old_account::DEVICE_ID))
         .filter_map(|d| d["last_seen_ts"].as_i64())
-        .max()
-        .map(|ms| ms.div_euclid(1000)))
+        .max())
 }

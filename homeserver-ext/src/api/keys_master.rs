@@ -5,12 +5,14 @@ use super::Json;
 use super::extract::bearer;
 use crate::app::App;
 use crate::error::ApiError;
-use crate::homeserver::{HomeserverError, refused, whoami};
+use crate::homeserver::{Caller, HomeserverError, call, whoami};
 use crate::number::E164;
 use axum::extract::State;
 use axum::http::HeaderMap;
+use ruma::OwnedUserId;
+use ruma::api::client::keys::get_keys;
 use serde::{Deserialize, Serialize};
-use serde_json::json;
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 /// Request body.
@@ -48,20 +50,13 @@ pub async fn handler(
     let hs = app.config.homeserver_url.trim_end_matches('/');
     let user_id = whoami(&app.http, hs, token).await?.ok_or(ApiError::UnknownToken)?;
 
-    let resp = app
-        .http
-        .post(format!("{hs}/_matrix/client/v3/keys/query"))
-        .bearer_auth(token)
-        .json(&json!({"device_keys": {&user_id: []}}))
-        .send()
-        .await
-        .map_err(HomeserverError::from)?;
-    if !resp.status().is_success() {
-        return Err(refused(resp).await.into());
-    }
-    let body: serde_json::Value = resp.json().await.map_err(HomeserverError::from)?;
-    let keys = &body["master_keys"][&user_id]["keys"];
-    let theirs = keys.as_object().is_some_and(|k| k.values().any(|v| v.as_str() == Some(req.ed25519.as_str())));
+    let user = OwnedUserId::try_from(user_id.as_str()).map_err(|_| HomeserverError::Malformed("a user ID"))?;
+    let mut query = get_keys::v3::Request::new();
+    query.device_keys.insert(user.clone(), Vec::new());
+    let answer = call(&app.http, hs, Caller::User(token), query).await?;
+    // The key's ID is `ed25519:<the key>`; its value is the key.
+    let keys = answer.master_keys.get(&user).map(|k| k.get_field::<BTreeMap<String, String>>("keys"));
+    let theirs = matches!(keys, Some(Ok(Some(k))) if k.values().any(|v| *v == req.ed25519));
     if !theirs {
         return Err(ApiError::Forbidden("this is not the user's master key on the homeserver"));
     }

@@ -1,9 +1,11 @@
 //! Application-service backend: `POST /register` (`m.login.application_service`) in the extension's
 //! namespace, then `POST /login` as that user for a fresh device.
 
-use super::{HomeserverConnector, HomeserverError, Login, refused};
+use super::{Caller, HomeserverConnector, HomeserverError, Login, call};
 use crate::config::ExtConfig;
-use serde_json::json;
+use ruma::api::client::account::register::{self, LoginType};
+use ruma::api::client::session::login::{self, v3::LoginInfo};
+use ruma::api::client::uiaa::{MatrixUserIdentifier, UserIdentifier};
 use tincan_common::Secret;
 use tincan_common::appservice::{Registration, users_with_prefix};
 
@@ -24,46 +26,32 @@ impl AppserviceConnector {
             http: reqwest::Client::new(),
         }
     }
+
+    fn caller(&self) -> Caller<'_> {
+        Caller::Appservice(self.as_token.expose(), None)
+    }
 }
 
 #[async_trait::async_trait]
 impl HomeserverConnector for AppserviceConnector {
     async fn ensure_user(&self, localpart: &str) -> Result<(), HomeserverError> {
-        let resp = self
-            .http
-            .post(format!("{}/_matrix/client/v3/register", self.homeserver_url))
-            .bearer_auth(self.as_token.expose())
-            .json(&json!({"type": "m.login.application_service", "username": localpart, "inhibit_login": true}))
-            .send()
-            .await?;
-        if resp.status().is_success() {
-            return Ok(());
-        }
-        match refused(resp).await {
-            HomeserverError::Refused { errcode, .. } if errcode == "M_USER_IN_USE" => Ok(()),
-            e => Err(e),
+        let mut request = register::v3::Request::new();
+        request.login_type = Some(LoginType::ApplicationService);
+        request.username = Some(localpart.to_owned());
+        request.inhibit_login = true;
+        match call(&self.http, &self.homeserver_url, self.caller(), request).await {
+            Ok(_) => Ok(()),
+            Err(HomeserverError::Refused { errcode, .. }) if errcode == "M_USER_IN_USE" => Ok(()),
+            Err(e) => Err(e),
         }
     }
 
     async fn login(&self, localpart: &str) -> Result<Login, HomeserverError> {
-        let resp = self
-            .http
-            .post(format!("{}/_matrix/client/v3/login", self.homeserver_url))
-            .bearer_auth(self.as_token.expose())
-            .json(&json!({
-                "type": "m.login.application_service",
-                "identifier": {"type": "m.id.user", "user": localpart},
-            }))
-            .send()
-            .await?;
-        if !resp.status().is_success() {
-            return Err(refused(resp).await);
-        }
-        let body: serde_json::Value = resp.json().await?;
-        Ok(Login::Session {
-            access_token: body["access_token"].as_str().ok_or(HomeserverError::Malformed("access_token"))?.into(),
-            device_id: body["device_id"].as_str().ok_or(HomeserverError::Malformed("device_id"))?.into(),
-        })
+        let identifier = UserIdentifier::Matrix(MatrixUserIdentifier::new(localpart.to_owned()));
+        let request =
+            login::v3::Request::new(LoginInfo::ApplicationService(login::v3::ApplicationService::new(identifier)));
+        let r = call(&self.http, &self.homeserver_url, self.caller(), request).await?;
+        Ok(Login::Session { access_token: r.access_token, device_id: r.device_id.into() })
     }
 }
 

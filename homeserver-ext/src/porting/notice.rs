@@ -20,7 +20,13 @@
 
 use crate::app::App;
 use crate::config::HomeserverBackend;
-use crate::homeserver::{HomeserverError, Login, refused};
+use crate::homeserver::{Caller, EndpointRefusal, HomeserverError, Login, Refusal, call, call_keeping_error, refused};
+use ruma::api::client::membership::{joined_members, joined_rooms};
+use ruma::api::client::message::send_message_event;
+use ruma::api::client::session::{login, logout};
+use ruma::api::error::{ErrorKind, RetryAfter};
+use ruma::serde::Raw;
+use ruma::{OwnedRoomId, OwnedUserId, RoomId};
 use serde_json::{Value, json};
 use std::time::Duration;
 
@@ -36,7 +42,7 @@ pub(super) struct Session<'a> {
     base: String,
     token: String,
     /// With the appservice backend: the user the appservice's token acts for (`?user_id=` on every request).
-    acting_for: Option<String>,
+    acting_for: Option<OwnedUserId>,
 }
 
 impl Session<'_> {
@@ -53,29 +59,32 @@ impl Session<'_> {
         let base = app.config.homeserver_url.trim_end_matches('/').to_owned();
         let h = &app.config.homeserver;
         if h.backend == HomeserverBackend::Appservice && !h.as_token.is_empty() {
-            let user_id = format!("@{localpart}:{}", app.config.server_name);
+            let user_id = OwnedUserId::try_from(format!("@{localpart}:{}", app.config.server_name))
+                .map_err(|_| HomeserverError::Malformed("a user ID of ours"))?;
             return Ok(Session { app, base, token: h.as_token.expose().to_owned(), acting_for: Some(user_id) });
         }
         let token = match app.homeserver.login(localpart).await? {
             Login::Session { access_token, .. } => access_token,
             Login::Jwt { token } => {
-                let mut body = json!({
-                    "type": "org.matrix.login.jwt",
-                    "token": token,
-                    "initial_device_display_name": "Tincan: number moved",
-                });
-                if let Some(device_id) = device_id {
-                    body["device_id"] = json!(device_id);
-                }
-                let resp = app.http.post(format!("{base}/_matrix/client/v3/login")).json(&body).send().await?;
-                if !resp.status().is_success() {
-                    return Err(refused(resp).await);
-                }
-                let v: Value = resp.json().await?;
-                v["access_token"].as_str().ok_or(HomeserverError::Malformed("access_token"))?.to_owned()
+                let mut data = serde_json::Map::new();
+                data.insert("token".into(), json!(token));
+                let info = login::v3::LoginInfo::new("org.matrix.login.jwt", data)
+                    .map_err(|e| HomeserverError::Unexpected(e.to_string()))?;
+                let mut request = login::v3::Request::new(info);
+                request.initial_device_display_name = Some("Tincan: number moved".into());
+                request.device_id = device_id.map(Into::into);
+                call(&app.http, &base, Caller::Anonymous, request).await?.access_token
             }
         };
         Ok(Session { app, base, token, acting_for: None })
+    }
+
+    /// Who the session's calls are from.
+    fn caller(&self) -> Caller<'_> {
+        match &self.acting_for {
+            Some(user) => Caller::Appservice(&self.token, Some(user)),
+            None => Caller::User(&self.token),
+        }
     }
 
     /// `{homeserver}/_matrix/client/v3/{segments…}`, each segment percent-encoded (room IDs hold `!` and `:`).
@@ -87,13 +96,9 @@ impl Session<'_> {
             .extend(["_matrix", "client", "v3"])
             .extend(segments);
         if let Some(user_id) = &self.acting_for {
-            u.query_pairs_mut().append_pair("user_id", user_id);
+            u.query_pairs_mut().append_pair("user_id", user_id.as_str());
         }
         Ok(u)
-    }
-
-    pub(super) async fn get(&self, segments: &[&str]) -> Result<Value, HomeserverError> {
-        self.get_query(segments, &[]).await
     }
 
     /// `GET` with query parameters.
@@ -118,21 +123,28 @@ impl Session<'_> {
         Ok(resp.json().await?)
     }
 
-    /// Sends `content` into `room`, waiting out the homeserver's rate limit (a few times at most).
+    /// Sends `content` (an `m.room.message`) into `room`, waiting out the homeserver's rate limit (a few times at
+    /// most).
     pub(super) async fn send(&self, room: &str, txn: &str, content: &Value) -> Result<(), HomeserverError> {
-        let url = self.url(&["rooms", room, "send", "m.room.message", txn])?;
+        let room = OwnedRoomId::try_from(room).map_err(|_| HomeserverError::Malformed("a room ID"))?;
+        let body = serde_json::value::to_raw_value(content).map_err(|e| HomeserverError::Unexpected(e.to_string()))?;
+        let request =
+            send_message_event::v3::Request::new_raw(room, txn.into(), "m.room.message".into(), Raw::from_json(body));
         for _ in 0..5 {
-            let resp = self.app.http.put(url.clone()).bearer_auth(&self.token).json(content).send().await?;
-            if resp.status().as_u16() == 429 {
-                let v: Value = resp.json().await.unwrap_or_default();
-                let wait = v["retry_after_ms"].as_u64().unwrap_or(1_000).min(30_000);
-                tokio::time::sleep(Duration::from_millis(wait)).await;
-                continue;
-            }
-            if !resp.status().is_success() {
-                return Err(refused(resp).await);
-            }
-            return Ok(());
+            let e = match call_keeping_error(&self.app.http, &self.base, self.caller(), request.clone()).await {
+                Ok(_) => return Ok(()),
+                Err(Refusal::Endpoint(e)) => e,
+                Err(Refusal::Other(e)) => return Err(e),
+            };
+            let wait = match e.error_kind() {
+                Some(ErrorKind::LimitExceeded(limit)) => match limit.retry_after {
+                    Some(RetryAfter::Delay(d)) => Some(d),
+                    _ => Some(Duration::from_secs(1)),
+                },
+                _ => None,
+            };
+            let Some(wait) = wait else { return Err(e.into_refused()) };
+            tokio::time::sleep(wait.min(Duration::from_secs(30))).await;
         }
         Err(HomeserverError::Refused { status: 429, errcode: "M_LIMIT_EXCEEDED".into() })
     }
@@ -142,8 +154,7 @@ impl Session<'_> {
             // The appservice's own token: nothing was signed in, nothing to end.
             return;
         }
-        let url = format!("{}/_matrix/client/v3/logout", self.base);
-        if let Err(e) = self.app.http.post(url).bearer_auth(&self.token).json(&json!({})).send().await {
+        if let Err(e) = call(&self.app.http, &self.base, self.caller(), logout::v3::Request::new()).await {
             tracing::warn!(error = %e, "ending the moved notice's session failed");
         }
     }
@@ -176,19 +187,20 @@ pub async fn send(
 
 /// Whether `room` is a direct chat: at most [`DIRECT_MEMBERS`] joined members.
 pub(super) async fn is_direct(s: &Session<'_>, room: &str) -> Result<bool, HomeserverError> {
-    let members = s.get(&["rooms", room, "joined_members"]).await?;
-    Ok(members["joined"].as_object().is_some_and(|m| m.len() <= DIRECT_MEMBERS))
+    let room = <&RoomId>::try_from(room).map_err(|_| HomeserverError::Malformed("a room ID"))?;
+    let members = call(&s.app.http, &s.base, s.caller(), joined_members::v3::Request::new(room.to_owned())).await?;
+    Ok(members.joined.len() <= DIRECT_MEMBERS)
 }
 
 async fn send_in_rooms(s: &Session<'_>, content: &Value, port_id: i64) -> Result<usize, HomeserverError> {
-    let rooms = s.get(&["joined_rooms"]).await?;
+    let rooms = call(&s.app.http, &s.base, s.caller(), joined_rooms::v3::Request::new()).await?;
     let mut sent = 0;
-    for room in rooms["joined_rooms"].as_array().into_iter().flatten().filter_map(Value::as_str) {
-        if !is_direct(s, room).await? {
+    for room in rooms.joined_rooms {
+        if !is_direct(s, room.as_str()).await? {
             continue;
         }
         // One transaction id per port and room: a retried send is not a second notice.
-        s.send(room, &format!("tincan-moved-{port_id}"), content).await?;
+        s.send(room.as_str(), &format!("tincan-moved-{port_id}"), content).await?;
         sent += 1;
     }
     Ok(sent)
