@@ -145,6 +145,19 @@ impl CharterState {
         }
     }
 
+    /// Why the directory at `apex`, whose trust anchor is to come from the list, has none at `now`: no current
+    /// list ([`ClientError::TrustListNotCurrent`]), or one that does not name it
+    /// ([`ClientError::DirectoryNotListed`]), as [`ParentDsCheck`] refuses a pinned anchor then.
+    pub(crate) fn no_anchor_for(&self, apex: &str, now: std::time::SystemTime) -> ClientError {
+        match self.current(now) {
+            Some(list) => ClientError::DirectoryNotListed {
+                apex: apex.to_owned(),
+                listed: list.directories.iter().map(|d| d.apex.clone()).collect(),
+            },
+            None => ClientError::TrustListNotCurrent { apex: apex.to_owned(), why: self.why_not_current(now) },
+        }
+    }
+
     /// Fetches and verifies a newer list; when that fails, keeps the last good one (if still valid).
     pub(crate) async fn refresh(&self, now: std::time::SystemTime) -> Result<CharterStatus> {
         let (v, refused) = self.client.refresh_or_last_good(now).await?;

@@ -13,8 +13,8 @@ use serde::Serialize;
 use serde_json::json;
 use std::collections::HashMap;
 use tincan_enum_core::E164;
-use tincan_enum_lookup::Resolution;
 use tincan_enum_lookup::log::check_resolution_entry;
+use tincan_enum_lookup::{Lookup, Resolution};
 use tincan_translog::LogEntry;
 
 /// A number's contact as the client sees it: the directory's route and, on Matrix, the key status.
@@ -57,12 +57,28 @@ impl TincanClient {
         Ok(Route::from_resolution(&res))
     }
 
+    /// The directory's lookup; `None` when no directory is configured. A directory whose trust anchor is to come
+    /// from the charter's list while the client has no current list (none fetched yet, or the last good one
+    /// expired) has no lookup, and is [`ClientError::TrustListNotCurrent`] (as with a pinned anchor, see
+    /// [`crate::charter`]), never `None`: [`route_to_number`](Self::route_to_number) takes `None` for "no
+    /// directory" and goes to the bridges, so whoever blocks the list's refreshes would move every text and call
+    /// off end-to-end encrypted Matrix and hand the numbers to the bridges.
+    pub(super) fn directory_lookup(&self) -> Result<Option<&Lookup>> {
+        if let Some(lookup) = &self.lookup {
+            return Ok(Some(lookup));
+        }
+        match (&self.config.directory, &self.charter) {
+            (Some(d), Some(charter)) => Err(charter.no_anchor_for(&d.apex, self.clock.now())),
+            _ => Ok(None),
+        }
+    }
+
     /// Resolves `number` and checks the answer against the transparency log, when one is configured: the
     /// number's inclusion proof must verify under the pinned log key and say what DNS said, and its tree head
     /// must be consistent with the last one this client accepted (which is then advanced). Whether the answer
     /// was logged is returned beside it, and the completed port the log proves it came from, if it did.
     async fn resolve_logged(&self, number: &E164) -> Result<(Resolution, bool, Option<PortMove>)> {
-        let lookup = self.lookup.as_ref().ok_or(ClientError::NoDirectory)?;
+        let lookup = self.directory_lookup()?.ok_or(ClientError::NoDirectory)?;
         if let Some(check) = &self.parent_ds {
             check.check(self.clock.now()).await?;
         }

@@ -90,7 +90,9 @@ impl TincanClient {
     /// The route a text or call to `phone` takes now: the directory first (validated, checked against the
     /// transparency log, the contact's key compared), then the provider's bridges. See
     /// [`routing`](crate::routing) for the order; a refusal is [`ClientError::KeyMismatch`] or
-    /// [`ClientError::Unreachable`].
+    /// [`ClientError::Unreachable`]. The bridges are asked only when there is no directory at all: a directory
+    /// that is refused or fails (see [`resolve`](Self::resolve)), including one a configured charter gives no
+    /// current list for ([`ClientError::TrustListNotCurrent`]), is that error, never a fall-back.
     pub async fn route_to_number(
         &self,
         phone: &str,
@@ -98,7 +100,8 @@ impl TincanClient {
         force: bool,
     ) -> Result<(Decision, Option<Contact>)> {
         let number = E164::parse(phone)?;
-        let contact = match self.lookup {
+        // A directory refused (no current charter list included) is an error, not "no directory": no bridge.
+        let contact = match self.directory_lookup()? {
             Some(_) => Some(self.check_contact(phone).await?),
             None => None,
         };

@@ -6,6 +6,7 @@ mod at_rest;
 mod bench;
 mod chain;
 mod charter;
+mod charter_routing;
 mod charter_server;
 mod dm;
 mod fake_bridge;

@@ -1,0 +1,158 @@
+//! The routing decision of a client whose directory comes from the charter's trust list (no pinned trust
+//! anchor) while it has no current list: never fetched (nothing answers at the charter's address), or the last
+//! good one expired while someone blocked the refreshes. The directory is refused (`trust_list_not_current`),
+//! and so is the number: the client does not fall back to the provider's SMS bridge, which would take a Matrix
+//! contact's texts off end-to-end encryption and hand the number to the bridge. A client with no charter (and
+//! no directory) still goes to the bridge, as before. The bridge is `fake_bridge`'s, with a ghost for the number
+//! the directory holds as a Matrix user; the directory and the charter are `parent_dns`'s.
+
+use crate::charter_server::Charter;
+use crate::fake_bridge::FakeSmsBridge;
+use crate::harness::User;
+use crate::parent_dns::{NUM, ParentWorld, USER};
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+use tincan_client_core::{CharterConfig, ClientConfig, ClientError, Decision, DirectoryConfig, Intent, TincanClient};
+use tincan_common::{Clock as _, MockClock, SystemClock};
+use tincan_testkit::directory::APEX;
+use tincan_testkit::{RegisteredUser, Synapse};
+
+/// Synapse with the fake SMS bridge, whose ghost for [`NUM`] is registered: the way a fall-back would go.
+struct Bridged {
+    bridge: FakeSmsBridge,
+    hs: Synapse,
+    ghost: String,
+}
+
+impl Bridged {
+    async fn start() -> anyhow::Result<Bridged> {
+        let bridge = FakeSmsBridge::start("hs.test").await?;
+        let hs = Synapse::builder().appservice(bridge.registration()).start().await?;
+        let ghost = bridge.register_ghost(&hs.url(), NUM).await?;
+        Ok(Bridged { bridge, hs, ghost })
+    }
+
+    /// A client in `data` on `clock`, its directory at `dns` taking its anchor from `charter`'s list (none
+    /// pinned), signed in as `account` (or with the session it saved).
+    async fn client(
+        &self,
+        data: &Path,
+        account: &RegisteredUser,
+        dns: SocketAddr,
+        charter: CharterConfig,
+        clock: Arc<MockClock>,
+    ) -> anyhow::Result<TincanClient> {
+        std::fs::create_dir_all(data)?;
+        let mut c = ClientConfig::new(data);
+        c.directory = Some(DirectoryConfig {
+            servers: vec![dns],
+            apex: APEX.into(),
+            trust_anchor: String::new(),
+            allow_insecure: false,
+            log: None,
+        });
+        c.charter = Some(charter);
+        let mut client = TincanClient::open_with_clock(c, clock).await?;
+        if client.user_id().is_none() {
+            let a = account;
+            client.login_with_token(&self.hs.url(), &a.user_id, &a.device_id, &a.access_token).await?;
+        }
+        Ok(client)
+    }
+
+    /// `client` refuses to route, send to or chat with [`NUM`] for want of a current list saying `why`, and
+    /// made no conversation (with the bridge's ghost or anyone).
+    async fn refused(&self, client: &TincanClient, why: &str) -> anyhow::Result<()> {
+        let got = client.route_to_number(NUM, Intent::Text, false).await;
+        let Err(e @ ClientError::TrustListNotCurrent { apex, why: said }) = &got else {
+            panic!("a charter client with no current list and no pinned anchor routed a text: {got:?}")
+        };
+        assert_eq!(apex, APEX);
+        assert!(said.contains(why), "{said}");
+        assert_eq!(e.code(), "trust_list_not_current");
+        let call = client.route_to_number(NUM, Intent::Call, false).await;
+        assert!(matches!(call, Err(ClientError::TrustListNotCurrent { .. })), "a call: {call:?}");
+        let sent = client.send_to_number(NUM, "to the bridge?", true).await;
+        assert!(matches!(sent, Err(ClientError::TrustListNotCurrent { .. })), "forced send: {sent:?}");
+        let chat = client.start_chat(NUM, false).await;
+        assert!(matches!(chat, Err(ClientError::TrustListNotCurrent { .. })), "chat: {chat:?}");
+        client.sync_once(Duration::ZERO).await?;
+        let rooms = client.matrix().expect("signed in").joined_rooms();
+        assert!(
+            rooms.is_empty(),
+            "a conversation was made: {:?}",
+            rooms.iter().map(|r| r.room_id()).collect::<Vec<_>>()
+        );
+        assert!(!self.bridge.has_text("to the bridge?"), "the bridge got the text");
+        Ok(())
+    }
+}
+
+/// The charter as the client sees it while its refreshes are blocked: nothing answers at its address.
+fn blocked(charter: &Charter) -> anyhow::Result<CharterConfig> {
+    let url = format!("http://127.0.0.1:{}/charter/", tincan_testkit::ports::free_port()).parse()?;
+    Ok(CharterConfig { url, root: charter.root().to_vec() })
+}
+
+fn clock() -> Arc<MockClock> {
+    Arc::new(MockClock::at(SystemClock.unix_seconds()))
+}
+
+/// A charter is configured, no anchor is pinned, and no list was ever fetched: the client has no directory to
+/// ask, and says so (`trust_list_not_current`) instead of sending to the bridge as if none were configured.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_no_charter_list_ever_fetched_a_number_is_refused_not_sent_to_the_bridge() -> anyhow::Result<()> {
+    let b = Bridged::start().await?;
+    let charter = Charter::start().await;
+    let account = b.hs.register_user("alice", false).await?;
+    let tmp = tempfile::tempdir()?;
+    // No directory answers at `dns` either: nothing is asked before the refusal.
+    let dns = SocketAddr::from(([127, 0, 0, 1], tincan_testkit::ports::free_port()));
+    let mut c = b.client(&tmp.path().join("never"), &account, dns, blocked(&charter)?, clock()).await?;
+    assert!(c.refresh_charter().await.is_err(), "nothing answers at the blocked charter address");
+    b.refused(&c, "no trust list fetched yet").await?;
+    let resolved = c.resolve(NUM).await;
+    assert!(matches!(resolved, Err(ClientError::TrustListNotCurrent { .. })), "{resolved:?}");
+    Ok(())
+}
+
+/// The directory holds the number as a Matrix user: with the charter's list current, texts go over Matrix.
+/// Someone blocks the list's refreshes until it expires; the client started again then has only the expired
+/// list, and refuses the number (`trust_list_not_current`) instead of texting it through the SMS bridge.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn once_the_charter_list_expired_a_matrix_contact_is_refused_not_sent_to_the_bridge() -> anyhow::Result<()> {
+    let Some(w) = ParentWorld::start().await? else { return Ok(()) };
+    let b = Bridged::start().await?;
+    let account = b.hs.register_user("alice", false).await?;
+    let tmp = tempfile::tempdir()?;
+    let data = tmp.path().join("restarted");
+    let clock = clock();
+
+    // The list (an hour's) names the directory; the directory alone as DNS (the parent is not compared).
+    let mut c = b.client(&data, &account, w.directory.dns, w.charter.config(), clock.clone()).await?;
+    c.refresh_charter().await?;
+    let (decision, _) = c.route_to_number(NUM, Intent::Text, false).await?;
+    assert!(matches!(&decision, Decision::Matrix { user_id, .. } if user_id == USER), "{decision:?}");
+    drop(c);
+
+    // The refreshes are blocked until the list has expired; the client started again has only that list.
+    clock.advance(Duration::from_secs(2 * 3600));
+    let mut c = b.client(&data, &account, w.directory.dns, blocked(&w.charter)?, clock.clone()).await?;
+    assert_eq!(c.user_id().map(|u| u.to_string()), Some(account.user_id.clone()), "the saved session");
+    assert!(c.refresh_charter().await.is_err(), "the blocked charter gives no list");
+    b.refused(&c, "(version 1) expired at").await?;
+    Ok(())
+}
+
+/// Without a charter (and without a directory) nothing changes: a number goes to the provider's SMS bridge.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_a_charter_a_number_still_goes_to_the_bridge() -> anyhow::Result<()> {
+    let b = Bridged::start().await?;
+    let alice = User::new(&b.hs, "alice").await?;
+    let (decision, contact) = alice.client.route_to_number(NUM, Intent::Text, false).await?;
+    assert_eq!(decision, Decision::Sms { ghost: b.ghost.clone() });
+    assert!(contact.is_none(), "no directory configured");
+    Ok(())
+}
