@@ -14,7 +14,11 @@
 //!   ([`ClientError::DirectoryNotListed`]), as the extension refuses to work with it; and without a current
 //!   list (none fetched yet, or the last good one expired: a charter that cannot be reached, or whose list
 //!   refreshes are blocked, cannot vouch) the directory is not used either ([`ClientError::TrustListNotCurrent`]),
-//!   pinned anchor or not, as the extension stops when no valid list is left;
+//!   pinned anchor or not, as the extension stops when no valid list is left. Without a pinned anchor the client
+//!   then has no directory to ask, but that is this refusal, not "no directory configured": routing
+//!   ([`TincanClient::route_to_number`](crate::TincanClient::route_to_number)) stops there and does not fall back
+//!   to the provider's bridges, else whoever blocks the list's refreshes would move every text and call to a
+//!   Matrix contact off end-to-end encryption and hand the number to the bridge;
 //! - `register` only signs up at a listed provider that offers Matrix and covers the number;
 //! - a contact whose homeserver is not a listed provider's is never verified
 //!   ([`KeyStatus::NotListed`](crate::KeyStatus::NotListed)), so a provider removed from the list stops
