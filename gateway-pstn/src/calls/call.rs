@@ -600,10 +600,13 @@ impl Call {
     ) {
         let answered = Instant::now();
         let answered_at_ms = self.now_ms();
-        if let Some(b) = &billing {
-            self.sw.live.answered(&self.id, answered_at_ms, b.paid);
-        }
         let billed = billing.is_some();
+        // The caller's ACK confirms the call (RFC 3261 §13.3.1.4): a call it never confirms (a caller that took
+        // another final answer for this INVITE first, such as a 482 from the node a proxy failed over to, drops
+        // our late 200) is not charged, and its live row says answered only once it is confirmed, so that a
+        // restart does not charge it either. The caller's BYE confirms it too: the caller had our 200, and its
+        // ACK may be overtaken by the BYE or lost.
+        let mut confirmed = false;
         let cfg = &self.sw.config;
         let mut extensions = 0u32;
         let mut can_extend = billing.is_some();
@@ -619,11 +622,14 @@ impl Call {
                     Some(LegEvent::ReInvite { sdp, reply }) => {
                         relay_reinvite(&out, self.media.as_ref(), Side::In, sdp, reply).await;
                     }
-                    Some(LegEvent::Confirmed { .. }) => {}
-                    _ => {
+                    Some(LegEvent::Confirmed { .. }) => self.confirm(&mut confirmed, billing.as_ref(), answered_at_ms),
+                    ev => {
+                        if matches!(ev, Some(LegEvent::HungUp)) {
+                            self.confirm(&mut confirmed, billing.as_ref(), answered_at_ms);
+                        }
                         let at = self.ends_now(billed);
                         let _ = out.hangup().await;
-                        break (at, "Caller Hung Up");
+                        break (at, if confirmed { "Caller Hung Up" } else { "Caller Leg Ended" });
                     }
                 },
                 ev = out_events.recv() => match ev {
@@ -670,6 +676,9 @@ impl Call {
             }
         };
         let (ended, why) = ended;
+        if let Some(b) = billing.as_ref().filter(|_| !confirmed) {
+            return self.unconfirmed(b, answered_at_ms, ended.duration_since(answered), why).await;
+        }
         if let Some(b) = billing {
             let elapsed_ms = u64::try_from(ended.duration_since(answered).as_millis()).unwrap_or(u64::MAX);
             let seconds = billed_seconds(elapsed_ms, b.paid);
@@ -697,6 +706,43 @@ impl Call {
                 tracing::error!(%charged, ?price, "the settlement charged other than the call record's price");
             }
         }
+    }
+
+    /// The caller confirmed the call (its ACK, or its BYE): a billed call is marked answered in its live row
+    /// from then on (at the time of the answer).
+    fn confirm(&self, confirmed: &mut bool, billing: Option<&Billing>, answered_at_ms: i64) {
+        if std::mem::replace(confirmed, true) {
+            return;
+        }
+        if let Some(b) = billing {
+            self.sw.live.answered(&self.id, answered_at_ms, b.paid);
+        }
+    }
+
+    /// A call the carrier answered but the caller never confirmed (no ACK to our 200 before the call ended:
+    /// the stack's 64*T1, the paid time, or the carrier's BYE): its record says so (answered by the carrier at
+    /// `answered_at_ms`, 0 s billed at no price, the carrier's cost for the `up` time its leg ran) and its hold
+    /// is released in full. `why`: how the call ended.
+    async fn unconfirmed(&self, b: &Billing, answered_at_ms: i64, up: Duration, why: &str) {
+        let up_secs = billed_seconds(u64::try_from(up.as_millis()).unwrap_or(u64::MAX), u32::MAX);
+        tracing::warn!(up_secs, why, "the caller never confirmed the call (no ACK): not charged, hold released");
+        let ended = Ended {
+            carrier: Some(b.carrier.clone()),
+            result: CallResult::Failed,
+            sip_status: 200,
+            reason: format!("Not Confirmed By The Caller (No ACK); Not Charged; {why}"),
+            // Recovery on timer expiry: the caller's ACK never came.
+            cause: 102,
+            started_at_ms: b.started_at_ms,
+        };
+        let billed = Billed {
+            answered_at_ms,
+            seconds: 0,
+            price: crate::money::Amount::ZERO,
+            cost: b.cost.call_price(up_secs).ok(),
+        };
+        self.store(&b.records, b.attempt, ended, Some(billed)).await;
+        self.release(&b.hold).await;
     }
 
     /// The moment the call ends, as the BYEs go out: for a billed call also marked live so that the heartbeat

@@ -11,8 +11,10 @@ use tincan_testkit::sip::{Scenario, finished};
 
 use super::{
     CALLER_CANCELS, CALLER_IS_CUT, CALLER_REFUSED, CARRIER_ANSWERS, CARRIER_FAILS, CARRIER_NO_ANSWER, NUMBER, Rig,
-    amount, carrier, messages, trunk,
+    amount, carrier, dec, messages, trunk,
 };
+
+const CALLER_NEVER_ACKS: &str = include_str!("../../scenarios/caller_never_acks.xml");
 
 impl Rig {
     /// The account's call records through the API, once at least `n` are there.
@@ -160,4 +162,63 @@ async fn credit_ends_with_a_q850_reason_on_both_byes_and_the_records_add_up_to_t
     assert_eq!(amount(&call["price"]), amount(&cdrs[0]["charged"]));
     assert_eq!(amount(&call["price"]), "0.05");
     assert_eq!(amount(&rig.account().await["balance"]), "0.00");
+}
+
+/// A caller that never ACKs the gateway's 200 (issue #19: a caller that took a 482 for its INVITE from the node
+/// a proxy failed over to, then gets the stalled node's late 200) until the call ends, at `slice_secs` slices on
+/// `credit`: the gateway's BYE reaches it, the carrier's leg is hung up, the call is not charged (its hold is
+/// released in full, no settlement) and its record says so. How long the call ran, for the caller.
+async fn a_call_never_confirmed(credit: &str, slice_secs: u32) -> (Rig, Value, Duration) {
+    let a = trunk("cheap", "0.004");
+    let rig = Rig::start(&[&a], credit, slice_secs).await;
+    let (_sa, trunk_a) = carrier(&a, "trunk-a", CARRIER_ANSWERS);
+    let caller = Scenario::new("caller", CALLER_NEVER_ACKS).unwrap();
+    let mut cmd = caller.command(rig.sip, free_addr(), 1);
+    // The gateway gives up on the ACK after 64*T1 (32 s): longer than sipp's default timeout here.
+    cmd.args(["-key", "number", NUMBER, "-key", "account", &rig.account, "-timeout", "90s", "-trace_msg"]);
+    let started = Instant::now();
+    caller.run(cmd).await.unwrap_or_else(|e| panic!("{e}\n{}", rig.log()));
+    let took = started.elapsed();
+    let seen = messages(caller.dir());
+    assert!(!seen.contains("ACK sip:") && seen.contains("BYE sip:"), "no ACK sent, the gateway's BYE came: {seen}");
+    assert!(finished(trunk_a, Duration::from_secs(10)).await, "the carrier's leg was answered and hung up");
+    let records = rig.records(1).await;
+    assert_eq!(records.len(), 1, "{records:?}\n{}", rig.log());
+    let r = records[0].clone();
+    assert_eq!(
+        (r["result"].as_str(), r["sip_status"].as_u64(), r["carrier"].as_str(), r["q850_cause"].as_u64()),
+        (Some("failed"), Some(200), Some("cheap"), Some(102)),
+        "not a connected call: {r}\n{}",
+        rig.log()
+    );
+    assert!(r["reason"].as_str().unwrap().starts_with("Not Confirmed By The Caller (No ACK); Not Charged; "), "{r}");
+    assert_eq!((r["billed_seconds"].as_u64(), dec(&r["price"])), (Some(0), rust_decimal::Decimal::ZERO), "{r}");
+    // The carrier answered (and may charge the provider for its leg): when, and what its leg cost.
+    assert!(r["answered_at_ms"].as_i64() >= r["started_at_ms"].as_i64(), "{r}");
+    assert!(dec(&r["cost"]) > rust_decimal::Decimal::ZERO, "{r}");
+    let acct = rig.released().await;
+    assert_eq!((amount(&acct["balance"]), amount(&acct["held"])), (credit.to_owned(), "0.00".into()), "{acct}");
+    assert!(rig.cdrs().await.is_empty(), "nothing was settled");
+    let check = rig.gw.cli(&["ledger", "check"]);
+    let report = String::from_utf8_lossy(&check.stdout);
+    assert!(check.status.success() && report.contains("ledger check passed"), "{report}");
+    (rig, r, took)
+}
+
+/// The gateway ends the call when no ACK came within 64*T1 (RFC 3261 §13.3.1.4): the call ran about 32 s and
+/// costs the caller nothing (before: charged as answered for those 32 s, "Caller Hung Up").
+#[tokio::test]
+async fn a_call_the_caller_never_acks_is_ended_at_64_t1_and_not_charged() {
+    let (_rig, r, took) = a_call_never_confirmed("10.00", 60).await;
+    assert!(took >= Duration::from_secs(30) && took < Duration::from_secs(40), "ended after {took:?}");
+    assert!(r["reason"].as_str().unwrap().ends_with("; Caller Leg Ended"), "{r}");
+}
+
+/// Credit that ends before the ACK would time out: the call is cut at its paid time (5 s on 0.05) as any call,
+/// and still not charged.
+#[tokio::test]
+async fn a_call_the_caller_never_acks_cut_when_credit_ends_is_not_charged() {
+    let (_rig, r, took) = a_call_never_confirmed("0.05", 2).await;
+    assert!(took >= Duration::from_secs(5) && took < Duration::from_secs(8), "cut after {took:?}");
+    assert!(r["reason"].as_str().unwrap().ends_with("; Prepaid credit exhausted"), "{r}");
 }
