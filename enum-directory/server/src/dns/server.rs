@@ -760,18 +760,53 @@ fn send_batch(socket: &std::net::UdpSocket, replies: &[Vec<u8>], peers: &[Socket
     }
 }
 
-/// Serves one TCP connection: queries until the client closes, idles out, or has asked `max_queries`.
+/// How long a connection that reached its query cap is read (and what comes discarded) after its last answer,
+/// at most, so that closing it does not reset it; and how much is read.
+const TCP_LINGER: Duration = Duration::from_secs(2);
+const TCP_LINGER_BYTES: usize = 64 * 1024;
+
+/// Serves one TCP connection: queries until the client closes, idles out, or has asked `max_queries`; at the cap
+/// the connection is closed gracefully after the last answer (see [`linger_close`]).
 async fn tcp_connection(cx: &TcpContext, mut stream: TcpStream, peer: SocketAddr) {
+    if serve_tcp_queries(cx, &mut stream, peer).await {
+        linger_close(stream).await;
+    }
+}
+
+/// Closes a connection whose client may still be sending queries without losing the answers already written.
+/// Dropping a socket with unread data makes the kernel reset it (RST) and throw away what it had not yet sent, so
+/// the client could miss the last answers. Instead:
+/// FIN after the answers, then read and discard until the client closes, for at most [`TCP_LINGER`] and
+/// [`TCP_LINGER_BYTES`].
+async fn linger_close(mut stream: TcpStream) {
+    if stream.shutdown().await.is_err() {
+        return;
+    }
+    let drain = async {
+        let mut sink = [0u8; 4096];
+        let mut read = 0;
+        while read < TCP_LINGER_BYTES {
+            match stream.read(&mut sink).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => read += n,
+            }
+        }
+    };
+    let _ = tokio::time::timeout(TCP_LINGER, drain).await;
+}
+
+/// Answers a connection's queries; true when it stopped at `max_queries` (the client may still be sending).
+async fn serve_tcp_queries(cx: &TcpContext, stream: &mut TcpStream, peer: SocketAddr) -> bool {
     let mut buf = Vec::new();
     for _ in 0..cx.max_queries {
         let len = match tokio::time::timeout(cx.idle, stream.read_u16()).await {
             Ok(Ok(len)) => usize::from(len),
-            _ => return,
+            _ => return false,
         };
         buf.resize(len, 0);
         match tokio::time::timeout(cx.idle, stream.read_exact(&mut buf)).await {
             Ok(Ok(_)) => {}
-            _ => return,
+            _ => return false,
         }
         cx.metrics.add(Counter::TcpQueries);
         if let Some(i) = cx.interceptor.as_ref().filter(|i| i.wants(&buf, Transport::Tcp)) {
@@ -784,14 +819,14 @@ async fn tcp_connection(cx: &TcpContext, mut stream: TcpStream, peer: SocketAddr
                 out.extend_from_slice(&m);
                 if stream.write_all(&out).await.is_err() {
                     handler.abort();
-                    return;
+                    return false;
                 }
             }
             continue;
         }
         let Some(a) = answer_budgeted(&cx.zones, &buf, Transport::Tcp, Some(&cx.budget), Vec::new()) else {
             cx.metrics.add(Counter::Dropped);
-            return;
+            return false;
         };
         cx.metrics.count(a.qtype, a.rcode.code());
         if a.over_budget {
@@ -801,9 +836,10 @@ async fn tcp_connection(cx: &TcpContext, mut stream: TcpStream, peer: SocketAddr
         out.extend_from_slice(&(a.bytes.len() as u16).to_be_bytes());
         out.extend_from_slice(&a.bytes);
         if stream.write_all(&out).await.is_err() {
-            return;
+            return false;
         }
     }
+    true
 }
 
 async fn refresher(zones: Arc<Zones>, every: Duration) {

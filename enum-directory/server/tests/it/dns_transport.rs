@@ -396,3 +396,43 @@ async fn tcp_connections_and_queries_are_capped_per_client() {
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
 }
+
+/// A connection closed at `tcp_max_queries_per_connection` while its client still sends queries gets all its
+/// answers and then a clean close (FIN), not a reset. Dropping the socket with the unread queries made the kernel
+/// reset the connection and throw away answers it had not sent yet: CI once saw the capped client get 2 of its 3.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_capped_connection_gets_its_last_answers_and_a_clean_close() {
+    use tincan_directory::dns::ServerConfig;
+    use tincan_enum_core::hickory_proto::op::{Message, Query};
+    use tincan_enum_core::hickory_proto::rr::{Name, RecordType};
+    let config = ServerConfig { tcp_max_queries_per_connection: 3, ..ServerConfig::default() };
+    let s =
+        DnsServer::start_configured(crate::dns_support::sample_records(), KeyAlgorithm::EcdsaP256Sha256, None, config)
+            .await;
+    let mut c = tokio::net::TcpStream::connect(s.addr).await.unwrap();
+    let mut queries = Vec::new();
+    for id in 0..6u16 {
+        let mut m = Message::query();
+        m.metadata.id = id;
+        m.add_query(Query::query(Name::from_ascii(owner("+442079460001")).unwrap(), RecordType::NAPTR));
+        let b = m.to_vec().unwrap();
+        queries.extend_from_slice(&(b.len() as u16).to_be_bytes());
+        queries.extend_from_slice(&b);
+    }
+    c.write_all(&queries).await.unwrap();
+    // The server answers three, then closes while three queries are still unread on its side.
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let mut ids = Vec::new();
+    let end = loop {
+        let len = match tokio::time::timeout(std::time::Duration::from_secs(5), c.read_u16()).await {
+            Ok(Ok(len)) => len,
+            Ok(Err(e)) => break e.kind(),
+            Err(_) => panic!("the server neither answered nor closed within 5 s"),
+        };
+        let mut b = vec![0; usize::from(len)];
+        c.read_exact(&mut b).await.unwrap();
+        ids.push(Message::from_vec(&b).unwrap().metadata.id);
+    };
+    assert_eq!(ids, [0, 1, 2], "the first three queries are answered");
+    assert_eq!(end, std::io::ErrorKind::UnexpectedEof, "the connection ends with a clean close, not a reset");
+}
