@@ -150,4 +150,20 @@ mod tests {
         assert!(matches!(verdict("/_tincan/client/v1/keys/master", key).await, Err(ApiError::InvalidParam("ed25519"))));
         assert!(check(&config(), "/_matrix/identity/v2/hash_details", Bytes::new()).await.is_none());
     }
+
+    /// A struct's fields as an array, in order, are not its body: serde reads them, the endpoints take objects.
+    #[tokio::test]
+    async fn a_body_is_a_json_object_not_an_array_of_its_fields() {
+        // The seeds' values (a valid key, a well-formed verification), in the structs' field order.
+        let seed: serde_json::Value =
+            serde_json::from_slice(&include_bytes!("../../fuzz/seeds/is_body/keys_master")[1..]).unwrap();
+        let key = format!("[{}]", seed["ed25519"]);
+        let verify = r#"["1", "s3cr3t", "123456", "1234"]"#;
+        for (path, body) in
+            [("/_tincan/client/v1/keys/master", key.as_str()), ("/_tincan/client/v1/register/verify", verify)]
+        {
+            let e = verdict(path, body).await.expect_err(path);
+            assert!(matches!(&e, ApiError::BadJson(why) if why.contains("a JSON object")), "{path}: {e:?}");
+        }
+    }
 }
