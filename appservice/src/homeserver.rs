@@ -14,7 +14,7 @@ use ruma::api::{
 use ruma::{DeviceId, MxcUri, UserId};
 use std::sync::Arc;
 use std::time::Duration;
-use tincan_common::matrix_client::{self, CallError, Target};
+use tincan_common::matrix_client::{self, CallError, Refused, Target};
 
 /// Why a homeserver call failed (after retries).
 #[derive(Debug, thiserror::Error)]
@@ -60,28 +60,17 @@ impl Default for RetryPolicy {
     }
 }
 
-/// The error types of client-server endpoints: a plain Matrix error, or one wrapped in a UIAA answer.
-pub trait IntoMatrixError {
-    /// As a [`HomeserverError`].
-    fn into_homeserver_error(self) -> HomeserverError;
-}
-
-impl IntoMatrixError for ruma::api::error::Error {
-    fn into_homeserver_error(self) -> HomeserverError {
-        HomeserverError::Matrix(self)
-    }
-}
-
-impl IntoMatrixError for ruma::api::client::uiaa::UiaaResponse {
-    fn into_homeserver_error(self) -> HomeserverError {
-        match self {
-            ruma::api::client::uiaa::UiaaResponse::MatrixError(e) => HomeserverError::Matrix(e),
-            other => HomeserverError::Response(other.to_string()),
+impl From<Refused> for HomeserverError {
+    fn from(r: Refused) -> Self {
+        match r {
+            Refused::Matrix(e) => Self::Matrix(e),
+            // The bridges never answer user-interactive authentication.
+            Refused::Uiaa(_) => Self::Response("User-Interactive Authentication required.".into()),
         }
     }
 }
 
-pub use tincan_common::matrix_client::PathInput;
+pub use tincan_common::matrix_client::{EndpointRefusal, PathInput};
 
 /// The homeserver, as the application service sees it.
 #[derive(Debug, Clone)]
@@ -121,7 +110,7 @@ impl Homeserver {
     pub async fn send<R>(&self, request: R, as_user: Option<&UserId>) -> Result<R::IncomingResponse, HomeserverError>
     where
         R: OutgoingRequest + Send,
-        R::EndpointError: IntoMatrixError,
+        R::EndpointError: EndpointRefusal,
         R::PathBuilder: PathInput,
         for<'a> R::Authentication: AuthScheme<Input<'a> = SendAccessToken<'a>>,
     {
@@ -138,7 +127,7 @@ impl Homeserver {
     ) -> Result<R::IncomingResponse, HomeserverError>
     where
         R: OutgoingRequest + Send,
-        R::EndpointError: IntoMatrixError,
+        R::EndpointError: EndpointRefusal,
         R::PathBuilder: PathInput,
         for<'a> R::Authentication: AuthScheme<Input<'a> = SendAccessToken<'a>>,
     {
@@ -155,7 +144,7 @@ impl Homeserver {
     ) -> Result<R::IncomingResponse, HomeserverError>
     where
         R: OutgoingRequest + Send,
-        R::EndpointError: IntoMatrixError,
+        R::EndpointError: EndpointRefusal,
         R::PathBuilder: PathInput,
         for<'a> R::Authentication: AuthScheme<Input<'a> = SendAccessToken<'a>>,
     {
@@ -170,7 +159,7 @@ impl Homeserver {
     ) -> Result<R::IncomingResponse, HomeserverError>
     where
         R: OutgoingRequest + Send,
-        R::EndpointError: IntoMatrixError,
+        R::EndpointError: EndpointRefusal,
         R::PathBuilder: PathInput,
         for<'a> R::Authentication: AuthScheme<Input<'a> = SendAccessToken<'a>>,
     {
@@ -211,7 +200,7 @@ impl Homeserver {
     ) -> Result<R::IncomingResponse, HomeserverError>
     where
         R: OutgoingRequest,
-        R::EndpointError: IntoMatrixError,
+        R::EndpointError: EndpointRefusal,
         R::PathBuilder: PathInput,
         for<'a> R::Authentication: AuthScheme<Input<'a> = SendAccessToken<'a>>,
     {
@@ -224,7 +213,7 @@ impl Homeserver {
         let target = Target { http: &self.http, base_url: &self.base_url, versions: &self.versions };
         matrix_client::send(target, request, SendAccessToken::Appservice(&self.as_token), identity).await.map_err(|e| {
             match e {
-                CallError::Server(e) => e.into_homeserver_error(),
+                CallError::Server(e) => e.into_refused().into(),
                 CallError::Transport(e) => HomeserverError::Transport(e),
                 CallError::Build(e) => HomeserverError::Build(e),
                 CallError::Response(e) => HomeserverError::Response(e),
@@ -289,7 +278,7 @@ impl Homeserver {
             let body = response.bytes().await.map_err(HomeserverError::from)?;
             let http_response = builder.body(body).map_err(|e| HomeserverError::Response(e.to_string()))?;
             return Err(match get_content::v1::Response::try_from_http_response(http_response) {
-                Err(ruma::api::error::FromHttpResponseError::Server(e)) => e.into_homeserver_error().into(),
+                Err(ruma::api::error::FromHttpResponseError::Server(e)) => HomeserverError::Matrix(e).into(),
                 Err(other) => HomeserverError::Response(other.to_string()).into(),
                 Ok(_) => HomeserverError::Response(format!("status {status} with a body")).into(),
             });

@@ -5,6 +5,7 @@
 //! extension answers its own client at once.
 
 use ruma::api::auth_scheme::{AuthScheme, SendAccessToken};
+use ruma::api::client::uiaa::{UiaaInfo, UiaaResponse};
 use ruma::api::error::FromHttpResponseError;
 use ruma::api::path_builder::{PathBuilder, SinglePath, VersionHistory};
 use ruma::api::{
@@ -27,6 +28,56 @@ pub enum CallError<E> {
     /// The answer was not the endpoint's response.
     #[error("unexpected homeserver answer: {0}")]
     Response(String),
+}
+
+/// What a client-server endpoint answered instead of its response, whichever its error type.
+#[derive(Debug)]
+pub enum Refused {
+    /// A Matrix error: status, `errcode` and the rest.
+    Matrix(ruma::api::error::Error),
+    /// A user-interactive authentication challenge (401), which a service has no way to answer; with the Matrix
+    /// error it may carry (`errcode` of a failed stage).
+    Uiaa(Box<UiaaInfo>),
+}
+
+impl Refused {
+    /// The HTTP status.
+    pub fn status(&self) -> u16 {
+        match self {
+            Self::Matrix(e) => e.status_code.as_u16(),
+            Self::Uiaa(_) => 401,
+        }
+    }
+
+    /// The `errcode` (`M_FORBIDDEN`, …), empty when the answer has none.
+    pub fn errcode(&self) -> String {
+        match self {
+            Self::Matrix(e) => e.error_kind().map(|k| k.errcode().to_string()).unwrap_or_default(),
+            Self::Uiaa(info) => info.auth_error.as_ref().map(|e| e.kind.errcode().to_string()).unwrap_or_default(),
+        }
+    }
+}
+
+/// The error types of client-server endpoints (a plain Matrix error, or one wrapped in a UIAA answer), read as
+/// one [`Refused`].
+pub trait EndpointRefusal {
+    /// As a [`Refused`].
+    fn into_refused(self) -> Refused;
+}
+
+impl EndpointRefusal for ruma::api::error::Error {
+    fn into_refused(self) -> Refused {
+        Refused::Matrix(self)
+    }
+}
+
+impl EndpointRefusal for UiaaResponse {
+    fn into_refused(self) -> Refused {
+        match self {
+            Self::MatrixError(e) => Refused::Matrix(e),
+            Self::AuthResponse(info) => Refused::Uiaa(Box::new(info)),
+        }
+    }
 }
 
 /// Picks the input a ruma path builder needs from the versions the homeserver is assumed to speak.
@@ -98,4 +149,35 @@ where
         FromHttpResponseError::Server(e) => CallError::Server(e),
         other => CallError::Response(other.to_string()),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ruma::api::client::uiaa::AuthFlow;
+    use ruma::api::error::{ErrorBody, ErrorKind, StandardErrorBody};
+
+    fn forbidden() -> StandardErrorBody {
+        StandardErrorBody::new(ErrorKind::Forbidden, "no".into())
+    }
+
+    #[test]
+    fn a_matrix_error_keeps_its_status_and_errcode() {
+        let e = ruma::api::error::Error::new(http::StatusCode::FORBIDDEN, ErrorBody::Standard(forbidden()));
+        let refused = UiaaResponse::MatrixError(e.clone()).into_refused();
+        assert_eq!((refused.status(), refused.errcode().as_str()), (403, "M_FORBIDDEN"));
+        let refused = e.into_refused();
+        assert_eq!((refused.status(), refused.errcode().as_str()), (403, "M_FORBIDDEN"));
+    }
+
+    #[test]
+    fn a_uiaa_challenge_is_a_401_with_its_stage_errcode_if_any() {
+        let mut info = UiaaInfo::new(vec![AuthFlow::new(Vec::new())]);
+        let refused = UiaaResponse::AuthResponse(info.clone()).into_refused();
+        assert!(matches!(refused, Refused::Uiaa(_)));
+        assert_eq!((refused.status(), refused.errcode().as_str()), (401, ""));
+        info.auth_error = Some(forbidden());
+        let refused = UiaaResponse::AuthResponse(info).into_refused();
+        assert_eq!((refused.status(), refused.errcode().as_str()), (401, "M_FORBIDDEN"));
+    }
 }

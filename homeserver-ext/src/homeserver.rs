@@ -22,7 +22,7 @@ use ruma::api::{AppserviceUserIdentity, OutgoingRequest, SupportedVersions};
 use serde::{Deserialize, Serialize};
 use std::sync::{Arc, LazyLock};
 use tincan_common::Clock;
-use tincan_common::matrix_client::{self, CallError, PathInput, Target};
+use tincan_common::matrix_client::{self, CallError, EndpointRefusal, PathInput, Refused, Target};
 
 /// A failure talking to the homeserver.
 #[derive(Debug, thiserror::Error)]
@@ -90,28 +90,18 @@ pub(crate) async fn refused(resp: reqwest::Response) -> HomeserverError {
     HomeserverError::Refused { status, errcode: body["errcode"].as_str().unwrap_or_default().to_owned() }
 }
 
-/// The error types of client-server endpoints, read as the status and `errcode` of [`HomeserverError::Refused`].
-pub(crate) trait EndpointRefusal {
-    /// As a [`HomeserverError`].
-    fn into_refused(self) -> HomeserverError;
-}
-
-impl EndpointRefusal for ruma::api::error::Error {
-    fn into_refused(self) -> HomeserverError {
-        let errcode = self.error_kind().map(|k| k.errcode().to_string()).unwrap_or_default();
-        HomeserverError::Refused { status: self.status_code.as_u16(), errcode }
+impl From<Refused> for HomeserverError {
+    fn from(r: Refused) -> Self {
+        Self::Refused { status: r.status(), errcode: r.errcode() }
     }
 }
 
-impl EndpointRefusal for ruma::api::client::uiaa::UiaaResponse {
-    fn into_refused(self) -> HomeserverError {
-        match self {
-            Self::MatrixError(e) => e.into_refused(),
-            // The homeserver asks for user-interactive authentication, which the extension cannot give.
-            Self::AuthResponse(info) => HomeserverError::Refused {
-                status: 401,
-                errcode: info.auth_error.map(|e| e.kind.errcode().to_string()).unwrap_or_default(),
-            },
+impl<E: EndpointRefusal> From<CallError<E>> for HomeserverError {
+    fn from(e: CallError<E>) -> Self {
+        match e {
+            CallError::Server(e) => e.into_refused().into(),
+            CallError::Transport(e) => Self::Http(e),
+            CallError::Build(e) | CallError::Response(e) => Self::Unexpected(e),
         }
     }
 }
@@ -131,15 +121,6 @@ pub(crate) enum Caller<'a> {
     Appservice(&'a str, Option<&'a UserId>),
 }
 
-/// Why a call failed, with the endpoint's own error kept whole ([`call_keeping_error`]).
-#[derive(Debug)]
-pub(crate) enum Refusal<E> {
-    /// The homeserver answered with the endpoint's error.
-    Endpoint(E),
-    /// Anything else.
-    Other(HomeserverError),
-}
-
 /// One call to the homeserver at `base_url` with ruma's request and response types
 /// ([`tincan_common::matrix_client`]); an error answer is [`HomeserverError::Refused`].
 pub(crate) async fn call<R>(
@@ -154,19 +135,17 @@ where
     R::PathBuilder: PathInput,
     for<'a> R::Authentication: AuthScheme<Input<'a> = SendAccessToken<'a>>,
 {
-    call_keeping_error(http, base_url, caller, request).await.map_err(|e| match e {
-        Refusal::Endpoint(e) => e.into_refused(),
-        Refusal::Other(e) => e,
-    })
+    Ok(call_keeping_error(http, base_url, caller, request).await?)
 }
 
-/// [`call`], with an error answer as the endpoint's error type (a rate limit's `retry_after`, say).
+/// [`call`], with an error answer as the endpoint's error type (a rate limit's `retry_after`, say); the other
+/// failures become a [`HomeserverError`] with `?` or `.into()`.
 pub(crate) async fn call_keeping_error<R>(
     http: &reqwest::Client,
     base_url: &str,
     caller: Caller<'_>,
     request: R,
-) -> Result<R::IncomingResponse, Refusal<R::EndpointError>>
+) -> Result<R::IncomingResponse, CallError<R::EndpointError>>
 where
     R: OutgoingRequest,
     R::PathBuilder: PathInput,
@@ -181,11 +160,7 @@ where
         }
         Caller::Appservice(token, Some(user)) => (SendAccessToken::Always(token), AppserviceUserIdentity::new(user)),
     };
-    matrix_client::send(target, request, token, identity).await.map_err(|e| match e {
-        CallError::Server(e) => Refusal::Endpoint(e),
-        CallError::Transport(e) => Refusal::Other(HomeserverError::Http(e)),
-        CallError::Build(e) | CallError::Response(e) => Refusal::Other(HomeserverError::Unexpected(e)),
-    })
+    matrix_client::send(target, request, token, identity).await
 }
 
 /// The user an access token belongs to (`GET /_matrix/client/v3/account/whoami`); `None` for an unknown token.

@@ -20,15 +20,18 @@
 
 use crate::app::App;
 use crate::config::HomeserverBackend;
-use crate::homeserver::{Caller, EndpointRefusal, HomeserverError, Login, Refusal, call, call_keeping_error, refused};
-use ruma::api::client::membership::{joined_members, joined_rooms};
+use crate::homeserver::{Caller, HomeserverError, Login, call, call_keeping_error};
+use ruma::api::client::filter::FilterDefinition;
+use ruma::api::client::membership::{join_room_by_id, joined_members, joined_rooms, leave_room};
 use ruma::api::client::message::send_message_event;
 use ruma::api::client::session::{login, logout};
+use ruma::api::client::sync::sync_events;
 use ruma::api::error::{ErrorKind, RetryAfter};
 use ruma::serde::Raw;
-use ruma::{OwnedRoomId, OwnedUserId, RoomId};
+use ruma::{OwnedRoomId, OwnedUserId};
 use serde_json::{Value, json};
 use std::time::Duration;
+use tincan_common::matrix_client::{CallError, Refused};
 
 /// The content field clients read.
 pub const MOVED_FIELD: &str = "io.tincan.moved";
@@ -87,54 +90,45 @@ impl Session<'_> {
         }
     }
 
-    /// `{homeserver}/_matrix/client/v3/{segments…}`, each segment percent-encoded (room IDs hold `!` and `:`).
-    fn url(&self, segments: &[&str]) -> Result<url::Url, HomeserverError> {
-        let mut u = url::Url::parse(&self.base).map_err(|_| HomeserverError::Malformed("a homeserver URL"))?;
-        u.path_segments_mut()
-            .map_err(|()| HomeserverError::Malformed("a homeserver URL"))?
-            .pop_if_empty()
-            .extend(["_matrix", "client", "v3"])
-            .extend(segments);
-        if let Some(user_id) = &self.acting_for {
-            u.query_pairs_mut().append_pair("user_id", user_id.as_str());
-        }
-        Ok(u)
+    /// `GET /sync` with `filter`, from `since` (none: a first look), waiting up to `timeout` for news.
+    pub(super) async fn sync(
+        &self,
+        filter: &FilterDefinition,
+        since: Option<&str>,
+        timeout: Duration,
+    ) -> Result<sync_events::v3::Response, HomeserverError> {
+        let mut request = sync_events::v3::Request::new();
+        request.filter = Some(sync_events::v3::Filter::FilterDefinition(filter.clone()));
+        request.since = since.map(str::to_owned);
+        request.timeout = Some(timeout);
+        call(&self.app.http, &self.base, self.caller(), request).await
     }
 
-    /// `GET` with query parameters.
-    pub(super) async fn get_query(&self, segments: &[&str], query: &[(&str, &str)]) -> Result<Value, HomeserverError> {
-        let mut url = self.url(segments)?;
-        if !query.is_empty() {
-            url.query_pairs_mut().extend_pairs(query);
-        }
-        let resp = self.app.http.get(url).bearer_auth(&self.token).send().await?;
-        if !resp.status().is_success() {
-            return Err(refused(resp).await);
-        }
-        Ok(resp.json().await?)
+    /// Joins `room` (an invitation's).
+    pub(super) async fn join(&self, room: &str) -> Result<(), HomeserverError> {
+        let request = join_room_by_id::v3::Request::new(room_id(room)?);
+        call(&self.app.http, &self.base, self.caller(), request).await.map(drop)
     }
 
-    /// `POST` with a JSON body; the answer's body.
-    pub(super) async fn post(&self, segments: &[&str], body: &Value) -> Result<Value, HomeserverError> {
-        let resp = self.app.http.post(self.url(segments)?).bearer_auth(&self.token).json(body).send().await?;
-        if !resp.status().is_success() {
-            return Err(refused(resp).await);
-        }
-        Ok(resp.json().await?)
+    /// Leaves (or declines the invitation to) `room`, giving `reason`.
+    pub(super) async fn leave(&self, room: &str, reason: Option<String>) -> Result<(), HomeserverError> {
+        let mut request = leave_room::v3::Request::new(room_id(room)?);
+        request.reason = reason;
+        call(&self.app.http, &self.base, self.caller(), request).await.map(drop)
     }
 
     /// Sends `content` (an `m.room.message`) into `room`, waiting out the homeserver's rate limit (a few times at
     /// most).
     pub(super) async fn send(&self, room: &str, txn: &str, content: &Value) -> Result<(), HomeserverError> {
-        let room = OwnedRoomId::try_from(room).map_err(|_| HomeserverError::Malformed("a room ID"))?;
+        let room = room_id(room)?;
         let body = serde_json::value::to_raw_value(content).map_err(|e| HomeserverError::Unexpected(e.to_string()))?;
         let request =
             send_message_event::v3::Request::new_raw(room, txn.into(), "m.room.message".into(), Raw::from_json(body));
         for _ in 0..5 {
             let e = match call_keeping_error(&self.app.http, &self.base, self.caller(), request.clone()).await {
                 Ok(_) => return Ok(()),
-                Err(Refusal::Endpoint(e)) => e,
-                Err(Refusal::Other(e)) => return Err(e),
+                Err(CallError::Server(e)) => e,
+                Err(e) => return Err(e.into()),
             };
             let wait = match e.error_kind() {
                 Some(ErrorKind::LimitExceeded(limit)) => match limit.retry_after {
@@ -143,7 +137,7 @@ impl Session<'_> {
                 },
                 _ => None,
             };
-            let Some(wait) = wait else { return Err(e.into_refused()) };
+            let Some(wait) = wait else { return Err(Refused::Matrix(e).into()) };
             tokio::time::sleep(wait.min(Duration::from_secs(30))).await;
         }
         Err(HomeserverError::Refused { status: 429, errcode: "M_LIMIT_EXCEEDED".into() })
@@ -185,10 +179,14 @@ pub async fn send(
     sent
 }
 
+/// `room` as a room ID.
+fn room_id(room: &str) -> Result<OwnedRoomId, HomeserverError> {
+    OwnedRoomId::try_from(room).map_err(|_| HomeserverError::Malformed("a room ID"))
+}
+
 /// Whether `room` is a direct chat: at most [`DIRECT_MEMBERS`] joined members.
 pub(super) async fn is_direct(s: &Session<'_>, room: &str) -> Result<bool, HomeserverError> {
-    let room = <&RoomId>::try_from(room).map_err(|_| HomeserverError::Malformed("a room ID"))?;
-    let members = call(&s.app.http, &s.base, s.caller(), joined_members::v3::Request::new(room.to_owned())).await?;
+    let members = call(&s.app.http, &s.base, s.caller(), joined_members::v3::Request::new(room_id(room)?)).await?;
     Ok(members.joined.len() <= DIRECT_MEMBERS)
 }
 

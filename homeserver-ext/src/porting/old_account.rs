@@ -46,6 +46,10 @@ use crate::homeserver::{HomeserverError, refused, whoami};
 use crate::store::PortSide;
 use axum::extract::State;
 use axum::http::HeaderMap;
+use ruma::UInt;
+use ruma::api::client::filter::{Filter, FilterDefinition, RoomEventFilter};
+use ruma::api::client::sync::sync_events::v3::Response as SyncResponse;
+use serde::Deserialize;
 use serde_json::{Value, json};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -186,25 +190,11 @@ async fn watch_once(app: &App, m: &MovedAway) -> Result<Ended, WatchError> {
         Err(e) if refuses_account(&e) => return Ok(Ended::Refused),
         Err(e) => return Err(e.into()),
     };
-    let filter = json!({
-        "room": {
-            "timeline": {"limit": 20, "types": MESSAGE_TYPES},
-            "state": {"types": []},
-            "ephemeral": {"types": []},
-            "account_data": {"types": []},
-        },
-        "presence": {"types": []},
-        "account_data": {"types": []},
-    })
-    .to_string();
+    let filter = sync_filter();
     // The first request of a session answers at once; the next ones wait for news.
-    let mut timeout = "0";
+    let mut timeout = Duration::ZERO;
     let result = loop {
-        let mut query = vec![("filter", filter.as_str()), ("timeout", timeout)];
-        if let Some(s) = &since {
-            query.push(("since", s.as_str()));
-        }
-        let sync = match session.get_query(&["sync"], &query).await {
+        let sync = match session.sync(&filter, since.as_deref(), timeout).await {
             Ok(v) => v,
             // A token that stopped working is not the account refused: with the JWT backend every node of a
             // deployment signs in on the one device, and one node ending its session (after a failure) logs the
@@ -218,20 +208,61 @@ async fn watch_once(app: &App, m: &MovedAway) -> Result<Ended, WatchError> {
         if let Err(e) = answer(app, &session, m, &sync, &content, first_look).await {
             break Err(e);
         }
-        let Some(next) = sync["next_batch"].as_str() else {
-            break Err(HomeserverError::Malformed("next_batch").into());
-        };
-        if let Err(e) = app.store.set_moved_watch_since(m.port_id, next).await {
+        if let Err(e) = app.store.set_moved_watch_since(m.port_id, &sync.next_batch).await {
             break Err(e.into());
         }
-        if timeout == "0" {
+        if timeout.is_zero() {
             tracing::info!(user_id = %m.user_id, port_id = m.port_id, "watching a moved-away account");
-            timeout = "30000";
+            timeout = Duration::from_secs(30);
         }
-        since = Some(next.to_owned());
+        since = Some(sync.next_batch);
     };
     session.end().await;
     result
+}
+
+/// What the watch syncs: the last messages of each room, and invitations (their stripped state); no other state,
+/// presence, ephemeral events or account data.
+fn sync_filter() -> FilterDefinition {
+    let mut filter = FilterDefinition::empty();
+    filter.room.timeline.limit = Some(UInt::from(20u32));
+    filter.room.timeline.types = Some(MESSAGE_TYPES.map(String::from).to_vec());
+    filter.room.state = RoomEventFilter::ignore_all();
+    filter.room.ephemeral = RoomEventFilter::ignore_all();
+    filter.room.account_data = RoomEventFilter::ignore_all();
+    filter.presence = Filter::ignore_all();
+    filter.account_data = Filter::ignore_all();
+    filter
+}
+
+/// The fields of a timeline event the watch reads.
+#[derive(Deserialize)]
+struct TimelineEvent {
+    #[serde(rename = "type")]
+    kind: String,
+    sender: String,
+    event_id: String,
+    #[serde(default)]
+    origin_server_ts: i64,
+}
+
+/// The fields of an invitation's stripped state event the watch reads.
+#[derive(Deserialize)]
+struct StrippedEvent {
+    #[serde(rename = "type")]
+    kind: String,
+    #[serde(default)]
+    state_key: String,
+    #[serde(default)]
+    content: StrippedMember,
+}
+
+#[derive(Deserialize, Default)]
+struct StrippedMember {
+    #[serde(default)]
+    membership: String,
+    #[serde(default)]
+    is_direct: Option<bool>,
 }
 
 /// Answers what `sync` brought: messages ([`answer_messages`]) and invitations ([`answer_invites`]).
@@ -239,7 +270,7 @@ async fn answer(
     app: &App,
     session: &Session<'_>,
     m: &MovedAway,
-    sync: &Value,
+    sync: &SyncResponse,
     content: &Value,
     first_look: bool,
 ) -> Result<(), WatchError> {
@@ -259,25 +290,31 @@ async fn answer_messages(
     app: &App,
     session: &Session<'_>,
     m: &MovedAway,
-    sync: &Value,
+    sync: &SyncResponse,
     content: &Value,
 ) -> Result<(), WatchError> {
-    let Some(rooms) = sync["rooms"]["join"].as_object() else { return Ok(()) };
-    for (room, joined) in rooms {
-        let Some(events) = joined["timeline"]["events"].as_array() else { continue };
+    for (room, joined) in &sync.rooms.join {
+        let room = room.as_str();
         // The newest message of the batch decides: someone else's after the port, not yet answered by us.
-        let Some(last) = events.iter().rev().find(|e| MESSAGE_TYPES.contains(&e["type"].as_str().unwrap_or(""))) else {
+        let Some(last) = joined
+            .timeline
+            .events
+            .iter()
+            .rev()
+            .filter_map(|e| e.deserialize_as_unchecked::<TimelineEvent>().ok())
+            .find(|e| MESSAGE_TYPES.contains(&e.kind.as_str()))
+        else {
             continue;
         };
-        let after_port = last["origin_server_ts"].as_i64().unwrap_or(0) >= m.moved_at.saturating_mul(1000);
-        if last["sender"].as_str() == Some(m.user_id.as_str()) || !after_port {
-            tracing::debug!(user_id = %m.user_id, event_id = %last["event_id"], after_port, "nothing to answer: the newest message is the account's own, or from before the port");
+        let after_port = last.origin_server_ts >= m.moved_at.saturating_mul(1000);
+        if last.sender == m.user_id || !after_port {
+            tracing::debug!(user_id = %m.user_id, event_id = %last.event_id, after_port, "nothing to answer: the newest message is the account's own, or from before the port");
             continue;
         }
         if !notice::is_direct(session, room).await? {
             continue;
         }
-        let event_id = last["event_id"].as_str().unwrap_or("");
+        let event_id = last.event_id.as_str();
         if !claim(app, m, room, event_id).await? {
             continue;
         }
@@ -300,17 +337,18 @@ async fn answer_invites(
     app: &App,
     session: &Session<'_>,
     m: &MovedAway,
-    sync: &Value,
+    sync: &SyncResponse,
     content: &Value,
 ) -> Result<(), WatchError> {
-    let Some(rooms) = sync["rooms"]["invite"].as_object() else { return Ok(()) };
-    for (room, invited) in rooms {
-        let events = invited["invite_state"]["events"].as_array().into_iter().flatten();
-        let Some(invite) = events.into_iter().find(|e| {
-            e["type"] == "m.room.member"
-                && e["state_key"].as_str() == Some(m.user_id.as_str())
-                && e["content"]["membership"] == "invite"
-        }) else {
+    for (room, invited) in &sync.rooms.invite {
+        let room = room.as_str();
+        let Some(invite) = invited
+            .invite_state
+            .events
+            .iter()
+            .filter_map(|e| e.deserialize_as_unchecked::<StrippedEvent>().ok())
+            .find(|e| e.kind == "m.room.member" && e.state_key == m.user_id && e.content.membership == "invite")
+        else {
             continue;
         };
         // Stripped state has no event id: a room's invitation is answered once per port.
@@ -318,7 +356,7 @@ async fn answer_invites(
         if !claim(app, m, room, event_id).await? {
             continue;
         }
-        match answer_invite(session, m, room, invite, content).await {
+        match answer_invite(session, m, room, &invite, content).await {
             Ok(Answered::Notice) => {
                 tracing::info!(user_id = %m.user_id, port_id = m.port_id, "answered an invitation to a moved-away account");
             }
@@ -371,11 +409,11 @@ async fn answer_invite(
     session: &Session<'_>,
     m: &MovedAway,
     room: &str,
-    invite: &Value,
+    invite: &StrippedEvent,
     content: &Value,
 ) -> Result<Answered, HomeserverError> {
-    if invite["content"]["is_direct"].as_bool() == Some(true) {
-        session.post(&["rooms", room, "join"], &json!({})).await?;
+    if invite.content.is_direct == Some(true) {
+        session.join(room).await?;
         if notice::is_direct(session, room).await? {
             // Stripped state has no event id: the room names the answer (a room is joined once).
             let txn = format!("tincan-moved-{}-{}", m.port_id, txn_part(room));
@@ -383,7 +421,7 @@ async fn answer_invite(
             return Ok(Answered::Notice);
         }
     }
-    session.post(&["rooms", room, "leave"], &json!({"reason": content["body"]})).await?;
+    session.leave(room, content["body"].as_str().map(str::to_owned)).await?;
     Ok(Answered::Declined)
 }
 
