@@ -15,7 +15,8 @@ use tincan_sip_core::rtpengine::{NgClient, NgTiming};
 use tincan_testkit::ports::free_addr;
 use tincan_testkit::sip::{Rtpengine, Scenario};
 
-use super::{CARRIER_ANSWERS, NUMBER, Rig, amount, dec, trunk};
+use super::records::CALLER_NEVER_ACKS;
+use super::{CARRIER_ANSWERS, NUMBER, Rig, amount, dec, messages, trunk};
 
 pub(super) const CALLER_OUTLIVES_THE_GATEWAY: &str = include_str!("../../scenarios/caller_outlives_the_gateway.xml");
 
@@ -152,4 +153,70 @@ async fn sqlite_kill_9_with_100_calls_up_settles_each_to_its_last_confirmed_seco
 async fn postgres_kill_9_with_100_calls_up_settles_each_to_its_last_confirmed_second() {
     let Some(pg) = tincan_testkit::Postgres::create().await else { return };
     kill_with_calls_up(vec![("TINCAN_GATEWAY_DATABASE__URL".into(), pg.url().into())]).await;
+}
+
+/// The gateway killed while a call waits for its caller's ACK (the carrier answered, the caller has the
+/// gateway's 200 and never ACKs it): the call was never confirmed, so the restarted process releases its hold
+/// in full with a `failed` record (`Gateway Restarted`), as a call never answered, instead of charging it to
+/// the last second it confirmed up (its live row says answered only once the caller confirms).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_a_call_killed_before_its_caller_acks_is_released_not_charged() {
+    let a = trunk("cheap", "0.004");
+    let rig = Rig::start(&[&a], "10.00", 60).await;
+    let url = format!("sqlite://{}", rig.gw.data_dir.join("gateway.sqlite3").display());
+    let node = format!("udp:{}", rig.sip);
+    let carrier = Scenario::new("trunk-a", CARRIER_ANSWERS).unwrap();
+    let _trunk = carrier.spawn(carrier.uas_command(a.addr), "trunk-a").unwrap();
+    let caller = Scenario::new("caller", CALLER_NEVER_ACKS).unwrap();
+    let mut cmd = caller.command(rig.sip, free_addr(), 1);
+    cmd.args(["-key", "number", NUMBER, "-key", "account", &rig.account, "-timeout", "90s", "-trace_msg"]);
+    // The caller waits for a BYE that never comes (the dialog dies with the process): stopped when dropped.
+    let _caller = caller.spawn(cmd, "caller").unwrap();
+
+    // The caller has the 200; a few heartbeats go by (each would confirm an answered call up) before the kill.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !messages(caller.dir()).contains("SIP/2.0 200 OK") {
+        assert!(Instant::now() < deadline, "the caller never got the 200\n{}", rig.log());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(3500)).await;
+    let storage = tincan_gateway::storage::open(&url, Arc::new(tincan_common::SystemClock)).await.unwrap();
+    // (0 with the fix: an unconfirmed call's live row does not say answered.)
+    let marked_answered = answered_live_calls(&*storage, &node).await;
+    let Rig { gw, sip, account, token, _dir } = rig;
+    let gw = gw.crash_and_restart().await;
+    let rig = Rig { gw, sip, account, token, _dir };
+
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let records = loop {
+        let records =
+            rig.get(&format!("/v1/accounts/{}/calls", rig.account)).await["items"].as_array().unwrap().clone();
+        if !records.is_empty() || Instant::now() > deadline {
+            break records;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert_eq!(records.len(), 1, "{records:?}\n{}", rig.log());
+    let r = &records[0];
+    assert_eq!(
+        (r["result"].as_str(), r["sip_status"].as_u64(), r["reason"].as_str()),
+        (Some("failed"), Some(500), Some("Gateway Restarted")),
+        "released as a call never answered, not charged ({marked_answered} live rows said answered at the kill): \
+         {r}\n{}",
+        rig.log()
+    );
+    assert!(r.get("price").is_none() && r.get("billed_seconds").is_none(), "{r}");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let acct = loop {
+        let acct = rig.account().await;
+        if amount(&acct["held"]) == "0.00" || Instant::now() > deadline {
+            break acct;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!((amount(&acct["balance"]), amount(&acct["held"])), ("10.00".into(), "0.00".into()), "{acct}");
+    assert!(rig.cdrs().await.is_empty(), "nothing was settled");
+    let check = rig.gw.cli(&["ledger", "check"]);
+    let report = String::from_utf8_lossy(&check.stdout);
+    assert!(check.status.success() && report.contains("ledger check passed"), "{report}");
 }

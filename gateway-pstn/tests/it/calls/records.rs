@@ -14,7 +14,7 @@ use super::{
     amount, carrier, dec, messages, trunk,
 };
 
-const CALLER_NEVER_ACKS: &str = include_str!("../../scenarios/caller_never_acks.xml");
+pub(super) const CALLER_NEVER_ACKS: &str = include_str!("../../scenarios/caller_never_acks.xml");
 
 impl Rig {
     /// The account's call records through the API, once at least `n` are there.
