@@ -19,6 +19,13 @@
 //!   ([`TincanClient::route_to_number`](crate::TincanClient::route_to_number)) stops there and does not fall back
 //!   to the provider's bridges, else whoever blocks the list's refreshes would move every text and call to a
 //!   Matrix contact off end-to-end encryption and hand the number to the bridge;
+//! - a refresh that brings a newer list sets the directory up again from it, and nothing built on the older list
+//!   is kept: a list that no longer names the directory (the charter dropped it: compromised, or retired) is
+//!   taken, and the directory is refused from then on ([`ClientError::DirectoryNotListed`], pinned anchor or
+//!   not, in the running client and in one started again on the stored list; no bridge either), until a list
+//!   names it again; a list the client cannot set the directory up from (a DS set it cannot read) fails the
+//!   refresh and leaves no lookup: the directory is refused ([`ClientError::DirectoryConfig`]) until a refresh
+//!   succeeds, never used on the older list's anchor;
 //! - `register` only signs up at a listed provider that offers Matrix and covers the number;
 //! - a contact whose homeserver is not a listed provider's is never verified
 //!   ([`KeyStatus::NotListed`](crate::KeyStatus::NotListed)), so a provider removed from the list stops
@@ -150,8 +157,8 @@ impl CharterState {
     }
 
     /// Why the directory at `apex`, whose trust anchor is to come from the list, has none at `now`: no current
-    /// list ([`ClientError::TrustListNotCurrent`]), or one that does not name it
-    /// ([`ClientError::DirectoryNotListed`]), as [`ParentDsCheck`] refuses a pinned anchor then.
+    /// list ([`ClientError::TrustListNotCurrent`]), or one that does not name it, such as a newer list that
+    /// dropped it ([`ClientError::DirectoryNotListed`]), as [`ParentDsCheck`] refuses a pinned anchor then.
     pub(crate) fn no_anchor_for(&self, apex: &str, now: std::time::SystemTime) -> ClientError {
         match self.current(now) {
             Some(list) => ClientError::DirectoryNotListed {
@@ -184,7 +191,9 @@ fn expired(version: u64, expires: std::time::SystemTime) -> String {
 }
 
 /// The directory config in effect: the configured one, with an empty trust anchor (and no log) filled from the
-/// charter's list. `None` when there is no directory, or it should come from a list the client does not have.
+/// charter's list. `None` when there is no directory, or its anchor should come from a list the client does not
+/// have, or from a current list that does not name it (the charter dropped it): then the directory is refused,
+/// as [`CharterState::no_anchor_for`] says, not set up from an older list nor taken for "no directory".
 pub(crate) fn effective_directory(
     configured: Option<&DirectoryConfig>,
     charter: Option<&CharterState>,
@@ -195,6 +204,9 @@ pub(crate) fn effective_directory(
         return Ok(Some(d.clone()));
     }
     let Some(list) = charter.and_then(|c| c.current(now)) else { return Ok(None) };
+    if list.directory_by_apex(&d.apex).is_none() {
+        return Ok(None);
+    }
     let mut from_list = directory_from_list(&list, Some(&d.apex), d.servers.clone(), d.allow_insecure)?;
     if d.log.is_some() {
         from_list.log = d.log.clone();

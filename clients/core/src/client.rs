@@ -83,6 +83,9 @@ pub struct TincanClient {
     /// Whether [`spawn_sync`](Self::spawn_sync)'s loop runs (then nobody else syncs).
     syncing: Arc<AtomicBool>,
     charter: Option<crate::charter::CharterState>,
+    /// Why the directory could not be set up from the charter's list at the last refresh (see
+    /// [`refresh_charter`](Self::refresh_charter)): it is refused until a refresh sets it up.
+    directory_unusable: Option<String>,
     /// The session's activity reports to the extension (see [`report_activity`](Self::report_activity)).
     activity: Option<AbortOnDrop>,
 }
@@ -158,6 +161,7 @@ impl TincanClient {
             late,
             syncing: Arc::new(AtomicBool::new(false)),
             charter,
+            directory_unusable: None,
             activity: None,
         };
         if let Some(saved) = saved {
@@ -250,16 +254,37 @@ impl TincanClient {
 
     /// Fetches the charter's trust list and verifies it (see [`charter`](crate::charter)); a refused or
     /// unreachable list leaves the last good one in use ([`CharterStatus::refused`](crate::CharterStatus) says
-    /// why). A directory whose anchor comes from the list is set up again from it.
+    /// why). The directory is set up again from the list in use: its anchor and log when they come from the
+    /// list, and the list's check of it, so a list that no longer names it refuses it from then on
+    /// ([`ClientError::DirectoryNotListed`]). When it cannot be set up from the list (a DS set the client cannot
+    /// read) the refresh fails with [`ClientError::DirectoryConfig`], and so does every lookup until a refresh
+    /// succeeds: the lookup built on the older list is not kept (see [`crate::charter`]).
     pub async fn refresh_charter(&mut self) -> Result<crate::CharterStatus> {
         let charter = self
             .charter
             .as_ref()
             .ok_or(ClientError::Charter(tincan_charter::CharterError::NoList("no charter configured".into())))?;
         let status = charter.refresh(self.clock.now()).await?;
-        let (lookup, log, parent_ds) = directory_parts(&self.config, self.charter.as_ref(), self.clock.now())?;
-        (self.lookup, self.log, self.parent_ds) = (lookup, log, parent_ds);
-        Ok(status)
+        match directory_parts(&self.config, self.charter.as_ref(), self.clock.now()) {
+            Ok((lookup, log, parent_ds)) => {
+                (self.lookup, self.log, self.parent_ds) = (lookup, log, parent_ds);
+                self.directory_unusable = None;
+                Ok(status)
+            }
+            Err(e) => {
+                tracing::warn!(
+                    error = %e,
+                    version = status.version,
+                    "the directory cannot be set up from the charter's list: refused until a refresh does"
+                );
+                (self.lookup, self.log, self.parent_ds) = (None, None, None);
+                self.directory_unusable = Some(match &e {
+                    ClientError::DirectoryConfig(why) => why.clone(),
+                    other => other.to_string(),
+                });
+                Err(e)
+            }
+        }
     }
 
     /// The providers one may sign up with: the charter's listed providers offering Matrix (empty without a

@@ -93,10 +93,11 @@ pub enum ClientError {
         /// The DS records the list names for the directory.
         charter: Vec<String>,
     },
-    /// The charter's trust list in use does not name the directory at all (its apex), whose trust anchor the
-    /// client's configuration pins: a directory not on the list is not trusted, so it is not used — no route is
-    /// given and no contact verified — as the extension refuses to work with a directory not on the list (see
-    /// [`charter`](crate::charter)).
+    /// The charter's trust list in use does not name the directory at all (its apex), whether its trust anchor
+    /// is pinned in the client's configuration or to come from the list (such as a newer list that dropped the
+    /// directory): a directory not on the list is not trusted, so it is not used — no route is given, no contact
+    /// verified, and no bridge asked instead — as the extension refuses to work with a directory not on the list
+    /// (see [`charter`](crate::charter)).
     #[error(
         "the charter's trust list does not name the directory {apex} (it names: [{}]): the directory is not used",
         .listed.join(", ")

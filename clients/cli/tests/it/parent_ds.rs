@@ -92,3 +92,51 @@ async fn whois_refuses_a_pinned_trust_anchor_the_charter_does_not_vouch_for() ->
     assert!(!out(&o).contains(USER), "no route shown: {}", out(&o));
     Ok(())
 }
+
+/// The charter drops the directory from a new, valid list (version 2 names only another apex): `whois` with
+/// the anchor from the list stops with exit 3, `directory_not_listed` and a WARNING, on the run that fetches
+/// version 2 and on the next one (which opens on the stored version 2); once version 3 names the directory
+/// again, the next run fetches it and answers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn whois_refuses_a_directory_the_charter_list_drops_and_answers_once_it_is_listed_again() -> anyhow::Result<()> {
+    let Some(w) = ParentWorld::start().await? else { return Ok(()) };
+    let tmp = tempfile::tempdir()?;
+    let root = tmp.path().join("root.json");
+    std::fs::write(&root, w.charter.root())?;
+    let data = tmp.path().join("d");
+    let log_key = w.directory.log_key().await?;
+    let publish_at = |apex: &str, version: u64| -> anyhow::Result<()> {
+        let listed = TrustedDirectory {
+            id: "test".into(),
+            apex: apex.into(),
+            ds: w.own.clone(),
+            api_url: w.directory.api.parse()?,
+            log_key: log_key.clone(),
+            dns: vec![],
+        };
+        w.charter.publish_list(ListInput { directories: vec![listed], providers: vec![] }, version);
+        Ok(())
+    };
+
+    let o = tincan(&w, &root, &data, w.directory.dns, &["--json", "whois", NUM]);
+    assert!(o.status.success(), "{}\n{}", out(&o), err(&o));
+    assert_eq!(json(&o)["route"]["user_id"], USER, "{}", out(&o));
+
+    publish_at("other.tincan.test.", 2)?;
+    for run in ["fetching version 2", "on the stored version 2"] {
+        let o = tincan(&w, &root, &data, w.directory.dns, &["--json", "whois", NUM]);
+        assert_eq!(o.status.code(), Some(3), "{run}: {}\n{}", out(&o), err(&o));
+        let v = json(&o);
+        assert_eq!(v["error"]["code"], "directory_not_listed", "{run}: {v}");
+        assert!(v.get("route").is_none() && !out(&o).contains(USER), "{run}: {v}");
+    }
+    let o = tincan(&w, &root, &data, w.directory.dns, &["whois", NUM]);
+    assert_eq!(o.status.code(), Some(3), "{}", err(&o));
+    assert!(err(&o).contains("WARNING") && err(&o).contains("does not name the directory"), "{}", err(&o));
+
+    publish_at(APEX, 3)?;
+    let o = tincan(&w, &root, &data, w.directory.dns, &["--json", "whois", NUM]);
+    assert!(o.status.success(), "listed again: {}\n{}", out(&o), err(&o));
+    assert_eq!(json(&o)["route"]["user_id"], USER, "{}", out(&o));
+    Ok(())
+}

@@ -62,10 +62,15 @@ impl TincanClient {
     /// expired) has no lookup, and is [`ClientError::TrustListNotCurrent`] (as with a pinned anchor, see
     /// [`crate::charter`]), never `None`: [`route_to_number`](Self::route_to_number) takes `None` for "no
     /// directory" and goes to the bridges, so whoever blocks the list's refreshes would move every text and call
-    /// off end-to-end encrypted Matrix and hand the numbers to the bridges.
+    /// off end-to-end encrypted Matrix and hand the numbers to the bridges. Likewise a current list that does not
+    /// name the directory (a refresh brought one that dropped it) is [`ClientError::DirectoryNotListed`], and a
+    /// directory the last refresh could not set up from the list is [`ClientError::DirectoryConfig`].
     pub(super) fn directory_lookup(&self) -> Result<Option<&Lookup>> {
         if let Some(lookup) = &self.lookup {
             return Ok(Some(lookup));
+        }
+        if let Some(why) = &self.directory_unusable {
+            return Err(ClientError::DirectoryConfig(why.clone()));
         }
         match (&self.config.directory, &self.charter) {
             (Some(d), Some(charter)) => Err(charter.no_anchor_for(&d.apex, self.clock.now())),

@@ -3,8 +3,10 @@
 //! good one expired while someone blocked the refreshes. The directory is refused (`trust_list_not_current`),
 //! and so is the number: the client does not fall back to the provider's SMS bridge, which would take a Matrix
 //! contact's texts off end-to-end encryption and hand the number to the bridge. A client with no charter (and
-//! no directory) still goes to the bridge, as before. The bridge is `fake_bridge`'s, with a ghost for the number
-//! the directory holds as a Matrix user; the directory and the charter are `parent_dns`'s.
+//! no directory) still goes to the bridge, as before. A current list that drops the directory (a newer, valid
+//! one that does not name it) refuses it the same way (`directory_not_listed`), anchor pinned or from the list,
+//! until a list names it again. The bridge is `fake_bridge`'s, with a ghost for the number the directory holds
+//! as a Matrix user; the directory and the charter are `parent_dns`'s.
 
 use crate::charter_server::Charter;
 use crate::fake_bridge::FakeSmsBridge;
@@ -14,6 +16,7 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
+use tincan_charter::list::{ListInput, TrustedDirectory};
 use tincan_client_core::{CharterConfig, ClientConfig, ClientError, Decision, DirectoryConfig, Intent, TincanClient};
 use tincan_common::{Clock as _, MockClock, SystemClock};
 use tincan_testkit::directory::APEX;
@@ -44,12 +47,25 @@ impl Bridged {
         charter: CharterConfig,
         clock: Arc<MockClock>,
     ) -> anyhow::Result<TincanClient> {
+        self.pinned_client(data, account, dns, charter, clock, "").await
+    }
+
+    /// [`client`](Self::client), with `anchor` pinned as the directory's trust anchor (empty: the list's).
+    async fn pinned_client(
+        &self,
+        data: &Path,
+        account: &RegisteredUser,
+        dns: SocketAddr,
+        charter: CharterConfig,
+        clock: Arc<MockClock>,
+        anchor: &str,
+    ) -> anyhow::Result<TincanClient> {
         std::fs::create_dir_all(data)?;
         let mut c = ClientConfig::new(data);
         c.directory = Some(DirectoryConfig {
             servers: vec![dns],
             apex: APEX.into(),
-            trust_anchor: String::new(),
+            trust_anchor: anchor.into(),
             allow_insecure: false,
             log: None,
         });
@@ -72,12 +88,34 @@ impl Bridged {
         assert_eq!(apex, APEX);
         assert!(said.contains(why), "{said}");
         assert_eq!(e.code(), "trust_list_not_current");
+        self.refused_all(client, "trust_list_not_current").await
+    }
+
+    /// `client` refuses to route, send to or chat with [`NUM`] because the current list does not name the
+    /// directory (it names only `listed`), and made no conversation.
+    async fn refused_not_listed(&self, client: &TincanClient, listed: &str) -> anyhow::Result<()> {
+        let got = client.route_to_number(NUM, Intent::Text, false).await;
+        let Err(e @ ClientError::DirectoryNotListed { apex, listed: said }) = &got else {
+            panic!("a charter client whose current list dropped the directory routed a text: {got:?}")
+        };
+        assert_eq!((apex.as_str(), said.clone()), (APEX, vec![listed.to_owned()]));
+        assert_eq!(e.code(), "directory_not_listed");
+        let resolved = client.resolve(NUM).await;
+        assert!(matches!(resolved, Err(ClientError::DirectoryNotListed { .. })), "resolve: {resolved:?}");
+        let checked = client.check_contact(NUM).await;
+        assert!(matches!(checked, Err(ClientError::DirectoryNotListed { .. })), "check: {checked:?}");
+        self.refused_all(client, "directory_not_listed").await
+    }
+
+    /// A call, a forced send and a chat to [`NUM`] are refused with `code`, and no conversation was made (with
+    /// the bridge's ghost or anyone).
+    async fn refused_all(&self, client: &TincanClient, code: &str) -> anyhow::Result<()> {
         let call = client.route_to_number(NUM, Intent::Call, false).await;
-        assert!(matches!(call, Err(ClientError::TrustListNotCurrent { .. })), "a call: {call:?}");
+        assert!(call.as_ref().is_err_and(|e| e.code() == code), "a call: {call:?}");
         let sent = client.send_to_number(NUM, "to the bridge?", true).await;
-        assert!(matches!(sent, Err(ClientError::TrustListNotCurrent { .. })), "forced send: {sent:?}");
+        assert!(sent.as_ref().is_err_and(|e| e.code() == code), "forced send: {sent:?}");
         let chat = client.start_chat(NUM, false).await;
-        assert!(matches!(chat, Err(ClientError::TrustListNotCurrent { .. })), "chat: {chat:?}");
+        assert!(chat.as_ref().is_err_and(|e| e.code() == code), "chat: {chat:?}");
         client.sync_once(Duration::ZERO).await?;
         let rooms = client.matrix().expect("signed in").joined_rooms();
         assert!(
@@ -144,6 +182,90 @@ async fn once_the_charter_list_expired_a_matrix_contact_is_refused_not_sent_to_t
     assert!(c.refresh_charter().await.is_err(), "the blocked charter gives no list");
     b.refused(&c, "(version 1) expired at").await?;
     Ok(())
+}
+
+/// The charter's list, version `version`, naming the directory at `apex` with the DS set `ds`.
+async fn publish_at(w: &ParentWorld, apex: &str, ds: Vec<String>, version: u64) -> anyhow::Result<()> {
+    let listed = TrustedDirectory {
+        id: "test".into(),
+        apex: apex.into(),
+        ds,
+        api_url: w.directory.api.parse()?,
+        log_key: w.directory.log_key().await?,
+        dns: vec![],
+    };
+    w.charter.publish_list(ListInput { directories: vec![listed], providers: vec![] }, version);
+    Ok(())
+}
+
+/// Another directory, the only one list version 2 names.
+const OTHER: &str = "other.tincan.test.";
+
+/// The charter drops the directory (compromised, or retired) from a new, valid list: a client (the directory's
+/// own DS pinned as its trust anchor, or the list's) that routed the number over Matrix with version 1 refuses
+/// it after refreshing to version 2 (`directory_not_listed`), and does not text it through the bridge; so does
+/// the client started again on the stored version 2. Version 3 names the directory again: it routes over Matrix
+/// again. Version 4 names it with a DS set the client cannot use: refused (`directory_config`), not left on
+/// version 3's lookup.
+async fn dropped_then_listed_again(pinned: bool) -> anyhow::Result<()> {
+    let Some(w) = ParentWorld::start().await? else { return Ok(()) };
+    let anchor = if pinned { w.own.join("\n") } else { String::new() };
+    let b = Bridged::start().await?;
+    let account = b.hs.register_user("alice", false).await?;
+    let tmp = tempfile::tempdir()?;
+    let data = tmp.path().join("client");
+    let clock = clock();
+    let open = || b.pinned_client(&data, &account, w.directory.dns, w.charter.config(), clock.clone(), &anchor);
+    let on_matrix = |got: &Decision| matches!(got, Decision::Matrix { user_id, .. } if user_id == USER);
+
+    // Version 1 names the directory: texts go over Matrix.
+    let mut c = open().await?;
+    c.refresh_charter().await?;
+    let (decision, _) = c.route_to_number(NUM, Intent::Text, false).await?;
+    assert!(on_matrix(&decision), "{decision:?}");
+
+    // Version 2 (valid, newer) names only another directory: refused, no bridge.
+    publish_at(&w, OTHER, w.own.clone(), 2).await?;
+    let refreshed = c.refresh_charter().await;
+    b.refused_not_listed(&c, OTHER).await?;
+    assert_eq!(refreshed?.version, 2, "the new list is taken");
+    drop(c);
+    // Started again, on the stored version 2: refused the same way.
+    let c = open().await?;
+    b.refused_not_listed(&c, OTHER).await?;
+    drop(c);
+
+    // Version 3 names the directory again; the client started again fetches it: Matrix again.
+    publish_at(&w, APEX, w.own.clone(), 3).await?;
+    let mut c = open().await?;
+    assert_eq!(c.refresh_charter().await?.version, 3);
+    let (decision, _) = c.route_to_number(NUM, Intent::Text, false).await?;
+    assert!(on_matrix(&decision), "{decision:?}");
+
+    // Version 4 names the directory with a DS set the client cannot build a lookup on: the refresh fails,
+    // and the lookup and check built on version 3 go with it (refused, no bridge), never kept.
+    publish_at(&w, APEX, vec![format!("{APEX} 3600 IN DS 12345 13 2 not-a-digest")], 4).await?;
+    let refreshed = c.refresh_charter().await;
+    let got = c.route_to_number(NUM, Intent::Text, false).await;
+    assert!(
+        got.as_ref().is_err_and(|e| e.code() == "directory_config"),
+        "a client whose refresh could not set the directory up from the new list routed a text: {got:?}"
+    );
+    b.refused_all(&c, "directory_config").await?;
+    assert!(refreshed.is_err_and(|e| e.code() == "directory_config"), "the refresh says why");
+    Ok(())
+}
+
+/// [`dropped_then_listed_again`] with the directory's anchor taken from the list.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_directory_the_charter_list_drops_is_refused_not_sent_to_the_bridge() -> anyhow::Result<()> {
+    dropped_then_listed_again(false).await
+}
+
+/// [`dropped_then_listed_again`] with the directory's own DS pinned as its trust anchor.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pinned_directory_the_charter_list_drops_is_refused_not_sent_to_the_bridge() -> anyhow::Result<()> {
+    dropped_then_listed_again(true).await
 }
 
 /// Without a charter (and without a directory) nothing changes: a number goes to the provider's SMS bridge.
