@@ -195,17 +195,8 @@ impl TincanClient {
     pub async fn send_text_to_user(&self, user_id: &str, text: &str) -> Result<Sent> {
         let user: OwnedUserId = user_id.try_into().map_err(|_| ClientError::InvalidUserId(user_id.into()))?;
         let room = self.dm_room(&user).await?;
-        // The last line of defence: matrix-sdk sends in clear in a room without m.room.encryption.
-        if !is_encrypted(&room).await? {
-            return Err(ClientError::NotEncrypted { room_id: room.room_id().to_string() });
-        }
-        let resp = room.send(RoomMessageEventContent::text_plain(text)).await?;
-        Ok(Sent {
-            room_id: room.room_id().to_string(),
-            event_id: resp.response.event_id.to_string(),
-            user_id: user.to_string(),
-            key_status: None,
-        })
+        let event_id = send_encrypted(&room, text).await?;
+        Ok(Sent { room_id: room.room_id().to_string(), event_id, user_id: user.to_string(), key_status: None })
     }
 
     /// Sends `text` to the owner of `phone`: resolves it in the directory, checks their key, and sends in the
@@ -252,6 +243,17 @@ impl TincanClient {
         out.reverse();
         Ok(out)
     }
+}
+
+/// Sends `text` in `room` and gives its event ID, refused with [`ClientError::NotEncrypted`] unless the room's
+/// state holds `m.room.encryption`. The last line of defence, after the choice of room: matrix-sdk sends in clear
+/// in a room without it.
+pub(super) async fn send_encrypted(room: &Room, text: &str) -> Result<String> {
+    if !is_encrypted(room).await? {
+        return Err(ClientError::NotEncrypted { room_id: room.room_id().to_string() });
+    }
+    let resp = room.send(RoomMessageEventContent::text_plain(text)).await?;
+    Ok(resp.response.event_id.to_string())
 }
 
 /// Whether the room's state holds `m.room.encryption`, asking the server when the local state does not say.
@@ -320,4 +322,75 @@ pub(super) fn from_timeline(
     };
     let json = serde_json::from_str::<serde_json::Value>(e.raw().json().get()).unwrap_or_default();
     to_message(&m, room_id, e.encryption_info().is_some(), &json, state)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::ClientConfig;
+    use serde_json::{Value, json};
+    use std::time::Duration;
+    use tincan_testkit::Synapse;
+
+    /// The send's own check, for a room the choice of DM did not vet (that choice skips unencrypted rooms, so
+    /// it is tried here on the room itself): the client holds a joined direct room without
+    /// `m.room.encryption`, set up by the contact and joined as an earlier version joined every invite. The
+    /// send is refused and nothing of ours reaches the room, in clear or otherwise.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_send_into_a_room_without_encryption_is_refused() -> anyhow::Result<()> {
+        let hs = Synapse::start().await?;
+        let victim = hs.register_user("victim", false).await?;
+        let contact = hs.register_user("contact", false).await?;
+        let tmp = tempfile::tempdir()?;
+        let mut client = TincanClient::open(ClientConfig::new(tmp.path().join("tincan"))).await?;
+        client.login_with_token(&hs.url(), &victim.user_id, &victim.device_id, &victim.access_token).await?;
+
+        // The trap, with plain client-server HTTP: the contact's unencrypted direct room, joined by the victim.
+        let http = reqwest::Client::new();
+        let cs = |path: &str| format!("{}/_matrix/client/v3{path}", hs.url());
+        let body = json!({"is_direct": true, "invite": [victim.user_id], "preset": "trusted_private_chat"});
+        let created: Value = http
+            .post(cs("/createRoom"))
+            .bearer_auth(&contact.access_token)
+            .json(&body)
+            .send()
+            .await?
+            .error_for_status()?
+            .json()
+            .await?;
+        let room_id = created["room_id"].as_str().expect("room_id").to_owned();
+        http.post(cs(&format!("/rooms/{room_id}/join")))
+            .bearer_auth(&victim.access_token)
+            .json(&json!({}))
+            .send()
+            .await?
+            .error_for_status()?;
+        client.sync_once(Duration::ZERO).await?;
+        let matrix = client.matrix().expect("signed in");
+        let room = matrix.get_room(&OwnedRoomId::try_from(room_id.as_str())?).expect("the joined room is known");
+        assert_eq!(room.state(), matrix_sdk::RoomState::Joined);
+
+        match send_encrypted(&room, "secret").await {
+            Err(ClientError::NotEncrypted { room_id: refused }) => assert_eq!(refused, room_id),
+            other => panic!("a send into a room without encryption: {other:?}"),
+        }
+        // The room as the contact reads it: nothing from the victim but its join, and no "secret".
+        let page: Value = http
+            .get(cs(&format!("/rooms/{room_id}/messages?dir=b&limit=50")))
+            .bearer_auth(&contact.access_token)
+            .send()
+            .await?
+            .error_for_status()?
+            .json()
+            .await?;
+        let from_victim: Vec<&Value> = page["chunk"]
+            .as_array()
+            .expect("chunk")
+            .iter()
+            .filter(|e| e["sender"] == victim.user_id.as_str() && e["type"] != "m.room.member")
+            .collect();
+        assert!(from_victim.is_empty(), "the victim wrote into the unencrypted room: {from_victim:?}");
+        assert!(!page.to_string().contains("secret"), "{page}");
+        Ok(())
+    }
 }

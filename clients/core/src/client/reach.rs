@@ -8,7 +8,7 @@
 //! it with us, and the send checks the room's encryption again.
 
 use super::directory::Contact;
-use super::messaging::{Sent, is_encrypted};
+use super::messaging::{Sent, is_encrypted, send_encrypted};
 use super::{TincanClient, parse_user};
 use crate::calls::{CallSignal, Caller, CallerSource};
 use crate::delivery::{Delivery, Signal, Watch};
@@ -20,7 +20,6 @@ use matrix_sdk::Client;
 use matrix_sdk::config::SyncSettings;
 use matrix_sdk::ruma::api::client::membership::joined_members;
 use matrix_sdk::ruma::api::client::thirdparty::get_user_for_protocol;
-use matrix_sdk::ruma::events::room::message::RoomMessageEventContent;
 use matrix_sdk::ruma::{OwnedRoomId, UserId};
 use matrix_sdk::{Room, RoomMemberships};
 use serde::Serialize;
@@ -172,19 +171,11 @@ impl TincanClient {
             bridge => {
                 let ghost = bridge.user_id();
                 let room = self.bridge_room(ghost).await?;
-                // The last line of defence: matrix-sdk sends in clear in a room without m.room.encryption.
-                if !is_encrypted(&room).await? {
-                    return Err(ClientError::NotEncrypted { room_id: room.room_id().to_string() });
-                }
                 // Subscribed before sending: the bridge's word can come in the first sync after it.
                 let signals = self.signals.subscribe();
-                let resp = room.send(RoomMessageEventContent::text_plain(text)).await?;
-                let sent = Sent {
-                    room_id: room.room_id().to_string(),
-                    event_id: resp.response.event_id.to_string(),
-                    user_id: ghost.to_owned(),
-                    key_status: None,
-                };
+                let event_id = send_encrypted(&room, text).await?;
+                let sent =
+                    Sent { room_id: room.room_id().to_string(), event_id, user_id: ghost.to_owned(), key_status: None };
                 let watch = Watch::new(&sent.room_id, &sent.event_id, ghost);
                 (sent, Some(PendingDelivery { signals, watch }))
             }
