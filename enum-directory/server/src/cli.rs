@@ -355,7 +355,9 @@ pub async fn run(cli: Cli) -> Result<ExitCode, CliError> {
             let token = new_token()?;
             let mut tx = storage.begin().await?;
             if !shared {
-                // In the transaction that adds: on SQLite it holds the write lock, so no add slips in between.
+                // In the transaction that adds, with the prefixes locked: no add slips in between the check and the
+                // commit (two concurrent adds on PostgreSQL both passed the check before).
+                tx.providers().lock_prefixes().await?;
                 let others = tx.providers().list().await?;
                 if let Some((prefix, provider, theirs)) = first_overlap(&prefixes, &others) {
                     return Err(CliError::PrefixOverlap { prefix, provider, theirs });

@@ -443,6 +443,11 @@ pub trait ProviderRepository: Send {
     async fn list(&mut self) -> Result<Vec<Provider>>;
     /// Replaces the provider's prefixes (none: it can no longer write any number).
     async fn set_prefixes(&mut self, id: ProviderId, prefixes: &[Prefix]) -> Result<()>;
+    /// Makes every other transaction that calls this, and every write of providers' prefixes, wait until this
+    /// one ends, so a check of the prefixes already taken (`provider add`'s overlap check) still holds when this
+    /// transaction adds its own. For a transaction from [`Storage::begin`]; on SQLite it holds the database's write
+    /// lock already (`BEGIN IMMEDIATE`), on PostgreSQL it locks the prefixes table (`SHARE ROW EXCLUSIVE`).
+    async fn lock_prefixes(&mut self) -> Result<()>;
 }
 
 /// Whether a DNSSEC key signs the DNSKEY RRset (KSK) or the other RRsets (ZSK).

@@ -37,4 +37,10 @@ struct PgRepository {
     clock: Arc<dyn Clock>,
 }
 
+impl PgRepository {
+    /// [`super::ProviderRepository::lock_prefixes`]: conflicts with itself and with every insert, update and
+    /// delete of the table, not with reads. (READ COMMITTED: the next statement sees what the holder committed.)
+    const LOCK_PREFIXES: Option<&'static str> = Some("LOCK TABLE provider_prefixes IN SHARE ROW EXCLUSIVE MODE");
+}
+
 super::sql::impl_repositories!(PgRepository);

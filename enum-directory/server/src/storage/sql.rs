@@ -472,6 +472,13 @@ macro_rules! impl_repositories {
                 Ok(out)
             }
 
+            async fn lock_prefixes(&mut self) -> Result<()> {
+                if let Some(lock) = Self::LOCK_PREFIXES {
+                    sqlx::query(lock).execute(&mut *self.tx).await?;
+                }
+                Ok(())
+            }
+
             async fn set_prefixes(&mut self, id: ProviderId, prefixes: &[Prefix]) -> Result<()> {
                 sqlx::query("DELETE FROM provider_prefixes WHERE provider_id = $1")
                     .bind(id.0)

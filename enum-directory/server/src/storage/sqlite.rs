@@ -53,4 +53,9 @@ struct SqliteRepository {
     clock: Arc<dyn Clock>,
 }
 
+impl SqliteRepository {
+    /// [`super::ProviderRepository::lock_prefixes`]: nothing to do, a write transaction holds the write lock.
+    const LOCK_PREFIXES: Option<&'static str> = None;
+}
+
 super::sql::impl_repositories!(SqliteRepository);
