@@ -263,6 +263,7 @@ pub struct FederationBuilder<'a> {
     port_window_secs: Option<u64>,
     record_ttl_secs: Option<u32>,
     ext_settings: Vec<(String, String)>,
+    admins: Vec<String>,
 }
 
 impl FederationBuilder<'_> {
@@ -287,6 +288,14 @@ impl FederationBuilder<'_> {
         self
     }
 
+    /// Provider `name`'s extension gets `homeserver.admin_token`, the token of an admin registered on its
+    /// Synapse: with it the extension can deactivate an account its user closes after a port
+    /// (`account/close`; without it that answers 501).
+    pub fn admin_token(mut self, name: &str) -> Self {
+        self.admins.push(name.to_owned());
+        self
+    }
+
     /// Starts it: see [`Federation::start`].
     pub async fn start(self) -> Result<Option<Federation>> {
         Federation::start_with(self).await
@@ -306,7 +315,13 @@ impl Federation {
 
     /// [`Federation::start`] with settings of its own (the port window, extension settings).
     pub fn builder<'a>(specs: &'a [(&'a str, &'a [&'a str])]) -> FederationBuilder<'a> {
-        FederationBuilder { specs, port_window_secs: None, record_ttl_secs: None, ext_settings: Vec::new() }
+        FederationBuilder {
+            specs,
+            port_window_secs: None,
+            record_ttl_secs: None,
+            ext_settings: Vec::new(),
+            admins: Vec::new(),
+        }
     }
 
     async fn start_with(b: FederationBuilder<'_>) -> Result<Option<Federation>> {
@@ -357,9 +372,14 @@ impl Federation {
             taken.extend(prefixes.iter());
             let more: String =
                 b.ext_settings.iter().filter(|(n, _)| n == name).map(|(_, toml)| format!("{toml}\n")).collect();
+            let admin = if b.admins.iter().any(|n| n == name) {
+                format!("admin_token = \"{}\"\n", hs.register_user("tincan-admin", true).await?.access_token)
+            } else {
+                String::new()
+            };
             let settings = format!(
                 "server_name = \"{server}\"\nhomeserver_url = \"{hs_url}\"\n\
-                 [homeserver]\nbackend = \"jwt\"\njwt_secret = \"{jwt}\"\n\
+                 [homeserver]\nbackend = \"jwt\"\njwt_secret = \"{jwt}\"\n{admin}\
                  [directory]\nurl = \"{api}\"\ntoken = \"{token}\"\ndns_servers = [\"{dns}\"]\napex = \"{APEX}\"\n\
                  trust_anchor = '''\n{anchor}'''\nlog_key = \"{log_key}\"\nsync_interval_secs = 1\n{more}",
                 server = hs.server_name(),

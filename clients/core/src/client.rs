@@ -494,6 +494,19 @@ impl TincanClient {
         self.ext()?.registration_lock(&token).await
     }
 
+    /// Closes (deactivates) our account at its provider, once our number moved away from it to another
+    /// provider by a completed port (issue #22: the old account can be kept or closed). Irreversible: the
+    /// homeserver ends the account's tokens and it leaves its rooms (nothing is erased), and the provider forgets
+    /// it. On success the session is forgotten here too (its token is dead) → the closed Matrix ID. Refusals:
+    /// [`ClientError::NotMovedAway`] (the number did not move away; right after a port completes, try again in a
+    /// few seconds), [`ClientError::PortPending`], [`ClientError::CloseNotSupported`]; the session stays then.
+    pub async fn close_account(&mut self) -> Result<String> {
+        let token = self.client()?.access_token().ok_or(ClientError::NotLoggedIn)?;
+        let closed = self.ext()?.close_account(&token).await?;
+        self.forget_session()?;
+        Ok(closed)
+    }
+
     /// Our own master cross-signing key.
     pub async fn own_master_key(&self) -> Result<Option<MasterKey>> {
         let client = self.client()?;

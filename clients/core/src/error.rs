@@ -252,6 +252,29 @@ pub enum ClientError {
     /// prefixes do not cover the number).
     #[error("{0}")]
     ProviderNotListed(String),
+    /// [`close_account`](crate::TincanClient::close_account) of an account whose number did not move away from
+    /// its provider by a completed port (it never moved, the port was objected to or cancelled, or the number
+    /// came back): it is the number's account, so it is not closed. Right after a port completes the provider may
+    /// answer this for a few seconds, until it has heard of the completion: try again then.
+    #[error(
+        "this account's number has not moved away to another provider (no completed port), so the account is not \
+         closed; right after a port completes, try again in a few seconds"
+    )]
+    NotMovedAway,
+    /// [`close_account`](crate::TincanClient::close_account) while the port taking the account's number away is
+    /// still pending: nothing closed; try again once it completed.
+    #[error(
+        "the port of this account's number to its new provider is still pending: the account is not closed; try \
+         again once the port completed"
+    )]
+    PortPending,
+    /// [`close_account`](crate::TincanClient::close_account) at a provider that cannot deactivate accounts (its
+    /// extension has no way to: a JWT deployment without an admin token): the account is kept.
+    #[error("this provider cannot close accounts ({error}): the account is kept")]
+    CloseNotSupported {
+        /// The extension's words.
+        error: String,
+    },
 }
 
 // Boxed: matrix-sdk's errors are large and would make every `Result` of this crate large.
@@ -270,6 +293,10 @@ boxed_from!(KeyMismatch: KeyMismatch, Matrix: matrix_sdk::Error, MatrixHttp: mat
 const REGISTRATION_LOCKED: &str = "IO.TINCAN.REGISTRATION_LOCKED";
 /// The extension's answer to a wrong registration-lock PIN.
 const WRONG_PIN: &str = "IO.TINCAN.WRONG_PIN";
+/// The extension's answer to closing an account whose number did not move away.
+const NOT_MOVED_AWAY: &str = "IO.TINCAN.NOT_MOVED_AWAY";
+/// The extension's answer to closing an account while the port taking its number away is pending.
+const PORT_PENDING: &str = "IO.TINCAN.PORT_PENDING";
 
 impl ClientError {
     /// Whether a sign-in was refused because the account has a registration lock and no PIN (or a wrong one)
@@ -277,6 +304,20 @@ impl ClientError {
     /// [`verify_with_pin`](crate::TincanClient::verify_with_pin) with the same code.
     pub fn needs_pin(&self) -> bool {
         matches!(self, ClientError::Extension { errcode, .. } if errcode == REGISTRATION_LOCKED || errcode == WRONG_PIN)
+    }
+
+    /// The extension's refusal of `account/close` as its typed error: 409 `IO.TINCAN.NOT_MOVED_AWAY`
+    /// ([`NotMovedAway`](Self::NotMovedAway)), 409 `IO.TINCAN.PORT_PENDING` ([`PortPending`](Self::PortPending)),
+    /// 501 ([`CloseNotSupported`](Self::CloseNotSupported)); any other error as it was.
+    pub(crate) fn of_close(self) -> ClientError {
+        match self {
+            ClientError::Extension { status: 409, errcode, .. } if errcode == NOT_MOVED_AWAY => {
+                ClientError::NotMovedAway
+            }
+            ClientError::Extension { status: 409, errcode, .. } if errcode == PORT_PENDING => ClientError::PortPending,
+            ClientError::Extension { status: 501, error, .. } => ClientError::CloseNotSupported { error },
+            other => other,
+        }
     }
 
     /// A stable code for the error, for scripts (`tincan --json`) and the bindings: these strings do not change.
@@ -327,9 +368,40 @@ impl ClientError {
             ClientError::Charter(tincan_charter::CharterError::NoList(_)) => "no_trust_list",
             ClientError::Charter(_) => "trust_list_refused",
             ClientError::ProviderNotListed(_) => "provider_not_listed",
+            ClientError::NotMovedAway => "not_moved_away",
+            ClientError::PortPending => "port_pending",
+            ClientError::CloseNotSupported { .. } => "close_not_supported",
         }
     }
 }
 
 /// `Result` with [`ClientError`].
 pub type Result<T, E = ClientError> = std::result::Result<T, E>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn refusal(status: u16, errcode: &str) -> ClientError {
+        ClientError::Extension { status, errcode: errcode.into(), error: "words".into(), retry_after_ms: None }
+    }
+
+    #[test]
+    fn the_extensions_refusals_of_account_close_are_typed() {
+        assert!(matches!(refusal(409, NOT_MOVED_AWAY).of_close(), ClientError::NotMovedAway));
+        assert!(matches!(refusal(409, PORT_PENDING).of_close(), ClientError::PortPending));
+        let e = refusal(501, "M_UNRECOGNIZED").of_close();
+        assert!(matches!(&e, ClientError::CloseNotSupported { error } if error == "words"), "{e:?}");
+        assert_eq!(
+            [NOT_MOVED_AWAY, PORT_PENDING].map(|c| refusal(409, c).of_close().code()),
+            ["not_moved_away", "port_pending"]
+        );
+        assert_eq!(e.code(), "close_not_supported");
+        // Anything else stays the extension's refusal: a dead token, a failed deactivation.
+        for (status, errcode) in [(401, "M_UNAUTHORIZED"), (502, "M_UNKNOWN"), (409, "M_UNKNOWN")] {
+            let e = refusal(status, errcode).of_close();
+            assert!(matches!(&e, ClientError::Extension { status: s, .. } if *s == status), "{e:?}");
+            assert_eq!(e.code(), "extension_refused");
+        }
+    }
+}

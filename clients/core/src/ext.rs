@@ -1,5 +1,5 @@
-//! HTTP client of the homeserver extension (`tincan-ext`): phone sign-up, master-key publishing and the
-//! Identity Service v2 hashed lookup.
+//! HTTP client of the homeserver extension (`tincan-ext`): phone sign-up, the registration lock, master-key
+//! publishing, closing an account left behind by a port, and the Identity Service v2 hashed lookup.
 
 use crate::error::{ClientError, Result};
 use serde::de::DeserializeOwned;
@@ -149,6 +149,24 @@ impl ExtClient {
     /// Whether the account has a registration lock; the call is the activity that keeps it from lapsing.
     pub async fn registration_lock(&self, access_token: &str) -> Result<RegistrationLock> {
         decode(self.http.get(self.url(REGISTRATION_LOCK)).bearer_auth(access_token).send().await?).await
+    }
+
+    /// Closes (deactivates) the account whose token this is, once its number moved away to another provider
+    /// by a completed port → its Matrix ID. The extension's refusals are typed (see
+    /// [`ClientError::NotMovedAway`], [`ClientError::PortPending`], [`ClientError::CloseNotSupported`]).
+    pub async fn close_account(&self, access_token: &str) -> Result<String> {
+        #[derive(Deserialize)]
+        struct Closed {
+            closed: String,
+        }
+        let r = self
+            .http
+            .post(self.url("/_tincan/client/v1/account/close"))
+            .bearer_auth(access_token)
+            .json(&json!({}))
+            .send()
+            .await?;
+        Ok(decode::<Closed>(r).await.map_err(ClientError::of_close)?.closed)
     }
 
     /// Publishes our master cross-signing key (unpadded base64) for our numbers.

@@ -8,6 +8,9 @@
 //! answers the number with the new Matrix ID. Before she looks the number up again, the old account tells her
 //! in their chat where the number went (A's extension's moved notice, `io.tincan.moved`), which her client
 //! reads as a [`MovedNotice`](tincan_client_core::MovedNotice) naming the new Matrix ID and her contact's number.
+//! Alice's old account cannot be closed while the number is A's (`not_moved_away`); once it moved, her old client
+//! closes it ([`TincanClient::close_account`](tincan_client_core::TincanClient::close_account)): A deactivates it
+//! (A has `homeserver.admin_token`), its token stops working and the old data dir is signed out.
 //!
 //! Skipped without the `tincan-ext` and `tincan-directory` binaries (see [`tincan_testkit::federation`]).
 
@@ -15,7 +18,7 @@ use crate::chain::wait_for_key;
 use crate::federation::sign_up;
 use crate::harness::wait_for;
 use std::time::{Duration, Instant};
-use tincan_client_core::{E164, KeyStatus, MovedNotice, Route};
+use tincan_client_core::{ClientError, E164, KeyStatus, MovedNotice, Route};
 use tincan_testkit::federation::Federation;
 
 const ALICE: &str = "+442079460401";
@@ -44,6 +47,8 @@ pub(crate) async fn start() -> anyhow::Result<Option<Federation>> {
         // Clients keep an answer for its TTL (300 s by default): the move shows to Carol within 2 s.
         .record_ttl_secs(2)
         .ext_settings("a", "[porting]\nunlocked = \"release\"\n")
+        // A can deactivate the old account its user closes.
+        .admin_token("a")
         .start()
         .await
 }
@@ -56,7 +61,7 @@ async fn a_number_ported_to_the_other_provider_reaches_its_new_account_and_its_c
     let (da, dc, da2) = (tempfile::tempdir()?, tempfile::tempdir()?, tempfile::tempdir()?);
 
     // Alice and Carol at A; Carol verifies Alice's number and writes to her.
-    let (alice_a, sa) = sign_up(&fed, "a", da.path(), ALICE).await?;
+    let (mut alice_a, sa) = sign_up(&fed, "a", da.path(), ALICE).await?;
     let (carol, _) = sign_up(&fed, "a", dc.path(), CAROL).await?;
     let old_key = sa.master_key.expect("Alice's key at A");
     wait_for_key(&carol, ALICE).await?;
@@ -66,6 +71,10 @@ async fn a_number_ported_to_the_other_provider_reaches_its_new_account_and_its_c
     carol.send_text(ALICE, "before the move", false).await?;
     wait_for(to_alice_a, |m| m.body == "before the move").await?;
     alice_a_sync.abort();
+    // While the number is A's, its account there is not one to close.
+    let refused = alice_a.close_account().await;
+    assert!(matches!(refused, Err(ClientError::NotMovedAway)), "{refused:?}");
+    assert_eq!(alice_a.user_id().map(|u| u.to_string()), Some(sa.user_id.clone()), "the session stays");
     let to_carol = carol.messages();
     let carol_sync = carol.spawn_sync()?;
 
@@ -136,6 +145,29 @@ async fn a_number_ported_to_the_other_provider_reaches_its_new_account_and_its_c
     })
     .await?;
     assert_eq!(found.number.as_str(), ALICE);
+
+    // Alice closes the account her number left behind at A. A hears of the completed port by webhook or poll:
+    // until then it may still say the number has not moved away.
+    let old_token = alice_a.matrix().and_then(|c| c.access_token()).expect("the old session's token");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let closed = loop {
+        match alice_a.close_account().await {
+            Err(ClientError::NotMovedAway) if Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(200)).await
+            }
+            other => break other?,
+        }
+    };
+    assert_eq!(closed, sa.user_id);
+    assert_eq!(alice_a.user_id(), None, "the closed account's session is forgotten here");
+    let whoami = reqwest::Client::new()
+        .get(format!("{}/_matrix/client/v3/account/whoami", fed.provider("a").hs.url()))
+        .bearer_auth(&old_token)
+        .send()
+        .await?;
+    assert_eq!(whoami.status().as_u16(), 401, "the closed account's token still works");
+    // Closing is done once: signed out, there is nothing left to close.
+    assert!(matches!(alice_a.close_account().await, Err(ClientError::NotLoggedIn)));
     Ok(())
 }
 
