@@ -88,6 +88,12 @@ pub enum Command {
         #[command(subcommand)]
         action: LockAction,
     },
+    /// The account itself: close the one your number left behind when it moved to another provider.
+    Account {
+        /// What to do.
+        #[command(subcommand)]
+        action: AccountAction,
+    },
     /// Who is behind a number: route, DNSSEC status, key status.
     Whois {
         /// The number.
@@ -176,4 +182,17 @@ pub enum LockAction {
     Remove,
     /// Whether the lock is on (and reports this device as active, which keeps it from lapsing).
     Status,
+}
+
+/// `tincan account …`.
+#[derive(Debug, clap::Subcommand)]
+pub enum AccountAction {
+    /// Closes (deactivates) this account at its provider (--ext), once your number moved away from it to another
+    /// provider by a completed port. Irreversible: the account's sessions end, it leaves its chats, and the
+    /// provider forgets it; this data dir's session is forgotten too.
+    Close {
+        /// Confirms that the account is to be closed for good (without it nothing is done).
+        #[arg(long)]
+        yes: bool,
+    },
 }

@@ -1,7 +1,7 @@
 //! One function per command, on the client core.
 
-use crate::args::{Args, Command, ContactsCommand, LockAction};
-use crate::output::{EXIT_NOT_DELIVERED, print};
+use crate::args::{AccountAction, Args, Command, ContactsCommand, LockAction};
+use crate::output::{EXIT_NOT_DELIVERED, Unconfirmed, print};
 use anyhow::Context;
 use futures::StreamExt;
 use serde_json::json;
@@ -70,6 +70,20 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
                 });
             }
         },
+        Command::Account { action: AccountAction::Close { yes } } => {
+            let user = client.user_id().ok_or(ClientError::NotLoggedIn)?;
+            if !yes {
+                return Err(Unconfirmed(format!(
+                    "closing {user} is irreversible (its sessions end, it leaves its chats, the provider forgets \
+                     it): run `tincan account close --yes` to close it; nothing was done"
+                ))
+                .into());
+            }
+            let closed = client.close_account().await?;
+            print(json, &json!({"closed": closed}), || {
+                format!("Closed {closed}: the provider deactivated the account; this data dir is signed out.")
+            });
+        }
         Command::Verify { code, pin } => {
             let s = client.verify_with_pin(&code, pin.as_deref()).await?;
             print(json, &s, || {

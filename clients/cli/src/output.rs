@@ -14,6 +14,18 @@ pub const EXIT_NOT_DELIVERED: u8 = 4;
 /// charter's list names, or a pinned trust anchor the list does not vouch for; nothing sent.
 pub const EXIT_KEY_MISMATCH: u8 = 3;
 
+/// An irreversible command run without its `--yes`: nothing was done (code `confirmation_needed`, exit 1).
+#[derive(Debug)]
+pub struct Unconfirmed(pub String);
+
+impl std::fmt::Display for Unconfirmed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for Unconfirmed {}
+
 /// Prints `value` as JSON, or `human` otherwise.
 pub fn print<T: Serialize>(json: bool, value: &T, human: impl FnOnce() -> String) {
     if json {
@@ -31,7 +43,11 @@ pub fn error_code(e: &ClientError) -> &'static str {
 /// Reports a failure on stderr (and as JSON on stdout with `--json`) and picks the exit code.
 pub fn fail(json: bool, e: &anyhow::Error) -> ExitCode {
     let client = e.downcast_ref::<ClientError>();
-    let code = client.map_or("other", error_code);
+    let code = match client {
+        Some(c) => error_code(c),
+        None if e.is::<Unconfirmed>() => "confirmation_needed",
+        None => "other",
+    };
     let message = match client {
         Some(ClientError::NotOnNetwork { number, route }) => {
             format!("{number} is not reachable on the network yet; the directory's route: {route}")

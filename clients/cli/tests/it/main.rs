@@ -4,7 +4,7 @@
 //! through the real SMS bridge and an SMSC peer (`sms`), and the money commands
 //! against a real `tincan-gateway` (`money`), and a directory whose parent zone's DS is not the charter's
 //! (`parent_ds`), and a SIP phone's texts and calls seen by `tincan listen` through the real SIP bridge and
-//! rtpengine (`sip`).
+//! rtpengine (`sip`), and `account close` of an account whose number never moved (`close`).
 
 mod acceptance;
 // The real chain is shared with the client core's tests.
@@ -13,6 +13,7 @@ mod chain;
 #[path = "../../../core/tests/it/charter_server.rs"]
 mod charter_server;
 mod cli;
+mod close;
 #[path = "../../../core/tests/it/log_proxy.rs"]
 mod log_proxy;
 mod money;
