@@ -127,6 +127,15 @@ impl Client {
         on_runtime(async move { inner.write().await.forget_session() }).await.map_err(Into::into)
     }
 
+    /// Closes (deactivates) our account at its provider once our number moved away to another provider by a
+    /// completed port → the closed Matrix ID; irreversible, and the session is forgotten here and in the app's
+    /// session store. `NotMovedAway`, `PortPending` or `CloseNotSupported` when the provider refuses (the
+    /// session stays).
+    pub async fn close_account(&self) -> Result<String, ClientError> {
+        let inner = self.inner().clone();
+        on_runtime(async move { inner.write().await.close_account().await }).await.map_err(Into::into)
+    }
+
     /// Our master cross-signing key (unpadded base64).
     pub async fn own_master_key(&self) -> Result<Option<String>, ClientError> {
         let key = core_call!(self, |c| c.own_master_key())?;

@@ -67,6 +67,32 @@ pub enum ClientError {
         /// What happened, for people.
         detail: String,
     },
+    /// `close_account` of an account whose number did not move away to another provider by a completed port:
+    /// nothing closed (right after a port completes, try again in a few seconds).
+    #[error("{detail}")]
+    NotMovedAway {
+        /// Stable code.
+        code: String,
+        /// What happened, for people.
+        detail: String,
+    },
+    /// `close_account` while the port taking the number away is still pending: nothing closed; try again once
+    /// it completed.
+    #[error("{detail}")]
+    PortPending {
+        /// Stable code.
+        code: String,
+        /// What happened, for people.
+        detail: String,
+    },
+    /// `close_account` at a provider that cannot deactivate accounts: the account is kept.
+    #[error("{detail}")]
+    CloseNotSupported {
+        /// Stable code.
+        code: String,
+        /// What happened, for people.
+        detail: String,
+    },
     /// Nothing reaches the number: not on Tincan and no bridge of the provider for it.
     #[error("{detail}")]
     NotReachable {
@@ -139,6 +165,9 @@ impl From<core::ClientError> for ClientError {
             E::Charter(core::charter::CharterError::Fetch { .. }) => ClientError::Unavailable { code, detail },
             E::Charter(_) => ClientError::Untrusted { code, detail },
             E::ProviderNotListed(_) => ClientError::ProviderNotListed { code, detail },
+            E::NotMovedAway => ClientError::NotMovedAway { code, detail },
+            E::PortPending => ClientError::PortPending { code, detail },
+            E::CloseNotSupported { .. } => ClientError::CloseNotSupported { code, detail },
             E::Http(_)
             | E::Homeserver(_)
             | E::Lookup(_)

@@ -2,7 +2,8 @@
 //! a DNS man-in-the-middle that tampers with one number, its transparency log), from both sides in one run (one
 //! chain, to keep CI short):
 //! - Rust, calling the exported functions as a foreign caller would (`open`, `register`/`verify`, `lookup`,
-//!   `route_to_number`, a `MessageListener` through `start_sync`) and getting the typed `ClientError`s;
+//!   `route_to_number`, a `MessageListener` through `start_sync`, `close_account` of an account whose number
+//!   never moved) and getting the typed `ClientError`s;
 //! - Python, through the generated bindings, the pytest suite `tests/python` as two processes of one app on the
 //!   same data dirs: `test_app.py` signs up P (its session in the app's keychain, a `SessionStore`) and Q,
 //!   registers P's pusher with a recording push gateway, finds A verified, routes and sends to it (the message
@@ -149,6 +150,12 @@ async fn bindings_on_the_real_chain() -> anyhow::Result<()> {
         }
         other => panic!("expected Refused, got {other:?}"),
     }
+    // Closing an account whose number never moved away: the extension's refusal, typed; A stays signed in.
+    match a.close_account().await {
+        Err(ClientError::NotMovedAway { code, .. }) => assert_eq!(code, "not_moved_away"),
+        other => panic!("expected NotMovedAway, got {other:?}"),
+    }
+    assert_eq!(a.user_id().await.as_deref(), Some(sa.user_id.as_str()));
 
     // A listens; the Python side signs up P (registering its pusher) and Q, finds A verified, routes and sends to
     // A; Q writes to P.

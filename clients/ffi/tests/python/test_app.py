@@ -5,7 +5,7 @@ test_restart.py); P keeps its session in the app's keychain (a SessionStore), Q 
 verified through the directory, routes and sends to A (the Rust side's listener checks it arrived); Q finds P
 verified and writes to P, whose listener receives it decrypted. Bad input is a typed ClientError with the core's
 stable code: a wrong sign-up code, an unparsable or unreachable number, a tampered directory answer, an unusable
-store key, verifying with nothing pending. For the Rust side: P's user id and key and the event sent to A
+store key, verifying with nothing pending, closing an account whose number never moved. For the Rust side: P's user id and key and the event sent to A
 (TINCAN_FFI_OUT).
 """
 
@@ -142,6 +142,13 @@ def test_a_wrong_sign_up_code_is_refused():
     e = expect_error(t.ClientError.Refused, client.verify(wrong))
     assert e.code == "extension_refused" and e.errcode.startswith("M_"), e
     assert run(client.user_id()) is None
+
+
+def test_closing_an_account_whose_number_never_moved_is_refused(p):
+    """Only an account the number left by a completed port can be closed; P keeps its session."""
+    e = expect_error(t.ClientError.NotMovedAway, p[0].close_account())
+    assert e.code == "not_moved_away", e
+    assert run(p[0].user_id()) == p[1].user_id
 
 
 def test_nobody_is_not_reachable(p):
