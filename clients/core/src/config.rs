@@ -70,6 +70,19 @@ pub struct DirectoryConfig {
     pub log: Option<TransparencyLogConfig>,
 }
 
+impl DirectoryConfig {
+    /// The directory answering on `servers` for `apex`, trusted through `trust_anchor` (empty: the charter's
+    /// list), signed answers only, no transparency log ([`with_log`](Self::with_log)).
+    pub fn new(servers: Vec<SocketAddr>, apex: impl Into<String>, trust_anchor: impl Into<String>) -> Self {
+        Self { servers, apex: apex.into(), trust_anchor: trust_anchor.into(), allow_insecure: false, log: None }
+    }
+
+    /// With the directory's transparency log.
+    pub fn with_log(self, log: TransparencyLogConfig) -> Self {
+        Self { log: Some(log), ..self }
+    }
+}
+
 /// Where the directory's transparency log is and which key signs its tree heads.
 #[derive(Debug, Clone)]
 pub struct TransparencyLogConfig {

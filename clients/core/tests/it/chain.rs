@@ -154,13 +154,11 @@ impl Chain {
     pub fn config(&self, data: &Path) -> ClientConfig {
         let mut c = ClientConfig::new(data);
         c.ext_url = Some(self.ext.url.parse().expect("ext URL"));
-        c.directory = Some(DirectoryConfig {
-            servers: vec![self.proxy.addr],
-            apex: APEX.into(),
-            trust_anchor: self.anchor.clone(),
-            allow_insecure: false,
-            log: Some(TransparencyLogConfig { url: self.log.url.parse().expect("log URL"), key: self.log_key.clone() }),
-        });
+        c.directory =
+            Some(DirectoryConfig::new(vec![self.proxy.addr], APEX, &self.anchor).with_log(TransparencyLogConfig {
+                url: self.log.url.parse().expect("log URL"),
+                key: self.log_key.clone(),
+            }));
         c
     }
 

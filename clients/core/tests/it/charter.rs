@@ -42,13 +42,7 @@ fn publish(charter: &Charter, chain: &Chain, version: u64, with_provider: bool) 
 fn config(chain: &Chain, charter: &Charter, data: &Path, ext: &str) -> ClientConfig {
     let mut c = ClientConfig::new(data);
     c.ext_url = Some(ext.parse().unwrap());
-    c.directory = Some(DirectoryConfig {
-        servers: vec![chain.proxy.addr],
-        apex: APEX.into(),
-        trust_anchor: String::new(),
-        allow_insecure: false,
-        log: None,
-    });
+    c.directory = Some(DirectoryConfig::new(vec![chain.proxy.addr], APEX, ""));
     c.charter = Some(charter.config());
     c
 }

@@ -62,13 +62,7 @@ impl Bridged {
     ) -> anyhow::Result<TincanClient> {
         std::fs::create_dir_all(data)?;
         let mut c = ClientConfig::new(data);
-        c.directory = Some(DirectoryConfig {
-            servers: vec![dns],
-            apex: APEX.into(),
-            trust_anchor: anchor.into(),
-            allow_insecure: false,
-            log: None,
-        });
+        c.directory = Some(DirectoryConfig::new(vec![dns], APEX, anchor));
         c.charter = Some(charter);
         let mut client = TincanClient::open_with_clock(c, clock).await?;
         if client.user_id().is_none() {

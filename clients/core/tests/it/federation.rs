@@ -27,13 +27,11 @@ const CAROL: &str = "+442079460303";
 pub(crate) fn config(fed: &Federation, provider: &Provider, data: &Path) -> ClientConfig {
     let mut c = ClientConfig::new(data);
     c.ext_url = Some(provider.ext.url.parse().expect("ext URL"));
-    c.directory = Some(DirectoryConfig {
-        servers: vec![fed.directory.dns],
-        apex: APEX.into(),
-        trust_anchor: fed.anchor.clone(),
-        allow_insecure: false,
-        log: Some(TransparencyLogConfig { url: fed.directory.api.parse().expect("log URL"), key: fed.log_key.clone() }),
-    });
+    c.directory =
+        Some(DirectoryConfig::new(vec![fed.directory.dns], APEX, &fed.anchor).with_log(TransparencyLogConfig {
+            url: fed.directory.api.parse().expect("log URL"),
+            key: fed.log_key.clone(),
+        }));
     c
 }
 

@@ -25,13 +25,7 @@ async fn pinned_client(
 ) -> anyhow::Result<TincanClient> {
     std::fs::create_dir_all(data)?;
     let mut c = ClientConfig::new(data);
-    c.directory = Some(DirectoryConfig {
-        servers: vec![dns],
-        apex: APEX.into(),
-        trust_anchor: anchor.into(),
-        allow_insecure: false,
-        log: None,
-    });
+    c.directory = Some(DirectoryConfig::new(vec![dns], APEX, anchor));
     c.charter = Some(world.charter.config());
     let mut client = TincanClient::open(c).await?;
     client.refresh_charter().await?;
@@ -175,13 +169,7 @@ impl Stale {
     /// A client in `data` pinning the directory's own DS, with `charter`, on the test's clock.
     async fn open(&self, data: &Path, charter: tincan_client_core::CharterConfig) -> anyhow::Result<TincanClient> {
         let mut c = ClientConfig::new(data);
-        c.directory = Some(DirectoryConfig {
-            servers: vec![self.dns],
-            apex: APEX.into(),
-            trust_anchor: self.own.clone(),
-            allow_insecure: false,
-            log: None,
-        });
+        c.directory = Some(DirectoryConfig::new(vec![self.dns], APEX, &self.own));
         c.charter = Some(charter);
         Ok(TincanClient::open_with_clock(c, self.clock.clone()).await?)
     }
