@@ -67,6 +67,11 @@ pub struct CallsConfig {
     pub extend_before_secs: u32,
     /// A carrier that sends no response at all within this time is given up for the next. Default 4000.
     pub invite_timeout_ms: u64,
+    /// A billed call whose caller has not ACKed the gateway's 200 this long after the carrier answered is ended
+    /// (BYE on both legs) and not charged. Default 4000: an ACK comes within a round trip, and by 4 s the caller
+    /// has had the 200 four times (retransmitted at 0.5, 1.5 and 3.5 s). Less than 32000 (64*T1, when the SIP
+    /// stack gives up on the ACK itself).
+    pub ack_timeout_ms: u64,
     /// The longest a call may take to be answered (ringing included). Default 120.
     pub setup_timeout_secs: u32,
     /// Requests per second accepted from one source address. Default 200.
@@ -105,6 +110,7 @@ impl Default for CallsConfig {
             slice_secs: 60,
             extend_before_secs: 10,
             invite_timeout_ms: 4000,
+            ack_timeout_ms: 4000,
             setup_timeout_secs: 120,
             per_source_rate: 200,
             breaker_failures: 5,
@@ -200,6 +206,10 @@ impl CallsConfig {
         }
         if !(100..=60_000).contains(&self.invite_timeout_ms) {
             p.push("calls.invite_timeout_ms: 100 to 60000".into());
+        }
+        if !(1..32_000).contains(&self.ack_timeout_ms) {
+            // At 64*T1 (32 s) the stack gives up on the ACK itself: a longer wait would never end a call.
+            p.push("calls.ack_timeout_ms: 1 to 31999".into());
         }
         if !(1..=600).contains(&self.setup_timeout_secs) {
             p.push("calls.setup_timeout_secs: 1 to 600".into());

@@ -180,6 +180,7 @@ mod tests {
         assert_eq!(c.api.listen.port(), 9999);
         assert_eq!(c.ledger.writers, 2);
         assert_eq!(c.accounts.currency.as_str(), "USD");
+        assert_eq!(c.calls.ack_timeout_ms, 4000);
     }
 
     #[test]
@@ -202,5 +203,18 @@ mod tests {
         )
         .unwrap_err();
         assert!(err.to_string().contains("currency"), "{err}");
+        // The ACK wait: more than 0, less than the stack's own 64*T1 (32 s).
+        let ack = |ms: &str| {
+            load_config_from::<GatewayConfig>(
+                None,
+                ENV_PREFIX,
+                [("TINCAN_GATEWAY_CALLS__ACK_TIMEOUT_MS".to_string(), ms.to_string())],
+            )
+        };
+        for bad in ["0", "32000"] {
+            let err = ack(bad).unwrap_err().to_string();
+            assert!(err.contains("calls.ack_timeout_ms"), "{bad}: {err}");
+        }
+        assert_eq!(ack("31999").unwrap().calls.ack_timeout_ms, 31_999);
     }
 }

@@ -34,6 +34,9 @@ use crate::storage::{CallResult, LiveCall};
 /// The Q.850 cause and text of the BYE both legs get when the call's credit ends (RFC 3326): normal clearing,
 /// for the call ended as the prepaid terms say.
 const CREDIT_ENDS: (u16, &str) = (16, "Prepaid credit exhausted");
+/// A billed call whose caller did not ACK our 200 within `calls.ack_timeout_ms` of the carrier's answer: the
+/// Q.850 cause of the BYEs (recovery on timer expiry) and how the call ended.
+const ACK_TIMED_OUT: (u16, &str) = (102, "ACK Timed Out");
 
 /// Extra hold lifetime beyond the paid time, so that a settlement at the cut still finds the hold open.
 const HOLD_GRACE_SECS: u32 = 30;
@@ -610,6 +613,9 @@ impl Call {
         let cfg = &self.sw.config;
         let mut extensions = 0u32;
         let mut can_extend = billing.is_some();
+        // Toll fraud: a caller that never ACKs would have the carrier's leg until the stack gives up at 64*T1
+        // (32 s), for nothing. A billed call is ended when its ACK has not come this long after the answer.
+        let ack_deadline = answered + Duration::from_millis(cfg.ack_timeout_ms);
         let ended = loop {
             let paid = billing.as_ref().map_or(MAX_UNBILLED_SECS, |b| b.paid);
             let cut_at = answered + Duration::from_secs(u64::from(paid));
@@ -662,6 +668,16 @@ impl Call {
                             }
                         }
                     }
+                }
+                _ = sleep_until(ack_deadline), if billed && !confirmed => {
+                    tracing::warn!(ack_timeout_ms = cfg.ack_timeout_ms, "no ACK from the caller: hanging up both legs");
+                    let at = self.ends_now(billed);
+                    let why = Reason::q850(ACK_TIMED_OUT.0, ACK_TIMED_OUT.1);
+                    let (a, b) = tokio::join!(self.leg.hangup_with_reason(&why), out.hangup_with_reason(&why));
+                    if a.is_err() || b.is_err() {
+                        tracing::warn!("a BYE for a call without an ACK failed");
+                    }
+                    break (at, ACK_TIMED_OUT.1);
                 }
                 _ = sleep_until(cut_at) => {
                     tracing::info!(paid, "paid time ends: hanging up both legs");

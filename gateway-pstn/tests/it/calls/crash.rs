@@ -162,7 +162,8 @@ async fn postgres_kill_9_with_100_calls_up_settles_each_to_its_last_confirmed_se
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sqlite_a_call_killed_before_its_caller_acks_is_released_not_charged() {
     let a = trunk("cheap", "0.004");
-    let rig = Rig::start(&[&a], "10.00", 60).await;
+    // The ACK wait well past the kill (3.5 s after the 200): the kill, not the wait, ends the call here.
+    let rig = Rig::start_with(&[&a], "10.00", 60, None, "ack_timeout_ms = 20000\n").await;
     let url = format!("sqlite://{}", rig.gw.data_dir.join("gateway.sqlite3").display());
     let node = format!("udp:{}", rig.sip);
     let carrier = Scenario::new("trunk-a", CARRIER_ANSWERS).unwrap();
