@@ -155,6 +155,31 @@ impl Rig {
         self.get(&format!("/v1/accounts/{}/cdrs", self.account)).await["items"].as_array().unwrap().clone()
     }
 
+    /// The account's call records through the API, once at least `n` are there (or after 10 s).
+    async fn records(&self, n: usize) -> Vec<Value> {
+        self.records_within(n, Duration::from_secs(10)).await
+    }
+
+    /// [`records`](Self::records), waiting up to `within`.
+    async fn records_within(&self, n: usize, within: Duration) -> Vec<Value> {
+        let deadline = Instant::now() + within;
+        loop {
+            let items =
+                self.get(&format!("/v1/accounts/{}/calls", self.account)).await["items"].as_array().unwrap().clone();
+            if items.len() >= n || Instant::now() > deadline {
+                return items;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Kills the gateway (SIGKILL) and starts it again on the same port, data and arguments.
+    async fn crash_and_restart(self) -> Rig {
+        let Rig { gw, sip, account, token, _dir } = self;
+        let gw = gw.crash_and_restart().await;
+        Rig { gw, sip, account, token, _dir }
+    }
+
     /// The CDRs once `n` are written: the gateway settles after both legs' BYE transactions, which may end
     /// after sipp has already exited.
     async fn settled(&self, n: usize) -> Vec<Value> {

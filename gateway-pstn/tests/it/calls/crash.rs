@@ -81,10 +81,8 @@ async fn kill_with_calls_up(env: Vec<(String, String)>) {
     }
     assert_eq!(ng.list(1000).await.unwrap().len(), CALLS as usize, "every call's media is at rtpengine");
     tokio::time::sleep(Duration::from_millis(3500)).await;
-    let Rig { gw, sip, account, token, _dir } = rig;
     let killed_at = now_ms();
-    let gw = gw.crash_and_restart().await;
-    let rig = Rig { gw, sip, account, token, _dir };
+    let rig = rig.crash_and_restart().await;
 
     // The new process settles what the dead one left.
     let deadline = Instant::now() + Duration::from_secs(30);
@@ -184,19 +182,8 @@ async fn sqlite_a_call_killed_before_its_caller_acks_is_released_not_charged() {
     let storage = tincan_gateway::storage::open(&url, Arc::new(tincan_common::SystemClock)).await.unwrap();
     // (0 with the fix: an unconfirmed call's live row does not say answered.)
     let marked_answered = answered_live_calls(&*storage, &node).await;
-    let Rig { gw, sip, account, token, _dir } = rig;
-    let gw = gw.crash_and_restart().await;
-    let rig = Rig { gw, sip, account, token, _dir };
-
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let records = loop {
-        let records =
-            rig.get(&format!("/v1/accounts/{}/calls", rig.account)).await["items"].as_array().unwrap().clone();
-        if !records.is_empty() || Instant::now() > deadline {
-            break records;
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    };
+    let rig = rig.crash_and_restart().await;
+    let records = rig.records_within(1, Duration::from_secs(30)).await;
     assert_eq!(records.len(), 1, "{records:?}\n{}", rig.log());
     let r = &records[0];
     assert_eq!(

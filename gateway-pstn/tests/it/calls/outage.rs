@@ -322,19 +322,9 @@ async fn postgres_away_when_a_call_is_answered_the_answer_is_written_once_it_is_
 
     // A crash now bills the call to its last confirmed second.
     tokio::time::sleep(Duration::from_millis(2_500)).await;
-    let Rig { gw, sip, account, token, _dir } = rig;
     let killed_at = tincan_gateway::storage::unix_ms(tincan_common::Clock::now(&tincan_common::SystemClock));
-    let gw = gw.crash_and_restart().await;
-    let rig = Rig { gw, sip, account, token, _dir };
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let records = loop {
-        let records =
-            rig.get(&format!("/v1/accounts/{}/calls", rig.account)).await["items"].as_array().unwrap().clone();
-        if !records.is_empty() || Instant::now() > deadline {
-            break records;
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    };
+    let rig = rig.crash_and_restart().await;
+    let records = rig.records_within(1, Duration::from_secs(30)).await;
     assert_eq!(records.len(), 1, "{records:?}\n{}", rig.log());
     let r = &records[0];
     assert_eq!(

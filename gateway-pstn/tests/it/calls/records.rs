@@ -17,19 +17,6 @@ use super::{
 pub(super) const CALLER_NEVER_ACKS: &str = include_str!("../../scenarios/caller_never_acks.xml");
 
 impl Rig {
-    /// The account's call records through the API, once at least `n` are there.
-    async fn records(&self, n: usize) -> Vec<Value> {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            let items =
-                self.get(&format!("/v1/accounts/{}/calls", self.account)).await["items"].as_array().unwrap().clone();
-            if items.len() >= n || Instant::now() > deadline {
-                return items;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
-
     /// The account once it holds nothing (or after 10 s): a call's record is stored before its hold is released,
     /// so the release may commit just after the record can be read.
     async fn released(&self) -> Value {
