@@ -151,6 +151,22 @@ mod tests {
         assert!(check(&config(), "/_matrix/identity/v2/hash_details", Bytes::new()).await.is_none());
     }
 
+    /// Invalid UTF-8 is not JSON, also where serde_json skips it (an unknown field's string): the `is_body`
+    /// fuzz target's find on requestToken (`fuzz/regressions/is_body-request_token-not_utf8`), and the same in
+    /// a body read by [`Json`] (register/verify).
+    #[tokio::test]
+    async fn a_body_with_invalid_utf8_is_not_json_even_in_an_unknown_field() {
+        let found = &include_bytes!("../../fuzz/regressions/is_body-request_token-not_utf8")[1..];
+        let verify = b"{\"sid\":\"1\",\"client_secret\":\"s3cr3t\",\"code\":\"123456\",\"x\":\"\xea\"}";
+        for (path, body) in [
+            ("/_matrix/identity/v2/validate/msisdn/requestToken", found),
+            ("/_tincan/client/v1/register/verify", &verify[..]),
+        ] {
+            let verdict = check(&config(), path, Bytes::copy_from_slice(body)).await.expect("a known endpoint");
+            assert!(matches!(verdict, Err(ApiError::NotJson)), "{path}: {verdict:?}");
+        }
+    }
+
     /// A struct's fields as an array, in order, are not its body: serde reads them, the endpoints take objects.
     #[tokio::test]
     async fn a_body_is_a_json_object_not_an_array_of_its_fields() {

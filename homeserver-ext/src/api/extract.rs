@@ -16,11 +16,23 @@ impl<S: Send + Sync, T: serde::de::DeserializeOwned> FromRequest<S> for Json<T> 
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        let (parts, body) = req.into_parts();
+        let bytes = axum::body::Bytes::from_request(Request::from_parts(parts.clone(), body), state)
+            .await
+            .map_err(|e| ApiError::BadJson(e.body_text()))?;
+        utf8(&bytes)?;
+        let req = Request::from_parts(parts, axum::body::Body::from(bytes));
         match axum::Json::<Object<T>>::from_request(req, state).await {
             Ok(axum::Json(Object(v))) => Ok(Json(v)),
             Err(e) => Err(ApiError::BadJson(e.body_text())),
         }
     }
+}
+
+/// JSON text is UTF-8 (RFC 8259 §8.1). serde_json checks it in the strings it reads, not in the values it skips
+/// (an unknown field's string), so a body with invalid UTF-8 there was taken as JSON: `M_NOT_JSON` instead.
+fn utf8(body: &[u8]) -> Result<(), ApiError> {
+    std::str::from_utf8(body).map(drop).map_err(|_| ApiError::NotJson)
 }
 
 /// A body that must be a JSON object, as every Matrix request body is: serde would also read a struct from an
@@ -66,6 +78,7 @@ impl<S: Send + Sync, R: ruma::api::IncomingRequest> FromRequest<S> for Ruma<R> {
         let body = axum::body::to_bytes(body, MAX_RUMA_BODY)
             .await
             .map_err(|e| ApiError::BadJson(format!("the body could not be read: {e}")))?;
+        utf8(&body)?;
         R::try_from_http_request(axum::http::Request::from_parts(parts, body), &path_args)
             .map(Ruma)
             .map_err(|e| ApiError::BadJson(e.to_string()))
