@@ -145,6 +145,11 @@ impl TrustList {
             if d.ds.is_empty() || d.ds.iter().any(|s| s.trim().is_empty()) {
                 return bad(format!("directory {}: no DS record", d.id));
             }
+            for ds in &d.ds {
+                if let Err(why) = check_ds(&d.apex, ds) {
+                    return bad(format!("directory {}: DS record {ds:?} is unreadable: {why}", d.id));
+                }
+            }
             if PublicKey::from_base64(&d.log_key).is_err() {
                 return bad(format!("directory {}: log_key is not an Ed25519 public key in base64", d.id));
             }
@@ -204,6 +209,42 @@ impl TrustList {
     }
 }
 
+/// Checks one DS record in presentation format the way clients read it (`APEX [TTL] [IN] DS TAG ALG DIGTYPE
+/// HEX…`, `;` comments, parentheses, the digest maybe split): the owner is `apex` (case and final dot aside), the
+/// key tag a u16, the algorithm a u8, the digest type 2 (SHA-256) or 4 (SHA-384), which clients take, and the
+/// digest hex of that type's length. A client refuses a list whose DS it cannot read (`directory_config`), so
+/// the charter must never sign one.
+fn check_ds(apex: &str, text: &str) -> Result<(), String> {
+    let text: String = text.lines().map(|l| l.split(';').next().unwrap_or("")).collect::<Vec<_>>().join(" ");
+    let tokens: Vec<&str> =
+        text.split(|c: char| c.is_whitespace() || c == '(' || c == ')').filter(|t| !t.is_empty()).collect();
+    let mut rest = tokens.iter().copied().peekable();
+    let owner = rest.next().ok_or("empty")?;
+    let name = |n: &str| n.trim_end_matches('.').to_ascii_lowercase();
+    if name(owner) != name(apex) {
+        return Err(format!("owner {owner:?} is not the apex {apex}"));
+    }
+    for _ in 0..2 {
+        if rest.next_if(|t| t.bytes().all(|b| b.is_ascii_digit()) || t.eq_ignore_ascii_case("IN")).is_none() {
+            break;
+        }
+    }
+    if !rest.next().is_some_and(|t| t.eq_ignore_ascii_case("DS")) {
+        return Err("not class IN, type DS".into());
+    }
+    rest.next().and_then(|t| t.parse::<u16>().ok()).ok_or("bad key tag")?;
+    rest.next().and_then(|t| t.parse::<u8>().ok()).ok_or("bad algorithm")?;
+    let len = match rest.next().and_then(|t| t.parse::<u8>().ok()) {
+        Some(2) => 32,
+        Some(4) => 48,
+        _ => return Err("digest type is not 2 (SHA-256) or 4 (SHA-384)".into()),
+    };
+    match hex::decode(rest.collect::<String>()) {
+        Ok(digest) if digest.len() == len => Ok(()),
+        _ => Err(format!("digest is not {len} bytes of hex")),
+    }
+}
+
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
@@ -215,7 +256,7 @@ pub(crate) mod tests {
             [[directory]]
             id = "main"
             apex = "e164.tincan.test."
-            ds = ["e164.tincan.test. 3600 IN DS 12345 15 2 0000"]
+            ds = ["e164.tincan.test. 3600 IN DS 12345 15 2 0000000000000000000000000000000000000000000000000000000000000000"]
             api_url = "http://127.0.0.1:8080/"
             log_key = "11qYAYKxCrfVS/7TyWQHOg7hcvPapiMlrwIaaPcHURo"
 
@@ -260,6 +301,47 @@ pub(crate) mod tests {
             let mut i = input();
             f(&mut i);
             assert!(matches!(TrustList::new(i, 1, exp()), Err(CharterError::InvalidList(_))), "case {n}");
+        }
+    }
+
+    #[test]
+    fn a_list_with_an_unreadable_ds_is_refused_naming_the_directory() {
+        let d64 = "9A".repeat(32);
+        for ds in [
+            "e164.tincan.test. 3600 IN DS 12345 13 2 not-a-digest".to_string(),
+            format!("e164.tincan.test. 3600 IN DS 12345 13 2 {}", &d64[..62]),
+            format!("e164.tincan.test. 3600 IN DS 12345 13 4 {d64}"),
+            format!("e164.tincan.test. 3600 IN DS 12345 13 1 {}", &d64[..40]),
+            format!("other.test. 3600 IN DS 12345 13 2 {d64}"),
+            format!("e164.tincan.test. 3600 CH DS 12345 13 2 {d64}"),
+            format!("e164.tincan.test. 3600 IN DNSKEY 12345 13 2 {d64}"),
+            format!("e164.tincan.test. 3600 IN DS 70000 13 2 {d64}"),
+            format!("e164.tincan.test. 3600 IN DS 12345 256 2 {d64}"),
+            "e164.tincan.test. 3600 IN DS 12345 13".to_string(),
+        ] {
+            let mut i = input();
+            i.directories[0].ds.push(ds.clone());
+            match TrustList::new(i, 1, exp()) {
+                Err(CharterError::InvalidList(m)) => {
+                    assert!(m.starts_with("directory main: DS record") && m.contains("unreadable"), "{ds}: {m}")
+                }
+                other => panic!("{ds}: {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn ds_records_clients_read_are_taken() {
+        let (d32, d48) = ("9A".repeat(32), "7b".repeat(48));
+        for ds in [
+            format!("e164.tincan.test. IN DS 4711 15 2 {d32}"),
+            format!("E164.Tincan.Test 3600 IN DS 4711 13 4 {d48}"),
+            format!("e164.tincan.test. IN 3600 DS 4711 13 2 ( {} {} ) ; comment", &d32[..32], &d32[32..]),
+            format!("e164.tincan.test. DS 4711 8 2 {d32}"),
+        ] {
+            let mut i = input();
+            i.directories[0].ds = vec![ds.clone()];
+            assert!(TrustList::new(i, 1, exp()).is_ok(), "{ds}");
         }
     }
 }

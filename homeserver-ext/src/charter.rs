@@ -180,7 +180,7 @@ mod tests {
         let directory = TrustedDirectory {
             id: "d".into(),
             apex: "e164.tincan.test.".into(),
-            ds: vec!["e164.tincan.test. 3600 IN DS 1 15 2 00".into()],
+            ds: vec![format!("e164.tincan.test. 3600 IN DS 1 15 2 {}", "00".repeat(32))],
             api_url: "http://127.0.0.1:1/".parse().unwrap(),
             log_key: LOG_KEY.into(),
             dns: vec![],

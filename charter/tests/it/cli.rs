@@ -134,3 +134,15 @@ fn a_readable_key_file_is_refused() {
     std::fs::set_permissions(d.join("k"), std::fs::Permissions::from_mode(0o640)).unwrap();
     assert!(fails(d, &["sign", "--key", "k", "root.json"]).contains("chmod 600"));
 }
+
+/// A list naming a DS record clients cannot read is refused: `list new` makes no list to sign or publish.
+#[test]
+fn a_list_with_an_unreadable_ds_is_not_made() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path();
+    let bad = LIST.replace(&"0".repeat(64), "not-a-digest");
+    std::fs::write(d.join("list.toml"), bad).unwrap();
+    let e = fails(d, &["list", "new", "--input", "list.toml", "--out", "v1.json"]);
+    assert!(e.contains("directory main: DS record") && e.contains("unreadable"), "{e}");
+    assert!(!d.join("v1.json").exists());
+}

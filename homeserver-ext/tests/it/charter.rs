@@ -17,7 +17,7 @@ fn publish(repo: &Path, key: &SecretKey, root: &[u8], version: u64, directory_ur
     let directory = TrustedDirectory {
         id: "d".into(),
         apex: "e164.tincan.test.".into(),
-        ds: vec!["e164.tincan.test. 3600 IN DS 1 15 2 00".into()],
+        ds: vec![format!("e164.tincan.test. 3600 IN DS 1 15 2 {}", "00".repeat(32))],
         api_url: directory_url.parse().unwrap(),
         log_key: "11qYAYKxCrfVS/7TyWQHOg7hcvPapiMlrwIaaPcHURo".into(),
         dns: vec![],

@@ -109,7 +109,8 @@ async fn whois_refuses_a_directory_the_charter_list_drops_and_answers_once_it_is
         let listed = TrustedDirectory {
             id: "test".into(),
             apex: apex.into(),
-            ds: w.own.clone(),
+            // A DS record's owner is the apex it is listed for (the charter refuses others).
+            ds: w.own.iter().map(|l| l.replacen(APEX, apex, 1)).collect(),
             api_url: w.directory.api.parse()?,
             log_key: log_key.clone(),
             dns: vec![],

@@ -183,7 +183,8 @@ async fn publish_at(w: &ParentWorld, apex: &str, ds: Vec<String>, version: u64) 
     let listed = TrustedDirectory {
         id: "test".into(),
         apex: apex.into(),
-        ds,
+        // A DS record's owner is the apex it is listed for (the charter refuses others).
+        ds: ds.iter().map(|l| l.replacen(APEX, apex, 1)).collect(),
         api_url: w.directory.api.parse()?,
         log_key: w.directory.log_key().await?,
         dns: vec![],
@@ -238,7 +239,7 @@ async fn dropped_then_listed_again(pinned: bool) -> anyhow::Result<()> {
 
     // Version 4 names the directory with a DS set the client cannot build a lookup on: the refresh fails,
     // and the lookup and check built on version 3 go with it (refused, no bridge), never kept.
-    publish_at(&w, APEX, vec![format!("{APEX} 3600 IN DS 12345 13 2 not-a-digest")], 4).await?;
+    publish_at(&w, APEX, vec![format!("{APEX} 3600 IN DS 12345 3 2 {}", "AB".repeat(32))], 4).await?;
     let refreshed = c.refresh_charter().await;
     let got = c.route_to_number(NUM, Intent::Text, false).await;
     assert!(

@@ -90,7 +90,8 @@ async fn a_pinned_trust_anchor_the_charter_does_not_vouch_for_is_refused() -> an
         let listed = TrustedDirectory {
             id: "test".into(),
             apex: apex.into(),
-            ds,
+            // A DS record's owner is the apex it is listed for (the charter refuses others).
+            ds: ds.iter().map(|l| l.replacen(APEX, apex, 1)).collect(),
             api_url: w.directory.api.parse()?,
             log_key: log_key.clone(),
             dns: vec![],

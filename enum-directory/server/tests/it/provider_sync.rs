@@ -30,7 +30,7 @@ impl Charter {
 
     /// Publishes list `version` naming the directory at `apex` and these providers (id, prefixes).
     fn publish(&self, repo: &Path, version: u64, apex: &str, providers: &[(&str, &[&str])]) {
-        self.publish_with(repo, version, apex, &[format!("{apex} 3600 IN DS 1 15 2 00")], providers);
+        self.publish_with(repo, version, apex, &[format!("{apex} 3600 IN DS 1 15 2 {}", "00".repeat(32))], providers);
     }
 
     /// Publishes list `version` naming the directory at `apex` with the DS set `ds`, and no provider.
