@@ -70,6 +70,17 @@ impl From<Refused> for HomeserverError {
     }
 }
 
+impl<E: EndpointRefusal> From<CallError<E>> for HomeserverError {
+    fn from(e: CallError<E>) -> Self {
+        match e {
+            CallError::Server(e) => e.into_refused().into(),
+            CallError::Transport(e) => Self::Transport(e),
+            CallError::Build(e) => Self::Build(e),
+            CallError::Response(e) => Self::Response(e),
+        }
+    }
+}
+
 pub use tincan_common::matrix_client::{EndpointRefusal, PathInput};
 
 /// The homeserver, as the application service sees it.
@@ -211,14 +222,7 @@ impl Homeserver {
         identity.device_id = device;
         self.metrics.inc(&self.metrics.hs_requests);
         let target = Target { http: &self.http, base_url: &self.base_url, versions: &self.versions };
-        matrix_client::send(target, request, SendAccessToken::Appservice(&self.as_token), identity).await.map_err(|e| {
-            match e {
-                CallError::Server(e) => e.into_refused().into(),
-                CallError::Transport(e) => HomeserverError::Transport(e),
-                CallError::Build(e) => HomeserverError::Build(e),
-                CallError::Response(e) => HomeserverError::Response(e),
-            }
-        })
+        Ok(matrix_client::send(target, request, SendAccessToken::Appservice(&self.as_token), identity).await?)
     }
 }
 

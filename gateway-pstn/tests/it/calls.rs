@@ -173,6 +173,19 @@ impl Rig {
         }
     }
 
+    /// The account once it holds nothing (or after 10 s): a call's record is stored before its hold is released,
+    /// so the release may commit just after the record can be read.
+    async fn released(&self) -> Value {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let acct = self.account().await;
+            if amount(&acct["held"]) == "0.00" || Instant::now() > deadline {
+                return acct;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
     /// Kills the gateway (SIGKILL) and starts it again on the same port, data and arguments.
     async fn crash_and_restart(self) -> Rig {
         let Rig { gw, sip, account, token, _dir } = self;

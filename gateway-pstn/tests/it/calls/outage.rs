@@ -338,14 +338,7 @@ async fn postgres_away_when_a_call_is_answered_the_answer_is_written_once_it_is_
     assert!(billed + 5 >= up && billed <= up, "billed {billed} s of a call up {up} whole seconds at the kill: {r}");
     let price = Decimal::from(billed) * "0.01".parse::<Decimal>().unwrap();
     assert_eq!(dec(&r["price"]), price, "{r}");
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let acct = loop {
-        let acct = rig.account().await;
-        if amount(&acct["held"]) == "0.00" || Instant::now() > deadline {
-            break acct;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
+    let acct = rig.released().await;
     assert_eq!(amount(&acct["held"]), "0.00", "{acct}");
     assert_eq!(dec(&acct["balance"]), "10.00".parse::<Decimal>().unwrap() - price, "{acct}");
     let check = rig.gw.cli(&["ledger", "check"]);
@@ -420,14 +413,7 @@ async fn postgres_refusing_connections_when_a_call_extends_it_is_cut_at_its_paid
     assert_eq!((r["result"].as_str(), r["billed_seconds"].as_u64()), (Some("answered"), Some(12)), "{r}");
     assert_eq!(cdrs.len(), 1, "settled once: {cdrs:?}");
     assert_eq!(amount(&cdrs[0]["charged"]), "0.12", "{cdrs:?}");
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let acct = loop {
-        let acct = rig.account().await;
-        if amount(&acct["held"]) == "0.00" || Instant::now() > deadline {
-            break acct;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
+    let acct = rig.released().await;
     assert_eq!((amount(&acct["balance"]), amount(&acct["held"])), ("9.88".into(), "0.00".into()), "{acct}");
     let check = rig.gw.cli(&["ledger", "check"]);
     let report = String::from_utf8_lossy(&check.stdout);

@@ -17,19 +17,6 @@ use super::{
 pub(super) const CALLER_NEVER_ACKS: &str = include_str!("../../scenarios/caller_never_acks.xml");
 
 impl Rig {
-    /// The account once it holds nothing (or after 10 s): a call's record is stored before its hold is released,
-    /// so the release may commit just after the record can be read.
-    async fn released(&self) -> Value {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            let acct = self.account().await;
-            if amount(&acct["held"]) == "0.00" || Instant::now() > deadline {
-                return acct;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
-
     /// [`Rig::call`] with sipp's message log kept (in the scenario's directory).
     async fn traced_call(&self, scenario: &Scenario, number: &str, talk_ms: u32) -> anyhow::Result<String> {
         let local: SocketAddr = free_addr();
