@@ -385,9 +385,13 @@ pub async fn run(cli: Cli) -> Result<ExitCode, CliError> {
             let charter = tincan_charter::CharterClient::new(charter_url, root, config.data_dir().join("charter"))?;
             let verified = charter.refresh(clock.now()).await?;
             let storage = serve::open_storage(&config, clock).await?;
-            let existing = storage.begin_read().await?.providers().list().await?;
             let apex = config.apex().map_err(ServeError::from)?.to_ascii();
-            let plan = crate::provider_sync::plan(&verified.list, &apex, &existing)?;
+            // Planned and applied in one transaction holding the prefix lock (see provider_sync::sync).
+            let (plan, tokens) =
+                crate::provider_sync::sync(&*storage, &verified.list, &apex, suspend_unlisted, dry_run, || {
+                    new_token().ok()
+                })
+                .await?;
             let mut out = std::io::stdout().lock();
             for (name, prefixes) in &plan.add {
                 eprintln!("add {name} {}", join_prefixes(prefixes));
@@ -403,12 +407,8 @@ pub async fn run(cli: Cli) -> Result<ExitCode, CliError> {
                 };
                 eprintln!("{what} {name}");
             }
-            if !dry_run {
-                let tokens =
-                    crate::provider_sync::apply(&*storage, &plan, suspend_unlisted, || new_token().ok()).await?;
-                for (name, token) in tokens {
-                    writeln!(out, "{name}\t{token}")?;
-                }
+            for (name, token) in tokens {
+                writeln!(out, "{name}\t{token}")?;
             }
             eprintln!(
                 "trust list version {}: {} added, {} updated, {} unchanged, {} unlisted{}",

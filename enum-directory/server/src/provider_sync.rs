@@ -80,15 +80,29 @@ pub fn plan(list: &TrustList, apex: &str, existing: &[Provider]) -> Result<SyncP
     Ok(plan)
 }
 
-/// Applies a plan in one transaction; `suspend_unlisted` empties the prefixes of the unlisted providers.
-/// Returns the new providers' tokens (name, token), which are shown once and stored only hashed.
-pub async fn apply(
+/// Syncs the providers of the directory with `apex` to `list` in one transaction: locks the prefixes (so no
+/// `provider add` or other sync changes them in between), reads the providers, plans and, unless `dry_run`, applies
+/// the plan (`suspend_unlisted` empties the prefixes of the unlisted providers) and commits. Returns the plan and
+/// the new providers' tokens (name, token), which are shown once and stored only hashed.
+///
+/// Planning from one read and writing in a later transaction let a `provider add` commit in between: its
+/// provider was in no plan (not suspended) while its prefix had passed the overlap check against the old
+/// prefixes, so both ended up holding the same range.
+pub async fn sync(
     storage: &dyn Storage,
-    plan: &SyncPlan,
+    list: &TrustList,
+    apex: &str,
     suspend_unlisted: bool,
+    dry_run: bool,
     mut new_token: impl FnMut() -> Option<String>,
-) -> Result<Vec<(String, String)>, SyncError> {
+) -> Result<(SyncPlan, Vec<(String, String)>), SyncError> {
     let mut tx = storage.begin().await?;
+    tx.providers().lock_prefixes().await?;
+    let existing = tx.providers().list().await?;
+    let plan = plan(list, apex, &existing)?;
+    if dry_run {
+        return Ok((plan, Vec::new()));
+    }
     let mut tokens = Vec::new();
     for (name, prefixes) in &plan.add {
         let token = new_token().ok_or(SyncError::Random)?;
@@ -108,5 +122,5 @@ pub async fn apply(
         }
     }
     tx.commit().await?;
-    Ok(tokens)
+    Ok((plan, tokens))
 }

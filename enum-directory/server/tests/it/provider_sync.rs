@@ -8,6 +8,7 @@ use tincan_charter::signed::{Envelope, Root};
 use tincan_common::Clock as _;
 
 use crate::harness::{APEX, add_provider, cli};
+use tincan_directory::storage;
 
 fn now() -> SystemTime {
     tincan_common::SystemClock.now()
@@ -148,4 +149,96 @@ fn provider_sync_refuses_a_list_the_root_did_not_sign() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("list role needs 1 valid signature(s) of its keys, found 0"), "{err}");
     assert_eq!(providers(&data), "");
+}
+
+/// A list naming the directory at [`APEX`] with these providers (id, prefixes); not signed (for the library).
+fn list_of(providers: &[(&str, &[&str])]) -> TrustList {
+    let directory = TrustedDirectory {
+        id: "d".into(),
+        apex: APEX.into(),
+        ds: vec![format!("{APEX} 3600 IN DS 1 15 2 {}", "00".repeat(32))],
+        api_url: "http://127.0.0.1:1/".parse().unwrap(),
+        log_key: "11qYAYKxCrfVS/7TyWQHOg7hcvPapiMlrwIaaPcHURo".into(),
+        dns: vec![],
+    };
+    let providers = providers
+        .iter()
+        .map(|(id, prefixes)| TrustedProvider {
+            name: format!("Provider {id}"),
+            homeservers: vec![format!("{id}.test")],
+            ext_url: format!("http://{id}.test/").parse().unwrap(),
+            directory: "d".into(),
+            provider_id: (*id).into(),
+            prefixes: prefixes.iter().map(|p| (*p).to_owned()).collect(),
+            services: vec![Service::Matrix],
+        })
+        .collect();
+    TrustList::new(ListInput { directories: vec![directory], providers }, 1, now() + Duration::from_secs(3600)).unwrap()
+}
+
+/// Issue 14 item 17 and `provider sync`: a `provider add` that is checking and adding while a sync runs must end
+/// up either refused (it ran after the sync) or suspended by `--suspend-unlisted` (it ran before): never holding a
+/// range the list gives another provider. The add here holds the prefix lock, has checked `+33` against the
+/// prefixes then taken (alpha's `+44` only) and added `legacy +33`, uncommitted, while a sync of a list giving
+/// alpha `+44` and `+33` starts. A sync that planned from its own read and wrote later planned without `legacy`
+/// (not yet committed), then wrote alpha's `+33` after the add committed: both held `+33`.
+async fn a_sync_waits_for_a_concurrent_add_and_plans_with_it(s: std::sync::Arc<dyn storage::Storage>) {
+    use tincan_directory::storage::{self as st, TokenHash};
+    let mut tx = s.begin().await.unwrap();
+    tx.providers().add("alpha", TokenHash::of("ta"), &["+44".parse().unwrap()]).await.unwrap();
+    tx.commit().await.unwrap();
+
+    let mut add = s.begin().await.unwrap();
+    add.providers().lock_prefixes().await.unwrap();
+    let taken: Vec<st::Prefix> = add.providers().list().await.unwrap().into_iter().flat_map(|p| p.prefixes).collect();
+    assert!(!taken.iter().any(|p| p.overlaps(&"+33".parse().unwrap())), "+33 is free before the sync");
+    add.providers().add("legacy", TokenHash::of("tl"), &["+33".parse().unwrap()]).await.unwrap();
+
+    let list = list_of(&[("alpha", &["+44", "+33"])]);
+    let syncing = {
+        let s = s.clone();
+        tokio::spawn(async move {
+            let mut n = 0;
+            tincan_directory::provider_sync::sync(&*s, &list, APEX, true, false, || {
+                n += 1;
+                Some(format!("t{n}"))
+            })
+            .await
+            .unwrap()
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    add.commit().await.unwrap();
+    let (plan, _) = tokio::time::timeout(Duration::from_secs(10), syncing).await.unwrap().unwrap();
+    assert_eq!(plan.unlisted, ["legacy"], "the sync planned with the add it waited for");
+
+    let mut tx = s.begin_read().await.unwrap();
+    let now: Vec<(String, Vec<String>)> = tx
+        .providers()
+        .list()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|p| (p.name, p.prefixes.iter().map(|q| q.as_str().to_owned()).collect()))
+        .collect();
+    assert_eq!(
+        now,
+        [("alpha".to_owned(), vec!["+33".to_owned(), "+44".to_owned()]), ("legacy".to_owned(), vec![])],
+        "no two providers hold +33"
+    );
+}
+
+#[tokio::test]
+async fn sqlite_provider_sync_plans_and_writes_under_the_prefix_lock() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("t.sqlite3").display());
+    let s = storage::open(&url, std::sync::Arc::new(tincan_common::MockClock::at(1_700_000_000))).await.unwrap();
+    a_sync_waits_for_a_concurrent_add_and_plans_with_it(s).await;
+}
+
+#[tokio::test]
+async fn postgres_provider_sync_plans_and_writes_under_the_prefix_lock() {
+    let Some(pg) = tincan_testkit::Postgres::create().await else { return };
+    let s = storage::open(pg.url(), std::sync::Arc::new(tincan_common::MockClock::at(1_700_000_000))).await.unwrap();
+    a_sync_waits_for_a_concurrent_add_and_plans_with_it(s).await;
 }
