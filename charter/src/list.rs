@@ -209,9 +209,16 @@ impl TrustList {
     }
 }
 
+/// The DNSSEC algorithms (IANA numbers) a client's validating lookup accepts in a DS of its trust anchor, exactly
+/// those hickory's `Algorithm::is_supported` takes (RSASHA1, RSASHA1-NSEC3-SHA1, RSASHA256, RSASHA512, ECDSA
+/// P-256/SHA-256, P-384/SHA-384, Ed25519); `tincan_enum_lookup::TrustAnchor` refuses any other (e.g. 3, DSA).
+/// The client core's tests check the two agree for every value.
+pub const CLIENT_DS_ALGORITHMS: [u8; 7] = [5, 7, 8, 10, 13, 14, 15];
+
 /// Checks one DS record in presentation format the way clients read it (`APEX [TTL] [IN] DS TAG ALG DIGTYPE
 /// HEX…`, `;` comments, parentheses, the digest maybe split): the owner is `apex` (case and final dot aside), the
-/// key tag a u16, the algorithm a u8, the digest type 2 (SHA-256) or 4 (SHA-384), which clients take, and the
+/// key tag a u16, the algorithm one of [`CLIENT_DS_ALGORITHMS`], the digest type 2 (SHA-256) or 4 (SHA-384),
+/// which clients take, and the
 /// digest hex of that type's length. A client refuses a list whose DS it cannot read (`directory_config`), so
 /// the charter must never sign one.
 fn check_ds(apex: &str, text: &str) -> Result<(), String> {
@@ -233,7 +240,13 @@ fn check_ds(apex: &str, text: &str) -> Result<(), String> {
         return Err("not class IN, type DS".into());
     }
     rest.next().and_then(|t| t.parse::<u16>().ok()).ok_or("bad key tag")?;
-    rest.next().and_then(|t| t.parse::<u8>().ok()).ok_or("bad algorithm")?;
+    let algorithm = rest.next().and_then(|t| t.parse::<u8>().ok()).ok_or("bad algorithm")?;
+    if !CLIENT_DS_ALGORITHMS.contains(&algorithm) {
+        return Err(format!(
+            "algorithm {algorithm} is not one clients validate with (only {})",
+            CLIENT_DS_ALGORITHMS.map(|a| a.to_string()).join(", ")
+        ));
+    }
     let len = match rest.next().and_then(|t| t.parse::<u8>().ok()) {
         Some(2) => 32,
         Some(4) => 48,
@@ -327,6 +340,31 @@ pub(crate) mod tests {
                 }
                 other => panic!("{ds}: {other:?}"),
             }
+        }
+    }
+
+    /// Issue 14: a DS whose algorithm clients do not validate with (3 is DSA, which hickory does not support;
+    /// 1 RSAMD5, 0, 16 unassigned) makes the list unusable for every client (`directory_config`) until it expires.
+    #[test]
+    fn a_list_with_a_ds_algorithm_clients_refuse_is_refused_naming_the_directory() {
+        let d64 = "9A".repeat(32);
+        for algorithm in [0u8, 1, 2, 3, 4, 6, 9, 11, 12, 16, 23, 252, 253, 254, 255] {
+            let ds = format!("e164.tincan.test. 3600 IN DS 12345 {algorithm} 2 {d64}");
+            let mut i = input();
+            i.directories[0].ds.push(ds.clone());
+            match TrustList::new(i, 1, exp()) {
+                Err(CharterError::InvalidList(m)) => assert!(
+                    m.starts_with("directory main: DS record")
+                        && m.contains(&format!("algorithm {algorithm} is not one clients validate with")),
+                    "{ds}: {m}"
+                ),
+                other => panic!("{ds}: {other:?}"),
+            }
+        }
+        for algorithm in CLIENT_DS_ALGORITHMS {
+            let mut i = input();
+            i.directories[0].ds = vec![format!("e164.tincan.test. 3600 IN DS 12345 {algorithm} 2 {d64}")];
+            assert!(TrustList::new(i, 1, exp()).is_ok(), "algorithm {algorithm}");
         }
     }
 

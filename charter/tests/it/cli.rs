@@ -146,3 +146,19 @@ fn a_list_with_an_unreadable_ds_is_not_made() {
     assert!(e.contains("directory main: DS record") && e.contains("unreadable"), "{e}");
     assert!(!d.join("v1.json").exists());
 }
+
+/// A list naming a DS with an algorithm clients do not validate with (3, DSA) is refused naming the directory.
+#[test]
+fn a_list_with_a_ds_algorithm_clients_refuse_is_not_made() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path();
+    let bad = LIST.replace("IN DS 12345 15 2", "IN DS 12345 3 2");
+    assert_ne!(bad, LIST);
+    std::fs::write(d.join("list.toml"), bad).unwrap();
+    let e = fails(d, &["list", "new", "--input", "list.toml", "--out", "v1.json"]);
+    assert!(
+        e.contains("directory main: DS record") && e.contains("algorithm 3 is not one clients validate with"),
+        "{e}"
+    );
+    assert!(!d.join("v1.json").exists());
+}

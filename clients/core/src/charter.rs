@@ -361,3 +361,25 @@ impl ParentDsCheck {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use tincan_charter::list::CLIENT_DS_ALGORITHMS;
+    use tincan_enum_lookup::TrustAnchor;
+
+    /// The charter refuses to sign a list naming a DS with an algorithm outside `CLIENT_DS_ALGORITHMS`; that set
+    /// must be exactly the algorithms this client's trust anchor (hickory) accepts, for every value of the field.
+    #[test]
+    fn the_charters_ds_algorithms_are_exactly_those_the_client_validates_with() {
+        let digest = "9A".repeat(32);
+        for algorithm in 0..=u8::MAX {
+            let ds = format!("e164.tincan.test. 3600 IN DS 12345 {algorithm} 2 {digest}");
+            let client = TrustAnchor::parse(&ds).is_ok();
+            assert_eq!(
+                CLIENT_DS_ALGORITHMS.contains(&algorithm),
+                client,
+                "algorithm {algorithm}: client takes it: {client}"
+            );
+        }
+    }
+}
