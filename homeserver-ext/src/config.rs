@@ -109,6 +109,10 @@ pub struct SmsConfig {
     /// SMPP: the longest a connection and bind to the SMSC may take (also the longest a sign-up waits for
     /// another's connect); past it the request fails with 502 instead of queueing behind a slow SMSC.
     pub smpp_connect_timeout_secs: u64,
+    /// The longest handing one code SMS to the backend may take, whatever it waits for (a webhook that does not
+    /// answer, an SMSC that never acknowledges a `submit_sm`, a retry on a new bind). Past it the request answers
+    /// 504 and its session is removed; other sign-ups go on meanwhile.
+    pub send_timeout_secs: u64,
 }
 
 impl Default for SmsConfig {
@@ -127,6 +131,7 @@ impl Default for SmsConfig {
             smpp_system_type: String::new(),
             smpp_source_addr: "Tincan".into(),
             smpp_connect_timeout_secs: 5,
+            send_timeout_secs: 10,
         }
     }
 }
@@ -213,6 +218,9 @@ pub struct LimitsConfig {
     pub verify_per_number: BucketConfig,
     /// Numbers looked up (`lookup` addresses) per Matrix user, over all their Identity Service tokens.
     pub lookup_per_user: BucketConfig,
+    /// Numbers looked up (`lookup` addresses) with one Identity Service token; a user's tokens also share
+    /// `lookup_per_user`.
+    pub lookup_per_token: BucketConfig,
     /// Numbers looked up per client IP.
     pub lookup_per_ip: BucketConfig,
     /// Numbers looked up by all users of one other homeserver together (this `server_name`'s users are not
@@ -238,6 +246,7 @@ impl Default for LimitsConfig {
             verify_per_ip: BucketConfig { burst: 60, refill: 60, period_secs: 3600 },
             verify_per_number: BucketConfig { burst: 15, refill: 15, period_secs: 3600 },
             lookup_per_user: BucketConfig { burst: 1000, refill: 1000, period_secs: 3600 },
+            lookup_per_token: BucketConfig { burst: 500, refill: 500, period_secs: 3600 },
             lookup_per_ip: BucketConfig { burst: 5000, refill: 5000, period_secs: 3600 },
             lookup_per_homeserver: BucketConfig { burst: 20_000, refill: 20_000, period_secs: 3600 },
             max_tracked: 100_000,
@@ -508,6 +517,9 @@ impl Validate for ExtConfig {
                  TINCAN_EXT_CODES__SECRET_FILE reads it from a file)"
                     .into(),
             );
+        }
+        if self.sms.send_timeout_secs == 0 || self.sms.send_timeout_secs > 120 {
+            p.push("sms.send_timeout_secs: must be 1 to 120".into());
         }
         if self.codes.max_attempts == 0 || self.codes.ttl_secs == 0 || self.codes.validated_ttl_secs == 0 {
             p.push("codes: max_attempts, ttl_secs and validated_ttl_secs must be positive".into());

@@ -142,6 +142,7 @@ impl ApiError {
             ApiError::NotFound => (S::NOT_FOUND, ErrorKind::NotFound),
             ApiError::Unavailable(_) => (S::NOT_IMPLEMENTED, ErrorKind::Unrecognized),
             ApiError::Store(_) => (S::INTERNAL_SERVER_ERROR, ErrorKind::Unknown),
+            ApiError::Sms(crate::sms::SmsError::SendTimeout(_)) => (S::GATEWAY_TIMEOUT, ErrorKind::Unknown),
             ApiError::Sms(_) | ApiError::Homeserver(_) | ApiError::Directory(_) => (S::BAD_GATEWAY, ErrorKind::Unknown),
             ApiError::Federation(e) => federation_kind(e),
         }

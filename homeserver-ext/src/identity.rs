@@ -123,15 +123,19 @@ impl axum::extract::FromRequestParts<Arc<App>> for IsUser {
     }
 }
 
-/// The owner of a request's Identity Service access token: the user and the homeserver that vouched for them.
+/// The owner of a request's Identity Service access token (the user and the homeserver that vouched for them),
+/// and the token's digest (what budgets per token are keyed by; the token itself is kept nowhere).
 #[derive(Debug, Clone)]
-pub struct IsCaller(pub IsToken);
+pub struct IsCaller(pub IsToken, pub String);
 
 impl axum::extract::FromRequestParts<Arc<App>> for IsCaller {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut axum::http::request::Parts, app: &Arc<App>) -> Result<Self, ApiError> {
-        authenticate(app, &parts.headers).await.map(IsCaller)
+        let token = crate::api::extract_bearer(&parts.headers).ok_or(ApiError::MissingToken)?;
+        let digest = crate::code::digest(token);
+        let caller = app.store.token_user(&digest, app.now()).await?.ok_or(ApiError::UnknownToken)?;
+        Ok(IsCaller(caller, digest))
     }
 }
 

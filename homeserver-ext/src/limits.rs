@@ -38,6 +38,8 @@ pub enum Scope {
     Global,
     /// Numbers looked up by one Matrix user.
     LookupUser,
+    /// Numbers looked up with one Identity Service token.
+    LookupToken,
     /// Numbers looked up from the client's IP address.
     LookupIp,
     /// Numbers looked up by the users of one other homeserver.
@@ -56,12 +58,13 @@ impl Scope {
             Scope::VerifyNumber => "verify_number",
             Scope::Global => "global",
             Scope::LookupUser => "lookup_user",
+            Scope::LookupToken => "lookup_token",
             Scope::LookupIp => "lookup_ip",
             Scope::LookupHomeserver => "lookup_homeserver",
         }
     }
 
-    const ALL: [Scope; 10] = [
+    const ALL: [Scope; 11] = [
         Scope::Number,
         Scope::Prefix,
         Scope::Ip,
@@ -70,6 +73,7 @@ impl Scope {
         Scope::VerifyNumber,
         Scope::Global,
         Scope::LookupUser,
+        Scope::LookupToken,
         Scope::LookupIp,
         Scope::LookupHomeserver,
     ];
@@ -222,17 +226,22 @@ impl Limiter {
         self.take(&[Draw { scope: Scope::VerifyNumber, conf, key: number.to_owned() }], 1)
     }
 
-    /// A `lookup` of `n` addresses by `user_id` (whose token another homeserver, `foreign_server`, vouched for,
-    /// if not ours) from `ip`: `n` tokens from each of those buckets, or none when any holds fewer.
+    /// A `lookup` of `n` addresses by `user_id` with the Identity Service token whose digest is `token_digest`
+    /// (another homeserver, `foreign_server`, vouched for it if not ours) from `ip`: `n` tokens from each of
+    /// those buckets, or none when any holds fewer.
     pub fn check_lookup(
         &self,
         user_id: &str,
+        token_digest: &str,
         foreign_server: Option<&str>,
         ip: Option<IpAddr>,
         n: usize,
     ) -> Result<(), Limited> {
         let c = &self.config;
-        let mut draws = vec![Draw { scope: Scope::LookupUser, conf: &c.lookup_per_user, key: user_id.to_owned() }];
+        let mut draws = vec![
+            Draw { scope: Scope::LookupToken, conf: &c.lookup_per_token, key: token_digest.to_owned() },
+            Draw { scope: Scope::LookupUser, conf: &c.lookup_per_user, key: user_id.to_owned() },
+        ];
         if let Some(ip) = ip {
             draws.push(Draw { scope: Scope::LookupIp, conf: &c.lookup_per_ip, key: crate::net::limit_key(ip) });
         }

@@ -5,6 +5,7 @@ use crate::app::App;
 use crate::code;
 use crate::error::ApiError;
 use crate::number::E164;
+use crate::sms::SmsError;
 use crate::store::{CodeSession, Purpose};
 use std::net::IpAddr;
 use std::time::Duration;
@@ -130,7 +131,9 @@ pub async fn start(
 async fn send(app: &App, number: &E164, code: &str) -> Result<(), ApiError> {
     let s = &app.config.sms;
     let text = crate::sms::render(&s.template, &s.app_name, &s.webotp_domain, code);
-    app.sms.send(number, &text).await?;
+    // Bounded as a whole: a backend that hangs fails this sign-up with a typed error, never holds it longer.
+    let bound = Duration::from_secs(s.send_timeout_secs);
+    tokio::time::timeout(bound, app.sms.send(number, &text)).await.map_err(|_| SmsError::SendTimeout(bound))??;
     app.limiter.note_sent();
     Ok(())
 }

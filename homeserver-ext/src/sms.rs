@@ -39,6 +39,9 @@ pub enum SmsError {
     /// Connecting and binding to the SMSC took longer than `sms.smpp_connect_timeout_secs`.
     #[error("the SMSC did not bind within {0:?}")]
     Timeout(std::time::Duration),
+    /// The backend did not take the message within `sms.send_timeout_secs`.
+    #[error("the SMS backend did not take the message within {0:?}")]
+    SendTimeout(std::time::Duration),
 }
 
 /// Refuses the dev sink unless `serve --dev-sms` asked for it, and warns at every start that it is in use.

@@ -5,7 +5,10 @@ Runs the PyPI `smpp34` SMPP server on 127.0.0.1:PORT and prints one JSON object 
 {"event": "submit_sm", "destination_addr": ..., "data_coding": ..., "esm_class": ..., "text": ...} per
 message (accepted with a fresh message id), {"event": "unbound"} when a session ends.
 
-Usage: python smsc_sim.py PORT
+Usage: python smsc_sim.py PORT [HANG_DESTINATION]
+
+With HANG_DESTINATION (digits, as in destination_addr), a submit_sm to it is never answered (a slow SMSC):
+it is reported as usual and then as {"event": "held", "destination_addr": ...}, and kept without a decision.
 """
 
 import asyncio
@@ -29,7 +32,8 @@ def decode(data_coding, raw):
     return raw.decode("latin-1")
 
 
-async def main(port):
+async def main(port, hang=None):
+    held = []
     server = smpp34.Server(host="127.0.0.1", port=port, system_id="SIMSMSC")
     await server.start()
     emit({"event": "listening", "port": port})
@@ -48,6 +52,11 @@ async def main(port):
                 "esm_class": ev.esm_class,
                 "text": decode(ev.data_coding, raw),
             })
+            if hang is not None and text(ev.destination_addr) == hang:
+                # Kept, so the event is never dropped (which would NAK it): no answer at all.
+                held.append(ev)
+                emit({"event": "held", "destination_addr": hang})
+                continue
             done = ev.accept(message_id=f"sim{n}")
             if asyncio.iscoroutine(done):
                 await done
@@ -58,4 +67,4 @@ async def main(port):
 
 
 if __name__ == "__main__":
-    asyncio.run(main(int(sys.argv[1])))
+    asyncio.run(main(int(sys.argv[1]), sys.argv[2] if len(sys.argv) > 2 else None))

@@ -55,13 +55,13 @@ pub(crate) fn plain_numbers(addresses: &[String]) -> BTreeMap<String, Vec<&Strin
 
 /// Answers which addresses are bound, keyed by the address as the client sent it.
 ///
-/// Every address asked counts against the caller's budgets of numbers per hour (`limits.lookup_per_user`,
-/// `lookup_per_ip`, and `lookup_per_homeserver` for other homeservers' users): a request the budgets cannot
+/// Every address asked counts against the caller's budgets of numbers per hour (`limits.lookup_per_token`,
+/// `lookup_per_user`, `lookup_per_ip`, and `lookup_per_homeserver` for other homeservers' users): a request the budgets cannot
 /// cover whole is refused with `M_LIMIT_EXCEEDED` and takes nothing, so the directory cannot be walked through
 /// this endpoint. `algorithm: none` (plaintext) is refused unless `identity.lookup_allow_none`.
 pub async fn lookup(
     State(app): State<Arc<App>>,
-    IsCaller(caller): IsCaller,
+    IsCaller(caller, token_digest): IsCaller,
     ClientIp(ip): ClientIp,
     Ruma(req): Ruma<lookup_3pid::v2::Request>,
 ) -> Result<Ruma<lookup_3pid::v2::Response>, ApiError> {
@@ -72,7 +72,7 @@ pub async fn lookup(
         return Err(ApiError::InvalidPepper);
     }
     let foreign = (caller.server_name != app.config.server_name).then_some(caller.server_name.as_str());
-    app.limiter.check_lookup(&caller.user_id, foreign, ip, req.addresses.len()).inspect_err(|l| {
+    app.limiter.check_lookup(&caller.user_id, &token_digest, foreign, ip, req.addresses.len()).inspect_err(|l| {
         tracing::info!(scope = l.scope.name(), addresses = req.addresses.len(), "lookup refused by its budget")
     })?;
     let mut mappings = BTreeMap::new();

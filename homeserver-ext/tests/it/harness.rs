@@ -310,12 +310,21 @@ pub struct Smsc {
 
 impl Smsc {
     pub async fn start() -> anyhow::Result<Smsc> {
+        Smsc::start_args(&[]).await
+    }
+
+    /// [`Smsc::start`] never answering a submit_sm to `destination` (digits): a slow SMSC for one number.
+    pub async fn start_hanging(destination: &str) -> anyhow::Result<Smsc> {
+        Smsc::start_args(&[destination]).await
+    }
+
+    async fn start_args(args: &[&str]) -> anyhow::Result<Smsc> {
         let dir = tempfile::tempdir()?;
         let port = tincan_testkit::ports::free_port();
         let log = dir.path().join("smsc.jsonl");
         let python = tincan_testkit::synapse::venv().join("bin/python");
         let mut cmd = Command::new(python);
-        cmd.arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/smsc_sim.py")).arg(port.to_string());
+        cmd.arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/smsc_sim.py")).arg(port.to_string()).args(args);
         let mut guard = ChildGuard::spawn_logged("smsc-sim", cmd, &log)?;
         let deadline = Instant::now() + Duration::from_secs(15);
         while !read_jsonl(&log).iter().any(|e| e["event"] == "listening") {

@@ -1,5 +1,5 @@
 //! Identity Service lookups cannot walk the directory (issue #14 item 9): numbers looked up are budgeted per
-//! user, per client IP and per other homeserver; `algorithm: none` is off unless configured; a token names the
+//! token, per user, per client IP and per other homeserver; `algorithm: none` is off unless configured; a token names the
 //! homeserver that vouched for it and expires. Time comes from the injected clock. Mirror hits resolve on a
 //! bounded number of slots shared by all lookups, shown against the real directory's DNS.
 
@@ -89,6 +89,32 @@ async fn lookup_budgets_per_user_ip_and_homeserver_are_exact() {
     ext.clock.advance(Duration::from_secs(3600));
     assert_eq!(lookup(&ext, "a", ip1, 10).await.0, 200);
     assert_limited(lookup(&ext, "a", ip1, 1).await, "alice's 11th number of the new hour");
+}
+
+/// Issue 14 item 9 asks for a budget per token: one token cannot spend more than `limits.lookup_per_token`, even
+/// when its user's budget has room, and the user's other tokens have budgets of their own (up to the user's).
+#[tokio::test]
+async fn lookup_budget_per_token_is_exact() {
+    let mut c = config();
+    c.limits.trusted_proxies = vec!["127.0.0.1".into()];
+    c.limits.lookup_per_token = hourly(5);
+    c.limits.lookup_per_user = hourly(12);
+    let ext = Local::start(c, NOW).await.unwrap();
+    for token in ["a1", "a2", "a3"] {
+        add_is_token(&*ext.app.store, token, "@alice:hs.test").await;
+    }
+    let ip = "192.0.2.1";
+    assert_eq!(lookup(&ext, "a1", ip, 4).await.0, 200);
+    assert_limited(lookup(&ext, "a1", ip, 2).await, "the token's 5th and 6th numbers");
+    assert_eq!(lookup(&ext, "a1", ip, 1).await.0, 200, "the token's 5th number");
+    assert_limited(lookup(&ext, "a1", ip, 1).await, "the token's 6th number");
+    assert_eq!(lookup(&ext, "a2", ip, 5).await.0, 200, "alice's second token has its own 5");
+    assert_limited(lookup(&ext, "a2", ip, 1).await, "the second token's 6th number");
+    // The user's budget (12) still spans her tokens: 10 spent, the third token gets 2, not 5.
+    assert_limited(lookup(&ext, "a3", ip, 3).await, "alice's 13th number, on a fresh token");
+    assert_eq!(lookup(&ext, "a3", ip, 2).await.0, 200, "alice's 11th and 12th numbers");
+    ext.clock.advance(Duration::from_secs(3600));
+    assert_eq!(lookup(&ext, "a1", ip, 5).await.0, 200, "an hour later the token's budget is full again");
 }
 
 #[tokio::test]
