@@ -252,6 +252,13 @@ fn core_config(c: ClientConfig) -> Result<core::ClientConfig, ClientError> {
     }
     out.ext_url =
         c.ext_url.map(|u| u.parse()).transpose().map_err(|e| ClientError::invalid(format!("ext_url: {e}")))?;
+    if let Some(charter) = c.charter {
+        if charter.root.is_empty() {
+            return Err(ClientError::invalid("charter.root: empty (the charter's root.json)"));
+        }
+        let url = charter.url.parse().map_err(|e| ClientError::invalid(format!("charter.url: {e}")))?;
+        out.charter = Some(core::charter::CharterConfig { url, root: charter.root });
+    }
     if let Some(d) = c.directory {
         let servers = d
             .servers
@@ -275,4 +282,38 @@ fn core_config(c: ClientConfig) -> Result<core::ClientConfig, ClientError> {
         });
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(charter: Option<crate::types::CharterConfig>) -> ClientConfig {
+        ClientConfig {
+            data_dir: "/nonexistent/tincan-ffi-test".into(),
+            store_key: None,
+            ext_url: None,
+            directory: None,
+            device_name: "test".into(),
+            session_store: None,
+            charter,
+        }
+    }
+
+    /// An app on the bindings can use the charter's trust list: its `ClientConfig.charter` becomes the client
+    /// core's, URL and root unchanged; a malformed one is refused as invalid input, not dropped.
+    #[test]
+    fn the_apps_charter_setting_reaches_the_client_core() {
+        let root = br#"{"signed":{"type":"root"}}"#.to_vec();
+        let charter = crate::types::CharterConfig { url: "https://charter.example/tincan/".into(), root: root.clone() };
+        let out = core_config(config(Some(charter))).unwrap();
+        let c = out.charter.expect("the charter setting is passed on");
+        assert_eq!((c.url.as_str(), c.root), ("https://charter.example/tincan/", root));
+        assert!(core_config(config(None)).unwrap().charter.is_none());
+
+        for (url, root, what) in [("not a url", vec![b'{'], "charter.url"), ("https://c.example/", vec![], "charter.root")] {
+            let e = core_config(config(Some(crate::types::CharterConfig { url: url.into(), root }))).unwrap_err();
+            assert!(e.to_string().contains(what), "{what}: {e}");
+        }
+    }
 }

@@ -21,6 +21,20 @@ pub struct ClientConfig {
     /// Where the session is kept: the app's store (the platform keychain/keystore), or `None` for the data dir.
     #[uniffi(default = None)]
     pub session_store: Option<std::sync::Arc<dyn crate::SessionStore>>,
+    /// The charter's trust list: the directory's anchor and log key when `directory.trust_anchor` is empty, and
+    /// the providers one may sign up with and whose users can be verified. `None`: no list.
+    #[uniffi(default = None)]
+    pub charter: Option<CharterConfig>,
+}
+
+/// Where the charter publishes its trust list, and the root the app trusts.
+#[derive(Debug, Clone, uniffi::Record)]
+pub struct CharterConfig {
+    /// The charter repository's base URL (serves `trust-list.json` and `N.root.json`), e.g.
+    /// `https://charter.example/`.
+    pub url: String,
+    /// The charter's `root.json` the app ships with (its bytes).
+    pub root: Vec<u8>,
 }
 
 /// How to reach and trust the ENUM directory.

@@ -60,6 +60,7 @@ fn config(chain: &Chain, dir: &std::path::Path, store_key: Vec<u8>) -> ClientCon
         }),
         device_name: "ffi test".into(),
         session_store: None,
+        charter: None,
     }
 }
 
