@@ -247,6 +247,8 @@ pub trait InboxRepository: Send + Sync {
     async fn complete_inbox(&self, seq: i64, mapping: Option<&MessageMapping>, now: i64) -> Result<()>;
     /// How many events wait to be processed.
     async fn pending_count(&self) -> Result<i64>;
+    /// The highest `seq` recorded so far (0 for an empty inbox): an event above it was recorded later.
+    async fn last_seq(&self) -> Result<i64>;
 }
 
 /// The durable queue of remote events on their way to Matrix (nothing lost on a crash).
@@ -387,6 +389,15 @@ pub(crate) fn is_postgres(url: &str) -> bool {
     url.starts_with("postgres:") || url.starts_with("postgresql:")
 }
 
+/// At most this many rows in one multi-row statement (7 parameters a row at most: well under SQLite's 32,766 and
+/// PostgreSQL's 65,535 bind parameters).
+const ROWS_PER_STATEMENT: usize = 256;
+
+/// `$first, $first+1, …` (`n` of them): the parameters of one row or list in a statement built per size.
+fn placeholders(first: usize, n: usize) -> String {
+    (first..first + n).map(|i| format!("${i}")).collect::<Vec<_>>().join(", ")
+}
+
 fn parse_id<T: TryFrom<String>>(what: &'static str, value: String) -> Result<T> {
     T::try_from(value.clone()).map_err(|_| StoreError::Corrupt { what, value })
 }
@@ -404,24 +415,37 @@ macro_rules! impl_repositories {
         use sqlx::Row;
 
         /// Marks the rows of `done` done and records the message mappings their handling produced, in one
-        /// database transaction (one disk flush).
+        /// database transaction (one disk flush). The mappings go in with multi-row inserts and the inbox rows
+        /// with one `UPDATE … WHERE seq IN (…)` per chunk (few statements for a whole batch); a remote row keeps
+        /// its own `UPDATE` (it records its event ID). Mappings are inserted in `done`'s order, so the first
+        /// of two for one ID wins, as one by one.
         async fn complete_in(pool: &sqlx::Pool<$db>, done: &[crate::store::Completion], now: i64) -> Result<()> {
             let mut tx = pool.begin().await?;
-            for d in done {
-                if let Some(m) = &d.mapping {
-                    insert_message_in(&mut *tx, m).await?;
+            let mappings: Vec<&MessageMapping> = done.iter().filter_map(|d| d.mapping.as_ref()).collect();
+            for chunk in mappings.chunks(crate::store::ROWS_PER_STATEMENT) {
+                insert_messages_in(&mut *tx, chunk).await?;
+            }
+            let inbox: Vec<i64> =
+                done.iter().filter(|d| d.queue == crate::store::WorkQueue::Inbox).map(|d| d.seq).collect();
+            for chunk in inbox.chunks(crate::store::ROWS_PER_STATEMENT) {
+                let sql = format!(
+                    "UPDATE inbox_event SET done_at = $1 WHERE seq IN ({})",
+                    crate::store::placeholders(2, chunk.len())
+                );
+                let mut query = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(now);
+                for seq in chunk {
+                    query = query.bind(*seq);
                 }
-                let sql = match d.queue {
-                    crate::store::WorkQueue::Inbox => "UPDATE inbox_event SET done_at = $1 WHERE seq = $2",
-                    crate::store::WorkQueue::Remote => {
-                        "UPDATE remote_event SET done_at = $1, event_id = $3 WHERE seq = $2"
-                    }
-                };
-                let mut query = sqlx::query(sql).bind(now).bind(d.seq);
-                if d.queue == crate::store::WorkQueue::Remote {
-                    query = query.bind(d.mapping.as_ref().map(|m| m.event_id.as_str()));
-                }
-                query.execute(&mut *tx).await?;
+                // Built per size: not kept in the connection's statement cache.
+                query.persistent(false).execute(&mut *tx).await?;
+            }
+            for d in done.iter().filter(|d| d.queue == crate::store::WorkQueue::Remote) {
+                sqlx::query("UPDATE remote_event SET done_at = $1, event_id = $3 WHERE seq = $2")
+                    .bind(now)
+                    .bind(d.seq)
+                    .bind(d.mapping.as_ref().map(|m| m.event_id.as_str()))
+                    .execute(&mut *tx)
+                    .await?;
             }
             tx.commit().await?;
             Ok(())
@@ -462,6 +486,35 @@ macro_rules! impl_repositories {
             .await?
             .rows_affected();
             Ok(n == 1)
+        }
+
+        /// Records `mappings` on `conn` with one multi-row insert, in their order; each one already mapped
+        /// (either ID) is skipped, like [`insert_message_in`].
+        async fn insert_messages_in(
+            conn: &mut <$db as sqlx::Database>::Connection,
+            mappings: &[&MessageMapping],
+        ) -> Result<()> {
+            let rows = (0..mappings.len())
+                .map(|i| format!("({})", crate::store::placeholders(1 + 7 * i, 7)))
+                .collect::<Vec<_>>()
+                .join(", ");
+            let sql = format!(
+                "INSERT INTO message (receiver, chat_id, remote_id, event_id, room_id, sender, metadata) \
+                 VALUES {rows} ON CONFLICT DO NOTHING"
+            );
+            let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+            for m in mappings {
+                query = query
+                    .bind(m.portal.receiver.as_str())
+                    .bind(m.portal.chat.as_str())
+                    .bind(m.remote_id.as_str())
+                    .bind(m.event_id.as_str())
+                    .bind(m.room_id.as_str())
+                    .bind(m.sender.as_str())
+                    .bind(m.metadata.to_text());
+            }
+            query.persistent(false).execute(conn).await?;
+            Ok(())
         }
 
         fn ghost_from_row(row: &$row) -> Result<Ghost> {
@@ -520,13 +573,18 @@ macro_rules! impl_repositories {
                 if !fresh {
                     return Ok(false);
                 }
-                for event in events {
-                    sqlx::query("INSERT INTO inbox_event (txn_id, kind, event_json) VALUES ($1, $2, $3)")
-                        .bind(txn_id)
-                        .bind(event.kind.as_str())
-                        .bind(&event.json)
-                        .execute(&mut *tx)
-                        .await?;
+                // Multi-row inserts (rows numbered in the order given), not one statement per event.
+                for chunk in events.chunks(crate::store::ROWS_PER_STATEMENT) {
+                    let rows = (0..chunk.len())
+                        .map(|i| format!("($1, {})", crate::store::placeholders(2 + 2 * i, 2)))
+                        .collect::<Vec<_>>()
+                        .join(", ");
+                    let sql = format!("INSERT INTO inbox_event (txn_id, kind, event_json) VALUES {rows}");
+                    let mut query = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(txn_id);
+                    for event in chunk {
+                        query = query.bind(event.kind.as_str()).bind(&event.json);
+                    }
+                    query.persistent(false).execute(&mut *tx).await?;
                 }
                 tx.commit().await?;
                 Ok(true)
@@ -569,6 +627,11 @@ macro_rules! impl_repositories {
                 let row = sqlx::query("SELECT COUNT(*) AS n FROM inbox_event WHERE done_at IS NULL")
                     .fetch_one(&self.pool)
                     .await?;
+                Ok(row.try_get("n")?)
+            }
+
+            async fn last_seq(&self) -> Result<i64> {
+                let row = sqlx::query("SELECT COALESCE(MAX(seq), 0) AS n FROM inbox_event").fetch_one(&self.pool).await?;
                 Ok(row.try_get("n")?)
             }
         }

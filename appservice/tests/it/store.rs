@@ -36,6 +36,7 @@ pub async fn suite(s: Arc<dyn Store>) {
     messages(&*s).await;
     remote_queue(&*s).await;
     completions(&*s).await;
+    large_batches(&*s).await;
     housekeeping(&*s).await;
     logins(&*s).await;
 }
@@ -336,6 +337,57 @@ async fn completions(s: &dyn Store) {
     assert_eq!(s.message_by_event(&a, &eid("$c-inbox")).await.unwrap().unwrap().remote_id.as_str(), "c-inbox");
     s.complete_all(&[done(WorkQueue::Inbox, inbox[0], None)], 460).await.unwrap();
     assert_eq!(s.pending_count().await.unwrap(), inbox_before);
+}
+
+/// Batches larger than one multi-row statement takes (the store splits them): a transaction's 600 events keep
+/// their order and `last_seq` is the last of them; 600 inbox rows and 300 mappings are marked and recorded in
+/// one call, a mapping repeated across the split ignored as in one call of `insert_message`.
+async fn large_batches(s: &dyn Store) {
+    let pending_before = s.pending_count().await.unwrap();
+    let before = s.last_seq().await.unwrap();
+    let events: Vec<NewInboxEvent> =
+        (0..600).map(|n| ev(if n % 7 == 0 { InboxKind::Ephemeral } else { InboxKind::Timeline }, 1_000 + n)).collect();
+    assert!(s.record_transaction("large", &events, 600).await.unwrap());
+    let recorded: Vec<_> = s.pending_after(before, 1_000).await.unwrap();
+    let got: Vec<(InboxKind, &str)> = recorded.iter().map(|e| (e.kind, e.json.as_str())).collect();
+    let want: Vec<(InboxKind, &str)> = events.iter().map(|e| (e.kind, e.json.as_str())).collect();
+    assert_eq!(got, want, "every event once, in the order given");
+    assert!(recorded.iter().all(|e| e.txn_id == "large"));
+    assert!(recorded.windows(2).all(|w| w[0].seq < w[1].seq));
+    assert_eq!(s.last_seq().await.unwrap(), recorded.last().unwrap().seq);
+    assert!(!s.record_transaction("large", &events, 601).await.unwrap(), "a retry records nothing");
+    assert_eq!(s.pending_count().await.unwrap(), pending_before + 600);
+
+    let a = key("@alice:hs.test", "+49888");
+    let mapping = |n: usize, event: String| MessageMapping {
+        portal: a.clone(),
+        remote_id: RemoteMessageId::new(format!("big-{n}")),
+        event_id: eid(&event),
+        room_id: rid("!big:hs.test"),
+        sender: uid("@alice:hs.test"),
+        metadata: Metadata(serde_json::json!({"n": n})),
+    };
+    let done: Vec<Completion> = recorded
+        .iter()
+        .enumerate()
+        .map(|(i, e)| {
+            // Every other row has a mapping; row 598 repeats the remote ID of row 0, under another event.
+            let mapping = match i {
+                598 => Some(mapping(0, "$big-again".into())),
+                i if i % 2 == 0 => Some(mapping(i, format!("$big-{i}"))),
+                _ => None,
+            };
+            Completion { queue: WorkQueue::Inbox, seq: e.seq, mapping }
+        })
+        .collect();
+    s.complete_all(&done, 700).await.unwrap();
+    assert_eq!(s.pending_count().await.unwrap(), pending_before);
+    for i in (0..598).step_by(2) {
+        let m = s.message_by_remote(&a, &RemoteMessageId::new(format!("big-{i}"))).await.unwrap();
+        assert_eq!(m.map(|m| m.event_id.to_string()), Some(format!("$big-{i}")), "mapping {i}");
+    }
+    assert!(s.message_by_event(&a, &eid("$big-again")).await.unwrap().is_none(), "the first mapping of big-0 stays");
+    assert_eq!(s.message_by_event(&a, &eid("$big-0")).await.unwrap().unwrap().metadata.0["n"], 0);
 }
 
 #[tokio::test]
