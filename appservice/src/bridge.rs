@@ -32,6 +32,7 @@ pub mod inbox;
 mod matrix;
 mod media;
 mod portal;
+mod portals;
 mod remote;
 pub mod status;
 
@@ -99,6 +100,8 @@ pub(crate) struct Inner {
     pub(crate) metrics: Metrics,
     pub(crate) inbox_wakeup: Notify,
     pub(crate) portals: Mutex<HashMap<PortalKey, mpsc::UnboundedSender<portal::Work>>>,
+    /// Portal rows read lately (see [`portals`]).
+    pub(crate) portal_cache: portals::PortalCache,
     pub(crate) logins: Mutex<HashMap<OwnedUserId, Arc<dyn NetworkApi>>>,
     pub(crate) shutdown: watch::Sender<bool>,
     /// The ghosts' devices, when end-to-bridge encryption is enabled.
@@ -110,6 +113,10 @@ pub(crate) struct Inner {
     pub(crate) media_max_bytes: u64,
     /// Finished events on their way to being marked done (see [`done`]).
     pub(crate) done: done::DoneLog,
+    /// The last inbox `seq` recorded before this start: only an event at or below it can have been handled by
+    /// an earlier run (and not marked done before a crash), so only such an event is looked up in the message
+    /// map before it goes to the network again.
+    pub(crate) replay_until: i64,
     /// Ghosts whose plain sending device exists (see [`ghost::send_device`]).
     pub(crate) send_devices: ghost::SendDevices,
 }
@@ -359,6 +366,8 @@ impl BridgeBuilder {
             true => Some(crypto::Crypto::open(c).await?),
             false => None,
         };
+        // Before the AS API takes transactions: everything recorded from now on is new to the connector.
+        let replay_until = store.last_seq().await?;
         let metrics = Metrics::default();
         let prefix = c.ghost_prefix(connector.ghost_prefix()).to_owned();
         let (shutdown, _) = watch::channel(false);
@@ -374,6 +383,7 @@ impl BridgeBuilder {
             metrics,
             inbox_wakeup: Notify::new(),
             portals: Mutex::new(HashMap::new()),
+            portal_cache: Default::default(),
             logins: Mutex::new(HashMap::new()),
             shutdown,
             crypto,
@@ -381,6 +391,7 @@ impl BridgeBuilder {
             undecryptable_timeout: std::time::Duration::from_secs(c.encryption.undecryptable_timeout_secs),
             media_max_bytes: c.media.max_bytes,
             done: Default::default(),
+            replay_until,
             send_devices: Default::default(),
         }));
         let listener = tokio::net::TcpListener::bind(&c.appservice.listen)

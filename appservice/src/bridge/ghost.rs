@@ -179,7 +179,7 @@ pub(crate) async fn handle_invite(
         Err(e) => return Err(e.into()),
     }
     let portal = super::inbox::direct_portal(inviter.to_owned(), remote, room_id.to_owned());
-    bridge.0.store.upsert_portal(&portal).await?;
+    bridge.upsert_portal(&portal).await?;
     tracing::info!(%room_id, "new direct portal from an invite");
     Ok(())
 }
@@ -207,7 +207,7 @@ async fn invited_into_portal(
                 // A second participant: the chat is a group from now on.
                 let mut group = portal.clone();
                 group.is_group = true;
-                bridge.0.store.upsert_portal(&group).await?;
+                bridge.upsert_portal(&group).await?;
             }
             tracing::info!(%room, "a participant joined a group portal from Matrix");
         }

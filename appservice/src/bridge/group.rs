@@ -32,7 +32,7 @@ pub(crate) async fn sync(bridge: &BridgeHandle, event: &RemoteEvent, info: &Chat
         // Refused when queued; one queued by an older version is skipped.
         return Ok(());
     };
-    let existing = bridge.0.store.portal(&event.portal).await?;
+    let existing = bridge.portal(&event.portal).await?;
     let (mut portal, room) = match existing {
         Some(p) if p.room_id.is_some() => {
             let room = p.room_id.clone().expect("checked");
@@ -43,7 +43,7 @@ pub(crate) async fn sync(bridge: &BridgeHandle, event: &RemoteEvent, info: &Chat
     if !portal.is_group {
         // A chat known as direct until now turns out to be a group.
         portal.is_group = true;
-        bridge.0.store.upsert_portal(&portal).await?;
+        bridge.upsert_portal(&portal).await?;
     }
     let host = super::ghost::ensure_ghost(bridge, &portal.other_user).await?;
     let present = ghosts_in(bridge, &host, &room).await?;
@@ -55,7 +55,7 @@ pub(crate) async fn sync(bridge: &BridgeHandle, event: &RemoteEvent, info: &Chat
     if !info.members.contains(&portal.other_user) {
         // The host's participant left: the next one hosts the portal, before the old host goes.
         portal.other_user = first.clone();
-        bridge.0.store.upsert_portal(&portal).await?;
+        bridge.upsert_portal(&portal).await?;
         tracing::info!(%room, host = %first, "group portal has a new host");
     }
     for gone in present.iter().filter(|p| !info.members.contains(p)) {
@@ -99,7 +99,7 @@ pub(crate) async fn create_room(
         is_group: true,
         metadata: existing.map(|p| p.metadata).unwrap_or_default(),
     };
-    bridge.0.store.upsert_portal(&portal).await?;
+    bridge.upsert_portal(&portal).await?;
     tracing::info!(%room, members = info.members.len(), "created a group portal room");
     Ok((portal, room))
 }
@@ -193,11 +193,11 @@ pub(crate) async fn receiver_left(bridge: &BridgeHandle, mut portal: Portal) -> 
     }
     let Some(room) = portal.room_id.take() else { return Ok(()) };
     if !portal.is_group {
-        bridge.0.store.delete_portal(&portal.key).await?;
+        bridge.delete_portal(&portal.key).await?;
         tracing::info!(%room, "receiver left; portal forgotten");
         return Ok(());
     }
-    bridge.0.store.upsert_portal(&portal).await?;
+    bridge.upsert_portal(&portal).await?;
     tracing::info!(%room, "receiver left a group portal; its room is forgotten, the portal kept");
     let host = bridge.0.namer.user_id(&portal.other_user);
     let mut ghosts = ghosts_in(bridge, &host, &room).await.unwrap_or_default();
@@ -238,7 +238,7 @@ pub(crate) async fn ghost_removed(
         if let Err(e) = verdict {
             tracing::info!(error = %e, "the network said no to ending a direct chat; the portal ends anyway");
         }
-        bridge.0.store.delete_portal(&portal.key).await?;
+        bridge.delete_portal(&portal.key).await?;
         tracing::info!(%room, "the partner's ghost was removed; portal forgotten");
         return Ok(());
     }
@@ -295,7 +295,7 @@ async fn hand_on_host(bridge: &BridgeHandle, portal: &mut Portal, room: &RoomId,
         Some(next) => {
             tracing::info!(%room, host = %next, "group portal has a new host");
             portal.other_user = next;
-            bridge.0.store.upsert_portal(portal).await?;
+            bridge.upsert_portal(portal).await?;
         }
         None => tracing::warn!(%room, "the group portal's last ghost was removed; the host stays as it was"),
     }

@@ -286,7 +286,7 @@ async fn dispatch_timeline(bridge: &BridgeHandle, entry: InboxEntry) -> Result<(
         return done(bridge, entry.seq).await;
     }
     let room_id = event.room_id().to_owned();
-    let Some(portal) = bridge.0.store.portal_by_room(&room_id).await? else {
+    let Some(portal) = bridge.portal_by_room(&room_id).await? else {
         if bridge.0.store.management_room(&room_id).await?.is_some_and(|owner| owner == sender) {
             return management_command(bridge, entry, &event).await;
         }
@@ -435,7 +435,7 @@ async fn dispatch_ephemeral(bridge: &BridgeHandle, entry: InboxEntry) -> Result<
     let Some(room_id) = ev.room_id else {
         return done(bridge, entry.seq).await;
     };
-    let Some(portal) = bridge.0.store.portal_by_room(&room_id).await? else {
+    let Some(portal) = bridge.portal_by_room(&room_id).await? else {
         return done(bridge, entry.seq).await;
     };
     let receiver = portal.key.receiver.clone();

@@ -12,8 +12,15 @@ use std::time::Duration;
 /// Temporary connector failures are tried this many times in all.
 const ATTEMPTS: u32 = 4;
 
-pub(crate) async fn handle(bridge: &BridgeHandle, key: &PortalKey, work: MatrixWork) -> Result<Option<MessageMapping>> {
-    let Some(portal) = bridge.0.store.portal(key).await? else {
+/// Hands `work` to the connector. `replay`: the event was recorded before this start, so an earlier run may
+/// have handled it already (a message is then looked up in the message map first and not sent twice).
+pub(crate) async fn handle(
+    bridge: &BridgeHandle,
+    key: &PortalKey,
+    work: MatrixWork,
+    replay: bool,
+) -> Result<Option<MessageMapping>> {
+    let Some(portal) = bridge.portal(key).await? else {
         return Ok(None);
     };
     let work = match work {
@@ -72,8 +79,10 @@ pub(crate) async fn handle(bridge: &BridgeHandle, key: &PortalKey, work: MatrixW
                     retry(|| api.handle_matrix_edit(&pref, &target.remote_id, &msg)).await
                 }
                 _ => {
-                    // Handled before a crash that came ahead of its done mark: never send it twice.
-                    if bridge.message_by_event(key, &ev.event_id).await?.is_some() {
+                    // Handled before a crash that came ahead of its done mark: never send it twice. An event
+                    // recorded since this start cannot have been (it is handed to a portal once; its mapping is
+                    // committed with its done mark), so only a replayed one costs a lookup.
+                    if replay && bridge.message_by_event(key, &ev.event_id).await?.is_some() {
                         return Ok(None);
                     }
                     let mut msg = message(&ev.content);

@@ -65,7 +65,8 @@ async fn worker(bridge: BridgeHandle, key: PortalKey, mut rx: mpsc::UnboundedRec
         };
         match work {
             Work::Matrix { seq, work } => {
-                let mapping = match super::matrix::handle(&bridge, &key, work).await {
+                let replay = seq <= bridge.0.replay_until;
+                let mapping = match super::matrix::handle(&bridge, &key, work, replay).await {
                     Ok(mapping) => mapping,
                     Err(e) => {
                         bridge.0.metrics.inc(&bridge.0.metrics.matrix_failures);

@@ -293,7 +293,7 @@ pub(crate) async fn send_notice(bridge: &BridgeHandle, room: &RoomId, other: &Re
 
 /// The portal of `event` with its room, created (DM from the ghost, receiver invited) when missing.
 async fn ensure_portal_room(bridge: &BridgeHandle, event: &RemoteEvent) -> Result<(Portal, OwnedRoomId)> {
-    let existing = bridge.0.store.portal(&event.portal).await?;
+    let existing = bridge.portal(&event.portal).await?;
     if let Some(p) = &existing
         && let Some(room) = &p.room_id
     {
@@ -327,7 +327,7 @@ async fn ensure_portal_room(bridge: &BridgeHandle, event: &RemoteEvent) -> Resul
         is_group: false,
         metadata: existing.map(|p| p.metadata).unwrap_or_default(),
     };
-    bridge.0.store.upsert_portal(&portal).await?;
+    bridge.upsert_portal(&portal).await?;
     // The ghost's side of the DM; the receiver's client marks it direct from the invite's `is_direct`.
     let mut direct = DirectEventContent::default();
     direct.insert(OwnedDirectUserIdentifier::from(receiver), vec![room.clone()]);

@@ -225,6 +225,36 @@ async fn a_crash_in_the_middle_of_a_transaction_hands_on_only_what_was_not_handl
     assert!(metrics.contains("tincan_appservice_duplicate_transactions_total 1\n"), "{metrics}");
 }
 
+/// A message recorded before a restart whose mapping was committed (it reached the network before the crash)
+/// is not handed to the network again; one recorded after the start goes without a lookup. The mapping of
+/// `$m1` stands for a run that handled it and crashed before its done mark.
+#[tokio::test]
+async fn a_replayed_message_with_a_mapping_is_not_sent_again() {
+    let s = setup().await;
+    let (bridge, _rx) = start(&s, false).await;
+    let body = json!({"events": [message(1), message(2)]}).to_string();
+    assert_eq!(put(&bridge, "before", &body, Some(HS_TOKEN)).await.0, 200);
+    bridge.stop().await;
+    s.store
+        .insert_message(&MessageMapping {
+            portal: PortalKey { receiver: ALICE.try_into().unwrap(), chat: RemoteChatId::new("+491") },
+            remote_id: RemoteMessageId::new("out-before-crash"),
+            event_id: "$m1".try_into().unwrap(),
+            room_id: ROOM.try_into().unwrap(),
+            sender: ALICE.try_into().unwrap(),
+            metadata: Default::default(),
+        })
+        .await
+        .unwrap();
+
+    let (bridge, mut rx) = start(&s, true).await;
+    assert_eq!(seen_exactly(&mut rx, 1).await, ["hello 2"]);
+    let body = json!({"events": [message(3)]}).to_string();
+    assert_eq!(put(&bridge, "after", &body, Some(HS_TOKEN)).await.0, 200);
+    assert_eq!(seen_exactly(&mut rx, 1).await, ["hello 3"]);
+    inbox_drained(&s).await;
+}
+
 /// The events of a transaction are marked done together, not one commit each: while another writer holds the
 /// database, the 100 events are handled and wait to be marked; once it lets go, they are marked in at most a
 /// few commits (the first, begun with what was finished then, and one with the rest).
