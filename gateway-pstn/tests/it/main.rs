@@ -8,6 +8,7 @@ mod calls;
 mod concurrency;
 mod crash;
 mod credit;
+mod expiry;
 mod harness;
 mod openapi;
 mod portal;
