@@ -311,7 +311,9 @@ mod tests {
         assert_eq!((c.url.as_str(), c.root), ("https://charter.example/tincan/", root));
         assert!(core_config(config(None)).unwrap().charter.is_none());
 
-        for (url, root, what) in [("not a url", vec![b'{'], "charter.url"), ("https://c.example/", vec![], "charter.root")] {
+        for (url, root, what) in
+            [("not a url", vec![b'{'], "charter.url"), ("https://c.example/", vec![], "charter.root")]
+        {
             let e = core_config(config(Some(crate::types::CharterConfig { url: url.into(), root }))).unwrap_err();
             assert!(e.to_string().contains(what), "{what}: {e}");
         }
