@@ -106,9 +106,7 @@ pub async fn serve(
     let (zone, loaded_version) = load_zone(&config, &*storage, zone_keys.clone(), clock.clone()).await?;
     tracing::info!(numbers = zone.len(), elapsed_ms = started.elapsed().as_millis() as u64, apex = %apex, "zone loaded");
 
-    let udp = UdpSocket::bind(config.dns.listen).await.map_err(bind_err(config.dns.listen))?;
-    let dns_addr = udp.local_addr().map_err(bind_err(config.dns.listen))?;
-    let tcp = TcpListener::bind(dns_addr).await.map_err(bind_err(dns_addr))?;
+    let (udp, dns_addr, tcp) = bind_dns(config.dns.listen).await?;
     let api_listener = TcpListener::bind(config.api.listen).await.map_err(bind_err(config.api.listen))?;
     let api_addr = api_listener.local_addr().map_err(bind_err(config.api.listen))?;
 
@@ -310,6 +308,24 @@ pub async fn load_zone(
     }
     tracing::info!(loaded_signed, to_sign, "signatures loaded from storage");
     Ok((zone, version))
+}
+
+/// DNS's UDP socket and TCP listener, on one port. With port 0 the kernel picks the UDP port, and another program
+/// may hold that port for TCP: then the pair is tried again on another port (up to 20 times) instead of failing.
+async fn bind_dns(listen: SocketAddr) -> Result<(UdpSocket, SocketAddr, TcpListener), ServeError> {
+    let mut retries = 0;
+    loop {
+        let udp = UdpSocket::bind(listen).await.map_err(bind_err(listen))?;
+        let addr = udp.local_addr().map_err(bind_err(listen))?;
+        match TcpListener::bind(addr).await {
+            Ok(tcp) => return Ok((udp, addr, tcp)),
+            Err(e) if listen.port() == 0 && e.kind() == std::io::ErrorKind::AddrInUse && retries < 20 => {
+                tracing::debug!(%addr, "TCP port taken where the kernel put DNS's UDP socket; trying another");
+                retries += 1;
+            }
+            Err(e) => return Err(bind_err(addr)(e)),
+        }
+    }
 }
 
 fn bind_err(addr: SocketAddr) -> impl FnOnce(std::io::Error) -> ServeError {
