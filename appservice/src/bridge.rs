@@ -191,7 +191,7 @@ impl BridgeHandle {
         event_id: &ruma::EventId,
         status: crate::MessageStatus,
     ) -> Result<()> {
-        let sender = match self.0.store.portal(portal).await? {
+        let sender = match self.portal(portal).await? {
             Some(p) => p.other_user,
             None => crate::RemoteUserId::new(portal.chat.as_str()),
         };

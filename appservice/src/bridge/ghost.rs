@@ -142,9 +142,7 @@ pub(crate) async fn handle_invite(
             crypto.device(bridge, &bridge.0.bot).await?;
         }
         bridge.0.hs.send(join_room_by_id::v3::Request::new(room_id.to_owned()), None).await?;
-        if bridge.0.store.portal_by_room(room_id).await?.is_none()
-            && bridge.0.store.management_room(room_id).await?.is_none()
-        {
+        if bridge.portal_by_room(room_id).await?.is_none() && bridge.0.store.management_room(room_id).await?.is_none() {
             // The inviter's management room (see `commands`).
             bridge.0.store.set_management_room(room_id, inviter).await?;
             super::commands::greet(bridge, room_id).await?;
@@ -166,7 +164,7 @@ pub(crate) async fn handle_invite(
         }
         return Ok(());
     }
-    if let Some(portal) = bridge.0.store.portal_by_room(room_id).await? {
+    if let Some(portal) = bridge.portal_by_room(room_id).await? {
         return invited_into_portal(bridge, &portal, inviter, remote).await;
     }
     let ghost = ensure_ghost(bridge, &remote).await?;

@@ -184,7 +184,7 @@ pub(crate) async fn expire_undecryptable(bridge: BridgeHandle) {
 /// its notice), and marks the event done.
 async fn give_up(bridge: &BridgeHandle, w: &Waiting, report: &super::status::Report) {
     bridge.0.metrics.inc(&bridge.0.metrics.undecryptable);
-    if let Ok(Some(portal)) = bridge.0.store.portal_by_room(&w.room).await {
+    if let Ok(Some(portal)) = bridge.portal_by_room(&w.room).await {
         match &w.event_id {
             Some(event_id) => {
                 let ghost = bridge.0.namer.user_id(&portal.other_user);

@@ -2,7 +2,8 @@
 //! portal row once per event (twice for a Matrix event: the inbox routes it by room, the portal's worker
 //! handles it by key).
 //!
-//! Every portal write of the core goes through [`BridgeHandle::upsert_portal`] and
+//! Every portal read of the core goes through [`BridgeHandle::portal`] and [`BridgeHandle::portal_by_room`], and
+//! every portal write through [`BridgeHandle::upsert_portal`] and
 //! [`BridgeHandle::delete_portal`], which write the store first and then empty the cache, so a read that
 //! comes after a write returns (and from then on keeps) what was written. A read that raced with a write and
 //! got the row from before it is not kept: each write moves an epoch on, and a row read under an older
@@ -66,31 +67,36 @@ impl PortalCache {
 impl BridgeHandle {
     /// The portal of `key` (see the [module](self)).
     pub(crate) async fn portal(&self, key: &PortalKey) -> Result<Option<Portal>> {
-        let epoch = {
-            let c = self.0.portal_cache.lock();
-            if let Some(p) = c.by_key.get(key) {
-                return Ok(Some(p.clone()));
-            }
-            c.epoch
-        };
-        let portal = self.0.store.portal(key).await?;
-        if let Some(p) = &portal {
-            self.0.portal_cache.keep(epoch, p);
-        }
-        Ok(portal)
+        self.read_through(|c| c.by_key.get(key).cloned(), || self.0.store.portal(key)).await
     }
 
     /// The portal whose room is `room` (see the [module](self)).
     pub(crate) async fn portal_by_room(&self, room: &RoomId) -> Result<Option<Portal>> {
+        let hit = |c: &Cached| {
+            let cached = c.by_room.get(room).and_then(|key| c.by_key.get(key));
+            cached.filter(|p| p.room_id.as_deref() == Some(room)).cloned()
+        };
+        self.read_through(hit, || self.0.store.portal_by_room(room)).await
+    }
+
+    /// The cached portal `hit` finds, or else the one `load` reads from the store (called only on a miss), kept
+    /// unless a write came in between.
+    async fn read_through<F>(
+        &self,
+        hit: impl FnOnce(&Cached) -> Option<Portal>,
+        load: impl FnOnce() -> F,
+    ) -> Result<Option<Portal>>
+    where
+        F: std::future::Future<Output = crate::store::Result<Option<Portal>>>,
+    {
         let epoch = {
             let c = self.0.portal_cache.lock();
-            let cached = c.by_room.get(room).and_then(|key| c.by_key.get(key));
-            if let Some(p) = cached.filter(|p| p.room_id.as_deref() == Some(room)) {
-                return Ok(Some(p.clone()));
+            if let Some(p) = hit(&c) {
+                return Ok(Some(p));
             }
             c.epoch
         };
-        let portal = self.0.store.portal_by_room(room).await?;
+        let portal = load().await?;
         if let Some(p) = &portal {
             self.0.portal_cache.keep(epoch, p);
         }
