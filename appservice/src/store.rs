@@ -393,11 +393,6 @@ pub(crate) fn is_postgres(url: &str) -> bool {
 /// PostgreSQL's 65,535 bind parameters).
 const ROWS_PER_STATEMENT: usize = 256;
 
-/// `$first, $first+1, …` (`n` of them): the parameters of one row or list in a statement built per size.
-fn placeholders(first: usize, n: usize) -> String {
-    (first..first + n).map(|i| format!("${i}")).collect::<Vec<_>>().join(", ")
-}
-
 fn parse_id<T: TryFrom<String>>(what: &'static str, value: String) -> Result<T> {
     T::try_from(value.clone()).map_err(|_| StoreError::Corrupt { what, value })
 }
@@ -428,16 +423,15 @@ macro_rules! impl_repositories {
             let inbox: Vec<i64> =
                 done.iter().filter(|d| d.queue == crate::store::WorkQueue::Inbox).map(|d| d.seq).collect();
             for chunk in inbox.chunks(crate::store::ROWS_PER_STATEMENT) {
-                let sql = format!(
-                    "UPDATE inbox_event SET done_at = $1 WHERE seq IN ({})",
-                    crate::store::placeholders(2, chunk.len())
-                );
-                let mut query = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(now);
+                let mut query = sqlx::QueryBuilder::<$db>::new("UPDATE inbox_event SET done_at = ");
+                query.push_bind(now).push(" WHERE seq IN (");
+                let mut seqs = query.separated(", ");
                 for seq in chunk {
-                    query = query.bind(*seq);
+                    seqs.push_bind(*seq);
                 }
+                seqs.push_unseparated(")");
                 // Built per size: not kept in the connection's statement cache.
-                query.persistent(false).execute(&mut *tx).await?;
+                query.build().persistent(false).execute(&mut *tx).await?;
             }
             for d in done.iter().filter(|d| d.queue == crate::store::WorkQueue::Remote) {
                 sqlx::query("UPDATE remote_event SET done_at = $1, event_id = $3 WHERE seq = $2")
@@ -494,26 +488,20 @@ macro_rules! impl_repositories {
             conn: &mut <$db as sqlx::Database>::Connection,
             mappings: &[&MessageMapping],
         ) -> Result<()> {
-            let rows = (0..mappings.len())
-                .map(|i| format!("({})", crate::store::placeholders(1 + 7 * i, 7)))
-                .collect::<Vec<_>>()
-                .join(", ");
-            let sql = format!(
-                "INSERT INTO message (receiver, chat_id, remote_id, event_id, room_id, sender, metadata) \
-                 VALUES {rows} ON CONFLICT DO NOTHING"
+            let mut query = sqlx::QueryBuilder::<$db>::new(
+                "INSERT INTO message (receiver, chat_id, remote_id, event_id, room_id, sender, metadata) ",
             );
-            let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
-            for m in mappings {
-                query = query
-                    .bind(m.portal.receiver.as_str())
-                    .bind(m.portal.chat.as_str())
-                    .bind(m.remote_id.as_str())
-                    .bind(m.event_id.as_str())
-                    .bind(m.room_id.as_str())
-                    .bind(m.sender.as_str())
-                    .bind(m.metadata.to_text());
-            }
-            query.persistent(false).execute(conn).await?;
+            query.push_values(mappings, |mut row, m| {
+                row.push_bind(m.portal.receiver.as_str())
+                    .push_bind(m.portal.chat.as_str())
+                    .push_bind(m.remote_id.as_str())
+                    .push_bind(m.event_id.as_str())
+                    .push_bind(m.room_id.as_str())
+                    .push_bind(m.sender.as_str())
+                    .push_bind(m.metadata.to_text());
+            });
+            query.push(" ON CONFLICT DO NOTHING");
+            query.build().persistent(false).execute(conn).await?;
             Ok(())
         }
 
@@ -575,16 +563,11 @@ macro_rules! impl_repositories {
                 }
                 // Multi-row inserts (rows numbered in the order given), not one statement per event.
                 for chunk in events.chunks(crate::store::ROWS_PER_STATEMENT) {
-                    let rows = (0..chunk.len())
-                        .map(|i| format!("($1, {})", crate::store::placeholders(2 + 2 * i, 2)))
-                        .collect::<Vec<_>>()
-                        .join(", ");
-                    let sql = format!("INSERT INTO inbox_event (txn_id, kind, event_json) VALUES {rows}");
-                    let mut query = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(txn_id);
-                    for event in chunk {
-                        query = query.bind(event.kind.as_str()).bind(&event.json);
-                    }
-                    query.persistent(false).execute(&mut *tx).await?;
+                    let mut query = sqlx::QueryBuilder::<$db>::new("INSERT INTO inbox_event (txn_id, kind, event_json) ");
+                    query.push_values(chunk, |mut row, event| {
+                        row.push_bind(txn_id).push_bind(event.kind.as_str()).push_bind(&event.json);
+                    });
+                    query.build().persistent(false).execute(&mut *tx).await?;
                 }
                 tx.commit().await?;
                 Ok(true)
