@@ -119,7 +119,7 @@ impl axum::extract::FromRequestParts<Arc<App>> for IsUser {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut axum::http::request::Parts, app: &Arc<App>) -> Result<Self, ApiError> {
-        authenticate(app, &parts.headers).await.map(|t| IsUser(t.user_id))
+        authenticate(app, &parts.headers).await.map(|c| IsUser(c.0.user_id))
     }
 }
 
@@ -132,18 +132,17 @@ impl axum::extract::FromRequestParts<Arc<App>> for IsCaller {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut axum::http::request::Parts, app: &Arc<App>) -> Result<Self, ApiError> {
-        let token = crate::api::extract_bearer(&parts.headers).ok_or(ApiError::MissingToken)?;
-        let digest = crate::code::digest(token);
-        let caller = app.store.token_user(&digest, app.now()).await?.ok_or(ApiError::UnknownToken)?;
-        Ok(IsCaller(caller, digest))
+        authenticate(app, &parts.headers).await
     }
 }
 
-/// The owner of an Identity Service access token (`Authorization: Bearer` or `access_token` query), unless it
-/// is unknown or expired (`identity.token_ttl_secs` after `account/register`).
-pub async fn authenticate(app: &App, headers: &axum::http::HeaderMap) -> Result<IsToken, ApiError> {
+/// The owner of an Identity Service access token (`Authorization: Bearer` or `access_token` query) with the
+/// token's digest, unless it is unknown or expired (`identity.token_ttl_secs` after `account/register`).
+pub async fn authenticate(app: &App, headers: &axum::http::HeaderMap) -> Result<IsCaller, ApiError> {
     let token = crate::api::extract_bearer(headers).ok_or(ApiError::MissingToken)?;
-    app.store.token_user(&crate::code::digest(token), app.now()).await?.ok_or(ApiError::UnknownToken)
+    let digest = crate::code::digest(token);
+    let owner = app.store.token_user(&digest, app.now()).await?.ok_or(ApiError::UnknownToken)?;
+    Ok(IsCaller(owner, digest))
 }
 
 #[cfg(test)]
