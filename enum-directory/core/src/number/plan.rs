@@ -203,8 +203,18 @@ static POSITIONAL: LazyLock<std::collections::HashSet<String>> = LazyLock::new(|
 /// (yes), its national prefix for parsing and international prefix (no). (Formatting patterns are not needed for
 /// E.164 output; a pattern left out here is compiled by the crate on first use, as before.)
 fn patterns(meta: &Metadata) -> impl Iterator<Item = (&str, bool)> {
+    let start = meta.leading_digits().map(|r| (r.as_str(), true));
+    let region = [meta.national_prefix_for_parsing(), meta.international_prefix()];
+    descriptors(meta)
+        .map(|d| (d.national_number().as_str(), true))
+        .chain(start)
+        .chain(region.into_iter().flatten().map(|r| (r.as_str(), false)))
+}
+
+/// Every number-type descriptor `meta` has (general description first).
+pub(super) fn descriptors(meta: &Metadata) -> impl Iterator<Item = &Descriptor> {
     let d = meta.descriptors();
-    let types = [
+    [
         Some(d.general()),
         d.fixed_line(),
         d.mobile(),
@@ -221,15 +231,9 @@ fn patterns(meta: &Metadata) -> impl Iterator<Item = (&str, bool)> {
         d.standard_rate(),
         d.carrier(),
         d.no_international(),
-    ];
-    let start = meta.leading_digits().map(|r| (r.as_str(), true));
-    let region = [meta.national_prefix_for_parsing(), meta.international_prefix()];
-    types
-        .into_iter()
-        .flatten()
-        .map(|d| (d.national_number().as_str(), true))
-        .chain(start)
-        .chain(region.into_iter().flatten().map(|r| (r.as_str(), false)))
+    ]
+    .into_iter()
+    .flatten()
 }
 
 /// A regular expression source without its whitespace, when that is what it means with `ignore_whitespace`
@@ -379,23 +383,7 @@ mod tests {
         let mut seen = 0;
         for meta in (1..=MAX_CODE as u16).filter_map(|c| DATABASE.by_code(&c)).flatten() {
             let code = meta.country_code();
-            let d = meta.descriptors();
-            let examples = [
-                Some(d.general()),
-                d.fixed_line(),
-                d.mobile(),
-                d.toll_free(),
-                d.premium_rate(),
-                d.shared_cost(),
-                d.personal_number(),
-                d.voip(),
-                d.pager(),
-                d.uan(),
-                d.voicemail(),
-            ]
-            .into_iter()
-            .flatten()
-            .filter_map(Descriptor::example);
+            let examples = descriptors(meta).filter_map(Descriptor::example);
             for example in examples {
                 let last = example.len() - 1;
                 let changed = format!("{}{}", &example[..last], (example.as_bytes()[last] - b'0' + 5) % 10);

@@ -103,29 +103,7 @@ fn regions() -> impl Iterator<Item = &'static Metadata> {
 }
 
 fn examples(meta: &Metadata) -> Vec<&str> {
-    let d = meta.descriptors();
-    [
-        Some(d.general()),
-        d.fixed_line(),
-        d.mobile(),
-        d.toll_free(),
-        d.premium_rate(),
-        d.shared_cost(),
-        d.personal_number(),
-        d.voip(),
-        d.pager(),
-        d.uan(),
-        d.voicemail(),
-        d.short_code(),
-        d.emergency(),
-        d.standard_rate(),
-        d.carrier(),
-        d.no_international(),
-    ]
-    .into_iter()
-    .flatten()
-    .filter_map(|d| d.example())
-    .collect()
+    super::plan::descriptors(meta).filter_map(|d| d.example()).collect()
 }
 
 /// A small deterministic generator (the corpus must be the same at every run).
