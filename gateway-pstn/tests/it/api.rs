@@ -6,7 +6,13 @@ use serde_json::{Value, json};
 
 use crate::harness::Gateway;
 
-async fn send(gw: &Gateway, method: Method, path: &str, token: Option<&str>, body: Option<Vec<u8>>) -> (u16, Value) {
+pub(crate) async fn send(
+    gw: &Gateway,
+    method: Method,
+    path: &str,
+    token: Option<&str>,
+    body: Option<Vec<u8>>,
+) -> (u16, Value) {
     let mut req = reqwest::Client::new().request(method, format!("{}{path}", gw.base()));
     if let Some(t) = token {
         req = req.bearer_auth(t);
@@ -20,7 +26,7 @@ async fn send(gw: &Gateway, method: Method, path: &str, token: Option<&str>, bod
     (status, serde_json::from_str(&text).unwrap_or(Value::Null))
 }
 
-fn j(v: Value) -> Option<Vec<u8>> {
+pub(crate) fn j(v: Value) -> Option<Vec<u8>> {
     Some(v.to_string().into_bytes())
 }
 

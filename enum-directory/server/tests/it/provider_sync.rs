@@ -31,7 +31,7 @@ impl Charter {
 
     /// Publishes list `version` naming the directory at `apex` and these providers (id, prefixes).
     fn publish(&self, repo: &Path, version: u64, apex: &str, providers: &[(&str, &[&str])]) {
-        self.publish_with(repo, version, apex, &[format!("{apex} 3600 IN DS 1 15 2 {}", "00".repeat(32))], providers);
+        self.publish_with(repo, version, apex, &[ds_of(apex)], providers);
     }
 
     /// Publishes list `version` naming the directory at `apex` with the DS set `ds`, and no provider.
@@ -40,32 +40,7 @@ impl Charter {
     }
 
     fn publish_with(&self, repo: &Path, version: u64, apex: &str, ds: &[String], providers: &[(&str, &[&str])]) {
-        let directory = TrustedDirectory {
-            id: "d".into(),
-            apex: apex.into(),
-            ds: ds.to_vec(),
-            api_url: "http://127.0.0.1:1/".parse().unwrap(),
-            log_key: "11qYAYKxCrfVS/7TyWQHOg7hcvPapiMlrwIaaPcHURo".into(),
-            dns: vec![],
-        };
-        let providers = providers
-            .iter()
-            .map(|(id, prefixes)| TrustedProvider {
-                name: format!("Provider {id}"),
-                homeservers: vec![format!("{id}.test")],
-                ext_url: format!("http://{id}.test/").parse().unwrap(),
-                directory: "d".into(),
-                provider_id: (*id).into(),
-                prefixes: prefixes.iter().map(|p| (*p).to_owned()).collect(),
-                services: vec![Service::Matrix],
-            })
-            .collect();
-        let list = TrustList::new(
-            ListInput { directories: vec![directory], providers },
-            version,
-            now() + Duration::from_secs(3600),
-        )
-        .unwrap();
+        let list = list(version, apex, ds, providers);
         let mut env = Envelope::new(&list);
         env.sign(&self.key);
         std::fs::create_dir_all(repo).unwrap();
@@ -153,10 +128,21 @@ fn provider_sync_refuses_a_list_the_root_did_not_sign() {
 
 /// A list naming the directory at [`APEX`] with these providers (id, prefixes); not signed (for the library).
 fn list_of(providers: &[(&str, &[&str])]) -> TrustList {
+    list(1, APEX, &[ds_of(APEX)], providers)
+}
+
+/// A DS record clients read for `apex`.
+fn ds_of(apex: &str) -> String {
+    format!("{apex} 3600 IN DS 1 15 2 {}", "00".repeat(32))
+}
+
+/// List `version`, valid for an hour, naming the directory at `apex` with the DS set `ds` and these providers
+/// (id, prefixes).
+fn list(version: u64, apex: &str, ds: &[String], providers: &[(&str, &[&str])]) -> TrustList {
     let directory = TrustedDirectory {
         id: "d".into(),
-        apex: APEX.into(),
-        ds: vec![format!("{APEX} 3600 IN DS 1 15 2 {}", "00".repeat(32))],
+        apex: apex.into(),
+        ds: ds.to_vec(),
         api_url: "http://127.0.0.1:1/".parse().unwrap(),
         log_key: "11qYAYKxCrfVS/7TyWQHOg7hcvPapiMlrwIaaPcHURo".into(),
         dns: vec![],
@@ -173,7 +159,8 @@ fn list_of(providers: &[(&str, &[&str])]) -> TrustList {
             services: vec![Service::Matrix],
         })
         .collect();
-    TrustList::new(ListInput { directories: vec![directory], providers }, 1, now() + Duration::from_secs(3600)).unwrap()
+    TrustList::new(ListInput { directories: vec![directory], providers }, version, now() + Duration::from_secs(3600))
+        .unwrap()
 }
 
 /// Issue 14 item 17 and `provider sync`: a `provider add` that is checking and adding while a sync runs must end
